@@ -1,0 +1,1 @@
+//! Sealed-message format v1 (placeholder, being written).

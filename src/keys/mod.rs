@@ -1,0 +1,1 @@
+//! Keyring (placeholder, being written).

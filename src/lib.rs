@@ -1,0 +1,16 @@
+//! writ: a mail gateway that seals every message before a hosted provider
+//! stores it.
+//!
+//! The crate is organised as rooms, each owning its types:
+//!
+//! - [`envelope`]: the sealed-message format v1 (seal, open, summary,
+//!   detection). Pure: no sockets, no files of its own beyond the ciphertext
+//!   spill it is handed.
+//! - [`keys`]: the keyring on disk: epochs, the master identity, unlock,
+//!   rotate, passwd.
+//! - [`config`]: the TOML configuration and its validation.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod envelope;
+pub mod keys;
