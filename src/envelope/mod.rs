@@ -1,1 +1,58 @@
-//! Sealed-message format v1 (placeholder, being written).
+//! The sealed-message format v1: seal, open, summary, detection.
+//!
+//! `docs/FORMAT.md` is the normative specification; this module is its
+//! reference implementation. It is pure in the sense that matters: it reads
+//! from a [`std::io::Read`], writes to a [`std::io::Write`], and owns no
+//! sockets. The one file it may create is the unnamed spill file that holds
+//! payload *ciphertext* while a large message streams through.
+//!
+//! ```text
+//!   M ──► Sealer::seal ──► sealed message ──► open ──► M (byte for byte)
+//!                                  └──► read_summary / open_summary ──► Summary
+//! ```
+
+mod armor;
+mod detect;
+pub mod header;
+mod open;
+pub mod scan;
+mod seal;
+mod sink;
+pub mod summary;
+
+pub use detect::{Detected, detect};
+pub use open::{Keys, Opened, open, open_summary, read_summary};
+pub use scan::Limits;
+pub use seal::{PROTECTED_FIELDS, Sealed, Sealer};
+pub use summary::{Part, Summary};
+
+/// The `protocol` of the outer multipart/encrypted and the type of part 1.
+pub const SEALED_PROTOCOL: &str = "application/vnd.writ.sealed";
+/// The type of part 2, the payload.
+pub const PAYLOAD_TYPE: &str = "application/octet-stream";
+
+/// Why sealing or opening failed. Messages name the problem and never
+/// include key material or message content.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("no recipients to seal to (is the keyring initialised?)")]
+    NoRecipients,
+    #[error("cannot encrypt: {0}")]
+    Encrypt(String),
+    #[error("the message is not sealed (no X-Writ marker)")]
+    NotSealed,
+    #[error("sealed with format version {0}, which this writ does not read: upgrade writ")]
+    UnsupportedVersion(String),
+    #[error("sealed under epoch {0}, which is not in the keyring")]
+    UnknownEpoch(String),
+    #[error("none of the available keys opens this message")]
+    NoMatchingKey,
+    #[error("the sealed message is damaged: {0}")]
+    Damaged(String),
+    #[error("the summary is malformed: {0}")]
+    Summary(String),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,360 @@
+//! Armor and transfer encodings, as streaming adapters.
+//!
+//! Writing: age's armored writer emits LF line endings; mail wants CRLF, so
+//! [`CrlfWriter`] converts on the way to the sink.
+//!
+//! Reading: providers re-encode parts (base64, quoted-printable), re-wrap
+//! lines and change line endings. The opener therefore never relies on the
+//! armor's exact layout: [`Dearmor`] skips to the BEGIN line, collects
+//! base64 characters ignoring all whitespace, and stops at the END line.
+
+use std::io::{self, Read, Write};
+
+pub const BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
+pub const END: &[u8] = b"-----END AGE ENCRYPTED FILE-----";
+
+/// Turns every LF into CRLF. Its input is age armor: ASCII, no CR.
+pub struct CrlfWriter<W: Write> {
+    inner: W,
+}
+
+impl<W: Write> CrlfWriter<W> {
+    pub fn new(inner: W) -> Self {
+        CrlfWriter { inner }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for CrlfWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // One write per call: the sink may be a file.
+        let mut out = Vec::with_capacity(buf.len() + buf.len() / 32 + 2);
+        for &b in buf {
+            if b == b'\n' {
+                out.push(b'\r');
+            }
+            out.push(b);
+        }
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn b64_value(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    }
+}
+
+/// Incremental base64 decoding that ignores whitespace (and, in lenient
+/// mode, any other non-alphabet byte, as RFC 2045 says for transfer
+/// encoding).
+#[derive(Default)]
+struct B64 {
+    acc: u32,
+    bits: u8,
+    done: bool,
+}
+
+impl B64 {
+    /// Decodes one input byte, appending output to `out`. Returns false on
+    /// a byte that is neither alphabet, padding nor whitespace (strict mode).
+    fn feed(&mut self, c: u8, strict: bool, out: &mut Vec<u8>) -> bool {
+        if c == b'=' {
+            self.done = true;
+            return true;
+        }
+        let Some(v) = b64_value(c) else {
+            return !strict || c.is_ascii_whitespace();
+        };
+        if self.done {
+            // Data after padding: only acceptable when lenient.
+            return !strict;
+        }
+        self.acc = (self.acc << 6) | u32::from(v);
+        self.bits += 6;
+        if self.bits >= 8 {
+            self.bits -= 8;
+            out.push((self.acc >> self.bits) as u8);
+            self.acc &= (1 << self.bits) - 1;
+        }
+        true
+    }
+}
+
+/// A transfer decoding applied to a part's body by the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEncoding {
+    Identity,
+    Base64,
+    QuotedPrintable,
+}
+
+impl TransferEncoding {
+    pub fn from_header(value: Option<&str>) -> TransferEncoding {
+        match value.map(|v| v.trim().to_ascii_lowercase()) {
+            Some(v) if v == "base64" => TransferEncoding::Base64,
+            Some(v) if v == "quoted-printable" => TransferEncoding::QuotedPrintable,
+            _ => TransferEncoding::Identity,
+        }
+    }
+}
+
+/// Undoes a transfer encoding as bytes stream through.
+pub struct TransferDecoder<R: Read> {
+    inner: R,
+    enc: TransferEncoding,
+    b64: B64,
+    /// Quoted-printable: bytes held back while an `=` escape is incomplete.
+    qp_hold: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl<R: Read> TransferDecoder<R> {
+    pub fn new(inner: R, enc: TransferEncoding) -> Self {
+        TransferDecoder {
+            inner,
+            enc,
+            b64: B64::default(),
+            qp_hold: Vec::new(),
+            out: Vec::new(),
+            pos: 0,
+            eof: false,
+        }
+    }
+
+    fn qp(&mut self, input: &[u8]) {
+        self.qp_hold.extend_from_slice(input);
+        let data = std::mem::take(&mut self.qp_hold);
+        let mut i = 0;
+        while i < data.len() {
+            let c = data[i];
+            if c != b'=' {
+                self.out.push(c);
+                i += 1;
+                continue;
+            }
+            let rest = &data[i + 1..];
+            if rest.len() < 2 && !self.eof {
+                // Wait for the rest of the escape.
+                self.qp_hold = data[i..].to_vec();
+                return;
+            }
+            match rest {
+                [b'\r', b'\n', ..] => i += 3,
+                [b'\n', ..] => i += 2,
+                [h, l, ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                    let hex = |x: u8| (x as char).to_digit(16).unwrap_or(0) as u8;
+                    self.out.push(hex(*h) << 4 | hex(*l));
+                    i += 3;
+                }
+                _ => {
+                    // Not an escape: RFC 2045 suggests keeping it literally.
+                    self.out.push(c);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for TransferDecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.out.len() {
+            if self.eof {
+                return Ok(0);
+            }
+            self.out.clear();
+            self.pos = 0;
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                self.eof = true;
+            }
+            let input = &chunk[..n];
+            match self.enc {
+                TransferEncoding::Identity => self.out.extend_from_slice(input),
+                TransferEncoding::Base64 => {
+                    for &c in input {
+                        self.b64.feed(c, false, &mut self.out);
+                    }
+                }
+                TransferEncoding::QuotedPrintable => self.qp(input),
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Extracts the binary age file from ASCII armor, tolerating any
+/// whitespace changes. Errors name what is wrong with the armor.
+pub struct Dearmor<R: Read> {
+    inner: R,
+    state: DearmorState,
+    /// Bytes seen while looking for the BEGIN line (bounded).
+    window: Vec<u8>,
+    b64: B64,
+    /// Bytes of the END marker matched so far.
+    end_seen: usize,
+    out: Vec<u8>,
+    pos: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DearmorState {
+    SeekBegin,
+    Body,
+    Done,
+}
+
+fn damaged(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("armor {what}"))
+}
+
+impl<R: Read> Dearmor<R> {
+    pub fn new(inner: R) -> Self {
+        Dearmor {
+            inner,
+            state: DearmorState::SeekBegin,
+            window: Vec::new(),
+            b64: B64::default(),
+            end_seen: 0,
+            out: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn feed(&mut self, input: &[u8]) -> io::Result<()> {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                DearmorState::SeekBegin => {
+                    self.window.push(input[i]);
+                    i += 1;
+                    if self.window.ends_with(BEGIN) {
+                        self.state = DearmorState::Body;
+                        self.window.clear();
+                    } else if self.window.len() > 64 * 1024 {
+                        return Err(damaged("has no BEGIN line"));
+                    }
+                }
+                DearmorState::Body => {
+                    let c = input[i];
+                    i += 1;
+                    if self.end_seen > 0 || c == b'-' {
+                        // Inside the END marker; whitespace is not allowed
+                        // within it, but a re-encoder may not touch it.
+                        if END.get(self.end_seen) == Some(&c) {
+                            self.end_seen += 1;
+                            if self.end_seen == END.len() {
+                                self.state = DearmorState::Done;
+                            }
+                        } else {
+                            return Err(damaged("has a damaged END line"));
+                        }
+                    } else if !self.b64.feed(c, true, &mut self.out) {
+                        return Err(damaged(&format!(
+                            "contains a byte that is not base64 (0x{c:02x})"
+                        )));
+                    }
+                }
+                DearmorState::Done => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Dearmor<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.out.len() {
+            if self.state == DearmorState::Done {
+                return Ok(0);
+            }
+            self.out.clear();
+            self.pos = 0;
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                return Err(match self.state {
+                    DearmorState::SeekBegin => damaged("has no BEGIN line"),
+                    _ => damaged("has no END line (truncated?)"),
+                });
+            }
+            self.feed(&chunk[..n])?;
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    #[test]
+    fn dearmor_ignores_whitespace_changes() {
+        let armored = b"junk\r\n-----BEGIN AGE ENCRYPTED FILE-----\r\naGVs\n  bG8g\r\n\td29y bGQ=\r\n-----END AGE ENCRYPTED FILE-----\r\n";
+        assert_eq!(
+            read_all(Dearmor::new(&armored[..])).unwrap(),
+            b"hello world"
+        );
+    }
+
+    #[test]
+    fn dearmor_reports_truncation_and_damage() {
+        let cut = b"-----BEGIN AGE ENCRYPTED FILE-----\naGVs";
+        let err = read_all(Dearmor::new(&cut[..])).unwrap_err();
+        assert!(err.to_string().contains("no END line"), "{err}");
+        let bad = b"-----BEGIN AGE ENCRYPTED FILE-----\naG*s\n-----END AGE ENCRYPTED FILE-----";
+        let err = read_all(Dearmor::new(&bad[..])).unwrap_err();
+        assert!(err.to_string().contains("not base64"), "{err}");
+        let err = read_all(Dearmor::new(&b"nothing here"[..])).unwrap_err();
+        assert!(err.to_string().contains("no BEGIN"), "{err}");
+    }
+
+    #[test]
+    fn transfer_decoders() {
+        let qp = b"a=3Db=\r\nc=\nd=zz";
+        let out = read_all(TransferDecoder::new(
+            &qp[..],
+            TransferEncoding::QuotedPrintable,
+        ));
+        assert_eq!(out.unwrap(), b"a=bcd=zz");
+        let b64 = b"aGVs\r\nbG8=\r\n";
+        let out = read_all(TransferDecoder::new(&b64[..], TransferEncoding::Base64));
+        assert_eq!(out.unwrap(), b"hello");
+    }
+
+    #[test]
+    fn crlf_writer_converts_lf() {
+        let mut w = CrlfWriter::new(Vec::new());
+        w.write_all(b"a\nb\n").unwrap();
+        assert_eq!(w.into_inner(), b"a\r\nb\r\n");
+    }
+}

@@ -1,0 +1,90 @@
+//! Is a stored message sealed, and under which epoch? From its header alone.
+
+use super::SEALED_PROTOCOL;
+use super::header;
+
+/// What the header of a sealed message says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    /// Format version from `X-Writ: v=...`.
+    pub version: u32,
+    /// The epoch id from `key=...`.
+    pub epoch: String,
+}
+
+/// Parses `v=1; key=0123456789abcdef` (whitespace and order tolerated).
+pub fn parse_marker(value: &[u8]) -> Option<Detected> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut version = None;
+    let mut epoch = None;
+    for item in text.split(';') {
+        let Some((k, v)) = item.split_once('=') else {
+            continue;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "v" => version = v.trim().parse::<u32>().ok(),
+            "key" => {
+                let v = v.trim();
+                if v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    epoch = Some(v.to_ascii_lowercase());
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(Detected {
+        version: version?,
+        epoch: epoch?,
+    })
+}
+
+/// Detects a sealed message from its header block (the stored message's
+/// header, possibly with provider fields above the marker). A message is
+/// sealed when it carries a well-formed `X-Writ` marker *and* its
+/// Content-Type is multipart/encrypted with writ's protocol: a stray
+/// marker alone never makes writ pass plaintext through unsealed.
+pub fn detect(header_block: &[u8]) -> Option<Detected> {
+    let fields = header::fields(header_block);
+    let marker = fields.iter().find(|f| f.is("x-writ"))?;
+    let detected = parse_marker(&marker.value())?;
+    let ct = fields.iter().find(|f| f.is("content-type"))?;
+    let ct = header::parse_params(&ct.value());
+    let sealed_type = ct.value.eq_ignore_ascii_case("multipart/encrypted")
+        && ct
+            .param("protocol")
+            .is_some_and(|p| p.eq_ignore_ascii_case(SEALED_PROTOCOL))
+        && ct.param("boundary").is_some();
+    sealed_type.then_some(detected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_alone_is_not_enough() {
+        let h = b"X-Writ: v=1; key=0123456789abcdef\r\nSubject: plain\r\n\r\n";
+        assert_eq!(detect(h), None);
+    }
+
+    #[test]
+    fn refolded_header_is_detected() {
+        let h = b"Received: x\r\nX-Writ: v=1;\r\n key=0123456789ABCDEF\r\nContent-Type: multipart/encrypted;\r\n\tprotocol=\"application/vnd.writ.sealed\";\r\n boundary=\"b\"\r\n\r\n";
+        let d = detect(h).unwrap();
+        assert_eq!(d.epoch, "0123456789abcdef");
+        assert_eq!(d.version, 1);
+    }
+
+    #[test]
+    fn malformed_markers() {
+        for v in [
+            &b"v=1"[..],
+            b"key=0123",
+            b"v=x; key=0123456789abcdef",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert_eq!(parse_marker(v), None);
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Opening: a stored sealed message in, M out (preceded by the fields the
+//! provider put above the marker), streaming.
+//!
+//! The opener assumes nothing about layout that a provider may change: it
+//! finds the marker by name, the boundary from the (possibly re-folded)
+//! Content-Type, the parts by their content types, undoes any transfer
+//! encoding, and reads the armor ignoring whitespace.
+
+use std::io::{self, BufRead, Read, Write};
+
+use super::armor::{Dearmor, TransferDecoder, TransferEncoding};
+use super::detect::{Detected, parse_marker};
+use super::header;
+use super::summary::{SUMMARY_VERSION, Summary};
+use super::{EnvelopeError, PAYLOAD_TYPE, SEALED_PROTOCOL};
+
+/// Where the identities for an epoch come from (the unlocked keyring, an
+/// escrow identity, a plain list in tests).
+pub trait Keys {
+    /// Identities that may open messages sealed under `epoch`. Empty when
+    /// the epoch is unknown.
+    fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity>;
+}
+
+/// Any identity in the list is tried, whatever the epoch.
+impl Keys for [age::x25519::Identity] {
+    fn identities(&self, _epoch: &str) -> Vec<&dyn age::Identity> {
+        self.iter().map(|i| i as &dyn age::Identity).collect()
+    }
+}
+
+impl Keys for Vec<age::x25519::Identity> {
+    fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity> {
+        self.as_slice().identities(epoch)
+    }
+}
+
+/// Longest stored header block read (providers add trace fields).
+const MAX_STORED_HEADER: usize = 8 * 1024 * 1024;
+/// Longest summary part accepted.
+const MAX_SUMMARY_PART: usize = 64 * 1024 * 1024;
+
+/// What [`open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub epoch: String,
+    /// Octets written: prefix fields plus M.
+    pub size: u64,
+}
+
+/// The stored header, split at the marker.
+struct StoredHeader {
+    /// Fields above `X-Writ`, verbatim.
+    prefix: Vec<u8>,
+    marker: Detected,
+    boundary: Vec<u8>,
+}
+
+fn read_stored_header(input: &mut impl BufRead) -> Result<StoredHeader, EnvelopeError> {
+    let mut block = Vec::new();
+    loop {
+        let n = read_line(input, &mut block, MAX_STORED_HEADER)?;
+        if n == 0 {
+            break;
+        }
+        let last = &block[block.len() - n..];
+        if last == b"\r\n" || last == b"\n" {
+            break;
+        }
+        if block.len() >= MAX_STORED_HEADER {
+            return Err(EnvelopeError::NotSealed);
+        }
+    }
+    let fields = header::fields(&block);
+    let Some(pos) = fields.iter().position(|f| f.is("x-writ")) else {
+        return Err(EnvelopeError::NotSealed);
+    };
+    let value = fields[pos].value();
+    let marker = match parse_marker(&value) {
+        Some(m) if m.version == 1 => m,
+        Some(m) => return Err(EnvelopeError::UnsupportedVersion(m.version.to_string())),
+        None => {
+            return Err(EnvelopeError::Damaged(
+                "the X-Writ marker is malformed".into(),
+            ));
+        }
+    };
+    let prefix: Vec<u8> = fields[..pos]
+        .iter()
+        .flat_map(|f| f.raw.iter().copied())
+        .collect();
+    let ct = fields
+        .iter()
+        .find(|f| f.is("content-type"))
+        .map(|f| header::parse_params(&f.value()))
+        .ok_or_else(|| EnvelopeError::Damaged("the sealed message has no Content-Type".into()))?;
+    let boundary = ct
+        .param("boundary")
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| EnvelopeError::Damaged("the sealed message has no MIME boundary".into()))?;
+    let mut delim = b"--".to_vec();
+    delim.extend_from_slice(boundary.as_bytes());
+    Ok(StoredHeader {
+        prefix,
+        marker,
+        boundary: delim,
+    })
+}
+
+/// Reads one line (up to and including LF) into `buf`, at most `cap` bytes
+/// in total in `buf`. Returns bytes added.
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Result<usize> {
+    let start = buf.len();
+    loop {
+        let avail = input.fill_buf()?;
+        if avail.is_empty() {
+            break;
+        }
+        let room = cap.saturating_sub(buf.len());
+        if room == 0 {
+            break;
+        }
+        let take = avail.len().min(room);
+        match avail[..take].iter().position(|&b| b == b'\n') {
+            Some(p) => {
+                buf.extend_from_slice(&avail[..=p]);
+                input.consume(p + 1);
+                break;
+            }
+            None => {
+                buf.extend_from_slice(&avail[..take]);
+                input.consume(take);
+            }
+        }
+    }
+    Ok(buf.len() - start)
+}
+
+/// The kind of a part of the sealed message.
+#[derive(Debug, PartialEq, Eq)]
+enum PartKind {
+    Summary,
+    Payload,
+    Other,
+}
+
+/// Reads part headers and bodies of the sealed container, line by line.
+struct Parts<R: BufRead> {
+    input: R,
+    delimiter: Vec<u8>,
+    line: Vec<u8>,
+    /// The current line is a delimiter (start of a part), or the close.
+    finished: bool,
+}
+
+const LINE_CAP: usize = 64 * 1024;
+
+impl<R: BufRead> Parts<R> {
+    /// Skips to the next part; returns its kind and transfer encoding.
+    fn next_part(&mut self) -> Result<Option<(PartKind, TransferEncoding)>, EnvelopeError> {
+        // Skip to a delimiter line.
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            if self.line.starts_with(&self.delimiter) {
+                if self.line[self.delimiter.len()..].starts_with(b"--") {
+                    self.finished = true;
+                    return Ok(None);
+                }
+                break;
+            }
+            self.line.clear();
+            if read_line(&mut self.input, &mut self.line, LINE_CAP)? == 0 {
+                self.finished = true;
+                return Ok(None);
+            }
+        }
+        // The part header.
+        let mut block = Vec::new();
+        loop {
+            let n = read_line(&mut self.input, &mut block, MAX_STORED_HEADER)?;
+            if n == 0 {
+                break;
+            }
+            let last = &block[block.len() - n..];
+            if last == b"\r\n" || last == b"\n" || block.len() >= MAX_STORED_HEADER {
+                break;
+            }
+        }
+        self.line.clear();
+        let ct = header::first_value(&block, "content-type")
+            .map(|v| header::parse_params(&v))
+            .unwrap_or_default();
+        let cte =
+            header::first_value(&block, "content-transfer-encoding").map(|v| header::text(&v));
+        let kind = if ct.value.eq_ignore_ascii_case(SEALED_PROTOCOL) {
+            PartKind::Summary
+        } else if ct.value.eq_ignore_ascii_case(PAYLOAD_TYPE)
+            || ct.param("name") == Some("message.age")
+        {
+            PartKind::Payload
+        } else {
+            PartKind::Other
+        };
+        Ok(Some((kind, TransferEncoding::from_header(cte.as_deref()))))
+    }
+
+    /// The current part's body as a reader that stops at the next delimiter.
+    fn body(&mut self) -> PartBody<'_, R> {
+        PartBody {
+            parts: self,
+            pending: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+struct PartBody<'a, R: BufRead> {
+    parts: &'a mut Parts<R>,
+    pending: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for PartBody<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.pending.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.pending.clear();
+            self.pos = 0;
+            let p = &mut *self.parts;
+            p.line.clear();
+            if read_line(&mut p.input, &mut p.line, LINE_CAP)? == 0 {
+                p.finished = true;
+                self.done = true;
+                return Ok(0);
+            }
+            if p.line.starts_with(&p.delimiter) {
+                // Leave the delimiter in `line` for next_part.
+                self.done = true;
+                return Ok(0);
+            }
+            self.pending.extend_from_slice(&p.line);
+        }
+        let n = buf.len().min(self.pending.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn decrypt_error(e: age::DecryptError) -> EnvelopeError {
+    match e {
+        age::DecryptError::NoMatchingKeys => EnvelopeError::NoMatchingKey,
+        age::DecryptError::Io(e) => EnvelopeError::Damaged(e.to_string()),
+        other => EnvelopeError::Damaged(format!("age: {other}")),
+    }
+}
+
+/// Decrypts an armored age file read from `r` (whitespace-tolerant).
+fn decrypt_into(
+    r: impl Read,
+    identities: &[&dyn age::Identity],
+    out: &mut dyn Write,
+) -> Result<u64, EnvelopeError> {
+    let dearmored = io::BufReader::with_capacity(64 * 1024, Dearmor::new(r));
+    let decryptor = age::Decryptor::new_buffered(dearmored).map_err(decrypt_error)?;
+    let mut reader = decryptor
+        .decrypt(identities.iter().copied())
+        .map_err(decrypt_error)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(EnvelopeError::Damaged(format!(
+                    "the payload is damaged or was tampered with ({e})"
+                )));
+            }
+        };
+        out.write_all(&buf[..n]).map_err(EnvelopeError::Output)?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+fn identities_for<'k>(
+    keys: &'k (impl Keys + ?Sized),
+    epoch: &str,
+) -> Result<Vec<&'k dyn age::Identity>, EnvelopeError> {
+    let ids = keys.identities(epoch);
+    if ids.is_empty() {
+        return Err(EnvelopeError::UnknownEpoch(epoch.to_owned()));
+    }
+    Ok(ids)
+}
+
+/// Opens a stored sealed message: writes the fields above the marker, then
+/// M byte for byte. Output written before an error is authentic (age
+/// authenticates every chunk) but incomplete; callers that must not expose
+/// partial output write to a buffer or temp file first.
+pub fn open(
+    input: impl BufRead,
+    keys: &(impl Keys + ?Sized),
+    mut output: impl Write,
+) -> Result<Opened, EnvelopeError> {
+    let mut input = input;
+    let head = read_stored_header(&mut input)?;
+    let ids = identities_for(keys, &head.marker.epoch)?;
+    let mut parts = Parts {
+        input,
+        delimiter: head.boundary,
+        line: Vec::new(),
+        finished: false,
+    };
+    while let Some((kind, enc)) = parts.next_part()? {
+        if kind != PartKind::Payload {
+            continue;
+        }
+        output
+            .write_all(&head.prefix)
+            .map_err(EnvelopeError::Output)?;
+        let body = TransferDecoder::new(parts.body(), enc);
+        let n = decrypt_into(body, &ids, &mut output)?;
+        output.flush().map_err(EnvelopeError::Output)?;
+        return Ok(Opened {
+            epoch: head.marker.epoch,
+            size: head.prefix.len() as u64 + n,
+        });
+    }
+    Err(EnvelopeError::Damaged(
+        "the sealed message has no payload part".into(),
+    ))
+}
+
+/// Reads the summary from a stored sealed message, consuming input only up
+/// to the end of part 1: the payload need not be downloaded.
+pub fn read_summary(
+    input: impl BufRead,
+    keys: &(impl Keys + ?Sized),
+) -> Result<Summary, EnvelopeError> {
+    let mut input = input;
+    let head = read_stored_header(&mut input)?;
+    let ids = identities_for(keys, &head.marker.epoch)?;
+    let mut parts = Parts {
+        input,
+        delimiter: head.boundary,
+        line: Vec::new(),
+        finished: false,
+    };
+    while let Some((kind, enc)) = parts.next_part()? {
+        if kind == PartKind::Summary {
+            let body = TransferDecoder::new(parts.body(), enc);
+            return summary_from(body.take(MAX_SUMMARY_PART as u64), &ids);
+        }
+    }
+    Err(EnvelopeError::Damaged(
+        "the sealed message has no summary part".into(),
+    ))
+}
+
+/// Opens the summary from part 1's body alone (as fetched with BODY[1]),
+/// undoing `transfer_encoding` (its Content-Transfer-Encoding, if any).
+pub fn open_summary(
+    part1: &[u8],
+    transfer_encoding: Option<&str>,
+    epoch: &str,
+    keys: &(impl Keys + ?Sized),
+) -> Result<Summary, EnvelopeError> {
+    let ids = identities_for(keys, epoch)?;
+    let body = TransferDecoder::new(part1, TransferEncoding::from_header(transfer_encoding));
+    summary_from(body, &ids)
+}
+
+fn summary_from(body: impl Read, ids: &[&dyn age::Identity]) -> Result<Summary, EnvelopeError> {
+    let mut json = Vec::new();
+    decrypt_into(body, ids, &mut json)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| EnvelopeError::Summary(e.to_string()))?;
+    let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if version != u64::from(SUMMARY_VERSION) {
+        return Err(EnvelopeError::UnsupportedVersion(format!(
+            "summary {version}"
+        )));
+    }
+    serde_json::from_value(v).map_err(|e| EnvelopeError::Summary(e.to_string()))
+}

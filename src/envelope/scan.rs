@@ -1,0 +1,508 @@
+//! A streaming MIME scanner: fed M in chunks of any size, it builds the
+//! [`Summary`] without ever holding more than one header block and one
+//! short line.
+//!
+//! It follows RFC 2045/2046 the way IMAP servers do in practice: a line
+//! that starts with `--boundary` of any open multipart is a delimiter
+//! (innermost first), the line break before a delimiter belongs to the
+//! delimiter, a part without a blank line ends its header at the next
+//! delimiter, and a message that ends early closes every open part at EOF.
+//! Past [`Limits::max_depth`] or [`Limits::max_parts`] a body is opaque
+//! content: the summary says so, the payload is unaffected.
+
+use super::header::{self, ParamValue, text};
+use super::summary::{Disposition, Part, SUMMARY_VERSION, Summary};
+
+/// Bounds on what the scanner keeps. The defaults match Dovecot's message
+/// parser so the proxy and the provider agree on structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest nesting of entities (multiparts and embedded messages).
+    pub max_depth: usize,
+    /// Entities recorded in one message.
+    pub max_parts: usize,
+    /// Bytes of one header block kept for parsing and for the summary.
+    pub max_header: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 100,
+            max_parts: 10_000,
+            max_header: 1024 * 1024,
+        }
+    }
+}
+
+/// Bytes of a body line kept: enough for any RFC 2046 delimiter
+/// (`--`, 70 octets of boundary, `--`, transport padding).
+const LINE_KEEP: usize = 1024;
+
+/// Longest boundary accepted (RFC 2046 says 70; be lenient, but bounded).
+const MAX_BOUNDARY: usize = 200;
+
+#[derive(Debug)]
+enum State {
+    /// Reading the entity's header; `buf` holds it up to the cap.
+    Header { buf: Vec<u8>, truncated: bool },
+    /// In the body (for a multipart: preamble, parts, or epilogue).
+    Body,
+}
+
+#[derive(Debug)]
+struct Frame {
+    part: Part,
+    state: State,
+    /// `--boundary` while this multipart's delimiters are live.
+    delimiter: Option<Vec<u8>>,
+    /// Counters at `body_offset`, to compute line counts at close.
+    lf_at_body: u64,
+    bare_at_body: u64,
+    /// Keep the raw header in the summary (the message and embedded ones).
+    keep_header: bool,
+    /// Children default to message/rfc822 (inside multipart/digest).
+    digest: bool,
+}
+
+impl Frame {
+    fn new(header_offset: u64, keep_header: bool, parent_digest: bool) -> Frame {
+        let (media_type, subtype) = if parent_digest {
+            ("message", "rfc822")
+        } else {
+            ("text", "plain")
+        };
+        Frame {
+            part: Part {
+                media_type: media_type.into(),
+                subtype: subtype.into(),
+                header_offset,
+                ..Part::default()
+            },
+            state: State::Header {
+                buf: Vec::new(),
+                truncated: false,
+            },
+            delimiter: None,
+            lf_at_body: 0,
+            bare_at_body: 0,
+            keep_header,
+            digest: false,
+        }
+    }
+}
+
+/// The streaming scanner. Feed with [`Scanner::push`], finish with
+/// [`Scanner::finish`].
+#[derive(Debug)]
+pub struct Scanner {
+    limits: Limits,
+    offset: u64,
+    lf: u64,
+    bare_lf: u64,
+    /// The last two bytes seen, to tell CRLF from bare LF across chunks.
+    tail: [u8; 2],
+    line: Vec<u8>,
+    line_len: u64,
+    line_start: u64,
+    line_start_lf: u64,
+    line_start_bare: u64,
+    /// Length of the previous line's line break (0 at the start).
+    prev_eol: u64,
+    stack: Vec<Frame>,
+    parts: usize,
+    root: Option<Part>,
+}
+
+impl Scanner {
+    pub fn new(limits: Limits) -> Scanner {
+        Scanner {
+            limits,
+            offset: 0,
+            lf: 0,
+            bare_lf: 0,
+            tail: [0, 0],
+            line: Vec::new(),
+            line_len: 0,
+            line_start: 0,
+            line_start_lf: 0,
+            line_start_bare: 0,
+            prev_eol: 0,
+            stack: vec![Frame::new(0, true, false)],
+            parts: 1,
+            root: None,
+        }
+    }
+
+    /// Feeds the next bytes of M.
+    pub fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match data.iter().position(|&b| b == b'\n') {
+                Some(p) => {
+                    self.take(&data[..=p]);
+                    self.end_line();
+                    data = &data[p + 1..];
+                }
+                None => {
+                    self.take(data);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn line_cap(&self) -> usize {
+        match self.stack.last().map(|f| &f.state) {
+            Some(State::Header { .. }) => self.limits.max_header.max(LINE_KEEP),
+            _ => LINE_KEEP,
+        }
+    }
+
+    fn take(&mut self, seg: &[u8]) {
+        let room = self.line_cap().saturating_sub(self.line.len());
+        self.line.extend_from_slice(&seg[..seg.len().min(room)]);
+        self.line_len += seg.len() as u64;
+        self.offset += seg.len() as u64;
+        match seg {
+            [.., a, b] => self.tail = [*a, *b],
+            [b] => self.tail = [self.tail[1], *b],
+            [] => {}
+        }
+    }
+
+    fn end_line(&mut self) {
+        let eol: u64 = if self.line_len >= 2 && self.tail[0] == b'\r' {
+            2
+        } else {
+            1
+        };
+        self.lf += 1;
+        if eol == 1 {
+            self.bare_lf += 1;
+        }
+        let line = std::mem::take(&mut self.line);
+        let complete = line.len() as u64 == self.line_len;
+        self.process_line(&line, complete, eol);
+        self.line = line;
+        self.line.clear();
+        self.prev_eol = eol;
+        self.line_len = 0;
+        self.line_start = self.offset;
+        self.line_start_lf = self.lf;
+        self.line_start_bare = self.bare_lf;
+    }
+
+    /// Which open multipart (index into the stack) does this line delimit,
+    /// and is it the close delimiter? Innermost first; among equal prefixes
+    /// the innermost wins, as in Dovecot.
+    fn delimiter_of(&self, line: &[u8]) -> Option<(usize, bool)> {
+        if !line.starts_with(b"--") {
+            return None;
+        }
+        for (i, f) in self.stack.iter().enumerate().rev() {
+            if let Some(d) = &f.delimiter {
+                if line.starts_with(d) {
+                    let close = line[d.len()..].starts_with(b"--");
+                    return Some((i, close));
+                }
+            }
+        }
+        None
+    }
+
+    fn process_line(&mut self, line: &[u8], complete: bool, eol: u64) {
+        if let Some((k, close)) = self.delimiter_of(line) {
+            // The previous line's break belongs to this delimiter.
+            let end = self.line_start.saturating_sub(self.prev_eol);
+            let (end_lf, end_bare) = self.counters_before_break();
+            while self.stack.len() > k + 1 {
+                self.close_top(end, end_lf, end_bare, self.line_start);
+            }
+            if close {
+                if let Some(f) = self.stack.last_mut() {
+                    f.delimiter = None;
+                }
+            } else if self.parts < self.limits.max_parts {
+                self.parts += 1;
+                let digest = self.stack.last().is_some_and(|f| f.digest);
+                self.stack.push(Frame::new(self.offset, false, digest));
+            } else {
+                // Too many parts: the rest of this multipart is opaque.
+                if let Some(f) = self.stack.last_mut() {
+                    f.delimiter = None;
+                    f.part.opaque = true;
+                }
+            }
+            return;
+        }
+        let is_blank = self.line_len == eol;
+        let max_header = self.limits.max_header;
+        let Some(top) = self.stack.last_mut() else {
+            return;
+        };
+        let State::Header { buf, truncated } = &mut top.state else {
+            return;
+        };
+        if !is_blank {
+            if complete && buf.len() + line.len() <= max_header {
+                buf.extend_from_slice(line);
+            } else {
+                *truncated = true;
+            }
+            return;
+        }
+        if buf.len() + line.len() <= max_header {
+            buf.extend_from_slice(line);
+        }
+        let buf = std::mem::take(buf);
+        let truncated = *truncated;
+        let body_offset = self.offset;
+        self.begin_body(buf, truncated, body_offset);
+    }
+
+    /// LF and bare-LF counts at the point just before the previous line's
+    /// break (where a part ends when a delimiter follows).
+    fn counters_before_break(&self) -> (u64, u64) {
+        let lf = self
+            .line_start_lf
+            .saturating_sub(u64::from(self.prev_eol > 0));
+        let bare = self
+            .line_start_bare
+            .saturating_sub(u64::from(self.prev_eol == 1));
+        (lf, bare)
+    }
+
+    /// The top entity's header ended at `body_offset`: parse it and decide
+    /// what its body is.
+    fn begin_body(&mut self, buf: Vec<u8>, truncated: bool, body_offset: u64) {
+        let depth = self.stack.len();
+        let (lf, bare) = (self.lf, self.bare_lf);
+        let Some(top) = self.stack.last_mut() else {
+            return;
+        };
+        apply_header(&mut top.part, &buf);
+        top.part.header_size = body_offset - top.part.header_offset;
+        top.part.body_offset = body_offset;
+        top.lf_at_body = lf;
+        top.bare_at_body = bare;
+        if top.keep_header {
+            if truncated {
+                top.part.header_truncated = true;
+            } else {
+                top.part.header = Some(buf);
+            }
+        }
+        top.state = State::Body;
+        let deep_ok = depth < self.limits.max_depth;
+        let count_ok = self.parts < self.limits.max_parts;
+        if top.part.is_multipart() {
+            let boundary = top.part.param("boundary").map(|b| b.as_bytes().to_vec());
+            match boundary {
+                Some(b) if !b.is_empty() && b.len() <= MAX_BOUNDARY && deep_ok => {
+                    let mut d = b"--".to_vec();
+                    d.extend_from_slice(&b);
+                    top.delimiter = Some(d);
+                    top.digest = top.part.subtype == "digest";
+                }
+                Some(_) if !deep_ok => top.part.opaque = true,
+                _ => {}
+            }
+        } else if top.part.is_message() {
+            if deep_ok && count_ok {
+                self.parts += 1;
+                self.stack.push(Frame::new(body_offset, true, false));
+            } else {
+                top.part.opaque = true;
+            }
+        }
+    }
+
+    /// Closes the innermost open entity with its body ending at `end`.
+    /// `next` is where the following content starts (for an entity still in
+    /// its header, the header runs up to there).
+    fn close_top(&mut self, end: u64, end_lf: u64, end_bare: u64, next: u64) {
+        let Some(mut frame) = self.stack.pop() else {
+            return;
+        };
+        if let State::Header { buf, truncated } = std::mem::replace(&mut frame.state, State::Body) {
+            // No blank line before the end: all of it is header.
+            apply_header(&mut frame.part, &buf);
+            let header_end = next.max(frame.part.header_offset);
+            frame.part.header_size = header_end - frame.part.header_offset;
+            frame.part.body_offset = header_end;
+            if frame.keep_header {
+                if truncated {
+                    frame.part.header_truncated = true;
+                } else {
+                    frame.part.header = Some(buf);
+                }
+            }
+            frame.part.body_size = 0;
+        } else {
+            let end = end.max(frame.part.body_offset);
+            frame.part.body_size = end - frame.part.body_offset;
+            frame.part.body_lines = end_lf.saturating_sub(frame.lf_at_body);
+            frame.part.body_bare_lf = end_bare.saturating_sub(frame.bare_at_body);
+        }
+        match self.stack.last_mut() {
+            Some(parent) => parent.part.parts.push(frame.part),
+            None => self.root = Some(frame.part),
+        }
+    }
+
+    /// Ends the input: every open entity ends at EOF.
+    pub fn finish(mut self) -> Summary {
+        if self.line_len > 0 {
+            // A last line without a line break: it can still be a delimiter
+            // or the end of a header.
+            let line = std::mem::take(&mut self.line);
+            let complete = line.len() as u64 == self.line_len;
+            if self.delimiter_of(&line).is_some() {
+                self.process_line(&line, complete, 0);
+            }
+        }
+        let (end, lf, bare) = (self.offset, self.lf, self.bare_lf);
+        while !self.stack.is_empty() {
+            self.close_top(end, lf, bare, end);
+        }
+        Summary {
+            version: SUMMARY_VERSION,
+            size: self.offset,
+            bare_lf: self.bare_lf,
+            root: self.root.unwrap_or_default(),
+        }
+    }
+}
+
+/// Fills the MIME fields of `part` from its raw header block.
+fn apply_header(part: &mut Part, block: &[u8]) {
+    let mut ct: Option<ParamValue> = None;
+    for f in header::fields(block) {
+        let Some(name) = f.name() else { continue };
+        let lower = name.to_ascii_lowercase();
+        let value = || f.value();
+        match lower.as_slice() {
+            b"content-type" if ct.is_none() => ct = Some(header::parse_params(&value())),
+            b"content-transfer-encoding" if part.encoding.is_none() => {
+                part.encoding = Some(text(&value()))
+            }
+            b"content-id" if part.id.is_none() => part.id = Some(text(&value())),
+            b"content-description" if part.description.is_none() => {
+                part.description = Some(text(&value()))
+            }
+            b"content-md5" if part.md5.is_none() => part.md5 = Some(text(&value())),
+            b"content-location" if part.location.is_none() => part.location = Some(text(&value())),
+            b"content-language" if part.language.is_none() => {
+                let langs: Vec<String> = text(&value())
+                    .split([',', ' ', '\t'])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                part.language = Some(langs);
+            }
+            b"content-disposition" if part.disposition.is_none() => {
+                let d = header::parse_params(&value());
+                if !d.value.is_empty() {
+                    part.disposition = Some(Disposition {
+                        kind: d.value.to_ascii_lowercase(),
+                        params: d.params,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(ct) = ct {
+        let full = ct.value.to_ascii_lowercase();
+        if let Some((t, s)) = full.split_once('/') {
+            let (t, s) = (t.trim(), s.trim());
+            let token = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_graphic());
+            if token(t) && token(s) {
+                part.media_type = t.to_owned();
+                part.subtype = s.to_owned();
+                part.content_type_present = true;
+                part.params = ct.params;
+            }
+        }
+    }
+}
+
+/// Scans a whole message held in memory (tests, small messages).
+pub fn scan(m: &[u8], limits: Limits) -> Summary {
+    let mut s = Scanner::new(limits);
+    s.push(m);
+    s.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body<'a>(m: &'a [u8], p: &Part) -> &'a [u8] {
+        &m[p.body_offset as usize..(p.body_offset + p.body_size) as usize]
+    }
+
+    #[test]
+    fn simple_message() {
+        let m = b"Subject: hi\r\nTo: a@b\r\n\r\nline1\r\nline2\r\n";
+        let s = scan(m, Limits::default());
+        assert_eq!(s.size, m.len() as u64);
+        assert_eq!(s.root.media_type, "text");
+        assert!(!s.root.content_type_present);
+        assert_eq!(body(m, &s.root), b"line1\r\nline2\r\n");
+        assert_eq!(s.root.body_lines, 2);
+        assert_eq!(s.root.header.as_deref(), Some(&m[..24]));
+    }
+
+    #[test]
+    fn multipart_offsets_exclude_the_break_before_the_delimiter() {
+        let m = b"Content-Type: multipart/mixed; boundary=XX\r\n\r\npre\r\n--XX\r\nContent-Type: text/plain\r\n\r\nA\r\n--XX\r\n\r\nB\r\n\r\n--XX--\r\nepi\r\n";
+        let s = scan(m, Limits::default());
+        assert_eq!(s.root.parts.len(), 2);
+        assert_eq!(body(m, &s.root.parts[0]), b"A");
+        assert_eq!(body(m, &s.root.parts[1]), b"B\r\n");
+        assert_eq!(s.root.parts[1].body_lines, 1);
+        assert_eq!(body(m, &s.root), &m[46..]);
+    }
+
+    #[test]
+    fn chunking_does_not_change_the_summary() {
+        let m = b"Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody\n--b--\n";
+        let whole = scan(m, Limits::default());
+        for size in 1..8 {
+            let mut s = Scanner::new(Limits::default());
+            for c in m.chunks(size) {
+                s.push(c);
+            }
+            assert_eq!(s.finish(), whole, "chunk size {size}");
+        }
+        let inner = &whole.root.parts[0].parts[0];
+        assert_eq!(
+            inner.header.as_deref(),
+            Some(&b"Subject: inner\r\n\r\n"[..])
+        );
+    }
+
+    #[test]
+    fn depth_cap_makes_the_rest_opaque() {
+        let mut m = Vec::new();
+        for i in 0..300 {
+            m.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+                    .as_bytes(),
+            );
+        }
+        m.extend_from_slice(b"\r\ninnermost\r\n");
+        let limits = Limits::default();
+        let s = scan(&m, limits);
+        let mut depth = 0;
+        let mut p = &s.root;
+        while let Some(c) = p.parts.first() {
+            p = c;
+            depth += 1;
+        }
+        assert!(depth < limits.max_depth);
+        assert!(p.opaque);
+        assert_eq!(s.size, m.len() as u64);
+    }
+}
