@@ -143,7 +143,7 @@ pub fn trim_end(b: &[u8]) -> &[u8] {
 pub struct ParamValue {
     /// The part before the first `;`, trimmed, comments removed.
     pub value: String,
-    /// Parameters in order, names lower-cased, values unquoted.
+    /// Parameters in order, names as written, values unquoted.
     pub params: Vec<(String, String)>,
 }
 
@@ -216,7 +216,7 @@ pub fn parse_params(raw: &[u8]) -> ParamValue {
             continue;
         }
         let val = trim(&p[eq + 1..]);
-        params.push((text(name).to_ascii_lowercase(), text(&unquote(val))));
+        params.push((text(name), text(&unquote(val))));
     }
     ParamValue { value, params }
 }
@@ -298,6 +298,7 @@ mod tests {
         let p = parse_params(b"multipart/mixed; BOUNDARY=\"a b;c\" (comment); charset=utf-8");
         assert_eq!(p.value, "multipart/mixed");
         assert_eq!(p.param("boundary"), Some("a b;c"));
+        assert_eq!(p.params[0].0, "BOUNDARY");
         assert_eq!(p.param("charset"), Some("utf-8"));
     }
 

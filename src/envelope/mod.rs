@@ -19,6 +19,7 @@ pub mod scan;
 mod seal;
 mod sink;
 pub mod summary;
+pub mod view;
 
 pub use detect::{Detected, detect};
 pub use open::{Keys, Opened, open, open_summary, read_summary};

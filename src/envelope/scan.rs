@@ -200,11 +200,11 @@ impl Scanner {
             return None;
         }
         for (i, f) in self.stack.iter().enumerate().rev() {
-            if let Some(d) = &f.delimiter {
-                if line.starts_with(d) {
-                    let close = line[d.len()..].starts_with(b"--");
-                    return Some((i, close));
-                }
+            if let Some(d) = &f.delimiter
+                && line.starts_with(d)
+            {
+                let close = line[d.len()..].starts_with(b"--");
+                return Some((i, close));
             }
         }
         None
@@ -302,7 +302,7 @@ impl Scanner {
                     let mut d = b"--".to_vec();
                     d.extend_from_slice(&b);
                     top.delimiter = Some(d);
-                    top.digest = top.part.subtype == "digest";
+                    top.digest = top.part.subtype.eq_ignore_ascii_case("digest");
                 }
                 Some(_) if !deep_ok => top.part.opaque = true,
                 _ => {}
@@ -404,7 +404,7 @@ fn apply_header(part: &mut Part, block: &[u8]) {
                 let d = header::parse_params(&value());
                 if !d.value.is_empty() {
                     part.disposition = Some(Disposition {
-                        kind: d.value.to_ascii_lowercase(),
+                        kind: d.value,
                         params: d.params,
                     });
                 }
@@ -413,8 +413,8 @@ fn apply_header(part: &mut Part, block: &[u8]) {
         }
     }
     if let Some(ct) = ct {
-        let full = ct.value.to_ascii_lowercase();
-        if let Some((t, s)) = full.split_once('/') {
+        // Case is kept as written: IMAP servers report it that way.
+        if let Some((t, s)) = ct.value.split_once('/') {
             let (t, s) = (t.trim(), s.trim());
             let token = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_graphic());
             if token(t) && token(s) {

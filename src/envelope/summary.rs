@@ -26,16 +26,16 @@ pub struct Summary {
 /// embedded in a message/rfc822 part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Part {
-    /// Media type, lower case; `text` when the entity has no usable
+    /// Media type as written; `text` when the entity has no usable
     /// Content-Type (`message` inside multipart/digest).
     #[serde(rename = "type")]
     pub media_type: String,
-    /// Media subtype, lower case.
+    /// Media subtype as written.
     pub subtype: String,
     /// Was there a Content-Type field that parsed? If not, type and subtype
     /// are the RFC 2045/2046 defaults.
     pub content_type_present: bool,
-    /// Content-Type parameters in order: names lower case, values unquoted.
+    /// Content-Type parameters in order: names as written, values unquoted.
     pub params: Vec<(String, String)>,
     /// Content-ID, unfolded, as written.
     pub id: Option<String>,
@@ -92,7 +92,7 @@ pub struct Part {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Disposition {
-    /// Disposition type, lower case (`inline`, `attachment`, ...).
+    /// Disposition type as written (`inline`, `attachment`, ...).
     #[serde(rename = "type")]
     pub kind: String,
     pub params: Vec<(String, String)>,
@@ -100,11 +100,13 @@ pub struct Disposition {
 
 impl Part {
     pub fn is_multipart(&self) -> bool {
-        self.media_type == "multipart"
+        self.media_type.eq_ignore_ascii_case("multipart")
     }
 
     pub fn is_message(&self) -> bool {
-        self.media_type == "message" && (self.subtype == "rfc822" || self.subtype == "global")
+        self.media_type.eq_ignore_ascii_case("message")
+            && (self.subtype.eq_ignore_ascii_case("rfc822")
+                || self.subtype.eq_ignore_ascii_case("global"))
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
