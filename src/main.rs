@@ -1,1 +1,313 @@
-fn main() {}
+//! The `writ` command line: parse arguments, dispatch, report errors. The
+//! work itself lives in the library (`writ::keys`, `writ::config`, ...).
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use writ::config::{self, Config};
+use writ::keys::{self, EpochState, KeyError, Keyring};
+
+/// Seals mail with age before a hosted provider stores it.
+#[derive(Parser)]
+#[command(name = "writ", version)]
+struct Cli {
+    /// Keyring directory [default: `[keys] dir` of the config, `keys`]
+    #[arg(long, global = true, value_name = "DIR")]
+    keys: Option<PathBuf>,
+
+    /// Config file; when not given, a missing config/writ.toml means defaults
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Read the keyring passphrase from FILE (one trailing newline is
+    /// stripped) instead of asking on the terminal
+    #[arg(long, global = true, value_name = "FILE", env = "WRIT_PASSPHRASE_FILE")]
+    passphrase_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the keyring
+    #[command(subcommand)]
+    Keys(KeysCommand),
+
+    /// Check the config file and the keyring's public part
+    CheckConfig,
+    // ------------------------------------------------------------------
+    // `writ seal` and `writ open` go here (envelope CLI; added separately).
+    // Their handlers go in `run` below, next to the same marker.
+    // ------------------------------------------------------------------
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new keyring: a master key sealed with the passphrase and one
+    /// active epoch
+    Init {
+        /// Also seal all mail to this escrow recipient (its secret is kept
+        /// offline)
+        #[arg(long, value_name = "AGE1...", value_parser = parse_recipient)]
+        escrow_recipient: Option<age::x25519::Recipient>,
+
+        /// scrypt work factor for the passphrase, log2 of N [default: age's,
+        /// about one second]
+        #[arg(long, value_name = "N", value_parser = work_factor_parser())]
+        work_factor: Option<u8>,
+    },
+
+    /// List the epochs (the active one is marked with *)
+    List,
+
+    /// Start a new active epoch; the current one becomes decrypt-only.
+    /// Needs no passphrase
+    Rotate,
+
+    /// Change the passphrase (and with --new-master, the master key)
+    Passwd {
+        /// Also replace the master key and re-encrypt every epoch file
+        #[arg(long)]
+        new_master: bool,
+
+        /// Read the new passphrase from FILE instead of asking
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+
+        /// scrypt work factor for the new passphrase, log2 of N [default:
+        /// age's]
+        #[arg(long, value_name = "N", value_parser = work_factor_parser())]
+        work_factor: Option<u8>,
+    },
+
+    /// Print an epoch's private age identity (AGE-SECRET-KEY-1...) on stdout
+    ExportIdentity {
+        /// Epoch id, as shown by `writ keys list`
+        epoch: String,
+    },
+}
+
+fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
+    age::x25519::Recipient::from_str(s.trim())
+        .map_err(|e| format!("not an age X25519 recipient: {e}"))
+}
+
+fn work_factor_parser() -> clap::builder::RangedI64ValueParser<u8> {
+    clap::value_parser!(u8).range(1..=i64::from(keys::MAX_WORK_FACTOR))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("writ: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, joined by ": ".
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|cause| cause.to_string().replace(['\r', '\n'], " "))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// What every command gets: the loaded config and the resolved options.
+struct Context {
+    config: Config,
+    config_source: String,
+    keys_dir: PathBuf,
+    passphrase_file: Option<PathBuf>,
+}
+
+impl Context {
+    fn new(cli: &Cli) -> Result<Context> {
+        let (config, config_source) = match &cli.config {
+            Some(path) => (Config::load(path)?, path.display().to_string()),
+            None => {
+                let path = Path::new(config::DEFAULT_PATH);
+                let source = if path.exists() {
+                    path.display().to_string()
+                } else {
+                    format!("defaults ({} not found)", path.display())
+                };
+                (Config::load_or_default(path)?, source)
+            }
+        };
+        let keys_dir = cli.keys.clone().unwrap_or_else(|| config.keys.dir.clone());
+        Ok(Context {
+            config,
+            config_source,
+            keys_dir,
+            passphrase_file: cli.passphrase_file.clone(),
+        })
+    }
+
+    fn passphrase(&self, prompt: &str, confirm: bool) -> Result<secrecy::SecretString> {
+        Ok(keys::passphrase_from(
+            self.passphrase_file.as_deref(),
+            prompt,
+            confirm,
+        )?)
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ctx = Context::new(&cli)?;
+    match cli.command {
+        Command::Keys(command) => run_keys(&ctx, command),
+        Command::CheckConfig => check_config(&ctx),
+        // `writ seal` / `writ open` dispatch goes here.
+    }
+}
+
+fn run_keys(ctx: &Context, command: KeysCommand) -> Result<()> {
+    let dir = ctx.keys_dir.as_path();
+    match command {
+        KeysCommand::Init {
+            escrow_recipient,
+            work_factor,
+        } => {
+            // Refuse before asking for a passphrase that would be wasted.
+            if Keyring::exists(dir) {
+                return Err(KeyError::AlreadyExists {
+                    dir: dir.to_path_buf(),
+                }
+                .into());
+            }
+            let passphrase = ctx.passphrase("New keyring passphrase: ", true)?;
+            let keyring = Keyring::init(dir, &passphrase, escrow_recipient, work_factor)?;
+            let active = keyring.active()?;
+            let mut text = format!(
+                "created keyring in {}\nactive epoch {}: {}\n",
+                dir.display(),
+                active.id,
+                active.recipient
+            );
+            if let Some(escrow) = keyring.escrow() {
+                text.push_str(&format!("escrow: {escrow}\n"));
+            }
+            out(&text)
+        }
+        KeysCommand::List => {
+            let keyring = Keyring::load(dir)?;
+            let mut text = format!(
+                "  {:<16}  {:<12}  {:<20}  RECIPIENT\n",
+                "EPOCH", "STATE", "CREATED"
+            );
+            for e in keyring.epochs() {
+                let mark = if e.state == EpochState::Active {
+                    '*'
+                } else {
+                    ' '
+                };
+                text.push_str(&format!(
+                    "{mark} {:<16}  {:<12}  {:<20}  {}\n",
+                    e.id,
+                    e.state.to_string(),
+                    e.created,
+                    e.recipient
+                ));
+            }
+            if let Some(escrow) = keyring.escrow() {
+                text.push_str(&format!("escrow: {escrow}\n"));
+            }
+            out(&text)
+        }
+        KeysCommand::Rotate => {
+            let mut keyring = Keyring::load(dir)?;
+            let previous = keyring.active().ok().map(|e| e.id.clone());
+            let active = keyring.rotate()?;
+            let mut text = format!("epoch {} is now active: {}\n", active.id, active.recipient);
+            if let Some(previous) = previous {
+                text.push_str(&format!("epoch {previous} is now decrypt-only\n"));
+            }
+            out(&text)
+        }
+        KeysCommand::Passwd {
+            new_master,
+            new_passphrase_file,
+            work_factor,
+        } => {
+            let keyring = Keyring::load(dir)?;
+            let old = ctx.passphrase("Current keyring passphrase: ", false)?;
+            let new = keys::passphrase_from(
+                new_passphrase_file.as_deref(),
+                "New keyring passphrase: ",
+                true,
+            )?;
+            keyring.passwd(&old, &new, new_master, work_factor)?;
+            if new_master {
+                out(&format!(
+                    "passphrase and master key changed; {} epoch files re-encrypted\n",
+                    keyring.epochs().len()
+                ))
+            } else {
+                out("passphrase changed\n")
+            }
+        }
+        KeysCommand::ExportIdentity { epoch } => {
+            let keyring = Keyring::load(dir)?;
+            // Unknown id: say so before asking for the passphrase.
+            keyring.epoch(&epoch)?;
+            let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
+            let unlocked = keyring.unlock(&passphrase)?;
+            let identity = unlocked
+                .identity(&epoch)
+                .ok_or_else(|| KeyError::UnknownEpoch { id: epoch.clone() })?;
+            eprintln!(
+                "writ: warning: this is the private key of epoch {epoch}: whoever holds it can read \
+                 all mail sealed under that epoch. Keep it as safe as the keyring, delete it after use."
+            );
+            let secret = identity.to_string();
+            let mut line = zeroize::Zeroizing::new(secret.expose_secret().to_string());
+            line.push('\n');
+            out(&line)
+        }
+    }
+}
+
+fn check_config(ctx: &Context) -> Result<()> {
+    let keyring = Keyring::load(&ctx.keys_dir)?;
+    let active = keyring.active()?;
+    let seal = &ctx.config.seal;
+    let text = format!(
+        "config: {} OK\n\
+         keyring: {} OK, {} epoch(s), active {}\n\
+         new mail is sealed to {} recipient(s): active epoch{}{}\n",
+        ctx.config_source,
+        ctx.keys_dir.display(),
+        keyring.epochs().len(),
+        active.id,
+        keyring.seal_recipients()?.len() + seal.extra_recipients.len(),
+        if keyring.escrow().is_some() {
+            ", escrow"
+        } else {
+            ""
+        },
+        match seal.extra_recipients.len() {
+            0 => String::new(),
+            n => format!(", {n} extra"),
+        },
+    );
+    out(&text)
+}
+
+/// Writes to stdout, turning a closed pipe into an error instead of the
+/// panic `print!` would give.
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}

@@ -1,1 +1,146 @@
-//! Keyring (placeholder, being written).
+//! The keyring on disk: epochs, the master identity, unlock, rotate, passwd.
+//!
+//! ```text
+//! keys/
+//!   keyring.toml      public part: master recipient, epochs (id, recipient, created, state)
+//!   master.age        master X25519 identity, encrypted with the passphrase (age scrypt)
+//!   epochs/<id>.age   each epoch's X25519 identity, encrypted to the master recipient
+//!   escrow.txt        escrow recipient (optional, public)
+//! ```
+//!
+//! Sealing needs only [`Keyring::load`] and [`Keyring::seal_recipients`]: no
+//! passphrase, no private key. Opening needs [`Keyring::unlock`], which runs
+//! scrypt once (for `master.age`) and then one X25519 decryption per epoch.
+
+mod atomic;
+mod keyring;
+mod passphrase;
+mod unlock;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use keyring::Keyring;
+pub use passphrase::{passphrase_from, prompt_passphrase, read_passphrase_file};
+pub use unlock::Unlocked;
+
+/// Largest scrypt work factor (log2) `init` and `passwd` accept. age refuses
+/// to decrypt files whose factor is far above what the machine does in about
+/// a second, so a bigger value could make `master.age` unopenable.
+pub const MAX_WORK_FACTOR: u8 = 22;
+
+/// The epoch id: the first 16 lowercase hex digits of SHA-256 of the epoch's
+/// `age1...` recipient string (see docs/FORMAT.md).
+pub fn epoch_id(recipient: &age::x25519::Recipient) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, recipient.to_string().as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One key epoch, public part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    pub id: String,
+    pub recipient: age::x25519::Recipient,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub state: EpochState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EpochState {
+    /// New mail is sealed to this epoch. Exactly one epoch is active.
+    Active,
+    /// Kept to open mail sealed earlier.
+    DecryptOnly,
+    /// No longer expected to be needed; still listed and still unlocked so
+    /// that nothing sealed to it becomes unreadable by accident.
+    Retired,
+}
+
+impl fmt::Display for EpochState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EpochState::Active => "active",
+            EpochState::DecryptOnly => "decrypt-only",
+            EpochState::Retired => "retired",
+        })
+    }
+}
+
+/// Errors of the keyring. Each names the file concerned and, where there is
+/// one, what to do; none ever contains key material or a passphrase.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no keyring in {} (run `writ keys init`)", slash(.dir))]
+    NoKeyring { dir: PathBuf },
+    #[error("keyring already exists in {}", slash(.dir))]
+    AlreadyExists { dir: PathBuf },
+    #[error(
+        "{} exists but keyring.toml does not (an interrupted init?): move it away, then run `writ keys init`",
+        .path.display()
+    )]
+    Leftover { path: PathBuf },
+    #[error("wrong passphrase for {}", .path.display())]
+    WrongPassphrase { path: PathBuf },
+    /// keyring.toml or escrow.txt does not parse or is inconsistent.
+    #[error("{}: {detail}", .path.display())]
+    Invalid { path: PathBuf, detail: String },
+    #[error("{} is truncated or damaged (restore it from a backup)", .path.display())]
+    Damaged { path: PathBuf },
+    #[error("{} is missing (restore it from a backup)", .path.display())]
+    Missing { path: PathBuf },
+    #[error("{} holds the key of another epoch (swapped file?)", .path.display())]
+    Swapped { path: PathBuf },
+    #[error("{} is not encrypted to this keyring's master key (file from another keyring?)", .path.display())]
+    WrongMaster { path: PathBuf },
+    #[error("{} holds a master key that keyring.toml does not name (file from another keyring?)", .path.display())]
+    MasterMismatch { path: PathBuf },
+    #[error("unknown epoch {id} (see `writ keys list`)")]
+    UnknownEpoch { id: String },
+    #[error("no active epoch in {} (run `writ keys rotate`)", .path.display())]
+    NoActive { path: PathBuf },
+    #[error(
+        "{} needs scrypt work factor {required}, more than this machine accepts (open it on a faster machine and run `writ keys passwd --work-factor N`)",
+        .path.display()
+    )]
+    ExcessiveWork { path: PathBuf, required: u8 },
+    #[error("scrypt work factor {0} is out of range (1..={MAX_WORK_FACTOR})")]
+    WorkFactor(u8),
+    #[error("{} is busy: another `writ keys` command is changing it", slash(.dir))]
+    Busy { dir: PathBuf },
+    #[error("cannot access {}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("passphrase file {}: {detail}", .path.display())]
+    PassphraseFile { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Passphrase(&'static str),
+    #[error("cannot encrypt {}: {detail}", .path.display())]
+    Encrypt { path: PathBuf, detail: String },
+}
+
+impl KeyError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> KeyError {
+        KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A directory as `keys/`, so messages read as a place, not a file.
+fn slash(dir: &Path) -> String {
+    let s = dir.display().to_string();
+    if s.ends_with('/') { s } else { format!("{s}/") }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,599 @@
+//! The keyring directory: loading its public part, init, rotate, passwd.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use age::x25519::{Identity, Recipient};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::atomic::{self, DirLock, Staged};
+use super::unlock::{self, Unlocked};
+use super::{Epoch, EpochState, KeyError, epoch_id};
+
+const KEYRING_FILE: &str = "keyring.toml";
+const MASTER_FILE: &str = "master.age";
+const EPOCHS_DIR: &str = "epochs";
+const ESCROW_FILE: &str = "escrow.txt";
+
+/// The one keyring.toml layout this code reads and writes.
+const FORMAT_VERSION: u32 = 1;
+
+/// The public part of a keyring, as loaded from its directory. Holds no
+/// secret: sealing works from this alone.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    dir: PathBuf,
+    master_recipient: Recipient,
+    /// Set only while `passwd --new-master` is switching masters (see
+    /// [`Keyring::passwd`]): the master being introduced.
+    next_master_recipient: Option<Recipient>,
+    epochs: Vec<Epoch>,
+    escrow: Option<Recipient>,
+}
+
+/// keyring.toml as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    version: u32,
+    master_recipient: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_master_recipient: Option<String>,
+    #[serde(default, rename = "epoch")]
+    epochs: Vec<EpochEntry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpochEntry {
+    id: String,
+    recipient: String,
+    created: String,
+    state: EpochState,
+}
+
+impl Keyring {
+    /// Loads the public part: keyring.toml and escrow.txt. Needs no
+    /// passphrase and reads no private key.
+    pub fn load(dir: &Path) -> Result<Keyring, KeyError> {
+        let path = dir.join(KEYRING_FILE);
+        let src = match std::fs::read_to_string(&path) {
+            Ok(src) => src,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(KeyError::NoKeyring {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(KeyError::io(&path, e)),
+        };
+        let file: KeyringFile = toml::from_str(&src).map_err(|e| KeyError::Invalid {
+            path: path.clone(),
+            detail: crate::config::describe_toml_error(&src, &e),
+        })?;
+        let mut keyring = Keyring::from_file(dir, &path, file)?;
+        keyring.escrow = read_escrow(&dir.join(ESCROW_FILE))?;
+        Ok(keyring)
+    }
+
+    fn from_file(dir: &Path, path: &Path, file: KeyringFile) -> Result<Keyring, KeyError> {
+        let invalid = |detail: String| KeyError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if file.version != FORMAT_VERSION {
+            return Err(invalid(format!(
+                "keyring version {} is not supported (this writ reads version {FORMAT_VERSION})",
+                file.version
+            )));
+        }
+        let parse = |what: &str, s: &str| {
+            Recipient::from_str(s)
+                .map_err(|_| invalid(format!("{what} `{s}` is not an age X25519 recipient")))
+        };
+        let master_recipient = parse("master_recipient", &file.master_recipient)?;
+        let next_master_recipient = file
+            .next_master_recipient
+            .as_deref()
+            .map(|s| parse("next_master_recipient", s))
+            .transpose()?;
+        let mut epochs: Vec<Epoch> = Vec::with_capacity(file.epochs.len());
+        for entry in file.epochs {
+            let recipient = parse(&format!("epoch {} recipient", entry.id), &entry.recipient)?;
+            if epoch_id(&recipient) != entry.id {
+                return Err(invalid(format!(
+                    "epoch {} does not match its recipient (its id would be {})",
+                    entry.id,
+                    epoch_id(&recipient)
+                )));
+            }
+            if epochs.iter().any(|e| e.id == entry.id) {
+                return Err(invalid(format!("epoch {} is listed twice", entry.id)));
+            }
+            epochs.push(Epoch {
+                id: entry.id,
+                recipient,
+                created: entry.created,
+                state: entry.state,
+            });
+        }
+        if epochs
+            .iter()
+            .filter(|e| e.state == EpochState::Active)
+            .count()
+            > 1
+        {
+            return Err(invalid(
+                "more than one epoch is active (set all but one to decrypt-only)".into(),
+            ));
+        }
+        Ok(Keyring {
+            dir: dir.to_path_buf(),
+            master_recipient,
+            next_master_recipient,
+            epochs,
+            escrow: None,
+        })
+    }
+
+    /// Creates a new keyring in `dir` (created 0700 if missing; other files
+    /// already there, such as a README, are left alone): a master identity
+    /// sealed with `passphrase`, and one active epoch. Refuses to touch an
+    /// existing keyring. `work_factor` is scrypt's log2 N for master.age
+    /// (`None`: age's default, about one second).
+    pub fn init(
+        dir: &Path,
+        passphrase: &SecretString,
+        escrow: Option<Recipient>,
+        work_factor: Option<u8>,
+    ) -> Result<Keyring, KeyError> {
+        if let Some(n) = work_factor {
+            unlock::check_work_factor(n)?;
+        }
+        if passphrase.expose_secret().is_empty() {
+            return Err(KeyError::Passphrase("empty passphrase refused"));
+        }
+        let created_dir = !exists(dir)?;
+        atomic::create_private_dir(dir)?;
+        let _lock = DirLock::acquire(dir)?;
+        if exists(&dir.join(KEYRING_FILE))? {
+            return Err(KeyError::AlreadyExists {
+                dir: dir.to_path_buf(),
+            });
+        }
+        // Without keyring.toml nothing can have been sealed to these, but
+        // they may still be someone's only copy of a key: never overwrite.
+        for leftover in [MASTER_FILE, EPOCHS_DIR, ESCROW_FILE] {
+            let path = dir.join(leftover);
+            if exists(&path)? {
+                return Err(KeyError::Leftover { path });
+            }
+        }
+
+        let master = Identity::generate();
+        let epoch_key = Identity::generate();
+        let recipient = epoch_key.to_public();
+        let keyring = Keyring {
+            dir: dir.to_path_buf(),
+            master_recipient: master.to_public(),
+            next_master_recipient: None,
+            epochs: vec![Epoch {
+                id: epoch_id(&recipient),
+                recipient,
+                created: now_rfc3339(),
+                state: EpochState::Active,
+            }],
+            escrow,
+        };
+
+        // keyring.toml is written last: it is what makes the directory a
+        // keyring. On failure everything written so far is removed again.
+        let mut written: Vec<PathBuf> = Vec::new();
+        let result = keyring.write_new(&master, &epoch_key, passphrase, work_factor, &mut written);
+        if result.is_err() {
+            for path in written.iter().rev() {
+                // Best effort: the original error is the one to report.
+                let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+            }
+            if created_dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        result.map(|()| keyring)
+    }
+
+    fn write_new(
+        &self,
+        master: &Identity,
+        epoch_key: &Identity,
+        passphrase: &SecretString,
+        work_factor: Option<u8>,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<(), KeyError> {
+        let epochs_dir = self.dir.join(EPOCHS_DIR);
+        atomic::create_private_dir(&epochs_dir)?;
+        written.push(epochs_dir.clone());
+        let epoch = &self.epochs[0];
+        let path = self.epoch_path(&epoch.id);
+        let text = unlock::identity_file_text(&format!("writ epoch {}", epoch.id), epoch_key);
+        let ct = unlock::encrypt_to(&path, &[&self.master_recipient], &text)?;
+        atomic::write_atomic(&path, &ct)?;
+        written.push(path);
+
+        let path = self.dir.join(MASTER_FILE);
+        let text = unlock::identity_file_text("writ master key", master);
+        let ct = unlock::encrypt_with_passphrase(&path, passphrase, work_factor, &text)?;
+        atomic::write_atomic(&path, &ct)?;
+        written.push(path);
+
+        if let Some(escrow) = &self.escrow {
+            let path = self.dir.join(ESCROW_FILE);
+            let text = format!("# escrow recipient: its secret is kept offline\n{escrow}\n");
+            atomic::write_atomic(&path, text.as_bytes())?;
+            written.push(path);
+        }
+
+        written.push(self.dir.join(KEYRING_FILE));
+        self.write_keyring_file()
+    }
+
+    /// Whether `dir` holds a keyring (a keyring.toml), without loading it:
+    /// lets `init` refuse before asking for a passphrase.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(KEYRING_FILE).exists()
+    }
+
+    /// The keyring directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The active epoch: the one new mail is sealed to.
+    pub fn active(&self) -> Result<&Epoch, KeyError> {
+        self.epochs
+            .iter()
+            .find(|e| e.state == EpochState::Active)
+            .ok_or_else(|| KeyError::NoActive {
+                path: self.dir.join(KEYRING_FILE),
+            })
+    }
+
+    /// Every epoch, oldest first.
+    pub fn epochs(&self) -> &[Epoch] {
+        &self.epochs
+    }
+
+    /// One epoch by id.
+    pub fn epoch(&self, id: &str) -> Result<&Epoch, KeyError> {
+        self.epochs
+            .iter()
+            .find(|e| e.id == id)
+            .ok_or_else(|| KeyError::UnknownEpoch { id: id.to_string() })
+    }
+
+    /// The escrow recipient, if the keyring has one.
+    pub fn escrow(&self) -> Option<&Recipient> {
+        self.escrow.as_ref()
+    }
+
+    /// The master's public recipient (epoch files are encrypted to it).
+    pub fn master_recipient(&self) -> &Recipient {
+        &self.master_recipient
+    }
+
+    /// Public recipients every new seal goes to: the active epoch + escrow
+    /// (if any).
+    pub fn seal_recipients(&self) -> Result<Vec<Recipient>, KeyError> {
+        let mut recipients = vec![self.active()?.recipient.clone()];
+        recipients.extend(self.escrow.clone());
+        Ok(recipients)
+    }
+
+    /// Decrypts every epoch's identity. scrypt runs once, for master.age;
+    /// each epoch file then costs one X25519 decryption. Each epoch file must
+    /// hold the key keyring.toml lists for it.
+    pub fn unlock(&self, passphrase: &SecretString) -> Result<Unlocked, KeyError> {
+        let master = self.unlock_master(passphrase)?;
+        self.unlock_epochs(&master)
+    }
+
+    pub(super) fn unlock_master(&self, passphrase: &SecretString) -> Result<Identity, KeyError> {
+        let path = self.dir.join(MASTER_FILE);
+        let ciphertext = read_key_file(&path)?;
+        let master = unlock::decrypt_master(&path, &ciphertext, passphrase)?;
+        let public = master.to_public();
+        if public != self.master_recipient && Some(&public) != self.next_master_recipient.as_ref() {
+            return Err(KeyError::MasterMismatch { path });
+        }
+        Ok(master)
+    }
+
+    fn unlock_epochs(&self, master: &Identity) -> Result<Unlocked, KeyError> {
+        let mut unlocked = Unlocked {
+            identities: Default::default(),
+        };
+        for epoch in &self.epochs {
+            let path = self.epoch_path(&epoch.id);
+            let ciphertext = read_key_file(&path)?;
+            let identity = unlock::decrypt_epoch(&path, &ciphertext, master, &epoch.recipient)?;
+            unlocked.identities.insert(epoch.id.clone(), identity);
+        }
+        Ok(unlocked)
+    }
+
+    /// Starts a new epoch: it becomes active, the previously active one
+    /// becomes decrypt-only. Needs no passphrase: the new epoch's identity is
+    /// encrypted to the master's public recipient. Constant time.
+    pub fn rotate(&mut self) -> Result<&Epoch, KeyError> {
+        let _lock = DirLock::acquire(&self.dir)?;
+        // Work on what is on disk now, not on what this value saw earlier.
+        let mut fresh = Keyring::load(&self.dir)?;
+        let (key, recipient, id) = loop {
+            let key = Identity::generate();
+            let recipient = key.to_public();
+            let id = epoch_id(&recipient);
+            // A 64-bit id collision is practically impossible; never let
+            // one overwrite an existing epoch file all the same.
+            if fresh.epoch(&id).is_err() && !exists(&fresh.epoch_path(&id))? {
+                break (key, recipient, id);
+            }
+        };
+        // The epoch file goes first: a crash before keyring.toml is written
+        // leaves an unlisted file and the old keyring, both harmless.
+        atomic::create_private_dir(&self.dir.join(EPOCHS_DIR))?;
+        let path = fresh.epoch_path(&id);
+        let text = unlock::identity_file_text(&format!("writ epoch {id}"), &key);
+        let ct = unlock::encrypt_to(&path, &fresh.master_recipients(), &text)?;
+        atomic::write_atomic(&path, &ct)?;
+
+        for epoch in &mut fresh.epochs {
+            if epoch.state == EpochState::Active {
+                epoch.state = EpochState::DecryptOnly;
+            }
+        }
+        fresh.epochs.push(Epoch {
+            id,
+            recipient,
+            created: now_rfc3339(),
+            state: EpochState::Active,
+        });
+        fresh.write_keyring_file()?;
+        *self = fresh;
+        self.active()
+    }
+
+    /// Changes the passphrase. By default only master.age is rewritten (one
+    /// atomic rename). With `new_master`, a new master identity replaces the
+    /// old one and every epoch file is re-encrypted to it; time is
+    /// proportional to the number of epochs. `work_factor` as for `init`.
+    /// Everything is verified with the old passphrase before anything is
+    /// written.
+    pub fn passwd(
+        &self,
+        old: &SecretString,
+        new: &SecretString,
+        new_master: bool,
+        work_factor: Option<u8>,
+    ) -> Result<(), KeyError> {
+        if let Some(n) = work_factor {
+            unlock::check_work_factor(n)?;
+        }
+        if new.expose_secret().is_empty() {
+            return Err(KeyError::Passphrase("empty passphrase refused"));
+        }
+        let _lock = DirLock::acquire(&self.dir)?;
+        let fresh = Keyring::load(&self.dir)?;
+        let master = fresh.unlock_master(old)?;
+        if !new_master {
+            let master_path = self.dir.join(MASTER_FILE);
+            let text = unlock::identity_file_text("writ master key", &master);
+            let ct = unlock::encrypt_with_passphrase(&master_path, new, work_factor, &text)?;
+            return atomic::write_atomic(&master_path, &ct);
+        }
+        let unlocked = fresh.unlock_epochs(&master)?;
+        fresh.switch_master(&master, &unlocked, new, work_factor, 5)
+    }
+
+    /// Replaces the master identity; see the steps below. `last_step` is 5
+    /// except in tests, which stop early to check that every state a crash
+    /// can leave behind still unlocks.
+    pub(super) fn switch_master(
+        mut self,
+        master: &Identity,
+        unlocked: &Unlocked,
+        new: &SecretString,
+        work_factor: Option<u8>,
+        last_step: u8,
+    ) -> Result<(), KeyError> {
+        // Switching masters touches several files, which cannot be renamed
+        // all at once. The order keeps every intermediate state openable
+        // with exactly one passphrase, so a crash at any instant loses no
+        // key:
+        //   1. keyring.toml names the new master as `next_master_recipient`
+        //      (rotate encrypts new epochs to both masters from here on);
+        //   2. every epoch file is re-encrypted to BOTH masters;
+        //   3. master.age is replaced (the commit point: old passphrase
+        //      before it, new passphrase after it; unlock accepts either
+        //      master keyring.toml names);
+        //   4. keyring.toml names only the new master;
+        //   5. every epoch file is re-encrypted to the new master only.
+        // Within steps 2 and 5 all temp files are written and fsynced before
+        // the first rename, so a failure while encrypting or writing renames
+        // nothing. A crash may leave `.writ-*.tmp` files, which are safe to
+        // delete; running `passwd --new-master` again completes a switch.
+        let master_path = self.dir.join(MASTER_FILE);
+        let current = master.to_public();
+        let next_master = Identity::generate();
+        let next = next_master.to_public();
+        self.master_recipient = current.clone();
+        self.next_master_recipient = Some(next.clone());
+        self.write_keyring_file()?;
+        if last_step >= 2 {
+            self.reencrypt_epochs(unlocked, &[&current, &next])?;
+        }
+        if last_step >= 3 {
+            let text = unlock::identity_file_text("writ master key", &next_master);
+            let ct = unlock::encrypt_with_passphrase(&master_path, new, work_factor, &text)?;
+            atomic::write_atomic(&master_path, &ct)?;
+        }
+        if last_step >= 4 {
+            self.master_recipient = next.clone();
+            self.next_master_recipient = None;
+            self.write_keyring_file()?;
+        }
+        if last_step >= 5 {
+            self.reencrypt_epochs(unlocked, &[&next])?;
+        }
+        Ok(())
+    }
+
+    fn reencrypt_epochs(&self, unlocked: &Unlocked, to: &[&Recipient]) -> Result<(), KeyError> {
+        let mut staged: Vec<Staged> = Vec::with_capacity(self.epochs.len());
+        for epoch in &self.epochs {
+            let path = self.epoch_path(&epoch.id);
+            let identity = unlocked
+                .identity(&epoch.id)
+                .ok_or_else(|| KeyError::UnknownEpoch {
+                    id: epoch.id.clone(),
+                })?;
+            let text = unlock::identity_file_text(&format!("writ epoch {}", epoch.id), identity);
+            staged.push(atomic::stage(
+                &path,
+                &unlock::encrypt_to(&path, to, &text)?,
+            )?);
+        }
+        for file in staged {
+            file.commit()?;
+        }
+        atomic::sync_dir(&self.dir.join(EPOCHS_DIR))
+    }
+
+    /// Recipients a new epoch file is encrypted to: the master, plus the
+    /// incoming master while `passwd --new-master` is under way.
+    fn master_recipients(&self) -> Vec<&Recipient> {
+        std::iter::once(&self.master_recipient)
+            .chain(self.next_master_recipient.as_ref())
+            .collect()
+    }
+
+    fn epoch_path(&self, id: &str) -> PathBuf {
+        self.dir.join(EPOCHS_DIR).join(format!("{id}.age"))
+    }
+
+    fn write_keyring_file(&self) -> Result<(), KeyError> {
+        let path = self.dir.join(KEYRING_FILE);
+        let file = KeyringFile {
+            version: FORMAT_VERSION,
+            master_recipient: self.master_recipient.to_string(),
+            next_master_recipient: self.next_master_recipient.as_ref().map(|r| r.to_string()),
+            epochs: self
+                .epochs
+                .iter()
+                .map(|e| EpochEntry {
+                    id: e.id.clone(),
+                    recipient: e.recipient.to_string(),
+                    created: e.created.clone(),
+                    state: e.state,
+                })
+                .collect(),
+        };
+        let body = toml::to_string(&file).map_err(|e| KeyError::Invalid {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let text = format!(
+            "# writ keyring, public part. Written by `writ keys`; the only hand edit\n\
+             # that makes sense is an epoch's state (active, decrypt-only, retired).\n\n{body}"
+        );
+        atomic::write_atomic(&path, text.as_bytes())
+    }
+}
+
+/// Reads a key file; a missing one is reported as such, not as an I/O error.
+fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => KeyError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => KeyError::io(path, e),
+    })
+}
+
+/// escrow.txt: one `age1...` line; blank lines and `#` comments allowed.
+fn read_escrow(path: &Path) -> Result<Option<Recipient>, KeyError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(KeyError::io(path, e)),
+    };
+    let invalid = |detail: &str| KeyError::Invalid {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let line = lines.next().ok_or_else(|| invalid("holds no recipient"))?;
+    if lines.next().is_some() {
+        return Err(invalid("holds more than one recipient"));
+    }
+    Recipient::from_str(line)
+        .map(Some)
+        .map_err(|_| invalid("not an age X25519 recipient (age1...)"))
+}
+
+fn exists(path: &Path) -> Result<bool, KeyError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(KeyError::io(path, e)),
+    }
+}
+
+/// The current time as RFC 3339 UTC, e.g. `2026-05-01T12:00:00Z`.
+pub(crate) fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm; avoids a date crate for one timestamp).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m as u32, d as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z'));
+    }
+}

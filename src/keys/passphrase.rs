@@ -1,0 +1,105 @@
+//! Where the passphrase comes from: a file (`--passphrase-file`, or
+//! `WRIT_PASSPHRASE_FILE`, e.g. a systemd credential) or a no-echo prompt on
+//! the terminal. Every copy is zeroized.
+
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::KeyError;
+
+/// Reads a passphrase from a file. One trailing newline (`\n` or `\r\n`) is
+/// stripped, as editors and `echo` add one; anything else is kept verbatim.
+pub fn read_passphrase_file(path: &Path) -> Result<SecretString, KeyError> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| KeyError::PassphraseFile {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::PassphraseFile {
+        path: path.to_path_buf(),
+        detail: "not UTF-8".into(),
+    })?;
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    if text.is_empty() {
+        return Err(KeyError::PassphraseFile {
+            path: path.to_path_buf(),
+            detail: "empty passphrase refused".into(),
+        });
+    }
+    Ok(SecretString::from(text))
+}
+
+/// Asks on the terminal without echo; with `confirm`, asks twice and
+/// requires both answers to match (for a new passphrase).
+pub fn prompt_passphrase(prompt: &str, confirm: bool) -> Result<SecretString, KeyError> {
+    let first = prompt_once(prompt)?;
+    if confirm {
+        let second = prompt_once("Repeat it: ")?;
+        if first.expose_secret() != second.expose_secret() {
+            return Err(KeyError::Passphrase("the two passphrases differ"));
+        }
+    }
+    Ok(first)
+}
+
+/// The file if one is given, else the prompt.
+pub fn passphrase_from(
+    file: Option<&Path>,
+    prompt: &str,
+    confirm: bool,
+) -> Result<SecretString, KeyError> {
+    match file {
+        Some(path) => read_passphrase_file(path),
+        None => prompt_passphrase(prompt, confirm),
+    }
+}
+
+fn prompt_once(prompt: &str) -> Result<SecretString, KeyError> {
+    let mut answer = rpassword::prompt_password(prompt).map_err(|_| {
+        KeyError::Passphrase(
+            "no passphrase: no terminal to ask on (give --passphrase-file or set WRIT_PASSPHRASE_FILE)",
+        )
+    })?;
+    // Copy into the secret, then wipe the String: converting it in place
+    // could reallocate and leave an unwiped copy behind.
+    let secret = SecretString::from(answer.as_str());
+    answer.zeroize();
+    if secret.expose_secret().is_empty() {
+        return Err(KeyError::Passphrase("empty passphrase refused"));
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        for (content, want) in [
+            (&b"secret\n"[..], Some("secret")),
+            (b"secret\r\n", Some("secret")),
+            (b"secret", Some("secret")),
+            (b"secret\n\n", Some("secret\n")),
+            (b" sp ace \n", Some(" sp ace ")),
+            (b"\n", None),
+            (b"", None),
+            (b"\xff\n", None),
+        ] {
+            std::fs::write(&p, content).unwrap();
+            let got = read_passphrase_file(&p);
+            match want {
+                Some(w) => assert_eq!(got.unwrap().expose_secret(), w),
+                None => assert!(got.is_err()),
+            }
+        }
+        let e = read_passphrase_file(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().starts_with("passphrase file "), "{e}");
+    }
+}
