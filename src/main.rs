@@ -2,15 +2,16 @@
 //! work itself lives in the library (`writ::keys`, `writ::config`, ...).
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use writ::config::{self, Config};
+use writ::envelope::{self, EnvelopeError, Limits, Sealer};
 use writ::keys::{self, EpochState, KeyError, Keyring};
 
 /// Seals mail with age before a hosted provider stores it.
@@ -42,10 +43,25 @@ enum Command {
 
     /// Check the config file and the keyring's public part
     CheckConfig,
-    // ------------------------------------------------------------------
-    // `writ seal` and `writ open` go here (envelope CLI; added separately).
-    // Their handlers go in `run` below, next to the same marker.
-    // ------------------------------------------------------------------
+    /// Seal a message (FILE or stdin) to the active epoch, escrow and
+    /// extra recipients; write the sealed message to stdout. Needs no
+    /// passphrase. A message that is already sealed is copied unchanged.
+    Seal {
+        /// The message (RFC 5322, any line endings) [default: stdin]
+        file: Option<PathBuf>,
+    },
+
+    /// Open a sealed message (FILE or stdin) and write the original to
+    /// stdout, byte for byte, after any fields the provider put above the
+    /// X-Writ marker. Needs the passphrase.
+    Open {
+        /// The sealed message as stored [default: stdin]
+        file: Option<PathBuf>,
+
+        /// Print the summary (JSON: size, header, MIME structure) instead
+        #[arg(long)]
+        summary: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,7 +183,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keys(command) => run_keys(&ctx, command),
         Command::CheckConfig => check_config(&ctx),
-        // `writ seal` / `writ open` dispatch goes here.
+        Command::Seal { file } => seal(&ctx, file.as_deref()),
+        Command::Open { file, summary } => open(&ctx, file.as_deref(), summary),
     }
 }
 
@@ -273,6 +290,86 @@ fn run_keys(ctx: &Context, command: KeysCommand) -> Result<()> {
             let mut line = zeroize::Zeroizing::new(secret.expose_secret().to_string());
             line.push('\n');
             out(&line)
+        }
+    }
+}
+
+/// The message to read: a file, or stdin when none (or `-`) is given.
+fn input(file: Option<&Path>) -> Result<Box<dyn BufRead>> {
+    match file {
+        Some(path) if path != Path::new("-") => {
+            let f = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok(Box::new(BufReader::with_capacity(64 * 1024, f)))
+        }
+        _ => Ok(Box::new(BufReader::with_capacity(
+            64 * 1024,
+            std::io::stdin(),
+        ))),
+    }
+}
+
+fn seal(ctx: &Context, file: Option<&Path>) -> Result<()> {
+    let keyring = Keyring::load(&ctx.keys_dir)?;
+    let active = keyring.active()?;
+    let cfg = &ctx.config.seal;
+    let mut recipients = keyring.seal_recipients()?;
+    recipients.extend(cfg.extra_recipients.iter().cloned());
+    let limits = Limits {
+        max_header: usize::try_from(cfg.max_header_bytes).unwrap_or(usize::MAX),
+        ..Limits::default()
+    };
+    let sealer = Sealer::new(active.id.clone(), recipients)
+        .protect(cfg.protected_fields.iter().cloned())
+        .spill_threshold(usize::try_from(cfg.spill_threshold).unwrap_or(usize::MAX))
+        .temp_dir(cfg.temp_dir.clone())
+        .limits(limits);
+    let input = input(file)?;
+    let stdout = std::io::stdout().lock();
+    let mut output = BufWriter::with_capacity(64 * 1024, stdout);
+    sealer.seal(input, &mut output)?;
+    output.flush()?;
+    Ok(())
+}
+
+fn open(ctx: &Context, file: Option<&Path>, summary: bool) -> Result<()> {
+    let keyring = Keyring::load(&ctx.keys_dir)?;
+    let mut input = input(file)?;
+    // Read the stored header first: an unknown epoch or a message that is
+    // not sealed is reported before the passphrase is asked for.
+    let head = peek_header(&mut input)?;
+    let detected = envelope::detect(&head).ok_or(EnvelopeError::NotSealed)?;
+    keyring
+        .epoch(&detected.epoch)
+        .map_err(|_| EnvelopeError::UnknownEpoch(detected.epoch.clone()))?;
+    let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
+    let unlocked = keyring.unlock(&passphrase)?;
+    let stored = std::io::Cursor::new(head).chain(input);
+    if summary {
+        let summary = envelope::read_summary(stored, &unlocked)?;
+        let mut json = serde_json::to_string_pretty(&summary)?;
+        json.push('\n');
+        return out(&json);
+    }
+    let stdout = std::io::stdout().lock();
+    let mut output = BufWriter::with_capacity(64 * 1024, stdout);
+    envelope::open(stored, &unlocked, &mut output)?;
+    output.flush()?;
+    Ok(())
+}
+
+/// Reads the header block of the stored message (up to the blank line,
+/// bounded), to be replayed in front of the rest.
+fn peek_header(input: &mut Box<dyn BufRead>) -> Result<Vec<u8>> {
+    let mut head = Vec::new();
+    loop {
+        let start = head.len();
+        let n = (&mut *input)
+            .take(1024 * 1024)
+            .read_until(b'\n', &mut head)?;
+        let line = &head[start..];
+        if n == 0 || line == b"\r\n" || line == b"\n" || head.len() > 8 * 1024 * 1024 {
+            return Ok(head);
         }
     }
 }

@@ -269,3 +269,14 @@ mod tests {
         assert!(decrypt_epoch(p, &scrypt, &master, &epoch.to_public()).is_err());
     }
 }
+
+/// The unlocked keyring opens sealed messages: the epoch named in the
+/// message picks its identity, so opening costs one X25519 per stanza
+/// however many epochs exist.
+impl crate::envelope::Keys for Unlocked {
+    fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity> {
+        self.identity(epoch)
+            .map(|i| vec![i as &dyn age::Identity])
+            .unwrap_or_default()
+    }
+}
