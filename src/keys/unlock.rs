@@ -207,6 +207,17 @@ fn read_payload(path: &Path, mut reader: impl Read) -> Result<Zeroizing<Vec<u8>>
     Ok(text)
 }
 
+/// The unlocked keyring opens sealed messages: the epoch named in the
+/// message picks its identity, so opening costs one X25519 per stanza
+/// however many epochs exist.
+impl crate::envelope::Keys for Unlocked {
+    fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity> {
+        self.identity(epoch)
+            .map(|i| vec![i as &dyn age::Identity])
+            .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,16 +278,5 @@ mod tests {
         // A passphrase-encrypted file where an epoch file belongs.
         let scrypt = encrypt_with_passphrase(p, &pass("pw"), Some(4), &text).unwrap();
         assert!(decrypt_epoch(p, &scrypt, &master, &epoch.to_public()).is_err());
-    }
-}
-
-/// The unlocked keyring opens sealed messages: the epoch named in the
-/// message picks its identity, so opening costs one X25519 per stanza
-/// however many epochs exist.
-impl crate::envelope::Keys for Unlocked {
-    fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity> {
-        self.identity(epoch)
-            .map(|i| vec![i as &dyn age::Identity])
-            .unwrap_or_default()
     }
 }
