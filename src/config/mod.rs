@@ -11,6 +11,12 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+mod relay;
+pub use relay::{
+    ExternalPolicy, ListenerConfig, ListenerKind, Network, ProviderConfig, ServeConfig, SmtpConfig,
+    UpstreamConfig, UpstreamSecurity,
+};
+
 /// Where `writ` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/writ.toml";
 
@@ -27,6 +33,12 @@ pub struct Config {
     pub keys: KeysConfig,
     pub seal: SealConfig,
     pub log: LogConfig,
+    /// `[serve]`: what `writ serve` runs.
+    pub serve: ServeConfig,
+    /// `[smtp]`: the SMTP relay.
+    pub smtp: SmtpConfig,
+    /// `[provider]`: where the hosted provider is.
+    pub provider: ProviderConfig,
 }
 
 /// `[keys]`
@@ -62,7 +74,9 @@ pub struct SealConfig {
     pub spill_threshold: u64,
     /// Where spilled ciphertext goes (the system temp dir if unset).
     pub temp_dir: Option<PathBuf>,
-    /// A message whose header block is larger than this is refused.
+    /// Bytes of a header block kept for the outer header and the summary.
+    /// A longer header is still sealed whole (the payload is byte-exact);
+    /// fields past the cap stay inside only.
     pub max_header_bytes: u64,
 }
 

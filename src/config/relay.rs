@@ -1,0 +1,303 @@
+//! Configuration of `writ serve`: the SMTP relay's listeners, limits and
+//! policy, the provider it relays to, the admin endpoint.
+//!
+//! Durations are whole seconds (`*_secs`), sizes whole bytes: no unit
+//! parsing to get wrong.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[serve]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// After SIGTERM/SIGINT, in-flight transactions get this long to finish.
+    pub grace_secs: u64,
+    /// `host:port` of the admin endpoint (/healthz, /metrics); none if unset.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            grace_secs: 30,
+            admin_listen: None,
+        }
+    }
+}
+
+/// What happens to a recipient outside the protected domains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalPolicy {
+    /// Delivered as sent (the organisation's mail to the outside world).
+    #[default]
+    Plaintext,
+    /// Refused at RCPT.
+    Reject,
+    /// Sealed to the recipient's own age key from the directory; refused
+    /// when the directory has none.
+    Seal,
+}
+
+/// The kind of an SMTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Port 587 style: STARTTLS offered, AUTH required before MAIL.
+    Submission,
+    /// Port 465 style: TLS from the first byte, AUTH required before MAIL.
+    Submissions,
+    /// For MTAs and the MX path: clients from `allowed_networks`, no AUTH,
+    /// recipients only in protected domains.
+    Relay,
+}
+
+/// `[[smtp.listeners]]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub kind: ListenerKind,
+    /// `address:port` to listen on.
+    pub listen: SocketAddr,
+    /// Relay listeners: client networks allowed to connect, as CIDR
+    /// (`10.0.0.0/8`, `::1/128`) or single addresses.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// The name writ gives in its greeting and EHLO reply.
+    pub hostname: String,
+    pub listeners: Vec<ListenerConfig>,
+    /// PEM certificate chain and private key for STARTTLS and implicit TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Mail for these domains (and their subdomains when written `.example.org`)
+    /// is sealed to the organisation's keys.
+    pub protected_domains: Vec<String>,
+    /// What happens to other recipients.
+    pub external: ExternalPolicy,
+    /// TOML file mapping external addresses to age recipients, for
+    /// `external = "seal"`: `"bob@partner.example" = "age1..."`.
+    pub directory: Option<PathBuf>,
+    /// Largest message accepted (SIZE), in bytes.
+    pub max_message_size: u64,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Concurrent sessions, in all and per client address.
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    /// Longest command line, in octets (RFC 5321 says at least 512).
+    pub max_line_length: usize,
+    /// Waiting for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Waiting for each chunk of DATA (RFC 5321: 3 minutes).
+    pub data_timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            hostname: "writ.localhost".into(),
+            listeners: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            protected_domains: Vec::new(),
+            external: ExternalPolicy::default(),
+            directory: None,
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_sessions: 200,
+            max_sessions_per_ip: 20,
+            max_line_length: 4096,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+        }
+    }
+}
+
+/// How writ talks to the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamSecurity {
+    /// TLS from the first byte (port 465, 993).
+    Implicit,
+    /// Plain connect, then STARTTLS before anything else (port 587, 143).
+    #[default]
+    Starttls,
+    /// No TLS at all: allowed only to a loopback address.
+    Plain,
+}
+
+/// `[provider.smtp]` (and later `[provider.imap]`)
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port`.
+    pub address: String,
+    #[serde(default)]
+    pub security: UpstreamSecurity,
+    /// Verify the provider against this CA file instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the provider's certificate (default: the host of
+    /// `address`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Seconds to wait for the provider to answer.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    60
+}
+
+impl UpstreamConfig {
+    /// The host part of `address`.
+    pub fn host(&self) -> &str {
+        match self.address.rsplit_once(':') {
+            Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+            None => &self.address,
+        }
+    }
+}
+
+/// `[provider]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub smtp: Option<UpstreamConfig>,
+}
+
+/// A parsed `allowed_networks` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    pub fn parse(s: &str) -> Result<Network, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP network (a.b.c.d/n or ::/n)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("`{s}`: prefix must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // IPv4-mapped IPv6 clients match IPv4 networks.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl SmtpConfig {
+    /// Checks what serde cannot: a list of one-line problems, empty if none.
+    pub fn problems(&self, provider: &ProviderConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.listeners.is_empty() {
+            return out;
+        }
+        if provider.smtp.is_none() {
+            out.push("[provider.smtp] is required when SMTP listeners are configured".into());
+        }
+        let needs_tls = self.listeners.iter().any(|l| l.kind != ListenerKind::Relay);
+        if needs_tls && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            out.push(
+                "smtp.tls_cert and smtp.tls_key are required by submission and submissions listeners"
+                    .into(),
+            );
+        }
+        for l in &self.listeners {
+            if l.kind == ListenerKind::Relay && l.allowed_networks.is_empty() {
+                out.push(format!(
+                    "relay listener {}: allowed_networks must name the client networks",
+                    l.listen
+                ));
+            }
+            for n in &l.allowed_networks {
+                if let Err(e) = Network::parse(n) {
+                    out.push(format!("listener {}: {e}", l.listen));
+                }
+            }
+        }
+        if self.protected_domains.is_empty() {
+            out.push("smtp.protected_domains must list the organisation's domains".into());
+        }
+        if self.external == ExternalPolicy::Seal && self.directory.is_none() {
+            out.push("smtp.external = \"seal\" needs smtp.directory".into());
+        }
+        if self.max_line_length < 512 {
+            out.push("smtp.max_line_length must be at least 512 (RFC 5321)".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks() {
+        let n = Network::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one = Network::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(
+            Network::parse("::/0")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129", ""] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

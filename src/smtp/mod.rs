@@ -1,0 +1,13 @@
+//! The SMTP relay: a drop-in relay that seals mail for protected recipients
+//! before the provider sees it.
+//!
+//! - [`command`], [`reply`], [`data`]: the protocol's pieces, pure.
+//! - [`session`]: the session state machine, pure: every rule of the relay.
+//! - `upstream`, `connection`, `listener`: the thin tokio shell around it.
+
+pub mod command;
+pub mod data;
+pub mod reply;
+pub mod session;
+pub mod stream;
+pub mod upstream;

@@ -1,0 +1,460 @@
+//! The SMTP session as a state machine, without sockets.
+//!
+//! The connection handler feeds it client command lines and the provider's
+//! replies; it answers with [`Step`]s saying what to do next. Every rule of
+//! the relay lives here and is tested without a network: command order,
+//! authentication before mail on submission, recipient policy, the "one
+//! class per transaction" rule, lockstep with the provider (MAIL and RCPT
+//! are answered with the provider's own replies), and fail-closed data
+//! handling.
+
+use std::sync::Arc;
+
+use crate::config::ListenerKind;
+use crate::policy::{Class, Policy, Verdict};
+
+use super::command::{self, Command, Param, ParseError};
+use super::data::DataFlags;
+use super::reply::Reply;
+
+/// Fixed facts of one session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub kind: ListenerKind,
+    pub hostname: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// A certificate is configured: STARTTLS can be offered.
+    pub tls_available: bool,
+}
+
+/// What the connection handler does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send the reply; read the next command.
+    Reply(Reply),
+    /// Send the reply, then close the connection.
+    Close(Reply),
+    /// Send the reply, discard anything the client pipelined after
+    /// STARTTLS, run the TLS handshake, then call [`Session::tls_started`].
+    StartTls(Reply),
+    /// Read the message and deliver it as [`Delivery`] says, then call
+    /// [`Session::message_received`] and [`Session::delivered`]. For a
+    /// sealed delivery, send the reply (354) and seal while reading; for a
+    /// plaintext one, open DATA at the provider first (lockstep) and
+    /// mirror its answer instead.
+    ReadData(Reply, Delivery),
+    /// Open the provider connection first when `open`, send `line` to it,
+    /// then call [`Session::upstream_reply`]. `line` may hold credentials
+    /// (AUTH): never log it.
+    Upstream { open: bool, line: String },
+}
+
+/// How the received message goes to the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sealed to the organisation's keys.
+    SealForOrganisation,
+    /// Sealed to these external recipients' keys.
+    SealTo(Vec<age::x25519::Recipient>),
+    /// As received.
+    Plaintext,
+}
+
+/// Why the provider could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// Connecting, TLS, or the connection dropped: the provider is gone.
+    Unavailable,
+    /// Sealing failed: nothing was sent (fail closed).
+    SealFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    None,
+    Auth,
+    Mail {
+        from: String,
+    },
+    Rcpt {
+        to: String,
+        class: Class,
+        key: Option<age::x25519::Recipient>,
+    },
+    Rset,
+}
+
+#[derive(Debug, Clone)]
+struct Transaction {
+    recipients: usize,
+    class: Option<Class>,
+    keys: Vec<age::x25519::Recipient>,
+}
+
+pub struct Session {
+    cfg: SessionConfig,
+    policy: Arc<Policy>,
+    tls: bool,
+    greeted: bool,
+    authenticated: bool,
+    upstream_open: bool,
+    tx: Option<Transaction>,
+    pending: Pending,
+}
+
+fn reply(code: u16, text: &str) -> Reply {
+    Reply::new(code, text)
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig, policy: Arc<Policy>, tls: bool) -> Session {
+        Session {
+            cfg,
+            policy,
+            tls,
+            greeted: false,
+            authenticated: false,
+            upstream_open: false,
+            tx: None,
+            pending: Pending::None,
+        }
+    }
+
+    /// The greeting sent when the client connects.
+    pub fn greeting(&self) -> Reply {
+        reply(220, &format!("{} ESMTP writ", self.cfg.hostname))
+    }
+
+    fn needs_auth(&self) -> bool {
+        self.cfg.kind != ListenerKind::Relay
+    }
+
+    fn offers_starttls(&self) -> bool {
+        self.cfg.tls_available && !self.tls && self.cfg.kind != ListenerKind::Submissions
+    }
+
+    /// Has an AUTH exchange started and not finished? Then client lines are
+    /// SASL responses for [`Session::auth_line`], not commands.
+    pub fn in_auth(&self) -> bool {
+        self.pending == Pending::Auth
+    }
+
+    /// Is the provider connection open (the handler sends QUIT at the end)?
+    pub fn upstream_open(&self) -> bool {
+        self.upstream_open
+    }
+
+    fn ehlo_reply(&self, domain: &str) -> Reply {
+        let mut lines = vec![
+            format!("{} greets {domain}", self.cfg.hostname),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.cfg.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "DSN".into(),
+        ];
+        if self.offers_starttls() {
+            lines.push("STARTTLS".into());
+        }
+        if self.needs_auth() && self.tls && !self.authenticated {
+            lines.push("AUTH PLAIN LOGIN XOAUTH2".into());
+        }
+        Reply { code: 250, lines }
+    }
+
+    /// A client command line (without CRLF).
+    pub fn command(&mut self, line: &[u8]) -> Step {
+        let cmd = match command::parse(line) {
+            Ok(c) => c,
+            Err(ParseError::Unknown) => {
+                return Step::Reply(reply(500, "5.5.2 Command not recognized"));
+            }
+            Err(ParseError::Syntax(why)) => {
+                return Step::Reply(reply(501, &format!("5.5.4 Syntax error: {why}")));
+            }
+        };
+        match cmd {
+            Command::Ehlo(domain) => {
+                self.greeted = true;
+                self.reset_tx_local();
+                Step::Reply(self.ehlo_reply(&domain))
+            }
+            Command::Helo(domain) => {
+                self.greeted = true;
+                self.reset_tx_local();
+                Step::Reply(reply(
+                    250,
+                    &format!("{} greets {domain}", self.cfg.hostname),
+                ))
+            }
+            Command::StartTls => {
+                if !self.offers_starttls() {
+                    return Step::Reply(reply(502, "5.5.1 STARTTLS not available"));
+                }
+                Step::StartTls(reply(220, "2.0.0 Ready to start TLS"))
+            }
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Data => self.data(),
+            Command::Bdat => Step::Reply(reply(502, "5.5.1 BDAT not supported (no CHUNKING)")),
+            Command::Rset => {
+                if self.tx.is_some() && self.upstream_open {
+                    self.tx = None;
+                    self.pending = Pending::Rset;
+                    return Step::Upstream {
+                        open: false,
+                        line: "RSET".into(),
+                    };
+                }
+                self.tx = None;
+                Step::Reply(reply(250, "2.0.0 OK"))
+            }
+            Command::Noop => Step::Reply(reply(250, "2.0.0 OK")),
+            Command::Quit => Step::Close(reply(221, "2.0.0 Bye")),
+            Command::Vrfy => Step::Reply(reply(
+                252,
+                "2.1.5 Cannot VRFY user, but will accept message",
+            )),
+            Command::Expn => Step::Reply(reply(502, "5.5.1 EXPN not supported")),
+            Command::Help => Step::Reply(reply(214, "2.0.0 See RFC 5321")),
+        }
+    }
+
+    fn reset_tx_local(&mut self) {
+        self.tx = None;
+    }
+
+    fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Step {
+        if !self.greeted {
+            return Step::Reply(reply(503, "5.5.1 Send EHLO first"));
+        }
+        if !self.needs_auth() {
+            return Step::Reply(reply(502, "5.5.1 AUTH not available on this port"));
+        }
+        if !self.tls {
+            return Step::Reply(reply(530, "5.7.0 Must issue a STARTTLS command first"));
+        }
+        if self.authenticated {
+            return Step::Reply(reply(503, "5.5.1 Already authenticated"));
+        }
+        if self.tx.is_some() {
+            return Step::Reply(reply(503, "5.5.1 AUTH not allowed during a transaction"));
+        }
+        if !matches!(mechanism, "PLAIN" | "LOGIN" | "XOAUTH2") {
+            return Step::Reply(reply(504, "5.5.4 Unrecognized authentication type"));
+        }
+        self.pending = Pending::Auth;
+        let line = match initial {
+            Some(i) => format!("AUTH {mechanism} {i}"),
+            None => format!("AUTH {mechanism}"),
+        };
+        Step::Upstream {
+            open: !self.upstream_open,
+            line,
+        }
+    }
+
+    /// A client line during an AUTH exchange (a SASL response, or `*`).
+    pub fn auth_line(&mut self, line: &[u8]) -> Step {
+        Step::Upstream {
+            open: false,
+            line: String::from_utf8_lossy(line).into_owned(),
+        }
+    }
+
+    fn mail(&mut self, from: String, params: Vec<Param>) -> Step {
+        if !self.greeted {
+            return Step::Reply(reply(503, "5.5.1 Send EHLO first"));
+        }
+        if self.needs_auth() && !self.authenticated {
+            return Step::Reply(reply(530, "5.7.0 Authentication required"));
+        }
+        if self.tx.is_some() {
+            return Step::Reply(reply(503, "5.5.1 Nested MAIL command"));
+        }
+        for p in &params {
+            if p.key == "SIZE" {
+                match p.value.as_deref().and_then(|v| v.parse::<u64>().ok()) {
+                    Some(n) if n > self.cfg.max_message_size => {
+                        return Step::Reply(reply(552, "5.3.4 Message size exceeds fixed limit"));
+                    }
+                    Some(_) => {}
+                    None => return Step::Reply(reply(501, "5.5.4 Bad SIZE parameter")),
+                }
+            }
+        }
+        let mut line = format!("MAIL FROM:<{from}>");
+        for p in &params {
+            line.push(' ');
+            line.push_str(&p.render());
+        }
+        self.pending = Pending::Mail { from };
+        Step::Upstream {
+            open: !self.upstream_open,
+            line,
+        }
+    }
+
+    fn rcpt(&mut self, to: String, params: Vec<Param>) -> Step {
+        let Some(tx) = &self.tx else {
+            return Step::Reply(reply(503, "5.5.1 Need MAIL before RCPT"));
+        };
+        if tx.recipients >= self.cfg.max_recipients {
+            return Step::Reply(reply(452, "4.5.3 Too many recipients"));
+        }
+        let relay_only = self.cfg.kind == ListenerKind::Relay;
+        let (class, key) = match self.policy.classify(&to, relay_only) {
+            Verdict::Refuse(why) => {
+                return Step::Reply(reply(550, &format!("5.7.1 <{to}>: {why}")));
+            }
+            Verdict::Accept { class, key } => (class, key),
+        };
+        if tx.class.is_some_and(|c| c != class) {
+            // RFC 5321 clients send the rest in a new transaction.
+            return Step::Reply(reply(
+                452,
+                "4.5.3 Recipient of another class: send it in a separate transaction",
+            ));
+        }
+        let mut line = format!("RCPT TO:<{to}>");
+        for p in &params {
+            line.push(' ');
+            line.push_str(&p.render());
+        }
+        self.pending = Pending::Rcpt { to, class, key };
+        Step::Upstream { open: false, line }
+    }
+
+    fn data(&mut self) -> Step {
+        let Some(tx) = &self.tx else {
+            return Step::Reply(reply(503, "5.5.1 Need MAIL before DATA"));
+        };
+        if tx.recipients == 0 {
+            return Step::Reply(reply(554, "5.5.1 No valid recipients"));
+        }
+        let delivery = match tx.class {
+            Some(Class::Protected) | None => Delivery::SealForOrganisation,
+            Some(Class::ExternalSealed) => Delivery::SealTo(tx.keys.clone()),
+            Some(Class::Plaintext) => Delivery::Plaintext,
+        };
+        Step::ReadData(reply(354, "End data with <CR><LF>.<CR><LF>"), delivery)
+    }
+
+    /// The message has been read (the end marker seen). `Err` refuses it:
+    /// the transaction is over, the handler resets the provider's side
+    /// (RSET, or dropping a connection that is inside DATA) and sends the
+    /// reply.
+    pub fn message_received(&mut self, flags: DataFlags) -> Result<(), Reply> {
+        let refuse = if flags.too_large {
+            Some(reply(552, "5.3.4 Message size exceeds fixed limit"))
+        } else if flags.bare_lf {
+            Some(reply(
+                554,
+                "5.6.0 Bare LF in message: lines must end with CRLF (RFC 5321)",
+            ))
+        } else if flags.nul {
+            Some(reply(554, "5.6.0 NUL octet in message (RFC 5321)"))
+        } else {
+            None
+        };
+        match refuse {
+            Some(r) => {
+                self.tx = None;
+                Err(r)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The outcome of delivering the message: the provider's final reply
+    /// (mirrored to the client), or why there is none.
+    pub fn delivered(&mut self, result: Result<Reply, UpstreamFailure>) -> Reply {
+        self.tx = None;
+        match result {
+            Ok(r) => r,
+            Err(UpstreamFailure::SealFailed) => {
+                reply(451, "4.3.0 Could not seal the message; try again later")
+            }
+            Err(UpstreamFailure::Unavailable) => {
+                self.upstream_open = false;
+                reply(
+                    451,
+                    "4.4.2 Connection to the mail provider lost; try again later",
+                )
+            }
+        }
+    }
+
+    /// The provider connection was closed by the handler (e.g. to abandon
+    /// a DATA in progress).
+    pub fn upstream_dropped(&mut self) {
+        self.upstream_open = false;
+    }
+
+    /// The TLS handshake finished: forget everything from before it
+    /// (RFC 3207 §4.2).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.greeted = false;
+        self.authenticated = false;
+        self.tx = None;
+    }
+
+    /// The provider's answer to the last [`Step::Upstream`] or
+    /// [`Step::Deliver`].
+    pub fn upstream_reply(&mut self, result: Result<Reply, UpstreamFailure>) -> Step {
+        let pending = std::mem::replace(&mut self.pending, Pending::None);
+        let r = match result {
+            Ok(r) => {
+                self.upstream_open = true;
+                r
+            }
+            Err(_) => {
+                self.upstream_open = false;
+                self.tx = None;
+                return Step::Reply(reply(
+                    451,
+                    "4.4.1 The mail provider is unavailable; try again later",
+                ));
+            }
+        };
+        match pending {
+            Pending::None => Step::Reply(r),
+            Pending::Auth => {
+                if r.code == 334 {
+                    self.pending = Pending::Auth;
+                } else if r.code == 235 {
+                    self.authenticated = true;
+                }
+                Step::Reply(r)
+            }
+            Pending::Mail { .. } => {
+                if r.is_positive() {
+                    self.tx = Some(Transaction {
+                        recipients: 0,
+                        class: None,
+                        keys: Vec::new(),
+                    });
+                }
+                Step::Reply(r)
+            }
+            Pending::Rcpt { class, key, .. } => {
+                if r.is_positive()
+                    && let Some(tx) = &mut self.tx
+                {
+                    tx.recipients += 1;
+                    tx.class = Some(class);
+                    tx.keys.extend(key);
+                }
+                Step::Reply(r)
+            }
+            Pending::Rset => Step::Reply(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
