@@ -9,8 +9,12 @@
 //! - [`keys`]: the keyring on disk: epochs, the master identity, unlock,
 //!   rotate, passwd.
 //! - [`config`]: the TOML configuration and its validation.
+//! - [`tls`]: rustls acceptors and connectors, PEM loading, plaintext policy.
+//! - [`admin`]: the admin HTTP endpoint (`/healthz`, `/metrics`) and metric names.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod envelope;
 pub mod keys;
+pub mod tls;

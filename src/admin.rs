@@ -1,0 +1,318 @@
+//! The admin HTTP endpoint: `GET /healthz` and `GET /metrics`.
+//!
+//! Meant for a private interface (monitoring, the load balancer's probe):
+//! it serves no mail data and takes no input beyond the request line.
+//! Metric names live in [`names`] so the relay and the endpoint agree on
+//! them.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Metric names recorded by writ. Labels are listed with each.
+pub mod names {
+    /// Counter, label `listener`: SMTP sessions accepted.
+    pub const SMTP_SESSIONS_TOTAL: &str = "writ_smtp_sessions_total";
+    /// Gauge: SMTP sessions open right now.
+    pub const SMTP_SESSIONS_ACTIVE: &str = "writ_smtp_sessions_active";
+    /// Counter, labels `outcome` (sealed|relayed|refused) and `reason` (for refused): messages.
+    pub const MESSAGES_TOTAL: &str = "writ_messages_total";
+    /// Counter, label `outcome` (sealed|relayed|refused): message bytes as received from the client.
+    pub const MESSAGE_BYTES_TOTAL: &str = "writ_message_bytes_total";
+    /// Counter, label `class` (2xx|3xx|4xx|5xx|error): replies from the provider.
+    pub const UPSTREAM_REPLIES_TOTAL: &str = "writ_upstream_replies_total";
+    /// Histogram, seconds: time to seal one message.
+    pub const SEAL_SECONDS: &str = "writ_seal_seconds";
+    /// Histogram, seconds: time waiting on the provider for one reply.
+    pub const UPSTREAM_SECONDS: &str = "writ_upstream_seconds";
+    /// Counter: sealed messages that could not be opened.
+    pub const OPEN_FAILURES_TOTAL: &str = "writ_open_failures_total";
+}
+
+/// Latency buckets in seconds, shared by both histograms: from a small
+/// message sealed in a millisecond to a large one (or a slow provider
+/// answering DATA) taking minutes.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+];
+
+/// A slow client must not hold a connection (and delay shutdown) by
+/// trickling its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A probe that hangs is worse than one that fails: a health check that
+/// takes longer than this is reported as unhealthy.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Histogram samples accumulate until drained; without the exporter's own
+/// HTTP listener nobody drains them but us, so do it even if nobody scrapes.
+const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The Prometheus recorder could not be installed (typically: another
+    /// global metrics recorder was installed first).
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(String),
+}
+
+/// What `/healthz` asks. The error is the reason shown to the prober: keep
+/// it to one line and free of secrets.
+pub trait Health: Send + Sync {
+    /// Ok when writ can do its job (keyring unlocked, provider reachable).
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder and describes writ's
+/// metrics. Idempotent: later calls return the same handle. Histogram
+/// samples are drained by [`serve`]; without it, call
+/// [`PrometheusHandle::run_upkeep`] periodically (or do not install).
+pub fn install_metrics() -> Result<PrometheusHandle, AdminError> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(names::SEAL_SECONDS.into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::UPSTREAM_SECONDS.into()),
+                        LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|e| e.to_string())?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+        .map_err(AdminError::Metrics)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        names::SMTP_SESSIONS_TOTAL,
+        Unit::Count,
+        "SMTP sessions accepted, by listener"
+    );
+    describe_gauge!(
+        names::SMTP_SESSIONS_ACTIVE,
+        Unit::Count,
+        "SMTP sessions currently open"
+    );
+    describe_counter!(
+        names::MESSAGES_TOTAL,
+        Unit::Count,
+        "Messages by outcome (sealed, relayed, refused) and refusal reason"
+    );
+    describe_counter!(
+        names::MESSAGE_BYTES_TOTAL,
+        Unit::Bytes,
+        "Message bytes received from clients, by outcome"
+    );
+    describe_counter!(
+        names::UPSTREAM_REPLIES_TOTAL,
+        Unit::Count,
+        "Provider replies by class (2xx, 3xx, 4xx, 5xx, error)"
+    );
+    describe_histogram!(
+        names::SEAL_SECONDS,
+        Unit::Seconds,
+        "Time to seal one message"
+    );
+    describe_histogram!(
+        names::UPSTREAM_SECONDS,
+        Unit::Seconds,
+        "Time waiting for one provider reply"
+    );
+    describe_counter!(
+        names::OPEN_FAILURES_TOTAL,
+        Unit::Count,
+        "Sealed messages that could not be opened"
+    );
+}
+
+struct State {
+    handle: PrometheusHandle,
+    health: Arc<dyn Health>,
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until `shutdown`
+/// completes; then stops accepting, lets in-flight requests finish (up to
+/// a grace period) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    health: Arc<dyn Health>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AdminError> {
+    let state = Arc::new(State { handle, health });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let mut upkeep = tokio::time::interval(UPKEEP_PERIOD);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "admin endpoint listening");
+    }
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = upkeep.tick() => state.handle.run_upkeep(),
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually out of file descriptors: back off rather
+                        // than spin, and keep serving once it clears.
+                        tracing::warn!(error = %e, "admin endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let state = Arc::clone(&state);
+                let builder = builder.clone();
+                let mut stop = stop_rx.clone();
+                conns.spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(route(&state, req).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                    tokio::pin!(conn);
+                    let result = tokio::select! {
+                        result = conn.as_mut() => result,
+                        // The guard wait_for returns is not Send: drop it
+                        // inside the branch future.
+                        () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+                            // Finishes a request in progress, then closes
+                            // instead of waiting for the next one.
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+                    }
+                });
+                // Reap finished connections so the set does not grow.
+                while conns.try_join_next().is_some() {}
+            }
+        }
+    }
+
+    drop(listener);
+    // send_replace, not send: it stores the value even if every connection
+    // (every receiver) is already gone, and cannot fail.
+    stop_tx.send_replace(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = conns.len(),
+            "admin endpoint: connections still open after the grace period, closing them"
+        );
+    }
+    // Dropping the set aborts whatever is left.
+    Ok(())
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path != "/healthz" && path != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    }
+    if req.method() != Method::GET {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+        return resp;
+    }
+    if path == "/metrics" {
+        let mut resp = text(StatusCode::OK, state.handle.render());
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return resp;
+    }
+    match tokio::time::timeout(HEALTH_TIMEOUT, state.health.check()).await {
+        Ok(Ok(())) => text(StatusCode::OK, "ok\n".into()),
+        Ok(Err(reason)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", one_line(&reason)),
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "health check timed out\n".into(),
+        ),
+    }
+}
+
+/// The reason as one line: probes and log scrapers read the first line
+/// only, and a multi-line error would be cut.
+fn one_line(reason: &str) -> String {
+    let line: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let line = line.trim();
+    if line.is_empty() {
+        "unhealthy".to_owned()
+    } else {
+        line.to_owned()
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn reasons_become_one_line() {
+        assert_eq!(
+            one_line("provider unreachable:\r\nconnection refused\n"),
+            "provider unreachable:  connection refused"
+        );
+        assert_eq!(one_line(" \n "), "unhealthy");
+        assert_eq!(one_line("keyring locked"), "keyring locked");
+    }
+}

@@ -1,0 +1,234 @@
+//! The admin endpoint over real sockets, with a hand-written HTTP/1.1
+//! client so no HTTP client dependency is needed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use writ::admin::{self, Health, names};
+
+/// A health check with a fixed answer, optionally slow.
+struct Fixed {
+    answer: Result<(), String>,
+    delay: Duration,
+}
+
+impl Health for Fixed {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.answer.clone()
+        })
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), admin::AdminError>>,
+}
+
+impl Server {
+    async fn start(answer: Result<(), String>, delay: Duration) -> Server {
+        let handle = admin::install_metrics().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let health = Arc::new(Fixed { answer, delay });
+        let task = tokio::spawn(admin::serve(listener, handle, health, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Sends raw bytes, reads until the server closes; returns (status, head, body).
+async fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut bytes))
+        .await
+        .expect("response within the timeout")
+        .unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, head.to_owned(), body.to_owned())
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: writ\r\nConnection: close\r\n\r\n");
+    raw(addr, req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn metrics_show_counters_and_histograms() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    metrics::counter!(names::MESSAGES_TOTAL, "outcome" => "refused", "reason" => "admin-test")
+        .increment(3);
+    metrics::histogram!(names::SEAL_SECONDS).record(0.003);
+
+    let (status, head, body) = request(server.addr, "GET", "/metrics").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        body.contains(r#"writ_messages_total{outcome="refused",reason="admin-test"} 3"#),
+        "{body}"
+    );
+    assert!(body.contains("# HELP writ_messages_total"), "{body}");
+    assert!(
+        body.contains("# TYPE writ_seal_seconds histogram"),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"writ_seal_seconds_bucket{le="0.005"}"#),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn install_metrics_is_idempotent() {
+    let a = admin::install_metrics().unwrap();
+    let b = admin::install_metrics().unwrap();
+    metrics::counter!(names::OPEN_FAILURES_TOTAL, "test" => "idempotent").increment(1);
+    assert!(
+        a.render()
+            .contains(r#"writ_open_failures_total{test="idempotent"} 1"#)
+    );
+    assert!(
+        b.render()
+            .contains(r#"writ_open_failures_total{test="idempotent"} 1"#)
+    );
+}
+
+#[tokio::test]
+async fn healthz_ok() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    let (status, _, body) = request(server.addr, "GET", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_unhealthy_gives_the_reason() {
+    let reason = "provider unreachable: 127.0.0.1:2525: connection refused";
+    let server = Server::start(Err(reason.to_owned()), Duration::ZERO).await;
+    let (status, _, body) = request(server.addr, "GET", "/healthz").await;
+    assert_eq!(status, 503);
+    assert_eq!(body, format!("{reason}\n"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_path_and_wrong_method() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    let (status, _, _) = request(server.addr, "GET", "/").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = request(server.addr, "GET", "/metrics/extra").await;
+    assert_eq!(status, 404);
+    let (status, head, _) = request(server.addr, "POST", "/metrics").await;
+    assert_eq!(status, 405);
+    assert!(head.to_ascii_lowercase().contains("allow: get"), "{head}");
+    let (status, _, _) = request(server.addr, "DELETE", "/healthz").await;
+    assert_eq!(status, 405);
+    // A query string does not change the route.
+    let (status, _, _) = request(server.addr, "GET", "/healthz?verbose=1").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_request_gets_400_and_the_server_keeps_serving() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    let (status, _, _) = raw(server.addr, b"\x00\x01 garbage\r\n\r\n").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = raw(server.addr, b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n").await;
+    assert_eq!(status, 400);
+    let (status, _, body) = request(server.addr, "GET", "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    let req = "GET /healthz HTTP/1.1\r\nHost: writ\r\n\r\n\
+               GET /nope HTTP/1.1\r\nHost: writ\r\nConnection: close\r\n\r\n";
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut bytes))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("HTTP/1.1 404 Not Found\r\n"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish_then_stops_accepting() {
+    let server = Server::start(Ok(()), Duration::from_millis(500)).await;
+    let addr = server.addr;
+    let in_flight = tokio::spawn(request(addr, "GET", "/healthz"));
+    // Let the request reach the (slow) health check before shutting down.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.stop().await;
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: writ\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The connection is now idle and kept alive; shutdown must not wait
+    // for the grace period because of it.
+    let started = std::time::Instant::now();
+    server.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection is closed");
+}
