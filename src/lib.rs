@@ -9,6 +9,9 @@
 //! - [`keys`]: the keyring on disk: epochs, the master identity, unlock,
 //!   rotate, passwd.
 //! - [`config`]: the TOML configuration and its validation.
+//! - [`policy`]: who is sealed, who is refused.
+//! - [`serve`]: `writ serve`, every configured service in one process.
+//! - [`smtp`]: the SMTP relay (a pure session state machine, a tokio shell).
 //! - [`tls`]: rustls acceptors and connectors, PEM loading, plaintext policy.
 //! - [`admin`]: the admin HTTP endpoint (`/healthz`, `/metrics`) and metric names.
 #![forbid(unsafe_code)]
@@ -17,4 +20,7 @@ pub mod admin;
 pub mod config;
 pub mod envelope;
 pub mod keys;
+pub mod policy;
+pub mod serve;
+pub mod smtp;
 pub mod tls;

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use writ::config::{self, Config};
-use writ::envelope::{self, EnvelopeError, Limits, Sealer};
+use writ::envelope::{self, EnvelopeError};
 use writ::keys::{self, EpochState, KeyError, Keyring};
 
 /// Seals mail with age before a hosted provider stores it.
@@ -43,6 +43,10 @@ enum Command {
 
     /// Check the config file and the keyring's public part
     CheckConfig,
+
+    /// Run the configured services (SMTP relay listeners, admin endpoint)
+    /// until SIGTERM or SIGINT
+    Serve,
     /// Seal a message (FILE or stdin) to the active epoch, escrow and
     /// extra recipients; write the sealed message to stdout. Needs no
     /// passphrase. A message that is already sealed is copied unchanged.
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keys(command) => run_keys(&ctx, command),
         Command::CheckConfig => check_config(&ctx),
+        Command::Serve => serve(&ctx),
         Command::Seal { file } => seal(&ctx, file.as_deref()),
         Command::Open { file, summary } => open(&ctx, file.as_deref(), summary),
     }
@@ -311,19 +316,7 @@ fn input(file: Option<&Path>) -> Result<Box<dyn BufRead>> {
 
 fn seal(ctx: &Context, file: Option<&Path>) -> Result<()> {
     let keyring = Keyring::load(&ctx.keys_dir)?;
-    let active = keyring.active()?;
-    let cfg = &ctx.config.seal;
-    let mut recipients = keyring.seal_recipients()?;
-    recipients.extend(cfg.extra_recipients.iter().cloned());
-    let limits = Limits {
-        max_header: usize::try_from(cfg.max_header_bytes).unwrap_or(usize::MAX),
-        ..Limits::default()
-    };
-    let sealer = Sealer::new(active.id.clone(), recipients)
-        .protect(cfg.protected_fields.iter().cloned())
-        .spill_threshold(usize::try_from(cfg.spill_threshold).unwrap_or(usize::MAX))
-        .temp_dir(cfg.temp_dir.clone())
-        .limits(limits);
+    let sealer = keys::sealer(&keyring, &ctx.config.seal)?;
     let input = input(file)?;
     let stdout = std::io::stdout().lock();
     let mut output = BufWriter::with_capacity(64 * 1024, stdout);
@@ -372,6 +365,30 @@ fn peek_header(input: &mut Box<dyn BufRead>) -> Result<Vec<u8>> {
             return Ok(head);
         }
     }
+}
+
+fn serve(ctx: &Context) -> Result<()> {
+    let level = match ctx.config.log.level {
+        config::LogLevel::Error => "error",
+        config::LogLevel::Warn => "warn",
+        config::LogLevel::Info => "info",
+        config::LogLevel::Debug => "debug",
+        config::LogLevel::Trace => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("writ={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = writ::serve::Server::prepare(&ctx.config, ctx.keys_dir.clone()).await?;
+        server.run().await?;
+        Ok(())
+    })
 }
 
 fn check_config(ctx: &Context) -> Result<()> {

@@ -25,6 +25,37 @@ pub use keyring::Keyring;
 pub use passphrase::{passphrase_from, prompt_passphrase, read_passphrase_file};
 pub use unlock::Unlocked;
 
+/// The sealer for new mail: the active epoch, the escrow recipient and the
+/// configured extra recipients, with the configured limits. Needs only the
+/// keyring's public part.
+pub fn sealer(
+    keyring: &Keyring,
+    seal: &crate::config::SealConfig,
+) -> Result<crate::envelope::Sealer, KeyError> {
+    let active = keyring.active()?;
+    let mut recipients = keyring.seal_recipients()?;
+    recipients.extend(seal.extra_recipients.iter().cloned());
+    Ok(external_sealer(active.id.clone(), recipients, seal))
+}
+
+/// A sealer for other recipients (external recipients' own keys), with the
+/// configured limits; `epoch` names the key in the X-Writ marker.
+pub fn external_sealer(
+    epoch: String,
+    recipients: Vec<age::x25519::Recipient>,
+    seal: &crate::config::SealConfig,
+) -> crate::envelope::Sealer {
+    let limits = crate::envelope::Limits {
+        max_header: usize::try_from(seal.max_header_bytes).unwrap_or(usize::MAX),
+        ..crate::envelope::Limits::default()
+    };
+    crate::envelope::Sealer::new(epoch, recipients)
+        .protect(seal.protected_fields.iter().cloned())
+        .spill_threshold(usize::try_from(seal.spill_threshold).unwrap_or(usize::MAX))
+        .temp_dir(seal.temp_dir.clone())
+        .limits(limits)
+}
+
 /// Largest scrypt work factor (log2) `init` and `passwd` accept. age refuses
 /// to decrypt files whose factor is far above what the machine does in about
 /// a second, so a bigger value could make `master.age` unopenable.

@@ -6,7 +6,9 @@
 //! - `upstream`, `connection`, `listener`: the thin tokio shell around it.
 
 pub mod command;
+pub mod connection;
 pub mod data;
+pub mod listener;
 pub mod reply;
 pub mod session;
 pub mod stream;

@@ -140,6 +140,12 @@ impl Session {
         self.pending == Pending::Auth
     }
 
+    /// Is a transaction open (MAIL accepted, not yet finished)? The
+    /// handler lets it finish before shutting down.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some() || self.pending != Pending::None
+    }
+
     /// Is the provider connection open (the handler sends QUIT at the end)?
     pub fn upstream_open(&self) -> bool {
         self.upstream_open

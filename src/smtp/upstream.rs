@@ -188,35 +188,32 @@ impl Upstream {
         self.read_reply().await
     }
 
-    /// DATA: sends the command; on 354 streams the message from `chunks`
-    /// (dot-stuffed, CRLF-terminated) and returns the final reply; any other
-    /// reply to DATA is returned as is. `chunks` yields `Err` when the
-    /// message could not be produced (sealing failed): then the connection
-    /// is abandoned mid-DATA, so the provider delivers nothing.
-    pub async fn data<E>(
+    /// Sends DATA. On 354 the caller streams the message with
+    /// [`Upstream::write_message`] and ends it with [`Upstream::end_message`];
+    /// any other reply is the provider's answer to the transaction.
+    pub async fn begin_message(&mut self) -> Result<Reply, UpstreamError> {
+        self.command("DATA").await
+    }
+
+    /// Message bytes after a 354, dot-stuffed on the way.
+    pub async fn write_message(
         &mut self,
-        chunks: &mut tokio::sync::mpsc::Receiver<Result<Vec<u8>, E>>,
-    ) -> Result<Result<Reply, E>, UpstreamError> {
-        let r = self.command("DATA").await?;
-        if r.code != 354 {
-            return Ok(Ok(r));
-        }
-        let mut stuffer = DotStuffer::default();
-        let mut out = Vec::with_capacity(64 * 1024);
-        while let Some(chunk) = chunks.recv().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => return Ok(Err(e)),
-            };
-            out.clear();
-            stuffer.stuff(&chunk, &mut out);
-            self.conn.write_all(&out).await?;
-        }
-        out.clear();
+        stuffer: &mut DotStuffer,
+        chunk: &[u8],
+    ) -> Result<(), UpstreamError> {
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        stuffer.stuff(chunk, &mut out);
+        self.conn.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// The end marker, then the provider's final reply.
+    pub async fn end_message(&mut self, stuffer: &DotStuffer) -> Result<Reply, UpstreamError> {
+        let mut out = Vec::new();
         stuffer.finish(&mut out);
         self.conn.write_all(&out).await?;
         self.conn.flush().await?;
-        Ok(Ok(self.read_reply().await?))
+        self.read_reply().await
     }
 
     /// Says goodbye; errors do not matter any more.

@@ -1,0 +1,225 @@
+//! `writ serve`: every configured service in one process. For now the SMTP
+//! listeners and the admin endpoint; the IMAP proxy joins later.
+//!
+//! Start-up checks everything that can be checked before the first client
+//! arrives (config, keyring, certificates, the provider's TLS settings,
+//! ports) and fails with one line naming the problem. SIGTERM or SIGINT
+//! stops accepting; in-flight transactions get `serve.grace_secs`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, Health};
+use crate::config::{Config, ListenerKind, Network, UpstreamSecurity};
+use crate::keys::Keyring;
+use crate::policy::Policy;
+use crate::smtp::connection::Shared;
+use crate::smtp::listener::Listener;
+use crate::smtp::session::SessionConfig;
+use crate::smtp::upstream::{Target, Upstream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("nothing to serve: the config has no [[smtp.listeners]]")]
+    Nothing,
+    #[error("config: {0}")]
+    Config(String),
+    #[error("keyring: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("provider: {0}")]
+    Provider(#[from] crate::smtp::upstream::UpstreamError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+    #[error("admin endpoint: {0}")]
+    Admin(String),
+}
+
+/// `/healthz`: the keyring is readable with an active epoch, and the
+/// provider answers with a greeting.
+struct RelayHealth {
+    keys_dir: PathBuf,
+    target: Target,
+}
+
+impl Health for RelayHealth {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let keyring = Keyring::load(&self.keys_dir).map_err(|e| e.to_string())?;
+            keyring.active().map_err(|e| e.to_string())?;
+            let up = Upstream::connect(&self.target)
+                .await
+                .map_err(|e| format!("provider unreachable: {e}"))?;
+            up.quit().await;
+            Ok(())
+        })
+    }
+}
+
+/// Everything checked and bound, ready to run.
+pub struct Server {
+    listeners: Vec<Listener>,
+    admin: Option<(TcpListener, Arc<dyn Health>)>,
+    /// Where each listener is bound (for logs and tests).
+    pub addresses: Vec<(ListenerKind, SocketAddr)>,
+}
+
+fn label(kind: ListenerKind) -> &'static str {
+    match kind {
+        ListenerKind::Submission => "submission",
+        ListenerKind::Submissions => "submissions",
+        ListenerKind::Relay => "relay",
+    }
+}
+
+impl Server {
+    /// Validates the configuration and binds every socket.
+    pub async fn prepare(config: &Config, keys_dir: PathBuf) -> Result<Server, ServeError> {
+        let smtp = &config.smtp;
+        if smtp.listeners.is_empty() {
+            return Err(ServeError::Nothing);
+        }
+        if let Some(p) = smtp.problems(&config.provider).into_iter().next() {
+            return Err(ServeError::Config(p));
+        }
+        // The relay seals with public keys only; the keyring must exist and
+        // have an active epoch now, not at the first message.
+        let keyring = Keyring::load(&keys_dir)?;
+        keyring.active()?;
+        let policy = Arc::new(Policy::from_config(smtp)?);
+        let acceptor = match (&smtp.tls_cert, &smtp.tls_key) {
+            (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
+            _ => None,
+        };
+        let upstream_cfg = config
+            .provider
+            .smtp
+            .as_ref()
+            .ok_or_else(|| ServeError::Config("[provider.smtp] is missing".into()))?;
+        if upstream_cfg.security == UpstreamSecurity::Plain
+            && !crate::tls::resolve_is_loopback(&upstream_cfg.address).await?
+        {
+            return Err(ServeError::Config(format!(
+                "provider.smtp.address {} is not loopback: security = \"plain\" is refused",
+                upstream_cfg.address
+            )));
+        }
+        let target = Target::from_config(upstream_cfg, &smtp.hostname)?;
+        let mut listeners = Vec::new();
+        let mut addresses = Vec::new();
+        for l in &smtp.listeners {
+            let socket = TcpListener::bind(l.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    address: l.listen,
+                    source,
+                })?;
+            let bound = socket.local_addr().unwrap_or(l.listen);
+            addresses.push((l.kind, bound));
+            let allowed = l
+                .allowed_networks
+                .iter()
+                .map(|n| Network::parse(n).map_err(ServeError::Config))
+                .collect::<Result<Vec<_>, _>>()?;
+            let shared = Arc::new(Shared {
+                session: SessionConfig {
+                    kind: l.kind,
+                    hostname: smtp.hostname.clone(),
+                    max_message_size: smtp.max_message_size,
+                    max_recipients: smtp.max_recipients,
+                    tls_available: acceptor.is_some(),
+                },
+                policy: policy.clone(),
+                target: target.clone(),
+                acceptor: acceptor.clone(),
+                keys_dir: keys_dir.clone(),
+                seal: config.seal.clone(),
+                max_line_length: smtp.max_line_length,
+                command_timeout: Duration::from_secs(smtp.command_timeout_secs.max(1)),
+                data_timeout: Duration::from_secs(smtp.data_timeout_secs.max(1)),
+                listener: label(l.kind),
+            });
+            listeners.push(Listener {
+                socket,
+                shared,
+                implicit_tls: l.kind == ListenerKind::Submissions,
+                allowed,
+                max_sessions: smtp.max_sessions,
+                max_per_ip: smtp.max_sessions_per_ip,
+                grace: Duration::from_secs(config.serve.grace_secs),
+            });
+        }
+        let admin = match config.serve.admin_listen {
+            Some(address) => {
+                let socket = TcpListener::bind(address)
+                    .await
+                    .map_err(|source| ServeError::Bind { address, source })?;
+                let health: Arc<dyn Health> = Arc::new(RelayHealth {
+                    keys_dir: keys_dir.clone(),
+                    target: target.clone(),
+                });
+                Some((socket, health))
+            }
+            None => None,
+        };
+        Ok(Server {
+            listeners,
+            admin,
+            addresses,
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), ServeError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+        let (tx, rx) = watch::channel(false);
+        let handle = admin::install_metrics().map_err(|e| ServeError::Admin(e.to_string()))?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (kind, addr) in &self.addresses {
+            tracing::info!(listener = label(*kind), %addr, "SMTP listener ready");
+        }
+        for l in self.listeners {
+            tasks.spawn(l.run(rx.clone()));
+        }
+        if let Some((socket, health)) = self.admin {
+            let mut arx = rx.clone();
+            if let Ok(addr) = socket.local_addr() {
+                tracing::info!(%addr, "admin endpoint ready");
+            }
+            tasks.spawn(async move {
+                let stop = async move {
+                    let _ = arx.changed().await;
+                };
+                if let Err(e) = admin::serve(socket, handle, health, stop).await {
+                    tracing::error!(error = %e, "admin endpoint failed");
+                }
+            });
+        }
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
