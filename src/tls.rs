@@ -17,7 +17,6 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use serde::Deserialize;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use zeroize::Zeroizing;
 
@@ -105,19 +104,6 @@ pub enum TlsError {
     /// rustls refused the configuration itself.
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
-}
-
-/// How writ talks to the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UpstreamTls {
-    /// TLS from the first byte (SMTPS, port 465; IMAPS, 993).
-    Implicit,
-    /// Plaintext greeting, then STARTTLS before anything else is sent.
-    StartTls,
-    /// No TLS at all: only allowed to a loopback address (see
-    /// [`plain_allowed`]), e.g. a provider on the same host in tests.
-    Plain,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -647,24 +633,6 @@ mod tests {
         let err = acceptor_err(&pki.cert, &cut);
         assert_names(&err, &cut, "malformed PEM in");
         assert!(!err.to_string().contains(&body_line[..16]), "{err}");
-    }
-
-    #[test]
-    fn upstream_tls_deserialises_lowercase() {
-        #[derive(Deserialize)]
-        struct T {
-            tls: UpstreamTls,
-        }
-        for (text, want) in [
-            ("implicit", UpstreamTls::Implicit),
-            ("starttls", UpstreamTls::StartTls),
-            ("plain", UpstreamTls::Plain),
-        ] {
-            let t: T = toml::from_str(&format!("tls = {text:?}")).unwrap();
-            assert_eq!(t.tls, want);
-        }
-        assert!(toml::from_str::<T>("tls = \"StartTls\"").is_err());
-        assert!(toml::from_str::<T>("tls = \"none\"").is_err());
     }
 
     #[test]
