@@ -392,6 +392,11 @@ fn serve(ctx: &Context) -> Result<()> {
 }
 
 fn check_config(ctx: &Context) -> Result<()> {
+    let problems = ctx.config.smtp.problems(&ctx.config.provider);
+    if !problems.is_empty() {
+        anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
+    }
+    writ::policy::Policy::from_config(&ctx.config.smtp)?;
     let keyring = Keyring::load(&ctx.keys_dir)?;
     let active = keyring.active()?;
     let seal = &ctx.config.seal;
