@@ -302,6 +302,24 @@ fn identities_for<'k>(
     Ok(ids)
 }
 
+/// Reads the stored header and sets up the walk over the container's parts
+/// with the identities for its epoch.
+#[allow(clippy::type_complexity)]
+fn container<R: BufRead>(
+    mut input: R,
+    keys: &(impl Keys + ?Sized),
+) -> Result<(StoredHeader, Vec<&dyn age::Identity>, Parts<R>), EnvelopeError> {
+    let mut head = read_stored_header(&mut input)?;
+    let ids = identities_for(keys, &head.marker.epoch)?;
+    let parts = Parts {
+        input,
+        delimiter: std::mem::take(&mut head.boundary),
+        line: Vec::new(),
+        finished: false,
+    };
+    Ok((head, ids, parts))
+}
+
 /// Opens a stored sealed message: writes the fields above the marker, then
 /// M byte for byte. Output written before an error is authentic (age
 /// authenticates every chunk) but incomplete; callers that must not expose
@@ -311,15 +329,7 @@ pub fn open(
     keys: &(impl Keys + ?Sized),
     mut output: impl Write,
 ) -> Result<Opened, EnvelopeError> {
-    let mut input = input;
-    let head = read_stored_header(&mut input)?;
-    let ids = identities_for(keys, &head.marker.epoch)?;
-    let mut parts = Parts {
-        input,
-        delimiter: head.boundary,
-        line: Vec::new(),
-        finished: false,
-    };
+    let (head, ids, mut parts) = container(input, keys)?;
     while let Some((kind, enc)) = parts.next_part()? {
         if kind != PartKind::Payload {
             continue;
@@ -346,15 +356,7 @@ pub fn read_summary(
     input: impl BufRead,
     keys: &(impl Keys + ?Sized),
 ) -> Result<Summary, EnvelopeError> {
-    let mut input = input;
-    let head = read_stored_header(&mut input)?;
-    let ids = identities_for(keys, &head.marker.epoch)?;
-    let mut parts = Parts {
-        input,
-        delimiter: head.boundary,
-        line: Vec::new(),
-        finished: false,
-    };
+    let (_, ids, mut parts) = container(input, keys)?;
     while let Some((kind, enc)) = parts.next_part()? {
         if kind == PartKind::Summary {
             let body = TransferDecoder::new(parts.body(), enc);
