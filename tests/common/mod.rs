@@ -1,0 +1,21 @@
+//! Shared integration-test harness. Use from a test binary with `mod common;`.
+//!
+//! - [`provider()`]: a throwaway local mail provider (Postfix SMTP → LMTP →
+//!   Dovecot IMAP) on loopback, one per test binary, started on first use
+//!   and stopped when the test process exits. [`Provider::new_user`] gives
+//!   each test its own mailbox, so tests can run in parallel.
+//! - [`imap`]: a small IMAP client (literals, raw responses).
+//! - [`smtp`]: a small SMTP client (every reply visible).
+//!
+//! Needs root and the Debian packages from `scripts/install-deps`.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
+
+pub mod imap;
+pub mod provider;
+pub mod smtp;
+
+pub use imap::{Imap, Line, Response};
+pub use provider::{DOMAIN, Provider, User, provider};
+pub use smtp::{Reply, Smtp};
