@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DOMAIN, Imap, provider};
+use common::{DOMAIN, Imap, Smtp, provider};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -177,4 +177,163 @@ fn smtp_for_the_domain_is_delivered_other_domains_refused() {
         )
         .expect_err("relay to other domains refused");
     assert_eq!(refused.code, 554, "{refused:?}");
+}
+
+/// Runs swaks against the provider's submission port with STARTTLS and AUTH;
+/// returns (success, transcript).
+fn swaks_submission(user: &str, password: &str, mechanism: &str, to: &str) -> (bool, String) {
+    let p = provider();
+    let out = Command::new("swaks")
+        .args(["--server", &p.submission_addr().to_string()])
+        .arg("--tls")
+        .args(["--auth", mechanism])
+        .args(["--auth-user", user])
+        .args(["--auth-password", password])
+        .args(["--from", user])
+        .args(["--to", to])
+        .args(["--header", "Subject: submission smoke"])
+        .args(["--timeout", "30"])
+        .output()
+        .expect("run swaks");
+    let transcript = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), transcript)
+}
+
+#[test]
+fn submission_port_authenticates_harness_users_after_starttls() {
+    let p = provider();
+    let user = p.new_user("subm");
+    let other = p.new_user("subm-other");
+
+    // The right password: STARTTLS, AUTH PLAIN, mail accepted and delivered.
+    let (ok, transcript) = swaks_submission(&user.address, &user.password, "PLAIN", &other.address);
+    assert!(ok, "swaks failed:\n{transcript}");
+    assert!(
+        transcript.contains("<~  235 2.7.0 Authentication successful"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("<~  250 2.0.0 Ok: queued"),
+        "{transcript}"
+    );
+    let messages = p.wait_for_messages(&other, "INBOX", 1, DELIVERY_TIMEOUT);
+    let text = String::from_utf8_lossy(&messages[0]);
+    // "ESMTPSA": received over TLS from an authenticated client.
+    assert!(text.contains("with ESMTPSA"), "{text}");
+
+    // The login name works as well as the address; AUTH LOGIN too.
+    let (ok, transcript) = swaks_submission(&user.name, &user.password, "LOGIN", &other.address);
+    assert!(ok, "swaks AUTH LOGIN failed:\n{transcript}");
+
+    // A wrong password (another user's) is refused with 535 and nothing is sent.
+    let (ok, transcript) =
+        swaks_submission(&user.address, &other.password, "PLAIN", &other.address);
+    assert!(!ok, "AUTH with a wrong password succeeded:\n{transcript}");
+    assert!(
+        transcript.contains("<~* 535 5.7.8"),
+        "no 535 for a wrong password:\n{transcript}"
+    );
+    assert!(!transcript.contains("~> MAIL FROM"), "{transcript}");
+}
+
+#[test]
+fn submission_port_requires_starttls_before_auth_and_mail() {
+    let p = provider();
+    let user = p.new_user("plain");
+    let mut smtp = Smtp::connect(p.submission_addr()).expect("connect");
+    let ehlo = smtp.command("EHLO client.test").expect("EHLO");
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    let text = ehlo.text();
+    assert!(text.contains("STARTTLS"), "{text}");
+    assert!(
+        !text.contains("AUTH"),
+        "AUTH offered before STARTTLS: {text}"
+    );
+    let auth = smtp
+        .command(&format!(
+            "AUTH PLAIN {}",
+            base64_plain(&user.address, &user.password)
+        ))
+        .expect("AUTH");
+    assert!(auth.code >= 500, "AUTH before STARTTLS: {auth:?}");
+    let mail = smtp
+        .command(&format!("MAIL FROM:<{}>", user.address))
+        .expect("MAIL");
+    assert_eq!(mail.code, 530, "{mail:?}");
+    assert!(mail.text().contains("STARTTLS"), "{mail:?}");
+    smtp.quit();
+}
+
+#[test]
+fn submission_port_certificate_verifies_against_the_ca_and_relays_for_users() {
+    let p = provider();
+    let user = p.new_user("py");
+    let world = p.world();
+    let external = format!("{}@elsewhere.test", unique_marker("far"));
+    // Python's ssl verifies the chain and the name 127.0.0.1 against ca.pem;
+    // an unauthenticated client may not send even to the provider's domain.
+    let script = r#"
+import smtplib, ssl, sys
+host, port, cafile, user, password, external = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+s = smtplib.SMTP(host, int(port), timeout=30)
+s.starttls(context=ctx)
+s.ehlo()
+try:
+    s.sendmail(user, [user], b"Subject: unauthenticated\r\n\r\nno\r\n")
+    sys.exit("unauthenticated mail accepted")
+except smtplib.SMTPRecipientsRefused as e:
+    print("refused", e.recipients[user][0])
+s.rset()
+s.login(user, password)
+refused = s.sendmail(user, [external], b"Subject: outbound\r\n\r\nto the world\r\n")
+print("sent", refused)
+s.quit()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, "127.0.0.1"])
+        .arg(p.submission_port.to_string())
+        .arg(p.ca_file())
+        .args([&user.address, &user.password, &external])
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refused 554"), "{stdout}");
+    assert!(stdout.contains("sent {}"), "{stdout}");
+
+    // The external recipient's copy is in world's INBOX, addressed to it.
+    let delivered_to = format!(
+        "Delivered-To: {}",
+        common::Provider::world_address(&external)
+    );
+    let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT;
+    loop {
+        let inbox = p.imap_fetch_all(world, "INBOX");
+        if inbox
+            .iter()
+            .any(|m| contains(m, delivered_to.as_bytes()) && contains(m, b"to the world"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no '{delivered_to}' in world's INBOX\n{}",
+            p.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn base64_plain(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }

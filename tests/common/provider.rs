@@ -48,6 +48,12 @@ pub struct User {
 pub struct Provider {
     /// Postfix smtpd on 127.0.0.1: accepts mail for [`DOMAIN`] from anyone.
     pub smtp_port: u16,
+    /// Postfix submission on 127.0.0.1, like a hosted provider's port 587:
+    /// STARTTLS required (certificate verified by [`Provider::ca_file`]),
+    /// AUTH PLAIN/LOGIN with a [`User`]'s name or address and password, only
+    /// after STARTTLS; authenticated clients may send to any domain (mail
+    /// for other domains lands in [`Provider::world`]'s mailbox).
+    pub submission_port: u16,
     /// Dovecot IMAP on 127.0.0.1, plaintext LOGIN allowed.
     pub imap_port: u16,
     /// Dovecot LMTP on 127.0.0.1 (what Postfix delivers to).
@@ -61,6 +67,7 @@ pub struct Provider {
     output: Arc<Mutex<Vec<u8>>>,
     next_user: AtomicU32,
     users_lock: Mutex<()>,
+    world: OnceLock<User>,
 }
 
 impl Provider {
@@ -79,7 +86,7 @@ impl Provider {
     }
 
     fn try_start() -> Result<Provider, String> {
-        let [smtp_port, imap_port, lmtp_port] = free_ports();
+        let [smtp_port, submission_port, imap_port, lmtp_port] = free_ports();
         let dir = fresh_dir()?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/provider");
         let mut child = Command::new(&script)
@@ -88,6 +95,7 @@ impl Provider {
             .arg(&dir)
             .args(["--domain", DOMAIN])
             .args(["--smtp-port", &smtp_port.to_string()])
+            .args(["--submission-port", &submission_port.to_string()])
             .args(["--imap-port", &imap_port.to_string()])
             .args(["--lmtp-port", &lmtp_port.to_string()])
             .stdin(Stdio::piped())
@@ -114,6 +122,7 @@ impl Provider {
         }
         let mut provider = Provider {
             smtp_port,
+            submission_port,
             imap_port,
             lmtp_port,
             dir,
@@ -122,6 +131,7 @@ impl Provider {
             output,
             next_user: AtomicU32::new(1),
             users_lock: Mutex::new(()),
+            world: OnceLock::new(),
         };
         match provider.wait_ready() {
             Ok(()) => Ok(provider),
@@ -133,7 +143,7 @@ impl Provider {
         }
     }
 
-    /// Polls until all three servers greet with this instance's banner.
+    /// Polls until all four ports greet with this instance's banner.
     fn wait_ready(&mut self) -> Result<(), String> {
         let instance = self
             .dir
@@ -164,6 +174,12 @@ impl Provider {
             return Err(format!("SMTP greeting {:?}", smtp.greeting));
         }
         smtp.quit();
+        let submission =
+            Smtp::connect(self.submission_addr()).map_err(|e| format!("submission: {e}"))?;
+        if submission.greeting.code != 220 || !submission.greeting.text().contains(instance) {
+            return Err(format!("submission greeting {:?}", submission.greeting));
+        }
+        submission.quit();
         let lmtp = Smtp::connect(self.lmtp_addr()).map_err(|e| format!("LMTP: {e}"))?;
         if lmtp.greeting.code != 220 || !lmtp.greeting.text().contains(instance) {
             return Err(format!("LMTP greeting {:?}", lmtp.greeting));
@@ -179,6 +195,22 @@ impl Provider {
 
     pub fn smtp_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.smtp_port))
+    }
+
+    pub fn submission_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.submission_port))
+    }
+
+    /// PEM certificate of the CA (made for this run) that signed the
+    /// submission port's certificate, which is valid for `127.0.0.1`,
+    /// `localhost` and `provider.example.test`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// PEM certificate of the submission port (signed by [`Provider::ca_file`]).
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.join("tls/cert.pem")
     }
 
     pub fn imap_addr(&self) -> SocketAddr {
@@ -202,7 +234,30 @@ impl Provider {
             clean.insert(0, 'u');
         }
         let n = self.next_user.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{clean}{n}");
+        self.add_user(format!("{clean}{n}"), n)
+    }
+
+    /// The user "world", whose INBOX receives what authenticated clients of
+    /// the submission port send to other domains, each copy with
+    /// `Delivered-To: world+LOCAL=DOMAIN@example.test` for the original
+    /// recipient `LOCAL@DOMAIN` (see [`Provider::world_address`]).
+    pub fn world(&self) -> &User {
+        self.world.get_or_init(|| {
+            let n = self.next_user.fetch_add(1, Ordering::Relaxed);
+            self.add_user("world".to_string(), n)
+        })
+    }
+
+    /// The `Delivered-To` address under which mail for the external address
+    /// `external` (`LOCAL@DOMAIN`) is stored in [`Provider::world`]'s INBOX.
+    pub fn world_address(external: &str) -> String {
+        let (local, domain) = external
+            .rsplit_once('@')
+            .unwrap_or_else(|| panic!("not an address: {external}"));
+        format!("world+{local}={domain}@{DOMAIN}")
+    }
+
+    fn add_user(&self, name: String, n: u32) -> User {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -342,13 +397,13 @@ impl Drop for Provider {
     }
 }
 
-/// Three distinct free loopback ports (held at once, so no duplicates).
-fn free_ports() -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
+/// Four distinct free loopback ports (held at once, so no duplicates).
+fn free_ports() -> [u16; 4] {
+    let listeners: Vec<TcpListener> = (0..4)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port"))
         .collect();
     let port = |i: usize| listeners[i].local_addr().expect("local addr").port();
-    [port(0), port(1), port(2)]
+    [port(0), port(1), port(2), port(3)]
 }
 
 /// A new directory under /tmp (Dovecot runs mail processes as `nobody`, who
