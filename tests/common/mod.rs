@@ -6,6 +6,7 @@
 //!   each test its own mailbox, so tests can run in parallel.
 //! - [`imap`]: a small IMAP client (literals, raw responses).
 //! - [`smtp`]: a small SMTP client (every reply visible).
+//! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
 //!
 //! Needs root and the Debian packages from `scripts/install-deps`.
 
@@ -15,6 +16,7 @@
 pub mod imap;
 pub mod provider;
 pub mod smtp;
+pub mod writ;
 
 pub use imap::{Imap, Line, Response};
 pub use provider::{DOMAIN, Provider, User, provider};

@@ -89,6 +89,12 @@ impl Smtp {
         self.read_reply()
     }
 
+    /// Writes raw bytes (no CRLF added, no dot-stuffing): for malformed
+    /// input and pipelining.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
     /// Reads one reply.
     pub fn read_reply(&mut self) -> io::Result<Reply> {
         let mut lines = Vec::new();

@@ -1,0 +1,766 @@
+//! `writ serve` as a child process, for integration tests of the relay.
+//!
+//! - [`TestKeys`]: a keyring made with `writ keys init` (low scrypt work
+//!   factor, passphrase in a file), which tests can unlock to open what the
+//!   relay sealed.
+//! - [`WritConfig`]: a config builder; [`WritConfig::relay`] is a relay
+//!   listener for 127.0.0.1 in front of the harness provider's Postfix.
+//!   Listener kinds, TLS files, policy, limits and the provider connection
+//!   can all be changed; anything else goes into [`WritConfig::extra_toml`].
+//! - [`Writ`]: the running server on free loopback ports, ready (its
+//!   listeners bound) when [`Writ::start`] returns, killed when dropped.
+//!   [`Writ::log`] is its stderr, for failure messages; [`Writ::sigterm`]
+//!   and [`Writ::wait_exit`] test shutdown; [`Writ::healthz`],
+//!   [`Writ::metrics`] read the admin endpoint.
+//!
+//! Readiness is polled (no sleeping for a fixed time): `writ serve` logs each
+//! bound listener address once its socket is bound, and the admin endpoint
+//! must answer an HTTP request.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ::writ::keys::{Keyring, Unlocked};
+
+/// The writ binary under test.
+pub const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+
+/// The passphrase of every [`TestKeys`] keyring.
+pub const PASSPHRASE: &str = "relay test passphrase";
+
+/// How long `writ serve` may take to bind its sockets.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Start-up attempts: a retry picks new ports if one was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
+
+/// A keyring in its own temporary directory.
+pub struct TestKeys {
+    tmp: tempfile::TempDir,
+}
+
+impl TestKeys {
+    /// `writ keys init` with a low work factor and [`PASSPHRASE`].
+    #[track_caller]
+    pub fn new() -> TestKeys {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::fs::write(tmp.path().join("passphrase"), format!("{PASSPHRASE}\n")).unwrap();
+        let out = Command::new(WRIT)
+            .env_remove("WRIT_PASSPHRASE_FILE")
+            .arg("--keys")
+            .arg(tmp.path().join("keys"))
+            .arg("--passphrase-file")
+            .arg(tmp.path().join("passphrase"))
+            .args(["keys", "init", "--work-factor", "10"])
+            .current_dir(tmp.path())
+            .output()
+            .expect("run writ keys init");
+        assert!(
+            out.status.success(),
+            "writ keys init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestKeys { tmp }
+    }
+
+    /// The keyring directory.
+    pub fn dir(&self) -> PathBuf {
+        self.tmp.path().join("keys")
+    }
+
+    /// A file holding [`PASSPHRASE`].
+    pub fn passphrase_file(&self) -> PathBuf {
+        self.tmp.path().join("passphrase")
+    }
+
+    /// Every epoch identity, for `writ::envelope::open`.
+    #[track_caller]
+    pub fn unlock(&self) -> Unlocked {
+        let keyring = Keyring::load(&self.dir()).expect("load the test keyring");
+        keyring
+            .unlock(&secrecy::SecretString::from(PASSPHRASE.to_string()))
+            .expect("unlock the test keyring")
+    }
+
+    /// Opens a sealed message with the library: the fields the provider put
+    /// above `X-Writ`, then the original byte for byte.
+    #[track_caller]
+    pub fn open(&self, stored: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        ::writ::envelope::open(stored, &self.unlock(), &mut out).unwrap_or_else(|e| {
+            panic!(
+                "cannot open a stored message ({e}):\n{}",
+                String::from_utf8_lossy(stored)
+            )
+        });
+        out
+    }
+
+    /// Opens a sealed message with `writ open` (the CLI), stdin to stdout.
+    #[track_caller]
+    pub fn open_cli(&self, stored: &[u8]) -> Vec<u8> {
+        let mut child = Command::new(WRIT)
+            .env_remove("WRIT_PASSPHRASE_FILE")
+            .arg("--keys")
+            .arg(self.dir())
+            .arg("--passphrase-file")
+            .arg(self.passphrase_file())
+            .arg("open")
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run writ open");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = stored.to_vec();
+        let writer = thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().expect("wait for writ open");
+        let _ = writer.join();
+        assert!(
+            out.status.success(),
+            "writ open failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+impl Default for TestKeys {
+    fn default() -> Self {
+        TestKeys::new()
+    }
+}
+
+/// One `[[smtp.listeners]]` entry.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    /// `relay`, `submission` or `submissions`.
+    pub kind: String,
+    /// `None`: a free loopback port is picked at start.
+    pub port: Option<u16>,
+    pub allowed_networks: Vec<String>,
+}
+
+/// `[provider.smtp]`
+#[derive(Clone, Debug)]
+pub struct ProviderSpec {
+    pub address: String,
+    /// `plain`, `starttls` or `implicit`.
+    pub security: String,
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub timeout_secs: Option<u64>,
+}
+
+/// Everything that goes into the config file of one `writ serve`.
+#[derive(Clone, Debug)]
+pub struct WritConfig {
+    pub listeners: Vec<ListenerSpec>,
+    pub hostname: String,
+    pub protected_domains: Vec<String>,
+    /// `smtp.external`: `plaintext`, `reject` or `seal` (unset: default).
+    pub external: Option<String>,
+    pub directory: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Other `[smtp]` keys, as (key, TOML value) pairs:
+    /// `("max_message_size", "1000")`.
+    pub smtp_options: Vec<(String, String)>,
+    pub provider: Option<ProviderSpec>,
+    /// Run the admin endpoint on a free port.
+    pub admin: bool,
+    pub grace_secs: Option<u64>,
+    /// An existing keyring; `None`: [`Writ::start`] makes one.
+    pub keys_dir: Option<PathBuf>,
+    /// Appended to the file verbatim (whole tables such as `[seal]`).
+    pub extra_toml: String,
+}
+
+impl WritConfig {
+    /// A relay listener for 127.0.0.1, protecting the harness domain,
+    /// relaying in plain SMTP to `provider_smtp` (the harness Postfix), with
+    /// the admin endpoint.
+    pub fn relay(provider_smtp: SocketAddr) -> WritConfig {
+        WritConfig {
+            listeners: vec![ListenerSpec {
+                kind: "relay".into(),
+                port: None,
+                allowed_networks: vec!["127.0.0.1".into()],
+            }],
+            hostname: "writ.test".into(),
+            protected_domains: vec![super::provider::DOMAIN.into()],
+            external: None,
+            directory: None,
+            tls_cert: None,
+            tls_key: None,
+            smtp_options: Vec::new(),
+            provider: Some(ProviderSpec {
+                address: provider_smtp.to_string(),
+                security: "plain".into(),
+                ca_file: None,
+                server_name: None,
+                timeout_secs: Some(30),
+            }),
+            admin: true,
+            grace_secs: Some(10),
+            keys_dir: None,
+            extra_toml: String::new(),
+        }
+    }
+
+    /// Adds a listener of `kind` on a free port.
+    pub fn listener(mut self, kind: &str, allowed_networks: &[&str]) -> WritConfig {
+        self.listeners.push(ListenerSpec {
+            kind: kind.into(),
+            port: None,
+            allowed_networks: allowed_networks.iter().map(|s| s.to_string()).collect(),
+        });
+        self
+    }
+
+    /// Sets an `[smtp]` key to a TOML value (replacing an earlier setting).
+    pub fn smtp(mut self, key: &str, toml_value: &str) -> WritConfig {
+        self.smtp_options.retain(|(k, _)| k != key);
+        self.smtp_options.push((key.into(), toml_value.into()));
+        self
+    }
+
+    pub fn external(mut self, policy: &str) -> WritConfig {
+        self.external = Some(policy.into());
+        self
+    }
+
+    pub fn keys(mut self, keys: &TestKeys) -> WritConfig {
+        self.keys_dir = Some(keys.dir());
+        self
+    }
+
+    /// The config file text, with `ports` for the listeners that have none
+    /// and `admin` for the admin endpoint.
+    pub fn render(&self, ports: &[u16], admin: Option<u16>, keys_dir: &Path) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "[keys]\ndir = {}\n", q(&keys_dir.display().to_string()));
+        let _ = writeln!(t, "[log]\nlevel = \"info\"\n");
+        let _ = writeln!(t, "[serve]");
+        if let Some(g) = self.grace_secs {
+            let _ = writeln!(t, "grace_secs = {g}");
+        }
+        if let Some(a) = admin {
+            let _ = writeln!(t, "admin_listen = \"127.0.0.1:{a}\"");
+        }
+        let _ = writeln!(t, "\n[smtp]\nhostname = {}", q(&self.hostname));
+        let _ = writeln!(t, "protected_domains = {}", list(&self.protected_domains));
+        if let Some(e) = &self.external {
+            let _ = writeln!(t, "external = {}", q(e));
+        }
+        for (key, path) in [
+            ("directory", &self.directory),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+        ] {
+            if let Some(p) = path {
+                let _ = writeln!(t, "{key} = {}", q(&p.display().to_string()));
+            }
+        }
+        for (k, v) in &self.smtp_options {
+            let _ = writeln!(t, "{k} = {v}");
+        }
+        for (l, port) in self.listeners.iter().zip(ports) {
+            let _ = writeln!(
+                t,
+                "\n[[smtp.listeners]]\nkind = {}\nlisten = \"127.0.0.1:{port}\"",
+                q(&l.kind)
+            );
+            if !l.allowed_networks.is_empty() {
+                let _ = writeln!(t, "allowed_networks = {}", list(&l.allowed_networks));
+            }
+        }
+        if let Some(p) = &self.provider {
+            let _ = writeln!(
+                t,
+                "\n[provider.smtp]\naddress = {}\nsecurity = {}",
+                q(&p.address),
+                q(&p.security)
+            );
+            if let Some(ca) = &p.ca_file {
+                let _ = writeln!(t, "ca_file = {}", q(&ca.display().to_string()));
+            }
+            if let Some(n) = &p.server_name {
+                let _ = writeln!(t, "server_name = {}", q(n));
+            }
+            if let Some(s) = p.timeout_secs {
+                let _ = writeln!(t, "timeout_secs = {s}");
+            }
+        }
+        t.push('\n');
+        t.push_str(&self.extra_toml);
+        t
+    }
+}
+
+/// A TOML string.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Bytes a child wrote to a pipe, collected by a reader thread.
+type Captured = Arc<Mutex<Vec<u8>>>;
+
+/// A running `writ serve`, killed when dropped.
+pub struct Writ {
+    child: Child,
+    /// Config file and (unless given) keyring.
+    tmp: tempfile::TempDir,
+    /// The keyring made for this server when the config named none.
+    pub keys: Option<TestKeys>,
+    pub keys_dir: PathBuf,
+    pub config_path: PathBuf,
+    /// Each listener's kind and address, in config order.
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
+    stderr: Captured,
+    exit: Option<ExitStatus>,
+}
+
+impl Writ {
+    /// Starts `writ serve` and waits until every listener is bound (and the
+    /// admin endpoint answers). Panics with the log if it does not start.
+    #[track_caller]
+    pub fn start(cfg: &WritConfig) -> Writ {
+        let mut failures = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            match Writ::try_start(cfg) {
+                Ok(w) => return w,
+                Err(e) => {
+                    let _ = writeln!(failures, "--- attempt {attempt}:\n{e}");
+                }
+            }
+        }
+        panic!("writ serve did not start:\n{failures}");
+    }
+
+    /// One start attempt; `Err` carries the exit status and log.
+    pub fn try_start(cfg: &WritConfig) -> Result<Writ, String> {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (keys, keys_dir) = match &cfg.keys_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let k = TestKeys::new();
+                let d = k.dir();
+                (Some(k), d)
+            }
+        };
+        let ports: Vec<u16> = {
+            let held: Vec<TcpListener> = cfg
+                .listeners
+                .iter()
+                .map(|_| free_listener())
+                .chain(cfg.admin.then(free_listener))
+                .collect();
+            held.iter()
+                .map(|l| l.local_addr().expect("local addr").port())
+                .collect()
+        };
+        let mut listener_ports = Vec::new();
+        let mut free = ports.iter().copied();
+        for l in &cfg.listeners {
+            let p = free.next().unwrap_or_default();
+            listener_ports.push(l.port.unwrap_or(p));
+        }
+        let admin_port = if cfg.admin { free.next() } else { None };
+        let config_path = tmp.path().join("writ.toml");
+        std::fs::write(
+            &config_path,
+            cfg.render(&listener_ports, admin_port, &keys_dir),
+        )
+        .map_err(|e| e.to_string())?;
+        let (child, stderr) = spawn_serve(&config_path, tmp.path(), &[])?;
+        let mut writ = Writ {
+            child,
+            tmp,
+            keys,
+            keys_dir,
+            config_path,
+            listeners: cfg
+                .listeners
+                .iter()
+                .zip(&listener_ports)
+                .map(|(l, &p)| (l.kind.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, p))))
+                .collect(),
+            admin: admin_port.map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p))),
+            stderr,
+            exit: None,
+        };
+        match writ.wait_ready() {
+            Ok(()) => Ok(writ),
+            Err(e) => Err(format!(
+                "{e}\n--- config\n{}\n--- writ serve log\n{}",
+                std::fs::read_to_string(&writ.config_path).unwrap_or_default(),
+                writ.log()
+            )),
+        }
+    }
+
+    /// Polls until the log names every listener address and the admin
+    /// endpoint answers HTTP.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addresses: Vec<String> = self.listeners.iter().map(|(_, a)| a.to_string()).collect();
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                self.exit = Some(status);
+                return Err(format!("writ serve exited early ({status})"));
+            }
+            let log = self.log();
+            let bound = addresses.iter().all(|a| {
+                log.lines().any(|l| {
+                    l.contains("listener ready")
+                        && l.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                            .any(|word| word == a)
+                })
+            });
+            let admin_ok = match self.admin {
+                None => true,
+                Some(a) => bound && http_get(a, "/metrics").is_ok(),
+            };
+            if bound && admin_ok {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not ready after {START_TIMEOUT:?}"));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The address of the first listener of `kind`.
+    #[track_caller]
+    pub fn addr(&self, kind: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no {kind} listener configured"))
+    }
+
+    /// The first relay listener.
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.addr("relay")
+    }
+
+    /// The keyring this server seals to (its own, if the config named none).
+    #[track_caller]
+    pub fn test_keys(&self) -> &TestKeys {
+        self.keys
+            .as_ref()
+            .expect("this writ uses a keyring given in its config: use that TestKeys")
+    }
+
+    /// The temporary directory holding the config.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything `writ serve` wrote to stderr so far.
+    pub fn log(&self) -> String {
+        let bytes = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        strip_ansi(&String::from_utf8_lossy(&bytes))
+    }
+
+    /// Sends SIGTERM.
+    #[track_caller]
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Has the process exited? (Does not block.)
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    /// Waits for the process to exit; panics with the log after `timeout`.
+    #[track_caller]
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "writ serve still running {timeout:?} later; log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `GET /healthz`: status code and body.
+    #[track_caller]
+    pub fn healthz(&self) -> (u16, String) {
+        let admin = self.admin.expect("admin endpoint configured");
+        http_get(admin, "/healthz").unwrap_or_else(|e| panic!("GET /healthz: {e}\n{}", self.log()))
+    }
+
+    /// `GET /metrics` (Prometheus text).
+    #[track_caller]
+    pub fn metrics(&self) -> String {
+        let admin = self.admin.expect("admin endpoint configured");
+        let (status, body) = http_get(admin, "/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.log()));
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// The sum of the samples of metric `name` whose labels include all of
+    /// `labels` (0 when there is none).
+    #[track_caller]
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics(), name, labels)
+    }
+}
+
+impl Drop for Writ {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `writ serve` with `config` (and extra arguments) expecting it to
+/// fail at start-up; returns its output (with a deadline, so a server that
+/// does start is killed and reported).
+#[track_caller]
+pub fn serve_expecting_failure(config: &Path, args: &[&str]) -> Output {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let (mut child, stderr) =
+        spawn_serve(config, dir, args).unwrap_or_else(|e| panic!("spawn writ serve: {e}"));
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "writ serve did not exit; log:\n{}",
+                String::from_utf8_lossy(&stderr.lock().unwrap())
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    // The pipe reader thread finishes at EOF, shortly after the exit: wait
+    // for the last bytes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&stderr) > 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let bytes = stderr.lock().unwrap().clone();
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: bytes,
+    }
+}
+
+fn spawn_serve(config: &Path, dir: &Path, args: &[&str]) -> Result<(Child, Captured), String> {
+    let mut child = Command::new(WRIT)
+        .env_remove("WRIT_PASSPHRASE_FILE")
+        .env_remove("WRIT_LOG")
+        .env("NO_COLOR", "1")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .arg("serve")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {WRIT}: {e}"))?;
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut pipe) = child.stderr.take() {
+        let out = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    Ok((child, stderr))
+}
+
+/// A listener on a free loopback port (drop it to free the port).
+pub fn free_listener() -> TcpListener {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port")
+}
+
+/// A loopback port that was free a moment ago (nothing listens on it).
+pub fn free_port() -> u16 {
+    free_listener().local_addr().expect("local addr").port()
+}
+
+/// A minimal HTTP/1.1 GET: status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut bytes = Vec::new();
+    tcp.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("incomplete HTTP response: {text:?}")))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
+    Ok((status, body.to_string()))
+}
+
+/// The sum of the samples of `name` in Prometheus text whose labels include
+/// all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (label_text, value) = if let Some(r) = rest.strip_prefix('{') {
+            match r.split_once('}') {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue;
+        };
+        let have = |k: &str, v: &str| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\""));
+        if labels.iter().all(|(k, v)| have(k, v))
+            && let Ok(x) = value.trim().parse::<f64>()
+        {
+            sum += x;
+        }
+    }
+    sum
+}
+
+/// An `age-keygen` identity in `dir`: (identity file, public recipient).
+#[track_caller]
+pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&path)
+        .output()
+        .expect("run age-keygen (scripts/install-deps installs age)");
+    assert!(out.status.success(), "age-keygen: {out:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let recipient = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .expect("age-keygen writes the public key")
+        .trim()
+        .to_string();
+    (path, recipient)
+}
+
+/// `age -d -i identity`, panicking on failure.
+#[track_caller]
+pub fn age_decrypt(identity: &Path, armor: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(identity)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run age");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = armor.to_vec();
+    let writer = thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "age -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The armored payload (the last age block) of a stored sealed message.
+#[track_caller]
+pub fn payload_armor(stored: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(stored);
+    let start = s
+        .rfind("-----BEGIN AGE ENCRYPTED FILE-----")
+        .expect("an armored age payload");
+    let end = s
+        .rfind("-----END AGE ENCRYPTED FILE-----")
+        .expect("the end of the armored payload");
+    format!("{}-----END AGE ENCRYPTED FILE-----\n", &s[start..end]).into_bytes()
+}
+
+/// Removes ANSI colour sequences (in case the log is coloured anyway).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,211 @@
+//! The relay listener of `writ serve` end to end, against the real local
+//! provider (Postfix -> LMTP -> Dovecot): real clients (swaks, Python's
+//! smtplib, a Postfix MTA with writ as its relayhost) send through writ,
+//! and what Dovecot stores is sealed: no Subject or body in the stored
+//! bytes, an X-Writ marker, and it opens to the original byte for byte.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::provider;
+use common::writ::{TestKeys, Writ, WritConfig};
+
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{label}-{}-{nanos:x}", std::process::id())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A message with a protected Subject, a body marker, 8-bit text, a line
+/// starting with a dot, and the routing fields a provider needs.
+fn message(from: &str, to: &str, subject: &str, marker: &str, message_id: &str) -> Vec<u8> {
+    format!(
+        "From: Sender <{from}>\r\n\
+         To: <{to}>\r\n\
+         Subject: {subject}\r\n\
+         Date: Fri, 27 Nov 2026 10:00:00 +0100\r\n\
+         Message-ID: <{message_id}>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         Hello,\r\n\
+         the secret is {marker}.\r\n\
+         .a line that starts with a dot\r\n\
+         caf\u{e9} \u{1f512}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Where the `X-Writ` marker field starts in a stored message.
+#[track_caller]
+fn marker_offset(stored: &[u8]) -> usize {
+    if stored.starts_with(b"X-Writ:") {
+        return 0;
+    }
+    let text = String::from_utf8_lossy(stored);
+    stored
+        .windows(9)
+        .position(|w| w == b"\r\nX-Writ:")
+        .map(|p| p + 2)
+        .unwrap_or_else(|| panic!("no X-Writ field in the stored message:\n{text}"))
+}
+
+/// The stored message is sealed (neither `secrets` appear, the marker
+/// does) and opens to exactly: the fields the provider put above the
+/// marker, then `original`. Returns the opened bytes.
+#[track_caller]
+fn assert_sealed_original(
+    keys: &TestKeys,
+    stored: &[u8],
+    original: &[u8],
+    secrets: &[&str],
+) -> Vec<u8> {
+    let text = String::from_utf8_lossy(stored);
+    for s in secrets {
+        assert!(
+            !contains(stored, s.as_bytes()),
+            "{s:?} is readable in the stored message:\n{text}"
+        );
+    }
+    let at = marker_offset(stored);
+    let opened = keys.open(stored);
+    let mut expected = stored[..at].to_vec();
+    expected.extend_from_slice(original);
+    assert!(
+        opened == expected,
+        "opened message differs from provider fields + original:\n--- opened\n{}\n--- expected\n{}",
+        String::from_utf8_lossy(&opened),
+        String::from_utf8_lossy(&expected)
+    );
+    opened
+}
+
+#[test]
+fn swaks_through_the_relay_is_stored_sealed_and_opens_byte_exact() {
+    let p = provider();
+    let user = p.new_user("swaks");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let subject = unique("swaks-subject");
+    let marker = unique("swaks-body");
+    let original = message(
+        "sender@elsewhere.test",
+        &user.address,
+        &subject,
+        &marker,
+        &format!("{}@elsewhere.test", unique("swaks-id")),
+    );
+    // swaks ends the data with CRLF "." CRLF after the file's last byte,
+    // adding a line break of its own: the file leaves out the last CRLF.
+    let data = writ.dir().join("message.eml");
+    std::fs::write(&data, original.strip_suffix(b"\r\n").unwrap()).unwrap();
+
+    let out = Command::new("swaks")
+        .args(["--server", &writ.relay_addr().to_string()])
+        .args(["--ehlo", "client.test"])
+        .args(["--from", "sender@elsewhere.test"])
+        .args(["--to", &user.address])
+        .arg("--data")
+        .arg(format!("@{}", data.display()))
+        .args(["--timeout", "30"])
+        .output()
+        .expect("run swaks");
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "swaks failed ({}):\n{transcript}\n{}\n--- writ log\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        writ.log()
+    );
+    // writ greets and answers EHLO itself, then mirrors the provider.
+    assert!(
+        transcript.contains("<-  220 writ.test ESMTP"),
+        "{transcript}"
+    );
+    assert!(transcript.contains("<-  250-SIZE"), "{transcript}");
+    assert!(
+        transcript.contains("<-  250 2.0.0 Ok: queued as"),
+        "the final reply is the provider's:\n{transcript}"
+    );
+
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    let keys = writ.test_keys();
+    let opened = assert_sealed_original(keys, &stored[0], &original, &[&subject, &marker]);
+    // The CLI opens it the same way.
+    assert_eq!(keys.open_cli(&stored[0]), opened);
+    // The routing fields stay readable for the provider.
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(text.contains(&format!("To: <{}>", user.address)), "{text}");
+    assert!(text.contains("Delivered-To: "), "{text}");
+}
+
+#[test]
+fn python_smtplib_through_the_relay_is_stored_sealed() {
+    let p = provider();
+    let alice = p.new_user("py-alice");
+    let bob = p.new_user("py-bob");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let subject = unique("py-subject");
+    let marker = unique("py-body");
+    let original = message(
+        "sender@elsewhere.test",
+        &alice.address,
+        &subject,
+        &marker,
+        &format!("{}@elsewhere.test", unique("py-id")),
+    );
+    let data = writ.dir().join("message.eml");
+    std::fs::write(&data, &original).unwrap();
+    let script = r#"
+import smtplib, sys
+port, path, *rcpts = sys.argv[1:]
+msg = open(path, "rb").read()
+with smtplib.SMTP("127.0.0.1", int(port), local_hostname="py.client.test", timeout=30) as s:
+    code, _ = s.ehlo()
+    assert code == 250, code
+    assert s.has_extn("pipelining") and s.has_extn("8bitmime") and s.has_extn("size"), s.esmtp_features
+    refused = s.sendmail("sender@elsewhere.test", rcpts, msg, mail_options=["BODY=8BITMIME"])
+    assert refused == {}, refused
+print("sent")
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(writ.relay_addr().port().to_string())
+        .arg(&data)
+        .arg(&alice.address)
+        .arg(&bob.address)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("sent"),
+        "smtplib failed ({}):\n{}\n{}\n--- writ log\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        writ.log()
+    );
+    let keys = writ.test_keys();
+    for user in [&alice, &bob] {
+        let stored = p.wait_for_messages(user, "INBOX", 1, DELIVERY_TIMEOUT);
+        assert_eq!(stored.len(), 1, "{}", user.name);
+        assert_sealed_original(keys, &stored[0], &original, &[&subject, &marker]);
+        let text = String::from_utf8_lossy(&stored[0]);
+        assert!(
+            text.contains(&format!("Delivered-To: {}", user.address)),
+            "{text}"
+        );
+    }
+}
