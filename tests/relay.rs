@@ -9,8 +9,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::provider;
+use common::mta::{Mta, MtaConfig};
 use common::writ::{TestKeys, Writ, WritConfig};
+use common::{provider, smtp};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -208,4 +209,65 @@ print("sent")
             "{text}"
         );
     }
+}
+
+#[test]
+fn postfix_with_writ_as_relayhost_delivers_sealed() {
+    let p = provider();
+    let user = p.new_user("mta");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let mta = Mta::start(&MtaConfig::relaying_to(writ.relay_addr()));
+    let subject = unique("mta-subject");
+    let marker = unique("mta-body");
+    let original = message(
+        "sender@org.test",
+        &user.address,
+        &subject,
+        &marker,
+        &format!("{}@org.test", unique("mta-id")),
+    );
+    let queued = smtp::send(
+        mta.smtp_addr(),
+        "sender@org.test",
+        &[&user.address],
+        &original,
+    )
+    .unwrap_or_else(|r| panic!("the MTA refused the message: {r:?}\n{}", mta.diagnostics()));
+    assert_eq!(queued.code, 250, "{queued:?}");
+
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    let stored = &stored[0];
+    for s in [&subject, &marker] {
+        assert!(
+            !contains(stored, s.as_bytes()),
+            "{s} readable in the stored message"
+        );
+    }
+    // Opened: the provider's fields above the marker, the MTA's own trace
+    // field (it is what writ received), then the original byte for byte.
+    let at = marker_offset(stored);
+    let opened = writ.test_keys().open(stored);
+    assert!(opened.starts_with(&stored[..at]), "provider fields first");
+    assert!(
+        opened.ends_with(&original),
+        "the original at the end:\n{}",
+        String::from_utf8_lossy(&opened)
+    );
+    let added = String::from_utf8_lossy(&opened[at..opened.len() - original.len()]).into_owned();
+    assert!(
+        added.starts_with("Received: from ")
+            && added.contains(&format!("by {}.mta.test (Postfix)", mta.instance))
+            && added.lines().skip(1).all(|l| l.starts_with([' ', '\t'])),
+        "only the MTA's Received field lies between the marker and the original:\n{added}"
+    );
+    // The MTA spoke to writ and got the provider's final reply back.
+    let log = std::fs::read_to_string(mta.dir.join("postfix.log")).unwrap_or_default();
+    let relay = format!("relay=127.0.0.1[127.0.0.1]:{}", writ.relay_addr().port());
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&relay) && l.contains("status=sent (250 2.0.0 Ok: queued as")),
+        "the MTA log shows no delivery through writ:\n{}",
+        mta.diagnostics()
+    );
 }

@@ -7,6 +7,7 @@
 //! - [`imap`]: a small IMAP client (literals, raw responses).
 //! - [`smtp`]: a small SMTP client (every reply visible).
 //! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
+//! - [`mta`]: a second, minimal Postfix relaying everything to one relayhost.
 //!
 //! Needs root and the Debian packages from `scripts/install-deps`.
 
@@ -14,6 +15,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod imap;
+pub mod mta;
 pub mod provider;
 pub mod smtp;
 pub mod writ;
