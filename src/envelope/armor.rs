@@ -14,83 +14,130 @@ pub const BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 pub const END: &[u8] = b"-----END AGE ENCRYPTED FILE-----";
 
 /// Turns every LF into CRLF. Its input is age armor: ASCII, no CR.
+/// Buffers its output: age writes the armor a line at a time, and the sink
+/// may be a file. [`CrlfWriter::finish`] writes what is left.
 pub struct CrlfWriter<W: Write> {
     inner: W,
+    buf: Vec<u8>,
 }
+
+const CRLF_BUF: usize = 64 * 1024;
 
 impl<W: Write> CrlfWriter<W> {
     pub fn new(inner: W) -> Self {
-        CrlfWriter { inner }
+        CrlfWriter {
+            inner,
+            buf: Vec::with_capacity(CRLF_BUF + CRLF_BUF / 32),
+        }
     }
 
-    pub fn into_inner(self) -> W {
-        self.inner
+    /// Writes out the buffer and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.inner.write_all(&self.buf)?;
+        Ok(self.inner)
     }
 }
 
 impl<W: Write> Write for CrlfWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // One write per call: the sink may be a file.
-        let mut out = Vec::with_capacity(buf.len() + buf.len() / 32 + 2);
-        for &b in buf {
-            if b == b'\n' {
-                out.push(b'\r');
+        for (i, line) in buf.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                self.buf.extend_from_slice(b"\r\n");
             }
-            out.push(b);
+            self.buf.extend_from_slice(line);
         }
-        self.inner.write_all(&out)?;
+        if self.buf.len() >= CRLF_BUF {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.inner.write_all(&self.buf)?;
+        self.buf.clear();
         self.inner.flush()
     }
 }
 
-fn b64_value(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
+/// Base64 alphabet value of each byte; the markers below for the rest.
+const B64_INVALID: u8 = 0xff;
+const B64_SPACE: u8 = 0xfe;
+const B64_PAD: u8 = 0xfd;
+
+const B64_TABLE: [u8; 256] = {
+    let mut t = [B64_INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t[b' ' as usize] = B64_SPACE;
+    t[b'\t' as usize] = B64_SPACE;
+    t[b'\r' as usize] = B64_SPACE;
+    t[b'\n' as usize] = B64_SPACE;
+    t[0x0b] = B64_SPACE;
+    t[0x0c] = B64_SPACE;
+    t[b'=' as usize] = B64_PAD;
+    t
+};
 
 /// Incremental base64 decoding that ignores whitespace (and, in lenient
 /// mode, any other non-alphabet byte, as RFC 2045 says for transfer
-/// encoding).
+/// encoding). Decodes four characters at a time; [`B64::finish`] emits a
+/// last incomplete group (at padding, or at the end of the input).
 #[derive(Default)]
 struct B64 {
     acc: u32,
-    bits: u8,
+    /// Characters held in `acc` (0..=3).
+    held: u8,
     done: bool,
 }
 
 impl B64 {
-    /// Decodes one input byte, appending output to `out`. Returns false on
-    /// a byte that is neither alphabet, padding nor whitespace (strict mode).
-    fn feed(&mut self, c: u8, strict: bool, out: &mut Vec<u8>) -> bool {
-        if c == b'=' {
-            self.done = true;
-            return true;
+    /// Decodes `input`, appending to `out`. In strict mode, returns the
+    /// first byte that is neither alphabet, padding nor whitespace, or
+    /// alphabet after padding.
+    fn feed(&mut self, input: &[u8], strict: bool, out: &mut Vec<u8>) -> Result<(), u8> {
+        out.reserve(input.len() / 4 * 3 + 3);
+        for &c in input {
+            let v = B64_TABLE[usize::from(c)];
+            if v < 64 {
+                if self.done {
+                    // Data after padding: only acceptable when lenient.
+                    if strict {
+                        return Err(c);
+                    }
+                    continue;
+                }
+                self.acc = (self.acc << 6) | u32::from(v);
+                self.held += 1;
+                if self.held == 4 {
+                    let [_, a, b, c] = self.acc.to_be_bytes();
+                    out.extend_from_slice(&[a, b, c]);
+                    self.acc = 0;
+                    self.held = 0;
+                }
+            } else if v == B64_PAD {
+                self.finish(out);
+                self.done = true;
+            } else if v != B64_SPACE && strict {
+                return Err(c);
+            }
         }
-        let Some(v) = b64_value(c) else {
-            return !strict || c.is_ascii_whitespace();
-        };
-        if self.done {
-            // Data after padding: only acceptable when lenient.
-            return !strict;
+        Ok(())
+    }
+
+    /// Emits the bytes of an incomplete last group.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        match self.held {
+            2 => out.push((self.acc >> 4) as u8),
+            3 => out.extend_from_slice(&[(self.acc >> 10) as u8, (self.acc >> 2) as u8]),
+            _ => {}
         }
-        self.acc = (self.acc << 6) | u32::from(v);
-        self.bits += 6;
-        if self.bits >= 8 {
-            self.bits -= 8;
-            out.push((self.acc >> self.bits) as u8);
-            self.acc &= (1 << self.bits) - 1;
-        }
-        true
+        self.acc = 0;
+        self.held = 0;
     }
 }
 
@@ -189,8 +236,10 @@ impl<R: Read> Read for TransferDecoder<R> {
             match self.enc {
                 TransferEncoding::Identity => self.out.extend_from_slice(input),
                 TransferEncoding::Base64 => {
-                    for &c in input {
-                        self.b64.feed(c, false, &mut self.out);
+                    // Lenient: never fails.
+                    let _ = self.b64.feed(input, false, &mut self.out);
+                    if self.eof {
+                        self.b64.finish(&mut self.out);
                     }
                 }
                 TransferEncoding::QuotedPrintable => self.qp(input),
@@ -255,24 +304,34 @@ impl<R: Read> Dearmor<R> {
                         return Err(damaged("has no BEGIN line"));
                     }
                 }
-                DearmorState::Body => {
-                    let c = input[i];
-                    i += 1;
-                    if self.end_seen > 0 || c == b'-' {
-                        // Inside the END marker; whitespace is not allowed
-                        // within it, but a re-encoder may not touch it.
-                        if END.get(self.end_seen) == Some(&c) {
-                            self.end_seen += 1;
-                            if self.end_seen == END.len() {
-                                self.state = DearmorState::Done;
-                            }
-                        } else {
-                            return Err(damaged("has a damaged END line"));
-                        }
-                    } else if !self.b64.feed(c, true, &mut self.out) {
+                DearmorState::Body if self.end_seen == 0 => {
+                    // Everything up to a '-' is armor body: decode it in bulk.
+                    let rest = &input[i..];
+                    let run = rest.iter().position(|&c| c == b'-').unwrap_or(rest.len());
+                    if let Err(c) = self.b64.feed(&rest[..run], true, &mut self.out) {
                         return Err(damaged(&format!(
                             "contains a byte that is not base64 (0x{c:02x})"
                         )));
+                    }
+                    i += run;
+                    if run < rest.len() {
+                        self.b64.finish(&mut self.out);
+                        self.end_seen = 1;
+                        i += 1;
+                    }
+                }
+                DearmorState::Body => {
+                    // Inside the END marker; whitespace is not allowed
+                    // within it, but a re-encoder may not touch it.
+                    let c = input[i];
+                    i += 1;
+                    if END.get(self.end_seen) == Some(&c) {
+                        self.end_seen += 1;
+                        if self.end_seen == END.len() {
+                            self.state = DearmorState::Done;
+                        }
+                    } else {
+                        return Err(damaged("has a damaged END line"));
                     }
                 }
                 DearmorState::Done => return Ok(()),
@@ -339,6 +398,29 @@ mod tests {
     }
 
     #[test]
+    fn base64_decodes_the_same_however_the_input_is_cut() {
+        for (text, want) in [
+            (&b"aGVsbG8gd29ybGQ=\r\n"[..], &b"hello world"[..]),
+            (b"aGVs bG8=", b"hello"),
+            (b"aGVsbG8", b"hello"),
+            (b"aA==", b"h"),
+        ] {
+            for cut in 0..=text.len() {
+                let mut b = B64::default();
+                let mut out = Vec::new();
+                b.feed(&text[..cut], true, &mut out).unwrap();
+                b.feed(&text[cut..], true, &mut out).unwrap();
+                b.finish(&mut out);
+                assert_eq!(out, want, "{text:?} cut at {cut}");
+            }
+        }
+        let mut b = B64::default();
+        assert_eq!(b.feed(b"aA==aA", true, &mut Vec::new()), Err(b'a'));
+        let mut b = B64::default();
+        assert_eq!(b.feed(b"a*", true, &mut Vec::new()), Err(b'*'));
+    }
+
+    #[test]
     fn transfer_decoders() {
         let qp = b"a=3Db=\r\nc=\nd=zz";
         let out = read_all(TransferDecoder::new(
@@ -355,6 +437,7 @@ mod tests {
     fn crlf_writer_converts_lf() {
         let mut w = CrlfWriter::new(Vec::new());
         w.write_all(b"a\nb\n").unwrap();
-        assert_eq!(w.into_inner(), b"a\r\nb\r\n");
+        w.write_all(b"c").unwrap();
+        assert_eq!(w.finish().unwrap(), b"a\r\nb\r\nc");
     }
 }

@@ -154,6 +154,8 @@ struct Parts<R: BufRead> {
 }
 
 const LINE_CAP: usize = 64 * 1024;
+/// Bytes of part body gathered per read.
+const BODY_CHUNK: usize = 32 * 1024;
 
 impl<R: BufRead> Parts<R> {
     /// Skips to the next part; returns its kind and transfer encoding.
@@ -226,25 +228,28 @@ struct PartBody<'a, R: BufRead> {
 
 impl<R: BufRead> Read for PartBody<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.pending.len() {
-            if self.done {
-                return Ok(0);
-            }
+        if self.pos == self.pending.len() {
             self.pending.clear();
             self.pos = 0;
-            let p = &mut *self.parts;
-            p.line.clear();
-            if read_line(&mut p.input, &mut p.line, LINE_CAP)? == 0 {
-                p.finished = true;
-                self.done = true;
+            // Gather many lines per call: readers above work in large
+            // chunks, and one armor line per read would make every layer
+            // pay its per-call cost 60 bytes at a time.
+            while !self.done && self.pending.len() < BODY_CHUNK {
+                let p = &mut *self.parts;
+                p.line.clear();
+                if read_line(&mut p.input, &mut p.line, LINE_CAP)? == 0 {
+                    p.finished = true;
+                    self.done = true;
+                } else if p.line.starts_with(&p.delimiter) {
+                    // Leave the delimiter in `line` for next_part.
+                    self.done = true;
+                } else {
+                    self.pending.extend_from_slice(&p.line);
+                }
+            }
+            if self.pending.is_empty() {
                 return Ok(0);
             }
-            if p.line.starts_with(&p.delimiter) {
-                // Leave the delimiter in `line` for next_part.
-                self.done = true;
-                return Ok(0);
-            }
-            self.pending.extend_from_slice(&p.line);
         }
         let n = buf.len().min(self.pending.len() - self.pos);
         buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);

@@ -183,7 +183,7 @@ impl Sealer {
             payload.write_all(&chunk[..n])?;
             scanner.push(&chunk[..n]);
         }
-        let mut sink = payload.finish()?.finish()?.into_inner();
+        let mut sink = payload.finish()?.finish()?.finish()?;
         let summary = scanner.finish();
 
         // 4. The summary, sealed to the same recipients.
@@ -228,7 +228,7 @@ impl Sealer {
         )?;
         let mut w = encryptor.wrap_output(armored)?;
         w.write_all(data)?;
-        Ok(w.finish()?.finish()?.into_inner())
+        Ok(w.finish()?.finish()?.finish()?)
     }
 
     /// The sealed message's header: marker, M's unprotected fields verbatim
