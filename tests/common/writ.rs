@@ -242,8 +242,8 @@ impl WritConfig {
         self
     }
 
-    /// The config file text, with `ports` for the listeners that have none
-    /// and `admin` for the admin endpoint.
+    /// The config file text: listener `i` on its own port or else
+    /// `ports[i]`, and `admin` for the admin endpoint.
     pub fn render(&self, ports: &[u16], admin: Option<u16>, keys_dir: &Path) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "[keys]\ndir = {}\n", q(&keys_dir.display().to_string()));
@@ -272,7 +272,8 @@ impl WritConfig {
         for (k, v) in &self.smtp_options {
             let _ = writeln!(t, "{k} = {v}");
         }
-        for (l, port) in self.listeners.iter().zip(ports) {
+        for (l, &free) in self.listeners.iter().zip(ports) {
+            let port = l.port.unwrap_or(free);
             let _ = writeln!(
                 t,
                 "\n[[smtp.listeners]]\nkind = {}\nlisten = \"127.0.0.1:{port}\"",
@@ -373,13 +374,13 @@ impl Writ {
                 .map(|l| l.local_addr().expect("local addr").port())
                 .collect()
         };
-        let mut listener_ports = Vec::new();
-        let mut free = ports.iter().copied();
-        for l in &cfg.listeners {
-            let p = free.next().unwrap_or_default();
-            listener_ports.push(l.port.unwrap_or(p));
-        }
-        let admin_port = if cfg.admin { free.next() } else { None };
+        let listener_ports: Vec<u16> = cfg
+            .listeners
+            .iter()
+            .zip(&ports)
+            .map(|(l, &free)| l.port.unwrap_or(free))
+            .collect();
+        let admin_port = cfg.admin.then(|| ports[cfg.listeners.len()]);
         let config_path = tmp.path().join("writ.toml");
         std::fs::write(
             &config_path,
