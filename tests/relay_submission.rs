@@ -1,0 +1,860 @@
+//! The `submission` (STARTTLS, port 587 style) and `submissions` (implicit
+//! TLS, port 465 style) listeners of `writ serve`, end to end: real clients
+//! (swaks, Python's smtplib, a raw socket with rustls) talk to writ, whose
+//! upstream is the harness provider's submission port (STARTTLS verified
+//! against the provider's CA, AUTH checked by Dovecot). The client's AUTH
+//! is passed through: the provider accepts or refuses it, writ mirrors the
+//! answer, and mail for a protected recipient is stored sealed.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::writ::{ProviderSpec, TestKeys, Writ, WritConfig};
+use common::{Provider, Reply, Smtp, User, provider};
+
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{label}-{}-{nanos:x}", std::process::id())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The SASL PLAIN response for `user` / `password`.
+fn plain(user: &str, password: &str) -> String {
+    b64(format!("\0{user}\0{password}").as_bytes())
+}
+
+/// writ's own server certificate (for 127.0.0.1 and localhost) and the CA
+/// that signed it, in a temporary directory.
+struct WritTls {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    ca_der: Vec<u8>,
+}
+
+fn writ_tls() -> WritTls {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "writ submission test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca_cert, &ca_key)
+        .unwrap();
+    let tls = WritTls {
+        ca: dir.path().join("ca.pem"),
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+        ca_der: ca_cert.der().to_vec(),
+        _dir: dir,
+    };
+    std::fs::write(&tls.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&tls.cert, cert.pem()).unwrap();
+    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
+    tls
+}
+
+/// `writ serve` with a submission and a submissions listener, its own
+/// certificate, protecting the harness domain, and the provider's
+/// submission port as upstream (STARTTLS, verified against its CA).
+struct Relay {
+    writ: Writ,
+    tls: WritTls,
+}
+
+impl Relay {
+    #[track_caller]
+    fn start(p: &Provider) -> Relay {
+        let tls = writ_tls();
+        let mut cfg = WritConfig::relay(p.smtp_addr());
+        cfg.listeners.clear();
+        let mut cfg = cfg.listener("submission", &[]).listener("submissions", &[]);
+        cfg.tls_cert = Some(tls.cert.clone());
+        cfg.tls_key = Some(tls.key.clone());
+        cfg.provider = Some(ProviderSpec {
+            address: p.submission_addr().to_string(),
+            security: "starttls".into(),
+            ca_file: Some(p.ca_file()),
+            server_name: None,
+            timeout_secs: Some(30),
+        });
+        let writ = Writ::start(&cfg);
+        Relay { writ, tls }
+    }
+
+    fn submission(&self) -> SocketAddr {
+        self.writ.addr("submission")
+    }
+
+    fn submissions(&self) -> SocketAddr {
+        self.writ.addr("submissions")
+    }
+
+    fn keys(&self) -> &TestKeys {
+        self.writ.test_keys()
+    }
+
+    /// No form of `user`'s password appears in writ's log.
+    #[track_caller]
+    fn assert_log_has_no_credentials(&self, users: &[&User]) {
+        let log = self.writ.log();
+        for u in users {
+            for secret in [
+                u.password.clone(),
+                b64(u.password.as_bytes()),
+                plain(&u.address, &u.password),
+                plain(&u.name, &u.password),
+            ] {
+                assert!(
+                    !log.contains(&secret),
+                    "writ's log contains {secret:?} (credentials of {}):\n{log}",
+                    u.name
+                );
+            }
+        }
+    }
+}
+
+/// A message with a protected Subject, a body marker, 8-bit text and a
+/// line starting with a dot.
+fn message(from: &str, to: &str, subject: &str, marker: &str) -> Vec<u8> {
+    format!(
+        "From: Sender <{from}>\r\n\
+         To: <{to}>\r\n\
+         Subject: {subject}\r\n\
+         Date: Fri, 27 Nov 2026 10:00:00 +0100\r\n\
+         Message-ID: <{}@example.test>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         Hello,\r\n\
+         the secret is {marker}.\r\n\
+         .a line that starts with a dot\r\n\
+         caf\u{e9} \u{1f512}\r\n",
+        unique("id")
+    )
+    .into_bytes()
+}
+
+/// Where the `X-Writ` marker field starts in a stored message.
+#[track_caller]
+fn marker_offset(stored: &[u8]) -> usize {
+    if stored.starts_with(b"X-Writ:") {
+        return 0;
+    }
+    stored
+        .windows(9)
+        .position(|w| w == b"\r\nX-Writ:")
+        .map(|p| p + 2)
+        .unwrap_or_else(|| {
+            panic!(
+                "no X-Writ field in the stored message:\n{}",
+                String::from_utf8_lossy(stored)
+            )
+        })
+}
+
+/// The stored message is sealed (no `secrets` readable, an X-Writ marker)
+/// and opens to exactly: the fields the provider put above the marker,
+/// then `original`.
+#[track_caller]
+fn assert_sealed_original(keys: &TestKeys, stored: &[u8], original: &[u8], secrets: &[&str]) {
+    let text = String::from_utf8_lossy(stored);
+    for s in secrets {
+        assert!(
+            !contains(stored, s.as_bytes()),
+            "{s:?} is readable in the stored message:\n{text}"
+        );
+    }
+    let at = marker_offset(stored);
+    let opened = keys.open(stored);
+    let mut expected = stored[..at].to_vec();
+    expected.extend_from_slice(original);
+    assert!(
+        opened == expected,
+        "opened message differs from provider fields + original:\n--- opened\n{}\n--- expected\n{}",
+        String::from_utf8_lossy(&opened),
+        String::from_utf8_lossy(&expected)
+    );
+}
+
+/// Runs swaks; returns (exit success, stdout + stderr).
+fn swaks(args: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks")
+        .args(args)
+        .args(["--timeout", "30"])
+        .output()
+        .expect("run swaks");
+    (
+        out.status.success(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs a Python script with arguments.
+fn python(script: &str, args: &[String]) -> Output {
+    Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3")
+}
+
+#[track_caller]
+fn assert_python_ok(out: &Output, relay: &Relay) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n{stdout}\n{}\n--- writ log\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        relay.writ.log()
+    );
+    stdout
+}
+
+/// Reads one SMTP reply from any buffered reader.
+fn read_reply<R: BufRead>(r: &mut R) -> Reply {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).expect("read a reply line");
+        assert!(n > 0, "connection closed; reply so far: {lines:?}");
+        let line = line.trim_end_matches(['\r', '\n']);
+        let code: u16 = line
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("malformed reply line {line:?}"));
+        lines.push(line.get(4..).unwrap_or_default().to_string());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Reply { code, lines };
+        }
+    }
+}
+
+#[test]
+fn swaks_starttls_auth_plain_is_passed_through_and_mail_is_stored_sealed() {
+    let p = provider();
+    let sender = p.new_user("subm-from");
+    let rcpt = p.new_user("subm-to");
+    let relay = Relay::start(p);
+    let subject = unique("subm-subject");
+    let marker = unique("subm-body");
+    let original = message(&sender.address, &rcpt.address, &subject, &marker);
+    // swaks adds a CRLF of its own before the final dot.
+    let data = relay.writ.dir().join("message.eml");
+    std::fs::write(&data, original.strip_suffix(b"\r\n").unwrap()).unwrap();
+
+    let (ok, transcript) = swaks(&[
+        "--server",
+        &relay.submission().to_string(),
+        "--ehlo",
+        "client.test",
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        &sender.address,
+        "--auth-password",
+        &sender.password,
+        "--from",
+        &sender.address,
+        "--to",
+        &rcpt.address,
+        "--data",
+        &format!("@{}", data.display()),
+    ]);
+    assert!(
+        ok,
+        "swaks failed:\n{transcript}\n--- writ log\n{}",
+        relay.writ.log()
+    );
+    let (before_tls, after_tls) = transcript
+        .split_once(" -> STARTTLS")
+        .unwrap_or_else(|| panic!("no STARTTLS sent:\n{transcript}"));
+    // Before TLS: writ's own greeting and EHLO, STARTTLS offered, no AUTH.
+    assert!(
+        before_tls.contains("<-  220 writ.test ESMTP"),
+        "{transcript}"
+    );
+    let ehlo_lines = |part: &str, prefix: &str| -> Vec<String> {
+        part.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter(|l| l.starts_with("250"))
+            .map(|l| l[4..].to_string())
+            .collect()
+    };
+    let clear = ehlo_lines(before_tls, "<-  ");
+    assert!(clear.iter().any(|l| l == "STARTTLS"), "{transcript}");
+    assert!(
+        !clear.iter().any(|l| l.starts_with("AUTH")),
+        "AUTH offered before STARTTLS:\n{transcript}"
+    );
+    // After TLS: AUTH offered, no second STARTTLS; the provider's answers.
+    let secure = ehlo_lines(after_tls, "<~  ");
+    assert!(
+        secure.iter().any(|l| l.starts_with("AUTH PLAIN LOGIN")),
+        "{transcript}"
+    );
+    assert!(!secure.iter().any(|l| l == "STARTTLS"), "{transcript}");
+    assert!(
+        after_tls.contains("<~  235 2.7.0 Authentication successful"),
+        "{transcript}"
+    );
+    assert!(
+        after_tls.contains("<~  250 2.0.0 Ok: queued as"),
+        "the final reply is the provider's:\n{transcript}"
+    );
+
+    let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    assert_sealed_original(relay.keys(), &stored[0], &original, &[&subject, &marker]);
+    // The provider received it over TLS from an authenticated session (the
+    // client's credentials, passed through): Postfix says "ESMTPSA".
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(text.contains("with ESMTPSA"), "{text}");
+    assert!(
+        text.contains(&format!("Return-Path: <{}>", sender.address)),
+        "{text}"
+    );
+    relay.assert_log_has_no_credentials(&[&sender]);
+}
+
+#[test]
+fn wrong_password_gets_the_providers_535_and_auth_login_works() {
+    let p = provider();
+    let sender = p.new_user("login-from");
+    let rcpt = p.new_user("login-to");
+    let relay = Relay::start(p);
+    let wrong = format!("{}-wrong", sender.password);
+
+    // What the provider itself answers to a wrong password.
+    let (ok, direct) = swaks(&[
+        "--server",
+        &p.submission_addr().to_string(),
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        &sender.address,
+        "--auth-password",
+        &wrong,
+        "--from",
+        &sender.address,
+        "--to",
+        &rcpt.address,
+    ]);
+    assert!(!ok, "{direct}");
+    let provider_535 = direct
+        .lines()
+        .find(|l| l.starts_with("<~* 535 "))
+        .unwrap_or_else(|| panic!("no 535 from the provider:\n{direct}"))
+        .to_string();
+
+    // Through writ: the same reply, and nothing sent.
+    let (ok, transcript) = swaks(&[
+        "--server",
+        &relay.submission().to_string(),
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        &sender.address,
+        "--auth-password",
+        &wrong,
+        "--from",
+        &sender.address,
+        "--to",
+        &rcpt.address,
+    ]);
+    assert!(!ok, "AUTH with a wrong password succeeded:\n{transcript}");
+    assert!(
+        transcript.lines().any(|l| l == provider_535),
+        "writ did not mirror the provider's {provider_535:?}:\n{transcript}"
+    );
+    assert!(!transcript.contains("~> MAIL FROM"), "{transcript}");
+
+    // AUTH LOGIN (username and password each in its own 334 round).
+    let marker = unique("login-body");
+    let (ok, transcript) = swaks(&[
+        "--server",
+        &relay.submission().to_string(),
+        "--tls",
+        "--auth",
+        "LOGIN",
+        "--auth-user",
+        &sender.name,
+        "--auth-password",
+        &sender.password,
+        "--from",
+        &sender.address,
+        "--to",
+        &rcpt.address,
+        "--body",
+        &marker,
+    ]);
+    assert!(
+        ok,
+        "swaks AUTH LOGIN failed:\n{transcript}\n{}",
+        relay.writ.log()
+    );
+    assert!(transcript.contains("~> AUTH LOGIN"), "{transcript}");
+    assert!(transcript.contains("<~  334 "), "{transcript}");
+    assert!(
+        transcript.contains("<~  235 2.7.0 Authentication successful"),
+        "{transcript}"
+    );
+    let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1, "only the authenticated message arrived");
+    assert!(!contains(&stored[0], marker.as_bytes()), "body readable");
+    assert!(
+        contains(&relay.keys().open(&stored[0]), marker.as_bytes()),
+        "the sealed message does not open to the body"
+    );
+    relay.assert_log_has_no_credentials(&[&sender]);
+}
+
+#[test]
+fn python_starttls_failed_login_then_auth_login_then_mail() {
+    let p = provider();
+    let sender = p.new_user("py-from");
+    let rcpt = p.new_user("py-to");
+    let relay = Relay::start(p);
+    let subject = unique("py-subject");
+    let marker = unique("py-body");
+    let original = message(&sender.address, &rcpt.address, &subject, &marker);
+    let data = relay.writ.dir().join("py.eml");
+    std::fs::write(&data, &original).unwrap();
+    // One session: certificate verified against writ's CA; AUTH not offered
+    // before STARTTLS; a wrong password is refused (535), then AUTH LOGIN
+    // with an initial response succeeds in the same session.
+    let script = r#"
+import smtplib, ssl, sys
+port, cafile, user, password, rcpt, path = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+s = smtplib.SMTP("127.0.0.1", int(port), local_hostname="py.client.test", timeout=30)
+s.ehlo()
+assert s.has_extn("starttls"), s.esmtp_features
+assert not s.has_extn("auth"), s.esmtp_features
+s.starttls(context=ctx)
+s.ehlo()
+assert not s.has_extn("starttls"), s.esmtp_features
+assert "PLAIN" in s.esmtp_features["auth"] and "LOGIN" in s.esmtp_features["auth"], s.esmtp_features
+try:
+    s.login(user, password + "-wrong")
+    sys.exit("a wrong password was accepted")
+except smtplib.SMTPAuthenticationError as e:
+    print("wrong", e.smtp_code, e.smtp_error.decode())
+s.user, s.password = user, password
+code, text = s.auth("LOGIN", s.auth_login, initial_response_ok=True)
+print("login", code)
+refused = s.sendmail(user, [rcpt], open(path, "rb").read())
+assert refused == {}, refused
+s.quit()
+print("sent")
+"#;
+    let out = python(
+        script,
+        &[
+            relay.submission().port().to_string(),
+            relay.tls.ca.display().to_string(),
+            sender.address.clone(),
+            sender.password.clone(),
+            rcpt.address.clone(),
+            data.display().to_string(),
+        ],
+    );
+    let stdout = assert_python_ok(&out, &relay);
+    assert!(stdout.contains("wrong 535 5.7.8"), "{stdout}");
+    assert!(stdout.contains("login 235"), "{stdout}");
+    assert!(stdout.contains("sent"), "{stdout}");
+    let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_sealed_original(relay.keys(), &stored[0], &original, &[&subject, &marker]);
+    relay.assert_log_has_no_credentials(&[&sender]);
+}
+
+#[test]
+fn auth_and_mail_before_starttls_are_refused() {
+    let p = provider();
+    let user = p.new_user("early");
+    let relay = Relay::start(p);
+    let mut smtp = Smtp::connect(relay.submission()).expect("connect");
+    assert_eq!(smtp.greeting.code, 220, "{:?}", smtp.greeting);
+    let ehlo = smtp.command("EHLO client.test").expect("EHLO");
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    assert!(
+        !ehlo.lines.iter().any(|l| l.starts_with("AUTH")),
+        "AUTH offered in the clear: {ehlo:?}"
+    );
+    // Valid credentials, in the clear: refused, and not by the provider.
+    let auth = smtp
+        .command(&format!(
+            "AUTH PLAIN {}",
+            plain(&user.address, &user.password)
+        ))
+        .expect("AUTH PLAIN");
+    assert_eq!(auth.code, 530, "{auth:?}");
+    assert!(auth.text().starts_with("5.7.0"), "{auth:?}");
+    let auth = smtp.command("AUTH LOGIN").expect("AUTH LOGIN");
+    assert_eq!(auth.code, 530, "{auth:?}");
+    // The session is not authenticated: MAIL needs AUTH first.
+    let mail = smtp
+        .command(&format!("MAIL FROM:<{}>", user.address))
+        .expect("MAIL");
+    assert_eq!(mail.code, 530, "{mail:?}");
+    assert!(mail.text().starts_with("5.7.0"), "{mail:?}");
+    let rcpt = smtp
+        .command(&format!("RCPT TO:<{}>", user.address))
+        .expect("RCPT");
+    assert_eq!(rcpt.code, 503, "{rcpt:?}");
+    // Still a working session.
+    let noop = smtp.command("NOOP").expect("NOOP");
+    assert_eq!(noop.code, 250, "{noop:?}");
+    smtp.quit();
+    relay.assert_log_has_no_credentials(&[&user]);
+}
+
+#[test]
+fn commands_pipelined_after_starttls_are_discarded() {
+    let p = provider();
+    let user = p.new_user("inject");
+    let rcpt = p.new_user("inject-to");
+    let relay = Relay::start(p);
+
+    let tcp = TcpStream::connect(relay.submission()).expect("connect");
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut plain_reader = BufReader::new(tcp.try_clone().unwrap());
+    let mut plain_writer = tcp.try_clone().unwrap();
+    assert_eq!(read_reply(&mut plain_reader).code, 220);
+    plain_writer.write_all(b"EHLO client.test\r\n").unwrap();
+    assert_eq!(read_reply(&mut plain_reader).code, 250);
+    // One write: STARTTLS and, in the clear behind it, an attacker's
+    // commands (with valid credentials, so that acting on them would show).
+    let injected = format!(
+        "STARTTLS\r\nEHLO evil.test\r\nAUTH PLAIN {}\r\nMAIL FROM:<evil@evil.test>\r\n",
+        plain(&user.address, &user.password)
+    );
+    plain_writer.write_all(injected.as_bytes()).unwrap();
+    let ready = read_reply(&mut plain_reader);
+    assert_eq!(ready.code, 220, "{ready:?}");
+    assert!(
+        plain_reader.buffer().is_empty(),
+        "bytes after the 220: {:?}",
+        String::from_utf8_lossy(plain_reader.buffer())
+    );
+    drop(plain_reader);
+    drop(plain_writer);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(
+            relay.tls.ca_der.clone(),
+        ))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+    let command = |tls: &mut BufReader<rustls::StreamOwned<_, _>>, line: &str| {
+        tls.get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{line}: {e}\n{}", relay.writ.log()));
+        read_reply(tls)
+    };
+
+    // Had the injected lines been run after the handshake, their replies
+    // would answer these commands instead (the EHLO's, 235, 250).
+    let ehlo = command(&mut tls, "EHLO client.test");
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    assert!(ehlo.lines[0].contains("client.test"), "{ehlo:?}");
+    let noop = command(&mut tls, "NOOP");
+    assert_eq!((noop.code, noop.text()), (250, "2.0.0 OK".into()));
+    // Not authenticated by the injected AUTH, no transaction from the
+    // injected MAIL.
+    let rcpt_first = command(&mut tls, &format!("RCPT TO:<{}>", rcpt.address));
+    assert_eq!(rcpt_first.code, 503, "{rcpt_first:?}");
+    let mail = command(&mut tls, &format!("MAIL FROM:<{}>", user.address));
+    assert_eq!(mail.code, 530, "injected AUTH was acted on: {mail:?}");
+    // The real AUTH, over TLS; then a fresh MAIL (no "nested MAIL").
+    let auth = command(
+        &mut tls,
+        &format!("AUTH PLAIN {}", plain(&user.address, &user.password)),
+    );
+    assert_eq!(auth.code, 235, "{auth:?}");
+    let mail = command(&mut tls, &format!("MAIL FROM:<{}>", user.address));
+    assert_eq!(mail.code, 250, "{mail:?}");
+    let rcpt_reply = command(&mut tls, &format!("RCPT TO:<{}>", rcpt.address));
+    assert_eq!(rcpt_reply.code, 250, "{rcpt_reply:?}");
+    let rset = command(&mut tls, "RSET");
+    assert_eq!(rset.code, 250, "{rset:?}");
+    let quit = command(&mut tls, "QUIT");
+    assert_eq!(quit.code, 221, "{quit:?}");
+    relay.assert_log_has_no_credentials(&[&user]);
+}
+
+#[test]
+fn submissions_is_tls_from_the_first_byte() {
+    let p = provider();
+    let sender = p.new_user("ssl-from");
+    let rcpt = p.new_user("ssl-to");
+    let relay = Relay::start(p);
+    let subject = unique("ssl-subject");
+    let marker = unique("ssl-body");
+    let original = message(&sender.address, &rcpt.address, &subject, &marker);
+    let data = relay.writ.dir().join("ssl.eml");
+    std::fs::write(&data, &original).unwrap();
+    let script = r#"
+import smtplib, ssl, sys
+port, cafile, user, password, rcpt, path = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+with smtplib.SMTP_SSL("127.0.0.1", int(port), context=ctx, timeout=30) as s:
+    code, _ = s.ehlo("ssl.client.test")
+    assert code == 250, code
+    assert not s.has_extn("starttls"), s.esmtp_features
+    assert s.has_extn("auth"), s.esmtp_features
+    print("login", s.login(user, password)[0])
+    refused = s.sendmail(user, [rcpt], open(path, "rb").read())
+    assert refused == {}, refused
+print("sent")
+"#;
+    let out = python(
+        script,
+        &[
+            relay.submissions().port().to_string(),
+            relay.tls.ca.display().to_string(),
+            sender.address.clone(),
+            sender.password.clone(),
+            rcpt.address.clone(),
+            data.display().to_string(),
+        ],
+    );
+    let stdout = assert_python_ok(&out, &relay);
+    assert!(stdout.contains("login 235"), "{stdout}");
+    assert!(stdout.contains("sent"), "{stdout}");
+    let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_sealed_original(relay.keys(), &stored[0], &original, &[&subject, &marker]);
+
+    // A plaintext client gets no greeting and no reply: its EHLO is not a
+    // TLS handshake, and writ closes the connection.
+    let mut tcp = TcpStream::connect(relay.submissions()).expect("connect");
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(b"EHLO plain.test\r\n").unwrap();
+    let mut got = Vec::new();
+    let end = tcp.read_to_end(&mut got);
+    assert!(
+        end.is_ok()
+            || end
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection was not closed: {end:?}"
+    );
+    assert!(
+        !got.iter().take(1).any(u8::is_ascii_digit)
+            && !contains(&got, b"220")
+            && !contains(&got, b"250"),
+        "a plaintext client got an SMTP reply: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    relay.assert_log_has_no_credentials(&[&sender]);
+}
+
+#[test]
+fn dsn_parameters_reach_the_provider() {
+    let p = provider();
+    let sender = p.new_user("dsn-from");
+    let rcpt = p.new_user("dsn-to");
+    let relay = Relay::start(p);
+    let envid = unique("envid");
+    let orcpt = format!("{}@example.test", unique("orig"));
+    let subject = unique("dsn-subject");
+    let marker = unique("dsn-body");
+    let original = message(&sender.address, &rcpt.address, &subject, &marker);
+    let data = relay.writ.dir().join("dsn.eml");
+    std::fs::write(&data, &original).unwrap();
+    let script = r#"
+import smtplib, ssl, sys
+port, cafile, user, password, rcpt, envid, orcpt, path = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+s = smtplib.SMTP("127.0.0.1", int(port), timeout=30)
+s.starttls(context=ctx)
+s.ehlo()
+assert s.has_extn("dsn"), s.esmtp_features
+s.login(user, password)
+print("mail", s.mail(user, ["RET=HDRS", "ENVID=" + envid])[0])
+print("rcpt", s.rcpt(rcpt, ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;" + orcpt])[0])
+print("data", s.data(open(path, "rb").read())[0])
+s.quit()
+"#;
+    let out = python(
+        script,
+        &[
+            relay.submission().port().to_string(),
+            relay.tls.ca.display().to_string(),
+            sender.address.clone(),
+            sender.password.clone(),
+            rcpt.address.clone(),
+            envid.clone(),
+            orcpt.clone(),
+            data.display().to_string(),
+        ],
+    );
+    let stdout = assert_python_ok(&out, &relay);
+    for expected in ["mail 250", "rcpt 250", "data 250"] {
+        assert!(stdout.contains(expected), "{stdout}");
+    }
+    let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_sealed_original(relay.keys(), &stored[0], &original, &[&subject, &marker]);
+
+    // NOTIFY=SUCCESS: the provider reports the delivery to the sender, with
+    // the ENVID and ORCPT it was given and, for RET=HDRS, only the header
+    // of the (sealed) message.
+    let reports = p.wait_for_messages(&sender, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(reports.len(), 1);
+    let report = String::from_utf8_lossy(&reports[0]);
+    for expected in [
+        "report-type=delivery-status".to_string(),
+        format!("Original-Envelope-Id: {envid}"),
+        format!("Original-Recipient: rfc822;{orcpt}"),
+        format!("Final-Recipient: rfc822; {}", rcpt.address),
+        "Status: 2.0.0".to_string(),
+        "Content-Type: text/rfc822-headers".to_string(),
+    ] {
+        assert!(report.contains(&expected), "no {expected:?} in:\n{report}");
+    }
+    assert!(
+        !report.contains(&marker),
+        "RET=HDRS returned the body:\n{report}"
+    );
+    assert!(!report.contains(&subject), "the Subject leaked:\n{report}");
+    relay.assert_log_has_no_credentials(&[&sender]);
+}
+
+#[test]
+fn smtputf8_and_8bitmime_are_advertised_and_forwarded() {
+    let p = provider();
+    let sender = p.new_user("utf8-from");
+    let rcpt = p.new_user("utf8-to");
+    let relay = Relay::start(p);
+    // An envelope sender with a UTF-8 local part and domain (RFC 6531).
+    let utf8_from = format!("j\u{f6}rg-\u{1f512}-{}@b\u{fc}ro.example", unique("u"));
+    let subject = format!("Gr\u{fc}\u{df}e {}", unique("utf8-subject"));
+    let marker = unique("utf8-body");
+    let original = format!(
+        "From: <{}>\r\n\
+         To: <{}>\r\n\
+         Subject: {subject}\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         {marker}: \u{3053}\u{3093}\u{306b}\u{3061}\u{306f} \u{1f30d}\r\n\
+         na\u{ef}ve caf\u{e9}, sent by {utf8_from}\r\n",
+        sender.address, rcpt.address
+    )
+    .into_bytes();
+    let data = relay.writ.dir().join("utf8.eml");
+    std::fs::write(&data, &original).unwrap();
+    // Two transactions with SMTPUTF8 and BODY=8BITMIME: one from the
+    // user's ASCII address, one from the UTF-8 address.
+    let script = r#"
+import smtplib, ssl, sys
+port, cafile, user, password, utf8_from, rcpt, path = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+s = smtplib.SMTP("127.0.0.1", int(port), timeout=30)
+s.starttls(context=ctx)
+s.ehlo()
+assert s.has_extn("smtputf8") and s.has_extn("8bitmime"), s.esmtp_features
+s.login(user, password)
+msg = open(path, "rb").read()
+for frm in (user, utf8_from):
+    print("mail", s.mail(frm, ["SMTPUTF8", "BODY=8BITMIME"])[0])
+    print("rcpt", s.rcpt(rcpt)[0])
+    code, text = s.data(msg)
+    print("data", code, text.decode())
+s.quit()
+"#;
+    let out = python(
+        script,
+        &[
+            relay.submission().port().to_string(),
+            relay.tls.ca.display().to_string(),
+            sender.address.clone(),
+            sender.password.clone(),
+            utf8_from.clone(),
+            rcpt.address.clone(),
+            data.display().to_string(),
+        ],
+    );
+    let stdout = assert_python_ok(&out, &relay);
+    assert_eq!(stdout.matches("mail 250").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("rcpt 250").count(), 2, "{stdout}");
+    let queue_ids: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("data 250 2.0.0 Ok: queued as "))
+        .collect();
+    assert_eq!(queue_ids.len(), 2, "{stdout}");
+
+    // The 8-bit UTF-8 message is stored sealed and opens byte for byte.
+    let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_sealed_original(relay.keys(), &stored[0], &original, &[&subject, &marker]);
+
+    // The UTF-8 sender reached the provider verbatim: Postfix queued the
+    // second message from it. (The harness cannot store that one: Dovecot
+    // 2.3's LMTP does not offer SMTPUTF8, so Postfix bounces it there.)
+    let log_path = p.dir.join("postfix.log");
+    let expected = format!("{}: from=<{utf8_from}>", queue_ids[1]);
+    let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT;
+    while !std::fs::read(&log_path)
+        .map(|log| contains(&log, expected.as_bytes()))
+        .unwrap_or(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {expected:?} in the provider's log\n{}",
+            p.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    relay.assert_log_has_no_credentials(&[&sender]);
+}
