@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod envelope;
+pub mod imap;
 pub mod keys;
 pub mod policy;
 pub mod serve;

@@ -392,7 +392,8 @@ fn serve(ctx: &Context) -> Result<()> {
 }
 
 fn check_config(ctx: &Context) -> Result<()> {
-    let problems = ctx.config.smtp.problems(&ctx.config.provider);
+    let mut problems = ctx.config.smtp.problems(&ctx.config.provider);
+    problems.extend(ctx.config.imap.problems(&ctx.config.provider));
     if !problems.is_empty() {
         anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
     }

@@ -1,5 +1,5 @@
-//! `writ serve`: every configured service in one process. For now the SMTP
-//! listeners and the admin endpoint; the IMAP proxy joins later.
+//! `writ serve`: every configured service in one process: the SMTP relay's
+//! listeners, the IMAP proxy's listeners and the admin endpoint.
 //!
 //! Start-up checks everything that can be checked before the first client
 //! arrives (config, keyring, certificates, the provider's TLS settings,
@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, Health};
-use crate::config::{Config, ListenerKind, Network, UpstreamSecurity};
+use crate::config::{Config, ImapListenerKind, ListenerKind, Network, UpstreamSecurity};
+use crate::imap;
 use crate::keys::Keyring;
 use crate::policy::Policy;
 use crate::smtp::connection::Shared;
@@ -27,7 +28,7 @@ use crate::smtp::upstream::{Target, Upstream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("nothing to serve: the config has no [[smtp.listeners]]")]
+    #[error("nothing to serve: the config has no [[smtp.listeners]] and no [[imap.listeners]]")]
     Nothing,
     #[error("config: {0}")]
     Config(String),
@@ -39,6 +40,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("provider: {0}")]
     Provider(#[from] crate::smtp::upstream::UpstreamError),
+    #[error("provider (IMAP): {0}")]
+    ImapProvider(#[from] crate::imap::upstream::UpstreamError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -55,7 +58,8 @@ pub enum ServeError {
 /// provider answers with a greeting.
 struct RelayHealth {
     keys_dir: PathBuf,
-    target: Target,
+    target: Option<Target>,
+    imap: Option<imap::upstream::Target>,
 }
 
 impl Health for RelayHealth {
@@ -63,10 +67,17 @@ impl Health for RelayHealth {
         Box::pin(async move {
             let keyring = Keyring::load(&self.keys_dir).map_err(|e| e.to_string())?;
             keyring.active().map_err(|e| e.to_string())?;
-            let up = Upstream::connect(&self.target)
-                .await
-                .map_err(|e| format!("provider unreachable: {e}"))?;
-            up.quit().await;
+            if let Some(target) = &self.target {
+                let up = Upstream::connect(target)
+                    .await
+                    .map_err(|e| format!("provider unreachable: {e}"))?;
+                up.quit().await;
+            }
+            if let Some(target) = &self.imap {
+                imap::upstream::Upstream::connect(target)
+                    .await
+                    .map_err(|e| format!("provider IMAP unreachable: {e}"))?;
+            }
             Ok(())
         })
     }
@@ -75,10 +86,19 @@ impl Health for RelayHealth {
 /// Everything checked and bound, ready to run.
 pub struct Server {
     listeners: Vec<Listener>,
+    imap_listeners: Vec<imap::listener::Listener>,
     admin: Option<(TcpListener, Arc<dyn Health>)>,
     /// Where each listener is bound (for logs and tests).
     pub addresses: Vec<(ListenerKind, SocketAddr)>,
+    pub imap_addresses: Vec<(ImapListenerKind, SocketAddr)>,
 }
+
+type SmtpParts = (Vec<Listener>, Vec<(ListenerKind, SocketAddr)>, Target);
+type ImapParts = (
+    Vec<imap::listener::Listener>,
+    Vec<(ImapListenerKind, SocketAddr)>,
+    imap::upstream::Target,
+);
 
 fn label(kind: ListenerKind) -> &'static str {
     match kind {
@@ -91,10 +111,48 @@ fn label(kind: ListenerKind) -> &'static str {
 impl Server {
     /// Validates the configuration and binds every socket.
     pub async fn prepare(config: &Config, keys_dir: PathBuf) -> Result<Server, ServeError> {
-        let smtp = &config.smtp;
-        if smtp.listeners.is_empty() {
+        if config.smtp.listeners.is_empty() && config.imap.listeners.is_empty() {
             return Err(ServeError::Nothing);
         }
+        let (listeners, addresses, target) = if config.smtp.listeners.is_empty() {
+            (Vec::new(), Vec::new(), None)
+        } else {
+            let (l, a, t) = Self::prepare_smtp(config, &keys_dir).await?;
+            (l, a, Some(t))
+        };
+        let (imap_listeners, imap_addresses, imap_target) = if config.imap.listeners.is_empty() {
+            (Vec::new(), Vec::new(), None)
+        } else {
+            let (l, a, t) = Self::prepare_imap(config, &keys_dir).await?;
+            (l, a, Some(t))
+        };
+        let admin = match config.serve.admin_listen {
+            Some(address) => {
+                let socket = TcpListener::bind(address)
+                    .await
+                    .map_err(|source| ServeError::Bind { address, source })?;
+                let health: Arc<dyn Health> = Arc::new(RelayHealth {
+                    keys_dir: keys_dir.clone(),
+                    target,
+                    imap: imap_target,
+                });
+                Some((socket, health))
+            }
+            None => None,
+        };
+        Ok(Server {
+            listeners,
+            imap_listeners,
+            admin,
+            addresses,
+            imap_addresses,
+        })
+    }
+
+    /// The SMTP relay's listeners, checked and bound.
+    async fn prepare_smtp(config: &Config, keys_dir: &Path) -> Result<SmtpParts, ServeError> {
+        let keys_dir = keys_dir.to_path_buf();
+        let smtp = &config.smtp;
         if let Some(p) = smtp.problems(&config.provider).into_iter().next() {
             return Err(ServeError::Config(p));
         }
@@ -165,24 +223,68 @@ impl Server {
                 grace: Duration::from_secs(config.serve.grace_secs),
             });
         }
-        let admin = match config.serve.admin_listen {
-            Some(address) => {
-                let socket = TcpListener::bind(address)
-                    .await
-                    .map_err(|source| ServeError::Bind { address, source })?;
-                let health: Arc<dyn Health> = Arc::new(RelayHealth {
-                    keys_dir: keys_dir.clone(),
-                    target: target.clone(),
-                });
-                Some((socket, health))
-            }
-            None => None,
+        Ok((listeners, addresses, target))
+    }
+
+    /// The IMAP proxy's listeners, checked and bound.
+    async fn prepare_imap(config: &Config, keys_dir: &Path) -> Result<ImapParts, ServeError> {
+        let imap = &config.imap;
+        if let Some(p) = imap.problems(&config.provider).into_iter().next() {
+            return Err(ServeError::Config(p));
+        }
+        // Opening sealed mail needs the keyring; it must exist now.
+        Keyring::load(keys_dir)?.active()?;
+        let (Some(cert), Some(key)) = (&imap.tls_cert, &imap.tls_key) else {
+            return Err(ServeError::Config(
+                "imap.tls_cert and imap.tls_key are required".into(),
+            ));
         };
-        Ok(Server {
-            listeners,
-            admin,
-            addresses,
-        })
+        let acceptor = crate::tls::acceptor(cert, key)?;
+        let upstream = config
+            .provider
+            .imap
+            .as_ref()
+            .ok_or_else(|| ServeError::Config("[provider.imap] is missing".into()))?;
+        if upstream.security == UpstreamSecurity::Plain
+            && !crate::tls::resolve_is_loopback(&upstream.address).await?
+        {
+            return Err(ServeError::Config(format!(
+                "provider.imap.address {} is not loopback: security = \"plain\" is refused",
+                upstream.address
+            )));
+        }
+        let target = imap::upstream::Target::from_config(upstream)?;
+        let mut listeners = Vec::new();
+        let mut addresses = Vec::new();
+        for l in &imap.listeners {
+            let socket = TcpListener::bind(l.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    address: l.listen,
+                    source,
+                })?;
+            addresses.push((l.kind, socket.local_addr().unwrap_or(l.listen)));
+            let shared = Arc::new(imap::connection::Shared {
+                target: target.clone(),
+                acceptor: acceptor.clone(),
+                starttls_listener: l.kind == ImapListenerKind::Imap,
+                allow_plaintext_auth: imap.allow_plaintext_auth,
+                max_literal_size: imap.max_literal_size,
+                idle_timeout: Duration::from_secs(imap.idle_timeout_secs),
+                listener: match l.kind {
+                    ImapListenerKind::Imap => "imap",
+                    ImapListenerKind::Imaps => "imaps",
+                },
+            });
+            listeners.push(imap::listener::Listener {
+                socket,
+                shared,
+                implicit_tls: l.kind == ImapListenerKind::Imaps,
+                max_sessions: imap.max_sessions,
+                grace: Duration::from_secs(config.serve.grace_secs),
+            });
+        }
+        Ok((listeners, addresses, target))
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
@@ -196,7 +298,13 @@ impl Server {
         for (kind, addr) in &self.addresses {
             tracing::info!(listener = label(*kind), %addr, "SMTP listener ready");
         }
+        for (kind, addr) in &self.imap_addresses {
+            tracing::info!(listener = ?kind, %addr, "IMAP listener ready");
+        }
         for l in self.listeners {
+            tasks.spawn(l.run(rx.clone()));
+        }
+        for l in self.imap_listeners {
             tasks.spawn(l.run(rx.clone()));
         }
         if let Some((socket, health)) = self.admin {

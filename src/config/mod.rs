@@ -11,7 +11,9 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+mod imap;
 mod relay;
+pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use relay::{
     ExternalPolicy, ListenerConfig, ListenerKind, Network, ProviderConfig, ServeConfig, SmtpConfig,
     UpstreamConfig, UpstreamSecurity,
@@ -37,6 +39,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `[smtp]`: the SMTP relay.
     pub smtp: SmtpConfig,
+    /// `[imap]`: the IMAP proxy.
+    pub imap: ImapConfig,
     /// `[provider]`: where the hosted provider is.
     pub provider: ProviderConfig,
 }

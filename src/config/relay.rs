@@ -174,6 +174,7 @@ impl UpstreamConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderConfig {
     pub smtp: Option<UpstreamConfig>,
+    pub imap: Option<UpstreamConfig>,
 }
 
 /// A parsed `allowed_networks` entry.

@@ -1,0 +1,91 @@
+//! `[imap]`: the IMAP proxy's listeners and limits. The provider's IMAP
+//! server is `[provider.imap]` (an [`UpstreamConfig`], like SMTP's).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::relay::ProviderConfig;
+
+/// What a client connecting to an IMAP listener gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapListenerKind {
+    /// Plain connection with STARTTLS offered (port 143).
+    Imap,
+    /// TLS from the first byte (port 993).
+    Imaps,
+}
+
+/// One `[[imap.listeners]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapListenerConfig {
+    pub kind: ImapListenerKind,
+    pub listen: SocketAddr,
+}
+
+/// `[imap]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapConfig {
+    pub listeners: Vec<ImapListenerConfig>,
+    /// PEM certificate chain and key for STARTTLS and implicit TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Accept LOGIN and AUTHENTICATE over an unencrypted connection from a
+    /// client that is not on loopback. Off: such clients must STARTTLS
+    /// first (they are told LOGINDISABLED, as RFC 3501 says).
+    pub allow_plaintext_auth: bool,
+    /// Largest literal (e.g. an APPENDed message) accepted from a client.
+    pub max_literal_size: u32,
+    /// Concurrent IMAP sessions; more are told BYE.
+    pub max_sessions: usize,
+    /// Seconds a client may stay silent (RFC 3501 §5.4: at least 30
+    /// minutes). IDLE clients re-issue IDLE well within that.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            listeners: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_auth: false,
+            max_literal_size: 50 * 1024 * 1024,
+            max_sessions: 500,
+            idle_timeout_secs: 31 * 60,
+        }
+    }
+}
+
+impl ImapConfig {
+    /// Checks what serde cannot: a list of one-line problems, empty if none.
+    pub fn problems(&self, provider: &ProviderConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.listeners.is_empty() {
+            return out;
+        }
+        if provider.imap.is_none() {
+            out.push("[[imap.listeners]] need [provider.imap] (the provider's IMAP server)".into());
+        }
+        if self.tls_cert.is_none() || self.tls_key.is_none() {
+            out.push(
+                "[[imap.listeners]] need imap.tls_cert and imap.tls_key (STARTTLS and implicit TLS)"
+                    .into(),
+            );
+        }
+        if self.max_literal_size < 1024 {
+            out.push("imap.max_literal_size must be at least 1024".into());
+        }
+        if self.max_sessions == 0 {
+            out.push("imap.max_sessions must be at least 1".into());
+        }
+        if self.idle_timeout_secs < 60 {
+            out.push("imap.idle_timeout_secs must be at least 60".into());
+        }
+        out
+    }
+}

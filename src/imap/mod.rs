@@ -1,0 +1,12 @@
+//! The IMAP proxy: what a client sees of sealed mail.
+//!
+//! - [`capabilities`]: which of the provider's capabilities clients see.
+//! - [`session`]: the sans-IO core joining the client and provider flows.
+//! - [`upstream`]: the connection to the provider's IMAP server.
+//! - [`connection`] and [`listener`]: the tokio shells around them.
+
+pub mod capabilities;
+pub mod connection;
+pub mod listener;
+pub mod session;
+pub mod upstream;

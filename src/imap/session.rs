@@ -1,0 +1,427 @@
+//! The proxy's sans-IO core: two imap-next flows, one facing the client
+//! (`server`) and one facing the provider (`provider`), and the rules that
+//! join them. Bytes go in with [`Session::client_input`] and
+//! [`Session::provider_input`]; [`Session::advance`] runs both flows and
+//! says what the I/O shell must do next; the bytes to write are taken with
+//! [`Session::take_to_client`] and [`Session::take_to_provider`].
+//!
+//! Commands are forwarded with the client's own tags, so the provider's
+//! tagged answers go back unchanged. writ answers itself only what is about
+//! its own connection with the client: STARTTLS, and LOGIN/AUTHENTICATE
+//! refused on an unencrypted connection.
+
+use imap_next::imap_types::auth::AuthenticateData;
+use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::core::{Tag, Text, Vec1};
+use imap_next::imap_types::response::{
+    Bye, Code, Data, Greeting, GreetingKind, Status, StatusBody, StatusKind, Tagged,
+};
+use imap_next::{Interrupt, Io, State, client, server};
+
+use super::capabilities::{self, Offer};
+
+/// What the connection is, as far as the session's rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// The client connection is TLS (implicit, or after STARTTLS).
+    pub client_tls: bool,
+    /// The client is on loopback (plaintext auth is harmless there).
+    pub client_loopback: bool,
+    /// The listener offers STARTTLS (kind `imap`).
+    pub starttls_listener: bool,
+    /// `imap.allow_plaintext_auth`.
+    pub allow_plaintext_auth: bool,
+    /// `imap.max_literal_size`.
+    pub max_literal_size: u32,
+}
+
+/// What the I/O shell does after [`Session::advance`] (always after
+/// writing out what there is to write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Read from whichever side has something.
+    Wait,
+    /// Upgrade the client connection to TLS now, then call
+    /// [`Session::tls_started`]. Nothing more is read before the handshake.
+    StartTls,
+    /// Close both connections.
+    Close,
+}
+
+pub struct Session {
+    ctx: Context,
+    server: server::Server,
+    provider: client::Client,
+    to_client: Vec<u8>,
+    to_provider: Vec<u8>,
+    step: Step,
+    /// The provider said BYE: its closing the connection is expected.
+    provider_bye: bool,
+}
+
+fn text(s: &'static str) -> Text<'static> {
+    // Only called with fixed, valid texts (non-empty, no CR/LF, not "[").
+    Text::unvalidated(s)
+}
+
+fn server_options(ctx: &Context) -> server::Options {
+    let mut o = server::Options::default();
+    o.max_literal_size = ctx.max_literal_size;
+    o.max_command_size = ctx.max_literal_size.saturating_add(64 * 1024);
+    // Clients in the wild send bare LF now and then; be lenient inbound.
+    o.crlf_relaxed = true;
+    o
+}
+
+fn new_server(ctx: &Context) -> server::Server {
+    let greeting = Greeting {
+        kind: GreetingKind::Ok,
+        code: None,
+        text: text("writ IMAP proxy ready"),
+    };
+    server::Server::new(server_options(ctx), greeting)
+}
+
+impl Session {
+    /// A session whose provider connection is open and past its greeting.
+    pub fn new(ctx: Context) -> Session {
+        let mut options = client::Options::default();
+        // The greeting was read when connecting (and before STARTTLS).
+        options.discard_greeting = true;
+        options.crlf_relaxed = true;
+        options.max_response_size = ctx.max_literal_size.saturating_mul(2).max(64 * 1024 * 1024);
+        Session {
+            server: new_server(&ctx),
+            provider: client::Client::new(options),
+            ctx,
+            to_client: Vec::new(),
+            to_provider: Vec::new(),
+            step: Step::Wait,
+            provider_bye: false,
+        }
+    }
+
+    pub fn client_input(&mut self, bytes: &[u8]) {
+        self.server.enqueue_input(bytes);
+    }
+
+    pub fn provider_input(&mut self, bytes: &[u8]) {
+        self.provider.enqueue_input(bytes);
+    }
+
+    pub fn take_to_client(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.to_client)
+    }
+
+    pub fn take_to_provider(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.to_provider)
+    }
+
+    /// The client connection is now TLS. A fresh flow faces the client:
+    /// whatever it sent before the handshake is gone with the old one (a
+    /// command injected in the plaintext phase must not run), and the new
+    /// flow's greeting is not sent: the client had one already.
+    pub fn tls_started(&mut self) {
+        self.ctx.client_tls = true;
+        self.server = new_server(&self.ctx);
+        loop {
+            match self.server.next() {
+                Ok(server::Event::GreetingSent { .. }) => break,
+                Err(Interrupt::Io(Io::Output(_))) => continue,
+                _ => break,
+            }
+        }
+        self.step = Step::Wait;
+    }
+
+    /// The provider closed its connection.
+    pub fn provider_closed(&mut self) {
+        if !self.provider_bye {
+            self.bye("connection to the provider lost");
+        }
+        self.step = Step::Close;
+    }
+
+    /// writ is shutting down.
+    pub fn shutdown(&mut self) {
+        self.bye("writ is shutting down, reconnect later");
+        self.step = Step::Close;
+    }
+
+    fn bye(&mut self, why: &'static str) {
+        let bye = Status::Bye(Bye {
+            code: None,
+            text: text(why),
+        });
+        self.server.enqueue_status(bye);
+        // Run the flow so the BYE is in `to_client`.
+        self.drain_server_output();
+    }
+
+    fn drain_server_output(&mut self) {
+        while let Err(Interrupt::Io(Io::Output(b))) = self.server.next() {
+            self.to_client.extend_from_slice(&b);
+        }
+    }
+
+    fn auth_allowed(&self) -> bool {
+        self.ctx.client_tls || self.ctx.client_loopback || self.ctx.allow_plaintext_auth
+    }
+
+    fn offer(&self) -> Offer {
+        Offer {
+            starttls: self.ctx.starttls_listener && !self.ctx.client_tls,
+            login_disabled: !self.auth_allowed(),
+        }
+    }
+
+    /// Runs both flows until each needs more input (or the session must
+    /// upgrade or close).
+    pub fn advance(&mut self) -> Step {
+        loop {
+            let mut progressed = false;
+            while self.step == Step::Wait {
+                match self.server.next() {
+                    Ok(event) => self.on_client(event),
+                    Err(Interrupt::Io(Io::Output(b))) => self.to_client.extend_from_slice(&b),
+                    Err(Interrupt::Io(Io::NeedMoreInput)) => break,
+                    Err(Interrupt::Error(e)) => self.on_client_error(e),
+                }
+                progressed = true;
+            }
+            while self.step == Step::Wait {
+                match self.provider.next() {
+                    Ok(event) => self.on_provider(event),
+                    Err(Interrupt::Io(Io::Output(b))) => self.to_provider.extend_from_slice(&b),
+                    Err(Interrupt::Io(Io::NeedMoreInput)) => break,
+                    Err(Interrupt::Error(e)) => self.on_provider_error(e),
+                }
+                progressed = true;
+            }
+            if !progressed || self.step != Step::Wait {
+                return self.step;
+            }
+        }
+    }
+
+    fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
+        self.server.enqueue_status(Status::Tagged(Tagged {
+            tag,
+            body: StatusBody {
+                kind,
+                code: None,
+                text: text(why),
+            },
+        }));
+    }
+
+    fn on_client(&mut self, event: server::Event) {
+        match event {
+            server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } => {}
+            server::Event::CommandReceived { command } => self.on_command(command),
+            server::Event::CommandAuthenticateReceived {
+                command_authenticate,
+            } => {
+                if self.auth_allowed() {
+                    self.provider.enqueue_command(command_authenticate.into());
+                } else {
+                    let _ = self.server.authenticate_finish(Status::Tagged(Tagged {
+                        tag: command_authenticate.tag,
+                        body: StatusBody {
+                            kind: StatusKind::No,
+                            code: None,
+                            text: text("Plaintext authentication disallowed: STARTTLS first"),
+                        },
+                    }));
+                }
+            }
+            server::Event::AuthenticateDataReceived { authenticate_data } => {
+                if let Err(data) = self.provider.set_authenticate_data(authenticate_data) {
+                    // The provider already ended the exchange; a cancel
+                    // needs no answer, anything else is out of place.
+                    if !matches!(data, AuthenticateData::Cancel) {
+                        tracing::debug!("authentication data after the exchange ended");
+                    }
+                }
+            }
+            server::Event::IdleCommandReceived { tag } => {
+                self.provider.enqueue_command(Command {
+                    tag,
+                    body: CommandBody::Idle,
+                });
+            }
+            server::Event::IdleDoneReceived => {
+                let _ = self.provider.set_idle_done();
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command<'static>) {
+        match &command.body {
+            CommandBody::StartTLS => {
+                if self.ctx.client_tls {
+                    self.refuse(command.tag, StatusKind::Bad, "TLS is already active");
+                } else if !self.ctx.starttls_listener {
+                    self.refuse(command.tag, StatusKind::Bad, "STARTTLS is not offered here");
+                } else {
+                    self.refuse(command.tag, StatusKind::Ok, "Begin TLS negotiation now");
+                    self.drain_server_output();
+                    self.step = Step::StartTls;
+                }
+            }
+            CommandBody::Login { .. } if !self.auth_allowed() => {
+                self.refuse(
+                    command.tag,
+                    StatusKind::No,
+                    "Plaintext authentication disallowed: STARTTLS first",
+                );
+            }
+            _ => {
+                self.provider.enqueue_command(command);
+            }
+        }
+    }
+
+    /// A client command the flow could not parse: BAD with its tag when
+    /// one can be read, and the session goes on.
+    fn on_client_error(&mut self, e: server::Error) {
+        let discarded = match e {
+            server::Error::ExpectedCrlfGotLf { discarded_bytes }
+            | server::Error::MalformedMessage { discarded_bytes }
+            | server::Error::CommandTooLong { discarded_bytes } => discarded_bytes,
+            // The flow already answered BAD with the command's tag.
+            server::Error::LiteralTooLong { .. } => return,
+        };
+        let bytes: &[u8] = discarded.declassify();
+        let tag = bytes
+            .split(|&b| b == b' ')
+            .next()
+            .and_then(|t| Tag::try_from(t.to_vec()).ok());
+        let status = Status::Untagged(StatusBody {
+            kind: StatusKind::Bad,
+            code: None,
+            text: text("Unparseable command"),
+        });
+        let status = match tag {
+            Some(tag) => Status::Tagged(Tagged {
+                tag,
+                body: StatusBody {
+                    kind: StatusKind::Bad,
+                    code: None,
+                    text: text("Unparseable command"),
+                },
+            }),
+            None => status,
+        };
+        self.server.enqueue_status(status);
+    }
+
+    fn on_provider(&mut self, event: client::Event) {
+        match event {
+            client::Event::GreetingReceived { .. }
+            | client::Event::CommandSent { .. }
+            | client::Event::AuthenticateStarted { .. }
+            | client::Event::IdleCommandSent { .. }
+            | client::Event::IdleDoneSent { .. } => {}
+            client::Event::CommandRejected { status, .. } => {
+                self.server.enqueue_status(status);
+            }
+            client::Event::AuthenticateContinuationRequestReceived {
+                continuation_request,
+                ..
+            } => {
+                let _ = self.server.authenticate_continue(continuation_request);
+            }
+            client::Event::AuthenticateStatusReceived { status, .. } => {
+                let status = self.rewrite_status(status);
+                if let Err(status) = self.server.authenticate_finish(status) {
+                    self.server.enqueue_status(status);
+                }
+            }
+            client::Event::IdleAccepted {
+                continuation_request,
+                ..
+            } => {
+                let _ = self.server.idle_accept(continuation_request);
+            }
+            client::Event::IdleRejected { status, .. } => {
+                let status = self.rewrite_status(status);
+                if let Err(status) = self.server.idle_reject(status) {
+                    self.server.enqueue_status(status);
+                }
+            }
+            client::Event::DataReceived { data } => {
+                let data = self.rewrite_data(data);
+                self.server.enqueue_data(data);
+            }
+            client::Event::StatusReceived { status } => {
+                if matches!(status, Status::Bye(_)) {
+                    self.provider_bye = true;
+                }
+                let status = self.rewrite_status(status);
+                self.server.enqueue_status(status);
+            }
+            client::Event::ContinuationRequestReceived {
+                continuation_request,
+            } => {
+                self.server
+                    .enqueue_continuation_request(continuation_request);
+            }
+        }
+    }
+
+    /// A provider response writ cannot parse cannot be passed on typed:
+    /// the client is told BYE rather than left waiting for an answer.
+    fn on_provider_error(&mut self, e: client::Error) {
+        tracing::warn!(error = %e, "unparseable response from the provider");
+        self.bye("unparseable response from the provider");
+        self.step = Step::Close;
+    }
+
+    fn capabilities(
+        &self,
+        list: Vec1<imap_next::imap_types::response::Capability<'static>>,
+    ) -> Vec1<imap_next::imap_types::response::Capability<'static>> {
+        let filtered = capabilities::filter(list.into_inner(), self.offer());
+        // `filter` always yields IMAP4rev1 at least.
+        Vec1::try_from(filtered)
+            .unwrap_or_else(|_| Vec1::from(imap_next::imap_types::response::Capability::Imap4Rev1))
+    }
+
+    fn rewrite_data(&self, data: Data<'static>) -> Data<'static> {
+        match data {
+            Data::Capability(list) => Data::Capability(self.capabilities(list)),
+            other => other,
+        }
+    }
+
+    fn rewrite_code(&self, code: Option<Code<'static>>) -> Option<Code<'static>> {
+        match code {
+            Some(Code::Capability(list)) => Some(Code::Capability(self.capabilities(list))),
+            other => other,
+        }
+    }
+
+    fn rewrite_status(&self, status: Status<'static>) -> Status<'static> {
+        match status {
+            Status::Tagged(Tagged { tag, body }) => Status::Tagged(Tagged {
+                tag,
+                body: StatusBody {
+                    code: self.rewrite_code(body.code),
+                    ..body
+                },
+            }),
+            Status::Untagged(body) => Status::Untagged(StatusBody {
+                code: self.rewrite_code(body.code),
+                ..body
+            }),
+            Status::Bye(bye) => Status::Bye(Bye {
+                code: self.rewrite_code(bye.code),
+                text: bye.text,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

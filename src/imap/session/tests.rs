@@ -1,0 +1,197 @@
+//! The proxy core without sockets: bytes in from a pretend client and a
+//! pretend provider, bytes out checked.
+
+use super::*;
+
+fn ctx() -> Context {
+    Context {
+        client_tls: false,
+        client_loopback: false,
+        starttls_listener: true,
+        allow_plaintext_auth: false,
+        max_literal_size: 1024 * 1024,
+    }
+}
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap()
+}
+
+/// A session whose greeting has gone out.
+fn session(ctx: Context) -> Session {
+    let mut s = Session::new(ctx);
+    assert_eq!(s.advance(), Step::Wait);
+    let greeting = text(s.take_to_client());
+    assert!(greeting.starts_with("* OK "), "{greeting}");
+    s
+}
+
+#[test]
+fn commands_go_to_the_provider_with_the_clients_tag() {
+    let mut s = session(ctx());
+    s.client_input(b"a1 NOOP\r\n");
+    assert_eq!(s.advance(), Step::Wait);
+    assert_eq!(text(s.take_to_provider()), "a1 NOOP\r\n");
+    s.provider_input(b"a1 OK NOOP completed\r\n");
+    assert_eq!(s.advance(), Step::Wait);
+    assert_eq!(text(s.take_to_client()), "a1 OK NOOP completed\r\n");
+}
+
+#[test]
+fn capabilities_are_filtered_and_describe_writs_connection() {
+    let mut s = session(ctx());
+    s.client_input(b"c CAPABILITY\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "c CAPABILITY\r\n");
+    s.provider_input(
+        b"* CAPABILITY IMAP4rev1 SORT THREAD=REFS IDLE AUTH=PLAIN STARTTLS\r\nc OK done\r\n",
+    );
+    s.advance();
+    let out = text(s.take_to_client());
+    assert_eq!(
+        out,
+        "* CAPABILITY IMAP4REV1 IDLE STARTTLS LOGINDISABLED\r\nc OK done\r\n"
+    );
+}
+
+#[test]
+fn plaintext_login_is_refused_off_loopback_without_tls() {
+    let mut s = session(ctx());
+    s.client_input(b"l LOGIN alice secret\r\n");
+    s.advance();
+    assert!(
+        s.take_to_provider().is_empty(),
+        "credentials must not travel"
+    );
+    let out = text(s.take_to_client());
+    assert!(out.starts_with("l NO "), "{out}");
+    s.client_input(b"m AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    s.advance();
+    assert!(s.take_to_provider().is_empty());
+    assert!(text(s.take_to_client()).starts_with("m NO "));
+}
+
+#[test]
+fn plaintext_login_passes_on_loopback() {
+    let mut s = session(Context {
+        client_loopback: true,
+        ..ctx()
+    });
+    s.client_input(b"l LOGIN alice secret\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "l LOGIN alice secret\r\n");
+}
+
+#[test]
+fn starttls_discards_what_was_pipelined_behind_it() {
+    let mut s = session(ctx());
+    s.client_input(b"s STARTTLS\r\nx LOGIN evil evil\r\n");
+    assert_eq!(s.advance(), Step::StartTls);
+    assert!(text(s.take_to_client()).starts_with("s OK "));
+    s.tls_started();
+    assert_eq!(s.advance(), Step::Wait);
+    assert!(s.take_to_provider().is_empty(), "the injected LOGIN ran");
+    assert!(s.take_to_client().is_empty(), "a second greeting was sent");
+    // After TLS, login is allowed and STARTTLS is no longer offered.
+    s.client_input(b"c CAPABILITY\r\n");
+    s.advance();
+    s.provider_input(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nc OK done\r\n");
+    s.advance();
+    let _ = s.take_to_provider();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* CAPABILITY IMAP4REV1 AUTH=PLAIN\r\nc OK done\r\n"
+    );
+    s.client_input(b"s2 STARTTLS\r\n");
+    assert_eq!(s.advance(), Step::Wait);
+    assert!(text(s.take_to_client()).starts_with("s2 BAD "));
+}
+
+#[test]
+fn malformed_commands_get_bad_and_the_session_goes_on() {
+    let mut s = session(ctx());
+    s.client_input(b"t1 FETCH 1:* (BODY[HEADER.FIELDS ()\r\n");
+    s.advance();
+    assert!(s.take_to_provider().is_empty());
+    let out = text(s.take_to_client());
+    assert!(out.starts_with("t1 BAD "), "{out}");
+    s.client_input(b"\r\n)(\r\nt2 NOOP\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "t2 NOOP\r\n");
+}
+
+#[test]
+fn authenticate_is_relayed_step_by_step() {
+    let mut s = session(Context {
+        client_tls: true,
+        ..ctx()
+    });
+    s.client_input(b"a AUTHENTICATE PLAIN\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "a AUTHENTICATE PLAIN\r\n");
+    s.provider_input(b"+ \r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_client()), "+ \r\n");
+    s.client_input(b"AGFsaWNlAHNlY3JldA==\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "AGFsaWNlAHNlY3JldA==\r\n");
+    s.provider_input(b"a OK [CAPABILITY IMAP4rev1 SORT MOVE] Logged in\r\n");
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "a OK [CAPABILITY IMAP4REV1 MOVE] Logged in\r\n"
+    );
+}
+
+#[test]
+fn idle_passes_through() {
+    let mut s = session(Context {
+        client_tls: true,
+        ..ctx()
+    });
+    s.client_input(b"i IDLE\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "i IDLE\r\n");
+    s.provider_input(b"+ idling\r\n* 3 EXISTS\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_client()), "+ idling\r\n* 3 EXISTS\r\n");
+    s.client_input(b"DONE\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "DONE\r\n");
+    s.provider_input(b"i OK Idle completed\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_client()), "i OK Idle completed\r\n");
+}
+
+#[test]
+fn provider_gone_means_bye() {
+    let mut s = session(ctx());
+    s.provider_closed();
+    assert_eq!(s.advance(), Step::Close);
+    assert!(text(s.take_to_client()).starts_with("* BYE "));
+}
+
+#[test]
+fn logout_bye_from_provider_is_not_doubled() {
+    let mut s = session(ctx());
+    s.client_input(b"z LOGOUT\r\n");
+    s.advance();
+    s.provider_input(b"* BYE Logging out\r\nz OK Logout completed.\r\n");
+    s.advance();
+    s.provider_closed();
+    assert_eq!(s.advance(), Step::Close);
+    assert_eq!(
+        text(s.take_to_client()),
+        "* BYE Logging out\r\nz OK Logout completed.\r\n"
+    );
+}
+
+#[test]
+fn an_unparseable_provider_response_ends_the_session_visibly() {
+    let mut s = session(ctx());
+    s.client_input(b"a NOOP\r\n");
+    s.advance();
+    s.provider_input(b"\x00\x01 garbage\r\n");
+    assert_eq!(s.advance(), Step::Close);
+    assert!(text(s.take_to_client()).starts_with("* BYE "));
+}
