@@ -6,12 +6,14 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
+use std::thread;
 use std::time::Duration;
 
 use common::mta::{Mta, MtaConfig};
 use common::writ::{TestKeys, Writ, WritConfig};
-use common::{provider, smtp};
+use common::{Smtp, provider, smtp};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -270,4 +272,186 @@ fn postfix_with_writ_as_relayhost_delivers_sealed() {
         "the MTA log shows no delivery through writ:\n{}",
         mta.diagnostics()
     );
+}
+
+/// The Message-ID of an (opened) message.
+fn message_id(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let header = text.split("\r\n\r\n").next()?;
+    header
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .map(str::to_string)
+}
+
+#[test]
+fn eight_concurrent_clients_times_fifty_messages_each_delivered_exactly_once() {
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 50;
+    let p = provider();
+    let user = p.new_user("many");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let run = unique("run");
+    let originals: BTreeMap<String, Vec<u8>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (user, run, writ) = (&user, &run, &writ);
+                scope.spawn(move || {
+                    let mut sent = Vec::new();
+                    let mut smtp = Smtp::connect(writ.relay_addr()).unwrap();
+                    assert_eq!(smtp.command("EHLO many.test").unwrap().code, 250);
+                    for m in 0..PER_CLIENT {
+                        let id = format!("{run}-{c}-{m}@many.test");
+                        let body = format!("client {c} message {m}");
+                        let msg = message("many@many.test", &user.address, &body, &body, &id);
+                        for line in [
+                            "MAIL FROM:<many@many.test>".to_string(),
+                            format!("RCPT TO:<{}>", user.address),
+                        ] {
+                            let r = smtp.command(&line).unwrap();
+                            assert_eq!(r.code, 250, "{line}: {r:?}\n{}", writ.log());
+                        }
+                        assert_eq!(smtp.command("DATA").unwrap().code, 354);
+                        let r = smtp.send_data(&msg).unwrap();
+                        assert_eq!(r.code, 250, "client {c} message {m}: {r:?}");
+                        sent.push((format!("<{id}>"), msg));
+                    }
+                    smtp.quit();
+                    sent
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    assert_eq!(
+        originals.len(),
+        CLIENTS * PER_CLIENT,
+        "distinct Message-IDs"
+    );
+
+    let stored = p.wait_for_messages(
+        &user,
+        "INBOX",
+        CLIENTS * PER_CLIENT,
+        Duration::from_secs(300),
+    );
+    assert_eq!(stored.len(), CLIENTS * PER_CLIENT, "no message twice");
+    let keys = writ.test_keys();
+    let mut seen = BTreeSet::new();
+    for s in &stored {
+        let opened = keys.open(s);
+        let id = message_id(&opened).expect("a Message-ID");
+        let original = originals
+            .get(&id)
+            .unwrap_or_else(|| panic!("unexpected message {id}"));
+        assert!(opened.ends_with(original), "{id} opens to its original");
+        assert!(!contains(s, b"the secret is client"), "{id} sealed");
+        assert!(seen.insert(id.clone()), "{id} delivered twice");
+    }
+    assert_eq!(seen.len(), originals.len());
+}
+
+#[test]
+fn metrics_count_sessions_and_messages() {
+    let p = provider();
+    let user = p.new_user("metrics");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let mut sealed_bytes = 0usize;
+    let mut sealed = 0;
+    // Session 1: two messages.
+    let mut s1 = Smtp::connect(writ.relay_addr()).unwrap();
+    s1.command("EHLO one.test").unwrap();
+    // Session 2: a refused message (bare LF), then a good one.
+    let mut s2 = Smtp::connect(writ.relay_addr()).unwrap();
+    s2.command("EHLO two.test").unwrap();
+    // Session 3: an open-relay attempt only.
+    let mut s3 = Smtp::connect(writ.relay_addr()).unwrap();
+    s3.command("EHLO three.test").unwrap();
+    assert_eq!(writ.metric("writ_smtp_sessions_active", &[]), 3.0);
+
+    let mut send = |s: &mut Smtp, data: &[u8]| -> u16 {
+        s.command("MAIL FROM:<m@elsewhere.test>").unwrap();
+        s.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
+        assert_eq!(s.command("DATA").unwrap().code, 354);
+        let r = s.send_data(data).unwrap();
+        if r.code == 250 {
+            sealed += 1;
+            sealed_bytes += data.len();
+        }
+        r.code
+    };
+    for n in 0..2 {
+        let m = message(
+            "m@elsewhere.test",
+            &user.address,
+            "s",
+            &format!("one {n}"),
+            &unique("m"),
+        );
+        assert_eq!(send(&mut s1, &m), 250);
+    }
+    assert_eq!(send(&mut s2, b"Subject: bare\n\nLF\r\n"), 554);
+    let m = message("m@elsewhere.test", &user.address, "s", "two", &unique("m"));
+    assert_eq!(send(&mut s2, &m), 250);
+    s3.command("MAIL FROM:<m@elsewhere.test>").unwrap();
+    assert_eq!(s3.command("RCPT TO:<x@elsewhere.test>").unwrap().code, 550);
+    for s in [s1, s2, s3] {
+        s.quit();
+    }
+
+    let text = writ.metrics();
+    let m = |name: &str, labels: &[(&str, &str)]| common::writ::metric_value(&text, name, labels);
+    assert_eq!(
+        m("writ_smtp_sessions_total", &[("listener", "relay")]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        m("writ_messages_total", &[("outcome", "sealed")]),
+        sealed as f64,
+        "{text}"
+    );
+    assert_eq!(sealed, 3);
+    assert_eq!(
+        m(
+            "writ_messages_total",
+            &[("outcome", "refused"), ("reason", "bad-data")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        m("writ_messages_total", &[("outcome", "relayed")]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        m("writ_message_bytes_total", &[("outcome", "sealed")]),
+        sealed_bytes as f64,
+        "{text}"
+    );
+    assert_eq!(m("writ_seal_seconds_count", &[]), sealed as f64, "{text}");
+    assert!(
+        m("writ_upstream_replies_total", &[("class", "2xx")]) >= 3.0 * sealed as f64,
+        "{text}"
+    );
+    assert_eq!(
+        m("writ_upstream_replies_total", &[("class", "5xx")]),
+        0.0,
+        "{text}"
+    );
+    // The sessions are over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while writ.metric("writ_smtp_sessions_active", &[]) != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions still active:\n{}",
+            writ.metrics()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    p.wait_for_messages(&user, "INBOX", sealed, DELIVERY_TIMEOUT);
 }

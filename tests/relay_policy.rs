@@ -291,7 +291,7 @@ fn external_seal_uses_the_directory_key_and_refuses_unknown_recipients() {
     // The organisation's keyring cannot: it was sealed to the recipient only.
     let mut out = Vec::new();
     let unlocked = writ.test_keys().unlock();
-    assert!(writ::envelope::open(&stored[..], &unlocked, &mut out).is_err());
+    assert!(writ::envelope::open(&stored[..], unlocked, &mut out).is_err());
 }
 
 #[test]

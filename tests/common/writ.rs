@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ const START_ATTEMPTS: usize = 3;
 /// A keyring in its own temporary directory.
 pub struct TestKeys {
     tmp: tempfile::TempDir,
+    /// Unlocked once: scrypt is slow in a debug build.
+    unlocked: OnceLock<Unlocked>,
 }
 
 impl TestKeys {
@@ -66,7 +68,10 @@ impl TestKeys {
             "writ keys init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        TestKeys { tmp }
+        TestKeys {
+            tmp,
+            unlocked: OnceLock::new(),
+        }
     }
 
     /// The keyring directory.
@@ -79,13 +84,16 @@ impl TestKeys {
         self.tmp.path().join("passphrase")
     }
 
-    /// Every epoch identity, for `writ::envelope::open`.
+    /// Every epoch identity, for `writ::envelope::open` (unlocked on first
+    /// use; epochs added later are not seen).
     #[track_caller]
-    pub fn unlock(&self) -> Unlocked {
-        let keyring = Keyring::load(&self.dir()).expect("load the test keyring");
-        keyring
-            .unlock(&secrecy::SecretString::from(PASSPHRASE.to_string()))
-            .expect("unlock the test keyring")
+    pub fn unlock(&self) -> &Unlocked {
+        self.unlocked.get_or_init(|| {
+            let keyring = Keyring::load(&self.dir()).expect("load the test keyring");
+            keyring
+                .unlock(&secrecy::SecretString::from(PASSPHRASE.to_string()))
+                .expect("unlock the test keyring")
+        })
     }
 
     /// Opens a sealed message with the library: the fields the provider put
@@ -93,7 +101,7 @@ impl TestKeys {
     #[track_caller]
     pub fn open(&self, stored: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        ::writ::envelope::open(stored, &self.unlock(), &mut out).unwrap_or_else(|e| {
+        ::writ::envelope::open(stored, self.unlock(), &mut out).unwrap_or_else(|e| {
             panic!(
                 "cannot open a stored message ({e}):\n{}",
                 String::from_utf8_lossy(stored)
