@@ -1,6 +1,8 @@
 //! The IMAP proxy: what a client sees of sealed mail.
 //!
 //! - [`capabilities`]: which of the provider's capabilities clients see.
+//! - [`section`]: body sections (`BODY[...]<partial>`, `RFC822*`) of an
+//!   opened message, answered as Dovecot answers them for the plaintext.
 //! - [`session`]: the sans-IO core joining the client and provider flows.
 //! - [`upstream`]: the connection to the provider's IMAP server.
 //! - [`connection`] and [`listener`]: the tokio shells around them.
@@ -8,5 +10,6 @@
 pub mod capabilities;
 pub mod connection;
 pub mod listener;
+pub mod section;
 pub mod session;
 pub mod upstream;
