@@ -618,3 +618,98 @@ fn sigterm_grace_period_over_cuts_the_transaction_and_delivers_nothing() {
     assert_eq!(stored.len(), 1);
     assert!(contains(&stored[0], marker.as_bytes()));
 }
+
+#[test]
+fn keyring_gone_fails_closed_with_451_and_unhealthy_then_recovers() {
+    let p = provider();
+    let user = p.new_user("nokeys");
+    let keys = TestKeys::new();
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()).keys(&keys));
+    assert_eq!(writ.healthz().0, 200);
+    let moved = keys.dir().with_extension("moved");
+    std::fs::rename(keys.dir(), &moved).unwrap();
+
+    let (status, body) = writ.healthz();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("keyring"), "{body}");
+    let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+    s.command("EHLO mta.test").unwrap();
+    assert_eq!(s.command("MAIL FROM:<a@elsewhere.test>").unwrap().code, 250);
+    assert_eq!(
+        s.command(&format!("RCPT TO:<{}>", user.address))
+            .unwrap()
+            .code,
+        250
+    );
+    // Nothing to seal to: refused before any data, temporarily.
+    let r = s.command("DATA").unwrap();
+    assert_eq!(r.code, 451, "{r:?}");
+    assert!(r.text().starts_with("4.3.0"), "{r:?}");
+
+    // The keyring is back: the same session delivers.
+    std::fs::rename(&moved, keys.dir()).unwrap();
+    assert_eq!(writ.healthz().0, 200);
+    let marker = unique("keys-back");
+    assert_eq!(s.command("MAIL FROM:<a@elsewhere.test>").unwrap().code, 250);
+    assert_eq!(
+        s.command(&format!("RCPT TO:<{}>", user.address))
+            .unwrap()
+            .code,
+        250
+    );
+    assert_eq!(s.command("DATA").unwrap().code, 354);
+    let r = s.send_data(&message(&user.address, &marker)).unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    s.quit();
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_only_message(&keys, &stored, &marker);
+    assert_eq!(
+        writ.metric(
+            "writ_messages_total",
+            &[("outcome", "refused"), ("reason", "seal-unavailable")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn limits_recipients_sessions_per_ip_and_command_timeout() {
+    let p = provider();
+    let users: Vec<_> = (0..3).map(|_| p.new_user("limits")).collect();
+    let writ = Writ::start(
+        &WritConfig::relay(p.smtp_addr())
+            .smtp("max_recipients", "2")
+            .smtp("max_sessions_per_ip", "2")
+            .smtp("command_timeout_secs", "1"),
+    );
+    let mut a = Smtp::connect(writ.relay_addr()).unwrap();
+    assert_eq!(a.greeting.code, 220);
+    a.command("EHLO a.test").unwrap();
+    a.command("MAIL FROM:<a@elsewhere.test>").unwrap();
+    let replies: Vec<_> = users
+        .iter()
+        .map(|u| a.command(&format!("RCPT TO:<{}>", u.address)).unwrap())
+        .collect();
+    assert_eq!(replies[0].code, 250);
+    assert_eq!(replies[1].code, 250);
+    assert_eq!(replies[2].code, 452, "{:?}", replies[2]);
+    assert!(replies[2].text().starts_with("4.5.3"), "{:?}", replies[2]);
+
+    // A second session from the same address is fine, a third is not.
+    let b = Smtp::connect(writ.relay_addr()).unwrap();
+    assert_eq!(b.greeting.code, 220);
+    let c = Smtp::connect(writ.relay_addr()).unwrap();
+    assert_eq!(c.greeting.code, 421, "{:?}", c.greeting);
+    assert!(c.greeting.text().starts_with("4.7.0"), "{:?}", c.greeting);
+
+    // An idle client is dropped after the command timeout, with 421.
+    let mut b = b;
+    let r = b.read_reply().unwrap();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text().starts_with("4.4.2"), "{r:?}");
+    // Its slot is free again.
+    wait_until("a session slot", || {
+        Smtp::connect(writ.relay_addr()).is_ok_and(|s| s.greeting.code == 220)
+    });
+    drop(a);
+}
