@@ -8,6 +8,7 @@
 //! - [`smtp`]: a small SMTP client (every reply visible).
 //! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
 //! - [`mta`]: a second, minimal Postfix relaying everything to one relayhost.
+//! - [`tls`]: a CA and a server certificate for loopback, made per run.
 //!
 //! Needs root and the Debian packages from `scripts/install-deps`.
 
@@ -18,6 +19,7 @@ pub mod imap;
 pub mod mta;
 pub mod provider;
 pub mod smtp;
+pub mod tls;
 pub mod writ;
 
 pub use imap::{Imap, Line, Response};

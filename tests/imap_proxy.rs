@@ -1,0 +1,371 @@
+//! The IMAP proxy in front of a real Dovecot, with Python's imaplib (and raw
+//! sockets where imaplib hides what is tested) as the client.
+//!
+//! This file covers the typed pass-through: what a client sees through writ
+//! for plaintext mail must be what Dovecot itself says.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use common::tls::{TestTls, test_tls};
+use common::writ::{Writ, WritConfig, free_port};
+use common::{Provider, User, provider};
+
+/// `writ serve` with an `imap` (STARTTLS) and an `imaps` listener in front
+/// of `upstream` (plain IMAP on loopback).
+struct Proxy {
+    _writ: Writ,
+    tls: TestTls,
+    imap: SocketAddr,
+    imaps: SocketAddr,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        let tls = test_tls("writ IMAP test CA");
+        let (imap, imaps) = (free_port(), free_port());
+        let mut cfg = WritConfig::relay(provider().smtp_addr());
+        cfg.listeners.clear();
+        cfg.provider = None;
+        cfg.extra_toml = format!(
+            "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\n\n\
+             [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\n\
+             [[imap.listeners]]\nkind = \"imaps\"\nlisten = \"127.0.0.1:{imaps}\"\n\n\
+             [provider.imap]\naddress = \"{upstream}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n",
+            cert = tls.cert.display().to_string(),
+            key = tls.key.display().to_string(),
+        );
+        // Readiness: the admin endpoint answers only after every listener
+        // is bound.
+        let writ = Writ::start(&cfg);
+        Proxy {
+            _writ: writ,
+            tls,
+            imap: SocketAddr::from(([127, 0, 0, 1], imap)),
+            imaps: SocketAddr::from(([127, 0, 0, 1], imaps)),
+        }
+    }
+}
+
+/// Runs a Python script with `args`; panics with its output unless it
+/// exits 0.
+#[track_caller]
+fn python(script: &str, args: &[String]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A user with a few plaintext messages of different shapes in INBOX.
+fn user_with_mail(p: &Provider, prefix: &str) -> User {
+    let user = p.new_user(prefix);
+    let messages: [&[u8]; 3] = [
+        b"From: Alice <alice@example.test>\r\nTo: Bob <bob@example.test>\r\nSubject: plain\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <p1@example.test>\r\n\r\nHello Bob.\r\n",
+        b"From: alice@example.test\r\nTo: bob@example.test, carol@example.test\r\nCc: \"Dee, D.\" <dee@example.test>\r\nSubject: =?utf-8?q?caf=C3=A9?= menu\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@example.test\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n",
+        b"From: nobody@example.test\r\nSubject: no body\r\n",
+    ];
+    for m in messages {
+        p.imap_append(&user, "INBOX", m);
+    }
+    user
+}
+
+const COMPARE: &str = r#"
+import imaplib, ssl, sys
+dport, wport, ca, user, pw = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+direct = imaplib.IMAP4('127.0.0.1', int(dport))
+proxied = imaplib.IMAP4('127.0.0.1', int(wport))
+proxied.starttls(ssl_context=ctx)
+steps = [
+    ('login', lambda c: c.login(user, pw)),
+    ('select', lambda c: c.select('INBOX')),
+    ('fetch', lambda c: c.fetch('1:*', '(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)')),
+    ('fetch body', lambda c: c.fetch('1:*', '(BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] BODY.PEEK[1] BODY.PEEK[TEXT]<2.5>)')),
+    ('uid search', lambda c: c.uid('SEARCH', None, 'ALL')),
+    ('search from', lambda c: c.search(None, 'FROM', 'alice')),
+    ('list', lambda c: c.list()),
+    ('status', lambda c: c.status('INBOX', '(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)')),
+    ('store', lambda c: c.store('1', '+FLAGS', '(\\Flagged)')),
+    ('fetch flags', lambda c: c.fetch('1:*', '(FLAGS)')),
+    ('noop', lambda c: c.noop()),
+]
+# Two sessions on one mailbox: only the first to select sees \\Recent (RFC
+# 3501 2.3.2), so it is no difference between the servers. imap-codec
+# writes the media types it knows in upper case (TEXT, MESSAGE RFC822);
+# media types are case-insensitive (RFC 2045 5.1).
+def normal(r):
+    s = repr(r).replace(' \\\\Recent', '').replace('\\\\Recent', '')
+    return s.replace('"TEXT"', '"text"').replace('"MESSAGE" "RFC822"', '"message" "rfc822"')
+bad = 0
+for name, step in steps:
+    a = normal(step(direct))
+    b = normal(step(proxied))
+    if name == 'login':
+        continue
+    if a != b:
+        bad += 1
+        print('DIFFERENT', name)
+        print('  dovecot:', a)
+        print('  writ:   ', b)
+    else:
+        print('same', name, repr(b)[:200])
+proxied.logout()
+direct.logout()
+sys.exit(1 if bad else 0)
+"#;
+
+#[test]
+fn plaintext_mail_reads_the_same_through_writ_as_from_dovecot() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = user_with_mail(p, "same");
+    let out = python(
+        COMPARE,
+        &[
+            p.imap_addr().port().to_string(),
+            proxy.imap.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+        ],
+    );
+    assert!(out.contains("same fetch body"), "{out}");
+}
+
+const CAPABILITIES: &str = r#"
+import imaplib, ssl, sys
+dport, wport, ca, user, pw = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+direct = imaplib.IMAP4('127.0.0.1', int(dport))
+direct.login(user, pw)
+dcaps = set(direct.capability()[1][0].decode().upper().split())
+assert 'SORT' in dcaps and 'THREAD=REFERENCES' in dcaps, dcaps
+c = imaplib.IMAP4('127.0.0.1', int(wport))
+pre = set(c.capabilities)
+assert 'STARTTLS' in pre, pre
+assert 'SORT' not in pre and 'BINARY' not in pre, pre
+c.starttls(ssl_context=ctx)
+assert 'STARTTLS' not in c.capabilities, c.capabilities
+c.login(user, pw)
+post = set(c.capability()[1][0].decode().upper().split())
+for hidden in ['SORT', 'THREAD=REFERENCES', 'SEARCH=FUZZY', 'PREVIEW', 'COMPRESS=DEFLATE', 'BINARY', 'STARTTLS']:
+    assert hidden not in post, (hidden, post)
+kept = ['IMAP4REV1', 'IDLE', 'UIDPLUS', 'MOVE', 'NAMESPACE', 'SPECIAL-USE', 'UNSELECT', 'CONDSTORE', 'ENABLE', 'ID', 'LITERAL+', 'CHILDREN']
+dpost = set(direct.capability()[1][0].decode().upper().split())
+assert len([k for k in kept if k in dpost]) >= 8, dpost
+for k in kept:
+    assert (k in post) == (k in dpost), (k, post, dpost)
+print('ok', sorted(post))
+"#;
+
+#[test]
+fn capabilities_hide_what_cannot_be_kept_correct_over_sealed_mail() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = p.new_user("caps");
+    python(
+        CAPABILITIES,
+        &[
+            p.imap_addr().port().to_string(),
+            proxy.imap.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+        ],
+    );
+}
+
+const INJECTION: &str = r#"
+import socket, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+s = socket.create_connection(('127.0.0.1', int(wport)))
+def line(sock):
+    b = b''
+    while not b.endswith(b'\n'):
+        c = sock.recv(1)
+        if not c:
+            raise SystemExit('connection closed after %r' % b)
+        b += c
+    return b
+assert line(s).startswith(b'* OK'), 'greeting'
+# The LOGIN rides in the same packet as STARTTLS, in the clear.
+s.sendall(('a STARTTLS\r\nb LOGIN %s %s\r\n' % (user, pw)).encode())
+ok = line(s)
+assert ok.startswith(b'a OK'), ok
+t = ctx.wrap_socket(s, server_hostname='127.0.0.1')
+t.sendall(b'c SELECT INBOX\r\n')
+seen = []
+while True:
+    l = line(t)
+    seen.append(l)
+    if l.startswith(b'c '):
+        break
+assert not any(l.startswith(b'b ') for l in seen), seen
+# Not logged in: the injected LOGIN never ran.
+assert seen[-1].startswith(b'c NO') or seen[-1].startswith(b'c BAD'), seen
+t.sendall(('d LOGIN %s %s\r\n' % (user, pw)).encode())
+l = line(t)
+while not l.startswith(b'd '):
+    l = line(t)
+assert l.startswith(b'd OK'), l
+print('ok')
+"#;
+
+#[test]
+fn commands_pipelined_behind_starttls_are_discarded() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = p.new_user("inject");
+    python(
+        INJECTION,
+        &[
+            proxy.imap.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+        ],
+    );
+}
+
+const IMAPS_AUTH: &str = r#"
+import imaplib, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+c = imaplib.IMAP4_SSL('127.0.0.1', int(wport), ssl_context=ctx)
+try:
+    c.login(user, 'not-the-password')
+    raise SystemExit('a wrong password was accepted')
+except imaplib.IMAP4.error as e:
+    print('refused:', e)
+c.authenticate('PLAIN', lambda _: ('\0%s\0%s' % (user, pw)).encode())
+typ, data = c.select('INBOX')
+assert typ == 'OK', (typ, data)
+c.logout()
+print('ok')
+"#;
+
+#[test]
+fn implicit_tls_with_authenticate_plain_and_a_wrong_password_refused() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = p.new_user("imaps");
+    let out = python(
+        IMAPS_AUTH,
+        &[
+            proxy.imaps.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+        ],
+    );
+    assert!(out.contains("refused:"), "{out}");
+}
+
+const FIRST_LINE: &str = r#"
+import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+print(s.makefile('rb').readline().decode().strip())
+"#;
+
+#[test]
+fn an_unreachable_provider_is_a_bye_not_a_hang() {
+    // Nothing listens on this port.
+    let down = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = Proxy::start(down);
+    let out = python(FIRST_LINE, &[proxy.imap.port().to_string()]);
+    assert!(out.starts_with("* BYE [UNAVAILABLE]"), "{out}");
+}
+
+const RAW_SESSION: &str = r#"
+import socket, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+t = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(wport))), server_hostname='127.0.0.1')
+f = t.makefile('rb')
+def until(tag):
+    lines = []
+    while True:
+        l = f.readline()
+        if not l:
+            raise SystemExit('closed after %r' % lines)
+        lines.append(l)
+        if l.startswith(tag + b' '):
+            return lines
+f.readline()
+def cmd(tag, text):
+    t.sendall(tag + b' ' + text + b'\r\n')
+    return until(tag)
+assert cmd(b'l', ('LOGIN %s %s' % (user, pw)).encode())[-1].startswith(b'l OK')
+assert cmd(b's', b'SELECT INBOX')[-1].startswith(b's OK')
+# Malformed commands: BAD, and the session goes on.
+assert cmd(b'x1', b'FETCH 1 (BODY[HEADER.FIELDS ()])')[-1].startswith(b'x1 BAD')
+assert cmd(b'x2', b'NOSUCHCOMMAND')[-1].startswith(b'x2 BAD')
+assert cmd(b'x3', b'FETCH')[-1].startswith(b'x3 BAD')
+assert cmd(b'n', b'NOOP')[-1].startswith(b'n OK')
+# IDLE: new mail shows up while idling.
+t.sendall(b'i IDLE\r\n')
+assert f.readline().startswith(b'+'), 'no continuation for IDLE'
+print('IDLING', flush=True)
+sys.stdin.readline()
+while True:
+    l = f.readline()
+    if l.endswith(b'EXISTS\r\n'):
+        break
+t.sendall(b'DONE\r\n')
+assert until(b'i')[-1].startswith(b'i OK')
+assert cmd(b'z', b'LOGOUT')[-1].startswith(b'z OK')
+print('ok')
+"#;
+
+#[test]
+fn bad_commands_get_bad_and_idle_sees_new_mail() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = p.new_user("idle");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(RAW_SESSION)
+        .args([
+            proxy.imaps.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "IDLING", "the script stopped early");
+    // Mail arrives while the client idles through writ.
+    p.imap_append(
+        &user,
+        "INBOX",
+        b"From: a@example.test\r\nSubject: new\r\n\r\nnew\r\n",
+    );
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write");
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    let status = child.wait().expect("wait");
+    assert!(status.success() && rest.contains("ok"), "{status}: {rest}");
+}
