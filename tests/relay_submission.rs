@@ -92,6 +92,12 @@ struct Relay {
 impl Relay {
     #[track_caller]
     fn start(p: &Provider) -> Relay {
+        Relay::start_with(p, |cfg| cfg)
+    }
+
+    /// Like [`Relay::start`], with `change` applied to the config.
+    #[track_caller]
+    fn start_with(p: &Provider, change: impl FnOnce(WritConfig) -> WritConfig) -> Relay {
         let tls = writ_tls();
         let mut cfg = WritConfig::relay(p.smtp_addr());
         cfg.listeners.clear();
@@ -105,7 +111,9 @@ impl Relay {
             server_name: None,
             timeout_secs: Some(30),
         });
-        let writ = Writ::start(&cfg);
+        // The most verbose level: credentials must not show up at any.
+        cfg.log_level = "trace".into();
+        let writ = Writ::start(&change(cfg));
         Relay { writ, tls }
     }
 
@@ -124,18 +132,21 @@ impl Relay {
     /// No form of `user`'s password appears in writ's log.
     #[track_caller]
     fn assert_log_has_no_credentials(&self, users: &[&User]) {
+        let secrets: Vec<String> = users.iter().map(|u| u.password.clone()).collect();
+        self.assert_log_has_none_of(&secrets);
+    }
+
+    /// Neither these strings, nor their base64 forms, nor a SASL PLAIN
+    /// response with them as the password appear in writ's log.
+    #[track_caller]
+    fn assert_log_has_none_of(&self, secrets: &[String]) {
         let log = self.writ.log();
-        for u in users {
-            for secret in [
-                u.password.clone(),
-                b64(u.password.as_bytes()),
-                plain(&u.address, &u.password),
-                plain(&u.name, &u.password),
-            ] {
+        assert!(log.contains("listener ready"), "no log at all?\n{log}");
+        for s in secrets {
+            for form in [s.clone(), b64(s.as_bytes())] {
                 assert!(
-                    !log.contains(&secret),
-                    "writ's log contains {secret:?} (credentials of {}):\n{log}",
-                    u.name
+                    !log.contains(&form),
+                    "writ's log contains {form:?} (from {s:?}):\n{log}"
                 );
             }
         }
@@ -262,6 +273,66 @@ fn read_reply<R: BufRead>(r: &mut R) -> Reply {
         if line.as_bytes().get(3) != Some(&b'-') {
             return Reply { code, lines };
         }
+    }
+}
+
+/// A rustls client config trusting only `ca_der`.
+fn client_config(ca_der: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(ca_der.to_vec()))
+        .unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A raw SMTP client on writ's submission port after STARTTLS: every
+/// command and reply under the test's control.
+struct TlsClient {
+    conn: BufReader<TlsStream>,
+}
+
+impl TlsClient {
+    /// Connects, says EHLO, STARTTLS, verifies writ's certificate, EHLO.
+    #[track_caller]
+    fn starttls(relay: &Relay) -> TlsClient {
+        let tcp = TcpStream::connect(relay.submission()).expect("connect");
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(tcp.try_clone().unwrap());
+        let mut writer = tcp.try_clone().unwrap();
+        assert_eq!(read_reply(&mut reader).code, 220);
+        writer
+            .write_all(b"EHLO client.test\r\nSTARTTLS\r\n")
+            .unwrap();
+        assert_eq!(read_reply(&mut reader).code, 250);
+        assert_eq!(read_reply(&mut reader).code, 220);
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(client_config(&relay.tls.ca_der), name).unwrap();
+        let mut client = TlsClient {
+            conn: BufReader::new(rustls::StreamOwned::new(conn, tcp)),
+        };
+        let ehlo = client.command("EHLO client.test");
+        assert_eq!(ehlo.code, 250, "{ehlo:?}");
+        client
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) {
+        self.conn.get_mut().write_all(bytes).expect("write");
+    }
+
+    fn command(&mut self, line: &str) -> Reply {
+        self.write_raw(format!("{line}\r\n").as_bytes());
+        read_reply(&mut self.conn)
     }
 }
 
@@ -545,6 +616,166 @@ fn auth_and_mail_before_starttls_are_refused() {
     let noop = smtp.command("NOOP").expect("NOOP");
     assert_eq!(noop.code, 250, "{noop:?}");
     smtp.quit();
+    relay.assert_log_has_no_credentials(&[&user]);
+}
+
+#[test]
+fn sasl_exchanges_are_relayed_step_by_step_and_never_logged() {
+    let p = provider();
+    let user = p.new_user("sasl");
+    let relay = Relay::start(p);
+    let wrong = format!("{}-wrong", user.password);
+    let token = format!("token-{}", unique("xoauth2"));
+    let xoauth2 = b64(format!("user={}\x01auth=Bearer {token}\x01\x01", user.address).as_bytes());
+    // Every exchange on one TLS session: XOAUTH2 (which this provider does
+    // not offer), AUTH LOGIN cancelled with "*", AUTH LOGIN with a wrong
+    // password, then AUTH PLAIN with an empty initial response and the
+    // credentials on the 334 continuation.
+    let script = r#"
+import base64, smtplib, ssl, sys
+port, cafile, user, password, wrong, xoauth2 = sys.argv[1:]
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+ctx = ssl.create_default_context(cafile=cafile)
+s = smtplib.SMTP("127.0.0.1", int(port), timeout=30)
+s.starttls(context=ctx)
+s.ehlo()
+def show(label, reply):
+    print(label, reply[0], reply[1].decode())
+show("xoauth2", s.docmd("AUTH", "XOAUTH2 " + xoauth2))
+show("login", s.docmd("AUTH", "LOGIN"))
+show("login-user", s.docmd(b64(user)))
+show("login-cancel", s.docmd("*"))
+show("login2", s.docmd("AUTH", "LOGIN"))
+show("login2-user", s.docmd(b64(user)))
+show("login2-wrong", s.docmd(b64(wrong)))
+show("plain", s.docmd("AUTH", "PLAIN"))
+show("plain-response", s.docmd(b64("\0" + user + "\0" + password)))
+show("mail", s.docmd("MAIL", "FROM:<" + user + ">"))
+show("rset", s.docmd("RSET"))
+s.quit()
+"#;
+    let out = python(
+        script,
+        &[
+            relay.submission().port().to_string(),
+            relay.tls.ca.display().to_string(),
+            user.address.clone(),
+            user.password.clone(),
+            wrong.clone(),
+            xoauth2.clone(),
+        ],
+    );
+    let stdout = assert_python_ok(&out, &relay);
+    let reply = |label: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{label} ")))
+            .unwrap_or_else(|| panic!("no {label} in:\n{stdout}"))
+            .to_string()
+    };
+    // The provider's answers, step by step.
+    // XOAUTH2 is passed through too; this provider does not offer it.
+    assert!(
+        reply("xoauth2").starts_with("535 5.7.8")
+            && reply("xoauth2").contains("Invalid authentication mechanism"),
+        "{stdout}"
+    );
+    assert_eq!(reply("login"), "334 VXNlcm5hbWU6", "{stdout}"); // "Username:"
+    assert_eq!(reply("login-user"), "334 UGFzc3dvcmQ6", "{stdout}"); // "Password:"
+    assert!(reply("login-cancel").starts_with("501 "), "{stdout}");
+    assert!(reply("login2-wrong").starts_with("535 5.7.8"), "{stdout}");
+    assert!(reply("plain").starts_with("334"), "{stdout}");
+    assert!(reply("plain-response").starts_with("235 2.7.0"), "{stdout}");
+    assert!(reply("mail").starts_with("250 "), "{stdout}");
+    relay.assert_log_has_none_of(&[
+        user.password.clone(),
+        wrong.clone(),
+        token.clone(),
+        xoauth2.clone(),
+        plain(&user.address, &user.password),
+    ]);
+}
+
+#[test]
+fn losing_the_authenticated_provider_session_never_gives_a_permanent_refusal() {
+    let p = provider();
+    let user = p.new_user("lost");
+    let colleague = p.new_user("lost-to");
+    let relay = Relay::start_with(p, |cfg| cfg.external("plaintext"));
+    let external = format!("{}@partner.test", unique("friend"));
+    let mut c = TlsClient::starttls(&relay);
+    let auth = c.command(&format!(
+        "AUTH PLAIN {}",
+        plain(&user.address, &user.password)
+    ));
+    assert_eq!(auth.code, 235, "{auth:?}");
+    // A plaintext (external) message streams to the provider as it
+    // arrives; a bare LF makes writ refuse it at the end, and abandon the
+    // provider's DATA by closing that connection: the one the client's
+    // AUTH authenticated.
+    let mail = c.command(&format!("MAIL FROM:<{}>", user.address));
+    assert_eq!(mail.code, 250, "{mail:?}");
+    let rcpt = c.command(&format!("RCPT TO:<{external}>"));
+    assert_eq!(rcpt.code, 250, "{rcpt:?}");
+    let data = c.command("DATA");
+    assert_eq!(data.code, 354, "{data:?}");
+    c.write_raw(b"Subject: bare LF\nbody\r\n.\r\n");
+    let refused = read_reply(&mut c.conn);
+    assert_eq!(refused.code, 554, "{refused:?}");
+
+    // The next transaction of this authenticated client must not be
+    // refused for good (a new provider connection would be anonymous, and
+    // the provider would refuse the recipient with a 5xx): writ says 4xx
+    // (421: reconnect and authenticate again) or relays it properly.
+    let mail = c.command(&format!("MAIL FROM:<{}>", user.address));
+    assert!(
+        mail.code == 250 || (400..500).contains(&mail.code),
+        "MAIL after losing the provider session: {mail:?}\n{}",
+        relay.writ.log()
+    );
+    if mail.code == 421 {
+        let mut rest = String::new();
+        let end = c.conn.read_line(&mut rest);
+        assert!(
+            matches!(end, Ok(0))
+                || end.as_ref().is_err_and(|e| matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                )),
+            "the connection stays open after 421: {end:?} {rest:?}"
+        );
+    }
+    if mail.code == 250 {
+        let rcpt = c.command(&format!("RCPT TO:<{}>", colleague.address));
+        assert!(
+            rcpt.code == 250 || (400..500).contains(&rcpt.code),
+            "RCPT after losing the provider session: {rcpt:?}\n{}",
+            relay.writ.log()
+        );
+    }
+
+    // A new connection authenticates again and delivers.
+    let mut c = TlsClient::starttls(&relay);
+    let auth = c.command(&format!(
+        "AUTH PLAIN {}",
+        plain(&user.address, &user.password)
+    ));
+    assert_eq!(auth.code, 235, "{auth:?}");
+    assert_eq!(
+        c.command(&format!("MAIL FROM:<{}>", user.address)).code,
+        250
+    );
+    assert_eq!(
+        c.command(&format!("RCPT TO:<{}>", colleague.address)).code,
+        250
+    );
+    assert_eq!(c.command("DATA").code, 354);
+    let marker = unique("after-loss");
+    c.write_raw(format!("Subject: again\r\n\r\n{marker}\r\n.\r\n").as_bytes());
+    let done = read_reply(&mut c.conn);
+    assert_eq!(done.code, 250, "{done:?}");
+    let stored = p.wait_for_messages(&colleague, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert!(contains(&relay.keys().open(&stored[0]), marker.as_bytes()));
     relay.assert_log_has_no_credentials(&[&user]);
 }
 

@@ -281,6 +281,15 @@ impl Session {
         if self.tx.is_some() {
             return Step::Reply(reply(503, "5.5.1 Nested MAIL command"));
         }
+        if self.needs_auth() && !self.upstream_open {
+            // The provider session the client's AUTH logged in is gone, and
+            // writ keeps no credentials: a new one would be anonymous, and
+            // the provider would refuse the recipients for good.
+            return Step::Close(reply(
+                421,
+                "4.4.2 Connection to the mail provider lost; reconnect and authenticate again",
+            ));
+        }
         for p in &params {
             if p.key == "SIZE" {
                 match p.value.as_deref().and_then(|v| v.parse::<u64>().ok()) {

@@ -189,6 +189,8 @@ pub struct WritConfig {
     pub keys_dir: Option<PathBuf>,
     /// Appended to the file verbatim (whole tables such as `[seal]`).
     pub extra_toml: String,
+    /// `[log] level`: "info" unless changed.
+    pub log_level: String,
 }
 
 impl WritConfig {
@@ -220,6 +222,7 @@ impl WritConfig {
             grace_secs: Some(10),
             keys_dir: None,
             extra_toml: String::new(),
+            log_level: "info".into(),
         }
     }
 
@@ -255,7 +258,7 @@ impl WritConfig {
     pub fn render(&self, ports: &[u16], admin: Option<u16>, keys_dir: &Path) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "[keys]\ndir = {}\n", q(&keys_dir.display().to_string()));
-        let _ = writeln!(t, "[log]\nlevel = \"info\"\n");
+        let _ = writeln!(t, "[log]\nlevel = {}\n", q(&self.log_level));
         let _ = writeln!(t, "[serve]");
         if let Some(g) = self.grace_secs {
             let _ = writeln!(t, "grace_secs = {g}");

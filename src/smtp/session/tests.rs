@@ -283,3 +283,21 @@ fn external_policy_reject_and_seal() {
     s.upstream_reply(ok());
     assert_eq!(code(&s.command(b"RCPT TO:<x@outside.example>")), 550);
 }
+
+#[test]
+fn authenticated_session_without_its_provider_connection_closes_with_421() {
+    let mut s = session(ListenerKind::Submission, true);
+    s.command(b"EHLO c");
+    s.command(b"AUTH PLAIN AGEAYg==");
+    s.upstream_reply(Ok(Reply::new(235, "2.7.0 ok")));
+    s.command(b"MAIL FROM:<a@example.org>");
+    s.upstream_reply(ok());
+    s.command(b"RCPT TO:<x@outside.example>");
+    s.upstream_reply(ok());
+    assert!(matches!(s.command(b"DATA"), Step::ReadData(..)));
+    // The provider connection broke during DATA: a new one would not be
+    // authenticated.
+    assert_eq!(s.delivered(Err(UpstreamFailure::Unavailable)).code, 451);
+    let step = s.command(b"MAIL FROM:<a@example.org>");
+    assert!(matches!(&step, Step::Close(r) if r.code == 421), "{step:?}");
+}
