@@ -519,6 +519,87 @@ fn wrong_password_gets_the_providers_535_and_auth_login_works() {
 }
 
 #[test]
+fn pipelined_transactions_after_auth_are_relayed_in_lockstep() {
+    let p = provider();
+    let sender = p.new_user("pipe-from");
+    let first = p.new_user("pipe-a");
+    let second = p.new_user("pipe-b");
+    let relay = Relay::start(p);
+    let marker = unique("pipe-body");
+    // swaks sends MAIL, both RCPTs and DATA in one write (PIPELINING).
+    let (ok, transcript) = swaks(&[
+        "--server",
+        &relay.submission().to_string(),
+        "--tls",
+        "--pipeline",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        &sender.address,
+        "--auth-password",
+        &sender.password,
+        "--from",
+        &sender.address,
+        "--to",
+        &format!("{},{}", first.address, second.address),
+        "--body",
+        &marker,
+    ]);
+    assert!(
+        ok,
+        "swaks --pipeline failed:\n{transcript}\n{}",
+        relay.writ.log()
+    );
+    assert!(
+        transcript.contains("<~  250 2.0.0 Ok: queued as"),
+        "{transcript}"
+    );
+    for user in [&first, &second] {
+        let stored = p.wait_for_messages(user, "INBOX", 1, DELIVERY_TIMEOUT);
+        assert_eq!(stored.len(), 1, "{}", user.name);
+        assert!(!contains(&stored[0], marker.as_bytes()), "body readable");
+        assert!(contains(&relay.keys().open(&stored[0]), marker.as_bytes()));
+    }
+
+    // Two messages in one session (after a RSET in between): the provider
+    // session stays authenticated from one transaction to the next.
+    let mut c = TlsClient::starttls(&relay);
+    let auth = c.command(&format!(
+        "AUTH PLAIN {}",
+        plain(&sender.address, &sender.password)
+    ));
+    assert_eq!(auth.code, 235, "{auth:?}");
+    for (n, with_rset) in [(1, true), (2, false), (3, false)] {
+        let mail = c.command(&format!("MAIL FROM:<{}>", sender.address));
+        assert_eq!(mail.code, 250, "message {n}: {mail:?}");
+        let rcpt = c.command(&format!("RCPT TO:<{}>", first.address));
+        assert_eq!(rcpt.code, 250, "message {n}: {rcpt:?}");
+        if with_rset {
+            assert_eq!(c.command("RSET").code, 250);
+            continue;
+        }
+        assert_eq!(c.command("DATA").code, 354);
+        c.write_raw(format!("Subject: {n}\r\n\r\n{marker}-{n}\r\n.\r\n").as_bytes());
+        let done = read_reply(&mut c.conn);
+        assert_eq!(done.code, 250, "message {n}: {done:?}");
+        assert!(done.text().contains("queued as"), "{done:?}");
+    }
+    assert_eq!(c.command("QUIT").code, 221);
+    let stored = p.wait_for_messages(&first, "INBOX", 3, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 3, "one from swaks, two from the session");
+    for n in [2, 3] {
+        let body = format!("{marker}-{n}");
+        assert!(
+            stored
+                .iter()
+                .any(|m| contains(&relay.keys().open(m), body.as_bytes())),
+            "message {n} missing"
+        );
+    }
+    relay.assert_log_has_no_credentials(&[&sender]);
+}
+
+#[test]
 fn python_starttls_failed_login_then_auth_login_then_mail() {
     let p = provider();
     let sender = p.new_user("py-from");
