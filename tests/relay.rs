@@ -455,3 +455,84 @@ fn metrics_count_sessions_and_messages() {
     }
     p.wait_for_messages(&user, "INBOX", sealed, DELIVERY_TIMEOUT);
 }
+
+#[test]
+fn dsn_and_smtputf8_parameters_reach_the_provider() {
+    let p = provider();
+    let sender = p.new_user("dsn-sender");
+    let rcpt = p.new_user("dsn-rcpt");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let envid = unique("envid");
+    let subject = unique("dsn-subject");
+    let original = message(
+        &sender.address,
+        &rcpt.address,
+        &subject,
+        "dsn",
+        &unique("dsn-id"),
+    );
+    let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+    let ehlo = s.command("EHLO mta.test").unwrap();
+    for ext in [
+        "DSN",
+        "SMTPUTF8",
+        "8BITMIME",
+        "PIPELINING",
+        "ENHANCEDSTATUSCODES",
+    ] {
+        assert!(ehlo.lines.iter().any(|l| l == ext), "{ext}: {ehlo:?}");
+    }
+    for line in [
+        format!(
+            "MAIL FROM:<{}> RET=HDRS ENVID={envid} BODY=8BITMIME",
+            sender.address
+        ),
+        format!(
+            "RCPT TO:<{}> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{}",
+            rcpt.address, rcpt.address
+        ),
+    ] {
+        let r = s.command(&line).unwrap();
+        assert_eq!(r.code, 250, "{line}: {r:?}");
+    }
+    assert_eq!(s.command("DATA").unwrap().code, 354);
+    assert_eq!(s.send_data(&original).unwrap().code, 250);
+
+    // An internationalised sender with SMTPUTF8 is taken by writ and the
+    // provider. (Not delivered: the harness's Dovecot LMTP does not offer
+    // SMTPUTF8, so the provider would bounce it.)
+    let utf8_sender = "j\u{fc}rgen@elsewhere.test";
+    let r = s
+        .command(&format!("MAIL FROM:<{utf8_sender}> SMTPUTF8"))
+        .unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = s.command(&format!("RCPT TO:<{}>", rcpt.address)).unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(s.command("RSET").unwrap().code, 250);
+    s.quit();
+
+    let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_sealed_original(writ.test_keys(), &stored[0], &original, &[&subject]);
+
+    // The provider honoured ENVID, ORCPT and NOTIFY=SUCCESS: its delivery
+    // report reached the sender, with the sealed header only (RET=HDRS).
+    let reports = p.wait_for_messages(&sender, "INBOX", 1, DELIVERY_TIMEOUT);
+    let report = String::from_utf8_lossy(&reports[0]);
+    assert!(
+        report.contains(&format!("Original-Envelope-Id: {envid}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("Original-Recipient: rfc822;{}", rcpt.address)),
+        "{report}"
+    );
+    // Postfix reports an LMTP hand-off as "relayed".
+    assert!(
+        report.contains("Action: relayed") || report.contains("Action: delivered"),
+        "{report}"
+    );
+    assert!(
+        report.contains("X-Writ:") && !report.contains(&subject),
+        "{report}"
+    );
+}
