@@ -384,8 +384,17 @@ fn serve(ctx: &Context) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // The IMAP proxy opens sealed mail: unlock before serving, so that a
+    // wrong passphrase is a start-up error, not a failure per message.
+    let keys: Option<writ::imap::session::SharedKeys> = if ctx.config.imap.listeners.is_empty() {
+        None
+    } else {
+        let keyring = Keyring::load(&ctx.keys_dir)?;
+        let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
+        Some(std::sync::Arc::new(keyring.unlock(&passphrase)?))
+    };
     runtime.block_on(async {
-        let server = writ::serve::Server::prepare(&ctx.config, ctx.keys_dir.clone()).await?;
+        let server = writ::serve::Server::prepare(&ctx.config, ctx.keys_dir.clone(), keys).await?;
         server.run().await?;
         Ok(())
     })

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::admin::{self, Health};
 use crate::config::{Config, ImapListenerKind, ListenerKind, Network, UpstreamSecurity};
 use crate::imap;
+use crate::imap::session::SharedKeys;
 use crate::keys::Keyring;
 use crate::policy::Policy;
 use crate::smtp::connection::Shared;
@@ -109,8 +110,14 @@ fn label(kind: ListenerKind) -> &'static str {
 }
 
 impl Server {
-    /// Validates the configuration and binds every socket.
-    pub async fn prepare(config: &Config, keys_dir: PathBuf) -> Result<Server, ServeError> {
+    /// Validates the configuration and binds every socket. `keys` is the
+    /// unlocked keyring, needed by the IMAP proxy (the relay seals with
+    /// public keys only).
+    pub async fn prepare(
+        config: &Config,
+        keys_dir: PathBuf,
+        keys: Option<SharedKeys>,
+    ) -> Result<Server, ServeError> {
         if config.smtp.listeners.is_empty() && config.imap.listeners.is_empty() {
             return Err(ServeError::Nothing);
         }
@@ -123,7 +130,12 @@ impl Server {
         let (imap_listeners, imap_addresses, imap_target) = if config.imap.listeners.is_empty() {
             (Vec::new(), Vec::new(), None)
         } else {
-            let (l, a, t) = Self::prepare_imap(config, &keys_dir).await?;
+            let keys = keys.ok_or_else(|| {
+                ServeError::Config(
+                    "the IMAP proxy opens sealed mail: it needs the keyring passphrase".into(),
+                )
+            })?;
+            let (l, a, t) = Self::prepare_imap(config, &keys_dir, keys).await?;
             (l, a, Some(t))
         };
         let admin = match config.serve.admin_listen {
@@ -227,7 +239,11 @@ impl Server {
     }
 
     /// The IMAP proxy's listeners, checked and bound.
-    async fn prepare_imap(config: &Config, keys_dir: &Path) -> Result<ImapParts, ServeError> {
+    async fn prepare_imap(
+        config: &Config,
+        keys_dir: &Path,
+        keys: SharedKeys,
+    ) -> Result<ImapParts, ServeError> {
         let imap = &config.imap;
         if let Some(p) = imap.problems(&config.provider).into_iter().next() {
             return Err(ServeError::Config(p));
@@ -275,6 +291,7 @@ impl Server {
                     ImapListenerKind::Imap => "imap",
                     ImapListenerKind::Imaps => "imaps",
                 },
+                keys: keys.clone(),
             });
             listeners.push(imap::listener::Listener {
                 socket,

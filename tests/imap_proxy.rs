@@ -17,7 +17,7 @@ use common::{Provider, User, provider};
 /// `writ serve` with an `imap` (STARTTLS) and an `imaps` listener in front
 /// of `upstream` (plain IMAP on loopback).
 struct Proxy {
-    _writ: Writ,
+    writ: Writ,
     tls: TestTls,
     imap: SocketAddr,
     imaps: SocketAddr,
@@ -40,9 +40,10 @@ impl Proxy {
         );
         // Readiness: the admin endpoint answers only after every listener
         // is bound.
+        cfg.unlock = true;
         let writ = Writ::start(&cfg);
         Proxy {
-            _writ: writ,
+            writ,
             tls,
             imap: SocketAddr::from(([127, 0, 0, 1], imap)),
             imaps: SocketAddr::from(([127, 0, 0, 1], imaps)),
@@ -70,15 +71,18 @@ fn python(script: &str, args: &[String]) -> String {
     stdout
 }
 
-/// A user with a few plaintext messages of different shapes in INBOX.
-fn user_with_mail(p: &Provider, prefix: &str) -> User {
-    let user = p.new_user(prefix);
-    let messages: [&[u8]; 3] = [
+/// Messages of different shapes: single part, nested multipart with a
+/// message/rfc822 inside and 8-bit text, header only.
+const MESSAGES: [&[u8]; 3] = [
         b"From: Alice <alice@example.test>\r\nTo: Bob <bob@example.test>\r\nSubject: plain\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <p1@example.test>\r\n\r\nHello Bob.\r\n",
         b"From: alice@example.test\r\nTo: bob@example.test, carol@example.test\r\nCc: \"Dee, D.\" <dee@example.test>\r\nSubject: =?utf-8?q?caf=C3=A9?= menu\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@example.test\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n",
         b"From: nobody@example.test\r\nSubject: no body\r\n",
-    ];
-    for m in messages {
+];
+
+/// A user with [`MESSAGES`] in plaintext in INBOX.
+fn user_with_mail(p: &Provider, prefix: &str) -> User {
+    let user = p.new_user(prefix);
+    for m in MESSAGES {
         p.imap_append(&user, "INBOX", m);
     }
     user
@@ -95,7 +99,7 @@ steps = [
     ('login', lambda c: c.login(user, pw)),
     ('select', lambda c: c.select('INBOX')),
     ('fetch', lambda c: c.fetch('1:*', '(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)')),
-    ('fetch body', lambda c: c.fetch('1:*', '(BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] BODY.PEEK[1] BODY.PEEK[TEXT]<2.5>)')),
+    ('fetch body', lambda c: c.fetch('1:*', '(BODY.PEEK[] BODY.PEEK[HEADER.FIELDS (Subject from)] BODY.PEEK[1] BODY.PEEK[TEXT]<2.5>)')),
     ('uid search', lambda c: c.uid('SEARCH', None, 'ALL')),
     ('search from', lambda c: c.search(None, 'FROM', 'alice')),
     ('list', lambda c: c.list()),
@@ -368,4 +372,93 @@ fn bad_commands_get_bad_and_idle_sees_new_mail() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
     let status = child.wait().expect("wait");
     assert!(status.success() && rest.contains("ok"), "{status}: {rest}");
+}
+
+/// The same messages sealed to the proxy's keyring, in a user of their own.
+fn user_with_sealed_mail(p: &Provider, proxy: &Proxy, prefix: &str) -> User {
+    let keyring = writ::keys::Keyring::load(&proxy.writ.keys_dir).expect("keyring");
+    let sealer =
+        writ::keys::sealer(&keyring, &writ::config::SealConfig::default()).expect("sealer");
+    let user = p.new_user(prefix);
+    for m in MESSAGES {
+        let mut sealed = Vec::new();
+        sealer.seal(m, &mut sealed).expect("seal");
+        assert!(
+            !sealed.windows(5).any(|w| w == b"Hello"),
+            "the body leaked into the sealed copy"
+        );
+        p.imap_append(&user, "INBOX", &sealed);
+    }
+    user
+}
+
+const SEALED_ORACLE: &str = r#"
+import imaplib, ssl, sys
+dport, wport, ca, puser, ppw, suser, spw = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=ca)
+direct = imaplib.IMAP4('127.0.0.1', int(dport))
+direct.login(puser, ppw)
+proxied = imaplib.IMAP4('127.0.0.1', int(wport))
+proxied.starttls(ssl_context=ctx)
+proxied.login(suser, spw)
+def normal(r):
+    s = repr(r).replace(' \\\\Recent', '').replace('\\\\Recent', '')
+    return s.replace('"TEXT"', '"text"').replace('"MESSAGE" "RFC822"', '"message" "rfc822"')
+steps = [
+    ('select', lambda c: c.select('INBOX')),
+    ('listing', lambda c: c.fetch('1:*', '(UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY)')),
+    ('macros', lambda c: c.fetch('1:*', 'ALL')),
+    ('headers', lambda c: c.fetch('1:*', '(BODY.PEEK[HEADER] BODY.PEEK[HEADER.FIELDS (Subject FROM x-none)] BODY.PEEK[HEADER.FIELDS.NOT (subject)] RFC822.HEADER)')),
+    ('whole', lambda c: c.fetch('1:*', '(BODY.PEEK[])')),
+    ('sections', lambda c: c.fetch('1:*', '(BODY.PEEK[TEXT] BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[2] BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT] BODY.PEEK[2.1] BODY.PEEK[3])')),
+    ('partials', lambda c: c.fetch('1:*', '(BODY.PEEK[]<0.20> BODY.PEEK[TEXT]<5.7> BODY.PEEK[HEADER]<10.10> BODY.PEEK[]<100000.5>)')),
+    ('uid fetch', lambda c: c.uid('FETCH', '2:3', '(RFC822.SIZE BODY.PEEK[2.1])')),
+    ('rfc822', lambda c: c.fetch('3', '(RFC822)')),
+    ('seen set by a body fetch', lambda c: c.fetch('1', '(BODY[TEXT])')),
+    ('flags after', lambda c: c.fetch('1:*', '(FLAGS)')),
+    ('rfc822.text', lambda c: c.fetch('2', '(RFC822.TEXT)')),
+    ('flags at the end', lambda c: c.fetch('1:*', '(FLAGS)')),
+]
+bad = 0
+for name, step in steps:
+    a = normal(step(direct))
+    b = normal(step(proxied))
+    if a != b:
+        bad += 1
+        print('DIFFERENT', name)
+        print('  dovecot:', a[:3000])
+        print('  writ:   ', b[:3000])
+    else:
+        print('same', name, b[:150])
+sys.exit(1 if bad else 0)
+"#;
+
+#[test]
+fn sealed_mail_reads_through_writ_as_plaintext_reads_from_dovecot() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let plain = user_with_mail(p, "oracle-plain");
+    let sealed = user_with_sealed_mail(p, &proxy, "oracle-sealed");
+    // The provider holds ciphertext: no Subject, no body.
+    for stored in p.imap_fetch_all(&sealed, "INBOX") {
+        let text = String::from_utf8_lossy(&stored);
+        assert!(text.contains("X-Writ: v=1"), "{text}");
+        assert!(
+            !text.contains("Hello Bob") && !text.contains("inner body"),
+            "{text}"
+        );
+    }
+    let out = python(
+        SEALED_ORACLE,
+        &[
+            p.imap_addr().port().to_string(),
+            proxy.imap.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            plain.name.clone(),
+            plain.password.clone(),
+            sealed.name.clone(),
+            sealed.password.clone(),
+        ],
+    );
+    assert!(out.contains("same flags at the end"), "{out}");
 }

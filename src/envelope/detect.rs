@@ -57,6 +57,17 @@ pub fn detect(header_block: &[u8]) -> Option<Detected> {
     sealed_type.then_some(detected)
 }
 
+/// The fields a provider put above the marker, verbatim: what opening
+/// puts before M (empty when the marker is the first field).
+pub fn stored_prefix(header_block: &[u8]) -> Vec<u8> {
+    let fields = header::fields(header_block);
+    fields
+        .iter()
+        .take_while(|f| !f.is("x-writ"))
+        .flat_map(|f| f.raw.iter().copied())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

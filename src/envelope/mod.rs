@@ -21,7 +21,7 @@ mod sink;
 pub mod summary;
 pub mod view;
 
-pub use detect::{Detected, detect};
+pub use detect::{Detected, detect, stored_prefix};
 pub use open::{Keys, Opened, open, open_summary, read_summary};
 pub use scan::Limits;
 pub use seal::{PROTECTED_FIELDS, Sealed, Sealer};
@@ -56,4 +56,21 @@ pub enum EnvelopeError {
     Output(std::io::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl EnvelopeError {
+    /// A short label for metrics (no message content, no key material).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EnvelopeError::NoRecipients => "no_recipients",
+            EnvelopeError::Encrypt(_) => "encrypt",
+            EnvelopeError::NotSealed => "not_sealed",
+            EnvelopeError::UnsupportedVersion(_) => "unsupported_version",
+            EnvelopeError::UnknownEpoch(_) => "unknown_epoch",
+            EnvelopeError::NoMatchingKey => "no_matching_key",
+            EnvelopeError::Damaged(_) => "damaged",
+            EnvelopeError::Summary(_) => "summary",
+            EnvelopeError::Output(_) | EnvelopeError::Io(_) => "io",
+        }
+    }
 }

@@ -98,6 +98,41 @@ pub struct Disposition {
     pub params: Vec<(String, String)>,
 }
 
+impl Summary {
+    /// The summary of `prefix` followed by M (what opening a stored message
+    /// yields when the provider put `prefix` above the marker): the prefix
+    /// joins the message's header and every offset moves by its length.
+    pub fn with_prefix(&self, prefix: &[u8]) -> Summary {
+        let mut out = self.clone();
+        if prefix.is_empty() {
+            return out;
+        }
+        let shift = prefix.len() as u64;
+        out.size += shift;
+        let bare = prefix
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\n' && (i == 0 || prefix[i - 1] != b'\r'))
+            .count() as u64;
+        out.bare_lf += bare;
+        out.root.header_size += shift;
+        out.root.body_offset += shift;
+        if let Some(h) = &mut out.root.header {
+            let mut joined = prefix.to_vec();
+            joined.extend_from_slice(h);
+            *h = joined;
+        }
+        // Iteratively: nesting is as deep as the message's.
+        let mut stack: Vec<&mut Part> = out.root.parts.iter_mut().collect();
+        while let Some(part) = stack.pop() {
+            part.header_offset += shift;
+            part.body_offset += shift;
+            stack.extend(part.parts.iter_mut());
+        }
+        out
+    }
+}
+
 impl Part {
     pub fn is_multipart(&self) -> bool {
         self.media_type.eq_ignore_ascii_case("multipart")

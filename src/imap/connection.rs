@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
-use super::session::{Context, Session, Step};
+use super::session::{Context, Session, SharedKeys, Step};
 use super::upstream::{Target, Upstream};
 use crate::smtp::stream::Stream;
 
@@ -26,6 +26,8 @@ pub struct Shared {
     pub idle_timeout: Duration,
     /// For logs and metrics.
     pub listener: &'static str,
+    /// The unlocked keyring: opens sealed messages.
+    pub keys: SharedKeys,
 }
 
 /// Longest a TLS handshake with a client may take.
@@ -71,13 +73,16 @@ pub async fn serve(
             return;
         }
     };
-    let mut session = Session::new(Context {
-        client_tls: implicit_tls,
-        client_loopback: peer.ip().is_loopback(),
-        starttls_listener: shared.starttls_listener,
-        allow_plaintext_auth: shared.allow_plaintext_auth,
-        max_literal_size: shared.max_literal_size,
-    });
+    let mut session = Session::new(
+        Context {
+            client_tls: implicit_tls,
+            client_loopback: peer.ip().is_loopback(),
+            starttls_listener: shared.starttls_listener,
+            allow_plaintext_auth: shared.allow_plaintext_auth,
+            max_literal_size: shared.max_literal_size,
+        },
+        shared.keys.clone(),
+    );
     session.provider_input(&std::mem::take(&mut provider.pending));
     let mut upstream = provider.stream;
     let mut cbuf = vec![0u8; 64 * 1024];

@@ -4,11 +4,16 @@
 //! - [`section`]: body sections (`BODY[...]<partial>`, `RFC822*`) of an
 //!   opened message, answered as Dovecot answers them for the plaintext.
 //! - [`session`]: the sans-IO core joining the client and provider flows.
+//! - [`fetch`]: FETCH as a plan of provider commands, so that sealed
+//!   messages are answered from what writ opens; [`answer`] computes the
+//!   items of one sealed message.
 //! - [`upstream`]: the connection to the provider's IMAP server.
 //! - [`connection`] and [`listener`]: the tokio shells around them.
 
+pub mod answer;
 pub mod capabilities;
 pub mod connection;
+pub mod fetch;
 pub mod listener;
 pub mod section;
 pub mod session;

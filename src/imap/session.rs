@@ -16,9 +16,17 @@ use imap_next::imap_types::core::{Tag, Text, Vec1};
 use imap_next::imap_types::response::{
     Bye, Code, Data, Greeting, GreetingKind, Status, StatusBody, StatusKind, Tagged,
 };
+use std::collections::VecDeque;
+use std::sync::Arc;
+
 use imap_next::{Interrupt, Io, State, client, server};
 
 use super::capabilities::{self, Offer};
+use super::fetch::{FetchPlan, Output};
+use crate::envelope::Keys;
+
+/// The keys that open sealed messages (the unlocked keyring).
+pub type SharedKeys = Arc<dyn Keys + Send + Sync>;
 
 /// What the connection is, as far as the session's rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,11 @@ pub struct Session {
     step: Step,
     /// The provider said BYE: its closing the connection is expected.
     provider_bye: bool,
+    keys: SharedKeys,
+    /// A FETCH writ answers with commands of its own; while it runs, the
+    /// client's further commands wait in `held` (in order).
+    plan: Option<FetchPlan>,
+    held: VecDeque<server::Event>,
 }
 
 fn text(s: &'static str) -> Text<'static> {
@@ -84,7 +97,7 @@ fn new_server(ctx: &Context) -> server::Server {
 
 impl Session {
     /// A session whose provider connection is open and past its greeting.
-    pub fn new(ctx: Context) -> Session {
+    pub fn new(ctx: Context, keys: SharedKeys) -> Session {
         let mut options = client::Options::default();
         // The greeting was read when connecting (and before STARTTLS).
         options.discard_greeting = true;
@@ -98,6 +111,9 @@ impl Session {
             to_provider: Vec::new(),
             step: Step::Wait,
             provider_bye: false,
+            keys,
+            plan: None,
+            held: VecDeque::new(),
         }
     }
 
@@ -216,6 +232,10 @@ impl Session {
     }
 
     fn on_client(&mut self, event: server::Event) {
+        if self.plan.is_some() {
+            self.held.push_back(event);
+            return;
+        }
         match event {
             server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } => {}
             server::Event::CommandReceived { command } => self.on_command(command),
@@ -276,9 +296,43 @@ impl Session {
                     "Plaintext authentication disallowed: STARTTLS first",
                 );
             }
+            CommandBody::Fetch { .. } => match FetchPlan::start(&command) {
+                Some((plan, probe)) => {
+                    self.plan = Some(plan);
+                    self.provider.enqueue_command(probe);
+                }
+                None => {
+                    self.provider.enqueue_command(command);
+                }
+            },
             _ => {
                 self.provider.enqueue_command(command);
             }
+        }
+    }
+
+    /// Carries out what the FETCH plan decided.
+    fn apply(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::ToClient(data) => {
+                    self.server.enqueue_data(data);
+                }
+                Output::ToProvider(command) => {
+                    self.provider.enqueue_command(command);
+                }
+                Output::Finish(status) => {
+                    let status = self.rewrite_status(status);
+                    self.server.enqueue_status(status);
+                    self.plan = None;
+                }
+            }
+        }
+        while self.plan.is_none() {
+            let Some(event) = self.held.pop_front() else {
+                break;
+            };
+            self.on_client(event);
         }
     }
 
@@ -351,6 +405,15 @@ impl Session {
                 }
             }
             client::Event::DataReceived { data } => {
+                let data = match (data, self.plan.as_mut()) {
+                    (Data::Fetch { seq, items }, Some(plan)) => {
+                        match plan.on_fetch(seq, items, self.keys.as_ref()) {
+                            Ok(outputs) => return self.apply(outputs),
+                            Err(items) => Data::Fetch { seq, items },
+                        }
+                    }
+                    (data, _) => data,
+                };
                 let data = self.rewrite_data(data);
                 self.server.enqueue_data(data);
             }
@@ -358,6 +421,13 @@ impl Session {
                 if matches!(status, Status::Bye(_)) {
                     self.provider_bye = true;
                 }
+                let status = match self.plan.as_mut() {
+                    Some(plan) => match plan.on_status(status) {
+                        Ok(outputs) => return self.apply(outputs),
+                        Err(status) => status,
+                    },
+                    None => status,
+                };
                 let status = self.rewrite_status(status);
                 self.server.enqueue_status(status);
             }

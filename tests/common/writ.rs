@@ -191,6 +191,9 @@ pub struct WritConfig {
     pub extra_toml: String,
     /// `[log] level`: "info" unless changed.
     pub log_level: String,
+    /// Give `writ serve` the keyring passphrase (`--passphrase-file`): the
+    /// IMAP proxy unlocks the keyring at start.
+    pub unlock: bool,
 }
 
 impl WritConfig {
@@ -223,6 +226,7 @@ impl WritConfig {
             keys_dir: None,
             extra_toml: String::new(),
             log_level: "info".into(),
+            unlock: false,
         }
     }
 
@@ -398,7 +402,18 @@ impl Writ {
             cfg.render(&listener_ports, admin_port, &keys_dir),
         )
         .map_err(|e| e.to_string())?;
-        let (child, stderr) = spawn_serve(&config_path, tmp.path(), &[])?;
+        let passphrase_file = keys_dir.join("..").join("passphrase");
+        let unlock_args: Vec<String> = if cfg.unlock {
+            let file = match &keys {
+                Some(k) => k.passphrase_file(),
+                None => passphrase_file,
+            };
+            vec!["--passphrase-file".into(), file.display().to_string()]
+        } else {
+            Vec::new()
+        };
+        let unlock_args: Vec<&str> = unlock_args.iter().map(String::as_str).collect();
+        let (child, stderr) = spawn_serve(&config_path, tmp.path(), &unlock_args)?;
         let mut writ = Writ {
             child,
             tmp,

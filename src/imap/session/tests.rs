@@ -17,9 +17,13 @@ fn text(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap()
 }
 
+fn no_keys() -> SharedKeys {
+    Arc::new(Vec::<age::x25519::Identity>::new())
+}
+
 /// A session whose greeting has gone out.
 fn session(ctx: Context) -> Session {
-    let mut s = Session::new(ctx);
+    let mut s = Session::new(ctx, no_keys());
     assert_eq!(s.advance(), Step::Wait);
     let greeting = text(s.take_to_client());
     assert!(greeting.starts_with("* OK "), "{greeting}");

@@ -1,0 +1,655 @@
+//! FETCH through writ, as a plan of provider commands.
+//!
+//! A client's FETCH can name items that only writ can answer for a sealed
+//! message, and writ cannot know which messages are sealed before it has
+//! looked. So:
+//!
+//! 1. **Probe** (with the client's own tag and sequence set): the items the
+//!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE,
+//!    ENVELOPE, BODY[STRUCTURE], top-level header sections) plus
+//!    `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
+//!    plaintext message that needs nothing more is answered at once.
+//! 2. **Sealed**: `UID FETCH` of part 1 (the summary) for the sealed
+//!    messages, or of the whole stored message when a body section was
+//!    asked for; writ opens it and answers every item.
+//! 3. **Plain**: `UID FETCH` of the body sections the client asked for, for
+//!    the plaintext messages (and the sealed ones writ could not open:
+//!    those are shown as stored).
+//! 4. **Seen**: a body fetch without PEEK sets \Seen; writ fetched sealed
+//!    messages with PEEK, so it stores \Seen itself.
+//!
+//! Then the probe's tagged status goes to the client. Responses that are
+//! not answers to these commands (a flag change by another session) pass
+//! through untouched.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+
+use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::core::{AString, Tag, Vec1};
+use imap_next::imap_types::fetch::{
+    Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
+};
+use imap_next::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
+use imap_next::imap_types::response::{Data, Status, StatusKind};
+use imap_next::imap_types::sequence::SequenceSet;
+
+use super::answer::{self, Need};
+use crate::admin::names;
+use crate::envelope::{self, Detected, Keys, Summary};
+
+/// What the session does with the plan's results.
+#[derive(Debug)]
+pub enum Output {
+    ToClient(Data<'static>),
+    ToProvider(Command<'static>),
+    /// The plan is over: this tagged status goes to the client.
+    Finish(Status<'static>),
+}
+
+/// One message as the probe found it.
+struct Probed {
+    seq: NonZeroU32,
+    items: Vec<MessageDataItem<'static>>,
+    sealed: Option<Detected>,
+    /// Stored fields above the marker.
+    prefix: Vec<u8>,
+    seen: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Probe,
+    Sealed { tag: Tag<'static>, payload: bool },
+    Plain(Tag<'static>),
+    Seen(Tag<'static>),
+}
+
+pub struct FetchPlan {
+    client_tag: Tag<'static>,
+    wanted: Vec<MessageDataItemName<'static>>,
+    probed: BTreeMap<NonZeroU32, Probed>,
+    phase: Phase,
+    probe_status: Option<Status<'static>>,
+    /// UIDs of sealed messages writ must mark \Seen.
+    mark_seen: Vec<NonZeroU32>,
+    /// Sealed messages whose summary lacked the header: fetch the payload.
+    refetch: Vec<NonZeroU32>,
+    /// Answers ready without a further command.
+    pending_out: Vec<Output>,
+    next_tag: u32,
+}
+
+fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
+    MessageDataItemName::BodyExt {
+        section,
+        partial: None,
+        peek: true,
+    }
+}
+
+fn is_stored_header(item: &MessageDataItem<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItem::BodyExt {
+            section: Some(Section::Header(None)),
+            origin: None,
+            ..
+        }
+    )
+}
+
+fn data_bytes(item: &MessageDataItem<'_>) -> Option<Vec<u8>> {
+    match item {
+        MessageDataItem::BodyExt { data, .. } => data.0.as_ref().map(|s| s.as_ref().to_vec()),
+        _ => None,
+    }
+}
+
+fn uid_of(items: &[MessageDataItem<'_>]) -> Option<NonZeroU32> {
+    items.iter().find_map(|i| match i {
+        MessageDataItem::Uid(u) => Some(*u),
+        _ => None,
+    })
+}
+
+/// Does the provider's item answer the wanted item name?
+fn answers(item: &MessageDataItem<'_>, name: &MessageDataItemName<'_>) -> bool {
+    match (item, name) {
+        (MessageDataItem::Uid(_), MessageDataItemName::Uid)
+        | (MessageDataItem::Flags(_), MessageDataItemName::Flags)
+        | (MessageDataItem::InternalDate(_), MessageDataItemName::InternalDate)
+        | (MessageDataItem::Rfc822Size(_), MessageDataItemName::Rfc822Size)
+        | (MessageDataItem::Envelope(_), MessageDataItemName::Envelope)
+        | (MessageDataItem::Body(_), MessageDataItemName::Body)
+        | (MessageDataItem::BodyStructure(_), MessageDataItemName::BodyStructure)
+        | (MessageDataItem::Rfc822(_), MessageDataItemName::Rfc822)
+        | (MessageDataItem::Rfc822Header(_), MessageDataItemName::Rfc822Header)
+        | (MessageDataItem::Rfc822Text(_), MessageDataItemName::Rfc822Text) => true,
+        (MessageDataItem::ModSeq(_), MessageDataItemName::ModSeq) => true,
+        (
+            MessageDataItem::BodyExt {
+                section, origin, ..
+            },
+            MessageDataItemName::BodyExt {
+                section: s,
+                partial,
+                ..
+            },
+        ) => same_section(section.as_ref(), s.as_ref()) && *origin == partial.map(|(o, _)| o),
+        _ => false,
+    }
+}
+
+/// Sections are equal when their field names differ only in case (servers
+/// echo them upper case).
+fn same_section(a: Option<&Section<'_>>, b: Option<&Section<'_>>) -> bool {
+    let names_eq = |x: &Vec1<AString<'_>>, y: &Vec1<AString<'_>>| {
+        x.as_ref().len() == y.as_ref().len()
+            && x.as_ref()
+                .iter()
+                .zip(y.as_ref())
+                .all(|(p, q)| p.as_ref().eq_ignore_ascii_case(q.as_ref()))
+    };
+    match (a, b) {
+        (Some(Section::HeaderFields(p, x)), Some(Section::HeaderFields(q, y)))
+        | (Some(Section::HeaderFieldsNot(p, x)), Some(Section::HeaderFieldsNot(q, y))) => {
+            p == q && names_eq(x, y)
+        }
+        _ => a == b,
+    }
+}
+
+fn uid_set(uids: &[NonZeroU32]) -> Option<SequenceSet> {
+    SequenceSet::try_from(uids).ok()
+}
+
+impl FetchPlan {
+    /// A plan for a client's FETCH or UID FETCH; `None` for other commands.
+    /// The returned command (the probe) goes to the provider.
+    pub fn start(command: &Command<'static>) -> Option<(FetchPlan, Command<'static>)> {
+        let CommandBody::Fetch {
+            sequence_set,
+            macro_or_item_names,
+            uid,
+            modifiers,
+        } = &command.body
+        else {
+            return None;
+        };
+        let mut wanted = match macro_or_item_names {
+            MacroOrMessageDataItemNames::Macro(m) => {
+                let mut v = vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                ];
+                if matches!(m, Macro::All | Macro::Full) {
+                    v.push(MessageDataItemName::Envelope);
+                }
+                if matches!(m, Macro::Full) {
+                    v.push(MessageDataItemName::Body);
+                }
+                v
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
+        };
+        if *uid && !wanted.contains(&MessageDataItemName::Uid) {
+            // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
+            wanted.insert(0, MessageDataItemName::Uid);
+        }
+        let mut probe: Vec<MessageDataItemName<'static>> = wanted
+            .iter()
+            .filter(|i| answer::need(i, None) != Need::Payload)
+            .cloned()
+            .collect();
+        for extra in [
+            MessageDataItemName::Uid,
+            MessageDataItemName::Flags,
+            peek(Some(Section::Header(None))),
+        ] {
+            if !probe.contains(&extra) {
+                probe.push(extra);
+            }
+        }
+        let probe = Command {
+            tag: command.tag.clone(),
+            body: CommandBody::Fetch {
+                sequence_set: sequence_set.clone(),
+                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(probe),
+                uid: *uid,
+                modifiers: modifiers.clone(),
+            },
+        };
+        Some((
+            FetchPlan {
+                client_tag: command.tag.clone(),
+                wanted,
+                probed: BTreeMap::new(),
+                phase: Phase::Probe,
+                probe_status: None,
+                mark_seen: Vec::new(),
+                refetch: Vec::new(),
+                pending_out: Vec::new(),
+                next_tag: 0,
+            },
+            probe,
+        ))
+    }
+
+    fn writ_tag(&mut self) -> Tag<'static> {
+        self.next_tag += 1;
+        Tag::unvalidated(format!("writ.{}", self.next_tag))
+    }
+
+    fn needs_payload(&self) -> bool {
+        self.wanted
+            .iter()
+            .any(|i| answer::need(i, None) == Need::Payload)
+    }
+
+    fn needs_summary(&self) -> bool {
+        self.wanted
+            .iter()
+            .any(|i| answer::need(i, None) != Need::Provider)
+    }
+
+    fn wants_seen(&self) -> bool {
+        self.wanted.iter().any(answer::sets_seen)
+    }
+
+    /// The provider's items the client asked for, in the client's order.
+    fn provider_items(
+        &self,
+        items: &[MessageDataItem<'static>],
+        only_provider: bool,
+    ) -> Vec<MessageDataItem<'static>> {
+        self.wanted
+            .iter()
+            .filter(|n| !only_provider || answer::from_provider(n))
+            .filter_map(|n| items.iter().find(|i| answers(i, n)).cloned())
+            .collect()
+    }
+
+    /// A FETCH response of the provider. `Err` gives it back when it does
+    /// not belong to this plan.
+    pub fn on_fetch(
+        &mut self,
+        seq: NonZeroU32,
+        items: Vec1<MessageDataItem<'static>>,
+        keys: &(dyn Keys + Send + Sync),
+    ) -> Result<Vec<Output>, Vec1<MessageDataItem<'static>>> {
+        let list = items.as_ref();
+        match self.phase.clone() {
+            Phase::Probe => {
+                let Some(header) = list
+                    .iter()
+                    .find(|i| is_stored_header(i))
+                    .and_then(data_bytes)
+                else {
+                    return Err(items);
+                };
+                let Some(uid) = uid_of(list) else {
+                    return Err(items);
+                };
+                let sealed = envelope::detect(&header);
+                let seen = list.iter().any(|i| {
+                    matches!(i, MessageDataItem::Flags(f)
+                        if f.contains(&FlagFetch::Flag(Flag::Seen)))
+                });
+                let prefix = envelope::stored_prefix(&header);
+                let list = list.to_vec();
+                let done_now = match &sealed {
+                    None => !self.needs_payload(),
+                    Some(_) => !self.needs_summary(),
+                };
+                if done_now {
+                    let out = self.provider_items(&list, sealed.is_some());
+                    return Ok(fetch(seq, out).into_iter().collect());
+                }
+                self.probed.insert(
+                    uid,
+                    Probed {
+                        seq,
+                        items: list,
+                        sealed,
+                        prefix,
+                        seen,
+                    },
+                );
+                Ok(Vec::new())
+            }
+            Phase::Sealed { payload, .. } => {
+                let Some(uid) = uid_of(list) else {
+                    return Err(items);
+                };
+                let Some(probed) = self.probed.get(&uid) else {
+                    return Err(items);
+                };
+                let answered = if payload {
+                    list.iter()
+                        .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
+                        .and_then(data_bytes)
+                        .map(|stored| self.open_whole(probed, &stored, keys))
+                } else {
+                    self.open_summary(probed, list, keys)
+                };
+                match answered {
+                    None => Err(items),
+                    Some(Ok(Some(out))) => {
+                        let probed = self.probed.remove(&uid);
+                        Ok(probed.and_then(|p| fetch(p.seq, out)).into_iter().collect())
+                    }
+                    Some(Ok(None)) => {
+                        self.refetch.push(uid);
+                        Ok(Vec::new())
+                    }
+                    Some(Err(e)) => {
+                        // Shown as stored (the plain phase fetches it).
+                        tracing::warn!(uid = uid.get(), error = %e, "cannot open a sealed message");
+                        metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason())
+                            .increment(1);
+                        if let Some(p) = self.probed.get_mut(&uid) {
+                            p.sealed = None;
+                        }
+                        Ok(Vec::new())
+                    }
+                }
+            }
+            Phase::Plain(_) => {
+                let Some(uid) = uid_of(list) else {
+                    return Err(items);
+                };
+                let Some(probed) = self.probed.remove(&uid) else {
+                    return Err(items);
+                };
+                let mut all = probed.items.clone();
+                all.extend(list.iter().cloned());
+                let mut out = self.provider_items(&all, false);
+                // A body fetch without PEEK made the provider report FLAGS.
+                if !self.wanted.contains(&MessageDataItemName::Flags)
+                    && let Some(f) = list.iter().find(|i| matches!(i, MessageDataItem::Flags(_)))
+                {
+                    out.push(f.clone());
+                }
+                Ok(fetch(probed.seq, out).into_iter().collect())
+            }
+            Phase::Seen(_) => Err(items),
+        }
+    }
+
+    /// Answers every wanted item from the whole stored message.
+    fn open_whole(
+        &self,
+        probed: &Probed,
+        stored: &[u8],
+        keys: &(dyn Keys + Send + Sync),
+    ) -> Result<Option<Vec<MessageDataItem<'static>>>, envelope::EnvelopeError> {
+        let summary = envelope::read_summary(stored, keys)?.with_prefix(&probed.prefix);
+        let mut opened = Vec::with_capacity(stored.len());
+        envelope::open(stored, keys, &mut opened)?;
+        Ok(Some(self.compose(probed, &summary, Some(&opened))))
+    }
+
+    /// Answers from part 1 alone; `Ok(None)` when an item needs more.
+    fn open_summary(
+        &self,
+        probed: &Probed,
+        list: &[MessageDataItem<'static>],
+        keys: &(dyn Keys + Send + Sync),
+    ) -> Option<Result<Option<Vec<MessageDataItem<'static>>>, envelope::EnvelopeError>> {
+        let one = NonZeroU32::MIN;
+        let part = |s: &Section<'_>| {
+            list.iter()
+                .find(|i| matches!(i, MessageDataItem::BodyExt { section: Some(x), origin: None, .. } if x == s))
+                .and_then(data_bytes)
+        };
+        let part1 = part(&Section::Part(Part(Vec1::from(one))))?;
+        let mime = part(&Section::Mime(Part(Vec1::from(one)))).unwrap_or_default();
+        let epoch = probed.sealed.as_ref().map(|d| d.epoch.clone())?;
+        let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
+            .map(|v| envelope::header::text(&v));
+        Some((|| {
+            let summary = envelope::open_summary(&part1, cte.as_deref(), &epoch, keys)?
+                .with_prefix(&probed.prefix);
+            if self
+                .wanted
+                .iter()
+                .any(|i| answer::need(i, Some(&summary)) == Need::Payload)
+            {
+                return Ok(None);
+            }
+            Ok(Some(self.compose(probed, &summary, None)))
+        })())
+    }
+
+    /// The response items for a sealed message, in the client's order.
+    fn compose(
+        &self,
+        probed: &Probed,
+        summary: &Summary,
+        opened: Option<&[u8]>,
+    ) -> Vec<MessageDataItem<'static>> {
+        let mut out = Vec::new();
+        let mark_seen = self.wants_seen() && !probed.seen;
+        for name in &self.wanted {
+            if answer::from_provider(name) {
+                if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
+                    out.push(add_seen(item.clone(), mark_seen));
+                }
+            } else if let Some(item) = answer::answer(name, summary, opened) {
+                out.push(item);
+            }
+        }
+        if mark_seen && !self.wanted.contains(&MessageDataItemName::Flags) {
+            // RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS
+            // (first, where Dovecot puts it).
+            if let Some(f) = probed
+                .items
+                .iter()
+                .find(|i| matches!(i, MessageDataItem::Flags(_)))
+            {
+                out.insert(0, add_seen(f.clone(), true));
+            }
+        }
+        out
+    }
+
+    /// A tagged status from the provider; `Err` gives it back when it does
+    /// not end a command of this plan.
+    pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
+        let Status::Tagged(tagged) = &status else {
+            return Err(status);
+        };
+        let ok = tagged.body.kind == StatusKind::Ok;
+        match self.phase.clone() {
+            Phase::Probe if tagged.tag == self.client_tag => {
+                if !ok {
+                    return Ok(vec![Output::Finish(status)]);
+                }
+                self.probe_status = Some(status);
+                Ok(self.next_phase())
+            }
+            Phase::Sealed { tag, .. } | Phase::Plain(tag) | Phase::Seen(tag)
+                if tagged.tag == tag =>
+            {
+                if !ok {
+                    tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
+                }
+                Ok(self.next_phase())
+            }
+            _ => Err(status),
+        }
+    }
+
+    /// Moves on to the next phase that has work, or finishes.
+    fn next_phase(&mut self) -> Vec<Output> {
+        let mut out = self.next_phase_inner();
+        if !self.pending_out.is_empty() {
+            let mut ready = std::mem::take(&mut self.pending_out);
+            ready.append(&mut out);
+            out = ready;
+        }
+        out
+    }
+
+    fn next_phase_inner(&mut self) -> Vec<Output> {
+        loop {
+            let next = match &self.phase {
+                Phase::Probe => self.sealed_phase(self.needs_payload()),
+                Phase::Sealed { .. } if !self.refetch.is_empty() => {
+                    let uids = std::mem::take(&mut self.refetch);
+                    self.fetch_command(&uids, vec![peek(None)])
+                        .map(|(tag, c)| (Phase::Sealed { tag, payload: true }, c))
+                }
+                Phase::Sealed { .. } => self.plain_phase(),
+                Phase::Plain(_) => self.seen_phase(),
+                Phase::Seen(_) => None,
+            };
+            match next {
+                Some((phase, command)) => {
+                    self.phase = phase;
+                    return vec![Output::ToProvider(command)];
+                }
+                None => match self.phase {
+                    Phase::Probe => {
+                        self.phase = Phase::Sealed {
+                            tag: Tag::unvalidated("writ.none"),
+                            payload: false,
+                        }
+                    }
+                    Phase::Sealed { .. } => {
+                        self.phase = Phase::Plain(Tag::unvalidated("writ.none"))
+                    }
+                    Phase::Plain(_) => self.phase = Phase::Seen(Tag::unvalidated("writ.none")),
+                    Phase::Seen(_) => {
+                        let status = self.probe_status.take();
+                        return status.map(Output::Finish).into_iter().collect();
+                    }
+                },
+            }
+        }
+    }
+
+    fn fetch_command(
+        &mut self,
+        uids: &[NonZeroU32],
+        items: Vec<MessageDataItemName<'static>>,
+    ) -> Option<(Tag<'static>, Command<'static>)> {
+        let set = uid_set(uids)?;
+        let tag = self.writ_tag();
+        let mut items = items;
+        items.insert(0, MessageDataItemName::Uid);
+        Some((
+            tag.clone(),
+            Command {
+                tag,
+                body: CommandBody::Fetch {
+                    sequence_set: set,
+                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+                    uid: true,
+                    modifiers: Vec::new(),
+                },
+            },
+        ))
+    }
+
+    fn sealed_phase(&mut self, payload: bool) -> Option<(Phase, Command<'static>)> {
+        let uids: Vec<NonZeroU32> = self
+            .probed
+            .iter()
+            .filter(|(_, p)| p.sealed.is_some())
+            .map(|(u, _)| *u)
+            .collect();
+        if uids.is_empty() {
+            return None;
+        }
+        let one = Part(Vec1::from(NonZeroU32::MIN));
+        let items = if payload {
+            vec![peek(None)]
+        } else {
+            vec![
+                peek(Some(Section::Mime(one.clone()))),
+                peek(Some(Section::Part(one))),
+            ]
+        };
+        if self.wants_seen() {
+            self.mark_seen = self
+                .probed
+                .iter()
+                .filter(|(_, p)| p.sealed.is_some() && !p.seen)
+                .map(|(u, _)| *u)
+                .collect();
+        }
+        self.fetch_command(&uids, items)
+            .map(|(tag, c)| (Phase::Sealed { tag, payload }, c))
+    }
+
+    fn plain_phase(&mut self) -> Option<(Phase, Command<'static>)> {
+        // Whatever is left: plaintext messages, and sealed ones that could
+        // not be opened (shown as stored).
+        let uids: Vec<NonZeroU32> = self.probed.keys().copied().collect();
+        if uids.is_empty() {
+            return None;
+        }
+        let items: Vec<MessageDataItemName<'static>> = self
+            .wanted
+            .iter()
+            .filter(|i| answer::need(i, None) == Need::Payload)
+            .cloned()
+            .collect();
+        if items.is_empty() {
+            // Only failed sealed messages with listing items: the probe's
+            // answers are the stored message's.
+            let done: Vec<Output> = std::mem::take(&mut self.probed)
+                .into_values()
+                .filter_map(|p| fetch(p.seq, self.provider_items(&p.items, false)))
+                .collect();
+            self.pending_out.extend(done);
+            return None;
+        }
+        self.fetch_command(&uids, items)
+            .map(|(tag, c)| (Phase::Plain(tag), c))
+    }
+
+    fn seen_phase(&mut self) -> Option<(Phase, Command<'static>)> {
+        let uids = std::mem::take(&mut self.mark_seen);
+        let set = uid_set(&uids)?;
+        let tag = self.writ_tag();
+        Some((
+            Phase::Seen(tag.clone()),
+            Command {
+                tag,
+                body: CommandBody::Store {
+                    sequence_set: set,
+                    kind: StoreType::Add,
+                    response: StoreResponse::Silent,
+                    flags: vec![Flag::Seen],
+                    uid: true,
+                    modifiers: Vec::new(),
+                },
+            },
+        ))
+    }
+}
+
+/// `FLAGS` with \Seen added when `seen`; any other item unchanged.
+fn add_seen(item: MessageDataItem<'static>, seen: bool) -> MessageDataItem<'static> {
+    match item {
+        MessageDataItem::Flags(mut f) if seen => {
+            let s = FlagFetch::Flag(Flag::Seen);
+            if !f.contains(&s) {
+                f.push(s);
+            }
+            MessageDataItem::Flags(f)
+        }
+        other => other,
+    }
+}
+
+/// A FETCH response, unless there is nothing to say.
+fn fetch(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Option<Output> {
+    Vec1::try_from(items)
+        .ok()
+        .map(|items| Output::ToClient(Data::Fetch { seq, items }))
+}
