@@ -22,18 +22,24 @@
 //!   part that is not message/rfc822, are the empty string.
 //! - `N.MIME` of a message/rfc822 part's inner non-multipart message (and
 //!   `1.MIME` of a single-part message) is that message's header.
-//! - A header that a multipart boundary cuts short (no empty line before
-//!   the next `--boundary`) ends before the line break that precedes the
-//!   boundary; that line break then counts in the bodies of the entities
-//!   that enclose the cut one (up to the multipart the boundary belongs
-//!   to), as Dovecot's MIME parser counts it.
-//! - `HEADER.FIELDS` of the message itself always ends with an empty line,
-//!   even when the message has none (a header-only message): Dovecot adds
-//!   the missing end of header. `HEADER.FIELDS.NOT`, and both forms inside
-//!   a message/rfc822 part, end with an empty line only if the header has
-//!   one. (When Dovecot answers `HEADER.FIELDS` from its cache, a message
-//!   whose last header line has no line break at all loses that empty
-//!   line; writ answers like an uncached Dovecot.)
+//! - Line breaks next to boundary lines, where Dovecot's MIME parser
+//!   departs from RFC 2046's "the line break before a boundary belongs to
+//!   the boundary": a header directly followed by a boundary line (a part
+//!   without body, or a header cut short by the boundary) loses its last
+//!   line break to the boundary, and the entities enclosing it count that
+//!   line break in their bodies; and a boundary line directly followed by
+//!   another one (`--inner--` then `--outer`) keeps its own line break, so
+//!   the bodies of the multipart `inner` and of what encloses it below
+//!   `outer` end with it.
+//! - `HEADER.FIELDS` of the message itself ends with the fields and an
+//!   empty line; when the message has no empty line (a header-only
+//!   message), Dovecot ends it with one CRLF all the same, which ends a last
+//!   line that had no line break, or else serves as the empty line. That is
+//!   Dovecot's answer from its cache of header fields, where the fields
+//!   clients ask for soon are (uncached, Dovecot adds an empty line after
+//!   such a last line too). `HEADER.FIELDS.NOT`, and both forms for a
+//!   message inside a message/rfc822 part, end with an empty line only if
+//!   the header has one.
 //! - `HEADER.FIELDS(.NOT)` of a message inside a message/rfc822 part reads
 //!   that message's header up to the first empty line, even past a
 //!   boundary that cut the header short (Dovecot's header filter does not
@@ -235,23 +241,15 @@ fn clamp(m: &[u8], offset: u64, size: u64) -> Range<usize> {
     start..start.saturating_add(size).min(m.len())
 }
 
-fn ends_with_empty_line(h: &[u8]) -> bool {
-    h == b"\n" || h == b"\r\n" || h.ends_with(b"\n\n") || h.ends_with(b"\n\r\n")
-}
-
-/// Was this header cut short by a boundary (rather than ended by an empty
-/// line, or by the end of M)?
-fn cut_by_boundary(m: &[u8], h: &Range<usize>) -> bool {
-    h.end < m.len()
-        && m.get(h.clone())
-            .is_some_and(|b| b.ends_with(b"\n") && !ends_with_empty_line(b))
-}
-
-/// The entity's header as Dovecot delimits it.
+/// The entity's header as Dovecot delimits it. When a boundary line
+/// follows the header directly (the entity has no body: its header was cut
+/// short by the boundary, or ended by an empty line right before it), the
+/// header's last line break belongs to the boundary.
 fn header_range(m: &[u8], e: &Part) -> Range<usize> {
     let mut r = clamp(m, e.header_offset, e.header_size);
-    if cut_by_boundary(m, &r) {
-        // The line break before the boundary belongs to the boundary.
+    let at_boundary =
+        e.body_size == 0 && m.get(r.end..).is_some_and(|rest| rest.starts_with(b"--"));
+    if at_boundary && r.end > r.start && m.get(r.end - 1) == Some(&b'\n') {
         r.end -= 1;
         if r.end > r.start && m.get(r.end - 1) == Some(&b'\r') {
             r.end -= 1;
@@ -260,18 +258,54 @@ fn header_range(m: &[u8], e: &Part) -> Range<usize> {
     r
 }
 
-/// The entity's body as Dovecot delimits it: when a header inside it was
-/// cut short by a boundary (necessarily on its chain of last parts), the
-/// line break before that boundary is counted in this body too.
+/// The entity's body as Dovecot delimits it. Two line breaks before a
+/// boundary line that the summary leaves out (RFC 2046 gives them to the
+/// boundary) are in it:
+/// - one that a header inside it lost to the boundary (see
+///   [`header_range`]): the entities between that header and the
+///   multipart the boundary belongs to count it;
+/// - one that ends a boundary line of this entity or of a multipart inside
+///   it (`--inner--` right before `--outer`): Dovecot reads a boundary
+///   line up to and including its line break.
 fn body_range(m: &[u8], e: &Part) -> Range<usize> {
     let r = clamp(m, e.body_offset, e.body_size);
     let mut end = r.end;
+    let mut boundaries: Vec<&str> = Vec::new();
+    // The last line of the body belongs to the chain of last parts.
     let mut d = e;
-    while let Some(last) = d.parts.last() {
+    loop {
+        if d.is_multipart()
+            && let Some(b) = d.param("boundary")
+        {
+            boundaries.push(b);
+        }
+        let Some(last) = d.parts.last() else { break };
         end = end.max(clamp(m, last.header_offset, last.header_size).end);
         d = last;
     }
-    r.start..end
+    let rest = m.get(end..).unwrap_or_default();
+    let eol = if rest.starts_with(b"\r\n--") {
+        2
+    } else if rest.starts_with(b"\n--") {
+        1
+    } else {
+        0
+    };
+    if eol > 0 {
+        let before = m.get(..end).unwrap_or_default();
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let line = before.get(line_start..).unwrap_or_default();
+        let is_boundary_line = line
+            .strip_prefix(b"--")
+            .is_some_and(|l| boundaries.iter().any(|b| l.starts_with(b.as_bytes())));
+        if is_boundary_line {
+            end += eol;
+        }
+    }
+    r.start..end.min(m.len())
 }
 
 /// A range of M as it goes out: as it is when it holds no bare LF and no

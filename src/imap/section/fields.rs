@@ -22,10 +22,11 @@ pub(super) enum Keep {
 /// Filters the header at the start of `data` (which may run on past the
 /// header: the filter stops at the first empty line).
 ///
-/// `add_missing_eoh`: when the header has no empty line, end the output
-/// with one anyway (after a line break if the output lacks one), as Dovecot
-/// does for `HEADER.FIELDS` of the message itself.
-pub(super) fn filter(data: &[u8], names: &[&[u8]], keep: Keep, add_missing_eoh: bool) -> Vec<u8> {
+/// `top`: this is `HEADER.FIELDS` of the message itself, which Dovecot
+/// answers from its cache of header fields, adding a CRLF after them: when
+/// the header has no empty line, that CRLF ends the output (as the empty
+/// line, or as the line break of a last kept line that had none).
+pub(super) fn filter(data: &[u8], names: &[&[u8]], keep: Keep, top: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut pos = 0;
     // Does the current line continue the previous field?
@@ -68,13 +69,7 @@ pub(super) fn filter(data: &[u8], names: &[&[u8]], keep: Keep, add_missing_eoh: 
         continued = newline && matches!(data.get(next), Some(b' ' | b'\t'));
         pos = next;
     }
-    if !seen_eoh && add_missing_eoh {
-        // Dovecot's inner filter ends the last kept line and adds the empty
-        // line; its outer filter then stops at the first empty line (so
-        // with nothing kept, one CRLF is all that is left).
-        if !out.is_empty() && !out.ends_with(b"\n") {
-            out.extend_from_slice(b"\r\n");
-        }
+    if !seen_eoh && top {
         out.extend_from_slice(b"\r\n");
     }
     // IMAP literals carry no NUL: Dovecot sends 0x80 instead.
@@ -157,9 +152,14 @@ mod tests {
         let h = b"A: 1\r\nB: 2";
         assert_eq!(only(h, &["b"]), b"B: 2".to_vec());
         let names: [&[u8]; 1] = [b"b"];
+        assert_eq!(filter(h, &names, Keep::Named, true), b"B: 2\r\n".to_vec());
         assert_eq!(
-            filter(h, &names, Keep::Named, true),
-            b"B: 2\r\n\r\n".to_vec()
+            filter(b"A: 1\n", &names, Keep::Named, true),
+            b"\r\n".to_vec()
+        );
+        assert_eq!(
+            filter(b"B: 1\n", &names, Keep::Named, true),
+            b"B: 1\r\n\r\n".to_vec()
         );
         assert_eq!(filter(b"", &names, Keep::Named, true), b"\r\n".to_vec());
         assert_eq!(filter(b"", &names, Keep::AllBut, false), b"".to_vec());
