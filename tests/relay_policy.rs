@@ -481,3 +481,153 @@ fn provider_refusing_one_recipient_refuses_only_that_one_with_its_own_reply() {
         assert!(keys.open(&stored[0]).ends_with(&original));
     }
 }
+
+/// One authenticated submission session with smtplib that sends MAIL,
+/// RCPT, DATA and then `data` raw (no end marker added): with `close`, the
+/// client then disappears; otherwise it sends the end marker. Returns the
+/// reply to DATA and, without `close`, the final reply.
+#[track_caller]
+fn raw_data_session(
+    writ: &Writ,
+    p: &Provider,
+    login: &User,
+    rcpt: &str,
+    data: &[u8],
+    close: bool,
+) -> Vec<Answer> {
+    const SCRIPT: &str = r#"
+import json, smtplib, ssl, sys
+spec = json.load(sys.stdin)
+s = smtplib.SMTP("127.0.0.1", spec["port"], timeout=30, local_hostname="raw.client.test")
+s.ehlo()
+s.starttls(context=ssl.create_default_context(cafile=spec["ca"]))
+s.ehlo()
+s.login(spec["user"], spec["password"])
+assert s.mail("sender@example.test")[0] == 250
+assert s.rcpt(spec["rcpt"])[0] == 250
+s.putcmd("data")
+out = [list(s.getreply())]
+s.send(bytes.fromhex(spec["data"]))
+if spec["close"]:
+    s.sock.close()
+else:
+    s.send(b".\r\n")
+    out.append(list(s.getreply()))
+    s.quit()
+print(json.dumps([[c, t.decode()] for c, t in out]))
+"#;
+    let spec = serde_json::json!({
+        "port": writ.addr("submission").port(),
+        "ca": p.ca_file().display().to_string(),
+        "user": login.name,
+        "password": login.password,
+        "rcpt": rcpt,
+        "data": data.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "close": close,
+    });
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(spec.to_string().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "smtplib failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        writ.log()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| Answer {
+            code: a[0].as_u64().unwrap() as u16,
+            text: a[1].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn plaintext_lockstep_delivers_nothing_when_the_client_dies_or_the_data_is_bad() {
+    let p = provider();
+    let sender = p.new_user("lockstep");
+    let world = p.world();
+    let writ = Writ::start(&submission_config(p).external("plaintext"));
+    let gone = format!("{}@partner.test", unique("gone"));
+    let bad = format!("{}@partner.test", unique("bad"));
+
+    // Plaintext is streamed to the provider as it arrives (its 354 is the
+    // client's); the client vanishes in the middle of a big message.
+    let mut partial = message(&gone, "partial", &unique("partial"));
+    for i in 0..5000 {
+        partial.extend_from_slice(format!("streamed line {i}\r\n").as_bytes());
+    }
+    let r = raw_data_session(&writ, p, &sender, &gone, &partial, true);
+    assert_eq!(r[0].code, 354, "{r:?}");
+
+    // Bare LF in streamed data: refused, and the provider's DATA abandoned.
+    let bad_data = format!("Subject: bare\r\n\r\nfirst\nsecond {}\r\n", unique("lf"));
+    let r = raw_data_session(&writ, p, &sender, &bad, bad_data.as_bytes(), false);
+    assert_eq!(r[0].code, 354, "{r:?}");
+    assert_eq!(r[1].code, 554, "{r:?}");
+    assert!(r[1].text.starts_with("5.6.0"), "{r:?}");
+
+    wait_until_idle(&writ);
+    // Then complete messages to both: these are the only copies stored.
+    let good_gone = message(&gone, "good", &unique("good-gone"));
+    let good_bad = message(&bad, "good", &unique("good-bad"));
+    let outcome = python_session(
+        writ.addr("submission"),
+        Some(&p.ca_file()),
+        Some(&sender),
+        "127.0.0.1",
+        &[
+            (vec![gone.clone()], good_gone.clone()),
+            (vec![bad.clone()], good_bad.clone()),
+        ],
+    );
+    assert!(
+        outcome
+            .iter()
+            .all(|o| o.data.as_ref().is_some_and(|a| a.code == 250))
+    );
+    for (rcpt, good) in [(&gone, &good_gone), (&bad, &good_bad)] {
+        let address = Provider::world_address(rcpt);
+        let stored = wait_for_delivered_to(p, world, &address);
+        assert!(stored.ends_with(good));
+        let needle = format!("Delivered-To: {address}\r\n");
+        let copies = p
+            .imap_fetch_all(world, "INBOX")
+            .into_iter()
+            .filter(|m| contains(m, needle.as_bytes()))
+            .count();
+        assert_eq!(copies, 1, "only the complete message for {rcpt}");
+    }
+}
+
+/// Polls /metrics until no SMTP session is open.
+#[track_caller]
+fn wait_until_idle(writ: &Writ) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writ.metric("writ_smtp_sessions_active", &[]) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "sessions still open:\n{}",
+            writ.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
