@@ -536,3 +536,64 @@ fn dsn_and_smtputf8_parameters_reach_the_provider() {
         "{report}"
     );
 }
+
+#[test]
+fn unusual_messages_are_sealed_and_open_byte_exact() {
+    let p = provider();
+    let user = p.new_user("unusual");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let long_line = format!("Subject: long\r\n\r\n{}\r\n", "x".repeat(20_000));
+    let mut eight_bit = b"Subject: 8bit\r\n\r\n".to_vec();
+    eight_bit.extend((0x80u8..=0xff).chain(*b"\r\n"));
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    while big.len() < 3 * 1024 * 1024 {
+        big.extend_from_slice(b"a line of a big message, streamed and sealed in chunks\r\n");
+    }
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("header only", b"Subject: only a header\r\n".to_vec()),
+        ("body only", b"\r\nno header at all\r\n".to_vec()),
+        (
+            "dot lines",
+            b"Subject: dots\r\n\r\n.\r\n..\r\n...\r\n. x\r\n".to_vec(),
+        ),
+        ("lone CR", b"Subject: cr\r\n\r\na\rb\r\n\r\r\n".to_vec()),
+        ("long line", long_line.into_bytes()),
+        ("8-bit", eight_bit),
+        ("3 MiB", big),
+    ];
+    let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+    s.command("EHLO mta.test").unwrap();
+    for (what, m) in &cases {
+        assert_eq!(s.command("MAIL FROM:<a@elsewhere.test>").unwrap().code, 250);
+        let r = s.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
+        assert_eq!(r.code, 250, "{what}: {r:?}");
+        assert_eq!(s.command("DATA").unwrap().code, 354, "{what}");
+        let r = s.send_data(m).unwrap();
+        assert_eq!(r.code, 250, "{what}: {r:?}\n{}", writ.log());
+        // One at a time, so the mailbox order is the sending order.
+        p.wait_for_messages(
+            &user,
+            "INBOX",
+            cases.iter().position(|c| c.0 == *what).unwrap() + 1,
+            DELIVERY_TIMEOUT,
+        );
+    }
+    s.quit();
+    let stored = p.wait_for_messages(&user, "INBOX", cases.len(), DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), cases.len());
+    for ((what, m), stored) in cases.iter().zip(&stored) {
+        // What writ received: the data as sent, ending in a line break.
+        let mut received = m.clone();
+        if !received.is_empty() && !received.ends_with(b"\n") {
+            received.extend_from_slice(b"\r\n");
+        }
+        let at = marker_offset(stored);
+        let opened = writ.test_keys().open(stored);
+        assert!(
+            opened[..at] == stored[..at] && opened[at..] == received[..],
+            "{what}: opened differs:\n{}",
+            String::from_utf8_lossy(&opened[at..])
+        );
+    }
+}
