@@ -183,8 +183,20 @@ fn header_fields(
     names: &Vec1<AString<'_>>,
     keep: Keep,
 ) -> Option<SectionBytes> {
-    let e = message(root, number)?;
-    let start = usize::try_from(e.header_offset).ok()?;
+    let start = match number {
+        None => 0,
+        Some(number) => {
+            let e = entity(root, number)?;
+            if !is_rfc822(e) || e.parts.is_empty() {
+                return None;
+            }
+            // Dovecot places the inner message right after the part's
+            // header as it delimits it: when that header lost its last line
+            // break to a boundary, the inner message starts at that line
+            // break.
+            header_range(m, e).end
+        }
+    };
     // The filter reads up to the first empty line, wherever that is.
     let data = m.get(start..)?;
     let top = number.is_none() && keep == Keep::Named;

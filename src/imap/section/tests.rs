@@ -175,6 +175,24 @@ fn a_header_cut_short_by_a_boundary() {
 }
 
 #[test]
+fn an_empty_line_right_before_a_boundary_goes_with_the_boundary() {
+    let m = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\n--x\r\nContent-Type: message/rfc822\r\n\r\n--x--\r\n";
+    assert_eq!(mime(m, &[1]), b"Content-Type: text/plain\r\n");
+    assert_eq!(mime(m, &[2]), b"Content-Type: message/rfc822\r\n");
+    assert_eq!(part(m, &[2]), b"");
+    // The inner message starts at the line break its part's header lost,
+    // and the header filter reads it as the empty line.
+    assert_eq!(
+        get(
+            m,
+            Some(Section::HeaderFields(Some(num(&[2])), names(&["a"])))
+        ),
+        b"\r\n"
+    );
+    assert_eq!(get(m, Some(Section::Header(Some(num(&[2]))))), b"");
+}
+
+#[test]
 fn partial_ranges() {
     let m = b"Subject: a\r\n\r\n0123456789";
     let s = scan(m, Limits::default());
