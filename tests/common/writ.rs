@@ -189,7 +189,9 @@ pub struct WritConfig {
     pub keys_dir: Option<PathBuf>,
     /// Appended to the file verbatim (whole tables such as `[seal]`).
     pub extra_toml: String,
-    /// `[log] level`: "info" unless changed.
+    /// `[log] level`: "info" unless changed. Readiness is read from the
+    /// log at "info" and more verbose; otherwise each listener is polled
+    /// with a TCP connection (which counts as an SMTP session in /metrics).
     pub log_level: String,
     /// Give `writ serve` the keyring passphrase (`--passphrase-file`): the
     /// IMAP proxy unlocks the keyring at start.
@@ -430,7 +432,8 @@ impl Writ {
             stderr,
             exit: None,
         };
-        match writ.wait_ready() {
+        let quiet = !matches!(cfg.log_level.as_str(), "info" | "debug" | "trace");
+        match writ.wait_ready(quiet) {
             Ok(()) => Ok(writ),
             Err(e) => Err(format!(
                 "{e}\n--- config\n{}\n--- writ serve log\n{}",
@@ -440,9 +443,10 @@ impl Writ {
         }
     }
 
-    /// Polls until the log names every listener address and the admin
-    /// endpoint answers HTTP.
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Polls until the log names every listener address (or, when the log
+    /// level hides that line, until each accepts a TCP connection) and the
+    /// admin endpoint answers HTTP.
+    fn wait_ready(&mut self, quiet: bool) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         let addresses: Vec<String> = self.listeners.iter().map(|(_, a)| a.to_string()).collect();
         loop {
@@ -452,6 +456,11 @@ impl Writ {
             }
             let log = self.log();
             let bound = addresses.iter().all(|a| {
+                if quiet {
+                    return a.parse().is_ok_and(|a: SocketAddr| {
+                        TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok()
+                    });
+                }
                 log.lines().any(|l| {
                     l.contains("listener ready")
                         && l.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
