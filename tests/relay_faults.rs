@@ -716,3 +716,48 @@ fn limits_recipients_sessions_per_ip_and_command_timeout() {
     });
     drop(a);
 }
+
+#[test]
+fn with_imap_listeners_a_wrong_or_missing_passphrase_is_a_start_up_error() {
+    // The relay alone seals with public keys and needs no passphrase; the
+    // IMAP proxy opens mail, so `writ serve` unlocks the keyring first.
+    let p = provider();
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = WritConfig::relay(p.smtp_addr()).keys(&keys);
+    cfg.extra_toml = format!(
+        "[imap]\ntls_cert = {}\ntls_key = {}\n\n[[imap.listeners]]\nkind = \"imap\"\n\
+         listen = \"127.0.0.1:{}\"\n\n[provider.imap]\naddress = \"{}\"\nsecurity = \"plain\"\n",
+        toml_string(&p.cert_file()),
+        toml_string(&p.dir.join("tls/key.pem")),
+        free_listener().local_addr().unwrap().port(),
+        p.imap_addr(),
+    );
+    let port = free_listener().local_addr().unwrap().port();
+    let text = cfg.render(&[port], None, &keys.dir());
+    let path = tmp.path().join("writ.toml");
+    std::fs::write(&path, &text).unwrap();
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not the passphrase\n").unwrap();
+    for (args, expect) in [
+        (
+            vec!["--passphrase-file", wrong.to_str().unwrap()],
+            "wrong passphrase",
+        ),
+        (vec![], "passphrase"),
+    ] {
+        let out = serve_expecting_failure(&path, &args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line:\n{err}");
+        assert!(
+            err.starts_with("writ: ") && err.contains(expect),
+            "{args:?}: {err}"
+        );
+    }
+    // With the right passphrase the same config serves.
+    let mut ok_cfg = cfg.clone();
+    ok_cfg.unlock = true;
+    let writ = Writ::start(&ok_cfg);
+    assert!(writ.log().contains("listener ready"), "{}", writ.log());
+}
