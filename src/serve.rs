@@ -249,7 +249,9 @@ impl Server {
             return Err(ServeError::Config(p));
         }
         // Opening sealed mail needs the keyring; it must exist now.
-        Keyring::load(keys_dir)?.active()?;
+        let keyring = Keyring::load(keys_dir)?;
+        keyring.active()?;
+        let sealer = crate::keys::sealer(&keyring, &config.seal)?;
         let (Some(cert), Some(key)) = (&imap.tls_cert, &imap.tls_key) else {
             return Err(ServeError::Config(
                 "imap.tls_cert and imap.tls_key are required".into(),
@@ -292,6 +294,7 @@ impl Server {
                     ImapListenerKind::Imaps => "imaps",
                 },
                 keys: keys.clone(),
+                sealer: sealer.clone(),
             });
             listeners.push(imap::listener::Listener {
                 socket,

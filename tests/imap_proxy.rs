@@ -14,6 +14,9 @@ use common::tls::{TestTls, test_tls};
 use common::writ::{Writ, WritConfig, free_port};
 use common::{Provider, User, provider};
 
+/// `imap.max_literal_size` of the test proxies.
+const MAX_LITERAL: usize = 200_000;
+
 /// `writ serve` with an `imap` (STARTTLS) and an `imaps` listener in front
 /// of `upstream` (plain IMAP on loopback).
 struct Proxy {
@@ -31,7 +34,7 @@ impl Proxy {
         cfg.listeners.clear();
         cfg.provider = None;
         cfg.extra_toml = format!(
-            "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\n\n\
+            "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\nmax_literal_size = {MAX_LITERAL}\n\n\
              [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\n\
              [[imap.listeners]]\nkind = \"imaps\"\nlisten = \"127.0.0.1:{imaps}\"\n\n\
              [provider.imap]\naddress = \"{upstream}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n",
@@ -461,4 +464,57 @@ fn sealed_mail_reads_through_writ_as_plaintext_reads_from_dovecot() {
         ],
     );
     assert!(out.contains("same flags at the end"), "{out}");
+}
+
+const APPEND: &str = r#"
+import imaplib, ssl, sys, time
+wport, ca, user, pw, max_literal = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+c = imaplib.IMAP4_SSL('127.0.0.1', int(wport), ssl_context=ctx)
+c.login(user, pw)
+m = b'From: me@example.test\r\nTo: you@example.test\r\nSubject: draft of the secret plan\r\n\r\nthe secret body\r\n'
+typ, data = c.append('INBOX', '(\\Draft)', imaplib.Time2Internaldate(time.time()), m)
+assert typ == 'OK' and b'APPENDUID' in data[0], (typ, data)
+c.select('INBOX')
+typ, data = c.fetch('1', '(FLAGS BODY.PEEK[])')
+assert data[0][1] == m, data
+assert b'\\Draft' in data[0][0], data
+# Over the literal cap: refused, and the session goes on.
+big = b'Subject: big\r\n\r\n' + b'x' * (int(max_literal) + 10)
+try:
+    c.append('INBOX', None, None, big)
+    raise SystemExit('an oversized literal was accepted')
+except imaplib.IMAP4.error as e:
+    print('refused:', e)
+assert c.noop()[0] == 'OK'
+print('ok')
+"#;
+
+#[test]
+fn append_through_writ_stores_sealed_and_reads_back_exact() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = p.new_user("append");
+    let out = python(
+        APPEND,
+        &[
+            proxy.imaps.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+            MAX_LITERAL.to_string(),
+        ],
+    );
+    assert!(out.contains("refused:"), "{out}");
+    // What the provider holds is sealed: no Subject text, no body.
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 1, "the oversized message was stored");
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(text.contains("X-Writ: v=1"), "{text}");
+    assert!(
+        !text.contains("secret"),
+        "plaintext reached the provider: {text}"
+    );
+    let opened = proxy.writ.test_keys().open(&stored[0]);
+    assert!(opened.ends_with(b"the secret body\r\n"));
 }

@@ -28,6 +28,8 @@ pub struct Shared {
     pub listener: &'static str,
     /// The unlocked keyring: opens sealed messages.
     pub keys: SharedKeys,
+    /// Seals APPENDed messages.
+    pub sealer: crate::envelope::Sealer,
 }
 
 /// Longest a TLS handshake with a client may take.
@@ -82,6 +84,7 @@ pub async fn serve(
             max_literal_size: shared.max_literal_size,
         },
         shared.keys.clone(),
+        shared.sealer.clone(),
     );
     session.provider_input(&std::mem::take(&mut provider.pending));
     let mut upstream = provider.stream;

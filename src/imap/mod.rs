@@ -11,6 +11,7 @@
 //! - [`connection`] and [`listener`]: the tokio shells around them.
 
 pub mod answer;
+pub mod append;
 pub mod capabilities;
 pub mod connection;
 pub mod fetch;

@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use imap_next::{Interrupt, Io, State, client, server};
 
+use super::append;
 use super::capabilities::{self, Offer};
 use super::fetch::{FetchPlan, Output};
-use crate::envelope::Keys;
+use crate::envelope::{Keys, Sealer};
 
 /// The keys that open sealed messages (the unlocked keyring).
 pub type SharedKeys = Arc<dyn Keys + Send + Sync>;
@@ -66,6 +67,8 @@ pub struct Session {
     /// The provider said BYE: its closing the connection is expected.
     provider_bye: bool,
     keys: SharedKeys,
+    /// Seals APPENDed messages (public keys only).
+    sealer: Sealer,
     /// A FETCH writ answers with commands of its own; while it runs, the
     /// client's further commands wait in `held` (in order).
     plan: Option<FetchPlan>,
@@ -97,7 +100,7 @@ fn new_server(ctx: &Context) -> server::Server {
 
 impl Session {
     /// A session whose provider connection is open and past its greeting.
-    pub fn new(ctx: Context, keys: SharedKeys) -> Session {
+    pub fn new(ctx: Context, keys: SharedKeys, sealer: Sealer) -> Session {
         let mut options = client::Options::default();
         // The greeting was read when connecting (and before STARTTLS).
         options.discard_greeting = true;
@@ -112,6 +115,7 @@ impl Session {
             step: Step::Wait,
             provider_bye: false,
             keys,
+            sealer,
             plan: None,
             held: VecDeque::new(),
         }
@@ -295,6 +299,15 @@ impl Session {
                     StatusKind::No,
                     "Plaintext authentication disallowed: STARTTLS first",
                 );
+            }
+            CommandBody::Append { .. } => {
+                let tag = command.tag.clone();
+                match append::seal_append(command, &self.sealer) {
+                    Ok(sealed) => {
+                        self.provider.enqueue_command(sealed);
+                    }
+                    Err(refusal) => self.refuse(tag, StatusKind::No, refusal.text()),
+                }
             }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command) {
                 Some((plan, probe)) => {

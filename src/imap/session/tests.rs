@@ -23,7 +23,11 @@ fn no_keys() -> SharedKeys {
 
 /// A session whose greeting has gone out.
 fn session(ctx: Context) -> Session {
-    let mut s = Session::new(ctx, no_keys());
+    let sealer = Sealer::new(
+        "0123456789abcdef",
+        vec![age::x25519::Identity::generate().to_public()],
+    );
+    let mut s = Session::new(ctx, no_keys(), sealer);
     assert_eq!(s.advance(), Step::Wait);
     let greeting = text(s.take_to_client());
     assert!(greeting.starts_with("* OK "), "{greeting}");
@@ -198,4 +202,67 @@ fn an_unparseable_provider_response_ends_the_session_visibly() {
     s.provider_input(b"\x00\x01 garbage\r\n");
     assert_eq!(s.advance(), Step::Close);
     assert!(text(s.take_to_client()).starts_with("* BYE "));
+}
+
+#[test]
+fn append_is_sealed_before_the_provider_sees_it() {
+    let mut s = session(Context {
+        client_tls: true,
+        ..ctx()
+    });
+    let m = b"From: a@example.test\r\nSubject: secret plans\r\n\r\nthe secret body\r\n";
+    s.client_input(format!("a APPEND Drafts (\\Draft) {{{}}}\r\n", m.len()).as_bytes());
+    s.advance();
+    assert!(text(s.take_to_client()).starts_with('+'), "no continuation");
+    s.client_input(m);
+    s.client_input(b"\r\n");
+    s.advance();
+    let first = s.take_to_provider();
+    let head = String::from_utf8_lossy(&first).into_owned();
+    assert!(head.starts_with("a APPEND Drafts (\\Draft) {"), "{head}");
+    assert!(
+        !head.contains(&format!("{{{}}}", m.len())),
+        "not resized: {head}"
+    );
+    s.provider_input(b"+ OK\r\n");
+    s.advance();
+    let literal = s.take_to_provider();
+    let stored = String::from_utf8_lossy(&literal);
+    assert!(
+        stored.contains("X-Writ: v=1; key=0123456789abcdef"),
+        "{stored}"
+    );
+    assert!(
+        !stored.contains("secret"),
+        "plaintext reached the provider: {stored}"
+    );
+    s.provider_input(b"a OK [APPENDUID 7 3] Append completed.\r\n");
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "a OK [APPENDUID 7 3] Append completed.\r\n"
+    );
+}
+
+#[test]
+fn an_append_that_cannot_be_sealed_is_refused() {
+    let mut s = Session::new(
+        Context {
+            client_tls: true,
+            ..ctx()
+        },
+        no_keys(),
+        // No recipients: sealing fails.
+        Sealer::new("0123456789abcdef", Vec::new()),
+    );
+    s.advance();
+    let _ = s.take_to_client();
+    s.client_input(b"a APPEND INBOX {11+}\r\nSubject: x\r\n");
+    s.advance();
+    assert!(
+        s.take_to_provider().is_empty(),
+        "something reached the provider"
+    );
+    let out = text(s.take_to_client());
+    assert!(out.starts_with("a NO "), "{out}");
 }
