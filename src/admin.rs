@@ -40,8 +40,16 @@ pub mod names {
     pub const SEAL_SECONDS: &str = "writ_seal_seconds";
     /// Histogram, seconds: time waiting on the provider for one reply.
     pub const UPSTREAM_SECONDS: &str = "writ_upstream_seconds";
-    /// Counter: sealed messages that could not be opened.
+    /// Counter, label `reason`: sealed messages that could not be opened.
     pub const OPEN_FAILURES_TOTAL: &str = "writ_open_failures_total";
+    /// Counter, label `listener`: IMAP sessions accepted.
+    pub const IMAP_SESSIONS_TOTAL: &str = "writ_imap_sessions_total";
+    /// Gauge: IMAP sessions open right now.
+    pub const IMAP_SESSIONS_ACTIVE: &str = "writ_imap_sessions_active";
+    /// Counter: sealed messages opened by the IMAP proxy (summary or whole).
+    pub const IMAP_OPENED_TOTAL: &str = "writ_imap_opened_total";
+    /// Counter, label `outcome` (sealed|refused): APPENDs through the proxy.
+    pub const IMAP_APPENDS_TOTAL: &str = "writ_imap_appends_total";
 }
 
 /// Latency buckets in seconds, shared by both histograms: from a small
@@ -146,7 +154,27 @@ fn describe() {
     describe_counter!(
         names::OPEN_FAILURES_TOTAL,
         Unit::Count,
-        "Sealed messages that could not be opened"
+        "Sealed messages that could not be opened, by reason"
+    );
+    describe_counter!(
+        names::IMAP_SESSIONS_TOTAL,
+        Unit::Count,
+        "IMAP sessions accepted, by listener"
+    );
+    describe_gauge!(
+        names::IMAP_SESSIONS_ACTIVE,
+        Unit::Count,
+        "IMAP sessions currently open"
+    );
+    describe_counter!(
+        names::IMAP_OPENED_TOTAL,
+        Unit::Count,
+        "Sealed messages opened by the IMAP proxy"
+    );
+    describe_counter!(
+        names::IMAP_APPENDS_TOTAL,
+        Unit::Count,
+        "APPENDs through the IMAP proxy, by outcome"
     );
 }
 

@@ -518,3 +518,64 @@ fn append_through_writ_stores_sealed_and_reads_back_exact() {
     let opened = proxy.writ.test_keys().open(&stored[0]);
     assert!(opened.ends_with(b"the secret body\r\n"));
 }
+
+const FETCH_WHOLE: &str = r#"
+import imaplib, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+c = imaplib.IMAP4_SSL('127.0.0.1', int(wport), ssl_context=ctx)
+c.login(user, pw)
+c.select('INBOX')
+typ, data = c.fetch('1:*', '(RFC822.SIZE BODY.PEEK[])')
+assert typ == 'OK', data
+for item in data:
+    if isinstance(item, tuple):
+        sys.stdout.write(item[0].decode() + '\n')
+        sys.stdout.buffer.write(item[1])
+        sys.stdout.write('\n--end--\n')
+"#;
+
+#[test]
+fn a_sealed_message_writ_cannot_open_is_shown_as_stored_and_counted() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = p.new_user("foreign");
+    // Sealed to another organisation's keyring: writ has no key for it.
+    let foreign = common::writ::TestKeys::new();
+    let keyring = writ::keys::Keyring::load(&foreign.dir()).expect("keyring");
+    let sealer =
+        writ::keys::sealer(&keyring, &writ::config::SealConfig::default()).expect("sealer");
+    let mut stored = Vec::new();
+    sealer.seal(&MESSAGES[0][..], &mut stored).expect("seal");
+    p.imap_append(&user, "INBOX", &stored);
+    p.imap_append(&user, "INBOX", MESSAGES[1]);
+    let before = proxy
+        .writ
+        .metric("writ_open_failures_total", &[("reason", "unknown_epoch")]);
+    let out = python(
+        FETCH_WHOLE,
+        &[
+            proxy.imaps.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+        ],
+    );
+    let stored_text = String::from_utf8_lossy(&stored).into_owned();
+    assert!(
+        out.contains(&format!("RFC822.SIZE {}", stored.len())),
+        "the stored size is not shown: {out}"
+    );
+    assert!(
+        out.contains(&stored_text),
+        "the stored message is not shown as is"
+    );
+    assert!(
+        out.contains("caf"),
+        "the plaintext message is missing: {out}"
+    );
+    let after = proxy
+        .writ
+        .metric("writ_open_failures_total", &[("reason", "unknown_epoch")]);
+    assert!(after >= before + 1.0, "not counted: {before} -> {after}");
+}

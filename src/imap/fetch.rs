@@ -337,6 +337,7 @@ impl FetchPlan {
                 match answered {
                     None => Err(items),
                     Some(Ok(Some(out))) => {
+                        metrics::counter!(names::IMAP_OPENED_TOTAL).increment(1);
                         let probed = self.probed.remove(&uid);
                         Ok(probed.and_then(|p| fetch(p.seq, out)).into_iter().collect())
                     }

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::connection::{self, Shared};
+use crate::admin::names;
 
 pub struct Listener {
     pub socket: TcpListener,
@@ -52,8 +53,12 @@ impl Listener {
             let shared = self.shared.clone();
             let rx = shutdown.clone();
             let tls = self.implicit_tls;
+            metrics::counter!(names::IMAP_SESSIONS_TOTAL, "listener" => shared.listener)
+                .increment(1);
             tasks.spawn(async move {
+                metrics::gauge!(names::IMAP_SESSIONS_ACTIVE).increment(1.0);
                 connection::serve(tcp, peer, shared, tls, rx).await;
+                metrics::gauge!(names::IMAP_SESSIONS_ACTIVE).decrement(1.0);
                 drop(permit);
             });
         }

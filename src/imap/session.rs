@@ -24,6 +24,7 @@ use imap_next::{Interrupt, Io, State, client, server};
 use super::append;
 use super::capabilities::{self, Offer};
 use super::fetch::{FetchPlan, Output};
+use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 
 /// The keys that open sealed messages (the unlocked keyring).
@@ -304,9 +305,15 @@ impl Session {
                 let tag = command.tag.clone();
                 match append::seal_append(command, &self.sealer) {
                     Ok(sealed) => {
+                        metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed")
+                            .increment(1);
                         self.provider.enqueue_command(sealed);
                     }
-                    Err(refusal) => self.refuse(tag, StatusKind::No, refusal.text()),
+                    Err(refusal) => {
+                        metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
+                            .increment(1);
+                        self.refuse(tag, StatusKind::No, refusal.text());
+                    }
                 }
             }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command) {
