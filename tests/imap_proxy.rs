@@ -546,7 +546,7 @@ fn a_sealed_message_writ_cannot_open_is_shown_as_stored_and_counted() {
     let sealer =
         writ::keys::sealer(&keyring, &writ::config::SealConfig::default()).expect("sealer");
     let mut stored = Vec::new();
-    sealer.seal(&MESSAGES[0][..], &mut stored).expect("seal");
+    sealer.seal(MESSAGES[0], &mut stored).expect("seal");
     p.imap_append(&user, "INBOX", &stored);
     p.imap_append(&user, "INBOX", MESSAGES[1]);
     let before = proxy
