@@ -597,3 +597,95 @@ fn unusual_messages_are_sealed_and_open_byte_exact() {
         );
     }
 }
+
+#[test]
+fn postfix_uses_starttls_to_writ_when_the_relay_has_a_certificate() {
+    let p = provider();
+    let user = p.new_user("mta-tls");
+    let mut cfg = WritConfig::relay(p.smtp_addr());
+    cfg.tls_cert = Some(p.cert_file());
+    cfg.tls_key = Some(p.dir.join("tls/key.pem"));
+    let writ = Writ::start(&cfg);
+    let mta = Mta::start(&MtaConfig {
+        tls: true,
+        ..MtaConfig::relaying_to(writ.relay_addr())
+    });
+    let marker = unique("mta-tls-body");
+    let original = message(
+        "sender@org.test",
+        &user.address,
+        "over TLS",
+        &marker,
+        &unique("mta-tls-id"),
+    );
+    smtp::send(
+        mta.smtp_addr(),
+        "sender@org.test",
+        &[&user.address],
+        &original,
+    )
+    .unwrap_or_else(|r| panic!("the MTA refused the message: {r:?}"));
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert!(!contains(&stored[0], marker.as_bytes()));
+    assert!(writ.test_keys().open(&stored[0]).ends_with(&original));
+    let log = std::fs::read_to_string(mta.dir.join("postfix.log")).unwrap_or_default();
+    assert!(
+        log.contains("TLS connection established to 127.0.0.1[127.0.0.1]"),
+        "the MTA did not use TLS to writ:\n{}",
+        mta.diagnostics()
+    );
+}
+
+#[test]
+fn pipelined_transactions_in_one_write_get_their_replies_in_order() {
+    let p = provider();
+    let user = p.new_user("pipelined");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let first = message(
+        "a@elsewhere.test",
+        &user.address,
+        "one",
+        "first",
+        &unique("p1"),
+    );
+    let second = message(
+        "a@elsewhere.test",
+        &user.address,
+        "two",
+        "second",
+        &unique("p2"),
+    );
+    let mut wire = b"EHLO pipe.test\r\n".to_vec();
+    for (n, m) in [&first, &second].into_iter().enumerate() {
+        wire.extend_from_slice(b"MAIL FROM:<a@elsewhere.test>\r\n");
+        wire.extend_from_slice(format!("RCPT TO:<{}>\r\n", user.address).as_bytes());
+        if n == 1 {
+            // A refused recipient in the middle of the batch.
+            wire.extend_from_slice(b"RCPT TO:<x@elsewhere.test>\r\n");
+        }
+        wire.extend_from_slice(b"DATA\r\n");
+        // Dot-stuffed by hand (the message has a line starting with a dot).
+        let text = String::from_utf8(m.clone()).unwrap();
+        wire.extend_from_slice(text.replace("\r\n.", "\r\n..").as_bytes());
+        wire.extend_from_slice(b".\r\n");
+    }
+    wire.extend_from_slice(b"QUIT\r\n");
+    let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+    s.write_raw(&wire).unwrap();
+    let codes: Vec<u16> = (0..11).map(|_| s.read_reply().unwrap().code).collect();
+    assert_eq!(
+        codes,
+        [250, 250, 250, 354, 250, 250, 250, 550, 354, 250, 221]
+    );
+    assert!(s.read_reply().is_err(), "closed after QUIT");
+    let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
+    let keys = writ.test_keys();
+    let opened: Vec<Vec<u8>> = stored.iter().map(|m| keys.open(m)).collect();
+    for m in [&first, &second] {
+        assert_eq!(
+            opened.iter().filter(|o| o.ends_with(m)).count(),
+            1,
+            "each message once"
+        );
+    }
+}

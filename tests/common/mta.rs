@@ -76,6 +76,9 @@ pub struct MtaConfig {
     pub reject: Vec<(String, String)>,
     /// Listen on this port (`None`: a free one).
     pub port: Option<u16>,
+    /// Opportunistic STARTTLS toward the relayhost
+    /// (`smtp_tls_security_level = may`) instead of none.
+    pub tls: bool,
 }
 
 impl MtaConfig {
@@ -84,6 +87,7 @@ impl MtaConfig {
             relayhost,
             reject: Vec::new(),
             port: None,
+            tls: false,
         }
     }
 }
@@ -171,7 +175,8 @@ impl Mta {
              relayhost = [127.0.0.1]:{relay_port}\n\
              smtpd_relay_restrictions = permit_mynetworks, reject\n\
              smtpd_recipient_restrictions = check_recipient_access texthash:{conf}/recipient_access\n\
-             smtp_tls_security_level = none\n\
+             smtp_tls_security_level = {tls}\n\
+             smtp_tls_loglevel = 1\n\
              local_header_rewrite_clients =\n\
              disable_mime_output_conversion = yes\n\
              message_size_limit = 0\n\
@@ -185,6 +190,7 @@ impl Mta {
             data = data.display(),
             conf = conf.display(),
             relay_port = cfg.relayhost.port(),
+            tls = if cfg.tls { "may" } else { "none" },
         );
         if cfg.relayhost.ip() != Ipv4Addr::LOCALHOST {
             return Err("the MTA relays to loopback only".into());
@@ -206,6 +212,7 @@ impl Mta {
              error      unix  - - n -     - error\n\
              retry      unix  - - n -     - error\n\
              discard    unix  - - n -     - discard\n\
+             tlsmgr     unix  - - n 1000? 1 tlsmgr\n\
              smtp       unix  - - n -     - smtp\n\
              relay      unix  - - n -     - smtp\n\
              anvil      unix  - - n -     1 anvil\n\
