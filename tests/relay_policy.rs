@@ -631,3 +631,48 @@ fn wait_until_idle(writ: &Writ) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn provider_refusing_the_sealed_data_is_the_clients_final_reply() {
+    let p = provider();
+    let user = p.new_user("toobig");
+    // The provider takes messages up to 20 000 octets: the plaintext fits
+    // (and passes MAIL ... SIZE=), the sealed message does not.
+    let limit = 20_000usize;
+    let gate = Mta::start(&MtaConfig {
+        main_cf: format!("message_size_limit = {limit}"),
+        ..MtaConfig::relaying_to(p.smtp_addr())
+    });
+    let writ = Writ::start(&WritConfig::relay(gate.smtp_addr()));
+    let mut original = message(&user.address, "big", &unique("big"));
+    while original.len() < limit - 2_000 {
+        original.extend_from_slice(b"a line to make the message almost as big as allowed\r\n");
+    }
+    let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+    s.command("EHLO mta.test").unwrap();
+    let r = s
+        .command(&format!(
+            "MAIL FROM:<a@elsewhere.test> SIZE={}",
+            original.len()
+        ))
+        .unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = s.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(s.command("DATA").unwrap().code, 354);
+    let r = s.send_data(&original).unwrap();
+    // The provider's own refusal, mirrored: permanent, about the size.
+    assert_eq!(r.code, 552, "{r:?}\n{}", gate.diagnostics());
+    assert!(r.text().starts_with("5.3.4"), "{r:?}");
+    // A small message in the same session still goes through.
+    let marker = unique("small");
+    s.command("MAIL FROM:<a@elsewhere.test>").unwrap();
+    s.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
+    assert_eq!(s.command("DATA").unwrap().code, 354);
+    let small = message(&user.address, "small", &marker);
+    assert_eq!(s.send_data(&small).unwrap().code, 250);
+    s.quit();
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    assert!(writ.test_keys().open(&stored[0]).ends_with(&small));
+}

@@ -79,6 +79,8 @@ pub struct MtaConfig {
     /// Opportunistic STARTTLS toward the relayhost
     /// (`smtp_tls_security_level = may`) instead of none.
     pub tls: bool,
+    /// More `main.cf` lines (later settings override earlier ones).
+    pub main_cf: String,
 }
 
 impl MtaConfig {
@@ -88,6 +90,7 @@ impl MtaConfig {
             reject: Vec::new(),
             port: None,
             tls: false,
+            main_cf: String::new(),
         }
     }
 }
@@ -219,6 +222,7 @@ impl Mta {
              scache     unix  - - n -     1 scache\n\
              postlog    unix-dgram n - n - 1 postlogd\n"
         );
+        let main_cf = format!("{main_cf}{}\n", cfg.main_cf);
         std::fs::write(conf.join("main.cf"), main_cf).map_err(|e| e.to_string())?;
         std::fs::write(conf.join("master.cf"), master_cf).map_err(|e| e.to_string())?;
         // Postfix waits until its config files look settled (mtime in the
