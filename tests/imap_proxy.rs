@@ -579,3 +579,89 @@ fn a_sealed_message_writ_cannot_open_is_shown_as_stored_and_counted() {
         .metric("writ_open_failures_total", &[("reason", "unknown_epoch")]);
     assert!(after >= before + 1.0, "not counted: {before} -> {after}");
 }
+
+const MAILBOX_COMMANDS: &str = r#"
+import imaplib, re, ssl, sys
+dport, wport, ca, duser, dpw, wuser, wpw = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=ca)
+direct = imaplib.IMAP4('127.0.0.1', int(dport))
+direct.login(duser, dpw)
+proxied = imaplib.IMAP4_SSL('127.0.0.1', int(wport), ssl_context=ctx)
+proxied.login(wuser, wpw)
+def normal(r):
+    s = repr(r).replace(' \\\\Recent', '').replace('\\\\Recent', '')
+    # Per-user values and server timings differ between the two users.
+    s = re.sub(r'(COPYUID|APPENDUID|UIDVALIDITY) \d+', r'\1 N', s)
+    s = re.sub(r' \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)', '', s)
+    return s.replace(duser, 'USER').replace(wuser, 'USER')
+for name in ('ID', 'MOVE', 'UNSELECT', 'ENABLE'):
+    imaplib.Commands.setdefault(name, ('AUTH', 'SELECTED'))
+def cmd(c, name, *args):
+    typ, data = c._simple_command(name, *args)
+    return typ, data, c._untagged_response(typ, data, name)
+steps = [
+    ('create', lambda c: c.create('Work')),
+    ('create nested', lambda c: c.create('Work/Sub')),
+    ('list', lambda c: c.list()),
+    ('subscribe', lambda c: c.subscribe('Work')),
+    ('lsub', lambda c: c.lsub()),
+    ('select', lambda c: c.select('INBOX')),
+    ('copy', lambda c: c.copy('1:2', 'Work')),
+    ('uid copy', lambda c: c.uid('COPY', '3', 'Work/Sub')),
+    ('move', lambda c: cmd(c, 'MOVE', '3', 'Work')),
+    ('store deleted', lambda c: c.store('1', '+FLAGS', '(\\Deleted)')),
+    ('expunge', lambda c: c.expunge()),
+    ('uid store', lambda c: c.uid('STORE', '2', '+FLAGS.SILENT', '(\\Deleted)')),
+    ('uid expunge', lambda c: c.uid('EXPUNGE', '2')),
+    ('search after', lambda c: c.uid('SEARCH', None, 'ALL')),
+    ('rename', lambda c: c.rename('Work', 'Play')),
+    ('status', lambda c: c.status('Play', '(MESSAGES RECENT UIDNEXT UNSEEN)')),
+    ('examine', lambda c: c.select('Play', readonly=True)),
+    ('fetch in examined', lambda c: c.fetch('1:*', '(FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])')),
+    ('unselect', lambda c: cmd(c, 'UNSELECT')),
+    ('select again', lambda c: c.select('Play')),
+    ('check', lambda c: c.check()),
+    ('close', lambda c: c.close()),
+    ('namespace', lambda c: c.namespace()),
+    ('id', lambda c: cmd(c, 'ID', 'NIL')),
+    ('enable', lambda c: cmd(c, 'ENABLE', 'CONDSTORE')),
+    ('unsubscribe', lambda c: c.unsubscribe('Work')),
+    ('delete nested', lambda c: c.delete('Play/Sub')),
+    ('delete', lambda c: c.delete('Play')),
+    ('list at the end', lambda c: c.list()),
+    ('noop', lambda c: c.noop()),
+]
+bad = 0
+for name, step in steps:
+    a = normal(step(direct))
+    b = normal(step(proxied))
+    if a != b:
+        bad += 1
+        print('DIFFERENT', name)
+        print('  dovecot:', a[:2000])
+        print('  writ:   ', b[:2000])
+    else:
+        print('same', name, b[:120])
+sys.exit(1 if bad else 0)
+"#;
+
+#[test]
+fn mailbox_commands_pass_through_as_dovecot_answers_them() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let direct = user_with_mail(p, "mbox-direct");
+    let through = user_with_mail(p, "mbox-writ");
+    let out = python(
+        MAILBOX_COMMANDS,
+        &[
+            p.imap_addr().port().to_string(),
+            proxy.imaps.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            direct.name.clone(),
+            direct.password.clone(),
+            through.name.clone(),
+            through.password.clone(),
+        ],
+    );
+    assert!(out.contains("same list at the end"), "{out}");
+}
