@@ -665,3 +665,124 @@ fn mailbox_commands_pass_through_as_dovecot_answers_them() {
     );
     assert!(out.contains("same list at the end"), "{out}");
 }
+
+/// An mbsync (isync) configuration syncing INBOX of `user` at `server`
+/// into a Maildir under `dir`; `tls`: implicit TLS verified with `ca`.
+fn mbsync_rc(
+    dir: &std::path::Path,
+    server: SocketAddr,
+    user: &User,
+    tls: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    let maildir = dir.join("mail");
+    std::fs::create_dir_all(&maildir).expect("mkdir");
+    let security = match tls {
+        // mbsync checks the certificate against the host name only.
+        Some(ca) => format!(
+            "Host localhost\nSSLType IMAPS\nCertificateFile {}\n",
+            ca.display()
+        ),
+        None => "Host 127.0.0.1\nSSLType None\n".to_string(),
+    };
+    let rc = dir.join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount acct\n{security}Port {port}\nUser {user}\nPass {pw}\n\n\
+             IMAPStore far\nAccount acct\n\n\
+             MaildirStore near\nPath {mail}/\nInbox {mail}/INBOX\nSubFolders Verbatim\n\n\
+             Channel sync\nFar :far:\nNear :near:\nPatterns INBOX\nCreate Near\n\
+             SyncState *\nSync All\n",
+            port = server.port(),
+            user = user.name,
+            pw = user.password,
+            mail = maildir.display(),
+        ),
+    )
+    .expect("write mbsyncrc");
+    rc
+}
+
+#[track_caller]
+fn mbsync(rc: &std::path::Path) {
+    let out = Command::new("mbsync")
+        .arg("-c")
+        .arg(rc)
+        .arg("sync")
+        .output()
+        .expect("run mbsync");
+    assert!(
+        out.status.success(),
+        "mbsync failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The messages of a Maildir folder, sorted, without mbsync's own X-TUID
+/// field (its marker for messages it propagated).
+fn maildir_messages(folder: &std::path::Path) -> Vec<String> {
+    let mut all = Vec::new();
+    for sub in ["cur", "new"] {
+        for entry in std::fs::read_dir(folder.join(sub)).expect("maildir") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+            let text = String::from_utf8_lossy(&bytes).replace("\r\n", "\n");
+            let kept: Vec<&str> = text
+                .split_inclusive('\n')
+                .filter(|l| !l.starts_with("X-TUID: "))
+                .collect();
+            all.push(kept.concat());
+        }
+    }
+    all.sort();
+    all
+}
+
+/// mbsync (isync) with writ as its IMAP server: a real desktop-style sync
+/// client pulls sealed mail into a Maildir exactly as it pulls the same
+/// mail in plaintext from Dovecot, and pushes a new message up sealed.
+#[test]
+fn mbsync_pulls_sealed_mail_as_plaintext_and_pushes_new_mail_sealed() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let plain = user_with_mail(p, "mbsync-plain");
+    let user = user_with_sealed_mail(p, &proxy, "mbsync");
+    let direct = tempfile::tempdir().expect("temp dir");
+    mbsync(&mbsync_rc(direct.path(), p.imap_addr(), &plain, None));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rc = mbsync_rc(dir.path(), proxy.imaps, &user, Some(&proxy.tls.ca));
+    mbsync(&rc);
+    let expected = maildir_messages(&direct.path().join("mail/INBOX"));
+    assert!(
+        expected.len() >= 2,
+        "mbsync pulled too little from Dovecot: {expected:?}"
+    );
+    assert_eq!(
+        maildir_messages(&dir.path().join("mail/INBOX")),
+        expected,
+        "mbsync through writ got other messages than from Dovecot"
+    );
+
+    // A message written locally goes up through writ, sealed.
+    let new = b"From: me@example.test\nTo: you@example.test\nSubject: from the laptop\n\nwritten offline, kept secret\n";
+    std::fs::write(dir.path().join("mail/INBOX/new/1.laptop:2,"), new).expect("write");
+    mbsync(&rc);
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(
+        stored.len(),
+        MESSAGES.len() + 1,
+        "the new message was not pushed"
+    );
+    let last = stored.last().expect("stored");
+    let text = String::from_utf8_lossy(last);
+    assert!(text.contains("X-Writ: v=1"), "pushed in plaintext: {text}");
+    assert!(
+        !text.contains("secret"),
+        "plaintext reached the provider: {text}"
+    );
+    let opened = String::from_utf8_lossy(&proxy.writ.test_keys().open(last)).replace("\r\n", "\n");
+    assert!(
+        opened.ends_with("written offline, kept secret\n"),
+        "{opened}"
+    );
+}
