@@ -654,3 +654,6 @@ fn fetch(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Option<Output
         .ok()
         .map(|items| Output::ToClient(Data::Fetch { seq, items }))
 }
+
+#[cfg(test)]
+mod tests;
