@@ -16,6 +16,7 @@ pub mod capabilities;
 pub mod connection;
 pub mod fetch;
 pub mod listener;
+pub mod search;
 pub mod section;
 pub mod session;
 pub mod upstream;

@@ -1,0 +1,452 @@
+//! SEARCH over opened messages: a search key tree (RFC 3501 §6.4.4) held
+//! against one message, answered as Dovecot answers it for the same
+//! message stored in plaintext. The provider cannot search sealed
+//! content, so writ evaluates searches that look at the message itself;
+//! [`needs_content`] tells which. `tests/search_oracle.rs` holds writ to a
+//! real Dovecot over a corpus of messages and a long list of searches.
+//!
+//! Use: [`Search::new`] prepares the criteria of one SEARCH command (an
+//! unknown CHARSET is [`SearchError::BadCharset`], which the caller
+//! answers `NO [BADCHARSET]`), [`Search::matches`] holds it against each
+//! [`Candidate`]. [`matches`] does both for one key, in UTF-8.
+//!
+//! How Dovecot searches, and so writ:
+//!
+//! - Strings compare as substrings after both sides are put in
+//!   "decomposed titlecase" (see `text`): case is ignored over all of
+//!   Unicode, and a character matches its decomposition, so `cafe` finds
+//!   `café` (`CAFE` + U+0301) and `nb sp` finds `nb` NBSP `sp`, but `e`
+//!   finds `é` only because `É` decomposes to `E` + accent, and `ss` does
+//!   not find `ß`.
+//! - SUBJECT, FROM, TO, CC, BCC and HEADER look at every field of that
+//!   name in the message's own header (any of them may match), with
+//!   encoded-words decoded (UTF-8, ISO-8859-1, Windows-1252,
+//!   ISO-8859-15; other charsets are kept as they are). SUBJECT first
+//!   makes each run of spaces and tabs one space (and drops leading
+//!   ones). FROM, TO, CC and BCC match the addresses as Dovecot rewrites
+//!   them (see `address`): `"Name" <box@domain>`, with `MISSING_DOMAIN`
+//!   and the like for broken ones. An empty string matches any message
+//!   that has the field.
+//! - BODY and TEXT look at each MIME entity on its own (no match spans
+//!   two): TEXT at every header of every entity (name, colon and value,
+//!   values decoded) and the bodies; BODY at the bodies alone. A body
+//!   counts when its type is `text/*` or `message/*` (the last
+//!   Content-Type field says, a broken one makes it no text) and its
+//!   Content-Transfer-Encoding is one Dovecot knows; base64 and
+//!   quoted-printable are undone and the charset of the first
+//!   Content-Type converted (unknown charsets are read as UTF-8).
+//!   Multipart preambles and epilogues are never searched.
+//! - SENTBEFORE, SENTON and SENTSINCE use the day of the first Date
+//!   field as written (its time and zone disregarded, RFC 3501). A
+//!   missing or unreadable Date is 1 January 1970, so SENTBEFORE matches
+//!   such messages. BEFORE, ON and SINCE use the day of INTERNALDATE in
+//!   the zone the provider gives it in.
+//! - LARGER and SMALLER compare RFC822.SIZE as the client sees it.
+//! - `*` in a sequence set is the number of messages, in a UID set the
+//!   highest UID; a range is `min:max` whichever way round it is written,
+//!   so `UID 500:*` includes the last message even above UID 500.
+//! - Keywords compare without regard to case.
+
+mod address;
+mod date;
+mod mime;
+mod rfc822;
+mod text;
+
+use std::cell::OnceCell;
+use std::num::NonZeroU32;
+
+use imap_next::imap_types::datetime::{DateTime, NaiveDate};
+use imap_next::imap_types::flag::Flag;
+use imap_next::imap_types::search::SearchKey;
+use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+use crate::envelope::Summary;
+use crate::envelope::scan::{Limits, scan};
+use text::Charset;
+
+/// One message of the selected mailbox, as a SEARCH sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// Its message sequence number.
+    pub seq: NonZeroU32,
+    pub uid: NonZeroU32,
+    /// Messages in the mailbox (`*` in a sequence set).
+    pub max_seq: u32,
+    /// The highest UID in the mailbox (`*` in a UID set).
+    pub max_uid: u32,
+    /// Its flags, as FETCH FLAGS gives them (without \Recent).
+    pub flags: &'a [Flag<'a>],
+    /// Has it the \Recent flag in this session?
+    pub recent: bool,
+    /// INTERNALDATE, from the provider.
+    pub internal_date: Option<&'a DateTime>,
+    /// RFC822.SIZE as the client sees it.
+    pub size: u64,
+    /// MODSEQ (CONDSTORE), when known.
+    pub modseq: Option<u64>,
+    /// The message as the client sees it (the opened message).
+    pub message: &'a [u8],
+    /// Its structure, if the caller has it (computed otherwise).
+    pub summary: Option<&'a Summary>,
+}
+
+/// Why a search cannot be run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    /// `NO [BADCHARSET]`: writ does not read this charset.
+    #[error("unknown charset")]
+    BadCharset,
+}
+
+/// Does writ read search strings in this charset (`SEARCH CHARSET
+/// <name>`)? UTF-8, US-ASCII, ISO-8859-1, Windows-1252, ISO-8859-15.
+pub fn charset_supported(name: &str) -> bool {
+    Charset::named(name).is_some()
+}
+
+/// Does `key` look at the message or its size (so that the provider
+/// cannot answer it over sealed messages)?
+pub fn needs_content(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_content),
+        SearchKey::Or(a, b) => needs_content(a) || needs_content(b),
+        SearchKey::Not(k) => needs_content(k),
+        SearchKey::Body(_)
+        | SearchKey::Text(_)
+        | SearchKey::Subject(_)
+        | SearchKey::From(_)
+        | SearchKey::To(_)
+        | SearchKey::Cc(_)
+        | SearchKey::Bcc(_)
+        | SearchKey::Header(..)
+        | SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_)
+        | SearchKey::Larger(_)
+        | SearchKey::Smaller(_) => true,
+        _ => false,
+    }
+}
+
+/// Does the message match `key` (search strings in UTF-8)?
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
+    Search::new(std::slice::from_ref(key), None).is_ok_and(|s| s.matches(c))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Before,
+    On,
+    Since,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    /// HEADER: the value as it is.
+    Plain,
+    /// FROM, TO, CC, BCC: the addresses rewritten.
+    Address,
+    /// SUBJECT: whitespace runs made one space.
+    Compress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SystemFlag {
+    Answered,
+    Deleted,
+    Draft,
+    Flagged,
+    Seen,
+}
+
+/// A search string made ready: `None` for the empty string.
+type Needle = Option<String>;
+
+#[derive(Debug, Clone)]
+enum Node {
+    And(Vec<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+    All,
+    Seq(Vec<(SeqOrUid, SeqOrUid)>),
+    Uid(Vec<(SeqOrUid, SeqOrUid)>),
+    Flag(SystemFlag),
+    Keyword(String),
+    Recent,
+    Internal(Cmp, i64),
+    Sent(Cmp, i64),
+    Larger(u64),
+    Smaller(u64),
+    Field(FieldKind, String, Needle),
+    Body(Needle),
+    Text(Needle),
+    ModSeq(u64),
+    Never,
+}
+
+/// The criteria of one SEARCH command, ready to be held against messages.
+#[derive(Debug, Clone)]
+pub struct Search {
+    root: Node,
+}
+
+impl Search {
+    /// Prepares `criteria` (all of which must match) with search strings
+    /// in `charset` (UTF-8 when `None`).
+    pub fn new(criteria: &[SearchKey<'_>], charset: Option<&str>) -> Result<Search, SearchError> {
+        let charset = match charset {
+            None => Charset::Utf8,
+            Some(name) => Charset::named(name).ok_or(SearchError::BadCharset)?,
+        };
+        let nodes = criteria.iter().map(|k| node(k, charset)).collect();
+        Ok(Search {
+            root: Node::And(nodes),
+        })
+    }
+
+    /// Does the message match?
+    pub fn matches(&self, c: &Candidate<'_>) -> bool {
+        let ctx = Ctx {
+            c,
+            summary: OnceCell::new(),
+            header: OnceCell::new(),
+            texts: OnceCell::new(),
+            bodies: OnceCell::new(),
+        };
+        ctx.eval(&self.root)
+    }
+}
+
+fn needle(s: &[u8], charset: Charset) -> Needle {
+    if s.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    charset.fold(s, &mut out);
+    Some(out)
+}
+
+fn day(d: &NaiveDate) -> i64 {
+    date::day_of_rendering(&d.as_ref().to_string()).unwrap_or(0)
+}
+
+fn ranges(set: &SequenceSet) -> Vec<(SeqOrUid, SeqOrUid)> {
+    set.0
+        .as_ref()
+        .iter()
+        .map(|s| match s {
+            Sequence::Single(v) => (*v, *v),
+            Sequence::Range(a, b) => (*a, *b),
+        })
+        .collect()
+}
+
+fn node(key: &SearchKey<'_>, cs: Charset) -> Node {
+    let field = |kind, name: &str, s: &[u8]| Node::Field(kind, name.to_string(), needle(s, cs));
+    match key {
+        SearchKey::And(keys) => Node::And(keys.as_ref().iter().map(|k| node(k, cs)).collect()),
+        SearchKey::Or(a, b) => Node::Or(Box::new(node(a, cs)), Box::new(node(b, cs))),
+        SearchKey::Not(k) => Node::Not(Box::new(node(k, cs))),
+        SearchKey::All => Node::All,
+        SearchKey::SequenceSet(set) => Node::Seq(ranges(set)),
+        SearchKey::Uid(set) => Node::Uid(ranges(set)),
+        SearchKey::Answered => Node::Flag(SystemFlag::Answered),
+        SearchKey::Deleted => Node::Flag(SystemFlag::Deleted),
+        SearchKey::Draft => Node::Flag(SystemFlag::Draft),
+        SearchKey::Flagged => Node::Flag(SystemFlag::Flagged),
+        SearchKey::Seen => Node::Flag(SystemFlag::Seen),
+        SearchKey::Unanswered => Node::Not(Box::new(Node::Flag(SystemFlag::Answered))),
+        SearchKey::Undeleted => Node::Not(Box::new(Node::Flag(SystemFlag::Deleted))),
+        SearchKey::Undraft => Node::Not(Box::new(Node::Flag(SystemFlag::Draft))),
+        SearchKey::Unflagged => Node::Not(Box::new(Node::Flag(SystemFlag::Flagged))),
+        SearchKey::Unseen => Node::Not(Box::new(Node::Flag(SystemFlag::Seen))),
+        SearchKey::Keyword(k) => Node::Keyword(k.as_ref().to_string()),
+        SearchKey::Unkeyword(k) => Node::Not(Box::new(Node::Keyword(k.as_ref().to_string()))),
+        SearchKey::Recent => Node::Recent,
+        SearchKey::New => Node::And(vec![
+            Node::Recent,
+            Node::Not(Box::new(Node::Flag(SystemFlag::Seen))),
+        ]),
+        SearchKey::Old => Node::Not(Box::new(Node::Recent)),
+        SearchKey::Before(d) => Node::Internal(Cmp::Before, day(d)),
+        SearchKey::On(d) => Node::Internal(Cmp::On, day(d)),
+        SearchKey::Since(d) => Node::Internal(Cmp::Since, day(d)),
+        SearchKey::SentBefore(d) => Node::Sent(Cmp::Before, day(d)),
+        SearchKey::SentOn(d) => Node::Sent(Cmp::On, day(d)),
+        SearchKey::SentSince(d) => Node::Sent(Cmp::Since, day(d)),
+        SearchKey::Larger(n) => Node::Larger(u64::from(*n)),
+        SearchKey::Smaller(n) => Node::Smaller(u64::from(*n)),
+        SearchKey::Subject(s) => field(FieldKind::Compress, "Subject", s.as_ref()),
+        SearchKey::From(s) => field(FieldKind::Address, "From", s.as_ref()),
+        SearchKey::To(s) => field(FieldKind::Address, "To", s.as_ref()),
+        SearchKey::Cc(s) => field(FieldKind::Address, "Cc", s.as_ref()),
+        SearchKey::Bcc(s) => field(FieldKind::Address, "Bcc", s.as_ref()),
+        SearchKey::Header(name, s) => {
+            let name = String::from_utf8_lossy(name.as_ref()).into_owned();
+            Node::Field(FieldKind::Plain, name, needle(s.as_ref(), cs))
+        }
+        SearchKey::Body(s) => Node::Body(needle(s.as_ref(), cs)),
+        SearchKey::Text(s) => Node::Text(needle(s.as_ref(), cs)),
+        SearchKey::ModSequence { modseq, .. } => Node::ModSeq(*modseq),
+        #[allow(unreachable_patterns)]
+        _ => Node::Never,
+    }
+}
+
+/// What evaluating a tree over one message has worked out so far.
+struct Ctx<'c> {
+    c: &'c Candidate<'c>,
+    summary: OnceCell<Option<Summary>>,
+    header: OnceCell<Vec<mime::Line<'c>>>,
+    texts: OnceCell<Vec<String>>,
+    bodies: OnceCell<Vec<String>>,
+}
+
+fn in_set(set: &[(SeqOrUid, SeqOrUid)], n: u32, max: u32) -> bool {
+    let v = |x: &SeqOrUid| match x {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => max,
+    };
+    set.iter().any(|(a, b)| {
+        let (a, b) = (v(a), v(b));
+        (a.min(b)..=a.max(b)).contains(&n)
+    })
+}
+
+fn compare(cmp: Cmp, day: i64, wanted: i64) -> bool {
+    match cmp {
+        Cmp::Before => day < wanted,
+        Cmp::On => day == wanted,
+        Cmp::Since => day >= wanted,
+    }
+}
+
+/// SUBJECT's whitespace: each run of spaces and tabs one space, leading
+/// ones dropped.
+fn compress_lwsp(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut prev = true;
+    for &c in v {
+        if c == b' ' || c == b'\t' {
+            if !prev {
+                out.push(b' ');
+            }
+            prev = true;
+        } else {
+            out.push(c);
+            prev = false;
+        }
+    }
+    out
+}
+
+impl<'c> Ctx<'c> {
+    fn eval(&self, n: &Node) -> bool {
+        let c = self.c;
+        match n {
+            Node::And(v) => v.iter().all(|n| self.eval(n)),
+            Node::Or(a, b) => self.eval(a) || self.eval(b),
+            Node::Not(k) => !self.eval(k),
+            Node::All => true,
+            Node::Never => false,
+            Node::Seq(set) => in_set(set, c.seq.get(), c.max_seq),
+            Node::Uid(set) => in_set(set, c.uid.get(), c.max_uid),
+            Node::Flag(f) => c.flags.iter().any(|x| {
+                matches!(
+                    (f, x),
+                    (SystemFlag::Answered, Flag::Answered)
+                        | (SystemFlag::Deleted, Flag::Deleted)
+                        | (SystemFlag::Draft, Flag::Draft)
+                        | (SystemFlag::Flagged, Flag::Flagged)
+                        | (SystemFlag::Seen, Flag::Seen)
+                )
+            }),
+            Node::Keyword(k) => c.flags.iter().any(|x| match x {
+                Flag::Keyword(a) => a.as_ref().eq_ignore_ascii_case(k),
+                _ => false,
+            }),
+            Node::Recent => c.recent,
+            Node::Internal(cmp, d) => c
+                .internal_date
+                .and_then(|t| date::day_of_rendering(&t.as_ref().to_string()))
+                .is_some_and(|day| compare(*cmp, day, *d)),
+            Node::Sent(cmp, d) => {
+                let value = self
+                    .header()
+                    .iter()
+                    .find(|l| !l.eoh && l.name.eq_ignore_ascii_case(b"Date"))
+                    .map(|l| l.value.as_slice());
+                compare(*cmp, date::sent_day(value), *d)
+            }
+            Node::Larger(n) => c.size > *n,
+            Node::Smaller(n) => c.size < *n,
+            Node::ModSeq(n) => c.modseq.is_some_and(|m| m >= *n),
+            Node::Field(kind, name, needle) => self.field(*kind, name, needle.as_deref()),
+            Node::Body(needle) => self.find(&self.bodies, false, needle.as_deref()),
+            Node::Text(needle) => self.find(&self.texts, true, needle.as_deref()),
+        }
+    }
+
+    fn summary(&self) -> Option<&Summary> {
+        self.summary
+            .get_or_init(|| match self.c.summary {
+                Some(_) => None,
+                None => Some(scan(self.c.message, Limits::default())),
+            })
+            .as_ref()
+            .or(self.c.summary)
+    }
+
+    /// The fields of the message's own header.
+    fn header(&self) -> &[mime::Line<'c>] {
+        self.header.get_or_init(|| {
+            let m = self.c.message;
+            let end = self
+                .summary()
+                .map(|s| s.root.header_offset.saturating_add(s.root.header_size))
+                .and_then(|e| usize::try_from(e).ok())
+                .unwrap_or(m.len())
+                .min(m.len());
+            mime::header_lines(&m[..end])
+        })
+    }
+
+    fn field(&self, kind: FieldKind, name: &str, needle: Option<&str>) -> bool {
+        let mut fields = self
+            .header()
+            .iter()
+            .filter(|l| !l.eoh && l.name.eq_ignore_ascii_case(name.as_bytes()));
+        let Some(needle) = needle else {
+            return fields.next().is_some();
+        };
+        fields.any(|l| {
+            let value = match kind {
+                FieldKind::Plain => l.value.clone(),
+                FieldKind::Address => address::normalize(&l.value),
+                FieldKind::Compress => compress_lwsp(&l.value),
+            };
+            let mut hay = String::new();
+            mime::decode_header(&value, &mut hay);
+            if l.newline {
+                hay.push_str("\r\n");
+            }
+            hay.contains(needle)
+        })
+    }
+
+    fn find(&self, cell: &OnceCell<Vec<String>>, headers: bool, needle: Option<&str>) -> bool {
+        let Some(needle) = needle else {
+            return true;
+        };
+        let Some(summary) = self.summary() else {
+            return false;
+        };
+        cell.get_or_init(|| mime::entity_texts(self.c.message, &summary.root, headers))
+            .iter()
+            .any(|t| t.contains(needle))
+    }
+}
+
+#[cfg(test)]
+mod tests;

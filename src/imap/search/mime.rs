@@ -1,0 +1,478 @@
+//! The text of a message as Dovecot searches it: header lines as its
+//! header parser delivers them, encoded-words decoded, bodies of text
+//! parts with their transfer encoding undone and their charset converted,
+//! everything in decomposed titlecase ([`super::text`]).
+
+use super::rfc822::Parser;
+use super::text::{self, Charset};
+use crate::envelope::summary::Part;
+
+/// One header field as Dovecot's header parser (with
+/// `MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE`) delivers it.
+#[derive(Debug)]
+pub struct Line<'a> {
+    /// The name, whitespace before the colon trimmed; the whole line when
+    /// it has no colon; empty for the empty line that ends the header.
+    pub name: &'a [u8],
+    /// Whitespace before the colon, the colon and one space or tab after.
+    pub middle: &'a [u8],
+    /// The value after `middle`, continuation lines appended without
+    /// their line breaks (a tab starting one made a space).
+    pub value: Vec<u8>,
+    /// Did the field end with a line break?
+    pub newline: bool,
+    /// Is this the empty line that ends the header?
+    pub eoh: bool,
+}
+
+fn is_lwsp(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// The physical line at `pos`: its content (line break and one CR before
+/// it removed), where the next one starts, and whether it had a line
+/// break.
+fn line_at(block: &[u8], pos: usize) -> (&[u8], usize, bool) {
+    let rest = block.get(pos..).unwrap_or_default();
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            let end = if i > 0 && rest[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
+            (&rest[..end], pos + i + 1, true)
+        }
+        None => (rest, block.len(), false),
+    }
+}
+
+/// The fields of a header block, in order, ending with the empty line if
+/// the block has one.
+pub fn header_lines(block: &[u8]) -> Vec<Line<'_>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < block.len() {
+        let (content, next, newline) = line_at(block, pos);
+        pos = next;
+        if content.is_empty() && newline {
+            out.push(Line {
+                name: b"",
+                middle: b"",
+                value: Vec::new(),
+                newline: true,
+                eoh: true,
+            });
+            break;
+        }
+        let (name, middle, mut value) = match content.iter().position(|&b| b == b':') {
+            None => (content, &b""[..], Vec::new()),
+            Some(colon) => {
+                let name_end = content[..colon]
+                    .iter()
+                    .rposition(|&c| !is_lwsp(c))
+                    .map_or(0, |p| p + 1);
+                let value_start =
+                    colon + 1 + usize::from(content.get(colon + 1).is_some_and(|&c| is_lwsp(c)));
+                let value_start = value_start.min(content.len());
+                (
+                    &content[..name_end],
+                    &content[name_end..value_start],
+                    content[value_start..].to_vec(),
+                )
+            }
+        };
+        let mut last_newline = newline;
+        while last_newline && block.get(pos).is_some_and(|&c| is_lwsp(c)) {
+            let (cont, next, nl) = line_at(block, pos);
+            match cont.split_first() {
+                Some((b'\t', rest)) => {
+                    value.push(b' ');
+                    value.extend_from_slice(rest);
+                }
+                _ => value.extend_from_slice(cont),
+            }
+            pos = next;
+            last_newline = nl;
+        }
+        out.push(Line {
+            name,
+            middle,
+            value,
+            newline: last_newline,
+            eoh: false,
+        });
+    }
+    out
+}
+
+/// Appends a header value with its encoded-words (RFC 2047) decoded, in
+/// decomposed titlecase, as `message_header_decode_utf8` does: only
+/// whitespace between two encoded-words (or before the first) is
+/// dropped; a broken encoded-word stays as it is; text in a charset writ
+/// does not read is kept as UTF-8, not normalised (as Dovecot keeps text
+/// in a charset it does not know).
+pub fn decode_header(value: &[u8], out: &mut String) {
+    let mut start = 0;
+    let mut pos = 0;
+    while pos + 1 < value.len() {
+        if value[pos] != b'=' || value[pos + 1] != b'?' {
+            pos += 1;
+            continue;
+        }
+        let before = &value[start..pos];
+        if !before
+            .iter()
+            .all(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            text::fold_utf8(before, out);
+        }
+        pos += 2;
+        match encoded_word(&value[pos..]) {
+            None => start = pos - 2,
+            Some((used, charset, bytes)) => {
+                pos += used;
+                if !bytes.is_empty() {
+                    match charset {
+                        c if text::is_utf8(c) => text::fold_utf8(&bytes, out),
+                        c => match Charset::named(c) {
+                            Some(cs) => cs.fold(&bytes, out),
+                            None => text::valid_utf8(&bytes, out),
+                        },
+                    }
+                }
+                start = pos;
+            }
+        }
+    }
+    if start < value.len() {
+        text::fold_utf8(&value[start..], out);
+    }
+}
+
+/// `charset?e?text?=` after an `=?`: the bytes used, the charset and the
+/// decoded text.
+fn encoded_word(data: &[u8]) -> Option<(usize, &str, Vec<u8>)> {
+    let mut marks = data
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| c == b'?')
+        .map(|(i, _)| i);
+    let (q0, q1, q2) = (marks.next()?, marks.next()?, marks.next()?);
+    if data.get(q2 + 1) != Some(&b'=') {
+        return None;
+    }
+    let charset = std::str::from_utf8(&data[..q0]).unwrap_or("");
+    let encoded = &data[q1 + 1..q2];
+    let mut bytes = Vec::new();
+    match data.get(q0 + 1) {
+        Some(b'q' | b'Q') => q_decode(encoded, &mut bytes),
+        Some(b'b' | b'B') => {
+            Base64::default().feed(encoded, &mut bytes);
+        }
+        _ => return None,
+    }
+    Some((q2 + 2, charset, bytes))
+}
+
+fn hex(c: u8) -> Option<u8> {
+    char::from(c)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// The Q encoding of RFC 2047: `_` is a space, `=XX` a byte, anything
+/// else (a broken `=`) as it is.
+fn q_decode(src: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < src.len() {
+        match src[i] {
+            b'_' => out.push(b' '),
+            b'=' if i + 2 < src.len() => match (hex(src[i + 1]), hex(src[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'='),
+            },
+            b'=' => {
+                out.extend_from_slice(&src[i..]);
+                return;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+}
+
+/// A lenient base64 decoder: whitespace skipped, bytes given out as soon
+/// as their bits are in, decoding stopped for good by padding or by a
+/// byte outside the alphabet.
+#[derive(Default)]
+struct Base64 {
+    bits: u32,
+    count: u8,
+    done: bool,
+}
+
+impl Base64 {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for &c in data {
+            if self.done {
+                return;
+            }
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                b' ' | b'\t' | b'\r' | b'\n' => continue,
+                _ => {
+                    self.done = true;
+                    return;
+                }
+            };
+            self.bits = self.bits << 6 | u32::from(v);
+            self.count += 1;
+            if self.count >= 2 {
+                let shift = 8 - 2 * u32::from(self.count - 1);
+                out.push(((self.bits >> shift) & 0xFF) as u8);
+                self.bits &= (1 << shift) - 1;
+            }
+            if self.count == 4 {
+                self.count = 0;
+                self.bits = 0;
+            }
+        }
+    }
+}
+
+/// Quoted-printable as Dovecot's `qp-decoder` undoes it: soft line
+/// breaks removed, whitespace before a line break dropped (runs of it
+/// kept to 77 bytes), line breaks made CRLF, a broken escape kept as it
+/// is; what is pending at the end (trailing whitespace, a lone `=`) is
+/// lost.
+fn qp_decode(src: &[u8], out: &mut Vec<u8>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum S {
+        Text,
+        Whitespace,
+        Equals,
+        EqualsWhitespace,
+        Hex2(u8),
+        Cr,
+        SoftCr,
+    }
+    const MAX_WS: usize = 76;
+    let mut state = S::Text;
+    let mut ws: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < src.len() {
+        let c = src[i];
+        match state {
+            S::Text => match c {
+                b'=' => state = S::Equals,
+                b'\r' => state = S::Cr,
+                b'\n' => out.extend_from_slice(b"\r\n"),
+                b' ' | b'\t' => {
+                    ws.push(c);
+                    state = S::Whitespace;
+                }
+                _ => out.push(c),
+            },
+            S::Whitespace | S::EqualsWhitespace if is_lwsp(c) => {
+                if ws.len() <= MAX_WS {
+                    ws.push(c);
+                }
+            }
+            S::Whitespace => match c {
+                b'\r' => state = S::Cr,
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    ws.clear();
+                }
+                _ => {
+                    out.append(&mut ws);
+                    state = S::Text;
+                    continue;
+                }
+            },
+            S::Equals => match c {
+                _ if hex(c).is_some() => state = S::Hex2(c),
+                b' ' | b'\t' => {
+                    ws.push(c);
+                    state = S::EqualsWhitespace;
+                }
+                b'\r' => state = S::SoftCr,
+                b'\n' => state = S::Text,
+                _ => {
+                    out.push(b'=');
+                    state = S::Text;
+                    continue;
+                }
+            },
+            S::Hex2(h) => {
+                match (hex(h), hex(c)) {
+                    (Some(h), Some(l)) => out.push(h << 4 | l),
+                    _ => {
+                        out.extend_from_slice(&[b'=', h]);
+                        state = S::Text;
+                        continue;
+                    }
+                }
+                state = S::Text;
+            }
+            S::EqualsWhitespace => match c {
+                b'\r' => state = S::SoftCr,
+                b'\n' => {
+                    ws.clear();
+                    state = S::Text;
+                }
+                _ => {
+                    out.push(b'=');
+                    out.append(&mut ws);
+                    state = S::Text;
+                    continue;
+                }
+            },
+            S::Cr | S::SoftCr => {
+                if c == b'\n' {
+                    ws.clear();
+                    if state == S::Cr {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                } else {
+                    if state == S::SoftCr {
+                        out.push(b'=');
+                    }
+                    out.append(&mut ws);
+                    out.push(b'\r');
+                    state = S::Text;
+                    continue;
+                }
+                state = S::Text;
+            }
+        }
+        i += 1;
+    }
+}
+
+/// How Dovecot decodes a part's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cte {
+    Identity,
+    QuotedPrintable,
+    Base64,
+    /// An encoding Dovecot does not know: the body is not searched.
+    Unknown,
+}
+
+fn parse_cte(value: &[u8]) -> Cte {
+    let mut p = Parser::new(value);
+    let _ = p.skip_lwsp();
+    let mut token = Vec::new();
+    let _ = p.mime_token(&mut token);
+    match token.to_ascii_lowercase().as_slice() {
+        b"7bit" | b"8bit" | b"binary" => Cte::Identity,
+        b"base64" => Cte::Base64,
+        b"quoted-printable" => Cte::QuotedPrintable,
+        _ => Cte::Unknown,
+    }
+}
+
+/// `type/subtype` and the charset parameter of a Content-Type value (the
+/// charset only when the type parsed).
+fn parse_content_type(value: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut p = Parser::new(value);
+    let _ = p.skip_lwsp();
+    let mut ct = Vec::new();
+    if p.content_type(&mut ct).is_err() {
+        return (ct, None);
+    }
+    let charset = p
+        .params()
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(b"charset"))
+        .map(|(_, v)| v);
+    (ct, charset)
+}
+
+fn clamp(m: &[u8], offset: u64, size: u64) -> &[u8] {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(m.len());
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    &m[start..start.saturating_add(size).min(m.len())]
+}
+
+/// Appends one header line as a TEXT search reads it: name, middle,
+/// decoded value, CRLF.
+fn push_line(line: &Line<'_>, out: &mut String) {
+    text::fold_utf8(line.name, out);
+    out.push_str(&String::from_utf8_lossy(line.middle));
+    decode_header(&line.value, out);
+    if line.newline {
+        out.push_str("\r\n");
+    }
+}
+
+/// The searchable text of every entity of M, one string per entity
+/// (matches do not span entities): its header when `headers` (TEXT), then
+/// its own body when that is text (`text/*` or `message/*`, the type
+/// read from the last Content-Type field, as Dovecot's searcher reads
+/// it) in a known transfer encoding. Multiparts and message/rfc822 parts
+/// have no body of their own: their parts do.
+pub fn entity_texts(m: &[u8], root: &Part, headers: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(part) = stack.pop() {
+        out.push(entity_text(m, part, headers));
+        stack.extend(part.parts.iter().rev());
+    }
+    out
+}
+
+fn entity_text(m: &[u8], part: &Part, headers: bool) -> String {
+    let block = clamp(m, part.header_offset, part.header_size);
+    let lines = header_lines(block);
+    let mut out = String::new();
+    let mut is_text = true;
+    let mut cte = Cte::Identity;
+    let mut charset: Option<Option<Vec<u8>>> = None;
+    for line in &lines {
+        if line.name.eq_ignore_ascii_case(b"Content-Type") {
+            let (ct, cs) = parse_content_type(&line.value);
+            let ct = ct.to_ascii_lowercase();
+            is_text = ct.starts_with(b"text/") || ct.starts_with(b"message/");
+            charset.get_or_insert(cs);
+        } else if line.name.eq_ignore_ascii_case(b"Content-Transfer-Encoding") {
+            cte = parse_cte(&line.value);
+        }
+        if headers {
+            push_line(line, &mut out);
+        }
+    }
+    if !part.parts.is_empty() || !is_text || cte == Cte::Unknown {
+        return out;
+    }
+    let raw = clamp(m, part.body_offset, part.body_size);
+    let mut decoded = Vec::new();
+    let body: &[u8] = match cte {
+        Cte::QuotedPrintable => {
+            qp_decode(raw, &mut decoded);
+            &decoded
+        }
+        Cte::Base64 => {
+            Base64::default().feed(raw, &mut decoded);
+            &decoded
+        }
+        _ => raw,
+    };
+    let charset = charset.flatten();
+    let cs = charset
+        .as_deref()
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(Charset::named)
+        .unwrap_or(Charset::Utf8);
+    cs.fold(body, &mut out);
+    out
+}
