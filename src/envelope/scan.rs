@@ -42,6 +42,9 @@ const LINE_KEEP: usize = 1024;
 /// Longest boundary accepted (RFC 2046 says 70; be lenient, but bounded).
 const MAX_BOUNDARY: usize = 200;
 
+/// Octets of the previous line kept: `--` and the longest boundary.
+const PREV_HEAD_KEEP: usize = MAX_BOUNDARY + 2;
+
 #[derive(Debug)]
 enum State {
     /// Reading the entity's header; `buf` holds it up to the cap.
@@ -109,6 +112,9 @@ pub struct Scanner {
     line_start_bare: u64,
     /// Length of the previous line's line break (0 at the start).
     prev_eol: u64,
+    /// The first octets of the previous line (enough to tell a delimiter
+    /// line), to see whether a delimiter line directly follows another.
+    prev_head: Vec<u8>,
     stack: Vec<Frame>,
     parts: usize,
     root: Option<Part>,
@@ -128,6 +134,7 @@ impl Scanner {
             line_start_lf: 0,
             line_start_bare: 0,
             prev_eol: 0,
+            prev_head: Vec::new(),
             stack: vec![Frame::new(0, true, false)],
             parts: 1,
             root: None,
@@ -183,6 +190,9 @@ impl Scanner {
         let line = std::mem::take(&mut self.line);
         let complete = line.len() as u64 == self.line_len;
         self.process_line(&line, complete, eol);
+        self.prev_head.clear();
+        self.prev_head
+            .extend_from_slice(&line[..line.len().min(PREV_HEAD_KEEP)]);
         self.line = line;
         self.line.clear();
         self.prev_eol = eol;
@@ -213,10 +223,41 @@ impl Scanner {
     fn process_line(&mut self, line: &[u8], complete: bool, eol: u64) {
         if let Some((k, close)) = self.delimiter_of(line) {
             // The previous line's break belongs to this delimiter.
-            let end = self.line_start.saturating_sub(self.prev_eol);
+            let delimiter_start = self.line_start;
+            let end = delimiter_start.saturating_sub(self.prev_eol);
             let (end_lf, end_bare) = self.counters_before_break();
+            // Where Dovecot departs from RFC 2046, an entity's body keeps
+            // that line break (see `Part::imap_body_eol`): when a header
+            // inside it runs up to this delimiter line, or when its last
+            // line is a delimiter line of a multipart inside it (or its own).
+            // Frames close innermost first, so "inside" is what closed
+            // before.
+            let mut header_end_inside = 0u64;
+            let mut delimiter_line_inside = false;
             while self.stack.len() > k + 1 {
-                self.close_top(end, end_lf, end_bare, self.line_start);
+                let Some(top) = self.stack.last() else { break };
+                let (entity_end, header_end, in_body) = match top.state {
+                    State::Header { .. } => (delimiter_start, delimiter_start, false),
+                    State::Body => {
+                        let body = top.part.body_offset;
+                        (end.max(body), body, true)
+                    }
+                };
+                if in_body
+                    && top.part.is_multipart()
+                    && let Some(b) = top.part.param("boundary")
+                    && !b.is_empty()
+                {
+                    delimiter_line_inside |= self
+                        .prev_head
+                        .strip_prefix(b"--")
+                        .is_some_and(|l| l.starts_with(b.as_bytes()));
+                }
+                let keeps_break = header_end_inside > entity_end
+                    || (delimiter_line_inside && in_body && entity_end == end);
+                let extra = if keeps_break { self.prev_eol } else { 0 };
+                self.close_top(end, end_lf, end_bare, delimiter_start, extra);
+                header_end_inside = header_end_inside.max(header_end);
             }
             if close {
                 if let Some(f) = self.stack.last_mut() {
@@ -319,8 +360,9 @@ impl Scanner {
 
     /// Closes the innermost open entity with its body ending at `end`.
     /// `next` is where the following content starts (for an entity still in
-    /// its header, the header runs up to there).
-    fn close_top(&mut self, end: u64, end_lf: u64, end_bare: u64, next: u64) {
+    /// its header, the header runs up to there). `imap_eol` is the line
+    /// break after `end` that IMAP servers count in the body.
+    fn close_top(&mut self, end: u64, end_lf: u64, end_bare: u64, next: u64, imap_eol: u64) {
         let Some(mut frame) = self.stack.pop() else {
             return;
         };
@@ -343,6 +385,7 @@ impl Scanner {
             frame.part.body_size = end - frame.part.body_offset;
             frame.part.body_lines = end_lf.saturating_sub(frame.lf_at_body);
             frame.part.body_bare_lf = end_bare.saturating_sub(frame.bare_at_body);
+            frame.part.imap_body_eol = imap_eol;
         }
         match self.stack.last_mut() {
             Some(parent) => parent.part.parts.push(frame.part),
@@ -354,16 +397,15 @@ impl Scanner {
     pub fn finish(mut self) -> Summary {
         if self.line_len > 0 {
             // A last line without a line break: it can still be a delimiter
-            // or the end of a header.
+            // line, or the last line of a header (which then has no blank
+            // line); in a body it is content.
             let line = std::mem::take(&mut self.line);
             let complete = line.len() as u64 == self.line_len;
-            if self.delimiter_of(&line).is_some() {
-                self.process_line(&line, complete, 0);
-            }
+            self.process_line(&line, complete, 0);
         }
         let (end, lf, bare) = (self.offset, self.lf, self.bare_lf);
         while !self.stack.is_empty() {
-            self.close_top(end, lf, bare, end);
+            self.close_top(end, lf, bare, end, 0);
         }
         Summary {
             version: SUMMARY_VERSION,

@@ -78,6 +78,17 @@ pub struct Part {
     /// body was treated as opaque content.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub opaque: bool,
+    /// Octets (1: LF, 2: CRLF) of the line break right after the body that
+    /// IMAP servers (Dovecot) count in this entity's body although RFC 2046
+    /// gives it to the delimiter line that follows; 0 otherwise. Set on an
+    /// entity ended by a delimiter line when its body ends with a delimiter
+    /// line of a multipart inside it (`--inner--` right before `--outer`),
+    /// or when a header inside it runs up to the delimiter line (a header
+    /// cut short, or ended by an empty line right before the delimiter).
+    /// Absent in summaries written before it existed (`docs/FORMAT.md`
+    /// 12.4 says what readers do then).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub imap_body_eol: u64,
     /// Children: body parts of a multipart, or the one embedded message of
     /// a message/rfc822 part. In JSON the tree is a flat pre-order list
     /// with parent indexes (see [`SummaryJson`]), so that no reader needs
@@ -88,6 +99,10 @@ pub struct Part {
     /// message itself). Only meaningful while (de)serializing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<usize>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -2,10 +2,38 @@
 //! alone: RFC822.SIZE, ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2).
 //!
 //! The output is IMAP syntax, shaped like Dovecot's (the provider the tests
-//! use as an oracle): sizes count line breaks as CRLF, text parts get a
-//! default `charset`, a missing transfer encoding is "7bit".
+//! use as an oracle, `tests/summary_oracle.rs`):
+//!
+//! - Sizes count line breaks as CRLF; text parts get a default `charset`; a
+//!   missing transfer encoding is "7bit".
+//! - Strings are quoted unless they hold CR, LF, 8-bit octets or more than
+//!   four `"` and `\`: those are literals. The Subject and display names
+//!   are cleaned up "for humans": whitespace runs (SP, HTAB, CR, LF) become
+//!   one space, leading and trailing whitespace goes, and a string that
+//!   needed any of that, or holds `"`, `\` or 8-bit octets, is a literal.
+//! - ENVELOPE reads header fields as Dovecot does: a field's name is what
+//!   precedes the first colon of its first line, trailing SP and HTAB
+//!   removed (`Subject :` is a Subject); its value skips the whitespace
+//!   after the colon (only one octet of it when the line holds nothing
+//!   else), folding line breaks removed. Of the Date, Subject, In-Reply-To
+//!   and Message-ID fields the *last* one counts; the address fields (From,
+//!   Sender, Reply-To, To, Cc, Bcc) all count, their addresses joined in
+//!   order. A NUL octet in a string becomes U+FFFD; an address field ends
+//!   at a NUL. Sender and Reply-To default to From when they give no
+//!   address.
+//! - BODYSTRUCTURE: only message/rfc822 encapsulates (Dovecot 2.3 treats
+//!   message/global as a leaf, whatever the summary holds below it); a
+//!   multipart without parts is shown with one empty text/plain part; the
+//!   body of a message/rfc822 part includes the line break that Dovecot
+//!   counts in it next to a delimiter line ([`Part::imap_body_eol`]; for a
+//!   summary written before that field existed, the part of it that the
+//!   structure shows).
+//!
+//! The `*_bytes` functions give the exact octets (8-bit header octets
+//! pass through as they are in M); the `String` forms are the same, lossy
+//! where those octets are not UTF-8.
 
-use super::header::{self, RawField};
+use super::header;
 use super::summary::{Part, Summary};
 
 /// RFC822.SIZE: octets of the message with every bare LF counted as CRLF.
@@ -13,435 +41,919 @@ pub fn rfc822_size(summary: &Summary) -> u64 {
     summary.size + summary.bare_lf
 }
 
-/// An IMAP string: quoted when it can be, a literal otherwise.
-fn istring(out: &mut String, v: &[u8]) {
-    let quotable = v.len() < 4096
-        && v.iter()
-            .all(|&b| b != 0 && b != b'\r' && b != b'\n' && b.is_ascii());
-    if quotable {
-        out.push('"');
-        for &b in v {
-            if b == b'"' || b == b'\\' {
-                out.push('\\');
-            }
-            out.push(b as char);
-        }
-        out.push('"');
-    } else {
-        out.push_str(&format!("{{{}}}\r\n", v.len()));
-        out.push_str(&String::from_utf8_lossy(v));
-    }
+/// The most `"` and `\\` a quoted string may hold; more make a literal
+/// (Dovecot's choice: past that, a literal is shorter).
+const QUOTED_MAX_ESCAPES: usize = 4;
+
+fn literal(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(format!("{{{}}}\r\n", v.len()).as_bytes());
+    out.extend_from_slice(v);
 }
 
-fn nstring(out: &mut String, v: Option<&[u8]>) {
+/// An IMAP string as Dovecot writes one: quoted when it can be, a literal
+/// otherwise.
+fn istring(out: &mut Vec<u8>, v: &[u8]) {
+    let escapes = v.iter().filter(|&&b| b == b'"' || b == b'\\').count();
+    let needs_literal = escapes > QUOTED_MAX_ESCAPES
+        || v.iter()
+            .any(|&b| b == 0 || b == b'\r' || b == b'\n' || b >= 0x80);
+    if needs_literal {
+        literal(out, v);
+        return;
+    }
+    out.push(b'"');
+    for &b in v {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+fn nstring(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         Some(v) => istring(out, v),
-        None => out.push_str("NIL"),
+        None => out.extend_from_slice(b"NIL"),
     }
 }
 
-fn sstring(out: &mut String, v: Option<&str>) {
+fn sstring(out: &mut Vec<u8>, v: Option<&str>) {
     nstring(out, v.map(str::as_bytes));
 }
 
-/// The header value as Dovecot puts it in ENVELOPE: unfolded (line breaks
-/// removed, folding whitespace kept), leading whitespace trimmed.
-fn envelope_value(f: &RawField<'_>) -> Vec<u8> {
-    f.value()
-}
-
-/// ENVELOPE of a message whose raw header block is `block`.
-pub fn envelope(block: &[u8]) -> String {
-    let fields = header::fields(block);
-    let first = |name: &str| fields.iter().find(|f| f.is(name));
-    let mut out = String::from("(");
-    nstring(&mut out, first("date").map(envelope_value).as_deref());
-    out.push(' ');
-    nstring(&mut out, first("subject").map(envelope_value).as_deref());
-    let addr = |name: &str| first(name).map(|f| f.value());
-    let from = addr("from");
-    let sender = addr("sender").or_else(|| from.clone());
-    let reply_to = addr("reply-to").or_else(|| from.clone());
-    for list in [from, sender, reply_to, addr("to"), addr("cc"), addr("bcc")] {
-        out.push(' ');
-        match list {
-            Some(v) => address_list(&mut out, &v),
-            None => out.push_str("NIL"),
-        }
-    }
-    out.push(' ');
-    nstring(
-        &mut out,
-        first("in-reply-to").map(envelope_value).as_deref(),
-    );
-    out.push(' ');
-    nstring(&mut out, first("message-id").map(envelope_value).as_deref());
-    out.push(')');
-    out
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Word(Vec<u8>),
-    Quoted(Vec<u8>),
-    Comment(Vec<u8>),
-    Special(u8),
-}
-
-fn tokenize(v: &[u8]) -> Vec<Token> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let c = v[i];
-        match c {
-            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'"' => {
-                let mut s = Vec::new();
-                i += 1;
-                while i < v.len() && v[i] != b'"' {
-                    if v[i] == b'\\' && i + 1 < v.len() {
-                        i += 1;
-                    }
-                    s.push(v[i]);
-                    i += 1;
+/// A string for people to read (Subject, display names), as Dovecot
+/// writes it: whitespace runs become one space and the ends are trimmed;
+/// unless nothing needed changing (and nothing needs escaping), the result
+/// is a literal.
+fn human(out: &mut Vec<u8>, v: &[u8]) {
+    let mut clean = Vec::with_capacity(v.len());
+    let mut modified = false;
+    let mut last_space = true;
+    for &b in v {
+        match b {
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                if b != b' ' || last_space {
+                    modified = true;
                 }
-                i += 1;
-                out.push(Token::Quoted(s));
-            }
-            b'(' => {
-                let mut depth = 0usize;
-                let mut s = Vec::new();
-                while i < v.len() {
-                    let c = v[i];
-                    if c == b'\\' && i + 1 < v.len() {
-                        s.push(v[i + 1]);
-                        i += 2;
-                        continue;
-                    }
-                    if c == b'(' {
-                        depth += 1;
-                        if depth > 1 {
-                            s.push(c);
-                        }
-                    } else if c == b')' {
-                        depth -= 1;
-                        if depth == 0 {
-                            i += 1;
-                            break;
-                        }
-                        s.push(c);
-                    } else {
-                        s.push(c);
-                    }
-                    i += 1;
+                if !last_space {
+                    clean.push(b' ');
                 }
-                out.push(Token::Comment(s));
+                last_space = true;
             }
-            b'<' | b'>' | b'@' | b',' | b';' | b':' | b'.' | b'[' | b']' => {
-                out.push(Token::Special(c));
-                i += 1;
+            0 => {
+                modified = true;
+                clean.push(0x80);
+                last_space = false;
             }
             _ => {
-                let start = i;
-                while i < v.len() && !b" \t\r\n\"(<>@,;:.[]".contains(&v[i]) {
-                    i += 1;
+                if b == b'"' || b == b'\\' || b >= 0x80 {
+                    modified = true;
                 }
-                out.push(Token::Word(v[start..i].to_vec()));
+                clean.push(b);
+                last_space = false;
             }
         }
     }
-    out
-}
-
-/// Joins words of a display name with single spaces, dots kept.
-fn phrase(tokens: &[Token]) -> Option<Vec<u8>> {
-    let mut out: Vec<u8> = Vec::new();
-    let mut prev_dot = false;
-    for t in tokens {
-        match t {
-            Token::Word(w) | Token::Quoted(w) => {
-                if !out.is_empty() && !prev_dot {
-                    out.push(b' ');
-                }
-                out.extend_from_slice(w);
-                prev_dot = false;
-            }
-            Token::Special(b'.') => {
-                out.push(b'.');
-                prev_dot = true;
-            }
-            _ => {}
-        }
+    if last_space && clean.last() == Some(&b' ') {
+        clean.pop();
+        modified = true;
     }
-    (!out.is_empty()).then_some(out)
+    if !modified {
+        out.push(b'"');
+        out.extend_from_slice(v);
+        out.push(b'"');
+    } else if clean.is_empty() {
+        out.extend_from_slice(b"\"\"");
+    } else {
+        literal(out, &clean);
+    }
 }
 
-/// `local@domain` from tokens (dots joined without spaces).
-fn addr_spec(tokens: &[Token]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    let at = tokens.iter().position(|t| *t == Token::Special(b'@'));
-    let join = |ts: &[Token]| -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        for t in ts {
-            match t {
-                Token::Word(w) => out.extend_from_slice(w),
-                Token::Quoted(w) => {
-                    out.push(b'"');
-                    out.extend_from_slice(w);
-                    out.push(b'"');
-                }
-                Token::Special(c @ (b'.' | b'[' | b']')) => out.push(*c),
-                _ => {}
-            }
-        }
-        (!out.is_empty()).then_some(out)
+fn is_lwsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// A line without its line break (LF, and one CR before it).
+fn strip_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// A field's name and value as Dovecot's header parser gives them: the
+/// name precedes the first colon of the first line (trailing SP and HTAB
+/// removed); the value follows it, without the whitespace after the colon
+/// (but for one octet when the line holds nothing else), continuation
+/// lines appended without their line breaks. `None` for a field whose
+/// first line has no colon.
+fn dovecot_field(raw: &[u8]) -> Option<(&[u8], Vec<u8>)> {
+    let mut lines = raw.split_inclusive(|&b| b == b'\n');
+    let first = strip_eol(lines.next()?);
+    let colon = first.iter().position(|&b| b == b':')?;
+    let mut name = &first[..colon];
+    while let [rest @ .., last] = name
+        && is_lwsp(*last)
+    {
+        name = rest;
+    }
+    let after = &first[colon + 1..];
+    let skip = match after.iter().position(|&b| !is_lwsp(b)) {
+        Some(p) => p,
+        None => usize::from(!after.is_empty()),
     };
-    match at {
-        Some(p) => (join(&tokens[..p]), join(&tokens[p + 1..])),
-        None => (join(tokens), None),
+    let mut value = after[skip..].to_vec();
+    for line in lines {
+        value.extend_from_slice(strip_eol(line));
     }
+    Some((name, value))
 }
 
-fn address(
-    out: &mut String,
-    name: Option<&[u8]>,
-    route: Option<&[u8]>,
-    mailbox: Option<&[u8]>,
-    host: Option<&[u8]>,
-) {
-    out.push('(');
-    nstring(out, name);
-    out.push(' ');
-    nstring(out, route);
-    out.push(' ');
-    nstring(out, mailbox);
-    out.push(' ');
-    nstring(out, host);
-    out.push(')');
+/// A string field's value as Dovecot keeps it: NUL becomes U+FFFD.
+fn nul_free(v: Vec<u8>) -> Vec<u8> {
+    if !v.contains(&0) {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len() + 4);
+    for b in v {
+        if b == 0 {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
-/// One mailbox (`name <a@b>`, `a@b (comment)`, `a@b`) as an IMAP address.
-fn mailbox(out: &mut String, tokens: &[Token]) {
-    if let Some(lt) = tokens.iter().position(|t| *t == Token::Special(b'<')) {
-        let name = phrase(&tokens[..lt]);
-        let gt = tokens[lt..]
+/// ENVELOPE of a message whose raw header block is `block` (lossy where
+/// the header's 8-bit octets are not UTF-8: see [`envelope_bytes`]).
+pub fn envelope(block: &[u8]) -> String {
+    String::from_utf8_lossy(&envelope_bytes(block)).into_owned()
+}
+
+/// ENVELOPE of a message whose raw header block is `block`, octet for
+/// octet as Dovecot sends it.
+pub fn envelope_bytes(block: &[u8]) -> Vec<u8> {
+    let mut strings: [Option<Vec<u8>>; 4] = Default::default();
+    let mut lists: [Vec<Address>; 6] = Default::default();
+    const STRINGS: [&str; 4] = ["date", "subject", "in-reply-to", "message-id"];
+    const LISTS: [&str; 6] = ["from", "sender", "reply-to", "to", "cc", "bcc"];
+    for f in header::fields(block) {
+        let Some((name, value)) = dovecot_field(f.raw) else {
+            continue;
+        };
+        if let Some(i) = STRINGS
             .iter()
-            .position(|t| *t == Token::Special(b'>'))
-            .map_or(tokens.len(), |p| lt + p);
-        let mut inner = &tokens[lt + 1..gt];
-        let mut route = None;
-        if let Some(colon) = inner.iter().position(|t| *t == Token::Special(b':')) {
-            let (r, _) = addr_spec(&inner[..colon]);
-            // Rebuild the route as written: "@a,@b".
-            let mut rs = Vec::new();
-            for t in &inner[..colon] {
-                match t {
-                    Token::Word(w) => rs.extend_from_slice(w),
-                    Token::Special(c) => rs.push(*c),
-                    _ => {}
-                }
-            }
-            route = r.map(|_| rs);
-            inner = &inner[colon + 1..];
+            .position(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            strings[i] = Some(nul_free(value));
+        } else if let Some(i) = LISTS
+            .iter()
+            .position(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+            lists[i].extend(address_list(&value[..end]));
         }
-        let (local, host) = addr_spec(inner);
-        let missing_mailbox = b"MISSING_MAILBOX".to_vec();
-        let missing_domain = b"MISSING_DOMAIN".to_vec();
-        address(
-            out,
-            name.as_deref(),
-            route.as_deref(),
-            Some(local.as_deref().unwrap_or(&missing_mailbox)),
-            Some(host.as_deref().unwrap_or(&missing_domain)),
-        );
-    } else {
-        let comment = tokens.iter().rev().find_map(|t| match t {
-            Token::Comment(c) => Some(c.clone()),
-            _ => None,
-        });
-        let (local, host) = addr_spec(tokens);
-        let missing_mailbox = b"MISSING_MAILBOX".to_vec();
-        let missing_domain = b"MISSING_DOMAIN".to_vec();
-        address(
-            out,
-            comment.as_deref(),
-            None,
-            Some(local.as_deref().unwrap_or(&missing_mailbox)),
-            Some(host.as_deref().unwrap_or(&missing_domain)),
-        );
     }
+    let [date, subject, in_reply_to, message_id] = strings;
+    let [from, sender, reply_to, to, cc, bcc] = lists;
+    let mut out = b"(".to_vec();
+    nstring(&mut out, date.as_deref());
+    out.push(b' ');
+    match &subject {
+        Some(s) => human(&mut out, s),
+        None => out.extend_from_slice(b"NIL"),
+    }
+    let sender = if sender.is_empty() { &from } else { &sender };
+    let reply_to = if reply_to.is_empty() {
+        &from
+    } else {
+        &reply_to
+    };
+    for list in [&from, sender, reply_to, &to, &cc, &bcc] {
+        out.push(b' ');
+        write_addresses(&mut out, list);
+    }
+    out.push(b' ');
+    nstring(&mut out, in_reply_to.as_deref());
+    out.push(b' ');
+    nstring(&mut out, message_id.as_deref());
+    out.push(b')');
+    out
 }
 
-/// An address list, groups included, or NIL when it holds no address.
-fn address_list(out: &mut String, value: &[u8]) {
-    let tokens = tokenize(value);
-    let mut items = String::new();
-    let mut i = 0;
-    let mut in_group = false;
-    while i < tokens.len() {
-        // One element: up to ',' or ';' (or ':' opening a group), outside <>.
-        let mut j = i;
-        let mut angle = false;
-        let mut end_tok = None;
-        while j < tokens.len() {
-            match tokens[j] {
-                Token::Special(b'<') => angle = true,
-                Token::Special(b'>') => angle = false,
-                Token::Special(c @ (b',' | b';')) if !angle => {
-                    end_tok = Some(c);
-                    break;
-                }
-                Token::Special(b':') if !angle && !in_group => {
-                    end_tok = Some(b':');
-                    break;
-                }
-                _ => {}
-            }
-            j += 1;
-        }
-        let elem = &tokens[i..j];
-        match end_tok {
-            Some(b':') => {
-                let name = phrase(elem).unwrap_or_default();
-                address(&mut items, None, None, Some(&name), None);
-                in_group = true;
-            }
-            _ => {
-                if elem.iter().any(|t| !matches!(t, Token::Comment(_))) {
-                    mailbox(&mut items, elem);
-                }
-                if end_tok == Some(b';') && in_group {
-                    address(&mut items, None, None, None, None);
-                    in_group = false;
-                }
-            }
-        }
-        i = j + 1;
-    }
-    if in_group {
-        address(&mut items, None, None, None, None);
-    }
-    if items.is_empty() {
-        out.push_str("NIL");
-    } else {
-        out.push('(');
-        out.push_str(&items);
-        out.push(')');
-    }
+/// One element of an ENVELOPE address list: an address, or the start
+/// (`mailbox` is the group's name, `host` is NIL) or end (all NIL) of a
+/// group, as RFC 3501 §7.4.2 writes groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Address {
+    name: Option<Vec<u8>>,
+    route: Option<Vec<u8>>,
+    mailbox: Option<Vec<u8>>,
+    host: Option<Vec<u8>>,
 }
 
-fn params(out: &mut String, params: &[(String, String)], default_charset: bool) {
-    if params.is_empty() && !default_charset {
-        out.push_str("NIL");
+fn write_addresses(out: &mut Vec<u8>, list: &[Address]) {
+    if list.is_empty() {
+        out.extend_from_slice(b"NIL");
         return;
     }
-    out.push('(');
+    out.push(b'(');
+    for a in list {
+        out.push(b'(');
+        match &a.name {
+            Some(n) => human(out, n),
+            None => out.extend_from_slice(b"NIL"),
+        }
+        out.push(b' ');
+        nstring(out, a.route.as_deref());
+        out.push(b' ');
+        nstring(out, a.mailbox.as_deref());
+        out.push(b' ');
+        nstring(out, a.host.as_deref());
+        out.push(b')');
+    }
+    out.push(b')');
+}
+
+/// What a NUL octet becomes inside quoted strings, comments and domain
+/// literals (Dovecot's replacement).
+const NUL_REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+/// RFC 5322 `atext`, plus every 8-bit octet (as Dovecot's parser has it).
+fn is_atext(b: u8) -> bool {
+    b >= 0x80 || b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+}
+
+/// Result of a parsing step, Dovecot's convention: `Err` for a syntax error,
+/// `Ok(false)` when the input ended, `Ok(true)` when more follows.
+type Step = Result<bool, ()>;
+
+/// An RFC 5322 tokenizer over one field value: whitespace and comments
+/// skipped (the last comment kept: it names an address written
+/// `a@b (Name)`), words, quoted strings, domains. It follows Dovecot's
+/// `rfc822-parser.c` where real-world headers are malformed.
+struct Lexer<'a> {
+    data: &'a [u8],
+    pos: usize,
+    last_comment: Vec<u8>,
+}
+
+impl Lexer<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    fn at(&self, b: u8) -> bool {
+        self.peek() == Some(b)
+    }
+
+    fn more(&self) -> bool {
+        self.pos < self.data.len()
+    }
+
+    fn skip_comment(&mut self) -> Step {
+        self.last_comment.clear();
+        let mut level = 1usize;
+        self.pos += 1;
+        let mut start = self.pos;
+        while let Some(c) = self.peek() {
+            match c {
+                0 => {
+                    self.last_comment
+                        .extend_from_slice(&self.data[start..self.pos]);
+                    self.last_comment.extend_from_slice(NUL_REPLACEMENT);
+                    start = self.pos + 1;
+                }
+                b'(' => level += 1,
+                b')' => {
+                    level -= 1;
+                    if level == 0 {
+                        self.last_comment
+                            .extend_from_slice(&self.data[start..self.pos]);
+                        self.pos += 1;
+                        return Ok(self.more());
+                    }
+                }
+                b'\n' => {
+                    let mut piece = &self.data[start..self.pos];
+                    piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+                    self.last_comment.extend_from_slice(piece);
+                    start = self.pos + 1;
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    match self.peek() {
+                        None => return Err(()),
+                        Some(b'\r' | b'\n' | 0) => self.pos -= 1,
+                        Some(_) => {
+                            self.last_comment
+                                .extend_from_slice(&self.data[start..self.pos - 1]);
+                            start = self.pos;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        Err(())
+    }
+
+    /// Skips whitespace and comments.
+    fn skip_cfws(&mut self) -> Step {
+        while let Some(c) = self.peek() {
+            match c {
+                b' ' | b'\t' | b'\r' | b'\n' => self.pos += 1,
+                b'(' => {
+                    self.skip_comment()?;
+                }
+                _ => break,
+            }
+        }
+        Ok(self.more())
+    }
+
+    fn dot_atom(&mut self, out: &mut Vec<u8>) -> Step {
+        if !self.peek().is_some_and(is_atext) {
+            return Err(());
+        }
+        let mut start = self.pos;
+        self.pos += 1;
+        while let Some(c) = self.peek() {
+            if is_atext(c) {
+                self.pos += 1;
+                continue;
+            }
+            if start == self.pos {
+                return Err(());
+            }
+            out.extend_from_slice(&self.data[start..self.pos]);
+            if !self.skip_cfws()? {
+                return Ok(false);
+            }
+            if !self.at(b'.') {
+                return Ok(true);
+            }
+            self.pos += 1;
+            out.push(b'.');
+            if !self.skip_cfws()? {
+                return Err(());
+            }
+            start = self.pos;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        Ok(false)
+    }
+
+    fn quoted_string(&mut self, out: &mut Vec<u8>) -> Step {
+        self.pos += 1;
+        let mut start = self.pos;
+        while let Some(c) = self.peek() {
+            match c {
+                0 => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    out.extend_from_slice(NUL_REPLACEMENT);
+                    start = self.pos + 1;
+                }
+                b'"' => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    self.pos += 1;
+                    return self.skip_cfws();
+                }
+                b'\n' => {
+                    let mut piece = &self.data[start..self.pos];
+                    piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+                    out.extend_from_slice(piece);
+                    start = self.pos + 1;
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    match self.peek() {
+                        None => return Err(()),
+                        Some(b'\r' | b'\n' | 0) => self.pos -= 1,
+                        Some(_) => {
+                            out.extend_from_slice(&self.data[start..self.pos - 1]);
+                            start = self.pos;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        Err(())
+    }
+
+    fn atom_or_dot(&mut self, out: &mut Vec<u8>) -> Step {
+        let start = self.pos;
+        while self.peek().is_some_and(|c| is_atext(c) || c == b'.') {
+            self.pos += 1;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        if self.more() {
+            self.skip_cfws()
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// A display name: words and dots, joined with single spaces.
+    fn phrase(&mut self, out: &mut Vec<u8>) -> Step {
+        if !self.more() {
+            return Ok(false);
+        }
+        if self.at(b'.') {
+            return Err(());
+        }
+        loop {
+            let more = if self.at(b'"') {
+                self.quoted_string(out)?
+            } else {
+                self.atom_or_dot(out)?
+            };
+            if !more {
+                return Ok(false);
+            }
+            match self.peek() {
+                Some(c) if is_atext(c) || c == b'"' || c == b'.' => out.push(b' '),
+                _ => break,
+            }
+        }
+        self.skip_cfws()
+    }
+
+    fn domain_literal(&mut self, out: &mut Vec<u8>) -> Step {
+        let mut start = self.pos;
+        self.pos += 1;
+        while let Some(c) = self.peek() {
+            match c {
+                0 => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    out.extend_from_slice(NUL_REPLACEMENT);
+                    start = self.pos + 1;
+                }
+                b'[' => return Err(()),
+                b']' => {
+                    out.extend_from_slice(&self.data[start..=self.pos]);
+                    self.pos += 1;
+                    return self.skip_cfws();
+                }
+                b'\n' => {
+                    let mut piece = &self.data[start..self.pos];
+                    piece = piece.strip_suffix(b"\r").unwrap_or(piece);
+                    out.extend_from_slice(piece);
+                    start = self.pos + 1;
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    match self.peek() {
+                        None => return Err(()),
+                        Some(b'\r' | b'\n' | 0) => {
+                            out.extend_from_slice(&self.data[start..self.pos]);
+                            start = self.pos;
+                            self.pos -= 1;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        Err(())
+    }
+
+    /// `@` domain (at `@`).
+    fn domain(&mut self, out: &mut Vec<u8>) -> Step {
+        self.pos += 1;
+        if !self.skip_cfws()? {
+            return Err(());
+        }
+        if self.at(b'[') {
+            self.domain_literal(out)
+        } else {
+            self.dot_atom(out)
+        }
+    }
+}
+
+/// An address list parsed as Dovecot's `message-address.c` parses one for
+/// ENVELOPE (missing parts filled in as `MISSING_MAILBOX`,
+/// `MISSING_DOMAIN`, `SYNTAX_ERROR`, `INVALID_ROUTE`).
+struct AddressParser<'a> {
+    lex: Lexer<'a>,
+    out: Vec<Address>,
+    addr: Address,
+    invalid: bool,
+}
+
+impl AddressParser<'_> {
+    fn add(&mut self) {
+        self.out.push(std::mem::take(&mut self.addr));
+        self.invalid = false;
+    }
+
+    fn add_fixed(&mut self) {
+        if self.addr.mailbox.is_none() {
+            self.addr.mailbox = Some(b"MISSING_MAILBOX".to_vec());
+        }
+        if self.addr.host.as_ref().is_none_or(|h| h.is_empty()) {
+            self.addr.host = Some(b"MISSING_DOMAIN".to_vec());
+        }
+        self.add();
+    }
+
+    fn local_part(&mut self) -> Step {
+        let mut s = Vec::new();
+        let r = if self.lex.at(b'"') {
+            self.lex.quoted_string(&mut s)
+        } else {
+            self.lex.dot_atom(&mut s)
+        }?;
+        self.addr.mailbox = Some(s);
+        Ok(r)
+    }
+
+    fn domain(&mut self) -> Step {
+        let mut s = Vec::new();
+        let r = self.lex.domain(&mut s)?;
+        self.addr.host = Some(s);
+        Ok(r)
+    }
+
+    /// `@a,@b` before the `:` of an obsolete route. `Ok(false)` at the end.
+    fn domain_list(&mut self) -> Step {
+        let mut s = Vec::new();
+        loop {
+            if !self.lex.more() {
+                return Ok(false);
+            }
+            if !self.lex.at(b'@') {
+                break;
+            }
+            if !s.is_empty() {
+                s.push(b',');
+            }
+            s.push(b'@');
+            if !self.lex.domain(&mut s)? {
+                return Ok(false);
+            }
+            while self.lex.skip_cfws().unwrap_or(false) && self.lex.at(b',') {
+                self.lex.pos += 1;
+            }
+        }
+        self.addr.route = Some(s);
+        Ok(true)
+    }
+
+    /// `<` [route `:`] local-part [`@` domain] `>` (at `<`).
+    fn angle_addr(&mut self) -> Step {
+        self.lex.pos += 1;
+        if !self.lex.skip_cfws()? {
+            return Err(());
+        }
+        if self.lex.at(b'@') {
+            if matches!(self.domain_list(), Ok(true)) && self.lex.at(b':') {
+                self.lex.pos += 1;
+            } else {
+                self.addr.route = Some(b"INVALID_ROUTE".to_vec());
+                if !self.lex.more() {
+                    return Err(());
+                }
+            }
+            if !self.lex.skip_cfws()? {
+                return Err(());
+            }
+        }
+        if !self.lex.at(b'>') {
+            if !self.local_part()? {
+                return Err(());
+            }
+            if self.lex.at(b'@') && !self.domain()? {
+                return Err(());
+            }
+        }
+        if !self.lex.at(b'>') {
+            return Err(());
+        }
+        self.lex.pos += 1;
+        self.lex.skip_cfws()
+    }
+
+    fn name_addr(&mut self) -> Step {
+        let mut name = Vec::new();
+        if !self.lex.phrase(&mut name)? || !self.lex.at(b'<') {
+            return Err(());
+        }
+        self.addr.name = (!name.is_empty()).then_some(name);
+        if self.angle_addr().is_err() {
+            self.addr.host = Some(b"SYNTAX_ERROR".to_vec());
+            self.invalid = true;
+        }
+        Ok(self.lex.more())
+    }
+
+    fn addr_spec(&mut self) -> Step {
+        self.lex.last_comment.clear();
+        let quoted = self.lex.at(b'"');
+        let mut r = self.local_part();
+        if !matches!(r, Ok(true)) {
+            self.invalid = true;
+        }
+        let mut domain_tried = false;
+        if r != Ok(false) && self.lex.at(b'@') {
+            domain_tried = true;
+            let r2 = self.domain();
+            if r2 != Ok(true) {
+                r = r2;
+            }
+        }
+        if !self.lex.last_comment.is_empty() {
+            self.addr.name = Some(self.lex.last_comment.clone());
+        } else if !domain_tried {
+            // A word without `@domain`: a mailbox if alone, but a display
+            // name if more words follow.
+            let mut s = self.addr.mailbox.clone().unwrap_or_default();
+            s.push(b' ');
+            let before = s.len();
+            let _ = self.lex.phrase(&mut s);
+            if s.len() != before {
+                self.addr.mailbox = None;
+                self.addr.name = Some(s);
+            } else if !quoted {
+                self.addr.host = Some(Vec::new());
+            }
+            self.invalid = true;
+            r = Err(());
+        }
+        r
+    }
+
+    fn mailbox(&mut self) -> Step {
+        let start = self.lex.pos;
+        let mut r = self.name_addr();
+        if r.is_err() {
+            self.lex.pos = start;
+            r = self.addr_spec();
+            if self.invalid
+                && self.addr.name.is_none()
+                && self.addr.mailbox.is_some()
+                && self.addr.host.is_none()
+            {
+                self.addr.name = self.addr.mailbox.take();
+            }
+        }
+        self.add_fixed();
+        r
+    }
+
+    fn group(&mut self) -> Step {
+        let mut name = Vec::new();
+        if !self.lex.phrase(&mut name)? || !self.lex.at(b':') {
+            return Err(());
+        }
+        self.lex.pos += 1;
+        let mut r = self.lex.skip_cfws();
+        self.addr.mailbox = Some(name);
+        self.add();
+        if r == Ok(true) && !self.lex.at(b';') {
+            loop {
+                let _ = self.mailbox();
+                if !self.lex.at(b',') {
+                    break;
+                }
+                self.lex.pos += 1;
+                if self.lex.skip_cfws() != Ok(true) {
+                    r = Err(());
+                    break;
+                }
+            }
+        }
+        if r.is_ok() {
+            if self.lex.at(b';') {
+                self.lex.pos += 1;
+                r = self.lex.skip_cfws();
+            } else {
+                r = Err(());
+            }
+        }
+        self.add();
+        Ok(r != Ok(false))
+    }
+
+    fn address(&mut self) -> Step {
+        let start = self.lex.pos;
+        // A failed group attempt leaves nothing behind but the position.
+        let r = self.group();
+        if r.is_err() {
+            self.lex.pos = start;
+            return self.mailbox();
+        }
+        r
+    }
+
+    fn list(&mut self) {
+        loop {
+            if self.address() == Ok(false) {
+                break;
+            }
+            if !self.lex.at(b',') {
+                break;
+            }
+            self.lex.pos += 1;
+            match self.lex.skip_cfws() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(()) => {
+                    self.add_fixed();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The addresses of one address field's value (empty when it holds none).
+fn address_list(value: &[u8]) -> Vec<Address> {
+    let mut p = AddressParser {
+        lex: Lexer {
+            data: value,
+            pos: 0,
+            last_comment: Vec::new(),
+        },
+        out: Vec::new(),
+        addr: Address::default(),
+        invalid: false,
+    };
+    if p.lex.skip_cfws() == Ok(true) {
+        p.list();
+    }
+    p.out
+}
+
+fn params(out: &mut Vec<u8>, params: &[(String, String)], default_charset: bool) {
+    if params.is_empty() && !default_charset {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
     let mut first = true;
     let mut seen_charset = false;
     for (n, v) in params {
         if !first {
-            out.push(' ');
+            out.push(b' ');
         }
         first = false;
         seen_charset |= n.eq_ignore_ascii_case("charset");
         istring(out, n.as_bytes());
-        out.push(' ');
+        out.push(b' ');
         istring(out, v.as_bytes());
     }
     if default_charset && !seen_charset {
         if !first {
-            out.push(' ');
+            out.push(b' ');
         }
-        out.push_str("\"charset\" \"us-ascii\"");
+        out.extend_from_slice(b"\"charset\" \"us-ascii\"");
     }
-    out.push(')');
+    out.push(b')');
 }
 
-fn extension(out: &mut String, part: &Part) {
-    out.push(' ');
+fn extension(out: &mut Vec<u8>, part: &Part) {
+    out.push(b' ');
     match &part.disposition {
         Some(d) => {
-            out.push('(');
+            out.push(b'(');
             istring(out, d.kind.as_bytes());
-            out.push(' ');
+            out.push(b' ');
             params(out, &d.params, false);
-            out.push(')');
+            out.push(b')');
         }
-        None => out.push_str("NIL"),
+        None => out.extend_from_slice(b"NIL"),
     }
-    out.push(' ');
+    out.push(b' ');
     match &part.language {
         Some(l) if !l.is_empty() => {
-            out.push('(');
+            out.push(b'(');
             for (i, tag) in l.iter().enumerate() {
                 if i > 0 {
-                    out.push(' ');
+                    out.push(b' ');
                 }
                 istring(out, tag.as_bytes());
             }
-            out.push(')');
+            out.push(b')');
         }
-        _ => out.push_str("NIL"),
+        _ => out.extend_from_slice(b"NIL"),
     }
-    out.push(' ');
+    out.push(b' ');
     sstring(out, part.location.as_deref());
 }
 
-/// BODYSTRUCTURE (with extension data) or BODY (without) of a part.
+/// Does this entity encapsulate a message? Only message/rfc822: Dovecot
+/// 2.3 shows message/global as a leaf.
+fn is_rfc822(part: &Part) -> bool {
+    part.media_type.eq_ignore_ascii_case("message") && part.subtype.eq_ignore_ascii_case("rfc822")
+}
+
+/// Does the body, as Dovecot delimits it, include the line break after
+/// `body_offset + body_size`? The summary says so ([`Part::imap_body_eol`]);
+/// a summary from before that field shows one of the two cases: a header
+/// inside the entity (of its last part, that part's last part, ...) that
+/// runs past the end of the body, up to the delimiter line.
+fn keeps_break(part: &Part) -> bool {
+    if part.imap_body_eol > 0 {
+        return true;
+    }
+    let end = part.body_offset.saturating_add(part.body_size);
+    let mut d = part;
+    while let Some(last) = d.parts.last() {
+        if last.header_offset.saturating_add(last.header_size) > end {
+            return true;
+        }
+        d = last;
+    }
+    false
+}
+
+/// BODYSTRUCTURE (with extension data) or BODY (without) of a part (lossy
+/// where strings are not UTF-8: see [`body_structure_bytes`]).
 pub fn body_structure(part: &Part, extended: bool) -> String {
-    let mut out = String::new();
+    String::from_utf8_lossy(&body_structure_bytes(part, extended)).into_owned()
+}
+
+/// BODYSTRUCTURE (with extension data) or BODY (without) of a part, as
+/// octets.
+pub fn body_structure_bytes(part: &Part, extended: bool) -> Vec<u8> {
+    let mut out = Vec::new();
     write_part(&mut out, part, extended);
     out
 }
 
-fn write_part(out: &mut String, part: &Part, extended: bool) {
-    out.push('(');
-    if part.is_multipart() && !part.parts.is_empty() {
+/// What Dovecot writes for a multipart without parts (which MIME does not
+/// allow): one empty text/plain part.
+const EMPTY_BODY: &[u8] = b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)";
+const EMPTY_BODYSTRUCTURE: &[u8] =
+    b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)";
+
+fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
+    out.push(b'(');
+    if part.is_multipart() {
+        if part.parts.is_empty() {
+            out.extend_from_slice(if extended {
+                EMPTY_BODYSTRUCTURE
+            } else {
+                EMPTY_BODY
+            });
+        }
         for child in &part.parts {
             write_part(out, child, extended);
         }
-        out.push(' ');
+        out.push(b' ');
         istring(out, part.subtype.as_bytes());
         if extended {
-            out.push(' ');
+            out.push(b' ');
             params(out, &part.params, false);
             extension(out, part);
         }
-        out.push(')');
+        out.push(b')');
         return;
     }
     let text = part.media_type.eq_ignore_ascii_case("text");
     istring(out, part.media_type.as_bytes());
-    out.push(' ');
+    out.push(b' ');
     istring(out, part.subtype.as_bytes());
-    out.push(' ');
+    out.push(b' ');
     params(out, &part.params, text);
-    out.push(' ');
+    out.push(b' ');
     sstring(out, part.id.as_deref());
-    out.push(' ');
+    out.push(b' ');
     sstring(out, part.description.as_deref());
-    out.push(' ');
+    out.push(b' ');
     match &part.encoding {
         Some(e) => istring(out, e.as_bytes()),
-        None => out.push_str("\"7bit\""),
+        None => out.extend_from_slice(b"\"7bit\""),
     }
-    out.push_str(&format!(" {}", part.body_size + part.body_bare_lf));
+    let size = part.body_size.saturating_add(part.body_bare_lf);
+    let inner = part.parts.first().filter(|_| is_rfc822(part));
     if text {
-        out.push_str(&format!(" {}", part.body_lines));
-    } else if part.is_message()
-        && let Some(inner) = part.parts.first()
-    {
-        out.push(' ');
-        out.push_str(&envelope(inner.header.as_deref().unwrap_or(b"")));
-        out.push(' ');
+        out.extend_from_slice(format!(" {size} {}", part.body_lines).as_bytes());
+    } else if let Some(inner) = inner {
+        // A line break Dovecot counts in the body is two octets (CRLF)
+        // and one line, whatever it is in M.
+        let extra = u64::from(keeps_break(part));
+        out.extend_from_slice(format!(" {} ", size.saturating_add(2 * extra)).as_bytes());
+        out.extend_from_slice(&envelope_bytes(inner.header.as_deref().unwrap_or(b"")));
+        out.push(b' ');
         write_part(out, inner, extended);
-        out.push_str(&format!(" {}", part.body_lines));
+        out.extend_from_slice(format!(" {}", part.body_lines.saturating_add(extra)).as_bytes());
+    } else {
+        out.extend_from_slice(format!(" {size}").as_bytes());
     }
     if extended {
-        out.push(' ');
+        out.push(b' ');
         sstring(out, part.md5.as_deref());
         extension(out, part);
     }
-    out.push(')');
+    out.push(b')');
 }
 
 #[cfg(test)]
@@ -461,27 +973,101 @@ mod tests {
         );
     }
 
+    fn list_of(v: &[u8]) -> String {
+        let mut out = Vec::new();
+        write_addresses(&mut out, &address_list(v));
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn groups_and_malformed_addresses_do_not_panic() {
         for v in [
-            "a:b@c,d@e;",
-            "<>",
-            "@",
-            ",,,",
-            "\"unterminated",
-            "(((",
-            "a <b@c",
-            ":;",
-            "x@",
+            &b"a:b@c,d@e;"[..],
+            b"<>",
+            b"@",
+            b",,,",
+            b"\"unterminated",
+            b"(((",
+            b"a <b@c",
+            b":;",
+            b"x@",
+            b"<@",
+            b"<@a,@b",
+            b"a <@a:",
+            b"\\",
+            b"(\\",
+            b"\"\\",
+            b"[",
+            b"a@[b\\",
+            b"a@[x",
+            b"g: (c",
+            b"a.",
+            b"a. .b@c",
+            b"\x00\"\x00\"(\x00)",
         ] {
-            let mut s = String::new();
-            address_list(&mut s, v.as_bytes());
+            list_of(v);
         }
-        let mut s = String::new();
-        address_list(&mut s, b"team: a@b.c, Bob <bob@d.e>;");
         assert_eq!(
-            s,
+            list_of(b"team: a@b.c, Bob <bob@d.e>;"),
             "((NIL NIL \"team\" NIL)(NIL NIL \"a\" \"b.c\")(\"Bob\" NIL \"bob\" \"d.e\")(NIL NIL NIL NIL))"
+        );
+    }
+
+    #[test]
+    fn addresses_as_dovecot_reads_them() {
+        for (value, want) in [
+            // Observed from Dovecot 2.3.19 (tests/summary_oracle.rs probes).
+            (
+                &b"Jo (comment) <j@x.test>, (only comment) k@x.test, l@x.test (Real Name)"[..],
+                "((\"Jo\" NIL \"j\" \"x.test\")(NIL NIL \"k\" \"x.test\")(\"Real Name\" NIL \"l\" \"x.test\"))",
+            ),
+            (b"<>", "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\"))"),
+            (
+                b"x@y.test, a\0b@x.test, c@x.test",
+                "((NIL NIL \"x\" \"y.test\")(NIL NIL \"a\" \"MISSING_DOMAIN\"))",
+            ),
+            (
+                b"Name\0X <n@x.test>",
+                "((NIL NIL \"Name\" \"MISSING_DOMAIN\"))",
+            ),
+            (
+                b"\"Ann  Two\tTab\" <a@x.test>",
+                "(({11}\r\nAnn Two Tab NIL \"a\" \"x.test\"))",
+            ),
+            (b"(c)", "NIL"),
+        ] {
+            assert_eq!(list_of(value), want, "{}", String::from_utf8_lossy(value));
+        }
+    }
+
+    #[test]
+    fn envelope_fields_as_dovecot_reads_them() {
+        // The last Subject counts (a name followed by spaces is still the
+        // name); address fields add up; empty Sender and Reply-To default
+        // to From.
+        let e = env_of(
+            "Subject: a\r\nSubject : b\r\nTo: one@x.test\r\nReply-To:\r\nFrom: f@x.test\r\nto: two@x.test,\r\n  three@x.test\r\n\r\n",
+        );
+        assert_eq!(
+            e,
+            "(NIL \"b\" ((NIL NIL \"f\" \"x.test\")) ((NIL NIL \"f\" \"x.test\")) ((NIL NIL \"f\" \"x.test\")) ((NIL NIL \"one\" \"x.test\")(NIL NIL \"two\" \"x.test\")(NIL NIL \"three\" \"x.test\")) NIL NIL NIL NIL)"
+        );
+        // Whitespace: one octet skipped after the colon of a blank value,
+        // folding kept in strings, collapsed in the Subject.
+        let e = env_of(
+            "Date: a  \r\n b\r\nMessage-ID:   \r\nIn-Reply-To: \t<i>  \r\nSubject: fold\r\n  ed\r\n\r\n",
+        );
+        assert_eq!(
+            e,
+            "(\"a   b\" {7}\r\nfold ed NIL NIL NIL NIL NIL NIL \"<i>  \" \"  \")"
+        );
+        // NUL in a string is U+FFFD; more than four quoted-specials make a
+        // literal.
+        let e = envelope_bytes(b"Subject: nul\0in\r\nMessage-ID: \"a\" \"b\" \"c\"\r\n\r\n");
+        assert_eq!(
+            e,
+            "(NIL {8}\r\nnul\u{FFFD}in NIL NIL NIL NIL NIL NIL NIL {11}\r\n\"a\" \"b\" \"c\")"
+                .as_bytes()
         );
     }
 }
