@@ -48,6 +48,8 @@ pub mod names {
     pub const IMAP_SESSIONS_ACTIVE: &str = "writ_imap_sessions_active";
     /// Counter: sealed messages opened by the IMAP proxy (summary or whole).
     pub const IMAP_OPENED_TOTAL: &str = "writ_imap_opened_total";
+    /// Counter: sealed messages the IMAP proxy answered from its cache.
+    pub const IMAP_CACHE_HITS_TOTAL: &str = "writ_imap_cache_hits_total";
     /// Counter, label `outcome` (sealed|refused): APPENDs through the proxy.
     pub const IMAP_APPENDS_TOTAL: &str = "writ_imap_appends_total";
 }
@@ -170,6 +172,11 @@ fn describe() {
         names::IMAP_OPENED_TOTAL,
         Unit::Count,
         "Sealed messages opened by the IMAP proxy"
+    );
+    describe_counter!(
+        names::IMAP_CACHE_HITS_TOTAL,
+        Unit::Count,
+        "Sealed messages answered from the IMAP proxy's cache"
     );
     describe_counter!(
         names::IMAP_APPENDS_TOTAL,

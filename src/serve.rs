@@ -272,6 +272,14 @@ impl Server {
             )));
         }
         let target = imap::upstream::Target::from_config(upstream)?;
+        let cache = if imap.cache {
+            Some(Arc::new(
+                imap::cache::Cache::open(&imap.cache_dir, imap.cache_max_bytes)
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+            ))
+        } else {
+            None
+        };
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for l in &imap.listeners {
@@ -295,6 +303,7 @@ impl Server {
                 },
                 keys: keys.clone(),
                 sealer: sealer.clone(),
+                cache: cache.clone(),
             });
             listeners.push(imap::listener::Listener {
                 socket,

@@ -786,3 +786,53 @@ fn mbsync_pulls_sealed_mail_as_plaintext_and_pushes_new_mail_sealed() {
         "{opened}"
     );
 }
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_message_read_twice_comes_from_the_encrypted_cache() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = user_with_sealed_mail(p, &proxy, "cache");
+    let args = [
+        proxy.imaps.port().to_string(),
+        proxy.tls.ca.display().to_string(),
+        user.name.clone(),
+        user.password.clone(),
+    ];
+    let hits = || proxy.writ.metric("writ_imap_cache_hits_total", &[]);
+    let first = python(FETCH_WHOLE, &args);
+    assert_eq!(hits(), 0.0, "a hit before anything was cached");
+    let second = python(FETCH_WHOLE, &args);
+    assert_eq!(first, second, "the cache answered differently");
+    assert_eq!(hits(), MESSAGES.len() as f64, "not answered from the cache");
+    assert!(second.contains("Hello Bob."), "{second}");
+    // On disk: nothing readable.
+    let cache = proxy.writ.dir().join("cache");
+    let files = files_under(&cache);
+    assert!(files.len() > MESSAGES.len(), "no cache files: {files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).expect("read");
+        for needle in ["Hello Bob", "inner body", user.name.as_str(), "INBOX"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle:?}",
+                f.display()
+            );
+        }
+    }
+}

@@ -45,6 +45,13 @@ pub struct ImapConfig {
     /// Seconds a client may stay silent (RFC 3501 §5.4: at least 30
     /// minutes). IDLE clients re-issue IDLE well within that.
     pub idle_timeout_secs: u64,
+    /// Keep a cache of opened messages.
+    pub cache: bool,
+    /// Directory of that cache (encrypted at rest with a key held in
+    /// memory; emptied at start; safe to delete).
+    pub cache_dir: PathBuf,
+    /// Bytes the cache may hold on disk; least recently used entries go.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for ImapConfig {
@@ -57,6 +64,9 @@ impl Default for ImapConfig {
             max_literal_size: 50 * 1024 * 1024,
             max_sessions: 500,
             idle_timeout_secs: 31 * 60,
+            cache: true,
+            cache_dir: PathBuf::from("cache"),
+            cache_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Shared {
     pub keys: SharedKeys,
     /// Seals APPENDed messages.
     pub sealer: crate::envelope::Sealer,
+    /// Opened messages, shared by every session.
+    pub cache: Option<Arc<super::cache::Cache>>,
 }
 
 /// Longest a TLS handshake with a client may take.
@@ -85,7 +87,8 @@ pub async fn serve(
         },
         shared.keys.clone(),
         shared.sealer.clone(),
-    );
+    )
+    .with_cache(shared.cache.clone());
     session.provider_input(&std::mem::take(&mut provider.pending));
     let mut upstream = provider.stream;
     let mut cbuf = vec![0u8; 64 * 1024];

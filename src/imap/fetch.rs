@@ -34,7 +34,10 @@ use imap_next::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
 use imap_next::imap_types::response::{Data, Status, StatusKind};
 use imap_next::imap_types::sequence::SequenceSet;
 
+use std::sync::Arc;
+
 use super::answer::{self, Need};
+use super::cache::{Cache, MailboxKey};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
 
@@ -45,6 +48,13 @@ pub enum Output {
     ToProvider(Command<'static>),
     /// The plan is over: this tagged status goes to the client.
     Finish(Status<'static>),
+}
+
+/// The cache and the selected mailbox's key in it.
+#[derive(Clone)]
+pub struct CacheRef {
+    pub cache: Arc<Cache>,
+    pub mailbox: MailboxKey,
 }
 
 /// One message as the probe found it.
@@ -78,6 +88,7 @@ pub struct FetchPlan {
     /// Answers ready without a further command.
     pending_out: Vec<Output>,
     next_tag: u32,
+    cache: Option<CacheRef>,
 }
 
 fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
@@ -167,7 +178,10 @@ fn uid_set(uids: &[NonZeroU32]) -> Option<SequenceSet> {
 impl FetchPlan {
     /// A plan for a client's FETCH or UID FETCH; `None` for other commands.
     /// The returned command (the probe) goes to the provider.
-    pub fn start(command: &Command<'static>) -> Option<(FetchPlan, Command<'static>)> {
+    pub fn start(
+        command: &Command<'static>,
+        cache: Option<CacheRef>,
+    ) -> Option<(FetchPlan, Command<'static>)> {
         let CommandBody::Fetch {
             sequence_set,
             macro_or_item_names,
@@ -232,6 +246,7 @@ impl FetchPlan {
                 refetch: Vec::new(),
                 pending_out: Vec::new(),
                 next_tag: 0,
+                cache,
             },
             probe,
         ))
@@ -330,9 +345,9 @@ impl FetchPlan {
                     list.iter()
                         .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
                         .and_then(data_bytes)
-                        .map(|stored| self.open_whole(probed, &stored, keys))
+                        .map(|stored| self.open_whole(uid, probed, &stored, keys))
                 } else {
-                    self.open_summary(probed, list, keys)
+                    self.open_summary(uid, probed, list, keys)
                 };
                 match answered {
                     None => Err(items),
@@ -382,6 +397,7 @@ impl FetchPlan {
     /// Answers every wanted item from the whole stored message.
     fn open_whole(
         &self,
+        uid: NonZeroU32,
         probed: &Probed,
         stored: &[u8],
         keys: &(dyn Keys + Send + Sync),
@@ -389,12 +405,16 @@ impl FetchPlan {
         let summary = envelope::read_summary(stored, keys)?.with_prefix(&probed.prefix);
         let mut opened = Vec::with_capacity(stored.len());
         envelope::open(stored, keys, &mut opened)?;
+        if let Some(c) = &self.cache {
+            c.cache.put(&c.mailbox, uid.get(), &summary, Some(&opened));
+        }
         Ok(Some(self.compose(probed, &summary, Some(&opened))))
     }
 
     /// Answers from part 1 alone; `Ok(None)` when an item needs more.
     fn open_summary(
         &self,
+        uid: NonZeroU32,
         probed: &Probed,
         list: &[MessageDataItem<'static>],
         keys: &(dyn Keys + Send + Sync),
@@ -413,6 +433,9 @@ impl FetchPlan {
         Some((|| {
             let summary = envelope::open_summary(&part1, cte.as_deref(), &epoch, keys)?
                 .with_prefix(&probed.prefix);
+            if let Some(c) = &self.cache {
+                c.cache.put(&c.mailbox, uid.get(), &summary, None);
+            }
             if self
                 .wanted
                 .iter()
@@ -582,8 +605,47 @@ impl FetchPlan {
                 .map(|(u, _)| *u)
                 .collect();
         }
+        let uids = self.answer_from_cache(uids);
+        if uids.is_empty() {
+            return None;
+        }
         self.fetch_command(&uids, items)
             .map(|(tag, c)| (Phase::Sealed { tag, payload }, c))
+    }
+
+    /// Answers what the cache can; returns the UIDs it could not.
+    fn answer_from_cache(&mut self, uids: Vec<NonZeroU32>) -> Vec<NonZeroU32> {
+        let Some(c) = self.cache.clone() else {
+            return uids;
+        };
+        let mut rest = Vec::new();
+        for uid in uids {
+            let hit = c
+                .cache
+                .get(&c.mailbox, uid.get())
+                .and_then(|(summary, body)| {
+                    let payload = self
+                        .wanted
+                        .iter()
+                        .any(|i| answer::need(i, Some(&summary)) == Need::Payload);
+                    match (payload, body) {
+                        (true, None) => None,
+                        (true, body) => Some((summary, body)),
+                        (false, _) => Some((summary, None)),
+                    }
+                });
+            let Some((summary, body)) = hit else {
+                rest.push(uid);
+                continue;
+            };
+            let Some(probed) = self.probed.remove(&uid) else {
+                continue;
+            };
+            metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
+            let out = self.compose(&probed, &summary, body.as_deref());
+            self.pending_out.extend(fetch(probed.seq, out));
+        }
+        rest
     }
 
     fn plain_phase(&mut self) -> Option<(Phase, Command<'static>)> {

@@ -10,8 +10,10 @@
 //! - [`upstream`]: the connection to the provider's IMAP server.
 //! - [`connection`] and [`listener`]: the tokio shells around them.
 
+pub mod account;
 pub mod answer;
 pub mod append;
+pub mod cache;
 pub mod capabilities;
 pub mod connection;
 pub mod fetch;

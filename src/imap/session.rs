@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 use imap_next::{Interrupt, Io, State, client, server};
 
+use super::account;
 use super::append;
+use super::cache::{Cache, MailboxKey};
 use super::capabilities::{self, Offer};
-use super::fetch::{FetchPlan, Output};
+use super::fetch::{CacheRef, FetchPlan, Output};
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 
@@ -74,6 +76,17 @@ pub struct Session {
     /// client's further commands wait in `held` (in order).
     plan: Option<FetchPlan>,
     held: VecDeque<server::Event>,
+    cache: Option<Arc<Cache>>,
+    /// The logged-in account, once the provider said OK.
+    account: Option<String>,
+    /// A LOGIN or AUTHENTICATE in flight: its tag and the account it names.
+    pending_login: Option<(Tag<'static>, Option<String>)>,
+    /// AUTHENTICATE without an initial response: the mechanism, until the
+    /// client's first answer names the account.
+    pending_mechanism: Option<imap_next::imap_types::auth::AuthMechanism<'static>>,
+    /// A SELECT or EXAMINE in flight: tag, mailbox, UIDVALIDITY seen.
+    pending_select: Option<(Tag<'static>, String, Option<u32>)>,
+    selected: Option<MailboxKey>,
 }
 
 fn text(s: &'static str) -> Text<'static> {
@@ -119,6 +132,68 @@ impl Session {
             sealer,
             plan: None,
             held: VecDeque::new(),
+            cache: None,
+            account: None,
+            pending_login: None,
+            pending_mechanism: None,
+            pending_select: None,
+            selected: None,
+        }
+    }
+
+    /// Opened messages are kept in `cache` (per account and mailbox).
+    pub fn with_cache(mut self, cache: Option<Arc<Cache>>) -> Session {
+        self.cache = cache;
+        self
+    }
+
+    fn cache_ref(&self) -> Option<CacheRef> {
+        Some(CacheRef {
+            cache: self.cache.clone()?,
+            mailbox: self.selected.clone()?,
+        })
+    }
+
+    /// Follows logins and selections in the provider's tagged answers.
+    fn track_status(&mut self, status: &Status<'static>) {
+        match status {
+            Status::Untagged(StatusBody {
+                code: Some(Code::UidValidity(v)),
+                ..
+            }) => {
+                if let Some((_, _, seen)) = &mut self.pending_select {
+                    *seen = Some(v.get());
+                }
+            }
+            Status::Tagged(Tagged { tag, body }) => {
+                let ok = body.kind == StatusKind::Ok;
+                if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag) {
+                    if let Some((_, account)) = self.pending_login.take()
+                        && ok
+                    {
+                        self.account = account;
+                    }
+                }
+                if self
+                    .pending_select
+                    .as_ref()
+                    .is_some_and(|(t, _, _)| t == tag)
+                    && let Some((_, mailbox, uidvalidity)) = self.pending_select.take()
+                    && ok
+                    && let (Some(account), Some(uidvalidity)) = (self.account.clone(), uidvalidity)
+                {
+                    let key = MailboxKey {
+                        account,
+                        mailbox,
+                        uidvalidity,
+                    };
+                    if let Some(cache) = &self.cache {
+                        cache.selected(&key);
+                    }
+                    self.selected = Some(key);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -248,6 +323,16 @@ impl Session {
                 command_authenticate,
             } => {
                 if self.auth_allowed() {
+                    let account = command_authenticate
+                        .initial_response
+                        .as_ref()
+                        .and_then(|r| {
+                            account::sasl_account(&command_authenticate.mechanism, r.declassify())
+                        });
+                    if command_authenticate.initial_response.is_none() {
+                        self.pending_mechanism = Some(command_authenticate.mechanism.clone());
+                    }
+                    self.pending_login = Some((command_authenticate.tag.clone(), account));
                     self.provider.enqueue_command(command_authenticate.into());
                 } else {
                     let _ = self.server.authenticate_finish(Status::Tagged(Tagged {
@@ -261,6 +346,12 @@ impl Session {
                 }
             }
             server::Event::AuthenticateDataReceived { authenticate_data } => {
+                if let (Some(mechanism), AuthenticateData::Continue(data)) =
+                    (self.pending_mechanism.take(), &authenticate_data)
+                    && let Some((_, account)) = &mut self.pending_login
+                {
+                    *account = account::sasl_account(&mechanism, data.declassify());
+                }
                 if let Err(data) = self.provider.set_authenticate_data(authenticate_data) {
                     // The provider already ended the exchange; a cancel
                     // needs no answer, anything else is out of place.
@@ -301,6 +392,22 @@ impl Session {
                     "Plaintext authentication disallowed: STARTTLS first",
                 );
             }
+            CommandBody::Login { username, .. } => {
+                let name = String::from_utf8_lossy(username.as_ref()).into_owned();
+                self.pending_login = Some((command.tag.clone(), Some(name)));
+                self.provider.enqueue_command(command);
+            }
+            CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
+                // A SELECT deselects, whatever its outcome (RFC 3501 §6.3.1).
+                self.selected = None;
+                self.pending_select =
+                    Some((command.tag.clone(), account::mailbox_name(mailbox), None));
+                self.provider.enqueue_command(command);
+            }
+            CommandBody::Close | CommandBody::Unselect | CommandBody::Logout => {
+                self.selected = None;
+                self.provider.enqueue_command(command);
+            }
             CommandBody::Append { .. } => {
                 let tag = command.tag.clone();
                 match append::seal_append(command, &self.sealer) {
@@ -316,7 +423,7 @@ impl Session {
                     }
                 }
             }
-            CommandBody::Fetch { .. } => match FetchPlan::start(&command) {
+            CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
                     self.plan = Some(plan);
                     self.provider.enqueue_command(probe);
@@ -407,6 +514,8 @@ impl Session {
                 let _ = self.server.authenticate_continue(continuation_request);
             }
             client::Event::AuthenticateStatusReceived { status, .. } => {
+                self.pending_mechanism = None;
+                self.track_status(&status);
                 let status = self.rewrite_status(status);
                 if let Err(status) = self.server.authenticate_finish(status) {
                     self.server.enqueue_status(status);
@@ -441,6 +550,7 @@ impl Session {
                 if matches!(status, Status::Bye(_)) {
                     self.provider_bye = true;
                 }
+                self.track_status(&status);
                 let status = match self.plan.as_mut() {
                     Some(plan) => match plan.on_status(status) {
                         Ok(outputs) => return self.apply(outputs),

@@ -81,7 +81,7 @@ fn listing_a_sealed_message_fetches_only_its_summary() {
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
     let (mut plan, probe) =
-        FetchPlan::start(&command("a1 FETCH 1 (ENVELOPE RFC822.SIZE)\r\n")).expect("a FETCH");
+        FetchPlan::start(&command("a1 FETCH 1 (ENVELOPE RFC822.SIZE)\r\n"), None).expect("a FETCH");
     assert_eq!(
         wire(&probe),
         "a1 FETCH 1 (ENVELOPE RFC822.SIZE UID FLAGS BODY.PEEK[HEADER])\r\n"
@@ -107,7 +107,8 @@ fn a_body_section_of_a_sealed_message_is_answered_from_the_opened_message() {
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
     let (mut plan, probe) =
-        FetchPlan::start(&command("b UID FETCH 7 (RFC822.SIZE BODY[TEXT])\r\n")).expect("FETCH");
+        FetchPlan::start(&command("b UID FETCH 7 (RFC822.SIZE BODY[TEXT])\r\n"), None)
+            .expect("FETCH");
     assert_eq!(
         wire(&probe),
         "b UID FETCH 7 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])\r\n"
@@ -154,7 +155,8 @@ fn a_body_section_of_a_sealed_message_is_answered_from_the_opened_message() {
 #[test]
 fn plaintext_listing_is_answered_by_the_probe_alone() {
     let (ids, _) = keys();
-    let (mut plan, _) = FetchPlan::start(&command("c FETCH 1 (RFC822.SIZE)\r\n")).expect("FETCH");
+    let (mut plan, _) =
+        FetchPlan::start(&command("c FETCH 1 (RFC822.SIZE)\r\n"), None).expect("FETCH");
     let mut answer = b"* 1 FETCH (RFC822.SIZE 52 UID 3 FLAGS () ".to_vec();
     answer.extend(literal_item("BODY[HEADER]", header_of(M)));
     answer.extend_from_slice(b")\r\n");
@@ -172,7 +174,7 @@ fn plaintext_listing_is_answered_by_the_probe_alone() {
 #[test]
 fn responses_that_are_not_the_plans_pass_through() {
     let (ids, _) = keys();
-    let (mut plan, _) = FetchPlan::start(&command("d FETCH 1:* (FLAGS)\r\n")).expect("FETCH");
+    let (mut plan, _) = FetchPlan::start(&command("d FETCH 1:* (FLAGS)\r\n"), None).expect("FETCH");
     // A flag change by another session, while the probe runs.
     let (seq, items) = fetch_response(b"* 4 FETCH (FLAGS (\\Deleted))\r\n");
     assert!(plan.on_fetch(seq, items, &ids).is_err());
@@ -182,7 +184,7 @@ fn responses_that_are_not_the_plans_pass_through() {
 
 #[test]
 fn a_failed_probe_ends_the_plan_with_the_providers_answer() {
-    let (mut plan, _) = FetchPlan::start(&command("e FETCH 99 (BODY[])\r\n")).expect("FETCH");
+    let (mut plan, _) = FetchPlan::start(&command("e FETCH 99 (BODY[])\r\n"), None).expect("FETCH");
     let out = plan
         .on_status(status(
             "e BAD Error in IMAP command FETCH: Invalid messageset\r\n",
