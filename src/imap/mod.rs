@@ -17,6 +17,8 @@ pub mod cache;
 pub mod capabilities;
 pub mod connection;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod listener;
 pub mod search;
 pub mod section;

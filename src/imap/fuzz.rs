@@ -1,0 +1,124 @@
+//! The entry point of the fuzz target (`fuzz/fuzz_targets/rewrite.rs`) and
+//! of the property test that runs the same code in CI: arbitrary bytes,
+//! from either side, into a session that is rewriting a FETCH over sealed
+//! mail. Whatever comes in, the session must not panic, and a client
+//! command must never reach the provider unparsed.
+
+use std::sync::{Arc, OnceLock};
+
+use super::session::{Context, Session, Step};
+use crate::envelope::Sealer;
+
+struct Fixture {
+    identity: age::x25519::Identity,
+    sealer: Sealer,
+    sealed: Vec<u8>,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let identity = age::x25519::Identity::generate();
+        let sealer = Sealer::new("0123456789abcdef", vec![identity.to_public()]);
+        let m = b"From: a@example.test\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n--b--\r\n";
+        let mut sealed = Vec::new();
+        // A fixed message and fresh keys: sealing cannot fail here.
+        let _ = sealer.seal(&m[..], &mut sealed);
+        Fixture {
+            identity,
+            sealer,
+            sealed,
+        }
+    })
+}
+
+fn literal(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut v = format!("{name} {{{}}}\r\n", bytes.len()).into_bytes();
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Feeds `data` to a session. The first byte picks the mode:
+/// 0 — `data` is what the client sends;
+/// 1 — `data` is what the provider answers to a FETCH over sealed mail;
+/// otherwise — the provider answers with a real sealed message into
+///   which `data` is written at positions it chooses (mutation).
+pub fn exercise(data: &[u8]) {
+    let Some((&mode, data)) = data.split_first() else {
+        return;
+    };
+    let f = fixture();
+    let keys = Arc::new(vec![f.identity.clone()]);
+    let mut s = Session::new(
+        Context {
+            client_tls: true,
+            client_loopback: false,
+            starttls_listener: false,
+            allow_plaintext_auth: false,
+            max_literal_size: 64 * 1024,
+        },
+        keys,
+        f.sealer.clone(),
+    );
+    let mut step = |s: &mut Session| {
+        let st = s.advance();
+        let _ = s.take_to_client();
+        let _ = s.take_to_provider();
+        if st == Step::StartTls {
+            s.tls_started();
+        }
+        st
+    };
+    step(&mut s);
+    match mode % 3 {
+        0 => {
+            for chunk in data.chunks(97) {
+                s.client_input(chunk);
+                if step(&mut s) == Step::Close {
+                    return;
+                }
+            }
+        }
+        mode => {
+            s.client_input(b"a FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY[] BODY[1.MIME] BODY.PEEK[HEADER.FIELDS (SUBJECT)]<0.9>)\r\n");
+            step(&mut s);
+            let answer = if mode == 1 {
+                data.to_vec()
+            } else {
+                let stored = mutated(&f.sealed, data);
+                let header_end = stored
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(stored.len(), |p| p + 4);
+                let mut a = b"* 1 FETCH (UID 5 FLAGS () ".to_vec();
+                a.extend(literal("BODY[HEADER]", &stored[..header_end]));
+                a.extend_from_slice(b")\r\na OK done\r\n* 1 FETCH (UID 5 ");
+                a.extend(literal("BODY[]", &stored));
+                a.extend_from_slice(b")\r\nwrit.1 OK done\r\nwrit.2 OK done\r\n");
+                a
+            };
+            for chunk in answer.chunks(113) {
+                s.provider_input(chunk);
+                if step(&mut s) == Step::Close {
+                    return;
+                }
+            }
+            s.provider_closed();
+            step(&mut s);
+        }
+    }
+}
+
+/// `base` with bytes of `data` written over it: each 3-byte group of
+/// `data` is (position high, position low, byte).
+fn mutated(base: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = base.to_vec();
+    if out.is_empty() {
+        return out;
+    }
+    for g in data.chunks_exact(3) {
+        let pos = (usize::from(g[0]) << 8 | usize::from(g[1])) * 7 % out.len();
+        out[pos] = g[2];
+    }
+    out
+}
