@@ -302,11 +302,9 @@ impl Cache {
             let tx = self.db.begin_write().map_err(index_error)?;
             let previous = {
                 let mut t = tx.open_table(ENTRIES).map_err(index_error)?;
-                let previous = t
-                    .insert(&entry[..], (now, size, &sealed_summary[..]))
+                t.insert(&entry[..], (now, size, &sealed_summary[..]))
                     .map_err(index_error)?
-                    .map(|old| old.value().1);
-                previous
+                    .map(|old| old.value().1)
             };
             tx.commit().map_err(index_error)?;
             Ok(previous)

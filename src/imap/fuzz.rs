@@ -60,7 +60,7 @@ pub fn exercise(data: &[u8]) {
         keys,
         f.sealer.clone(),
     );
-    let mut step = |s: &mut Session| {
+    let step = |s: &mut Session| {
         let st = s.advance();
         let _ = s.take_to_client();
         let _ = s.take_to_provider();

@@ -167,12 +167,11 @@ impl Session {
             }
             Status::Tagged(Tagged { tag, body }) => {
                 let ok = body.kind == StatusKind::Ok;
-                if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag) {
-                    if let Some((_, account)) = self.pending_login.take()
-                        && ok
-                    {
-                        self.account = account;
-                    }
+                if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag)
+                    && let Some((_, account)) = self.pending_login.take()
+                    && ok
+                {
+                    self.account = account;
                 }
                 if self
                     .pending_select
