@@ -61,8 +61,8 @@ use imap_next::imap_types::flag::Flag;
 use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use crate::envelope::Summary;
 use crate::envelope::scan::{Limits, scan};
+use crate::envelope::{Summary, header};
 use text::Charset;
 
 /// One message of the selected mailbox, as a SEARCH sees it.
@@ -314,6 +314,21 @@ fn in_set(set: &[(SeqOrUid, SeqOrUid)], n: u32, max: u32) -> bool {
     })
 }
 
+/// A message sequence set as Dovecot reads it: `*` alone is the last
+/// message, but a range from `*` to a number beyond the last message is
+/// empty (RFC 3501 would make `n:*` hold the last message whatever `n`).
+fn in_seq_set(set: &[(SeqOrUid, SeqOrUid)], n: u32, max: u32) -> bool {
+    set.iter().any(|range| match range {
+        (SeqOrUid::Value(a), SeqOrUid::Value(b)) => {
+            (a.get().min(b.get())..=a.get().max(b.get())).contains(&n)
+        }
+        (SeqOrUid::Value(v), SeqOrUid::Asterisk) | (SeqOrUid::Asterisk, SeqOrUid::Value(v)) => {
+            (v.get()..=max).contains(&n)
+        }
+        (SeqOrUid::Asterisk, SeqOrUid::Asterisk) => n == max,
+    })
+}
+
 fn compare(cmp: Cmp, day: i64, wanted: i64) -> bool {
     match cmp {
         Cmp::Before => day < wanted,
@@ -350,7 +365,7 @@ impl<'c> Ctx<'c> {
             Node::Not(k) => !self.eval(k),
             Node::All => true,
             Node::Never => false,
-            Node::Seq(set) => in_set(set, c.seq.get(), c.max_seq),
+            Node::Seq(set) => in_seq_set(set, c.seq.get(), c.max_seq),
             Node::Uid(set) => in_set(set, c.uid.get(), c.max_uid),
             Node::Flag(f) => c.flags.iter().any(|x| {
                 matches!(
@@ -398,17 +413,13 @@ impl<'c> Ctx<'c> {
             .or(self.c.summary)
     }
 
-    /// The fields of the message's own header.
+    /// The fields of the message's own header (up to the first empty
+    /// line, as Dovecot's header parser reads it).
     fn header(&self) -> &[mime::Line<'c>] {
         self.header.get_or_init(|| {
             let m = self.c.message;
-            let end = self
-                .summary()
-                .map(|s| s.root.header_offset.saturating_add(s.root.header_size))
-                .and_then(|e| usize::try_from(e).ok())
-                .unwrap_or(m.len())
-                .min(m.len());
-            mime::header_lines(&m[..end])
+            let end = header::header_end(m).unwrap_or(m.len());
+            mime::header_lines(m.get(..end).unwrap_or(m))
         })
     }
 

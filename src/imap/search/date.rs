@@ -24,6 +24,16 @@ pub fn day_of_rendering(s: &str) -> Option<i64> {
     Some(days_from_civil(year, month, day))
 }
 
+fn days_in_month(year: i64, month: u32) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 const MONTHS: [&[u8]; 12] = [
     b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
 ];
@@ -119,9 +129,13 @@ fn wall_clock(value: &[u8]) -> Option<(i64, i64)> {
         p.atom(&mut z).ok()?;
         zone_offset(&z)
     };
-    // timegm(): out-of-range fields carry over; a leap second is :59.
+    // utc_mktime(): every field in range (a leap second counts as :59).
     let sec = if sec == 60 { 59 } else { sec };
-    let days = days_from_civil(year, u32::try_from(mon + 1).ok()?, 1) + mday - 1;
+    let month = u32::try_from(mon + 1).ok()?;
+    if mday < 1 || mday > days_in_month(year, month) || hour > 23 || min > 59 || sec > 59 {
+        return None;
+    }
+    let days = days_from_civil(year, month, 1) + mday - 1;
     let t = days * 86_400 + hour * 3600 + min * 60 + sec;
     (t != -1).then_some((t, zone))
 }

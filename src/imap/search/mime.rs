@@ -236,7 +236,7 @@ impl Base64 {
             self.bits = self.bits << 6 | u32::from(v);
             self.count += 1;
             if self.count >= 2 {
-                let shift = 8 - 2 * u32::from(self.count - 1);
+                let shift = 8 - 2 * u32::from(self.count);
                 out.push(((self.bits >> shift) & 0xFF) as u8);
                 self.bits &= (1 << shift) - 1;
             }
@@ -271,6 +271,16 @@ fn qp_decode(src: &[u8], out: &mut Vec<u8>) {
     while i < src.len() {
         let c = src[i];
         match state {
+            S::Text if c > b'=' => {
+                // Nothing to undo up to the next special byte.
+                let run = src[i..]
+                    .iter()
+                    .position(|&b| b <= b'=')
+                    .unwrap_or(src.len() - i);
+                out.extend_from_slice(&src[i..i + run]);
+                i += run;
+                continue;
+            }
             S::Text => match c {
                 b'=' => state = S::Equals,
                 b'\r' => state = S::Cr,
@@ -426,9 +436,34 @@ pub fn entity_texts(m: &[u8], root: &Part, headers: bool) -> Vec<String> {
     let mut stack = vec![root];
     while let Some(part) = stack.pop() {
         out.push(entity_text(m, part, headers));
-        stack.extend(part.parts.iter().rev());
+        if is_container(part) {
+            stack.extend(part.parts.iter().rev());
+        }
     }
     out
+}
+
+/// Does this entity hold others (a multipart, or a message/rfc822 part:
+/// Dovecot 2.3 reads message/global as a leaf)?
+fn is_container(part: &Part) -> bool {
+    !part.parts.is_empty()
+        && (part.is_multipart()
+            || (part.media_type.eq_ignore_ascii_case("message")
+                && part.subtype.eq_ignore_ascii_case("rfc822")))
+}
+
+fn crlf_to_lf(b: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !b.windows(2).any(|w| w == b"\r\n") {
+        return std::borrow::Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    for (i, &c) in b.iter().enumerate() {
+        if c == b'\r' && b.get(i + 1) == Some(&b'\n') {
+            continue;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn entity_text(m: &[u8], part: &Part, headers: bool) -> String {
@@ -451,21 +486,23 @@ fn entity_text(m: &[u8], part: &Part, headers: bool) -> String {
             push_line(line, &mut out);
         }
     }
-    if !part.parts.is_empty() || !is_text || cte == Cte::Unknown {
+    if is_container(part) || !is_text || cte == Cte::Unknown {
         return out;
     }
-    let raw = clamp(m, part.body_offset, part.body_size);
+    // The body as Dovecot stores it by default (`mail_save_crlf = no`):
+    // CRLF made LF.
+    let raw = crlf_to_lf(clamp(m, part.body_offset, part.body_size));
     let mut decoded = Vec::new();
     let body: &[u8] = match cte {
         Cte::QuotedPrintable => {
-            qp_decode(raw, &mut decoded);
+            qp_decode(&raw, &mut decoded);
             &decoded
         }
         Cte::Base64 => {
-            Base64::default().feed(raw, &mut decoded);
+            Base64::default().feed(&raw, &mut decoded);
             &decoded
         }
-        _ => raw,
+        _ => &raw,
     };
     let charset = charset.flatten();
     let cs = charset

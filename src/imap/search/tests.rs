@@ -1,1 +1,331 @@
+use std::num::NonZeroU32;
+
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+use imap_next::imap_types::command::CommandBody;
+use proptest::prelude::*;
+
 use super::*;
+
+/// The criteria and charset of `SEARCH <args>`, parsed by imap-codec.
+fn search(args: &str) -> Result<Search, SearchError> {
+    let line = format!("A SEARCH {args}\r\n");
+    let (_, cmd) = CommandCodec::default()
+        .decode_static(line.as_bytes())
+        .unwrap_or_else(|e| panic!("{args}: {e:?}"));
+    let CommandBody::Search {
+        charset, criteria, ..
+    } = cmd.body
+    else {
+        panic!("not a SEARCH: {args}");
+    };
+    Search::new(criteria.as_ref(), charset.as_ref().map(|c| c.as_ref()))
+}
+
+fn candidate<'a>(m: &'a [u8], flags: &'a [Flag<'a>]) -> Candidate<'a> {
+    Candidate {
+        seq: NonZeroU32::new(3).unwrap(),
+        uid: NonZeroU32::new(30).unwrap(),
+        max_seq: 5,
+        max_uid: 50,
+        flags,
+        recent: false,
+        internal_date: None,
+        size: u64::try_from(m.len()).unwrap(),
+        modseq: Some(7),
+        message: m,
+        summary: None,
+    }
+}
+
+fn hit(args: &str, m: &[u8]) -> bool {
+    search(args).unwrap().matches(&candidate(m, &[]))
+}
+
+fn fold(s: &str) -> String {
+    let mut out = String::new();
+    text::fold_utf8(s.as_bytes(), &mut out);
+    out
+}
+
+#[test]
+fn folding_is_decomposed_titlecase() {
+    assert_eq!(fold("café"), "CAFE\u{301}");
+    assert_eq!(fold("ﬁle"), "fiLE");
+    assert_eq!(fold("a\u{a0}b"), "A B");
+    assert_eq!(fold("µ"), fold("μ"));
+    assert_eq!(fold("ß"), "ß");
+    assert_eq!(fold("…"), "...");
+    assert_eq!(fold("한"), "\u{1112}\u{1161}\u{11ab}");
+    let mut out = String::new();
+    text::fold_utf8(b"a\xff\xfeb\xc3", &mut out);
+    assert_eq!(out, "A\u{fffd}B\u{fffd}");
+}
+
+#[test]
+fn strings_match_case_and_accent_insensitively() {
+    let m = b"Subject: Caf\xc3\xa9 cr\xc3\xa8me\r\n\r\nNa\xc3\xafve text\r\n";
+    assert!(hit("SUBJECT cafe", m));
+    assert!(hit("SUBJECT CRE", m));
+    assert!(hit("BODY NA", m));
+    assert!(!hit("BODY naive", m), "the diaeresis sits between I and V");
+    assert!(hit("TEXT \"subject: caf\"", m));
+    assert!(!hit("BODY subject", m));
+}
+
+#[test]
+fn encoded_words_are_decoded() {
+    let mut out = String::new();
+    mime::decode_header(
+        b"=?utf-8?q?a?= =?utf-8?q?b?= x =?iso-8859-1?b?6Q==?=",
+        &mut out,
+    );
+    assert_eq!(out, "AB X E\u{301}");
+    out.clear();
+    mime::decode_header(b"=?utf-8?q?broken =?x-unknown?q?abc?= tail", &mut out);
+    assert_eq!(out, "=?UTF-8?Q?BROKEN abc TAIL");
+    out.clear();
+    mime::decode_header(b"  =?utf-8?q?lead?=", &mut out);
+    assert_eq!(out, "LEAD");
+}
+
+#[test]
+fn bodies_are_decoded_by_transfer_encoding_and_charset() {
+    let qp = b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=E9t=E9 soft=\r\nbreak =ZZ\r\n";
+    assert!(hit("BODY softbreak", qp));
+    assert!(hit("BODY \"=zz\"", qp));
+    assert!(!hit("BODY \"=E9\"", qp));
+    let b64 = b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29y\r\nbGQ=\r\nignored\r\n";
+    assert!(hit("BODY \"hello world\"", b64));
+    assert!(!hit("BODY ignored", b64));
+    let unknown = b"Content-Transfer-Encoding: x-uuencode\r\n\r\nword\r\n";
+    assert!(!hit("BODY word", unknown));
+    assert!(hit("TEXT x-uuencode", unknown));
+}
+
+#[test]
+fn only_text_parts_are_searched() {
+    let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\npreamble\r\n--b\r\nContent-Type: image/png\r\n\r\npicture\r\n--b\r\n\r\nwords\r\n--b--\r\nepilogue\r\n";
+    assert!(hit("BODY words", m));
+    for word in ["preamble", "picture", "epilogue"] {
+        assert!(!hit(&format!("BODY {word}"), m), "{word}");
+        assert!(!hit(&format!("TEXT {word}"), m), "{word}");
+    }
+    assert!(hit("TEXT image/png", m));
+}
+
+#[test]
+fn addresses_are_rewritten_as_dovecot_writes_them() {
+    assert_eq!(address::normalize(b"a@b.c"), b"<a@b.c>");
+    assert_eq!(
+        address::normalize(b"John   Smith <j@x.y>"),
+        b"\"John Smith\" <j@x.y>"
+    );
+    assert_eq!(address::normalize(b"joe"), b"<joe@MISSING_DOMAIN>");
+    assert_eq!(
+        address::normalize(b"j@x.y (Joe Bloggs)"),
+        b"\"Joe Bloggs\" <j@x.y>"
+    );
+    assert_eq!(
+        address::normalize(b"Team: a@b.c, d@e.f;"),
+        b"Team: <a@b.c>, <d@e.f>;"
+    );
+    assert_eq!(
+        address::normalize(b"undisclosed-recipients:;"),
+        b"undisclosed-recipients:;"
+    );
+    assert_eq!(address::normalize(b""), b"");
+}
+
+#[test]
+fn sent_dates_are_read_as_dovecot_reads_them() {
+    let day = |v: &str| date::sent_day(Some(v.as_bytes()));
+    let d = |y, m, dd| date::days_from_civil(y, m, dd);
+    assert_eq!(day("Mon, 15 Jan 2024 23:30:00 -0800"), d(2024, 1, 15));
+    assert_eq!(day("(c) 15 Jan 2024 00:30 +0100 (CET)"), d(2024, 1, 15));
+    assert_eq!(day("1 Feb 99 10:00 EST"), d(1999, 2, 1));
+    assert_eq!(day("3 January 2024 8.05.09 PST"), d(2024, 1, 3));
+    assert_eq!(day("Sun, 31 Dec 2023 23:59:60 +0000"), d(2023, 12, 31));
+    for bad in [
+        "garbage",
+        "31 Feb 2021 10:00 +0000",
+        "28 Feb 2021 25:10 GMT",
+        "Mon 1 Jan 2024 10:00",
+    ] {
+        assert_eq!(day(bad), 0, "{bad}");
+    }
+    assert_eq!(date::sent_day(None), 0);
+    // Before 1970 wraps as Dovecot's unsigned 32-bit cache does.
+    assert_eq!(day("1 Jan 1960 12:00 +0000"), d(2096, 2, 6));
+}
+
+#[test]
+fn date_keys() {
+    let m = b"Date: Mon, 15 Jan 2024 23:30:00 -0800\r\n\r\n";
+    assert!(hit("SENTON 15-Jan-2024", m));
+    assert!(hit("SENTBEFORE 16-Jan-2024", m));
+    assert!(hit("SENTSINCE 15-Jan-2024", m));
+    assert!(!hit("SENTSINCE 16-Jan-2024", m));
+    assert!(hit("SENTON 1-Jan-1970", b"Subject: no date\r\n\r\n"));
+}
+
+#[test]
+fn sequence_sets_follow_dovecot() {
+    // seq 3 of 5, uid 30 of 50
+    for (args, want) in [
+        ("3", true),
+        ("1:2", false),
+        ("4:2", true),
+        ("*", false),
+        ("3:*", true),
+        ("6:*", false),
+        ("*:6", false),
+        ("UID 30", true),
+        ("UID 40:*", false),
+        ("UID 1:*", true),
+        ("UID 60:*", false),
+        ("NOT 1,2,4:*", true),
+    ] {
+        assert_eq!(hit(args, b""), want, "{args}");
+    }
+    let last = Candidate {
+        seq: NonZeroU32::new(5).unwrap(),
+        uid: NonZeroU32::new(50).unwrap(),
+        ..candidate(b"", &[])
+    };
+    for (args, want) in [
+        ("*", true),
+        ("6:*", false),
+        ("*:*", true),
+        ("UID 60:*", true),
+    ] {
+        assert_eq!(search(args).unwrap().matches(&last), want, "{args}");
+    }
+}
+
+#[test]
+fn flags_and_the_boolean_tree() {
+    let flags = [
+        Flag::Seen,
+        Flag::Keyword(imap_next::imap_types::core::Atom::try_from("$Label1").unwrap()),
+    ];
+    let c = Candidate {
+        recent: true,
+        ..candidate(b"Subject: x\r\n\r\n", &flags)
+    };
+    for (args, want) in [
+        ("SEEN", true),
+        ("UNSEEN", false),
+        ("NEW", false),
+        ("RECENT", true),
+        ("OLD", false),
+        ("KEYWORD $label1", true),
+        ("UNKEYWORD $Label1", false),
+        ("KEYWORD other", false),
+        ("OR FLAGGED SEEN", true),
+        ("NOT (SEEN RECENT)", false),
+        ("(SEEN) (OR DELETED (NOT DRAFT))", true),
+        ("MODSEQ 7", true),
+        ("MODSEQ 8", false),
+        ("LARGER 13", true),
+        ("SMALLER 14", false),
+        ("HEADER Subject \"\"", true),
+        ("HEADER X-None \"\"", false),
+        ("BODY \"\"", true),
+    ] {
+        assert_eq!(search(args).unwrap().matches(&c), want, "{args}");
+    }
+}
+
+#[test]
+fn charsets() {
+    assert!(charset_supported("utf-8"));
+    assert!(charset_supported("ISO-8859-1"));
+    assert!(!charset_supported("x-unknown"));
+    assert_eq!(
+        search("CHARSET x-unknown ALL").err(),
+        Some(SearchError::BadCharset)
+    );
+    let m = b"Content-Type: text/plain; charset=utf-8\r\n\r\ncaf\xc3\xa9\r\n";
+    let line = b"A SEARCH CHARSET ISO-8859-1 BODY {4+}\r\ncaf\xe9\r\n";
+    let (_, cmd) = CommandCodec::default().decode_static(line).unwrap();
+    let CommandBody::Search {
+        charset, criteria, ..
+    } = cmd.body
+    else {
+        panic!("not a SEARCH");
+    };
+    let s = Search::new(criteria.as_ref(), charset.as_ref().map(|c| c.as_ref())).unwrap();
+    assert!(s.matches(&candidate(m, &[])));
+}
+
+#[test]
+fn needs_content_tells_content_keys() {
+    let key = |args: &str| {
+        let line = format!("A SEARCH {args}\r\n");
+        let (_, cmd) = CommandCodec::default()
+            .decode_static(line.as_bytes())
+            .unwrap();
+        match cmd.body {
+            CommandBody::Search { criteria, .. } => criteria.as_ref().iter().any(needs_content),
+            _ => unreachable!(),
+        }
+    };
+    for args in [
+        "SEEN",
+        "1:* UID 3",
+        "NOT DELETED",
+        "OR FLAGGED ON 1-Jan-2024",
+    ] {
+        assert!(!key(args), "{args}");
+    }
+    for args in [
+        "BODY x",
+        "NOT TEXT x",
+        "OR SEEN SUBJECT x",
+        "(FROM x)",
+        "HEADER X-A b",
+        "SENTON 1-Jan-2024",
+        "LARGER 5",
+        "SMALLER 5",
+    ] {
+        assert!(key(args), "{args}");
+    }
+}
+
+#[test]
+fn a_given_summary_is_used() {
+    let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\ninside\r\n--b--\r\n";
+    let summary = scan(m, Limits::default());
+    let c = Candidate {
+        summary: Some(&summary),
+        ..candidate(m, &[])
+    };
+    assert!(search("BODY inside").unwrap().matches(&c));
+}
+
+proptest! {
+    #[test]
+    fn malformed_messages_never_panic(
+        m in proptest::collection::vec(prop_oneof![
+            Just(b'\n'), Just(b'\r'), Just(b'='), Just(b'?'), Just(b':'), Just(b'-'),
+            Just(b' '), Just(b'('), Just(b'"'), Just(b'<'), Just(b'@'), any::<u8>(),
+        ], 0..400),
+        prefix in prop_oneof![
+            Just(&b""[..]),
+            Just(&b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"[..]),
+            Just(&b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"[..]),
+            Just(&b"Content-Transfer-Encoding: base64\r\nContent-Type: text/plain; charset=windows-1252\r\n\r\n"[..]),
+            Just(&b"From: =?utf-8?b?"[..]),
+            Just(&b"Date: Mon, 3"[..]),
+        ],
+    ) {
+        let mut msg = prefix.to_vec();
+        msg.extend_from_slice(&m);
+        let s = search(
+            "OR OR TEXT a BODY \"= ?\" OR FROM x OR TO \"<\" OR SUBJECT q OR HEADER Date 1 SENTON 1-Jan-2024",
+        )
+        .unwrap();
+        let _ = s.matches(&candidate(&msg, &[]));
+    }
+}

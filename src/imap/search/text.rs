@@ -102,9 +102,27 @@ fn push_replacement(out: &mut String) {
 /// invalid bytes becomes one U+FFFD.
 pub fn fold_utf8(bytes: &[u8], out: &mut String) {
     for_each_utf8(bytes, |piece| match piece {
-        Some(s) => s.chars().for_each(|c| push_folded(out, c)),
+        Some(s) => fold_str(s, out),
         None => push_replacement(out),
     });
+}
+
+/// Appends `s` in decomposed titlecase form, runs of ASCII in one go.
+fn fold_str(mut s: &str, out: &mut String) {
+    out.reserve(s.len());
+    while !s.is_empty() {
+        let ascii = s.bytes().position(|b| !b.is_ascii()).unwrap_or(s.len());
+        let (run, rest) = s.split_at(ascii);
+        let start = out.len();
+        out.push_str(run);
+        out[start..].make_ascii_uppercase();
+        let mut chars = rest.chars();
+        match chars.next() {
+            Some(c) => push_folded(out, c),
+            None => break,
+        }
+        s = chars.as_str();
+    }
 }
 
 /// Appends UTF-8 `bytes` unchanged but for invalid bytes (U+FFFD), as
@@ -185,7 +203,7 @@ impl Charset {
             _ => {
                 let mut text = String::with_capacity(bytes.len() + bytes.len() / 4);
                 self.decode(bytes, &mut text);
-                text.chars().for_each(|c| push_folded(out, c));
+                fold_str(&text, out);
             }
         }
     }

@@ -1,0 +1,833 @@
+//! SEARCH evaluated by writ over messages equals what a real IMAP server
+//! (Dovecot) answers for the same messages stored in plaintext: every
+//! message of `tests/corpus/search/` and `tests/corpus/sections/` (plus a
+//! generated large one) is stored with varied flags, keywords, \Recent and
+//! INTERNALDATEs; then for a long list of SEARCH and UID SEARCH commands
+//! (every key type, nested OR/NOT, sequence and UID sets with `*`, case
+//! variations, non-ASCII strings in CHARSET UTF-8 and ISO-8859-1) the set
+//! of messages Dovecot returns is compared with the set for which
+//! `writ::imap::search` matches, given each message's bytes and the
+//! flags, INTERNALDATE, UID, RFC822.SIZE and MODSEQ Dovecot reports.
+//! Dovecot is the only source of expected values.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use common::{Imap, Response, provider};
+use imap_codec::decode::Decoder;
+use imap_codec::{CommandCodec, ResponseCodec};
+use imap_next::imap_types::command::CommandBody;
+use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::fetch::MessageDataItem;
+use imap_next::imap_types::flag::{Flag, FlagFetch};
+use imap_next::imap_types::response::{Data, Response as ImapResponse};
+use imap_next::imap_types::search::SearchKey;
+use writ::envelope::Summary;
+use writ::envelope::scan::{Limits, scan};
+use writ::imap::search::{Candidate, Search, SearchError};
+
+/// The corpus, by file name: this test's messages, those of the section
+/// oracle, and a generated large one.
+fn corpus() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for sub in ["search", "sections"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus")
+            .join(sub);
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .map(|p| {
+                let name = format!("{sub}/{}", p.file_name().unwrap().to_string_lossy());
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    assert!(out.len() >= 70, "corpus incomplete: {} messages", out.len());
+    let mut big = b"From: big@example.com\r\nSubject: Large message\r\nDate: Mon, 29 Jan 2024 10:00:00 +0000\r\nContent-Type: multipart/mixed; boundary=big\r\n\r\n--big\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n".to_vec();
+    for i in 0..2000u32 {
+        big.extend_from_slice(
+            format!("line {i} of a long quoted-printable text caf=C3=A9 =\r\nsoft\r\n").as_bytes(),
+        );
+    }
+    big.extend_from_slice(b"needleinlargebody\r\n--big\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    for i in 0..3000u32 {
+        big.extend_from_slice(format!("{:076}\r\n", u64::from(i) * 7919).as_bytes());
+    }
+    big.extend_from_slice(b"--big--\r\n");
+    out.push(("generated/large".into(), big));
+    out
+}
+
+/// INTERNALDATEs given at APPEND, in turn (`None`: the server's now).
+const INTERNAL_DATES: [Option<&str>; 6] = [
+    Some("15-Jan-2024 23:30:00 -0800"),
+    Some("16-Jan-2024 00:30:00 +0000"),
+    None,
+    Some("01-Jun-2024 12:00:00 +0000"),
+    Some("31-Dec-2023 23:59:59 +0000"),
+    Some("02-Jan-2024 04:30:00 +0530"),
+];
+
+/// Flags given at APPEND, in turn.
+const APPEND_FLAGS: [&str; 5] = [
+    "",
+    "\\Seen",
+    "\\Seen \\Flagged",
+    "$Label1",
+    "\\Draft \\Seen",
+];
+
+/// What Dovecot reports about one message.
+struct Fetched {
+    seq: NonZeroU32,
+    uid: NonZeroU32,
+    flags: Vec<Flag<'static>>,
+    recent: bool,
+    internal_date: Option<DateTime>,
+    size: u32,
+    modseq: Option<u64>,
+}
+
+fn fetch_all(imap: &mut Imap) -> Vec<Fetched> {
+    let r = imap
+        .command("FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE MODSEQ)")
+        .expect_ok("FETCH");
+    let mut out = Vec::new();
+    for line in &r.untagged {
+        let raw = line.raw();
+        let Ok((_, ImapResponse::Data(Data::Fetch { seq, items }))) =
+            ResponseCodec::default().decode_static(&raw)
+        else {
+            continue;
+        };
+        let mut f = Fetched {
+            seq,
+            uid: NonZeroU32::MIN,
+            flags: Vec::new(),
+            recent: false,
+            internal_date: None,
+            size: 0,
+            modseq: None,
+        };
+        for item in items.into_iter() {
+            match item {
+                MessageDataItem::Uid(u) => f.uid = u,
+                MessageDataItem::Flags(flags) => {
+                    for flag in flags {
+                        match flag {
+                            FlagFetch::Recent => f.recent = true,
+                            FlagFetch::Flag(flag) => f.flags.push(flag),
+                        }
+                    }
+                }
+                MessageDataItem::InternalDate(d) => f.internal_date = Some(d),
+                MessageDataItem::Rfc822Size(s) => f.size = s,
+                MessageDataItem::ModSeq(m) => f.modseq = Some(m.get()),
+                _ => {}
+            }
+        }
+        out.push(f);
+    }
+    out.sort_by_key(|f| f.seq);
+    out
+}
+
+/// A SEARCH command (after the tag) as bytes: text, and literals written
+/// `{n+}` (LITERAL+) so that the command is sent in one go.
+#[derive(Clone)]
+struct Query(Vec<u8>);
+
+impl Query {
+    fn text(s: &str) -> Query {
+        Query(s.as_bytes().to_vec())
+    }
+
+    /// `before` + a literal holding `bytes` + `after`.
+    fn lit(before: &str, bytes: &[u8], after: &str) -> Query {
+        let mut v = before.as_bytes().to_vec();
+        v.extend_from_slice(format!("{{{}+}}\r\n", bytes.len()).as_bytes());
+        v.extend_from_slice(bytes);
+        v.extend_from_slice(after.as_bytes());
+        Query(v)
+    }
+
+    fn show(&self) -> String {
+        format!("{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// Dovecot's answer: the numbers of `* SEARCH` (without a `(MODSEQ n)`),
+/// or the tagged status line when not OK.
+fn dovecot_search(imap: &mut Imap, q: &Query) -> Result<BTreeSet<u32>, String> {
+    let tag = imap.tag();
+    let mut cmd = format!("{tag} ").into_bytes();
+    cmd.extend_from_slice(&q.0);
+    cmd.extend_from_slice(b"\r\n");
+    imap.write_raw(&cmd).expect("send SEARCH");
+    let r: Response = imap.read_response(&tag).expect("SEARCH response");
+    if !r.is_ok() {
+        return Err(r.tagged.text_only().trim_end().to_string());
+    }
+    let mut out = BTreeSet::new();
+    for line in &r.untagged {
+        let text = line.text_only();
+        let Some(rest) = text.strip_prefix("* SEARCH") else {
+            continue;
+        };
+        let rest = rest.split('(').next().unwrap_or_default();
+        out.extend(rest.split_whitespace().map(|n| n.parse::<u32>().unwrap()));
+    }
+    Ok(out)
+}
+
+/// What writ answers: the numbers (sequence numbers, or UIDs for UID
+/// SEARCH) of the messages that match, or why the search cannot run.
+fn writ_search(
+    q: &Query,
+    fetched: &[Fetched],
+    messages: &[(&[u8], Summary)],
+) -> Result<BTreeSet<u32>, String> {
+    let mut cmd = b"A1 ".to_vec();
+    cmd.extend_from_slice(&q.0);
+    cmd.extend_from_slice(b"\r\n");
+    let (_, command) = CommandCodec::default()
+        .decode_static(&cmd)
+        .map_err(|e| format!("imap-codec cannot parse it: {e:?}"))?;
+    let CommandBody::Search {
+        charset,
+        criteria,
+        uid,
+    } = command.body
+    else {
+        return Err("not a SEARCH".into());
+    };
+    let criteria: &[SearchKey<'_>] = criteria.as_ref();
+    let search =
+        Search::new(criteria, charset.as_ref().map(|c| c.as_ref())).map_err(|e| match e {
+            SearchError::BadCharset => "NO [BADCHARSET]".to_string(),
+        })?;
+    let max_seq = u32::try_from(fetched.len()).unwrap();
+    let max_uid = fetched.iter().map(|f| f.uid.get()).max().unwrap_or(0);
+    Ok(fetched
+        .iter()
+        .zip(messages)
+        .filter(|(f, (m, summary))| {
+            search.matches(&Candidate {
+                seq: f.seq,
+                uid: f.uid,
+                max_seq,
+                max_uid,
+                flags: &f.flags,
+                recent: f.recent,
+                internal_date: f.internal_date.as_ref(),
+                size: u64::from(f.size),
+                modseq: f.modseq,
+                message: m,
+                summary: Some(summary),
+            })
+        })
+        .map(|(f, _)| if uid { f.uid.get() } else { f.seq.get() })
+        .collect())
+}
+
+/// APPENDs `m` with the INTERNALDATE and flags for message number `i`.
+fn append(imap: &mut Imap, i: usize, m: &[u8]) {
+    let flags = APPEND_FLAGS[i % APPEND_FLAGS.len()];
+    let mut before = format!("APPEND INBOX ({flags})");
+    if let Some(date) = INTERNAL_DATES[i % INTERNAL_DATES.len()] {
+        before.push_str(&format!(" \"{date}\""));
+    }
+    imap.command_with_literal(&before, m, "")
+        .expect_ok("APPEND");
+}
+
+/// The searches: every key type alone and combined, with values taken
+/// from what Dovecot reports (UIDs, sizes, MODSEQs) where they must fit
+/// the mailbox.
+fn queries(fetched: &[Fetched]) -> Vec<Query> {
+    let n = fetched.len();
+    let uid = |i: usize| fetched[i.min(n - 1)].uid.get();
+    let umax = fetched.iter().map(|f| f.uid.get()).max().unwrap();
+    let size = |i: usize| fetched[i.min(n - 1)].size;
+    let mut modseqs: Vec<u64> = fetched.iter().filter_map(|f| f.modseq).collect();
+    modseqs.sort();
+    let mut t: Vec<String> = Vec::new();
+    let mut push = |s: String| t.push(s);
+
+    // Flags, keywords, \Recent.
+    for k in [
+        "ALL",
+        "ANSWERED",
+        "UNANSWERED",
+        "DELETED",
+        "UNDELETED",
+        "DRAFT",
+        "UNDRAFT",
+        "FLAGGED",
+        "UNFLAGGED",
+        "SEEN",
+        "UNSEEN",
+        "RECENT",
+        "NEW",
+        "OLD",
+        "NOT RECENT",
+        "NOT NEW",
+        "KEYWORD $Label1",
+        "KEYWORD $label1",
+        "KEYWORD work",
+        "KEYWORD Work",
+        "UNKEYWORD $Label1",
+        "KEYWORD NoSuchKeyword",
+        "UNKEYWORD NoSuchKeyword",
+    ] {
+        push(k.to_string());
+    }
+    // Sequence and UID sets.
+    for s in [
+        "1".to_string(),
+        "2:4".into(),
+        "4:2".into(),
+        "*".into(),
+        "1:*".into(),
+        "3,5,7:9".into(),
+        "5:*".into(),
+        "*:5".into(),
+        format!("{n}"),
+        format!("{}:*", n + 1),
+        format!("{}", n + 5),
+        format!("1:{}", n + 5),
+        "NOT 2:5".into(),
+        format!("UID {}", uid(0)),
+        format!("UID {}:{}", uid(2), uid(4)),
+        format!("UID {}:{}", uid(6), uid(3)),
+        "UID *".into(),
+        format!("UID {}:*", umax + 100),
+        "UID 1:*".into(),
+        format!("UID {},{}:{}", uid(1), uid(3), uid(5)),
+        format!("NOT UID {}:{}", uid(0), uid(3)),
+        format!("OR 1 UID {umax}"),
+        format!("2:* NOT UID {}", uid(2)),
+        format!("UID {}", umax + 7),
+    ] {
+        push(s);
+    }
+    // INTERNALDATE and Date days.
+    for d in [
+        "31-Dec-2023",
+        "1-Jan-2024",
+        "2-Jan-2024",
+        "15-Jan-2024",
+        "16-Jan-2024",
+        "17-Jan-2024",
+        "1-Jun-2024",
+        "2-Jun-2024",
+        "1-Jan-2030",
+    ] {
+        for k in ["BEFORE", "ON", "SINCE"] {
+            push(format!("{k} {d}"));
+        }
+    }
+    for d in [
+        "1-Jan-1970",
+        "2-Jan-1970",
+        "1-Feb-1999",
+        "2-Feb-1999",
+        "3-Mar-2021",
+        "1-Mar-2021",
+        "28-Feb-2021",
+        "2-Jan-2024",
+        "3-Jan-2024",
+        "4-Jan-2024",
+        "14-Jan-2024",
+        "15-Jan-2024",
+        "16-Jan-2024",
+        "31-May-2024",
+        "1-Jun-2024",
+        "1-Jan-1960",
+        "1-Jan-2100",
+        "7-Feb-2106",
+    ] {
+        for k in ["SENTBEFORE", "SENTON", "SENTSINCE"] {
+            push(format!("{k} {d}"));
+        }
+    }
+    // Sizes.
+    for s in [
+        "LARGER 0".to_string(),
+        "SMALLER 0".into(),
+        "LARGER 500".into(),
+        "SMALLER 500".into(),
+        "LARGER 5000".into(),
+        "SMALLER 100000".into(),
+        format!("LARGER {}", size(2)),
+        format!("SMALLER {}", size(2)),
+        format!("LARGER {}", size(2).saturating_sub(1)),
+        format!("SMALLER {}", size(2) + 1),
+    ] {
+        push(s);
+    }
+    if let Some(m) = modseqs.get(modseqs.len() / 2) {
+        push(format!("MODSEQ {m}"));
+        push(format!("NOT MODSEQ {m}"));
+    }
+    // Header fields.
+    for s in [
+        "SUBJECT cafe",
+        "SUBJECT CAFE",
+        "SUBJECT subject",
+        "SUBJECT \"spaced out\"",
+        "SUBJECT \"spaced out subject \"",
+        "SUBJECT \"  spaced\"",
+        "SUBJECT \"spaced   out\"",
+        "SUBJECT \"folded across lines\"",
+        "SUBJECT \"is folded\"",
+        "SUBJECT \"is\tfolded\"",
+        "SUBJECT first",
+        "SUBJECT second",
+        "SUBJECT \"\"",
+        "SUBJECT broken",
+        "SUBJECT abcA",
+        "SUBJECT \"!!!\"",
+        "SUBJECT nope",
+        "SUBJECT onetwo",
+        "SUBJECT \"one two\"",
+        "SUBJECT \"two three four\"",
+        "SUBJECT euro",
+        "SUBJECT invalid",
+        "SUBJECT \"UTF-8 in\"",
+        "SUBJECT innersubjectword",
+        "SUBJECT digestone",
+        "SUBJECT \"Fwd:\"",
+        "SUBJECT ete",
+        "SUBJECT paris",
+        "SUBJECT \"=?utf-8?q?broken\"",
+        "SUBJECT \"x\"",
+        "FROM renee",
+        "FROM \"Renee Dupont\"",
+        "FROM \"smith, john\"",
+        "FROM \"\\\"smith\"",
+        "FROM \"<john.smith@\"",
+        "FROM example.com",
+        "FROM \"<alice@\"",
+        "FROM alice@example.com",
+        "FROM MISSING_DOMAIN",
+        "FROM missing_mailbox",
+        "FROM joe",
+        "FROM \"frank folded\"",
+        "FROM \"frank folded <frank\"",
+        "FROM \"\"",
+        "FROM asa",
+        "FROM \"quoted\"",
+        "FROM \"\\\"quoted\"",
+        "FROM inner",
+        "FROM d1",
+        "TO bob",
+        "TO \"bob smith <bob@\"",
+        "TO \"\\\"bob smith\\\" <bob@\"",
+        "TO carol",
+        "TO \"<carol@\"",
+        "TO joel",
+        "TO two@example.com",
+        "TO three",
+        "TO \"quote \\\\\\\"me\"",
+        "TO \"quote\"",
+        "TO \"o\\\\'brien\"",
+        "TO \"o'brien\"",
+        "TO \"\"",
+        "TO original",
+        "CC team",
+        "CC \"team: anna\"",
+        "CC anna",
+        "CC \"ben@example.com;\"",
+        "CC undisclosed",
+        "CC \"recipients:;\"",
+        "CC syntax_error",
+        "CC missing",
+        "CC \"<>\"",
+        "CC empty",
+        "CC \"\\\"\\\" <empty\"",
+        "CC broken",
+        "BCC hidden",
+        "BCC \"multiple spaces name\"",
+        "BCC \"multiple   spaces\"",
+        "BCC \"\"",
+        "BCC ms@",
+        "HEADER X-Custom value",
+        "HEADER x-custom \"custom value\"",
+        "HEADER X-Custom \"\"",
+        "HEADER X-Empty \"\"",
+        "HEADER X-Empty x",
+        "HEADER X-Absent \"\"",
+        "HEADER Subject \"\"",
+        "HEADER Date 2024",
+        "HEADER Date \"15 jan\"",
+        "HEADER Date \"jan 2024 \"",
+        "HEADER Sender \"joe bloggs\"",
+        "HEADER Sender \"<joe@\"",
+        "HEADER Reply-To route",
+        "HEADER Reply-To \"@relay\"",
+        "HEADER X-Enc ab",
+        "HEADER X-Enc \"b x c\"",
+        "HEADER X-Enc \"ab x c\"",
+        "HEADER X-Lead leading",
+        "HEADER X-Lead \" leading\"",
+        "HEADER X-Spaces \"a  b\"",
+        "HEADER Subject \"spaced   out\"",
+        "HEADER Subject \"  spaced\"",
+        "HEADER To \"two@example.com, \"",
+        "HEADER To \"two@example.com,\"",
+        "HEADER Content-Type charset",
+        "HEADER content-type \"text/plain;\"",
+        "HEADER Message-ID \"<u1@\"",
+        "HEADER Received from",
+        "HEADER From \"ren\"",
+        "HEADER From \"=?UTF-8?Q\"",
+        "HEADER X-Lower \"\"",
+        "HEADER Subject \"\tfolded\"",
+    ] {
+        push(s.to_string());
+    }
+    // Bodies and text.
+    for s in [
+        "BODY cafe",
+        "BODY naive",
+        "BODY file",
+        "BODY \"non breaking\"",
+        "BODY x2",
+        "BODY strasse",
+        "BODY ...",
+        "BODY ete",
+        "BODY \"break inside\"",
+        "BODY \"breakinside\"",
+        "BODY \"spaces =\"",
+        "BODY \"=zz\"",
+        "BODY \"= equals\"",
+        "BODY \"equals and a broken\"",
+        "BODY \"lower hex\"",
+        "BODY preamblewordxyz",
+        "BODY epiloguewordxyz",
+        "BODY unicode",
+        "BODY \"meeting at noon\"",
+        "BODY world",
+        "BODY \"<b>\"",
+        "BODY \"html part\"",
+        "BODY secretattachmentword",
+        "BODY notesattachmentword",
+        "BODY quarterly",
+        "BODY folded",
+        "BODY \"no date\"",
+        "BODY innerbodyword",
+        "BODY innersubjectword",
+        "BODY barelfword",
+        "BODY \"line two\"",
+        "BODY hello",
+        "BODY \"broken base64\"",
+        "BODY \"after padding\"",
+        "BODY uuencodedword",
+        "BODY \"bad bytes\"",
+        "BODY caf",
+        "BODY implicitword",
+        "BODY preamblesecret",
+        "BODY epiloguesecret",
+        "BODY brokencontenttypeword",
+        "BODY uppercontenttypeword",
+        "BODY imagebodyword",
+        "BODY emptyctebodyword",
+        "BODY unpadded",
+        "BODY \"valid prefix\"",
+        "BODY garbage",
+        "BODY \"with spaces inside\"",
+        "BODY htmlword",
+        "BODY \"&amp;\"",
+        "BODY \"two  spaces\"",
+        "BODY digestbodyone",
+        "BODY digestone",
+        "BODY deepinnerbody",
+        "BODY deepinnersubject",
+        "BODY deliverystatusword",
+        "BODY \"\"",
+        "BODY e",
+        "BODY \"reporting-mta\"",
+        "BODY needleinlargebody",
+        "BODY \"text caf\"",
+        "BODY \"cafe soft\"",
+        "BODY price",
+        "BODY \"100\"",
+        "BODY \"hello\"",
+        "BODY \"it s\"",
+        "BODY \"said\"",
+        "BODY \"Subject:\"",
+        "BODY \"content-type\"",
+        "BODY \"Body.\"",
+        "BODY nul",
+        "BODY \"\\\\\"",
+        "TEXT subject",
+        "TEXT \"subject: caf\"",
+        "TEXT \"from: \"",
+        "TEXT \"from:\"",
+        "TEXT \"content-type: text/plain\"",
+        "TEXT \"content-type: application/pdf\"",
+        "TEXT report.pdf",
+        "TEXT \"filename*=utf-8''r%c3%a9sum%c3%a9.pdf\"",
+        "TEXT innersubjectword",
+        "TEXT innerbodyword",
+        "TEXT deepinnersubject",
+        "TEXT digestone",
+        "TEXT endofvalue",
+        "TEXT \"x-second: startofnext\"",
+        "TEXT firstbodyline",
+        "TEXT preamblewordxyz",
+        "TEXT secretattachmentword",
+        "TEXT \"\"",
+        "TEXT \"mime-version: 1.0\"",
+        "TEXT \"date: mon, 15 jan\"",
+        "TEXT \"subject:   spaced\"",
+        "TEXT \"subject: spaced\"",
+        "TEXT \"frank folded <frank\"",
+        "TEXT \"frank folded\"",
+        "TEXT \"x-enc: ab\"",
+        "TEXT \"x-empty:\"",
+        "TEXT \"x-empty: \"",
+        "TEXT \"status: 5.1.1\"",
+        "TEXT \"reporting-mta\"",
+        "TEXT e",
+        "TEXT needleinlargebody",
+        "TEXT \"lines  \"",
+        "TEXT ren",
+        "TEXT \"=?utf-8\"",
+    ] {
+        push(s.to_string());
+    }
+    // The boolean tree.
+    for s in [
+        "OR SEEN FLAGGED".to_string(),
+        "OR (SEEN FLAGGED) BODY cafe".into(),
+        "NOT (OR SUBJECT cafe FROM alice)".into(),
+        "(SEEN UNFLAGGED) OR BODY hello TEXT hello".into(),
+        "NOT NOT SEEN".into(),
+        "OR OR ANSWERED DRAFT DELETED".into(),
+        "2:* NOT 5 OR SUBJECT Bad FROM odd".into(),
+        "OR SENTBEFORE 1-Jan-2000 SENTSINCE 1-Jan-2024 LARGER 300".into(),
+        "NOT (BODY e TEXT e)".into(),
+        "OR NOT BODY cafe NOT HEADER X-Custom \"\"".into(),
+        "(OR (NOT SEEN) (KEYWORD $Label1)) (OR SMALLER 700 UID 1:*)".into(),
+        "NOT OR NOT SUBJECT a NOT BODY a".into(),
+        "OR (1:5 SUBJECT e) (NOT 1:5 FROM e)".into(),
+        "SUBJECT date FROM odd NOT SUBJECT february".into(),
+        "OR OR OR SENTON 15-Jan-2024 SENTON 1-Jan-1970 ON 1-Jun-2024 BEFORE 1-Jan-2024".into(),
+        format!("UID {}:* (OR BODY e NOT BODY e)", uid(n / 2)),
+        "OR FROM example.com NOT FROM example.com".into(),
+    ] {
+        push(s);
+    }
+
+    let mut out: Vec<Query> = Vec::new();
+    for s in &t {
+        out.push(Query::text(&format!("SEARCH {s}")));
+    }
+    // UID SEARCH over the sets and a few others.
+    for s in t
+        .iter()
+        .filter(|s| s.contains("UID") || s.contains(':') || s.contains('*'))
+    {
+        out.push(Query::text(&format!("UID SEARCH {s}")));
+    }
+    out.push(Query::text("UID SEARCH BODY cafe"));
+    out.push(Query::text("UID SEARCH NOT SEEN"));
+
+    // Non-ASCII strings, in literals.
+    let utf8: &[(&str, &str)] = &[
+        ("SUBJECT", "café"),
+        ("SUBJECT", "CRÈME"),
+        ("SUBJECT", "été"),
+        ("SUBJECT", "ÉTÉ À"),
+        ("SUBJECT", "€uro"),
+        ("SUBJECT", "\u{201c}"),
+        ("SUBJECT", "\u{fffd}"),
+        ("FROM", "renée"),
+        ("FROM", "RENÉE DUPONT"),
+        ("FROM", "åså"),
+        ("FROM", "“quoted”"),
+        ("TO", "joël"),
+        ("BODY", "café"),
+        ("BODY", "CAFÉ AU"),
+        ("BODY", "naïve"),
+        ("BODY", "ﬁle"),
+        ("BODY", "straße"),
+        ("BODY", "STRAẞE"),
+        ("BODY", "µ"),
+        ("BODY", "Μ"),
+        ("BODY", "…"),
+        ("BODY", "½"),
+        ("BODY", "½¾"),
+        ("BODY", "été"),
+        ("BODY", "garçon"),
+        ("BODY", "ünïcödé"),
+        ("BODY", "€100"),
+        ("BODY", "“hello”"),
+        ("BODY", "it’s"),
+        ("BODY", "x²"),
+        ("BODY", "\u{a0}"),
+        ("BODY", "\u{fffd}"),
+        ("BODY", "caf\u{0301}"),
+        ("BODY", "e\u{0301}"),
+        ("BODY", "ｈｅｌｌｏ"),
+        ("TEXT", "Subject: Café"),
+        ("TEXT", "résumé.pdf"),
+        ("TEXT", "ÉTÉ"),
+        ("HEADER Subject", "é"),
+        ("HEADER X-Custom", "VALÜE"),
+    ];
+    for (key, s) in utf8 {
+        out.push(Query::lit(
+            &format!("SEARCH CHARSET UTF-8 {key} "),
+            s.as_bytes(),
+            "",
+        ));
+        out.push(Query::lit(&format!("SEARCH {key} "), s.as_bytes(), ""));
+    }
+    // Literals with line breaks: matches across header lines and into
+    // the body.
+    for s in [
+        &b"x-first: endofvalue\r\nx-second"[..],
+        b"endofvalue\r\n",
+        b"\r\n\r\nfirstbodyline",
+        b"startofnext\r\ndate",
+        b"\r\n\r\n",
+        b"line one\r\nline two",
+        b"line one\nline two",
+    ] {
+        out.push(Query::lit("SEARCH TEXT ", s, ""));
+        out.push(Query::lit("SEARCH BODY ", s, ""));
+    }
+    // Other charsets for the search strings.
+    for (charset, key, s) in [
+        ("ISO-8859-1", "BODY", &b"caf\xe9"[..]),
+        ("ISO-8859-1", "SUBJECT", b"\xc9t\xe9"),
+        ("iso-8859-1", "TEXT", b"gar\xe7on"),
+        ("latin1", "BODY", b"na\xefve"),
+        ("windows-1252", "BODY", b"\x93hello\x94"),
+        ("windows-1252", "BODY", b"\x80100"),
+        ("US-ASCII", "BODY", b"cafe"),
+        ("UTF-8", "BODY", b"caf\xc3\xa9"),
+        ("X-NO-SUCH-CHARSET", "BODY", b"cafe"),
+    ] {
+        out.push(Query::lit(
+            &format!("SEARCH CHARSET {charset} {key} "),
+            s,
+            "",
+        ));
+    }
+    out.push(Query::text("SEARCH CHARSET X-NO-SUCH-CHARSET ALL"));
+    out.push(Query::text(
+        "SEARCH CHARSET UTF-8 OR SUBJECT cafe BODY cafe",
+    ));
+    out
+}
+
+#[test]
+fn search_results_are_what_dovecot_answers_for_the_plaintext() {
+    let p = provider();
+    let user = p.new_user("search");
+    let corpus = corpus();
+
+    // The first half is appended and then seen by a first session, which
+    // takes their \Recent; the rest is \Recent in the searching session.
+    let half = corpus.len() / 2;
+    let mut first = p.imap(&user);
+    for (i, (_, m)) in corpus.iter().enumerate().take(half) {
+        append(&mut first, i, m);
+    }
+    first.select("INBOX").expect_ok("SELECT");
+    first.logout();
+    let mut second = p.imap(&user);
+    for (i, (_, m)) in corpus.iter().enumerate().skip(half) {
+        append(&mut second, i, m);
+    }
+    second.logout();
+
+    let mut imap = p.imap(&user);
+    imap.select("INBOX").expect_ok("SELECT");
+    for store in [
+        "STORE 2,5,9,30:33 +FLAGS (\\Flagged)",
+        "STORE 3:4,40 +FLAGS (\\Answered \\Draft)",
+        "STORE 7,11,50:52 +FLAGS ($Label1 Work)",
+        "STORE 8,20 +FLAGS (\\Deleted)",
+        "STORE 10,12 -FLAGS (\\Seen)",
+        "STORE 13:15,61 +FLAGS (\\Seen)",
+    ] {
+        imap.command(store).expect_ok(store);
+    }
+    let fetched = fetch_all(&mut imap);
+    assert_eq!(fetched.len(), corpus.len(), "FETCH saw every message");
+    // The proxy has each message's summary; so does this test.
+    let messages: Vec<(&[u8], Summary)> = corpus
+        .iter()
+        .map(|(_, m)| (m.as_slice(), scan(m, Limits::default())))
+        .collect();
+    let names: Vec<&str> = corpus.iter().map(|(n, _)| n.as_str()).collect();
+
+    let queries = queries(&fetched);
+    let mut failures = Vec::new();
+    let mut matched = 0usize;
+    for q in &queries {
+        let dovecot = dovecot_search(&mut imap, q);
+        let writ = writ_search(q, &fetched, &messages);
+        if let Ok(set) = &dovecot {
+            matched += set.len();
+        }
+        let same = match (&dovecot, &writ) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(d), Err(w)) => d.contains("BADCHARSET") && w.contains("BADCHARSET"),
+            _ => false,
+        };
+        if !same {
+            let describe = |r: &Result<BTreeSet<u32>, String>,
+                            other: &Result<BTreeSet<u32>, String>| match (
+                r, other,
+            ) {
+                (Ok(a), Ok(b)) => {
+                    let only: Vec<String> = a
+                        .difference(b)
+                        .map(|&n| {
+                            let i = fetched
+                                .iter()
+                                .position(|f| f.seq.get() == n || f.uid.get() == n)
+                                .unwrap_or(0);
+                            format!("{n}={}", names[i])
+                        })
+                        .collect();
+                    format!("{} matches, only here: {}", a.len(), only.join(" "))
+                }
+                (Ok(a), Err(_)) => format!("{a:?}"),
+                (Err(e), _) => e.clone(),
+            };
+            failures.push(format!(
+                "{}\n  dovecot: {}\n  writ:    {}",
+                q.show(),
+                describe(&dovecot, &writ),
+                describe(&writ, &dovecot)
+            ));
+        }
+    }
+    eprintln!(
+        "{} searches over {} messages compared with Dovecot's answers ({matched} matches in all)",
+        queries.len(),
+        corpus.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} searches differ from Dovecot's:\n{}",
+        failures.len(),
+        queries.len(),
+        failures.join("\n")
+    );
+    assert!(queries.len() > 400, "only {} searches", queries.len());
+}
