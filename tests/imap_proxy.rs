@@ -836,3 +836,86 @@ fn a_message_read_twice_comes_from_the_encrypted_cache() {
         }
     }
 }
+
+const SEARCH_ORACLE: &str = r#"
+import imaplib, ssl, sys
+dport, wport, ca, puser, ppw, suser, spw = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=ca)
+direct = imaplib.IMAP4('127.0.0.1', int(dport))
+direct.login(puser, ppw)
+proxied = imaplib.IMAP4_SSL('127.0.0.1', int(wport), ssl_context=ctx)
+proxied.login(suser, spw)
+for c in (direct, proxied):
+    c.select('INBOX')
+    c.store('2', '+FLAGS', '(\\Flagged)')
+def literal_search(c, uid, charset, key, value):
+    c.literal = value.encode()
+    if uid:
+        return c.uid('SEARCH', 'CHARSET', charset, key)
+    return c.search(charset, key)
+searches = [
+    ('subject', lambda c: c.search(None, 'SUBJECT', 'plain')),
+    ('subject encoded word', lambda c: c.search(None, 'SUBJECT', 'menu')),
+    ('body', lambda c: c.search(None, 'BODY', 'Hello')),
+    ('body case', lambda c: c.search(None, 'BODY', 'hELLo')),
+    ('text in an inner message', lambda c: c.search(None, 'TEXT', '"inner body"')),
+    ('from', lambda c: c.search(None, 'FROM', 'alice')),
+    ('to', lambda c: c.search(None, 'TO', 'carol')),
+    ('header cc', lambda c: c.search(None, 'HEADER', 'Cc', 'Dee')),
+    ('header present', lambda c: c.search(None, 'HEADER', 'Message-ID', '""')),
+    ('larger', lambda c: c.search(None, 'LARGER', '100')),
+    ('smaller', lambda c: c.search(None, 'SMALLER', '100')),
+    ('not body', lambda c: c.search(None, 'NOT', 'BODY', 'Hello')),
+    ('or', lambda c: c.search(None, 'OR', 'SUBJECT', 'plain', 'BODY', 'inner')),
+    ('and with flags', lambda c: c.search(None, 'FLAGGED', 'TEXT', 'alice')),
+    ('sequence set', lambda c: c.search(None, '2:*', 'TEXT', 'example')),
+    ('sentsince', lambda c: c.search(None, 'SENTSINCE', '1-Jan-2026')),
+    ('sentbefore', lambda c: c.search(None, 'SENTBEFORE', '1-Jan-2026')),
+    ('uid search', lambda c: c.uid('SEARCH', None, 'BODY', 'inner')),
+    ('uid set', lambda c: c.uid('SEARCH', None, 'UID', '2:*', 'SUBJECT', 'no')),
+    ('utf-8 body', lambda c: literal_search(c, False, 'UTF-8', 'BODY', 'CAFÉ')),
+    ('no content key', lambda c: c.search(None, 'FLAGGED')),
+    ('all', lambda c: c.search(None, 'ALL')),
+]
+bad = 0
+for name, step in searches:
+    a = step(direct)
+    b = step(proxied)
+    if a != b:
+        bad += 1
+        print('DIFFERENT', name, '\n  dovecot:', a, '\n  writ:   ', b)
+    else:
+        print('same', name, b)
+for c in (direct, proxied):
+    c.literal = 'x'.encode()
+    typ, data = c.search('KOI8-X', 'BODY')
+    if typ != 'NO' or b'BADCHARSET' not in data[0]:
+        bad += 1
+        print('an unknown charset was not refused:', typ, data)
+    else:
+        print('badcharset:', data)
+sys.exit(1 if bad else 0)
+"#;
+
+#[test]
+fn content_searches_over_sealed_mail_match_dovecots_over_the_plaintext() {
+    let p = provider();
+    let proxy = Proxy::start(p.imap_addr());
+    let plain = user_with_mail(p, "search-plain");
+    let sealed = user_with_sealed_mail(p, &proxy, "search-sealed");
+    let out = python(
+        SEARCH_ORACLE,
+        &[
+            p.imap_addr().port().to_string(),
+            proxy.imaps.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            plain.name.clone(),
+            plain.password.clone(),
+            sealed.name.clone(),
+            sealed.password.clone(),
+        ],
+    );
+    // The provider alone would find nothing: the sealed copies hide it.
+    assert!(out.contains("same body ('OK', [b'1'])"), "{out}");
+    assert!(out.contains("badcharset:"), "{out}");
+}

@@ -21,6 +21,7 @@ pub mod fetch;
 pub mod fuzz;
 pub mod listener;
 pub mod search;
+pub mod search_plan;
 pub mod section;
 pub mod session;
 pub mod upstream;

@@ -26,6 +26,7 @@ use super::append;
 use super::cache::{Cache, MailboxKey};
 use super::capabilities::{self, Offer};
 use super::fetch::{CacheRef, FetchPlan, Output};
+use super::search_plan::SearchPlan;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 
@@ -74,7 +75,7 @@ pub struct Session {
     sealer: Sealer,
     /// A FETCH writ answers with commands of its own; while it runs, the
     /// client's further commands wait in `held` (in order).
-    plan: Option<FetchPlan>,
+    plan: Option<Plan>,
     held: VecDeque<server::Event>,
     cache: Option<Arc<Cache>>,
     /// The logged-in account, once the provider said OK.
@@ -87,6 +88,33 @@ pub struct Session {
     /// A SELECT or EXAMINE in flight: tag, mailbox, UIDVALIDITY seen.
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
     selected: Option<MailboxKey>,
+}
+
+/// A client command writ answers with commands of its own.
+enum Plan {
+    Fetch(FetchPlan),
+    Search(SearchPlan),
+}
+
+impl Plan {
+    fn on_fetch(
+        &mut self,
+        seq: std::num::NonZeroU32,
+        items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
+        keys: &(dyn Keys + Send + Sync),
+    ) -> Result<Vec<Output>, Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
+        match self {
+            Plan::Fetch(p) => p.on_fetch(seq, items, keys),
+            Plan::Search(p) => p.on_fetch(seq, items, keys),
+        }
+    }
+
+    fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
+        match self {
+            Plan::Fetch(p) => p.on_status(status),
+            Plan::Search(p) => p.on_status(status),
+        }
+    }
 }
 
 fn text(s: &'static str) -> Text<'static> {
@@ -422,9 +450,21 @@ impl Session {
                     }
                 }
             }
+            CommandBody::Search { .. } => match SearchPlan::start(&command) {
+                Some(Ok((plan, first))) => {
+                    self.plan = Some(Plan::Search(plan));
+                    self.provider.enqueue_command(first);
+                }
+                Some(Err(refusal)) => {
+                    self.server.enqueue_status(refusal);
+                }
+                None => {
+                    self.provider.enqueue_command(command);
+                }
+            },
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
-                    self.plan = Some(plan);
+                    self.plan = Some(Plan::Fetch(plan));
                     self.provider.enqueue_command(probe);
                 }
                 None => {
