@@ -92,7 +92,7 @@ pub struct Session {
 
 /// A client command writ answers with commands of its own.
 enum Plan {
-    Fetch(FetchPlan),
+    Fetch(Box<FetchPlan>),
     Search(SearchPlan),
 }
 
@@ -464,7 +464,7 @@ impl Session {
             },
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
-                    self.plan = Some(Plan::Fetch(plan));
+                    self.plan = Some(Plan::Fetch(Box::new(plan)));
                     self.provider.enqueue_command(probe);
                 }
                 None => {
