@@ -42,9 +42,6 @@ const LINE_KEEP: usize = 1024;
 /// Longest boundary accepted (RFC 2046 says 70; be lenient, but bounded).
 const MAX_BOUNDARY: usize = 200;
 
-/// Octets of the previous line kept: `--` and the longest boundary.
-const PREV_HEAD_KEEP: usize = MAX_BOUNDARY + 2;
-
 #[derive(Debug)]
 enum State {
     /// Reading the entity's header; `buf` holds it up to the cap.
@@ -112,9 +109,12 @@ pub struct Scanner {
     line_start_bare: u64,
     /// Length of the previous line's line break (0 at the start).
     prev_eol: u64,
-    /// The first octets of the previous line (enough to tell a delimiter
-    /// line), to see whether a delimiter line directly follows another.
-    prev_head: Vec<u8>,
+    /// The previous line was a delimiter line of the multipart at this
+    /// index of the stack (to see whether a delimiter line directly follows
+    /// another).
+    prev_delimiter: Option<usize>,
+    /// This line is a delimiter line of the multipart at this index.
+    delimiter: Option<usize>,
     stack: Vec<Frame>,
     parts: usize,
     root: Option<Part>,
@@ -134,7 +134,8 @@ impl Scanner {
             line_start_lf: 0,
             line_start_bare: 0,
             prev_eol: 0,
-            prev_head: Vec::new(),
+            prev_delimiter: None,
+            delimiter: None,
             stack: vec![Frame::new(0, true, false)],
             parts: 1,
             root: None,
@@ -190,9 +191,7 @@ impl Scanner {
         let line = std::mem::take(&mut self.line);
         let complete = line.len() as u64 == self.line_len;
         self.process_line(&line, complete, eol);
-        self.prev_head.clear();
-        self.prev_head
-            .extend_from_slice(&line[..line.len().min(PREV_HEAD_KEEP)]);
+        self.prev_delimiter = self.delimiter.take();
         self.line = line;
         self.line.clear();
         self.prev_eol = eol;
@@ -233,7 +232,6 @@ impl Scanner {
             // Frames close innermost first, so "inside" is what closed
             // before.
             let mut header_end_inside = 0u64;
-            let mut delimiter_line_inside = false;
             while self.stack.len() > k + 1 {
                 let Some(top) = self.stack.last() else { break };
                 let (entity_end, header_end, in_body) = match top.state {
@@ -243,22 +241,15 @@ impl Scanner {
                         (end.max(body), body, true)
                     }
                 };
-                if in_body
-                    && top.part.is_multipart()
-                    && let Some(b) = top.part.param("boundary")
-                    && !b.is_empty()
-                {
-                    delimiter_line_inside |= self
-                        .prev_head
-                        .strip_prefix(b"--")
-                        .is_some_and(|l| l.starts_with(b.as_bytes()));
-                }
+                let index = self.stack.len() - 1;
+                let delimiter_line_inside = self.prev_delimiter.is_some_and(|j| j >= index);
                 let keeps_break = header_end_inside > entity_end
                     || (delimiter_line_inside && in_body && entity_end == end);
                 let extra = if keeps_break { self.prev_eol } else { 0 };
                 self.close_top(end, end_lf, end_bare, delimiter_start, extra);
                 header_end_inside = header_end_inside.max(header_end);
             }
+            self.delimiter = Some(k);
             if close {
                 if let Some(f) = self.stack.last_mut() {
                     f.delimiter = None;

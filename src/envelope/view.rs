@@ -373,6 +373,46 @@ impl Lexer<'_> {
         Ok(self.more())
     }
 
+    fn atom(&mut self, out: &mut Vec<u8>) -> Step {
+        if !self.peek().is_some_and(is_atext) {
+            return Err(());
+        }
+        let start = self.pos;
+        while self.peek().is_some_and(is_atext) {
+            self.pos += 1;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        if self.more() {
+            self.skip_cfws()
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// A local part's words and dots, dots anywhere (`a..b`, `.a`, `a.`),
+    /// as Dovecot accepts them.
+    fn loose_dot_atom(&mut self, out: &mut Vec<u8>) -> Step {
+        let mut r = Err(());
+        loop {
+            while self.at(b'.') {
+                out.push(b'.');
+                self.pos += 1;
+                if !self.more() {
+                    return Ok(false);
+                }
+                r = Ok(true);
+            }
+            if self.at(b'@') {
+                break;
+            }
+            r = self.atom(out);
+            if r != Ok(true) || !self.at(b'.') {
+                break;
+            }
+        }
+        r
+    }
+
     fn dot_atom(&mut self, out: &mut Vec<u8>) -> Step {
         if !self.peek().is_some_and(is_atext) {
             return Err(());
@@ -545,6 +585,8 @@ struct AddressParser<'a> {
     out: Vec<Address>,
     addr: Address,
     invalid: bool,
+    /// The last local part read (what a lone word is, in `addr_spec`).
+    word: Vec<u8>,
 }
 
 impl AddressParser<'_> {
@@ -564,13 +606,16 @@ impl AddressParser<'_> {
     }
 
     fn local_part(&mut self) -> Step {
-        let mut s = Vec::new();
+        let mut s = std::mem::take(&mut self.word);
+        s.clear();
         let r = if self.lex.at(b'"') {
             self.lex.quoted_string(&mut s)
         } else {
-            self.lex.dot_atom(&mut s)
-        }?;
-        self.addr.mailbox = Some(s);
+            self.lex.loose_dot_atom(&mut s)
+        };
+        self.word = s;
+        let r = r?;
+        self.addr.mailbox = Some(self.word.clone());
         Ok(r)
     }
 
@@ -673,7 +718,7 @@ impl AddressParser<'_> {
         } else if !domain_tried {
             // A word without `@domain`: a mailbox if alone, but a display
             // name if more words follow.
-            let mut s = self.addr.mailbox.clone().unwrap_or_default();
+            let mut s = self.word.clone();
             s.push(b' ');
             let before = s.len();
             let _ = self.lex.phrase(&mut s);
@@ -784,6 +829,7 @@ fn address_list(value: &[u8]) -> Vec<Address> {
         out: Vec::new(),
         addr: Address::default(),
         invalid: false,
+        word: Vec::new(),
     };
     if p.lex.skip_cfws() == Ok(true) {
         p.list();
@@ -791,7 +837,91 @@ fn address_list(value: &[u8]) -> Vec<Address> {
     p.out
 }
 
+/// Parameters as Dovecot lists them: RFC 2231 continuations (`name*0`,
+/// `name*1*`, ...) joined into one `name` (or `name*`, then with the
+/// unencoded pieces' `%` escaped) after the other parameters, in name
+/// order; pieces with a missing index are left as they are.
+fn merged_params(params: &[(String, String)]) -> Vec<(String, String)> {
+    struct Piece<'a> {
+        key: &'a str,
+        value: &'a str,
+        index: u32,
+        extended: bool,
+    }
+    let mut out = Vec::new();
+    let mut pieces: Vec<Piece<'_>> = Vec::new();
+    // Dovecot's parser keeps the last index for a bare `name*`.
+    let mut index = 0u32;
+    for (key, value) in params {
+        let Some(star) = key.find('*') else {
+            out.push((key.clone(), value.clone()));
+            continue;
+        };
+        let mut rest = &key[star..];
+        if rest.len() > 1 {
+            rest = &rest[1..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            index = rest.as_bytes()[..digits].iter().fold(0u32, |n, d| {
+                n.wrapping_mul(10).wrapping_add(u32::from(d - b'0'))
+            });
+            rest = &rest[digits..];
+        }
+        let (extended, rest) = match rest.strip_prefix('*') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        if rest.is_empty() {
+            pieces.push(Piece {
+                key: &key[..star],
+                value,
+                index,
+                extended,
+            });
+        } else {
+            out.push((key.clone(), value.clone()));
+        }
+    }
+    pieces.sort_by(|a, b| a.key.cmp(b.key).then(a.index.cmp(&b.index)));
+    let mut i = 0;
+    while i < pieces.len() {
+        let mut j = i;
+        let mut complete = true;
+        let mut any_extended = false;
+        let mut next_index = 0u32;
+        while j < pieces.len() && pieces[j].key.eq_ignore_ascii_case(pieces[i].key) {
+            complete &= pieces[j].index == next_index;
+            any_extended |= pieces[j].extended;
+            next_index = next_index.wrapping_add(1);
+            j += 1;
+        }
+        let group = &pieces[i..j];
+        if !complete {
+            for p in group {
+                let star = if p.extended { "*" } else { "" };
+                out.push((format!("{}*{}{star}", p.key, p.index), p.value.to_owned()));
+            }
+        } else {
+            let mut value = String::new();
+            if any_extended && !group[0].extended {
+                value.push_str("''");
+            }
+            for p in group {
+                if any_extended && !p.extended {
+                    value.push_str(&p.value.replace('%', "%25"));
+                } else {
+                    value.push_str(p.value);
+                }
+            }
+            let star = if any_extended { "*" } else { "" };
+            out.push((format!("{}{star}", group[0].key), value));
+        }
+        i = j;
+    }
+    out
+}
+
 fn params(out: &mut Vec<u8>, params: &[(String, String)], default_charset: bool) {
+    let params = &merged_params(params)[..];
     if params.is_empty() && !default_charset {
         out.extend_from_slice(b"NIL");
         return;
@@ -823,7 +953,7 @@ fn extension(out: &mut Vec<u8>, part: &Part) {
     match &part.disposition {
         Some(d) => {
             out.push(b'(');
-            istring(out, d.kind.as_bytes());
+            istring(out, &mime_token(d.kind.as_bytes()));
             out.push(b' ');
             params(out, &d.params, false);
             out.push(b')');
@@ -846,6 +976,43 @@ fn extension(out: &mut Vec<u8>, part: &Part) {
     }
     out.push(b' ');
     sstring(out, part.location.as_deref());
+}
+
+/// The MIME token at the start of `v` (after whitespace and comments), as
+/// Dovecot reads a Content-Transfer-Encoding or a disposition type.
+fn mime_token(v: &[u8]) -> Vec<u8> {
+    let mut lex = Lexer {
+        data: v,
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    let _ = lex.skip_cfws();
+    let start = lex.pos;
+    while lex
+        .peek()
+        .is_some_and(|c| c == b'.' || (is_atext(c) && !b"/=?".contains(&c)))
+    {
+        lex.pos += 1;
+    }
+    v[start..lex.pos].to_vec()
+}
+
+/// The transfer encoding Dovecot reports for a Content-Transfer-Encoding
+/// value: one MIME token and nothing else but whitespace and comments;
+/// `None` (shown as "7bit") otherwise.
+fn transfer_encoding(v: &str) -> Option<Vec<u8>> {
+    let token = mime_token(v.as_bytes());
+    if token.is_empty() {
+        return None;
+    }
+    let mut lex = Lexer {
+        data: v.as_bytes(),
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    let _ = lex.skip_cfws();
+    lex.pos += token.len();
+    (lex.skip_cfws() == Ok(false)).then_some(token)
 }
 
 /// Does this entity encapsulate a message? Only message/rfc822: Dovecot
@@ -880,12 +1047,53 @@ pub fn body_structure(part: &Part, extended: bool) -> String {
     String::from_utf8_lossy(&body_structure_bytes(part, extended)).into_owned()
 }
 
-/// BODYSTRUCTURE (with extension data) or BODY (without) of a part, as
-/// octets.
-pub fn body_structure_bytes(part: &Part, extended: bool) -> Vec<u8> {
+/// BODYSTRUCTURE (with extension data) or BODY (without) of a message
+/// whose root entity is `root`, as octets.
+pub fn body_structure_bytes(root: &Part, extended: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    write_part(&mut out, part, extended);
+    if is_plain_7bit(root) {
+        // Dovecot's shortcut for the commonest message, which writes the
+        // type in lowercase whatever M says.
+        out.extend_from_slice(b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\"");
+        let size = root.body_size.saturating_add(root.body_bare_lf);
+        out.extend_from_slice(format!(" {size} {}", root.body_lines).as_bytes());
+        if extended {
+            out.extend_from_slice(b" NIL NIL NIL NIL");
+        }
+        out.push(b')');
+        return out;
+    }
+    write_part(&mut out, root, extended);
     out
+}
+
+/// Is this message plain 7-bit text as Dovecot sees it: text/plain, no
+/// parameter but `charset=us-ascii`, 7bit, and no other MIME field that
+/// BODYSTRUCTURE shows?
+fn is_plain_7bit(root: &Part) -> bool {
+    let params = merged_params(&root.params);
+    let params_ok = match &params[..] {
+        [] => true,
+        [(name, value)] => {
+            name.eq_ignore_ascii_case("charset") && value.eq_ignore_ascii_case("us-ascii")
+        }
+        _ => false,
+    };
+    let encoding_ok = match &root.encoding {
+        None => true,
+        Some(e) => transfer_encoding(e).is_none_or(|t| t.eq_ignore_ascii_case(b"7bit")),
+    };
+    root.media_type.eq_ignore_ascii_case("text")
+        && root.subtype.eq_ignore_ascii_case("plain")
+        && root.parts.is_empty()
+        && params_ok
+        && encoding_ok
+        && root.id.is_none()
+        && root.description.is_none()
+        && root.md5.is_none()
+        && root.disposition.is_none()
+        && root.language.as_ref().is_none_or(Vec::is_empty)
+        && root.location.is_none()
 }
 
 /// What Dovecot writes for a multipart without parts (which MIME does not
@@ -928,22 +1136,38 @@ fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
     out.push(b' ');
     sstring(out, part.description.as_deref());
     out.push(b' ');
-    match &part.encoding {
-        Some(e) => istring(out, e.as_bytes()),
+    match part.encoding.as_deref().and_then(transfer_encoding) {
+        Some(e) => istring(out, &e),
         None => out.extend_from_slice(b"\"7bit\""),
     }
     let size = part.body_size.saturating_add(part.body_bare_lf);
-    let inner = part.parts.first().filter(|_| is_rfc822(part));
     if text {
         out.extend_from_slice(format!(" {size} {}", part.body_lines).as_bytes());
-    } else if let Some(inner) = inner {
+    } else if is_rfc822(part) {
         // A line break Dovecot counts in the body is two octets (CRLF)
         // and one line, whatever it is in M.
         let extra = u64::from(keeps_break(part));
         out.extend_from_slice(format!(" {} ", size.saturating_add(2 * extra)).as_bytes());
-        out.extend_from_slice(&envelope_bytes(inner.header.as_deref().unwrap_or(b"")));
-        out.push(b' ');
-        write_part(out, inner, extended);
+        match part.parts.first() {
+            Some(inner) => {
+                out.extend_from_slice(&envelope_bytes(inner.header.as_deref().unwrap_or(b"")));
+                out.push(b' ');
+                write_part(out, inner, extended);
+            }
+            None => {
+                // No embedded message in the summary (the part's header
+                // ran up to a delimiter line, or a cap was reached): an
+                // empty one, as Dovecot shows a message/rfc822 part without
+                // content.
+                out.extend_from_slice(&envelope_bytes(b""));
+                out.push(b' ');
+                out.extend_from_slice(if extended {
+                    EMPTY_BODYSTRUCTURE
+                } else {
+                    EMPTY_BODY
+                });
+            }
+        }
         out.extend_from_slice(format!(" {}", part.body_lines.saturating_add(extra)).as_bytes());
     } else {
         out.extend_from_slice(format!(" {size}").as_bytes());
