@@ -97,6 +97,10 @@ pub enum SearchError {
     /// `NO [BADCHARSET]`: writ does not read this charset.
     #[error("unknown charset")]
     BadCharset,
+    /// `BAD`: a search string is not valid in its charset (Dovecot:
+    /// "Invalid search key").
+    #[error("invalid search key")]
+    InvalidString,
 }
 
 /// Does writ read search strings in this charset (`SEARCH CHARSET
@@ -199,7 +203,10 @@ impl Search {
             None => Charset::Utf8,
             Some(name) => Charset::named(name).ok_or(SearchError::BadCharset)?,
         };
-        let nodes = criteria.iter().map(|k| node(k, charset)).collect();
+        let nodes = criteria
+            .iter()
+            .map(|k| node(k, charset))
+            .collect::<Result<_, _>>()?;
         Ok(Search {
             root: Node::And(nodes),
         })
@@ -218,13 +225,16 @@ impl Search {
     }
 }
 
-fn needle(s: &[u8], charset: Charset) -> Needle {
+fn needle(s: &[u8], charset: Charset) -> Result<Needle, SearchError> {
+    if !charset.is_valid(s) {
+        return Err(SearchError::InvalidString);
+    }
     if s.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut out = String::new();
     charset.fold(s, &mut out);
-    Some(out)
+    Ok(Some(out))
 }
 
 fn day(d: &NaiveDate) -> i64 {
@@ -242,12 +252,19 @@ fn ranges(set: &SequenceSet) -> Vec<(SeqOrUid, SeqOrUid)> {
         .collect()
 }
 
-fn node(key: &SearchKey<'_>, cs: Charset) -> Node {
-    let field = |kind, name: &str, s: &[u8]| Node::Field(kind, name.to_string(), needle(s, cs));
-    match key {
-        SearchKey::And(keys) => Node::And(keys.as_ref().iter().map(|k| node(k, cs)).collect()),
-        SearchKey::Or(a, b) => Node::Or(Box::new(node(a, cs)), Box::new(node(b, cs))),
-        SearchKey::Not(k) => Node::Not(Box::new(node(k, cs))),
+fn node(key: &SearchKey<'_>, cs: Charset) -> Result<Node, SearchError> {
+    let field = |kind, name: &str, s: &[u8]| -> Result<Node, SearchError> {
+        Ok(Node::Field(kind, name.to_string(), needle(s, cs)?))
+    };
+    let node = match key {
+        SearchKey::And(keys) => Node::And(
+            keys.as_ref()
+                .iter()
+                .map(|k| node(k, cs))
+                .collect::<Result<_, _>>()?,
+        ),
+        SearchKey::Or(a, b) => Node::Or(Box::new(node(a, cs)?), Box::new(node(b, cs)?)),
+        SearchKey::Not(k) => Node::Not(Box::new(node(k, cs)?)),
         SearchKey::All => Node::All,
         SearchKey::SequenceSet(set) => Node::Seq(ranges(set)),
         SearchKey::Uid(set) => Node::Uid(ranges(set)),
@@ -277,21 +294,26 @@ fn node(key: &SearchKey<'_>, cs: Charset) -> Node {
         SearchKey::SentSince(d) => Node::Sent(Cmp::Since, day(d)),
         SearchKey::Larger(n) => Node::Larger(u64::from(*n)),
         SearchKey::Smaller(n) => Node::Smaller(u64::from(*n)),
-        SearchKey::Subject(s) => field(FieldKind::Compress, "Subject", s.as_ref()),
-        SearchKey::From(s) => field(FieldKind::Address, "From", s.as_ref()),
-        SearchKey::To(s) => field(FieldKind::Address, "To", s.as_ref()),
-        SearchKey::Cc(s) => field(FieldKind::Address, "Cc", s.as_ref()),
-        SearchKey::Bcc(s) => field(FieldKind::Address, "Bcc", s.as_ref()),
+        SearchKey::Subject(s) => field(FieldKind::Compress, "Subject", s.as_ref())?,
+        SearchKey::From(s) => field(FieldKind::Address, "From", s.as_ref())?,
+        SearchKey::To(s) => field(FieldKind::Address, "To", s.as_ref())?,
+        SearchKey::Cc(s) => field(FieldKind::Address, "Cc", s.as_ref())?,
+        SearchKey::Bcc(s) => field(FieldKind::Address, "Bcc", s.as_ref())?,
         SearchKey::Header(name, s) => {
-            let name = String::from_utf8_lossy(name.as_ref()).into_owned();
-            Node::Field(FieldKind::Plain, name, needle(s.as_ref(), cs))
+            if !cs.is_valid(name.as_ref()) {
+                return Err(SearchError::InvalidString);
+            }
+            let mut text = String::new();
+            cs.decode(name.as_ref(), &mut text);
+            Node::Field(FieldKind::Plain, text, needle(s.as_ref(), cs)?)
         }
-        SearchKey::Body(s) => Node::Body(needle(s.as_ref(), cs)),
-        SearchKey::Text(s) => Node::Text(needle(s.as_ref(), cs)),
+        SearchKey::Body(s) => Node::Body(needle(s.as_ref(), cs)?),
+        SearchKey::Text(s) => Node::Text(needle(s.as_ref(), cs)?),
         SearchKey::ModSequence { modseq, .. } => Node::ModSeq(*modseq),
         #[allow(unreachable_patterns)]
         _ => Node::Never,
-    }
+    };
+    Ok(node)
 }
 
 /// What evaluating a tree over one message has worked out so far.

@@ -186,6 +186,17 @@ impl Charset {
         Some(charset)
     }
 
+    /// Are `bytes` valid text in this charset (as iconv sees it)?
+    pub fn is_valid(self, bytes: &[u8]) -> bool {
+        match self {
+            Charset::Utf8 => std::str::from_utf8(bytes).is_ok(),
+            Charset::Windows1252 => !bytes
+                .iter()
+                .any(|b| matches!(b, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D)),
+            Charset::Latin1 | Charset::Latin9 => true,
+        }
+    }
+
     /// `bytes` in this charset as (unnormalised) text.
     pub fn decode(self, bytes: &[u8], out: &mut String) {
         match self {
