@@ -28,6 +28,11 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: SocketAddr) -> Proxy {
+        Proxy::start_to(&format!("address = \"{upstream}\"\nsecurity = \"plain\"\n"))
+    }
+
+    /// With `[provider.imap]` given as TOML lines.
+    fn start_to(provider_imap: &str) -> Proxy {
         let tls = test_tls("writ IMAP test CA");
         let (imap, imaps) = (free_port(), free_port());
         let mut cfg = WritConfig::relay(provider().smtp_addr());
@@ -37,7 +42,7 @@ impl Proxy {
             "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\nmax_literal_size = {MAX_LITERAL}\n\n\
              [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\n\
              [[imap.listeners]]\nkind = \"imaps\"\nlisten = \"127.0.0.1:{imaps}\"\n\n\
-             [provider.imap]\naddress = \"{upstream}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n",
+             [provider.imap]\n{provider_imap}timeout_secs = 10\n",
             cert = tls.cert.display().to_string(),
             key = tls.key.display().to_string(),
         );
@@ -921,4 +926,53 @@ fn content_searches_over_sealed_mail_match_dovecots_over_the_plaintext() {
     // The provider alone would find nothing: the sealed copies hide it.
     assert!(out.contains("same body ('OK', [b'1'])"), "{out}");
     assert!(out.contains("badcharset:"), "{out}");
+}
+
+const READ_ONE: &str = r#"
+import imaplib, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+c = imaplib.IMAP4_SSL('127.0.0.1', int(wport), ssl_context=ctx)
+typ, data = c.login(user, pw)
+c.select('INBOX')
+typ, data = c.fetch('1', '(BODY.PEEK[])')
+sys.stdout.buffer.write(data[0][1])
+"#;
+
+#[test]
+fn the_provider_is_reached_over_implicit_tls_or_starttls_and_verified() {
+    let p = provider();
+    let ca = p.ca_file();
+    for provider_imap in [
+        format!(
+            "address = \"{}\"\nsecurity = \"implicit\"\nca_file = {:?}\n",
+            p.imaps_addr(),
+            ca.display().to_string()
+        ),
+        format!(
+            "address = \"{}\"\nsecurity = \"starttls\"\nca_file = {:?}\n",
+            p.imap_addr(),
+            ca.display().to_string()
+        ),
+    ] {
+        let proxy = Proxy::start_to(&provider_imap);
+        let user = user_with_sealed_mail(p, &proxy, "upstream-tls");
+        let out = python(
+            READ_ONE,
+            &[
+                proxy.imaps.port().to_string(),
+                proxy.tls.ca.display().to_string(),
+                user.name.clone(),
+                user.password.clone(),
+            ],
+        );
+        assert_eq!(out.as_bytes(), MESSAGES[0], "through {provider_imap}");
+    }
+    // Without the provider's CA, its certificate is not trusted: no session.
+    let proxy = Proxy::start_to(&format!(
+        "address = \"{}\"\nsecurity = \"implicit\"\n",
+        p.imaps_addr()
+    ));
+    let out = python(FIRST_LINE, &[proxy.imap.port().to_string()]);
+    assert!(out.starts_with("* BYE [UNAVAILABLE]"), "{out}");
 }

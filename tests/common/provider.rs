@@ -54,8 +54,11 @@ pub struct Provider {
     /// after STARTTLS; authenticated clients may send to any domain (mail
     /// for other domains lands in [`Provider::world`]'s mailbox).
     pub submission_port: u16,
-    /// Dovecot IMAP on 127.0.0.1, plaintext LOGIN allowed.
+    /// Dovecot IMAP on 127.0.0.1, plaintext LOGIN allowed, STARTTLS offered
+    /// (certificate verified by [`Provider::ca_file`]).
     pub imap_port: u16,
+    /// Dovecot IMAP with implicit TLS on 127.0.0.1 (same certificate).
+    pub imaps_port: u16,
     /// Dovecot LMTP on 127.0.0.1 (what Postfix delivers to).
     pub lmtp_port: u16,
     /// The provider's directory (configs, logs, `mail/<user>/Maildir`).
@@ -86,7 +89,7 @@ impl Provider {
     }
 
     fn try_start() -> Result<Provider, String> {
-        let [smtp_port, submission_port, imap_port, lmtp_port] = free_ports();
+        let [smtp_port, submission_port, imap_port, imaps_port, lmtp_port] = free_ports();
         let dir = fresh_dir()?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/provider");
         let mut child = Command::new(&script)
@@ -97,6 +100,7 @@ impl Provider {
             .args(["--smtp-port", &smtp_port.to_string()])
             .args(["--submission-port", &submission_port.to_string()])
             .args(["--imap-port", &imap_port.to_string()])
+            .args(["--imaps-port", &imaps_port.to_string()])
             .args(["--lmtp-port", &lmtp_port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -124,6 +128,7 @@ impl Provider {
             smtp_port,
             submission_port,
             imap_port,
+            imaps_port,
             lmtp_port,
             dir,
             stdin: child.stdin.take(),
@@ -215,6 +220,10 @@ impl Provider {
 
     pub fn imap_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.imap_port))
+    }
+
+    pub fn imaps_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.imaps_port))
     }
 
     pub fn lmtp_addr(&self) -> SocketAddr {
@@ -398,12 +407,12 @@ impl Drop for Provider {
 }
 
 /// Four distinct free loopback ports (held at once, so no duplicates).
-fn free_ports() -> [u16; 4] {
-    let listeners: Vec<TcpListener> = (0..4)
+fn free_ports() -> [u16; 5] {
+    let listeners: Vec<TcpListener> = (0..5)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port"))
         .collect();
     let port = |i: usize| listeners[i].local_addr().expect("local addr").port();
-    [port(0), port(1), port(2), port(3)]
+    [port(0), port(1), port(2), port(3), port(4)]
 }
 
 /// A new directory under /tmp (Dovecot runs mail processes as `nobody`, who
