@@ -517,6 +517,74 @@ mod tests {
     }
 
     #[test]
+    fn last_header_line_without_line_break_is_in_the_header() {
+        let m = b"Subject: x\r\nContent-Type: text/html";
+        for size in [1, 3, m.len()] {
+            let mut sc = Scanner::new(Limits::default());
+            for c in m.chunks(size) {
+                sc.push(c);
+            }
+            let s = sc.finish();
+            assert_eq!(s.root.header.as_deref(), Some(&m[..]));
+            assert_eq!(s.root.header_size, m.len() as u64);
+            assert_eq!(s.root.subtype, "html");
+            assert!(s.root.content_type_present);
+        }
+        // In a body part too, and a delimiter line stays a delimiter.
+        let m = b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: image/png";
+        let s = scan(m, Limits::default());
+        assert_eq!(s.root.parts[0].media_type, "image");
+        let m = b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nx\n--b--";
+        let s = scan(m, Limits::default());
+        assert_eq!(s.root.parts.len(), 1);
+        assert_eq!(body(m, &s.root.parts[0]), b"x");
+    }
+
+    #[test]
+    fn imap_body_eol_marks_the_line_break_dovecot_keeps() {
+        let eol = |m: &[u8], path: &[usize]| {
+            let s = scan(m, Limits::default());
+            let mut p = &s.root;
+            for &i in path {
+                p = &p.parts[i];
+            }
+            p.imap_body_eol
+        };
+        // A header inside the part, cut short by the delimiter line.
+        let cut = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nX: inner\r\n--b--\r\n";
+        assert_eq!(eol(cut, &[0]), 2);
+        assert_eq!(eol(cut, &[0, 0]), 0);
+        // A header ended by an empty line right before the delimiter line
+        // (bare LF).
+        let empty = b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nSubject: s\n\n--b\n\nlast\n--b--\n";
+        assert_eq!(eol(empty, &[0]), 1);
+        assert_eq!(eol(empty, &[1]), 0);
+        // `--inner--` right before `--outer`: the inner multipart and the
+        // message part around it keep the line break; the text part does
+        // not.
+        let close = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n--c\r\n\r\nx\r\n--c--\r\n--b--\r\n";
+        assert_eq!(eol(close, &[0]), 2);
+        assert_eq!(eol(close, &[0, 0]), 2);
+        assert_eq!(eol(close, &[0, 0, 0]), 0);
+        // A second `--c--` is epilogue, not a delimiter line; an empty
+        // line or an epilogue line before `--b` is ordinary.
+        for tail in [
+            &b"--c--\r\n--c--\r\n"[..],
+            b"--c--\r\n\r\n",
+            b"--c--\r\nepi\r\n",
+        ] {
+            let mut m = close[..close.len() - 17].to_vec();
+            m.extend_from_slice(tail);
+            m.extend_from_slice(b"--b--\r\n");
+            assert_eq!(eol(&m, &[0]), 0, "{}", String::from_utf8_lossy(&m));
+            assert_eq!(eol(&m, &[0, 0]), 0);
+        }
+        // Nothing at the end of M.
+        let eof = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nX: inner\r\n";
+        assert_eq!(eol(eof, &[0]), 0);
+    }
+
+    #[test]
     fn depth_cap_makes_the_rest_opaque() {
         let mut m = Vec::new();
         for i in 0..300 {

@@ -1265,6 +1265,74 @@ mod tests {
     }
 
     #[test]
+    fn message_part_sizes_count_the_line_break_dovecot_keeps() {
+        use crate::envelope::scan::{Limits, scan};
+        // The inner header is cut short by the delimiter line: Dovecot's
+        // message/rfc822 body is `X: inner` CRLF (10 octets, 1 line).
+        let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nX: inner\r\n--b--\r\n";
+        let s = scan(m, Limits::default());
+        let want = "((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 10 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) 1) \"mixed\")";
+        assert_eq!(body_structure(&s.root, false), want);
+        // A summary written before `imap_body_eol` existed gives the same
+        // answer here: the structure shows the header running past the
+        // body.
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"imap_body_eol\":2"));
+        let old: Summary = serde_json::from_str(&json.replace(",\"imap_body_eol\":2", "")).unwrap();
+        assert_eq!(old.root.parts[0].imap_body_eol, 0);
+        assert_eq!(body_structure(&old.root, false), want);
+        // `--c--` right before `--b`: only the new field knows.
+        let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n--c\r\n\r\nx\r\n--c--\r\n--b--\r\n";
+        let s = scan(m, Limits::default());
+        assert!(body_structure(&s.root, false).contains("\"7bit\" 1 0) \"alternative\") 6)"));
+    }
+
+    #[test]
+    fn multipart_without_parts_and_message_global() {
+        use crate::envelope::scan::{Limits, scan};
+        let m = b"Content-Type: multipart/mixed\r\n\r\n--x\r\n\r\nA\r\n--x--\r\n";
+        let s = scan(m, Limits::default());
+        assert_eq!(
+            body_structure(&s.root, true),
+            "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL)"
+        );
+        let m = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: message/global\r\n\r\nSubject: g\r\n\r\nG\r\n--x--\r\n";
+        let s = scan(m, Limits::default());
+        assert_eq!(s.root.parts[0].parts.len(), 1, "the summary describes it");
+        assert_eq!(
+            body_structure(&s.root, false),
+            "((\"message\" \"global\" NIL NIL NIL \"7bit\" 15) \"mixed\")"
+        );
+    }
+
+    #[test]
+    fn rfc2231_continuations_are_joined() {
+        let p = |v: &[(&str, &str)]| {
+            let v: Vec<(String, String)> = v
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            merged_params(&v)
+                .into_iter()
+                .map(|(a, b)| format!("{a}={b}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            p(&[("name*1", "b"), ("x", "1"), ("name*0", "a")]),
+            "x=1 name=ab"
+        );
+        assert_eq!(
+            p(&[("t*0*", "utf-8''%41"), ("t*1", "%")]),
+            "t*=utf-8''%41%25"
+        );
+        assert_eq!(p(&[("t*0", "a"), ("t*2", "c")]), "t*0=a t*2=c");
+        assert_eq!(p(&[("n*", "utf-8''x"), ("n*x", "y")]), "n*x=y n*=utf-8''x");
+        assert_eq!(// Index overflow wraps, as in Dovecot; no panic.
+        assert_eq!(p(&[("n*99999999999", "v")]), "n*1215752191=v");
+    }
+
+    #[test]
     fn envelope_fields_as_dovecot_reads_them() {
         // The last Subject counts (a name followed by spaces is still the
         // name); address fields add up; empty Sender and Reply-To default
