@@ -1328,7 +1328,7 @@ mod tests {
         );
         assert_eq!(p(&[("t*0", "a"), ("t*2", "c")]), "t*0=a t*2=c");
         assert_eq!(p(&[("n*", "utf-8''x"), ("n*x", "y")]), "n*x=y n*=utf-8''x");
-        assert_eq!(// Index overflow wraps, as in Dovecot; no panic.
+        // Index overflow wraps, as in Dovecot; no panic.
         assert_eq!(p(&[("n*99999999999", "v")]), "n*1215752191=v");
     }
 
