@@ -685,6 +685,19 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
         ("TEXT", "ÉTÉ"),
         ("HEADER Subject", "é"),
         ("HEADER X-Custom", "VALÜE"),
+        ("SUBJECT", "quarterly naïve café"),
+        ("SUBJECT", "RÉSUMÉ OF"),
+        ("FROM", "françois lefèvre"),
+        ("SUBJECT", "zażółć"),
+        ("BODY", "gęślą"),
+        ("BODY", "ŁÓDŹ"),
+        ("SUBJECT", "привет"),
+        ("BODY", "мир"),
+        ("BODY", "ЁЛКА"),
+        ("BODY", "ёж"),
+        ("BODY", "коллеги"),
+        ("BODY", "ДОБРЫЙ"),
+        ("TEXT", "Добрый день"),
     ];
     for (key, s) in utf8 {
         out.push(Query::lit(
@@ -719,6 +732,12 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
         ("US-ASCII", "BODY", b"cafe"),
         ("UTF-8", "BODY", b"caf\xc3\xa9"),
         ("X-NO-SUCH-CHARSET", "BODY", b"cafe"),
+        ("KOI8-R", "BODY", "мир".as_bytes()),
+        ("KOI8-R", "BODY", b"\xcd\xc9\xd2"),
+        ("windows-1251", "BODY", b"\xea\xee\xeb\xeb\xe5\xe3\xe8"),
+        ("ISO-8859-2", "SUBJECT", b"\xa3\xf3d\xbc"),
+        ("iso_8859-2", "BODY", b"g\xea\xb6l\xb9"),
+        ("ISO-8859-7", "BODY", b"\xe1"),
     ] {
         out.push(Query::lit(
             &format!("SEARCH CHARSET {charset} {key} "),

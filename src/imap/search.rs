@@ -104,7 +104,9 @@ pub enum SearchError {
 }
 
 /// Does writ read search strings in this charset (`SEARCH CHARSET
-/// <name>`)? UTF-8, US-ASCII, ISO-8859-1, Windows-1252, ISO-8859-15.
+/// <name>`)? UTF-8 (and US-ASCII) and the single-byte charsets: ISO-8859-1
+/// to -16, Windows-1250 to -1258, KOI8-R, KOI8-U, IBM866, Windows-874,
+/// Macintosh.
 pub fn charset_supported(name: &str) -> bool {
     Charset::named(name).is_some()
 }

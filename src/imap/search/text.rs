@@ -161,49 +161,112 @@ fn for_each_utf8(mut bytes: &[u8], mut f: impl FnMut(Option<&str>)) {
 pub enum Charset {
     /// UTF-8 and its subset US-ASCII.
     Utf8,
-    /// ISO-8859-1: every byte is the code point of the same number.
-    Latin1,
-    /// Windows-1252: Latin-1 with printable characters in 0x80..0x9F.
-    Windows1252,
-    /// ISO-8859-15: Latin-1 with eight code points replaced (the euro...).
-    Latin9,
+    /// A single-byte charset: ASCII below 0x80, the `charsets.txt` table
+    /// of that index above.
+    Single(usize),
+}
+
+/// A single-byte charset: its names and what 0x80..0xFF are (`None`:
+/// not a character in it).
+struct Table {
+    names: Vec<String>,
+    high: Vec<Option<char>>,
+}
+
+/// The single-byte charsets of `charsets.txt` (made from Python's
+/// codecs): `name alias...|` and 128 hex code points or `-`.
+fn tables() -> &'static [Table] {
+    static TABLES: OnceLock<Vec<Table>> = OnceLock::new();
+    TABLES.get_or_init(|| {
+        include_str!("charsets.txt")
+            .lines()
+            .filter_map(|line| {
+                let (names, high) = line.split_once('|')?;
+                let high: Vec<Option<char>> = high
+                    .split(' ')
+                    .map(|h| u32::from_str_radix(h, 16).ok().and_then(char::from_u32))
+                    .collect();
+                (high.len() == 128).then(|| Table {
+                    names: names.split(' ').map(name_key).collect(),
+                    high,
+                })
+            })
+            .collect()
+    })
+}
+
+/// A charset name without case and punctuation (`ISO_8859-2` is
+/// `iso88592`).
+fn name_key(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 impl Charset {
     /// The charset called `name` (IANA names and the usual aliases, any
     /// case), if writ reads it.
     pub fn named(name: &str) -> Option<Charset> {
-        let n = name.trim().to_ascii_lowercase().replace('_', "-");
-        let charset = match n.as_str() {
-            "utf-8" | "utf8" | "us-ascii" | "ascii" | "us" | "ansi-x3.4-1968" | "iso646-us"
-            | "cp367" | "ibm367" | "csascii" => Charset::Utf8,
-            "iso-8859-1" | "iso8859-1" | "iso-8859-1:1987" | "latin1" | "latin-1" | "l1"
-            | "cp819" | "ibm819" | "iso-ir-100" | "csisolatin1" => Charset::Latin1,
-            "windows-1252" | "cp1252" | "x-cp1252" => Charset::Windows1252,
-            "iso-8859-15" | "iso8859-15" | "latin-9" | "latin9" | "csisolatin9" => Charset::Latin9,
-            _ => return None,
-        };
-        Some(charset)
+        let key = name_key(name);
+        const UTF8: [&str; 9] = [
+            "utf8",
+            "usascii",
+            "ascii",
+            "us",
+            "ansix341968",
+            "iso646us",
+            "cp367",
+            "ibm367",
+            "csascii",
+        ];
+        if UTF8.contains(&key.as_str()) {
+            return Some(Charset::Utf8);
+        }
+        tables()
+            .iter()
+            .position(|t| t.names.contains(&key))
+            .map(Charset::Single)
+    }
+
+    fn high(self) -> &'static [Option<char>] {
+        match self {
+            Charset::Utf8 => &[],
+            Charset::Single(i) => tables().get(i).map_or(&[], |t| t.high.as_slice()),
+        }
     }
 
     /// Are `bytes` valid text in this charset (as iconv sees it)?
     pub fn is_valid(self, bytes: &[u8]) -> bool {
         match self {
             Charset::Utf8 => std::str::from_utf8(bytes).is_ok(),
-            Charset::Windows1252 => !bytes
-                .iter()
-                .any(|b| matches!(b, 0x81 | 0x8D | 0x8F | 0x90 | 0x9D)),
-            Charset::Latin1 | Charset::Latin9 => true,
+            Charset::Single(_) => {
+                let high = self.high();
+                bytes.iter().all(|&b| {
+                    b < 0x80 || high.get(usize::from(b - 0x80)).is_some_and(Option::is_some)
+                })
+            }
         }
     }
 
-    /// `bytes` in this charset as (unnormalised) text.
+    /// `bytes` in this charset as (unnormalised) text; bytes that are no
+    /// character in it become U+FFFD.
     pub fn decode(self, bytes: &[u8], out: &mut String) {
         match self {
             Charset::Utf8 => valid_utf8(bytes, out),
-            Charset::Latin1 => out.extend(bytes.iter().map(|&b| char::from(b))),
-            Charset::Windows1252 => out.extend(bytes.iter().map(|&b| windows_1252(b))),
-            Charset::Latin9 => out.extend(bytes.iter().map(|&b| latin9(b))),
+            Charset::Single(_) => {
+                let high = self.high();
+                out.extend(bytes.iter().map(|&b| {
+                    match b {
+                        0..0x80 => char::from(b),
+                        _ => high
+                            .get(usize::from(b - 0x80))
+                            .copied()
+                            .flatten()
+                            .unwrap_or(REPLACEMENT),
+                    }
+                }));
+            }
         }
     }
 
@@ -211,43 +274,13 @@ impl Charset {
     pub fn fold(self, bytes: &[u8], out: &mut String) {
         match self {
             Charset::Utf8 => fold_utf8(bytes, out),
-            _ => {
+            Charset::Single(_) => {
                 let mut text = String::with_capacity(bytes.len() + bytes.len() / 4);
                 self.decode(bytes, &mut text);
                 fold_str(&text, out);
             }
         }
     }
-}
-
-fn windows_1252(b: u8) -> char {
-    const HIGH: [u16; 32] = [
-        0x20AC, 0x81, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
-        0x2039, 0x0152, 0x8D, 0x017D, 0x8F, 0x90, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013,
-        0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x9D, 0x017E, 0x0178,
-    ];
-    match b {
-        0x80..=0x9F => HIGH
-            .get(usize::from(b - 0x80))
-            .and_then(|&c| char::from_u32(u32::from(c)))
-            .unwrap_or(REPLACEMENT),
-        _ => char::from(b),
-    }
-}
-
-fn latin9(b: u8) -> char {
-    let c = match b {
-        0xA4 => 0x20AC,
-        0xA6 => 0x0160,
-        0xA8 => 0x0161,
-        0xB4 => 0x017D,
-        0xB8 => 0x017E,
-        0xBC => 0x0152,
-        0xBD => 0x0153,
-        0xBE => 0x0178,
-        _ => u32::from(b),
-    };
-    char::from_u32(c).unwrap_or(REPLACEMENT)
 }
 
 /// Is this charset name one Dovecot treats as UTF-8 itself (no
