@@ -359,6 +359,11 @@ impl Session {
     }
 
     /// The message has been read (the end marker seen). `Err` refuses it:
+    /// a bare LF (SMTP smuggling) or a NUL (RFC 5321 §2.3.8), or too large.
+    /// 8-bit data sent without `BODY=8BITMIME` is accepted, as RFC 6152 §3
+    /// allows and as Postfix and Exchange do: sealing turns the body into
+    /// 7-bit armor, so the provider never receives undeclared 8-bit body
+    /// content (unprotected header fields keep their bytes, as sent).
     /// the transaction is over, the handler resets the provider's side
     /// (RSET, or dropping a connection that is inside DATA) and sends the
     /// reply.

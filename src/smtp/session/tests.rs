@@ -241,6 +241,19 @@ fn bad_data_is_refused_and_the_provider_reset() {
 }
 
 #[test]
+fn eight_bit_data_without_8bitmime_is_accepted() {
+    // Decided: RFC 6152 §3 lets a server accept it (Postfix and Exchange
+    // do); the body reaches the provider sealed, as 7-bit armor.
+    let mut s = relay_in_transaction();
+    s.command(b"DATA");
+    let flags = DataFlags {
+        eight_bit: true,
+        ..DataFlags::default()
+    };
+    assert_eq!(s.message_received(flags), Ok(()));
+}
+
+#[test]
 fn out_of_order_and_malformed_commands_keep_the_session() {
     let mut s = session(ListenerKind::Relay, false);
     assert_eq!(code(&s.command(b"MAIL FROM:<a@b.example>")), 503);
