@@ -1,51 +1,84 @@
 //! SEARCH over opened messages: a search key tree (RFC 3501 §6.4.4) held
-//! against one message, answered as Dovecot answers it for the same
+//! against one message, answered as Dovecot (2.3) answers it for the same
 //! message stored in plaintext. The provider cannot search sealed
 //! content, so writ evaluates searches that look at the message itself;
-//! [`needs_content`] tells which. `tests/search_oracle.rs` holds writ to a
-//! real Dovecot over a corpus of messages and a long list of searches.
+//! [`needs_content`] tells which, [`needs_body`] whether the header is
+//! enough. `tests/search_oracle.rs` holds writ to a real Dovecot over a
+//! corpus of messages and some 540 searches.
 //!
 //! Use: [`Search::new`] prepares the criteria of one SEARCH command (an
 //! unknown CHARSET is [`SearchError::BadCharset`], which the caller
-//! answers `NO [BADCHARSET]`), [`Search::matches`] holds it against each
-//! [`Candidate`]. [`matches`] does both for one key, in UTF-8.
+//! answers `NO [BADCHARSET]`; a string that is not text in its charset is
+//! [`SearchError::InvalidString`], answered `BAD`), [`Search::matches`]
+//! holds it against each [`Candidate`]. [`matches`] does both for one
+//! key, in UTF-8. Nothing here does I/O or panics on any message.
 //!
 //! How Dovecot searches, and so writ:
 //!
 //! - Strings compare as substrings after both sides are put in
 //!   "decomposed titlecase" (see `text`): case is ignored over all of
 //!   Unicode, and a character matches its decomposition, so `cafe` finds
-//!   `café` (`CAFE` + U+0301) and `nb sp` finds `nb` NBSP `sp`, but `e`
-//!   finds `é` only because `É` decomposes to `E` + accent, and `ss` does
-//!   not find `ß`.
+//!   `café` (`CAFE` + U+0301), `nb sp` finds `nb` NBSP `sp` and `x2`
+//!   finds `x²`; but `naive` does not find `naïve` (the accent sits
+//!   between I and V), `ss` does not find `ß`, and `file` does not find
+//!   `ﬁle` (its `fi` is not titlecased).
 //! - SUBJECT, FROM, TO, CC, BCC and HEADER look at every field of that
-//!   name in the message's own header (any of them may match), with
-//!   encoded-words decoded (UTF-8, ISO-8859-1, Windows-1252,
-//!   ISO-8859-15; other charsets are kept as they are). SUBJECT first
-//!   makes each run of spaces and tabs one space (and drops leading
-//!   ones). FROM, TO, CC and BCC match the addresses as Dovecot rewrites
-//!   them (see `address`): `"Name" <box@domain>`, with `MISSING_DOMAIN`
-//!   and the like for broken ones. An empty string matches any message
-//!   that has the field.
+//!   name in the message's own header (up to its first empty line; any
+//!   of the fields may match), encoded-words decoded (whitespace between
+//!   two of them dropped, broken ones left as written) and the value
+//!   followed by CRLF. SUBJECT first makes each run of spaces and tabs
+//!   one space (leading ones dropped). FROM, TO, CC and BCC match the
+//!   addresses as Dovecot rewrites them (see `address`): `"Name"
+//!   <box@domain>`, comments made names, `MISSING_DOMAIN` and the like
+//!   for broken ones. An empty string matches any message that has the
+//!   field.
 //! - BODY and TEXT look at each MIME entity on its own (no match spans
 //!   two): TEXT at every header of every entity (name, colon and value,
-//!   values decoded) and the bodies; BODY at the bodies alone. A body
-//!   counts when its type is `text/*` or `message/*` (the last
-//!   Content-Type field says, a broken one makes it no text) and its
-//!   Content-Transfer-Encoding is one Dovecot knows; base64 and
-//!   quoted-printable are undone and the charset of the first
-//!   Content-Type converted (unknown charsets are read as UTF-8).
-//!   Multipart preambles and epilogues are never searched.
-//! - SENTBEFORE, SENTON and SENTSINCE use the day of the first Date
-//!   field as written (its time and zone disregarded, RFC 3501). A
-//!   missing or unreadable Date is 1 January 1970, so SENTBEFORE matches
-//!   such messages. BEFORE, ON and SINCE use the day of INTERNALDATE in
-//!   the zone the provider gives it in.
+//!   values decoded, each line ending CRLF) and the bodies; BODY at the
+//!   bodies alone. A body counts when its type is `text/*` or `message/*`
+//!   (the last Content-Type field says; a broken one makes it no text)
+//!   and its Content-Transfer-Encoding is one Dovecot knows (7bit, 8bit,
+//!   binary, base64, quoted-printable; not, say, an empty one). base64 and
+//!   quoted-printable are undone as Dovecot's decoders do (base64 stops
+//!   for good at padding or at a byte outside its alphabet; broken QP
+//!   escapes stay as written), the charset of the first Content-Type
+//!   converted. Multipart preambles and epilogues are never searched; a
+//!   message/global part is a leaf whose body is searched as it is. Line
+//!   breaks of bodies are LF, as Dovecot stores messages by default
+//!   (`mail_save_crlf = no`); only QP makes them CRLF. An empty BODY or
+//!   TEXT string matches every message.
+//! - SENTBEFORE, SENTON and SENTSINCE use the day of the first Date field
+//!   as written (its time and zone disregarded, RFC 3501). Dovecot's
+//!   date parser is strict about field ranges (31 February, hour 25: no
+//!   date) but takes a leap second, two-digit years, comments and
+//!   unknown zones; a missing or unreadable Date is 1 January 1970, so
+//!   SENTBEFORE matches such messages. Dates before 1970 wrap past 2096
+//!   (Dovecot keeps them in 32 unsigned bits). BEFORE, ON and SINCE use
+//!   the day of INTERNALDATE in the zone the provider gives it in.
 //! - LARGER and SMALLER compare RFC822.SIZE as the client sees it.
-//! - `*` in a sequence set is the number of messages, in a UID set the
-//!   highest UID; a range is `min:max` whichever way round it is written,
-//!   so `UID 500:*` includes the last message even above UID 500.
+//! - In a UID set `*` is the highest UID and a range is `min:max`
+//!   whichever way round it is written (RFC 3501), so `UID 500:*` holds
+//!   the last message even if its UID is below 500. In a message
+//!   sequence set Dovecot departs from that: `*` alone is the last
+//!   message, but a range from `*` to a number past the last message is
+//!   empty (`n:*` and `*:n`, `n` > number of messages). writ matches it.
 //! - Keywords compare without regard to case.
+//! - Charsets: UTF-8 (US-ASCII is read as UTF-8, as Dovecot does) and
+//!   the common single-byte charsets (`charset_supported`). Dovecot
+//!   converts whatever iconv knows; writ reads text in other charsets
+//!   (the multibyte CJK ones: ISO-2022-JP, Shift_JIS, GB2312, Big5,
+//!   EUC-KR...) as UTF-8, so non-ASCII strings do not find text in them,
+//!   and refuses them as SEARCH CHARSET (`NO [BADCHARSET]`, as RFC 3501
+//!   allows), where Dovecot accepts them.
+//!
+//! Where Dovecot departs from RFC 3501 and writ does not: when two keys
+//! of different kinds look at the same field (FROM and HEADER From,
+//! SUBJECT and HEADER Subject), Dovecot holds the later key against the
+//! field as the first rewrote it (`search_header_arg` reuses the decoded
+//! block), so a message matching each key alone can fail both together.
+//! RFC 3501 makes several keys the intersection of their matches; writ
+//! answers that (the oracle test checks it against Dovecot's answers to
+//! each key alone).
 
 mod address;
 mod date;
@@ -85,7 +118,8 @@ pub struct Candidate<'a> {
     pub size: u64,
     /// MODSEQ (CONDSTORE), when known.
     pub modseq: Option<u64>,
-    /// The message as the client sees it (the opened message).
+    /// The message as the client sees it (the opened message; its header
+    /// alone, through the empty line, when no key [`needs_body`]).
     pub message: &'a [u8],
     /// Its structure, if the caller has it (computed otherwise).
     pub summary: Option<&'a Summary>,
@@ -131,6 +165,19 @@ pub fn needs_content(key: &SearchKey<'_>) -> bool {
         | SearchKey::SentSince(_)
         | SearchKey::Larger(_)
         | SearchKey::Smaller(_) => true,
+        _ => false,
+    }
+}
+
+/// Does `key` look at message bodies (BODY, TEXT)? If not, the
+/// [`Candidate::message`] may be the header alone (through its empty
+/// line), as a summary holds it.
+pub fn needs_body(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::Not(k) => needs_body(k),
+        SearchKey::Body(_) | SearchKey::Text(_) => true,
         _ => false,
     }
 }

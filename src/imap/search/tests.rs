@@ -294,6 +294,33 @@ fn needs_content_tells_content_keys() {
 }
 
 #[test]
+fn header_keys_need_only_the_header() {
+    let m = b"Subject: Hello\r\nDate: Mon, 15 Jan 2024 10:00:00 +0000\r\n\r\nbody words\r\n";
+    let header = &m[..m.len() - 12];
+    for args in [
+        "SUBJECT hello",
+        "SENTON 15-Jan-2024",
+        "NOT FROM x",
+        "HEADER Date 2024",
+    ] {
+        let s = search(args).unwrap();
+        let line = format!("A SEARCH {args}\r\n");
+        let (_, cmd) = CommandCodec::default()
+            .decode_static(line.as_bytes())
+            .unwrap();
+        let CommandBody::Search { criteria, .. } = cmd.body else {
+            unreachable!()
+        };
+        assert!(!criteria.as_ref().iter().any(needs_body), "{args}");
+        assert!(s.matches(&candidate(header, &[])), "{args}");
+        assert!(s.matches(&candidate(m, &[])), "{args}");
+    }
+    assert!(needs_body(&SearchKey::Not(Box::new(SearchKey::Text(
+        imap_next::imap_types::core::AString::try_from("x").unwrap()
+    )))));
+}
+
+#[test]
 fn a_given_summary_is_used() {
     let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\ninside\r\n--b--\r\n";
     let summary = scan(m, Limits::default());

@@ -12,6 +12,11 @@
 //! `first+count*step±delta` (hex code points, decimal counts). It was made
 //! by calling that normalizer (libdovecot's
 //! `uni_utf8_to_decomposed_titlecase`) on each code point.
+//!
+//! Charsets other than UTF-8 are single-byte ones whose upper halves
+//! `charsets.txt` lists (`name alias...|` then 128 hex code points, `-`
+//! where a byte is no character), made from Python's codecs, which agree
+//! with the iconv Dovecot uses on these.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
