@@ -10,12 +10,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::tls::{TestTls, test_tls};
 use common::writ::{ProviderSpec, TestKeys, Writ, WritConfig};
 use common::{Provider, Reply, Smtp, User, provider};
 
@@ -43,50 +43,12 @@ fn plain(user: &str, password: &str) -> String {
     b64(format!("\0{user}\0{password}").as_bytes())
 }
 
-/// writ's own server certificate (for 127.0.0.1 and localhost) and the CA
-/// that signed it, in a temporary directory.
-struct WritTls {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    ca_der: Vec<u8>,
-}
-
-fn writ_tls() -> WritTls {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "writ submission test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca_cert, &ca_key)
-        .unwrap();
-    let tls = WritTls {
-        ca: dir.path().join("ca.pem"),
-        cert: dir.path().join("cert.pem"),
-        key: dir.path().join("key.pem"),
-        ca_der: ca_cert.der().to_vec(),
-        _dir: dir,
-    };
-    std::fs::write(&tls.ca, ca_cert.pem()).unwrap();
-    std::fs::write(&tls.cert, cert.pem()).unwrap();
-    std::fs::write(&tls.key, key.serialize_pem()).unwrap();
-    tls
-}
-
 /// `writ serve` with a submission and a submissions listener, its own
 /// certificate, protecting the harness domain, and the provider's
 /// submission port as upstream (STARTTLS, verified against its CA).
 struct Relay {
     writ: Writ,
-    tls: WritTls,
+    tls: TestTls,
 }
 
 impl Relay {
@@ -98,7 +60,7 @@ impl Relay {
     /// Like [`Relay::start`], with `change` applied to the config.
     #[track_caller]
     fn start_with(p: &Provider, change: impl FnOnce(WritConfig) -> WritConfig) -> Relay {
-        let tls = writ_tls();
+        let tls = test_tls("writ submission test CA");
         let mut cfg = WritConfig::relay(p.smtp_addr());
         cfg.listeners.clear();
         let mut cfg = cfg.listener("submission", &[]).listener("submissions", &[]);
