@@ -768,6 +768,66 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
     out
 }
 
+/// Searches for pieces of the messages themselves, picked by a fixed
+/// pseudo-random sequence: a run of printable ASCII from a message (often
+/// across a line break, an encoded-word or a QP escape), its case
+/// shuffled, searched as BODY, TEXT, SUBJECT, FROM, TO or HEADER of a
+/// field of that message.
+fn sampled_queries(corpus: &[(String, Vec<u8>)]) -> Vec<Query> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % u64::try_from(n.max(1)).unwrap()).unwrap()
+    };
+    let mut out = Vec::new();
+    for round in 0..360 {
+        let (_, m) = &corpus[round % corpus.len()];
+        if m.len() < 4 || m.len() > 100_000 {
+            continue;
+        }
+        let start = next(m.len() - 3);
+        let len = 2 + next(10);
+        let piece: Vec<u8> = m[start..]
+            .iter()
+            .take(len)
+            .take_while(|&&c| (b' '..=b'~').contains(&c) && c != b'"' && c != b'\\')
+            .map(|&c| {
+                if next(2) == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        if piece.len() < 2 {
+            continue;
+        }
+        let piece = String::from_utf8(piece).unwrap();
+        let key = match next(6) {
+            0 | 1 => "BODY".to_string(),
+            2 => "TEXT".to_string(),
+            3 => "SUBJECT".to_string(),
+            4 => ["FROM", "TO", "CC"][next(3)].to_string(),
+            _ => {
+                let names: Vec<String> = writ::envelope::header::fields(m)
+                    .iter()
+                    .filter_map(|f| f.name())
+                    .filter(|n| n.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-'))
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .collect();
+                match names.len() {
+                    0 => "BODY".to_string(),
+                    n => format!("HEADER {}", names[next(n)]),
+                }
+            }
+        };
+        out.push(Query::text(&format!("SEARCH {key} \"{piece}\"")));
+    }
+    out
+}
+
 /// Searches where Dovecot departs from RFC 3501 §6.4.4 ("When multiple
 /// keys are specified, the result is the intersection (AND function) of
 /// all the messages that match those keys"): when two keys of different
@@ -829,7 +889,8 @@ fn search_results_are_what_dovecot_answers_for_the_plaintext() {
         .collect();
     let names: Vec<&str> = corpus.iter().map(|(n, _)| n.as_str()).collect();
 
-    let queries = queries(&fetched);
+    let mut queries = queries(&fetched);
+    queries.extend(sampled_queries(&corpus));
     let mut failures = Vec::new();
     let mut matched = 0usize;
     for q in &queries {
