@@ -13,10 +13,12 @@
 //! - [`serve`]: `writ serve`, every configured service in one process.
 //! - [`smtp`]: the SMTP relay (a pure session state machine, a tokio shell).
 //! - [`tls`]: rustls acceptors and connectors, PEM loading, plaintext policy.
+//! - [`audit`]: the tamper-evident audit log of key events.
 //! - [`admin`]: the admin HTTP endpoint (`/healthz`, `/metrics`) and metric names.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod envelope;
 pub mod imap;

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
+use writ::audit;
 use writ::config::{self, Config};
 use writ::envelope::{self, EnvelopeError};
 use writ::keys::{self, EpochState, KeyError, Keyring};
@@ -31,6 +32,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE", env = "WRIT_PASSPHRASE_FILE")]
     passphrase_file: Option<PathBuf>,
 
+    /// Who runs this command, as named in audit records [default: `[audit]
+    /// operator` of the config, else $USER or $LOGNAME]
+    #[arg(long, global = true, value_name = "NAME")]
+    operator: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +46,10 @@ enum Command {
     /// Manage the keyring
     #[command(subcommand)]
     Keys(KeysCommand),
+
+    /// Check or print the audit log of key events
+    #[command(subcommand)]
+    Audit(AuditCommand),
 
     /// Check the config file and the keyring's public part
     CheckConfig,
@@ -114,6 +124,38 @@ enum KeysCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every record's signature and the hash chain; name the first
+    /// bad record. Needs only the audit public key
+    Verify {
+        /// The audit public key to check against [default: audit.pub in the
+        /// keyring directory]; give a copy kept elsewhere
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+
+        /// A head noted earlier (N:HASH, as printed by verify): the log must
+        /// still hold that record N
+        #[arg(long, value_name = "N:HASH")]
+        head: Option<String>,
+    },
+
+    /// Print the records
+    Show {
+        /// Only records at or after DATE (YYYY-MM-DD or
+        /// YYYY-MM-DDTHH:MM:SSZ, UTC)
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+
+        /// Print a JSON array of the records as stored
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Create the audit key for a keyring made before the audit log
+    Init,
+}
+
 fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
     age::x25519::Recipient::from_str(s.trim())
         .map_err(|e| format!("not an age X25519 recipient: {e}"))
@@ -148,6 +190,7 @@ struct Context {
     config_source: String,
     keys_dir: PathBuf,
     passphrase_file: Option<PathBuf>,
+    operator: String,
 }
 
 impl Context {
@@ -166,10 +209,14 @@ impl Context {
         };
         let keys_dir = cli.keys.clone().unwrap_or_else(|| config.keys.dir.clone());
         Ok(Context {
-            config,
             config_source,
             keys_dir,
             passphrase_file: cli.passphrase_file.clone(),
+            operator: writ::audit::operator(
+                cli.operator.as_deref(),
+                config.audit.operator.as_deref(),
+            ),
+            config,
         })
     }
 
@@ -186,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
     let ctx = Context::new(&cli)?;
     match cli.command {
         Command::Keys(command) => run_keys(&ctx, command),
+        Command::Audit(command) => run_audit(&ctx, command),
         Command::CheckConfig => check_config(&ctx),
         Command::Serve => serve(&ctx),
         Command::Seal { file } => seal(&ctx, file.as_deref()),
@@ -210,6 +258,19 @@ fn run_keys(ctx: &Context, command: KeysCommand) -> Result<()> {
             let passphrase = ctx.passphrase("New keyring passphrase: ", true)?;
             let keyring = Keyring::init(dir, &passphrase, escrow_recipient, work_factor)?;
             let active = keyring.active()?;
+            audit_record(
+                ctx,
+                "keys.init",
+                audit::params([
+                    ("epoch", active.id.clone().into()),
+                    ("recipient", active.recipient.to_string().into()),
+                    (
+                        "master_recipient",
+                        keyring.master_recipient().to_string().into(),
+                    ),
+                    ("escrow", keyring.escrow().map(|e| e.to_string()).into()),
+                ]),
+            )?;
             let mut text = format!(
                 "created keyring in {}\nactive epoch {}: {}\n",
                 dir.display(),
@@ -248,8 +309,18 @@ fn run_keys(ctx: &Context, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::Rotate => {
             let mut keyring = Keyring::load(dir)?;
+            audit::check_writable(dir)?;
             let previous = keyring.active().ok().map(|e| e.id.clone());
             let active = keyring.rotate()?;
+            audit_record(
+                ctx,
+                "keys.rotate",
+                audit::params([
+                    ("epoch", active.id.clone().into()),
+                    ("recipient", active.recipient.to_string().into()),
+                    ("previous", previous.clone().into()),
+                ]),
+            )?;
             let mut text = format!("epoch {} is now active: {}\n", active.id, active.recipient);
             if let Some(previous) = previous {
                 text.push_str(&format!("epoch {previous} is now decrypt-only\n"));
@@ -262,6 +333,7 @@ fn run_keys(ctx: &Context, command: KeysCommand) -> Result<()> {
             work_factor,
         } => {
             let keyring = Keyring::load(dir)?;
+            audit::check_writable(dir)?;
             let old = ctx.passphrase("Current keyring passphrase: ", false)?;
             let new = keys::passphrase_from(
                 new_passphrase_file.as_deref(),
@@ -269,6 +341,15 @@ fn run_keys(ctx: &Context, command: KeysCommand) -> Result<()> {
                 true,
             )?;
             keyring.passwd(&old, &new, new_master, work_factor)?;
+            let master = Keyring::load(dir)?.master_recipient().to_string();
+            audit_record(
+                ctx,
+                "keys.passwd",
+                audit::params([
+                    ("new_master", new_master.into()),
+                    ("master_recipient", master.into()),
+                ]),
+            )?;
             if new_master {
                 out(&format!(
                     "passphrase and master key changed; {} epoch files re-encrypted\n",
@@ -295,6 +376,93 @@ fn run_keys(ctx: &Context, command: KeysCommand) -> Result<()> {
             let mut line = zeroize::Zeroizing::new(secret.expose_secret().to_string());
             line.push('\n');
             out(&line)
+        }
+    }
+}
+
+/// Appends an audit record for an operation that has just succeeded.
+fn audit_record(
+    ctx: &Context,
+    action: &str,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<()> {
+    audit::append(&ctx.keys_dir, &ctx.operator, action, params)
+        .with_context(|| format!("{action} done, but it could not be recorded in the audit log"))?;
+    Ok(())
+}
+
+fn run_audit(ctx: &Context, command: AuditCommand) -> Result<()> {
+    let dir = ctx.keys_dir.as_path();
+    match command {
+        AuditCommand::Verify { public_key, head } => {
+            let verified = audit::verify(dir, public_key.as_deref())?;
+            if let Some(head) = head {
+                let (n, hash) = head
+                    .split_once(':')
+                    .and_then(|(n, h)| Some((n.parse::<u64>().ok()?, h)))
+                    .context("--head: expected N:HASH, as printed by `writ audit verify`")?;
+                audit::check_noted_head(dir, n, hash)?;
+            }
+            out(&format!(
+                "{}: {} records, chain and signatures OK\nhead: {}:{}\n",
+                dir.join(audit::LOG_FILE).display(),
+                verified.records,
+                verified.records,
+                verified.head
+            ))
+        }
+        AuditCommand::Show { since, json } => {
+            let since = since.as_deref().map(audit::parse_since).transpose()?;
+            let records: Vec<audit::Record> = audit::read(dir)?
+                .into_iter()
+                .filter(|r| since.as_deref().is_none_or(|s| audit::is_since(r, s)))
+                .collect();
+            if json {
+                let mut text = serde_json::to_string_pretty(&records)?;
+                text.push('\n');
+                return out(&text);
+            }
+            let mut text = String::new();
+            for r in &records {
+                let params: Vec<String> = r
+                    .params
+                    .iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => format!("{k}={s}"),
+                        other => format!("{k}={other}"),
+                    })
+                    .collect();
+                text.push_str(&format!(
+                    "{:>4}  {}  {:<12}  {:<16}  {}\n",
+                    r.seq,
+                    r.time,
+                    r.operator,
+                    r.action,
+                    params.join(" ")
+                ));
+            }
+            out(&text)
+        }
+        AuditCommand::Init => {
+            Keyring::load(dir)?;
+            if audit::has_key(dir) {
+                anyhow::bail!(
+                    "{} exists: this keyring already has an audit key",
+                    dir.join(audit::PUBLIC_FILE).display()
+                );
+            }
+            if dir.join(audit::LOG_FILE).exists() {
+                return Err(audit::AuditError::Exists {
+                    dir: dir.to_path_buf(),
+                }
+                .into());
+            }
+            audit::create_key(dir)?;
+            audit_record(ctx, "audit.init", audit::params([]))?;
+            out(&format!(
+                "created the audit key {}\n",
+                dir.join(audit::PUBLIC_FILE).display()
+            ))
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Config {
     pub keys: KeysConfig,
     pub seal: SealConfig,
     pub log: LogConfig,
+    /// `[audit]`: the audit log of key events.
+    pub audit: AuditConfig,
     /// `[serve]`: what `writ serve` runs.
     pub serve: ServeConfig,
     /// `[smtp]`: the SMTP relay.
@@ -94,6 +96,15 @@ impl Default for SealConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Who is named as operator in audit records when `--operator` is not
+    /// given (default: the login name, `$USER` or `$LOGNAME`).
+    pub operator: Option<String>,
 }
 
 /// `[log]`

@@ -164,7 +164,15 @@ impl Keyring {
         }
         // Without keyring.toml nothing can have been sealed to these, but
         // they may still be someone's only copy of a key: never overwrite.
-        for leftover in [MASTER_FILE, EPOCHS_DIR, ESCROW_FILE] {
+        for leftover in [
+            MASTER_FILE,
+            EPOCHS_DIR,
+            ESCROW_FILE,
+            crate::audit::KEY_FILE,
+            crate::audit::PUBLIC_FILE,
+            crate::audit::LOG_FILE,
+            crate::audit::HEAD_FILE,
+        ] {
             let path = dir.join(leftover);
             if exists(&path)? {
                 return Err(KeyError::Leftover { path });
@@ -233,6 +241,17 @@ impl Keyring {
             atomic::write_atomic(&path, text.as_bytes())?;
             written.push(path);
         }
+
+        // The audit signing key (see crate::audit for why it is not
+        // encrypted to the master).
+        let audit_files = crate::audit::create_key(&self.dir).map_err(|e| match e {
+            crate::audit::AuditError::Key(e) => e,
+            other => KeyError::Encrypt {
+                path: self.dir.join(crate::audit::KEY_FILE),
+                detail: other.to_string(),
+            },
+        })?;
+        written.extend(audit_files);
 
         written.push(self.dir.join(KEYRING_FILE));
         self.write_keyring_file()

@@ -6,13 +6,14 @@
 //!   master.age        master X25519 identity, encrypted with the passphrase (age scrypt)
 //!   epochs/<id>.age   each epoch's X25519 identity, encrypted to the master recipient
 //!   escrow.txt        escrow recipient (optional, public)
+//!   audit.*           the audit log and its signing key (see crate::audit)
 //! ```
 //!
 //! Sealing needs only [`Keyring::load`] and [`Keyring::seal_recipients`]: no
 //! passphrase, no private key. Opening needs [`Keyring::unlock`], which runs
 //! scrypt once (for `master.age`) and then one X25519 decryption per epoch.
 
-mod atomic;
+pub(crate) mod atomic;
 mod keyring;
 mod passphrase;
 mod unlock;
@@ -22,6 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use keyring::Keyring;
+pub(crate) use keyring::now_rfc3339;
 pub use passphrase::{passphrase_from, prompt_passphrase, read_passphrase_file};
 pub use unlock::Unlocked;
 

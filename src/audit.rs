@@ -1,0 +1,691 @@
+//! The audit log: a tamper-evident, append-only record of key events
+//! (init, rotate, passwd, escrow init and recovery) kept in the keyring
+//! directory.
+//!
+//! ```text
+//! keys/
+//!   audit.log    one JSON record per line
+//!   audit.head   the number of records and the SHA-256 of the last line, signed
+//!   audit.key    the audit signing key (Ed25519, PKCS#8, base64), 0600
+//!   audit.pub    its public key (base64): all `writ audit verify` needs
+//! ```
+//!
+//! A record is one line:
+//!
+//! ```text
+//! {"seq":1,"time":"2026-05-01T12:00:00Z","operator":"alice","action":"keys.init",
+//!  "params":{...},"prev":"000...000","sig":"<base64 Ed25519 signature>"}
+//! ```
+//!
+//! `seq` counts from 1 and equals the line number; `prev` is the SHA-256
+//! (lowercase hex) of the previous line's bytes without its line end, 64
+//! zeros for the first record. `sig` signs the exact bytes of the line with
+//! the `"sig"` member removed (everything before `,"sig":"`, then `}`),
+//! prefixed with the domain `writ audit record v1\n`. Signing exact bytes
+//! needs no JSON canonicalisation: what was signed is what is stored.
+//!
+//! The chain makes an altered, deleted, inserted or reordered record
+//! visible; the signature makes a rewritten chain visible to anyone without
+//! the signing key. A cut at a record boundary leaves a valid chain, so
+//! `audit.head` (rewritten, signed, after every append) names how many
+//! records there must be and the hash of the last one.
+//!
+//! # Why the audit key is not encrypted to the master key
+//!
+//! Every other private key in the keyring needs the passphrase. The audit
+//! key does not: it is stored like an SSH host key, 0600 in the keyring
+//! directory. Key events that need no passphrase must still be recorded:
+//! `keys rotate` runs unattended, and `escrow recover` exists for the day
+//! the passphrase is lost; a log that could only be written with the
+//! passphrase would have gaps exactly there. What the signature then
+//! protects against is anyone who can change the log but cannot read the
+//! keyring directory (log copies, backups shipped elsewhere, a log host),
+//! and verification needs only the public key. Someone who can read
+//! `audit.key` could re-sign a rewritten log; against that, keep a copy of
+//! `audit.pub` and of the head hash `writ audit verify` prints outside the
+//! machine (e.g. in the case file), and verify with
+//! `--public-key` and `--head`.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use zeroize::Zeroizing;
+
+use crate::keys::{KeyError, atomic, now_rfc3339};
+
+pub const LOG_FILE: &str = "audit.log";
+pub const HEAD_FILE: &str = "audit.head";
+pub const KEY_FILE: &str = "audit.key";
+pub const PUBLIC_FILE: &str = "audit.pub";
+
+const RECORD_DOMAIN: &[u8] = b"writ audit record v1\n";
+const HEAD_DOMAIN: &[u8] = b"writ audit head v1\n";
+const SIG_MARK: &str = ",\"sig\":\"";
+/// `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// 1 for the first record; equals the line number.
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub operator: String,
+    /// e.g. `keys.init`, `keys.rotate`, `escrow.recover`.
+    pub action: String,
+    /// Public parameters only (epoch ids, recipients, counts): never a
+    /// secret.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// SHA-256 (hex) of the previous line.
+    pub prev: String,
+    /// Base64 Ed25519 signature; empty while the record is being signed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sig: String,
+}
+
+/// audit.head as stored (plus `sig`, appended like a record's).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Head {
+    records: u64,
+    last: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    sig: String,
+}
+
+/// What a successful [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    /// SHA-256 (hex) of the last line, [`GENESIS`] for an empty log: note
+    /// it outside the machine to detect a later rewrite.
+    pub head: String,
+}
+
+/// Errors of the audit log. None ever contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "{} is missing: this keyring has no audit key (made before the audit log? run `writ audit init`)",
+        .path.display()
+    )]
+    NoKey { path: PathBuf },
+    #[error("{} is damaged: {detail}", .path.display())]
+    BadKey { path: PathBuf, detail: &'static str },
+    #[error("{} does not hold the key of {} (replaced file?)", .key.display(), .public.display())]
+    KeyMismatch { key: PathBuf, public: PathBuf },
+    #[error(
+        "an audit log already exists in {} (it belongs to an earlier keyring: move it away)",
+        .dir.display()
+    )]
+    Exists { dir: PathBuf },
+    /// The log fails verification; `line` is the first bad line (1-based).
+    #[error("{}: line {line}: {problem}", .path.display())]
+    Broken {
+        path: PathBuf,
+        line: u64,
+        problem: String,
+    },
+    /// audit.head is damaged, missing or does not match the log.
+    #[error("{}: {problem}", .path.display())]
+    BadHead { path: PathBuf, problem: String },
+    #[error("{} holds {records} records ending in {actual}, not {expected} as given with --head", .path.display())]
+    HeadDiffers {
+        path: PathBuf,
+        records: u64,
+        actual: String,
+        expected: String,
+    },
+    #[error("--since {0}: not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)")]
+    Since(String),
+    #[error("cannot access {}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Creates the audit key pair in `dir` (audit.key, audit.pub, 0600,
+/// atomic). Refuses if either file exists. Returns the paths written.
+pub fn create_key(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    let key_path = dir.join(KEY_FILE);
+    let pub_path = dir.join(PUBLIC_FILE);
+    for path in [&key_path, &pub_path] {
+        if path.exists() {
+            return Err(KeyError::Leftover { path: path.clone() }.into());
+        }
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| AuditError::BadKey {
+        path: key_path.clone(),
+        detail: "no randomness to generate the key",
+    })?;
+    let der = Zeroizing::new(pkcs8.as_ref().to_vec());
+    let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| AuditError::BadKey {
+        path: key_path.clone(),
+        detail: "generated key does not parse",
+    })?;
+    let public = B64.encode(pair.public_key().as_ref());
+    let mut text = Zeroizing::new(String::from(
+        "# writ audit signing key (Ed25519, PKCS#8, base64): signs keys/audit.log\n",
+    ));
+    text.push_str(&B64.encode(der.as_slice()));
+    text.push('\n');
+    atomic::write_atomic(&key_path, text.as_bytes())?;
+    let pub_text = format!("# writ audit public key (Ed25519, base64)\n{public}\n");
+    if let Err(e) = atomic::write_atomic(&pub_path, pub_text.as_bytes()) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(e.into());
+    }
+    Ok(vec![key_path, pub_path])
+}
+
+/// The one non-comment line of a small text file.
+fn key_line(path: &Path, text: &str) -> Result<String, AuditError> {
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    match (lines.next(), lines.next()) {
+        (Some(l), None) => Ok(l.to_string()),
+        _ => Err(AuditError::BadKey {
+            path: path.to_path_buf(),
+            detail: "expected one base64 line",
+        }),
+    }
+}
+
+fn read_missing_as(path: &Path) -> Result<Zeroizing<String>, AuditError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(AuditError::NoKey {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Reads an audit public key file (audit.pub or a copy kept elsewhere).
+pub fn read_public_key(path: &Path) -> Result<Vec<u8>, AuditError> {
+    let text = read_missing_as(path)?;
+    let line = key_line(path, &text)?;
+    let bytes = B64.decode(line).map_err(|_| AuditError::BadKey {
+        path: path.to_path_buf(),
+        detail: "not base64",
+    })?;
+    if bytes.len() != 32 {
+        return Err(AuditError::BadKey {
+            path: path.to_path_buf(),
+            detail: "not an Ed25519 public key (32 bytes)",
+        });
+    }
+    Ok(bytes)
+}
+
+/// Loads the signing key and checks it against audit.pub.
+fn load_key(dir: &Path) -> Result<Ed25519KeyPair, AuditError> {
+    let key_path = dir.join(KEY_FILE);
+    let pub_path = dir.join(PUBLIC_FILE);
+    let text = read_missing_as(&key_path)?;
+    let line = Zeroizing::new(key_line(&key_path, &text)?);
+    let der = Zeroizing::new(
+        B64.decode(line.as_bytes())
+            .map_err(|_| AuditError::BadKey {
+                path: key_path.clone(),
+                detail: "not base64",
+            })?,
+    );
+    let pair = Ed25519KeyPair::from_pkcs8(&der).map_err(|_| AuditError::BadKey {
+        path: key_path.clone(),
+        detail: "not an Ed25519 PKCS#8 key",
+    })?;
+    if pair.public_key().as_ref() != read_public_key(&pub_path)?.as_slice() {
+        return Err(AuditError::KeyMismatch {
+            key: key_path,
+            public: pub_path,
+        });
+    }
+    Ok(pair)
+}
+
+/// Whether `dir` has an audit key (audit.pub).
+pub fn has_key(dir: &Path) -> bool {
+    dir.join(PUBLIC_FILE).exists()
+}
+
+/// Checks that a record can be appended (key present and matching, log
+/// not cut), without writing: lets a command refuse before it changes
+/// anything.
+pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
+    load_key(dir)?;
+    let path = dir.join(LOG_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => tail(&path, &bytes).map(drop),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// (number of lines, hash of the last one) of a log, refusing a cut last
+/// line.
+fn tail(path: &Path, bytes: &[u8]) -> Result<(u64, String), AuditError> {
+    if bytes.is_empty() {
+        return Ok((0, GENESIS.to_string()));
+    }
+    let count = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+    if !bytes.ends_with(b"\n") {
+        return Err(AuditError::Broken {
+            path: path.to_path_buf(),
+            line: count + 1,
+            problem: "cut short (no line end); nothing is appended to a damaged log (run `writ audit verify`)".into(),
+        });
+    }
+    let body = &bytes[..bytes.len() - 1];
+    let last = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None => body,
+    };
+    Ok((count, sha256_hex(last)))
+}
+
+/// Appends `{"...","sig":"..."}` to a JSON object serialized without sig.
+fn signed_line(pair: &Ed25519KeyPair, domain: &[u8], unsigned: &str) -> String {
+    let mut msg = domain.to_vec();
+    msg.extend_from_slice(unsigned.as_bytes());
+    let sig = B64.encode(pair.sign(&msg).as_ref());
+    let open = &unsigned[..unsigned.len() - 1];
+    format!("{open}{SIG_MARK}{sig}\"}}")
+}
+
+/// Splits a signed line into (signed message, signature), or None when it
+/// has no well-formed `sig` member at the end.
+fn split_signed(domain: &[u8], line: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let at = line.rfind(SIG_MARK)?;
+    let sig = line[at + SIG_MARK.len()..].strip_suffix("\"}")?;
+    let sig = B64.decode(sig).ok()?;
+    let mut msg = domain.to_vec();
+    msg.extend_from_slice(&line.as_bytes()[..at]);
+    msg.push(b'}');
+    Some((msg, sig))
+}
+
+/// Appends one signed record to the log in `dir` and updates audit.head.
+/// `params` must hold no secret.
+pub fn append(
+    dir: &Path,
+    operator: &str,
+    action: &str,
+    params: BTreeMap<String, serde_json::Value>,
+) -> Result<Record, AuditError> {
+    let pair = load_key(dir)?;
+    let path = dir.join(LOG_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // Serialises appends (and their head updates) between processes.
+    file.lock().map_err(io_err(&path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_err(&path))?;
+    let (count, prev) = tail(&path, &bytes)?;
+    let mut record = Record {
+        seq: count + 1,
+        time: now_rfc3339(),
+        operator: operator.to_string(),
+        action: action.to_string(),
+        params,
+        prev,
+        sig: String::new(),
+    };
+    let unsigned = serde_json::to_string(&record).map_err(|e| AuditError::Io {
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    let line = signed_line(&pair, RECORD_DOMAIN, &unsigned);
+    record.sig = line[line.rfind(SIG_MARK).unwrap_or(0) + SIG_MARK.len()..line.len() - 2].into();
+    let mut out = line.clone().into_bytes();
+    out.push(b'\n');
+    file.write_all(&out)
+        .and_then(|()| file.sync_data())
+        .map_err(io_err(&path))?;
+    write_head(dir, &pair, record.seq, &sha256_hex(line.as_bytes()))?;
+    Ok(record)
+}
+
+fn write_head(
+    dir: &Path,
+    pair: &Ed25519KeyPair,
+    records: u64,
+    last: &str,
+) -> Result<(), AuditError> {
+    let head = Head {
+        records,
+        last: last.to_string(),
+        sig: String::new(),
+    };
+    let unsigned = serde_json::to_string(&head).map_err(|e| AuditError::Io {
+        path: dir.join(HEAD_FILE),
+        source: io::Error::other(e),
+    })?;
+    let mut line = signed_line(pair, HEAD_DOMAIN, &unsigned);
+    line.push('\n');
+    atomic::write_atomic(&dir.join(HEAD_FILE), line.as_bytes())?;
+    Ok(())
+}
+
+/// Checks every line of the log in `dir`: signature, sequence number, hash
+/// chain, then audit.head. `public_key`: a copy of audit.pub kept
+/// elsewhere (default: the one in `dir`). Names the first bad line.
+pub fn verify(dir: &Path, public_key: Option<&Path>) -> Result<Verified, AuditError> {
+    let pub_path = public_key.map_or_else(|| dir.join(PUBLIC_FILE), Path::to_path_buf);
+    let public = read_public_key(&pub_path)?;
+    let key = UnparsedPublicKey::new(&ED25519, public);
+    let path = dir.join(LOG_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let broken = |line: u64, problem: String| AuditError::Broken {
+        path: path.clone(),
+        line,
+        problem,
+    };
+    let mut prev = GENESIS.to_string();
+    let mut count: u64 = 0;
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let n = count + 1;
+        let (raw, cut) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let raw = &rest[..i];
+                rest = &rest[i + 1..];
+                (raw, false)
+            }
+            None => {
+                let raw = rest;
+                rest = &[];
+                (raw, true)
+            }
+        };
+        let line = std::str::from_utf8(raw)
+            .map_err(|_| broken(n, "not text (altered or damaged)".into()))?;
+        let Some((msg, sig)) = split_signed(RECORD_DOMAIN, line) else {
+            let what = if cut {
+                "cut short: the log was truncated"
+            } else {
+                "not a signed record (altered or damaged)"
+            };
+            return Err(broken(n, what.into()));
+        };
+        if key.verify(&msg, &sig).is_err() {
+            let what = if cut {
+                "cut short: the log was truncated"
+            } else {
+                "signature does not match: the record was altered (or signed by another key)"
+            };
+            return Err(broken(n, what.into()));
+        }
+        let record: Record = serde_json::from_str(line)
+            .map_err(|_| broken(n, "signed, but not a record this writ reads".into()))?;
+        if record.seq != n {
+            return Err(broken(
+                n,
+                format!(
+                    "holds record {} where record {n} belongs: records were deleted, inserted or reordered",
+                    record.seq
+                ),
+            ));
+        }
+        if record.prev != prev {
+            return Err(broken(
+                n,
+                format!(
+                    "does not follow line {} (its previous-record hash differs): records were deleted, inserted or reordered",
+                    n - 1
+                ),
+            ));
+        }
+        if cut {
+            return Err(broken(
+                n,
+                "cut short (no line end): the log was truncated".into(),
+            ));
+        }
+        prev = sha256_hex(raw);
+        count = n;
+    }
+    check_head(dir, &key, count, &prev)?;
+    Ok(Verified {
+        records: count,
+        head: prev,
+    })
+}
+
+/// The head must be signed and name a record the log has: a log longer
+/// than the head is fine (a crash between appending and rewriting the
+/// head), a shorter one lost its tail.
+fn check_head(
+    dir: &Path,
+    key: &UnparsedPublicKey<Vec<u8>>,
+    count: u64,
+    last: &str,
+) -> Result<(), AuditError> {
+    let path = dir.join(HEAD_FILE);
+    let bad = |problem: String| AuditError::BadHead {
+        path: path.clone(),
+        problem,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if count == 0 {
+                return Ok(());
+            }
+            return Err(bad(format!(
+                "missing, but the log holds {count} records (cannot tell whether its tail was cut)"
+            )));
+        }
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let line = text.trim_end_matches('\n');
+    let (msg, sig) =
+        split_signed(HEAD_DOMAIN, line).ok_or_else(|| bad("damaged (not signed)".into()))?;
+    key.verify(&msg, &sig)
+        .map_err(|_| bad("signature does not match: the head was altered".into()))?;
+    let head: Head = serde_json::from_str(line)
+        .map_err(|_| bad("signed, but not a head this writ reads".into()))?;
+    if head.records > count {
+        return Err(AuditError::Broken {
+            path: dir.join(LOG_FILE),
+            line: count + 1,
+            problem: format!(
+                "missing: the log ends after {count} records but {HEAD_FILE} says {}: its tail was cut",
+                head.records
+            ),
+        });
+    }
+    if head.records == count && head.last != last {
+        return Err(bad(format!(
+            "names another record {count} than the log's last line"
+        )));
+    }
+    Ok(())
+}
+
+/// [`verify`], then checks the head hash against one noted earlier
+/// (`records` or more records, the record number `records` hashing to
+/// `expected`). Used by `writ audit verify --head N:HASH`.
+pub fn check_noted_head(dir: &Path, records: u64, expected: &str) -> Result<(), AuditError> {
+    let path = dir.join(LOG_FILE);
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    let line = bytes
+        .split(|&b| b == b'\n')
+        .nth(usize::try_from(records.saturating_sub(1)).unwrap_or(usize::MAX));
+    let actual = match (records, line) {
+        (0, _) => GENESIS.to_string(),
+        (_, Some(l)) if !l.is_empty() => sha256_hex(l),
+        _ => "nothing (the log is shorter)".to_string(),
+    };
+    if actual != expected.to_ascii_lowercase() {
+        return Err(AuditError::HeadDiffers {
+            path,
+            records,
+            actual,
+            expected: expected.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Every record of the log, parsed but not verified (see [`verify`]).
+pub fn read(dir: &Path) -> Result<Vec<Record>, AuditError> {
+    let path = dir.join(LOG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|_| AuditError::Broken {
+                path: path.clone(),
+                line: i as u64 + 1,
+                problem: "not a record (run `writ audit verify`)".into(),
+            })
+        })
+        .collect()
+}
+
+/// Checks a `--since` value and returns it as a prefix comparable with
+/// record times: `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn parse_since(s: &str) -> Result<String, AuditError> {
+    let ok = |pattern: &str| {
+        s.len() == pattern.len()
+            && s.bytes().zip(pattern.bytes()).all(|(c, p)| match p {
+                b'9' => c.is_ascii_digit(),
+                _ => c == p,
+            })
+    };
+    if ok("9999-99-99") || ok("9999-99-99T99:99:99Z") {
+        let month: u32 = s[5..7].parse().unwrap_or(0);
+        let day: u32 = s[8..10].parse().unwrap_or(0);
+        if (1..=12).contains(&month) && (1..=31).contains(&day) {
+            return Ok(s.to_string());
+        }
+    }
+    Err(AuditError::Since(s.to_string()))
+}
+
+/// Whether a record is at or after `since` (from [`parse_since`]).
+pub fn is_since(record: &Record, since: &str) -> bool {
+    record.time.as_str() >= since
+}
+
+/// The operator name: the option, else the config, else the login name
+/// from the environment, else `unknown`.
+pub fn operator(option: Option<&str>, config: Option<&str>) -> String {
+    option
+        .or(config)
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Builds a params map from pairs.
+pub fn params<const N: usize>(
+    pairs: [(&str, serde_json::Value); N],
+) -> BTreeMap<String, serde_json::Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        create_key(dir.path()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn append_and_verify() {
+        let dir = setup();
+        assert_eq!(verify(dir.path(), None).unwrap().records, 0);
+        for i in 0..3 {
+            let r = append(
+                dir.path(),
+                "op",
+                "keys.rotate",
+                params([("epoch", serde_json::json!(format!("e{i}")))]),
+            )
+            .unwrap();
+            assert_eq!(r.seq, i + 1);
+        }
+        let v = verify(dir.path(), None).unwrap();
+        assert_eq!(v.records, 3);
+        check_noted_head(dir.path(), 3, &v.head).unwrap();
+        assert!(check_noted_head(dir.path(), 3, GENESIS).is_err());
+        let records = read(dir.path()).unwrap();
+        assert_eq!(records[0].prev, GENESIS);
+        assert_eq!(records[2].params["epoch"], "e2");
+    }
+
+    #[test]
+    fn another_key_fails() {
+        let dir = setup();
+        append(dir.path(), "op", "x", BTreeMap::new()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        create_key(other.path()).unwrap();
+        let e = verify(dir.path(), Some(&other.path().join(PUBLIC_FILE))).unwrap_err();
+        assert!(matches!(e, AuditError::Broken { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn since_values() {
+        assert!(parse_since("2026-05-01").is_ok());
+        assert!(parse_since("2026-05-01T10:00:00Z").is_ok());
+        for bad in ["2026-5-1", "yesterday", "2026-13-01", "2026-05-01T10:00"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn operator_order() {
+        assert_eq!(operator(Some("a"), Some("b")), "a");
+        assert_eq!(operator(None, Some("b")), "b");
+    }
+}
