@@ -795,6 +795,18 @@ fn mbsync_pulls_sealed_mail_as_plaintext_and_pushes_new_mail_sealed() {
     );
 }
 
+const SEARCH_BODY: &str = r#"
+import imaplib, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+c = imaplib.IMAP4_SSL('127.0.0.1', int(wport), ssl_context=ctx)
+c.login(user, pw)
+c.select('INBOX')
+typ, data = c.search(None, 'BODY', 'hello')
+assert typ == 'OK', data
+print(data[0].decode())
+"#;
+
 /// Files under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -829,6 +841,15 @@ fn a_message_read_twice_comes_from_the_encrypted_cache() {
     assert_eq!(first, second, "the cache answered differently");
     assert_eq!(hits(), MESSAGES.len() as f64, "not answered from the cache");
     assert!(second.contains("Hello Bob."), "{second}");
+    // A content search over the cached messages downloads no body.
+    let found = python(SEARCH_BODY, &args);
+    assert_eq!(found.trim(), "1", "{found}");
+    assert_eq!(
+        hits(),
+        2.0 * MESSAGES.len() as f64,
+        "the search did not use the cache: {}",
+        proxy.writ.log()
+    );
     // On disk: nothing readable.
     let cache = proxy.writ.dir().join("cache");
     let files = files_under(&cache);

@@ -450,7 +450,7 @@ impl Session {
                     }
                 }
             }
-            CommandBody::Search { .. } => match SearchPlan::start(&command) {
+            CommandBody::Search { .. } => match SearchPlan::start(&command, self.cache_ref()) {
                 Some(Ok((plan, first))) => {
                     self.plan = Some(Plan::Search(plan));
                     self.provider.enqueue_command(first);
