@@ -332,6 +332,21 @@ const STRUCTURES: &[&[u8]] = &[
     b"--b\r\nContent-Type: message/global\r\n\r\nSubject: g\r\n--b--\r\n",
 ];
 
+/// Whole messages: header-only ones ending without a line break, inner
+/// headers cut short by a delimiter line, epilogues.
+const MESSAGES: &[&[u8]] = &[
+    b"Subject: a\r\n b",
+    b"Subject: a\r\nTo: x@y.test\r\n ",
+    b"To: a@b.test,\r\n c@d.test",
+    b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: cut\r\nTo: a@b.test\r\n--b--\r\n",
+    b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: cut\r\n folded\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: cut\r\nTo: a@b.test\n--b--",
+    b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: eof\r\nTo: a@b.test",
+    b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: d1\r\n--d\r\n\r\n--d--\r\n--b--\r\n",
+    b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@y.test\r\n\r\nbody\r\n--b--\r\n--b\r\n\r\nafter close\r\n",
+    b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQp5DQo=\r\n\r\n--b--\r\n",
+];
+
 /// The inline corpus and the generated cases, by name.
 fn generated() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = CORPUS
@@ -355,6 +370,9 @@ fn generated() -> Vec<(String, Vec<u8>)> {
         m.extend_from_slice(h);
         m.extend_from_slice(b"\r\nx\r\n");
         out.push((format!("mime {n}"), m));
+    }
+    for (n, m) in MESSAGES.iter().enumerate() {
+        out.push((format!("message {n}"), m.to_vec()));
     }
     for (n, body) in STRUCTURES.iter().enumerate() {
         let mut m = b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();

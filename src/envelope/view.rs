@@ -143,9 +143,9 @@ fn strip_eol(line: &[u8]) -> &[u8] {
 /// A field's name and value as Dovecot's header parser gives them: the
 /// name precedes the first colon of the first line (trailing SP and HTAB
 /// removed); the value follows it, without the whitespace after the colon
-/// (but for one octet when the line holds nothing else), continuation
-/// lines appended without their line breaks. `None` for a field whose
-/// first line has no colon.
+/// (but for one octet when the line holds nothing else), each
+/// continuation line appended after an LF. `None` for a field whose first
+/// line has no colon.
 fn dovecot_field(raw: &[u8]) -> Option<(&[u8], Vec<u8>)> {
     let mut lines = raw.split_inclusive(|&b| b == b'\n');
     let first = strip_eol(lines.next()?);
@@ -163,9 +163,31 @@ fn dovecot_field(raw: &[u8]) -> Option<(&[u8], Vec<u8>)> {
     };
     let mut value = after[skip..].to_vec();
     for line in lines {
+        value.push(b'\n');
         value.extend_from_slice(strip_eol(line));
     }
     Some((name, value))
+}
+
+/// A string without its line breaks, as Dovecot writes Date, In-Reply-To
+/// and Message-ID: CR and LF dropped, a space put in where the next line
+/// would otherwise run into the previous one.
+fn without_line_breaks(v: Vec<u8>) -> Vec<u8> {
+    if !v.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for (i, &b) in v.iter().enumerate() {
+        if b != b'\r' && b != b'\n' {
+            out.push(b);
+        } else if v
+            .get(i + 1)
+            .is_some_and(|&n| !matches!(n, b' ' | b'\t' | b'\r' | b'\n' | 0))
+        {
+            out.push(b' ');
+        }
+    }
+    out
 }
 
 /// A string field's value as Dovecot keeps it: NUL becomes U+FFFD.
@@ -210,12 +232,13 @@ pub fn envelope_bytes(block: &[u8]) -> Vec<u8> {
             .iter()
             .position(|n| name.eq_ignore_ascii_case(n.as_bytes()))
         {
-            let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
-            lists[i].extend(address_list(&value[..end]));
+            lists[i].extend(address_list(&value));
         }
     }
     let [date, subject, in_reply_to, message_id] = strings;
     let [from, sender, reply_to, to, cc, bcc] = lists;
+    let [date, in_reply_to, message_id] =
+        [date, in_reply_to, message_id].map(|v| v.map(without_line_breaks));
     let mut out = b"(".to_vec();
     nstring(&mut out, date.as_deref());
     out.push(b' ');
