@@ -761,3 +761,26 @@ fn with_imap_listeners_a_wrong_or_missing_passphrase_is_a_start_up_error() {
     let writ = Writ::start(&ok_cfg);
     assert!(writ.log().contains("listener ready"), "{}", writ.log());
 }
+
+/// A client that reconnects as soon as its session has ended is never
+/// refused for that session: writ gives the session's slot back before it
+/// closes the connection (not after the provider has answered its QUIT).
+#[test]
+fn a_client_reconnecting_at_once_is_not_refused_for_its_own_ended_session() {
+    let p = provider();
+    let user = p.new_user("reconnect");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()).smtp("max_sessions_per_ip", "1"));
+    for round in 0..10 {
+        let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+        assert_eq!(s.greeting.code, 220, "round {round}: {:?}", s.greeting);
+        s.command("EHLO a.test").unwrap();
+        s.command("MAIL FROM:<a@elsewhere.test>").unwrap();
+        // The RCPT opens writ's connection to the provider.
+        let r = s.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
+        assert_eq!(r.code, 250, "{r:?}");
+        s.command("RSET").unwrap();
+        assert_eq!(s.command("QUIT").unwrap().code, 221);
+        // The connection closes: the session is over.
+        assert!(s.read_reply().is_err(), "the connection stayed open");
+    }
+}

@@ -87,12 +87,17 @@ struct Conn {
 }
 
 /// Serves one client until it quits, fails, or the server shuts down.
+/// Serves one client. `slots` (the session's place under the connection
+/// limits) is given back when the session is over, before the client sees
+/// its connection close: a client that reconnects at once is never refused
+/// for a session of its own that has ended.
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     implicit_tls: bool,
     mut shutdown: watch::Receiver<bool>,
+    slots: impl Send,
 ) {
     let _ = tcp.set_nodelay(true);
     let stream = if implicit_tls {
@@ -119,10 +124,14 @@ pub async fn serve(
         line: Vec::new(),
     };
     let _ = conn.run(&mut shutdown).await;
-    if let Some(up) = conn.upstream.take() {
-        up.quit().await;
-    }
+    // The client is done: give its slots back and close its connection
+    // now, not after the provider has answered our QUIT (up to the
+    // provider timeout).
+    drop(slots);
     let _ = conn.client.get_mut().shutdown().await;
+    if let Some(up) = conn.upstream.take() {
+        tokio::spawn(up.quit());
+    }
 }
 
 impl Conn {

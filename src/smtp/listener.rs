@@ -113,10 +113,8 @@ impl Listener {
             let tls = self.implicit_tls;
             tasks.spawn(async move {
                 metrics::gauge!(names::SMTP_SESSIONS_ACTIVE).increment(1.0);
-                connection::serve(tcp, peer, shared, tls, rx).await;
+                connection::serve(tcp, peer, shared, tls, rx, (ip_slot, permit)).await;
                 metrics::gauge!(names::SMTP_SESSIONS_ACTIVE).decrement(1.0);
-                drop(ip_slot);
-                drop(permit);
             });
         }
         drop(self.socket);
