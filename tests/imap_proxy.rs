@@ -997,3 +997,56 @@ fn the_provider_is_reached_over_implicit_tls_or_starttls_and_verified() {
     let out = python(FIRST_LINE, &[proxy.imap.port().to_string()]);
     assert!(out.starts_with("* BYE [UNAVAILABLE]"), "{out}");
 }
+
+const WAIT_FOR_BYE: &str = r#"
+import socket, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+t = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(wport))), server_hostname='127.0.0.1')
+f = t.makefile('rb')
+f.readline()
+t.sendall(('l LOGIN %s %s\r\n' % (user, pw)).encode())
+assert f.readline().startswith(b'l OK')
+t.sendall(b's SELECT INBOX\r\n')
+while not f.readline().startswith(b's OK'):
+    pass
+print('READY', flush=True)
+sys.stdin.readline()
+# The provider is gone: writ says BYE and closes, nothing hangs.
+t.sendall(b'n NOOP\r\n')
+rest = f.read()
+print(rest.decode(errors='replace'))
+"#;
+
+#[test]
+fn a_provider_that_goes_away_gives_the_client_bye() {
+    let p = common::Provider::start();
+    let proxy = Proxy::start(p.imap_addr());
+    let user = p.new_user("gone");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(WAIT_FOR_BYE)
+        .args([
+            proxy.imaps.port().to_string(),
+            proxy.tls.ca.display().to_string(),
+            user.name.clone(),
+            user.password.clone(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "READY", "the script stopped early");
+    // Dropping the provider stops Dovecot and waits for it.
+    drop(p);
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write");
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    assert!(child.wait().expect("wait").success(), "{rest}");
+    assert!(rest.contains("* BYE"), "no BYE: {rest}");
+}
