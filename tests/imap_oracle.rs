@@ -125,8 +125,9 @@ Content-Disposition: attachment; filename=\"data.bin\"\r\nContent-Transfer-Encod
     m
 }
 
-/// The whole corpus: every message of `tests/corpus/sections/` and
-/// `tests/corpus/imap/`, and a generated one of about 2 MB.
+/// The whole corpus: every message of `tests/corpus/sections/`,
+/// `tests/corpus/imap/` and `tests/corpus/search/`, and a generated one of
+/// about 2 MB.
 ///
 /// Messages with a lone CR are left out: Dovecot's maildir turns a lone CR
 /// into a line break when the message is saved, so the plaintext copy
@@ -136,9 +137,10 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = eml_files("sections")
         .into_iter()
         .chain(eml_files("imap"))
+        .chain(eml_files("search"))
         .filter(|(_, m)| !has_lone_cr(m))
         .collect();
-    assert!(out.len() >= 50, "corpus missing: {} messages", out.len());
+    assert!(out.len() >= 90, "corpus missing: {} messages", out.len());
     out.push(("generated/large-2mb".into(), large_message()));
     out
 }
