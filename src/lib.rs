@@ -14,6 +14,7 @@
 //! - [`smtp`]: the SMTP relay (a pure session state machine, a tokio shell).
 //! - [`tls`]: rustls acceptors and connectors, PEM loading, plaintext policy.
 //! - [`audit`]: the tamper-evident audit log of key events.
+//! - [`escrow`]: the escrow identity split M-of-N among custodians (Shamir).
 //! - [`admin`]: the admin HTTP endpoint (`/healthz`, `/metrics`) and metric names.
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod envelope;
+pub mod escrow;
 pub mod imap;
 pub mod keys;
 pub mod policy;
