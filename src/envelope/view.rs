@@ -15,19 +15,26 @@
 //!   precedes the first colon of its first line, trailing SP and HTAB
 //!   removed (`Subject :` is a Subject); its value skips the whitespace
 //!   after the colon (only one octet of it when the line holds nothing
-//!   else), folding line breaks removed. Of the Date, Subject, In-Reply-To
-//!   and Message-ID fields the *last* one counts; the address fields (From,
+//!   else) and keeps folding line breaks, which Date, In-Reply-To and
+//!   Message-ID then drop and the Subject turns into a space (a folded
+//!   Subject is thus a literal). Of the Date, Subject, In-Reply-To and
+//!   Message-ID fields the *last* one counts; the address fields (From,
 //!   Sender, Reply-To, To, Cc, Bcc) all count, their addresses joined in
-//!   order. A NUL octet in a string becomes U+FFFD; an address field ends
-//!   at a NUL. Sender and Reply-To default to From when they give no
-//!   address.
+//!   order, each value parsed as Dovecot's `message-address.c` parses it
+//!   (`MISSING_MAILBOX`, `MISSING_DOMAIN`, display names from comments,
+//!   loose dots). A NUL octet becomes U+FFFD. Sender and Reply-To default
+//!   to From when they give no address.
 //! - BODYSTRUCTURE: only message/rfc822 encapsulates (Dovecot 2.3 treats
 //!   message/global as a leaf, whatever the summary holds below it); a
-//!   multipart without parts is shown with one empty text/plain part; the
-//!   body of a message/rfc822 part includes the line break that Dovecot
-//!   counts in it next to a delimiter line ([`Part::imap_body_eol`]; for a
-//!   summary written before that field existed, the part of it that the
-//!   structure shows).
+//!   multipart without parts is shown with one empty text/plain part, and
+//!   a message/rfc822 part without an embedded message in the summary with
+//!   an empty one; the transfer encoding and the disposition type are read
+//!   as MIME tokens; RFC 2231 continuations are joined; a message that is
+//!   plain 7-bit text gets Dovecot's canned, lowercase answer; the body of
+//!   a message/rfc822 part includes the line break that Dovecot counts in
+//!   it next to a delimiter line ([`Part::imap_body_eol`]; for a summary
+//!   written before that field existed, the part of it that the structure
+//!   shows).
 //!
 //! The `*_bytes` functions give the exact octets (8-bit header octets
 //! pass through as they are in M); the `String` forms are the same, lossy
@@ -1223,7 +1230,7 @@ mod tests {
     fn list_of(v: &[u8]) -> String {
         let mut out = Vec::new();
         write_addresses(&mut out, &address_list(v));
-        String::from_utf8(out).unwrap()
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     #[test]
@@ -1284,6 +1291,28 @@ mod tests {
             (b"(c)", "NIL"),
         ] {
             assert_eq!(list_of(value), want, "{}", String::from_utf8_lossy(value));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_header_or_message_gives_an_answer(
+            value in proptest::collection::vec(
+                proptest::sample::select(b" \t\r\n\0\"\\()<>@,;:.[]=*%'abcZ\xe9".to_vec()),
+                0..60,
+            ),
+            name in proptest::sample::select(vec!["To", "Subject", "Date", "Content-Type"]),
+        ) {
+            let mut h = format!("{name}: ").into_bytes();
+            h.extend_from_slice(&value);
+            let e = envelope_bytes(&h);
+            proptest::prop_assert!(e.starts_with(b"(") && e.ends_with(b")"));
+            list_of(&value);
+            let mut m = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n".to_vec();
+            m.extend_from_slice(&h);
+            m.extend_from_slice(b"\r\n\r\n--b--\r\n");
+            let s = crate::envelope::scan::scan(&m, crate::envelope::scan::Limits::default());
+            body_structure_bytes(&s.root, true);
         }
     }
 
