@@ -81,10 +81,11 @@ pub struct Part {
     /// Octets (1: LF, 2: CRLF) of the line break right after the body that
     /// IMAP servers (Dovecot) count in this entity's body although RFC 2046
     /// gives it to the delimiter line that follows; 0 otherwise. Set on an
-    /// entity ended by a delimiter line when its body ends with a delimiter
-    /// line of a multipart inside it (`--inner--` right before `--outer`),
-    /// or when a header inside it runs up to the delimiter line (a header
-    /// cut short, or ended by an empty line right before the delimiter).
+    /// entity ended by a delimiter line when its last line is a delimiter
+    /// line of its own or of a multipart inside it (`--inner--` right
+    /// before `--outer`), or when a header inside it runs up to the
+    /// delimiter line (a header cut short, or ended by an empty line right
+    /// before the delimiter).
     /// Absent in summaries written before it existed (`docs/FORMAT.md`
     /// 12.4 says what readers do then).
     #[serde(default, skip_serializing_if = "is_zero")]
