@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 use writ::audit;
 use writ::config::{self, Config};
 use writ::envelope::{self, EnvelopeError};
+use writ::escrow;
 use writ::keys::{self, EpochState, KeyError, Keyring};
 
 /// Seals mail with age before a hosted provider stores it.
@@ -50,6 +51,11 @@ enum Command {
     /// Check or print the audit log of key events
     #[command(subcommand)]
     Audit(AuditCommand),
+
+    /// Escrow: a key every new message is also sealed to, split M-of-N
+    /// among custodians
+    #[command(subcommand)]
+    Escrow(EscrowCommand),
 
     /// Check the config file and the keyring's public part
     CheckConfig,
@@ -156,6 +162,62 @@ enum AuditCommand {
     Init,
 }
 
+#[derive(Subcommand)]
+enum EscrowCommand {
+    /// Create the escrow key, split it into one share per custodian (each
+    /// share file encrypted to that custodian), and seal all new mail to it
+    /// too (keys/escrow.txt). The whole key is never stored
+    Init {
+        /// Number of shares: one per --custodian
+        #[arg(long, value_name = "N")]
+        shares: usize,
+
+        /// Number of shares needed to rebuild the key
+        #[arg(long, value_name = "M")]
+        threshold: usize,
+
+        /// A custodian's age recipient; give it once per share, in share
+        /// order
+        #[arg(long, value_name = "AGE1...", value_parser = parse_recipient, required = true)]
+        custodian: Vec<age::x25519::Recipient>,
+
+        /// Where the share files go (escrow-share-I-of-N.age)
+        #[arg(long, value_name = "DIR", default_value = "escrow-shares")]
+        out: PathBuf,
+    },
+
+    /// Rebuild the escrow identity from at least M share files and write it
+    /// to FILE (0600)
+    Recover {
+        /// A share file (give at least the threshold)
+        #[arg(long, value_name = "FILE", required = true)]
+        share: Vec<PathBuf>,
+
+        /// An age identity file of a custodian, to decrypt the shares
+        #[arg(long, value_name = "FILE", required = true)]
+        identity: Vec<PathBuf>,
+
+        /// Where to write the rebuilt identity (must not exist)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+
+    /// Open a sealed message (FILE or stdin) with the escrow identity; needs
+    /// no keyring
+    Open {
+        /// The sealed message as stored [default: stdin]
+        file: Option<PathBuf>,
+
+        /// The escrow identity file `writ escrow recover` wrote
+        #[arg(long, value_name = "FILE")]
+        escrow_identity: PathBuf,
+
+        /// Print the summary (JSON) instead
+        #[arg(long)]
+        summary: bool,
+    },
+}
+
 fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
     age::x25519::Recipient::from_str(s.trim())
         .map_err(|e| format!("not an age X25519 recipient: {e}"))
@@ -234,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Keys(command) => run_keys(&ctx, command),
         Command::Audit(command) => run_audit(&ctx, command),
+        Command::Escrow(command) => run_escrow(&ctx, command),
         Command::CheckConfig => check_config(&ctx),
         Command::Serve => serve(&ctx),
         Command::Seal { file } => seal(&ctx, file.as_deref()),
@@ -464,6 +527,140 @@ fn run_audit(ctx: &Context, command: AuditCommand) -> Result<()> {
                 dir.join(audit::PUBLIC_FILE).display()
             ))
         }
+    }
+}
+
+fn run_escrow(ctx: &Context, command: EscrowCommand) -> Result<()> {
+    let dir = ctx.keys_dir.as_path();
+    match command {
+        EscrowCommand::Init {
+            shares,
+            threshold,
+            custodian,
+            out: out_dir,
+        } => {
+            if shares != custodian.len() {
+                return Err(escrow::EscrowError::CustodianCount {
+                    shares,
+                    custodians: custodian.len(),
+                }
+                .into());
+            }
+            Keyring::load(dir)?;
+            audit::check_writable(dir)?;
+            let created = escrow::init(dir, &out_dir, threshold, &custodian)?;
+            audit_record(
+                ctx,
+                "escrow.init",
+                audit::params([
+                    ("escrow", created.recipient.to_string().into()),
+                    ("shares", shares.into()),
+                    ("threshold", threshold.into()),
+                    (
+                        "custodians",
+                        custodian
+                            .iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .into(),
+                    ),
+                ]),
+            )?;
+            let mut text = format!(
+                "escrow recipient {} written to {}\nnew mail is sealed to it too; any {threshold} of these {shares} shares rebuild its key:\n",
+                created.recipient,
+                dir.join(escrow::ESCROW_FILE).display()
+            );
+            for (path, c) in created.share_files.iter().zip(&custodian) {
+                text.push_str(&format!("  {} (for {c})\n", path.display()));
+            }
+            out(&text)
+        }
+        EscrowCommand::Recover {
+            share,
+            identity,
+            out: out_file,
+        } => {
+            let identities = escrow::read_identities(&identity)?;
+            let recovered = escrow::recover(&share, &identities)?;
+            escrow::write_identity(&out_file, &recovered.identity)?;
+            let escrow = recovered.identity.to_public().to_string();
+            let used: Vec<u64> = recovered.used.iter().map(|&x| u64::from(x)).collect();
+            audit_if_possible(
+                ctx,
+                "escrow.recover",
+                audit::params([
+                    ("escrow", escrow.clone().into()),
+                    ("shares_used", used.into()),
+                    ("out", out_file.display().to_string().into()),
+                ]),
+            );
+            eprintln!(
+                "writ: warning: {} holds the escrow private key: whoever holds it can read all mail sealed \
+                 since escrow was set up. Keep it offline, delete it after use.",
+                out_file.display()
+            );
+            out(&format!(
+                "escrow identity {escrow} rebuilt into {}\n",
+                out_file.display()
+            ))
+        }
+        EscrowCommand::Open {
+            file,
+            escrow_identity,
+            summary,
+        } => {
+            let identities = escrow::read_identities(&[escrow_identity])?;
+            let mut input = input(file.as_deref())?;
+            let head = peek_header(&mut input)?;
+            let detected = envelope::detect(&head).ok_or(EnvelopeError::NotSealed)?;
+            let stored = std::io::Cursor::new(head).chain(input);
+            let name = file
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |p| p.display().to_string());
+            if summary {
+                let summary = envelope::read_summary(stored, &identities)?;
+                let mut json = serde_json::to_string_pretty(&summary)?;
+                json.push('\n');
+                out(&json)?;
+            } else {
+                let stdout = std::io::stdout().lock();
+                let mut output = BufWriter::with_capacity(64 * 1024, stdout);
+                envelope::open(stored, &identities, &mut output)?;
+                output.flush()?;
+            }
+            audit_if_possible(
+                ctx,
+                "escrow.open",
+                audit::params([
+                    ("epoch", detected.epoch.into()),
+                    ("file", name.into()),
+                    ("summary_only", summary.into()),
+                ]),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Records an escrow operation in the keyring's audit log when there is
+/// one; escrow works without a keyring (that is what it is for), so a
+/// missing or unwritable log is a warning, not a failure.
+fn audit_if_possible(
+    ctx: &Context,
+    action: &str,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    if !Keyring::exists(&ctx.keys_dir) {
+        eprintln!(
+            "writ: warning: {action} is not recorded in an audit log: no keyring in {}",
+            ctx.keys_dir.display()
+        );
+    } else if let Err(e) = audit::append(&ctx.keys_dir, &ctx.operator, action, params) {
+        eprintln!(
+            "writ: warning: {action} is not recorded in an audit log: {}",
+            one_line(&e.into())
+        );
     }
 }
 

@@ -1,0 +1,483 @@
+//! `writ escrow ...` end to end: the binary in a temp dir, a real keyring,
+//! custodians with their own age identities.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+
+const MESSAGE: &[u8] = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: escrow test\r\n\
+Message-ID: <1@example.org>\r\n\r\nThe body, sealed after escrow was set up.\r\n";
+
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("pw"), "correct horse battery\n").unwrap();
+        std::fs::write(tmp.path().join("msg.eml"), MESSAGE).unwrap();
+        Env { tmp }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(WRIT)
+            .current_dir(self.tmp.path())
+            .env_remove("WRIT_PASSPHRASE_FILE")
+            .env("USER", "tester")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "writ {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok_text(&self, args: &[&str]) -> String {
+        String::from_utf8(self.ok(args).stdout).unwrap()
+    }
+
+    /// Expects exit 1, nothing on stdout, one `writ: ` line on stderr.
+    fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "writ {args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "writ {args:?} printed on stdout");
+        assert!(
+            stderr.starts_with("writ: ") && stderr.lines().count() == 1,
+            "not one error line: {stderr:?}"
+        );
+        stderr.trim_end().to_string()
+    }
+
+    fn init_keyring(&self) {
+        self.ok(&[
+            "keys",
+            "init",
+            "--work-factor",
+            "10",
+            "--passphrase-file",
+            "pw",
+        ]);
+    }
+
+    /// Writes custodian identity files `c1.key`.. and returns their
+    /// recipients.
+    fn custodians(&self, n: usize) -> Vec<String> {
+        (1..=n)
+            .map(|i| {
+                let id = age::x25519::Identity::generate();
+                use age::secrecy::ExposeSecret;
+                std::fs::write(
+                    self.path(&format!("c{i}.key")),
+                    format!("# custodian {i}\n{}\n", id.to_string().expose_secret()),
+                )
+                .unwrap();
+                id.to_public().to_string()
+            })
+            .collect()
+    }
+
+    fn escrow_init(&self, shares: usize, threshold: usize, custodians: &[String]) -> Output {
+        let shares = shares.to_string();
+        let threshold = threshold.to_string();
+        let mut args = vec![
+            "escrow",
+            "init",
+            "--shares",
+            &shares,
+            "--threshold",
+            &threshold,
+        ];
+        for c in custodians {
+            args.extend(["--custodian", c.as_str()]);
+        }
+        self.run(&args)
+    }
+
+    fn seal(&self, out: &str) {
+        let sealed = self.ok(&["seal", "msg.eml"]).stdout;
+        std::fs::write(self.path(out), sealed).unwrap();
+    }
+}
+
+fn share(i: usize, n: usize) -> String {
+    format!("escrow-shares/escrow-share-{i}-of-{n}.age")
+}
+
+#[test]
+fn init_seal_recover_open_without_keyring() {
+    let env = Env::new();
+    env.init_keyring();
+    env.seal("before.eml");
+    let custodians = env.custodians(3);
+    let out = env.escrow_init(3, 2, &custodians);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let escrow_txt = std::fs::read_to_string(env.path("keys/escrow.txt")).unwrap();
+    let recipient = escrow_txt
+        .lines()
+        .find(|l| l.starts_with("age1"))
+        .unwrap()
+        .to_string();
+    assert!(text.contains(&recipient), "{text}");
+    assert!(
+        env.ok_text(&["keys", "list"])
+            .contains(&format!("escrow: {recipient}"))
+    );
+    for i in 1..=3 {
+        let path = env.path(&share(i, 3));
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let bytes = std::fs::read_to_string(&path).unwrap();
+        assert!(bytes.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+        assert!(text.contains(&custodians[i - 1]));
+        // Each share opens with its custodian's key (the reference age CLI
+        // is enough) and holds no whole key.
+        let plain = Command::new("/usr/bin/age")
+            .args(["-d", "-i"])
+            .arg(env.path(&format!("c{i}.key")))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(plain.status.success());
+        let plain = String::from_utf8(plain.stdout).unwrap();
+        assert!(plain.contains(&format!("index: {i}")) && plain.contains("threshold: 2"));
+        assert!(!plain.contains("AGE-SECRET-KEY"));
+    }
+
+    // Mail sealed from now on includes the escrow recipient.
+    env.seal("after.eml");
+
+    // The keyring is lost.
+    std::fs::rename(env.path("keys"), env.path("keys.lost")).unwrap();
+
+    let out = env.run(&[
+        "escrow",
+        "recover",
+        "--share",
+        &share(3, 3),
+        "--share",
+        &share(1, 3),
+        "--identity",
+        "c1.key",
+        "--identity",
+        "c3.key",
+        "--out",
+        "escrow.key",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("warning"), "{stderr}");
+    assert!(
+        stderr.contains("not recorded in an audit log: no keyring"),
+        "{stderr}"
+    );
+    let key = std::fs::read_to_string(env.path("escrow.key")).unwrap();
+    assert!(key.contains(&recipient));
+    assert_eq!(
+        std::fs::metadata(env.path("escrow.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let opened = env.ok(&[
+        "escrow",
+        "open",
+        "--escrow-identity",
+        "escrow.key",
+        "after.eml",
+    ]);
+    assert_eq!(opened.stdout, MESSAGE);
+    let summary = env.ok_text(&[
+        "escrow",
+        "open",
+        "--summary",
+        "--escrow-identity",
+        "escrow.key",
+        "after.eml",
+    ]);
+    let _: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    // Mail sealed before escrow was set up stays closed to it.
+    let out = env.run(&[
+        "escrow",
+        "open",
+        "--escrow-identity",
+        "escrow.key",
+        "before.eml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    // The reference age CLI opens the rebuilt identity file too.
+    let check = Command::new("/usr/bin/age-keygen")
+        .arg("-y")
+        .arg(env.path("escrow.key"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(check.stdout).unwrap().trim(), recipient);
+
+    // Never overwrites the output.
+    let e = env.fail(&[
+        "escrow",
+        "recover",
+        "--share",
+        &share(1, 3),
+        "--share",
+        &share(2, 3),
+        "--identity",
+        "c1.key",
+        "--identity",
+        "c2.key",
+        "--out",
+        "escrow.key",
+    ]);
+    assert!(e.contains("escrow.key exists"), "{e}");
+}
+
+#[test]
+fn recover_refusals() {
+    let env = Env::new();
+    env.init_keyring();
+    let custodians = env.custodians(5);
+    assert!(env.escrow_init(5, 3, &custodians).status.success());
+    let all = [
+        "--identity",
+        "c1.key",
+        "--identity",
+        "c2.key",
+        "--identity",
+        "c3.key",
+    ];
+    let all: Vec<&str> = all
+        .into_iter()
+        .chain(["--identity", "c4.key", "--identity", "c5.key"])
+        .collect();
+    let recover = |shares: &[usize], ids: &[&str]| {
+        let paths: Vec<String> = shares.iter().map(|&i| share(i, 5)).collect();
+        let mut args = vec!["escrow", "recover", "--out", "out.key"];
+        for p in &paths {
+            args.extend(["--share", p.as_str()]);
+        }
+        args.extend(ids);
+        env.fail(&args)
+    };
+
+    // Too few.
+    let e = recover(&[2, 4], &all);
+    assert_eq!(
+        e,
+        "writ: 2 distinct share(s) given, 3 needed to rebuild the escrow key: 1 missing"
+    );
+    let e = recover(&[5], &all);
+    assert!(e.ends_with("2 missing"), "{e}");
+    // A share given twice does not count twice.
+    let e = recover(&[1, 2, 1], &all);
+    assert!(e.contains("repeats share 1"), "{e}");
+    let dup = env.path("dup.age");
+    std::fs::copy(env.path(&share(2, 5)), &dup).unwrap();
+    let e = env.fail(&[
+        "escrow",
+        "recover",
+        "--out",
+        "out.key",
+        "--share",
+        &share(1, 5),
+        "--share",
+        &share(2, 5),
+        "--share",
+        "dup.age",
+        "--identity",
+        "c1.key",
+        "--identity",
+        "c2.key",
+    ]);
+    assert!(e.contains("dup.age repeats share 2"), "{e}");
+    // No identity that opens a share.
+    let e = recover(
+        &[1, 2, 3],
+        &["--identity", "c1.key", "--identity", "c2.key"],
+    );
+    assert!(
+        e.contains("escrow-share-3-of-5.age: none of the given identities opens it"),
+        "{e}"
+    );
+    // A damaged share file.
+    std::fs::write(env.path("junk.age"), "not age\n").unwrap();
+    let e = env.fail(&[
+        "escrow",
+        "recover",
+        "--out",
+        "out.key",
+        "--share",
+        "junk.age",
+        "--identity",
+        "c1.key",
+    ]);
+    assert!(e.contains("junk.age: not a writ escrow share"), "{e}");
+    // An identity file that is not one.
+    std::fs::write(env.path("bad.key"), "hello\n").unwrap();
+    let e = env.fail(&[
+        "escrow",
+        "recover",
+        "--out",
+        "out.key",
+        "--share",
+        &share(1, 5),
+        "--identity",
+        "bad.key",
+    ]);
+    assert!(e.contains("identity file bad.key"), "{e}");
+    // A share of another escrow key mixed in.
+    let other = Env::new();
+    other.init_keyring();
+    std::fs::copy(env.path("c1.key"), other.path("c1.key")).unwrap();
+    let mine = vec![custodians[0].clone(); 3];
+    assert!(other.escrow_init(3, 2, &mine).status.success());
+    std::fs::copy(other.path(&share(1, 3)), env.path("foreign.age")).unwrap();
+    let e = env.fail(&[
+        "escrow",
+        "recover",
+        "--out",
+        "out.key",
+        "--share",
+        &share(2, 5),
+        "--share",
+        "foreign.age",
+        "--share",
+        &share(3, 5),
+        "--identity",
+        "c1.key",
+        "--identity",
+        "c2.key",
+        "--identity",
+        "c3.key",
+    ]);
+    assert!(
+        e.contains("foreign.age belongs to another escrow key"),
+        "{e}"
+    );
+    assert!(!env.path("out.key").exists());
+
+    // Enough shares: any three.
+    let paths: Vec<String> = [5, 1, 3].iter().map(|&i| share(i, 5)).collect();
+    let mut args = vec!["escrow", "recover", "--out", "out.key"];
+    for p in &paths {
+        args.extend(["--share", p.as_str()]);
+    }
+    args.extend(&all);
+    env.ok(&args);
+    // Recorded in the audit log, which still verifies.
+    let show = env.ok_text(&["audit", "show"]);
+    assert!(
+        show.contains("escrow.init") && show.contains("escrow.recover"),
+        "{show}"
+    );
+    assert!(show.contains("shares_used=[5,1,3]"), "{show}");
+    env.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn init_refusals() {
+    let env = Env::new();
+    let custodians = env.custodians(3);
+    // No keyring.
+    let out = env.escrow_init(3, 2, &custodians);
+    assert_eq!(out.status.code(), Some(1));
+    env.init_keyring();
+    let before = std::fs::read_to_string(env.path("keys/audit.log")).unwrap();
+    for (shares, threshold, n, want) in [
+        (2, 2, 3, "--shares 2 but 3 --custodian given"),
+        (3, 4, 3, "threshold 4 and share count 3"),
+        (3, 0, 3, "threshold 0 and share count 3"),
+    ] {
+        let out = env.escrow_init(shares, threshold, &custodians[..n]);
+        let e = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(e.contains(want), "{e}");
+        assert!(!env.path("keys/escrow.txt").exists());
+        assert!(
+            !env.path("escrow-shares").exists()
+                || std::fs::read_dir(env.path("escrow-shares"))
+                    .unwrap()
+                    .count()
+                    == 0
+        );
+    }
+    let out = env.run(&[
+        "escrow",
+        "init",
+        "--shares",
+        "1",
+        "--threshold",
+        "1",
+        "--custodian",
+        "age1nope",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let e = String::from_utf8(out.stderr).unwrap();
+    assert!(e.contains("not an age X25519 recipient"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(env.path("keys/audit.log")).unwrap(),
+        before
+    );
+
+    assert!(env.escrow_init(3, 2, &custodians).status.success());
+    let out = env.escrow_init(3, 2, &custodians);
+    let e = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        e.contains("keys/escrow.txt exists: this keyring already has an escrow recipient"),
+        "{e}"
+    );
+    // A keyring made with --escrow-recipient also has one.
+    let env2 = Env::new();
+    env2.custodians(1);
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    env2.ok(&[
+        "keys",
+        "init",
+        "--work-factor",
+        "10",
+        "--passphrase-file",
+        "pw",
+        "--escrow-recipient",
+        &recipient,
+    ]);
+    let out = env2.escrow_init(1, 1, &custodians[..1]);
+    assert_eq!(out.status.code(), Some(1));
+    // Existing share files are never overwritten.
+    let env3 = Env::new();
+    env3.init_keyring();
+    let c3 = env3.custodians(2);
+    std::fs::create_dir(env3.path("escrow-shares")).unwrap();
+    std::fs::write(env3.path(&share(2, 2)), "precious").unwrap();
+    let out = env3.escrow_init(2, 2, &c3);
+    let e = String::from_utf8(out.stderr).unwrap();
+    assert!(e.contains("escrow-share-2-of-2.age exists"), "{e}");
+    assert_eq!(std::fs::read(env3.path(&share(2, 2))).unwrap(), b"precious");
+    assert!(!env3.path("keys/escrow.txt").exists());
+}
