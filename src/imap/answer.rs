@@ -116,11 +116,18 @@ fn echoed(section: &Option<Section<'static>>) -> Option<Section<'static>> {
 
 /// ENVELOPE, BODY and BODYSTRUCTURE as typed values: view.rs writes them in
 /// IMAP syntax (and is tested against Dovecot); imap-codec reads them back.
-fn decoded(item: &str, text: &str) -> Option<MessageDataItem<'static>> {
-    let line = format!("* 1 FETCH ({item} {text})\r\n");
-    let (_, response) = ResponseCodec::default()
-        .decode_static(line.as_bytes())
-        .ok()?;
+/// Bytes, not text: header values may hold octets that are not UTF-8,
+/// which must reach the client as the provider would send them (a lossy
+/// conversion would change the literals' lengths and break the parse).
+fn decoded(item: &str, value: &[u8]) -> Option<MessageDataItem<'static>> {
+    let mut line = format!("* 1 FETCH ({item} ").into_bytes();
+    line.extend_from_slice(value);
+    line.extend_from_slice(b")\r\n");
+    let decoded = ResponseCodec::default().decode_static(&line);
+    let Ok((_, response)) = decoded else {
+        tracing::warn!(item, "writ's own {item} answer did not parse; left out");
+        return None;
+    };
     match response {
         Response::Data(Data::Fetch { items, .. }) => items.into_iter().next(),
         _ => None,
@@ -168,12 +175,15 @@ pub fn answer(
                 }
                 None => summary.root.header.clone()?,
             };
-            decoded("ENVELOPE", &view::envelope(&header))
+            decoded("ENVELOPE", &view::envelope_bytes(&header))
         }
-        MessageDataItemName::BodyStructure => {
-            decoded("BODYSTRUCTURE", &view::body_structure(&summary.root, true))
+        MessageDataItemName::BodyStructure => decoded(
+            "BODYSTRUCTURE",
+            &view::body_structure_bytes(&summary.root, true),
+        ),
+        MessageDataItemName::Body => {
+            decoded("BODY", &view::body_structure_bytes(&summary.root, false))
         }
-        MessageDataItemName::Body => decoded("BODY", &view::body_structure(&summary.root, false)),
         MessageDataItemName::Rfc822Header => {
             let header = header_only(Some(&Section::Header(None)))?;
             Some(MessageDataItem::Rfc822Header(nstring(header)))
@@ -205,5 +215,29 @@ pub fn answer(
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::scan::{Limits, scan};
+
+    #[test]
+    fn header_octets_that_are_not_utf8_still_give_an_envelope() {
+        let m = b"From: inv@example.com\r\nSubject: Invalid \xff\xfe UTF-8\r\nDate: Sun, 14 Jan 2024 10:00:00 +0000\r\n\r\nx\r\n";
+        let summary = scan(m, Limits::default());
+        for opened in [None, Some(&m[..])] {
+            let item = answer(&MessageDataItemName::Envelope, &summary, opened);
+            let Some(MessageDataItem::Envelope(env)) = item else {
+                panic!("no ENVELOPE: {item:?}")
+            };
+            let subject = env.subject.0.as_ref().map(|s| s.as_ref().to_vec());
+            assert_eq!(subject.as_deref(), Some(&b"Invalid \xff\xfe UTF-8"[..]));
+        }
+        assert!(matches!(
+            answer(&MessageDataItemName::BodyStructure, &summary, None),
+            Some(MessageDataItem::BodyStructure(_))
+        ));
     }
 }
