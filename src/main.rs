@@ -176,10 +176,11 @@ enum EscrowCommand {
         #[arg(long, value_name = "M")]
         threshold: usize,
 
-        /// A custodian's age recipient; give it once per share, in share
-        /// order
-        #[arg(long, value_name = "AGE1...", value_parser = parse_recipient, required = true)]
-        custodian: Vec<age::x25519::Recipient>,
+        /// Who holds each share, once per share, in share order: an age
+        /// recipient (age1...), or passphrase-file:FILE for a share
+        /// encrypted with the passphrase in FILE (age scrypt)
+        #[arg(long, value_name = "AGE1...|passphrase-file:FILE", value_parser = parse_custodian, required = true)]
+        custodian: Vec<CustodianArg>,
 
         /// Where the share files go (escrow-share-I-of-N.age)
         #[arg(long, value_name = "DIR", default_value = "escrow-shares")]
@@ -194,8 +195,13 @@ enum EscrowCommand {
         share: Vec<PathBuf>,
 
         /// An age identity file of a custodian, to decrypt the shares
-        #[arg(long, value_name = "FILE", required = true)]
+        #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+
+        /// A custodian's passphrase (in FILE), for shares made with
+        /// passphrase-file:
+        #[arg(long, value_name = "FILE")]
+        share_passphrase_file: Vec<PathBuf>,
 
         /// Where to write the rebuilt identity (must not exist)
         #[arg(long, value_name = "FILE")]
@@ -216,6 +222,20 @@ enum EscrowCommand {
         #[arg(long)]
         summary: bool,
     },
+}
+
+#[derive(Clone)]
+enum CustodianArg {
+    Recipient(age::x25519::Recipient),
+    PassphraseFile(PathBuf),
+}
+
+fn parse_custodian(s: &str) -> Result<CustodianArg, String> {
+    match s.strip_prefix("passphrase-file:") {
+        Some(path) if !path.is_empty() => Ok(CustodianArg::PassphraseFile(PathBuf::from(path))),
+        Some(_) => Err("passphrase-file: needs a file name".into()),
+        None => parse_recipient(s).map(CustodianArg::Recipient),
+    }
 }
 
 fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
@@ -548,6 +568,15 @@ fn run_escrow(ctx: &Context, command: EscrowCommand) -> Result<()> {
             }
             Keyring::load(dir)?;
             audit::check_writable(dir)?;
+            let custodian = custodian
+                .into_iter()
+                .map(|c| match c {
+                    CustodianArg::Recipient(r) => Ok(escrow::Custodian::Recipient(r)),
+                    CustodianArg::PassphraseFile(p) => {
+                        keys::read_passphrase_file(&p).map(escrow::Custodian::Passphrase)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let created = escrow::init(dir, &out_dir, threshold, &custodian)?;
             audit_record(
                 ctx,
@@ -560,7 +589,7 @@ fn run_escrow(ctx: &Context, command: EscrowCommand) -> Result<()> {
                         "custodians",
                         custodian
                             .iter()
-                            .map(|c| c.to_string())
+                            .map(escrow::Custodian::describe)
                             .collect::<Vec<_>>()
                             .into(),
                     ),
@@ -572,17 +601,33 @@ fn run_escrow(ctx: &Context, command: EscrowCommand) -> Result<()> {
                 dir.join(escrow::ESCROW_FILE).display()
             );
             for (path, c) in created.share_files.iter().zip(&custodian) {
-                text.push_str(&format!("  {} (for {c})\n", path.display()));
+                text.push_str(&format!("  {} (for {})\n", path.display(), c.describe()));
             }
             out(&text)
         }
         EscrowCommand::Recover {
             share,
             identity,
+            share_passphrase_file,
             out: out_file,
         } => {
-            let identities = escrow::read_identities(&identity)?;
-            let recovered = escrow::recover(&share, &identities)?;
+            if identity.is_empty() && share_passphrase_file.is_empty() {
+                anyhow::bail!(
+                    "give the custodians' keys: --identity FILE or --share-passphrase-file FILE"
+                );
+            }
+            let openers = escrow::Openers {
+                identities: if identity.is_empty() {
+                    Vec::new()
+                } else {
+                    escrow::read_identities(&identity)?
+                },
+                passphrases: share_passphrase_file
+                    .iter()
+                    .map(|p| keys::read_passphrase_file(p))
+                    .collect::<Result<_, _>>()?,
+            };
+            let recovered = escrow::recover(&share, &openers)?;
             escrow::write_identity(&out_file, &recovered.identity)?;
             let escrow = recovered.identity.to_public().to_string();
             let used: Vec<u64> = recovered.used.iter().map(|&x| u64::from(x)).collect();

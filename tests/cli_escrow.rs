@@ -323,7 +323,7 @@ fn recover_refusals() {
         &["--identity", "c1.key", "--identity", "c2.key"],
     );
     assert!(
-        e.contains("escrow-share-3-of-5.age: none of the given identities opens it"),
+        e.contains("escrow-share-3-of-5.age: none of the given identities or passphrases opens it"),
         "{e}"
     );
     // A damaged share file.
@@ -480,4 +480,78 @@ fn init_refusals() {
     assert!(e.contains("escrow-share-2-of-2.age exists"), "{e}");
     assert_eq!(std::fs::read(env3.path(&share(2, 2))).unwrap(), b"precious");
     assert!(!env3.path("keys/escrow.txt").exists());
+}
+
+#[test]
+fn passphrase_custodian() {
+    let env = Env::new();
+    env.init_keyring();
+    let custodians = env.custodians(1);
+    std::fs::write(env.path("cpw"), "custodian two's passphrase\n").unwrap();
+    std::fs::write(env.path("wrong"), "not it\n").unwrap();
+    let out = env.ok_text(&[
+        "escrow",
+        "init",
+        "--shares",
+        "2",
+        "--threshold",
+        "2",
+        "--custodian",
+        &custodians[0],
+        "--custodian",
+        "passphrase-file:cpw",
+    ]);
+    assert!(out.contains("(for passphrase)"), "{out}");
+    env.seal("after.eml");
+    let recover = |pw: &str| {
+        env.run(&[
+            "escrow",
+            "recover",
+            "--out",
+            "escrow.key",
+            "--share",
+            &share(1, 2),
+            "--share",
+            &share(2, 2),
+            "--identity",
+            "c1.key",
+            "--share-passphrase-file",
+            pw,
+        ])
+    };
+    let bad = recover("wrong");
+    assert_eq!(bad.status.code(), Some(1));
+    let e = String::from_utf8(bad.stderr).unwrap();
+    assert!(
+        e.contains("escrow-share-2-of-2.age: none of the given identities or passphrases opens it"),
+        "{e}"
+    );
+    let good = recover("cpw");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let opened = env.ok(&[
+        "escrow",
+        "open",
+        "--escrow-identity",
+        "escrow.key",
+        "after.eml",
+    ]);
+    assert_eq!(opened.stdout, MESSAGE);
+    let e = env.fail(&[
+        "escrow",
+        "recover",
+        "--out",
+        "x.key",
+        "--share",
+        &share(1, 2),
+    ]);
+    assert!(
+        e.contains("--identity FILE or --share-passphrase-file FILE"),
+        "{e}"
+    );
+    let log = std::fs::read_to_string(env.path("keys/audit.log")).unwrap();
+    assert!(!log.contains("custodian two"));
 }

@@ -3,7 +3,7 @@
 //!
 //! `writ escrow init` makes the escrow identity, splits its 32-byte secret
 //! key into N shares ([`shamir`]), encrypts each share file to one
-//! custodian's age recipient, writes the public recipient to
+//! custodian's age recipient (or passphrase), writes the public recipient to
 //! `keys/escrow.txt` (which [`crate::keys::Keyring::seal_recipients`]
 //! reads, so every seal from then on includes it) and forgets the secret.
 //! `writ escrow recover` decrypts M share files with the custodians'
@@ -48,7 +48,7 @@ pub enum EscrowError {
     CustodianCount { shares: usize, custodians: usize },
     #[error(transparent)]
     Shamir(#[from] shamir::ShamirError),
-    #[error("share {}: none of the given identities opens it (not this custodian's share?)", .path.display())]
+    #[error("share {}: none of the given identities or passphrases opens it (not this custodian's share?)", .path.display())]
     NotForUs { path: PathBuf },
     #[error("share {}: not a writ escrow share ({detail})", .path.display())]
     BadShare { path: PathBuf, detail: &'static str },
@@ -91,6 +91,32 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EscrowError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Who holds a share: an age recipient, or a passphrase (the share file
+/// is then age scrypt-encrypted, like `age -p`).
+pub enum Custodian {
+    Recipient(Recipient),
+    Passphrase(secrecy::SecretString),
+}
+
+impl Custodian {
+    /// How the custodian is named in the share file and the audit log (a
+    /// passphrase is never shown).
+    pub fn describe(&self) -> String {
+        match self {
+            Custodian::Recipient(r) => r.to_string(),
+            Custodian::Passphrase(_) => "passphrase".to_string(),
+        }
+    }
+}
+
+/// The secrets that open share files: custodians' identities and
+/// passphrases.
+#[derive(Default)]
+pub struct Openers {
+    pub identities: Vec<Identity>,
+    pub passphrases: Vec<secrecy::SecretString>,
 }
 
 /// What [`init`] made.
@@ -150,7 +176,7 @@ pub fn init(
     keys_dir: &Path,
     out_dir: &Path,
     threshold: usize,
-    custodians: &[Recipient],
+    custodians: &[Custodian],
 ) -> Result<Created, EscrowError> {
     let n = custodians.len();
     let escrow_path = keys_dir.join(ESCROW_FILE);
@@ -192,14 +218,16 @@ pub fn init(
         for ((share, custodian), path) in shares.iter().zip(custodians).zip(&paths) {
             let mut text = Zeroizing::new(format!(
                 "# writ escrow share {} of {n}: any {threshold} shares rebuild the escrow key\n\
-                 # custodian: {custodian}\n\
+                 # custodian: {}\n\
                  writ-escrow-share: {SHARE_VERSION}\n\
                  escrow: {recipient}\n\
                  threshold: {threshold}\n\
                  shares: {n}\n\
                  index: {}\n\
                  share: ",
-                share.x, share.x
+                share.x,
+                custodian.describe(),
+                share.x
             ));
             text.push_str(&hex(&share.y));
             text.push('\n');
@@ -225,12 +253,20 @@ pub fn init(
     })
 }
 
-fn encrypt_to(path: &Path, to: &Recipient, plaintext: &[u8]) -> Result<Vec<u8>, EscrowError> {
+fn encrypt_to(path: &Path, to: &Custodian, plaintext: &[u8]) -> Result<Vec<u8>, EscrowError> {
     let fail = |detail: String| EscrowError::Encrypt {
         path: path.to_path_buf(),
         detail,
     };
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(to as &dyn age::Recipient))
+    let scrypt;
+    let recipient: &dyn age::Recipient = match to {
+        Custodian::Recipient(r) => r,
+        Custodian::Passphrase(p) => {
+            scrypt = age::scrypt::Recipient::new(p.clone());
+            &scrypt
+        }
+    };
+    let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient))
         .map_err(|e| fail(e.to_string()))?;
     let mut out = Vec::new();
     let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
@@ -281,7 +317,7 @@ struct ShareFile {
     share: shamir::Share,
 }
 
-fn read_share(path: &Path, identities: &[Identity]) -> Result<ShareFile, EscrowError> {
+fn read_share(path: &Path, openers: &Openers) -> Result<ShareFile, EscrowError> {
     let bad = |detail: &'static str| EscrowError::BadShare {
         path: path.to_path_buf(),
         detail,
@@ -289,14 +325,35 @@ fn read_share(path: &Path, identities: &[Identity]) -> Result<ShareFile, EscrowE
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     let armored = age::armor::ArmoredReader::new(&bytes[..]);
     let decryptor = age::Decryptor::new(armored).map_err(|_| bad("not an age file"))?;
-    let mut reader = decryptor
-        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => EscrowError::NotForUs {
-                path: path.to_path_buf(),
-            },
-            _ => bad("damaged"),
-        })?;
+    let not_for_us = || EscrowError::NotForUs {
+        path: path.to_path_buf(),
+    };
+    let mut reader = if decryptor.is_scrypt() {
+        // Each passphrase costs one scrypt run; age takes one scrypt
+        // identity at a time, so a decryptor per passphrase.
+        let mut found = None;
+        for passphrase in &openers.passphrases {
+            let identity = age::scrypt::Identity::new(passphrase.clone());
+            let armored = age::armor::ArmoredReader::new(&bytes[..]);
+            let decryptor = age::Decryptor::new(armored).map_err(|_| bad("not an age file"))?;
+            match decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)) {
+                Ok(reader) => {
+                    found = Some(reader);
+                    break;
+                }
+                Err(age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys) => {}
+                Err(_) => return Err(bad("damaged")),
+            }
+        }
+        found.ok_or_else(not_for_us)?
+    } else {
+        decryptor
+            .decrypt(openers.identities.iter().map(|i| i as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => not_for_us(),
+                _ => bad("damaged"),
+            })?
+    };
     let mut text = Zeroizing::new(Vec::new());
     reader.read_to_end(&mut text).map_err(|_| bad("damaged"))?;
     let text = std::str::from_utf8(&text).map_err(|_| bad("not text"))?;
@@ -336,15 +393,15 @@ pub struct Recovered {
 }
 
 /// Rebuilds the escrow identity from share files, each decrypted with one
-/// of `identities` (the custodians'). Needs at least the threshold the
+/// of `openers` (the custodians' identities or passphrases). Needs at least the threshold the
 /// shares name; checks the result against the escrow recipient they name.
-pub fn recover(share_paths: &[PathBuf], identities: &[Identity]) -> Result<Recovered, EscrowError> {
+pub fn recover(share_paths: &[PathBuf], openers: &Openers) -> Result<Recovered, EscrowError> {
     if share_paths.is_empty() {
         return Err(EscrowError::NoShares);
     }
     let mut files: Vec<ShareFile> = Vec::new();
     for path in share_paths {
-        let file = read_share(path, identities)?;
+        let file = read_share(path, openers)?;
         if let Some(first) = files.first() {
             if file.escrow != first.escrow {
                 return Err(EscrowError::OtherEscrow {
@@ -423,7 +480,10 @@ mod tests {
         let keys = tempfile::tempdir().unwrap();
         let out = keys.path().join("shares");
         let custodians: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
-        let recipients: Vec<Recipient> = custodians.iter().map(Identity::to_public).collect();
+        let recipients: Vec<Custodian> = custodians
+            .iter()
+            .map(|i| Custodian::Recipient(i.to_public()))
+            .collect();
         let created = init(keys.path(), &out, 2, &recipients).unwrap();
         assert_eq!(created.share_files.len(), 3);
         let escrow_txt = std::fs::read_to_string(keys.path().join(ESCROW_FILE)).unwrap();
@@ -433,19 +493,23 @@ mod tests {
             Err(EscrowError::AlreadyEscrowed { .. })
         ));
 
-        let r = recover(&created.share_files[1..], &custodians).unwrap();
+        let openers = Openers {
+            identities: custodians.clone(),
+            passphrases: Vec::new(),
+        };
+        let r = recover(&created.share_files[1..], &openers).unwrap();
         assert_eq!(r.identity.to_public(), created.recipient);
         assert_eq!(r.used, [2, 3]);
-        let e = recover(&created.share_files[..1], &custodians)
-            .err()
-            .unwrap();
+        let e = recover(&created.share_files[..1], &openers).err().unwrap();
         assert_eq!(
             e.to_string(),
             "1 distinct share(s) given, 2 needed to rebuild the escrow key: 1 missing"
         );
-        let e = recover(&created.share_files[..1], &custodians[1..])
-            .err()
-            .unwrap();
+        let others = Openers {
+            identities: custodians[1..].to_vec(),
+            passphrases: Vec::new(),
+        };
+        let e = recover(&created.share_files[..1], &others).err().unwrap();
         assert!(matches!(e, EscrowError::NotForUs { .. }), "{e}");
     }
 
