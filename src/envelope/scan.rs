@@ -410,12 +410,16 @@ impl Scanner {
 /// Fills the MIME fields of `part` from its raw header block.
 fn apply_header(part: &mut Part, block: &[u8]) {
     let mut ct: Option<ParamValue> = None;
+    let mut ct_raw: Vec<u8> = Vec::new();
     for f in header::fields(block) {
         let Some(name) = f.name() else { continue };
         let lower = name.to_ascii_lowercase();
         let value = || f.value();
         match lower.as_slice() {
-            b"content-type" if ct.is_none() => ct = Some(header::parse_params(&value())),
+            b"content-type" if ct.is_none() => {
+                ct_raw = value();
+                ct = Some(header::parse_params(&ct_raw));
+            }
             b"content-transfer-encoding" if part.encoding.is_none() => {
                 part.encoding = Some(text(&value()))
             }
@@ -457,6 +461,30 @@ fn apply_header(part: &mut Part, block: &[u8]) {
                 part.params = ct.params;
             }
         }
+        if !part.content_type_present {
+            part.content_type_value = Some(text(prefix(&ct_raw, MAX_CONTENT_TYPE_VALUE)));
+        }
+    }
+}
+
+/// Octets of an unparsable Content-Type value kept in the summary.
+const MAX_CONTENT_TYPE_VALUE: usize = 1024;
+
+/// At most `max` octets of `v`, not cutting a UTF-8 character in two when
+/// `v` is UTF-8 (so that the text conversion stays the same).
+fn prefix(v: &[u8], max: usize) -> &[u8] {
+    if v.len() <= max {
+        return v;
+    }
+    match std::str::from_utf8(v) {
+        Ok(s) => {
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            &v[..end]
+        }
+        Err(_) => &v[..max],
     }
 }
 
@@ -538,6 +566,26 @@ mod tests {
         let s = scan(m, Limits::default());
         assert_eq!(s.root.parts.len(), 1);
         assert_eq!(body(m, &s.root.parts[0]), b"x");
+    }
+
+    #[test]
+    fn an_unparsable_content_type_is_kept() {
+        let s = scan(b"Content-Type: text\r\n\r\nx", Limits::default());
+        assert!(!s.root.content_type_present);
+        assert_eq!(s.root.subtype, "plain");
+        assert_eq!(s.root.content_type_value.as_deref(), Some("text"));
+        let s = scan(b"Content-Type: text/html\r\n\r\nx", Limits::default());
+        assert_eq!(s.root.content_type_value, None);
+        let s = scan(b"Subject: none\r\n\r\nx", Limits::default());
+        assert_eq!(s.root.content_type_value, None);
+        // Long values are cut, between UTF-8 characters.
+        let mut m = b"Content-Type: ".to_vec();
+        m.extend_from_slice("\u{e9}".repeat(600).as_bytes());
+        m.extend_from_slice(b"\r\n\r\n");
+        let s = scan(&m, Limits::default());
+        let v = s.root.content_type_value.unwrap();
+        assert_eq!(v.len(), 1024);
+        assert!(v.chars().all(|c| c == '\u{e9}'));
     }
 
     #[test]

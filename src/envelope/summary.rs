@@ -35,6 +35,13 @@ pub struct Part {
     /// Was there a Content-Type field that parsed? If not, type and subtype
     /// are the RFC 2045/2046 defaults.
     pub content_type_present: bool,
+    /// The unfolded value of the entity's first Content-Type field (at most
+    /// its first 1024 octets) when the field is there but does not parse
+    /// (`content_type_present` is false); `None` otherwise. IMAP servers
+    /// show such a type as written, or empty, where the summary has the
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type_value: Option<String>,
     /// Content-Type parameters in order: names as written, values unquoted.
     pub params: Vec<(String, String)>,
     /// Content-ID, unfolded, as written.

@@ -337,6 +337,25 @@ impl Lexer<'_> {
         self.peek() == Some(b)
     }
 
+    /// A MIME token (RFC 2045, `.` allowed) at the position, and then
+    /// whitespace and comments skipped: `Ok(false)` at the end.
+    fn mime_token(&mut self) -> (Vec<u8>, Step) {
+        let start = self.pos;
+        while self
+            .peek()
+            .is_some_and(|c| c == b'.' || (is_atext(c) && !b"/=?".contains(&c)))
+        {
+            self.pos += 1;
+        }
+        let token = self.data[start..self.pos].to_vec();
+        let more = if self.more() {
+            self.skip_cfws()
+        } else {
+            Ok(false)
+        };
+        (token, more)
+    }
+
     fn more(&self) -> bool {
         self.pos < self.data.len()
     }
@@ -1017,32 +1036,67 @@ fn mime_token(v: &[u8]) -> Vec<u8> {
         last_comment: Vec::new(),
     };
     let _ = lex.skip_cfws();
-    let start = lex.pos;
-    while lex
-        .peek()
-        .is_some_and(|c| c == b'.' || (is_atext(c) && !b"/=?".contains(&c)))
-    {
-        lex.pos += 1;
+    lex.mime_token().0
+}
+
+/// Is `v` one MIME token, as Dovecot reads a type or subtype?
+fn is_mime_token(v: &str) -> bool {
+    let mut lex = Lexer {
+        data: v.as_bytes(),
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    let (token, more) = lex.mime_token();
+    !token.is_empty() && more == Ok(false)
+}
+
+/// Type, subtype and parameters as Dovecot shows them for a Content-Type
+/// value that the summary's parser found unusable (the summary then holds
+/// the default type and `content_type_value`). Dovecot shows a value cut
+/// short after its first word as that word (`text` is `"text" ""`),
+/// anything else it cannot parse as `"" ""`, and neither with parameters.
+fn dovecot_content_type(v: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<(String, String)>) {
+    let failed = |t: Vec<u8>| (t, Vec::new(), Vec::new());
+    let mut lex = Lexer {
+        data: v,
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    if lex.skip_cfws() != Ok(true) {
+        return failed(Vec::new());
     }
-    v[start..lex.pos].to_vec()
+    let (t, more) = lex.mime_token();
+    if more != Ok(true) || t.is_empty() {
+        return failed(t);
+    }
+    if !lex.at(b'/') {
+        return failed(Vec::new());
+    }
+    lex.pos += 1;
+    if lex.skip_cfws() != Ok(true) {
+        return failed(Vec::new());
+    }
+    let (sub, more) = lex.mime_token();
+    if more.is_err() || sub.is_empty() || (lex.more() && !lex.at(b';')) {
+        return failed(Vec::new());
+    }
+    // Dovecot's parser takes what the summary's did not (8-bit words):
+    // the parameters as the summary's parser reads them.
+    (t, sub, header::parse_params(v).params)
 }
 
 /// The transfer encoding Dovecot reports for a Content-Transfer-Encoding
 /// value: one MIME token and nothing else but whitespace and comments;
 /// `None` (shown as "7bit") otherwise.
 fn transfer_encoding(v: &str) -> Option<Vec<u8>> {
-    let token = mime_token(v.as_bytes());
-    if token.is_empty() {
-        return None;
-    }
     let mut lex = Lexer {
         data: v.as_bytes(),
         pos: 0,
         last_comment: Vec::new(),
     };
     let _ = lex.skip_cfws();
-    lex.pos += token.len();
-    (lex.skip_cfws() == Ok(false)).then_some(token)
+    let (token, more) = lex.mime_token();
+    (!token.is_empty() && more == Ok(false)).then_some(token)
 }
 
 /// Does this entity encapsulate a message? Only message/rfc822: Dovecot
@@ -1115,6 +1169,7 @@ fn is_plain_7bit(root: &Part) -> bool {
     };
     root.media_type.eq_ignore_ascii_case("text")
         && root.subtype.eq_ignore_ascii_case("plain")
+        && root.content_type_value.is_none()
         && root.parts.is_empty()
         && params_ok
         && encoding_ok
@@ -1155,12 +1210,25 @@ fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
         out.push(b')');
         return;
     }
-    let text = part.media_type.eq_ignore_ascii_case("text");
-    istring(out, part.media_type.as_bytes());
+    let (media_type, subtype, type_params) = match &part.content_type_value {
+        Some(v) => dovecot_content_type(v.as_bytes()),
+        // Words the summary's parser takes but Dovecot's does not (`@`,
+        // `"`, ...): Dovecot shows an empty type.
+        None if !is_mime_token(&part.media_type) || !is_mime_token(&part.subtype) => {
+            (Vec::new(), Vec::new(), Vec::new())
+        }
+        None => (
+            part.media_type.as_bytes().to_vec(),
+            part.subtype.as_bytes().to_vec(),
+            part.params.clone(),
+        ),
+    };
+    let text = media_type.eq_ignore_ascii_case(b"text");
+    istring(out, &media_type);
     out.push(b' ');
-    istring(out, part.subtype.as_bytes());
+    istring(out, &subtype);
     out.push(b' ');
-    params(out, &part.params, text);
+    params(out, &type_params, text);
     out.push(b' ');
     sstring(out, part.id.as_deref());
     out.push(b' ');
@@ -1173,7 +1241,7 @@ fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
     let size = part.body_size.saturating_add(part.body_bare_lf);
     if text {
         out.extend_from_slice(format!(" {size} {}", part.body_lines).as_bytes());
-    } else if is_rfc822(part) {
+    } else if is_rfc822(part) && part.content_type_value.is_none() {
         // A line break Dovecot counts in the body is two octets (CRLF)
         // and one line, whatever it is in M.
         let extra = u64::from(keeps_break(part));
