@@ -621,6 +621,11 @@ pub fn operator(option: Option<&str>, config: Option<&str>) -> String {
         .or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
         .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        })
         .unwrap_or_else(|| "unknown".to_string())
 }
 
@@ -687,5 +692,6 @@ mod tests {
     fn operator_order() {
         assert_eq!(operator(Some("a"), Some("b")), "a");
         assert_eq!(operator(None, Some("b")), "b");
+        assert_eq!(operator(Some("a\nb"), None), "a?b");
     }
 }

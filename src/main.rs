@@ -515,14 +515,17 @@ fn run_audit(ctx: &Context, command: AuditCommand) -> Result<()> {
                         other => format!("{k}={other}"),
                     })
                     .collect();
-                text.push_str(&format!(
-                    "{:>4}  {}  {:<12}  {:<16}  {}\n",
+                let line = format!(
+                    "{:>4}  {}  {:<12}  {:<16}  {}",
                     r.seq,
                     r.time,
                     r.operator,
                     r.action,
                     params.join(" ")
-                ));
+                );
+                // One record, one line, whatever a parameter holds.
+                text.extend(line.chars().map(|c| if c.is_control() { '?' } else { c }));
+                text.push('\n');
             }
             out(&text)
         }
