@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -167,6 +167,15 @@ impl Cache {
         })
     }
 
+    /// A write transaction without fsync: the cache is disposable (emptied
+    /// at every start), so durability would only cost a disk flush per
+    /// message read.
+    fn write(&self) -> Result<redb::WriteTransaction, CacheError> {
+        let mut tx = self.db.begin_write().map_err(index_error)?;
+        tx.set_durability(Durability::None).map_err(index_error)?;
+        Ok(tx)
+    }
+
     fn seal(&self, aad: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).ok()?;
@@ -207,7 +216,7 @@ impl Cache {
     }
 
     fn try_selected(&self, mb: &MailboxKey) -> Result<(), CacheError> {
-        let tx = self.db.begin_write().map_err(index_error)?;
+        let tx = self.write()?;
         let mut stale = Vec::new();
         {
             let mut boxes = tx.open_table(MAILBOXES).map_err(index_error)?;
@@ -299,7 +308,7 @@ impl Cache {
         }
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         let stored = (|| -> Result<Option<u64>, CacheError> {
-            let tx = self.db.begin_write().map_err(index_error)?;
+            let tx = self.write()?;
             let previous = {
                 let mut t = tx.open_table(ENTRIES).map_err(index_error)?;
                 t.insert(&entry[..], (now, size, &sealed_summary[..]))
