@@ -260,6 +260,16 @@ impl Cache {
     /// The cached summary of a message, and its opened bytes if cached.
     pub fn get(&self, mb: &MailboxKey, uid: u32) -> Option<(Summary, Option<Vec<u8>>)> {
         let entry = mb.entry(uid);
+        let summary = self.summary(mb, uid)?;
+        let body = fs::read(self.body_path(&entry))
+            .ok()
+            .and_then(|b| self.unseal(&[&entry[..], b"b"].concat(), &b));
+        Some((summary, body))
+    }
+
+    /// The cached summary of a message alone (its body file is not read).
+    pub fn summary(&self, mb: &MailboxKey, uid: u32) -> Option<Summary> {
+        let entry = mb.entry(uid);
         let (sealed_summary, size) = {
             let tx = self.db.begin_read().ok()?;
             let table = tx.open_table(ENTRIES).ok()?;
@@ -269,11 +279,8 @@ impl Cache {
         };
         let json = self.unseal(&[&entry[..], b"s"].concat(), &sealed_summary)?;
         let summary: Summary = serde_json::from_slice(&json).ok()?;
-        let body = fs::read(self.body_path(&entry))
-            .ok()
-            .and_then(|b| self.unseal(&[&entry[..], b"b"].concat(), &b));
         self.touch(&entry, size, &sealed_summary);
-        Some((summary, body))
+        Some(summary)
     }
 
     fn touch(&self, entry: &[u8], size: u64, sealed_summary: &[u8]) {

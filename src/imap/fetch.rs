@@ -50,6 +50,9 @@ pub enum Output {
     Finish(Status<'static>),
 }
 
+/// Bytes of opened messages one FETCH answers from the cache in one go.
+const CACHE_ANSWER_BUDGET: usize = 32 * 1024 * 1024;
+
 /// The cache and the selected mailbox's key in it.
 #[derive(Clone)]
 pub struct CacheRef {
@@ -618,22 +621,32 @@ impl FetchPlan {
         let Some(c) = self.cache.clone() else {
             return uids;
         };
+        // Answers from the cache are composed at once, before anything is
+        // written to the client: cap the bodies taken this way, so that a
+        // FETCH of a whole cached folder does not sit in memory. The rest
+        // streams from the provider, one response at a time.
+        let mut budget = CACHE_ANSWER_BUDGET;
+        let wants_payload = self.needs_payload();
         let mut rest = Vec::new();
         for uid in uids {
-            let hit = c
-                .cache
-                .get(&c.mailbox, uid.get())
-                .and_then(|(summary, body)| {
+            if budget == 0 {
+                rest.push(uid);
+                continue;
+            }
+            let hit = if wants_payload {
+                c.cache
+                    .get(&c.mailbox, uid.get())
+                    .and_then(|(summary, body)| body.map(|b| (summary, Some(b))))
+            } else {
+                c.cache.summary(&c.mailbox, uid.get()).and_then(|summary| {
+                    // A summary without the whole header needs the body.
                     let payload = self
                         .wanted
                         .iter()
                         .any(|i| answer::need(i, Some(&summary)) == Need::Payload);
-                    match (payload, body) {
-                        (true, None) => None,
-                        (true, body) => Some((summary, body)),
-                        (false, _) => Some((summary, None)),
-                    }
-                });
+                    (!payload).then_some((summary, None))
+                })
+            };
             let Some((summary, body)) = hit else {
                 rest.push(uid);
                 continue;
@@ -641,6 +654,7 @@ impl FetchPlan {
             let Some(probed) = self.probed.remove(&uid) else {
                 continue;
             };
+            budget = budget.saturating_sub(body.as_ref().map_or(0, Vec::len).max(1));
             metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
             let out = self.compose(&probed, &summary, body.as_deref());
             self.pending_out.extend(fetch(probed.seq, out));
