@@ -34,6 +34,9 @@ use crate::envelope::Summary;
 /// Entry id (mailbox id ‖ UID, big-endian) → (last use, bytes on disk,
 /// sealed summary JSON).
 const ENTRIES: TableDefinition<&[u8], (u64, u64, &[u8])> = TableDefinition::new("entries");
+/// Memory redb may use for its page cache.
+const INDEX_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Mailbox reference (hash of account and name) → UIDVALIDITY last seen.
 const MAILBOXES: TableDefinition<&[u8], u32> = TableDefinition::new("mailboxes");
 
@@ -150,7 +153,12 @@ impl Cache {
         rng.fill(&mut raw).map_err(|_| CacheError::Random)?;
         let unbound = UnboundKey::new(&CHACHA20_POLY1305, &raw).map_err(|_| CacheError::Random)?;
         zeroize::Zeroize::zeroize(&mut raw);
-        let db = Database::create(&index).map_err(index_error)?;
+        // redb's own page cache defaults to 1 GiB; the index holds small
+        // sealed summaries, so a few MiB keep it fast without the memory.
+        let db = Database::builder()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(&index)
+            .map_err(index_error)?;
         let tx = db.begin_write().map_err(index_error)?;
         tx.open_table(ENTRIES).map_err(index_error)?;
         tx.open_table(MAILBOXES).map_err(index_error)?;
