@@ -19,6 +19,7 @@
 //! The index is redb (`index.redb`); summaries live in it, opened messages
 //! in files under `bodies/`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -115,6 +116,8 @@ pub struct Cache {
     clock: AtomicU64,
     /// Serialises eviction (redb serialises writes anyway).
     evicting: Mutex<()>,
+    /// Use since the entry was stored (the index keeps the time of storing).
+    last_used: Mutex<HashMap<Vec<u8>, u64>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -172,6 +175,7 @@ impl Cache {
             used: AtomicU64::new(0),
             clock: AtomicU64::new(1),
             evicting: Mutex::new(()),
+            last_used: Mutex::new(HashMap::new()),
         })
     }
 
@@ -256,6 +260,7 @@ impl Cache {
         }
         tx.commit().map_err(index_error)?;
         for (k, size) in stale {
+            self.forget(&k);
             let _ = fs::remove_file(self.body_path(&k));
             self.used.fetch_sub(
                 size.min(self.used.load(Ordering::Relaxed)),
@@ -278,28 +283,32 @@ impl Cache {
     /// The cached summary of a message alone (its body file is not read).
     pub fn summary(&self, mb: &MailboxKey, uid: u32) -> Option<Summary> {
         let entry = mb.entry(uid);
-        let (sealed_summary, size) = {
+        let sealed_summary = {
             let tx = self.db.begin_read().ok()?;
             let table = tx.open_table(ENTRIES).ok()?;
             let row = table.get(&entry[..]).ok()??;
-            let (_, size, s) = row.value();
-            (s.to_vec(), size)
+            let (_, _, s) = row.value();
+            s.to_vec()
         };
         let json = self.unseal(&[&entry[..], b"s"].concat(), &sealed_summary)?;
         let summary: Summary = serde_json::from_slice(&json).ok()?;
-        self.touch(&entry, size, &sealed_summary);
+        self.touch(&entry);
         Some(summary)
     }
 
-    fn touch(&self, entry: &[u8], size: u64, sealed_summary: &[u8]) {
+    /// Marks an entry as just used. In memory only: a write transaction per
+    /// cache hit would cost more than the hit saves. Eviction reads it.
+    fn touch(&self, entry: &[u8]) {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let Ok(tx) = self.db.begin_write() else {
-            return;
-        };
-        if let Ok(mut t) = tx.open_table(ENTRIES) {
-            let _ = t.insert(entry, (now, size, sealed_summary));
+        if let Ok(mut used) = self.last_used.lock() {
+            used.insert(entry.to_vec(), now);
         }
-        let _ = tx.commit();
+    }
+
+    fn forget(&self, entry: &[u8]) {
+        if let Ok(mut used) = self.last_used.lock() {
+            used.remove(entry);
+        }
     }
 
     /// Stores a message's summary and, if given, its opened bytes.
@@ -368,7 +377,14 @@ impl Cache {
             for row in iter.flatten() {
                 let (k, v) = row;
                 let (used, size, _) = v.value();
-                rows.push((used, k.value().to_vec(), size));
+                let key = k.value().to_vec();
+                let touched = self
+                    .last_used
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&key).copied())
+                    .unwrap_or(0);
+                rows.push((used.max(touched), key, size));
             }
         }
         rows.sort();
@@ -381,7 +397,7 @@ impl Cache {
             total = total.saturating_sub(size);
             gone.push((k, size));
         }
-        let Ok(tx) = self.db.begin_write() else {
+        let Ok(tx) = self.write() else {
             return;
         };
         if let Ok(mut t) = tx.open_table(ENTRIES) {
@@ -391,6 +407,7 @@ impl Cache {
         }
         if tx.commit().is_ok() {
             for (k, size) in gone {
+                self.forget(&k);
                 let _ = fs::remove_file(self.body_path(&k));
                 self.used.fetch_sub(
                     size.min(self.used.load(Ordering::Relaxed)),
