@@ -348,8 +348,24 @@ impl Provider {
     ) -> Vec<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         let mut imap = self.imap(user);
+        let mut dropped = 0;
         loop {
-            let status = imap.command(&format!("STATUS {} (MESSAGES)", quote(mailbox)));
+            // This is the harness's own client talking to Dovecot (writ is
+            // not on this path): if Dovecot drops the polling connection,
+            // which happened once on a loaded CI machine, poll on a new one.
+            let status = match imap.try_command(&format!("STATUS {} (MESSAGES)", quote(mailbox))) {
+                Ok(status) => status,
+                Err(e) if dropped < 3 && Instant::now() < deadline => {
+                    dropped += 1;
+                    eprintln!("provider: polling connection lost ({e}); reconnecting");
+                    imap = self.imap(user);
+                    continue;
+                }
+                Err(e) => panic!(
+                    "IMAP STATUS while waiting for messages: {e}\n{}",
+                    self.diagnostics()
+                ),
+            };
             let count = status.status_item("MESSAGES").unwrap_or(0) as usize;
             if status.is_ok() && count >= n {
                 break;
