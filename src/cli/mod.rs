@@ -1,0 +1,114 @@
+//! What every command shares: the loaded config, the resolved options,
+//! audit recording and output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use writ::config::{self, Config};
+use writ::keys::Keyring;
+
+pub mod audit;
+pub mod escrow;
+pub mod keys;
+pub mod message;
+pub mod serve;
+
+pub use keys::parse_recipient;
+pub use message::{input, peek_header};
+
+/// The error and its causes on one line, joined by ": ".
+pub fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|cause| cause.to_string().replace(['\r', '\n'], " "))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// What every command gets: the loaded config and the resolved options.
+pub struct Context {
+    pub config: Config,
+    pub config_source: String,
+    pub keys_dir: PathBuf,
+    pub passphrase_file: Option<PathBuf>,
+    pub operator: String,
+}
+
+impl Context {
+    pub fn new(
+        config_file: Option<&Path>,
+        keys_dir: Option<PathBuf>,
+        passphrase_file: Option<PathBuf>,
+        operator: Option<&str>,
+    ) -> Result<Context> {
+        let (config, config_source) = match config_file {
+            Some(path) => (Config::load(path)?, path.display().to_string()),
+            None => {
+                let path = Path::new(config::DEFAULT_PATH);
+                let source = if path.exists() {
+                    path.display().to_string()
+                } else {
+                    format!("defaults ({} not found)", path.display())
+                };
+                (Config::load_or_default(path)?, source)
+            }
+        };
+        let keys_dir = keys_dir.unwrap_or_else(|| config.keys.dir.clone());
+        Ok(Context {
+            config_source,
+            keys_dir,
+            passphrase_file,
+            operator: writ::audit::operator(operator, config.audit.operator.as_deref()),
+            config,
+        })
+    }
+
+    pub fn passphrase(&self, prompt: &str, confirm: bool) -> Result<secrecy::SecretString> {
+        Ok(writ::keys::passphrase_from(
+            self.passphrase_file.as_deref(),
+            prompt,
+            confirm,
+        )?)
+    }
+}
+
+/// Appends an audit record for an operation that has just succeeded.
+pub fn audit_record(
+    ctx: &Context,
+    action: &str,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<()> {
+    writ::audit::append(&ctx.keys_dir, &ctx.operator, action, params)
+        .with_context(|| format!("{action} done, but it could not be recorded in the audit log"))?;
+    Ok(())
+}
+
+/// Records an escrow operation in the keyring's audit log when there is
+/// one; escrow works without a keyring (that is what it is for), so a
+/// missing or unwritable log is a warning, not a failure.
+pub fn audit_if_possible(
+    ctx: &Context,
+    action: &str,
+    params: std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    if !Keyring::exists(&ctx.keys_dir) {
+        eprintln!(
+            "writ: warning: {action} is not recorded in an audit log: no keyring in {}",
+            ctx.keys_dir.display()
+        );
+    } else if let Err(e) = writ::audit::append(&ctx.keys_dir, &ctx.operator, action, params) {
+        eprintln!(
+            "writ: warning: {action} is not recorded in an audit log: {}",
+            one_line(&e.into())
+        );
+    }
+}
+
+/// Writes to stdout, turning a closed pipe into an error instead of the
+/// panic `print!` would give.
+pub fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
