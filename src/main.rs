@@ -56,6 +56,19 @@ enum Command {
     #[command(subcommand)]
     Escrow(EscrowCommand),
 
+    /// Bulk work on the mail stored at the provider: seal what is still
+    /// plaintext, reseal from an old epoch, count what is there
+    #[command(subcommand)]
+    Mailbox(cli::mailbox::MailboxCommand),
+
+    /// Lawful disclosure: open exactly the named messages for a case into
+    /// a signed bundle, or check such a bundle
+    Disclose(cli::disclose::DiscloseArgs),
+
+    /// Approval keys for the disclosure quorum
+    #[command(subcommand)]
+    Approver(cli::approver::ApproverCommand),
+
     /// Check the config file and the keyring's public part
     CheckConfig,
 
@@ -105,6 +118,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => cli::keys::run(&ctx, command),
         Command::Audit(command) => cli::audit::run(&ctx, command),
         Command::Escrow(command) => cli::escrow::run(&ctx, command),
+        Command::Mailbox(command) => cli::mailbox::run(&ctx, command),
+        Command::Disclose(args) => cli::disclose::run(&ctx, args),
+        Command::Approver(command) => cli::approver::run(&ctx, command),
         Command::CheckConfig => cli::serve::check_config(&ctx),
         Command::Serve => cli::serve::serve(&ctx),
         Command::Seal { file } => cli::message::seal(&ctx, file.as_deref()),

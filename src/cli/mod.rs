@@ -8,9 +8,12 @@ use anyhow::{Context as _, Result};
 use writ::config::{self, Config};
 use writ::keys::Keyring;
 
+pub mod approver;
 pub mod audit;
+pub mod disclose;
 pub mod escrow;
 pub mod keys;
+pub mod mailbox;
 pub mod message;
 pub mod serve;
 
