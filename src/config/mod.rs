@@ -11,8 +11,10 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+mod disclosure;
 mod imap;
 mod relay;
+pub use disclosure::{ApproverConfig, DisclosureConfig};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use relay::{
     ExternalPolicy, ListenerConfig, ListenerKind, Network, ProviderConfig, ServeConfig, SmtpConfig,
@@ -45,6 +47,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// `[provider]`: where the hosted provider is.
     pub provider: ProviderConfig,
+    /// `[disclosure]`: the approvals `writ disclose` needs.
+    pub disclosure: DisclosureConfig,
 }
 
 /// `[keys]`
