@@ -30,6 +30,10 @@
 //! `audit.head` (rewritten, signed, after every append) names how many
 //! records there must be and the hash of the last one.
 //!
+//! The audit key also signs other statements of the gateway, each under its
+//! own domain prefix ([`Purpose`], [`sign`], [`verify_signature`]): the
+//! manifest of a disclosure bundle (`writ disclosure manifest v1\n`).
+//!
 //! # Why the audit key is not encrypted to the master key
 //!
 //! Every other private key in the keyring needs the passphrase. The audit
@@ -333,6 +337,64 @@ fn split_signed(domain: &[u8], line: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     msg.extend_from_slice(&line.as_bytes()[..at]);
     msg.push(b'}');
     Some((msg, sig))
+}
+
+/// What else the audit key signs, each under its own domain prefix, so a
+/// signature made for one purpose is never valid for another (nor for a
+/// record or the head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `manifest.json` of a disclosure bundle (`writ disclosure manifest v1\n`).
+    DisclosureManifest,
+}
+
+impl Purpose {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Purpose::DisclosureManifest => b"writ disclosure manifest v1\n",
+        }
+    }
+}
+
+/// A detached signature by the audit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// 64 bytes, Ed25519.
+    pub signature: Vec<u8>,
+    /// The audit public key (32 bytes) that made it.
+    pub public_key: Vec<u8>,
+}
+
+/// Signs `bytes` for `purpose` with the audit key in `dir` (checked
+/// against audit.pub first).
+pub fn sign(dir: &Path, purpose: Purpose, bytes: &[u8]) -> Result<Signature, AuditError> {
+    let pair = load_key(dir)?;
+    let mut msg = purpose.domain().to_vec();
+    msg.extend_from_slice(bytes);
+    Ok(Signature {
+        signature: pair.sign(&msg).as_ref().to_vec(),
+        public_key: pair.public_key().as_ref().to_vec(),
+    })
+}
+
+/// Whether `signature` is the audit key `public_key`'s signature of
+/// `bytes` for `purpose`.
+pub fn verify_signature(
+    public_key: &[u8],
+    purpose: Purpose,
+    bytes: &[u8],
+    signature: &[u8],
+) -> bool {
+    let mut msg = purpose.domain().to_vec();
+    msg.extend_from_slice(bytes);
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&msg, signature)
+        .is_ok()
+}
+
+/// The audit public key of the keyring in `dir` (audit.pub).
+pub fn public_key(dir: &Path) -> Result<Vec<u8>, AuditError> {
+    read_public_key(&dir.join(PUBLIC_FILE))
 }
 
 /// Appends one signed record to the log in `dir` and updates audit.head.
@@ -677,6 +739,33 @@ mod tests {
         create_key(other.path()).unwrap();
         let e = verify(dir.path(), Some(&other.path().join(PUBLIC_FILE))).unwrap_err();
         assert!(matches!(e, AuditError::Broken { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn detached_signatures_are_domain_separated() {
+        let dir = setup();
+        let s = sign(dir.path(), Purpose::DisclosureManifest, b"manifest").unwrap();
+        assert_eq!(s.public_key, public_key(dir.path()).unwrap());
+        assert!(verify_signature(
+            &s.public_key,
+            Purpose::DisclosureManifest,
+            b"manifest",
+            &s.signature
+        ));
+        assert!(!verify_signature(
+            &s.public_key,
+            Purpose::DisclosureManifest,
+            b"manifesT",
+            &s.signature
+        ));
+        // Not a valid record signature over the same bytes.
+        let mut msg = RECORD_DOMAIN.to_vec();
+        msg.extend_from_slice(b"manifest");
+        assert!(
+            UnparsedPublicKey::new(&ED25519, &s.public_key)
+                .verify(&msg, &s.signature)
+                .is_err()
+        );
     }
 
     #[test]
