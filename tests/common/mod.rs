@@ -5,6 +5,8 @@
 //!   and stopped when the test process exits. [`Provider::new_user`] gives
 //!   each test its own mailbox, so tests can run in parallel.
 //! - [`imap`]: a small IMAP client (literals, raw responses).
+//! - [`faults`]: a proxy in front of the provider's IMAP that throttles,
+//!   says BYE, or drops the connection, by rule, and counts commands.
 //! - [`smtp`]: a small SMTP client (every reply visible).
 //! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
 //! - [`mta`]: a second, minimal Postfix relaying everything to one relayhost.
@@ -15,6 +17,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod faults;
 pub mod imap;
 pub mod mta;
 pub mod provider;
@@ -22,6 +25,7 @@ pub mod smtp;
 pub mod tls;
 pub mod writ;
 
+pub use faults::{FaultProxy, Faults, When};
 pub use imap::{Imap, Line, Response};
-pub use provider::{DOMAIN, Provider, User, provider};
+pub use provider::{DOMAIN, Master, Provider, User, provider};
 pub use smtp::{Reply, Smtp};

@@ -43,6 +43,41 @@ pub struct User {
     pub password: String,
 }
 
+/// The provider's Dovecot master user: an administrator who logs in to IMAP
+/// as any [`User`] with the login name `<user>*<master>` (see
+/// [`Master::login_for`]) and the master's own password. It cannot log in
+/// as itself, and a master login names a user that exists (`pass = yes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Master {
+    /// `writadmin`.
+    pub name: String,
+    /// Made for each run of the provider.
+    pub password: String,
+    /// A file holding exactly [`Master::password`] (no newline, mode 0600).
+    pub password_file: PathBuf,
+}
+
+impl Master {
+    /// The IMAP login name with which this master user acts as `user`:
+    /// `alice*writadmin`.
+    pub fn login_for(&self, user: &User) -> String {
+        format!("{}{MASTER_SEPARATOR}{}", user.name, self.name)
+    }
+}
+
+/// Dovecot's `auth_master_user_separator` in the provider.
+pub const MASTER_SEPARATOR: char = '*';
+
+/// The provider's master user name (scripts/provider).
+pub const MASTER_NAME: &str = "writadmin";
+
+/// The `kid` of the provider's OAuth2 token signing key (HS256). Dovecot
+/// reads the key from `oauth2/keys/default/HS256/<kid>` (base64).
+pub const OAUTH2_KEY_ID: &str = "writ-test";
+
+/// How long [`Provider::oauth2_token`]'s tokens are valid.
+pub const OAUTH2_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// A running provider. [`provider`] gives the shared one; [`Provider::start`]
 /// a private one, stopped when dropped (for tests that take it down).
 pub struct Provider {
@@ -292,6 +327,116 @@ impl Provider {
         }
     }
 
+    /// The master user (administrator); see [`Master`].
+    pub fn master(&self) -> Master {
+        let password_file = self.dir.join("master.password");
+        let password = std::fs::read_to_string(&password_file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", password_file.display()));
+        Master {
+            name: MASTER_NAME.to_string(),
+            password,
+            password_file,
+        }
+    }
+
+    /// A new IMAP connection in which the master user is logged in as
+    /// `user` (`LOGIN user*writadmin <master password>`).
+    #[track_caller]
+    pub fn imap_as_master(&self, user: &User) -> Imap {
+        let master = self.master();
+        Imap::login_to(self.imap_addr(), &master.login_for(user), &master.password)
+    }
+
+    /// The HMAC-SHA256 key with which the provider checks OAuth2 bearer
+    /// tokens (made for each run).
+    pub fn oauth2_key(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let path = self.dir.join("oauth2/keys/default/HS256").join(OAUTH2_KEY_ID);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .unwrap_or_else(|e| panic!("{} is not base64: {e}", path.display()))
+    }
+
+    /// A bearer token (JWT, HS256) with which `user` logs in to IMAP with
+    /// `AUTHENTICATE XOAUTH2` or `OAUTHBEARER` (see [`xoauth2`],
+    /// [`oauthbearer`]) for the next [`OAUTH2_TOKEN_LIFETIME`].
+    pub fn oauth2_token(&self, user: &User) -> String {
+        let now = unix_now();
+        let exp = now + OAUTH2_TOKEN_LIFETIME.as_secs() as i64;
+        jwt_hs256(&self.oauth2_key(), OAUTH2_KEY_ID, &token_claims(user, now, exp))
+    }
+
+    /// A token like [`Provider::oauth2_token`]'s, issued two hours ago and
+    /// expired an hour ago: the provider refuses it.
+    pub fn oauth2_expired_token(&self, user: &User) -> String {
+        let now = unix_now();
+        jwt_hs256(
+            &self.oauth2_key(),
+            OAUTH2_KEY_ID,
+            &token_claims(user, now - 7200, now - 3600),
+        )
+    }
+
+    /// A token like [`Provider::oauth2_token`]'s (valid claims, right key
+    /// id) signed with another key: the provider refuses it.
+    pub fn oauth2_forged_token(&self, user: &User) -> String {
+        let mut key = self.oauth2_key();
+        key.iter_mut().for_each(|b| *b ^= 0x5a);
+        let now = unix_now();
+        let exp = now + OAUTH2_TOKEN_LIFETIME.as_secs() as i64;
+        jwt_hs256(&key, OAUTH2_KEY_ID, &token_claims(user, now, exp))
+    }
+
+    /// A new connection, `AUTHENTICATE mechanism <initial response>`
+    /// (SASL-IR; `initial` is base64, e.g. from [`xoauth2`]). A challenge
+    /// (`+ ...`, how Dovecot reports a failed OAuth2 login) is answered
+    /// with an empty response, as RFC 7628 asks. Returns the connection
+    /// (logged in if the response is OK) and the response; its untagged
+    /// lines include any challenge.
+    #[track_caller]
+    pub fn imap_authenticate(&self, mechanism: &str, initial: &str) -> (Imap, Response) {
+        let mut imap = Imap::connect(self.imap_addr())
+            .unwrap_or_else(|e| panic!("IMAP connect to {}: {e}", self.imap_addr()));
+        let response = authenticate(&mut imap, mechanism, initial)
+            .unwrap_or_else(|e| panic!("IMAP AUTHENTICATE {mechanism}: {e}"));
+        (imap, response)
+    }
+
+    /// Ends every IMAP session of `user` (`doveadm kick`): Dovecot tells
+    /// each `* BYE Server shutting down.` and closes it. Returns false if
+    /// `user` had no session (Dovecot's anvil knows a session once the
+    /// login has been answered).
+    #[track_caller]
+    pub fn kick(&self, user: &User) -> bool {
+        let out = self.doveadm(&["kick", &user.name]);
+        match out.status.code() {
+            Some(0) => true,
+            // EX_NOUSER: "no users kicked".
+            Some(68) => false,
+            _ => panic!(
+                "doveadm kick {} failed ({}): {}{}",
+                user.name,
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// Runs `doveadm -c <this provider's dovecot.conf> args...` (the
+    /// provider's Dovecot has its own base_dir; plain `doveadm` would talk
+    /// to the system's).
+    pub fn doveadm(&self, args: &[&str]) -> std::process::Output {
+        Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.join("dovecot/dovecot.conf"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run doveadm: {e}"))
+    }
+
     /// A new IMAP connection, logged in as `user`.
     #[track_caller]
     pub fn imap(&self, user: &User) -> Imap {
@@ -420,6 +565,89 @@ impl Drop for Provider {
         drop(self.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+/// The SASL XOAUTH2 initial response (base64) for `user` (login name or
+/// address) with bearer `token`.
+pub fn xoauth2(user: &str, token: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
+}
+
+/// The SASL OAUTHBEARER (RFC 7628) initial response (base64) for `user`
+/// with bearer `token`.
+pub fn oauthbearer(user: &str, token: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("n,a={user},\x01auth=Bearer {token}\x01\x01"))
+}
+
+/// On an open connection: `AUTHENTICATE mechanism initial` (SASL-IR),
+/// answering any challenge with an empty response; the tagged response
+/// comes back with the challenges among its untagged lines.
+pub fn authenticate(imap: &mut Imap, mechanism: &str, initial: &str) -> std::io::Result<Response> {
+    let tag = imap.tag();
+    imap.write_raw(format!("{tag} AUTHENTICATE {mechanism} {initial}\r\n").as_bytes())?;
+    let mut untagged = Vec::new();
+    loop {
+        let line = imap.read_line()?;
+        let first = line.text.first().cloned().unwrap_or_default();
+        if first.starts_with(b"+") {
+            untagged.push(line);
+            imap.write_raw(b"\r\n")?;
+            continue;
+        }
+        if first.starts_with(format!("{tag} ").as_bytes()) {
+            let status = line
+                .text_only()
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            return Ok(Response {
+                untagged,
+                tagged: line,
+                status,
+            });
+        }
+        untagged.push(line);
+    }
+}
+
+/// A JWT (RFC 7519) signed with HMAC-SHA256: header `{"alg":"HS256",
+/// "typ":"JWT","kid":kid}`, payload `claims` (a JSON object).
+pub fn jwt_hs256(key: &[u8], kid: &str, claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = serde_json::json!({ "alg": "HS256", "typ": "JWT", "kid": kid });
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let signature = ring::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64.encode(signature.as_ref()))
+}
+
+/// The claims the provider wants: `email` names the user (Dovecot compares
+/// its local part with the SASL user's), `sub` must be present.
+fn token_claims(user: &User, iat: i64, exp: i64) -> serde_json::Value {
+    serde_json::json!({
+        "iss": "writ-test-provider",
+        "sub": user.address,
+        "email": user.address,
+        "iat": iat,
+        "exp": exp,
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
 }
 
 /// Four distinct free loopback ports (held at once, so no duplicates).

@@ -1,0 +1,746 @@
+//! Fault injection for the provider's IMAP: a loopback TCP proxy that
+//! forwards a client's IMAP session to a server (normally
+//! [`Provider::imap_addr`](super::Provider::imap_addr)) and, by rule,
+//! answers, ends or breaks it instead:
+//!
+//! - [`Faults::throttle`]: the matching command is answered `<tag> NO
+//!   [LIMIT] Too many requests` and not forwarded ([`Faults::answer`] for any
+//!   other answer). An APPEND's literals are swallowed: after a
+//!   synchronising literal `{n}` the NO goes out at once, with no `+`
+//!   continuation, so the client does not send the literal (RFC 3501 7.5);
+//!   a non-synchronising literal `{n+}` (LITERAL+) is read and dropped, then
+//!   the NO is sent.
+//! - [`Faults::bye`]: instead of the matching command, `* BYE [UNAVAILABLE]
+//!   try later` and both connections closed.
+//! - [`Faults::cut`]: the matching command is not forwarded and both
+//!   connections are closed, without a word.
+//! - [`Faults::lose_reply`]: the matching command is forwarded and done by
+//!   the server, but its tagged reply is withheld and both connections are
+//!   closed (the client cannot know whether it happened).
+//! - [`Faults::cut_after_bytes`]: the selected connections are closed,
+//!   without a word, once the client has sent N bytes on them (exactly those
+//!   N bytes reach the server).
+//!
+//! Rules select commands by name ([`Faults::throttle`]`("APPEND", ...)`;
+//! `"UID FETCH"` is another name than `"FETCH"`; `"*"` is every command)
+//! and [`When`]: the n-th matching command *through this proxy*, counted
+//! over all its connections from 1, so a client that reconnects and retries
+//! gets through. Each rule counts on its own; when several fire for one
+//! command the first added wins. [`FaultProxy::count`] and
+//! [`FaultProxy::events`] tell what the client sent, when, and what it got,
+//! so tests can assert that it retried and backed off.
+//!
+//! Only plaintext IMAP is understood. After `STARTTLS` the proxy copies
+//! bytes blindly (and injects nothing). AUTHENTICATE exchanges and IDLE's
+//! `DONE` are forwarded, not taken for commands.
+//!
+//! ```ignore
+//! let proxy = FaultProxy::start(p.imap_addr(), Faults::new().throttle("APPEND", When::Nth(1)));
+//! // ... point the job at proxy.addr() (plain IMAP, loopback) ...
+//! assert_eq!(proxy.count("APPEND"), 2);
+//! ```
+
+use std::collections::HashSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Instant;
+
+/// The answer of [`Faults::throttle`], after the tag.
+pub const THROTTLED: &str = "NO [LIMIT] Too many requests";
+
+/// What [`Faults::bye`] sends.
+pub const BYE: &str = "* BYE [UNAVAILABLE] try later";
+
+/// Which of the counted commands (or connections) a rule hits; counts start
+/// at 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Only the n-th.
+    Nth(u32),
+    /// The n-th, 2n-th, 3n-th, ...
+    EveryNth(u32),
+    /// The first k.
+    FirstK(u32),
+    /// All of them.
+    Always,
+}
+
+impl When {
+    fn hits(self, n: u32) -> bool {
+        match self {
+            When::Nth(k) => n == k,
+            When::EveryNth(k) => k > 0 && n % k == 0,
+            When::FirstK(k) => n <= k,
+            When::Always => true,
+        }
+    }
+}
+
+/// What the proxy did instead of simply forwarding a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answered `<tag> <text>` (e.g. [`THROTTLED`]), not forwarded.
+    Answered(String),
+    /// [`BYE`] sent, connections closed, not forwarded.
+    Bye,
+    /// Connections closed, not forwarded.
+    Cut,
+    /// Forwarded; the reply was withheld and the connections closed.
+    LostReply,
+    /// The connection's byte budget ran out during this command: it was
+    /// forwarded up to there, then both connections were closed. (If it ran
+    /// out between commands, or within a first line, the event has an empty
+    /// tag and command and is not counted as a command.)
+    CutAfterBytes,
+}
+
+/// One command the client sent through the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The proxy's connection number, from 1.
+    pub connection: u32,
+    pub tag: String,
+    /// Upper-case command name; `UID FETCH`, `UID STORE`, ... for UID
+    /// commands.
+    pub command: String,
+    /// None: forwarded as it was.
+    pub fault: Option<Fault>,
+    /// When the command's first line arrived.
+    pub at: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Answer(String),
+    Bye,
+    Cut,
+    LoseReply,
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    command: String,
+    when: When,
+    action: Action,
+}
+
+/// The rules of a [`FaultProxy`] (a builder; no rules: a plain proxy).
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    rules: Vec<Rule>,
+    cuts: Vec<(u64, When)>,
+}
+
+impl Faults {
+    pub fn new() -> Faults {
+        Faults::default()
+    }
+
+    /// Matching `command`s are answered `<tag> NO [LIMIT] Too many
+    /// requests`, not forwarded (literals swallowed, see the module docs).
+    pub fn throttle(self, command: &str, when: When) -> Faults {
+        self.answer(command, when, THROTTLED)
+    }
+
+    /// Matching `command`s are answered `<tag> <response>` (e.g. `"NO
+    /// [OVERQUOTA] Quota exceeded"`), not forwarded.
+    pub fn answer(self, command: &str, when: When, response: &str) -> Faults {
+        self.rule(command, when, Action::Answer(response.to_string()))
+    }
+
+    /// Instead of a matching command: [`BYE`], then both connections closed.
+    pub fn bye(self, command: &str, when: When) -> Faults {
+        self.rule(command, when, Action::Bye)
+    }
+
+    /// Instead of a matching command: both connections closed, no BYE.
+    pub fn cut(self, command: &str, when: When) -> Faults {
+        self.rule(command, when, Action::Cut)
+    }
+
+    /// A matching command is forwarded (the server does it), its tagged
+    /// reply is not: both connections are closed when it arrives.
+    pub fn lose_reply(self, command: &str, when: When) -> Faults {
+        self.rule(command, when, Action::LoseReply)
+    }
+
+    /// The selected connections (numbered from 1 in order of arrival) are
+    /// closed, no BYE, once the client has sent `bytes` bytes on them; the
+    /// server gets exactly those bytes.
+    pub fn cut_after_bytes(mut self, bytes: u64, connections: When) -> Faults {
+        self.cuts.push((bytes, connections));
+        self
+    }
+
+    fn rule(mut self, command: &str, when: When, action: Action) -> Faults {
+        self.rules.push(Rule {
+            command: command.to_ascii_uppercase(),
+            when,
+            action,
+        });
+        self
+    }
+}
+
+struct Shared {
+    faults: Faults,
+    /// Per rule: matching commands seen.
+    rule_counts: Vec<u32>,
+    events: Vec<Event>,
+    connections: u32,
+    /// Both sockets of every connection, to close them when the proxy goes.
+    open: Vec<(TcpStream, TcpStream)>,
+}
+
+/// A running fault-injecting proxy; stops accepting and closes every
+/// connection when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port; each connection is forwarded to
+    /// `upstream` under `faults`.
+    pub fn start(upstream: SocketAddr, faults: Faults) -> FaultProxy {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind fault proxy");
+        let addr = listener.local_addr().expect("fault proxy address");
+        let shared = Arc::new(Mutex::new(Shared {
+            rule_counts: vec![0; faults.rules.len()],
+            faults,
+            events: Vec::new(),
+            connections: 0,
+            open: Vec::new(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                for client in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    let shared = Arc::clone(&shared);
+                    thread::spawn(move || serve(client, upstream, shared));
+                }
+            });
+        }
+        FaultProxy { addr, shared, stop }
+    }
+
+    /// Where clients connect (plaintext IMAP on 127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many `command`s (e.g. `"APPEND"`, `"UID FETCH"`; `"*"`: all)
+    /// the clients sent, faulted or not.
+    pub fn count(&self, command: &str) -> usize {
+        let command = command.to_ascii_uppercase();
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| !e.command.is_empty() && (command == "*" || e.command == command))
+            .count()
+    }
+
+    /// How many `command`s (`"*"`: all) were met with a fault.
+    pub fn faulted(&self, command: &str) -> usize {
+        let command = command.to_ascii_uppercase();
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| e.fault.is_some() && (command == "*" || e.command == command))
+            .count()
+    }
+
+    /// Every command so far, in order of arrival.
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().events.clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u32 {
+        self.lock().connections
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.shared)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees `stop`.
+        let _ = TcpStream::connect(self.addr);
+        for (client, server) in self.lock().open.drain(..) {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State of one proxied connection shared by its two directions.
+struct Conn {
+    number: u32,
+    shared: Arc<Mutex<Shared>>,
+    client: TcpStream,
+    server: TcpStream,
+    /// Writes to the client, whole response lines at a time.
+    to_client: Mutex<TcpStream>,
+    state: Mutex<ConnState>,
+}
+
+#[derive(Default)]
+struct ConnState {
+    /// AUTHENTICATE or IDLE in progress: client lines are data until the
+    /// server's tagged reply to this tag.
+    continuation: Option<String>,
+    /// A forwarded command waits for the server's `+` before its
+    /// synchronising literal: true for `+`, false for a tagged refusal.
+    literal_wait: Option<(String, mpsc::Sender<bool>)>,
+    /// Tags whose tagged reply is withheld (and the connection closed).
+    withhold: HashSet<String>,
+    /// STARTTLS was sent: copy bytes blindly.
+    raw: bool,
+}
+
+impl Conn {
+    fn close(&self) {
+        let _ = self.client.shutdown(Shutdown::Both);
+        let _ = self.server.shutdown(Shutdown::Both);
+    }
+
+    fn reply(&self, line: &str) -> io::Result<()> {
+        lock(&self.to_client).write_all(format!("{line}\r\n").as_bytes())
+    }
+
+    /// The byte budget ran out during `current` (tag, command, arrival), or
+    /// between commands (None).
+    fn mark_cut(&self, current: Option<(String, String, Instant)>) {
+        let mut shared = lock(&self.shared);
+        if let Some((tag, _, _)) = &current {
+            let event = shared
+                .events
+                .iter_mut()
+                .rev()
+                .find(|e| e.connection == self.number && e.tag == *tag);
+            if let Some(event) = event {
+                event.fault = Some(Fault::CutAfterBytes);
+                return;
+            }
+        }
+        let (tag, command, at) = current.unwrap_or_else(|| (String::new(), String::new(), Instant::now()));
+        shared.events.push(Event {
+            connection: self.number,
+            tag,
+            command,
+            fault: Some(Fault::CutAfterBytes),
+            at,
+        });
+    }
+
+    fn record(&self, tag: &str, command: &str, fault: Option<Fault>, at: Instant) {
+        lock(&self.shared).events.push(Event {
+            connection: self.number,
+            tag: tag.to_string(),
+            command: command.to_string(),
+            fault,
+            at,
+        });
+    }
+}
+
+fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Mutex<Shared>>) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let clones = (|| {
+        Ok::<_, io::Error>((
+            client.try_clone()?,
+            server.try_clone()?,
+            client.try_clone()?,
+            server.try_clone()?,
+            client.try_clone()?,
+            server.try_clone()?,
+        ))
+    })();
+    let Ok((client_w, server_r, client_r, server_w, client_keep, server_keep)) = clones else {
+        return;
+    };
+    let (number, budget) = {
+        let mut s = lock(&shared);
+        s.connections += 1;
+        let number = s.connections;
+        s.open.push((client_keep, server_keep));
+        let budget = s
+            .faults
+            .cuts
+            .iter()
+            .filter(|(_, when)| when.hits(number))
+            .map(|(bytes, _)| *bytes)
+            .min();
+        (number, budget)
+    };
+    let conn = Arc::new(Conn {
+        number,
+        shared,
+        client,
+        server,
+        to_client: Mutex::new(client_w),
+        state: Mutex::new(ConnState::default()),
+    });
+    {
+        let conn = Arc::clone(&conn);
+        thread::spawn(move || server_to_client(&conn, server_r));
+    }
+    let reader = BufReader::new(Budget {
+        inner: client_r,
+        left: budget,
+    });
+    let _ = client_to_server(&conn, reader, server_w);
+}
+
+/// The client's bytes, limited to a budget: past it, reads fail with
+/// [`BudgetSpent`].
+struct Budget {
+    inner: TcpStream,
+    left: Option<u64>,
+}
+
+#[derive(Debug)]
+struct BudgetSpent;
+
+impl std::fmt::Display for BudgetSpent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("byte budget spent")
+    }
+}
+
+impl std::error::Error for BudgetSpent {}
+
+impl Read for Budget {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.left else {
+            return self.inner.read(buf);
+        };
+        if left == 0 {
+            return Err(io::Error::other(BudgetSpent));
+        }
+        let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left = Some(left - n as u64);
+        Ok(n)
+    }
+}
+
+fn is_budget_spent(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<BudgetSpent>())
+}
+
+/// A literal announced at the end of a line: `{n}`, `{n+}`, `~{n}`,
+/// `~{n+}`; `(n, synchronising)`.
+fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
+    let body = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))?;
+    let body = body.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|&b| b == b'{')?;
+    let digits = &body[open + 1..];
+    let (digits, sync) = match digits.strip_suffix(b"+") {
+        Some(d) => (d, false),
+        None => (digits, true),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((std::str::from_utf8(digits).ok()?.parse().ok()?, sync))
+}
+
+/// `(tag, command name)` of a command line.
+fn parse_command(line: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(line);
+    let mut words = text.split_whitespace();
+    let tag = words.next().unwrap_or_default().to_string();
+    let mut name = words.next().unwrap_or_default().to_ascii_uppercase();
+    if name == "UID" {
+        if let Some(sub) = words.next() {
+            name = format!("UID {}", sub.to_ascii_uppercase());
+        }
+    }
+    // "APPEND {5}" style names never happen; strip a literal marker anyway.
+    if let Some(brace) = name.find('{') {
+        name.truncate(brace);
+    }
+    (tag, name)
+}
+
+/// Decides what to do with a command; counts it for every rule naming it.
+fn decide(conn: &Conn, command: &str) -> Option<Action> {
+    let mut shared = lock(&conn.shared);
+    let Shared {
+        faults,
+        rule_counts,
+        ..
+    } = &mut *shared;
+    let mut chosen = None;
+    for (rule, count) in faults.rules.iter().zip(rule_counts.iter_mut()) {
+        if rule.command != "*" && rule.command != command {
+            continue;
+        }
+        *count += 1;
+        if chosen.is_none() && rule.when.hits(*count) {
+            chosen = Some(rule.action.clone());
+        }
+    }
+    chosen
+}
+
+fn client_to_server(
+    conn: &Conn,
+    mut reader: BufReader<Budget>,
+    mut server: TcpStream,
+) -> io::Result<()> {
+    // The event of the command being read, for a budget cut.
+    let mut current: Option<(String, String, Instant)> = None;
+    let result = (|| -> io::Result<()> {
+        loop {
+            if lock(&conn.state).raw {
+                io::copy(&mut reader, &mut server)?;
+                let _ = server.shutdown(Shutdown::Write);
+                return Ok(());
+            }
+            let mut line = Vec::new();
+            let read = reader.read_until(b'\n', &mut line);
+            if let Err(e) = read {
+                server.write_all(&line)?;
+                return Err(e);
+            }
+            if line.is_empty() {
+                // The client is done: let the server see the end.
+                let _ = server.shutdown(Shutdown::Write);
+                return Ok(());
+            }
+            let continuation = lock(&conn.state).continuation.is_some();
+            if continuation || !line.ends_with(b"\n") {
+                server.write_all(&line)?;
+                continue;
+            }
+            let at = Instant::now();
+            let (tag, command) = parse_command(&line);
+            current = Some((tag.clone(), command.clone(), at));
+            let action = decide(conn, &command);
+            let fault = match &action {
+                None => None,
+                Some(Action::Answer(text)) => Some(Fault::Answered(text.clone())),
+                Some(Action::Bye) => Some(Fault::Bye),
+                Some(Action::Cut) => Some(Fault::Cut),
+                Some(Action::LoseReply) => Some(Fault::LostReply),
+            };
+            match action {
+                None => {
+                    match command.as_str() {
+                        "AUTHENTICATE" | "IDLE" => {
+                            lock(&conn.state).continuation = Some(tag.clone());
+                        }
+                        "STARTTLS" => lock(&conn.state).raw = true,
+                        _ => {}
+                    }
+                    conn.record(&tag, &command, None, at);
+                    forward_command(conn, &mut reader, &mut server, &tag, line)?;
+                }
+                Some(Action::LoseReply) => {
+                    lock(&conn.state).withhold.insert(tag.clone());
+                    conn.record(&tag, &command, fault, at);
+                    forward_command(conn, &mut reader, &mut server, &tag, line)?;
+                }
+                Some(Action::Answer(text)) => {
+                    conn.record(&tag, &command, fault, at);
+                    swallow_command(&mut reader, line)?;
+                    conn.reply(&format!("{tag} {text}"))?;
+                }
+                Some(Action::Bye) => {
+                    conn.record(&tag, &command, fault, at);
+                    let _ = conn.reply(BYE);
+                    conn.close();
+                    return Ok(());
+                }
+                Some(Action::Cut) => {
+                    conn.record(&tag, &command, fault, at);
+                    conn.close();
+                    return Ok(());
+                }
+            }
+            current = None;
+        }
+    })();
+    if let Err(e) = &result {
+        if is_budget_spent(e) {
+            conn.mark_cut(current);
+        }
+        conn.close();
+    }
+    result
+}
+
+/// Forwards a command whose first line is `line`, with its literals: a
+/// synchronising literal only once the server has said `+`.
+fn forward_command(
+    conn: &Conn,
+    reader: &mut BufReader<Budget>,
+    server: &mut TcpStream,
+    tag: &str,
+    mut line: Vec<u8>,
+) -> io::Result<()> {
+    loop {
+        let literal = literal_at_end(&line);
+        let go = match literal {
+            Some((_, true)) => {
+                let (tx, rx) = mpsc::channel();
+                lock(&conn.state).literal_wait = Some((tag.to_string(), tx));
+                server.write_all(&line)?;
+                // Refused (tagged NO/BAD) or the server went: the client
+                // will not send the literal.
+                rx.recv().unwrap_or(false)
+            }
+            _ => {
+                server.write_all(&line)?;
+                true
+            }
+        };
+        let Some((len, _)) = literal else {
+            return Ok(());
+        };
+        if !go {
+            return Ok(());
+        }
+        copy_exact(reader, server, len)?;
+        line = Vec::new();
+        let read = reader.read_until(b'\n', &mut line);
+        if let Err(e) = read {
+            server.write_all(&line)?;
+            return Err(e);
+        }
+        if !line.ends_with(b"\n") {
+            server.write_all(&line)?;
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client closed mid-command"));
+        }
+    }
+}
+
+/// Reads and drops a command whose first line is `line`, up to where the
+/// client waits: its end, or a synchronising literal (never sent, as the
+/// answer is not `+`).
+fn swallow_command(reader: &mut BufReader<Budget>, mut line: Vec<u8>) -> io::Result<()> {
+    loop {
+        match literal_at_end(&line) {
+            None | Some((_, true)) => return Ok(()),
+            Some((len, false)) => {
+                io::copy(&mut reader.by_ref().take(len), &mut io::sink())?;
+                line = Vec::new();
+                reader.read_until(b'\n', &mut line)?;
+                if !line.ends_with(b"\n") {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "client closed mid-command",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn copy_exact(reader: &mut BufReader<Budget>, server: &mut TcpStream, len: u64) -> io::Result<()> {
+    let copied = io::copy(&mut reader.by_ref().take(len), server)?;
+    if copied < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "client closed mid-literal",
+        ));
+    }
+    Ok(())
+}
+
+/// Forwards the server's responses whole lines (with their literals) at a
+/// time, so that injected answers never land inside one.
+fn server_to_client(conn: &Conn, server: TcpStream) {
+    let mut reader = BufReader::new(server);
+    let result = (|| -> io::Result<()> {
+        loop {
+            let mut response = Vec::new();
+            // One response line with its literals.
+            loop {
+                let start = response.len();
+                let n = reader.read_until(b'\n', &mut response)?;
+                if n == 0 || !response.ends_with(b"\n") {
+                    if !response.is_empty() {
+                        lock(&conn.to_client).write_all(&response)?;
+                    }
+                    return Ok(());
+                }
+                match literal_at_end(&response[start..]) {
+                    Some((len, _)) => {
+                        let before = response.len();
+                        reader.by_ref().take(len).read_to_end(&mut response)?;
+                        if ((response.len() - before) as u64) < len {
+                            lock(&conn.to_client).write_all(&response)?;
+                            return Ok(());
+                        }
+                    }
+                    None => break,
+                }
+            }
+            let (tag, _) = parse_command(&response);
+            let mut to_raw = false;
+            {
+                let mut state = lock(&conn.state);
+                if tag == "+" {
+                    if let Some((_, tx)) = state.literal_wait.take() {
+                        let _ = tx.send(true);
+                    }
+                } else if tag != "*" {
+                    if state.literal_wait.as_ref().is_some_and(|(t, _)| *t == tag) {
+                        if let Some((_, tx)) = state.literal_wait.take() {
+                            let _ = tx.send(false);
+                        }
+                    }
+                    if state.continuation.as_deref() == Some(tag.as_str()) {
+                        state.continuation = None;
+                    }
+                    if state.withhold.remove(&tag) {
+                        drop(state);
+                        conn.close();
+                        return Ok(());
+                    }
+                    to_raw = state.raw;
+                }
+            }
+            lock(&conn.to_client).write_all(&response)?;
+            if to_raw {
+                let mut client = lock(&conn.to_client).try_clone()?;
+                io::copy(&mut reader, &mut client)?;
+                return Ok(());
+            }
+        }
+    })();
+    let _ = result;
+    // Whatever ended this direction: a waiting literal will not come, and
+    // the session is over.
+    lock(&conn.state).literal_wait = None;
+    conn.close();
+}
