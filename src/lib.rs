@@ -15,12 +15,16 @@
 //! - [`tls`]: rustls acceptors and connectors, PEM loading, plaintext policy.
 //! - [`audit`]: the tamper-evident audit log of key events.
 //! - [`escrow`]: the escrow identity split M-of-N among custodians (Shamir).
+//! - [`disclose`]: lawful disclosure: requests, approval keys and the
+//!   M-of-N approval quorum, the signed bundle of exactly the named
+//!   messages, and its verification.
 //! - [`admin`]: the admin HTTP endpoint (`/healthz`, `/metrics`) and metric names.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod disclose;
 pub mod envelope;
 pub mod escrow;
 pub mod imap;

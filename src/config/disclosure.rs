@@ -50,20 +50,11 @@ impl DisclosureConfig {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawDisclosure {
     quorum: usize,
     approvers: Vec<RawApprover>,
-}
-
-impl Default for RawDisclosure {
-    fn default() -> Self {
-        RawDisclosure {
-            quorum: 0,
-            approvers: Vec::new(),
-        }
-    }
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 mod disclosure;
 mod imap;
 mod relay;
-pub use disclosure::{ApproverConfig, DisclosureConfig};
+pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use relay::{
     ExternalPolicy, ListenerConfig, ListenerKind, Network, ProviderConfig, ServeConfig, SmtpConfig,

@@ -1,0 +1,283 @@
+//! Library-level tests: disclose from stored messages, verify bundles.
+//! (The command line is tested end to end in tests/cli_disclose.rs.)
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+
+const M1: &[u8] = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: one\r\nMessage-ID: <1@example.org>\r\n\r\nFirst body.\r\n";
+const M2: &[u8] = b"From: a@example.org\nSubject: two, bare LF\n\nSecond body.\n";
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    identity: age::x25519::Identity,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("keys")).unwrap();
+        audit::create_key(&tmp.path().join("keys")).unwrap();
+        Fixture {
+            tmp,
+            identity: age::x25519::Identity::generate(),
+        }
+    }
+
+    fn keys_dir(&self) -> PathBuf {
+        self.tmp.path().join("keys")
+    }
+
+    fn seal(&self, m: &[u8]) -> Vec<u8> {
+        let sealer = envelope::Sealer::new("0123456789abcdef", vec![self.identity.to_public()]);
+        let mut out = Vec::new();
+        sealer.seal(m, &mut out).unwrap();
+        out
+    }
+
+    fn stored(&self, name: &str, bytes: Vec<u8>) -> Stored {
+        Stored {
+            source: Source::File {
+                path: self.tmp.path().join(name),
+            },
+            ciphertext: bytes,
+        }
+    }
+
+    fn request(&self, stored: &[Stored]) -> Request {
+        let wanted = stored
+            .iter()
+            .map(|s| match &s.source {
+                Source::File { path } => wanted_file(path, &s.ciphertext),
+                Source::Provider { .. } => unreachable!(),
+            })
+            .collect();
+        Request::new(
+            "case 7",
+            &audit::public_key(&self.keys_dir()).unwrap(),
+            wanted,
+        )
+        .unwrap()
+    }
+
+    fn run(&self, stored: &[Stored], out: &Path) -> Result<Pending, DiscloseError> {
+        let request = self.request(stored);
+        let keys_dir = self.keys_dir();
+        let d = Disclosure {
+            request: &request,
+            approvals: &[],
+            operator: "tester",
+            keys_dir: &keys_dir,
+            out,
+        };
+        disclose(&d, stored, &vec![self.identity.clone()])
+    }
+}
+
+#[test]
+fn round_trip_and_verify() {
+    let f = Fixture::new();
+    let stored = vec![f.stored("a.eml", f.seal(M1)), f.stored("b.eml", f.seal(M2))];
+    let out = f.tmp.path().join("bundle");
+    let pending = f.run(&stored, &out).unwrap();
+    assert_eq!(pending.messages, 2);
+    pending.keep();
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(std::fs::read(out.join("plaintext/0001.eml")).unwrap(), M1);
+    assert_eq!(std::fs::read(out.join("plaintext/0002.eml")).unwrap(), M2);
+    assert_eq!(
+        std::fs::read(out.join("stored/0002.eml")).unwrap(),
+        stored[1].ciphertext
+    );
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.case, "case 7");
+    assert_eq!(manifest.operator, "tester");
+    assert_eq!(
+        manifest.messages[0].message_id.as_deref(),
+        Some("<1@example.org>")
+    );
+    assert_eq!(manifest.messages[1].message_id, None);
+    assert_eq!(manifest.messages[0].epoch, "0123456789abcdef");
+    assert_eq!(manifest.messages[0].plaintext.sha256, sha256_hex(M1));
+    assert_eq!(
+        manifest.messages[1].stored.sha256,
+        sha256_hex(&stored[1].ciphertext)
+    );
+    assert_eq!(
+        manifest.messages[0].source,
+        manifest::SourceEntry::File {
+            name: "a.eml".into()
+        }
+    );
+
+    let public = audit::public_key(&f.keys_dir()).unwrap();
+    let v = verify(&out, Some(&public)).unwrap();
+    assert_eq!((v.messages, v.files, v.key_given), (2, 7, true));
+    assert!(!verify(&out, None).unwrap().key_given);
+    // Another gateway's key does not verify it.
+    let other = tempfile::tempdir().unwrap();
+    audit::create_key(other.path()).unwrap();
+    let e = verify(&out, Some(&audit::public_key(other.path()).unwrap())).unwrap_err();
+    assert!(
+        e.to_string().contains("manifest.json: the signature"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dropped_pending_leaves_nothing() {
+    let f = Fixture::new();
+    let stored = vec![f.stored("a.eml", f.seal(M1))];
+    let out = f.tmp.path().join("bundle");
+    drop(f.run(&stored, &out).unwrap());
+    assert!(!out.exists());
+    // An empty directory given stays, emptied.
+    std::fs::create_dir(&out).unwrap();
+    drop(f.run(&stored, &out).unwrap());
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+#[test]
+fn failures_leave_no_plaintext() {
+    let f = Fixture::new();
+    let out = f.tmp.path().join("bundle");
+    // Not sealed: refused before anything is written.
+    let stored = vec![
+        f.stored("a.eml", f.seal(M1)),
+        f.stored("b.eml", M2.to_vec()),
+    ];
+    let e = f.run(&stored, &out).unwrap_err();
+    assert!(
+        matches!(e, DiscloseError::NotSealed { index: 2, .. }),
+        "{e}"
+    );
+    assert!(!out.exists());
+    // Sealed to someone else: the first is opened, the second fails, both
+    // are removed.
+    let other = Fixture::new();
+    let stored = vec![
+        f.stored("a.eml", f.seal(M1)),
+        f.stored("b.eml", other.seal(M2)),
+    ];
+    let e = f.run(&stored, &out).unwrap_err();
+    assert!(matches!(e, DiscloseError::Open { index: 2, .. }), "{e}");
+    assert!(!out.exists());
+    // A damaged payload.
+    let mut damaged = f.seal(M2);
+    let at = damaged.len() - 200;
+    damaged[at] ^= 1;
+    let stored = vec![f.stored("a.eml", f.seal(M1)), f.stored("b.eml", damaged)];
+    assert!(f.run(&stored, &out).is_err());
+    assert!(!out.exists());
+    // A non-empty directory is refused.
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("x"), b"x").unwrap();
+    let stored = vec![f.stored("a.eml", f.seal(M1))];
+    let e = f.run(&stored, &out).unwrap_err();
+    assert!(matches!(e, DiscloseError::OutNotEmpty { .. }), "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+}
+
+#[test]
+fn stored_must_match_request() {
+    let f = Fixture::new();
+    let a = f.stored("a.eml", f.seal(M1));
+    let b = f.stored("b.eml", f.seal(M2));
+    let request = f.request(&[a.clone(), b.clone()]);
+    check_stored(&request, &[a.clone(), b.clone()]).unwrap();
+    assert!(matches!(
+        check_stored(&request, &[b.clone(), a.clone()]),
+        Err(DiscloseError::NotRequested { index: 1, .. })
+    ));
+    assert!(matches!(
+        check_stored(&request, std::slice::from_ref(&a)),
+        Err(DiscloseError::Count { .. })
+    ));
+    // Provider messages: by UID, and by Message-ID from the stored header.
+    let fetched = |uid| Stored {
+        source: Source::Provider {
+            account: "ann".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 9,
+            uid,
+        },
+        ciphertext: f.seal(M1),
+    };
+    let gateway = audit::public_key(&f.keys_dir()).unwrap();
+    let by_uid = Request::new(
+        "c",
+        &gateway,
+        vec![Wanted::Uid {
+            account: "ann".into(),
+            mailbox: "INBOX".into(),
+            uid: 5,
+        }],
+    )
+    .unwrap();
+    check_stored(&by_uid, &[fetched(5)]).unwrap();
+    assert!(check_stored(&by_uid, &[fetched(6)]).is_err());
+    let by_id = |id: &str| {
+        Request::new(
+            "c",
+            &gateway,
+            vec![Wanted::MessageId {
+                account: "ann".into(),
+                mailbox: "INBOX".into(),
+                message_id: id.into(),
+            }],
+        )
+        .unwrap()
+    };
+    check_stored(&by_id("<1@example.org>"), &[fetched(5)]).unwrap();
+    assert!(check_stored(&by_id("<2@example.org>"), &[fetched(5)]).is_err());
+}
+
+#[test]
+fn verify_names_tampering() {
+    let f = Fixture::new();
+    let stored = vec![f.stored("a.eml", f.seal(M1)), f.stored("b.eml", f.seal(M2))];
+    let out = f.tmp.path().join("bundle");
+    f.run(&stored, &out).unwrap().keep();
+    let public = audit::public_key(&f.keys_dir()).unwrap();
+    let check = |problem: &str, named: &str| {
+        let e = verify(&out, Some(&public)).unwrap_err().to_string();
+        assert!(
+            e.contains(named) && e.contains(problem),
+            "{named}: {problem}: {e}"
+        );
+    };
+    let flip = |rel: &str| {
+        let p = out.join(rel);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x20;
+        std::fs::write(&p, &bytes).unwrap();
+        move || {
+            bytes[at] ^= 0x20;
+            std::fs::write(&p, &bytes).unwrap();
+        }
+    };
+    for rel in ["plaintext/0002.eml", "stored/0001.eml", "request.json"] {
+        let mut undo = flip(rel);
+        check("altered", rel);
+        undo();
+    }
+    verify(&out, Some(&public)).unwrap();
+    let mut undo = flip("manifest.json");
+    check("signature", "manifest.json");
+    undo();
+    std::fs::rename(out.join("plaintext/0001.eml"), out.join("moved")).unwrap();
+    check("missing", "plaintext/0001.eml");
+    std::fs::rename(out.join("moved"), out.join("plaintext/0001.eml")).unwrap();
+    std::fs::write(out.join("stored/0003.eml"), b"x").unwrap();
+    check("not in the manifest", "stored/0003.eml");
+    std::fs::remove_file(out.join("stored/0003.eml")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", out.join("link")).unwrap();
+    check("not a regular file", "link");
+    std::fs::remove_file(out.join("link")).unwrap();
+    verify(&out, Some(&public)).unwrap();
+}
