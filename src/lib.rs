@@ -28,6 +28,7 @@ pub mod disclose;
 pub mod envelope;
 pub mod escrow;
 pub mod imap;
+pub mod jobs;
 pub mod keys;
 pub mod policy;
 pub mod serve;

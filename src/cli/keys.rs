@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use secrecy::ExposeSecret;
 use writ::audit;
@@ -54,6 +54,17 @@ pub enum KeysCommand {
     ExportIdentity {
         /// Epoch id, as shown by `writ keys list`
         epoch: String,
+    },
+
+    /// Retire a decrypt-only epoch: delete its private key. Refused while
+    /// the provider still holds mail sealed under it (searched in every
+    /// mailbox of the given accounts; move it with `writ mailbox reseal`)
+    Retire {
+        /// Epoch id, as shown by `writ keys list`
+        epoch: String,
+
+        #[command(flatten)]
+        login: super::mailbox::LoginArgs,
     },
 }
 
@@ -184,6 +195,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
                 out("passphrase changed\n")
             }
         }
+        KeysCommand::Retire { epoch, login } => retire(ctx, &epoch, &login),
         KeysCommand::ExportIdentity { epoch } => {
             let keyring = Keyring::load(dir)?;
             // Unknown id: say so before asking for the passphrase.
@@ -203,4 +215,51 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             out(&line)
         }
     }
+}
+
+/// `writ keys retire`: the provider is asked first; the key goes only
+/// when no account given holds mail that needs it.
+fn retire(ctx: &Context, epoch: &str, login: &super::mailbox::LoginArgs) -> Result<()> {
+    let dir = ctx.keys_dir.as_path();
+    let mut keyring = Keyring::load(dir)?;
+    match keyring.epoch(epoch)?.state {
+        EpochState::Active => return Err(KeyError::RetireActive { id: epoch.into() }.into()),
+        EpochState::Retired => return Err(KeyError::AlreadyRetired { id: epoch.into() }.into()),
+        EpochState::DecryptOnly => {}
+    }
+    audit::check_writable(dir)?;
+    let target = super::mailbox::provider_target(ctx)?;
+    let credentials = login.credentials()?;
+    let in_use = super::mailbox::runtime()?.block_on(async {
+        let mut in_use = Vec::new();
+        for creds in &credentials {
+            for (mailbox, n) in writ::jobs::census::epoch_in_use(&target, creds, epoch)
+                .await
+                .with_context(|| format!("searching the mailboxes of {}", creds.user))?
+            {
+                in_use.push(format!("{} {mailbox}: {n}", creds.user));
+            }
+        }
+        anyhow::Ok(in_use)
+    })?;
+    if !in_use.is_empty() {
+        anyhow::bail!(
+            "epoch {epoch} is still in use, not retired; move that mail first with `writ mailbox \
+             reseal --from-epoch {epoch}`: {}",
+            in_use.join(", ")
+        );
+    }
+    keyring.retire(epoch)?;
+    let accounts: Vec<String> = credentials.iter().map(|c| c.user.clone()).collect();
+    audit_record(
+        ctx,
+        "keys.retire",
+        audit::params([
+            ("epoch", epoch.to_string().into()),
+            ("checked_accounts", accounts.into()),
+        ]),
+    )?;
+    out(&format!(
+        "epoch {epoch} retired: its private key is deleted; no mail at the provider needed it\n"
+    ))
 }

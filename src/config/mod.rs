@@ -13,9 +13,11 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 mod disclosure;
 mod imap;
+mod jobs;
 mod relay;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
+pub use jobs::JobsConfig;
 pub use relay::{
     ExternalPolicy, ListenerConfig, ListenerKind, Network, ProviderConfig, ServeConfig, SmtpConfig,
     UpstreamConfig, UpstreamSecurity,
@@ -47,6 +49,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// `[provider]`: where the hosted provider is.
     pub provider: ProviderConfig,
+    /// `[jobs]`: mailbox jobs at the provider.
+    pub jobs: JobsConfig,
     /// `[disclosure]`: the approvals `writ disclose` needs.
     pub disclosure: DisclosureConfig,
 }

@@ -332,7 +332,12 @@ impl Keyring {
         let mut unlocked = Unlocked {
             identities: Default::default(),
         };
-        for epoch in &self.epochs {
+        // A retired epoch's identity file is gone: nothing is sealed to it.
+        for epoch in self
+            .epochs
+            .iter()
+            .filter(|e| e.state != EpochState::Retired)
+        {
             let path = self.epoch_path(&epoch.id);
             let ciphertext = read_key_file(&path)?;
             let identity = unlock::decrypt_epoch(&path, &ciphertext, master, &epoch.recipient)?;
@@ -380,6 +385,38 @@ impl Keyring {
         fresh.write_keyring_file()?;
         *self = fresh;
         self.active()
+    }
+
+    /// Retires a decrypt-only epoch: keyring.toml marks it retired, then
+    /// its identity file is deleted, so mail still sealed under it can no
+    /// longer be opened by this keyring. The caller checks first that no
+    /// such mail remains (`writ keys retire` asks the provider). The
+    /// active epoch cannot be retired. Retiring twice is an error.
+    pub fn retire(&mut self, id: &str) -> Result<(), KeyError> {
+        let _lock = DirLock::acquire(&self.dir)?;
+        let mut fresh = Keyring::load(&self.dir)?;
+        let epoch = fresh
+            .epochs
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or_else(|| KeyError::UnknownEpoch { id: id.to_string() })?;
+        match epoch.state {
+            EpochState::Active => return Err(KeyError::RetireActive { id: id.to_string() }),
+            EpochState::Retired => return Err(KeyError::AlreadyRetired { id: id.to_string() }),
+            EpochState::DecryptOnly => epoch.state = EpochState::Retired,
+        }
+        // keyring.toml first: a crash between the two leaves a retired
+        // epoch with a stray file, never a listed epoch without its key.
+        fresh.write_keyring_file()?;
+        let path = fresh.epoch_path(id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(KeyError::io(&path, e)),
+        }
+        atomic::sync_dir(&self.dir.join(EPOCHS_DIR))?;
+        *self = fresh;
+        Ok(())
     }
 
     /// Changes the passphrase. By default only master.age is rewritten (one
@@ -469,7 +506,11 @@ impl Keyring {
 
     fn reencrypt_epochs(&self, unlocked: &Unlocked, to: &[&Recipient]) -> Result<(), KeyError> {
         let mut staged: Vec<Staged> = Vec::with_capacity(self.epochs.len());
-        for epoch in &self.epochs {
+        for epoch in self
+            .epochs
+            .iter()
+            .filter(|e| e.state != EpochState::Retired)
+        {
             let path = self.epoch_path(&epoch.id);
             let identity = unlocked
                 .identity(&epoch.id)

@@ -135,6 +135,12 @@ pub enum KeyError {
     MasterMismatch { path: PathBuf },
     #[error("unknown epoch {id} (see `writ keys list`)")]
     UnknownEpoch { id: String },
+    #[error(
+        "epoch {id} is the active epoch: rotate first (`writ keys rotate`), reseal, then retire"
+    )]
+    RetireActive { id: String },
+    #[error("epoch {id} is already retired")]
+    AlreadyRetired { id: String },
     #[error("no active epoch in {} (run `writ keys rotate`)", .path.display())]
     NoActive { path: PathBuf },
     #[error(

@@ -1,0 +1,669 @@
+//! A small typed IMAP client for jobs: the commands a mailbox job sends,
+//! as values (imap-types), framed by imap-next's client flow over the
+//! provider connection the proxy uses too ([`crate::imap::upstream`]).
+//!
+//! Each call sends its command(s) and waits for the tagged answers. A
+//! provider that is busy (`NO [LIMIT]`, `[UNAVAILABLE]`), says BYE, or goes
+//! away gives a [`ClientError`] whose [`ClientError::is_transient`] is
+//! true: the job backs off, reconnects and resumes from its checkpoint.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::core::{AString, Literal, Tag, Vec1};
+use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_next::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
+use imap_next::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
+use imap_next::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_next::imap_types::response::{
+    Capability, Code, Data, Status, StatusBody, StatusKind, Tagged,
+};
+use imap_next::imap_types::search::SearchKey;
+use imap_next::imap_types::secret::Secret;
+use imap_next::imap_types::sequence::SequenceSet;
+use imap_next::{Interrupt, Io, State, client};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+use super::login::{Credentials, Secret as LoginSecret};
+use crate::imap::upstream::{Target, Upstream, UpstreamError};
+use crate::smtp::stream::Stream;
+
+/// Longest response accepted (a whole message in a literal).
+const MAX_RESPONSE: u32 = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Connect(#[from] UpstreamError),
+    #[error("provider connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the provider did not answer within {0} s")]
+    Timeout(u64),
+    #[error("the provider closed the connection")]
+    Closed,
+    #[error("the provider said BYE: {0}")]
+    Bye(String),
+    #[error("the provider sent a response writ cannot parse")]
+    Malformed,
+    #[error("login as {user} refused by the provider: {text}")]
+    Login { user: String, text: String },
+    #[error("{command} refused by the provider: {text}")]
+    Refused {
+        command: &'static str,
+        /// `[LIMIT]`, `[UNAVAILABLE]`, ... as sent, if any.
+        code: Option<String>,
+        text: String,
+    },
+    #[error("invalid {0} for IMAP")]
+    Invalid(&'static str),
+}
+
+impl ClientError {
+    /// Worth retrying after a pause: the provider is busy or went away,
+    /// not a refusal that would repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Io(_)
+            | ClientError::Timeout(_)
+            | ClientError::Closed
+            | ClientError::Bye(_)
+            | ClientError::Malformed => true,
+            ClientError::Connect(e) => !matches!(
+                e,
+                UpstreamError::PlainNotLoopback(_) | UpstreamError::Settings(_)
+            ),
+            ClientError::Refused { code, .. } => code.as_deref().is_some_and(|c| {
+                let c = c.to_ascii_uppercase();
+                c.starts_with("LIMIT")
+                    || c.starts_with("UNAVAILABLE")
+                    || c.starts_with("INUSE")
+                    || c.starts_with("SERVERBUG")
+            }),
+            ClientError::Login { .. } | ClientError::Invalid(_) => false,
+        }
+    }
+}
+
+/// A mailbox after SELECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected {
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub exists: u32,
+}
+
+/// What one FETCH returned for one message.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub uid: u32,
+    pub flags: Vec<Flag<'static>>,
+    pub internal_date: Option<DateTime>,
+    /// `BODY[]` or `BODY[HEADER.FIELDS (...)]`, whichever was asked.
+    pub body: Vec<u8>,
+}
+
+/// A message to APPEND.
+pub struct Appending {
+    pub flags: Vec<Flag<'static>>,
+    pub date: Option<DateTime>,
+    pub message: Vec<u8>,
+}
+
+/// What a command's tagged answer said, with the data that came before it.
+struct Answer {
+    data: Vec<Data<'static>>,
+}
+
+pub struct Client {
+    flow: client::Client,
+    stream: Stream,
+    buf: Vec<u8>,
+    timeout: Duration,
+    capabilities: Vec<String>,
+    next_tag: u32,
+    /// Untagged data seen since the last command finished.
+    data: Vec<Data<'static>>,
+    /// Tagged answers by tag, as they arrive (pipelined commands).
+    answers: HashMap<String, StatusBody<'static>>,
+    /// From the untagged OK codes of the last SELECT.
+    uidvalidity: u32,
+    uidnext: u32,
+}
+
+impl Client {
+    /// Connects, logs in and learns the capabilities.
+    pub async fn login(target: &Target, credentials: &Credentials) -> Result<Client, ClientError> {
+        let up = Upstream::connect(target).await?;
+        let mut options = client::Options::default();
+        options.discard_greeting = true;
+        options.crlf_relaxed = true;
+        options.max_response_size = MAX_RESPONSE;
+        let mut flow = client::Client::new(options);
+        flow.enqueue_input(&up.pending);
+        let mut c = Client {
+            flow,
+            stream: up.stream,
+            buf: vec![0; 64 * 1024],
+            timeout: target.timeout,
+            capabilities: Vec::new(),
+            next_tag: 1,
+            data: Vec::new(),
+            answers: HashMap::new(),
+            uidvalidity: 0,
+            uidnext: 0,
+        };
+        c.refresh_capabilities().await?;
+        c.authenticate(credentials).await?;
+        // Capabilities may change after login.
+        c.refresh_capabilities().await?;
+        Ok(c)
+    }
+
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(name))
+    }
+
+    async fn refresh_capabilities(&mut self) -> Result<(), ClientError> {
+        let a = self.run("CAPABILITY", CommandBody::Capability).await?;
+        for d in a.data {
+            if let Data::Capability(caps) = d {
+                self.capabilities = caps.as_ref().iter().map(capability_name).collect();
+            }
+        }
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, creds: &Credentials) -> Result<(), ClientError> {
+        let user = creds.login_name();
+        let refused = |text: String| ClientError::Login {
+            user: user.clone(),
+            text,
+        };
+        match &creds.secret {
+            LoginSecret::Password(pw) if !self.has_capability("LOGINDISABLED") => {
+                let username = AString::try_from(user.clone())
+                    .map_err(|_| ClientError::Invalid("user name"))?;
+                let password =
+                    AString::try_from(secrecy::ExposeSecret::expose_secret(pw).to_string())
+                        .map_err(|_| ClientError::Invalid("password"))?;
+                let body = CommandBody::Login {
+                    username,
+                    password: Secret::new(password),
+                };
+                match self.run("LOGIN", body).await {
+                    Ok(_) => Ok(()),
+                    Err(ClientError::Refused { text, .. }) => Err(refused(text)),
+                    Err(e) => Err(e),
+                }
+            }
+            secret => {
+                let (mechanism, response) = match secret {
+                    LoginSecret::Password(pw) => (
+                        AuthMechanism::Plain,
+                        format!("\0{user}\0{}", secrecy::ExposeSecret::expose_secret(pw)),
+                    ),
+                    LoginSecret::Bearer(token) => (
+                        AuthMechanism::XOAuth2,
+                        format!(
+                            "user={user}\x01auth=Bearer {}\x01\x01",
+                            secrecy::ExposeSecret::expose_secret(token)
+                        ),
+                    ),
+                };
+                let response = zeroize::Zeroizing::new(response.into_bytes());
+                let sasl_ir = self.has_capability("SASL-IR");
+                let body = CommandBody::Authenticate {
+                    mechanism,
+                    initial_response: sasl_ir
+                        .then(|| Secret::new(std::borrow::Cow::Owned(response.to_vec()))),
+                };
+                match self.authenticate_flow(body, &response).await {
+                    Ok(()) => Ok(()),
+                    Err(ClientError::Refused { text, .. }) => Err(refused(text)),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// AUTHENTICATE: the initial response goes with the command (SASL-IR)
+    /// or after the server's continuation; an error challenge (XOAUTH2
+    /// sends one before NO) is answered with an empty response.
+    async fn authenticate_flow(
+        &mut self,
+        body: CommandBody<'static>,
+        response: &[u8],
+    ) -> Result<(), ClientError> {
+        let tag = self.tag();
+        self.flow.enqueue_command(Command {
+            tag: tag.clone(),
+            body,
+        });
+        let mut sent_response = false;
+        loop {
+            match self.event().await? {
+                client::Event::AuthenticateContinuationRequestReceived { .. } => {
+                    let data = if sent_response {
+                        AuthenticateData::r#continue(Vec::new())
+                    } else {
+                        sent_response = true;
+                        AuthenticateData::r#continue(response.to_vec())
+                    };
+                    let _ = self.flow.set_authenticate_data(data);
+                }
+                client::Event::AuthenticateStatusReceived { status, .. } => {
+                    return match status {
+                        Status::Tagged(Tagged { body, .. }) if body.kind == StatusKind::Ok => {
+                            Ok(())
+                        }
+                        Status::Tagged(Tagged { body, .. }) => Err(refusal("AUTHENTICATE", &body)),
+                        Status::Bye(b) => Err(ClientError::Bye(b.text.to_string())),
+                        Status::Untagged(_) => Err(ClientError::Malformed),
+                    };
+                }
+                other => self.note(other)?,
+            }
+        }
+    }
+
+    fn tag(&mut self) -> Tag<'static> {
+        let t = format!("J{}", self.next_tag);
+        self.next_tag += 1;
+        // "J<digits>" is always a valid tag.
+        Tag::unvalidated(t)
+    }
+
+    /// Sends one command and waits for its tagged answer; a NO or BAD is
+    /// an error.
+    async fn run(
+        &mut self,
+        name: &'static str,
+        body: CommandBody<'static>,
+    ) -> Result<Answer, ClientError> {
+        let tag = self.tag();
+        self.flow.enqueue_command(Command {
+            tag: tag.clone(),
+            body,
+        });
+        let status = self.wait_for(tag.inner()).await?;
+        let data = std::mem::take(&mut self.data);
+        if status.kind != StatusKind::Ok {
+            return Err(refusal(name, &status));
+        }
+        Ok(Answer { data })
+    }
+
+    async fn wait_for(&mut self, tag: &str) -> Result<StatusBody<'static>, ClientError> {
+        loop {
+            if let Some(status) = self.answers.remove(tag) {
+                return Ok(status);
+            }
+            let event = self.event().await?;
+            self.note(event)?;
+        }
+    }
+
+    /// Files an event: data is collected, tagged answers kept by tag.
+    fn note(&mut self, event: client::Event) -> Result<(), ClientError> {
+        match event {
+            client::Event::DataReceived { data } => self.data.push(data),
+            client::Event::StatusReceived { status } => match status {
+                Status::Tagged(Tagged { tag, body }) => {
+                    self.answers.insert(tag.inner().to_string(), body);
+                }
+                Status::Bye(b) => return Err(ClientError::Bye(b.text.to_string())),
+                Status::Untagged(body) => match body.code {
+                    Some(Code::UidValidity(v)) => self.uidvalidity = v.get(),
+                    Some(Code::UidNext(n)) => self.uidnext = n.get(),
+                    _ => {}
+                },
+            },
+            client::Event::CommandRejected {
+                command, status, ..
+            } => {
+                // A literal refused before it was sent: that is the
+                // command's answer.
+                if let Status::Tagged(Tagged { body, .. }) = status {
+                    self.answers.insert(command.tag.inner().to_string(), body);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The next event of the flow, reading and writing as needed.
+    async fn event(&mut self) -> Result<client::Event, ClientError> {
+        loop {
+            match self.flow.next() {
+                Ok(event) => return Ok(event),
+                Err(Interrupt::Io(Io::Output(bytes))) => {
+                    timeout(self.timeout, self.stream.write_all(&bytes))
+                        .await
+                        .map_err(|_| ClientError::Timeout(self.timeout.as_secs()))??;
+                }
+                Err(Interrupt::Io(Io::NeedMoreInput)) => {
+                    let _ = self.stream.flush().await;
+                    let n = timeout(self.timeout, self.stream.read(&mut self.buf))
+                        .await
+                        .map_err(|_| ClientError::Timeout(self.timeout.as_secs()))??;
+                    if n == 0 {
+                        return Err(ClientError::Closed);
+                    }
+                    self.flow.enqueue_input(&self.buf[..n]);
+                }
+                Err(Interrupt::Error(_)) => return Err(ClientError::Malformed),
+            }
+        }
+    }
+
+    /// Every mailbox name the account has (LIST "" "*"), minus those that
+    /// cannot be selected.
+    pub async fn list(&mut self) -> Result<Vec<String>, ClientError> {
+        let a = self
+            .run(
+                "LIST",
+                CommandBody::List {
+                    reference: Mailbox::try_from("")
+                        .map_err(|_| ClientError::Invalid("mailbox"))?,
+                    mailbox_wildcard: ListMailbox::try_from("*")
+                        .map_err(|_| ClientError::Invalid("mailbox"))?,
+                },
+            )
+            .await?;
+        let mut names = Vec::new();
+        for d in a.data {
+            if let Data::List { items, mailbox, .. } = d {
+                let noselect = items.iter().any(|i| {
+                    let s = format!("{i:?}").to_ascii_lowercase();
+                    s.contains("noselect") || s.contains("nonexistent")
+                });
+                if !noselect {
+                    names.push(mailbox_name(&mailbox));
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    pub async fn select(
+        &mut self,
+        mailbox: &str,
+        read_only: bool,
+    ) -> Result<Selected, ClientError> {
+        let mailbox = mailbox_value(mailbox)?;
+        let body = if read_only {
+            CommandBody::Examine {
+                mailbox,
+                parameters: Vec::new(),
+            }
+        } else {
+            CommandBody::Select {
+                mailbox,
+                parameters: Vec::new(),
+            }
+        };
+        self.uidvalidity = 0;
+        self.uidnext = 0;
+        let a = self
+            .run(if read_only { "EXAMINE" } else { "SELECT" }, body)
+            .await?;
+        let mut exists = 0;
+        for d in &a.data {
+            if let Data::Exists(n) = d {
+                exists = *n;
+            }
+        }
+        if self.uidvalidity == 0 {
+            // RFC 3501 requires UIDVALIDITY; without it UIDs mean nothing.
+            return Err(ClientError::Refused {
+                command: "SELECT",
+                code: None,
+                text: "the provider sent no UIDVALIDITY".into(),
+            });
+        }
+        Ok(Selected {
+            uidvalidity: self.uidvalidity,
+            uidnext: self.uidnext,
+            exists,
+        })
+    }
+
+    /// `UID SEARCH` with the given keys ANDed; the UIDs found, ascending.
+    pub async fn uid_search(
+        &mut self,
+        keys: Vec<SearchKey<'static>>,
+    ) -> Result<Vec<u32>, ClientError> {
+        let criteria = Vec1::try_from(keys).map_err(|_| ClientError::Invalid("search"))?;
+        let a = self
+            .run(
+                "UID SEARCH",
+                CommandBody::Search {
+                    charset: None,
+                    criteria,
+                    uid: true,
+                },
+            )
+            .await?;
+        let mut uids: Vec<u32> = a
+            .data
+            .into_iter()
+            .filter_map(|d| match d {
+                Data::Search(found, ..) => Some(found),
+                _ => None,
+            })
+            .flatten()
+            .map(NonZeroU32::get)
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    /// `UID FETCH uids (UID FLAGS INTERNALDATE BODY.PEEK[section])`:
+    /// `header_fields` empty means the whole message.
+    pub async fn uid_fetch(
+        &mut self,
+        uids: &[u32],
+        header_fields: &[&str],
+    ) -> Result<Vec<Fetched>, ClientError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(Vec::new());
+        };
+        let section = if header_fields.is_empty() {
+            None
+        } else {
+            let names = header_fields
+                .iter()
+                .map(|f| AString::try_from(f.to_string()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ClientError::Invalid("header field"))?;
+            Some(Section::HeaderFields(
+                None,
+                Vec1::try_from(names).map_err(|_| ClientError::Invalid("header field"))?,
+            ))
+        };
+        let items = vec![
+            MessageDataItemName::Uid,
+            MessageDataItemName::Flags,
+            MessageDataItemName::InternalDate,
+            MessageDataItemName::BodyExt {
+                section,
+                partial: None,
+                peek: true,
+            },
+        ];
+        let a = self
+            .run(
+                "UID FETCH",
+                CommandBody::Fetch {
+                    sequence_set: set,
+                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+                    uid: true,
+                    modifiers: Vec::new(),
+                },
+            )
+            .await?;
+        let mut out: Vec<Fetched> = Vec::new();
+        for d in a.data {
+            let Data::Fetch { items, .. } = d else {
+                continue;
+            };
+            let mut f = Fetched::default();
+            let mut has_body = false;
+            for item in items.into_iter() {
+                match item {
+                    MessageDataItem::Uid(u) => f.uid = u.get(),
+                    MessageDataItem::Flags(flags) => {
+                        f.flags = flags
+                            .into_iter()
+                            .filter_map(|x| match x {
+                                FlagFetch::Flag(flag) => Some(flag),
+                                FlagFetch::Recent => None,
+                            })
+                            .collect();
+                    }
+                    MessageDataItem::InternalDate(d) => f.internal_date = Some(d),
+                    MessageDataItem::BodyExt { data, .. } => {
+                        has_body = true;
+                        f.body = data.0.map(|b| b.as_ref().to_vec()).unwrap_or_default();
+                    }
+                    _ => {}
+                }
+            }
+            // Unsolicited FETCH (flag changes by others) carry no body.
+            if f.uid != 0 && has_body && uids.contains(&f.uid) {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// APPENDs every message to `mailbox`, pipelined when the provider
+    /// offers LITERAL+ (one round trip for the batch). Returns, in order,
+    /// each message's new UID (APPENDUID) or why it was refused.
+    pub async fn append_many(
+        &mut self,
+        mailbox: &str,
+        messages: Vec<Appending>,
+    ) -> Result<Vec<Result<Option<u32>, ClientError>>, ClientError> {
+        let non_sync = self.has_capability("LITERAL+");
+        let mut tags = Vec::with_capacity(messages.len());
+        for m in messages {
+            let literal =
+                Literal::try_from(m.message).map_err(|_| ClientError::Invalid("message"))?;
+            let literal = if non_sync {
+                literal.into_non_sync()
+            } else {
+                literal
+            };
+            let tag = self.tag();
+            self.flow.enqueue_command(Command {
+                tag: tag.clone(),
+                body: CommandBody::Append {
+                    mailbox: mailbox_value(mailbox)?,
+                    flags: m.flags,
+                    date: m.date,
+                    message: LiteralOrLiteral8::Literal(literal),
+                },
+            });
+            tags.push(tag);
+        }
+        let mut results = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let status = self.wait_for(tag.inner()).await?;
+            results.push(if status.kind == StatusKind::Ok {
+                Ok(match status.code {
+                    Some(Code::AppendUid { uid, .. }) => Some(uid.get()),
+                    _ => None,
+                })
+            } else {
+                Err(refusal("APPEND", &status))
+            });
+        }
+        self.data.clear();
+        Ok(results)
+    }
+
+    /// Sets \Deleted on `uids` and expunges exactly those (UID EXPUNGE,
+    /// RFC 4315); with `expunge_all`, a plain EXPUNGE instead (which also
+    /// removes anything else marked \Deleted).
+    pub async fn delete(&mut self, uids: &[u32], expunge_all: bool) -> Result<(), ClientError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(());
+        };
+        self.run(
+            "UID STORE",
+            CommandBody::Store {
+                sequence_set: set.clone(),
+                kind: StoreType::Add,
+                response: StoreResponse::Silent,
+                flags: vec![Flag::Deleted],
+                uid: true,
+                modifiers: Vec::new(),
+            },
+        )
+        .await?;
+        if expunge_all {
+            self.run("EXPUNGE", CommandBody::Expunge).await?;
+        } else {
+            self.run("UID EXPUNGE", CommandBody::ExpungeUid { sequence_set: set })
+                .await?;
+        }
+        self.data.clear();
+        Ok(())
+    }
+
+    /// LOGOUT, best effort: the job is done either way.
+    pub async fn logout(mut self) {
+        let _ = timeout(
+            Duration::from_secs(5),
+            self.run("LOGOUT", CommandBody::Logout),
+        )
+        .await;
+    }
+}
+
+fn uid_set(uids: &[u32]) -> Option<SequenceSet> {
+    let uids: Vec<NonZeroU32> = uids.iter().filter_map(|&u| NonZeroU32::new(u)).collect();
+    SequenceSet::try_from(uids.as_slice()).ok()
+}
+
+fn capability_name(c: &Capability<'_>) -> String {
+    c.to_string()
+}
+
+fn mailbox_value(name: &str) -> Result<Mailbox<'static>, ClientError> {
+    Mailbox::try_from(name.to_string()).map_err(|_| ClientError::Invalid("mailbox name"))
+}
+
+fn mailbox_name(m: &Mailbox<'_>) -> String {
+    match m {
+        Mailbox::Inbox => "INBOX".to_string(),
+        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+    }
+}
+
+fn refusal(command: &'static str, status: &StatusBody<'_>) -> ClientError {
+    ClientError::Refused {
+        command,
+        code: status.code.as_ref().map(code_text),
+        text: status.text.to_string(),
+    }
+}
+
+fn code_text(code: &Code<'_>) -> String {
+    match code {
+        Code::Other(o) => String::from_utf8_lossy(o.inner()).into_owned(),
+        other => format!("{other:?}").to_ascii_uppercase(),
+    }
+}

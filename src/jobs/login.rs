@@ -1,0 +1,138 @@
+//! How a job logs in to the provider: a password (from a file or the
+//! environment), an OAuth2 bearer token (XOAUTH2, from a file or a
+//! command), optionally as an administrator through a master user
+//! (Dovecot's `user*master`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+/// The environment variable a password may come from.
+pub const PASSWORD_ENV: &str = "WRIT_PROVIDER_PASSWORD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("cannot read the credential file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the credential file {0} is empty")]
+    Empty(PathBuf),
+    #[error("the token command `{command}` failed: {why}")]
+    Command { command: String, why: String },
+    #[error(
+        "no provider credentials: give --password-file, --oauth2-token-file or \
+         --oauth2-token-command, or set {PASSWORD_ENV}"
+    )]
+    Missing,
+    #[error("give only one of --password-file, --oauth2-token-file, --oauth2-token-command")]
+    Conflict,
+}
+
+#[derive(Clone)]
+pub enum Secret {
+    Password(SecretString),
+    Bearer(SecretString),
+}
+
+/// One account's login.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The account whose mail is worked on.
+    pub user: String,
+    /// Log in as this master user on `user`'s behalf (`user*master`).
+    pub master: Option<String>,
+    /// Between user and master (Dovecot's `auth_master_user_separator`).
+    pub separator: String,
+    pub secret: Secret,
+}
+
+impl Credentials {
+    /// The name sent to the provider.
+    pub fn login_name(&self) -> String {
+        match &self.master {
+            Some(m) => format!("{}{}{m}", self.user, self.separator),
+            None => self.user.clone(),
+        }
+    }
+}
+
+/// Where the secret comes from; resolved per account (a token command
+/// gets the account in `WRIT_ACCOUNT`).
+#[derive(Debug, Clone, Default)]
+pub struct SecretSource {
+    pub password_file: Option<PathBuf>,
+    pub oauth2_token_file: Option<PathBuf>,
+    pub oauth2_token_command: Option<String>,
+}
+
+impl SecretSource {
+    pub fn resolve(&self, account: &str) -> Result<Secret, LoginError> {
+        let given = [
+            self.password_file.is_some(),
+            self.oauth2_token_file.is_some(),
+            self.oauth2_token_command.is_some(),
+        ];
+        if given.iter().filter(|&&g| g).count() > 1 {
+            return Err(LoginError::Conflict);
+        }
+        if let Some(path) = &self.password_file {
+            return Ok(Secret::Password(read_secret_file(path)?));
+        }
+        if let Some(path) = &self.oauth2_token_file {
+            return Ok(Secret::Bearer(read_secret_file(path)?));
+        }
+        if let Some(command) = &self.oauth2_token_command {
+            return Ok(Secret::Bearer(run_token_command(command, account)?));
+        }
+        match std::env::var(PASSWORD_ENV) {
+            Ok(pw) if !pw.is_empty() => Ok(Secret::Password(SecretString::from(pw))),
+            _ => Err(LoginError::Missing),
+        }
+    }
+}
+
+/// The file's first line, without its line end.
+fn read_secret_file(path: &Path) -> Result<SecretString, LoginError> {
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| LoginError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        );
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(LoginError::Empty(path.to_path_buf()));
+    }
+    Ok(SecretString::from(line.to_string()))
+}
+
+fn run_token_command(command: &str, account: &str) -> Result<SecretString, LoginError> {
+    let fail = |why: String| LoginError::Command {
+        command: command.to_string(),
+        why,
+    };
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("WRIT_ACCOUNT", account)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    let stdout = Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        return Err(fail(format!("exit status {}", out.status)));
+    }
+    let text = std::str::from_utf8(&stdout).map_err(|_| fail("output is not UTF-8".into()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(fail("it printed no token".into()));
+    }
+    Ok(SecretString::from(token.to_string()))
+}

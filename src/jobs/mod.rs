@@ -1,0 +1,16 @@
+//! Bulk work on the mail already stored at the provider, over IMAP:
+//! seal what is still plaintext, reseal what an old epoch sealed, count
+//! what is there.
+//!
+//! - [`client`]: a small typed IMAP client (imap-next's client flow).
+//! - [`login`]: passwords, OAuth2 tokens, master users.
+//! - [`scan`]: what a mailbox holds, from two header fields per message.
+//! - [`mover`]: seal and reseal in place, batch by batch, never losing a
+//!   message; [`checkpoint`] makes it resumable.
+
+pub mod census;
+pub mod checkpoint;
+pub mod client;
+pub mod login;
+pub mod mover;
+pub mod scan;

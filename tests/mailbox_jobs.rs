@@ -1,0 +1,468 @@
+//! `writ mailbox seal/reseal/verify` and `writ keys retire` against the
+//! real provider (Dovecot): mail already stored is sealed in place, flags
+//! and dates kept, nothing lost; old epochs are moved off and retired.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::writ::TestKeys;
+use common::{Imap, Provider, User, provider};
+
+const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+
+/// A keyring, a config pointing at the provider's IMAP, a checkpoint dir.
+struct Jobs {
+    keys: TestKeys,
+    tmp: tempfile::TempDir,
+}
+
+impl Jobs {
+    fn new(imap: std::net::SocketAddr) -> Jobs {
+        Jobs::with_config(imap, "")
+    }
+
+    fn with_config(imap: std::net::SocketAddr, extra: &str) -> Jobs {
+        let keys = TestKeys::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{imap}\"\nsecurity = \"plain\"\n\
+             timeout_secs = 20\n\n[jobs]\ndir = {:?}\nbackoff_ms = 20\n{extra}",
+            keys.dir().display().to_string(),
+            tmp.path().join("jobs").display().to_string(),
+        );
+        std::fs::write(tmp.path().join("writ.toml"), config).unwrap();
+        Jobs { keys, tmp }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.tmp.path().join("writ.toml")
+    }
+
+    fn password_file(&self, user: &User) -> PathBuf {
+        let p = self.tmp.path().join(format!("{}.password", user.name));
+        std::fs::write(&p, format!("{}\n", user.password)).unwrap();
+        p
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(WRIT);
+        c.env_remove("WRIT_PASSPHRASE_FILE")
+            .env_remove("WRIT_PROVIDER_PASSWORD")
+            .env("USER", "tester")
+            .arg("--config")
+            .arg(self.config())
+            .arg("--passphrase-file")
+            .arg(self.keys.passphrase_file())
+            .args(args)
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs `writ mailbox SUB --account USER --password-file F ARGS`.
+    fn job(&self, user: &User, sub: &[&str], args: &[&str]) -> Output {
+        let pw = self.password_file(user);
+        let mut all: Vec<&str> = vec!["mailbox"];
+        all.extend(sub);
+        all.extend(["--account", &user.name, "--password-file"]);
+        let pw = pw.display().to_string();
+        all.push(&pw);
+        all.extend(args);
+        self.run(&all)
+    }
+
+    #[track_caller]
+    fn ok(&self, out: Output) -> String {
+        assert!(
+            out.status.success(),
+            "writ failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// A message with something in every part worth checking.
+fn message(n: usize) -> Vec<u8> {
+    format!(
+        "From: sender{n}@example.org\r\nTo: user@example.test\r\nSubject: stored plaintext {n}\r\n\
+         Message-ID: <stored-{n}@example.org>\r\nDate: Mon, 2 Mar 2026 10:00:{:02} +0000\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Body of message {n}, confidential.\r\n{}\r\n",
+        n % 60,
+        "x".repeat(n * 37 % 900)
+    )
+    .into_bytes()
+}
+
+/// Stores `message` with flags and an INTERNALDATE.
+fn append(imap: &mut Imap, mailbox: &str, flags: &str, date: &str, message: &[u8]) -> u32 {
+    let r = imap.command_with_literal(
+        &format!("APPEND {mailbox} ({flags}) \"{date}\""),
+        message,
+        "",
+    );
+    assert!(r.is_ok(), "APPEND: {}", r.text());
+    r.append_uid().expect("APPENDUID")
+}
+
+/// (flags, INTERNALDATE, bytes) of every message, keyed by Message-ID
+/// (opened when sealed). Flags are sorted, \Recent dropped.
+fn contents(
+    provider: &Provider,
+    user: &User,
+    mailbox: &str,
+    keys: &TestKeys,
+) -> BTreeMap<String, Vec<(String, String, Vec<u8>, bool)>> {
+    let mut imap = provider.imap(user);
+    imap.select(mailbox).expect_ok("SELECT");
+    let r = imap.command("UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])");
+    let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for line in &r.untagged {
+        let line_text = line.text_only();
+        if !line_text.contains(" FETCH (") {
+            continue;
+        }
+        let Some(body) = line.literals.first().cloned() else {
+            continue;
+        };
+        let line = line_text;
+        let flags = between(&line, "FLAGS (", ")");
+        let mut flags: Vec<&str> = flags
+            .split_whitespace()
+            .filter(|f| *f != "\\Recent")
+            .collect();
+        flags.sort_unstable();
+        let date = between(&line, "INTERNALDATE \"", "\"");
+        let sealed = writ::envelope::detect(&body).is_some();
+        let opened = if sealed { keys.open(&body) } else { body };
+        let id = String::from_utf8_lossy(
+            &writ::envelope::header::first_value(&opened, "message-id").unwrap_or_default(),
+        )
+        .trim()
+        .to_string();
+        out.entry(id)
+            .or_default()
+            .push((flags.join(" "), date, opened, sealed));
+    }
+    imap.logout();
+    out
+}
+
+fn between(s: &str, a: &str, b: &str) -> String {
+    s.split_once(a)
+        .and_then(|(_, rest)| rest.split_once(b))
+        .map(|(x, _)| x.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn seal_replaces_every_plaintext_message_keeping_flags_and_dates() {
+    let p = provider();
+    let user = p.new_user("seal");
+    let jobs = Jobs::new(p.imap_addr());
+    let mut imap = p.imap(&user);
+    imap.command("CREATE Archive/2025").expect_ok("CREATE");
+    let flag_sets = [
+        "",
+        "\\Seen",
+        "\\Seen \\Flagged",
+        "\\Answered $Label1",
+        "\\Draft",
+    ];
+    let mut originals = BTreeMap::new();
+    for n in 0..23 {
+        let mailbox = if n % 3 == 0 { "Archive/2025" } else { "INBOX" };
+        let flags = flag_sets[n % flag_sets.len()];
+        let date = format!("{:02}-Feb-2026 0{}:1{}:00 +0100", n % 28 + 1, n % 10, n % 6);
+        let m = message(n);
+        append(&mut imap, mailbox, flags, &date, &m);
+        originals.insert(format!("<stored-{n}@example.org>"), (mailbox, m));
+    }
+    // One message already sealed (by the relay, say) must be left alone.
+    let mut presealed = Vec::new();
+    let keyring = writ::keys::Keyring::load(&jobs.keys.dir()).unwrap();
+    writ::keys::sealer(&keyring, &Default::default())
+        .unwrap()
+        .seal(&message(99)[..], &mut presealed)
+        .unwrap();
+    let presealed_uid = append(
+        &mut imap,
+        "INBOX",
+        "\\Seen",
+        "01-Jan-2026 00:00:00 +0000",
+        &presealed,
+    );
+    imap.logout();
+    let before_inbox = contents(p, &user, "INBOX", &jobs.keys);
+    let before_archive = contents(p, &user, "Archive/2025", &jobs.keys);
+
+    // --dry-run only counts.
+    let text = jobs.ok(jobs.job(&user, &["seal"], &["--all", "--dry-run"]));
+    assert!(
+        text.contains("INBOX: 15 message(s) would be sealed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Archive/2025: 8 message(s) would be sealed"),
+        "{text}"
+    );
+    assert_eq!(contents(p, &user, "INBOX", &jobs.keys), before_inbox);
+
+    let text = jobs.ok(jobs.job(&user, &["seal"], &["--all", "--batch", "4"]));
+    assert!(text.contains("INBOX: 15 sealed"), "{text}");
+    assert!(text.contains("Archive/2025: 8 sealed"), "{text}");
+
+    // Every message is now sealed; opened, each is its original, once,
+    // with the same flags and INTERNALDATE.
+    let after_inbox = contents(p, &user, "INBOX", &jobs.keys);
+    let after_archive = contents(p, &user, "Archive/2025", &jobs.keys);
+    for (before, after) in [
+        (&before_inbox, &after_inbox),
+        (&before_archive, &after_archive),
+    ] {
+        assert_eq!(before.len(), after.len());
+        for (id, was) in before {
+            let now = &after[id];
+            assert_eq!(now.len(), 1, "{id} present once");
+            assert_eq!(now[0].0, was[0].0, "{id}: flags");
+            assert_eq!(now[0].1, was[0].1, "{id}: INTERNALDATE");
+            assert_eq!(now[0].2, was[0].2, "{id}: bytes");
+            assert!(now[0].3, "{id} is sealed now");
+        }
+    }
+    for (id, (mailbox, m)) in &originals {
+        let set = if *mailbox == "INBOX" {
+            &after_inbox
+        } else {
+            &after_archive
+        };
+        assert_eq!(&set[id][0].2, m, "{id} opens to the original");
+    }
+    // The provider holds no plaintext body any more.
+    for stored in p.imap_fetch_all(&user, "INBOX") {
+        assert!(!String::from_utf8_lossy(&stored).contains("confidential"));
+    }
+    // The message that was sealed already kept its UID: not touched.
+    let r = p.imap_command(&user, "INBOX", &format!("UID FETCH {presealed_uid} (UID)"));
+    assert!(
+        r.text().contains(&format!("UID {presealed_uid}")),
+        "{}",
+        r.text()
+    );
+
+    // A second run finds nothing to do.
+    let text = jobs.ok(jobs.job(&user, &["seal"], &["--all"]));
+    assert!(text.contains("INBOX: 0 sealed"), "{text}");
+
+    // verify: all sealed under the active epoch, nothing undecryptable.
+    let text = jobs.ok(jobs.job(&user, &["verify"], &["--all"]));
+    let active = keyring.active().unwrap().id.clone();
+    assert!(
+        text.contains(&format!(
+            "INBOX: 0 plaintext, sealed: 16 under {active}, 0 undecryptable"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn reseal_moves_an_old_epoch_then_retire_is_allowed() {
+    let p = provider();
+    let user = p.new_user("reseal");
+    let jobs = Jobs::new(p.imap_addr());
+    let keyring = writ::keys::Keyring::load(&jobs.keys.dir()).unwrap();
+    let old = keyring.active().unwrap().id.clone();
+    let sealer = writ::keys::sealer(&keyring, &Default::default()).unwrap();
+    let mut imap = p.imap(&user);
+    let mut originals = BTreeMap::new();
+    for n in 0..9 {
+        let mut sealed = Vec::new();
+        sealer.seal(&message(n)[..], &mut sealed).unwrap();
+        // A provider field above the marker, as delivery adds.
+        let mut stored = format!("Received: from mx by provider; {n}\r\n").into_bytes();
+        stored.extend_from_slice(&sealed);
+        append(
+            &mut imap,
+            "INBOX",
+            "\\Seen",
+            "05-Mar-2026 12:00:00 +0000",
+            &stored,
+        );
+        originals.insert(n, stored);
+    }
+    // Plaintext is not this job's business.
+    append(
+        &mut imap,
+        "INBOX",
+        "",
+        "05-Mar-2026 12:00:00 +0000",
+        &message(50),
+    );
+    imap.logout();
+
+    // Retiring the active epoch, or one still in use, is refused.
+    let pw = jobs.password_file(&user).display().to_string();
+    let out = jobs.run(&[
+        "keys",
+        "retire",
+        &old,
+        "--account",
+        &user.name,
+        "--password-file",
+        &pw,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("active"), "{err}");
+
+    jobs.ok(jobs.run(&["keys", "rotate"]));
+    let out = jobs.run(&[
+        "keys",
+        "retire",
+        &old,
+        "--account",
+        &user.name,
+        "--password-file",
+        &pw,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INBOX: 9"),
+        "names the mailbox and count: {err}"
+    );
+
+    let text = jobs.ok(jobs.job(
+        &user,
+        &["reseal"],
+        &["--from-epoch", &old, "--mailbox", "INBOX"],
+    ));
+    assert!(text.contains("INBOX: 9 resealed"), "{text}");
+    let keyring = writ::keys::Keyring::load(&jobs.keys.dir()).unwrap();
+    let new = keyring.active().unwrap().id.clone();
+    assert_ne!(new, old);
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    let mut resealed = 0;
+    let unlocked = keyring
+        .unlock(&secrecy::SecretString::from(
+            common::writ::PASSPHRASE.to_string(),
+        ))
+        .unwrap();
+    for s in &stored {
+        if let Some(d) =
+            writ::envelope::detect(&s[..writ::envelope::header::header_end(s).unwrap()])
+        {
+            assert_eq!(d.epoch, new);
+            // The Received field stays above the marker, as stored.
+            assert!(s.starts_with(b"Received: from mx by provider; "));
+            let mut opened = Vec::new();
+            writ::envelope::open(&s[..], &unlocked, &mut opened).unwrap();
+            let n: usize = String::from_utf8_lossy(&opened[31..33])
+                .trim_end_matches('\r')
+                .trim()
+                .parse()
+                .unwrap();
+            let mut expect = format!("Received: from mx by provider; {n}\r\n").into_bytes();
+            expect.extend_from_slice(&message(n));
+            assert_eq!(opened, expect);
+            resealed += 1;
+        }
+    }
+    assert_eq!(resealed, 9);
+    assert_eq!(stored.len(), 10);
+
+    let text = jobs.ok(jobs.run(&[
+        "keys",
+        "retire",
+        &old,
+        "--account",
+        &user.name,
+        "--password-file",
+        &pw,
+    ]));
+    assert!(text.contains("retired"), "{text}");
+    let list = jobs.ok(jobs.run(&["keys", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&old) && l.contains("retired")),
+        "{list}"
+    );
+    assert!(!jobs.keys.dir().join(format!("epochs/{old}.age")).exists());
+    // The keyring still unlocks and opens everything at the provider.
+    let text = jobs.ok(jobs.job(&user, &["verify"], &["--mailbox", "INBOX", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v[0]["plaintext"], 1);
+    assert_eq!(v[0]["sealed"][&new], 9);
+}
+
+#[test]
+fn verify_counts_undecryptable_messages_and_fails() {
+    let p = provider();
+    let user = p.new_user("verify");
+    let jobs = Jobs::new(p.imap_addr());
+    let other = TestKeys::new();
+    let keyring = writ::keys::Keyring::load(&other.dir()).unwrap();
+    let mut foreign = Vec::new();
+    writ::keys::sealer(&keyring, &Default::default())
+        .unwrap()
+        .seal(&message(1)[..], &mut foreign)
+        .unwrap();
+    p.imap_append(&user, "INBOX", &foreign);
+    p.imap_append(&user, "INBOX", &message(2));
+    let out = jobs.job(&user, &["verify"], &["--mailbox", "INBOX", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["plaintext"], 1);
+    assert_eq!(v[0]["undecryptable"].as_array().unwrap().len(), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 message(s) cannot be opened"));
+}
+
+#[test]
+fn bad_credentials_and_missing_settings_are_clear_errors() {
+    let p = provider();
+    let user = p.new_user("creds");
+    let jobs = Jobs::new(p.imap_addr());
+    let bad = jobs.tmp.path().join("bad");
+    std::fs::write(&bad, "wrong\n").unwrap();
+    let out = jobs.run(&[
+        "mailbox",
+        "seal",
+        "--account",
+        &user.name,
+        "--password-file",
+        &bad.display().to_string(),
+        "--mailbox",
+        "INBOX",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("login as {} refused", user.name)),
+        "{err}"
+    );
+    assert!(!err.contains("wrong"), "no password in errors: {err}");
+
+    let out = jobs.run(&[
+        "mailbox",
+        "seal",
+        "--account",
+        &user.name,
+        "--mailbox",
+        "INBOX",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider credentials"));
+    let out = jobs.run(&["mailbox", "seal", "--account", &user.name]);
+    assert!(!out.status.success(), "a mailbox or --all is required");
+}
+
+#[allow(dead_code)]
+fn _unused(_: &Path) {}
