@@ -429,3 +429,46 @@ fn operator_from_config() {
     assert_eq!(records[0]["operator"], "carol");
     assert_eq!(records[1]["operator"], "dave");
 }
+
+#[test]
+fn export_identity_is_recorded() {
+    let env = Env::with_log();
+    let epoch = env
+        .ok(&["keys", "list"])
+        .lines()
+        .nth(1)
+        .map(|l| l[2..18].to_string())
+        .unwrap();
+    let key = env.ok(&[
+        "keys",
+        "export-identity",
+        &epoch,
+        "--passphrase-file",
+        "pw2",
+        "--operator",
+        "erin",
+    ]);
+    assert!(key.starts_with("AGE-SECRET-KEY-1"));
+    let json = env.ok(&["audit", "show", "--json"]);
+    let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let last = records.last().unwrap();
+    assert_eq!(last["action"], "keys.export-identity");
+    assert_eq!(last["operator"], "erin");
+    assert_eq!(last["params"]["epoch"], epoch.as_str());
+    assert_eq!(last["params"].as_object().unwrap().len(), 1);
+    assert!(
+        !String::from_utf8(env.log())
+            .unwrap()
+            .contains("AGE-SECRET-KEY")
+    );
+    env.ok(&["audit", "verify"]);
+
+    // A wrong passphrase exports nothing and records nothing.
+    env.fail(&["keys", "export-identity", &epoch, "--passphrase-file", "pw"]);
+    assert_eq!(env.lines().len(), records.len());
+
+    // No audit key: refused, before the passphrase is asked for.
+    std::fs::remove_file(env.path("keys/audit.key")).unwrap();
+    let e = env.fail(&["keys", "export-identity", &epoch]);
+    assert!(e.contains("audit.key is missing"), "{e}");
+}

@@ -200,11 +200,20 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             let keyring = Keyring::load(dir)?;
             // Unknown id: say so before asking for the passphrase.
             keyring.epoch(&epoch)?;
+            // An export that cannot be recorded does not happen.
+            audit::check_writable(dir)?;
             let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
             let unlocked = keyring.unlock(&passphrase)?;
             let identity = unlocked
                 .identity(&epoch)
                 .ok_or_else(|| KeyError::UnknownEpoch { id: epoch.clone() })?;
+            // Recorded before the key is shown: a record without an export
+            // (a closed pipe) is better than an export without a record.
+            audit_record(
+                ctx,
+                "keys.export-identity",
+                audit::params([("epoch", epoch.clone().into())]),
+            )?;
             eprintln!(
                 "writ: warning: this is the private key of epoch {epoch}: whoever holds it can read \
                  all mail sealed under that epoch. Keep it as safe as the keyring, delete it after use."
