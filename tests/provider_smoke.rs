@@ -485,7 +485,9 @@ auth(expired)
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"ok OK 1"), "{stdout}");
     assert!(
-        lines.get(1).is_some_and(|l| l.starts_with("refused") && l.contains("AUTHENTICATIONFAILED")),
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with("refused") && l.contains("AUTHENTICATIONFAILED")),
         "{stdout}"
     );
 }
@@ -529,14 +531,23 @@ fn via(proxy: &FaultProxy, user: &common::User) -> Imap {
 fn faults_throttle_the_first_append_with_a_synchronising_literal() {
     let p = provider();
     let user = p.new_user("throttled");
-    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().throttle("APPEND", When::Nth(1)));
+    let proxy = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().throttle("APPEND", When::Nth(1)),
+    );
     let mut imap = via(&proxy, &user);
     let message = b"Subject: throttled once\r\n\r\nbody\r\n";
 
     // The NO comes instead of the "+": the client never sends the literal.
     let first = imap.append("INBOX", message);
     assert_eq!(first.status, "NO", "{first:?}");
-    assert!(first.tagged.text_only().ends_with(&format!(" {THROTTLED}\r\n")), "{first:?}");
+    assert!(
+        first
+            .tagged
+            .text_only()
+            .ends_with(&format!(" {THROTTLED}\r\n")),
+        "{first:?}"
+    );
     assert!(first.untagged.is_empty(), "{first:?}");
     // The session is in step: the retry goes through and is stored once.
     let second = imap.append("INBOX", message).expect_ok("second APPEND");
@@ -550,7 +561,10 @@ fn faults_throttle_the_first_append_with_a_synchronising_literal() {
     assert_eq!(proxy.count("LOGIN"), 1);
     let events = proxy.events();
     let appends: Vec<_> = events.iter().filter(|e| e.command == "APPEND").collect();
-    assert_eq!(appends[0].fault, Some(Fault::Answered(THROTTLED.to_string())));
+    assert_eq!(
+        appends[0].fault,
+        Some(Fault::Answered(THROTTLED.to_string()))
+    );
     assert_eq!(appends[1].fault, None);
     assert!(appends[1].at >= appends[0].at);
 }
@@ -559,7 +573,10 @@ fn faults_throttle_the_first_append_with_a_synchronising_literal() {
 fn faults_throttle_swallows_non_synchronising_literals() {
     let p = provider();
     let user = p.new_user("throttled-plus");
-    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().throttle("APPEND", When::FirstK(2)));
+    let proxy = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().throttle("APPEND", When::FirstK(2)),
+    );
     let mut imap = via(&proxy, &user);
 
     // LITERAL+: the literal follows at once; the proxy reads and drops it.
@@ -583,9 +600,13 @@ fn faults_throttle_swallows_non_synchronising_literals() {
         .unwrap();
     let third = imap.read_response(&tag).unwrap();
     assert!(third.is_ok(), "{third:?}");
-    imap.command("NOOP").expect_ok("NOOP after swallowed literals");
+    imap.command("NOOP")
+        .expect_ok("NOOP after swallowed literals");
     imap.logout();
-    assert_eq!(p.imap_fetch_all(&user, "INBOX"), vec![b"Subject:4".to_vec()]);
+    assert_eq!(
+        p.imap_fetch_all(&user, "INBOX"),
+        vec![b"Subject:4".to_vec()]
+    );
     assert_eq!((proxy.count("APPEND"), proxy.faulted("APPEND")), (3, 2));
 }
 
@@ -634,7 +655,10 @@ c.logout()
     assert_eq!(lines[0], "append NO", "{stdout}");
     assert_eq!(lines[1], "append OK", "{stdout}");
     assert!(lines[2].starts_with("uid fetch OK "), "{stdout}");
-    assert_eq!(lines[3], "uid fetch NO [LIMIT] Too many requests", "{stdout}");
+    assert_eq!(
+        lines[3], "uid fetch NO [LIMIT] Too many requests",
+        "{stdout}"
+    );
     assert!(lines[4].starts_with("uid fetch OK "), "{stdout}");
     assert_eq!(lines[5], "fetch NO [LIMIT] Too many requests", "{stdout}");
     assert!(lines[6].starts_with("fetch OK "), "{stdout}");
@@ -652,7 +676,8 @@ fn faults_bye_ends_the_session_then_a_new_one_works() {
     let mut imap = via(&proxy, &user); // 1: LOGIN
     imap.select("INBOX").expect_ok("SELECT"); // 2
     let tag = imap.tag();
-    imap.write_raw(format!("{tag} NOOP\r\n").as_bytes()).unwrap(); // 3
+    imap.write_raw(format!("{tag} NOOP\r\n").as_bytes())
+        .unwrap(); // 3
     let bye = imap.read_line().expect("BYE");
     assert_eq!(bye.text_only(), format!("{BYE}\r\n"));
     assert!(imap.read_line().is_err(), "still open after BYE");
@@ -679,7 +704,12 @@ fn faults_cut_after_bytes_drops_the_connection_mid_append_without_bye() {
         Faults::new().cut_after_bytes(budget, When::Nth(1)),
     );
     let mut imap = via(&proxy, &user);
-    let message = [b"Subject: cut\r\n\r\n".as_slice(), &[b'x'; 1000 - 18], b"\r\n"].concat();
+    let message = [
+        b"Subject: cut\r\n\r\n".as_slice(),
+        &[b'x'; 1000 - 18],
+        b"\r\n",
+    ]
+    .concat();
     assert_eq!(message.len(), 1000);
     let err = imap
         .try_command_with_literal("APPEND \"INBOX\"", &message, "")
@@ -693,7 +723,9 @@ fn faults_cut_after_bytes_drops_the_connection_mid_append_without_bye() {
     let mut again = via(&proxy, &user);
     again.select("INBOX").expect_ok("SELECT");
     assert_eq!(again.fetch_all(), Vec::new());
-    again.append("INBOX", &message).expect_ok("APPEND on a new connection");
+    again
+        .append("INBOX", &message)
+        .expect_ok("APPEND on a new connection");
     again.logout();
     assert_eq!(p.imap_fetch_all(&user, "INBOX"), vec![message]);
     let events = proxy.events();
@@ -737,19 +769,25 @@ fn faults_proxy_passes_authenticate_idle_and_literals_through() {
     // AUTHENTICATE PLAIN without an initial response: the credentials line
     // is SASL data, not a command.
     let tag = imap.tag();
-    imap.write_raw(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes()).unwrap();
+    imap.write_raw(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes())
+        .unwrap();
     let challenge = imap.read_line().unwrap();
     assert!(challenge.text_only().starts_with('+'), "{challenge:?}");
     let credentials = base64::engine::general_purpose::STANDARD
         .encode(format!("\0{}\0{}", user.name, user.password));
-    imap.write_raw(format!("{credentials}\r\n").as_bytes()).unwrap();
-    imap.read_response(&tag).unwrap().expect_ok("AUTHENTICATE PLAIN");
+    imap.write_raw(format!("{credentials}\r\n").as_bytes())
+        .unwrap();
+    imap.read_response(&tag)
+        .unwrap()
+        .expect_ok("AUTHENTICATE PLAIN");
     // A LOGIN-style literal argument and a synchronising APPEND literal.
-    imap.append("INBOX", b"Subject: through\r\n\r\n{5}\r\n").expect_ok("APPEND");
+    imap.append("INBOX", b"Subject: through\r\n\r\n{5}\r\n")
+        .expect_ok("APPEND");
     imap.select("INBOX").expect_ok("SELECT");
     // IDLE: "DONE" is not a command either.
     let tag = imap.tag();
-    imap.write_raw(format!("{tag} IDLE\r\n").as_bytes()).unwrap();
+    imap.write_raw(format!("{tag} IDLE\r\n").as_bytes())
+        .unwrap();
     let idling = imap.read_line().unwrap();
     assert!(idling.text_only().starts_with('+'), "{idling:?}");
     imap.write_raw(b"DONE\r\n").unwrap();
@@ -761,7 +799,14 @@ fn faults_proxy_passes_authenticate_idle_and_literals_through() {
     let commands: Vec<String> = proxy.events().into_iter().map(|e| e.command).collect();
     assert_eq!(
         commands,
-        ["AUTHENTICATE", "APPEND", "SELECT", "IDLE", "UID FETCH", "LOGOUT"]
+        [
+            "AUTHENTICATE",
+            "APPEND",
+            "SELECT",
+            "IDLE",
+            "UID FETCH",
+            "LOGOUT"
+        ]
     );
     assert_eq!(proxy.faulted("*"), 0);
 }

@@ -73,7 +73,7 @@ impl When {
     fn hits(self, n: u32) -> bool {
         match self {
             When::Nth(k) => n == k,
-            When::EveryNth(k) => k > 0 && n % k == 0,
+            When::EveryNth(k) => k > 0 && n.is_multiple_of(k),
             When::FirstK(k) => n <= k,
             When::Always => true,
         }
@@ -342,7 +342,8 @@ impl Conn {
                 return;
             }
         }
-        let (tag, command, at) = current.unwrap_or_else(|| (String::new(), String::new(), Instant::now()));
+        let (tag, command, at) =
+            current.unwrap_or_else(|| (String::new(), String::new(), Instant::now()));
         shared.events.push(Event {
             connection: self.number,
             tag,
@@ -478,10 +479,10 @@ fn parse_command(line: &[u8]) -> (String, String) {
     let mut words = text.split_whitespace();
     let tag = words.next().unwrap_or_default().to_string();
     let mut name = words.next().unwrap_or_default().to_ascii_uppercase();
-    if name == "UID" {
-        if let Some(sub) = words.next() {
-            name = format!("UID {}", sub.to_ascii_uppercase());
-        }
+    if name == "UID"
+        && let Some(sub) = words.next()
+    {
+        name = format!("UID {}", sub.to_ascii_uppercase());
     }
     // "APPEND {5}" style names never happen; strip a literal marker anyway.
     if let Some(brace) = name.find('{') {
@@ -638,7 +639,10 @@ fn forward_command(
         }
         if !line.ends_with(b"\n") {
             server.write_all(&line)?;
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client closed mid-command"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed mid-command",
+            ));
         }
     }
 }
@@ -714,10 +718,10 @@ fn server_to_client(conn: &Conn, server: TcpStream) {
                         let _ = tx.send(true);
                     }
                 } else if tag != "*" {
-                    if state.literal_wait.as_ref().is_some_and(|(t, _)| *t == tag) {
-                        if let Some((_, tx)) = state.literal_wait.take() {
-                            let _ = tx.send(false);
-                        }
+                    if state.literal_wait.as_ref().is_some_and(|(t, _)| *t == tag)
+                        && let Some((_, tx)) = state.literal_wait.take()
+                    {
+                        let _ = tx.send(false);
                     }
                     if state.continuation.as_deref() == Some(tag.as_str()) {
                         state.continuation = None;

@@ -351,7 +351,10 @@ impl Provider {
     /// tokens (made for each run).
     pub fn oauth2_key(&self) -> Vec<u8> {
         use base64::Engine as _;
-        let path = self.dir.join("oauth2/keys/default/HS256").join(OAUTH2_KEY_ID);
+        let path = self
+            .dir
+            .join("oauth2/keys/default/HS256")
+            .join(OAUTH2_KEY_ID);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         base64::engine::general_purpose::STANDARD
@@ -365,7 +368,11 @@ impl Provider {
     pub fn oauth2_token(&self, user: &User) -> String {
         let now = unix_now();
         let exp = now + OAUTH2_TOKEN_LIFETIME.as_secs() as i64;
-        jwt_hs256(&self.oauth2_key(), OAUTH2_KEY_ID, &token_claims(user, now, exp))
+        jwt_hs256(
+            &self.oauth2_key(),
+            OAUTH2_KEY_ID,
+            &token_claims(user, now, exp),
+        )
     }
 
     /// A token like [`Provider::oauth2_token`]'s, issued two hours ago and
