@@ -1,16 +1,286 @@
-//! `writ disclose`: open exactly the named messages for a case. (Being built.)
+//! `writ disclose`: open exactly the named messages for a case into a
+//! signed bundle; `writ disclose request` prints the request approvers
+//! sign; `writ disclose verify` checks a bundle.
+//!
+//! Order of a disclosure, each step refusing before the next: the
+//! keyring and the audit key are there; the messages are read (files) and
+//! the request built from the arguments; the approvals meet the quorum for
+//! that exact request; every message is the requested one, sealed, under
+//! an epoch of the keyring; the audit log can be written; only then the
+//! passphrase is asked for and the messages opened. The bundle is kept
+//! only once the `disclose` audit record is written.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
 
-use super::Context;
+use anyhow::{Context as _, Result};
+use writ::audit;
+use writ::disclose::{self, Request, Stored, Wanted, quorum};
+use writ::envelope::EnvelopeError;
+use writ::keys::Keyring;
+
+use super::{Context, audit_record, out};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DiscloseArgs {
-    /// Case reference
-    #[arg(long)]
-    pub case: String,
+    #[command(subcommand)]
+    pub command: Option<DiscloseCommand>,
+
+    #[command(flatten)]
+    pub select: Selection,
+
+    /// Where the bundle goes: a new or empty directory (created 0700)
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: Option<PathBuf>,
+
+    /// An approval file from an approver (`writ approver approve`); give
+    /// as many as the [disclosure] quorum requires
+    #[arg(long, value_name = "FILE")]
+    pub approval: Vec<PathBuf>,
 }
 
-pub fn run(_ctx: &Context, _args: DiscloseArgs) -> Result<()> {
-    anyhow::bail!("writ disclose is not built yet")
+#[derive(clap::Subcommand)]
+pub enum DiscloseCommand {
+    /// Print the request for these arguments (JSON) for the approvers to
+    /// sign with `writ approver approve`
+    Request {
+        #[command(flatten)]
+        select: Selection,
+    },
+
+    /// Check a bundle: every file against the manifest, the manifest
+    /// against its signature, nothing added
+    Verify {
+        /// The bundle directory
+        dir: PathBuf,
+
+        /// The gateway's audit public key (a copy of keys/audit.pub
+        /// obtained from the gateway) [default: the key the manifest names,
+        /// which shows integrity but not origin]
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+}
+
+/// Which messages, for which case. Either files, or a provider mailbox
+/// with UIDs and/or Message-IDs (UIDs first, then Message-IDs, each in the
+/// order given).
+#[derive(clap::Args)]
+pub struct Selection {
+    /// The case reference (court order, file number)
+    #[arg(long, value_name = "REF", required = true)]
+    pub case: Option<String>,
+
+    /// Stored (sealed) messages as files, e.g. as the provider handed them
+    /// over
+    #[arg(
+        long,
+        value_name = "EML",
+        num_args = 1..,
+        conflicts_with_all = ["account", "mailbox", "uid", "message_id"],
+        required_unless_present = "account"
+    )]
+    pub from_file: Vec<PathBuf>,
+
+    /// The account at the provider
+    #[arg(long, value_name = "USER", requires = "mailbox")]
+    pub account: Option<String>,
+
+    /// The mailbox of that account
+    #[arg(long, value_name = "NAME", requires = "account")]
+    pub mailbox: Option<String>,
+
+    /// A message by UID
+    #[arg(long, value_name = "N", requires = "account")]
+    pub uid: Vec<u32>,
+
+    /// A message by Message-ID (with its angle brackets)
+    #[arg(long, value_name = "ID", requires = "account")]
+    pub message_id: Vec<String>,
+}
+
+/// The selection, resolved: the request, and for files the stored
+/// messages already read.
+struct Selected {
+    request: Request,
+    files: Option<Vec<Stored>>,
+}
+
+fn select(ctx: &Context, select: &Selection) -> Result<Selected> {
+    let case = select.case.clone().unwrap_or_default();
+    disclose::check_case(&case)?;
+    Keyring::load(&ctx.keys_dir)?;
+    let gateway = audit::public_key(&ctx.keys_dir)?;
+    if !select.from_file.is_empty() {
+        let mut stored = Vec::new();
+        let mut wanted = Vec::new();
+        for path in &select.from_file {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            wanted.push(disclose::wanted_file(path, &bytes));
+            stored.push(Stored {
+                source: disclose::Source::File { path: path.clone() },
+                ciphertext: bytes,
+            });
+        }
+        return Ok(Selected {
+            request: Request::new(&case, &gateway, wanted)?,
+            files: Some(stored),
+        });
+    }
+    let (Some(account), Some(mailbox)) = (&select.account, &select.mailbox) else {
+        return Err(disclose::DiscloseError::NoMessages.into());
+    };
+    let wanted = select
+        .uid
+        .iter()
+        .map(|&uid| Wanted::Uid {
+            account: account.clone(),
+            mailbox: mailbox.clone(),
+            uid,
+        })
+        .chain(select.message_id.iter().map(|id| Wanted::MessageId {
+            account: account.clone(),
+            mailbox: mailbox.clone(),
+            message_id: id.clone(),
+        }))
+        .collect();
+    Ok(Selected {
+        request: Request::new(&case, &gateway, wanted)?,
+        files: None,
+    })
+}
+
+/// Fetches exactly the requested provider messages (account, mailbox, UID
+/// or Message-ID), in request order, with their UIDVALIDITY, as stored.
+/// Called only after the quorum is met.
+// TODO(mailbox jobs): fetch over the IMAP job client (src/jobs/).
+fn fetch_for_disclosure(_ctx: &Context, _request: &Request) -> Result<Vec<Stored>> {
+    anyhow::bail!("fetching from the provider: not built yet; use --from-file")
+}
+
+pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
+    match args.command {
+        Some(DiscloseCommand::Request { select: s }) => {
+            let selected = select(ctx, &s)?;
+            out(&String::from_utf8_lossy(&selected.request.to_file()))
+        }
+        Some(DiscloseCommand::Verify { dir, public_key }) => verify(&dir, public_key.as_deref()),
+        None => {
+            let out_dir = args.out.clone().unwrap_or_default();
+            run_disclose(ctx, &args, &out_dir)
+        }
+    }
+}
+
+fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()> {
+    let dir = ctx.keys_dir.as_path();
+    let keyring = Keyring::load(dir)?;
+    let Selected { request, files } = select(ctx, &args.select)?;
+
+    let given = args
+        .approval
+        .iter()
+        .map(|path| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read approval {}", path.display()))
+                .map(|bytes| quorum::Given {
+                    path: path.clone(),
+                    bytes,
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let used = quorum::check(&ctx.config.disclosure, &request, &given)?;
+
+    let stored = match files {
+        Some(stored) => stored,
+        None => fetch_for_disclosure(ctx, &request)?,
+    };
+    // Not sealed, not the requested message, or an epoch this keyring does
+    // not have: refused before the passphrase is asked for.
+    let epochs = disclose::check_stored(&request, &stored)?;
+    for epoch in &epochs {
+        keyring
+            .epoch(epoch)
+            .map_err(|_| EnvelopeError::UnknownEpoch(epoch.clone()))?;
+    }
+    audit::check_writable(dir)?;
+
+    let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
+    let unlocked = keyring.unlock(&passphrase)?;
+    let d = disclose::Disclosure {
+        request: &request,
+        approvals: &used,
+        operator: &ctx.operator,
+        keys_dir: dir,
+        out: out_dir,
+    };
+    let bundle = disclose::disclose(&d, &stored, &unlocked)
+        .context("nothing disclosed (no plaintext left behind)")?;
+    drop(unlocked);
+    let approvers: Vec<String> = used.iter().map(|u| u.name.clone()).collect();
+    audit_record(
+        ctx,
+        "disclose",
+        audit::params([
+            ("case", request.case.clone().into()),
+            ("messages", bundle.messages.into()),
+            ("manifest_sha256", bundle.manifest_sha256.clone().into()),
+            ("request_sha256", bundle.request_sha256.clone().into()),
+            ("approvers", approvers.clone().into()),
+            ("quorum", ctx.config.disclosure.quorum.into()),
+            ("out", out_dir.display().to_string().into()),
+        ]),
+    )
+    // Dropping the bundle removes it: no disclosure without its record.
+    .context("the bundle was removed")?;
+    let text = format!(
+        "disclosed {} message(s) for case {:?} into {}\n\
+         manifest sha256 {}, signed by audit key {}\n\
+         approvals: {}\n\
+         the other side checks it with: writ disclose verify {} --public-key audit.pub\n",
+        bundle.messages,
+        request.case,
+        bundle.dir().display(),
+        bundle.manifest_sha256,
+        bundle.gateway,
+        if approvers.is_empty() {
+            "none (quorum 0)".to_string()
+        } else {
+            approvers.join(", ")
+        },
+        bundle.dir().display(),
+    );
+    bundle.keep();
+    out(&text)
+}
+
+fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
+    let key = public_key.map(audit::read_public_key).transpose()?;
+    let v = disclose::verify(dir, key.as_deref())?;
+    let mut text = format!(
+        "{}: case {:?}, {} message(s), {} files: hashes and manifest signature OK\n\
+         disclosed by {} at {}; approvals: {}\n",
+        dir.display(),
+        v.case,
+        v.messages,
+        v.files,
+        v.operator,
+        v.time,
+        if v.approvers.is_empty() {
+            "none".to_string()
+        } else {
+            v.approvers.join(", ")
+        },
+    );
+    if v.key_given {
+        text.push_str(&format!("signed by the given audit key {}\n", v.gateway));
+    } else {
+        text.push_str(&format!(
+            "signed by audit key {} as the manifest itself names it: \
+             compare it with the gateway's audit.pub (--public-key) to know who signed\n",
+            v.gateway
+        ));
+    }
+    out(&text)
 }
