@@ -368,6 +368,23 @@ fn master_user_logs_in_as_any_user_with_the_master_password() {
     // Only that user's mailbox.
     assert_eq!(p.imap_fetch_all(&other, "INBOX"), Vec::<Vec<u8>>::new());
 
+    // SASL PLAIN with the user as authorization identity works too.
+    let plain = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}\0{}\0{}",
+            user.name, master.name, master.password
+        ))
+    };
+    let (mut imap, response) = p.imap_authenticate("PLAIN", &plain);
+    assert!(response.is_ok(), "{response:?}");
+    assert_eq!(
+        imap.select("INBOX").expect_ok("SELECT").exists(),
+        Some(2),
+        "not the user's INBOX"
+    );
+    imap.logout();
+
     // The address works as the login part too.
     let mut imap = Imap::connect(p.imap_addr()).unwrap();
     let ok = imap.login(&format!("{}*writadmin", user.address), &master.password);
