@@ -1,0 +1,304 @@
+//! Mailbox jobs survive what long jobs meet: kill -9 at any instant, a
+//! provider that throttles (NO [LIMIT]), says BYE, or drops the
+//! connection. After the job completes, every original is present exactly
+//! once, sealed, and opens byte-exact.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::writ::TestKeys;
+use common::{FaultProxy, Faults, User, When, provider};
+
+const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+
+struct Job {
+    keys: TestKeys,
+    tmp: tempfile::TempDir,
+}
+
+impl Job {
+    fn new(imap: SocketAddr) -> Job {
+        let job = Job {
+            keys: TestKeys::new(),
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        job.configure(imap, 12);
+        job
+    }
+
+    fn configure(&self, imap: SocketAddr, retries: u32) {
+        let config = format!(
+            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{imap}\"\nsecurity = \"plain\"\n\
+             timeout_secs = 20\n\n[jobs]\ndir = {:?}\nbackoff_ms = 10\nretries = {retries}\n",
+            self.keys.dir().display().to_string(),
+            self.tmp.path().join("jobs").display().to_string(),
+        );
+        std::fs::write(self.tmp.path().join("writ.toml"), config).unwrap();
+    }
+
+    /// Runs again with the provider at `imap` (same keyring, checkpoints).
+    fn run_via(&self, user: &User, imap: SocketAddr, args: &[&str]) -> Output {
+        self.configure(imap, 12);
+        self.run(user, args)
+    }
+
+    fn command(&self, user: &User, args: &[&str]) -> Command {
+        let pw = self.tmp.path().join("password");
+        std::fs::write(&pw, format!("{}\n", user.password)).unwrap();
+        let mut c = Command::new(WRIT);
+        c.env_remove("WRIT_PASSPHRASE_FILE")
+            .env("USER", "tester")
+            .arg("--config")
+            .arg(self.tmp.path().join("writ.toml"))
+            .arg("--passphrase-file")
+            .arg(self.keys.passphrase_file())
+            .args([
+                "mailbox",
+                "seal",
+                "--account",
+                &user.name,
+                "--password-file",
+            ])
+            .arg(&pw)
+            .args(args)
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn spawn(&self, user: &User, args: &[&str]) -> Child {
+        self.command(user, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn run(&self, user: &User, args: &[&str]) -> Output {
+        self.command(user, args).output().unwrap()
+    }
+
+    fn checkpoints(&self) -> PathBuf {
+        self.tmp.path().join("jobs")
+    }
+}
+
+fn message(n: usize) -> Vec<u8> {
+    format!(
+        "From: s{n}@example.org\r\nTo: r@example.test\r\nSubject: resume {n}\r\n\
+         Message-ID: <resume-{n}@example.org>\r\n\r\nbody {n} {}\r\n",
+        "y".repeat(n * 13 % 700)
+    )
+    .into_bytes()
+}
+
+/// Stores `count` plaintext messages in INBOX, with APPEND pipelined by
+/// LITERAL+ in one write per 50.
+fn fill(user: &User, count: usize) -> BTreeMap<String, Vec<u8>> {
+    let p = provider();
+    let mut imap = p.imap(user);
+    let mut originals = BTreeMap::new();
+    for n in 0..count {
+        let m = message(n);
+        let r = imap.command_with_literal(
+            &format!(
+                "APPEND INBOX (\\Seen) \"0{}-Jan-2026 10:00:00 +0000\"",
+                n % 9 + 1
+            ),
+            &m,
+            "",
+        );
+        assert!(r.is_ok(), "{}", r.text());
+        originals.insert(format!("<resume-{n}@example.org>"), m);
+    }
+    imap.logout();
+    originals
+}
+
+/// Asserts that INBOX holds exactly the originals, each once, sealed.
+#[track_caller]
+fn assert_exactly_once(user: &User, keys: &TestKeys, originals: &BTreeMap<String, Vec<u8>>) {
+    let stored = provider().imap_fetch_all(user, "INBOX");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &stored {
+        assert!(
+            writ::envelope::detect(s).is_some(),
+            "a message is still plaintext: {}",
+            String::from_utf8_lossy(&s[..s.len().min(200)])
+        );
+        let opened = keys.open(s);
+        let id = String::from_utf8_lossy(
+            &writ::envelope::header::first_value(&opened, "message-id").unwrap_or_default(),
+        )
+        .trim()
+        .to_string();
+        assert_eq!(
+            originals.get(&id),
+            Some(&opened),
+            "{id} opens to its original"
+        );
+        *seen.entry(id).or_default() += 1;
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(dups.is_empty(), "present more than once: {dups:?}");
+    assert_eq!(seen.len(), originals.len(), "every original is present");
+    assert_eq!(stored.len(), originals.len());
+}
+
+/// xorshift64*: reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[test]
+fn killed_twenty_times_at_random_points_then_completed_loses_nothing() {
+    let p = provider();
+    let user = p.new_user("killed");
+    let originals = fill(&user, 500);
+    let job = Job::new(p.imap_addr());
+
+    // How long one uninterrupted run of a batch takes here, to spread the
+    // kills over the job instead of guessing.
+    let seed = std::env::var("WRIT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15)
+        });
+    eprintln!("kill schedule seed: {seed} (WRIT_TEST_SEED={seed} repeats it)");
+    let mut rng = Rng(seed);
+    let mut completed_early = 0;
+    for round in 0..20 {
+        let mut child = job.spawn(&user, &["--mailbox", "INBOX", "--batch", "7"]);
+        // A random instant in the first 1.5 s of this run.
+        let at = Duration::from_millis(rng.next() % 1500);
+        let started = Instant::now();
+        let mut exited = None;
+        while started.elapsed() < at {
+            if let Some(status) = child.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match exited {
+            Some(_) => completed_early += 1,
+            None => {
+                // SIGKILL: no chance to clean up.
+                child.kill().unwrap();
+                child.wait().unwrap();
+            }
+        }
+        eprintln!(
+            "round {round}: killed after {at:?} (exited first: {})",
+            exited.is_some()
+        );
+    }
+    let out = job.run(&user, &["--mailbox", "INBOX"]);
+    assert!(
+        out.status.success(),
+        "final run: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(completed_early < 20, "the job was never interrupted");
+    assert_exactly_once(&user, &job.keys, &originals);
+    // The checkpoint holds no batch in flight and counts every message
+    // once. (A kill during a checkpoint write leaves a `.writ-*.tmp` file
+    // beside it; it is never read.)
+    let checkpoints: Vec<PathBuf> = std::fs::read_dir(job.checkpoints())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(checkpoints.len(), 1);
+    let cp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&checkpoints[0]).unwrap()).unwrap();
+    assert_eq!(cp["in_flight"].as_array().map(Vec::len), Some(0));
+    assert_eq!(cp["moved"], 500, "{cp}");
+}
+
+#[test]
+fn throttling_bye_and_cut_connections_are_retried_not_failed() {
+    let p = provider();
+    let user = p.new_user("flaky");
+    let originals = fill(&user, 60);
+    let proxy = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new()
+            .throttle("APPEND", When::Nth(3))
+            .throttle("APPEND", When::Nth(20))
+            .bye("UID FETCH", When::Nth(4))
+            .cut("UID EXPUNGE", When::Nth(2))
+            .lose_reply("UID STORE", When::Nth(5)),
+    );
+    let job = Job::new(proxy.addr());
+    let out = job.run(&user, &["--mailbox", "INBOX", "--batch", "5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("retries"), "{stdout}");
+    // Each fault fired, and the job logged in again after each.
+    assert!(
+        proxy.count("LOGIN") >= 4,
+        "logins: {}",
+        proxy.count("LOGIN")
+    );
+    assert_exactly_once(&user, &job.keys, &originals);
+}
+
+#[test]
+fn a_provider_that_never_recovers_stops_the_job_with_the_originals_intact() {
+    let p = provider();
+    let user = p.new_user("down");
+    let originals = fill(&user, 12);
+    let originals_again = originals.clone();
+    let proxy = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().throttle("APPEND", When::Always),
+    );
+    let job = Job::new(proxy.addr());
+    job.configure(proxy.addr(), 3);
+    let out = job.run(&user, &["--mailbox", "INBOX", "--batch", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LIMIT") || err.contains("Too many requests"),
+        "{err}"
+    );
+    assert!(err.contains("run again to resume"), "{err}");
+    // Nothing was lost, nothing sealed: every original is still there.
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 12);
+    let mut got: Vec<Vec<u8>> = stored;
+    got.sort();
+    let mut want: Vec<Vec<u8>> = originals.into_values().collect();
+    want.sort();
+    assert_eq!(got, want);
+    // When the provider recovers, the same job completes.
+    let out = job.run_via(&user, p.imap_addr(), &["--mailbox", "INBOX"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&user, &job.keys, &originals_again);
+}
