@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use common::writ::TestKeys;
@@ -464,5 +464,184 @@ fn bad_credentials_and_missing_settings_are_clear_errors() {
     assert!(!out.status.success(), "a mailbox or --all is required");
 }
 
-#[allow(dead_code)]
-fn _unused(_: &Path) {}
+#[test]
+fn an_administrator_seals_a_users_mailbox_through_the_master_user() {
+    let p = provider();
+    let user = p.new_user("mastered");
+    let jobs = Jobs::new(p.imap_addr());
+    p.imap_append(&user, "INBOX", &message(7));
+    let master = p.master();
+    let pw = master.password_file.display().to_string();
+    let text = jobs.ok(jobs.run(&[
+        "mailbox",
+        "seal",
+        "--account",
+        &user.name,
+        "--master-user",
+        &master.name,
+        "--password-file",
+        &pw,
+        "--mailbox",
+        "INBOX",
+    ]));
+    assert!(text.contains("INBOX: 1 sealed"), "{text}");
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(jobs.keys.open(&stored[0]), message(7));
+
+    // The user's own password is not the master's.
+    let own = jobs.password_file(&user).display().to_string();
+    let out = jobs.run(&[
+        "mailbox",
+        "verify",
+        "--account",
+        &user.name,
+        "--master-user",
+        &master.name,
+        "--password-file",
+        &own,
+        "--mailbox",
+        "INBOX",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("login as {}*{} refused", user.name, master.name)),
+        "{err}"
+    );
+}
+
+#[test]
+fn xoauth2_tokens_come_from_a_file_or_a_command() {
+    let p = provider();
+    let user = p.new_user("oauth");
+    let jobs = Jobs::new(p.imap_addr());
+    p.imap_append(&user, "INBOX", &message(3));
+    let token_file = jobs.tmp.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", p.oauth2_token(&user))).unwrap();
+    let tf = token_file.display().to_string();
+    let text = jobs.ok(jobs.run(&[
+        "mailbox",
+        "verify",
+        "--account",
+        &user.name,
+        "--oauth2-token-file",
+        &tf,
+        "--mailbox",
+        "INBOX",
+    ]));
+    assert!(text.contains("INBOX: 1 plaintext"), "{text}");
+
+    // A command prints the token; it learns the account from WRIT_ACCOUNT.
+    let script = jobs.tmp.path().join("token.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$WRIT_ACCOUNT\" = {} ] || exit 3\ncat {}\n",
+            user.name,
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let cmd = format!("sh {}", script.display());
+    let text = jobs.ok(jobs.run(&[
+        "mailbox",
+        "seal",
+        "--account",
+        &user.name,
+        "--oauth2-token-command",
+        &cmd,
+        "--mailbox",
+        "INBOX",
+    ]));
+    assert!(text.contains("INBOX: 1 sealed"), "{text}");
+
+    // An expired token is refused; a failing command is named.
+    std::fs::write(&token_file, p.oauth2_expired_token(&user)).unwrap();
+    let out = jobs.run(&[
+        "mailbox",
+        "verify",
+        "--account",
+        &user.name,
+        "--oauth2-token-file",
+        &tf,
+        "--mailbox",
+        "INBOX",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    let out = jobs.run(&[
+        "mailbox",
+        "verify",
+        "--account",
+        "someone-else",
+        "--oauth2-token-command",
+        &cmd,
+        "--mailbox",
+        "INBOX",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("token command") && err.contains("exit status"),
+        "{err}"
+    );
+    // Two credential sources at once are refused.
+    let pw = jobs.password_file(&user).display().to_string();
+    let out = jobs.run(&[
+        "mailbox",
+        "verify",
+        "--account",
+        &user.name,
+        "--oauth2-token-file",
+        &tf,
+        "--password-file",
+        &pw,
+        "--mailbox",
+        "INBOX",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only one of"));
+}
+
+#[test]
+fn a_password_from_the_environment_works_and_never_shows_in_output() {
+    let p = provider();
+    let user = p.new_user("envpw");
+    let jobs = Jobs::new(p.imap_addr());
+    p.imap_append(&user, "INBOX", &message(4));
+    let out = jobs
+        .command(&[
+            "mailbox",
+            "seal",
+            "--account",
+            &user.name,
+            "--mailbox",
+            "INBOX",
+        ])
+        .env("WRIT_PROVIDER_PASSWORD", &user.password)
+        .output()
+        .unwrap();
+    let text = jobs.ok(out);
+    assert!(text.contains("INBOX: 1 sealed"), "{text}");
+    let out = jobs
+        .command(&[
+            "mailbox",
+            "seal",
+            "--account",
+            &user.name,
+            "--mailbox",
+            "INBOX",
+        ])
+        .env("WRIT_PROVIDER_PASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("refused") && !all.contains("not-the-password"),
+        "{all}"
+    );
+}
