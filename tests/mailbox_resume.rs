@@ -302,3 +302,39 @@ fn a_provider_that_never_recovers_stops_the_job_with_the_originals_intact() {
     );
     assert_exactly_once(&user, &job.keys, &originals_again);
 }
+
+#[test]
+fn without_uidplus_the_job_refuses_unless_expunge_all_is_allowed() {
+    let p = provider();
+    let user = p.new_user("nouidplus");
+    let originals = fill(&user, 3);
+    // The proxy answers CAPABILITY itself, listing nothing: the job sees a
+    // provider without UIDPLUS.
+    let proxy = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().answer("CAPABILITY", When::Always, "OK capabilities withheld"),
+    );
+    let job = Job::new(proxy.addr());
+    let out = job.run(&user, &["--mailbox", "INBOX"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UIDPLUS") && err.contains("--allow-expunge-all"),
+        "{err}"
+    );
+    assert_eq!(p.imap_fetch_all(&user, "INBOX").len(), 3);
+    assert_eq!(
+        proxy.count("APPEND"),
+        0,
+        "nothing was stored before refusing"
+    );
+
+    let out = job.run(&user, &["--mailbox", "INBOX", "--allow-expunge-all"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(proxy.count("EXPUNGE") >= 1 && proxy.count("UID EXPUNGE") == 0);
+    assert_exactly_once(&user, &job.keys, &originals);
+}
