@@ -92,6 +92,9 @@ fn example_config_mentions_every_option() {
         "max_header_bytes",
         "[log]",
         "level",
+        "[disclosure]",
+        "quorum",
+        "approvers",
     ] {
         assert!(
             text.contains(key),
