@@ -114,6 +114,9 @@ fn append(imap: &mut Imap, mailbox: &str, flags: &str, date: &str, message: &[u8
     r.append_uid().expect("APPENDUID")
 }
 
+/// (flags, INTERNALDATE, opened bytes, sealed?) of one stored message.
+type Stored = (String, String, Vec<u8>, bool);
+
 /// (flags, INTERNALDATE, bytes) of every message, keyed by Message-ID
 /// (opened when sealed). Flags are sorted, \Recent dropped.
 fn contents(
@@ -121,7 +124,7 @@ fn contents(
     user: &User,
     mailbox: &str,
     keys: &TestKeys,
-) -> BTreeMap<String, Vec<(String, String, Vec<u8>, bool)>> {
+) -> BTreeMap<String, Vec<Stored>> {
     let mut imap = provider.imap(user);
     imap.select(mailbox).expect_ok("SELECT");
     let r = imap.command("UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])");

@@ -327,14 +327,14 @@ impl Client {
                     _ => {}
                 },
             },
+            // A literal refused before it was sent: that is the command's
+            // answer.
             client::Event::CommandRejected {
-                command, status, ..
+                command,
+                status: Status::Tagged(Tagged { body, .. }),
+                ..
             } => {
-                // A literal refused before it was sent: that is the
-                // command's answer.
-                if let Status::Tagged(Tagged { body, .. }) = status {
-                    self.answers.insert(command.tag.inner().to_string(), body);
-                }
+                self.answers.insert(command.tag.inner().to_string(), body);
             }
             _ => {}
         }
