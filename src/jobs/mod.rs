@@ -4,6 +4,7 @@
 //!
 //! - [`client`]: a small typed IMAP client (imap-next's client flow).
 //! - [`login`]: passwords, OAuth2 tokens, master users.
+//! - [`fetch`]: exactly the named messages, for disclosure.
 //! - [`scan`]: what a mailbox holds, from two header fields per message.
 //! - [`mover`]: seal and reseal in place, batch by batch, never losing a
 //!   message; [`checkpoint`] makes it resumable.
@@ -11,6 +12,7 @@
 pub mod census;
 pub mod checkpoint;
 pub mod client;
+pub mod fetch;
 pub mod login;
 pub mod mover;
 pub mod scan;
