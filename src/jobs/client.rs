@@ -667,3 +667,59 @@ fn code_text(code: &Code<'_>) -> String {
         other => format!("{other:?}").to_ascii_uppercase(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: Option<&str>) -> ClientError {
+        ClientError::Refused {
+            command: "APPEND",
+            code: code.map(str::to_string),
+            text: "no".into(),
+        }
+    }
+
+    #[test]
+    fn busy_and_gone_providers_are_transient_refusals_are_not() {
+        for e in [
+            refused(Some("LIMIT")),
+            refused(Some("UNAVAILABLE")),
+            refused(Some("INUSE")),
+            ClientError::Bye("later".into()),
+            ClientError::Closed,
+            ClientError::Timeout(5),
+            ClientError::Malformed,
+        ] {
+            assert!(e.is_transient(), "{e:?}");
+        }
+        for e in [
+            refused(None),
+            refused(Some("OVERQUOTA")),
+            refused(Some("TOOBIG")),
+            ClientError::Login {
+                user: "a".into(),
+                text: "no".into(),
+            },
+            ClientError::Invalid("mailbox name"),
+        ] {
+            assert!(!e.is_transient(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn uid_sets_skip_zero_and_empty_is_none() {
+        assert!(uid_set(&[]).is_none());
+        assert!(uid_set(&[0]).is_none());
+        assert!(uid_set(&[3, 1, 2]).is_some());
+    }
+
+    #[test]
+    fn codes_are_named_as_sent() {
+        let code = Code::Other(imap_next::imap_types::response::CodeOther::unvalidated(
+            &b"LIMIT"[..],
+        ));
+        assert_eq!(code_text(&code), "LIMIT");
+        assert_eq!(code_text(&Code::OverQuota), "OVERQUOTA");
+    }
+}

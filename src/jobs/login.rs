@@ -136,3 +136,97 @@ fn run_token_command(command: &str, account: &str) -> Result<SecretString, Login
     }
     Ok(SecretString::from(token.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn expose(s: &Secret) -> (&'static str, String) {
+        match s {
+            Secret::Password(p) => ("password", p.expose_secret().to_string()),
+            Secret::Bearer(t) => ("bearer", t.expose_secret().to_string()),
+        }
+    }
+
+    #[test]
+    fn a_file_gives_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\nignored\n").unwrap();
+        let src = SecretSource {
+            password_file: Some(f.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            expose(&src.resolve("a").unwrap()),
+            ("password", "s3cret".into())
+        );
+        let src = SecretSource {
+            oauth2_token_file: Some(f),
+            ..Default::default()
+        };
+        assert_eq!(
+            expose(&src.resolve("a").unwrap()),
+            ("bearer", "s3cret".into())
+        );
+    }
+
+    #[test]
+    fn empty_missing_and_conflicting_sources_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let src = SecretSource {
+            password_file: Some(empty),
+            ..Default::default()
+        };
+        assert!(matches!(src.resolve("a"), Err(LoginError::Empty(_))));
+        let src = SecretSource {
+            password_file: Some(dir.path().join("absent")),
+            ..Default::default()
+        };
+        let e = src.resolve("a").err().unwrap();
+        assert!(e.to_string().contains("absent"), "{e}");
+        let src = SecretSource {
+            password_file: Some(dir.path().join("x")),
+            oauth2_token_command: Some("true".into()),
+            ..Default::default()
+        };
+        assert!(matches!(src.resolve("a"), Err(LoginError::Conflict)));
+    }
+
+    #[test]
+    fn a_token_command_gets_the_account_and_its_failures_are_named() {
+        let src = SecretSource {
+            oauth2_token_command: Some("printf 'tok-%s\\n' \"$WRIT_ACCOUNT\"".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            expose(&src.resolve("bob").unwrap()),
+            ("bearer", "tok-bob".into())
+        );
+        for (cmd, why) in [("exit 4", "exit status"), ("true", "printed no token")] {
+            let src = SecretSource {
+                oauth2_token_command: Some(cmd.into()),
+                ..Default::default()
+            };
+            let e = src.resolve("bob").err().unwrap().to_string();
+            assert!(e.contains(why) && e.contains(cmd), "{e}");
+        }
+    }
+
+    #[test]
+    fn master_login_name() {
+        let c = Credentials {
+            user: "alice".into(),
+            master: Some("admin".into()),
+            separator: "*".into(),
+            secret: Secret::Password(SecretString::from("x".to_string())),
+        };
+        assert_eq!(c.login_name(), "alice*admin");
+        let c = Credentials { master: None, ..c };
+        assert_eq!(c.login_name(), "alice");
+    }
+}
