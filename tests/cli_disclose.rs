@@ -523,6 +523,13 @@ fn quorum_of_approvals() {
     // Has a key, but is not listed in the config.
     env.approver("outsider");
     env.config(2, &[("legal", &legal), ("dpo", &dpo), ("board", &board)]);
+    let check = env.ok_text(&["check-config"]);
+    assert!(
+        check.contains(
+            "disclosure: 2 of 3 approvers (legal, dpo, board) must approve each request\n"
+        ),
+        "{check}"
+    );
     let files = ["s1.eml", "s3.eml"];
     env.request("LG-1", &files, "req.json");
     for name in ["legal", "dpo", "board", "outsider"] {

@@ -68,5 +68,19 @@ pub fn check_config(ctx: &Context) -> Result<()> {
             n => format!(", {n} extra"),
         },
     );
+    let disclosure = &ctx.config.disclosure;
+    let names: Vec<&str> = disclosure
+        .approvers
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    let text = match disclosure.quorum {
+        0 => format!("{text}disclosure: no approval required (quorum 0)\n"),
+        m => format!(
+            "{text}disclosure: {m} of {} approvers ({}) must approve each request\n",
+            names.len(),
+            names.join(", ")
+        ),
+    };
     out(&text)
 }
