@@ -12,6 +12,11 @@
 //! - [`policy`]: who is sealed, who is refused.
 //! - [`serve`]: `writ serve`, every configured service in one process.
 //! - [`smtp`]: the SMTP relay (a pure session state machine, a tokio shell).
+//! - [`imap`]: the IMAP proxy (sans-IO session, FETCH/SEARCH/APPEND rewriting).
+//! - [`jobs`]: bulk mailbox work over IMAP: seal existing mail, reseal, verify.
+//! - [`net`]: what [`smtp`] and [`imap`] share below their protocols: the
+//!   TCP-or-TLS stream, and the provider endpoint (connect, implicit TLS,
+//!   plain to loopback only, the handshake after STARTTLS).
 //! - [`tls`]: rustls acceptors and connectors, PEM loading, plaintext policy.
 //! - [`audit`]: the tamper-evident audit log of key events.
 //! - [`escrow`]: the escrow identity split M-of-N among custodians (Shamir).
@@ -30,6 +35,7 @@ pub mod escrow;
 pub mod imap;
 pub mod jobs;
 pub mod keys;
+pub mod net;
 pub mod policy;
 pub mod serve;
 pub mod smtp;

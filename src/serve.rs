@@ -271,7 +271,8 @@ impl Server {
                 upstream.address
             )));
         }
-        let target = imap::upstream::Target::from_config(upstream)?;
+        let target = imap::upstream::Target::from_config(upstream)
+            .map_err(imap::upstream::UpstreamError::from)?;
         let cache = if imap.cache {
             Some(Arc::new(
                 imap::cache::Cache::open(&imap.cache_dir, imap.cache_max_bytes)

@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::session::{Context, Session, SharedKeys, Step};
 use super::upstream::{Target, Upstream};
-use crate::smtp::stream::Stream;
+use crate::net::Stream;
 
 /// What every connection of one listener shares.
 pub struct Shared {

@@ -33,7 +33,7 @@ use tokio::time::timeout;
 
 use super::login::{Credentials, Secret as LoginSecret};
 use crate::imap::upstream::{Target, Upstream, UpstreamError};
-use crate::smtp::stream::Stream;
+use crate::net::{ConnectError, Stream};
 
 /// Longest response accepted (a whole message in a literal).
 const MAX_RESPONSE: u32 = 256 * 1024 * 1024;
@@ -77,7 +77,9 @@ impl ClientError {
             | ClientError::Malformed => true,
             ClientError::Connect(e) => !matches!(
                 e,
-                UpstreamError::PlainNotLoopback(_) | UpstreamError::Settings(_)
+                UpstreamError::Connect(
+                    ConnectError::PlainNotLoopback { .. } | ConnectError::Settings(_)
+                )
             ),
             ClientError::Refused { code, .. } => code.as_deref().is_some_and(|c| {
                 let c = c.to_ascii_uppercase();

@@ -17,12 +17,12 @@ use tokio::time::timeout;
 use super::data::{DataDecoder, DotStuffer};
 use super::reply::Reply;
 use super::session::{Delivery, Session, SessionConfig, Step, UpstreamFailure};
-use super::stream::{self, LineEnd, Stream};
 use super::upstream::{Target, Upstream};
 use crate::admin::names;
 use crate::config::SealConfig;
 use crate::envelope::Sealer;
 use crate::keys::{self, Keyring};
+use crate::net::{self, LineEnd, Stream};
 use crate::policy::Policy;
 
 /// What every connection of one listener shares.
@@ -160,7 +160,7 @@ impl Conn {
             let max = self.shared.max_line_length;
             let wait = self.shared.command_timeout;
             let read = tokio::select! {
-                r = timeout(wait, stream::read_line(&mut self.client, &mut self.line, max)) => r,
+                r = timeout(wait, net::read_line(&mut self.client, &mut self.line, max)) => r,
                 _ = shutdown.changed(), if !self.session.in_transaction() => {
                     self.reply(&Reply::new(421, "4.3.2 Service shutting down"));
                     self.flush(true).await?;
@@ -183,7 +183,7 @@ impl Conn {
                 }
                 Some(LineEnd::Lf) => {}
             }
-            let line = stream::trim_eol(&self.line).to_vec();
+            let line = net::trim_eol(&self.line).to_vec();
             let step = if self.session.in_auth() {
                 self.session.auth_line(&line)
             } else {

@@ -11,5 +11,4 @@ pub mod data;
 pub mod listener;
 pub mod reply;
 pub mod session;
-pub mod stream;
 pub mod upstream;

@@ -1,42 +1,30 @@
 //! The connection to the provider's SMTP server: connect (implicit TLS,
-//! STARTTLS or, to loopback only, plain), EHLO, then one command at a time
-//! in lockstep with the client's session.
+//! STARTTLS or, to loopback only, plain: [`crate::net::Endpoint`]), EHLO,
+//! then one command at a time in lockstep with the client's session.
 //!
 //! Written on tokio directly rather than with lettre: lockstep needs every
 //! provider reply verbatim (to mirror it) and SASL exchanges relayed step by
 //! step, which a mail-sending library hides.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncWriteExt, BufStream};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::data::DotStuffer;
 use super::reply::{Reply, ReplyParser};
-use super::stream::{self, LineEnd, Stream};
 use crate::config::{UpstreamConfig, UpstreamSecurity};
+use crate::net::{self, ConnectError, Endpoint, LineEnd, Stream};
 
 /// Longest reply line accepted from the provider.
 const MAX_REPLY_LINE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot connect to the provider at {address}: {source}")]
-    Connect {
-        address: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("TLS with the provider failed: {0}")]
-    Tls(io::Error),
-    #[error(
-        "the provider at {0} is not on loopback: plain SMTP is refused (use implicit or starttls)"
-    )]
-    PlainNotLoopback(String),
+    /// TCP, TLS, the loopback-only rule for plain, the TLS settings.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("the provider did not answer within {0} s")]
     Timeout(u64),
     #[error("the provider closed the connection")]
@@ -47,38 +35,20 @@ pub enum UpstreamError {
     Malformed,
     #[error("provider connection: {0}")]
     Io(#[from] io::Error),
-    #[error("invalid provider TLS settings: {0}")]
-    Settings(String),
 }
 
 /// Where and how to reach the provider; built once at start-up.
 #[derive(Clone)]
 pub struct Target {
-    pub address: String,
-    pub security: UpstreamSecurity,
-    pub connector: tokio_rustls::TlsConnector,
-    pub server_name: ServerName<'static>,
-    pub timeout: Duration,
+    pub endpoint: Endpoint,
     /// The name writ gives in EHLO.
     pub ehlo_name: String,
 }
 
 impl Target {
     pub fn from_config(cfg: &UpstreamConfig, ehlo_name: &str) -> Result<Target, UpstreamError> {
-        let connector = crate::tls::connector(cfg.ca_file.as_deref())
-            .map_err(|e| UpstreamError::Settings(e.to_string()))?;
-        let name = cfg
-            .server_name
-            .clone()
-            .unwrap_or_else(|| cfg.host().to_owned());
-        let server_name =
-            crate::tls::server_name(&name).map_err(|e| UpstreamError::Settings(e.to_string()))?;
         Ok(Target {
-            address: cfg.address.clone(),
-            security: cfg.security,
-            connector,
-            server_name,
-            timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
+            endpoint: Endpoint::from_config(cfg)?,
             ehlo_name: ehlo_name.to_owned(),
         })
     }
@@ -94,29 +64,11 @@ impl Upstream {
     /// Connects, reads the greeting, says EHLO, and upgrades with STARTTLS
     /// when configured. The connection is then ready for MAIL or AUTH.
     pub async fn connect(t: &Target) -> Result<Upstream, UpstreamError> {
-        let tcp = timeout(t.timeout, TcpStream::connect(&t.address))
-            .await
-            .map_err(|_| UpstreamError::Timeout(t.timeout.as_secs()))?
-            .map_err(|source| UpstreamError::Connect {
-                address: t.address.clone(),
-                source,
-            })?;
-        let peer: SocketAddr = tcp.peer_addr()?;
-        let _ = tcp.set_nodelay(true);
-        let stream = match t.security {
-            UpstreamSecurity::Implicit => Stream::Client(Box::new(handshake(t, tcp).await?)),
-            UpstreamSecurity::Starttls => Stream::Plain(tcp),
-            UpstreamSecurity::Plain => {
-                if !crate::tls::plain_allowed(&peer) {
-                    return Err(UpstreamError::PlainNotLoopback(t.address.clone()));
-                }
-                Stream::Plain(tcp)
-            }
-        };
+        let stream = t.endpoint.connect("SMTP").await?;
         let mut up = Upstream {
             conn: BufStream::new(stream),
             line: Vec::new(),
-            wait: t.timeout,
+            wait: t.endpoint.timeout,
         };
         let greeting = up.read_reply().await?;
         if greeting.code != 220 {
@@ -125,7 +77,7 @@ impl Upstream {
             ));
         }
         up.ehlo(t).await?;
-        if t.security == UpstreamSecurity::Starttls {
+        if t.endpoint.security == UpstreamSecurity::Starttls {
             let r = up.command("STARTTLS").await?;
             if r.code != 220 {
                 return Err(UpstreamError::Refused(format!(
@@ -135,12 +87,8 @@ impl Upstream {
             }
             // Nothing may be buffered from before the handshake.
             let stream = std::mem::replace(up.conn.get_mut(), Stream::Upgrading);
-            let mut stream = stream;
-            let Some(tcp) = stream.take_plain() else {
-                return Err(UpstreamError::Closed);
-            };
-            let tls = handshake(t, tcp).await?;
-            up.conn = BufStream::new(Stream::Client(Box::new(tls)));
+            let tls = t.endpoint.starttls_handshake(stream).await?;
+            up.conn = BufStream::new(tls);
             up.ehlo(t).await?;
         }
         Ok(up)
@@ -162,7 +110,7 @@ impl Upstream {
         loop {
             let end = timeout(
                 self.wait,
-                stream::read_line(&mut self.conn, &mut self.line, MAX_REPLY_LINE),
+                net::read_line(&mut self.conn, &mut self.line, MAX_REPLY_LINE),
             )
             .await
             .map_err(|_| UpstreamError::Timeout(self.wait.as_secs()))??;
@@ -171,7 +119,7 @@ impl Upstream {
                 Some(LineEnd::TooLong) => return Err(UpstreamError::Malformed),
                 Some(LineEnd::Lf) => {}
             }
-            let line = stream::trim_eol(&self.line);
+            let line = net::trim_eol(&self.line);
             match parser.line(line) {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
@@ -221,14 +169,4 @@ impl Upstream {
         let _ = timeout(Duration::from_secs(5), self.command("QUIT")).await;
         let _ = self.conn.shutdown().await;
     }
-}
-
-async fn handshake(
-    t: &Target,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
-    timeout(t.timeout, t.connector.connect(t.server_name.clone(), tcp))
-        .await
-        .map_err(|_| UpstreamError::Timeout(t.timeout.as_secs()))?
-        .map_err(UpstreamError::Tls)
 }

@@ -1,6 +1,6 @@
 //! A TCP connection that may be upgraded to TLS in place (STARTTLS), on
 //! either side: toward clients (server TLS) and toward the provider (client
-//! TLS).
+//! TLS); and reading it line by line, as SMTP and IMAP both do.
 
 use std::io;
 use std::pin::Pin;

@@ -1,0 +1,13 @@
+//! What the SMTP relay and the IMAP proxy share below their protocols:
+//!
+//! - [`stream`]: a TCP connection that may become TLS in place (either
+//!   side), and reading it line by line.
+//! - [`provider`]: where and how to reach a provider's server ([`Endpoint`]):
+//!   TCP, then implicit TLS, STARTTLS later, or (to loopback only) nothing;
+//!   and the [`ConnectError`] both protocols' upstream errors wrap.
+
+pub mod provider;
+pub mod stream;
+
+pub use provider::{ConnectError, Endpoint};
+pub use stream::{LineEnd, Stream, read_line, trim_eol};
