@@ -63,7 +63,7 @@ enum Command {
 
     /// Lawful disclosure: open exactly the named messages for a case into
     /// a signed bundle, or check such a bundle
-    Disclose(cli::disclose::DiscloseArgs),
+    Disclose(Box<cli::disclose::DiscloseArgs>),
 
     /// Approval keys for the disclosure quorum
     #[command(subcommand)]
@@ -119,7 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Audit(command) => cli::audit::run(&ctx, command),
         Command::Escrow(command) => cli::escrow::run(&ctx, command),
         Command::Mailbox(command) => cli::mailbox::run(&ctx, command),
-        Command::Disclose(args) => cli::disclose::run(&ctx, args),
+        Command::Disclose(args) => cli::disclose::run(&ctx, *args),
         Command::Approver(command) => cli::approver::run(&ctx, command),
         Command::CheckConfig => cli::serve::check_config(&ctx),
         Command::Serve => cli::serve::serve(&ctx),

@@ -37,6 +37,10 @@ pub struct DiscloseArgs {
     /// as many as the [disclosure] quorum requires
     #[arg(long, value_name = "FILE")]
     pub approval: Vec<PathBuf>,
+
+    /// How to log in to the provider (with --account)
+    #[command(flatten)]
+    pub login: super::mailbox::SecretArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -152,11 +156,75 @@ fn select(ctx: &Context, select: &Selection) -> Result<Selected> {
 }
 
 /// Fetches exactly the requested provider messages (account, mailbox, UID
-/// or Message-ID), in request order, with their UIDVALIDITY, as stored.
-/// Called only after the quorum is met.
-// TODO(mailbox jobs): fetch over the IMAP job client (src/jobs/).
-fn fetch_for_disclosure(_ctx: &Context, _request: &Request) -> Result<Vec<Stored>> {
-    anyhow::bail!("fetching from the provider: not built yet; use --from-file")
+/// or Message-ID), in request order, with their UIDVALIDITY, as stored
+/// (read-only: EXAMINE and BODY.PEEK, no flag changes). Called only after
+/// the quorum is met; a message that is not there stops the disclosure.
+fn fetch_for_disclosure(
+    ctx: &Context,
+    request: &Request,
+    login: &super::mailbox::SecretArgs,
+) -> Result<Vec<Stored>> {
+    let mut account = None;
+    let mut mailbox = None;
+    let mut uids = Vec::new();
+    let mut message_ids = Vec::new();
+    for wanted in &request.messages {
+        let (a, m) = match wanted {
+            Wanted::Uid {
+                account,
+                mailbox,
+                uid,
+            } => {
+                uids.push(*uid);
+                (account, mailbox)
+            }
+            Wanted::MessageId {
+                account,
+                mailbox,
+                message_id,
+            } => {
+                message_ids.push(message_id.clone());
+                (account, mailbox)
+            }
+            Wanted::File { .. } => anyhow::bail!("a request mixes files and provider messages"),
+        };
+        if account.get_or_insert(a) != &a || mailbox.get_or_insert(m) != &m {
+            anyhow::bail!("a request names one account and one mailbox");
+        }
+    }
+    let (Some(account), Some(mailbox)) = (account, mailbox) else {
+        return Err(disclose::DiscloseError::NoMessages.into());
+    };
+    let target = super::mailbox::provider_target(ctx)?;
+    let creds = login.credentials_for(account)?;
+    let named = super::mailbox::runtime()?
+        .block_on(writ::jobs::fetch::fetch_named(
+            &target,
+            &creds,
+            mailbox,
+            &uids,
+            &message_ids,
+        ))
+        .with_context(|| format!("fetching from {account} {mailbox}"))?;
+    if !named.missing.is_empty() {
+        anyhow::bail!(
+            "not at the provider in {account} {mailbox}: {}; nothing disclosed",
+            named.missing.join(", ")
+        );
+    }
+    Ok(named
+        .messages
+        .into_iter()
+        .map(|m| Stored {
+            source: disclose::Source::Provider {
+                account: account.clone(),
+                mailbox: mailbox.clone(),
+                uidvalidity: named.uidvalidity,
+                uid: m.uid,
+            },
+            ciphertext: m.bytes,
+        })
+        .collect())
 }
 
 pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
@@ -194,7 +262,7 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
 
     let stored = match files {
         Some(stored) => stored,
-        None => fetch_for_disclosure(ctx, &request)?,
+        None => fetch_for_disclosure(ctx, &request, &args.login)?,
     };
     // Not sealed, not the requested message, or an epoch this keyring does
     // not have: refused before the passphrase is asked for.

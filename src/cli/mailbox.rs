@@ -75,6 +75,13 @@ pub struct LoginArgs {
     #[arg(long, value_name = "USER", required = true)]
     pub account: Vec<String>,
 
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+/// How to log in to the provider (for whichever account).
+#[derive(clap::Args)]
+pub struct SecretArgs {
     /// Read the password from FILE (first line) [default: the
     /// WRIT_PROVIDER_PASSWORD environment variable]
     #[arg(long, value_name = "FILE")]
@@ -99,23 +106,28 @@ pub struct LoginArgs {
     pub master_separator: String,
 }
 
-impl LoginArgs {
-    pub fn credentials(&self) -> Result<Vec<Credentials>> {
+impl SecretArgs {
+    /// The login for `user`.
+    pub fn credentials_for(&self, user: &str) -> Result<Credentials> {
         let source = SecretSource {
             password_file: self.password_file.clone(),
             oauth2_token_file: self.oauth2_token_file.clone(),
             oauth2_token_command: self.oauth2_token_command.clone(),
         };
+        Ok(Credentials {
+            user: user.to_string(),
+            master: self.master_user.clone(),
+            separator: self.master_separator.clone(),
+            secret: source.resolve(user)?,
+        })
+    }
+}
+
+impl LoginArgs {
+    pub fn credentials(&self) -> Result<Vec<Credentials>> {
         self.account
             .iter()
-            .map(|user| {
-                Ok(Credentials {
-                    user: user.clone(),
-                    master: self.master_user.clone(),
-                    separator: self.master_separator.clone(),
-                    secret: source.resolve(user)?,
-                })
-            })
+            .map(|user| self.secret.credentials_for(user))
             .collect()
     }
 }

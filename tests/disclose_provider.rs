@@ -1,0 +1,152 @@
+//! `writ disclose --account --mailbox --uid/--message-id` against the real
+//! provider: exactly the named messages are fetched (read-only) and
+//! opened into a bundle that `writ disclose verify` accepts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::writ::TestKeys;
+use common::{User, provider};
+
+const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+
+fn message(n: usize) -> Vec<u8> {
+    format!(
+        "From: a@example.org\r\nTo: b@example.test\r\nSubject: case material {n}\r\n\
+         Message-ID: <case-{n}@example.org>\r\n\r\nSecret body {n}.\r\n"
+    )
+    .into_bytes()
+}
+
+struct Env {
+    keys: TestKeys,
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let keys = TestKeys::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{}\"\nsecurity = \"plain\"\n",
+            keys.dir().display().to_string(),
+            provider().imap_addr()
+        );
+        std::fs::write(tmp.path().join("writ.toml"), config).unwrap();
+        Env { keys, tmp }
+    }
+
+    fn run(&self, user: &User, args: &[&str]) -> Output {
+        let pw = self.tmp.path().join("pw");
+        std::fs::write(&pw, &user.password).unwrap();
+        Command::new(WRIT)
+            .env_remove("WRIT_PASSPHRASE_FILE")
+            .env("USER", "tester")
+            .arg("--config")
+            .arg(self.tmp.path().join("writ.toml"))
+            .arg("--passphrase-file")
+            .arg(self.keys.passphrase_file())
+            .args(args)
+            .args(["--account", &user.name, "--password-file"])
+            .arg(&pw)
+            .current_dir(self.tmp.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+#[test]
+fn discloses_exactly_the_named_messages_from_the_provider() {
+    let p = provider();
+    let user = p.new_user("case");
+    let env = Env::new();
+    let keyring = writ::keys::Keyring::load(&env.keys.dir()).unwrap();
+    let sealer = writ::keys::sealer(&keyring, &Default::default()).unwrap();
+    let mut uids = Vec::new();
+    for n in 0..4 {
+        let mut sealed = Vec::new();
+        sealer.seal(&message(n)[..], &mut sealed).unwrap();
+        uids.push(p.imap_append(&user, "INBOX", &sealed));
+    }
+    let uid = uids[1].to_string();
+    let out = env.run(
+        &user,
+        &[
+            "disclose",
+            "--case",
+            "LG-7",
+            "--out",
+            "bundle",
+            "--mailbox",
+            "INBOX",
+            "--uid",
+            &uid,
+            "--message-id",
+            "<case-3@example.org>",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Two plaintext files, the originals byte for byte; nothing else opened.
+    let mut plain: Vec<Vec<u8>> = std::fs::read_dir(env.out("bundle/plaintext"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    plain.sort();
+    assert_eq!(plain, vec![message(1), message(3)]);
+    let manifest = std::fs::read_to_string(env.out("bundle/manifest.json")).unwrap();
+    assert!(
+        manifest.contains(&user.name) && manifest.contains("\"uid\": "),
+        "{manifest}"
+    );
+    let check = Command::new(WRIT)
+        .args(["disclose", "verify"])
+        .arg(env.out("bundle"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Read-only: no message got \Seen.
+    let r = p.imap_command(&user, "INBOX", "UID FETCH 1:* (FLAGS)");
+    assert!(!r.text().contains("\\Seen"), "{}", r.text());
+
+    // A UID that is not there: nothing disclosed, no bundle left.
+    let out = env.run(
+        &user,
+        &[
+            "disclose",
+            "--case",
+            "LG-8",
+            "--out",
+            "none",
+            "--mailbox",
+            "INBOX",
+            "--uid",
+            "999",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UID 999") && err.contains("nothing disclosed"),
+        "{err}"
+    );
+    assert!(
+        !env.out("none").exists() || std::fs::read_dir(env.out("none")).unwrap().next().is_none()
+    );
+}
