@@ -338,3 +338,30 @@ fn without_uidplus_the_job_refuses_unless_expunge_all_is_allowed() {
     assert!(proxy.count("EXPUNGE") >= 1 && proxy.count("UID EXPUNGE") == 0);
     assert_exactly_once(&user, &job.keys, &originals);
 }
+
+#[test]
+fn malformed_provider_responses_are_retried_never_trusted() {
+    let p = provider();
+    let user = p.new_user("garbled");
+    let originals = fill(&user, 10);
+    let proxy = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new()
+            .answer(
+                "APPEND",
+                When::Nth(2),
+                "OK [APPENDUID 1 999999999] but garbled \u{1}\u{2} {5}",
+            )
+            .answer("UID FETCH", When::Nth(3), "WHAT ((( not IMAP"),
+    );
+    let job = Job::new(proxy.addr());
+    let out = job.run(&user, &["--mailbox", "INBOX", "--batch", "4"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(proxy.faulted("APPEND") + proxy.faulted("UID FETCH"), 2);
+    assert_exactly_once(&user, &job.keys, &originals);
+}
