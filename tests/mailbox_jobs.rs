@@ -400,6 +400,25 @@ fn reseal_moves_an_old_epoch_then_retire_is_allowed() {
         "{list}"
     );
     assert!(!jobs.keys.dir().join(format!("epochs/{old}.age")).exists());
+    let audit = jobs.ok(jobs.run(&["audit", "show"]));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("keys.retire") && l.contains(&old)),
+        "{audit}"
+    );
+    jobs.ok(jobs.run(&["audit", "verify"]));
+    // Retiring again is refused.
+    let out = jobs.run(&[
+        "keys",
+        "retire",
+        &old,
+        "--account",
+        &user.name,
+        "--password-file",
+        &pw,
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already retired"));
     // The keyring still unlocks and opens everything at the provider.
     let text = jobs.ok(jobs.job(&user, &["verify"], &["--mailbox", "INBOX", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
