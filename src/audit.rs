@@ -167,13 +167,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use crate::hash::sha256_hex;
 
 /// Creates the audit key pair in `dir` (audit.key, audit.pub, 0600,
 /// atomic). Refuses if either file exists. Returns the paths written.

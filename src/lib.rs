@@ -20,6 +20,7 @@
 //! - [`tls`]: rustls acceptors and connectors, PEM loading, plaintext policy.
 //! - [`audit`]: the tamper-evident audit log of key events.
 //! - [`escrow`]: the escrow identity split M-of-N among custodians (Shamir).
+//! - [`hash`]: SHA-256 in hex, as content is named in logs and manifests.
 //! - [`disclose`]: lawful disclosure: requests, approval keys and the
 //!   M-of-N approval quorum, the signed bundle of exactly the named
 //!   messages, and its verification.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod disclose;
 pub mod envelope;
 pub mod escrow;
+pub mod hash;
 pub mod imap;
 pub mod jobs;
 pub mod keys;

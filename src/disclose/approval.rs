@@ -29,7 +29,7 @@
 //! name an approval counts under is the one the gateway's config gives its
 //! key.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -133,32 +133,8 @@ fn encrypt_with_passphrase(
     work_factor: Option<u8>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, DiscloseError> {
-    let fail = |detail: String| DiscloseError::Encrypt {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
-    if let Some(n) = work_factor {
-        if !(1..=crate::keys::MAX_WORK_FACTOR).contains(&n) {
-            return Err(crate::keys::KeyError::WorkFactor(n).into());
-        }
-        recipient.set_work_factor(n);
-    }
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .map_err(|e| fail(e.to_string()))?;
-    let mut out = Vec::new();
-    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-        .map_err(|e| fail(e.to_string()))?;
-    let mut writer = encryptor
-        .wrap_output(armor)
-        .map_err(|e| fail(e.to_string()))?;
-    writer
-        .write_all(plaintext)
-        .and_then(|()| writer.finish())
-        .and_then(|armor| armor.finish())
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(out)
+    let recipient = crate::keys::passphrase_recipient(passphrase, work_factor)?;
+    Ok(crate::keys::encrypt_armored(path, &recipient, plaintext)?)
 }
 
 /// Reads at most [`MAX_FILE`] bytes of a small file.

@@ -103,8 +103,6 @@ pub enum DiscloseError {
     WrongPassphrase { path: PathBuf },
     #[error("{} is not a writ approval key ({detail})", .path.display())]
     BadKey { path: PathBuf, detail: &'static str },
-    #[error("cannot encrypt {}: {detail}", .path.display())]
-    Encrypt { path: PathBuf, detail: String },
 
     #[error("{given} message(s) given for {requested} requested")]
     Count { given: usize, requested: usize },
@@ -150,14 +148,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiscloseError + '
 }
 
 /// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256, lowercase hex.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
+pub(crate) use crate::hash::{hex, sha256_hex};
 
 /// Where a stored message came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

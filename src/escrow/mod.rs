@@ -24,7 +24,7 @@
 
 pub mod shamir;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -254,10 +254,6 @@ pub fn init(
 }
 
 fn encrypt_to(path: &Path, to: &Custodian, plaintext: &[u8]) -> Result<Vec<u8>, EscrowError> {
-    let fail = |detail: String| EscrowError::Encrypt {
-        path: path.to_path_buf(),
-        detail,
-    };
     let scrypt;
     let recipient: &dyn age::Recipient = match to {
         Custodian::Recipient(r) => r,
@@ -266,20 +262,10 @@ fn encrypt_to(path: &Path, to: &Custodian, plaintext: &[u8]) -> Result<Vec<u8>, 
             &scrypt
         }
     };
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient))
-        .map_err(|e| fail(e.to_string()))?;
-    let mut out = Vec::new();
-    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-        .map_err(|e| fail(e.to_string()))?;
-    let mut writer = encryptor
-        .wrap_output(armor)
-        .map_err(|e| fail(e.to_string()))?;
-    writer
-        .write_all(plaintext)
-        .and_then(|()| writer.finish())
-        .and_then(|armor| armor.finish())
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(out)
+    crate::keys::encrypt_armored(path, recipient, plaintext).map_err(|e| match e {
+        KeyError::Encrypt { path, detail } => EscrowError::Encrypt { path, detail },
+        other => other.into(),
+    })
 }
 
 /// Reads age identity files (as `age-keygen` writes them: `#` comments and

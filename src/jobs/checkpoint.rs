@@ -69,11 +69,7 @@ pub struct Checkpoint {
 pub fn path(dir: &Path, account: &str, mailbox: &str, job: &str) -> PathBuf {
     let key = format!("{account}\0{mailbox}\0{job}");
     let hash = digest(&SHA256, key.as_bytes());
-    let hex: String = hash.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    dir.join(format!("{hex}.json"))
+    dir.join(format!("{}.json", crate::hash::hex(&hash.as_ref()[..16])))
 }
 
 impl Checkpoint {
@@ -125,14 +121,7 @@ impl Checkpoint {
     }
 }
 
-/// SHA-256, lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    digest(&SHA256, data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::hash::sha256_hex;
 
 #[cfg(test)]
 mod tests {

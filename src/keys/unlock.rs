@@ -91,14 +91,45 @@ pub(crate) fn encrypt_with_passphrase(
     work_factor: Option<u8>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
+    let recipient = passphrase_recipient(passphrase, work_factor)?;
+    let encryptor = Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+        .map_err(|e| encrypt_error(path, e.to_string()))?;
+    finish_encryption(path, encryptor, plaintext)
+}
+
+/// The age scrypt recipient for a passphrase; `work_factor` (log2 of N)
+/// is checked, `None` keeps age's default.
+pub(crate) fn passphrase_recipient(
+    passphrase: &SecretString,
+    work_factor: Option<u8>,
+) -> Result<age::scrypt::Recipient, KeyError> {
     let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
     if let Some(n) = work_factor {
         check_work_factor(n)?;
         recipient.set_work_factor(n);
     }
-    let encryptor = Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-        .map_err(|e| encrypt_error(path, e.to_string()))?;
-    finish_encryption(path, encryptor, plaintext)
+    Ok(recipient)
+}
+
+/// Encrypts `plaintext` to one recipient, ASCII-armored: for the files
+/// people carry and mail around (escrow shares, approval keys).
+pub(crate) fn encrypt_armored(
+    path: &Path,
+    recipient: &dyn age::Recipient,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    let fail = |e: &dyn std::fmt::Display| encrypt_error(path, e.to_string());
+    let encryptor = Encryptor::with_recipients(std::iter::once(recipient)).map_err(|e| fail(&e))?;
+    let mut out = Vec::new();
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+        .map_err(|e| fail(&e))?;
+    let mut writer = encryptor.wrap_output(armor).map_err(|e| fail(&e))?;
+    writer
+        .write_all(plaintext)
+        .and_then(|()| writer.finish())
+        .and_then(|armor| armor.finish())
+        .map_err(|e| fail(&e))?;
+    Ok(out)
 }
 
 /// Rejects factors age would panic on or refuse to decrypt later.
