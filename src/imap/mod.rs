@@ -24,4 +24,6 @@ pub mod search;
 pub mod search_plan;
 pub mod section;
 pub mod session;
+#[cfg(test)]
+mod testing;
 pub mod upstream;

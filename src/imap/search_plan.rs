@@ -7,11 +7,18 @@
 //! 2. `FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])`:
 //!    the marker tells sealed from plaintext; a sealed message whose opened
 //!    form is in the cache is held against the criteria at once.
-//! 3. `UID FETCH <the rest> (UID BODY.PEEK[])`: each message as it arrives
+//! 3. When no key looks at bodies (BODY, TEXT: [`search::needs_body`]),
+//!    the header is enough: plaintext messages are held against the
+//!    criteria with the header the probe fetched, sealed ones with the
+//!    header their summary holds (a cached summary, or `UID FETCH <the
+//!    rest> (UID BODY.PEEK[1] BODY.PEEK[1.MIME])`: part 1 only). What that
+//!    cannot answer (a header too long for the summary, a summary that
+//!    does not open) goes on to step 4.
+//! 4. `UID FETCH <the rest> (UID BODY.PEEK[])`: each message as it arrives
 //!    is opened if sealed (and cached) and held against the criteria (the
 //!    whole boolean tree, [`search::Search`]); only matching numbers are
 //!    kept.
-//! 4. `* SEARCH ...` and the tagged OK go to the client.
+//! 5. `* SEARCH ...` and the tagged OK go to the client.
 //!
 //! Searches without content keys go to the provider as they are.
 
@@ -22,7 +29,7 @@ use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Charset, Tag, Text, Vec1};
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::fetch::{
-    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
 use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind, Tagged};
@@ -37,6 +44,7 @@ use crate::envelope::{self, Keys, Summary};
 enum Phase {
     Count,
     Probe,
+    Summaries,
     Bodies,
 }
 
@@ -47,6 +55,8 @@ struct Meta {
     recent: bool,
     internal_date: Option<DateTime>,
     size: u64,
+    /// Sealed: its epoch, and the fields the provider put above the marker.
+    sealed: Option<(String, Vec<u8>)>,
 }
 
 pub struct SearchPlan {
@@ -60,6 +70,8 @@ pub struct SearchPlan {
     pending: BTreeMap<NonZeroU32, Meta>,
     found: Vec<NonZeroU32>,
     cache: Option<CacheRef>,
+    /// No key looks past the header: summaries are enough.
+    header_only: bool,
 }
 
 fn tagged(
@@ -130,6 +142,17 @@ fn uid_of(list: &[MessageDataItem<'_>]) -> Option<NonZeroU32> {
 const COUNT_TAG: &str = "writ.s1";
 const PROBE_TAG: &str = "writ.s2";
 const BODIES_TAG: &str = "writ.s3";
+const SUMMARIES_TAG: &str = "writ.s4";
+
+/// `BODY[1]` or `BODY[1.MIME]`: the summary part of a sealed message.
+fn part_one(mime: bool) -> Section<'static> {
+    let one = Part(Vec1::from(NonZeroU32::MIN));
+    if mime {
+        Section::Mime(one)
+    } else {
+        Section::Part(one)
+    }
+}
 
 impl SearchPlan {
     /// For a SEARCH or UID SEARCH with content keys: the plan and its first
@@ -194,6 +217,7 @@ impl SearchPlan {
                 pending: BTreeMap::new(),
                 found: Vec::new(),
                 cache,
+                header_only: !criteria.as_ref().iter().any(search::needs_body),
             },
             count,
         )))
@@ -233,16 +257,69 @@ impl SearchPlan {
                 let Some(header) = body_item(list, Some(&Section::Header(None))) else {
                     return Err(items);
                 };
-                let meta = meta(seq, list);
-                if envelope::detect(&header).is_some()
-                    && let Some(c) = &self.cache
-                    && let Some((summary, Some(opened))) = c.cache.get(&c.mailbox, uid.get())
+                let mut meta = meta(seq, list);
+                let detected = envelope::detect(&header);
+                meta.sealed = detected
+                    .as_ref()
+                    .map(|d| (d.epoch.clone(), envelope::stored_prefix(&header)));
+                if detected.is_none() {
+                    if self.header_only {
+                        self.consider(uid, &meta, meta.size, &header, None);
+                    } else {
+                        self.pending.insert(uid, meta);
+                    }
+                    return Ok(Vec::new());
+                }
+                if let Some(c) = &self.cache {
+                    if self.header_only
+                        && let Some(summary) = c.cache.summary(&c.mailbox, uid.get())
+                        && let Some(h) = summary.root.header.clone()
+                    {
+                        metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
+                        let size = envelope::view::rfc822_size(&summary);
+                        self.consider(uid, &meta, size, &h, Some(&summary));
+                        return Ok(Vec::new());
+                    }
+                    if !self.header_only
+                        && let Some((summary, Some(opened))) = c.cache.get(&c.mailbox, uid.get())
+                    {
+                        metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
+                        let size = envelope::view::rfc822_size(&summary);
+                        self.consider(uid, &meta, size, &opened, Some(&summary));
+                        return Ok(Vec::new());
+                    }
+                }
+                self.pending.insert(uid, meta);
+                Ok(Vec::new())
+            }
+            Phase::Summaries => {
+                let Some(part1) = body_item(list, Some(&part_one(false))) else {
+                    return Err(items);
+                };
+                let mime = body_item(list, Some(&part_one(true))).unwrap_or_default();
+                let Some(meta) = self.pending.get(&uid) else {
+                    return Err(items);
+                };
+                let Some((epoch, prefix)) = &meta.sealed else {
+                    return Ok(Vec::new());
+                };
+                let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
+                    .map(|v| envelope::header::text(&v));
+                // A summary that does not open, or holds no header, leaves
+                // the message for the whole-message phase.
+                let Ok(summary) = envelope::open_summary(&part1, cte.as_deref(), epoch, keys)
+                    .map(|s| s.with_prefix(prefix))
+                else {
+                    return Ok(Vec::new());
+                };
+                if let Some(c) = &self.cache {
+                    c.cache.put(&c.mailbox, uid.get(), &summary, None);
+                }
+                if let Some(h) = summary.root.header.clone()
+                    && let Some(meta) = self.pending.remove(&uid)
                 {
-                    metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
                     let size = envelope::view::rfc822_size(&summary);
-                    self.consider(uid, &meta, size, &opened, Some(&summary));
-                } else {
-                    self.pending.insert(uid, meta);
+                    self.consider(uid, &meta, size, &h, Some(&summary));
                 }
                 Ok(Vec::new())
             }
@@ -351,22 +428,16 @@ impl SearchPlan {
                     ],
                 ))])
             }
-            (Phase::Probe, PROBE_TAG) if ok => {
-                let uids: Vec<NonZeroU32> = self.pending.keys().copied().collect();
-                let Ok(set) = SequenceSet::try_from(&uids[..]) else {
-                    // Nothing left to download: all answered from the cache.
-                    return Ok(self.finish());
-                };
-                self.phase = Phase::Bodies;
-                Ok(vec![Output::ToProvider(fetch_command(
-                    BODIES_TAG,
-                    set,
-                    true,
-                    vec![MessageDataItemName::Uid, peek(None)],
-                ))])
+            (Phase::Probe, PROBE_TAG) if ok && self.header_only => {
+                Ok(self.next_fetch(Phase::Summaries))
+            }
+            (Phase::Probe, PROBE_TAG) | (Phase::Summaries, SUMMARIES_TAG) if ok => {
+                Ok(self.next_fetch(Phase::Bodies))
             }
             (Phase::Bodies, BODIES_TAG) if ok => Ok(self.finish()),
-            (Phase::Probe, PROBE_TAG) | (Phase::Bodies, BODIES_TAG) => {
+            (Phase::Probe, PROBE_TAG)
+            | (Phase::Summaries, SUMMARIES_TAG)
+            | (Phase::Bodies, BODIES_TAG) => {
                 tracing::warn!("the provider refused writ's FETCH for a SEARCH");
                 Ok(vec![Output::Finish(tagged(
                     self.client_tag.clone(),
@@ -380,6 +451,31 @@ impl SearchPlan {
     }
 }
 
+impl SearchPlan {
+    /// The FETCH of `phase` for the messages still pending, or the answer
+    /// when none are left.
+    fn next_fetch(&mut self, phase: Phase) -> Vec<Output> {
+        let uids: Vec<NonZeroU32> = self.pending.keys().copied().collect();
+        let Ok(set) = SequenceSet::try_from(&uids[..]) else {
+            // Nothing left to download: all answered already.
+            return self.finish();
+        };
+        self.phase = phase;
+        let (tag, items) = match phase {
+            Phase::Summaries => (
+                SUMMARIES_TAG,
+                vec![
+                    MessageDataItemName::Uid,
+                    peek(Some(part_one(false))),
+                    peek(Some(part_one(true))),
+                ],
+            ),
+            _ => (BODIES_TAG, vec![MessageDataItemName::Uid, peek(None)]),
+        };
+        vec![Output::ToProvider(fetch_command(tag, set, true, items))]
+    }
+}
+
 /// FLAGS, INTERNALDATE and RFC822.SIZE of a probe answer.
 fn meta(seq: NonZeroU32, list: &[MessageDataItem<'static>]) -> Meta {
     let mut m = Meta {
@@ -388,6 +484,7 @@ fn meta(seq: NonZeroU32, list: &[MessageDataItem<'static>]) -> Meta {
         recent: false,
         internal_date: None,
         size: 0,
+        sealed: None,
     };
     for item in list {
         match item {
@@ -405,4 +502,132 @@ fn meta(seq: NonZeroU32, list: &[MessageDataItem<'static>]) -> Meta {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imap::testing::*;
+
+    /// `* 1 FETCH (...)` answering the probe for one stored message.
+    fn probe(uid: u32, stored: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "* 1 FETCH (UID {uid} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2026 00:00:00 +0000\" \
+             RFC822.SIZE {} ",
+            stored.len()
+        )
+        .into_bytes();
+        r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+        r.extend_from_slice(b")\r\n");
+        r
+    }
+
+    /// Part 1 and its MIME header, cut from the stored message by its own
+    /// MIME structure (as the provider would serve BODY[1], BODY[1.MIME]).
+    fn part_one_answer(uid: u32, stored: &[u8]) -> Vec<u8> {
+        let structure = crate::envelope::scan::scan(stored, Default::default());
+        let p = &structure.root.parts[0];
+        let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+        let mut r = format!("* 1 FETCH (UID {uid} ").into_bytes();
+        r.extend(literal_item(
+            "BODY[1.MIME]",
+            slice(p.header_offset, p.header_size),
+        ));
+        r.push(b' ');
+        r.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+        r.extend_from_slice(b")\r\n");
+        r
+    }
+
+    /// Runs a plan through COUNT and PROBE for one message; returns the
+    /// plan and what it sends next.
+    fn through_probe(
+        search: &str,
+        stored: &[u8],
+        ids: &[age::x25519::Identity],
+    ) -> (SearchPlan, Vec<Output>) {
+        let (mut plan, count) = SearchPlan::start(&command(search), None)
+            .expect("a content search")
+            .expect("accepted");
+        assert_eq!(wire(&count), "writ.s1 FETCH * UID\r\n");
+        let (seq, items) = fetch_response(b"* 1 FETCH (UID 9)\r\n");
+        plan.on_fetch(seq, items, ids).expect("ours");
+        let out = plan.on_status(status("writ.s1 OK done\r\n")).expect("ours");
+        assert_eq!(out.len(), 1);
+        let (seq, items) = fetch_response(&probe(9, stored));
+        plan.on_fetch(seq, items, ids).expect("ours");
+        let out = plan.on_status(status("writ.s2 OK done\r\n")).expect("ours");
+        (plan, out)
+    }
+
+    fn found(out: &[Output]) -> Vec<u32> {
+        out.iter()
+            .find_map(|o| match o {
+                Output::ToClient(Data::Search(found, _)) => {
+                    Some(found.iter().map(|n| n.get()).collect())
+                }
+                _ => None,
+            })
+            .expect("a SEARCH answer")
+    }
+
+    #[test]
+    fn header_searches_of_sealed_mail_download_part_one_only() {
+        let (ids, sealer) = keys();
+        let stored = sealed(&sealer);
+        let (mut plan, out) = through_probe("a UID SEARCH SUBJECT secret\r\n", &stored, &ids);
+        let [Output::ToProvider(next)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            wire(next),
+            "writ.s4 UID FETCH 9 (UID BODY.PEEK[1] BODY.PEEK[1.MIME])\r\n"
+        );
+        let (seq, items) = fetch_response(&part_one_answer(9, &stored));
+        assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+        let out = plan.on_status(status("writ.s4 OK done\r\n")).expect("ours");
+        assert_eq!(found(&out), [9]);
+    }
+
+    #[test]
+    fn body_searches_download_the_whole_message() {
+        let (ids, sealer) = keys();
+        let stored = sealed(&sealer);
+        let (mut plan, out) = through_probe("a UID SEARCH BODY text\r\n", &stored, &ids);
+        let [Output::ToProvider(next)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(wire(next), "writ.s3 UID FETCH 9 (UID BODY.PEEK[])\r\n");
+        let mut answer = b"* 1 FETCH (UID 9 ".to_vec();
+        answer.extend(literal_item("BODY[]", &stored));
+        answer.extend_from_slice(b")\r\n");
+        let (seq, items) = fetch_response(&answer);
+        plan.on_fetch(seq, items, &ids).expect("ours");
+        let out = plan.on_status(status("writ.s3 OK done\r\n")).expect("ours");
+        assert_eq!(found(&out), [9]);
+    }
+
+    #[test]
+    fn header_searches_of_plaintext_are_answered_by_the_probe() {
+        let (ids, _) = keys();
+        let (_, out) = through_probe("a UID SEARCH SUBJECT secret\r\n", M, &ids);
+        assert_eq!(found(&out), [9]);
+        let (_, out) = through_probe("a UID SEARCH SUBJECT other\r\n", M, &ids);
+        assert!(found(&out).is_empty());
+    }
+
+    #[test]
+    fn a_summary_that_does_not_open_falls_back_to_the_whole_message() {
+        let (_, sealer) = keys();
+        let (others, _) = keys();
+        let stored = sealed(&sealer);
+        let (mut plan, _) = through_probe("a UID SEARCH SUBJECT secret\r\n", &stored, &others);
+        let (seq, items) = fetch_response(&part_one_answer(9, &stored));
+        plan.on_fetch(seq, items, &others).expect("ours");
+        let out = plan.on_status(status("writ.s4 OK done\r\n")).expect("ours");
+        let [Output::ToProvider(next)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(wire(next), "writ.s3 UID FETCH 9 (UID BODY.PEEK[])\r\n");
+    }
 }

@@ -1,0 +1,75 @@
+//! Helpers for the sans-IO tests of the IMAP plans: commands and
+//! responses from their wire form, a sealer with its key.
+#![cfg(test)]
+
+use std::num::NonZeroU32;
+
+use imap_codec::decode::Decoder;
+use imap_codec::encode::Encoder;
+use imap_codec::{CommandCodec, ResponseCodec};
+use imap_next::imap_types::command::Command;
+use imap_next::imap_types::core::Vec1;
+use imap_next::imap_types::fetch::MessageDataItem;
+use imap_next::imap_types::response::Response;
+use imap_next::imap_types::response::{Data, Status};
+
+pub fn command(text: &str) -> Command<'static> {
+    let (_, c) = CommandCodec::default()
+        .decode_static(text.as_bytes())
+        .expect("a valid command");
+    c
+}
+
+pub fn wire(c: &Command<'_>) -> String {
+    String::from_utf8_lossy(&CommandCodec::default().encode(c).dump()).into_owned()
+}
+
+pub fn response(bytes: &[u8]) -> Response<'static> {
+    let (_, r) = ResponseCodec::default()
+        .decode_static(bytes)
+        .expect("a valid response");
+    r
+}
+
+pub fn fetch_response(bytes: &[u8]) -> (NonZeroU32, Vec1<MessageDataItem<'static>>) {
+    match response(bytes) {
+        Response::Data(Data::Fetch { seq, items }) => (seq, items),
+        other => panic!("not a FETCH: {other:?}"),
+    }
+}
+
+pub fn status(text: &str) -> Status<'static> {
+    match response(text.as_bytes()) {
+        Response::Status(s) => s,
+        other => panic!("not a status: {other:?}"),
+    }
+}
+
+pub fn literal_item(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut v = format!("{name} {{{}}}\r\n", bytes.len()).into_bytes();
+    v.extend_from_slice(bytes);
+    v
+}
+
+pub fn keys() -> (Vec<age::x25519::Identity>, crate::envelope::Sealer) {
+    let id = age::x25519::Identity::generate();
+    let sealer = crate::envelope::Sealer::new("0123456789abcdef", vec![id.to_public()]);
+    (vec![id], sealer)
+}
+
+pub const M: &[u8] = b"From: a@example.test\r\nSubject: secret\r\n\r\nbody text\r\n";
+
+pub fn sealed(sealer: &crate::envelope::Sealer) -> Vec<u8> {
+    let mut out = Vec::new();
+    sealer.seal(M, &mut out).expect("seal");
+    out
+}
+
+pub fn header_of(message: &[u8]) -> &[u8] {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .expect("a header");
+    &message[..end]
+}
