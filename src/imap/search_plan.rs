@@ -544,7 +544,7 @@ mod tests {
     fn through_probe(
         search: &str,
         stored: &[u8],
-        ids: &[age::x25519::Identity],
+        ids: &(dyn Keys + Send + Sync),
     ) -> (SearchPlan, Vec<Output>) {
         let (mut plan, count) = SearchPlan::start(&command(search), None)
             .expect("a content search")
