@@ -21,15 +21,16 @@ struct Jobs {
 
 impl Jobs {
     fn new(imap: std::net::SocketAddr) -> Jobs {
-        Jobs::with_config(imap, "")
+        Jobs::with_provider(imap, "security = \"plain\"")
     }
 
-    fn with_config(imap: std::net::SocketAddr, extra: &str) -> Jobs {
+    /// `provider` holds the `[provider.imap]` lines besides the address.
+    fn with_provider(imap: std::net::SocketAddr, provider: &str) -> Jobs {
         let keys = TestKeys::new();
         let tmp = tempfile::tempdir().unwrap();
         let config = format!(
-            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{imap}\"\nsecurity = \"plain\"\n\
-             timeout_secs = 20\n\n[jobs]\ndir = {:?}\nbackoff_ms = 20\n{extra}",
+            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{imap}\"\n{provider}\n\
+             timeout_secs = 20\n\n[jobs]\ndir = {:?}\nbackoff_ms = 20\n",
             keys.dir().display().to_string(),
             tmp.path().join("jobs").display().to_string(),
         );
@@ -665,5 +666,38 @@ fn a_password_from_the_environment_works_and_never_shows_in_output() {
     assert!(
         all.contains("refused") && !all.contains("not-the-password"),
         "{all}"
+    );
+}
+
+#[test]
+fn jobs_reach_the_provider_over_implicit_tls_and_starttls_checking_its_certificate() {
+    let p = provider();
+    let user = p.new_user("tls");
+    p.imap_append(&user, "INBOX", &message(5));
+    let ca = p.ca_file().display().to_string();
+    let implicit = Jobs::with_provider(
+        p.imaps_addr(),
+        &format!("security = \"implicit\"\nca_file = {ca:?}\nserver_name = \"localhost\""),
+    );
+    let text = implicit.ok(implicit.job(&user, &["verify"], &["--mailbox", "INBOX"]));
+    assert!(text.contains("INBOX: 1 plaintext"), "{text}");
+    let starttls = Jobs::with_provider(
+        p.imap_addr(),
+        &format!("security = \"starttls\"\nca_file = {ca:?}\nserver_name = \"localhost\""),
+    );
+    let text = starttls.ok(starttls.job(&user, &["seal"], &["--mailbox", "INBOX"]));
+    assert!(text.contains("INBOX: 1 sealed"), "{text}");
+    // Without the provider's CA the certificate is refused: nothing done.
+    let untrusted = Jobs::with_provider(
+        p.imaps_addr(),
+        "security = \"implicit\"\nserver_name = \"localhost\"",
+    );
+    let out = untrusted.job(&user, &["verify"], &["--mailbox", "INBOX"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS"), "{err}");
+    assert!(
+        !err.contains("retrying"),
+        "a bad certificate is not retried: {err}"
     );
 }

@@ -75,6 +75,12 @@ impl ClientError {
             | ClientError::Closed
             | ClientError::Bye(_)
             | ClientError::Malformed => true,
+            // A certificate the provider's CA did not sign will not sign
+            // itself later (rustls reports it as invalid data); a handshake
+            // cut short may go through next time.
+            ClientError::Connect(UpstreamError::Connect(ConnectError::Tls(e))) => {
+                e.kind() != std::io::ErrorKind::InvalidData
+            }
             ClientError::Connect(e) => !matches!(
                 e,
                 UpstreamError::Connect(
