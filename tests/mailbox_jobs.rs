@@ -701,3 +701,49 @@ fn jobs_reach_the_provider_over_implicit_tls_and_starttls_checking_its_certifica
         "a bad certificate is not retried: {err}"
     );
 }
+
+#[test]
+fn on_a_terminal_progress_is_a_bar_in_logs_it_is_lines() {
+    let p = provider();
+    let user = p.new_user("progress");
+    for n in 0..30 {
+        p.imap_append(&user, "INBOX", &message(n));
+    }
+    let jobs = Jobs::new(p.imap_addr());
+    let pw = jobs.password_file(&user).display().to_string();
+    // Under a pseudo-terminal (script(1), from bsdutils): the bar with
+    // count, rate and ETA.
+    let writ_line = format!(
+        "{WRIT} --config {} --passphrase-file {} mailbox seal --account {} --password-file {pw} \
+         --mailbox INBOX --batch 5",
+        jobs.config().display(),
+        jobs.keys.passphrase_file().display(),
+        user.name
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &writ_line, "/dev/null"])
+        .env_remove("WRIT_PASSPHRASE_FILE")
+        .env("TERM", "xterm")
+        .current_dir(jobs.tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("INBOX: 30 sealed"), "{tty}");
+    assert!(tty.contains("/30"), "a bar with a count: {tty}");
+    assert!(tty.contains("ETA"), "{tty}");
+    // In a log (stderr not a terminal): a closing line with count and rate.
+    for n in 30..40 {
+        p.imap_append(&user, "INBOX", &message(n));
+    }
+    let out = jobs.job(&user, &["seal"], &["--mailbox", "INBOX"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("writ: sealed 10/10 messages (") && l.contains("/s")),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no terminal codes in logs: {log}");
+}

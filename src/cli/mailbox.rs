@@ -434,7 +434,7 @@ impl Reporter {
 
     fn finish(&self) {
         match &self.bar {
-            Some(bar) => bar.finish_and_clear(),
+            Some(bar) => bar.finish(),
             None => {
                 if self.total.load(Ordering::Relaxed) > 0 {
                     self.line();
