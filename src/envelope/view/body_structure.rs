@@ -1,0 +1,396 @@
+//! BODY and BODYSTRUCTURE from the summary's MIME tree, shaped like
+//! Dovecot's.
+
+use super::*;
+
+/// Parameters as Dovecot lists them: RFC 2231 continuations (`name*0`,
+/// `name*1*`, ...) joined into one `name` (or `name*`, then with the
+/// unencoded pieces' `%` escaped) after the other parameters, in name
+/// order; pieces with a missing index are left as they are.
+pub(super) fn merged_params(params: &[(String, String)]) -> Vec<(String, String)> {
+    struct Piece<'a> {
+        key: &'a str,
+        value: &'a str,
+        index: u32,
+        extended: bool,
+    }
+    let mut out = Vec::new();
+    let mut pieces: Vec<Piece<'_>> = Vec::new();
+    // Dovecot's parser keeps the last index for a bare `name*`.
+    let mut index = 0u32;
+    for (key, value) in params {
+        let Some(star) = key.find('*') else {
+            out.push((key.clone(), value.clone()));
+            continue;
+        };
+        let mut rest = &key[star..];
+        if rest.len() > 1 {
+            rest = &rest[1..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            index = rest.as_bytes()[..digits].iter().fold(0u32, |n, d| {
+                n.wrapping_mul(10).wrapping_add(u32::from(d - b'0'))
+            });
+            rest = &rest[digits..];
+        }
+        let (extended, rest) = match rest.strip_prefix('*') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        if rest.is_empty() {
+            pieces.push(Piece {
+                key: &key[..star],
+                value,
+                index,
+                extended,
+            });
+        } else {
+            out.push((key.clone(), value.clone()));
+        }
+    }
+    pieces.sort_by(|a, b| a.key.cmp(b.key).then(a.index.cmp(&b.index)));
+    let mut i = 0;
+    while i < pieces.len() {
+        let mut j = i;
+        let mut complete = true;
+        let mut any_extended = false;
+        let mut next_index = 0u32;
+        while j < pieces.len() && pieces[j].key.eq_ignore_ascii_case(pieces[i].key) {
+            complete &= pieces[j].index == next_index;
+            any_extended |= pieces[j].extended;
+            next_index = next_index.wrapping_add(1);
+            j += 1;
+        }
+        let group = &pieces[i..j];
+        if !complete {
+            for p in group {
+                let star = if p.extended { "*" } else { "" };
+                out.push((format!("{}*{}{star}", p.key, p.index), p.value.to_owned()));
+            }
+        } else {
+            let mut value = String::new();
+            if any_extended && !group[0].extended {
+                value.push_str("''");
+            }
+            for p in group {
+                if any_extended && !p.extended {
+                    value.push_str(&p.value.replace('%', "%25"));
+                } else {
+                    value.push_str(p.value);
+                }
+            }
+            let star = if any_extended { "*" } else { "" };
+            out.push((format!("{}{star}", group[0].key), value));
+        }
+        i = j;
+    }
+    out
+}
+
+fn params(out: &mut Vec<u8>, params: &[(String, String)], default_charset: bool) {
+    let params = &merged_params(params)[..];
+    if params.is_empty() && !default_charset {
+        out.extend_from_slice(b"NIL");
+        return;
+    }
+    out.push(b'(');
+    let mut first = true;
+    let mut seen_charset = false;
+    for (n, v) in params {
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+        seen_charset |= n.eq_ignore_ascii_case("charset");
+        istring(out, n.as_bytes());
+        out.push(b' ');
+        istring(out, v.as_bytes());
+    }
+    if default_charset && !seen_charset {
+        if !first {
+            out.push(b' ');
+        }
+        out.extend_from_slice(b"\"charset\" \"us-ascii\"");
+    }
+    out.push(b')');
+}
+
+fn extension(out: &mut Vec<u8>, part: &Part) {
+    out.push(b' ');
+    match &part.disposition {
+        Some(d) => {
+            out.push(b'(');
+            istring(out, &mime_token(d.kind.as_bytes()));
+            out.push(b' ');
+            params(out, &d.params, false);
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    match &part.language {
+        Some(l) if !l.is_empty() => {
+            out.push(b'(');
+            for (i, tag) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                istring(out, tag.as_bytes());
+            }
+            out.push(b')');
+        }
+        _ => out.extend_from_slice(b"NIL"),
+    }
+    out.push(b' ');
+    sstring(out, part.location.as_deref());
+}
+
+/// The MIME token at the start of `v` (after whitespace and comments), as
+/// Dovecot reads a Content-Transfer-Encoding or a disposition type.
+fn mime_token(v: &[u8]) -> Vec<u8> {
+    let mut lex = Lexer {
+        data: v,
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    let _ = lex.skip_cfws();
+    lex.mime_token().0
+}
+
+/// Is `v` one MIME token, as Dovecot reads a type or subtype?
+fn is_mime_token(v: &str) -> bool {
+    let mut lex = Lexer {
+        data: v.as_bytes(),
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    let (token, more) = lex.mime_token();
+    !token.is_empty() && more == Ok(false)
+}
+
+/// Type, subtype and parameters as Dovecot shows them for a Content-Type
+/// value that the summary's parser found unusable (the summary then holds
+/// the default type and `content_type_value`). Dovecot shows a value cut
+/// short after its first word as that word (`text` is `"text" ""`),
+/// anything else it cannot parse as `"" ""`, and neither with parameters.
+fn dovecot_content_type(v: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<(String, String)>) {
+    let failed = |t: Vec<u8>| (t, Vec::new(), Vec::new());
+    let mut lex = Lexer {
+        data: v,
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    if lex.skip_cfws() != Ok(true) {
+        return failed(Vec::new());
+    }
+    let (t, more) = lex.mime_token();
+    if more != Ok(true) || t.is_empty() {
+        return failed(t);
+    }
+    if !lex.at(b'/') {
+        return failed(Vec::new());
+    }
+    lex.pos += 1;
+    if lex.skip_cfws() != Ok(true) {
+        return failed(Vec::new());
+    }
+    let (sub, more) = lex.mime_token();
+    if more.is_err() || sub.is_empty() || (lex.more() && !lex.at(b';')) {
+        return failed(Vec::new());
+    }
+    // Dovecot's parser takes what the summary's did not (8-bit words):
+    // the parameters as the summary's parser reads them.
+    (t, sub, header::parse_params(v).params)
+}
+
+/// The transfer encoding Dovecot reports for a Content-Transfer-Encoding
+/// value: one MIME token and nothing else but whitespace and comments;
+/// `None` (shown as "7bit") otherwise.
+fn transfer_encoding(v: &str) -> Option<Vec<u8>> {
+    let mut lex = Lexer {
+        data: v.as_bytes(),
+        pos: 0,
+        last_comment: Vec::new(),
+    };
+    let _ = lex.skip_cfws();
+    let (token, more) = lex.mime_token();
+    (!token.is_empty() && more == Ok(false)).then_some(token)
+}
+
+/// Does this entity encapsulate a message? Only message/rfc822: Dovecot
+/// 2.3 shows message/global as a leaf.
+fn is_rfc822(part: &Part) -> bool {
+    part.media_type.eq_ignore_ascii_case("message") && part.subtype.eq_ignore_ascii_case("rfc822")
+}
+
+/// Does the body, as Dovecot delimits it, include the line break after
+/// `body_offset + body_size`? The summary says so ([`Part::imap_body_eol`]);
+/// a summary from before that field shows one of the two cases: a header
+/// inside the entity (of its last part, that part's last part, ...) that
+/// runs past the end of the body, up to the delimiter line.
+fn keeps_break(part: &Part) -> bool {
+    if part.imap_body_eol > 0 {
+        return true;
+    }
+    let end = part.body_offset.saturating_add(part.body_size);
+    let mut d = part;
+    while let Some(last) = d.parts.last() {
+        if last.header_offset.saturating_add(last.header_size) > end {
+            return true;
+        }
+        d = last;
+    }
+    false
+}
+
+/// BODYSTRUCTURE (with extension data) or BODY (without) of a part (lossy
+/// where strings are not UTF-8: see [`body_structure_bytes`]).
+pub fn body_structure(part: &Part, extended: bool) -> String {
+    String::from_utf8_lossy(&body_structure_bytes(part, extended)).into_owned()
+}
+
+/// BODYSTRUCTURE (with extension data) or BODY (without) of a message
+/// whose root entity is `root`, as octets.
+pub fn body_structure_bytes(root: &Part, extended: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if is_plain_7bit(root) {
+        // Dovecot's shortcut for the commonest message, which writes the
+        // type in lowercase whatever M says.
+        out.extend_from_slice(b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\"");
+        let size = root.body_size.saturating_add(root.body_bare_lf);
+        out.extend_from_slice(format!(" {size} {}", root.body_lines).as_bytes());
+        if extended {
+            out.extend_from_slice(b" NIL NIL NIL NIL");
+        }
+        out.push(b')');
+        return out;
+    }
+    write_part(&mut out, root, extended);
+    out
+}
+
+/// Is this message plain 7-bit text as Dovecot sees it: text/plain, no
+/// parameter but `charset=us-ascii`, 7bit, and no other MIME field that
+/// BODYSTRUCTURE shows?
+fn is_plain_7bit(root: &Part) -> bool {
+    let params = merged_params(&root.params);
+    let params_ok = match &params[..] {
+        [] => true,
+        [(name, value)] => {
+            name.eq_ignore_ascii_case("charset") && value.eq_ignore_ascii_case("us-ascii")
+        }
+        _ => false,
+    };
+    let encoding_ok = match &root.encoding {
+        None => true,
+        Some(e) => transfer_encoding(e).is_none_or(|t| t.eq_ignore_ascii_case(b"7bit")),
+    };
+    root.media_type.eq_ignore_ascii_case("text")
+        && root.subtype.eq_ignore_ascii_case("plain")
+        && root.content_type_value.is_none()
+        && root.parts.is_empty()
+        && params_ok
+        && encoding_ok
+        && root.id.is_none()
+        && root.description.is_none()
+        && root.md5.is_none()
+        && root.disposition.is_none()
+        && root.language.as_ref().is_none_or(Vec::is_empty)
+        && root.location.is_none()
+}
+
+/// What Dovecot writes for a multipart without parts (which MIME does not
+/// allow): one empty text/plain part.
+const EMPTY_BODY: &[u8] = b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0)";
+const EMPTY_BODYSTRUCTURE: &[u8] =
+    b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)";
+
+fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
+    out.push(b'(');
+    if part.is_multipart() {
+        if part.parts.is_empty() {
+            out.extend_from_slice(if extended {
+                EMPTY_BODYSTRUCTURE
+            } else {
+                EMPTY_BODY
+            });
+        }
+        for child in &part.parts {
+            write_part(out, child, extended);
+        }
+        out.push(b' ');
+        istring(out, part.subtype.as_bytes());
+        if extended {
+            out.push(b' ');
+            params(out, &part.params, false);
+            extension(out, part);
+        }
+        out.push(b')');
+        return;
+    }
+    let (media_type, subtype, type_params) = match &part.content_type_value {
+        Some(v) => dovecot_content_type(v.as_bytes()),
+        // Words the summary's parser takes but Dovecot's does not (`@`,
+        // `"`, ...): Dovecot shows an empty type.
+        None if !is_mime_token(&part.media_type) || !is_mime_token(&part.subtype) => {
+            (Vec::new(), Vec::new(), Vec::new())
+        }
+        None => (
+            part.media_type.as_bytes().to_vec(),
+            part.subtype.as_bytes().to_vec(),
+            part.params.clone(),
+        ),
+    };
+    let text = media_type.eq_ignore_ascii_case(b"text");
+    istring(out, &media_type);
+    out.push(b' ');
+    istring(out, &subtype);
+    out.push(b' ');
+    params(out, &type_params, text);
+    out.push(b' ');
+    sstring(out, part.id.as_deref());
+    out.push(b' ');
+    sstring(out, part.description.as_deref());
+    out.push(b' ');
+    match part.encoding.as_deref().and_then(transfer_encoding) {
+        Some(e) => istring(out, &e),
+        None => out.extend_from_slice(b"\"7bit\""),
+    }
+    let size = part.body_size.saturating_add(part.body_bare_lf);
+    if text {
+        out.extend_from_slice(format!(" {size} {}", part.body_lines).as_bytes());
+    } else if is_rfc822(part) && part.content_type_value.is_none() {
+        // A line break Dovecot counts in the body is two octets (CRLF)
+        // and one line, whatever it is in M.
+        let extra = u64::from(keeps_break(part));
+        out.extend_from_slice(format!(" {} ", size.saturating_add(2 * extra)).as_bytes());
+        match part.parts.first() {
+            Some(inner) => {
+                out.extend_from_slice(&envelope_bytes(inner.header.as_deref().unwrap_or(b"")));
+                out.push(b' ');
+                write_part(out, inner, extended);
+            }
+            None => {
+                // No embedded message in the summary (the part's header
+                // ran up to a delimiter line, or a cap was reached): an
+                // empty one, as Dovecot shows a message/rfc822 part without
+                // content.
+                out.extend_from_slice(&envelope_bytes(b""));
+                out.push(b' ');
+                out.extend_from_slice(if extended {
+                    EMPTY_BODYSTRUCTURE
+                } else {
+                    EMPTY_BODY
+                });
+            }
+        }
+        out.extend_from_slice(format!(" {}", part.body_lines.saturating_add(extra)).as_bytes());
+    } else {
+        out.extend_from_slice(format!(" {size}").as_bytes());
+    }
+    if extended {
+        out.push(b' ');
+        sstring(out, part.md5.as_deref());
+        extension(out, part);
+    }
+    out.push(b')');
+}
