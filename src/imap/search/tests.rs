@@ -259,6 +259,243 @@ fn charsets() {
     assert!(s.matches(&candidate(m, &[])));
 }
 
+/// `SEARCH <before>{n+}<bytes>` (a literal: any bytes, ESC included).
+fn search_lit(before: &str, bytes: &[u8]) -> Result<Search, SearchError> {
+    let mut line = format!("A SEARCH {before}{{{}+}}\r\n", bytes.len()).into_bytes();
+    line.extend_from_slice(bytes);
+    line.extend_from_slice(b"\r\n");
+    let (_, cmd) = CommandCodec::default()
+        .decode_static(&line)
+        .unwrap_or_else(|e| panic!("{before}: {e:?}"));
+    let CommandBody::Search {
+        charset, criteria, ..
+    } = cmd.body
+    else {
+        panic!("not a SEARCH: {before}");
+    };
+    Search::new(criteria.as_ref(), charset.as_ref().map(|c| c.as_ref()))
+}
+
+/// `bytes` decoded from the charset called `name`.
+fn decoded(name: &str, bytes: &[u8]) -> String {
+    let cs = text::Charset::named(name).unwrap_or_else(|| panic!("{name} unknown"));
+    let mut out = String::new();
+    cs.decode(bytes, &mut out);
+    out
+}
+
+/// Known text in each multibyte charset: the charset, the bytes, the
+/// text (checked with glibc's iconv).
+const CJK: &[(&str, &[u8], &str)] = &[
+    (
+        "ISO-2022-JP",
+        b"\x1b$B$3$s$K$A$O@$3&\x1b(B Hello",
+        "こんにちは世界 Hello",
+    ),
+    ("Shift_JIS", b"\x93\xfa\x96\x7b\x8c\xea", "日本語"),
+    (
+        "Shift_JIS",
+        b"\x82\xb1\x82\xf1\x82\xc9\x82\xbf\x82\xcd",
+        "こんにちは",
+    ),
+    ("EUC-JP", b"\xc6\xfc\xcb\xdc\xb8\xec", "日本語"),
+    ("GB2312", b"\xd6\xd0\xce\xc4", "中文"),
+    ("EUC-CN", b"\xc4\xe3\xba\xc3", "你好"),
+    ("GBK", b"\x81\x40", "丂"),
+    ("GB18030", b"\xa8\xbc\xa2\xe3\x81\x30\x81\x30", "ḿ€\u{80}"),
+    ("Big5", b"\xa4\xa4\xa4\xe5", "中文"),
+    ("CP950", b"\xa7\x41\xa6\x6e", "你好"),
+    ("EUC-KR", b"\xc7\xd1\xb1\xb9\xbe\xee", "한국어"),
+    ("CP949", b"\x8c\x63", "똠"),
+];
+
+#[test]
+fn cjk_charset_names_are_glibc_s() {
+    for name in [
+        "ISO-2022-JP",
+        "iso-2022-jp",
+        "csISO2022JP",
+        "ISO2022JP",
+        "ISO 2022 JP",
+        "Shift_JIS",
+        "shift-jis",
+        "SJIS",
+        "MS_Kanji",
+        "csShiftJIS",
+        "Windows-31J",
+        "CP932",
+        "EUC-JP",
+        "eucJP",
+        "ujis",
+        "EUC-KR",
+        "csEUCKR",
+        "CP949",
+        "UHC",
+        "GB2312",
+        "EUC-CN",
+        "csGB2312",
+        "CN-GB",
+        "GBK",
+        "CP936",
+        "GB18030",
+        "Big5",
+        "BIG-5",
+        "BIG-FIVE",
+        "CN-BIG5",
+        "CP950",
+        "Big5-HKSCS",
+        "Shift_JIS//TRANSLIT",
+    ] {
+        assert!(charset_supported(name), "{name}");
+    }
+    // WHATWG labels glibc does not know, and charsets writ does not read.
+    for name in [
+        "x-sjis",
+        "shiftjis",
+        "ks_c_5601-1987",
+        "x-gbk",
+        "iso_2022-jp",
+        "ISO-2022-JP-2",
+        "EUC-TW",
+        "EUC-JP-MS",
+    ] {
+        assert!(!charset_supported(name), "{name}");
+        assert_eq!(
+            search(&format!("CHARSET {name} ALL")).err(),
+            Some(SearchError::BadCharset),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn cjk_known_vectors_decode() {
+    for (cs, bytes, text) in CJK {
+        assert_eq!(decoded(cs, bytes), *text, "{cs}");
+        assert!(text::Charset::named(cs).unwrap().is_valid(bytes), "{cs}");
+    }
+}
+
+#[test]
+fn cjk_search_strings_find_utf8_text() {
+    for (cs, bytes, text) in CJK {
+        let m =
+            format!("Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n[{text}]\r\n");
+        let s = search_lit(&format!("CHARSET {cs} BODY "), bytes).unwrap();
+        assert!(s.matches(&candidate(m.as_bytes(), &[])), "{cs}");
+        let s = search_lit(&format!("CHARSET {cs} TEXT "), bytes).unwrap();
+        assert!(s.matches(&candidate(m.as_bytes(), &[])), "{cs}");
+        let other = b"Subject: x\r\n\r\nnothing here\r\n";
+        assert!(!s.matches(&candidate(other, &[])), "{cs}");
+    }
+}
+
+#[test]
+fn cjk_messages_are_decoded_from_their_charset() {
+    use base64::Engine as _;
+    for (cs, bytes, text) in CJK {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let q: String = bytes.iter().map(|b| format!("={b:02X}")).collect();
+        let mut m = format!(
+            "Subject: =?{cs}?B?{b64}?=\r\nX-Q: =?{cs}?Q?{q}?=\r\nContent-Type: text/plain; charset=\"{cs}\"\r\n\r\n"
+        )
+        .into_bytes();
+        m.extend_from_slice(bytes);
+        m.extend_from_slice(b"\r\n");
+        let utf8 = |key: &str| search_lit(&format!("CHARSET UTF-8 {key} "), text.as_bytes());
+        for key in ["BODY", "TEXT", "SUBJECT", "HEADER X-Q"] {
+            assert!(
+                utf8(key).unwrap().matches(&candidate(&m, &[])),
+                "{cs} {key}"
+            );
+        }
+        // In the message's own charset too.
+        let own = search_lit(&format!("CHARSET {cs} BODY "), bytes).unwrap();
+        assert!(own.matches(&candidate(&m, &[])), "{cs}");
+        let own = search_lit(&format!("CHARSET {cs} SUBJECT "), bytes).unwrap();
+        assert!(own.matches(&candidate(&m, &[])), "{cs}");
+        // The same bytes read as UTF-8 hold no such text.
+        let plain = [&b"Content-Type: text/plain\r\n\r\n"[..], bytes].concat();
+        assert!(
+            !utf8("BODY").unwrap().matches(&candidate(&plain, &[])),
+            "{cs}"
+        );
+    }
+}
+
+#[test]
+fn cjk_decoding_puts_glibc_s_characters_back() {
+    // glibc's SJIS reads 0x5C as YEN SIGN and 0x7E as OVERLINE; its CP932
+    // as ASCII.
+    assert_eq!(decoded("Shift_JIS", b"C:\\x~"), "C:¥x‾");
+    assert_eq!(decoded("CP932", b"C:\\x~"), "C:\\x~");
+    // 0x5C as the trail byte of a pair is part of the pair.
+    assert_eq!(decoded("Shift_JIS", b"\x95\x5c"), "表");
+    // The JIS wave dash and minus sign, GB2312's middle dot and dash.
+    assert_eq!(decoded("EUC-JP", b"\xa1\xc1\xa1\xdd"), "\u{301c}\u{2212}");
+    assert_eq!(decoded("ISO-2022-JP", b"\x1b$B!A\x1b(B"), "\u{301c}");
+    assert_eq!(decoded("GB2312", b"\xa1\xa4\xa1\xaa"), "\u{30fb}\u{2015}");
+    assert_eq!(decoded("GBK", b"\xa1\xa4\xa1\xaa"), "\u{b7}\u{2014}");
+    let m = b"Content-Type: text/plain; charset=shift_jis\r\n\r\nC:\\dir\r\n";
+    assert!(
+        search_lit("BODY ", "C:¥dir".as_bytes())
+            .unwrap()
+            .matches(&candidate(m, &[]))
+    );
+    assert!(!hit("BODY \"C:\\\\dir\"", m));
+    // As a search charset too: `\` in Shift_JIS is `¥`.
+    let m = "Content-Type: text/plain; charset=utf-8\r\n\r\n¥100\r\n".as_bytes();
+    assert!(
+        search_lit("CHARSET SHIFT_JIS BODY ", b"\\100")
+            .unwrap()
+            .matches(&candidate(m, &[]))
+    );
+}
+
+#[test]
+fn malformed_cjk_text_is_replaced_as_dovecot_replaces_it() {
+    let r = '\u{fffd}';
+    for (cs, bytes, text) in [
+        // A lead byte without its trail byte: one U+FFFD, then the next
+        // byte read afresh.
+        ("Shift_JIS", &b"a\x81\xff\xffb"[..], format!("a{r}b")),
+        ("Shift_JIS", b"a\x81 b", format!("a{r} b")),
+        ("Shift_JIS", b"ab\x82", format!("ab{r}")),
+        ("EUC-KR", b"\xff\xfe\xc7\xd1", format!("{r}한")),
+        ("EUC-JP", b"\xc6\x41\xb8\xec", format!("{r}A語")),
+        ("GB2312", b"\xd6", format!("{r}")),
+        ("Big5", b"\x80\xa4\xa4", format!("{r}中")),
+        ("GB18030", b"\x81\x30\x81", format!("{r}0{r}")),
+        // ISO-2022-JP is 7-bit: 8-bit bytes are not text in it.
+        ("ISO-2022-JP", b"\x1b$B\xc6\xfcF|\x1b(Bx", format!("{r}日x")),
+    ] {
+        assert_eq!(decoded(cs, bytes), text, "{cs} {bytes:x?}");
+        assert!(!text::Charset::named(cs).unwrap().is_valid(bytes), "{cs}");
+        let m = [
+            format!("Content-Type: text/plain; charset={cs}\r\n\r\n").as_bytes(),
+            bytes,
+        ]
+        .concat();
+        assert!(hit("BODY \"\"", &m));
+        assert!(
+            search_lit("BODY ", r.to_string().as_bytes())
+                .unwrap()
+                .matches(&candidate(&m, &[]))
+        );
+        // A string that is not text in its charset is refused (BAD).
+        assert_eq!(
+            search_lit(&format!("CHARSET {cs} BODY "), bytes).err(),
+            Some(SearchError::InvalidString),
+            "{cs}"
+        );
+        assert_eq!(
+            search_lit(&format!("CHARSET {cs} HEADER X-A "), bytes).err(),
+            Some(SearchError::InvalidString),
+            "{cs}"
+        );
+    }
+}
+
 #[test]
 fn needs_content_tells_content_keys() {
     let key = |args: &str| {
@@ -344,6 +581,10 @@ proptest! {
             Just(&b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"[..]),
             Just(&b"Content-Transfer-Encoding: base64\r\nContent-Type: text/plain; charset=windows-1252\r\n\r\n"[..]),
             Just(&b"From: =?utf-8?b?"[..]),
+            Just(&b"Content-Type: text/plain; charset=ISO-2022-JP\r\n\r\n\x1b$B"[..]),
+            Just(&b"Content-Type: text/plain; charset=Shift_JIS\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"[..]),
+            Just(&b"Content-Type: text/plain; charset=GB18030\r\n\r\n\x81\x30"[..]),
+            Just(&b"Subject: =?EUC-KR?Q?=C7"[..]),
             Just(&b"Date: Mon, 3"[..]),
         ],
     ) {

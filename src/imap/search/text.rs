@@ -13,13 +13,24 @@
 //! by calling that normalizer (libdovecot's
 //! `uni_utf8_to_decomposed_titlecase`) on each code point.
 //!
-//! Charsets other than UTF-8 are single-byte ones whose upper halves
-//! `charsets.txt` lists (`name alias...|` then 128 hex code points, `-`
-//! where a byte is no character), made from Python's codecs, which agree
-//! with the iconv Dovecot uses on these.
+//! Charsets other than UTF-8 are of two kinds, read as the glibc iconv
+//! that Dovecot converts with reads them:
+//!
+//! - Single-byte ones, whose upper halves `charsets.txt` lists (`name
+//!   alias...|` then 128 hex code points, `-` where a byte is no
+//!   character), made from Python's codecs, which agree with glibc on
+//!   these. They stay tables: `encoding_rs` (below) has no ISO-8859-1
+//!   (WHATWG reads it as windows-1252), no ISO-8859-9 or -11 of its own
+//!   and a KOI8-U that is KOI8-RU, and decodes windows-125x's undefined
+//!   bytes as C1 controls where glibc refuses them.
+//! - The multibyte CJK ones of `cjk.txt`, decoded by `encoding_rs` (the
+//!   WHATWG Encoding Standard) with glibc's names and glibc's differences
+//!   put back; see [`Multibyte`].
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
+
+use encoding_rs::{DecoderResult, Encoding};
 
 /// What Dovecot writes for bytes that are not valid in their charset (one
 /// per run of bad bytes: a replacement right after another is dropped).
@@ -169,6 +180,8 @@ pub enum Charset {
     /// A single-byte charset: ASCII below 0x80, the `charsets.txt` table
     /// of that index above.
     Single(usize),
+    /// A multibyte charset: the [`Multibyte`] of that index.
+    Multi(usize),
 }
 
 /// A single-byte charset: its names and what 0x80..0xFF are (`None`:
@@ -209,6 +222,148 @@ fn name_key(name: &str) -> String {
         .collect()
 }
 
+/// A multibyte charset, as glibc's iconv (and so Dovecot) reads it: one
+/// line of `cjk.txt`, `NAME ALIAS...|label|from:to ...`.
+///
+/// - The names are those of one glibc converter module (its
+///   `gconv-modules` aliases), compared as glibc's `iconv_open` compares
+///   them ([`glibc_key`]): so `Shift_JIS`, `SJIS`, `MS_Kanji`, `GB2312`,
+///   `EUC-CN`, `csISO2022JP`, `CP949` are known, but not the WHATWG-only
+///   `x-sjis`, `ks_c_5601-1987`, `x-gbk` or `shiftjis`, which Dovecot
+///   does not convert either (it refuses them as SEARCH CHARSET and reads
+///   text labelled with them as UTF-8).
+/// - `label` is the `encoding_rs` encoding that decodes them. Where
+///   WHATWG reads a wider charset than glibc's module (`GB2312` as GBK,
+///   `EUC-KR` as Windows-949 (UHC), `Shift_JIS` as Windows-31J, `Big5` as
+///   Big5-HKSCS, ISO-2022-JP with the NEC row 13), writ keeps the wider
+///   one: it decodes every sequence glibc decodes to the same character
+///   (but for the remaps below), and the extra characters (GBK hanzi,
+///   UHC hangul, NEC/IBM symbols like `①` and `㈱`) are the ones that
+///   real mail labelled with the narrower name carries. Dovecot turns
+///   them into U+FFFD (and then reads the next byte afresh), so writ
+///   finds text there that Dovecot does not, and takes as valid search
+///   strings some that Dovecot refuses as invalid.
+/// - `from:to` (hex code points): characters that glibc decodes
+///   differently from the same bytes, put back in glibc's form after
+///   decoding (Shift_JIS `\` is `¥` and `~` is `‾`, the JIS wave dash is
+///   U+301C, GB2312's middle dot U+30FB, the ETEN extensions of Big5 are
+///   private-use characters...). The lists were made by decoding every
+///   one- and two-byte sequence (EUC-JP's three-byte and GB18030's
+///   four-byte ones too; for ISO-2022-JP every JIS X 0208 pair) with both
+///   `encoding_rs` and glibc 2.41's iconv, taking for each character that
+///   `encoding_rs` gives the shortest sequence that glibc also decodes.
+///   Not put back: glibc's `EUC-KR`, `EUC-JP` and `Big5` read a lone byte
+///   0x80..0xA0 as a C1 control, GB18030 0xA3A0 as U+E5E5 (the
+///   ideographic space U+3000 stays), `EUC-KR` 0xA2E8 as `㉾`; glibc's
+///   ISO-2022-JP keeps an unknown escape sequence as text and allows a
+///   line break inside JIS X 0208 text, where `encoding_rs` sees an error.
+///
+/// Bytes that are not text are one U+FFFD per run as Dovecot writes them:
+/// decoding goes on at the byte after the first bad one (ISO-2022-JP, which
+/// has state, goes on as `encoding_rs` resynchronises).
+pub struct Multibyte {
+    names: Vec<String>,
+    encoding: &'static Encoding,
+    remap: HashMap<char, char>,
+}
+
+/// The multibyte charsets of `cjk.txt`.
+fn multibytes() -> &'static [Multibyte] {
+    static CJK: OnceLock<Vec<Multibyte>> = OnceLock::new();
+    CJK.get_or_init(|| {
+        include_str!("cjk.txt")
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split('|');
+                let (names, label, remap) = (fields.next()?, fields.next()?, fields.next()?);
+                let hex = |h: &str| u32::from_str_radix(h, 16).ok().and_then(char::from_u32);
+                Some(Multibyte {
+                    names: names.split(' ').map(glibc_key).collect(),
+                    encoding: Encoding::for_label(label.as_bytes())?,
+                    remap: remap
+                        .split(' ')
+                        .filter_map(|pair| {
+                            let (from, to) = pair.split_once(':')?;
+                            Some((hex(from)?, hex(to)?))
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    })
+}
+
+/// A charset name as glibc's `iconv_open` looks it up: what comes before
+/// a `/` (its `//TRANSLIT` and the like), upper case, of which only
+/// letters, digits and `_-.,:` count (`ISO 2022 JP` is `ISO2022JP`, but
+/// `Shift_JIS` is not `SHIFTJIS`).
+fn glibc_key(name: &str) -> String {
+    name.split('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_-.,:".contains(*c))
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+impl Multibyte {
+    /// Appends `bytes` decoded, bad bytes made U+FFFD as Dovecot makes
+    /// them, glibc's characters put back.
+    fn decode(&self, bytes: &[u8], out: &mut String) {
+        let start = out.len();
+        // Stateless charsets start afresh after a bad byte, as Dovecot
+        // restarts iconv there; ISO-2022-JP keeps its shift state.
+        let restart = self.encoding != encoding_rs::ISO_2022_JP;
+        let mut decoder = self.encoding.new_decoder_without_bom_handling();
+        let mut src = bytes;
+        // Where the last U+FFFD ended: one per run of bad bytes.
+        let mut replaced = None;
+        loop {
+            let room = decoder
+                .max_utf8_buffer_length_without_replacement(src.len())
+                .unwrap_or(src.len());
+            out.reserve(room.max(16));
+            let (result, read) = decoder.decode_to_string_without_replacement(src, out, true);
+            let rest = src.get(read..).unwrap_or_default();
+            match result {
+                DecoderResult::InputEmpty => break,
+                DecoderResult::OutputFull => src = rest,
+                DecoderResult::Malformed(bad, extra) => {
+                    if replaced != Some(out.len()) {
+                        out.push(REPLACEMENT);
+                        replaced = Some(out.len());
+                    }
+                    if restart {
+                        let bad_start = read
+                            .saturating_sub(usize::from(extra))
+                            .saturating_sub(usize::from(bad));
+                        src = src.get(bad_start + 1..).unwrap_or_default();
+                        decoder = self.encoding.new_decoder_without_bom_handling();
+                    } else {
+                        src = rest;
+                    }
+                }
+            }
+        }
+        if !self.remap.is_empty() && out[start..].chars().any(|c| self.remap.contains_key(&c)) {
+            let decoded: String = out[start..]
+                .chars()
+                .map(|c| self.remap.get(&c).copied().unwrap_or(c))
+                .collect();
+            out.truncate(start);
+            out.push_str(&decoded);
+        }
+    }
+
+    /// Are `bytes` text in this charset (as `encoding_rs` reads it)?
+    fn is_valid(&self, bytes: &[u8]) -> bool {
+        self.encoding
+            .decode_without_bom_handling_and_without_replacement(bytes)
+            .is_some()
+    }
+}
+
 impl Charset {
     /// The charset called `name` (IANA names and the usual aliases, any
     /// case), if writ reads it.
@@ -228,15 +383,26 @@ impl Charset {
         if UTF8.contains(&key.as_str()) {
             return Some(Charset::Utf8);
         }
-        tables()
+        if let Some(i) = tables().iter().position(|t| t.names.contains(&key)) {
+            return Some(Charset::Single(i));
+        }
+        let key = glibc_key(name);
+        multibytes()
             .iter()
-            .position(|t| t.names.contains(&key))
-            .map(Charset::Single)
+            .position(|m| m.names.contains(&key))
+            .map(Charset::Multi)
+    }
+
+    fn multibyte(self) -> Option<&'static Multibyte> {
+        match self {
+            Charset::Multi(i) => multibytes().get(i),
+            _ => None,
+        }
     }
 
     fn high(self) -> &'static [Option<char>] {
         match self {
-            Charset::Utf8 => &[],
+            Charset::Utf8 | Charset::Multi(_) => &[],
             Charset::Single(i) => tables().get(i).map_or(&[], |t| t.high.as_slice()),
         }
     }
@@ -251,6 +417,7 @@ impl Charset {
                     b < 0x80 || high.get(usize::from(b - 0x80)).is_some_and(Option::is_some)
                 })
             }
+            Charset::Multi(_) => self.multibyte().is_some_and(|m| m.is_valid(bytes)),
         }
     }
 
@@ -272,6 +439,10 @@ impl Charset {
                     }
                 }));
             }
+            Charset::Multi(_) => match self.multibyte() {
+                Some(m) => m.decode(bytes, out),
+                None => valid_utf8(bytes, out),
+            },
         }
     }
 
@@ -279,7 +450,7 @@ impl Charset {
     pub fn fold(self, bytes: &[u8], out: &mut String) {
         match self {
             Charset::Utf8 => fold_utf8(bytes, out),
-            Charset::Single(_) => {
+            Charset::Single(_) | Charset::Multi(_) => {
                 let mut text = String::with_capacity(bytes.len() + bytes.len() / 4);
                 self.decode(bytes, &mut text);
                 fold_str(&text, out);
