@@ -197,13 +197,12 @@ fn fetch_for_disclosure(
     };
     let target = super::mailbox::provider_target(ctx)?;
     let creds = login.credentials_for(account)?;
+    let what = format!("{account} {mailbox}");
+    let backoff = super::mailbox::backoff(ctx);
     let named = super::mailbox::runtime()?
-        .block_on(writ::jobs::fetch::fetch_named(
-            &target,
-            &creds,
-            mailbox,
-            &uids,
-            &message_ids,
+        .block_on(backoff.run(
+            || writ::jobs::fetch::fetch_named(&target, &creds, mailbox, &uids, &message_ids),
+            super::mailbox::say_retry(&what),
         ))
         .with_context(|| format!("fetching from {account} {mailbox}"))?;
     if !named.missing.is_empty() {

@@ -239,10 +239,15 @@ fn retire(ctx: &Context, epoch: &str, login: &super::mailbox::LoginArgs) -> Resu
     audit::check_writable(dir)?;
     let target = super::mailbox::provider_target(ctx)?;
     let credentials = login.credentials()?;
+    let backoff = super::mailbox::backoff(ctx);
     let in_use = super::mailbox::runtime()?.block_on(async {
         let mut in_use = Vec::new();
         for creds in &credentials {
-            for (mailbox, n) in writ::jobs::census::epoch_in_use(&target, creds, epoch)
+            for (mailbox, n) in backoff
+                .run(
+                    || writ::jobs::census::epoch_in_use(&target, creds, epoch),
+                    super::mailbox::say_retry(&creds.user),
+                )
                 .await
                 .with_context(|| format!("searching the mailboxes of {}", creds.user))?
             {

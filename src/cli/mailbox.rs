@@ -12,6 +12,7 @@ use writ::jobs::census;
 use writ::jobs::client::ClientError;
 use writ::jobs::login::{Credentials, SecretSource};
 use writ::jobs::mover::{Kind, MailboxReport, Mover, Progress};
+use writ::jobs::retry::Backoff;
 use writ::keys::{self, Keyring, Unlocked};
 
 use super::{Context, out};
@@ -171,6 +172,19 @@ pub fn unlock(ctx: &Context) -> Result<(Keyring, Unlocked)> {
     Ok((keyring, unlocked))
 }
 
+/// The `[jobs]` retry settings; a retry is said on stderr.
+pub fn backoff(ctx: &Context) -> Backoff {
+    Backoff {
+        retries: ctx.config.jobs.retries,
+        first: Duration::from_millis(ctx.config.jobs.backoff_ms),
+    }
+}
+
+/// Says a retry on stderr.
+pub fn say_retry(what: &str) -> impl FnMut(u32, &ClientError) + '_ {
+    move |attempt, e| eprintln!("writ: {what}: {e}; retrying (attempt {attempt})")
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -240,13 +254,17 @@ fn move_mail(ctx: &Context, kind: Kind, target: Mailboxes, run: RunArgs) -> Resu
         progress: progress.clone(),
     });
     let dry_run = run.dry_run;
+    let backoff = backoff(ctx);
     let results = runtime()?.block_on(async move {
         let mut work = Vec::new();
         for creds in credentials {
-            let names =
-                writ::jobs::mover::mailboxes(&provider, &creds, &target.mailbox, target.all)
-                    .await
-                    .with_context(|| format!("account {}", creds.user))?;
+            let names = backoff
+                .run(
+                    || writ::jobs::mover::mailboxes(&provider, &creds, &target.mailbox, target.all),
+                    say_retry(&creds.user),
+                )
+                .await
+                .with_context(|| format!("account {}", creds.user))?;
             for name in names {
                 work.push((creds.clone(), name));
             }
@@ -331,16 +349,26 @@ fn verify(ctx: &Context, target: Mailboxes, json: bool) -> Result<()> {
     let provider = provider_target(ctx)?;
     let credentials = target.login.credentials()?;
     let (_, unlocked) = unlock(ctx)?;
+    let backoff = backoff(ctx);
     let censuses = runtime()?.block_on(async {
         let mut all = Vec::new();
         for creds in &credentials {
-            let names = writ::jobs::mover::mailboxes(&provider, creds, &target.mailbox, target.all)
+            let names = backoff
+                .run(
+                    || writ::jobs::mover::mailboxes(&provider, creds, &target.mailbox, target.all),
+                    say_retry(&creds.user),
+                )
                 .await
                 .with_context(|| format!("account {}", creds.user))?;
             for name in names {
-                let c = census::census(&provider, creds, &name, &unlocked)
+                let what = format!("{} {name}", creds.user);
+                let c = backoff
+                    .run(
+                        || census::census(&provider, creds, &name, &unlocked),
+                        say_retry(&what),
+                    )
                     .await
-                    .with_context(|| format!("{} {name}", creds.user))?;
+                    .with_context(|| what.clone())?;
                 all.push(c);
             }
         }

@@ -7,7 +7,7 @@
 //! - [`fetch`]: exactly the named messages, for disclosure.
 //! - [`scan`]: what a mailbox holds, from two header fields per message.
 //! - [`mover`]: seal and reseal in place, batch by batch, never losing a
-//!   message; [`checkpoint`] makes it resumable.
+//!   message; [`checkpoint`] makes it resumable, [`retry`] patient.
 
 pub mod census;
 pub mod checkpoint;
@@ -15,4 +15,5 @@ pub mod client;
 pub mod fetch;
 pub mod login;
 pub mod mover;
+pub mod retry;
 pub mod scan;

@@ -27,6 +27,7 @@ use std::time::Duration;
 use super::checkpoint::{Checkpoint, CheckpointError, InFlight, sha256_hex};
 use super::client::{Appending, Client, ClientError, Fetched};
 use super::login::Credentials;
+use super::retry::{Backoff, Transient};
 use super::scan::{self, Seen};
 use crate::envelope::{self, Sealed, Sealer};
 use crate::imap::upstream::Target;
@@ -46,7 +47,7 @@ pub enum JobError {
     NoUidplus,
 }
 
-impl JobError {
+impl Transient for JobError {
     fn is_transient(&self) -> bool {
         matches!(self, JobError::Client(e) if e.is_transient())
     }
@@ -144,38 +145,51 @@ impl Mover {
         creds: &Credentials,
         mailbox: &str,
     ) -> Result<MailboxReport, JobError> {
+        let job = self.kind.name();
+        let before = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        let backoff = Backoff {
+            retries: self.retries,
+            first: self.backoff,
+        };
+        let mut retries = 0;
+        let result = backoff
+            .run(
+                || self.run_once(creds, mailbox),
+                |attempt, e: &JobError| {
+                    retries = attempt;
+                    if let JobError::Client(c) = e {
+                        self.progress.retrying(&creds.user, mailbox, attempt, c);
+                    }
+                },
+            )
+            .await;
+        let mut report = result?;
+        report.retries = retries;
+        // Work done by attempts that then failed is in the checkpoint.
+        let after = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        if !self.dry_run && (before.uidvalidity == 0 || before.uidvalidity == after.uidvalidity) {
+            report.moved = after.moved.saturating_sub(before.moved);
+            report.duplicates_removed = after
+                .duplicates_removed
+                .saturating_sub(before.duplicates_removed);
+        }
+        Ok(report)
+    }
+
+    /// One attempt at the whole mailbox; a retry starts over from the
+    /// checkpoint, so the report counts this attempt's work plus what the
+    /// checkpoint says earlier attempts did.
+    async fn run_once(
+        &self,
+        creds: &Credentials,
+        mailbox: &str,
+    ) -> Result<MailboxReport, JobError> {
         let mut report = MailboxReport {
             account: creds.user.clone(),
             mailbox: mailbox.to_string(),
             ..MailboxReport::default()
         };
-        let mut attempt = 0;
-        loop {
-            match self.run_once(creds, mailbox, &mut report).await {
-                Ok(()) => return Ok(report),
-                Err(e) if e.is_transient() && attempt < self.retries => {
-                    attempt += 1;
-                    report.retries = attempt;
-                    if let JobError::Client(c) = &e {
-                        self.progress.retrying(&creds.user, mailbox, attempt, c);
-                    }
-                    let pause = self
-                        .backoff
-                        .saturating_mul(1 << (attempt - 1).min(16))
-                        .min(Duration::from_secs(60));
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn run_once(
-        &self,
-        creds: &Credentials,
-        mailbox: &str,
-        report: &mut MailboxReport,
-    ) -> Result<(), JobError> {
+        let report = &mut report;
         let mut client = Client::login(&self.target, creds).await?;
         let expunge_all = !client.has_capability("UIDPLUS");
         if expunge_all && !self.allow_expunge_all && !self.dry_run {
@@ -224,7 +238,7 @@ impl Mover {
             .found(&creds.user, mailbox, originals.len() as u64);
         if self.dry_run {
             client.logout().await;
-            return Ok(());
+            return Ok(std::mem::take(report));
         }
         // Earlier attempts' failures are tried again.
         report.failed.clear();
@@ -294,7 +308,7 @@ impl Mover {
             }
         }
         client.logout().await;
-        Ok(())
+        Ok(std::mem::take(report))
     }
 
     /// The sealed copy of one original; `None` when there is nothing to do
