@@ -4,7 +4,8 @@
 //! generated large one) is stored with varied flags, keywords, \Recent and
 //! INTERNALDATEs; then for a long list of SEARCH and UID SEARCH commands
 //! (every key type, nested OR/NOT, sequence and UID sets with `*`, case
-//! variations, non-ASCII strings in CHARSET UTF-8 and ISO-8859-1) the set
+//! variations, non-ASCII strings in CHARSET UTF-8, ISO-8859-*, the
+//! Windows, KOI8 and the multibyte CJK charsets) the set
 //! of messages Dovecot returns is compared with the set for which
 //! `writ::imap::search` matches, given each message's bytes and the
 //! flags, INTERNALDATE, UID, RFC822.SIZE and MODSEQ Dovecot reports.
@@ -569,6 +570,17 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
         "BODY \"Body.\"",
         "BODY nul",
         "BODY \"\\\\\"",
+        "BODY sjisbad",
+        "BODY \"sjisbad a\"",
+        "BODY krbad",
+        "BODY \"gbbad \"",
+        "BODY \"big5bad \"",
+        "BODY jisbad",
+        "BODY \"overline\"",
+        "BODY \"over~line\"",
+        "BODY \"yen\"",
+        "SUBJECT \"(c:\"",
+        "BODY \"c:\"",
         "TEXT subject",
         "TEXT \"subject: caf\"",
         "TEXT \"from: \"",
@@ -698,6 +710,59 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
         ("BODY", "коллеги"),
         ("BODY", "ДОБРЫЙ"),
         ("TEXT", "Добрый день"),
+        // CJK messages (Shift_JIS, ISO-2022-JP, EUC-KR, GB2312, Big5, GBK,
+        // EUC-JP; bodies and encoded-words) searched in UTF-8.
+        ("BODY", "会議"),
+        ("SUBJECT", "議事録"),
+        ("SUBJECT", "C:¥共有"),
+        ("SUBJECT", "C:\\共有"),
+        ("BODY", "10時〜12時"),
+        ("BODY", "10時～12時"),
+        ("BODY", "C:¥共有¥資料"),
+        ("BODY", "C:\\共有"),
+        ("BODY", "ABC全角"),
+        ("BODY", "カタカナ"),
+        ("BODY", "ｶﾀｶﾅ"),
+        ("FROM", "田中 太郎"),
+        ("TO", "鈴木"),
+        ("SUBJECT", "週次報告：営業部"),
+        ("SUBJECT", "報告： 営業部"),
+        ("BODY", "営業部の皆様"),
+        ("BODY", "〜前年比110%でした"),
+        ("BODY", "yen¥5000 over‾line"),
+        ("BODY", "yen\\5000"),
+        ("SUBJECT", "회의 안내"),
+        ("FROM", "김민수"),
+        ("BODY", "회의가 있습니다"),
+        ("BODY", "안녕하세요."),
+        ("SUBJECT", "会议通知"),
+        ("BODY", "三点开会"),
+        ("BODY", "议程・预算――讨论"),
+        ("BODY", "议程·预算"),
+        ("BODY", "预算——讨论"),
+        ("SUBJECT", "會議通知"),
+        ("FROM", "陳大文"),
+        ("BODY", "三點開會"),
+        ("BODY", "丂丄丅"),
+        ("BODY", "简体中文"),
+        ("BODY", "日本語のテキスト"),
+        ("TEXT", "日本語"),
+        // Broken CJK text (U+FFFD, one per run of bad bytes) and charset
+        // names glibc does not know (the text read as UTF-8).
+        ("BODY", "a\u{fffd}b"),
+        ("BODY", "a\u{fffd}\u{fffd}b"),
+        ("BODY", "\u{fffd}日本 c\u{fffd} d tail\u{fffd}"),
+        ("BODY", "krbad \u{fffd}한국 \u{fffd}x end\u{fffd}"),
+        ("BODY", "gbbad 中\u{fffd} \u{fffd} z"),
+        ("BODY", "big5bad \u{80}中 \u{fffd}"),
+        ("BODY", "jisbad \u{fffd}日 x"),
+        ("BODY", "xsjis \u{fffd}"),
+        ("BODY", "kscword \u{fffd}"),
+        ("BODY", "日本"),
+        ("BODY", "한국"),
+        ("SUBJECT", "日本"),
+        ("SUBJECT", "한국"),
+        ("SUBJECT", "bad\u{fffd}"),
     ];
     for (key, s) in utf8 {
         out.push(Query::lit(
@@ -738,6 +803,30 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
         ("ISO-8859-2", "SUBJECT", b"\xa3\xf3d\xbc"),
         ("iso_8859-2", "BODY", b"g\xea\xb6l\xb9"),
         ("ISO-8859-7", "BODY", b"\xe1"),
+        ("Shift_JIS", "BODY", b"\x89\xef\x8bc"),    // 会議
+        ("SJIS", "SUBJECT", b"\x8bc\x8e\x96\x98^"), // 議事録
+        ("Shift_JIS", "BODY", b"C:\\"),             // C:¥
+        ("MS_Kanji", "SUBJECT", b"(C:\\"),          // (C:¥
+        ("ISO-2022-JP", "BODY", b"\x1b$B1D6HIt\x1b(B"), // 営業部
+        ("csISO2022JP", "SUBJECT", b"\x1b$BJs9p\x1b(B"), // 報告
+        ("iso-2022-jp", "TO", b"\x1b$BNkLZ\x1b(B"), // 鈴木
+        ("ISO-2022-JP", "BODY", b"\x1b$B!A\x1b(B"), // 〜
+        ("EUC-KR", "BODY", b"\xc8\xb8\xc0\xc7"),    // 회의
+        ("CP949", "SUBJECT", b"\xbe\xc8\xb3\xbb"),  // 안내
+        ("ks_c_5601-1987", "BODY", b"\xc8\xb8\xc0\xc7"), // 회의
+        ("GB2312", "BODY", b"\xbf\xaa\xbb\xe1"),    // 开会
+        ("EUC-CN", "SUBJECT", b"\xcd\xa8\xd6\xaa"), // 通知
+        ("GB2312", "BODY", b"\xa1\xa4"),            // ・
+        ("GBK", "BODY", b"\x81@"),                  // 丂
+        ("GB18030", "BODY", b"\xbc\xf2\xcc\xe5"),   // 简体
+        ("Big5", "BODY", b"\xb6}\xb7|"),            // 開會
+        ("BIG-5", "SUBJECT", b"\xb3q\xaa\xbe"),     // 通知
+        ("CP950", "FROM", b"\xb3\xaf\xa4j\xa4\xe5"), // 陳大文
+        ("EUC-JP", "BODY", b"\xc6\xfc\xcb\xdc\xb8\xec"), // 日本語
+        ("EUC-JP", "BODY", b"\x8e\xb6\x8e\xc0"),    // ｶﾀ
+        ("Big5", "BODY", b"big5bad \x80"),
+        ("x-sjis", "BODY", b"\x89\xef\x8bc"),   // 会議
+        ("shiftjis", "BODY", b"\x89\xef\x8bc"), // 会議
     ] {
         out.push(Query::lit(
             &format!("SEARCH CHARSET {charset} {key} "),
@@ -754,6 +843,13 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
         ("US-ASCII ", "BODY", b"\xe9"),
         ("windows-1252 ", "BODY", b"a\x81b"),
         ("UTF-8 ", "HEADER \"X-Custom\"", b"\xc0\xaf"),
+        ("Shift_JIS ", "BODY", b"\x81"),
+        ("Shift_JIS ", "BODY", b"a\x81\xffb"),
+        ("EUC-KR ", "BODY", b"\xff"),
+        ("ISO-2022-JP ", "BODY", b"\x1b$B\xc6\xfc"),
+        ("GB2312 ", "SUBJECT", b"\xd6"),
+        ("Big5 ", "BODY", b"\xa4"),
+        ("Big5 ", "BODY", b"\xff\xa4\xa4"),
     ] {
         let charset = if charset.is_empty() {
             String::new()

@@ -223,7 +223,7 @@ fn name_key(name: &str) -> String {
 }
 
 /// A multibyte charset, as glibc's iconv (and so Dovecot) reads it: one
-/// line of `cjk.txt`, `NAME ALIAS...|label|from:to ...`.
+/// line of `cjk.txt`, `NAME ALIAS...|label|from:to ...|lone bytes`.
 ///
 /// - The names are those of one glibc converter module (its
 ///   `gconv-modules` aliases), compared as glibc's `iconv_open` compares
@@ -231,7 +231,8 @@ fn name_key(name: &str) -> String {
 ///   `EUC-CN`, `csISO2022JP`, `CP949` are known, but not the WHATWG-only
 ///   `x-sjis`, `ks_c_5601-1987`, `x-gbk` or `shiftjis`, which Dovecot
 ///   does not convert either (it refuses them as SEARCH CHARSET and reads
-///   text labelled with them as UTF-8).
+///   text labelled with them as UTF-8). Not read: ISO-2022-JP-2 and -3,
+///   EUC-JP-MS, EUC-TW, ISO-2022-KR and -CN, JOHAB, the IBM code pages.
 /// - `label` is the `encoding_rs` encoding that decodes them. Where
 ///   WHATWG reads a wider charset than glibc's module (`GB2312` as GBK,
 ///   `EUC-KR` as Windows-949 (UHC), `Shift_JIS` as Windows-31J, `Big5` as
@@ -252,19 +253,28 @@ fn name_key(name: &str) -> String {
 ///   four-byte ones too; for ISO-2022-JP every JIS X 0208 pair) with both
 ///   `encoding_rs` and glibc 2.41's iconv, taking for each character that
 ///   `encoding_rs` gives the shortest sequence that glibc also decodes.
-///   Not put back: glibc's `EUC-KR`, `EUC-JP` and `Big5` read a lone byte
-///   0x80..0xA0 as a C1 control, GB18030 0xA3A0 as U+E5E5 (the
-///   ideographic space U+3000 stays), `EUC-KR` 0xA2E8 as `㉾`; glibc's
-///   ISO-2022-JP keeps an unknown escape sequence as text and allows a
-///   line break inside JIS X 0208 text, where `encoding_rs` sees an error.
+/// - `lone bytes` (hex, ranges `a-b`): bytes that glibc reads alone as the
+///   C1 control of that value where `encoding_rs` sees an error (0x80 in
+///   Big5, 0x80..0x9F in EUC-KR and EUC-JP).
 ///
-/// Bytes that are not text are one U+FFFD per run as Dovecot writes them:
-/// decoding goes on at the byte after the first bad one (ISO-2022-JP, which
-/// has state, goes on as `encoding_rs` resynchronises).
+/// Not put back: GB18030 0xA3A0 is U+E5E5 to glibc (the ideographic space
+/// U+3000 stays); glibc's `EUC-KR` has 0xA2E8 `㉾`; glibc's ISO-2022-JP
+/// keeps an unknown escape sequence (and ESC ( I) as text and allows a
+/// line break inside JIS X 0208 text, where `encoding_rs` sees an error.
+///
+/// Bytes that are not text become one U+FFFD per run, as Dovecot writes
+/// them: decoding goes on at the byte after the first bad one, as Dovecot
+/// restarts iconv there (ISO-2022-JP, which has state, goes on as
+/// `encoding_rs` resynchronises). A sequence cut off by the end of the
+/// text is dropped, as Dovecot drops it from an encoded-word (from a body
+/// part Dovecot carries it over to the next body it decodes, even in the
+/// next message it searches: a bug writ does not copy).
 pub struct Multibyte {
     names: Vec<String>,
     encoding: &'static Encoding,
     remap: HashMap<char, char>,
+    /// Bytes that glibc reads alone as the C1 control of that value.
+    lone: Vec<u8>,
 }
 
 /// The multibyte charsets of `cjk.txt`.
@@ -276,7 +286,9 @@ fn multibytes() -> &'static [Multibyte] {
             .filter_map(|line| {
                 let mut fields = line.split('|');
                 let (names, label, remap) = (fields.next()?, fields.next()?, fields.next()?);
+                let lone = fields.next().unwrap_or_default();
                 let hex = |h: &str| u32::from_str_radix(h, 16).ok().and_then(char::from_u32);
+                let byte = |h: &str| u8::from_str_radix(h, 16).ok();
                 Some(Multibyte {
                     names: names.split(' ').map(glibc_key).collect(),
                     encoding: Encoding::for_label(label.as_bytes())?,
@@ -286,6 +298,14 @@ fn multibytes() -> &'static [Multibyte] {
                             let (from, to) = pair.split_once(':')?;
                             Some((hex(from)?, hex(to)?))
                         })
+                        .collect(),
+                    lone: lone
+                        .split(' ')
+                        .filter_map(|range| {
+                            let (first, last) = range.split_once('-').unwrap_or((range, range));
+                            Some(byte(first)?..=byte(last)?)
+                        })
+                        .flatten()
                         .collect(),
                 })
             })
@@ -308,15 +328,16 @@ fn glibc_key(name: &str) -> String {
 }
 
 impl Multibyte {
-    /// Appends `bytes` decoded, bad bytes made U+FFFD as Dovecot makes
-    /// them, glibc's characters put back.
-    fn decode(&self, bytes: &[u8], out: &mut String) {
+    /// Appends `bytes` decoded as Dovecot decodes them (see [`Multibyte`]);
+    /// whether they were all text (nothing replaced, nothing cut off).
+    fn convert(&self, bytes: &[u8], out: &mut String) -> bool {
         let start = out.len();
         // Stateless charsets start afresh after a bad byte, as Dovecot
         // restarts iconv there; ISO-2022-JP keeps its shift state.
         let restart = self.encoding != encoding_rs::ISO_2022_JP;
         let mut decoder = self.encoding.new_decoder_without_bom_handling();
         let mut src = bytes;
+        let mut clean = true;
         // Where the last U+FFFD ended: one per run of bad bytes.
         let mut replaced = None;
         loop {
@@ -324,27 +345,45 @@ impl Multibyte {
                 .max_utf8_buffer_length_without_replacement(src.len())
                 .unwrap_or(src.len());
             out.reserve(room.max(16));
-            let (result, read) = decoder.decode_to_string_without_replacement(src, out, true);
+            // Not the last input: a sequence cut off at the end stays in
+            // the decoder and is dropped, as Dovecot drops it.
+            let (result, read) = decoder.decode_to_string_without_replacement(src, out, false);
             let rest = src.get(read..).unwrap_or_default();
             match result {
                 DecoderResult::InputEmpty => break,
                 DecoderResult::OutputFull => src = rest,
-                DecoderResult::Malformed(bad, extra) => {
+                DecoderResult::Malformed(bad, extra) if restart => {
+                    let bad_start = read
+                        .saturating_sub(usize::from(extra))
+                        .saturating_sub(usize::from(bad));
+                    match src.get(bad_start).and_then(|&b| self.lone(b)) {
+                        Some(c) => out.push(c),
+                        None => {
+                            clean = false;
+                            if replaced != Some(out.len()) {
+                                out.push(REPLACEMENT);
+                                replaced = Some(out.len());
+                            }
+                        }
+                    }
+                    src = src.get(bad_start + 1..).unwrap_or_default();
+                    decoder = self.encoding.new_decoder_without_bom_handling();
+                }
+                DecoderResult::Malformed(..) => {
+                    clean = false;
                     if replaced != Some(out.len()) {
                         out.push(REPLACEMENT);
                         replaced = Some(out.len());
                     }
-                    if restart {
-                        let bad_start = read
-                            .saturating_sub(usize::from(extra))
-                            .saturating_sub(usize::from(bad));
-                        src = src.get(bad_start + 1..).unwrap_or_default();
-                        decoder = self.encoding.new_decoder_without_bom_handling();
-                    } else {
-                        src = rest;
-                    }
+                    src = rest;
                 }
             }
+        }
+        let mut tail = String::with_capacity(16);
+        if let (DecoderResult::Malformed(..), _) =
+            decoder.decode_to_string_without_replacement(&[], &mut tail, true)
+        {
+            clean = false;
         }
         if !self.remap.is_empty() && out[start..].chars().any(|c| self.remap.contains_key(&c)) {
             let decoded: String = out[start..]
@@ -354,13 +393,13 @@ impl Multibyte {
             out.truncate(start);
             out.push_str(&decoded);
         }
+        clean
     }
 
-    /// Are `bytes` text in this charset (as `encoding_rs` reads it)?
-    fn is_valid(&self, bytes: &[u8]) -> bool {
-        self.encoding
-            .decode_without_bom_handling_and_without_replacement(bytes)
-            .is_some()
+    /// What glibc reads a byte as when it stands alone where `encoding_rs`
+    /// sees an error: a C1 control (`EUC-JP`, `EUC-KR`, `Big5`).
+    fn lone(&self, b: u8) -> Option<char> {
+        self.lone.contains(&b).then(|| char::from(b))
     }
 }
 
@@ -417,7 +456,9 @@ impl Charset {
                     b < 0x80 || high.get(usize::from(b - 0x80)).is_some_and(Option::is_some)
                 })
             }
-            Charset::Multi(_) => self.multibyte().is_some_and(|m| m.is_valid(bytes)),
+            Charset::Multi(_) => self
+                .multibyte()
+                .is_some_and(|m| m.convert(bytes, &mut String::new())),
         }
     }
 
@@ -440,7 +481,9 @@ impl Charset {
                 }));
             }
             Charset::Multi(_) => match self.multibyte() {
-                Some(m) => m.decode(bytes, out),
+                Some(m) => {
+                    m.convert(bytes, out);
+                }
                 None => valid_utf8(bytes, out),
             },
         }
