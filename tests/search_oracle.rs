@@ -1073,3 +1073,85 @@ fn search_results_are_what_dovecot_answers_for_the_plaintext() {
     );
     assert!(queries.len() > 400, "only {} searches", queries.len());
 }
+
+/// Where writ departs from Dovecot on purpose: the multibyte charsets
+/// whose WHATWG form (what writ decodes with) is wider than glibc's
+/// (what Dovecot converts with). Characters that real mail carries under
+/// the narrower name (NEC row 13 in Shift_JIS and ISO-2022-JP, UHC hangul
+/// in EUC-KR, GBK hanzi in GB2312) are text to writ; Dovecot sees U+FFFD
+/// (EUC-KR: a C1 control) and the next byte read afresh, and refuses them
+/// in search strings. ISO-2022-JP-2, which writ does not read, Dovecot
+/// does. The test checks both sides, so that a change in Dovecot (or
+/// glibc) shows.
+#[test]
+fn cjk_superset_characters_are_text_to_writ_not_to_dovecot() {
+    let p = provider();
+    let user = p.new_user("search-cjk");
+    let corpus: [&[u8]; 4] = [
+        b"Content-Type: text/plain; charset=Shift_JIS\r\n\r\nx\x87\x40y\r\n",
+        b"Content-Type: text/plain; charset=EUC-KR\r\n\r\nx\x8c\x63y\r\n",
+        b"Content-Type: text/plain; charset=GB2312\r\n\r\nx\x81\x40y\r\n",
+        b"Content-Type: text/plain; charset=ISO-2022-JP\r\n\r\nx\x1b$B-!\x1b(By\r\n",
+    ];
+    let mut imap = p.imap(&user);
+    for (i, m) in corpus.iter().enumerate() {
+        append(&mut imap, i, m);
+    }
+    imap.select("INBOX").expect_ok("SELECT");
+    let fetched = fetch_all(&mut imap);
+    let messages: Vec<(&[u8], Summary)> = corpus
+        .iter()
+        .map(|m| (*m, scan(m, Limits::default())))
+        .collect();
+    let set = |v: &[u32]| -> Result<BTreeSet<u32>, String> { Ok(v.iter().copied().collect()) };
+    let refused = |s: &str| -> Result<BTreeSet<u32>, String> { Err(s.to_string()) };
+    // Either side's answer as expected: the same numbers, or a refusal
+    // whose text holds the expected one.
+    let same = |got: &Result<BTreeSet<u32>, String>, want: &Result<BTreeSet<u32>, String>| match (
+        got, want,
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.contains(b.as_str()),
+        _ => false,
+    };
+    let mut failures = Vec::new();
+    for (key, s, dovecot, writ) in [
+        // ①: NEC row 13 (Shift_JIS 0x8740, JIS 0x2D21).
+        ("BODY", "①".as_bytes(), set(&[]), set(&[1, 4])),
+        ("BODY", "x\u{fffd}@y".as_bytes(), set(&[1, 3]), set(&[])),
+        // 똠: UHC 0x8C63; glibc's EUC-KR reads 0x8C as a C1 control.
+        ("BODY", "똠".as_bytes(), set(&[]), set(&[2])),
+        ("BODY", "x\u{8c}cy".as_bytes(), set(&[2]), set(&[])),
+        // 丂: GBK 0x8140.
+        ("BODY", "丂".as_bytes(), set(&[]), set(&[3])),
+        (
+            "CHARSET GB2312 BODY",
+            b"\x81\x40",
+            refused("BAD"),
+            set(&[3]),
+        ),
+        (
+            "CHARSET Shift_JIS BODY",
+            b"\x87\x40",
+            refused("BAD"),
+            set(&[1, 4]),
+        ),
+        (
+            "CHARSET ISO-2022-JP-2 BODY",
+            b"x",
+            set(&[1, 2, 3, 4]),
+            refused("BADCHARSET"),
+        ),
+    ] {
+        let query = Query::lit(&format!("SEARCH {key} "), s, "");
+        let d = dovecot_search(&mut imap, &query);
+        let w = writ_search(&query, &fetched, &messages);
+        if !same(&d, &dovecot) || !same(&w, &writ) {
+            failures.push(format!(
+                "{}\n  dovecot: {d:?} (expected {dovecot:?})\n  writ:    {w:?} (expected {writ:?})",
+                query.show()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
