@@ -4,72 +4,16 @@
 //! pair, a truncated tail) must be detected by `writ audit verify` and
 //! located: the error names the first bad line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const WRIT: &str = env!("CARGO_BIN_EXE_writ");
-
-struct Env {
-    tmp: tempfile::TempDir,
-}
+use common::cli::Env;
+use common::files::copy_dir;
 
 impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("pw"), "correct horse battery\n").unwrap();
-        std::fs::write(tmp.path().join("pw2"), "staple\n").unwrap();
-        Env { tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(WRIT)
-            .current_dir(self.tmp.path())
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .env("USER", "tester")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "writ {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Expects exit 1, nothing on stdout, one `writ: ` line on stderr.
-    fn fail(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(1), "writ {args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "writ {args:?} printed on stdout");
-        assert!(
-            stderr.starts_with("writ: ") && stderr.lines().count() == 1,
-            "not one error line: {stderr:?}"
-        );
-        stderr.trim_end().to_string()
-    }
-
     /// A keyring with four records: init, rotate (as alice), rotate, passwd.
     fn with_log() -> Env {
         let env = Env::new();
-        env.ok(&[
-            "keys",
-            "init",
-            "--work-factor",
-            "10",
-            "--passphrase-file",
-            "pw",
-        ]);
+        env.init_keyring();
         env.ok(&["keys", "rotate", "--operator", "alice"]);
         env.ok(&["keys", "rotate"]);
         env.ok(&[
@@ -112,23 +56,10 @@ impl Env {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn clean_log_verifies_and_shows() {
     let env = Env::with_log();
-    let out = env.ok(&["audit", "verify"]);
+    let out = env.ok_text(&["audit", "verify"]);
     assert!(
         out.starts_with("keys/audit.log: 4 records, chain and signatures OK\nhead: 4:"),
         "{out}"
@@ -139,7 +70,7 @@ fn clean_log_verifies_and_shows() {
     std::fs::copy(env.path("keys/audit.pub"), env.path("pub-copy")).unwrap();
     env.ok(&["audit", "verify", "--public-key", "pub-copy"]);
 
-    let json = env.ok(&["audit", "show", "--json"]);
+    let json = env.ok_text(&["audit", "show", "--json"]);
     let records: serde_json::Value = serde_json::from_str(&json).unwrap();
     let records = records.as_array().unwrap();
     let actions: Vec<&str> = records
@@ -159,7 +90,7 @@ fn clean_log_verifies_and_shows() {
     assert_eq!(records[0]["seq"], 1);
     assert_eq!(records[3]["params"]["new_master"], false);
     let epochs: Vec<String> = env
-        .ok(&["keys", "list"])
+        .ok_text(&["keys", "list"])
         .lines()
         .skip(1)
         .map(|l| l[2..18].to_string())
@@ -172,7 +103,7 @@ fn clean_log_verifies_and_shows() {
     assert!(!log.contains("AGE-SECRET-KEY"));
     assert!(!log.contains("horse") && !log.contains("staple"));
 
-    let text = env.ok(&["audit", "show"]);
+    let text = env.ok_text(&["audit", "show"]);
     assert_eq!(text.lines().count(), 4);
     assert!(text.lines().nth(1).unwrap().contains("alice"), "{text}");
     assert!(text.contains("keys.passwd"));
@@ -181,22 +112,22 @@ fn clean_log_verifies_and_shows() {
 #[test]
 fn show_since_filters() {
     let env = Env::with_log();
-    let all = env.ok(&["audit", "show", "--json"]);
+    let all = env.ok_text(&["audit", "show", "--json"]);
     let records: Vec<serde_json::Value> = serde_json::from_str(&all).unwrap();
     let first = records[0]["time"].as_str().unwrap().to_string();
     let day = &first[..10];
     let since_day: Vec<serde_json::Value> =
-        serde_json::from_str(&env.ok(&["audit", "show", "--json", "--since", day])).unwrap();
+        serde_json::from_str(&env.ok_text(&["audit", "show", "--json", "--since", day])).unwrap();
     assert_eq!(since_day.len(), 4);
     let none: Vec<serde_json::Value> =
-        serde_json::from_str(&env.ok(&["audit", "show", "--json", "--since", "2999-01-01"]))
+        serde_json::from_str(&env.ok_text(&["audit", "show", "--json", "--since", "2999-01-01"]))
             .unwrap();
     assert!(none.is_empty());
-    assert_eq!(env.ok(&["audit", "show", "--since", "2999-01-01"]), "");
+    assert_eq!(env.ok_text(&["audit", "show", "--since", "2999-01-01"]), "");
     // A time just after the last record's: nothing; equal: that record on.
     let last = records[3]["time"].as_str().unwrap();
     let from_last: Vec<serde_json::Value> =
-        serde_json::from_str(&env.ok(&["audit", "show", "--json", "--since", last])).unwrap();
+        serde_json::from_str(&env.ok_text(&["audit", "show", "--json", "--since", last])).unwrap();
     assert!(!from_last.is_empty() && from_last.len() <= 4);
     assert!(
         from_last
@@ -324,7 +255,7 @@ fn truncated_tail_is_located() {
     // The head deleted too: the cut is visible only against a head noted
     // elsewhere.
     let env = base.copy();
-    let head = env.ok(&["audit", "verify"]);
+    let head = env.ok_text(&["audit", "verify"]);
     let head = head.lines().nth(1).unwrap().strip_prefix("head: ").unwrap();
     let lines = env.lines();
     env.write_lines(&lines[..3]);
@@ -358,7 +289,7 @@ fn rewritten_log_fails_against_kept_public_key() {
 #[test]
 fn head_mismatch_after_rewrite() {
     let env = Env::with_log();
-    let out = env.ok(&["audit", "verify"]);
+    let out = env.ok_text(&["audit", "verify"]);
     let head = out.lines().nth(1).unwrap().strip_prefix("head: ").unwrap();
     let (n, hash) = head.split_once(':').unwrap();
     let other = format!("{n}:{}", "ab".repeat(32));
@@ -373,13 +304,13 @@ fn head_mismatch_after_rewrite() {
 fn key_events_refused_without_audit_key() {
     let env = Env::with_log();
     std::fs::remove_file(env.path("keys/audit.key")).unwrap();
-    let list = env.ok(&["keys", "list"]);
+    let list = env.ok_text(&["keys", "list"]);
     let e = env.fail(&["keys", "rotate"]);
     assert!(
         e.contains("keys/audit.key is missing: this keyring has no audit key"),
         "{e}"
     );
-    assert_eq!(env.ok(&["keys", "list"]), list, "rotate went ahead");
+    assert_eq!(env.ok_text(&["keys", "list"]), list, "rotate went ahead");
     // verify needs only the public key.
     env.ok(&["audit", "verify"]);
 
@@ -391,9 +322,9 @@ fn key_events_refused_without_audit_key() {
     assert!(e.contains("audit.pub is missing"), "{e}");
     env.ok(&["audit", "init", "--operator", "bob"]);
     env.ok(&["keys", "rotate"]);
-    let out = env.ok(&["audit", "verify"]);
+    let out = env.ok_text(&["audit", "verify"]);
     assert!(out.contains(": 2 records"), "{out}");
-    let show = env.ok(&["audit", "show"]);
+    let show = env.ok_text(&["audit", "show"]);
     assert!(
         show.contains("audit.init") && show.contains("bob"),
         "{show}"
@@ -406,7 +337,7 @@ fn key_events_refused_without_audit_key() {
 fn operator_from_config() {
     let env = Env::new();
     std::fs::write(env.path("writ.toml"), "[audit]\noperator = \"carol\"\n").unwrap();
-    env.ok(&[
+    env.ok_text(&[
         "keys",
         "init",
         "--config",
@@ -416,7 +347,7 @@ fn operator_from_config() {
         "--passphrase-file",
         "pw",
     ]);
-    env.ok(&[
+    env.ok_text(&[
         "keys",
         "rotate",
         "--config",
@@ -424,7 +355,7 @@ fn operator_from_config() {
         "--operator",
         "dave",
     ]);
-    let json = env.ok(&["audit", "show", "--json"]);
+    let json = env.ok_text(&["audit", "show", "--json"]);
     let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     assert_eq!(records[0]["operator"], "carol");
     assert_eq!(records[1]["operator"], "dave");
@@ -434,12 +365,12 @@ fn operator_from_config() {
 fn export_identity_is_recorded() {
     let env = Env::with_log();
     let epoch = env
-        .ok(&["keys", "list"])
+        .ok_text(&["keys", "list"])
         .lines()
         .nth(1)
         .map(|l| l[2..18].to_string())
         .unwrap();
-    let key = env.ok(&[
+    let key = env.ok_text(&[
         "keys",
         "export-identity",
         &epoch,
@@ -449,7 +380,7 @@ fn export_identity_is_recorded() {
         "erin",
     ]);
     assert!(key.starts_with("AGE-SECRET-KEY-1"));
-    let json = env.ok(&["audit", "show", "--json"]);
+    let json = env.ok_text(&["audit", "show", "--json"]);
     let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     let last = records.last().unwrap();
     assert_eq!(last["action"], "keys.export-identity");

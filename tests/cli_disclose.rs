@@ -8,11 +8,13 @@
 //! refusal (not sealed, too few approvals, an approval of another request,
 //! reused, unknown or forged) must leave no bundle and no audit record.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+use std::path::Path;
+use std::process::Output;
+
+use common::cli::Env;
+use common::files::{copy_dir, mode};
 
 /// Three messages: CRLF, bare LF with 8-bit octets, and header only.
 const MESSAGES: [&[u8]; 3] = [
@@ -23,25 +25,12 @@ Gr\xc3\xbc\xc3\x9fe, 8-bit \xff body\n",
     b"From: ann@example.org\r\nSubject: no body\r\n\r\n",
 ];
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
 impl Env {
     /// A keyring and three sealed messages s1.eml .. s3.eml (originals
     /// m1.eml ..).
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("pw"), "correct horse battery\n").unwrap();
-        let env = Env { tmp };
-        env.ok(&[
-            "keys",
-            "init",
-            "--work-factor",
-            "10",
-            "--passphrase-file",
-            "pw",
-        ]);
+    fn with_messages() -> Env {
+        let env = Env::new();
+        env.init_keyring();
         for (i, m) in MESSAGES.iter().enumerate() {
             let n = i + 1;
             std::fs::write(env.path(&format!("m{n}.eml")), m).unwrap();
@@ -49,48 +38,6 @@ impl Env {
             std::fs::write(env.path(&format!("s{n}.eml")), sealed).unwrap();
         }
         env
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(WRIT)
-            .current_dir(self.tmp.path())
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .env("USER", "tester")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "writ {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn ok_text(&self, args: &[&str]) -> String {
-        String::from_utf8(self.ok(args).stdout).unwrap()
-    }
-
-    /// Expects exit 1, nothing on stdout, one `writ: ` line on stderr.
-    fn fail(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(1), "writ {args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "writ {args:?} printed on stdout");
-        assert!(
-            stderr.starts_with("writ: ") && stderr.lines().count() == 1,
-            "not one error line: {stderr:?}"
-        );
-        stderr.trim_end().to_string()
     }
 
     /// `writ disclose` with the keyring passphrase, the given messages and
@@ -192,13 +139,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
 #[test]
 fn round_trip_from_files() {
-    let env = Env::new();
+    let env = Env::with_messages();
     let args = env.disclose_args("LG-2026-17", "bundle", &["s1.eml", "s2.eml", "s3.eml"]);
     let text = env.ok_text(&args);
     assert!(
@@ -305,23 +248,9 @@ fn round_trip_from_files() {
     assert_eq!(env.audit_records().len(), before);
 }
 
-/// Copies a bundle so each tampering starts from a good one.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn tampering_is_detected_and_named() {
-    let env = Env::new();
+    let env = Env::with_messages();
     env.ok(&env.disclose_args("C-9", "good", &["s1.eml", "s2.eml"]));
     std::fs::copy(env.path("keys/audit.pub"), env.path("audit-copy.pub")).unwrap();
     env.ok(&[
@@ -435,7 +364,7 @@ fn tampering_is_detected_and_named() {
         "{e}"
     );
     // Signed by another gateway.
-    let other = Env::new();
+    let other = Env::with_messages();
     std::fs::copy(other.path("keys/audit.pub"), env.path("other.pub")).unwrap();
     let e = env.fail(&["disclose", "verify", "good", "--public-key", "other.pub"]);
     assert!(
@@ -453,7 +382,7 @@ fn tampering_is_detected_and_named() {
 
 #[test]
 fn refusals_leave_no_plaintext() {
-    let env = Env::new();
+    let env = Env::with_messages();
     let before = env.audit_records().len();
 
     // Not sealed (the original given instead), in second place.
@@ -465,7 +394,7 @@ fn refusals_leave_no_plaintext() {
     assert!(!env.path("out").exists());
 
     // Sealed by another gateway (an epoch this keyring does not have).
-    let other = Env::new();
+    let other = Env::with_messages();
     std::fs::copy(other.path("s1.eml"), env.path("foreign.eml")).unwrap();
     let e = env.fail(&env.disclose_args("C", "out", &["s1.eml", "foreign.eml"]));
     assert!(e.contains("which is not in the keyring"), "{e}");
@@ -515,7 +444,7 @@ fn refusals_leave_no_plaintext() {
 
 #[test]
 fn quorum_of_approvals() {
-    let env = Env::new();
+    let env = Env::with_messages();
     std::fs::create_dir(env.path("config")).unwrap();
     let legal = env.approver("legal");
     let dpo = env.approver("dpo");
@@ -705,7 +634,7 @@ fn quorum_of_approvals() {
 
 #[test]
 fn approver_keys() {
-    let env = Env::new();
+    let env = Env::with_messages();
     std::fs::write(env.path("a.pw"), "approver one\n").unwrap();
     let text = env.ok_text(&[
         "approver",
@@ -869,7 +798,7 @@ fn approver_keys() {
 
 #[test]
 fn provider_form() {
-    let env = Env::new();
+    let env = Env::with_messages();
     // The request can be made (and approved) before the messages are
     // fetched: UIDs first, then Message-IDs, each in order.
     let out = env.ok_text(&[

@@ -1,78 +1,22 @@
 //! `writ escrow ...` end to end: the binary in a temp dir, a real keyring,
 //! custodians with their own age identities.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use common::cli::Env;
 
 const MESSAGE: &[u8] = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: escrow test\r\n\
 Message-ID: <1@example.org>\r\n\r\nThe body, sealed after escrow was set up.\r\n";
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
 impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("pw"), "correct horse battery\n").unwrap();
-        std::fs::write(tmp.path().join("msg.eml"), MESSAGE).unwrap();
-        Env { tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(WRIT)
-            .current_dir(self.tmp.path())
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .env("USER", "tester")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "writ {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn ok_text(&self, args: &[&str]) -> String {
-        String::from_utf8(self.ok(args).stdout).unwrap()
-    }
-
-    /// Expects exit 1, nothing on stdout, one `writ: ` line on stderr.
-    fn fail(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(1), "writ {args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "writ {args:?} printed on stdout");
-        assert!(
-            stderr.starts_with("writ: ") && stderr.lines().count() == 1,
-            "not one error line: {stderr:?}"
-        );
-        stderr.trim_end().to_string()
-    }
-
-    fn init_keyring(&self) {
-        self.ok(&[
-            "keys",
-            "init",
-            "--work-factor",
-            "10",
-            "--passphrase-file",
-            "pw",
-        ]);
+    /// The test's working directory, with the message `msg.eml`.
+    fn with_message() -> Env {
+        let env = Env::new();
+        std::fs::write(env.path("msg.eml"), MESSAGE).unwrap();
+        env
     }
 
     /// Writes custodian identity files `c1.key`.. and returns their
@@ -121,7 +65,7 @@ fn share(i: usize, n: usize) -> String {
 
 #[test]
 fn init_seal_recover_open_without_keyring() {
-    let env = Env::new();
+    let env = Env::with_message();
     env.init_keyring();
     env.seal("before.eml");
     let custodians = env.custodians(3);
@@ -261,7 +205,7 @@ fn init_seal_recover_open_without_keyring() {
 
 #[test]
 fn recover_refusals() {
-    let env = Env::new();
+    let env = Env::with_message();
     env.init_keyring();
     let custodians = env.custodians(5);
     assert!(env.escrow_init(5, 3, &custodians).status.success());
@@ -353,7 +297,7 @@ fn recover_refusals() {
     ]);
     assert!(e.contains("identity file bad.key"), "{e}");
     // A share of another escrow key mixed in.
-    let other = Env::new();
+    let other = Env::with_message();
     other.init_keyring();
     std::fs::copy(env.path("c1.key"), other.path("c1.key")).unwrap();
     let mine = vec![custodians[0].clone(); 3];
@@ -403,7 +347,7 @@ fn recover_refusals() {
 
 #[test]
 fn init_refusals() {
-    let env = Env::new();
+    let env = Env::with_message();
     let custodians = env.custodians(3);
     // No keyring.
     let out = env.escrow_init(3, 2, &custodians);
@@ -454,7 +398,7 @@ fn init_refusals() {
         "{e}"
     );
     // A keyring made with --escrow-recipient also has one.
-    let env2 = Env::new();
+    let env2 = Env::with_message();
     env2.custodians(1);
     let recipient = age::x25519::Identity::generate().to_public().to_string();
     env2.ok(&[
@@ -470,7 +414,7 @@ fn init_refusals() {
     let out = env2.escrow_init(1, 1, &custodians[..1]);
     assert_eq!(out.status.code(), Some(1));
     // Existing share files are never overwritten.
-    let env3 = Env::new();
+    let env3 = Env::with_message();
     env3.init_keyring();
     let c3 = env3.custodians(2);
     std::fs::create_dir(env3.path("escrow-shares")).unwrap();
@@ -484,7 +428,7 @@ fn init_refusals() {
 
 #[test]
 fn passphrase_custodian() {
-    let env = Env::new();
+    let env = Env::with_message();
     env.init_keyring();
     let custodians = env.custodians(1);
     std::fs::write(env.path("cpw"), "custodian two's passphrase\n").unwrap();

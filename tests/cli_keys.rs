@@ -3,20 +3,16 @@
 //! Every bad input must give a one-line error naming the problem, a
 //! non-zero exit, and leave every byte, mtime and mode under keys/ as it was.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
-use std::time::SystemTime;
 
-const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+use common::cli::Env;
+use common::writ::WRIT;
+
 const AGE: &str = "/usr/bin/age";
-
-/// A temp working directory with passphrase files `pw`, `pw2` and `bad`.
-struct Env {
-    tmp: tempfile::TempDir,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
@@ -27,74 +23,8 @@ struct Row {
 }
 
 impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("pw"), "correct horse battery\n").unwrap();
-        std::fs::write(tmp.path().join("pw2"), "staple\n").unwrap();
-        std::fs::write(tmp.path().join("bad"), "wrong\n").unwrap();
-        Env { tmp }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(WRIT)
-            .current_dir(self.tmp.path())
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs writ, expects success, returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "writ {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs writ, expects failure with exit 1, nothing on stdout and one
-    /// `writ: ...` line on stderr; returns that line.
-    fn fail(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(1), "writ {args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "writ {args:?} printed on stdout");
-        assert!(
-            stderr.starts_with("writ: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
-            "writ {args:?}: not one error line: {stderr:?}"
-        );
-        stderr.trim_end().to_string()
-    }
-
-    /// Like [`Env::fail`], and checks that keys/ did not change.
-    fn fail_unchanged(&self, args: &[&str]) -> String {
-        let before = self.snapshot();
-        let err = self.fail(args);
-        assert_eq!(before, self.snapshot(), "writ {args:?} changed keys/");
-        err
-    }
-
-    fn init(&self) -> String {
-        self.ok(&[
-            "keys",
-            "init",
-            "--work-factor",
-            "10",
-            "--passphrase-file",
-            "pw",
-        ])
-    }
-
     fn list(&self) -> Vec<Row> {
-        parse_rows(&self.ok(&["keys", "list"]))
+        parse_rows(&self.ok_text(&["keys", "list"]))
     }
 
     fn export(&self, id: &str, pw: &str) -> String {
@@ -108,32 +38,6 @@ impl Env {
     fn epoch_file(&self, id: &str) -> PathBuf {
         self.path(&format!("keys/epochs/{id}.age"))
     }
-
-    /// Every file and directory under keys/: content, mtime and mode.
-    fn snapshot(&self) -> BTreeMap<PathBuf, (Vec<u8>, Option<SystemTime>, u32)> {
-        let mut map = BTreeMap::new();
-        let root = self.path("keys");
-        if root.exists() {
-            walk(&root, &mut map);
-        }
-        map
-    }
-}
-
-fn walk(path: &Path, map: &mut BTreeMap<PathBuf, (Vec<u8>, Option<SystemTime>, u32)>) {
-    let meta = std::fs::symlink_metadata(path).unwrap();
-    let mode = meta.permissions().mode();
-    if meta.is_dir() {
-        // A directory's mtime moves when temp files come and go; its
-        // entries are compared one by one instead.
-        map.insert(path.to_path_buf(), (Vec::new(), None, mode));
-        for entry in std::fs::read_dir(path).unwrap() {
-            walk(&entry.unwrap().path(), map);
-        }
-    } else {
-        let bytes = std::fs::read(path).unwrap();
-        map.insert(path.to_path_buf(), (bytes, meta.modified().ok(), mode));
-    }
 }
 
 fn identity(exported: &str) -> age::x25519::Identity {
@@ -146,7 +50,7 @@ fn identity(exported: &str) -> age::x25519::Identity {
 #[test]
 fn init_list_rotate_and_modes() {
     let env = Env::new();
-    let out = env.init();
+    let out = env.init_keyring();
     let rows = env.list();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].active && rows[0].state == "active");
@@ -191,11 +95,14 @@ fn global_options_before_or_after_and_env() {
     assert!(env.path("k2/keyring.toml").exists());
     let rows = env.list_in("k2");
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows, parse_rows(&env.ok(&["--keys", "k2", "keys", "list"])));
+    assert_eq!(
+        rows,
+        parse_rows(&env.ok_text(&["--keys", "k2", "keys", "list"]))
+    );
     assert!(!env.path("keys").exists());
     // WRIT_PASSPHRASE_FILE stands in for --passphrase-file.
     let out = Command::new(WRIT)
-        .current_dir(env.tmp.path())
+        .current_dir(env.dir())
         .env("WRIT_PASSPHRASE_FILE", "pw")
         .args(["keys", "export-identity", &rows[0].id, "--keys", "k2"])
         .stdin(Stdio::null())
@@ -213,7 +120,7 @@ fn global_options_before_or_after_and_env() {
 impl Env {
     /// `keys list` of another keyring dir, the option after the subcommand.
     fn list_in(&self, dir: &str) -> Vec<Row> {
-        parse_rows(&self.ok(&["keys", "list", "--keys", dir]))
+        parse_rows(&self.ok_text(&["keys", "list", "--keys", dir]))
     }
 }
 
@@ -237,7 +144,7 @@ fn parse_rows(out: &str) -> Vec<Row> {
 #[test]
 fn export_identity_opens_with_reference_age() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     env.ok(&["keys", "rotate"]);
     for row in env.list() {
         let exported = env.export(&row.id, "pw");
@@ -282,7 +189,7 @@ fn export_identity_opens_with_reference_age() {
 #[test]
 fn passwd_changes_only_master_age() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     env.ok(&["keys", "rotate"]);
     let rows = env.list();
     let exported: Vec<String> = rows.iter().map(|r| env.export(&r.id, "pw")).collect();
@@ -324,7 +231,7 @@ fn passwd_changes_only_master_age() {
 #[test]
 fn passwd_new_master_reencrypts_epoch_files() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     env.ok(&["keys", "rotate"]);
     env.ok(&["keys", "rotate"]);
     let rows = env.list();
@@ -333,7 +240,7 @@ fn passwd_new_master_reencrypts_epoch_files() {
     let before: Vec<Vec<u8>> = rows.iter().map(|r| epoch_bytes(&r.id)).collect();
     let toml_before = std::fs::read_to_string(env.path("keys/keyring.toml")).unwrap();
 
-    let out = env.ok(&[
+    let out = env.ok_text(&[
         "keys",
         "passwd",
         "--new-master",
@@ -381,7 +288,7 @@ fn passwd_new_master_reencrypts_epoch_files() {
 #[test]
 fn wrong_passphrase() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     let id = env.list()[0].id.clone();
     let want = "writ: wrong passphrase for keys/master.age";
     let e = env.fail_unchanged(&["keys", "export-identity", &id, "--passphrase-file", "bad"]);
@@ -437,7 +344,7 @@ fn missing_keyring() {
 #[test]
 fn corrupt_keyring_toml() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     let id = env.list()[0].id.clone();
     let path = env.path("keys/keyring.toml");
     let good = std::fs::read_to_string(&path).unwrap();
@@ -480,7 +387,7 @@ fn corrupt_keyring_toml() {
 #[test]
 fn truncated_key_files() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     env.ok(&["keys", "rotate"]);
     let rows = env.list();
     let victim = env.epoch_file(&rows[0].id);
@@ -554,7 +461,7 @@ fn truncated_key_files() {
 #[test]
 fn swapped_epoch_files() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     env.ok(&["keys", "rotate"]);
     let rows = env.list();
     std::fs::copy(env.epoch_file(&rows[1].id), env.epoch_file(&rows[0].id)).unwrap();
@@ -594,7 +501,7 @@ fn swapped_epoch_files() {
 #[test]
 fn epoch_file_from_another_keyring() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     env.ok(&[
         "--keys",
         "other",
@@ -632,7 +539,7 @@ fn epoch_file_from_another_keyring() {
 #[test]
 fn unknown_epoch() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     let e = env.fail_unchanged(&[
         "keys",
         "export-identity",
@@ -652,7 +559,7 @@ fn unknown_epoch() {
 #[test]
 fn init_over_existing_keyring() {
     let env = Env::new();
-    env.init();
+    env.init_keyring();
     env.ok(&["keys", "rotate"]);
     let e = env.fail_unchanged(&[
         "keys",
@@ -668,7 +575,7 @@ fn init_over_existing_keyring() {
     let env = Env::new();
     std::fs::create_dir(env.path("keys")).unwrap();
     std::fs::write(env.path("keys/README.md"), "readme\n").unwrap();
-    env.init();
+    env.init_keyring();
     assert_eq!(
         std::fs::read(env.path("keys/README.md")).unwrap(),
         b"readme\n"
@@ -712,7 +619,7 @@ fn bad_passphrase_sources() {
     assert!(e.starts_with("writ: passphrase file missing: "), "{e}");
     assert!(!env.path("keys").exists());
 
-    env.init();
+    env.init_keyring();
     let id = env.list()[0].id.clone();
     let e = env.fail_unchanged(&[
         "keys",
@@ -730,7 +637,7 @@ fn bad_passphrase_sources() {
             .arg("-w")
             .arg(WRIT)
             .args(["keys", "export-identity", &id])
-            .current_dir(env.tmp.path())
+            .current_dir(env.dir())
             .env_remove("WRIT_PASSPHRASE_FILE")
             .stdin(Stdio::null())
             .output()
@@ -780,7 +687,7 @@ fn bad_arguments() {
 fn escrow_recipient() {
     let env = Env::new();
     let escrow = age::x25519::Identity::generate().to_public().to_string();
-    let out = env.ok(&[
+    let out = env.ok_text(&[
         "keys",
         "init",
         "--escrow-recipient",
@@ -794,10 +701,10 @@ fn escrow_recipient() {
     let text = std::fs::read_to_string(env.path("keys/escrow.txt")).unwrap();
     assert!(text.lines().any(|l| l == escrow));
     assert!(
-        env.ok(&["keys", "list"])
+        env.ok_text(&["keys", "list"])
             .contains(&format!("escrow: {escrow}"))
     );
-    let out = env.ok(&["check-config"]);
+    let out = env.ok_text(&["check-config"]);
     assert!(
         out.contains("2 recipient(s): active epoch, escrow"),
         "{out}"

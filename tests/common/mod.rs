@@ -1,5 +1,7 @@
 //! Shared integration-test harness. Use from a test binary with `mod common;`.
 //!
+//! - [`cli`]: `writ` as a command-line program in a temp working dir.
+//! - [`files`]: copy and snapshot a file tree.
 //! - [`provider()`]: a throwaway local mail provider (Postfix SMTP → LMTP →
 //!   Dovecot IMAP) on loopback, one per test binary, started on first use
 //!   and stopped when the test process exits. [`Provider::new_user`] gives
@@ -17,7 +19,9 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod cli;
 pub mod faults;
+pub mod files;
 pub mod imap;
 pub mod mta;
 pub mod provider;
