@@ -63,13 +63,29 @@
 //!   message, but a range from `*` to a number past the last message is
 //!   empty (`n:*` and `*:n`, `n` > number of messages). writ matches it.
 //! - Keywords compare without regard to case.
-//! - Charsets: UTF-8 (US-ASCII is read as UTF-8, as Dovecot does) and
-//!   the common single-byte charsets (`charset_supported`). Dovecot
-//!   converts whatever iconv knows; writ reads text in other charsets
-//!   (the multibyte CJK ones: ISO-2022-JP, Shift_JIS, GB2312, Big5,
-//!   EUC-KR...) as UTF-8, so non-ASCII strings do not find text in them,
-//!   and refuses them as SEARCH CHARSET (`NO [BADCHARSET]`, as RFC 3501
-//!   allows), where Dovecot accepts them.
+//! - Charsets, for search strings (SEARCH CHARSET), bodies (the charset
+//!   parameter) and encoded-words alike (`charset_supported`): UTF-8
+//!   (US-ASCII is read as UTF-8, as Dovecot does), the common single-byte
+//!   charsets, and the multibyte CJK ones: ISO-2022-JP, Shift_JIS and
+//!   CP932 (Windows-31J), EUC-JP, EUC-KR and UHC (CP949), GB2312
+//!   (EUC-CN), GBK, GB18030, Big5 and Big5-HKSCS, under the names glibc's
+//!   iconv (which Dovecot converts with) knows them by. Dovecot converts
+//!   whatever iconv knows; writ refuses other charsets as SEARCH CHARSET
+//!   (`NO [BADCHARSET]`, as RFC 3501 allows) and reads text in them as
+//!   UTF-8, as Dovecot reads text in a charset iconv does not know: so
+//!   both read mail labelled `x-sjis` or `ks_c_5601-1987` (names glibc
+//!   does not know) as UTF-8. Bytes that are not text in their charset
+//!   are one U+FFFD per run; a search string with such bytes is `BAD`.
+//!   The CJK text is decoded as the WHATWG Encoding Standard reads it,
+//!   with the characters glibc reads differently put back (Shift_JIS `\`
+//!   is `¥`, the JIS wave dash U+301C...; see `text`); where the WHATWG
+//!   tables are wider than glibc's (GBK hanzi in GB2312, UHC hangul in
+//!   EUC-KR, NEC/IBM symbols like `①` in Shift_JIS and ISO-2022-JP,
+//!   HKSCS in Big5), writ reads characters that Dovecot turns into U+FFFD
+//!   and takes search strings holding them, which Dovecot refuses (the
+//!   oracle test checks both sides). A multibyte sequence cut off by the
+//!   end of a body part is dropped; Dovecot carries it over to the next
+//!   body it decodes, even in the next message it searches.
 //!
 //! Where Dovecot departs from RFC 3501 and writ does not: when two keys
 //! of different kinds look at the same field (FROM and HEADER From,
@@ -138,9 +154,14 @@ pub enum SearchError {
 }
 
 /// Does writ read search strings in this charset (`SEARCH CHARSET
-/// <name>`)? UTF-8 (and US-ASCII) and the single-byte charsets: ISO-8859-1
-/// to -16, Windows-1250 to -1258, KOI8-R, KOI8-U, IBM866, Windows-874,
-/// Macintosh.
+/// <name>`)? UTF-8 (and US-ASCII); the single-byte charsets ISO-8859-1
+/// to -16, Windows-1250 to -1258, KOI8-R, KOI8-U, IBM866, Windows-874 and
+/// Macintosh; and the multibyte ISO-2022-JP, Shift_JIS, CP932, EUC-JP,
+/// EUC-KR, UHC (CP949), GB2312 (EUC-CN), GBK, GB18030, Big5 and
+/// Big5-HKSCS, under glibc's names and aliases for them (`Shift_JIS`,
+/// `SJIS`, `MS_Kanji`, `csISO2022JP`, `EUC-CN`, `CP936`, `BIG-5`...; not
+/// `x-sjis` or `ks_c_5601-1987`, which glibc, and so Dovecot, does not
+/// know either). Message text in the same charsets is read as such.
 pub fn charset_supported(name: &str) -> bool {
     Charset::named(name).is_some()
 }

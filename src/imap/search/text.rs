@@ -404,8 +404,10 @@ impl Multibyte {
 }
 
 impl Charset {
-    /// The charset called `name` (IANA names and the usual aliases, any
-    /// case), if writ reads it.
+    /// The charset called `name` (any case), if writ reads it: for UTF-8
+    /// and the single-byte charsets, IANA names and the usual aliases,
+    /// punctuation disregarded; for the multibyte ones, glibc's names
+    /// ([`Multibyte`]).
     pub fn named(name: &str) -> Option<Charset> {
         let key = name_key(name);
         const UTF8: [&str; 9] = [
