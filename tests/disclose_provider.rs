@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use common::writ::TestKeys;
-use common::{User, provider};
-
-const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+use common::jobs::{Jobs, PLAIN};
+use common::provider;
+use common::writ::WRIT;
 
 fn message(n: usize) -> Vec<u8> {
     format!(
@@ -20,53 +18,11 @@ fn message(n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-struct Env {
-    keys: TestKeys,
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let keys = TestKeys::new();
-        let tmp = tempfile::tempdir().unwrap();
-        let config = format!(
-            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{}\"\nsecurity = \"plain\"\n",
-            keys.dir().display().to_string(),
-            provider().imap_addr()
-        );
-        std::fs::write(tmp.path().join("writ.toml"), config).unwrap();
-        Env { keys, tmp }
-    }
-
-    fn run(&self, user: &User, args: &[&str]) -> Output {
-        let pw = self.tmp.path().join("pw");
-        std::fs::write(&pw, &user.password).unwrap();
-        Command::new(WRIT)
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .env("USER", "tester")
-            .arg("--config")
-            .arg(self.tmp.path().join("writ.toml"))
-            .arg("--passphrase-file")
-            .arg(self.keys.passphrase_file())
-            .args(args)
-            .args(["--account", &user.name, "--password-file"])
-            .arg(&pw)
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn out(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-}
-
 #[test]
 fn discloses_exactly_the_named_messages_from_the_provider() {
     let p = provider();
     let user = p.new_user("case");
-    let env = Env::new();
+    let env = Jobs::with_config(p.imap_addr(), PLAIN, None);
     let keyring = writ::keys::Keyring::load(&env.keys.dir()).unwrap();
     let sealer = writ::keys::sealer(&keyring, &Default::default()).unwrap();
     let mut uids = Vec::new();
@@ -76,7 +32,7 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
         uids.push(p.imap_append(&user, "INBOX", &sealed));
     }
     let uid = uids[1].to_string();
-    let out = env.run(
+    let out = env.run_as(
         &user,
         &[
             "disclose",
@@ -99,20 +55,20 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
     );
 
     // Two plaintext files, the originals byte for byte; nothing else opened.
-    let mut plain: Vec<Vec<u8>> = std::fs::read_dir(env.out("bundle/plaintext"))
+    let mut plain: Vec<Vec<u8>> = std::fs::read_dir(env.path("bundle/plaintext"))
         .unwrap()
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     plain.sort();
     assert_eq!(plain, vec![message(1), message(3)]);
-    let manifest = std::fs::read_to_string(env.out("bundle/manifest.json")).unwrap();
+    let manifest = std::fs::read_to_string(env.path("bundle/manifest.json")).unwrap();
     assert!(
         manifest.contains(&user.name) && manifest.contains("\"uid\": "),
         "{manifest}"
     );
     let check = Command::new(WRIT)
         .args(["disclose", "verify"])
-        .arg(env.out("bundle"))
+        .arg(env.path("bundle"))
         .output()
         .unwrap();
     assert!(
@@ -126,7 +82,7 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
     assert!(!r.text().contains("\\Seen"), "{}", r.text());
 
     // A UID that is not there: nothing disclosed, no bundle left.
-    let out = env.run(
+    let out = env.run_as(
         &user,
         &[
             "disclose",
@@ -147,6 +103,10 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
         "{err}"
     );
     assert!(
-        !env.out("none").exists() || std::fs::read_dir(env.out("none")).unwrap().next().is_none()
+        !env.path("none").exists()
+            || std::fs::read_dir(env.path("none"))
+                .unwrap()
+                .next()
+                .is_none()
     );
 }

@@ -5,91 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use common::writ::TestKeys;
+use common::jobs::{Jobs, mailbox_args};
+use common::writ::{TestKeys, WRIT};
 use common::{Imap, Provider, User, provider};
 
-const WRIT: &str = env!("CARGO_BIN_EXE_writ");
-
-/// A keyring, a config pointing at the provider's IMAP, a checkpoint dir.
-struct Jobs {
-    keys: TestKeys,
-    tmp: tempfile::TempDir,
-}
-
-impl Jobs {
-    fn new(imap: std::net::SocketAddr) -> Jobs {
-        Jobs::with_provider(imap, "security = \"plain\"")
-    }
-
-    /// `provider` holds the `[provider.imap]` lines besides the address.
-    fn with_provider(imap: std::net::SocketAddr, provider: &str) -> Jobs {
-        let keys = TestKeys::new();
-        let tmp = tempfile::tempdir().unwrap();
-        let config = format!(
-            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{imap}\"\n{provider}\n\
-             timeout_secs = 20\n\n[jobs]\ndir = {:?}\nbackoff_ms = 20\n",
-            keys.dir().display().to_string(),
-            tmp.path().join("jobs").display().to_string(),
-        );
-        std::fs::write(tmp.path().join("writ.toml"), config).unwrap();
-        Jobs { keys, tmp }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.tmp.path().join("writ.toml")
-    }
-
-    fn password_file(&self, user: &User) -> PathBuf {
-        let p = self.tmp.path().join(format!("{}.password", user.name));
-        std::fs::write(&p, format!("{}\n", user.password)).unwrap();
-        p
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(WRIT);
-        c.env_remove("WRIT_PASSPHRASE_FILE")
-            .env_remove("WRIT_PROVIDER_PASSWORD")
-            .env("USER", "tester")
-            .arg("--config")
-            .arg(self.config())
-            .arg("--passphrase-file")
-            .arg(self.keys.passphrase_file())
-            .args(args)
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs `writ mailbox SUB --account USER --password-file F ARGS`.
-    fn job(&self, user: &User, sub: &[&str], args: &[&str]) -> Output {
-        let pw = self.password_file(user);
-        let mut all: Vec<&str> = vec!["mailbox"];
-        all.extend(sub);
-        all.extend(["--account", &user.name, "--password-file"]);
-        let pw = pw.display().to_string();
-        all.push(&pw);
-        all.extend(args);
-        self.run(&all)
-    }
-
-    #[track_caller]
-    fn ok(&self, out: Output) -> String {
-        assert!(
-            out.status.success(),
-            "writ failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
+/// The arguments naming the mailbox a job works on.
+const INBOX: &[&str] = &["--mailbox", "INBOX"];
 
 /// A message with something in every part worth checking.
 fn message(n: usize) -> Vec<u8> {
@@ -210,7 +133,7 @@ fn seal_replaces_every_plaintext_message_keeping_flags_and_dates() {
     let before_archive = contents(p, &user, "Archive/2025", &jobs.keys);
 
     // --dry-run only counts.
-    let text = jobs.ok(jobs.job(&user, &["seal"], &["--all", "--dry-run"]));
+    let text = jobs.ok(jobs.job(&user, "seal", &["--all", "--dry-run"]));
     assert!(
         text.contains("INBOX: 15 message(s) would be sealed"),
         "{text}"
@@ -221,7 +144,7 @@ fn seal_replaces_every_plaintext_message_keeping_flags_and_dates() {
     );
     assert_eq!(contents(p, &user, "INBOX", &jobs.keys), before_inbox);
 
-    let text = jobs.ok(jobs.job(&user, &["seal"], &["--all", "--batch", "4"]));
+    let text = jobs.ok(jobs.job(&user, "seal", &["--all", "--batch", "4"]));
     assert!(text.contains("INBOX: 15 sealed"), "{text}");
     assert!(text.contains("Archive/2025: 8 sealed"), "{text}");
 
@@ -264,11 +187,11 @@ fn seal_replaces_every_plaintext_message_keeping_flags_and_dates() {
     );
 
     // A second run finds nothing to do.
-    let text = jobs.ok(jobs.job(&user, &["seal"], &["--all"]));
+    let text = jobs.ok(jobs.job(&user, "seal", &["--all"]));
     assert!(text.contains("INBOX: 0 sealed"), "{text}");
 
     // verify: all sealed under the active epoch, nothing undecryptable.
-    let text = jobs.ok(jobs.job(&user, &["verify"], &["--all"]));
+    let text = jobs.ok(jobs.job(&user, "verify", &["--all"]));
     let active = keyring.active().unwrap().id.clone();
     assert!(
         text.contains(&format!(
@@ -314,30 +237,13 @@ fn reseal_moves_an_old_epoch_then_retire_is_allowed() {
     imap.logout();
 
     // Retiring the active epoch, or one still in use, is refused.
-    let pw = jobs.password_file(&user).display().to_string();
-    let out = jobs.run(&[
-        "keys",
-        "retire",
-        &old,
-        "--account",
-        &user.name,
-        "--password-file",
-        &pw,
-    ]);
+    let out = jobs.run_as(&user, &["keys", "retire", &old]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("active"), "{err}");
 
     jobs.ok(jobs.run(&["keys", "rotate"]));
-    let out = jobs.run(&[
-        "keys",
-        "retire",
-        &old,
-        "--account",
-        &user.name,
-        "--password-file",
-        &pw,
-    ]);
+    let out = jobs.run_as(&user, &["keys", "retire", &old]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -347,7 +253,7 @@ fn reseal_moves_an_old_epoch_then_retire_is_allowed() {
 
     let text = jobs.ok(jobs.job(
         &user,
-        &["reseal"],
+        "reseal",
         &["--from-epoch", &old, "--mailbox", "INBOX"],
     ));
     assert!(text.contains("INBOX: 9 resealed"), "{text}");
@@ -384,15 +290,7 @@ fn reseal_moves_an_old_epoch_then_retire_is_allowed() {
     assert_eq!(resealed, 9);
     assert_eq!(stored.len(), 10);
 
-    let text = jobs.ok(jobs.run(&[
-        "keys",
-        "retire",
-        &old,
-        "--account",
-        &user.name,
-        "--password-file",
-        &pw,
-    ]));
+    let text = jobs.ok(jobs.run_as(&user, &["keys", "retire", &old]));
     assert!(text.contains("retired"), "{text}");
     let list = jobs.ok(jobs.run(&["keys", "list"]));
     assert!(
@@ -410,18 +308,10 @@ fn reseal_moves_an_old_epoch_then_retire_is_allowed() {
     );
     jobs.ok(jobs.run(&["audit", "verify"]));
     // Retiring again is refused.
-    let out = jobs.run(&[
-        "keys",
-        "retire",
-        &old,
-        "--account",
-        &user.name,
-        "--password-file",
-        &pw,
-    ]);
+    let out = jobs.run_as(&user, &["keys", "retire", &old]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already retired"));
     // The keyring still unlocks and opens everything at the provider.
-    let text = jobs.ok(jobs.job(&user, &["verify"], &["--mailbox", "INBOX", "--json"]));
+    let text = jobs.ok(jobs.job(&user, "verify", &["--mailbox", "INBOX", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v[0]["plaintext"], 1);
     assert_eq!(v[0]["sealed"][&new], 9);
@@ -441,7 +331,7 @@ fn verify_counts_undecryptable_messages_and_fails() {
         .unwrap();
     p.imap_append(&user, "INBOX", &foreign);
     p.imap_append(&user, "INBOX", &message(2));
-    let out = jobs.job(&user, &["verify"], &["--mailbox", "INBOX", "--json"]);
+    let out = jobs.job(&user, "verify", &["--mailbox", "INBOX", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["plaintext"], 1);
@@ -454,18 +344,14 @@ fn bad_credentials_and_missing_settings_are_clear_errors() {
     let p = provider();
     let user = p.new_user("creds");
     let jobs = Jobs::new(p.imap_addr());
-    let bad = jobs.tmp.path().join("bad");
+    let bad = jobs.path("bad");
     std::fs::write(&bad, "wrong\n").unwrap();
-    let out = jobs.run(&[
-        "mailbox",
+    let out = jobs.run(&mailbox_args(
         "seal",
-        "--account",
         &user.name,
-        "--password-file",
-        &bad.display().to_string(),
-        "--mailbox",
-        "INBOX",
-    ]);
+        &["--password-file", &bad.display().to_string()],
+        INBOX,
+    ));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -474,14 +360,7 @@ fn bad_credentials_and_missing_settings_are_clear_errors() {
     );
     assert!(!err.contains("wrong"), "no password in errors: {err}");
 
-    let out = jobs.run(&[
-        "mailbox",
-        "seal",
-        "--account",
-        &user.name,
-        "--mailbox",
-        "INBOX",
-    ]);
+    let out = jobs.run(&mailbox_args("seal", &user.name, &[], INBOX));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no provider credentials"));
     let out = jobs.run(&["mailbox", "seal", "--account", &user.name]);
     assert!(!out.status.success(), "a mailbox or --all is required");
@@ -495,18 +374,12 @@ fn an_administrator_seals_a_users_mailbox_through_the_master_user() {
     p.imap_append(&user, "INBOX", &message(7));
     let master = p.master();
     let pw = master.password_file.display().to_string();
-    let text = jobs.ok(jobs.run(&[
-        "mailbox",
+    let text = jobs.ok(jobs.run(&mailbox_args(
         "seal",
-        "--account",
         &user.name,
-        "--master-user",
-        &master.name,
-        "--password-file",
-        &pw,
-        "--mailbox",
-        "INBOX",
-    ]));
+        &["--master-user", &master.name, "--password-file", &pw],
+        INBOX,
+    )));
     assert!(text.contains("INBOX: 1 sealed"), "{text}");
     let stored = p.imap_fetch_all(&user, "INBOX");
     assert_eq!(stored.len(), 1);
@@ -514,18 +387,12 @@ fn an_administrator_seals_a_users_mailbox_through_the_master_user() {
 
     // The user's own password is not the master's.
     let own = jobs.password_file(&user).display().to_string();
-    let out = jobs.run(&[
-        "mailbox",
+    let out = jobs.run(&mailbox_args(
         "verify",
-        "--account",
         &user.name,
-        "--master-user",
-        &master.name,
-        "--password-file",
-        &own,
-        "--mailbox",
-        "INBOX",
-    ]);
+        &["--master-user", &master.name, "--password-file", &own],
+        INBOX,
+    ));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -540,23 +407,19 @@ fn xoauth2_tokens_come_from_a_file_or_a_command() {
     let user = p.new_user("oauth");
     let jobs = Jobs::new(p.imap_addr());
     p.imap_append(&user, "INBOX", &message(3));
-    let token_file = jobs.tmp.path().join("token");
+    let token_file = jobs.path("token");
     std::fs::write(&token_file, format!("{}\n", p.oauth2_token(&user))).unwrap();
     let tf = token_file.display().to_string();
-    let text = jobs.ok(jobs.run(&[
-        "mailbox",
+    let text = jobs.ok(jobs.run(&mailbox_args(
         "verify",
-        "--account",
         &user.name,
-        "--oauth2-token-file",
-        &tf,
-        "--mailbox",
-        "INBOX",
-    ]));
+        &["--oauth2-token-file", &tf],
+        INBOX,
+    )));
     assert!(text.contains("INBOX: 1 plaintext"), "{text}");
 
     // A command prints the token; it learns the account from WRIT_ACCOUNT.
-    let script = jobs.tmp.path().join("token.sh");
+    let script = jobs.path("token.sh");
     std::fs::write(
         &script,
         format!(
@@ -567,42 +430,30 @@ fn xoauth2_tokens_come_from_a_file_or_a_command() {
     )
     .unwrap();
     let cmd = format!("sh {}", script.display());
-    let text = jobs.ok(jobs.run(&[
-        "mailbox",
+    let text = jobs.ok(jobs.run(&mailbox_args(
         "seal",
-        "--account",
         &user.name,
-        "--oauth2-token-command",
-        &cmd,
-        "--mailbox",
-        "INBOX",
-    ]));
+        &["--oauth2-token-command", &cmd],
+        INBOX,
+    )));
     assert!(text.contains("INBOX: 1 sealed"), "{text}");
 
     // An expired token is refused; a failing command is named.
     std::fs::write(&token_file, p.oauth2_expired_token(&user)).unwrap();
-    let out = jobs.run(&[
-        "mailbox",
+    let out = jobs.run(&mailbox_args(
         "verify",
-        "--account",
         &user.name,
-        "--oauth2-token-file",
-        &tf,
-        "--mailbox",
-        "INBOX",
-    ]);
+        &["--oauth2-token-file", &tf],
+        INBOX,
+    ));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
-    let out = jobs.run(&[
-        "mailbox",
+    let out = jobs.run(&mailbox_args(
         "verify",
-        "--account",
         "someone-else",
-        "--oauth2-token-command",
-        &cmd,
-        "--mailbox",
-        "INBOX",
-    ]);
+        &["--oauth2-token-command", &cmd],
+        INBOX,
+    ));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("token command") && err.contains("exit status"),
@@ -610,18 +461,12 @@ fn xoauth2_tokens_come_from_a_file_or_a_command() {
     );
     // Two credential sources at once are refused.
     let pw = jobs.password_file(&user).display().to_string();
-    let out = jobs.run(&[
-        "mailbox",
+    let out = jobs.run(&mailbox_args(
         "verify",
-        "--account",
         &user.name,
-        "--oauth2-token-file",
-        &tf,
-        "--password-file",
-        &pw,
-        "--mailbox",
-        "INBOX",
-    ]);
+        &["--oauth2-token-file", &tf, "--password-file", &pw],
+        INBOX,
+    ));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only one of"));
 }
 
@@ -632,28 +477,14 @@ fn a_password_from_the_environment_works_and_never_shows_in_output() {
     let jobs = Jobs::new(p.imap_addr());
     p.imap_append(&user, "INBOX", &message(4));
     let out = jobs
-        .command(&[
-            "mailbox",
-            "seal",
-            "--account",
-            &user.name,
-            "--mailbox",
-            "INBOX",
-        ])
+        .command(&mailbox_args("seal", &user.name, &[], INBOX))
         .env("WRIT_PROVIDER_PASSWORD", &user.password)
         .output()
         .unwrap();
     let text = jobs.ok(out);
     assert!(text.contains("INBOX: 1 sealed"), "{text}");
     let out = jobs
-        .command(&[
-            "mailbox",
-            "seal",
-            "--account",
-            &user.name,
-            "--mailbox",
-            "INBOX",
-        ])
+        .command(&mailbox_args("seal", &user.name, &[], INBOX))
         .env("WRIT_PROVIDER_PASSWORD", "not-the-password")
         .output()
         .unwrap();
@@ -679,20 +510,20 @@ fn jobs_reach_the_provider_over_implicit_tls_and_starttls_checking_its_certifica
         p.imaps_addr(),
         &format!("security = \"implicit\"\nca_file = {ca:?}\nserver_name = \"localhost\""),
     );
-    let text = implicit.ok(implicit.job(&user, &["verify"], &["--mailbox", "INBOX"]));
+    let text = implicit.ok(implicit.job(&user, "verify", INBOX));
     assert!(text.contains("INBOX: 1 plaintext"), "{text}");
     let starttls = Jobs::with_provider(
         p.imap_addr(),
         &format!("security = \"starttls\"\nca_file = {ca:?}\nserver_name = \"localhost\""),
     );
-    let text = starttls.ok(starttls.job(&user, &["seal"], &["--mailbox", "INBOX"]));
+    let text = starttls.ok(starttls.job(&user, "seal", INBOX));
     assert!(text.contains("INBOX: 1 sealed"), "{text}");
     // Without the provider's CA the certificate is refused: nothing done.
     let untrusted = Jobs::with_provider(
         p.imaps_addr(),
         "security = \"implicit\"\nserver_name = \"localhost\"",
     );
-    let out = untrusted.job(&user, &["verify"], &["--mailbox", "INBOX"]);
+    let out = untrusted.job(&user, "verify", INBOX);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS"), "{err}");
@@ -724,7 +555,7 @@ fn on_a_terminal_progress_is_a_bar_in_logs_it_is_lines() {
         .args(["-qefc", &writ_line, "/dev/null"])
         .env_remove("WRIT_PASSPHRASE_FILE")
         .env("TERM", "xterm")
-        .current_dir(jobs.tmp.path())
+        .current_dir(jobs.dir())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -737,7 +568,7 @@ fn on_a_terminal_progress_is_a_bar_in_logs_it_is_lines() {
     for n in 30..40 {
         p.imap_append(&user, "INBOX", &message(n));
     }
-    let out = jobs.job(&user, &["seal"], &["--mailbox", "INBOX"]);
+    let out = jobs.job(&user, "seal", INBOX);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(

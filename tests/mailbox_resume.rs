@@ -8,84 +8,34 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::jobs::Jobs;
 use common::writ::TestKeys;
 use common::{FaultProxy, Faults, User, When, provider};
 
-const WRIT: &str = env!("CARGO_BIN_EXE_writ");
+/// The `[provider.imap]` settings besides the address.
+const PROVIDER: &str = "security = \"plain\"\ntimeout_secs = 20";
 
-struct Job {
-    keys: TestKeys,
-    tmp: tempfile::TempDir,
+/// The `[jobs]` settings: 10 ms back-off and `retries`.
+fn jobs_settings(retries: u32) -> String {
+    format!("backoff_ms = 10\nretries = {retries}")
 }
 
-impl Job {
-    fn new(imap: SocketAddr) -> Job {
-        let job = Job {
-            keys: TestKeys::new(),
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        job.configure(imap, 12);
-        job
-    }
+/// Keys and config for a job through the provider's IMAP at `imap`, with
+/// 12 retries.
+fn new_job(imap: SocketAddr) -> Jobs {
+    Jobs::with_config(imap, PROVIDER, Some(&jobs_settings(12)))
+}
 
-    fn configure(&self, imap: SocketAddr, retries: u32) {
-        let config = format!(
-            "[keys]\ndir = {:?}\n\n[provider.imap]\naddress = \"{imap}\"\nsecurity = \"plain\"\n\
-             timeout_secs = 20\n\n[jobs]\ndir = {:?}\nbackoff_ms = 10\nretries = {retries}\n",
-            self.keys.dir().display().to_string(),
-            self.tmp.path().join("jobs").display().to_string(),
-        );
-        std::fs::write(self.tmp.path().join("writ.toml"), config).unwrap();
-    }
-
-    /// Runs again with the provider at `imap` (same keyring, checkpoints).
-    fn run_via(&self, user: &User, imap: SocketAddr, args: &[&str]) -> Output {
-        self.configure(imap, 12);
-        self.run(user, args)
-    }
-
-    fn command(&self, user: &User, args: &[&str]) -> Command {
-        let pw = self.tmp.path().join("password");
-        std::fs::write(&pw, format!("{}\n", user.password)).unwrap();
-        let mut c = Command::new(WRIT);
-        c.env_remove("WRIT_PASSPHRASE_FILE")
-            .env("USER", "tester")
-            .arg("--config")
-            .arg(self.tmp.path().join("writ.toml"))
-            .arg("--passphrase-file")
-            .arg(self.keys.passphrase_file())
-            .args([
-                "mailbox",
-                "seal",
-                "--account",
-                &user.name,
-                "--password-file",
-            ])
-            .arg(&pw)
-            .args(args)
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn spawn(&self, user: &User, args: &[&str]) -> Child {
-        self.command(user, args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    fn run(&self, user: &User, args: &[&str]) -> Output {
-        self.command(user, args).output().unwrap()
-    }
-
-    fn checkpoints(&self) -> PathBuf {
-        self.tmp.path().join("jobs")
-    }
+/// `writ mailbox seal` in the background, its output dropped.
+fn spawn(job: &Jobs, user: &User, args: &[&str]) -> Child {
+    job.job_command(user, "seal", args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn message(n: usize) -> Vec<u8> {
@@ -167,7 +117,7 @@ fn killed_twenty_times_at_random_points_then_completed_loses_nothing() {
     let p = provider();
     let user = p.new_user("killed");
     let originals = fill(&user, 500);
-    let job = Job::new(p.imap_addr());
+    let job = new_job(p.imap_addr());
 
     // How long one uninterrupted run of a batch takes here, to spread the
     // kills over the job instead of guessing.
@@ -184,7 +134,7 @@ fn killed_twenty_times_at_random_points_then_completed_loses_nothing() {
     let mut rng = Rng(seed);
     let mut completed_early = 0;
     for round in 0..20 {
-        let mut child = job.spawn(&user, &["--mailbox", "INBOX", "--batch", "7"]);
+        let mut child = spawn(&job, &user, &["--mailbox", "INBOX", "--batch", "7"]);
         // A random instant in the first 1.5 s of this run.
         let at = Duration::from_millis(rng.next() % 1500);
         let started = Instant::now();
@@ -209,7 +159,7 @@ fn killed_twenty_times_at_random_points_then_completed_loses_nothing() {
             exited.is_some()
         );
     }
-    let out = job.run(&user, &["--mailbox", "INBOX"]);
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
     assert!(
         out.status.success(),
         "final run: {}\n{}",
@@ -247,8 +197,8 @@ fn throttling_bye_and_cut_connections_are_retried_not_failed() {
             .cut("UID EXPUNGE", When::Nth(2))
             .lose_reply("UID STORE", When::Nth(5)),
     );
-    let job = Job::new(proxy.addr());
-    let out = job.run(&user, &["--mailbox", "INBOX", "--batch", "5"]);
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX", "--batch", "5"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -275,9 +225,9 @@ fn a_provider_that_never_recovers_stops_the_job_with_the_originals_intact() {
         p.imap_addr(),
         Faults::new().throttle("APPEND", When::Always),
     );
-    let job = Job::new(proxy.addr());
-    job.configure(proxy.addr(), 3);
-    let out = job.run(&user, &["--mailbox", "INBOX", "--batch", "5"]);
+    let job = new_job(proxy.addr());
+    job.configure(proxy.addr(), PROVIDER, Some(&jobs_settings(3)));
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX", "--batch", "5"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -294,7 +244,8 @@ fn a_provider_that_never_recovers_stops_the_job_with_the_originals_intact() {
     want.sort();
     assert_eq!(got, want);
     // When the provider recovers, the same job completes.
-    let out = job.run_via(&user, p.imap_addr(), &["--mailbox", "INBOX"]);
+    job.configure(p.imap_addr(), PROVIDER, Some(&jobs_settings(12)));
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
     assert!(
         out.status.success(),
         "{}",
@@ -314,8 +265,8 @@ fn without_uidplus_the_job_refuses_unless_expunge_all_is_allowed() {
         p.imap_addr(),
         Faults::new().answer("CAPABILITY", When::Always, "OK capabilities withheld"),
     );
-    let job = Job::new(proxy.addr());
-    let out = job.run(&user, &["--mailbox", "INBOX"]);
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -329,7 +280,11 @@ fn without_uidplus_the_job_refuses_unless_expunge_all_is_allowed() {
         "nothing was stored before refusing"
     );
 
-    let out = job.run(&user, &["--mailbox", "INBOX", "--allow-expunge-all"]);
+    let out = job.job(
+        &user,
+        "seal",
+        &["--mailbox", "INBOX", "--allow-expunge-all"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -354,8 +309,8 @@ fn malformed_provider_responses_are_retried_never_trusted() {
             )
             .answer("UID FETCH", When::Nth(3), "WHAT ((( not IMAP"),
     );
-    let job = Job::new(proxy.addr());
-    let out = job.run(&user, &["--mailbox", "INBOX", "--batch", "4"]);
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX", "--batch", "4"]);
     assert!(
         out.status.success(),
         "{}\n{}",

@@ -10,6 +10,7 @@
 //! - [`faults`]: a proxy in front of the provider's IMAP that throttles,
 //!   says BYE, or drops the connection, by rule, and counts commands.
 //! - [`smtp`]: a small SMTP client (every reply visible).
+//! - [`jobs`]: `writ mailbox ...` and other commands on a provider mailbox.
 //! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
 //! - [`mta`]: a second, minimal Postfix relaying everything to one relayhost.
 //! - [`tls`]: a CA and a server certificate for loopback, made per run.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod faults;
 pub mod files;
 pub mod imap;
+pub mod jobs;
 pub mod mta;
 pub mod provider;
 pub mod smtp;
