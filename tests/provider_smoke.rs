@@ -7,28 +7,17 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::mail::{contains, unique};
 use common::{DOMAIN, Imap, Smtp, provider};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn unique_marker(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 #[test]
 fn swaks_to_postfix_arrives_in_dovecot_over_imap() {
     let p = provider();
     let user = p.new_user("smoke");
-    let marker = unique_marker("body-marker");
-    let subject = unique_marker("subject");
+    let marker = unique("body-marker");
+    let subject = unique("subject");
     let body = format!("first line {marker}\r\nsecond line: caf\u{e9}, not quoted-printable\r\n");
 
     let out = Command::new("swaks")
@@ -95,7 +84,7 @@ fn swaks_to_postfix_arrives_in_dovecot_over_imap() {
 fn imap_append_then_fetch_returns_exact_bytes() {
     let p = provider();
     let user = p.new_user("append");
-    let marker = unique_marker("append-marker");
+    let marker = unique("append-marker");
     let mut message = format!(
         "From: Alice <alice@{DOMAIN}>\r\nTo: Bob <bob@{DOMAIN}>\r\n\
          Subject: {marker}\r\nMIME-Version: 1.0\r\n\
@@ -151,7 +140,7 @@ fn users_are_separate_and_need_their_password() {
 fn smtp_for_the_domain_is_delivered_other_domains_refused() {
     let p = provider();
     let user = p.new_user("smtp");
-    let marker = unique_marker("smtp-marker");
+    let marker = unique("smtp-marker");
     let message = format!(
         "From: x@elsewhere.test\r\nTo: {}\r\nSubject: dot test\r\n\r\n.{marker}\r\n..two dots\r\n",
         user.address
@@ -273,7 +262,7 @@ fn submission_port_certificate_verifies_against_the_ca_and_relays_for_users() {
     let p = provider();
     let user = p.new_user("py");
     let world = p.world();
-    let external = format!("{}@elsewhere.test", unique_marker("far"));
+    let external = format!("{}@elsewhere.test", unique("far"));
     // Python's ssl verifies the chain and the name 127.0.0.1 against ca.pem;
     // an unauthenticated client may not send even to the provider's domain.
     let script = r#"

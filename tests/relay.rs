@@ -11,88 +11,12 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use common::mail::{
+    DELIVERY_TIMEOUT, assert_sealed_original, contains, marker_offset, message, unique,
+};
 use common::mta::{Mta, MtaConfig};
-use common::writ::{TestKeys, Writ, WritConfig};
+use common::writ::{Writ, WritConfig};
 use common::{Smtp, provider, smtp};
-
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// A message with a protected Subject, a body marker, 8-bit text, a line
-/// starting with a dot, and the routing fields a provider needs.
-fn message(from: &str, to: &str, subject: &str, marker: &str, message_id: &str) -> Vec<u8> {
-    format!(
-        "From: Sender <{from}>\r\n\
-         To: <{to}>\r\n\
-         Subject: {subject}\r\n\
-         Date: Fri, 27 Nov 2026 10:00:00 +0100\r\n\
-         Message-ID: <{message_id}>\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Transfer-Encoding: 8bit\r\n\
-         \r\n\
-         Hello,\r\n\
-         the secret is {marker}.\r\n\
-         .a line that starts with a dot\r\n\
-         caf\u{e9} \u{1f512}\r\n"
-    )
-    .into_bytes()
-}
-
-/// Where the `X-Writ` marker field starts in a stored message.
-#[track_caller]
-fn marker_offset(stored: &[u8]) -> usize {
-    if stored.starts_with(b"X-Writ:") {
-        return 0;
-    }
-    let text = String::from_utf8_lossy(stored);
-    stored
-        .windows(9)
-        .position(|w| w == b"\r\nX-Writ:")
-        .map(|p| p + 2)
-        .unwrap_or_else(|| panic!("no X-Writ field in the stored message:\n{text}"))
-}
-
-/// The stored message is sealed (neither `secrets` appear, the marker
-/// does) and opens to exactly: the fields the provider put above the
-/// marker, then `original`. Returns the opened bytes.
-#[track_caller]
-fn assert_sealed_original(
-    keys: &TestKeys,
-    stored: &[u8],
-    original: &[u8],
-    secrets: &[&str],
-) -> Vec<u8> {
-    let text = String::from_utf8_lossy(stored);
-    for s in secrets {
-        assert!(
-            !contains(stored, s.as_bytes()),
-            "{s:?} is readable in the stored message:\n{text}"
-        );
-    }
-    let at = marker_offset(stored);
-    let opened = keys.open(stored);
-    let mut expected = stored[..at].to_vec();
-    expected.extend_from_slice(original);
-    assert!(
-        opened == expected,
-        "opened message differs from provider fields + original:\n--- opened\n{}\n--- expected\n{}",
-        String::from_utf8_lossy(&opened),
-        String::from_utf8_lossy(&expected)
-    );
-    opened
-}
 
 #[test]
 fn swaks_through_the_relay_is_stored_sealed_and_opens_byte_exact() {

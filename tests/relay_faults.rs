@@ -13,23 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::files::copy_dir;
+use common::mail::{DELIVERY_TIMEOUT, contains, unique};
 use common::writ::{TestKeys, Writ, WritConfig, free_listener, serve_expecting_failure};
 use common::{Smtp, provider, smtp};
 
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(30);
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 fn message(to: &str, marker: &str) -> Vec<u8> {
     format!(
@@ -172,17 +161,7 @@ fn provider_down_means_4xx_and_unhealthy_then_back_up_means_delivery() {
     assert_eq!((status, body.trim()), (200, "ok"));
     // The same session now gets through.
     let marker = unique("back-up");
-    assert_eq!(
-        smtp.command("MAIL FROM:<a@elsewhere.test>").unwrap().code,
-        250
-    );
-    assert_eq!(
-        smtp.command(&format!("RCPT TO:<{}>", user.address))
-            .unwrap()
-            .code,
-        250
-    );
-    assert_eq!(smtp.command("DATA").unwrap().code, 354);
+    smtp.begin_data("a@elsewhere.test", &user.address);
     let r = smtp.send_data(&message(&user.address, &marker)).unwrap();
     assert_eq!(r.code, 250, "{r:?}");
     smtp.quit();
@@ -205,17 +184,7 @@ fn provider_dropping_mid_data_gives_4xx_and_delivers_nothing() {
     for i in 0..4000 {
         big.extend_from_slice(format!("filler line {i} of a big message\r\n").as_bytes());
     }
-    assert_eq!(
-        smtp.command("MAIL FROM:<a@elsewhere.test>").unwrap().code,
-        250
-    );
-    assert_eq!(
-        smtp.command(&format!("RCPT TO:<{}>", user.address))
-            .unwrap()
-            .code,
-        250
-    );
-    assert_eq!(smtp.command("DATA").unwrap().code, 354);
+    smtp.begin_data("a@elsewhere.test", &user.address);
     let r = smtp.send_data(&big).unwrap();
     assert!(
         r.code / 100 == 4 && r.text().starts_with("4."),
@@ -225,17 +194,7 @@ fn provider_dropping_mid_data_gives_4xx_and_delivers_nothing() {
 
     // The session goes on with a new provider connection.
     let marker = unique("after-cut");
-    assert_eq!(
-        smtp.command("MAIL FROM:<a@elsewhere.test>").unwrap().code,
-        250
-    );
-    assert_eq!(
-        smtp.command(&format!("RCPT TO:<{}>", user.address))
-            .unwrap()
-            .code,
-        250
-    );
-    assert_eq!(smtp.command("DATA").unwrap().code, 354);
+    smtp.begin_data("a@elsewhere.test", &user.address);
     let r = smtp.send_data(&message(&user.address, &marker)).unwrap();
     assert_eq!(r.code, 250, "{r:?}");
     smtp.quit();
@@ -251,17 +210,7 @@ fn client_dying_mid_data_delivers_nothing() {
     for cut in [10usize, 200_000] {
         let mut smtp = Smtp::connect(writ.relay_addr()).unwrap();
         smtp.command("EHLO mta.test").unwrap();
-        assert_eq!(
-            smtp.command("MAIL FROM:<a@elsewhere.test>").unwrap().code,
-            250
-        );
-        assert_eq!(
-            smtp.command(&format!("RCPT TO:<{}>", user.address))
-                .unwrap()
-                .code,
-            250
-        );
-        assert_eq!(smtp.command("DATA").unwrap().code, 354);
+        smtp.begin_data("a@elsewhere.test", &user.address);
         let mut partial = message(&user.address, &unique("never"));
         partial.resize(cut.max(partial.len()), b'x');
         partial.truncate(cut);
@@ -517,19 +466,6 @@ fn toml_string(path: &Path) -> String {
     toml::Value::String(path.display().to_string()).to_string()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn sigterm_lets_the_open_transaction_finish_refuses_new_ones_and_exits_0() {
     let p = provider();
@@ -653,14 +589,7 @@ fn keyring_gone_fails_closed_with_451_and_unhealthy_then_recovers() {
     std::fs::rename(&moved, keys.dir()).unwrap();
     assert_eq!(writ.healthz().0, 200);
     let marker = unique("keys-back");
-    assert_eq!(s.command("MAIL FROM:<a@elsewhere.test>").unwrap().code, 250);
-    assert_eq!(
-        s.command(&format!("RCPT TO:<{}>", user.address))
-            .unwrap()
-            .code,
-        250
-    );
-    assert_eq!(s.command("DATA").unwrap().code, 354);
+    s.begin_data("a@elsewhere.test", &user.address);
     let r = s.send_data(&message(&user.address, &marker)).unwrap();
     assert_eq!(r.code, 250, "{r:?}");
     s.quit();

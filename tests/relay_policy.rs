@@ -11,27 +11,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mail::{DELIVERY_TIMEOUT, contains, unique};
 use common::mta::{Mta, MtaConfig};
 use common::provider::Provider;
+use common::python;
 use common::writ::{TestKeys, Writ, WritConfig, age_decrypt, age_keygen, payload_armor};
 use common::{DOMAIN, Smtp, User, provider};
-
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 fn message(to: &str, subject: &str, marker: &str) -> Vec<u8> {
     format!(
@@ -43,19 +30,9 @@ fn message(to: &str, subject: &str, marker: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A submission listener (STARTTLS with the provider's certificate, AUTH
-/// passed through) relaying to the provider's submission port over
-/// STARTTLS, verified against the provider's CA.
+/// [`WritConfig::submission`] with the provider's own certificate.
 fn submission_config(p: &Provider) -> WritConfig {
-    let mut cfg = WritConfig::relay(p.submission_addr());
-    cfg.listeners.clear();
-    cfg = cfg.listener("submission", &[]);
-    cfg.tls_cert = Some(p.cert_file());
-    cfg.tls_key = Some(p.dir.join("tls/key.pem"));
-    let provider = cfg.provider.as_mut().unwrap();
-    provider.security = "starttls".into();
-    provider.ca_file = Some(p.ca_file());
-    cfg
+    WritConfig::submission(p, p.cert_file(), p.dir.join("tls/key.pem"))
 }
 
 /// One SMTP reply as Python reports it.
@@ -126,27 +103,10 @@ print(json.dumps(out))
         "password": login.map(|u| u.password.clone()),
         "transactions": transactions.iter().map(|(rcpts, m)| serde_json::json!({
             "rcpts": rcpts,
-            "message": m.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "message": python::hex(m),
         })).collect::<Vec<_>>(),
     });
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(spec.to_string().as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = python::run_with_input(SCRIPT, &[], spec.to_string().as_bytes());
     assert!(
         out.status.success(),
         "smtplib session failed ({}):\n{}",
@@ -522,27 +482,10 @@ print(json.dumps([[c, t.decode()] for c, t in out]))
         "user": login.name,
         "password": login.password,
         "rcpt": rcpt,
-        "data": data.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "data": python::hex(data),
         "close": close,
     });
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(spec.to_string().as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = python::run_with_input(SCRIPT, &[], spec.to_string().as_bytes());
     assert!(
         out.status.success(),
         "smtplib failed: {}\n{}",

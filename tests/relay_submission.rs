@@ -10,29 +10,19 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::mail::{self, DELIVERY_TIMEOUT, assert_sealed_original, contains, unique};
+use common::python;
 use common::tls::{TestTls, test_tls};
-use common::writ::{ProviderSpec, TestKeys, Writ, WritConfig};
+use common::writ::{TestKeys, Writ, WritConfig};
 use common::{Provider, Reply, Smtp, User, provider};
 
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{label}-{}-{nanos:x}", std::process::id())
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -61,18 +51,8 @@ impl Relay {
     #[track_caller]
     fn start_with(p: &Provider, change: impl FnOnce(WritConfig) -> WritConfig) -> Relay {
         let tls = test_tls("writ submission test CA");
-        let mut cfg = WritConfig::relay(p.smtp_addr());
-        cfg.listeners.clear();
-        let mut cfg = cfg.listener("submission", &[]).listener("submissions", &[]);
-        cfg.tls_cert = Some(tls.cert.clone());
-        cfg.tls_key = Some(tls.key.clone());
-        cfg.provider = Some(ProviderSpec {
-            address: p.submission_addr().to_string(),
-            security: "starttls".into(),
-            ca_file: Some(p.ca_file()),
-            server_name: None,
-            timeout_secs: Some(30),
-        });
+        let mut cfg = WritConfig::submission(p, tls.cert.clone(), tls.key.clone())
+            .listener("submissions", &[]);
         // The most verbose level: credentials must not show up at any.
         cfg.log_level = "trace".into();
         let writ = Writ::start(&change(cfg));
@@ -115,68 +95,54 @@ impl Relay {
     }
 }
 
-/// A message with a protected Subject, a body marker, 8-bit text and a
-/// line starting with a dot.
+/// [`mail::message`] with a Message-ID of its own.
 fn message(from: &str, to: &str, subject: &str, marker: &str) -> Vec<u8> {
-    format!(
-        "From: Sender <{from}>\r\n\
-         To: <{to}>\r\n\
-         Subject: {subject}\r\n\
-         Date: Fri, 27 Nov 2026 10:00:00 +0100\r\n\
-         Message-ID: <{}@example.test>\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         Content-Transfer-Encoding: 8bit\r\n\
-         \r\n\
-         Hello,\r\n\
-         the secret is {marker}.\r\n\
-         .a line that starts with a dot\r\n\
-         caf\u{e9} \u{1f512}\r\n",
-        unique("id")
+    mail::message(
+        from,
+        to,
+        subject,
+        marker,
+        &format!("{}@example.test", unique("id")),
     )
-    .into_bytes()
 }
 
-/// Where the `X-Writ` marker field starts in a stored message.
-#[track_caller]
-fn marker_offset(stored: &[u8]) -> usize {
-    if stored.starts_with(b"X-Writ:") {
-        return 0;
-    }
-    stored
-        .windows(9)
-        .position(|w| w == b"\r\nX-Writ:")
-        .map(|p| p + 2)
-        .unwrap_or_else(|| {
-            panic!(
-                "no X-Writ field in the stored message:\n{}",
-                String::from_utf8_lossy(stored)
-            )
-        })
+/// One message from a user to another through writ: the test's own
+/// sender and recipient, writ in front of the provider, and the message
+/// (a protected Subject, a body marker) in the file `LABEL.eml` in writ's
+/// directory.
+struct Submission {
+    sender: User,
+    rcpt: User,
+    relay: Relay,
+    subject: String,
+    marker: String,
+    original: Vec<u8>,
+    data: PathBuf,
 }
 
-/// The stored message is sealed (no `secrets` readable, an X-Writ marker)
-/// and opens to exactly: the fields the provider put above the marker,
-/// then `original`.
-#[track_caller]
-fn assert_sealed_original(keys: &TestKeys, stored: &[u8], original: &[u8], secrets: &[&str]) {
-    let text = String::from_utf8_lossy(stored);
-    for s in secrets {
-        assert!(
-            !contains(stored, s.as_bytes()),
-            "{s:?} is readable in the stored message:\n{text}"
-        );
+impl Submission {
+    /// Users `LABEL-from` and `LABEL-to`, Subject `LABEL-subject-...`, body
+    /// marker `LABEL-body-...`.
+    #[track_caller]
+    fn new(p: &Provider, label: &str) -> Submission {
+        let sender = p.new_user(&format!("{label}-from"));
+        let rcpt = p.new_user(&format!("{label}-to"));
+        let relay = Relay::start(p);
+        let subject = unique(&format!("{label}-subject"));
+        let marker = unique(&format!("{label}-body"));
+        let original = message(&sender.address, &rcpt.address, &subject, &marker);
+        let data = relay.writ.dir().join(format!("{label}.eml"));
+        std::fs::write(&data, &original).unwrap();
+        Submission {
+            sender,
+            rcpt,
+            relay,
+            subject,
+            marker,
+            original,
+            data,
+        }
     }
-    let at = marker_offset(stored);
-    let opened = keys.open(stored);
-    let mut expected = stored[..at].to_vec();
-    expected.extend_from_slice(original);
-    assert!(
-        opened == expected,
-        "opened message differs from provider fields + original:\n--- opened\n{}\n--- expected\n{}",
-        String::from_utf8_lossy(&opened),
-        String::from_utf8_lossy(&expected)
-    );
 }
 
 /// Runs swaks; returns (exit success, stdout + stderr).
@@ -196,27 +162,27 @@ fn swaks(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Runs a Python script with arguments.
-fn python(script: &str, args: &[String]) -> Output {
-    Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python3")
-}
-
+/// Runs a Python script with the arguments port (of `addr`), writ's CA,
+/// `login`'s address and password, then `more`; panics with its output and
+/// writ's log unless it exits 0. Returns stdout.
 #[track_caller]
-fn assert_python_ok(out: &Output, relay: &Relay) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python failed ({}):\n{stdout}\n{}\n--- writ log\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        relay.writ.log()
-    );
-    stdout
+fn python_ok(
+    relay: &Relay,
+    script: &str,
+    addr: SocketAddr,
+    login: &User,
+    more: &[String],
+) -> String {
+    let mut args = vec![
+        addr.port().to_string(),
+        relay.tls.ca.display().to_string(),
+        login.address.clone(),
+        login.password.clone(),
+    ];
+    args.extend_from_slice(more);
+    python::succeeded(&python::run(script, &args), || {
+        format!("\n--- writ log\n{}", relay.writ.log())
+    })
 }
 
 /// Reads one SMTP reply from any buffered reader.
@@ -301,14 +267,16 @@ impl TlsClient {
 #[test]
 fn swaks_starttls_auth_plain_is_passed_through_and_mail_is_stored_sealed() {
     let p = provider();
-    let sender = p.new_user("subm-from");
-    let rcpt = p.new_user("subm-to");
-    let relay = Relay::start(p);
-    let subject = unique("subm-subject");
-    let marker = unique("subm-body");
-    let original = message(&sender.address, &rcpt.address, &subject, &marker);
+    let Submission {
+        sender,
+        rcpt,
+        relay,
+        subject,
+        marker,
+        original,
+        data,
+    } = Submission::new(p, "subm");
     // swaks adds a CRLF of its own before the final dot.
-    let data = relay.writ.dir().join("message.eml");
     std::fs::write(&data, original.strip_suffix(b"\r\n").unwrap()).unwrap();
 
     let (ok, transcript) = swaks(&[
@@ -564,14 +532,15 @@ fn pipelined_transactions_after_auth_are_relayed_in_lockstep() {
 #[test]
 fn python_starttls_failed_login_then_auth_login_then_mail() {
     let p = provider();
-    let sender = p.new_user("py-from");
-    let rcpt = p.new_user("py-to");
-    let relay = Relay::start(p);
-    let subject = unique("py-subject");
-    let marker = unique("py-body");
-    let original = message(&sender.address, &rcpt.address, &subject, &marker);
-    let data = relay.writ.dir().join("py.eml");
-    std::fs::write(&data, &original).unwrap();
+    let Submission {
+        sender,
+        rcpt,
+        relay,
+        subject,
+        marker,
+        original,
+        data,
+    } = Submission::new(p, "py");
     // One session: certificate verified against writ's CA; AUTH not offered
     // before STARTTLS; a wrong password is refused (535), then AUTH LOGIN
     // with an initial response succeeds in the same session.
@@ -600,18 +569,13 @@ assert refused == {}, refused
 s.quit()
 print("sent")
 "#;
-    let out = python(
+    let stdout = python_ok(
+        &relay,
         script,
-        &[
-            relay.submission().port().to_string(),
-            relay.tls.ca.display().to_string(),
-            sender.address.clone(),
-            sender.password.clone(),
-            rcpt.address.clone(),
-            data.display().to_string(),
-        ],
+        relay.submission(),
+        &sender,
+        &[rcpt.address.clone(), data.display().to_string()],
     );
-    let stdout = assert_python_ok(&out, &relay);
     assert!(stdout.contains("wrong 535 5.7.8"), "{stdout}");
     assert!(stdout.contains("login 235"), "{stdout}");
     assert!(stdout.contains("sent"), "{stdout}");
@@ -699,18 +663,13 @@ show("mail", s.docmd("MAIL", "FROM:<" + user + ">"))
 show("rset", s.docmd("RSET"))
 s.quit()
 "#;
-    let out = python(
+    let stdout = python_ok(
+        &relay,
         script,
-        &[
-            relay.submission().port().to_string(),
-            relay.tls.ca.display().to_string(),
-            user.address.clone(),
-            user.password.clone(),
-            wrong.clone(),
-            xoauth2.clone(),
-        ],
+        relay.submission(),
+        &user,
+        &[wrong.clone(), xoauth2.clone()],
     );
-    let stdout = assert_python_ok(&out, &relay);
     let reply = |label: &str| -> String {
         stdout
             .lines()
@@ -910,14 +869,15 @@ fn commands_pipelined_after_starttls_are_discarded() {
 #[test]
 fn submissions_is_tls_from_the_first_byte() {
     let p = provider();
-    let sender = p.new_user("ssl-from");
-    let rcpt = p.new_user("ssl-to");
-    let relay = Relay::start(p);
-    let subject = unique("ssl-subject");
-    let marker = unique("ssl-body");
-    let original = message(&sender.address, &rcpt.address, &subject, &marker);
-    let data = relay.writ.dir().join("ssl.eml");
-    std::fs::write(&data, &original).unwrap();
+    let Submission {
+        sender,
+        rcpt,
+        relay,
+        subject,
+        marker,
+        original,
+        data,
+    } = Submission::new(p, "ssl");
     let script = r#"
 import smtplib, ssl, sys
 port, cafile, user, password, rcpt, path = sys.argv[1:]
@@ -932,18 +892,13 @@ with smtplib.SMTP_SSL("127.0.0.1", int(port), context=ctx, timeout=30) as s:
     assert refused == {}, refused
 print("sent")
 "#;
-    let out = python(
+    let stdout = python_ok(
+        &relay,
         script,
-        &[
-            relay.submissions().port().to_string(),
-            relay.tls.ca.display().to_string(),
-            sender.address.clone(),
-            sender.password.clone(),
-            rcpt.address.clone(),
-            data.display().to_string(),
-        ],
+        relay.submissions(),
+        &sender,
+        &[rcpt.address.clone(), data.display().to_string()],
     );
-    let stdout = assert_python_ok(&out, &relay);
     assert!(stdout.contains("login 235"), "{stdout}");
     assert!(stdout.contains("sent"), "{stdout}");
     let stored = p.wait_for_messages(&rcpt, "INBOX", 1, DELIVERY_TIMEOUT);
@@ -976,16 +931,17 @@ print("sent")
 #[test]
 fn dsn_parameters_reach_the_provider() {
     let p = provider();
-    let sender = p.new_user("dsn-from");
-    let rcpt = p.new_user("dsn-to");
-    let relay = Relay::start(p);
+    let Submission {
+        sender,
+        rcpt,
+        relay,
+        subject,
+        marker,
+        original,
+        data,
+    } = Submission::new(p, "dsn");
     let envid = unique("envid");
     let orcpt = format!("{}@example.test", unique("orig"));
-    let subject = unique("dsn-subject");
-    let marker = unique("dsn-body");
-    let original = message(&sender.address, &rcpt.address, &subject, &marker);
-    let data = relay.writ.dir().join("dsn.eml");
-    std::fs::write(&data, &original).unwrap();
     let script = r#"
 import smtplib, ssl, sys
 port, cafile, user, password, rcpt, envid, orcpt, path = sys.argv[1:]
@@ -1000,20 +956,18 @@ print("rcpt", s.rcpt(rcpt, ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;" + orcpt])[
 print("data", s.data(open(path, "rb").read())[0])
 s.quit()
 "#;
-    let out = python(
+    let stdout = python_ok(
+        &relay,
         script,
+        relay.submission(),
+        &sender,
         &[
-            relay.submission().port().to_string(),
-            relay.tls.ca.display().to_string(),
-            sender.address.clone(),
-            sender.password.clone(),
             rcpt.address.clone(),
             envid.clone(),
             orcpt.clone(),
             data.display().to_string(),
         ],
     );
-    let stdout = assert_python_ok(&out, &relay);
     for expected in ["mail 250", "rcpt 250", "data 250"] {
         assert!(stdout.contains(expected), "{stdout}");
     }
@@ -1088,19 +1042,17 @@ for frm in (user, utf8_from):
     print("data", code, text.decode())
 s.quit()
 "#;
-    let out = python(
+    let stdout = python_ok(
+        &relay,
         script,
+        relay.submission(),
+        &sender,
         &[
-            relay.submission().port().to_string(),
-            relay.tls.ca.display().to_string(),
-            sender.address.clone(),
-            sender.password.clone(),
             utf8_from.clone(),
             rcpt.address.clone(),
             data.display().to_string(),
         ],
     );
-    let stdout = assert_python_ok(&out, &relay);
     assert_eq!(stdout.matches("mail 250").count(), 2, "{stdout}");
     assert_eq!(stdout.matches("rcpt 250").count(), 2, "{stdout}");
     let queue_ids: Vec<&str> = stdout

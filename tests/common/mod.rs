@@ -6,12 +6,14 @@
 //!   Dovecot IMAP) on loopback, one per test binary, started on first use
 //!   and stopped when the test process exits. [`Provider::new_user`] gives
 //!   each test its own mailbox, so tests can run in parallel.
+//! - [`python`]: Python scripts as clients (imaplib, smtplib, sockets).
 //! - [`imap`]: a small IMAP client (literals, raw responses).
 //! - [`faults`]: a proxy in front of the provider's IMAP that throttles,
 //!   says BYE, or drops the connection, by rule, and counts commands.
 //! - [`smtp`]: a small SMTP client (every reply visible).
 //! - [`jobs`]: `writ mailbox ...` and other commands on a provider mailbox.
 //! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
+//! - [`mail`]: unique markers; stored mail checked sealed and opened.
 //! - [`mta`]: a second, minimal Postfix relaying everything to one relayhost.
 //! - [`tls`]: a CA and a server certificate for loopback, made per run.
 //!
@@ -25,8 +27,10 @@ pub mod faults;
 pub mod files;
 pub mod imap;
 pub mod jobs;
+pub mod mail;
 pub mod mta;
 pub mod provider;
+pub mod python;
 pub mod smtp;
 pub mod tls;
 pub mod writ;

@@ -68,6 +68,18 @@ impl Smtp {
         self.read_reply()
     }
 
+    /// `MAIL FROM:<from>`, `RCPT TO:<to>` and `DATA`, expecting 250, 250
+    /// and 354: the message goes next ([`Smtp::send_data`]).
+    #[track_caller]
+    pub fn begin_data(&mut self, from: &str, to: &str) {
+        let mail = self.command(&format!("MAIL FROM:<{from}>")).unwrap();
+        assert_eq!(mail.code, 250, "MAIL FROM:<{from}>: {mail:?}");
+        let rcpt = self.command(&format!("RCPT TO:<{to}>")).unwrap();
+        assert_eq!(rcpt.code, 250, "RCPT TO:<{to}>: {rcpt:?}");
+        let data = self.command("DATA").unwrap();
+        assert_eq!(data.code, 354, "DATA: {data:?}");
+    }
+
     /// Sends the message body after a positive `DATA` reply: dot-stuffed,
     /// a CRLF added if the message does not end with a line ending, then
     /// `.`; returns the reply to the final dot.

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use ::writ::keys::{Keyring, Unlocked};
 
+use super::provider::Provider;
+
 /// The writ binary under test.
 pub const WRIT: &str = env!("CARGO_BIN_EXE_writ");
 
@@ -230,6 +232,22 @@ impl WritConfig {
             log_level: "info".into(),
             unlock: false,
         }
+    }
+
+    /// A `submission` listener for any client (STARTTLS with `tls_cert` and
+    /// `tls_key`, AUTH passed through), protecting the harness domain,
+    /// relaying to the provider's submission port over STARTTLS verified
+    /// against the provider's CA, with the admin endpoint.
+    pub fn submission(p: &Provider, tls_cert: PathBuf, tls_key: PathBuf) -> WritConfig {
+        let mut cfg = WritConfig::relay(p.submission_addr());
+        cfg.listeners.clear();
+        let mut cfg = cfg.listener("submission", &[]);
+        cfg.tls_cert = Some(tls_cert);
+        cfg.tls_key = Some(tls_key);
+        let provider = cfg.provider.as_mut().unwrap();
+        provider.security = "starttls".into();
+        provider.ca_file = Some(p.ca_file());
+        cfg
     }
 
     /// Adds a listener of `kind` on a free port.
