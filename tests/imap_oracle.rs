@@ -15,55 +15,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::tls::{TestTls, test_tls};
-use common::writ::{Writ, WritConfig, free_port};
+use common::imap_proxy::ImapProxy;
+use common::python;
 use common::{Provider, User, provider};
 
-/// `writ serve` with an `imap` (STARTTLS) and an `imaps` listener in front
-/// of the provider's plain IMAP on loopback (as in `tests/imap_proxy.rs`).
-struct Proxy {
-    writ: Writ,
-    tls: TestTls,
-    imap: SocketAddr,
-    imaps: SocketAddr,
-}
-
-impl Proxy {
-    fn start(upstream: SocketAddr) -> Proxy {
-        let tls = test_tls("writ IMAP oracle test CA");
-        let (imap, imaps) = (free_port(), free_port());
-        let mut cfg = WritConfig::relay(provider().smtp_addr());
-        cfg.listeners.clear();
-        cfg.provider = None;
-        cfg.extra_toml = format!(
-            "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\n\n\
-             [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\n\
-             [[imap.listeners]]\nkind = \"imaps\"\nlisten = \"127.0.0.1:{imaps}\"\n\n\
-             [provider.imap]\naddress = \"{upstream}\"\nsecurity = \"plain\"\ntimeout_secs = 30\n",
-            cert = tls.cert.display().to_string(),
-            key = tls.key.display().to_string(),
-        );
-        // Readiness: the admin endpoint answers only after every listener
-        // is bound.
-        cfg.unlock = true;
-        let writ = Writ::start(&cfg);
-        Proxy {
-            writ,
-            tls,
-            imap: SocketAddr::from(([127, 0, 0, 1], imap)),
-            imaps: SocketAddr::from(([127, 0, 0, 1], imaps)),
-        }
-    }
-
-    /// `message` sealed with the proxy's keyring.
-    fn seal(&self, message: &[u8]) -> Vec<u8> {
-        let keyring = writ::keys::Keyring::load(&self.writ.keys_dir).expect("keyring");
-        let sealer =
-            writ::keys::sealer(&keyring, &writ::config::SealConfig::default()).expect("sealer");
-        let mut sealed = Vec::new();
-        sealer.seal(message, &mut sealed).expect("seal");
-        sealed
-    }
+/// writ's IMAP proxy in front of the provider's plain IMAP on loopback.
+fn proxy(upstream: SocketAddr) -> ImapProxy {
+    ImapProxy::start(
+        &format!("{}timeout_secs = 30\n", ImapProxy::plain(upstream)),
+        "",
+    )
 }
 
 /// `.eml` files of `tests/corpus/<sub>`, by name.
@@ -145,33 +106,13 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Runs a Python script with `args`; panics with its output unless it
-/// exits 0.
-#[track_caller]
-fn python(script: &str, args: &[String]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// A user with `messages` in INBOX, in order: sealed to the proxy's
 /// keyring when `proxy` is given, in plaintext otherwise.
 fn user_with(
     p: &Provider,
     prefix: &str,
     messages: &[(String, Vec<u8>)],
-    proxy: Option<&Proxy>,
+    proxy: Option<&ImapProxy>,
 ) -> User {
     let user = p.new_user(prefix);
     for (name, m) in messages {
@@ -197,7 +138,7 @@ const ORACLE: &str = include_str!("imap_oracle.py");
 #[test]
 fn every_corpus_message_reads_through_writ_as_its_plaintext_reads_from_dovecot() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let messages = corpus();
     let plain = user_with(p, "ioracle-plain", &messages, None);
     let sealed = user_with(p, "ioracle-sealed", &messages, Some(&proxy));
@@ -208,18 +149,13 @@ fn every_corpus_message_reads_through_writ_as_its_plaintext_reads_from_dovecot()
     let names = dir.path().join("names");
     let list: String = messages.iter().map(|(n, _)| format!("{n}\n")).collect();
     std::fs::write(&names, list).expect("write names");
-    let out = python(
+    let out = python::ok(
         ORACLE,
-        &[
-            p.imap_addr().port().to_string(),
-            proxy.imap.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            plain.name.clone(),
-            plain.password.clone(),
-            sealed.name.clone(),
-            sealed.password.clone(),
-            names.display().to_string(),
-        ],
+        [
+            proxy.script_args(Some(p.imap_addr()), proxy.imap, &[&plain, &sealed]),
+            vec![names.display().to_string()],
+        ]
+        .concat(),
     );
     println!("{out}");
     assert!(out.contains("ALL SAME"), "{out}");
@@ -257,7 +193,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 /// A muttrc for `user` at writ's implicit-TLS listener, the certificate
 /// checked against the test CA; nothing cached, nothing asked.
-fn muttrc(dir: &Path, proxy: &Proxy, user: &User) -> std::path::PathBuf {
+fn muttrc(dir: &Path, proxy: &ImapProxy, user: &User) -> std::path::PathBuf {
     let rc = dir.join("muttrc");
     std::fs::write(
         &rc,
@@ -286,7 +222,7 @@ fn muttrc(dir: &Path, proxy: &Proxy, user: &User) -> std::path::PathBuf {
 #[test]
 fn mutt_reads_a_sealed_message_through_writ() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let message = eml_files("imap")
         .into_iter()
         .find(|(n, _)| n.contains("02-mixed-attachments"))

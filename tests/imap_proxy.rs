@@ -6,77 +6,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::tls::{TestTls, test_tls};
-use common::writ::{Writ, WritConfig, free_port};
+use common::imap_proxy::ImapProxy;
+use common::python::{self, Paused};
+use common::writ::free_port;
 use common::{Provider, User, provider};
 
 /// `imap.max_literal_size` of the test proxies.
 const MAX_LITERAL: usize = 200_000;
 
-/// `writ serve` with an `imap` (STARTTLS) and an `imaps` listener in front
-/// of `upstream` (plain IMAP on loopback).
-struct Proxy {
-    writ: Writ,
-    tls: TestTls,
-    imap: SocketAddr,
-    imaps: SocketAddr,
+/// writ's IMAP proxy in front of `upstream` (plain IMAP on loopback).
+fn proxy(upstream: SocketAddr) -> ImapProxy {
+    proxy_to(&ImapProxy::plain(upstream))
 }
 
-impl Proxy {
-    fn start(upstream: SocketAddr) -> Proxy {
-        Proxy::start_to(&format!("address = \"{upstream}\"\nsecurity = \"plain\"\n"))
-    }
-
-    /// With `[provider.imap]` given as TOML lines.
-    fn start_to(provider_imap: &str) -> Proxy {
-        let tls = test_tls("writ IMAP test CA");
-        let (imap, imaps) = (free_port(), free_port());
-        let mut cfg = WritConfig::relay(provider().smtp_addr());
-        cfg.listeners.clear();
-        cfg.provider = None;
-        cfg.extra_toml = format!(
-            "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\nmax_literal_size = {MAX_LITERAL}\n\n\
-             [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\n\
-             [[imap.listeners]]\nkind = \"imaps\"\nlisten = \"127.0.0.1:{imaps}\"\n\n\
-             [provider.imap]\n{provider_imap}timeout_secs = 10\n",
-            cert = tls.cert.display().to_string(),
-            key = tls.key.display().to_string(),
-        );
-        // Readiness: the admin endpoint answers only after every listener
-        // is bound.
-        cfg.unlock = true;
-        let writ = Writ::start(&cfg);
-        Proxy {
-            writ,
-            tls,
-            imap: SocketAddr::from(([127, 0, 0, 1], imap)),
-            imaps: SocketAddr::from(([127, 0, 0, 1], imaps)),
-        }
-    }
-}
-
-/// Runs a Python script with `args`; panics with its output unless it
-/// exits 0.
-#[track_caller]
-fn python(script: &str, args: &[String]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// writ's IMAP proxy with `[provider.imap]` given as TOML lines.
+fn proxy_to(provider_imap: &str) -> ImapProxy {
+    ImapProxy::start(
+        &format!("{provider_imap}timeout_secs = 10\n"),
+        &format!("max_literal_size = {MAX_LITERAL}\n"),
+    )
 }
 
 /// Messages of different shapes: single part, nested multipart with a
@@ -144,17 +95,11 @@ sys.exit(1 if bad else 0)
 #[test]
 fn plaintext_mail_reads_the_same_through_writ_as_from_dovecot() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = user_with_mail(p, "same");
-    let out = python(
+    let out = python::ok(
         COMPARE,
-        &[
-            p.imap_addr().port().to_string(),
-            proxy.imap.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ],
+        proxy.script_args(Some(p.imap_addr()), proxy.imap, &[&user]),
     );
     assert!(out.contains("same fetch body"), "{out}");
 }
@@ -188,17 +133,11 @@ print('ok', sorted(post))
 #[test]
 fn capabilities_hide_what_cannot_be_kept_correct_over_sealed_mail() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = p.new_user("caps");
-    python(
+    python::ok(
         CAPABILITIES,
-        &[
-            p.imap_addr().port().to_string(),
-            proxy.imap.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ],
+        proxy.script_args(Some(p.imap_addr()), proxy.imap, &[&user]),
     );
 }
 
@@ -242,17 +181,9 @@ print('ok')
 #[test]
 fn commands_pipelined_behind_starttls_are_discarded() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = p.new_user("inject");
-    python(
-        INJECTION,
-        &[
-            proxy.imap.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ],
-    );
+    python::ok(INJECTION, proxy.script_args(None, proxy.imap, &[&user]));
 }
 
 const IMAPS_AUTH: &str = r#"
@@ -275,17 +206,9 @@ print('ok')
 #[test]
 fn implicit_tls_with_authenticate_plain_and_a_wrong_password_refused() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = p.new_user("imaps");
-    let out = python(
-        IMAPS_AUTH,
-        &[
-            proxy.imaps.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ],
-    );
+    let out = python::ok(IMAPS_AUTH, proxy.script_args(None, proxy.imaps, &[&user]));
     assert!(out.contains("refused:"), "{out}");
 }
 
@@ -299,8 +222,8 @@ print(s.makefile('rb').readline().decode().strip())
 fn an_unreachable_provider_is_a_bye_not_a_hang() {
     // Nothing listens on this port.
     let down = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let proxy = Proxy::start(down);
-    let out = python(FIRST_LINE, &[proxy.imap.port().to_string()]);
+    let proxy = proxy(down);
+    let out = python::ok(FIRST_LINE, [proxy.imap.port().to_string()]);
     assert!(out.starts_with("* BYE [UNAVAILABLE]"), "{out}");
 }
 
@@ -348,49 +271,28 @@ print('ok')
 #[test]
 fn bad_commands_get_bad_and_idle_sees_new_mail() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = p.new_user("idle");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(RAW_SESSION)
-        .args([
-            proxy.imaps.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read");
-    assert_eq!(line.trim(), "IDLING", "the script stopped early");
+    let session = Paused::start(
+        RAW_SESSION,
+        proxy.script_args(None, proxy.imaps, &[&user]),
+        "IDLING",
+    );
     // Mail arrives while the client idles through writ.
     p.imap_append(
         &user,
         "INBOX",
         b"From: a@example.test\r\nSubject: new\r\n\r\nnew\r\n",
     );
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(b"go\n").expect("write");
-    drop(stdin);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
-    let status = child.wait().expect("wait");
+    let (status, rest) = session.finish();
     assert!(status.success() && rest.contains("ok"), "{status}: {rest}");
 }
 
 /// The same messages sealed to the proxy's keyring, in a user of their own.
-fn user_with_sealed_mail(p: &Provider, proxy: &Proxy, prefix: &str) -> User {
-    let keyring = writ::keys::Keyring::load(&proxy.writ.keys_dir).expect("keyring");
-    let sealer =
-        writ::keys::sealer(&keyring, &writ::config::SealConfig::default()).expect("sealer");
+fn user_with_sealed_mail(p: &Provider, proxy: &ImapProxy, prefix: &str) -> User {
     let user = p.new_user(prefix);
     for m in MESSAGES {
-        let mut sealed = Vec::new();
-        sealer.seal(m, &mut sealed).expect("seal");
+        let sealed = proxy.seal(m);
         assert!(
             !sealed.windows(5).any(|w| w == b"Hello"),
             "the body leaked into the sealed copy"
@@ -447,7 +349,7 @@ sys.exit(1 if bad else 0)
 #[test]
 fn sealed_mail_reads_through_writ_as_plaintext_reads_from_dovecot() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let plain = user_with_mail(p, "oracle-plain");
     let sealed = user_with_sealed_mail(p, &proxy, "oracle-sealed");
     // The provider holds ciphertext: no Subject, no body.
@@ -459,17 +361,9 @@ fn sealed_mail_reads_through_writ_as_plaintext_reads_from_dovecot() {
             "{text}"
         );
     }
-    let out = python(
+    let out = python::ok(
         SEALED_ORACLE,
-        &[
-            p.imap_addr().port().to_string(),
-            proxy.imap.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            plain.name.clone(),
-            plain.password.clone(),
-            sealed.name.clone(),
-            sealed.password.clone(),
-        ],
+        proxy.script_args(Some(p.imap_addr()), proxy.imap, &[&plain, &sealed]),
     );
     assert!(out.contains("same flags at the end"), "{out}");
 }
@@ -501,17 +395,15 @@ print('ok')
 #[test]
 fn append_through_writ_stores_sealed_and_reads_back_exact() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = p.new_user("append");
-    let out = python(
+    let out = python::ok(
         APPEND,
-        &[
-            proxy.imaps.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-            MAX_LITERAL.to_string(),
-        ],
+        [
+            proxy.script_args(None, proxy.imaps, &[&user]),
+            vec![MAX_LITERAL.to_string()],
+        ]
+        .concat(),
     );
     assert!(out.contains("refused:"), "{out}");
     // What the provider holds is sealed: no Subject text, no body.
@@ -546,7 +438,7 @@ for item in data:
 #[test]
 fn a_sealed_message_writ_cannot_open_is_shown_as_stored_and_counted() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = p.new_user("foreign");
     // Sealed to another organisation's keyring: writ has no key for it.
     let foreign = common::writ::TestKeys::new();
@@ -560,15 +452,7 @@ fn a_sealed_message_writ_cannot_open_is_shown_as_stored_and_counted() {
     let before = proxy
         .writ
         .metric("writ_open_failures_total", &[("reason", "unknown_epoch")]);
-    let out = python(
-        FETCH_WHOLE,
-        &[
-            proxy.imaps.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ],
-    );
+    let out = python::ok(FETCH_WHOLE, proxy.script_args(None, proxy.imaps, &[&user]));
     let stored_text = String::from_utf8_lossy(&stored).into_owned();
     assert!(
         out.contains(&format!("RFC822.SIZE {}", stored.len())),
@@ -656,20 +540,12 @@ sys.exit(1 if bad else 0)
 #[test]
 fn mailbox_commands_pass_through_as_dovecot_answers_them() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let direct = user_with_mail(p, "mbox-direct");
     let through = user_with_mail(p, "mbox-writ");
-    let out = python(
+    let out = python::ok(
         MAILBOX_COMMANDS,
-        &[
-            p.imap_addr().port().to_string(),
-            proxy.imaps.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            direct.name.clone(),
-            direct.password.clone(),
-            through.name.clone(),
-            through.password.clone(),
-        ],
+        proxy.script_args(Some(p.imap_addr()), proxy.imaps, &[&direct, &through]),
     );
     assert!(out.contains("same list at the end"), "{out}");
 }
@@ -752,7 +628,7 @@ fn maildir_messages(folder: &std::path::Path) -> Vec<String> {
 #[test]
 fn mbsync_pulls_sealed_mail_as_plaintext_and_pushes_new_mail_sealed() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let plain = user_with_mail(p, "mbsync-plain");
     let user = user_with_sealed_mail(p, &proxy, "mbsync");
     let direct = tempfile::tempdir().expect("temp dir");
@@ -826,23 +702,18 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_message_read_twice_comes_from_the_encrypted_cache() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = user_with_sealed_mail(p, &proxy, "cache");
-    let args = [
-        proxy.imaps.port().to_string(),
-        proxy.tls.ca.display().to_string(),
-        user.name.clone(),
-        user.password.clone(),
-    ];
+    let args = proxy.script_args(None, proxy.imaps, &[&user]);
     let hits = || proxy.writ.metric("writ_imap_cache_hits_total", &[]);
-    let first = python(FETCH_WHOLE, &args);
+    let first = python::ok(FETCH_WHOLE, &args);
     assert_eq!(hits(), 0.0, "a hit before anything was cached");
-    let second = python(FETCH_WHOLE, &args);
+    let second = python::ok(FETCH_WHOLE, &args);
     assert_eq!(first, second, "the cache answered differently");
     assert_eq!(hits(), MESSAGES.len() as f64, "not answered from the cache");
     assert!(second.contains("Hello Bob."), "{second}");
     // A content search over the cached messages downloads no body.
-    let found = python(SEARCH_BODY, &args);
+    let found = python::ok(SEARCH_BODY, &args);
     assert_eq!(found.trim(), "1", "{found}");
     assert_eq!(
         hits(),
@@ -929,20 +800,12 @@ sys.exit(1 if bad else 0)
 #[test]
 fn content_searches_over_sealed_mail_match_dovecots_over_the_plaintext() {
     let p = provider();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let plain = user_with_mail(p, "search-plain");
     let sealed = user_with_sealed_mail(p, &proxy, "search-sealed");
-    let out = python(
+    let out = python::ok(
         SEARCH_ORACLE,
-        &[
-            p.imap_addr().port().to_string(),
-            proxy.imaps.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            plain.name.clone(),
-            plain.password.clone(),
-            sealed.name.clone(),
-            sealed.password.clone(),
-        ],
+        proxy.script_args(Some(p.imap_addr()), proxy.imaps, &[&plain, &sealed]),
     );
     // The provider alone would find nothing: the sealed copies hide it.
     assert!(out.contains("same body ('OK', [b'1'])"), "{out}");
@@ -976,25 +839,17 @@ fn the_provider_is_reached_over_implicit_tls_or_starttls_and_verified() {
             ca.display().to_string()
         ),
     ] {
-        let proxy = Proxy::start_to(&provider_imap);
+        let proxy = proxy_to(&provider_imap);
         let user = user_with_sealed_mail(p, &proxy, "upstream-tls");
-        let out = python(
-            READ_ONE,
-            &[
-                proxy.imaps.port().to_string(),
-                proxy.tls.ca.display().to_string(),
-                user.name.clone(),
-                user.password.clone(),
-            ],
-        );
+        let out = python::ok(READ_ONE, proxy.script_args(None, proxy.imaps, &[&user]));
         assert_eq!(out.as_bytes(), MESSAGES[0], "through {provider_imap}");
     }
     // Without the provider's CA, its certificate is not trusted: no session.
-    let proxy = Proxy::start_to(&format!(
+    let proxy = proxy_to(&format!(
         "address = \"{}\"\nsecurity = \"implicit\"\n",
         p.imaps_addr()
     ));
-    let out = python(FIRST_LINE, &[proxy.imap.port().to_string()]);
+    let out = python::ok(FIRST_LINE, [proxy.imap.port().to_string()]);
     assert!(out.starts_with("* BYE [UNAVAILABLE]"), "{out}");
 }
 
@@ -1021,32 +876,16 @@ print(rest.decode(errors='replace'))
 #[test]
 fn a_provider_that_goes_away_gives_the_client_bye() {
     let p = common::Provider::start();
-    let proxy = Proxy::start(p.imap_addr());
+    let proxy = proxy(p.imap_addr());
     let user = p.new_user("gone");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(WAIT_FOR_BYE)
-        .args([
-            proxy.imaps.port().to_string(),
-            proxy.tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("read");
-    assert_eq!(line.trim(), "READY", "the script stopped early");
+    let session = Paused::start(
+        WAIT_FOR_BYE,
+        proxy.script_args(None, proxy.imaps, &[&user]),
+        "READY",
+    );
     // Dropping the provider stops Dovecot and waits for it.
     drop(p);
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(b"go\n").expect("write");
-    drop(stdin);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
-    assert!(child.wait().expect("wait").success(), "{rest}");
+    let (status, rest) = session.finish();
+    assert!(status.success(), "{rest}");
     assert!(rest.contains("* BYE"), "no BYE: {rest}");
 }

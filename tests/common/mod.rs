@@ -8,6 +8,7 @@
 //!   each test its own mailbox, so tests can run in parallel.
 //! - [`python`]: Python scripts as clients (imaplib, smtplib, sockets).
 //! - [`imap`]: a small IMAP client (literals, raw responses).
+//! - [`imap_proxy`]: `writ serve` as the IMAP proxy (STARTTLS and implicit TLS).
 //! - [`faults`]: a proxy in front of the provider's IMAP that throttles,
 //!   says BYE, or drops the connection, by rule, and counts commands.
 //! - [`smtp`]: a small SMTP client (every reply visible).
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod faults;
 pub mod files;
 pub mod imap;
+pub mod imap_proxy;
 pub mod jobs;
 pub mod mail;
 pub mod mta;
