@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use common::cli::Env;
+use common::cli::{Env, KEYS_INIT};
 
 const MESSAGE: &[u8] = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: escrow test\r\n\
 Message-ID: <1@example.org>\r\n\r\nThe body, sealed after escrow was set up.\r\n";
@@ -401,16 +401,7 @@ fn init_refusals() {
     let env2 = Env::with_message();
     env2.custodians(1);
     let recipient = age::x25519::Identity::generate().to_public().to_string();
-    env2.ok(&[
-        "keys",
-        "init",
-        "--work-factor",
-        "10",
-        "--passphrase-file",
-        "pw",
-        "--escrow-recipient",
-        &recipient,
-    ]);
+    env2.ok(&[KEYS_INIT, &["--escrow-recipient", &recipient]].concat());
     let out = env2.escrow_init(1, 1, &custodians[..1]);
     assert_eq!(out.status.code(), Some(1));
     // Existing share files are never overwritten.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-use common::cli::Env;
+use common::cli::{Env, KEYS_INIT};
 use common::writ::WRIT;
 
 const AGE: &str = "/usr/bin/age";
@@ -561,14 +561,7 @@ fn init_over_existing_keyring() {
     let env = Env::new();
     env.init_keyring();
     env.ok(&["keys", "rotate"]);
-    let e = env.fail_unchanged(&[
-        "keys",
-        "init",
-        "--work-factor",
-        "10",
-        "--passphrase-file",
-        "pw",
-    ]);
+    let e = env.fail_unchanged(KEYS_INIT);
     assert_eq!(e, "writ: keyring already exists in keys/");
 
     // A keys/ holding only a README (as in the repository) is fine.
@@ -585,14 +578,7 @@ fn init_over_existing_keyring() {
     let env = Env::new();
     std::fs::create_dir(env.path("keys")).unwrap();
     std::fs::write(env.path("keys/master.age"), "precious").unwrap();
-    let e = env.fail_unchanged(&[
-        "keys",
-        "init",
-        "--work-factor",
-        "10",
-        "--passphrase-file",
-        "pw",
-    ]);
+    let e = env.fail_unchanged(KEYS_INIT);
     assert!(
         e.contains("keys/master.age exists but keyring.toml does not"),
         "{e}"

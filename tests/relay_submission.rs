@@ -106,43 +106,25 @@ fn message(from: &str, to: &str, subject: &str, marker: &str) -> Vec<u8> {
     )
 }
 
-/// One message from a user to another through writ: the test's own
-/// sender and recipient, writ in front of the provider, and the message
-/// (a protected Subject, a body marker) in the file `LABEL.eml` in writ's
-/// directory.
-struct Submission {
-    sender: User,
-    rcpt: User,
-    relay: Relay,
-    subject: String,
-    marker: String,
-    original: Vec<u8>,
-    data: PathBuf,
-}
-
-impl Submission {
-    /// Users `LABEL-from` and `LABEL-to`, Subject `LABEL-subject-...`, body
-    /// marker `LABEL-body-...`.
-    #[track_caller]
-    fn new(p: &Provider, label: &str) -> Submission {
-        let sender = p.new_user(&format!("{label}-from"));
-        let rcpt = p.new_user(&format!("{label}-to"));
-        let relay = Relay::start(p);
-        let subject = unique(&format!("{label}-subject"));
-        let marker = unique(&format!("{label}-body"));
-        let original = message(&sender.address, &rcpt.address, &subject, &marker);
-        let data = relay.writ.dir().join(format!("{label}.eml"));
-        std::fs::write(&data, &original).unwrap();
-        Submission {
-            sender,
-            rcpt,
-            relay,
-            subject,
-            marker,
-            original,
-            data,
-        }
-    }
+/// One message from a user to another through writ: (sender, recipient,
+/// relay, Subject, body marker, message, file): users `LABEL-from` and
+/// `LABEL-to` of the test's own, writ in front of the provider, and the
+/// message (a protected Subject `LABEL-subject-...`, a body marker
+/// `LABEL-body-...`) in the file `LABEL.eml` in writ's directory.
+#[track_caller]
+fn submission_case(
+    p: &Provider,
+    label: &str,
+) -> (User, User, Relay, String, String, Vec<u8>, PathBuf) {
+    let sender = p.new_user(&format!("{label}-from"));
+    let rcpt = p.new_user(&format!("{label}-to"));
+    let relay = Relay::start(p);
+    let subject = unique(&format!("{label}-subject"));
+    let marker = unique(&format!("{label}-body"));
+    let original = message(&sender.address, &rcpt.address, &subject, &marker);
+    let data = relay.writ.dir().join(format!("{label}.eml"));
+    std::fs::write(&data, &original).unwrap();
+    (sender, rcpt, relay, subject, marker, original, data)
 }
 
 /// Runs swaks; returns (exit success, stdout + stderr).
@@ -267,15 +249,7 @@ impl TlsClient {
 #[test]
 fn swaks_starttls_auth_plain_is_passed_through_and_mail_is_stored_sealed() {
     let p = provider();
-    let Submission {
-        sender,
-        rcpt,
-        relay,
-        subject,
-        marker,
-        original,
-        data,
-    } = Submission::new(p, "subm");
+    let (sender, rcpt, relay, subject, marker, original, data) = submission_case(p, "subm");
     // swaks adds a CRLF of its own before the final dot.
     std::fs::write(&data, original.strip_suffix(b"\r\n").unwrap()).unwrap();
 
@@ -532,15 +506,7 @@ fn pipelined_transactions_after_auth_are_relayed_in_lockstep() {
 #[test]
 fn python_starttls_failed_login_then_auth_login_then_mail() {
     let p = provider();
-    let Submission {
-        sender,
-        rcpt,
-        relay,
-        subject,
-        marker,
-        original,
-        data,
-    } = Submission::new(p, "py");
+    let (sender, rcpt, relay, subject, marker, original, data) = submission_case(p, "py");
     // One session: certificate verified against writ's CA; AUTH not offered
     // before STARTTLS; a wrong password is refused (535), then AUTH LOGIN
     // with an initial response succeeds in the same session.
@@ -869,15 +835,7 @@ fn commands_pipelined_after_starttls_are_discarded() {
 #[test]
 fn submissions_is_tls_from_the_first_byte() {
     let p = provider();
-    let Submission {
-        sender,
-        rcpt,
-        relay,
-        subject,
-        marker,
-        original,
-        data,
-    } = Submission::new(p, "ssl");
+    let (sender, rcpt, relay, subject, marker, original, data) = submission_case(p, "ssl");
     let script = r#"
 import smtplib, ssl, sys
 port, cafile, user, password, rcpt, path = sys.argv[1:]
@@ -931,15 +889,7 @@ print("sent")
 #[test]
 fn dsn_parameters_reach_the_provider() {
     let p = provider();
-    let Submission {
-        sender,
-        rcpt,
-        relay,
-        subject,
-        marker,
-        original,
-        data,
-    } = Submission::new(p, "dsn");
+    let (sender, rcpt, relay, subject, marker, original, data) = submission_case(p, "dsn");
     let envid = unique("envid");
     let orcpt = format!("{}@example.test", unique("orig"));
     let script = r#"

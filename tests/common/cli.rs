@@ -15,6 +15,17 @@ use std::thread;
 use super::files::{Snapshot, snapshot};
 use super::writ::WRIT;
 
+/// `writ keys init` in keys/ with a low work factor and the passphrase
+/// file `pw`: what [`Env::init_keyring`] runs.
+pub const KEYS_INIT: &[&str] = &[
+    "keys",
+    "init",
+    "--work-factor",
+    "10",
+    "--passphrase-file",
+    "pw",
+];
+
 /// A temporary working directory with passphrase files `pw` (the keyring's,
 /// see [`Env::init_keyring`]), `pw2` (another) and `bad` (a wrong one).
 pub struct Env {
@@ -117,18 +128,10 @@ impl Env {
         err
     }
 
-    /// `writ keys init` in keys/ (low work factor, passphrase file `pw`);
-    /// returns its output.
+    /// Runs [`KEYS_INIT`]; returns its output.
     #[track_caller]
     pub fn init_keyring(&self) -> String {
-        self.ok_text(&[
-            "keys",
-            "init",
-            "--work-factor",
-            "10",
-            "--passphrase-file",
-            "pw",
-        ])
+        self.ok_text(KEYS_INIT)
     }
 
     /// Every file and directory under keys/: content, mtime and mode.
