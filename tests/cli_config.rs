@@ -134,6 +134,16 @@ fn invalid_values_name_key_and_line() {
     env.write_config("[seal]\nprotected_fields = [\"X-Ok\", \"Bad Name\"]\n");
     let e = env.fail(&["check-config"]);
     assert!(e.contains("line 2") && e.contains("`Bad Name`"), "{e}");
+    env.write_config("[jobs]\nbatch = 0\nparallel = 100\n");
+    let e = env.fail(&["check-config"]);
+    assert!(
+        e.contains("[jobs] batch = 0: must be 1..=1000")
+            && e.contains("[jobs] parallel = 100: must be 1..=64"),
+        "{e}"
+    );
+    env.write_config("[jobs]\nbatch = \"many\"\n");
+    let e = env.fail(&["check-config"]);
+    assert!(e.contains("line 2") && e.contains("jobs.batch"), "{e}");
 }
 
 #[test]

@@ -42,6 +42,7 @@ pub fn serve(ctx: &Context) -> Result<()> {
 pub fn check_config(ctx: &Context) -> Result<()> {
     let mut problems = ctx.config.smtp.problems(&ctx.config.provider);
     problems.extend(ctx.config.imap.problems(&ctx.config.provider));
+    problems.extend(ctx.config.jobs.problems());
     if !problems.is_empty() {
         anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
     }
