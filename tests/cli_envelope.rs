@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::cli::Env;
+use common::process::output_with_stdin;
 use common::writ::{age_decrypt, age_keygen, payload_armor};
 
 const MESSAGE: &[u8] = b"From: ann@example.test\r\nTo: bob@example.test\r\nSubject: quarterly figures\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nRevenue is up. \xc3\xa9\r\nbare LF line\nlast line without break";
@@ -88,21 +88,12 @@ fn extra_recipient_from_age_keygen_opens_with_age() {
     assert_eq!(age_decrypt(&kg, &payload_armor(&sealed)), MESSAGE);
     // Without the extra recipient, that identity cannot open it.
     let plain_sealed = env.ok(&["seal", "m.eml"]).stdout;
-    let mut child = Command::new("age")
-        .args(["-d", "-i"])
-        .arg(&kg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&payload_armor(&plain_sealed))
-        .unwrap();
-    assert!(!child.wait_with_output().unwrap().status.success());
+    let out = output_with_stdin(
+        Command::new("age").args(["-d", "-i"]).arg(&kg),
+        &payload_armor(&plain_sealed),
+    )
+    .unwrap();
+    assert!(!out.status.success());
 }
 
 #[test]

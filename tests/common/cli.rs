@@ -7,12 +7,11 @@
 //! fail the way every writ error does: exit status 1, nothing on stdout and
 //! exactly one `writ: ...` line on stderr ([`Env::fail`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::thread;
 
 use super::files::{Snapshot, snapshot};
+use super::process::output_with_stdin;
 use super::writ::WRIT;
 
 /// `writ keys init` in keys/ with a low work factor and the passphrase
@@ -69,20 +68,7 @@ impl Env {
 
     /// Runs writ with `input` on stdin.
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        // writ may answer (and exit) before it has read all of stdin.
-        let writer = thread::spawn(move || stdin.write_all(&input));
-        let out = child.wait_with_output().unwrap();
-        let _ = writer.join();
-        out
+        output_with_stdin(&mut self.command(args), input).unwrap()
     }
 
     /// Runs writ and expects success.

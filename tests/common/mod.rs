@@ -6,6 +6,7 @@
 //!   Dovecot IMAP) on loopback, one per test binary, started on first use
 //!   and stopped when the test process exits. [`Provider::new_user`] gives
 //!   each test its own mailbox, so tests can run in parallel.
+//! - [`process`]: a child process with input on stdin, or output collected.
 //! - [`python`]: Python scripts as clients (imaplib, smtplib, sockets).
 //! - [`imap`]: a small IMAP client (literals, raw responses).
 //! - [`imap_proxy`]: `writ serve` as the IMAP proxy (STARTTLS and implicit TLS).
@@ -31,6 +32,7 @@ pub mod imap_proxy;
 pub mod jobs;
 pub mod mail;
 pub mod mta;
+pub mod process;
 pub mod provider;
 pub mod python;
 pub mod smtp;

@@ -10,7 +10,6 @@
 //! when the test process exits, the pipe closes and Postfix is stopped.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -19,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::process::collect_output;
 use super::smtp::Smtp;
 use super::writ::free_port;
 
@@ -247,35 +247,7 @@ impl Mta {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run python3: {e}"))?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = Arc::clone(&output);
-            thread::spawn(move || {
-                let mut pipe = pipe;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    output
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend_from_slice(&buf[..n]);
-                }
-            });
-        }
+        let output = collect_output(&mut child);
         let mut mta = Mta {
             smtp_port: port,
             dir,

@@ -6,7 +6,6 @@
 //! directory.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -16,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::imap::{Imap, Response, quote};
+use super::process::collect_output;
 use super::smtp::{self, Reply, Smtp};
 
 /// The mail domain the provider accepts (everything else is refused at RCPT).
@@ -142,23 +142,7 @@ impl Provider {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = Arc::clone(&output);
-            thread::spawn(move || collect(pipe, &output));
-        }
+        let output = collect_output(&mut child);
         let mut provider = Provider {
             smtp_port,
             submission_port,
@@ -681,19 +665,6 @@ fn fresh_dir() -> Result<PathBuf, String> {
     ));
     std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     Ok(dir)
-}
-
-fn collect(mut pipe: Box<dyn Read + Send>, output: &Mutex<Vec<u8>>) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = pipe.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        output
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(&buf[..n]);
-    }
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -4,7 +4,8 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
-use std::thread;
+
+use super::process::output_with_stdin;
 
 fn command<I>(script: &str, args: I) -> Command
 where
@@ -30,18 +31,7 @@ where
 
 /// Runs `script` with `args` and `input` on stdin.
 pub fn run_with_input(script: &str, args: &[&str], input: &[u8]) -> Output {
-    let mut child = command(script, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
+    output_with_stdin(&mut command(script, args), input).expect("run python3")
 }
 
 /// Runs `script` with `args`; panics with its output unless it exits 0.

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use ::writ::keys::{Keyring, Unlocked};
 
+use super::process::output_with_stdin;
 use super::provider::Provider;
 
 /// The writ binary under test.
@@ -115,24 +116,18 @@ impl TestKeys {
     /// Opens a sealed message with `writ open` (the CLI), stdin to stdout.
     #[track_caller]
     pub fn open_cli(&self, stored: &[u8]) -> Vec<u8> {
-        let mut child = Command::new(WRIT)
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .arg("--keys")
-            .arg(self.dir())
-            .arg("--passphrase-file")
-            .arg(self.passphrase_file())
-            .arg("open")
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run writ open");
-        let mut stdin = child.stdin.take().unwrap();
-        let input = stored.to_vec();
-        let writer = thread::spawn(move || stdin.write_all(&input));
-        let out = child.wait_with_output().expect("wait for writ open");
-        let _ = writer.join();
+        let out = output_with_stdin(
+            Command::new(WRIT)
+                .env_remove("WRIT_PASSPHRASE_FILE")
+                .arg("--keys")
+                .arg(self.dir())
+                .arg("--passphrase-file")
+                .arg(self.passphrase_file())
+                .arg("open")
+                .current_dir(self.tmp.path()),
+            stored,
+        )
+        .expect("run writ open");
         assert!(
             out.status.success(),
             "writ open failed: {}",
@@ -766,19 +761,8 @@ pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
 /// `age -d -i identity`, panicking on failure.
 #[track_caller]
 pub fn age_decrypt(identity: &Path, armor: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("age")
-        .args(["-d", "-i"])
-        .arg(identity)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = output_with_stdin(Command::new("age").args(["-d", "-i"]).arg(identity), armor)
         .expect("run age");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = armor.to_vec();
-    let writer = thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
     assert!(
         out.status.success(),
         "age -d: {}",
