@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use common::corpus::{eml_files, has_lone_cr};
 use common::imap_proxy::ImapProxy;
 use common::python;
 use common::{Provider, User, provider};
@@ -25,32 +26,6 @@ fn proxy(upstream: SocketAddr) -> ImapProxy {
         &format!("{}timeout_secs = 30\n", ImapProxy::plain(upstream)),
         "",
     )
-}
-
-/// `.eml` files of `tests/corpus/<sub>`, by name.
-fn eml_files(sub: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/corpus")
-        .join(sub);
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .map(|p| {
-            let name = format!("{sub}/{}", p.file_name().expect("name").to_string_lossy());
-            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (name, bytes)
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// A CR not followed by LF.
-fn has_lone_cr(m: &[u8]) -> bool {
-    m.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\r' && m.get(i + 1) != Some(&b'\n'))
 }
 
 /// About 2 MB: a text part, an HTML part and a base64 attachment of

@@ -10,9 +10,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::num::NonZeroU32;
-use std::path::Path;
 
 use age::x25519::Identity;
+use common::corpus::eml_files;
 use common::{Imap, Response, provider};
 use imap_next::imap_types::core::{AString, Vec1};
 use imap_next::imap_types::fetch::{Part as PartNumber, Section};
@@ -22,18 +22,8 @@ use writ::imap::section::{header_section, partial, section_bytes};
 /// The corpus, by file name, plus generated messages too large to keep as
 /// files.
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/sections");
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    out.sort();
-    assert!(out.len() >= 30, "corpus missing from {}", dir.display());
+    let mut out = eml_files("sections");
+    assert!(out.len() >= 30, "corpus missing from tests/corpus/sections");
 
     // A large base64 attachment next to a text part, CRLF.
     let mut big = b"From: a@example.test\r\nSubject: large\r\nContent-Type: multipart/mixed; boundary=big\r\n\r\n--big\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n--big\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();

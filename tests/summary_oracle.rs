@@ -8,9 +8,9 @@
 mod common;
 
 use std::io::Cursor;
-use std::path::Path;
 
 use age::x25519::Identity;
+use common::corpus::{eml_files, has_lone_cr};
 use common::provider;
 use writ::envelope::{Sealer, read_summary, view};
 
@@ -86,26 +86,12 @@ const CORPUS: &[&[u8]] = &[
 /// it into a line break when it saves the message, so Dovecot's answers are
 /// about another message than M.
 fn sections_corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/sections");
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
+    let out: Vec<(String, Vec<u8>)> = eml_files("sections")
+        .into_iter()
         .filter(|(_, m)| !has_lone_cr(m))
         .collect();
-    out.sort();
-    assert!(out.len() >= 40, "corpus missing from {}", dir.display());
+    assert!(out.len() >= 40, "corpus missing from tests/corpus/sections");
     out
-}
-
-fn has_lone_cr(m: &[u8]) -> bool {
-    m.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\r' && m.get(i + 1) != Some(&b'\n'))
 }
 
 /// What writ computes from the summary and what Dovecot says differ, item

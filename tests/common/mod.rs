@@ -1,6 +1,7 @@
 //! Shared integration-test harness. Use from a test binary with `mod common;`.
 //!
 //! - [`cli`]: `writ` as a command-line program in a temp working dir.
+//! - [`corpus`]: the `.eml` messages under `tests/corpus/`.
 //! - [`files`]: copy and snapshot a file tree.
 //! - [`provider()`]: a throwaway local mail provider (Postfix SMTP → LMTP →
 //!   Dovecot IMAP) on loopback, one per test binary, started on first use
@@ -25,6 +26,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cli;
+pub mod corpus;
 pub mod faults;
 pub mod files;
 pub mod imap;
