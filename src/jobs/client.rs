@@ -297,11 +297,7 @@ impl Client {
         name: &'static str,
         body: CommandBody<'static>,
     ) -> Result<Answer, ClientError> {
-        let tag = self.tag();
-        self.flow.enqueue_command(Command {
-            tag: tag.clone(),
-            body,
-        });
+        let tag = self.send(body);
         let status = self.wait_for(tag.inner()).await?;
         let data = std::mem::take(&mut self.data);
         if status.kind != StatusKind::Ok {
@@ -609,26 +605,42 @@ impl Client {
         let Some(set) = uid_set(uids) else {
             return Ok(());
         };
-        self.run(
-            "UID STORE",
-            CommandBody::Store {
-                sequence_set: set.clone(),
-                kind: StoreType::Add,
-                response: StoreResponse::Silent,
-                flags: vec![Flag::Deleted],
-                uid: true,
-                modifiers: Vec::new(),
-            },
-        )
-        .await?;
-        if expunge_all {
-            self.run("EXPUNGE", CommandBody::Expunge).await?;
+        // Pipelined: one round trip. Should the STORE fail, the EXPUNGE
+        // finds nothing of ours marked (or what a user had marked), and
+        // every original here has a verified copy either way.
+        let store = self.send(CommandBody::Store {
+            sequence_set: set.clone(),
+            kind: StoreType::Add,
+            response: StoreResponse::Silent,
+            flags: vec![Flag::Deleted],
+            uid: true,
+            modifiers: Vec::new(),
+        });
+        let (name, body) = if expunge_all {
+            ("EXPUNGE", CommandBody::Expunge)
         } else {
-            self.run("UID EXPUNGE", CommandBody::ExpungeUid { sequence_set: set })
-                .await?;
-        }
+            ("UID EXPUNGE", CommandBody::ExpungeUid { sequence_set: set })
+        };
+        let expunge = self.send(body);
+        let stored = self.wait_for(store.inner()).await?;
+        let expunged = self.wait_for(expunge.inner()).await?;
         self.data.clear();
+        for (command, status) in [("UID STORE", stored), (name, expunged)] {
+            if status.kind != StatusKind::Ok {
+                return Err(refusal(command, &status));
+            }
+        }
         Ok(())
+    }
+
+    /// Enqueues a command; its answer is awaited with `wait_for`.
+    fn send(&mut self, body: CommandBody<'static>) -> Tag<'static> {
+        let tag = self.tag();
+        self.flow.enqueue_command(Command {
+            tag: tag.clone(),
+            body,
+        });
+        tag
     }
 
     /// LOGOUT, best effort: the job is done either way.
