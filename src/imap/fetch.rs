@@ -94,7 +94,7 @@ pub struct FetchPlan {
     cache: Option<CacheRef>,
 }
 
-fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
+pub(super) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
     MessageDataItemName::BodyExt {
         section,
         partial: None,
@@ -120,7 +120,7 @@ fn data_bytes(item: &MessageDataItem<'_>) -> Option<Vec<u8>> {
     }
 }
 
-fn uid_of(items: &[MessageDataItem<'_>]) -> Option<NonZeroU32> {
+pub(super) fn uid_of(items: &[MessageDataItem<'_>]) -> Option<NonZeroU32> {
     items.iter().find_map(|i| match i {
         MessageDataItem::Uid(u) => Some(*u),
         _ => None,

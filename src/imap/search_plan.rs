@@ -35,7 +35,7 @@ use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind, Tagged};
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use super::fetch::{CacheRef, Output};
+use super::fetch::{CacheRef, Output, peek, uid_of};
 use super::search::{self, Candidate, Search};
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
@@ -107,14 +107,6 @@ fn fetch_command(
     }
 }
 
-fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
-    MessageDataItemName::BodyExt {
-        section,
-        partial: None,
-        peek: true,
-    }
-}
-
 /// The bytes of the `BODY[<section>]` item, if present.
 fn body_item(list: &[MessageDataItem<'_>], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
     list.iter().find_map(|i| match i {
@@ -128,13 +120,6 @@ fn body_item(list: &[MessageDataItem<'_>], section: Option<&Section<'_>>) -> Opt
                 .map(|d| d.as_ref().to_vec())
                 .unwrap_or_default(),
         ),
-        _ => None,
-    })
-}
-
-fn uid_of(list: &[MessageDataItem<'_>]) -> Option<NonZeroU32> {
-    list.iter().find_map(|i| match i {
-        MessageDataItem::Uid(u) => Some(*u),
         _ => None,
     })
 }
