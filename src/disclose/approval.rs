@@ -183,11 +183,7 @@ pub fn load_key(path: &Path, passphrase: &SecretString) -> Result<ApprovalKey, D
     let mut text = Zeroizing::new(Vec::new());
     reader.read_to_end(&mut text).map_err(|_| bad("damaged"))?;
     let text = std::str::from_utf8(&text).map_err(|_| bad("not text"))?;
-    let field = |name: &str| -> Option<&str> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-            .map(str::trim)
-    };
+    let field = |name: &str| crate::keys::text_field(text, name);
     if field("writ-approval-key") != Some(KEY_VERSION) {
         return Err(bad("unknown version"));
     }

@@ -343,11 +343,7 @@ fn read_share(path: &Path, openers: &Openers) -> Result<ShareFile, EscrowError> 
     let mut text = Zeroizing::new(Vec::new());
     reader.read_to_end(&mut text).map_err(|_| bad("damaged"))?;
     let text = std::str::from_utf8(&text).map_err(|_| bad("not text"))?;
-    let field = |name: &str| -> Option<&str> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-            .map(str::trim)
-    };
+    let field = |name: &str| crate::keys::text_field(text, name);
     if field("writ-escrow-share") != Some(SHARE_VERSION) {
         return Err(bad("unknown version"));
     }

@@ -26,7 +26,7 @@ pub use keyring::Keyring;
 pub(crate) use keyring::now_rfc3339;
 pub use passphrase::{passphrase_from, prompt_passphrase, read_passphrase_file};
 pub use unlock::Unlocked;
-pub(crate) use unlock::{encrypt_armored, passphrase_recipient};
+pub(crate) use unlock::{encrypt_armored, passphrase_recipient, text_field};
 
 /// The sealer for new mail: the active epoch, the escrow recipient and the
 /// configured extra recipients, with the configured limits. Needs only the

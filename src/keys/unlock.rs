@@ -111,6 +111,14 @@ pub(crate) fn passphrase_recipient(
     Ok(recipient)
 }
 
+/// The value of the `name: value` line in a decrypted key file's text
+/// (escrow shares, approval keys), trimmed.
+pub(crate) fn text_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .map(str::trim)
+}
+
 /// Encrypts `plaintext` to one recipient, ASCII-armored: for the files
 /// people carry and mail around (escrow shares, approval keys).
 pub(crate) fn encrypt_armored(
