@@ -2,9 +2,17 @@
 //!
 //! Meant for a private interface (monitoring, the load balancer's probe):
 //! it serves no mail data and takes no input beyond the request line.
+//!
+//! Caps: [`MAX_CONNECTIONS`] at once (the oldest is closed to make room, so
+//! a flood cannot keep a probe out); a request head must arrive within
+//! [`HEADER_READ_TIMEOUT`], and a kept-alive connection idle that long is
+//! closed (hyper's header read timer covers both); hyper's own limits on
+//! head size (about 400 KB) and header count answer 431/400; bodies are
+//! never read.
 //! Metric names live in [`names`] so the relay and the endpoint agree on
 //! them.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +30,7 @@ use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// Metric names recorded by writ. Labels are listed with each.
 pub mod names {
@@ -62,9 +70,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     120.0, 300.0,
 ];
 
+/// Admin connections open at once. At the cap, the oldest is closed to make
+/// room for the new one: whoever floods the endpoint with connections
+/// cannot keep the load balancer's probe out (its connection is the newest).
+pub const MAX_CONNECTIONS: usize = 64;
 /// A slow client must not hold a connection (and delay shutdown) by
 /// trickling its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A probe that hangs is worse than one that fails: a health check that
 /// takes longer than this is reported as unhealthy.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -206,6 +218,8 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    // The connections in `conns`, oldest first.
+    let mut open = VecDeque::new();
     let mut upkeep = tokio::time::interval(UPKEEP_PERIOD);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     if let Ok(addr) = listener.local_addr() {
@@ -228,10 +242,20 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Reap finished connections so the set does not grow, then
+                // make room at the cap by closing the oldest.
+                while conns.try_join_next().is_some() {}
+                open.retain(|c: &AbortHandle| !c.is_finished());
+                while open.len() >= MAX_CONNECTIONS {
+                    if let Some(oldest) = open.pop_front() {
+                        tracing::debug!("admin endpoint: connection cap reached, closing the oldest");
+                        oldest.abort();
+                    }
+                }
                 let state = Arc::clone(&state);
                 let builder = builder.clone();
                 let mut stop = stop_rx.clone();
-                conns.spawn(async move {
+                let handle = conns.spawn(async move {
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(route(&state, req).await) }
@@ -253,8 +277,7 @@ pub async fn serve(
                         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
                     }
                 });
-                // Reap finished connections so the set does not grow.
-                while conns.try_join_next().is_some() {}
+                open.push_back(handle);
             }
         }
     }

@@ -9,19 +9,22 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use writ::admin::{self, Health, names};
 
-/// A health check with a fixed answer, optionally slow.
+/// A health check with a fixed answer, optionally slow; says when a check
+/// has started.
 struct Fixed {
     answer: Result<(), String>,
     delay: Duration,
+    started: Arc<Notify>,
 }
 
 impl Health for Fixed {
     fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
+            self.started.notify_one();
             tokio::time::sleep(self.delay).await;
             self.answer.clone()
         })
@@ -31,6 +34,8 @@ impl Health for Fixed {
 struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    /// Notified when a health check starts.
+    check_started: Arc<Notify>,
     task: JoinHandle<Result<(), admin::AdminError>>,
 }
 
@@ -40,13 +45,19 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let health = Arc::new(Fixed { answer, delay });
+        let check_started = Arc::new(Notify::new());
+        let health = Arc::new(Fixed {
+            answer,
+            delay,
+            started: Arc::clone(&check_started),
+        });
         let task = tokio::spawn(admin::serve(listener, handle, health, async {
             let _ = stopped.await;
         }));
         Server {
             addr,
             stop: Some(stop),
+            check_started,
             task,
         }
     }
@@ -203,8 +214,8 @@ async fn shutdown_lets_the_request_in_flight_finish_then_stops_accepting() {
     let server = Server::start(Ok(()), Duration::from_millis(500)).await;
     let addr = server.addr;
     let in_flight = tokio::spawn(request(addr, "GET", "/healthz"));
-    // Let the request reach the (slow) health check before shutting down.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Shut down once the request has reached the (slow) health check.
+    server.check_started.notified().await;
     server.stop().await;
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -231,4 +242,86 @@ async fn shutdown_closes_idle_keep_alive_connections() {
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "the idle connection is closed");
+}
+
+/// Reads until the server closes the connection (or the bound passes):
+/// true when it closed.
+async fn closed_within(tcp: &mut TcpStream, bound: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(bound, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn slow_and_idle_clients_are_closed_and_the_probe_is_served_meanwhile() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    // Half the attackers trickle a request head that never ends, half
+    // finish one request and then sit on the kept-alive connection.
+    let mut slow = Vec::new();
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        if i % 2 == 0 {
+            tcp.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: a")
+                .await
+                .unwrap();
+            slow.push(tcp);
+        } else {
+            tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: writ\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            idle.push(tcp);
+        }
+    }
+    // The prober still gets its answer while all of them are open.
+    let (status, _, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        request(server.addr, "GET", "/healthz"),
+    )
+    .await
+    .expect("the probe is answered while 300 connections are held");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Nobody holds a connection for long: the server closes both kinds
+    // (header read timeout, keep-alive idle timeout), with a wide margin.
+    for tcp in slow.iter_mut().chain(idle.iter_mut()) {
+        assert!(
+            closed_within(tcp, Duration::from_secs(30)).await,
+            "a slow or idle admin connection was left open"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn more_connections_than_the_cap_evict_the_oldest_so_a_probe_gets_in() {
+    let server = Server::start(Ok(()), Duration::ZERO).await;
+    let mut held = Vec::new();
+    for _ in 0..admin::MAX_CONNECTIONS + 20 {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: a")
+            .await
+            .unwrap();
+        held.push(tcp);
+    }
+    let (status, _, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        request(server.addr, "GET", "/healthz"),
+    )
+    .await
+    .expect("the probe is answered past the connection cap");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // The first ones were closed to make room, before any timeout.
+    assert!(closed_within(&mut held[0], Duration::from_secs(5)).await);
+    server.stop().await;
 }
