@@ -13,6 +13,7 @@
 
 mod armor;
 mod detect;
+pub mod fuzz;
 pub mod header;
 mod open;
 pub mod scan;

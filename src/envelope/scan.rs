@@ -594,7 +594,7 @@ mod tests {
         m.extend_from_slice("\u{e9}".repeat(600).as_bytes());
         m.extend_from_slice(b"\r\n\r\n");
         let s = scan(&m, Limits::default());
-        let v = s.root.content_type_value.unwrap();
+        let v = s.root.content_type_value.clone().unwrap();
         assert_eq!(v.len(), 1024);
         assert!(v.chars().all(|c| c == '\u{e9}'));
     }
