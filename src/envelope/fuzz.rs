@@ -153,9 +153,9 @@ pub fn sealed(data: &[u8]) {
         0 => stored_message(data),
         1 => stored_message(&mutated(&f.sealed, data)),
         _ => {
-            let cut = data
-                .iter()
-                .fold(0usize, |n, &b| n.wrapping_mul(31).wrapping_add(usize::from(b)));
+            let cut = data.iter().fold(0usize, |n, &b| {
+                n.wrapping_mul(31).wrapping_add(usize::from(b))
+            });
             let stored = &f.sealed[..cut % (f.sealed.len() + 1)];
             stored_message(stored);
         }
@@ -182,7 +182,10 @@ fn stored_message(stored: &[u8]) {
             let prefix = super::stored_prefix(&stored[..head_end]);
             assert_eq!(o.size, prefix.len() as u64 + s.size);
             assert_eq!(m2.len() as u64, o.size);
-            assert!(opened.is_ok(), "open failed where open_with_summary did not");
+            assert!(
+                opened.is_ok(),
+                "open failed where open_with_summary did not"
+            );
             assert_eq!(summary.as_ref().ok(), Some(&s));
         }
         // `open` may still succeed, when no summary precedes the payload.

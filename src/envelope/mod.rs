@@ -23,7 +23,9 @@ pub mod summary;
 pub mod view;
 
 pub use detect::{Detected, detect, stored_prefix};
-pub use open::{Keys, Opened, open, open_summary, open_summary_of, open_with_summary, read_summary};
+pub use open::{
+    Keys, Opened, open, open_summary, open_summary_of, open_with_summary, read_summary,
+};
 pub use scan::Limits;
 pub use seal::{PROTECTED_FIELDS, Sealed, Sealer};
 pub use summary::{Part, Summary};

@@ -8,9 +8,9 @@
 
 use std::io::{self, BufRead, Read, Write};
 
+use super::FORMAT_VERSION;
 use super::armor::{Dearmor, TransferDecoder, TransferEncoding};
 use super::detect::{Detected, parse_marker};
-use super::FORMAT_VERSION;
 use super::header;
 use super::summary::{SUMMARY_VERSION, Summary};
 use super::{EnvelopeError, PAYLOAD_TYPE, SEALED_PROTOCOL};
@@ -449,7 +449,9 @@ impl<W: Write> Write for SizedOutput<W> {
             && after > want
         {
             self.past = Some(after);
-            return Err(io::Error::other("the payload is longer than its summary says"));
+            return Err(io::Error::other(
+                "the payload is longer than its summary says",
+            ));
         }
         let n = self.inner.write(buf)?;
         self.written = self.written.saturating_add(n as u64);

@@ -390,7 +390,10 @@ fn capped_parts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Part>, D::Error> 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             write!(f, "a list of at most {MAX_PARTS} parts")
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Part>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Part>, A::Error> {
             let mut parts = Vec::new();
             while let Some(part) = seq.next_element::<Part>()? {
                 if parts.len() == MAX_PARTS {
@@ -500,7 +503,11 @@ impl Part {
         if self.imap_body_eol > 2 {
             return bad("imap_body_eol is not 0, 1 or 2");
         }
-        if self.header.as_ref().is_some_and(|h| h.len() as u64 > self.header_size) {
+        if self
+            .header
+            .as_ref()
+            .is_some_and(|h| h.len() as u64 > self.header_size)
+        {
             return bad("the raw header is longer than header_size");
         }
         if parent.is_some_and(|p| self.header_offset < p.body_offset) {

@@ -3,10 +3,11 @@
 //!
 //! The tree is outside data: it is walked with explicit lists, never by
 //! recursion, so no nesting (even past the summary readers' cap of
-//! [`MAX_DEPTH`](crate::envelope::summary::MAX_DEPTH)) can overflow the
-//! stack.
+//! [`MAX_DEPTH`]) can overflow the stack, and the work per entity is
+//! bounded (by [`MAX_DEPTH`] steps where it looks below an entity).
 
 use super::*;
+use crate::envelope::summary::MAX_DEPTH;
 
 /// Parameters as Dovecot lists them: RFC 2231 continuations (`name*0`,
 /// `name*1*`, ...) joined into one `name` (or `name*`, then with the
@@ -238,7 +239,11 @@ fn keeps_break(part: &Part) -> bool {
     }
     let end = part.body_offset.saturating_add(part.body_size);
     let mut d = part;
-    while let Some(last) = d.parts.last() {
+    // At most MAX_DEPTH steps, the deepest a summary goes: the writer
+    // calls this for every message/rfc822 part, so an unbounded walk over
+    // a tree built in code past the cap would make it quadratic.
+    for _ in 0..MAX_DEPTH {
+        let Some(last) = d.parts.last() else { break };
         if last.header_offset.saturating_add(last.header_size) > end {
             return true;
         }
