@@ -144,6 +144,87 @@ fn subject_and_body_never_appear_outside() {
     }
 }
 
+/// The outer header of a sealed message: its fields between the marker
+/// and the writer's own Subject placeholder / MIME fields.
+fn outer_fields(sealed: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(sealed);
+    let head = &text[..text.find("\r\n\r\n").unwrap() + 2];
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split_inclusive("\r\n") {
+        match fields.last_mut() {
+            Some(f) if line.starts_with([' ', '\t']) => f.push_str(line),
+            _ => fields.push(line.to_string()),
+        }
+    }
+    fields
+}
+
+#[test]
+fn only_routing_threading_and_list_fields_go_outside() {
+    // A third-party message (Emacs VM's X-VM-v5-Data keeps the Subject
+    // text) with the fields a provider needs and the fields it does not.
+    let m = b"Received: from mx.example.test by mail.example.test; Fri, 27 Nov 2026 09:00:00 +0000\r\nX-VM-v5-Data: ([nil nil nil nil nil nil nil nil nil]\r\n\t[\"merger plans with Acme\" \"Friday\" \"ann@example.test\"])\r\nFrom: Ann <ann@example.test>\r\nTo: bob@example.test\r\nCc: carol@example.test\r\nBcc: dave@example.test\r\nSubject: merger plans with Acme\r\nDate: Fri, 27 Nov 2026 09:00:00 +0000\r\nMessage-ID: <1@example.test>\r\nIn-Reply-To: <0@example.test>\r\nReferences: <0@example.test>\r\nReply-To: ann@example.test\r\nSender: ann@example.test\r\nReturn-Path: <ann@example.test>\r\nDelivered-To: bob@example.test\r\nList-Id: <deals.example.test>\r\nlist-unsubscribe: <mailto:x@example.test>\r\nAuto-Submitted: no\r\nPrecedence: list\r\nDKIM-Signature: v=1; d=example.test\r\nARC-Seal: i=1; cv=none\r\nAuthentication-Results: mx.example.test; dkim=pass\r\nX-Mailer: MergerMail 1.0 (Acme deal edition)\r\nUser-Agent: VM 8.2 (merger plans)\r\nOrganization: Acme merger team\r\nX-Loop: deals\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nsecret body\r\n";
+    let (sealer, ids) = keys();
+    let sealed = seal(&sealer, m);
+    let outer = outer_fields(&sealed);
+    let names: Vec<&str> = outer.iter().map(|f| f.split(':').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "X-Writ",
+            "Received",
+            "From",
+            "To",
+            "Cc",
+            "Bcc",
+            "Date",
+            "Message-ID",
+            "In-Reply-To",
+            "References",
+            "Reply-To",
+            "Sender",
+            "Return-Path",
+            "Delivered-To",
+            "List-Id",
+            "list-unsubscribe",
+            "Auto-Submitted",
+            "Precedence",
+            "DKIM-Signature",
+            "ARC-Seal",
+            "Authentication-Results",
+            "Subject",
+            "MIME-Version",
+            "Content-Type",
+        ]
+    );
+    let text = String::from_utf8_lossy(&sealed);
+    for leak in ["merger", "Acme", "MergerMail", "VM 8.2", "X-Loop", "secret"] {
+        assert!(!text.contains(leak), "{leak} is outside");
+    }
+    // Opening stays byte-exact.
+    assert_eq!(open_bytes(&ids, &sealed).unwrap(), m);
+
+    // A deployment adds fields; protection still wins.
+    let sealer = Sealer::new(EPOCH, vec![ids[0].to_public()])
+        .allow_outside(["x-loop".to_string(), "Organization".to_string()])
+        .protect(["Organization".to_string()]);
+    let sealed = seal(&sealer, m);
+    let outer = outer_fields(&sealed);
+    assert!(outer.iter().any(|f| f == "X-Loop: deals\r\n"), "{outer:?}");
+    assert!(!outer.iter().any(|f| f.starts_with("Organization")));
+    assert_eq!(open_bytes(&ids, &sealed).unwrap(), m);
+
+    // The configuration reaches the sealer every component builds.
+    let config = writ::config::SealConfig {
+        outer_fields: vec!["X-Loop".into()],
+        ..Default::default()
+    };
+    let sealer = writ::keys::external_sealer(EPOCH.into(), vec![ids[0].to_public()], &config);
+    let outer = outer_fields(&seal(&sealer, m));
+    assert!(outer.iter().any(|f| f == "X-Loop: deals\r\n"), "{outer:?}");
+    assert!(!outer.iter().any(|f| f.starts_with("X-Mailer")));
+}
+
 #[test]
 fn sealing_a_sealed_message_returns_it_unchanged() {
     let (sealer, _) = keys();

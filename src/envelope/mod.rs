@@ -27,7 +27,7 @@ pub use open::{
     Keys, Opened, open, open_summary, open_summary_of, open_with_summary, read_summary,
 };
 pub use scan::Limits;
-pub use seal::{PROTECTED_FIELDS, Sealed, Sealer};
+pub use seal::{OUTER_FIELD_PREFIXES, OUTER_FIELDS, PROTECTED_FIELDS, Sealed, Sealer};
 pub use summary::{Part, Summary};
 
 /// The format version this writ writes and reads (`X-Writ: v=1`).
