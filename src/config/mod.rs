@@ -83,6 +83,11 @@ pub struct SealConfig {
     /// Header fields protected in addition to the built-in list.
     #[serde(deserialize_with = "de_field_names")]
     pub protected_fields: Vec<String>,
+    /// Header fields copied to the stored (outer) header in addition to the
+    /// built-in routing set (`envelope::OUTER_FIELDS`); every other field
+    /// lives only inside the payload. Protected fields never go outside.
+    #[serde(deserialize_with = "de_field_names")]
+    pub outer_fields: Vec<String>,
     /// Ciphertext is kept in memory up to this many bytes, then spilled to a
     /// temp file.
     pub spill_threshold: u64,
@@ -99,6 +104,7 @@ impl Default for SealConfig {
         SealConfig {
             extra_recipients: Vec::new(),
             protected_fields: Vec::new(),
+            outer_fields: Vec::new(),
             spill_threshold: DEFAULT_SPILL_THRESHOLD,
             temp_dir: None,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
@@ -444,6 +450,10 @@ mod tests {
             e.contains("line 2") && e.contains("protected_fields"),
             "{e}"
         );
+        let c = parse("[seal]\nouter_fields = [\"X-Loop\"]\n").unwrap();
+        assert_eq!(c.seal.outer_fields, ["X-Loop"]);
+        let e = parse("[seal]\nouter_fields = [\"X-Loop:\"]\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("outer_fields"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Is a stored message sealed, and under which epoch? From its header alone.
 
-use super::SEALED_PROTOCOL;
 use super::header;
+use super::{EnvelopeError, FORMAT_VERSION, SEALED_PROTOCOL};
 
 /// What the header of a sealed message says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +10,20 @@ pub struct Detected {
     pub version: u32,
     /// The epoch id from `key=...`.
     pub epoch: String,
+}
+
+impl Detected {
+    /// Does this writ read the marker's format version? Anything but
+    /// [`FORMAT_VERSION`] is refused as unsupported: the whole message is
+    /// then undecryptable (`docs/FORMAT.md` section 15), its summary
+    /// included.
+    pub fn supported(&self) -> Result<(), EnvelopeError> {
+        if self.version == FORMAT_VERSION {
+            Ok(())
+        } else {
+            Err(EnvelopeError::UnsupportedVersion(self.version.to_string()))
+        }
+    }
 }
 
 /// Parses `v=1; key=0123456789abcdef` (whitespace and order tolerated).

@@ -13,6 +13,7 @@
 
 mod armor;
 mod detect;
+pub mod fuzz;
 pub mod header;
 mod open;
 pub mod scan;
@@ -22,10 +23,15 @@ pub mod summary;
 pub mod view;
 
 pub use detect::{Detected, detect, stored_prefix};
-pub use open::{Keys, Opened, open, open_summary, read_summary};
+pub use open::{
+    Keys, Opened, open, open_summary, open_summary_of, open_with_summary, read_summary,
+};
 pub use scan::Limits;
-pub use seal::{PROTECTED_FIELDS, Sealed, Sealer};
+pub use seal::{OUTER_FIELD_PREFIXES, OUTER_FIELDS, PROTECTED_FIELDS, Sealed, Sealer};
 pub use summary::{Part, Summary};
+
+/// The format version this writ writes and reads (`X-Writ: v=1`).
+pub const FORMAT_VERSION: u32 = 1;
 
 /// The `protocol` of the outer multipart/encrypted and the type of part 1.
 pub const SEALED_PROTOCOL: &str = "application/vnd.writ.sealed";

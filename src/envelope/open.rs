@@ -8,6 +8,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 
+use super::FORMAT_VERSION;
 use super::armor::{Dearmor, TransferDecoder, TransferEncoding};
 use super::detect::{Detected, parse_marker};
 use super::header;
@@ -77,7 +78,7 @@ fn read_stored_header(input: &mut impl BufRead) -> Result<StoredHeader, Envelope
     };
     let value = fields[pos].value();
     let marker = match parse_marker(&value) {
-        Some(m) if m.version == 1 => m,
+        Some(m) if m.version == FORMAT_VERSION => m,
         Some(m) => return Err(EnvelopeError::UnsupportedVersion(m.version.to_string())),
         None => {
             return Err(EnvelopeError::Damaged(
@@ -327,32 +328,139 @@ fn container<R: BufRead>(
 
 /// Opens a stored sealed message: writes the fields above the marker, then
 /// M byte for byte. Output written before an error is authentic (age
-/// authenticates every chunk) but incomplete; callers that must not expose
-/// partial output write to a buffer or temp file first.
+/// authenticates every chunk) but may be incomplete; callers that must not
+/// expose partial output write to a buffer or temp file first.
+///
+/// When the summary part precedes the payload (always, in messages writ
+/// wrote), it is read and checked first, and M must be exactly its `size`
+/// octets: a payload longer than the summary says fails as soon as it
+/// passes that size, a shorter one at its end, both as damaged. A summary
+/// that does not open or is malformed fails the same way, so a message is
+/// either wholly readable (summary and payload agree) or undecryptable.
+/// Without a summary part before the payload, M is opened unchecked; use
+/// [`open_with_summary`] to require one.
 pub fn open(
     input: impl BufRead,
     keys: &(impl Keys + ?Sized),
-    mut output: impl Write,
+    output: impl Write,
 ) -> Result<Opened, EnvelopeError> {
+    open_checked(input, keys, output, false).map(|(opened, _)| opened)
+}
+
+/// Opens a stored sealed message as [`open`] does, and returns its summary
+/// too (with the stored prefix not yet applied: see
+/// [`Summary::with_prefix`]). The summary part must precede the payload,
+/// and M's length must equal the summary's `size`; otherwise the message is
+/// damaged ([`EnvelopeError::Damaged`]). This is the one call for a reader
+/// that shows both (the IMAP proxy's whole-message fetch): what it lists
+/// and what it serves can never disagree on the size.
+pub fn open_with_summary(
+    input: impl BufRead,
+    keys: &(impl Keys + ?Sized),
+    output: impl Write,
+) -> Result<(Opened, Summary), EnvelopeError> {
+    let (opened, summary) = open_checked(input, keys, output, true)?;
+    let summary = summary.ok_or_else(|| {
+        EnvelopeError::Damaged("the sealed message has no summary before its payload".into())
+    })?;
+    Ok((opened, summary))
+}
+
+fn open_checked(
+    input: impl BufRead,
+    keys: &(impl Keys + ?Sized),
+    mut output: impl Write,
+    require_summary: bool,
+) -> Result<(Opened, Option<Summary>), EnvelopeError> {
     let (head, ids, mut parts) = container(input, keys)?;
+    let mut summary = None;
     while let Some((kind, enc)) = parts.next_part()? {
-        if kind != PartKind::Payload {
-            continue;
+        match kind {
+            PartKind::Summary if summary.is_none() => {
+                let body = TransferDecoder::new(parts.body(), enc);
+                summary = Some(summary_from(body.take(MAX_SUMMARY_PART as u64), &ids)?);
+                continue;
+            }
+            PartKind::Payload => {}
+            _ => continue,
+        }
+        if require_summary && summary.is_none() {
+            return Err(EnvelopeError::Damaged(
+                "the sealed message has no summary before its payload".into(),
+            ));
         }
         output
             .write_all(&head.prefix)
             .map_err(EnvelopeError::Output)?;
         let body = TransferDecoder::new(parts.body(), enc);
-        let n = decrypt_into(body, &ids, &mut output)?;
+        let expected = summary.as_ref().map(|s: &Summary| s.size);
+        let mut sized = SizedOutput {
+            inner: &mut output,
+            expected,
+            written: 0,
+            past: None,
+        };
+        let decrypted = decrypt_into(body, &ids, &mut sized);
+        if let (Some(got), Some(want)) = (sized.past, expected) {
+            return Err(size_mismatch(got, want));
+        }
+        let n = decrypted?;
+        if let Some(want) = expected
+            && n != want
+        {
+            return Err(size_mismatch(n, want));
+        }
         output.flush().map_err(EnvelopeError::Output)?;
-        return Ok(Opened {
-            epoch: head.marker.epoch,
-            size: head.prefix.len() as u64 + n,
-        });
+        return Ok((
+            Opened {
+                epoch: head.marker.epoch,
+                size: head.prefix.len() as u64 + n,
+            },
+            summary,
+        ));
     }
     Err(EnvelopeError::Damaged(
         "the sealed message has no payload part".into(),
     ))
+}
+
+fn size_mismatch(got: u64, want: u64) -> EnvelopeError {
+    let how = if got > want { "longer" } else { "shorter" };
+    EnvelopeError::Damaged(format!(
+        "the payload is {how} than its summary says ({want} octets): tampered with"
+    ))
+}
+
+/// The output of a payload whose length the summary gives: refuses octets
+/// past it, before they are written.
+struct SizedOutput<W: Write> {
+    inner: W,
+    expected: Option<u64>,
+    written: u64,
+    /// Set to the length reached when a write would have passed
+    /// `expected`.
+    past: Option<u64>,
+}
+
+impl<W: Write> Write for SizedOutput<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let after = self.written.saturating_add(buf.len() as u64);
+        if let Some(want) = self.expected
+            && after > want
+        {
+            self.past = Some(after);
+            return Err(io::Error::other(
+                "the payload is longer than its summary says",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.written = self.written.saturating_add(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Reads the summary from a stored sealed message, consuming input only up
@@ -374,7 +482,25 @@ pub fn read_summary(
 }
 
 /// Opens the summary from part 1's body alone (as fetched with BODY[1]),
+/// undoing `transfer_encoding` (its Content-Transfer-Encoding, if any),
+/// for a message whose marker was detected as `marker`. A marker of a
+/// format version other than [`FORMAT_VERSION`] is refused as unsupported
+/// before anything is decrypted, exactly as [`open`] refuses it: a message
+/// is never listed from its summary and served as ciphertext.
+pub fn open_summary_of(
+    part1: &[u8],
+    transfer_encoding: Option<&str>,
+    marker: &Detected,
+    keys: &(impl Keys + ?Sized),
+) -> Result<Summary, EnvelopeError> {
+    marker.supported()?;
+    open_summary(part1, transfer_encoding, &marker.epoch, keys)
+}
+
+/// Opens the summary from part 1's body alone (as fetched with BODY[1]),
 /// undoing `transfer_encoding` (its Content-Transfer-Encoding, if any).
+/// This does not know the marker's format version: callers check it first
+/// ([`Detected::supported`]), or call [`open_summary_of`].
 pub fn open_summary(
     part1: &[u8],
     transfer_encoding: Option<&str>,
@@ -383,19 +509,33 @@ pub fn open_summary(
 ) -> Result<Summary, EnvelopeError> {
     let ids = identities_for(keys, epoch)?;
     let body = TransferDecoder::new(part1, TransferEncoding::from_header(transfer_encoding));
-    summary_from(body, &ids)
+    summary_from(body.take(MAX_SUMMARY_PART as u64), &ids)
 }
 
+/// The summary's version alone, read first so that a summary of another
+/// version is refused as such, whatever the rest of it holds.
+#[derive(serde::Deserialize)]
+struct VersionOnly {
+    version: Option<serde_json::Value>,
+}
+
+/// Decrypts and reads a summary. Its JSON is flat (serde recurses a few
+/// levels at most, and serde_json stops at 128); [`Summary`]'s conversion
+/// checks the caps and numbers before building the tree (see
+/// `summary.rs`).
 fn summary_from(body: impl Read, ids: &[&dyn age::Identity]) -> Result<Summary, EnvelopeError> {
     let mut json = Vec::new();
     decrypt_into(body, ids, &mut json)?;
-    let v: serde_json::Value =
+    let head: VersionOnly =
         serde_json::from_slice(&json).map_err(|e| EnvelopeError::Summary(e.to_string()))?;
-    let version = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-    if version != u64::from(SUMMARY_VERSION) {
-        return Err(EnvelopeError::UnsupportedVersion(format!(
-            "summary {version}"
-        )));
+    match head.version.as_ref().and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(SUMMARY_VERSION) => {}
+        Some(v) => return Err(EnvelopeError::UnsupportedVersion(format!("summary {v}"))),
+        None => {
+            return Err(EnvelopeError::UnsupportedVersion(
+                "summary without a version number".into(),
+            ));
+        }
     }
-    serde_json::from_value(v).map_err(|e| EnvelopeError::Summary(e.to_string()))
+    serde_json::from_slice(&json).map_err(|e| EnvelopeError::Summary(e.to_string()))
 }

@@ -11,15 +11,22 @@
 //! content: the summary says so, the payload is unaffected.
 
 use super::header::{self, ParamValue, text};
-use super::summary::{Disposition, Part, SUMMARY_VERSION, Summary};
+use super::summary::{Disposition, MAX_DEPTH, MAX_PARTS, Part, SUMMARY_VERSION, Summary};
 
 /// Bounds on what the scanner keeps. The defaults match Dovecot's message
 /// parser so the proxy and the provider agree on structure.
+///
+/// The scanner is iterative (an explicit stack of at most `max_depth`
+/// frames) and never records more than `max_parts` entities. Both are
+/// clamped to the readers' caps ([`MAX_DEPTH`], [`MAX_PARTS`]), so that a
+/// writer never produces a summary that readers refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Deepest nesting of entities (multiparts and embedded messages).
+    /// Deepest nesting of entities (multiparts and embedded messages); M is
+    /// depth 1. Default and maximum: 100.
     pub max_depth: usize,
-    /// Entities recorded in one message.
+    /// Entities recorded in one message (M included). Default and maximum:
+    /// 10,000.
     pub max_parts: usize,
     /// Bytes of one header block kept for parsing and for the summary.
     pub max_header: usize,
@@ -28,8 +35,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_depth: 100,
-            max_parts: 10_000,
+            max_depth: MAX_DEPTH,
+            max_parts: MAX_PARTS,
             max_header: 1024 * 1024,
         }
     }
@@ -72,13 +79,12 @@ impl Frame {
         } else {
             ("text", "plain")
         };
+        let mut part = Part::default();
+        part.media_type = media_type.into();
+        part.subtype = subtype.into();
+        part.header_offset = header_offset;
         Frame {
-            part: Part {
-                media_type: media_type.into(),
-                subtype: subtype.into(),
-                header_offset,
-                ..Part::default()
-            },
+            part,
             state: State::Header {
                 buf: Vec::new(),
                 truncated: false,
@@ -122,6 +128,11 @@ pub struct Scanner {
 
 impl Scanner {
     pub fn new(limits: Limits) -> Scanner {
+        let limits = Limits {
+            max_depth: limits.max_depth.clamp(1, MAX_DEPTH),
+            max_parts: limits.max_parts.clamp(1, MAX_PARTS),
+            ..limits
+        };
         Scanner {
             limits,
             offset: 0,
@@ -583,7 +594,7 @@ mod tests {
         m.extend_from_slice("\u{e9}".repeat(600).as_bytes());
         m.extend_from_slice(b"\r\n\r\n");
         let s = scan(&m, Limits::default());
-        let v = s.root.content_type_value.unwrap();
+        let v = s.root.content_type_value.clone().unwrap();
         assert_eq!(v.len(), 1024);
         assert!(v.chars().all(|c| c == '\u{e9}'));
     }

@@ -1,4 +1,10 @@
 //! Sealing: M in, the sealed message (format v1) out, in one pass.
+//!
+//! The outer header carries only what the provider needs to route, thread
+//! and file the message (`docs/FORMAT.md` section 5, revision 3): M's
+//! fields named in [`OUTER_FIELDS`] (or [`OUTER_FIELD_PREFIXES`]) or in the
+//! deployment's `[seal] outer_fields`, unless protected or malformed. Every
+//! other field lives only inside the payload, whatever it carries.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -22,6 +28,35 @@ pub const PROTECTED_FIELDS: &[&str] = &[
     "x-writ",
 ];
 
+/// Header fields of M copied to the outer header (matched without case):
+/// what the provider needs for routing, threading and mailing lists, and
+/// what its filters and verdicts read. Fields named here still stay inside
+/// when protected or malformed. A deployment adds names with
+/// [`Sealer::allow_outside`] (`[seal] outer_fields`).
+pub const OUTER_FIELDS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "reply-to",
+    "sender",
+    "return-path",
+    "received",
+    "delivered-to",
+    "auto-submitted",
+    "precedence",
+    "dkim-signature",
+    "authentication-results",
+];
+
+/// Prefixes of further outer fields: mailing list fields (RFC 2369, 2919)
+/// and ARC sets (RFC 8617).
+pub const OUTER_FIELD_PREFIXES: &[&str] = &["list-", "arc-"];
+
 /// Longest header line copied to the outer header (RFC 5322 §2.1.1).
 const MAX_OUTER_LINE: usize = 998;
 
@@ -33,6 +68,7 @@ pub struct Sealer {
     recipients: Vec<age::x25519::Recipient>,
     epoch: String,
     extra_protected: Vec<String>,
+    extra_outer: Vec<String>,
     spill_threshold: usize,
     temp_dir: Option<PathBuf>,
     limits: Limits,
@@ -59,6 +95,7 @@ impl Sealer {
             recipients,
             epoch: epoch.into(),
             extra_protected: Vec::new(),
+            extra_outer: Vec::new(),
             spill_threshold: 8 * 1024 * 1024,
             temp_dir: None,
             limits: Limits::default(),
@@ -68,6 +105,15 @@ impl Sealer {
     /// Further header fields to keep inside the seal only.
     pub fn protect(mut self, fields: impl IntoIterator<Item = String>) -> Sealer {
         self.extra_protected
+            .extend(fields.into_iter().map(|f| f.to_ascii_lowercase()));
+        self
+    }
+
+    /// Further header fields to copy to the outer header, besides
+    /// [`OUTER_FIELDS`] (a deployment's `[seal] outer_fields`). Protected
+    /// fields stay inside all the same.
+    pub fn allow_outside(mut self, fields: impl IntoIterator<Item = String>) -> Sealer {
+        self.extra_outer
             .extend(fields.into_iter().map(|f| f.to_ascii_lowercase()));
         self
     }
@@ -101,11 +147,21 @@ impl Sealer {
             || self.extra_protected.contains(&name)
     }
 
-    /// May this field be copied to the outer header? Only well-formed,
-    /// unprotected fields whose bytes a provider will accept; the rest
-    /// stays inside the payload, where every byte of M is anyway.
+    /// Is this field one the provider needs (built in or configured)?
+    fn is_outer(&self, f: &RawField<'_>) -> bool {
+        let Some(name) = f.name() else { return false };
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        OUTER_FIELDS.contains(&name.as_str())
+            || OUTER_FIELD_PREFIXES.iter().any(|p| name.starts_with(p))
+            || self.extra_outer.contains(&name)
+    }
+
+    /// May this field be copied to the outer header? Only outer fields
+    /// (routing, threading, lists), unprotected and well-formed, with bytes
+    /// a provider will accept; the rest stays inside the payload, where
+    /// every byte of M is anyway.
     fn goes_outside(&self, f: &RawField<'_>) -> bool {
-        if self.is_protected(f) {
+        if !self.is_outer(f) || self.is_protected(f) {
             return false;
         }
         let raw = f.raw;
@@ -231,7 +287,7 @@ impl Sealer {
         Ok(w.finish()?.finish()?.finish()?)
     }
 
-    /// The sealed message's header: marker, M's unprotected fields verbatim
+    /// The sealed message's header: marker, M's outer fields verbatim
     /// (line endings made CRLF), the placeholder Subject, the MIME fields.
     fn outer_header(&self, head: &[u8], truncated: bool, boundary: &str) -> Vec<u8> {
         let mut out = format!("X-Writ: v=1; key={}\r\n", self.epoch).into_bytes();

@@ -1,12 +1,43 @@
 //! The summary: what the IMAP proxy needs to list a sealed message without
 //! downloading its payload. It travels age-encrypted in part 1 as JSON;
 //! `docs/FORMAT.md` is its normative schema.
+//!
+//! Invariants, because a summary is outside data (anyone can encrypt one to
+//! the public epoch recipient):
+//!
+//! - Every [`Summary`] built from JSON has passed [`SummaryJson`]'s checks:
+//!   version 1, at most [`MAX_PARTS`] entities nested at most [`MAX_DEPTH`]
+//!   deep in pre-order, `size` at most [`MAX_MESSAGE_SIZE`], every offset,
+//!   size and count consistent (inside the message, no overflow). The JSON
+//!   itself is flat, so serde never recurses deeper than a few levels; the
+//!   entity count is checked while the list is read, before it is built.
+//! - Nothing walks the tree recursively: [`Part`]'s `Drop`, `Clone`,
+//!   `PartialEq` and `Debug` are iterative, so even a tree built in code
+//!   past the caps cannot overflow the stack.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Summary format version. Readers refuse summaries with a higher major
 /// version; unknown fields are ignored (forward compatible additions).
 pub const SUMMARY_VERSION: u32 = 1;
+
+/// Deepest nesting of entities a summary may describe (M is depth 1): the
+/// writer's cap (`docs/FORMAT.md` 12.5). The scanner never goes deeper and
+/// readers refuse deeper summaries as malformed.
+pub const MAX_DEPTH: usize = 100;
+
+/// Most entities (M and embedded messages included) a summary may list:
+/// the writer's cap. Readers stop reading the list at entity 10,001 and
+/// refuse the summary as malformed.
+pub const MAX_PARTS: usize = 10_000;
+
+/// Largest message size (octets) a summary may state: 1 TiB, far above
+/// any message writ accepts and low enough that every sum of offsets,
+/// sizes and line counts (and IMAP's `size + bare_lf`) fits in a `u64`.
+/// Readers refuse a larger `size` as malformed.
+pub const MAX_MESSAGE_SIZE: u64 = 1 << 40;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "SummaryJson", try_from = "SummaryJson")]
@@ -24,7 +55,10 @@ pub struct Summary {
 
 /// One MIME entity of M: the message itself, a body part, or a message
 /// embedded in a message/rfc822 part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+///
+/// `Clone`, `PartialEq`, `Debug` and `Drop` walk the tree with an explicit
+/// list, never by recursion (see the module's invariants).
+#[derive(Serialize, Deserialize, Default)]
 pub struct Part {
     /// Media type as written; `text` when the entity has no usable
     /// Content-Type (`message` inside multipart/digest).
@@ -130,16 +164,18 @@ impl Summary {
         if prefix.is_empty() {
             return out;
         }
+        // Offsets stay far below u64::MAX (MAX_MESSAGE_SIZE); saturating
+        // all the same, for summaries built in code.
         let shift = prefix.len() as u64;
-        out.size += shift;
+        out.size = out.size.saturating_add(shift);
         let bare = prefix
             .iter()
             .enumerate()
             .filter(|&(i, &b)| b == b'\n' && (i == 0 || prefix[i - 1] != b'\r'))
             .count() as u64;
-        out.bare_lf += bare;
-        out.root.header_size += shift;
-        out.root.body_offset += shift;
+        out.bare_lf = out.bare_lf.saturating_add(bare);
+        out.root.header_size = out.root.header_size.saturating_add(shift);
+        out.root.body_offset = out.root.body_offset.saturating_add(shift);
         if let Some(h) = &mut out.root.header {
             let mut joined = prefix.to_vec();
             joined.extend_from_slice(h);
@@ -148,8 +184,8 @@ impl Summary {
         // Iteratively: nesting is as deep as the message's.
         let mut stack: Vec<&mut Part> = out.root.parts.iter_mut().collect();
         while let Some(part) = stack.pop() {
-            part.header_offset += shift;
-            part.body_offset += shift;
+            part.header_offset = part.header_offset.saturating_add(shift);
+            part.body_offset = part.body_offset.saturating_add(shift);
             stack.extend(part.parts.iter_mut());
         }
         out
@@ -198,6 +234,142 @@ impl Part {
     }
 }
 
+/// Calls `$m!` with every field of [`Part`] but `parts`, so that the
+/// iterative trait implementations below list them once (and a new field
+/// that is not listed fails to compile in [`Part::shallow_clone`]).
+macro_rules! shallow_fields {
+    ($m:ident, $($arg:tt)*) => {
+        $m!($($arg)*; media_type, subtype, content_type_present, content_type_value, params,
+            id, description, encoding, md5, disposition, language, location,
+            header_offset, header_size, body_offset, body_size, body_lines, body_bare_lf,
+            header, header_truncated, opaque, imap_body_eol, parent)
+    };
+}
+
+impl Part {
+    /// This entity without its children.
+    fn shallow_clone(&self) -> Part {
+        macro_rules! build {
+            ($s:ident; $($f:ident),*) => {
+                Part { $($f: $s.$f.clone(),)* parts: Vec::new() }
+            };
+        }
+        shallow_fields!(build, self)
+    }
+
+    /// Are the fields of the two entities, children aside, equal?
+    fn shallow_eq(&self, other: &Part) -> bool {
+        macro_rules! eq {
+            ($a:ident, $b:ident; $($f:ident),*) => {
+                true $(&& $a.$f == $b.$f)*
+            };
+        }
+        shallow_fields!(eq, self, other)
+    }
+
+    /// The tree in pre-order, each entity with its parent's index.
+    fn preorder(&self) -> Vec<(&Part, Option<usize>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self, None)];
+        while let Some((part, parent)) = stack.pop() {
+            let index = out.len();
+            out.push((part, parent));
+            for child in part.parts.iter().rev() {
+                stack.push((child, Some(index)));
+            }
+        }
+        out
+    }
+}
+
+/// Builds a tree from entities in pre-order with their parents' indexes
+/// (each smaller than the entity's own), without recursion.
+fn assemble(nodes: Vec<(Part, Option<usize>)>) -> Option<Part> {
+    let mut parents: Vec<Option<usize>> = Vec::with_capacity(nodes.len());
+    let mut slots: Vec<Option<Part>> = Vec::with_capacity(nodes.len());
+    for (part, parent) in nodes {
+        parents.push(parent);
+        slots.push(Some(part));
+    }
+    // Children have higher indexes than their parent: attach from the end,
+    // so each node is complete when it is moved into its parent.
+    for i in (1..slots.len()).rev() {
+        let mut node = slots[i].take()?;
+        let parent = parents[i].filter(|&p| p < i)?;
+        node.parts.reverse();
+        slots.get_mut(parent)?.as_mut()?.parts.push(node);
+    }
+    let mut root = slots.first_mut()?.take()?;
+    root.parts.reverse();
+    Some(root)
+}
+
+impl Drop for Part {
+    /// Drops the subtree with a list, not by recursion: a tree as deep as
+    /// memory allows must not overflow the stack when it goes.
+    fn drop(&mut self) {
+        if self.parts.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.parts);
+        while let Some(mut part) = pending.pop() {
+            pending.append(&mut part.parts);
+            // `part` goes here, childless.
+        }
+    }
+}
+
+impl Clone for Part {
+    fn clone(&self) -> Part {
+        let nodes: Vec<(Part, Option<usize>)> = self
+            .preorder()
+            .into_iter()
+            .map(|(p, parent)| (p.shallow_clone(), parent))
+            .collect();
+        // Pre-order with valid parents by construction.
+        assemble(nodes).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Part {
+    fn eq(&self, other: &Part) -> bool {
+        let mut stack = vec![(self, other)];
+        while let Some((a, b)) = stack.pop() {
+            if !a.shallow_eq(b) || a.parts.len() != b.parts.len() {
+                return false;
+            }
+            stack.extend(a.parts.iter().zip(&b.parts));
+        }
+        true
+    }
+}
+
+impl Eq for Part {}
+
+impl fmt::Debug for Part {
+    /// The tree as its flat pre-order list (each entry with `parent`), as
+    /// in JSON.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Entry<'a>(&'a Part, Option<usize>);
+        impl fmt::Debug for Entry<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let p = self.0;
+                let mut d = f.debug_struct("Part");
+                macro_rules! fields {
+                    ($d:ident, $p:ident; $($name:ident),*) => {
+                        $( $d.field(stringify!($name), &$p.$name); )*
+                    };
+                }
+                shallow_fields!(fields, d, p);
+                d.field("parent_index", &self.1).finish()
+            }
+        }
+        f.debug_list()
+            .entries(self.preorder().into_iter().map(|(p, i)| Entry(p, i)))
+            .finish()
+    }
+}
+
 /// The JSON shape of a [`Summary`]: entities in pre-order, each naming its
 /// parent's index. A parent always precedes its children.
 #[derive(Serialize, Deserialize)]
@@ -205,7 +377,36 @@ struct SummaryJson {
     version: u32,
     size: u64,
     bare_lf: u64,
+    #[serde(deserialize_with = "capped_parts")]
     parts: Vec<Part>,
+}
+
+/// Reads the `parts` list, refusing it at entity [`MAX_PARTS`] + 1 before
+/// reading further.
+fn capped_parts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Part>, D::Error> {
+    struct Capped;
+    impl<'de> serde::de::Visitor<'de> for Capped {
+        type Value = Vec<Part>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {MAX_PARTS} parts")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Part>, A::Error> {
+            let mut parts = Vec::new();
+            while let Some(part) = seq.next_element::<Part>()? {
+                if parts.len() == MAX_PARTS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_PARTS} parts (the writer's cap)"
+                    )));
+                }
+                parts.push(part);
+            }
+            Ok(parts)
+        }
+    }
+    d.deserialize_seq(Capped)
 }
 
 impl From<Summary> for SummaryJson {
@@ -231,36 +432,105 @@ impl From<Summary> for SummaryJson {
     }
 }
 
+impl SummaryJson {
+    /// Everything a reader checks before building the tree: the version,
+    /// the caps, the pre-order and every number (no entity outside M, no
+    /// sum that overflows).
+    fn check(&self) -> Result<(), String> {
+        if self.version != SUMMARY_VERSION {
+            return Err(format!("unsupported summary version {}", self.version));
+        }
+        if self.size > MAX_MESSAGE_SIZE {
+            return Err(format!(
+                "size {} is over the cap of {MAX_MESSAGE_SIZE} octets",
+                self.size
+            ));
+        }
+        if self.bare_lf > self.size {
+            return Err("more bare LFs than octets".into());
+        }
+        if self.parts.is_empty() {
+            return Err("summary has no parts".into());
+        }
+        if self.parts.len() > MAX_PARTS {
+            return Err(format!("more than {MAX_PARTS} parts (the writer's cap)"));
+        }
+        // The chain from the root to the previous entity: in pre-order an
+        // entity's parent is on it, and its length is the entity's depth.
+        let mut path: Vec<usize> = Vec::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            match (i, part.parent) {
+                (0, None) => {}
+                (0, Some(_)) => return Err("the first part must be the message itself".into()),
+                (_, Some(p)) if p < i => {
+                    while path.last().is_some_and(|&top| top != p) {
+                        path.pop();
+                    }
+                    if path.is_empty() {
+                        return Err(format!("part {i} is not in pre-order"));
+                    }
+                }
+                _ => return Err(format!("part {i} has an invalid parent")),
+            }
+            path.push(i);
+            if path.len() > MAX_DEPTH {
+                return Err(format!(
+                    "part {i} is nested deeper than {MAX_DEPTH} (the writer's cap)"
+                ));
+            }
+            let parent = part.parent.map(|p| &self.parts[p]);
+            part.check(i, self.size, parent)?;
+        }
+        Ok(())
+    }
+}
+
+impl Part {
+    /// One entity's numbers: inside M of `size` octets, after its parent's
+    /// body start, consistent with each other.
+    fn check(&self, i: usize, size: u64, parent: Option<&Part>) -> Result<(), String> {
+        let bad = |what: &str| Err(format!("part {i}: {what}"));
+        if self.header_offset.checked_add(self.header_size) != Some(self.body_offset) {
+            return bad("the body does not start where the header ends");
+        }
+        match self.body_offset.checked_add(self.body_size) {
+            Some(end) if end <= size => {}
+            _ => return bad("the body runs past the end of the message"),
+        }
+        if self.body_lines > self.body_size || self.body_bare_lf > self.body_lines {
+            return bad("more lines than octets in the body");
+        }
+        if self.imap_body_eol > 2 {
+            return bad("imap_body_eol is not 0, 1 or 2");
+        }
+        if self
+            .header
+            .as_ref()
+            .is_some_and(|h| h.len() as u64 > self.header_size)
+        {
+            return bad("the raw header is longer than header_size");
+        }
+        if parent.is_some_and(|p| self.header_offset < p.body_offset) {
+            return bad("the part starts before its parent's body");
+        }
+        Ok(())
+    }
+}
+
 impl TryFrom<SummaryJson> for Summary {
     type Error = String;
 
     fn try_from(j: SummaryJson) -> Result<Summary, String> {
-        let mut nodes: Vec<Option<Part>> = j.parts.into_iter().map(Some).collect();
-        if nodes.is_empty() {
-            return Err("summary has no parts".into());
-        }
-        // Children have higher indexes than their parent: attach from the
-        // end, so each node is complete when it is moved into its parent.
-        for i in (1..nodes.len()).rev() {
-            let Some(mut node) = nodes[i].take() else {
-                return Err(format!("part {i} appears twice"));
-            };
-            let parent = match node.parent {
-                Some(p) if p < i => p,
-                _ => return Err(format!("part {i} has an invalid parent")),
-            };
-            node.parts.reverse();
-            node.parent = None;
-            match nodes.get_mut(parent).and_then(Option::as_mut) {
-                Some(p) => p.parts.push(node),
-                None => return Err(format!("part {i} has an invalid parent")),
-            }
-        }
-        let mut root = nodes[0].take().ok_or("summary has no root")?;
-        if root.parent.is_some() {
-            return Err("the first part must be the message itself".into());
-        }
-        root.parts.reverse();
+        j.check()?;
+        let nodes = j
+            .parts
+            .into_iter()
+            .map(|mut p| {
+                let parent = p.parent.take();
+                (p, parent)
+            })
+            .collect();
+        let root = assemble(nodes).ok_or("the summary's tree is malformed")?;
         Ok(Summary {
             version: j.version,
             size: j.size,

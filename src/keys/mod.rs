@@ -54,6 +54,7 @@ pub fn external_sealer(
     };
     crate::envelope::Sealer::new(epoch, recipients)
         .protect(seal.protected_fields.iter().cloned())
+        .allow_outside(seal.outer_fields.iter().cloned())
         .spill_threshold(usize::try_from(seal.spill_threshold).unwrap_or(usize::MAX))
         .temp_dir(seal.temp_dir.clone())
         .limits(limits)

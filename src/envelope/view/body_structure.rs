@@ -1,7 +1,13 @@
 //! BODY and BODYSTRUCTURE from the summary's MIME tree, shaped like
 //! Dovecot's.
+//!
+//! The tree is outside data: it is walked with explicit lists, never by
+//! recursion, so no nesting (even past the summary readers' cap of
+//! [`MAX_DEPTH`]) can overflow the stack, and the work per entity is
+//! bounded (by [`MAX_DEPTH`] steps where it looks below an entity).
 
 use super::*;
+use crate::envelope::summary::MAX_DEPTH;
 
 /// Parameters as Dovecot lists them: RFC 2231 continuations (`name*0`,
 /// `name*1*`, ...) joined into one `name` (or `name*`, then with the
@@ -233,7 +239,11 @@ fn keeps_break(part: &Part) -> bool {
     }
     let end = part.body_offset.saturating_add(part.body_size);
     let mut d = part;
-    while let Some(last) = d.parts.last() {
+    // At most MAX_DEPTH steps, the deepest a summary goes: the writer
+    // calls this for every message/rfc822 part, so an unbounded walk over
+    // a tree built in code past the cap would make it quadratic.
+    for _ in 0..MAX_DEPTH {
+        let Some(last) = d.parts.last() else { break };
         if last.header_offset.saturating_add(last.header_size) > end {
             return true;
         }
@@ -304,29 +314,74 @@ const EMPTY_BODY: &[u8] = b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL N
 const EMPTY_BODYSTRUCTURE: &[u8] =
     b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)";
 
-fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
-    out.push(b'(');
-    if part.is_multipart() {
-        if part.parts.is_empty() {
-            out.extend_from_slice(if extended {
-                EMPTY_BODYSTRUCTURE
-            } else {
-                EMPTY_BODY
-            });
+/// What is left to write of an entity whose children are written first.
+enum Step<'a> {
+    /// The whole entity, from its opening parenthesis.
+    Enter(&'a Part),
+    /// A multipart's subtype and extension data, after its children.
+    MultipartEnd(&'a Part),
+    /// A message/rfc822 part's line count and extension data, after its
+    /// embedded message; `extra` is the line break Dovecot counts.
+    MessageEnd(&'a Part, u64),
+}
+
+/// Writes the entity `root` and everything below it. Iterative, with an
+/// explicit list of steps (at most three per entity): the tree is outside
+/// data and may be as deep as the summary allows.
+fn write_part(out: &mut Vec<u8>, root: &Part, extended: bool) {
+    let mut steps = vec![Step::Enter(root)];
+    while let Some(step) = steps.pop() {
+        match step {
+            Step::Enter(part) => {
+                out.push(b'(');
+                if part.is_multipart() {
+                    if part.parts.is_empty() {
+                        out.extend_from_slice(if extended {
+                            EMPTY_BODYSTRUCTURE
+                        } else {
+                            EMPTY_BODY
+                        });
+                    }
+                    steps.push(Step::MultipartEnd(part));
+                    steps.extend(part.parts.iter().rev().map(Step::Enter));
+                    continue;
+                }
+                if let Some(next) = write_leaf_start(out, part, extended) {
+                    steps.push(next.0);
+                    steps.push(Step::Enter(next.1));
+                    continue;
+                }
+                write_leaf_end(out, part, extended);
+            }
+            Step::MultipartEnd(part) => {
+                out.push(b' ');
+                istring(out, part.subtype.as_bytes());
+                if extended {
+                    out.push(b' ');
+                    params(out, &part.params, false);
+                    extension(out, part);
+                }
+                out.push(b')');
+            }
+            Step::MessageEnd(part, extra) => {
+                out.extend_from_slice(
+                    format!(" {}", part.body_lines.saturating_add(extra)).as_bytes(),
+                );
+                write_leaf_end(out, part, extended);
+            }
         }
-        for child in &part.parts {
-            write_part(out, child, extended);
-        }
-        out.push(b' ');
-        istring(out, part.subtype.as_bytes());
-        if extended {
-            out.push(b' ');
-            params(out, &part.params, false);
-            extension(out, part);
-        }
-        out.push(b')');
-        return;
     }
+}
+
+/// Writes a non-multipart entity up to its size (for a message/rfc822
+/// part, up to where its embedded message goes). Returns the steps that
+/// finish it when its embedded message is to be written next; `None` when
+/// only [`write_leaf_end`] is left.
+fn write_leaf_start<'a>(
+    out: &mut Vec<u8>,
+    part: &'a Part,
+    extended: bool,
+) -> Option<(Step<'a>, &'a Part)> {
     let (media_type, subtype, type_params) = match &part.content_type_value {
         Some(v) => dovecot_content_type(v.as_bytes()),
         // Words the summary's parser takes but Dovecot's does not (`@`,
@@ -367,7 +422,7 @@ fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
             Some(inner) => {
                 out.extend_from_slice(&envelope_bytes(inner.header.as_deref().unwrap_or(b"")));
                 out.push(b' ');
-                write_part(out, inner, extended);
+                return Some((Step::MessageEnd(part, extra), inner));
             }
             None => {
                 // No embedded message in the summary (the part's header
@@ -381,12 +436,20 @@ fn write_part(out: &mut Vec<u8>, part: &Part, extended: bool) {
                 } else {
                     EMPTY_BODY
                 });
+                out.extend_from_slice(
+                    format!(" {}", part.body_lines.saturating_add(extra)).as_bytes(),
+                );
             }
         }
-        out.extend_from_slice(format!(" {}", part.body_lines.saturating_add(extra)).as_bytes());
     } else {
         out.extend_from_slice(format!(" {size}").as_bytes());
     }
+    None
+}
+
+/// The extension data of a non-multipart entity and its closing
+/// parenthesis.
+fn write_leaf_end(out: &mut Vec<u8>, part: &Part, extended: bool) {
     if extended {
         out.push(b' ');
         sstring(out, part.md5.as_deref());

@@ -44,8 +44,11 @@ use super::header;
 use super::summary::{Part, Summary};
 
 /// RFC822.SIZE: octets of the message with every bare LF counted as CRLF.
+/// (Saturating: a summary read from JSON has `bare_lf <= size <=`
+/// [`MAX_MESSAGE_SIZE`](super::summary::MAX_MESSAGE_SIZE), so the sum
+/// never overflows; one built in code cannot make it panic either.)
 pub fn rfc822_size(summary: &Summary) -> u64 {
-    summary.size + summary.bare_lf
+    summary.size.saturating_add(summary.bare_lf)
 }
 
 /// The most `"` and `\\` a quoted string may hold; more make a literal
