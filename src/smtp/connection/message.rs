@@ -246,8 +246,7 @@ impl Conn {
                 self.session.delivered(Err(UpstreamFailure::SealFailed))
             }
             Output::Refused(r) => {
-                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class())
-                    .increment(1);
+                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
                 self.session.delivered(Ok(r))
             }
             Output::Broken(failure) => {
