@@ -96,7 +96,30 @@ enum Command {
     },
 }
 
+/// No core dump, no ptrace attach by the same user, no /proc/PID/mem for
+/// anyone but root: any writ command may unlock the keyring, and a core
+/// file or a debugger would get the epoch secrets in the clear. Set before
+/// anything else runs, for every command (`RLIMIT_CORE` 0 soft and hard,
+/// so a child cannot raise it again; `PR_SET_DUMPABLE` 0, which also makes
+/// /proc/PID owned by root). Failing to set either is fatal.
+fn forbid_core_dumps() -> std::io::Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    if let Err(e) = forbid_core_dumps() {
+        eprintln!("writ: cannot turn core dumps off (RLIMIT_CORE, PR_SET_DUMPABLE): {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -191,14 +191,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Logs to stderr for jobs (warnings by default; WRIT_LOG overrides).
+/// Logs to stderr for jobs (warnings by default; WRIT_LOG overrides, with
+/// library output capped: [`super::init_logging`]).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("writ=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::init_logging("writ=warn");
 }
 
 pub fn run(ctx: &Context, command: MailboxCommand) -> Result<()> {

@@ -20,6 +20,39 @@ pub mod serve;
 pub use keys::parse_recipient;
 pub use message::{input, peek_header};
 
+/// The most verbose level at which events and spans from outside writ's
+/// own code (imap-next, imap-codec, rustls, hyper, tokio, ... and `log`
+/// records) are ever printed, whatever `WRIT_LOG` says. Those libraries
+/// log raw protocol bytes (LOGIN and AUTHENTICATE with passwords, FETCH
+/// with opened mail) at debug and trace; writ's own events never carry
+/// credentials or message content.
+pub const LIBRARY_LOG_CAP: tracing::Level = tracing::Level::WARN;
+
+/// May an event or span with this metadata be printed at all? writ's own
+/// targets (`writ`, `writ::...`) as the filter says; anything else only at
+/// [`LIBRARY_LOG_CAP`] or more severe. Applied after the `WRIT_LOG` filter,
+/// so no directive (`imap_next=trace`, `rustls::conn=trace`,
+/// `[span{field}]=trace`, plain `trace`) can turn library tracing back on.
+pub fn loggable(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    let ours = target == "writ" || target.starts_with("writ::");
+    ours || *meta.level() <= LIBRARY_LOG_CAP
+}
+
+/// Logs to stderr: `WRIT_LOG` (an `EnvFilter`) when set and valid, else
+/// `default` (such as `writ=info`); library output capped by [`loggable`].
+pub fn init_logging(default: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, filter::filter_fn, fmt};
+    let filter = EnvFilter::try_from_env("WRIT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter)
+        .with_filter(filter_fn(loggable));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
 /// The error and its causes on one line, joined by ": ".
 pub fn one_line(e: &anyhow::Error) -> String {
     e.chain()

@@ -14,12 +14,7 @@ pub fn serve(ctx: &Context) -> Result<()> {
         config::LogLevel::Debug => "debug",
         config::LogLevel::Trace => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("writ={level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    super::init_logging(&format!("writ={level}"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,19 +1,46 @@
 //! The DATA phase (RFC 5321 §4.1.1.4, §4.5.2): the client's bytes in, the
-//! message out, dot-unstuffed, until the `CRLF . CRLF` that ends it.
+//! message out, dot-unstuffed, until the `CRLF . CRLF` that ends it. Pure:
+//! the connection shell feeds it whatever arrives and acts on its verdict
+//! ([`crate::smtp::session::Session::message_received`]).
 //!
-//! Only CRLF ends a line. A bare LF is recorded (and the message refused
-//! by the session): accepting `LF . LF` or `LF . CRLF` as an end is what
-//! SMTP smuggling exploits. `.` followed by bare LF at a line start still
-//! ends the data, so that a broken client gets a clear refusal instead of
-//! a timeout.
+//! Invariants (SMTP smuggling, CVE-2023-51764/5/6):
+//!
+//! - Only CRLF ends a line. A bare LF anywhere is recorded
+//!   ([`DataFlags::bare_lf`]) and the message refused.
+//! - A lone `.` line whose line break before or after is a bare LF
+//!   (`LF . LF`, `LF . CRLF`, `CRLF . LF`) ends the data *as refused*
+//!   ([`DataFlags::bare_newline_end`]): the session then refuses the message
+//!   and closes the connection, so no byte after it is ever read as a
+//!   command (as Postfix's `smtpd_forbid_bare_newline`). A broken client
+//!   gets a clear refusal instead of a timeout.
+//! - A lone CR is content: `CR . CR LF`, `CRLF . CR x` never end the data.
+//! - Past the size limit the data is counted and dropped
+//!   ([`DataFlags::too_large`], 552 at the end, the session goes on); past
+//!   twice the limit the decoder gives up ([`DataFlags::runaway`]): the
+//!   session replies 552 and closes, so an endless DATA cannot hold a
+//!   session slot for ever.
 
 /// What was wrong with a complete message, if anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DataFlags {
+    /// A line ended in a bare LF somewhere in the message.
     pub bare_lf: bool,
+    /// The data ended with a `.` line next to a bare LF: the connection
+    /// must close (nothing after it is a command).
+    pub bare_newline_end: bool,
     pub nul: bool,
     pub eight_bit: bool,
+    /// More than the limit (after unstuffing): the rest was dropped.
     pub too_large: bool,
+    /// More than twice the limit without an end: the decoder stopped.
+    pub runaway: bool,
+}
+
+impl DataFlags {
+    /// Nothing to refuse the message for (8-bit data is fine).
+    pub fn acceptable(&self) -> bool {
+        !(self.bare_lf || self.bare_newline_end || self.nul || self.too_large || self.runaway)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,19 +56,27 @@ enum State {
 #[derive(Debug)]
 pub struct DataDecoder {
     state: State,
+    /// The line break that started the current line was a bare LF.
+    after_bare_lf: bool,
     size: u64,
     max: u64,
+    /// Input octets read past `max` of output, then the decoder gives up.
+    seen: u64,
     pub flags: DataFlags,
 }
 
 impl DataDecoder {
     /// `max`: the largest message (after unstuffing) to keep; beyond it the
-    /// data is consumed and dropped, and `flags.too_large` is set.
+    /// data is consumed and dropped, and `flags.too_large` is set. Beyond
+    /// `2 * max` octets of input without an end, [`DataDecoder::feed`]
+    /// stops with `flags.runaway`.
     pub fn new(max: u64) -> DataDecoder {
         DataDecoder {
             state: State::LineStart,
+            after_bare_lf: false,
             size: 0,
             max,
+            seen: 0,
             flags: DataFlags::default(),
         }
     }
@@ -67,10 +102,17 @@ impl DataDecoder {
     }
 
     /// Decodes `input`, appending message bytes to `out`. Returns
-    /// `Some(n)` when the end marker was found after `n` input bytes (the
-    /// rest belongs to the next command), `None` when more data is needed.
+    /// `Some(n)` when the data phase is over after `n` input bytes (the end
+    /// marker, or [`DataFlags::runaway`]; what follows belongs to the next
+    /// command, if the session goes on), `None` when more data is needed.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let room = (self.max.saturating_mul(2)).saturating_sub(self.seen);
         for (i, &b) in input.iter().enumerate() {
+            if i as u64 >= room {
+                self.flags.runaway = true;
+                return Some(i);
+            }
+            self.seen += 1;
             match self.state {
                 State::LineStart if b == b'.' => self.state = State::Dot,
                 State::LineStart | State::Mid => self.mid(out, b),
@@ -78,6 +120,7 @@ impl DataDecoder {
                     b'\r' => self.state = State::DotCr,
                     b'\n' => {
                         self.flags.bare_lf = true;
+                        self.flags.bare_newline_end = true;
                         return Some(i + 1);
                     }
                     // A stuffed dot: drop the first one.
@@ -85,6 +128,7 @@ impl DataDecoder {
                 },
                 State::DotCr => {
                     if b == b'\n' {
+                        self.flags.bare_newline_end |= self.after_bare_lf;
                         self.state = State::LineStart;
                         return Some(i + 1);
                     }
@@ -99,13 +143,18 @@ impl DataDecoder {
         None
     }
 
+    fn line_start(&mut self, bare_lf: bool) {
+        self.state = State::LineStart;
+        self.after_bare_lf = bare_lf;
+    }
+
     fn mid(&mut self, out: &mut Vec<u8>, b: u8) {
         match b {
             b'\r' => self.state = State::Cr,
             b'\n' => {
                 self.flags.bare_lf = true;
                 self.emit(out, b);
-                self.state = State::LineStart;
+                self.line_start(true);
             }
             _ => {
                 self.emit(out, b);
@@ -120,7 +169,7 @@ impl DataDecoder {
         match b {
             b'\n' => {
                 self.emit(out, b);
-                self.state = State::LineStart;
+                self.line_start(false);
             }
             b'\r' => self.state = State::Cr,
             _ => {
@@ -207,14 +256,63 @@ mod tests {
         assert_eq!(whole, b"a\r\n.b\r\nx\r\r\n");
     }
 
+    /// Every shape a smuggler uses to end DATA early, followed by a
+    /// second transaction.
+    const SMUGGLED: &[u8] = b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\nforged\r\n.\r\n";
+
     #[test]
-    fn smuggling_shapes_are_not_an_end() {
-        // LF . CRLF and CRLF . LF must not end the data silently.
-        let (_, end, flags) = decode(b"a\n.\r\nMAIL FROM:<evil@x>\r\n");
-        assert!(flags.bare_lf);
-        assert_eq!(end, Some(5), "ends, but flagged: the message is refused");
-        let (_, _, flags) = decode(b"a\r\n.\nb\r\n.\r\n");
-        assert!(flags.bare_lf);
+    fn bare_newline_ends_stop_the_data_and_are_flagged_for_closing() {
+        for end in [&b"\n.\n"[..], b"\n.\r\n", b"\r\n.\n"] {
+            let mut input = b"Subject: x\r\n\r\nbody".to_vec();
+            input.extend_from_slice(end);
+            let at = input.len();
+            input.extend_from_slice(SMUGGLED);
+            let (_, got, flags) = decode(&input);
+            assert_eq!(got, Some(at), "{end:?}");
+            assert!(flags.bare_newline_end && flags.bare_lf, "{end:?}");
+            assert!(!flags.acceptable());
+        }
+        // At the very start of the data too.
+        let (_, got, flags) = decode(b".\nMAIL FROM:<e@x>\r\n");
+        assert_eq!(got, Some(2));
+        assert!(flags.bare_newline_end);
+    }
+
+    #[test]
+    fn lone_cr_shapes_are_content_not_an_end() {
+        for end in [&b"\r.\r\n"[..], b"\r\n.\r", b"\r.\r", b"\r.\n"] {
+            let mut input = b"body".to_vec();
+            input.extend_from_slice(end);
+            input.extend_from_slice(SMUGGLED);
+            let mut d = DataDecoder::new(1 << 20);
+            let mut out = Vec::new();
+            let got = d.feed(&input, &mut out);
+            // The only end is the real CRLF . CRLF at the very end.
+            assert_eq!(got, Some(input.len()), "{end:?}");
+            assert!(!d.flags.bare_newline_end, "{end:?}");
+            assert!(
+                out.windows(10).any(|w| w == b"MAIL FROM:"),
+                "{end:?}: the smuggled commands are message content"
+            );
+        }
+    }
+
+    #[test]
+    fn a_proper_end_after_a_bare_lf_line_keeps_the_session() {
+        let (_, end, flags) = decode(b"a\nb\r\n.\r\nQUIT\r\n");
+        assert_eq!(end, Some(8));
+        assert!(flags.bare_lf && !flags.bare_newline_end);
+    }
+
+    #[test]
+    fn runaway_data_stops_at_twice_the_limit() {
+        let mut d = DataDecoder::new(10);
+        let mut out = Vec::new();
+        assert_eq!(d.feed(&[b'x'; 15], &mut out), None);
+        assert!(d.flags.too_large && !d.flags.runaway);
+        assert_eq!(d.feed(&[b'x'; 15], &mut out), Some(5));
+        assert!(d.flags.runaway);
+        assert_eq!(out.len(), 10);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::config::ListenerKind;
 use crate::policy::{Class, Policy, Verdict};
 
 use super::command::{self, Command, Param, ParseError};
-use super::data::DataFlags;
+use super::data::{DataDecoder, DataFlags};
 use super::reply::Reply;
 
 /// Fixed facts of one session.
@@ -358,35 +358,62 @@ impl Session {
         Step::ReadData(reply(354, "End data with <CR><LF>.<CR><LF>"), delivery)
     }
 
-    /// The message has been read (the end marker seen). `Err` refuses it:
-    /// a bare LF (SMTP smuggling) or a NUL (RFC 5321 §2.3.8), or too large.
+    /// The decoder for the message data of the transaction just started
+    /// (after [`Step::ReadData`]): it keeps at most `max_message_size`
+    /// octets.
+    pub fn data_decoder(&self) -> DataDecoder {
+        DataDecoder::new(self.cfg.max_message_size)
+    }
+
+    /// Would [`Session::message_received`] refuse a message with these
+    /// flags? (The shell then stops the seal job early.)
+    pub fn refuses(flags: &DataFlags) -> bool {
+        !flags.acceptable()
+    }
+
+    /// The data phase is over (the end marker seen, or the decoder gave
+    /// up). `Err` refuses the message with the step to run (after the
+    /// handler has reset the provider's side: RSET, or dropping a
+    /// connection that is inside DATA):
+    ///
+    /// - a bare-newline end (`LF . LF`, `LF . CRLF`, `CRLF . LF`: SMTP
+    ///   smuggling): 554 5.6.0 and **close**, so that nothing after it is
+    ///   read as a command;
+    /// - more than twice `max_message_size` without an end: 552 5.3.4 and
+    ///   close;
+    /// - too large: 552 5.3.4; a bare LF anywhere else: 554 5.6.0; a NUL
+    ///   (RFC 5321 §2.3.8): 554 5.6.0; the session goes on.
+    ///
     /// 8-bit data sent without `BODY=8BITMIME` is accepted, as RFC 6152 §3
     /// allows and as Postfix and Exchange do: sealing turns the body into
     /// 7-bit armor, so the provider never receives undeclared 8-bit body
     /// content (unprotected header fields keep their bytes, as sent).
-    /// the transaction is over, the handler resets the provider's side
-    /// (RSET, or dropping a connection that is inside DATA) and sends the
-    /// reply.
-    pub fn message_received(&mut self, flags: DataFlags) -> Result<(), Reply> {
-        let refuse = if flags.too_large {
-            Some(reply(552, "5.3.4 Message size exceeds fixed limit"))
+    pub fn message_received(&mut self, flags: DataFlags) -> Result<(), Step> {
+        let refuse = if flags.bare_newline_end {
+            Step::Close(reply(
+                554,
+                "5.6.0 Bare LF at the end of the message data: lines must end with CRLF \
+                 (RFC 5321); closing the connection",
+            ))
+        } else if flags.runaway {
+            Step::Close(reply(
+                552,
+                "5.3.4 Message size exceeds fixed limit; closing the connection",
+            ))
+        } else if flags.too_large {
+            Step::Reply(reply(552, "5.3.4 Message size exceeds fixed limit"))
         } else if flags.bare_lf {
-            Some(reply(
+            Step::Reply(reply(
                 554,
                 "5.6.0 Bare LF in message: lines must end with CRLF (RFC 5321)",
             ))
         } else if flags.nul {
-            Some(reply(554, "5.6.0 NUL octet in message (RFC 5321)"))
+            Step::Reply(reply(554, "5.6.0 NUL octet in message (RFC 5321)"))
         } else {
-            None
+            return Ok(());
         };
-        match refuse {
-            Some(r) => {
-                self.tx = None;
-                Err(r)
-            }
-            None => Ok(()),
-        }
+        self.tx = None;
+        Err(refuse)
     }
 
     /// The outcome of delivering the message: the provider's final reply

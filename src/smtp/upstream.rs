@@ -1,6 +1,9 @@
 //! The connection to the provider's SMTP server: connect (implicit TLS,
 //! STARTTLS or, to loopback only, plain: [`crate::net::Endpoint`]), EHLO,
 //! then one command at a time in lockstep with the client's session.
+//! Every read and write waits at most the provider timeout
+//! (`[provider.smtp] timeout_secs`); past it the provider connection is
+//! given up and the client told 451 4.4.2.
 //!
 //! Written on tokio directly rather than with lettre: lockstep needs every
 //! provider reply verbatim (to mirror it) and SASL exchanges relayed step by
@@ -130,10 +133,27 @@ impl Upstream {
 
     /// Sends one command line and returns the provider's reply.
     pub async fn command(&mut self, line: &str) -> Result<Reply, UpstreamError> {
-        self.conn.write_all(line.as_bytes()).await?;
-        self.conn.write_all(b"\r\n").await?;
-        self.conn.flush().await?;
+        let mut out = Vec::with_capacity(line.len() + 2);
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self.send(&out, true).await?;
         self.read_reply().await
+    }
+
+    /// Writes (and flushes, when `flush`) within the provider timeout: a
+    /// provider that stops reading cannot hold the session.
+    async fn send(&mut self, bytes: &[u8], flush: bool) -> Result<(), UpstreamError> {
+        let conn = &mut self.conn;
+        timeout(self.wait, async {
+            conn.write_all(bytes).await?;
+            if flush {
+                conn.flush().await?;
+            }
+            Ok::<(), io::Error>(())
+        })
+        .await
+        .map_err(|_| UpstreamError::Timeout(self.wait.as_secs()))??;
+        Ok(())
     }
 
     /// Sends DATA. On 354 the caller streams the message with
@@ -151,22 +171,20 @@ impl Upstream {
     ) -> Result<(), UpstreamError> {
         let mut out = Vec::with_capacity(chunk.len() + 64);
         stuffer.stuff(chunk, &mut out);
-        self.conn.write_all(&out).await?;
-        Ok(())
+        self.send(&out, false).await
     }
 
     /// The end marker, then the provider's final reply.
     pub async fn end_message(&mut self, stuffer: &DotStuffer) -> Result<Reply, UpstreamError> {
         let mut out = Vec::new();
         stuffer.finish(&mut out);
-        self.conn.write_all(&out).await?;
-        self.conn.flush().await?;
+        self.send(&out, true).await?;
         self.read_reply().await
     }
 
     /// Says goodbye; errors do not matter any more.
     pub async fn quit(mut self) {
         let _ = timeout(Duration::from_secs(5), self.command("QUIT")).await;
-        let _ = self.conn.shutdown().await;
+        let _ = timeout(Duration::from_secs(5), self.conn.shutdown()).await;
     }
 }

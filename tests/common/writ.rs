@@ -193,6 +193,8 @@ pub struct WritConfig {
     /// Give `writ serve` the keyring passphrase (`--passphrase-file`): the
     /// IMAP proxy unlocks the keyring at start.
     pub unlock: bool,
+    /// `WRIT_LOG` for `writ serve` (unset when `None`).
+    pub writ_log: Option<String>,
 }
 
 impl WritConfig {
@@ -226,6 +228,7 @@ impl WritConfig {
             extra_toml: String::new(),
             log_level: "info".into(),
             unlock: false,
+            writ_log: None,
         }
     }
 
@@ -428,7 +431,12 @@ impl Writ {
             Vec::new()
         };
         let unlock_args: Vec<&str> = unlock_args.iter().map(String::as_str).collect();
-        let (child, stderr) = spawn_serve(&config_path, tmp.path(), &unlock_args)?;
+        let (child, stderr) = spawn_serve(
+            &config_path,
+            tmp.path(),
+            &unlock_args,
+            cfg.writ_log.as_deref(),
+        )?;
         let mut writ = Writ {
             child,
             tmp,
@@ -613,7 +621,7 @@ impl Drop for Writ {
 pub fn serve_expecting_failure(config: &Path, args: &[&str]) -> Output {
     let dir = config.parent().unwrap_or(Path::new("."));
     let (mut child, stderr) =
-        spawn_serve(config, dir, args).unwrap_or_else(|e| panic!("spawn writ serve: {e}"));
+        spawn_serve(config, dir, args, None).unwrap_or_else(|e| panic!("spawn writ serve: {e}"));
     let deadline = Instant::now() + START_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -643,10 +651,19 @@ pub fn serve_expecting_failure(config: &Path, args: &[&str]) -> Output {
     }
 }
 
-fn spawn_serve(config: &Path, dir: &Path, args: &[&str]) -> Result<(Child, Captured), String> {
-    let mut child = Command::new(WRIT)
+fn spawn_serve(
+    config: &Path,
+    dir: &Path,
+    args: &[&str],
+    writ_log: Option<&str>,
+) -> Result<(Child, Captured), String> {
+    let mut command = Command::new(WRIT);
+    match writ_log {
+        Some(filter) => command.env("WRIT_LOG", filter),
+        None => command.env_remove("WRIT_LOG"),
+    };
+    let mut child = command
         .env_remove("WRIT_PASSPHRASE_FILE")
-        .env_remove("WRIT_LOG")
         .env("NO_COLOR", "1")
         .arg("--config")
         .arg(config)

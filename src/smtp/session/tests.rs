@@ -231,13 +231,51 @@ fn bad_data_is_refused_and_the_provider_reset() {
     ] {
         let mut s = relay_in_transaction();
         s.command(b"DATA");
-        assert_eq!(s.message_received(flags).unwrap_err().code, want);
+        let step = s.message_received(flags).unwrap_err();
+        assert!(matches!(step, Step::Reply(_)), "the session goes on");
+        assert_eq!(code(&step), want);
         assert_eq!(
             code(&s.command(b"RCPT TO:<b@example.org>")),
             503,
             "transaction is gone"
         );
     }
+}
+
+#[test]
+fn a_bare_newline_end_or_runaway_data_closes_the_connection() {
+    // Nothing after a smuggler's end of data may be read as a command.
+    for (flags, want) in [
+        (
+            DataFlags {
+                bare_lf: true,
+                bare_newline_end: true,
+                ..DataFlags::default()
+            },
+            554,
+        ),
+        (
+            DataFlags {
+                too_large: true,
+                runaway: true,
+                ..DataFlags::default()
+            },
+            552,
+        ),
+    ] {
+        let mut s = relay_in_transaction();
+        s.command(b"DATA");
+        assert!(Session::refuses(&flags));
+        match s.message_received(flags) {
+            Err(Step::Close(r)) => assert_eq!(r.code, want, "{r:?}"),
+            other => panic!("{flags:?}: expected a close, got {other:?}"),
+        }
+    }
+    // Lone CRs and 8-bit data alone are no reason.
+    assert!(!Session::refuses(&DataFlags {
+        eight_bit: true,
+        ..DataFlags::default()
+    }));
 }
 
 #[test]

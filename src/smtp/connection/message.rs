@@ -1,0 +1,507 @@
+//! The DATA phase of a connection: the message from the client, decoded by
+//! the session's [`DataDecoder`], to the provider.
+//!
+//! - Sealed delivery: a blocking seal job reads the decoded message from
+//!   one channel and hands sealed output back on another. One loop drives
+//!   all three at once (client → decoder → seal job → provider), so no
+//!   side can wait on another for good: an already-sealed message, which
+//!   the seal job copies through as it arrives, streams to the provider
+//!   while the client is still sending. DATA is opened at the provider on
+//!   the first sealed bytes; a message the session then refuses, or a
+//!   client that goes away, drops the provider connection inside DATA, so
+//!   nothing is delivered.
+//! - Plaintext delivery: DATA is opened at the provider first (lockstep),
+//!   then the message streams through as it arrives.
+//!
+//! Each wait of the loop is bounded by `smtp.data_timeout_secs`
+//! ([`super`] lists every bound); the session's verdict on the data
+//! ([`Session::message_received`]) may close the connection, and then
+//! nothing after the end of data is read.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use super::{Conn, End};
+use crate::admin::names;
+use crate::envelope::Sealer;
+use crate::net::Stream;
+use crate::smtp::data::{DataDecoder, DotStuffer};
+use crate::smtp::reply::Reply;
+use crate::smtp::session::{Delivery, Session, Step, UpstreamFailure};
+
+/// Chunks queued to and from the seal job (each up to the client reader's
+/// buffer, 64 KiB; the seal job writes 64 KiB at a time).
+const SEAL_QUEUE: usize = 8;
+
+/// One read from the client, decoded.
+struct Chunk {
+    data: Vec<u8>,
+    /// The data phase is over (end marker, or the decoder gave up).
+    last: bool,
+}
+
+/// Waits for client bytes and decodes what is there. Cancel-safe: nothing
+/// is consumed before the wait is over.
+async fn read_chunk(
+    client: &mut BufReader<Stream>,
+    decoder: &mut DataDecoder,
+) -> Result<Chunk, End> {
+    let avail = client.fill_buf().await?;
+    if avail.is_empty() {
+        // The client died mid-DATA: nothing is delivered.
+        return Err(End::Gone);
+    }
+    let n = avail.len();
+    let mut data = Vec::with_capacity(n);
+    let end = decoder.feed(avail, &mut data);
+    client.consume(end.unwrap_or(n));
+    Ok(Chunk {
+        data,
+        last: end.is_some(),
+    })
+}
+
+/// Where the sealed output stands.
+enum Output {
+    /// Nothing sealed yet: DATA not opened at the provider.
+    Waiting,
+    /// The provider answered DATA with this instead of 354.
+    Refused(Reply),
+    /// DATA open at the provider; the message streams through.
+    Streaming(DotStuffer),
+    /// The seal job failed before any output: DATA was not opened.
+    SealFailed,
+    /// Failed with DATA open, or the provider connection broke: it has
+    /// been dropped.
+    Broken(UpstreamFailure),
+}
+
+/// The channels of one sealed message and what is in flight.
+struct Pump {
+    /// To the seal job; `None` once the data is over or the job stopped.
+    to_seal: Option<mpsc::Sender<Vec<u8>>>,
+    /// A decoded chunk the seal job has not taken yet.
+    pending: Option<Vec<u8>>,
+    /// From the seal job; `None` once it is done or no longer wanted.
+    sealed: Option<mpsc::Receiver<io::Result<Vec<u8>>>>,
+    reading: bool,
+    output: Output,
+    started: Instant,
+}
+
+enum Event {
+    Read(Result<Chunk, End>),
+    Handed,
+    SealerGone,
+    Sealed(Option<io::Result<Vec<u8>>>),
+}
+
+async fn reserve(tx: &Option<mpsc::Sender<Vec<u8>>>) -> Option<mpsc::Permit<'_, Vec<u8>>> {
+    tx.as_ref()?.reserve().await.ok()
+}
+
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Conn {
+    /// Reads and delivers one message; returns the step that ends the
+    /// transaction (the final reply, or a refusal that closes).
+    pub(super) async fn message(&mut self, r354: Reply, delivery: Delivery) -> Result<Step, End> {
+        let sealer = match self.shared.sealer(&delivery) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot seal: keyring unavailable");
+                self.refused("seal-unavailable", 0);
+                let r = self.session.delivered(Err(UpstreamFailure::SealFailed));
+                self.reset_upstream().await;
+                return Ok(Step::Reply(r));
+            }
+        };
+        match sealer {
+            Some(sealer) => self.sealed_message(r354, sealer).await,
+            None => self.plaintext_message().await,
+        }
+    }
+
+    fn refused(&self, reason: &'static str, bytes: u64) {
+        metrics::counter!(names::MESSAGES_TOTAL, "outcome" => "refused", "reason" => reason)
+            .increment(1);
+        metrics::counter!(names::MESSAGE_BYTES_TOTAL, "outcome" => "refused").increment(bytes);
+    }
+
+    /// The client stalled mid-DATA past `smtp.data_timeout_secs`.
+    async fn data_timed_out(&mut self) -> End {
+        self.reply(&Reply::new(
+            421,
+            "4.4.2 Timeout waiting for message data; closing the connection",
+        ));
+        let _ = self.flush(true).await;
+        End::Gone
+    }
+
+    /// Drops the provider connection (it is inside DATA or broken): the
+    /// provider delivers nothing.
+    fn drop_upstream(&mut self) {
+        self.upstream = None;
+        self.session.upstream_dropped();
+    }
+
+    /// Seals while reading (on a blocking thread) and streams the sealed
+    /// output to the provider as it comes.
+    async fn sealed_message(&mut self, r354: Reply, sealer: Sealer) -> Result<Step, End> {
+        self.reply(&r354);
+        self.flush(true).await?;
+        let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(SEAL_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel::<io::Result<Vec<u8>>>(SEAL_QUEUE);
+        let job = tokio::task::spawn_blocking(move || {
+            let reader = ChannelReader {
+                rx: in_rx,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            let mut writer =
+                io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx: out_tx.clone() });
+            let result = sealer.seal(reader, &mut writer).map_err(io::Error::other);
+            let result = result.and_then(|_| writer.flush());
+            if let Err(e) = result {
+                let _ = out_tx.blocking_send(Err(e));
+            }
+        });
+        let mut decoder = self.session.data_decoder();
+        let mut pump = Pump {
+            to_seal: Some(in_tx),
+            pending: None,
+            sealed: Some(out_rx),
+            reading: true,
+            output: Output::Waiting,
+            started: Instant::now(),
+        };
+        let pumped = self.pump_sealed(&mut decoder, &mut pump).await;
+        let output = std::mem::replace(&mut pump.output, Output::Waiting);
+        // Close the channels: the job ends (after at most its CPU work).
+        pump.to_seal = None;
+        pump.pending = None;
+        pump.sealed = None;
+        let _ = timeout(self.shared.data_timeout, job).await;
+        if let Err(e) = pumped {
+            if matches!(output, Output::Streaming(_)) {
+                self.drop_upstream();
+            }
+            return Err(match e {
+                End::Timeout => self.data_timed_out().await,
+                e => e,
+            });
+        }
+        let size = decoder.size();
+        if let Err(step) = self.session.message_received(decoder.flags) {
+            match output {
+                Output::Streaming(_) => self.drop_upstream(),
+                Output::Broken(_) => {}
+                _ => self.reset_upstream().await,
+            }
+            self.refused("bad-data", size);
+            return Ok(step);
+        }
+        let r = match output {
+            Output::Streaming(stuffer) => {
+                let Some(up) = self.upstream.as_mut() else {
+                    return Ok(Step::Reply(
+                        self.session.delivered(Err(UpstreamFailure::Unavailable)),
+                    ));
+                };
+                match up.end_message(&stuffer).await {
+                    Ok(r) => {
+                        metrics::histogram!(names::UPSTREAM_SECONDS)
+                            .record(pump.started.elapsed().as_secs_f64());
+                        metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class())
+                            .increment(1);
+                        if r.is_positive() {
+                            metrics::counter!(names::MESSAGES_TOTAL, "outcome" => "sealed", "reason" => "")
+                                .increment(1);
+                            metrics::counter!(names::MESSAGE_BYTES_TOTAL, "outcome" => "sealed")
+                                .increment(size);
+                        }
+                        self.session.delivered(Ok(r))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "provider connection failed");
+                        self.drop_upstream();
+                        self.refused("provider", size);
+                        self.session.delivered(Err(UpstreamFailure::Unavailable))
+                    }
+                }
+            }
+            Output::Waiting | Output::SealFailed => {
+                tracing::error!("sealing failed; nothing was sent to the provider");
+                self.refused("seal-failed", size);
+                self.reset_upstream().await;
+                self.session.delivered(Err(UpstreamFailure::SealFailed))
+            }
+            Output::Refused(r) => {
+                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
+                self.session.delivered(Ok(r))
+            }
+            Output::Broken(failure) => {
+                self.refused(
+                    if failure == UpstreamFailure::SealFailed {
+                        "seal-failed"
+                    } else {
+                        "provider"
+                    },
+                    size,
+                );
+                self.session.delivered(Err(failure))
+            }
+        };
+        Ok(Step::Reply(r))
+    }
+
+    /// Runs client, seal job and provider together until the data is over
+    /// and the seal job done (or no longer wanted). Each wait is bounded by
+    /// `data_timeout` (`Err(End::Timeout)`).
+    async fn pump_sealed(&mut self, decoder: &mut DataDecoder, pump: &mut Pump) -> Result<(), End> {
+        let wait = self.shared.data_timeout;
+        loop {
+            if !pump.reading && pump.pending.is_none() {
+                // End of data for the seal job.
+                pump.to_seal = None;
+                if pump.sealed.is_none() {
+                    return Ok(());
+                }
+            }
+            let client = &mut self.client;
+            let event = timeout(wait, async {
+                tokio::select! {
+                    r = read_chunk(client, decoder), if pump.reading && pump.pending.is_none() => {
+                        Event::Read(r)
+                    }
+                    permit = reserve(&pump.to_seal), if pump.pending.is_some() => match permit {
+                        Some(permit) => {
+                            permit.send(pump.pending.take().unwrap_or_default());
+                            Event::Handed
+                        }
+                        None => Event::SealerGone,
+                    },
+                    chunk = recv(&mut pump.sealed), if pump.sealed.is_some() => Event::Sealed(chunk),
+                }
+            })
+            .await
+            .map_err(|_| End::Timeout)?;
+            match event {
+                Event::Read(chunk) => {
+                    let chunk = chunk?;
+                    if chunk.last {
+                        pump.reading = false;
+                        if Session::refuses(&decoder.flags) {
+                            // Refused whatever the seal job makes of it.
+                            pump.sealed = None;
+                            continue;
+                        }
+                    }
+                    if !chunk.data.is_empty() && pump.to_seal.is_some() {
+                        pump.pending = Some(chunk.data);
+                    }
+                }
+                Event::Handed => {}
+                Event::SealerGone => {
+                    // The seal job failed: keep reading to the end of the
+                    // data, then fail the message closed.
+                    pump.to_seal = None;
+                    pump.pending = None;
+                }
+                Event::Sealed(None) => pump.sealed = None,
+                Event::Sealed(Some(Err(_))) => {
+                    pump.sealed = None;
+                    pump.output = match pump.output {
+                        Output::Streaming(_) => {
+                            self.drop_upstream();
+                            Output::Broken(UpstreamFailure::SealFailed)
+                        }
+                        _ => Output::SealFailed,
+                    };
+                }
+                Event::Sealed(Some(Ok(bytes))) => self.forward_sealed(pump, &bytes).await,
+            }
+        }
+    }
+
+    /// Sealed bytes to the provider, opening DATA there on the first ones.
+    /// A provider that refuses DATA or fails ends the seal job's output.
+    async fn forward_sealed(&mut self, pump: &mut Pump, bytes: &[u8]) {
+        let output = std::mem::replace(&mut pump.output, Output::Waiting);
+        pump.output = match output {
+            Output::Waiting => {
+                metrics::histogram!(names::SEAL_SECONDS)
+                    .record(pump.started.elapsed().as_secs_f64());
+                let Some(up) = self.upstream.as_mut() else {
+                    pump.sealed = None;
+                    pump.output = Output::Broken(UpstreamFailure::Unavailable);
+                    return;
+                };
+                match up.begin_message().await {
+                    Ok(r) if r.code == 354 => {
+                        let mut stuffer = DotStuffer::default();
+                        match up.write_message(&mut stuffer, bytes).await {
+                            Ok(()) => Output::Streaming(stuffer),
+                            Err(_) => Output::Broken(UpstreamFailure::Unavailable),
+                        }
+                    }
+                    Ok(r) => Output::Refused(r),
+                    Err(_) => Output::Broken(UpstreamFailure::Unavailable),
+                }
+            }
+            Output::Streaming(mut stuffer) => {
+                let written = match self.upstream.as_mut() {
+                    Some(up) => up.write_message(&mut stuffer, bytes).await.is_ok(),
+                    None => false,
+                };
+                if written {
+                    Output::Streaming(stuffer)
+                } else {
+                    Output::Broken(UpstreamFailure::Unavailable)
+                }
+            }
+            other => other,
+        };
+        match pump.output {
+            Output::Streaming(_) => {}
+            Output::Broken(_) => {
+                tracing::warn!("provider connection failed during DATA");
+                self.drop_upstream();
+                pump.sealed = None;
+            }
+            _ => pump.sealed = None,
+        }
+    }
+
+    /// Plaintext delivery in lockstep: DATA is opened at the provider
+    /// first, then the message streams through as it arrives.
+    async fn plaintext_message(&mut self) -> Result<Step, End> {
+        let Some(up) = self.upstream.as_mut() else {
+            let r = self.session.delivered(Err(UpstreamFailure::Unavailable));
+            return Ok(Step::Reply(r));
+        };
+        let r = match up.begin_message().await {
+            Ok(r) => r,
+            Err(_) => {
+                self.upstream = None;
+                let r = self.session.delivered(Err(UpstreamFailure::Unavailable));
+                return Ok(Step::Reply(r));
+            }
+        };
+        if r.code != 354 {
+            return Ok(Step::Reply(self.session.delivered(Ok(r))));
+        }
+        self.reply(&r);
+        self.flush(true).await?;
+        let mut decoder = self.session.data_decoder();
+        let mut stuffer = DotStuffer::default();
+        let mut upstream_ok = true;
+        loop {
+            let read = timeout(
+                self.shared.data_timeout,
+                read_chunk(&mut self.client, &mut decoder),
+            )
+            .await;
+            let chunk = match read {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => {
+                    // Client gone mid-DATA: abandon the provider's DATA too.
+                    self.drop_upstream();
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.drop_upstream();
+                    return Err(self.data_timed_out().await);
+                }
+            };
+            if upstream_ok
+                && !chunk.data.is_empty()
+                && let Some(up) = self.upstream.as_mut()
+                && up.write_message(&mut stuffer, &chunk.data).await.is_err()
+            {
+                upstream_ok = false;
+            }
+            if chunk.last {
+                break;
+            }
+        }
+        let size = decoder.size();
+        if let Err(step) = self.session.message_received(decoder.flags) {
+            self.drop_upstream();
+            self.refused("bad-data", size);
+            return Ok(step);
+        }
+        let result = match (upstream_ok, self.upstream.as_mut()) {
+            (true, Some(up)) => up
+                .end_message(&stuffer)
+                .await
+                .map_err(|_| UpstreamFailure::Unavailable),
+            _ => Err(UpstreamFailure::Unavailable),
+        };
+        if result.is_err() {
+            self.upstream = None;
+        }
+        if let Ok(r) = &result {
+            metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
+            if r.is_positive() {
+                metrics::counter!(names::MESSAGES_TOTAL, "outcome" => "relayed", "reason" => "")
+                    .increment(1);
+                metrics::counter!(names::MESSAGE_BYTES_TOTAL, "outcome" => "relayed")
+                    .increment(size);
+            }
+        }
+        Ok(Step::Reply(self.session.delivered(result)))
+    }
+}
+
+/// The blocking seal job reads the message from the connection task.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The blocking seal job hands the sealed message back.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the connection went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

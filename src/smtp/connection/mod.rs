@@ -1,0 +1,321 @@
+//! One client connection: the tokio shell around [`Session`]. It reads
+//! command lines, executes the session's [`Step`]s (replies, TLS, provider
+//! round trips), and moves message data ([`message`]): sealed as it arrives
+//! on a blocking thread, or streamed to the provider in lockstep for
+//! plaintext delivery.
+//!
+//! Invariant: every await on the client, the provider or a channel is
+//! bounded by a timeout of the session:
+//!
+//! - waiting for a command line: `smtp.command_timeout_secs` (default
+//!   300 s), then `421 4.4.2 Timeout waiting for a command` and close;
+//! - writing replies to a client that does not read, and the TLS
+//!   handshake: `smtp.command_timeout_secs`, then close;
+//! - every wait during DATA (the client's next bytes, the seal job taking
+//!   a chunk or handing sealed output back): `smtp.data_timeout_secs`
+//!   (default 180 s), then `421 4.4.2 Timeout waiting for message data`
+//!   and close; nothing is delivered;
+//! - every provider read and write: `[provider.smtp] timeout_secs`, then
+//!   the provider connection is dropped and the client told 451 4.4.2;
+//! - closing: [`CLOSE_TIMEOUT`].
+//!
+//! Whatever the client pipelined after STARTTLS is discarded with the
+//! plaintext reader; after a refusal that closes (a bare-newline end of
+//! data), nothing more is read.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+use super::reply::Reply;
+use super::session::{Delivery, Session, SessionConfig, Step, UpstreamFailure};
+use super::upstream::{Target, Upstream};
+use crate::admin::names;
+use crate::config::SealConfig;
+use crate::envelope::Sealer;
+use crate::keys::{self, Keyring};
+use crate::net::{self, LineEnd, Stream};
+use crate::policy::Policy;
+
+/// What every connection of one listener shares.
+pub struct Shared {
+    pub session: SessionConfig,
+    pub policy: Arc<Policy>,
+    pub target: Target,
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub keys_dir: PathBuf,
+    pub seal: SealConfig,
+    pub max_line_length: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    /// Label for metrics: submission, submissions, relay.
+    pub listener: &'static str,
+}
+
+impl Shared {
+    /// The sealer for a delivery. The keyring is read per message, so a
+    /// `keys rotate` takes effect without a restart; a keyring that cannot
+    /// be read fails the message closed (451).
+    fn sealer(&self, delivery: &Delivery) -> Result<Option<Sealer>, keys::KeyError> {
+        match delivery {
+            Delivery::Plaintext => Ok(None),
+            Delivery::SealForOrganisation => {
+                let keyring = Keyring::load(&self.keys_dir)?;
+                Ok(Some(keys::sealer(&keyring, &self.seal)?))
+            }
+            Delivery::SealTo(recipients) => {
+                // The marker names the first recipient's key.
+                let epoch = recipients.first().map(keys::epoch_id).unwrap_or_default();
+                Ok(Some(keys::external_sealer(
+                    epoch,
+                    recipients.clone(),
+                    &self.seal,
+                )))
+            }
+        }
+    }
+}
+
+/// Why a connection ended early.
+#[derive(Debug)]
+enum End {
+    /// The client went away or broke the protocol badly: just close.
+    Gone,
+    /// A wait during DATA passed `smtp.data_timeout_secs`: 421, close.
+    Timeout,
+}
+
+impl From<io::Error> for End {
+    fn from(_: io::Error) -> End {
+        End::Gone
+    }
+}
+
+mod message;
+
+/// How long closing the client connection (a TLS close_notify) and saying
+/// QUIT to the provider may take after the session is over.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size of the client reader's buffer (and so of a chunk of DATA).
+const READ_BUFFER: usize = 64 * 1024;
+
+struct Conn {
+    client: BufReader<Stream>,
+    out: Vec<u8>,
+    session: Session,
+    upstream: Option<Upstream>,
+    shared: Arc<Shared>,
+    line: Vec<u8>,
+}
+
+/// Serves one client until it quits, fails, or the server shuts down.
+/// Serves one client. `slots` (the session's place under the connection
+/// limits) is given back when the session is over, before the client sees
+/// its connection close: a client that reconnects at once is never refused
+/// for a session of its own that has ended.
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    implicit_tls: bool,
+    mut shutdown: watch::Receiver<bool>,
+    slots: impl Send,
+) {
+    let _ = tcp.set_nodelay(true);
+    let stream = if implicit_tls {
+        let Some(acceptor) = shared.acceptor.clone() else {
+            return;
+        };
+        match timeout(shared.command_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Stream::Server(Box::new(tls)),
+            _ => {
+                tracing::debug!(%peer, "TLS handshake failed");
+                return;
+            }
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
+    let session = Session::new(shared.session.clone(), shared.policy.clone(), implicit_tls);
+    let mut conn = Conn {
+        client: BufReader::with_capacity(READ_BUFFER, stream),
+        out: Vec::new(),
+        session,
+        upstream: None,
+        shared,
+        line: Vec::new(),
+    };
+    let _ = conn.run(&mut shutdown).await;
+    // The client is done: give its slots back and close its connection
+    // now, not after the provider has answered our QUIT (up to the
+    // provider timeout).
+    drop(slots);
+    let _ = timeout(CLOSE_TIMEOUT, conn.client.get_mut().shutdown()).await;
+    if let Some(up) = conn.upstream.take() {
+        tokio::spawn(timeout(CLOSE_TIMEOUT, up.quit()));
+    }
+}
+
+impl Conn {
+    fn reply(&mut self, r: &Reply) {
+        self.out.extend_from_slice(r.render().as_bytes());
+    }
+
+    /// Sends buffered replies. With PIPELINING, replies to a batch of
+    /// commands go out together when the client has nothing more queued.
+    async fn flush(&mut self, force: bool) -> io::Result<()> {
+        if self.out.is_empty() || (!force && !self.client.buffer().is_empty()) {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let w = self.client.get_mut();
+        timeout(self.shared.command_timeout, async {
+            w.write_all(&out).await?;
+            w.flush().await
+        })
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+    }
+
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), End> {
+        let greeting = self.session.greeting();
+        self.reply(&greeting);
+        self.flush(true).await?;
+        loop {
+            self.flush(false).await?;
+            let max = self.shared.max_line_length;
+            let wait = self.shared.command_timeout;
+            let read = tokio::select! {
+                r = timeout(wait, net::read_line(&mut self.client, &mut self.line, max)) => r,
+                _ = shutdown.changed(), if !self.session.in_transaction() => {
+                    self.reply(&Reply::new(421, "4.3.2 Service shutting down"));
+                    self.flush(true).await?;
+                    return Ok(());
+                }
+            };
+            let end = match read {
+                Err(_) => {
+                    self.reply(&Reply::new(421, "4.4.2 Timeout waiting for a command"));
+                    self.flush(true).await?;
+                    return Ok(());
+                }
+                Ok(r) => r?,
+            };
+            match end {
+                None | Some(LineEnd::Eof) => return Err(End::Gone),
+                Some(LineEnd::TooLong) => {
+                    self.reply(&Reply::new(500, "5.5.6 Line too long"));
+                    continue;
+                }
+                Some(LineEnd::Lf) => {}
+            }
+            let line = net::trim_eol(&self.line).to_vec();
+            let step = if self.session.in_auth() {
+                self.session.auth_line(&line)
+            } else {
+                self.session.command(&line)
+            };
+            if self.execute(step).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs a step and whatever follows from it. Returns true when the
+    /// connection is to close.
+    async fn execute(&mut self, mut step: Step) -> Result<bool, End> {
+        loop {
+            step = match step {
+                Step::Reply(r) => {
+                    self.reply(&r);
+                    return Ok(false);
+                }
+                Step::Close(r) => {
+                    self.reply(&r);
+                    self.flush(true).await?;
+                    return Ok(true);
+                }
+                Step::StartTls(r) => {
+                    self.reply(&r);
+                    self.flush(true).await?;
+                    self.start_tls().await?;
+                    return Ok(false);
+                }
+                Step::Upstream { open, line } => self.upstream_round(open, &line).await,
+                Step::ReadData(r354, delivery) => self.message(r354, delivery).await?,
+            };
+        }
+    }
+
+    async fn start_tls(&mut self) -> Result<(), End> {
+        let Some(acceptor) = self.shared.acceptor.clone() else {
+            return Err(End::Gone);
+        };
+        // Replacing the reader drops whatever the client pipelined after
+        // STARTTLS: it was sent in the clear and must not be acted on.
+        let mut stream = std::mem::replace(self.client.get_mut(), Stream::Upgrading);
+        let tcp = stream.take_plain().ok_or(End::Gone)?;
+        let tls = timeout(self.shared.command_timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| End::Gone)??;
+        self.client = BufReader::with_capacity(READ_BUFFER, Stream::Server(Box::new(tls)));
+        self.session.tls_started();
+        Ok(())
+    }
+
+    /// One command to the provider (opening the connection first if asked).
+    async fn upstream_round(&mut self, open: bool, line: &str) -> Step {
+        let started = Instant::now();
+        if open || self.upstream.is_none() {
+            match Upstream::connect(&self.shared.target).await {
+                Ok(up) => self.upstream = Some(up),
+                Err(e) => {
+                    tracing::warn!(error = %e, "provider unavailable");
+                    metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => "error")
+                        .increment(1);
+                    return self
+                        .session
+                        .upstream_reply(Err(UpstreamFailure::Unavailable));
+                }
+            }
+        }
+        let Some(up) = self.upstream.as_mut() else {
+            return self
+                .session
+                .upstream_reply(Err(UpstreamFailure::Unavailable));
+        };
+        let result = up.command(line).await;
+        metrics::histogram!(names::UPSTREAM_SECONDS).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => {
+                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
+                self.session.upstream_reply(Ok(r))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "provider connection failed");
+                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => "error").increment(1);
+                self.upstream = None;
+                self.session
+                    .upstream_reply(Err(UpstreamFailure::Unavailable))
+            }
+        }
+    }
+
+    /// Resets the provider's transaction after a refused message.
+    async fn reset_upstream(&mut self) {
+        if let Some(up) = self.upstream.as_mut()
+            && up.command("RSET").await.is_err()
+        {
+            self.upstream = None;
+            self.session.upstream_dropped();
+        }
+    }
+}
