@@ -320,3 +320,71 @@ fn malformed_provider_responses_are_retried_never_trusted() {
     assert_eq!(proxy.faulted("APPEND") + proxy.faulted("UID FETCH"), 2);
     assert_exactly_once(&user, &job.keys, &originals);
 }
+
+/// The `--batch 3` job arguments of the stalled-provider tests.
+const STALL_ARGS: [&str; 4] = ["--mailbox", "INBOX", "--batch", "3"];
+
+/// The job's first batch was held by the proxy (a provider that stalled)
+/// and its run gave up on it (killed, or timed out and retried); the job
+/// then completes. When the provider resumes and stores the held copies,
+/// they are duplicates, and the next run removes them.
+fn late_copies_are_removed_by_the_next_run(
+    job: &Jobs,
+    proxy: &FaultProxy,
+    user: &User,
+    originals: &BTreeMap<String, Vec<u8>>,
+) {
+    let out = job.ok(job.job(user, "seal", &STALL_ARGS));
+    assert!(out.contains("0 failed"), "{out}");
+    assert_exactly_once(user, &job.keys, originals);
+    // The provider resumes and stores the held copies.
+    // (A kill may cut the batch short: only complete APPENDs are stored.)
+    let answers = proxy.release(Duration::from_secs(60));
+    let late = answers.len();
+    assert!((1..=3).contains(&late), "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a.contains(" OK [APPENDUID ")),
+        "the late APPENDs were stored: {answers:?}"
+    );
+    assert_eq!(provider().imap_fetch_all(user, "INBOX").len(), 6 + late);
+    let out = job.ok(job.job(user, "seal", &STALL_ARGS));
+    assert!(out.contains(&format!(" {late} duplicate(s)")), "{out}");
+    assert_exactly_once(user, &job.keys, originals);
+    // Nothing is awaited any more: the next run has nothing to do.
+    let out = job.ok(job.job(user, "seal", &STALL_ARGS));
+    assert!(out.contains("0 sealed, 0 duplicate(s)"), "{out}");
+    assert_exactly_once(user, &job.keys, originals);
+}
+
+#[test]
+fn copies_stored_after_the_job_was_killed_and_completed_are_removed() {
+    let p = provider();
+    let user = p.new_user("stallkill");
+    let originals = fill(&user, 6);
+    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().hold("APPEND", When::Nth(1)));
+    let job = new_job(proxy.addr());
+    let mut child = spawn(&job, &user, &STALL_ARGS);
+    assert!(
+        proxy.wait_held(Duration::from_secs(60)),
+        "the job never APPENDed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    late_copies_are_removed_by_the_next_run(&job, &proxy, &user, &originals);
+}
+
+#[test]
+fn copies_stored_after_a_timeout_and_retry_are_removed() {
+    let p = provider();
+    let user = p.new_user("stalltimeout");
+    let originals = fill(&user, 6);
+    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().hold("APPEND", When::Nth(1)));
+    let job = new_job(proxy.addr());
+    // writ gives up on the held APPENDs after 2 s and retries at once.
+    job.configure(
+        proxy.addr(),
+        "security = \"plain\"\ntimeout_secs = 2",
+        Some(&jobs_settings(12)),
+    );
+    late_copies_are_removed_by_the_next_run(&job, &proxy, &user, &originals);
+}

@@ -7,11 +7,13 @@
 //! - [`fetch`]: exactly the named messages, for disclosure.
 //! - [`scan`]: what a mailbox holds, from two header fields per message.
 //! - [`mover`]: seal and reseal in place, batch by batch, never losing a
-//!   message; [`checkpoint`] makes it resumable, [`retry`] patient.
+//!   message; [`checkpoint`] makes it resumable, [`retry`] patient,
+//!   [`copies`] tells its copies apart (a token in the marker).
 
 pub mod census;
 pub mod checkpoint;
 pub mod client;
+pub mod copies;
 pub mod fetch;
 pub mod login;
 pub mod mover;

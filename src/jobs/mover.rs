@@ -5,27 +5,39 @@
 //! One batch, in the only order that cannot lose a message:
 //!
 //! 1. FETCH the originals; build each sealed copy (same flags, same
-//!    INTERNALDATE) and note what the original opens to (its SHA-256).
+//!    INTERNALDATE), mark it with its copy token ([`super::copies`]) and
+//!    note what the original opens to (its SHA-256).
 //! 2. Record the batch in the checkpoint ([`super::checkpoint`]).
 //! 3. APPEND the copies (pipelined with LITERAL+).
 //! 4. FETCH the copies back and open them: a copy counts only if it opens
 //!    to exactly what the original opens to.
 //! 5. Only then set `\Deleted` on those originals and `UID EXPUNGE` them
 //!    (RFC 4315); a copy that failed step 4 is removed instead.
-//! 6. Clear the batch from the checkpoint.
+//! 6. Clear the batch from the checkpoint; an APPEND that got no answer
+//!    stays recorded as unanswered.
 //!
-//! A run that finds a batch still recorded (the last run died between 2
-//! and 6) does 4–6 for it first, finding the copies by INTERNALDATE and
-//! content hash among the messages APPENDed since: at most one duplicate
-//! exists, and it goes.
+//! A run starts by looking for the copies of a batch still recorded (the
+//! last run died between 2 and 6) and of every unanswered APPEND, by their
+//! tokens: a copy of an original that already has one is a duplicate and
+//! goes; an original whose copy is there is expunged, not sealed again. An
+//! original sealed again while an APPEND of it is unanswered is recorded
+//! under both tokens, so a copy the provider stores late (it had stalled,
+//! or the answer timed out) is found and removed by a later run.
+//!
+//! Invariant: a message is removed only when another copy that opens to
+//! the same bytes is present (or it is a copy carrying our token that does
+//! not open to its original).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::checkpoint::{Checkpoint, CheckpointError, InFlight, sha256_hex};
+use super::checkpoint::{
+    Checkpoint, CheckpointError, InFlight, MAX_UNANSWERED, Unanswered, sha256_hex,
+};
 use super::client::{Appending, Client, ClientError, Fetched};
+use super::copies;
 use super::login::Credentials;
 use super::retry::{Backoff, Transient};
 use super::scan::{self, Seen};
@@ -45,6 +57,8 @@ pub enum JobError {
          message marked \\Deleted in that mailbox"
     )]
     NoUidplus,
+    #[error("the system's random number generator failed; check the system, then run again")]
+    Random,
 }
 
 impl Transient for JobError {
@@ -133,8 +147,44 @@ struct Prepared {
 struct Resolved {
     moved: u64,
     duplicates: u64,
-    /// Originals still there without a verified copy.
+    /// Originals of the batch still there without a verified copy.
     unmatched: Vec<u32>,
+}
+
+/// How the provider answered the APPENDs of the batch in flight.
+#[derive(Default)]
+struct Answered {
+    /// UIDs of the copies (APPENDUID).
+    copies: Vec<u32>,
+    /// Some APPEND was stored without APPENDUID: its copy is searched for.
+    uid_unknown: bool,
+    /// Tokens of APPENDs refused: no copy of them exists.
+    refused: HashSet<String>,
+}
+
+/// One original with copies to account for, during [`Mover::resolve`].
+struct Original {
+    uid: u32,
+    internal_date: Option<i64>,
+    sha256: String,
+    /// The copy kept for it by an earlier run (from the checkpoint).
+    kept_before: Option<u32>,
+    /// The copy kept for it, verified by this resolve.
+    verified: Option<u32>,
+    /// In the batch in flight (not only an unanswered APPEND).
+    in_flight: bool,
+}
+
+impl Original {
+    fn kept(&self) -> Option<u32> {
+        self.verified.or(self.kept_before)
+    }
+
+    /// A fetched message opens to what this original opens to.
+    fn matches(&self, hash: Option<&String>, date: Option<i64>) -> bool {
+        Some(&self.sha256) == hash
+            && (self.internal_date.is_none() || date.is_none() || self.internal_date == date)
+    }
 }
 
 impl Mover {
@@ -199,11 +249,11 @@ impl Mover {
         let job = self.kind.name();
         let mut cp = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
         if cp.uidvalidity != selected.uidvalidity {
-            if !cp.in_flight.is_empty() {
+            if !cp.in_flight.is_empty() || !cp.unanswered.is_empty() {
                 tracing::warn!(
                     account = %creds.user, mailbox,
-                    "UIDVALIDITY changed since the last run: its last batch cannot be matched, \
-                     a duplicate it left stays"
+                    "UIDVALIDITY changed since the last run: its unanswered APPENDs cannot be \
+                     matched, a duplicate they left stays"
                 );
             }
             cp = Checkpoint {
@@ -214,14 +264,13 @@ impl Mover {
                 ..Checkpoint::default()
             };
         }
-        if !self.dry_run && !cp.in_flight.is_empty() {
-            let r = self.resolve(&mut client, &cp, None, expunge_all).await?;
+        if !self.dry_run && (!cp.in_flight.is_empty() || !cp.unanswered.is_empty()) {
+            let r = self
+                .resolve(&mut client, &mut cp, None, expunge_all)
+                .await?;
             report.moved += r.moved;
             report.duplicates_removed += r.duplicates;
             self.progress.moved(r.moved);
-            cp.in_flight.clear();
-            cp.moved += r.moved;
-            cp.duplicates_removed += r.duplicates;
             cp.save(&self.checkpoints)?;
         }
 
@@ -245,9 +294,10 @@ impl Mover {
         let mut next_uid = selected.uidnext;
         for chunk in originals.chunks(self.batch.max(1)) {
             let fetched = client.uid_fetch(chunk, &[]).await?;
+            let batch = copies::batch_id().ok_or(JobError::Random)?;
             let mut prepared = Vec::with_capacity(fetched.len());
             for f in fetched {
-                match self.prepare(f) {
+                match self.prepare(f, &batch) {
                     Ok(Some(p)) => prepared.push(p),
                     Ok(None) => {}
                     Err(failure) => report.failed.push(failure),
@@ -265,31 +315,36 @@ impl Mover {
                 .map(|p| (p.intent, p.appending))
                 .unzip();
             let results = client.append_many(mailbox, appendings).await?;
-            let mut copies = Vec::new();
-            let mut all_uids_known = true;
+            let mut answered = Answered::default();
             let mut transient = None;
             let mut refused = Vec::new();
             for (intent, result) in intents.iter().zip(results) {
                 match result {
-                    Ok(Some(uid)) => copies.push(uid),
-                    Ok(None) => all_uids_known = false,
-                    Err(e) if e.is_transient() => transient = Some(e),
-                    Err(e) => refused.push(Failure {
-                        uid: intent.uid,
-                        why: e.to_string(),
-                    }),
+                    Ok(Some(uid)) => answered.copies.push(uid),
+                    Ok(None) => answered.uid_unknown = true,
+                    Err(e) => {
+                        // A tagged NO: nothing was stored.
+                        answered.refused.extend(intent.token.clone());
+                        if e.is_transient() {
+                            transient = Some(e);
+                        } else {
+                            refused.push(Failure {
+                                uid: intent.uid,
+                                why: e.to_string(),
+                            });
+                        }
+                    }
                 }
             }
-            if let Some(&max) = copies.iter().max() {
-                next_uid = next_uid.max(max + 1);
+            if let Some(&max) = answered.copies.iter().max() {
+                next_uid = next_uid.max(max.saturating_add(1));
             }
-            let hint = all_uids_known.then_some(copies.as_slice());
-            let r = self.resolve(&mut client, &cp, hint, expunge_all).await?;
+            let r = self
+                .resolve(&mut client, &mut cp, Some(&answered), expunge_all)
+                .await?;
             report.moved += r.moved;
+            report.duplicates_removed += r.duplicates;
             self.progress.moved(r.moved);
-            cp.in_flight.clear();
-            cp.moved += r.moved;
-            cp.duplicates_removed += r.duplicates;
             cp.save(&self.checkpoints)?;
             if let Some(e) = transient {
                 // Back off; the next attempt starts from what is left.
@@ -301,7 +356,8 @@ impl Mover {
                 if !refused_uids.contains(&uid) {
                     report.failed.push(Failure {
                         uid,
-                        why: "its sealed copy did not open to the original; the copy was removed"
+                        why: "no sealed copy of it that opens to the original was found; the \
+                              original stays"
                             .into(),
                     });
                 }
@@ -313,12 +369,12 @@ impl Mover {
 
     /// The sealed copy of one original; `None` when there is nothing to do
     /// (it is no longer an original of this job).
-    fn prepare(&self, f: Fetched) -> Result<Option<Prepared>, Failure> {
+    fn prepare(&self, f: Fetched, batch: &str) -> Result<Option<Prepared>, Failure> {
         let fail = |why: String| Failure { uid: f.uid, why };
         let head_end = envelope::header::header_end(&f.body).unwrap_or(f.body.len());
         let head = &f.body[..head_end];
         let detected = envelope::detect(head);
-        let (content, message) = match (&self.kind, detected) {
+        let (content, mut message, marker_at) = match (&self.kind, detected) {
             (Kind::Seal, None) => {
                 let mut sealed = Vec::with_capacity(f.body.len() + f.body.len() / 3 + 4096);
                 match self.sealer.seal(&f.body[..], &mut sealed) {
@@ -326,7 +382,7 @@ impl Mover {
                     Ok(Sealed::AlreadySealed { .. }) => return Ok(None),
                     Err(e) => return Err(fail(format!("cannot seal it: {e}"))),
                 }
-                (f.body, sealed)
+                (f.body, sealed, 0)
             }
             (Kind::Reseal { from }, Some(d)) if &d.epoch == from => {
                 let mut opened = Vec::with_capacity(f.body.len());
@@ -347,16 +403,21 @@ impl Mover {
                     }
                     Err(e) => return Err(fail(format!("cannot seal it: {e}"))),
                 }
-                (opened, sealed)
+                (opened, sealed, prefix.len())
             }
             _ => return Ok(None),
         };
+        let token = copies::token(batch, f.uid);
+        if !copies::mark(&mut message, marker_at, &token) {
+            return Err(fail("its sealed copy has no marker line to mark".into()));
+        }
         let internal_date = f.internal_date.as_ref().map(|d| d.as_ref().timestamp());
         Ok(Some(Prepared {
             intent: InFlight {
                 uid: f.uid,
                 internal_date,
                 sha256: sha256_hex(&content),
+                token: Some(token),
             },
             appending: Appending {
                 flags: f.flags,
@@ -366,93 +427,289 @@ impl Mover {
         }))
     }
 
-    /// Steps 4–5 for the batch recorded in `cp`: find and check the copies
-    /// (by UID when APPENDUID gave them, else by INTERNALDATE among the
-    /// messages stored since), then expunge the originals they replace.
+    /// Steps 4–6 for the batch recorded in `cp` (`answered`: how the
+    /// provider answered its APPENDs) or, at the start of a run (`None`),
+    /// for the batch a dead run left and every unanswered APPEND: find the
+    /// copies by their tokens, open them, keep one per original, remove
+    /// duplicates, expunge the originals that have a copy, and record what
+    /// is still unanswered.
     async fn resolve(
         &self,
         client: &mut Client,
-        cp: &Checkpoint,
-        appended: Option<&[u32]>,
+        cp: &mut Checkpoint,
+        answered: Option<&Answered>,
         expunge_all: bool,
     ) -> Result<Resolved, JobError> {
-        let intents = &cp.in_flight;
-        let candidates: Vec<u32> = match appended {
-            Some(uids) => uids.to_vec(),
-            None => {
-                let dates: HashSet<Option<i64>> = intents.iter().map(|i| i.internal_date).collect();
-                scan::scan_from(client, cp.copies_from_uid)
-                    .await?
-                    .into_iter()
-                    .filter(|s| s.epoch.is_some() && dates.contains(&s.internal_date))
-                    .map(|s| s.uid)
-                    .collect()
+        let mut book = Book::of(cp, answered);
+        // Which originals, and which copies kept earlier, are still there.
+        let mut uids: Vec<u32> = book.originals.iter().map(|o| o.uid).collect();
+        uids.extend(book.originals.iter().filter_map(|o| o.kept_before));
+        let mut present_originals = HashSet::new();
+        let mut present_copies = HashSet::new();
+        for s in scan::scan(client, &uids).await? {
+            if self.kind.is_original(&s) {
+                present_originals.insert(s.uid);
+            } else if s.epoch.is_some() {
+                present_copies.insert(s.uid);
             }
-        };
-        let mut claimed: Vec<Option<u32>> = vec![None; intents.len()];
+        }
+        let candidates = self.candidates(client, cp, &book, answered).await?;
         let mut remove = Vec::new();
         let mut duplicates = 0;
         for chunk in candidates.chunks(self.batch.max(1)) {
             for f in client.uid_fetch(chunk, &[]).await? {
+                let head_end = envelope::header::header_end(&f.body).unwrap_or(f.body.len());
+                let token = copies::token_of(&f.body[..head_end]);
                 let mut opened = Vec::with_capacity(f.body.len());
                 let hash = envelope::open(&f.body[..], &*self.keys, &mut opened)
                     .ok()
                     .map(|_| sha256_hex(&opened));
                 let date = f.internal_date.as_ref().map(|d| d.as_ref().timestamp());
-                let matching = |i: &InFlight| {
-                    Some(&i.sha256) == hash.as_ref()
-                        && (i.internal_date.is_none() || date.is_none() || i.internal_date == date)
+                let Some(n) = book.original_of(token.as_deref(), hash.as_ref(), date) else {
+                    continue;
                 };
-                if let Some(n) =
-                    (0..intents.len()).find(|&n| claimed[n].is_none() && matching(&intents[n]))
-                {
-                    claimed[n] = Some(f.uid);
-                } else if intents.iter().any(matching) {
-                    // A second copy of one original.
-                    remove.push(f.uid);
-                    duplicates += 1;
-                } else if appended.is_some() {
-                    // Ours (APPENDUID said so) and wrong: never keep it.
+                let o = &mut book.originals[n];
+                if !o.matches(hash.as_ref(), date) {
+                    // It carries the token of our APPEND: ours, and wrong.
                     tracing::warn!(
                         uid = f.uid,
                         "a sealed copy did not open to its original; removed"
                     );
                     remove.push(f.uid);
+                    continue;
+                }
+                let other_copy = o
+                    .verified
+                    .or(o.kept_before.filter(|k| present_copies.contains(k)));
+                match other_copy {
+                    Some(k) if k != f.uid => {
+                        remove.push(f.uid);
+                        duplicates += 1;
+                    }
+                    Some(_) => {}
+                    None => o.verified = Some(f.uid),
                 }
             }
         }
-        // Which originals are still there, still originals.
-        let original_uids: Vec<u32> = intents.iter().map(|i| i.uid).collect();
-        let present: HashSet<u32> = scan::scan(client, &original_uids)
-            .await?
-            .into_iter()
-            .filter(|s| self.kind.is_original(s))
-            .map(|s| s.uid)
-            .collect();
         let mut resolved = Resolved::default();
-        for (intent, copy) in intents.iter().zip(&claimed) {
-            match (copy, present.contains(&intent.uid)) {
+        for o in &book.originals {
+            let present = present_originals.contains(&o.uid);
+            match (o.verified, present) {
                 (Some(_), true) => {
-                    remove.push(intent.uid);
+                    remove.push(o.uid);
                     resolved.moved += 1;
-                    if appended.is_none() {
+                    if answered.is_none() {
+                        // Its copy was stored by a run that died.
                         duplicates += 1;
                     }
                 }
-                (Some(_), false) => resolved.moved += 1,
-                (None, true) => resolved.unmatched.push(intent.uid),
-                (None, false) => tracing::warn!(
-                    uid = intent.uid,
+                (Some(_), false) if o.kept_before.is_none() => resolved.moved += 1,
+                (Some(_), false) => {}
+                (None, true) if o.in_flight => resolved.unmatched.push(o.uid),
+                (None, false) if o.in_flight && o.kept_before.is_none() => tracing::warn!(
+                    uid = o.uid,
                     "an original of the last batch is gone and no copy of it was found \
                      (deleted by someone else?)"
                 ),
+                (None, _) => {}
             }
         }
         resolved.duplicates = duplicates;
         remove.sort_unstable();
         remove.dedup();
         client.delete(&remove, expunge_all).await?;
+        book.record(cp);
+        cp.moved += resolved.moved;
+        cp.duplicates_removed += resolved.duplicates;
         Ok(resolved)
+    }
+
+    /// The UIDs that may be copies `book` waits for: those APPENDUID named,
+    /// those whose marker carries an awaited token, and for a batch
+    /// recorded without tokens (by an earlier writ) the sealed messages
+    /// with one of its INTERNALDATEs stored since.
+    async fn candidates(
+        &self,
+        client: &mut Client,
+        cp: &Checkpoint,
+        book: &Book,
+        answered: Option<&Answered>,
+    ) -> Result<Vec<u32>, JobError> {
+        let mut candidates: BTreeSet<u32> = answered
+            .map(|a| a.copies.iter().copied().collect())
+            .unwrap_or_default();
+        let search_from = match answered {
+            None => book.search_from,
+            Some(a) if a.uid_unknown => Some(cp.copies_from_uid),
+            Some(_) => None,
+        };
+        if let Some(from) = search_from.filter(|_| !book.tokens.is_empty()) {
+            let found = copies::search(client, from).await?;
+            candidates.extend(
+                scan::scan(client, &found)
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.copy.as_ref().is_some_and(|t| book.tokens.contains_key(t)))
+                    .map(|s| s.uid),
+            );
+        }
+        if !book.legacy.is_empty() {
+            let dates: HashSet<Option<i64>> = book
+                .legacy
+                .iter()
+                .map(|&n| book.originals[n].internal_date)
+                .collect();
+            candidates.extend(
+                scan::scan_from(client, cp.copies_from_uid)
+                    .await?
+                    .into_iter()
+                    .filter(|s| {
+                        s.epoch.is_some() && s.copy.is_none() && dates.contains(&s.internal_date)
+                    })
+                    .map(|s| s.uid),
+            );
+        }
+        Ok(candidates.into_iter().collect())
+    }
+}
+
+/// The originals a resolve accounts for, and the tokens of their copies
+/// it waits for.
+struct Book {
+    originals: Vec<Original>,
+    /// Awaited token → index in `originals`.
+    tokens: HashMap<String, usize>,
+    /// Originals of a batch recorded without tokens.
+    legacy: Vec<usize>,
+    /// The lowest UID an awaited copy can have, if any is awaited.
+    search_from: Option<u32>,
+    /// Unanswered APPENDs this resolve does not look at, kept as they are.
+    untouched: Vec<Unanswered>,
+    /// `(token, original, from_uid)` of every awaited APPEND, oldest first.
+    awaited: Vec<(String, usize, u32)>,
+    /// Tokens whose copy was found.
+    found: HashSet<String>,
+}
+
+impl Book {
+    /// At the start of a run (`answered` None) every unanswered APPEND is
+    /// looked at; after a batch only those of its originals.
+    fn of(cp: &Checkpoint, answered: Option<&Answered>) -> Book {
+        let mut book = Book {
+            originals: Vec::new(),
+            tokens: HashMap::new(),
+            legacy: Vec::new(),
+            search_from: None,
+            untouched: Vec::new(),
+            awaited: Vec::new(),
+            found: HashSet::new(),
+        };
+        let in_batch: HashSet<u32> = cp.in_flight.iter().map(|i| i.uid).collect();
+        let mut index: HashMap<u32, usize> = HashMap::new();
+        let mut entry = |book: &mut Book, uid: u32, date: Option<i64>, sha: &str| {
+            *index.entry(uid).or_insert_with(|| {
+                book.originals.push(Original {
+                    uid,
+                    internal_date: date,
+                    sha256: sha.to_string(),
+                    kept_before: None,
+                    verified: None,
+                    in_flight: false,
+                });
+                book.originals.len() - 1
+            })
+        };
+        for u in &cp.unanswered {
+            if answered.is_some() && !in_batch.contains(&u.uid) {
+                book.untouched.push(u.clone());
+                continue;
+            }
+            let n = entry(&mut book, u.uid, u.internal_date, &u.sha256);
+            book.originals[n].kept_before = book.originals[n].kept_before.or(u.kept);
+            book.awaited.push((u.token.clone(), n, u.from_uid));
+            book.search_from = Some(book.search_from.map_or(u.from_uid, |f| f.min(u.from_uid)));
+        }
+        let refused = answered.map(|a| &a.refused);
+        for i in &cp.in_flight {
+            let n = entry(&mut book, i.uid, i.internal_date, &i.sha256);
+            book.originals[n].in_flight = true;
+            match &i.token {
+                Some(t) if refused.is_some_and(|r| r.contains(t)) => {}
+                Some(t) => {
+                    book.awaited.push((t.clone(), n, cp.copies_from_uid));
+                    let from = cp.copies_from_uid;
+                    book.search_from = Some(book.search_from.map_or(from, |f| f.min(from)));
+                }
+                None => book.legacy.push(n),
+            }
+        }
+        book.tokens = book
+            .awaited
+            .iter()
+            .map(|(t, n, _)| (t.clone(), *n))
+            .collect();
+        book
+    }
+
+    /// Which original a fetched message may be a copy of: by its token, or
+    /// (no token, a legacy batch) by what it opens to. Marks the token
+    /// found.
+    fn original_of(
+        &mut self,
+        token: Option<&str>,
+        hash: Option<&String>,
+        date: Option<i64>,
+    ) -> Option<usize> {
+        match token {
+            Some(t) => {
+                let n = *self.tokens.get(t)?;
+                self.found.insert(t.to_string());
+                Some(n)
+            }
+            None => {
+                let matching = |&&n: &&usize| self.originals[n].matches(hash, date);
+                let unclaimed = self
+                    .legacy
+                    .iter()
+                    .filter(matching)
+                    .find(|&&n| self.originals[n].kept().is_none());
+                unclaimed
+                    .or_else(|| self.legacy.iter().find(matching))
+                    .copied()
+            }
+        }
+    }
+
+    /// The checkpoint after this resolve: no batch in flight; every
+    /// awaited APPEND whose copy was not found is unanswered, with the
+    /// copy kept for its original.
+    fn record(self, cp: &mut Checkpoint) {
+        let mut unanswered = self.untouched;
+        for (token, n, from_uid) in self.awaited {
+            if self.found.contains(&token) {
+                continue;
+            }
+            let o = &self.originals[n];
+            unanswered.push(Unanswered {
+                token,
+                uid: o.uid,
+                internal_date: o.internal_date,
+                sha256: o.sha256.clone(),
+                kept: o.kept(),
+                from_uid,
+            });
+        }
+        if unanswered.len() > MAX_UNANSWERED {
+            let dropped = unanswered.len() - MAX_UNANSWERED;
+            tracing::warn!(
+                account = %cp.account, mailbox = %cp.mailbox, dropped,
+                "too many unanswered APPENDs recorded; the oldest are forgotten (a copy the \
+                 provider stores for them later stays as a duplicate)"
+            );
+            unanswered.drain(..dropped);
+        }
+        cp.unanswered = unanswered;
+        cp.in_flight.clear();
     }
 }
 

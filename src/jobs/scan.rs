@@ -21,15 +21,21 @@ pub struct Seen {
     pub internal_date: Option<i64>,
     /// The epoch it is sealed under; `None`: plaintext.
     pub epoch: Option<String>,
+    /// The copy token in its marker (a mailbox job's copy), if sealed.
+    pub copy: Option<String>,
 }
 
 pub fn seen(f: &Fetched) -> Seen {
     // HEADER.FIELDS answers end with the blank line; detect wants a
     // header block.
+    let epoch = envelope::detect(&f.body).map(|d| d.epoch);
     Seen {
         uid: f.uid,
         internal_date: f.internal_date.as_ref().map(|d| d.as_ref().timestamp()),
-        epoch: envelope::detect(&f.body).map(|d| d.epoch),
+        copy: epoch
+            .as_ref()
+            .and_then(|_| super::copies::token_of(&f.body)),
+        epoch,
     }
 }
 

@@ -20,6 +20,13 @@
 //! - [`Faults::cut_after_bytes`]: the selected connections are closed,
 //!   without a word, once the client has sent N bytes on them (exactly those
 //!   N bytes reach the server).
+//! - [`Faults::hold`]: a provider that stalls: the matching command and
+//!   everything the client sends after it on that connection are held back
+//!   (the client hears nothing) until [`FaultProxy::release`], which, once
+//!   the client has gone, hands the complete held commands to the server
+//!   and waits for its answers: a pipelined APPEND stored after the client
+//!   was killed or gave up. One hold per proxy; [`FaultProxy::wait_held`]
+//!   says when it began.
 //!
 //! Rules select commands by name ([`Faults::throttle`]`("APPEND", ...)`;
 //! `"UID FETCH"` is another name than `"FETCH"`; `"*"` is every command)
@@ -45,9 +52,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The answer of [`Faults::throttle`], after the tag.
 pub const THROTTLED: &str = "NO [LIMIT] Too many requests";
@@ -96,6 +103,8 @@ pub enum Fault {
     /// out between commands, or within a first line, the event has an empty
     /// tag and command and is not counted as a command.)
     CutAfterBytes,
+    /// Held back with everything after it, until [`FaultProxy::release`].
+    Held,
 }
 
 /// One command the client sent through the proxy.
@@ -119,6 +128,7 @@ enum Action {
     Bye,
     Cut,
     LoseReply,
+    Hold,
 }
 
 #[derive(Clone, Debug)]
@@ -176,6 +186,12 @@ impl Faults {
         self
     }
 
+    /// A matching command and everything after it on that connection are
+    /// held back until [`FaultProxy::release`] (see the module docs).
+    pub fn hold(self, command: &str, when: When) -> Faults {
+        self.rule(command, when, Action::Hold)
+    }
+
     fn rule(mut self, command: &str, when: When, action: Action) -> Faults {
         self.rules.push(Rule {
             command: command.to_ascii_uppercase(),
@@ -194,6 +210,53 @@ struct Shared {
     connections: u32,
     /// Both sockets of every connection, to close them when the proxy goes.
     open: Vec<(TcpStream, TcpStream)>,
+    hold: HoldSignal,
+}
+
+/// The state of [`Faults::hold`], shared by the held connection and the
+/// test.
+#[derive(Default)]
+struct Hold {
+    /// A command is held.
+    holding: bool,
+    /// [`FaultProxy::release`] was called.
+    released: bool,
+    /// The server's tagged answers to the held commands, as sent.
+    answers: Vec<String>,
+    /// Every held command was answered, or the server went.
+    done: bool,
+}
+
+type HoldSignal = Arc<(Mutex<Hold>, Condvar)>;
+
+/// Waits on `signal` until `ready` holds or `timeout` passes; true if it
+/// holds.
+fn wait_for(signal: &HoldSignal, timeout: Duration, ready: impl Fn(&Hold) -> bool) -> bool {
+    let (m, cv) = &**signal;
+    let deadline = Instant::now().checked_add(timeout);
+    let mut h = lock(m);
+    while !ready(&h) {
+        h = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                cv.wait_timeout(h, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => cv.wait(h).unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+    true
+}
+
+/// Changes the hold state and wakes its waiters.
+fn update_hold(signal: &HoldSignal, change: impl FnOnce(&mut Hold)) {
+    let (m, cv) = &**signal;
+    change(&mut lock(m));
+    cv.notify_all();
 }
 
 /// A running fault-injecting proxy; stops accepting and closes every
@@ -216,6 +279,7 @@ impl FaultProxy {
             events: Vec::new(),
             connections: 0,
             open: Vec::new(),
+            hold: HoldSignal::default(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         {
@@ -271,6 +335,27 @@ impl FaultProxy {
         self.lock().connections
     }
 
+    /// Waits until a command is held ([`Faults::hold`]); false if none is
+    /// within `timeout`.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let signal = self.lock().hold.clone();
+        wait_for(&signal, timeout, |h| h.holding)
+    }
+
+    /// Lets the held commands through once the client has closed its
+    /// connection, and waits (up to `timeout`) until the server has
+    /// answered every complete one; returns its tagged answers (e.g. `J7 OK
+    /// [APPENDUID 1 9] Append completed.`). Panics if they do not all come.
+    pub fn release(&self, timeout: Duration) -> Vec<String> {
+        let signal = self.lock().hold.clone();
+        update_hold(&signal, |h| h.released = true);
+        assert!(
+            wait_for(&signal, timeout, |h| h.done),
+            "the held commands were not all answered within {timeout:?}"
+        );
+        lock(&signal.0).answers.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         lock(&self.shared)
     }
@@ -315,6 +400,10 @@ struct ConnState {
     withhold: HashSet<String>,
     /// STARTTLS was sent: copy bytes blindly.
     raw: bool,
+    /// Commands are held: a failed write to the (gone) client is ignored.
+    holding: bool,
+    /// Released held commands whose tagged answer has not come yet.
+    held_tags: HashSet<String>,
 }
 
 impl Conn {
@@ -552,6 +641,7 @@ fn client_to_server(
                 Some(Action::Bye) => Some(Fault::Bye),
                 Some(Action::Cut) => Some(Fault::Cut),
                 Some(Action::LoseReply) => Some(Fault::LostReply),
+                Some(Action::Hold) => Some(Fault::Held),
             };
             match action {
                 None => {
@@ -586,6 +676,11 @@ fn client_to_server(
                     conn.close();
                     return Ok(());
                 }
+                Some(Action::Hold) => {
+                    conn.record(&tag, &command, fault, at);
+                    current = None;
+                    return hold(conn, &mut reader, &mut server, line);
+                }
             }
             current = None;
         }
@@ -597,6 +692,63 @@ fn client_to_server(
         conn.close();
     }
     result
+}
+
+/// [`Faults::hold`]: keeps `line` and everything after it until the client
+/// has gone and the test releases them, then sends the complete commands
+/// among them to the server, whose answers `server_to_client` collects.
+fn hold(
+    conn: &Conn,
+    reader: &mut BufReader<Budget>,
+    server: &mut TcpStream,
+    line: Vec<u8>,
+) -> io::Result<()> {
+    let signal = lock(&conn.shared).hold.clone();
+    lock(&conn.state).holding = true;
+    update_hold(&signal, |h| h.holding = true);
+    let mut held = line;
+    // Until the client closes (or its connection breaks): the bytes read
+    // so far stay in `held` either way.
+    let _ = reader.read_to_end(&mut held);
+    let (tags, complete) = complete_commands(&held);
+    wait_for(&signal, Duration::MAX, |h| h.released);
+    if tags.is_empty() {
+        update_hold(&signal, |h| h.done = true);
+        return Ok(());
+    }
+    lock(&conn.state).held_tags = tags.into_iter().collect();
+    server.write_all(&held[..complete])
+}
+
+/// The tags of the complete commands (with all their literals) at the
+/// start of `bytes`, and where they end.
+fn complete_commands(bytes: &[u8]) -> (Vec<String>, usize) {
+    let mut tags = Vec::new();
+    let mut end = 0;
+    let next_line = |at: usize| {
+        bytes[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| at + p + 1)
+    };
+    'commands: while let Some(mut line_end) = next_line(end) {
+        let (tag, _) = parse_command(&bytes[end..line_end]);
+        let mut line_start = end;
+        while let Some((len, _)) = literal_at_end(&bytes[line_start..line_end]) {
+            let literal_end = line_end + len as usize;
+            if literal_end > bytes.len() {
+                break 'commands;
+            }
+            line_start = literal_end;
+            match next_line(literal_end) {
+                Some(e) => line_end = e,
+                None => break 'commands,
+            }
+        }
+        tags.push(tag);
+        end = line_end;
+    }
+    (tags, end)
 }
 
 /// Forwards a command whose first line is `line`, with its literals: a
@@ -713,6 +865,21 @@ fn server_to_client(conn: &Conn, server: TcpStream) {
             let mut to_raw = false;
             {
                 let mut state = lock(&conn.state);
+                if state.held_tags.remove(&tag) {
+                    let answer = String::from_utf8_lossy(&response).trim_end().to_string();
+                    let all = state.held_tags.is_empty();
+                    drop(state);
+                    let signal = lock(&conn.shared).hold.clone();
+                    update_hold(&signal, |h| {
+                        h.answers.push(answer);
+                        h.done = all;
+                    });
+                    if all {
+                        conn.close();
+                        return Ok(());
+                    }
+                    continue;
+                }
                 if tag == "+" {
                     if let Some((_, tx)) = state.literal_wait.take() {
                         let _ = tx.send(true);
@@ -734,7 +901,12 @@ fn server_to_client(conn: &Conn, server: TcpStream) {
                     to_raw = state.raw;
                 }
             }
-            lock(&conn.to_client).write_all(&response)?;
+            let written = lock(&conn.to_client).write_all(&response);
+            if written.is_err() && lock(&conn.state).holding {
+                // The client is gone; the held commands are not.
+                continue;
+            }
+            written?;
             if to_raw {
                 let mut client = lock(&conn.to_client).try_clone()?;
                 io::copy(&mut reader, &mut client)?;
@@ -746,5 +918,9 @@ fn server_to_client(conn: &Conn, server: TcpStream) {
     // Whatever ended this direction: a waiting literal will not come, and
     // the session is over.
     lock(&conn.state).literal_wait = None;
+    if !lock(&conn.state).held_tags.is_empty() {
+        let signal = lock(&conn.shared).hold.clone();
+        update_hold(&signal, |h| h.done = true);
+    }
     conn.close();
 }
