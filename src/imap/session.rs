@@ -26,6 +26,7 @@ use super::append;
 use super::cache::{Cache, MailboxKey};
 use super::capabilities::{self, Offer};
 use super::fetch::{CacheRef, FetchPlan, Output};
+use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
@@ -88,6 +89,10 @@ pub struct Session {
     /// A SELECT or EXAMINE in flight: tag, mailbox, UIDVALIDITY seen.
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
     selected: Option<MailboxKey>,
+    /// Caps on the client's commands before imap-next parses them.
+    intake: Intake,
+    /// A LOGIN or AUTHENTICATE succeeded (or the provider said PREAUTH).
+    authenticated: bool,
 }
 
 /// A client command writ answers with commands of its own.
@@ -166,6 +171,8 @@ impl Session {
             pending_mechanism: None,
             pending_select: None,
             selected: None,
+            intake: Intake::new(ctx.max_literal_size),
+            authenticated: false,
         }
     }
 
@@ -200,6 +207,7 @@ impl Session {
                     && ok
                 {
                     self.account = account;
+                    self.authenticated = true;
                 }
                 if self
                     .pending_select
@@ -224,8 +232,29 @@ impl Session {
         }
     }
 
+    /// Bytes from the client. What is over a cap of [`intake`] is answered
+    /// BAD here and never reaches the parser.
     pub fn client_input(&mut self, bytes: &[u8]) {
-        self.server.enqueue_input(bytes);
+        for event in self.intake.push(bytes) {
+            match event {
+                intake::Event::Bytes(b) => self.server.enqueue_input(&b),
+                intake::Event::Refused { tag, why, close } => {
+                    tracing::info!(limit = why, "client command over a limit refused");
+                    let tag = tag.and_then(|t| Tag::try_from(t).ok());
+                    self.bad(tag, why);
+                    if close {
+                        self.bye("closing after a command over a limit");
+                        self.step = Step::Close;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A LOGIN or AUTHENTICATE has succeeded.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
     }
 
     pub fn provider_input(&mut self, bytes: &[u8]) {
@@ -247,6 +276,7 @@ impl Session {
     pub fn tls_started(&mut self) {
         self.ctx.client_tls = true;
         self.server = new_server(&self.ctx);
+        self.intake = Intake::new(self.ctx.max_literal_size);
         loop {
             match self.server.next() {
                 Ok(server::Event::GreetingSent { .. }) => break,
@@ -293,7 +323,7 @@ impl Session {
 
     fn offer(&self) -> Offer {
         Offer {
-            starttls: self.ctx.starttls_listener && !self.ctx.client_tls,
+            starttls: self.ctx.starttls_listener && !self.ctx.client_tls && !self.authenticated,
             login_disabled: !self.auth_allowed(),
         }
     }
@@ -325,6 +355,19 @@ impl Session {
                 return self.step;
             }
         }
+    }
+
+    /// BAD with `tag`, or untagged without one.
+    fn bad(&mut self, tag: Option<Tag<'static>>, why: &'static str) {
+        let body = StatusBody {
+            kind: StatusKind::Bad,
+            code: None,
+            text: text(why),
+        };
+        self.server.enqueue_status(match tag {
+            Some(tag) => Status::Tagged(Tagged { tag, body }),
+            None => Status::Untagged(body),
+        });
     }
 
     fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
@@ -400,9 +443,16 @@ impl Session {
     }
 
     fn on_command(&mut self, command: Command<'static>) {
+        if let Err(why) = intake::check(&command) {
+            tracing::info!(limit = why, "client command over a limit refused");
+            return self.bad(Some(command.tag), why);
+        }
         match &command.body {
             CommandBody::StartTLS => {
-                if self.ctx.client_tls {
+                if self.authenticated {
+                    // RFC 3501 §6.2.1: only in the not-authenticated state.
+                    self.refuse(command.tag, StatusKind::Bad, "STARTTLS only before login");
+                } else if self.ctx.client_tls {
                     self.refuse(command.tag, StatusKind::Bad, "TLS is already active");
                 } else if !self.ctx.starttls_listener {
                     self.refuse(command.tag, StatusKind::Bad, "STARTTLS is not offered here");
