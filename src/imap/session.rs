@@ -295,6 +295,12 @@ impl Session {
         self.step = Step::Close;
     }
 
+    /// The connection ends for `why` (a timeout): BYE, then close.
+    pub fn close_with(&mut self, why: &'static str) {
+        self.bye(why);
+        self.step = Step::Close;
+    }
+
     /// writ is shutting down.
     pub fn shutdown(&mut self) {
         self.bye("writ is shutting down, reconnect later");
