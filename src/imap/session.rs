@@ -131,6 +131,11 @@ fn server_options(ctx: &Context) -> server::Options {
     let mut o = server::Options::default();
     o.max_literal_size = ctx.max_literal_size;
     o.max_command_size = ctx.max_literal_size.saturating_add(64 * 1024);
+    // What a synchronising literal over the limit is answered (BAD).
+    let _ = o.set_literal_reject_text(format!(
+        "Literal too large: at most {} octets",
+        ctx.max_literal_size
+    ));
     // Clients in the wild send bare LF now and then; be lenient inbound.
     o.crlf_relaxed = true;
     o
@@ -317,9 +322,15 @@ impl Session {
         self.drain_server_output();
     }
 
+    /// Runs the client flow until its queued responses are out (a response
+    /// before the BYE must not stop the BYE from going out).
     fn drain_server_output(&mut self) {
-        while let Err(Interrupt::Io(Io::Output(b))) = self.server.next() {
-            self.to_client.extend_from_slice(&b);
+        loop {
+            match self.server.next() {
+                Err(Interrupt::Io(Io::Output(b))) => self.to_client.extend_from_slice(&b),
+                Ok(server::Event::ResponseSent { .. } | server::Event::GreetingSent { .. }) => {}
+                _ => break,
+            }
         }
     }
 
@@ -561,10 +572,16 @@ impl Session {
     /// A client command the flow could not parse: BAD with its tag when
     /// one can be read, and the session goes on.
     fn on_client_error(&mut self, e: server::Error) {
-        let discarded = match e {
+        let (discarded, why) = match e {
             server::Error::ExpectedCrlfGotLf { discarded_bytes }
-            | server::Error::MalformedMessage { discarded_bytes }
-            | server::Error::CommandTooLong { discarded_bytes } => discarded_bytes,
+            | server::Error::MalformedMessage { discarded_bytes } => (
+                discarded_bytes,
+                "Unparseable command (or SEARCH nested deeper than 9)",
+            ),
+            server::Error::CommandTooLong { discarded_bytes } => (
+                discarded_bytes,
+                "Command too long: its literals exceed the literal size limit",
+            ),
             // The flow already answered BAD with the command's tag.
             server::Error::LiteralTooLong { .. } => return,
         };
@@ -573,23 +590,7 @@ impl Session {
             .split(|&b| b == b' ')
             .next()
             .and_then(|t| Tag::try_from(t.to_vec()).ok());
-        let status = Status::Untagged(StatusBody {
-            kind: StatusKind::Bad,
-            code: None,
-            text: text("Unparseable command"),
-        });
-        let status = match tag {
-            Some(tag) => Status::Tagged(Tagged {
-                tag,
-                body: StatusBody {
-                    kind: StatusKind::Bad,
-                    code: None,
-                    text: text("Unparseable command"),
-                },
-            }),
-            None => status,
-        };
-        self.server.enqueue_status(status);
+        self.bad(tag, why);
     }
 
     fn on_provider(&mut self, event: client::Event) {
