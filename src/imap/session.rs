@@ -340,7 +340,12 @@ impl Session {
 
     fn offer(&self) -> Offer {
         Offer {
-            starttls: self.ctx.starttls_listener && !self.ctx.client_tls && !self.authenticated,
+            // Capabilities sent while a login is in flight (Dovecot sends
+            // its post-login list untagged before the OK) are post-login.
+            starttls: self.ctx.starttls_listener
+                && !self.ctx.client_tls
+                && !self.authenticated
+                && self.pending_login.is_none(),
             login_disabled: !self.auth_allowed(),
         }
     }

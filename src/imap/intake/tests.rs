@@ -276,6 +276,18 @@ mod session {
     }
 
     #[test]
+    fn capabilities_sent_during_login_are_post_login() {
+        let mut s = session();
+        exchange(&mut s, b"l LOGIN alice secret\r\n");
+        s.provider_input(b"* CAPABILITY IMAP4rev1 IDLE\r\nl OK Logged in\r\n");
+        s.advance();
+        assert_eq!(
+            String::from_utf8(s.take_to_client()).unwrap(),
+            "* CAPABILITY IMAP4REV1 IDLE\r\nl OK Logged in\r\n"
+        );
+    }
+
+    #[test]
     fn deep_search_nesting_is_bad_without_recursion() {
         let mut s = session();
         let mut line = b"s SEARCH ".to_vec();
