@@ -13,6 +13,7 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -124,12 +125,16 @@ fn huge_sequence_sets_are_refused_at_once_and_others_are_served() {
     // The default literal limit (50 MiB): the whole-command limit derived
     // from it is no defence against a 1.4 MB line.
     let proxy = proxy_with(provider().imap_addr(), 50 * 1024 * 1024, "");
+    // The other user comes once both commands are sent in full.
+    let sent = Arc::new(Barrier::new(3));
     let attacks: Vec<_> = (0..2)
         .map(|_| {
             let mut imap = logged_in(&proxy, &attacker);
+            let sent = sent.clone();
             thread::spawn(move || {
                 let started = Instant::now();
                 imap.write_raw(&huge_uid_fetch("big", 200_000)).unwrap();
+                sent.wait();
                 let answer = imap.read_response("big").expect("an answer");
                 let took = started.elapsed();
                 // The session goes on.
@@ -138,6 +143,7 @@ fn huge_sequence_sets_are_refused_at_once_and_others_are_served() {
             })
         })
         .collect();
+    sent.wait();
     assert_served(&proxy, &victim);
     for attack in attacks {
         let (answer, took) = attack.join().unwrap();
