@@ -283,6 +283,7 @@ impl Server {
         };
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
+        let (per_ip, prelogin) = (crate::net::PerIp::default(), crate::net::PerIp::default());
         for l in &imap.listeners {
             let socket = TcpListener::bind(l.listen)
                 .await
@@ -297,6 +298,7 @@ impl Server {
                 starttls_listener: l.kind == ImapListenerKind::Imap,
                 allow_plaintext_auth: imap.allow_plaintext_auth,
                 max_literal_size: imap.max_literal_size,
+                login_timeout: Duration::from_secs(imap.login_timeout_secs),
                 idle_timeout: Duration::from_secs(imap.idle_timeout_secs),
                 listener: match l.kind {
                     ImapListenerKind::Imap => "imap",
@@ -311,6 +313,10 @@ impl Server {
                 shared,
                 implicit_tls: l.kind == ImapListenerKind::Imaps,
                 max_sessions: imap.max_sessions,
+                max_sessions_per_ip: imap.max_sessions_per_ip,
+                max_prelogin_per_ip: imap.max_prelogin_per_ip,
+                per_ip: per_ip.clone(),
+                prelogin: prelogin.clone(),
                 grace: Duration::from_secs(config.serve.grace_secs),
             });
         }

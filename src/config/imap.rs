@@ -40,10 +40,26 @@ pub struct ImapConfig {
     pub allow_plaintext_auth: bool,
     /// Largest literal (e.g. an APPENDed message) accepted from a client.
     pub max_literal_size: u32,
-    /// Concurrent IMAP sessions; more are told BYE.
+    /// Concurrent IMAP sessions; more are told
+    /// `* BYE [UNAVAILABLE] Too many connections, try later`.
     pub max_sessions: usize,
-    /// Seconds a client may stay silent (RFC 3501 §5.4: at least 30
-    /// minutes). IDLE clients re-issue IDLE well within that.
+    /// Concurrent sessions from one client address, logged in or not; more
+    /// are told `* BYE [UNAVAILABLE] Too many connections from your
+    /// address, try later`. Generous: an office behind one NAT address
+    /// has several clients, each with several connections.
+    pub max_sessions_per_ip: usize,
+    /// Concurrent sessions from one client address that have not logged in
+    /// yet; more are told the same BYE. Idle unauthenticated connections
+    /// cost writ a slot each and must not lock users out.
+    pub max_prelogin_per_ip: usize,
+    /// Seconds from connecting to a successful LOGIN or AUTHENTICATE; then
+    /// the client is told `* BYE Login timeout: log in sooner` and
+    /// disconnected. writ connects to the provider only when the client's
+    /// first command needs it, so an idle connection costs the provider
+    /// nothing.
+    pub login_timeout_secs: u64,
+    /// Seconds a logged-in client may stay silent (RFC 3501 §5.4: at least
+    /// 30 minutes; IDLE clients re-issue IDLE within that); then `* BYE`.
     pub idle_timeout_secs: u64,
     /// Keep a cache of opened messages.
     pub cache: bool,
@@ -63,6 +79,9 @@ impl Default for ImapConfig {
             allow_plaintext_auth: false,
             max_literal_size: 50 * 1024 * 1024,
             max_sessions: 500,
+            max_sessions_per_ip: 100,
+            max_prelogin_per_ip: 10,
+            login_timeout_secs: 60,
             idle_timeout_secs: 31 * 60,
             cache: true,
             cache_dir: PathBuf::from("cache"),
@@ -93,8 +112,18 @@ impl ImapConfig {
         if self.max_sessions == 0 {
             out.push("imap.max_sessions must be at least 1".into());
         }
-        if self.idle_timeout_secs < 60 {
-            out.push("imap.idle_timeout_secs must be at least 60".into());
+        if self.max_sessions_per_ip == 0 || self.max_prelogin_per_ip == 0 {
+            out.push(
+                "imap.max_sessions_per_ip and imap.max_prelogin_per_ip must be at least 1".into(),
+            );
+        }
+        if !(5..=600).contains(&self.login_timeout_secs) {
+            out.push("imap.login_timeout_secs must be between 5 and 600".into());
+        }
+        if self.idle_timeout_secs < 30 * 60 {
+            out.push(
+                "imap.idle_timeout_secs must be at least 1800 (RFC 3501 §5.4: 30 minutes)".into(),
+            );
         }
         out
     }

@@ -1,6 +1,17 @@
-//! One client connection: connect to the provider, then move bytes between
-//! the sockets and the [`Session`], which decides everything. This file
-//! only reads, writes, upgrades to TLS and keeps time.
+//! One client connection: move bytes between the sockets and the
+//! [`Session`], which decides everything. This file only reads, writes,
+//! upgrades to TLS, connects to the provider and keeps time.
+//!
+//! - The provider is connected to only when the session first has bytes
+//!   for it (the client's first command that needs it): a client that
+//!   connects and says nothing costs the provider nothing. writ's greeting
+//!   is its own (no capabilities in it), so nothing is lost by waiting.
+//! - Before login the client has `imap.login_timeout_secs` from connecting
+//!   (a deadline, not a per-read timer: trickling bytes does not extend
+//!   it); after login each silence may last `imap.idle_timeout_secs`.
+//!   Either way the client is told BYE and the connection closed.
+//! - The connection holds its [`Slots`]; the pre-login one is given back
+//!   at login.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,12 +20,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 
 use super::session::{Context, Session, SharedKeys, Step};
 use super::upstream::{Target, Upstream};
-use crate::net::Stream;
+use crate::net::{PerIpGuard, Stream};
 
 /// What every connection of one listener shares.
 pub struct Shared {
@@ -23,6 +34,9 @@ pub struct Shared {
     pub starttls_listener: bool,
     pub allow_plaintext_auth: bool,
     pub max_literal_size: u32,
+    /// `imap.login_timeout_secs`: from connecting to a successful login.
+    pub login_timeout: Duration,
+    /// `imap.idle_timeout_secs`: each silence of a logged-in client.
     pub idle_timeout: Duration,
     /// For logs and metrics.
     pub listener: &'static str,
@@ -37,6 +51,11 @@ pub struct Shared {
 /// Longest a TLS handshake with a client may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a client that did not log in within the login timeout is told.
+const LOGIN_BYE: &str = "Login timeout: log in sooner after connecting";
+/// What a logged-in client silent for the idle timeout is told.
+const IDLE_BYE: &str = "Idle too long: reconnect when needed";
+
 async fn write_all(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     if !bytes.is_empty() {
         stream.write_all(bytes).await?;
@@ -45,14 +64,24 @@ async fn write_all(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What a connection holds while it runs: its session permit and its
+/// per-address slots. The pre-login slot is given back at login.
+pub struct Slots {
+    pub session: tokio::sync::OwnedSemaphorePermit,
+    pub per_ip: PerIpGuard,
+    pub prelogin: Option<PerIpGuard>,
+}
+
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     implicit_tls: bool,
     mut shutdown: watch::Receiver<bool>,
+    mut slots: Slots,
 ) {
     let _ = tcp.set_nodelay(true);
+    let login_deadline = Instant::now() + shared.login_timeout;
     let mut client = if implicit_tls {
         match timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => Stream::Server(Box::new(tls)),
@@ -63,19 +92,6 @@ pub async fn serve(
         }
     } else {
         Stream::Plain(tcp)
-    };
-    let mut provider = match Upstream::connect(&shared.target).await {
-        Ok(up) => up,
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "provider unreachable");
-            let _ = write_all(
-                &mut client,
-                b"* BYE [UNAVAILABLE] writ cannot reach the provider, try again later\r\n",
-            )
-            .await;
-            let _ = client.shutdown().await;
-            return;
-        }
     };
     let mut session = Session::new(
         Context {
@@ -89,14 +105,38 @@ pub async fn serve(
         shared.sealer.clone(),
     )
     .with_cache(shared.cache.clone());
-    session.provider_input(&std::mem::take(&mut provider.pending));
-    let mut upstream = provider.stream;
+    // Connected when the first command for the provider is ready, not
+    // before: an idle client costs the provider nothing.
+    let mut upstream: Option<Stream> = None;
     let mut cbuf = vec![0u8; 64 * 1024];
     let mut pbuf = vec![0u8; 64 * 1024];
     loop {
         let step = session.advance();
+        if session.authenticated() {
+            slots.prelogin = None;
+        }
         let out = session.take_to_provider();
-        if let Err(e) = write_all(&mut upstream, &out).await {
+        if !out.is_empty() && upstream.is_none() {
+            match Upstream::connect(&shared.target).await {
+                Ok(up) => {
+                    session.provider_input(&up.pending);
+                    upstream = Some(up.stream);
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "provider unreachable");
+                    let _ = write_all(&mut client, &session.take_to_client()).await;
+                    let _ = write_all(
+                        &mut client,
+                        b"* BYE [UNAVAILABLE] writ cannot reach the provider, try again later\r\n",
+                    )
+                    .await;
+                    break;
+                }
+            }
+        }
+        if let Some(up) = upstream.as_mut()
+            && let Err(e) = write_all(up, &out).await
+        {
             tracing::info!(%peer, error = %e, "provider connection lost");
             session.provider_closed();
         }
@@ -122,16 +162,29 @@ pub async fn serve(
                 continue;
             }
         }
+        // Before login the client has until the login deadline; after it,
+        // the idle timeout for each silence.
+        let (quiet_until, why) = if session.authenticated() {
+            (Instant::now() + shared.idle_timeout, IDLE_BYE)
+        } else {
+            (login_deadline, LOGIN_BYE)
+        };
+        let provider_read = async {
+            match upstream.as_mut() {
+                Some(up) => up.read(&mut pbuf).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            r = timeout(shared.idle_timeout, client.read(&mut cbuf)) => match r {
+            r = timeout_at(quiet_until, client.read(&mut cbuf)) => match r {
                 Ok(Ok(n)) if n > 0 => session.client_input(&cbuf[..n]),
                 Ok(_) => break,
                 Err(_) => {
-                    tracing::info!(%peer, "client idle too long");
-                    session.shutdown();
+                    tracing::info!(%peer, authenticated = session.authenticated(), "client timed out");
+                    session.close_with(why);
                 }
             },
-            r = upstream.read(&mut pbuf) => match r {
+            r = provider_read => match r {
                 Ok(n) if n > 0 => session.provider_input(&pbuf[..n]),
                 _ => session.provider_closed(),
             },
@@ -139,5 +192,8 @@ pub async fn serve(
         }
     }
     let _ = client.shutdown().await;
-    let _ = upstream.shutdown().await;
+    if let Some(mut up) = upstream {
+        let _ = up.shutdown().await;
+    }
+    drop(slots);
 }

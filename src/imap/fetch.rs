@@ -175,7 +175,7 @@ fn same_section(a: Option<&Section<'_>>, b: Option<&Section<'_>>) -> bool {
 }
 
 fn uid_set(uids: &[NonZeroU32]) -> Option<SequenceSet> {
-    SequenceSet::try_from(uids).ok()
+    super::sequence::compact(uids)
 }
 
 impl FetchPlan {

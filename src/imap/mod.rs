@@ -7,6 +7,8 @@
 //! - [`fetch`]: FETCH as a plan of provider commands, so that sealed
 //!   messages are answered from what writ opens; [`answer`] computes the
 //!   items of one sealed message.
+//! - [`intake`]: caps on the client's commands before they are parsed.
+//! - [`sequence`]: the sequence sets of writ's own commands.
 //! - [`upstream`]: the connection to the provider's IMAP server.
 //! - [`connection`] and [`listener`]: the tokio shells around them.
 
@@ -19,10 +21,12 @@ pub mod connection;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod intake;
 pub mod listener;
 pub mod search;
 pub mod search_plan;
 pub mod section;
+pub mod sequence;
 pub mod session;
 #[cfg(test)]
 mod testing;

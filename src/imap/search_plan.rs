@@ -441,7 +441,7 @@ impl SearchPlan {
     /// when none are left.
     fn next_fetch(&mut self, phase: Phase) -> Vec<Output> {
         let uids: Vec<NonZeroU32> = self.pending.keys().copied().collect();
-        let Ok(set) = SequenceSet::try_from(&uids[..]) else {
+        let Some(set) = super::sequence::compact(&uids) else {
             // Nothing left to download: all answered already.
             return self.finish();
         };

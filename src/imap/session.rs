@@ -26,6 +26,7 @@ use super::append;
 use super::cache::{Cache, MailboxKey};
 use super::capabilities::{self, Offer};
 use super::fetch::{CacheRef, FetchPlan, Output};
+use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
@@ -88,6 +89,10 @@ pub struct Session {
     /// A SELECT or EXAMINE in flight: tag, mailbox, UIDVALIDITY seen.
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
     selected: Option<MailboxKey>,
+    /// Caps on the client's commands before imap-next parses them.
+    intake: Intake,
+    /// A LOGIN or AUTHENTICATE succeeded (or the provider said PREAUTH).
+    authenticated: bool,
 }
 
 /// A client command writ answers with commands of its own.
@@ -126,6 +131,11 @@ fn server_options(ctx: &Context) -> server::Options {
     let mut o = server::Options::default();
     o.max_literal_size = ctx.max_literal_size;
     o.max_command_size = ctx.max_literal_size.saturating_add(64 * 1024);
+    // What a synchronising literal over the limit is answered (BAD).
+    let _ = o.set_literal_reject_text(format!(
+        "Literal too large: at most {} octets",
+        ctx.max_literal_size
+    ));
     // Clients in the wild send bare LF now and then; be lenient inbound.
     o.crlf_relaxed = true;
     o
@@ -166,6 +176,8 @@ impl Session {
             pending_mechanism: None,
             pending_select: None,
             selected: None,
+            intake: Intake::new(ctx.max_literal_size),
+            authenticated: false,
         }
     }
 
@@ -200,6 +212,7 @@ impl Session {
                     && ok
                 {
                     self.account = account;
+                    self.authenticated = true;
                 }
                 if self
                     .pending_select
@@ -224,8 +237,29 @@ impl Session {
         }
     }
 
+    /// Bytes from the client. What is over a cap of [`intake`] is answered
+    /// BAD here and never reaches the parser.
     pub fn client_input(&mut self, bytes: &[u8]) {
-        self.server.enqueue_input(bytes);
+        for event in self.intake.push(bytes) {
+            match event {
+                intake::Event::Bytes(b) => self.server.enqueue_input(&b),
+                intake::Event::Refused { tag, why, close } => {
+                    tracing::info!(limit = why, "client command over a limit refused");
+                    let tag = tag.and_then(|t| Tag::try_from(t).ok());
+                    self.bad(tag, why);
+                    if close {
+                        self.bye("closing after a command over a limit");
+                        self.step = Step::Close;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A LOGIN or AUTHENTICATE has succeeded.
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
     }
 
     pub fn provider_input(&mut self, bytes: &[u8]) {
@@ -247,6 +281,7 @@ impl Session {
     pub fn tls_started(&mut self) {
         self.ctx.client_tls = true;
         self.server = new_server(&self.ctx);
+        self.intake = Intake::new(self.ctx.max_literal_size);
         loop {
             match self.server.next() {
                 Ok(server::Event::GreetingSent { .. }) => break,
@@ -262,6 +297,12 @@ impl Session {
         if !self.provider_bye {
             self.bye("connection to the provider lost");
         }
+        self.step = Step::Close;
+    }
+
+    /// The connection ends for `why` (a timeout): BYE, then close.
+    pub fn close_with(&mut self, why: &'static str) {
+        self.bye(why);
         self.step = Step::Close;
     }
 
@@ -281,9 +322,15 @@ impl Session {
         self.drain_server_output();
     }
 
+    /// Runs the client flow until its queued responses are out (a response
+    /// before the BYE must not stop the BYE from going out).
     fn drain_server_output(&mut self) {
-        while let Err(Interrupt::Io(Io::Output(b))) = self.server.next() {
-            self.to_client.extend_from_slice(&b);
+        loop {
+            match self.server.next() {
+                Err(Interrupt::Io(Io::Output(b))) => self.to_client.extend_from_slice(&b),
+                Ok(server::Event::ResponseSent { .. } | server::Event::GreetingSent { .. }) => {}
+                _ => break,
+            }
         }
     }
 
@@ -293,7 +340,12 @@ impl Session {
 
     fn offer(&self) -> Offer {
         Offer {
-            starttls: self.ctx.starttls_listener && !self.ctx.client_tls,
+            // Capabilities sent while a login is in flight (Dovecot sends
+            // its post-login list untagged before the OK) are post-login.
+            starttls: self.ctx.starttls_listener
+                && !self.ctx.client_tls
+                && !self.authenticated
+                && self.pending_login.is_none(),
             login_disabled: !self.auth_allowed(),
         }
     }
@@ -325,6 +377,19 @@ impl Session {
                 return self.step;
             }
         }
+    }
+
+    /// BAD with `tag`, or untagged without one.
+    fn bad(&mut self, tag: Option<Tag<'static>>, why: &'static str) {
+        let body = StatusBody {
+            kind: StatusKind::Bad,
+            code: None,
+            text: text(why),
+        };
+        self.server.enqueue_status(match tag {
+            Some(tag) => Status::Tagged(Tagged { tag, body }),
+            None => Status::Untagged(body),
+        });
     }
 
     fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
@@ -400,9 +465,16 @@ impl Session {
     }
 
     fn on_command(&mut self, command: Command<'static>) {
+        if let Err(why) = intake::check(&command) {
+            tracing::info!(limit = why, "client command over a limit refused");
+            return self.bad(Some(command.tag), why);
+        }
         match &command.body {
             CommandBody::StartTLS => {
-                if self.ctx.client_tls {
+                if self.authenticated {
+                    // RFC 3501 §6.2.1: only in the not-authenticated state.
+                    self.refuse(command.tag, StatusKind::Bad, "STARTTLS only before login");
+                } else if self.ctx.client_tls {
                     self.refuse(command.tag, StatusKind::Bad, "TLS is already active");
                 } else if !self.ctx.starttls_listener {
                     self.refuse(command.tag, StatusKind::Bad, "STARTTLS is not offered here");
@@ -505,10 +577,16 @@ impl Session {
     /// A client command the flow could not parse: BAD with its tag when
     /// one can be read, and the session goes on.
     fn on_client_error(&mut self, e: server::Error) {
-        let discarded = match e {
+        let (discarded, why) = match e {
             server::Error::ExpectedCrlfGotLf { discarded_bytes }
-            | server::Error::MalformedMessage { discarded_bytes }
-            | server::Error::CommandTooLong { discarded_bytes } => discarded_bytes,
+            | server::Error::MalformedMessage { discarded_bytes } => (
+                discarded_bytes,
+                "Unparseable command (or SEARCH nested deeper than 9)",
+            ),
+            server::Error::CommandTooLong { discarded_bytes } => (
+                discarded_bytes,
+                "Command too long: its literals exceed the literal size limit",
+            ),
             // The flow already answered BAD with the command's tag.
             server::Error::LiteralTooLong { .. } => return,
         };
@@ -517,23 +595,7 @@ impl Session {
             .split(|&b| b == b' ')
             .next()
             .and_then(|t| Tag::try_from(t.to_vec()).ok());
-        let status = Status::Untagged(StatusBody {
-            kind: StatusKind::Bad,
-            code: None,
-            text: text("Unparseable command"),
-        });
-        let status = match tag {
-            Some(tag) => Status::Tagged(Tagged {
-                tag,
-                body: StatusBody {
-                    kind: StatusKind::Bad,
-                    code: None,
-                    text: text("Unparseable command"),
-                },
-            }),
-            None => status,
-        };
-        self.server.enqueue_status(status);
+        self.bad(tag, why);
     }
 
     fn on_provider(&mut self, event: client::Event) {

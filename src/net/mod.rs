@@ -5,9 +5,13 @@
 //! - [`provider`]: where and how to reach a provider's server ([`Endpoint`]):
 //!   TCP, then implicit TLS, STARTTLS later, or (to loopback only) nothing;
 //!   and the [`ConnectError`] both protocols' upstream errors wrap.
+//! - [`per_ip`]: connections counted per client address, for the
+//!   listeners' per-address limits.
 
+pub mod per_ip;
 pub mod provider;
 pub mod stream;
 
+pub use per_ip::{PerIp, PerIpGuard};
 pub use provider::{ConnectError, Endpoint};
 pub use stream::{LineEnd, Stream, read_line, trim_eol};

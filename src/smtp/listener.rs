@@ -3,9 +3,8 @@
 //! connection. On shutdown it stops accepting and gives in-flight sessions
 //! the grace period before closing them.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -16,6 +15,7 @@ use tokio::task::JoinSet;
 use super::connection::{self, Shared};
 use crate::admin::names;
 use crate::config::Network;
+use crate::net::PerIp;
 
 pub struct Listener {
     pub socket: TcpListener,
@@ -26,36 +26,6 @@ pub struct Listener {
     pub max_sessions: usize,
     pub max_per_ip: usize,
     pub grace: Duration,
-}
-
-/// Counts sessions per client address; the guard gives its slot back.
-#[derive(Clone, Default)]
-struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-struct PerIpGuard(PerIp, IpAddr);
-
-impl PerIp {
-    fn try_take(&self, ip: IpAddr, max: usize) -> Option<PerIpGuard> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(PerIpGuard(self.clone(), ip))
-    }
-}
-
-impl Drop for PerIpGuard {
-    fn drop(&mut self) {
-        let mut map = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
-            }
-        }
-    }
 }
 
 /// Refuses a connection with one reply line, without reading anything.
