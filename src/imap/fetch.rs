@@ -6,27 +6,40 @@
 //!
 //! 1. **Probe** (with the client's own tag and sequence set): the items the
 //!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE,
-//!    ENVELOPE, BODY[STRUCTURE], top-level header sections) plus
-//!    `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
+//!    ENVELOPE, BODY[STRUCTURE], top-level header sections, all with PEEK)
+//!    plus `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
 //!    plaintext message that needs nothing more is answered at once.
-//! 2. **Sealed**: `UID FETCH` of part 1 (the summary) for the sealed
-//!    messages, or of the whole stored message when a body section was
-//!    asked for; writ opens it and answers every item.
-//! 3. **Plain**: `UID FETCH` of the body sections the client asked for, for
+//! 2. **Sealed**: a FETCH of part 1 (the summary) for the sealed messages,
+//!    or of the whole stored message when a body section was asked for;
+//!    writ opens it and answers every item.
+//! 3. **Plain**: a FETCH of the body sections the client asked for, for
 //!    the plaintext messages (and the sealed ones writ could not open:
 //!    those are shown as stored).
-//! 4. **Seen**: a body fetch without PEEK sets \Seen; writ fetched sealed
-//!    messages with PEEK, so it stores \Seen itself.
+//! 4. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
+//!    stores \Seen itself and reports it in FLAGS, where Dovecot puts it.
 //!
-//! Then the probe's tagged status goes to the client. Responses that are
-//! not answers to these commands (a flag change by another session) pass
-//! through untouched.
+//! Then the probe's tagged status goes to the client.
+//!
+//! Invariants, for the client's view of the mailbox (RFC 3501 §7.4.1):
+//!
+//! - writ's own commands are of the client's command's kind: by sequence
+//!   number for a FETCH (the provider then holds back EXPUNGE during them,
+//!   as during the client's own), by UID for a UID FETCH. Every one asks
+//!   for UID, and answers are matched by UID.
+//! - An EXPUNGE that reaches the client during a UID FETCH renumbers what
+//!   is still to be answered ([`FetchPlan::on_expunge`]); the expunged
+//!   message is not answered after it.
+//! - A message another session expunged (the provider answers its sections
+//!   NIL) is answered as the provider answers for plaintext: its UID and
+//!   FLAGS, body sections NIL, nothing read from the sealed message.
+//! - Responses that are not answers (a flag change by another session)
+//!   are given back to the session, which passes only FLAGS, MODSEQ and UID.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{AString, Tag, Vec1};
+use imap_next::imap_types::core::{AString, NString, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
@@ -80,12 +93,18 @@ enum Phase {
 
 pub struct FetchPlan {
     client_tag: Tag<'static>,
+    /// The client's command is a UID FETCH. writ's own commands are of the
+    /// same kind: by sequence number for a FETCH, so that the provider
+    /// holds back EXPUNGE during them as it would during the client's
+    /// (RFC 3501 §7.4.1), by UID for a UID FETCH.
+    uid: bool,
     wanted: Vec<MessageDataItemName<'static>>,
     probed: BTreeMap<NonZeroU32, Probed>,
     phase: Phase,
     probe_status: Option<Status<'static>>,
-    /// UIDs of sealed messages writ must mark \Seen.
-    mark_seen: Vec<NonZeroU32>,
+    /// Messages writ must mark \Seen (it read them with PEEK): UID →
+    /// sequence number.
+    mark_seen: BTreeMap<NonZeroU32, NonZeroU32>,
     /// Sealed messages whose summary lacked the header: fetch the payload.
     refetch: Vec<NonZeroU32>,
     /// Answers ready without a further command.
@@ -215,10 +234,21 @@ impl FetchPlan {
             // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
             wanted.insert(0, MessageDataItemName::Uid);
         }
+        // Header sections go with PEEK: which messages the fetch marks
+        // \Seen is writ's to report (FLAGS), so writ stores it itself.
         let mut probe: Vec<MessageDataItemName<'static>> = wanted
             .iter()
             .filter(|i| answer::need(i, None) != Need::Payload)
-            .cloned()
+            .map(|i| match i {
+                MessageDataItemName::BodyExt {
+                    section, partial, ..
+                } => MessageDataItemName::BodyExt {
+                    section: section.clone(),
+                    partial: *partial,
+                    peek: true,
+                },
+                other => other.clone(),
+            })
             .collect();
         for extra in [
             MessageDataItemName::Uid,
@@ -241,11 +271,12 @@ impl FetchPlan {
         Some((
             FetchPlan {
                 client_tag: command.tag.clone(),
+                uid: *uid,
                 wanted,
                 probed: BTreeMap::new(),
                 phase: Phase::Probe,
                 probe_status: None,
-                mark_seen: Vec::new(),
+                mark_seen: BTreeMap::new(),
                 refetch: Vec::new(),
                 pending_out: Vec::new(),
                 next_tag: 0,
@@ -289,6 +320,45 @@ impl FetchPlan {
             .collect()
     }
 
+    /// The answer for a message another session expunged: the provider's
+    /// own items (UID, FLAGS ...), body sections NIL, as Dovecot answers
+    /// for plaintext. Nothing writ would have to read from the message.
+    fn gone_items(&self, items: &[MessageDataItem<'static>]) -> Vec<MessageDataItem<'static>> {
+        let nil = || NString(None);
+        self.wanted
+            .iter()
+            .filter_map(|n| match n {
+                n if answer::from_provider(n) => items.iter().find(|i| answers(i, n)).cloned(),
+                MessageDataItemName::BodyExt {
+                    section, partial, ..
+                } => Some(MessageDataItem::BodyExt {
+                    section: answer::echoed(section),
+                    origin: partial.map(|(o, _)| o),
+                    data: nil(),
+                }),
+                MessageDataItemName::Rfc822 => Some(MessageDataItem::Rfc822(nil())),
+                MessageDataItemName::Rfc822Header => Some(MessageDataItem::Rfc822Header(nil())),
+                MessageDataItemName::Rfc822Text => Some(MessageDataItem::Rfc822Text(nil())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The provider told the client (and so writ) that message `seq` is
+    /// gone (RFC 3501 §7.4.1: allowed during a UID FETCH). Messages after
+    /// it move down one; the gone one is not answered any more: its number
+    /// now names another message.
+    pub fn on_expunge(&mut self, seq: NonZeroU32) {
+        self.probed.retain(|_, p| p.seq != seq);
+        for p in self.probed.values_mut() {
+            p.seq = renumbered(p.seq, seq);
+        }
+        self.mark_seen.retain(|_, s| *s != seq);
+        for s in self.mark_seen.values_mut() {
+            *s = renumbered(*s, seq);
+        }
+    }
+
     /// A FETCH response of the provider. `Err` gives it back when it does
     /// not belong to this plan.
     pub fn on_fetch(
@@ -300,15 +370,17 @@ impl FetchPlan {
         let list = items.as_ref();
         match self.phase.clone() {
             Phase::Probe => {
-                let Some(header) = list
-                    .iter()
-                    .find(|i| is_stored_header(i))
-                    .and_then(data_bytes)
-                else {
+                let Some(header) = list.iter().find(|i| is_stored_header(i)) else {
                     return Err(items);
                 };
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
+                };
+                let Some(header) = data_bytes(header) else {
+                    // NIL: another session expunged it, and the provider
+                    // still numbers it for this one. Answered as the
+                    // provider answers for plaintext: what is left of it.
+                    return Ok(fetch(seq, self.gone_items(list)).into_iter().collect());
                 };
                 let sealed = envelope::detect(&header);
                 let seen = list.iter().any(|i| {
@@ -322,7 +394,12 @@ impl FetchPlan {
                     Some(_) => !self.needs_summary(),
                 };
                 if done_now {
-                    let out = self.provider_items(&list, sealed.is_some());
+                    let mut out = self.provider_items(&list, sealed.is_some());
+                    if sealed.is_none() && self.wants_seen() && !seen {
+                        // The probe read the header with PEEK.
+                        self.mark_seen.insert(uid, seq);
+                        show_seen(&mut out, &list);
+                    }
                     return Ok(fetch(seq, out).into_iter().collect());
                 }
                 self.probed.insert(
@@ -344,6 +421,12 @@ impl FetchPlan {
                 let Some(probed) = self.probed.get(&uid) else {
                     return Err(items);
                 };
+                if list.iter().any(is_nil_section) {
+                    // Expunged by another session since the probe.
+                    let gone = self.probed.remove(&uid);
+                    let out = gone.and_then(|p| fetch(p.seq, self.gone_items(&p.items)));
+                    return Ok(out.into_iter().collect());
+                }
                 let answered = if payload {
                     list.iter()
                         .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
@@ -379,17 +462,30 @@ impl FetchPlan {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
+                if !list.iter().any(is_body_item) {
+                    // A flag change another session made, not the answer.
+                    return Err(items);
+                }
                 let Some(probed) = self.probed.remove(&uid) else {
                     return Err(items);
                 };
                 let mut all = probed.items.clone();
                 all.extend(list.iter().cloned());
                 let mut out = self.provider_items(&all, false);
-                // A body fetch without PEEK made the provider report FLAGS.
-                if !self.wanted.contains(&MessageDataItemName::Flags)
-                    && let Some(f) = list.iter().find(|i| matches!(i, MessageDataItem::Flags(_)))
-                {
-                    out.push(f.clone());
+                if self.wants_seen() && !probed.seen {
+                    // FLAGS as the provider reported them after setting
+                    // \Seen, or as the probe saw them (writ sets it).
+                    let reported: Vec<MessageDataItem<'static>> = list
+                        .iter()
+                        .filter(|i| matches!(i, MessageDataItem::Flags(_)))
+                        .cloned()
+                        .collect();
+                    let flags = if reported.is_empty() {
+                        &probed.items
+                    } else {
+                        &reported
+                    };
+                    show_seen(&mut out, flags);
                 }
                 Ok(fetch(probed.seq, out).into_iter().collect())
             }
@@ -458,26 +554,17 @@ impl FetchPlan {
         opened: Option<&[u8]>,
     ) -> Vec<MessageDataItem<'static>> {
         let mut out = Vec::new();
-        let mark_seen = self.wants_seen() && !probed.seen;
         for name in &self.wanted {
             if answer::from_provider(name) {
                 if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                    out.push(add_seen(item.clone(), mark_seen));
+                    out.push(item.clone());
                 }
             } else if let Some(item) = answer::answer(name, summary, opened) {
                 out.push(item);
             }
         }
-        if mark_seen && !self.wanted.contains(&MessageDataItemName::Flags) {
-            // RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS
-            // (first, where Dovecot puts it).
-            if let Some(f) = probed
-                .items
-                .iter()
-                .find(|i| matches!(i, MessageDataItem::Flags(_)))
-            {
-                out.insert(0, add_seen(f.clone(), true));
-            }
+        if self.wants_seen() && !probed.seen {
+            show_seen(&mut out, &probed.items);
         }
         out
     }
@@ -558,12 +645,29 @@ impl FetchPlan {
         }
     }
 
+    /// The set naming these messages in writ's own command: their UIDs
+    /// for a UID FETCH, their sequence numbers for a FETCH (see `uid`).
+    fn set_of(
+        &self,
+        targets: impl Iterator<Item = (NonZeroU32, NonZeroU32)>,
+    ) -> Option<SequenceSet> {
+        let mut set: Vec<NonZeroU32> = targets
+            .map(|(uid, seq)| if self.uid { uid } else { seq })
+            .collect();
+        set.sort();
+        set.dedup();
+        uid_set(&set)
+    }
+
     fn fetch_command(
         &mut self,
         uids: &[NonZeroU32],
         items: Vec<MessageDataItemName<'static>>,
     ) -> Option<(Tag<'static>, Command<'static>)> {
-        let set = uid_set(uids)?;
+        let targets = uids
+            .iter()
+            .filter_map(|u| self.probed.get(u).map(|p| (*u, p.seq)));
+        let set = self.set_of(targets)?;
         let tag = self.writ_tag();
         let mut items = items;
         items.insert(0, MessageDataItemName::Uid);
@@ -574,7 +678,7 @@ impl FetchPlan {
                 body: CommandBody::Fetch {
                     sequence_set: set,
                     macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
-                    uid: true,
+                    uid: self.uid,
                     modifiers: Vec::new(),
                 },
             },
@@ -601,12 +705,13 @@ impl FetchPlan {
             ]
         };
         if self.wants_seen() {
-            self.mark_seen = self
+            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
                 .probed
                 .iter()
                 .filter(|(_, p)| p.sealed.is_some() && !p.seen)
-                .map(|(u, _)| *u)
+                .map(|(u, p)| (*u, p.seq))
                 .collect();
+            self.mark_seen.extend(unseen);
         }
         let uids = self.answer_from_cache(uids);
         if uids.is_empty() {
@@ -685,13 +790,24 @@ impl FetchPlan {
             self.pending_out.extend(done);
             return None;
         }
+        if self.wants_seen() {
+            // The probe read their header with PEEK, and the items fetched
+            // now may all be PEEK: writ stores \Seen (harmless twice).
+            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
+                .probed
+                .iter()
+                .filter(|(_, p)| !p.seen)
+                .map(|(u, p)| (*u, p.seq))
+                .collect();
+            self.mark_seen.extend(unseen);
+        }
         self.fetch_command(&uids, items)
             .map(|(tag, c)| (Phase::Plain(tag), c))
     }
 
     fn seen_phase(&mut self) -> Option<(Phase, Command<'static>)> {
-        let uids = std::mem::take(&mut self.mark_seen);
-        let set = uid_set(&uids)?;
+        let marks = std::mem::take(&mut self.mark_seen);
+        let set = self.set_of(marks.into_iter())?;
         let tag = self.writ_tag();
         Some((
             Phase::Seen(tag.clone()),
@@ -702,11 +818,55 @@ impl FetchPlan {
                     kind: StoreType::Add,
                     response: StoreResponse::Silent,
                     flags: vec![Flag::Seen],
-                    uid: true,
+                    uid: self.uid,
                     modifiers: Vec::new(),
                 },
             },
         ))
+    }
+}
+
+/// Message `seq` after message `gone` was expunged.
+fn renumbered(seq: NonZeroU32, gone: NonZeroU32) -> NonZeroU32 {
+    if seq > gone {
+        NonZeroU32::new(seq.get() - 1).unwrap_or(seq)
+    } else {
+        seq
+    }
+}
+
+/// Is `item` a body section (or RFC822, RFC822.HEADER, RFC822.TEXT)?
+fn is_body_item(item: &MessageDataItem<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItem::BodyExt { .. }
+            | MessageDataItem::Rfc822(_)
+            | MessageDataItem::Rfc822Header(_)
+            | MessageDataItem::Rfc822Text(_)
+    )
+}
+
+/// A body section the provider answered NIL (the message is gone).
+fn is_nil_section(item: &MessageDataItem<'_>) -> bool {
+    matches!(item, MessageDataItem::BodyExt { data, .. } if data.0.is_none())
+}
+
+/// RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS. Where Dovecot
+/// puts it: in FLAGS if asked for, else just before the body sections.
+fn show_seen(out: &mut Vec<MessageDataItem<'static>>, probed: &[MessageDataItem<'static>]) {
+    if let Some(f) = out
+        .iter_mut()
+        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+    {
+        *f = add_seen(f.clone(), true);
+        return;
+    }
+    if let Some(f) = probed
+        .iter()
+        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+    {
+        let at = out.iter().position(is_body_item).unwrap_or(out.len());
+        out.insert(at, add_seen(f.clone(), true));
     }
 }
 

@@ -107,19 +107,15 @@ fn fetch_command(
     }
 }
 
-/// The bytes of the `BODY[<section>]` item, if present.
+/// The bytes of the `BODY[<section>]` item, if present and not NIL (NIL:
+/// another session expunged the message, which then matches nothing).
 fn body_item(list: &[MessageDataItem<'_>], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
     list.iter().find_map(|i| match i {
         MessageDataItem::BodyExt {
             section: s,
             origin: None,
             data,
-        } if s.as_ref() == section => Some(
-            data.0
-                .as_ref()
-                .map(|d| d.as_ref().to_vec())
-                .unwrap_or_default(),
-        ),
+        } if s.as_ref() == section => data.0.as_ref().map(|d| d.as_ref().to_vec()),
         _ => None,
     })
 }
@@ -384,6 +380,29 @@ impl SearchPlan {
         }
     }
 
+    /// The provider told the client that message `seq` is gone (during a
+    /// UID SEARCH): numbers after it move down, the gone one is dropped.
+    pub fn on_expunge(&mut self, seq: NonZeroU32) {
+        let down = |s: NonZeroU32| {
+            if s > seq {
+                NonZeroU32::new(s.get() - 1).unwrap_or(s)
+            } else {
+                s
+            }
+        };
+        self.pending.retain(|_, m| m.seq != seq);
+        for m in self.pending.values_mut() {
+            m.seq = down(m.seq);
+        }
+        if !self.uid {
+            self.found.retain(|s| *s != seq);
+            for s in &mut self.found {
+                *s = down(*s);
+            }
+        }
+        self.max_seq = self.max_seq.saturating_sub(1);
+    }
+
     pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
         let Status::Tagged(t) = &status else {
             return Err(status);
@@ -440,8 +459,15 @@ impl SearchPlan {
     /// The FETCH of `phase` for the messages still pending, or the answer
     /// when none are left.
     fn next_fetch(&mut self, phase: Phase) -> Vec<Output> {
-        let uids: Vec<NonZeroU32> = self.pending.keys().copied().collect();
-        let Ok(set) = SequenceSet::try_from(&uids[..]) else {
+        // By sequence number for a SEARCH, so that the provider holds back
+        // EXPUNGE as it would during the client's own (RFC 3501 §7.4.1).
+        let mut set: Vec<NonZeroU32> = if self.uid {
+            self.pending.keys().copied().collect()
+        } else {
+            self.pending.values().map(|m| m.seq).collect()
+        };
+        set.sort();
+        let Ok(set) = SequenceSet::try_from(&set[..]) else {
             // Nothing left to download: all answered already.
             return self.finish();
         };
@@ -457,7 +483,7 @@ impl SearchPlan {
             ),
             _ => (BODIES_TAG, vec![MessageDataItemName::Uid, peek(None)]),
         };
-        vec![Output::ToProvider(fetch_command(tag, set, true, items))]
+        vec![Output::ToProvider(fetch_command(tag, set, self.uid, items))]
     }
 }
 
