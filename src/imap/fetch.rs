@@ -50,7 +50,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::answer::{self, Need};
-use super::cache::{Cache, MailboxKey};
+use super::cache::{Cache, MailboxKey, Undecryptable};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
 
@@ -111,6 +111,9 @@ pub struct FetchPlan {
     pending_out: Vec<Output>,
     next_tag: u32,
     cache: Option<CacheRef>,
+    /// An item the client asked for could not be answered: the command
+    /// ends NO, never OK with the item missing.
+    incomplete: std::cell::Cell<bool>,
 }
 
 pub(super) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
@@ -281,6 +284,7 @@ impl FetchPlan {
                 pending_out: Vec::new(),
                 next_tag: 0,
                 cache,
+                incomplete: std::cell::Cell::new(false),
             },
             probe,
         ))
@@ -318,6 +322,19 @@ impl FetchPlan {
             .filter(|n| !only_provider || answer::from_provider(n))
             .filter_map(|n| items.iter().find(|i| answers(i, n)).cloned())
             .collect()
+    }
+
+    /// Is this sealed message remembered as one the present keys cannot
+    /// open? Then it is shown as stored, without fetching it again.
+    fn known_undecryptable(
+        &self,
+        uid: NonZeroU32,
+        epoch: &str,
+        keys: &(dyn Keys + Send + Sync),
+    ) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|c| undecryptable_known(c, uid, epoch, keys))
     }
 
     /// The answer for a message another session expunged: the provider's
@@ -382,7 +399,8 @@ impl FetchPlan {
                     // provider answers for plaintext: what is left of it.
                     return Ok(fetch(seq, self.gone_items(list)).into_iter().collect());
                 };
-                let sealed = envelope::detect(&header);
+                let sealed = envelope::detect(&header)
+                    .filter(|d| !self.known_undecryptable(uid, &d.epoch, keys));
                 let seen = list.iter().any(|i| {
                     matches!(i, MessageDataItem::Flags(f)
                         if f.contains(&FlagFetch::Flag(Flag::Seen)))
@@ -447,12 +465,15 @@ impl FetchPlan {
                         Ok(Vec::new())
                     }
                     Some(Err(e)) => {
-                        // Shown as stored (the plain phase fetches it).
+                        // Shown as stored (the plain phase fetches it), and
+                        // from now on without trying again.
                         tracing::warn!(uid = uid.get(), error = %e, "cannot open a sealed message");
                         metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason())
                             .increment(1);
-                        if let Some(p) = self.probed.get_mut(&uid) {
-                            p.sealed = None;
+                        if let Some(p) = self.probed.get_mut(&uid)
+                            && let Some(d) = p.sealed.take()
+                        {
+                            remember_undecryptable(self.cache.as_ref(), uid, &d.epoch, keys, &e);
                         }
                         Ok(Vec::new())
                     }
@@ -504,6 +525,13 @@ impl FetchPlan {
         let summary = envelope::read_summary(stored, keys)?.with_prefix(&probed.prefix);
         let mut opened = Vec::with_capacity(stored.len());
         envelope::open(stored, keys, &mut opened)?;
+        if opened.len() as u64 != summary.size {
+            // Sizes, structure and sections would disagree with what the
+            // summary showed: the message is not what it says it is.
+            return Err(envelope::EnvelopeError::Damaged(
+                "the payload's size differs from its summary's".into(),
+            ));
+        }
         if let Some(c) = &self.cache {
             c.cache.put(&c.mailbox, uid.get(), &summary, Some(&opened));
         }
@@ -561,6 +589,12 @@ impl FetchPlan {
                 }
             } else if let Some(item) = answer::answer(name, summary, opened) {
                 out.push(item);
+            } else if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
+                // writ's own answer failed (answer.rs logs it): the stored
+                // message's own item rather than none.
+                out.push(item.clone());
+            } else {
+                self.incomplete.set(true);
             }
         }
         if self.wants_seen() && !probed.seen {
@@ -637,7 +671,10 @@ impl FetchPlan {
                     }
                     Phase::Plain(_) => self.phase = Phase::Seen(Tag::unvalidated("writ.none")),
                     Phase::Seen(_) => {
-                        let status = self.probe_status.take();
+                        let mut status = self.probe_status.take();
+                        if self.incomplete.get() {
+                            status = Some(incomplete(self.client_tag.clone()));
+                        }
                         return status.map(Output::Finish).into_iter().collect();
                     }
                 },
@@ -824,6 +861,57 @@ impl FetchPlan {
             },
         ))
     }
+}
+
+/// Is `uid` remembered as undecryptable under the keys offered now for
+/// `epoch`?
+pub(super) fn undecryptable_known(
+    c: &CacheRef,
+    uid: NonZeroU32,
+    epoch: &str,
+    keys: &(dyn Keys + Send + Sync),
+) -> bool {
+    c.cache
+        .undecryptable(&c.mailbox, uid.get())
+        .is_some_and(|why| why.epoch == epoch && why.identities == keys.identities(epoch).len())
+}
+
+/// Remembers that `uid` did not open. The stored message is in memory, so
+/// every failure is the message's, except writing the output.
+pub(super) fn remember_undecryptable(
+    cache: Option<&CacheRef>,
+    uid: NonZeroU32,
+    epoch: &str,
+    keys: &(dyn Keys + Send + Sync),
+    e: &envelope::EnvelopeError,
+) {
+    let Some(c) = cache else { return };
+    if matches!(e, envelope::EnvelopeError::Output(_)) {
+        return;
+    }
+    c.cache.put_undecryptable(
+        &c.mailbox,
+        uid.get(),
+        &Undecryptable {
+            epoch: epoch.to_owned(),
+            identities: keys.identities(epoch).len(),
+            reason: e.reason().to_owned(),
+        },
+    );
+}
+
+/// The end of a FETCH one of whose items writ could not answer.
+fn incomplete(tag: Tag<'static>) -> Status<'static> {
+    Status::Tagged(imap_next::imap_types::response::Tagged {
+        tag,
+        body: imap_next::imap_types::response::StatusBody {
+            kind: StatusKind::No,
+            code: None,
+            text: imap_next::imap_types::core::Text::unvalidated(
+                "writ could not answer every item asked for; see writ's log",
+            ),
+        },
+    })
 }
 
 /// Message `seq` after message `gone` was expunged.

@@ -35,7 +35,7 @@ use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind, Tagged};
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use super::fetch::{CacheRef, Output, peek, uid_of};
+use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
 use super::search::{self, Candidate, Search};
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
@@ -239,7 +239,13 @@ impl SearchPlan {
                     return Err(items);
                 };
                 let mut meta = meta(seq, list);
-                let detected = envelope::detect(&header);
+                // One remembered as undecryptable is searched as stored.
+                let detected = envelope::detect(&header).filter(|d| {
+                    !self
+                        .cache
+                        .as_ref()
+                        .is_some_and(|c| undecryptable_known(c, uid, &d.epoch, keys))
+                });
                 meta.sealed = detected
                     .as_ref()
                     .map(|d| (d.epoch.clone(), envelope::stored_prefix(&header)));
@@ -333,10 +339,22 @@ impl SearchPlan {
             return;
         }
         let mut opened = Vec::with_capacity(stored.len());
-        let summary = envelope::open(stored, keys, &mut opened).and_then(|_| {
-            envelope::read_summary(stored, keys)
-                .map(|s| s.with_prefix(&envelope::stored_prefix(head)))
-        });
+        let summary = envelope::open(stored, keys, &mut opened)
+            .and_then(|_| {
+                envelope::read_summary(stored, keys)
+                    .map(|s| s.with_prefix(&envelope::stored_prefix(head)))
+            })
+            .and_then(|s| {
+                // As the FETCH plan: a payload that disagrees with its
+                // summary is not opened.
+                if s.size == opened.len() as u64 {
+                    Ok(s)
+                } else {
+                    Err(envelope::EnvelopeError::Damaged(
+                        "the payload's size differs from its summary's".into(),
+                    ))
+                }
+            });
         match summary {
             Ok(summary) => {
                 if let Some(c) = &self.cache {
@@ -346,8 +364,11 @@ impl SearchPlan {
                 self.consider(uid, meta, size, &opened, Some(&summary));
             }
             Err(e) => {
-                // Searched as stored, like it is shown.
+                // Searched as stored, like it is shown, and remembered.
                 metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason()).increment(1);
+                if let Some((epoch, _)) = &meta.sealed {
+                    remember_undecryptable(self.cache.as_ref(), uid, epoch, keys, &e);
+                }
                 self.consider(uid, meta, meta.size, stored, None);
             }
         }

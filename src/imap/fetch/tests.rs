@@ -237,3 +237,80 @@ fn a_fetch_by_sequence_number_marks_seen_by_sequence_number() {
     };
     assert_eq!(wire(store), "writ.1 STORE 5 +FLAGS.SILENT (\\Seen)\r\n");
 }
+
+/// Keys without any identity: every epoch is unknown.
+struct NoKeys;
+
+impl Keys for NoKeys {
+    fn identities(&self, _epoch: &str) -> Vec<&dyn age::Identity> {
+        Vec::new()
+    }
+}
+
+/// A listing of message 1 (UID 7, `stored`) through a plan with `cache`:
+/// what the plan sends the provider after the probe.
+fn list_once(cache: &CacheRef, stored: &[u8], keys: &(dyn Keys + Send + Sync)) -> Vec<Output> {
+    let (mut plan, _) =
+        FetchPlan::start(&command("l FETCH 1 (RFC822.SIZE)\r\n"), Some(cache.clone()))
+            .expect("FETCH");
+    let mut r = b"* 1 FETCH (RFC822.SIZE 999 UID 7 FLAGS () ".to_vec();
+    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&r);
+    let mut out = plan.on_fetch(seq, items, keys).expect("ours");
+    let next = plan.on_status(status("l OK done\r\n")).expect("ours");
+    if let [Output::ToProvider(_)] = &next[..] {
+        // The summary: part 1 as the provider serves it.
+        let structure = crate::envelope::scan::scan(stored, Default::default());
+        let p = &structure.root.parts[0];
+        let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+        let mut a = b"* 1 FETCH (UID 7 ".to_vec();
+        a.extend(literal_item(
+            "BODY[1.MIME]",
+            slice(p.header_offset, p.header_size),
+        ));
+        a.push(b' ');
+        a.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+        a.extend_from_slice(b")\r\n");
+        let (seq, items) = fetch_response(&a);
+        plan.on_fetch(seq, items, keys).expect("ours");
+    }
+    out.extend(next);
+    out
+}
+
+#[test]
+fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheRef {
+        cache: Arc::new(Cache::open(dir.path(), 1 << 20).unwrap()),
+        mailbox: MailboxKey {
+            account: "a".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+        },
+    };
+    // No key for its epoch: the summary is fetched once, fails, and is
+    // remembered.
+    let out = list_once(&cache, &stored, &NoKeys);
+    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    let why = cache
+        .cache
+        .undecryptable(&cache.mailbox, 7)
+        .expect("remembered");
+    assert_eq!(why.reason, "unknown_epoch");
+    // The next listing shows it as stored from the probe alone.
+    let out = list_once(&cache, &stored, &NoKeys);
+    assert!(
+        matches!(&out[..], [Output::ToClient(Data::Fetch { items, .. }), Output::Finish(_)]
+            if items.as_ref() == [MessageDataItem::Rfc822Size(999)]),
+        "{out:?}"
+    );
+    // A keyring that now has a key for the epoch tries again, and opens it.
+    let out = list_once(&cache, &stored, &ids);
+    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    assert!(cache.cache.undecryptable(&cache.mailbox, 7).is_none());
+    assert!(cache.cache.summary(&cache.mailbox, 7).is_some());
+}
