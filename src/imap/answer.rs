@@ -91,7 +91,7 @@ fn nstring(bytes: Vec<u8>) -> NString<'static> {
 
 /// The section as the response names it: field names upper case, as
 /// Dovecot echoes them.
-fn echoed(section: &Option<Section<'static>>) -> Option<Section<'static>> {
+pub(super) fn echoed(section: &Option<Section<'static>>) -> Option<Section<'static>> {
     let upper = |names: &Vec1<AString<'static>>| -> Vec1<AString<'static>> {
         let list: Vec<AString<'static>> = names
             .as_ref()

@@ -15,6 +15,16 @@
 //! - **Bounded.** Past `max_bytes`, the least recently used entries go.
 //! - **UIDVALIDITY.** When a mailbox's UIDVALIDITY changes its UIDs mean
 //!   other messages: [`Cache::selected`] drops the old entries.
+//! - **Undecryptable messages are remembered** ([`Cache::undecryptable`]):
+//!   a sealed message that did not open (no key, damaged armor, a payload
+//!   that disagrees with its summary) is shown as stored from then on,
+//!   without being downloaded and tried again at every listing. The entry
+//!   holds what the keyring offered for the message's epoch when it failed
+//!   ([`Undecryptable`]): a keyring that offers otherwise tries again. The
+//!   keyring is unlocked once per run and a restart empties the cache, so
+//!   a changed keyring never sees an earlier run's verdicts. Such entries
+//!   are ordinary entries: evicted, dropped with their UIDVALIDITY, and
+//!   replaced when the message opens after all.
 //!
 //! The index is redb (`index.redb`); summaries live in it, opened messages
 //! in files under `bodies/`.
@@ -105,6 +115,22 @@ impl MailboxKey {
         out
     }
 }
+
+/// Why a message is remembered as undecryptable, and under which keys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Undecryptable {
+    /// The epoch the marker names.
+    pub epoch: String,
+    /// How many identities the keyring offered for it.
+    pub identities: usize,
+    /// The failure's short label ([`crate::envelope::EnvelopeError::reason`]).
+    pub reason: String,
+}
+
+/// The associated-data suffixes of an entry's sealed values.
+const AAD_SUMMARY: &[u8] = b"s";
+const AAD_BODY: &[u8] = b"b";
+const AAD_UNDECRYPTABLE: &[u8] = b"u";
 
 pub struct Cache {
     db: Database,
@@ -276,7 +302,7 @@ impl Cache {
         let summary = self.summary(mb, uid)?;
         let body = fs::read(self.body_path(&entry))
             .ok()
-            .and_then(|b| self.unseal(&[&entry[..], b"b"].concat(), &b));
+            .and_then(|b| self.unseal(&[&entry[..], AAD_BODY].concat(), &b));
         Some((summary, body))
     }
 
@@ -290,7 +316,7 @@ impl Cache {
             let (_, _, s) = row.value();
             s.to_vec()
         };
-        let json = self.unseal(&[&entry[..], b"s"].concat(), &sealed_summary)?;
+        let json = self.unseal(&[&entry[..], AAD_SUMMARY].concat(), &sealed_summary)?;
         let summary: Summary = serde_json::from_slice(&json).ok()?;
         self.touch(&entry);
         Some(summary)
@@ -311,18 +337,48 @@ impl Cache {
         }
     }
 
+    /// Remembers that a sealed message did not open (replacing whatever
+    /// the entry held).
+    pub fn put_undecryptable(&self, mb: &MailboxKey, uid: u32, why: &Undecryptable) {
+        let entry = mb.entry(uid);
+        let Ok(json) = serde_json::to_vec(why) else {
+            return;
+        };
+        let Some(sealed) = self.seal(&[&entry[..], AAD_UNDECRYPTABLE].concat(), &json) else {
+            return;
+        };
+        let _ = fs::remove_file(self.body_path(&entry));
+        self.store(&entry, &sealed);
+    }
+
+    /// Why the message did not open, if it is remembered as undecryptable.
+    pub fn undecryptable(&self, mb: &MailboxKey, uid: u32) -> Option<Undecryptable> {
+        let entry = mb.entry(uid);
+        let sealed = {
+            let tx = self.db.begin_read().ok()?;
+            let table = tx.open_table(ENTRIES).ok()?;
+            let row = table.get(&entry[..]).ok()??;
+            let (_, _, s) = row.value();
+            s.to_vec()
+        };
+        let json = self.unseal(&[&entry[..], AAD_UNDECRYPTABLE].concat(), &sealed)?;
+        let why = serde_json::from_slice(&json).ok()?;
+        self.touch(&entry);
+        Some(why)
+    }
+
     /// Stores a message's summary and, if given, its opened bytes.
     pub fn put(&self, mb: &MailboxKey, uid: u32, summary: &Summary, opened: Option<&[u8]>) {
         let entry = mb.entry(uid);
         let Ok(json) = serde_json::to_vec(summary) else {
             return;
         };
-        let Some(sealed_summary) = self.seal(&[&entry[..], b"s"].concat(), &json) else {
+        let Some(sealed_summary) = self.seal(&[&entry[..], AAD_SUMMARY].concat(), &json) else {
             return;
         };
         let mut size = sealed_summary.len() as u64;
         if let Some(opened) = opened
-            && let Some(sealed) = self.seal(&[&entry[..], b"b"].concat(), opened)
+            && let Some(sealed) = self.seal(&[&entry[..], AAD_BODY].concat(), opened)
         {
             let path = self.body_path(&entry);
             let tmp = path.with_extension("tmp");
@@ -330,12 +386,22 @@ impl Cache {
                 size += sealed.len() as u64;
             }
         }
+        self.store_sized(&entry, &sealed_summary, size);
+    }
+
+    /// Writes an entry's index row (its value sealed already).
+    fn store(&self, entry: &[u8], sealed: &[u8]) {
+        self.store_sized(entry, sealed, sealed.len() as u64);
+    }
+
+    /// [`Cache::store`] counting `size` bytes on disk for it.
+    fn store_sized(&self, entry: &[u8], sealed_summary: &[u8], size: u64) {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         let stored = (|| -> Result<Option<u64>, CacheError> {
             let tx = self.write()?;
             let previous = {
                 let mut t = tx.open_table(ENTRIES).map_err(index_error)?;
-                t.insert(&entry[..], (now, size, &sealed_summary[..]))
+                t.insert(entry, (now, size, sealed_summary))
                     .map_err(index_error)?
                     .map(|old| old.value().1)
             };
@@ -495,6 +561,32 @@ mod tests {
         assert!(cache.get(&mb(8), 3).is_none());
         assert_eq!(cache.used(), 0);
         assert!(walk(&dir.path().join("bodies")).is_empty());
+    }
+
+    #[test]
+    fn undecryptable_messages_are_remembered_sealed_and_forgotten_with_their_uidvalidity() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        cache.selected(&mb(7));
+        let why = Undecryptable {
+            epoch: "0123456789abcdef".into(),
+            identities: 0,
+            reason: "unknown_epoch".into(),
+        };
+        cache.put(&mb(7), 3, &summary(1), Some(b"x"));
+        cache.put_undecryptable(&mb(7), 3, &why);
+        assert_eq!(cache.undecryptable(&mb(7), 3), Some(why.clone()));
+        // It replaced the summary and the body; it is not one itself.
+        assert!(cache.get(&mb(7), 3).is_none());
+        assert!(walk(&dir.path().join("bodies")).is_empty());
+        assert!(cache.undecryptable(&mb(7), 4).is_none());
+        // Opening after all replaces it.
+        cache.put(&mb(7), 3, &summary(1), None);
+        assert!(cache.undecryptable(&mb(7), 3).is_none());
+        cache.put_undecryptable(&mb(7), 3, &why);
+        cache.selected(&mb(8));
+        assert!(cache.undecryptable(&mb(7), 3).is_none());
+        assert_eq!(cache.used(), 0);
     }
 
     #[test]

@@ -6,27 +6,40 @@
 //!
 //! 1. **Probe** (with the client's own tag and sequence set): the items the
 //!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE,
-//!    ENVELOPE, BODY[STRUCTURE], top-level header sections) plus
-//!    `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
+//!    ENVELOPE, BODY[STRUCTURE], top-level header sections, all with PEEK)
+//!    plus `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
 //!    plaintext message that needs nothing more is answered at once.
-//! 2. **Sealed**: `UID FETCH` of part 1 (the summary) for the sealed
-//!    messages, or of the whole stored message when a body section was
-//!    asked for; writ opens it and answers every item.
-//! 3. **Plain**: `UID FETCH` of the body sections the client asked for, for
+//! 2. **Sealed**: a FETCH of part 1 (the summary) for the sealed messages,
+//!    or of the whole stored message when a body section was asked for;
+//!    writ opens it and answers every item.
+//! 3. **Plain**: a FETCH of the body sections the client asked for, for
 //!    the plaintext messages (and the sealed ones writ could not open:
 //!    those are shown as stored).
-//! 4. **Seen**: a body fetch without PEEK sets \Seen; writ fetched sealed
-//!    messages with PEEK, so it stores \Seen itself.
+//! 4. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
+//!    stores \Seen itself and reports it in FLAGS, where Dovecot puts it.
 //!
-//! Then the probe's tagged status goes to the client. Responses that are
-//! not answers to these commands (a flag change by another session) pass
-//! through untouched.
+//! Then the probe's tagged status goes to the client.
+//!
+//! Invariants, for the client's view of the mailbox (RFC 3501 §7.4.1):
+//!
+//! - writ's own commands are of the client's command's kind: by sequence
+//!   number for a FETCH (the provider then holds back EXPUNGE during them,
+//!   as during the client's own), by UID for a UID FETCH. Every one asks
+//!   for UID, and answers are matched by UID.
+//! - An EXPUNGE that reaches the client during a UID FETCH renumbers what
+//!   is still to be answered ([`FetchPlan::on_expunge`]); the expunged
+//!   message is not answered after it.
+//! - A message another session expunged (the provider answers its sections
+//!   NIL) is answered as the provider answers for plaintext: its UID and
+//!   FLAGS, body sections NIL, nothing read from the sealed message.
+//! - Responses that are not answers (a flag change by another session)
+//!   are given back to the session, which passes only FLAGS, MODSEQ and UID.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{AString, Tag, Vec1};
+use imap_next::imap_types::core::{AString, NString, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
@@ -37,7 +50,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::answer::{self, Need};
-use super::cache::{Cache, MailboxKey};
+use super::cache::{Cache, MailboxKey, Undecryptable};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
 
@@ -80,18 +93,27 @@ enum Phase {
 
 pub struct FetchPlan {
     client_tag: Tag<'static>,
+    /// The client's command is a UID FETCH. writ's own commands are of the
+    /// same kind: by sequence number for a FETCH, so that the provider
+    /// holds back EXPUNGE during them as it would during the client's
+    /// (RFC 3501 §7.4.1), by UID for a UID FETCH.
+    uid: bool,
     wanted: Vec<MessageDataItemName<'static>>,
     probed: BTreeMap<NonZeroU32, Probed>,
     phase: Phase,
     probe_status: Option<Status<'static>>,
-    /// UIDs of sealed messages writ must mark \Seen.
-    mark_seen: Vec<NonZeroU32>,
+    /// Messages writ must mark \Seen (it read them with PEEK): UID →
+    /// sequence number.
+    mark_seen: BTreeMap<NonZeroU32, NonZeroU32>,
     /// Sealed messages whose summary lacked the header: fetch the payload.
     refetch: Vec<NonZeroU32>,
     /// Answers ready without a further command.
     pending_out: Vec<Output>,
     next_tag: u32,
     cache: Option<CacheRef>,
+    /// An item the client asked for could not be answered: the command
+    /// ends NO, never OK with the item missing.
+    incomplete: std::cell::Cell<bool>,
 }
 
 pub(super) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
@@ -215,10 +237,21 @@ impl FetchPlan {
             // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
             wanted.insert(0, MessageDataItemName::Uid);
         }
+        // Header sections go with PEEK: which messages the fetch marks
+        // \Seen is writ's to report (FLAGS), so writ stores it itself.
         let mut probe: Vec<MessageDataItemName<'static>> = wanted
             .iter()
             .filter(|i| answer::need(i, None) != Need::Payload)
-            .cloned()
+            .map(|i| match i {
+                MessageDataItemName::BodyExt {
+                    section, partial, ..
+                } => MessageDataItemName::BodyExt {
+                    section: section.clone(),
+                    partial: *partial,
+                    peek: true,
+                },
+                other => other.clone(),
+            })
             .collect();
         for extra in [
             MessageDataItemName::Uid,
@@ -241,15 +274,17 @@ impl FetchPlan {
         Some((
             FetchPlan {
                 client_tag: command.tag.clone(),
+                uid: *uid,
                 wanted,
                 probed: BTreeMap::new(),
                 phase: Phase::Probe,
                 probe_status: None,
-                mark_seen: Vec::new(),
+                mark_seen: BTreeMap::new(),
                 refetch: Vec::new(),
                 pending_out: Vec::new(),
                 next_tag: 0,
                 cache,
+                incomplete: std::cell::Cell::new(false),
             },
             probe,
         ))
@@ -289,6 +324,58 @@ impl FetchPlan {
             .collect()
     }
 
+    /// Is this sealed message remembered as one the present keys cannot
+    /// open? Then it is shown as stored, without fetching it again.
+    fn known_undecryptable(
+        &self,
+        uid: NonZeroU32,
+        epoch: &str,
+        keys: &(dyn Keys + Send + Sync),
+    ) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|c| undecryptable_known(c, uid, epoch, keys))
+    }
+
+    /// The answer for a message another session expunged: the provider's
+    /// own items (UID, FLAGS ...), body sections NIL, as Dovecot answers
+    /// for plaintext. Nothing writ would have to read from the message.
+    fn gone_items(&self, items: &[MessageDataItem<'static>]) -> Vec<MessageDataItem<'static>> {
+        let nil = || NString(None);
+        self.wanted
+            .iter()
+            .filter_map(|n| match n {
+                n if answer::from_provider(n) => items.iter().find(|i| answers(i, n)).cloned(),
+                MessageDataItemName::BodyExt {
+                    section, partial, ..
+                } => Some(MessageDataItem::BodyExt {
+                    section: answer::echoed(section),
+                    origin: partial.map(|(o, _)| o),
+                    data: nil(),
+                }),
+                MessageDataItemName::Rfc822 => Some(MessageDataItem::Rfc822(nil())),
+                MessageDataItemName::Rfc822Header => Some(MessageDataItem::Rfc822Header(nil())),
+                MessageDataItemName::Rfc822Text => Some(MessageDataItem::Rfc822Text(nil())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The provider told the client (and so writ) that message `seq` is
+    /// gone (RFC 3501 §7.4.1: allowed during a UID FETCH). Messages after
+    /// it move down one; the gone one is not answered any more: its number
+    /// now names another message.
+    pub fn on_expunge(&mut self, seq: NonZeroU32) {
+        self.probed.retain(|_, p| p.seq != seq);
+        for p in self.probed.values_mut() {
+            p.seq = renumbered(p.seq, seq);
+        }
+        self.mark_seen.retain(|_, s| *s != seq);
+        for s in self.mark_seen.values_mut() {
+            *s = renumbered(*s, seq);
+        }
+    }
+
     /// A FETCH response of the provider. `Err` gives it back when it does
     /// not belong to this plan.
     pub fn on_fetch(
@@ -300,17 +387,20 @@ impl FetchPlan {
         let list = items.as_ref();
         match self.phase.clone() {
             Phase::Probe => {
-                let Some(header) = list
-                    .iter()
-                    .find(|i| is_stored_header(i))
-                    .and_then(data_bytes)
-                else {
+                let Some(header) = list.iter().find(|i| is_stored_header(i)) else {
                     return Err(items);
                 };
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
-                let sealed = envelope::detect(&header);
+                let Some(header) = data_bytes(header) else {
+                    // NIL: another session expunged it, and the provider
+                    // still numbers it for this one. Answered as the
+                    // provider answers for plaintext: what is left of it.
+                    return Ok(fetch(seq, self.gone_items(list)).into_iter().collect());
+                };
+                let sealed = envelope::detect(&header)
+                    .filter(|d| !self.known_undecryptable(uid, &d.epoch, keys));
                 let seen = list.iter().any(|i| {
                     matches!(i, MessageDataItem::Flags(f)
                         if f.contains(&FlagFetch::Flag(Flag::Seen)))
@@ -322,7 +412,12 @@ impl FetchPlan {
                     Some(_) => !self.needs_summary(),
                 };
                 if done_now {
-                    let out = self.provider_items(&list, sealed.is_some());
+                    let mut out = self.provider_items(&list, sealed.is_some());
+                    if sealed.is_none() && self.wants_seen() && !seen {
+                        // The probe read the header with PEEK.
+                        self.mark_seen.insert(uid, seq);
+                        show_seen(&mut out, &list);
+                    }
                     return Ok(fetch(seq, out).into_iter().collect());
                 }
                 self.probed.insert(
@@ -344,6 +439,12 @@ impl FetchPlan {
                 let Some(probed) = self.probed.get(&uid) else {
                     return Err(items);
                 };
+                if list.iter().any(is_nil_section) {
+                    // Expunged by another session since the probe.
+                    let gone = self.probed.remove(&uid);
+                    let out = gone.and_then(|p| fetch(p.seq, self.gone_items(&p.items)));
+                    return Ok(out.into_iter().collect());
+                }
                 let answered = if payload {
                     list.iter()
                         .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
@@ -364,12 +465,15 @@ impl FetchPlan {
                         Ok(Vec::new())
                     }
                     Some(Err(e)) => {
-                        // Shown as stored (the plain phase fetches it).
+                        // Shown as stored (the plain phase fetches it), and
+                        // from now on without trying again.
                         tracing::warn!(uid = uid.get(), error = %e, "cannot open a sealed message");
                         metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason())
                             .increment(1);
-                        if let Some(p) = self.probed.get_mut(&uid) {
-                            p.sealed = None;
+                        if let Some(p) = self.probed.get_mut(&uid)
+                            && let Some(d) = p.sealed.take()
+                        {
+                            remember_undecryptable(self.cache.as_ref(), uid, &d.epoch, keys, &e);
                         }
                         Ok(Vec::new())
                     }
@@ -379,17 +483,30 @@ impl FetchPlan {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
+                if !list.iter().any(is_body_item) {
+                    // A flag change another session made, not the answer.
+                    return Err(items);
+                }
                 let Some(probed) = self.probed.remove(&uid) else {
                     return Err(items);
                 };
                 let mut all = probed.items.clone();
                 all.extend(list.iter().cloned());
                 let mut out = self.provider_items(&all, false);
-                // A body fetch without PEEK made the provider report FLAGS.
-                if !self.wanted.contains(&MessageDataItemName::Flags)
-                    && let Some(f) = list.iter().find(|i| matches!(i, MessageDataItem::Flags(_)))
-                {
-                    out.push(f.clone());
+                if self.wants_seen() && !probed.seen {
+                    // FLAGS as the provider reported them after setting
+                    // \Seen, or as the probe saw them (writ sets it).
+                    let reported: Vec<MessageDataItem<'static>> = list
+                        .iter()
+                        .filter(|i| matches!(i, MessageDataItem::Flags(_)))
+                        .cloned()
+                        .collect();
+                    let flags = if reported.is_empty() {
+                        &probed.items
+                    } else {
+                        &reported
+                    };
+                    show_seen(&mut out, flags);
                 }
                 Ok(fetch(probed.seq, out).into_iter().collect())
             }
@@ -408,6 +525,13 @@ impl FetchPlan {
         let summary = envelope::read_summary(stored, keys)?.with_prefix(&probed.prefix);
         let mut opened = Vec::with_capacity(stored.len());
         envelope::open(stored, keys, &mut opened)?;
+        if opened.len() as u64 != summary.size {
+            // Sizes, structure and sections would disagree with what the
+            // summary showed: the message is not what it says it is.
+            return Err(envelope::EnvelopeError::Damaged(
+                "the payload's size differs from its summary's".into(),
+            ));
+        }
         if let Some(c) = &self.cache {
             c.cache.put(&c.mailbox, uid.get(), &summary, Some(&opened));
         }
@@ -458,26 +582,23 @@ impl FetchPlan {
         opened: Option<&[u8]>,
     ) -> Vec<MessageDataItem<'static>> {
         let mut out = Vec::new();
-        let mark_seen = self.wants_seen() && !probed.seen;
         for name in &self.wanted {
             if answer::from_provider(name) {
                 if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                    out.push(add_seen(item.clone(), mark_seen));
+                    out.push(item.clone());
                 }
             } else if let Some(item) = answer::answer(name, summary, opened) {
                 out.push(item);
+            } else if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
+                // writ's own answer failed (answer.rs logs it): the stored
+                // message's own item rather than none.
+                out.push(item.clone());
+            } else {
+                self.incomplete.set(true);
             }
         }
-        if mark_seen && !self.wanted.contains(&MessageDataItemName::Flags) {
-            // RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS
-            // (first, where Dovecot puts it).
-            if let Some(f) = probed
-                .items
-                .iter()
-                .find(|i| matches!(i, MessageDataItem::Flags(_)))
-            {
-                out.insert(0, add_seen(f.clone(), true));
-            }
+        if self.wants_seen() && !probed.seen {
+            show_seen(&mut out, &probed.items);
         }
         out
     }
@@ -550,7 +671,10 @@ impl FetchPlan {
                     }
                     Phase::Plain(_) => self.phase = Phase::Seen(Tag::unvalidated("writ.none")),
                     Phase::Seen(_) => {
-                        let status = self.probe_status.take();
+                        let mut status = self.probe_status.take();
+                        if self.incomplete.get() {
+                            status = Some(incomplete(self.client_tag.clone()));
+                        }
                         return status.map(Output::Finish).into_iter().collect();
                     }
                 },
@@ -558,12 +682,29 @@ impl FetchPlan {
         }
     }
 
+    /// The set naming these messages in writ's own command: their UIDs
+    /// for a UID FETCH, their sequence numbers for a FETCH (see `uid`).
+    fn set_of(
+        &self,
+        targets: impl Iterator<Item = (NonZeroU32, NonZeroU32)>,
+    ) -> Option<SequenceSet> {
+        let mut set: Vec<NonZeroU32> = targets
+            .map(|(uid, seq)| if self.uid { uid } else { seq })
+            .collect();
+        set.sort();
+        set.dedup();
+        uid_set(&set)
+    }
+
     fn fetch_command(
         &mut self,
         uids: &[NonZeroU32],
         items: Vec<MessageDataItemName<'static>>,
     ) -> Option<(Tag<'static>, Command<'static>)> {
-        let set = uid_set(uids)?;
+        let targets = uids
+            .iter()
+            .filter_map(|u| self.probed.get(u).map(|p| (*u, p.seq)));
+        let set = self.set_of(targets)?;
         let tag = self.writ_tag();
         let mut items = items;
         items.insert(0, MessageDataItemName::Uid);
@@ -574,7 +715,7 @@ impl FetchPlan {
                 body: CommandBody::Fetch {
                     sequence_set: set,
                     macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
-                    uid: true,
+                    uid: self.uid,
                     modifiers: Vec::new(),
                 },
             },
@@ -601,12 +742,13 @@ impl FetchPlan {
             ]
         };
         if self.wants_seen() {
-            self.mark_seen = self
+            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
                 .probed
                 .iter()
                 .filter(|(_, p)| p.sealed.is_some() && !p.seen)
-                .map(|(u, _)| *u)
+                .map(|(u, p)| (*u, p.seq))
                 .collect();
+            self.mark_seen.extend(unseen);
         }
         let uids = self.answer_from_cache(uids);
         if uids.is_empty() {
@@ -685,13 +827,24 @@ impl FetchPlan {
             self.pending_out.extend(done);
             return None;
         }
+        if self.wants_seen() {
+            // The probe read their header with PEEK, and the items fetched
+            // now may all be PEEK: writ stores \Seen (harmless twice).
+            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
+                .probed
+                .iter()
+                .filter(|(_, p)| !p.seen)
+                .map(|(u, p)| (*u, p.seq))
+                .collect();
+            self.mark_seen.extend(unseen);
+        }
         self.fetch_command(&uids, items)
             .map(|(tag, c)| (Phase::Plain(tag), c))
     }
 
     fn seen_phase(&mut self) -> Option<(Phase, Command<'static>)> {
-        let uids = std::mem::take(&mut self.mark_seen);
-        let set = uid_set(&uids)?;
+        let marks = std::mem::take(&mut self.mark_seen);
+        let set = self.set_of(marks.into_iter())?;
         let tag = self.writ_tag();
         Some((
             Phase::Seen(tag.clone()),
@@ -702,11 +855,106 @@ impl FetchPlan {
                     kind: StoreType::Add,
                     response: StoreResponse::Silent,
                     flags: vec![Flag::Seen],
-                    uid: true,
+                    uid: self.uid,
                     modifiers: Vec::new(),
                 },
             },
         ))
+    }
+}
+
+/// Is `uid` remembered as undecryptable under the keys offered now for
+/// `epoch`?
+pub(super) fn undecryptable_known(
+    c: &CacheRef,
+    uid: NonZeroU32,
+    epoch: &str,
+    keys: &(dyn Keys + Send + Sync),
+) -> bool {
+    c.cache
+        .undecryptable(&c.mailbox, uid.get())
+        .is_some_and(|why| why.epoch == epoch && why.identities == keys.identities(epoch).len())
+}
+
+/// Remembers that `uid` did not open. The stored message is in memory, so
+/// every failure is the message's, except writing the output.
+pub(super) fn remember_undecryptable(
+    cache: Option<&CacheRef>,
+    uid: NonZeroU32,
+    epoch: &str,
+    keys: &(dyn Keys + Send + Sync),
+    e: &envelope::EnvelopeError,
+) {
+    let Some(c) = cache else { return };
+    if matches!(e, envelope::EnvelopeError::Output(_)) {
+        return;
+    }
+    c.cache.put_undecryptable(
+        &c.mailbox,
+        uid.get(),
+        &Undecryptable {
+            epoch: epoch.to_owned(),
+            identities: keys.identities(epoch).len(),
+            reason: e.reason().to_owned(),
+        },
+    );
+}
+
+/// The end of a FETCH one of whose items writ could not answer.
+fn incomplete(tag: Tag<'static>) -> Status<'static> {
+    Status::Tagged(imap_next::imap_types::response::Tagged {
+        tag,
+        body: imap_next::imap_types::response::StatusBody {
+            kind: StatusKind::No,
+            code: None,
+            text: imap_next::imap_types::core::Text::unvalidated(
+                "writ could not answer every item asked for; see writ's log",
+            ),
+        },
+    })
+}
+
+/// Message `seq` after message `gone` was expunged.
+fn renumbered(seq: NonZeroU32, gone: NonZeroU32) -> NonZeroU32 {
+    if seq > gone {
+        NonZeroU32::new(seq.get() - 1).unwrap_or(seq)
+    } else {
+        seq
+    }
+}
+
+/// Is `item` a body section (or RFC822, RFC822.HEADER, RFC822.TEXT)?
+fn is_body_item(item: &MessageDataItem<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItem::BodyExt { .. }
+            | MessageDataItem::Rfc822(_)
+            | MessageDataItem::Rfc822Header(_)
+            | MessageDataItem::Rfc822Text(_)
+    )
+}
+
+/// A body section the provider answered NIL (the message is gone).
+fn is_nil_section(item: &MessageDataItem<'_>) -> bool {
+    matches!(item, MessageDataItem::BodyExt { data, .. } if data.0.is_none())
+}
+
+/// RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS. Where Dovecot
+/// puts it: in FLAGS if asked for, else just before the body sections.
+fn show_seen(out: &mut Vec<MessageDataItem<'static>>, probed: &[MessageDataItem<'static>]) {
+    if let Some(f) = out
+        .iter_mut()
+        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+    {
+        *f = add_seen(f.clone(), true);
+        return;
+    }
+    if let Some(f) = probed
+        .iter()
+        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+    {
+        let at = out.iter().position(is_body_item).unwrap_or(out.len());
+        out.insert(at, add_seen(f.clone(), true));
     }
 }
 

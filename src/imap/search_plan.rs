@@ -35,7 +35,7 @@ use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind, Tagged};
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use super::fetch::{CacheRef, Output, peek, uid_of};
+use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
 use super::search::{self, Candidate, Search};
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
@@ -107,19 +107,15 @@ fn fetch_command(
     }
 }
 
-/// The bytes of the `BODY[<section>]` item, if present.
+/// The bytes of the `BODY[<section>]` item, if present and not NIL (NIL:
+/// another session expunged the message, which then matches nothing).
 fn body_item(list: &[MessageDataItem<'_>], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
     list.iter().find_map(|i| match i {
         MessageDataItem::BodyExt {
             section: s,
             origin: None,
             data,
-        } if s.as_ref() == section => Some(
-            data.0
-                .as_ref()
-                .map(|d| d.as_ref().to_vec())
-                .unwrap_or_default(),
-        ),
+        } if s.as_ref() == section => data.0.as_ref().map(|d| d.as_ref().to_vec()),
         _ => None,
     })
 }
@@ -243,7 +239,13 @@ impl SearchPlan {
                     return Err(items);
                 };
                 let mut meta = meta(seq, list);
-                let detected = envelope::detect(&header);
+                // One remembered as undecryptable is searched as stored.
+                let detected = envelope::detect(&header).filter(|d| {
+                    !self
+                        .cache
+                        .as_ref()
+                        .is_some_and(|c| undecryptable_known(c, uid, &d.epoch, keys))
+                });
                 meta.sealed = detected
                     .as_ref()
                     .map(|d| (d.epoch.clone(), envelope::stored_prefix(&header)));
@@ -337,10 +339,22 @@ impl SearchPlan {
             return;
         }
         let mut opened = Vec::with_capacity(stored.len());
-        let summary = envelope::open(stored, keys, &mut opened).and_then(|_| {
-            envelope::read_summary(stored, keys)
-                .map(|s| s.with_prefix(&envelope::stored_prefix(head)))
-        });
+        let summary = envelope::open(stored, keys, &mut opened)
+            .and_then(|_| {
+                envelope::read_summary(stored, keys)
+                    .map(|s| s.with_prefix(&envelope::stored_prefix(head)))
+            })
+            .and_then(|s| {
+                // As the FETCH plan: a payload that disagrees with its
+                // summary is not opened.
+                if s.size == opened.len() as u64 {
+                    Ok(s)
+                } else {
+                    Err(envelope::EnvelopeError::Damaged(
+                        "the payload's size differs from its summary's".into(),
+                    ))
+                }
+            });
         match summary {
             Ok(summary) => {
                 if let Some(c) = &self.cache {
@@ -350,8 +364,11 @@ impl SearchPlan {
                 self.consider(uid, meta, size, &opened, Some(&summary));
             }
             Err(e) => {
-                // Searched as stored, like it is shown.
+                // Searched as stored, like it is shown, and remembered.
                 metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason()).increment(1);
+                if let Some((epoch, _)) = &meta.sealed {
+                    remember_undecryptable(self.cache.as_ref(), uid, epoch, keys, &e);
+                }
                 self.consider(uid, meta, meta.size, stored, None);
             }
         }
@@ -382,6 +399,29 @@ impl SearchPlan {
         if self.search.matches(&candidate) {
             self.found.push(if self.uid { uid } else { meta.seq });
         }
+    }
+
+    /// The provider told the client that message `seq` is gone (during a
+    /// UID SEARCH): numbers after it move down, the gone one is dropped.
+    pub fn on_expunge(&mut self, seq: NonZeroU32) {
+        let down = |s: NonZeroU32| {
+            if s > seq {
+                NonZeroU32::new(s.get() - 1).unwrap_or(s)
+            } else {
+                s
+            }
+        };
+        self.pending.retain(|_, m| m.seq != seq);
+        for m in self.pending.values_mut() {
+            m.seq = down(m.seq);
+        }
+        if !self.uid {
+            self.found.retain(|s| *s != seq);
+            for s in &mut self.found {
+                *s = down(*s);
+            }
+        }
+        self.max_seq = self.max_seq.saturating_sub(1);
     }
 
     pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
@@ -440,8 +480,14 @@ impl SearchPlan {
     /// The FETCH of `phase` for the messages still pending, or the answer
     /// when none are left.
     fn next_fetch(&mut self, phase: Phase) -> Vec<Output> {
-        let uids: Vec<NonZeroU32> = self.pending.keys().copied().collect();
-        let Some(set) = super::sequence::compact(&uids) else {
+        // By sequence number for a SEARCH, so that the provider holds back
+        // EXPUNGE as it would during the client's own (RFC 3501 §7.4.1).
+        let set: Vec<NonZeroU32> = if self.uid {
+            self.pending.keys().copied().collect()
+        } else {
+            self.pending.values().map(|m| m.seq).collect()
+        };
+        let Some(set) = super::sequence::compact(&set) else {
             // Nothing left to download: all answered already.
             return self.finish();
         };
@@ -457,7 +503,7 @@ impl SearchPlan {
             ),
             _ => (BODIES_TAG, vec![MessageDataItemName::Uid, peek(None)]),
         };
-        vec![Output::ToProvider(fetch_command(tag, set, true, items))]
+        vec![Output::ToProvider(fetch_command(tag, set, self.uid, items))]
     }
 }
 

@@ -120,6 +120,32 @@ impl Plan {
             Plan::Search(p) => p.on_status(status),
         }
     }
+
+    fn on_expunge(&mut self, seq: std::num::NonZeroU32) {
+        match self {
+            Plan::Fetch(p) => p.on_expunge(seq),
+            Plan::Search(p) => p.on_expunge(seq),
+        }
+    }
+}
+
+/// What of a FETCH response that is not an answer to a plan's command may
+/// reach the client while the plan runs: a flag change another session
+/// made (FLAGS, MODSEQ, and the UID naming it). Never the rest: items the
+/// client did not ask for, and for sealed mail the sealed message's own
+/// BODYSTRUCTURE, size or sections.
+fn unsolicited(
+    items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
+) -> Option<Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
+    use imap_next::imap_types::fetch::MessageDataItem as Item;
+    let kept: Vec<Item<'static>> = items
+        .into_iter()
+        .filter(|i| matches!(i, Item::Flags(_) | Item::ModSeq(_) | Item::Uid(_)))
+        .collect();
+    if kept.iter().all(|i| matches!(i, Item::Uid(_))) {
+        return None;
+    }
+    Vec1::try_from(kept).ok()
 }
 
 fn text(s: &'static str) -> Text<'static> {
@@ -635,12 +661,25 @@ impl Session {
                 }
             }
             client::Event::DataReceived { data } => {
+                // While a plan runs, the provider answers writ's commands,
+                // which are of the client's command's kind (by sequence
+                // number or by UID): what it sends unasked (EXISTS, flag
+                // changes, and EXPUNGE during UID commands only) is what it
+                // would send the client, and it numbers messages as the
+                // client does, so it passes on, in order.
                 let data = match (data, self.plan.as_mut()) {
                     (Data::Fetch { seq, items }, Some(plan)) => {
                         match plan.on_fetch(seq, items, self.keys.as_ref()) {
                             Ok(outputs) => return self.apply(outputs),
-                            Err(items) => Data::Fetch { seq, items },
+                            Err(items) => match unsolicited(items) {
+                                Some(items) => Data::Fetch { seq, items },
+                                None => return,
+                            },
                         }
+                    }
+                    (Data::Expunge(seq), Some(plan)) => {
+                        plan.on_expunge(seq);
+                        Data::Expunge(seq)
                     }
                     (data, _) => data,
                 };

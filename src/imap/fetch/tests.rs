@@ -30,10 +30,12 @@ fn listing_a_sealed_message_fetches_only_its_summary() {
     let [Output::ToProvider(next)] = &out[..] else {
         panic!("{out:?}")
     };
-    // Part 1 only: the payload is not downloaded to list a message.
+    // Part 1 only: the payload is not downloaded to list a message. By
+    // sequence number, as the client's command: the provider holds back
+    // EXPUNGE during it (RFC 3501 §7.4.1).
     assert_eq!(
         wire(next),
-        "writ.1 UID FETCH 7 (UID BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"
+        "writ.1 FETCH 1 (UID BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"
     );
 }
 
@@ -64,12 +66,13 @@ fn a_body_section_of_a_sealed_message_is_answered_from_the_opened_message() {
         panic!("{out:?}")
     };
     let items = items.as_ref();
-    // \Seen first (a non-PEEK fetch set it), then the items in order.
+    // The items in order, and FLAGS with \Seen (a non-PEEK fetch set it)
+    // just before the body sections, where Dovecot puts it.
+    assert_eq!(items[0], MessageDataItem::Uid(NonZeroU32::new(7).unwrap()));
+    assert_eq!(items[1], MessageDataItem::Rfc822Size(M.len() as u32));
     assert!(
-        matches!(&items[0], MessageDataItem::Flags(f) if f.contains(&FlagFetch::Flag(Flag::Seen)))
+        matches!(&items[2], MessageDataItem::Flags(f) if f.contains(&FlagFetch::Flag(Flag::Seen)))
     );
-    assert_eq!(items[1], MessageDataItem::Uid(NonZeroU32::new(7).unwrap()));
-    assert_eq!(items[2], MessageDataItem::Rfc822Size(M.len() as u32));
     let MessageDataItem::BodyExt { data, .. } = &items[3] else {
         panic!("{items:?}")
     };
@@ -128,4 +131,186 @@ fn a_failed_probe_ends_the_plan_with_the_providers_answer() {
     assert!(
         matches!(&out[..], [Output::Finish(Status::Tagged(t))] if t.body.kind == StatusKind::Bad)
     );
+}
+
+/// The answer for `uid` at `seq` to a `FETCH (UID BODY.PEEK[])`.
+fn whole_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+    let mut answer = format!("* {seq} FETCH (UID {uid} ").into_bytes();
+    answer.extend(literal_item("BODY[]", stored));
+    answer.extend_from_slice(b")\r\n");
+    answer
+}
+
+fn probe_at(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+    let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
+    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend_from_slice(b")\r\n");
+    r
+}
+
+#[test]
+fn an_expunge_during_a_uid_fetch_renumbers_what_is_still_to_be_answered() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, _) =
+        FetchPlan::start(&command("f UID FETCH 1:* (BODY.PEEK[])\r\n"), None).expect("FETCH");
+    for (seq, uid) in [(2, 20), (3, 30), (4, 40)] {
+        let (seq, items) = fetch_response(&probe_at(seq, uid, &stored));
+        assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    }
+    let out = plan.on_status(status("f OK done\r\n")).expect("ours");
+    let [Output::ToProvider(next)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        wire(next),
+        "writ.1 UID FETCH 20,30,40 (UID BODY.PEEK[])\r\n"
+    );
+    // Message 3 (UID 30) goes; the client is told; 4 is now 3.
+    plan.on_expunge(NonZeroU32::new(3).unwrap());
+    let mut seqs = Vec::new();
+    for uid in [20, 40] {
+        let (seq, items) = fetch_response(&whole_answer(9, uid, &stored));
+        for o in plan.on_fetch(seq, items, &ids).expect("ours") {
+            if let Output::ToClient(Data::Fetch { seq, .. }) = o {
+                seqs.push(seq.get());
+            }
+        }
+    }
+    assert_eq!(seqs, [2, 3]);
+}
+
+#[test]
+fn a_message_expunged_elsewhere_is_answered_nil_without_its_sealed_items() {
+    let (ids, _) = keys();
+    let (mut plan, probe) = FetchPlan::start(
+        &command("g FETCH 3 (UID BODYSTRUCTURE BODY[TEXT])\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    assert_eq!(
+        wire(&probe),
+        "g FETCH 3 (UID BODYSTRUCTURE FLAGS BODY.PEEK[HEADER])\r\n"
+    );
+    let (seq, items) = fetch_response(
+        b"* 3 FETCH (UID 7 FLAGS (\\Deleted) BODYSTRUCTURE (\"application\" \"octet-stream\" NIL NIL NIL \"7bit\" 3) BODY[HEADER] NIL)\r\n",
+    );
+    let out = plan.on_fetch(seq, items, &ids).expect("ours");
+    let [Output::ToClient(Data::Fetch { seq, items })] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(seq.get(), 3);
+    assert_eq!(items.as_ref().len(), 2, "{items:?}");
+    assert_eq!(
+        items.as_ref()[0],
+        MessageDataItem::Uid(NonZeroU32::new(7).unwrap())
+    );
+    assert!(matches!(
+        &items.as_ref()[1],
+        MessageDataItem::BodyExt { section: Some(Section::Text(None)), data, .. } if data.0.is_none()
+    ));
+}
+
+#[test]
+fn a_fetch_by_sequence_number_marks_seen_by_sequence_number() {
+    let (ids, _) = keys();
+    let (mut plan, probe) =
+        FetchPlan::start(&command("h FETCH 5 (BODY[HEADER])\r\n"), None).expect("FETCH");
+    // The probe reads the header with PEEK: writ reports and stores \Seen.
+    assert_eq!(wire(&probe), "h FETCH 5 (BODY.PEEK[HEADER] UID FLAGS)\r\n");
+    let (seq, items) = fetch_response(&probe_at(5, 50, M));
+    let out = plan.on_fetch(seq, items, &ids).expect("ours");
+    let [Output::ToClient(Data::Fetch { items, .. })] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert!(
+        matches!(&items.as_ref()[0], MessageDataItem::Flags(f) if f.contains(&FlagFetch::Flag(Flag::Seen))),
+        "{items:?}"
+    );
+    assert!(matches!(
+        &items.as_ref()[1],
+        MessageDataItem::BodyExt { .. }
+    ));
+    let out = plan.on_status(status("h OK done\r\n")).expect("ours");
+    let [Output::ToProvider(store)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(wire(store), "writ.1 STORE 5 +FLAGS.SILENT (\\Seen)\r\n");
+}
+
+/// Keys without any identity: every epoch is unknown.
+struct NoKeys;
+
+impl Keys for NoKeys {
+    fn identities(&self, _epoch: &str) -> Vec<&dyn age::Identity> {
+        Vec::new()
+    }
+}
+
+/// A listing of message 1 (UID 7, `stored`) through a plan with `cache`:
+/// what the plan sends the provider after the probe.
+fn list_once(cache: &CacheRef, stored: &[u8], keys: &(dyn Keys + Send + Sync)) -> Vec<Output> {
+    let (mut plan, _) =
+        FetchPlan::start(&command("l FETCH 1 (RFC822.SIZE)\r\n"), Some(cache.clone()))
+            .expect("FETCH");
+    let mut r = b"* 1 FETCH (RFC822.SIZE 999 UID 7 FLAGS () ".to_vec();
+    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&r);
+    let mut out = plan.on_fetch(seq, items, keys).expect("ours");
+    let next = plan.on_status(status("l OK done\r\n")).expect("ours");
+    if let [Output::ToProvider(_)] = &next[..] {
+        // The summary: part 1 as the provider serves it.
+        let structure = crate::envelope::scan::scan(stored, Default::default());
+        let p = &structure.root.parts[0];
+        let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+        let mut a = b"* 1 FETCH (UID 7 ".to_vec();
+        a.extend(literal_item(
+            "BODY[1.MIME]",
+            slice(p.header_offset, p.header_size),
+        ));
+        a.push(b' ');
+        a.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+        a.extend_from_slice(b")\r\n");
+        let (seq, items) = fetch_response(&a);
+        plan.on_fetch(seq, items, keys).expect("ours");
+    }
+    out.extend(next);
+    out
+}
+
+#[test]
+fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheRef {
+        cache: Arc::new(Cache::open(dir.path(), 1 << 20).unwrap()),
+        mailbox: MailboxKey {
+            account: "a".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+        },
+    };
+    // No key for its epoch: the summary is fetched once, fails, and is
+    // remembered.
+    let out = list_once(&cache, &stored, &NoKeys);
+    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    let why = cache
+        .cache
+        .undecryptable(&cache.mailbox, 7)
+        .expect("remembered");
+    assert_eq!(why.reason, "unknown_epoch");
+    // The next listing shows it as stored from the probe alone.
+    let out = list_once(&cache, &stored, &NoKeys);
+    assert!(
+        matches!(&out[..], [Output::ToClient(Data::Fetch { items, .. }), Output::Finish(_)]
+            if items.as_ref() == [MessageDataItem::Rfc822Size(999)]),
+        "{out:?}"
+    );
+    // A keyring that now has a key for the epoch tries again, and opens it.
+    let out = list_once(&cache, &stored, &ids);
+    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    assert!(cache.cache.undecryptable(&cache.mailbox, 7).is_none());
+    assert!(cache.cache.summary(&cache.mailbox, 7).is_some());
 }

@@ -1,0 +1,218 @@
+//! The IMAP proxy while other sessions change the mailbox: what a client
+//! sees through writ must be what the provider would have shown it for the
+//! plaintext. Sequence numbers it knows, EXPUNGE only where RFC 3501
+//! §7.4.1 allows it (never during FETCH, STORE or SEARCH by sequence
+//! number), bodies under the number of the message they belong to.
+//!
+//! Real Dovecot; the clients are the test's own IMAP client
+//! (`common::imap`), through writ and straight at Dovecot.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use common::imap::Response;
+use common::imap_proxy::ImapProxy;
+use common::{Imap, provider};
+
+/// writ's IMAP proxy in front of Dovecot's plain IMAP on loopback.
+fn proxy(upstream: SocketAddr) -> ImapProxy {
+    ImapProxy::start(
+        &format!("{}timeout_secs = 30\n", ImapProxy::plain(upstream)),
+        "",
+    )
+}
+
+/// A message whose body names its number (the body shows which message a
+/// FETCH answer really carries).
+fn message(i: usize) -> Vec<u8> {
+    format!(
+        "From: a@example.test\r\nTo: b@example.test\r\nSubject: message {i}\r\n\
+         Date: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <c{i}@example.test>\r\n\r\n\
+         This is the body of message number {i}.\r\n"
+    )
+    .into_bytes()
+}
+
+/// `(seq, uid, BODY[] bytes)` of each FETCH answer carrying a body.
+fn fetched(r: &Response) -> Vec<(u32, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for line in &r.untagged {
+        let text = line.text_only().to_ascii_uppercase();
+        let Some(rest) = text.strip_prefix("* ") else {
+            continue;
+        };
+        let Some((seq, after)) = rest.split_once(' ') else {
+            continue;
+        };
+        if !after.starts_with("FETCH (") {
+            continue;
+        }
+        let seq: u32 = seq.parse().expect("a sequence number");
+        let uid = after
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .skip_while(|w| *w != "UID")
+            .nth(1)
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0);
+        if let Some(body) = line.literals.first() {
+            out.push((seq, uid, body.clone()));
+        }
+    }
+    out
+}
+
+/// The sequence numbers of `* N EXPUNGE` lines, in order.
+fn expunges(r: &Response) -> Vec<u32> {
+    r.untagged
+        .iter()
+        .filter_map(|l| {
+            let t = l.text_only();
+            let rest = t.strip_prefix("* ")?;
+            let (n, word) = rest.trim_end().split_once(' ')?;
+            word.eq_ignore_ascii_case("EXPUNGE")
+                .then(|| n.parse().ok())?
+        })
+        .collect()
+}
+
+/// Follows a response in order as a client does: each `* N EXPUNGE`
+/// takes message N out of `view` (UIDs by sequence number), each FETCH
+/// with a body must carry, under its number, the UID and the body of the
+/// message the client numbers so. Panics with `what` and the response.
+fn follow(view: &mut Vec<u32>, r: &Response, bodies: &BTreeMap<u32, Vec<u8>>, what: &str) {
+    follow_part(view, r, bodies, what, |m| m.to_vec());
+}
+
+/// [`follow`] for a fetch whose literal is `part` of the message.
+fn follow_part(
+    view: &mut Vec<u32>,
+    r: &Response,
+    bodies: &BTreeMap<u32, Vec<u8>>,
+    what: &str,
+    part: impl Fn(&[u8]) -> Vec<u8>,
+) {
+    for line in &r.untagged {
+        let t = line.text_only().to_ascii_uppercase();
+        assert!(
+            !t.contains("BODY[HEADER]") && !t.contains("BODYSTRUCTURE"),
+            "{what}: an item the client did not ask for: {line:?}"
+        );
+        let one = Response {
+            untagged: vec![line.clone()],
+            tagged: r.tagged.clone(),
+            status: r.status.clone(),
+        };
+        for n in expunges(&one) {
+            assert!(n as usize <= view.len(), "{what}: EXPUNGE of unknown {n}");
+            view.remove(n as usize - 1);
+        }
+        for (seq, uid, body) in fetched(&one) {
+            let known = view.get(seq as usize - 1).copied();
+            assert_eq!(
+                known,
+                Some(uid),
+                "{what}: message {seq} answered with UID {uid}:\n{}",
+                r.text()
+            );
+            assert_eq!(
+                part(&bodies[&uid]),
+                body,
+                "{what}: message {seq} (UID {uid}) carries another message's body"
+            );
+        }
+    }
+}
+
+/// Another session expunges while client A (through writ) still numbers
+/// the message: A's FETCH by sequence number over sealed and plaintext
+/// mail must carry no EXPUNGE, answer in A's numbering with each message's
+/// own body; a UID FETCH may carry EXPUNGE, and what follows it is
+/// numbered after it; NOOP brings what was held back.
+#[test]
+fn an_expunge_by_another_session_never_shifts_bodies_under_other_numbers() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let user = p.new_user("conc-expunge");
+    let mut bodies = BTreeMap::new();
+    let mut view = Vec::new();
+    for i in 1..=8 {
+        let m = message(i);
+        // Sealed and plaintext in turn: writ answers them in different
+        // commands of its own.
+        let stored = if i % 2 == 1 {
+            proxy.seal(&m)
+        } else {
+            m.clone()
+        };
+        let uid = p.imap_append(&user, "INBOX", &stored);
+        bodies.insert(uid, m);
+        view.push(uid);
+    }
+
+    let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
+    a.select("INBOX").expect_ok("SELECT through writ");
+    let mut b = p.imap(&user);
+    b.select("INBOX").expect_ok("SELECT at Dovecot");
+    let expunge = |b: &mut Imap, uid: u32| {
+        b.command(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))
+            .expect_ok("STORE");
+        b.command("EXPUNGE").expect_ok("EXPUNGE");
+    };
+
+    expunge(&mut b, view[2]);
+    let whole = |m: &[u8]| m.to_vec();
+    let subject = |m: &[u8]| {
+        let at = m
+            .windows(9)
+            .position(|w| w == b"Subject: ")
+            .expect("a subject");
+        let end = at + m[at..].windows(2).position(|w| w == b"\r\n").expect("CRLF");
+        [&m[at..end + 2], b"\r\n"].concat()
+    };
+    type Part = dyn Fn(&[u8]) -> Vec<u8>;
+    let commands: [(&str, &str, &Part); 3] = [
+        ("a body fetch", "FETCH 1:8 (UID BODY.PEEK[])", &whole),
+        ("a fetch setting \\Seen", "FETCH 4:8 (UID BODY[])", &whole),
+        (
+            "a header fetch",
+            "FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)] RFC822.SIZE)",
+            &subject,
+        ),
+    ];
+    for (what, command, part) in commands {
+        let r = a.command(command).expect_ok(what);
+        assert!(
+            expunges(&r).is_empty(),
+            "{what}: EXPUNGE during a FETCH by sequence number:\n{}",
+            r.text()
+        );
+        let before = view.len();
+        follow_part(&mut view, &r, &bodies, what, part);
+        assert_eq!(view.len(), before);
+    }
+    let r = a.command("NOOP").expect_ok("NOOP");
+    assert_eq!(
+        expunges(&r),
+        [3],
+        "NOOP must bring the EXPUNGE:\n{}",
+        r.text()
+    );
+    follow(&mut view, &r, &bodies, "NOOP");
+
+    // During a UID FETCH the provider may report an expunge; what writ
+    // answers after it is numbered after it.
+    expunge(&mut b, view[1]);
+    let r = a
+        .command("UID FETCH 1:* (UID BODY.PEEK[])")
+        .expect_ok("UID FETCH");
+    follow(&mut view, &r, &bodies, "a UID FETCH");
+    let r = a.command("NOOP").expect_ok("NOOP");
+    follow(&mut view, &r, &bodies, "NOOP");
+    let r = a.command("FETCH 1:* (UID BODY.PEEK[])").expect_ok("FETCH");
+    assert_eq!(fetched(&r).len(), view.len(), "{}", r.text());
+    follow(&mut view, &r, &bodies, "a fetch after the expunges");
+    a.logout();
+    b.logout();
+}
