@@ -125,10 +125,14 @@ fn use_summary(s: &Summary) {
 }
 
 /// The summary's decoded form: `data` as the summary JSON (what part 1
-/// holds once decrypted).
-pub fn summary_json(data: &[u8]) {
-    if let Ok(s) = serde_json::from_slice::<Summary>(data) {
-        use_summary(&s);
+/// holds once decrypted). Returns whether it was accepted.
+pub fn summary_json(data: &[u8]) -> bool {
+    match serde_json::from_slice::<Summary>(data) {
+        Ok(s) => {
+            use_summary(&s);
+            true
+        }
+        Err(_) => false,
     }
 }
 
