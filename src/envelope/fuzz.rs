@@ -187,7 +187,10 @@ fn stored_message(stored: &[u8]) {
         let prefix = super::stored_prefix(&stored[..head_end]);
         assert_eq!(o.size, prefix.len() as u64 + s.size);
         assert_eq!(m2.len() as u64, o.size);
-        assert!(opened.is_ok(), "open failed where open_with_summary did not");
+        assert!(
+            opened.is_ok(),
+            "open failed where open_with_summary did not"
+        );
         assert_eq!(summary.as_ref().ok(), Some(&s));
     }
     drop(opened);
