@@ -156,3 +156,44 @@ fn seal_and_open_without_a_keyring_fail_cleanly() {
     let err = env.fail_unchanged(&["seal", "missing.eml"]);
     assert!(err.contains("missing.eml"), "{err}");
 }
+
+/// A sealed message anyone can forge (the epoch recipient is public):
+/// its summary nests multiparts `depth` deep, its payload is MESSAGE.
+fn forged_deep(env: &Env, depth: usize) -> Vec<u8> {
+    let keyring = writ::keys::Keyring::load(&env.path("keys")).unwrap();
+    let active = keyring.active().unwrap();
+    let parts: Vec<String> = (0..depth)
+        .map(|i| {
+            let parent = i.checked_sub(1).map_or(String::new(), |p| format!(",\"parent\":{p}"));
+            format!("{{\"type\":\"multipart\",\"subtype\":\"mixed\",\"content_type_present\":true,\"params\":[],\"header_offset\":0,\"header_size\":0,\"body_offset\":0,\"body_size\":0,\"body_lines\":0,\"body_bare_lf\":0{parent}}}")
+        })
+        .collect();
+    let json = format!(
+        "{{\"version\":1,\"size\":{},\"bare_lf\":0,\"parts\":[{}]}}",
+        MESSAGE.len(),
+        parts.join(",")
+    );
+    writ::envelope::fuzz::forge(&active.recipient, 1, &active.id, json.as_bytes(), MESSAGE)
+}
+
+#[test]
+fn open_refuses_a_forged_summary_nested_past_the_cap() {
+    let env = Env::with_message();
+    for depth in [101, 5_000] {
+        let stored = forged_deep(&env, depth);
+        // One error line and exit code 1 (not a crash), for the summary
+        // and for the message: the whole message is undecryptable.
+        let err =
+            env.fail_unchanged_stdin(&["--passphrase-file", "pw", "open", "--summary"], &stored);
+        assert!(err.contains("summary") && err.contains("cap"), "{err}");
+        let err = env.fail_unchanged_stdin(&["--passphrase-file", "pw", "open"], &stored);
+        assert!(err.contains("summary") && err.contains("cap"), "{err}");
+    }
+    // At the cap it opens.
+    let stored = forged_deep(&env, 100);
+    let out = env
+        .ok_stdin(&["--passphrase-file", "pw", "open", "--summary"], &stored)
+        .stdout;
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["parts"].as_array().unwrap().len(), 100);
+}

@@ -125,10 +125,14 @@ fn use_summary(s: &Summary) {
 }
 
 /// The summary's decoded form: `data` as the summary JSON (what part 1
-/// holds once decrypted).
-pub fn summary_json(data: &[u8]) {
-    if let Ok(s) = serde_json::from_slice::<Summary>(data) {
-        use_summary(&s);
+/// holds once decrypted). Returns whether it was accepted.
+pub fn summary_json(data: &[u8]) -> bool {
+    match serde_json::from_slice::<Summary>(data) {
+        Ok(s) => {
+            use_summary(&s);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -176,20 +180,18 @@ fn stored_message(stored: &[u8]) {
     let mut m = Vec::new();
     let opened = open(Cursor::new(stored), ids, &mut m);
     let mut m2 = Vec::new();
-    match open_with_summary(Cursor::new(stored), ids, &mut m2) {
-        Ok((o, s)) => {
-            // What is served and what is listed agree.
-            let prefix = super::stored_prefix(&stored[..head_end]);
-            assert_eq!(o.size, prefix.len() as u64 + s.size);
-            assert_eq!(m2.len() as u64, o.size);
-            assert!(
-                opened.is_ok(),
-                "open failed where open_with_summary did not"
-            );
-            assert_eq!(summary.as_ref().ok(), Some(&s));
-        }
-        // `open` may still succeed, when no summary precedes the payload.
-        Err(_) => {}
+    // `open` may succeed where this fails: when no summary precedes the
+    // payload. Where this succeeds, what is served and what is listed
+    // agree.
+    if let Ok((o, s)) = open_with_summary(Cursor::new(stored), ids, &mut m2) {
+        let prefix = super::stored_prefix(&stored[..head_end]);
+        assert_eq!(o.size, prefix.len() as u64 + s.size);
+        assert_eq!(m2.len() as u64, o.size);
+        assert!(
+            opened.is_ok(),
+            "open failed where open_with_summary did not"
+        );
+        assert_eq!(summary.as_ref().ok(), Some(&s));
     }
     drop(opened);
     if let Some(d) = detected {

@@ -10,6 +10,13 @@
 //!   M ──► Sealer::seal ──► sealed message ──► open ──► M (byte for byte)
 //!                                  └──► read_summary / open_summary ──► Summary
 //! ```
+//!
+//! Everything a reader takes in is outside data: the stored message, the
+//! armor, and the decrypted summary (the epoch recipient is public, so
+//! anyone can encrypt one). Readers bound what they read, refuse summaries
+//! past the writer's caps ([`summary::MAX_DEPTH`], [`summary::MAX_PARTS`],
+//! [`summary::MAX_MESSAGE_SIZE`]) and never recurse over the entity tree.
+//! `fuzz` holds the entry points that fuzz targets and tests run them on.
 
 mod armor;
 mod detect;

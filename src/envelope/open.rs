@@ -5,6 +5,15 @@
 //! finds the marker by name, the boundary from the (possibly re-folded)
 //! Content-Type, the parts by their content types, undoes any transfer
 //! encoding, and reads the armor ignoring whitespace.
+//!
+//! What it trusts nothing about: the decrypted summary (anyone can encrypt
+//! one to the public epoch recipient) is checked against the caps and for
+//! consistency before use (`summary.rs`), and M must be exactly as long as
+//! the summary says (`open` checks whenever part 1 precedes the payload),
+//! so a message is either wholly readable or wholly undecryptable. Caps:
+//! stored header 8 MiB ([`MAX_STORED_HEADER`]), container line 64 KiB,
+//! summary part 64 MiB of armor ([`MAX_SUMMARY_PART`], for part 1 read
+//! from the stored message or given alone).
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -36,10 +45,12 @@ impl Keys for Vec<age::x25519::Identity> {
     }
 }
 
-/// Longest stored header block read (providers add trace fields).
-const MAX_STORED_HEADER: usize = 8 * 1024 * 1024;
-/// Longest summary part accepted.
-const MAX_SUMMARY_PART: usize = 64 * 1024 * 1024;
+/// Longest stored header block read (providers add trace fields); past
+/// it the message is "not sealed".
+pub const MAX_STORED_HEADER: usize = 8 * 1024 * 1024;
+/// Longest summary part read (armor, after transfer decoding); a longer
+/// one is cut there and fails as damaged.
+pub const MAX_SUMMARY_PART: usize = 64 * 1024 * 1024;
 
 /// What [`open`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
