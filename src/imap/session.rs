@@ -7,8 +7,10 @@
 //!
 //! Commands are forwarded with the client's own tags, so the provider's
 //! tagged answers go back unchanged. writ answers itself only what is about
-//! its own connection with the client: STARTTLS, and LOGIN/AUTHENTICATE
-//! refused on an unencrypted connection.
+//! its own connection with the client: STARTTLS (only before login, and
+//! not offered after it), LOGIN/AUTHENTICATE refused on an unencrypted
+//! connection, and commands over a cap of [`super::intake`] (the client's
+//! bytes pass those caps before imap-next parses them).
 
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
