@@ -93,7 +93,8 @@ pub struct Session {
     selected: Option<MailboxKey>,
     /// Caps on the client's commands before imap-next parses them.
     intake: Intake,
-    /// A LOGIN or AUTHENTICATE succeeded (or the provider said PREAUTH).
+    /// A LOGIN or AUTHENTICATE succeeded: STARTTLS is over, and the login
+    /// timeout no longer applies (the idle timeout does).
     authenticated: bool,
 }
 
