@@ -1,6 +1,8 @@
-//! The fuzz target's entry point on stable: random and mutated input from
+//! The fuzz targets' entry points on stable: random and mutated input from
 //! both sides into a session rewriting FETCH over sealed mail must never
-//! panic (`cargo +nightly fuzz run rewrite` explores further).
+//! panic (`cargo +nightly fuzz run rewrite` explores further); sequence
+//! sets reach the provider as the client wrote them, and the intake caps
+//! pass what is within them unchanged (`cargo +nightly fuzz run intake`).
 
 use proptest::prelude::*;
 
@@ -41,5 +43,27 @@ proptest! {
             input.extend_from_slice(b"\r\n");
         }
         writ::imap::fuzz::exercise(&input);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    #[test]
+    fn sequence_sets_are_forwarded_as_written(data in proptest::collection::vec(any::<u8>(), 2..400)) {
+        writ::imap::fuzz::sequence_sets(&data);
+    }
+
+    #[test]
+    fn intake_passes_what_is_within_the_caps_unchanged(
+        data in proptest::collection::vec(
+            prop_oneof![
+                Just(b'\n'), Just(b'\r'), Just(b'{'), Just(b'}'), Just(b'+'), Just(b'"'),
+                Just(b','), Just(b'~'), Just(b' '), b'0'..=b'9', b'a'..=b'z',
+            ],
+            1..600,
+        )
+    ) {
+        writ::imap::fuzz::intake(&data);
     }
 }

@@ -511,8 +511,8 @@ fn deep_search_nesting_is_refused_quickly() {
 fn slow_connections_do_not_hold_up_others() {
     let victim = user_with_mail("sv");
     let proxy = proxy("");
-    // A client reading nothing and a client sending nothing, both
-    // mid-TLS-handshake, are their own tasks' business.
+    // Clients stuck mid-TLS-handshake (implicit, and after STARTTLS) are
+    // their own tasks' business.
     let mut stalled: Vec<TcpStream> = Vec::new();
     for _ in 0..5 {
         let mut s = TcpStream::connect(proxy.imaps).unwrap();
@@ -522,6 +522,22 @@ fn slow_connections_do_not_hold_up_others() {
     let (mut s, _) = raw(proxy.imap);
     s.write_all(b"a STARTTLS\r\n").unwrap();
     stalled.push(s);
+    // Logged-in clients: one silent, one in IDLE, one that never reads
+    // what it asked for.
+    let attacker = user_with_mail("sa");
+    let silent = logged_in(&proxy, &attacker);
+    let mut idle = logged_in(&proxy, &attacker);
+    idle.write_raw(b"i IDLE\r\n").unwrap();
+    assert!(idle.read_line().unwrap().text_only().starts_with("+ "));
+    let mut greedy = logged_in(&proxy, &attacker);
+    for _ in 0..50 {
+        greedy
+            .write_raw(b"g UID FETCH 1:* (BODY.PEEK[] FLAGS)\r\n")
+            .unwrap();
+    }
     assert_served(&proxy, &victim);
-    drop(stalled);
+    // Still served themselves.
+    idle.write_raw(b"DONE\r\n").unwrap();
+    assert!(idle.read_response("i").unwrap().is_ok());
+    drop((stalled, silent, greedy));
 }

@@ -212,10 +212,15 @@ fn implicit_tls_with_authenticate_plain_and_a_wrong_password_refused() {
     assert!(out.contains("refused:"), "{out}");
 }
 
+/// writ greets on its own and connects to the provider at the client's
+/// first command: prints the line that follows that command.
 const FIRST_LINE: &str = r#"
 import socket, sys
 s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
-print(s.makefile('rb').readline().decode().strip())
+f = s.makefile('rb')
+assert f.readline().startswith(b'* OK '), 'greeting'
+s.sendall(b'a CAPABILITY\r\n')
+print(f.readline().decode().strip())
 "#;
 
 #[test]

@@ -1,8 +1,15 @@
-//! The entry point of the fuzz target (`fuzz/fuzz_targets/rewrite.rs`) and
-//! of the property test that runs the same code in CI: arbitrary bytes,
-//! from either side, into a session that is rewriting a FETCH over sealed
-//! mail. Whatever comes in, the session must not panic, and a client
-//! command must never reach the provider unparsed.
+//! The entry points of the fuzz targets (`fuzz/fuzz_targets/`) and of the
+//! property tests that run the same code in CI (`tests/imap_fuzz.rs`):
+//!
+//! - [`exercise`] (target `rewrite`): arbitrary bytes, from either side,
+//!   into a session that is rewriting a FETCH over sealed mail. Whatever
+//!   comes in, the session must not panic, and a client command must never
+//!   reach the provider unparsed.
+//! - [`sequence_sets`] (target `intake`): a client command with any valid
+//!   sequence set reaches the provider byte for byte as the client wrote
+//!   it (`*` stays `*`, `4294967295` stays a number, nothing is merged).
+//! - [`intake`] (target `intake`): the intake caps pass what is within
+//!   them unchanged, in any chunking, and hold at most one command's text.
 
 use std::sync::{Arc, OnceLock};
 
@@ -121,4 +128,90 @@ fn mutated(base: &[u8], data: &[u8]) -> Vec<u8> {
         out[pos] = g[2];
     }
     out
+}
+
+/// Builds `a [UID] STORE <set> +FLAGS (\\Seen)` with a valid sequence set
+/// made of `data` (each two bytes one element: a number or `*`, or a range
+/// of two, in any order, the largest numbers included) and checks that the
+/// session forwards it to the provider byte for byte.
+pub fn sequence_sets(data: &[u8]) {
+    const NUMBERS: [&str; 8] = ["1", "2", "3", "7", "*", "65536", "4294967294", "4294967295"];
+    let set: Vec<String> = data
+        .chunks_exact(2)
+        .take(2048)
+        .map(|p| {
+            let a = NUMBERS[usize::from(p[0] % 8)];
+            let b = NUMBERS[usize::from(p[1] % 8)];
+            if p[0] & 0x80 != 0 {
+                format!("{a}:{b}")
+            } else {
+                a.to_owned()
+            }
+        })
+        .collect();
+    if set.is_empty() {
+        return;
+    }
+    let uid = if data[0] & 0x40 != 0 { "UID " } else { "" };
+    let command = format!("a {uid}STORE {} +FLAGS (\\Seen)\r\n", set.join(","));
+    let f = fixture();
+    let mut s = Session::new(
+        Context {
+            client_tls: true,
+            client_loopback: false,
+            starttls_listener: false,
+            allow_plaintext_auth: false,
+            max_literal_size: 64 * 1024,
+        },
+        Arc::new(vec![f.identity.clone()]),
+        f.sealer.clone(),
+    );
+    s.advance();
+    let _ = s.take_to_client();
+    s.client_input(command.as_bytes());
+    s.advance();
+    let forwarded = s.take_to_provider();
+    assert!(
+        forwarded == command.as_bytes(),
+        "sequence set rewritten: {command:?} went out as {:?}",
+        String::from_utf8_lossy(&forwarded)
+    );
+}
+
+/// Feeds `data` (the first byte picks the chunk size) to an [`Intake`]:
+/// without a refusal, what it passes on is the input, less at most one
+/// command's text held back.
+pub fn intake(data: &[u8]) {
+    use super::intake::{Event, Intake, MAX_COMMAND_TEXT};
+    let Some((&chunk, data)) = data.split_first() else {
+        return;
+    };
+    // Long lines without a fuzzer spending megabytes: each `~` is 4 KiB.
+    let mut input = Vec::with_capacity(data.len());
+    for &b in data {
+        if b == b'~' {
+            input.extend(std::iter::repeat_n(b'a', 4096));
+        } else {
+            input.push(b);
+        }
+    }
+    let mut i = Intake::new(1024);
+    let mut passed = Vec::new();
+    let mut refused = false;
+    for piece in input.chunks(usize::from(chunk).max(1)) {
+        for event in i.push(piece) {
+            match event {
+                Event::Bytes(b) => passed.extend_from_slice(&b),
+                Event::Refused { .. } => refused = true,
+            }
+        }
+    }
+    if !refused {
+        assert_eq!(
+            &input[..passed.len()],
+            &passed[..],
+            "the intake changed what it passed on"
+        );
+        assert!(input.len() - passed.len() <= MAX_COMMAND_TEXT + 1);
+    }
 }

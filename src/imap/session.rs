@@ -7,8 +7,10 @@
 //!
 //! Commands are forwarded with the client's own tags, so the provider's
 //! tagged answers go back unchanged. writ answers itself only what is about
-//! its own connection with the client: STARTTLS, and LOGIN/AUTHENTICATE
-//! refused on an unencrypted connection.
+//! its own connection with the client: STARTTLS (only before login, and
+//! not offered after it), LOGIN/AUTHENTICATE refused on an unencrypted
+//! connection, and commands over a cap of [`super::intake`] (the client's
+//! bytes pass those caps before imap-next parses them).
 
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
@@ -91,7 +93,8 @@ pub struct Session {
     selected: Option<MailboxKey>,
     /// Caps on the client's commands before imap-next parses them.
     intake: Intake,
-    /// A LOGIN or AUTHENTICATE succeeded (or the provider said PREAUTH).
+    /// A LOGIN or AUTHENTICATE succeeded: STARTTLS is over, and the login
+    /// timeout no longer applies (the idle timeout does).
     authenticated: bool,
 }
 
