@@ -69,6 +69,8 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
     let check = Command::new(WRIT)
         .args(["disclose", "verify"])
         .arg(env.path("bundle"))
+        .arg("--public-key")
+        .arg(env.keys.dir().join("audit.pub"))
         .output()
         .unwrap();
     assert!(

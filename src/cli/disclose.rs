@@ -59,10 +59,15 @@ pub enum DiscloseCommand {
         dir: PathBuf,
 
         /// The gateway's audit public key (a copy of keys/audit.pub
-        /// obtained from the gateway) [default: the key the manifest names,
-        /// which shows integrity but not origin]
+        /// obtained from the gateway): what proves who made the bundle
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+
+        /// Without the gateway's key: check the bundle against the key its
+        /// own manifest names. That shows it is intact, not who made it (a
+        /// bundle made wholesale under another keyring passes)
+        #[arg(long, conflicts_with = "public_key")]
+        unauthenticated: bool,
     },
 }
 
@@ -232,7 +237,20 @@ pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
             let selected = select(ctx, &s)?;
             out(&String::from_utf8_lossy(&selected.request.to_file()))
         }
-        Some(DiscloseCommand::Verify { dir, public_key }) => verify(&dir, public_key.as_deref()),
+        Some(DiscloseCommand::Verify {
+            dir,
+            public_key,
+            unauthenticated,
+        }) => {
+            if public_key.is_none() && !unauthenticated {
+                anyhow::bail!(
+                    "give the gateway's audit public key (--public-key FILE, a copy of its \
+                     keys/audit.pub) to know who made the bundle; --unauthenticated checks only \
+                     that it is intact"
+                );
+            }
+            verify(&dir, public_key.as_deref())
+        }
         None => {
             let out_dir = args.out.clone().unwrap_or_default();
             run_disclose(ctx, &args, &out_dir)
@@ -344,8 +362,9 @@ fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
         text.push_str(&format!("signed by the given audit key {}\n", v.gateway));
     } else {
         text.push_str(&format!(
-            "signed by audit key {} as the manifest itself names it: \
-             compare it with the gateway's audit.pub (--public-key) to know who signed\n",
+            "NOT AUTHENTICATED: signed by audit key {} as the manifest itself names it; \
+             anyone can make such a bundle under a keyring of their own: verify with the \
+             gateway's audit.pub (--public-key) to know who made it\n",
             v.gateway
         ));
     }

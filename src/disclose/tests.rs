@@ -279,5 +279,13 @@ fn verify_names_tampering() {
     std::os::unix::fs::symlink("/etc/hostname", out.join("link")).unwrap();
     check("not a regular file", "link");
     std::fs::remove_file(out.join("link")).unwrap();
+    // An extra directory, even empty, is not in the manifest either.
+    for extra in ["extra", "stored/more", "extra2/deeper"] {
+        std::fs::create_dir_all(out.join(extra)).unwrap();
+        let top = extra.split('/').next().unwrap();
+        let named = if top == "stored" { extra } else { top };
+        check("a directory not in the manifest", named);
+        std::fs::remove_dir_all(out.join(if top == "stored" { extra } else { top })).unwrap();
+    }
     verify(&out, Some(&public)).unwrap();
 }
