@@ -848,6 +848,8 @@ fn provider_form() {
         "42",
         "--uid",
         "7",
+        "--uidvalidity",
+        "5",
     ]);
     let request: serde_json::Value = serde_json::from_str(&out).unwrap();
     let kinds: Vec<String> = request["messages"]
@@ -871,6 +873,8 @@ fn provider_form() {
             "message_id:null\"<9@example.org>\""
         ]
     );
+    assert_eq!(request["messages"][0]["uidvalidity"], 5);
+    assert_eq!(request["messages"][1]["uidvalidity"], 5);
     let e = env.fail(&[
         "disclose",
         "--case",
@@ -883,6 +887,25 @@ fn provider_form() {
         "INBOX",
         "--uid",
         "42",
+        "--passphrase-file",
+        "pw",
+    ]);
+    // UIDs name messages only under a UIDVALIDITY.
+    assert!(e.contains("--uid needs --uidvalidity"), "{e}");
+    let e = env.fail(&[
+        "disclose",
+        "--case",
+        "P-1",
+        "--out",
+        "out",
+        "--account",
+        "ann@example.org",
+        "--mailbox",
+        "INBOX",
+        "--uid",
+        "42",
+        "--uidvalidity",
+        "5",
         "--passphrase-file",
         "pw",
     ]);

@@ -99,9 +99,16 @@ pub struct Selection {
     #[arg(long, value_name = "NAME", requires = "account")]
     pub mailbox: Option<String>,
 
-    /// A message by UID
+    /// A message by UID (needs --uidvalidity)
     #[arg(long, value_name = "N", requires = "account")]
     pub uid: Vec<u32>,
+
+    /// The mailbox's UIDVALIDITY the UIDs belong to (IMAP `STATUS mailbox
+    /// (UIDVALIDITY)`, or the `[UIDVALIDITY n]` a client is told on
+    /// SELECT): a UID names a message only under it, and disclose refuses
+    /// if the mailbox's is another one by then
+    #[arg(long, value_name = "N", requires = "uid")]
+    pub uidvalidity: Option<u32>,
 
     /// A message by Message-ID (with its angle brackets)
     #[arg(long, value_name = "ID", requires = "account")]
@@ -140,12 +147,21 @@ fn select(ctx: &Context, select: &Selection) -> Result<Selected> {
     let (Some(account), Some(mailbox)) = (&select.account, &select.mailbox) else {
         return Err(disclose::DiscloseError::NoMessages.into());
     };
+    let uidvalidity = match (select.uid.is_empty(), select.uidvalidity) {
+        (true, _) => 0,
+        (false, Some(v)) if v > 0 => v,
+        (false, _) => anyhow::bail!(
+            "--uid needs --uidvalidity N, the mailbox's UIDVALIDITY the UIDs belong to (IMAP \
+             `STATUS {mailbox} (UIDVALIDITY)`): a UID names a message only under it"
+        ),
+    };
     let wanted = select
         .uid
         .iter()
         .map(|&uid| Wanted::Uid {
             account: account.clone(),
             mailbox: mailbox.clone(),
+            uidvalidity,
             uid,
         })
         .chain(select.message_id.iter().map(|id| Wanted::MessageId {
@@ -172,14 +188,19 @@ fn fetch_for_disclosure(
     let mut account = None;
     let mut mailbox = None;
     let mut uids = Vec::new();
+    let mut uidvalidity = None;
     let mut message_ids = Vec::new();
     for wanted in &request.messages {
         let (a, m) = match wanted {
             Wanted::Uid {
                 account,
                 mailbox,
+                uidvalidity: v,
                 uid,
             } => {
+                if *uidvalidity.get_or_insert(*v) != *v {
+                    anyhow::bail!("a request names its UIDs under one UIDVALIDITY");
+                }
                 uids.push(*uid);
                 (account, mailbox)
             }
@@ -206,7 +227,16 @@ fn fetch_for_disclosure(
     let backoff = super::mailbox::backoff(ctx);
     let named = super::mailbox::runtime()?
         .block_on(backoff.run(
-            || writ::jobs::fetch::fetch_named(&target, &creds, mailbox, &uids, &message_ids),
+            || {
+                writ::jobs::fetch::fetch_named(
+                    &target,
+                    &creds,
+                    mailbox,
+                    uidvalidity,
+                    &uids,
+                    &message_ids,
+                )
+            },
             super::mailbox::say_retry(&what),
         ))
         .with_context(|| format!("fetching from {account} {mailbox}"))?;

@@ -454,15 +454,16 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
                     Wanted::Uid {
                         account,
                         mailbox,
+                        uidvalidity,
                         uid,
                     },
                     SourceEntry::Provider {
                         account: a,
                         mailbox: b,
+                        uidvalidity: v,
                         uid: u,
-                        ..
                     },
-                ) => account == a && mailbox == b && uid == u,
+                ) => account == a && mailbox == b && uidvalidity == v && uid == u,
                 (
                     Wanted::MessageId {
                         account, mailbox, ..

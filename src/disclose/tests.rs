@@ -214,12 +214,19 @@ fn stored_must_match_request() {
         vec![Wanted::Uid {
             account: "ann".into(),
             mailbox: "INBOX".into(),
+            uidvalidity: 9,
             uid: 5,
         }],
     )
     .unwrap();
     check_stored(&by_uid, &[fetched(5)]).unwrap();
     assert!(check_stored(&by_uid, &[fetched(6)]).is_err());
+    // The same UID under another UIDVALIDITY is another message.
+    let mut other_validity = fetched(5);
+    if let Source::Provider { uidvalidity, .. } = &mut other_validity.source {
+        *uidvalidity = 10;
+    }
+    assert!(check_stored(&by_uid, &[other_validity]).is_err());
     let by_id = |id: &str| {
         Request::new(
             "c",
