@@ -30,6 +30,15 @@
 //! `audit.head` (rewritten, signed, after every append) names how many
 //! records there must be and the hash of the last one.
 //!
+//! A chain begins with the keyring's creation and nothing else: its first
+//! record, and only its first, is one of [`GENESIS_ACTIONS`] (`keys.init`;
+//! `audit.init` for a keyring made before the audit log; `audit.restart`
+//! when an administrator knowingly starts over after losing the log), and
+//! its `epoch` parameter names the keyring's oldest epoch. So deleting the
+//! log (and its head) is visible: an empty or missing log beside a keyring
+//! fails [`verify`], and [`append`] refuses to begin a chain with any other
+//! record, so no key event silently starts a new one.
+//!
 //! The audit key also signs other statements of the gateway, each under its
 //! own domain prefix ([`Purpose`], [`sign`], [`verify_signature`]): the
 //! manifest of a disclosure bundle (`writ disclosure manifest v1\n`).
@@ -71,6 +80,11 @@ pub const PUBLIC_FILE: &str = "audit.pub";
 const RECORD_DOMAIN: &[u8] = b"writ audit record v1\n";
 const HEAD_DOMAIN: &[u8] = b"writ audit head v1\n";
 const SIG_MARK: &str = ",\"sig\":\"";
+/// The actions a chain may begin with, and only begin with.
+pub const GENESIS_ACTIONS: &[&str] = &["keys.init", "audit.init", "audit.restart"];
+/// The action of a chain begun anew after the log was lost.
+pub const RESTART: &str = "audit.restart";
+
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -112,6 +126,8 @@ pub struct Verified {
     /// SHA-256 (hex) of the last line, [`GENESIS`] for an empty log: note
     /// it outside the machine to detect a later rewrite.
     pub head: String,
+    /// The chain was begun anew ([`RESTART`]): what came before is lost.
+    pub restarted: bool,
 }
 
 /// Errors of the audit log. None ever contains key material.
@@ -131,6 +147,18 @@ pub enum AuditError {
         .dir.display()
     )]
     Exists { dir: PathBuf },
+    #[error(
+        "{} is missing or empty, but {} holds a keyring: the audit log was deleted; restore \
+         audit.log and audit.head from a backup (if it is lost for good, `writ audit init \
+         --new-chain` starts a new one that says so)",
+        .path.display(), .dir.display()
+    )]
+    Missing { path: PathBuf, dir: PathBuf },
+    #[error(
+        "{} already holds records: {action} only begins a chain (check it with `writ audit verify`)",
+        .path.display()
+    )]
+    NotABeginning { path: PathBuf, action: String },
     /// The log fails verification; `line` is the first bad line (1-based).
     #[error("{}: line {line}: {problem}", .path.display())]
     Broken {
@@ -280,14 +308,24 @@ pub fn has_key(dir: &Path) -> bool {
 /// Checks that a record can be appended (key present and matching, log
 /// not cut), without writing: lets a command refuse before it changes
 /// anything.
+/// A missing or empty log is refused: only a chain's first record
+/// ([`GENESIS_ACTIONS`]) may be appended to it, and [`append`] does that.
 pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
     load_key(dir)?;
     let path = dir.join(LOG_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => tail(&path, &bytes).map(drop),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(&path)(e)),
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let (count, _) = tail(&path, &bytes)?;
+    if count == 0 {
+        return Err(AuditError::Missing {
+            path,
+            dir: dir.to_path_buf(),
+        });
     }
+    Ok(())
 }
 
 /// (number of lines, hash of the last one) of a log, refusing a cut last
@@ -392,7 +430,9 @@ pub fn public_key(dir: &Path) -> Result<Vec<u8>, AuditError> {
 }
 
 /// Appends one signed record to the log in `dir` and updates audit.head.
-/// `params` must hold no secret.
+/// `params` must hold no secret. A [`GENESIS_ACTIONS`] record only begins
+/// a chain (the log is missing or empty); any other needs a chain to
+/// continue: a deleted log is never silently started anew.
 pub fn append(
     dir: &Path,
     operator: &str,
@@ -413,6 +453,21 @@ pub fn append(
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io_err(&path))?;
     let (count, prev) = tail(&path, &bytes)?;
+    match (count, GENESIS_ACTIONS.contains(&action)) {
+        (0, false) => {
+            return Err(AuditError::Missing {
+                path,
+                dir: dir.to_path_buf(),
+            });
+        }
+        (1.., true) => {
+            return Err(AuditError::NotABeginning {
+                path,
+                action: action.to_string(),
+            });
+        }
+        _ => {}
+    }
     let mut record = Record {
         seq: count + 1,
         time: now_rfc3339(),
@@ -478,6 +533,7 @@ pub fn verify(dir: &Path, public_key: Option<&Path>) -> Result<Verified, AuditEr
     };
     let mut prev = GENESIS.to_string();
     let mut count: u64 = 0;
+    let mut restarted = false;
     let mut rest = &bytes[..];
     while !rest.is_empty() {
         let n = count + 1;
@@ -537,14 +593,56 @@ pub fn verify(dir: &Path, public_key: Option<&Path>) -> Result<Verified, AuditEr
                 "cut short (no line end): the log was truncated".into(),
             ));
         }
+        check_place(dir, &record).map_err(|problem| broken(n, problem))?;
+        restarted |= record.action == RESTART;
         prev = sha256_hex(raw);
         count = n;
     }
     check_head(dir, &key, count, &prev)?;
+    if count == 0 && crate::keys::Keyring::exists(dir) {
+        return Err(AuditError::Missing {
+            path,
+            dir: dir.to_path_buf(),
+        });
+    }
     Ok(Verified {
         records: count,
         head: prev,
+        restarted,
     })
+}
+
+/// A chain's first record, and only its first, is the keyring's creation
+/// (or the audit log's, see [`GENESIS_ACTIONS`]), and it names the
+/// keyring's oldest epoch when the keyring in `dir` can be read.
+fn check_place(dir: &Path, record: &Record) -> Result<(), String> {
+    let beginning = GENESIS_ACTIONS.contains(&record.action.as_str());
+    if record.seq == 1 && !beginning {
+        return Err(format!(
+            "is a {} record, not the keyring's creation (keys.init): the log's beginning is \
+             missing, or a new log was begun without saying so",
+            record.action
+        ));
+    }
+    if record.seq > 1 && beginning {
+        return Err(format!(
+            "{} in the middle of the chain: a second log was spliced in",
+            record.action
+        ));
+    }
+    if record.seq == 1
+        && let Some(named) = record.params.get("epoch").and_then(|v| v.as_str())
+        && let Ok(keyring) = crate::keys::Keyring::load(dir)
+        && let Some(oldest) = keyring.epochs().first()
+        && oldest.id != named
+    {
+        return Err(format!(
+            "begins the log of another keyring (epoch {named}; this keyring's first is {}): \
+             the log was replaced",
+            oldest.id
+        ));
+    }
+    Ok(())
 }
 
 /// The head must be signed and name a record the log has: a log longer
@@ -693,88 +791,4 @@ pub fn params<const N: usize>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn setup() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        create_key(dir.path()).unwrap();
-        dir
-    }
-
-    #[test]
-    fn append_and_verify() {
-        let dir = setup();
-        assert_eq!(verify(dir.path(), None).unwrap().records, 0);
-        for i in 0..3 {
-            let r = append(
-                dir.path(),
-                "op",
-                "keys.rotate",
-                params([("epoch", serde_json::json!(format!("e{i}")))]),
-            )
-            .unwrap();
-            assert_eq!(r.seq, i + 1);
-        }
-        let v = verify(dir.path(), None).unwrap();
-        assert_eq!(v.records, 3);
-        check_noted_head(dir.path(), 3, &v.head).unwrap();
-        assert!(check_noted_head(dir.path(), 3, GENESIS).is_err());
-        let records = read(dir.path()).unwrap();
-        assert_eq!(records[0].prev, GENESIS);
-        assert_eq!(records[2].params["epoch"], "e2");
-    }
-
-    #[test]
-    fn another_key_fails() {
-        let dir = setup();
-        append(dir.path(), "op", "x", BTreeMap::new()).unwrap();
-        let other = tempfile::tempdir().unwrap();
-        create_key(other.path()).unwrap();
-        let e = verify(dir.path(), Some(&other.path().join(PUBLIC_FILE))).unwrap_err();
-        assert!(matches!(e, AuditError::Broken { line: 1, .. }), "{e}");
-    }
-
-    #[test]
-    fn detached_signatures_are_domain_separated() {
-        let dir = setup();
-        let s = sign(dir.path(), Purpose::DisclosureManifest, b"manifest").unwrap();
-        assert_eq!(s.public_key, public_key(dir.path()).unwrap());
-        assert!(verify_signature(
-            &s.public_key,
-            Purpose::DisclosureManifest,
-            b"manifest",
-            &s.signature
-        ));
-        assert!(!verify_signature(
-            &s.public_key,
-            Purpose::DisclosureManifest,
-            b"manifesT",
-            &s.signature
-        ));
-        // Not a valid record signature over the same bytes.
-        let mut msg = RECORD_DOMAIN.to_vec();
-        msg.extend_from_slice(b"manifest");
-        assert!(
-            UnparsedPublicKey::new(&ED25519, &s.public_key)
-                .verify(&msg, &s.signature)
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn since_values() {
-        assert!(parse_since("2026-05-01").is_ok());
-        assert!(parse_since("2026-05-01T10:00:00Z").is_ok());
-        for bad in ["2026-5-1", "yesterday", "2026-13-01", "2026-05-01T10:00"] {
-            assert!(parse_since(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn operator_order() {
-        assert_eq!(operator(Some("a"), Some("b")), "a");
-        assert_eq!(operator(None, Some("b")), "b");
-        assert_eq!(operator(Some("a\nb"), None), "a?b");
-    }
-}
+mod tests;

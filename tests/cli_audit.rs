@@ -267,6 +267,46 @@ fn truncated_tail_is_located() {
 }
 
 #[test]
+fn a_deleted_log_is_an_error_and_no_key_event_starts_a_new_one() {
+    let base = Env::with_log();
+    for empty in [false, true] {
+        let env = base.copy();
+        std::fs::remove_file(env.path("keys/audit.head")).unwrap();
+        if empty {
+            std::fs::write(env.path("keys/audit.log"), b"").unwrap();
+        } else {
+            std::fs::remove_file(env.path("keys/audit.log")).unwrap();
+        }
+        let e = env.fail(&["audit", "verify"]);
+        assert!(
+            e.contains("audit.log is missing or empty, but keys holds a keyring")
+                && e.contains("restore audit.log and audit.head from a backup"),
+            "{e}"
+        );
+        // No key event begins a new chain on its own.
+        let e = env.fail_unchanged(&["keys", "rotate"]);
+        assert!(e.contains("the audit log was deleted"), "{e}");
+        let e = env.fail_unchanged(&["audit", "init"]);
+        assert!(e.contains("already has an audit key"), "{e}");
+        // Knowingly: a new chain that says so.
+        env.ok(&["audit", "init", "--new-chain", "--operator", "frank"]);
+        env.ok(&["keys", "rotate"]);
+        let out = env.ok_text(&["audit", "verify"]);
+        assert!(
+            out.contains(": 2 records, chain and signatures OK") && out.contains("begun anew"),
+            "{out}"
+        );
+        let json = env.ok_text(&["audit", "show", "--json"]);
+        let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(records[0]["action"], "audit.restart");
+        assert_eq!(records[0]["operator"], "frank");
+        // Only a lost log is begun anew.
+        let e = env.fail_unchanged(&["audit", "init", "--new-chain"]);
+        assert!(e.contains("holds records"), "{e}");
+    }
+}
+
+#[test]
 fn rewritten_log_fails_against_kept_public_key() {
     let base = Env::with_log();
     std::fs::copy(base.path("keys/audit.pub"), base.path("kept.pub")).unwrap();
@@ -280,7 +320,13 @@ fn rewritten_log_fails_against_kept_public_key() {
         )
         .unwrap();
     }
-    base.ok(&["audit", "verify"]);
+    // It does not verify on its own either: its first record is the
+    // creation of another keyring.
+    let e = base.fail(&["audit", "verify"]);
+    assert!(
+        e.contains("line 1: begins the log of another keyring"),
+        "{e}"
+    );
     let kept = base.path("kept.pub");
     let e = base.fail(&["audit", "verify", "--public-key", kept.to_str().unwrap()]);
     assert!(e.contains("line 1: signature does not match"), "{e}");

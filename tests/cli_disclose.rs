@@ -215,8 +215,18 @@ fn round_trip_from_files() {
         "{out}"
     );
     assert!(out.contains("signed by the given audit key"), "{out}");
-    let out = env.ok_text(&["disclose", "verify", "bundle"]);
-    assert!(out.contains("as the manifest itself names it"), "{out}");
+    // Without the key only on request, and saying loudly what that means.
+    let e = env.fail(&["disclose", "verify", "bundle"]);
+    assert!(
+        e.contains("--public-key FILE") && e.contains("--unauthenticated"),
+        "{e}"
+    );
+    let out = env.ok_text(&["disclose", "verify", "bundle", "--unauthenticated"]);
+    assert!(
+        out.contains("NOT AUTHENTICATED: signed by audit key")
+            && out.contains("as the manifest itself names it"),
+        "{out}"
+    );
 
     // The audit record, and the log still verifies.
     let records = env.audit_records();
@@ -375,8 +385,30 @@ fn tampering_is_detected_and_named() {
         e.contains("or another key than the one given signed them"),
         "{e}"
     );
+    // A bundle made wholesale under another keyring passes only
+    // --unauthenticated, and says so.
+    other.ok(&other.disclose_args("C-9", "forged", &["s1.eml"]));
+    copy_dir(&other.path("forged"), &env.path("forged"));
+    let e = env.fail(&[
+        "disclose",
+        "verify",
+        "forged",
+        "--public-key",
+        "audit-copy.pub",
+    ]);
+    assert!(e.contains("does not match"), "{e}");
+    let e = env.fail(&["disclose", "verify", "forged"]);
+    assert!(e.contains("--public-key"), "{e}");
+    let out = env.ok_text(&["disclose", "verify", "forged", "--unauthenticated"]);
+    assert!(out.contains("NOT AUTHENTICATED"), "{out}");
+    // An extra directory, even an empty one.
+    let e = tampered(&|dir: &Path| std::fs::create_dir(dir.join("notes")).unwrap());
+    assert!(
+        e.ends_with("/notes: a directory not in the manifest (added after the bundle was signed)"),
+        "{e}"
+    );
     // Not a bundle.
-    let e = env.fail(&["disclose", "verify", "keys"]);
+    let e = env.fail(&["disclose", "verify", "keys", "--unauthenticated"]);
     assert!(e.ends_with("keys/manifest.json: missing"), "{e}");
 }
 
@@ -816,6 +848,8 @@ fn provider_form() {
         "42",
         "--uid",
         "7",
+        "--uidvalidity",
+        "5",
     ]);
     let request: serde_json::Value = serde_json::from_str(&out).unwrap();
     let kinds: Vec<String> = request["messages"]
@@ -839,6 +873,8 @@ fn provider_form() {
             "message_id:null\"<9@example.org>\""
         ]
     );
+    assert_eq!(request["messages"][0]["uidvalidity"], 5);
+    assert_eq!(request["messages"][1]["uidvalidity"], 5);
     let e = env.fail(&[
         "disclose",
         "--case",
@@ -851,6 +887,25 @@ fn provider_form() {
         "INBOX",
         "--uid",
         "42",
+        "--passphrase-file",
+        "pw",
+    ]);
+    // UIDs name messages only under a UIDVALIDITY.
+    assert!(e.contains("--uid needs --uidvalidity"), "{e}");
+    let e = env.fail(&[
+        "disclose",
+        "--case",
+        "P-1",
+        "--out",
+        "out",
+        "--account",
+        "ann@example.org",
+        "--mailbox",
+        "INBOX",
+        "--uid",
+        "42",
+        "--uidvalidity",
+        "5",
         "--passphrase-file",
         "pw",
     ]);

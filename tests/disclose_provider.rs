@@ -32,22 +32,71 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
         uids.push(p.imap_append(&user, "INBOX", &sealed));
     }
     let uid = uids[1].to_string();
-    let out = env.run_as(
-        &user,
-        &[
-            "disclose",
-            "--case",
-            "LG-7",
-            "--out",
-            "bundle",
-            "--mailbox",
-            "INBOX",
-            "--uid",
-            &uid,
-            "--message-id",
-            "<case-3@example.org>",
-        ],
+    let status = p.imap_command(&user, "INBOX", "STATUS INBOX (UIDVALIDITY)");
+    let text = status.text();
+    let uidvalidity = text
+        .split("UIDVALIDITY ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no UIDVALIDITY in {text}"))
+        .to_string();
+    let disclose = |out: &str, uidvalidity: &str| {
+        env.run_as(
+            &user,
+            &[
+                "disclose",
+                "--case",
+                "LG-7",
+                "--out",
+                out,
+                "--mailbox",
+                "INBOX",
+                "--uid",
+                &uid,
+                "--uidvalidity",
+                uidvalidity,
+                "--message-id",
+                "<case-3@example.org>",
+            ],
+        )
+    };
+    // UIDs under another UIDVALIDITY name other messages: refused, nothing
+    // fetched or disclosed.
+    let other = (uidvalidity.parse::<u32>().unwrap() + 1).to_string();
+    let out = disclose("elsewhere", &other);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the mailbox's UIDVALIDITY is {uidvalidity}, not {other} as the request says"
+        )),
+        "{err}"
     );
+    assert!(
+        !env.path("elsewhere").exists()
+            || std::fs::read_dir(env.path("elsewhere"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // A UID without the UIDVALIDITY is not a request.
+    let out = env.run(&[
+        "disclose",
+        "request",
+        "--case",
+        "LG-7",
+        "--account",
+        &user.name,
+        "--mailbox",
+        "INBOX",
+        "--uid",
+        &uid,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--uid needs --uidvalidity"), "{err}");
+
+    let out = disclose("bundle", &uidvalidity);
     assert!(
         out.status.success(),
         "{}",
@@ -66,9 +115,18 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
         manifest.contains(&user.name) && manifest.contains("\"uid\": "),
         "{manifest}"
     );
+    let request: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path("bundle/request.json")).unwrap()).unwrap();
+    assert_eq!(
+        request["messages"][0]["uidvalidity"].to_string(),
+        uidvalidity,
+        "{request}"
+    );
     let check = Command::new(WRIT)
         .args(["disclose", "verify"])
         .arg(env.path("bundle"))
+        .arg("--public-key")
+        .arg(env.keys.dir().join("audit.pub"))
         .output()
         .unwrap();
     assert!(
@@ -94,6 +152,8 @@ fn discloses_exactly_the_named_messages_from_the_provider() {
             "INBOX",
             "--uid",
             "999",
+            "--uidvalidity",
+            &uidvalidity,
         ],
     );
     assert_eq!(out.status.code(), Some(1));

@@ -38,7 +38,13 @@ pub enum AuditCommand {
     },
 
     /// Create the audit key for a keyring made before the audit log
-    Init,
+    Init {
+        /// Begin a new log for a keyring whose log is lost for good (after
+        /// trying a backup): its first record (audit.restart) says so, and
+        /// `audit verify` reports it
+        #[arg(long)]
+        new_chain: bool,
+    },
 }
 
 pub fn run(ctx: &Context, command: AuditCommand) -> Result<()> {
@@ -53,8 +59,13 @@ pub fn run(ctx: &Context, command: AuditCommand) -> Result<()> {
                     .context("--head: expected N:HASH, as printed by `writ audit verify`")?;
                 audit::check_noted_head(dir, n, hash)?;
             }
+            let restarted = if verified.restarted {
+                "note: this log was begun anew (audit.restart): the records before it are lost\n"
+            } else {
+                ""
+            };
             out(&format!(
-                "{}: {} records, chain and signatures OK\nhead: {}:{}\n",
+                "{}: {} records, chain and signatures OK\nhead: {}:{}\n{restarted}",
                 dir.join(audit::LOG_FILE).display(),
                 verified.records,
                 verified.records,
@@ -96,26 +107,57 @@ pub fn run(ctx: &Context, command: AuditCommand) -> Result<()> {
             }
             out(&text)
         }
-        AuditCommand::Init => {
-            Keyring::load(dir)?;
-            if audit::has_key(dir) {
-                anyhow::bail!(
-                    "{} exists: this keyring already has an audit key",
-                    dir.join(audit::PUBLIC_FILE).display()
-                );
-            }
-            if dir.join(audit::LOG_FILE).exists() {
-                return Err(audit::AuditError::Exists {
-                    dir: dir.to_path_buf(),
-                }
-                .into());
-            }
-            audit::create_key(dir)?;
-            audit_record(ctx, "audit.init", audit::params([]))?;
-            out(&format!(
-                "created the audit key {}\n",
-                dir.join(audit::PUBLIC_FILE).display()
-            ))
-        }
+        AuditCommand::Init { new_chain } => init(ctx, new_chain),
     }
+}
+
+/// `audit init`: the audit key and the chain's first record for a keyring
+/// made before the audit log; with `new_chain`, a new chain for a keyring
+/// whose log is lost (the key is kept if it is there).
+fn init(ctx: &Context, new_chain: bool) -> Result<()> {
+    let dir = ctx.keys_dir.as_path();
+    let keyring = Keyring::load(dir)?;
+    let oldest = keyring.epochs().first().map(|e| e.id.clone());
+    let log = dir.join(audit::LOG_FILE);
+    let has_records = std::fs::metadata(&log).is_ok_and(|m| m.len() > 0);
+    if new_chain {
+        if has_records {
+            anyhow::bail!(
+                "{} holds records: there is no lost log to begin anew (`writ audit verify` \
+                 tells what is wrong with it)",
+                log.display()
+            );
+        }
+        let created = !audit::has_key(dir);
+        if created {
+            audit::create_key(dir)?;
+        }
+        audit_record(
+            ctx,
+            audit::RESTART,
+            audit::params([("epoch", oldest.into()), ("new_key", created.into())]),
+        )?;
+        return out(&format!(
+            "began a new audit log {} (audit.restart): the records before it are lost\n",
+            log.display()
+        ));
+    }
+    if audit::has_key(dir) {
+        anyhow::bail!(
+            "{} exists: this keyring already has an audit key",
+            dir.join(audit::PUBLIC_FILE).display()
+        );
+    }
+    if log.exists() {
+        return Err(audit::AuditError::Exists {
+            dir: dir.to_path_buf(),
+        }
+        .into());
+    }
+    audit::create_key(dir)?;
+    audit_record(ctx, "audit.init", audit::params([("epoch", oldest.into())]))?;
+    out(&format!(
+        "created the audit key {}\n",
+        dir.join(audit::PUBLIC_FILE).display()
+    ))
 }

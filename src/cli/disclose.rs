@@ -59,10 +59,15 @@ pub enum DiscloseCommand {
         dir: PathBuf,
 
         /// The gateway's audit public key (a copy of keys/audit.pub
-        /// obtained from the gateway) [default: the key the manifest names,
-        /// which shows integrity but not origin]
+        /// obtained from the gateway): what proves who made the bundle
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+
+        /// Without the gateway's key: check the bundle against the key its
+        /// own manifest names. That shows it is intact, not who made it (a
+        /// bundle made wholesale under another keyring passes)
+        #[arg(long, conflicts_with = "public_key")]
+        unauthenticated: bool,
     },
 }
 
@@ -94,9 +99,16 @@ pub struct Selection {
     #[arg(long, value_name = "NAME", requires = "account")]
     pub mailbox: Option<String>,
 
-    /// A message by UID
+    /// A message by UID (needs --uidvalidity)
     #[arg(long, value_name = "N", requires = "account")]
     pub uid: Vec<u32>,
+
+    /// The mailbox's UIDVALIDITY the UIDs belong to (IMAP `STATUS mailbox
+    /// (UIDVALIDITY)`, or the `[UIDVALIDITY n]` a client is told on
+    /// SELECT): a UID names a message only under it, and disclose refuses
+    /// if the mailbox's is another one by then
+    #[arg(long, value_name = "N", requires = "uid")]
+    pub uidvalidity: Option<u32>,
 
     /// A message by Message-ID (with its angle brackets)
     #[arg(long, value_name = "ID", requires = "account")]
@@ -135,12 +147,21 @@ fn select(ctx: &Context, select: &Selection) -> Result<Selected> {
     let (Some(account), Some(mailbox)) = (&select.account, &select.mailbox) else {
         return Err(disclose::DiscloseError::NoMessages.into());
     };
+    let uidvalidity = match (select.uid.is_empty(), select.uidvalidity) {
+        (true, _) => 0,
+        (false, Some(v)) if v > 0 => v,
+        (false, _) => anyhow::bail!(
+            "--uid needs --uidvalidity N, the mailbox's UIDVALIDITY the UIDs belong to (IMAP \
+             `STATUS {mailbox} (UIDVALIDITY)`): a UID names a message only under it"
+        ),
+    };
     let wanted = select
         .uid
         .iter()
         .map(|&uid| Wanted::Uid {
             account: account.clone(),
             mailbox: mailbox.clone(),
+            uidvalidity,
             uid,
         })
         .chain(select.message_id.iter().map(|id| Wanted::MessageId {
@@ -167,14 +188,19 @@ fn fetch_for_disclosure(
     let mut account = None;
     let mut mailbox = None;
     let mut uids = Vec::new();
+    let mut uidvalidity = None;
     let mut message_ids = Vec::new();
     for wanted in &request.messages {
         let (a, m) = match wanted {
             Wanted::Uid {
                 account,
                 mailbox,
+                uidvalidity: v,
                 uid,
             } => {
+                if *uidvalidity.get_or_insert(*v) != *v {
+                    anyhow::bail!("a request names its UIDs under one UIDVALIDITY");
+                }
                 uids.push(*uid);
                 (account, mailbox)
             }
@@ -201,7 +227,16 @@ fn fetch_for_disclosure(
     let backoff = super::mailbox::backoff(ctx);
     let named = super::mailbox::runtime()?
         .block_on(backoff.run(
-            || writ::jobs::fetch::fetch_named(&target, &creds, mailbox, &uids, &message_ids),
+            || {
+                writ::jobs::fetch::fetch_named(
+                    &target,
+                    &creds,
+                    mailbox,
+                    uidvalidity,
+                    &uids,
+                    &message_ids,
+                )
+            },
             super::mailbox::say_retry(&what),
         ))
         .with_context(|| format!("fetching from {account} {mailbox}"))?;
@@ -232,7 +267,20 @@ pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
             let selected = select(ctx, &s)?;
             out(&String::from_utf8_lossy(&selected.request.to_file()))
         }
-        Some(DiscloseCommand::Verify { dir, public_key }) => verify(&dir, public_key.as_deref()),
+        Some(DiscloseCommand::Verify {
+            dir,
+            public_key,
+            unauthenticated,
+        }) => {
+            if public_key.is_none() && !unauthenticated {
+                anyhow::bail!(
+                    "give the gateway's audit public key (--public-key FILE, a copy of its \
+                     keys/audit.pub) to know who made the bundle; --unauthenticated checks only \
+                     that it is intact"
+                );
+            }
+            verify(&dir, public_key.as_deref())
+        }
         None => {
             let out_dir = args.out.clone().unwrap_or_default();
             run_disclose(ctx, &args, &out_dir)
@@ -344,8 +392,9 @@ fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
         text.push_str(&format!("signed by the given audit key {}\n", v.gateway));
     } else {
         text.push_str(&format!(
-            "signed by audit key {} as the manifest itself names it: \
-             compare it with the gateway's audit.pub (--public-key) to know who signed\n",
+            "NOT AUTHENTICATED: signed by audit key {} as the manifest itself names it; \
+             anyone can make such a bundle under a keyring of their own: verify with the \
+             gateway's audit.pub (--public-key) to know who made it\n",
             v.gateway
         ));
     }

@@ -308,6 +308,7 @@ mod tests {
             vec![Wanted::Uid {
                 account: "a".into(),
                 mailbox: "INBOX".into(),
+                uidvalidity: 1,
                 uid: 1,
             }],
         )

@@ -35,7 +35,8 @@
 //! [`verify`] checks the signature (against a copy of the gateway's
 //! `audit.pub` when given, else against the key the manifest names, which
 //! proves integrity but not origin), then every listed file's size and
-//! SHA-256 in manifest order, then that no other file is present, then
+//! SHA-256 in manifest order, then that no other file or directory is
+//! present (a directory must hold a listed file), then
 //! that the request and approvals in the bundle agree with the manifest;
 //! it names the first file that fails.
 
@@ -253,29 +254,49 @@ fn safe_name(name: &str) -> bool {
         && name != SIGNATURE_FILE
 }
 
-/// Every file under `dir` (relative, `/`-separated), sorted; anything that
-/// is neither a regular file nor a directory is an error.
-fn walk(dir: &Path, rel: &Path, out: &mut Vec<String>) -> Result<(), DiscloseError> {
-    let here = dir.join(rel);
-    let entries = std::fs::read_dir(&here).map_err(io_err(&here))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err(&here))?;
-        let rel = rel.join(entry.file_name());
-        let name = rel.to_string_lossy().replace('\\', "/");
-        let kind = entry.file_type().map_err(io_err(&entry.path()))?;
-        if kind.is_dir() {
-            walk(dir, &rel, out)?;
-        } else if kind.is_file() {
-            out.push(name);
-        } else {
-            return Err(bundle_err(
-                dir,
-                &name,
-                "not a regular file (a link or device was put into the bundle)",
-            ));
+/// Most entries (files and directories) a bundle may hold: the walk stops
+/// with an error past it, so a hostile directory tree costs bounded work.
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// Everything under `dir`, relative and `/`-separated: `(files,
+/// directories)`. Anything that is neither a regular file nor a directory
+/// is an error. Walks with a work list, not recursion.
+fn walk(dir: &Path) -> Result<(Vec<String>, Vec<String>), DiscloseError> {
+    let mut files = Vec::new();
+    let mut dirs: Vec<String> = Vec::new();
+    let mut todo: Vec<std::path::PathBuf> = vec![std::path::PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let here = dir.join(&rel);
+        let entries = std::fs::read_dir(&here).map_err(io_err(&here))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&here))?;
+            let rel = rel.join(entry.file_name());
+            let name = rel.to_string_lossy().replace('\\', "/");
+            let kind = entry.file_type().map_err(io_err(&entry.path()))?;
+            if files.len() + dirs.len() >= MAX_ENTRIES {
+                return Err(bundle_err(
+                    dir,
+                    &name,
+                    format!("the bundle holds more than {MAX_ENTRIES} entries"),
+                ));
+            }
+            if kind.is_dir() {
+                dirs.push(name);
+                todo.push(rel);
+            } else if kind.is_file() {
+                files.push(name);
+            } else {
+                return Err(bundle_err(
+                    dir,
+                    &name,
+                    "not a regular file (a link or device was put into the bundle)",
+                ));
+            }
         }
     }
-    Ok(())
+    files.sort();
+    dirs.sort();
+    Ok((files, dirs))
 }
 
 /// SHA-256 (hex) and size of a file, streamed.
@@ -392,10 +413,9 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
         }
     }
 
-    // Nothing else.
-    let mut present = Vec::new();
-    walk(dir, Path::new(""), &mut present)?;
-    present.sort();
+    // Nothing else: no other file, and no directory but those that hold
+    // listed files.
+    let (present, present_dirs) = walk(dir)?;
     if let Some(extra) = present.iter().find(|p| {
         p.as_str() != MANIFEST_FILE && p.as_str() != SIGNATURE_FILE && !names.contains(&p.as_str())
     }) {
@@ -403,6 +423,17 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
             dir,
             extra,
             "not in the manifest (added after the bundle was signed)",
+        ));
+    }
+    let holding: std::collections::HashSet<&str> = names
+        .iter()
+        .flat_map(|n| n.match_indices('/').map(move |(i, _)| &n[..i]))
+        .collect();
+    if let Some(extra) = present_dirs.iter().find(|d| !holding.contains(d.as_str())) {
+        return Err(bundle_err(
+            dir,
+            extra,
+            "a directory not in the manifest (added after the bundle was signed)",
         ));
     }
 
@@ -423,15 +454,16 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
                     Wanted::Uid {
                         account,
                         mailbox,
+                        uidvalidity,
                         uid,
                     },
                     SourceEntry::Provider {
                         account: a,
                         mailbox: b,
+                        uidvalidity: v,
                         uid: u,
-                        ..
                     },
-                ) => account == a && mailbox == b && uid == u,
+                ) => account == a && mailbox == b && uidvalidity == v && uid == u,
                 (
                     Wanted::MessageId {
                         account, mailbox, ..

@@ -244,15 +244,16 @@ pub fn check_stored(request: &Request, stored: &[Stored]) -> Result<Vec<String>,
                 Wanted::Uid {
                     account,
                     mailbox,
+                    uidvalidity,
                     uid,
                 },
                 Source::Provider {
                     account: a,
                     mailbox: m,
+                    uidvalidity: v,
                     uid: u,
-                    ..
                 },
-            ) => account == a && mailbox == m && uid == u,
+            ) => account == a && mailbox == m && uidvalidity == v && uid == u,
             (
                 Wanted::MessageId {
                     account,

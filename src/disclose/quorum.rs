@@ -170,6 +170,7 @@ mod tests {
             vec![Wanted::Uid {
                 account: "x".into(),
                 mailbox: "INBOX".into(),
+                uidvalidity: 3,
                 uid,
             }],
         )

@@ -19,7 +19,7 @@
 //! ```json
 //! {"writ_disclosure_request":1,"case":"2026-AB-17","gateway":"<audit.pub, base64>",
 //!  "messages":[{"kind":"file","name":"a.eml","sha256":"<of the stored message>"},
-//!              {"kind":"uid","account":"ann@example.org","mailbox":"INBOX","uid":42},
+//!              {"kind":"uid","account":"ann@example.org","mailbox":"INBOX","uidvalidity":1714,"uid":42},
 //!              {"kind":"message_id","account":"ann@example.org","mailbox":"INBOX","message_id":"<1@example.org>"}]}
 //! ```
 //!
@@ -27,7 +27,10 @@
 //! its bytes*: the approval covers that exact stored message, not whatever
 //! file later carries the name. A provider message is named by account,
 //! mailbox and UID or Message-ID (its bytes are not known before it is
-//! fetched). On the command line UIDs come first, in the order given, then
+//! fetched). A UID means a message only under the mailbox's UIDVALIDITY
+//! (RFC 3501 2.3.1.1), so a UID reference carries it too and is refused
+//! at fetch time if the mailbox's UIDVALIDITY is no longer that one (the
+//! UIDs now name other messages: a new request is needed). On the command line UIDs come first, in the order given, then
 //! Message-IDs, in the order given (clap keeps each option's order, not
 //! the interleaving of two options).
 //!
@@ -66,10 +69,11 @@ pub enum Wanted {
     /// A stored message given as a file: its name (the last path
     /// component) and the SHA-256 (hex) of its bytes.
     File { name: String, sha256: String },
-    /// A message at the provider, by UID.
+    /// A message at the provider, by UID under the mailbox's UIDVALIDITY.
     Uid {
         account: String,
         mailbox: String,
+        uidvalidity: u32,
         uid: u32,
     },
     /// A message at the provider, by Message-ID (as in the header, with
@@ -88,8 +92,9 @@ impl std::fmt::Display for Wanted {
             Wanted::Uid {
                 account,
                 mailbox,
+                uidvalidity,
                 uid,
-            } => write!(f, "{account} {mailbox} UID {uid}"),
+            } => write!(f, "{account} {mailbox} UIDVALIDITY {uidvalidity} UID {uid}"),
             Wanted::MessageId {
                 account,
                 mailbox,
@@ -167,8 +172,9 @@ impl Request {
                 Wanted::Uid {
                     account,
                     mailbox,
+                    uidvalidity,
                     uid,
-                } => printable(account) && printable(mailbox) && *uid > 0,
+                } => printable(account) && printable(mailbox) && *uidvalidity > 0 && *uid > 0,
                 Wanted::MessageId {
                     account,
                     mailbox,
@@ -264,6 +270,7 @@ mod tests {
                 Wanted::Uid {
                     account: "ann".into(),
                     mailbox: "INBOX".into(),
+                    uidvalidity: 17,
                     uid: 4,
                 },
                 Wanted::MessageId {
@@ -282,7 +289,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("{\"kind\":\"uid\",\"account\":\"ann\",\"mailbox\":\"INBOX\",\"uid\":4}")
+            text.contains(
+                "{\"kind\":\"uid\",\"account\":\"ann\",\"mailbox\":\"INBOX\",\"uidvalidity\":17,\"uid\":4}"
+            )
         );
         assert!(text.contains("\"kind\":\"message_id\""));
         // A re-indented file is the same request.

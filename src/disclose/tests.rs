@@ -214,12 +214,19 @@ fn stored_must_match_request() {
         vec![Wanted::Uid {
             account: "ann".into(),
             mailbox: "INBOX".into(),
+            uidvalidity: 9,
             uid: 5,
         }],
     )
     .unwrap();
     check_stored(&by_uid, &[fetched(5)]).unwrap();
     assert!(check_stored(&by_uid, &[fetched(6)]).is_err());
+    // The same UID under another UIDVALIDITY is another message.
+    let mut other_validity = fetched(5);
+    if let Source::Provider { uidvalidity, .. } = &mut other_validity.source {
+        *uidvalidity = 10;
+    }
+    assert!(check_stored(&by_uid, &[other_validity]).is_err());
     let by_id = |id: &str| {
         Request::new(
             "c",
@@ -279,5 +286,13 @@ fn verify_names_tampering() {
     std::os::unix::fs::symlink("/etc/hostname", out.join("link")).unwrap();
     check("not a regular file", "link");
     std::fs::remove_file(out.join("link")).unwrap();
+    // An extra directory, even empty, is not in the manifest either.
+    for extra in ["extra", "stored/more", "extra2/deeper"] {
+        std::fs::create_dir_all(out.join(extra)).unwrap();
+        let top = extra.split('/').next().unwrap();
+        let named = if top == "stored" { extra } else { top };
+        check("a directory not in the manifest", named);
+        std::fs::remove_dir_all(out.join(if top == "stored" { extra } else { top })).unwrap();
+    }
     verify(&out, Some(&public)).unwrap();
 }

@@ -1,24 +1,37 @@
-//! Shamir secret sharing over GF(2^8), byte by byte.
+//! Shamir secret sharing over GF(2^8), byte by byte, for escrow shares:
+//! the arithmetic is the `vsss-rs` crate's (`Gf256`), this file only
+//! adapts it to writ's shares and errors.
 //!
-//! Written here rather than taken from a crate: split and combine are about
-//! sixty lines, easy to read in full and to check against hand-computed
-//! vectors (below), while the Shamir crates on crates.io are small,
-//! single-author and mostly unmaintained, and each pulls in its own share
-//! encoding. What matters for safety is small enough to audit here:
+//! Why `vsss-rs` (checked 2026-12): it is maintained, audited, dual
+//! MIT/Apache-2.0, builds on Rust 1.95 with a small tree (ff, subtle,
+//! rand_core, zeroize), does its GF(2^8) arithmetic in constant time (no
+//! tables indexed by secret bytes), draws coefficients uniformly over the
+//! whole field, and uses the AES field (x^8 + x^4 + x^3 + x + 1, 0x11b),
+//! the field writ's own implementation used: share files made before the
+//! switch combine unchanged (a test below combines shares the old code
+//! made). `sharks` (last release 2021, coefficients drawn from 1..=255) and
+//! its fork `blahaj` use log/exp tables indexed by secret bytes and the
+//! 0x11d field, which would have needed a new share format.
 //!
-//! - The field is GF(2^8) with the AES polynomial x^8 + x^4 + x^3 + x + 1
-//!   (0x11b); multiplication is a constant-time shift-and-add (no lookup
-//!   tables indexed by secret bytes, so no cache-timing leak), inversion is
-//!   a^254.
-//! - Each secret byte s gets its own random polynomial
-//!   f(x) = s + a1 x + ... + a(m-1) x^(m-1); share i holds f(i) for
-//!   i = 1..=n (never x = 0, which is the secret). The coefficients come
-//!   from the system's CSPRNG and are zeroized after use.
+//! What this file adds, and its invariants:
+//!
+//! - Share i holds f(i) for i = 1..=n (never x = 0, which is the secret);
+//!   the share file stores x and the y bytes (see [`super`]).
+//! - Threshold 1 (any one share opens) is a constant polynomial: each
+//!   share is the secret. `vsss-rs` refuses thresholds below 2, so that
+//!   case (and combining a single share) is handled here.
+//! - Coefficients come from the system CSPRNG (ring's `SystemRandom`); if
+//!   it fails at any point, the shares made are discarded and
+//!   [`ShamirError::Random`] returned. Share bytes are zeroized when
+//!   dropped.
 //! - Any m shares determine f, and Lagrange interpolation at 0 gives s;
 //!   m - 1 shares are consistent with every value of s, so they reveal
-//!   nothing about it.
+//!   nothing about it. Fewer shares than the threshold combine to a wrong
+//!   secret, not an error: the caller checks the result.
 
-use zeroize::Zeroizing;
+use ring::rand::SecureRandom as _;
+use vsss_rs::{Gf256, IdentifierGf256};
+use zeroize::{Zeroize, Zeroizing};
 
 /// One share: the x coordinate (1..=255) and f(x) for every secret byte.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,74 +63,85 @@ pub enum ShamirError {
     Length,
     #[error("no randomness available")]
     Random,
+    #[error("secret sharing failed: {0}")]
+    Sharing(String),
 }
 
-/// Multiplication in GF(2^8) mod 0x11b, in constant time.
-pub fn gf_mul(mut a: u8, mut b: u8) -> u8 {
-    let mut p = 0u8;
-    for _ in 0..8 {
-        p ^= a & 0u8.wrapping_sub(b & 1);
-        let carry = 0u8.wrapping_sub(a >> 7);
-        a = (a << 1) ^ (carry & 0x1b);
-        b >>= 1;
+/// The system CSPRNG for `vsss-rs`. Its traits allow no failure: a failed
+/// draw yields zeros and is remembered, and [`split`] then discards the
+/// shares.
+struct SystemRng {
+    rng: ring::rand::SystemRandom,
+    failed: bool,
+}
+
+impl rand_core::TryRng for SystemRng {
+    type Error = core::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
     }
-    p
-}
 
-/// Multiplicative inverse (a^254); 0 maps to 0.
-pub fn gf_inv(a: u8) -> u8 {
-    // a^254 = a^(2+4+8+16+32+64+128)
-    let mut result = 1u8;
-    let mut square = a;
-    for _ in 0..7 {
-        square = gf_mul(square, square);
-        result = gf_mul(result, square);
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
-    result
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        if self.rng.fill(dst).is_err() {
+            dst.fill(0);
+            self.failed = true;
+        }
+        Ok(())
+    }
 }
 
-/// f(x) for coefficients (constant first), by Horner's rule.
-fn eval(coefficients: &[u8], x: u8) -> u8 {
-    coefficients
-        .iter()
-        .rev()
-        .fold(0u8, |acc, &c| gf_mul(acc, x) ^ c)
+impl rand_core::TryCryptoRng for SystemRng {}
+
+fn sharing(e: vsss_rs::Error) -> ShamirError {
+    ShamirError::Sharing(format!("{e:?}"))
 }
 
 /// Splits `secret` into `shares` shares, any `threshold` of which rebuild
 /// it. Coefficients from the system CSPRNG.
 pub fn split(secret: &[u8], threshold: usize, shares: usize) -> Result<Vec<Share>, ShamirError> {
-    use ring::rand::SecureRandom as _;
-    let rng = ring::rand::SystemRandom::new();
-    split_with(secret, threshold, shares, |buf| {
-        rng.fill(buf).map_err(|_| ShamirError::Random)
-    })
-}
-
-/// [`split`] with the coefficients a1..a(m-1) of each byte's polynomial
-/// taken from `fill` (tests pass fixed ones).
-pub fn split_with(
-    secret: &[u8],
-    threshold: usize,
-    shares: usize,
-    mut fill: impl FnMut(&mut [u8]) -> Result<(), ShamirError>,
-) -> Result<Vec<Share>, ShamirError> {
     if threshold < 1 || threshold > shares || shares > 255 {
         return Err(ShamirError::Parameters { threshold, shares });
     }
-    let mut out: Vec<Share> = (1..=shares)
-        .map(|x| Share {
-            x: x as u8,
-            y: Zeroizing::new(Vec::with_capacity(secret.len())),
-        })
-        .collect();
-    let mut coefficients = Zeroizing::new(vec![0u8; threshold]);
-    for &s in secret {
-        coefficients[0] = s;
-        fill(&mut coefficients[1..])?;
-        for share in &mut out {
-            share.y.push(eval(&coefficients, share.x));
+    if threshold == 1 || secret.is_empty() {
+        // f(x) = s: every share is the secret.
+        return Ok((1..=shares)
+            .map(|x| Share {
+                x: x as u8,
+                y: Zeroizing::new(secret.to_vec()),
+            })
+            .collect());
+    }
+    let mut rng = SystemRng {
+        rng: ring::rand::SystemRandom::new(),
+        failed: false,
+    };
+    let ids = (1..=shares).map(|x| IdentifierGf256(Gf256(x as u8)));
+    let made =
+        Gf256::split_bytes_with_participant_ids_iter(threshold, shares, secret, &mut rng, ids)
+            .map_err(sharing)?;
+    let made: Vec<Zeroizing<Vec<u8>>> = made.into_iter().map(Zeroizing::new).collect();
+    if rng.failed {
+        return Err(ShamirError::Random);
+    }
+    let mut out = Vec::with_capacity(made.len());
+    for (x, share) in (1..=shares).zip(&made) {
+        // vsss-rs puts the identifier first, then f(x) per secret byte.
+        if share.first() != Some(&(x as u8)) || share.len() != secret.len() + 1 {
+            return Err(ShamirError::Sharing("unexpected share layout".into()));
         }
+        out.push(Share {
+            x: x as u8,
+            y: Zeroizing::new(share[1..].to_vec()),
+        });
     }
     Ok(out)
 }
@@ -138,26 +162,24 @@ pub fn combine(shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, ShamirError> {
             return Err(ShamirError::Duplicate(share.x));
         }
     }
-    // Lagrange basis at 0: l_i = prod_{j != i} x_j / (x_j - x_i); in
-    // characteristic 2, subtraction is xor.
-    let basis: Vec<u8> = shares
+    if shares.len() == 1 || first.y.is_empty() {
+        // One point: the constant polynomial through it.
+        return Ok(first.y.clone());
+    }
+    let mut points: Vec<Vec<u8>> = shares
         .iter()
-        .map(|si| {
-            shares
-                .iter()
-                .filter(|sj| sj.x != si.x)
-                .fold(1u8, |acc, sj| {
-                    gf_mul(acc, gf_mul(sj.x, gf_inv(sj.x ^ si.x)))
-                })
+        .map(|s| {
+            let mut p = Vec::with_capacity(s.y.len() + 1);
+            p.push(s.x);
+            p.extend_from_slice(&s.y);
+            p
         })
         .collect();
-    let mut secret = Zeroizing::new(vec![0u8; first.y.len()]);
-    for (share, &l) in shares.iter().zip(&basis) {
-        for (s, &y) in secret.iter_mut().zip(share.y.iter()) {
-            *s ^= gf_mul(l, y);
-        }
+    let result = Gf256::combine_bytes(&points).map_err(sharing);
+    for p in &mut points {
+        p.zeroize();
     }
-    Ok(secret)
+    Ok(Zeroizing::new(result?))
 }
 
 #[cfg(test)]
@@ -165,19 +187,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn field_known_values() {
-        // FIPS-197 section 4.2: {57} . {83} = {c1}; {57} . {13} = {fe}.
-        assert_eq!(gf_mul(0x57, 0x83), 0xc1);
-        assert_eq!(gf_mul(0x57, 0x13), 0xfe);
-        // FIPS-197 section 4.2.1: the inverse of {53} is {ca}.
-        assert_eq!(gf_inv(0x53), 0xca);
-        assert_eq!(gf_inv(0), 0);
-        for a in 1..=255u8 {
-            assert_eq!(gf_mul(a, gf_inv(a)), 1, "{a:#x}");
-            assert_eq!(gf_mul(a, 1), a);
-            assert_eq!(gf_mul(a, 0), 0);
+    fn share(x: u8, y: &[u8]) -> Share {
+        Share {
+            x,
+            y: Zeroizing::new(y.to_vec()),
         }
+    }
+
+    #[test]
+    fn the_field_is_the_aes_field() {
+        // FIPS-197 section 4.2: {57} . {83} = {c1}; {57} . {13} = {fe}.
+        assert_eq!(Gf256(0x57) * Gf256(0x83), Gf256(0xc1));
+        assert_eq!(Gf256(0x57) * Gf256(0x13), Gf256(0xfe));
+        // FIPS-197 section 4.2.1: the inverse of {53} is {ca}.
+        assert_eq!(Gf256(1) / Gf256(0x53), Gf256(0xca));
     }
 
     /// Shares worked out by hand for fixed polynomials.
@@ -185,48 +208,64 @@ mod tests {
     fn known_vectors() {
         // Threshold 2, f(x) = 0x42 + 0x01 x: f(1) = 0x43, f(2) = 0x40,
         // f(3) = 0x41.
-        let shares = split_with(&[0x42], 2, 3, |c| {
-            c.fill(0x01);
-            Ok(())
-        })
-        .unwrap();
-        let ys: Vec<u8> = shares.iter().map(|s| s.y[0]).collect();
-        assert_eq!(ys, [0x43, 0x40, 0x41]);
-
+        for pick in [[1, 2], [2, 3], [3, 1]] {
+            let ys = [0x43, 0x40, 0x41];
+            let chosen: Vec<Share> = pick
+                .iter()
+                .map(|&x| share(x, &[ys[x as usize - 1]]))
+                .collect();
+            assert_eq!(combine(&chosen).unwrap().as_slice(), [0x42]);
+        }
         // Threshold 3, f(x) = 0x42 + 0x03 x + 0x02 x^2:
         //   f(1) = 0x42 ^ 0x03 ^ 0x02 = 0x43
         //   f(2) = 0x42 ^ (3.2 = 0x06) ^ (2.4 = 0x08) = 0x4c
         //   f(3) = 0x42 ^ (3.3 = 0x05) ^ (2.5 = 0x0a) = 0x4d
         //   f(4) = 0x42 ^ (3.4 = 0x0c) ^ (2.(4.4 = 0x10) = 0x20) = 0x6e
-        let mut coefficients = [0x03u8, 0x02].into_iter().cycle();
-        let shares = split_with(&[0x42], 3, 4, |c| {
-            for b in c.iter_mut() {
-                *b = coefficients.next().unwrap();
-            }
-            Ok(())
-        })
-        .unwrap();
-        let ys: Vec<u8> = shares.iter().map(|s| s.y[0]).collect();
-        assert_eq!(ys, [0x43, 0x4c, 0x4d, 0x6e]);
+        let shares = [
+            share(1, &[0x43]),
+            share(2, &[0x4c]),
+            share(3, &[0x4d]),
+            share(4, &[0x6e]),
+        ];
         for pick in [[0, 1, 2], [1, 2, 3], [0, 2, 3], [3, 0, 1]] {
             let chosen: Vec<Share> = pick.iter().map(|&i| shares[i].clone()).collect();
             assert_eq!(combine(&chosen).unwrap().as_slice(), [0x42]);
         }
         // Two shares (below the threshold) give a wrong value here.
         assert_ne!(combine(&shares[..2]).unwrap().as_slice(), [0x42]);
+    }
 
-        // Combining by hand: shares (1, 0x43) and (2, 0x40) of the first
-        // polynomial: l1 = 2/(2^1) = 2/3, l2 = 1/(1^2) = 1/3, and
-        // 2/3 . 0x43 ^ 1/3 . 0x40 = 0x42.
-        let a = Share {
-            x: 1,
-            y: Zeroizing::new(vec![0x43]),
+    /// Shares made by writ's own GF(2^8) code before it used vsss-rs (a
+    /// 3-of-5 split of a 32-byte secret): share files from then still
+    /// open.
+    #[test]
+    fn shares_made_before_the_switch_still_combine() {
+        let secret: Vec<u8> = (0u8..32)
+            .map(|i| i.wrapping_mul(37).wrapping_add(11))
+            .collect();
+        let old = [
+            "50e6d62824902f8dbf75c514e2b7cb016c2e5d8b3f064948e7a31a3947ece47f",
+            "7fc5ea6d8c3a6923bd96fa1c114e98cade12c8c88fb10facbdbbec00b4bbf1c3",
+            "2413693f376eafa031bb42aa341542fde9bc30895fa37fbad9b03bcbe46b743a",
+            "c6d28eae5a60ae9436b9f5cc36e380abcbc651f86e7720f40a9ae9ea46d9688a",
+            "9d040dfce1346817ba944d7a13b85a9cfc68a9b9be6550e26e913e211609ed73",
+        ];
+        let unhex = |h: &str| -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
         };
-        let b = Share {
-            x: 2,
-            y: Zeroizing::new(vec![0x40]),
-        };
-        assert_eq!(combine(&[a, b]).unwrap().as_slice(), [0x42]);
+        let shares: Vec<Share> = old
+            .iter()
+            .enumerate()
+            .map(|(i, h)| share(i as u8 + 1, &unhex(h)))
+            .collect();
+        for pick in [[0, 1, 2], [4, 2, 0], [1, 3, 4], [3, 4, 1]] {
+            let chosen: Vec<Share> = pick.iter().map(|&i| shares[i].clone()).collect();
+            assert_eq!(combine(&chosen).unwrap().to_vec(), secret);
+        }
+        assert_ne!(combine(&shares[..2]).unwrap().to_vec(), secret);
     }
 
     #[test]
@@ -246,7 +285,12 @@ mod tests {
             combine(&[shares[0].clone(), short]),
             Err(ShamirError::Length)
         );
+        assert_eq!(combine(&[share(0, b"x")]), Err(ShamirError::ZeroX));
         assert!(!format!("{:?}", shares[0]).contains("y"));
+        // Shares are numbered 1..=n and differ from the secret.
+        let xs: Vec<u8> = shares.iter().map(|s| s.x).collect();
+        assert_eq!(xs, [1, 2, 3]);
+        assert!(shares.iter().all(|s| s.y.as_slice() != b"secret"));
     }
 
     proptest! {

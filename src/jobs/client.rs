@@ -63,6 +63,12 @@ pub enum ClientError {
     },
     #[error("invalid {0} for IMAP")]
     Invalid(&'static str),
+    #[error(
+        "the mailbox's UIDVALIDITY is {actual}, not {expected} as the request says: its UIDs \
+         now name other messages; nothing was fetched (a new request with the current UIDs \
+         and UIDVALIDITY is needed)"
+    )]
+    UidValidity { expected: u32, actual: u32 },
 }
 
 impl ClientError {
@@ -94,7 +100,9 @@ impl ClientError {
                     || c.starts_with("INUSE")
                     || c.starts_with("SERVERBUG")
             }),
-            ClientError::Login { .. } | ClientError::Invalid(_) => false,
+            ClientError::Login { .. }
+            | ClientError::Invalid(_)
+            | ClientError::UidValidity { .. } => false,
         }
     }
 }

@@ -28,16 +28,28 @@ pub struct Named {
 /// `mailbox` (EXAMINE: read-only, no flag changes, BODY.PEEK). A
 /// Message-ID is found with the provider's `SEARCH HEADER Message-ID`,
 /// then checked against the field itself (the search matches substrings);
-/// one that matches several messages is reported, not guessed.
+/// one that matches several messages is reported, not guessed. UIDs are
+/// fetched only if the mailbox's UIDVALIDITY is `uidvalidity` (the one
+/// the request names them under); otherwise nothing is fetched.
 pub async fn fetch_named(
     target: &Target,
     creds: &Credentials,
     mailbox: &str,
+    uidvalidity: Option<u32>,
     uids: &[u32],
     message_ids: &[String],
 ) -> Result<Named, ClientError> {
     let mut client = Client::login(target, creds).await?;
     let selected = client.select(mailbox, true).await?;
+    if let Some(expected) = uidvalidity
+        && expected != selected.uidvalidity
+    {
+        client.logout().await;
+        return Err(ClientError::UidValidity {
+            expected,
+            actual: selected.uidvalidity,
+        });
+    }
     let mut named = Named {
         uidvalidity: selected.uidvalidity,
         messages: Vec::new(),
