@@ -91,7 +91,13 @@ impl Server {
             Kind::Submissions => Client::implicit_tls(self.addr(), ca.unwrap()),
         };
         let c = c.unwrap_or_else(|e| panic!("{:?}: connect: {e}\n{}", self.kind, self.writ.log()));
-        assert_eq!(c.greeting.code, 220, "{:?}", c.greeting);
+        assert_eq!(
+            c.greeting.code,
+            220,
+            "{:?}\n{}",
+            c.greeting,
+            self.writ.metrics()
+        );
         c
     }
 
@@ -144,7 +150,9 @@ impl Server {
         c.write_raw(&wire).unwrap();
         let r = c.read_reply().unwrap();
         assert_eq!(r.code, 250, "a second client was not served: {r:?}");
-        let _ = c.command("QUIT");
+        assert_eq!(c.command("QUIT").unwrap().code, 221);
+        // writ gives the session's slot back before it closes.
+        assert!(c.is_closed());
         marker
     }
 
@@ -273,7 +281,10 @@ fn relay_cuts_off_a_client_stalled_inside_a_sealed_message_and_frees_its_slot() 
     // Its slot is free: two sessions at once from the same address.
     let first = server.session();
     let second = server.session();
-    drop((first, second));
+    for mut c in [first, second] {
+        assert_eq!(c.command("QUIT").unwrap().code, 221);
+        assert!(c.is_closed());
+    }
     // Nothing of the cut-off message was delivered.
     server.assert_served(&user);
     let opened = server.opened(p, &user, 1);
