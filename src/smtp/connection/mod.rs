@@ -1,6 +1,6 @@
 //! One client connection: the tokio shell around [`Session`]. It reads
 //! command lines, executes the session's [`Step`]s (replies, TLS, provider
-//! round trips), and moves message data ([`message`]): sealed as it arrives
+//! round trips), and moves message data (`message`): sealed as it arrives
 //! on a blocking thread, or streamed to the provider in lockstep for
 //! plaintext delivery.
 //!
