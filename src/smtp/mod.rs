@@ -4,10 +4,12 @@
 //! - [`command`], [`reply`], [`data`]: the protocol's pieces, pure.
 //! - [`session`]: the session state machine, pure: every rule of the relay.
 //! - `upstream`, `connection`, `listener`: the thin tokio shell around it.
+//! - [`fuzz`]: the DATA decoder's fuzz entry point.
 
 pub mod command;
 pub mod connection;
 pub mod data;
+pub mod fuzz;
 pub mod listener;
 pub mod reply;
 pub mod session;

@@ -6,7 +6,10 @@
 //! authentication before mail on submission, recipient policy, the "one
 //! class per transaction" rule, lockstep with the provider (MAIL and RCPT
 //! are answered with the provider's own replies), and fail-closed data
-//! handling.
+//! handling: the message data is decoded by the session's
+//! [`DataDecoder`] (end of data, dot-unstuffing, the size cap) and judged
+//! by [`Session::message_received`], which closes the connection after a
+//! bare-newline end of data (SMTP smuggling) or runaway data.
 
 use std::sync::Arc;
 
@@ -450,8 +453,7 @@ impl Session {
         self.tx = None;
     }
 
-    /// The provider's answer to the last [`Step::Upstream`] or
-    /// [`Step::Deliver`].
+    /// The provider's answer to the last [`Step::Upstream`].
     pub fn upstream_reply(&mut self, result: Result<Reply, UpstreamFailure>) -> Step {
         let pending = std::mem::replace(&mut self.pending, Pending::None);
         let r = match result {

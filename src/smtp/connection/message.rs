@@ -200,6 +200,17 @@ impl Conn {
                 e => e,
             });
         }
+        Ok(self.finish_sealed(output, &decoder, pump.started).await)
+    }
+
+    /// The session's verdict on the data, then the end of DATA at the
+    /// provider (or why not): the step that ends the transaction.
+    async fn finish_sealed(
+        &mut self,
+        output: Output,
+        decoder: &DataDecoder,
+        started: Instant,
+    ) -> Step {
         let size = decoder.size();
         if let Err(step) = self.session.message_received(decoder.flags) {
             match output {
@@ -208,19 +219,17 @@ impl Conn {
                 _ => self.reset_upstream().await,
             }
             self.refused("bad-data", size);
-            return Ok(step);
+            return step;
         }
         let r = match output {
             Output::Streaming(stuffer) => {
                 let Some(up) = self.upstream.as_mut() else {
-                    return Ok(Step::Reply(
-                        self.session.delivered(Err(UpstreamFailure::Unavailable)),
-                    ));
+                    return Step::Reply(self.session.delivered(Err(UpstreamFailure::Unavailable)));
                 };
                 match up.end_message(&stuffer).await {
                     Ok(r) => {
                         metrics::histogram!(names::UPSTREAM_SECONDS)
-                            .record(pump.started.elapsed().as_secs_f64());
+                            .record(started.elapsed().as_secs_f64());
                         metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class())
                             .increment(1);
                         if r.is_positive() {
@@ -261,7 +270,7 @@ impl Conn {
                 self.session.delivered(Err(failure))
             }
         };
-        Ok(Step::Reply(r))
+        Step::Reply(r)
     }
 
     /// Runs client, seal job and provider together until the data is over

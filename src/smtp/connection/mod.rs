@@ -1,6 +1,6 @@
 //! One client connection: the tokio shell around [`Session`]. It reads
 //! command lines, executes the session's [`Step`]s (replies, TLS, provider
-//! round trips), and moves message data ([`message`]): sealed as it arrives
+//! round trips), and moves message data (`message`): sealed as it arrives
 //! on a blocking thread, or streamed to the provider in lockstep for
 //! plaintext delivery.
 //!
@@ -17,7 +17,9 @@
 //!   and close; nothing is delivered;
 //! - every provider read and write: `[provider.smtp] timeout_secs`, then
 //!   the provider connection is dropped and the client told 451 4.4.2;
-//! - closing: [`CLOSE_TIMEOUT`].
+//! - closing: [`CLOSE_TIMEOUT`] (our close_notify/FIN, then whatever the
+//!   client still sends is read and dropped until it closes, so that a
+//!   last reply is not lost to a reset).
 //!
 //! Whatever the client pipelined after STARTTLS is discarded with the
 //! plaintext reader; after a refusal that closes (a bare-newline end of
@@ -29,7 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -100,8 +102,9 @@ impl From<io::Error> for End {
 
 mod message;
 
-/// How long closing the client connection (a TLS close_notify) and saying
-/// QUIT to the provider may take after the session is over.
+/// How long closing the client connection (a TLS close_notify, then
+/// draining what it still sends) and saying QUIT to the provider may take
+/// after the session is over (5 s; the session's slots are already free).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Size of the client reader's buffer (and so of a chunk of DATA).
@@ -158,9 +161,29 @@ pub async fn serve(
     // now, not after the provider has answered our QUIT (up to the
     // provider timeout).
     drop(slots);
-    let _ = timeout(CLOSE_TIMEOUT, conn.client.get_mut().shutdown()).await;
     if let Some(up) = conn.upstream.take() {
         tokio::spawn(timeout(CLOSE_TIMEOUT, up.quit()));
+    }
+    if *shutdown.borrow() {
+        // The server is stopping: no lingering.
+        let _ = timeout(CLOSE_TIMEOUT, conn.client.get_mut().shutdown()).await;
+    } else {
+        let _ = timeout(CLOSE_TIMEOUT, linger(&mut conn.client)).await;
+    }
+}
+
+/// Closes our side, then reads and drops whatever the client still sends
+/// until it closes too (bounded by the caller): closing with unread data
+/// makes the kernel send a reset, which can destroy the last reply (a 554
+/// after a bare-newline end, a 552 for runaway data) before the client
+/// has read it.
+async fn linger(client: &mut BufReader<Stream>) {
+    let _ = client.get_mut().shutdown().await;
+    let mut sink = [0u8; 16 * 1024];
+    while let Ok(n) = client.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
     }
 }
 
