@@ -222,8 +222,9 @@ pub fn armor(data: &[u8]) {
 }
 
 /// `base` with bytes of `data` written over it: each 3-byte group of
-/// `data` is (position high, position low, byte).
-fn mutated(base: &[u8], data: &[u8]) -> Vec<u8> {
+/// `data` is (position high, position low, byte). Shared by every fuzz
+/// entry point that mutates a real message.
+pub fn mutated(base: &[u8], data: &[u8]) -> Vec<u8> {
     let mut out = base.to_vec();
     if out.is_empty() {
         return out;

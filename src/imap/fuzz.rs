@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::session::{Context, Session, Step};
 use crate::envelope::Sealer;
+use crate::envelope::fuzz::mutated;
 
 struct Fixture {
     identity: age::x25519::Identity,
@@ -39,6 +40,21 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// A session on a TLS client connection, opening with the fixture's keys.
+fn session(f: &Fixture) -> Session {
+    Session::new(
+        Context {
+            client_tls: true,
+            client_loopback: false,
+            starttls_listener: false,
+            allow_plaintext_auth: false,
+            max_literal_size: 64 * 1024,
+        },
+        Arc::new(vec![f.identity.clone()]),
+        f.sealer.clone(),
+    )
+}
+
 fn literal(name: &str, bytes: &[u8]) -> Vec<u8> {
     let mut v = format!("{name} {{{}}}\r\n", bytes.len()).into_bytes();
     v.extend_from_slice(bytes);
@@ -55,18 +71,7 @@ pub fn exercise(data: &[u8]) {
         return;
     };
     let f = fixture();
-    let keys = Arc::new(vec![f.identity.clone()]);
-    let mut s = Session::new(
-        Context {
-            client_tls: true,
-            client_loopback: false,
-            starttls_listener: false,
-            allow_plaintext_auth: false,
-            max_literal_size: 64 * 1024,
-        },
-        keys,
-        f.sealer.clone(),
-    );
+    let mut s = session(f);
     let step = |s: &mut Session| {
         let st = s.advance();
         let _ = s.take_to_client();
@@ -116,20 +121,6 @@ pub fn exercise(data: &[u8]) {
     }
 }
 
-/// `base` with bytes of `data` written over it: each 3-byte group of
-/// `data` is (position high, position low, byte).
-fn mutated(base: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut out = base.to_vec();
-    if out.is_empty() {
-        return out;
-    }
-    for g in data.chunks_exact(3) {
-        let pos = (usize::from(g[0]) << 8 | usize::from(g[1])) * 7 % out.len();
-        out[pos] = g[2];
-    }
-    out
-}
-
 /// Builds `a [UID] STORE <set> +FLAGS (\\Seen)` with a valid sequence set
 /// made of `data` (each two bytes one element: a number or `*`, or a range
 /// of two, in any order, the largest numbers included) and checks that the
@@ -155,17 +146,7 @@ pub fn sequence_sets(data: &[u8]) {
     let uid = if data[0] & 0x40 != 0 { "UID " } else { "" };
     let command = format!("a {uid}STORE {} +FLAGS (\\Seen)\r\n", set.join(","));
     let f = fixture();
-    let mut s = Session::new(
-        Context {
-            client_tls: true,
-            client_loopback: false,
-            starttls_listener: false,
-            allow_plaintext_auth: false,
-            max_literal_size: 64 * 1024,
-        },
-        Arc::new(vec![f.identity.clone()]),
-        f.sealer.clone(),
-    );
+    let mut s = session(f);
     s.advance();
     let _ = s.take_to_client();
     s.client_input(command.as_bytes());
