@@ -964,7 +964,18 @@ fn add_seen(item: MessageDataItem<'static>, seen: bool) -> MessageDataItem<'stat
         MessageDataItem::Flags(mut f) if seen => {
             let s = FlagFetch::Flag(Flag::Seen);
             if !f.contains(&s) {
-                f.push(s);
+                // Where Dovecot writes it: after \Answered, \Flagged and
+                // \Deleted, before \Draft, \Recent and keywords.
+                let at = f
+                    .iter()
+                    .position(|x| {
+                        !matches!(
+                            x,
+                            FlagFetch::Flag(Flag::Answered | Flag::Flagged | Flag::Deleted)
+                        )
+                    })
+                    .unwrap_or(f.len());
+                f.insert(at, s);
             }
             MessageDataItem::Flags(f)
         }
