@@ -20,6 +20,14 @@
 //!    kept.
 //! 5. `* SEARCH ...` and the tagged OK go to the client.
 //!
+//! Steps 3 and 4 name messages as the client's command does: by sequence
+//! number for a SEARCH (the provider then holds back EXPUNGE during them,
+//! as during the client's own: RFC 3501 §7.4.1), by UID for a UID SEARCH.
+//! An EXPUNGE that reaches the client during a UID SEARCH renumbers what
+//! is pending ([`SearchPlan::on_expunge`]); a message another session
+//! expunged (its sections NIL) matches nothing. A sealed message the cache
+//! remembers as undecryptable is searched as stored.
+//!
 //! Searches without content keys go to the provider as they are.
 
 use std::collections::BTreeMap;

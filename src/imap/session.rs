@@ -6,7 +6,15 @@
 //! [`Session::take_to_client`] and [`Session::take_to_provider`].
 //!
 //! Commands are forwarded with the client's own tags, so the provider's
-//! tagged answers go back unchanged. writ answers itself only what is about
+//! tagged answers go back unchanged.
+//!
+//! While a plan (FETCH, content SEARCH) runs writ's own commands, what the
+//! provider sends unasked passes on in order: the plans' commands are of
+//! the client's command's kind (by sequence number or by UID), so the
+//! provider sends only what it would send the client then, and numbers
+//! messages as the client does. An EXPUNGE renumbers the plan's pending
+//! answers; a FETCH that answers none of the plan's commands (a flag
+//! change elsewhere) passes with FLAGS, MODSEQ and UID only. writ answers itself only what is about
 //! its own connection with the client: STARTTLS, and LOGIN/AUTHENTICATE
 //! refused on an unencrypted connection.
 
