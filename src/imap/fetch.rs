@@ -116,8 +116,27 @@ pub struct FetchPlan {
     incomplete: std::cell::Cell<bool>,
 }
 
-fn uid_set(uids: &[NonZeroU32]) -> Option<SequenceSet> {
-    SequenceSet::try_from(uids).ok()
+/// The numbers (sorted) as a set of ranges: `1:3,5`, not `1,2,3,5`, so
+/// that writ's own command for a large FETCH stays short.
+pub(super) fn uid_set(sorted: &[NonZeroU32]) -> Option<SequenceSet> {
+    use imap_next::imap_types::sequence::{SeqOrUid, Sequence};
+    let mut runs: Vec<Sequence> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1].get() == end.get().saturating_add(1) {
+            i += 1;
+            end = sorted[i];
+        }
+        runs.push(if start == end {
+            Sequence::Single(SeqOrUid::Value(start))
+        } else {
+            Sequence::Range(SeqOrUid::Value(start), SeqOrUid::Value(end))
+        });
+        i += 1;
+    }
+    Vec1::try_from(runs).ok().map(SequenceSet)
 }
 
 impl FetchPlan {

@@ -496,7 +496,8 @@ impl SearchPlan {
             self.pending.values().map(|m| m.seq).collect()
         };
         set.sort();
-        let Ok(set) = SequenceSet::try_from(&set[..]) else {
+        set.dedup();
+        let Some(set) = super::fetch::uid_set(&set) else {
             // Nothing left to download: all answered already.
             return self.finish();
         };

@@ -362,3 +362,28 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
     plan.compose(&bare, &summary, None);
     assert!(plan.incomplete.get());
 }
+
+#[test]
+fn writs_own_sets_are_ranges() {
+    let n =
+        |v: &[u32]| -> Vec<NonZeroU32> { v.iter().map(|&x| NonZeroU32::new(x).unwrap()).collect() };
+    let wire_set = |v: &[u32]| {
+        let c = Command {
+            tag: Tag::unvalidated("t"),
+            body: CommandBody::Fetch {
+                sequence_set: uid_set(&n(v)).expect("a set"),
+                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(vec![
+                    MessageDataItemName::Uid,
+                ]),
+                uid: false,
+                modifiers: Vec::new(),
+            },
+        };
+        wire(&c)
+    };
+    assert_eq!(wire_set(&[1, 2, 3, 5, 7, 8]), "t FETCH 1:3,5,7:8 UID\r\n");
+    assert_eq!(wire_set(&[4]), "t FETCH 4 UID\r\n");
+    assert!(uid_set(&[]).is_none());
+    let many: Vec<u32> = (1..=100_000).collect();
+    assert_eq!(wire_set(&many), "t FETCH 1:100000 UID\r\n");
+}
