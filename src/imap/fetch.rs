@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{AString, NString, Tag, Vec1};
+use imap_next::imap_types::core::{NString, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
@@ -50,7 +50,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::answer::{self, Need};
-use super::cache::{Cache, MailboxKey, Undecryptable};
+use super::cache::{Cache, MailboxKey};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
 
@@ -114,90 +114,6 @@ pub struct FetchPlan {
     /// An item the client asked for could not be answered: the command
     /// ends NO, never OK with the item missing.
     incomplete: std::cell::Cell<bool>,
-}
-
-pub(super) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
-    MessageDataItemName::BodyExt {
-        section,
-        partial: None,
-        peek: true,
-    }
-}
-
-fn is_stored_header(item: &MessageDataItem<'_>) -> bool {
-    matches!(
-        item,
-        MessageDataItem::BodyExt {
-            section: Some(Section::Header(None)),
-            origin: None,
-            ..
-        }
-    )
-}
-
-fn data_bytes(item: &MessageDataItem<'_>) -> Option<Vec<u8>> {
-    match item {
-        MessageDataItem::BodyExt { data, .. } => data.0.as_ref().map(|s| s.as_ref().to_vec()),
-        _ => None,
-    }
-}
-
-pub(super) fn uid_of(items: &[MessageDataItem<'_>]) -> Option<NonZeroU32> {
-    items.iter().find_map(|i| match i {
-        MessageDataItem::Uid(u) => Some(*u),
-        _ => None,
-    })
-}
-
-/// Does the provider's item answer the wanted item name?
-fn answers(item: &MessageDataItem<'_>, name: &MessageDataItemName<'_>) -> bool {
-    match (item, name) {
-        (MessageDataItem::Uid(_), MessageDataItemName::Uid)
-        | (MessageDataItem::Flags(_), MessageDataItemName::Flags)
-        | (MessageDataItem::InternalDate(_), MessageDataItemName::InternalDate)
-        | (MessageDataItem::Rfc822Size(_), MessageDataItemName::Rfc822Size)
-        | (MessageDataItem::Envelope(_), MessageDataItemName::Envelope)
-        | (MessageDataItem::Body(_), MessageDataItemName::Body)
-        | (MessageDataItem::BodyStructure(_), MessageDataItemName::BodyStructure)
-        | (MessageDataItem::Rfc822(_), MessageDataItemName::Rfc822)
-        | (MessageDataItem::Rfc822Header(_), MessageDataItemName::Rfc822Header)
-        | (MessageDataItem::Rfc822Text(_), MessageDataItemName::Rfc822Text) => true,
-        (MessageDataItem::ModSeq(_), MessageDataItemName::ModSeq) => true,
-        (
-            MessageDataItem::BodyExt {
-                section, origin, ..
-            },
-            MessageDataItemName::BodyExt {
-                section: s,
-                partial,
-                ..
-            },
-        ) => same_section(section.as_ref(), s.as_ref()) && *origin == partial.map(|(o, _)| o),
-        _ => false,
-    }
-}
-
-/// Sections are equal when their field names differ only in case (servers
-/// echo them upper case).
-fn same_section(a: Option<&Section<'_>>, b: Option<&Section<'_>>) -> bool {
-    let names_eq = |x: &Vec1<AString<'_>>, y: &Vec1<AString<'_>>| {
-        x.as_ref().len() == y.as_ref().len()
-            && x.as_ref()
-                .iter()
-                .zip(y.as_ref())
-                .all(|(p, q)| p.as_ref().eq_ignore_ascii_case(q.as_ref()))
-    };
-    match (a, b) {
-        (Some(Section::HeaderFields(p, x)), Some(Section::HeaderFields(q, y)))
-        | (Some(Section::HeaderFieldsNot(p, x)), Some(Section::HeaderFieldsNot(q, y))) => {
-            p == q && names_eq(x, y)
-        }
-        _ => a == b,
-    }
-}
-
-fn uid_set(uids: &[NonZeroU32]) -> Option<SequenceSet> {
-    super::sequence::compact(uids)
 }
 
 impl FetchPlan {
@@ -554,11 +470,13 @@ impl FetchPlan {
         };
         let part1 = part(&Section::Part(Part(Vec1::from(one))))?;
         let mime = part(&Section::Mime(Part(Vec1::from(one)))).unwrap_or_default();
-        let epoch = probed.sealed.as_ref().map(|d| d.epoch.clone())?;
+        let marker = probed.sealed.as_ref()?;
         let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
             .map(|v| envelope::header::text(&v));
         Some((|| {
-            let summary = envelope::open_summary(&part1, cte.as_deref(), &epoch, keys)?
+            // open_summary_of: a marker of another format version is refused
+            // here too, so such a message is not listed from its summary.
+            let summary = envelope::open_summary_of(&part1, cte.as_deref(), marker, keys)?
                 .with_prefix(&probed.prefix);
             if let Some(c) = &self.cache {
                 c.cache.put(&c.mailbox, uid.get(), &summary, None);
@@ -688,12 +606,10 @@ impl FetchPlan {
         &self,
         targets: impl Iterator<Item = (NonZeroU32, NonZeroU32)>,
     ) -> Option<SequenceSet> {
-        let mut set: Vec<NonZeroU32> = targets
+        let set: Vec<NonZeroU32> = targets
             .map(|(uid, seq)| if self.uid { uid } else { seq })
             .collect();
-        set.sort();
-        set.dedup();
-        uid_set(&set)
+        super::sequence::compact(&set)
     }
 
     fn fetch_command(
@@ -863,115 +779,6 @@ impl FetchPlan {
     }
 }
 
-/// Is `uid` remembered as undecryptable under the keys offered now for
-/// `epoch`?
-pub(super) fn undecryptable_known(
-    c: &CacheRef,
-    uid: NonZeroU32,
-    epoch: &str,
-    keys: &(dyn Keys + Send + Sync),
-) -> bool {
-    c.cache
-        .undecryptable(&c.mailbox, uid.get())
-        .is_some_and(|why| why.epoch == epoch && why.identities == keys.identities(epoch).len())
-}
-
-/// Remembers that `uid` did not open. The stored message is in memory, so
-/// every failure is the message's, except writing the output.
-pub(super) fn remember_undecryptable(
-    cache: Option<&CacheRef>,
-    uid: NonZeroU32,
-    epoch: &str,
-    keys: &(dyn Keys + Send + Sync),
-    e: &envelope::EnvelopeError,
-) {
-    let Some(c) = cache else { return };
-    if matches!(e, envelope::EnvelopeError::Output(_)) {
-        return;
-    }
-    c.cache.put_undecryptable(
-        &c.mailbox,
-        uid.get(),
-        &Undecryptable {
-            epoch: epoch.to_owned(),
-            identities: keys.identities(epoch).len(),
-            reason: e.reason().to_owned(),
-        },
-    );
-}
-
-/// The end of a FETCH one of whose items writ could not answer.
-fn incomplete(tag: Tag<'static>) -> Status<'static> {
-    Status::Tagged(imap_next::imap_types::response::Tagged {
-        tag,
-        body: imap_next::imap_types::response::StatusBody {
-            kind: StatusKind::No,
-            code: None,
-            text: imap_next::imap_types::core::Text::unvalidated(
-                "writ could not answer every item asked for; see writ's log",
-            ),
-        },
-    })
-}
-
-/// Message `seq` after message `gone` was expunged.
-fn renumbered(seq: NonZeroU32, gone: NonZeroU32) -> NonZeroU32 {
-    if seq > gone {
-        NonZeroU32::new(seq.get() - 1).unwrap_or(seq)
-    } else {
-        seq
-    }
-}
-
-/// Is `item` a body section (or RFC822, RFC822.HEADER, RFC822.TEXT)?
-fn is_body_item(item: &MessageDataItem<'_>) -> bool {
-    matches!(
-        item,
-        MessageDataItem::BodyExt { .. }
-            | MessageDataItem::Rfc822(_)
-            | MessageDataItem::Rfc822Header(_)
-            | MessageDataItem::Rfc822Text(_)
-    )
-}
-
-/// A body section the provider answered NIL (the message is gone).
-fn is_nil_section(item: &MessageDataItem<'_>) -> bool {
-    matches!(item, MessageDataItem::BodyExt { data, .. } if data.0.is_none())
-}
-
-/// RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS. Where Dovecot
-/// puts it: in FLAGS if asked for, else just before the body sections.
-fn show_seen(out: &mut Vec<MessageDataItem<'static>>, probed: &[MessageDataItem<'static>]) {
-    if let Some(f) = out
-        .iter_mut()
-        .find(|i| matches!(i, MessageDataItem::Flags(_)))
-    {
-        *f = add_seen(f.clone(), true);
-        return;
-    }
-    if let Some(f) = probed
-        .iter()
-        .find(|i| matches!(i, MessageDataItem::Flags(_)))
-    {
-        let at = out.iter().position(is_body_item).unwrap_or(out.len());
-        out.insert(at, add_seen(f.clone(), true));
-    }
-}
-
-/// `FLAGS` with \Seen added when `seen`; any other item unchanged.
-fn add_seen(item: MessageDataItem<'static>, seen: bool) -> MessageDataItem<'static> {
-    match item {
-        MessageDataItem::Flags(mut f) if seen => {
-            let s = FlagFetch::Flag(Flag::Seen);
-            if !f.contains(&s) {
-                f.push(s);
-            }
-            MessageDataItem::Flags(f)
-        }
-        other => other,
-    }
-}
-
 /// A FETCH response, unless there is nothing to say.
 fn fetch(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Option<Output> {
     Vec1::try_from(items)
@@ -979,5 +786,12 @@ fn fetch(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Option<Output
         .map(|items| Output::ToClient(Data::Fetch { seq, items }))
 }
 
+mod items;
 #[cfg(test)]
 mod tests;
+
+use items::{
+    answers, data_bytes, incomplete, is_body_item, is_nil_section, is_stored_header, renumbered,
+    show_seen,
+};
+pub(super) use items::{peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -20,6 +20,14 @@
 //!    kept.
 //! 5. `* SEARCH ...` and the tagged OK go to the client.
 //!
+//! Steps 3 and 4 name messages as the client's command does: by sequence
+//! number for a SEARCH (the provider then holds back EXPUNGE during them,
+//! as during the client's own: RFC 3501 §7.4.1), by UID for a UID SEARCH.
+//! An EXPUNGE that reaches the client during a UID SEARCH renumbers what
+//! is pending ([`SearchPlan::on_expunge`]); a message another session
+//! expunged (its sections NIL) matches nothing. A sealed message the cache
+//! remembers as undecryptable is searched as stored.
+//!
 //! Searches without content keys go to the provider as they are.
 
 use std::collections::BTreeMap;
@@ -55,8 +63,8 @@ struct Meta {
     recent: bool,
     internal_date: Option<DateTime>,
     size: u64,
-    /// Sealed: its epoch, and the fields the provider put above the marker.
-    sealed: Option<(String, Vec<u8>)>,
+    /// Sealed: its marker, and the fields the provider put above it.
+    sealed: Option<(envelope::Detected, Vec<u8>)>,
 }
 
 pub struct SearchPlan {
@@ -247,8 +255,8 @@ impl SearchPlan {
                         .is_some_and(|c| undecryptable_known(c, uid, &d.epoch, keys))
                 });
                 meta.sealed = detected
-                    .as_ref()
-                    .map(|d| (d.epoch.clone(), envelope::stored_prefix(&header)));
+                    .clone()
+                    .map(|d| (d, envelope::stored_prefix(&header)));
                 if detected.is_none() {
                     if self.header_only {
                         self.consider(uid, &meta, meta.size, &header, None);
@@ -287,14 +295,14 @@ impl SearchPlan {
                 let Some(meta) = self.pending.get(&uid) else {
                     return Err(items);
                 };
-                let Some((epoch, prefix)) = &meta.sealed else {
+                let Some((marker, prefix)) = &meta.sealed else {
                     return Ok(Vec::new());
                 };
                 let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
                     .map(|v| envelope::header::text(&v));
                 // A summary that does not open, or holds no header, leaves
                 // the message for the whole-message phase.
-                let Ok(summary) = envelope::open_summary(&part1, cte.as_deref(), epoch, keys)
+                let Ok(summary) = envelope::open_summary_of(&part1, cte.as_deref(), marker, keys)
                     .map(|s| s.with_prefix(prefix))
                 else {
                     return Ok(Vec::new());
@@ -366,8 +374,8 @@ impl SearchPlan {
             Err(e) => {
                 // Searched as stored, like it is shown, and remembered.
                 metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason()).increment(1);
-                if let Some((epoch, _)) = &meta.sealed {
-                    remember_undecryptable(self.cache.as_ref(), uid, epoch, keys, &e);
+                if let Some((marker, _)) = &meta.sealed {
+                    remember_undecryptable(self.cache.as_ref(), uid, &marker.epoch, keys, &e);
                 }
                 self.consider(uid, meta, meta.size, stored, None);
             }

@@ -11,6 +11,14 @@
 //! not offered after it), LOGIN/AUTHENTICATE refused on an unencrypted
 //! connection, and commands over a cap of [`super::intake`] (the client's
 //! bytes pass those caps before imap-next parses them).
+//!
+//! While a plan (FETCH, content SEARCH) runs writ's own commands, what the
+//! provider sends unasked passes on in order: the plans' commands are of
+//! the client's command's kind (by sequence number or by UID), so the
+//! provider sends only what it would send the client then, and numbers
+//! messages as the client does. An EXPUNGE renumbers the plan's pending
+//! answers; a FETCH that answers none of the plan's commands (a flag
+//! change elsewhere) passes with FLAGS, MODSEQ and UID only.
 
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};

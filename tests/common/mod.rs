@@ -10,6 +10,7 @@
 //! - [`process`]: a child process with input on stdin, or output collected.
 //! - [`python`]: Python scripts as clients (imaplib, smtplib, sockets).
 //! - [`imap`]: a small IMAP client (literals, raw responses).
+//! - [`imap_model`]: a model of what IMAP clients of one mailbox must see.
 //! - [`imap_proxy`]: `writ serve` as the IMAP proxy (STARTTLS and implicit TLS).
 //! - [`faults`]: a proxy in front of the provider's IMAP that throttles,
 //!   says BYE, or drops the connection, by rule, and counts commands.
@@ -30,6 +31,7 @@ pub mod corpus;
 pub mod faults;
 pub mod files;
 pub mod imap;
+pub mod imap_model;
 pub mod imap_proxy;
 pub mod jobs;
 pub mod mail;

@@ -314,3 +314,76 @@ fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
     assert!(cache.cache.undecryptable(&cache.mailbox, 7).is_none());
     assert!(cache.cache.summary(&cache.mailbox, 7).is_some());
 }
+
+#[test]
+fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
+    let (plan, _) = FetchPlan::start(&command("k FETCH 1 (BODYSTRUCTURE RFC822.SIZE)\r\n"), None)
+        .expect("FETCH");
+    let mut summary = crate::envelope::scan::scan(M, Default::default());
+    // Multiparts nested deeper than imap-codec reads back.
+    let leaf = summary.root.clone();
+    let mut root = leaf.clone();
+    for _ in 0..200 {
+        let mut outer = leaf.clone();
+        outer.media_type = "multipart".into();
+        outer.subtype = "mixed".into();
+        outer.content_type_present = true;
+        outer.params = vec![("boundary".into(), "b".into())];
+        outer.parts = vec![root];
+        root = outer;
+    }
+    summary.root = root;
+    assert!(
+        answer::answer(&MessageDataItemName::BodyStructure, &summary, None).is_none(),
+        "the test needs an answer that fails"
+    );
+    let (_, items) = fetch_response(
+        b"* 1 FETCH (UID 7 FLAGS () BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1) RFC822.SIZE 9)\r\n",
+    );
+    let probed = Probed {
+        seq: NonZeroU32::MIN,
+        items: items.into_iter().collect(),
+        sealed: None,
+        prefix: Vec::new(),
+        seen: true,
+    };
+    let out = plan.compose(&probed, &summary, None);
+    assert!(
+        matches!(out[0], MessageDataItem::BodyStructure(_)),
+        "{out:?}"
+    );
+    assert_eq!(out[1], MessageDataItem::Rfc822Size(M.len() as u32));
+    assert!(!plan.incomplete.get());
+    // Nothing to fall back on: the FETCH ends NO, not OK.
+    let bare = Probed {
+        items: vec![MessageDataItem::Uid(NonZeroU32::MIN)],
+        ..probed
+    };
+    plan.compose(&bare, &summary, None);
+    assert!(plan.incomplete.get());
+}
+
+#[test]
+fn writs_own_sets_are_ranges() {
+    let n =
+        |v: &[u32]| -> Vec<NonZeroU32> { v.iter().map(|&x| NonZeroU32::new(x).unwrap()).collect() };
+    let wire_set = |v: &[u32]| {
+        let c = Command {
+            tag: Tag::unvalidated("t"),
+            body: CommandBody::Fetch {
+                sequence_set: crate::imap::sequence::compact(&n(v)).expect("a set"),
+                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(vec![
+                    MessageDataItemName::Uid,
+                ]),
+                uid: false,
+                modifiers: Vec::new(),
+            },
+        };
+        wire(&c)
+    };
+    assert_eq!(wire_set(&[1, 2, 3, 5, 7, 8]), "t FETCH 1:3,5,7:8 UID\r\n");
+    assert_eq!(wire_set(&[4]), "t FETCH 4 UID\r\n");
+    assert!(crate::imap::sequence::compact(&[]).is_none());
+    let many: Vec<u32> = (1..=100_000).collect();
+    assert_eq!(wire_set(&many), "t FETCH 1:100000 UID\r\n");
+}

@@ -1,0 +1,217 @@
+//! The FETCH plan's small pieces: which provider item answers which item
+//! name, \Seen in FLAGS where Dovecot writes it, renumbering after an
+//! EXPUNGE, and the cache's memory of undecryptable messages.
+
+use std::num::NonZeroU32;
+
+use imap_next::imap_types::core::{AString, Tag, Vec1};
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
+use imap_next::imap_types::flag::{Flag, FlagFetch};
+use imap_next::imap_types::response::{Status, StatusKind};
+
+use super::CacheRef;
+use crate::envelope::{self, Keys};
+use crate::imap::cache::Undecryptable;
+
+pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
+    MessageDataItemName::BodyExt {
+        section,
+        partial: None,
+        peek: true,
+    }
+}
+
+pub(super) fn is_stored_header(item: &MessageDataItem<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItem::BodyExt {
+            section: Some(Section::Header(None)),
+            origin: None,
+            ..
+        }
+    )
+}
+
+pub(super) fn data_bytes(item: &MessageDataItem<'_>) -> Option<Vec<u8>> {
+    match item {
+        MessageDataItem::BodyExt { data, .. } => data.0.as_ref().map(|s| s.as_ref().to_vec()),
+        _ => None,
+    }
+}
+
+pub(in crate::imap) fn uid_of(items: &[MessageDataItem<'_>]) -> Option<NonZeroU32> {
+    items.iter().find_map(|i| match i {
+        MessageDataItem::Uid(u) => Some(*u),
+        _ => None,
+    })
+}
+
+/// Does the provider's item answer the wanted item name?
+pub(super) fn answers(item: &MessageDataItem<'_>, name: &MessageDataItemName<'_>) -> bool {
+    match (item, name) {
+        (MessageDataItem::Uid(_), MessageDataItemName::Uid)
+        | (MessageDataItem::Flags(_), MessageDataItemName::Flags)
+        | (MessageDataItem::InternalDate(_), MessageDataItemName::InternalDate)
+        | (MessageDataItem::Rfc822Size(_), MessageDataItemName::Rfc822Size)
+        | (MessageDataItem::Envelope(_), MessageDataItemName::Envelope)
+        | (MessageDataItem::Body(_), MessageDataItemName::Body)
+        | (MessageDataItem::BodyStructure(_), MessageDataItemName::BodyStructure)
+        | (MessageDataItem::Rfc822(_), MessageDataItemName::Rfc822)
+        | (MessageDataItem::Rfc822Header(_), MessageDataItemName::Rfc822Header)
+        | (MessageDataItem::Rfc822Text(_), MessageDataItemName::Rfc822Text) => true,
+        (MessageDataItem::ModSeq(_), MessageDataItemName::ModSeq) => true,
+        (
+            MessageDataItem::BodyExt {
+                section, origin, ..
+            },
+            MessageDataItemName::BodyExt {
+                section: s,
+                partial,
+                ..
+            },
+        ) => same_section(section.as_ref(), s.as_ref()) && *origin == partial.map(|(o, _)| o),
+        _ => false,
+    }
+}
+
+/// Sections are equal when their field names differ only in case (servers
+/// echo them upper case).
+fn same_section(a: Option<&Section<'_>>, b: Option<&Section<'_>>) -> bool {
+    let names_eq = |x: &Vec1<AString<'_>>, y: &Vec1<AString<'_>>| {
+        x.as_ref().len() == y.as_ref().len()
+            && x.as_ref()
+                .iter()
+                .zip(y.as_ref())
+                .all(|(p, q)| p.as_ref().eq_ignore_ascii_case(q.as_ref()))
+    };
+    match (a, b) {
+        (Some(Section::HeaderFields(p, x)), Some(Section::HeaderFields(q, y)))
+        | (Some(Section::HeaderFieldsNot(p, x)), Some(Section::HeaderFieldsNot(q, y))) => {
+            p == q && names_eq(x, y)
+        }
+        _ => a == b,
+    }
+}
+
+/// Is `uid` remembered as undecryptable under the keys offered now for
+/// `epoch`?
+pub(in crate::imap) fn undecryptable_known(
+    c: &CacheRef,
+    uid: NonZeroU32,
+    epoch: &str,
+    keys: &(dyn Keys + Send + Sync),
+) -> bool {
+    c.cache
+        .undecryptable(&c.mailbox, uid.get())
+        .is_some_and(|why| why.epoch == epoch && why.identities == keys.identities(epoch).len())
+}
+
+/// Remembers that `uid` did not open. The stored message is in memory, so
+/// every failure is the message's, except writing the output.
+pub(in crate::imap) fn remember_undecryptable(
+    cache: Option<&CacheRef>,
+    uid: NonZeroU32,
+    epoch: &str,
+    keys: &(dyn Keys + Send + Sync),
+    e: &envelope::EnvelopeError,
+) {
+    let Some(c) = cache else { return };
+    if matches!(e, envelope::EnvelopeError::Output(_)) {
+        return;
+    }
+    c.cache.put_undecryptable(
+        &c.mailbox,
+        uid.get(),
+        &Undecryptable {
+            epoch: epoch.to_owned(),
+            identities: keys.identities(epoch).len(),
+            reason: e.reason().to_owned(),
+        },
+    );
+}
+
+/// The end of a FETCH one of whose items writ could not answer.
+pub(super) fn incomplete(tag: Tag<'static>) -> Status<'static> {
+    Status::Tagged(imap_next::imap_types::response::Tagged {
+        tag,
+        body: imap_next::imap_types::response::StatusBody {
+            kind: StatusKind::No,
+            code: None,
+            text: imap_next::imap_types::core::Text::unvalidated(
+                "writ could not answer every item asked for; see writ's log",
+            ),
+        },
+    })
+}
+
+/// Message `seq` after message `gone` was expunged.
+pub(super) fn renumbered(seq: NonZeroU32, gone: NonZeroU32) -> NonZeroU32 {
+    if seq > gone {
+        NonZeroU32::new(seq.get() - 1).unwrap_or(seq)
+    } else {
+        seq
+    }
+}
+
+/// Is `item` a body section (or RFC822, RFC822.HEADER, RFC822.TEXT)?
+pub(super) fn is_body_item(item: &MessageDataItem<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItem::BodyExt { .. }
+            | MessageDataItem::Rfc822(_)
+            | MessageDataItem::Rfc822Header(_)
+            | MessageDataItem::Rfc822Text(_)
+    )
+}
+
+/// A body section the provider answered NIL (the message is gone).
+pub(super) fn is_nil_section(item: &MessageDataItem<'_>) -> bool {
+    matches!(item, MessageDataItem::BodyExt { data, .. } if data.0.is_none())
+}
+
+/// RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS. Where Dovecot
+/// puts it: in FLAGS if asked for, else just before the body sections.
+pub(super) fn show_seen(
+    out: &mut Vec<MessageDataItem<'static>>,
+    probed: &[MessageDataItem<'static>],
+) {
+    if let Some(f) = out
+        .iter_mut()
+        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+    {
+        *f = add_seen(f.clone(), true);
+        return;
+    }
+    if let Some(f) = probed
+        .iter()
+        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+    {
+        let at = out.iter().position(is_body_item).unwrap_or(out.len());
+        out.insert(at, add_seen(f.clone(), true));
+    }
+}
+
+/// `FLAGS` with \Seen added when `seen`; any other item unchanged.
+pub(super) fn add_seen(item: MessageDataItem<'static>, seen: bool) -> MessageDataItem<'static> {
+    match item {
+        MessageDataItem::Flags(mut f) if seen => {
+            let s = FlagFetch::Flag(Flag::Seen);
+            if !f.contains(&s) {
+                // Where Dovecot writes it: after \Answered, \Flagged and
+                // \Deleted, before \Draft, \Recent and keywords.
+                let at = f
+                    .iter()
+                    .position(|x| {
+                        !matches!(
+                            x,
+                            FlagFetch::Flag(Flag::Answered | Flag::Flagged | Flag::Deleted)
+                        )
+                    })
+                    .unwrap_or(f.len());
+                f.insert(at, s);
+            }
+            MessageDataItem::Flags(f)
+        }
+        other => other,
+    }
+}
