@@ -2,7 +2,8 @@
 //! reported as Dovecot reports it, sealed messages that are not what they
 //! say (a payload that disagrees with its summary, garbage armor) shown
 //! as stored, consistently, and remembered so they are not downloaded at
-//! every listing.
+//! every listing, and a marker of another format version makes the whole
+//! message undecryptable, its listing included.
 
 mod common;
 
@@ -209,5 +210,42 @@ fn garbage_armor_is_downloaded_once_and_then_shown_as_stored() {
     }
     let body = a.command("FETCH 1 (BODY.PEEK[])").expect_ok("FETCH");
     assert_eq!(body.fetch_literals("BODY[]")[0].1.len() as u64, first[0]);
+    a.logout();
+}
+
+#[test]
+fn a_marker_of_another_format_version_is_undecryptable_in_listings_too() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let user = p.new_user("edge-version");
+    // A real sealed message whose marker names a version writ does not
+    // implement: FORMAT.md section 15 makes the whole message
+    // undecryptable, summary included.
+    let sealed = proxy.seal(M1);
+    let at = find(&sealed, b"X-Writ: v=1;");
+    let mut stored = sealed.clone();
+    stored[at + 10] = b'2';
+    p.imap_append(&user, "INBOX", &stored);
+    let as_stored = p.imap_fetch_all(&user, "INBOX").remove(0);
+
+    let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
+    a.select("INBOX").expect_ok("SELECT");
+    // The listing (answered from part 1 for a readable message) shows the
+    // stored message, as BODY[] does.
+    let listed = a
+        .command("FETCH 1 (RFC822.SIZE ENVELOPE)")
+        .expect_ok("FETCH");
+    assert_eq!(
+        sizes(&listed),
+        [as_stored.len() as u64],
+        "{}",
+        listed.text()
+    );
+    assert!(!listed.text().contains("\"first\""), "{}", listed.text());
+    let whole = a.command("FETCH 1 (BODY.PEEK[])").expect_ok("FETCH");
+    assert!(whole.fetch_literals("BODY[]")[0].1 == as_stored);
+    // SEARCH reads it as stored too: the sealed Subject is not found.
+    let found = a.command("SEARCH SUBJECT first").expect_ok("SEARCH");
+    assert!(!found.text().contains("SEARCH 1"), "{}", found.text());
     a.logout();
 }
