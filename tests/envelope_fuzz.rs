@@ -85,7 +85,11 @@ fn summary(rng: &mut Rng) -> Vec<u8> {
         let ty = *rng.pick(&["multipart", "message", "text", "MESSAGE", "", "x\u{0}y"]);
         let sub = *rng.pick(&["mixed", "rfc822", "global", "plain", "digest", "\u{e9}"]);
         let (ho, hs, bo, bs, lines) = if honest {
-            (0, 0, 0, rng.below(size + 1), 0)
+            // Children lie inside their parent, after their previous
+            // sibling (FORMAT.md 12.1): the root spans any length, the
+            // entities under it are empty.
+            let bs = if i == 0 { rng.below(size + 1) } else { 0 };
+            (0, 0, 0, bs, 0)
         } else {
             let ho = if rng.below(3) == 0 {
                 rng.number(size)

@@ -435,7 +435,8 @@ impl From<Summary> for SummaryJson {
 impl SummaryJson {
     /// Everything a reader checks before building the tree: the version,
     /// the caps, the pre-order and every number (no entity outside M, no
-    /// sum that overflows).
+    /// sum that overflows, every child inside its parent's body and after
+    /// its previous sibling).
     fn check(&self) -> Result<(), String> {
         if self.version != SUMMARY_VERSION {
             return Err(format!("unsupported summary version {}", self.version));
@@ -458,6 +459,12 @@ impl SummaryJson {
         // The chain from the root to the previous entity: in pre-order an
         // entity's parent is on it, and its length is the entity's depth.
         let mut path: Vec<usize> = Vec::new();
+        // Where the next child of each entity may start: its body's start,
+        // then the end of its last child. Children lie inside their
+        // parent's body, one after the other, so the bodies of all the
+        // leaves together are at most M: whatever reads every entity (a
+        // content SEARCH decodes each one) reads M at most once.
+        let mut next_child: Vec<u64> = Vec::with_capacity(self.parts.len());
         for (i, part) in self.parts.iter().enumerate() {
             match (i, part.parent) {
                 (0, None) => {}
@@ -480,6 +487,21 @@ impl SummaryJson {
             }
             let parent = part.parent.map(|p| &self.parts[p]);
             part.check(i, self.size, parent)?;
+            if let Some(p) = part.parent {
+                if part.header_offset < next_child[p] {
+                    return Err(format!("part {i} overlaps the part before it"));
+                }
+                // check() saw both sums fit. An embedded message's body may
+                // keep the line break before the next boundary, which its
+                // message/rfc822 part's body does not (as Dovecot counts
+                // them): at most 2 octets past the parent's body.
+                let end = part.body_offset + part.body_size;
+                if end > self.parts[p].body_offset + self.parts[p].body_size + 2 {
+                    return Err(format!("part {i} runs past the end of its parent's body"));
+                }
+                next_child[p] = end;
+            }
+            next_child.push(part.body_offset);
         }
         Ok(())
     }

@@ -158,6 +158,31 @@ fn numbers_that_overflow_or_leave_the_message_are_refused() {
             ),
         ),
         (
+            "siblings over the same octets (a search would decode them once each)",
+            summary(
+                "\"version\":1,",
+                len,
+                0,
+                &[
+                    part(None, "multipart", (0, 14, 7, 1)),
+                    part(Some(0), "text", (14, 0, 7, 1)),
+                    part(Some(0), "text", (14, 0, 7, 1)),
+                ],
+            ),
+        ),
+        (
+            "child past the end of its parent's body",
+            summary(
+                "\"version\":1,",
+                len,
+                0,
+                &[
+                    part(None, "multipart", (0, 14, 3, 1)),
+                    part(Some(0), "text", (14, 0, 7, 1)),
+                ],
+            ),
+        ),
+        (
             "not in pre-order",
             summary(
                 "\"version\":1,",
@@ -177,8 +202,20 @@ fn numbers_that_overflow_or_leave_the_message_are_refused() {
         let err = read_everything(&json).unwrap_err();
         assert!(matches!(err, EnvelopeError::Summary(_)), "{what}: {err}");
     }
-    // And the body's true numbers are fine.
+    // And the body's true numbers are fine, and so are children side by
+    // side inside their parent.
     read_everything(&summary("\"version\":1,", len, 0, &[root((0, 14, 7, 1))])).unwrap();
+    read_everything(&summary(
+        "\"version\":1,",
+        len,
+        0,
+        &[
+            part(None, "multipart", (0, 14, 7, 1)),
+            part(Some(0), "text", (14, 0, 3, 1)),
+            part(Some(0), "text", (17, 0, 4, 1)),
+        ],
+    ))
+    .unwrap();
 }
 
 #[test]
