@@ -116,6 +116,33 @@ impl MailboxKey {
     }
 }
 
+/// Which message, as the cache keys it: its UID in the mailbox, and a
+/// fingerprint of the stored header it was fetched with (which holds the
+/// sealed message's random MIME boundary). The fingerprint is bound into
+/// every sealed value, so an entry is only ever read back for the message
+/// it was made from: a session whose account or mailbox were mistaken
+/// (another user's mailbox with the same UIDVALIDITY) finds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageKey {
+    pub uid: u32,
+    stored: [u8; 32],
+}
+
+impl MessageKey {
+    /// `stored_header`: the message's header block as the provider stores
+    /// it (`BODY[HEADER]`).
+    pub fn new(uid: u32, stored_header: &[u8]) -> MessageKey {
+        MessageKey {
+            uid,
+            stored: sha(&[b"writ cache: stored header", stored_header]),
+        }
+    }
+
+    fn aad(&self, entry: &[u8], what: &[u8]) -> Vec<u8> {
+        [entry, &self.stored[..], what].concat()
+    }
+}
+
 /// Why a message is remembered as undecryptable, and under which keys.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Undecryptable {
@@ -297,18 +324,18 @@ impl Cache {
     }
 
     /// The cached summary of a message, and its opened bytes if cached.
-    pub fn get(&self, mb: &MailboxKey, uid: u32) -> Option<(Summary, Option<Vec<u8>>)> {
-        let entry = mb.entry(uid);
-        let summary = self.summary(mb, uid)?;
+    pub fn get(&self, mb: &MailboxKey, msg: MessageKey) -> Option<(Summary, Option<Vec<u8>>)> {
+        let entry = mb.entry(msg.uid);
+        let summary = self.summary(mb, msg)?;
         let body = fs::read(self.body_path(&entry))
             .ok()
-            .and_then(|b| self.unseal(&[&entry[..], AAD_BODY].concat(), &b));
+            .and_then(|b| self.unseal(&msg.aad(&entry, AAD_BODY), &b));
         Some((summary, body))
     }
 
     /// The cached summary of a message alone (its body file is not read).
-    pub fn summary(&self, mb: &MailboxKey, uid: u32) -> Option<Summary> {
-        let entry = mb.entry(uid);
+    pub fn summary(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Summary> {
+        let entry = mb.entry(msg.uid);
         let sealed_summary = {
             let tx = self.db.begin_read().ok()?;
             let table = tx.open_table(ENTRIES).ok()?;
@@ -316,7 +343,7 @@ impl Cache {
             let (_, _, s) = row.value();
             s.to_vec()
         };
-        let json = self.unseal(&[&entry[..], AAD_SUMMARY].concat(), &sealed_summary)?;
+        let json = self.unseal(&msg.aad(&entry, AAD_SUMMARY), &sealed_summary)?;
         let summary: Summary = serde_json::from_slice(&json).ok()?;
         self.touch(&entry);
         Some(summary)
@@ -339,12 +366,12 @@ impl Cache {
 
     /// Remembers that a sealed message did not open (replacing whatever
     /// the entry held).
-    pub fn put_undecryptable(&self, mb: &MailboxKey, uid: u32, why: &Undecryptable) {
-        let entry = mb.entry(uid);
+    pub fn put_undecryptable(&self, mb: &MailboxKey, msg: MessageKey, why: &Undecryptable) {
+        let entry = mb.entry(msg.uid);
         let Ok(json) = serde_json::to_vec(why) else {
             return;
         };
-        let Some(sealed) = self.seal(&[&entry[..], AAD_UNDECRYPTABLE].concat(), &json) else {
+        let Some(sealed) = self.seal(&msg.aad(&entry, AAD_UNDECRYPTABLE), &json) else {
             return;
         };
         let _ = fs::remove_file(self.body_path(&entry));
@@ -352,8 +379,8 @@ impl Cache {
     }
 
     /// Why the message did not open, if it is remembered as undecryptable.
-    pub fn undecryptable(&self, mb: &MailboxKey, uid: u32) -> Option<Undecryptable> {
-        let entry = mb.entry(uid);
+    pub fn undecryptable(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Undecryptable> {
+        let entry = mb.entry(msg.uid);
         let sealed = {
             let tx = self.db.begin_read().ok()?;
             let table = tx.open_table(ENTRIES).ok()?;
@@ -361,24 +388,24 @@ impl Cache {
             let (_, _, s) = row.value();
             s.to_vec()
         };
-        let json = self.unseal(&[&entry[..], AAD_UNDECRYPTABLE].concat(), &sealed)?;
+        let json = self.unseal(&msg.aad(&entry, AAD_UNDECRYPTABLE), &sealed)?;
         let why = serde_json::from_slice(&json).ok()?;
         self.touch(&entry);
         Some(why)
     }
 
     /// Stores a message's summary and, if given, its opened bytes.
-    pub fn put(&self, mb: &MailboxKey, uid: u32, summary: &Summary, opened: Option<&[u8]>) {
-        let entry = mb.entry(uid);
+    pub fn put(&self, mb: &MailboxKey, msg: MessageKey, summary: &Summary, opened: Option<&[u8]>) {
+        let entry = mb.entry(msg.uid);
         let Ok(json) = serde_json::to_vec(summary) else {
             return;
         };
-        let Some(sealed_summary) = self.seal(&[&entry[..], AAD_SUMMARY].concat(), &json) else {
+        let Some(sealed_summary) = self.seal(&msg.aad(&entry, AAD_SUMMARY), &json) else {
             return;
         };
         let mut size = sealed_summary.len() as u64;
         if let Some(opened) = opened
-            && let Some(sealed) = self.seal(&[&entry[..], AAD_BODY].concat(), opened)
+            && let Some(sealed) = self.seal(&msg.aad(&entry, AAD_BODY), opened)
         {
             let path = self.body_path(&entry);
             let tmp = path.with_extension("tmp");
@@ -497,6 +524,11 @@ mod tests {
         }
     }
 
+    /// A message's cache key, fetched with one and the same stored header.
+    fn k(uid: u32) -> MessageKey {
+        MessageKey::new(uid, b"X-Writ: v=1; key=0123456789abcdef\r\n\r\n")
+    }
+
     fn mb(uidvalidity: u32) -> MailboxKey {
         MailboxKey {
             account: "alice".into(),
@@ -512,17 +544,17 @@ mod tests {
         cache.selected(&mb(7));
         cache.put(
             &mb(7),
-            3,
+            k(3),
             &summary(42),
             Some(b"Subject: very secret\r\n\r\nbody"),
         );
-        let (s, body) = cache.get(&mb(7), 3).expect("cached");
+        let (s, body) = cache.get(&mb(7), k(3)).expect("cached");
         assert_eq!(s.size, 42);
         assert_eq!(
             body.as_deref(),
             Some(&b"Subject: very secret\r\n\r\nbody"[..])
         );
-        assert!(cache.get(&mb(7), 4).is_none());
+        assert!(cache.get(&mb(7), k(4)).is_none());
         // Nothing on disk shows the plaintext or the names.
         for entry in walk(dir.path()) {
             let bytes = fs::read(&entry).unwrap();
@@ -555,10 +587,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), 1 << 20).unwrap();
         cache.selected(&mb(7));
-        cache.put(&mb(7), 3, &summary(1), Some(b"x"));
+        cache.put(&mb(7), k(3), &summary(1), Some(b"x"));
         cache.selected(&mb(8));
-        assert!(cache.get(&mb(7), 3).is_none());
-        assert!(cache.get(&mb(8), 3).is_none());
+        assert!(cache.get(&mb(7), k(3)).is_none());
+        assert!(cache.get(&mb(8), k(3)).is_none());
         assert_eq!(cache.used(), 0);
         assert!(walk(&dir.path().join("bodies")).is_empty());
     }
@@ -573,19 +605,19 @@ mod tests {
             identities: 0,
             reason: "unknown_epoch".into(),
         };
-        cache.put(&mb(7), 3, &summary(1), Some(b"x"));
-        cache.put_undecryptable(&mb(7), 3, &why);
-        assert_eq!(cache.undecryptable(&mb(7), 3), Some(why.clone()));
+        cache.put(&mb(7), k(3), &summary(1), Some(b"x"));
+        cache.put_undecryptable(&mb(7), k(3), &why);
+        assert_eq!(cache.undecryptable(&mb(7), k(3)), Some(why.clone()));
         // It replaced the summary and the body; it is not one itself.
-        assert!(cache.get(&mb(7), 3).is_none());
+        assert!(cache.get(&mb(7), k(3)).is_none());
         assert!(walk(&dir.path().join("bodies")).is_empty());
-        assert!(cache.undecryptable(&mb(7), 4).is_none());
+        assert!(cache.undecryptable(&mb(7), k(4)).is_none());
         // Opening after all replaces it.
-        cache.put(&mb(7), 3, &summary(1), None);
-        assert!(cache.undecryptable(&mb(7), 3).is_none());
-        cache.put_undecryptable(&mb(7), 3, &why);
+        cache.put(&mb(7), k(3), &summary(1), None);
+        assert!(cache.undecryptable(&mb(7), k(3)).is_none());
+        cache.put_undecryptable(&mb(7), k(3), &why);
         cache.selected(&mb(8));
-        assert!(cache.undecryptable(&mb(7), 3).is_none());
+        assert!(cache.undecryptable(&mb(7), k(3)).is_none());
         assert_eq!(cache.used(), 0);
     }
 
@@ -595,15 +627,18 @@ mod tests {
         let cache = Cache::open(dir.path(), 20_000).unwrap();
         let body = vec![b'a'; 4_000];
         for uid in 1..=4 {
-            cache.put(&mb(1), uid, &summary(uid.into()), Some(&body));
+            cache.put(&mb(1), k(uid), &summary(uid.into()), Some(&body));
         }
         // Use 1 again: 2 is now the oldest.
-        assert!(cache.get(&mb(1), 1).is_some());
-        cache.put(&mb(1), 5, &summary(5), Some(&body));
+        assert!(cache.get(&mb(1), k(1)).is_some());
+        cache.put(&mb(1), k(5), &summary(5), Some(&body));
         assert!(cache.used() <= 20_000, "{}", cache.used());
-        assert!(cache.get(&mb(1), 2).is_none(), "the oldest entry stayed");
-        assert!(cache.get(&mb(1), 1).is_some(), "a recently used entry went");
-        assert!(cache.get(&mb(1), 5).is_some());
+        assert!(cache.get(&mb(1), k(2)).is_none(), "the oldest entry stayed");
+        assert!(
+            cache.get(&mb(1), k(1)).is_some(),
+            "a recently used entry went"
+        );
+        assert!(cache.get(&mb(1), k(5)).is_some());
     }
 
     #[test]
@@ -611,18 +646,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let cache = Cache::open(dir.path(), 1 << 20).unwrap();
-            cache.put(&mb(1), 1, &summary(1), Some(b"hello"));
+            cache.put(&mb(1), k(1), &summary(1), Some(b"hello"));
             // Damage the body file: the summary still comes, the body not.
             let f = walk(&dir.path().join("bodies")).pop().unwrap();
             let mut b = fs::read(&f).unwrap();
             let last = b.len() - 1;
             b[last] ^= 1;
             fs::write(&f, b).unwrap();
-            let (_, body) = cache.get(&mb(1), 1).unwrap();
+            let (_, body) = cache.get(&mb(1), k(1)).unwrap();
             assert!(body.is_none());
         }
         let cache = Cache::open(dir.path(), 1 << 20).unwrap();
-        assert!(cache.get(&mb(1), 1).is_none());
+        assert!(cache.get(&mb(1), k(1)).is_none());
         assert!(walk(&dir.path().join("bodies")).is_empty());
     }
 }

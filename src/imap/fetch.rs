@@ -50,7 +50,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::answer::{self, Need};
-use super::cache::{Cache, MailboxKey};
+use super::cache::{Cache, MailboxKey, MessageKey};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
 
@@ -81,6 +81,8 @@ struct Probed {
     /// Stored fields above the marker.
     prefix: Vec<u8>,
     seen: bool,
+    /// Its cache entry: the UID and the stored header it was fetched with.
+    key: MessageKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,13 +246,13 @@ impl FetchPlan {
     /// open? Then it is shown as stored, without fetching it again.
     fn known_undecryptable(
         &self,
-        uid: NonZeroU32,
+        key: MessageKey,
         epoch: &str,
         keys: &(dyn Keys + Send + Sync),
     ) -> bool {
         self.cache
             .as_ref()
-            .is_some_and(|c| undecryptable_known(c, uid, epoch, keys))
+            .is_some_and(|c| undecryptable_known(c, key, epoch, keys))
     }
 
     /// The answer for a message another session expunged: the provider's
@@ -315,8 +317,9 @@ impl FetchPlan {
                     // provider answers for plaintext: what is left of it.
                     return Ok(fetch(seq, self.gone_items(list)).into_iter().collect());
                 };
+                let key = MessageKey::new(uid.get(), &header);
                 let sealed = envelope::detect(&header)
-                    .filter(|d| !self.known_undecryptable(uid, &d.epoch, keys));
+                    .filter(|d| !self.known_undecryptable(key, &d.epoch, keys));
                 let seen = list.iter().any(|i| {
                     matches!(i, MessageDataItem::Flags(f)
                         if f.contains(&FlagFetch::Flag(Flag::Seen)))
@@ -344,6 +347,7 @@ impl FetchPlan {
                         sealed,
                         prefix,
                         seen,
+                        key,
                     },
                 );
                 Ok(Vec::new())
@@ -389,7 +393,7 @@ impl FetchPlan {
                         if let Some(p) = self.probed.get_mut(&uid)
                             && let Some(d) = p.sealed.take()
                         {
-                            remember_undecryptable(self.cache.as_ref(), uid, &d.epoch, keys, &e);
+                            remember_undecryptable(self.cache.as_ref(), p.key, &d.epoch, keys, &e);
                         }
                         Ok(Vec::new())
                     }
@@ -449,7 +453,7 @@ impl FetchPlan {
             ));
         }
         if let Some(c) = &self.cache {
-            c.cache.put(&c.mailbox, uid.get(), &summary, Some(&opened));
+            c.cache.put(&c.mailbox, probed.key, &summary, Some(&opened));
         }
         Ok(Some(self.compose(probed, &summary, Some(&opened))))
     }
@@ -479,7 +483,7 @@ impl FetchPlan {
             let summary = envelope::open_summary_of(&part1, cte.as_deref(), marker, keys)?
                 .with_prefix(&probed.prefix);
             if let Some(c) = &self.cache {
-                c.cache.put(&c.mailbox, uid.get(), &summary, None);
+                c.cache.put(&c.mailbox, probed.key, &summary, None);
             }
             if self
                 .wanted
@@ -687,16 +691,20 @@ impl FetchPlan {
         let wants_payload = self.needs_payload();
         let mut rest = Vec::new();
         for uid in uids {
+            let Some(key) = self.probed.get(&uid).map(|p| p.key) else {
+                rest.push(uid);
+                continue;
+            };
             if budget == 0 {
                 rest.push(uid);
                 continue;
             }
             let hit = if wants_payload {
                 c.cache
-                    .get(&c.mailbox, uid.get())
+                    .get(&c.mailbox, key)
                     .and_then(|(summary, body)| body.map(|b| (summary, Some(b))))
             } else {
-                c.cache.summary(&c.mailbox, uid.get()).and_then(|summary| {
+                c.cache.summary(&c.mailbox, key).and_then(|summary| {
                     // A summary without the whole header needs the body.
                     let payload = self
                         .wanted

@@ -47,6 +47,7 @@ use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undec
 use super::search::{self, Candidate, Search};
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
+use crate::imap::cache::MessageKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -63,8 +64,9 @@ struct Meta {
     recent: bool,
     internal_date: Option<DateTime>,
     size: u64,
-    /// Sealed: its marker, and the fields the provider put above it.
-    sealed: Option<(envelope::Detected, Vec<u8>)>,
+    /// Sealed: its marker, the fields the provider put above it, and its
+    /// cache entry.
+    sealed: Option<(envelope::Detected, Vec<u8>, MessageKey)>,
 }
 
 pub struct SearchPlan {
@@ -247,16 +249,17 @@ impl SearchPlan {
                     return Err(items);
                 };
                 let mut meta = meta(seq, list);
+                let key = MessageKey::new(uid.get(), &header);
                 // One remembered as undecryptable is searched as stored.
                 let detected = envelope::detect(&header).filter(|d| {
                     !self
                         .cache
                         .as_ref()
-                        .is_some_and(|c| undecryptable_known(c, uid, &d.epoch, keys))
+                        .is_some_and(|c| undecryptable_known(c, key, &d.epoch, keys))
                 });
                 meta.sealed = detected
                     .clone()
-                    .map(|d| (d, envelope::stored_prefix(&header)));
+                    .map(|d| (d, envelope::stored_prefix(&header), key));
                 if detected.is_none() {
                     if self.header_only {
                         self.consider(uid, &meta, meta.size, &header, None);
@@ -267,7 +270,7 @@ impl SearchPlan {
                 }
                 if let Some(c) = &self.cache {
                     if self.header_only
-                        && let Some(summary) = c.cache.summary(&c.mailbox, uid.get())
+                        && let Some(summary) = c.cache.summary(&c.mailbox, key)
                         && let Some(h) = summary.root.header.clone()
                     {
                         metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
@@ -276,7 +279,7 @@ impl SearchPlan {
                         return Ok(Vec::new());
                     }
                     if !self.header_only
-                        && let Some((summary, Some(opened))) = c.cache.get(&c.mailbox, uid.get())
+                        && let Some((summary, Some(opened))) = c.cache.get(&c.mailbox, key)
                     {
                         metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
                         let size = envelope::view::rfc822_size(&summary);
@@ -295,7 +298,7 @@ impl SearchPlan {
                 let Some(meta) = self.pending.get(&uid) else {
                     return Err(items);
                 };
-                let Some((marker, prefix)) = &meta.sealed else {
+                let Some((marker, prefix, key)) = &meta.sealed else {
                     return Ok(Vec::new());
                 };
                 let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
@@ -308,7 +311,7 @@ impl SearchPlan {
                     return Ok(Vec::new());
                 };
                 if let Some(c) = &self.cache {
-                    c.cache.put(&c.mailbox, uid.get(), &summary, None);
+                    c.cache.put(&c.mailbox, *key, &summary, None);
                 }
                 if let Some(h) = summary.root.header.clone()
                     && let Some(meta) = self.pending.remove(&uid)
@@ -365,8 +368,8 @@ impl SearchPlan {
             });
         match summary {
             Ok(summary) => {
-                if let Some(c) = &self.cache {
-                    c.cache.put(&c.mailbox, uid.get(), &summary, Some(&opened));
+                if let (Some(c), Some((_, _, key))) = (&self.cache, &meta.sealed) {
+                    c.cache.put(&c.mailbox, *key, &summary, Some(&opened));
                 }
                 let size = envelope::view::rfc822_size(&summary);
                 self.consider(uid, meta, size, &opened, Some(&summary));
@@ -374,8 +377,8 @@ impl SearchPlan {
             Err(e) => {
                 // Searched as stored, like it is shown, and remembered.
                 metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason()).increment(1);
-                if let Some((marker, _)) = &meta.sealed {
-                    remember_undecryptable(self.cache.as_ref(), uid, &marker.epoch, keys, &e);
+                if let Some((marker, _, key)) = &meta.sealed {
+                    remember_undecryptable(self.cache.as_ref(), *key, &marker.epoch, keys, &e);
                 }
                 self.consider(uid, meta, meta.size, stored, None);
             }

@@ -11,7 +11,7 @@ use imap_next::imap_types::response::{Status, StatusKind};
 
 use super::CacheRef;
 use crate::envelope::{self, Keys};
-use crate::imap::cache::Undecryptable;
+use crate::imap::cache::{MessageKey, Undecryptable};
 
 pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
     MessageDataItemName::BodyExt {
@@ -93,24 +93,24 @@ fn same_section(a: Option<&Section<'_>>, b: Option<&Section<'_>>) -> bool {
     }
 }
 
-/// Is `uid` remembered as undecryptable under the keys offered now for
+/// Is the message remembered as undecryptable under the keys offered now for
 /// `epoch`?
 pub(in crate::imap) fn undecryptable_known(
     c: &CacheRef,
-    uid: NonZeroU32,
+    msg: MessageKey,
     epoch: &str,
     keys: &(dyn Keys + Send + Sync),
 ) -> bool {
     c.cache
-        .undecryptable(&c.mailbox, uid.get())
+        .undecryptable(&c.mailbox, msg)
         .is_some_and(|why| why.epoch == epoch && why.identities == keys.identities(epoch).len())
 }
 
-/// Remembers that `uid` did not open. The stored message is in memory, so
+/// Remembers that the message did not open. The stored message is in memory, so
 /// every failure is the message's, except writing the output.
 pub(in crate::imap) fn remember_undecryptable(
     cache: Option<&CacheRef>,
-    uid: NonZeroU32,
+    msg: MessageKey,
     epoch: &str,
     keys: &(dyn Keys + Send + Sync),
     e: &envelope::EnvelopeError,
@@ -121,7 +121,7 @@ pub(in crate::imap) fn remember_undecryptable(
     }
     c.cache.put_undecryptable(
         &c.mailbox,
-        uid.get(),
+        msg,
         &Undecryptable {
             epoch: epoch.to_owned(),
             identities: keys.identities(epoch).len(),

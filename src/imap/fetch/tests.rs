@@ -292,13 +292,16 @@ fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
             uidvalidity: 1,
         },
     };
+    // The cache knows the message by its UID and the header it is stored
+    // with.
+    let key = MessageKey::new(7, header_of(&stored));
     // No key for its epoch: the summary is fetched once, fails, and is
     // remembered.
     let out = list_once(&cache, &stored, &NoKeys);
     assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
     let why = cache
         .cache
-        .undecryptable(&cache.mailbox, 7)
+        .undecryptable(&cache.mailbox, key)
         .expect("remembered");
     assert_eq!(why.reason, "unknown_epoch");
     // The next listing shows it as stored from the probe alone.
@@ -311,8 +314,12 @@ fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
     // A keyring that now has a key for the epoch tries again, and opens it.
     let out = list_once(&cache, &stored, &ids);
     assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
-    assert!(cache.cache.undecryptable(&cache.mailbox, 7).is_none());
-    assert!(cache.cache.summary(&cache.mailbox, 7).is_some());
+    assert!(cache.cache.undecryptable(&cache.mailbox, key).is_none());
+    assert!(cache.cache.summary(&cache.mailbox, key).is_some());
+    // Under another stored header (another user's message with the same
+    // UID and UIDVALIDITY, say) the entry is not found.
+    let other = MessageKey::new(7, b"X-Writ: v=1; key=0123456789abcdef\r\n\r\n");
+    assert!(cache.cache.summary(&cache.mailbox, other).is_none());
 }
 
 #[test]
@@ -346,6 +353,7 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
         sealed: None,
         prefix: Vec::new(),
         seen: true,
+        key: MessageKey::new(7, b""),
     };
     let out = plan.compose(&probed, &summary, None);
     assert!(
