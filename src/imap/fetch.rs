@@ -369,9 +369,9 @@ impl FetchPlan {
                     list.iter()
                         .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
                         .and_then(data_bytes)
-                        .map(|stored| self.open_whole(uid, probed, &stored, keys))
+                        .map(|stored| self.open_whole(probed, &stored, keys))
                 } else {
-                    self.open_summary(uid, probed, list, keys)
+                    self.open_summary(probed, list, keys)
                 };
                 match answered {
                     None => Err(items),
@@ -437,7 +437,6 @@ impl FetchPlan {
     /// Answers every wanted item from the whole stored message.
     fn open_whole(
         &self,
-        uid: NonZeroU32,
         probed: &Probed,
         stored: &[u8],
         keys: &(dyn Keys + Send + Sync),
@@ -461,7 +460,6 @@ impl FetchPlan {
     /// Answers from part 1 alone; `Ok(None)` when an item needs more.
     fn open_summary(
         &self,
-        uid: NonZeroU32,
         probed: &Probed,
         list: &[MessageDataItem<'static>],
         keys: &(dyn Keys + Send + Sync),
