@@ -1,0 +1,298 @@
+//! Security review of the SMTP relay (review/review1): attacks from an
+//! outside sender, a busy MTA and a misbehaving provider, end to end
+//! against `writ serve` and the real local provider (Postfix/Dovecot), or
+//! a scripted hostile provider where Postfix cannot misbehave that way.
+//!
+//! Each test is named for the defect it demonstrates; on the code it was
+//! written against it fails, and passes once the defect is fixed.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::mail::{DELIVERY_TIMEOUT, contains, message, unique};
+use common::smtp::Client;
+use common::writ::{Writ, WritConfig};
+use common::{User, provider};
+
+/// A `/proc/<pid>/status` value in KiB (VmHWM: peak resident memory).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+/// A plain session on the relay listener, greeted with EHLO.
+#[track_caller]
+fn relay_session(writ: &Writ) -> Client {
+    let mut c = Client::plain(writ.relay_addr()).expect("connect to the relay");
+    assert_eq!(c.greeting.code, 220, "{:?}", c.greeting);
+    let r = c.command("EHLO review.test").unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    c
+}
+
+/// Sends one normal message through the relay and expects 250.
+#[track_caller]
+fn relay_one(writ: &Writ, to: &User) -> String {
+    let marker = unique("review");
+    let mut c = relay_session(writ);
+    for line in [
+        "MAIL FROM:<sender@elsewhere.test>".to_string(),
+        format!("RCPT TO:<{}>", to.address),
+    ] {
+        let r = c.command(&line).unwrap();
+        assert_eq!(r.code, 250, "{line}: {r:?}\n{}", writ.log());
+    }
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    let m = message("sender@elsewhere.test", &to.address, "review", &marker, &unique("id"));
+    // The harness message has a line starting with a dot: stuff it.
+    let mut wire = String::from_utf8(m)
+        .unwrap()
+        .replace("\r\n.", "\r\n..")
+        .into_bytes();
+    wire.extend_from_slice(b".\r\n");
+    c.write_raw(&wire).unwrap();
+    let r = c.read_reply().unwrap();
+    assert_eq!(r.code, 250, "{r:?}\n{}", writ.log());
+    let _ = c.command("QUIT");
+    marker
+}
+
+/// Finding 1. A pipelining client that never leaves a gap at a line
+/// boundary makes writ queue every reply in memory and send none: replies
+/// go out only when writ's read buffer is empty after a command
+/// (`Conn::flush(false)` in `src/smtp/connection/mod.rs`), and a client
+/// whose every write ends mid-line keeps it from ever being empty. Each
+/// 2-octet empty line queues a 34-octet `500` reply: 17 times what the
+/// client sends, without bound and without any timeout firing (commands
+/// keep arriving). Here 3 MiB of input would queue ~50 MiB of replies.
+#[test]
+fn pipelined_commands_never_pausing_at_a_line_end_queue_replies_without_bound() {
+    let p = provider();
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let pid = writ.pid();
+    let before = status_kib(pid, "VmHWM:");
+
+    let stream = TcpStream::connect(writ.relay_addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("220"), "{greeting}");
+
+    // The stream is "X" then CRLF after CRLF: every line ends at an odd
+    // offset, every write ends at an even one, so no read of writ's ever
+    // ends at a line boundary.
+    const TOTAL: usize = 3 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    let mut stream_w = stream.try_clone().unwrap();
+    let mut sent = 0usize;
+    let mut first = true;
+    while sent < TOTAL {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        if first {
+            chunk.push(b'X');
+            first = false;
+        } else {
+            chunk.push(b'\n');
+        }
+        while chunk.len() < CHUNK - 1 {
+            chunk.extend_from_slice(b"\r\n");
+        }
+        chunk.push(b'\r');
+        assert_eq!(chunk.len() % 2, 0);
+        stream_w.write_all(&chunk).unwrap();
+        sent += chunk.len();
+    }
+    // End the last line and quit: writ now sends what it queued.
+    stream_w.write_all(b"\nQUIT\r\n").unwrap();
+    let mut replies = Vec::new();
+    let _ = reader.read_to_end(&mut replies);
+    let lines = replies.split(|&b| b == b'\n').count();
+    assert!(
+        lines > TOTAL / 4,
+        "every empty line was answered: {lines} reply lines"
+    );
+    let after = status_kib(pid, "VmHWM:");
+    let grown_mib = (after.saturating_sub(before)) / 1024;
+    assert!(
+        grown_mib < 24,
+        "writ's peak memory grew by {grown_mib} MiB for {} MiB of pipelined commands: \
+         replies were queued, not sent",
+        TOTAL / 1024 / 1024
+    );
+    // Other clients are served.
+    let user = p.new_user("review-pipe");
+    let marker = relay_one(&writ, &user);
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    assert!(contains(&writ.test_keys().open(&stored[0]), marker.as_bytes()));
+}
+
+/// Finding 2. A client that trickles DATA one octet at a time, each just
+/// within `data_timeout_secs`, holds its session (and a slot under
+/// `max_sessions_per_ip` / `max_sessions`) for as long as it likes: the
+/// DATA wait in `src/smtp/connection/message.rs` (`pump_sealed`,
+/// `plaintext_message`) is per read, while a command line has a deadline
+/// for the whole line (`Conn::run`). 20 such connections per address hold
+/// the relay for a few octets a second. Expected: a deadline for the
+/// whole message (here: cut within four times `data_timeout_secs`).
+#[test]
+fn a_client_trickling_data_within_the_per_read_timeout_holds_its_session_for_ever() {
+    let p = provider();
+    let user = p.new_user("review-trickle");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()).smtp("data_timeout_secs", "2"));
+    let mut c = relay_session(&writ);
+    for line in [
+        "MAIL FROM:<sender@elsewhere.test>".to_string(),
+        format!("RCPT TO:<{}>", user.address),
+    ] {
+        assert_eq!(c.command(&line).unwrap().code, 250, "{line}");
+    }
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    let started = Instant::now();
+    let mut writer = c.try_clone_writer();
+    let trickler = thread::spawn(move || {
+        // One octet a second for 14 s (each read well within 2 s).
+        for b in b"Subject: slow\r\n".iter().cycle().take(14) {
+            if writer.write_all(&[*b]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let r = c.read_reply();
+    let held = started.elapsed();
+    trickler.join().unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(
+        held < Duration::from_secs(8),
+        "the trickling client held its DATA for {held:?} (data_timeout_secs = 2)"
+    );
+}
+
+/// A hostile provider on loopback: greeting and EHLO as usual, then to
+/// MAIL an endless multi-line `250-` reply (`lines` continuation lines of
+/// 1000 octets, then `250 ok`), then `250 ok` to anything but QUIT.
+fn endless_reply_provider(lines: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let _ = w.write_all(b"220 hostile.test ESMTP\r\n");
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let ok = match verb.as_str() {
+                        "EHLO" => w.write_all(b"250-hostile.test\r\n250 PIPELINING\r\n"),
+                        "MAIL" => {
+                            let one = format!("250-{}\r\n", "x".repeat(1000));
+                            let mut block = Vec::new();
+                            for _ in 0..100 {
+                                block.extend_from_slice(one.as_bytes());
+                            }
+                            let mut res = Ok(());
+                            for _ in 0..lines / 100 {
+                                res = w.write_all(&block);
+                                if res.is_err() {
+                                    break;
+                                }
+                            }
+                            res.and_then(|_| w.write_all(b"250 ok\r\n"))
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => w.write_all(b"250 ok\r\n"),
+                    };
+                    if ok.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Finding 3. A provider reply may have any number of continuation lines:
+/// `ReplyParser` (`src/smtp/reply.rs`) and `Upstream::read_reply`
+/// (`src/smtp/upstream.rs`) cap each line at 64 KiB but collect lines
+/// without limit, and writ mirrors the whole reply to the client. A
+/// provider (or anything between writ and it) sending 30,000 lines of 1 KB
+/// makes writ hold ~30 MB for one reply and pass it all on; endless lines
+/// exhaust memory. Expected: a cap on lines per reply (the client told
+/// 451, the provider connection dropped).
+#[test]
+fn a_provider_reply_with_endless_continuation_lines_is_collected_and_mirrored_whole() {
+    let hostile = endless_reply_provider(30_000);
+    let writ = Writ::start(&WritConfig::relay(hostile));
+    let mut c = relay_session(&writ);
+    let r = c.command("MAIL FROM:<sender@elsewhere.test>").unwrap();
+    assert!(
+        r.lines.len() <= 1000,
+        "a provider reply of {} lines was collected and mirrored to the client (code {})",
+        r.lines.len(),
+        r.code
+    );
+    assert_eq!(r.code, 451, "{}", r.code);
+}
+
+/// Finding 4. EHLO (or HELO) inside a transaction clears writ's
+/// transaction locally (`Session::command`, `reset_tx_local` in
+/// `src/smtp/session.rs`) but not the provider's, which still holds the
+/// MAIL and RCPTs: the next MAIL is refused by the provider as nested
+/// (503), and RSET, now answered locally, never reaches it. The session
+/// can send no more mail (RFC 5321 §4.1.4: EHLO resets the transaction).
+#[test]
+fn ehlo_inside_a_transaction_leaves_the_providers_transaction_open() {
+    let p = provider();
+    let user = p.new_user("review-ehlo");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let mut c = relay_session(&writ);
+    assert_eq!(
+        c.command("MAIL FROM:<first@elsewhere.test>").unwrap().code,
+        250
+    );
+    let r = c.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.command("EHLO again.test").unwrap().code, 250);
+    let r = c.command("MAIL FROM:<second@elsewhere.test>").unwrap();
+    if r.code != 250 {
+        // What a client does next: RSET, then try again.
+        let rset = c.command("RSET").unwrap();
+        let again = c.command("MAIL FROM:<second@elsewhere.test>").unwrap();
+        panic!(
+            "MAIL after EHLO in a transaction: {r:?}; RSET: {rset:?}; MAIL again: {again:?}"
+        );
+    }
+    let r = c.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    let marker = unique("after-ehlo");
+    c.write_raw(format!("Subject: x\r\n\r\n{marker}\r\n.\r\n").as_bytes())
+        .unwrap();
+    let r = c.read_reply().unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+}
