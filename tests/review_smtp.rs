@@ -51,7 +51,13 @@ fn relay_one(writ: &Writ, to: &User) -> String {
         assert_eq!(r.code, 250, "{line}: {r:?}\n{}", writ.log());
     }
     assert_eq!(c.command("DATA").unwrap().code, 354);
-    let m = message("sender@elsewhere.test", &to.address, "review", &marker, &unique("id"));
+    let m = message(
+        "sender@elsewhere.test",
+        &to.address,
+        "review",
+        &marker,
+        &unique("id"),
+    );
     // The harness message has a line starting with a dot: stuff it.
     let mut wire = String::from_utf8(m)
         .unwrap()
@@ -135,7 +141,10 @@ fn pipelined_commands_never_pausing_at_a_line_end_queue_replies_without_bound() 
     let marker = relay_one(&writ, &user);
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     assert_eq!(stored.len(), 1);
-    assert!(contains(&writ.test_keys().open(&stored[0]), marker.as_bytes()));
+    assert!(contains(
+        &writ.test_keys().open(&stored[0]),
+        marker.as_bytes()
+    ));
 }
 
 /// Finding 2. A client that trickles DATA one octet at a time, each just
@@ -281,9 +290,7 @@ fn ehlo_inside_a_transaction_leaves_the_providers_transaction_open() {
         // What a client does next: RSET, then try again.
         let rset = c.command("RSET").unwrap();
         let again = c.command("MAIL FROM:<second@elsewhere.test>").unwrap();
-        panic!(
-            "MAIL after EHLO in a transaction: {r:?}; RSET: {rset:?}; MAIL again: {again:?}"
-        );
+        panic!("MAIL after EHLO in a transaction: {r:?}; RSET: {rset:?}; MAIL again: {again:?}");
     }
     let r = c.command(&format!("RCPT TO:<{}>", user.address)).unwrap();
     assert_eq!(r.code, 250, "{r:?}");
@@ -295,4 +302,70 @@ fn ehlo_inside_a_transaction_leaves_the_providers_transaction_open() {
     assert_eq!(r.code, 250, "{r:?}");
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     assert_eq!(stored.len(), 1);
+}
+
+/// Finding 5. A SASL response longer than `max_line_length` (4096) is
+/// answered `500 5.5.6 Line too long` by writ (`Conn::run` in
+/// `src/smtp/connection/mod.rs`), but the AUTH exchange stays open both at
+/// writ (`Session::in_auth`) and at the provider: the client, told the
+/// exchange failed, sends its next command, which writ forwards to the
+/// provider as a SASL response. Here QUIT is answered by the provider's
+/// `535` and the connection stays open. (RFC 4954 §4 also asks servers to
+/// take AUTH lines of at least 12,288 octets: long XOAUTH2 tokens are
+/// refused outright.)
+#[test]
+fn an_overlong_sasl_response_leaves_the_auth_exchange_open_and_eats_the_next_command() {
+    use common::tls::test_tls;
+    let p = provider();
+    let tls = test_tls("writ review CA");
+    let cfg =
+        WritConfig::submission(p, tls.cert.clone(), tls.key.clone()).listener("submissions", &[]);
+    let writ = Writ::start(&cfg);
+    let mut c = Client::implicit_tls(writ.addr("submissions"), &tls.ca_der).unwrap();
+    assert_eq!(c.command("EHLO review.test").unwrap().code, 250);
+    let r = c.command("AUTH PLAIN").unwrap();
+    assert_eq!(r.code, 334, "{r:?}");
+    let r = c.command(&"QUFB".repeat(1500)).unwrap();
+    assert_eq!(r.code, 500, "{r:?}");
+    // The exchange failed as far as the client knows: it quits.
+    let r = c.command("QUIT").unwrap();
+    assert_eq!(r.code, 221, "QUIT after a failed AUTH: {r:?}");
+}
+
+/// Held up: CR and LF of the end marker split over separate writes,
+/// dot-stuffed lines, lone CRs and a `.` line that is not alone, with
+/// MAIL, RCPT and DATA pipelined in the same write as the message and the
+/// next transaction: one message delivered, intact, then the session goes
+/// on.
+#[test]
+fn end_marker_split_across_writes_and_dot_stuffing_edges_deliver_one_intact_message() {
+    let p = provider();
+    let user = p.new_user("review-split");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let mut c = relay_session(&writ);
+    let marker = unique("split");
+    let head = format!(
+        "MAIL FROM:<sender@elsewhere.test>\r\nRCPT TO:<{}>\r\nDATA\r\n\
+         Subject: split\r\n\r\n{marker}\r\n..stuffed\r\n.x\r\na\rb\r\n. \r\n\r.\r\n.\r\r\n",
+        user.address
+    );
+    c.write_raw(head.as_bytes()).unwrap();
+    for r in [250, 250, 354] {
+        assert_eq!(c.read_reply().unwrap().code, r);
+    }
+    for piece in [&b"tail\r"[..], b"\n", b".", b"\r", b"\nNOOP\r\n"] {
+        c.write_raw(piece).unwrap();
+    }
+    let r = c.read_reply().unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.read_reply().unwrap().code, 250, "NOOP after the message");
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    let opened = writ.test_keys().open(&stored[0]);
+    let want = format!("\r\n\r\n{marker}\r\n.stuffed\r\nx\r\na\rb\r\n \r\n\r.\r\n\r\r\ntail\r\n");
+    assert!(
+        opened.ends_with(want.as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(&opened)
+    );
 }
