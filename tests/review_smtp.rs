@@ -369,3 +369,82 @@ fn end_marker_split_across_writes_and_dot_stuffing_edges_deliver_one_intact_mess
         String::from_utf8_lossy(&opened)
     );
 }
+
+/// `writ seal` (the CLI) of a message of about `size` bytes with the
+/// keyring `writ` seals to: an already-sealed message writ passes through.
+fn sealed_message(writ: &Writ, to: &str, size: usize) -> Vec<u8> {
+    use common::process::output_with_stdin;
+    use common::writ::WRIT;
+    let mut original = message("a@elsewhere.test", to, "big", &unique("big"), &unique("id"));
+    while original.len() < size {
+        original.extend_from_slice(b"a line of an already sealed message, passed through\r\n");
+    }
+    let out = output_with_stdin(
+        std::process::Command::new(WRIT)
+            .env_remove("WRIT_PASSPHRASE_FILE")
+            .arg("--keys")
+            .arg(&writ.keys_dir)
+            .arg("seal")
+            .current_dir(writ.dir()),
+        &original,
+    )
+    .expect("run writ seal");
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// Held up: an already-sealed message of 3 MB, streamed to the provider
+/// as it arrives, with a bare LF 2 MB in: refused with 554, the provider's
+/// half-received DATA abandoned (nothing stored), and the same session
+/// then delivers a normal message through a new provider connection.
+#[test]
+fn a_sealed_pass_through_refused_midway_stores_nothing_and_the_session_goes_on() {
+    let p = provider();
+    let user = p.new_user("review-midway");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let sealed = sealed_message(&writ, &user.address, 3 * 1024 * 1024);
+    let text = String::from_utf8(sealed).unwrap();
+    let mut wire = text.replace("\r\n.", "\r\n..").into_bytes();
+    let at = 2 * 1024 * 1024;
+    let nl = at + wire[at..].windows(2).position(|w| w == b"\r\n").unwrap();
+    wire.remove(nl); // a bare LF, 2 MB into the stream
+    wire.extend_from_slice(b".\r\n");
+    let mut c = relay_session(&writ);
+    for line in [
+        "MAIL FROM:<sender@elsewhere.test>".to_string(),
+        format!("RCPT TO:<{}>", user.address),
+    ] {
+        assert_eq!(c.command(&line).unwrap().code, 250, "{line}");
+    }
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    let r = thread::scope(|s| {
+        let mut w = c.try_clone_writer();
+        let wire = &wire;
+        let h = s.spawn(move || w.write_all(wire));
+        let r = c.read_reply();
+        h.join().unwrap().unwrap();
+        r
+    })
+    .unwrap();
+    assert_eq!(r.code, 554, "{r:?}");
+    let marker = unique("after-midway");
+    for line in [
+        "MAIL FROM:<sender@elsewhere.test>".to_string(),
+        format!("RCPT TO:<{}>", user.address),
+    ] {
+        assert_eq!(c.command(&line).unwrap().code, 250, "{line}");
+    }
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    c.write_raw(format!("Subject: after\r\n\r\n{marker}\r\n.\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(c.read_reply().unwrap().code, 250);
+    let _ = c.command("QUIT");
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    // The one stored is the later message: the half pass-through, sent
+    // first, was abandoned.
+    assert!(contains(
+        &writ.test_keys().open(&stored[0]),
+        marker.as_bytes()
+    ));
+}
