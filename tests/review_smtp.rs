@@ -448,3 +448,102 @@ fn a_sealed_pass_through_refused_midway_stores_nothing_and_the_session_goes_on()
         marker.as_bytes()
     ));
 }
+
+/// A provider like Postfix with `smtpd_timeout` of `idle`: a connection
+/// silent that long is told `421` and closed. Otherwise it accepts
+/// everything, DATA included. Returns its address and a count of the
+/// messages it accepted.
+fn idle_timeout_provider(idle: Duration) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+    let count = accepted.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let count = count.clone();
+            thread::spawn(move || {
+                conn.set_read_timeout(Some(idle)).unwrap();
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let _ = w.write_all(b"220 idle.test ESMTP\r\n");
+                let mut in_data = false;
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match r.read_until(b'\n', &mut line) {
+                        Ok(0) => return,
+                        Ok(_) => {}
+                        Err(_) => {
+                            let _ = w.write_all(b"421 4.4.2 idle.test Error: timeout exceeded\r\n");
+                            return;
+                        }
+                    }
+                    if in_data {
+                        if line == b".\r\n" {
+                            in_data = false;
+                            *count.lock().unwrap() += 1;
+                            let _ = w.write_all(b"250 2.0.0 queued\r\n");
+                        }
+                        continue;
+                    }
+                    let verb =
+                        String::from_utf8_lossy(line.get(..4).unwrap_or(b"")).to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-idle.test\r\n250 PIPELINING\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => b"250 2.0.0 ok\r\n",
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Finding 6. For a message writ seals, the provider is asked for DATA
+/// only once the whole message is in and sealed (`forward_sealed` in
+/// `src/smtp/connection/message.rs` opens DATA on the first sealed bytes);
+/// until then writ's provider connection sits silent after RCPT. A sender
+/// whose upload takes longer than the provider's idle timeout (Postfix's
+/// `smtpd_timeout`, 300 s by default: a 50 MB message at 1 Mbit/s) gets
+/// a temporary failure every time it tries (here the provider's stale
+/// `421 timeout exceeded`, read as its answer to DATA and mirrored, while
+/// writ keeps the client's session open): such a message can never be
+/// delivered. Here
+/// the provider's idle timeout is 2 s and the client takes 4 s, each
+/// octet well within `data_timeout_secs`.
+#[test]
+fn a_sender_slower_than_the_providers_idle_timeout_can_never_deliver() {
+    let (hostile, accepted) = idle_timeout_provider(Duration::from_secs(2));
+    let writ = Writ::start(&WritConfig::relay(hostile));
+    let mut c = relay_session(&writ);
+    assert_eq!(
+        c.command("MAIL FROM:<sender@elsewhere.test>").unwrap().code,
+        250
+    );
+    let to = format!("someone@{}", common::DOMAIN);
+    let r = c.command(&format!("RCPT TO:<{to}>")).unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    c.write_raw(b"Subject: slow link\r\n\r\n").unwrap();
+    for i in 0..8 {
+        thread::sleep(Duration::from_millis(500));
+        c.write_raw(format!("line {i} of a message on a slow link\r\n").as_bytes())
+            .unwrap();
+    }
+    c.write_raw(b".\r\n").unwrap();
+    let r = c.read_reply().unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(*accepted.lock().unwrap(), 1);
+}
