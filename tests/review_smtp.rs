@@ -547,3 +547,40 @@ fn a_sender_slower_than_the_providers_idle_timeout_can_never_deliver() {
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(*accepted.lock().unwrap(), 1);
 }
+
+/// Held up: AUTH edge cases on submissions. An empty initial response
+/// (`=`) and a cancelled exchange (`*`) end the exchange (5xx) without
+/// logging in; unknown mechanisms are refused by writ; MAIL is refused
+/// until a real login, which then works in the same session.
+#[test]
+fn auth_with_empty_and_cancelled_responses_ends_the_exchange_and_a_real_login_follows() {
+    use base64::Engine as _;
+    use common::tls::test_tls;
+    let p = provider();
+    let user = p.new_user("review-auth");
+    let tls = test_tls("writ review CA");
+    let cfg =
+        WritConfig::submission(p, tls.cert.clone(), tls.key.clone()).listener("submissions", &[]);
+    let writ = Writ::start(&cfg);
+    let mut c = Client::implicit_tls(writ.addr("submissions"), &tls.ca_der).unwrap();
+    assert_eq!(c.command("EHLO review.test").unwrap().code, 250);
+    let r = c.command("AUTH PLAIN =").unwrap();
+    assert!((500..600).contains(&r.code), "AUTH PLAIN =: {r:?}");
+    let r = c.command("AUTH LOGIN").unwrap();
+    assert_eq!(r.code, 334, "{r:?}");
+    let r = c.command("*").unwrap();
+    assert_eq!(r.code, 501, "cancelled: {r:?}");
+    let r = c.command("AUTH CRAM-MD5").unwrap();
+    assert_eq!(r.code, 504, "{r:?}");
+    let r = c.command(&format!("MAIL FROM:<{}>", user.address)).unwrap();
+    assert_eq!(r.code, 530, "{r:?}");
+    let plain = base64::engine::general_purpose::STANDARD
+        .encode(format!("\0{}\0{}", user.address, user.password));
+    let r = c.command(&format!("AUTH PLAIN {plain}")).unwrap();
+    assert_eq!(r.code, 235, "{r:?}");
+    let r = c.command(&format!("MAIL FROM:<{}>", user.address)).unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(c.command("QUIT").unwrap().code, 221);
+    let log = writ.log();
+    assert!(!log.contains(&plain) && !log.contains(&user.password));
+}
