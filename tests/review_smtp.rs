@@ -72,15 +72,15 @@ fn relay_one(writ: &Writ, to: &User) -> String {
 }
 
 /// Finding 1. A pipelining client that never leaves a gap at a line
-/// boundary makes writ queue every reply in memory and send none: replies
-/// go out only when writ's read buffer is empty after a command
+/// boundary made writ queue every reply in memory and send none: replies
+/// went out only when writ's read buffer was empty after a command
 /// (`Conn::flush(false)` in `src/smtp/connection/mod.rs`), and a client
-/// whose every write ends mid-line keeps it from ever being empty. Each
-/// 2-octet empty line queues a 34-octet `500` reply: 17 times what the
-/// client sends, without bound and without any timeout firing (commands
-/// keep arriving). Here 3 MiB of input would queue ~50 MiB of replies.
+/// whose every write ends mid-line keeps it from ever being empty (each
+/// 6-octet NOOP queued a 14-octet reply, without bound). Now replies go
+/// out once 16 KiB are queued: they reach the client while it is still
+/// sending, and writ's memory stays flat.
 #[test]
-fn pipelined_commands_never_pausing_at_a_line_end_queue_replies_without_bound() {
+fn pipelined_commands_never_pausing_at_a_line_end_get_their_replies_while_sending() {
     let p = provider();
     let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
     let pid = writ.pid();
@@ -94,50 +94,98 @@ fn pipelined_commands_never_pausing_at_a_line_end_queue_replies_without_bound() 
     let mut greeting = String::new();
     reader.read_line(&mut greeting).unwrap();
     assert!(greeting.starts_with("220"), "{greeting}");
+    // The replies are counted as they arrive.
+    let (progress, received) = std::sync::mpsc::channel::<usize>();
+    let counter = thread::spawn(move || {
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            let _ = progress.send(total);
+        }
+        total
+    });
 
-    // The stream is "X" then CRLF after CRLF: every line ends at an odd
-    // offset, every write ends at an even one, so no read of writ's ever
-    // ends at a line boundary.
+    // "NOOP \r\n" (7 octets) then "NOOP\r\n" (6) after "NOOP\r\n": every
+    // line ends at an odd offset, every write ends at an even one, so no
+    // read of writ's ends at a line boundary.
     const TOTAL: usize = 3 * 1024 * 1024;
     const CHUNK: usize = 64 * 1024;
-    let mut stream_w = stream.try_clone().unwrap();
-    let mut sent = 0usize;
-    let mut first = true;
-    while sent < TOTAL {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        if first {
-            chunk.push(b'X');
-            first = false;
-        } else {
-            chunk.push(b'\n');
-        }
-        while chunk.len() < CHUNK - 1 {
-            chunk.extend_from_slice(b"\r\n");
-        }
-        chunk.push(b'\r');
-        assert_eq!(chunk.len() % 2, 0);
-        stream_w.write_all(&chunk).unwrap();
-        sent += chunk.len();
+    let mut wire = b"NOOP \r\n".to_vec();
+    while wire.len() < TOTAL {
+        wire.extend_from_slice(b"NOOP\r\n");
     }
-    // End the last line and quit: writ now sends what it queued.
-    stream_w.write_all(b"\nQUIT\r\n").unwrap();
-    let mut replies = Vec::new();
-    let _ = reader.read_to_end(&mut replies);
-    let lines = replies.split(|&b| b == b'\n').count();
-    assert!(
-        lines > TOTAL / 4,
-        "every empty line was answered: {lines} reply lines"
-    );
+    let last = wire.split_off(wire.len() - 1); // the final LF, held back
+    let mut stream_w = stream.try_clone().unwrap();
+    for chunk in wire.chunks(CHUNK) {
+        assert_eq!(chunk.len() % 2, 0);
+        stream_w.write_all(chunk).unwrap();
+    }
+    // Every write so far ended mid-line; the replies to the commands sent
+    // must arrive now (all but at most 16 KiB of them: about 1,200),
+    // before the client pauses at a line end.
+    let commands = wire.len() / 6;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen + 2000 < commands {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match received.recv_timeout(left) {
+            Ok(n) => seen = n,
+            Err(_) => panic!(
+                "{seen} of {commands} replies reached the client while it was still \
+                 sending: replies were queued, not sent"
+            ),
+        }
+    }
+    stream_w.write_all(&last).unwrap();
+    stream_w.write_all(b"QUIT\r\n").unwrap();
+    let lines = counter.join().unwrap();
+    assert_eq!(lines, commands + 1, "every NOOP and the QUIT answered");
     let after = status_kib(pid, "VmHWM:");
     let grown_mib = (after.saturating_sub(before)) / 1024;
     assert!(
-        grown_mib < 24,
-        "writ's peak memory grew by {grown_mib} MiB for {} MiB of pipelined commands: \
-         replies were queued, not sent",
+        grown_mib < 16,
+        "writ's peak memory grew by {grown_mib} MiB for {} MiB of pipelined commands",
         TOTAL / 1024 / 1024
     );
     // Other clients are served.
     let user = p.new_user("review-pipe");
+    let marker = relay_one(&writ, &user);
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    assert!(contains(
+        &writ.test_keys().open(&stored[0]),
+        marker.as_bytes()
+    ));
+}
+
+/// Finding 1, the other half: a client sending nothing but junk (here
+/// empty lines, pipelined, and an overlong line) was answered `500` for
+/// ever. After 20 protocol errors (Postfix's `smtpd_hard_error_limit`)
+/// the next is answered `421 4.7.0 Too many errors` and the connection
+/// closed; other sessions are served.
+#[test]
+fn a_client_sending_only_junk_is_closed_after_twenty_errors() {
+    let p = provider();
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let mut c = relay_session(&writ);
+    let mut junk = b"\r\n".repeat(10);
+    junk.extend_from_slice(&[b'x'; 5000]);
+    junk.extend_from_slice(b"\r\nFOO\r\nMAIL FROM:broken\r\nRCPT TO:<a@b.test>\r\n");
+    junk.extend_from_slice(&b"\r\n".repeat(100));
+    c.write_raw(&junk).unwrap();
+    for i in 0..20 {
+        let r = c.read_reply().unwrap();
+        assert!((500..=503).contains(&r.code), "error {i}: {r:?}");
+    }
+    let r = c.read_reply().unwrap();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.lines[0].starts_with("4.7.0"), "{r:?}");
+    assert!(c.read_reply().is_err(), "the connection is closed");
+    let user = p.new_user("review-junk");
     let marker = relay_one(&writ, &user);
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     assert_eq!(stored.len(), 1);

@@ -104,7 +104,16 @@ pub struct Session {
     upstream_open: bool,
     tx: Option<Transaction>,
     pending: Pending,
+    /// Protocol errors so far (see [`MAX_ERRORS`]).
+    errors: usize,
 }
+
+/// Protocol errors a session may make (unknown commands, syntax errors,
+/// commands out of order, overlong lines: writ's own 500-504 and 530
+/// replies), as Postfix's `smtpd_hard_error_limit`. The next one is
+/// answered `421 4.7.0 Too many errors` and the connection closed: a
+/// client cannot make writ answer junk for ever.
+pub const MAX_ERRORS: usize = 20;
 
 fn reply(code: u16, text: &str) -> Reply {
     Reply::new(code, text)
@@ -121,7 +130,24 @@ impl Session {
             upstream_open: false,
             tx: None,
             pending: Pending::None,
+            errors: 0,
         }
+    }
+
+    /// Counts a protocol error answered with `r`: past [`MAX_ERRORS`],
+    /// 421 and close instead.
+    fn error(&mut self, r: Reply) -> Step {
+        if self.errors >= MAX_ERRORS {
+            return Step::Close(reply(421, "4.7.0 Too many errors; closing the connection"));
+        }
+        self.errors += 1;
+        Step::Reply(r)
+    }
+
+    /// A command line longer than `smtp.max_line_length` (dropped unread):
+    /// 500 5.5.6, counted as a protocol error.
+    pub fn line_too_long(&mut self) -> Step {
+        self.error(reply(500, "5.5.6 Line too long"))
     }
 
     /// The greeting sent when the client connects.
@@ -175,6 +201,13 @@ impl Session {
 
     /// A client command line (without CRLF).
     pub fn command(&mut self, line: &[u8]) -> Step {
+        match self.command_step(line) {
+            Step::Reply(r) if matches!(r.code, 500..=504 | 530) => self.error(r),
+            step => step,
+        }
+    }
+
+    fn command_step(&mut self, line: &[u8]) -> Step {
         let cmd = match command::parse(line) {
             Ok(c) => c,
             Err(ParseError::Unknown) => {

@@ -352,3 +352,24 @@ fn authenticated_session_without_its_provider_connection_closes_with_421() {
     let step = s.command(b"MAIL FROM:<a@example.org>");
     assert!(matches!(&step, Step::Close(r) if r.code == 421), "{step:?}");
 }
+
+#[test]
+fn twenty_protocol_errors_then_421_and_close() {
+    let mut s = session(ListenerKind::Relay, false);
+    for i in 0..MAX_ERRORS {
+        let step = if i % 2 == 0 {
+            s.command(b"FOO")
+        } else {
+            s.line_too_long()
+        };
+        assert!(
+            matches!(&step, Step::Reply(r) if r.code >= 500),
+            "{i}: {step:?}"
+        );
+    }
+    // Good commands are not errors.
+    assert_eq!(code(&s.command(b"NOOP")), 250);
+    let step = s.command(b"DATA");
+    assert!(matches!(&step, Step::Close(r) if r.code == 421), "{step:?}");
+    assert!(format!("{step:?}").contains("4.7.0 Too many errors"));
+}
