@@ -86,6 +86,9 @@ enum Pending {
         key: Option<age::x25519::Recipient>,
     },
     Rset,
+    /// EHLO/HELO in a transaction: RSET sent to the provider; the
+    /// greeting reply follows whatever it answers.
+    Greet(Reply),
 }
 
 #[derive(Debug, Clone)]
@@ -219,21 +222,24 @@ impl Session {
         };
         match cmd {
             Command::Ehlo(domain) => {
-                self.greeted = true;
-                self.reset_tx_local();
-                Step::Reply(self.ehlo_reply(&domain))
+                let r = self.ehlo_reply(&domain);
+                self.greet(r)
             }
             Command::Helo(domain) => {
-                self.greeted = true;
-                self.reset_tx_local();
-                Step::Reply(reply(
-                    250,
-                    &format!("{} greets {domain}", self.cfg.hostname),
-                ))
+                let r = reply(250, &format!("{} greets {domain}", self.cfg.hostname));
+                self.greet(r)
             }
             Command::StartTls => {
                 if !self.offers_starttls() {
                     return Step::Reply(reply(502, "5.5.1 STARTTLS not available"));
+                }
+                if self.tx.is_some() {
+                    // As Postfix: the provider's transaction would outlive
+                    // ours (RFC 3207 §4.2 forgets it only at writ).
+                    return Step::Reply(reply(
+                        503,
+                        "5.5.1 STARTTLS not allowed during a mail transaction",
+                    ));
                 }
                 Step::StartTls(reply(220, "2.0.0 Ready to start TLS"))
             }
@@ -265,8 +271,20 @@ impl Session {
         }
     }
 
-    fn reset_tx_local(&mut self) {
-        self.tx = None;
+    /// EHLO or HELO (answered `r`): it ends any transaction (RFC 5321
+    /// §4.1.4), at the provider too: RSET there first, so that the
+    /// provider does not hold the old MAIL and RCPTs (the next MAIL would
+    /// be a nested one).
+    fn greet(&mut self, r: Reply) -> Step {
+        self.greeted = true;
+        if self.tx.take().is_some() && self.upstream_open {
+            self.pending = Pending::Greet(r);
+            return Step::Upstream {
+                open: false,
+                line: "RSET".into(),
+            };
+        }
+        Step::Reply(r)
     }
 
     fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Step {
@@ -497,6 +515,11 @@ impl Session {
             Err(_) => {
                 self.upstream_open = false;
                 self.tx = None;
+                if let Pending::Greet(r) = pending {
+                    // No provider transaction is left: the next MAIL opens
+                    // a new connection.
+                    return Step::Reply(r);
+                }
                 return Step::Reply(reply(
                     451,
                     "4.4.1 The mail provider is unavailable; try again later",
@@ -534,6 +557,14 @@ impl Session {
                 Step::Reply(r)
             }
             Pending::Rset => Step::Reply(r),
+            Pending::Greet(greeting) => {
+                if !r.is_positive() {
+                    // The provider kept its transaction: the next MAIL
+                    // opens a new connection instead.
+                    self.upstream_open = false;
+                }
+                Step::Reply(greeting)
+            }
         }
     }
 }

@@ -373,3 +373,41 @@ fn twenty_protocol_errors_then_421_and_close() {
     assert!(matches!(&step, Step::Close(r) if r.code == 421), "{step:?}");
     assert!(format!("{step:?}").contains("4.7.0 Too many errors"));
 }
+
+#[test]
+fn ehlo_in_a_transaction_resets_the_providers_transaction_too() {
+    let mut s = relay_in_transaction();
+    assert_eq!(
+        s.command(b"EHLO again"),
+        Step::Upstream {
+            open: false,
+            line: "RSET".into()
+        }
+    );
+    assert_eq!(code(&s.upstream_reply(ok())), 250);
+    assert!(!s.in_transaction());
+    assert!(matches!(
+        s.command(b"MAIL FROM:<a@ext.example>"),
+        Step::Upstream { open: false, .. }
+    ));
+    s.upstream_reply(ok());
+    // A provider that refuses the RSET is left: the next MAIL reconnects.
+    assert!(matches!(s.command(b"HELO x"), Step::Upstream { .. }));
+    let step = s.upstream_reply(Ok(Reply::new(500, "5.5.2 no")));
+    assert_eq!(code(&step), 250);
+    assert!(matches!(
+        s.command(b"MAIL FROM:<a@ext.example>"),
+        Step::Upstream { open: true, .. }
+    ));
+    // Outside a transaction EHLO is answered at once.
+    let mut s = session(ListenerKind::Relay, false);
+    assert_eq!(code(&s.command(b"EHLO c")), 250);
+    assert_eq!(code(&s.command(b"EHLO c")), 250);
+}
+
+#[test]
+fn starttls_is_refused_during_a_transaction() {
+    let mut s = relay_in_transaction();
+    assert_eq!(code(&s.command(b"STARTTLS")), 503);
+    assert_eq!(code(&s.command(b"DATA")), 354, "the transaction goes on");
+}
