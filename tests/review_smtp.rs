@@ -248,14 +248,12 @@ fn endless_reply_provider(lines: usize) -> SocketAddr {
     addr
 }
 
-/// Finding 3. A provider reply may have any number of continuation lines:
-/// `ReplyParser` (`src/smtp/reply.rs`) and `Upstream::read_reply`
-/// (`src/smtp/upstream.rs`) cap each line at 64 KiB but collect lines
-/// without limit, and writ mirrors the whole reply to the client. A
-/// provider (or anything between writ and it) sending 30,000 lines of 1 KB
-/// makes writ hold ~30 MB for one reply and pass it all on; endless lines
-/// exhaust memory. Expected: a cap on lines per reply (the client told
-/// 451, the provider connection dropped).
+/// Finding 3. A provider reply could have any number of continuation
+/// lines: `ReplyParser` (`src/smtp/reply.rs`) capped each line at 64 KiB
+/// but collected lines without limit, and writ mirrored the whole reply
+/// to the client (30,000 lines of 1 KB here: ~30 MB held for one reply).
+/// Now a reply past 100 lines or 64 KiB is malformed: the client is told
+/// 451, the provider connection dropped, nothing of it mirrored.
 #[test]
 fn a_provider_reply_with_endless_continuation_lines_is_collected_and_mirrored_whole() {
     let hostile = endless_reply_provider(30_000);
