@@ -93,7 +93,9 @@ pub struct SmtpConfig {
     /// Concurrent sessions, in all and per client address.
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
-    /// Longest command line, in octets (RFC 5321 says at least 512).
+    /// Longest command line, in octets (RFC 5321 says at least 512);
+    /// longer: `500 5.5.6 Line too long`. Lines of an AUTH exchange may be
+    /// 12,288 octets (RFC 4954 §4) when that is more.
     pub max_line_length: usize,
     /// Waiting for a command (RFC 5321 §4.5.3.2: 5 minutes).
     pub command_timeout_secs: u64,

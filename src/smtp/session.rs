@@ -86,6 +86,8 @@ enum Pending {
         key: Option<age::x25519::Recipient>,
     },
     Rset,
+    /// An overlong SASL response: `*` sent to the provider to cancel.
+    AuthCancel,
     /// EHLO/HELO in a transaction: RSET sent to the provider; the
     /// greeting reply follows whatever it answers.
     Greet(Reply),
@@ -118,6 +120,11 @@ pub struct Session {
 /// client cannot make writ answer junk for ever.
 pub const MAX_ERRORS: usize = 20;
 
+/// Longest line taken during an AUTH exchange (RFC 4954 §4: at least
+/// 12,288 octets, for long tokens such as XOAUTH2's), or the configured
+/// `max_line_length` if that is larger.
+pub const MAX_SASL_LINE: usize = 12_288;
+
 fn reply(code: u16, text: &str) -> Reply {
     Reply::new(code, text)
 }
@@ -140,11 +147,19 @@ impl Session {
     /// Counts a protocol error answered with `r`: past [`MAX_ERRORS`],
     /// 421 and close instead.
     fn error(&mut self, r: Reply) -> Step {
+        self.count_error().unwrap_or(Step::Reply(r))
+    }
+
+    /// Counts a protocol error; `Some` (421, close) past [`MAX_ERRORS`].
+    fn count_error(&mut self) -> Option<Step> {
         if self.errors >= MAX_ERRORS {
-            return Step::Close(reply(421, "4.7.0 Too many errors; closing the connection"));
+            return Some(Step::Close(reply(
+                421,
+                "4.7.0 Too many errors; closing the connection",
+            )));
         }
         self.errors += 1;
-        Step::Reply(r)
+        None
     }
 
     /// A command line longer than `smtp.max_line_length` (dropped unread):
@@ -314,6 +329,22 @@ impl Session {
         Step::Upstream {
             open: !self.upstream_open,
             line,
+        }
+    }
+
+    /// A client line during an AUTH exchange longer than the handler
+    /// takes ([`MAX_SASL_LINE`], or `max_line_length` if larger): the
+    /// exchange is cancelled at the provider (`*`, RFC 4954 §4) and the
+    /// client told `500 5.5.6`; nothing of the line is forwarded, and the
+    /// client's next line is a command again. Counted as a protocol error.
+    pub fn auth_line_too_long(&mut self) -> Step {
+        if let Some(close) = self.count_error() {
+            return close;
+        }
+        self.pending = Pending::AuthCancel;
+        Step::Upstream {
+            open: false,
+            line: "*".into(),
         }
     }
 
@@ -557,6 +588,17 @@ impl Session {
                 Step::Reply(r)
             }
             Pending::Rset => Step::Reply(r),
+            Pending::AuthCancel => {
+                if r.code == 334 || r.code == 235 {
+                    // The provider did not end the exchange as asked:
+                    // leave that connection (a later MAIL reconnects).
+                    self.upstream_open = false;
+                }
+                Step::Reply(reply(
+                    500,
+                    "5.5.6 Authentication line too long; AUTH cancelled",
+                ))
+            }
             Pending::Greet(greeting) => {
                 if !r.is_positive() {
                     // The provider kept its transaction: the next MAIL

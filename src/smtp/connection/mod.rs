@@ -42,7 +42,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::reply::Reply;
-use super::session::{Delivery, Session, SessionConfig, Step, UpstreamFailure};
+use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step, UpstreamFailure};
 use super::upstream::{Target, Upstream};
 use crate::admin::names;
 use crate::config::SealConfig;
@@ -230,7 +230,11 @@ impl Conn {
         self.flush(true).await?;
         loop {
             self.flush(false).await?;
-            let max = self.shared.max_line_length;
+            let max = if self.session.in_auth() {
+                self.shared.max_line_length.max(MAX_SASL_LINE)
+            } else {
+                self.shared.max_line_length
+            };
             let wait = self.shared.command_timeout;
             let read = tokio::select! {
                 r = timeout(wait, net::read_line(&mut self.client, &mut self.line, max)) => r,
@@ -251,7 +255,11 @@ impl Conn {
             match end {
                 None | Some(LineEnd::Eof) => return Err(End::Gone),
                 Some(LineEnd::TooLong) => {
-                    let step = self.session.line_too_long();
+                    let step = if self.session.in_auth() {
+                        self.session.auth_line_too_long()
+                    } else {
+                        self.session.line_too_long()
+                    };
                     if self.execute(step).await? {
                         return Ok(());
                     }

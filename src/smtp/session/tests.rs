@@ -411,3 +411,25 @@ fn starttls_is_refused_during_a_transaction() {
     assert_eq!(code(&s.command(b"STARTTLS")), 503);
     assert_eq!(code(&s.command(b"DATA")), 354, "the transaction goes on");
 }
+
+#[test]
+fn an_overlong_sasl_response_cancels_the_exchange_at_the_provider() {
+    let mut s = session(ListenerKind::Submissions, true);
+    s.command(b"EHLO c");
+    s.command(b"AUTH PLAIN");
+    assert_eq!(code(&s.upstream_reply(Ok(Reply::new(334, "")))), 334);
+    assert!(s.in_auth());
+    assert_eq!(
+        s.auth_line_too_long(),
+        Step::Upstream {
+            open: false,
+            line: "*".into()
+        }
+    );
+    assert!(!s.in_auth());
+    let step = s.upstream_reply(Ok(Reply::new(501, "5.7.0 Authentication aborted")));
+    assert_eq!(code(&step), 500);
+    assert!(format!("{step:?}").contains("AUTH cancelled"));
+    assert!(!s.in_auth());
+    assert!(matches!(s.command(b"QUIT"), Step::Close(_)));
+}
