@@ -525,21 +525,21 @@ fn idle_timeout_provider(idle: Duration) -> (SocketAddr, std::sync::Arc<std::syn
 }
 
 /// Finding 6. For a message writ seals, the provider is asked for DATA
-/// only once the whole message is in and sealed (`forward_sealed` in
+/// only once sealed output exists (`forward_sealed` in
 /// `src/smtp/connection/message.rs` opens DATA on the first sealed bytes);
-/// until then writ's provider connection sits silent after RCPT. A sender
+/// until then writ's provider connection sat silent after RCPT. A sender
 /// whose upload takes longer than the provider's idle timeout (Postfix's
-/// `smtpd_timeout`, 300 s by default: a 50 MB message at 1 Mbit/s) gets
-/// a temporary failure every time it tries (here the provider's stale
-/// `421 timeout exceeded`, read as its answer to DATA and mirrored, while
-/// writ keeps the client's session open): such a message can never be
-/// delivered. Here
-/// the provider's idle timeout is 2 s and the client takes 4 s, each
+/// `smtpd_timeout`, 300 s by default: a 50 MB message at 1 Mbit/s) got a
+/// temporary failure every time it tried (the provider's stale `421
+/// timeout exceeded`, read as its answer to DATA): such a message could
+/// never be delivered. Now writ sends the provider `NOOP` every
+/// `smtp.provider_keepalive_secs` while it waits. Here the provider's
+/// idle timeout is 2 s, the keepalive 1 s, and the client takes 4 s, each
 /// octet well within `data_timeout_secs`.
 #[test]
 fn a_sender_slower_than_the_providers_idle_timeout_can_never_deliver() {
     let (hostile, accepted) = idle_timeout_provider(Duration::from_secs(2));
-    let writ = Writ::start(&WritConfig::relay(hostile));
+    let writ = Writ::start(&WritConfig::relay(hostile).smtp("provider_keepalive_secs", "1"));
     let mut c = relay_session(&writ);
     assert_eq!(
         c.command("MAIL FROM:<sender@elsewhere.test>").unwrap().code,
@@ -558,6 +558,48 @@ fn a_sender_slower_than_the_providers_idle_timeout_can_never_deliver() {
     c.write_raw(b".\r\n").unwrap();
     let r = c.read_reply().unwrap();
     assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(*accepted.lock().unwrap(), 1);
+}
+
+/// Finding 6, the other side: a provider that has already given up on
+/// writ's idle connection (its `421` timeout waiting unread) is found out
+/// by the keepalive: the message is answered `451 4.4.2` (not the stale
+/// `421` mirrored as the answer to DATA), nothing is delivered on that
+/// connection, and the same session's next message goes through a fresh
+/// one.
+#[test]
+fn a_provider_that_timed_out_during_a_slow_message_fails_it_with_451_and_the_session_goes_on() {
+    let (hostile, accepted) = idle_timeout_provider(Duration::from_secs(1));
+    let writ = Writ::start(&WritConfig::relay(hostile).smtp("provider_keepalive_secs", "2"));
+    let mut c = relay_session(&writ);
+    let to = format!("someone@{}", common::DOMAIN);
+    for line in [
+        "MAIL FROM:<sender@elsewhere.test>".to_string(),
+        format!("RCPT TO:<{to}>"),
+    ] {
+        assert_eq!(c.command(&line).unwrap().code, 250, "{line}");
+    }
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    c.write_raw(b"Subject: slow link\r\n\r\n").unwrap();
+    for i in 0..6 {
+        thread::sleep(Duration::from_millis(500));
+        c.write_raw(format!("line {i}\r\n").as_bytes()).unwrap();
+    }
+    c.write_raw(b".\r\n").unwrap();
+    let r = c.read_reply().unwrap();
+    assert_eq!(r.code, 451, "{r:?}");
+    assert!(r.lines[0].starts_with("4.4.2"), "{r:?}");
+    assert_eq!(*accepted.lock().unwrap(), 0);
+    // The next message, sent at once, goes through a new connection.
+    for line in [
+        "MAIL FROM:<sender@elsewhere.test>".to_string(),
+        format!("RCPT TO:<{to}>"),
+    ] {
+        assert_eq!(c.command(&line).unwrap().code, 250, "{line}");
+    }
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    c.write_raw(b"Subject: fast\r\n\r\nbody\r\n.\r\n").unwrap();
+    assert_eq!(c.read_reply().unwrap().code, 250);
     assert_eq!(*accepted.lock().unwrap(), 1);
 }
 

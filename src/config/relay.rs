@@ -105,6 +105,13 @@ pub struct SmtpConfig {
     /// trickles a byte just inside `data_timeout_secs` cannot hold a
     /// session for ever.
     pub data_max_secs: u64,
+    /// While a message to be sealed is received, the provider connection
+    /// waits after RCPT (DATA opens there with the first sealed bytes):
+    /// writ sends it `NOOP` this often, so that a provider idle timeout
+    /// (Postfix's `smtpd_timeout`, 300 s) does not end it under a slow
+    /// sender. A provider that then fails or answers other than 2xx (a
+    /// stale `421` timeout) is dropped and the client told `451 4.4.2`.
+    pub provider_keepalive_secs: u64,
 }
 
 impl Default for SmtpConfig {
@@ -125,6 +132,7 @@ impl Default for SmtpConfig {
             command_timeout_secs: 300,
             data_timeout_secs: 180,
             data_max_secs: 3600,
+            provider_keepalive_secs: 60,
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct Shared {
     /// The whole DATA phase (`smtp.data_max_secs`): past it, as past
     /// `data_timeout`, 421 and close.
     pub data_max: Duration,
+    /// `NOOP` to the provider this often while a sealed message is
+    /// received (`smtp.provider_keepalive_secs`).
+    pub provider_keepalive: Duration,
     /// Label for metrics: submission, submissions, relay.
     pub listener: &'static str,
 }
