@@ -10,6 +10,13 @@
 //! [`DataDecoder`] (end of data, dot-unstuffing, the size cap) and judged
 //! by [`Session::message_received`], which closes the connection after a
 //! bare-newline end of data (SMTP smuggling) or runaway data.
+//!
+//! Lockstep holds across resets: EHLO/HELO inside a transaction sends
+//! RSET to the provider before answering, and STARTTLS is refused inside
+//! one, so the provider never holds a transaction writ has forgotten. An
+//! AUTH exchange ends at both ends together (an overlong response cancels
+//! it at the provider with `*`). After [`MAX_ERRORS`] protocol errors the
+//! session is closed with 421 4.7.0.
 
 use std::sync::Arc;
 

@@ -15,6 +15,9 @@
 //!   (16 KiB), so a client that never reads them stops being read;
 //! - protocol errors: [`super::session::MAX_ERRORS`] (20), then
 //!   `421 4.7.0 Too many errors` and close;
+//! - a command line: `smtp.max_line_length` (500 5.5.6); a line during
+//!   AUTH: [`super::session::MAX_SASL_LINE`] (12,288) or
+//!   `max_line_length` if larger, past which the exchange is cancelled;
 //! - every wait during DATA (the client's next bytes, the seal job taking
 //!   a chunk or handing sealed output back): `smtp.data_timeout_secs`
 //!   (default 180 s), and the whole DATA phase: `smtp.data_max_secs`
