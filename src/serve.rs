@@ -224,6 +224,7 @@ impl Server {
                 command_timeout: Duration::from_secs(smtp.command_timeout_secs.max(1)),
                 data_timeout: Duration::from_secs(smtp.data_timeout_secs.max(1)),
                 data_max: Duration::from_secs(smtp.data_max_secs.max(1)),
+                provider_keepalive: Duration::from_secs(smtp.provider_keepalive_secs.max(1)),
                 listener: label(l.kind),
             });
             listeners.push(Listener {

@@ -93,7 +93,9 @@ pub struct SmtpConfig {
     /// Concurrent sessions, in all and per client address.
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
-    /// Longest command line, in octets (RFC 5321 says at least 512).
+    /// Longest command line, in octets (RFC 5321 says at least 512);
+    /// longer: `500 5.5.6 Line too long`. Lines of an AUTH exchange may be
+    /// 12,288 octets (RFC 4954 §4) when that is more.
     pub max_line_length: usize,
     /// Waiting for a command (RFC 5321 §4.5.3.2: 5 minutes).
     pub command_timeout_secs: u64,
@@ -103,6 +105,13 @@ pub struct SmtpConfig {
     /// trickles a byte just inside `data_timeout_secs` cannot hold a
     /// session for ever.
     pub data_max_secs: u64,
+    /// While a message to be sealed is received, the provider connection
+    /// waits after RCPT (DATA opens there with the first sealed bytes):
+    /// writ sends it `NOOP` this often, so that a provider idle timeout
+    /// (Postfix's `smtpd_timeout`, 300 s) does not end it under a slow
+    /// sender. A provider that then fails or answers other than 2xx (a
+    /// stale `421` timeout) is dropped and the client told `451 4.4.2`.
+    pub provider_keepalive_secs: u64,
 }
 
 impl Default for SmtpConfig {
@@ -123,6 +132,7 @@ impl Default for SmtpConfig {
             command_timeout_secs: 300,
             data_timeout_secs: 180,
             data_max_secs: 3600,
+            provider_keepalive_secs: 60,
         }
     }
 }

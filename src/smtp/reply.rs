@@ -49,11 +49,23 @@ impl Reply {
     }
 }
 
+/// Most lines in one provider reply (100; an EHLO reply has about 15):
+/// more is a malformed reply.
+pub const MAX_REPLY_LINES: usize = 100;
+
+/// Most text in one provider reply (64 KiB, summed over its lines): more
+/// is a malformed reply.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
 /// Incremental parser for replies read line by line from the provider.
+/// A reply past [`MAX_REPLY_LINES`] or [`MAX_REPLY_BYTES`] is
+/// [`MalformedReply`]: the caller drops the provider connection and tells
+/// the client 451 4.4.1, and nothing of it is mirrored.
 #[derive(Debug, Default)]
 pub struct ReplyParser {
     code: Option<u16>,
     lines: Vec<String>,
+    bytes: usize,
 }
 
 /// A line from the provider that is not a reply line.
@@ -77,6 +89,10 @@ impl ReplyParser {
             return Err(MalformedReply);
         }
         self.code = Some(code);
+        self.bytes += line.len();
+        if self.lines.len() >= MAX_REPLY_LINES || self.bytes > MAX_REPLY_BYTES {
+            return Err(MalformedReply);
+        }
         let sep = line.get(3).copied();
         let text = line.get(4..).unwrap_or(b"");
         self.lines.push(String::from_utf8_lossy(text).into_owned());
@@ -85,6 +101,7 @@ impl ReplyParser {
             Some(b' ') | None => {
                 let lines = std::mem::take(&mut self.lines);
                 self.code = None;
+                self.bytes = 0;
                 Ok(Some(Reply { code, lines }))
             }
             _ => Err(MalformedReply),
@@ -119,6 +136,24 @@ mod tests {
         let mut p = ReplyParser::default();
         p.line(b"250-a").unwrap();
         assert!(p.line(b"550 b").is_err());
+    }
+
+    #[test]
+    fn replies_past_the_line_or_size_cap_are_malformed() {
+        let mut p = ReplyParser::default();
+        for _ in 0..MAX_REPLY_LINES - 1 {
+            assert_eq!(p.line(b"250-x").unwrap(), None);
+        }
+        assert_eq!(p.line(b"250 last").unwrap().unwrap().lines.len(), 100);
+        for _ in 0..MAX_REPLY_LINES {
+            assert_eq!(p.line(b"250-x").unwrap(), None);
+        }
+        assert!(p.line(b"250 one too many").is_err());
+        let mut p = ReplyParser::default();
+        let long = [b"250-".as_slice(), &[b'x'; 30_000]].concat();
+        p.line(&long).unwrap();
+        p.line(&long).unwrap();
+        assert!(p.line(&long).is_err());
     }
 
     #[test]

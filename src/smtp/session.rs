@@ -10,6 +10,13 @@
 //! [`DataDecoder`] (end of data, dot-unstuffing, the size cap) and judged
 //! by [`Session::message_received`], which closes the connection after a
 //! bare-newline end of data (SMTP smuggling) or runaway data.
+//!
+//! Lockstep holds across resets: EHLO/HELO inside a transaction sends
+//! RSET to the provider before answering, and STARTTLS is refused inside
+//! one, so the provider never holds a transaction writ has forgotten. An
+//! AUTH exchange ends at both ends together (an overlong response cancels
+//! it at the provider with `*`). After [`MAX_ERRORS`] protocol errors the
+//! session is closed with 421 4.7.0.
 
 use std::sync::Arc;
 
@@ -86,6 +93,11 @@ enum Pending {
         key: Option<age::x25519::Recipient>,
     },
     Rset,
+    /// An overlong SASL response: `*` sent to the provider to cancel.
+    AuthCancel,
+    /// EHLO/HELO in a transaction: RSET sent to the provider; the
+    /// greeting reply follows whatever it answers.
+    Greet(Reply),
 }
 
 #[derive(Debug, Clone)]
@@ -104,7 +116,21 @@ pub struct Session {
     upstream_open: bool,
     tx: Option<Transaction>,
     pending: Pending,
+    /// Protocol errors so far (see [`MAX_ERRORS`]).
+    errors: usize,
 }
+
+/// Protocol errors a session may make (unknown commands, syntax errors,
+/// commands out of order, overlong lines: writ's own 500-504 and 530
+/// replies), as Postfix's `smtpd_hard_error_limit`. The next one is
+/// answered `421 4.7.0 Too many errors` and the connection closed: a
+/// client cannot make writ answer junk for ever.
+pub const MAX_ERRORS: usize = 20;
+
+/// Longest line taken during an AUTH exchange (RFC 4954 §4: at least
+/// 12,288 octets, for long tokens such as XOAUTH2's), or the configured
+/// `max_line_length` if that is larger.
+pub const MAX_SASL_LINE: usize = 12_288;
 
 fn reply(code: u16, text: &str) -> Reply {
     Reply::new(code, text)
@@ -121,7 +147,32 @@ impl Session {
             upstream_open: false,
             tx: None,
             pending: Pending::None,
+            errors: 0,
         }
+    }
+
+    /// Counts a protocol error answered with `r`: past [`MAX_ERRORS`],
+    /// 421 and close instead.
+    fn error(&mut self, r: Reply) -> Step {
+        self.count_error().unwrap_or(Step::Reply(r))
+    }
+
+    /// Counts a protocol error; `Some` (421, close) past [`MAX_ERRORS`].
+    fn count_error(&mut self) -> Option<Step> {
+        if self.errors >= MAX_ERRORS {
+            return Some(Step::Close(reply(
+                421,
+                "4.7.0 Too many errors; closing the connection",
+            )));
+        }
+        self.errors += 1;
+        None
+    }
+
+    /// A command line longer than `smtp.max_line_length` (dropped unread):
+    /// 500 5.5.6, counted as a protocol error.
+    pub fn line_too_long(&mut self) -> Step {
+        self.error(reply(500, "5.5.6 Line too long"))
     }
 
     /// The greeting sent when the client connects.
@@ -175,6 +226,13 @@ impl Session {
 
     /// A client command line (without CRLF).
     pub fn command(&mut self, line: &[u8]) -> Step {
+        match self.command_step(line) {
+            Step::Reply(r) if matches!(r.code, 500..=504 | 530) => self.error(r),
+            step => step,
+        }
+    }
+
+    fn command_step(&mut self, line: &[u8]) -> Step {
         let cmd = match command::parse(line) {
             Ok(c) => c,
             Err(ParseError::Unknown) => {
@@ -186,21 +244,24 @@ impl Session {
         };
         match cmd {
             Command::Ehlo(domain) => {
-                self.greeted = true;
-                self.reset_tx_local();
-                Step::Reply(self.ehlo_reply(&domain))
+                let r = self.ehlo_reply(&domain);
+                self.greet(r)
             }
             Command::Helo(domain) => {
-                self.greeted = true;
-                self.reset_tx_local();
-                Step::Reply(reply(
-                    250,
-                    &format!("{} greets {domain}", self.cfg.hostname),
-                ))
+                let r = reply(250, &format!("{} greets {domain}", self.cfg.hostname));
+                self.greet(r)
             }
             Command::StartTls => {
                 if !self.offers_starttls() {
                     return Step::Reply(reply(502, "5.5.1 STARTTLS not available"));
+                }
+                if self.tx.is_some() {
+                    // As Postfix: the provider's transaction would outlive
+                    // ours (RFC 3207 §4.2 forgets it only at writ).
+                    return Step::Reply(reply(
+                        503,
+                        "5.5.1 STARTTLS not allowed during a mail transaction",
+                    ));
                 }
                 Step::StartTls(reply(220, "2.0.0 Ready to start TLS"))
             }
@@ -232,8 +293,20 @@ impl Session {
         }
     }
 
-    fn reset_tx_local(&mut self) {
-        self.tx = None;
+    /// EHLO or HELO (answered `r`): it ends any transaction (RFC 5321
+    /// §4.1.4), at the provider too: RSET there first, so that the
+    /// provider does not hold the old MAIL and RCPTs (the next MAIL would
+    /// be a nested one).
+    fn greet(&mut self, r: Reply) -> Step {
+        self.greeted = true;
+        if self.tx.take().is_some() && self.upstream_open {
+            self.pending = Pending::Greet(r);
+            return Step::Upstream {
+                open: false,
+                line: "RSET".into(),
+            };
+        }
+        Step::Reply(r)
     }
 
     fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Step {
@@ -263,6 +336,22 @@ impl Session {
         Step::Upstream {
             open: !self.upstream_open,
             line,
+        }
+    }
+
+    /// A client line during an AUTH exchange longer than the handler
+    /// takes ([`MAX_SASL_LINE`], or `max_line_length` if larger): the
+    /// exchange is cancelled at the provider (`*`, RFC 4954 §4) and the
+    /// client told `500 5.5.6`; nothing of the line is forwarded, and the
+    /// client's next line is a command again. Counted as a protocol error.
+    pub fn auth_line_too_long(&mut self) -> Step {
+        if let Some(close) = self.count_error() {
+            return close;
+        }
+        self.pending = Pending::AuthCancel;
+        Step::Upstream {
+            open: false,
+            line: "*".into(),
         }
     }
 
@@ -464,6 +553,11 @@ impl Session {
             Err(_) => {
                 self.upstream_open = false;
                 self.tx = None;
+                if let Pending::Greet(r) = pending {
+                    // No provider transaction is left: the next MAIL opens
+                    // a new connection.
+                    return Step::Reply(r);
+                }
                 return Step::Reply(reply(
                     451,
                     "4.4.1 The mail provider is unavailable; try again later",
@@ -501,6 +595,25 @@ impl Session {
                 Step::Reply(r)
             }
             Pending::Rset => Step::Reply(r),
+            Pending::AuthCancel => {
+                if r.code == 334 || r.code == 235 {
+                    // The provider did not end the exchange as asked:
+                    // leave that connection (a later MAIL reconnects).
+                    self.upstream_open = false;
+                }
+                Step::Reply(reply(
+                    500,
+                    "5.5.6 Authentication line too long; AUTH cancelled",
+                ))
+            }
+            Pending::Greet(greeting) => {
+                if !r.is_positive() {
+                    // The provider kept its transaction: the next MAIL
+                    // opens a new connection instead.
+                    self.upstream_open = false;
+                }
+                Step::Reply(greeting)
+            }
         }
     }
 }

@@ -3,7 +3,10 @@
 //! then one command at a time in lockstep with the client's session.
 //! Every read and write waits at most the provider timeout
 //! (`[provider.smtp] timeout_secs`); past it the provider connection is
-//! given up and the client told 451 4.4.2.
+//! given up and the client told 451 4.4.2. A reply line past 64 KiB, or
+//! a reply past [`super::reply::MAX_REPLY_LINES`] lines or
+//! [`super::reply::MAX_REPLY_BYTES`] in all, is malformed: the connection
+//! is given up and the client told 451 4.4.1.
 //!
 //! Written on tokio directly rather than with lettre: lockstep needs every
 //! provider reply verbatim (to mirror it) and SASL exchanges relayed step by

@@ -13,8 +13,14 @@
 //! - Plaintext delivery: DATA is opened at the provider first (lockstep),
 //!   then the message streams through as it arrives.
 //!
-//! Each wait of the loop is bounded by `smtp.data_timeout_secs`, and the
-//! whole phase by `smtp.data_max_secs`
+//!   While DATA is not yet open at the provider, it is sent `NOOP` every
+//!   `smtp.provider_keepalive_secs` (its idle timeout would otherwise end
+//!   the connection under a slow sender); a provider that fails then is
+//!   dropped and the message answered 451 4.4.2 once its data is in.
+//!
+//! Each wait of the loop is bounded by `smtp.data_timeout_secs` (since the
+//! last client, seal job or provider progress: keepalives do not count),
+//! and the whole phase by `smtp.data_max_secs`
 //! ([`super`] lists every bound); the session's verdict on the data
 //! ([`Session::message_received`]) may close the connection, and then
 //! nothing after the end of data is read.
@@ -92,6 +98,12 @@ struct Pump {
     reading: bool,
     output: Output,
     started: Instant,
+    /// The last event other than a keepalive: waits are bounded by
+    /// `data_timeout` from it.
+    active: Instant,
+    /// When the provider is next sent `NOOP` (while DATA is not open
+    /// there).
+    next_noop: Instant,
 }
 
 enum Event {
@@ -99,6 +111,8 @@ enum Event {
     Handed,
     SealerGone,
     Sealed(Option<io::Result<Vec<u8>>>),
+    /// Time for a `NOOP` to the provider.
+    Keepalive,
 }
 
 async fn reserve(tx: &Option<mpsc::Sender<Vec<u8>>>) -> Option<mpsc::Permit<'_, Vec<u8>>> {
@@ -184,6 +198,8 @@ impl Conn {
             reading: true,
             output: Output::Waiting,
             started: Instant::now(),
+            active: Instant::now(),
+            next_noop: Instant::now() + self.shared.provider_keepalive,
         };
         let pumped = self.pump_sealed(&mut decoder, &mut pump).await;
         let output = std::mem::replace(&mut pump.output, Output::Waiting);
@@ -288,7 +304,11 @@ impl Conn {
     async fn pump_sealed(&mut self, decoder: &mut DataDecoder, pump: &mut Pump) -> Result<(), End> {
         let deadline = pump.started + self.shared.data_max;
         loop {
-            let wait = self.data_wait(deadline);
+            let wait = self.data_wait(deadline).min(
+                (pump.active + self.shared.data_timeout).saturating_duration_since(Instant::now()),
+            );
+            let keepalive = matches!(pump.output, Output::Waiting) && self.upstream.is_some();
+            let next_noop = tokio::time::Instant::from_std(pump.next_noop);
             if !pump.reading && pump.pending.is_none() {
                 // End of data for the seal job.
                 pump.to_seal = None;
@@ -310,11 +330,16 @@ impl Conn {
                         None => Event::SealerGone,
                     },
                     chunk = recv(&mut pump.sealed), if pump.sealed.is_some() => Event::Sealed(chunk),
+                    _ = tokio::time::sleep_until(next_noop), if keepalive => Event::Keepalive,
                 }
             })
             .await
             .map_err(|_| End::Timeout)?;
+            if !matches!(event, Event::Keepalive) {
+                pump.active = Instant::now();
+            }
             match event {
+                Event::Keepalive => self.keep_provider_awake(pump).await,
                 Event::Read(chunk) => {
                     let chunk = chunk?;
                     if chunk.last {
@@ -349,6 +374,24 @@ impl Conn {
                 }
                 Event::Sealed(Some(Ok(bytes))) => self.forward_sealed(pump, &bytes).await,
             }
+        }
+    }
+
+    /// `NOOP` to the provider while it waits for DATA (see
+    /// `smtp.provider_keepalive_secs`). A provider that fails or answers
+    /// other than 2xx (a stale `421` timeout) is dropped: the message ends
+    /// as [`Output::Broken`] (451 4.4.2 once the client's data is in).
+    async fn keep_provider_awake(&mut self, pump: &mut Pump) {
+        pump.next_noop = Instant::now() + self.shared.provider_keepalive;
+        let alive = match self.upstream.as_mut() {
+            Some(up) => matches!(up.command("NOOP").await, Ok(r) if r.is_positive()),
+            None => false,
+        };
+        if !alive {
+            tracing::warn!("provider connection lost while a message was being received");
+            self.drop_upstream();
+            pump.output = Output::Broken(UpstreamFailure::Unavailable);
+            pump.sealed = None;
         }
     }
 

@@ -10,7 +10,14 @@
 //! - waiting for a command line: `smtp.command_timeout_secs` (default
 //!   300 s), then `421 4.4.2 Timeout waiting for a command` and close;
 //! - writing replies to a client that does not read, and the TLS
-//!   handshake: `smtp.command_timeout_secs`, then close;
+//!   handshake: `smtp.command_timeout_secs`, then close; replies to
+//!   pipelined commands are held back at most [`MAX_QUEUED_REPLIES`]
+//!   (16 KiB), so a client that never reads them stops being read;
+//! - protocol errors: [`super::session::MAX_ERRORS`] (20), then
+//!   `421 4.7.0 Too many errors` and close;
+//! - a command line: `smtp.max_line_length` (500 5.5.6); a line during
+//!   AUTH: [`super::session::MAX_SASL_LINE`] (12,288) or
+//!   `max_line_length` if larger, past which the exchange is cancelled;
 //! - every wait during DATA (the client's next bytes, the seal job taking
 //!   a chunk or handing sealed output back): `smtp.data_timeout_secs`
 //!   (default 180 s), and the whole DATA phase: `smtp.data_max_secs`
@@ -38,7 +45,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::reply::Reply;
-use super::session::{Delivery, Session, SessionConfig, Step, UpstreamFailure};
+use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step, UpstreamFailure};
 use super::upstream::{Target, Upstream};
 use crate::admin::names;
 use crate::config::SealConfig;
@@ -61,6 +68,9 @@ pub struct Shared {
     /// The whole DATA phase (`smtp.data_max_secs`): past it, as past
     /// `data_timeout`, 421 and close.
     pub data_max: Duration,
+    /// `NOOP` to the provider this often while a sealed message is
+    /// received (`smtp.provider_keepalive_secs`).
+    pub provider_keepalive: Duration,
     /// Label for metrics: submission, submissions, relay.
     pub listener: &'static str,
 }
@@ -113,6 +123,10 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Size of the client reader's buffer (and so of a chunk of DATA).
 const READ_BUFFER: usize = 64 * 1024;
+
+/// Replies held back for a pipelining client (16 KiB): past this they are
+/// sent even though more commands are waiting in the read buffer.
+const MAX_QUEUED_REPLIES: usize = 16 * 1024;
 
 struct Conn {
     client: BufReader<Stream>,
@@ -197,9 +211,13 @@ impl Conn {
     }
 
     /// Sends buffered replies. With PIPELINING, replies to a batch of
-    /// commands go out together when the client has nothing more queued.
+    /// commands go out together when the client has nothing more queued,
+    /// or once [`MAX_QUEUED_REPLIES`] are waiting (a client whose writes
+    /// never end at a line end would otherwise have them queue without
+    /// bound).
     async fn flush(&mut self, force: bool) -> io::Result<()> {
-        if self.out.is_empty() || (!force && !self.client.buffer().is_empty()) {
+        let pipelined = !self.client.buffer().is_empty() && self.out.len() < MAX_QUEUED_REPLIES;
+        if self.out.is_empty() || (!force && pipelined) {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
@@ -218,7 +236,11 @@ impl Conn {
         self.flush(true).await?;
         loop {
             self.flush(false).await?;
-            let max = self.shared.max_line_length;
+            let max = if self.session.in_auth() {
+                self.shared.max_line_length.max(MAX_SASL_LINE)
+            } else {
+                self.shared.max_line_length
+            };
             let wait = self.shared.command_timeout;
             let read = tokio::select! {
                 r = timeout(wait, net::read_line(&mut self.client, &mut self.line, max)) => r,
@@ -239,7 +261,14 @@ impl Conn {
             match end {
                 None | Some(LineEnd::Eof) => return Err(End::Gone),
                 Some(LineEnd::TooLong) => {
-                    self.reply(&Reply::new(500, "5.5.6 Line too long"));
+                    let step = if self.session.in_auth() {
+                        self.session.auth_line_too_long()
+                    } else {
+                        self.session.line_too_long()
+                    };
+                    if self.execute(step).await? {
+                        return Ok(());
+                    }
                     continue;
                 }
                 Some(LineEnd::Lf) => {}

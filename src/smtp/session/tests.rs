@@ -352,3 +352,84 @@ fn authenticated_session_without_its_provider_connection_closes_with_421() {
     let step = s.command(b"MAIL FROM:<a@example.org>");
     assert!(matches!(&step, Step::Close(r) if r.code == 421), "{step:?}");
 }
+
+#[test]
+fn twenty_protocol_errors_then_421_and_close() {
+    let mut s = session(ListenerKind::Relay, false);
+    for i in 0..MAX_ERRORS {
+        let step = if i % 2 == 0 {
+            s.command(b"FOO")
+        } else {
+            s.line_too_long()
+        };
+        assert!(
+            matches!(&step, Step::Reply(r) if r.code >= 500),
+            "{i}: {step:?}"
+        );
+    }
+    // Good commands are not errors.
+    assert_eq!(code(&s.command(b"NOOP")), 250);
+    let step = s.command(b"DATA");
+    assert!(matches!(&step, Step::Close(r) if r.code == 421), "{step:?}");
+    assert!(format!("{step:?}").contains("4.7.0 Too many errors"));
+}
+
+#[test]
+fn ehlo_in_a_transaction_resets_the_providers_transaction_too() {
+    let mut s = relay_in_transaction();
+    assert_eq!(
+        s.command(b"EHLO again"),
+        Step::Upstream {
+            open: false,
+            line: "RSET".into()
+        }
+    );
+    assert_eq!(code(&s.upstream_reply(ok())), 250);
+    assert!(!s.in_transaction());
+    assert!(matches!(
+        s.command(b"MAIL FROM:<a@ext.example>"),
+        Step::Upstream { open: false, .. }
+    ));
+    s.upstream_reply(ok());
+    // A provider that refuses the RSET is left: the next MAIL reconnects.
+    assert!(matches!(s.command(b"HELO x"), Step::Upstream { .. }));
+    let step = s.upstream_reply(Ok(Reply::new(500, "5.5.2 no")));
+    assert_eq!(code(&step), 250);
+    assert!(matches!(
+        s.command(b"MAIL FROM:<a@ext.example>"),
+        Step::Upstream { open: true, .. }
+    ));
+    // Outside a transaction EHLO is answered at once.
+    let mut s = session(ListenerKind::Relay, false);
+    assert_eq!(code(&s.command(b"EHLO c")), 250);
+    assert_eq!(code(&s.command(b"EHLO c")), 250);
+}
+
+#[test]
+fn starttls_is_refused_during_a_transaction() {
+    let mut s = relay_in_transaction();
+    assert_eq!(code(&s.command(b"STARTTLS")), 503);
+    assert_eq!(code(&s.command(b"DATA")), 354, "the transaction goes on");
+}
+
+#[test]
+fn an_overlong_sasl_response_cancels_the_exchange_at_the_provider() {
+    let mut s = session(ListenerKind::Submissions, true);
+    s.command(b"EHLO c");
+    s.command(b"AUTH PLAIN");
+    assert_eq!(code(&s.upstream_reply(Ok(Reply::new(334, "")))), 334);
+    assert!(s.in_auth());
+    assert_eq!(
+        s.auth_line_too_long(),
+        Step::Upstream {
+            open: false,
+            line: "*".into()
+        }
+    );
+    assert!(!s.in_auth());
+    let step = s.upstream_reply(Ok(Reply::new(501, "5.7.0 Authentication aborted")));
+    assert_eq!(code(&step), 500);
+    assert!(format!("{step:?}").contains("AUTH cancelled"));
+    assert!(!s.in_auth());
+    assert!(matches!(s.command(b"QUIT"), Step::Close(_)));
+}
