@@ -108,14 +108,14 @@ fn a_failed_login_behind_a_same_tagged_command_keeps_its_prelogin_slot() {
 /// renewed by every command).
 #[test]
 fn a_failed_login_behind_a_same_tagged_command_still_meets_the_login_timeout() {
-    let proxy = proxy("login_timeout_secs = 3\n");
+    let proxy = proxy("login_timeout_secs = 5\n");
     let started = Instant::now();
     let (_s, mut r) = fake_login(proxy.imap);
     let mut seen = String::new();
     let bye = read_until(&mut r, "* BYE", &mut seen);
     assert!(
         bye.as_deref().is_some_and(|b| b.contains("Login timeout")),
-        "not told BYE within {:?} with login_timeout_secs = 3: {seen:?}",
+        "not told BYE within {:?} with login_timeout_secs = 5: {seen:?}",
         started.elapsed()
     );
 }
