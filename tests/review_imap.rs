@@ -142,7 +142,9 @@ fn note(from: &str, subject: &str, body: &str) -> Vec<u8> {
 /// The INBOX UIDVALIDITY of `user`, straight from Dovecot.
 fn uidvalidity(user: &User) -> u32 {
     let mut imap = provider().imap(user);
-    let r = imap.command("STATUS INBOX (UIDVALIDITY)").expect_ok("STATUS");
+    let r = imap
+        .command("STATUS INBOX (UIDVALIDITY)")
+        .expect_ok("STATUS");
     imap.logout();
     r.status_item("UIDVALIDITY").expect("UIDVALIDITY")
 }
@@ -591,7 +593,10 @@ fn a_search_with_many_keys_does_not_stall_other_sessions() {
     let attacks: Vec<_> = (0..2)
         .map(|_| {
             let (mut s, mut r, _) = raw(proxy.imap, Duration::from_secs(600));
-            let login = format!("l LOGIN {} {}\r\nx SELECT INBOX\r\n", attacker.name, attacker.password);
+            let login = format!(
+                "l LOGIN {} {}\r\nx SELECT INBOX\r\n",
+                attacker.name, attacker.password
+            );
             s.write_all(login.as_bytes()).unwrap();
             let mut seen = String::new();
             read_until(&mut r, "x OK", &mut seen).unwrap_or_else(|| panic!("{seen}"));
@@ -623,4 +628,42 @@ fn a_search_with_many_keys_does_not_stall_other_sessions() {
          (served: {served}): {seen:?}"
     );
     drop(attacks);
+}
+
+/// Defect: writ writes to the client without a time limit
+/// (`connection::serve`, `write_all`), and the login deadline (like the
+/// idle timeout) is only checked while waiting to read: a client that
+/// pipelines commands and never reads their answers keeps its session,
+/// its pre-login slot and a provider connection for good.
+#[test]
+fn a_client_that_stops_reading_still_meets_the_login_timeout() {
+    let proxy = proxy("login_timeout_secs = 5\nmax_prelogin_per_ip = 1\n");
+    let connected = Instant::now();
+    let (mut s, _r, greeting) = raw(proxy.imap, Duration::from_secs(10));
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Lines writ answers itself (BAD, unparseable): no provider involved.
+    let burst = b"x\r\n".repeat(16 * 1024);
+    let mut sent = 0usize;
+    while sent < 64 * 1024 * 1024 && s.write_all(&burst).is_ok() {
+        sent += burst.len();
+    }
+    // Once its login deadline has passed the client is gone, and its
+    // address may connect again.
+    let deadline = connected + Duration::from_secs(40);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let (_s2, _r2, line) = raw(proxy.imap, Duration::from_secs(5));
+        if line.starts_with("* OK") {
+            return;
+        }
+        last = line;
+        thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "a client that stopped reading ({} KiB of commands sent) still held its \
+         pre-login slot {:?} after connecting (login_timeout_secs = 5): {last:?}",
+        sent >> 10,
+        connected.elapsed()
+    );
 }
