@@ -667,3 +667,61 @@ fn a_client_that_stops_reading_still_meets_the_login_timeout() {
         connected.elapsed()
     );
 }
+
+/// Held up: partial fetches of a sealed message are what Dovecot answers
+/// for the same plaintext (inside, across and past the end), and IDLE
+/// passes another session's APPEND and EXPUNGE on and ends with DONE.
+#[test]
+fn partial_fetches_of_sealed_mail_and_idle_with_concurrent_changes() {
+    let p = provider();
+    let proxy = proxy("");
+    let user = p.new_user("rp");
+    let twin = p.new_user("rpt");
+    let m = numbered(7);
+    p.imap_append(&user, "INBOX", &proxy.seal(&m));
+    p.imap_append(&twin, "INBOX", &m);
+    let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
+    a.select("INBOX").expect_ok("SELECT");
+    let mut d = p.imap(&twin);
+    d.select("INBOX").expect_ok("SELECT");
+    for item in [
+        "BODY.PEEK[]<0.10>",
+        "BODY.PEEK[]<150.4294967295>",
+        "BODY.PEEK[]<4294967295.1>",
+        "BODY.PEEK[TEXT]<5.7>",
+        "BODY.PEEK[HEADER.FIELDS (SUBJECT)]<2.3>",
+        "BODY.PEEK[1]<0.1>",
+    ] {
+        let cmd = format!("FETCH 1 ({item})");
+        let via = a.command(&cmd).expect_ok(&cmd).text();
+        let direct = d.command(&cmd).expect_ok(&cmd).text();
+        let untagged = |t: &str| {
+            t.lines()
+                .filter(|l| !l.starts_with('T'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(untagged(&via), untagged(&direct), "{cmd}");
+    }
+    d.logout();
+
+    let mut b = p.imap(&user);
+    b.select("INBOX").expect_ok("SELECT at Dovecot");
+    a.write_raw(b"i IDLE\r\n").unwrap();
+    let line = a.read_line().expect("continuation");
+    assert!(line.text_only().starts_with('+'), "{line:?}");
+    p.imap_append(&user, "INBOX", &proxy.seal(&numbered(8)));
+    b.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+        .expect_ok("STORE");
+    b.command("EXPUNGE").expect_ok("EXPUNGE");
+    let mut saw = String::new();
+    while !(saw.contains("EXPUNGE") && saw.contains("EXISTS")) {
+        saw.push_str(&a.read_line().expect("IDLE updates").text_only());
+    }
+    a.write_raw(b"DONE\r\n").unwrap();
+    a.read_response("i").expect("IDLE done").expect_ok("IDLE");
+    let r = a.command("FETCH 1 (BODY.PEEK[])").expect_ok("FETCH");
+    assert_eq!(r.fetch_literals("BODY[]")[0].1, numbered(8), "{}", r.text());
+    a.logout();
+    b.logout();
+}
