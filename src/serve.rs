@@ -223,6 +223,7 @@ impl Server {
                 max_line_length: smtp.max_line_length,
                 command_timeout: Duration::from_secs(smtp.command_timeout_secs.max(1)),
                 data_timeout: Duration::from_secs(smtp.data_timeout_secs.max(1)),
+                data_max: Duration::from_secs(smtp.data_max_secs.max(1)),
                 listener: label(l.kind),
             });
             listeners.push(Listener {

@@ -558,3 +558,48 @@ fn commands_pipelined_after_starttls_are_discarded_while_others_are_served() {
     let _ = c.command("QUIT");
     server.opened(p, &other, 1);
 }
+
+#[test]
+fn a_client_trickling_data_inside_the_chunk_timeout_is_cut_off_at_the_phase_limit() {
+    let p = provider();
+    let user = p.new_user("trickle");
+    let other = p.new_user("trickle-other");
+    // Each byte comes well inside data_timeout, so only the limit on the
+    // whole DATA phase can end this.
+    let server = Server::start(p, Kind::Relay, |c| {
+        c.smtp("data_timeout_secs", "5").smtp("data_max_secs", "2")
+    });
+    let mut trickle = server.session();
+    server.begin(&mut trickle, &user.address);
+    let reply = thread::scope(|s| {
+        let mut writer = trickle.try_clone_writer();
+        // 30 s of bytes, far past the 2 s limit: true if writ cut it off
+        // before the end.
+        let w = s.spawn(move || {
+            let body = b"Subject: trickle\r\n\r\n"
+                .iter()
+                .chain(std::iter::repeat(&b'x'));
+            for b in body.take(300) {
+                if writer.write_all(&[*b]).is_err() {
+                    return true;
+                }
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+            false
+        });
+        // Others are served meanwhile.
+        server.assert_served(&other);
+        let r = trickle.read_reply();
+        (r, w.join().unwrap())
+    });
+    let (r, cut_off) = reply;
+    assert!(cut_off, "the trickling client was never cut off");
+    let r = r.unwrap_or_else(|e| panic!("no reply to a trickled DATA: {e}"));
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text().starts_with("4.4.2"), "{r:?}");
+    assert!(trickle.is_closed(), "closed after the 421");
+    // Nothing of the trickled message reached the provider.
+    server.assert_served(&user);
+    let opened = server.opened(p, &user, 1);
+    assert!(contains(&opened[0], b"served"), "only the served message");
+}

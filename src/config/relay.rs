@@ -99,6 +99,10 @@ pub struct SmtpConfig {
     pub command_timeout_secs: u64,
     /// Waiting for each chunk of DATA (RFC 5321: 3 minutes).
     pub data_timeout_secs: u64,
+    /// The whole DATA phase, however the client paces it: a client that
+    /// trickles a byte just inside `data_timeout_secs` cannot hold a
+    /// session for ever.
+    pub data_max_secs: u64,
 }
 
 impl Default for SmtpConfig {
@@ -118,6 +122,7 @@ impl Default for SmtpConfig {
             max_line_length: 4096,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
+            data_max_secs: 3600,
         }
     }
 }

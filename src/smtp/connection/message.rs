@@ -13,7 +13,8 @@
 //! - Plaintext delivery: DATA is opened at the provider first (lockstep),
 //!   then the message streams through as it arrives.
 //!
-//! Each wait of the loop is bounded by `smtp.data_timeout_secs`
+//! Each wait of the loop is bounded by `smtp.data_timeout_secs`, and the
+//! whole phase by `smtp.data_max_secs`
 //! ([`super`] lists every bound); the session's verdict on the data
 //! ([`Session::message_received`]) may close the connection, and then
 //! nothing after the end of data is read.
@@ -273,12 +274,21 @@ impl Conn {
         Step::Reply(r)
     }
 
+    /// How long the next wait during DATA may take: `data_timeout`, or
+    /// less when the phase's `data_max` ends sooner (zero once it has).
+    fn data_wait(&self, deadline: Instant) -> std::time::Duration {
+        self.shared
+            .data_timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+    }
+
     /// Runs client, seal job and provider together until the data is over
     /// and the seal job done (or no longer wanted). Each wait is bounded by
     /// `data_timeout` (`Err(End::Timeout)`).
     async fn pump_sealed(&mut self, decoder: &mut DataDecoder, pump: &mut Pump) -> Result<(), End> {
-        let wait = self.shared.data_timeout;
+        let deadline = pump.started + self.shared.data_max;
         loop {
+            let wait = self.data_wait(deadline);
             if !pump.reading && pump.pending.is_none() {
                 // End of data for the seal job.
                 pump.to_seal = None;
@@ -414,9 +424,10 @@ impl Conn {
         let mut decoder = self.session.data_decoder();
         let mut stuffer = DotStuffer::default();
         let mut upstream_ok = true;
+        let deadline = Instant::now() + self.shared.data_max;
         loop {
             let read = timeout(
-                self.shared.data_timeout,
+                self.data_wait(deadline),
                 read_chunk(&mut self.client, &mut decoder),
             )
             .await;

@@ -13,7 +13,8 @@
 //!   handshake: `smtp.command_timeout_secs`, then close;
 //! - every wait during DATA (the client's next bytes, the seal job taking
 //!   a chunk or handing sealed output back): `smtp.data_timeout_secs`
-//!   (default 180 s), then `421 4.4.2 Timeout waiting for message data`
+//!   (default 180 s), and the whole DATA phase: `smtp.data_max_secs`
+//!   (default 3600 s), then `421 4.4.2 Timeout waiting for message data`
 //!   and close; nothing is delivered;
 //! - every provider read and write: `[provider.smtp] timeout_secs`, then
 //!   the provider connection is dropped and the client told 451 4.4.2;
@@ -57,6 +58,9 @@ pub struct Shared {
     pub max_line_length: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// The whole DATA phase (`smtp.data_max_secs`): past it, as past
+    /// `data_timeout`, 421 and close.
+    pub data_max: Duration,
     /// Label for metrics: submission, submissions, relay.
     pub listener: &'static str,
 }
