@@ -18,7 +18,16 @@
 //!   commas outside quoted strings: an upper bound, before parsing);
 //! - a non-synchronising literal larger than `imap.max_literal_size`
 //!   cannot be refused without losing the stream's framing: the command is
-//!   answered BAD and the connection closed (RFC 7888 §4).
+//!   answered BAD and the connection closed (RFC 7888 §4);
+//! - before login, [`MAX_PRELOGIN_LITERAL`] octets of literal data in all
+//!   (a password or SASL token fits; Dovecot's login process takes a few
+//!   KiB): a synchronising literal over it is answered BAD (no
+//!   continuation is sent), a non-synchronising one BAD and the connection
+//!   closed. Pre-login, imap-next so never holds more than that plus the
+//!   command text, whatever `imap.max_literal_size` says. The session
+//!   lifts this cap with [`Intake::logged_in`] when a login succeeds;
+//!   bytes pipelined behind the LOGIN and taken in before its OK are held
+//!   to it.
 //!
 //! A command over a cap is answered with a tagged BAD naming the cap (an
 //! untagged `* BAD` when no tag could be read) and is never parsed. If
@@ -47,6 +56,8 @@ pub const MAX_LITERALS: usize = 128;
 pub const MAX_SEQUENCE_ELEMENTS: usize = 16 * 1024;
 /// Items one FETCH may name.
 pub const MAX_FETCH_ITEMS: usize = 100;
+/// Octets of literal data one command may carry before login.
+pub const MAX_PRELOGIN_LITERAL: u64 = 64 * 1024;
 
 /// What the client's bytes come to, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,6 +82,10 @@ pub mod why {
     pub const NONSYNC: &str =
         "Non-synchronising literal larger than the literal size limit: closing";
     pub const FETCH_ITEMS: &str = "Too many FETCH items: at most 100";
+    pub const PRELOGIN_LITERAL: &str =
+        "Literal too large before login: at most 65536 octets of literals per command";
+    pub const PRELOGIN_NONSYNC: &str =
+        "Non-synchronising literal too large before login (at most 65536 octets): closing";
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +111,10 @@ pub struct Intake {
     skipping: bool,
     /// Something of the current command has reached imap-next.
     started: bool,
+    /// Literal data the current command announced so far.
+    literal_octets: u64,
+    /// A login succeeded: [`MAX_PRELOGIN_LITERAL`] no longer applies.
+    logged_in: bool,
 }
 
 impl Intake {
@@ -104,6 +123,11 @@ impl Intake {
             max_literal_size,
             ..Intake::default()
         }
+    }
+
+    /// A login succeeded: literals up to `imap.max_literal_size` from now.
+    pub fn logged_in(&mut self) {
+        self.logged_in = true;
     }
 
     /// Splits `bytes` into what goes on to imap-next and what is refused.
@@ -209,6 +233,14 @@ impl Intake {
                 if self.literals + 1 > MAX_LITERALS {
                     return Err(why::LITERALS);
                 }
+                let total = self.literal_octets.saturating_add(length);
+                if !self.logged_in && total > MAX_PRELOGIN_LITERAL {
+                    return Err(if non_sync {
+                        why::PRELOGIN_NONSYNC
+                    } else {
+                        why::PRELOGIN_LITERAL
+                    });
+                }
                 if length > u64::from(self.max_literal_size) {
                     if non_sync {
                         return Err(why::NONSYNC);
@@ -219,6 +251,7 @@ impl Intake {
                     return Ok(());
                 }
                 self.literals += 1;
+                self.literal_octets = total;
                 self.text += self.line.len();
                 self.started = true;
                 self.literal_left = length;
@@ -231,6 +264,7 @@ impl Intake {
         self.text = 0;
         self.literals = 0;
         self.commas = 0;
+        self.literal_octets = 0;
         self.tag = None;
         self.started = false;
     }
@@ -244,7 +278,7 @@ impl Intake {
         } else {
             tag_of(&self.line)
         };
-        let close = self.started || why == why::NONSYNC;
+        let close = self.started || why == why::NONSYNC || why == why::PRELOGIN_NONSYNC;
         out.push(Event::Refused { tag, why, close });
         self.line = tail(&self.line);
         self.end_command();

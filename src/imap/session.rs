@@ -38,6 +38,7 @@ use super::capabilities::{self, Offer};
 use super::fetch::{CacheRef, FetchPlan, Output};
 use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
+use in_flight::InFlight;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 
@@ -104,6 +105,8 @@ pub struct Session {
     /// A LOGIN or AUTHENTICATE succeeded: STARTTLS is over, and the login
     /// timeout no longer applies (the idle timeout does).
     authenticated: bool,
+    /// Tags of the commands at the provider (the client's and writ's).
+    in_flight: InFlight,
 }
 
 /// A client command writ answers with commands of its own.
@@ -158,6 +161,11 @@ fn unsolicited(
     }
     Vec1::try_from(kept).ok()
 }
+
+/// Client commands parsed while a plan runs that wait in `held` before
+/// writ stops reading the client (more may come out of what was already
+/// read: at most one read's worth, and one command imap-next holds).
+const MAX_HELD: usize = 1;
 
 fn text(s: &'static str) -> Text<'static> {
     // Only called with fixed, valid texts (non-empty, no CR/LF, not "[").
@@ -215,6 +223,7 @@ impl Session {
             selected: None,
             intake: Intake::new(ctx.max_literal_size),
             authenticated: false,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -243,6 +252,10 @@ impl Session {
                 }
             }
             Status::Tagged(Tagged { tag, body }) => {
+                if !self.in_flight.answered(tag) {
+                    tracing::debug!("a tagged answer from the provider to no command in flight");
+                    return;
+                }
                 let ok = body.kind == StatusKind::Ok;
                 if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag)
                     && let Some((_, account)) = self.pending_login.take()
@@ -250,6 +263,7 @@ impl Session {
                 {
                     self.account = account;
                     self.authenticated = true;
+                    self.intake.logged_in();
                 }
                 if self
                     .pending_select
@@ -440,6 +454,32 @@ impl Session {
         }));
     }
 
+    /// Sends `command` to the provider; its tag is in flight until answered.
+    fn forward(&mut self, command: Command<'static>) {
+        self.in_flight.sent(&command.tag);
+        self.provider.enqueue_command(command);
+    }
+
+    /// Why a LOGIN or AUTHENTICATE cannot start now (answered BAD, as
+    /// Dovecot answers a second one).
+    fn login_refusal(&self) -> Option<&'static str> {
+        if self.authenticated {
+            Some("Already logged in")
+        } else if self.pending_login.is_some() {
+            Some("A login is already in progress")
+        } else {
+            None
+        }
+    }
+
+    /// The client may send more: no command waits behind a running plan
+    /// (at most [`MAX_HELD`]). The I/O shell stops reading the client
+    /// otherwise, so what a client pipelines behind a FETCH waits in its
+    /// own socket, not in writ.
+    pub fn wants_client_input(&self) -> bool {
+        self.held.len() < MAX_HELD
+    }
+
     fn on_client(&mut self, event: server::Event) {
         if self.plan.is_some() {
             self.held.push_back(event);
@@ -447,11 +487,29 @@ impl Session {
         }
         match event {
             server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } => {}
-            server::Event::CommandReceived { command } => self.on_command(command),
+            server::Event::CommandReceived { command } => {
+                match self.in_flight.refusal(&command.tag) {
+                    Some(why) => self.refuse(command.tag, StatusKind::Bad, why),
+                    None => self.on_command(command),
+                }
+            }
             server::Event::CommandAuthenticateReceived {
                 command_authenticate,
             } => {
-                if self.auth_allowed() {
+                let refusal = self
+                    .in_flight
+                    .refusal(&command_authenticate.tag)
+                    .or_else(|| self.login_refusal());
+                if let Some(why) = refusal {
+                    let _ = self.server.authenticate_finish(Status::Tagged(Tagged {
+                        tag: command_authenticate.tag,
+                        body: StatusBody {
+                            kind: StatusKind::Bad,
+                            code: None,
+                            text: text(why),
+                        },
+                    }));
+                } else if self.auth_allowed() {
                     let account = command_authenticate
                         .initial_response
                         .as_ref()
@@ -462,7 +520,7 @@ impl Session {
                         self.pending_mechanism = Some(command_authenticate.mechanism.clone());
                     }
                     self.pending_login = Some((command_authenticate.tag.clone(), account));
-                    self.provider.enqueue_command(command_authenticate.into());
+                    self.forward(command_authenticate.into());
                 } else {
                     let _ = self.server.authenticate_finish(Status::Tagged(Tagged {
                         tag: command_authenticate.tag,
@@ -490,7 +548,18 @@ impl Session {
                 }
             }
             server::Event::IdleCommandReceived { tag } => {
-                self.provider.enqueue_command(Command {
+                if let Some(why) = self.in_flight.refusal(&tag) {
+                    let _ = self.server.idle_reject(Status::Tagged(Tagged {
+                        tag,
+                        body: StatusBody {
+                            kind: StatusKind::Bad,
+                            code: None,
+                            text: text(why),
+                        },
+                    }));
+                    return;
+                }
+                self.forward(Command {
                     tag,
                     body: CommandBody::Idle,
                 });
@@ -521,6 +590,11 @@ impl Session {
                     self.step = Step::StartTls;
                 }
             }
+            CommandBody::Login { .. } | CommandBody::Authenticate { .. }
+                if let Some(why) = self.login_refusal() =>
+            {
+                self.refuse(command.tag, StatusKind::Bad, why);
+            }
             CommandBody::Login { .. } if !self.auth_allowed() => {
                 self.refuse(
                     command.tag,
@@ -531,18 +605,18 @@ impl Session {
             CommandBody::Login { username, .. } => {
                 let name = String::from_utf8_lossy(username.as_ref()).into_owned();
                 self.pending_login = Some((command.tag.clone(), Some(name)));
-                self.provider.enqueue_command(command);
+                self.forward(command);
             }
             CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
                 // A SELECT deselects, whatever its outcome (RFC 3501 §6.3.1).
                 self.selected = None;
                 self.pending_select =
                     Some((command.tag.clone(), account::mailbox_name(mailbox), None));
-                self.provider.enqueue_command(command);
+                self.forward(command);
             }
             CommandBody::Close | CommandBody::Unselect | CommandBody::Logout => {
                 self.selected = None;
-                self.provider.enqueue_command(command);
+                self.forward(command);
             }
             CommandBody::Append { .. } => {
                 let tag = command.tag.clone();
@@ -550,7 +624,7 @@ impl Session {
                     Ok(sealed) => {
                         metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed")
                             .increment(1);
-                        self.provider.enqueue_command(sealed);
+                        self.forward(sealed);
                     }
                     Err(refusal) => {
                         metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
@@ -562,26 +636,26 @@ impl Session {
             CommandBody::Search { .. } => match SearchPlan::start(&command, self.cache_ref()) {
                 Some(Ok((plan, first))) => {
                     self.plan = Some(Plan::Search(plan));
-                    self.provider.enqueue_command(first);
+                    self.forward(first);
                 }
                 Some(Err(refusal)) => {
                     self.server.enqueue_status(refusal);
                 }
                 None => {
-                    self.provider.enqueue_command(command);
+                    self.forward(command);
                 }
             },
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
                     self.plan = Some(Plan::Fetch(Box::new(plan)));
-                    self.provider.enqueue_command(probe);
+                    self.forward(probe);
                 }
                 None => {
-                    self.provider.enqueue_command(command);
+                    self.forward(command);
                 }
             },
             _ => {
-                self.provider.enqueue_command(command);
+                self.forward(command);
             }
         }
     }
@@ -594,7 +668,7 @@ impl Session {
                     self.server.enqueue_data(data);
                 }
                 Output::ToProvider(command) => {
-                    self.provider.enqueue_command(command);
+                    self.forward(command);
                 }
                 Output::Finish(status) => {
                     let status = self.rewrite_status(status);
@@ -643,6 +717,7 @@ impl Session {
             | client::Event::IdleCommandSent { .. }
             | client::Event::IdleDoneSent { .. } => {}
             client::Event::CommandRejected { status, .. } => {
+                self.track_status(&status);
                 self.server.enqueue_status(status);
             }
             client::Event::AuthenticateContinuationRequestReceived {
@@ -666,6 +741,7 @@ impl Session {
                 let _ = self.server.idle_accept(continuation_request);
             }
             client::Event::IdleRejected { status, .. } => {
+                self.track_status(&status);
                 let status = self.rewrite_status(status);
                 if let Err(status) = self.server.idle_reject(status) {
                     self.server.enqueue_status(status);
@@ -774,5 +850,6 @@ impl Session {
     }
 }
 
+mod in_flight;
 #[cfg(test)]
 mod tests;
