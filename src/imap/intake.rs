@@ -40,12 +40,16 @@
 //! held line of at most [`MAX_COMMAND_TEXT`] octets.
 //!
 //! After parsing, [`check`] caps what the parser bounds only by the line
-//! length: the number of FETCH items ([`MAX_FETCH_ITEMS`]). SEARCH nesting
-//! is capped by imap-codec itself (9 levels; deeper is a parse error,
-//! answered BAD).
+//! length: the number of FETCH items ([`MAX_FETCH_ITEMS`]) and of SEARCH
+//! keys ([`MAX_SEARCH_KEYS`] in all, [`MAX_SEARCH_STRING_KEYS`] that
+//! match strings against the message, which writ evaluates itself over
+//! sealed mail: each such key is one more pass over every message). SEARCH
+//! nesting is capped by imap-codec itself (9 levels; deeper is a parse
+//! error, answered BAD); the keys are counted without recursion.
 
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::fetch::MacroOrMessageDataItemNames;
+use imap_next::imap_types::search::SearchKey;
 
 /// Octets of command text (all but literal data) one command may have.
 /// Dovecot's default `imap_max_line_length` is the same 64 KiB.
@@ -56,6 +60,11 @@ pub const MAX_LITERALS: usize = 128;
 pub const MAX_SEQUENCE_ELEMENTS: usize = 16 * 1024;
 /// Items one FETCH may name.
 pub const MAX_FETCH_ITEMS: usize = 100;
+/// Keys one SEARCH may have (AND, OR and NOT count as keys too).
+pub const MAX_SEARCH_KEYS: usize = 256;
+/// Keys one SEARCH may have that match a string against the message
+/// (BODY, TEXT, HEADER, SUBJECT, FROM, TO, CC, BCC).
+pub const MAX_SEARCH_STRING_KEYS: usize = 64;
 /// Octets of literal data one command may carry before login.
 pub const MAX_PRELOGIN_LITERAL: u64 = 64 * 1024;
 
@@ -82,6 +91,9 @@ pub mod why {
     pub const NONSYNC: &str =
         "Non-synchronising literal larger than the literal size limit: closing";
     pub const FETCH_ITEMS: &str = "Too many FETCH items: at most 100";
+    pub const SEARCH_KEYS: &str = "Too many SEARCH keys: at most 256";
+    pub const SEARCH_STRING_KEYS: &str =
+        "Too many BODY/TEXT/HEADER/SUBJECT/FROM/TO/CC/BCC keys in one SEARCH: at most 64";
     pub const PRELOGIN_LITERAL: &str =
         "Literal too large before login: at most 65536 octets of literals per command";
     pub const PRELOGIN_NONSYNC: &str =
@@ -365,6 +377,45 @@ pub fn check(command: &Command<'_>) -> Result<(), &'static str> {
         && items.len() > MAX_FETCH_ITEMS
     {
         return Err(why::FETCH_ITEMS);
+    }
+    if let CommandBody::Search { criteria, .. } = &command.body {
+        search_keys_within_caps(criteria.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Counts the keys of a SEARCH (with an explicit stack, stopping at the
+/// first cap exceeded).
+fn search_keys_within_caps(criteria: &[SearchKey<'_>]) -> Result<(), &'static str> {
+    let mut stack: Vec<&SearchKey<'_>> = criteria.iter().collect();
+    let (mut keys, mut strings) = (0usize, 0usize);
+    while let Some(key) = stack.pop() {
+        keys += 1;
+        if keys > MAX_SEARCH_KEYS {
+            return Err(why::SEARCH_KEYS);
+        }
+        match key {
+            SearchKey::And(inner) => stack.extend(inner.as_ref().iter()),
+            SearchKey::Or(a, b) => stack.extend([a.as_ref(), b.as_ref()]),
+            SearchKey::Not(k) => stack.push(k.as_ref()),
+            SearchKey::Body(_)
+            | SearchKey::Text(_)
+            | SearchKey::Header(..)
+            | SearchKey::Subject(_)
+            | SearchKey::From(_)
+            | SearchKey::To(_)
+            | SearchKey::Cc(_)
+            | SearchKey::Bcc(_) => {
+                strings += 1;
+                if strings > MAX_SEARCH_STRING_KEYS {
+                    return Err(why::SEARCH_STRING_KEYS);
+                }
+            }
+            _ => {}
+        }
+        if stack.len() > MAX_SEARCH_KEYS {
+            return Err(why::SEARCH_KEYS);
+        }
     }
     Ok(())
 }

@@ -23,6 +23,7 @@
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Tag, Text, Vec1};
+use imap_next::imap_types::extensions::enable::CapabilityEnable;
 use imap_next::imap_types::response::{
     Bye, Code, Data, Greeting, GreetingKind, Status, StatusBody, StatusKind, Tagged,
 };
@@ -38,9 +39,9 @@ use super::capabilities::{self, Offer};
 use super::fetch::{CacheRef, FetchPlan, Output};
 use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
-use in_flight::InFlight;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
+use in_flight::InFlight;
 
 /// The keys that open sealed messages (the unlocked keyring).
 pub type SharedKeys = Arc<dyn Keys + Send + Sync>;
@@ -613,6 +614,33 @@ impl Session {
                 self.pending_select =
                     Some((command.tag.clone(), account::mailbox_name(mailbox), None));
                 self.forward(command);
+            }
+            CommandBody::Enable { capabilities } => {
+                // Only what writ offers is enabled (RFC 5161 §3.1: the
+                // rest is ignored, as a server ignores what it does not
+                // support): QRESYNC would change expunge reporting
+                // under writ's FETCH and SEARCH plans.
+                let offered: Vec<CapabilityEnable<'static>> = capabilities
+                    .as_ref()
+                    .iter()
+                    .filter(|c| matches!(c, CapabilityEnable::CondStore))
+                    .cloned()
+                    .collect();
+                match Vec1::try_from(offered) {
+                    Ok(capabilities) => self.forward(Command {
+                        tag: command.tag,
+                        body: CommandBody::Enable { capabilities },
+                    }),
+                    Err(_) if !self.authenticated => {
+                        self.refuse(command.tag, StatusKind::Bad, "ENABLE only after login");
+                    }
+                    Err(_) => {
+                        self.server.enqueue_data(Data::Enabled {
+                            capabilities: Vec::new(),
+                        });
+                        self.refuse(command.tag, StatusKind::Ok, "Enabled");
+                    }
+                }
             }
             CommandBody::Close | CommandBody::Unselect | CommandBody::Logout => {
                 self.selected = None;

@@ -303,6 +303,33 @@ mod session {
         assert!(to_client.starts_with("s BAD "), "{to_client}");
         assert!(to_client.contains("\r\nn BAD "), "{to_client}");
     }
+
+    #[test]
+    fn searches_with_too_many_keys_are_refused_naming_the_cap() {
+        let mut s = session();
+        let strings = vec!["BODY x"; super::MAX_SEARCH_STRING_KEYS + 1].join(" ");
+        let keys = vec!["SEEN"; super::MAX_SEARCH_KEYS + 1].join(" ");
+        let nested = format!("{}SEEN{}", "OR SEEN (".repeat(3), ")".repeat(3));
+        let mut within = vec!["TEXT y"; super::MAX_SEARCH_STRING_KEYS].join(" ");
+        within.push(' ');
+        within.push_str(&nested);
+        let (to_provider, to_client) = exchange(
+            &mut s,
+            format!("a SEARCH {strings}\r\nb UID SEARCH {keys}\r\n").as_bytes(),
+        );
+        assert_eq!(to_provider, "");
+        assert_eq!(
+            to_client,
+            format!(
+                "a BAD {}\r\nb BAD {}\r\n",
+                super::why::SEARCH_STRING_KEYS,
+                super::why::SEARCH_KEYS
+            )
+        );
+        // Within the caps (nested keys counted), the SEARCH goes on.
+        let (_, to_client) = exchange(&mut s, format!("c SEARCH {within}\r\n").as_bytes());
+        assert!(!to_client.contains("BAD"), "{to_client}");
+    }
 }
 
 #[test]
