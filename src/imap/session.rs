@@ -6,11 +6,21 @@
 //! [`Session::take_to_client`] and [`Session::take_to_provider`].
 //!
 //! Commands are forwarded with the client's own tags, so the provider's
-//! tagged answers go back unchanged. writ answers itself only what is about
-//! its own connection with the client: STARTTLS (only before login, and
-//! not offered after it), LOGIN/AUTHENTICATE refused on an unencrypted
-//! connection, and commands over a cap of [`super::intake`] (the client's
-//! bytes pass those caps before imap-next parses them).
+//! tagged answers go back unchanged. A tagged answer is matched to its
+//! command by tag alone, so no two commands at the provider share one: a
+//! command whose tag is in flight (or is writ's own, `writ.`) is answered
+//! BAD (see `in_flight`). A login is tied to its LOGIN or AUTHENTICATE
+//! command: only one may be in flight, none after login (BAD, as Dovecot
+//! answers), and the account writ keys its cache by is the one that
+//! command named, once the provider's answer to it is OK.
+//!
+//! writ answers itself only what is about its own connection with the
+//! client: STARTTLS (only before login, and not offered after it),
+//! LOGIN/AUTHENTICATE refused on an unencrypted connection, commands over
+//! a cap of [`super::intake`] (the client's bytes pass those caps before
+//! imap-next parses them), and ENABLE of nothing writ offers (ENABLE
+//! passes on only CONDSTORE: QRESYNC would report expunges as VANISHED,
+//! which the plans do not renumber by).
 //!
 //! While a plan (FETCH, content SEARCH) runs writ's own commands, what the
 //! provider sends unasked passes on in order: the plans' commands are of
@@ -18,12 +28,13 @@
 //! provider sends only what it would send the client then, and numbers
 //! messages as the client does. An EXPUNGE renumbers the plan's pending
 //! answers; a FETCH that answers none of the plan's commands (a flag
-//! change elsewhere) passes with FLAGS, MODSEQ and UID only.
+//! change elsewhere) passes with FLAGS, MODSEQ and UID only. Once a
+//! client command waits behind a plan, [`Session::wants_client_input`]
+//! says no: the I/O shell stops reading the client until the plan ends.
 
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{Tag, Text, Vec1};
-use imap_next::imap_types::extensions::enable::CapabilityEnable;
+use imap_next::imap_types::core::{Tag, Text};
 use imap_next::imap_types::response::{
     Bye, Code, Data, Greeting, GreetingKind, Status, StatusBody, StatusKind, Tagged,
 };
@@ -35,13 +46,14 @@ use imap_next::{Interrupt, Io, State, client, server};
 use super::account;
 use super::append;
 use super::cache::{Cache, MailboxKey};
-use super::capabilities::{self, Offer};
+use super::capabilities::Offer;
 use super::fetch::{CacheRef, FetchPlan, Output};
 use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 use in_flight::InFlight;
+use plan::{Plan, unsolicited};
 
 /// The keys that open sealed messages (the unlocked keyring).
 pub type SharedKeys = Arc<dyn Keys + Send + Sync>;
@@ -110,63 +122,22 @@ pub struct Session {
     in_flight: InFlight,
 }
 
-/// A client command writ answers with commands of its own.
-enum Plan {
-    Fetch(Box<FetchPlan>),
-    Search(SearchPlan),
-}
-
-impl Plan {
-    fn on_fetch(
-        &mut self,
-        seq: std::num::NonZeroU32,
-        items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
-        keys: &(dyn Keys + Send + Sync),
-    ) -> Result<Vec<Output>, Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
-        match self {
-            Plan::Fetch(p) => p.on_fetch(seq, items, keys),
-            Plan::Search(p) => p.on_fetch(seq, items, keys),
-        }
-    }
-
-    fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
-        match self {
-            Plan::Fetch(p) => p.on_status(status),
-            Plan::Search(p) => p.on_status(status),
-        }
-    }
-
-    fn on_expunge(&mut self, seq: std::num::NonZeroU32) {
-        match self {
-            Plan::Fetch(p) => p.on_expunge(seq),
-            Plan::Search(p) => p.on_expunge(seq),
-        }
-    }
-}
-
-/// What of a FETCH response that is not an answer to a plan's command may
-/// reach the client while the plan runs: a flag change another session
-/// made (FLAGS, MODSEQ, and the UID naming it). Never the rest: items the
-/// client did not ask for, and for sealed mail the sealed message's own
-/// BODYSTRUCTURE, size or sections.
-fn unsolicited(
-    items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
-) -> Option<Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
-    use imap_next::imap_types::fetch::MessageDataItem as Item;
-    let kept: Vec<Item<'static>> = items
-        .into_iter()
-        .filter(|i| matches!(i, Item::Flags(_) | Item::ModSeq(_) | Item::Uid(_)))
-        .collect();
-    if kept.iter().all(|i| matches!(i, Item::Uid(_))) {
-        return None;
-    }
-    Vec1::try_from(kept).ok()
-}
-
 /// Client commands parsed while a plan runs that wait in `held` before
 /// writ stops reading the client (more may come out of what was already
 /// read: at most one read's worth, and one command imap-next holds).
 const MAX_HELD: usize = 1;
+
+/// A tagged status of writ's own.
+fn tagged(tag: Tag<'static>, kind: StatusKind, why: &'static str) -> Status<'static> {
+    Status::Tagged(Tagged {
+        tag,
+        body: StatusBody {
+            kind,
+            code: None,
+            text: text(why),
+        },
+    })
+}
 
 fn text(s: &'static str) -> Text<'static> {
     // Only called with fixed, valid texts (non-empty, no CR/LF, not "[").
@@ -445,14 +416,7 @@ impl Session {
     }
 
     fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
-        self.server.enqueue_status(Status::Tagged(Tagged {
-            tag,
-            body: StatusBody {
-                kind,
-                code: None,
-                text: text(why),
-            },
-        }));
+        self.server.enqueue_status(tagged(tag, kind, why));
     }
 
     /// Sends `command` to the provider; its tag is in flight until answered.
@@ -502,14 +466,8 @@ impl Session {
                     .refusal(&command_authenticate.tag)
                     .or_else(|| self.login_refusal());
                 if let Some(why) = refusal {
-                    let _ = self.server.authenticate_finish(Status::Tagged(Tagged {
-                        tag: command_authenticate.tag,
-                        body: StatusBody {
-                            kind: StatusKind::Bad,
-                            code: None,
-                            text: text(why),
-                        },
-                    }));
+                    let bad = tagged(command_authenticate.tag, StatusKind::Bad, why);
+                    let _ = self.server.authenticate_finish(bad);
                 } else if self.auth_allowed() {
                     let account = command_authenticate
                         .initial_response
@@ -550,14 +508,7 @@ impl Session {
             }
             server::Event::IdleCommandReceived { tag } => {
                 if let Some(why) = self.in_flight.refusal(&tag) {
-                    let _ = self.server.idle_reject(Status::Tagged(Tagged {
-                        tag,
-                        body: StatusBody {
-                            kind: StatusKind::Bad,
-                            code: None,
-                            text: text(why),
-                        },
-                    }));
+                    let _ = self.server.idle_reject(tagged(tag, StatusKind::Bad, why));
                     return;
                 }
                 self.forward(Command {
@@ -616,25 +567,15 @@ impl Session {
                 self.forward(command);
             }
             CommandBody::Enable { capabilities } => {
-                // Only what writ offers is enabled (RFC 5161 §3.1: the
-                // rest is ignored, as a server ignores what it does not
-                // support): QRESYNC would change expunge reporting
-                // under writ's FETCH and SEARCH plans.
-                let offered: Vec<CapabilityEnable<'static>> = capabilities
-                    .as_ref()
-                    .iter()
-                    .filter(|c| matches!(c, CapabilityEnable::CondStore))
-                    .cloned()
-                    .collect();
-                match Vec1::try_from(offered) {
-                    Ok(capabilities) => self.forward(Command {
+                match rewrite::offered_to_enable(capabilities) {
+                    Some(capabilities) => self.forward(Command {
                         tag: command.tag,
                         body: CommandBody::Enable { capabilities },
                     }),
-                    Err(_) if !self.authenticated => {
+                    None if !self.authenticated => {
                         self.refuse(command.tag, StatusKind::Bad, "ENABLE only after login");
                     }
-                    Err(_) => {
+                    None => {
                         self.server.enqueue_data(Data::Enabled {
                             capabilities: Vec::new(),
                         });
@@ -832,52 +773,10 @@ impl Session {
         self.bye("unparseable response from the provider");
         self.step = Step::Close;
     }
-
-    fn capabilities(
-        &self,
-        list: Vec1<imap_next::imap_types::response::Capability<'static>>,
-    ) -> Vec1<imap_next::imap_types::response::Capability<'static>> {
-        let filtered = capabilities::filter(list.into_inner(), self.offer());
-        // `filter` always yields IMAP4rev1 at least.
-        Vec1::try_from(filtered)
-            .unwrap_or_else(|_| Vec1::from(imap_next::imap_types::response::Capability::Imap4Rev1))
-    }
-
-    fn rewrite_data(&self, data: Data<'static>) -> Data<'static> {
-        match data {
-            Data::Capability(list) => Data::Capability(self.capabilities(list)),
-            other => other,
-        }
-    }
-
-    fn rewrite_code(&self, code: Option<Code<'static>>) -> Option<Code<'static>> {
-        match code {
-            Some(Code::Capability(list)) => Some(Code::Capability(self.capabilities(list))),
-            other => other,
-        }
-    }
-
-    fn rewrite_status(&self, status: Status<'static>) -> Status<'static> {
-        match status {
-            Status::Tagged(Tagged { tag, body }) => Status::Tagged(Tagged {
-                tag,
-                body: StatusBody {
-                    code: self.rewrite_code(body.code),
-                    ..body
-                },
-            }),
-            Status::Untagged(body) => Status::Untagged(StatusBody {
-                code: self.rewrite_code(body.code),
-                ..body
-            }),
-            Status::Bye(bye) => Status::Bye(Bye {
-                code: self.rewrite_code(bye.code),
-                text: bye.text,
-            }),
-        }
-    }
 }
 
 mod in_flight;
+mod plan;
+mod rewrite;
 #[cfg(test)]
 mod tests;
