@@ -38,7 +38,10 @@ pub struct ImapConfig {
     /// client that is not on loopback. Off: such clients must STARTTLS
     /// first (they are told LOGINDISABLED, as RFC 3501 says).
     pub allow_plaintext_auth: bool,
-    /// Largest literal (e.g. an APPENDed message) accepted from a client.
+    /// Largest literal (e.g. an APPENDed message) accepted from a
+    /// logged-in client. Before login the cap is
+    /// [`crate::imap::intake::MAX_PRELOGIN_LITERAL`] octets of literals per
+    /// command, whatever this says.
     pub max_literal_size: u32,
     /// Concurrent IMAP sessions; more are told
     /// `* BYE [UNAVAILABLE] Too many connections, try later`.

@@ -10,6 +10,14 @@
 //!   (a deadline, not a per-read timer: trickling bytes does not extend
 //!   it); after login each silence may last `imap.idle_timeout_secs`.
 //!   Either way the client is told BYE and the connection closed.
+//! - Writing to the client is bound by the same clock: before login the
+//!   login deadline, after it the idle timeout for each write. A client
+//!   that stops reading is disconnected then (no BYE: it would not read
+//!   it), with its slots and provider connection.
+//! - The client is read only while the session wants more
+//!   ([`Session::wants_client_input`]): what a client pipelines behind a
+//!   running FETCH or SEARCH plan waits in its socket, not in writ. The
+//!   timeouts run meanwhile all the same.
 //! - The connection holds its [`Slots`]; the pre-login one is given back
 //!   at login.
 
@@ -64,6 +72,15 @@ async fn write_all(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes to the client by `deadline`; a client that does not read by
+/// then is an error like a closed connection.
+async fn write_by(deadline: Instant, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    match timeout_at(deadline, write_all(stream, bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
 /// What a connection holds while it runs: its session permit and its
 /// per-address slots. The pre-login slot is given back at login.
 pub struct Slots {
@@ -110,6 +127,15 @@ pub async fn serve(
     let mut upstream: Option<Stream> = None;
     let mut cbuf = vec![0u8; 64 * 1024];
     let mut pbuf = vec![0u8; 64 * 1024];
+    // Before login the client has until the login deadline (to read as
+    // to write); after it, the idle timeout each time.
+    let write_deadline = |session: &Session| {
+        if session.authenticated() {
+            Instant::now() + shared.idle_timeout
+        } else {
+            login_deadline
+        }
+    };
     loop {
         let step = session.advance();
         if session.authenticated() {
@@ -124,8 +150,10 @@ pub async fn serve(
                 }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "provider unreachable");
-                    let _ = write_all(&mut client, &session.take_to_client()).await;
-                    let _ = write_all(
+                    let by = write_deadline(&session);
+                    let _ = write_by(by, &mut client, &session.take_to_client()).await;
+                    let _ = write_by(
+                        by,
                         &mut client,
                         b"* BYE [UNAVAILABLE] writ cannot reach the provider, try again later\r\n",
                     )
@@ -141,7 +169,8 @@ pub async fn serve(
             session.provider_closed();
         }
         let out = session.take_to_client();
-        if write_all(&mut client, &out).await.is_err() {
+        if let Err(e) = write_by(write_deadline(&session), &mut client, &out).await {
+            tracing::info!(%peer, error = %e, authenticated = session.authenticated(), "client not reading");
             break;
         }
         match step {
@@ -175,8 +204,16 @@ pub async fn serve(
                 None => std::future::pending().await,
             }
         };
+        let wants_client = session.wants_client_input();
+        let client_read = async {
+            if wants_client {
+                client.read(&mut cbuf).await
+            } else {
+                std::future::pending().await
+            }
+        };
         tokio::select! {
-            r = timeout_at(quiet_until, client.read(&mut cbuf)) => match r {
+            r = timeout_at(quiet_until, client_read) => match r {
                 Ok(Ok(n)) if n > 0 => session.client_input(&cbuf[..n]),
                 Ok(_) => break,
                 Err(_) => {

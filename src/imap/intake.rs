@@ -18,7 +18,16 @@
 //!   commas outside quoted strings: an upper bound, before parsing);
 //! - a non-synchronising literal larger than `imap.max_literal_size`
 //!   cannot be refused without losing the stream's framing: the command is
-//!   answered BAD and the connection closed (RFC 7888 §4).
+//!   answered BAD and the connection closed (RFC 7888 §4);
+//! - before login, [`MAX_PRELOGIN_LITERAL`] octets of literal data in all
+//!   (a password or SASL token fits; Dovecot's login process takes a few
+//!   KiB): a synchronising literal over it is answered BAD (no
+//!   continuation is sent), a non-synchronising one BAD and the connection
+//!   closed. Pre-login, imap-next so never holds more than that plus the
+//!   command text, whatever `imap.max_literal_size` says. The session
+//!   lifts this cap with [`Intake::logged_in`] when a login succeeds;
+//!   bytes pipelined behind the LOGIN and taken in before its OK are held
+//!   to it.
 //!
 //! A command over a cap is answered with a tagged BAD naming the cap (an
 //! untagged `* BAD` when no tag could be read) and is never parsed. If
@@ -31,12 +40,16 @@
 //! held line of at most [`MAX_COMMAND_TEXT`] octets.
 //!
 //! After parsing, [`check`] caps what the parser bounds only by the line
-//! length: the number of FETCH items ([`MAX_FETCH_ITEMS`]). SEARCH nesting
-//! is capped by imap-codec itself (9 levels; deeper is a parse error,
-//! answered BAD).
+//! length: the number of FETCH items ([`MAX_FETCH_ITEMS`]) and of SEARCH
+//! keys ([`MAX_SEARCH_KEYS`] in all, [`MAX_SEARCH_STRING_KEYS`] that
+//! match strings against the message, which writ evaluates itself over
+//! sealed mail: each such key is one more pass over every message). SEARCH
+//! nesting is capped by imap-codec itself (9 levels; deeper is a parse
+//! error, answered BAD); the keys are counted without recursion.
 
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::fetch::MacroOrMessageDataItemNames;
+use imap_next::imap_types::search::SearchKey;
 
 /// Octets of command text (all but literal data) one command may have.
 /// Dovecot's default `imap_max_line_length` is the same 64 KiB.
@@ -47,6 +60,13 @@ pub const MAX_LITERALS: usize = 128;
 pub const MAX_SEQUENCE_ELEMENTS: usize = 16 * 1024;
 /// Items one FETCH may name.
 pub const MAX_FETCH_ITEMS: usize = 100;
+/// Keys one SEARCH may have (AND, OR and NOT count as keys too).
+pub const MAX_SEARCH_KEYS: usize = 256;
+/// Keys one SEARCH may have that match a string against the message
+/// (BODY, TEXT, HEADER, SUBJECT, FROM, TO, CC, BCC).
+pub const MAX_SEARCH_STRING_KEYS: usize = 64;
+/// Octets of literal data one command may carry before login.
+pub const MAX_PRELOGIN_LITERAL: u64 = 64 * 1024;
 
 /// What the client's bytes come to, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,6 +91,13 @@ pub mod why {
     pub const NONSYNC: &str =
         "Non-synchronising literal larger than the literal size limit: closing";
     pub const FETCH_ITEMS: &str = "Too many FETCH items: at most 100";
+    pub const SEARCH_KEYS: &str = "Too many SEARCH keys: at most 256";
+    pub const SEARCH_STRING_KEYS: &str =
+        "Too many BODY/TEXT/HEADER/SUBJECT/FROM/TO/CC/BCC keys in one SEARCH: at most 64";
+    pub const PRELOGIN_LITERAL: &str =
+        "Literal too large before login: at most 65536 octets of literals per command";
+    pub const PRELOGIN_NONSYNC: &str =
+        "Non-synchronising literal too large before login (at most 65536 octets): closing";
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +123,10 @@ pub struct Intake {
     skipping: bool,
     /// Something of the current command has reached imap-next.
     started: bool,
+    /// Literal data the current command announced so far.
+    literal_octets: u64,
+    /// A login succeeded: [`MAX_PRELOGIN_LITERAL`] no longer applies.
+    logged_in: bool,
 }
 
 impl Intake {
@@ -104,6 +135,11 @@ impl Intake {
             max_literal_size,
             ..Intake::default()
         }
+    }
+
+    /// A login succeeded: literals up to `imap.max_literal_size` from now.
+    pub fn logged_in(&mut self) {
+        self.logged_in = true;
     }
 
     /// Splits `bytes` into what goes on to imap-next and what is refused.
@@ -209,6 +245,14 @@ impl Intake {
                 if self.literals + 1 > MAX_LITERALS {
                     return Err(why::LITERALS);
                 }
+                let total = self.literal_octets.saturating_add(length);
+                if !self.logged_in && total > MAX_PRELOGIN_LITERAL {
+                    return Err(if non_sync {
+                        why::PRELOGIN_NONSYNC
+                    } else {
+                        why::PRELOGIN_LITERAL
+                    });
+                }
                 if length > u64::from(self.max_literal_size) {
                     if non_sync {
                         return Err(why::NONSYNC);
@@ -219,6 +263,7 @@ impl Intake {
                     return Ok(());
                 }
                 self.literals += 1;
+                self.literal_octets = total;
                 self.text += self.line.len();
                 self.started = true;
                 self.literal_left = length;
@@ -231,6 +276,7 @@ impl Intake {
         self.text = 0;
         self.literals = 0;
         self.commas = 0;
+        self.literal_octets = 0;
         self.tag = None;
         self.started = false;
     }
@@ -244,7 +290,7 @@ impl Intake {
         } else {
             tag_of(&self.line)
         };
-        let close = self.started || why == why::NONSYNC;
+        let close = self.started || why == why::NONSYNC || why == why::PRELOGIN_NONSYNC;
         out.push(Event::Refused { tag, why, close });
         self.line = tail(&self.line);
         self.end_command();
@@ -331,6 +377,45 @@ pub fn check(command: &Command<'_>) -> Result<(), &'static str> {
         && items.len() > MAX_FETCH_ITEMS
     {
         return Err(why::FETCH_ITEMS);
+    }
+    if let CommandBody::Search { criteria, .. } = &command.body {
+        search_keys_within_caps(criteria.as_ref())?;
+    }
+    Ok(())
+}
+
+/// Counts the keys of a SEARCH (with an explicit stack, stopping at the
+/// first cap exceeded).
+fn search_keys_within_caps(criteria: &[SearchKey<'_>]) -> Result<(), &'static str> {
+    let mut stack: Vec<&SearchKey<'_>> = criteria.iter().collect();
+    let (mut keys, mut strings) = (0usize, 0usize);
+    while let Some(key) = stack.pop() {
+        keys += 1;
+        if keys > MAX_SEARCH_KEYS {
+            return Err(why::SEARCH_KEYS);
+        }
+        match key {
+            SearchKey::And(inner) => stack.extend(inner.as_ref().iter()),
+            SearchKey::Or(a, b) => stack.extend([a.as_ref(), b.as_ref()]),
+            SearchKey::Not(k) => stack.push(k.as_ref()),
+            SearchKey::Body(_)
+            | SearchKey::Text(_)
+            | SearchKey::Header(..)
+            | SearchKey::Subject(_)
+            | SearchKey::From(_)
+            | SearchKey::To(_)
+            | SearchKey::Cc(_)
+            | SearchKey::Bcc(_) => {
+                strings += 1;
+                if strings > MAX_SEARCH_STRING_KEYS {
+                    return Err(why::SEARCH_STRING_KEYS);
+                }
+            }
+            _ => {}
+        }
+        if stack.len() > MAX_SEARCH_KEYS {
+            return Err(why::SEARCH_KEYS);
+        }
     }
     Ok(())
 }

@@ -6,11 +6,21 @@
 //! [`Session::take_to_client`] and [`Session::take_to_provider`].
 //!
 //! Commands are forwarded with the client's own tags, so the provider's
-//! tagged answers go back unchanged. writ answers itself only what is about
-//! its own connection with the client: STARTTLS (only before login, and
-//! not offered after it), LOGIN/AUTHENTICATE refused on an unencrypted
-//! connection, and commands over a cap of [`super::intake`] (the client's
-//! bytes pass those caps before imap-next parses them).
+//! tagged answers go back unchanged. A tagged answer is matched to its
+//! command by tag alone, so no two commands at the provider share one: a
+//! command whose tag is in flight (or is writ's own, `writ.`) is answered
+//! BAD (see `in_flight`). A login is tied to its LOGIN or AUTHENTICATE
+//! command: only one may be in flight, none after login (BAD, as Dovecot
+//! answers), and the account writ keys its cache by is the one that
+//! command named, once the provider's answer to it is OK.
+//!
+//! writ answers itself only what is about its own connection with the
+//! client: STARTTLS (only before login, and not offered after it),
+//! LOGIN/AUTHENTICATE refused on an unencrypted connection, commands over
+//! a cap of [`super::intake`] (the client's bytes pass those caps before
+//! imap-next parses them), and ENABLE of nothing writ offers (ENABLE
+//! passes on only CONDSTORE: QRESYNC would report expunges as VANISHED,
+//! which the plans do not renumber by).
 //!
 //! While a plan (FETCH, content SEARCH) runs writ's own commands, what the
 //! provider sends unasked passes on in order: the plans' commands are of
@@ -18,11 +28,13 @@
 //! provider sends only what it would send the client then, and numbers
 //! messages as the client does. An EXPUNGE renumbers the plan's pending
 //! answers; a FETCH that answers none of the plan's commands (a flag
-//! change elsewhere) passes with FLAGS, MODSEQ and UID only.
+//! change elsewhere) passes with FLAGS, MODSEQ and UID only. Once a
+//! client command waits behind a plan, [`Session::wants_client_input`]
+//! says no: the I/O shell stops reading the client until the plan ends.
 
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{Tag, Text, Vec1};
+use imap_next::imap_types::core::{Tag, Text};
 use imap_next::imap_types::response::{
     Bye, Code, Data, Greeting, GreetingKind, Status, StatusBody, StatusKind, Tagged,
 };
@@ -34,12 +46,14 @@ use imap_next::{Interrupt, Io, State, client, server};
 use super::account;
 use super::append;
 use super::cache::{Cache, MailboxKey};
-use super::capabilities::{self, Offer};
+use super::capabilities::Offer;
 use super::fetch::{CacheRef, FetchPlan, Output};
 use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
+use in_flight::InFlight;
+use plan::{Plan, unsolicited};
 
 /// The keys that open sealed messages (the unlocked keyring).
 pub type SharedKeys = Arc<dyn Keys + Send + Sync>;
@@ -104,59 +118,25 @@ pub struct Session {
     /// A LOGIN or AUTHENTICATE succeeded: STARTTLS is over, and the login
     /// timeout no longer applies (the idle timeout does).
     authenticated: bool,
+    /// Tags of the commands at the provider (the client's and writ's).
+    in_flight: InFlight,
 }
 
-/// A client command writ answers with commands of its own.
-enum Plan {
-    Fetch(Box<FetchPlan>),
-    Search(SearchPlan),
-}
+/// Client commands parsed while a plan runs that wait in `held` before
+/// writ stops reading the client (more may come out of what was already
+/// read: at most one read's worth, and one command imap-next holds).
+const MAX_HELD: usize = 1;
 
-impl Plan {
-    fn on_fetch(
-        &mut self,
-        seq: std::num::NonZeroU32,
-        items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
-        keys: &(dyn Keys + Send + Sync),
-    ) -> Result<Vec<Output>, Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
-        match self {
-            Plan::Fetch(p) => p.on_fetch(seq, items, keys),
-            Plan::Search(p) => p.on_fetch(seq, items, keys),
-        }
-    }
-
-    fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
-        match self {
-            Plan::Fetch(p) => p.on_status(status),
-            Plan::Search(p) => p.on_status(status),
-        }
-    }
-
-    fn on_expunge(&mut self, seq: std::num::NonZeroU32) {
-        match self {
-            Plan::Fetch(p) => p.on_expunge(seq),
-            Plan::Search(p) => p.on_expunge(seq),
-        }
-    }
-}
-
-/// What of a FETCH response that is not an answer to a plan's command may
-/// reach the client while the plan runs: a flag change another session
-/// made (FLAGS, MODSEQ, and the UID naming it). Never the rest: items the
-/// client did not ask for, and for sealed mail the sealed message's own
-/// BODYSTRUCTURE, size or sections.
-fn unsolicited(
-    items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
-) -> Option<Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
-    use imap_next::imap_types::fetch::MessageDataItem as Item;
-    let kept: Vec<Item<'static>> = items
-        .into_iter()
-        .filter(|i| matches!(i, Item::Flags(_) | Item::ModSeq(_) | Item::Uid(_)))
-        .collect();
-    if kept.iter().all(|i| matches!(i, Item::Uid(_))) {
-        return None;
-    }
-    Vec1::try_from(kept).ok()
+/// A tagged status of writ's own.
+fn tagged(tag: Tag<'static>, kind: StatusKind, why: &'static str) -> Status<'static> {
+    Status::Tagged(Tagged {
+        tag,
+        body: StatusBody {
+            kind,
+            code: None,
+            text: text(why),
+        },
+    })
 }
 
 fn text(s: &'static str) -> Text<'static> {
@@ -215,6 +195,7 @@ impl Session {
             selected: None,
             intake: Intake::new(ctx.max_literal_size),
             authenticated: false,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -243,6 +224,10 @@ impl Session {
                 }
             }
             Status::Tagged(Tagged { tag, body }) => {
+                if !self.in_flight.answered(tag) {
+                    tracing::debug!("a tagged answer from the provider to no command in flight");
+                    return;
+                }
                 let ok = body.kind == StatusKind::Ok;
                 if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag)
                     && let Some((_, account)) = self.pending_login.take()
@@ -250,6 +235,7 @@ impl Session {
                 {
                     self.account = account;
                     self.authenticated = true;
+                    self.intake.logged_in();
                 }
                 if self
                     .pending_select
@@ -430,14 +416,33 @@ impl Session {
     }
 
     fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
-        self.server.enqueue_status(Status::Tagged(Tagged {
-            tag,
-            body: StatusBody {
-                kind,
-                code: None,
-                text: text(why),
-            },
-        }));
+        self.server.enqueue_status(tagged(tag, kind, why));
+    }
+
+    /// Sends `command` to the provider; its tag is in flight until answered.
+    fn forward(&mut self, command: Command<'static>) {
+        self.in_flight.sent(&command.tag);
+        self.provider.enqueue_command(command);
+    }
+
+    /// Why a LOGIN or AUTHENTICATE cannot start now (answered BAD, as
+    /// Dovecot answers a second one).
+    fn login_refusal(&self) -> Option<&'static str> {
+        if self.authenticated {
+            Some("Already logged in")
+        } else if self.pending_login.is_some() {
+            Some("A login is already in progress")
+        } else {
+            None
+        }
+    }
+
+    /// The client may send more: no command waits behind a running plan
+    /// (at most [`MAX_HELD`]). The I/O shell stops reading the client
+    /// otherwise, so what a client pipelines behind a FETCH waits in its
+    /// own socket, not in writ.
+    pub fn wants_client_input(&self) -> bool {
+        self.held.len() < MAX_HELD
     }
 
     fn on_client(&mut self, event: server::Event) {
@@ -447,11 +452,23 @@ impl Session {
         }
         match event {
             server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } => {}
-            server::Event::CommandReceived { command } => self.on_command(command),
+            server::Event::CommandReceived { command } => {
+                match self.in_flight.refusal(&command.tag) {
+                    Some(why) => self.refuse(command.tag, StatusKind::Bad, why),
+                    None => self.on_command(command),
+                }
+            }
             server::Event::CommandAuthenticateReceived {
                 command_authenticate,
             } => {
-                if self.auth_allowed() {
+                let refusal = self
+                    .in_flight
+                    .refusal(&command_authenticate.tag)
+                    .or_else(|| self.login_refusal());
+                if let Some(why) = refusal {
+                    let bad = tagged(command_authenticate.tag, StatusKind::Bad, why);
+                    let _ = self.server.authenticate_finish(bad);
+                } else if self.auth_allowed() {
                     let account = command_authenticate
                         .initial_response
                         .as_ref()
@@ -462,7 +479,7 @@ impl Session {
                         self.pending_mechanism = Some(command_authenticate.mechanism.clone());
                     }
                     self.pending_login = Some((command_authenticate.tag.clone(), account));
-                    self.provider.enqueue_command(command_authenticate.into());
+                    self.forward(command_authenticate.into());
                 } else {
                     let _ = self.server.authenticate_finish(Status::Tagged(Tagged {
                         tag: command_authenticate.tag,
@@ -490,7 +507,11 @@ impl Session {
                 }
             }
             server::Event::IdleCommandReceived { tag } => {
-                self.provider.enqueue_command(Command {
+                if let Some(why) = self.in_flight.refusal(&tag) {
+                    let _ = self.server.idle_reject(tagged(tag, StatusKind::Bad, why));
+                    return;
+                }
+                self.forward(Command {
                     tag,
                     body: CommandBody::Idle,
                 });
@@ -521,6 +542,11 @@ impl Session {
                     self.step = Step::StartTls;
                 }
             }
+            CommandBody::Login { .. } | CommandBody::Authenticate { .. }
+                if let Some(why) = self.login_refusal() =>
+            {
+                self.refuse(command.tag, StatusKind::Bad, why);
+            }
             CommandBody::Login { .. } if !self.auth_allowed() => {
                 self.refuse(
                     command.tag,
@@ -531,18 +557,35 @@ impl Session {
             CommandBody::Login { username, .. } => {
                 let name = String::from_utf8_lossy(username.as_ref()).into_owned();
                 self.pending_login = Some((command.tag.clone(), Some(name)));
-                self.provider.enqueue_command(command);
+                self.forward(command);
             }
             CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
                 // A SELECT deselects, whatever its outcome (RFC 3501 §6.3.1).
                 self.selected = None;
                 self.pending_select =
                     Some((command.tag.clone(), account::mailbox_name(mailbox), None));
-                self.provider.enqueue_command(command);
+                self.forward(command);
+            }
+            CommandBody::Enable { capabilities } => {
+                match rewrite::offered_to_enable(capabilities) {
+                    Some(capabilities) => self.forward(Command {
+                        tag: command.tag,
+                        body: CommandBody::Enable { capabilities },
+                    }),
+                    None if !self.authenticated => {
+                        self.refuse(command.tag, StatusKind::Bad, "ENABLE only after login");
+                    }
+                    None => {
+                        self.server.enqueue_data(Data::Enabled {
+                            capabilities: Vec::new(),
+                        });
+                        self.refuse(command.tag, StatusKind::Ok, "Enabled");
+                    }
+                }
             }
             CommandBody::Close | CommandBody::Unselect | CommandBody::Logout => {
                 self.selected = None;
-                self.provider.enqueue_command(command);
+                self.forward(command);
             }
             CommandBody::Append { .. } => {
                 let tag = command.tag.clone();
@@ -550,7 +593,7 @@ impl Session {
                     Ok(sealed) => {
                         metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed")
                             .increment(1);
-                        self.provider.enqueue_command(sealed);
+                        self.forward(sealed);
                     }
                     Err(refusal) => {
                         metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
@@ -562,26 +605,26 @@ impl Session {
             CommandBody::Search { .. } => match SearchPlan::start(&command, self.cache_ref()) {
                 Some(Ok((plan, first))) => {
                     self.plan = Some(Plan::Search(plan));
-                    self.provider.enqueue_command(first);
+                    self.forward(first);
                 }
                 Some(Err(refusal)) => {
                     self.server.enqueue_status(refusal);
                 }
                 None => {
-                    self.provider.enqueue_command(command);
+                    self.forward(command);
                 }
             },
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
                     self.plan = Some(Plan::Fetch(Box::new(plan)));
-                    self.provider.enqueue_command(probe);
+                    self.forward(probe);
                 }
                 None => {
-                    self.provider.enqueue_command(command);
+                    self.forward(command);
                 }
             },
             _ => {
-                self.provider.enqueue_command(command);
+                self.forward(command);
             }
         }
     }
@@ -594,7 +637,7 @@ impl Session {
                     self.server.enqueue_data(data);
                 }
                 Output::ToProvider(command) => {
-                    self.provider.enqueue_command(command);
+                    self.forward(command);
                 }
                 Output::Finish(status) => {
                     let status = self.rewrite_status(status);
@@ -643,6 +686,7 @@ impl Session {
             | client::Event::IdleCommandSent { .. }
             | client::Event::IdleDoneSent { .. } => {}
             client::Event::CommandRejected { status, .. } => {
+                self.track_status(&status);
                 self.server.enqueue_status(status);
             }
             client::Event::AuthenticateContinuationRequestReceived {
@@ -666,6 +710,7 @@ impl Session {
                 let _ = self.server.idle_accept(continuation_request);
             }
             client::Event::IdleRejected { status, .. } => {
+                self.track_status(&status);
                 let status = self.rewrite_status(status);
                 if let Err(status) = self.server.idle_reject(status) {
                     self.server.enqueue_status(status);
@@ -728,51 +773,10 @@ impl Session {
         self.bye("unparseable response from the provider");
         self.step = Step::Close;
     }
-
-    fn capabilities(
-        &self,
-        list: Vec1<imap_next::imap_types::response::Capability<'static>>,
-    ) -> Vec1<imap_next::imap_types::response::Capability<'static>> {
-        let filtered = capabilities::filter(list.into_inner(), self.offer());
-        // `filter` always yields IMAP4rev1 at least.
-        Vec1::try_from(filtered)
-            .unwrap_or_else(|_| Vec1::from(imap_next::imap_types::response::Capability::Imap4Rev1))
-    }
-
-    fn rewrite_data(&self, data: Data<'static>) -> Data<'static> {
-        match data {
-            Data::Capability(list) => Data::Capability(self.capabilities(list)),
-            other => other,
-        }
-    }
-
-    fn rewrite_code(&self, code: Option<Code<'static>>) -> Option<Code<'static>> {
-        match code {
-            Some(Code::Capability(list)) => Some(Code::Capability(self.capabilities(list))),
-            other => other,
-        }
-    }
-
-    fn rewrite_status(&self, status: Status<'static>) -> Status<'static> {
-        match status {
-            Status::Tagged(Tagged { tag, body }) => Status::Tagged(Tagged {
-                tag,
-                body: StatusBody {
-                    code: self.rewrite_code(body.code),
-                    ..body
-                },
-            }),
-            Status::Untagged(body) => Status::Untagged(StatusBody {
-                code: self.rewrite_code(body.code),
-                ..body
-            }),
-            Status::Bye(bye) => Status::Bye(Bye {
-                code: self.rewrite_code(bye.code),
-                text: bye.text,
-            }),
-        }
-    }
 }
 
+mod in_flight;
+mod plan;
+mod rewrite;
 #[cfg(test)]
 mod tests;

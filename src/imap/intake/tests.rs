@@ -111,6 +111,7 @@ fn literal_data_is_not_read_as_command_text() {
     input.extend_from_slice(&data);
     input.extend_from_slice(b"\r\n");
     let mut i = Intake::new(1 << 20);
+    i.logged_in();
     let events = feed(&mut i, &input, 999);
     assert!(refusals(&events).is_empty());
     assert_eq!(bytes(&events), input);
@@ -302,4 +303,67 @@ mod session {
         assert!(to_client.starts_with("s BAD "), "{to_client}");
         assert!(to_client.contains("\r\nn BAD "), "{to_client}");
     }
+
+    #[test]
+    fn searches_with_too_many_keys_are_refused_naming_the_cap() {
+        let mut s = session();
+        let strings = vec!["BODY x"; super::MAX_SEARCH_STRING_KEYS + 1].join(" ");
+        let keys = vec!["SEEN"; super::MAX_SEARCH_KEYS + 1].join(" ");
+        let nested = format!("{}SEEN{}", "OR SEEN (".repeat(3), ")".repeat(3));
+        let mut within = vec!["TEXT y"; super::MAX_SEARCH_STRING_KEYS].join(" ");
+        within.push(' ');
+        within.push_str(&nested);
+        let (to_provider, to_client) = exchange(
+            &mut s,
+            format!("a SEARCH {strings}\r\nb UID SEARCH {keys}\r\n").as_bytes(),
+        );
+        assert_eq!(to_provider, "");
+        assert_eq!(
+            to_client,
+            format!(
+                "a BAD {}\r\nb BAD {}\r\n",
+                super::why::SEARCH_STRING_KEYS,
+                super::why::SEARCH_KEYS
+            )
+        );
+        // Within the caps (nested keys counted), the SEARCH goes on.
+        let (_, to_client) = exchange(&mut s, format!("c SEARCH {within}\r\n").as_bytes());
+        assert!(!to_client.contains("BAD"), "{to_client}");
+    }
+}
+
+#[test]
+fn literals_before_login_are_capped() {
+    let cap = MAX_PRELOGIN_LITERAL;
+    // A password literal within the cap passes.
+    let mut i = Intake::new(1 << 30);
+    let head = format!("a LOGIN {{{cap}}}\r\n");
+    let events = i.push(head.as_bytes());
+    assert!(refusals(&events).is_empty());
+    // Synchronising, over the cap in all: BAD, no continuation, next
+    // command read.
+    let mut i = Intake::new(1 << 30);
+    let events = i.push(b"a LOGIN {40000}\r\n");
+    assert!(refusals(&events).is_empty());
+    let mut i = Intake::new(1 << 30);
+    let line = format!("a LOGIN {{{}}}\r\nb NOOP\r\n", cap + 1);
+    let events = i.push(line.as_bytes());
+    assert_eq!(
+        refusals(&events),
+        vec![(Some("a".into()), why::PRELOGIN_LITERAL, false)]
+    );
+    assert_eq!(bytes(&events), b"b NOOP\r\n".to_vec());
+    // Non-synchronising: BAD and close.
+    let mut i = Intake::new(1 << 30);
+    let line = format!("a LOGIN {{{}+}}\r\n", 40 << 20);
+    let events = i.push(line.as_bytes());
+    assert_eq!(
+        refusals(&events),
+        vec![(Some("a".into()), why::PRELOGIN_NONSYNC, true)]
+    );
+    // After login, `max_literal_size` is the limit.
+    let mut i = Intake::new(1 << 30);
+    i.logged_in();
+    let line = format!("a APPEND INBOX {{{}+}}\r\n", 40 << 20);
+    assert!(refusals(&i.push(line.as_bytes())).is_empty());
 }

@@ -266,3 +266,73 @@ fn an_append_that_cannot_be_sealed_is_refused() {
     let out = text(s.take_to_client());
     assert!(out.starts_with("a NO "), "{out}");
 }
+
+fn loopback() -> Context {
+    Context {
+        client_loopback: true,
+        ..ctx()
+    }
+}
+
+/// Sends `input` from the client; returns (to provider, to client).
+fn exchange(s: &mut Session, input: &[u8]) -> (String, String) {
+    s.client_input(input);
+    s.advance();
+    (text(s.take_to_provider()), text(s.take_to_client()))
+}
+
+#[test]
+fn a_tag_in_flight_is_refused_and_cannot_pass_for_a_login() {
+    let mut s = session(loopback());
+    let (up, down) = exchange(&mut s, b"x NOOP\r\nx LOGIN bob pw\r\nwrit.1 NOOP\r\n");
+    assert_eq!(up, "x NOOP\r\n");
+    assert_eq!(
+        down,
+        format!(
+            "x BAD {}\r\nwrit.1 BAD {}\r\n",
+            in_flight::TAG_IN_USE,
+            in_flight::TAG_RESERVED
+        )
+    );
+    s.provider_input(b"x OK NOOP completed\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_client()), "x OK NOOP completed\r\n");
+    assert!(!s.authenticated(), "an OK to NOOP is not a login");
+    // Answered: the tag may be used again.
+    let (up, _) = exchange(&mut s, b"x LOGIN alice pw\r\n");
+    assert_eq!(up, "x LOGIN alice pw\r\n");
+    // A second login while one is in flight, and after login: BAD.
+    let (up, down) = exchange(&mut s, b"y LOGIN bob pw\r\n");
+    assert_eq!(
+        (up.as_str(), down.as_str()),
+        ("", "y BAD A login is already in progress\r\n")
+    );
+    s.provider_input(b"x OK Logged in\r\n");
+    s.advance();
+    assert!(s.authenticated());
+    assert_eq!(s.account.as_deref(), Some("alice"));
+    let _ = s.take_to_client();
+    let (up, down) = exchange(&mut s, b"z LOGIN bob pw\r\nq AUTHENTICATE PLAIN\r\n");
+    assert_eq!(up, "");
+    assert_eq!(
+        down,
+        "z BAD Already logged in\r\nq BAD Already logged in\r\n"
+    );
+    assert_eq!(s.account.as_deref(), Some("alice"));
+}
+
+#[test]
+fn enable_passes_only_what_writ_offers() {
+    let mut s = session(loopback());
+    let (_, down) = exchange(&mut s, b"e ENABLE QRESYNC\r\n");
+    assert_eq!(down, "e BAD ENABLE only after login\r\n");
+    exchange(&mut s, b"l LOGIN alice pw\r\n");
+    s.provider_input(b"l OK Logged in\r\n");
+    s.advance();
+    let _ = s.take_to_client();
+    let (up, down) = exchange(&mut s, b"e ENABLE QRESYNC X-OTHER\r\n");
+    assert_eq!(up, "");
+    assert_eq!(down, "* ENABLED\r\ne OK Enabled\r\n");
+    let (up, _) = exchange(&mut s, b"f ENABLE QRESYNC CONDSTORE\r\n");
+    assert_eq!(up, "f ENABLE CONDSTORE\r\n");
+}

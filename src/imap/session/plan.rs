@@ -1,0 +1,66 @@
+//! A client command writ answers with commands of its own (a FETCH or
+//! content SEARCH plan), and what of the provider's unasked FETCH
+//! responses may pass while one runs.
+
+use imap_next::imap_types::core::Vec1;
+use imap_next::imap_types::response::Status;
+
+use crate::envelope::Keys;
+use crate::imap::fetch::{FetchPlan, Output};
+use crate::imap::search_plan::SearchPlan;
+
+/// A client command writ answers with commands of its own.
+pub(super) enum Plan {
+    Fetch(Box<FetchPlan>),
+    Search(SearchPlan),
+}
+
+impl Plan {
+    pub(super) fn on_fetch(
+        &mut self,
+        seq: std::num::NonZeroU32,
+        items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
+        keys: &(dyn Keys + Send + Sync),
+    ) -> Result<Vec<Output>, Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
+        match self {
+            Plan::Fetch(p) => p.on_fetch(seq, items, keys),
+            Plan::Search(p) => p.on_fetch(seq, items, keys),
+        }
+    }
+
+    pub(super) fn on_status(
+        &mut self,
+        status: Status<'static>,
+    ) -> Result<Vec<Output>, Status<'static>> {
+        match self {
+            Plan::Fetch(p) => p.on_status(status),
+            Plan::Search(p) => p.on_status(status),
+        }
+    }
+
+    pub(super) fn on_expunge(&mut self, seq: std::num::NonZeroU32) {
+        match self {
+            Plan::Fetch(p) => p.on_expunge(seq),
+            Plan::Search(p) => p.on_expunge(seq),
+        }
+    }
+}
+
+/// What of a FETCH response that is not an answer to a plan's command may
+/// reach the client while the plan runs: a flag change another session
+/// made (FLAGS, MODSEQ, and the UID naming it). Never the rest: items the
+/// client did not ask for, and for sealed mail the sealed message's own
+/// BODYSTRUCTURE, size or sections.
+pub(super) fn unsolicited(
+    items: Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>,
+) -> Option<Vec1<imap_next::imap_types::fetch::MessageDataItem<'static>>> {
+    use imap_next::imap_types::fetch::MessageDataItem as Item;
+    let kept: Vec<Item<'static>> = items
+        .into_iter()
+        .filter(|i| matches!(i, Item::Flags(_) | Item::ModSeq(_) | Item::Uid(_)))
+        .collect();
+    if kept.iter().all(|i| matches!(i, Item::Uid(_))) {
+        return None;
+    }
+    Vec1::try_from(kept).ok()
+}
