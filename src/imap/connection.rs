@@ -28,12 +28,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 
 use super::session::{Context, Session, SharedKeys, Step};
 use super::upstream::{Target, Upstream};
-use crate::net::{PerIpGuard, Stream};
+use crate::net::{self, PerIpGuard, Stream};
 
 /// What every connection of one listener shares.
 pub struct Shared {
@@ -100,13 +100,11 @@ pub async fn serve(
     let _ = tcp.set_nodelay(true);
     let login_deadline = Instant::now() + shared.login_timeout;
     let mut client = if implicit_tls {
-        match timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Stream::Server(Box::new(tls)),
-            _ => {
-                tracing::debug!(%peer, "TLS handshake with the client failed");
-                return;
-            }
-        }
+        let Some(tls) = net::accept_tls(&shared.acceptor, tcp, HANDSHAKE_TIMEOUT).await else {
+            tracing::debug!(%peer, "TLS handshake with the client failed");
+            return;
+        };
+        tls
     } else {
         Stream::Plain(tcp)
     };
@@ -180,13 +178,12 @@ pub async fn serve(
                 let Some(tcp) = client.take_plain() else {
                     break;
                 };
-                match timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => client = Stream::Server(Box::new(tls)),
-                    _ => {
-                        tracing::debug!(%peer, "STARTTLS handshake with the client failed");
-                        break;
-                    }
-                }
+                let Some(tls) = net::accept_tls(&shared.acceptor, tcp, HANDSHAKE_TIMEOUT).await
+                else {
+                    tracing::debug!(%peer, "STARTTLS handshake with the client failed");
+                    break;
+                };
+                client = tls;
                 session.tls_started();
                 continue;
             }

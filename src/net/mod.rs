@@ -14,4 +14,4 @@ pub mod stream;
 
 pub use per_ip::{PerIp, PerIpGuard};
 pub use provider::{ConnectError, Endpoint};
-pub use stream::{LineEnd, Stream, read_line, trim_eol};
+pub use stream::{LineEnd, Stream, accept_tls, read_line, trim_eol};

@@ -9,6 +9,19 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// The server side of a TLS handshake with a client, bounded by `limit`:
+/// `None` when it fails or takes longer (the caller closes).
+pub async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    limit: std::time::Duration,
+) -> Option<Stream> {
+    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(Stream::Server(Box::new(tls))),
+        _ => None,
+    }
+}
+
 pub enum Stream {
     Plain(TcpStream),
     Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),

@@ -155,13 +155,11 @@ pub async fn serve(
         let Some(acceptor) = shared.acceptor.clone() else {
             return;
         };
-        match timeout(shared.command_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => Stream::Server(Box::new(tls)),
-            _ => {
-                tracing::debug!(%peer, "TLS handshake failed");
-                return;
-            }
-        }
+        let Some(tls) = net::accept_tls(&acceptor, tcp, shared.command_timeout).await else {
+            tracing::debug!(%peer, "TLS handshake failed");
+            return;
+        };
+        tls
     } else {
         Stream::Plain(tcp)
     };
@@ -319,10 +317,10 @@ impl Conn {
         // STARTTLS: it was sent in the clear and must not be acted on.
         let mut stream = std::mem::replace(self.client.get_mut(), Stream::Upgrading);
         let tcp = stream.take_plain().ok_or(End::Gone)?;
-        let tls = timeout(self.shared.command_timeout, acceptor.accept(tcp))
+        let tls = net::accept_tls(&acceptor, tcp, self.shared.command_timeout)
             .await
-            .map_err(|_| End::Gone)??;
-        self.client = BufReader::with_capacity(READ_BUFFER, Stream::Server(Box::new(tls)));
+            .ok_or(End::Gone)?;
+        self.client = BufReader::with_capacity(READ_BUFFER, tls);
         self.session.tls_started();
         Ok(())
     }
