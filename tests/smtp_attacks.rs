@@ -393,24 +393,11 @@ fn end_marker_split_across_writes_and_dot_stuffing_edges_deliver_one_intact_mess
 /// `writ seal` (the CLI) of a message of about `size` bytes with the
 /// keyring `writ` seals to: an already-sealed message writ passes through.
 fn sealed_message(writ: &Writ, to: &str, size: usize) -> Vec<u8> {
-    use common::process::output_with_stdin;
-    use common::writ::WRIT;
     let mut original = message("a@elsewhere.test", to, "big", &unique("big"), &unique("id"));
     while original.len() < size {
         original.extend_from_slice(b"a line of an already sealed message, passed through\r\n");
     }
-    let out = output_with_stdin(
-        std::process::Command::new(WRIT)
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .arg("--keys")
-            .arg(&writ.keys_dir)
-            .arg("seal")
-            .current_dir(writ.dir()),
-        &original,
-    )
-    .expect("run writ seal");
-    assert!(out.status.success());
-    out.stdout
+    writ.seal_with_cli(&original)
 }
 
 /// Held up: an already-sealed message of 3 MB, streamed to the provider

@@ -18,15 +18,13 @@ mod common;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 
 use base64::Engine as _;
 use common::mail::{DELIVERY_TIMEOUT, contains, marker_offset, message, unique};
-use common::process::output_with_stdin;
 use common::smtp::Client;
 use common::tls::{TestTls, test_tls};
-use common::writ::{WRIT, Writ, WritConfig};
+use common::writ::{Writ, WritConfig};
 use common::{Provider, User, provider};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,22 +173,8 @@ fn sealed_message(writ: &Writ, to: &str, size: usize) -> (Vec<u8>, Vec<u8>) {
     while original.len() < size {
         original.extend_from_slice(b"a line of an already sealed message, passed through\r\n");
     }
-    let out = output_with_stdin(
-        Command::new(WRIT)
-            .env_remove("WRIT_PASSPHRASE_FILE")
-            .arg("--keys")
-            .arg(&writ.keys_dir)
-            .arg("seal")
-            .current_dir(writ.dir()),
-        &original,
-    )
-    .expect("run writ seal");
-    assert!(
-        out.status.success(),
-        "writ seal: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (original, out.stdout)
+    let sealed = writ.seal_with_cli(&original);
+    (original, sealed)
 }
 
 /// Dot-stuffs `m` and adds the end marker.

@@ -369,6 +369,27 @@ pub struct Writ {
 }
 
 impl Writ {
+    /// `message` sealed by `writ seal` (the CLI) with this gateway's
+    /// keyring: what an already-sealed message looks like to the relay.
+    pub fn seal_with_cli(&self, message: &[u8]) -> Vec<u8> {
+        let out = output_with_stdin(
+            Command::new(WRIT)
+                .env_remove("WRIT_PASSPHRASE_FILE")
+                .arg("--keys")
+                .arg(&self.keys_dir)
+                .arg("seal")
+                .current_dir(self.dir()),
+            message,
+        )
+        .expect("run writ seal");
+        assert!(
+            out.status.success(),
+            "writ seal: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// Starts `writ serve` and waits until every listener is bound (and the
     /// admin endpoint answers). Panics with the log if it does not start.
     #[track_caller]
