@@ -81,6 +81,27 @@ async fn write_by(deadline: Instant, stream: &mut Stream, bytes: &[u8]) -> std::
     }
 }
 
+/// Writes to the provider, each 64 KiB within `limit` (the provider's
+/// `timeout_secs`): a provider that stops reading (a large APPEND to a
+/// stalled server) ends the session instead of holding it for ever, while
+/// a slow but moving transfer of any size goes through.
+async fn write_progressing(
+    stream: &mut Stream,
+    bytes: &[u8],
+    limit: std::time::Duration,
+) -> std::io::Result<()> {
+    for chunk in bytes.chunks(64 * 1024) {
+        match tokio::time::timeout(limit, stream.write_all(chunk)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    match tokio::time::timeout(limit, stream.flush()).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
 /// What a connection holds while it runs: its session permit and its
 /// per-address slots. The pre-login slot is given back at login.
 pub struct Slots {
@@ -161,7 +182,7 @@ pub async fn serve(
             }
         }
         if let Some(up) = upstream.as_mut()
-            && let Err(e) = write_all(up, &out).await
+            && let Err(e) = write_progressing(up, &out, shared.target.timeout).await
         {
             tracing::info!(%peer, error = %e, "provider connection lost");
             session.provider_closed();

@@ -138,7 +138,7 @@ struct Conn {
 }
 
 /// Serves one client until it quits, fails, or the server shuts down.
-/// Serves one client. `slots` (the session's place under the connection
+/// `slots` (the session's place under the connection
 /// limits) is given back when the session is over, before the client sees
 /// its connection close: a client that reconnects at once is never refused
 /// for a session of its own that has ended.
