@@ -541,3 +541,84 @@ fn slow_connections_do_not_hold_up_others() {
     assert!(idle.read_response("i").unwrap().is_ok());
     drop((stalled, silent, greedy));
 }
+
+/// A provider that greets, accepts the login, then never reads again (a
+/// stalled server behind a full socket buffer). Returns its address; the
+/// connection is kept open until the test ends.
+fn provider_that_stops_reading() -> SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.write_all(b"* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] stalls\r\n");
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let tag = line.split(' ').next().unwrap_or("*").to_owned();
+            let _ = conn
+                .write_all(format!("{tag} OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\n").as_bytes());
+            // From now on nothing is read.
+            held.push((conn, reader));
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_provider_that_stops_reading_ends_the_session_instead_of_holding_it() {
+    let upstream = provider_that_stops_reading();
+    let proxy = proxy_with(upstream, 40 * 1024 * 1024, "");
+    let mut client = TcpStream::connect(proxy.imap).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    client.write_all(b"a LOGIN user secret\r\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("a OK") {
+        let n = std::io::Read::read(&mut client, &mut buf).expect("the login answer");
+        assert!(n > 0, "closed before the login answer");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // 20 MB APPENDed: writ seals it and writes it on to a provider that
+    // takes none of it past its socket buffers.
+    let mut message = b"From: a@example.test\r\nSubject: big\r\n\r\n".to_vec();
+    while message.len() < 20 * 1024 * 1024 {
+        message.extend_from_slice(b"a line of a large message for a stalled provider\r\n");
+    }
+    let mut writer = client.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let _ = writer.write_all(format!("b APPEND INBOX {{{}+}}\r\n", message.len()).as_bytes());
+        let _ = writer.write_all(&message);
+        let _ = writer.write_all(b"\r\n");
+    });
+    // The provider's timeout is 10 s a write: the session ends (a BYE or
+    // the connection closed) well within the 60 s read bound, instead of
+    // waiting on the provider for ever.
+    let mut rest = Vec::new();
+    let ended = loop {
+        match std::io::Read::read(&mut client, &mut buf) {
+            Ok(0) => break true,
+            Ok(n) => {
+                rest.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&rest).contains("* BYE") {
+                    break true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        ended,
+        "the session still waits on a provider that stopped reading: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    drop(client);
+    sender.join().unwrap();
+}
