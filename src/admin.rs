@@ -8,7 +8,10 @@
 //! [`HEADER_READ_TIMEOUT`], and a kept-alive connection idle that long is
 //! closed (hyper's header read timer covers both); hyper's own limits on
 //! head size (about 400 KB) and header count answer 431/400; bodies are
-//! never read.
+//! never read. With `serve.admin_proxy_protocol_from`, only those load
+//! balancers may connect and each connection starts with a PROXY header
+//! (`net::proxy_header`, read inside the connection's task under its cap
+//! and timeout: a slow one holds one of the [`MAX_CONNECTIONS`] at most).
 //! Metric names live in [`names`] so the relay and the endpoint agree on
 //! them.
 
@@ -31,6 +34,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
+
+use crate::net::ProxyProtocol;
 
 /// Metric names recorded by writ. Labels are listed with each.
 pub mod names {
@@ -211,6 +216,19 @@ pub async fn serve(
     health: Arc<dyn Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AdminError> {
+    serve_behind(listener, handle, health, None, shutdown).await
+}
+
+/// [`serve`], with the PROXY protocol from the load balancers in `proxy`
+/// (`serve.admin_proxy_protocol_from`): a connection from anywhere else is
+/// closed at once, and one whose header is bad or late is closed unread.
+pub async fn serve_behind(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    health: Arc<dyn Health>,
+    proxy: Option<ProxyProtocol>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AdminError> {
     let state = Arc::new(State { handle, health });
     let mut builder = http1::Builder::new();
     builder
@@ -232,7 +250,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             _ = upkeep.tick() => state.handle.run_upkeep(),
             accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
+                let (mut tcp, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         // Usually out of file descriptors: back off rather
@@ -242,6 +260,12 @@ pub async fn serve(
                         continue;
                     }
                 };
+                if let Some(proxy) = &proxy
+                    && !proxy.trusts(peer.ip())
+                {
+                    tracing::info!(%peer, "admin endpoint: not a configured load balancer");
+                    continue;
+                }
                 // Reap finished connections so the set does not grow, then
                 // make room at the cap by closing the oldest.
                 while conns.try_join_next().is_some() {}
@@ -255,7 +279,18 @@ pub async fn serve(
                 let state = Arc::clone(&state);
                 let builder = builder.clone();
                 let mut stop = stop_rx.clone();
+                let proxy = proxy.clone();
                 let handle = conns.spawn(async move {
+                    let peer = match &proxy {
+                        None => peer,
+                        Some(proxy) => match proxy.client(&mut tcp, peer).await {
+                            Ok(client) => client,
+                            Err(e) => {
+                                tracing::info!(balancer = %peer, error = %e, "admin endpoint: PROXY header refused");
+                                return;
+                            }
+                        },
+                    };
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(route(&state, req).await) }

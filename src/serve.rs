@@ -21,6 +21,7 @@ use crate::config::{Config, ImapListenerKind, ListenerKind, Network, UpstreamSec
 use crate::imap;
 use crate::imap::session::SharedKeys;
 use crate::keys::Keyring;
+use crate::net::ProxyProtocol;
 use crate::policy::Policy;
 use crate::smtp::connection::Shared;
 use crate::smtp::listener::Listener;
@@ -88,7 +89,7 @@ impl Health for RelayHealth {
 pub struct Server {
     listeners: Vec<Listener>,
     imap_listeners: Vec<imap::listener::Listener>,
-    admin: Option<(TcpListener, Arc<dyn Health>)>,
+    admin: Option<(TcpListener, Arc<dyn Health>, Option<ProxyProtocol>)>,
     /// Where each listener is bound (for logs and tests).
     pub addresses: Vec<(ListenerKind, SocketAddr)>,
     pub imap_addresses: Vec<(ImapListenerKind, SocketAddr)>,
@@ -100,6 +101,17 @@ type ImapParts = (
     Vec<(ImapListenerKind, SocketAddr)>,
     imap::upstream::Target,
 );
+
+/// A listener's PROXY protocol settings (`None`: off).
+fn proxy_protocol(config: &Config, from: &[String]) -> Result<Option<ProxyProtocol>, ServeError> {
+    let timeout = config.serve.proxy_header_timeout_secs;
+    if !(1..=60).contains(&timeout) {
+        return Err(ServeError::Config(
+            "serve.proxy_header_timeout_secs must be between 1 and 60".into(),
+        ));
+    }
+    ProxyProtocol::new(from, Duration::from_secs(timeout)).map_err(ServeError::Config)
+}
 
 fn label(kind: ListenerKind) -> &'static str {
     match kind {
@@ -148,7 +160,8 @@ impl Server {
                     target,
                     imap: imap_target,
                 });
-                Some((socket, health))
+                let proxy = proxy_protocol(config, &config.serve.admin_proxy_protocol_from)?;
+                Some((socket, health, proxy))
             }
             None => None,
         };
@@ -232,6 +245,7 @@ impl Server {
                 shared,
                 implicit_tls: l.kind == ListenerKind::Submissions,
                 allowed,
+                proxy: proxy_protocol(config, &l.proxy_protocol_from)?,
                 max_sessions: smtp.max_sessions,
                 max_per_ip: smtp.max_sessions_per_ip,
                 grace: Duration::from_secs(config.serve.grace_secs),
@@ -319,6 +333,7 @@ impl Server {
                 max_prelogin_per_ip: imap.max_prelogin_per_ip,
                 per_ip: per_ip.clone(),
                 prelogin: prelogin.clone(),
+                proxy: proxy_protocol(config, &l.proxy_protocol_from)?,
                 grace: Duration::from_secs(config.serve.grace_secs),
             });
         }
@@ -345,7 +360,7 @@ impl Server {
         for l in self.imap_listeners {
             tasks.spawn(l.run(rx.clone()));
         }
-        if let Some((socket, health)) = self.admin {
+        if let Some((socket, health, proxy)) = self.admin {
             let mut arx = rx.clone();
             if let Ok(addr) = socket.local_addr() {
                 tracing::info!(%addr, "admin endpoint ready");
@@ -354,7 +369,7 @@ impl Server {
                 let stop = async move {
                     let _ = arx.changed().await;
                 };
-                if let Err(e) = admin::serve(socket, handle, health, stop).await {
+                if let Err(e) = admin::serve_behind(socket, handle, health, proxy, stop).await {
                     tracing::error!(error = %e, "admin endpoint failed");
                 }
             });

@@ -24,6 +24,12 @@ pub enum ImapListenerKind {
 pub struct ImapListenerConfig {
     pub kind: ImapListenerKind,
     pub listen: SocketAddr,
+    /// PROXY protocol (v1 or v2) from these load balancers; empty (the
+    /// default): off. As on `[[smtp.listeners]]`: only these addresses may
+    /// connect, each must send the header, and the per-address limits and
+    /// logs use the client address it names.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// `[imap]`
@@ -108,6 +114,16 @@ impl ImapConfig {
                 "[[imap.listeners]] need imap.tls_cert and imap.tls_key (STARTTLS and implicit TLS)"
                     .into(),
             );
+        }
+        for l in &self.listeners {
+            for n in &l.proxy_protocol_from {
+                if let Err(e) = super::relay::Network::parse(n) {
+                    out.push(format!(
+                        "imap listener {}: proxy_protocol_from: {e}",
+                        l.listen
+                    ));
+                }
+            }
         }
         if self.max_literal_size < 1024 {
             out.push("imap.max_literal_size must be at least 1024".into());

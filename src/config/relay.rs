@@ -17,6 +17,12 @@ pub struct ServeConfig {
     pub grace_secs: u64,
     /// `host:port` of the admin endpoint (/healthz, /metrics); none if unset.
     pub admin_listen: Option<SocketAddr>,
+    /// Load balancers that put a PROXY protocol header in front of each
+    /// admin connection (see `proxy_protocol_from` on the listeners).
+    pub admin_proxy_protocol_from: Vec<String>,
+    /// On listeners with `proxy_protocol_from`: the whole PROXY header must
+    /// arrive within this many seconds, else the connection is closed.
+    pub proxy_header_timeout_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -24,6 +30,8 @@ impl Default for ServeConfig {
         ServeConfig {
             grace_secs: 30,
             admin_listen: None,
+            admin_proxy_protocol_from: Vec::new(),
+            proxy_header_timeout_secs: 5,
         }
     }
 }
@@ -66,6 +74,13 @@ pub struct ListenerConfig {
     /// (`10.0.0.0/8`, `::1/128`) or single addresses.
     #[serde(default)]
     pub allowed_networks: Vec<String>,
+    /// PROXY protocol (v1 or v2) from these load balancers (CIDR or single
+    /// addresses); empty (the default): off. When set, only these
+    /// addresses may connect, each connection must start with a PROXY
+    /// header, and `allowed_networks`, the per-address limits and the logs
+    /// use the client address the header names.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// `[smtp]`
@@ -270,7 +285,7 @@ impl SmtpConfig {
                     l.listen
                 ));
             }
-            for n in &l.allowed_networks {
+            for n in l.allowed_networks.iter().chain(&l.proxy_protocol_from) {
                 if let Err(e) = Network::parse(n) {
                     out.push(format!("listener {}: {e}", l.listen));
                 }

@@ -1,5 +1,8 @@
-//! An IMAP listener: accepts connections up to the session limits and runs
-//! one task per connection. On shutdown it stops accepting; sessions are
+//! An IMAP listener: accepts connections up to the session limits, reads
+//! the PROXY header where the listener takes one (`net::proxy_header`: only
+//! from the configured load balancers, before TLS and the greeting; the
+//! limits below then count the real client), and runs one task per
+//! connection. On shutdown it stops accepting; sessions are
 //! told BYE (IMAP has no transaction to finish, but a command in flight
 //! gets the grace period to complete).
 //!
@@ -10,6 +13,7 @@
 //! `imap.max_prelogin_per_ip` not logged in yet (the slot is given back at
 //! login, see [`connection`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::connection::{self, Shared, Slots};
 use crate::admin::names;
-use crate::net::PerIp;
+use crate::net::{PerIp, PerIpGuard, ProxyProtocol};
 
 pub struct Listener {
     pub socket: TcpListener,
@@ -33,7 +37,58 @@ pub struct Listener {
     pub per_ip: PerIp,
     /// Sessions not logged in yet per client address, shared likewise.
     pub prelogin: PerIp,
+    /// PROXY protocol from these load balancers (`None`: off).
+    pub proxy: Option<ProxyProtocol>,
     pub grace: Duration,
+}
+
+/// What a connection must pass before its session starts.
+struct Checks {
+    max_sessions_per_ip: usize,
+    max_prelogin_per_ip: usize,
+    per_ip: PerIp,
+    prelogin: PerIp,
+    proxy: Option<ProxyProtocol>,
+}
+
+impl Checks {
+    /// The client's address (from the PROXY header when the listener takes
+    /// one) with its per-address slots. `None`: refused (with a BYE, except
+    /// for a bad PROXY header, which is closed without a word).
+    async fn admit(
+        &self,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        listener: &'static str,
+    ) -> Option<(TcpStream, SocketAddr, PerIpGuard, PerIpGuard)> {
+        let client = match &self.proxy {
+            None => peer,
+            Some(proxy) => match proxy.client(&mut tcp, peer).await {
+                Ok(client) => {
+                    tracing::info!(%client, balancer = %peer, listener, "PROXY header accepted");
+                    client
+                }
+                Err(e) => {
+                    tracing::warn!(balancer = %peer, listener, error = %e, "PROXY header refused");
+                    return None;
+                }
+            },
+        };
+        let ip = client.ip();
+        let (Some(ip_slot), Some(prelogin_slot)) = (
+            self.per_ip.try_take(ip, self.max_sessions_per_ip),
+            self.prelogin.try_take(ip, self.max_prelogin_per_ip),
+        ) else {
+            tracing::info!(%client, "too many IMAP connections from one address");
+            refuse(
+                tcp,
+                b"* BYE [UNAVAILABLE] Too many connections from your address, try later\r\n",
+            )
+            .await;
+            return None;
+        };
+        Some((tcp, client, ip_slot, prelogin_slot))
+    }
 }
 
 /// Refuses a connection with one line, without reading anything.
@@ -49,6 +104,13 @@ impl Listener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let sessions = Arc::new(Semaphore::new(self.max_sessions));
         let mut tasks = JoinSet::new();
+        let checks = Arc::new(Checks {
+            max_sessions_per_ip: self.max_sessions_per_ip,
+            max_prelogin_per_ip: self.max_prelogin_per_ip,
+            per_ip: self.per_ip,
+            prelogin: self.prelogin,
+            proxy: self.proxy,
+        });
         loop {
             let accepted = tokio::select! {
                 a = self.socket.accept() => a,
@@ -62,6 +124,15 @@ impl Listener {
                     continue;
                 }
             };
+            if let Some(proxy) = &checks.proxy
+                && !proxy.trusts(peer.ip())
+            {
+                tracing::info!(%peer, "not a configured load balancer (proxy_protocol_from)");
+                tasks.spawn(refuse(tcp, b"* BYE Access denied\r\n"));
+                continue;
+            }
+            // Taken before the PROXY header is read: connections waiting
+            // for theirs count against max_sessions.
             let Ok(session) = sessions.clone().try_acquire_owned() else {
                 tasks.spawn(refuse(
                     tcp,
@@ -69,31 +140,25 @@ impl Listener {
                 ));
                 continue;
             };
-            let ip = peer.ip();
-            let (Some(ip_slot), Some(prelogin_slot)) = (
-                self.per_ip.try_take(ip, self.max_sessions_per_ip),
-                self.prelogin.try_take(ip, self.max_prelogin_per_ip),
-            ) else {
-                tracing::info!(%peer, "too many IMAP connections from one address");
-                tasks.spawn(refuse(
-                    tcp,
-                    b"* BYE [UNAVAILABLE] Too many connections from your address, try later\r\n",
-                ));
-                continue;
-            };
-            let slots = Slots {
-                session,
-                per_ip: ip_slot,
-                prelogin: Some(prelogin_slot),
-            };
             let shared = self.shared.clone();
             let rx = shutdown.clone();
             let tls = self.implicit_tls;
-            metrics::counter!(names::IMAP_SESSIONS_TOTAL, "listener" => shared.listener)
-                .increment(1);
+            let checks = checks.clone();
             tasks.spawn(async move {
+                let Some((tcp, client, per_ip, prelogin)) =
+                    checks.admit(tcp, peer, shared.listener).await
+                else {
+                    return;
+                };
+                let slots = Slots {
+                    session,
+                    per_ip,
+                    prelogin: Some(prelogin),
+                };
+                metrics::counter!(names::IMAP_SESSIONS_TOTAL, "listener" => shared.listener)
+                    .increment(1);
                 metrics::gauge!(names::IMAP_SESSIONS_ACTIVE).increment(1.0);
-                connection::serve(tcp, peer, shared, tls, rx, slots).await;
+                connection::serve(tcp, client, shared, tls, rx, slots).await;
                 metrics::gauge!(names::IMAP_SESSIONS_ACTIVE).decrement(1.0);
             });
         }

@@ -7,11 +7,15 @@
 //!   and the [`ConnectError`] both protocols' upstream errors wrap.
 //! - [`per_ip`]: connections counted per client address, for the
 //!   listeners' per-address limits.
+//! - [`proxy_header`]: the PROXY protocol header a load balancer sends
+//!   first, naming the real client (before TLS, before any greeting).
 
 pub mod per_ip;
 pub mod provider;
+pub mod proxy_header;
 pub mod stream;
 
 pub use per_ip::{PerIp, PerIpGuard};
 pub use provider::{ConnectError, Endpoint};
+pub use proxy_header::{ProxyHeaderError, ProxyProtocol};
 pub use stream::{LineEnd, Stream, accept_tls, read_line, trim_eol};

@@ -1,6 +1,8 @@
-//! An SMTP listener: accepts connections, applies the connection limits and
-//! (for relay listeners) the allowed client networks, and runs one task per
-//! connection. On shutdown it stops accepting and gives in-flight sessions
+//! An SMTP listener: accepts connections, reads the PROXY header where the
+//! listener takes one (`net::proxy_header`: only from the configured load
+//! balancers, before anything else), applies the connection limits and (for
+//! relay listeners) the allowed client networks to the real client, and runs
+//! one task per connection. On shutdown it stops accepting and gives in-flight sessions
 //! the grace period before closing them.
 
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use tokio::task::JoinSet;
 use super::connection::{self, Shared};
 use crate::admin::names;
 use crate::config::Network;
-use crate::net::PerIp;
+use crate::net::{PerIp, PerIpGuard, ProxyProtocol};
 
 pub struct Listener {
     pub socket: TcpListener,
@@ -25,7 +27,56 @@ pub struct Listener {
     pub allowed: Vec<Network>,
     pub max_sessions: usize,
     pub max_per_ip: usize,
+    /// PROXY protocol from these load balancers (`None`: off).
+    pub proxy: Option<ProxyProtocol>,
     pub grace: Duration,
+}
+
+/// What a connection must pass before its session starts.
+struct Checks {
+    allowed: Vec<Network>,
+    max_per_ip: usize,
+    proxy: Option<ProxyProtocol>,
+    per_ip: PerIp,
+}
+
+impl Checks {
+    /// The client's address (from the PROXY header when the listener takes
+    /// one), checked against `allowed_networks` and the per-address limit.
+    /// `None`: refused (and answered, except for a bad PROXY header, which
+    /// is closed without a word).
+    async fn admit(
+        &self,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        listener: &'static str,
+    ) -> Option<(TcpStream, SocketAddr, PerIpGuard)> {
+        let client = match &self.proxy {
+            None => peer,
+            Some(proxy) => match proxy.client(&mut tcp, peer).await {
+                Ok(client) => {
+                    tracing::info!(%client, balancer = %peer, listener, "PROXY header accepted");
+                    client
+                }
+                Err(e) => {
+                    tracing::warn!(balancer = %peer, listener, error = %e, "PROXY header refused");
+                    return None;
+                }
+            },
+        };
+        let ip = client.ip();
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|n| n.contains(ip)) {
+            tracing::info!(%client, "client not in allowed_networks");
+            refuse(tcp, "554 5.7.1 Access denied\r\n").await;
+            return None;
+        }
+        let Some(ip_slot) = self.per_ip.try_take(ip, self.max_per_ip) else {
+            tracing::info!(%client, "too many SMTP connections from one address");
+            refuse(tcp, "421 4.7.0 Too many connections from your address\r\n").await;
+            return None;
+        };
+        Some((tcp, client, ip_slot))
+    }
 }
 
 /// Refuses a connection with one reply line, without reading anything.
@@ -42,7 +93,12 @@ impl Listener {
         let sessions = Arc::new(Semaphore::new(self.max_sessions));
         let per_ip = PerIp::default();
         let mut tasks = JoinSet::new();
-        let label = self.shared.listener;
+        let checks = Arc::new(Checks {
+            allowed: self.allowed,
+            max_per_ip: self.max_per_ip,
+            proxy: self.proxy,
+            per_ip,
+        });
         loop {
             let accepted = tokio::select! {
                 a = self.socket.accept() => a,
@@ -57,12 +113,15 @@ impl Listener {
                     continue;
                 }
             };
-            let ip = peer.ip();
-            if !self.allowed.is_empty() && !self.allowed.iter().any(|n| n.contains(ip)) {
-                tracing::info!(%peer, "client not in allowed_networks");
+            if let Some(proxy) = &checks.proxy
+                && !proxy.trusts(peer.ip())
+            {
+                tracing::info!(%peer, "not a configured load balancer (proxy_protocol_from)");
                 tasks.spawn(refuse(tcp, "554 5.7.1 Access denied\r\n"));
                 continue;
             }
+            // Taken before the PROXY header is read: connections waiting
+            // for theirs count against max_sessions.
             let Ok(permit) = sessions.clone().try_acquire_owned() else {
                 tasks.spawn(refuse(
                     tcp,
@@ -70,20 +129,19 @@ impl Listener {
                 ));
                 continue;
             };
-            let Some(ip_slot) = per_ip.try_take(ip, self.max_per_ip) else {
-                tasks.spawn(refuse(
-                    tcp,
-                    "421 4.7.0 Too many connections from your address\r\n",
-                ));
-                continue;
-            };
-            metrics::counter!(names::SMTP_SESSIONS_TOTAL, "listener" => label).increment(1);
             let shared = self.shared.clone();
             let rx = shutdown.clone();
             let tls = self.implicit_tls;
+            let checks = checks.clone();
             tasks.spawn(async move {
+                let Some((tcp, client, ip_slot)) = checks.admit(tcp, peer, shared.listener).await
+                else {
+                    return;
+                };
+                metrics::counter!(names::SMTP_SESSIONS_TOTAL, "listener" => shared.listener)
+                    .increment(1);
                 metrics::gauge!(names::SMTP_SESSIONS_ACTIVE).increment(1.0);
-                connection::serve(tcp, peer, shared, tls, rx, (ip_slot, permit)).await;
+                connection::serve(tcp, client, shared, tls, rx, (ip_slot, permit)).await;
                 metrics::gauge!(names::SMTP_SESSIONS_ACTIVE).decrement(1.0);
             });
         }

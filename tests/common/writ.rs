@@ -151,6 +151,8 @@ pub struct ListenerSpec {
     /// `None`: a free loopback port is picked at start.
     pub port: Option<u16>,
     pub allowed_networks: Vec<String>,
+    /// `proxy_protocol_from` (empty: the PROXY protocol is off).
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// `[provider.smtp]`
@@ -182,6 +184,8 @@ pub struct WritConfig {
     /// Run the admin endpoint on a free port.
     pub admin: bool,
     pub grace_secs: Option<u64>,
+    /// Other `[serve]` keys, as (key, TOML value) pairs.
+    pub serve_options: Vec<(String, String)>,
     /// An existing keyring; `None`: [`Writ::start`] makes one.
     pub keys_dir: Option<PathBuf>,
     /// Appended to the file verbatim (whole tables such as `[seal]`).
@@ -207,6 +211,7 @@ impl WritConfig {
                 kind: "relay".into(),
                 port: None,
                 allowed_networks: vec!["127.0.0.1".into()],
+                proxy_protocol_from: Vec::new(),
             }],
             hostname: "writ.test".into(),
             protected_domains: vec![super::provider::DOMAIN.into()],
@@ -224,6 +229,7 @@ impl WritConfig {
             }),
             admin: true,
             grace_secs: Some(10),
+            serve_options: Vec::new(),
             keys_dir: None,
             extra_toml: String::new(),
             log_level: "info".into(),
@@ -254,6 +260,7 @@ impl WritConfig {
             kind: kind.into(),
             port: None,
             allowed_networks: allowed_networks.iter().map(|s| s.to_string()).collect(),
+            proxy_protocol_from: Vec::new(),
         });
         self
     }
@@ -288,6 +295,9 @@ impl WritConfig {
         if let Some(a) = admin {
             let _ = writeln!(t, "admin_listen = \"127.0.0.1:{a}\"");
         }
+        for (k, v) in &self.serve_options {
+            let _ = writeln!(t, "{k} = {v}");
+        }
         let _ = writeln!(t, "\n[smtp]\nhostname = {}", q(&self.hostname));
         let _ = writeln!(t, "protected_domains = {}", list(&self.protected_domains));
         if let Some(e) = &self.external {
@@ -314,6 +324,9 @@ impl WritConfig {
             );
             if !l.allowed_networks.is_empty() {
                 let _ = writeln!(t, "allowed_networks = {}", list(&l.allowed_networks));
+            }
+            if !l.proxy_protocol_from.is_empty() {
+                let _ = writeln!(t, "proxy_protocol_from = {}", list(&l.proxy_protocol_from));
             }
         }
         if let Some(p) = &self.provider {
