@@ -387,3 +387,72 @@ fn imap_and_implicit_tls_listeners_behind_haproxy_count_the_real_client() {
     }
     drop(held);
 }
+
+/// `/healthz` always healthy.
+struct Healthy;
+
+impl writ::admin::Health for Healthy {
+    fn check(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// One HTTP/1.0 GET over `tcp`; the whole answer ("" if closed unanswered).
+fn get(mut tcp: TcpStream, path: &str) -> String {
+    let _ = tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: writ\r\n\r\n").as_bytes());
+    String::from_utf8_lossy(&until_closed(tcp).0).into_owned()
+}
+
+#[test]
+fn the_admin_endpoint_behind_haproxy_takes_only_the_balancers_headers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = writ::admin::install_metrics().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let admin = listener.local_addr().unwrap();
+    let proxy = writ::net::ProxyProtocol::new(&["127.0.0.1".into()], HEADER_TIMEOUT)
+        .unwrap()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = rt.spawn(writ::admin::serve_behind(
+        listener,
+        handle,
+        Arc::new(Healthy),
+        Some(proxy),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let haproxy = Haproxy::start(&[
+        ("admin_v1", admin, "send-proxy"),
+        ("admin_v2", admin, "send-proxy-v2"),
+    ]);
+    for frontend in ["admin_v1", "admin_v2"] {
+        let answer = get(
+            connect_from("127.0.0.2", haproxy.frontend(frontend)),
+            "/healthz",
+        );
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{answer}"
+        );
+    }
+    // Straight from the balancer's address without a header: no answer,
+    // closed by the header timeout.
+    let (bytes, took) = {
+        let mut tcp = connect_from("127.0.0.1", admin);
+        tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        until_closed(tcp)
+    };
+    assert!(bytes.is_empty(), "{}", String::from_utf8_lossy(&bytes));
+    assert!(took < HEADER_TIMEOUT + Duration::from_secs(4), "{took:?}");
+    // From an address that is not a balancer, even with a valid header.
+    let mut tcp = connect_from("127.0.0.9", admin);
+    let _ = tcp.write_all(b"PROXY TCP4 127.0.0.2 127.0.0.1 1 2\r\n");
+    assert_eq!(get(tcp, "/healthz"), "");
+    let _ = stop.send(());
+    rt.block_on(task).unwrap().unwrap();
+}
