@@ -3,8 +3,11 @@
 //!
 //! Start-up checks everything that can be checked before the first client
 //! arrives (config, keyring, certificates, the provider's TLS settings,
-//! ports) and fails with one line naming the problem. SIGTERM or SIGINT
-//! stops accepting; in-flight transactions get `serve.grace_secs`.
+//! ports) and fails with one line naming the problem. Once every socket is
+//! bound, writ tells systemd `READY=1` (`Type=notify`; nothing without
+//! `NOTIFY_SOCKET`). SIGTERM or SIGINT stops accepting; in-flight
+//! transactions get `serve.grace_secs`. SIGHUP reloads the keyring (after
+//! `writ keys rotate`) without dropping a session: see [`Reloader`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,10 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, Health};
-use crate::config::{Config, ImapListenerKind, ListenerKind, Network, UpstreamSecurity};
+use crate::config::{
+    Config, ImapListenerKind, ListenerKind, Network, SealConfig, UpstreamSecurity,
+};
 use crate::imap;
 use crate::imap::session::SharedKeys;
-use crate::keys::Keyring;
+use crate::keys::{KeyError, Keyring, LiveKeys, Unlocked};
 use crate::net::ProxyProtocol;
 use crate::policy::Policy;
 use crate::smtp::connection::Shared;
@@ -54,6 +59,77 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("admin endpoint: {0}")]
     Admin(String),
+    #[error("keyring reload: {0}")]
+    Reload(String),
+}
+
+/// Unlocks the keyring again, from the same passphrase source as at start
+/// (SIGHUP after `writ keys rotate`). Called on a blocking thread: scrypt.
+pub type Unlock = Arc<dyn Fn() -> Result<Unlocked, KeyError> + Send + Sync>;
+
+/// The IMAP proxy's unlocked keyring and how to unlock it again.
+pub struct OpenKeys {
+    pub live: Arc<LiveKeys>,
+    pub unlock: Unlock,
+}
+
+/// What SIGHUP reloads: the keyring's new epochs join [`LiveKeys`] (every
+/// session, those in progress included, opens them from then on), and new
+/// IMAP sessions seal their APPENDs to the new active epoch (a session in
+/// progress keeps sealing to the epoch it started with, which stays
+/// readable). The relay reads the keyring for each message and needs
+/// nothing. A failed reload changes nothing.
+struct Reloader {
+    keys_dir: PathBuf,
+    seal: SealConfig,
+    keys: Option<OpenKeys>,
+    imap: Vec<watch::Sender<Arc<imap::connection::Shared>>>,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<String, ServeError> {
+        let keys_dir = self.keys_dir.clone();
+        let seal = self.seal.clone();
+        let unlock = self.keys.as_ref().map(|k| k.unlock.clone());
+        let (active, sealer, unlocked) = tokio::task::spawn_blocking(move || {
+            let keyring = Keyring::load(&keys_dir)?;
+            let active = keyring.active()?.id.clone();
+            let sealer = crate::keys::sealer(&keyring, &seal)?;
+            let unlocked = unlock.map(|u| u()).transpose()?;
+            Ok::<_, KeyError>((active, sealer, unlocked))
+        })
+        .await
+        .map_err(|e| ServeError::Reload(e.to_string()))??;
+        let (Some(keys), Some(unlocked)) = (&self.keys, unlocked) else {
+            return Ok(format!("active epoch {active}"));
+        };
+        if !unlocked.identities().any(|(id, _)| id == active) {
+            return Err(ServeError::Reload(format!(
+                "the active epoch {active} could not be unlocked"
+            )));
+        }
+        let added = keys.live.add(unlocked);
+        for tx in &self.imap {
+            tx.send_modify(|shared| {
+                let mut next = (**shared).clone();
+                next.sealer = sealer.clone();
+                *shared = Arc::new(next);
+            });
+        }
+        Ok(format!(
+            "active epoch {active}, {} epoch(s) added ({})",
+            added.len(),
+            added.join(", ")
+        ))
+    }
+}
+
+/// Tells the service manager (systemd `Type=notify`) what writ is doing;
+/// nothing when `NOTIFY_SOCKET` is unset.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
 }
 
 /// `/healthz`: the keyring is readable with an active epoch, and the
@@ -93,6 +169,7 @@ pub struct Server {
     /// Where each listener is bound (for logs and tests).
     pub addresses: Vec<(ListenerKind, SocketAddr)>,
     pub imap_addresses: Vec<(ImapListenerKind, SocketAddr)>,
+    reloader: Reloader,
 }
 
 type SmtpParts = (Vec<Listener>, Vec<(ListenerKind, SocketAddr)>, Target);
@@ -100,6 +177,7 @@ type ImapParts = (
     Vec<imap::listener::Listener>,
     Vec<(ImapListenerKind, SocketAddr)>,
     imap::upstream::Target,
+    Vec<watch::Sender<Arc<imap::connection::Shared>>>,
 );
 
 /// A listener's PROXY protocol settings (`None`: off).
@@ -124,11 +202,11 @@ fn label(kind: ListenerKind) -> &'static str {
 impl Server {
     /// Validates the configuration and binds every socket. `keys` is the
     /// unlocked keyring, needed by the IMAP proxy (the relay seals with
-    /// public keys only).
+    /// public keys only), and how to unlock it again on SIGHUP.
     pub async fn prepare(
         config: &Config,
         keys_dir: PathBuf,
-        keys: Option<SharedKeys>,
+        keys: Option<OpenKeys>,
     ) -> Result<Server, ServeError> {
         if config.smtp.listeners.is_empty() && config.imap.listeners.is_empty() {
             return Err(ServeError::Nothing);
@@ -139,17 +217,19 @@ impl Server {
             let (l, a, t) = Self::prepare_smtp(config, &keys_dir).await?;
             (l, a, Some(t))
         };
-        let (imap_listeners, imap_addresses, imap_target) = if config.imap.listeners.is_empty() {
-            (Vec::new(), Vec::new(), None)
-        } else {
-            let keys = keys.ok_or_else(|| {
-                ServeError::Config(
-                    "the IMAP proxy opens sealed mail: it needs the keyring passphrase".into(),
-                )
-            })?;
-            let (l, a, t) = Self::prepare_imap(config, &keys_dir, keys).await?;
-            (l, a, Some(t))
-        };
+        let (imap_listeners, imap_addresses, imap_target, imap_shared) =
+            if config.imap.listeners.is_empty() {
+                (Vec::new(), Vec::new(), None, Vec::new())
+            } else {
+                let keys = keys.as_ref().ok_or_else(|| {
+                    ServeError::Config(
+                        "the IMAP proxy opens sealed mail: it needs the keyring passphrase".into(),
+                    )
+                })?;
+                let shared_keys: SharedKeys = keys.live.clone();
+                let (l, a, t, s) = Self::prepare_imap(config, &keys_dir, shared_keys).await?;
+                (l, a, Some(t), s)
+            };
         let admin = match config.serve.admin_listen {
             Some(address) => {
                 let socket = TcpListener::bind(address)
@@ -171,6 +251,12 @@ impl Server {
             admin,
             addresses,
             imap_addresses,
+            reloader: Reloader {
+                keys_dir,
+                seal: config.seal.clone(),
+                keys,
+                imap: imap_shared,
+            },
         })
     }
 
@@ -299,6 +385,7 @@ impl Server {
         };
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
+        let mut senders = Vec::new();
         let (per_ip, prelogin) = (crate::net::PerIp::default(), crate::net::PerIp::default());
         for l in &imap.listeners {
             let socket = TcpListener::bind(l.listen)
@@ -324,6 +411,8 @@ impl Server {
                 sealer: sealer.clone(),
                 cache: cache.clone(),
             });
+            let (tx, shared) = watch::channel(shared);
+            senders.push(tx);
             listeners.push(imap::listener::Listener {
                 socket,
                 shared,
@@ -337,7 +426,7 @@ impl Server {
                 grace: Duration::from_secs(config.serve.grace_secs),
             });
         }
-        Ok((listeners, addresses, target))
+        Ok((listeners, addresses, target, senders))
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
@@ -345,6 +434,7 @@ impl Server {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
         let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signals)?;
         let (tx, rx) = watch::channel(false);
         let handle = admin::install_metrics().map_err(|e| ServeError::Admin(e.to_string()))?;
         let mut tasks = tokio::task::JoinSet::new();
@@ -374,10 +464,35 @@ impl Server {
                 }
             });
         }
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        // Every socket was bound (and listening) in `prepare`: connections
+        // are accepted from here on.
+        notify(&[sd_notify::NotifyState::Ready]);
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: shutting down");
+                    break;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: shutting down");
+                    break;
+                }
+                _ = hup.recv() => {
+                    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                    notify(&reloading);
+                    match self.reloader.reload().await {
+                        Ok(what) => tracing::info!(keyring = %what, "SIGHUP: keyring reloaded"),
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "SIGHUP: keyring not reloaded; the keys in use are kept"
+                        ),
+                    }
+                    notify(&[sd_notify::NotifyState::Ready]);
+                }
+            }
         }
+        notify(&[sd_notify::NotifyState::Stopping]);
         let _ = tx.send(true);
         while tasks.join_next().await.is_some() {}
         tracing::info!("stopped");

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use writ::config;
-use writ::keys::Keyring;
+use writ::keys::{self, Keyring};
 
 use super::{Context, out};
 
@@ -20,18 +20,50 @@ pub fn serve(ctx: &Context) -> Result<()> {
         .build()?;
     // The IMAP proxy opens sealed mail: unlock before serving, so that a
     // wrong passphrase is a start-up error, not a failure per message.
-    let keys: Option<writ::imap::session::SharedKeys> = if ctx.config.imap.listeners.is_empty() {
+    let keys = if ctx.config.imap.listeners.is_empty() {
         None
     } else {
-        let keyring = Keyring::load(&ctx.keys_dir)?;
-        let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
-        Some(std::sync::Arc::new(keyring.unlock(&passphrase)?))
+        Some(open_keys(ctx)?)
     };
     runtime.block_on(async {
         let server = writ::serve::Server::prepare(&ctx.config, ctx.keys_dir.clone(), keys).await?;
         server.run().await?;
         Ok(())
     })
+}
+
+/// Unlocks the keyring, and says how to unlock it again on SIGHUP: the
+/// passphrase file (`--passphrase-file`, `WRIT_PASSPHRASE_FILE`, or the
+/// systemd credential `passphrase`) is read again, so a reload after
+/// `keys passwd` works with the new file; a passphrase typed at the prompt
+/// is kept (zeroized on exit) since nobody is there to type it again.
+fn open_keys(ctx: &super::Context) -> Result<writ::serve::OpenKeys> {
+    use std::sync::Arc;
+    let file = ctx
+        .passphrase_file
+        .clone()
+        .or_else(keys::credential_passphrase_file);
+    let passphrase = keys::passphrase_from(file.as_deref(), "Keyring passphrase: ", false)?;
+    let live = Arc::new(keys::LiveKeys::new(
+        Keyring::load(&ctx.keys_dir)?.unlock(&passphrase)?,
+    ));
+    let keys_dir = ctx.keys_dir.clone();
+    enum Again {
+        ReadFile(std::path::PathBuf),
+        Kept(secrecy::SecretString),
+    }
+    let again = match file {
+        Some(f) => Again::ReadFile(f),
+        None => Again::Kept(passphrase),
+    };
+    let unlock: writ::serve::Unlock = Arc::new(move || {
+        let passphrase = match &again {
+            Again::Kept(kept) => kept.clone(),
+            Again::ReadFile(file) => keys::read_passphrase_file(file)?,
+        };
+        Keyring::load(&keys_dir)?.unlock(&passphrase)
+    });
+    Ok(writ::serve::OpenKeys { live, unlock })
 }
 
 pub fn check_config(ctx: &Context) -> Result<()> {

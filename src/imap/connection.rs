@@ -36,6 +36,7 @@ use super::upstream::{Target, Upstream};
 use crate::net::{self, PerIpGuard, Stream};
 
 /// What every connection of one listener shares.
+#[derive(Clone)]
 pub struct Shared {
     pub target: Target,
     pub acceptor: TlsAcceptor,

@@ -28,7 +28,9 @@ use crate::net::{PerIp, PerIpGuard, ProxyProtocol};
 
 pub struct Listener {
     pub socket: TcpListener,
-    pub shared: Arc<Shared>,
+    /// Replaced by a keyring reload (SIGHUP); each connection takes the
+    /// current one when accepted.
+    pub shared: watch::Receiver<Arc<Shared>>,
     pub implicit_tls: bool,
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
@@ -140,7 +142,7 @@ impl Listener {
                 ));
                 continue;
             };
-            let shared = self.shared.clone();
+            let shared = self.shared.borrow().clone();
             let rx = shutdown.clone();
             let tls = self.implicit_tls;
             let checks = checks.clone();

@@ -15,6 +15,7 @@
 
 pub(crate) mod atomic;
 mod keyring;
+mod live;
 mod passphrase;
 mod unlock;
 
@@ -24,7 +25,11 @@ use std::path::{Path, PathBuf};
 
 pub use keyring::Keyring;
 pub(crate) use keyring::now_rfc3339;
-pub use passphrase::{passphrase_from, prompt_passphrase, read_passphrase_file};
+pub use live::LiveKeys;
+pub use passphrase::{
+    CREDENTIAL_NAME, credential_passphrase_file, passphrase_from, prompt_passphrase,
+    read_passphrase_file,
+};
 pub use unlock::Unlocked;
 pub(crate) use unlock::{encrypt_armored, passphrase_recipient, text_field};
 

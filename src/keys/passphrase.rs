@@ -1,6 +1,7 @@
 //! Where the passphrase comes from: a file (`--passphrase-file`, or
-//! `WRIT_PASSPHRASE_FILE`, e.g. a systemd credential) or a no-echo prompt on
-//! the terminal. Every copy is zeroized.
+//! `WRIT_PASSPHRASE_FILE`; for `writ serve` also the systemd credential
+//! `$CREDENTIALS_DIRECTORY/passphrase`) or a no-echo prompt on the
+//! terminal. Every copy is zeroized.
 
 use std::path::Path;
 
@@ -44,6 +45,18 @@ pub fn prompt_passphrase(prompt: &str, confirm: bool) -> Result<SecretString, Ke
         }
     }
     Ok(first)
+}
+
+/// The name of the systemd credential holding the keyring passphrase
+/// (`LoadCredential=passphrase:/etc/writ/passphrase` in the unit).
+pub const CREDENTIAL_NAME: &str = "passphrase";
+
+/// `$CREDENTIALS_DIRECTORY/passphrase` when systemd passed that credential
+/// (`LoadCredential=`); `None` otherwise.
+pub fn credential_passphrase_file() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let path = Path::new(&dir).join(CREDENTIAL_NAME);
+    path.is_file().then_some(path)
 }
 
 /// The file if one is given, else the prompt.
