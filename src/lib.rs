@@ -38,6 +38,7 @@ pub mod imap;
 pub mod jobs;
 pub mod keys;
 pub mod net;
+pub mod notify;
 pub mod policy;
 pub mod serve;
 pub mod smtp;

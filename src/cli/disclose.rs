@@ -265,7 +265,23 @@ pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
     match args.command {
         Some(DiscloseCommand::Request { select: s }) => {
             let selected = select(ctx, &s)?;
-            out(&String::from_utf8_lossy(&selected.request.to_file()))
+            let file = selected.request.to_file();
+            out(&String::from_utf8_lossy(&file))?;
+            let disclosure = &ctx.config.disclosure;
+            notify(
+                ctx,
+                &writ::notify::Notice::RequestAwaitingApproval {
+                    request_sha256: selected.request.digest_hex(),
+                    quorum: disclosure.quorum,
+                    approvers: disclosure
+                        .approvers
+                        .iter()
+                        .map(|a| a.name.clone())
+                        .collect(),
+                    operator: ctx.operator.clone(),
+                },
+            );
+            Ok(())
         }
         Some(DiscloseCommand::Verify {
             dir,
@@ -366,8 +382,31 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
         },
         bundle.dir().display(),
     );
+    let notice = writ::notify::Notice::DisclosureCarriedOut {
+        request_sha256: bundle.request_sha256.clone(),
+        manifest_sha256: bundle.manifest_sha256.clone(),
+        messages: bundle.messages,
+        approvers,
+        operator: ctx.operator.clone(),
+    };
     bundle.keep();
-    out(&text)
+    out(&text)?;
+    notify(ctx, &notice);
+    Ok(())
+}
+
+/// Sends a `[notify]` notice. The disclosure (or request) is already done
+/// and recorded; a notice that cannot be sent is a warning, not an error.
+fn notify(ctx: &Context, notice: &writ::notify::Notice) {
+    let config = &ctx.config;
+    if let Err(e) = writ::notify::send(
+        &config.notify,
+        config.provider.smtp.as_ref(),
+        &config.smtp.hostname,
+        notice,
+    ) {
+        eprintln!("writ: warning: notice not sent: {e}");
+    }
 }
 
 fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {

@@ -14,10 +14,12 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 mod disclosure;
 mod imap;
 mod jobs;
+mod notify;
 mod relay;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
+pub use notify::NotifyConfig;
 pub use relay::{
     ExternalPolicy, ListenerConfig, ListenerKind, Network, ProviderConfig, ServeConfig, SmtpConfig,
     UpstreamConfig, UpstreamSecurity,
@@ -53,6 +55,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// `[disclosure]`: the approvals `writ disclose` needs.
     pub disclosure: DisclosureConfig,
+    /// `[notify]`: mail about legal process (off by default).
+    pub notify: NotifyConfig,
 }
 
 /// `[keys]`
