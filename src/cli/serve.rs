@@ -70,6 +70,7 @@ pub fn check_config(ctx: &Context) -> Result<()> {
     let mut problems = ctx.config.smtp.problems(&ctx.config.provider);
     problems.extend(ctx.config.imap.problems(&ctx.config.provider));
     problems.extend(ctx.config.jobs.problems());
+    problems.extend(ctx.config.notify.problems(&ctx.config.provider));
     if !problems.is_empty() {
         anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
     }

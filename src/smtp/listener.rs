@@ -41,6 +41,11 @@ struct Checks {
 }
 
 impl Checks {
+    /// Whether `allowed_networks` lets `ip` in (empty: anyone).
+    fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(ip))
+    }
+
     /// The client's address (from the PROXY header when the listener takes
     /// one), checked against `allowed_networks` and the per-address limit.
     /// `None`: refused (and answered, except for a bad PROXY header, which
@@ -65,7 +70,7 @@ impl Checks {
             },
         };
         let ip = client.ip();
-        if !self.allowed.is_empty() && !self.allowed.iter().any(|n| n.contains(ip)) {
+        if !self.allows(ip) {
             tracing::info!(%client, "client not in allowed_networks");
             refuse(tcp, "554 5.7.1 Access denied\r\n").await;
             return None;
@@ -113,10 +118,17 @@ impl Listener {
                     continue;
                 }
             };
-            if let Some(proxy) = &checks.proxy
-                && !proxy.trusts(peer.ip())
-            {
-                tracing::info!(%peer, "not a configured load balancer (proxy_protocol_from)");
+            // Without a PROXY header to wait for, an address outside
+            // allowed_networks is refused before it takes a session slot.
+            let refused = match &checks.proxy {
+                Some(proxy) if !proxy.trusts(peer.ip()) => {
+                    Some("not a configured load balancer (proxy_protocol_from)")
+                }
+                None if !checks.allows(peer.ip()) => Some("client not in allowed_networks"),
+                _ => None,
+            };
+            if let Some(why) = refused {
+                tracing::info!(%peer, "{why}");
                 tasks.spawn(refuse(tcp, "554 5.7.1 Access denied\r\n"));
                 continue;
             }
