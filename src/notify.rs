@@ -63,7 +63,8 @@ pub enum Notice {
 }
 
 impl Notice {
-    /// Subject and body: fixed text and the fields above only.
+    /// Subject and body: fixed text and the fields above only, in lines short
+    /// enough (under 76 octets) to travel as 7bit text, hashes whole.
     pub fn text(&self) -> (String, String) {
         match self {
             Notice::RequestAwaitingApproval {
@@ -80,7 +81,7 @@ impl Notice {
                     "A disclosure request was prepared on the writ gateway by {operator}.\r\n\
                      It needs {quorum} approval(s) from: {}.\r\n\
                      \r\n\
-                     Request digest: {request_sha256}\r\n\
+                     Request digest:\r\n  {request_sha256}\r\n\
                      \r\n\
                      Get the request file from the administrator and approve it on your own\r\n\
                      machine with `writ approver approve` if you agree; the approval file's\r\n\
@@ -104,8 +105,8 @@ impl Notice {
                     "{operator} disclosed {messages} message(s) on the writ gateway.\r\n\
                      Approved by: {}.\r\n\
                      \r\n\
-                     Request digest:  {request_sha256}\r\n\
-                     Manifest SHA-256: {manifest_sha256}\r\n\
+                     Request digest:\r\n  {request_sha256}\r\n\
+                     Manifest SHA-256:\r\n  {manifest_sha256}\r\n\
                      \r\n\
                      The bundle is signed by the gateway's audit key and recorded in its\r\n\
                      audit log (`writ audit show`). This notice names no case and no\r\n\
