@@ -184,6 +184,18 @@ struct Notified {
 
 impl Notified {
     fn start(cfg: &WritConfig, ports: &[u16], admin: u16, keys: &common::writ::TestKeys) -> Self {
+        Notified::start_with(cfg, ports, admin, keys, &[])
+    }
+
+    /// With extra environment variables; stderr goes to `log` in its
+    /// directory.
+    fn start_with(
+        cfg: &WritConfig,
+        ports: &[u16],
+        admin: u16,
+        keys: &common::writ::TestKeys,
+        env: &[(&str, &std::path::Path)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
@@ -192,15 +204,19 @@ impl Notified {
             .unwrap();
         let config = dir.path().join("writ.toml");
         std::fs::write(&config, cfg.render(ports, Some(admin), &keys.dir())).unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let child = Command::new(WRIT)
             .env_remove("WRIT_PASSPHRASE_FILE")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(env.iter().copied())
             .env("NOTIFY_SOCKET", &path)
             .arg("--config")
             .arg(&config)
             .arg("serve")
             .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         Notified {
@@ -215,6 +231,10 @@ impl Notified {
         let mut buf = [0u8; 4096];
         let n = self.socket.recv(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
     }
 
     fn signal(&self, name: &str) {
@@ -290,6 +310,55 @@ fn ready_is_never_notified_when_a_listener_cannot_bind() {
         ),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
     }
+}
+
+#[test]
+fn the_passphrase_comes_from_the_systemd_credential_at_start_and_on_reload() {
+    let keys = common::writ::TestKeys::new();
+    let tls = common::tls::test_tls("writ credential test CA");
+    let mut cfg = WritConfig::relay(unused_provider());
+    cfg.listeners.clear();
+    let imap = free_port();
+    cfg.extra_toml = format!(
+        "[imap]\ntls_cert = {:?}\ntls_key = {:?}\n\n\
+         [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\n\
+         [provider.imap]\naddress = \"127.0.0.1:9\"\nsecurity = \"plain\"\n",
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    // What LoadCredential=passphrase:... gives the service.
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        keys.passphrase_file(),
+        credentials.path().join("passphrase"),
+    )
+    .unwrap();
+
+    // Without the credential (and no file, no terminal) the IMAP proxy
+    // cannot unlock: writ does not start.
+    let mut without = Notified::start(&cfg, &[], free_port(), &keys);
+    assert!(!without.child.wait().unwrap().success());
+
+    let writ = Notified::start_with(
+        &cfg,
+        &[],
+        free_port(),
+        &keys,
+        &[("CREDENTIALS_DIRECTORY", credentials.path())],
+    );
+    let ready = writ.next().expect("READY=1 with the credential");
+    assert!(
+        ready.lines().any(|l| l == "READY=1"),
+        "{ready:?}\n{}",
+        writ.log()
+    );
+    writ.signal("-HUP");
+    for _ in 0..2 {
+        writ.next().expect("RELOADING=1, then READY=1");
+    }
+    let log = writ.log();
+    assert!(log.contains("SIGHUP: keyring reloaded"), "{log}");
+    assert!(!log.contains(common::writ::PASSPHRASE), "{log}");
 }
 
 #[test]
