@@ -182,13 +182,11 @@ type ImapParts = (
 
 /// A listener's PROXY protocol settings (`None`: off).
 fn proxy_protocol(config: &Config, from: &[String]) -> Result<Option<ProxyProtocol>, ServeError> {
-    let timeout = config.serve.proxy_header_timeout_secs;
-    if !(1..=60).contains(&timeout) {
-        return Err(ServeError::Config(
-            "serve.proxy_header_timeout_secs must be between 1 and 60".into(),
-        ));
+    if let Some(p) = config.serve.problems().into_iter().next() {
+        return Err(ServeError::Config(p));
     }
-    ProxyProtocol::new(from, Duration::from_secs(timeout)).map_err(ServeError::Config)
+    let timeout = Duration::from_secs(config.serve.proxy_header_timeout_secs);
+    ProxyProtocol::new(from, timeout).map_err(ServeError::Config)
 }
 
 fn label(kind: ListenerKind) -> &'static str {

@@ -69,6 +69,7 @@ fn open_keys(ctx: &super::Context) -> Result<writ::serve::OpenKeys> {
 pub fn check_config(ctx: &Context) -> Result<()> {
     let mut problems = ctx.config.smtp.problems(&ctx.config.provider);
     problems.extend(ctx.config.imap.problems(&ctx.config.provider));
+    problems.extend(ctx.config.serve.problems());
     problems.extend(ctx.config.jobs.problems());
     problems.extend(ctx.config.notify.problems(&ctx.config.provider));
     if !problems.is_empty() {

@@ -36,6 +36,22 @@ impl Default for ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// Checks what serde cannot: a list of one-line problems, empty if none.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(1..=60).contains(&self.proxy_header_timeout_secs) {
+            out.push("serve.proxy_header_timeout_secs must be between 1 and 60".into());
+        }
+        for n in &self.admin_proxy_protocol_from {
+            if let Err(e) = Network::parse(n) {
+                out.push(format!("serve.admin_proxy_protocol_from: {e}"));
+            }
+        }
+        out
+    }
+}
+
 /// What happens to a recipient outside the protected domains.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -330,5 +346,19 @@ mod tests {
         for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129", ""] {
             assert!(Network::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn serve_problems_name_the_proxy_settings() {
+        assert!(ServeConfig::default().problems().is_empty());
+        let bad = ServeConfig {
+            proxy_header_timeout_secs: 0,
+            admin_proxy_protocol_from: vec!["10.0.0.0/99".into()],
+            ..ServeConfig::default()
+        };
+        let problems = bad.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("proxy_header_timeout_secs"));
+        assert!(problems[1].contains("admin_proxy_protocol_from"));
     }
 }
