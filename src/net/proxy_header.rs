@@ -251,6 +251,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_v2_local_header_leaves_the_balancers_address() {
+        // What HAProxy's `check-send-proxy` health checks send.
+        let local = ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Local,
+            ppp::v2::Protocol::Unspecified,
+            ppp::v2::Addresses::Unspecified,
+        )
+        .build()
+        .unwrap();
+        let proxy = ProxyProtocol::new(&["127.0.0.1".into()], Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&local).await.unwrap();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(proxy.client(&mut b, peer).await.unwrap(), peer);
+    }
+
+    #[tokio::test]
     async fn garbage_and_oversized_headers_are_refused() {
         assert!(matches!(
             read_from(b"EHLO client.example\r\n").await.0,
