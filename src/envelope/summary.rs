@@ -33,6 +33,12 @@ pub const MAX_DEPTH: usize = 100;
 /// refuse the summary as malformed.
 pub const MAX_PARTS: usize = 10_000;
 
+/// Octets of raw MIME fields ([`Part::mime`]) one summary holds at most,
+/// all entities together: past it, later entities go without (readers
+/// then use the parsed fields). Keeps the summary far below what readers
+/// accept (64 MiB) whatever M's headers hold.
+pub const MAX_MIME_FIELDS: usize = 1024 * 1024;
+
 /// Largest message size (octets) a summary may state: 1 TiB, far above
 /// any message writ accepts and low enough that every sum of offsets,
 /// sizes and line counts (and IMAP's `size + bare_lf`) fits in a `u64`.
@@ -112,6 +118,15 @@ pub struct Part {
     /// header exceeded the sealer's cap (`header_truncated`).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
     pub header: Option<Vec<u8>>,
+    /// The entity's MIME fields (`Content-*` and `MIME-Version`) exactly
+    /// as in M, octets and folding kept (base64 in JSON), so that a reader
+    /// shows BODYSTRUCTURE as IMAP servers do, 8-bit octets and malformed
+    /// fields included (`view::mime`). Written since `docs/FORMAT.md`
+    /// revision 4 for every entity while the summary's budget
+    /// ([`MAX_MIME_FIELDS`]) lasts; absent in older summaries, past the
+    /// budget, and when the header passed the writer's cap.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
+    pub mime: Option<Vec<u8>>,
     /// The header was longer than the sealer's cap: only the payload holds it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub header_truncated: bool,
@@ -242,7 +257,7 @@ macro_rules! shallow_fields {
         $m!($($arg)*; media_type, subtype, content_type_present, content_type_value, params,
             id, description, encoding, md5, disposition, language, location,
             header_offset, header_size, body_offset, body_size, body_lines, body_bare_lf,
-            header, header_truncated, opaque, imap_body_eol, parent)
+            header, mime, header_truncated, opaque, imap_body_eol, parent)
     };
 }
 
@@ -531,6 +546,13 @@ impl Part {
             .is_some_and(|h| h.len() as u64 > self.header_size)
         {
             return bad("the raw header is longer than header_size");
+        }
+        if self
+            .mime
+            .as_ref()
+            .is_some_and(|h| h.len() as u64 > self.header_size)
+        {
+            return bad("the raw MIME fields are longer than header_size");
         }
         if parent.is_some_and(|p| self.header_offset < p.body_offset) {
             return bad("the part starts before its parent's body");

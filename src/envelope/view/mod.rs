@@ -88,10 +88,6 @@ fn nstring(out: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
-fn sstring(out: &mut Vec<u8>, v: Option<&str>) {
-    nstring(out, v.map(str::as_bytes));
-}
-
 /// A string for people to read (Subject, display names), as Dovecot
 /// writes it: whitespace runs become one space and the ends are trimmed;
 /// unless nothing needed changing (and nothing needs escaping), the result
@@ -143,6 +139,7 @@ fn human(out: &mut Vec<u8>, v: &[u8]) {
 mod body_structure;
 mod envelope;
 mod lexer;
+pub(crate) mod mime;
 #[cfg(test)]
 mod tests;
 
