@@ -2,9 +2,10 @@
 //! [`Summary`] without ever holding more than one header block and one
 //! short line.
 //!
-//! It follows RFC 2045/2046 the way IMAP servers do in practice: a line
-//! that starts with `--boundary` of any open multipart is a delimiter
-//! (innermost first), the line break before a delimiter belongs to the
+//! It follows RFC 2045/2046 the way IMAP servers do in practice (Dovecot's
+//! message parser, `view::mime` for the fields): a line that starts with
+//! `--boundary` of any open multipart is a delimiter (the longest such
+//! boundary wins), the line break before a delimiter belongs to the
 //! delimiter, a part without a blank line ends its header at the next
 //! delimiter, and a message that ends early closes every open part at EOF.
 //! Past [`Limits::max_depth`] or [`Limits::max_parts`] a body is opaque
