@@ -342,6 +342,45 @@ const MESSAGES: &[&[u8]] = &[
     b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQp5DQo=\r\n\r\n--b--\r\n",
 ];
 
+/// Messages at Dovecot's caps, which are the writer's (100 levels of
+/// nesting, 10,000 entities): what it stops descending into, and where
+/// the lines past the entity cap go.
+fn at_the_caps() -> Vec<(String, Vec<u8>)> {
+    let mut deep_multipart = Vec::new();
+    for i in 0..120 {
+        deep_multipart.extend_from_slice(
+            format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n").as_bytes(),
+        );
+    }
+    deep_multipart.extend_from_slice(b"\r\ninnermost\r\n");
+    let mut deep_rfc822 = b"Subject: top\r\n".to_vec();
+    for i in 0..120 {
+        deep_rfc822.extend_from_slice(
+            format!("Content-Type: message/rfc822\r\n\r\nSubject: level {i}\r\n").as_bytes(),
+        );
+    }
+    deep_rfc822.extend_from_slice(b"\r\nbody\r\n");
+    let mut many_parts = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+    for i in 0..10_005 {
+        many_parts.extend_from_slice(format!("--b\r\n\r\n{i}\r\n").as_bytes());
+    }
+    many_parts.extend_from_slice(b"--b--\r\n");
+    let mut many_messages = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+    for i in 0..5_000 {
+        many_messages.extend_from_slice(
+            format!("--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: {i}\r\n\r\nx\r\n")
+                .as_bytes(),
+        );
+    }
+    many_messages.extend_from_slice(b"--b--\r\n");
+    vec![
+        ("cap: 120 nested multiparts".into(), deep_multipart),
+        ("cap: 120 nested messages".into(), deep_rfc822),
+        ("cap: 10,005 parts".into(), many_parts),
+        ("cap: 5,000 message/rfc822 parts".into(), many_messages),
+    ]
+}
+
 /// The inline corpus and the generated cases, by name.
 fn generated() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = CORPUS
@@ -369,6 +408,7 @@ fn generated() -> Vec<(String, Vec<u8>)> {
     for (n, m) in MESSAGES.iter().enumerate() {
         out.push((format!("message {n}"), m.to_vec()));
     }
+    out.extend(at_the_caps());
     for (n, body) in STRUCTURES.iter().enumerate() {
         let mut m = b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
         m.extend_from_slice(body);

@@ -8,8 +8,10 @@
 //! boundary wins), the line break before a delimiter belongs to the
 //! delimiter, a part without a blank line ends its header at the next
 //! delimiter, and a message that ends early closes every open part at EOF.
-//! Past [`Limits::max_depth`] or [`Limits::max_parts`] a body is opaque
-//! content: the summary says so, the payload is unaffected.
+//! Past [`Limits::max_depth`] a body is opaque content: the summary says
+//! so, the payload is unaffected. Once [`Limits::max_parts`] entities are
+//! recorded, no line is a delimiter any more and a message/rfc822 part is
+//! opaque. A message/global part is a leaf, as IMAP servers show it.
 
 use super::header::{self, text};
 use super::summary::{
@@ -249,7 +251,15 @@ impl Scanner {
     }
 
     fn process_line(&mut self, line: &[u8], complete: bool, eol: u64) {
-        if let Some((k, close)) = self.delimiter_of(line) {
+        // With the entity count at its cap no line is a delimiter line any
+        // more, close delimiters included: what follows belongs to the
+        // entities open now (as in Dovecot, whose count is the same).
+        let delimiter = if self.parts < self.limits.max_parts {
+            self.delimiter_of(line)
+        } else {
+            None
+        };
+        if let Some((k, close)) = delimiter {
             // The previous line's break belongs to this delimiter.
             let delimiter_start = self.line_start;
             let end = delimiter_start.saturating_sub(self.prev_eol);
@@ -283,16 +293,10 @@ impl Scanner {
                 if let Some(f) = self.stack.last_mut() {
                     f.delimiter = None;
                 }
-            } else if self.parts < self.limits.max_parts {
+            } else {
                 self.parts += 1;
                 let digest = self.stack.last().is_some_and(|f| f.digest);
                 self.stack.push(Frame::new(self.offset, false, digest));
-            } else {
-                // Too many parts: the rest of this multipart is opaque.
-                if let Some(f) = self.stack.last_mut() {
-                    f.delimiter = None;
-                    f.part.opaque = true;
-                }
             }
             return;
         }
@@ -368,7 +372,7 @@ impl Scanner {
                 Some(_) => top.part.opaque = true,
                 None => {}
             }
-        } else if structure.rfc822 || is_global(&top.part) {
+        } else if structure.rfc822 {
             if deep_ok && count_ok {
                 self.parts += 1;
                 self.stack.push(Frame::new(body_offset, true, false));
@@ -442,14 +446,6 @@ impl Scanner {
             root: self.root.unwrap_or_default(),
         }
     }
-}
-
-/// Is this a message/global part (whose embedded message the summary
-/// describes, although IMAP servers show it as a leaf)?
-fn is_global(part: &Part) -> bool {
-    part.content_type_present
-        && part.media_type.eq_ignore_ascii_case("message")
-        && part.subtype.eq_ignore_ascii_case("global")
 }
 
 /// Fills the MIME fields of `part` from its raw header block and says

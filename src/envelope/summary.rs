@@ -233,9 +233,13 @@ impl Part {
         for &n in path {
             let idx = usize::try_from(n).ok()?.checked_sub(1)?;
             // Section numbers of a message/rfc822 part address the
-            // embedded message's parts.
-            if part.is_message() {
-                part = part.parts.first()?;
+            // embedded message's parts (a message/global part is a leaf to
+            // IMAP servers, and so is a message/rfc822 part without one).
+            if part.media_type.eq_ignore_ascii_case("message")
+                && part.subtype.eq_ignore_ascii_case("rfc822")
+                && let Some(inner) = part.parts.first()
+            {
+                part = inner;
             }
             if part.is_multipart() {
                 part = part.parts.get(idx)?;

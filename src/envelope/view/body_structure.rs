@@ -182,10 +182,18 @@ impl Shown {
     /// whatever its fields say); otherwise it is a message, whose MIME
     /// fields count only next to MIME-Version or Content-Type.
     fn of(part: &Part, in_multipart: bool) -> Shown {
-        match &part.mime {
+        let mut shown = match &part.mime {
             Some(raw) => Shown::exact(part, raw, in_multipart),
             None => Shown::legacy(part),
+        };
+        if is_truncated(part) {
+            // Dovecot's answer for an entity it stopped descending into.
+            shown.media_type = b"application".to_vec();
+            shown.subtype = b"octet-stream".to_vec();
+            shown.text = false;
+            shown.rfc822 = false;
         }
+        shown
     }
 
     fn exact(part: &Part, raw: &[u8], in_multipart: bool) -> Shown {
@@ -270,6 +278,13 @@ impl Shown {
             location: bytes(&part.location),
         }
     }
+}
+
+/// Did the writer stop descending into this multipart or message/rfc822
+/// part (nesting or count cap, `Part::opaque`)? Dovecot, whose caps are
+/// the same, then shows it as application/octet-stream.
+fn is_truncated(part: &Part) -> bool {
+    part.opaque && part.parts.is_empty() && (part.is_multipart() || is_rfc822(part))
 }
 
 fn extension(out: &mut Vec<u8>, shown: &Shown) {
@@ -516,7 +531,7 @@ fn write_part(out: &mut Vec<u8>, root: &Part, extended: bool) {
         match step {
             Step::Enter(part, in_multipart) => {
                 out.push(b'(');
-                if part.is_multipart() {
+                if part.is_multipart() && !is_truncated(part) {
                     if part.parts.is_empty() {
                         out.extend_from_slice(if extended {
                             EMPTY_BODYSTRUCTURE

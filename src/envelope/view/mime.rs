@@ -166,9 +166,12 @@ fn parse_content_type(lex: &mut Lexer<'_>, out: &mut Vec<u8>) -> Step {
     more
 }
 
+/// A parameter: name and value, in octets.
+pub type Param = (Vec<u8>, Vec<u8>);
+
 /// `rfc822_parse_content_param`: one `; name=value`. `Ok(None)` at the
 /// end, `Err` for a syntax error.
-fn content_param(lex: &mut Lexer<'_>) -> Result<Option<(Vec<u8>, Vec<u8>)>, ()> {
+fn content_param(lex: &mut Lexer<'_>) -> Result<Option<Param>, ()> {
     if !lex.more() {
         return Ok(None);
     }
@@ -529,10 +532,11 @@ pub fn mime_data(block: &[u8], is_mime: bool) -> MimeData {
             if d.language.is_none() {
                 d.language = language(v);
             }
-        } else if is("Disposition") && d.disposition.as_ref().is_none_or(|d| d.params.is_empty()) {
-            if let Some(disp) = disposition(v) {
-                d.disposition = Some(disp);
-            }
+        } else if is("Disposition")
+            && d.disposition.as_ref().is_none_or(|d| d.params.is_empty())
+            && let Some(disp) = disposition(v)
+        {
+            d.disposition = Some(disp);
         }
     }
     if !mime {
