@@ -196,6 +196,13 @@ impl Summary {
             joined.extend_from_slice(h);
             *h = joined;
         }
+        if let Some(m) = &mut out.root.mime {
+            // The prefix's own MIME fields, if a provider put any there,
+            // come first, as they do in the header.
+            let mut joined = super::view::mime::raw_mime_fields(prefix);
+            joined.extend_from_slice(m);
+            *m = joined;
+        }
         // Iteratively: nesting is as deep as the message's.
         let mut stack: Vec<&mut Part> = out.root.parts.iter_mut().collect();
         while let Some(part) = stack.pop() {
@@ -627,6 +634,16 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_prefix_joins_the_header_and_its_mime_fields() {
+        let m = b"Content-Type: text/plain\r\n\r\nx\r\n";
+        let s = scan(m, Limits::default()).with_prefix(b"Received: by x\r\nContent-ID: <p>\r\n");
+        assert_eq!(
+            s.root.mime.as_deref(),
+            Some(&b"Content-ID: <p>\r\nContent-Type: text/plain\r\n"[..])
+        );
     }
 
     #[test]
