@@ -12,7 +12,7 @@ use std::io::Cursor;
 use age::x25519::Identity;
 use common::corpus::{eml_files, has_lone_cr};
 use common::provider;
-use writ::envelope::{Sealer, read_summary, view};
+use writ::envelope::{Sealer, Summary, read_summary, view};
 
 /// The value of one FETCH item in a raw response, octet for octet: a
 /// number, a quoted string, NIL, or a parenthesised list (strings and
@@ -94,16 +94,26 @@ fn sections_corpus() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The summary as a writer before revision 4 of the format wrote it:
+/// without the raw MIME fields, through its JSON.
+fn older_summary(summary: &Summary) -> Summary {
+    let mut json = serde_json::to_value(summary).unwrap();
+    for part in json["parts"].as_array_mut().unwrap() {
+        part.as_object_mut().unwrap().remove("mime");
+    }
+    serde_json::from_value(json).unwrap()
+}
+
 /// What writ computes from the summary and what Dovecot says differ, item
 /// by item: one line per difference.
 fn compare(
     p: &common::Provider,
     user: &common::User,
     imap: &mut common::Imap,
-    sealer: &Sealer,
-    ids: &[Identity],
+    keys: &(Sealer, Vec<Identity>),
     name: &str,
     m: &[u8],
+    without_mime_fields: bool,
 ) -> Vec<String> {
     let uid = p.imap_append(user, "INBOX", m);
     imap.command("NOOP").expect_ok("noop");
@@ -114,9 +124,13 @@ fn compare(
         .expect_ok("fetch");
     let raw = r.raw();
 
+    let (sealer, ids) = keys;
     let mut sealed = Vec::new();
     sealer.seal(m, &mut sealed).unwrap();
-    let summary = read_summary(Cursor::new(&sealed), ids).unwrap();
+    let mut summary = read_summary(Cursor::new(&sealed), ids).unwrap();
+    if without_mime_fields {
+        summary = older_summary(&summary);
+    }
     let header = summary.root.header.clone().unwrap_or_default();
 
     let mut failures = Vec::new();
@@ -149,14 +163,16 @@ fn summary_answers_like_dovecot_for_the_sections_corpus() {
     let p = provider();
     let user = p.new_user("oracle-corpus");
     let id = Identity::generate();
-    let sealer = Sealer::new("0123456789abcdef", vec![id.to_public()]);
-    let ids = vec![id];
+    let keys = (
+        Sealer::new("0123456789abcdef", vec![id.to_public()]),
+        vec![id],
+    );
     let mut imap = p.imap(&user);
     imap.select("INBOX").expect_ok("select");
     let corpus = sections_corpus();
     let mut failures = Vec::new();
     for (name, m) in &corpus {
-        failures.extend(compare(p, &user, &mut imap, &sealer, &ids, name, m));
+        failures.extend(compare(p, &user, &mut imap, &keys, name, m, false));
     }
     assert!(
         failures.is_empty(),
@@ -342,6 +358,45 @@ const MESSAGES: &[&[u8]] = &[
     b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQp5DQo=\r\n\r\n--b--\r\n",
 ];
 
+/// Messages at Dovecot's caps, which are the writer's (100 levels of
+/// nesting, 10,000 entities): what it stops descending into, and where
+/// the lines past the entity cap go.
+fn at_the_caps() -> Vec<(String, Vec<u8>)> {
+    let mut deep_multipart = Vec::new();
+    for i in 0..120 {
+        deep_multipart.extend_from_slice(
+            format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n").as_bytes(),
+        );
+    }
+    deep_multipart.extend_from_slice(b"\r\ninnermost\r\n");
+    let mut deep_rfc822 = b"Subject: top\r\n".to_vec();
+    for i in 0..120 {
+        deep_rfc822.extend_from_slice(
+            format!("Content-Type: message/rfc822\r\n\r\nSubject: level {i}\r\n").as_bytes(),
+        );
+    }
+    deep_rfc822.extend_from_slice(b"\r\nbody\r\n");
+    let mut many_parts = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+    for i in 0..10_005 {
+        many_parts.extend_from_slice(format!("--b\r\n\r\n{i}\r\n").as_bytes());
+    }
+    many_parts.extend_from_slice(b"--b--\r\n");
+    let mut many_messages = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+    for i in 0..5_000 {
+        many_messages.extend_from_slice(
+            format!("--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: {i}\r\n\r\nx\r\n")
+                .as_bytes(),
+        );
+    }
+    many_messages.extend_from_slice(b"--b--\r\n");
+    vec![
+        ("cap: 120 nested multiparts".into(), deep_multipart),
+        ("cap: 120 nested messages".into(), deep_rfc822),
+        ("cap: 10,005 parts".into(), many_parts),
+        ("cap: 5,000 message/rfc822 parts".into(), many_messages),
+    ]
+}
+
 /// The inline corpus and the generated cases, by name.
 fn generated() -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = CORPUS
@@ -369,6 +424,7 @@ fn generated() -> Vec<(String, Vec<u8>)> {
     for (n, m) in MESSAGES.iter().enumerate() {
         out.push((format!("message {n}"), m.to_vec()));
     }
+    out.extend(at_the_caps());
     for (n, body) in STRUCTURES.iter().enumerate() {
         let mut m = b"From: f@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
         m.extend_from_slice(body);
@@ -377,19 +433,43 @@ fn generated() -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Messages sealed before the summary kept raw MIME fields (revision 3
+/// and older, already at providers) still list as Dovecot lists them when
+/// their MIME fields are well formed.
+#[test]
+fn older_summaries_answer_like_dovecot_for_well_formed_mail() {
+    let p = provider();
+    let user = p.new_user("oracle-older");
+    let id = Identity::generate();
+    let keys = (
+        Sealer::new("0123456789abcdef", vec![id.to_public()]),
+        vec![id],
+    );
+    let mut imap = p.imap(&user);
+    imap.select("INBOX").expect_ok("select");
+    let mut failures = Vec::new();
+    for (n, m) in CORPUS.iter().enumerate() {
+        let name = format!("corpus {n}, older summary");
+        failures.extend(compare(p, &user, &mut imap, &keys, &name, m, true));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn summary_answers_like_dovecot_for_the_plaintext() {
     let p = provider();
     let user = p.new_user("oracle");
     let id = Identity::generate();
-    let sealer = Sealer::new("0123456789abcdef", vec![id.to_public()]);
-    let ids = vec![id];
+    let keys = (
+        Sealer::new("0123456789abcdef", vec![id.to_public()]),
+        vec![id],
+    );
     let mut imap = p.imap(&user);
     imap.select("INBOX").expect_ok("select");
     let messages = generated();
     let mut failures = Vec::new();
     for (name, m) in &messages {
-        failures.extend(compare(p, &user, &mut imap, &sealer, &ids, name, m));
+        failures.extend(compare(p, &user, &mut imap, &keys, name, m, false));
     }
     assert!(
         failures.is_empty(),

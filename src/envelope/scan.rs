@@ -2,16 +2,22 @@
 //! [`Summary`] without ever holding more than one header block and one
 //! short line.
 //!
-//! It follows RFC 2045/2046 the way IMAP servers do in practice: a line
-//! that starts with `--boundary` of any open multipart is a delimiter
-//! (innermost first), the line break before a delimiter belongs to the
+//! It follows RFC 2045/2046 the way IMAP servers do in practice (Dovecot's
+//! message parser, `view::mime` for the fields): a line that starts with
+//! `--boundary` of any open multipart is a delimiter (the longest such
+//! boundary wins), the line break before a delimiter belongs to the
 //! delimiter, a part without a blank line ends its header at the next
 //! delimiter, and a message that ends early closes every open part at EOF.
-//! Past [`Limits::max_depth`] or [`Limits::max_parts`] a body is opaque
-//! content: the summary says so, the payload is unaffected.
+//! Past [`Limits::max_depth`] a body is opaque content: the summary says
+//! so, the payload is unaffected. Once [`Limits::max_parts`] entities are
+//! recorded, no line is a delimiter any more and a message/rfc822 part is
+//! opaque. A message/global part is a leaf, as IMAP servers show it.
 
-use super::header::{self, ParamValue, text};
-use super::summary::{Disposition, MAX_DEPTH, MAX_PARTS, Part, SUMMARY_VERSION, Summary};
+use super::header::{self, text};
+use super::summary::{
+    Disposition, MAX_DEPTH, MAX_MIME_FIELDS, MAX_PARTS, Part, SUMMARY_VERSION, Summary,
+};
+use super::view::mime::{self, Structure};
 
 /// Bounds on what the scanner keeps. The defaults match Dovecot's message
 /// parser so the proxy and the provider agree on structure.
@@ -46,9 +52,6 @@ impl Default for Limits {
 /// (`--`, 70 octets of boundary, `--`, transport padding).
 const LINE_KEEP: usize = 1024;
 
-/// Longest boundary accepted (RFC 2046 says 70; be lenient, but bounded).
-const MAX_BOUNDARY: usize = 200;
-
 #[derive(Debug)]
 enum State {
     /// Reading the entity's header; `buf` holds it up to the cap.
@@ -70,6 +73,8 @@ struct Frame {
     keep_header: bool,
     /// Children default to message/rfc822 (inside multipart/digest).
     digest: bool,
+    /// This entity is a body part of a multipart/digest.
+    in_digest: bool,
 }
 
 impl Frame {
@@ -94,6 +99,7 @@ impl Frame {
             bare_at_body: 0,
             keep_header,
             digest: false,
+            in_digest: parent_digest,
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct Scanner {
     delimiter: Option<usize>,
     stack: Vec<Frame>,
     parts: usize,
+    /// Octets of raw MIME fields the summary may still hold.
+    mime_budget: usize,
     root: Option<Part>,
 }
 
@@ -149,6 +157,7 @@ impl Scanner {
             delimiter: None,
             stack: vec![Frame::new(0, true, false)],
             parts: 1,
+            mime_budget: MAX_MIME_FIELDS,
             root: None,
         }
     }
@@ -213,25 +222,44 @@ impl Scanner {
     }
 
     /// Which open multipart (index into the stack) does this line delimit,
-    /// and is it the close delimiter? Innermost first; among equal prefixes
-    /// the innermost wins, as in Dovecot.
+    /// and is it the close delimiter? As Dovecot's `boundary_find`: of the
+    /// live boundaries that begin the line after `--`, the longest (the
+    /// innermost among equals), stopping at one that is the whole line (or
+    /// the whole line but a closing `--`).
     fn delimiter_of(&self, line: &[u8]) -> Option<(usize, bool)> {
-        if !line.starts_with(b"--") {
-            return None;
-        }
+        let rest = line.strip_prefix(b"--")?;
+        let find = match rest.iter().position(|&b| b == b'\n') {
+            Some(p) => rest[..p].strip_suffix(b"\r").unwrap_or(&rest[..p]),
+            None => rest,
+        };
+        let trailing_dashes = find.len() > 2 && find.ends_with(b"--");
+        let mut best: Option<(usize, usize)> = None;
         for (i, f) in self.stack.iter().enumerate().rev() {
-            if let Some(d) = &f.delimiter
-                && line.starts_with(d)
-            {
-                let close = line[d.len()..].starts_with(b"--");
-                return Some((i, close));
+            let Some(d) = &f.delimiter else { continue };
+            let boundary = &d[2..];
+            if find.starts_with(boundary) && best.is_none_or(|(_, len)| len < boundary.len()) {
+                best = Some((i, boundary.len()));
+                if boundary.len() == find.len()
+                    || (trailing_dashes && boundary.len() + 2 == find.len())
+                {
+                    break;
+                }
             }
         }
-        None
+        let (i, len) = best?;
+        Some((i, rest[len..].starts_with(b"--")))
     }
 
     fn process_line(&mut self, line: &[u8], complete: bool, eol: u64) {
-        if let Some((k, close)) = self.delimiter_of(line) {
+        // With the entity count at its cap no line is a delimiter line any
+        // more, close delimiters included: what follows belongs to the
+        // entities open now (as in Dovecot, whose count is the same).
+        let delimiter = if self.parts < self.limits.max_parts {
+            self.delimiter_of(line)
+        } else {
+            None
+        };
+        if let Some((k, close)) = delimiter {
             // The previous line's break belongs to this delimiter.
             let delimiter_start = self.line_start;
             let end = delimiter_start.saturating_sub(self.prev_eol);
@@ -265,16 +293,10 @@ impl Scanner {
                 if let Some(f) = self.stack.last_mut() {
                     f.delimiter = None;
                 }
-            } else if self.parts < self.limits.max_parts {
+            } else {
                 self.parts += 1;
                 let digest = self.stack.last().is_some_and(|f| f.digest);
                 self.stack.push(Frame::new(self.offset, false, digest));
-            } else {
-                // Too many parts: the rest of this multipart is opaque.
-                if let Some(f) = self.stack.last_mut() {
-                    f.delimiter = None;
-                    f.part.opaque = true;
-                }
             }
             return;
         }
@@ -323,7 +345,7 @@ impl Scanner {
         let Some(top) = self.stack.last_mut() else {
             return;
         };
-        apply_header(&mut top.part, &buf);
+        let structure = apply_header(&mut top.part, &buf, top.in_digest, &mut self.mime_budget);
         top.part.header_size = body_offset - top.part.header_offset;
         top.part.body_offset = body_offset;
         top.lf_at_body = lf;
@@ -331,6 +353,7 @@ impl Scanner {
         if top.keep_header {
             if truncated {
                 top.part.header_truncated = true;
+                top.part.mime = None;
             } else {
                 top.part.header = Some(buf);
             }
@@ -338,19 +361,18 @@ impl Scanner {
         top.state = State::Body;
         let deep_ok = depth < self.limits.max_depth;
         let count_ok = self.parts < self.limits.max_parts;
-        if top.part.is_multipart() {
-            let boundary = top.part.param("boundary").map(|b| b.as_bytes().to_vec());
-            match boundary {
-                Some(b) if !b.is_empty() && b.len() <= MAX_BOUNDARY && deep_ok => {
+        if structure.multipart {
+            match structure.boundary {
+                Some(b) if deep_ok => {
                     let mut d = b"--".to_vec();
                     d.extend_from_slice(&b);
                     top.delimiter = Some(d);
-                    top.digest = top.part.subtype.eq_ignore_ascii_case("digest");
+                    top.digest = structure.digest;
                 }
-                Some(_) if !deep_ok => top.part.opaque = true,
-                _ => {}
+                Some(_) => top.part.opaque = true,
+                None => {}
             }
-        } else if top.part.is_message() {
+        } else if structure.rfc822 {
             if deep_ok && count_ok {
                 self.parts += 1;
                 self.stack.push(Frame::new(body_offset, true, false));
@@ -370,7 +392,15 @@ impl Scanner {
         };
         if let State::Header { buf, truncated } = std::mem::replace(&mut frame.state, State::Body) {
             // No blank line before the end: all of it is header.
-            apply_header(&mut frame.part, &buf);
+            apply_header(
+                &mut frame.part,
+                &buf,
+                frame.in_digest,
+                &mut self.mime_budget,
+            );
+            if truncated {
+                frame.part.mime = None;
+            }
             let header_end = next.max(frame.part.header_offset);
             frame.part.header_size = header_end - frame.part.header_offset;
             frame.part.body_offset = header_end;
@@ -418,19 +448,22 @@ impl Scanner {
     }
 }
 
-/// Fills the MIME fields of `part` from its raw header block.
-fn apply_header(part: &mut Part, block: &[u8]) {
-    let mut ct: Option<ParamValue> = None;
-    let mut ct_raw: Vec<u8> = Vec::new();
+/// Fills the MIME fields of `part` from its raw header block and says
+/// what its structure is, as Dovecot's message parser decides it (type,
+/// subtype and parameters too: `docs/FORMAT.md` 12.3). `in_digest`: the
+/// entity is a body part of a multipart/digest. The raw MIME fields go
+/// into the summary while `mime_budget` lasts.
+fn apply_header(
+    part: &mut Part,
+    block: &[u8],
+    in_digest: bool,
+    mime_budget: &mut usize,
+) -> Structure {
     for f in header::fields(block) {
         let Some(name) = f.name() else { continue };
         let lower = name.to_ascii_lowercase();
         let value = || f.value();
         match lower.as_slice() {
-            b"content-type" if ct.is_none() => {
-                ct_raw = value();
-                ct = Some(header::parse_params(&ct_raw));
-            }
             b"content-transfer-encoding" if part.encoding.is_none() => {
                 part.encoding = Some(text(&value()))
             }
@@ -460,22 +493,39 @@ fn apply_header(part: &mut Part, block: &[u8]) {
             _ => {}
         }
     }
-    if let Some(ct) = ct {
-        // Case is kept as written: IMAP servers report it that way.
-        if let Some((t, s)) = ct.value.split_once('/') {
-            let (t, s) = (t.trim(), s.trim());
-            let token = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_graphic());
-            if token(t) && token(s) {
-                part.media_type = t.to_owned();
-                part.subtype = s.to_owned();
-                part.content_type_present = true;
-                part.params = ct.params;
-            }
-        }
-        if !part.content_type_present {
-            part.content_type_value = Some(text(prefix(&ct_raw, MAX_CONTENT_TYPE_VALUE)));
-        }
+    let raw = mime::raw_mime_fields(block);
+    if raw.len() <= *mime_budget {
+        *mime_budget -= raw.len();
+        part.mime = Some(raw);
     }
+    let Some(ct_raw) = mime::content_type_value(block) else {
+        // No Content-Type: the default, message/rfc822 inside a digest.
+        return Structure {
+            rfc822: in_digest,
+            ..Structure::default()
+        };
+    };
+    let ct = mime::content_type(&ct_raw);
+    if ct.parsed {
+        // Case is kept as written: IMAP servers report it that way.
+        part.media_type = text(&ct.media_type);
+        part.subtype = text(&ct.subtype);
+        part.content_type_present = true;
+        part.params = ct.params.iter().map(|(n, v)| (text(n), text(v))).collect();
+    } else {
+        // The unfolded value (line breaks removed, trimmed).
+        let unfolded: Vec<u8> = ct_raw
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\r' && b != b'\n')
+            .collect();
+        let unfolded = header::trim(&unfolded);
+        part.content_type_value = Some(text(prefix(unfolded, MAX_CONTENT_TYPE_VALUE)));
+        // Neither text/plain nor message/rfc822 then, whatever the parent.
+        part.media_type = "text".into();
+        part.subtype = "plain".into();
+    }
+    mime::structure(&ct_raw)
 }
 
 /// Octets of an unparsable Content-Type value kept in the summary.

@@ -33,6 +33,12 @@ pub const MAX_DEPTH: usize = 100;
 /// refuse the summary as malformed.
 pub const MAX_PARTS: usize = 10_000;
 
+/// Octets of raw MIME fields ([`Part::mime`]) one summary holds at most,
+/// all entities together: past it, later entities go without (readers
+/// then use the parsed fields). Keeps the summary far below what readers
+/// accept (64 MiB) whatever M's headers hold.
+pub const MAX_MIME_FIELDS: usize = 1024 * 1024;
+
 /// Largest message size (octets) a summary may state: 1 TiB, far above
 /// any message writ accepts and low enough that every sum of offsets,
 /// sizes and line counts (and IMAP's `size + bare_lf`) fits in a `u64`.
@@ -112,6 +118,15 @@ pub struct Part {
     /// header exceeded the sealer's cap (`header_truncated`).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
     pub header: Option<Vec<u8>>,
+    /// The entity's MIME fields (`Content-*` and `MIME-Version`) exactly
+    /// as in M, octets and folding kept (base64 in JSON), so that a reader
+    /// shows BODYSTRUCTURE as IMAP servers do, 8-bit octets and malformed
+    /// fields included (`view::mime`). Written since `docs/FORMAT.md`
+    /// revision 4 for every entity while the summary's budget
+    /// ([`MAX_MIME_FIELDS`]) lasts; absent in older summaries, past the
+    /// budget, and when the header passed the writer's cap.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64_opt")]
+    pub mime: Option<Vec<u8>>,
     /// The header was longer than the sealer's cap: only the payload holds it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub header_truncated: bool,
@@ -181,6 +196,13 @@ impl Summary {
             joined.extend_from_slice(h);
             *h = joined;
         }
+        if let Some(m) = &mut out.root.mime {
+            // The prefix's own MIME fields, if a provider put any there,
+            // come first, as they do in the header.
+            let mut joined = super::view::mime::raw_mime_fields(prefix);
+            joined.extend_from_slice(m);
+            *m = joined;
+        }
         // Iteratively: nesting is as deep as the message's.
         let mut stack: Vec<&mut Part> = out.root.parts.iter_mut().collect();
         while let Some(part) = stack.pop() {
@@ -218,9 +240,13 @@ impl Part {
         for &n in path {
             let idx = usize::try_from(n).ok()?.checked_sub(1)?;
             // Section numbers of a message/rfc822 part address the
-            // embedded message's parts.
-            if part.is_message() {
-                part = part.parts.first()?;
+            // embedded message's parts (a message/global part is a leaf to
+            // IMAP servers, and so is a message/rfc822 part without one).
+            if part.media_type.eq_ignore_ascii_case("message")
+                && part.subtype.eq_ignore_ascii_case("rfc822")
+                && let Some(inner) = part.parts.first()
+            {
+                part = inner;
             }
             if part.is_multipart() {
                 part = part.parts.get(idx)?;
@@ -242,7 +268,7 @@ macro_rules! shallow_fields {
         $m!($($arg)*; media_type, subtype, content_type_present, content_type_value, params,
             id, description, encoding, md5, disposition, language, location,
             header_offset, header_size, body_offset, body_size, body_lines, body_bare_lf,
-            header, header_truncated, opaque, imap_body_eol, parent)
+            header, mime, header_truncated, opaque, imap_body_eol, parent)
     };
 }
 
@@ -532,6 +558,13 @@ impl Part {
         {
             return bad("the raw header is longer than header_size");
         }
+        if self
+            .mime
+            .as_ref()
+            .is_some_and(|h| h.len() as u64 > self.header_size)
+        {
+            return bad("the raw MIME fields are longer than header_size");
+        }
         if parent.is_some_and(|p| self.header_offset < p.body_offset) {
             return bad("the part starts before its parent's body");
         }
@@ -601,6 +634,16 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn a_prefix_joins_the_header_and_its_mime_fields() {
+        let m = b"Content-Type: text/plain\r\n\r\nx\r\n";
+        let s = scan(m, Limits::default()).with_prefix(b"Received: by x\r\nContent-ID: <p>\r\n");
+        assert_eq!(
+            s.root.mime.as_deref(),
+            Some(&b"Content-ID: <p>\r\nContent-Type: text/plain\r\n"[..])
+        );
     }
 
     #[test]

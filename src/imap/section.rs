@@ -214,6 +214,14 @@ fn is_rfc822(p: &Part) -> bool {
     p.media_type.eq_ignore_ascii_case("message") && p.subtype.eq_ignore_ascii_case("rfc822")
 }
 
+/// Does a number below this entity address the parts of an embedded
+/// message? Not for a message/rfc822 part the writer did not descend into
+/// (a cap, `Part::opaque`): Dovecot, whose caps are the same, shows it as
+/// a leaf.
+fn encapsulates(p: &Part) -> bool {
+    is_rfc822(p) && !(p.opaque && p.parts.is_empty())
+}
+
 /// The entity a part number addresses, as Dovecot finds it.
 fn entity<'s>(root: &'s Part, number: &PartNumber) -> Option<&'s Part> {
     let path: &[NonZeroU32] = number.0.as_ref();
@@ -223,11 +231,11 @@ fn entity<'s>(root: &'s Part, number: &PartNumber) -> Option<&'s Part> {
         let index = usize::try_from(n.get() - 1).ok()?;
         if part.is_multipart() {
             part = part.parts.get(index)?;
-        } else if index != 0 || (more && !is_rfc822(part)) {
+        } else if index != 0 || (more && !encapsulates(part)) {
             // A leaf has one part, itself; only a message goes deeper.
             return None;
         }
-        if more && is_rfc822(part) {
+        if more && encapsulates(part) {
             part = part.parts.first()?;
         }
     }

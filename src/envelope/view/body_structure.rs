@@ -6,6 +6,7 @@
 //! [`MAX_DEPTH`]) can overflow the stack, and the work per entity is
 //! bounded (by [`MAX_DEPTH`] steps where it looks below an entity).
 
+use super::mime;
 use super::*;
 use crate::envelope::summary::MAX_DEPTH;
 
@@ -92,8 +93,20 @@ pub(super) fn merged_params(params: &[(String, String)]) -> Vec<(String, String)
     out
 }
 
-fn params(out: &mut Vec<u8>, params: &[(String, String)], default_charset: bool) {
-    let params = &merged_params(params)[..];
+/// The summary's parameters (strings) joined as Dovecot lists them, as
+/// octets.
+fn legacy_params(params: &[(String, String)]) -> Params {
+    merged_params(params)
+        .into_iter()
+        .map(|(n, v)| (n.into_bytes(), v.into_bytes()))
+        .collect()
+}
+
+type Params = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A parameter list (`NIL` when empty), with RFC 2045's default charset
+/// added for text.
+fn params(out: &mut Vec<u8>, params: &[(Vec<u8>, Vec<u8>)], default_charset: bool) {
     if params.is_empty() && !default_charset {
         out.extend_from_slice(b"NIL");
         return;
@@ -106,10 +119,10 @@ fn params(out: &mut Vec<u8>, params: &[(String, String)], default_charset: bool)
             out.push(b' ');
         }
         first = false;
-        seen_charset |= n.eq_ignore_ascii_case("charset");
-        istring(out, n.as_bytes());
+        seen_charset |= n.eq_ignore_ascii_case(b"charset");
+        istring(out, n);
         out.push(b' ');
-        istring(out, v.as_bytes());
+        istring(out, v);
     }
     if default_charset && !seen_charset {
         if !first {
@@ -120,34 +133,188 @@ fn params(out: &mut Vec<u8>, params: &[(String, String)], default_charset: bool)
     out.push(b')');
 }
 
-fn extension(out: &mut Vec<u8>, part: &Part) {
+/// A string that Dovecot writes without line breaks
+/// (`imap_append_nstring_nolf`): each CR and LF removed, a space put in
+/// where the next line does not start with whitespace.
+fn nstring_nolf(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    let Some(v) = v else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    if !v.iter().any(|&b| b == b'\r' || b == b'\n') {
+        istring(out, v);
+        return;
+    }
+    let mut clean = Vec::with_capacity(v.len());
+    for (i, &b) in v.iter().enumerate() {
+        if b != b'\r' && b != b'\n' {
+            clean.push(b);
+        } else if !matches!(v.get(i + 1), None | Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            clean.push(b' ');
+        }
+    }
+    istring(out, &clean);
+}
+
+/// An entity's MIME data as BODYSTRUCTURE shows it, in octets: from its
+/// raw MIME fields ([`Part::mime`], exactly as Dovecot) or, for summaries
+/// without them, from the summary's parsed fields.
+struct Shown {
+    media_type: Vec<u8>,
+    subtype: Vec<u8>,
+    /// Content-Type parameters, RFC 2231 pieces joined.
+    params: Params,
+    /// A text part (default charset, line count).
+    text: bool,
+    /// Shown as message/rfc822 with its embedded message.
+    rfc822: bool,
+    id: Option<Vec<u8>>,
+    description: Option<Vec<u8>>,
+    encoding: Option<Vec<u8>>,
+    md5: Option<Vec<u8>>,
+    disposition: Option<(Vec<u8>, Params)>,
+    language: Option<Vec<Vec<u8>>>,
+    location: Option<Vec<u8>>,
+}
+
+impl Shown {
+    /// `in_multipart`: the entity is a body part of a multipart (MIME
+    /// whatever its fields say); otherwise it is a message, whose MIME
+    /// fields count only next to MIME-Version or Content-Type.
+    fn of(part: &Part, in_multipart: bool) -> Shown {
+        let mut shown = match &part.mime {
+            Some(raw) => Shown::exact(part, raw, in_multipart),
+            None => Shown::legacy(part),
+        };
+        if is_truncated(part) {
+            // Dovecot's answer for an entity it stopped descending into.
+            shown.media_type = b"application".to_vec();
+            shown.subtype = b"octet-stream".to_vec();
+            shown.text = false;
+            shown.rfc822 = false;
+        }
+        shown
+    }
+
+    fn exact(part: &Part, raw: &[u8], in_multipart: bool) -> Shown {
+        let d = mime::mime_data(raw, in_multipart);
+        let rfc822 = is_rfc822(part);
+        let ct_params = |ct: &mime::ContentType| mime::merge_parameters(ct.params.clone());
+        let (media_type, subtype, params, text) = match &d.content_type {
+            _ if rfc822 => (
+                b"message".to_vec(),
+                b"rfc822".to_vec(),
+                d.content_type.as_ref().map(ct_params).unwrap_or_default(),
+                false,
+            ),
+            None => (b"text".to_vec(), b"plain".to_vec(), Vec::new(), true),
+            Some(ct) => (
+                ct.media_type.clone(),
+                ct.subtype.clone(),
+                ct_params(ct),
+                ct.media_type.eq_ignore_ascii_case(b"text"),
+            ),
+        };
+        Shown {
+            media_type,
+            subtype,
+            params,
+            text,
+            rfc822,
+            id: d.id,
+            description: d.description,
+            encoding: d.encoding,
+            md5: d.md5,
+            disposition: d
+                .disposition
+                .map(|disp| (disp.kind, mime::merge_parameters(disp.params))),
+            language: d.language,
+            location: d.location,
+        }
+    }
+
+    fn legacy(part: &Part) -> Shown {
+        let (media_type, subtype, type_params) = match &part.content_type_value {
+            Some(v) => dovecot_content_type(v.as_bytes()),
+            // Words the summary's parser takes but Dovecot's does not
+            // (`@`, `"`, ...): Dovecot shows an empty type.
+            None if !is_mime_token(&part.media_type) || !is_mime_token(&part.subtype) => {
+                (Vec::new(), Vec::new(), Vec::new())
+            }
+            None => (
+                part.media_type.as_bytes().to_vec(),
+                part.subtype.as_bytes().to_vec(),
+                part.params.clone(),
+            ),
+        };
+        let rfc822 = is_rfc822(part) && part.content_type_value.is_none();
+        // Dovecot writes a message/rfc822 part's type in lowercase.
+        let (media_type, subtype) = if rfc822 {
+            (b"message".to_vec(), b"rfc822".to_vec())
+        } else {
+            (media_type, subtype)
+        };
+        let text = media_type.eq_ignore_ascii_case(b"text");
+        let bytes = |v: &Option<String>| v.as_ref().map(|s| s.as_bytes().to_vec());
+        Shown {
+            media_type,
+            subtype,
+            params: legacy_params(&type_params),
+            text,
+            rfc822,
+            id: bytes(&part.id),
+            description: bytes(&part.description),
+            encoding: part.encoding.as_deref().and_then(transfer_encoding),
+            md5: bytes(&part.md5),
+            disposition: part
+                .disposition
+                .as_ref()
+                .map(|d| (mime_token(d.kind.as_bytes()), legacy_params(&d.params))),
+            language: part
+                .language
+                .as_ref()
+                .filter(|l| !l.is_empty())
+                .map(|l| l.iter().map(|t| t.as_bytes().to_vec()).collect()),
+            location: bytes(&part.location),
+        }
+    }
+}
+
+/// Did the writer stop descending into this multipart or message/rfc822
+/// part (nesting or count cap, `Part::opaque`)? Dovecot, whose caps are
+/// the same, then shows it as application/octet-stream.
+fn is_truncated(part: &Part) -> bool {
+    part.opaque && part.parts.is_empty() && (part.is_multipart() || is_rfc822(part))
+}
+
+fn extension(out: &mut Vec<u8>, shown: &Shown) {
     out.push(b' ');
-    match &part.disposition {
-        Some(d) => {
+    match &shown.disposition {
+        Some((kind, p)) => {
             out.push(b'(');
-            istring(out, &mime_token(d.kind.as_bytes()));
+            istring(out, kind);
             out.push(b' ');
-            params(out, &d.params, false);
+            params(out, p, false);
             out.push(b')');
         }
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    match &part.language {
-        Some(l) if !l.is_empty() => {
+    match &shown.language {
+        Some(l) => {
             out.push(b'(');
             for (i, tag) in l.iter().enumerate() {
                 if i > 0 {
                     out.push(b' ');
                 }
-                istring(out, tag.as_bytes());
+                istring(out, tag);
             }
             out.push(b')');
         }
-        _ => out.extend_from_slice(b"NIL"),
+        None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    sstring(out, part.location.as_deref());
+    nstring_nolf(out, shown.location.as_deref());
 }
 
 /// The MIME token at the start of `v` (after whitespace and comments), as
@@ -282,6 +449,35 @@ pub fn body_structure_bytes(root: &Part, extended: bool) -> Vec<u8> {
 /// parameter but `charset=us-ascii`, 7bit, and no other MIME field that
 /// BODYSTRUCTURE shows?
 fn is_plain_7bit(root: &Part) -> bool {
+    if root.mime.is_none() {
+        return is_plain_7bit_legacy(root);
+    }
+    let s = Shown::of(root, false);
+    let params_ok = match &s.params[..] {
+        [] => true,
+        [(name, value)] => {
+            name.eq_ignore_ascii_case(b"charset") && value.eq_ignore_ascii_case(b"us-ascii")
+        }
+        _ => false,
+    };
+    s.text
+        && !root.is_multipart()
+        && root.parts.is_empty()
+        && s.subtype.eq_ignore_ascii_case(b"plain")
+        && params_ok
+        && s.id.is_none()
+        && s.description.is_none()
+        && s.encoding
+            .as_ref()
+            .is_none_or(|e| e.eq_ignore_ascii_case(b"7bit"))
+        && s.md5.is_none()
+        && s.disposition.is_none()
+        && s.language.is_none()
+        && s.location.is_none()
+}
+
+/// [`is_plain_7bit`] for a summary without raw MIME fields.
+fn is_plain_7bit_legacy(root: &Part) -> bool {
     let params = merged_params(&root.params);
     let params_ok = match &params[..] {
         [] => true,
@@ -316,25 +512,26 @@ const EMPTY_BODYSTRUCTURE: &[u8] =
 
 /// What is left to write of an entity whose children are written first.
 enum Step<'a> {
-    /// The whole entity, from its opening parenthesis.
-    Enter(&'a Part),
+    /// The whole entity, from its opening parenthesis; `true` for a body
+    /// part of a multipart.
+    Enter(&'a Part, bool),
     /// A multipart's subtype and extension data, after its children.
-    MultipartEnd(&'a Part),
+    MultipartEnd(&'a Part, bool),
     /// A message/rfc822 part's line count and extension data, after its
     /// embedded message; `extra` is the line break Dovecot counts.
-    MessageEnd(&'a Part, u64),
+    MessageEnd(&'a Part, bool, u64),
 }
 
 /// Writes the entity `root` and everything below it. Iterative, with an
 /// explicit list of steps (at most three per entity): the tree is outside
 /// data and may be as deep as the summary allows.
 fn write_part(out: &mut Vec<u8>, root: &Part, extended: bool) {
-    let mut steps = vec![Step::Enter(root)];
+    let mut steps = vec![Step::Enter(root, false)];
     while let Some(step) = steps.pop() {
         match step {
-            Step::Enter(part) => {
+            Step::Enter(part, in_multipart) => {
                 out.push(b'(');
-                if part.is_multipart() {
+                if part.is_multipart() && !is_truncated(part) {
                     if part.parts.is_empty() {
                         out.extend_from_slice(if extended {
                             EMPTY_BODYSTRUCTURE
@@ -342,78 +539,75 @@ fn write_part(out: &mut Vec<u8>, root: &Part, extended: bool) {
                             EMPTY_BODY
                         });
                     }
-                    steps.push(Step::MultipartEnd(part));
-                    steps.extend(part.parts.iter().rev().map(Step::Enter));
+                    steps.push(Step::MultipartEnd(part, in_multipart));
+                    steps.extend(part.parts.iter().rev().map(|p| Step::Enter(p, true)));
                     continue;
                 }
-                if let Some(next) = write_leaf_start(out, part, extended) {
-                    steps.push(next.0);
-                    steps.push(Step::Enter(next.1));
+                let shown = Shown::of(part, in_multipart);
+                if let Some(next) = write_leaf_start(out, part, &shown, extended) {
+                    steps.push(Step::MessageEnd(part, in_multipart, next.0));
+                    steps.push(Step::Enter(next.1, false));
                     continue;
                 }
-                write_leaf_end(out, part, extended);
+                write_leaf_end(out, &shown, extended);
             }
-            Step::MultipartEnd(part) => {
+            Step::MultipartEnd(part, in_multipart) => {
+                let shown = Shown::of(part, in_multipart);
                 out.push(b' ');
-                istring(out, part.subtype.as_bytes());
+                if part.mime.is_some() {
+                    istring(out, &shown.subtype);
+                } else {
+                    istring(out, part.subtype.as_bytes());
+                }
                 if extended {
                     out.push(b' ');
-                    params(out, &part.params, false);
-                    extension(out, part);
+                    if part.mime.is_some() {
+                        params(out, &shown.params, false);
+                    } else {
+                        params(out, &legacy_params(&part.params), false);
+                    }
+                    extension(out, &shown);
                 }
                 out.push(b')');
             }
-            Step::MessageEnd(part, extra) => {
+            Step::MessageEnd(part, in_multipart, extra) => {
                 out.extend_from_slice(
                     format!(" {}", part.body_lines.saturating_add(extra)).as_bytes(),
                 );
-                write_leaf_end(out, part, extended);
+                write_leaf_end(out, &Shown::of(part, in_multipart), extended);
             }
         }
     }
 }
 
 /// Writes a non-multipart entity up to its size (for a message/rfc822
-/// part, up to where its embedded message goes). Returns the steps that
-/// finish it when its embedded message is to be written next; `None` when
-/// only [`write_leaf_end`] is left.
+/// part, up to where its embedded message goes). Returns the line break
+/// Dovecot counts and the embedded message when that is to be written
+/// next; `None` when only [`write_leaf_end`] is left.
 fn write_leaf_start<'a>(
     out: &mut Vec<u8>,
     part: &'a Part,
+    shown: &Shown,
     extended: bool,
-) -> Option<(Step<'a>, &'a Part)> {
-    let (media_type, subtype, type_params) = match &part.content_type_value {
-        Some(v) => dovecot_content_type(v.as_bytes()),
-        // Words the summary's parser takes but Dovecot's does not (`@`,
-        // `"`, ...): Dovecot shows an empty type.
-        None if !is_mime_token(&part.media_type) || !is_mime_token(&part.subtype) => {
-            (Vec::new(), Vec::new(), Vec::new())
-        }
-        None => (
-            part.media_type.as_bytes().to_vec(),
-            part.subtype.as_bytes().to_vec(),
-            part.params.clone(),
-        ),
-    };
-    let text = media_type.eq_ignore_ascii_case(b"text");
-    istring(out, &media_type);
+) -> Option<(u64, &'a Part)> {
+    istring(out, &shown.media_type);
     out.push(b' ');
-    istring(out, &subtype);
+    istring(out, &shown.subtype);
     out.push(b' ');
-    params(out, &type_params, text);
+    params(out, &shown.params, shown.text);
     out.push(b' ');
-    sstring(out, part.id.as_deref());
+    nstring_nolf(out, shown.id.as_deref());
     out.push(b' ');
-    sstring(out, part.description.as_deref());
+    nstring_nolf(out, shown.description.as_deref());
     out.push(b' ');
-    match part.encoding.as_deref().and_then(transfer_encoding) {
-        Some(e) => istring(out, &e),
+    match &shown.encoding {
+        Some(e) => istring(out, e),
         None => out.extend_from_slice(b"\"7bit\""),
     }
     let size = part.body_size.saturating_add(part.body_bare_lf);
-    if text {
+    if shown.text {
         out.extend_from_slice(format!(" {size} {}", part.body_lines).as_bytes());
-    } else if is_rfc822(part) && part.content_type_value.is_none() {
+    } else if shown.rfc822 {
         // A line break Dovecot counts in the body is two octets (CRLF)
         // and one line, whatever it is in M.
         let extra = u64::from(keeps_break(part));
@@ -422,7 +616,7 @@ fn write_leaf_start<'a>(
             Some(inner) => {
                 out.extend_from_slice(&envelope_bytes(inner.header.as_deref().unwrap_or(b"")));
                 out.push(b' ');
-                return Some((Step::MessageEnd(part, extra), inner));
+                return Some((extra, inner));
             }
             None => {
                 // No embedded message in the summary (the part's header
@@ -449,11 +643,11 @@ fn write_leaf_start<'a>(
 
 /// The extension data of a non-multipart entity and its closing
 /// parenthesis.
-fn write_leaf_end(out: &mut Vec<u8>, part: &Part, extended: bool) {
+fn write_leaf_end(out: &mut Vec<u8>, shown: &Shown, extended: bool) {
     if extended {
         out.push(b' ');
-        sstring(out, part.md5.as_deref());
-        extension(out, part);
+        nstring_nolf(out, shown.md5.as_deref());
+        extension(out, shown);
     }
     out.push(b')');
 }

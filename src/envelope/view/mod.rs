@@ -36,6 +36,14 @@
 //!   written before that field existed, the part of it that the structure
 //!   shows).
 //!
+//! - BODYSTRUCTURE's MIME fields come from the entity's raw MIME fields
+//!   when the summary keeps them ([`Part::mime`], `docs/FORMAT.md`
+//!   revision 4), read exactly as Dovecot reads them ([`mime`]: 8-bit
+//!   octets as in M, malformed parameters dropped where Dovecot drops
+//!   them); otherwise from the summary's parsed fields, as described
+//!   above. A multipart or message/rfc822 part the writer's caps stopped
+//!   at is application/octet-stream, as Dovecot (same caps) shows it.
+//!
 //! The `*_bytes` functions give the exact octets (8-bit header octets
 //! pass through as they are in M); the `String` forms are the same, lossy
 //! where those octets are not UTF-8.
@@ -86,10 +94,6 @@ fn nstring(out: &mut Vec<u8>, v: Option<&[u8]>) {
         Some(v) => istring(out, v),
         None => out.extend_from_slice(b"NIL"),
     }
-}
-
-fn sstring(out: &mut Vec<u8>, v: Option<&str>) {
-    nstring(out, v.map(str::as_bytes));
 }
 
 /// A string for people to read (Subject, display names), as Dovecot
@@ -143,6 +147,7 @@ fn human(out: &mut Vec<u8>, v: &[u8]) {
 mod body_structure;
 mod envelope;
 mod lexer;
+pub(crate) mod mime;
 #[cfg(test)]
 mod tests;
 

@@ -140,7 +140,10 @@ fn multipart_without_parts_and_message_global() {
     );
     let m = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: message/global\r\n\r\nSubject: g\r\n\r\nG\r\n--x--\r\n";
     let s = scan(m, Limits::default());
-    assert_eq!(s.root.parts[0].parts.len(), 1, "the summary describes it");
+    assert!(
+        s.root.parts[0].parts.is_empty(),
+        "a leaf to IMAP servers, and to the summary since revision 4"
+    );
     assert_eq!(
         body_structure(&s.root, false),
         "((\"message\" \"global\" NIL NIL NIL \"7bit\" 15) \"mixed\")"
@@ -203,4 +206,65 @@ fn envelope_fields_as_dovecot_reads_them() {
         "(NIL {8}\r\nnul\u{FFFD}in NIL NIL NIL NIL NIL NIL NIL {11}\r\n\"a\" \"b\" \"c\")"
             .as_bytes()
     );
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Summaries written before the raw MIME fields existed (revision 3 and
+/// older) still give an answer from their parsed fields; new ones give
+/// M's octets.
+#[test]
+fn raw_mime_fields_give_octets_and_older_summaries_still_answer() {
+    use crate::envelope::scan::{Limits, scan};
+    let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/pdf; name=\"r\xe9sum\xe9.pdf\"\r\n\r\nx\r\n--b--\r\n";
+    let s = scan(m, Limits::default());
+    let new = body_structure_bytes(&s.root, true);
+    assert!(
+        contains(&new, b"{10}\r\nr\xe9sum\xe9"),
+        "{}",
+        String::from_utf8_lossy(&new)
+    );
+    let mut old = s.root.clone();
+    old.mime = None;
+    for p in &mut old.parts {
+        p.mime = None;
+    }
+    let legacy = body_structure_bytes(&old, true);
+    assert!(
+        contains(&legacy, "{12}\r\nrésumé".as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&legacy)
+    );
+}
+
+/// The raw MIME fields of all entities together stay within
+/// `MAX_MIME_FIELDS`: past it, entities go without.
+#[test]
+fn raw_mime_fields_have_a_budget() {
+    use crate::envelope::scan::{Limits, scan};
+    use crate::envelope::summary::MAX_MIME_FIELDS;
+    let mut m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n".to_vec();
+    let description = "d".repeat(60_000);
+    for _ in 0..40 {
+        m.extend_from_slice(
+            format!("--b\r\nContent-Description: {description}\r\n\r\nx\r\n").as_bytes(),
+        );
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    let s = scan(&m, Limits::default());
+    let kept: usize = s
+        .root
+        .parts
+        .iter()
+        .filter_map(|p| p.mime.as_ref())
+        .map(Vec::len)
+        .sum();
+    assert!(kept <= MAX_MIME_FIELDS);
+    assert!(s.root.parts.first().is_some_and(|p| p.mime.is_some()));
+    assert!(s.root.parts.last().is_some_and(|p| p.mime.is_none()));
+    // Without its raw fields a part is still shown, from the parsed ones.
+    let bs = String::from_utf8_lossy(&body_structure_bytes(&s.root, true)).into_owned();
+    assert_eq!(bs.matches(description.as_str()).count(), 40);
 }

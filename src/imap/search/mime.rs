@@ -150,6 +150,8 @@ pub fn decode_header(value: &[u8], out: &mut String) {
     }
 }
 
+// Own code, not mail-parser's `decode_rfc2047`: with it 37 of the search
+// oracle's 1012 searches differ from Dovecot (broken words, CJK charsets).
 /// `charset?e?text?=` after an `=?`: the bytes used, the charset and the
 /// decoded text.
 fn encoded_word(data: &[u8]) -> Option<(usize, &str, Vec<u8>)> {
@@ -205,6 +207,9 @@ fn q_decode(src: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+// Own code, not mail-parser's `base64_decode`: it refuses a body with a
+// byte outside the alphabet and reads on after padding, where Dovecot
+// keeps the valid prefix and stops (search oracle, 24-base64-edge.eml).
 /// A lenient base64 decoder: whitespace skipped, bytes given out as soon
 /// as their bits are in, decoding stopped for good by padding or by a
 /// byte outside the alphabet.
@@ -248,6 +253,9 @@ impl Base64 {
     }
 }
 
+// Own code, not mail-parser's `quoted_printable_decode`: it refuses a body
+// with a broken escape, which Dovecot keeps as it is (search oracle,
+// 02-latin1-qp.eml: 24 of 1012 searches differ with it).
 /// Quoted-printable as Dovecot's `qp-decoder` undoes it: soft line
 /// breaks removed, whitespace before a line break dropped (runs of it
 /// kept to 77 bytes), line breaks made CRLF, a broken escape kept as it

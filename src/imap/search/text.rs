@@ -14,7 +14,10 @@
 //! `uni_utf8_to_decomposed_titlecase`) on each code point.
 //!
 //! Charsets other than UTF-8 are of two kinds, read as the glibc iconv
-//! that Dovecot converts with reads them:
+//! that Dovecot converts with reads them (own tables, not `mail-parser`'s
+//! charset decoders: words decoded by its `decode_rfc2047`, which uses
+//! them, make the search oracle's Shift_JIS, ISO-2022-JP, EUC-KR and
+//! GB2312 messages match other searches than Dovecot's):
 //!
 //! - Single-byte ones, whose upper halves `charsets.txt` lists (`name
 //!   alias...|` then 128 hex code points, `-` where a byte is no
