@@ -375,7 +375,7 @@ impl Server {
             .map_err(imap::upstream::UpstreamError::from)?;
         let cache = if imap.cache {
             Some(Arc::new(
-                imap::cache::Cache::open(&imap.cache_dir, imap.cache_max_bytes)
+                imap::cache::Cache::open(&imap.cache_dir, imap.cache_max_bytes, keys.as_ref())
                     .map_err(|e| ServeError::Config(e.to_string()))?,
             ))
         } else {

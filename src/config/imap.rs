@@ -72,8 +72,9 @@ pub struct ImapConfig {
     pub idle_timeout_secs: u64,
     /// Keep a cache of opened messages.
     pub cache: bool,
-    /// Directory of that cache (encrypted at rest with a key held in
-    /// memory; emptied at start; safe to delete).
+    /// Directory of that cache (encrypted at rest under keys derived from
+    /// the unlocked keyring, so it is kept over restarts; a changed keyring
+    /// reads only what it could open itself; safe to delete).
     pub cache_dir: PathBuf,
     /// Bytes the cache may hold on disk; least recently used entries go.
     pub cache_max_bytes: u64,

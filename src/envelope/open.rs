@@ -30,6 +30,14 @@ pub trait Keys {
     /// Identities that may open messages sealed under `epoch`. Empty when
     /// the epoch is unknown.
     fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity>;
+
+    /// One 32-byte key per epoch, derived from that epoch's identity and
+    /// `context`, for writ's own local data (the IMAP cache): whoever holds
+    /// the epoch's identity can remake it, nobody else. Empty (the default)
+    /// when these keys cannot derive any.
+    fn local_keys(&self, _context: &[u8]) -> Vec<(String, zeroize::Zeroizing<[u8; 32]>)> {
+        Vec::new()
+    }
 }
 
 /// Any identity in the list is tried, whatever the epoch.

@@ -1,18 +1,33 @@
 //! The proxy's cache of opened messages: summaries and whole opened
 //! messages, so that a folder listed twice, or a message read twice, is
-//! not downloaded and decrypted twice.
+//! not downloaded and decrypted twice, in this run or the next.
 //!
 //! - **In the jurisdiction, encrypted at rest.** Every stored value is
-//!   sealed with ChaCha20-Poly1305 (ring) under a key made at start-up and
-//!   held only in memory; the entry's own key is the associated data, so a
-//!   value cannot be moved to another entry. A restart makes a new key,
-//!   so [`Cache::open`] empties the directory: what is on disk from an
-//!   earlier run could not be read anyway.
+//!   sealed with ChaCha20-Poly1305 (ring) under keys derived from the
+//!   unlocked keyring ([`sealing`]): a message's summary and body under
+//!   its epoch's key, the verdicts below under a key of the whole keyring.
+//!   The entry's own key is the associated data, so a value cannot be
+//!   moved to another entry. The keys are remade at each start from the
+//!   same keyring, so **a restart keeps folders warm**; nothing secret is
+//!   stored here (only a random salt).
+//! - **Never stale across a key change.** A keyring without a message's
+//!   epoch cannot read its entry (a miss: the message is fetched and
+//!   tried); verdicts recorded under another keyring cannot be read, so
+//!   such messages are tried again. Rows that do not open are misses and
+//!   are replaced when the message is stored again.
 //! - **Names stay private.** Entries are keyed by a SHA-256 of account,
 //!   mailbox, UIDVALIDITY and UID; no account or mailbox name is written.
 //! - **Safe to delete.** Everything here can be fetched and opened again;
-//!   losing the directory, or any entry in it, loses nothing.
-//! - **Bounded.** Past `max_bytes`, the least recently used entries go.
+//!   losing the directory, or any entry in it, loses nothing (a missing
+//!   salt makes a new, empty cache).
+//! - **Bounded.** Past `max_bytes` on disk, the least recently used
+//!   entries go; body files no row names (a crash between the two writes)
+//!   are removed at start. In memory, [`memory::MEMORY_BYTES`] of decrypted
+//!   summaries and verdicts ([`memory`]).
+//! - **Durable enough.** Index writes are not flushed one by one (a flush
+//!   per message read would cost more than the read); the index is made
+//!   durable at most every [`DURABLE_EVERY`] and when the cache is
+//!   dropped. A crash loses at most the rows since: misses, not errors.
 //! - **UIDVALIDITY.** When a mailbox's UIDVALIDITY changes its UIDs mean
 //!   other messages: [`Cache::selected`] drops the old entries.
 //! - **Undecryptable messages are remembered** ([`Cache::undecryptable`]):
@@ -20,36 +35,57 @@
 //!   that disagrees with its summary) is shown as stored from then on,
 //!   without being downloaded and tried again at every listing. The entry
 //!   holds what the keyring offered for the message's epoch when it failed
-//!   ([`Undecryptable`]): a keyring that offers otherwise tries again. The
-//!   keyring is unlocked once per run and a restart empties the cache, so
-//!   a changed keyring never sees an earlier run's verdicts. Such entries
-//!   are ordinary entries: evicted, dropped with their UIDVALIDITY, and
-//!   replaced when the message opens after all.
+//!   ([`Undecryptable`]): a keyring that offers otherwise tries again, and
+//!   a keyring changed between runs cannot read the verdict at all. Such
+//!   entries are ordinary entries: evicted, dropped with their
+//!   UIDVALIDITY, and replaced when the message opens after all.
 //!
 //! The index is redb (`index.redb`); summaries live in it, opened messages
-//! in files under `bodies/`.
+//! in files under `bodies/`. A row's value starts with its kind
+//! ([`KIND_SUMMARY`] or [`KIND_UNDECRYPTABLE`]), then the sealed value.
 
-use std::collections::HashMap;
+mod memory;
+mod sealing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::envelope::Summary;
+use crate::envelope::{Detected, Keys, Summary};
+use memory::Memory;
+pub use memory::{Known, Listing, MEMORY_BYTES};
+use sealing::{CacheKeys, EpochName, epoch_name};
 
 /// Entry id (mailbox id ‖ UID, big-endian) → (last use, bytes on disk,
-/// sealed summary JSON).
+/// kind ‖ sealed value).
 const ENTRIES: TableDefinition<&[u8], (u64, u64, &[u8])> = TableDefinition::new("entries");
 /// Memory redb may use for its page cache.
 const INDEX_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest the index goes without a durable commit while it is written.
+pub const DURABLE_EVERY: Duration = Duration::from_secs(2);
+/// Rows written to the index in one transaction: stored values wait in
+/// memory (where lookups find them) until this many, or until
+/// [`Cache::commit`] (a FETCH ends), or the cache is dropped.
+pub const WRITE_BATCH: usize = 256;
+/// ... or until the rows waiting count this many bytes on disk (bodies
+/// included), so that eviction keeps up with large messages.
+pub const WRITE_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Mailbox reference (hash of account and name) → UIDVALIDITY last seen.
 const MAILBOXES: TableDefinition<&[u8], u32> = TableDefinition::new("mailboxes");
+
+/// A row holding a message's summary (its body, if cached, is a file).
+const KIND_SUMMARY: u8 = b's';
+/// A row holding an [`Undecryptable`] verdict.
+const KIND_UNDECRYPTABLE: u8 = b'u';
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -116,25 +152,34 @@ impl MailboxKey {
     }
 }
 
-/// Which message, as the cache keys it: its UID in the mailbox, and a
+/// Which message, as the cache keys it: its UID in the mailbox, a
 /// fingerprint of the stored header it was fetched with (which holds the
-/// sealed message's random MIME boundary). The fingerprint is bound into
-/// every sealed value, so an entry is only ever read back for the message
-/// it was made from: a session whose account or mailbox were mistaken
-/// (another user's mailbox with the same UIDVALIDITY) finds nothing.
+/// sealed message's random MIME boundary), and the epoch its marker
+/// names. The fingerprint is bound into every sealed value, so an entry
+/// is only ever read back for the message it was made from: a session
+/// whose account or mailbox were mistaken (another user's mailbox with
+/// the same UIDVALIDITY) finds nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageKey {
     pub uid: u32,
     stored: [u8; 32],
+    epoch: Option<EpochName>,
 }
 
 impl MessageKey {
     /// `stored_header`: the message's header block as the provider stores
-    /// it (`BODY[HEADER]`).
+    /// it (`BODY[HEADER]`); its marker is read for the epoch.
     pub fn new(uid: u32, stored_header: &[u8]) -> MessageKey {
+        let detected = crate::envelope::detect(stored_header);
+        MessageKey::detected(uid, stored_header, detected.as_ref())
+    }
+
+    /// [`MessageKey::new`] with the marker already read.
+    pub fn detected(uid: u32, stored_header: &[u8], marker: Option<&Detected>) -> MessageKey {
         MessageKey {
             uid,
             stored: sha(&[b"writ cache: stored header", stored_header]),
+            epoch: marker.and_then(|d| epoch_name(&d.epoch)),
         }
     }
 
@@ -162,24 +207,49 @@ const AAD_UNDECRYPTABLE: &[u8] = b"u";
 pub struct Cache {
     db: Database,
     bodies: PathBuf,
-    key: LessSafeKey,
-    rng: SystemRandom,
+    keys: CacheKeys,
     max_bytes: u64,
     used: AtomicU64,
     clock: AtomicU64,
     /// Serialises eviction (redb serialises writes anyway).
     evicting: Mutex<()>,
     /// Use since the entry was stored (the index keeps the time of storing).
-    last_used: Mutex<HashMap<Vec<u8>, u64>>,
+    last_used: Mutex<HashMap<[u8; 20], u64>>,
+    memory: Memory,
+    /// When the index was last made durable.
+    durable_at: Mutex<Instant>,
+    /// Rows stored but not yet written to the index (see [`WRITE_BATCH`]).
+    pending: Mutex<Vec<Pending>>,
+}
+
+/// A row waiting to be written: entry, kind ‖ sealed value, bytes on disk.
+struct Pending {
+    entry: [u8; 20],
+    row: Vec<u8>,
+    size: u64,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn remove_all(path: &Path) -> io::Result<()> {
+    let r = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Cache {
-    /// Opens (emptying) the cache in `dir`, at most `max_bytes` on disk.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Cache, CacheError> {
+    /// Opens the cache in `dir`, at most `max_bytes` on disk, its values
+    /// sealed under keys derived from `keys` (see [`sealing`]). What an
+    /// earlier run stored is kept and read when these keys can read it.
+    pub fn open(dir: &Path, max_bytes: u64, keys: &dyn Keys) -> Result<Cache, CacheError> {
         let at = |source| CacheError::Dir {
             path: dir.to_path_buf(),
             source,
@@ -192,80 +262,102 @@ impl Cache {
         }
         let index = dir.join("index.redb");
         let bodies = dir.join("bodies");
-        // A new key each start: what an earlier run left is unreadable.
-        match fs::remove_file(&index) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(at(e)),
-        }
-        match fs::remove_dir_all(&bodies) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(at(e)),
+        let (keys, fresh) = CacheKeys::for_dir(dir, keys)?;
+        if fresh {
+            // Nothing there can be read with these keys.
+            remove_all(&index).map_err(at)?;
+            remove_all(&bodies).map_err(at)?;
         }
         fs::create_dir_all(&bodies).map_err(at)?;
-        let rng = SystemRandom::new();
-        let mut raw = [0u8; 32];
-        rng.fill(&mut raw).map_err(|_| CacheError::Random)?;
-        let unbound = UnboundKey::new(&CHACHA20_POLY1305, &raw).map_err(|_| CacheError::Random)?;
-        zeroize::Zeroize::zeroize(&mut raw);
         // redb's own page cache defaults to 1 GiB; the index holds small
         // sealed summaries, so a few MiB keep it fast without the memory.
-        let db = Database::builder()
-            .set_cache_size(INDEX_CACHE_BYTES)
-            .create(&index)
-            .map_err(index_error)?;
+        let builder = || {
+            let mut b = Database::builder();
+            b.set_cache_size(INDEX_CACHE_BYTES);
+            b
+        };
+        let db = match builder().create(&index) {
+            Ok(db) => db,
+            Err(e) => {
+                // A damaged index is a cache lost, nothing more.
+                tracing::warn!(error = %e, "cache index unreadable: starting an empty cache");
+                remove_all(&index).map_err(at)?;
+                remove_all(&bodies).map_err(at)?;
+                fs::create_dir_all(&bodies).map_err(at)?;
+                builder().create(&index).map_err(index_error)?
+            }
+        };
         let tx = db.begin_write().map_err(index_error)?;
         tx.open_table(ENTRIES).map_err(index_error)?;
         tx.open_table(MAILBOXES).map_err(index_error)?;
         tx.commit().map_err(index_error)?;
-        Ok(Cache {
+        let cache = Cache {
             db,
             bodies,
-            key: LessSafeKey::new(unbound),
-            rng,
+            keys,
             max_bytes,
             used: AtomicU64::new(0),
             clock: AtomicU64::new(1),
             evicting: Mutex::new(()),
             last_used: Mutex::new(HashMap::new()),
-        })
+            memory: Memory::new(MEMORY_BYTES),
+            durable_at: Mutex::new(Instant::now()),
+            pending: Mutex::new(Vec::new()),
+        };
+        cache.take_stock().map_err(at)?;
+        Ok(cache)
     }
 
-    /// A write transaction without fsync: the cache is disposable (emptied
-    /// at every start), so durability would only cost a disk flush per
-    /// message read.
+    /// Counts what an earlier run left (bytes, the latest use) and removes
+    /// body files no row names.
+    fn take_stock(&self) -> io::Result<()> {
+        let mut named = HashSet::new();
+        let (mut used, mut latest) = (0u64, 0u64);
+        if let Ok(tx) = self.db.begin_read()
+            && let Ok(t) = tx.open_table(ENTRIES)
+            && let Ok(iter) = t.iter()
+        {
+            for (k, v) in iter.flatten() {
+                let (when, size, _) = v.value();
+                used = used.saturating_add(size);
+                latest = latest.max(when);
+                named.insert(hex(k.value()));
+            }
+        }
+        self.used.store(used, Ordering::Relaxed);
+        self.clock.store(latest + 1, Ordering::Relaxed);
+        for f in fs::read_dir(&self.bodies)? {
+            let f = f?;
+            let name = f.file_name();
+            if !name.to_str().is_some_and(|n| named.contains(n)) {
+                let _ = fs::remove_file(f.path());
+            }
+        }
+        if used > self.max_bytes {
+            self.evict();
+        }
+        Ok(())
+    }
+
+    /// A write transaction; durable when the last durable one is older
+    /// than [`DURABLE_EVERY`].
     fn write(&self) -> Result<redb::WriteTransaction, CacheError> {
         let mut tx = self.db.begin_write().map_err(index_error)?;
-        tx.set_durability(Durability::None).map_err(index_error)?;
+        let due = self
+            .durable_at
+            .lock()
+            .map(|mut at| {
+                let due = at.elapsed() >= DURABLE_EVERY;
+                if due {
+                    *at = Instant::now();
+                }
+                due
+            })
+            .unwrap_or(true);
+        if !due {
+            tx.set_durability(Durability::None).map_err(index_error)?;
+        }
         Ok(tx)
-    }
-
-    fn seal(&self, aad: &[u8], plain: &[u8]) -> Option<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce).ok()?;
-        let mut data = plain.to_vec();
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut data,
-            )
-            .ok()?;
-        let mut out = nonce.to_vec();
-        out.append(&mut data);
-        Some(out)
-    }
-
-    fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-        let (nonce, data) = sealed.split_at_checked(NONCE_LEN)?;
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut data = data.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(aad), &mut data)
-            .ok()?;
-        Some(plain.to_vec())
     }
 
     fn body_path(&self, entry: &[u8]) -> PathBuf {
@@ -281,20 +373,29 @@ impl Cache {
     }
 
     fn try_selected(&self, mb: &MailboxKey) -> Result<(), CacheError> {
+        let reference = mb.reference();
+        let known = {
+            let tx = self.db.begin_read().map_err(index_error)?;
+            let boxes = tx.open_table(MAILBOXES).map_err(index_error)?;
+            boxes
+                .get(&reference[..])
+                .map_err(index_error)?
+                .map(|v| v.value())
+        };
+        if known == Some(mb.uidvalidity) {
+            // The usual case: no write at all.
+            return Ok(());
+        }
+        // Rows of the old UIDVALIDITY still waiting go with the others.
+        self.commit();
         let tx = self.write()?;
         let mut stale = Vec::new();
         {
             let mut boxes = tx.open_table(MAILBOXES).map_err(index_error)?;
-            let reference = mb.reference();
             let old = boxes
-                .get(&reference[..])
+                .insert(&reference[..], mb.uidvalidity)
                 .map_err(index_error)?
                 .map(|v| v.value());
-            if old != Some(mb.uidvalidity) {
-                boxes
-                    .insert(&reference[..], mb.uidvalidity)
-                    .map_err(index_error)?;
-            }
             if let Some(old) = old.filter(|&o| o != mb.uidvalidity) {
                 let id = mb.id(old);
                 let mut from = id.to_vec();
@@ -323,44 +424,117 @@ impl Cache {
         Ok(())
     }
 
+    /// What the cache knows about each message (in order): from memory,
+    /// and the rest from the index in one read transaction.
+    pub fn lookup(&self, mb: &MailboxKey, msgs: &[MessageKey]) -> Vec<Option<Arc<Known>>> {
+        let entries: Vec<[u8; 20]> = msgs.iter().map(|m| mb.entry(m.uid)).collect();
+        let mut out: Vec<Option<Arc<Known>>> = msgs
+            .iter()
+            .zip(&entries)
+            .map(|(m, e)| self.memory.get(e, &m.stored))
+            .collect();
+        if out.iter().any(Option::is_none)
+            && let Ok(tx) = self.db.begin_read()
+            && let Ok(table) = tx.open_table(ENTRIES)
+        {
+            for ((slot, msg), entry) in out.iter_mut().zip(msgs).zip(&entries) {
+                if slot.is_some() {
+                    continue;
+                }
+                let Ok(Some(row)) = table.get(&entry[..]) else {
+                    continue;
+                };
+                let (_, _, value) = row.value();
+                *slot = self.read_row(entry, *msg, value);
+            }
+        }
+        for (slot, entry) in out.iter().zip(&entries) {
+            if slot.is_some() {
+                self.touch(entry);
+            }
+        }
+        out
+    }
+
+    /// Opens an index row read from disk, and keeps what it holds in memory.
+    fn read_row(&self, entry: &[u8; 20], msg: MessageKey, value: &[u8]) -> Option<Arc<Known>> {
+        let (&kind, sealed) = value.split_first()?;
+        let (known, len) = match kind {
+            KIND_SUMMARY => {
+                let json = self
+                    .keys
+                    .open_for(msg.epoch, &msg.aad(entry, AAD_SUMMARY), sealed)?;
+                (
+                    Known::Summary(serde_json::from_slice(&json).ok()?, Listing::default()),
+                    json.len(),
+                )
+            }
+            KIND_UNDECRYPTABLE => {
+                let json = self
+                    .keys
+                    .open_verdict(&msg.aad(entry, AAD_UNDECRYPTABLE), sealed)?;
+                (
+                    Known::Undecryptable(serde_json::from_slice(&json).ok()?),
+                    json.len(),
+                )
+            }
+            _ => return None,
+        };
+        let known = Arc::new(known);
+        self.memory.put(*entry, msg.stored, known.clone(), len);
+        Some(known)
+    }
+
+    fn lookup_one(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Arc<Known>> {
+        self.lookup(mb, &[msg]).pop().flatten()
+    }
+
     /// The cached summary of a message, and its opened bytes if cached.
     pub fn get(&self, mb: &MailboxKey, msg: MessageKey) -> Option<(Summary, Option<Vec<u8>>)> {
-        let entry = mb.entry(msg.uid);
         let summary = self.summary(mb, msg)?;
-        let body = fs::read(self.body_path(&entry))
-            .ok()
-            .and_then(|b| self.unseal(&msg.aad(&entry, AAD_BODY), &b));
-        Some((summary, body))
+        Some((summary, self.body(mb, msg)))
+    }
+
+    /// The cached opened bytes of a message.
+    pub fn body(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Vec<u8>> {
+        let entry = mb.entry(msg.uid);
+        let sealed = fs::read(self.body_path(&entry)).ok()?;
+        self.keys
+            .open_for(msg.epoch, &msg.aad(&entry, AAD_BODY), &sealed)
     }
 
     /// The cached summary of a message alone (its body file is not read).
     pub fn summary(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Summary> {
-        let entry = mb.entry(msg.uid);
-        let sealed_summary = {
-            let tx = self.db.begin_read().ok()?;
-            let table = tx.open_table(ENTRIES).ok()?;
-            let row = table.get(&entry[..]).ok()??;
-            let (_, _, s) = row.value();
-            s.to_vec()
-        };
-        let json = self.unseal(&msg.aad(&entry, AAD_SUMMARY), &sealed_summary)?;
-        let summary: Summary = serde_json::from_slice(&json).ok()?;
-        self.touch(&entry);
-        Some(summary)
+        match self.lookup_one(mb, msg)?.as_ref() {
+            Known::Summary(s, _) => Some(s.clone()),
+            Known::Undecryptable(_) => None,
+        }
+    }
+
+    /// Why the message did not open, if it is remembered as undecryptable.
+    pub fn undecryptable(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Undecryptable> {
+        match self.lookup_one(mb, msg)?.as_ref() {
+            Known::Undecryptable(why) => Some(why.clone()),
+            Known::Summary(..) => None,
+        }
     }
 
     /// Marks an entry as just used. In memory only: a write transaction per
     /// cache hit would cost more than the hit saves. Eviction reads it.
-    fn touch(&self, entry: &[u8]) {
+    fn touch(&self, entry: &[u8; 20]) {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut used) = self.last_used.lock() {
-            used.insert(entry.to_vec(), now);
+            used.insert(*entry, now);
         }
     }
 
     fn forget(&self, entry: &[u8]) {
+        let Ok(entry) = <[u8; 20]>::try_from(entry) else {
+            return;
+        };
+        self.memory.forget(&entry);
         if let Ok(mut used) = self.last_used.lock() {
-            used.remove(entry);
+            used.remove(&entry);
         }
     }
 
@@ -371,41 +545,39 @@ impl Cache {
         let Ok(json) = serde_json::to_vec(why) else {
             return;
         };
-        let Some(sealed) = self.seal(&msg.aad(&entry, AAD_UNDECRYPTABLE), &json) else {
+        let Some(sealed) = self
+            .keys
+            .seal_verdict(&msg.aad(&entry, AAD_UNDECRYPTABLE), &json)
+        else {
             return;
         };
         let _ = fs::remove_file(self.body_path(&entry));
-        self.store(&entry, &sealed);
+        let row = [&[KIND_UNDECRYPTABLE][..], &sealed].concat();
+        let known = Arc::new(Known::Undecryptable(why.clone()));
+        self.memory.put(entry, msg.stored, known, json.len());
+        let size = row.len() as u64;
+        self.store(entry, row, size);
     }
 
-    /// Why the message did not open, if it is remembered as undecryptable.
-    pub fn undecryptable(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Undecryptable> {
-        let entry = mb.entry(msg.uid);
-        let sealed = {
-            let tx = self.db.begin_read().ok()?;
-            let table = tx.open_table(ENTRIES).ok()?;
-            let row = table.get(&entry[..]).ok()??;
-            let (_, _, s) = row.value();
-            s.to_vec()
-        };
-        let json = self.unseal(&msg.aad(&entry, AAD_UNDECRYPTABLE), &sealed)?;
-        let why = serde_json::from_slice(&json).ok()?;
-        self.touch(&entry);
-        Some(why)
-    }
-
-    /// Stores a message's summary and, if given, its opened bytes.
+    /// Stores a message's summary and, if given, its opened bytes. Not
+    /// stored when this keyring has no key for the message's epoch.
     pub fn put(&self, mb: &MailboxKey, msg: MessageKey, summary: &Summary, opened: Option<&[u8]>) {
         let entry = mb.entry(msg.uid);
         let Ok(json) = serde_json::to_vec(summary) else {
             return;
         };
-        let Some(sealed_summary) = self.seal(&msg.aad(&entry, AAD_SUMMARY), &json) else {
+        let Some(sealed_summary) =
+            self.keys
+                .seal_for(msg.epoch, &msg.aad(&entry, AAD_SUMMARY), &json)
+        else {
             return;
         };
-        let mut size = sealed_summary.len() as u64;
+        let row = [&[KIND_SUMMARY][..], &sealed_summary].concat();
+        let mut size = row.len() as u64;
         if let Some(opened) = opened
-            && let Some(sealed) = self.seal(&msg.aad(&entry, AAD_BODY), opened)
+            && let Some(sealed) = self
+                .keys
+                .seal_for(msg.epoch, &msg.aad(&entry, AAD_BODY), opened)
         {
             let path = self.body_path(&entry);
             let tmp = path.with_extension("tmp");
@@ -413,37 +585,69 @@ impl Cache {
                 size += sealed.len() as u64;
             }
         }
-        self.store_sized(&entry, &sealed_summary, size);
+        let known = Arc::new(Known::Summary(summary.clone(), Listing::default()));
+        self.memory.put(entry, msg.stored, known, json.len());
+        self.store(entry, row, size);
     }
 
-    /// Writes an entry's index row (its value sealed already).
-    fn store(&self, entry: &[u8], sealed: &[u8]) {
-        self.store_sized(entry, sealed, sealed.len() as u64);
+    /// Queues an entry's index row (`row`: kind ‖ sealed value), counting
+    /// `size` bytes on disk for it; written with the next batch.
+    fn store(&self, entry: [u8; 20], row: Vec<u8>, size: u64) {
+        let full = match self.pending.lock() {
+            Ok(mut pending) => {
+                pending.push(Pending { entry, row, size });
+                pending.len() >= WRITE_BATCH
+                    || pending.iter().map(|p| p.size).sum::<u64>() >= WRITE_BATCH_BYTES
+            }
+            Err(_) => false,
+        };
+        if full {
+            self.commit();
+        }
     }
 
-    /// [`Cache::store`] counting `size` bytes on disk for it.
-    fn store_sized(&self, entry: &[u8], sealed_summary: &[u8], size: u64) {
-        let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let stored = (|| -> Result<Option<u64>, CacheError> {
+    /// Writes the rows waiting in memory to the index, in one transaction.
+    pub fn commit(&self) {
+        let batch = match self.pending.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => return,
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let written = (|| -> Result<Vec<u64>, CacheError> {
             let tx = self.write()?;
-            let previous = {
+            let mut previous = Vec::new();
+            {
                 let mut t = tx.open_table(ENTRIES).map_err(index_error)?;
-                t.insert(entry, (now, size, sealed_summary))
-                    .map_err(index_error)?
-                    .map(|old| old.value().1)
-            };
+                for p in &batch {
+                    let now = self.clock.fetch_add(1, Ordering::Relaxed);
+                    if let Some(old) = t
+                        .insert(&p.entry[..], (now, p.size, &p.row[..]))
+                        .map_err(index_error)?
+                    {
+                        previous.push(old.value().1);
+                    }
+                }
+            }
             tx.commit().map_err(index_error)?;
             Ok(previous)
         })();
-        match stored {
+        match written {
             Ok(previous) => {
-                self.used.fetch_add(size, Ordering::Relaxed);
-                if let Some(p) = previous {
+                let added: u64 = batch.iter().map(|p| p.size).sum();
+                self.used.fetch_add(added, Ordering::Relaxed);
+                for p in previous {
                     self.used
                         .fetch_sub(p.min(self.used.load(Ordering::Relaxed)), Ordering::Relaxed);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cache: cannot store an entry"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: cannot store entries");
+                for p in &batch {
+                    self.memory.forget(&p.entry);
+                }
+            }
         }
         if self.used.load(Ordering::Relaxed) > self.max_bytes {
             self.evict();
@@ -453,6 +657,26 @@ impl Cache {
     /// Bytes the cache holds on disk (as it counts them).
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Writes the waiting rows and makes every index write so far durable.
+    pub fn flush(&self) {
+        self.commit();
+        // A write transaction is durable unless told otherwise: its
+        // commit makes every earlier non-durable one durable too.
+        let done = self
+            .db
+            .begin_write()
+            .map_err(index_error)
+            .and_then(|tx| tx.commit().map_err(index_error));
+        match done {
+            Ok(()) => {
+                if let Ok(mut at) = self.durable_at.lock() {
+                    *at = Instant::now();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cache: cannot flush the index"),
+        }
     }
 
     /// Drops the least recently used entries until the cache is at 90 %
@@ -467,17 +691,15 @@ impl Cache {
             && let Ok(t) = tx.open_table(ENTRIES)
             && let Ok(iter) = t.iter()
         {
-            for row in iter.flatten() {
-                let (k, v) = row;
+            let touched = self.last_used.lock().map(|m| m.clone()).unwrap_or_default();
+            for (k, v) in iter.flatten() {
                 let (used, size, _) = v.value();
                 let key = k.value().to_vec();
-                let touched = self
-                    .last_used
-                    .lock()
+                let last = <[u8; 20]>::try_from(&key[..])
                     .ok()
-                    .and_then(|m| m.get(&key).copied())
+                    .and_then(|e| touched.get(&e).copied())
                     .unwrap_or(0);
-                rows.push((used.max(touched), key, size));
+                rows.push((used.max(last), key, size));
             }
         }
         rows.sort();
@@ -511,153 +733,8 @@ impl Cache {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary(size: u64) -> Summary {
-        Summary {
-            version: 1,
-            size,
-            bare_lf: 0,
-            root: Default::default(),
-        }
-    }
-
-    /// A message's cache key, fetched with one and the same stored header.
-    fn k(uid: u32) -> MessageKey {
-        MessageKey::new(uid, b"X-Writ: v=1; key=0123456789abcdef\r\n\r\n")
-    }
-
-    fn mb(uidvalidity: u32) -> MailboxKey {
-        MailboxKey {
-            account: "alice".into(),
-            mailbox: "INBOX".into(),
-            uidvalidity,
-        }
-    }
-
-    #[test]
-    fn stores_reads_and_encrypts_at_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
-        cache.selected(&mb(7));
-        cache.put(
-            &mb(7),
-            k(3),
-            &summary(42),
-            Some(b"Subject: very secret\r\n\r\nbody"),
-        );
-        let (s, body) = cache.get(&mb(7), k(3)).expect("cached");
-        assert_eq!(s.size, 42);
-        assert_eq!(
-            body.as_deref(),
-            Some(&b"Subject: very secret\r\n\r\nbody"[..])
-        );
-        assert!(cache.get(&mb(7), k(4)).is_none());
-        // Nothing on disk shows the plaintext or the names.
-        for entry in walk(dir.path()) {
-            let bytes = fs::read(&entry).unwrap();
-            for needle in [&b"very secret"[..], b"alice", b"INBOX"] {
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle),
-                    "{} holds {:?}",
-                    entry.display(),
-                    String::from_utf8_lossy(needle)
-                );
-            }
-        }
-    }
-
-    fn walk(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn a_new_uidvalidity_drops_the_mailboxs_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
-        cache.selected(&mb(7));
-        cache.put(&mb(7), k(3), &summary(1), Some(b"x"));
-        cache.selected(&mb(8));
-        assert!(cache.get(&mb(7), k(3)).is_none());
-        assert!(cache.get(&mb(8), k(3)).is_none());
-        assert_eq!(cache.used(), 0);
-        assert!(walk(&dir.path().join("bodies")).is_empty());
-    }
-
-    #[test]
-    fn undecryptable_messages_are_remembered_sealed_and_forgotten_with_their_uidvalidity() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
-        cache.selected(&mb(7));
-        let why = Undecryptable {
-            epoch: "0123456789abcdef".into(),
-            identities: 0,
-            reason: "unknown_epoch".into(),
-        };
-        cache.put(&mb(7), k(3), &summary(1), Some(b"x"));
-        cache.put_undecryptable(&mb(7), k(3), &why);
-        assert_eq!(cache.undecryptable(&mb(7), k(3)), Some(why.clone()));
-        // It replaced the summary and the body; it is not one itself.
-        assert!(cache.get(&mb(7), k(3)).is_none());
-        assert!(walk(&dir.path().join("bodies")).is_empty());
-        assert!(cache.undecryptable(&mb(7), k(4)).is_none());
-        // Opening after all replaces it.
-        cache.put(&mb(7), k(3), &summary(1), None);
-        assert!(cache.undecryptable(&mb(7), k(3)).is_none());
-        cache.put_undecryptable(&mb(7), k(3), &why);
-        cache.selected(&mb(8));
-        assert!(cache.undecryptable(&mb(7), k(3)).is_none());
-        assert_eq!(cache.used(), 0);
-    }
-
-    #[test]
-    fn least_recently_used_entries_go_past_the_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path(), 20_000).unwrap();
-        let body = vec![b'a'; 4_000];
-        for uid in 1..=4 {
-            cache.put(&mb(1), k(uid), &summary(uid.into()), Some(&body));
-        }
-        // Use 1 again: 2 is now the oldest.
-        assert!(cache.get(&mb(1), k(1)).is_some());
-        cache.put(&mb(1), k(5), &summary(5), Some(&body));
-        assert!(cache.used() <= 20_000, "{}", cache.used());
-        assert!(cache.get(&mb(1), k(2)).is_none(), "the oldest entry stayed");
-        assert!(
-            cache.get(&mb(1), k(1)).is_some(),
-            "a recently used entry went"
-        );
-        assert!(cache.get(&mb(1), k(5)).is_some());
-    }
-
-    #[test]
-    fn a_restart_starts_empty_and_a_damaged_entry_is_a_miss() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let cache = Cache::open(dir.path(), 1 << 20).unwrap();
-            cache.put(&mb(1), k(1), &summary(1), Some(b"hello"));
-            // Damage the body file: the summary still comes, the body not.
-            let f = walk(&dir.path().join("bodies")).pop().unwrap();
-            let mut b = fs::read(&f).unwrap();
-            let last = b.len() - 1;
-            b[last] ^= 1;
-            fs::write(&f, b).unwrap();
-            let (_, body) = cache.get(&mb(1), k(1)).unwrap();
-            assert!(body.is_none());
-        }
-        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
-        assert!(cache.get(&mb(1), k(1)).is_none());
-        assert!(walk(&dir.path().join("bodies")).is_empty());
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.flush();
     }
 }

@@ -50,7 +50,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::answer::{self, Need};
-use super::cache::{Cache, MailboxKey, MessageKey};
+use super::cache::{Cache, Known, Listing, MailboxKey, MessageKey};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
 
@@ -83,6 +83,8 @@ struct Probed {
     seen: bool,
     /// Its cache entry: the UID and the stored header it was fetched with.
     key: MessageKey,
+    /// How many identities the keyring offers for its epoch (sealed only).
+    offered: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,19 +244,6 @@ impl FetchPlan {
             .collect()
     }
 
-    /// Is this sealed message remembered as one the present keys cannot
-    /// open? Then it is shown as stored, without fetching it again.
-    fn known_undecryptable(
-        &self,
-        key: MessageKey,
-        epoch: &str,
-        keys: &(dyn Keys + Send + Sync),
-    ) -> bool {
-        self.cache
-            .as_ref()
-            .is_some_and(|c| undecryptable_known(c, key, epoch, keys))
-    }
-
     /// The answer for a message another session expunged: the provider's
     /// own items (UID, FLAGS ...), body sections NIL, as Dovecot answers
     /// for plaintext. Nothing writ would have to read from the message.
@@ -317,9 +306,14 @@ impl FetchPlan {
                     // provider answers for plaintext: what is left of it.
                     return Ok(fetch(seq, self.gone_items(list)).into_iter().collect());
                 };
-                let key = MessageKey::new(uid.get(), &header);
-                let sealed = envelope::detect(&header)
-                    .filter(|d| !self.known_undecryptable(key, &d.epoch, keys));
+                // A sealed message remembered as undecryptable is told
+                // from the others with the cache's answers, all at once,
+                // when the probe is over (`answer_from_cache`).
+                let sealed = envelope::detect(&header);
+                let key = MessageKey::detected(uid.get(), &header, sealed.as_ref());
+                let offered = sealed
+                    .as_ref()
+                    .map_or(0, |d| keys.identities(&d.epoch).len());
                 let seen = list.iter().any(|i| {
                     matches!(i, MessageDataItem::Flags(f)
                         if f.contains(&FlagFetch::Flag(Flag::Seen)))
@@ -348,6 +342,7 @@ impl FetchPlan {
                         prefix,
                         seen,
                         key,
+                        offered,
                     },
                 );
                 Ok(Vec::new())
@@ -454,7 +449,7 @@ impl FetchPlan {
         if let Some(c) = &self.cache {
             c.cache.put(&c.mailbox, probed.key, &summary, Some(&opened));
         }
-        Ok(Some(self.compose(probed, &summary, Some(&opened))))
+        Ok(Some(self.compose(probed, &summary, Some(&opened), None)))
     }
 
     /// Answers from part 1 alone; `Ok(None)` when an item needs more.
@@ -490,24 +485,31 @@ impl FetchPlan {
             {
                 return Ok(None);
             }
-            Ok(Some(self.compose(probed, &summary, None)))
+            Ok(Some(self.compose(probed, &summary, None, None)))
         })())
     }
 
-    /// The response items for a sealed message, in the client's order.
+    /// The response items for a sealed message, in the client's order;
+    /// the listing items from `listing` when the cache made them already.
     fn compose(
         &self,
         probed: &Probed,
         summary: &Summary,
         opened: Option<&[u8]>,
+        listing: Option<&Listing>,
     ) -> Vec<MessageDataItem<'static>> {
         let mut out = Vec::new();
         for name in &self.wanted {
+            let made = || answer::answer(name, summary, opened);
+            let ours = || match listing.filter(|_| opened.is_none()) {
+                Some(listing) => listing.item(name, made).unwrap_or_else(made),
+                None => made(),
+            };
             if answer::from_provider(name) {
                 if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
                     out.push(item.clone());
                 }
-            } else if let Some(item) = answer::answer(name, summary, opened) {
+            } else if let Some(item) = ours() {
                 out.push(item);
             } else if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
                 // writ's own answer failed (answer.rs logs it): the stored
@@ -591,6 +593,10 @@ impl FetchPlan {
                     }
                     Phase::Plain(_) => self.phase = Phase::Seen(Tag::unvalidated("writ.none")),
                     Phase::Seen(_) => {
+                        if let Some(c) = &self.cache {
+                            // What this FETCH stored goes to the index now.
+                            c.cache.commit();
+                        }
                         let mut status = self.probe_status.take();
                         if self.incomplete.get() {
                             status = Some(incomplete(self.client_tag.clone()));
@@ -676,11 +682,19 @@ impl FetchPlan {
             .map(|(tag, c)| (Phase::Sealed { tag, payload }, c))
     }
 
-    /// Answers what the cache can; returns the UIDs it could not.
+    /// Answers what the cache can; returns the UIDs it could not. What
+    /// the cache knows is read for all of them at once
+    /// ([`Cache::lookup`]); a message remembered as undecryptable under the
+    /// keys offered now is left to the plain phase (shown as stored).
     fn answer_from_cache(&mut self, uids: Vec<NonZeroU32>) -> Vec<NonZeroU32> {
         let Some(c) = self.cache.clone() else {
             return uids;
         };
+        let (uids, msgs): (Vec<NonZeroU32>, Vec<MessageKey>) = uids
+            .into_iter()
+            .filter_map(|u| Some((u, self.probed.get(&u)?.key)))
+            .unzip();
+        let found = c.cache.lookup(&c.mailbox, &msgs);
         // Answers from the cache are composed at once, before anything is
         // written to the client: cap the bodies taken this way, so that a
         // FETCH of a whole cached folder does not sit in memory. The rest
@@ -688,39 +702,48 @@ impl FetchPlan {
         let mut budget = CACHE_ANSWER_BUDGET;
         let wants_payload = self.needs_payload();
         let mut rest = Vec::new();
-        for uid in uids {
-            let Some(key) = self.probed.get(&uid).map(|p| p.key) else {
-                rest.push(uid);
-                continue;
+        for ((uid, key), known) in uids.into_iter().zip(msgs).zip(found) {
+            let (summary, listing) = match known.as_deref() {
+                Some(Known::Summary(summary, listing)) if budget > 0 => (summary, listing),
+                Some(Known::Undecryptable(why)) => {
+                    if let Some(p) = self.probed.get_mut(&uid)
+                        && p.sealed.as_ref().is_some_and(|d| d.epoch == why.epoch)
+                        && why.identities == p.offered
+                    {
+                        p.sealed = None;
+                    } else {
+                        rest.push(uid);
+                    }
+                    continue;
+                }
+                _ => {
+                    rest.push(uid);
+                    continue;
+                }
             };
-            if budget == 0 {
+            let body = if wants_payload {
+                let Some(body) = c.cache.body(&c.mailbox, key) else {
+                    rest.push(uid);
+                    continue;
+                };
+                Some(body)
+            } else if self
+                .wanted
+                .iter()
+                .any(|i| answer::need(i, Some(summary)) == Need::Payload)
+            {
+                // A summary without the whole header needs the body.
                 rest.push(uid);
                 continue;
-            }
-            let hit = if wants_payload {
-                c.cache
-                    .get(&c.mailbox, key)
-                    .and_then(|(summary, body)| body.map(|b| (summary, Some(b))))
             } else {
-                c.cache.summary(&c.mailbox, key).and_then(|summary| {
-                    // A summary without the whole header needs the body.
-                    let payload = self
-                        .wanted
-                        .iter()
-                        .any(|i| answer::need(i, Some(&summary)) == Need::Payload);
-                    (!payload).then_some((summary, None))
-                })
-            };
-            let Some((summary, body)) = hit else {
-                rest.push(uid);
-                continue;
+                None
             };
             let Some(probed) = self.probed.remove(&uid) else {
                 continue;
             };
             budget = budget.saturating_sub(body.as_ref().map_or(0, Vec::len).max(1));
             metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
-            let out = self.compose(&probed, &summary, body.as_deref());
+            let out = self.compose(&probed, summary, body.as_deref(), Some(listing));
             self.pending_out.extend(fetch(probed.seq, out));
         }
         rest

@@ -285,7 +285,7 @@ fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
     let stored = sealed(&sealer);
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 20).unwrap()),
+        cache: Arc::new(Cache::open(dir.path(), 1 << 20, &NoKeys).unwrap()),
         mailbox: MailboxKey {
             account: "a".into(),
             mailbox: "INBOX".into(),
@@ -354,8 +354,9 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
         prefix: Vec::new(),
         seen: true,
         key: MessageKey::new(7, b""),
+        offered: 0,
     };
-    let out = plan.compose(&probed, &summary, None);
+    let out = plan.compose(&probed, &summary, None, None);
     assert!(
         matches!(out[0], MessageDataItem::BodyStructure(_)),
         "{out:?}"
@@ -367,7 +368,7 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
         items: vec![MessageDataItem::Uid(NonZeroU32::MIN)],
         ..probed
     };
-    plan.compose(&bare, &summary, None);
+    plan.compose(&bare, &summary, None, None);
     assert!(plan.incomplete.get());
 }
 

@@ -1,0 +1,119 @@
+//! What the cache read or wrote lately, decrypted and parsed, in memory:
+//! a warm listing reads a summary from here without a database
+//! transaction, a decryption or a JSON parse.
+//!
+//! Bounded by weight ([`MEMORY_BYTES`], about the bytes each entry takes;
+//! quick_cache evicts the least useful past it). Entries are keyed like
+//! the index and carry the stored-header fingerprint they were made for:
+//! a different message under the same UID is a miss. The keyring is
+//! fixed for the life of the process, so nothing here goes stale by a key
+//! change; [`super::Cache`] removes entries whose index rows it drops.
+
+use std::sync::{Arc, OnceLock};
+
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
+use quick_cache::Weighter;
+
+use super::Undecryptable;
+use crate::envelope::Summary;
+
+/// Bytes of decrypted summaries and verdicts held in memory (estimated
+/// from their serialized size): about 30,000 typical messages.
+pub const MEMORY_BYTES: u64 = 48 * 1024 * 1024;
+
+/// What the cache knows about a message.
+// Always behind an Arc, made once per message: the size is no concern.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Known {
+    /// Its summary, and the listing items made from it so far.
+    Summary(Summary, Listing),
+    Undecryptable(Undecryptable),
+}
+
+/// ENVELOPE, BODYSTRUCTURE and BODY of a cached message, each made from
+/// its summary once (a folder listed again clones them).
+#[derive(Debug, Default)]
+pub struct Listing {
+    items: [OnceLock<Option<MessageDataItem<'static>>>; 3],
+}
+
+impl Listing {
+    /// The item `name` asks for, made by `make` the first time; `None` for
+    /// an item that is not one of the three.
+    pub fn item(
+        &self,
+        name: &MessageDataItemName<'_>,
+        make: impl FnOnce() -> Option<MessageDataItem<'static>>,
+    ) -> Option<Option<MessageDataItem<'static>>> {
+        let at = match name {
+            MessageDataItemName::Envelope => 0,
+            MessageDataItemName::BodyStructure => 1,
+            MessageDataItemName::Body => 2,
+            _ => return None,
+        };
+        Some(self.items[at].get_or_init(make).clone())
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct Remembered {
+    pub stored: [u8; 32],
+    pub known: Arc<Known>,
+    pub weight: u64,
+}
+
+#[derive(Clone)]
+pub(super) struct ByWeight;
+
+impl Weighter<[u8; 20], Remembered> for ByWeight {
+    fn weight(&self, _key: &[u8; 20], value: &Remembered) -> u64 {
+        value.weight
+    }
+}
+
+pub(super) struct Memory {
+    map: quick_cache::sync::Cache<[u8; 20], Remembered, ByWeight>,
+}
+
+impl Memory {
+    pub(super) fn new(bytes: u64) -> Memory {
+        // quick_cache sizes its tables from an estimate of the count.
+        let items = usize::try_from(bytes / 1500).unwrap_or(1 << 16).max(16);
+        Memory {
+            map: quick_cache::sync::Cache::with_weighter(items, bytes, ByWeight),
+        }
+    }
+
+    pub(super) fn get(&self, entry: &[u8; 20], stored: &[u8; 32]) -> Option<Arc<Known>> {
+        self.map
+            .get(entry)
+            .filter(|r| &r.stored == stored)
+            .map(|r| r.known)
+    }
+
+    /// `serialized`: the entry's serialized size, for its weight.
+    pub(super) fn put(
+        &self,
+        entry: [u8; 20],
+        stored: [u8; 32],
+        known: Arc<Known>,
+        serialized: usize,
+    ) {
+        // The parsed tree takes about twice its JSON, the listing items
+        // about as much again, plus the map's own.
+        let weight = (serialized as u64).saturating_mul(4).saturating_add(200);
+        self.map.insert(
+            entry,
+            Remembered {
+                stored,
+                known,
+                weight,
+            },
+        );
+    }
+
+    pub(super) fn forget(&self, entry: &[u8; 20]) {
+        self.map.remove(entry);
+    }
+}

@@ -1,0 +1,314 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::keys::Unlocked;
+
+const EPOCH: &str = "0123456789abcdef";
+const OTHER_EPOCH: &str = "fedcba9876543210";
+
+fn summary(size: u64) -> Summary {
+    Summary {
+        version: 1,
+        size,
+        bare_lf: 0,
+        root: Default::default(),
+    }
+}
+
+/// A keyring with these epochs, each with a fresh identity.
+fn keyring(epochs: &[&str]) -> Unlocked {
+    Unlocked {
+        identities: epochs
+            .iter()
+            .map(|e| (e.to_string(), age::x25519::Identity::generate()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// The same keyring with one more epoch (a rotation).
+fn rotated(keys: &Unlocked, epoch: &str) -> Unlocked {
+    let mut identities = keys.identities.clone();
+    identities.insert(epoch.to_string(), age::x25519::Identity::generate());
+    Unlocked { identities }
+}
+
+/// A message of epoch `epoch`, fetched with one and the same stored header.
+fn ke(uid: u32, epoch: &str) -> MessageKey {
+    let marker = Detected {
+        version: 1,
+        epoch: epoch.into(),
+    };
+    MessageKey::detected(uid, b"X-Writ: v=1; key=...\r\n\r\n", Some(&marker))
+}
+
+fn k(uid: u32) -> MessageKey {
+    ke(uid, EPOCH)
+}
+
+fn mb(uidvalidity: u32) -> MailboxKey {
+    MailboxKey {
+        account: "alice".into(),
+        mailbox: "INBOX".into(),
+        uidvalidity,
+    }
+}
+
+fn why() -> Undecryptable {
+    Undecryptable {
+        epoch: OTHER_EPOCH.into(),
+        identities: 0,
+        reason: "unknown_epoch".into(),
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn stores_reads_and_encrypts_at_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    cache.selected(&mb(7));
+    cache.put(
+        &mb(7),
+        k(3),
+        &summary(42),
+        Some(b"Subject: very secret\r\n\r\nbody"),
+    );
+    let (s, body) = cache.get(&mb(7), k(3)).expect("cached");
+    assert_eq!(s.size, 42);
+    assert_eq!(
+        body.as_deref(),
+        Some(&b"Subject: very secret\r\n\r\nbody"[..])
+    );
+    assert!(cache.get(&mb(7), k(4)).is_none());
+    drop(cache);
+    // Nothing on disk shows the plaintext, the names or a key.
+    let secret = keys.identities[EPOCH].to_string();
+    let secret = secrecy::ExposeSecret::expose_secret(&secret).to_owned();
+    for entry in walk(dir.path()) {
+        let bytes = fs::read(&entry).unwrap();
+        for needle in [&b"very secret"[..], b"alice", b"INBOX", secret.as_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds {:?}",
+                entry.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_new_uidvalidity_drops_the_mailboxs_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20, &keyring(&[EPOCH])).unwrap();
+    cache.selected(&mb(7));
+    cache.put(&mb(7), k(3), &summary(1), Some(b"x"));
+    cache.selected(&mb(8));
+    assert!(cache.get(&mb(7), k(3)).is_none());
+    assert!(cache.get(&mb(8), k(3)).is_none());
+    assert_eq!(cache.used(), 0);
+    assert!(walk(&dir.path().join("bodies")).is_empty());
+}
+
+#[test]
+fn undecryptable_messages_are_remembered_sealed_and_forgotten_with_their_uidvalidity() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20, &keyring(&[EPOCH])).unwrap();
+    cache.selected(&mb(7));
+    cache.put(&mb(7), k(3), &summary(1), Some(b"x"));
+    cache.put_undecryptable(&mb(7), k(3), &why());
+    assert_eq!(cache.undecryptable(&mb(7), k(3)), Some(why()));
+    // It replaced the summary and the body; it is not one itself.
+    assert!(cache.get(&mb(7), k(3)).is_none());
+    assert!(walk(&dir.path().join("bodies")).is_empty());
+    assert!(cache.undecryptable(&mb(7), k(4)).is_none());
+    // Opening after all replaces it.
+    cache.put(&mb(7), k(3), &summary(1), None);
+    assert!(cache.undecryptable(&mb(7), k(3)).is_none());
+    cache.put_undecryptable(&mb(7), k(3), &why());
+    cache.selected(&mb(8));
+    assert!(cache.undecryptable(&mb(7), k(3)).is_none());
+    assert_eq!(cache.used(), 0);
+}
+
+#[test]
+fn least_recently_used_entries_go_past_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 20_000, &keyring(&[EPOCH])).unwrap();
+    let body = vec![b'a'; 4_000];
+    for uid in 1..=4 {
+        cache.put(&mb(1), k(uid), &summary(uid.into()), Some(&body));
+    }
+    cache.commit();
+    // Use 1 again: 2 is now the oldest.
+    assert!(cache.get(&mb(1), k(1)).is_some());
+    cache.put(&mb(1), k(5), &summary(5), Some(&body));
+    cache.commit();
+    assert!(cache.used() <= 20_000, "{}", cache.used());
+    assert!(cache.get(&mb(1), k(2)).is_none(), "the oldest entry stayed");
+    assert!(
+        cache.get(&mb(1), k(1)).is_some(),
+        "a recently used entry went"
+    );
+    assert!(cache.get(&mb(1), k(5)).is_some());
+}
+
+#[test]
+fn a_damaged_body_is_a_miss_and_the_summary_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20, &keyring(&[EPOCH])).unwrap();
+    cache.put(&mb(1), k(1), &summary(1), Some(b"hello"));
+    let f = walk(&dir.path().join("bodies")).pop().unwrap();
+    let mut b = fs::read(&f).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    fs::write(&f, b).unwrap();
+    let (_, body) = cache.get(&mb(1), k(1)).unwrap();
+    assert!(body.is_none());
+}
+
+#[test]
+fn a_restart_with_the_same_keyring_reads_what_the_last_run_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.selected(&mb(7));
+        cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
+        cache.put_undecryptable(&mb(7), k(2), &why());
+    }
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    let (s, body) = cache.get(&mb(7), k(1)).expect("kept over the restart");
+    assert_eq!(s.size, 11);
+    assert_eq!(body.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(cache.undecryptable(&mb(7), k(2)), Some(why()));
+    assert!(cache.used() > 0, "the bytes on disk are counted again");
+    // Another message under the same UID (another stored header) misses.
+    let other = MessageKey::detected(
+        1,
+        b"X-Writ: v=1; other\r\n\r\n",
+        Some(&Detected {
+            version: 1,
+            epoch: EPOCH.into(),
+        }),
+    );
+    assert!(cache.get(&mb(7), other).is_none());
+}
+
+#[test]
+fn a_rotation_keeps_summaries_and_retries_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
+        cache.put_undecryptable(&mb(7), k(2), &why());
+    }
+    let cache = Cache::open(dir.path(), 1 << 20, &rotated(&keys, OTHER_EPOCH)).unwrap();
+    assert!(cache.get(&mb(7), k(1)).is_some_and(|(_, b)| b.is_some()));
+    assert!(
+        cache.undecryptable(&mb(7), k(2)).is_none(),
+        "a verdict of the keyring before the rotation was served"
+    );
+}
+
+#[test]
+fn another_keyring_reads_nothing_and_overwrites_what_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keyring(&[EPOCH])).unwrap();
+        cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
+        cache.put_undecryptable(&mb(7), k(2), &why());
+    }
+    // Same epoch id, another identity: nothing reads.
+    let cache = Cache::open(dir.path(), 1 << 20, &keyring(&[EPOCH])).unwrap();
+    assert!(cache.summary(&mb(7), k(1)).is_none());
+    assert!(cache.body(&mb(7), k(1)).is_none());
+    assert!(cache.undecryptable(&mb(7), k(2)).is_none());
+    cache.put(&mb(7), k(1), &summary(12), None);
+    assert_eq!(cache.summary(&mb(7), k(1)).map(|s| s.size), Some(12));
+    // A keyring without the message's epoch stores nothing for it.
+    cache.put(&mb(7), ke(3, OTHER_EPOCH), &summary(1), None);
+    assert!(cache.summary(&mb(7), ke(3, OTHER_EPOCH)).is_none());
+}
+
+#[test]
+fn a_deleted_salt_or_directory_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
+    }
+    fs::remove_file(dir.path().join(sealing::SALT_FILE)).unwrap();
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        assert!(cache.get(&mb(7), k(1)).is_none());
+        assert!(walk(&dir.path().join("bodies")).is_empty());
+        assert_eq!(cache.used(), 0);
+        cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
+    }
+    fs::remove_dir_all(dir.path()).unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert!(cache.get(&mb(7), k(1)).is_none());
+}
+
+#[test]
+fn body_files_no_row_names_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
+    }
+    let stray = dir.path().join("bodies").join("00ff.tmp");
+    fs::write(&stray, b"left by a crash").unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert!(!stray.exists());
+    assert!(cache.body(&mb(7), k(1)).is_some());
+}
+
+#[test]
+fn keys_that_derive_nothing_start_empty_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<age::x25519::Identity> = vec![age::x25519::Identity::generate()];
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.put(&mb(1), k(1), &summary(1), Some(b"hello"));
+        assert!(cache.get(&mb(1), k(1)).is_some());
+    }
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert!(cache.get(&mb(1), k(1)).is_none());
+    assert!(walk(&dir.path().join("bodies")).is_empty());
+}
+
+#[test]
+fn lookup_answers_many_in_order_from_memory_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.put(&mb(7), k(1), &summary(1), None);
+        cache.put_undecryptable(&mb(7), k(3), &why());
+    }
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    cache.put(&mb(7), k(2), &summary(2), None);
+    let got = cache.lookup(&mb(7), &[k(1), k(2), k(3), k(4)]);
+    assert!(matches!(got[0].as_deref(), Some(Known::Summary(s, _)) if s.size == 1));
+    assert!(matches!(got[1].as_deref(), Some(Known::Summary(s, _)) if s.size == 2));
+    assert!(matches!(got[2].as_deref(), Some(Known::Undecryptable(w)) if *w == why()));
+    assert!(got[3].is_none());
+}

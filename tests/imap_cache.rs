@@ -1,0 +1,181 @@
+//! The IMAP proxy's cache across restarts of `writ serve`, in front of a
+//! real Dovecot: a restart keeps folders warm (the cache key is derived
+//! from the keyring), a rotation keeps what the old epochs opened and
+//! tries again what did not open, and a deleted cache loses nothing.
+//!
+//! "Served from the cache" is read from writ's metrics: after a restart
+//! no message is opened again (`writ_imap_opened_total`) and each is a
+//! cache hit (`writ_imap_cache_hits_total`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::imap::Imap;
+use common::writ::{TestKeys, Writ, WritConfig, free_port};
+use common::{User, provider};
+
+/// Plaintext messages sealed for the test: three shapes.
+const MESSAGES: [&[u8]; 3] = [
+    b"From: Alice <alice@example.test>\r\nTo: Bob <bob@example.test>\r\nSubject: first\r\nDate: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <c1@example.test>\r\n\r\nHello Bob.\r\n",
+    b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: =?utf-8?q?caf=C3=A9?= menu\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@example.test\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n",
+    b"From: carol@example.test\r\nSubject: third\r\n\r\nThird.\r\n",
+];
+
+/// A message sealed to an epoch the serving keyring does not have (yet).
+const LATE: &[u8] =
+    b"From: dee@example.test\r\nSubject: sealed to the next epoch\r\n\r\nNext epoch.\r\n";
+
+const LISTING: &str = "UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE)";
+
+fn seal(keys_dir: &Path, message: &[u8]) -> Vec<u8> {
+    let keyring = ::writ::keys::Keyring::load(keys_dir).expect("keyring");
+    let sealer =
+        ::writ::keys::sealer(&keyring, &::writ::config::SealConfig::default()).expect("sealer");
+    let mut sealed = Vec::new();
+    sealer.seal(message, &mut sealed).expect("seal");
+    sealed
+}
+
+/// `writ serve` with only an IMAP listener, in front of the harness
+/// provider, its cache in `cache_dir`, its keyring `keys_dir` (the
+/// passphrase file next to it).
+fn serve(keys_dir: &Path, cache_dir: &Path) -> (Writ, std::net::SocketAddr) {
+    let tls = common::tls::test_tls("writ IMAP cache test CA");
+    let port = free_port();
+    let mut cfg = WritConfig::relay(provider().smtp_addr());
+    cfg.listeners.clear();
+    cfg.provider = None;
+    cfg.keys_dir = Some(keys_dir.to_path_buf());
+    cfg.unlock = true;
+    cfg.grace_secs = Some(5);
+    cfg.extra_toml = format!(
+        "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\ncache = true\ncache_dir = {cache:?}\n\
+         [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [provider.imap]\naddress = \"{upstream}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n",
+        cert = tls.cert.display().to_string(),
+        key = tls.key.display().to_string(),
+        cache = cache_dir.display().to_string(),
+        upstream = provider().imap_addr(),
+    );
+    let writ = Writ::start(&cfg);
+    // The certificate's files must outlive the server's start only.
+    drop(tls);
+    (writ, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Stops `writ serve` as an administrator would (SIGTERM), and waits.
+fn stop(mut writ: Writ) {
+    writ.sigterm();
+    let status = writ.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "writ serve: {status}\n{}", writ.log());
+}
+
+/// The folder listing through writ, and the counters it moved.
+struct Listed {
+    text: String,
+    opened: f64,
+    hits: f64,
+    /// Sealed messages that did not open (tried, not remembered).
+    failed: f64,
+}
+
+fn list(writ: &Writ, addr: std::net::SocketAddr, user: &User) -> Listed {
+    let opened = || writ.metric("writ_imap_opened_total", &[]);
+    let hits = || writ.metric("writ_imap_cache_hits_total", &[]);
+    let failed = || writ.metric("writ_open_failures_total", &[]);
+    let (o, h, f) = (opened(), hits(), failed());
+    let mut c = Imap::login_to(addr, &user.name, &user.password);
+    c.command("EXAMINE INBOX").expect_ok("EXAMINE");
+    let r = c.command(LISTING).expect_ok("listing");
+    c.logout();
+    // The untagged answers (the tagged OK tells Dovecot's timings).
+    let text = r.text();
+    let text = text
+        .lines()
+        .filter(|l| l.starts_with("* "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Listed {
+        text,
+        opened: opened() - o,
+        hits: hits() - h,
+        failed: failed() - f,
+    }
+}
+
+/// A keyring, its passphrase file beside it (as [`Writ`] expects).
+fn copy_keyring(from: &TestKeys, to: &Path) -> PathBuf {
+    let dir = to.join("keys");
+    common::files::copy_dir(&from.dir(), &dir);
+    std::fs::copy(from.passphrase_file(), to.join("passphrase")).expect("passphrase");
+    dir
+}
+
+#[test]
+fn a_restart_keeps_the_folder_warm_and_a_key_change_serves_nothing_stale() {
+    let p = provider();
+    let user = p.new_user("cache-restart");
+    let keys = TestKeys::new();
+    let work = tempfile::tempdir().expect("temp dir");
+    let keys_dir = copy_keyring(&keys, work.path());
+    // The same keyring after a rotation: LATE is sealed to its new epoch.
+    let rotated_home = tempfile::tempdir().expect("temp dir");
+    let rotated_dir = copy_keyring(&keys, rotated_home.path());
+    ::writ::keys::Keyring::load(&rotated_dir)
+        .expect("keyring")
+        .rotate()
+        .expect("rotate");
+    for m in MESSAGES {
+        p.imap_append(&user, "INBOX", &seal(&keys_dir, m));
+    }
+    p.imap_append(&user, "INBOX", &seal(&rotated_dir, LATE));
+    let cache = work.path().join("cache");
+    let sealed = MESSAGES.len() as f64;
+
+    // First run: everything opened, LATE remembered as undecryptable.
+    let (writ, addr) = serve(&keys_dir, &cache);
+    let cold = list(&writ, addr, &user);
+    assert_eq!(cold.opened, sealed, "{}", writ.log());
+    assert_eq!(cold.hits, 0.0);
+    assert_eq!(cold.failed, 1.0, "LATE was not tried");
+    assert!(cold.text.contains("\"first\""), "{}", cold.text);
+    assert!(!cold.text.contains("next epoch"), "{}", cold.text);
+    stop(writ);
+
+    // A restart: the same answers, every one from the cache.
+    let (writ, addr) = serve(&keys_dir, &cache);
+    let warm = list(&writ, addr, &user);
+    assert_eq!(warm.text, cold.text, "the cache answered differently");
+    assert_eq!(warm.opened, 0.0, "opened again after a restart");
+    assert_eq!(warm.hits, sealed, "not served from the cache");
+    assert_eq!(warm.failed, 0.0, "LATE's verdict was forgotten");
+    stop(writ);
+
+    // The rotated keyring: what the first epoch opened is still cached;
+    // LATE's verdict was the old keyring's, so it is tried and opens.
+    std::fs::remove_dir_all(&keys_dir).expect("remove keyring");
+    common::files::copy_dir(&rotated_dir, &keys_dir);
+    let (writ, addr) = serve(&keys_dir, &cache);
+    let rotated = list(&writ, addr, &user);
+    assert_eq!(rotated.opened, 1.0, "LATE not tried again: {}", writ.log());
+    assert_eq!(rotated.hits, sealed, "the first epoch's entries were lost");
+    assert_eq!(rotated.failed, 0.0);
+    assert!(
+        rotated.text.contains("\"sealed to the next epoch\""),
+        "a stale verdict was served: {}",
+        rotated.text
+    );
+    let expected = rotated.text.clone();
+    stop(writ);
+
+    // The cache deleted while stopped: the same answers, opened again.
+    std::fs::remove_dir_all(&cache).expect("remove the cache");
+    let (writ, addr) = serve(&keys_dir, &cache);
+    let fresh = list(&writ, addr, &user);
+    assert_eq!(fresh.text, expected);
+    assert_eq!(fresh.opened, sealed + 1.0);
+    assert_eq!(fresh.hits, 0.0);
+    stop(writ);
+}
