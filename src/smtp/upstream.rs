@@ -64,6 +64,12 @@ pub struct Upstream {
     conn: BufStream<Stream>,
     line: Vec<u8>,
     wait: Duration,
+    /// The provider may hold a transaction on this connection: a MAIL it
+    /// accepted, not yet ended by the reply after the end of data or by
+    /// a 250 to RSET. Such a connection is reset before it is pooled.
+    in_transaction: bool,
+    /// The provider offers PIPELINING (RFC 2920) in its EHLO reply.
+    pipelining: bool,
 }
 
 impl Upstream {
@@ -75,6 +81,8 @@ impl Upstream {
             conn: BufStream::new(stream),
             line: Vec::new(),
             wait: t.endpoint.timeout,
+            in_transaction: false,
+            pipelining: false,
         };
         let greeting = up.read_reply().await?;
         if greeting.code != 220 {
@@ -108,7 +116,39 @@ impl Upstream {
                 r.render().trim_end()
             )));
         }
+        self.pipelining = r
+            .lines
+            .iter()
+            .skip(1)
+            .any(|l| l.trim().eq_ignore_ascii_case("PIPELINING"));
         Ok(())
+    }
+
+    /// May the provider hold a transaction on this connection (a MAIL it
+    /// accepted and nothing since that ended it)?
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Does the provider take pipelined commands (RFC 2920)?
+    pub fn pipelining(&self) -> bool {
+        self.pipelining
+    }
+
+    /// Has the provider spoken or closed while nobody asked it anything
+    /// (an idle timeout's `421`, a FIN, a reset)? Such a connection is not
+    /// used for a message. Looks without waiting: only what has already
+    /// arrived counts.
+    pub fn spoke_unasked(&mut self) -> bool {
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+        use tokio::io::AsyncBufRead;
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut self.conn).poll_fill_buf(&mut cx) {
+            Poll::Pending => false,
+            // Data, EOF (empty) or an error: in every case not idle any more.
+            Poll::Ready(_) => true,
+        }
     }
 
     async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
@@ -140,7 +180,20 @@ impl Upstream {
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
         self.send(&out, true).await?;
-        self.read_reply().await
+        let r = self.read_reply().await?;
+        self.track(line, &r);
+        Ok(r)
+    }
+
+    /// Follows the provider's transaction state from a command and its
+    /// reply (see [`Upstream::in_transaction`]).
+    fn track(&mut self, line: &str, r: &Reply) {
+        let verb = line.split(' ').next().unwrap_or("");
+        if verb.eq_ignore_ascii_case("MAIL") && r.is_positive() {
+            self.in_transaction = true;
+        } else if verb.eq_ignore_ascii_case("RSET") && r.code == 250 {
+            self.in_transaction = false;
+        }
     }
 
     /// Writes (and flushes, when `flush`) within the provider timeout: a
@@ -182,7 +235,10 @@ impl Upstream {
         let mut out = Vec::new();
         stuffer.finish(&mut out);
         self.send(&out, true).await?;
-        self.read_reply().await
+        let r = self.read_reply().await?;
+        // Whatever the reply, the transaction is over (RFC 5321 §4.1.1.4).
+        self.in_transaction = false;
+        Ok(r)
     }
 
     /// Says goodbye; errors do not matter any more.

@@ -44,6 +44,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
+use super::pool::Pool;
 use super::reply::Reply;
 use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step, UpstreamFailure};
 use super::upstream::{Target, Upstream};
@@ -73,6 +74,10 @@ pub struct Shared {
     pub provider_keepalive: Duration,
     /// Label for metrics: submission, submissions, relay.
     pub listener: &'static str,
+    /// Idle provider connections to take and give back: relay listeners
+    /// only (a submission session's provider connection is logged in as
+    /// its user); `None` when `smtp.provider_pool_size` is 0.
+    pub pool: Option<Arc<Pool>>,
 }
 
 impl Shared {
@@ -177,6 +182,7 @@ pub async fn serve(
     // now, not after the provider has answered our QUIT (up to the
     // provider timeout).
     drop(slots);
+    conn.release_upstream();
     if let Some(up) = conn.upstream.take() {
         tokio::spawn(timeout(CLOSE_TIMEOUT, up.quit()));
     }
@@ -233,6 +239,9 @@ impl Conn {
         self.reply(&greeting);
         self.flush(true).await?;
         loop {
+            if !self.session.in_transaction() {
+                self.release_upstream();
+            }
             self.flush(false).await?;
             let max = if self.session.in_auth() {
                 self.shared.max_line_length.max(MAX_SASL_LINE)
@@ -325,12 +334,63 @@ impl Conn {
         Ok(())
     }
 
+    /// Between transactions: the provider connection goes back to the
+    /// pool (relay listeners), and the session opens (takes) one again at
+    /// its next MAIL. A connection the session no longer counts as open
+    /// (it gave up on it) is never pooled.
+    fn release_upstream(&mut self) {
+        let Some(pool) = &self.shared.pool else {
+            return;
+        };
+        if !self.session.upstream_open() {
+            return;
+        }
+        if let Some(up) = self.upstream.take() {
+            pool.give_back(up);
+        }
+        self.session.upstream_dropped();
+    }
+
+    /// The first command of a transaction on a pooled connection. One the
+    /// provider has closed or is closing (the command fails, or is
+    /// answered 421: its idle timeout) is dropped and the next tried;
+    /// nothing of a message went over it. `None`: no pooled connection
+    /// answered (the caller connects).
+    async fn pooled_round(&mut self, line: &str) -> Option<Reply> {
+        /// Pooled connections tried for one command before connecting.
+        const TRIES: usize = 2;
+        let pool = self.shared.pool.clone()?;
+        for _ in 0..TRIES {
+            let mut up = pool.take()?;
+            match up.command(line).await {
+                Ok(r) if r.code != 421 => {
+                    self.upstream = Some(up);
+                    return Some(r);
+                }
+                Ok(_) | Err(_) => {
+                    tracing::debug!("pooled provider connection was closed; trying another");
+                }
+            }
+        }
+        None
+    }
+
     /// One command to the provider (opening the connection first if asked).
     async fn upstream_round(&mut self, open: bool, line: &str) -> Step {
         let started = Instant::now();
         if open || self.upstream.is_none() {
+            if let Some(r) = self.pooled_round(line).await {
+                metrics::histogram!(names::UPSTREAM_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
+                return self.session.upstream_reply(Ok(r));
+            }
             match Upstream::connect(&self.shared.target).await {
-                Ok(up) => self.upstream = Some(up),
+                Ok(up) => {
+                    metrics::counter!(names::UPSTREAM_CONNECTIONS_TOTAL, "how" => "new")
+                        .increment(1);
+                    self.upstream = Some(up)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "provider unavailable");
                     metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => "error")
