@@ -56,6 +56,9 @@ struct ProxyState {
     connections: AtomicUsize,
     /// Command lines writ sent (not message data), with their connection.
     commands: Mutex<Vec<(usize, String)>>,
+    /// The command lines of each read from writ that held any: what writ
+    /// sent together, without waiting for a reply in between.
+    reads: Mutex<Vec<Vec<String>>>,
     links: Mutex<Vec<Link>>,
     /// Cut the connection inside the n-th DATA (counted over all
     /// connections from 1), after this many bytes of message data.
@@ -133,6 +136,10 @@ impl Proxy {
         }
     }
 
+    fn reads(&self) -> Vec<Vec<String>> {
+        self.state.reads.lock().unwrap().clone()
+    }
+
     fn cut_in_data(&self, nth: usize, after_bytes: usize) {
         *self.state.cut_in_data.lock().unwrap() = Some((nth, after_bytes));
     }
@@ -162,6 +169,7 @@ fn upstream_pump(id: usize, mut writ: TcpStream, mut provider: TcpStream, st: &P
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let mut together = Vec::new();
         for (i, &b) in buf[..n].iter().enumerate() {
             if let Some(budget) = cut_budget.as_mut() {
                 if *budget == 0 {
@@ -195,7 +203,11 @@ fn upstream_pump(id: usize, mut writ: TcpStream, mut provider: TcpStream, st: &P
                     cut_budget = Some(after);
                 }
             }
+            together.push(text.clone());
             st.commands.lock().unwrap().push((id, text));
+        }
+        if !together.is_empty() {
+            st.reads.lock().unwrap().push(together);
         }
         if provider.write_all(&buf[..n]).is_err() {
             break;
@@ -475,4 +487,86 @@ fn provider_cut_mid_transaction_loses_nothing_acknowledged() {
     // The broken connection was not pooled: the messages after it went
     // over one new connection.
     assert_eq!(proxy.connections(), 2, "{:?}", proxy.commands());
+}
+
+#[test]
+fn pipelined_mail_and_rcpts_go_to_the_provider_together_with_replies_one_to_one() {
+    let p = provider();
+    let alice = p.new_user("pipe-a");
+    let bob = p.new_user("pipe-b");
+    let nobody = format!("{}@{DOMAIN}", unique("nobody"));
+    let why = unique("no-such-user");
+    // A provider offering PIPELINING that refuses `nobody` at RCPT and a
+    // sender without a domain at MAIL.
+    let gate = Mta::start(&MtaConfig {
+        reject: vec![(nobody.clone(), format!("550 5.1.1 {why}"))],
+        main_cf: "smtpd_delay_reject = no\nsmtpd_sender_restrictions = reject_non_fqdn_sender\n"
+            .into(),
+        ..MtaConfig::relaying_to(p.smtp_addr())
+    });
+    let proxy = Proxy::start(gate.smtp_addr());
+    let keys = TestKeys::new();
+    let writ = writ_via(&proxy, &keys);
+    let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+    assert_eq!(s.command("EHLO client.test").unwrap().code, 250);
+
+    // The provider refuses the MAIL: the RCPT sent with it is answered
+    // by writ (no transaction), DATA too, each with its own reply.
+    s.write_raw(
+        format!(
+            "MAIL FROM:<sender@nodot>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+            alice.address
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let replies: Vec<smtp::Reply> = (0..3).map(|_| s.read_reply().unwrap()).collect();
+    let codes: Vec<u16> = replies.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [504, 503, 503], "{replies:?}");
+    assert!(
+        replies[0].text().contains("need fully-qualified"),
+        "{replies:?}"
+    );
+
+    // MAIL and three RCPTs in one go: the provider's reply to each, in
+    // order, the refused one with its own text.
+    s.write_raw(
+        format!(
+            "MAIL FROM:<sender@elsewhere.test>\r\nRCPT TO:<{}>\r\nRCPT TO:<{nobody}>\r\n\
+             RCPT TO:<{}>\r\nDATA\r\n",
+            alice.address, bob.address
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let replies: Vec<smtp::Reply> = (0..5).map(|_| s.read_reply().unwrap()).collect();
+    let codes: Vec<u16> = replies.iter().map(|r| r.code).collect();
+    assert_eq!(
+        codes,
+        [250, 250, 550, 250, 354],
+        "{replies:?} {:?}",
+        proxy.reads()
+    );
+    assert!(replies[2].text().contains(&why), "{replies:?}");
+    let marker = unique("pipe");
+    assert_eq!(
+        s.send_data(&message(&alice.address, &marker)).unwrap().code,
+        250
+    );
+    s.quit();
+
+    // writ sent the MAIL and its RCPTs to the provider in one write, and
+    // kept one provider connection in step throughout.
+    let reads = proxy.reads();
+    assert!(
+        reads.iter().any(|r| r.len() == 4
+            && r[0].starts_with("MAIL FROM:")
+            && r[1..].iter().all(|l| l.starts_with("RCPT TO:"))),
+        "MAIL and RCPTs not sent together: {reads:?}"
+    );
+    assert_eq!(proxy.connections(), 1, "{reads:?}");
+    for user in [&alice, &bob] {
+        let stored = p.wait_for_messages(user, "INBOX", 1, DELIVERY_TIMEOUT);
+        assert_each_once(&keys, &stored, std::slice::from_ref(&marker));
+    }
 }

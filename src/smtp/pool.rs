@@ -116,8 +116,13 @@ impl Pool {
             close(up);
             return;
         }
-        if !up.in_transaction() {
+        if up.reusable() {
             self.put(up);
+            return;
+        }
+        if up.next_ahead().is_some() {
+            // Replies owed to commands sent ahead: not worth sorting out.
+            close(up);
             return;
         }
         let pool = Arc::clone(self);

@@ -12,6 +12,7 @@
 //! provider reply verbatim (to mirror it) and SASL exchanges relayed step by
 //! step, which a mail-sending library hides.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ pub struct Upstream {
     in_transaction: bool,
     /// The provider offers PIPELINING (RFC 2920) in its EHLO reply.
     pipelining: bool,
+    /// Command lines sent ahead in a batch whose replies are not read yet,
+    /// in order ([`Upstream::command_batch`]).
+    ahead: VecDeque<String>,
 }
 
 impl Upstream {
@@ -83,6 +87,7 @@ impl Upstream {
             wait: t.endpoint.timeout,
             in_transaction: false,
             pipelining: false,
+            ahead: VecDeque::new(),
         };
         let greeting = up.read_reply().await?;
         if greeting.code != 220 {
@@ -174,15 +179,57 @@ impl Upstream {
         }
     }
 
-    /// Sends one command line and returns the provider's reply.
+    /// Sends one command line and returns the provider's reply (refused,
+    /// as malformed, while replies to commands sent ahead are owed).
     pub async fn command(&mut self, line: &str) -> Result<Reply, UpstreamError> {
-        let mut out = Vec::with_capacity(line.len() + 2);
-        out.extend_from_slice(line.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        self.command_batch(std::slice::from_ref(&line.to_owned()))
+            .await
+    }
+
+    /// Sends `lines` in one write (PIPELINING, RFC 2920) and returns the
+    /// reply to the first. The replies to the others are read in order,
+    /// one at a time, by [`Upstream::reply_ahead`]: each still answers
+    /// exactly its own command.
+    pub async fn command_batch(&mut self, lines: &[String]) -> Result<Reply, UpstreamError> {
+        let Some((first, rest)) = lines.split_first() else {
+            return Err(UpstreamError::Malformed);
+        };
+        if !self.ahead.is_empty() {
+            // Replies still owed: a new batch would read them as its own.
+            return Err(UpstreamError::Malformed);
+        }
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend_from_slice(l.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         self.send(&out, true).await?;
+        self.ahead = rest.iter().cloned().collect();
         let r = self.read_reply().await?;
-        self.track(line, &r);
+        self.track(first, &r);
         Ok(r)
+    }
+
+    /// The next command sent ahead whose reply is still to be read.
+    pub fn next_ahead(&self) -> Option<&str> {
+        self.ahead.front().map(String::as_str)
+    }
+
+    /// Reads the reply to the next command sent ahead (see
+    /// [`Upstream::next_ahead`]).
+    pub async fn reply_ahead(&mut self) -> Result<Reply, UpstreamError> {
+        let Some(line) = self.ahead.pop_front() else {
+            return Err(UpstreamError::Malformed);
+        };
+        let r = self.read_reply().await?;
+        self.track(&line, &r);
+        Ok(r)
+    }
+
+    /// Can the connection serve another session: no transaction at the
+    /// provider and no reply owed?
+    pub fn reusable(&self) -> bool {
+        !self.in_transaction && self.ahead.is_empty()
     }
 
     /// Follows the provider's transaction state from a command and its

@@ -33,11 +33,12 @@
 //! plaintext reader; after a refusal that closes (a bare-newline end of
 //! data), nothing more is read.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -46,9 +47,8 @@ use tokio::time::timeout;
 
 use super::pool::Pool;
 use super::reply::Reply;
-use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step, UpstreamFailure};
+use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step};
 use super::upstream::{Target, Upstream};
-use crate::admin::names;
 use crate::config::SealConfig;
 use crate::envelope::Sealer;
 use crate::keys::{self, Keyring};
@@ -120,6 +120,7 @@ impl From<io::Error> for End {
 }
 
 mod message;
+mod rounds;
 
 /// How long closing the client connection (a TLS close_notify, then
 /// draining what it still sends) and saying QUIT to the provider may take
@@ -135,6 +136,10 @@ const MAX_QUEUED_REPLIES: usize = 16 * 1024;
 
 struct Conn {
     client: BufReader<Stream>,
+    /// Client command lines already taken from the read buffer because
+    /// their commands were sent ahead to the provider (`rounds`); the
+    /// session takes them before reading more.
+    queued: VecDeque<Vec<u8>>,
     out: Vec<u8>,
     session: Session,
     upstream: Option<Upstream>,
@@ -171,6 +176,7 @@ pub async fn serve(
     let session = Session::new(shared.session.clone(), shared.policy.clone(), implicit_tls);
     let mut conn = Conn {
         client: BufReader::with_capacity(READ_BUFFER, stream),
+        queued: VecDeque::new(),
         out: Vec::new(),
         session,
         upstream: None,
@@ -220,7 +226,8 @@ impl Conn {
     /// never end at a line end would otherwise have them queue without
     /// bound).
     async fn flush(&mut self, force: bool) -> io::Result<()> {
-        let pipelined = !self.client.buffer().is_empty() && self.out.len() < MAX_QUEUED_REPLIES;
+        let pipelined = (!self.client.buffer().is_empty() || !self.queued.is_empty())
+            && self.out.len() < MAX_QUEUED_REPLIES;
         if self.out.is_empty() || (!force && pipelined) {
             return Ok(());
         }
@@ -239,10 +246,20 @@ impl Conn {
         self.reply(&greeting);
         self.flush(true).await?;
         loop {
-            if !self.session.in_transaction() {
+            if !self.session.in_transaction() && self.queued.is_empty() {
                 self.release_upstream();
             }
             self.flush(false).await?;
+            if let Some(line) = self.queued.pop_front() {
+                // Sent ahead to the provider: the session takes it now.
+                let step = self.session.command(&line);
+                let close = self.execute(step).await?;
+                self.settle_ahead(&line).await;
+                if close {
+                    return Ok(());
+                }
+                continue;
+            }
             let max = if self.session.in_auth() {
                 self.shared.max_line_length.max(MAX_SASL_LINE)
             } else {
@@ -332,104 +349,5 @@ impl Conn {
         self.client = BufReader::with_capacity(READ_BUFFER, tls);
         self.session.tls_started();
         Ok(())
-    }
-
-    /// Between transactions: the provider connection goes back to the
-    /// pool (relay listeners), and the session opens (takes) one again at
-    /// its next MAIL. A connection the session no longer counts as open
-    /// (it gave up on it) is never pooled.
-    fn release_upstream(&mut self) {
-        let Some(pool) = &self.shared.pool else {
-            return;
-        };
-        if !self.session.upstream_open() {
-            return;
-        }
-        if let Some(up) = self.upstream.take() {
-            pool.give_back(up);
-        }
-        self.session.upstream_dropped();
-    }
-
-    /// The first command of a transaction on a pooled connection. One the
-    /// provider has closed or is closing (the command fails, or is
-    /// answered 421: its idle timeout) is dropped and the next tried;
-    /// nothing of a message went over it. `None`: no pooled connection
-    /// answered (the caller connects).
-    async fn pooled_round(&mut self, line: &str) -> Option<Reply> {
-        /// Pooled connections tried for one command before connecting.
-        const TRIES: usize = 2;
-        let pool = self.shared.pool.clone()?;
-        for _ in 0..TRIES {
-            let mut up = pool.take()?;
-            match up.command(line).await {
-                Ok(r) if r.code != 421 => {
-                    self.upstream = Some(up);
-                    return Some(r);
-                }
-                Ok(_) | Err(_) => {
-                    tracing::debug!("pooled provider connection was closed; trying another");
-                }
-            }
-        }
-        None
-    }
-
-    /// One command to the provider (opening the connection first if asked).
-    async fn upstream_round(&mut self, open: bool, line: &str) -> Step {
-        let started = Instant::now();
-        if open || self.upstream.is_none() {
-            if let Some(r) = self.pooled_round(line).await {
-                metrics::histogram!(names::UPSTREAM_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
-                return self.session.upstream_reply(Ok(r));
-            }
-            match Upstream::connect(&self.shared.target).await {
-                Ok(up) => {
-                    metrics::counter!(names::UPSTREAM_CONNECTIONS_TOTAL, "how" => "new")
-                        .increment(1);
-                    self.upstream = Some(up)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "provider unavailable");
-                    metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => "error")
-                        .increment(1);
-                    return self
-                        .session
-                        .upstream_reply(Err(UpstreamFailure::Unavailable));
-                }
-            }
-        }
-        let Some(up) = self.upstream.as_mut() else {
-            return self
-                .session
-                .upstream_reply(Err(UpstreamFailure::Unavailable));
-        };
-        let result = up.command(line).await;
-        metrics::histogram!(names::UPSTREAM_SECONDS).record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(r) => {
-                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
-                self.session.upstream_reply(Ok(r))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "provider connection failed");
-                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => "error").increment(1);
-                self.upstream = None;
-                self.session
-                    .upstream_reply(Err(UpstreamFailure::Unavailable))
-            }
-        }
-    }
-
-    /// Resets the provider's transaction after a refused message.
-    async fn reset_upstream(&mut self) {
-        if let Some(up) = self.upstream.as_mut()
-            && up.command("RSET").await.is_err()
-        {
-            self.upstream = None;
-            self.session.upstream_dropped();
-        }
     }
 }
