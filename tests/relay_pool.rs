@@ -528,26 +528,28 @@ fn pipelined_mail_and_rcpts_go_to_the_provider_together_with_replies_one_to_one(
         "{replies:?}"
     );
 
-    // MAIL and three RCPTs in one go: the provider's reply to each, in
-    // order, the refused one with its own text.
+    // MAIL and three RCPTs in one go (one in lower case, one twice: writ
+    // renders its own lines), the provider's reply to each, in order, the
+    // refused one with its own text.
     s.write_raw(
         format!(
             "MAIL FROM:<sender@elsewhere.test>\r\nRCPT TO:<{}>\r\nRCPT TO:<{nobody}>\r\n\
-             RCPT TO:<{}>\r\nDATA\r\n",
+             rcpt to:<{}>\r\nRCPT TO:<{nobody}>\r\nDATA\r\n",
             alice.address, bob.address
         )
         .as_bytes(),
     )
     .unwrap();
-    let replies: Vec<smtp::Reply> = (0..5).map(|_| s.read_reply().unwrap()).collect();
+    let replies: Vec<smtp::Reply> = (0..6).map(|_| s.read_reply().unwrap()).collect();
     let codes: Vec<u16> = replies.iter().map(|r| r.code).collect();
     assert_eq!(
         codes,
-        [250, 250, 550, 250, 354],
+        [250, 250, 550, 250, 550, 354],
         "{replies:?} {:?}",
         proxy.reads()
     );
     assert!(replies[2].text().contains(&why), "{replies:?}");
+    assert!(replies[4].text().contains(&why), "{replies:?}");
     let marker = unique("pipe");
     assert_eq!(
         s.send_data(&message(&alice.address, &marker)).unwrap().code,
@@ -559,7 +561,7 @@ fn pipelined_mail_and_rcpts_go_to_the_provider_together_with_replies_one_to_one(
     // kept one provider connection in step throughout.
     let reads = proxy.reads();
     assert!(
-        reads.iter().any(|r| r.len() == 4
+        reads.iter().any(|r| r.len() == 5
             && r[0].starts_with("MAIL FROM:")
             && r[1..].iter().all(|l| l.starts_with("RCPT TO:"))),
         "MAIL and RCPTs not sent together: {reads:?}"

@@ -215,6 +215,11 @@ impl Upstream {
         self.ahead.front().map(String::as_str)
     }
 
+    /// How many commands sent ahead still owe their reply.
+    pub fn ahead(&self) -> usize {
+        self.ahead.len()
+    }
+
     /// Reads the reply to the next command sent ahead (see
     /// [`Upstream::next_ahead`]).
     pub async fn reply_ahead(&mut self) -> Result<Reply, UpstreamError> {

@@ -252,10 +252,7 @@ impl Conn {
             self.flush(false).await?;
             if let Some(line) = self.queued.pop_front() {
                 // Sent ahead to the provider: the session takes it now.
-                let step = self.session.command(&line);
-                let close = self.execute(step).await?;
-                self.settle_ahead(&line).await;
-                if close {
+                if self.queued_command(&line).await? {
                     return Ok(());
                 }
                 continue;

@@ -17,7 +17,7 @@
 
 use std::time::Instant;
 
-use super::Conn;
+use super::{Conn, End};
 use crate::admin::names;
 use crate::net;
 use crate::smtp::reply::Reply;
@@ -60,6 +60,10 @@ impl Conn {
     /// reply were positive, and the client bytes each takes.
     fn lines_ahead(&self, line: &str) -> Vec<(String, usize)> {
         let mut out = Vec::new();
+        // Lines already queued come first: the buffer is not next.
+        if !self.queued.is_empty() {
+            return out;
+        }
         if !(verb_is(line.as_bytes(), b"MAIL") || verb_is(line.as_bytes(), b"RCPT")) {
             return out;
         }
@@ -100,23 +104,27 @@ impl Conn {
         }
     }
 
-    /// After the session took a queued client line: if the command sent
-    /// ahead for it was not sent by the session after all, its reply is
-    /// read and dropped (a positive one would leave the provider out of
-    /// step: the connection is dropped).
-    pub(super) async fn settle_ahead(&mut self, client_line: &[u8]) {
-        let Some(up) = self.upstream.as_mut() else {
-            return;
-        };
-        if up.next_ahead().is_none_or(|l| l.as_bytes() != client_line) {
-            return;
+    /// Runs the session on a queued client line (its command was sent
+    /// ahead). Queued lines and commands sent ahead pair up in order: if
+    /// the session did not send this one after all (no reply was taken
+    /// for it), its reply is read and dropped; a positive one would leave
+    /// the provider out of step, so the connection is dropped.
+    pub(super) async fn queued_command(&mut self, line: &[u8]) -> Result<bool, End> {
+        let owed = self.upstream.as_ref().map_or(0, Upstream::ahead);
+        let step = self.session.command(line);
+        let close = self.execute(step).await?;
+        if owed > 0
+            && let Some(up) = self.upstream.as_mut()
+            && up.ahead() == owed
+        {
+            let in_step = matches!(up.reply_ahead().await, Ok(r) if !r.is_positive());
+            if !in_step {
+                tracing::warn!("provider accepted a pipelined command writ withdrew; dropping it");
+                self.upstream = None;
+                self.session.upstream_dropped();
+            }
         }
-        let in_step = matches!(up.reply_ahead().await, Ok(r) if !r.is_positive());
-        if !in_step {
-            tracing::warn!("provider accepted a pipelined command writ withdrew; dropping it");
-            self.upstream = None;
-            self.session.upstream_dropped();
-        }
+        Ok(close)
     }
 
     /// Sends `line` and what can go with it on `up`; the reply to `line`.
