@@ -146,14 +146,12 @@ impl Upstream {
     /// arrived counts.
     pub fn spoke_unasked(&mut self) -> bool {
         use std::pin::Pin;
-        use std::task::{Context, Poll, Waker};
+        use std::task::{Context, Waker};
         use tokio::io::AsyncBufRead;
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.conn).poll_fill_buf(&mut cx) {
-            Poll::Pending => false,
-            // Data, EOF (empty) or an error: in every case not idle any more.
-            Poll::Ready(_) => true,
-        }
+        // Ready with data, EOF (empty) or an error: in every case not
+        // idle any more.
+        Pin::new(&mut self.conn).poll_fill_buf(&mut cx).is_ready()
     }
 
     async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
