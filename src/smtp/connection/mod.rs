@@ -1,8 +1,11 @@
 //! One client connection: the tokio shell around [`Session`]. It reads
 //! command lines, executes the session's [`Step`]s (replies, TLS, provider
-//! round trips), and moves message data (`message`): sealed as it arrives
+//! round trips: `rounds`, with the pool and PIPELINING toward the
+//! provider), and moves message data (`message`): sealed as it arrives
 //! on a blocking thread, or streamed to the provider in lockstep for
-//! plaintext delivery.
+//! plaintext delivery. On a relay listener the provider connection is
+//! the session's only inside a transaction: between transactions it goes
+//! back to the pool ([`super::pool`]).
 //!
 //! Invariant: every await on the client, the provider or a channel is
 //! bounded by a timeout of the session:
