@@ -3,8 +3,10 @@
 //! proxy in front of the provider, not by timing), a connection the
 //! provider closed while idle is never used for a message, the provider's
 //! refusals on a pooled connection reach the client verbatim and leave the
-//! connection usable, and a provider connection cut mid-transaction loses
-//! no message that was acknowledged.
+//! connection usable, a provider connection cut mid-transaction loses
+//! no message that was acknowledged, the pool keeps at most its size and
+//! closes connections idle too long, and MAIL/RCPT are pipelined to the
+//! provider with each reply still answering its own command.
 
 mod common;
 
@@ -571,4 +573,84 @@ fn pipelined_mail_and_rcpts_go_to_the_provider_together_with_replies_one_to_one(
         let stored = p.wait_for_messages(user, "INBOX", 1, DELIVERY_TIMEOUT);
         assert_each_once(&keys, &stored, std::slice::from_ref(&marker));
     }
+}
+
+/// writ relaying through `proxy`, with these `[smtp]` settings.
+fn writ_via_with(proxy: &Proxy, keys: &TestKeys, smtp: &[(&str, &str)]) -> Writ {
+    let mut cfg = WritConfig::relay(proxy.addr).keys(keys);
+    for (k, v) in smtp {
+        cfg = cfg.smtp(k, v);
+    }
+    cfg.provider.as_mut().unwrap().address = proxy.addr.to_string();
+    Writ::start(&cfg)
+}
+
+#[test]
+fn the_pool_keeps_at_most_its_size() {
+    let p = provider();
+    let user = p.new_user("pool-size");
+    let proxy = Proxy::start(p.smtp_addr());
+    let keys = TestKeys::new();
+    let writ = writ_via_with(&proxy, &keys, &[("provider_pool_size", "2")]);
+    // Four sessions inside a transaction at once: four provider
+    // connections.
+    let mut sessions: Vec<Smtp> = (0..4)
+        .map(|_| {
+            let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+            s.command("EHLO client.test").unwrap();
+            s.begin_data("sender@elsewhere.test", &user.address);
+            s
+        })
+        .collect();
+    assert_eq!(proxy.connections(), 4);
+    let mut markers = Vec::new();
+    for s in &mut sessions {
+        let marker = unique("size");
+        assert_eq!(
+            s.send_data(&message(&user.address, &marker)).unwrap().code,
+            250
+        );
+        markers.push(marker);
+    }
+    // Back between transactions: two are kept, two closed with QUIT.
+    wait_until("two connections closed", || proxy.count("QUIT") == 2);
+    // The next transactions use the two kept.
+    for s in &mut sessions[..2] {
+        let marker = unique("size-again");
+        s.begin_data("sender@elsewhere.test", &user.address);
+        assert_eq!(
+            s.send_data(&message(&user.address, &marker)).unwrap().code,
+            250
+        );
+        markers.push(marker);
+    }
+    assert_eq!(proxy.connections(), 4);
+    assert_eq!(proxy.count("QUIT"), 2);
+    for s in sessions {
+        s.quit();
+    }
+    let stored = p.wait_for_messages(&user, "INBOX", markers.len(), DELIVERY_TIMEOUT);
+    assert_each_once(&keys, &stored, &markers);
+}
+
+#[test]
+fn the_pool_closes_connections_idle_too_long() {
+    let p = provider();
+    let user = p.new_user("pool-idle");
+    let proxy = Proxy::start(p.smtp_addr());
+    let keys = TestKeys::new();
+    let writ = writ_via_with(&proxy, &keys, &[("provider_pool_idle_secs", "1")]);
+    let first = unique("idle-0");
+    assert_eq!(send_one(&writ, &user.address, &first).code, 250);
+    // Closed (QUIT) by writ once idle past a second, not by the provider.
+    wait_until("the idle connection closed", || proxy.count("QUIT") == 1);
+    let second = unique("idle-1");
+    assert_eq!(send_one(&writ, &user.address, &second).code, 250);
+    assert_eq!(
+        proxy.connections(),
+        2,
+        "a new connection after the idle one"
+    );
+    let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
+    assert_each_once(&keys, &stored, &[first, second]);
 }
