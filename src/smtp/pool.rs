@@ -35,12 +35,9 @@ use std::time::{Duration, Instant};
 
 use tokio::time::timeout;
 
+use super::connection::CLOSE_TIMEOUT;
 use super::upstream::Upstream;
 use crate::admin::names;
-
-/// How long closing an unwanted connection (QUIT) or resetting one before
-/// it is pooled (RSET) may take, in the background.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Idle {
     up: Upstream,
@@ -168,14 +165,10 @@ impl Pool {
             close(up);
         }
     }
-
-    /// Idle connections right now.
-    pub fn idle(&self) -> usize {
-        self.lock().len()
-    }
 }
 
-/// Says QUIT in the background (bounded), then drops the connection.
+/// Says QUIT in the background (bounded by [`CLOSE_TIMEOUT`], as is the
+/// RSET before pooling), then drops the connection.
 fn close(up: Upstream) {
     tokio::spawn(timeout(CLOSE_TIMEOUT, up.quit()));
 }
