@@ -530,6 +530,12 @@ fn pipelined_mail_and_rcpts_go_to_the_provider_together_with_replies_one_to_one(
         "{replies:?}"
     );
 
+    // writ resets the provider after a refused MAIL before the connection
+    // serves the next transaction.
+    wait_until("the reset after the refused MAIL", || {
+        proxy.count("RSET") == 1
+    });
+
     // MAIL and three RCPTs in one go (one in lower case, one twice: writ
     // renders its own lines), the provider's reply to each, in order, the
     // refused one with its own text.
@@ -653,4 +659,35 @@ fn the_pool_closes_connections_idle_too_long() {
     );
     let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
     assert_each_once(&keys, &stored, &[first, second]);
+}
+
+#[test]
+fn a_refused_mail_leaves_no_provider_state_for_the_next_session() {
+    // Postfix, after refusing `MAIL ... SIZE=` over its limit, refuses the
+    // next MAIL on that connection too, SIZE or not, until RSET: the next
+    // client must not inherit that.
+    let p = provider();
+    let user = p.new_user("pool-size-state");
+    let gate = Mta::start(&MtaConfig {
+        main_cf: "message_size_limit = 40000\n".into(),
+        ..MtaConfig::relaying_to(p.smtp_addr())
+    });
+    let proxy = Proxy::start(gate.smtp_addr());
+    let keys = TestKeys::new();
+    let writ = writ_via(&proxy, &keys);
+    let mut s = Smtp::connect(writ.relay_addr()).unwrap();
+    s.command("EHLO client.test").unwrap();
+    let r = s
+        .command("MAIL FROM:<sender@elsewhere.test> SIZE=100000")
+        .unwrap();
+    assert_eq!(r.code, 552, "{r:?}");
+    s.quit();
+    wait_until("the reset before pooling", || proxy.count("RSET") == 1);
+
+    let marker = unique("after-size");
+    let r = send_one(&writ, &user.address, &marker);
+    assert_eq!(r.code, 250, "{r:?} {:?}", proxy.commands());
+    assert_eq!(proxy.connections(), 1, "{:?}", proxy.commands());
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_each_once(&keys, &stored, &[marker]);
 }

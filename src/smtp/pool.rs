@@ -8,9 +8,10 @@
 //!   listeners only (no AUTH: a submission session's provider connection
 //!   is logged in as its user and stays that session's own until it
 //!   ends), and only with no transaction at the provider. A connection
-//!   that may hold one ([`Upstream::in_transaction`]: a MAIL accepted and
-//!   not yet ended by the final reply after DATA or a 250 to RSET) is
-//!   sent `RSET` first and pooled only on a 250.
+//!   that may hold one ([`Upstream::in_transaction`]: a MAIL sent, even a
+//!   refused one, and not yet ended by the final reply after DATA or a 250
+//!   to RSET) is sent `RSET` first (in the background) and pooled only on
+//!   a 250.
 //! - A connection that failed, timed out, or broke lockstep is never given
 //!   back: the shell drops it where the failure is seen.
 //! - At most `smtp.provider_pool_size` idle connections; one idle longer

@@ -65,9 +65,10 @@ pub struct Upstream {
     conn: BufStream<Stream>,
     line: Vec<u8>,
     wait: Duration,
-    /// The provider may hold a transaction on this connection: a MAIL it
-    /// accepted, not yet ended by the reply after the end of data or by
-    /// a 250 to RSET. Such a connection is reset before it is pooled.
+    /// The provider may hold a transaction (or state from a refused MAIL)
+    /// on this connection: a MAIL sent, not yet ended by the reply after
+    /// the end of data or by a 250 to RSET. Such a connection is reset
+    /// before it is pooled.
     in_transaction: bool,
     /// The provider offers PIPELINING (RFC 2920) in its EHLO reply.
     pipelining: bool,
@@ -236,10 +237,12 @@ impl Upstream {
     }
 
     /// Follows the provider's transaction state from a command and its
-    /// reply (see [`Upstream::in_transaction`]).
+    /// reply (see [`Upstream::in_transaction`]). Any MAIL counts, even a
+    /// refused one: it may leave state behind (Postfix keeps a refused
+    /// `SIZE=` and refuses the next MAIL too, until RSET).
     fn track(&mut self, line: &str, r: &Reply) {
         let verb = line.split(' ').next().unwrap_or("");
-        if verb.eq_ignore_ascii_case("MAIL") && r.is_positive() {
+        if verb.eq_ignore_ascii_case("MAIL") {
             self.in_transaction = true;
         } else if verb.eq_ignore_ascii_case("RSET") && r.code == 250 {
             self.in_transaction = false;
