@@ -49,6 +49,9 @@ pub mod names {
     pub const MESSAGE_BYTES_TOTAL: &str = "writ_message_bytes_total";
     /// Counter, label `class` (2xx|3xx|4xx|5xx|error): replies from the provider.
     pub const UPSTREAM_REPLIES_TOTAL: &str = "writ_upstream_replies_total";
+    /// Counter, label `how` (new|reused): provider SMTP connections a
+    /// session started using, opened for it or taken from the pool.
+    pub const UPSTREAM_CONNECTIONS_TOTAL: &str = "writ_upstream_connections_total";
     /// Histogram, seconds: time to seal one message.
     pub const SEAL_SECONDS: &str = "writ_seal_seconds";
     /// Histogram, seconds: time waiting on the provider for one reply.
@@ -159,6 +162,11 @@ fn describe() {
         names::UPSTREAM_REPLIES_TOTAL,
         Unit::Count,
         "Provider replies by class (2xx, 3xx, 4xx, 5xx, error)"
+    );
+    describe_counter!(
+        names::UPSTREAM_CONNECTIONS_TOTAL,
+        Unit::Count,
+        "Provider SMTP connections taken into use, opened (new) or from the pool (reused)"
     );
     describe_histogram!(
         names::SEAL_SECONDS,

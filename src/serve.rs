@@ -30,6 +30,7 @@ use crate::net::ProxyProtocol;
 use crate::policy::Policy;
 use crate::smtp::connection::Shared;
 use crate::smtp::listener::Listener;
+use crate::smtp::pool::Pool;
 use crate::smtp::session::SessionConfig;
 use crate::smtp::upstream::{Target, Upstream};
 
@@ -288,6 +289,13 @@ impl Server {
             )));
         }
         let target = Target::from_config(upstream_cfg, &smtp.hostname)?;
+        // One pool of idle provider connections for every relay listener.
+        let pool = (smtp.provider_pool_size > 0).then(|| {
+            Pool::start(
+                smtp.provider_pool_size,
+                Duration::from_secs(smtp.provider_pool_idle_secs.max(1)),
+            )
+        });
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for l in &smtp.listeners {
@@ -323,6 +331,7 @@ impl Server {
                 data_max: Duration::from_secs(smtp.data_max_secs.max(1)),
                 provider_keepalive: Duration::from_secs(smtp.provider_keepalive_secs.max(1)),
                 listener: label(l.kind),
+                pool: pool.clone().filter(|_| l.kind == ListenerKind::Relay),
             });
             listeners.push(Listener {
                 socket,

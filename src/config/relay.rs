@@ -143,6 +143,21 @@ pub struct SmtpConfig {
     /// sender. A provider that then fails or answers other than 2xx (a
     /// stale `421` timeout) is dropped and the client told `451 4.4.2`.
     pub provider_keepalive_secs: u64,
+    /// Idle provider connections kept for the next relay session (relay
+    /// listeners only: submission sessions log in at the provider as
+    /// their user and keep their own connection). A connection is pooled
+    /// between transactions with no transaction open at the provider
+    /// (`RSET` first when needed) and used by one session at a time; one
+    /// the provider closed or answers 421 is not used for a message. Past
+    /// this many idle connections, a released one is closed (QUIT). 0
+    /// turns pooling off: one provider connection per client session.
+    pub provider_pool_size: usize,
+    /// An idle pooled connection older than this is closed (QUIT). Keep it
+    /// below the provider's idle timeout (Postfix `smtpd_timeout`: 300 s;
+    /// hosted providers often less). Pooled connections are not sent
+    /// `NOOP` (`provider_keepalive_secs` is for a connection waiting inside
+    /// a transaction).
+    pub provider_pool_idle_secs: u64,
 }
 
 impl Default for SmtpConfig {
@@ -164,6 +179,8 @@ impl Default for SmtpConfig {
             data_timeout_secs: 180,
             data_max_secs: 3600,
             provider_keepalive_secs: 60,
+            provider_pool_size: 16,
+            provider_pool_idle_secs: 30,
         }
     }
 }

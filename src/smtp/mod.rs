@@ -3,7 +3,8 @@
 //!
 //! - [`command`], [`reply`], [`data`]: the protocol's pieces, pure.
 //! - [`session`]: the session state machine, pure: every rule of the relay.
-//! - `upstream`, `connection`, `listener`: the thin tokio shell around it.
+//! - `upstream`, `pool`, `connection`, `listener`: the thin tokio shell
+//!   around it (`pool`: idle provider connections reused by relay sessions).
 //! - [`fuzz`]: the DATA decoder's fuzz entry point.
 
 pub mod command;
@@ -11,6 +12,7 @@ pub mod connection;
 pub mod data;
 pub mod fuzz;
 pub mod listener;
+pub mod pool;
 pub mod reply;
 pub mod session;
 pub mod upstream;

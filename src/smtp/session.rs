@@ -107,6 +107,9 @@ struct Transaction {
     keys: Vec<age::x25519::Recipient>,
 }
 
+/// Cloned by the shell to ask what the session would send next
+/// (pipelining toward the provider); a clone shares nothing mutable.
+#[derive(Clone)]
 pub struct Session {
     cfg: SessionConfig,
     policy: Arc<Policy>,

@@ -12,6 +12,7 @@
 //! provider reply verbatim (to mirror it) and SASL exchanges relayed step by
 //! step, which a mail-sending library hides.
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -64,6 +65,16 @@ pub struct Upstream {
     conn: BufStream<Stream>,
     line: Vec<u8>,
     wait: Duration,
+    /// The provider may hold a transaction (or state from a refused MAIL)
+    /// on this connection: a MAIL sent, not yet ended by the reply after
+    /// the end of data or by a 250 to RSET. Such a connection is reset
+    /// before it is pooled.
+    in_transaction: bool,
+    /// The provider offers PIPELINING (RFC 2920) in its EHLO reply.
+    pipelining: bool,
+    /// Command lines sent ahead in a batch whose replies are not read yet,
+    /// in order ([`Upstream::command_batch`]).
+    ahead: VecDeque<String>,
 }
 
 impl Upstream {
@@ -75,6 +86,9 @@ impl Upstream {
             conn: BufStream::new(stream),
             line: Vec::new(),
             wait: t.endpoint.timeout,
+            in_transaction: false,
+            pipelining: false,
+            ahead: VecDeque::new(),
         };
         let greeting = up.read_reply().await?;
         if greeting.code != 220 {
@@ -108,7 +122,37 @@ impl Upstream {
                 r.render().trim_end()
             )));
         }
+        self.pipelining = r
+            .lines
+            .iter()
+            .skip(1)
+            .any(|l| l.trim().eq_ignore_ascii_case("PIPELINING"));
         Ok(())
+    }
+
+    /// May the provider hold a transaction on this connection (a MAIL it
+    /// accepted and nothing since that ended it)?
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Does the provider take pipelined commands (RFC 2920)?
+    pub fn pipelining(&self) -> bool {
+        self.pipelining
+    }
+
+    /// Has the provider spoken or closed while nobody asked it anything
+    /// (an idle timeout's `421`, a FIN, a reset)? Such a connection is not
+    /// used for a message. Looks without waiting: only what has already
+    /// arrived counts.
+    pub fn spoke_unasked(&mut self) -> bool {
+        use std::pin::Pin;
+        use std::task::{Context, Waker};
+        use tokio::io::AsyncBufRead;
+        let mut cx = Context::from_waker(Waker::noop());
+        // Ready with data, EOF (empty) or an error: in every case not
+        // idle any more.
+        Pin::new(&mut self.conn).poll_fill_buf(&mut cx).is_ready()
     }
 
     async fn read_reply(&mut self) -> Result<Reply, UpstreamError> {
@@ -134,13 +178,75 @@ impl Upstream {
         }
     }
 
-    /// Sends one command line and returns the provider's reply.
+    /// Sends one command line and returns the provider's reply (refused,
+    /// as malformed, while replies to commands sent ahead are owed).
     pub async fn command(&mut self, line: &str) -> Result<Reply, UpstreamError> {
-        let mut out = Vec::with_capacity(line.len() + 2);
-        out.extend_from_slice(line.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        self.command_batch(std::slice::from_ref(&line.to_owned()))
+            .await
+    }
+
+    /// Sends `lines` in one write (PIPELINING, RFC 2920) and returns the
+    /// reply to the first. The replies to the others are read in order,
+    /// one at a time, by [`Upstream::reply_ahead`]: each still answers
+    /// exactly its own command.
+    pub async fn command_batch(&mut self, lines: &[String]) -> Result<Reply, UpstreamError> {
+        let Some((first, rest)) = lines.split_first() else {
+            return Err(UpstreamError::Malformed);
+        };
+        if !self.ahead.is_empty() {
+            // Replies still owed: a new batch would read them as its own.
+            return Err(UpstreamError::Malformed);
+        }
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend_from_slice(l.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         self.send(&out, true).await?;
-        self.read_reply().await
+        self.ahead = rest.iter().cloned().collect();
+        let r = self.read_reply().await?;
+        self.track(first, &r);
+        Ok(r)
+    }
+
+    /// The next command sent ahead whose reply is still to be read.
+    pub fn next_ahead(&self) -> Option<&str> {
+        self.ahead.front().map(String::as_str)
+    }
+
+    /// How many commands sent ahead still owe their reply.
+    pub fn ahead(&self) -> usize {
+        self.ahead.len()
+    }
+
+    /// Reads the reply to the next command sent ahead (see
+    /// [`Upstream::next_ahead`]).
+    pub async fn reply_ahead(&mut self) -> Result<Reply, UpstreamError> {
+        let Some(line) = self.ahead.pop_front() else {
+            return Err(UpstreamError::Malformed);
+        };
+        let r = self.read_reply().await?;
+        self.track(&line, &r);
+        Ok(r)
+    }
+
+    /// Can the connection serve another session: no transaction at the
+    /// provider and no reply owed?
+    pub fn reusable(&self) -> bool {
+        !self.in_transaction && self.ahead.is_empty()
+    }
+
+    /// Follows the provider's transaction state from a command and its
+    /// reply (see [`Upstream::in_transaction`]). Any MAIL counts, even a
+    /// refused one: it may leave state behind (Postfix keeps a refused
+    /// `SIZE=` and refuses the next MAIL too, until RSET).
+    fn track(&mut self, line: &str, r: &Reply) {
+        let verb = line.split(' ').next().unwrap_or("");
+        if verb.eq_ignore_ascii_case("MAIL") {
+            self.in_transaction = true;
+        } else if verb.eq_ignore_ascii_case("RSET") && r.code == 250 {
+            self.in_transaction = false;
+        }
     }
 
     /// Writes (and flushes, when `flush`) within the provider timeout: a
@@ -182,7 +288,10 @@ impl Upstream {
         let mut out = Vec::new();
         stuffer.finish(&mut out);
         self.send(&out, true).await?;
-        self.read_reply().await
+        let r = self.read_reply().await?;
+        // Whatever the reply, the transaction is over (RFC 5321 §4.1.1.4).
+        self.in_transaction = false;
+        Ok(r)
     }
 
     /// Says goodbye; errors do not matter any more.

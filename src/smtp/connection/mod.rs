@@ -1,8 +1,11 @@
 //! One client connection: the tokio shell around [`Session`]. It reads
 //! command lines, executes the session's [`Step`]s (replies, TLS, provider
-//! round trips), and moves message data (`message`): sealed as it arrives
+//! round trips: `rounds`, with the pool and PIPELINING toward the
+//! provider), and moves message data (`message`): sealed as it arrives
 //! on a blocking thread, or streamed to the provider in lockstep for
-//! plaintext delivery.
+//! plaintext delivery. On a relay listener the provider connection is
+//! the session's only inside a transaction: between transactions it goes
+//! back to the pool ([`super::pool`]).
 //!
 //! Invariant: every await on the client, the provider or a channel is
 //! bounded by a timeout of the session:
@@ -33,21 +36,22 @@
 //! plaintext reader; after a refusal that closes (a bare-newline end of
 //! data), nothing more is read.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
+use super::pool::Pool;
 use super::reply::Reply;
-use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step, UpstreamFailure};
+use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step};
 use super::upstream::{Target, Upstream};
-use crate::admin::names;
 use crate::config::SealConfig;
 use crate::envelope::Sealer;
 use crate::keys::{self, Keyring};
@@ -73,6 +77,10 @@ pub struct Shared {
     pub provider_keepalive: Duration,
     /// Label for metrics: submission, submissions, relay.
     pub listener: &'static str,
+    /// Idle provider connections to take and give back: relay listeners
+    /// only (a submission session's provider connection is logged in as
+    /// its user); `None` when `smtp.provider_pool_size` is 0.
+    pub pool: Option<Arc<Pool>>,
 }
 
 impl Shared {
@@ -115,6 +123,7 @@ impl From<io::Error> for End {
 }
 
 mod message;
+mod rounds;
 
 /// How long closing the client connection (a TLS close_notify, then
 /// draining what it still sends) and saying QUIT to the provider may take
@@ -130,6 +139,10 @@ const MAX_QUEUED_REPLIES: usize = 16 * 1024;
 
 struct Conn {
     client: BufReader<Stream>,
+    /// Client command lines already taken from the read buffer because
+    /// their commands were sent ahead to the provider (`rounds`); the
+    /// session takes them before reading more.
+    queued: VecDeque<Vec<u8>>,
     out: Vec<u8>,
     session: Session,
     upstream: Option<Upstream>,
@@ -166,6 +179,7 @@ pub async fn serve(
     let session = Session::new(shared.session.clone(), shared.policy.clone(), implicit_tls);
     let mut conn = Conn {
         client: BufReader::with_capacity(READ_BUFFER, stream),
+        queued: VecDeque::new(),
         out: Vec::new(),
         session,
         upstream: None,
@@ -177,6 +191,7 @@ pub async fn serve(
     // now, not after the provider has answered our QUIT (up to the
     // provider timeout).
     drop(slots);
+    conn.release_upstream();
     if let Some(up) = conn.upstream.take() {
         tokio::spawn(timeout(CLOSE_TIMEOUT, up.quit()));
     }
@@ -214,7 +229,8 @@ impl Conn {
     /// never end at a line end would otherwise have them queue without
     /// bound).
     async fn flush(&mut self, force: bool) -> io::Result<()> {
-        let pipelined = !self.client.buffer().is_empty() && self.out.len() < MAX_QUEUED_REPLIES;
+        let pipelined = (!self.client.buffer().is_empty() || !self.queued.is_empty())
+            && self.out.len() < MAX_QUEUED_REPLIES;
         if self.out.is_empty() || (!force && pipelined) {
             return Ok(());
         }
@@ -233,7 +249,17 @@ impl Conn {
         self.reply(&greeting);
         self.flush(true).await?;
         loop {
+            if !self.session.in_transaction() && self.queued.is_empty() {
+                self.release_upstream();
+            }
             self.flush(false).await?;
+            if let Some(line) = self.queued.pop_front() {
+                // Sent ahead to the provider: the session takes it now.
+                if self.queued_command(&line).await? {
+                    return Ok(());
+                }
+                continue;
+            }
             let max = if self.session.in_auth() {
                 self.shared.max_line_length.max(MAX_SASL_LINE)
             } else {
@@ -323,53 +349,5 @@ impl Conn {
         self.client = BufReader::with_capacity(READ_BUFFER, tls);
         self.session.tls_started();
         Ok(())
-    }
-
-    /// One command to the provider (opening the connection first if asked).
-    async fn upstream_round(&mut self, open: bool, line: &str) -> Step {
-        let started = Instant::now();
-        if open || self.upstream.is_none() {
-            match Upstream::connect(&self.shared.target).await {
-                Ok(up) => self.upstream = Some(up),
-                Err(e) => {
-                    tracing::warn!(error = %e, "provider unavailable");
-                    metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => "error")
-                        .increment(1);
-                    return self
-                        .session
-                        .upstream_reply(Err(UpstreamFailure::Unavailable));
-                }
-            }
-        }
-        let Some(up) = self.upstream.as_mut() else {
-            return self
-                .session
-                .upstream_reply(Err(UpstreamFailure::Unavailable));
-        };
-        let result = up.command(line).await;
-        metrics::histogram!(names::UPSTREAM_SECONDS).record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(r) => {
-                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
-                self.session.upstream_reply(Ok(r))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "provider connection failed");
-                metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => "error").increment(1);
-                self.upstream = None;
-                self.session
-                    .upstream_reply(Err(UpstreamFailure::Unavailable))
-            }
-        }
-    }
-
-    /// Resets the provider's transaction after a refused message.
-    async fn reset_upstream(&mut self) {
-        if let Some(up) = self.upstream.as_mut()
-            && up.command("RSET").await.is_err()
-        {
-            self.upstream = None;
-            self.session.upstream_dropped();
-        }
     }
 }
