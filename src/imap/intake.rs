@@ -80,6 +80,13 @@ pub enum Event {
         why: &'static str,
         close: bool,
     },
+    /// The next command, tagged `tag`, came with `RETURN (...)` options
+    /// (ESEARCH, ESORT), which were taken off its line before it goes to
+    /// imap-next (see [`super::search_return`]).
+    Return {
+        tag: Vec<u8>,
+        options: super::search_return::ReturnOptions,
+    },
 }
 
 /// Which cap a command hit: the text the client is told.
@@ -127,6 +134,8 @@ pub struct Intake {
     literal_octets: u64,
     /// A login succeeded: [`MAX_PRELOGIN_LITERAL`] no longer applies.
     logged_in: bool,
+    /// RETURN options taken off the line just completed.
+    returned: Option<Event>,
 }
 
 impl Intake {
@@ -201,6 +210,10 @@ impl Intake {
                 continue;
             }
             if complete {
+                if let Some(event) = self.returned.take() {
+                    flush(&mut out, &mut pass);
+                    out.push(event);
+                }
                 pass.append(&mut self.line);
             }
         }
@@ -232,6 +245,15 @@ impl Intake {
     fn end_of_line(&mut self) -> Result<(), &'static str> {
         if !self.started {
             self.tag = tag_of(&self.line);
+            if let Some(tag) = &self.tag
+                && let Some((line, options)) = super::search_return::take_return(&self.line)
+            {
+                self.returned = Some(Event::Return {
+                    tag: tag.clone(),
+                    options,
+                });
+                self.line = line;
+            }
         }
         // A quoted string cannot span lines.
         self.quoted = false;

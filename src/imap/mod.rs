@@ -25,6 +25,7 @@ pub mod intake;
 pub mod listener;
 pub mod search;
 pub mod search_plan;
+pub mod search_return;
 pub mod section;
 pub mod sequence;
 pub mod session;

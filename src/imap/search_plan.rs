@@ -45,12 +45,15 @@ use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
 use super::search::{self, Candidate, Search};
+use super::search_return::{self, ReturnOptions};
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
 use crate::imap::cache::MessageKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// An ESEARCH without content keys: the provider's SEARCH answers it.
+    Provider,
     Count,
     Probe,
     Summaries,
@@ -82,6 +85,8 @@ pub struct SearchPlan {
     cache: Option<CacheRef>,
     /// No key looks past the header: summaries are enough.
     header_only: bool,
+    /// ESEARCH: what to return (`* ESEARCH` instead of `* SEARCH`).
+    returns: Option<ReturnOptions>,
 }
 
 fn tagged(
@@ -134,6 +139,7 @@ const COUNT_TAG: &str = "writ.s1";
 const PROBE_TAG: &str = "writ.s2";
 const BODIES_TAG: &str = "writ.s3";
 const SUMMARIES_TAG: &str = "writ.s4";
+const PROVIDER_TAG: &str = "writ.s5";
 
 /// `BODY[1]` or `BODY[1.MIME]`: the summary part of a sealed message.
 fn part_one(mime: bool) -> Section<'static> {
@@ -150,9 +156,14 @@ impl SearchPlan {
     /// command, or the status refusing it (an unknown charset, a string
     /// that is not text in its charset). `None`: not a content search (the
     /// provider answers it).
+    ///
+    /// With `returns` (an ESEARCH) there is always a plan: without content
+    /// keys it asks the provider's SEARCH under writ's own tag and answers
+    /// `* ESEARCH` from it.
     pub fn start(
         command: &Command<'static>,
         cache: Option<CacheRef>,
+        returns: Option<ReturnOptions>,
     ) -> Option<Result<(SearchPlan, Command<'static>), Status<'static>>> {
         let CommandBody::Search {
             charset,
@@ -163,7 +174,27 @@ impl SearchPlan {
             return None;
         };
         if !criteria.as_ref().iter().any(search::needs_content) {
-            return None;
+            let returns = returns?;
+            let search = Command {
+                tag: Tag::unvalidated(PROVIDER_TAG.to_owned()),
+                body: command.body.clone(),
+            };
+            return Some(Ok((
+                SearchPlan {
+                    client_tag: command.tag.clone(),
+                    uid: *uid,
+                    search: Search::new(&[], None).ok()?,
+                    phase: Phase::Provider,
+                    max_seq: 0,
+                    max_uid: 0,
+                    pending: BTreeMap::new(),
+                    found: Vec::new(),
+                    cache,
+                    header_only: true,
+                    returns: Some(returns),
+                },
+                search,
+            )));
         }
         let charset = charset.as_ref().map(|c| match c {
             Charset::Atom(a) => a.as_ref().to_owned(),
@@ -209,6 +240,7 @@ impl SearchPlan {
                 found: Vec::new(),
                 cache,
                 header_only: !criteria.as_ref().iter().any(search::needs_body),
+                returns,
             },
             count,
         )))
@@ -217,8 +249,17 @@ impl SearchPlan {
     fn finish(&mut self) -> Vec<Output> {
         let mut found = std::mem::take(&mut self.found);
         found.sort();
+        let answer = match self.returns {
+            Some(opts) => Output::ToClientRaw(search_return::esearch(
+                self.client_tag.inner(),
+                self.uid,
+                opts,
+                &found,
+            )),
+            None => Output::ToClient(Data::Search(found, None)),
+        };
         vec![
-            Output::ToClient(Data::Search(found, None)),
+            answer,
             Output::Finish(tagged(
                 self.client_tag.clone(),
                 StatusKind::Ok,
@@ -435,12 +476,33 @@ impl SearchPlan {
         self.max_seq = self.max_seq.saturating_sub(1);
     }
 
+    /// The provider's `* SEARCH` (an ESEARCH without content keys):
+    /// `Err` gives it back when it answers no command of the plan.
+    pub fn on_search(&mut self, found: Vec<NonZeroU32>) -> Result<(), Vec<NonZeroU32>> {
+        if self.phase != Phase::Provider {
+            return Err(found);
+        }
+        self.found.extend(found);
+        Ok(())
+    }
+
     pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
         let Status::Tagged(t) = &status else {
             return Err(status);
         };
         let ok = t.body.kind == StatusKind::Ok;
         match (self.phase, t.tag.as_ref()) {
+            (Phase::Provider, PROVIDER_TAG) if ok => Ok(self.finish()),
+            (Phase::Provider, PROVIDER_TAG) => {
+                // The provider's refusal (BADCHARSET ...), as its own.
+                let Status::Tagged(t) = status else {
+                    return Ok(Vec::new());
+                };
+                Ok(vec![Output::Finish(Status::Tagged(Tagged {
+                    tag: self.client_tag.clone(),
+                    body: t.body,
+                }))])
+            }
             (Phase::Count, COUNT_TAG) => {
                 if !ok || self.max_seq == 0 {
                     // No message: nothing matches.
@@ -588,7 +650,7 @@ mod tests {
         stored: &[u8],
         ids: &(dyn Keys + Send + Sync),
     ) -> (SearchPlan, Vec<Output>) {
-        let (mut plan, count) = SearchPlan::start(&command(search), None)
+        let (mut plan, count) = SearchPlan::start(&command(search), None, None)
             .expect("a content search")
             .expect("accepted");
         assert_eq!(wire(&count), "writ.s1 FETCH * UID\r\n");

@@ -38,6 +38,17 @@ impl Plan {
         }
     }
 
+    /// A `* SEARCH` from the provider: `Err` when no plan asked for it.
+    pub(super) fn on_search(
+        &mut self,
+        found: Vec<std::num::NonZeroU32>,
+    ) -> Result<(), Vec<std::num::NonZeroU32>> {
+        match self {
+            Plan::Fetch(_) => Err(found),
+            Plan::Search(p) => p.on_search(found),
+        }
+    }
+
     pub(super) fn on_expunge(&mut self, seq: std::num::NonZeroU32) {
         match self {
             Plan::Fetch(p) => p.on_expunge(seq),
