@@ -22,15 +22,101 @@ fn proxy(upstream: SocketAddr) -> ImapProxy {
     )
 }
 
-/// The search corpus (varied subjects, dates, addresses, charsets).
+/// Messages made for SORT and THREAD: replies and forwards with list
+/// tags, subjects equal once their base is taken, dates in several zones,
+/// missing or broken dates, addresses with names, groups, encoded words
+/// and none, References and In-Reply-To chains with missing parents.
+fn threaded() -> Vec<(String, Vec<u8>)> {
+    let m = |i: usize, head: &str, body: &str| {
+        (
+            format!("generated/{i}"),
+            format!("{head}Message-ID: <m{i}@example.test>\r\n\r\n{body}\r\n").into_bytes(),
+        )
+    };
+    vec![
+        m(
+            1,
+            "From: Carol <carol@example.test>\r\nTo: dave@example.test\r\nSubject: Plans for the week\r\nDate: Mon, 3 Mar 2025 09:00:00 +0100\r\n",
+            "first",
+        ),
+        m(
+            2,
+            "From: alice@example.test\r\nTo: Zed <zed@example.test>\r\nCc: bob@example.test\r\nSubject: Re: Plans for the week\r\nDate: Mon, 3 Mar 2025 08:30:00 +0000\r\nIn-Reply-To: <m1@example.test>\r\nReferences: <m1@example.test>\r\n",
+            "a reply",
+        ),
+        m(
+            3,
+            "From: =?UTF-8?Q?=C3=89mile?= <emile@example.test>\r\nTo: undisclosed-recipients:;\r\nSubject: [team] RE: [fwd: Plans for the week]\r\nDate: Sun, 2 Mar 2025 23:00:00 -0800\r\nReferences: <m1@example.test> <m2@example.test>\r\n",
+            "tagged",
+        ),
+        m(
+            4,
+            "From: bob@example.test\r\nTo: carol@example.test\r\nSubject: Fwd: Budget (fwd)\r\nDate: not a date\r\n",
+            "broken date",
+        ),
+        m(
+            5,
+            "From: Bob <BOB@example.test>\r\nTo: carol@example.test\r\nSubject: budget\r\n",
+            "no date",
+        ),
+        m(
+            6,
+            "From: zed@example.test\r\nTo: alice@example.test\r\nCc: =?ISO-8859-1?Q?J=F6rg?= <jorg@example.test>\r\nSubject: Re: Budget\r\nDate: Tue, 4 Mar 2025 10:00:00 +0000\r\nIn-Reply-To: <missing@example.test>\r\nReferences: <missing@example.test>\r\n",
+            "reply to a missing parent",
+        ),
+        m(
+            7,
+            "From: dave@example.test\r\nSubject: Re: Re: budget\r\nDate: Tue, 4 Mar 2025 10:00:00 +0000\r\nReferences: <missing@example.test> <m6@example.test>\r\n",
+            "same date as 6",
+        ),
+        m(
+            8,
+            "From: \"Quoted, Name\" <quoted@example.test>\r\nTo: a@b, c@d\r\nSubject: [list] \r\nDate: Wed, 5 Mar 2025 12:00:00 +0530\r\n",
+            "blob only",
+        ),
+        m(
+            9,
+            "From: <>\r\nSubject: =?UTF-8?B?w4ljb2xl?= =?UTF-8?B?IGV0IHZpZQ==?=\r\nDate: Wed, 5 Mar 2025 06:30:00 +0000\r\n",
+            "encoded subject",
+        ),
+        m(
+            10,
+            "Subject: Re:\r\nDate: Thu, 6 Mar 2025 00:00:00 +0000\r\nIn-Reply-To: <m9@example.test>\r\n",
+            "no from",
+        ),
+        m(
+            11,
+            "From: amy@example.test\r\nSubject: plans for the WEEK\r\nDate: Fri, 7 Mar 2025 00:00:00 +0000\r\nReferences: <m3@example.test>\r\n",
+            "case",
+        ),
+        m(
+            12,
+            "From: amy@example.test\r\nSubject: Budget\r\nDate: Fri, 7 Mar 2025 00:00:00 +0000\r\n",
+            "subject only thread",
+        ),
+    ]
+}
+
+/// The search corpus (varied subjects, dates, addresses, charsets) and
+/// the threaded messages.
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let out: Vec<(String, Vec<u8>)> = eml_files("search")
+    let mut out: Vec<(String, Vec<u8>)> = eml_files("search")
         .into_iter()
         .filter(|(_, m)| !has_lone_cr(m))
         .collect();
     assert!(out.len() >= 40, "corpus missing: {} messages", out.len());
+    out.extend(threaded());
     out
 }
+
+/// INTERNALDATEs given at APPEND, in turn: ties and zones for ARRIVAL.
+const INTERNAL_DATES: [&str; 5] = [
+    "15-Jan-2024 23:30:00 -0800",
+    "16-Jan-2024 07:30:00 +0000",
+    "01-Jun-2024 12:00:00 +0000",
+    "15-Jan-2024 23:30:00 -0800",
+    "02-Jan-2024 04:30:00 +0530",
+];
 
 /// Flags set on both copies alike, so that flag keys mix with content.
 const FLAGS: &[&str] = &[
@@ -47,18 +133,21 @@ fn user_with(
     proxy: Option<&ImapProxy>,
 ) -> User {
     let user = p.new_user(prefix);
-    for (_, m) in messages {
+    let mut imap = p.imap(&user);
+    for (i, (_, m)) in messages.iter().enumerate() {
         let stored = match proxy {
             Some(proxy) => proxy.seal(m),
             None => m.clone(),
         };
-        p.imap_append(&user, "INBOX", &stored);
+        let date = INTERNAL_DATES[i % INTERNAL_DATES.len()];
+        imap.command_with_literal(&format!("APPEND INBOX () \"{date}\""), &stored, "")
+            .expect_ok("APPEND");
     }
+    imap.select("INBOX").expect_ok("SELECT");
     if messages.len() < 22 {
+        imap.logout();
         return user;
     }
-    let mut imap = p.imap(&user);
-    imap.select("INBOX").expect_ok("SELECT");
     for f in FLAGS {
         imap.command(f).expect_ok("STORE");
     }
@@ -163,7 +252,7 @@ fn hostile_return_options_are_refused_and_sessions_go_on() {
     imap.select("INBOX").expect_ok("SELECT");
     let mut other = Imap::login_to(proxy.imap, &user.name, &user.password);
     other.select("INBOX").expect_ok("SELECT");
-    let many = format!("SEARCH RETURN ({}) ALL", vec!["MIN"; 5000].join(" "));
+    let many = format!("SEARCH RETURN ({}) ALL", ["MIN"; 5000].join(" "));
     for command in [
         many.as_str(),
         "SEARCH RETURN (SAVE) ALL",
@@ -186,6 +275,77 @@ fn hostile_return_options_are_refused_and_sessions_go_on() {
     let r = imap.read_response("t1").expect("answer");
     assert!(r.text().contains("* SEARCH 1 2 3"), "{}", r.text());
     assert!(!r.text().contains("ESEARCH"), "{}", r.text());
+    imap.logout();
+    other.logout();
+}
+
+#[test]
+fn sort_and_esort_through_writ_order_as_dovecot() {
+    let w = world("sort");
+    let caps = capabilities_through(&w);
+    assert!(caps.contains(" SORT ") && caps.contains(" ESORT"), "{caps}");
+    assert!(!caps.contains("SORT=DISPLAY"), "{caps}");
+    oracle(
+        &w.proxy,
+        &w.plain,
+        &w.sealed,
+        &[
+            "SORT (SUBJECT) UTF-8 ALL",
+            "SORT (REVERSE SUBJECT) UTF-8 ALL",
+            "UID SORT (FROM) UTF-8 ALL",
+            "SORT (REVERSE FROM DATE) UTF-8 ALL",
+            "SORT (TO REVERSE DATE) UTF-8 ALL",
+            "SORT (CC) UTF-8 ALL",
+            "UID SORT (REVERSE CC SUBJECT) UTF-8 ALL",
+            "SORT (DATE) UTF-8 ALL",
+            "SORT (REVERSE DATE) UTF-8 ALL",
+            "SORT (ARRIVAL) UTF-8 ALL",
+            "UID SORT (REVERSE ARRIVAL) UTF-8 ALL",
+            "SORT (SIZE) UTF-8 ALL",
+            "UID SORT (REVERSE SIZE SUBJECT) UTF-8 ALL",
+            "SORT (SUBJECT DATE) UTF-8 UNSEEN",
+            "SORT (SUBJECT) UTF-8 BODY the",
+            "SORT (FROM SUBJECT) US-ASCII FLAGGED",
+            "SORT (DATE) UTF-8 SUBJECT zzznomatchzzz",
+            "SORT (ARRIVAL SIZE DATE SUBJECT FROM TO CC REVERSE ARRIVAL) UTF-8 ALL",
+            "SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL",
+            "UID SORT RETURN (ALL) (REVERSE SUBJECT) UTF-8 NOT SEEN",
+            "SORT RETURN (COUNT) (SUBJECT) UTF-8 SUBJECT budget",
+            "SORT RETURN () (FROM) UTF-8 1:20",
+            "SORT (DATE) X-NO-SUCH-CHARSET ALL",
+        ],
+    );
+}
+
+/// Hostile SORTs: too many keys, SORT=DISPLAY keys, too many search keys;
+/// each BAD, and the session and another one go on.
+#[test]
+fn hostile_sorts_are_refused_and_sessions_go_on() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let user = user_with(p, "sort-hostile", &corpus()[..3], Some(&proxy));
+    let mut imap = Imap::login_to(proxy.imap, &user.name, &user.password);
+    imap.select("INBOX").expect_ok("SELECT");
+    let mut other = Imap::login_to(proxy.imap, &user.name, &user.password);
+    other.select("INBOX").expect_ok("SELECT");
+    let keys = format!("SORT ({}) UTF-8 ALL", ["SIZE"; 10].join(" "));
+    let search = format!("SORT (SIZE) UTF-8 {}", ["SUBJECT x"; 65].join(" "));
+    for (command, why) in [
+        (keys.as_str(), "at most 9"),
+        ("SORT (DISPLAYFROM) UTF-8 ALL", "SORT=DISPLAY"),
+        (search.as_str(), "at most 64"),
+    ] {
+        let r = imap.command(command);
+        assert!(
+            r.text().contains(" BAD ") && r.text().contains(why),
+            "{command}: {}",
+            r.text()
+        );
+        let r = other
+            .command("SORT (REVERSE SIZE) UTF-8 ALL")
+            .expect_ok("other");
+        assert!(r.text().contains("* SORT "), "{}", r.text());
+    }
     imap.logout();
     other.logout();
 }

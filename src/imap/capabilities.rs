@@ -47,7 +47,7 @@ pub struct Offer {
 
 /// Capabilities (by name, upper case) that pass although imap-types has no
 /// variant for them: they change nothing writ has to parse.
-const PASSING_OTHERS: &[&str] = &["SPECIAL-USE", "CHILDREN", "NAMESPACE", "ESEARCH"];
+const PASSING_OTHERS: &[&str] = &["SPECIAL-USE", "CHILDREN", "NAMESPACE", "ESEARCH", "ESORT"];
 
 /// Is this provider capability shown to clients?
 fn passes(cap: &Capability<'_>) -> bool {
@@ -67,7 +67,9 @@ fn passes(cap: &Capability<'_>) -> bool {
         | Capability::Unselect
         | Capability::UidPlus
         | Capability::CondStore
-        | Capability::Namespace => true,
+        | Capability::Namespace
+        // writ sorts itself (super::sort); SORT=DISPLAY is not offered.
+        | Capability::Sort(None) => true,
         Capability::Other(_) => {
             let name = cap.to_string().to_ascii_uppercase();
             PASSING_OTHERS.contains(&name.as_str()) || name.starts_with("APPENDLIMIT")
@@ -143,8 +145,8 @@ mod tests {
         );
         assert_eq!(
             names(&out),
-            "IMAP4REV1 SASL-IR ID ENABLE IDLE UNSELECT CHILDREN NAMESPACE UIDPLUS CONDSTORE \
-             ESEARCH MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
+            "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT UNSELECT CHILDREN NAMESPACE UIDPLUS CONDSTORE \
+             ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
     }
 

@@ -41,7 +41,7 @@
 //!
 //! After parsing, [`check`] caps what the parser bounds only by the line
 //! length: the number of FETCH items ([`MAX_FETCH_ITEMS`]) and of SEARCH
-//! keys ([`MAX_SEARCH_KEYS`] in all, [`MAX_SEARCH_STRING_KEYS`] that
+//! (and SORT, THREAD) keys ([`MAX_SEARCH_KEYS`] in all, [`MAX_SEARCH_STRING_KEYS`] that
 //! match strings against the message, which writ evaluates itself over
 //! sealed mail: each such key is one more pass over every message). SEARCH
 //! nesting is capped by imap-codec itself (9 levels; deeper is a parse
@@ -400,8 +400,17 @@ pub fn check(command: &Command<'_>) -> Result<(), &'static str> {
     {
         return Err(why::FETCH_ITEMS);
     }
-    if let CommandBody::Search { criteria, .. } = &command.body {
-        search_keys_within_caps(criteria.as_ref())?;
+    match &command.body {
+        CommandBody::Search { criteria, .. }
+        | CommandBody::Sort {
+            search_criteria: criteria,
+            ..
+        }
+        | CommandBody::Thread {
+            search_criteria: criteria,
+            ..
+        } => search_keys_within_caps(criteria.as_ref())?,
+        _ => {}
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ pub mod search_return;
 pub mod section;
 pub mod sequence;
 pub mod session;
+pub mod sort;
 #[cfg(test)]
 mod testing;
 pub mod upstream;

@@ -46,6 +46,7 @@ use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
 use super::search::{self, Candidate, Search};
 use super::search_return::{self, ReturnOptions};
+use super::sort;
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
 use crate::imap::cache::MessageKey;
@@ -87,6 +88,11 @@ pub struct SearchPlan {
     header_only: bool,
     /// ESEARCH: what to return (`* ESEARCH` instead of `* SEARCH`).
     returns: Option<ReturnOptions>,
+    /// A SORT: its program, and the matching messages with their values.
+    sort: Option<sort::Program>,
+    sorted: Vec<sort::Entry>,
+    /// The provider's highest MODSEQ of the result (Phase::Provider).
+    modseq: Option<u64>,
 }
 
 fn tagged(
@@ -165,15 +171,27 @@ impl SearchPlan {
         cache: Option<CacheRef>,
         returns: Option<ReturnOptions>,
     ) -> Option<Result<(SearchPlan, Command<'static>), Status<'static>>> {
-        let CommandBody::Search {
-            charset,
-            criteria,
-            uid,
-        } = &command.body
-        else {
-            return None;
+        let (charset, criteria, uid, sort) = match &command.body {
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => (charset.clone(), criteria, uid, None),
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => match sort::Program::new(sort_criteria.as_ref()) {
+                Ok(p) => (Some(charset.clone()), search_criteria, uid, Some(p)),
+                Err(why) => {
+                    return Some(Err(tagged(command.tag.clone(), StatusKind::Bad, None, why)));
+                }
+            },
+            _ => return None,
         };
-        if !criteria.as_ref().iter().any(search::needs_content) {
+        // A SORT always needs the messages: its keys look at them.
+        if sort.is_none() && !criteria.as_ref().iter().any(search::needs_content) {
             let returns = returns?;
             let search = Command {
                 tag: Tag::unvalidated(PROVIDER_TAG.to_owned()),
@@ -192,6 +210,9 @@ impl SearchPlan {
                     cache,
                     header_only: true,
                     returns: Some(returns),
+                    sort: None,
+                    sorted: Vec::new(),
+                    modseq: None,
                 },
                 search,
             )));
@@ -241,31 +262,42 @@ impl SearchPlan {
                 cache,
                 header_only: !criteria.as_ref().iter().any(search::needs_body),
                 returns,
+                sort,
+                sorted: Vec::new(),
+                modseq: None,
             },
             count,
         )))
     }
 
     fn finish(&mut self) -> Vec<Output> {
-        let mut found = std::mem::take(&mut self.found);
-        found.sort();
-        let answer = match self.returns {
-            Some(opts) => Output::ToClientRaw(search_return::esearch(
+        let (found, done) = match &self.sort {
+            Some(program) => {
+                let mut sorted = std::mem::take(&mut self.sorted);
+                program.order(&mut sorted);
+                let ids: Vec<NonZeroU32> = sorted.iter().map(|e| e.id).collect();
+                (ids, "SORT completed (by writ)")
+            }
+            None => {
+                let mut found = std::mem::take(&mut self.found);
+                found.sort();
+                (found, "SEARCH completed (by writ)")
+            }
+        };
+        let answer = match (self.returns, self.sort.is_some()) {
+            (Some(opts), _) => Output::ToClientRaw(search_return::esearch(
                 self.client_tag.inner(),
                 self.uid,
                 opts,
                 &found,
+                self.modseq,
             )),
-            None => Output::ToClient(Data::Search(found, None)),
+            (None, true) => Output::ToClient(Data::Sort(found, None)),
+            (None, false) => Output::ToClient(Data::Search(found, None)),
         };
         vec![
             answer,
-            Output::Finish(tagged(
-                self.client_tag.clone(),
-                StatusKind::Ok,
-                None,
-                "SEARCH completed (by writ)",
-            )),
+            Output::Finish(tagged(self.client_tag.clone(), StatusKind::Ok, None, done)),
         ]
     }
 
@@ -448,8 +480,20 @@ impl SearchPlan {
             message,
             summary,
         };
-        if self.search.matches(&candidate) {
-            self.found.push(if self.uid { uid } else { meta.seq });
+        if !self.search.matches(&candidate) {
+            return;
+        }
+        let id = if self.uid { uid } else { meta.seq };
+        match &self.sort {
+            Some(program) => {
+                let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
+                self.sorted.push(sort::Entry {
+                    values: program.values(message, size, internal),
+                    seq: meta.seq,
+                    id,
+                });
+            }
+            None => self.found.push(id),
         }
     }
 
@@ -472,17 +516,29 @@ impl SearchPlan {
             for s in &mut self.found {
                 *s = down(*s);
             }
+            self.sorted.retain(|e| e.seq != seq);
+        }
+        for e in &mut self.sorted {
+            if !self.uid {
+                e.id = down(e.id);
+            }
+            e.seq = down(e.seq);
         }
         self.max_seq = self.max_seq.saturating_sub(1);
     }
 
     /// The provider's `* SEARCH` (an ESEARCH without content keys):
     /// `Err` gives it back when it answers no command of the plan.
-    pub fn on_search(&mut self, found: Vec<NonZeroU32>) -> Result<(), Vec<NonZeroU32>> {
+    pub fn on_search(
+        &mut self,
+        found: Vec<NonZeroU32>,
+        modseq: Option<u64>,
+    ) -> Result<(), Vec<NonZeroU32>> {
         if self.phase != Phase::Provider {
             return Err(found);
         }
         self.found.extend(found);
+        self.modseq = self.modseq.max(modseq);
         Ok(())
     }
 

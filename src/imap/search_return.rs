@@ -80,20 +80,18 @@ pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
     Some((out, opts))
 }
 
-/// `numbers` (any order, no duplicates expected) as ascending ranges:
-/// `1:3,7`.
-pub fn ranges(numbers: &[NonZeroU32]) -> String {
-    let mut sorted: Vec<u32> = numbers.iter().map(|n| n.get()).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
+/// `ids` in their order as a set, a number that follows the previous
+/// one by 1 extending its range (`1:3,7`, `5,3:4`), as Dovecot writes
+/// its results (sorted ones included).
+pub fn ranges(ids: &[NonZeroU32]) -> String {
     let mut out = String::new();
     let mut i = 0;
-    while i < sorted.len() {
-        let first = sorted[i];
+    while i < ids.len() {
+        let first = ids[i].get();
         let mut last = first;
-        while i + 1 < sorted.len() && last.checked_add(1) == Some(sorted[i + 1]) {
+        while i + 1 < ids.len() && last.checked_add(1) == Some(ids[i + 1].get()) {
             i += 1;
-            last = sorted[i];
+            last = ids[i].get();
         }
         if !out.is_empty() {
             out.push(',');
@@ -122,31 +120,39 @@ pub fn quoted(s: &str) -> String {
     out
 }
 
-/// The `* ESEARCH` response for `found` (message numbers, or UIDs if
-/// `uid`), ending in CRLF.
-pub fn esearch(tag: &str, uid: bool, opts: ReturnOptions, found: &[NonZeroU32]) -> Vec<u8> {
+/// The `* ESEARCH` response for `ids` (message numbers, or UIDs if
+/// `uid`) in result order (ascending for SEARCH, sort order for SORT:
+/// MIN and MAX are the first and last of it, as in Dovecot), ending in
+/// CRLF. `modseq`: the highest MODSEQ of the result, when the search had
+/// a MODSEQ key (RFC 7162 §3.1.5).
+pub fn esearch(
+    tag: &str,
+    uid: bool,
+    opts: ReturnOptions,
+    ids: &[NonZeroU32],
+    modseq: Option<u64>,
+) -> Vec<u8> {
     let mut out = format!("* ESEARCH (TAG {})", quoted(tag));
     if uid {
         out.push_str(" UID");
     }
-    let min = found.iter().min();
-    let max = found.iter().max();
-    if opts.min
-        && let Some(min) = min
-    {
-        out.push_str(&format!(" MIN {min}"));
-    }
-    if opts.max
-        && let Some(max) = max
-    {
-        out.push_str(&format!(" MAX {max}"));
-    }
-    if opts.all && !found.is_empty() {
-        out.push_str(" ALL ");
-        out.push_str(&ranges(found));
+    if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+        if opts.min {
+            out.push_str(&format!(" MIN {first}"));
+        }
+        if opts.max {
+            out.push_str(&format!(" MAX {last}"));
+        }
+        if opts.all {
+            out.push_str(" ALL ");
+            out.push_str(&ranges(ids));
+        }
     }
     if opts.count {
-        out.push_str(&format!(" COUNT {}", found.len()));
+        out.push_str(&format!(" COUNT {}", ids.len()));
+    }
+    if let Some(m) = modseq {
+        out.push_str(&format!(" MODSEQ {m}"));
     }
     out.push_str("\r\n");
     out.into_bytes()
@@ -198,11 +204,16 @@ mod tests {
             count: true,
         };
         assert_eq!(
-            esearch("a", true, all, &nz(&[7, 1, 2, 3, 9])),
+            esearch("a", true, all, &nz(&[1, 2, 3, 7, 9]), None),
             b"* ESEARCH (TAG \"a\") UID MIN 1 MAX 9 ALL 1:3,7,9 COUNT 5\r\n"
         );
+        // A sorted result keeps its order.
         assert_eq!(
-            esearch("a", false, all, &[]),
+            esearch("a", false, all, &nz(&[5, 3, 4, 1]), Some(7)),
+            b"* ESEARCH (TAG \"a\") MIN 5 MAX 1 ALL 5,3:4,1 COUNT 4 MODSEQ 7\r\n"
+        );
+        assert_eq!(
+            esearch("a", false, all, &[], None),
             b"* ESEARCH (TAG \"a\") COUNT 0\r\n"
         );
         assert_eq!(quoted("x\"y\\"), "\"x\\\"y\\\\\"");

@@ -617,10 +617,10 @@ impl Session {
                     }
                 }
             }
-            CommandBody::Search { .. } => {
+            CommandBody::Search { .. } | CommandBody::Sort { .. } => {
                 match SearchPlan::start(&command, self.cache_ref(), returns) {
                     Some(Ok((plan, first))) => {
-                        self.plan = Some(Plan::Search(plan));
+                        self.plan = Some(Plan::Search(Box::new(plan)));
                         self.forward(first);
                     }
                     Some(Err(refusal)) => {
@@ -754,10 +754,12 @@ impl Session {
                             },
                         }
                     }
-                    (Data::Search(found, modseq), Some(plan)) => match plan.on_search(found) {
-                        Ok(()) => return,
-                        Err(found) => Data::Search(found, modseq),
-                    },
+                    (Data::Search(found, modseq), Some(plan)) => {
+                        match plan.on_search(found, modseq.map(|m| m.get())) {
+                            Ok(()) => return,
+                            Err(found) => Data::Search(found, modseq),
+                        }
+                    }
                     (Data::Expunge(seq), Some(plan)) => {
                         plan.on_expunge(seq);
                         Data::Expunge(seq)

@@ -12,7 +12,7 @@ use crate::imap::search_plan::SearchPlan;
 /// A client command writ answers with commands of its own.
 pub(super) enum Plan {
     Fetch(Box<FetchPlan>),
-    Search(SearchPlan),
+    Search(Box<SearchPlan>),
 }
 
 impl Plan {
@@ -42,10 +42,11 @@ impl Plan {
     pub(super) fn on_search(
         &mut self,
         found: Vec<std::num::NonZeroU32>,
+        modseq: Option<u64>,
     ) -> Result<(), Vec<std::num::NonZeroU32>> {
         match self {
             Plan::Fetch(_) => Err(found),
-            Plan::Search(p) => p.on_search(found),
+            Plan::Search(p) => p.on_search(found, modseq),
         }
     }
 

@@ -1,0 +1,199 @@
+//! SORT and ESORT (RFC 5256, RFC 5267) over opened messages: the sort
+//! program of one command, the values each matching message is sorted by
+//! ([`crate::imap::search::sort_keys`]: from the opened header, the size
+//! the client sees and INTERNALDATE), and the order, as Dovecot 2.3 orders
+//! them: each key in turn (REVERSE turning that key only), ties by
+//! sequence number, ascending.
+//!
+//! The plan that gathers the messages is the content SEARCH's
+//! ([`super::search_plan`]); this file holds what is SORT's own.
+//!
+//! Caps: [`MAX_SORT_KEYS`] keys per command (more is BAD, as Dovecot
+//! answers more than its program size); a string value is kept to
+//! [`MAX_SORT_STRING`] octets (two values equal that far sort by their
+//! next key: the only place writ may order differently from Dovecot).
+//! DISPLAYFROM and DISPLAYTO (SORT=DISPLAY) are not offered and are
+//! answered BAD.
+
+use std::cmp::Ordering;
+use std::num::NonZeroU32;
+
+use imap_next::imap_types::extensions::sort::{SortCriterion, SortKey};
+
+use super::search::sort_keys;
+
+/// Keys one SORT may have (Dovecot's program holds 9 and an end mark).
+pub const MAX_SORT_KEYS: usize = 9;
+/// Octets of one string value (subject, address) kept for sorting.
+pub const MAX_SORT_STRING: usize = 4096;
+
+/// What a SORT over a cap is told (tagged BAD).
+pub mod why {
+    pub const KEYS: &str = "Too many SORT criteria: at most 9";
+    pub const DISPLAY: &str = "SORT=DISPLAY is not offered";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Arrival,
+    Cc,
+    Date,
+    From,
+    Size,
+    Subject,
+    To,
+}
+
+/// The sort program of one command.
+#[derive(Debug, Clone)]
+pub struct Program {
+    keys: Vec<(Key, bool)>,
+}
+
+/// One value a message is sorted by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Value {
+    Number(i64),
+    Text(String),
+}
+
+/// A matching message and its values.
+#[derive(Debug)]
+pub struct Entry {
+    pub values: Vec<Value>,
+    pub seq: NonZeroU32,
+    /// What the answer names it by (sequence number, or UID).
+    pub id: NonZeroU32,
+}
+
+impl Program {
+    pub fn new(criteria: &[SortCriterion]) -> Result<Program, &'static str> {
+        if criteria.len() > MAX_SORT_KEYS {
+            return Err(why::KEYS);
+        }
+        let keys = criteria
+            .iter()
+            .map(|c| {
+                let key = match c.key {
+                    SortKey::Arrival => Key::Arrival,
+                    SortKey::Cc => Key::Cc,
+                    SortKey::Date => Key::Date,
+                    SortKey::From => Key::From,
+                    SortKey::Size => Key::Size,
+                    SortKey::Subject => Key::Subject,
+                    SortKey::To => Key::To,
+                    SortKey::DisplayFrom | SortKey::DisplayTo => return Err(why::DISPLAY),
+                };
+                Ok((key, c.reverse))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Program { keys })
+    }
+
+    /// The values of one message: `message` begins with its (opened)
+    /// header; `size` is the RFC822.SIZE the client sees; `internal` is
+    /// INTERNALDATE in seconds since the epoch.
+    pub fn values(&self, message: &[u8], size: u64, internal: Option<i64>) -> Vec<Value> {
+        let internal = internal.unwrap_or(0);
+        self.keys
+            .iter()
+            .map(|(key, _)| match key {
+                Key::Arrival => Value::Number(internal),
+                Key::Date => Value::Number(match sort_keys::sent(message) {
+                    0 => internal,
+                    t => t,
+                }),
+                Key::Size => Value::Number(i64::try_from(size).unwrap_or(i64::MAX)),
+                Key::Subject => text(sort_keys::subject(message)),
+                Key::From => text(sort_keys::address(message, "From")),
+                Key::To => text(sort_keys::address(message, "To")),
+                Key::Cc => text(sort_keys::address(message, "Cc")),
+            })
+            .collect()
+    }
+
+    /// Puts `entries` in the program's order.
+    pub fn order(&self, entries: &mut [Entry]) {
+        entries.sort_by(|a, b| {
+            for (i, (_, reverse)) in self.keys.iter().enumerate() {
+                let o = a.values.get(i).cmp(&b.values.get(i));
+                if o != Ordering::Equal {
+                    return if *reverse { o.reverse() } else { o };
+                }
+            }
+            a.seq.cmp(&b.seq)
+        });
+    }
+}
+
+fn text(mut s: String) -> Value {
+    if s.len() > MAX_SORT_STRING {
+        let mut end = MAX_SORT_STRING;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    Value::Text(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn program(keys: &[(SortKey, bool)]) -> Program {
+        let c: Vec<SortCriterion> = keys
+            .iter()
+            .map(|(key, reverse)| SortCriterion {
+                key: key.clone(),
+                reverse: *reverse,
+            })
+            .collect();
+        Program::new(&c).unwrap()
+    }
+
+    fn entry(p: &Program, seq: u32, m: &[u8], size: u64) -> Entry {
+        let seq = NonZeroU32::new(seq).unwrap();
+        Entry {
+            values: p.values(m, size, Some(0)),
+            seq,
+            id: seq,
+        }
+    }
+
+    #[test]
+    fn keys_in_turn_reverse_per_key_ties_by_sequence() {
+        let p = program(&[(SortKey::Subject, false), (SortKey::Size, true)]);
+        let mut e = vec![
+            entry(&p, 1, b"Subject: b\r\n\r\n", 10),
+            entry(&p, 2, b"Subject: Re: a\r\n\r\n", 10),
+            entry(&p, 3, b"Subject: a\r\n\r\n", 20),
+            entry(&p, 4, b"Subject: b\r\n\r\n", 10),
+        ];
+        p.order(&mut e);
+        let seqs: Vec<u32> = e.iter().map(|e| e.seq.get()).collect();
+        assert_eq!(seqs, [3, 2, 1, 4]);
+    }
+
+    #[test]
+    fn caps_and_display_are_refused() {
+        let ten: Vec<SortCriterion> = (0..10)
+            .map(|_| SortCriterion {
+                key: SortKey::Size,
+                reverse: false,
+            })
+            .collect();
+        assert_eq!(Program::new(&ten).unwrap_err(), why::KEYS);
+        let display = [SortCriterion {
+            key: SortKey::DisplayFrom,
+            reverse: false,
+        }];
+        assert_eq!(Program::new(&display).unwrap_err(), why::DISPLAY);
+        let long = format!("Subject: {}\r\n\r\n", "x".repeat(10_000));
+        let p = program(&[(SortKey::Subject, false)]);
+        let Value::Text(t) = &p.values(long.as_bytes(), 0, None)[0] else {
+            panic!()
+        };
+        assert_eq!(t.len(), MAX_SORT_STRING);
+    }
+}
