@@ -349,3 +349,103 @@ fn hostile_sorts_are_refused_and_sessions_go_on() {
     imap.logout();
     other.logout();
 }
+
+/// ESEARCH, ESORT, SORT and SEARCH pipelined in one write, some with
+/// content keys (writ's plans) and some without (the provider's SEARCH):
+/// each answer carries its own tag and form, in order, as Dovecot's
+/// answers to the same write over the plaintext copies.
+#[test]
+fn pipelined_esearch_and_esort_keep_their_own_tags_and_forms() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let plain = user_with(p, "esearch-pipe-plain", &threaded(), None);
+    let sealed = user_with(p, "esearch-pipe-sealed", &threaded(), Some(&proxy));
+    let pipelined = b"p1 SEARCH RETURN (MIN) SUBJECT budget\r\n\
+          p2 UID SORT RETURN (COUNT ALL) (SUBJECT) UTF-8 ALL\r\n\
+          p3 SEARCH SUBJECT budget\r\n\
+          p4 UID SEARCH RETURN (MAX) ALL\r\n\
+          p5 SORT (REVERSE DATE) UTF-8 SUBJECT budget\r\n\
+          p6 SEARCH RETURN (ALL) ALL\r\n";
+    // Dovecot may answer pipelined searches out of order: the answers are
+    // compared as a set of untagged lines and each tag's status word.
+    let answers = |imap: &mut Imap| -> (Vec<String>, Vec<(String, String)>) {
+        imap.select("INBOX").expect_ok("SELECT");
+        imap.write_raw(pipelined).expect("write");
+        let mut untagged = Vec::new();
+        let mut status = Vec::new();
+        while status.len() < 6 {
+            let line = imap.read_line().expect("answer").text_only();
+            if line.starts_with('*') {
+                untagged.push(line);
+            } else {
+                let mut words = line.split_whitespace();
+                let tag = words.next().unwrap_or_default().to_owned();
+                status.push((tag, words.next().unwrap_or_default().to_owned()));
+            }
+        }
+        untagged.sort();
+        status.sort();
+        (untagged, status)
+    };
+    let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
+    let dovecot = answers(&mut direct);
+    let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
+    let writ = answers(&mut through);
+    assert!(
+        dovecot
+            .0
+            .iter()
+            .any(|l| l.starts_with("* ESEARCH (TAG \"p1\")")),
+        "{dovecot:?}"
+    );
+    assert_eq!(writ, dovecot);
+    direct.logout();
+    through.logout();
+}
+
+/// Commands that pass straight through (no message content): ID,
+/// NAMESPACE, the QUOTA commands, LIST with SPECIAL-USE attributes,
+/// STATUS, answered through writ as Dovecot answers them.
+#[test]
+fn pass_through_commands_answer_as_dovecot() {
+    let w = world("passthrough");
+    let caps = capabilities_through(&w);
+    for withheld in [
+        "LIST-EXTENDED",
+        "LIST-STATUS",
+        "STATUS=SIZE",
+        "NOTIFY",
+        "SEARCHRES",
+        "THREAD=",
+    ] {
+        assert!(!caps.contains(withheld), "{withheld} offered: {caps}");
+    }
+    oracle(
+        &w.proxy,
+        &w.plain,
+        &w.sealed,
+        &[
+            "ID NIL",
+            "ID (\"name\" \"imaplib\" \"version\" \"3\")",
+            "NAMESPACE",
+            "GETQUOTAROOT INBOX",
+            "LIST \"\" \"*\"",
+            "LSUB \"\" \"*\"",
+            "STATUS INBOX (MESSAGES UIDNEXT UNSEEN RECENT)",
+        ],
+    );
+    // What is withheld is refused, not answered by the provider from the
+    // sealed messages' outer headers.
+    let mut imap = Imap::login_to(w.proxy.imap, &w.sealed.name, &w.sealed.password);
+    imap.select("INBOX").expect_ok("SELECT");
+    for command in [
+        "SEARCH RETURN (SAVE) ALL",
+        "THREAD REFERENCES UTF-8 ALL",
+        "UID THREAD ORDEREDSUBJECT UTF-8 ALL",
+    ] {
+        let r = imap.command(command);
+        assert!(r.text().contains(" BAD "), "{command}: {}", r.text());
+        assert!(!r.text().contains("* THREAD"), "{command}: {}", r.text());
+    }
+    imap.logout();
+}

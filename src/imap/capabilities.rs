@@ -8,19 +8,27 @@
 //! Passed when the provider offers them: IMAP4rev1, AUTH=*, SASL-IR, ID,
 //! ENABLE, IDLE, UNSELECT, CHILDREN, NAMESPACE, UIDPLUS, CONDSTORE, MOVE,
 //! LITERAL+/-, SPECIAL-USE, QUOTA (and QUOTA=RES-*, QUOTASET),
-//! APPENDLIMIT, and ESEARCH, which writ answers itself
-//! ([`super::search_return`]: RETURN options of SEARCH over opened
-//! messages; without content keys from the provider's plain SEARCH).
+//! APPENDLIMIT; and, answered by writ itself over opened messages:
+//! ESEARCH ([`super::search_return`]: RETURN MIN/MAX/ALL/COUNT; without
+//! content keys from the provider's plain SEARCH), SORT and ESORT
+//! ([`super::sort`]: sort values from the opened header and the size the
+//! client sees).
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
-//! - SORT, ESORT, THREAD=*: the provider would sort and thread by the
-//!   sealed message's outer header and size (not implemented by writ yet).
+//! - THREAD=REFERENCES, THREAD=ORDEREDSUBJECT (THREAD=REFS): not
+//!   implemented by writ; the provider would thread the sealed messages by
+//!   their outer headers, and imap-codec 2.0.0-alpha.10 re-serialises the
+//!   THREAD response with an extra list around it. A THREAD command is
+//!   answered BAD by writ (session), never passed on.
+//! - SORT=DISPLAY: DISPLAYFROM/DISPLAYTO not implemented (BAD).
 //! - SEARCHRES: imap-codec 2.0.0-alpha.10 does not parse `$` as a set, and
-//!   writ would have to keep the saved result across commands itself.
+//!   writ would have to keep the saved result across commands itself;
+//!   `RETURN (SAVE)` is answered BAD.
 //! - LIST-EXTENDED, LIST-STATUS: imap-codec 2.0.0-alpha.10 parses neither
 //!   the extended LIST command (selection and RETURN options) nor the
-//!   extended data of its responses; a client would get BAD.
+//!   extended data of its responses; plain LIST (with SPECIAL-USE
+//!   attributes) and STATUS pass.
 //! - STATUS=SIZE: the provider's figure is the size of the sealed
 //!   messages; writ would have to open every summary of a mailbox that is
 //!   not selected.

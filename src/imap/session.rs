@@ -631,6 +631,15 @@ impl Session {
                     }
                 }
             }
+            CommandBody::Thread { .. } => {
+                // Withheld (see capabilities): the provider would thread
+                // the sealed messages by their outer headers.
+                self.refuse(
+                    command.tag,
+                    StatusKind::Bad,
+                    "THREAD is not offered through writ",
+                );
+            }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
                     self.plan = Some(Plan::Fetch(Box::new(plan)));
