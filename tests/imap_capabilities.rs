@@ -317,8 +317,9 @@ fn sort_and_esort_through_writ_order_as_dovecot() {
     );
 }
 
-/// Hostile SORTs: too many keys, SORT=DISPLAY keys, too many search keys;
-/// each BAD, and the session and another one go on.
+/// Hostile SORTs and THREADs: too many keys, SORT=DISPLAY keys, too many
+/// search keys, a withheld algorithm; each BAD, and the session and
+/// another one go on.
 #[test]
 fn hostile_sorts_are_refused_and_sessions_go_on() {
     let p = provider();
@@ -330,10 +331,16 @@ fn hostile_sorts_are_refused_and_sessions_go_on() {
     other.select("INBOX").expect_ok("SELECT");
     let keys = format!("SORT ({}) UTF-8 ALL", ["SIZE"; 10].join(" "));
     let search = format!("SORT (SIZE) UTF-8 {}", ["SUBJECT x"; 65].join(" "));
+    let thread = format!(
+        "THREAD ORDEREDSUBJECT UTF-8 {}",
+        ["NOT SEEN"; 200].join(" ")
+    );
     for (command, why) in [
         (keys.as_str(), "at most 9"),
         ("SORT (DISPLAYFROM) UTF-8 ALL", "SORT=DISPLAY"),
         (search.as_str(), "at most 64"),
+        (thread.as_str(), "at most 256"),
+        ("THREAD REFERENCES UTF-8 ALL", "not offered"),
     ] {
         let r = imap.command(command);
         assert!(
@@ -416,7 +423,8 @@ fn pass_through_commands_answer_as_dovecot() {
         "STATUS=SIZE",
         "NOTIFY",
         "SEARCHRES",
-        "THREAD=",
+        "THREAD=REFERENCES",
+        "THREAD=REFS",
     ] {
         assert!(!caps.contains(withheld), "{withheld} offered: {caps}");
     }
@@ -441,11 +449,32 @@ fn pass_through_commands_answer_as_dovecot() {
     for command in [
         "SEARCH RETURN (SAVE) ALL",
         "THREAD REFERENCES UTF-8 ALL",
-        "UID THREAD ORDEREDSUBJECT UTF-8 ALL",
+        "UID THREAD REFS UTF-8 ALL",
     ] {
         let r = imap.command(command);
         assert!(r.text().contains(" BAD "), "{command}: {}", r.text());
         assert!(!r.text().contains("* THREAD"), "{command}: {}", r.text());
     }
     imap.logout();
+}
+
+#[test]
+fn thread_orderedsubject_through_writ_answers_as_dovecot() {
+    let w = world("thread");
+    let caps = capabilities_through(&w);
+    assert!(caps.contains(" THREAD=ORDEREDSUBJECT"), "{caps}");
+    oracle(
+        &w.proxy,
+        &w.plain,
+        &w.sealed,
+        &[
+            "THREAD ORDEREDSUBJECT UTF-8 ALL",
+            "UID THREAD ORDEREDSUBJECT UTF-8 ALL",
+            "THREAD ORDEREDSUBJECT UTF-8 UNSEEN",
+            "UID THREAD ORDEREDSUBJECT UTF-8 BODY the",
+            "THREAD ORDEREDSUBJECT US-ASCII SUBJECT budget",
+            "THREAD ORDEREDSUBJECT UTF-8 SUBJECT zzznomatchzzz",
+            "THREAD ORDEREDSUBJECT UTF-8 OR FLAGGED 50:*",
+        ],
+    );
 }

@@ -12,15 +12,15 @@
 //! ESEARCH ([`super::search_return`]: RETURN MIN/MAX/ALL/COUNT; without
 //! content keys from the provider's plain SEARCH), SORT and ESORT
 //! ([`super::sort`]: sort values from the opened header and the size the
-//! client sees).
+//! client sees), THREAD=ORDEREDSUBJECT (a SORT by subject and date).
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
-//! - THREAD=REFERENCES, THREAD=ORDEREDSUBJECT (THREAD=REFS): not
-//!   implemented by writ; the provider would thread the sealed messages by
-//!   their outer headers, and imap-codec 2.0.0-alpha.10 re-serialises the
-//!   THREAD response with an extra list around it. A THREAD command is
-//!   answered BAD by writ (session), never passed on.
+//! - THREAD=REFERENCES (and THREAD=REFS): not implemented by writ; the
+//!   provider would thread the sealed messages by their outer headers, and
+//!   imap-codec 2.0.0-alpha.10 re-serialises the THREAD response with an
+//!   extra list around it. Such a THREAD command is answered BAD by writ
+//!   (session), never passed on.
 //! - SORT=DISPLAY: DISPLAYFROM/DISPLAYTO not implemented (BAD).
 //! - SEARCHRES: imap-codec 2.0.0-alpha.10 does not parse `$` as a set, and
 //!   writ would have to keep the saved result across commands itself;
@@ -42,6 +42,7 @@
 //! STARTTLS and LOGINDISABLED describe writ's own connection with the
 //! client, never the provider's, so they are recomputed here.
 
+use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::response::Capability;
 
 /// What writ's side of the connection offers right now.
@@ -77,7 +78,8 @@ fn passes(cap: &Capability<'_>) -> bool {
         | Capability::CondStore
         | Capability::Namespace
         // writ sorts itself (super::sort); SORT=DISPLAY is not offered.
-        | Capability::Sort(None) => true,
+        | Capability::Sort(None)
+        | Capability::Thread(ThreadingAlgorithm::OrderedSubject) => true,
         Capability::Other(_) => {
             let name = cap.to_string().to_ascii_uppercase();
             PASSING_OTHERS.contains(&name.as_str()) || name.starts_with("APPENDLIMIT")
@@ -153,7 +155,8 @@ mod tests {
         );
         assert_eq!(
             names(&out),
-            "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT UNSELECT CHILDREN NAMESPACE UIDPLUS CONDSTORE \
+            "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT THREAD=ORDEREDSUBJECT UNSELECT CHILDREN \
+             NAMESPACE UIDPLUS CONDSTORE \
              ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
     }

@@ -36,6 +36,7 @@ use std::num::NonZeroU32;
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Charset, Tag, Text, Vec1};
 use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
@@ -93,6 +94,8 @@ pub struct SearchPlan {
     sorted: Vec<sort::Entry>,
     /// The provider's highest MODSEQ of the result (Phase::Provider).
     modseq: Option<u64>,
+    /// THREAD=ORDEREDSUBJECT: `sort` holds its program.
+    thread: bool,
 }
 
 fn tagged(
@@ -188,8 +191,20 @@ impl SearchPlan {
                     return Some(Err(tagged(command.tag.clone(), StatusKind::Bad, None, why)));
                 }
             },
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::OrderedSubject,
+                charset,
+                search_criteria,
+                uid,
+            } => (
+                Some(charset.clone()),
+                search_criteria,
+                uid,
+                Some(sort::Program::ordered_subject()),
+            ),
             _ => return None,
         };
+        let thread = matches!(command.body, CommandBody::Thread { .. });
         // A SORT always needs the messages: its keys look at them.
         if sort.is_none() && !criteria.as_ref().iter().any(search::needs_content) {
             let returns = returns?;
@@ -213,6 +228,7 @@ impl SearchPlan {
                     sort: None,
                     sorted: Vec::new(),
                     modseq: None,
+                    thread: false,
                 },
                 search,
             )));
@@ -265,6 +281,7 @@ impl SearchPlan {
                 sort,
                 sorted: Vec::new(),
                 modseq: None,
+                thread,
             },
             count,
         )))
@@ -272,6 +289,19 @@ impl SearchPlan {
 
     fn finish(&mut self) -> Vec<Output> {
         let (found, done) = match &self.sort {
+            Some(program) if self.thread => {
+                let mut sorted = std::mem::take(&mut self.sorted);
+                program.order(&mut sorted);
+                return vec![
+                    Output::ToClientRaw(sort::ordered_subject(&sorted)),
+                    Output::Finish(tagged(
+                        self.client_tag.clone(),
+                        StatusKind::Ok,
+                        None,
+                        "THREAD completed (by writ)",
+                    )),
+                ];
+            }
             Some(program) => {
                 let mut sorted = std::mem::take(&mut self.sorted);
                 program.order(&mut sorted);

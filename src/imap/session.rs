@@ -35,6 +35,7 @@
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Tag, Text};
+use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::response::{
     Bye, Code, Data, Greeting, GreetingKind, Status, StatusBody, StatusKind, Tagged,
 };
@@ -617,27 +618,33 @@ impl Session {
                     }
                 }
             }
-            CommandBody::Search { .. } | CommandBody::Sort { .. } => {
-                match SearchPlan::start(&command, self.cache_ref(), returns) {
-                    Some(Ok((plan, first))) => {
-                        self.plan = Some(Plan::Search(Box::new(plan)));
-                        self.forward(first);
-                    }
-                    Some(Err(refusal)) => {
-                        self.server.enqueue_status(refusal);
-                    }
-                    None => {
-                        self.forward(command);
-                    }
+            CommandBody::Search { .. }
+            | CommandBody::Sort { .. }
+            | CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::OrderedSubject,
+                ..
+            } => match SearchPlan::start(&command, self.cache_ref(), returns) {
+                Some(Ok((plan, first))) => {
+                    self.plan = Some(Plan::Search(Box::new(plan)));
+                    self.forward(first);
                 }
-            }
-            CommandBody::Thread { .. } => {
+                Some(Err(refusal)) => {
+                    self.server.enqueue_status(refusal);
+                }
+                None => {
+                    self.forward(command);
+                }
+            },
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::References | ThreadingAlgorithm::Other(_),
+                ..
+            } => {
                 // Withheld (see capabilities): the provider would thread
                 // the sealed messages by their outer headers.
                 self.refuse(
                     command.tag,
                     StatusKind::Bad,
-                    "THREAD is not offered through writ",
+                    "THREAD=REFERENCES is not offered through writ",
                 );
             }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {

@@ -14,6 +14,12 @@
 //! next key: the only place writ may order differently from Dovecot).
 //! DISPLAYFROM and DISPLAYTO (SORT=DISPLAY) are not offered and are
 //! answered BAD.
+//!
+//! THREAD=ORDEREDSUBJECT (RFC 5256 §2.1) is a SORT by (SUBJECT, DATE)
+//! whose runs of equal base subjects are threads ([`ordered_subject`]), as
+//! Dovecot builds them: threads in the order of their first message's
+//! date (sent, else INTERNALDATE), then of its number; written flat,
+//! without recursion (`(1)`, `(1 2)`, `(1 (2)(3))`).
 
 use std::cmp::Ordering;
 use std::num::NonZeroU32;
@@ -126,6 +132,53 @@ impl Program {
     }
 }
 
+impl Program {
+    /// THREAD=ORDEREDSUBJECT's program: SUBJECT, then DATE.
+    pub fn ordered_subject() -> Program {
+        Program {
+            keys: vec![(Key::Subject, false), (Key::Date, false)],
+        }
+    }
+}
+
+/// The `* THREAD` response of THREAD=ORDEREDSUBJECT for `entries` put in
+/// [`Program::ordered_subject`]'s order, ending in CRLF.
+pub fn ordered_subject(entries: &[Entry]) -> Vec<u8> {
+    // Runs of equal base subject, with the first message's date.
+    let mut threads: Vec<(i64, Vec<NonZeroU32>)> = Vec::new();
+    let mut previous: Option<&Value> = None;
+    for e in entries {
+        let subject = e.values.first();
+        let date = match e.values.get(1) {
+            Some(Value::Number(n)) => *n,
+            _ => 0,
+        };
+        match threads.last_mut() {
+            Some((_, ids)) if previous == subject => ids.push(e.id),
+            _ => threads.push((date, vec![e.id])),
+        }
+        previous = subject;
+    }
+    threads.sort_by(|a, b| a.0.cmp(&b.0).then(a.1[0].cmp(&b.1[0])));
+    let mut out = String::from("* THREAD ");
+    for (_, ids) in &threads {
+        match ids.as_slice() {
+            [one] => out.push_str(&format!("({one})")),
+            [one, two] => out.push_str(&format!("({one} {two})")),
+            [first, rest @ ..] => {
+                out.push_str(&format!("({first} "));
+                for id in rest {
+                    out.push_str(&format!("({id})"));
+                }
+                out.push(')');
+            }
+            [] => {}
+        }
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
 fn text(mut s: String) -> Value {
     if s.len() > MAX_SORT_STRING {
         let mut end = MAX_SORT_STRING;
@@ -173,6 +226,55 @@ mod tests {
         p.order(&mut e);
         let seqs: Vec<u32> = e.iter().map(|e| e.seq.get()).collect();
         assert_eq!(seqs, [3, 2, 1, 4]);
+    }
+
+    #[test]
+    fn ordered_subject_threads_are_runs_of_one_base_subject() {
+        let p = Program::ordered_subject();
+        let mut e = vec![
+            entry(
+                &p,
+                1,
+                b"Subject: b\r\nDate: 2 Jan 2020 00:00 +0000\r\n\r\n",
+                0,
+            ),
+            entry(
+                &p,
+                2,
+                b"Subject: Re: a\r\nDate: 3 Jan 2020 00:00 +0000\r\n\r\n",
+                0,
+            ),
+            entry(
+                &p,
+                3,
+                b"Subject: a\r\nDate: 4 Jan 2020 00:00 +0000\r\n\r\n",
+                0,
+            ),
+            entry(
+                &p,
+                4,
+                b"Subject: Fwd: a\r\nDate: 1 Jan 2020 00:00 +0000\r\n\r\n",
+                0,
+            ),
+            entry(
+                &p,
+                5,
+                b"Subject: c\r\nDate: 1 Jan 2020 00:00 +0000\r\n\r\n",
+                0,
+            ),
+            entry(
+                &p,
+                6,
+                b"Subject: b\r\nDate: 5 Jan 2020 00:00 +0000\r\n\r\n",
+                0,
+            ),
+        ];
+        p.order(&mut e);
+        assert_eq!(
+            String::from_utf8(ordered_subject(&e)).unwrap(),
+            "* THREAD (4 (2)(3))(5)(1 6)\r\n"
+        );
+        assert_eq!(ordered_subject(&[]), b"* THREAD \r\n");
     }
 
     #[test]
