@@ -9,9 +9,12 @@
 //! ([`super::search_plan`]); this file holds what is SORT's own.
 //!
 //! Caps: [`MAX_SORT_KEYS`] keys per command (more is BAD, as Dovecot
-//! answers more than its program size); a string value is kept to
+//! answers more than its program size); a key repeated is kept once (it
+//! cannot change the order); a string value is kept to
 //! [`MAX_SORT_STRING`] octets (two values equal that far sort by their
-//! next key: the only place writ may order differently from Dovecot).
+//! next key, and for ORDEREDSUBJECT share a thread: the only place writ
+//! may answer differently from Dovecot). So a SORT holds at most 4 such
+//! strings (SUBJECT, FROM, TO, CC), 2 KiB, per matching message.
 //! DISPLAYFROM and DISPLAYTO (SORT=DISPLAY) are not offered and are
 //! answered BAD.
 //!
@@ -31,7 +34,7 @@ use super::search::sort_keys;
 /// Keys one SORT may have (Dovecot's program holds 9 and an end mark).
 pub const MAX_SORT_KEYS: usize = 9;
 /// Octets of one string value (subject, address) kept for sorting.
-pub const MAX_SORT_STRING: usize = 4096;
+pub const MAX_SORT_STRING: usize = 512;
 
 /// What a SORT over a cap is told (tagged BAD).
 pub mod why {
@@ -77,22 +80,22 @@ impl Program {
         if criteria.len() > MAX_SORT_KEYS {
             return Err(why::KEYS);
         }
-        let keys = criteria
-            .iter()
-            .map(|c| {
-                let key = match c.key {
-                    SortKey::Arrival => Key::Arrival,
-                    SortKey::Cc => Key::Cc,
-                    SortKey::Date => Key::Date,
-                    SortKey::From => Key::From,
-                    SortKey::Size => Key::Size,
-                    SortKey::Subject => Key::Subject,
-                    SortKey::To => Key::To,
-                    SortKey::DisplayFrom | SortKey::DisplayTo => return Err(why::DISPLAY),
-                };
-                Ok((key, c.reverse))
-            })
-            .collect::<Result<_, _>>()?;
+        let mut keys: Vec<(Key, bool)> = Vec::new();
+        for c in criteria {
+            let key = match c.key {
+                SortKey::Arrival => Key::Arrival,
+                SortKey::Cc => Key::Cc,
+                SortKey::Date => Key::Date,
+                SortKey::From => Key::From,
+                SortKey::Size => Key::Size,
+                SortKey::Subject => Key::Subject,
+                SortKey::To => Key::To,
+                SortKey::DisplayFrom | SortKey::DisplayTo => return Err(why::DISPLAY),
+            };
+            if !keys.iter().any(|(k, _)| *k == key) {
+                keys.push((key, c.reverse));
+            }
+        }
         Ok(Program { keys })
     }
 
