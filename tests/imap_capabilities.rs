@@ -232,6 +232,7 @@ fn esearch_through_writ_answers_as_dovecot() {
             "UID SEARCH RETURN (ALL) UID 5:*",
             "SEARCH RETURN (MIN) DELETED",
             "SEARCH RETURN (MIN) CHARSET X-NO-SUCH-CHARSET ALL",
+            "UID SEARCH RETURN (COUNT MAX) MODSEQ 1",
             // Plain SEARCH still answered as before.
             "SEARCH SUBJECT the",
             "UID SEARCH FLAGGED",
