@@ -28,7 +28,16 @@
 //! expunged (its sections NIL) matches nothing. A sealed message the cache
 //! remembers as undecryptable is searched as stored.
 //!
-//! Searches without content keys go to the provider as they are.
+//! Searches without content keys go to the provider as they are, unless
+//! they are ESEARCH (`RETURN (...)`, [`super::search_return`]): then writ
+//! sends the plain SEARCH under its own tag (`writ.s5`) and answers
+//! `* ESEARCH` from the provider's `* SEARCH` (its MODSEQ included).
+//!
+//! SORT and THREAD=ORDEREDSUBJECT ([`super::sort`]) run the same steps
+//! whatever their keys (their sort values come from the message): each
+//! matching message keeps its values (opened header, RFC822.SIZE as the
+//! client sees it, INTERNALDATE), ordered at the end and answered `* SORT`,
+//! `* ESEARCH` (ESORT) or `* THREAD` (written as text by writ).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;

@@ -20,9 +20,15 @@
 //! a cap of [`super::intake`] (the client's bytes pass those caps before
 //! imap-next parses them), and ENABLE of nothing writ offers (ENABLE
 //! passes on only CONDSTORE: QRESYNC would report expunges as VANISHED,
-//! which the plans do not renumber by).
+//! which the plans do not renumber by), and THREAD REFERENCES (BAD:
+//! withheld, see [`super::capabilities`]). RETURN options of ESEARCH and
+//! ESORT are taken off the command by [`super::intake`] before it is
+//! parsed and handed to the plan with the command (`raw`: by tag);
+//! responses imap-types has no form for (ESEARCH, THREAD) are written as
+//! text in their place among the others (`raw`).
 //!
-//! While a plan (FETCH, content SEARCH) runs writ's own commands, what the
+//! While a plan (FETCH, SEARCH with content keys or RETURN options, SORT,
+//! THREAD ORDEREDSUBJECT) runs writ's own commands, what the
 //! provider sends unasked passes on in order: the plans' commands are of
 //! the client's command's kind (by sequence number or by UID), so the
 //! provider sends only what it would send the client then, and numbers
