@@ -32,4 +32,5 @@ pub mod session;
 pub mod sort;
 #[cfg(test)]
 mod testing;
+pub mod thread;
 pub mod upstream;

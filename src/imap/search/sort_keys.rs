@@ -19,8 +19,9 @@
 
 use super::{address, date, mime, text};
 
-/// The fields of the header block at the start of `message`.
-fn first_value(message: &[u8], name: &str) -> Option<Vec<u8>> {
+/// The first `name` field of the header block at the start of `message`
+/// (its raw value).
+pub fn first_value(message: &[u8], name: &str) -> Option<Vec<u8>> {
     let end = crate::envelope::header::header_end(message).unwrap_or(message.len());
     mime::header_lines(message.get(..end).unwrap_or(message))
         .into_iter()
@@ -55,6 +56,14 @@ pub fn sent(message: &[u8]) -> i64 {
 
 /// The base subject (RFC 5256 §2.1) of a raw Subject value.
 pub fn base_subject(raw: &[u8]) -> String {
+    base_subject_flagged(raw).0
+}
+
+/// The base subject of a raw Subject value, and whether a reply or
+/// forward mark was taken off it (`Re:`, `Fwd:`, `(fwd)`, `[fwd: ...]`):
+/// THREAD=REFERENCES step (5) needs both.
+pub fn base_subject_flagged(raw: &[u8]) -> (String, bool) {
+    let mut reply_or_forward = false;
     let mut decoded = String::new();
     mime::decode_header(raw, &mut decoded);
     // (1) Whitespace (tabs, line breaks) runs become one space.
@@ -73,10 +82,10 @@ pub fn base_subject(raw: &[u8]) -> String {
     }
     let mut start = 0;
     loop {
-        remove_trailers(&mut s, start);
+        reply_or_forward |= remove_trailers(&mut s, start);
         loop {
             // (3) and (4), until neither removes anything.
-            let leader = remove_leader(&s, &mut start);
+            let leader = remove_leader(&s, &mut start, &mut reply_or_forward);
             let blob = remove_blob_when_nonempty(&s, &mut start);
             if !(leader || blob) {
                 break;
@@ -86,24 +95,30 @@ pub fn base_subject(raw: &[u8]) -> String {
         if !remove_fwd_wrapper(&mut s, &mut start) {
             break;
         }
+        reply_or_forward = true;
     }
     // Only ASCII was cut: the rest is still UTF-8.
-    String::from_utf8_lossy(s.get(start..).unwrap_or_default()).into_owned()
+    let base = String::from_utf8_lossy(s.get(start..).unwrap_or_default()).into_owned();
+    (base, reply_or_forward)
 }
 
-/// (2) Trailing spaces and `(FWD)`, not reaching before `start`.
-fn remove_trailers(s: &mut Vec<u8>, start: usize) {
+/// (2) Trailing spaces and `(FWD)`, not reaching before `start`;
+/// whether a `(FWD)` went.
+fn remove_trailers(s: &mut Vec<u8>, start: usize) -> bool {
+    let mut forward = false;
     let mut size = s.len();
     while size > start {
         if s[size - 1] == b' ' {
             size -= 1;
         } else if size >= start + 5 && &s[size - 5..size] == b"(FWD)" {
             size -= 5;
+            forward = true;
         } else {
             break;
         }
     }
     s.truncate(size);
+    forward
 }
 
 /// A blob (`[...]`, no `[` or `]` inside, and one space after it) at the
@@ -124,8 +139,9 @@ fn blob(s: &[u8]) -> Option<usize> {
 }
 
 /// (3) A leading space, or blobs then `RE`/`FWD`/`FW`, a space, a blob
-/// and `:`. Returns whether something was removed.
-fn remove_leader(s: &[u8], start: &mut usize) -> bool {
+/// and `:`. Returns whether something was removed; `reply_or_forward`
+/// is set when a `re`/`fw`/`fwd` leader went.
+fn remove_leader(s: &[u8], start: &mut usize, reply_or_forward: &mut bool) -> bool {
     let mut ret = false;
     let mut at = *start;
     if s.get(at) == Some(&b' ') {
@@ -164,6 +180,7 @@ fn remove_leader(s: &[u8], start: &mut usize) -> bool {
     }
     at += 1;
     *start += at - origin;
+    *reply_or_forward = true;
     true
 }
 
