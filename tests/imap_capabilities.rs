@@ -341,7 +341,7 @@ fn hostile_sorts_are_refused_and_sessions_go_on() {
         ("SORT (DISPLAYFROM) UTF-8 ALL", "SORT=DISPLAY"),
         (search.as_str(), "at most 64"),
         (thread.as_str(), "at most 256"),
-        ("THREAD REFERENCES UTF-8 ALL", "not offered"),
+        ("THREAD REFS UTF-8 ALL", "not offered"),
     ] {
         let r = imap.command(command);
         assert!(
@@ -424,7 +424,6 @@ fn pass_through_commands_answer_as_dovecot() {
         "STATUS=SIZE",
         "NOTIFY",
         "SEARCHRES",
-        "THREAD=REFERENCES",
         "THREAD=REFS",
     ] {
         assert!(!caps.contains(withheld), "{withheld} offered: {caps}");
@@ -447,11 +446,7 @@ fn pass_through_commands_answer_as_dovecot() {
     // sealed messages' outer headers.
     let mut imap = Imap::login_to(w.proxy.imap, &w.sealed.name, &w.sealed.password);
     imap.select("INBOX").expect_ok("SELECT");
-    for command in [
-        "SEARCH RETURN (SAVE) ALL",
-        "THREAD REFERENCES UTF-8 ALL",
-        "UID THREAD REFS UTF-8 ALL",
-    ] {
+    for command in ["SEARCH RETURN (SAVE) ALL", "UID THREAD REFS UTF-8 ALL"] {
         let r = imap.command(command);
         assert!(r.text().contains(" BAD "), "{command}: {}", r.text());
         assert!(!r.text().contains("* THREAD"), "{command}: {}", r.text());
@@ -478,4 +473,280 @@ fn thread_orderedsubject_through_writ_answers_as_dovecot() {
             "THREAD ORDEREDSUBJECT UTF-8 OR FLAGGED 50:*",
         ],
     );
+}
+
+/// Messages made for THREAD=REFERENCES: replies by References and by
+/// In-Reply-To only (References winning over In-Reply-To), missing
+/// parents (dummies with one and with several children), a duplicate
+/// Message-ID, References loops (two messages naming each other, a
+/// message naming itself, an ID repeated), IDs that are not IDs, a
+/// message without Message-ID, equal dates, roots gathered by base
+/// subject (a dummy, a non-reply, two non-replies under a new dummy).
+fn reference_threads() -> Vec<(String, Vec<u8>)> {
+    let m = |i: usize, head: &str| {
+        (
+            format!("references/{i}"),
+            format!("{head}From: r{i}@example.test\r\n\r\nbody {i}\r\n").into_bytes(),
+        )
+    };
+    let date = |d: u32| format!("Date: Mon, {d} Apr 2025 10:00:00 +0000\r\n");
+    vec![
+        m(
+            1,
+            &format!("Message-ID: <r1@t>\r\nSubject: Launch\r\n{}", date(1)),
+        ),
+        m(
+            2,
+            &format!(
+                "Message-ID: <r2@t>\r\nSubject: Re: Launch\r\nReferences: <r1@t>\r\n{}",
+                date(3)
+            ),
+        ),
+        m(
+            3,
+            &format!(
+                "Message-ID: <r3@t>\r\nSubject: Re: Launch\r\nIn-Reply-To: <r2@t>\r\n{}",
+                date(2)
+            ),
+        ),
+        m(
+            4,
+            &format!(
+                "Message-ID: <r4@t>\r\nSubject: RE: Launch\r\nReferences: <r1@t> <r2@t>\r\n <r3@t>\r\nIn-Reply-To: <r2@t>\r\n{}",
+                date(4)
+            ),
+        ),
+        m(
+            5,
+            &format!(
+                "Message-ID: <r5@t>\r\nSubject: Orphans\r\nReferences: <missing2@t>\r\n{}",
+                date(6)
+            ),
+        ),
+        m(
+            6,
+            &format!(
+                "Message-ID: <r6@t>\r\nSubject: Re: Orphans\r\nIn-Reply-To: <missing2@t>\r\n{}",
+                date(5)
+            ),
+        ),
+        m(
+            7,
+            &format!("Message-ID: <r1@t>\r\nSubject: Launch\r\n{}", date(7)),
+        ),
+        m(
+            8,
+            &format!(
+                "Message-ID: <l1@t>\r\nSubject: Loop\r\nReferences: <l2@t>\r\n{}",
+                date(8)
+            ),
+        ),
+        m(
+            9,
+            &format!(
+                "Message-ID: <l2@t>\r\nSubject: Re: Loop\r\nReferences: <l1@t>\r\n{}",
+                date(9)
+            ),
+        ),
+        m(
+            10,
+            &format!(
+                "Message-ID: <s@t>\r\nSubject: Self\r\nReferences: <s@t>\r\n{}",
+                date(10)
+            ),
+        ),
+        m(
+            11,
+            &format!(
+                "Message-ID: <x3@t>\r\nSubject: Repeat\r\nReferences: <x1@t> <x2@t> <x1@t>\r\n{}",
+                date(11)
+            ),
+        ),
+        m(
+            12,
+            &format!(
+                "Message-ID: <r12@t>\r\nSubject: Fwd: Orphans\r\n{}",
+                date(12)
+            ),
+        ),
+        m(
+            13,
+            &format!(
+                "Message-ID: <w1@t>\r\nSubject: Weekly report\r\n{}",
+                date(13)
+            ),
+        ),
+        m(
+            14,
+            &format!(
+                "Message-ID: <w2@t>\r\nSubject: Weekly report\r\n{}",
+                date(14)
+            ),
+        ),
+        m(
+            15,
+            &format!(
+                "Message-ID: <w3@t>\r\nSubject: Re: Weekly report\r\n{}",
+                date(15)
+            ),
+        ),
+        m(
+            16,
+            &format!("Subject: no id\r\nIn-Reply-To: <w1@t>\r\n{}", date(16)),
+        ),
+        m(
+            17,
+            &format!(
+                "Message-ID: <r17@t>\r\nSubject: odd ids\r\nReferences: <nohost> junk <w3@t>\r\n{}",
+                date(16)
+            ),
+        ),
+        m(
+            18,
+            &format!(
+                "Message-ID: <  r18 @t>\r\nSubject: spaced\r\nReferences: <w3@t>\r\n{}",
+                date(16)
+            ),
+        ),
+        m(
+            19,
+            "Message-ID: <r19@t>\r\nSubject: Re: spaced\r\nIn-Reply-To: <r18@t>\r\n",
+        ),
+        m(
+            20,
+            &format!(
+                "Message-ID: <r20@t>\r\nSubject: Late parent\r\n{}",
+                date(20)
+            ),
+        ),
+        m(
+            21,
+            &format!(
+                "Message-ID: <r21@t>\r\nSubject: Re: Late parent\r\nReferences: <r20@t> <r22@t>\r\n{}",
+                date(21)
+            ),
+        ),
+        m(
+            22,
+            &format!(
+                "Message-ID: <r22@t>\r\nSubject: Re: Late parent\r\nReferences: <other@t>\r\n{}",
+                date(19)
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn thread_references_through_writ_answers_as_dovecot() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let mut messages = corpus();
+    messages.extend(reference_threads());
+    let plain = user_with(p, "references-plain", &messages, None);
+    let sealed = user_with(p, "references-sealed", &messages, Some(&proxy));
+    let w = World {
+        proxy,
+        plain,
+        sealed,
+    };
+    let caps = capabilities_through(&w);
+    assert!(caps.contains(" THREAD=REFERENCES"), "{caps}");
+    assert!(!caps.contains("THREAD=REFS"), "{caps}");
+    let out = oracle(
+        &w.proxy,
+        &w.plain,
+        &w.sealed,
+        &[
+            "THREAD REFERENCES UTF-8 ALL",
+            "UID THREAD REFERENCES UTF-8 ALL",
+            "THREAD REFERENCES UTF-8 UNSEEN",
+            "THREAD REFERENCES UTF-8 SUBJECT launch",
+            "UID THREAD REFERENCES UTF-8 BODY body",
+            "THREAD REFERENCES US-ASCII NOT SUBJECT re",
+            "THREAD REFERENCES UTF-8 SUBJECT zzznomatchzzz",
+            "THREAD REFERENCES UTF-8 OR FLAGGED 50:*",
+            "UID THREAD REFERENCES UTF-8 1:30",
+            "THREAD REFERENCES X-NO-SUCH-CHARSET ALL",
+        ],
+    );
+    // The corpus gives threads, not only single messages.
+    assert!(out.contains("* THREAD (") && out.contains(" ("), "{out}");
+}
+
+/// Hostile threading: a References chain 10,000 IDs deep (dummies, over
+/// messages of 100 References each), a 1,200-message In-Reply-To chain,
+/// References loops. THREAD answers, names every message once, and
+/// another session is served while it runs.
+#[test]
+fn hostile_thread_references_is_bounded_and_sessions_go_on() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    // 101 messages, each naming 100 IDs of one chain, overlapping by one.
+    for k in 0..101usize {
+        let refs: String = (k * 99..k * 99 + 100)
+            .map(|i| format!("<d{i}@t> "))
+            .collect();
+        messages.push((
+            format!("deep/{k}"),
+            format!("Message-ID: <deep{k}@t>\r\nSubject: deep\r\nReferences: {refs}\r\n\r\nx\r\n")
+                .into_bytes(),
+        ));
+    }
+    for i in 0..1_200usize {
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            format!("In-Reply-To: <c{}@t>\r\n", i - 1)
+        };
+        messages.push((
+            format!("chain/{i}"),
+            format!("Message-ID: <c{i}@t>\r\n{parent}Subject: chain\r\n\r\nx\r\n").into_bytes(),
+        ));
+    }
+    for i in 0..50usize {
+        messages.push((
+            format!("loop/{i}"),
+            format!(
+                "Message-ID: <o{i}@t>\r\nReferences: <o{}@t> <o{i}@t> <o{}@t>\r\n\r\nx\r\n",
+                (i + 1) % 50,
+                (i + 49) % 50
+            )
+            .into_bytes(),
+        ));
+    }
+    let user = user_with(p, "references-hostile", &messages, Some(&proxy));
+    let mut imap = Imap::login_to(proxy.imap, &user.name, &user.password);
+    imap.select("INBOX").expect_ok("SELECT");
+    let mut other = Imap::login_to(proxy.imap, &user.name, &user.password);
+    other.select("INBOX").expect_ok("SELECT");
+    imap.write_raw(b"h1 THREAD REFERENCES UTF-8 ALL\r\n")
+        .expect("write");
+    let r = other
+        .command("SORT (REVERSE SIZE) UTF-8 SUBJECT deep")
+        .expect_ok("other");
+    assert!(r.text().contains("* SORT "), "{}", r.text());
+    let r = imap.read_response("h1").expect("answer");
+    assert!(r.text().contains("h1 OK"), "{}", r.text());
+    let line = r
+        .text()
+        .lines()
+        .find(|l| l.starts_with("* THREAD "))
+        .expect("a THREAD line")
+        .to_owned();
+    let mut numbers: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("number"))
+        .collect();
+    numbers.sort();
+    let expected: Vec<u32> = (1..=messages.len() as u32).collect();
+    assert_eq!(numbers, expected, "each message once");
+    // The session goes on.
+    let r = imap
+        .command("UID THREAD REFERENCES UTF-8 SUBJECT chain")
+        .expect_ok("again");
+    assert!(r.text().contains("* THREAD ("), "{}", r.text());
+    imap.logout();
+    other.logout();
 }

@@ -12,14 +12,17 @@
 //! ESEARCH ([`super::search_return`]: RETURN MIN/MAX/ALL/COUNT; without
 //! content keys from the provider's plain SEARCH), SORT and ESORT
 //! ([`super::sort`]: sort values from the opened header and the size the
-//! client sees), THREAD=ORDEREDSUBJECT (a SORT by subject and date).
+//! client sees), THREAD=ORDEREDSUBJECT (a SORT by subject and date),
+//! THREAD=REFERENCES ([`super::thread`]: Message-ID, References,
+//! In-Reply-To, Subject and Date of the opened header, as Dovecot threads
+//! them). Each only when the provider offers it too.
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
-//! - THREAD=REFERENCES (and THREAD=REFS): not implemented by writ; the
-//!   provider would thread the sealed messages by their outer headers, and
-//!   imap-codec 2.0.0-alpha.10 re-serialises the THREAD response with an
-//!   extra list around it. Such a THREAD command is answered BAD by writ
+//! - THREAD=REFS: not implemented by writ (its own root order and dummy
+//!   handling); the provider would thread the sealed messages by their
+//!   outer headers, and imap-codec re-serialises the THREAD response with
+//!   an extra list around it. Such a THREAD command is answered BAD by writ
 //!   (session), never passed on.
 //! - SORT=DISPLAY: DISPLAYFROM/DISPLAYTO not implemented (BAD).
 //! - SEARCHRES: imap-codec 2.0.0-alpha.10 does not parse `$` as a set, and
@@ -79,7 +82,9 @@ fn passes(cap: &Capability<'_>) -> bool {
         | Capability::Namespace
         // writ sorts itself (super::sort); SORT=DISPLAY is not offered.
         | Capability::Sort(None)
-        | Capability::Thread(ThreadingAlgorithm::OrderedSubject) => true,
+        | Capability::Thread(ThreadingAlgorithm::OrderedSubject)
+        // writ threads itself (super::thread); REFS is not offered.
+        | Capability::Thread(ThreadingAlgorithm::References) => true,
         Capability::Other(_) => {
             let name = cap.to_string().to_ascii_uppercase();
             PASSING_OTHERS.contains(&name.as_str()) || name.starts_with("APPENDLIMIT")
@@ -155,7 +160,8 @@ mod tests {
         );
         assert_eq!(
             names(&out),
-            "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT THREAD=ORDEREDSUBJECT UNSELECT CHILDREN \
+            "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT THREAD=REFERENCES THREAD=ORDEREDSUBJECT \
+             UNSELECT CHILDREN \
              NAMESPACE UIDPLUS CONDSTORE \
              ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );

@@ -38,6 +38,9 @@
 //! matching message keeps its values (opened header, RFC822.SIZE as the
 //! client sees it, INTERNALDATE), ordered at the end and answered `* SORT`,
 //! `* ESEARCH` (ESORT) or `* THREAD` (written as text by writ).
+//! THREAD=REFERENCES ([`super::thread`]) runs them too: each matching
+//! message keeps its IDs, base subject and date, threaded at the end (over
+//! [`super::thread::MAX_THREAD_MESSAGES`] matching messages: tagged NO).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -57,6 +60,7 @@ use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undec
 use super::search::{self, Candidate, Search};
 use super::search_return::{self, ReturnOptions};
 use super::sort;
+use super::thread;
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
 use crate::imap::cache::MessageKey;
@@ -105,6 +109,11 @@ pub struct SearchPlan {
     modseq: Option<u64>,
     /// THREAD=ORDEREDSUBJECT: `sort` holds its program.
     thread: bool,
+    /// THREAD=REFERENCES: what threading needs of each matching message
+    /// (at most [`thread::MAX_THREAD_MESSAGES`] kept; `threads_over`:
+    /// more matched).
+    threads: Option<Vec<thread::Message>>,
+    threads_over: bool,
 }
 
 fn tagged(
@@ -211,11 +220,28 @@ impl SearchPlan {
                 uid,
                 Some(sort::Program::ordered_subject()),
             ),
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::References,
+                charset,
+                search_criteria,
+                uid,
+            } => (Some(charset.clone()), search_criteria, uid, None),
             _ => return None,
         };
         let thread = matches!(command.body, CommandBody::Thread { .. });
-        // A SORT always needs the messages: its keys look at them.
-        if sort.is_none() && !criteria.as_ref().iter().any(search::needs_content) {
+        let threads = matches!(
+            command.body,
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::References,
+                ..
+            }
+        )
+        .then(Vec::new);
+        // A SORT or THREAD always needs the messages: its keys look at them.
+        if sort.is_none()
+            && threads.is_none()
+            && !criteria.as_ref().iter().any(search::needs_content)
+        {
             let returns = returns?;
             let search = Command {
                 tag: Tag::unvalidated(PROVIDER_TAG.to_owned()),
@@ -238,6 +264,8 @@ impl SearchPlan {
                     sorted: Vec::new(),
                     modseq: None,
                     thread: false,
+                    threads: None,
+                    threads_over: false,
                 },
                 search,
             )));
@@ -291,12 +319,38 @@ impl SearchPlan {
                 sorted: Vec::new(),
                 modseq: None,
                 thread,
+                threads,
+                threads_over: false,
             },
             count,
         )))
     }
 
     fn finish(&mut self) -> Vec<Output> {
+        if let Some(mut messages) = self.threads.take() {
+            let answer = if self.threads_over {
+                Err(thread::why::MESSAGES)
+            } else {
+                thread::references(&mut messages)
+            };
+            return match answer {
+                Ok(bytes) => vec![
+                    Output::ToClientRaw(bytes),
+                    Output::Finish(tagged(
+                        self.client_tag.clone(),
+                        StatusKind::Ok,
+                        None,
+                        "THREAD completed (by writ)",
+                    )),
+                ],
+                Err(why) => vec![Output::Finish(tagged(
+                    self.client_tag.clone(),
+                    StatusKind::No,
+                    None,
+                    why,
+                ))],
+            };
+        }
         let (found, done) = match &self.sort {
             Some(program) if self.thread => {
                 let mut sorted = std::mem::take(&mut self.sorted);
@@ -523,6 +577,15 @@ impl SearchPlan {
             return;
         }
         let id = if self.uid { uid } else { meta.seq };
+        if let Some(list) = &mut self.threads {
+            if list.len() == thread::MAX_THREAD_MESSAGES {
+                self.threads_over = true;
+            } else {
+                let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
+                list.push(thread::Message::new(message, uid, meta.seq, id, internal));
+            }
+            return;
+        }
         match &self.sort {
             Some(program) => {
                 let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
@@ -562,6 +625,17 @@ impl SearchPlan {
                 e.id = down(e.id);
             }
             e.seq = down(e.seq);
+        }
+        if let Some(list) = &mut self.threads {
+            if !self.uid {
+                list.retain(|m| m.seq != seq);
+            }
+            for m in list.iter_mut() {
+                if !self.uid {
+                    m.id = down(m.id);
+                }
+                m.seq = down(m.seq);
+            }
         }
         self.max_seq = self.max_seq.saturating_sub(1);
     }

@@ -20,15 +20,16 @@
 //! a cap of [`super::intake`] (the client's bytes pass those caps before
 //! imap-next parses them), and ENABLE of nothing writ offers (ENABLE
 //! passes on only CONDSTORE: QRESYNC would report expunges as VANISHED,
-//! which the plans do not renumber by), and THREAD REFERENCES (BAD:
-//! withheld, see [`super::capabilities`]). RETURN options of ESEARCH and
+//! which the plans do not renumber by), and THREAD REFS or any other
+//! algorithm but ORDEREDSUBJECT and REFERENCES (BAD: withheld, see
+//! [`super::capabilities`]). RETURN options of ESEARCH and
 //! ESORT are taken off the command by [`super::intake`] before it is
 //! parsed and handed to the plan with the command (`raw`: by tag);
 //! responses imap-types has no form for (ESEARCH, THREAD) are written as
 //! text in their place among the others (`raw`).
 //!
 //! While a plan (FETCH, SEARCH with content keys or RETURN options, SORT,
-//! THREAD ORDEREDSUBJECT) runs writ's own commands, what the
+//! THREAD ORDEREDSUBJECT and REFERENCES) runs writ's own commands, what the
 //! provider sends unasked passes on in order: the plans' commands are of
 //! the client's command's kind (by sequence number or by UID), so the
 //! provider sends only what it would send the client then, and numbers
@@ -627,7 +628,7 @@ impl Session {
             CommandBody::Search { .. }
             | CommandBody::Sort { .. }
             | CommandBody::Thread {
-                algorithm: ThreadingAlgorithm::OrderedSubject,
+                algorithm: ThreadingAlgorithm::OrderedSubject | ThreadingAlgorithm::References,
                 ..
             } => match SearchPlan::start(&command, self.cache_ref(), returns) {
                 Some(Ok((plan, first))) => {
@@ -642,15 +643,16 @@ impl Session {
                 }
             },
             CommandBody::Thread {
-                algorithm: ThreadingAlgorithm::References | ThreadingAlgorithm::Other(_),
+                algorithm: ThreadingAlgorithm::Other(_),
                 ..
             } => {
-                // Withheld (see capabilities): the provider would thread
-                // the sealed messages by their outer headers.
+                // REFS and the rest are withheld (see capabilities): the
+                // provider would thread the sealed messages by their outer
+                // headers.
                 self.refuse(
                     command.tag,
                     StatusKind::Bad,
-                    "THREAD=REFERENCES is not offered through writ",
+                    "This THREAD algorithm is not offered through writ",
                 );
             }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
