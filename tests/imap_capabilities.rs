@@ -629,7 +629,7 @@ fn reference_threads() -> Vec<(String, Vec<u8>)> {
         m(
             22,
             &format!(
-                "Message-ID: <r22@t>\r\nSubject: Re: Late parent\r\nReferences: <other@t>\r\n{}",
+                "Message-ID: <r22@t>\r\nSubject: Unrelated\r\nReferences: <other@t>\r\n{}",
                 date(19)
             ),
         ),
