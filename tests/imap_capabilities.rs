@@ -673,36 +673,37 @@ fn thread_references_through_writ_answers_as_dovecot() {
     assert!(out.contains("* THREAD (") && out.contains(" ("), "{out}");
 }
 
-/// Hostile threading: a References chain 10,000 IDs deep (dummies, over
-/// messages of 100 References each), a 1,200-message In-Reply-To chain,
-/// References loops. THREAD answers, names every message once, and
-/// another session is served while it runs.
+/// Hostile threading: References loops (sealed messages), a References
+/// chain 10,000 IDs deep (dummies, over messages of 100 References each)
+/// and a 300-message In-Reply-To chain (plaintext, which writ threads
+/// too: appended straight to the provider to keep the test fast). THREAD
+/// answers, names every message once, and another session is served
+/// while it runs.
 #[test]
 fn hostile_thread_references_is_bounded_and_sessions_go_on() {
     let p = provider();
     let proxy = proxy(p.imap_addr());
     let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut plain: Vec<Vec<u8>> = Vec::new();
     // 101 messages, each naming 100 IDs of one chain, overlapping by one.
     for k in 0..101usize {
         let refs: String = (k * 99..k * 99 + 100)
             .map(|i| format!("<d{i}@t> "))
             .collect();
-        messages.push((
-            format!("deep/{k}"),
+        plain.push(
             format!("Message-ID: <deep{k}@t>\r\nSubject: deep\r\nReferences: {refs}\r\n\r\nx\r\n")
                 .into_bytes(),
-        ));
+        );
     }
-    for i in 0..1_200usize {
+    for i in 0..300usize {
         let parent = if i == 0 {
             String::new()
         } else {
             format!("In-Reply-To: <c{}@t>\r\n", i - 1)
         };
-        messages.push((
-            format!("chain/{i}"),
+        plain.push(
             format!("Message-ID: <c{i}@t>\r\n{parent}Subject: chain\r\n\r\nx\r\n").into_bytes(),
-        ));
+        );
     }
     for i in 0..50usize {
         messages.push((
@@ -716,6 +717,13 @@ fn hostile_thread_references_is_bounded_and_sessions_go_on() {
         ));
     }
     let user = user_with(p, "references-hostile", &messages, Some(&proxy));
+    let mut direct = p.imap(&user);
+    for m in &plain {
+        direct
+            .command_with_literal("APPEND INBOX ()", m, "")
+            .expect_ok("APPEND");
+    }
+    direct.logout();
     let mut imap = Imap::login_to(proxy.imap, &user.name, &user.password);
     imap.select("INBOX").expect_ok("SELECT");
     let mut other = Imap::login_to(proxy.imap, &user.name, &user.password);
@@ -740,7 +748,7 @@ fn hostile_thread_references_is_bounded_and_sessions_go_on() {
         .map(|s| s.parse().expect("number"))
         .collect();
     numbers.sort();
-    let expected: Vec<u32> = (1..=messages.len() as u32).collect();
+    let expected: Vec<u32> = (1..=(messages.len() + plain.len()) as u32).collect();
     assert_eq!(numbers, expected, "each message once");
     // The session goes on.
     let r = imap
