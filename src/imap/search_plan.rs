@@ -110,10 +110,8 @@ pub struct SearchPlan {
     /// THREAD=ORDEREDSUBJECT: `sort` holds its program.
     thread: bool,
     /// THREAD=REFERENCES: what threading needs of each matching message
-    /// (at most [`thread::MAX_THREAD_MESSAGES`] kept; `threads_over`:
-    /// more matched).
-    threads: Option<Vec<thread::Message>>,
-    threads_over: bool,
+    /// (within the caps of [`thread::Gathered`]).
+    threads: Option<thread::Gathered>,
 }
 
 fn tagged(
@@ -236,7 +234,7 @@ impl SearchPlan {
                 ..
             }
         )
-        .then(Vec::new);
+        .then(thread::Gathered::default);
         // A SORT or THREAD always needs the messages: its keys look at them.
         if sort.is_none()
             && threads.is_none()
@@ -265,7 +263,6 @@ impl SearchPlan {
                     modseq: None,
                     thread: false,
                     threads: None,
-                    threads_over: false,
                 },
                 search,
             )));
@@ -320,20 +317,14 @@ impl SearchPlan {
                 modseq: None,
                 thread,
                 threads,
-                threads_over: false,
             },
             count,
         )))
     }
 
     fn finish(&mut self) -> Vec<Output> {
-        if let Some(mut messages) = self.threads.take() {
-            let answer = if self.threads_over {
-                Err(thread::why::MESSAGES)
-            } else {
-                thread::references(&mut messages)
-            };
-            return match answer {
+        if let Some(threads) = self.threads.take() {
+            return match threads.answer() {
                 Ok(bytes) => vec![
                     Output::ToClientRaw(bytes),
                     Output::Finish(tagged(
@@ -577,13 +568,9 @@ impl SearchPlan {
             return;
         }
         let id = if self.uid { uid } else { meta.seq };
-        if let Some(list) = &mut self.threads {
-            if list.len() == thread::MAX_THREAD_MESSAGES {
-                self.threads_over = true;
-            } else {
-                let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
-                list.push(thread::Message::new(message, uid, meta.seq, id, internal));
-            }
+        if let Some(threads) = &mut self.threads {
+            let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
+            threads.push(thread::Message::new(message, uid, meta.seq, id, internal));
             return;
         }
         match &self.sort {
@@ -626,16 +613,8 @@ impl SearchPlan {
             }
             e.seq = down(e.seq);
         }
-        if let Some(list) = &mut self.threads {
-            if !self.uid {
-                list.retain(|m| m.seq != seq);
-            }
-            for m in list.iter_mut() {
-                if !self.uid {
-                    m.id = down(m.id);
-                }
-                m.seq = down(m.seq);
-            }
+        if let Some(threads) = &mut self.threads {
+            threads.on_expunge(seq, !self.uid);
         }
         self.max_seq = self.max_seq.saturating_sub(1);
     }

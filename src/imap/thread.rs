@@ -32,10 +32,15 @@
 //! where Dovecot would join it through missing ancestors); a link is not
 //! made when the loop check walks more than [`MAX_DEPTH`] ancestors (the
 //! message starts a thread of its own: only threads deeper than that can
-//! differ from Dovecot's); and a THREAD walks at most [`MAX_STEPS`]
-//! parent pointers in all (more: tagged NO, [`why::STEPS`]). A Message-ID
-//! is kept to [`MAX_ID_OCTETS`] octets (longer ones are cut there) and a
-//! base subject to [`super::sort::MAX_SORT_STRING`].
+//! differ from Dovecot's); a THREAD keeps at most [`MAX_THREAD_IDS`]
+//! message IDs in all (more: tagged NO, [`why::IDS`]) and walks at most
+//! [`MAX_STEPS`] parent pointers (more: tagged NO, [`why::STEPS`]). A
+//! message ID is kept as the first 16 octets of its SHA-256 (so memory
+//! does not grow with the length of IDs; two IDs that differ are taken
+//! for one only if those collide), a base subject to
+//! [`super::sort::MAX_SORT_STRING`] octets. Memory: about 16 octets per
+//! ID (and 60 for its node), 600 per message at most: about 150 MB at
+//! the caps, a few MB for a mailbox of 10,000 messages.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
@@ -52,13 +57,15 @@ pub const MAX_REFERENCES: usize = 100;
 pub const MAX_DEPTH: usize = 1_000;
 /// Parent pointers one THREAD walks in all.
 pub const MAX_STEPS: u64 = 20_000_000;
-/// Octets of one Message-ID kept.
-pub const MAX_ID_OCTETS: usize = 1_000;
+/// Message IDs (Message-ID and references) one THREAD keeps in all.
+pub const MAX_THREAD_IDS: usize = 1_000_000;
 
 /// What a THREAD over a cap is told (tagged NO).
 pub mod why {
     pub const MESSAGES: &str =
         "THREAD REFERENCES over more than 100000 messages: narrow the search criteria";
+    pub const IDS: &str =
+        "THREAD REFERENCES over more than 1000000 message IDs: narrow the search criteria";
     pub const STEPS: &str = "THREAD REFERENCES too costly (References chains too long or deep): narrow the search criteria";
 }
 
@@ -71,8 +78,8 @@ pub struct Message {
     pub id: NonZeroU32,
     /// Sent date in seconds, else INTERNALDATE.
     date: i64,
-    message_id: Option<Box<[u8]>>,
-    references: Vec<Box<[u8]>>,
+    message_id: Option<Id>,
+    references: Vec<Id>,
     /// Base subject and whether it was a reply or forward; `None`: no
     /// Subject field.
     subject: Option<(String, bool)>,
@@ -94,18 +101,23 @@ impl Message {
         };
         let message_id = sort_keys::first_value(header, "Message-ID")
             .and_then(|v| message_ids(&v).next())
-            .map(cut_id);
-        let mut references: Vec<Box<[u8]>> = Vec::new();
+            .map(id_of);
+        let mut references: Vec<Id> = Vec::new();
         if let Some(v) = sort_keys::first_value(header, "References") {
-            let mut all: Vec<Vec<u8>> = message_ids(&v).collect();
-            let keep = all.split_off(all.len().saturating_sub(MAX_REFERENCES));
-            references = keep.into_iter().map(cut_id).collect();
+            let mut last: std::collections::VecDeque<Vec<u8>> = Default::default();
+            for id in message_ids(&v) {
+                if last.len() == MAX_REFERENCES {
+                    last.pop_front();
+                }
+                last.push_back(id);
+            }
+            references = last.into_iter().map(id_of).collect();
         }
         if references.is_empty()
             && let Some(id) =
                 sort_keys::first_value(header, "In-Reply-To").and_then(|v| message_ids(&v).next())
         {
-            references.push(cut_id(id));
+            references.push(id_of(id));
         }
         let subject = sort_keys::first_value(header, "Subject").map(|v| {
             let (mut base, reply) = sort_keys::base_subject_flagged(&v);
@@ -130,9 +142,68 @@ impl Message {
     }
 }
 
-fn cut_id(mut id: Vec<u8>) -> Box<[u8]> {
-    id.truncate(MAX_ID_OCTETS);
-    id.into_boxed_slice()
+/// A message ID as kept: the first 16 octets of its SHA-256.
+type Id = [u8; 16];
+
+fn id_of(id: Vec<u8>) -> Id {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &id);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest.as_ref()[..16]);
+    out
+}
+
+/// The messages of one THREAD as they arrive, within the caps.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    messages: Vec<Message>,
+    ids: usize,
+    over: Option<&'static str>,
+}
+
+impl Gathered {
+    /// Keeps `m`, unless a cap is reached (then the THREAD answers NO).
+    pub fn push(&mut self, m: Message) {
+        if self.over.is_some() {
+            return;
+        }
+        self.ids += m.references.len() + 1;
+        if self.messages.len() == MAX_THREAD_MESSAGES {
+            self.over = Some(why::MESSAGES);
+        } else if self.ids > MAX_THREAD_IDS {
+            self.over = Some(why::IDS);
+        } else {
+            self.messages.push(m);
+        }
+    }
+
+    /// Message `seq` was expunged (reported during the THREAD): with
+    /// `by_seq`, it goes and later numbers move down.
+    pub fn on_expunge(&mut self, seq: NonZeroU32, by_seq: bool) {
+        let down = |s: NonZeroU32| {
+            if s > seq {
+                NonZeroU32::new(s.get() - 1).unwrap_or(s)
+            } else {
+                s
+            }
+        };
+        if by_seq {
+            self.messages.retain(|m| m.seq != seq);
+        }
+        for m in &mut self.messages {
+            if by_seq {
+                m.id = down(m.id);
+            }
+            m.seq = down(m.seq);
+        }
+    }
+
+    /// The `* THREAD` response, or what the client is told (a cap).
+    pub fn answer(mut self) -> Result<Vec<u8>, &'static str> {
+        match self.over {
+            Some(why) => Err(why),
+            None => references(&mut self.messages),
+        }
+    }
 }
 
 /// The message IDs of a Message-ID, References or In-Reply-To value, as
@@ -233,12 +304,12 @@ pub fn references(messages: &mut [Message]) -> Result<Vec<u8>, &'static str> {
 }
 
 impl Threader<'_> {
-    fn node_for(&mut self, ids: &mut HashMap<Box<[u8]>, u32>, id: &[u8]) -> u32 {
+    fn node_for(&mut self, ids: &mut HashMap<Id, u32>, id: &Id) -> u32 {
         match ids.get(id) {
             Some(&n) => n,
             None => {
                 let n = self.new_node(None);
-                ids.insert(id.into(), n);
+                ids.insert(*id, n);
                 n
             }
         }
@@ -255,11 +326,11 @@ impl Threader<'_> {
 
     /// Step (1): links, message by message in UID order.
     fn link_all(&mut self) -> Result<(), &'static str> {
-        let mut ids: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut ids: HashMap<Id, u32> = HashMap::new();
         for (i, m) in self.messages.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(NONE - 1);
             let node = match &m.message_id {
-                Some(id) => match ids.entry(id.clone()) {
+                Some(id) => match ids.entry(*id) {
                     MapEntry::Occupied(e) => {
                         let n = *e.get();
                         if self.nodes[n as usize].message.is_none() {

@@ -138,13 +138,24 @@ fn deep_chains_and_long_references_stay_bounded() {
         &format!("Message-ID: <m@x>\r\nReferences: {refs}\r\n\r\n"),
     );
     assert_eq!(m.references.len(), MAX_REFERENCES);
-    assert_eq!(&*m.references[MAX_REFERENCES - 1], b"r4999@x");
+    assert_eq!(m.references[MAX_REFERENCES - 1], id_of(b"r4999@x".to_vec()));
 }
 
 #[test]
-fn too_many_messages_are_refused() {
-    let mut list: Vec<Message> = (1..=(MAX_THREAD_MESSAGES as u32 + 1))
-        .map(|i| msg(i, "\r\n"))
-        .collect();
-    assert_eq!(references(&mut list).unwrap_err(), why::MESSAGES);
+fn too_many_messages_or_ids_are_refused() {
+    let mut g = Gathered::default();
+    for i in 1..=(MAX_THREAD_MESSAGES as u32 + 1) {
+        g.push(msg(i, "\r\n"));
+    }
+    assert_eq!(g.answer().unwrap_err(), why::MESSAGES);
+    let refs: String = (0..MAX_REFERENCES).map(|i| format!("<r{i}@x> ")).collect();
+    let m = msg(1, &format!("References: {refs}\r\n\r\n"));
+    let mut g = Gathered::default();
+    for _ in 0..=(MAX_THREAD_IDS / (MAX_REFERENCES + 1)) {
+        g.push(m.clone());
+    }
+    assert_eq!(g.answer().unwrap_err(), why::IDS);
+    let mut g = Gathered::default();
+    g.push(m);
+    assert!(g.answer().is_ok());
 }
