@@ -58,6 +58,9 @@ use crate::envelope::{self, Detected, Keys, Summary};
 #[derive(Debug)]
 pub enum Output {
     ToClient(Data<'static>),
+    /// A complete untagged response imap-types has no form for (ESEARCH,
+    /// THREAD), written by the plan as IMAP text ending in CRLF.
+    ToClientRaw(Vec<u8>),
     ToProvider(Command<'static>),
     /// The plan is over: this tagged status goes to the client.
     Finish(Status<'static>),

@@ -184,6 +184,8 @@ pub fn intake(data: &[u8]) {
             match event {
                 Event::Bytes(b) => passed.extend_from_slice(&b),
                 Event::Refused { .. } => refused = true,
+                // RETURN options taken off a SEARCH line: the line changed.
+                Event::Return { .. } => refused = true,
             }
         }
     }

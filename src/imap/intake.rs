@@ -41,7 +41,7 @@
 //!
 //! After parsing, [`check`] caps what the parser bounds only by the line
 //! length: the number of FETCH items ([`MAX_FETCH_ITEMS`]) and of SEARCH
-//! keys ([`MAX_SEARCH_KEYS`] in all, [`MAX_SEARCH_STRING_KEYS`] that
+//! (and SORT, THREAD) keys ([`MAX_SEARCH_KEYS`] in all, [`MAX_SEARCH_STRING_KEYS`] that
 //! match strings against the message, which writ evaluates itself over
 //! sealed mail: each such key is one more pass over every message). SEARCH
 //! nesting is capped by imap-codec itself (9 levels; deeper is a parse
@@ -79,6 +79,13 @@ pub enum Event {
         tag: Option<Vec<u8>>,
         why: &'static str,
         close: bool,
+    },
+    /// The next command, tagged `tag`, came with `RETURN (...)` options
+    /// (ESEARCH, ESORT), which were taken off its line before it goes to
+    /// imap-next (see [`super::search_return`]).
+    Return {
+        tag: Vec<u8>,
+        options: super::search_return::ReturnOptions,
     },
 }
 
@@ -127,6 +134,8 @@ pub struct Intake {
     literal_octets: u64,
     /// A login succeeded: [`MAX_PRELOGIN_LITERAL`] no longer applies.
     logged_in: bool,
+    /// RETURN options taken off the line just completed.
+    returned: Option<Event>,
 }
 
 impl Intake {
@@ -201,6 +210,10 @@ impl Intake {
                 continue;
             }
             if complete {
+                if let Some(event) = self.returned.take() {
+                    flush(&mut out, &mut pass);
+                    out.push(event);
+                }
                 pass.append(&mut self.line);
             }
         }
@@ -232,6 +245,15 @@ impl Intake {
     fn end_of_line(&mut self) -> Result<(), &'static str> {
         if !self.started {
             self.tag = tag_of(&self.line);
+            if let Some(tag) = &self.tag
+                && let Some((line, options)) = super::search_return::take_return(&self.line)
+            {
+                self.returned = Some(Event::Return {
+                    tag: tag.clone(),
+                    options,
+                });
+                self.line = line;
+            }
         }
         // A quoted string cannot span lines.
         self.quoted = false;
@@ -378,8 +400,17 @@ pub fn check(command: &Command<'_>) -> Result<(), &'static str> {
     {
         return Err(why::FETCH_ITEMS);
     }
-    if let CommandBody::Search { criteria, .. } = &command.body {
-        search_keys_within_caps(criteria.as_ref())?;
+    match &command.body {
+        CommandBody::Search { criteria, .. }
+        | CommandBody::Sort {
+            search_criteria: criteria,
+            ..
+        }
+        | CommandBody::Thread {
+            search_criteria: criteria,
+            ..
+        } => search_keys_within_caps(criteria.as_ref())?,
+        _ => {}
     }
     Ok(())
 }

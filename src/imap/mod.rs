@@ -25,9 +25,12 @@ pub mod intake;
 pub mod listener;
 pub mod search;
 pub mod search_plan;
+pub mod search_return;
 pub mod section;
 pub mod sequence;
 pub mod session;
+pub mod sort;
 #[cfg(test)]
 mod testing;
+pub mod thread;
 pub mod upstream;

@@ -100,6 +100,7 @@ mod address;
 mod date;
 mod mime;
 mod rfc822;
+pub mod sort_keys;
 mod text;
 
 use std::cell::OnceCell;

@@ -28,7 +28,19 @@
 //! expunged (its sections NIL) matches nothing. A sealed message the cache
 //! remembers as undecryptable is searched as stored.
 //!
-//! Searches without content keys go to the provider as they are.
+//! Searches without content keys go to the provider as they are, unless
+//! they are ESEARCH (`RETURN (...)`, [`super::search_return`]): then writ
+//! sends the plain SEARCH under its own tag (`writ.s5`) and answers
+//! `* ESEARCH` from the provider's `* SEARCH` (its MODSEQ included).
+//!
+//! SORT and THREAD=ORDEREDSUBJECT ([`super::sort`]) run the same steps
+//! whatever their keys (their sort values come from the message): each
+//! matching message keeps its values (opened header, RFC822.SIZE as the
+//! client sees it, INTERNALDATE), ordered at the end and answered `* SORT`,
+//! `* ESEARCH` (ESORT) or `* THREAD` (written as text by writ).
+//! THREAD=REFERENCES ([`super::thread`]) runs them too: each matching
+//! message keeps its IDs, base subject and date, threaded at the end (over
+//! [`super::thread::MAX_THREAD_MESSAGES`] matching messages: tagged NO).
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -36,6 +48,7 @@ use std::num::NonZeroU32;
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Charset, Tag, Text, Vec1};
 use imap_next::imap_types::datetime::DateTime;
+use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
@@ -45,12 +58,17 @@ use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
 use super::search::{self, Candidate, Search};
+use super::search_return::{self, ReturnOptions};
+use super::sort;
+use super::thread;
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
 use crate::imap::cache::MessageKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// An ESEARCH without content keys: the provider's SEARCH answers it.
+    Provider,
     Count,
     Probe,
     Summaries,
@@ -82,6 +100,18 @@ pub struct SearchPlan {
     cache: Option<CacheRef>,
     /// No key looks past the header: summaries are enough.
     header_only: bool,
+    /// ESEARCH: what to return (`* ESEARCH` instead of `* SEARCH`).
+    returns: Option<ReturnOptions>,
+    /// A SORT: its program, and the matching messages with their values.
+    sort: Option<sort::Program>,
+    sorted: Vec<sort::Entry>,
+    /// The provider's highest MODSEQ of the result (Phase::Provider).
+    modseq: Option<u64>,
+    /// THREAD=ORDEREDSUBJECT: `sort` holds its program.
+    thread: bool,
+    /// THREAD=REFERENCES: what threading needs of each matching message
+    /// (within the caps of [`thread::Gathered`]).
+    threads: Option<thread::Gathered>,
 }
 
 fn tagged(
@@ -134,6 +164,7 @@ const COUNT_TAG: &str = "writ.s1";
 const PROBE_TAG: &str = "writ.s2";
 const BODIES_TAG: &str = "writ.s3";
 const SUMMARIES_TAG: &str = "writ.s4";
+const PROVIDER_TAG: &str = "writ.s5";
 
 /// `BODY[1]` or `BODY[1.MIME]`: the summary part of a sealed message.
 fn part_one(mime: bool) -> Section<'static> {
@@ -150,20 +181,91 @@ impl SearchPlan {
     /// command, or the status refusing it (an unknown charset, a string
     /// that is not text in its charset). `None`: not a content search (the
     /// provider answers it).
+    ///
+    /// With `returns` (an ESEARCH) there is always a plan: without content
+    /// keys it asks the provider's SEARCH under writ's own tag and answers
+    /// `* ESEARCH` from it.
     pub fn start(
         command: &Command<'static>,
         cache: Option<CacheRef>,
+        returns: Option<ReturnOptions>,
     ) -> Option<Result<(SearchPlan, Command<'static>), Status<'static>>> {
-        let CommandBody::Search {
-            charset,
-            criteria,
-            uid,
-        } = &command.body
-        else {
-            return None;
+        let (charset, criteria, uid, sort) = match &command.body {
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => (charset.clone(), criteria, uid, None),
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => match sort::Program::new(sort_criteria.as_ref()) {
+                Ok(p) => (Some(charset.clone()), search_criteria, uid, Some(p)),
+                Err(why) => {
+                    return Some(Err(tagged(command.tag.clone(), StatusKind::Bad, None, why)));
+                }
+            },
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::OrderedSubject,
+                charset,
+                search_criteria,
+                uid,
+            } => (
+                Some(charset.clone()),
+                search_criteria,
+                uid,
+                Some(sort::Program::ordered_subject()),
+            ),
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::References,
+                charset,
+                search_criteria,
+                uid,
+            } => (Some(charset.clone()), search_criteria, uid, None),
+            _ => return None,
         };
-        if !criteria.as_ref().iter().any(search::needs_content) {
-            return None;
+        let thread = matches!(command.body, CommandBody::Thread { .. });
+        let threads = matches!(
+            command.body,
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::References,
+                ..
+            }
+        )
+        .then(thread::Gathered::default);
+        // A SORT or THREAD always needs the messages: its keys look at them.
+        if sort.is_none()
+            && threads.is_none()
+            && !criteria.as_ref().iter().any(search::needs_content)
+        {
+            let returns = returns?;
+            let search = Command {
+                tag: Tag::unvalidated(PROVIDER_TAG.to_owned()),
+                body: command.body.clone(),
+            };
+            return Some(Ok((
+                SearchPlan {
+                    client_tag: command.tag.clone(),
+                    uid: *uid,
+                    search: Search::new(&[], None).ok()?,
+                    phase: Phase::Provider,
+                    max_seq: 0,
+                    max_uid: 0,
+                    pending: BTreeMap::new(),
+                    found: Vec::new(),
+                    cache,
+                    header_only: true,
+                    returns: Some(returns),
+                    sort: None,
+                    sorted: Vec::new(),
+                    modseq: None,
+                    thread: false,
+                    threads: None,
+                },
+                search,
+            )));
         }
         let charset = charset.as_ref().map(|c| match c {
             Charset::Atom(a) => a.as_ref().to_owned(),
@@ -209,22 +311,77 @@ impl SearchPlan {
                 found: Vec::new(),
                 cache,
                 header_only: !criteria.as_ref().iter().any(search::needs_body),
+                returns,
+                sort,
+                sorted: Vec::new(),
+                modseq: None,
+                thread,
+                threads,
             },
             count,
         )))
     }
 
     fn finish(&mut self) -> Vec<Output> {
-        let mut found = std::mem::take(&mut self.found);
-        found.sort();
-        vec![
-            Output::ToClient(Data::Search(found, None)),
-            Output::Finish(tagged(
-                self.client_tag.clone(),
-                StatusKind::Ok,
-                None,
-                "SEARCH completed (by writ)",
+        if let Some(threads) = self.threads.take() {
+            return match threads.answer() {
+                Ok(bytes) => vec![
+                    Output::ToClientRaw(bytes),
+                    Output::Finish(tagged(
+                        self.client_tag.clone(),
+                        StatusKind::Ok,
+                        None,
+                        "THREAD completed (by writ)",
+                    )),
+                ],
+                Err(why) => vec![Output::Finish(tagged(
+                    self.client_tag.clone(),
+                    StatusKind::No,
+                    None,
+                    why,
+                ))],
+            };
+        }
+        let (found, done) = match &self.sort {
+            Some(program) if self.thread => {
+                let mut sorted = std::mem::take(&mut self.sorted);
+                program.order(&mut sorted);
+                return vec![
+                    Output::ToClientRaw(sort::ordered_subject(&sorted)),
+                    Output::Finish(tagged(
+                        self.client_tag.clone(),
+                        StatusKind::Ok,
+                        None,
+                        "THREAD completed (by writ)",
+                    )),
+                ];
+            }
+            Some(program) => {
+                let mut sorted = std::mem::take(&mut self.sorted);
+                program.order(&mut sorted);
+                let ids: Vec<NonZeroU32> = sorted.iter().map(|e| e.id).collect();
+                (ids, "SORT completed (by writ)")
+            }
+            None => {
+                let mut found = std::mem::take(&mut self.found);
+                found.sort();
+                (found, "SEARCH completed (by writ)")
+            }
+        };
+        let answer = match (self.returns, self.sort.is_some()) {
+            (Some(opts), _) => Output::ToClientRaw(search_return::esearch(
+                self.client_tag.inner(),
+                self.uid,
+                opts,
+                &found,
+                self.modseq,
             )),
+            (None, true) => Output::ToClient(Data::Sort(found, None)),
+            (None, false) => Output::ToClient(Data::Search(found, None)),
+        };
+        vec![
+            answer,
+            Output::Finish(tagged(self.client_tag.clone(), StatusKind::Ok, None, done)),
         ]
     }
 
@@ -407,8 +564,25 @@ impl SearchPlan {
             message,
             summary,
         };
-        if self.search.matches(&candidate) {
-            self.found.push(if self.uid { uid } else { meta.seq });
+        if !self.search.matches(&candidate) {
+            return;
+        }
+        let id = if self.uid { uid } else { meta.seq };
+        if let Some(threads) = &mut self.threads {
+            let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
+            threads.push(thread::Message::new(message, uid, meta.seq, id, internal));
+            return;
+        }
+        match &self.sort {
+            Some(program) => {
+                let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
+                self.sorted.push(sort::Entry {
+                    values: program.values(message, size, internal),
+                    seq: meta.seq,
+                    id,
+                });
+            }
+            None => self.found.push(id),
         }
     }
 
@@ -431,8 +605,33 @@ impl SearchPlan {
             for s in &mut self.found {
                 *s = down(*s);
             }
+            self.sorted.retain(|e| e.seq != seq);
+        }
+        for e in &mut self.sorted {
+            if !self.uid {
+                e.id = down(e.id);
+            }
+            e.seq = down(e.seq);
+        }
+        if let Some(threads) = &mut self.threads {
+            threads.on_expunge(seq, !self.uid);
         }
         self.max_seq = self.max_seq.saturating_sub(1);
+    }
+
+    /// The provider's `* SEARCH` (an ESEARCH without content keys):
+    /// `Err` gives it back when it answers no command of the plan.
+    pub fn on_search(
+        &mut self,
+        found: Vec<NonZeroU32>,
+        modseq: Option<u64>,
+    ) -> Result<(), Vec<NonZeroU32>> {
+        if self.phase != Phase::Provider {
+            return Err(found);
+        }
+        self.found.extend(found);
+        self.modseq = self.modseq.max(modseq);
+        Ok(())
     }
 
     pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
@@ -441,6 +640,17 @@ impl SearchPlan {
         };
         let ok = t.body.kind == StatusKind::Ok;
         match (self.phase, t.tag.as_ref()) {
+            (Phase::Provider, PROVIDER_TAG) if ok => Ok(self.finish()),
+            (Phase::Provider, PROVIDER_TAG) => {
+                // The provider's refusal (BADCHARSET ...), as its own.
+                let Status::Tagged(t) = status else {
+                    return Ok(Vec::new());
+                };
+                Ok(vec![Output::Finish(Status::Tagged(Tagged {
+                    tag: self.client_tag.clone(),
+                    body: t.body,
+                }))])
+            }
             (Phase::Count, COUNT_TAG) => {
                 if !ok || self.max_seq == 0 {
                     // No message: nothing matches.
@@ -547,129 +757,4 @@ fn meta(seq: NonZeroU32, list: &[MessageDataItem<'static>]) -> Meta {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::imap::testing::*;
-
-    /// `* 1 FETCH (...)` answering the probe for one stored message.
-    fn probe(uid: u32, stored: &[u8]) -> Vec<u8> {
-        let mut r = format!(
-            "* 1 FETCH (UID {uid} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2026 00:00:00 +0000\" \
-             RFC822.SIZE {} ",
-            stored.len()
-        )
-        .into_bytes();
-        r.extend(literal_item("BODY[HEADER]", header_of(stored)));
-        r.extend_from_slice(b")\r\n");
-        r
-    }
-
-    /// Part 1 and its MIME header, cut from the stored message by its own
-    /// MIME structure (as the provider would serve BODY[1], BODY[1.MIME]).
-    fn part_one_answer(uid: u32, stored: &[u8]) -> Vec<u8> {
-        let structure = crate::envelope::scan::scan(stored, Default::default());
-        let p = &structure.root.parts[0];
-        let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
-        let mut r = format!("* 1 FETCH (UID {uid} ").into_bytes();
-        r.extend(literal_item(
-            "BODY[1.MIME]",
-            slice(p.header_offset, p.header_size),
-        ));
-        r.push(b' ');
-        r.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
-        r.extend_from_slice(b")\r\n");
-        r
-    }
-
-    /// Runs a plan through COUNT and PROBE for one message; returns the
-    /// plan and what it sends next.
-    fn through_probe(
-        search: &str,
-        stored: &[u8],
-        ids: &(dyn Keys + Send + Sync),
-    ) -> (SearchPlan, Vec<Output>) {
-        let (mut plan, count) = SearchPlan::start(&command(search), None)
-            .expect("a content search")
-            .expect("accepted");
-        assert_eq!(wire(&count), "writ.s1 FETCH * UID\r\n");
-        let (seq, items) = fetch_response(b"* 1 FETCH (UID 9)\r\n");
-        plan.on_fetch(seq, items, ids).expect("ours");
-        let out = plan.on_status(status("writ.s1 OK done\r\n")).expect("ours");
-        assert_eq!(out.len(), 1);
-        let (seq, items) = fetch_response(&probe(9, stored));
-        plan.on_fetch(seq, items, ids).expect("ours");
-        let out = plan.on_status(status("writ.s2 OK done\r\n")).expect("ours");
-        (plan, out)
-    }
-
-    fn found(out: &[Output]) -> Vec<u32> {
-        out.iter()
-            .find_map(|o| match o {
-                Output::ToClient(Data::Search(found, _)) => {
-                    Some(found.iter().map(|n| n.get()).collect())
-                }
-                _ => None,
-            })
-            .expect("a SEARCH answer")
-    }
-
-    #[test]
-    fn header_searches_of_sealed_mail_download_part_one_only() {
-        let (ids, sealer) = keys();
-        let stored = sealed(&sealer);
-        let (mut plan, out) = through_probe("a UID SEARCH SUBJECT secret\r\n", &stored, &ids);
-        let [Output::ToProvider(next)] = &out[..] else {
-            panic!("{out:?}")
-        };
-        assert_eq!(
-            wire(next),
-            "writ.s4 UID FETCH 9 (UID BODY.PEEK[1] BODY.PEEK[1.MIME])\r\n"
-        );
-        let (seq, items) = fetch_response(&part_one_answer(9, &stored));
-        assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
-        let out = plan.on_status(status("writ.s4 OK done\r\n")).expect("ours");
-        assert_eq!(found(&out), [9]);
-    }
-
-    #[test]
-    fn body_searches_download_the_whole_message() {
-        let (ids, sealer) = keys();
-        let stored = sealed(&sealer);
-        let (mut plan, out) = through_probe("a UID SEARCH BODY text\r\n", &stored, &ids);
-        let [Output::ToProvider(next)] = &out[..] else {
-            panic!("{out:?}")
-        };
-        assert_eq!(wire(next), "writ.s3 UID FETCH 9 (UID BODY.PEEK[])\r\n");
-        let mut answer = b"* 1 FETCH (UID 9 ".to_vec();
-        answer.extend(literal_item("BODY[]", &stored));
-        answer.extend_from_slice(b")\r\n");
-        let (seq, items) = fetch_response(&answer);
-        plan.on_fetch(seq, items, &ids).expect("ours");
-        let out = plan.on_status(status("writ.s3 OK done\r\n")).expect("ours");
-        assert_eq!(found(&out), [9]);
-    }
-
-    #[test]
-    fn header_searches_of_plaintext_are_answered_by_the_probe() {
-        let (ids, _) = keys();
-        let (_, out) = through_probe("a UID SEARCH SUBJECT secret\r\n", M, &ids);
-        assert_eq!(found(&out), [9]);
-        let (_, out) = through_probe("a UID SEARCH SUBJECT other\r\n", M, &ids);
-        assert!(found(&out).is_empty());
-    }
-
-    #[test]
-    fn a_summary_that_does_not_open_falls_back_to_the_whole_message() {
-        let (_, sealer) = keys();
-        let (others, _) = keys();
-        let stored = sealed(&sealer);
-        let (mut plan, _) = through_probe("a UID SEARCH SUBJECT secret\r\n", &stored, &others);
-        let (seq, items) = fetch_response(&part_one_answer(9, &stored));
-        plan.on_fetch(seq, items, &others).expect("ours");
-        let out = plan.on_status(status("writ.s4 OK done\r\n")).expect("ours");
-        let [Output::ToProvider(next)] = &out[..] else {
-            panic!("{out:?}")
-        };
-        assert_eq!(wire(next), "writ.s3 UID FETCH 9 (UID BODY.PEEK[])\r\n");
-    }
-}
+mod tests;

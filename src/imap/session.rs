@@ -20,9 +20,16 @@
 //! a cap of [`super::intake`] (the client's bytes pass those caps before
 //! imap-next parses them), and ENABLE of nothing writ offers (ENABLE
 //! passes on only CONDSTORE: QRESYNC would report expunges as VANISHED,
-//! which the plans do not renumber by).
+//! which the plans do not renumber by), and THREAD REFS or any other
+//! algorithm but ORDEREDSUBJECT and REFERENCES (BAD: withheld, see
+//! [`super::capabilities`]). RETURN options of ESEARCH and
+//! ESORT are taken off the command by [`super::intake`] before it is
+//! parsed and handed to the plan with the command (`raw`: by tag);
+//! responses imap-types has no form for (ESEARCH, THREAD) are written as
+//! text in their place among the others (`raw`).
 //!
-//! While a plan (FETCH, content SEARCH) runs writ's own commands, what the
+//! While a plan (FETCH, SEARCH with content keys or RETURN options, SORT,
+//! THREAD ORDEREDSUBJECT and REFERENCES) runs writ's own commands, what the
 //! provider sends unasked passes on in order: the plans' commands are of
 //! the client's command's kind (by sequence number or by UID), so the
 //! provider sends only what it would send the client then, and numbers
@@ -35,6 +42,7 @@
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Tag, Text};
+use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::response::{
     Bye, Code, Data, Greeting, GreetingKind, Status, StatusBody, StatusKind, Tagged,
 };
@@ -50,6 +58,7 @@ use super::capabilities::Offer;
 use super::fetch::{CacheRef, FetchPlan, Output};
 use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
+use super::search_return::ReturnOptions;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 use in_flight::InFlight;
@@ -120,6 +129,11 @@ pub struct Session {
     authenticated: bool,
     /// Tags of the commands at the provider (the client's and writ's).
     in_flight: InFlight,
+    /// Responses imap-types has no form for: see [`raw`].
+    raw: raw::RawResponses,
+    /// `RETURN (...)` options [`intake`] took off SEARCH/SORT commands,
+    /// by tag, until the command is parsed.
+    returns: raw::PendingReturns,
 }
 
 /// Client commands parsed while a plan runs that wait in `held` before
@@ -196,6 +210,8 @@ impl Session {
             intake: Intake::new(ctx.max_literal_size),
             authenticated: false,
             in_flight: InFlight::default(),
+            raw: raw::RawResponses::default(),
+            returns: raw::PendingReturns::default(),
         }
     }
 
@@ -266,6 +282,7 @@ impl Session {
         for event in self.intake.push(bytes) {
             match event {
                 intake::Event::Bytes(b) => self.server.enqueue_input(&b),
+                intake::Event::Return { tag, options } => self.returns.push(tag, options),
                 intake::Event::Refused { tag, why, close } => {
                     tracing::info!(limit = why, "client command over a limit refused");
                     let tag = tag.and_then(|t| Tag::try_from(t).ok());
@@ -350,8 +367,9 @@ impl Session {
     fn drain_server_output(&mut self) {
         loop {
             match self.server.next() {
-                Err(Interrupt::Io(Io::Output(b))) => self.to_client.extend_from_slice(&b),
-                Ok(server::Event::ResponseSent { .. } | server::Event::GreetingSent { .. }) => {}
+                Err(Interrupt::Io(Io::Output(b))) => self.output(&b),
+                Ok(event @ server::Event::ResponseSent { .. }) => self.sent(&event),
+                Ok(server::Event::GreetingSent { .. }) => {}
                 _ => break,
             }
         }
@@ -380,8 +398,11 @@ impl Session {
             let mut progressed = false;
             while self.step == Step::Wait {
                 match self.server.next() {
-                    Ok(event) => self.on_client(event),
-                    Err(Interrupt::Io(Io::Output(b))) => self.to_client.extend_from_slice(&b),
+                    Ok(event) => {
+                        self.sent(&event);
+                        self.on_client(event)
+                    }
+                    Err(Interrupt::Io(Io::Output(b))) => self.output(&b),
                     Err(Interrupt::Io(Io::NeedMoreInput)) => break,
                     Err(Interrupt::Error(e)) => self.on_client_error(e),
                 }
@@ -453,9 +474,10 @@ impl Session {
         match event {
             server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } => {}
             server::Event::CommandReceived { command } => {
+                let returns = self.returns.take(&command.tag);
                 match self.in_flight.refusal(&command.tag) {
                     Some(why) => self.refuse(command.tag, StatusKind::Bad, why),
-                    None => self.on_command(command),
+                    None => self.on_command(command, returns),
                 }
             }
             server::Event::CommandAuthenticateReceived {
@@ -522,7 +544,8 @@ impl Session {
         }
     }
 
-    fn on_command(&mut self, command: Command<'static>) {
+    /// `returns`: the RETURN options intake took off this command.
+    fn on_command(&mut self, command: Command<'static>, returns: Option<ReturnOptions>) {
         if let Err(why) = intake::check(&command) {
             tracing::info!(limit = why, "client command over a limit refused");
             return self.bad(Some(command.tag), why);
@@ -602,9 +625,14 @@ impl Session {
                     }
                 }
             }
-            CommandBody::Search { .. } => match SearchPlan::start(&command, self.cache_ref()) {
+            CommandBody::Search { .. }
+            | CommandBody::Sort { .. }
+            | CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::OrderedSubject | ThreadingAlgorithm::References,
+                ..
+            } => match SearchPlan::start(&command, self.cache_ref(), returns) {
                 Some(Ok((plan, first))) => {
-                    self.plan = Some(Plan::Search(plan));
+                    self.plan = Some(Plan::Search(Box::new(plan)));
                     self.forward(first);
                 }
                 Some(Err(refusal)) => {
@@ -614,6 +642,19 @@ impl Session {
                     self.forward(command);
                 }
             },
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::Other(_),
+                ..
+            } => {
+                // REFS and the rest are withheld (see capabilities): the
+                // provider would thread the sealed messages by their outer
+                // headers.
+                self.refuse(
+                    command.tag,
+                    StatusKind::Bad,
+                    "This THREAD algorithm is not offered through writ",
+                );
+            }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
                     self.plan = Some(Plan::Fetch(Box::new(plan)));
@@ -636,6 +677,7 @@ impl Session {
                 Output::ToClient(data) => {
                     self.server.enqueue_data(data);
                 }
+                Output::ToClientRaw(bytes) => self.enqueue_raw(bytes),
                 Output::ToProvider(command) => {
                     self.forward(command);
                 }
@@ -671,6 +713,9 @@ impl Session {
             server::Error::LiteralTooLong { .. } => return,
         };
         let bytes: &[u8] = discarded.declassify();
+        if let Some(t) = bytes.split(|&b| b == b' ').next() {
+            self.returns.forget(t);
+        }
         let tag = bytes
             .split(|&b| b == b' ')
             .next()
@@ -733,6 +778,12 @@ impl Session {
                             },
                         }
                     }
+                    (Data::Search(found, modseq), Some(plan)) => {
+                        match plan.on_search(found, modseq.map(|m| m.get())) {
+                            Ok(()) => return,
+                            Err(found) => Data::Search(found, modseq),
+                        }
+                    }
                     (Data::Expunge(seq), Some(plan)) => {
                         plan.on_expunge(seq);
                         Data::Expunge(seq)
@@ -777,6 +828,7 @@ impl Session {
 
 mod in_flight;
 mod plan;
+mod raw;
 mod rewrite;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ fn bytes(events: &[Event]) -> Vec<u8> {
         .iter()
         .filter_map(|e| match e {
             Event::Bytes(b) => Some(b.clone()),
-            Event::Refused { .. } => None,
+            Event::Refused { .. } | Event::Return { .. } => None,
         })
         .flatten()
         .collect()
@@ -23,7 +23,7 @@ fn refusals(events: &[Event]) -> Vec<(Option<String>, &'static str, bool)> {
                 *why,
                 *close,
             )),
-            Event::Bytes(_) => None,
+            Event::Bytes(_) | Event::Return { .. } => None,
         })
         .collect()
 }
@@ -366,4 +366,30 @@ fn literals_before_login_are_capped() {
     i.logged_in();
     let line = format!("a APPEND INBOX {{{}+}}\r\n", 40 << 20);
     assert!(refusals(&i.push(line.as_bytes())).is_empty());
+}
+
+#[test]
+fn return_options_are_taken_off_a_search_line_split_across_reads() {
+    let mut intake = Intake::new(1024);
+    let mut events = intake.push(b"a1 UID SEARCH RET");
+    events.extend(intake.push(b"URN (MIN COUNT) {3}\r\n"));
+    assert_eq!(
+        events[0],
+        Event::Return {
+            tag: b"a1".to_vec(),
+            options: crate::imap::search_return::ReturnOptions {
+                min: true,
+                count: true,
+                ..Default::default()
+            }
+        }
+    );
+    events.extend(intake.push(b"foo RETURN (MAX) x\r\n"));
+    // Only the first line of a command: literal data and later lines pass
+    // as they are.
+    assert_eq!(
+        bytes(&events),
+        b"a1 UID SEARCH {3}\r\nfoo RETURN (MAX) x\r\n"
+    );
+    assert_eq!(events.len(), 3);
 }

@@ -362,3 +362,26 @@ fn write(list: &[Address]) -> Vec<u8> {
     }
     out
 }
+
+/// The local part of the first address of a field value (encoded-words
+/// already decoded), as Dovecot's SORT FROM/TO/CC reads it
+/// (`message_address_parse` filling in what is missing, then the first
+/// address's mailbox; a group's name for a group); empty when there is
+/// none.
+pub fn first_mailbox(value: &[u8]) -> Vec<u8> {
+    let mut ctx = Ctx {
+        p: Parser::new(value),
+        list: Vec::new(),
+        addr: Address::default(),
+        scratch: Vec::new(),
+    };
+    ctx.p.last_comment = Some(Vec::new());
+    if matches!(ctx.p.skip_lwsp(), Ok(true)) {
+        ctx.address_list();
+    }
+    ctx.list
+        .into_iter()
+        .next()
+        .and_then(|a| a.mailbox)
+        .unwrap_or_default()
+}

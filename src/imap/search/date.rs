@@ -193,3 +193,12 @@ pub fn sent_day(value: Option<&[u8]>) -> i64 {
     let stored = i64::from(utc as u32);
     (stored + zone * 60).div_euclid(86_400)
 }
+
+/// The sent time Dovecot sorts a message by (SORT DATE): the first Date
+/// field's time in UTC, kept in 32 unsigned bits as Dovecot's cache keeps
+/// it; 0 when the field is missing or unparsable (the caller then uses
+/// INTERNALDATE, as Dovecot does).
+pub fn sent_time(value: Option<&[u8]>) -> i64 {
+    let (wall, zone) = value.and_then(wall_clock).unwrap_or((0, 0));
+    i64::from((wall - zone * 60) as u32)
+}

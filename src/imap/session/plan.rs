@@ -12,7 +12,7 @@ use crate::imap::search_plan::SearchPlan;
 /// A client command writ answers with commands of its own.
 pub(super) enum Plan {
     Fetch(Box<FetchPlan>),
-    Search(SearchPlan),
+    Search(Box<SearchPlan>),
 }
 
 impl Plan {
@@ -35,6 +35,18 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_status(status),
             Plan::Search(p) => p.on_status(status),
+        }
+    }
+
+    /// A `* SEARCH` from the provider: `Err` when no plan asked for it.
+    pub(super) fn on_search(
+        &mut self,
+        found: Vec<std::num::NonZeroU32>,
+        modseq: Option<u64>,
+    ) -> Result<(), Vec<std::num::NonZeroU32>> {
+        match self {
+            Plan::Fetch(_) => Err(found),
+            Plan::Search(p) => p.on_search(found, modseq),
         }
     }
 

@@ -1,0 +1,126 @@
+//! The SEARCH plan's steps, fed the provider's answers by hand.
+
+use super::*;
+use crate::imap::testing::*;
+
+/// `* 1 FETCH (...)` answering the probe for one stored message.
+fn probe(uid: u32, stored: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "* 1 FETCH (UID {uid} FLAGS (\\Seen) INTERNALDATE \"01-Jan-2026 00:00:00 +0000\" \
+         RFC822.SIZE {} ",
+        stored.len()
+    )
+    .into_bytes();
+    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend_from_slice(b")\r\n");
+    r
+}
+
+/// Part 1 and its MIME header, cut from the stored message by its own
+/// MIME structure (as the provider would serve BODY[1], BODY[1.MIME]).
+fn part_one_answer(uid: u32, stored: &[u8]) -> Vec<u8> {
+    let structure = crate::envelope::scan::scan(stored, Default::default());
+    let p = &structure.root.parts[0];
+    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+    let mut r = format!("* 1 FETCH (UID {uid} ").into_bytes();
+    r.extend(literal_item(
+        "BODY[1.MIME]",
+        slice(p.header_offset, p.header_size),
+    ));
+    r.push(b' ');
+    r.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+    r.extend_from_slice(b")\r\n");
+    r
+}
+
+/// Runs a plan through COUNT and PROBE for one message; returns the
+/// plan and what it sends next.
+fn through_probe(
+    search: &str,
+    stored: &[u8],
+    ids: &(dyn Keys + Send + Sync),
+) -> (SearchPlan, Vec<Output>) {
+    let (mut plan, count) = SearchPlan::start(&command(search), None, None)
+        .expect("a content search")
+        .expect("accepted");
+    assert_eq!(wire(&count), "writ.s1 FETCH * UID\r\n");
+    let (seq, items) = fetch_response(b"* 1 FETCH (UID 9)\r\n");
+    plan.on_fetch(seq, items, ids).expect("ours");
+    let out = plan.on_status(status("writ.s1 OK done\r\n")).expect("ours");
+    assert_eq!(out.len(), 1);
+    let (seq, items) = fetch_response(&probe(9, stored));
+    plan.on_fetch(seq, items, ids).expect("ours");
+    let out = plan.on_status(status("writ.s2 OK done\r\n")).expect("ours");
+    (plan, out)
+}
+
+fn found(out: &[Output]) -> Vec<u32> {
+    out.iter()
+        .find_map(|o| match o {
+            Output::ToClient(Data::Search(found, _)) => {
+                Some(found.iter().map(|n| n.get()).collect())
+            }
+            _ => None,
+        })
+        .expect("a SEARCH answer")
+}
+
+#[test]
+fn header_searches_of_sealed_mail_download_part_one_only() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, out) = through_probe("a UID SEARCH SUBJECT secret\r\n", &stored, &ids);
+    let [Output::ToProvider(next)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        wire(next),
+        "writ.s4 UID FETCH 9 (UID BODY.PEEK[1] BODY.PEEK[1.MIME])\r\n"
+    );
+    let (seq, items) = fetch_response(&part_one_answer(9, &stored));
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    let out = plan.on_status(status("writ.s4 OK done\r\n")).expect("ours");
+    assert_eq!(found(&out), [9]);
+}
+
+#[test]
+fn body_searches_download_the_whole_message() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, out) = through_probe("a UID SEARCH BODY text\r\n", &stored, &ids);
+    let [Output::ToProvider(next)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(wire(next), "writ.s3 UID FETCH 9 (UID BODY.PEEK[])\r\n");
+    let mut answer = b"* 1 FETCH (UID 9 ".to_vec();
+    answer.extend(literal_item("BODY[]", &stored));
+    answer.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&answer);
+    plan.on_fetch(seq, items, &ids).expect("ours");
+    let out = plan.on_status(status("writ.s3 OK done\r\n")).expect("ours");
+    assert_eq!(found(&out), [9]);
+}
+
+#[test]
+fn header_searches_of_plaintext_are_answered_by_the_probe() {
+    let (ids, _) = keys();
+    let (_, out) = through_probe("a UID SEARCH SUBJECT secret\r\n", M, &ids);
+    assert_eq!(found(&out), [9]);
+    let (_, out) = through_probe("a UID SEARCH SUBJECT other\r\n", M, &ids);
+    assert!(found(&out).is_empty());
+}
+
+#[test]
+fn a_summary_that_does_not_open_falls_back_to_the_whole_message() {
+    let (_, sealer) = keys();
+    let (others, _) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, _) = through_probe("a UID SEARCH SUBJECT secret\r\n", &stored, &others);
+    let (seq, items) = fetch_response(&part_one_answer(9, &stored));
+    plan.on_fetch(seq, items, &others).expect("ours");
+    let out = plan.on_status(status("writ.s4 OK done\r\n")).expect("ours");
+    let [Output::ToProvider(next)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(wire(next), "writ.s3 UID FETCH 9 (UID BODY.PEEK[])\r\n");
+}

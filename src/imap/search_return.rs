@@ -1,0 +1,221 @@
+//! ESEARCH (RFC 4731): the `RETURN (...)` options of SEARCH and UID
+//! SEARCH, and the `* ESEARCH` response writ answers them with.
+//!
+//! imap-codec 2.0.0-alpha.10 parses neither: a `RETURN` after `SEARCH` is
+//! a parse error to it, and imap-types has no ESEARCH response. So
+//! [`take_return`] takes the options off the first line of a command
+//! before imap-next parses it (the rest is a plain SEARCH, which it
+//! parses), and [`esearch`] writes the response as IMAP text. The options
+//! are atoms and the response holds only the client's tag (a quoted
+//! string: a tag has no `"` or `\`, but both are escaped anyway), numbers
+//! and a sequence set, so nothing from a message ever reaches this text.
+//!
+//! Accepted options: MIN, MAX, ALL, COUNT, in any order, repeated or not;
+//! `RETURN ()` means ALL (RFC 4731 §3.1). Anything else (SAVE: SEARCHRES
+//! is withheld, PARTIAL, CONTEXT ...) leaves the line as it is, and the
+//! parser answers BAD. At most [`MAX_RETURN_OPTIONS`] options are read.
+//!
+//! The response is written as Dovecot 2.3 writes it: `* ESEARCH (TAG
+//! "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]`; MIN, MAX and ALL are
+//! left out when nothing matched; ALL is a set of ascending ranges.
+
+use std::num::NonZeroU32;
+
+/// Options one `RETURN (...)` may list (each a short atom).
+pub const MAX_RETURN_OPTIONS: usize = 16;
+
+/// What an ESEARCH asks to have returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReturnOptions {
+    pub min: bool,
+    pub max: bool,
+    pub all: bool,
+    pub count: bool,
+}
+
+/// Strips ASCII `word` followed by a space from the start of `s`, ignoring
+/// case.
+fn word<'a>(s: &'a [u8], w: &str) -> Option<&'a [u8]> {
+    let n = w.len();
+    (s.len() > n && s[..n].eq_ignore_ascii_case(w.as_bytes()) && s[n] == b' ').then(|| &s[n + 1..])
+}
+
+/// The first line of a command: when it is `tag [UID] SEARCH RETURN
+/// (options) ...` (or SORT, for ESORT), the same line without ` RETURN
+/// (options)`, and the options. `None`: no RETURN, or options writ does
+/// not answer (the line then goes to the parser as it is).
+pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
+    let space = line.iter().position(|&b| b == b' ')?;
+    let rest = &line[space + 1..];
+    let rest = word(rest, "UID").unwrap_or(rest);
+    let rest = word(rest, "SEARCH").or_else(|| word(rest, "SORT"))?;
+    let keep = line.len() - rest.len();
+    let after = word(rest, "RETURN")?;
+    let inner = after.strip_prefix(b"(")?;
+    let close = inner.iter().position(|&b| b == b')')?;
+    let tail = inner[close + 1..].strip_prefix(b" ")?;
+    let mut opts = ReturnOptions::default();
+    let list = &inner[..close];
+    let mut n = 0;
+    if !list.is_empty() {
+        for name in list.split(|&b| b == b' ') {
+            n += 1;
+            if n > MAX_RETURN_OPTIONS {
+                return None;
+            }
+            match name.to_ascii_uppercase().as_slice() {
+                b"MIN" => opts.min = true,
+                b"MAX" => opts.max = true,
+                b"ALL" => opts.all = true,
+                b"COUNT" => opts.count = true,
+                _ => return None,
+            }
+        }
+    }
+    if opts == ReturnOptions::default() {
+        opts.all = true;
+    }
+    let mut out = line[..keep].to_vec();
+    out.extend_from_slice(tail);
+    Some((out, opts))
+}
+
+/// `ids` in their order as a set, a number that follows the previous
+/// one by 1 extending its range (`1:3,7`, `5,3:4`), as Dovecot writes
+/// its results (sorted ones included).
+pub fn ranges(ids: &[NonZeroU32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let first = ids[i].get();
+        let mut last = first;
+        while i + 1 < ids.len() && last.checked_add(1) == Some(ids[i + 1].get()) {
+            i += 1;
+            last = ids[i].get();
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if first == last {
+            out.push_str(&first.to_string());
+        } else {
+            out.push_str(&format!("{first}:{last}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The tag as an IMAP quoted string.
+pub fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// The `* ESEARCH` response for `ids` (message numbers, or UIDs if
+/// `uid`) in result order (ascending for SEARCH, sort order for SORT:
+/// MIN and MAX are the first and last of it, as in Dovecot), ending in
+/// CRLF. `modseq`: the highest MODSEQ of the result, when the search had
+/// a MODSEQ key (RFC 7162 §3.1.5).
+pub fn esearch(
+    tag: &str,
+    uid: bool,
+    opts: ReturnOptions,
+    ids: &[NonZeroU32],
+    modseq: Option<u64>,
+) -> Vec<u8> {
+    let mut out = format!("* ESEARCH (TAG {})", quoted(tag));
+    if uid {
+        out.push_str(" UID");
+    }
+    if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+        if opts.min {
+            out.push_str(&format!(" MIN {first}"));
+        }
+        if opts.max {
+            out.push_str(&format!(" MAX {last}"));
+        }
+        if opts.all {
+            out.push_str(" ALL ");
+            out.push_str(&ranges(ids));
+        }
+    }
+    if opts.count {
+        out.push_str(&format!(" COUNT {}", ids.len()));
+    }
+    if let Some(m) = modseq {
+        out.push_str(&format!(" MODSEQ {m}"));
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nz(v: &[u32]) -> Vec<NonZeroU32> {
+        v.iter().map(|&n| NonZeroU32::new(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn return_options_are_taken_off_search_and_sort() {
+        let (line, o) = take_return(b"a1 UID SEARCH RETURN (MIN count) UNSEEN\r\n").unwrap();
+        assert_eq!(line, b"a1 UID SEARCH UNSEEN\r\n");
+        assert!(o.min && o.count && !o.max && !o.all);
+        let (line, o) = take_return(b"t search return () CHARSET UTF-8 ALL\r\n").unwrap();
+        assert_eq!(line, b"t search CHARSET UTF-8 ALL\r\n");
+        assert!(o.all);
+        let (line, _) = take_return(b"t SORT RETURN (ALL) (DATE) UTF-8 ALL\r\n").unwrap();
+        assert_eq!(line, b"t SORT (DATE) UTF-8 ALL\r\n");
+    }
+
+    #[test]
+    fn what_writ_does_not_answer_is_left_to_the_parser() {
+        for line in [
+            &b"t SEARCH RETURN (SAVE) ALL\r\n"[..],
+            b"t SEARCH RETURN (PARTIAL 1:10) ALL\r\n",
+            b"t SEARCH RETURN (MIN ALL\r\n",
+            b"t SEARCH RETURN (MIN)\r\n",
+            b"t SEARCH SUBJECT RETURN\r\n",
+            b"t FETCH RETURN (MIN) ALL\r\n",
+            b"t SEARCH ALL\r\n",
+        ] {
+            assert_eq!(take_return(line), None, "{}", String::from_utf8_lossy(line));
+        }
+        let many = format!("t SEARCH RETURN ({}) ALL\r\n", vec!["MIN"; 17].join(" "));
+        assert_eq!(take_return(many.as_bytes()), None);
+    }
+
+    #[test]
+    fn esearch_is_written_as_dovecot_writes_it() {
+        let all = ReturnOptions {
+            min: true,
+            max: true,
+            all: true,
+            count: true,
+        };
+        assert_eq!(
+            esearch("a", true, all, &nz(&[1, 2, 3, 7, 9]), None),
+            b"* ESEARCH (TAG \"a\") UID MIN 1 MAX 9 ALL 1:3,7,9 COUNT 5\r\n"
+        );
+        // A sorted result keeps its order.
+        assert_eq!(
+            esearch("a", false, all, &nz(&[5, 3, 4, 1]), Some(7)),
+            b"* ESEARCH (TAG \"a\") MIN 5 MAX 1 ALL 5,3:4,1 COUNT 4 MODSEQ 7\r\n"
+        );
+        assert_eq!(
+            esearch("a", false, all, &[], None),
+            b"* ESEARCH (TAG \"a\") COUNT 0\r\n"
+        );
+        assert_eq!(quoted("x\"y\\"), "\"x\\\"y\\\\\"");
+    }
+}

@@ -1,0 +1,94 @@
+//! Responses imap-types has no form for (ESEARCH, THREAD from writ's
+//! own plans), kept in order with the typed ones; and the `RETURN`
+//! options [`crate::imap::intake`] took off SEARCH/SORT commands.
+//!
+//! imap-next's server flow writes each queued response as one output and
+//! then reports it sent. A raw response is queued as a placeholder (an
+//! empty `* SEARCH`) whose handle is remembered; when the flow reports the
+//! placeholder sent, the bytes it wrote for it are replaced by the raw
+//! response. So raw responses keep their place among the others without
+//! writ bypassing the flow.
+//!
+//! Memory: one entry per raw response queued and not yet written (a plan
+//! queues one), and at most [`MAX_PENDING_RETURNS`] RETURN options.
+
+use std::collections::VecDeque;
+
+use imap_next::imap_types::core::Tag;
+use imap_next::imap_types::response::Data;
+use imap_next::server;
+
+use super::Session;
+use crate::imap::search_return::ReturnOptions;
+
+#[derive(Debug, Default)]
+pub(super) struct RawResponses {
+    /// Placeholders queued, with the bytes that replace them.
+    queued: VecDeque<(server::ResponseHandle, Vec<u8>)>,
+    /// Where the last output of the flow starts in `to_client`.
+    last_output: usize,
+}
+
+/// RETURN options of commands imap-next has not parsed yet. A command
+/// the parser refuses leaves its entry here until one with the same tag
+/// takes it or it is pushed out; entries are few (intake passes a bounded
+/// amount of commands before the session parses them).
+pub(super) const MAX_PENDING_RETURNS: usize = 8;
+
+#[derive(Debug, Default)]
+pub(super) struct PendingReturns {
+    entries: VecDeque<(Vec<u8>, ReturnOptions)>,
+}
+
+impl PendingReturns {
+    pub(super) fn push(&mut self, tag: Vec<u8>, opts: ReturnOptions) {
+        self.entries.retain(|(t, _)| *t != tag);
+        if self.entries.len() == MAX_PENDING_RETURNS {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((tag, opts));
+    }
+
+    /// The options taken off the command tagged `tag`, if any.
+    pub(super) fn take(&mut self, tag: &Tag<'_>) -> Option<ReturnOptions> {
+        let i = self
+            .entries
+            .iter()
+            .position(|(t, _)| t.as_slice() == tag.inner().as_bytes())?;
+        self.entries.remove(i).map(|(_, o)| o)
+    }
+
+    /// A command that never parsed: its options go.
+    pub(super) fn forget(&mut self, tag: &[u8]) {
+        self.entries.retain(|(t, _)| t != tag);
+    }
+}
+
+impl Session {
+    /// Bytes the client flow wrote for one response.
+    pub(super) fn output(&mut self, bytes: &[u8]) {
+        self.raw.last_output = self.to_client.len();
+        self.to_client.extend_from_slice(bytes);
+    }
+
+    /// The client flow reports `event`: a placeholder sent is replaced by
+    /// its raw response.
+    pub(super) fn sent(&mut self, event: &server::Event) {
+        let server::Event::ResponseSent { handle, .. } = event else {
+            return;
+        };
+        if self.raw.queued.front().is_some_and(|(h, _)| h == handle)
+            && let Some((_, bytes)) = self.raw.queued.pop_front()
+        {
+            self.to_client.truncate(self.raw.last_output);
+            self.to_client.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Queues `bytes` (one complete response, CRLF-terminated) after the
+    /// responses queued so far.
+    pub(super) fn enqueue_raw(&mut self, bytes: Vec<u8>) {
+        let handle = self.server.enqueue_data(Data::Search(Vec::new(), None));
+        self.raw.queued.push_back((handle, bytes));
+    }
+}
