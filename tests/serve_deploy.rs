@@ -98,7 +98,7 @@ fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
     let p = provider();
     let user = p.new_user("reload");
     let imap_port = free_port();
-    let (cfg, _tls) = relay_and_imap(&p, imap_port);
+    let (cfg, _tls) = relay_and_imap(p, imap_port);
     let writ = Writ::start(&cfg);
     let keys = writ.test_keys();
     let imap_addr = SocketAddr::from(([127, 0, 0, 1], imap_port));
@@ -201,7 +201,7 @@ fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
 #[test]
 fn healthz_fails_while_the_imap_proxy_lacks_the_active_epoch() {
     let p = provider();
-    let (cfg, _tls) = relay_and_imap(&p, free_port());
+    let (cfg, _tls) = relay_and_imap(p, free_port());
     let writ = Writ::start(&cfg);
     let (status, body) = writ.healthz();
     assert_eq!((status, body.as_str()), (200, "ok\n"));
