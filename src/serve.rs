@@ -133,10 +133,14 @@ fn notify(states: &[sd_notify::NotifyState]) {
     }
 }
 
-/// `/healthz`: the keyring is readable with an active epoch, and the
-/// provider answers with a greeting.
+/// `/healthz`: the keyring is readable with an active epoch, the IMAP
+/// proxy holds that epoch's key (after `writ keys rotate` the relay seals
+/// to the new epoch at once, and the proxy opens it only once a SIGHUP
+/// reload succeeded), and the provider answers with a greeting.
 struct RelayHealth {
     keys_dir: PathBuf,
+    /// The IMAP proxy's unlocked epochs (`None`: no IMAP listeners).
+    live: Option<Arc<LiveKeys>>,
     target: Option<Target>,
     imap: Option<imap::upstream::Target>,
 }
@@ -145,7 +149,17 @@ impl Health for RelayHealth {
     fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
             let keyring = Keyring::load(&self.keys_dir).map_err(|e| e.to_string())?;
-            keyring.active().map_err(|e| e.to_string())?;
+            let active = keyring.active().map_err(|e| e.to_string())?;
+            if let Some(live) = &self.live
+                && !live.holds(&active.id)
+            {
+                return Err(format!(
+                    "the IMAP proxy cannot open mail sealed to the active epoch {}: \
+                     reload writ (SIGHUP) after `writ keys rotate`, and see its log if \
+                     the reload failed",
+                    active.id
+                ));
+            }
             if let Some(target) = &self.target {
                 let up = Upstream::connect(target)
                     .await
@@ -236,6 +250,7 @@ impl Server {
                     .map_err(|source| ServeError::Bind { address, source })?;
                 let health: Arc<dyn Health> = Arc::new(RelayHealth {
                     keys_dir: keys_dir.clone(),
+                    live: keys.as_ref().map(|k| k.live.clone()),
                     target,
                     imap: imap_target,
                 });

@@ -1,5 +1,6 @@
 //! `writ serve` as a service: SIGHUP reloads the keyring after
-//! `writ keys rotate` without dropping sessions, readiness reaches a
+//! `writ keys rotate` without dropping sessions (and `/healthz` fails while
+//! the IMAP proxy lacks the active epoch), readiness reaches a
 //! `NOTIFY_SOCKET` only once every listener accepts connections, and the
 //! systemd unit in `dist/` passes `systemd-analyze verify`.
 
@@ -44,11 +45,10 @@ fn wait_log(writ: &Writ, needle: &str, n: usize) {
     }
 }
 
-#[test]
-fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
-    let p = provider();
-    let user = p.new_user("reload");
-    let imap_port = free_port();
+/// The relay and an IMAP listener on `imap_port` in front of `p`, with the
+/// admin endpoint and the passphrase (the IMAP proxy unlocks); the
+/// certificate's files live as long as the [`common::tls::TestTls`].
+fn relay_and_imap(p: &common::Provider, imap_port: u16) -> (WritConfig, common::tls::TestTls) {
     let mut cfg = WritConfig::relay(p.smtp_addr());
     cfg.unlock = true;
     cfg.extra_toml = format!(
@@ -66,6 +66,39 @@ fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
             tls.key.display().to_string()
         ),
     );
+    (cfg, tls)
+}
+
+/// SIGHUP to `writ serve`.
+fn hup(writ: &Writ) {
+    let status = Command::new("kill")
+        .args(["-HUP", &writ.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `writ keys rotate` on the keyring of `writ`.
+fn rotate(writ: &Writ) {
+    let keys = writ.test_keys();
+    let rotate = Command::new(WRIT)
+        .env_remove("WRIT_PASSPHRASE_FILE")
+        .arg("--keys")
+        .arg(keys.dir())
+        .arg("--passphrase-file")
+        .arg(keys.passphrase_file())
+        .args(["keys", "rotate"])
+        .output()
+        .unwrap();
+    assert!(rotate.status.success(), "{rotate:?}");
+}
+
+#[test]
+fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
+    let p = provider();
+    let user = p.new_user("reload");
+    let imap_port = free_port();
+    let (cfg, _tls) = relay_and_imap(p, imap_port);
     let writ = Writ::start(&cfg);
     let keys = writ.test_keys();
     let imap_addr = SocketAddr::from(([127, 0, 0, 1], imap_port));
@@ -90,16 +123,7 @@ fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
     assert!(contains(&seen[0].1, before.as_bytes()));
 
     // Rotate, then SIGHUP.
-    let rotate = Command::new(WRIT)
-        .env_remove("WRIT_PASSPHRASE_FILE")
-        .arg("--keys")
-        .arg(keys.dir())
-        .arg("--passphrase-file")
-        .arg(keys.passphrase_file())
-        .args(["keys", "rotate"])
-        .output()
-        .unwrap();
-    assert!(rotate.status.success(), "{rotate:?}");
+    rotate(&writ);
     let second_epoch = active_epoch(&keys.dir());
     assert_ne!(first_epoch, second_epoch);
     let hup = Command::new("kill")
@@ -171,6 +195,38 @@ fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
         .expect_ok("NOOP after a failed reload");
     assert!(contains(&session.fetch_all()[1].1, after.as_bytes()));
     // Nothing secret reaches the log.
+    assert!(!writ.log().contains(common::writ::PASSPHRASE));
+}
+
+#[test]
+fn healthz_fails_while_the_imap_proxy_lacks_the_active_epoch() {
+    let p = provider();
+    let (cfg, _tls) = relay_and_imap(p, free_port());
+    let writ = Writ::start(&cfg);
+    let (status, body) = writ.healthz();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // After `keys rotate` the relay seals to the new epoch, which the IMAP
+    // proxy cannot open until a reload: the probe must say so.
+    rotate(&writ);
+    let active = active_epoch(&writ.test_keys().dir());
+    let (status, body) = writ.healthz();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&active) && body.contains("SIGHUP"), "{body}");
+
+    // A reload that fails (the passphrase file is gone) leaves it failing.
+    let passphrase = std::fs::read(writ.test_keys().passphrase_file()).unwrap();
+    std::fs::remove_file(writ.test_keys().passphrase_file()).unwrap();
+    hup(&writ);
+    wait_log(&writ, "SIGHUP: keyring not reloaded", 1);
+    assert_eq!(writ.healthz().0, 503);
+
+    // A reload that succeeds mends it.
+    std::fs::write(writ.test_keys().passphrase_file(), passphrase).unwrap();
+    hup(&writ);
+    wait_log(&writ, "SIGHUP: keyring reloaded", 1);
+    let (status, body) = writ.healthz();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
     assert!(!writ.log().contains(common::writ::PASSPHRASE));
 }
 

@@ -35,7 +35,8 @@ pub fn serve(ctx: &Context) -> Result<()> {
 /// Unlocks the keyring, and says how to unlock it again on SIGHUP: the
 /// passphrase file (`--passphrase-file`, `WRIT_PASSPHRASE_FILE`, or the
 /// systemd credential `passphrase`) is read again, so a reload after
-/// `keys passwd` works with the new file; a passphrase typed at the prompt
+/// `keys passwd` works with the new file (not with the credential: systemd
+/// copies it at start, so that needs a restart); a passphrase typed at the prompt
 /// is kept (zeroized on exit) since nobody is there to type it again.
 fn open_keys(ctx: &super::Context) -> Result<writ::serve::OpenKeys> {
     use std::sync::Arc;
