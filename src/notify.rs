@@ -5,10 +5,14 @@
 //! Invariant: a notice names no secret and no mail. It goes to the
 //! provider as plaintext (it is writ's own mail, not sealed), so it carries
 //! only what identifies the event for someone who can check it at the
-//! gateway: the SHA-256 of the request (and of the bundle's manifest), the
-//! number of messages, the quorum and the approvers' names, the operator.
-//! Not the case reference, not a Subject, Message-ID, account or mailbox,
-//! not a passphrase or key. The recipients look the rest up with
+//! gateway: the SHA-256 of the bundle's manifest (it covers hashes of the
+//! opened mail, which the provider cannot compute), the number of messages,
+//! the quorum and the approvers' names, the operator. Not the request's
+//! digest: it is an unsalted hash of things the provider knows or can guess
+//! (case reference, account, mailbox, UIDs, the audit public key), so the
+//! provider could confirm a guess of which messages are disclosed. Not the
+//! case reference, not a Subject, Message-ID, account or mailbox, not a
+//! passphrase or key. The recipients look the rest up with
 //! `writ audit show` on the gateway.
 //!
 //! Sent with lettre's blocking SMTP client (the CLI is not async), over
@@ -47,14 +51,12 @@ pub enum NotifyError {
 pub enum Notice {
     /// `writ disclose request` printed a request for the approvers.
     RequestAwaitingApproval {
-        request_sha256: String,
         quorum: usize,
         approvers: Vec<String>,
         operator: String,
     },
     /// `writ disclose` wrote a bundle (and its audit record).
     DisclosureCarriedOut {
-        request_sha256: String,
         manifest_sha256: String,
         messages: usize,
         approvers: Vec<String>,
@@ -68,30 +70,24 @@ impl Notice {
     pub fn text(&self) -> (String, String) {
         match self {
             Notice::RequestAwaitingApproval {
-                request_sha256,
                 quorum,
                 approvers,
                 operator,
             } => (
-                format!(
-                    "writ: a disclosure request awaits approval ({})",
-                    short(request_sha256)
-                ),
+                "writ: a disclosure request awaits approval".to_string(),
                 format!(
                     "A disclosure request was prepared on the writ gateway by {operator}.\r\n\
                      It needs {quorum} approval(s) from: {}.\r\n\
                      \r\n\
-                     Request digest:\r\n  {request_sha256}\r\n\
                      \r\n\
                      Get the request file from the administrator and approve it on your own\r\n\
-                     machine with `writ approver approve` if you agree; the approval file's\r\n\
-                     request_sha256 must be the digest above. This notice names no case and\r\n\
-                     no message; the gateway's audit log has the details.\r\n",
+                     machine with `writ approver approve` if you agree. This notice names no\r\n\
+                     case, no message and no digest the provider could check a guess\r\n\
+                     against; the gateway's audit log has the details.\r\n",
                     names(approvers)
                 ),
             ),
             Notice::DisclosureCarriedOut {
-                request_sha256,
                 manifest_sha256,
                 messages,
                 approvers,
@@ -99,13 +95,12 @@ impl Notice {
             } => (
                 format!(
                     "writ: a disclosure was carried out ({})",
-                    short(request_sha256)
+                    short(manifest_sha256)
                 ),
                 format!(
                     "{operator} disclosed {messages} message(s) on the writ gateway.\r\n\
                      Approved by: {}.\r\n\
                      \r\n\
-                     Request digest:\r\n  {request_sha256}\r\n\
                      Manifest SHA-256:\r\n  {manifest_sha256}\r\n\
                      \r\n\
                      The bundle is signed by the gateway's audit key and recorded in its\r\n\
@@ -266,17 +261,15 @@ mod tests {
     #[test]
     fn notices_carry_hashes_and_names_only() {
         let n = Notice::DisclosureCarriedOut {
-            request_sha256: "ab".repeat(32),
             manifest_sha256: "cd".repeat(32),
             messages: 3,
             approvers: vec!["legal".into(), "dpo".into()],
             operator: "alice".into(),
         };
         let (subject, body) = n.text();
-        assert!(subject.contains("abababababababab"));
+        assert!(subject.contains("cdcdcdcdcdcdcdcd"));
         assert!(body.contains("3 message(s)") && body.contains("legal, dpo"));
         let r = Notice::RequestAwaitingApproval {
-            request_sha256: "ef".repeat(32),
             quorum: 2,
             approvers: vec!["legal".into()],
             operator: "alice".into(),
@@ -288,7 +281,6 @@ mod tests {
     fn off_sends_nothing_and_plain_needs_loopback() {
         let off = NotifyConfig::default();
         let n = Notice::RequestAwaitingApproval {
-            request_sha256: String::new(),
             quorum: 0,
             approvers: Vec::new(),
             operator: String::new(),

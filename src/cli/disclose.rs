@@ -271,7 +271,6 @@ pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
             notify(
                 ctx,
                 &writ::notify::Notice::RequestAwaitingApproval {
-                    request_sha256: selected.request.digest_hex(),
                     quorum: disclosure.quorum,
                     approvers: disclosure
                         .approvers
@@ -383,7 +382,6 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
         bundle.dir().display(),
     );
     let notice = writ::notify::Notice::DisclosureCarriedOut {
-        request_sha256: bundle.request_sha256.clone(),
         manifest_sha256: bundle.manifest_sha256.clone(),
         messages: bundle.messages,
         approvers,

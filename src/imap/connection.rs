@@ -137,6 +137,10 @@ pub async fn serve(
     mut slots: Slots,
 ) {
     let _ = tcp.set_nodelay(true);
+    // Plaintext login from loopback needs the hop itself on loopback too:
+    // behind a load balancer `peer` is the address its PROXY header names,
+    // and a balancer on this host's loopback may reach writ over a network.
+    let hop_loopback = tcp.peer_addr().is_ok_and(|a| a.ip().is_loopback());
     let login_deadline = Instant::now() + shared.login_timeout;
     let mut client = if implicit_tls {
         let Some(tls) = net::accept_tls(&shared.acceptor, tcp, HANDSHAKE_TIMEOUT).await else {
@@ -150,7 +154,7 @@ pub async fn serve(
     let mut session = Session::new(
         Context {
             client_tls: implicit_tls,
-            client_loopback: peer.ip().is_loopback(),
+            client_loopback: peer.ip().is_loopback() && hop_loopback,
             starttls_listener: shared.starttls_listener,
             allow_plaintext_auth: shared.allow_plaintext_auth,
             max_literal_size: shared.max_literal_size,
