@@ -72,6 +72,17 @@ impl crate::envelope::Keys for LiveKeys {
             .map(|(_, (_, identity))| identity as &dyn age::Identity)
             .collect()
     }
+
+    /// The same keys the unlocked keyring derives, for every epoch held
+    /// (the IMAP cache takes them once, at start).
+    fn local_keys(&self, context: &[u8]) -> Vec<(String, zeroize::Zeroizing<[u8; 32]>)> {
+        self.epochs
+            .iter()
+            .filter_map(|(_, (id, identity))| {
+                Some((id.clone(), super::unlock::local_key(id, identity, context)?))
+            })
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for LiveKeys {

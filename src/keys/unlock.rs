@@ -256,25 +256,33 @@ impl crate::envelope::Keys for Unlocked {
             .unwrap_or_default()
     }
 
-    /// HKDF-SHA256: the salt is `context`, the input the epoch's secret
-    /// key, the info names the use and the epoch.
+    /// HKDF-SHA256 of each epoch's identity ([`local_key`]).
     fn local_keys(&self, context: &[u8]) -> Vec<(String, Zeroizing<[u8; 32]>)> {
         self.identities
             .iter()
-            .filter_map(|(id, identity)| {
-                let secret = identity.to_string();
-                let info = [&b"writ local key v1 "[..], id.as_bytes()].concat();
-                let mut out = Zeroizing::new([0u8; 32]);
-                let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, context)
-                    .extract(secret.expose_secret().as_bytes());
-                // 32 bytes from SHA-256's HKDF: never refused.
-                prk.expand(&[&info], ring::hkdf::HKDF_SHA256)
-                    .and_then(|okm| okm.fill(&mut out[..]))
-                    .ok()?;
-                Some((id.clone(), out))
-            })
+            .filter_map(|(id, identity)| Some((id.clone(), local_key(id, identity, context)?)))
             .collect()
     }
+}
+
+/// A key for local use (the IMAP cache) derived from an epoch identity.
+/// HKDF-SHA256: the salt is `context`, the input the epoch's secret key,
+/// the info names the use and the epoch.
+pub(crate) fn local_key(
+    id: &str,
+    identity: &Identity,
+    context: &[u8],
+) -> Option<Zeroizing<[u8; 32]>> {
+    let secret = identity.to_string();
+    let info = [&b"writ local key v1 "[..], id.as_bytes()].concat();
+    let mut out = Zeroizing::new([0u8; 32]);
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, context)
+        .extract(secret.expose_secret().as_bytes());
+    // 32 bytes from SHA-256's HKDF: never refused.
+    prk.expand(&[&info], ring::hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .ok()?;
+    Some(out)
 }
 
 #[cfg(test)]
