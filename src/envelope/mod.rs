@@ -23,9 +23,11 @@ mod detect;
 pub mod fuzz;
 pub mod header;
 mod open;
+mod payload;
 pub mod scan;
 mod seal;
 mod sink;
+mod stream;
 pub mod summary;
 pub mod view;
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use super::armor::CrlfWriter;
 use super::detect::detect;
 use super::header::{self, RawField};
+use super::payload::{Parallel, PayloadWriter};
 use super::scan::{Limits, Scanner};
 use super::sink::Sink;
 use super::summary::Summary;
@@ -72,6 +73,7 @@ pub struct Sealer {
     spill_threshold: usize,
     temp_dir: Option<PathBuf>,
     limits: Limits,
+    parallel: Parallel,
 }
 
 /// What [`Sealer::seal`] did.
@@ -99,6 +101,7 @@ impl Sealer {
             spill_threshold: 8 * 1024 * 1024,
             temp_dir: None,
             limits: Limits::default(),
+            parallel: Parallel::default(),
         }
     }
 
@@ -127,6 +130,18 @@ impl Sealer {
     /// Directory for the ciphertext spill file (default: the system's).
     pub fn temp_dir(mut self, dir: Option<PathBuf>) -> Sealer {
         self.temp_dir = dir;
+        self
+    }
+
+    /// Seal the payload on `threads` worker threads once M has passed
+    /// `after` bytes (default: 1 MiB, one thread per core; `threads` 1
+    /// keeps all work on the caller's thread). The output is the same age
+    /// format either way.
+    pub fn parallel(mut self, after: u64, threads: usize) -> Sealer {
+        self.parallel = Parallel {
+            after,
+            threads: threads.max(1),
+        };
         self
     }
 
@@ -218,16 +233,8 @@ impl Sealer {
         }
 
         // 3. Stream M into the encryptor and the scanner together.
-        let encryptor = age::Encryptor::with_recipients(
-            self.recipients.iter().map(|r| r as &dyn age::Recipient),
-        )
-        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
         let sink = Sink::new(self.spill_threshold, self.temp_dir.clone());
-        let armored = age::armor::ArmoredWriter::wrap_output(
-            CrlfWriter::new(sink),
-            age::armor::Format::AsciiArmor,
-        )?;
-        let mut payload = encryptor.wrap_output(armored)?;
+        let mut payload = PayloadWriter::new(&self.recipients, self.parallel, sink)?;
         let mut scanner = Scanner::new(self.limits);
         payload.write_all(&head)?;
         scanner.push(&head);
@@ -239,7 +246,7 @@ impl Sealer {
             payload.write_all(&chunk[..n])?;
             scanner.push(&chunk[..n]);
         }
-        let mut sink = payload.finish()?.finish()?.finish()?;
+        let mut sink = payload.finish()?;
         let summary = scanner.finish();
 
         // 4. The summary, sealed to the same recipients.
