@@ -20,6 +20,7 @@
 
 mod armor;
 mod detect;
+mod feed;
 pub mod fuzz;
 pub mod header;
 mod open;

@@ -34,7 +34,7 @@ use super::EnvelopeError;
 use super::stream::{self, AgeFile, Armor, BATCH, Sealed};
 
 /// Plaintext of M, wiped when dropped.
-type Plain = Zeroizing<Vec<u8>>;
+pub type Plain = Zeroizing<Vec<u8>>;
 
 /// When and how widely to seal in parallel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +66,14 @@ struct Job {
     counter: u64,
     last: bool,
     pos: u64,
-    plain: Plain,
+    plain: Arc<Plain>,
     sealed: Sealed,
     reply: SyncSender<io::Result<Done>>,
 }
 
 /// A sealed batch, with its buffers for reuse.
 struct Done {
-    plain: Plain,
+    plain: Arc<Plain>,
     sealed: Sealed,
 }
 
@@ -154,8 +154,8 @@ pub struct PayloadWriter<W: Write> {
     armor: Armor,
     parallel: Parallel,
     pool: Option<Pool>,
-    /// Plaintext not yet handed to a batch (at most [`BATCH`] bytes).
-    plain: Plain,
+    /// The latest batch, held until it is known not to be the last.
+    held: Option<Arc<Plain>>,
     /// Plaintext bytes taken so far.
     taken: u64,
     /// Next chunk number.
@@ -163,7 +163,8 @@ pub struct PayloadWriter<W: Write> {
     /// Binary offset in the age file of the next batch.
     pos: u64,
     /// Buffers of finished batches, for reuse.
-    spare: Vec<(Plain, Sealed)>,
+    spare_plain: Vec<Plain>,
+    spare_sealed: Vec<Sealed>,
     /// Scratch for inline batches.
     inline: Sealed,
 }
@@ -186,40 +187,66 @@ impl<W: Write> PayloadWriter<W> {
             armor,
             parallel,
             pool: None,
-            plain: Zeroizing::new(Vec::with_capacity(BATCH)),
+            held: None,
             taken: 0,
             counter: 0,
             pos: file.header.len() as u64,
-            spare: Vec::new(),
+            spare_plain: Vec::new(),
+            spare_sealed: Vec::new(),
             inline: Sealed::default(),
         })
     }
 
-    /// Seals the held plaintext as the next batch.
-    fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        let chunks = self.plain.len().div_ceil(stream::CHUNK).max(1) as u64;
-        let cipher_len = self.plain.len() as u64 + chunks * 16;
+    /// An empty buffer for the next batch (a reused one when there is).
+    pub fn buffer(&mut self) -> Plain {
+        let mut b = self
+            .spare_plain
+            .pop()
+            .unwrap_or_else(|| Zeroizing::new(Vec::with_capacity(BATCH)));
+        b.clear();
+        b
+    }
+
+    /// Has M passed the size from which batches go to worker threads?
+    pub fn is_large(&self) -> bool {
+        self.parallel.threads > 1 && self.taken > self.parallel.after
+    }
+
+    /// Takes the next plaintext. Every batch but the last must be exactly
+    /// [`BATCH`] bytes; empty batches are ignored.
+    pub fn push(&mut self, batch: Arc<Plain>) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if batch.len() > BATCH {
+            return Err(io::Error::other("a payload batch longer than a batch"));
+        }
+        self.taken += batch.len() as u64;
+        match self.held.replace(batch) {
+            Some(previous) if previous.len() != BATCH => {
+                Err(io::Error::other("a short payload batch before the last"))
+            }
+            Some(previous) => self.dispatch(previous, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals `plain` as the next batch.
+    fn dispatch(&mut self, plain: Arc<Plain>, last: bool) -> io::Result<()> {
+        let chunks = plain.len().div_ceil(stream::CHUNK).max(1) as u64;
+        let cipher_len = plain.len() as u64 + chunks * 16;
         let (counter, pos) = (self.counter, self.pos);
         self.counter += chunks;
         self.pos += cipher_len;
-        if self.pool.is_none()
-            && self.parallel.threads > 1
-            && self.taken > self.parallel.after
-            && !last
-        {
+        if self.pool.is_none() && self.is_large() && !last {
             self.pool = Pool::start(&self.key, self.parallel.threads);
         }
         let Some(pool) = &mut self.pool else {
-            stream::seal_batch(&self.key, counter, &self.plain, last, pos, &mut self.inline)?;
-            self.plain.clear();
+            stream::seal_batch(&self.key, counter, &plain, last, pos, &mut self.inline)?;
+            self.recycle(plain, None);
             return self.armor.write(&self.inline, &mut self.out);
         };
-        let (mut next, sealed) = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| (Zeroizing::new(Vec::with_capacity(BATCH)), Sealed::default()));
-        next.clear();
-        let plain = std::mem::replace(&mut self.plain, next);
+        let sealed = self.spare_sealed.pop().unwrap_or_default();
         let (reply, done) = mpsc::sync_channel(1);
         let job = Job {
             counter,
@@ -244,26 +271,38 @@ impl<W: Write> PayloadWriter<W> {
         Ok(())
     }
 
+    /// Keeps a batch's buffers for reuse, unless someone else (the scanner)
+    /// still reads the plaintext or enough are kept already.
+    fn recycle(&mut self, plain: Arc<Plain>, sealed: Option<Sealed>) {
+        let keep = self.pool.as_ref().map_or(1, |p| p.in_flight + 1);
+        if self.spare_plain.len() < keep
+            && let Ok(plain) = Arc::try_unwrap(plain)
+        {
+            self.spare_plain.push(plain);
+        }
+        if let Some(sealed) = sealed
+            && self.spare_sealed.len() < keep
+        {
+            self.spare_sealed.push(sealed);
+        }
+    }
+
     /// Waits for the oldest batch in flight and writes it.
     fn write_oldest(&mut self) -> io::Result<()> {
-        let Some(pool) = &mut self.pool else {
-            return Ok(());
-        };
-        let Some(done) = pool.pending.pop_front() else {
+        let Some(done) = self.pool.as_mut().and_then(|p| p.pending.pop_front()) else {
             return Ok(());
         };
         let done = done.recv().map_err(|_| worker_gone())??;
         self.armor.write(&done.sealed, &mut self.out)?;
-        if self.spare.len() <= pool.in_flight {
-            self.spare.push((done.plain, done.sealed));
-        }
+        self.recycle(done.plain, Some(done.sealed));
         Ok(())
     }
 
-    /// Seals the rest as the last batch, writes everything still in flight
+    /// Seals the held batch as the last, writes everything still in flight
     /// and the end marker, and returns the output.
     pub fn finish(mut self) -> io::Result<W> {
-        self.dispatch(true)?;
+        let last = self.held.take().unwrap_or_default();
+        self.dispatch(last, true)?;
         while self.pool.as_ref().is_some_and(|p| !p.pending.is_empty()) {
             self.write_oldest()?;
         }
@@ -274,25 +313,4 @@ impl<W: Write> PayloadWriter<W> {
 
 fn worker_gone() -> io::Error {
     io::Error::other("a sealing thread stopped")
-}
-
-impl<W: Write> Write for PayloadWriter<W> {
-    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len();
-        while !buf.is_empty() {
-            if self.plain.len() == BATCH {
-                // More plaintext follows: the held batch is not the last.
-                self.dispatch(false)?;
-            }
-            let take = (BATCH - self.plain.len()).min(buf.len());
-            self.plain.extend_from_slice(&buf[..take]);
-            self.taken += take as u64;
-            buf = &buf[take..];
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

@@ -8,13 +8,16 @@
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::armor::CrlfWriter;
 use super::detect::detect;
+use super::feed::ScanFeed;
 use super::header::{self, RawField};
 use super::payload::{Parallel, PayloadWriter};
 use super::scan::{Limits, Scanner};
 use super::sink::Sink;
+use super::stream::BATCH;
 use super::summary::Summary;
 use super::{EnvelopeError, PAYLOAD_TYPE, SEALED_PROTOCOL};
 
@@ -232,22 +235,28 @@ impl Sealer {
             });
         }
 
-        // 3. Stream M into the encryptor and the scanner together.
+        // 3. Stream M, batch by batch, to the payload writer and the
+        // scanner (both on other threads once M is large).
         let sink = Sink::new(self.spill_threshold, self.temp_dir.clone());
         let mut payload = PayloadWriter::new(&self.recipients, self.parallel, sink)?;
-        let mut scanner = Scanner::new(self.limits);
-        payload.write_all(&head)?;
-        scanner.push(&head);
+        let mut scanner = ScanFeed::new(Scanner::new(self.limits));
+        let mut head_rest = &head[..];
         loop {
-            let n = read_some(&mut input, &mut chunk)?;
-            if n == 0 {
+            let mut batch = payload.buffer();
+            let from_head = head_rest.len().min(BATCH);
+            batch.extend_from_slice(&head_rest[..from_head]);
+            head_rest = &head_rest[from_head..];
+            fill(&mut input, &mut batch)?;
+            let full = batch.len() == BATCH;
+            let batch = Arc::new(batch);
+            scanner.push(&batch, payload.is_large())?;
+            payload.push(batch)?;
+            if !full {
                 break;
             }
-            payload.write_all(&chunk[..n])?;
-            scanner.push(&chunk[..n]);
         }
         let mut sink = payload.finish()?;
-        let summary = scanner.finish();
+        let summary = scanner.finish()?;
 
         // 4. The summary, sealed to the same recipients.
         let json =
@@ -334,6 +343,21 @@ fn push_crlf(out: &mut Vec<u8>, raw: &[u8]) {
         out.extend_from_slice(body);
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Reads into `batch` until it holds [`BATCH`] bytes or `input` ends.
+fn fill(input: &mut impl Read, batch: &mut Vec<u8>) -> io::Result<()> {
+    let mut len = batch.len();
+    batch.resize(BATCH, 0);
+    while len < BATCH {
+        let n = read_some(input, &mut batch[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    batch.truncate(len);
+    Ok(())
 }
 
 fn read_some(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

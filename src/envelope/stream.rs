@@ -216,20 +216,44 @@ pub fn seal_batch(
 }
 
 /// Base64 of whole 48-byte lines, each followed by CRLF, appended to `out`.
+///
+/// Own code rather than the `base64` crate (which writes the last, padded
+/// line and the header): the crate encodes a 48-byte line at well under
+/// half the speed of this table (measured under the same load: about 400
+/// against 1,000 MB/s), and encoding was then the largest cost of sealing
+/// after the MIME scan. Each 12 bits of input index [`PAIRS`], two
+/// characters at a time. The armor tests compare the result with the age
+/// crate's armor byte for byte.
 fn encode_lines(src: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(start + src.len() / LINE_BYTES * LINE_OUT, 0);
-    let dst = &mut out[start..];
-    for (line, o) in src
-        .chunks_exact(LINE_BYTES)
-        .zip(dst.chunks_exact_mut(LINE_OUT))
-    {
-        let (text, eol) = o.split_at_mut(64);
-        // 48 bytes are exactly 64 characters: this cannot fail.
-        let _ = BASE64_STANDARD.encode_slice(line, text);
-        eol.copy_from_slice(b"\r\n");
+    out.reserve(src.len() / LINE_BYTES * LINE_OUT);
+    for line in src.chunks_exact(LINE_BYTES) {
+        let mut text = [0u8; LINE_OUT];
+        for (g, d) in line.chunks_exact(6).zip(text.chunks_exact_mut(8)) {
+            let x = u64::from_be_bytes([g[0], g[1], g[2], g[3], g[4], g[5], 0, 0]);
+            let v = u64::from(PAIRS[(x >> 52) as usize])
+                | u64::from(PAIRS[(x >> 40) as usize & 0xfff]) << 16
+                | u64::from(PAIRS[(x >> 28) as usize & 0xfff]) << 32
+                | u64::from(PAIRS[(x >> 16) as usize & 0xfff]) << 48;
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+        text[64] = b'\r';
+        text[65] = b'\n';
+        out.extend_from_slice(&text);
     }
 }
+
+/// The base64 characters of every 12-bit value, first character in the low
+/// byte.
+static PAIRS: [u16; 4096] = {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut t = [0u16; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        t[i] = ALPHABET[i >> 6] as u16 | (ALPHABET[i & 63] as u16) << 8;
+        i += 1;
+    }
+    t
+};
 
 /// The armor writer's own state: bytes of the current, unfinished line.
 pub struct Armor {
