@@ -1,4 +1,12 @@
-//! The MIME scanner's side of the sealing pass: it reads the same batches
+//! The batches of M that the sealing pass hands to the payload writer and
+//! to the MIME scanner, and the scanner's side of that pass.
+//!
+//! [`Batches`] lends each batch to both as an [`Arc`] and takes its buffer
+//! back once both are done with it (at most [`LENT`] outstanding), so a
+//! large message reuses a few buffers instead of allocating, and wiping
+//! (plaintext buffers are zeroed when dropped), one per batch.
+//!
+//! The scanner reads the same batches
 //! of M as the payload writer, on the caller's thread for small messages
 //! and on a thread of its own once M is large (when the payload writer has
 //! started its workers), so scanning a large message overlaps encrypting it.
@@ -8,14 +16,55 @@
 //! whatever the size of M. The summary is the same whichever thread
 //! scanned: the scanner sees the same bytes in the same order.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 
 use super::payload::Plain;
 use super::scan::Scanner;
+use super::stream::BATCH;
 use super::summary::Summary;
+
+/// Batch buffers lent out at most (192 KiB each).
+const LENT: usize = 32;
+
+/// Buffers for batches of M, reused once nobody reads them any more.
+#[derive(Default)]
+pub struct Batches {
+    lent: VecDeque<Arc<Plain>>,
+}
+
+impl Batches {
+    /// An empty buffer for the next batch.
+    pub fn take(&mut self) -> Plain {
+        if self.lent.front().is_some_and(|b| Arc::strong_count(b) == 1)
+            && let Some(Ok(mut b)) = self.lent.pop_front().map(Arc::try_unwrap)
+        {
+            b.clear();
+            return b;
+        }
+        Plain::new(Vec::with_capacity(BATCH))
+    }
+
+    /// Reads into `batch` until it holds [`BATCH`] bytes or `input` ends,
+    /// and lends it out.
+    pub fn fill(&mut self, mut batch: Plain, input: &mut impl Read) -> io::Result<Arc<Plain>> {
+        while batch.len() < BATCH {
+            let want = (BATCH - batch.len()) as u64;
+            if input.by_ref().take(want).read_to_end(&mut batch)? == 0 {
+                break;
+            }
+        }
+        let batch = Arc::new(batch);
+        if self.lent.len() >= LENT {
+            self.lent.pop_front();
+        }
+        self.lent.push_back(Arc::clone(&batch));
+        Ok(batch)
+    }
+}
 
 /// Batches waiting for the scanner's thread (192 KiB each).
 const QUEUE: usize = 8;

@@ -163,7 +163,6 @@ pub struct PayloadWriter<W: Write> {
     /// Binary offset in the age file of the next batch.
     pos: u64,
     /// Buffers of finished batches, for reuse.
-    spare_plain: Vec<Plain>,
     spare_sealed: Vec<Sealed>,
     /// Scratch for inline batches.
     inline: Sealed,
@@ -191,20 +190,9 @@ impl<W: Write> PayloadWriter<W> {
             taken: 0,
             counter: 0,
             pos: file.header.len() as u64,
-            spare_plain: Vec::new(),
             spare_sealed: Vec::new(),
             inline: Sealed::default(),
         })
-    }
-
-    /// An empty buffer for the next batch (a reused one when there is).
-    pub fn buffer(&mut self) -> Plain {
-        let mut b = self
-            .spare_plain
-            .pop()
-            .unwrap_or_else(|| Zeroizing::new(Vec::with_capacity(BATCH)));
-        b.clear();
-        b
     }
 
     /// Has M passed the size from which batches go to worker threads?
@@ -243,7 +231,7 @@ impl<W: Write> PayloadWriter<W> {
         }
         let Some(pool) = &mut self.pool else {
             stream::seal_batch(&self.key, counter, &plain, last, pos, &mut self.inline)?;
-            self.recycle(plain, None);
+            drop(plain);
             return self.armor.write(&self.inline, &mut self.out);
         };
         let sealed = self.spare_sealed.pop().unwrap_or_default();
@@ -256,8 +244,8 @@ impl<W: Write> PayloadWriter<W> {
             sealed,
             reply,
         };
-        let sent = pool.jobs.as_ref().map(|j| j.send(job));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = pool.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
+        if !sent {
             return Err(worker_gone());
         }
         pool.pending.push_back(done);
@@ -271,18 +259,10 @@ impl<W: Write> PayloadWriter<W> {
         Ok(())
     }
 
-    /// Keeps a batch's buffers for reuse, unless someone else (the scanner)
-    /// still reads the plaintext or enough are kept already.
-    fn recycle(&mut self, plain: Arc<Plain>, sealed: Option<Sealed>) {
+    /// Keeps a batch's output buffers for reuse.
+    fn recycle(&mut self, sealed: Sealed) {
         let keep = self.pool.as_ref().map_or(1, |p| p.in_flight + 1);
-        if self.spare_plain.len() < keep
-            && let Ok(plain) = Arc::try_unwrap(plain)
-        {
-            self.spare_plain.push(plain);
-        }
-        if let Some(sealed) = sealed
-            && self.spare_sealed.len() < keep
-        {
+        if self.spare_sealed.len() < keep {
             self.spare_sealed.push(sealed);
         }
     }
@@ -294,7 +274,8 @@ impl<W: Write> PayloadWriter<W> {
         };
         let done = done.recv().map_err(|_| worker_gone())??;
         self.armor.write(&done.sealed, &mut self.out)?;
-        self.recycle(done.plain, Some(done.sealed));
+        drop(done.plain);
+        self.recycle(done.sealed);
         Ok(())
     }
 

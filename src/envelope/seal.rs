@@ -8,11 +8,10 @@
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::armor::CrlfWriter;
 use super::detect::detect;
-use super::feed::ScanFeed;
+use super::feed::{Batches, ScanFeed};
 use super::header::{self, RawField};
 use super::payload::{Parallel, PayloadWriter};
 use super::scan::{Limits, Scanner};
@@ -240,15 +239,15 @@ impl Sealer {
         let sink = Sink::new(self.spill_threshold, self.temp_dir.clone());
         let mut payload = PayloadWriter::new(&self.recipients, self.parallel, sink)?;
         let mut scanner = ScanFeed::new(Scanner::new(self.limits));
+        let mut batches = Batches::default();
         let mut head_rest = &head[..];
         loop {
-            let mut batch = payload.buffer();
+            let mut batch = batches.take();
             let from_head = head_rest.len().min(BATCH);
             batch.extend_from_slice(&head_rest[..from_head]);
             head_rest = &head_rest[from_head..];
-            fill(&mut input, &mut batch)?;
+            let batch = batches.fill(batch, &mut input)?;
             let full = batch.len() == BATCH;
-            let batch = Arc::new(batch);
             scanner.push(&batch, payload.is_large())?;
             payload.push(batch)?;
             if !full {
@@ -343,21 +342,6 @@ fn push_crlf(out: &mut Vec<u8>, raw: &[u8]) {
         out.extend_from_slice(body);
         out.extend_from_slice(b"\r\n");
     }
-}
-
-/// Reads into `batch` until it holds [`BATCH`] bytes or `input` ends.
-fn fill(input: &mut impl Read, batch: &mut Vec<u8>) -> io::Result<()> {
-    let mut len = batch.len();
-    batch.resize(BATCH, 0);
-    while len < BATCH {
-        let n = read_some(input, &mut batch[len..])?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-    }
-    batch.truncate(len);
-    Ok(())
 }
 
 fn read_some(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

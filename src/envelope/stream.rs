@@ -72,7 +72,7 @@ const LINE_OUT: usize = 66;
 pub const BEGIN_LINE: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----\r\n";
 pub const END_LINE: &[u8] = b"-----END AGE ENCRYPTED FILE-----\r\n";
 
-const _: () = assert!((BATCH + BATCH_CHUNKS * TAG) % LINE_BYTES == 0);
+const _: () = assert!((BATCH + BATCH_CHUNKS * TAG).is_multiple_of(LINE_BYTES));
 
 /// A new age file: its binary header and payload nonce (to be armored
 /// first), and the payload key.
