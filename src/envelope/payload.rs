@@ -2,8 +2,9 @@
 //! caller's thread for small messages and on several threads for large
 //! ones.
 //!
-//! Plaintext is cut into batches of [`BATCH`] bytes (three 64 KiB STREAM
-//! chunks). Each batch gets its chunk counter and its position in the file
+//! Plaintext comes in batches of [`BATCH`] bytes (three 64 KiB STREAM
+//! chunks; `feed::Batches` cuts them and shares them with the scanner).
+//! Each batch gets its chunk counter and its position in the file
 //! before it is sealed ([`stream::seal_batch`]), so batches are sealed and
 //! armored independently and written strictly in order.
 //!
@@ -11,15 +12,17 @@
 //!   typical message costs no thread and no channel.
 //! - Past it, [`Parallel::threads`] worker threads (one per core by
 //!   default) seal batches taken from a bounded queue; the caller's thread
-//!   keeps reading M, scanning it and writing finished batches in order.
+//!   keeps reading M and writing finished batches in order (the scanner
+//!   then runs on a thread of its own, `feed::ScanFeed`).
 //!   At most [`IN_FLIGHT_PER_THREAD`] batches per worker (plus one) are in
 //!   flight, so memory stays bounded (about 0.7 MiB per batch in flight)
 //!   whatever the size of M.
 //!
 //! A batch is held back until more plaintext follows it, since the last
 //! STREAM chunk must be flagged as such ([`PayloadWriter::finish`] seals the
-//! rest). Dropping the writer without `finish` stops the workers; plaintext
-//! buffers are wiped whenever they are dropped; the output is then an incomplete age file.
+//! rest). Plaintext buffers are wiped whenever they are dropped. Dropping
+//! the writer without `finish` stops the workers and leaves an incomplete
+//! age file in the output (the caller discards it).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
