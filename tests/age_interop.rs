@@ -30,7 +30,7 @@ fn message(size: usize) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
-        m.push(if x % 61 == 0 { b'\n' } else { x as u8 });
+        m.push(if x.is_multiple_of(61) { b'\n' } else { x as u8 });
     }
     m.truncate(size);
     m
