@@ -37,22 +37,32 @@ pub struct Batches {
 }
 
 impl Batches {
-    /// An empty buffer for the next batch.
-    pub fn take(&mut self) -> Plain {
+    /// An empty buffer for the next batch, of `expect` bytes' capacity
+    /// (at most [`BATCH`]) unless a used one is free: a small message
+    /// allocates, and wipes, only about its own size.
+    pub fn take(&mut self, expect: usize) -> Plain {
         if self.lent.front().is_some_and(|b| Arc::strong_count(b) == 1)
             && let Some(Ok(mut b)) = self.lent.pop_front().map(Arc::try_unwrap)
         {
             b.clear();
             return b;
         }
-        Plain::new(Vec::with_capacity(BATCH))
+        Plain::new(Vec::with_capacity(expect.min(BATCH)))
     }
 
     /// Reads into `batch` until it holds [`BATCH`] bytes or `input` ends,
     /// and lends it out.
     pub fn fill(&mut self, mut batch: Plain, input: &mut impl Read) -> io::Result<Arc<Plain>> {
         while batch.len() < BATCH {
-            let want = (BATCH - batch.len()) as u64;
+            if batch.len() >= batch.capacity() {
+                // Grow by hand: a reallocation would leave a copy of the
+                // plaintext behind unwiped; the old buffer is wiped here.
+                let mut bigger = Plain::new(Vec::with_capacity(BATCH));
+                bigger.extend_from_slice(&batch);
+                batch = bigger;
+            }
+            // Never past the capacity, so `read_to_end` never reallocates.
+            let want = (batch.capacity().min(BATCH) - batch.len()) as u64;
             if input.by_ref().take(want).read_to_end(&mut batch)? == 0 {
                 break;
             }

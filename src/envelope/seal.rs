@@ -241,8 +241,11 @@ impl Sealer {
         let mut scanner = ScanFeed::new(Scanner::new(self.limits));
         let mut batches = Batches::default();
         let mut head_rest = &head[..];
+        // The first batch is sized for a small message; the rest are whole.
+        let mut expect = head.len() + 16 * 1024;
         loop {
-            let mut batch = batches.take();
+            let mut batch = batches.take(expect);
+            expect = BATCH;
             let from_head = head_rest.len().min(BATCH);
             batch.extend_from_slice(&head_rest[..from_head]);
             head_rest = &head_rest[from_head..];
