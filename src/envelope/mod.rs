@@ -20,12 +20,15 @@
 
 mod armor;
 mod detect;
+mod feed;
 pub mod fuzz;
 pub mod header;
 mod open;
+mod payload;
 pub mod scan;
 mod seal;
 mod sink;
+mod stream;
 pub mod summary;
 pub mod view;
 

@@ -165,7 +165,7 @@ impl Scanner {
     /// Feeds the next bytes of M.
     pub fn push(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', data) {
                 Some(p) => {
                     self.take(&data[..=p]);
                     self.end_line();
@@ -188,7 +188,20 @@ impl Scanner {
 
     fn take(&mut self, seg: &[u8]) {
         let room = self.line_cap().saturating_sub(self.line.len());
-        self.line.extend_from_slice(&seg[..seg.len().min(room)]);
+        let mut keep = seg.len().min(room);
+        if let Some(State::Body) = self.stack.last().map(|f| &f.state) {
+            // In a body only a line starting with "--" can matter (as a
+            // delimiter): of any other, two bytes are enough to tell.
+            let known = self.line.len().min(2);
+            let more = (2 - known).min(seg.len());
+            let mut start = [0u8; 2];
+            start[..known].copy_from_slice(&self.line[..known]);
+            start[known..known + more].copy_from_slice(&seg[..more]);
+            if known + more == 2 && start != *b"--" {
+                keep = keep.min(more);
+            }
+        }
+        self.line.extend_from_slice(&seg[..keep]);
         self.line_len += seg.len() as u64;
         self.offset += seg.len() as u64;
         match seg {

@@ -11,9 +11,12 @@ use std::path::PathBuf;
 
 use super::armor::CrlfWriter;
 use super::detect::detect;
+use super::feed::{Batches, ScanFeed};
 use super::header::{self, RawField};
+use super::payload::{Parallel, PayloadWriter};
 use super::scan::{Limits, Scanner};
 use super::sink::Sink;
+use super::stream::BATCH;
 use super::summary::Summary;
 use super::{EnvelopeError, PAYLOAD_TYPE, SEALED_PROTOCOL};
 
@@ -72,6 +75,7 @@ pub struct Sealer {
     spill_threshold: usize,
     temp_dir: Option<PathBuf>,
     limits: Limits,
+    parallel: Parallel,
 }
 
 /// What [`Sealer::seal`] did.
@@ -99,6 +103,7 @@ impl Sealer {
             spill_threshold: 8 * 1024 * 1024,
             temp_dir: None,
             limits: Limits::default(),
+            parallel: Parallel::default(),
         }
     }
 
@@ -127,6 +132,18 @@ impl Sealer {
     /// Directory for the ciphertext spill file (default: the system's).
     pub fn temp_dir(mut self, dir: Option<PathBuf>) -> Sealer {
         self.temp_dir = dir;
+        self
+    }
+
+    /// Seal the payload on `threads` worker threads once M has passed
+    /// `after` bytes (default: 1 MiB, one thread per core; `threads` 1
+    /// keeps all work on the caller's thread). The output is the same age
+    /// format either way.
+    pub fn parallel(mut self, after: u64, threads: usize) -> Sealer {
+        self.parallel = Parallel {
+            after,
+            threads: threads.max(1),
+        };
         self
     }
 
@@ -217,30 +234,31 @@ impl Sealer {
             });
         }
 
-        // 3. Stream M into the encryptor and the scanner together.
-        let encryptor = age::Encryptor::with_recipients(
-            self.recipients.iter().map(|r| r as &dyn age::Recipient),
-        )
-        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+        // 3. Stream M, batch by batch, to the payload writer and the
+        // scanner (both on other threads once M is large).
         let sink = Sink::new(self.spill_threshold, self.temp_dir.clone());
-        let armored = age::armor::ArmoredWriter::wrap_output(
-            CrlfWriter::new(sink),
-            age::armor::Format::AsciiArmor,
-        )?;
-        let mut payload = encryptor.wrap_output(armored)?;
-        let mut scanner = Scanner::new(self.limits);
-        payload.write_all(&head)?;
-        scanner.push(&head);
+        let mut payload = PayloadWriter::new(&self.recipients, self.parallel, sink)?;
+        let mut scanner = ScanFeed::new(Scanner::new(self.limits));
+        let mut batches = Batches::default();
+        let mut head_rest = &head[..];
+        // The first batch is sized for a small message; the rest are whole.
+        let mut expect = head.len() + 16 * 1024;
         loop {
-            let n = read_some(&mut input, &mut chunk)?;
-            if n == 0 {
+            let mut batch = batches.take(expect);
+            expect = BATCH;
+            let from_head = head_rest.len().min(BATCH);
+            batch.extend_from_slice(&head_rest[..from_head]);
+            head_rest = &head_rest[from_head..];
+            let batch = batches.fill(batch, &mut input)?;
+            let full = batch.len() == BATCH;
+            scanner.push(&batch, payload.is_large())?;
+            payload.push(batch)?;
+            if !full {
                 break;
             }
-            payload.write_all(&chunk[..n])?;
-            scanner.push(&chunk[..n]);
         }
-        let mut sink = payload.finish()?.finish()?.finish()?;
-        let summary = scanner.finish();
+        let mut sink = payload.finish()?;
+        let summary = scanner.finish()?;
 
         // 4. The summary, sealed to the same recipients.
         let json =

@@ -1,0 +1,300 @@
+//! The payload writer: M in, the armored age file (CRLF) out, on the
+//! caller's thread for small messages and on several threads for large
+//! ones.
+//!
+//! Plaintext comes in batches of [`BATCH`] bytes (three 64 KiB STREAM
+//! chunks; `feed::Batches` cuts them and shares them with the scanner).
+//! Each batch gets its chunk counter and its position in the file
+//! before it is sealed ([`stream::seal_batch`]), so batches are sealed and
+//! armored independently and written strictly in order.
+//!
+//! - Up to [`Parallel::after`] bytes of M, batches are sealed inline: a
+//!   typical message costs no thread and no channel.
+//! - Past it, [`Parallel::threads`] worker threads (one per core by
+//!   default) seal batches taken from a bounded queue; the caller's thread
+//!   keeps reading M and writing finished batches in order (the scanner
+//!   then runs on a thread of its own, `feed::ScanFeed`).
+//!   At most [`IN_FLIGHT_PER_THREAD`] batches per worker (plus one) are in
+//!   flight, so memory stays bounded (about 0.7 MiB per batch in flight)
+//!   whatever the size of M.
+//!
+//! A batch is held back until more plaintext follows it, since the last
+//! STREAM chunk must be flagged as such ([`PayloadWriter::finish`] seals the
+//! rest). Plaintext buffers are wiped whenever they are dropped. Dropping
+//! the writer without `finish` stops the workers and leaves an incomplete
+//! age file in the output (the caller discards it).
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use ring::aead::LessSafeKey;
+use zeroize::Zeroizing;
+
+use super::EnvelopeError;
+use super::stream::{self, AgeFile, Armor, BATCH, Sealed};
+
+/// Plaintext of M, wiped when dropped.
+pub type Plain = Zeroizing<Vec<u8>>;
+
+/// When and how widely to seal in parallel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallel {
+    /// Bytes of M sealed on the caller's thread before workers start.
+    pub after: u64,
+    /// Worker threads for the rest (1: never start any).
+    pub threads: usize,
+}
+
+/// Default [`Parallel::after`]: messages up to 1 MiB (nearly all mail) are
+/// sealed on the caller's thread.
+pub const PARALLEL_AFTER: u64 = 1024 * 1024;
+
+/// Batches in flight per worker thread, beyond one.
+const IN_FLIGHT_PER_THREAD: usize = 2;
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel {
+            after: PARALLEL_AFTER,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// One batch of plaintext and the buffers to seal it into.
+struct Job {
+    counter: u64,
+    last: bool,
+    pos: u64,
+    plain: Arc<Plain>,
+    sealed: Sealed,
+    reply: SyncSender<io::Result<Done>>,
+}
+
+/// A sealed batch, with its buffers for reuse.
+struct Done {
+    plain: Arc<Plain>,
+    sealed: Sealed,
+}
+
+struct Pool {
+    jobs: Option<SyncSender<Job>>,
+    pending: VecDeque<Receiver<io::Result<Done>>>,
+    workers: Vec<JoinHandle<()>>,
+    in_flight: usize,
+}
+
+impl Pool {
+    fn start(key: &Arc<LessSafeKey>, threads: usize) -> Option<Pool> {
+        let in_flight = threads * IN_FLIGHT_PER_THREAD + 1;
+        let (tx, rx) = mpsc::sync_channel::<Job>(in_flight);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let rx = Arc::clone(&rx);
+            let key = Arc::clone(key);
+            let spawned = std::thread::Builder::new()
+                .name("writ-seal".into())
+                .spawn(move || work(&key, &rx));
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(_) => break,
+            }
+        }
+        if workers.is_empty() {
+            return None;
+        }
+        Some(Pool {
+            jobs: Some(tx),
+            pending: VecDeque::new(),
+            workers,
+            in_flight,
+        })
+    }
+}
+
+fn work(key: &LessSafeKey, jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(mut job) = job else { return };
+        let result = stream::seal_batch(
+            key,
+            job.counter,
+            &job.plain,
+            job.last,
+            job.pos,
+            &mut job.sealed,
+        )
+        .map(|_| Done {
+            plain: job.plain,
+            sealed: job.sealed,
+        });
+        // The writer may have gone (an error elsewhere): nothing to do.
+        let _ = job.reply.send(result);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        self.pending.clear();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Writes M as an armored age file with CRLF lines into `out`.
+pub struct PayloadWriter<W: Write> {
+    out: W,
+    key: Arc<LessSafeKey>,
+    armor: Armor,
+    parallel: Parallel,
+    pool: Option<Pool>,
+    /// The latest batch, held until it is known not to be the last.
+    held: Option<Arc<Plain>>,
+    /// Plaintext bytes taken so far.
+    taken: u64,
+    /// Next chunk number.
+    counter: u64,
+    /// Binary offset in the age file of the next batch.
+    pos: u64,
+    /// Buffers of finished batches, for reuse.
+    spare_sealed: Vec<Sealed>,
+    /// Scratch for inline batches.
+    inline: Sealed,
+}
+
+impl<W: Write> PayloadWriter<W> {
+    /// Starts an age file to `recipients`: writes the BEGIN line and the
+    /// header.
+    pub fn new(
+        recipients: &[age::x25519::Recipient],
+        parallel: Parallel,
+        mut out: W,
+    ) -> Result<Self, EnvelopeError> {
+        let file = AgeFile::new(recipients)?;
+        out.write_all(stream::BEGIN_LINE)?;
+        let mut armor = Armor::default();
+        armor.push(&file.header, &mut out)?;
+        Ok(PayloadWriter {
+            out,
+            key: Arc::new(file.key),
+            armor,
+            parallel,
+            pool: None,
+            held: None,
+            taken: 0,
+            counter: 0,
+            pos: file.header.len() as u64,
+            spare_sealed: Vec::new(),
+            inline: Sealed::default(),
+        })
+    }
+
+    /// Has M passed the size from which batches go to worker threads?
+    pub fn is_large(&self) -> bool {
+        self.parallel.threads > 1 && self.taken > self.parallel.after
+    }
+
+    /// Takes the next plaintext. Every batch but the last must be exactly
+    /// [`BATCH`] bytes; empty batches are ignored.
+    pub fn push(&mut self, batch: Arc<Plain>) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if batch.len() > BATCH {
+            return Err(io::Error::other("a payload batch longer than a batch"));
+        }
+        self.taken += batch.len() as u64;
+        match self.held.replace(batch) {
+            Some(previous) if previous.len() != BATCH => {
+                Err(io::Error::other("a short payload batch before the last"))
+            }
+            Some(previous) => self.dispatch(previous, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals `plain` as the next batch.
+    fn dispatch(&mut self, plain: Arc<Plain>, last: bool) -> io::Result<()> {
+        let chunks = plain.len().div_ceil(stream::CHUNK).max(1) as u64;
+        let cipher_len = plain.len() as u64 + chunks * 16;
+        let (counter, pos) = (self.counter, self.pos);
+        self.counter += chunks;
+        self.pos += cipher_len;
+        if self.pool.is_none() && self.is_large() && !last {
+            self.pool = Pool::start(&self.key, self.parallel.threads);
+        }
+        let Some(pool) = &mut self.pool else {
+            stream::seal_batch(&self.key, counter, &plain, last, pos, &mut self.inline)?;
+            drop(plain);
+            return self.armor.write(&self.inline, &mut self.out);
+        };
+        let sealed = self.spare_sealed.pop().unwrap_or_default();
+        let (reply, done) = mpsc::sync_channel(1);
+        let job = Job {
+            counter,
+            last,
+            pos,
+            plain,
+            sealed,
+            reply,
+        };
+        let sent = pool.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
+        if !sent {
+            return Err(worker_gone());
+        }
+        pool.pending.push_back(done);
+        while self
+            .pool
+            .as_ref()
+            .is_some_and(|p| p.pending.len() >= p.in_flight)
+        {
+            self.write_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a batch's output buffers for reuse.
+    fn recycle(&mut self, sealed: Sealed) {
+        let keep = self.pool.as_ref().map_or(1, |p| p.in_flight + 1);
+        if self.spare_sealed.len() < keep {
+            self.spare_sealed.push(sealed);
+        }
+    }
+
+    /// Waits for the oldest batch in flight and writes it.
+    fn write_oldest(&mut self) -> io::Result<()> {
+        let Some(done) = self.pool.as_mut().and_then(|p| p.pending.pop_front()) else {
+            return Ok(());
+        };
+        let done = done.recv().map_err(|_| worker_gone())??;
+        self.armor.write(&done.sealed, &mut self.out)?;
+        drop(done.plain);
+        self.recycle(done.sealed);
+        Ok(())
+    }
+
+    /// Seals the held batch as the last, writes everything still in flight
+    /// and the end marker, and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        let last = self.held.take().unwrap_or_default();
+        self.dispatch(last, true)?;
+        while self.pool.as_ref().is_some_and(|p| !p.pending.is_empty()) {
+            self.write_oldest()?;
+        }
+        self.armor.finish(&mut self.out)?;
+        Ok(self.out)
+    }
+}
+
+fn worker_gone() -> io::Error {
+    io::Error::other("a sealing thread stopped")
+}
