@@ -288,6 +288,10 @@ impl Server {
             )));
         }
         let target = Target::from_config(upstream_cfg, &smtp.hostname)?;
+        if let Some(p) = config.scanner.problems().into_iter().next() {
+            return Err(ServeError::Config(p));
+        }
+        let scanner = crate::smtp::scanner::Scanner::from_config(&config.scanner).map(Arc::new);
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for l in &smtp.listeners {
@@ -323,6 +327,10 @@ impl Server {
                 data_max: Duration::from_secs(smtp.data_max_secs.max(1)),
                 provider_keepalive: Duration::from_secs(smtp.provider_keepalive_secs.max(1)),
                 listener: label(l.kind),
+                scanner: scanner
+                    .as_ref()
+                    .filter(|s| l.kind == ListenerKind::Relay || s.submission)
+                    .cloned(),
             });
             listeners.push(Listener {
                 socket,

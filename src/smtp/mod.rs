@@ -4,6 +4,7 @@
 //! - [`command`], [`reply`], [`data`]: the protocol's pieces, pure.
 //! - [`session`]: the session state machine, pure: every rule of the relay.
 //! - `upstream`, `connection`, `listener`: the thin tokio shell around it.
+//! - [`scanner`]: the content scanner (rspamd's HTTP protocol), before sealing.
 //! - [`fuzz`]: the DATA decoder's fuzz entry point.
 
 pub mod command;
@@ -12,5 +13,6 @@ pub mod data;
 pub mod fuzz;
 pub mod listener;
 pub mod reply;
+pub mod scanner;
 pub mod session;
 pub mod upstream;

@@ -73,6 +73,9 @@ pub struct Shared {
     pub provider_keepalive: Duration,
     /// Label for metrics: submission, submissions, relay.
     pub listener: &'static str,
+    /// The content scanner for this listener's sealed mail (`[scanner]`),
+    /// `None` when off or not for this listener kind.
+    pub scanner: Option<Arc<super::scanner::Scanner>>,
 }
 
 impl Shared {
