@@ -1,0 +1,327 @@
+//! `[scanner]` end to end: a real rspamd from Debian (started here on
+//! loopback in a temp dir, with a minimal config: no Redis, no modules that
+//! reach the network, DNS pointed at a closed loopback port) judges the
+//! plaintext before writ seals it for the real local provider.
+//!
+//! - GTUBE is refused 554 before anything reaches the provider;
+//! - a clean message is stored sealed with the scanner's fields in the
+//!   outer header (Subject still sealed), and rspamd's `add header` test
+//!   pattern stores `X-Spam: Yes` outside;
+//! - a scanner that is down: `on_failure = "tempfail"` answers 451 and
+//!   delivers nothing; `"deliver"` delivers sealed and logs a warning;
+//! - a scanner that accepts and never answers: 451 after
+//!   `timeout_secs`, and the relay keeps serving other sessions meanwhile.
+//!
+//! "Nothing reached the provider" is checked without sleeping: after a
+//! refusal, a clean message goes to the same mailbox, and once it is there
+//! it is the only message.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mail::{DELIVERY_TIMEOUT, marker_offset, message, unique};
+use common::provider;
+use common::smtp::send;
+use common::writ::{Writ, WritConfig, free_port};
+
+/// GTUBE: rspamd's reject test pattern.
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// rspamd's `add header` test pattern (`enable_test_patterns`).
+const ADD_HEADER: &str = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+
+struct Rspamd {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Rspamd {
+    fn start() -> Rspamd {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        // A tiny TLD list: the packaged one takes rspamd ~10 s to compile.
+        std::fs::write(dir.path().join("tld.dat"), "com\ntest\norg\n").unwrap();
+        let cfg = format!(
+            "options {{\n  pidfile = \"{d}/rspamd.pid\";\n  dbdir = \"{d}\";\n  tmpdir = \"{d}\";\n  \
+             url_tld = \"{d}/tld.dat\";\n  enable_test_patterns = true;\n  \
+             dns {{ nameserver = [\"127.0.0.1:1\"]; }}\n}}\n\
+             logging {{ type = \"file\"; filename = \"{d}/rspamd.log\"; level = \"notice\"; }}\n\
+             actions {{ reject = 15; add_header = 6; greylist = 4; }}\n\
+             worker \"normal\" {{ bind_socket = \"127.0.0.1:{port}\"; count = 1; }}\n"
+        );
+        let path = dir.path().join("rspamd.conf");
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new("rspamd")
+            .arg("-c")
+            .arg(&path)
+            .args(["-f", "-i", "-u", "root", "-g", "root"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rspamd is installed (scripts/install-deps)");
+        let r = Rspamd {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !r.pong() {
+            assert!(Instant::now() < deadline, "rspamd did not answer /ping");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn pong(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(self.addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.contains("pong")
+    }
+}
+
+impl Drop for Rspamd {
+    fn drop(&mut self) {
+        // SIGTERM: the main process stops its workers.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn writ_with_scanner(address: SocketAddr, options: &str) -> Writ {
+    let mut cfg = WritConfig::relay(provider().smtp_addr());
+    cfg.extra_toml = format!("\n[scanner]\nenabled = true\naddress = \"{address}\"\n{options}");
+    Writ::start(&cfg)
+}
+
+fn text_message(to: &str, subject: &str, body: &str) -> Vec<u8> {
+    message(
+        "sender@elsewhere.test",
+        to,
+        subject,
+        body,
+        &format!("{}@elsewhere.test", unique("scan-id")),
+    )
+}
+
+/// Waits (bounded) until writ's log, read from its stderr pipe as it
+/// comes, has `needle`.
+#[track_caller]
+fn wait_log(writ: &Writ, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !writ.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{}",
+            writ.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_no_plaintext_in_log(writ: &Writ, secrets: &[&str]) {
+    let log = writ.log();
+    for s in secrets {
+        assert!(!log.contains(s), "{s} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn gtube_is_refused_before_the_provider_and_clean_mail_is_sealed_with_the_scanners_fields() {
+    let p = provider();
+    let rspamd = Rspamd::start();
+    let writ = writ_with_scanner(rspamd.addr, "");
+    let user = p.new_user("scan");
+
+    let spam_subject = unique("spam-subject");
+    let spam = text_message(&user.address, &spam_subject, GTUBE);
+    let refused = send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &spam,
+    )
+    .expect_err("GTUBE must be refused");
+    assert_eq!(refused.code, 554, "{}", refused.text());
+    assert!(refused.text().contains("5.7.1"), "{}", refused.text());
+
+    let subject = unique("clean-subject");
+    let marker = unique("clean-body");
+    let clean = text_message(&user.address, &subject, &marker);
+    send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &clean,
+    )
+    .unwrap_or_else(|r| panic!("clean mail refused: {}\n{}", r.text(), writ.log()));
+
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the clean message reached the provider"
+    );
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(
+        !text.contains(&subject) && !text.contains(&marker),
+        "{text}"
+    );
+    assert!(!text.contains(&spam_subject), "{text}");
+    let outer = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(outer.contains("X-Writ"), "sealed: {outer}");
+    assert!(
+        outer.contains("X-Spamd-Result: default: False [")
+            && outer.contains("X-Spam-Action: no action"),
+        "scanner fields in the outer header: {outer}"
+    );
+    assert!(!outer.contains("X-Spam: Yes"), "{outer}");
+    // Inside: the provider's own fields (as for any sealed message), the
+    // scanner's fields, then the message as sent, byte for byte.
+    let opened = writ.test_keys().open(&stored[0]);
+    let inner = &opened[marker_offset(&stored[0])..];
+    assert!(
+        inner.starts_with(b"X-Spamd-Result: ") && inner.ends_with(&clean),
+        "{}",
+        String::from_utf8_lossy(&opened)
+    );
+    assert_no_plaintext_in_log(&writ, &[&subject, &marker, &spam_subject, GTUBE]);
+}
+
+#[test]
+fn add_header_verdict_puts_x_spam_yes_outside_and_keeps_the_subject_sealed() {
+    let p = provider();
+    let rspamd = Rspamd::start();
+    let writ = writ_with_scanner(rspamd.addr, "");
+    let user = p.new_user("scanflag");
+    let subject = unique("flagged-subject");
+    let msg = text_message(&user.address, &subject, ADD_HEADER);
+    send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg,
+    )
+    .unwrap_or_else(|r| panic!("flagged mail refused: {}\n{}", r.text(), writ.log()));
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    let text = String::from_utf8_lossy(&stored[0]);
+    let outer = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(outer.contains("X-Spam: Yes"), "{outer}");
+    assert!(outer.contains("X-Spam-Action: add header"), "{outer}");
+    assert!(!text.contains(&subject), "Subject stays sealed: {text}");
+    assert!(
+        writ.metrics().contains("writ_scanner_verdicts_total"),
+        "{}",
+        writ.metrics()
+    );
+    assert_eq!(
+        writ.metric("writ_scanner_verdicts_total", &[("outcome", "flagged")]),
+        1.0
+    );
+}
+
+/// An address nothing listens on: a scanner that is down.
+fn stopped_scanner() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+#[test]
+fn scanner_down_fails_closed_by_default_and_open_when_configured() {
+    let p = provider();
+    let user = p.new_user("scandown");
+    let closed = writ_with_scanner(stopped_scanner(), "");
+    let subject = unique("down-subject");
+    let msg = text_message(&user.address, &subject, &unique("down-body"));
+    let refused = send(
+        closed.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg,
+    )
+    .expect_err("fail-closed must defer");
+    assert_eq!(refused.code, 451, "{}", refused.text());
+    wait_log(&closed, "content scanner failed");
+
+    let open = writ_with_scanner(stopped_scanner(), "on_failure = \"deliver\"\n");
+    let subject2 = unique("open-subject");
+    let msg2 = text_message(&user.address, &subject2, &unique("open-body"));
+    send(
+        open.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg2,
+    )
+    .unwrap_or_else(|r| panic!("fail-open refused: {}\n{}", r.text(), open.log()));
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(
+        stored.len(),
+        1,
+        "the fail-closed message was never delivered"
+    );
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(
+        text.contains("X-Writ") && !text.contains(&subject2),
+        "{text}"
+    );
+    assert!(
+        !text.contains("X-Spamd-Result"),
+        "unscanned: no verdict fields"
+    );
+    wait_log(&open, "delivered unscanned");
+    assert_eq!(
+        open.metric(
+            "writ_scanner_verdicts_total",
+            &[("outcome", "failed"), ("delivered", "true")]
+        ),
+        1.0
+    );
+    assert_no_plaintext_in_log(&closed, &[&subject]);
+    assert_no_plaintext_in_log(&open, &[&subject2]);
+}
+
+#[test]
+fn a_scanner_that_never_answers_times_out_to_451_while_other_sessions_are_served() {
+    let p = provider();
+    let user = p.new_user("scanslow");
+    // Accepts connections, reads nothing, answers nothing.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(1) {
+            held.push(s);
+        }
+        held
+    });
+    let writ = writ_with_scanner(addr, "timeout_secs = 2\n");
+    let relay = writ.relay_addr();
+    let to = user.address.clone();
+    let slow = std::thread::spawn(move || {
+        let msg = text_message(&to, &unique("slow-subject"), "slow");
+        send(relay, "sender@elsewhere.test", &[&to], &msg)
+    });
+    // Meanwhile another session is served (its own EHLO and NOOP).
+    let mut other = common::Smtp::connect(relay).unwrap();
+    assert!(other.command("EHLO other.test").unwrap().is_positive());
+    assert!(other.command("NOOP").unwrap().is_positive());
+    other.quit();
+    let refused = slow
+        .join()
+        .unwrap()
+        .expect_err("a silent scanner must defer");
+    assert_eq!(refused.code, 451, "{}", refused.text());
+    wait_log(&writ, "no verdict within 2 s");
+    drop(writ);
+    let _ = hold.join();
+}
