@@ -138,18 +138,14 @@ impl Scanner {
         };
         tokio::pin!(exchange);
         let mut conn = std::pin::pin!(conn);
-        loop {
-            tokio::select! {
-                r = &mut exchange => return r,
-                c = &mut conn => {
-                    // The connection ended; the exchange may still hold a
-                    // complete reply.
-                    if let Err(e) = c {
-                        return Err(ScanError::Http(e.to_string()));
-                    }
-                    return exchange.await;
-                }
-            }
+        tokio::select! {
+            r = &mut exchange => r,
+            c = &mut conn => match c {
+                // The connection ended; the exchange may still hold a
+                // complete reply.
+                Ok(()) => exchange.await,
+                Err(e) => Err(ScanError::Http(e.to_string())),
+            },
         }
     }
 }
