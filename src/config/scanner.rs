@@ -83,3 +83,33 @@ impl ScannerConfig {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_by_default_and_checked_when_on() {
+        let c = crate::config::Config::default();
+        assert!(!c.scanner.enabled);
+        assert_eq!(c.scanner.on_failure, ScanFailure::Tempfail);
+        assert!(c.scanner.problems().is_empty());
+        let bad = ScannerConfig {
+            enabled: true,
+            address: "nohost".into(),
+            timeout_secs: 0,
+            ..ScannerConfig::default()
+        };
+        let p = bad.problems();
+        assert!(p.iter().any(|p| p.contains("timeout_secs")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("scanner.address")), "{p:?}");
+    }
+
+    #[test]
+    fn on_failure_reads_tempfail_or_deliver() {
+        let c: ScannerConfig =
+            toml::from_str("enabled = true\non_failure = \"deliver\"\n").unwrap();
+        assert_eq!(c.on_failure, ScanFailure::Deliver);
+        assert!(toml::from_str::<ScannerConfig>("on_failure = \"maybe\"\n").is_err());
+    }
+}
