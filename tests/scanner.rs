@@ -325,3 +325,41 @@ fn a_scanner_that_never_answers_times_out_to_451_while_other_sessions_are_served
     drop(writ);
     let _ = hold.join();
 }
+
+#[test]
+fn a_scanner_reply_past_the_cap_is_a_failure_not_a_verdict() {
+    let p = provider();
+    let user = p.new_user("scanhuge");
+    // Answers every request with 200 and a body past MAX_REPLY (64 KiB),
+    // a valid-looking verdict at its start.
+    let hostile = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hostile.local_addr().unwrap();
+    let serve = std::thread::spawn(move || {
+        let (mut s, _) = hostile.accept().unwrap();
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        // Read the request head; the body is not needed.
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let mut body = br#"{"action":"no action","score":0,"required_score":15,"pad":""#.to_vec();
+        body.resize(body.len() + 200 * 1024, b'x');
+        body.extend_from_slice(b"\"}");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(&body);
+    });
+    let writ = writ_with_scanner(addr, "");
+    let msg = text_message(&user.address, &unique("huge-subject"), "huge");
+    let refused = send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg,
+    )
+    .expect_err("an oversized scanner reply must not pass");
+    assert_eq!(refused.code, 451, "{}", refused.text());
+    wait_log(&writ, "scanner reply larger than 65536 bytes");
+    let _ = serve.join();
+}
