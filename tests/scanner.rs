@@ -337,18 +337,25 @@ fn a_scanner_reply_past_the_cap_is_a_failure_not_a_verdict() {
     let serve = std::thread::spawn(move || {
         let (mut s, _) = hostile.accept().unwrap();
         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        // Read the request head; the body is not needed.
+        // Read the request head (the body is not needed) and hand it back.
+        let mut head = Vec::new();
         let mut buf = [0u8; 4096];
-        let _ = s.read(&mut buf);
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
         let mut body = br#"{"action":"no action","score":0,"required_score":15,"pad":""#.to_vec();
         body.resize(body.len() + 200 * 1024, b'x');
         body.extend_from_slice(b"\"}");
-        let head = format!(
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(response.as_bytes());
         let _ = s.write_all(&body);
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
     });
     let writ = writ_with_scanner(addr, "");
     let msg = text_message(&user.address, &unique("huge-subject"), "huge");
@@ -361,5 +368,8 @@ fn a_scanner_reply_past_the_cap_is_a_failure_not_a_verdict() {
     .expect_err("an oversized scanner reply must not pass");
     assert_eq!(refused.code, 451, "{}", refused.text());
     wait_log(&writ, "scanner reply larger than 65536 bytes");
-    let _ = serve.join();
+    // rspamd's checkv2 request, with the client's address.
+    let head = serve.join().unwrap();
+    assert!(head.starts_with("post /checkv2 http/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nip: 127.0.0.1\r\n"), "{head}");
 }

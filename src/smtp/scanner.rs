@@ -15,6 +15,7 @@
 //!   provider's rules can act on them; Subject stays sealed (a `rewrite
 //!   subject` verdict is marked with `X-Spam: Yes` instead).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -92,15 +93,17 @@ impl Scanner {
 
     /// Sends `message` to rspamd and returns its verdict, all within
     /// `scanner.timeout_secs`.
-    pub async fn check(&self, message: Vec<u8>) -> Result<Verdict, ScanError> {
+    /// `client` is the SMTP client's address (rspamd's `Ip` header, for
+    /// its SPF and reputation checks).
+    pub async fn check(&self, message: Vec<u8>, client: IpAddr) -> Result<Verdict, ScanError> {
         let secs = self.timeout.as_secs();
-        let reply = tokio::time::timeout(self.timeout, self.exchange(message))
+        let reply = tokio::time::timeout(self.timeout, self.exchange(message, client))
             .await
             .map_err(|_| ScanError::Timeout(secs))??;
         verdict(&reply)
     }
 
-    async fn exchange(&self, message: Vec<u8>) -> Result<CheckReply, ScanError> {
+    async fn exchange(&self, message: Vec<u8>, client: IpAddr) -> Result<CheckReply, ScanError> {
         let tcp = TcpStream::connect(&self.address)
             .await
             .map_err(|e| ScanError::Connect(self.address.clone(), e))?;
@@ -113,6 +116,7 @@ impl Scanner {
         let request = hyper::Request::post("/checkv2")
             .header(hyper::header::HOST, self.address.as_str())
             .header(hyper::header::CONNECTION, "close")
+            .header("Ip", client.to_string())
             .body(Full::new(Bytes::from(message)))
             .map_err(|e| ScanError::Http(e.to_string()))?;
         let exchange = async {

@@ -138,6 +138,9 @@ struct Conn {
     upstream: Option<Upstream>,
     shared: Arc<Shared>,
     line: Vec<u8>,
+    /// The client's address (behind a load balancer, from its PROXY
+    /// header): told to the content scanner.
+    peer: SocketAddr,
 }
 
 /// Serves one client until it quits, fails, or the server shuts down.
@@ -174,6 +177,7 @@ pub async fn serve(
         upstream: None,
         shared,
         line: Vec::new(),
+        peer,
     };
     let _ = conn.run(&mut shutdown).await;
     // The client is done: give its slots back and close its connection

@@ -209,7 +209,7 @@ impl Conn {
                 ));
             }
         };
-        match scanner.check(message).await {
+        match scanner.check(message, self.peer.ip()).await {
             Ok(Verdict::Deliver { fields, flagged }) => {
                 count(if flagged { "flagged" } else { "clean" }, "true");
                 Ok((spool, fields))
