@@ -373,3 +373,73 @@ fn a_scanner_reply_past_the_cap_is_a_failure_not_a_verdict() {
     assert!(head.starts_with("post /checkv2 http/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nip: 127.0.0.1\r\n"), "{head}");
 }
+
+#[test]
+fn past_max_message_bytes_mail_is_delivered_unscanned_and_counted() {
+    let p = provider();
+    let rspamd = Rspamd::start();
+    let user = p.new_user("scanbig");
+    let writ = writ_with_scanner(rspamd.addr, "max_message_bytes = 200\n");
+    // GTUBE, but past the scanner's cap: not sent to it, so not refused.
+    let subject = unique("big-subject");
+    let msg = text_message(&user.address, &subject, GTUBE);
+    assert!(msg.len() > 200);
+    send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg,
+    )
+    .unwrap_or_else(|r| panic!("unscanned mail refused: {}\n{}", r.text(), writ.log()));
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(
+        text.contains("X-Writ") && !text.contains(&subject),
+        "{text}"
+    );
+    assert!(!text.contains("X-Spamd-Result"), "{text}");
+    wait_log(&writ, "larger than scanner.max_message_bytes");
+    assert_eq!(
+        writ.metric("writ_scanner_verdicts_total", &[("outcome", "too-large")]),
+        1.0
+    );
+}
+
+#[test]
+fn concurrent_sessions_each_get_their_own_verdict() {
+    let p = provider();
+    let rspamd = Rspamd::start();
+    let clean_user = p.new_user("scanpar");
+    let writ = writ_with_scanner(rspamd.addr, "");
+    let relay = writ.relay_addr();
+    let sessions: Vec<_> = (0..6)
+        .map(|i| {
+            let to = clean_user.address.clone();
+            std::thread::spawn(move || {
+                let body = if i % 2 == 0 {
+                    GTUBE.to_string()
+                } else {
+                    unique("par-body")
+                };
+                let msg = text_message(&to, &unique("par-subject"), &body);
+                (
+                    i % 2 == 0,
+                    send(relay, "sender@elsewhere.test", &[&to], &msg),
+                )
+            })
+        })
+        .collect();
+    for s in sessions {
+        let (spam, result) = s.join().unwrap();
+        match (spam, result) {
+            (true, Err(r)) => assert_eq!(r.code, 554, "{}", r.text()),
+            (false, Ok(_)) => {}
+            (spam, r) => panic!("spam={spam}: {r:?}\n{}", writ.log()),
+        }
+    }
+    let stored = p.wait_for_messages(&clean_user, "INBOX", 3, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 3, "only the three clean messages");
+    for m in &stored {
+        assert!(String::from_utf8_lossy(m).contains("X-Spam-Action: no action"));
+    }
+}
