@@ -23,7 +23,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mail::{DELIVERY_TIMEOUT, marker_offset, message, unique};
+use common::mail::{DELIVERY_TIMEOUT, contains, marker_offset, message, unique};
 use common::provider;
 use common::smtp::send;
 use common::writ::{Writ, WritConfig, free_port};
@@ -32,6 +32,9 @@ use common::writ::{Writ, WritConfig, free_port};
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 /// rspamd's `add header` test pattern (`enable_test_patterns`).
 const ADD_HEADER: &str = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// rspamd's `rewrite subject` test pattern (`enable_test_patterns`).
+const REWRITE_SUBJECT: &str =
+    "ZJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
 struct Rspamd {
     child: Child,
@@ -200,7 +203,7 @@ fn gtube_is_refused_before_the_provider_and_clean_mail_is_sealed_with_the_scanne
 }
 
 #[test]
-fn add_header_verdict_puts_x_spam_yes_outside_and_keeps_the_subject_sealed() {
+fn add_header_and_rewrite_subject_verdicts_put_x_spam_yes_outside_and_keep_the_subject_sealed() {
     let p = provider();
     let rspamd = Rspamd::start();
     let writ = writ_with_scanner(rspamd.addr, "");
@@ -225,9 +228,35 @@ fn add_header_verdict_puts_x_spam_yes_outside_and_keeps_the_subject_sealed() {
         "{}",
         writ.metrics()
     );
+    // `rewrite subject`: marked the same way; the Subject stays sealed
+    // and as sent.
+    let subject2 = unique("rewrite-subject");
+    let msg2 = text_message(&user.address, &subject2, REWRITE_SUBJECT);
+    send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg2,
+    )
+    .unwrap_or_else(|r| panic!("flagged mail refused: {}\n{}", r.text(), writ.log()));
+    let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
+    let second = stored
+        .iter()
+        .find(|m| String::from_utf8_lossy(m).contains("X-Spam-Action: rewrite subject"))
+        .expect("the rewrite-subject message, marked outside");
+    let text = String::from_utf8_lossy(second);
+    assert!(
+        text.contains("X-Spam: Yes") && !text.contains(&subject2),
+        "{text}"
+    );
+    let opened = writ.test_keys().open(second);
+    assert!(contains(
+        &opened,
+        format!("Subject: {subject2}\r\n").as_bytes()
+    ));
     assert_eq!(
         writ.metric("writ_scanner_verdicts_total", &[("outcome", "flagged")]),
-        1.0
+        2.0
     );
 }
 

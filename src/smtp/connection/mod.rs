@@ -23,6 +23,9 @@
 //!   (default 180 s), and the whole DATA phase: `smtp.data_max_secs`
 //!   (default 3600 s), then `421 4.4.2 Timeout waiting for message data`
 //!   and close; nothing is delivered;
+//! - the content scanner (`[scanner]`, `message::scanned`): the whole
+//!   exchange `scanner.timeout_secs` (default 30 s), its reply 64 KiB,
+//!   then 451 4.7.1 (fail closed) or delivery unscanned (fail open);
 //! - every provider read and write: `[provider.smtp] timeout_secs`, then
 //!   the provider connection is dropped and the client told 451 4.4.2;
 //! - closing: [`CLOSE_TIMEOUT`] (our close_notify/FIN, then whatever the
