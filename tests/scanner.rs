@@ -59,10 +59,14 @@ impl Rspamd {
         );
         let path = dir.path().join("rspamd.conf");
         std::fs::write(&path, cfg).unwrap();
-        let child = Command::new("rspamd")
-            .arg("-c")
-            .arg(&path)
-            .args(["-f", "-i", "-u", "root", "-g", "root"])
+        let mut rspamd = Command::new("rspamd");
+        rspamd.arg("-c").arg(&path).arg("-f");
+        // As root (CI containers), rspamd wants to be told to stay root.
+        let uid = Command::new("id").arg("-u").output().expect("id -u");
+        if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+            rspamd.args(["-i", "-u", "root", "-g", "root"]);
+        }
+        let child = rspamd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
