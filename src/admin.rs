@@ -45,6 +45,10 @@ pub mod names {
     pub const SMTP_SESSIONS_ACTIVE: &str = "writ_smtp_sessions_active";
     /// Counter, labels `outcome` (sealed|relayed|refused) and `reason` (for refused): messages.
     pub const MESSAGES_TOTAL: &str = "writ_messages_total";
+    /// Counter, label `outcome` (clean|flagged|reject|tempfail|failed|too-large):
+    /// messages handed to the content scanner (`[scanner]`); `failed` counts
+    /// both fail-closed and fail-open cases (label `delivered` true|false).
+    pub const SCANNER_VERDICTS_TOTAL: &str = "writ_scanner_verdicts_total";
     /// Counter, label `outcome` (sealed|relayed|refused): message bytes as received from the client.
     pub const MESSAGE_BYTES_TOTAL: &str = "writ_message_bytes_total";
     /// Counter, label `class` (2xx|3xx|4xx|5xx|error): replies from the provider.

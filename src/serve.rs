@@ -311,6 +311,10 @@ impl Server {
                 Duration::from_secs(smtp.provider_pool_idle_secs.max(1)),
             )
         });
+        if let Some(p) = config.scanner.problems().into_iter().next() {
+            return Err(ServeError::Config(p));
+        }
+        let scanner = crate::smtp::scanner::Scanner::from_config(&config.scanner).map(Arc::new);
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for l in &smtp.listeners {
@@ -347,6 +351,10 @@ impl Server {
                 provider_keepalive: Duration::from_secs(smtp.provider_keepalive_secs.max(1)),
                 listener: label(l.kind),
                 pool: pool.clone().filter(|_| l.kind == ListenerKind::Relay),
+                scanner: scanner
+                    .as_ref()
+                    .filter(|s| l.kind == ListenerKind::Relay || s.submission)
+                    .cloned(),
             });
             listeners.push(Listener {
                 socket,

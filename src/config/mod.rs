@@ -16,6 +16,7 @@ mod imap;
 mod jobs;
 mod notify;
 mod relay;
+mod scanner;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
@@ -24,6 +25,7 @@ pub use relay::{
     ExternalPolicy, ListenerConfig, ListenerKind, Network, ProviderConfig, ServeConfig, SmtpConfig,
     UpstreamConfig, UpstreamSecurity,
 };
+pub use scanner::{ScanFailure, ScannerConfig};
 
 /// Where `writ` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/writ.toml";
@@ -57,6 +59,9 @@ pub struct Config {
     pub disclosure: DisclosureConfig,
     /// `[notify]`: mail about legal process (off by default).
     pub notify: NotifyConfig,
+    /// `[scanner]`: spam and malware scanning before sealing (off by
+    /// default).
+    pub scanner: ScannerConfig,
 }
 
 /// `[keys]`

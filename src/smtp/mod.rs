@@ -5,6 +5,7 @@
 //! - [`session`]: the session state machine, pure: every rule of the relay.
 //! - `upstream`, `pool`, `connection`, `listener`: the thin tokio shell
 //!   around it (`pool`: idle provider connections reused by relay sessions).
+//! - [`scanner`]: the content scanner (rspamd's HTTP protocol), before sealing.
 //! - [`fuzz`]: the DATA decoder's fuzz entry point.
 
 pub mod command;
@@ -14,5 +15,6 @@ pub mod fuzz;
 pub mod listener;
 pub mod pool;
 pub mod reply;
+pub mod scanner;
 pub mod session;
 pub mod upstream;

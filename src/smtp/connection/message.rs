@@ -18,6 +18,10 @@
 //!   the connection under a slow sender); a provider that fails then is
 //!   dropped and the message answered 451 4.4.2 once its data is in.
 //!
+//! - Scanned delivery (`[scanner]` on): the message is spooled whole, judged
+//!   by the scanner, then sealed from the spool behind the scanner's fields
+//!   and streamed to the provider by the same loop ([`scanned`]).
+//!
 //! Each wait of the loop is bounded by `smtp.data_timeout_secs` (since the
 //! last client, seal job or provider progress: keepalives do not count),
 //! and the whole phase by `smtp.data_max_secs`
@@ -39,6 +43,8 @@ use crate::net::Stream;
 use crate::smtp::data::{DataDecoder, DotStuffer};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{Delivery, Session, Step, UpstreamFailure};
+
+mod scanned;
 
 /// Chunks queued to and from the seal job (each up to the client reader's
 /// buffer, 64 KiB; the seal job writes 64 KiB at a time).
@@ -140,9 +146,12 @@ impl Conn {
                 return Ok(Step::Reply(r));
             }
         };
-        match sealer {
-            Some(sealer) => self.sealed_message(r354, sealer).await,
-            None => self.plaintext_message().await,
+        match (sealer, self.shared.scanner.clone()) {
+            // `[scanner]`: the whole plaintext is spooled and judged before
+            // it is sealed (see `scanned`).
+            (Some(sealer), Some(scanner)) => self.scanned_message(r354, sealer, &scanner).await,
+            (Some(sealer), None) => self.sealed_message(r354, sealer).await,
+            (None, _) => self.plaintext_message().await,
         }
     }
 

@@ -26,6 +26,9 @@
 //!   (default 180 s), and the whole DATA phase: `smtp.data_max_secs`
 //!   (default 3600 s), then `421 4.4.2 Timeout waiting for message data`
 //!   and close; nothing is delivered;
+//! - the content scanner (`[scanner]`, `message::scanned`): the whole
+//!   exchange `scanner.timeout_secs` (default 30 s), its reply 64 KiB,
+//!   then 451 4.7.1 (fail closed) or delivery unscanned (fail open);
 //! - every provider read and write: `[provider.smtp] timeout_secs`, then
 //!   the provider connection is dropped and the client told 451 4.4.2;
 //! - closing: [`CLOSE_TIMEOUT`] (our close_notify/FIN, then whatever the
@@ -81,6 +84,9 @@ pub struct Shared {
     /// only (a submission session's provider connection is logged in as
     /// its user); `None` when `smtp.provider_pool_size` is 0.
     pub pool: Option<Arc<Pool>>,
+    /// The content scanner for this listener's sealed mail (`[scanner]`),
+    /// `None` when off or not for this listener kind.
+    pub scanner: Option<Arc<super::scanner::Scanner>>,
 }
 
 impl Shared {
@@ -148,6 +154,9 @@ struct Conn {
     upstream: Option<Upstream>,
     shared: Arc<Shared>,
     line: Vec<u8>,
+    /// The client's address (behind a load balancer, from its PROXY
+    /// header): told to the content scanner.
+    peer: SocketAddr,
 }
 
 /// Serves one client until it quits, fails, or the server shuts down.
@@ -185,6 +194,7 @@ pub async fn serve(
         upstream: None,
         shared,
         line: Vec::new(),
+        peer,
     };
     let _ = conn.run(&mut shutdown).await;
     // The client is done: give its slots back and close its connection

@@ -1,0 +1,248 @@
+//! Scanned delivery (`[scanner]` on): the client's whole message is
+//! spooled, judged by the content scanner, and only then sealed (the
+//! scanner's fields first) and sent to the provider; the client's final
+//! reply still comes only after the provider's.
+//!
+//! - The spool is the plaintext on the gateway: in memory up to
+//!   [`SPOOL_IN_MEMORY`] (4 MiB), past that in an unnamed temporary file
+//!   (`O_TMPFILE`, or unlinked at creation, in `[seal] temp_dir` or the
+//!   system's: run with a private temp dir, as `dist/writ.service`'s
+//!   `PrivateTmp=` does), gone when the message is done. It is bounded by
+//!   the session's data decoder (`smtp.max_message_size`; past twice that
+//!   the session closes).
+//! - While the data comes in and is judged, DATA is not open at the
+//!   provider: it is kept awake with `NOOP` as in sealed delivery. A
+//!   refusal (scanner's reject → 554 5.7.1, soft reject/greylist → 451
+//!   4.7.1, no verdict with `on_failure = "tempfail"` → 451 4.7.1) resets
+//!   the provider's transaction: the provider never sees the message.
+//! - Every wait is bounded as in sealed delivery (`smtp.data_timeout_secs`,
+//!   the whole phase `smtp.data_max_secs`), and the scanner exchange by
+//!   `scanner.timeout_secs`. Logs name the outcome and sizes, never content.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::time::Instant;
+
+use tempfile::SpooledTempFile;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use super::{ChannelWriter, Output, Pump, SEAL_QUEUE, read_chunk};
+use crate::admin::names;
+use crate::envelope::Sealer;
+use crate::smtp::connection::{Conn, End};
+use crate::smtp::reply::Reply;
+use crate::smtp::scanner::{SCANNER_FIELDS, Scanner, Verdict};
+use crate::smtp::session::{Step, UpstreamFailure};
+
+/// Plaintext kept in memory before the spool moves to a temporary file.
+const SPOOL_IN_MEMORY: usize = 4 * 1024 * 1024;
+
+impl Conn {
+    /// Spools, scans, then seals and delivers one message (or refuses it).
+    pub(super) async fn scanned_message(
+        &mut self,
+        r354: Reply,
+        sealer: Sealer,
+        scanner: &Scanner,
+    ) -> Result<Step, End> {
+        self.reply(&r354);
+        self.flush(true).await?;
+        let started = Instant::now();
+        let mut decoder = self.session.data_decoder();
+        let mut spool = match &self.shared.seal.temp_dir {
+            Some(dir) => tempfile::spooled_tempfile_in(SPOOL_IN_MEMORY, dir),
+            None => tempfile::spooled_tempfile(SPOOL_IN_MEMORY),
+        };
+        let spooled = self.spool(&mut decoder, &mut spool, started).await?;
+        let size = decoder.size();
+        if let Err(step) = self.session.message_received(decoder.flags) {
+            self.reset_upstream().await;
+            self.refused("bad-data", size);
+            return Ok(step);
+        }
+        if !spooled {
+            tracing::error!(
+                "cannot spool the message for the scanner (temp dir full or unwritable)"
+            );
+            self.reset_upstream().await;
+            self.refused("spool-failed", size);
+            return Ok(Step::Reply(
+                self.session.delivered(Err(UpstreamFailure::SealFailed)),
+            ));
+        }
+        let (spool, fields) = match self.scan(spool, size, scanner).await {
+            Ok(judged) => judged,
+            Err(reply) => {
+                self.reset_upstream().await;
+                self.refused("scanner", size);
+                return Ok(Step::Reply(self.session.delivered(Ok(reply))));
+            }
+        };
+        let sealer = sealer.allow_outside(SCANNER_FIELDS.iter().map(|f| f.to_string()));
+        let (out_tx, out_rx) = mpsc::channel::<io::Result<Vec<u8>>>(SEAL_QUEUE);
+        let job = tokio::task::spawn_blocking(move || {
+            let mut spool = spool;
+            let mut writer =
+                io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx: out_tx.clone() });
+            let result = spool.seek(SeekFrom::Start(0)).and_then(|_| {
+                let reader = io::Cursor::new(fields).chain(spool);
+                sealer.seal(reader, &mut writer).map_err(io::Error::other)?;
+                writer.flush()
+            });
+            if let Err(e) = result {
+                let _ = out_tx.blocking_send(Err(e));
+            }
+        });
+        let mut pump = Pump {
+            to_seal: None,
+            pending: None,
+            sealed: Some(out_rx),
+            reading: false,
+            output: Output::Waiting,
+            started,
+            active: Instant::now(),
+            next_noop: Instant::now() + self.shared.provider_keepalive,
+        };
+        let pumped = self.pump_sealed(&mut decoder, &mut pump).await;
+        let output = std::mem::replace(&mut pump.output, Output::Waiting);
+        pump.sealed = None;
+        let _ = timeout(self.shared.data_timeout, job).await;
+        if let Err(e) = pumped {
+            if matches!(output, Output::Streaming(_)) {
+                self.drop_upstream();
+            }
+            return Err(match e {
+                End::Timeout => self.data_timed_out().await,
+                e => e,
+            });
+        }
+        Ok(self.finish_sealed(output, &decoder, started).await)
+    }
+
+    /// Reads the client's data into the spool, keeping the provider awake.
+    /// `Ok(false)`: the spool could not be written (the data was still
+    /// read to its end).
+    async fn spool(
+        &mut self,
+        decoder: &mut crate::smtp::data::DataDecoder,
+        spool: &mut SpooledTempFile,
+        started: Instant,
+    ) -> Result<bool, End> {
+        let deadline = started + self.shared.data_max;
+        let mut next_noop = Instant::now() + self.shared.provider_keepalive;
+        let mut active = Instant::now();
+        let mut spooled = true;
+        loop {
+            let wait = self
+                .data_wait(deadline)
+                .min((active + self.shared.data_timeout).saturating_duration_since(Instant::now()));
+            let until_noop = next_noop.saturating_duration_since(Instant::now());
+            let keepalive = self.upstream.is_some() && until_noop < wait;
+            let limit = if keepalive { until_noop } else { wait };
+            match timeout(limit, read_chunk(&mut self.client, decoder)).await {
+                Ok(Ok(chunk)) => {
+                    active = Instant::now();
+                    if spooled && !chunk.data.is_empty() && spool.write_all(&chunk.data).is_err() {
+                        spooled = false;
+                    }
+                    if chunk.last {
+                        return Ok(spooled);
+                    }
+                }
+                // The client went away: DATA was never opened at the
+                // provider, so nothing is delivered.
+                Ok(Err(e)) => return Err(e),
+                Err(_) if keepalive => {
+                    next_noop = Instant::now() + self.shared.provider_keepalive;
+                    let alive = match self.upstream.as_mut() {
+                        Some(up) => matches!(up.command("NOOP").await, Ok(r) if r.is_positive()),
+                        None => false,
+                    };
+                    if !alive {
+                        tracing::warn!(
+                            "provider connection lost while a message was being received"
+                        );
+                        self.drop_upstream();
+                    }
+                }
+                Err(_) => return Err(self.data_timed_out().await),
+            }
+        }
+    }
+
+    /// The scanner's verdict on the spooled message: the fields to lead it
+    /// (empty when unscanned), or the reply refusing it.
+    async fn scan(
+        &mut self,
+        spool: SpooledTempFile,
+        size: u64,
+        scanner: &Scanner,
+    ) -> Result<(SpooledTempFile, Vec<u8>), Reply> {
+        let count = |outcome: &'static str, delivered: &'static str| {
+            metrics::counter!(names::SCANNER_VERDICTS_TOTAL, "outcome" => outcome, "delivered" => delivered)
+                .increment(1);
+        };
+        if size > scanner.max_message {
+            tracing::warn!(
+                bytes = size,
+                "message larger than scanner.max_message_bytes: delivered unscanned"
+            );
+            count("too-large", "true");
+            return Ok((spool, Vec::new()));
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            let mut spool = spool;
+            let mut message = Vec::new();
+            let r = spool
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| spool.read_to_end(&mut message));
+            (spool, r.map(|_| message))
+        })
+        .await;
+        let (spool, message) = match read {
+            Ok((spool, Ok(message))) => (spool, message),
+            _ => {
+                tracing::error!("cannot read the spooled message back for the scanner");
+                return Err(Reply::new(
+                    451,
+                    "4.3.0 Could not scan the message; try again later",
+                ));
+            }
+        };
+        match scanner.check(message, self.peer.ip()).await {
+            Ok(Verdict::Deliver { fields, flagged }) => {
+                count(if flagged { "flagged" } else { "clean" }, "true");
+                Ok((spool, fields))
+            }
+            Ok(Verdict::Refuse(reply)) => {
+                tracing::info!(
+                    code = reply.code,
+                    bytes = size,
+                    "message refused by the content scanner"
+                );
+                count(
+                    if reply.code >= 500 {
+                        "reject"
+                    } else {
+                        "tempfail"
+                    },
+                    "false",
+                );
+                Err(reply)
+            }
+            Err(e) if scanner.fail_open => {
+                tracing::warn!(error = %e, "content scanner failed: message delivered unscanned (scanner.on_failure = \"deliver\")");
+                count("failed", "true");
+                Ok((spool, Vec::new()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "content scanner failed: message deferred (scanner.on_failure = \"tempfail\")");
+                count("failed", "false");
+                Err(Reply::new(
+                    451,
+                    "4.7.1 Message could not be scanned; try again later",
+                ))
+            }
+        }
+    }
+}
