@@ -18,6 +18,12 @@
 //!   flight, so memory stays bounded (about 0.7 MiB per batch in flight)
 //!   whatever the size of M.
 //!
+//! - Worker threads are a process-wide budget ([`worker_budget`]: twice
+//!   the cores): a large message starts only the workers the budget has
+//!   left, and seals inline (and scans inline) when it has fewer than two,
+//!   so many large messages at once (relay sessions, jobs) never start
+//!   more threads than that however many arrive.
+//!
 //! A batch is held back until more plaintext follows it, since the last
 //! STREAM chunk must be flagged as such ([`PayloadWriter::finish`] seals the
 //! rest). Plaintext buffers are wiped whenever they are dropped. Dropping
@@ -26,6 +32,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -64,6 +71,35 @@ impl Default for Parallel {
     }
 }
 
+/// Sealing worker threads running in this process, all messages together.
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many sealing worker threads may run at once in this process.
+pub fn worker_budget() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Takes up to `wanted` workers from the budget; returns how many.
+fn reserve_workers(wanted: usize) -> usize {
+    let budget = worker_budget();
+    let mut now = WORKERS.load(Ordering::Relaxed);
+    loop {
+        let take = wanted.min(budget.saturating_sub(now));
+        if take == 0 {
+            return 0;
+        }
+        match WORKERS.compare_exchange_weak(now, now + take, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return take,
+            Err(seen) => now = seen,
+        }
+    }
+}
+
+/// Sealing worker threads running now (for tests and metrics).
+pub fn workers_running() -> usize {
+    WORKERS.load(Ordering::Relaxed)
+}
+
 /// One batch of plaintext and the buffers to seal it into.
 struct Job {
     counter: u64,
@@ -85,10 +121,17 @@ struct Pool {
     pending: VecDeque<Receiver<io::Result<Done>>>,
     workers: Vec<JoinHandle<()>>,
     in_flight: usize,
+    /// Workers taken from the process-wide budget.
+    reserved: usize,
 }
 
 impl Pool {
-    fn start(key: &Arc<LessSafeKey>, threads: usize) -> Option<Pool> {
+    fn start(key: &Arc<LessSafeKey>, wanted: usize) -> Option<Pool> {
+        let threads = reserve_workers(wanted);
+        if threads < 2 {
+            WORKERS.fetch_sub(threads, Ordering::AcqRel);
+            return None;
+        }
         let in_flight = threads * IN_FLIGHT_PER_THREAD + 1;
         let (tx, rx) = mpsc::sync_channel::<Job>(in_flight);
         let rx = Arc::new(Mutex::new(rx));
@@ -105,6 +148,7 @@ impl Pool {
             }
         }
         if workers.is_empty() {
+            WORKERS.fetch_sub(threads, Ordering::AcqRel);
             return None;
         }
         Some(Pool {
@@ -112,6 +156,7 @@ impl Pool {
             pending: VecDeque::new(),
             workers,
             in_flight,
+            reserved: threads,
         })
     }
 }
@@ -147,6 +192,7 @@ impl Drop for Pool {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        WORKERS.fetch_sub(self.reserved, Ordering::AcqRel);
     }
 }
 
@@ -231,6 +277,11 @@ impl<W: Write> PayloadWriter<W> {
         self.pos += cipher_len;
         if self.pool.is_none() && self.is_large() && !last {
             self.pool = Pool::start(&self.key, self.parallel.threads);
+            if self.pool.is_none() {
+                // The budget is spent by other messages: this one seals
+                // (and scans) on the caller's thread.
+                self.parallel.threads = 1;
+            }
         }
         let Some(pool) = &mut self.pool else {
             stream::seal_batch(&self.key, counter, &plain, last, pos, &mut self.inline)?;
@@ -297,4 +348,57 @@ impl<W: Write> PayloadWriter<W> {
 
 fn worker_gone() -> io::Error {
     io::Error::other("a sealing thread stopped")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn seal_batches(recipient: &age::x25519::Recipient, plain: &[u8]) -> (Vec<u8>, bool) {
+        let parallel = Parallel {
+            after: 0,
+            threads: 2,
+        };
+        let mut w = PayloadWriter::new(std::slice::from_ref(recipient), parallel, Vec::new())
+            .expect("writer");
+        let mut pooled = false;
+        for batch in plain.chunks(BATCH) {
+            w.push(Arc::new(Zeroizing::new(batch.to_vec())))
+                .expect("push");
+            pooled |= w.pool.is_some();
+        }
+        (w.finish().expect("finish"), pooled)
+    }
+
+    fn open(identity: &age::x25519::Identity, armored: &[u8]) -> Vec<u8> {
+        let reader = age::armor::ArmoredReader::new(armored);
+        let d = age::Decryptor::new(reader).expect("age header");
+        let mut r = d
+            .decrypt(std::iter::once(identity as &dyn age::Identity))
+            .expect("decrypt");
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).expect("read");
+        out
+    }
+
+    #[test]
+    fn large_messages_share_one_worker_budget_and_seal_inline_when_it_is_spent() {
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public();
+        let plain: Vec<u8> = (0..BATCH * 5 + 7).map(|i| (i % 253) as u8).collect();
+
+        // Every worker the process may run is taken (as by other messages).
+        let held = reserve_workers(worker_budget());
+        let (sealed, pooled) = seal_batches(&recipient, &plain);
+        WORKERS.fetch_sub(held, Ordering::AcqRel);
+        assert!(!pooled, "a pool started past the budget");
+        assert_eq!(open(&identity, &sealed), plain);
+
+        // With the budget free again the same message gets workers, gives
+        // them back, and decrypts the same.
+        let (sealed, pooled) = seal_batches(&recipient, &plain);
+        assert!(pooled || workers_running() >= worker_budget() - 1);
+        assert_eq!(open(&identity, &sealed), plain);
+    }
 }
