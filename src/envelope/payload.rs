@@ -95,8 +95,9 @@ fn reserve_workers(wanted: usize) -> usize {
     }
 }
 
-/// Sealing worker threads running now (for tests and metrics).
-pub fn workers_running() -> usize {
+/// Sealing worker threads running now.
+#[cfg(test)]
+fn workers_running() -> usize {
     WORKERS.load(Ordering::Relaxed)
 }
 
