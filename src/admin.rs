@@ -293,15 +293,15 @@ pub async fn serve_behind(
                 let mut stop = stop_rx.clone();
                 let proxy = proxy.clone();
                 let handle = conns.spawn(async move {
-                    let peer = match &proxy {
-                        None => peer,
-                        Some(proxy) => match proxy.client(&mut tcp, peer).await {
-                            Ok(client) => client,
-                            Err(e) => {
-                                tracing::info!(balancer = %peer, error = %e, "admin endpoint: PROXY header refused");
-                                return;
-                            }
-                        },
+                    let Some(peer) = crate::net::proxy_header::client_of(
+                        proxy.as_ref(),
+                        &mut tcp,
+                        peer,
+                        "admin",
+                    )
+                    .await
+                    else {
+                        return;
                     };
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);

@@ -63,19 +63,9 @@ impl Checks {
         peer: SocketAddr,
         listener: &'static str,
     ) -> Option<(TcpStream, SocketAddr, PerIpGuard, PerIpGuard)> {
-        let client = match &self.proxy {
-            None => peer,
-            Some(proxy) => match proxy.client(&mut tcp, peer).await {
-                Ok(client) => {
-                    tracing::info!(%client, balancer = %peer, listener, "PROXY header accepted");
-                    client
-                }
-                Err(e) => {
-                    tracing::warn!(balancer = %peer, listener, error = %e, "PROXY header refused");
-                    return None;
-                }
-            },
-        };
+        let client =
+            crate::net::proxy_header::client_of(self.proxy.as_ref(), &mut tcp, peer, listener)
+                .await?;
         let ip = client.ip();
         let (Some(ip_slot), Some(prelogin_slot)) = (
             self.per_ip.try_take(ip, self.max_sessions_per_ip),

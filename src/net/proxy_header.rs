@@ -101,6 +101,31 @@ impl ProxyProtocol {
     }
 }
 
+/// The client's address for a connection a listener accepted from `peer`:
+/// `peer` itself without PROXY protocol, else the address the balancer's
+/// header names (logged with the balancer). `None`: the header was refused
+/// (logged); the caller closes the connection without a word.
+pub async fn client_of<R: AsyncRead + Unpin>(
+    proxy: Option<&ProxyProtocol>,
+    r: &mut R,
+    peer: SocketAddr,
+    listener: &'static str,
+) -> Option<SocketAddr> {
+    let Some(proxy) = proxy else {
+        return Some(peer);
+    };
+    match proxy.client(r, peer).await {
+        Ok(client) => {
+            tracing::info!(%client, balancer = %peer, listener, "PROXY header accepted");
+            Some(client)
+        }
+        Err(e) => {
+            tracing::warn!(balancer = %peer, listener, error = %e, "PROXY header refused");
+            None
+        }
+    }
+}
+
 /// Reads exactly one v1 or v2 header, under the caps, and nothing after it.
 pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ProxyHeaderError> {
     let mut buf = vec![0u8; V2_SIGNATURE.len()];

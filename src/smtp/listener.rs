@@ -56,19 +56,9 @@ impl Checks {
         peer: SocketAddr,
         listener: &'static str,
     ) -> Option<(TcpStream, SocketAddr, PerIpGuard)> {
-        let client = match &self.proxy {
-            None => peer,
-            Some(proxy) => match proxy.client(&mut tcp, peer).await {
-                Ok(client) => {
-                    tracing::info!(%client, balancer = %peer, listener, "PROXY header accepted");
-                    client
-                }
-                Err(e) => {
-                    tracing::warn!(balancer = %peer, listener, error = %e, "PROXY header refused");
-                    return None;
-                }
-            },
-        };
+        let client =
+            crate::net::proxy_header::client_of(self.proxy.as_ref(), &mut tcp, peer, listener)
+                .await?;
         let ip = client.ip();
         if !self.allows(ip) {
             tracing::info!(%client, "client not in allowed_networks");
