@@ -200,7 +200,7 @@ impl Conn {
             }
         });
         let mut decoder = self.session.data_decoder();
-        let mut pump = Pump {
+        let pump = Pump {
             to_seal: Some(in_tx),
             pending: None,
             sealed: Some(out_rx),
@@ -210,7 +210,18 @@ impl Conn {
             active: Instant::now(),
             next_noop: Instant::now() + self.shared.provider_keepalive,
         };
-        let pumped = self.pump_sealed(&mut decoder, &mut pump).await;
+        self.run_pump(&mut decoder, pump, job).await
+    }
+
+    /// Drives a sealed message to its end (client → seal job → provider),
+    /// then stops the seal job and answers the client.
+    async fn run_pump(
+        &mut self,
+        decoder: &mut DataDecoder,
+        mut pump: Pump,
+        job: tokio::task::JoinHandle<()>,
+    ) -> Result<Step, End> {
+        let pumped = self.pump_sealed(decoder, &mut pump).await;
         let output = std::mem::replace(&mut pump.output, Output::Waiting);
         // Close the channels: the job ends (after at most its CPU work).
         pump.to_seal = None;
@@ -226,7 +237,7 @@ impl Conn {
                 e => e,
             });
         }
-        Ok(self.finish_sealed(output, &decoder, pump.started).await)
+        Ok(self.finish_sealed(output, decoder, pump.started).await)
     }
 
     /// The session's verdict on the data, then the end of DATA at the

@@ -93,7 +93,7 @@ impl Conn {
                 let _ = out_tx.blocking_send(Err(e));
             }
         });
-        let mut pump = Pump {
+        let pump = Pump {
             to_seal: None,
             pending: None,
             sealed: Some(out_rx),
@@ -103,20 +103,7 @@ impl Conn {
             active: Instant::now(),
             next_noop: Instant::now() + self.shared.provider_keepalive,
         };
-        let pumped = self.pump_sealed(&mut decoder, &mut pump).await;
-        let output = std::mem::replace(&mut pump.output, Output::Waiting);
-        pump.sealed = None;
-        let _ = timeout(self.shared.data_timeout, job).await;
-        if let Err(e) = pumped {
-            if matches!(output, Output::Streaming(_)) {
-                self.drop_upstream();
-            }
-            return Err(match e {
-                End::Timeout => self.data_timed_out().await,
-                e => e,
-            });
-        }
-        Ok(self.finish_sealed(output, &decoder, started).await)
+        self.run_pump(&mut decoder, pump, job).await
     }
 
     /// Reads the client's data into the spool, keeping the provider awake.
