@@ -56,6 +56,8 @@ pub mod names {
     /// Counter, label `how` (new|reused): provider SMTP connections a
     /// session started using, opened for it or taken from the pool.
     pub const UPSTREAM_CONNECTIONS_TOTAL: &str = "writ_upstream_connections_total";
+    /// Gauge: idle provider SMTP connections in the relay's pool.
+    pub const UPSTREAM_IDLE: &str = "writ_upstream_idle_connections";
     /// Histogram, seconds: time to seal one message.
     pub const SEAL_SECONDS: &str = "writ_seal_seconds";
     /// Histogram, seconds: time waiting on the provider for one reply.
@@ -191,6 +193,11 @@ fn describe() {
         names::IMAP_SESSIONS_TOTAL,
         Unit::Count,
         "IMAP sessions accepted, by listener"
+    );
+    describe_gauge!(
+        names::UPSTREAM_IDLE,
+        Unit::Count,
+        "Idle provider SMTP connections in the relay's pool"
     );
     describe_gauge!(
         names::IMAP_SESSIONS_ACTIVE,

@@ -683,6 +683,11 @@ fn a_refused_mail_leaves_no_provider_state_for_the_next_session() {
     assert_eq!(r.code, 552, "{r:?}");
     s.quit();
     wait_until("the reset before pooling", || proxy.count("RSET") == 1);
+    // The RSET's 250 read and the connection back in the pool (the next
+    // session must get this one, or the test proves nothing).
+    wait_until("the connection pooled", || {
+        writ.metric("writ_upstream_idle_connections", &[]) == 1.0
+    });
 
     let marker = unique("after-size");
     let r = send_one(&writ, &user.address, &marker);

@@ -76,6 +76,12 @@ impl Pool {
         pool
     }
 
+    /// Publishes how many connections are idle (called with the lock held,
+    /// after every change).
+    fn publish(idle: &[Idle]) {
+        metrics::gauge!(names::UPSTREAM_IDLE).set(idle.len() as f64);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // A panic while holding the lock leaves a plain list: still usable.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
@@ -90,9 +96,11 @@ impl Pool {
             let mut idle = self.lock();
             loop {
                 let Some(mut i) = idle.pop() else {
+                    Self::publish(&idle);
                     break None;
                 };
                 if i.since.elapsed() <= self.max_idle_time && !i.up.spoke_unasked() {
+                    Self::publish(&idle);
                     break Some(i.up);
                 }
                 stale.push(i.up);
@@ -142,6 +150,7 @@ impl Pool {
                     up,
                     since: Instant::now(),
                 });
+                Self::publish(&idle);
                 None
             } else {
                 Some(up)
@@ -160,6 +169,7 @@ impl Pool {
                 .into_iter()
                 .partition(|i| i.since.elapsed() <= self.max_idle_time);
             *idle = keep;
+            Self::publish(&idle);
             expired.into_iter().map(|i| i.up).collect()
         };
         for up in expired {
