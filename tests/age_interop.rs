@@ -72,14 +72,17 @@ fn payloads_at_stream_and_armor_edges_decrypt_with_the_age_cli_and_crate() {
         5 * BATCH + 12_345,
     ];
     // Inline (the default for messages this small), and on two workers
-    // from the first batch on.
-    let sealers = [
-        ("inline", Sealer::new(EPOCH, vec![recipient.clone()])),
-        (
-            "workers",
-            Sealer::new(EPOCH, vec![recipient.clone()]).parallel(0, 2),
-        ),
-    ];
+    // from the first batch on; with one to three recipients, so the age
+    // header's length (and so where each batch falls on the armor's
+    // 48-byte lines) differs.
+    let others: Vec<Recipient> = (0..2).map(|_| Identity::generate().to_public()).collect();
+    let mut sealers = Vec::new();
+    for n in 0..=others.len() {
+        let mut to = vec![recipient.clone()];
+        to.extend(others[..n].iter().cloned());
+        sealers.push(("inline", Sealer::new(EPOCH, to.clone())));
+        sealers.push(("workers", Sealer::new(EPOCH, to).parallel(0, 2)));
+    }
     for size in sizes {
         let m = message(size);
         for (how, sealer) in &sealers {

@@ -476,3 +476,84 @@ fn concurrent_sessions_each_get_their_own_verdict() {
         assert!(String::from_utf8_lossy(m).contains("X-Spam-Action: no action"));
     }
 }
+
+/// `msg` with sender-written fields named like the scanner's put first.
+fn with_forged_verdict(msg: &[u8], forged: &str) -> Vec<u8> {
+    let mut out = forged.as_bytes().to_vec();
+    out.extend_from_slice(msg);
+    out
+}
+
+#[test]
+fn sender_written_scanner_fields_are_removed_and_never_reach_the_outer_header() {
+    let p = provider();
+    let rspamd = Rspamd::start();
+    let user = p.new_user("scanforge");
+    // A spammer's own "verdict", one field folded over two lines.
+    let forged = "X-Spam-Action: no action\r\nX-Spamd-Result: default: False\r\n \
+                  [0.00 / 15.00] forged-verdict\r\nx-spam : No\r\n";
+
+    // Scanned: rspamd says `add header`; only writ's verdict is outside.
+    let scanned = writ_with_scanner(rspamd.addr, "");
+    let subject = unique("forge-subject");
+    let msg = with_forged_verdict(&text_message(&user.address, &subject, ADD_HEADER), forged);
+    send(
+        scanned.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg,
+    )
+    .unwrap_or_else(|r| panic!("flagged mail refused: {}\n{}", r.text(), scanned.log()));
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    let text = String::from_utf8_lossy(&stored[0]);
+    let outer = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(outer.contains("X-Spam-Action: add header"), "{outer}");
+    assert!(outer.contains("X-Spam: Yes"), "{outer}");
+    assert!(
+        !outer.contains("no action"),
+        "forged field outside: {outer}"
+    );
+    assert!(
+        !outer.contains("forged-verdict"),
+        "forged field outside: {outer}"
+    );
+    assert!(
+        !outer.to_ascii_lowercase().contains("x-spam : no"),
+        "{outer}"
+    );
+    let opened = scanned.test_keys().open(&stored[0]);
+    let inner = String::from_utf8_lossy(&opened[marker_offset(&stored[0])..]).into_owned();
+    assert!(
+        !inner.contains("forged-verdict") && !inner.contains("no action"),
+        "the sender's fields are removed, not only kept inside: {inner}"
+    );
+    assert!(inner.contains(&subject), "the rest of the message is kept");
+
+    // Unscanned (scanner down, delivered anyway): the sender's fields
+    // alone would read as a verdict.
+    let open = writ_with_scanner(stopped_scanner(), "on_failure = \"deliver\"\n");
+    let msg2 = with_forged_verdict(
+        &text_message(&user.address, &unique("forge2"), "hello"),
+        forged,
+    );
+    send(
+        open.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &msg2,
+    )
+    .unwrap_or_else(|r| panic!("fail-open refused: {}\n{}", r.text(), open.log()));
+    let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
+    for m in &stored {
+        let text = String::from_utf8_lossy(m);
+        let outer = &text[..text.find("\r\n\r\n").unwrap()];
+        assert!(
+            !outer.contains("no action"),
+            "forged field outside: {outer}"
+        );
+        assert!(
+            !outer.contains("forged-verdict"),
+            "forged field outside: {outer}"
+        );
+    }
+}

@@ -16,5 +16,6 @@ pub mod listener;
 pub mod pool;
 pub mod reply;
 pub mod scanner;
+pub mod sender_fields;
 pub mod session;
 pub mod upstream;

@@ -12,8 +12,10 @@
 //!   own (never the scanner's `smtp_message`); the fields writ adds carry
 //!   only the action and scores, formatted by writ, never message content.
 //!   Their names ([`SCANNER_FIELDS`]) are kept in the outer header so the
-//!   provider's rules can act on them; Subject stays sealed (a `rewrite
-//!   subject` verdict is marked with `X-Spam: Yes` instead).
+//!   provider's rules can act on them (the sender's own fields of those
+//!   names are removed as the message is spooled: `super::sender_fields`);
+//!   Subject stays sealed (a `rewrite subject` verdict is marked with
+//!   `X-Spam: Yes` instead).
 
 use std::net::IpAddr;
 use std::time::Duration;

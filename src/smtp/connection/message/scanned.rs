@@ -10,6 +10,10 @@
 //!   `PrivateTmp=` does), gone when the message is done. It is bounded by
 //!   the session's data decoder (`smtp.max_message_size`; past twice that
 //!   the session closes).
+//! - Header fields the sender wrote with the scanner's names (`X-Spam`,
+//!   `X-Spamd-Result`, `X-Spam-Action`) are removed as the data is spooled
+//!   (`sender_fields`): only writ's own verdict is outside, and an
+//!   unscanned message (too large, scanner failed open) has none.
 //! - While the data comes in and is judged, DATA is not open at the
 //!   provider: it is kept awake with `NOOP` as in sealed delivery. A
 //!   refusal (scanner's reject → 554 5.7.1, soft reject/greylist → 451
@@ -32,6 +36,7 @@ use crate::envelope::Sealer;
 use crate::smtp::connection::{Conn, End};
 use crate::smtp::reply::Reply;
 use crate::smtp::scanner::{SCANNER_FIELDS, Scanner, Verdict};
+use crate::smtp::sender_fields::SenderFieldFilter;
 use crate::smtp::session::{Step, UpstreamFailure};
 
 /// Plaintext kept in memory before the spool moves to a temporary file.
@@ -119,6 +124,10 @@ impl Conn {
         let mut next_noop = Instant::now() + self.shared.provider_keepalive;
         let mut active = Instant::now();
         let mut spooled = true;
+        // The sender's own fields named like the scanner's never reach
+        // the spool (see `sender_fields`).
+        let mut filter = SenderFieldFilter::default();
+        let mut kept = Vec::new();
         loop {
             let wait = self
                 .data_wait(deadline)
@@ -129,7 +138,12 @@ impl Conn {
             match timeout(limit, read_chunk(&mut self.client, decoder)).await {
                 Ok(Ok(chunk)) => {
                     active = Instant::now();
-                    if spooled && !chunk.data.is_empty() && spool.write_all(&chunk.data).is_err() {
+                    kept.clear();
+                    filter.push(&chunk.data, &mut kept);
+                    if chunk.last {
+                        filter.finish(&mut kept);
+                    }
+                    if spooled && !kept.is_empty() && spool.write_all(&kept).is_err() {
                         spooled = false;
                     }
                     if chunk.last {
