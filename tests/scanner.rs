@@ -125,6 +125,14 @@ fn text_message(to: &str, subject: &str, body: &str) -> Vec<u8> {
 /// Waits (bounded) until writ's log, read from its stderr pipe as it
 /// comes, has `needle`.
 #[track_caller]
+/// Sends `msg` to `to` through `writ`'s relay; panics (with `why` and
+/// writ's log) unless it is accepted.
+#[track_caller]
+fn send_ok(writ: &Writ, to: &str, msg: &[u8], why: &str) {
+    send(writ.relay_addr(), "sender@elsewhere.test", &[to], msg)
+        .unwrap_or_else(|r| panic!("{why}: {}\n{}", r.text(), writ.log()));
+}
+
 fn wait_log(writ: &Writ, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !writ.log().contains(needle) {
@@ -166,13 +174,7 @@ fn gtube_is_refused_before_the_provider_and_clean_mail_is_sealed_with_the_scanne
     let subject = unique("clean-subject");
     let marker = unique("clean-body");
     let clean = text_message(&user.address, &subject, &marker);
-    send(
-        writ.relay_addr(),
-        "sender@elsewhere.test",
-        &[&user.address],
-        &clean,
-    )
-    .unwrap_or_else(|r| panic!("clean mail refused: {}\n{}", r.text(), writ.log()));
+    send_ok(&writ, &user.address, &clean, "clean mail refused");
 
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     assert_eq!(
@@ -214,13 +216,7 @@ fn add_header_and_rewrite_subject_verdicts_put_x_spam_yes_outside_and_keep_the_s
     let user = p.new_user("scanflag");
     let subject = unique("flagged-subject");
     let msg = text_message(&user.address, &subject, ADD_HEADER);
-    send(
-        writ.relay_addr(),
-        "sender@elsewhere.test",
-        &[&user.address],
-        &msg,
-    )
-    .unwrap_or_else(|r| panic!("flagged mail refused: {}\n{}", r.text(), writ.log()));
+    send_ok(&writ, &user.address, &msg, "flagged mail refused");
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     let text = String::from_utf8_lossy(&stored[0]);
     let outer = &text[..text.find("\r\n\r\n").unwrap()];
@@ -236,13 +232,7 @@ fn add_header_and_rewrite_subject_verdicts_put_x_spam_yes_outside_and_keep_the_s
     // and as sent.
     let subject2 = unique("rewrite-subject");
     let msg2 = text_message(&user.address, &subject2, REWRITE_SUBJECT);
-    send(
-        writ.relay_addr(),
-        "sender@elsewhere.test",
-        &[&user.address],
-        &msg2,
-    )
-    .unwrap_or_else(|r| panic!("flagged mail refused: {}\n{}", r.text(), writ.log()));
+    send_ok(&writ, &user.address, &msg2, "flagged mail refused");
     let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
     let second = stored
         .iter()
@@ -289,13 +279,7 @@ fn scanner_down_fails_closed_by_default_and_open_when_configured() {
     let open = writ_with_scanner(stopped_scanner(), "on_failure = \"deliver\"\n");
     let subject2 = unique("open-subject");
     let msg2 = text_message(&user.address, &subject2, &unique("open-body"));
-    send(
-        open.relay_addr(),
-        "sender@elsewhere.test",
-        &[&user.address],
-        &msg2,
-    )
-    .unwrap_or_else(|r| panic!("fail-open refused: {}\n{}", r.text(), open.log()));
+    send_ok(&open, &user.address, &msg2, "fail-open refused");
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     assert_eq!(
         stored.len(),
@@ -417,13 +401,7 @@ fn past_max_message_bytes_mail_is_delivered_unscanned_and_counted() {
     let subject = unique("big-subject");
     let msg = text_message(&user.address, &subject, GTUBE);
     assert!(msg.len() > 200);
-    send(
-        writ.relay_addr(),
-        "sender@elsewhere.test",
-        &[&user.address],
-        &msg,
-    )
-    .unwrap_or_else(|r| panic!("unscanned mail refused: {}\n{}", r.text(), writ.log()));
+    send_ok(&writ, &user.address, &msg, "unscanned mail refused");
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     let text = String::from_utf8_lossy(&stored[0]);
     assert!(
@@ -497,13 +475,7 @@ fn sender_written_scanner_fields_are_removed_and_never_reach_the_outer_header() 
     let scanned = writ_with_scanner(rspamd.addr, "");
     let subject = unique("forge-subject");
     let msg = with_forged_verdict(&text_message(&user.address, &subject, ADD_HEADER), forged);
-    send(
-        scanned.relay_addr(),
-        "sender@elsewhere.test",
-        &[&user.address],
-        &msg,
-    )
-    .unwrap_or_else(|r| panic!("flagged mail refused: {}\n{}", r.text(), scanned.log()));
+    send_ok(&scanned, &user.address, &msg, "flagged mail refused");
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     let text = String::from_utf8_lossy(&stored[0]);
     let outer = &text[..text.find("\r\n\r\n").unwrap()];
@@ -536,13 +508,7 @@ fn sender_written_scanner_fields_are_removed_and_never_reach_the_outer_header() 
         &text_message(&user.address, &unique("forge2"), "hello"),
         forged,
     );
-    send(
-        open.relay_addr(),
-        "sender@elsewhere.test",
-        &[&user.address],
-        &msg2,
-    )
-    .unwrap_or_else(|r| panic!("fail-open refused: {}\n{}", r.text(), open.log()));
+    send_ok(&open, &user.address, &msg2, "fail-open refused");
     let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
     for m in &stored {
         let text = String::from_utf8_lossy(m);
