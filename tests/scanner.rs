@@ -122,9 +122,6 @@ fn text_message(to: &str, subject: &str, body: &str) -> Vec<u8> {
     )
 }
 
-/// Waits (bounded) until writ's log, read from its stderr pipe as it
-/// comes, has `needle`.
-#[track_caller]
 /// Sends `msg` to `to` through `writ`'s relay; panics (with `why` and
 /// writ's log) unless it is accepted.
 #[track_caller]
@@ -133,6 +130,9 @@ fn send_ok(writ: &Writ, to: &str, msg: &[u8], why: &str) {
         .unwrap_or_else(|r| panic!("{why}: {}\n{}", r.text(), writ.log()));
 }
 
+/// Waits (bounded) until writ's log, read from its stderr pipe as it
+/// comes, has `needle`.
+#[track_caller]
 fn wait_log(writ: &Writ, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !writ.log().contains(needle) {
