@@ -523,3 +523,43 @@ fn sender_written_scanner_fields_are_removed_and_never_reach_the_outer_header() 
         );
     }
 }
+
+#[test]
+fn a_message_past_the_in_memory_spool_is_scanned_from_its_temp_file_and_sealed_whole() {
+    // 6 MiB: past the 4 MiB kept in memory, so the spool is a file (its
+    // writes run on blocking threads) and is read back for rspamd and the
+    // sealer; rspamd's verdict still comes, and the message opens whole.
+    let p = provider();
+    let rspamd = Rspamd::start();
+    let user = p.new_user("scanlarge");
+    let writ = writ_with_scanner(rspamd.addr, "");
+    let subject = unique("large-subject");
+    let tail = unique("large-tail");
+    let line = "The quarterly figures stay inside the building, line after line.\r\n";
+    let mut body = line.repeat(6 * 1024 * 1024 / line.len());
+    body.push_str(&tail);
+    body.push_str("\r\n");
+    let msg = text_message(&user.address, &subject, &body);
+    assert!(msg.len() > 6 * 1024 * 1024);
+    send_ok(&writ, &user.address, &msg, "large clean mail refused");
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0]);
+    let outer = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(
+        outer.contains("X-Spamd-Result: ") && outer.contains("X-Spam-Action: "),
+        "scanned: {outer}"
+    );
+    assert!(!text.contains(&subject) && !text.contains(&tail));
+    let opened = writ.test_keys().open(&stored[0]);
+    let inner = &opened[marker_offset(&stored[0])..];
+    assert!(
+        inner.starts_with(b"X-Spamd-Result: "),
+        "scanner fields lead"
+    );
+    assert!(inner.ends_with(&msg), "the message, byte for byte");
+    assert_eq!(
+        writ.metric("writ_scanner_verdicts_total", &[("outcome", "clean")]),
+        1.0
+    );
+}

@@ -9,7 +9,8 @@
 //!   system's: run with a private temp dir, as `dist/writ.service`'s
 //!   `PrivateTmp=` does), gone when the message is done. It is bounded by
 //!   the session's data decoder (`smtp.max_message_size`; past twice that
-//!   the session closes).
+//!   the session closes). Writes to the file, and reading it back, run on
+//!   blocking threads: a slow disk never holds a runtime thread.
 //! - Header fields the sender wrote with the scanner's names (`X-Spam`,
 //!   `X-Spamd-Result`, `X-Spam-Action`) are removed as the data is spooled
 //!   (`sender_fields`): only writ's own verdict is outside, and an
@@ -128,6 +129,7 @@ impl Conn {
         // the spool (see `sender_fields`).
         let mut filter = SenderFieldFilter::default();
         let mut kept = Vec::new();
+        let mut written = 0usize;
         loop {
             let wait = self
                 .data_wait(deadline)
@@ -143,8 +145,9 @@ impl Conn {
                     if chunk.last {
                         filter.finish(&mut kept);
                     }
-                    if spooled && !kept.is_empty() && spool.write_all(&kept).is_err() {
-                        spooled = false;
+                    if spooled && !kept.is_empty() {
+                        spooled = spool_write(spool, &mut kept, written).await;
+                        written += kept.len();
                     }
                     if chunk.last {
                         return Ok(spooled);
@@ -245,5 +248,29 @@ impl Conn {
                 ))
             }
         }
+    }
+}
+
+/// Appends `data` to the spool (`written` bytes so far). In memory it is a
+/// copy; once the spool is (or would become) a file, the write is file I/O
+/// and runs on a blocking thread, never on the runtime. `false`: it failed.
+async fn spool_write(spool: &mut SpooledTempFile, data: &mut Vec<u8>, written: usize) -> bool {
+    if !spool.is_rolled() && written + data.len() <= SPOOL_IN_MEMORY {
+        return spool.write_all(data).is_ok();
+    }
+    let mut owned = std::mem::replace(spool, tempfile::spooled_tempfile(0));
+    let bytes = std::mem::take(data);
+    match tokio::task::spawn_blocking(move || {
+        let r = owned.write_all(&bytes);
+        (owned, bytes, r)
+    })
+    .await
+    {
+        Ok((owned, bytes, r)) => {
+            *spool = owned;
+            *data = bytes;
+            r.is_ok()
+        }
+        Err(_) => false,
     }
 }
