@@ -62,13 +62,24 @@ fn line_content(line: &[u8]) -> &[u8] {
     }
 }
 
-/// Splits a header block (its blank line, if any, ends it) into fields as
-/// Dovecot's header parser does.
-pub fn fields(block: &[u8]) -> Vec<Field> {
-    let mut out: Vec<Field> = Vec::new();
+/// One physical line of a header block: as in M (with its line end), its
+/// content (line end removed), and whether it continues the field before.
+struct HeaderLine<'a> {
+    line: &'a [u8],
+    content: &'a [u8],
+    continued: bool,
+}
+
+/// The lines of a header block, as Dovecot's header parser splits them
+/// (a line beginning with a space or tab continues the field before,
+/// except the first).
+fn header_lines(block: &[u8]) -> impl Iterator<Item = HeaderLine<'_>> {
     let mut rest = block;
     let mut first = true;
-    while !rest.is_empty() {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
         let end = rest
             .iter()
             .position(|&b| b == b'\n')
@@ -78,6 +89,24 @@ pub fn fields(block: &[u8]) -> Vec<Field> {
         let content = line_content(line);
         let continued = !first && matches!(content.first(), Some(b' ' | b'\t'));
         first = false;
+        Some(HeaderLine {
+            line,
+            content,
+            continued,
+        })
+    })
+}
+
+/// Splits a header block (its blank line, if any, ends it) into fields as
+/// Dovecot's header parser does.
+pub fn fields(block: &[u8]) -> Vec<Field> {
+    let mut out: Vec<Field> = Vec::new();
+    for HeaderLine {
+        line,
+        content,
+        continued,
+    } in header_lines(block)
+    {
         if continued {
             if let Some(f) = out.last_mut() {
                 f.value.push(b'\n');
@@ -550,19 +579,13 @@ pub fn mime_data(block: &[u8], is_mime: bool) -> MimeData {
 /// [`mime_data`] in octets.
 pub fn raw_mime_fields(block: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut rest = block;
     let mut keep = false;
-    let mut first = true;
-    while !rest.is_empty() {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |p| p + 1);
-        let (line, tail) = rest.split_at(end);
-        rest = tail;
-        let content = line_content(line);
-        let continued = !first && matches!(content.first(), Some(b' ' | b'\t'));
-        first = false;
+    for HeaderLine {
+        line,
+        content,
+        continued,
+    } in header_lines(block)
+    {
         if !continued {
             if content.is_empty() && line.ends_with(b"\n") {
                 break;
