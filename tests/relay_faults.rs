@@ -14,31 +14,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::files::copy_dir;
-use common::mail::{DELIVERY_TIMEOUT, contains, unique};
-use common::writ::{TestKeys, Writ, WritConfig, free_listener, serve_expecting_failure};
-use common::{Smtp, provider, smtp};
+use common::mail::{DELIVERY_TIMEOUT, contains, short_message as message, unique, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn message(to: &str, marker: &str) -> Vec<u8> {
-    format!(
-        "From: <sender@elsewhere.test>\r\nTo: <{to}>\r\nSubject: {marker}\r\n\
-         Message-ID: <{}@elsewhere.test>\r\n\r\nbody {marker}\r\n",
-        unique("id")
-    )
-    .into_bytes()
-}
-
-/// Polls `check` every 10 ms until it is true; panics with `what` after
-/// [`WAIT`].
-#[track_caller]
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
+use common::writ::{TestKeys, Writ, WritConfig, free_listener, serve_expecting_failure};
+use common::{Smtp, provider, smtp};
 
 /// The message stored in `user`'s INBOX is the one with `marker` (sealed:
 /// opening shows it), and it is the only one.

@@ -16,34 +16,11 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
 
-use common::mail::{DELIVERY_TIMEOUT, contains, unique};
+use common::mail::{DELIVERY_TIMEOUT, contains, short_message as message, unique, wait_until};
 use common::mta::{Mta, MtaConfig};
 use common::writ::{TestKeys, Writ, WritConfig};
 use common::{DOMAIN, Smtp, provider, smtp};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn message(to: &str, marker: &str) -> Vec<u8> {
-    format!(
-        "From: <sender@elsewhere.test>\r\nTo: <{to}>\r\nSubject: {marker}\r\n\
-         Message-ID: <{}@elsewhere.test>\r\n\r\nbody {marker}\r\n",
-        unique("id")
-    )
-    .into_bytes()
-}
-
-/// Polls `check` every 10 ms until it is true; panics with `what` after
-/// [`WAIT`].
-#[track_caller]
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// One connection through the proxy: both sockets, for closing it.
 struct Link {

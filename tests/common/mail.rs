@@ -2,7 +2,7 @@
 //! message by, and what the provider stored, sealed, opened and compared
 //! with the original.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::writ::TestKeys;
 
@@ -91,4 +91,26 @@ pub fn assert_sealed_original(
         String::from_utf8_lossy(&expected)
     );
     opened
+}
+
+/// A short plain message from `sender@elsewhere.test` to `to`, `marker` in
+/// its Subject and body, with a unique Message-ID.
+pub fn short_message(to: &str, marker: &str) -> Vec<u8> {
+    format!(
+        "From: <sender@elsewhere.test>\r\nTo: <{to}>\r\nSubject: {marker}\r\n\
+         Message-ID: <{}@elsewhere.test>\r\n\r\nbody {marker}\r\n",
+        unique("id")
+    )
+    .into_bytes()
+}
+
+/// Polls `check` every 10 ms until it is true; panics with `what` after
+/// 30 s.
+#[track_caller]
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
