@@ -418,8 +418,9 @@ fn provider_refusals_on_a_pooled_connection_reach_the_client_and_leave_it_consis
         250
     );
     drop(s);
+    // Pooled once the provider said 250 to the RSET, not when it got it.
     wait_until("the RSET of the abandoned transaction", || {
-        proxy.count("RSET") == 1
+        proxy.count("RSET") == 1 && writ.metric("writ_upstream_idle_connections", &[]) == 1.0
     });
 
     let m3 = unique("refused-3");
@@ -508,9 +509,10 @@ fn pipelined_mail_and_rcpts_go_to_the_provider_together_with_replies_one_to_one(
     );
 
     // writ resets the provider after a refused MAIL before the connection
-    // serves the next transaction.
+    // serves the next transaction: pooled only once the provider said 250
+    // to the RSET (the proxy seeing the RSET is not yet that).
     wait_until("the reset after the refused MAIL", || {
-        proxy.count("RSET") == 1
+        proxy.count("RSET") == 1 && writ.metric("writ_upstream_idle_connections", &[]) == 1.0
     });
 
     // MAIL and three RCPTs in one go (one in lower case, one twice: writ
