@@ -12,10 +12,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::haproxy::Haproxy;
 use common::mail::{DELIVERY_TIMEOUT, contains, message, unique};
 use common::provider;
 use common::tls::test_tls;
@@ -25,74 +25,6 @@ use common::writ::{Writ, WritConfig, free_port};
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a read may wait for writ in these tests.
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// HAProxy in TCP mode: one frontend per (name, backend address, server
-/// option), killed when dropped.
-struct Haproxy {
-    child: Child,
-    _dir: tempfile::TempDir,
-    frontends: Vec<(String, SocketAddr)>,
-}
-
-impl Haproxy {
-    fn start(routes: &[(&str, SocketAddr, &str)]) -> Haproxy {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = String::from(
-            "global\n    maxconn 256\n\
-             defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n",
-        );
-        let mut frontends = Vec::new();
-        for (name, backend, option) in routes {
-            let port = free_port();
-            cfg.push_str(&format!(
-                "frontend {name}\n    bind 127.0.0.1:{port}\n    default_backend {name}_b\n\
-                 backend {name}_b\n    server writ {backend} {option}\n"
-            ));
-            frontends.push((name.to_string(), SocketAddr::from(([127, 0, 0, 1], port))));
-        }
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, &cfg).unwrap();
-        let check = Command::new("haproxy")
-            .arg("-c")
-            .arg("-f")
-            .arg(&path)
-            .output();
-        let check = check.expect("haproxy is installed (scripts/install-deps)");
-        assert!(check.status.success(), "haproxy -c: {check:?}\n{cfg}");
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
-        let h = Haproxy {
-            child,
-            _dir: dir,
-            frontends,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for (_, addr) in &h.frontends {
-            while TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "haproxy did not bind {addr}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        h
-    }
-
-    fn frontend(&self, name: &str) -> SocketAddr {
-        self.frontends.iter().find(|(n, _)| n == name).unwrap().1
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A TCP connection from `source` (a loopback address) to `dst`.
 fn connect_from(source: &str, dst: SocketAddr) -> TcpStream {

@@ -3,6 +3,7 @@
 //! - [`cli`]: `writ` as a command-line program in a temp working dir.
 //! - [`corpus`]: the `.eml` messages under `tests/corpus/`.
 //! - [`files`]: copy and snapshot a file tree.
+//! - [`haproxy`]: a real HAProxy in TCP mode in front of writ listeners.
 //! - [`provider()`]: a throwaway local mail provider (Postfix SMTP → LMTP →
 //!   Dovecot IMAP) on loopback, one per test binary, started on first use
 //!   and stopped when the test process exits. [`Provider::new_user`] gives
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod corpus;
 pub mod faults;
 pub mod files;
+pub mod haproxy;
 pub mod imap;
 pub mod imap_model;
 pub mod imap_proxy;

@@ -588,6 +588,12 @@ impl Writ {
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
+    /// SIGKILL, as a crash or a lost machine: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.exit = self.child.wait().ok();
+    }
+
     /// Has the process exited? (Does not block.)
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {

@@ -1,0 +1,277 @@
+//! Several gateways behind a load balancer (issue 13 item 3): two `writ
+//! serve` processes with one keyring, on loopback behind a real HAProxy
+//! (TCP mode, PROXY protocol v2, health checks, redispatch), relaying to
+//! and proxying the one local provider.
+//!
+//! Under a steady SMTP load from several senders and with IMAP sessions
+//! open through the balancer, one gateway is killed (SIGKILL, as a lost
+//! machine). What must hold:
+//!
+//! - every message a sender got a 250 for is at the provider exactly once,
+//!   sealed, and opens to what was sent; a message whose sender got no
+//!   250 (its session was on the killed gateway) is there at most once;
+//! - the senders go on through the other gateway without a change on
+//!   their side (HAProxy takes the dead one out);
+//! - IMAP clients whose session was on the killed gateway reconnect
+//!   through the balancer and continue: sealed mail opens, and every
+//!   client sees the same mailbox.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::haproxy::Haproxy;
+use common::imap::Imap;
+use common::mail::{DELIVERY_TIMEOUT, contains, short_message, unique, wait_until};
+use common::provider::{Provider, User, provider};
+use common::smtp::Smtp;
+use common::tls::{TestTls, test_tls};
+use common::writ::{ListenerSpec, TestKeys, Writ, WritConfig, free_port};
+
+/// Senders sending one message per session, in parallel.
+const SENDERS: usize = 3;
+/// IMAP clients kept open through the balancer.
+const READERS: usize = 4;
+/// Messages acknowledged before the kill, and after it.
+const ACKED_BEFORE: usize = 12;
+const ACKED_AFTER: usize = 12;
+
+/// One gateway: a relay listener and an IMAP listener, both taking PROXY
+/// headers from the balancer (127.0.0.1), with the shared keyring.
+fn gateway(p: &Provider, keys: &TestKeys, tls: &TestTls) -> (Writ, SocketAddr) {
+    let mut cfg = WritConfig::relay(p.smtp_addr()).keys(keys);
+    cfg.listeners = vec![ListenerSpec {
+        kind: "relay".into(),
+        port: None,
+        allowed_networks: vec!["127.0.0.1".into()],
+        proxy_protocol_from: vec!["127.0.0.1".into()],
+    }];
+    let imap = free_port();
+    cfg.extra_toml = format!(
+        "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\n\n\
+         [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\
+         proxy_protocol_from = [\"127.0.0.1\"]\n\n\
+         [provider.imap]\naddress = \"{provider}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n",
+        cert = tls.cert.display().to_string(),
+        key = tls.key.display().to_string(),
+        provider = p.imap_addr(),
+    );
+    cfg.unlock = true;
+    let writ = Writ::start(&cfg);
+    (writ, SocketAddr::from(([127, 0, 0, 1], imap)))
+}
+
+/// One message in one SMTP session through the balancer: `Some(true)` for
+/// a 250 to the final dot, `Some(false)` for any other reply or a broken
+/// session.
+fn send_once(relay: SocketAddr, to: &str, marker: &str) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        let mut s = Smtp::connect(relay)?;
+        if !s.greeting.is_positive() {
+            return Ok(false);
+        }
+        for line in [
+            "EHLO sender.test".to_string(),
+            "MAIL FROM:<sender@elsewhere.test>".to_string(),
+            format!("RCPT TO:<{to}>"),
+            "DATA".to_string(),
+        ] {
+            if !s.command(&line)?.is_positive() {
+                return Ok(false);
+            }
+        }
+        let done = s.send_data(&short_message(to, marker))?;
+        let acked = done.code == 250;
+        if acked {
+            s.quit();
+        }
+        Ok(acked)
+    };
+    attempt().unwrap_or(false)
+}
+
+/// An IMAP client through the balancer, logged in, INBOX selected.
+fn reader(imap: SocketAddr, user: &User) -> std::io::Result<Imap> {
+    let mut c = Imap::connect(imap)?;
+    let r = c.try_command(&format!(
+        "LOGIN {} {}",
+        common::imap::quote(&user.name),
+        common::imap::quote(&user.password)
+    ))?;
+    if !r.is_ok() {
+        return Err(std::io::Error::other(format!("LOGIN: {r:?}")));
+    }
+    let r = c.try_command("SELECT INBOX")?;
+    if !r.is_ok() {
+        return Err(std::io::Error::other(format!("SELECT: {r:?}")));
+    }
+    Ok(c)
+}
+
+/// The opened text of message 1 as this client sees it.
+fn first_body(c: &mut Imap) -> std::io::Result<Vec<u8>> {
+    let r = c.try_command("FETCH 1 BODY.PEEK[TEXT]")?;
+    let mut bodies = r.fetch_literals("BODY[TEXT]");
+    if !r.is_ok() || bodies.len() != 1 {
+        return Err(std::io::Error::other(format!("FETCH: {r:?}")));
+    }
+    Ok(bodies.remove(0).1)
+}
+
+#[derive(Default)]
+struct Sent {
+    acked: Vec<(String, Instant)>,
+    failed: Vec<String>,
+}
+
+#[test]
+fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconnect() {
+    let p = provider();
+    let user = p.new_user("scale");
+    let keys = TestKeys::new();
+    let tls = test_tls("writ scale-out test CA");
+    let (mut first, first_imap) = gateway(p, &keys, &tls);
+    let (second, second_imap) = gateway(p, &keys, &tls);
+    let balancer = Haproxy::start_balanced(&[
+        (
+            "smtp",
+            vec![first.relay_addr(), second.relay_addr()],
+            "send-proxy-v2",
+        ),
+        ("imap", vec![first_imap, second_imap], "send-proxy-v2"),
+    ]);
+    let (relay, imap) = (balancer.frontend("smtp"), balancer.frontend("imap"));
+
+    // A first message, so readers have sealed mail to open.
+    let first_marker = unique("scale-first");
+    assert!(send_once(relay, &user.address, &first_marker));
+    p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    let mut readers: Vec<Imap> = (0..READERS)
+        .map(|_| reader(imap, &user).expect("reader through the balancer"))
+        .collect();
+    for r in &mut readers {
+        let body = first_body(r).expect("FETCH through the balancer");
+        assert!(contains(&body, first_marker.as_bytes()), "opened");
+    }
+
+    // Steady load.
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let (sent, stop, to) = (Arc::clone(&sent), Arc::clone(&stop), user.address.clone());
+            thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let marker = unique(&format!("scale-{i}-{n}"));
+                    n += 1;
+                    let ok = send_once(relay, &to, &marker);
+                    let mut s = sent.lock().unwrap();
+                    if ok {
+                        s.acked.push((marker, Instant::now()));
+                    } else {
+                        s.failed.push(marker);
+                    }
+                }
+            })
+        })
+        .collect();
+    let sealed = |w: &Writ| w.metric("writ_messages_total", &[("outcome", "sealed")]);
+    wait_until(
+        "messages acknowledged before the kill, by both gateways",
+        || sent.lock().unwrap().acked.len() >= ACKED_BEFORE && sealed(&first) >= 3.0,
+    );
+    let second_before = sealed(&second);
+    assert!(second_before >= 1.0, "the balancer used both gateways");
+    first.kill();
+    let killed_at = Instant::now();
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    while sent
+        .lock()
+        .unwrap()
+        .acked
+        .iter()
+        .filter(|(_, at)| *at > killed_at)
+        .count()
+        < ACKED_AFTER
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no messages acknowledged after the kill:\n{}",
+            second.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for s in senders {
+        s.join().unwrap();
+    }
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    assert!(
+        sealed(&second) >= second_before + ACKED_AFTER as f64,
+        "the surviving gateway took the load"
+    );
+    eprintln!(
+        "{} acknowledged, {} not (sessions cut by the kill)",
+        sent.acked.len(),
+        sent.failed.len()
+    );
+
+    // Every acknowledged message once, sealed; the others at most once.
+    let acked: Vec<String> = std::iter::once(first_marker.clone())
+        .chain(sent.acked.iter().map(|(m, _)| m.clone()))
+        .collect();
+    let stored = p.wait_for_messages(&user, "INBOX", acked.len(), DELIVERY_TIMEOUT);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &stored {
+        let opened = keys.open(m);
+        let hits: Vec<&String> = acked
+            .iter()
+            .chain(&sent.failed)
+            .filter(|k| contains(&opened, k.as_bytes()))
+            .collect();
+        assert_eq!(hits.len(), 1, "a stored message carries one marker");
+        *seen.entry(hits[0].clone()).or_default() += 1;
+    }
+    for m in &acked {
+        assert_eq!(seen.get(m), Some(&1), "{m}: acknowledged, stored once");
+    }
+    for m in &sent.failed {
+        assert!(seen.get(m).copied().unwrap_or(0) <= 1, "{m}: at most once");
+    }
+
+    // Readers on the killed gateway lost their session; through the
+    // balancer they reconnect and continue. Each ends with the same view.
+    let mut reconnected = 0;
+    for r in &mut readers {
+        if r.try_command("NOOP").map(|n| n.is_ok()).unwrap_or(false) {
+            continue;
+        }
+        reconnected += 1;
+        *r = reader(imap, &user).expect("reconnect through the balancer");
+    }
+    assert!(
+        reconnected > 0 && reconnected < READERS,
+        "round robin put readers on both gateways; {reconnected} of {READERS} reconnected"
+    );
+    for r in &mut readers {
+        let body = first_body(r).expect("FETCH after the kill");
+        assert!(contains(&body, first_marker.as_bytes()));
+        let exists = r
+            .try_command("SELECT INBOX")
+            .expect("SELECT")
+            .exists()
+            .expect("EXISTS");
+        assert_eq!(
+            exists as usize,
+            stored.len(),
+            "every reader sees the mailbox"
+        );
+    }
+    drop(second);
+}
