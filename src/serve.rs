@@ -110,6 +110,23 @@ impl Reloader {
             )));
         }
         let added = keys.live.add(unlocked);
+        if !added.is_empty() {
+            // One cache is shared by every IMAP listener.
+            let mut caches: Vec<Arc<imap::cache::Cache>> = Vec::new();
+            for tx in &self.imap {
+                if let Some(c) = &tx.borrow().cache
+                    && !caches.iter().any(|k| Arc::ptr_eq(k, c))
+                {
+                    caches.push(c.clone());
+                }
+            }
+            for cache in caches {
+                // Key derivation only (HKDF per epoch): no scrypt here.
+                if let Err(e) = cache.keyring_grown(keys.live.as_ref()) {
+                    tracing::warn!(error = %e, "cache keys not renewed: new epochs are not cached");
+                }
+            }
+        }
         for tx in &self.imap {
             tx.send_modify(|shared| {
                 let mut next = (**shared).clone();

@@ -1,7 +1,8 @@
 //! The IMAP proxy's cache across restarts of `writ serve`, in front of a
 //! real Dovecot: a restart keeps folders warm (the cache key is derived
 //! from the keyring), a rotation keeps what the old epochs opened and
-//! tries again what did not open, and a deleted cache loses nothing.
+//! tries again what did not open, and a deleted cache loses nothing; a
+//! keyring grown by SIGHUP while running caches the new epoch's mail.
 //!
 //! "Served from the cache" is read from writ's metrics: after a restart
 //! no message is opened again (`writ_imap_opened_total`) and each is a
@@ -177,5 +178,56 @@ fn a_restart_keeps_the_folder_warm_and_a_key_change_serves_nothing_stale() {
     assert_eq!(fresh.text, expected);
     assert_eq!(fresh.opened, sealed + 1.0);
     assert_eq!(fresh.hits, 0.0);
+    stop(writ);
+}
+
+/// SIGHUP to `writ serve`, then waits for its log to say the reload is done.
+fn reload(writ: &Writ) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &writ.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    common::mail::wait_until("the keyring reloaded", || {
+        writ.log().contains("SIGHUP: keyring reloaded")
+    });
+}
+
+#[test]
+fn a_keyring_grown_by_sighup_caches_the_new_epoch_and_tries_its_mail_again() {
+    let p = provider();
+    let user = p.new_user("cache-sighup");
+    let keys = TestKeys::new();
+    let work = tempfile::tempdir().expect("temp dir");
+    let keys_dir = copy_keyring(&keys, work.path());
+    p.imap_append(&user, "INBOX", &seal(&keys_dir, MESSAGES[0]));
+    let cache = work.path().join("cache");
+    let (writ, addr) = serve(&keys_dir, &cache);
+    assert_eq!(list(&writ, addr, &user).opened, 1.0, "{}", writ.log());
+
+    // `keys rotate` on the running gateway's keyring, mail sealed to the
+    // new epoch arrives, then SIGHUP.
+    ::writ::keys::Keyring::load(&keys_dir)
+        .expect("keyring")
+        .rotate()
+        .expect("rotate");
+    p.imap_append(&user, "INBOX", &seal(&keys_dir, LATE));
+    let before = list(&writ, addr, &user);
+    assert_eq!(before.failed, 1.0, "LATE opened before the reload");
+    assert_eq!(before.hits, 1.0);
+    reload(&writ);
+
+    // LATE's verdict was the old keyring's: tried again, opens, cached.
+    let after = list(&writ, addr, &user);
+    assert_eq!(after.opened, 1.0, "LATE not tried again: {}", writ.log());
+    assert!(
+        after.text.contains("\"sealed to the next epoch\""),
+        "{}",
+        after.text
+    );
+    let again = list(&writ, addr, &user);
+    assert_eq!(again.opened, 0.0, "the new epoch's message was not cached");
+    assert_eq!(again.hits, 2.0);
+    assert_eq!(again.text, after.text);
     stop(writ);
 }

@@ -9,7 +9,8 @@
 //!   The entry's own key is the associated data, so a value cannot be
 //!   moved to another entry. The keys are remade at each start from the
 //!   same keyring, so **a restart keeps folders warm**; nothing secret is
-//!   stored here (only a random salt).
+//!   stored here (only a random salt). When SIGHUP adds an epoch, the keys
+//!   are remade in place ([`Cache::keyring_grown`]).
 //! - **Never stale across a key change.** A keyring without a message's
 //!   epoch cannot read its entry (a miss: the message is fetched and
 //!   tried); verdicts recorded under another keyring cannot be read, so
@@ -54,7 +55,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -207,7 +208,8 @@ const AAD_UNDECRYPTABLE: &[u8] = b"u";
 pub struct Cache {
     db: Database,
     bodies: PathBuf,
-    keys: CacheKeys,
+    /// Replaced whole when the keyring grows ([`Cache::keyring_grown`]).
+    keys: RwLock<Arc<CacheKeys>>,
     max_bytes: u64,
     used: AtomicU64,
     clock: AtomicU64,
@@ -294,7 +296,7 @@ impl Cache {
         let cache = Cache {
             db,
             bodies,
-            keys,
+            keys: RwLock::new(Arc::new(keys)),
             max_bytes,
             used: AtomicU64::new(0),
             clock: AtomicU64::new(1),
@@ -456,13 +458,29 @@ impl Cache {
         out
     }
 
+    fn keys(&self) -> Arc<CacheKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The keyring grew while writ runs (SIGHUP after `keys rotate`): the
+    /// new epoch's messages are cached from now on, and messages that did
+    /// not open are tried again (their verdicts were the old keyring's).
+    pub fn keyring_grown(&self, keys: &dyn Keys) -> Result<(), CacheError> {
+        let Some(next) = self.keys().regrown(keys)? else {
+            return Ok(());
+        };
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        self.memory.forget_verdicts();
+        Ok(())
+    }
+
     /// Opens an index row read from disk, and keeps what it holds in memory.
     fn read_row(&self, entry: &[u8; 20], msg: MessageKey, value: &[u8]) -> Option<Arc<Known>> {
         let (&kind, sealed) = value.split_first()?;
         let (known, len) = match kind {
             KIND_SUMMARY => {
                 let json = self
-                    .keys
+                    .keys()
                     .open_for(msg.epoch, &msg.aad(entry, AAD_SUMMARY), sealed)?;
                 (
                     Known::Summary(serde_json::from_slice(&json).ok()?, Listing::default()),
@@ -471,7 +489,7 @@ impl Cache {
             }
             KIND_UNDECRYPTABLE => {
                 let json = self
-                    .keys
+                    .keys()
                     .open_verdict(&msg.aad(entry, AAD_UNDECRYPTABLE), sealed)?;
                 (
                     Known::Undecryptable(serde_json::from_slice(&json).ok()?),
@@ -499,7 +517,7 @@ impl Cache {
     pub fn body(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Vec<u8>> {
         let entry = mb.entry(msg.uid);
         let sealed = fs::read(self.body_path(&entry)).ok()?;
-        self.keys
+        self.keys()
             .open_for(msg.epoch, &msg.aad(&entry, AAD_BODY), &sealed)
     }
 
@@ -546,7 +564,7 @@ impl Cache {
             return;
         };
         let Some(sealed) = self
-            .keys
+            .keys()
             .seal_verdict(&msg.aad(&entry, AAD_UNDECRYPTABLE), &json)
         else {
             return;
@@ -567,7 +585,7 @@ impl Cache {
             return;
         };
         let Some(sealed_summary) =
-            self.keys
+            self.keys()
                 .seal_for(msg.epoch, &msg.aad(&entry, AAD_SUMMARY), &json)
         else {
             return;
@@ -575,9 +593,9 @@ impl Cache {
         let row = [&[KIND_SUMMARY][..], &sealed_summary].concat();
         let mut size = row.len() as u64;
         if let Some(opened) = opened
-            && let Some(sealed) = self
-                .keys
-                .seal_for(msg.epoch, &msg.aad(&entry, AAD_BODY), opened)
+            && let Some(sealed) =
+                self.keys()
+                    .seal_for(msg.epoch, &msg.aad(&entry, AAD_BODY), opened)
         {
             let path = self.body_path(&entry);
             let tmp = path.with_extension("tmp");

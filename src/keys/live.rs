@@ -74,7 +74,7 @@ impl crate::envelope::Keys for LiveKeys {
     }
 
     /// The same keys the unlocked keyring derives, for every epoch held
-    /// (the IMAP cache takes them once, at start).
+    /// (the IMAP cache takes them at start and again after a reload).
     fn local_keys(&self, context: &[u8]) -> Vec<(String, zeroize::Zeroizing<[u8; 32]>)> {
         self.epochs
             .iter()

@@ -5,9 +5,11 @@
 //! Bounded by weight ([`MEMORY_BYTES`], about the bytes each entry takes;
 //! quick_cache evicts the least useful past it). Entries are keyed like
 //! the index and carry the stored-header fingerprint they were made for:
-//! a different message under the same UID is a miss. The keyring is
-//! fixed for the life of the process, so nothing here goes stale by a key
-//! change; [`super::Cache`] removes entries whose index rows it drops.
+//! a different message under the same UID is a miss. Summaries never go
+//! stale by a key change (a keyring only grows while the process runs);
+//! verdicts that a message did not open do, and are dropped when the
+//! keyring grows ([`Memory::forget_verdicts`]). [`super::Cache`] removes
+//! entries whose index rows it drops.
 
 use std::sync::{Arc, OnceLock};
 
@@ -115,5 +117,12 @@ impl Memory {
 
     pub(super) fn forget(&self, entry: &[u8; 20]) {
         self.map.remove(entry);
+    }
+
+    /// Drops every "did not open" verdict: the keyring grew, and such
+    /// messages are to be tried again.
+    pub(super) fn forget_verdicts(&self) {
+        self.map
+            .retain(|_, r| !matches!(*r.known, Known::Undecryptable(_)));
     }
 }

@@ -12,7 +12,11 @@
 //!   the keyring that tried: verdicts are sealed under a key derived from
 //!   every epoch key together, so any change of the keyring (a rotation,
 //!   another keyring) makes them unreadable, and such messages are tried
-//!   again. `keys passwd` changes the master key and passphrase, not the
+//!   again.
+//! - **A keyring grown while running** (SIGHUP after `keys rotate`): the
+//!   keys are derived again with the same salt ([`CacheKeys::regrown`]):
+//!   the new epoch gets its key, the others keep theirs, verdicts get a
+//!   new key (so they are tried again, as after a restart). `keys passwd` changes the master key and passphrase, not the
 //!   epochs: nothing changes for the cache.
 //! - **The salt** (`key-salt`, 32 random bytes, not secret) is made with the
 //!   cache: deleting the directory makes a new one, and keys nothing on
@@ -46,6 +50,7 @@ pub(super) fn epoch_name(epoch: &str) -> Option<EpochName> {
 }
 
 pub(super) struct CacheKeys {
+    salt: [u8; SALT_LEN],
     epochs: HashMap<EpochName, LessSafeKey>,
     /// Keys that derive nothing: one random key for every epoch.
     ephemeral: Option<LessSafeKey>,
@@ -64,7 +69,27 @@ impl CacheKeys {
     /// salt, or keys that derive nothing), so the caller empties it.
     pub(super) fn for_dir(dir: &Path, keys: &dyn Keys) -> Result<(CacheKeys, bool), CacheError> {
         let rng = SystemRandom::new();
-        let (salt, mut fresh) = salt(dir, &rng)?;
+        let (salt, fresh) = salt(dir, &rng)?;
+        let keys = CacheKeys::derive(salt, keys, rng)?;
+        let fresh = fresh || keys.ephemeral.is_some();
+        Ok((keys, fresh))
+    }
+
+    /// The keys for a keyring that grew (SIGHUP after a rotation): the same
+    /// salt, so what the cache holds stays readable. Keys that derive
+    /// nothing keep their one random key.
+    pub(super) fn regrown(&self, keys: &dyn Keys) -> Result<Option<CacheKeys>, CacheError> {
+        if self.ephemeral.is_some() {
+            return Ok(None);
+        }
+        CacheKeys::derive(self.salt, keys, SystemRandom::new()).map(Some)
+    }
+
+    fn derive(
+        salt: [u8; SALT_LEN],
+        keys: &dyn Keys,
+        rng: SystemRandom,
+    ) -> Result<CacheKeys, CacheError> {
         let mut context = b"writ imap cache v1 ".to_vec();
         context.extend_from_slice(&salt);
         let mut local = keys.local_keys(&context);
@@ -82,7 +107,6 @@ impl CacheKeys {
         }
         let mut raw = zeroize::Zeroizing::new([0u8; 32]);
         let ephemeral = if local.is_empty() {
-            fresh = true;
             rng.fill(&mut raw[..]).map_err(|_| CacheError::Random)?;
             let k = aead_key(&raw)?;
             rng.fill(&mut raw[..]).map_err(|_| CacheError::Random)?;
@@ -92,15 +116,13 @@ impl CacheKeys {
             None
         };
         let verdicts = aead_key(&raw)?;
-        Ok((
-            CacheKeys {
-                epochs,
-                ephemeral,
-                verdicts,
-                rng,
-            },
-            fresh,
-        ))
+        Ok(CacheKeys {
+            salt,
+            epochs,
+            ephemeral,
+            verdicts,
+            rng,
+        })
     }
 
     /// The key of a message of epoch `epoch`, if this keyring has it.

@@ -226,6 +226,41 @@ fn a_rotation_keeps_summaries_and_retries_verdicts() {
 }
 
 #[test]
+fn a_keyring_grown_while_running_caches_the_new_epoch_and_retries_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
+    cache.put_undecryptable(&mb(7), ke(2, OTHER_EPOCH), &why());
+    assert_eq!(cache.undecryptable(&mb(7), ke(2, OTHER_EPOCH)), Some(why()));
+    // Before the keyring grows, the new epoch's messages are not cached.
+    cache.put(&mb(7), ke(3, OTHER_EPOCH), &summary(3), Some(b"new"));
+    assert!(cache.summary(&mb(7), ke(3, OTHER_EPOCH)).is_none());
+
+    // SIGHUP after a rotation: the same process, one more epoch.
+    let grown = rotated(&keys, OTHER_EPOCH);
+    cache.keyring_grown(&grown).unwrap();
+    assert!(
+        cache.get(&mb(7), k(1)).is_some_and(|(_, b)| b.is_some()),
+        "what the old epoch opened stays cached"
+    );
+    assert!(
+        cache.undecryptable(&mb(7), ke(2, OTHER_EPOCH)).is_none(),
+        "a verdict of the keyring before it grew was served"
+    );
+    cache.put(&mb(7), ke(3, OTHER_EPOCH), &summary(3), Some(b"new"));
+    assert_eq!(
+        cache.body(&mb(7), ke(3, OTHER_EPOCH)).as_deref(),
+        Some(&b"new"[..])
+    );
+    drop(cache);
+    // A restart with the grown keyring reads all of it.
+    let cache = Cache::open(dir.path(), 1 << 20, &grown).unwrap();
+    assert!(cache.summary(&mb(7), ke(3, OTHER_EPOCH)).is_some());
+    assert!(cache.summary(&mb(7), k(1)).is_some());
+}
+
+#[test]
 fn another_keyring_reads_nothing_and_overwrites_what_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
     {
