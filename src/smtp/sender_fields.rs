@@ -1,25 +1,42 @@
-//! Removes sender-written header fields named like the content scanner's
-//! ([`SCANNER_FIELDS`]: `X-Spam`, `X-Spamd-Result`, `X-Spam-Action`) from a
-//! message as it is spooled for scanning, as most MTAs do before adding
-//! their own: on the scanned path those names are copied to the outer
-//! header, where a sender's own "verdict" would stand next to writ's (or
-//! alone, when the message goes unscanned) and mislead the provider's
-//! rules.
+//! Removes sender-written header fields that writ itself adds, from a
+//! message as it is spooled, as most MTAs do before adding their own:
+//!
+//! - the content scanner's ([`SCANNER_FIELDS`]: `X-Spam`,
+//!   `X-Spamd-Result`, `X-Spam-Action`), when the scanner runs;
+//! - the DMARC quarantine mark (`X-DMARC-Quarantine`), and every
+//!   `Authentication-Results` field whose authserv-id is writ's own
+//!   (RFC 8601 §5: a forged one would otherwise stand next to, or instead
+//!   of, writ's), when `[auth]` runs.
+//!
+//! On those paths the names are copied to the outer header, where a
+//! sender's own "verdict" would stand next to writ's (or alone, when the
+//! message goes unscanned or unverified) and mislead the provider's rules.
 //!
 //! Invariants: sans-IO and streaming (chunks in, chunks out; the state
-//! between chunks is at most [`MAX_NAME`] bytes of a field name); only the
-//! header (up to the first empty line) is touched, and in it only whole
-//! fields with those names, with their folded continuation lines; every
-//! other byte passes unchanged and in order. A name is compared with its
-//! trailing blanks removed (`X-Spam : No` is `X-Spam`), case-insensitively.
-//! Linear in the message's size.
+//! between chunks is at most [`MAX_NAME`] bytes of a field name, or
+//! [`MAX_HELD`] bytes of an Authentication-Results field being judged);
+//! only the header (up to the first empty line) is touched, and in it only
+//! whole fields with those names, with their folded continuation lines;
+//! every other byte passes unchanged and in order. A name is compared with
+//! its trailing blanks removed (`X-Spam : No` is `X-Spam`),
+//! case-insensitively. An Authentication-Results field whose authserv-id
+//! cannot be read within [`MAX_HELD`] bytes is removed (it might claim
+//! writ's). Linear in the message's size; no recursion (comments are
+//! skipped with a depth counter).
 
 use super::scanner::SCANNER_FIELDS;
 
 /// Longest field-name prefix held to decide (64 bytes, well past the
-/// longest scanner field name): a longer name is not one of them and
-/// passes through.
+/// longest name removed): a longer name is not one of them and passes
+/// through.
 const MAX_NAME: usize = 64;
+
+/// Longest Authentication-Results field held to read its authserv-id
+/// (8 KiB): one whose authserv-id has not ended by then is removed.
+pub const MAX_HELD: usize = 8 * 1024;
+
+/// The quarantine mark writ adds under `[auth] dmarc = "enforce"`.
+pub const QUARANTINE_FIELD: &str = "x-dmarc-quarantine";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -31,44 +48,139 @@ enum State {
     Keep,
     /// Inside a field that is removed.
     Drop,
+    /// Inside an Authentication-Results field, held in `held` until its
+    /// authserv-id is known.
+    Held,
+    /// At the start of a line after a held field's line.
+    HeldLineStart,
     /// Past the header: everything passes.
     Body,
+}
+
+/// Which sender fields are removed.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// The scanner's verdict fields.
+    pub scanner: bool,
+    /// writ's authserv-id: its Authentication-Results fields and the
+    /// quarantine mark are removed.
+    pub authserv_id: Option<String>,
 }
 
 /// The streaming filter; one per message.
 #[derive(Debug)]
 pub struct SenderFieldFilter {
+    removed: Removed,
     state: State,
     name: Vec<u8>,
+    held: Vec<u8>,
     /// The last field seen is removed (its continuation lines too).
     dropping: bool,
 }
 
 impl Default for SenderFieldFilter {
+    /// Removes the scanner's fields only.
     fn default() -> Self {
-        SenderFieldFilter {
-            state: State::LineStart,
-            name: Vec::with_capacity(MAX_NAME),
-            dropping: false,
-        }
+        SenderFieldFilter::new(Removed {
+            scanner: true,
+            authserv_id: None,
+        })
     }
 }
 
-fn is_scanner_field(name: &[u8]) -> bool {
+fn trimmed(name: &[u8]) -> &[u8] {
     let end = name
         .iter()
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(0, |i| i + 1);
-    let name = &name[..end];
-    SCANNER_FIELDS
-        .iter()
-        .any(|f| f.as_bytes().eq_ignore_ascii_case(name))
+    &name[..end]
+}
+
+/// The authserv-id of an Authentication-Results field (`held`: name,
+/// colon and value so far): `Some(id)` once it has ended, `None` if not
+/// (yet). CFWS before it is skipped; comments nest (a depth counter).
+fn authserv_id(held: &[u8]) -> Option<&[u8]> {
+    let colon = held.iter().position(|&b| b == b':')?;
+    let value = &held[colon + 1..];
+    let mut i = 0;
+    let mut depth = 0usize;
+    while i < value.len() {
+        let b = value[i];
+        match b {
+            b'(' => depth += 1,
+            b')' if depth > 0 => depth -= 1,
+            b'\\' if depth > 0 => i += 1,
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ if depth > 0 => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    let rest = value.get(i..)?;
+    let quoted = rest.first() == Some(&b'"');
+    let start = usize::from(quoted);
+    let end = rest[start..].iter().position(|&b| {
+        if quoted {
+            b == b'"'
+        } else {
+            matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n' | b'(')
+        }
+    })?;
+    Some(&rest[start..start + end])
 }
 
 impl SenderFieldFilter {
+    pub fn new(removed: Removed) -> Self {
+        SenderFieldFilter {
+            removed,
+            state: State::LineStart,
+            name: Vec::with_capacity(MAX_NAME),
+            held: Vec::new(),
+            dropping: false,
+        }
+    }
+
+    fn removed_by_name(&self, name: &[u8]) -> bool {
+        let name = trimmed(name);
+        (self.removed.scanner
+            && SCANNER_FIELDS
+                .iter()
+                .any(|f| f.as_bytes().eq_ignore_ascii_case(name)))
+            || (self.removed.authserv_id.is_some()
+                && QUARANTINE_FIELD.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    fn held_by_name(&self, name: &[u8]) -> bool {
+        self.removed.authserv_id.is_some()
+            && b"authentication-results".eq_ignore_ascii_case(trimmed(name))
+    }
+
+    /// Whether the held field claims writ's authserv-id (or cannot be
+    /// read in time: removed too). `None`: not decided yet.
+    fn held_claims_ours(&self, complete: bool) -> Option<bool> {
+        let ours = self.removed.authserv_id.as_deref().unwrap_or_default();
+        match authserv_id(&self.held) {
+            Some(id) => Some(id.eq_ignore_ascii_case(ours.as_bytes())),
+            None if complete || self.held.len() >= MAX_HELD => Some(true),
+            None => None,
+        }
+    }
+
+    /// Ends holding: the held bytes go out unless they claim writ's id.
+    fn release_held(&mut self, out: &mut Vec<u8>, complete: bool) {
+        let drop = self.held_claims_ours(complete).unwrap_or(true);
+        if !drop {
+            out.extend_from_slice(&self.held);
+        }
+        self.dropping = drop;
+        self.held.clear();
+    }
+
     /// Appends to `out` what of `chunk` is kept.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        for (i, &b) in chunk.iter().enumerate() {
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
             match self.state {
                 State::Body => {
                     out.extend_from_slice(&chunk[i..]);
@@ -96,9 +208,14 @@ impl SenderFieldFilter {
                 },
                 State::Name => {
                     if b == b':' {
-                        self.dropping = is_scanner_field(&self.name);
+                        self.dropping = self.removed_by_name(&self.name);
                         if self.dropping {
                             self.state = State::Drop;
+                        } else if self.held_by_name(&self.name) {
+                            self.held.clear();
+                            self.held.extend_from_slice(&self.name);
+                            self.held.push(b);
+                            self.state = State::Held;
                         } else {
                             out.extend_from_slice(&self.name);
                             out.push(b);
@@ -120,6 +237,33 @@ impl SenderFieldFilter {
                         self.name.push(b);
                     }
                 }
+                State::Held => {
+                    self.held.push(b);
+                    if b == b'\n' {
+                        self.state = State::HeldLineStart;
+                    } else if self.held.len() >= MAX_HELD {
+                        // Judged on its first MAX_HELD bytes (once: the
+                        // work stays linear); the rest follows the
+                        // decision without being held.
+                        self.release_held(out, false);
+                        self.state = if self.dropping {
+                            State::Drop
+                        } else {
+                            State::Keep
+                        };
+                    }
+                }
+                State::HeldLineStart => {
+                    if b == b' ' || b == b'\t' {
+                        self.state = State::Held;
+                        continue;
+                    }
+                    // The held field is complete; this byte starts the
+                    // next line.
+                    self.release_held(out, true);
+                    self.state = State::LineStart;
+                    continue;
+                }
                 State::Keep => {
                     out.push(b);
                     if b == b'\n' {
@@ -132,15 +276,21 @@ impl SenderFieldFilter {
                     }
                 }
             }
+            i += 1;
         }
     }
 
     /// The end of the message: whatever is still held (a name with no
-    /// colon before the data ended) goes out.
+    /// colon before the data ended) goes out; a held Authentication-Results
+    /// field is judged as it stands.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.state == State::Name {
-            out.extend_from_slice(&self.name);
-            self.name.clear();
+        match self.state {
+            State::Name => {
+                out.extend_from_slice(&self.name);
+                self.name.clear();
+            }
+            State::Held | State::HeldLineStart => self.release_held(out, true),
+            _ => {}
         }
     }
 }
