@@ -152,7 +152,10 @@ impl InboundAuth {
             MessageAuthenticator::new(ResolverConfig::from_name_servers(servers), opts.clone())
                 .map_err(|e| AuthSetupError::SystemDns(e.to_string()))?
         };
-        let id = cfg.authserv_id.clone().unwrap_or_else(|| hostname.to_string());
+        let id = cfg
+            .authserv_id
+            .clone()
+            .unwrap_or_else(|| hostname.to_string());
         let arc = if cfg.arc.enabled {
             Some(Arc::new(ArcSigner::from_config(&cfg.arc, keys_dir)?))
         } else {
@@ -185,7 +188,11 @@ impl InboundAuth {
 
     /// Verifies `message` (handed back with the judgement), all within
     /// `timeout_secs`, on a blocking thread.
-    pub async fn judge(self: &Arc<Self>, message: Vec<u8>, who: Identities) -> (Vec<u8>, Judgement) {
+    pub async fn judge(
+        self: &Arc<Self>,
+        message: Vec<u8>,
+        who: Identities,
+    ) -> (Vec<u8>, Judgement) {
         let deadline = Instant::now() + self.timeout;
         let Ok(Ok(permit)) =
             tokio::time::timeout(self.timeout, self.permits.clone().acquire_owned()).await
@@ -249,7 +256,9 @@ impl InboundAuth {
             )),
         )
         .await
-        .unwrap_or_else(|_| SpfOutput::new(spf_domain.to_string()).with_result(SpfResult::TempError));
+        .unwrap_or_else(|_| {
+            SpfOutput::new(spf_domain.to_string()).with_result(SpfResult::TempError)
+        });
 
         let dkim: Vec<DkimOutput<'_>> =
             match tokio::time::timeout(left(), self.resolver.verify_dkim(&message)).await {
@@ -278,12 +287,8 @@ impl InboundAuth {
         } else {
             let out = tokio::time::timeout(
                 left(),
-                self.resolver.verify_dmarc(DmarcParameters::new(
-                    &message,
-                    &dkim,
-                    spf_domain,
-                    &spf,
-                )),
+                self.resolver
+                    .verify_dmarc(DmarcParameters::new(&message, &dkim, spf_domain, &spf)),
             )
             .await
             .unwrap_or_else(|_| {
