@@ -29,7 +29,7 @@ use std::path::Path;
 use mail_auth::arc::{ArcSealer, Set};
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::{Header, HeaderWriter};
-use mail_auth::dkim::Done;
+use mail_auth::dkim::{Canonicalization, Done};
 use mail_auth::{ArcOutput, AuthenticatedMessage, DkimResult};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
@@ -99,7 +99,9 @@ impl ArcSigner {
                 ArcSealer::from_key(k)
                     .domain(domain)
                     .selector(selector)
-                    .headers(fields.clone()),
+                    .headers(fields.clone())
+                    .header_canonicalization(Canonicalization::Relaxed)
+                    .body_canonicalization(Canonicalization::Relaxed),
             )
         };
         if let Ok(k) = RsaKey::<Sha256>::from_key_der(der.clone_key()) {
@@ -114,7 +116,9 @@ impl ArcSigner {
             ArcSealer::from_key(k)
                 .domain(domain)
                 .selector(selector)
-                .headers(fields),
+                .headers(fields)
+                .header_canonicalization(Canonicalization::Relaxed)
+                .body_canonicalization(Canonicalization::Relaxed),
         ))
     }
 
