@@ -343,4 +343,59 @@ mod tests {
             assert_eq!(out, expected, "{}", String::from_utf8_lossy(msg));
         }
     }
+
+    fn auth_filter(msg: &[u8], size: usize) -> Vec<u8> {
+        let mut f = SenderFieldFilter::new(Removed {
+            scanner: false,
+            authserv_id: Some("mx.writ.test".into()),
+        });
+        let mut out = Vec::new();
+        for c in msg.chunks(size) {
+            f.push(c, &mut out);
+        }
+        f.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn authentication_results_of_writs_id_are_removed_others_kept() {
+        let msg = b"Authentication-Results: mx.writ.test; dkim=pass\r\n\
+Authentication-Results: other.example;\r\n\tspf=pass\r\n\
+authentication-results : (c (nested) x) MX.Writ.Test\r\n (more); dkim=pass\r\n\
+Authentication-Results: \"mx.writ.test\"; spf=pass\r\n\
+Authentication-Results: mx.writ.test.evil; x=y\r\n\
+X-DMARC-Quarantine: no\r\n\
+X-Spam: kept when the scanner is off\r\n\
+Authentication-Results: mx.writ.test\r\n\
+\r\n\
+Authentication-Results: mx.writ.test; body line\r\n";
+        let want = b"Authentication-Results: other.example;\r\n\tspf=pass\r\n\
+Authentication-Results: mx.writ.test.evil; x=y\r\n\
+X-Spam: kept when the scanner is off\r\n\
+\r\n\
+Authentication-Results: mx.writ.test; body line\r\n";
+        for size in [1, 2, 5, 17, msg.len()] {
+            assert_eq!(
+                String::from_utf8_lossy(&auth_filter(msg, size)),
+                String::from_utf8_lossy(want),
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_authserv_id_hidden_past_the_hold_cap_is_removed_in_linear_work() {
+        let mut msg = b"Authentication-Results: ".to_vec();
+        msg.extend(std::iter::repeat_n(b'(', MAX_HELD * 4));
+        msg.extend_from_slice(b" mx.writ.test; dkim=pass\r\nFrom: a@b\r\n\r\nbody\r\n");
+        assert_eq!(auth_filter(&msg, 4096), b"From: a@b\r\n\r\nbody\r\n");
+        let mut msg = b"Authentication-Results: other.example; ".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', MAX_HELD * 4));
+        msg.extend_from_slice(b"\r\nFrom: a@b\r\n\r\n");
+        assert_eq!(
+            auth_filter(&msg, 4096),
+            msg,
+            "a long field of another id stays whole"
+        );
+    }
 }
