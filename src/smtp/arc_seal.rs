@@ -159,3 +159,78 @@ impl ArcSigner {
         Ok(set.to_header().into_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use mail_auth::AuthenticationResults;
+
+    fn ed25519_signer(dir: &Path) -> ArcSigner {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        );
+        std::fs::write(dir.join("arc.pem"), pem).unwrap();
+        let cfg = ArcConfig {
+            enabled: true,
+            domain: "sealer.test".into(),
+            selector: "s1".into(),
+            key_file: "arc.pem".into(),
+        };
+        ArcSigner::from_config(&cfg, dir).unwrap()
+    }
+
+    fn input(chain: DkimResult, chain_too_long: bool) -> ArcInput {
+        ArcInput {
+            results: AuthenticationResults::new("mx.writ.test"),
+            chain,
+            chain_too_long,
+        }
+    }
+
+    const SEALED: &[u8] = b"X-Writ: v=1; key=00\r\nFrom: a@b.test\r\nTo: c@d.test\r\nSubject: [...]\r\nMIME-Version: 1.0\r\n\r\nbody\r\n";
+
+    #[test]
+    fn an_ed25519_key_from_the_keys_directory_seals_a_first_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = ed25519_signer(dir.path());
+        let set = String::from_utf8(
+            signer
+                .seal(SEALED, &input(DkimResult::None, false))
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(set.starts_with("ARC-Seal: i=1; a=ed25519-sha256;"), "{set}");
+        for want in [
+            "cv=none",
+            "d=sealer.test",
+            "s=s1",
+            "ARC-Message-Signature: i=1;",
+            "ARC-Authentication-Results: i=1; mx.writ.test",
+        ] {
+            assert!(set.contains(want), "{want} in {set}");
+        }
+        assert!(set.ends_with("\r\n"), "{set:?}");
+    }
+
+    #[test]
+    fn chains_that_cannot_be_extended_are_not_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = ed25519_signer(dir.path());
+        assert!(matches!(
+            signer.seal(SEALED, &input(DkimResult::None, true)),
+            Err(ArcSealError::Chain(_))
+        ));
+        // ARC fields the verification did not look at: not chained onto.
+        let mut with_set = b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=x.test; s=s; b=AAAA\r\nARC-Message-Signature: i=1; a=rsa-sha256; c=relaxed/relaxed; d=x.test; s=s; h=from; bh=AAAA; b=AAAA\r\nARC-Authentication-Results: i=1; x.test; dkim=pass\r\n".to_vec();
+        with_set.extend_from_slice(SEALED);
+        assert!(matches!(
+            signer.seal(&with_set, &input(DkimResult::None, false)),
+            Err(ArcSealError::Chain(_))
+        ));
+    }
+}
