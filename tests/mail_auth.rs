@@ -20,7 +20,8 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,18 @@ struct Env {
 impl Env {
     /// `dmarc`: `[auth] dmarc`; `forward`: domains sent to another server.
     fn start(dmarc: &str, timeout_secs: u64, forward: &[(&str, SocketAddr)]) -> Env {
+        Env::start_with(dmarc, timeout_secs, forward, "", false)
+    }
+
+    /// Also: `auth_extra`, more `[auth]` keys; `proxy`: the relay listener
+    /// takes PROXY headers from 127.0.0.1 and clients from 192.0.2.0/24.
+    fn start_with(
+        dmarc: &str,
+        timeout_secs: u64,
+        forward: &[(&str, SocketAddr)],
+        auth_extra: &str,
+        proxy: bool,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let (dkim_key, dkim_p) = rsa_key(dir.path(), "dkim");
         let (arc_key, arc_p) = rsa_key(dir.path(), "arc");
@@ -66,12 +79,17 @@ impl Env {
         cfg.extra_toml = format!(
             "\n[auth]\nenabled = true\nauthserv_id = \"{AUTHSERV_ID}\"\n\
              dns_servers = [\"{}\"]\ndns_timeout_secs = 1\ntimeout_secs = {timeout_secs}\n\
-             dmarc = \"{dmarc}\"\n\
+             dmarc = \"{dmarc}\"\n{auth_extra}\n\
              [auth.arc]\nenabled = true\ndomain = \"sealer.test\"\nselector = \"arc1\"\n\
              key_file = \"{}\"\n",
             dns.addr,
             arc_key.display()
         );
+        if proxy {
+            let relay = &mut cfg.listeners[0];
+            relay.allowed_networks = vec!["127.0.0.1".into(), "192.0.2.0/24".into()];
+            relay.proxy_protocol_from = vec!["127.0.0.1".into()];
+        }
         let writ = Writ::start(&cfg);
         Env {
             dns,
@@ -281,6 +299,143 @@ fn enforce_refuses_dmarc_reject_with_5xx_before_the_provider_and_marks_quarantin
     let passed = outer(&stored[1]);
     assert!(!passed.contains("X-DMARC-Quarantine"), "{passed}");
     has_all(&only_result(&stored[1]), &["dkim=pass", "dmarc=pass"]);
+    let verdicts = |dmarc: &str, action: &str| {
+        env.writ.metric(
+            "writ_auth_verdicts_total",
+            &[("dmarc", dmarc), ("action", action)],
+        )
+    };
+    assert_eq!(verdicts("fail", "reject"), 1.0);
+    assert_eq!(verdicts("fail", "quarantine"), 1.0);
+    assert_eq!(verdicts("pass", "deliver"), 1.0);
+}
+
+#[test]
+fn past_max_message_bytes_mail_is_delivered_unverified_even_under_enforce() {
+    let p = provider();
+    let env = Env::start_with("enforce", 20, &[], "max_message_bytes = 4000", false);
+    let user = p.new_user("toolarge");
+    // A p=reject failure, but too large to verify.
+    let mut big = mail("sender@bad.test", &user.address);
+    big.extend_from_slice("filler line of a large message\r\n".repeat(200).as_bytes());
+    send(
+        env.writ.relay_addr(),
+        "sender@bad.test",
+        &[&user.address],
+        &big,
+    )
+    .unwrap_or_else(|r| panic!("delivered unverified: {}", r.text()));
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    let result = only_result(&stored[0]);
+    assert!(
+        result.contains("none (message too large to verify)"),
+        "{result}"
+    );
+    assert!(!outer(&stored[0]).contains("ARC-Seal"), "not ARC-sealed");
+    assert_eq!(
+        env.writ.metric(
+            "writ_auth_verdicts_total",
+            &[("dmarc", "unverified"), ("action", "too-large")]
+        ),
+        1.0
+    );
+}
+
+/// One message through a PROXY v1 header claiming `client`: the reply to
+/// the final dot.
+fn send_via_proxy(relay: SocketAddr, client: &str, from: &str, to: &str, msg: &[u8]) -> String {
+    let stream = TcpStream::connect(relay).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    };
+    w.write_all(format!("PROXY TCP4 {client} 127.0.0.1 40000 25\r\n").as_bytes())
+        .unwrap();
+    assert!(reply().starts_with("220"));
+    for line in [
+        "EHLO client.test".to_string(),
+        format!("MAIL FROM:<{from}>"),
+        format!("RCPT TO:<{to}>"),
+    ] {
+        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let got = reply();
+        assert!(got.starts_with("250"), "{line}: {got}");
+    }
+    w.write_all(b"DATA\r\n").unwrap();
+    assert!(reply().starts_with("354"));
+    // Dot-stuffed (the messages end with CRLF).
+    let mut data = Vec::new();
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            data.push(b'.');
+        }
+        data.extend_from_slice(line);
+    }
+    data.extend_from_slice(b".\r\n");
+    w.write_all(&data).unwrap();
+    let done = reply();
+    let _ = w.write_all(b"QUIT\r\n");
+    done
+}
+
+#[test]
+fn concurrent_sessions_behind_a_proxy_each_get_their_own_results_for_their_real_client() {
+    let p = provider();
+    let env = Env::start_with("monitor", 20, &[], "", true);
+    let user = p.new_user("authproxy");
+    let relay = env.writ.relay_addr();
+    // Behind the load balancer the client is 192.0.2.1: bad.test's SPF
+    // (ip4:192.0.2.1) passes, good.test's (ip4:127.0.0.1) fails, so writ
+    // must judge the PROXY header's address, not the TCP peer's.
+    let senders = ["good.test", "bad.test", "none.test"];
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let domain = senders[i % 3];
+            let from = format!("sender@{domain}");
+            let plain = mail(&from, &user.address);
+            let msg = if domain == "good.test" {
+                env.signed(&plain, "good.test")
+            } else {
+                plain
+            };
+            let to = user.address.clone();
+            std::thread::spawn(move || send_via_proxy(relay, "192.0.2.1", &from, &to, &msg))
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert!(r.starts_with("250"), "{r}");
+    }
+    let stored = p.wait_for_messages(&user, "INBOX", 6, DELIVERY_TIMEOUT);
+    let mut seen = [0; 3];
+    for s in &stored {
+        let result = only_result(s);
+        assert!(result.contains("smtp.remote-ip=192.0.2.1"), "{result}");
+        let expect: &[&str] = if result.contains("header.from=good.test") {
+            seen[0] += 1;
+            &["dkim=pass", "spf=fail", "dmarc=pass"]
+        } else if result.contains("header.from=bad.test") {
+            seen[1] += 1;
+            &["spf=pass", "dmarc=pass"]
+        } else {
+            seen[2] += 1;
+            &["spf=none", "dmarc=none", "header.from=none.test"]
+        };
+        has_all(&result, expect);
+    }
+    assert_eq!(seen, [2, 2, 2], "each message has its own results");
 }
 
 /// `count` DKIM-Signature fields for `domain` with selectors `prefix<n>`,
