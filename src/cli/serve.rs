@@ -79,6 +79,10 @@ pub fn check_config(ctx: &Context) -> Result<()> {
         anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
     }
     writ::policy::Policy::from_config(&ctx.config.smtp)?;
+    if ctx.config.auth.enabled && ctx.config.auth.arc.enabled {
+        // The ARC signing key must load now, not at `serve`.
+        writ::smtp::arc_seal::ArcSigner::from_config(&ctx.config.auth.arc, &ctx.keys_dir)?;
+    }
     let keyring = Keyring::load(&ctx.keys_dir)?;
     let active = keyring.active()?;
     let seal = &ctx.config.seal;

@@ -241,7 +241,6 @@ impl InboundAuth {
         };
         cap_signatures(&mut message);
         let left = || deadline.saturating_duration_since(Instant::now());
-        let timeout_err = || Error::Dns(DnsError::Resolver("timed out".into()));
         let helo = who.helo.as_str();
         let mail_from = who.mail_from.as_str();
         let spf_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
@@ -266,39 +265,15 @@ impl InboundAuth {
                 Err(_) => message
                     .dkim_headers
                     .iter()
-                    .map(|h| DkimOutput::temp_err(timeout_err()).with_signature(&h.header))
+                    .map(|h| DkimOutput::temp_err(timed_out()).with_signature(&h.header))
                     .collect(),
             };
 
         let chain_too_long = message.as_headers.len() > MAX_ARC_SETS;
-        let arc = if chain_too_long {
-            ArcOutput::default().with_result(DkimResult::Fail(Error::Arc(
-                mail_auth::arc::ArcError::ChainTooLong,
-            )))
-        } else {
-            match tokio::time::timeout(left(), self.resolver.verify_arc(&message)).await {
-                Ok(out) => out,
-                Err(_) => ArcOutput::default().with_result(DkimResult::TempError(timeout_err())),
-            }
-        };
-
-        let dmarc = if self.dmarc == DmarcAction::Off {
-            None
-        } else {
-            let out = tokio::time::timeout(
-                left(),
-                self.resolver
-                    .verify_dmarc(DmarcParameters::new(&message, &dkim, spf_domain, &spf)),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                DmarcOutput::default()
-                    .with_spf_result(DmarcResult::TempError(timeout_err()))
-                    .with_dkim_result(DmarcResult::TempError(timeout_err()))
-            });
-            Some(out)
-        };
-
+        let arc = self.arc_stage(&message, chain_too_long, left()).await;
+        let dmarc = self
+            .dmarc_stage(&message, &dkim, spf_domain, &spf, left())
+            .await;
         let mut results = AuthenticationResults::new(self.authserv_id)
             .with_dkim_results(&dkim, message.from())
             .with_spf_mailfrom_result(&spf, who.client, mail_from, helo)
@@ -333,6 +308,51 @@ impl InboundAuth {
             dmarc: word,
             action,
         }
+    }
+
+    /// The incoming ARC chain, within `left`; a chain past [`MAX_ARC_SETS`]
+    /// is `fail` without lookups.
+    async fn arc_stage<'x>(
+        &self,
+        message: &'x AuthenticatedMessage<'x>,
+        chain_too_long: bool,
+        left: Duration,
+    ) -> ArcOutput<'x> {
+        if chain_too_long {
+            return ArcOutput::default().with_result(DkimResult::Fail(Error::Arc(
+                mail_auth::arc::ArcError::ChainTooLong,
+            )));
+        }
+        match tokio::time::timeout(left, self.resolver.verify_arc(message)).await {
+            Ok(out) => out,
+            Err(_) => ArcOutput::default().with_result(DkimResult::TempError(timed_out())),
+        }
+    }
+
+    /// DMARC (unless `off`), within `left`.
+    async fn dmarc_stage<'x>(
+        &self,
+        message: &'x AuthenticatedMessage<'x>,
+        dkim: &'x [DkimOutput<'x>],
+        spf_domain: &'x str,
+        spf: &'x SpfOutput,
+        left: Duration,
+    ) -> Option<DmarcOutput> {
+        if self.dmarc == DmarcAction::Off {
+            return None;
+        }
+        let out = tokio::time::timeout(
+            left,
+            self.resolver
+                .verify_dmarc(DmarcParameters::new(message, dkim, spf_domain, spf)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            DmarcOutput::default()
+                .with_spf_result(DmarcResult::TempError(timed_out()))
+                .with_dkim_result(DmarcResult::TempError(timed_out()))
+        });
+        Some(out)
     }
 
     /// What `[auth] dmarc` does with a DMARC outcome; appends the
@@ -377,6 +397,11 @@ impl InboundAuth {
             Policy::None | Policy::Unspecified => (word, "deliver", None),
         }
     }
+}
+
+/// The error a stage that ran out of time records (`temperror`).
+fn timed_out() -> Error {
+    Error::Dns(DnsError::Resolver("timed out".into()))
 }
 
 /// Applies the signature caps to a parsed message: the first

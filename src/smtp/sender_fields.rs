@@ -176,6 +176,40 @@ impl SenderFieldFilter {
         self.held.clear();
     }
 
+    /// One byte of a field name: at the colon, the field is kept, removed
+    /// or held.
+    fn name_byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        if b == b':' {
+            self.dropping = self.removed_by_name(&self.name);
+            if self.dropping {
+                self.state = State::Drop;
+            } else if self.held_by_name(&self.name) {
+                self.held.clear();
+                self.held.extend_from_slice(&self.name);
+                self.held.push(b);
+                self.state = State::Held;
+            } else {
+                out.extend_from_slice(&self.name);
+                out.push(b);
+                self.state = State::Keep;
+            }
+            self.name.clear();
+        } else if b == b'\n' || self.name.len() >= MAX_NAME {
+            // Not a field of theirs (no colon, or too long a name).
+            out.extend_from_slice(&self.name);
+            out.push(b);
+            self.name.clear();
+            self.dropping = false;
+            self.state = if b == b'\n' {
+                State::LineStart
+            } else {
+                State::Keep
+            };
+        } else {
+            self.name.push(b);
+        }
+    }
+
     /// Appends to `out` what of `chunk` is kept.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         let mut i = 0;
@@ -206,37 +240,7 @@ impl SenderFieldFilter {
                         self.state = State::Name;
                     }
                 },
-                State::Name => {
-                    if b == b':' {
-                        self.dropping = self.removed_by_name(&self.name);
-                        if self.dropping {
-                            self.state = State::Drop;
-                        } else if self.held_by_name(&self.name) {
-                            self.held.clear();
-                            self.held.extend_from_slice(&self.name);
-                            self.held.push(b);
-                            self.state = State::Held;
-                        } else {
-                            out.extend_from_slice(&self.name);
-                            out.push(b);
-                            self.state = State::Keep;
-                        }
-                        self.name.clear();
-                    } else if b == b'\n' || self.name.len() >= MAX_NAME {
-                        // Not a field of theirs (no colon, or too long a name).
-                        out.extend_from_slice(&self.name);
-                        out.push(b);
-                        self.name.clear();
-                        self.dropping = false;
-                        self.state = if b == b'\n' {
-                            State::LineStart
-                        } else {
-                            State::Keep
-                        };
-                    } else {
-                        self.name.push(b);
-                    }
-                }
+                State::Name => self.name_byte(b, out),
                 State::Held => {
                     self.held.push(b);
                     if b == b'\n' {

@@ -121,33 +121,7 @@ impl Conn {
         }
         let sealer = sealer.allow_outside(outside);
         let signer = auth.and_then(|a| a.arc.clone());
-        let (out_tx, out_rx) = mpsc::channel::<io::Result<Vec<u8>>>(SEAL_QUEUE);
-        let job = tokio::task::spawn_blocking(move || {
-            let mut spool = spool;
-            let mut writer =
-                io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx: out_tx.clone() });
-            let result = spool.seek(SeekFrom::Start(0)).and_then(|_| {
-                let reader = io::Cursor::new(fields).chain(spool);
-                match (&signer, &arc) {
-                    (Some(signer), Some(arc)) => {
-                        arc_sealed(&sealer, signer, arc, reader, &mut writer)
-                    }
-                    _ => {
-                        if signer.is_some() {
-                            arc_seal_counted("skipped");
-                        }
-                        sealer
-                            .seal(reader, &mut writer)
-                            .map(|_| ())
-                            .map_err(io::Error::other)
-                    }
-                }?;
-                writer.flush()
-            });
-            if let Err(e) = result {
-                let _ = out_tx.blocking_send(Err(e));
-            }
-        });
+        let (job, out_rx) = seal_job(sealer, spool, fields, signer, arc);
         let pump = Pump {
             to_seal: None,
             pending: None,
@@ -361,6 +335,47 @@ async fn read_back(spool: SpooledTempFile) -> Result<(SpooledTempFile, Vec<u8>),
             ))
         }
     }
+}
+
+/// The blocking seal job for a judged message: `fields`, then the spool,
+/// sealed (and ARC-sealed when `signer` and `arc` are there), handed back
+/// on the returned channel.
+fn seal_job(
+    sealer: Sealer,
+    spool: SpooledTempFile,
+    fields: Vec<u8>,
+    signer: Option<Arc<ArcSigner>>,
+    arc: Option<ArcInput>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::Receiver<io::Result<Vec<u8>>>,
+) {
+    let (out_tx, out_rx) = mpsc::channel::<io::Result<Vec<u8>>>(SEAL_QUEUE);
+    let job = tokio::task::spawn_blocking(move || {
+        let mut spool = spool;
+        let mut writer =
+            io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx: out_tx.clone() });
+        let result = spool.seek(SeekFrom::Start(0)).and_then(|_| {
+            let reader = io::Cursor::new(fields).chain(spool);
+            match (&signer, &arc) {
+                (Some(signer), Some(arc)) => arc_sealed(&sealer, signer, arc, reader, &mut writer),
+                _ => {
+                    if signer.is_some() {
+                        arc_seal_counted("skipped");
+                    }
+                    sealer
+                        .seal(reader, &mut writer)
+                        .map(|_| ())
+                        .map_err(io::Error::other)
+                }
+            }?;
+            writer.flush()
+        });
+        if let Err(e) = result {
+            let _ = out_tx.blocking_send(Err(e));
+        }
+    });
+    (job, out_rx)
 }
 
 fn arc_seal_counted(outcome: &'static str) {
