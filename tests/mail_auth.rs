@@ -11,6 +11,8 @@
 //!   writ's authserv-id is removed, another service's kept;
 //! - a message whose DKIM passed before sealing has a valid ARC chain at
 //!   the provider (`arcverify`: `cv=pass`), and still opens to the original;
+//!   a message that arrives with a valid chain (sealed by dkimpy's
+//!   `arcsign`) gets writ's set as the next instance, `cv=pass`;
 //! - `dmarc = "enforce"`: `p=reject` failures get 550 5.7.1 and nothing
 //!   reaches the provider; `p=quarantine` failures are marked outside;
 //! - hostile: hundreds of DKIM signatures and ARC sets make at most
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::dns::{Dns, arc_verify, dkim_sign, rsa_key};
+use common::dns::{Dns, arc_sign, arc_verify, dkim_sign, rsa_key};
 use common::mail::{DELIVERY_TIMEOUT, contains, message, unique};
 use common::provider;
 use common::smtp::send;
@@ -73,6 +75,7 @@ impl Env {
             r("quar.test", "v=spf1 ip4:192.0.2.1 -all".into()),
             r("_dmarc.quar.test", "v=DMARC1; p=quarantine".into()),
             r("arc1._domainkey.sealer.test", key_record(&arc_p)),
+            r("sel1._domainkey.fwd.test", key_record(&dkim_p)),
         ];
         let dns = Dns::start(&records, forward);
         let mut cfg = WritConfig::relay(provider().smtp_addr());
@@ -236,6 +239,33 @@ fn pass_fail_and_none_are_recorded_outside_and_a_dkim_pass_has_a_valid_arc_chain
     // No signature: no dkim= entry (mail-auth writes none).
     has_all(&none, &["spf=none", "dmarc=none", "arc=none"]);
     assert!(!none.contains("dkim="), "{none}");
+}
+
+#[test]
+fn a_message_arriving_with_an_arc_chain_gets_writs_set_as_the_next_instance() {
+    let p = provider();
+    let env = Env::start("monitor", 20, &[]);
+    let user = p.new_user("arcchain");
+    // A forwarder verified good.test's signature and sealed i=1.
+    let mut forwarded =
+        b"Authentication-Results: fwd.test; dkim=pass header.d=good.test\r\n".to_vec();
+    forwarded.extend_from_slice(&env.signed(&mail("sender@good.test", &user.address), "good.test"));
+    let forwarded = arc_sign(&forwarded, "sel1", "fwd.test", &env.dkim_key, "fwd.test");
+    assert!(arc_verify(&forwarded, &env.dns).contains("cv=pass"));
+    send(
+        env.writ.relay_addr(),
+        "sender@good.test",
+        &[&user.address],
+        &forwarded,
+    )
+    .unwrap_or_else(|r| panic!("{}", r.text()));
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    let result = only_result(&stored[0]);
+    has_all(&result, &["arc=pass", "dkim=pass"]);
+    let o = outer(&stored[0]);
+    assert!(o.contains("ARC-Seal: i=2;") && o.contains("cv=pass"), "{o}");
+    let verdict = arc_verify(&stored[0], &env.dns);
+    assert!(verdict.contains("cv=pass"), "arcverify: {verdict}\n{o}");
 }
 
 #[test]
