@@ -41,6 +41,7 @@ use mail_auth::dmarc::Policy;
 use mail_auth::hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
 };
+use mail_auth::hickory_resolver::system_conf::read_system_conf;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput,
@@ -136,7 +137,12 @@ impl InboundAuth {
         opts.timeout = Duration::from_secs(cfg.dns_timeout_secs.clamp(1, 30));
         opts.attempts = 2;
         let resolver = if cfg.dns_servers.is_empty() {
-            MessageAuthenticator::new_system_conf()
+            // The system's servers, with writ's bounds on each query.
+            let (config, mut system) =
+                read_system_conf().map_err(|e| AuthSetupError::SystemDns(e.to_string()))?;
+            system.timeout = opts.timeout;
+            system.attempts = opts.attempts;
+            MessageAuthenticator::new(config, system)
                 .map_err(|e| AuthSetupError::SystemDns(e.to_string()))?
         } else {
             let mut servers = Vec::new();
