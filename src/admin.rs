@@ -49,6 +49,13 @@ pub mod names {
     /// messages handed to the content scanner (`[scanner]`); `failed` counts
     /// both fail-closed and fail-open cases (label `delivered` true|false).
     pub const SCANNER_VERDICTS_TOTAL: &str = "writ_scanner_verdicts_total";
+    /// Counter, labels `dmarc` (pass|fail|none|temperror|permerror|off|
+    /// unverified) and `action` (deliver|quarantine|reject|too-large|timeout):
+    /// messages verified by `[auth]` on relay listeners.
+    pub const AUTH_VERDICTS_TOTAL: &str = "writ_auth_verdicts_total";
+    /// Counter, label `outcome` (sealed|skipped|failed): ARC sets writ added
+    /// to sealed messages (`[auth.arc]`).
+    pub const ARC_SEALS_TOTAL: &str = "writ_arc_seals_total";
     /// Counter, label `outcome` (sealed|relayed|refused): message bytes as received from the client.
     pub const MESSAGE_BYTES_TOTAL: &str = "writ_message_bytes_total";
     /// Counter, label `class` (2xx|3xx|4xx|5xx|error): replies from the provider.

@@ -332,6 +332,16 @@ impl Server {
             return Err(ServeError::Config(p));
         }
         let scanner = crate::smtp::scanner::Scanner::from_config(&config.scanner).map(Arc::new);
+        if let Some(p) = config.auth.problems().into_iter().next() {
+            return Err(ServeError::Config(p));
+        }
+        let auth = crate::smtp::inbound_auth::InboundAuth::from_config(
+            &config.auth,
+            &smtp.hostname,
+            &keys_dir,
+        )
+        .map_err(|e| ServeError::Config(e.to_string()))?
+        .map(Arc::new);
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         for l in &smtp.listeners {
@@ -371,6 +381,11 @@ impl Server {
                 scanner: scanner
                     .as_ref()
                     .filter(|s| l.kind == ListenerKind::Relay || s.submission)
+                    .cloned(),
+                // Inbound authentication: the MX path only (relay listeners).
+                auth: auth
+                    .as_ref()
+                    .filter(|_| l.kind == ListenerKind::Relay)
                     .cloned(),
             });
             listeners.push(Listener {

@@ -74,10 +74,15 @@ pub fn check_config(ctx: &Context) -> Result<()> {
     problems.extend(ctx.config.jobs.problems());
     problems.extend(ctx.config.notify.problems(&ctx.config.provider));
     problems.extend(ctx.config.scanner.problems());
+    problems.extend(ctx.config.auth.problems());
     if !problems.is_empty() {
         anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
     }
     writ::policy::Policy::from_config(&ctx.config.smtp)?;
+    if ctx.config.auth.enabled && ctx.config.auth.arc.enabled {
+        // The ARC signing key must load now, not at `serve`.
+        writ::smtp::arc_seal::ArcSigner::from_config(&ctx.config.auth.arc, &ctx.keys_dir)?;
+    }
     let keyring = Keyring::load(&ctx.keys_dir)?;
     let active = keyring.active()?;
     let seal = &ctx.config.seal;

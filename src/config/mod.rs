@@ -11,12 +11,14 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
+mod auth;
 mod disclosure;
 mod imap;
 mod jobs;
 mod notify;
 mod relay;
 mod scanner;
+pub use auth::{ArcConfig, AuthConfig, DmarcAction, parse_dns_server};
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
@@ -62,6 +64,9 @@ pub struct Config {
     /// `[scanner]`: spam and malware scanning before sealing (off by
     /// default).
     pub scanner: ScannerConfig,
+    /// `[auth]`: SPF, DKIM, DMARC and ARC on relay listeners before
+    /// sealing, ARC sealing after (off by default).
+    pub auth: AuthConfig,
 }
 
 /// `[keys]`

@@ -1,25 +1,42 @@
-//! Removes sender-written header fields named like the content scanner's
-//! ([`SCANNER_FIELDS`]: `X-Spam`, `X-Spamd-Result`, `X-Spam-Action`) from a
-//! message as it is spooled for scanning, as most MTAs do before adding
-//! their own: on the scanned path those names are copied to the outer
-//! header, where a sender's own "verdict" would stand next to writ's (or
-//! alone, when the message goes unscanned) and mislead the provider's
-//! rules.
+//! Removes sender-written header fields that writ itself adds, from a
+//! message as it is spooled, as most MTAs do before adding their own:
+//!
+//! - the content scanner's ([`SCANNER_FIELDS`]: `X-Spam`,
+//!   `X-Spamd-Result`, `X-Spam-Action`), when the scanner runs;
+//! - the DMARC quarantine mark (`X-DMARC-Quarantine`), and every
+//!   `Authentication-Results` field whose authserv-id is writ's own
+//!   (RFC 8601 §5: a forged one would otherwise stand next to, or instead
+//!   of, writ's), when `[auth]` runs.
+//!
+//! On those paths the names are copied to the outer header, where a
+//! sender's own "verdict" would stand next to writ's (or alone, when the
+//! message goes unscanned or unverified) and mislead the provider's rules.
 //!
 //! Invariants: sans-IO and streaming (chunks in, chunks out; the state
-//! between chunks is at most [`MAX_NAME`] bytes of a field name); only the
-//! header (up to the first empty line) is touched, and in it only whole
-//! fields with those names, with their folded continuation lines; every
-//! other byte passes unchanged and in order. A name is compared with its
-//! trailing blanks removed (`X-Spam : No` is `X-Spam`), case-insensitively.
-//! Linear in the message's size.
+//! between chunks is at most [`MAX_NAME`] bytes of a field name, or
+//! [`MAX_HELD`] bytes of an Authentication-Results field being judged);
+//! only the header (up to the first empty line) is touched, and in it only
+//! whole fields with those names, with their folded continuation lines;
+//! every other byte passes unchanged and in order. A name is compared with
+//! its trailing blanks removed (`X-Spam : No` is `X-Spam`),
+//! case-insensitively. An Authentication-Results field whose authserv-id
+//! cannot be read within [`MAX_HELD`] bytes is removed (it might claim
+//! writ's). Linear in the message's size; no recursion (comments are
+//! skipped with a depth counter).
 
 use super::scanner::SCANNER_FIELDS;
 
 /// Longest field-name prefix held to decide (64 bytes, well past the
-/// longest scanner field name): a longer name is not one of them and
-/// passes through.
+/// longest name removed): a longer name is not one of them and passes
+/// through.
 const MAX_NAME: usize = 64;
+
+/// Longest Authentication-Results field held to read its authserv-id
+/// (8 KiB): one whose authserv-id has not ended by then is removed.
+pub const MAX_HELD: usize = 8 * 1024;
+
+/// The quarantine mark writ adds under `[auth] dmarc = "enforce"`.
+pub const QUARANTINE_FIELD: &str = "x-dmarc-quarantine";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -31,44 +48,173 @@ enum State {
     Keep,
     /// Inside a field that is removed.
     Drop,
+    /// Inside an Authentication-Results field, held in `held` until its
+    /// authserv-id is known.
+    Held,
+    /// At the start of a line after a held field's line.
+    HeldLineStart,
     /// Past the header: everything passes.
     Body,
+}
+
+/// Which sender fields are removed.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// The scanner's verdict fields.
+    pub scanner: bool,
+    /// writ's authserv-id: its Authentication-Results fields and the
+    /// quarantine mark are removed.
+    pub authserv_id: Option<String>,
 }
 
 /// The streaming filter; one per message.
 #[derive(Debug)]
 pub struct SenderFieldFilter {
+    removed: Removed,
     state: State,
     name: Vec<u8>,
+    held: Vec<u8>,
     /// The last field seen is removed (its continuation lines too).
     dropping: bool,
 }
 
 impl Default for SenderFieldFilter {
+    /// Removes the scanner's fields only.
     fn default() -> Self {
-        SenderFieldFilter {
-            state: State::LineStart,
-            name: Vec::with_capacity(MAX_NAME),
-            dropping: false,
-        }
+        SenderFieldFilter::new(Removed {
+            scanner: true,
+            authserv_id: None,
+        })
     }
 }
 
-fn is_scanner_field(name: &[u8]) -> bool {
+fn trimmed(name: &[u8]) -> &[u8] {
     let end = name
         .iter()
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(0, |i| i + 1);
-    let name = &name[..end];
-    SCANNER_FIELDS
-        .iter()
-        .any(|f| f.as_bytes().eq_ignore_ascii_case(name))
+    &name[..end]
+}
+
+/// The authserv-id of an Authentication-Results field (`held`: name,
+/// colon and value so far): `Some(id)` once it has ended, `None` if not
+/// (yet). CFWS before it is skipped; comments nest (a depth counter).
+fn authserv_id(held: &[u8]) -> Option<&[u8]> {
+    let colon = held.iter().position(|&b| b == b':')?;
+    let value = &held[colon + 1..];
+    let mut i = 0;
+    let mut depth = 0usize;
+    while i < value.len() {
+        let b = value[i];
+        match b {
+            b'(' => depth += 1,
+            b')' if depth > 0 => depth -= 1,
+            b'\\' if depth > 0 => i += 1,
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ if depth > 0 => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    let rest = value.get(i..)?;
+    let quoted = rest.first() == Some(&b'"');
+    let start = usize::from(quoted);
+    let end = rest[start..].iter().position(|&b| {
+        if quoted {
+            b == b'"'
+        } else {
+            matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n' | b'(')
+        }
+    })?;
+    Some(&rest[start..start + end])
 }
 
 impl SenderFieldFilter {
+    pub fn new(removed: Removed) -> Self {
+        SenderFieldFilter {
+            removed,
+            state: State::LineStart,
+            name: Vec::with_capacity(MAX_NAME),
+            held: Vec::new(),
+            dropping: false,
+        }
+    }
+
+    fn removed_by_name(&self, name: &[u8]) -> bool {
+        let name = trimmed(name);
+        (self.removed.scanner
+            && SCANNER_FIELDS
+                .iter()
+                .any(|f| f.as_bytes().eq_ignore_ascii_case(name)))
+            || (self.removed.authserv_id.is_some()
+                && QUARANTINE_FIELD.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    fn held_by_name(&self, name: &[u8]) -> bool {
+        self.removed.authserv_id.is_some()
+            && b"authentication-results".eq_ignore_ascii_case(trimmed(name))
+    }
+
+    /// Whether the held field claims writ's authserv-id (or cannot be
+    /// read in time: removed too). `None`: not decided yet.
+    fn held_claims_ours(&self, complete: bool) -> Option<bool> {
+        let ours = self.removed.authserv_id.as_deref().unwrap_or_default();
+        match authserv_id(&self.held) {
+            Some(id) => Some(id.eq_ignore_ascii_case(ours.as_bytes())),
+            None if complete || self.held.len() >= MAX_HELD => Some(true),
+            None => None,
+        }
+    }
+
+    /// Ends holding: the held bytes go out unless they claim writ's id.
+    fn release_held(&mut self, out: &mut Vec<u8>, complete: bool) {
+        let drop = self.held_claims_ours(complete).unwrap_or(true);
+        if !drop {
+            out.extend_from_slice(&self.held);
+        }
+        self.dropping = drop;
+        self.held.clear();
+    }
+
+    /// One byte of a field name: at the colon, the field is kept, removed
+    /// or held.
+    fn name_byte(&mut self, b: u8, out: &mut Vec<u8>) {
+        if b == b':' {
+            self.dropping = self.removed_by_name(&self.name);
+            if self.dropping {
+                self.state = State::Drop;
+            } else if self.held_by_name(&self.name) {
+                self.held.clear();
+                self.held.extend_from_slice(&self.name);
+                self.held.push(b);
+                self.state = State::Held;
+            } else {
+                out.extend_from_slice(&self.name);
+                out.push(b);
+                self.state = State::Keep;
+            }
+            self.name.clear();
+        } else if b == b'\n' || self.name.len() >= MAX_NAME {
+            // Not a field of theirs (no colon, or too long a name).
+            out.extend_from_slice(&self.name);
+            out.push(b);
+            self.name.clear();
+            self.dropping = false;
+            self.state = if b == b'\n' {
+                State::LineStart
+            } else {
+                State::Keep
+            };
+        } else {
+            self.name.push(b);
+        }
+    }
+
     /// Appends to `out` what of `chunk` is kept.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        for (i, &b) in chunk.iter().enumerate() {
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
             match self.state {
                 State::Body => {
                     out.extend_from_slice(&chunk[i..]);
@@ -94,31 +240,33 @@ impl SenderFieldFilter {
                         self.state = State::Name;
                     }
                 },
-                State::Name => {
-                    if b == b':' {
-                        self.dropping = is_scanner_field(&self.name);
-                        if self.dropping {
-                            self.state = State::Drop;
-                        } else {
-                            out.extend_from_slice(&self.name);
-                            out.push(b);
-                            self.state = State::Keep;
-                        }
-                        self.name.clear();
-                    } else if b == b'\n' || self.name.len() >= MAX_NAME {
-                        // Not a field of theirs (no colon, or too long a name).
-                        out.extend_from_slice(&self.name);
-                        out.push(b);
-                        self.name.clear();
-                        self.dropping = false;
-                        self.state = if b == b'\n' {
-                            State::LineStart
+                State::Name => self.name_byte(b, out),
+                State::Held => {
+                    self.held.push(b);
+                    if b == b'\n' {
+                        self.state = State::HeldLineStart;
+                    } else if self.held.len() >= MAX_HELD {
+                        // Judged on its first MAX_HELD bytes (once: the
+                        // work stays linear); the rest follows the
+                        // decision without being held.
+                        self.release_held(out, false);
+                        self.state = if self.dropping {
+                            State::Drop
                         } else {
                             State::Keep
                         };
-                    } else {
-                        self.name.push(b);
                     }
+                }
+                State::HeldLineStart => {
+                    if b == b' ' || b == b'\t' {
+                        self.state = State::Held;
+                        continue;
+                    }
+                    // The held field is complete; this byte starts the
+                    // next line.
+                    self.release_held(out, true);
+                    self.state = State::LineStart;
+                    continue;
                 }
                 State::Keep => {
                     out.push(b);
@@ -132,15 +280,21 @@ impl SenderFieldFilter {
                     }
                 }
             }
+            i += 1;
         }
     }
 
     /// The end of the message: whatever is still held (a name with no
-    /// colon before the data ended) goes out.
+    /// colon before the data ended) goes out; a held Authentication-Results
+    /// field is judged as it stands.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.state == State::Name {
-            out.extend_from_slice(&self.name);
-            self.name.clear();
+        match self.state {
+            State::Name => {
+                out.extend_from_slice(&self.name);
+                self.name.clear();
+            }
+            State::Held | State::HeldLineStart => self.release_held(out, true),
+            _ => {}
         }
     }
 }
@@ -192,5 +346,60 @@ mod tests {
             };
             assert_eq!(out, expected, "{}", String::from_utf8_lossy(msg));
         }
+    }
+
+    fn auth_filter(msg: &[u8], size: usize) -> Vec<u8> {
+        let mut f = SenderFieldFilter::new(Removed {
+            scanner: false,
+            authserv_id: Some("mx.writ.test".into()),
+        });
+        let mut out = Vec::new();
+        for c in msg.chunks(size) {
+            f.push(c, &mut out);
+        }
+        f.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn authentication_results_of_writs_id_are_removed_others_kept() {
+        let msg = b"Authentication-Results: mx.writ.test; dkim=pass\r\n\
+Authentication-Results: other.example;\r\n\tspf=pass\r\n\
+authentication-results : (c (nested) x) MX.Writ.Test\r\n (more); dkim=pass\r\n\
+Authentication-Results: \"mx.writ.test\"; spf=pass\r\n\
+Authentication-Results: mx.writ.test.evil; x=y\r\n\
+X-DMARC-Quarantine: no\r\n\
+X-Spam: kept when the scanner is off\r\n\
+Authentication-Results: mx.writ.test\r\n\
+\r\n\
+Authentication-Results: mx.writ.test; body line\r\n";
+        let want = b"Authentication-Results: other.example;\r\n\tspf=pass\r\n\
+Authentication-Results: mx.writ.test.evil; x=y\r\n\
+X-Spam: kept when the scanner is off\r\n\
+\r\n\
+Authentication-Results: mx.writ.test; body line\r\n";
+        for size in [1, 2, 5, 17, msg.len()] {
+            assert_eq!(
+                String::from_utf8_lossy(&auth_filter(msg, size)),
+                String::from_utf8_lossy(want),
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_authserv_id_hidden_past_the_hold_cap_is_removed_in_linear_work() {
+        let mut msg = b"Authentication-Results: ".to_vec();
+        msg.extend(std::iter::repeat_n(b'(', MAX_HELD * 4));
+        msg.extend_from_slice(b" mx.writ.test; dkim=pass\r\nFrom: a@b\r\n\r\nbody\r\n");
+        assert_eq!(auth_filter(&msg, 4096), b"From: a@b\r\n\r\nbody\r\n");
+        let mut msg = b"Authentication-Results: other.example; ".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', MAX_HELD * 4));
+        msg.extend_from_slice(b"\r\nFrom: a@b\r\n\r\n");
+        assert_eq!(
+            auth_filter(&msg, 4096),
+            msg,
+            "a long field of another id stays whole"
+        );
     }
 }

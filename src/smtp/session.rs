@@ -102,6 +102,8 @@ enum Pending {
 
 #[derive(Debug, Clone)]
 struct Transaction {
+    /// The reverse-path of MAIL FROM (empty for `<>`).
+    mail_from: String,
     recipients: usize,
     class: Option<Class>,
     keys: Vec<age::x25519::Recipient>,
@@ -121,6 +123,8 @@ pub struct Session {
     pending: Pending,
     /// Protocol errors so far (see [`MAX_ERRORS`]).
     errors: usize,
+    /// The domain of the last EHLO/HELO (for SPF's HELO identity).
+    helo: String,
 }
 
 /// Protocol errors a session may make (unknown commands, syntax errors,
@@ -151,6 +155,7 @@ impl Session {
             tx: None,
             pending: Pending::None,
             errors: 0,
+            helo: String::new(),
         }
     }
 
@@ -199,6 +204,15 @@ impl Session {
 
     /// Is a transaction open (MAIL accepted, not yet finished)? The
     /// handler lets it finish before shutting down.
+    /// The current transaction's SMTP identities for SPF: the EHLO/HELO
+    /// domain and the MAIL FROM reverse-path (empty for `<>`).
+    pub fn sender_identities(&self) -> (&str, &str) {
+        (
+            &self.helo,
+            self.tx.as_ref().map_or("", |tx| tx.mail_from.as_str()),
+        )
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.tx.is_some() || self.pending != Pending::None
     }
@@ -248,10 +262,12 @@ impl Session {
         match cmd {
             Command::Ehlo(domain) => {
                 let r = self.ehlo_reply(&domain);
+                self.helo = domain;
                 self.greet(r)
             }
             Command::Helo(domain) => {
                 let r = reply(250, &format!("{} greets {domain}", self.cfg.hostname));
+                self.helo = domain;
                 self.greet(r)
             }
             Command::StartTls => {
@@ -577,9 +593,10 @@ impl Session {
                 }
                 Step::Reply(r)
             }
-            Pending::Mail { .. } => {
+            Pending::Mail { from } => {
                 if r.is_positive() {
                     self.tx = Some(Transaction {
+                        mail_from: from,
                         recipients: 0,
                         class: None,
                         keys: Vec::new(),

@@ -2,6 +2,8 @@
 //!
 //! - [`cli`]: `writ` as a command-line program in a temp working dir.
 //! - [`corpus`]: the `.eml` messages under `tests/corpus/`.
+//! - [`dns`]: dnsmasq on loopback serving SPF/DKIM/DMARC records; keys,
+//!   `dkimsign` and `arcverify` (python3-dkim).
 //! - [`files`]: copy and snapshot a file tree.
 //! - [`haproxy`]: a real HAProxy in TCP mode in front of writ listeners.
 //! - [`provider()`]: a throwaway local mail provider (Postfix SMTP → LMTP →
@@ -29,6 +31,7 @@
 
 pub mod cli;
 pub mod corpus;
+pub mod dns;
 pub mod faults;
 pub mod files;
 pub mod haproxy;

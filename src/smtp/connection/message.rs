@@ -18,9 +18,12 @@
 //!   the connection under a slow sender); a provider that fails then is
 //!   dropped and the message answered 451 4.4.2 once its data is in.
 //!
-//! - Scanned delivery (`[scanner]` on): the message is spooled whole, judged
-//!   by the scanner, then sealed from the spool behind the scanner's fields
-//!   and streamed to the provider by the same loop ([`scanned`]).
+//! - Judged delivery (`[scanner]` on, or `[auth]` on a relay listener):
+//!   the message is spooled whole, verified (`[auth]`) and judged by the
+//!   scanner, then sealed from the spool behind writ's fields
+//!   (Authentication-Results, the scanner's), ARC-sealed when
+//!   `[auth.arc]` is on, and streamed to the provider by the same loop
+//!   ([`scanned`]).
 //!
 //! Each wait of the loop is bounded by `smtp.data_timeout_secs` (since the
 //! last client, seal job or provider progress: keepalives do not count),
@@ -146,12 +149,16 @@ impl Conn {
                 return Ok(Step::Reply(r));
             }
         };
-        match (sealer, self.shared.scanner.clone()) {
-            // `[scanner]`: the whole plaintext is spooled and judged before
-            // it is sealed (see `scanned`).
-            (Some(sealer), Some(scanner)) => self.scanned_message(r354, sealer, &scanner).await,
-            (Some(sealer), None) => self.sealed_message(r354, sealer).await,
-            (None, _) => self.plaintext_message().await,
+        let scanner = self.shared.scanner.clone();
+        let auth = self.shared.auth.clone();
+        match sealer {
+            // `[scanner]` or `[auth]`: the whole plaintext is spooled and
+            // judged before it is sealed (see `scanned`).
+            Some(sealer) if scanner.is_some() || auth.is_some() => {
+                self.scanned_message(r354, sealer, scanner, auth).await
+            }
+            Some(sealer) => self.sealed_message(r354, sealer).await,
+            None => self.plaintext_message().await,
         }
     }
 

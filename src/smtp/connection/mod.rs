@@ -29,6 +29,10 @@
 //! - the content scanner (`[scanner]`, `message::scanned`): the whole
 //!   exchange `scanner.timeout_secs` (default 30 s), its reply 64 KiB,
 //!   then 451 4.7.1 (fail closed) or delivery unscanned (fail open);
+//! - inbound authentication (`[auth]`, relay listeners,
+//!   `message::scanned`): the whole verification `auth.timeout_secs`
+//!   (default 20 s), each DNS query `auth.dns_timeout_secs` (3 s, tried
+//!   twice), then `temperror` and delivery (see `super::inbound_auth`);
 //! - every provider read and write: `[provider.smtp] timeout_secs`, then
 //!   the provider connection is dropped and the client told 451 4.4.2;
 //! - closing: [`CLOSE_TIMEOUT`] (our close_notify/FIN, then whatever the
@@ -87,6 +91,9 @@ pub struct Shared {
     /// The content scanner for this listener's sealed mail (`[scanner]`),
     /// `None` when off or not for this listener kind.
     pub scanner: Option<Arc<super::scanner::Scanner>>,
+    /// Inbound authentication (`[auth]`): relay listeners only, `None`
+    /// when off.
+    pub auth: Option<Arc<super::inbound_auth::InboundAuth>>,
 }
 
 impl Shared {

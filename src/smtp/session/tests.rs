@@ -71,6 +71,21 @@ fn relay_transaction_in_lockstep() {
 }
 
 #[test]
+fn spf_identities_are_the_greeting_and_the_transactions_reverse_path() {
+    let mut s = relay_in_transaction();
+    assert_eq!(s.sender_identities(), ("mta.example", "a@ext.example"));
+    // A new greeting ends the transaction: no reverse-path until the next
+    // MAIL, whose own (here the null path) is then the one.
+    s.command(b"HELO other.example");
+    s.upstream_reply(ok());
+    assert_eq!(s.sender_identities(), ("other.example", ""));
+    s.command(b"MAIL FROM:<>");
+    assert_eq!(s.sender_identities(), ("other.example", ""));
+    s.upstream_reply(ok());
+    assert_eq!(s.sender_identities(), ("other.example", ""));
+}
+
+#[test]
 fn relay_is_never_open() {
     let mut s = relay_in_transaction();
     let step = s.command(b"RCPT TO:<someone@elsewhere.example>");

@@ -1,7 +1,8 @@
-//! Scanned delivery (`[scanner]` on): the client's whole message is
-//! spooled, judged by the content scanner, and only then sealed (the
-//! scanner's fields first) and sent to the provider; the client's final
-//! reply still comes only after the provider's.
+//! Judged delivery (`[scanner]` on, or `[auth]` on a relay listener): the
+//! client's whole message is spooled, verified (`[auth]`:
+//! `crate::smtp::inbound_auth`) and judged by the content scanner, and only
+//! then sealed (writ's fields first) and sent to the provider; the
+//! client's final reply still comes only after the provider's.
 //!
 //! - The spool is the plaintext on the gateway: in memory up to
 //!   [`SPOOL_IN_MEMORY`] (4 MiB), past that in an unnamed temporary file
@@ -11,20 +12,34 @@
 //!   the session's data decoder (`smtp.max_message_size`; past twice that
 //!   the session closes). Writes to the file, and reading it back, run on
 //!   blocking threads: a slow disk never holds a runtime thread.
-//! - Header fields the sender wrote with the scanner's names (`X-Spam`,
-//!   `X-Spamd-Result`, `X-Spam-Action`) are removed as the data is spooled
-//!   (`sender_fields`): only writ's own verdict is outside, and an
-//!   unscanned message (too large, scanner failed open) has none.
+//! - Header fields the sender wrote with the names writ adds are removed as
+//!   the data is spooled (`sender_fields`): the scanner's (`X-Spam`,
+//!   `X-Spamd-Result`, `X-Spam-Action`) when the scanner runs;
+//!   `X-DMARC-Quarantine` and every Authentication-Results field claiming
+//!   writ's authserv-id when `[auth]` runs. Only writ's own verdicts are
+//!   outside, and an unscanned message (too large, scanner failed open) has
+//!   no scanner fields.
+//! - Verification comes first: a DMARC `p=reject` failure under
+//!   `[auth] dmarc = "enforce"` is refused 550 5.7.1 before the scanner
+//!   sees the message. A message past `auth.max_message_bytes` is recorded
+//!   `none (message too large to verify)`, never refused for DMARC.
+//! - With `[auth.arc]`, a verified message is sealed into memory, writ's
+//!   ARC set computed over the sealed message (`crate::smtp::arc_seal`),
+//!   and set + sealed message streamed to the provider; a message that
+//!   cannot be ARC-sealed is delivered without it (logged, counted).
 //! - While the data comes in and is judged, DATA is not open at the
 //!   provider: it is kept awake with `NOOP` as in sealed delivery. A
-//!   refusal (scanner's reject → 554 5.7.1, soft reject/greylist → 451
-//!   4.7.1, no verdict with `on_failure = "tempfail"` → 451 4.7.1) resets
-//!   the provider's transaction: the provider never sees the message.
+//!   refusal (DMARC reject → 550 5.7.1; scanner's reject → 554 5.7.1, soft
+//!   reject/greylist → 451 4.7.1, no verdict with `on_failure = "tempfail"`
+//!   → 451 4.7.1) resets the provider's transaction: the provider never
+//!   sees the message.
 //! - Every wait is bounded as in sealed delivery (`smtp.data_timeout_secs`,
-//!   the whole phase `smtp.data_max_secs`), and the scanner exchange by
-//!   `scanner.timeout_secs`. Logs name the outcome and sizes, never content.
+//!   the whole phase `smtp.data_max_secs`), the scanner exchange by
+//!   `scanner.timeout_secs`, verification by `auth.timeout_secs`. Logs
+//!   name the outcome and sizes, never content.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tempfile::SpooledTempFile;
@@ -34,22 +49,26 @@ use tokio::time::timeout;
 use super::{ChannelWriter, Output, Pump, SEAL_QUEUE, read_chunk};
 use crate::admin::names;
 use crate::envelope::Sealer;
+use crate::smtp::arc_seal::ArcSigner;
 use crate::smtp::connection::{Conn, End};
+use crate::smtp::inbound_auth::{ArcInput, Identities, InboundAuth};
 use crate::smtp::reply::Reply;
 use crate::smtp::scanner::{SCANNER_FIELDS, Scanner, Verdict};
-use crate::smtp::sender_fields::SenderFieldFilter;
+use crate::smtp::sender_fields::{QUARANTINE_FIELD, Removed, SenderFieldFilter};
 use crate::smtp::session::{Step, UpstreamFailure};
 
 /// Plaintext kept in memory before the spool moves to a temporary file.
 const SPOOL_IN_MEMORY: usize = 4 * 1024 * 1024;
 
 impl Conn {
-    /// Spools, scans, then seals and delivers one message (or refuses it).
+    /// Spools, verifies and scans, then seals and delivers one message
+    /// (or refuses it).
     pub(super) async fn scanned_message(
         &mut self,
         r354: Reply,
         sealer: Sealer,
-        scanner: &Scanner,
+        scanner: Option<Arc<Scanner>>,
+        auth: Option<Arc<InboundAuth>>,
     ) -> Result<Step, End> {
         self.reply(&r354);
         self.flush(true).await?;
@@ -59,7 +78,13 @@ impl Conn {
             Some(dir) => tempfile::spooled_tempfile_in(SPOOL_IN_MEMORY, dir),
             None => tempfile::spooled_tempfile(SPOOL_IN_MEMORY),
         };
-        let spooled = self.spool(&mut decoder, &mut spool, started).await?;
+        let removed = Removed {
+            scanner: scanner.is_some(),
+            authserv_id: auth.as_ref().map(|a| a.authserv_id().to_string()),
+        };
+        let spooled = self
+            .spool(&mut decoder, &mut spool, started, removed)
+            .await?;
         let size = decoder.size();
         if let Err(step) = self.session.message_received(decoder.flags) {
             self.reset_upstream().await;
@@ -76,29 +101,27 @@ impl Conn {
                 self.session.delivered(Err(UpstreamFailure::SealFailed)),
             ));
         }
-        let (spool, fields) = match self.scan(spool, size, scanner).await {
+        let judged = self
+            .judge(spool, size, scanner.as_deref(), auth.as_ref())
+            .await;
+        let (spool, fields, arc) = match judged {
             Ok(judged) => judged,
-            Err(reply) => {
+            Err((reason, reply)) => {
                 self.reset_upstream().await;
-                self.refused("scanner", size);
+                self.refused(reason, size);
                 return Ok(Step::Reply(self.session.delivered(Ok(reply))));
             }
         };
-        let sealer = sealer.allow_outside(SCANNER_FIELDS.iter().map(|f| f.to_string()));
-        let (out_tx, out_rx) = mpsc::channel::<io::Result<Vec<u8>>>(SEAL_QUEUE);
-        let job = tokio::task::spawn_blocking(move || {
-            let mut spool = spool;
-            let mut writer =
-                io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx: out_tx.clone() });
-            let result = spool.seek(SeekFrom::Start(0)).and_then(|_| {
-                let reader = io::Cursor::new(fields).chain(spool);
-                sealer.seal(reader, &mut writer).map_err(io::Error::other)?;
-                writer.flush()
-            });
-            if let Err(e) = result {
-                let _ = out_tx.blocking_send(Err(e));
-            }
-        });
+        let mut outside: Vec<String> = Vec::new();
+        if scanner.is_some() {
+            outside.extend(SCANNER_FIELDS.iter().map(|f| f.to_string()));
+        }
+        if auth.is_some() {
+            outside.push(QUARANTINE_FIELD.to_string());
+        }
+        let sealer = sealer.allow_outside(outside);
+        let signer = auth.and_then(|a| a.arc.clone());
+        let (job, out_rx) = seal_job(sealer, spool, fields, signer, arc);
         let pump = Pump {
             to_seal: None,
             pending: None,
@@ -120,14 +143,15 @@ impl Conn {
         decoder: &mut crate::smtp::data::DataDecoder,
         spool: &mut SpooledTempFile,
         started: Instant,
+        removed: Removed,
     ) -> Result<bool, End> {
         let deadline = started + self.shared.data_max;
         let mut next_noop = Instant::now() + self.shared.provider_keepalive;
         let mut active = Instant::now();
         let mut spooled = true;
-        // The sender's own fields named like the scanner's never reach
-        // the spool (see `sender_fields`).
-        let mut filter = SenderFieldFilter::default();
+        // The sender's own fields named like writ's never reach the spool
+        // (see `sender_fields`).
+        let mut filter = SenderFieldFilter::new(removed);
         let mut kept = Vec::new();
         let mut written = 0usize;
         loop {
@@ -174,14 +198,72 @@ impl Conn {
         }
     }
 
-    /// The scanner's verdict on the spooled message: the fields to lead it
-    /// (empty when unscanned), or the reply refusing it.
-    async fn scan(
+    /// Verification and the scanner's verdict on the spooled message: the
+    /// fields to lead it and what writ's ARC set needs, or why and how it
+    /// is refused.
+    async fn judge(
         &mut self,
         spool: SpooledTempFile,
         size: u64,
+        scanner: Option<&Scanner>,
+        auth: Option<&Arc<InboundAuth>>,
+    ) -> Result<(SpooledTempFile, Vec<u8>, Option<ArcInput>), (&'static str, Reply)> {
+        let verify = auth.is_some_and(|a| size <= a.max_message);
+        let scan = scanner.is_some_and(|s| size <= s.max_message);
+        let (spool, mut message) = if verify || scan {
+            read_back(spool).await.map_err(|reply| ("scanner", reply))?
+        } else {
+            (spool, Vec::new())
+        };
+        let mut fields = Vec::new();
+        let mut arc = None;
+        if let Some(auth) = auth {
+            if verify {
+                let (helo, mail_from) = self.session.sender_identities();
+                let who = Identities {
+                    client: self.peer.ip(),
+                    helo: helo.to_string(),
+                    mail_from: mail_from.to_string(),
+                };
+                let (back, judgement) = auth.judge(message, who).await;
+                message = back;
+                metrics::counter!(names::AUTH_VERDICTS_TOTAL, "dmarc" => judgement.dmarc, "action" => judgement.action)
+                    .increment(1);
+                if let Some(reply) = judgement.refuse {
+                    tracing::info!(
+                        bytes = size,
+                        "message refused: it fails its From domain's DMARC policy (p=reject)"
+                    );
+                    return Err(("dmarc", reply));
+                }
+                fields.extend_from_slice(&judgement.fields);
+                arc = judgement.arc;
+            } else {
+                tracing::warn!(
+                    bytes = size,
+                    "message larger than auth.max_message_bytes: delivered unverified"
+                );
+                metrics::counter!(names::AUTH_VERDICTS_TOTAL, "dmarc" => "unverified", "action" => "too-large")
+                    .increment(1);
+                fields.extend_from_slice(&auth.unverified("message too large to verify"));
+            }
+        }
+        if let Some(scanner) = scanner {
+            let verdict = self.scan(message, size, scanner).await;
+            fields.extend_from_slice(&verdict.map_err(|reply| ("scanner", reply))?);
+        }
+        Ok((spool, fields, arc))
+    }
+
+    /// The scanner's verdict on the message (`message`: the whole of it,
+    /// or empty when past `scanner.max_message_bytes`): the fields to lead
+    /// it (empty when unscanned), or the reply refusing it.
+    async fn scan(
+        &mut self,
+        message: Vec<u8>,
+        size: u64,
         scanner: &Scanner,
-    ) -> Result<(SpooledTempFile, Vec<u8>), Reply> {
+    ) -> Result<Vec<u8>, Reply> {
         let count = |outcome: &'static str, delivered: &'static str| {
             metrics::counter!(names::SCANNER_VERDICTS_TOTAL, "outcome" => outcome, "delivered" => delivered)
                 .increment(1);
@@ -192,31 +274,12 @@ impl Conn {
                 "message larger than scanner.max_message_bytes: delivered unscanned"
             );
             count("too-large", "true");
-            return Ok((spool, Vec::new()));
+            return Ok(Vec::new());
         }
-        let read = tokio::task::spawn_blocking(move || {
-            let mut spool = spool;
-            let mut message = Vec::new();
-            let r = spool
-                .seek(SeekFrom::Start(0))
-                .and_then(|_| spool.read_to_end(&mut message));
-            (spool, r.map(|_| message))
-        })
-        .await;
-        let (spool, message) = match read {
-            Ok((spool, Ok(message))) => (spool, message),
-            _ => {
-                tracing::error!("cannot read the spooled message back for the scanner");
-                return Err(Reply::new(
-                    451,
-                    "4.3.0 Could not scan the message; try again later",
-                ));
-            }
-        };
         match scanner.check(message, self.peer.ip()).await {
             Ok(Verdict::Deliver { fields, flagged }) => {
                 count(if flagged { "flagged" } else { "clean" }, "true");
-                Ok((spool, fields))
+                Ok(fields)
             }
             Ok(Verdict::Refuse(reply)) => {
                 tracing::info!(
@@ -237,7 +300,7 @@ impl Conn {
             Err(e) if scanner.fail_open => {
                 tracing::warn!(error = %e, "content scanner failed: message delivered unscanned (scanner.on_failure = \"deliver\")");
                 count("failed", "true");
-                Ok((spool, Vec::new()))
+                Ok(Vec::new())
             }
             Err(e) => {
                 tracing::warn!(error = %e, "content scanner failed: message deferred (scanner.on_failure = \"tempfail\")");
@@ -249,6 +312,99 @@ impl Conn {
             }
         }
     }
+}
+
+/// Reads the spooled message back into memory, on a blocking thread.
+async fn read_back(spool: SpooledTempFile) -> Result<(SpooledTempFile, Vec<u8>), Reply> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut spool = spool;
+        let mut message = Vec::new();
+        let r = spool
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| spool.read_to_end(&mut message));
+        (spool, r.map(|_| message))
+    })
+    .await;
+    match read {
+        Ok((spool, Ok(message))) => Ok((spool, message)),
+        _ => {
+            tracing::error!("cannot read the spooled message back for verification or scanning");
+            Err(Reply::new(
+                451,
+                "4.3.0 Could not scan the message; try again later",
+            ))
+        }
+    }
+}
+
+/// The blocking seal job for a judged message: `fields`, then the spool,
+/// sealed (and ARC-sealed when `signer` and `arc` are there), handed back
+/// on the returned channel.
+fn seal_job(
+    sealer: Sealer,
+    spool: SpooledTempFile,
+    fields: Vec<u8>,
+    signer: Option<Arc<ArcSigner>>,
+    arc: Option<ArcInput>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::Receiver<io::Result<Vec<u8>>>,
+) {
+    let (out_tx, out_rx) = mpsc::channel::<io::Result<Vec<u8>>>(SEAL_QUEUE);
+    let job = tokio::task::spawn_blocking(move || {
+        let mut spool = spool;
+        let mut writer =
+            io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx: out_tx.clone() });
+        let result = spool.seek(SeekFrom::Start(0)).and_then(|_| {
+            let reader = io::Cursor::new(fields).chain(spool);
+            match (&signer, &arc) {
+                (Some(signer), Some(arc)) => arc_sealed(&sealer, signer, arc, reader, &mut writer),
+                _ => {
+                    if signer.is_some() {
+                        arc_seal_counted("skipped");
+                    }
+                    sealer
+                        .seal(reader, &mut writer)
+                        .map(|_| ())
+                        .map_err(io::Error::other)
+                }
+            }?;
+            writer.flush()
+        });
+        if let Err(e) = result {
+            let _ = out_tx.blocking_send(Err(e));
+        }
+    });
+    (job, out_rx)
+}
+
+fn arc_seal_counted(outcome: &'static str) {
+    metrics::counter!(names::ARC_SEALS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Seals `reader` into memory, then writes writ's ARC set and the sealed
+/// message to `out` (without the set when it cannot be made: logged).
+/// Runs on the seal job's blocking thread.
+fn arc_sealed(
+    sealer: &Sealer,
+    signer: &ArcSigner,
+    arc: &ArcInput,
+    reader: impl Read,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut sealed = Vec::new();
+    sealer.seal(reader, &mut sealed).map_err(io::Error::other)?;
+    match signer.seal(&sealed, arc) {
+        Ok(set) => {
+            arc_seal_counted("sealed");
+            out.write_all(&set)?;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "message delivered without writ's ARC set");
+            arc_seal_counted("failed");
+        }
+    }
+    out.write_all(&sealed)
 }
 
 /// Appends `data` to the spool (`written` bytes so far). In memory it is a
