@@ -131,13 +131,16 @@ impl Keyring {
                 };
                 (None, Some(token))
             }
-            (FORMAT_VERSION, Some(_), Some(_)) | (TOKEN_FORMAT_VERSION, Some(_), _) => {
+            (FORMAT_VERSION, Some(_), Some(_)) => {
                 return Err(invalid(
-                    "both a master_recipient and a [token] (a keyring is one or the other)".into(),
+                    "version 1 is a passphrase keyring: a master_recipient and no [token] table"
+                        .into(),
                 ));
             }
-            (TOKEN_FORMAT_VERSION, None, None) => {
-                return Err(invalid("version 2 needs a [token] table".into()));
+            (TOKEN_FORMAT_VERSION, _, _) => {
+                return Err(invalid(
+                    "version 2 is an HSM keyring: a [token] table and no master_recipient".into(),
+                ));
             }
             (v, _, _) => {
                 return Err(invalid(format!(

@@ -205,6 +205,7 @@ fn corrupt_keyring_toml() {
         ),
         (good.replace("[[epoch]]", "[[epoch]\n"), "line"),
         (good.replace("version = 1", "version = 2"), "version 2"),
+        (good.replace("version = 1", "version = 3"), "version 3"),
         (format!("{good}extra = 1\n"), "extra"),
         (good.replacen("id = \"", "id = \"0", 1), "does not match"),
     ] {
