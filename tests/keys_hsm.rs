@@ -158,7 +158,7 @@ impl HsmEnv {
         self.ok_text(&["keys", "list"])
             .lines()
             .skip(1)
-            .filter(|l| !l.starts_with("escrow"))
+            .filter(|l| !l.starts_with("escrow") && !l.starts_with("token"))
             .map(|l| l[2..18].to_string())
             .collect()
     }
@@ -188,6 +188,13 @@ fn init_on_the_token_seals_and_opens_and_the_files_alone_do_not_open() {
     let h = HsmEnv::new();
     let text = h.init();
     assert!(text.contains("active epoch"), "{text}");
+    let list = h.ok_text(&["keys", "list"]);
+    assert!(
+        list.contains(&format!(
+            "token: {TOKEN} key writ-keyring (module {MODULE})"
+        )),
+        "{list}"
+    );
     let keyring = std::fs::read_to_string(h.env.path("keys/keyring.toml")).unwrap();
     assert!(keyring.contains("version = 2"), "{keyring}");
     assert!(
@@ -545,28 +552,64 @@ fn serve_on_an_hsm_keyring_seals_at_the_relay_and_opens_in_the_proxy() {
     assert!(contains(&stored[0], b"X-Writ: v=1"));
     assert!(!contains(&stored[0], marker.as_bytes()), "plaintext stored");
 
-    let out = python::ok(
-        FETCH,
-        [
-            imaps.to_string(),
-            tls.ca.display().to_string(),
-            user.name.clone(),
-            user.password.clone(),
-        ],
-    );
+    let fetch = |n: usize| {
+        python::ok(
+            FETCH,
+            [
+                imaps.to_string(),
+                tls.ca.display().to_string(),
+                user.name.clone(),
+                user.password.clone(),
+                n.to_string(),
+            ],
+        )
+    };
+    let out = fetch(1);
     assert!(out.contains(&format!("Subject: {marker}")), "{out}");
     assert!(out.contains(&format!("body {marker}")), "{out}");
+
+    // Rotate on the token, SIGHUP: the reload reads the PIN file again and
+    // unlocks the new epoch; new mail is sealed to it and opens, old mail
+    // still opens.
+    h.ok(&["--pin-file", "pin", "keys", "rotate"]);
+    let new_epoch = h.epoch_ids().pop().unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &writ.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    common::mail::wait_until("the keyring reload", || {
+        writ.log().contains("SIGHUP: keyring reloaded")
+    });
+    assert!(writ.log().contains(&new_epoch), "{}", writ.log());
+    let marker2 = unique("hsm-after-rotate");
+    common::smtp::send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &short_message(&user.address, &marker2),
+    )
+    .expect("relay accepts");
+    let stored = p.wait_for_messages(&user, "INBOX", 2, Duration::from_secs(30));
+    assert!(contains(&stored[1], format!("key={new_epoch}").as_bytes()));
+    assert!(
+        !contains(&stored[1], marker2.as_bytes()),
+        "plaintext stored"
+    );
+    let out = fetch(2);
+    assert!(out.contains(&format!("body {marker2}")), "{out}");
+    assert!(fetch(1).contains(&format!("body {marker}")));
     assert!(!writ.log().contains(PIN));
 }
 
 const FETCH: &str = r#"
 import imaplib, ssl, sys
-port, ca, user, pw = sys.argv[1:5]
+port, ca, user, pw, n = sys.argv[1:6]
 ctx = ssl.create_default_context(cafile=ca)
 c = imaplib.IMAP4_SSL('127.0.0.1', int(port), ssl_context=ctx)
 c.login(user, pw)
 c.select('INBOX')
-typ, data = c.fetch('1', '(BODY.PEEK[])')
+typ, data = c.fetch(n, '(BODY.PEEK[])')
 assert typ == 'OK', data
 sys.stdout.buffer.write(data[0][1])
 "#;

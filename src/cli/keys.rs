@@ -218,6 +218,14 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             if let Some(escrow) = keyring.escrow() {
                 text.push_str(&format!("escrow: {escrow}\n"));
             }
+            if let Some(t) = keyring.token() {
+                text.push_str(&format!(
+                    "token: {} key {} (module {})\n",
+                    t.token_label,
+                    t.key_label,
+                    t.module.display()
+                ));
+            }
             out(&text)
         }
         KeysCommand::Rotate => {
