@@ -369,6 +369,40 @@ fn rotate_and_rewrap_keep_old_and_new_mail_open() {
     assert_eq!(h.open("m1"), first);
     assert_eq!(h.open("m2"), second);
 
+    // Two epoch files swapped, or one altered: named, nothing opens.
+    let path = |id: &str| h.env.path(&format!("keys/epochs/{id}.hsm"));
+    let (a, b) = (
+        std::fs::read(path(&ids[0])).unwrap(),
+        std::fs::read(path(&ids[1])).unwrap(),
+    );
+    std::fs::write(path(&ids[0]), &b).unwrap();
+    std::fs::write(path(&ids[1]), &a).unwrap();
+    let e = h.fail(&["--pin-file", "pin", "open", "m1.sealed"]);
+    assert!(
+        e.contains(&format!(
+            "epochs/{}.hsm does not open with its token key",
+            ids[0]
+        )),
+        "{e}"
+    );
+    let mut altered = String::from_utf8(a.clone()).unwrap();
+    let at = altered.find("ciphertext: ").unwrap() + 12;
+    let flipped = if &altered[at..at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    altered.replace_range(at..at + 1, flipped);
+    std::fs::write(path(&ids[0]), altered).unwrap();
+    std::fs::write(path(&ids[1]), &b).unwrap();
+    let e = h.fail(&["--pin-file", "pin", "open", "m1.sealed"]);
+    assert!(
+        e.contains(&format!("epochs/{}.hsm does not open", ids[0])),
+        "{e}"
+    );
+    std::fs::write(path(&ids[0]), &a).unwrap();
+    assert_eq!(h.open("m1"), first);
+
     // passwd's counterpart: every epoch under a new token key.
     let before: Vec<Vec<u8>> = ids
         .iter()

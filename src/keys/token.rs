@@ -415,3 +415,50 @@ pub(crate) fn open_epoch(
         &sealed.ciphertext,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        for good in ["writ", "writ keyring 2", "ä-key"] {
+            assert!(check_label("key label", good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(MAX_LABEL + 1);
+        for bad in ["", " lead", "trail ", "new\nline", "tab\t", long.as_str()] {
+            assert!(check_label("key label", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn epoch_file_parsing() {
+        let p = Path::new("k/epochs/x.hsm");
+        let good = format!(
+            "{EPOCH_MAGIC}\nepoch: x\nkey: writ-keyring\nmechanism: CKM_AES_GCM\n\
+             iv: AAAAAAAAAAAAAAAA\nciphertext: {}\n",
+            "A".repeat(24)
+        );
+        let sealed = parse_epoch(p, good.as_bytes()).unwrap();
+        assert_eq!(sealed.key_label, "writ-keyring");
+        assert_eq!(sealed.iv.len(), IV_LEN);
+        for bad in [
+            good.replace(EPOCH_MAGIC, "writ-token-epoch: 2"),
+            good.replace("CKM_AES_GCM", "CKM_AES_CBC"),
+            good.replace("iv: AAAAAAAAAAAAAAAA", "iv: AAAA"),
+            good.replace(&"A".repeat(24), "AAAA"),
+            good.replace("ciphertext: ", "ciphertext: !"),
+            good.replace("key: writ-keyring\n", ""),
+            String::new(),
+        ] {
+            assert!(
+                matches!(
+                    parse_epoch(p, bad.as_bytes()),
+                    Err(KeyError::Damaged { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(parse_epoch(p, b"\xff\xfe").is_err());
+    }
+}
