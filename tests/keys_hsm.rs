@@ -429,6 +429,33 @@ fn rotate_and_rewrap_keep_old_and_new_mail_open() {
     );
     assert_eq!(h.open("m1"), first);
     assert_eq!(h.open("m2"), second);
+    // What an interrupted re-wrap can leave: one file still under the old
+    // key, keyring.toml naming the old key. Each file names its key, so
+    // the keyring still opens, and running it again finishes the job.
+    let rewrapped = std::fs::read(path(&ids[1])).unwrap();
+    std::fs::write(path(&ids[1]), &before[1]).unwrap();
+    std::fs::write(
+        h.env.path("keys/keyring.toml"),
+        keyring.replace("writ-keyring-2", "writ-keyring"),
+    )
+    .unwrap();
+    assert_eq!(h.open("m1"), first);
+    assert_eq!(h.open("m2"), second);
+    h.ok(&[
+        "--pin-file",
+        "pin",
+        "keys",
+        "passwd",
+        "--new-token-key",
+        "writ-keyring-2",
+    ]);
+    assert_ne!(std::fs::read(path(&ids[1])).unwrap(), before[1]);
+    assert_ne!(
+        std::fs::read(path(&ids[1])).unwrap(),
+        rewrapped,
+        "a fresh IV each time"
+    );
+    assert_eq!(h.open("m2"), second);
     h.ok(&["--pin-file", "pin", "keys", "rotate"]);
     let third = message("under the new key");
     h.seal(&third, "m3");
@@ -486,6 +513,29 @@ fn rotate_and_rewrap_keep_old_and_new_mail_open() {
         assert!(audit.contains(action), "{audit}");
     }
     h.ok(&["audit", "verify"]);
+}
+
+/// Several processes on one token at once (gateways sharing an HSM): each
+/// unlock succeeds while a rotation runs beside them.
+#[test]
+fn concurrent_unlocks_and_a_rotation_share_the_token() {
+    let h = HsmEnv::new();
+    h.init();
+    let original = message("many at once");
+    h.seal(&original, "m1");
+    std::thread::scope(|scope| {
+        let opens: Vec<_> = (0..4).map(|_| scope.spawn(|| h.open("m1"))).collect();
+        let rotate = scope.spawn(|| h.ok_text(&["--pin-file", "pin", "keys", "rotate"]));
+        for open in opens {
+            assert_eq!(open.join().unwrap(), original);
+        }
+        assert!(rotate.join().unwrap().contains("is now active"));
+    });
+    assert_eq!(h.epoch_ids().len(), 2);
+    let second = message("after the crowd");
+    h.seal(&second, "m2");
+    assert_eq!(h.open("m2"), second);
+    assert_eq!(h.open("m1"), original);
 }
 
 #[test]

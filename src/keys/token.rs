@@ -20,9 +20,11 @@
 //! put in an error; decrypted key text is held in [`Zeroizing`] buffers;
 //! every PKCS#11 failure becomes a one-line [`KeyError`] that says what to
 //! do. One [`Token`] (one C_Initialize of the module) is open at a time in
-//! a process: callers open it, use it, drop it.
+//! a process (a lock enforces it): callers open it, use it, drop it, and
+//! dropping finalizes the module.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as P11Error, RvError};
@@ -53,76 +55,72 @@ pub struct TokenRef {
     pub key_label: String,
 }
 
-/// A logged-in session on the keyring's token.
+/// Only one [`Token`] is open in a process at a time: C_Initialize and
+/// C_Finalize are per process, so a second one would be finalized under
+/// the first.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A logged-in session on the keyring's token. Dropping it closes the
+/// session and finalizes the module (cryptoki does not), so the next
+/// [`Token::open`] sees the token afresh.
 pub(crate) struct Token {
-    // Dropped in this order: the session closes, then the module is
-    // finalized.
-    session: Session,
-    _module: Pkcs11,
+    /// `Some` until dropped.
+    session: Option<Session>,
+    module: Pkcs11,
     label: String,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        drop(self.session.take());
+        // Nothing to do about a failure here: the process goes on without
+        // the token either way.
+        let _ = self.module.clone().finalize();
+    }
 }
 
 impl Token {
     /// Loads the module, finds the token by label and logs in with the PIN.
+    /// A transient failure (see [`OPEN_ATTEMPTS`]) starts over with the
+    /// module finalized and initialized again.
     pub(crate) fn open(at: &TokenRef, pin: &SecretString) -> Result<Token, KeyError> {
-        let module = Pkcs11::new(&at.module).map_err(|e| KeyError::TokenModule {
-            path: at.module.clone(),
-            detail: module_error(&e),
-        })?;
-        match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(KeyError::TokenModule {
-                    path: at.module.clone(),
-                    detail: e.to_string(),
-                });
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attempt = 1;
+        loop {
+            let module = load_module(&at.module)?;
+            let failure = match find_and_login(&module, at, pin) {
+                Ok(session) => {
+                    return Ok(Token {
+                        session: Some(session),
+                        module,
+                        label: at.token_label.clone(),
+                        _one_at_a_time: guard,
+                    });
+                }
+                Err(failure) => failure,
+            };
+            let _ = module.finalize();
+            match failure {
+                // SoftHSM2 lists a token whose file another process is
+                // writing as absent until the next C_Initialize.
+                Attempt::Transient(_) | Attempt::Final(KeyError::TokenAbsent { .. })
+                    if attempt < OPEN_ATTEMPTS =>
+                {
+                    tracing::debug!(attempt, "token busy or not seen, trying again");
+                    std::thread::sleep(OPEN_BACKOFF * 2u32.pow(attempt - 1));
+                    attempt += 1;
+                }
+                Attempt::Transient(e) => return Err(token_error(&at.token_label, e)),
+                Attempt::Final(e) => return Err(e),
             }
         }
-        let token_error = |e: P11Error| token_error(&at.token_label, e);
-        let mut found = Vec::new();
-        for slot in module.get_slots_with_token().map_err(token_error)? {
-            let info = module.get_token_info(slot).map_err(token_error)?;
-            if info.label().trim_end() == at.token_label {
-                found.push(slot);
-            }
-        }
-        let slot = match found.as_slice() {
-            [] => {
-                return Err(KeyError::TokenAbsent {
-                    label: at.token_label.clone(),
-                    module: at.module.clone(),
-                });
-            }
-            [slot] => *slot,
-            _ => {
-                return Err(KeyError::Token {
-                    label: at.token_label.clone(),
-                    detail: "more than one token has this label (relabel one of them)".into(),
-                });
-            }
-        };
-        let session = module.open_rw_session(slot).map_err(token_error)?;
-        match session.login(UserType::User, Some(pin)) {
-            Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(P11Error::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                return Err(KeyError::WrongPin {
-                    label: at.token_label.clone(),
-                });
-            }
-            Err(P11Error::Pkcs11(RvError::PinLocked, _)) => {
-                return Err(KeyError::Token {
-                    label: at.token_label.clone(),
-                    detail: "the user PIN is locked after too many wrong tries (the security \
-                             officer must unlock it)"
-                        .into(),
-                });
-            }
-            Err(e) => return Err(token_error(e)),
-        }
-        Ok(Token {
-            session,
-            _module: module,
-            label: at.token_label.clone(),
+    }
+
+    fn session(&self) -> Result<&Session, KeyError> {
+        self.session.as_ref().ok_or_else(|| KeyError::Token {
+            label: self.label.clone(),
+            detail: "the session is closed".into(),
         })
     }
 
@@ -130,7 +128,7 @@ impl Token {
     /// the token.
     pub(crate) fn key(&self, label: &str) -> Result<ObjectHandle, KeyError> {
         let found = self
-            .session
+            .session()?
             .find_objects(&[
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::Label(label.as_bytes().to_vec()),
@@ -179,14 +177,14 @@ impl Token {
             Attribute::Unwrap(false),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
-        self.session
+        self.session()?
             .generate_key(&Mechanism::AesKeyGen, &template)
             .map_err(|e| self.error(e))
     }
 
     fn check_key(&self, key: ObjectHandle, label: &str) -> Result<(), KeyError> {
         let attributes = self
-            .session
+            .session()?
             .get_attributes(
                 key,
                 &[
@@ -237,7 +235,7 @@ impl Token {
         let params =
             GcmParams::new(&mut iv_param, aad, TAG_BITS.into()).map_err(|e| self.error(e))?;
         let ciphertext = self
-            .session
+            .session()?
             .encrypt(&Mechanism::AesGcm(params), key, plaintext)
             .map_err(|e| self.error(e))?;
         Ok((iv, ciphertext))
@@ -255,7 +253,7 @@ impl Token {
         let mut iv = iv.to_vec();
         let params = GcmParams::new(&mut iv, aad, TAG_BITS.into()).map_err(|e| self.error(e))?;
         match self
-            .session
+            .session()?
             .decrypt(&Mechanism::AesGcm(params), key, ciphertext)
         {
             Ok(plaintext) => Ok(Some(Zeroizing::new(plaintext))),
@@ -275,6 +273,83 @@ impl Token {
 
     fn error(&self, e: P11Error) -> KeyError {
         token_error(&self.label, e)
+    }
+}
+
+/// How often [`Token::open`] tries to find the token and log in when the
+/// module answers CKR_GENERAL_ERROR, which SoftHSM2's file store does to a
+/// process reading the token while another one logs in (gateways sharing a
+/// token, a `keys rotate` beside a reload), and which also makes it list
+/// such a token as absent. Waits 20, 40, 80, 160, 320 ms between tries
+/// (620 ms in all); then the error is reported.
+const OPEN_ATTEMPTS: u32 = 6;
+const OPEN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A failed attempt at reaching the token: worth another try, or final.
+enum Attempt {
+    Transient(P11Error),
+    Final(KeyError),
+}
+
+/// Loads and initializes the PKCS#11 module.
+fn load_module(path: &Path) -> Result<Pkcs11, KeyError> {
+    let module = Pkcs11::new(path).map_err(|e| KeyError::TokenModule {
+        path: path.to_path_buf(),
+        detail: module_error(&e),
+    })?;
+    match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(P11Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(module),
+        Err(e) => Err(KeyError::TokenModule {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Finds the token by label and logs in with the PIN.
+fn find_and_login(module: &Pkcs11, at: &TokenRef, pin: &SecretString) -> Result<Session, Attempt> {
+    let label = &at.token_label;
+    let fail = |e: P11Error| match e {
+        P11Error::Pkcs11(RvError::GeneralError, _) => Attempt::Transient(e),
+        e => Attempt::Final(token_error(label, e)),
+    };
+    let mut found = Vec::new();
+    for slot in module.get_slots_with_token().map_err(fail)? {
+        let info = module.get_token_info(slot).map_err(fail)?;
+        if info.label().trim_end() == label {
+            found.push(slot);
+        }
+    }
+    let slot = match found.as_slice() {
+        [] => {
+            return Err(Attempt::Final(KeyError::TokenAbsent {
+                label: label.clone(),
+                module: at.module.clone(),
+            }));
+        }
+        [slot] => *slot,
+        _ => {
+            return Err(Attempt::Final(KeyError::Token {
+                label: label.clone(),
+                detail: "more than one token has this label (relabel one of them)".into(),
+            }));
+        }
+    };
+    let session = module.open_rw_session(slot).map_err(fail)?;
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(P11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(P11Error::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+            Err(Attempt::Final(KeyError::WrongPin {
+                label: label.clone(),
+            }))
+        }
+        Err(P11Error::Pkcs11(RvError::PinLocked, _)) => Err(Attempt::Final(KeyError::Token {
+            label: label.clone(),
+            detail: "the user PIN is locked after too many wrong tries (the security officer \
+                     must unlock it)"
+                .into(),
+        })),
+        Err(e) => Err(fail(e)),
     }
 }
 
