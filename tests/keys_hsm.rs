@@ -195,6 +195,12 @@ fn init_on_the_token_seals_and_opens_and_the_files_alone_do_not_open() {
         )),
         "{list}"
     );
+    // check-config reads only the public part: no PIN needed.
+    let check = h.ok_text(&["check-config"]);
+    assert!(
+        check.contains(&format!("on token `{TOKEN}` (key `writ-keyring`)")),
+        "{check}"
+    );
     let keyring = std::fs::read_to_string(h.env.path("keys/keyring.toml")).unwrap();
     assert!(keyring.contains("version = 2"), "{keyring}");
     assert!(

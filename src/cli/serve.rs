@@ -102,12 +102,16 @@ pub fn check_config(ctx: &Context) -> Result<()> {
     let seal = &ctx.config.seal;
     let text = format!(
         "config: {} OK\n\
-         keyring: {} OK, {} epoch(s), active {}\n\
+         keyring: {} OK, {} epoch(s), active {}{}\n\
          new mail is sealed to {} recipient(s): active epoch{}{}\n",
         ctx.config_source,
         ctx.keys_dir.display(),
         keyring.epochs().len(),
         active.id,
+        match keyring.token() {
+            Some(t) => format!(", on token `{}` (key `{}`)", t.token_label, t.key_label),
+            None => String::new(),
+        },
         keyring.seal_recipients()?.len() + seal.extra_recipients.len(),
         if keyring.escrow().is_some() {
             ", escrow"

@@ -103,7 +103,7 @@ impl Keyring {
         Ok(keyring)
     }
 
-    fn from_file(dir: &Path, path: &Path, file: KeyringFile) -> Result<Keyring, KeyError> {
+    fn from_file(dir: &Path, path: &Path, mut file: KeyringFile) -> Result<Keyring, KeyError> {
         let invalid = |detail: String| KeyError::Invalid {
             path: path.to_path_buf(),
             detail,
@@ -112,43 +112,14 @@ impl Keyring {
             Recipient::from_str(s)
                 .map_err(|_| invalid(format!("{what} `{s}` is not an age X25519 recipient")))
         };
-        let (master_recipient, token) = match (file.version, &file.master_recipient, file.token) {
-            (FORMAT_VERSION, Some(master), None) => {
-                (Some(parse("master_recipient", master)?), None)
-            }
-            (FORMAT_VERSION, None, _) => return Err(invalid("master_recipient is missing".into())),
-            (TOKEN_FORMAT_VERSION, None, Some(t)) => {
-                if file.next_master_recipient.is_some() {
-                    return Err(invalid("next_master_recipient in an HSM keyring".into()));
-                }
-                super::token::check_label("token_label", &t.token_label)
-                    .and_then(|()| super::token::check_label("key_label", &t.key_label))
-                    .map_err(|e| invalid(e.to_string()))?;
-                let token = TokenRef {
-                    module: t.module,
-                    token_label: t.token_label,
-                    key_label: t.key_label,
-                };
-                (None, Some(token))
-            }
-            (FORMAT_VERSION, Some(_), Some(_)) => {
-                return Err(invalid(
-                    "version 1 is a passphrase keyring: a master_recipient and no [token] table"
-                        .into(),
-                ));
-            }
-            (TOKEN_FORMAT_VERSION, _, _) => {
-                return Err(invalid(
-                    "version 2 is an HSM keyring: a [token] table and no master_recipient".into(),
-                ));
-            }
-            (v, _, _) => {
-                return Err(invalid(format!(
-                    "keyring version {v} is not supported (this writ reads versions \
-                     {FORMAT_VERSION} and {TOKEN_FORMAT_VERSION})"
-                )));
-            }
-        };
+        let (master, token) = keyring_kind(
+            file.version,
+            file.master_recipient.take(),
+            file.next_master_recipient.is_some(),
+            file.token.take(),
+        )
+        .map_err(invalid)?;
+        let master_recipient = master.map(|m| parse("master_recipient", &m)).transpose()?;
         let next_master_recipient = file
             .next_master_recipient
             .as_deref()
@@ -417,7 +388,8 @@ impl Keyring {
 
     /// Decrypts every epoch's identity. scrypt runs once, for master.age;
     /// each epoch file then costs one X25519 decryption. Each epoch file must
-    /// hold the key keyring.toml lists for it.
+    /// hold the key keyring.toml lists for it. An HSM keyring is refused
+    /// ([`KeyError::OnToken`]): it opens with [`Keyring::unlock_on_token`].
     pub fn unlock(&self, passphrase: &SecretString) -> Result<Unlocked, KeyError> {
         let master = self.unlock_master(passphrase)?;
         self.unlock_epochs(&master)
@@ -455,7 +427,8 @@ impl Keyring {
 
     /// Starts a new epoch: it becomes active, the previously active one
     /// becomes decrypt-only. Needs no passphrase: the new epoch's identity is
-    /// encrypted to the master's public recipient. Constant time.
+    /// encrypted to the master's public recipient. Constant time. An HSM
+    /// keyring rotates with [`Keyring::rotate_on_token`] (needs the PIN).
     pub fn rotate(&mut self) -> Result<&Epoch, KeyError> {
         self.passphrase_keyring()?;
         self.rotate_with(|fresh, path, id, key| {
@@ -701,6 +674,44 @@ impl Keyring {
              # that makes sense is an epoch's state (active, decrypt-only, retired).\n\n{body}"
         );
         atomic::write_atomic(&path, text.as_bytes())
+    }
+}
+
+/// Which kind of keyring a keyring.toml describes: a passphrase keyring
+/// (version 1: its master recipient) or an HSM keyring (version 2: its
+/// token). `Err`: what is wrong, for [`KeyError::Invalid`].
+fn keyring_kind(
+    version: u32,
+    master: Option<String>,
+    next_master: bool,
+    token: Option<TokenTable>,
+) -> Result<(Option<String>, Option<TokenRef>), String> {
+    match (version, master, token) {
+        (FORMAT_VERSION, Some(master), None) => Ok((Some(master), None)),
+        (FORMAT_VERSION, None, _) => Err("master_recipient is missing".into()),
+        (FORMAT_VERSION, Some(_), Some(_)) => {
+            Err("version 1 is a passphrase keyring: a master_recipient and no [token] table".into())
+        }
+        (TOKEN_FORMAT_VERSION, None, Some(t)) if !next_master => {
+            super::token::check_label("token_label", &t.token_label)
+                .and_then(|()| super::token::check_label("key_label", &t.key_label))
+                .map_err(|e| e.to_string())?;
+            let token = TokenRef {
+                module: t.module,
+                token_label: t.token_label,
+                key_label: t.key_label,
+            };
+            Ok((None, Some(token)))
+        }
+        (TOKEN_FORMAT_VERSION, _, _) => Err(
+            "version 2 is an HSM keyring: a [token] table and no master_recipient or \
+             next_master_recipient"
+                .into(),
+        ),
+        (v, _, _) => Err(format!(
+            "keyring version {v} is not supported (this writ reads versions {FORMAT_VERSION} \
+             and {TOKEN_FORMAT_VERSION})"
+        )),
     }
 }
 
