@@ -337,6 +337,15 @@ fn wrong_pin_and_absent_token_are_refused_with_the_fix() {
     let e = h.fail(&["--pin-file", "pin", "open", "m1.sealed"]);
     assert!(e.contains(&format!("no token labelled `{TOKEN}`")), "{e}");
     assert!(e.contains("pkcs11-tool"), "{e}");
+    let pin = h.env.path("pin").display().to_string();
+    let out = serve_with_token(&config, &h.hsm, &["--pin-file", &pin]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        log.contains(&format!("no token labelled `{TOKEN}`")),
+        "{log}"
+    );
+    assert!(!log.contains(PIN), "{log}");
 }
 
 /// `writ serve` run to its start-up failure, seeing `hsm`.
