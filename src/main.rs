@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE", env = "WRIT_PASSPHRASE_FILE")]
     passphrase_file: Option<PathBuf>,
 
+    /// Read the token PIN of an HSM keyring from FILE (one trailing newline
+    /// is stripped) instead of asking on the terminal
+    #[arg(long, global = true, value_name = "FILE", env = "WRIT_PIN_FILE")]
+    pin_file: Option<PathBuf>,
+
     /// Who runs this command, as named in audit records [default: `[audit]
     /// operator` of the config, else $USER or $LOGNAME]
     #[arg(long, global = true, value_name = "NAME")]
@@ -135,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         cli.config.as_deref(),
         cli.keys.clone(),
         cli.passphrase_file.clone(),
+        cli.pin_file.clone(),
         cli.operator.as_deref(),
     )?;
     match cli.command {

@@ -336,8 +336,7 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
     }
     audit::check_writable(dir)?;
 
-    let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
-    let unlocked = keyring.unlock(&passphrase)?;
+    let unlocked = ctx.unlock(&keyring)?;
     let d = disclose::Disclosure {
         request: &request,
         approvals: &used,

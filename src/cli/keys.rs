@@ -14,12 +14,16 @@ use super::{Context, audit_record, out};
 #[derive(Subcommand)]
 pub enum KeysCommand {
     /// Create a new keyring: a master key sealed with the passphrase and one
-    /// active epoch
+    /// active epoch; with --token, the epoch is encrypted instead by an AES
+    /// key on a PKCS#11 token (HSM) and unlocking needs the token's PIN
     Init {
         /// Also seal all mail to this escrow recipient (its secret is kept
         /// offline)
         #[arg(long, value_name = "AGE1...", value_parser = parse_recipient)]
         escrow_recipient: Option<age::x25519::Recipient>,
+
+        #[command(flatten)]
+        token: TokenArgs,
 
         /// scrypt work factor for the passphrase, log2 of N [default: age's,
         /// about one second]
@@ -31,14 +35,41 @@ pub enum KeysCommand {
     List,
 
     /// Start a new active epoch; the current one becomes decrypt-only.
-    /// Needs no passphrase
+    /// Needs no passphrase (an HSM keyring needs the token PIN)
     Rotate,
 
-    /// Change the passphrase (and with --new-master, the master key)
+    /// Change the passphrase (and with --new-master, the master key); for
+    /// an HSM keyring, re-encrypt under a new token key; or move a keyring
+    /// onto a token (--to-token) or back to a passphrase (--to-passphrase)
     Passwd {
         /// Also replace the master key and re-encrypt every epoch file
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["new_token_key", "to_passphrase", "to_token"])]
         new_master: bool,
+
+        /// HSM keyring: re-encrypt every epoch file under the token key
+        /// LABEL (created on the token if there is none), which new epochs
+        /// then use; the old key stays on the token until you delete it
+        #[arg(long, value_name = "LABEL", conflicts_with_all = ["to_passphrase", "to_token"])]
+        new_token_key: Option<String>,
+
+        /// HSM keyring: move it back to a passphrase (a new master key,
+        /// master.age; the new passphrase from --new-passphrase-file or the
+        /// prompt); the token key is no longer used
+        #[arg(long, conflicts_with = "to_token")]
+        to_passphrase: bool,
+
+        /// Passphrase keyring: move it onto this token (with
+        /// --token-module, --token-key); master.age is deleted
+        #[arg(long, value_name = "LABEL")]
+        to_token: Option<String>,
+
+        /// The token's PKCS#11 module, for --to-token
+        #[arg(long, value_name = "FILE", requires = "to_token")]
+        token_module: Option<PathBuf>,
+
+        /// The token key's label, for --to-token
+        #[arg(long, value_name = "LABEL", requires = "to_token", default_value = DEFAULT_TOKEN_KEY)]
+        token_key: String,
 
         /// Read the new passphrase from FILE instead of asking
         #[arg(long, value_name = "FILE")]
@@ -68,6 +99,38 @@ pub enum KeysCommand {
     },
 }
 
+/// The label `keys init --token` gives the token key by default.
+const DEFAULT_TOKEN_KEY: &str = "writ-keyring";
+
+/// Where an HSM keyring's key is (`keys init`).
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// Keep the keyring on the PKCS#11 token with this label (an HSM; the
+    /// PIN from --pin-file, WRIT_PIN_FILE or the prompt)
+    #[arg(long, value_name = "LABEL", requires = "token_module")]
+    token: Option<String>,
+
+    /// The token vendor's PKCS#11 module (e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so)
+    #[arg(long, value_name = "FILE", requires = "token")]
+    token_module: Option<PathBuf>,
+
+    /// The label of the AES key on the token; generated there (never
+    /// extractable) if the token has none
+    #[arg(long, value_name = "LABEL", requires = "token", default_value = DEFAULT_TOKEN_KEY)]
+    token_key: String,
+}
+
+impl TokenArgs {
+    fn token_ref(self) -> Option<keys::TokenRef> {
+        Some(keys::TokenRef {
+            module: self.token_module?,
+            token_label: self.token?,
+            key_label: self.token_key,
+        })
+    }
+}
+
 pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
     age::x25519::Recipient::from_str(s.trim())
         .map_err(|e| format!("not an age X25519 recipient: {e}"))
@@ -82,6 +145,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
     match command {
         KeysCommand::Init {
             escrow_recipient,
+            token,
             work_factor,
         } => {
             // Refuse before asking for a passphrase that would be wasted.
@@ -91,8 +155,20 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
                 }
                 .into());
             }
-            let passphrase = ctx.passphrase("New keyring passphrase: ", true)?;
-            let keyring = Keyring::init(dir, &passphrase, escrow_recipient, work_factor)?;
+            let keyring = match token.token_ref() {
+                Some(at) => {
+                    if work_factor.is_some() {
+                        anyhow::bail!(
+                            "--work-factor is for a passphrase keyring; an HSM keyring has no passphrase"
+                        );
+                    }
+                    Keyring::init_on_token(dir, at, &ctx.pin()?, escrow_recipient)?
+                }
+                None => {
+                    let passphrase = ctx.passphrase("New keyring passphrase: ", true)?;
+                    Keyring::init(dir, &passphrase, escrow_recipient, work_factor)?
+                }
+            };
             let active = keyring.active()?;
             audit_record(
                 ctx,
@@ -102,8 +178,9 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
                     ("recipient", active.recipient.to_string().into()),
                     (
                         "master_recipient",
-                        keyring.master_recipient().to_string().into(),
+                        keyring.master_recipient().map(|m| m.to_string()).into(),
                     ),
+                    ("token", token_param(&keyring)),
                     ("escrow", keyring.escrow().map(|e| e.to_string()).into()),
                 ]),
             )?;
@@ -141,13 +218,25 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             if let Some(escrow) = keyring.escrow() {
                 text.push_str(&format!("escrow: {escrow}\n"));
             }
+            if let Some(t) = keyring.token() {
+                text.push_str(&format!(
+                    "token: {} key {} (module {})\n",
+                    t.token_label,
+                    t.key_label,
+                    t.module.display()
+                ));
+            }
             out(&text)
         }
         KeysCommand::Rotate => {
             let mut keyring = Keyring::load(dir)?;
             audit::check_writable(dir)?;
             let previous = keyring.active().ok().map(|e| e.id.clone());
-            let active = keyring.rotate()?;
+            let active = if keyring.token().is_some() {
+                keyring.rotate_on_token(&ctx.pin()?)?
+            } else {
+                keyring.rotate()?
+            };
             audit_record(
                 ctx,
                 "keys.rotate",
@@ -165,11 +254,38 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::Passwd {
             new_master,
+            new_token_key,
+            to_passphrase,
+            to_token,
+            token_module,
+            token_key,
             new_passphrase_file,
             work_factor,
         } => {
             let keyring = Keyring::load(dir)?;
             audit::check_writable(dir)?;
+            if keyring.token().is_some() || to_token.is_some() {
+                let to_token = to_token.map(|token_label| keys::TokenRef {
+                    module: token_module.unwrap_or_default(),
+                    token_label,
+                    key_label: token_key,
+                });
+                let new_passphrase = (new_passphrase_file, work_factor);
+                return passwd_token(
+                    ctx,
+                    keyring,
+                    new_token_key,
+                    to_passphrase,
+                    to_token,
+                    new_passphrase,
+                );
+            }
+            if new_token_key.is_some() || to_passphrase {
+                return Err(KeyError::NotOnToken {
+                    dir: dir.to_path_buf(),
+                }
+                .into());
+            }
             let old = ctx.passphrase("Current keyring passphrase: ", false)?;
             let new = keys::passphrase_from(
                 new_passphrase_file.as_deref(),
@@ -177,7 +293,9 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
                 true,
             )?;
             keyring.passwd(&old, &new, new_master, work_factor)?;
-            let master = Keyring::load(dir)?.master_recipient().to_string();
+            let master = Keyring::load(dir)?
+                .master_recipient()
+                .map(|m| m.to_string());
             audit_record(
                 ctx,
                 "keys.passwd",
@@ -202,8 +320,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             keyring.epoch(&epoch)?;
             // An export that cannot be recorded does not happen.
             audit::check_writable(dir)?;
-            let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
-            let unlocked = keyring.unlock(&passphrase)?;
+            let unlocked = ctx.unlock(&keyring)?;
             let identity = unlocked
                 .identity(&epoch)
                 .ok_or_else(|| KeyError::UnknownEpoch { id: epoch.clone() })?;
@@ -224,6 +341,86 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             out(&line)
         }
     }
+}
+
+/// The token an HSM keyring is kept on, for audit records.
+fn token_param(keyring: &Keyring) -> serde_json::Value {
+    match keyring.token() {
+        Some(t) => serde_json::json!({
+            "module": t.module.display().to_string(),
+            "token_label": t.token_label,
+            "key_label": t.key_label,
+        }),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// `keys passwd` where a token is involved: re-encrypt under a new token
+/// key, or move the keyring between a passphrase and a token.
+fn passwd_token(
+    ctx: &Context,
+    keyring: Keyring,
+    new_token_key: Option<String>,
+    to_passphrase: bool,
+    to_token: Option<keys::TokenRef>,
+    (new_passphrase_file, work_factor): (Option<PathBuf>, Option<u8>),
+) -> Result<()> {
+    let dir = ctx.keys_dir.as_path();
+    let (action, text) = if let Some(at) = to_token {
+        if let Some(token) = keyring.token() {
+            return Err(KeyError::OnToken {
+                dir: dir.to_path_buf(),
+                label: token.token_label.clone(),
+            }
+            .into());
+        }
+        let passphrase = ctx.passphrase("Current keyring passphrase: ", false)?;
+        keyring.move_to_token(&passphrase, at, &ctx.pin()?)?;
+        (
+            "keys.passwd.to-token",
+            "keyring moved onto the token; master.age deleted (backups still open with the old passphrase)\n".to_string(),
+        )
+    } else if to_passphrase {
+        let pin = ctx.pin()?;
+        let new = keys::passphrase_from(
+            new_passphrase_file.as_deref(),
+            "New keyring passphrase: ",
+            true,
+        )?;
+        keyring.move_to_passphrase(&pin, &new, work_factor)?;
+        (
+            "keys.passwd.to-passphrase",
+            "keyring moved off the token: it now opens with the new passphrase\n".to_string(),
+        )
+    } else if let Some(label) = new_token_key {
+        keyring.rewrap_on_token(&ctx.pin()?, &label)?;
+        (
+            "keys.passwd.new-token-key",
+            format!(
+                "{} epoch files re-encrypted under token key `{label}`; the old key may now be deleted from the token\n",
+                keyring.epochs().len()
+            ),
+        )
+    } else {
+        anyhow::bail!(
+            "this keyring is kept on a token: give --new-token-key LABEL (re-encrypt under a new \
+             token key) or --to-passphrase; the PIN itself is changed with the token's own tools \
+             (e.g. pkcs11-tool --change-pin)"
+        );
+    };
+    let after = Keyring::load(dir)?;
+    audit_record(
+        ctx,
+        action,
+        audit::params([
+            ("token", token_param(&after)),
+            (
+                "master_recipient",
+                after.master_recipient().map(|m| m.to_string()).into(),
+            ),
+        ]),
+    )?;
+    out(&text)
 }
 
 /// `writ keys retire`: the provider is asked first; the key goes only

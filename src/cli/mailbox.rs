@@ -167,8 +167,7 @@ pub fn provider_target(ctx: &Context) -> Result<Target> {
 /// Loads and unlocks the keyring (jobs open what they read back).
 pub fn unlock(ctx: &Context) -> Result<(Keyring, Unlocked)> {
     let keyring = Keyring::load(&ctx.keys_dir)?;
-    let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
-    let unlocked = keyring.unlock(&passphrase)?;
+    let unlocked = ctx.unlock(&keyring)?;
     Ok((keyring, unlocked))
 }
 

@@ -45,8 +45,7 @@ pub fn open(ctx: &Context, file: Option<&Path>, summary: bool) -> Result<()> {
     keyring
         .epoch(&detected.epoch)
         .map_err(|_| EnvelopeError::UnknownEpoch(detected.epoch.clone()))?;
-    let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
-    let unlocked = keyring.unlock(&passphrase)?;
+    let unlocked = ctx.unlock(&keyring)?;
     let stored = std::io::Cursor::new(head).chain(input);
     if summary {
         let summary = envelope::read_summary(stored, &unlocked)?;

@@ -67,6 +67,8 @@ pub struct Context {
     pub config_source: String,
     pub keys_dir: PathBuf,
     pub passphrase_file: Option<PathBuf>,
+    /// The token PIN of an HSM keyring (`--pin-file`, `WRIT_PIN_FILE`).
+    pub pin_file: Option<PathBuf>,
     pub operator: String,
 }
 
@@ -75,6 +77,7 @@ impl Context {
         config_file: Option<&Path>,
         keys_dir: Option<PathBuf>,
         passphrase_file: Option<PathBuf>,
+        pin_file: Option<PathBuf>,
         operator: Option<&str>,
     ) -> Result<Context> {
         let (config, config_source) = match config_file {
@@ -94,6 +97,7 @@ impl Context {
             config_source,
             keys_dir,
             passphrase_file,
+            pin_file,
             operator: writ::audit::operator(operator, config.audit.operator.as_deref()),
             config,
         })
@@ -105,6 +109,26 @@ impl Context {
             prompt,
             confirm,
         )?)
+    }
+
+    /// The token PIN (HSM keyring): `--pin-file`, `WRIT_PIN_FILE`, else
+    /// the prompt.
+    pub fn pin(&self) -> Result<secrecy::SecretString> {
+        Ok(writ::keys::pin_from(
+            self.pin_file.as_deref(),
+            "Token PIN: ",
+        )?)
+    }
+
+    /// Unlocks the keyring the way it is protected: the token PIN for an
+    /// HSM keyring, else the passphrase.
+    pub fn unlock(&self, keyring: &Keyring) -> Result<writ::keys::Unlocked> {
+        if keyring.token().is_some() {
+            Ok(keyring.unlock_on_token(&self.pin()?)?)
+        } else {
+            let passphrase = self.passphrase("Keyring passphrase: ", false)?;
+            Ok(keyring.unlock(&passphrase)?)
+        }
     }
 }
 

@@ -37,17 +37,35 @@ pub fn serve(ctx: &Context) -> Result<()> {
 /// systemd credential `passphrase`) is read again, so a reload after
 /// `keys passwd` works with the new file (not with the credential: systemd
 /// copies it at start, so that needs a restart); a passphrase typed at the prompt
-/// is kept (zeroized on exit) since nobody is there to type it again.
+/// is kept (zeroized on exit) since nobody is there to type it again. An
+/// HSM keyring takes the token PIN the same ways (`--pin-file`,
+/// `WRIT_PIN_FILE`, the credential `pin`, the prompt).
 fn open_keys(ctx: &super::Context) -> Result<writ::serve::OpenKeys> {
     use std::sync::Arc;
-    let file = ctx
-        .passphrase_file
-        .clone()
-        .or_else(keys::credential_passphrase_file);
-    let passphrase = keys::passphrase_from(file.as_deref(), "Keyring passphrase: ", false)?;
-    let live = Arc::new(keys::LiveKeys::new(
-        Keyring::load(&ctx.keys_dir)?.unlock(&passphrase)?,
-    ));
+    let on_token = Keyring::load(&ctx.keys_dir)?.token().is_some();
+    let (file, secret) = if on_token {
+        let file = ctx.pin_file.clone().or_else(keys::credential_pin_file);
+        let pin = keys::pin_from(file.as_deref(), "Token PIN: ")?;
+        (file, pin)
+    } else {
+        let file = ctx
+            .passphrase_file
+            .clone()
+            .or_else(keys::credential_passphrase_file);
+        let passphrase = keys::passphrase_from(file.as_deref(), "Keyring passphrase: ", false)?;
+        (file, passphrase)
+    };
+    let unlock_with = move |keyring: Keyring, secret: &secrecy::SecretString| {
+        if on_token {
+            keyring.unlock_on_token(secret)
+        } else {
+            keyring.unlock(secret)
+        }
+    };
+    let live = Arc::new(keys::LiveKeys::new(unlock_with(
+        Keyring::load(&ctx.keys_dir)?,
+        &secret,
+    )?));
     let keys_dir = ctx.keys_dir.clone();
     enum Again {
         ReadFile(std::path::PathBuf),
@@ -55,14 +73,15 @@ fn open_keys(ctx: &super::Context) -> Result<writ::serve::OpenKeys> {
     }
     let again = match file {
         Some(f) => Again::ReadFile(f),
-        None => Again::Kept(passphrase),
+        None => Again::Kept(secret),
     };
     let unlock: writ::serve::Unlock = Arc::new(move || {
-        let passphrase = match &again {
+        let secret = match &again {
             Again::Kept(kept) => kept.clone(),
+            Again::ReadFile(file) if on_token => keys::read_pin_file(file)?,
             Again::ReadFile(file) => keys::read_passphrase_file(file)?,
         };
-        Keyring::load(&keys_dir)?.unlock(&passphrase)
+        unlock_with(Keyring::load(&keys_dir)?, &secret)
     });
     Ok(writ::serve::OpenKeys { live, unlock })
 }
@@ -88,12 +107,16 @@ pub fn check_config(ctx: &Context) -> Result<()> {
     let seal = &ctx.config.seal;
     let text = format!(
         "config: {} OK\n\
-         keyring: {} OK, {} epoch(s), active {}\n\
+         keyring: {} OK, {} epoch(s), active {}{}\n\
          new mail is sealed to {} recipient(s): active epoch{}{}\n",
         ctx.config_source,
         ctx.keys_dir.display(),
         keyring.epochs().len(),
         active.id,
+        match keyring.token() {
+            Some(t) => format!(", on token `{}` (key `{}`)", t.token_label, t.key_label),
+            None => String::new(),
+        },
         keyring.seal_recipients()?.len() + seal.extra_recipients.len(),
         if keyring.escrow().is_some() {
             ", escrow"

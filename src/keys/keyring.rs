@@ -1,4 +1,10 @@
 //! The keyring directory: loading its public part, init, rotate, passwd.
+//!
+//! Two kinds of keyring share this code: a passphrase keyring (keyring.toml
+//! version 1: `master.age` + `epochs/<id>.age`) and an HSM keyring
+//! (version 2: a `[token]` table + `epochs/<id>.hsm`, see `on_token.rs`).
+//! keyring.toml says which one a directory holds; files of the other kind
+//! (left by an interrupted `keys passwd --to-token`) are ignored.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,28 +15,36 @@ use age::x25519::{Identity, Recipient};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::atomic::{self, DirLock, Staged};
+use super::token::TokenRef;
 use super::unlock::{self, Unlocked};
 use super::{Epoch, EpochState, KeyError, epoch_id};
 
 const KEYRING_FILE: &str = "keyring.toml";
-const MASTER_FILE: &str = "master.age";
-const EPOCHS_DIR: &str = "epochs";
+pub(super) const MASTER_FILE: &str = "master.age";
+pub(super) const EPOCHS_DIR: &str = "epochs";
 const ESCROW_FILE: &str = "escrow.txt";
 
-/// The one keyring.toml layout this code reads and writes.
+/// keyring.toml of a passphrase keyring (unchanged since the first writ).
 const FORMAT_VERSION: u32 = 1;
+/// keyring.toml of an HSM keyring: a `[token]` table instead of
+/// `master_recipient`. A writ that knows only version 1 refuses it by
+/// name instead of looking for a master.age that is not there.
+const TOKEN_FORMAT_VERSION: u32 = 2;
 
 /// The public part of a keyring, as loaded from its directory. Holds no
 /// secret: sealing works from this alone.
 #[derive(Debug, Clone)]
 pub struct Keyring {
-    dir: PathBuf,
-    master_recipient: Recipient,
+    pub(super) dir: PathBuf,
+    /// The master of a passphrase keyring; `None` for an HSM keyring.
+    pub(super) master_recipient: Option<Recipient>,
     /// Set only while `passwd --new-master` is switching masters (see
     /// [`Keyring::passwd`]): the master being introduced.
-    next_master_recipient: Option<Recipient>,
-    epochs: Vec<Epoch>,
-    escrow: Option<Recipient>,
+    pub(super) next_master_recipient: Option<Recipient>,
+    /// The token key of an HSM keyring; `None` for a passphrase keyring.
+    pub(super) token: Option<TokenRef>,
+    pub(super) epochs: Vec<Epoch>,
+    pub(super) escrow: Option<Recipient>,
 }
 
 /// keyring.toml as stored.
@@ -38,11 +52,23 @@ pub struct Keyring {
 #[serde(deny_unknown_fields)]
 struct KeyringFile {
     version: u32,
-    master_recipient: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    master_recipient: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     next_master_recipient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<TokenTable>,
     #[serde(default, rename = "epoch")]
     epochs: Vec<EpochEntry>,
+}
+
+/// `[token]` of an HSM keyring's keyring.toml.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenTable {
+    module: PathBuf,
+    token_label: String,
+    key_label: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -77,22 +103,23 @@ impl Keyring {
         Ok(keyring)
     }
 
-    fn from_file(dir: &Path, path: &Path, file: KeyringFile) -> Result<Keyring, KeyError> {
+    fn from_file(dir: &Path, path: &Path, mut file: KeyringFile) -> Result<Keyring, KeyError> {
         let invalid = |detail: String| KeyError::Invalid {
             path: path.to_path_buf(),
             detail,
         };
-        if file.version != FORMAT_VERSION {
-            return Err(invalid(format!(
-                "keyring version {} is not supported (this writ reads version {FORMAT_VERSION})",
-                file.version
-            )));
-        }
         let parse = |what: &str, s: &str| {
             Recipient::from_str(s)
                 .map_err(|_| invalid(format!("{what} `{s}` is not an age X25519 recipient")))
         };
-        let master_recipient = parse("master_recipient", &file.master_recipient)?;
+        let (master, token) = keyring_kind(
+            file.version,
+            file.master_recipient.take(),
+            file.next_master_recipient.is_some(),
+            file.token.take(),
+        )
+        .map_err(invalid)?;
+        let master_recipient = master.map(|m| parse("master_recipient", &m)).transpose()?;
         let next_master_recipient = file
             .next_master_recipient
             .as_deref()
@@ -132,6 +159,7 @@ impl Keyring {
             dir: dir.to_path_buf(),
             master_recipient,
             next_master_recipient,
+            token,
             epochs,
             escrow: None,
         })
@@ -154,6 +182,29 @@ impl Keyring {
         if passphrase.expose_secret().is_empty() {
             return Err(KeyError::Passphrase("empty passphrase refused"));
         }
+        let master = Identity::generate();
+        Keyring::create(
+            dir,
+            escrow,
+            Some(master.to_public()),
+            None,
+            |keyring, epoch_key, written| {
+                keyring.write_passphrase_files(&master, epoch_key, passphrase, work_factor, written)
+            },
+        )
+    }
+
+    /// Creates the keyring directory with one active epoch: checks, then
+    /// `write_secrets` writes the epoch file and whatever protects it, then
+    /// escrow.txt, the audit key and keyring.toml. On failure everything
+    /// written is removed again.
+    pub(super) fn create(
+        dir: &Path,
+        escrow: Option<Recipient>,
+        master_recipient: Option<Recipient>,
+        token: Option<TokenRef>,
+        write_secrets: impl FnOnce(&Keyring, &Identity, &mut Vec<PathBuf>) -> Result<(), KeyError>,
+    ) -> Result<Keyring, KeyError> {
         let created_dir = !exists(dir)?;
         atomic::create_private_dir(dir)?;
         let _lock = DirLock::acquire(dir)?;
@@ -179,13 +230,13 @@ impl Keyring {
             }
         }
 
-        let master = Identity::generate();
         let epoch_key = Identity::generate();
         let recipient = epoch_key.to_public();
         let keyring = Keyring {
             dir: dir.to_path_buf(),
-            master_recipient: master.to_public(),
+            master_recipient,
             next_master_recipient: None,
+            token,
             epochs: vec![Epoch {
                 id: epoch_id(&recipient),
                 recipient,
@@ -198,7 +249,8 @@ impl Keyring {
         // keyring.toml is written last: it is what makes the directory a
         // keyring. On failure everything written so far is removed again.
         let mut written: Vec<PathBuf> = Vec::new();
-        let result = keyring.write_new(&master, &epoch_key, passphrase, work_factor, &mut written);
+        let result = write_secrets(&keyring, &epoch_key, &mut written)
+            .and_then(|()| keyring.write_public_files(&mut written));
         if result.is_err() {
             for path in written.iter().rev() {
                 // Best effort: the original error is the one to report.
@@ -211,7 +263,7 @@ impl Keyring {
         result.map(|()| keyring)
     }
 
-    fn write_new(
+    fn write_passphrase_files(
         &self,
         master: &Identity,
         epoch_key: &Identity,
@@ -225,7 +277,7 @@ impl Keyring {
         let epoch = &self.epochs[0];
         let path = self.epoch_path(&epoch.id);
         let text = unlock::identity_file_text(&format!("writ epoch {}", epoch.id), epoch_key);
-        let ct = unlock::encrypt_to(&path, &[&self.master_recipient], &text)?;
+        let ct = unlock::encrypt_to(&path, &[&master.to_public()], &text)?;
         atomic::write_atomic(&path, &ct)?;
         written.push(path);
 
@@ -234,7 +286,11 @@ impl Keyring {
         let ct = unlock::encrypt_with_passphrase(&path, passphrase, work_factor, &text)?;
         atomic::write_atomic(&path, &ct)?;
         written.push(path);
+        Ok(())
+    }
 
+    /// escrow.txt, the audit key and, last, keyring.toml.
+    fn write_public_files(&self, written: &mut Vec<PathBuf>) -> Result<(), KeyError> {
         if let Some(escrow) = &self.escrow {
             let path = self.dir.join(ESCROW_FILE);
             let text = format!("# escrow recipient: its secret is kept offline\n{escrow}\n");
@@ -296,9 +352,30 @@ impl Keyring {
         self.escrow.as_ref()
     }
 
-    /// The master's public recipient (epoch files are encrypted to it).
-    pub fn master_recipient(&self) -> &Recipient {
-        &self.master_recipient
+    /// The master's public recipient (epoch files are encrypted to it);
+    /// `None` for an HSM keyring, which has no master identity.
+    pub fn master_recipient(&self) -> Option<&Recipient> {
+        self.master_recipient.as_ref()
+    }
+
+    /// Where the token key of an HSM keyring is; `None` for a passphrase
+    /// keyring.
+    pub fn token(&self) -> Option<&TokenRef> {
+        self.token.as_ref()
+    }
+
+    /// Refuses a passphrase operation on an HSM keyring.
+    fn passphrase_keyring(&self) -> Result<&Recipient, KeyError> {
+        match (&self.master_recipient, &self.token) {
+            (Some(master), None) => Ok(master),
+            (_, Some(token)) => Err(KeyError::OnToken {
+                dir: self.dir.clone(),
+                label: token.token_label.clone(),
+            }),
+            (None, None) => Err(KeyError::NotOnToken {
+                dir: self.dir.clone(),
+            }),
+        }
     }
 
     /// Public recipients every new seal goes to: the active epoch + escrow
@@ -311,18 +388,20 @@ impl Keyring {
 
     /// Decrypts every epoch's identity. scrypt runs once, for master.age;
     /// each epoch file then costs one X25519 decryption. Each epoch file must
-    /// hold the key keyring.toml lists for it.
+    /// hold the key keyring.toml lists for it. An HSM keyring is refused
+    /// ([`KeyError::OnToken`]): it opens with [`Keyring::unlock_on_token`].
     pub fn unlock(&self, passphrase: &SecretString) -> Result<Unlocked, KeyError> {
         let master = self.unlock_master(passphrase)?;
         self.unlock_epochs(&master)
     }
 
     pub(super) fn unlock_master(&self, passphrase: &SecretString) -> Result<Identity, KeyError> {
+        let expected = self.passphrase_keyring()?;
         let path = self.dir.join(MASTER_FILE);
         let ciphertext = read_key_file(&path)?;
         let master = unlock::decrypt_master(&path, &ciphertext, passphrase)?;
         let public = master.to_public();
-        if public != self.master_recipient && Some(&public) != self.next_master_recipient.as_ref() {
+        if public != *expected && Some(&public) != self.next_master_recipient.as_ref() {
             return Err(KeyError::MasterMismatch { path });
         }
         Ok(master)
@@ -348,8 +427,23 @@ impl Keyring {
 
     /// Starts a new epoch: it becomes active, the previously active one
     /// becomes decrypt-only. Needs no passphrase: the new epoch's identity is
-    /// encrypted to the master's public recipient. Constant time.
+    /// encrypted to the master's public recipient. Constant time. An HSM
+    /// keyring rotates with [`Keyring::rotate_on_token`] (needs the PIN).
     pub fn rotate(&mut self) -> Result<&Epoch, KeyError> {
+        self.passphrase_keyring()?;
+        self.rotate_with(|fresh, path, id, key| {
+            let text = unlock::identity_file_text(&format!("writ epoch {id}"), key);
+            let recipients = fresh.master_recipients()?;
+            unlock::encrypt_to(path, &recipients, &text)
+        })
+    }
+
+    /// Rotation, with `encrypt` making the new epoch file's bytes (from the
+    /// keyring as on disk, the file's path, the epoch id and its key).
+    pub(super) fn rotate_with(
+        &mut self,
+        encrypt: impl FnOnce(&Keyring, &Path, &str, &Identity) -> Result<Vec<u8>, KeyError>,
+    ) -> Result<&Epoch, KeyError> {
         let _lock = DirLock::acquire(&self.dir)?;
         // Work on what is on disk now, not on what this value saw earlier.
         let mut fresh = Keyring::load(&self.dir)?;
@@ -367,8 +461,7 @@ impl Keyring {
         // leaves an unlisted file and the old keyring, both harmless.
         atomic::create_private_dir(&self.dir.join(EPOCHS_DIR))?;
         let path = fresh.epoch_path(&id);
-        let text = unlock::identity_file_text(&format!("writ epoch {id}"), &key);
-        let ct = unlock::encrypt_to(&path, &fresh.master_recipients(), &text)?;
+        let ct = encrypt(&fresh, &path, &id, &key)?;
         atomic::write_atomic(&path, &ct)?;
 
         for epoch in &mut fresh.epochs {
@@ -438,6 +531,7 @@ impl Keyring {
         if new.expose_secret().is_empty() {
             return Err(KeyError::Passphrase("empty passphrase refused"));
         }
+        self.passphrase_keyring()?;
         let _lock = DirLock::acquire(&self.dir)?;
         let fresh = Keyring::load(&self.dir)?;
         let master = fresh.unlock_master(old)?;
@@ -482,7 +576,7 @@ impl Keyring {
         let current = master.to_public();
         let next_master = Identity::generate();
         let next = next_master.to_public();
-        self.master_recipient = current.clone();
+        self.master_recipient = Some(current.clone());
         self.next_master_recipient = Some(next.clone());
         self.write_keyring_file()?;
         if last_step >= 2 {
@@ -494,7 +588,7 @@ impl Keyring {
             atomic::write_atomic(&master_path, &ct)?;
         }
         if last_step >= 4 {
-            self.master_recipient = next.clone();
+            self.master_recipient = Some(next.clone());
             self.next_master_recipient = None;
             self.write_keyring_file()?;
         }
@@ -531,22 +625,35 @@ impl Keyring {
 
     /// Recipients a new epoch file is encrypted to: the master, plus the
     /// incoming master while `passwd --new-master` is under way.
-    fn master_recipients(&self) -> Vec<&Recipient> {
-        std::iter::once(&self.master_recipient)
+    fn master_recipients(&self) -> Result<Vec<&Recipient>, KeyError> {
+        let master = self.passphrase_keyring()?;
+        Ok(std::iter::once(master)
             .chain(self.next_master_recipient.as_ref())
-            .collect()
+            .collect())
     }
 
-    fn epoch_path(&self, id: &str) -> PathBuf {
-        self.dir.join(EPOCHS_DIR).join(format!("{id}.age"))
+    /// `epochs/<id>.age` (passphrase keyring) or `epochs/<id>.hsm` (HSM
+    /// keyring).
+    pub(super) fn epoch_path(&self, id: &str) -> PathBuf {
+        let ext = if self.token.is_some() { "hsm" } else { "age" };
+        self.dir.join(EPOCHS_DIR).join(format!("{id}.{ext}"))
     }
 
-    fn write_keyring_file(&self) -> Result<(), KeyError> {
+    pub(super) fn write_keyring_file(&self) -> Result<(), KeyError> {
         let path = self.dir.join(KEYRING_FILE);
         let file = KeyringFile {
-            version: FORMAT_VERSION,
-            master_recipient: self.master_recipient.to_string(),
+            version: if self.token.is_some() {
+                TOKEN_FORMAT_VERSION
+            } else {
+                FORMAT_VERSION
+            },
+            master_recipient: self.master_recipient.as_ref().map(|r| r.to_string()),
             next_master_recipient: self.next_master_recipient.as_ref().map(|r| r.to_string()),
+            token: self.token.as_ref().map(|t| TokenTable {
+                module: t.module.clone(),
+                token_label: t.token_label.clone(),
+                key_label: t.key_label.clone(),
+            }),
             epochs: self
                 .epochs
                 .iter()
@@ -570,8 +677,46 @@ impl Keyring {
     }
 }
 
+/// Which kind of keyring a keyring.toml describes: a passphrase keyring
+/// (version 1: its master recipient) or an HSM keyring (version 2: its
+/// token). `Err`: what is wrong, for [`KeyError::Invalid`].
+fn keyring_kind(
+    version: u32,
+    master: Option<String>,
+    next_master: bool,
+    token: Option<TokenTable>,
+) -> Result<(Option<String>, Option<TokenRef>), String> {
+    match (version, master, token) {
+        (FORMAT_VERSION, Some(master), None) => Ok((Some(master), None)),
+        (FORMAT_VERSION, None, _) => Err("master_recipient is missing".into()),
+        (FORMAT_VERSION, Some(_), Some(_)) => {
+            Err("version 1 is a passphrase keyring: a master_recipient and no [token] table".into())
+        }
+        (TOKEN_FORMAT_VERSION, None, Some(t)) if !next_master => {
+            super::token::check_label("token_label", &t.token_label)
+                .and_then(|()| super::token::check_label("key_label", &t.key_label))
+                .map_err(|e| e.to_string())?;
+            let token = TokenRef {
+                module: t.module,
+                token_label: t.token_label,
+                key_label: t.key_label,
+            };
+            Ok((None, Some(token)))
+        }
+        (TOKEN_FORMAT_VERSION, _, _) => Err(
+            "version 2 is an HSM keyring: a [token] table and no master_recipient or \
+             next_master_recipient"
+                .into(),
+        ),
+        (v, _, _) => Err(format!(
+            "keyring version {v} is not supported (this writ reads versions {FORMAT_VERSION} \
+             and {TOKEN_FORMAT_VERSION})"
+        )),
+    }
+}
+
 /// Reads a key file; a missing one is reported as such, not as an I/O error.
-fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
     std::fs::read(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => KeyError::Missing {
             path: path.to_path_buf(),
@@ -604,7 +749,7 @@ fn read_escrow(path: &Path) -> Result<Option<Recipient>, KeyError> {
         .map_err(|_| invalid("not an age X25519 recipient (age1...)"))
 }
 
-fn exists(path: &Path) -> Result<bool, KeyError> {
+pub(super) fn exists(path: &Path) -> Result<bool, KeyError> {
     match std::fs::symlink_metadata(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

@@ -6,6 +6,8 @@
 //!   master.age        master X25519 identity, encrypted with the passphrase (age scrypt)
 //!   epochs/<id>.age   each epoch's X25519 identity, encrypted to the master recipient
 //!   escrow.txt        escrow recipient (optional, public)
+//!   (HSM keyring: no master.age; epochs/<id>.hsm, encrypted on a PKCS#11
+//!   token by a key that never leaves it: see `on_token.rs`)
 //!   audit.*           the audit log and its signing key (see crate::audit)
 //! ```
 //!
@@ -16,7 +18,9 @@
 pub(crate) mod atomic;
 mod keyring;
 mod live;
+mod on_token;
 mod passphrase;
+mod token;
 mod unlock;
 
 use std::fmt;
@@ -27,9 +31,10 @@ pub use keyring::Keyring;
 pub(crate) use keyring::now_rfc3339;
 pub use live::LiveKeys;
 pub use passphrase::{
-    CREDENTIAL_NAME, credential_passphrase_file, passphrase_from, prompt_passphrase,
-    read_passphrase_file,
+    CREDENTIAL_NAME, PIN_CREDENTIAL_NAME, credential_passphrase_file, credential_pin_file,
+    passphrase_from, pin_from, prompt_passphrase, read_passphrase_file, read_pin_file,
 };
+pub use token::TokenRef;
 pub use unlock::Unlocked;
 pub(crate) use unlock::{encrypt_armored, passphrase_recipient, text_field};
 
@@ -171,6 +176,43 @@ pub enum KeyError {
     Passphrase(&'static str),
     #[error("cannot encrypt {}: {detail}", .path.display())]
     Encrypt { path: PathBuf, detail: String },
+    #[error("PIN file {}: {detail}", .path.display())]
+    PinFile { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Pin(&'static str),
+    #[error(
+        "wrong PIN for token `{label}` (check the PIN file: --pin-file, WRIT_PIN_FILE or the systemd credential `pin`)"
+    )]
+    WrongPin { label: String },
+    #[error(
+        "no token labelled `{label}` in PKCS#11 module {} (is the HSM connected and the token initialised? `pkcs11-tool --module MODULE -L` lists them)",
+        .module.display()
+    )]
+    TokenAbsent { label: String, module: PathBuf },
+    #[error("token `{label}`: {detail}")]
+    Token { label: String, detail: String },
+    #[error("token `{token}`, key `{key}`: {detail}")]
+    TokenKey {
+        token: String,
+        key: String,
+        detail: String,
+    },
+    #[error("cannot load PKCS#11 module {}: {detail}", .path.display())]
+    TokenModule { path: PathBuf, detail: String },
+    #[error("{} does not open with its token key (file from another keyring, altered, or the key was replaced?)", .path.display())]
+    TokenUnwrap { path: PathBuf },
+    #[error(
+        "the keyring in {} is kept on token `{label}`: it opens with the token PIN (--pin-file), not a passphrase",
+        slash(.dir)
+    )]
+    OnToken { dir: PathBuf, label: String },
+    #[error(
+        "the keyring in {} is protected by a passphrase, not a token (to move it onto one: `writ keys passwd --to-token`)",
+        slash(.dir)
+    )]
+    NotOnToken { dir: PathBuf },
+    #[error("{0} must be 1 to 64 printable characters without surrounding spaces")]
+    Label(&'static str),
 }
 
 impl KeyError {

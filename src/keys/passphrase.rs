@@ -2,6 +2,10 @@
 //! `WRIT_PASSPHRASE_FILE`; for `writ serve` also the systemd credential
 //! `$CREDENTIALS_DIRECTORY/passphrase`) or a no-echo prompt on the
 //! terminal. Every copy is zeroized.
+//!
+//! The PIN of an HSM keyring's token comes the same ways, under its own
+//! names: `--pin-file`, `WRIT_PIN_FILE`, the systemd credential `pin`, or
+//! the prompt. It is never logged or put in an error either.
 
 use std::path::Path;
 
@@ -13,23 +17,34 @@ use super::KeyError;
 /// Reads a passphrase from a file. One trailing newline (`\n` or `\r\n`) is
 /// stripped, as editors and `echo` add one; anything else is kept verbatim.
 pub fn read_passphrase_file(path: &Path) -> Result<SecretString, KeyError> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| KeyError::PassphraseFile {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::PassphraseFile {
-        path: path.to_path_buf(),
-        detail: "not UTF-8".into(),
-    })?;
+    read_secret_file(path, "passphrase", |path, detail| {
+        KeyError::PassphraseFile { path, detail }
+    })
+}
+
+/// Reads a token PIN from a file, by the rules of
+/// [`read_passphrase_file`].
+pub fn read_pin_file(path: &Path) -> Result<SecretString, KeyError> {
+    read_secret_file(path, "PIN", |path, detail| KeyError::PinFile {
+        path,
+        detail,
+    })
+}
+
+fn read_secret_file(
+    path: &Path,
+    what: &str,
+    error: fn(std::path::PathBuf, String) -> KeyError,
+) -> Result<SecretString, KeyError> {
+    let fail = |detail: String| error(path.to_path_buf(), detail);
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| fail(e.to_string()))?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| fail("not UTF-8".into()))?;
     let text = text
         .strip_suffix("\r\n")
         .or_else(|| text.strip_suffix('\n'))
         .unwrap_or(text);
     if text.is_empty() {
-        return Err(KeyError::PassphraseFile {
-            path: path.to_path_buf(),
-            detail: "empty passphrase refused".into(),
-        });
+        return Err(fail(format!("empty {what} refused")));
     }
     Ok(SecretString::from(text))
 }
@@ -69,6 +84,34 @@ pub fn passphrase_from(
         Some(path) => read_passphrase_file(path),
         None => prompt_passphrase(prompt, confirm),
     }
+}
+
+/// The name of the systemd credential holding the token PIN of an HSM
+/// keyring (`LoadCredential=pin:/etc/writ/pin`).
+pub const PIN_CREDENTIAL_NAME: &str = "pin";
+
+/// `$CREDENTIALS_DIRECTORY/pin` when systemd passed that credential.
+pub fn credential_pin_file() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let path = Path::new(&dir).join(PIN_CREDENTIAL_NAME);
+    path.is_file().then_some(path)
+}
+
+/// The token PIN: from the file if one is given, else asked on the
+/// terminal without echo.
+pub fn pin_from(file: Option<&Path>, prompt: &str) -> Result<SecretString, KeyError> {
+    if let Some(path) = file {
+        return read_pin_file(path);
+    }
+    let mut answer = rpassword::prompt_password(prompt).map_err(|_| {
+        KeyError::Pin("no token PIN: no terminal to ask on (give --pin-file or set WRIT_PIN_FILE)")
+    })?;
+    let secret = SecretString::from(answer.as_str());
+    answer.zeroize();
+    if secret.expose_secret().is_empty() {
+        return Err(KeyError::Pin("empty PIN refused"));
+    }
+    Ok(secret)
 }
 
 fn prompt_once(prompt: &str) -> Result<SecretString, KeyError> {

@@ -126,10 +126,10 @@ fn passwd_plain_and_new_master() {
     ));
     k.unlock(&pass("new")).unwrap();
 
-    let master_before = k.master_recipient().clone();
+    let master_before = k.master_recipient().unwrap().clone();
     k.passwd(&pass("new"), &pass("newer"), true, WF).unwrap();
     let k = Keyring::load(dir.path()).unwrap();
-    assert_ne!(k.master_recipient(), &master_before);
+    assert_ne!(k.master_recipient(), Some(&master_before));
     for (id, old) in ids.iter().zip(&after) {
         assert_ne!(&epoch_file(id).unwrap(), old);
     }
@@ -205,6 +205,7 @@ fn corrupt_keyring_toml() {
         ),
         (good.replace("[[epoch]]", "[[epoch]\n"), "line"),
         (good.replace("version = 1", "version = 2"), "version 2"),
+        (good.replace("version = 1", "version = 3"), "version 3"),
         (format!("{good}extra = 1\n"), "extra"),
         (good.replacen("id = \"", "id = \"0", 1), "does not match"),
     ] {

@@ -58,7 +58,7 @@ pub(crate) fn identity_file_text(label: &str, identity: &Identity) -> Zeroizing<
 
 /// Parses the identity out of a decrypted key file. The content is
 /// authenticated, so anything unparseable means a file writ did not write.
-fn parse_identity_file(path: &Path, text: &[u8]) -> Result<Identity, KeyError> {
+pub(crate) fn parse_identity_file(path: &Path, text: &[u8]) -> Result<Identity, KeyError> {
     let damaged = || KeyError::Damaged {
         path: path.to_path_buf(),
     };

@@ -199,6 +199,9 @@ pub struct WritConfig {
     pub unlock: bool,
     /// `WRIT_LOG` for `writ serve` (unset when `None`).
     pub writ_log: Option<String>,
+    /// More environment for `writ serve` (an HSM keyring's `SOFTHSM2_CONF`
+    /// and `WRIT_PIN_FILE`).
+    pub serve_env: Vec<(String, String)>,
 }
 
 impl WritConfig {
@@ -235,6 +238,7 @@ impl WritConfig {
             log_level: "info".into(),
             unlock: false,
             writ_log: None,
+            serve_env: Vec::new(),
         }
     }
 
@@ -470,6 +474,7 @@ impl Writ {
             tmp.path(),
             &unlock_args,
             cfg.writ_log.as_deref(),
+            &cfg.serve_env,
         )?;
         let mut writ = Writ {
             child,
@@ -660,8 +665,8 @@ impl Drop for Writ {
 #[track_caller]
 pub fn serve_expecting_failure(config: &Path, args: &[&str]) -> Output {
     let dir = config.parent().unwrap_or(Path::new("."));
-    let (mut child, stderr) =
-        spawn_serve(config, dir, args, None).unwrap_or_else(|e| panic!("spawn writ serve: {e}"));
+    let (mut child, stderr) = spawn_serve(config, dir, args, None, &[])
+        .unwrap_or_else(|e| panic!("spawn writ serve: {e}"));
     let deadline = Instant::now() + START_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -696,8 +701,10 @@ fn spawn_serve(
     dir: &Path,
     args: &[&str],
     writ_log: Option<&str>,
+    env: &[(String, String)],
 ) -> Result<(Child, Captured), String> {
     let mut command = Command::new(WRIT);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     match writ_log {
         Some(filter) => command.env("WRIT_LOG", filter),
         None => command.env_remove("WRIT_LOG"),
