@@ -1,5 +1,6 @@
 //! `writ serve`: every configured service in one process: the SMTP relay's
-//! listeners, the IMAP proxy's listeners and the admin endpoint.
+//! listeners, the IMAP proxy's listeners, the sweep (`[sweep]`, on a
+//! thread of its own: [`crate::sweep`]) and the admin endpoint.
 //!
 //! Start-up checks everything that can be checked before the first client
 //! arrives (config, keyring, certificates, the provider's TLS settings,
@@ -36,7 +37,10 @@ use crate::smtp::upstream::{Target, Upstream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("nothing to serve: the config has no [[smtp.listeners]] and no [[imap.listeners]]")]
+    #[error(
+        "nothing to serve: the config has no [[smtp.listeners]], no [[imap.listeners]] and no \
+         [sweep] enabled"
+    )]
     Nothing,
     #[error("config: {0}")]
     Config(String),
@@ -62,6 +66,8 @@ pub enum ServeError {
     Admin(String),
     #[error("keyring reload: {0}")]
     Reload(String),
+    #[error("sweep: {0}")]
+    Sweep(String),
 }
 
 /// Unlocks the keyring again, from the same passphrase source as at start
@@ -185,6 +191,7 @@ pub struct Server {
     pub addresses: Vec<(ListenerKind, SocketAddr)>,
     pub imap_addresses: Vec<(ImapListenerKind, SocketAddr)>,
     reloader: Reloader,
+    sweep: Option<crate::sweep::Sweep>,
 }
 
 type SmtpParts = (Vec<Listener>, Vec<(ListenerKind, SocketAddr)>, Target);
@@ -221,7 +228,10 @@ impl Server {
         keys_dir: PathBuf,
         keys: Option<OpenKeys>,
     ) -> Result<Server, ServeError> {
-        if config.smtp.listeners.is_empty() && config.imap.listeners.is_empty() {
+        if config.smtp.listeners.is_empty()
+            && config.imap.listeners.is_empty()
+            && !config.sweep.enabled
+        {
             return Err(ServeError::Nothing);
         }
         let (listeners, addresses, target) = if config.smtp.listeners.is_empty() {
@@ -243,6 +253,11 @@ impl Server {
                 let (l, a, t, s) = Self::prepare_imap(config, &keys_dir, shared_keys).await?;
                 (l, a, Some(t), s)
             };
+        let sweep = if config.sweep.enabled {
+            Some(Self::prepare_sweep(config, &keys_dir, keys.as_ref()).await?)
+        } else {
+            None
+        };
         let admin = match config.serve.admin_listen {
             Some(address) => {
                 let socket = TcpListener::bind(address)
@@ -271,7 +286,62 @@ impl Server {
                 keys,
                 imap: imap_shared,
             },
+            sweep,
         })
+    }
+
+    /// The sweep, checked: it seals with the active epoch and reads its
+    /// copies back, so it needs the unlocked keyring (unlocked once more
+    /// here, on a blocking thread: the proxy's keys are not shared).
+    async fn prepare_sweep(
+        config: &Config,
+        keys_dir: &Path,
+        keys: Option<&OpenKeys>,
+    ) -> Result<crate::sweep::Sweep, ServeError> {
+        if let Some(p) = config
+            .sweep
+            .problems(&config.provider)
+            .into_iter()
+            .chain(config.jobs.problems())
+            .next()
+        {
+            return Err(ServeError::Config(p));
+        }
+        let keys = keys.ok_or_else(|| {
+            ServeError::Config(
+                "the sweep reads its sealed copies back: it needs the keyring passphrase".into(),
+            )
+        })?;
+        let upstream = config
+            .provider
+            .imap
+            .as_ref()
+            .ok_or_else(|| ServeError::Config("[provider.imap] is missing".into()))?;
+        if upstream.security == UpstreamSecurity::Plain
+            && !crate::tls::resolve_is_loopback(&upstream.address).await?
+        {
+            return Err(ServeError::Config(format!(
+                "provider.imap.address {} is not loopback: security = \"plain\" is refused",
+                upstream.address
+            )));
+        }
+        let target = imap::upstream::Target::from_config(upstream)
+            .map_err(imap::upstream::UpstreamError::from)?;
+        let keyring = Keyring::load(keys_dir)?;
+        keyring.active()?;
+        let sealer = crate::keys::sealer(&keyring, &config.seal)?;
+        let unlock = keys.unlock.clone();
+        let unlocked = tokio::task::spawn_blocking(move || unlock())
+            .await
+            .map_err(|e| ServeError::Sweep(e.to_string()))??;
+        Ok(crate::sweep::Sweep::new(
+            &config.sweep,
+            target,
+            sealer,
+            Arc::new(unlocked),
+            &config.jobs,
+            Duration::from_secs(config.serve.grace_secs),
+        ))
     }
 
     /// The SMTP relay's listeners, checked and bound.
@@ -479,6 +549,14 @@ impl Server {
         }
         for l in self.imap_listeners {
             tasks.spawn(l.run(rx.clone()));
+        }
+        if let Some(sweep) = self.sweep {
+            let finished = sweep
+                .start(rx.clone())
+                .map_err(|e| ServeError::Sweep(format!("cannot start its thread: {e}")))?;
+            tasks.spawn(async move {
+                let _ = finished.await;
+            });
         }
         if let Some((socket, health, proxy)) = self.admin {
             let mut arx = rx.clone();

@@ -17,6 +17,7 @@ mod jobs;
 mod notify;
 mod relay;
 mod scanner;
+mod sweep;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
@@ -26,6 +27,7 @@ pub use relay::{
     UpstreamConfig, UpstreamSecurity,
 };
 pub use scanner::{ScanFailure, ScannerConfig};
+pub use sweep::SweepConfig;
 
 /// Where `writ` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/writ.toml";
@@ -62,6 +64,9 @@ pub struct Config {
     /// `[scanner]`: spam and malware scanning before sealing (off by
     /// default).
     pub scanner: ScannerConfig,
+    /// `[sweep]`: sealing plaintext that reached the provider another
+    /// way, in place (off by default).
+    pub sweep: SweepConfig,
 }
 
 /// `[keys]`
