@@ -116,16 +116,20 @@ fn wait_for<T>(
     }
 }
 
-/// Every message of `mailbox`, straight from Dovecot: Message-ID →
-/// (stored bytes, FLAGS, INTERNALDATE), and how many there are.
-fn stored(user: &User, mailbox: &str) -> (BTreeMap<String, Vec<(Vec<u8>, String, String)>>, usize) {
+/// One stored message: its bytes, FLAGS (sorted, without \Recent) and
+/// INTERNALDATE.
+type Stored = (Vec<u8>, String, String);
+
+/// Every message of `mailbox`, straight from Dovecot, by Message-ID, and
+/// how many there are.
+fn stored(user: &User, mailbox: &str) -> (BTreeMap<String, Vec<Stored>>, usize) {
     let mut imap = provider().imap(user);
     imap.select(mailbox).expect_ok("SELECT");
     let r = imap
         .command("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])")
         .expect_ok("FETCH");
     imap.logout();
-    let mut out: BTreeMap<String, Vec<(Vec<u8>, String, String)>> = BTreeMap::new();
+    let mut out: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
     let mut n = 0;
     for line in &r.untagged {
         let text = line.text_only();
