@@ -84,13 +84,16 @@ pub struct OpenKeys {
 /// session, those in progress included, opens them from then on), and new
 /// IMAP sessions seal their APPENDs to the new active epoch (a session in
 /// progress keeps sealing to the epoch it started with, which stays
-/// readable). The relay reads the keyring for each message and needs
-/// nothing. A failed reload changes nothing.
+/// readable). The sweep gets the new sealer and its own newly unlocked
+/// keyring for its next mover run. The relay reads the keyring for each
+/// message and needs nothing. A failed reload changes nothing.
 struct Reloader {
     keys_dir: PathBuf,
     seal: SealConfig,
     keys: Option<OpenKeys>,
     imap: Vec<watch::Sender<Arc<imap::connection::Shared>>>,
+    /// The sweep's keys (`None`: no sweep).
+    sweep: Option<watch::Sender<Arc<crate::sweep::SweepKeys>>>,
 }
 
 impl Reloader {
@@ -98,15 +101,25 @@ impl Reloader {
         let keys_dir = self.keys_dir.clone();
         let seal = self.seal.clone();
         let unlock = self.keys.as_ref().map(|k| k.unlock.clone());
-        let (active, sealer, unlocked) = tokio::task::spawn_blocking(move || {
+        let sweep_unlock = unlock.clone().filter(|_| self.sweep.is_some());
+        let (active, sealer, unlocked, for_sweep) = tokio::task::spawn_blocking(move || {
             let keyring = Keyring::load(&keys_dir)?;
             let active = keyring.active()?.id.clone();
             let sealer = crate::keys::sealer(&keyring, &seal)?;
             let unlocked = unlock.map(|u| u()).transpose()?;
-            Ok::<_, KeyError>((active, sealer, unlocked))
+            // The sweep's own copy (the proxy's is consumed by LiveKeys).
+            let for_sweep = sweep_unlock.map(|u| u()).transpose()?;
+            Ok::<_, KeyError>((active, sealer, unlocked, for_sweep))
         })
         .await
         .map_err(|e| ServeError::Reload(e.to_string()))??;
+        if let Some(u) = &for_sweep
+            && !u.identities().any(|(id, _)| id == active)
+        {
+            return Err(ServeError::Reload(format!(
+                "the active epoch {active} could not be unlocked"
+            )));
+        }
         let (Some(keys), Some(unlocked)) = (&self.keys, unlocked) else {
             return Ok(format!("active epoch {active}"));
         };
@@ -116,6 +129,12 @@ impl Reloader {
             )));
         }
         let added = keys.live.add(unlocked);
+        if let (Some(tx), Some(unlocked)) = (&self.sweep, for_sweep) {
+            tx.send_replace(Arc::new(crate::sweep::SweepKeys {
+                sealer: sealer.clone(),
+                unlocked: Arc::new(unlocked),
+            }));
+        }
         for tx in &self.imap {
             tx.send_modify(|shared| {
                 let mut next = (**shared).clone();
@@ -253,10 +272,11 @@ impl Server {
                 let (l, a, t, s) = Self::prepare_imap(config, &keys_dir, shared_keys).await?;
                 (l, a, Some(t), s)
             };
-        let sweep = if config.sweep.enabled {
-            Some(Self::prepare_sweep(config, &keys_dir, keys.as_ref()).await?)
+        let (sweep, sweep_keys) = if config.sweep.enabled {
+            let (s, k) = Self::prepare_sweep(config, &keys_dir, keys.as_ref()).await?;
+            (Some(s), Some(k))
         } else {
-            None
+            (None, None)
         };
         let admin = match config.serve.admin_listen {
             Some(address) => {
@@ -285,6 +305,7 @@ impl Server {
                 seal: config.seal.clone(),
                 keys,
                 imap: imap_shared,
+                sweep: sweep_keys,
             },
             sweep,
         })
@@ -297,7 +318,13 @@ impl Server {
         config: &Config,
         keys_dir: &Path,
         keys: Option<&OpenKeys>,
-    ) -> Result<crate::sweep::Sweep, ServeError> {
+    ) -> Result<
+        (
+            crate::sweep::Sweep,
+            watch::Sender<Arc<crate::sweep::SweepKeys>>,
+        ),
+        ServeError,
+    > {
         if let Some(p) = config
             .sweep
             .problems(&config.provider)
@@ -334,14 +361,18 @@ impl Server {
         let unlocked = tokio::task::spawn_blocking(move || unlock())
             .await
             .map_err(|e| ServeError::Sweep(e.to_string()))??;
-        Ok(crate::sweep::Sweep::new(
+        let (tx, rx) = watch::channel(Arc::new(crate::sweep::SweepKeys {
+            sealer,
+            unlocked: Arc::new(unlocked),
+        }));
+        let sweep = crate::sweep::Sweep::new(
             &config.sweep,
             target,
-            sealer,
-            Arc::new(unlocked),
+            rx,
             &config.jobs,
             Duration::from_secs(config.serve.grace_secs),
-        ))
+        );
+        Ok((sweep, tx))
     }
 
     /// The SMTP relay's listeners, checked and bound.

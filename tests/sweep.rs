@@ -61,10 +61,16 @@ fn provider_toml(imap: SocketAddr) -> String {
 /// master user's, in `password_file`), polling every second, batches of 3,
 /// with `extra` lines added to `[sweep]`.
 fn sweep_toml(user: &User, password_file: &Path, extra: &str) -> String {
+    sweep_toml_polling(user, password_file, 1, extra)
+}
+
+/// [`sweep_toml`] polling every `poll_secs`, the bound as long.
+fn sweep_toml_polling(user: &User, password_file: &Path, poll_secs: u64, extra: &str) -> String {
+    let bound = poll_secs.max(BOUND_SECS);
     format!(
         "\n[jobs]\nbatch = 3\nbackoff_ms = 20\n\n\
          [sweep]\nenabled = true\naccounts = [{account}]\npassword_file = {pw}\n\
-         poll_secs = 1\nbound_secs = {BOUND_SECS}\nbackoff_secs = 1\nmax_backoff_secs = 2\n{extra}\n",
+         poll_secs = {poll_secs}\nbound_secs = {bound}\nbackoff_secs = 1\nmax_backoff_secs = 2\n{extra}\n",
         account = quote(&user.name),
         pw = quote(&password_file.display().to_string()),
     )
@@ -468,4 +474,102 @@ fn killed_with_a_batch_in_flight_then_restarted_loses_and_duplicates_nothing() {
         );
     }
     drop(writ);
+}
+
+/// `writ keys rotate` on `keys`.
+fn rotate(keys: &TestKeys) {
+    let out = std::process::Command::new(common::writ::WRIT)
+        .env_remove("WRIT_PASSPHRASE_FILE")
+        .arg("--keys")
+        .arg(keys.dir())
+        .arg("--passphrase-file")
+        .arg(keys.passphrase_file())
+        .args(["keys", "rotate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The epoch `m` is sealed under, if sealed.
+fn epoch(m: &[u8]) -> Option<String> {
+    writ::envelope::detect(m).map(|d| d.epoch)
+}
+
+/// The one message of `mailbox` once it is sealed.
+#[track_caller]
+fn sealed_one(writ: &Writ, user: &User, mailbox: &str, within: Duration) -> Vec<u8> {
+    wait_for(writ, "the message sealed", within, || {
+        let (by_id, n) = stored(user, mailbox);
+        let (m, _, _) = by_id.into_values().flatten().next()?;
+        (n == 1 && epoch(&m).is_some()).then_some(m)
+    })
+}
+
+#[test]
+fn idle_wakes_the_sweep_long_before_its_poll_and_sighup_moves_it_to_a_new_epoch() {
+    let p = provider();
+    let user = p.new_user("sweepidle");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    // Polled every 10 minutes: only IDLE can seal within seconds.
+    let toml =
+        provider_toml(p.imap_addr()) + &sweep_toml_polling(&user, &pw, 600, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    let rounds = || writ.metric("writ_sweep_rounds_total", &[("account", &user.name)]);
+    wait_for(
+        &writ,
+        "the first sweep round",
+        Duration::from_secs(30),
+        || (rounds() >= 1.0).then_some(()),
+    );
+
+    let first = message("idle", 1);
+    lmtp_deliver(&user.address, &first);
+    let stored_first = sealed_one(&writ, &user, "INBOX", Duration::from_secs(BOUND_SECS));
+    let old_epoch = epoch(&stored_first).unwrap();
+    assert!(keys.open(&stored_first).ends_with(&first));
+
+    // `writ keys rotate`, then SIGHUP: the next message is sealed to the
+    // new epoch.
+    rotate(&keys);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &writ.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(&writ, "the reload", Duration::from_secs(30), || {
+        writ.log()
+            .contains("SIGHUP: keyring reloaded")
+            .then_some(())
+    });
+    let second = message("idle", 2);
+    lmtp_deliver(&user.address, &second);
+    wait_for(
+        &writ,
+        "the second message sealed",
+        Duration::from_secs(BOUND_SECS),
+        || {
+            let (by_id, n) = stored(&user, "INBOX");
+            let m = by_id.get(&message_id(&second))?.first()?.0.clone();
+            (n == 2 && epoch(&m).is_some()).then_some(())
+        },
+    );
+    let (by_id, _) = stored(&user, "INBOX");
+    let stored_second = &by_id[&message_id(&second)][0].0;
+    let new_epoch = epoch(stored_second).unwrap();
+    assert_ne!(new_epoch, old_epoch, "sealed to the new epoch after SIGHUP");
+    let fresh = writ::keys::Keyring::load(&keys.dir())
+        .unwrap()
+        .unlock(&secrecy::SecretString::from(
+            common::writ::PASSPHRASE.to_string(),
+        ))
+        .unwrap();
+    let mut opened = Vec::new();
+    writ::envelope::open(&stored_second[..], &fresh, &mut opened).unwrap();
+    assert!(opened.ends_with(&second));
+    assert_eq!(
+        writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
+        0.0
+    );
 }

@@ -215,13 +215,14 @@ async fn seal(
 ) -> Result<bool, SweepError> {
     let now = Instant::now();
     let uids = ledger.work(sweep.config.max_per_round, now);
-    let cp = Checkpoint::load(&sweep.mover.checkpoints, &creds.user, name, "seal")
+    let cp = Checkpoint::load(&sweep.config.dir, &creds.user, name, "seal")
         .map_err(crate::jobs::mover::JobError::from)?;
     let unresolved = !cp.in_flight.is_empty() || !cp.unanswered.is_empty();
     if uids.is_empty() && !unresolved {
         return Ok(false);
     }
-    let run = sweep.mover.run_uids(creds, name, &uids);
+    let mover = sweep.mover();
+    let run = mover.run_uids(creds, name, &uids);
     tokio::pin!(run);
     let report = tokio::select! {
         r = &mut run => r?,

@@ -41,10 +41,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::SweepConfig;
+use crate::envelope::Sealer;
 use crate::imap::upstream::Target;
 use crate::jobs::client::ClientError;
 use crate::jobs::login::{Credentials, LoginError, SecretSource};
 use crate::jobs::mover::{Kind, Mover, Progress};
+use crate::keys::Unlocked;
 
 /// A token command that has not printed its token by then is given up on
 /// for this round (it keeps running on its blocking thread until it exits).
@@ -71,11 +73,22 @@ pub enum SweepError {
     Stopping,
 }
 
+/// What the sweep seals with and opens its copies with; replaced when
+/// `writ serve` reloads the keyring (SIGHUP after `writ keys rotate`).
+pub struct SweepKeys {
+    pub sealer: Sealer,
+    pub unlocked: Arc<Unlocked>,
+}
+
 /// Everything the sweep needs, shared by its accounts.
 pub struct Sweep {
     pub config: SweepConfig,
     pub target: Target,
-    pub mover: Mover,
+    keys: watch::Receiver<Arc<SweepKeys>>,
+    /// Messages per mover batch (`[jobs] batch`).
+    batch: usize,
+    /// The mover's first pause between its own retries (`[jobs] backoff_ms`).
+    mover_backoff: Duration,
     /// How long a mover run in progress may go on after shutdown began.
     pub grace: Duration,
 }
@@ -92,34 +105,40 @@ impl Progress for Quiet {
 }
 
 impl Sweep {
-    /// The sweep for `config`, sealing with `sealer` and reading copies
-    /// back with `keys`; `jobs` gives the batch size and the mover's
-    /// backoff.
+    /// The sweep for `config`, sealing and reading copies back with the
+    /// latest `keys`; `jobs` gives the batch size and the mover's backoff.
     pub fn new(
         config: &SweepConfig,
         target: Target,
-        sealer: crate::envelope::Sealer,
-        keys: Arc<crate::keys::Unlocked>,
+        keys: watch::Receiver<Arc<SweepKeys>>,
         jobs: &crate::config::JobsConfig,
         grace: Duration,
     ) -> Sweep {
         Sweep {
             config: config.clone(),
-            target: target.clone(),
-            mover: Mover {
-                kind: Kind::Seal,
-                target,
-                sealer,
-                keys,
-                checkpoints: config.dir.clone(),
-                batch: jobs.batch.clamp(1, 1000),
-                retries: MOVER_RETRIES,
-                backoff: Duration::from_millis(jobs.backoff_ms),
-                allow_expunge_all: config.allow_expunge_all,
-                dry_run: false,
-                progress: Arc::new(Quiet),
-            },
+            target,
+            keys,
+            batch: jobs.batch.clamp(1, 1000),
+            mover_backoff: Duration::from_millis(jobs.backoff_ms),
             grace,
+        }
+    }
+
+    /// The mailbox-job engine with the current keys.
+    pub fn mover(&self) -> Mover {
+        let keys = self.keys.borrow().clone();
+        Mover {
+            kind: Kind::Seal,
+            target: self.target.clone(),
+            sealer: keys.sealer.clone(),
+            keys: keys.unlocked.clone(),
+            checkpoints: self.config.dir.clone(),
+            batch: self.batch,
+            retries: MOVER_RETRIES,
+            backoff: self.mover_backoff,
+            allow_expunge_all: self.config.allow_expunge_all,
+            dry_run: false,
+            progress: Arc::new(Quiet),
         }
     }
 
