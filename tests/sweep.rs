@@ -573,3 +573,73 @@ fn idle_wakes_the_sweep_long_before_its_poll_and_sighup_moves_it_to_a_new_epoch(
         0.0
     );
 }
+
+#[test]
+fn a_provider_refusing_every_append_is_backed_off_loses_nothing_and_readers_are_served() {
+    let p = provider();
+    let user = p.new_user("sweepbusy");
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    let originals: Vec<Vec<u8>> = (0..4).map(|n| message("busy", n)).collect();
+    for m in &originals {
+        lmtp_deliver(&user.address, m);
+    }
+    // The provider is busy for every APPEND (NO [LIMIT]), for the sweep
+    // and the proxy alike.
+    let faults = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().throttle("APPEND", When::Always),
+    );
+    let proxy = ImapProxy::start(
+        &(ImapProxy::plain(faults.addr()) + &sweep_toml(&user, &pw, &dir_line(tmp.path()))),
+        "",
+    );
+    let writ = &proxy.writ;
+    let errors = || writ.metric("writ_sweep_errors_total", &[("account", &user.name)]);
+    wait_for(writ, "a failed round", Duration::from_secs(30), || {
+        (errors() >= 1.0).then_some(())
+    });
+    let first_failure = Instant::now();
+    let appends = faults.count("APPEND");
+    wait_for(
+        writ,
+        "two more failed rounds",
+        Duration::from_secs(30),
+        || (errors() >= 3.0).then_some(()),
+    );
+    // Paused 1 s, then 2 s (`backoff_secs` 1, `max_backoff_secs` 2): the
+    // provider is not hammered.
+    assert!(
+        first_failure.elapsed() >= Duration::from_millis(2900),
+        "failed rounds came faster than the backoff: {:?}",
+        first_failure.elapsed()
+    );
+    // Each round's mover tries one batch (3) at most 3 times.
+    assert!(
+        faults.count("APPEND") - appends <= 2 * 9,
+        "{} APPENDs in two rounds",
+        faults.count("APPEND") - appends
+    );
+
+    // Meanwhile a client reads through writ as usual.
+    let mut client = Imap::login_to(proxy.imap, &user.name, &user.password);
+    client.select("INBOX").expect_ok("SELECT through writ");
+    let read: Vec<Vec<u8>> = client.fetch_all().into_iter().map(|(_, m)| m).collect();
+    client.logout();
+    assert_eq!(read.len(), originals.len());
+    for m in &originals {
+        assert!(
+            read.iter().any(|r| r.ends_with(m)),
+            "{} readable",
+            message_id(m)
+        );
+    }
+    // Nothing sealed, nothing lost: every original is still there.
+    let (inbox, n) = stored(&user, "INBOX");
+    assert_eq!(n, originals.len());
+    for m in &originals {
+        let stored = &inbox[&message_id(m)][0].0;
+        assert!(stored.ends_with(m) && epoch(stored).is_none());
+    }
+    assert!(writ.log().contains("sweep: round failed"), "{}", writ.log());
+}
