@@ -285,7 +285,12 @@ fn mail_delivered_past_writ_is_sealed_within_the_bound_and_drafts_stay_readable(
         ),
         0.0
     );
+    // SIGTERM stops the sweep with the rest of `writ serve`.
+    let mut writ = writ;
+    writ.sigterm();
+    assert!(writ.wait_exit(Duration::from_secs(20)).success());
     let log = writ.log();
+    assert!(log.contains("sweep stopped"), "{log}");
     assert!(
         !log.contains(&user.password),
         "the password is never logged"

@@ -684,9 +684,10 @@ impl Client {
     }
 
     /// IDLE (RFC 2177) in the selected mailbox until the provider reports
-    /// a change (EXISTS, EXPUNGE, FETCH, RECENT) or `wait` has passed, then
-    /// DONE and its tagged answer (under the usual timeout). True when a
-    /// change was reported. Waits at most `wait` plus one provider timeout.
+    /// new messages (EXISTS, RECENT; flag changes and expunges are not
+    /// news) or `wait` has passed, then DONE and its tagged answer (under
+    /// the usual timeout). True when new messages were reported. Waits at
+    /// most `wait` plus one provider timeout.
     pub async fn idle(&mut self, wait: Duration) -> Result<bool, ClientError> {
         let tag = self.send(CommandBody::Idle);
         loop {
@@ -717,10 +718,7 @@ impl Client {
             self.timeout = usual;
             match event {
                 Ok(client::Event::DataReceived { data }) => {
-                    changed = matches!(
-                        data,
-                        Data::Exists(_) | Data::Expunge(_) | Data::Fetch { .. } | Data::Recent(_)
-                    );
+                    changed = matches!(data, Data::Exists(_) | Data::Recent(_));
                 }
                 Ok(other) => self.note(other)?,
                 Err(ClientError::Timeout(_)) => break,

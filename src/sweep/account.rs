@@ -125,20 +125,25 @@ async fn round(
     let mut client = Client::login(&sweep.target, &creds).await?;
     let names = mailboxes(sweep, &mut client).await?;
     books.ledgers.retain(|name, _| names.contains(name));
-    let mut more = false;
+    let mut behind = Vec::with_capacity(names.len());
     for name in &names {
         if *stop.borrow() {
             return Err(SweepError::Stopping);
         }
         let ledger = books.ledgers.entry(name.clone()).or_default();
-        more |= look(sweep, user, &mut client, name, ledger).await?;
+        behind.push(look(sweep, user, &mut client, name, ledger).await?);
     }
     client.logout().await;
-    for name in &names {
+    let mut more = false;
+    for (name, behind) in names.iter().zip(behind) {
         let Some(ledger) = books.ledgers.get_mut(name) else {
             continue;
         };
-        more |= seal(sweep, &creds, name, ledger, stop).await?;
+        let due = seal(sweep, &creds, name, ledger, stop).await?;
+        // Left over: plaintext due now, or messages not looked at yet that
+        // the pending cap lets in (plaintext waiting for a retry does not
+        // make the sweep spin).
+        more |= due || (behind && ledger.pending() < sweep.config.max_scan_per_round);
     }
     Ok(Outcome { more })
 }
@@ -162,7 +167,7 @@ async fn mailboxes(sweep: &Sweep, client: &mut Client) -> Result<Vec<String>, Sw
 }
 
 /// Looks at what arrived in `name` since the last look; true if a bound
-/// left some of it for the next round.
+/// (messages per look, or plaintext pending) left some unlooked at.
 async fn look(
     sweep: &Sweep,
     user: &str,
@@ -173,8 +178,11 @@ async fn look(
     let selected = client.select(name, true).await?;
     ledger.selected(selected.uidvalidity);
     let max_scan = sweep.config.max_scan_per_round;
-    if !ledger.has_new(selected.uidnext) || ledger.pending() >= max_scan {
-        return Ok(ledger.pending() >= max_scan);
+    if !ledger.has_new(selected.uidnext) {
+        return Ok(false);
+    }
+    if ledger.pending() >= max_scan {
+        return Ok(true);
     }
     let from = ledger.next_uid();
     let Ok(set) = SequenceSet::try_from(format!("{from}:*").as_str()) else {
