@@ -648,3 +648,45 @@ fn a_provider_refusing_every_append_is_backed_off_loses_nothing_and_readers_are_
     }
     assert!(writ.log().contains("sweep: round failed"), "{}", writ.log());
 }
+
+#[test]
+fn accounts_log_in_with_their_own_oauth2_tokens_from_a_command() {
+    let p = provider();
+    let (alice, bob) = (p.new_user("sweeptoka"), p.new_user("sweeptokb"));
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    for user in [&alice, &bob] {
+        std::fs::write(
+            tmp.path().join(format!("{}.token", user.name)),
+            p.oauth2_token(user),
+        )
+        .unwrap();
+    }
+    let command = format!("cat {}/\"$WRIT_ACCOUNT\".token", tmp.path().display());
+    let toml = format!(
+        "{}\n[jobs]\nbatch = 3\n\n[sweep]\nenabled = true\naccounts = [{}, {}]\n\
+         oauth2_token_command = {}\npoll_secs = 1\nbound_secs = {BOUND_SECS}\n{}\n",
+        provider_toml(p.imap_addr()),
+        quote(&alice.name),
+        quote(&bob.name),
+        quote(&command),
+        dir_line(tmp.path()),
+    );
+    let writ = serve_sweep(&keys, toml);
+    let (to_alice, to_bob) = (message("toka", 1), message("tokb", 2));
+    lmtp_deliver(&alice.address, &to_alice);
+    lmtp_deliver(&bob.address, &to_bob);
+    for (user, m) in [(&alice, &to_alice), (&bob, &to_bob)] {
+        let stored = sealed_one(&writ, user, "INBOX", Duration::from_secs(BOUND_SECS));
+        assert!(keys.open(&stored).ends_with(m), "{}", user.name);
+        assert_eq!(
+            writ.metric("writ_sweep_sealed_total", &[("account", &user.name)]),
+            1.0
+        );
+    }
+    let log = writ.log();
+    assert!(
+        !log.contains(&p.oauth2_token(&alice)[..40]),
+        "no token is logged"
+    );
+}

@@ -1,6 +1,8 @@
 //! Moving messages onto the active epoch, in place at the provider:
 //! `writ mailbox seal` (plaintext → sealed) and `writ mailbox reseal`
-//! (sealed under an old epoch → sealed under the active one).
+//! (sealed under an old epoch → sealed under the active one); the sweep
+//! of `writ serve` ([`crate::sweep`]) seals the UIDs it found with
+//! [`Mover::run_uids`].
 //!
 //! One batch, in the only order that cannot lose a message:
 //!
