@@ -7,8 +7,9 @@
 //! ports) and fails with one line naming the problem. Once every socket is
 //! bound, writ tells systemd `READY=1` (`Type=notify`; nothing without
 //! `NOTIFY_SOCKET`). SIGTERM or SIGINT stops accepting; in-flight
-//! transactions get `serve.grace_secs`. SIGHUP reloads the keyring (after
-//! `writ keys rotate`) without dropping a session: see [`Reloader`].
+//! transactions (and the sweep's batch in flight) get `serve.grace_secs`.
+//! SIGHUP reloads the keyring (after `writ keys rotate`) without dropping
+//! a session: see [`Reloader`].
 
 use std::future::Future;
 use std::net::SocketAddr;

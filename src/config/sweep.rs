@@ -32,8 +32,8 @@ pub struct SweepConfig {
     /// attributes), whatever their name.
     pub skip_special_use: Vec<String>,
     /// Mailboxes watched with IDLE (one provider connection each, per
-    /// account): new mail there is sealed within seconds. The others are
-    /// polled every `poll_secs`.
+    /// account): new mail there (EXISTS) wakes the sweep, so it is sealed
+    /// within seconds. The others are polled every `poll_secs`.
     pub idle: Vec<String>,
     /// Seconds between two rounds over an account's mailboxes when nothing
     /// woke it earlier; also how long one IDLE lasts before it is renewed.
