@@ -81,6 +81,21 @@ pub mod names {
     pub const IMAP_CACHE_HITS_TOTAL: &str = "writ_imap_cache_hits_total";
     /// Counter, label `outcome` (sealed|refused): APPENDs through the proxy.
     pub const IMAP_APPENDS_TOTAL: &str = "writ_imap_appends_total";
+    /// Counter, label `account`: plaintext messages the sweep found at the
+    /// provider (`[sweep]`).
+    pub const SWEEP_FOUND_TOTAL: &str = "writ_sweep_plaintext_found_total";
+    /// Counter, label `account`: plaintext messages the sweep sealed in
+    /// place.
+    pub const SWEEP_SEALED_TOTAL: &str = "writ_sweep_sealed_total";
+    /// Gauge, label `account`: seconds since the oldest plaintext message
+    /// the sweep knows of and has not sealed yet reached the provider (its
+    /// INTERNALDATE); 0 when there is none.
+    pub const SWEEP_OLDEST_SECONDS: &str = "writ_sweep_oldest_plaintext_seconds";
+    /// Counter, label `account`: sweep rounds completed.
+    pub const SWEEP_ROUNDS_TOTAL: &str = "writ_sweep_rounds_total";
+    /// Counter, label `account`: sweep rounds (or IDLE watches) that failed
+    /// at the provider and were backed off.
+    pub const SWEEP_ERRORS_TOTAL: &str = "writ_sweep_errors_total";
 }
 
 /// Latency buckets in seconds, shared by both histograms: from a small
@@ -225,6 +240,31 @@ fn describe() {
         names::IMAP_APPENDS_TOTAL,
         Unit::Count,
         "APPENDs through the IMAP proxy, by outcome"
+    );
+    describe_counter!(
+        names::SWEEP_FOUND_TOTAL,
+        Unit::Count,
+        "Plaintext messages the sweep found at the provider, by account"
+    );
+    describe_counter!(
+        names::SWEEP_SEALED_TOTAL,
+        Unit::Count,
+        "Plaintext messages the sweep sealed in place, by account"
+    );
+    describe_gauge!(
+        names::SWEEP_OLDEST_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest plaintext message the sweep has not sealed yet, by account"
+    );
+    describe_counter!(
+        names::SWEEP_ROUNDS_TOTAL,
+        Unit::Count,
+        "Sweep rounds completed, by account"
+    );
+    describe_counter!(
+        names::SWEEP_ERRORS_TOTAL,
+        Unit::Count,
+        "Sweep rounds and IDLE watches that failed at the provider, by account"
     );
 }
 

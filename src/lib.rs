@@ -42,4 +42,5 @@ pub mod notify;
 pub mod policy;
 pub mod serve;
 pub mod smtp;
+pub mod sweep;
 pub mod tls;

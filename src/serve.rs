@@ -1,13 +1,15 @@
 //! `writ serve`: every configured service in one process: the SMTP relay's
-//! listeners, the IMAP proxy's listeners and the admin endpoint.
+//! listeners, the IMAP proxy's listeners, the sweep (`[sweep]`, on a
+//! thread of its own: [`crate::sweep`]) and the admin endpoint.
 //!
 //! Start-up checks everything that can be checked before the first client
 //! arrives (config, keyring, certificates, the provider's TLS settings,
 //! ports) and fails with one line naming the problem. Once every socket is
 //! bound, writ tells systemd `READY=1` (`Type=notify`; nothing without
 //! `NOTIFY_SOCKET`). SIGTERM or SIGINT stops accepting; in-flight
-//! transactions get `serve.grace_secs`. SIGHUP reloads the keyring (after
-//! `writ keys rotate`) without dropping a session: see [`Reloader`].
+//! transactions (and the sweep's batch in flight) get `serve.grace_secs`.
+//! SIGHUP reloads the keyring (after `writ keys rotate`) without dropping
+//! a session: see [`Reloader`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +38,10 @@ use crate::smtp::upstream::{Target, Upstream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("nothing to serve: the config has no [[smtp.listeners]] and no [[imap.listeners]]")]
+    #[error(
+        "nothing to serve: the config has no [[smtp.listeners]], no [[imap.listeners]] and no \
+         [sweep] enabled"
+    )]
     Nothing,
     #[error("config: {0}")]
     Config(String),
@@ -62,6 +67,8 @@ pub enum ServeError {
     Admin(String),
     #[error("keyring reload: {0}")]
     Reload(String),
+    #[error("sweep: {0}")]
+    Sweep(String),
 }
 
 /// Unlocks the keyring again, from the same passphrase source as at start
@@ -78,13 +85,16 @@ pub struct OpenKeys {
 /// session, those in progress included, opens them from then on), and new
 /// IMAP sessions seal their APPENDs to the new active epoch (a session in
 /// progress keeps sealing to the epoch it started with, which stays
-/// readable). The relay reads the keyring for each message and needs
-/// nothing. A failed reload changes nothing.
+/// readable). The sweep gets the new sealer and its own newly unlocked
+/// keyring for its next mover run. The relay reads the keyring for each
+/// message and needs nothing. A failed reload changes nothing.
 struct Reloader {
     keys_dir: PathBuf,
     seal: SealConfig,
     keys: Option<OpenKeys>,
     imap: Vec<watch::Sender<Arc<imap::connection::Shared>>>,
+    /// The sweep's keys (`None`: no sweep).
+    sweep: Option<watch::Sender<Arc<crate::sweep::SweepKeys>>>,
 }
 
 impl Reloader {
@@ -92,15 +102,25 @@ impl Reloader {
         let keys_dir = self.keys_dir.clone();
         let seal = self.seal.clone();
         let unlock = self.keys.as_ref().map(|k| k.unlock.clone());
-        let (active, sealer, unlocked) = tokio::task::spawn_blocking(move || {
+        let sweep_unlock = unlock.clone().filter(|_| self.sweep.is_some());
+        let (active, sealer, unlocked, for_sweep) = tokio::task::spawn_blocking(move || {
             let keyring = Keyring::load(&keys_dir)?;
             let active = keyring.active()?.id.clone();
             let sealer = crate::keys::sealer(&keyring, &seal)?;
             let unlocked = unlock.map(|u| u()).transpose()?;
-            Ok::<_, KeyError>((active, sealer, unlocked))
+            // The sweep's own copy (the proxy's is consumed by LiveKeys).
+            let for_sweep = sweep_unlock.map(|u| u()).transpose()?;
+            Ok::<_, KeyError>((active, sealer, unlocked, for_sweep))
         })
         .await
         .map_err(|e| ServeError::Reload(e.to_string()))??;
+        if let Some(u) = &for_sweep
+            && !u.identities().any(|(id, _)| id == active)
+        {
+            return Err(ServeError::Reload(format!(
+                "the active epoch {active} could not be unlocked"
+            )));
+        }
         let (Some(keys), Some(unlocked)) = (&self.keys, unlocked) else {
             return Ok(format!("active epoch {active}"));
         };
@@ -126,6 +146,12 @@ impl Reloader {
                     tracing::warn!(error = %e, "cache keys not renewed: new epochs are not cached");
                 }
             }
+        }
+        if let (Some(tx), Some(unlocked)) = (&self.sweep, for_sweep) {
+            tx.send_replace(Arc::new(crate::sweep::SweepKeys {
+                sealer: sealer.clone(),
+                unlocked: Arc::new(unlocked),
+            }));
         }
         for tx in &self.imap {
             tx.send_modify(|shared| {
@@ -202,6 +228,7 @@ pub struct Server {
     pub addresses: Vec<(ListenerKind, SocketAddr)>,
     pub imap_addresses: Vec<(ImapListenerKind, SocketAddr)>,
     reloader: Reloader,
+    sweep: Option<crate::sweep::Sweep>,
 }
 
 type SmtpParts = (Vec<Listener>, Vec<(ListenerKind, SocketAddr)>, Target);
@@ -238,7 +265,10 @@ impl Server {
         keys_dir: PathBuf,
         keys: Option<OpenKeys>,
     ) -> Result<Server, ServeError> {
-        if config.smtp.listeners.is_empty() && config.imap.listeners.is_empty() {
+        if config.smtp.listeners.is_empty()
+            && config.imap.listeners.is_empty()
+            && !config.sweep.enabled
+        {
             return Err(ServeError::Nothing);
         }
         let (listeners, addresses, target) = if config.smtp.listeners.is_empty() {
@@ -260,6 +290,12 @@ impl Server {
                 let (l, a, t, s) = Self::prepare_imap(config, &keys_dir, shared_keys).await?;
                 (l, a, Some(t), s)
             };
+        let (sweep, sweep_keys) = if config.sweep.enabled {
+            let (s, k) = Self::prepare_sweep(config, &keys_dir, keys.as_ref()).await?;
+            (Some(s), Some(k))
+        } else {
+            (None, None)
+        };
         let admin = match config.serve.admin_listen {
             Some(address) => {
                 let socket = TcpListener::bind(address)
@@ -287,8 +323,74 @@ impl Server {
                 seal: config.seal.clone(),
                 keys,
                 imap: imap_shared,
+                sweep: sweep_keys,
             },
+            sweep,
         })
+    }
+
+    /// The sweep, checked: it seals with the active epoch and reads its
+    /// copies back, so it needs the unlocked keyring (unlocked once more
+    /// here, on a blocking thread: the proxy's keys are not shared).
+    async fn prepare_sweep(
+        config: &Config,
+        keys_dir: &Path,
+        keys: Option<&OpenKeys>,
+    ) -> Result<
+        (
+            crate::sweep::Sweep,
+            watch::Sender<Arc<crate::sweep::SweepKeys>>,
+        ),
+        ServeError,
+    > {
+        if let Some(p) = config
+            .sweep
+            .problems(&config.provider)
+            .into_iter()
+            .chain(config.jobs.problems())
+            .next()
+        {
+            return Err(ServeError::Config(p));
+        }
+        let keys = keys.ok_or_else(|| {
+            ServeError::Config(
+                "the sweep reads its sealed copies back: it needs the keyring passphrase".into(),
+            )
+        })?;
+        let upstream = config
+            .provider
+            .imap
+            .as_ref()
+            .ok_or_else(|| ServeError::Config("[provider.imap] is missing".into()))?;
+        if upstream.security == UpstreamSecurity::Plain
+            && !crate::tls::resolve_is_loopback(&upstream.address).await?
+        {
+            return Err(ServeError::Config(format!(
+                "provider.imap.address {} is not loopback: security = \"plain\" is refused",
+                upstream.address
+            )));
+        }
+        let target = imap::upstream::Target::from_config(upstream)
+            .map_err(imap::upstream::UpstreamError::from)?;
+        let keyring = Keyring::load(keys_dir)?;
+        keyring.active()?;
+        let sealer = crate::keys::sealer(&keyring, &config.seal)?;
+        let unlock = keys.unlock.clone();
+        let unlocked = tokio::task::spawn_blocking(move || unlock())
+            .await
+            .map_err(|e| ServeError::Sweep(e.to_string()))??;
+        let (tx, rx) = watch::channel(Arc::new(crate::sweep::SweepKeys {
+            sealer,
+            unlocked: Arc::new(unlocked),
+        }));
+        let sweep = crate::sweep::Sweep::new(
+            &config.sweep,
+            target,
+            rx,
+            &config.jobs,
+            Duration::from_secs(config.serve.grace_secs),
+        );
+        Ok((sweep, tx))
     }
 
     /// The SMTP relay's listeners, checked and bound.
@@ -511,6 +613,14 @@ impl Server {
         }
         for l in self.imap_listeners {
             tasks.spawn(l.run(rx.clone()));
+        }
+        if let Some(sweep) = self.sweep {
+            let finished = sweep
+                .start(rx.clone())
+                .map_err(|e| ServeError::Sweep(format!("cannot start its thread: {e}")))?;
+            tasks.spawn(async move {
+                let _ = finished.await;
+            });
         }
         if let Some((socket, health, proxy)) = self.admin {
             let mut arx = rx.clone();

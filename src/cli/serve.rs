@@ -18,9 +18,9 @@ pub fn serve(ctx: &Context) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    // The IMAP proxy opens sealed mail: unlock before serving, so that a
+    // The IMAP proxy and the sweep open sealed mail: unlock before serving, so that a
     // wrong passphrase is a start-up error, not a failure per message.
-    let keys = if ctx.config.imap.listeners.is_empty() {
+    let keys = if ctx.config.imap.listeners.is_empty() && !ctx.config.sweep.enabled {
         None
     } else {
         Some(open_keys(ctx)?)
@@ -94,6 +94,7 @@ pub fn check_config(ctx: &Context) -> Result<()> {
     problems.extend(ctx.config.notify.problems(&ctx.config.provider));
     problems.extend(ctx.config.scanner.problems());
     problems.extend(ctx.config.auth.problems());
+    problems.extend(ctx.config.sweep.problems(&ctx.config.provider));
     if !problems.is_empty() {
         anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
     }

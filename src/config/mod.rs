@@ -19,6 +19,7 @@ mod notify;
 mod relay;
 mod scanner;
 pub use auth::{ArcConfig, AuthConfig, DmarcAction, parse_dns_server};
+mod sweep;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
@@ -28,6 +29,7 @@ pub use relay::{
     UpstreamConfig, UpstreamSecurity,
 };
 pub use scanner::{ScanFailure, ScannerConfig};
+pub use sweep::SweepConfig;
 
 /// Where `writ` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/writ.toml";
@@ -67,6 +69,9 @@ pub struct Config {
     /// `[auth]`: SPF, DKIM, DMARC and ARC on relay listeners before
     /// sealing, ARC sealing after (off by default).
     pub auth: AuthConfig,
+    /// `[sweep]`: sealing plaintext that reached the provider another
+    /// way, in place (off by default).
+    pub sweep: SweepConfig,
 }
 
 /// `[keys]`

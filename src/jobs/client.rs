@@ -651,6 +651,89 @@ impl Client {
         tag
     }
 
+    /// Every selectable mailbox with its LIST attributes as sent
+    /// (`\Drafts`, `\Sent`, ... where the provider names special uses,
+    /// RFC 6154), for the sweep, which leaves some of them alone.
+    pub async fn list_with_attributes(
+        &mut self,
+    ) -> Result<Vec<(String, Vec<String>)>, ClientError> {
+        let a = self
+            .run(
+                "LIST",
+                CommandBody::List {
+                    reference: Mailbox::try_from("")
+                        .map_err(|_| ClientError::Invalid("mailbox"))?,
+                    mailbox_wildcard: ListMailbox::try_from("*")
+                        .map_err(|_| ClientError::Invalid("mailbox"))?,
+                },
+            )
+            .await?;
+        let mut out = Vec::new();
+        for d in a.data {
+            if let Data::List { items, mailbox, .. } = d {
+                let attributes: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+                let noselect = attributes.iter().any(|a| {
+                    a.eq_ignore_ascii_case("\\noselect") || a.eq_ignore_ascii_case("\\nonexistent")
+                });
+                if !noselect {
+                    out.push((mailbox_name(&mailbox), attributes));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// IDLE (RFC 2177) in the selected mailbox until the provider reports
+    /// new messages (EXISTS, RECENT; flag changes and expunges are not
+    /// news) or `wait` has passed, then DONE and its tagged answer (under
+    /// the usual timeout). True when new messages were reported. Waits at
+    /// most `wait` plus one provider timeout.
+    pub async fn idle(&mut self, wait: Duration) -> Result<bool, ClientError> {
+        let tag = self.send(CommandBody::Idle);
+        loop {
+            match self.event().await? {
+                client::Event::IdleAccepted { .. } => break,
+                client::Event::IdleRejected { status, .. } => {
+                    return Err(match status {
+                        Status::Tagged(Tagged { body, .. }) => refusal("IDLE", &body),
+                        Status::Bye(b) => ClientError::Bye(b.text.to_string()),
+                        Status::Untagged(_) => ClientError::Malformed,
+                    });
+                }
+                other => self.note(other)?,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changed = false;
+        let usual = self.timeout;
+        while !changed {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // Reads are cancel-safe: a read cut short by the deadline
+            // loses nothing, and nothing is written while idling.
+            self.timeout = left;
+            let event = self.event().await;
+            self.timeout = usual;
+            match event {
+                Ok(client::Event::DataReceived { data }) => {
+                    changed = matches!(data, Data::Exists(_) | Data::Recent(_));
+                }
+                Ok(other) => self.note(other)?,
+                Err(ClientError::Timeout(_)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.flow.set_idle_done();
+        let status = self.wait_for(tag.inner()).await?;
+        self.data.clear();
+        if status.kind != StatusKind::Ok {
+            return Err(refusal("IDLE", &status));
+        }
+        Ok(changed)
+    }
+
     /// LOGOUT, best effort: the job is done either way.
     pub async fn logout(mut self) {
         let _ = timeout(

@@ -1,6 +1,8 @@
 //! Moving messages onto the active epoch, in place at the provider:
 //! `writ mailbox seal` (plaintext → sealed) and `writ mailbox reseal`
-//! (sealed under an old epoch → sealed under the active one).
+//! (sealed under an old epoch → sealed under the active one); the sweep
+//! of `writ serve` ([`crate::sweep`]) seals the UIDs it found with
+//! [`Mover::run_uids`].
 //!
 //! One batch, in the only order that cannot lose a message:
 //!
@@ -195,6 +197,28 @@ impl Mover {
         creds: &Credentials,
         mailbox: &str,
     ) -> Result<MailboxReport, JobError> {
+        self.run_scoped(creds, mailbox, None).await
+    }
+
+    /// As [`Mover::run_mailbox`], but moves only the originals among
+    /// `uids` (the sweep's bounded round); a batch a dead run left and
+    /// unanswered APPENDs are resolved all the same, so `&[]` resolves
+    /// only.
+    pub async fn run_uids(
+        &self,
+        creds: &Credentials,
+        mailbox: &str,
+        uids: &[u32],
+    ) -> Result<MailboxReport, JobError> {
+        self.run_scoped(creds, mailbox, Some(uids)).await
+    }
+
+    async fn run_scoped(
+        &self,
+        creds: &Credentials,
+        mailbox: &str,
+        only: Option<&[u32]>,
+    ) -> Result<MailboxReport, JobError> {
         let job = self.kind.name();
         let before = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
         let backoff = Backoff {
@@ -204,7 +228,7 @@ impl Mover {
         let mut retries = 0;
         let result = backoff
             .run(
-                || self.run_once(creds, mailbox),
+                || self.run_once(creds, mailbox, only),
                 |attempt, e: &JobError| {
                     retries = attempt;
                     if let JobError::Client(c) = e {
@@ -233,6 +257,7 @@ impl Mover {
         &self,
         creds: &Credentials,
         mailbox: &str,
+        only: Option<&[u32]>,
     ) -> Result<MailboxReport, JobError> {
         let mut report = MailboxReport {
             account: creds.user.clone(),
@@ -274,9 +299,10 @@ impl Mover {
             cp.save(&self.checkpoints)?;
         }
 
-        let originals: Vec<u32> = match &self.kind {
-            Kind::Seal => scan::scan_all(&mut client).await?,
-            Kind::Reseal { from } => scan::sealed_under(&mut client, from).await?,
+        let originals: Vec<u32> = match (&self.kind, only) {
+            (_, Some(uids)) => scan::scan(&mut client, uids).await?,
+            (Kind::Seal, None) => scan::scan_all(&mut client).await?,
+            (Kind::Reseal { from }, None) => scan::sealed_under(&mut client, from).await?,
         }
         .into_iter()
         .filter(|s| self.kind.is_original(s))

@@ -1,0 +1,235 @@
+//! The sweep (`[sweep]` in `writ serve`): plaintext that reached the
+//! provider without passing through writ (webmail, phone apps, the
+//! provider's own Sent copies, deliveries inside the provider) is sealed
+//! in place, continuously.
+//!
+//! - [`ledger`]: per mailbox, how far the sweep has looked and which
+//!   plaintext it found (pure).
+//! - [`account`]: one round over an account's mailboxes, and the loop that
+//!   repeats it (woken by IDLE, else every `poll_secs`, backing off after
+//!   provider errors).
+//! - [`idle`]: the IDLE watchers that wake an account's loop.
+//!
+//! The sealing itself is the mailbox-job engine's
+//! ([`crate::jobs::mover::Mover::run_uids`]): flags and INTERNALDATE kept,
+//! an original expunged only once its copy was read back and opens to it,
+//! a checkpoint per mailbox (in `[sweep] dir`) so that a `writ serve`
+//! killed at any instant loses and duplicates nothing once it runs again.
+//!
+//! Invariants:
+//! - The sweep runs on a thread of its own with a single-threaded
+//!   runtime: its sealing (CPU), checkpoint writes (fsync) and token
+//!   commands never hold a thread that serves clients.
+//! - Bounded work per round: at most `max_scan_per_round` messages looked
+//!   at and `max_per_round` sealed per mailbox, at most
+//!   [`account::MAX_MAILBOXES`] mailboxes per account.
+//! - Every wait is bounded: provider I/O by the provider timeout, an IDLE
+//!   by `poll_secs`, a token command by [`TOKEN_COMMAND_TIMEOUT`], a pause
+//!   by `max_backoff_secs`; shutdown is seen at each of them (a mover run
+//!   in progress gets `serve.grace_secs`, then is dropped, which the
+//!   checkpoint makes as safe as a crash).
+//! - Mailboxes named in `skip` or with a special use in
+//!   `skip_special_use` (default: Drafts, `\Drafts`) are never touched.
+
+pub mod account;
+pub mod idle;
+pub mod ledger;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::SweepConfig;
+use crate::envelope::Sealer;
+use crate::imap::upstream::Target;
+use crate::jobs::client::ClientError;
+use crate::jobs::login::{Credentials, LoginError, SecretSource};
+use crate::jobs::mover::{Kind, Mover, Progress};
+use crate::keys::Unlocked;
+
+/// A token command that has not printed its token by then is given up on
+/// for this round (it keeps running on its blocking thread until it exits).
+pub const TOKEN_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Retries of one mover run inside a round (the round itself is retried
+/// with the sweep's own backoff).
+const MOVER_RETRIES: u32 = 2;
+
+/// Why a round or a watch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Job(#[from] crate::jobs::mover::JobError),
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error("the token command did not answer within {} s", TOKEN_COMMAND_TIMEOUT.as_secs())]
+    TokenTimeout,
+    #[error("the provider does not offer IDLE; the mailbox is polled instead")]
+    NoIdle,
+    #[error("stopping")]
+    Stopping,
+}
+
+/// What the sweep seals with and opens its copies with; replaced when
+/// `writ serve` reloads the keyring (SIGHUP after `writ keys rotate`).
+pub struct SweepKeys {
+    pub sealer: Sealer,
+    pub unlocked: Arc<Unlocked>,
+}
+
+/// Everything the sweep needs, shared by its accounts.
+pub struct Sweep {
+    pub config: SweepConfig,
+    pub target: Target,
+    keys: watch::Receiver<Arc<SweepKeys>>,
+    /// Messages per mover batch (`[jobs] batch`).
+    batch: usize,
+    /// The mover's first pause between its own retries (`[jobs] backoff_ms`).
+    mover_backoff: Duration,
+    /// How long a mover run in progress may go on after shutdown began.
+    pub grace: Duration,
+}
+
+/// Logs the mover's retries (the mover counts its own work).
+struct Quiet;
+
+impl Progress for Quiet {
+    fn found(&self, _: &str, _: &str, _: u64) {}
+    fn moved(&self, _: u64) {}
+    fn retrying(&self, account: &str, mailbox: &str, attempt: u32, why: &ClientError) {
+        tracing::info!(account, mailbox, attempt, error = %why, "sweep: retrying");
+    }
+}
+
+impl Sweep {
+    /// The sweep for `config`, sealing and reading copies back with the
+    /// latest `keys`; `jobs` gives the batch size and the mover's backoff.
+    pub fn new(
+        config: &SweepConfig,
+        target: Target,
+        keys: watch::Receiver<Arc<SweepKeys>>,
+        jobs: &crate::config::JobsConfig,
+        grace: Duration,
+    ) -> Sweep {
+        Sweep {
+            config: config.clone(),
+            target,
+            keys,
+            batch: jobs.batch.clamp(1, 1000),
+            mover_backoff: Duration::from_millis(jobs.backoff_ms),
+            grace,
+        }
+    }
+
+    /// The mailbox-job engine with the current keys.
+    pub fn mover(&self) -> Mover {
+        let keys = self.keys.borrow().clone();
+        Mover {
+            kind: Kind::Seal,
+            target: self.target.clone(),
+            sealer: keys.sealer.clone(),
+            keys: keys.unlocked.clone(),
+            checkpoints: self.config.dir.clone(),
+            batch: self.batch,
+            retries: MOVER_RETRIES,
+            backoff: self.mover_backoff,
+            allow_expunge_all: self.config.allow_expunge_all,
+            dry_run: false,
+            progress: Arc::new(Quiet),
+        }
+    }
+
+    /// Starts the sweep on a thread of its own; the returned receiver
+    /// completes when it has stopped (after `stop` turned true).
+    pub fn start(
+        self,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("writ-sweep".into())
+            .spawn(move || {
+                runtime.block_on(Arc::new(self).run(stop));
+                let _ = done.send(());
+            })?;
+        Ok(finished)
+    }
+
+    /// One task per account (and per watched mailbox), until `stop`.
+    async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        tracing::info!(
+            accounts = self.config.accounts.len(),
+            poll_secs = self.config.poll_secs,
+            bound_secs = self.config.bound_secs,
+            "sweep started"
+        );
+        for user in &self.config.accounts {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            for mailbox in &self.config.idle {
+                if self.config.skips(mailbox, &[]) {
+                    continue;
+                }
+                tasks.spawn(idle::watch(
+                    self.clone(),
+                    user.clone(),
+                    mailbox.clone(),
+                    wake.clone(),
+                    stop.clone(),
+                ));
+            }
+            tasks.spawn(account::run(self.clone(), user.clone(), wake, stop.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("sweep stopped");
+    }
+
+    /// The login for `user`, resolved now (a token command runs on a
+    /// blocking thread, at most [`TOKEN_COMMAND_TIMEOUT`]).
+    pub async fn credentials(&self, user: &str) -> Result<Credentials, SweepError> {
+        let source = SecretSource {
+            password_file: self.config.password_file.clone(),
+            oauth2_token_file: self.config.oauth2_token_file.clone(),
+            oauth2_token_command: self.config.oauth2_token_command.clone(),
+        };
+        let account = user.to_string();
+        let resolving = tokio::task::spawn_blocking(move || source.resolve(&account));
+        let secret = match tokio::time::timeout(TOKEN_COMMAND_TIMEOUT, resolving).await {
+            Ok(Ok(secret)) => secret?,
+            Ok(Err(_)) | Err(_) => return Err(SweepError::TokenTimeout),
+        };
+        Ok(Credentials {
+            user: user.to_string(),
+            master: self.config.master_user.clone(),
+            separator: self.config.master_separator.clone(),
+            secret,
+        })
+    }
+
+    /// The pause after `failures` failures in a row.
+    fn backoff(&self, failures: u32) -> Duration {
+        let first = Duration::from_secs(self.config.backoff_secs.max(1));
+        first
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(Duration::from_secs(self.config.max_backoff_secs.max(1)))
+    }
+}
+
+/// Completes once `stop` is true (or its sender is gone).
+pub async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Sleeps `pause`; false if `stop` turned true first.
+pub async fn pause(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = stopping(stop) => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
+}
