@@ -49,7 +49,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 
 use std::sync::Arc;
 
-use super::answer::{self, Need};
+use super::answer::{self, Item, Need};
 use super::cache::{Cache, Known, Listing, MailboxKey, MessageKey};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
@@ -307,7 +307,9 @@ impl FetchPlan {
                     // NIL: another session expunged it, and the provider
                     // still numbers it for this one. Answered as the
                     // provider answers for plaintext: what is left of it.
-                    return Ok(fetch(seq, self.gone_items(list)).into_iter().collect());
+                    return Ok(fetch(seq, typed(self.gone_items(list)))
+                        .into_iter()
+                        .collect());
                 };
                 // A sealed message remembered as undecryptable is told
                 // from the others with the cache's answers, all at once,
@@ -328,7 +330,7 @@ impl FetchPlan {
                     Some(_) => !self.needs_summary(),
                 };
                 if done_now {
-                    let mut out = self.provider_items(&list, sealed.is_some());
+                    let mut out = typed(self.provider_items(&list, sealed.is_some()));
                     if sealed.is_none() && self.wants_seen() && !seen {
                         // The probe read the header with PEEK.
                         self.mark_seen.insert(uid, seq);
@@ -360,7 +362,7 @@ impl FetchPlan {
                 if list.iter().any(is_nil_section) {
                     // Expunged by another session since the probe.
                     let gone = self.probed.remove(&uid);
-                    let out = gone.and_then(|p| fetch(p.seq, self.gone_items(&p.items)));
+                    let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
                     return Ok(out.into_iter().collect());
                 }
                 let answered = if payload {
@@ -410,7 +412,7 @@ impl FetchPlan {
                 };
                 let mut all = probed.items.clone();
                 all.extend(list.iter().cloned());
-                let mut out = self.provider_items(&all, false);
+                let mut out = typed(self.provider_items(&all, false));
                 if self.wants_seen() && !probed.seen {
                     // FLAGS as the provider reported them after setting
                     // \Seen, or as the probe saw them (writ sets it).
@@ -438,7 +440,7 @@ impl FetchPlan {
         probed: &Probed,
         stored: &[u8],
         keys: &(dyn Keys + Send + Sync),
-    ) -> Result<Option<Vec<MessageDataItem<'static>>>, envelope::EnvelopeError> {
+    ) -> Result<Option<Vec<Item>>, envelope::EnvelopeError> {
         let summary = envelope::read_summary(stored, keys)?.with_prefix(&probed.prefix);
         let mut opened = Vec::with_capacity(stored.len());
         envelope::open(stored, keys, &mut opened)?;
@@ -461,7 +463,7 @@ impl FetchPlan {
         probed: &Probed,
         list: &[MessageDataItem<'static>],
         keys: &(dyn Keys + Send + Sync),
-    ) -> Option<Result<Option<Vec<MessageDataItem<'static>>>, envelope::EnvelopeError>> {
+    ) -> Option<Result<Option<Vec<Item>>, envelope::EnvelopeError>> {
         let one = NonZeroU32::MIN;
         let part = |s: &Section<'_>| {
             list.iter()
@@ -500,7 +502,7 @@ impl FetchPlan {
         summary: &Summary,
         opened: Option<&[u8]>,
         listing: Option<&Listing>,
-    ) -> Vec<MessageDataItem<'static>> {
+    ) -> Vec<Item> {
         let mut out = Vec::new();
         for name in &self.wanted {
             let made = || answer::answer(name, summary, opened);
@@ -510,14 +512,15 @@ impl FetchPlan {
             };
             if answer::from_provider(name) {
                 if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                    out.push(item.clone());
+                    out.push(Item::Typed(item.clone()));
                 }
             } else if let Some(item) = ours() {
                 out.push(item);
             } else if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                // writ's own answer failed (answer.rs logs it): the stored
-                // message's own item rather than none.
-                out.push(item.clone());
+                // writ could not answer (a header item of a summary that
+                // lacks the header): the stored message's own item rather
+                // than none.
+                out.push(Item::Typed(item.clone()));
             } else {
                 self.incomplete.set(true);
             }
@@ -770,7 +773,7 @@ impl FetchPlan {
             // answers are the stored message's.
             let done: Vec<Output> = std::mem::take(&mut self.probed)
                 .into_values()
-                .filter_map(|p| fetch(p.seq, self.provider_items(&p.items, false)))
+                .filter_map(|p| fetch(p.seq, typed(self.provider_items(&p.items, false))))
                 .collect();
             self.pending_out.extend(done);
             return None;
@@ -811,11 +814,29 @@ impl FetchPlan {
     }
 }
 
-/// A FETCH response, unless there is nothing to say.
-fn fetch(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Option<Output> {
+/// A FETCH response, unless there is nothing to say: typed when every
+/// item is, else written whole ([`answer::response`]) and queued raw.
+fn fetch(seq: NonZeroU32, items: Vec<Item>) -> Option<Output> {
+    if items.is_empty() {
+        return None;
+    }
+    if items.iter().any(|i| matches!(i, Item::Written(_))) {
+        return Some(Output::ToClientRaw(answer::response(seq, items)));
+    }
+    let items: Vec<MessageDataItem<'static>> = items
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Typed(i) => Some(i),
+            Item::Written(_) => None,
+        })
+        .collect();
     Vec1::try_from(items)
         .ok()
         .map(|items| Output::ToClient(Data::Fetch { seq, items }))
+}
+
+fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
+    items.into_iter().map(Item::Typed).collect()
 }
 
 mod items;

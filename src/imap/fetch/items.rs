@@ -11,6 +11,7 @@ use imap_next::imap_types::response::{Status, StatusKind};
 
 use super::CacheRef;
 use crate::envelope::{self, Keys};
+use crate::imap::answer::Item;
 use crate::imap::cache::{MessageKey, Undecryptable};
 
 pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
@@ -171,13 +172,10 @@ pub(super) fn is_nil_section(item: &MessageDataItem<'_>) -> bool {
 
 /// RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS. Where Dovecot
 /// puts it: in FLAGS if asked for, else just before the body sections.
-pub(super) fn show_seen(
-    out: &mut Vec<MessageDataItem<'static>>,
-    probed: &[MessageDataItem<'static>],
-) {
-    if let Some(f) = out
+pub(super) fn show_seen(out: &mut Vec<Item>, probed: &[MessageDataItem<'static>]) {
+    if let Some(Item::Typed(f)) = out
         .iter_mut()
-        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+        .find(|i| matches!(i, Item::Typed(MessageDataItem::Flags(_))))
     {
         *f = add_seen(f.clone(), true);
         return;
@@ -186,8 +184,11 @@ pub(super) fn show_seen(
         .iter()
         .find(|i| matches!(i, MessageDataItem::Flags(_)))
     {
-        let at = out.iter().position(is_body_item).unwrap_or(out.len());
-        out.insert(at, add_seen(f.clone(), true));
+        let at = out
+            .iter()
+            .position(|i| matches!(i, Item::Typed(i) if is_body_item(i)))
+            .unwrap_or(out.len());
+        out.insert(at, Item::Typed(add_seen(f.clone(), true)));
     }
 }
 
