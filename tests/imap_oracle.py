@@ -116,31 +116,6 @@ def fetch_items(untagged):
     return out
 
 
-def lower_media(b):
-    """Media type and subtype lowered, in a BODY/BODYSTRUCTURE value:
-    imap-codec writes the types it knows in upper case (TEXT, MESSAGE
-    RFC822), and media types are case-insensitive (RFC 2045 5.1)."""
-    if not isinstance(b, list) or not b:
-        return b
-    if isinstance(b[0], list):
-        k = 0
-        out = []
-        while k < len(b) and isinstance(b[k], list):
-            out.append(lower_media(b[k]))
-            k += 1
-        rest = list(b[k:])
-        if rest and isinstance(rest[0], bytes):
-            rest[0] = rest[0].lower()
-        return out + rest
-    out = list(b)
-    for k in (0, 1):
-        if k < len(out) and isinstance(out[k], bytes):
-            out[k] = out[k].lower()
-    if len(out) > 8 and out[0] == b'message' and out[1] in (b'rfc822', b'global'):
-        out[8] = lower_media(out[8])
-    return out
-
-
 def normal(items):
     out = {}
     for k, vs in items.items():
@@ -153,8 +128,6 @@ def normal(items):
             # Only the first session to see a message gets \Recent (RFC
             # 3501 2.3.2): no difference between the servers.
             vs = [[f for f in v if f.lower() != '\\recent'] for v in vs]
-        if ku in ('BODY', 'BODYSTRUCTURE'):
-            vs = [lower_media(v) for v in vs]
         out[k] = vs
     return out
 
