@@ -117,6 +117,9 @@ pub(super) fn echoed(section: &Option<Section<'static>>) -> Option<Section<'stat
 }
 
 /// One item of a FETCH response writ answers.
+// A typed item is as large here as everywhere imap-types passes it by
+// value; a response holds a handful.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     /// A value imap-codec writes: sizes, body sections, and the

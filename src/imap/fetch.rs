@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
-use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::command::{Command, CommandBody, FetchModifier};
 use imap_next::imap_types::core::{NString, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
@@ -156,9 +156,30 @@ impl FetchPlan {
             }
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
-        if *uid && !wanted.contains(&MessageDataItemName::Uid) {
-            // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
+        // Each item once, in the order Dovecot answers them (`fetch`
+        // sorts the answer's items).
+        let mut seen_names: Vec<MessageDataItemName<'static>> = Vec::new();
+        wanted.retain(|n| {
+            if is_section_name(n) || !seen_names.contains(n) {
+                seen_names.push(n.clone());
+                true
+            } else {
+                false
+            }
+        });
+        if *uid {
+            // UID FETCH answers always carry the UID (RFC 3501 §6.4.8),
+            // first.
+            wanted.retain(|n| *n != MessageDataItemName::Uid);
             wanted.insert(0, MessageDataItemName::Uid);
+        }
+        if modifiers
+            .iter()
+            .any(|m| matches!(m, FetchModifier::ChangedSince(_)))
+            && !wanted.contains(&MessageDataItemName::ModSeq)
+        {
+            // CHANGEDSINCE implies MODSEQ (RFC 7162 §3.1.4.1).
+            wanted.push(MessageDataItemName::ModSeq);
         }
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
@@ -816,10 +837,17 @@ impl FetchPlan {
 
 /// A FETCH response, unless there is nothing to say: typed when every
 /// item is, else written whole ([`answer::response`]) and queued raw.
+///
+/// The items go in Dovecot's order: the short ones it buffers (UID,
+/// FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE) first, then the others
+/// (ENVELOPE, BODY, BODYSTRUCTURE, sections), each group in the order
+/// they were asked for.
 fn fetch(seq: NonZeroU32, items: Vec<Item>) -> Option<Output> {
     if items.is_empty() {
         return None;
     }
+    let (mut items, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(is_buffered);
+    items.extend(rest);
     if items.iter().any(|i| matches!(i, Item::Written(_))) {
         return Some(Output::ToClientRaw(answer::response(seq, items)));
     }
@@ -844,7 +872,7 @@ mod items;
 mod tests;
 
 use items::{
-    answers, data_bytes, incomplete, is_body_item, is_nil_section, is_stored_header, renumbered,
-    show_seen,
+    answers, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section, is_section_name,
+    is_stored_header, renumbered, show_seen,
 };
 pub(super) use items::{peek, remember_undecryptable, uid_of, undecryptable_known};

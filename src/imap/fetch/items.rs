@@ -170,8 +170,35 @@ pub(super) fn is_nil_section(item: &MessageDataItem<'_>) -> bool {
     matches!(item, MessageDataItem::BodyExt { data, .. } if data.0.is_none())
 }
 
+/// Is `item` one Dovecot writes before the others (a handler it
+/// buffers): UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE.
+pub(super) fn is_buffered(item: &Item) -> bool {
+    matches!(
+        item,
+        Item::Typed(
+            MessageDataItem::Uid(_)
+                | MessageDataItem::Flags(_)
+                | MessageDataItem::InternalDate(_)
+                | MessageDataItem::ModSeq(_)
+                | MessageDataItem::Rfc822Size(_)
+        )
+    )
+}
+
+/// Does `name` ask for a body section (which may be asked for twice,
+/// and is then answered twice, as Dovecot does)?
+pub(super) fn is_section_name(name: &MessageDataItemName<'_>) -> bool {
+    matches!(
+        name,
+        MessageDataItemName::BodyExt { .. }
+            | MessageDataItemName::Binary { .. }
+            | MessageDataItemName::BinarySize { .. }
+    )
+}
+
 /// RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS. Where Dovecot
-/// puts it: in FLAGS if asked for, else just before the body sections.
+/// puts it: in FLAGS if asked for, else after the items asked for (the
+/// response's order then puts it last of the short ones, see `fetch`).
 pub(super) fn show_seen(out: &mut Vec<Item>, probed: &[MessageDataItem<'static>]) {
     if let Some(Item::Typed(f)) = out
         .iter_mut()
@@ -184,11 +211,7 @@ pub(super) fn show_seen(out: &mut Vec<Item>, probed: &[MessageDataItem<'static>]
         .iter()
         .find(|i| matches!(i, MessageDataItem::Flags(_)))
     {
-        let at = out
-            .iter()
-            .position(|i| matches!(i, Item::Typed(i) if is_body_item(i)))
-            .unwrap_or(out.len());
-        out.insert(at, Item::Typed(add_seen(f.clone(), true)));
+        out.push(Item::Typed(add_seen(f.clone(), true)));
     }
 }
 

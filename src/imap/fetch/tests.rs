@@ -372,12 +372,17 @@ fn a_structure_nested_past_imap_codecs_limit_is_answered_whole() {
     let Some(Output::ToClientRaw(wire)) = fetch(NonZeroU32::MIN, out) else {
         panic!("not written whole")
     };
-    let mut expected = b"* 1 FETCH (UID 7 BODYSTRUCTURE ".to_vec();
+    // Dovecot's order: the short items first, as asked, then the others.
+    let mut expected = format!(
+        "* 1 FETCH (UID 7 RFC822.SIZE {} FLAGS (\\Seen) BODYSTRUCTURE ",
+        M.len()
+    )
+    .into_bytes();
     expected.extend(crate::envelope::view::body_structure_bytes(
         &summary.root,
         true,
     ));
-    expected.extend(format!(" RFC822.SIZE {} FLAGS (\\Seen))\r\n", M.len()).as_bytes());
+    expected.extend_from_slice(b")\r\n");
     assert_eq!(
         String::from_utf8_lossy(&wire),
         String::from_utf8_lossy(&expected)
@@ -442,4 +447,62 @@ fn writs_own_sets_are_ranges() {
     assert!(crate::imap::sequence::compact(&[]).is_none());
     let many: Vec<u32> = (1..=100_000).collect();
     assert_eq!(wire_set(&many), "t FETCH 1:100000 UID\r\n");
+}
+
+#[test]
+fn items_are_asked_once_uid_first_and_changedsince_brings_modseq() {
+    // As Dovecot parses a FETCH: a UID FETCH's UID comes first, an item
+    // named twice is answered once (a section twice, twice), and
+    // CHANGEDSINCE adds MODSEQ (RFC 7162 §3.1.4.1).
+    let (plan, probe) = FetchPlan::start(
+        &command("u UID FETCH 1 (BODY FLAGS UID FLAGS BODY.PEEK[1] BODY.PEEK[1])\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    assert_eq!(
+        wire(&probe),
+        "u UID FETCH 1 (UID BODY FLAGS BODY.PEEK[HEADER])\r\n"
+    );
+    assert_eq!(plan.wanted.len(), 5, "{:?}", plan.wanted);
+    let (_, probe) = FetchPlan::start(&command("c FETCH 1:* (FLAGS) (CHANGEDSINCE 7)\r\n"), None)
+        .expect("FETCH");
+    assert_eq!(
+        wire(&probe),
+        "c FETCH 1:* (FLAGS MODSEQ UID BODY.PEEK[HEADER]) (CHANGEDSINCE 7)\r\n"
+    );
+}
+
+#[test]
+fn a_response_puts_the_short_items_first_as_dovecot_does() {
+    let (_, items) = fetch_response(
+        b"* 3 FETCH (BODY[1] {2}\r\nab RFC822.SIZE 9 MODSEQ (4) UID 8 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\" FLAGS ())\r\n",
+    );
+    let items: Vec<Item> = items.into_iter().map(Item::Typed).collect();
+    let Some(Output::ToClient(Data::Fetch { items, .. })) = fetch(NonZeroU32::MIN, items) else {
+        panic!("typed")
+    };
+    let names: Vec<&str> = items
+        .as_ref()
+        .iter()
+        .map(|i| match i {
+            MessageDataItem::BodyExt { .. } => "BODY[1]",
+            MessageDataItem::Rfc822Size(_) => "RFC822.SIZE",
+            MessageDataItem::ModSeq(_) => "MODSEQ",
+            MessageDataItem::Uid(_) => "UID",
+            MessageDataItem::InternalDate(_) => "INTERNALDATE",
+            MessageDataItem::Flags(_) => "FLAGS",
+            _ => "?",
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "RFC822.SIZE",
+            "MODSEQ",
+            "UID",
+            "INTERNALDATE",
+            "FLAGS",
+            "BODY[1]"
+        ]
+    );
 }
