@@ -5,6 +5,17 @@
 //! The message a client sees is the *opened* one: the provider's fields
 //! above the marker, then M. Its summary is M's, shifted by that prefix
 //! ([`Summary::with_prefix`]).
+//!
+//! ENVELOPE, BODY and BODYSTRUCTURE are [`Item::Written`]: the bytes
+//! [`view`] writes (Dovecot's shape, media types in the case M gives them),
+//! never parsed back into imap-types, so nothing is lost or re-cased on
+//! the way and no nesting is refused. A response carrying one is written
+//! whole by [`response`] and goes to the client raw, in its place among
+//! the typed ones (`session::raw`). The writer walks the summary's tree
+//! without recursion; its depth is the summary's cap
+//! ([`MAX_DEPTH`](crate::envelope::summary::MAX_DEPTH), 100 entities: a
+//! summary deeper than that does not open, and the message is shown as
+//! stored).
 
 use std::num::NonZeroU32;
 

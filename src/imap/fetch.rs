@@ -34,6 +34,11 @@
 //!   FLAGS, body sections NIL, nothing read from the sealed message.
 //! - Responses that are not answers (a flag change by another session)
 //!   are given back to the session, which passes only FLAGS, MODSEQ and UID.
+//! - Each answer lists its items as Dovecot does: each item once (body
+//!   sections as often as asked), a UID FETCH's UID first, the short
+//!   items (UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE) before the
+//!   others, each group in the order asked; MODSEQ whenever CHANGEDSINCE
+//!   was given.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -58,8 +63,10 @@ use crate::envelope::{self, Detected, Keys, Summary};
 #[derive(Debug)]
 pub enum Output {
     ToClient(Data<'static>),
-    /// A complete untagged response imap-types has no form for (ESEARCH,
-    /// THREAD), written by the plan as IMAP text ending in CRLF.
+    /// A complete untagged response written by the plan as IMAP text
+    /// ending in CRLF: one imap-types has no form for (ESEARCH, THREAD),
+    /// or a FETCH response carrying writ's own ENVELOPE, BODY or
+    /// BODYSTRUCTURE ([`answer::response`]).
     ToClientRaw(Vec<u8>),
     ToProvider(Command<'static>),
     /// The plan is over: this tagged status goes to the client.
