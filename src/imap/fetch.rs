@@ -146,7 +146,7 @@ impl FetchPlan {
         else {
             return None;
         };
-        let mut wanted = match macro_or_item_names {
+        let wanted = match macro_or_item_names {
             MacroOrMessageDataItemNames::Macro(m) => {
                 let mut v = vec![
                     MessageDataItemName::Flags,
@@ -163,31 +163,7 @@ impl FetchPlan {
             }
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
-        // Each item once, in the order Dovecot answers them (`fetch`
-        // sorts the answer's items).
-        let mut seen_names: Vec<MessageDataItemName<'static>> = Vec::new();
-        wanted.retain(|n| {
-            if is_section_name(n) || !seen_names.contains(n) {
-                seen_names.push(n.clone());
-                true
-            } else {
-                false
-            }
-        });
-        if *uid {
-            // UID FETCH answers always carry the UID (RFC 3501 §6.4.8),
-            // first.
-            wanted.retain(|n| *n != MessageDataItemName::Uid);
-            wanted.insert(0, MessageDataItemName::Uid);
-        }
-        if modifiers
-            .iter()
-            .any(|m| matches!(m, FetchModifier::ChangedSince(_)))
-            && !wanted.contains(&MessageDataItemName::ModSeq)
-        {
-            // CHANGEDSINCE implies MODSEQ (RFC 7162 §3.1.4.1).
-            wanted.push(MessageDataItemName::ModSeq);
-        }
+        let wanted = as_dovecot_parses(wanted, *uid, modifiers);
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
         let mut probe: Vec<MessageDataItemName<'static>> = wanted
@@ -840,6 +816,38 @@ impl FetchPlan {
             },
         ))
     }
+}
+
+/// The items a FETCH asks for, as Dovecot reads them: each once (body
+/// sections as often as named), a UID FETCH's UID first, MODSEQ added
+/// by CHANGEDSINCE (RFC 7162 §3.1.4.1). Their order in each answer is
+/// `fetch`'s.
+fn as_dovecot_parses(
+    mut wanted: Vec<MessageDataItemName<'static>>,
+    uid: bool,
+    modifiers: &[FetchModifier],
+) -> Vec<MessageDataItemName<'static>> {
+    let mut named: Vec<MessageDataItemName<'static>> = Vec::new();
+    wanted.retain(|n| {
+        if is_section_name(n) || !named.contains(n) {
+            named.push(n.clone());
+            true
+        } else {
+            false
+        }
+    });
+    if uid {
+        // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
+        wanted.retain(|n| *n != MessageDataItemName::Uid);
+        wanted.insert(0, MessageDataItemName::Uid);
+    }
+    let changed_since = modifiers
+        .iter()
+        .any(|m| matches!(m, FetchModifier::ChangedSince(_)));
+    if changed_since && !wanted.contains(&MessageDataItemName::ModSeq) {
+        wanted.push(MessageDataItemName::ModSeq);
+    }
+    wanted
 }
 
 /// A FETCH response, unless there is nothing to say: typed when every
