@@ -290,6 +290,12 @@ impl FetchPlan {
         }
     }
 
+    /// The provider sent a FETCH response writ could not read: a message
+    /// goes unanswered, so the command ends NO.
+    pub fn unanswered(&self) {
+        self.incomplete.set(true);
+    }
+
     /// A FETCH response of the provider. `Err` gives it back when it does
     /// not belong to this plan.
     pub fn on_fetch(

@@ -395,3 +395,44 @@ fn a_written_fetch_response_keeps_its_place_among_the_typed_ones() {
     // writ's own answer: the media types as M writes them.
     assert!(String::from_utf8_lossy(&got).contains("(\"text\" \"plain\" "));
 }
+
+#[test]
+fn a_fetch_response_too_deep_to_parse_ends_the_fetch_no_and_the_session_goes_on() {
+    let mut s = session(loopback());
+    let _ = exchange(&mut s, b"x LOGIN alice pw\r\n");
+    s.provider_input(b"x OK Logged in\r\n");
+    s.advance();
+    let _ = s.take_to_client();
+    let (up, _) = exchange(&mut s, b"a FETCH 1:2 (BODYSTRUCTURE)\r\n");
+    assert!(
+        up.starts_with("a FETCH 1:2 (BODYSTRUCTURE UID FLAGS"),
+        "{up}"
+    );
+    // Message 1: a plaintext message nested 20 deep, past what imap-codec
+    // reads; message 2 a plain one.
+    let leaf = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 1 1 NIL NIL NIL NIL)";
+    let mut deep = leaf.to_string();
+    for _ in 0..20 {
+        deep = format!("({deep} \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)");
+    }
+    let header = "From: a@example.test\r\n\r\n";
+    let answer = format!(
+        "* 1 FETCH (UID 5 FLAGS () BODYSTRUCTURE {deep} BODY[HEADER] {{{}}}\r\n{header})\r\n\
+         * 2 FETCH (UID 6 FLAGS () BODYSTRUCTURE {leaf} BODY[HEADER] {{{}}}\r\n{header})\r\n\
+         a OK Fetch completed.\r\n",
+        header.len(),
+        header.len()
+    );
+    s.provider_input(answer.as_bytes());
+    assert_eq!(s.advance(), Step::Wait);
+    let down = text(s.take_to_client());
+    assert!(
+        down.starts_with("* 2 FETCH (BODYSTRUCTURE (")
+            && down
+                .ends_with("a NO writ could not answer every item asked for; see writ's log\r\n"),
+        "{down}"
+    );
+    // The session goes on.
+    let (up, _) = exchange(&mut s, b"b NOOP\r\n");
+    assert_eq!(up, "b NOOP\r\n");
+}
