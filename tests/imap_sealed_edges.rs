@@ -3,7 +3,11 @@
 //! say (a payload that disagrees with its summary, garbage armor) shown
 //! as stored, consistently, and remembered so they are not downloaded at
 //! every listing, and a marker of another format version makes the whole
-//! message undecryptable, its listing included.
+//! message undecryptable, its listing included. Nesting: a sealed
+//! message's BODYSTRUCTURE nested 96 deep is answered as Dovecot answers
+//! for its plaintext; a plaintext one that deep (which writ's IMAP parser
+//! cannot read from the provider) ends the FETCH NO, and the session and
+//! others go on.
 
 mod common;
 
@@ -248,4 +252,59 @@ fn a_marker_of_another_format_version_is_undecryptable_in_listings_too() {
     let found = a.command("SEARCH SUBJECT first").expect_ok("SEARCH");
     assert!(!found.text().contains("SEARCH 1"), "{}", found.text());
     a.logout();
+}
+
+#[test]
+fn deep_nesting_sealed_is_answered_and_plaintext_ends_the_fetch_no() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let deep = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/sections/96-deep-mixed.eml"),
+    )
+    .expect("corpus message");
+    let user = p.new_user("edge-deep");
+    p.imap_append(&user, "INBOX", &proxy.seal(&deep));
+    p.imap_append(&user, "INBOX", &deep);
+    p.imap_append(&user, "INBOX", M1);
+    let twin = p.new_user("edge-deep-plain");
+    p.imap_append(&twin, "INBOX", &deep);
+    let mut direct = p.imap(&twin);
+    direct.select("INBOX").expect_ok("SELECT");
+    let dovecot = direct.command("FETCH 1 (BODYSTRUCTURE)").expect_ok("FETCH");
+
+    let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
+    a.select("INBOX").expect_ok("SELECT");
+    // Sealed: byte for byte what Dovecot says of the plaintext.
+    let sealed = a.command("FETCH 1 (BODYSTRUCTURE)").expect_ok("FETCH");
+    assert_eq!(sealed.untagged.len(), 1, "{}", sealed.text());
+    assert_eq!(sealed.untagged[0].raw(), dovecot.untagged[0].raw());
+    // Plaintext that deep: not answered, the FETCH says so, the rest is.
+    let all = a.command("FETCH 1:3 (UID BODYSTRUCTURE)");
+    assert_eq!(all.status, "NO", "{}", all.text());
+    let answered: Vec<String> = all.untagged.iter().map(|l| l.text_only()).collect();
+    assert!(
+        answered
+            .iter()
+            .any(|l| l.starts_with("* 1 FETCH (UID 1 BODYSTRUCTURE ((\"message\"")),
+        "{answered:?}"
+    );
+    assert!(
+        answered
+            .iter()
+            .any(|l| l.starts_with("* 3 FETCH (UID 3 BODYSTRUCTURE (")),
+        "{answered:?}"
+    );
+    assert!(
+        !answered.iter().any(|l| l.starts_with("* 2 FETCH")),
+        "{answered:?}"
+    );
+    // The session goes on, and so do others.
+    a.command("NOOP").expect_ok("NOOP");
+    let mut b = Imap::login_to(proxy.imap, &user.name, &user.password);
+    b.select("INBOX").expect_ok("SELECT");
+    b.command("FETCH 3 (BODYSTRUCTURE)").expect_ok("FETCH");
+    b.logout();
+    a.logout();
+    direct.logout();
 }

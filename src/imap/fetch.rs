@@ -34,11 +34,16 @@
 //!   FLAGS, body sections NIL, nothing read from the sealed message.
 //! - Responses that are not answers (a flag change by another session)
 //!   are given back to the session, which passes only FLAGS, MODSEQ and UID.
+//! - Each answer lists its items as Dovecot does: each item once (body
+//!   sections as often as asked), a UID FETCH's UID first, the short
+//!   items (UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE) before the
+//!   others, each group in the order asked; MODSEQ whenever CHANGEDSINCE
+//!   was given.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
-use imap_next::imap_types::command::{Command, CommandBody};
+use imap_next::imap_types::command::{Command, CommandBody, FetchModifier};
 use imap_next::imap_types::core::{NString, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
@@ -49,7 +54,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 
 use std::sync::Arc;
 
-use super::answer::{self, Need};
+use super::answer::{self, Item, Need};
 use super::cache::{Cache, Known, Listing, MailboxKey, MessageKey};
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
@@ -58,8 +63,10 @@ use crate::envelope::{self, Detected, Keys, Summary};
 #[derive(Debug)]
 pub enum Output {
     ToClient(Data<'static>),
-    /// A complete untagged response imap-types has no form for (ESEARCH,
-    /// THREAD), written by the plan as IMAP text ending in CRLF.
+    /// A complete untagged response written by the plan as IMAP text
+    /// ending in CRLF: one imap-types has no form for (ESEARCH, THREAD),
+    /// or a FETCH response carrying writ's own ENVELOPE, BODY or
+    /// BODYSTRUCTURE ([`answer::response`]).
     ToClientRaw(Vec<u8>),
     ToProvider(Command<'static>),
     /// The plan is over: this tagged status goes to the client.
@@ -139,7 +146,7 @@ impl FetchPlan {
         else {
             return None;
         };
-        let mut wanted = match macro_or_item_names {
+        let wanted = match macro_or_item_names {
             MacroOrMessageDataItemNames::Macro(m) => {
                 let mut v = vec![
                     MessageDataItemName::Flags,
@@ -156,10 +163,7 @@ impl FetchPlan {
             }
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
-        if *uid && !wanted.contains(&MessageDataItemName::Uid) {
-            // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
-            wanted.insert(0, MessageDataItemName::Uid);
-        }
+        let wanted = as_dovecot_parses(wanted, *uid, modifiers);
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
         let mut probe: Vec<MessageDataItemName<'static>> = wanted
@@ -286,6 +290,12 @@ impl FetchPlan {
         }
     }
 
+    /// The provider sent a FETCH response writ could not read: a message
+    /// goes unanswered, so the command ends NO.
+    pub fn unanswered(&self) {
+        self.incomplete.set(true);
+    }
+
     /// A FETCH response of the provider. `Err` gives it back when it does
     /// not belong to this plan.
     pub fn on_fetch(
@@ -307,7 +317,9 @@ impl FetchPlan {
                     // NIL: another session expunged it, and the provider
                     // still numbers it for this one. Answered as the
                     // provider answers for plaintext: what is left of it.
-                    return Ok(fetch(seq, self.gone_items(list)).into_iter().collect());
+                    return Ok(fetch(seq, typed(self.gone_items(list)))
+                        .into_iter()
+                        .collect());
                 };
                 // A sealed message remembered as undecryptable is told
                 // from the others with the cache's answers, all at once,
@@ -328,7 +340,7 @@ impl FetchPlan {
                     Some(_) => !self.needs_summary(),
                 };
                 if done_now {
-                    let mut out = self.provider_items(&list, sealed.is_some());
+                    let mut out = typed(self.provider_items(&list, sealed.is_some()));
                     if sealed.is_none() && self.wants_seen() && !seen {
                         // The probe read the header with PEEK.
                         self.mark_seen.insert(uid, seq);
@@ -360,7 +372,7 @@ impl FetchPlan {
                 if list.iter().any(is_nil_section) {
                     // Expunged by another session since the probe.
                     let gone = self.probed.remove(&uid);
-                    let out = gone.and_then(|p| fetch(p.seq, self.gone_items(&p.items)));
+                    let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
                     return Ok(out.into_iter().collect());
                 }
                 let answered = if payload {
@@ -410,7 +422,7 @@ impl FetchPlan {
                 };
                 let mut all = probed.items.clone();
                 all.extend(list.iter().cloned());
-                let mut out = self.provider_items(&all, false);
+                let mut out = typed(self.provider_items(&all, false));
                 if self.wants_seen() && !probed.seen {
                     // FLAGS as the provider reported them after setting
                     // \Seen, or as the probe saw them (writ sets it).
@@ -438,7 +450,7 @@ impl FetchPlan {
         probed: &Probed,
         stored: &[u8],
         keys: &(dyn Keys + Send + Sync),
-    ) -> Result<Option<Vec<MessageDataItem<'static>>>, envelope::EnvelopeError> {
+    ) -> Result<Option<Vec<Item>>, envelope::EnvelopeError> {
         let summary = envelope::read_summary(stored, keys)?.with_prefix(&probed.prefix);
         let mut opened = Vec::with_capacity(stored.len());
         envelope::open(stored, keys, &mut opened)?;
@@ -461,7 +473,7 @@ impl FetchPlan {
         probed: &Probed,
         list: &[MessageDataItem<'static>],
         keys: &(dyn Keys + Send + Sync),
-    ) -> Option<Result<Option<Vec<MessageDataItem<'static>>>, envelope::EnvelopeError>> {
+    ) -> Option<Result<Option<Vec<Item>>, envelope::EnvelopeError>> {
         let one = NonZeroU32::MIN;
         let part = |s: &Section<'_>| {
             list.iter()
@@ -500,7 +512,7 @@ impl FetchPlan {
         summary: &Summary,
         opened: Option<&[u8]>,
         listing: Option<&Listing>,
-    ) -> Vec<MessageDataItem<'static>> {
+    ) -> Vec<Item> {
         let mut out = Vec::new();
         for name in &self.wanted {
             let made = || answer::answer(name, summary, opened);
@@ -510,14 +522,15 @@ impl FetchPlan {
             };
             if answer::from_provider(name) {
                 if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                    out.push(item.clone());
+                    out.push(Item::Typed(item.clone()));
                 }
             } else if let Some(item) = ours() {
                 out.push(item);
             } else if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                // writ's own answer failed (answer.rs logs it): the stored
-                // message's own item rather than none.
-                out.push(item.clone());
+                // writ could not answer (a header item of a summary that
+                // lacks the header): the stored message's own item rather
+                // than none.
+                out.push(Item::Typed(item.clone()));
             } else {
                 self.incomplete.set(true);
             }
@@ -770,7 +783,7 @@ impl FetchPlan {
             // answers are the stored message's.
             let done: Vec<Output> = std::mem::take(&mut self.probed)
                 .into_values()
-                .filter_map(|p| fetch(p.seq, self.provider_items(&p.items, false)))
+                .filter_map(|p| fetch(p.seq, typed(self.provider_items(&p.items, false))))
                 .collect();
             self.pending_out.extend(done);
             return None;
@@ -811,11 +824,68 @@ impl FetchPlan {
     }
 }
 
-/// A FETCH response, unless there is nothing to say.
-fn fetch(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Option<Output> {
+/// The items a FETCH asks for, as Dovecot reads them: each once (body
+/// sections as often as named), a UID FETCH's UID first, MODSEQ added
+/// by CHANGEDSINCE (RFC 7162 §3.1.4.1). Their order in each answer is
+/// `fetch`'s.
+fn as_dovecot_parses(
+    mut wanted: Vec<MessageDataItemName<'static>>,
+    uid: bool,
+    modifiers: &[FetchModifier],
+) -> Vec<MessageDataItemName<'static>> {
+    let mut named: Vec<MessageDataItemName<'static>> = Vec::new();
+    wanted.retain(|n| {
+        if is_section_name(n) || !named.contains(n) {
+            named.push(n.clone());
+            true
+        } else {
+            false
+        }
+    });
+    if uid {
+        // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
+        wanted.retain(|n| *n != MessageDataItemName::Uid);
+        wanted.insert(0, MessageDataItemName::Uid);
+    }
+    let changed_since = modifiers
+        .iter()
+        .any(|m| matches!(m, FetchModifier::ChangedSince(_)));
+    if changed_since && !wanted.contains(&MessageDataItemName::ModSeq) {
+        wanted.push(MessageDataItemName::ModSeq);
+    }
+    wanted
+}
+
+/// A FETCH response, unless there is nothing to say: typed when every
+/// item is, else written whole ([`answer::response`]) and queued raw.
+///
+/// The items go in Dovecot's order: the short ones it buffers (UID,
+/// FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE) first, then the others
+/// (ENVELOPE, BODY, BODYSTRUCTURE, sections), each group in the order
+/// they were asked for.
+fn fetch(seq: NonZeroU32, items: Vec<Item>) -> Option<Output> {
+    if items.is_empty() {
+        return None;
+    }
+    let (mut items, rest): (Vec<Item>, Vec<Item>) = items.into_iter().partition(is_buffered);
+    items.extend(rest);
+    if items.iter().any(|i| matches!(i, Item::Written(_))) {
+        return Some(Output::ToClientRaw(answer::response(seq, items)));
+    }
+    let items: Vec<MessageDataItem<'static>> = items
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Typed(i) => Some(i),
+            Item::Written(_) => None,
+        })
+        .collect();
     Vec1::try_from(items)
         .ok()
         .map(|items| Output::ToClient(Data::Fetch { seq, items }))
+}
+
+fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
+    items.into_iter().map(Item::Typed).collect()
 }
 
 mod items;
@@ -823,7 +893,7 @@ mod items;
 mod tests;
 
 use items::{
-    answers, data_bytes, incomplete, is_body_item, is_nil_section, is_stored_header, renumbered,
-    show_seen,
+    answers, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section, is_section_name,
+    is_stored_header, renumbered, show_seen,
 };
 pub(super) use items::{peek, remember_undecryptable, uid_of, undecryptable_known};

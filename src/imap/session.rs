@@ -819,11 +819,34 @@ impl Session {
 
     /// A provider response writ cannot parse cannot be passed on typed:
     /// the client is told BYE rather than left waiting for an answer.
+    /// Except a FETCH response during a FETCH plan (imap-codec refuses a
+    /// plaintext message's BODYSTRUCTURE nested past its limit): that
+    /// message goes unanswered, the FETCH ends NO, the session goes on.
     fn on_provider_error(&mut self, e: client::Error) {
+        if let client::Error::MalformedMessage { discarded_bytes } = &e
+            && is_fetch_response(discarded_bytes.declassify())
+            && let Some(Plan::Fetch(plan)) = self.plan.as_mut()
+        {
+            tracing::warn!("a FETCH response from the provider did not parse; the FETCH ends NO");
+            plan.unanswered();
+            return;
+        }
         tracing::warn!(error = %e, "unparseable response from the provider");
         self.bye("unparseable response from the provider");
         self.step = Step::Close;
     }
+}
+
+/// Is `bytes` an untagged FETCH response (`* n FETCH ...`)?
+fn is_fetch_response(bytes: &[u8]) -> bool {
+    let Some(rest) = bytes.strip_prefix(b"* ") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0
+        && rest
+            .get(digits..digits + 7)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b" FETCH "))
 }
 
 mod in_flight;

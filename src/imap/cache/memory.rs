@@ -13,11 +13,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
+use imap_next::imap_types::fetch::MessageDataItemName;
 use quick_cache::Weighter;
 
 use super::Undecryptable;
 use crate::envelope::Summary;
+use crate::imap::answer::Item;
 
 /// Bytes of decrypted summaries and verdicts held in memory (estimated
 /// from their serialized size): about 30,000 typical messages.
@@ -33,11 +34,11 @@ pub enum Known {
     Undecryptable(Undecryptable),
 }
 
-/// ENVELOPE, BODYSTRUCTURE and BODY of a cached message, each made from
-/// its summary once (a folder listed again clones them).
+/// ENVELOPE, BODYSTRUCTURE and BODY of a cached message, each written from
+/// its summary once (a folder listed again shares their bytes).
 #[derive(Debug, Default)]
 pub struct Listing {
-    items: [OnceLock<Option<MessageDataItem<'static>>>; 3],
+    items: [OnceLock<Option<Item>>; 3],
 }
 
 impl Listing {
@@ -46,8 +47,8 @@ impl Listing {
     pub fn item(
         &self,
         name: &MessageDataItemName<'_>,
-        make: impl FnOnce() -> Option<MessageDataItem<'static>>,
-    ) -> Option<Option<MessageDataItem<'static>>> {
+        make: impl FnOnce() -> Option<Item>,
+    ) -> Option<Option<Item>> {
         let at = match name {
             MessageDataItemName::Envelope => 0,
             MessageDataItemName::BodyStructure => 1,

@@ -11,6 +11,7 @@ use imap_next::imap_types::response::{Status, StatusKind};
 
 use super::CacheRef;
 use crate::envelope::{self, Keys};
+use crate::imap::answer::Item;
 use crate::imap::cache::{MessageKey, Undecryptable};
 
 pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
@@ -169,15 +170,39 @@ pub(super) fn is_nil_section(item: &MessageDataItem<'_>) -> bool {
     matches!(item, MessageDataItem::BodyExt { data, .. } if data.0.is_none())
 }
 
+/// Is `item` one Dovecot writes before the others (a handler it
+/// buffers): UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE.
+pub(super) fn is_buffered(item: &Item) -> bool {
+    matches!(
+        item,
+        Item::Typed(
+            MessageDataItem::Uid(_)
+                | MessageDataItem::Flags(_)
+                | MessageDataItem::InternalDate(_)
+                | MessageDataItem::ModSeq(_)
+                | MessageDataItem::Rfc822Size(_)
+        )
+    )
+}
+
+/// Does `name` ask for a body section (which may be asked for twice,
+/// and is then answered twice, as Dovecot does)?
+pub(super) fn is_section_name(name: &MessageDataItemName<'_>) -> bool {
+    matches!(
+        name,
+        MessageDataItemName::BodyExt { .. }
+            | MessageDataItemName::Binary { .. }
+            | MessageDataItemName::BinarySize { .. }
+    )
+}
+
 /// RFC 3501 §6.4.5: \Seen set by the fetch shows in FLAGS. Where Dovecot
-/// puts it: in FLAGS if asked for, else just before the body sections.
-pub(super) fn show_seen(
-    out: &mut Vec<MessageDataItem<'static>>,
-    probed: &[MessageDataItem<'static>],
-) {
-    if let Some(f) = out
+/// puts it: in FLAGS if asked for, else after the items asked for (the
+/// response's order then puts it last of the short ones, see `fetch`).
+pub(super) fn show_seen(out: &mut Vec<Item>, probed: &[MessageDataItem<'static>]) {
+    if let Some(Item::Typed(f)) = out
         .iter_mut()
-        .find(|i| matches!(i, MessageDataItem::Flags(_)))
+        .find(|i| matches!(i, Item::Typed(MessageDataItem::Flags(_))))
     {
         *f = add_seen(f.clone(), true);
         return;
@@ -186,8 +211,7 @@ pub(super) fn show_seen(
         .iter()
         .find(|i| matches!(i, MessageDataItem::Flags(_)))
     {
-        let at = out.iter().position(is_body_item).unwrap_or(out.len());
-        out.insert(at, add_seen(f.clone(), true));
+        out.push(Item::Typed(add_seen(f.clone(), true)));
     }
 }
 

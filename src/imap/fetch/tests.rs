@@ -322,15 +322,12 @@ fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
     assert!(cache.cache.summary(&cache.mailbox, other).is_none());
 }
 
-#[test]
-fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
-    let (plan, _) = FetchPlan::start(&command("k FETCH 1 (BODYSTRUCTURE RFC822.SIZE)\r\n"), None)
-        .expect("FETCH");
+/// A summary of `M` inside `depth` multiparts, one in the other.
+fn nested(depth: usize) -> Summary {
     let mut summary = crate::envelope::scan::scan(M, Default::default());
-    // Multiparts nested deeper than imap-codec reads back.
     let leaf = summary.root.clone();
     let mut root = leaf.clone();
-    for _ in 0..200 {
+    for _ in 0..depth {
         let mut outer = leaf.clone();
         outer.media_type = "multipart".into();
         outer.subtype = "mixed".into();
@@ -340,14 +337,12 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
         root = outer;
     }
     summary.root = root;
-    assert!(
-        answer::answer(&MessageDataItemName::BodyStructure, &summary, None).is_none(),
-        "the test needs an answer that fails"
-    );
-    let (_, items) = fetch_response(
-        b"* 1 FETCH (UID 7 FLAGS () BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1) RFC822.SIZE 9)\r\n",
-    );
-    let probed = Probed {
+    summary
+}
+
+fn probed_with(items: &[u8]) -> Probed {
+    let (_, items) = fetch_response(items);
+    Probed {
         seq: NonZeroU32::MIN,
         items: items.into_iter().collect(),
         sealed: None,
@@ -355,13 +350,70 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
         seen: true,
         key: MessageKey::new(7, b""),
         offered: 0,
+    }
+}
+
+#[test]
+fn a_structure_nested_past_imap_codecs_limit_is_answered_whole() {
+    // imap-codec reads back about 7 levels; writ writes the answer itself,
+    // so the summary's own cap (MAX_DEPTH) is the only one.
+    let (plan, _) = FetchPlan::start(
+        &command("k FETCH 1 (UID BODYSTRUCTURE RFC822.SIZE FLAGS)\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    let depth = crate::envelope::summary::MAX_DEPTH - 1;
+    let summary = nested(depth);
+    let probed = probed_with(
+        b"* 1 FETCH (UID 7 FLAGS (\\Seen) BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1) RFC822.SIZE 9)\r\n",
+    );
+    let out = plan.compose(&probed, &summary, None, None);
+    assert!(!plan.incomplete.get());
+    let Some(Output::ToClientRaw(wire)) = fetch(NonZeroU32::MIN, out) else {
+        panic!("not written whole")
     };
+    // Dovecot's order: the short items first, as asked, then the others.
+    let mut expected = format!(
+        "* 1 FETCH (UID 7 RFC822.SIZE {} FLAGS (\\Seen) BODYSTRUCTURE ",
+        M.len()
+    )
+    .into_bytes();
+    expected.extend(crate::envelope::view::body_structure_bytes(
+        &summary.root,
+        true,
+    ));
+    expected.extend_from_slice(b")\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&wire),
+        String::from_utf8_lossy(&expected)
+    );
+    let opened = wire.iter().filter(|&&b| b == b'(').count();
+    assert!(opened > depth, "{opened} parentheses for {depth} levels");
+}
+
+#[test]
+fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
+    let (plan, _) =
+        FetchPlan::start(&command("k FETCH 1 (ENVELOPE RFC822.SIZE)\r\n"), None).expect("FETCH");
+    // A summary without the header cannot give an ENVELOPE by itself.
+    let mut summary = crate::envelope::scan::scan(M, Default::default());
+    summary.root.header = None;
+    assert!(
+        answer::answer(&MessageDataItemName::Envelope, &summary, None).is_none(),
+        "the test needs an answer that fails"
+    );
+    let probed = probed_with(
+        b"* 1 FETCH (UID 7 FLAGS () ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) RFC822.SIZE 9)\r\n",
+    );
     let out = plan.compose(&probed, &summary, None, None);
     assert!(
-        matches!(out[0], MessageDataItem::BodyStructure(_)),
+        matches!(out[0], Item::Typed(MessageDataItem::Envelope(_))),
         "{out:?}"
     );
-    assert_eq!(out[1], MessageDataItem::Rfc822Size(M.len() as u32));
+    assert_eq!(
+        out[1],
+        Item::Typed(MessageDataItem::Rfc822Size(M.len() as u32))
+    );
     assert!(!plan.incomplete.get());
     // Nothing to fall back on: the FETCH ends NO, not OK.
     let bare = Probed {
@@ -395,4 +447,62 @@ fn writs_own_sets_are_ranges() {
     assert!(crate::imap::sequence::compact(&[]).is_none());
     let many: Vec<u32> = (1..=100_000).collect();
     assert_eq!(wire_set(&many), "t FETCH 1:100000 UID\r\n");
+}
+
+#[test]
+fn items_are_asked_once_uid_first_and_changedsince_brings_modseq() {
+    // As Dovecot parses a FETCH: a UID FETCH's UID comes first, an item
+    // named twice is answered once (a section twice, twice), and
+    // CHANGEDSINCE adds MODSEQ (RFC 7162 §3.1.4.1).
+    let (plan, probe) = FetchPlan::start(
+        &command("u UID FETCH 1 (BODY FLAGS UID FLAGS BODY.PEEK[1] BODY.PEEK[1])\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    assert_eq!(
+        wire(&probe),
+        "u UID FETCH 1 (UID BODY FLAGS BODY.PEEK[HEADER])\r\n"
+    );
+    assert_eq!(plan.wanted.len(), 5, "{:?}", plan.wanted);
+    let (_, probe) = FetchPlan::start(&command("c FETCH 1:* (FLAGS) (CHANGEDSINCE 7)\r\n"), None)
+        .expect("FETCH");
+    assert_eq!(
+        wire(&probe),
+        "c FETCH 1:* (FLAGS MODSEQ UID BODY.PEEK[HEADER]) (CHANGEDSINCE 7)\r\n"
+    );
+}
+
+#[test]
+fn a_response_puts_the_short_items_first_as_dovecot_does() {
+    let (_, items) = fetch_response(
+        b"* 3 FETCH (BODY[1] {2}\r\nab RFC822.SIZE 9 MODSEQ (4) UID 8 INTERNALDATE \"01-Jan-2024 00:00:00 +0000\" FLAGS ())\r\n",
+    );
+    let items: Vec<Item> = items.into_iter().map(Item::Typed).collect();
+    let Some(Output::ToClient(Data::Fetch { items, .. })) = fetch(NonZeroU32::MIN, items) else {
+        panic!("typed")
+    };
+    let names: Vec<&str> = items
+        .as_ref()
+        .iter()
+        .map(|i| match i {
+            MessageDataItem::BodyExt { .. } => "BODY[1]",
+            MessageDataItem::Rfc822Size(_) => "RFC822.SIZE",
+            MessageDataItem::ModSeq(_) => "MODSEQ",
+            MessageDataItem::Uid(_) => "UID",
+            MessageDataItem::InternalDate(_) => "INTERNALDATE",
+            MessageDataItem::Flags(_) => "FLAGS",
+            _ => "?",
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "RFC822.SIZE",
+            "MODSEQ",
+            "UID",
+            "INTERNALDATE",
+            "FLAGS",
+            "BODY[1]"
+        ]
+    );
 }

@@ -1,5 +1,8 @@
-//! Responses imap-types has no form for (ESEARCH, THREAD from writ's
-//! own plans), kept in order with the typed ones; and the `RETURN`
+//! Responses writ writes itself, kept in order with the typed ones:
+//! those imap-types has no form for (ESEARCH, THREAD from writ's own
+//! plans), and FETCH responses carrying ENVELOPE, BODY or BODYSTRUCTURE
+//! of a sealed message ([`crate::imap::answer::response`]: written as
+//! Dovecot writes them, body literals included); and the `RETURN`
 //! options [`crate::imap::intake`] took off SEARCH/SORT commands.
 //!
 //! imap-next's server flow writes each queued response as one output and

@@ -336,3 +336,103 @@ fn enable_passes_only_what_writ_offers() {
     let (up, _) = exchange(&mut s, b"f ENABLE QRESYNC CONDSTORE\r\n");
     assert_eq!(up, "f ENABLE CONDSTORE\r\n");
 }
+
+#[test]
+fn a_written_fetch_response_keeps_its_place_among_the_typed_ones() {
+    use crate::imap::testing::{header_of, keys, literal_item, sealed};
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let mut s = Session::new(loopback(), Arc::new(ids), sealer);
+    s.advance();
+    let _ = s.take_to_client();
+    let _ = exchange(&mut s, b"x LOGIN alice pw\r\n");
+    s.provider_input(b"x OK Logged in\r\n");
+    s.advance();
+    let _ = s.take_to_client();
+    let (up, _) = exchange(&mut s, b"a FETCH 1 (BODYSTRUCTURE ENVELOPE UID)\r\n");
+    assert_eq!(
+        up,
+        "a FETCH 1 (BODYSTRUCTURE ENVELOPE UID FLAGS BODY.PEEK[HEADER])\r\n"
+    );
+    // The probe's answer (the stored message's own structure), news of
+    // another message, the end of the probe.
+    let mut probe = b"* 1 FETCH (UID 7 FLAGS () BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1) ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ".to_vec();
+    probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+    probe.extend_from_slice(b")\r\n* 2 EXISTS\r\na OK done\r\n");
+    s.provider_input(&probe);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_provider()),
+        "writ.1 FETCH 1 (UID BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"
+    );
+    // Part 1 (the summary), as the provider serves it.
+    let structure = crate::envelope::scan::scan(&stored, Default::default());
+    let p = &structure.root.parts[0];
+    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+    let mut part1 = b"* 1 FETCH (UID 7 ".to_vec();
+    part1.extend(literal_item(
+        "BODY[1.MIME]",
+        slice(p.header_offset, p.header_size),
+    ));
+    part1.push(b' ');
+    part1.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+    part1.extend_from_slice(b")\r\nwrit.1 OK done\r\n");
+    s.provider_input(&part1);
+    s.advance();
+    let m = crate::envelope::scan::scan(crate::imap::testing::M, Default::default());
+    let mut expected = b"* 2 EXISTS\r\n* 1 FETCH (UID 7 BODYSTRUCTURE ".to_vec();
+    expected.extend(crate::envelope::view::body_structure_bytes(&m.root, true));
+    expected.extend_from_slice(b" ENVELOPE ");
+    expected.extend(crate::envelope::view::envelope_bytes(
+        m.root.header.as_deref().unwrap(),
+    ));
+    expected.extend_from_slice(b")\r\na OK done\r\n");
+    let got = s.take_to_client();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+    // writ's own answer: the media types as M writes them.
+    assert!(String::from_utf8_lossy(&got).contains("(\"text\" \"plain\" "));
+}
+
+#[test]
+fn a_fetch_response_too_deep_to_parse_ends_the_fetch_no_and_the_session_goes_on() {
+    let mut s = session(loopback());
+    let _ = exchange(&mut s, b"x LOGIN alice pw\r\n");
+    s.provider_input(b"x OK Logged in\r\n");
+    s.advance();
+    let _ = s.take_to_client();
+    let (up, _) = exchange(&mut s, b"a FETCH 1:2 (BODYSTRUCTURE)\r\n");
+    assert!(
+        up.starts_with("a FETCH 1:2 (BODYSTRUCTURE UID FLAGS"),
+        "{up}"
+    );
+    // Message 1: a plaintext message nested 20 deep, past what imap-codec
+    // reads; message 2 a plain one.
+    let leaf = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 1 1 NIL NIL NIL NIL)";
+    let mut deep = leaf.to_string();
+    for _ in 0..20 {
+        deep = format!("({deep} \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)");
+    }
+    let header = "From: a@example.test\r\n\r\n";
+    let answer = format!(
+        "* 1 FETCH (UID 5 FLAGS () BODYSTRUCTURE {deep} BODY[HEADER] {{{}}}\r\n{header})\r\n\
+         * 2 FETCH (UID 6 FLAGS () BODYSTRUCTURE {leaf} BODY[HEADER] {{{}}}\r\n{header})\r\n\
+         a OK Fetch completed.\r\n",
+        header.len(),
+        header.len()
+    );
+    s.provider_input(answer.as_bytes());
+    assert_eq!(s.advance(), Step::Wait);
+    let down = text(s.take_to_client());
+    assert!(
+        down.starts_with("* 2 FETCH (BODYSTRUCTURE (")
+            && down
+                .ends_with("a NO writ could not answer every item asked for; see writ's log\r\n"),
+        "{down}"
+    );
+    // The session goes on.
+    let (up, _) = exchange(&mut s, b"b NOOP\r\n");
+    assert_eq!(up, "b NOOP\r\n");
+}
