@@ -334,7 +334,7 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
             .epoch(epoch)
             .map_err(|_| EnvelopeError::UnknownEpoch(epoch.clone()))?;
     }
-    audit::check_writable(dir)?;
+    ctx.check_audit_writable()?;
 
     let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
     let unlocked = keyring.unlock(&passphrase)?;

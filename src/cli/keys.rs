@@ -91,6 +91,8 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
                 }
                 .into());
             }
+            // A shared chain that has records belongs to another keyring.
+            ctx.block_on(ctx.audit_log()?.check_can_begin())??;
             let passphrase = ctx.passphrase("New keyring passphrase: ", true)?;
             let keyring = Keyring::init(dir, &passphrase, escrow_recipient, work_factor)?;
             let active = keyring.active()?;
@@ -145,7 +147,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::Rotate => {
             let mut keyring = Keyring::load(dir)?;
-            audit::check_writable(dir)?;
+            ctx.check_audit_writable()?;
             let previous = keyring.active().ok().map(|e| e.id.clone());
             let active = keyring.rotate()?;
             audit_record(
@@ -169,7 +171,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             work_factor,
         } => {
             let keyring = Keyring::load(dir)?;
-            audit::check_writable(dir)?;
+            ctx.check_audit_writable()?;
             let old = ctx.passphrase("Current keyring passphrase: ", false)?;
             let new = keys::passphrase_from(
                 new_passphrase_file.as_deref(),
@@ -201,7 +203,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             // Unknown id: say so before asking for the passphrase.
             keyring.epoch(&epoch)?;
             // An export that cannot be recorded does not happen.
-            audit::check_writable(dir)?;
+            ctx.check_audit_writable()?;
             let passphrase = ctx.passphrase("Keyring passphrase: ", false)?;
             let unlocked = keyring.unlock(&passphrase)?;
             let identity = unlocked
@@ -236,7 +238,7 @@ fn retire(ctx: &Context, epoch: &str, login: &super::mailbox::LoginArgs) -> Resu
         EpochState::Retired => return Err(KeyError::AlreadyRetired { id: epoch.into() }.into()),
         EpochState::DecryptOnly => {}
     }
-    audit::check_writable(dir)?;
+    ctx.check_audit_writable()?;
     let target = super::mailbox::provider_target(ctx)?;
     let credentials = login.credentials()?;
     let backoff = super::mailbox::backoff(ctx);

@@ -17,6 +17,7 @@ mod jobs;
 mod notify;
 mod relay;
 mod scanner;
+mod state;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
@@ -26,6 +27,9 @@ pub use relay::{
     UpstreamConfig, UpstreamSecurity,
 };
 pub use scanner::{ScanFailure, ScannerConfig};
+pub use state::{
+    Backend, MAX_GATEWAY_NAME, MAX_POOL_SIZE, MAX_TIMEOUT_SECS, StateConfig, check_gateway_name,
+};
 
 /// Where `writ` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/writ.toml";
@@ -62,6 +66,8 @@ pub struct Config {
     /// `[scanner]`: spam and malware scanning before sealing (off by
     /// default).
     pub scanner: ScannerConfig,
+    /// `[state]`: where shared state lives (files, or PostgreSQL).
+    pub state: StateConfig,
 }
 
 /// `[keys]`

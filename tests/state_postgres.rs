@@ -1,0 +1,342 @@
+//! The PostgreSQL state backend against a real PostgreSQL (initdb in a
+//! temp dir, tests/common/postgres.rs): schema migrations from empty and
+//! the refusal of a newer schema, the audit chain shared by gateways
+//! (concurrent appends from two gateways form one valid chain naming
+//! both), tampering found by `writ audit verify`, the export checked by the
+//! file verifier, the file log imported, and no password in any output.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::cli::Env;
+use common::files::copy_dir;
+use common::postgres::{PASSWORD, postgres};
+
+/// Writes config/writ.toml naming the database `db` through a URL file
+/// (with the password) and this gateway's name.
+fn use_postgres(env: &Env, db: &str, gateway: &str) {
+    let pg = postgres();
+    std::fs::write(env.path("db-url"), format!("{}\n", pg.url(db))).unwrap();
+    std::fs::create_dir_all(env.path("config")).unwrap();
+    std::fs::write(
+        env.path("config/writ.toml"),
+        format!("[state]\nbackend = \"postgres\"\nurl_file = \"db-url\"\ngateway = \"{gateway}\"\n"),
+    )
+    .unwrap();
+}
+
+/// An env with a keyring whose chain lives in a new database; returns it
+/// and the database name.
+fn env_on_postgres(gateway: &str) -> (Env, String) {
+    let db = postgres().new_database("writ");
+    let env = Env::new();
+    use_postgres(&env, &db, gateway);
+    env.init_keyring();
+    (env, db)
+}
+
+fn records(env: &Env) -> Vec<serde_json::Value> {
+    serde_json::from_str(&env.ok_text(&["audit", "show", "--json"])).unwrap()
+}
+
+#[test]
+fn migrates_an_empty_database_and_keeps_the_chain_there() {
+    let (env, db) = env_on_postgres("gw-a");
+    let pg = postgres();
+    assert_eq!(pg.psql(&db, "SELECT version FROM writ_schema").trim(), "1");
+    // The chain is in the database, not in the keyring directory.
+    assert!(!env.path("keys/audit.log").exists());
+    assert!(env.path("keys/audit.pub").exists());
+    env.ok(&["keys", "rotate"]);
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_audit_record").trim(), "2");
+    let text = env.ok_text(&["audit", "verify"]);
+    assert!(text.contains("PostgreSQL 127.0.0.1:"), "{text}");
+    assert!(text.contains("2 records, chain and signatures OK"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    let r = records(&env);
+    assert_eq!(r[0]["action"], "keys.init");
+    assert_eq!(r[1]["action"], "keys.rotate");
+    assert!(r.iter().all(|r| r["gateway"] == "gw-a"), "{r:?}");
+    // Migrating again (every command connects) changes nothing.
+    env.ok(&["audit", "verify"]);
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_schema").trim(), "1");
+    // A second keyring cannot begin another chain in the same database.
+    let other = Env::new();
+    use_postgres(&other, &db, "gw-b");
+    let e = other.fail(&common::cli::KEYS_INIT);
+    assert!(e.contains("already holds 2 records"), "{e}");
+    assert!(!other.path("keys").exists(), "keys init went ahead");
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let (env, db) = env_on_postgres("gw-a");
+    let pg = postgres();
+    pg.psql(&db, "INSERT INTO writ_schema (version, writ) VALUES (99, 'a future writ')");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("schema version 99, newer than this writ knows (1)"), "{e}");
+    assert!(e.contains("upgrade writ"), "{e}");
+    let e = env.fail(&["keys", "rotate"]);
+    assert!(e.contains("newer than this writ knows"), "{e}");
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_audit_record").trim(), "1");
+}
+
+/// Two gateways (their own pools, their own names) append at once: the
+/// appends are serialised into one chain that verifies and names both.
+#[test]
+fn two_gateways_append_to_one_chain_at_once() {
+    const EACH: u64 = 25;
+    let (env, db) = env_on_postgres("gw-a");
+    let pg = postgres();
+    let keys = env.path("keys");
+    let config = |gateway: &str| {
+        let mut c = writ::config::StateConfig {
+            backend: writ::config::Backend::Postgres,
+            gateway: Some(gateway.to_string()),
+            url_file: Some(env.path("db-url")),
+            ..Default::default()
+        };
+        c.pool_size = 2;
+        c
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for gateway in ["gw-a", "gw-b"] {
+            let log = std::sync::Arc::new(
+                writ::state::AuditLog::open(&config(gateway), &keys)
+                    .await
+                    .unwrap(),
+            );
+            // Two writers per gateway: more appenders than connections.
+            for writer in 0..2 {
+                let log = log.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..EACH / 2 + u64::from(writer == 0) * (EACH % 2) {
+                        let params = writ::audit::params([("n", i.into())]);
+                        log.append("tester", "test.append", params).await.unwrap();
+                    }
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let text = env.ok_text(&["audit", "verify"]);
+    let total = 1 + 2 * EACH;
+    assert!(
+        text.contains(&format!("{total} records, chain and signatures OK")),
+        "{text}"
+    );
+    let r = records(&env);
+    let seqs: Vec<u64> = r.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    let gateways: BTreeSet<&str> = r.iter().map(|r| r["gateway"].as_str().unwrap()).collect();
+    assert_eq!(gateways, BTreeSet::from(["gw-a", "gw-b"]));
+    for gateway in ["gw-a", "gw-b"] {
+        let n = pg.psql(
+            &db,
+            &format!("SELECT count(*) FROM writ_audit_record WHERE gateway = '{gateway}'"),
+        );
+        let expected = EACH + u64::from(gateway == "gw-a");
+        assert_eq!(n.trim(), expected.to_string(), "{gateway}");
+    }
+}
+
+/// Two `writ` processes, one per gateway (each with its copy of the
+/// keyring directory), rotate at the same time: one chain naming both.
+#[test]
+fn two_gateway_processes_record_into_one_chain() {
+    let (a, db) = env_on_postgres("gw-a");
+    let b = Env::new();
+    copy_dir(&a.path("keys"), &b.path("keys"));
+    use_postgres(&b, &db, "gw-b");
+    let children: Vec<_> = [&a, &b]
+        .into_iter()
+        .map(|env| {
+            env.command(&["audit", "init", "--new-chain"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // The chain has records: neither may begin another.
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("holds records"));
+    }
+    // Each gateway rotates its own copy, both at once, twice.
+    for _ in 0..2 {
+        let rotations: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|env| env.command(&["keys", "rotate"]).spawn().unwrap())
+            .collect();
+        for mut child in rotations {
+            assert!(child.wait().unwrap().success());
+        }
+    }
+    let text = b.ok_text(&["audit", "verify"]);
+    assert!(text.contains("5 records, chain and signatures OK"), "{text}");
+    let gateways: Vec<String> = records(&a)
+        .iter()
+        .map(|r| r["gateway"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(gateways.iter().filter(|g| *g == "gw-a").count(), 3);
+    assert_eq!(gateways.iter().filter(|g| *g == "gw-b").count(), 2);
+}
+
+#[test]
+fn verify_finds_a_tampered_row() {
+    let (env, db) = env_on_postgres("gw-a");
+    env.ok(&["keys", "rotate", "--operator", "alice"]);
+    env.ok(&["keys", "rotate"]);
+    let pg = postgres();
+    let good = env.ok_text(&["audit", "verify"]);
+    let head = good.lines().find_map(|l| l.strip_prefix("head: ")).unwrap();
+    // An altered record.
+    pg.psql(
+        &db,
+        "UPDATE writ_audit_record SET line = replace(line, 'alice', 'mallory') WHERE seq = 2",
+    );
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("record 2: signature does not match"), "{e}");
+    pg.psql(
+        &db,
+        "UPDATE writ_audit_record SET line = replace(line, 'mallory', 'alice') WHERE seq = 2",
+    );
+    env.ok(&["audit", "verify", "--head", head]);
+    // The gateway column changed (the signed record still says gw-a).
+    pg.psql(&db, "UPDATE writ_audit_record SET gateway = 'gw-x' WHERE seq = 3");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("record 3: the row's gateway differs"), "{e}");
+    pg.psql(&db, "UPDATE writ_audit_record SET gateway = 'gw-a' WHERE seq = 3");
+    // A deleted record in the middle.
+    let saved = pg.psql(&db, "SELECT line FROM writ_audit_record WHERE seq = 2");
+    pg.psql(&db, "DELETE FROM writ_audit_record WHERE seq = 2");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("record 2: holds record 3"), "{e}");
+    // The tail cut, head row left: the head names a missing record.
+    pg.psql(&db, "DELETE FROM writ_audit_record WHERE seq >= 2");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("record 2: missing"), "{e}");
+    assert!(!saved.is_empty());
+    // Everything deleted, the head too: a keyring without its chain.
+    pg.psql(&db, "DELETE FROM writ_audit_record; UPDATE writ_audit_head SET records = 0, line = NULL");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("the audit chain in PostgreSQL") && e.contains("is empty"), "{e}");
+    let e = env.fail(&["keys", "rotate"]);
+    assert!(e.contains("is empty"), "{e}");
+    // A noted head from before still catches the rewrite.
+    let e = env.fail(&["audit", "verify", "--head", head]);
+    assert!(e.contains("is empty"), "{e}");
+}
+
+#[test]
+fn export_verifies_with_the_file_verifier() {
+    let (env, db) = env_on_postgres("gw-a");
+    env.ok(&["keys", "rotate"]);
+    let verified = env.ok_text(&["audit", "verify"]);
+    let head = verified.lines().find(|l| l.starts_with("head: ")).unwrap();
+    let text = env.ok_text(&["audit", "export", "--out", "exported"]);
+    assert!(text.contains("exported 2 records"), "{text}");
+    assert!(text.contains(head), "{text}\n{verified}");
+    // The file backend's verifier, in a directory without a database.
+    let auditor = Env::new();
+    copy_dir(&env.path("exported"), &auditor.path("keys"));
+    let text = auditor.ok_text(&["audit", "verify"]);
+    assert!(text.contains("keys/audit.log: 2 records, chain and signatures OK"), "{text}");
+    assert!(text.contains(head), "{text}");
+    let v = writ::audit::verify(&env.path("exported"), None).unwrap();
+    assert_eq!(v.records, 2);
+    // An existing directory is not overwritten.
+    let e = env.fail(&["audit", "export", "--out", "exported"]);
+    assert!(e.contains("exists"), "{e}");
+    // A tampered chain is not exported.
+    postgres().psql(
+        &db,
+        "UPDATE writ_audit_record SET line = replace(line, 'keys.rotate', 'keys.rotatE')",
+    );
+    let e = env.fail(&["audit", "export", "--out", "bad"]);
+    assert!(e.contains("record 2: signature does not match"), "{e}");
+    assert!(!env.path("bad").exists());
+}
+
+#[test]
+fn import_moves_the_file_log_into_the_shared_chain() {
+    let env = Env::new();
+    env.init_keyring();
+    env.ok(&["keys", "rotate"]);
+    let before = env.ok_text(&["audit", "verify"]);
+    let head = before.lines().find(|l| l.starts_with("head: ")).unwrap();
+    let db = postgres().new_database("writ");
+    use_postgres(&env, &db, "gw-a");
+    // An empty chain beside a keyring: nothing is recorded until imported.
+    let e = env.fail(&["keys", "rotate"]);
+    assert!(e.contains("writ audit import"), "{e}");
+    let text = env.ok_text(&["audit", "import"]);
+    assert!(text.contains("imported 2 records"), "{text}");
+    assert!(text.contains(head), "{text}");
+    env.ok(&["keys", "rotate"]);
+    let text = env.ok_text(&["audit", "verify"]);
+    assert!(text.contains("3 records, chain and signatures OK"), "{text}");
+    let r = records(&env);
+    assert_eq!(r[0]["gateway"], serde_json::Value::Null);
+    assert_eq!(r[2]["gateway"], "gw-a");
+    let e = env.fail(&["audit", "import"]);
+    assert!(e.contains("already holds 3 records"), "{e}");
+}
+
+/// The password reaches no output, whatever fails; the config file cannot
+/// hold it; a systemd credential can.
+#[test]
+fn the_password_stays_out_of_config_and_errors() {
+    let pg = postgres();
+    let db = pg.new_database("writ");
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("config")).unwrap();
+    let config = |text: &str| std::fs::write(env.path("config/writ.toml"), text).unwrap();
+    config(&format!("[state]\nbackend = \"postgres\"\nurl = \"{}\"\n", pg.url(&db)));
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("holds a password") && !e.contains(PASSWORD), "{e}");
+    // A wrong password, from a URL file.
+    let wrong = pg.url(&db).replace(PASSWORD, "not-the-password-41");
+    std::fs::write(env.path("db-url"), &wrong).unwrap();
+    config("[state]\nbackend = \"postgres\"\nurl_file = \"db-url\"\n");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(!e.contains("not-the-password-41") && !e.contains(PASSWORD), "{e}");
+    // Garbage in the URL file is not echoed.
+    std::fs::write(env.path("db-url"), format!("postgresql://w:{PASSWORD}@h:port/x")).unwrap();
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("not a connection URL") && !e.contains(PASSWORD), "{e}");
+    // A systemd credential.
+    config("[state]\nbackend = \"postgres\"\nurl_credential = \"writ-db\"\n");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(e.contains("CREDENTIALS_DIRECTORY is not set"), "{e}");
+    std::fs::create_dir(env.path("creds")).unwrap();
+    std::fs::write(env.path("creds/writ-db"), pg.url(&db)).unwrap();
+    let out = env
+        .command(&common::cli::KEYS_INIT)
+        .env("CREDENTIALS_DIRECTORY", env.path("creds"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_audit_record").trim(), "1");
+    // Over the unix socket, without password at all (trusted locally).
+    config(&format!(
+        "[state]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+        pg.socket_url(&db)
+    ));
+    let text = env.ok_text(&["audit", "verify"]);
+    assert!(text.contains("1 records, chain and signatures OK"), "{text}");
+    assert!(text.contains(&pg.socket_dir().display().to_string()), "{text}");
+    assert!(!Path::new(&env.path("keys/audit.log")).exists());
+}
