@@ -264,9 +264,9 @@ fn export_verifies_with_the_file_verifier() {
         &db,
         "UPDATE writ_audit_record SET line = replace(line, 'keys.rotate', 'keys.rotatE')",
     );
-    let e = env.fail(&["audit", "export", "--out", "bad"]);
+    let e = env.fail(&["audit", "export", "--out", "tampered"]);
     assert!(e.contains("record 2: signature does not match"), "{e}");
-    assert!(!env.path("bad").exists());
+    assert!(!env.path("tampered").exists());
 }
 
 #[test]

@@ -52,7 +52,9 @@ pg=$!
 echo "started $pg"
 # Background jobs get /dev/null as stdin: this reads the harness's pipe.
 cat >/dev/null
-kill -INT "$pg" 2>/dev/null
+# Not a signal to $pg: that is a subshell, which ignores SIGINT in the
+# background; pg_ctl signals the server itself (immediate: nothing to keep).
+run "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || kill -KILL "$pg"
 wait "$pg"
 "#;
 
