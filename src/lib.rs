@@ -41,6 +41,6 @@ pub mod net;
 pub mod notify;
 pub mod policy;
 pub mod serve;
-pub mod state;
 pub mod smtp;
+pub mod state;
 pub mod tls;

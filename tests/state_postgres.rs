@@ -22,7 +22,9 @@ fn use_postgres(env: &Env, db: &str, gateway: &str) {
     std::fs::create_dir_all(env.path("config")).unwrap();
     std::fs::write(
         env.path("config/writ.toml"),
-        format!("[state]\nbackend = \"postgres\"\nurl_file = \"db-url\"\ngateway = \"{gateway}\"\n"),
+        format!(
+            "[state]\nbackend = \"postgres\"\nurl_file = \"db-url\"\ngateway = \"{gateway}\"\n"
+        ),
     )
     .unwrap();
 }
@@ -50,10 +52,17 @@ fn migrates_an_empty_database_and_keeps_the_chain_there() {
     assert!(!env.path("keys/audit.log").exists());
     assert!(env.path("keys/audit.pub").exists());
     env.ok(&["keys", "rotate"]);
-    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_audit_record").trim(), "2");
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM writ_audit_record")
+            .trim(),
+        "2"
+    );
     let text = env.ok_text(&["audit", "verify"]);
     assert!(text.contains("PostgreSQL 127.0.0.1:"), "{text}");
-    assert!(text.contains("2 records, chain and signatures OK"), "{text}");
+    assert!(
+        text.contains("2 records, chain and signatures OK"),
+        "{text}"
+    );
     assert!(!text.contains(PASSWORD), "{text}");
     let r = records(&env);
     assert_eq!(r[0]["action"], "keys.init");
@@ -65,7 +74,7 @@ fn migrates_an_empty_database_and_keeps_the_chain_there() {
     // A second keyring cannot begin another chain in the same database.
     let other = Env::new();
     use_postgres(&other, &db, "gw-b");
-    let e = other.fail(&common::cli::KEYS_INIT);
+    let e = other.fail(common::cli::KEYS_INIT);
     assert!(e.contains("already holds 2 records"), "{e}");
     assert!(!other.path("keys").exists(), "keys init went ahead");
 }
@@ -74,13 +83,23 @@ fn migrates_an_empty_database_and_keeps_the_chain_there() {
 fn refuses_a_newer_schema() {
     let (env, db) = env_on_postgres("gw-a");
     let pg = postgres();
-    pg.psql(&db, "INSERT INTO writ_schema (version, writ) VALUES (99, 'a future writ')");
+    pg.psql(
+        &db,
+        "INSERT INTO writ_schema (version, writ) VALUES (99, 'a future writ')",
+    );
     let e = env.fail(&["audit", "verify"]);
-    assert!(e.contains("schema version 99, newer than this writ knows (1)"), "{e}");
+    assert!(
+        e.contains("schema version 99, newer than this writ knows (1)"),
+        "{e}"
+    );
     assert!(e.contains("upgrade writ"), "{e}");
     let e = env.fail(&["keys", "rotate"]);
     assert!(e.contains("newer than this writ knows"), "{e}");
-    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_audit_record").trim(), "1");
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM writ_audit_record")
+            .trim(),
+        "1"
+    );
 }
 
 /// Two gateways (their own pools, their own names) append at once: the
@@ -184,7 +203,10 @@ fn two_gateway_processes_record_into_one_chain() {
         }
     }
     let text = b.ok_text(&["audit", "verify"]);
-    assert!(text.contains("5 records, chain and signatures OK"), "{text}");
+    assert!(
+        text.contains("5 records, chain and signatures OK"),
+        "{text}"
+    );
     let gateways: Vec<String> = records(&a)
         .iter()
         .map(|r| r["gateway"].as_str().unwrap().to_string())
@@ -214,10 +236,16 @@ fn verify_finds_a_tampered_row() {
     );
     env.ok(&["audit", "verify", "--head", head]);
     // The gateway column changed (the signed record still says gw-a).
-    pg.psql(&db, "UPDATE writ_audit_record SET gateway = 'gw-x' WHERE seq = 3");
+    pg.psql(
+        &db,
+        "UPDATE writ_audit_record SET gateway = 'gw-x' WHERE seq = 3",
+    );
     let e = env.fail(&["audit", "verify"]);
     assert!(e.contains("record 3: the row's gateway differs"), "{e}");
-    pg.psql(&db, "UPDATE writ_audit_record SET gateway = 'gw-a' WHERE seq = 3");
+    pg.psql(
+        &db,
+        "UPDATE writ_audit_record SET gateway = 'gw-a' WHERE seq = 3",
+    );
     // A deleted record in the middle.
     let saved = pg.psql(&db, "SELECT line FROM writ_audit_record WHERE seq = 2");
     pg.psql(&db, "DELETE FROM writ_audit_record WHERE seq = 2");
@@ -229,9 +257,15 @@ fn verify_finds_a_tampered_row() {
     assert!(e.contains("record 2: missing"), "{e}");
     assert!(!saved.is_empty());
     // Everything deleted, the head too: a keyring without its chain.
-    pg.psql(&db, "DELETE FROM writ_audit_record; UPDATE writ_audit_head SET records = 0, line = NULL");
+    pg.psql(
+        &db,
+        "DELETE FROM writ_audit_record; UPDATE writ_audit_head SET records = 0, line = NULL",
+    );
     let e = env.fail(&["audit", "verify"]);
-    assert!(e.contains("the audit chain in PostgreSQL") && e.contains("is empty"), "{e}");
+    assert!(
+        e.contains("the audit chain in PostgreSQL") && e.contains("is empty"),
+        "{e}"
+    );
     let e = env.fail(&["keys", "rotate"]);
     assert!(e.contains("is empty"), "{e}");
     // A noted head from before still catches the rewrite.
@@ -252,7 +286,10 @@ fn export_verifies_with_the_file_verifier() {
     let auditor = Env::new();
     copy_dir(&env.path("exported"), &auditor.path("keys"));
     let text = auditor.ok_text(&["audit", "verify"]);
-    assert!(text.contains("keys/audit.log: 2 records, chain and signatures OK"), "{text}");
+    assert!(
+        text.contains("keys/audit.log: 2 records, chain and signatures OK"),
+        "{text}"
+    );
     assert!(text.contains(head), "{text}");
     let v = writ::audit::verify(&env.path("exported"), None).unwrap();
     assert_eq!(v.records, 2);
@@ -286,7 +323,10 @@ fn import_moves_the_file_log_into_the_shared_chain() {
     assert!(text.contains(head), "{text}");
     env.ok(&["keys", "rotate"]);
     let text = env.ok_text(&["audit", "verify"]);
-    assert!(text.contains("3 records, chain and signatures OK"), "{text}");
+    assert!(
+        text.contains("3 records, chain and signatures OK"),
+        "{text}"
+    );
     let r = records(&env);
     assert_eq!(r[0]["gateway"], serde_json::Value::Null);
     assert_eq!(r[2]["gateway"], "gw-a");
@@ -303,20 +343,36 @@ fn the_password_stays_out_of_config_and_errors() {
     let env = Env::new();
     std::fs::create_dir_all(env.path("config")).unwrap();
     let config = |text: &str| std::fs::write(env.path("config/writ.toml"), text).unwrap();
-    config(&format!("[state]\nbackend = \"postgres\"\nurl = \"{}\"\n", pg.url(&db)));
+    config(&format!(
+        "[state]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+        pg.url(&db)
+    ));
     let e = env.fail(&["audit", "verify"]);
-    assert!(e.contains("holds a password") && !e.contains(PASSWORD), "{e}");
+    assert!(
+        e.contains("holds a password") && !e.contains(PASSWORD),
+        "{e}"
+    );
     // A wrong password, from a URL file.
     let wrong = pg.url(&db).replace(PASSWORD, "not-the-password-41");
     std::fs::write(env.path("db-url"), &wrong).unwrap();
     config("[state]\nbackend = \"postgres\"\nurl_file = \"db-url\"\n");
     let e = env.fail(&["audit", "verify"]);
     assert!(e.contains("password authentication failed"), "{e}");
-    assert!(!e.contains("not-the-password-41") && !e.contains(PASSWORD), "{e}");
+    assert!(
+        !e.contains("not-the-password-41") && !e.contains(PASSWORD),
+        "{e}"
+    );
     // Garbage in the URL file is not echoed.
-    std::fs::write(env.path("db-url"), format!("postgresql://w:{PASSWORD}@h:port/x")).unwrap();
+    std::fs::write(
+        env.path("db-url"),
+        format!("postgresql://w:{PASSWORD}@h:port/x"),
+    )
+    .unwrap();
     let e = env.fail(&["audit", "verify"]);
-    assert!(e.contains("not a connection URL") && !e.contains(PASSWORD), "{e}");
+    assert!(
+        e.contains("not a connection URL") && !e.contains(PASSWORD),
+        "{e}"
+    );
     // A systemd credential.
     config("[state]\nbackend = \"postgres\"\nurl_credential = \"writ-db\"\n");
     let e = env.fail(&["audit", "verify"]);
@@ -324,19 +380,33 @@ fn the_password_stays_out_of_config_and_errors() {
     std::fs::create_dir(env.path("creds")).unwrap();
     std::fs::write(env.path("creds/writ-db"), pg.url(&db)).unwrap();
     let out = env
-        .command(&common::cli::KEYS_INIT)
+        .command(common::cli::KEYS_INIT)
         .env("CREDENTIALS_DIRECTORY", env.path("creds"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_audit_record").trim(), "1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM writ_audit_record")
+            .trim(),
+        "1"
+    );
     // Over the unix socket, without password at all (trusted locally).
     config(&format!(
         "[state]\nbackend = \"postgres\"\nurl = \"{}\"\n",
         pg.socket_url(&db)
     ));
     let text = env.ok_text(&["audit", "verify"]);
-    assert!(text.contains("1 records, chain and signatures OK"), "{text}");
-    assert!(text.contains(&pg.socket_dir().display().to_string()), "{text}");
+    assert!(
+        text.contains("1 records, chain and signatures OK"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&pg.socket_dir().display().to_string()),
+        "{text}"
+    );
     assert!(!Path::new(&env.path("keys/audit.log")).exists());
 }

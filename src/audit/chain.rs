@@ -55,8 +55,7 @@ impl<'a> ChainCheck<'a> {
     pub(crate) fn line(&mut self, raw: &[u8], cut: bool) -> Result<Record, (u64, String)> {
         let n = self.count + 1;
         let broken = |problem: &str| (n, problem.to_string());
-        let line = std::str::from_utf8(raw)
-            .map_err(|_| broken("not text (altered or damaged)"))?;
+        let line = std::str::from_utf8(raw).map_err(|_| broken("not text (altered or damaged)"))?;
         let Some((msg, sig)) = split_signed(RECORD_DOMAIN, line) else {
             return Err(broken(if cut {
                 "cut short: the log was truncated"
@@ -117,12 +116,13 @@ impl<'a> ChainCheck<'a> {
             )));
         };
         let bad = |problem: &str| HeadProblem::Bad(problem.to_string());
-        let (msg, sig) = split_signed(HEAD_DOMAIN, line).ok_or_else(|| bad("damaged (not signed)"))?;
+        let (msg, sig) =
+            split_signed(HEAD_DOMAIN, line).ok_or_else(|| bad("damaged (not signed)"))?;
         self.key
             .verify(&msg, &sig)
             .map_err(|_| bad("signature does not match: the head was altered"))?;
-        let head: Head =
-            serde_json::from_str(line).map_err(|_| bad("signed, but not a head this writ reads"))?;
+        let head: Head = serde_json::from_str(line)
+            .map_err(|_| bad("signed, but not a head this writ reads"))?;
         if head.records > count {
             return Err(HeadProblem::TailCut(
                 count + 1,
@@ -182,4 +182,3 @@ fn check_place(dir: &Path, record: &Record) -> Result<(), String> {
     }
     Ok(())
 }
-

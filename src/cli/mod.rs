@@ -156,9 +156,9 @@ pub fn audit_record(
     action: &str,
     params: std::collections::BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
-    let log = ctx.audit_log().with_context(|| {
-        format!("{action} done, but it could not be recorded in the audit log")
-    })?;
+    let log = ctx
+        .audit_log()
+        .with_context(|| format!("{action} done, but it could not be recorded in the audit log"))?;
     ctx.block_on(log.append(&ctx.operator, action, params))?
         .with_context(|| format!("{action} done, but it could not be recorded in the audit log"))?;
     Ok(())

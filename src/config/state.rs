@@ -190,8 +190,9 @@ mod tests {
 
     #[test]
     fn password_in_url_refused_without_echo() {
-        let e = parse("[state]\nbackend = \"postgres\"\nurl = \"postgresql://writ:hunter2@db/writ\"\n")
-            .unwrap_err();
+        let e =
+            parse("[state]\nbackend = \"postgres\"\nurl = \"postgresql://writ:hunter2@db/writ\"\n")
+                .unwrap_err();
         assert!(e.contains("url_file"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         let e = parse("[state]\nurl = \"host=db password=hunter2\"\n").unwrap_err();

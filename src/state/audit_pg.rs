@@ -171,10 +171,8 @@ impl PgAudit {
         public_key: Option<&Path>,
         mut sink: impl FnMut(&str) -> Result<(), StateError>,
     ) -> Result<(Verified, Option<String>), StateError> {
-        let pub_path = public_key.map_or_else(
-            || self.keys_dir.join(audit::PUBLIC_FILE),
-            Path::to_path_buf,
-        );
+        let pub_path =
+            public_key.map_or_else(|| self.keys_dir.join(audit::PUBLIC_FILE), Path::to_path_buf);
         let mut chain = ChainCheck::new(&self.keys_dir, audit::read_public_key(&pub_path)?);
         let err = self.db.err();
         let mut client = self.db.client().await?;

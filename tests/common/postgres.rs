@@ -126,7 +126,8 @@ impl Postgres {
         let user = server_user();
         if let Some((_, uid, gid)) = &user {
             for path in [dir.clone(), dir.join("pwfile")] {
-                std::os::unix::fs::chown(&path, Some(*uid), Some(*gid)).map_err(|e| format!("chown {}: {e}", path.display()))?;
+                std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
+                    .map_err(|e| format!("chown {}: {e}", path.display()))?;
             }
         }
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -197,7 +198,11 @@ impl Postgres {
     /// A URL for `db` as `writ` over the unix socket, without password
     /// (local connections are trusted).
     pub fn socket_url(&self, db: &str) -> String {
-        format!("host={} port={} user=writ dbname={db}", self.dir.display(), self.port)
+        format!(
+            "host={} port={} user=writ dbname={db}",
+            self.dir.display(),
+            self.port
+        )
     }
 
     /// `psql` as `writ` on `db`, SQL from the argument; panics on failure.
@@ -215,7 +220,14 @@ impl Postgres {
     pub fn psql_output(&self, db: &str, sql: &str) -> Output {
         Command::new(self.bin.join("psql"))
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "writ"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "writ",
+            ])
             .args(["-d", db, "-c", sql])
             .env("PGPASSWORD", PASSWORD)
             .stdin(Stdio::null())
