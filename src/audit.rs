@@ -17,6 +17,10 @@
 //!  "params":{...},"prev":"000...000","sig":"<base64 Ed25519 signature>"}
 //! ```
 //!
+//! A record kept by the PostgreSQL state backend ([`crate::state`]) also
+//! names the gateway that wrote it (`"gateway":"gw1"` after `operator`);
+//! such a chain exported to files verifies here like any other.
+//!
 //! `seq` counts from 1 and equals the line number; `prev` is the SHA-256
 //! (lowercase hex) of the previous line's bytes without its line end, 64
 //! zeros for the first record. `sig` signs the exact bytes of the line with
@@ -38,6 +42,9 @@
 //! log (and its head) is visible: an empty or missing log beside a keyring
 //! fails [`verify`], and [`append`] refuses to begin a chain with any other
 //! record, so no key event silently starts a new one.
+//!
+//! The line-by-line checks live in `chain.rs` ([`ChainCheck`]), shared with
+//! the PostgreSQL backend's verifier so both apply the same rules.
 //!
 //! The audit key also signs other statements of the gateway, each under its
 //! own domain prefix ([`Purpose`], [`sign`], [`verify_signature`]): the
