@@ -47,7 +47,14 @@ fn records(env: &Env) -> Vec<serde_json::Value> {
 fn migrates_an_empty_database_and_keeps_the_chain_there() {
     let (env, db) = env_on_postgres("gw-a");
     let pg = postgres();
-    assert_eq!(pg.psql(&db, "SELECT version FROM writ_schema").trim(), "1");
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM writ_schema"
+        )
+        .trim(),
+        "1,2"
+    );
     // The chain is in the database, not in the keyring directory.
     assert!(!env.path("keys/audit.log").exists());
     assert!(env.path("keys/audit.pub").exists());
@@ -70,7 +77,23 @@ fn migrates_an_empty_database_and_keeps_the_chain_there() {
     assert!(r.iter().all(|r| r["gateway"] == "gw-a"), "{r:?}");
     // Migrating again (every command connects) changes nothing.
     env.ok(&["audit", "verify"]);
-    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_schema").trim(), "1");
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_schema").trim(), "2");
+    // A database at version 1 (an older writ's) is brought to 2.
+    pg.psql(
+        &db,
+        "DROP TABLE writ_disclosure_approval, writ_disclosure_request; \
+         DELETE FROM writ_schema WHERE version = 2",
+    );
+    env.ok(&["audit", "verify"]);
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM writ_disclosure_request")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT max(version) FROM writ_schema").trim(),
+        "2"
+    );
     // A second keyring cannot begin another chain in the same database.
     let other = Env::new();
     use_postgres(&other, &db, "gw-b");
@@ -89,7 +112,7 @@ fn refuses_a_newer_schema() {
     );
     let e = env.fail(&["audit", "verify"]);
     assert!(
-        e.contains("schema version 99, newer than this writ knows (1)"),
+        e.contains("schema version 99, newer than this writ knows (2)"),
         "{e}"
     );
     assert!(e.contains("upgrade writ"), "{e}");
@@ -409,4 +432,162 @@ fn the_password_stays_out_of_config_and_errors() {
         "{text}"
     );
     assert!(!Path::new(&env.path("keys/audit.log")).exists());
+}
+
+/// Approver `name` (key `name.key`, passphrase file `name.pw`) made in
+/// `env`; returns the public key line.
+fn approver(env: &Env, name: &str) -> String {
+    std::fs::write(env.path(&format!("{name}.pw")), format!("{name} secret\n")).unwrap();
+    let (key, pw) = (format!("{name}.key"), format!("{name}.pw"));
+    env.ok(&[
+        "approver",
+        "init",
+        "--out",
+        &key,
+        "--name",
+        name,
+        "--work-factor",
+        "10",
+        "--passphrase-file",
+        &pw,
+    ]);
+    let public = std::fs::read_to_string(env.path(&format!("{key}.pub"))).unwrap();
+    public.lines().last().unwrap().to_string()
+}
+
+/// A request made on one gateway is approved into the database and
+/// disclosed on another without approval files; the quorum still holds,
+/// and approvals that do not belong are refused.
+#[test]
+fn disclosure_approved_in_the_database_is_made_on_another_gateway() {
+    let (a, db) = env_on_postgres("gw-a");
+    let pg = postgres();
+    let keys: Vec<String> = ["legal", "dpo", "board"]
+        .iter()
+        .map(|n| approver(&a, n))
+        .collect();
+    let config = |env: &Env, gateway: &str| {
+        std::fs::write(
+            env.path("config/writ.toml"),
+            format!(
+                "[state]\nbackend = \"postgres\"\nurl_file = \"db-url\"\ngateway = \"{gateway}\"\n\
+                 [disclosure]\nquorum = 2\napprovers = [\n  {{ name = \"legal\", public_key = \"{}\" }},\n  \
+                 {{ name = \"dpo\", public_key = \"{}\" }},\n]\n",
+                keys[0], keys[1]
+            ),
+        )
+        .unwrap();
+    };
+    config(&a, "gw-a");
+    std::fs::write(
+        a.path("m1.eml"),
+        "From: ann@example.org\r\nSubject: s\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    let sealed = a.ok(&["seal", "m1.eml"]).stdout;
+    std::fs::write(a.path("s1.eml"), &sealed).unwrap();
+    let request = a.ok(&[
+        "disclose",
+        "request",
+        "--case",
+        "C-1",
+        "--from-file",
+        "s1.eml",
+    ]);
+    std::fs::write(a.path("req.json"), &request.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&request.stderr).contains("stored in PostgreSQL"));
+    assert_eq!(
+        pg.psql(&db, "SELECT case_ref FROM writ_disclosure_request")
+            .trim(),
+        "C-1"
+    );
+    for name in ["legal", "dpo", "board"] {
+        a.ok(&[
+            "approver",
+            "approve",
+            "--key",
+            &format!("{name}.key"),
+            "--case",
+            "C-1",
+            "--request",
+            "req.json",
+            "--out",
+            &format!("{name}.approval"),
+            "--passphrase-file",
+            &format!("{name}.pw"),
+        ]);
+    }
+    // Gateway b: its copy of the keyring, the same database.
+    let b = Env::new();
+    copy_dir(&a.path("keys"), &b.path("keys"));
+    std::fs::create_dir(b.path("config")).unwrap();
+    std::fs::copy(a.path("db-url"), b.path("db-url")).unwrap();
+    config(&b, "gw-b");
+    for file in ["s1.eml", "legal.approval", "dpo.approval", "board.approval"] {
+        std::fs::copy(a.path(file), b.path(file)).unwrap();
+    }
+    let disclose = [
+        "disclose",
+        "--case",
+        "C-1",
+        "--out",
+        "bundle",
+        "--passphrase-file",
+        "pw",
+        "--from-file",
+        "s1.eml",
+    ];
+    let text = b.ok_text(&["disclose", "approval", "legal.approval"]);
+    assert!(text.contains("legal approves case \"C-1\""), "{text}");
+    // One approval stored, quorum 2: refused, nothing disclosed.
+    let e = b.fail(&disclose);
+    assert!(e.contains("legal"), "{e}");
+    assert!(!b.path("bundle").exists());
+    // Refused: again, not an approver of the config, garbage.
+    let e = b.fail(&["disclose", "approval", "legal.approval"]);
+    assert!(e.contains("legal already approved this request"), "{e}");
+    let e = b.fail(&["disclose", "approval", "board.approval"]);
+    assert!(e.contains("not an approver"), "{e}");
+    std::fs::write(b.path("junk.approval"), "{}").unwrap();
+    let e = b.fail(&["disclose", "approval", "junk.approval"]);
+    assert!(e.contains("not a writ approval file"), "{e}");
+    // An approval of a request never stored here.
+    let mut other = request.stdout.clone();
+    let at = other.windows(3).position(|w| w == b"C-1").unwrap();
+    other[at + 2] = b'2';
+    std::fs::write(a.path("req2.json"), &other).unwrap();
+    a.ok(&[
+        "approver",
+        "approve",
+        "--key",
+        "dpo.key",
+        "--case",
+        "C-2",
+        "--request",
+        "req2.json",
+        "--out",
+        "dpo2.approval",
+        "--passphrase-file",
+        "dpo.pw",
+    ]);
+    std::fs::copy(a.path("dpo2.approval"), b.path("dpo2.approval")).unwrap();
+    let e = b.fail(&["disclose", "approval", "dpo2.approval"]);
+    assert!(e.contains("which is not stored here"), "{e}");
+    // The second approval, submitted on gateway a: b discloses.
+    a.ok(&["disclose", "approval", "dpo.approval"]);
+    let text = b.ok_text(&disclose);
+    assert!(text.contains("disclosed 1 message(s)"), "{text}");
+    assert!(b.path("bundle/approvals/2.json").exists());
+    let records = records(&b);
+    let last = records.last().unwrap();
+    assert_eq!(last["action"], "disclose");
+    assert_eq!(last["gateway"], "gw-b");
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT string_agg(gateway, ',' ORDER BY gateway) FROM writ_disclosure_approval"
+        )
+        .trim(),
+        "gw-a,gw-b"
+    );
 }

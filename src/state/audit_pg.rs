@@ -61,6 +61,11 @@ impl PgAudit {
         self.db.target()
     }
 
+    /// The database connection (shared with the other state kept there).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// This gateway's name, as its records carry it.
     pub fn gateway(&self) -> &str {
         self.db.gateway()

@@ -2,7 +2,8 @@
 //! files of the keyring directory (the default; nothing to install) or a
 //! PostgreSQL database several gateways share.
 //!
-//! Today that state is the audit chain. [`AuditLog`] is the one thing
+//! That state is the audit chain and, on PostgreSQL, disclosure requests
+//! and approvals ([`PgDisclosure`]). [`AuditLog`] is the one thing
 //! callers hold: the same operations (check, append, verify, read) on
 //! either backend, so a command recording a key event does not care where
 //! the record goes. Both backends keep the chain rules of [`crate::audit`]
@@ -20,10 +21,12 @@ use crate::audit::{self, AuditError, Record, Verified};
 use crate::config::{Backend, StateConfig};
 
 mod audit_pg;
+mod disclosure_pg;
 mod postgres;
 mod schema;
 
 pub use audit_pg::PgAudit;
+pub use disclosure_pg::{MAX_APPROVAL_BYTES, MAX_APPROVALS_READ, PgDisclosure, RefusedApproval};
 pub use postgres::{Db, gateway_name};
 pub use schema::SCHEMA_VERSION;
 

@@ -35,6 +35,24 @@ const MIGRATIONS: &[&str] = &[
      );
      INSERT INTO writ_audit_head (records, last, line)
          VALUES (0, '0000000000000000000000000000000000000000000000000000000000000000', NULL);",
+    // 2: disclosure requests (under the SHA-256 approvals sign) and their
+    // approvals, one per approver key, so any gateway can disclose.
+    "CREATE TABLE writ_disclosure_request (
+         digest text PRIMARY KEY,
+         case_ref text NOT NULL,
+         request text NOT NULL,
+         gateway text NOT NULL,
+         operator text NOT NULL,
+         created timestamptz NOT NULL DEFAULT now()
+     );
+     CREATE TABLE writ_disclosure_approval (
+         digest text NOT NULL REFERENCES writ_disclosure_request ON DELETE CASCADE,
+         approver_key text NOT NULL,
+         approval text NOT NULL,
+         gateway text NOT NULL,
+         added timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (digest, approver_key)
+     );",
 ];
 
 /// The schema version this writ migrates to and works with.
