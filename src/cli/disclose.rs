@@ -1,6 +1,9 @@
 //! `writ disclose`: open exactly the named messages for a case into a
 //! signed bundle; `writ disclose request` prints the request approvers
-//! sign; `writ disclose verify` checks a bundle.
+//! sign; `writ disclose verify` checks a bundle. With the PostgreSQL state
+//! backend, `request` also stores the request, `writ disclose approval`
+//! stores checked approvals, and `disclose` counts the stored approvals
+//! together with `--approval` files (the same quorum check for both).
 //!
 //! Order of a disclosure, each step refusing before the next: the
 //! keyring and the audit key are there; the messages are read (files) and
