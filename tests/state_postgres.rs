@@ -591,3 +591,50 @@ fn disclosure_approved_in_the_database_is_made_on_another_gateway() {
         "gw-a,gw-b"
     );
 }
+
+/// `sslmode=require`: TLS verified against ca_file (the role used may log
+/// in over TLS only); a server certificate from another CA is refused;
+/// without sslmode=require writ does not use TLS.
+#[test]
+fn tls_when_required_and_verified() {
+    let pg = postgres();
+    let db = pg.new_database("writ");
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("config")).unwrap();
+    std::fs::write(env.path("db-url"), pg.tls_url(&db)).unwrap();
+    let ca = pg.ca_file().display().to_string();
+    let config = |extra: &str| {
+        std::fs::write(
+            env.path("config/writ.toml"),
+            format!("[state]\nbackend = \"postgres\"\nurl_file = \"db-url\"\n{extra}"),
+        )
+        .unwrap()
+    };
+    // Not the server's CA: the system roots.
+    config("");
+    let e = env.fail(&["audit", "verify"]);
+    assert!(
+        e.contains("cannot use PostgreSQL") && e.contains("certificate"),
+        "{e}"
+    );
+    assert!(!e.contains(common::postgres::PASSWORD), "{e}");
+    config(&format!("ca_file = \"{ca}\"\n"));
+    env.init_keyring();
+    let text = env.ok_text(&["audit", "verify"]);
+    assert!(
+        text.contains("1 records, chain and signatures OK"),
+        "{text}"
+    );
+    // The same role without sslmode=require: plain, so refused by the
+    // server (proving the connection above was TLS).
+    std::fs::write(
+        env.path("db-url"),
+        pg.tls_url(&db).replace("?sslmode=require", ""),
+    )
+    .unwrap();
+    let e = env.fail(&["audit", "verify"]);
+    assert!(
+        e.contains("no encryption") || e.contains("pg_hba.conf"),
+        "{e}"
+    );
+}

@@ -6,6 +6,11 @@
 //! is refused (without echoing it); the password comes with a URL read from
 //! `url_file` or from a systemd credential (`url_credential`), and is read
 //! only when the database is opened.
+//!
+//! TLS is used when the URL says `sslmode=require`, and then the server's
+//! certificate is always verified (`ca_file`, else the system roots);
+//! writ does no opportunistic, unverified TLS: the default `prefer` means
+//! a plain connection (a unix socket, or a trusted network).
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -50,6 +55,9 @@ pub struct StateConfig {
     /// A systemd credential holding the URL: the file of that name in
     /// `$CREDENTIALS_DIRECTORY` (`LoadCredential=` in the unit).
     pub url_credential: Option<String>,
+    /// TLS (the URL's `sslmode=require`) verifies the server against the
+    /// certificates in this PEM file only (default: the system roots).
+    pub ca_file: Option<PathBuf>,
     /// Connections to the database this gateway keeps at most.
     pub pool_size: usize,
     /// How long connecting (and waiting for a pooled connection) may take.
@@ -68,6 +76,7 @@ impl Default for StateConfig {
             url: None,
             url_file: None,
             url_credential: None,
+            ca_file: None,
             pool_size: 4,
             connect_timeout_secs: 10,
             lock_timeout_secs: 30,

@@ -113,6 +113,8 @@ pub enum StateError {
     },
     #[error("{} exists: export into a new directory", .path.display())]
     ExportExists { path: PathBuf },
+    #[error("[state] ca_file: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("the audit files task failed")]
     Task(#[from] tokio::task::JoinError),
 }

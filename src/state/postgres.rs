@@ -7,15 +7,16 @@
 //! errors name the database by [`Db::target`] (hosts, port, database,
 //! user). Every connection has a `lock_timeout` and a `statement_timeout`
 //! (unless the URL sets `options` itself), so no wait on the database is
-//! unbounded.
+//! unbounded. TLS only with `sslmode=require`, always verified (roots from
+//! `ca_file` or the system bundle, as for the provider: `crate::tls`).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::StateError;
@@ -118,9 +119,27 @@ impl Db {
                 lock * 2
             ));
         }
+        // Verified TLS when required; never opportunistic TLS that would
+        // accept any certificate (prefer, the default, is plain).
+        if pg.get_ssl_mode() != SslMode::Require {
+            pg.ssl_mode(SslMode::Disable);
+        }
+        let tls = if pg.get_ssl_mode() == SslMode::Require {
+            crate::tls::client_config(config.ca_file.as_deref())?
+        } else {
+            // Never used (TLS is off), so no roots to read.
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(crate::tls::TlsError::from)?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        };
+        let tls = MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

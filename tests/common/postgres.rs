@@ -13,6 +13,10 @@
 //! whatever reason, closes the pipe, and the supervisor stops the server
 //! and removes the directory. [`postgres()`] is one server per test binary;
 //! [`Postgres::new_database`] gives each test its own database.
+//!
+//! The server also offers TLS with a certificate of a CA made for the run
+//! ([`Postgres::ca_file`]), and the role [`TLS_ONLY_USER`] may log in over
+//! TLS only: a connection that works as that role was encrypted.
 
 use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener};
@@ -30,6 +34,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// The superuser's password (also in every [`Postgres::url`]).
 pub const PASSWORD: &str = "pg-secret-7f3a9c";
 
+/// A superuser (password [`PASSWORD`]) refused over plain TCP.
+pub const TLS_ONLY_USER: &str = "tlsonly";
+
 /// The supervisor: initdb, then the server in the background until stdin
 /// closes; then a fast shutdown and the directory removed. `$run` runs a
 /// command as the server's user.
@@ -45,8 +52,12 @@ run "$bin/initdb" -D "$dir/data" -U writ --pwfile="$dir/pwfile" --auth-local=tru
     --auth-host=scram-sha-256 --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
 rm -f "$dir/pwfile"
+# TLS, and the role tlsonly that may log in over TLS only (first match wins).
+{ printf 'hostssl all tlsonly 127.0.0.1/32 scram-sha-256\nhost all tlsonly 127.0.0.1/32 reject\n'
+  cat "$dir/data/pg_hba.conf"; } >"$dir/hba.new" && cat "$dir/hba.new" >"$dir/data/pg_hba.conf"
 run "$bin/postgres" -D "$dir/data" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 \
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+    -c ssl=on -c ssl_cert_file="$dir/server.crt" -c ssl_key_file="$dir/server.key" \
     >"$dir/server.log" 2>&1 &
 pg=$!
 echo "started $pg"
@@ -66,6 +77,7 @@ pub struct Postgres {
     child: Child,
     bin: PathBuf,
     next_db: AtomicU32,
+    tls: super::tls::TestTls,
 }
 
 /// The server shared by all tests of this test binary, started on first
@@ -123,9 +135,18 @@ impl Postgres {
         std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::write(dir.join("pwfile"), format!("{PASSWORD}\n")).unwrap();
+        let tls = super::tls::test_tls("writ test PostgreSQL CA");
+        std::fs::copy(&tls.cert, dir.join("server.crt")).unwrap();
+        std::fs::copy(&tls.key, dir.join("server.key")).unwrap();
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let user = server_user();
         if let Some((_, uid, gid)) = &user {
-            for path in [dir.clone(), dir.join("pwfile")] {
+            for name in ["", "pwfile", "server.crt", "server.key"] {
+                let path = dir.join(name);
                 std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
                     .map_err(|e| format!("chown {}: {e}", path.display()))?;
             }
@@ -155,8 +176,13 @@ impl Postgres {
             child,
             bin,
             next_db: AtomicU32::new(1),
+            tls,
         };
         pg.wait_ready()?;
+        pg.psql(
+            "postgres",
+            &format!("CREATE ROLE {TLS_ONLY_USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'"),
+        );
         Ok(pg)
     }
 
@@ -193,6 +219,19 @@ impl Postgres {
     /// A URL for `db` as `writ`, with the password.
     pub fn url(&self, db: &str) -> String {
         format!("postgresql://writ:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A URL for `db` as [`TLS_ONLY_USER`] with `sslmode=require`.
+    pub fn tls_url(&self, db: &str) -> String {
+        format!(
+            "postgresql://{TLS_ONLY_USER}:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=require",
+            self.port
+        )
+    }
+
+    /// The CA (PEM) that signed the server's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.tls.ca
     }
 
     /// A URL for `db` as `writ` over the unix socket, without password
