@@ -211,6 +211,31 @@ mod tests {
     }
 
     #[test]
+    fn example_config_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/writ.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::parse(&path, &text).unwrap();
+        assert_eq!(c.state, StateConfig::default());
+        for key in [
+            "[state]",
+            "backend",
+            "gateway",
+            "url",
+            "url_file",
+            "url_credential",
+            "ca_file",
+            "pool_size",
+            "connect_timeout_secs",
+            "lock_timeout_secs",
+        ] {
+            assert!(
+                text.contains(key),
+                "config/writ.toml does not document {key}"
+            );
+        }
+    }
+
+    #[test]
     fn postgres_needs_one_source() {
         let c = parse("[state]\nbackend = \"postgres\"\n").unwrap();
         assert_eq!(c.state.problems().len(), 1);
