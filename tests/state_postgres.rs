@@ -460,11 +460,19 @@ fn approver(env: &Env, name: &str) -> String {
     public.lines().last().unwrap().to_string()
 }
 
-/// A request made on one gateway is approved into the database and
-/// disclosed on another without approval files; the quorum still holds,
-/// and approvals that do not belong are refused.
-#[test]
-fn disclosure_approved_in_the_database_is_made_on_another_gateway() {
+/// Gateways a and b sharing database `db`, quorum 2 of legal and dpo
+/// (board is not an approver); on a: a sealed message s1.eml, the request
+/// for case C-1 (stored), and approvals legal/dpo/board.approval of it,
+/// copied to b.
+struct TwoGateways {
+    a: Env,
+    b: Env,
+    db: String,
+    /// The request as `writ disclose request` printed it.
+    request: Vec<u8>,
+}
+
+fn two_gateways_with_a_request() -> TwoGateways {
     let (a, db) = env_on_postgres("gw-a");
     let pg = postgres();
     let keys: Vec<String> = ["legal", "dpo", "board"]
@@ -531,6 +539,39 @@ fn disclosure_approved_in_the_database_is_made_on_another_gateway() {
     for file in ["s1.eml", "legal.approval", "dpo.approval", "board.approval"] {
         std::fs::copy(a.path(file), b.path(file)).unwrap();
     }
+    TwoGateways {
+        a,
+        b,
+        db,
+        request: request.stdout,
+    }
+}
+
+/// `writ disclose approval FILE` on each env at once.
+fn submit_at_once(envs: [&Env; 2], file: &str) -> Vec<std::process::Output> {
+    let children: Vec<_> = envs
+        .into_iter()
+        .map(|env| {
+            env.command(&["disclose", "approval", file])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// A request made on one gateway is approved into the database and
+/// disclosed on another without approval files; the quorum still holds,
+/// and approvals that do not belong are refused.
+#[test]
+fn disclosure_approved_in_the_database_is_made_on_another_gateway() {
+    let TwoGateways { a, b, db, request } = two_gateways_with_a_request();
+    let pg = postgres();
     let disclose = [
         "disclose",
         "--case",
@@ -543,20 +584,7 @@ fn disclosure_approved_in_the_database_is_made_on_another_gateway() {
         "s1.eml",
     ];
     // The same approval handed in on both gateways at once: stored once.
-    let submissions: Vec<_> = [&a, &b]
-        .into_iter()
-        .map(|env| {
-            env.command(&["disclose", "approval", "legal.approval"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outputs: Vec<_> = submissions
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
+    let outputs = submit_at_once([&a, &b], "legal.approval");
     let stored: Vec<_> = outputs.iter().filter(|o| o.status.success()).collect();
     assert_eq!(stored.len(), 1, "{outputs:?}");
     let text = String::from_utf8_lossy(&stored[0].stdout);
@@ -577,7 +605,7 @@ fn disclosure_approved_in_the_database_is_made_on_another_gateway() {
     let e = b.fail(&["disclose", "approval", "junk.approval"]);
     assert!(e.contains("not a writ approval file"), "{e}");
     // An approval of a request never stored here.
-    let mut other = request.stdout.clone();
+    let mut other = request.clone();
     let at = other.windows(3).position(|w| w == b"C-1").unwrap();
     other[at + 2] = b'2';
     std::fs::write(a.path("req2.json"), &other).unwrap();
