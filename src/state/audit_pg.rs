@@ -372,16 +372,23 @@ impl PgAudit {
             .prepare("INSERT INTO writ_audit_record (seq, gateway, line) VALUES ($1, $2, $3)")
             .await
             .map_err(&err)?;
-        // Only as many lines as verified (a crash may have left none more).
+        // Exactly the lines verified: the file read again must still end
+        // in the verified head (nothing changed in between).
+        let changed = || AuditError::Broken {
+            path: path.clone(),
+            line: verified.records,
+            problem: "changed while it was imported; nothing imported (try again)".into(),
+        };
+        let mut last = GENESIS.to_string();
         for line in text.lines().take(verified.records as usize) {
-            let record: Record = serde_json::from_str(line).map_err(|_| AuditError::Broken {
-                path: path.clone(),
-                line: 0,
-                problem: "changed while it was imported".into(),
-            })?;
+            let record: Record = serde_json::from_str(line).map_err(|_| changed())?;
             tx.execute(&insert, &[&(record.seq as i64), &record.gateway, &line])
                 .await
                 .map_err(&err)?;
+            last = sha256_hex(line.as_bytes());
+        }
+        if last != verified.head {
+            return Err(changed().into());
         }
         let head = audit::head_line(&pair, verified.records, &verified.head);
         tx.execute(
