@@ -17,6 +17,10 @@
 //!  "params":{...},"prev":"000...000","sig":"<base64 Ed25519 signature>"}
 //! ```
 //!
+//! A record kept by the PostgreSQL state backend ([`crate::state`]) also
+//! names the gateway that wrote it (`"gateway":"gw1"` after `operator`);
+//! such a chain exported to files verifies here like any other.
+//!
 //! `seq` counts from 1 and equals the line number; `prev` is the SHA-256
 //! (lowercase hex) of the previous line's bytes without its line end, 64
 //! zeros for the first record. `sig` signs the exact bytes of the line with
@@ -38,6 +42,9 @@
 //! log (and its head) is visible: an empty or missing log beside a keyring
 //! fails [`verify`], and [`append`] refuses to begin a chain with any other
 //! record, so no key event silently starts a new one.
+//!
+//! The line-by-line checks live in `chain.rs` ([`ChainCheck`]), shared with
+//! the PostgreSQL backend's verifier so both apply the same rules.
 //!
 //! The audit key also signs other statements of the gateway, each under its
 //! own domain prefix ([`Purpose`], [`sign`], [`verify_signature`]): the
@@ -97,6 +104,11 @@ pub struct Record {
     /// RFC 3339, UTC.
     pub time: String,
     pub operator: String,
+    /// The gateway (writ process) that wrote the record: named on a chain
+    /// shared by several gateways (the PostgreSQL state backend), absent
+    /// from the keyring directory's own log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     /// e.g. `keys.init`, `keys.rotate`, `escrow.recover`.
     pub action: String,
     /// Public parameters only (epoch ids, recipients, counts): never a
@@ -275,7 +287,7 @@ pub fn read_public_key(path: &Path) -> Result<Vec<u8>, AuditError> {
 }
 
 /// Loads the signing key and checks it against audit.pub.
-fn load_key(dir: &Path) -> Result<Ed25519KeyPair, AuditError> {
+pub(crate) fn load_key(dir: &Path) -> Result<Ed25519KeyPair, AuditError> {
     let key_path = dir.join(KEY_FILE);
     let pub_path = dir.join(PUBLIC_FILE);
     let text = read_missing_as(&key_path)?;
@@ -453,36 +465,32 @@ pub fn append(
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io_err(&path))?;
     let (count, prev) = tail(&path, &bytes)?;
-    match (count, GENESIS_ACTIONS.contains(&action)) {
-        (0, false) => {
+    match check_begin(count, action) {
+        Ok(()) => {}
+        Err(Begin::Missing) => {
             return Err(AuditError::Missing {
                 path,
                 dir: dir.to_path_buf(),
             });
         }
-        (1.., true) => {
+        Err(Begin::NotABeginning) => {
             return Err(AuditError::NotABeginning {
                 path,
                 action: action.to_string(),
             });
         }
-        _ => {}
     }
     let mut record = Record {
         seq: count + 1,
         time: now_rfc3339(),
         operator: operator.to_string(),
+        gateway: None,
         action: action.to_string(),
         params,
         prev,
         sig: String::new(),
     };
-    let unsigned = serde_json::to_string(&record).map_err(|e| AuditError::Io {
-        path: path.clone(),
-        source: io::Error::other(e),
-    })?;
-    let line = signed_line(&pair, RECORD_DOMAIN, &unsigned);
-    record.sig = line[line.rfind(SIG_MARK).unwrap_or(0) + SIG_MARK.len()..line.len() - 2].into();
+    let line = sign_record(&pair, &mut record);
     let mut out = line.clone().into_bytes();
     out.push(b'\n');
     file.write_all(&out)
@@ -492,22 +500,54 @@ pub fn append(
     Ok(record)
 }
 
+/// Why a record may not be appended to a chain of `count` records.
+pub(crate) enum Begin {
+    /// The chain is empty and the record does not begin one.
+    Missing,
+    /// The record only begins a chain, and this one has records.
+    NotABeginning,
+}
+
+/// A [`GENESIS_ACTIONS`] record only begins a chain; any other continues
+/// one.
+pub(crate) fn check_begin(count: u64, action: &str) -> Result<(), Begin> {
+    match (count, GENESIS_ACTIONS.contains(&action)) {
+        (0, false) => Err(Begin::Missing),
+        (1.., true) => Err(Begin::NotABeginning),
+        _ => Ok(()),
+    }
+}
+
+/// Signs `record` (its `sig` is set) and returns its line, without line
+/// end: the exact bytes the chain hashes and stores.
+pub(crate) fn sign_record(pair: &Ed25519KeyPair, record: &mut Record) -> String {
+    record.sig.clear();
+    // A struct of strings, numbers and JSON values always serialises.
+    let unsigned = serde_json::to_string(&*record).unwrap_or_default();
+    let line = signed_line(pair, RECORD_DOMAIN, &unsigned);
+    record.sig = line[line.rfind(SIG_MARK).unwrap_or(0) + SIG_MARK.len()..line.len() - 2].into();
+    line
+}
+
+/// The signed head line (without line end) naming `records` records, the
+/// last hashing to `last`.
+pub(crate) fn head_line(pair: &Ed25519KeyPair, records: u64, last: &str) -> String {
+    let head = Head {
+        records,
+        last: last.to_string(),
+        sig: String::new(),
+    };
+    let unsigned = serde_json::to_string(&head).unwrap_or_default();
+    signed_line(pair, HEAD_DOMAIN, &unsigned)
+}
+
 fn write_head(
     dir: &Path,
     pair: &Ed25519KeyPair,
     records: u64,
     last: &str,
 ) -> Result<(), AuditError> {
-    let head = Head {
-        records,
-        last: last.to_string(),
-        sig: String::new(),
-    };
-    let unsigned = serde_json::to_string(&head).map_err(|e| AuditError::Io {
-        path: dir.join(HEAD_FILE),
-        source: io::Error::other(e),
-    })?;
-    let mut line = signed_line(pair, HEAD_DOMAIN, &unsigned);
+    let mut line = head_line(pair, records, last);
     line.push('\n');
     atomic::write_atomic(&dir.join(HEAD_FILE), line.as_bytes())?;
     Ok(())
@@ -519,24 +559,20 @@ fn write_head(
 pub fn verify(dir: &Path, public_key: Option<&Path>) -> Result<Verified, AuditError> {
     let pub_path = public_key.map_or_else(|| dir.join(PUBLIC_FILE), Path::to_path_buf);
     let public = read_public_key(&pub_path)?;
-    let key = UnparsedPublicKey::new(&ED25519, public);
     let path = dir.join(LOG_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io_err(&path)(e)),
     };
-    let broken = |line: u64, problem: String| AuditError::Broken {
+    let broken = |(line, problem): (u64, String)| AuditError::Broken {
         path: path.clone(),
         line,
         problem,
     };
-    let mut prev = GENESIS.to_string();
-    let mut count: u64 = 0;
-    let mut restarted = false;
+    let mut chain = ChainCheck::new(dir, public);
     let mut rest = &bytes[..];
     while !rest.is_empty() {
-        let n = count + 1;
         let (raw, cut) = match rest.iter().position(|&b| b == b'\n') {
             Some(i) => {
                 let raw = &rest[..i];
@@ -549,151 +585,28 @@ pub fn verify(dir: &Path, public_key: Option<&Path>) -> Result<Verified, AuditEr
                 (raw, true)
             }
         };
-        let line = std::str::from_utf8(raw)
-            .map_err(|_| broken(n, "not text (altered or damaged)".into()))?;
-        let Some((msg, sig)) = split_signed(RECORD_DOMAIN, line) else {
-            let what = if cut {
-                "cut short: the log was truncated"
-            } else {
-                "not a signed record (altered or damaged)"
-            };
-            return Err(broken(n, what.into()));
-        };
-        if key.verify(&msg, &sig).is_err() {
-            let what = if cut {
-                "cut short: the log was truncated"
-            } else {
-                "signature does not match: the record was altered (or signed by another key)"
-            };
-            return Err(broken(n, what.into()));
-        }
-        let record: Record = serde_json::from_str(line)
-            .map_err(|_| broken(n, "signed, but not a record this writ reads".into()))?;
-        if record.seq != n {
-            return Err(broken(
-                n,
-                format!(
-                    "holds record {} where record {n} belongs: records were deleted, inserted or reordered",
-                    record.seq
-                ),
-            ));
-        }
-        if record.prev != prev {
-            return Err(broken(
-                n,
-                format!(
-                    "does not follow line {} (its previous-record hash differs): records were deleted, inserted or reordered",
-                    n - 1
-                ),
-            ));
-        }
-        if cut {
-            return Err(broken(
-                n,
-                "cut short (no line end): the log was truncated".into(),
-            ));
-        }
-        check_place(dir, &record).map_err(|problem| broken(n, problem))?;
-        restarted |= record.action == RESTART;
-        prev = sha256_hex(raw);
-        count = n;
+        chain.line(raw, cut).map_err(broken)?;
     }
-    check_head(dir, &key, count, &prev)?;
-    if count == 0 && crate::keys::Keyring::exists(dir) {
+    let head_path = dir.join(HEAD_FILE);
+    match std::fs::read_to_string(&head_path) {
+        Ok(text) => chain.head(Some(text.trim_end_matches('\n'))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => chain.head(None),
+        Err(e) => return Err(io_err(&head_path)(e)),
+    }
+    .map_err(|problem| match problem {
+        HeadProblem::Bad(problem) => AuditError::BadHead {
+            path: head_path.clone(),
+            problem,
+        },
+        HeadProblem::TailCut(line, problem) => broken((line, problem)),
+    })?;
+    if chain.count == 0 && crate::keys::Keyring::exists(dir) {
         return Err(AuditError::Missing {
             path,
             dir: dir.to_path_buf(),
         });
     }
-    Ok(Verified {
-        records: count,
-        head: prev,
-        restarted,
-    })
-}
-
-/// A chain's first record, and only its first, is the keyring's creation
-/// (or the audit log's, see [`GENESIS_ACTIONS`]), and it names the
-/// keyring's oldest epoch when the keyring in `dir` can be read.
-fn check_place(dir: &Path, record: &Record) -> Result<(), String> {
-    let beginning = GENESIS_ACTIONS.contains(&record.action.as_str());
-    if record.seq == 1 && !beginning {
-        return Err(format!(
-            "is a {} record, not the keyring's creation (keys.init): the log's beginning is \
-             missing, or a new log was begun without saying so",
-            record.action
-        ));
-    }
-    if record.seq > 1 && beginning {
-        return Err(format!(
-            "{} in the middle of the chain: a second log was spliced in",
-            record.action
-        ));
-    }
-    if record.seq == 1
-        && let Some(named) = record.params.get("epoch").and_then(|v| v.as_str())
-        && let Ok(keyring) = crate::keys::Keyring::load(dir)
-        && let Some(oldest) = keyring.epochs().first()
-        && oldest.id != named
-    {
-        return Err(format!(
-            "begins the log of another keyring (epoch {named}; this keyring's first is {}): \
-             the log was replaced",
-            oldest.id
-        ));
-    }
-    Ok(())
-}
-
-/// The head must be signed and name a record the log has: a log longer
-/// than the head is fine (a crash between appending and rewriting the
-/// head), a shorter one lost its tail.
-fn check_head(
-    dir: &Path,
-    key: &UnparsedPublicKey<Vec<u8>>,
-    count: u64,
-    last: &str,
-) -> Result<(), AuditError> {
-    let path = dir.join(HEAD_FILE);
-    let bad = |problem: String| AuditError::BadHead {
-        path: path.clone(),
-        problem,
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if count == 0 {
-                return Ok(());
-            }
-            return Err(bad(format!(
-                "missing, but the log holds {count} records (cannot tell whether its tail was cut)"
-            )));
-        }
-        Err(e) => return Err(io_err(&path)(e)),
-    };
-    let line = text.trim_end_matches('\n');
-    let (msg, sig) =
-        split_signed(HEAD_DOMAIN, line).ok_or_else(|| bad("damaged (not signed)".into()))?;
-    key.verify(&msg, &sig)
-        .map_err(|_| bad("signature does not match: the head was altered".into()))?;
-    let head: Head = serde_json::from_str(line)
-        .map_err(|_| bad("signed, but not a head this writ reads".into()))?;
-    if head.records > count {
-        return Err(AuditError::Broken {
-            path: dir.join(LOG_FILE),
-            line: count + 1,
-            problem: format!(
-                "missing: the log ends after {count} records but {HEAD_FILE} says {}: its tail was cut",
-                head.records
-            ),
-        });
-    }
-    if head.records == count && head.last != last {
-        return Err(bad(format!(
-            "names another record {count} than the log's last line"
-        )));
-    }
-    Ok(())
+    Ok(chain.verified())
 }
 
 /// [`verify`], then checks the head hash against one noted earlier
@@ -789,6 +702,9 @@ pub fn params<const N: usize>(
 ) -> BTreeMap<String, serde_json::Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
+
+mod chain;
+pub(crate) use chain::{ChainCheck, HeadProblem};
 
 #[cfg(test)]
 mod tests;

@@ -43,4 +43,5 @@ pub mod policy;
 pub mod serve;
 pub mod smtp;
 pub mod sweep;
+pub mod state;
 pub mod tls;

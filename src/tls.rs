@@ -157,16 +157,21 @@ pub fn acceptor(cert_pem: &Path, key_pem: &Path) -> Result<TlsAcceptor, TlsError
 /// given, against the certificates in that file only (a private CA should
 /// not widen trust to every public one, nor the other way round).
 pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+    Ok(TlsConnector::from(Arc::new(client_config(ca_file)?)))
+}
+
+/// The client configuration [`connector`] uses (also for PostgreSQL,
+/// `state::postgres`): the same roots, versions and provider.
+pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
     let (path, strict) = match ca_file {
         Some(path) => (path, true),
         None => (Path::new(SYSTEM_CA_BUNDLE), false),
     };
     let roots = load_roots(path, strict)?;
-    let config = ClientConfig::builder_with_provider(provider())
+    Ok(ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+        .with_no_client_auth())
 }
 
 /// The name to verify the provider's certificate against: a DNS name or an

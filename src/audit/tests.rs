@@ -51,6 +51,7 @@ fn forge(dir: &Path, actions: &[&str]) {
             seq: i as u64 + 1,
             time: now_rfc3339(),
             operator: "op".into(),
+            gateway: None,
             action: action.to_string(),
             params: BTreeMap::new(),
             prev: prev.clone(),

@@ -1,4 +1,5 @@
-//! `writ audit`: check and print the audit log.
+//! `writ audit`: check, print, export and import the audit log, on the
+//! backend `[state]` names (the keyring directory's files, or PostgreSQL).
 
 use std::path::PathBuf;
 
@@ -6,6 +7,7 @@ use anyhow::{Context as _, Result};
 use clap::Subcommand;
 use writ::audit;
 use writ::keys::Keyring;
+use writ::state::AuditLog;
 
 use super::{Context, audit_record, out};
 
@@ -37,6 +39,20 @@ pub enum AuditCommand {
         json: bool,
     },
 
+    /// Write the chain (PostgreSQL backend) to a new directory as the
+    /// files backend keeps it (audit.log, audit.head, audit.pub), for an
+    /// auditor: `writ --keys DIR audit verify` checks it. A chain that does
+    /// not verify is not exported
+    Export {
+        /// The directory to create
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+
+    /// Move the keyring directory's audit log (verified first) into the
+    /// empty PostgreSQL chain, which every gateway then continues
+    Import,
+
     /// Create the audit key for a keyring made before the audit log
     Init {
         /// Begin a new log for a keyring whose log is lost for good (after
@@ -51,13 +67,14 @@ pub fn run(ctx: &Context, command: AuditCommand) -> Result<()> {
     let dir = ctx.keys_dir.as_path();
     match command {
         AuditCommand::Verify { public_key, head } => {
-            let verified = audit::verify(dir, public_key.as_deref())?;
+            let log = ctx.audit_log()?;
+            let verified = ctx.block_on(log.verify(public_key.as_deref()))??;
             if let Some(head) = head {
                 let (n, hash) = head
                     .split_once(':')
                     .and_then(|(n, h)| Some((n.parse::<u64>().ok()?, h)))
                     .context("--head: expected N:HASH, as printed by `writ audit verify`")?;
-                audit::check_noted_head(dir, n, hash)?;
+                ctx.block_on(log.check_noted_head(n, hash))??;
             }
             let restarted = if verified.restarted {
                 "note: this log was begun anew (audit.restart): the records before it are lost\n"
@@ -66,7 +83,7 @@ pub fn run(ctx: &Context, command: AuditCommand) -> Result<()> {
             };
             out(&format!(
                 "{}: {} records, chain and signatures OK\nhead: {}:{}\n{restarted}",
-                dir.join(audit::LOG_FILE).display(),
+                log.location(),
                 verified.records,
                 verified.records,
                 verified.head
@@ -74,7 +91,9 @@ pub fn run(ctx: &Context, command: AuditCommand) -> Result<()> {
         }
         AuditCommand::Show { since, json } => {
             let since = since.as_deref().map(audit::parse_since).transpose()?;
-            let records: Vec<audit::Record> = audit::read(dir)?
+            let log = ctx.audit_log()?;
+            let records: Vec<audit::Record> = ctx
+                .block_on(log.records())??
                 .into_iter()
                 .filter(|r| since.as_deref().is_none_or(|s| audit::is_since(r, s)))
                 .collect();
@@ -107,6 +126,40 @@ pub fn run(ctx: &Context, command: AuditCommand) -> Result<()> {
             }
             out(&text)
         }
+        AuditCommand::Export { out: to } => {
+            let AuditLog::Postgres(pg) = ctx.audit_log()? else {
+                anyhow::bail!(
+                    "audit export is for the PostgreSQL backend: the files backend's log is \
+                     already {} (copy it)",
+                    dir.join(audit::LOG_FILE).display()
+                );
+            };
+            let exported = ctx.block_on(pg.export(&to))??;
+            out(&format!(
+                "exported {} records to {}, chain and signatures OK\nhead: {}:{}\n",
+                exported.verified.records,
+                exported.dir.display(),
+                exported.verified.records,
+                exported.verified.head
+            ))
+        }
+        AuditCommand::Import => {
+            let AuditLog::Postgres(pg) = ctx.audit_log()? else {
+                anyhow::bail!(
+                    "audit import moves the file log into PostgreSQL: set [state] backend = \
+                     \"postgres\" first"
+                );
+            };
+            let verified = ctx.block_on(pg.import())??;
+            out(&format!(
+                "imported {} records from {} into {}\nhead: {}:{}\n",
+                verified.records,
+                dir.join(audit::LOG_FILE).display(),
+                pg.target(),
+                verified.records,
+                verified.head
+            ))
+        }
         AuditCommand::Init { new_chain } => init(ctx, new_chain),
     }
 }
@@ -118,14 +171,14 @@ fn init(ctx: &Context, new_chain: bool) -> Result<()> {
     let dir = ctx.keys_dir.as_path();
     let keyring = Keyring::load(dir)?;
     let oldest = keyring.epochs().first().map(|e| e.id.clone());
-    let log = dir.join(audit::LOG_FILE);
-    let has_records = std::fs::metadata(&log).is_ok_and(|m| m.len() > 0);
+    let chain = ctx.audit_log()?;
+    let log = chain.location();
+    let has_records = ctx.block_on(chain.has_records())??;
     if new_chain {
         if has_records {
             anyhow::bail!(
-                "{} holds records: there is no lost log to begin anew (`writ audit verify` \
-                 tells what is wrong with it)",
-                log.display()
+                "{log} holds records: there is no lost log to begin anew (`writ audit verify` \
+                 tells what is wrong with it)"
             );
         }
         let created = !audit::has_key(dir);
@@ -138,8 +191,7 @@ fn init(ctx: &Context, new_chain: bool) -> Result<()> {
             audit::params([("epoch", oldest.into()), ("new_key", created.into())]),
         )?;
         return out(&format!(
-            "began a new audit log {} (audit.restart): the records before it are lost\n",
-            log.display()
+            "began a new audit log {log} (audit.restart): the records before it are lost\n"
         ));
     }
     if audit::has_key(dir) {
@@ -148,7 +200,7 @@ fn init(ctx: &Context, new_chain: bool) -> Result<()> {
             dir.join(audit::PUBLIC_FILE).display()
         );
     }
-    if log.exists() {
+    if has_records || dir.join(audit::LOG_FILE).exists() {
         return Err(audit::AuditError::Exists {
             dir: dir.to_path_buf(),
         }

@@ -1,6 +1,9 @@
 //! `writ disclose`: open exactly the named messages for a case into a
 //! signed bundle; `writ disclose request` prints the request approvers
-//! sign; `writ disclose verify` checks a bundle.
+//! sign; `writ disclose verify` checks a bundle. With the PostgreSQL state
+//! backend, `request` also stores the request, `writ disclose approval`
+//! stores checked approvals, and `disclose` counts the stored approvals
+//! together with `--approval` files (the same quorum check for both).
 //!
 //! Order of a disclosure, each step refusing before the next: the
 //! keyring and the audit key are there; the messages are read (files) and
@@ -50,6 +53,15 @@ pub enum DiscloseCommand {
     Request {
         #[command(flatten)]
         select: Selection,
+    },
+
+    /// Store approval files in the shared database (`[state] backend =
+    /// "postgres"`), each checked first: `writ disclose` on any gateway
+    /// then counts them without --approval
+    Approval {
+        /// Approval files (`writ approver approve`)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
 
     /// Check a bundle: every file against the manifest, the manifest
@@ -265,6 +277,16 @@ pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
     match args.command {
         Some(DiscloseCommand::Request { select: s }) => {
             let selected = select(ctx, &s)?;
+            if let Some(shared) = shared(ctx)? {
+                // Stored before it is printed: approvers can submit at once.
+                let new = ctx.block_on(shared.put_request(&selected.request, &ctx.operator))??;
+                eprintln!(
+                    "writ: request {} {} in {}",
+                    selected.request.digest_hex(),
+                    if new { "stored" } else { "was already stored" },
+                    ctx.audit_log()?.location()
+                );
+            }
             let file = selected.request.to_file();
             out(&String::from_utf8_lossy(&file))?;
             let disclosure = &ctx.config.disclosure;
@@ -282,6 +304,7 @@ pub fn run(ctx: &Context, args: DiscloseArgs) -> Result<()> {
             );
             Ok(())
         }
+        Some(DiscloseCommand::Approval { files }) => submit_approvals(ctx, &files),
         Some(DiscloseCommand::Verify {
             dir,
             public_key,
@@ -320,6 +343,10 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
                 })
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut given = given;
+    if let Some(shared) = shared(ctx)? {
+        given.extend(stored_approvals(ctx, &shared, &request)?);
+    }
     let used = quorum::check(&ctx.config.disclosure, &request, &given)?;
 
     let stored = match files {
@@ -334,7 +361,7 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
             .epoch(epoch)
             .map_err(|_| EnvelopeError::UnknownEpoch(epoch.clone()))?;
     }
-    audit::check_writable(dir)?;
+    ctx.check_audit_writable()?;
 
     let unlocked = ctx.unlock(&keyring)?;
     let d = disclose::Disclosure {
@@ -435,4 +462,80 @@ fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
         ));
     }
     out(&text)
+}
+
+/// The shared disclosure store, when `[state]` names PostgreSQL.
+fn shared(ctx: &Context) -> Result<Option<writ::state::PgDisclosure>> {
+    Ok(match ctx.audit_log()? {
+        writ::state::AuditLog::Postgres(pg) => {
+            Some(writ::state::PgDisclosure::new(pg.db().clone()))
+        }
+        writ::state::AuditLog::Files(_) => None,
+    })
+}
+
+/// The approvals stored for `request` by approvers the config still
+/// names (an approver removed since does not count, and is not an error),
+/// as if given as files named `postgresql:N`.
+fn stored_approvals(
+    ctx: &Context,
+    shared: &writ::state::PgDisclosure,
+    request: &Request,
+) -> Result<Vec<quorum::Given>> {
+    let stored = ctx.block_on(shared.approvals(request))??;
+    Ok(stored
+        .into_iter()
+        .enumerate()
+        .filter(|(_, bytes)| {
+            disclose::approval::Approval::parse(bytes)
+                .ok()
+                .and_then(|a| a.key().ok())
+                .is_some_and(|key| ctx.config.disclosure.approver(&key).is_some())
+        })
+        .map(|(i, bytes)| quorum::Given {
+            path: PathBuf::from(format!("postgresql:{}", i + 1)),
+            bytes,
+        })
+        .collect())
+}
+
+/// `writ disclose approval FILE...`: each file checked and stored; the
+/// first refused one stops (those before it stay stored).
+fn submit_approvals(ctx: &Context, files: &[PathBuf]) -> Result<()> {
+    let Some(shared) = shared(ctx)? else {
+        anyhow::bail!(
+            "approvals are stored only with [state] backend = \"postgres\"; with files, give \
+             them to `writ disclose --approval FILE`"
+        );
+    };
+    let mut text = String::new();
+    for path in files {
+        let bytes = read_capped(path, writ::state::MAX_APPROVAL_BYTES)?;
+        let (name, case) = ctx
+            .block_on(shared.add_approval(&ctx.config.disclosure, &bytes))??
+            .map_err(|e| anyhow::anyhow!("approval {}: {e}; not stored", path.display()))?;
+        text.push_str(&format!(
+            "stored {}: {name} approves case {case:?}\n",
+            path.display()
+        ));
+    }
+    out(&text)
+}
+
+/// A file, refused when larger than `cap` bytes (read at most cap + 1).
+fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read approval {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(cap as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read approval {}", path.display()))?;
+    if bytes.len() > cap {
+        anyhow::bail!(
+            "approval {}: larger than {cap} bytes: not an approval file",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }

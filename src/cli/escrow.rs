@@ -105,7 +105,7 @@ pub fn run(ctx: &Context, command: EscrowCommand) -> Result<()> {
                 .into());
             }
             Keyring::load(dir)?;
-            audit::check_writable(dir)?;
+            ctx.check_audit_writable()?;
             let custodian = custodian
                 .into_iter()
                 .map(|c| match c {

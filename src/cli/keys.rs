@@ -155,6 +155,8 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
                 }
                 .into());
             }
+            // A shared chain that has records belongs to another keyring.
+            ctx.block_on(ctx.audit_log()?.check_can_begin())??;
             let keyring = match token.token_ref() {
                 Some(at) => {
                     if work_factor.is_some() {
@@ -230,7 +232,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::Rotate => {
             let mut keyring = Keyring::load(dir)?;
-            audit::check_writable(dir)?;
+            ctx.check_audit_writable()?;
             let previous = keyring.active().ok().map(|e| e.id.clone());
             let active = if keyring.token().is_some() {
                 keyring.rotate_on_token(&ctx.pin()?)?
@@ -263,7 +265,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             work_factor,
         } => {
             let keyring = Keyring::load(dir)?;
-            audit::check_writable(dir)?;
+            ctx.check_audit_writable()?;
             if keyring.token().is_some() || to_token.is_some() {
                 let to_token = to_token.map(|token_label| keys::TokenRef {
                     module: token_module.unwrap_or_default(),
@@ -319,7 +321,7 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             // Unknown id: say so before asking for the passphrase.
             keyring.epoch(&epoch)?;
             // An export that cannot be recorded does not happen.
-            audit::check_writable(dir)?;
+            ctx.check_audit_writable()?;
             let unlocked = ctx.unlock(&keyring)?;
             let identity = unlocked
                 .identity(&epoch)
@@ -433,7 +435,7 @@ fn retire(ctx: &Context, epoch: &str, login: &super::mailbox::LoginArgs) -> Resu
         EpochState::Retired => return Err(KeyError::AlreadyRetired { id: epoch.into() }.into()),
         EpochState::DecryptOnly => {}
     }
-    audit::check_writable(dir)?;
+    ctx.check_audit_writable()?;
     let target = super::mailbox::provider_target(ctx)?;
     let credentials = login.credentials()?;
     let backoff = super::mailbox::backoff(ctx);

@@ -70,6 +70,11 @@ pub struct Context {
     /// The token PIN of an HSM keyring (`--pin-file`, `WRIT_PIN_FILE`).
     pub pin_file: Option<PathBuf>,
     pub operator: String,
+    /// The runtime the state backend's connections live on (made on first
+    /// use, by commands that touch the audit chain).
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+    /// The audit chain on the configured backend (opened on first use).
+    audit: std::sync::OnceLock<writ::state::AuditLog>,
 }
 
 impl Context {
@@ -100,7 +105,44 @@ impl Context {
             pin_file,
             operator: writ::audit::operator(operator, config.audit.operator.as_deref()),
             config,
+            runtime: std::sync::OnceLock::new(),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs `future` to completion on this command's state runtime. Not
+    /// from inside another runtime (the mailbox commands' own).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output> {
+        if self.runtime.get().is_none() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let _ = self.runtime.set(runtime);
+        }
+        let runtime = self.runtime.get().context("no async runtime")?;
+        Ok(runtime.block_on(future))
+    }
+
+    /// The audit chain on the backend `[state]` names (PostgreSQL: connected
+    /// and migrated on first use).
+    pub fn audit_log(&self) -> Result<&writ::state::AuditLog> {
+        if let Some(log) = self.audit.get() {
+            return Ok(log);
+        }
+        let log = self.block_on(writ::state::AuditLog::open(
+            &self.config.state,
+            &self.keys_dir,
+        ))??;
+        Ok(self.audit.get_or_init(|| log))
+    }
+
+    /// Refuses unless an audit record can be appended: called before an
+    /// operation that must be recorded changes anything.
+    pub fn check_audit_writable(&self) -> Result<()> {
+        let log = self.audit_log()?;
+        self.block_on(log.check_writable())??;
+        Ok(())
     }
 
     pub fn passphrase(&self, prompt: &str, confirm: bool) -> Result<secrecy::SecretString> {
@@ -138,7 +180,10 @@ pub fn audit_record(
     action: &str,
     params: std::collections::BTreeMap<String, serde_json::Value>,
 ) -> Result<()> {
-    writ::audit::append(&ctx.keys_dir, &ctx.operator, action, params)
+    let log = ctx
+        .audit_log()
+        .with_context(|| format!("{action} done, but it could not be recorded in the audit log"))?;
+    ctx.block_on(log.append(&ctx.operator, action, params))?
         .with_context(|| format!("{action} done, but it could not be recorded in the audit log"))?;
     Ok(())
 }
@@ -156,10 +201,13 @@ pub fn audit_if_possible(
             "writ: warning: {action} is not recorded in an audit log: no keyring in {}",
             ctx.keys_dir.display()
         );
-    } else if let Err(e) = writ::audit::append(&ctx.keys_dir, &ctx.operator, action, params) {
+    } else if let Err(e) = ctx
+        .audit_log()
+        .and_then(|log| Ok(ctx.block_on(log.append(&ctx.operator, action, params))??))
+    {
         eprintln!(
             "writ: warning: {action} is not recorded in an audit log: {}",
-            one_line(&e.into())
+            one_line(&e)
         );
     }
 }

@@ -95,6 +95,7 @@ pub fn check_config(ctx: &Context) -> Result<()> {
     problems.extend(ctx.config.scanner.problems());
     problems.extend(ctx.config.auth.problems());
     problems.extend(ctx.config.sweep.problems(&ctx.config.provider));
+    problems.extend(ctx.config.state.problems());
     if !problems.is_empty() {
         anyhow::bail!("{}: {}", ctx.config_source, problems.join("; "));
     }

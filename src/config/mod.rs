@@ -20,6 +20,7 @@ mod relay;
 mod scanner;
 pub use auth::{ArcConfig, AuthConfig, DmarcAction, parse_dns_server};
 mod sweep;
+mod state;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
@@ -30,6 +31,9 @@ pub use relay::{
 };
 pub use scanner::{ScanFailure, ScannerConfig};
 pub use sweep::SweepConfig;
+pub use state::{
+    Backend, MAX_GATEWAY_NAME, MAX_POOL_SIZE, MAX_TIMEOUT_SECS, StateConfig, check_gateway_name,
+};
 
 /// Where `writ` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/writ.toml";
@@ -72,6 +76,8 @@ pub struct Config {
     /// `[sweep]`: sealing plaintext that reached the provider another
     /// way, in place (off by default).
     pub sweep: SweepConfig,
+    /// `[state]`: where shared state lives (files, or PostgreSQL).
+    pub state: StateConfig,
 }
 
 /// `[keys]`

@@ -22,6 +22,8 @@
 //! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
 //! - [`mail`]: unique markers; stored mail checked sealed and opened.
 //! - [`mta`]: a second, minimal Postfix relaying everything to one relayhost.
+//! - [`postgres`]: a throwaway PostgreSQL server (initdb in a temp dir, a
+//!   free loopback port), one per test binary, a database per test.
 //! - [`tls`]: a CA and a server certificate for loopback, made per run.
 //!
 //! Needs root and the Debian packages from `scripts/install-deps`.
@@ -41,6 +43,7 @@ pub mod imap_proxy;
 pub mod jobs;
 pub mod mail;
 pub mod mta;
+pub mod postgres;
 pub mod process;
 pub mod provider;
 pub mod python;
