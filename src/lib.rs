@@ -42,6 +42,6 @@ pub mod notify;
 pub mod policy;
 pub mod serve;
 pub mod smtp;
-pub mod sweep;
 pub mod state;
+pub mod sweep;
 pub mod tls;

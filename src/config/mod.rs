@@ -19,8 +19,8 @@ mod notify;
 mod relay;
 mod scanner;
 pub use auth::{ArcConfig, AuthConfig, DmarcAction, parse_dns_server};
-mod sweep;
 mod state;
+mod sweep;
 pub use disclosure::{ApproverConfig, DisclosureConfig, check_approver_name, parse_public_key};
 pub use imap::{ImapConfig, ImapListenerConfig, ImapListenerKind};
 pub use jobs::JobsConfig;
@@ -30,10 +30,10 @@ pub use relay::{
     UpstreamConfig, UpstreamSecurity,
 };
 pub use scanner::{ScanFailure, ScannerConfig};
-pub use sweep::SweepConfig;
 pub use state::{
     Backend, MAX_GATEWAY_NAME, MAX_POOL_SIZE, MAX_TIMEOUT_SECS, StateConfig, check_gateway_name,
 };
+pub use sweep::SweepConfig;
 
 /// Where `writ` looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/writ.toml";
