@@ -94,18 +94,27 @@ impl Scanner {
     }
 
     /// Sends `message` to rspamd and returns its verdict, all within
-    /// `scanner.timeout_secs`.
-    /// `client` is the SMTP client's address (rspamd's `Ip` header, for
-    /// its SPF and reputation checks).
-    pub async fn check(&self, message: Vec<u8>, client: IpAddr) -> Result<Verdict, ScanError> {
+    /// `scanner.timeout_secs`. `envelope` is what rspamd would see from
+    /// an MTA: the client's address, HELO, MAIL FROM and RCPT TO (rspamd's
+    /// `Ip`, `Helo`, `From` and `Rcpt` headers, for its SPF, reputation and
+    /// per-recipient rules).
+    pub async fn check(
+        &self,
+        message: Vec<u8>,
+        envelope: &ScanEnvelope<'_>,
+    ) -> Result<Verdict, ScanError> {
         let secs = self.timeout.as_secs();
-        let reply = tokio::time::timeout(self.timeout, self.exchange(message, client))
+        let reply = tokio::time::timeout(self.timeout, self.exchange(message, envelope))
             .await
             .map_err(|_| ScanError::Timeout(secs))??;
         verdict(&reply)
     }
 
-    async fn exchange(&self, message: Vec<u8>, client: IpAddr) -> Result<CheckReply, ScanError> {
+    async fn exchange(
+        &self,
+        message: Vec<u8>,
+        envelope: &ScanEnvelope<'_>,
+    ) -> Result<CheckReply, ScanError> {
         let tcp = TcpStream::connect(&self.address)
             .await
             .map_err(|e| ScanError::Connect(self.address.clone(), e))?;
@@ -115,10 +124,14 @@ impl Scanner {
             .map_err(|e| ScanError::Http(e.to_string()))?;
         // The connection is driven here and dropped with this future (the
         // caller's timeout), so nothing outlives the exchange.
-        let request = hyper::Request::post("/checkv2")
+        let mut request = hyper::Request::post("/checkv2")
             .header(hyper::header::HOST, self.address.as_str())
             .header(hyper::header::CONNECTION, "close")
-            .header("Ip", client.to_string())
+            .header("Ip", envelope.client.to_string());
+        for (name, value) in envelope.fields() {
+            request = request.header(name, value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(message)))
             .map_err(|e| ScanError::Http(e.to_string()))?;
         let exchange = async {
@@ -153,6 +166,42 @@ impl Scanner {
                 Err(e) => Err(ScanError::Http(e.to_string())),
             },
         }
+    }
+}
+
+/// The SMTP envelope of a scanned message, as rspamd's protocol takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanEnvelope<'a> {
+    pub client: IpAddr,
+    /// The EHLO/HELO domain (empty if none).
+    pub helo: &'a str,
+    /// The MAIL FROM reverse-path (empty for `<>`).
+    pub mail_from: &'a str,
+    /// The forward-paths the provider accepted.
+    pub rcpt_to: &'a [String],
+}
+
+impl ScanEnvelope<'_> {
+    /// `Helo`, `From` and one `Rcpt` per recipient, each only when it is
+    /// a valid HTTP field value (an address with a control character is
+    /// left out rather than sent mangled; a UTF-8 address goes as its
+    /// bytes).
+    fn fields(&self) -> Vec<(&'static str, hyper::header::HeaderValue)> {
+        let mut out = Vec::new();
+        let mut add = |name: &'static str, value: &str| {
+            if value.is_empty() {
+                return;
+            }
+            if let Ok(v) = hyper::header::HeaderValue::from_bytes(value.as_bytes()) {
+                out.push((name, v));
+            }
+        };
+        add("Helo", self.helo);
+        add("From", self.mail_from);
+        for rcpt in self.rcpt_to {
+            add("Rcpt", rcpt);
+        }
+        out
     }
 }
 
@@ -241,6 +290,34 @@ mod tests {
         };
         assert!(!flagged);
         assert!(!String::from_utf8(fields).unwrap().contains("X-Spam: Yes"));
+    }
+
+    #[test]
+    fn the_envelope_goes_as_rspamd_headers_and_unsendable_values_are_left_out() {
+        let rcpts = vec![
+            "a@example.test".to_string(),
+            "b\r\nX-Evil: 1@example.test".to_string(),
+            "c@example.test".to_string(),
+        ];
+        let e = ScanEnvelope {
+            client: "192.0.2.1".parse().unwrap(),
+            helo: "mx.sender.test",
+            mail_from: "",
+            rcpt_to: &rcpts,
+        };
+        let fields: Vec<(&str, String)> = e
+            .fields()
+            .into_iter()
+            .map(|(n, v)| (n, v.to_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("Helo", "mx.sender.test".to_string()),
+                ("Rcpt", "a@example.test".to_string()),
+                ("Rcpt", "c@example.test".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -105,6 +105,8 @@ struct Transaction {
     /// The reverse-path of MAIL FROM (empty for `<>`).
     mail_from: String,
     recipients: usize,
+    /// The forward-paths accepted, as `recipients` counts them.
+    rcpt_to: Vec<String>,
     class: Option<Class>,
     keys: Vec<age::x25519::Recipient>,
 }
@@ -202,8 +204,6 @@ impl Session {
         self.pending == Pending::Auth
     }
 
-    /// Is a transaction open (MAIL accepted, not yet finished)? The
-    /// handler lets it finish before shutting down.
     /// The current transaction's SMTP identities for SPF: the EHLO/HELO
     /// domain and the MAIL FROM reverse-path (empty for `<>`).
     pub fn sender_identities(&self) -> (&str, &str) {
@@ -213,6 +213,14 @@ impl Session {
         )
     }
 
+    /// The forward-paths the provider accepted in the current transaction
+    /// (at most `max_recipients`), for the content scanner.
+    pub fn accepted_recipients(&self) -> &[String] {
+        self.tx.as_ref().map_or(&[], |tx| tx.rcpt_to.as_slice())
+    }
+
+    /// Is a transaction open (MAIL accepted, not yet finished)? The
+    /// handler lets it finish before shutting down.
     pub fn in_transaction(&self) -> bool {
         self.tx.is_some() || self.pending != Pending::None
     }
@@ -598,17 +606,19 @@ impl Session {
                     self.tx = Some(Transaction {
                         mail_from: from,
                         recipients: 0,
+                        rcpt_to: Vec::new(),
                         class: None,
                         keys: Vec::new(),
                     });
                 }
                 Step::Reply(r)
             }
-            Pending::Rcpt { class, key, .. } => {
+            Pending::Rcpt { to, class, key } => {
                 if r.is_positive()
                     && let Some(tx) = &mut self.tx
                 {
                     tx.recipients += 1;
+                    tx.rcpt_to.push(to);
                     tx.class = Some(class);
                     tx.keys.extend(key);
                 }

@@ -276,7 +276,14 @@ impl Conn {
             count("too-large", "true");
             return Ok(Vec::new());
         }
-        match scanner.check(message, self.peer.ip()).await {
+        let (helo, mail_from) = self.session.sender_identities();
+        let envelope = crate::smtp::scanner::ScanEnvelope {
+            client: self.peer.ip(),
+            helo,
+            mail_from,
+            rcpt_to: self.session.accepted_recipients(),
+        };
+        match scanner.check(message, &envelope).await {
             Ok(Verdict::Deliver { fields, flagged }) => {
                 count(if flagged { "flagged" } else { "clean" }, "true");
                 Ok(fields)
