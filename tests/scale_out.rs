@@ -14,7 +14,12 @@
 //!   their side (HAProxy takes the dead one out);
 //! - IMAP clients whose session was on the killed gateway reconnect
 //!   through the balancer and continue: sealed mail opens, and every
-//!   client sees the same mailbox.
+//!   client sees the same mailbox;
+//! - the gateways keep one audit chain in a real PostgreSQL (`[state]
+//!   backend = "postgres"`): a key rotation made on the first gateway
+//!   before the kill and one made on the second after it are both in it,
+//!   each naming its gateway, and the chain verifies; mail sealed to each
+//!   epoch opens through either gateway after its SIGHUP.
 
 mod common;
 
@@ -28,10 +33,11 @@ use std::time::{Duration, Instant};
 use common::haproxy::Haproxy;
 use common::imap::Imap;
 use common::mail::{DELIVERY_TIMEOUT, contains, short_message, unique, wait_until};
+use common::postgres::postgres;
 use common::provider::{Provider, User, provider};
 use common::smtp::Smtp;
 use common::tls::{TestTls, test_tls};
-use common::writ::{ListenerSpec, TestKeys, Writ, WritConfig, free_port};
+use common::writ::{ListenerSpec, TestKeys, WRIT, Writ, WritConfig, free_port};
 
 /// Senders sending one message per session, in parallel.
 const SENDERS: usize = 3;
@@ -41,9 +47,68 @@ const READERS: usize = 4;
 const ACKED_BEFORE: usize = 12;
 const ACKED_AFTER: usize = 12;
 
+/// The `[state]` table of gateway `name`: the shared PostgreSQL database
+/// whose URL (with its password) is in `url_file`.
+fn state_toml(url_file: &std::path::Path, name: &str) -> String {
+    format!(
+        "[state]\nbackend = \"postgres\"\nurl_file = {:?}\ngateway = \"{name}\"\n",
+        url_file.display().to_string()
+    )
+}
+
+/// `writ <args>` as the administrator of gateway `name` runs it, with
+/// the shared keyring and the shared state; its standard output.
+#[track_caller]
+fn admin(keys: &TestKeys, url_file: &std::path::Path, name: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("writ.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[keys]\ndir = {:?}\n\n{}",
+            keys.dir().display().to_string(),
+            state_toml(url_file, name)
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(WRIT)
+        .env_remove("WRIT_PASSPHRASE_FILE")
+        .arg("--config")
+        .arg(&config)
+        .arg("--passphrase-file")
+        .arg(keys.passphrase_file())
+        .args(args)
+        .output()
+        .expect("run writ");
+    assert!(
+        out.status.success(),
+        "writ {args:?} on {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `writ keys rotate` on gateway `name`, then SIGHUP to `gateways`, each
+/// waited for.
+fn rotate(keys: &TestKeys, url_file: &std::path::Path, name: &str, gateways: &[&Writ]) {
+    admin(keys, url_file, name, &["keys", "rotate"]);
+    for g in gateways {
+        let before = g.log().matches("SIGHUP: keyring reloaded").count();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &g.pid().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+        wait_until("the keyring reloaded", || {
+            g.log().matches("SIGHUP: keyring reloaded").count() > before
+        });
+    }
+}
+
 /// One gateway: a relay listener and an IMAP listener, both taking PROXY
-/// headers from the balancer (127.0.0.1), with the shared keyring.
-fn gateway(p: &Provider, keys: &TestKeys, tls: &TestTls) -> (Writ, SocketAddr) {
+/// headers from the balancer (127.0.0.1), with the shared keyring and
+/// the shared state.
+fn gateway(p: &Provider, keys: &TestKeys, tls: &TestTls, state: &str) -> (Writ, SocketAddr) {
     let mut cfg = WritConfig::relay(p.smtp_addr()).keys(keys);
     cfg.listeners = vec![ListenerSpec {
         kind: "relay".into(),
@@ -56,7 +121,8 @@ fn gateway(p: &Provider, keys: &TestKeys, tls: &TestTls) -> (Writ, SocketAddr) {
         "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\n\n\
          [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{imap}\"\n\
          proxy_protocol_from = [\"127.0.0.1\"]\n\n\
-         [provider.imap]\naddress = \"{provider}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n",
+         [provider.imap]\naddress = \"{provider}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n\n\
+         {state}",
         cert = tls.cert.display().to_string(),
         key = tls.key.display().to_string(),
         provider = p.imap_addr(),
@@ -135,8 +201,18 @@ fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconne
     let user = p.new_user("scale");
     let keys = TestKeys::new();
     let tls = test_tls("writ scale-out test CA");
-    let (mut first, first_imap) = gateway(p, &keys, &tls);
-    let (second, second_imap) = gateway(p, &keys, &tls);
+    // The shared state: the keyring's audit log moved into PostgreSQL.
+    let pg = postgres();
+    let db = pg.new_database("scale");
+    let state_dir = tempfile::tempdir().unwrap();
+    let url_file = state_dir.path().join("db-url");
+    std::fs::write(&url_file, format!("{}\n", pg.url(&db))).unwrap();
+    admin(&keys, &url_file, "gw-1", &["audit", "import"]);
+    let (mut first, first_imap) = gateway(p, &keys, &tls, &state_toml(&url_file, "gw-1"));
+    let (second, second_imap) = gateway(p, &keys, &tls, &state_toml(&url_file, "gw-2"));
+    // A rotation on the first gateway, both reloaded: mail from now on is
+    // sealed to the second epoch.
+    rotate(&keys, &url_file, "gw-1", &[&first, &second]);
     let balancer = Haproxy::start_balanced(&[
         (
             "smtp",
@@ -189,6 +265,9 @@ fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconne
     let second_before = sealed(&second);
     assert!(second_before >= 1.0, "the balancer used both gateways");
     first.kill();
+    // The administrator rotates on the surviving gateway: what is sent
+    // from then on is sealed to the third epoch.
+    rotate(&keys, &url_file, "gw-2", &[&second]);
     let killed_at = Instant::now();
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     while sent
@@ -273,5 +352,39 @@ fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconne
             "every reader sees the mailbox"
         );
     }
+
+    // One audit chain for both gateways, verified from the database.
+    let verified = admin(&keys, &url_file, "gw-2", &["audit", "verify"]);
+    assert!(verified.contains("chain and signatures OK"), "{verified}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&admin(
+        &keys,
+        &url_file,
+        "gw-2",
+        &["audit", "show", "--json"],
+    ))
+    .unwrap();
+    let rotations: Vec<&str> = records
+        .iter()
+        .filter(|r| r["action"] == "keys.rotate")
+        .map(|r| r["gateway"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(rotations, ["gw-1", "gw-2"], "{records:?}");
+    let epochs: std::collections::BTreeSet<String> = stored
+        .iter()
+        .filter_map(|m| {
+            let text = String::from_utf8_lossy(m);
+            let at = text.find("X-Writ: v=1; key=")? + "X-Writ: v=1; key=".len();
+            Some(
+                text[at..]
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .collect(),
+            )
+        })
+        .collect();
+    assert!(
+        epochs.len() >= 2,
+        "mail sealed to the rotated epochs: {epochs:?}"
+    );
     drop(second);
 }
