@@ -2,13 +2,18 @@
 //! as values (imap-types), framed by imap-next's client flow over the
 //! provider connection the proxy uses too ([`crate::imap::upstream`]).
 //!
-//! Each call sends its command(s) and waits for the tagged answers. A
+//! Each call sends its command(s) and waits for the tagged answers, except
+//! the `start_*`/`finish_*` pairs, which let a job put a FETCH and a
+//! batch's APPENDs in one flight (the answers are matched by tag; FETCH
+//! data by UID and section, and it stays until its FETCH is collected). A
 //! provider that is busy (`NO [LIMIT]`, `[UNAVAILABLE]`), says BYE, or goes
 //! away gives a [`ClientError`] whose [`ClientError::is_transient`] is
 //! true: the job backs off, reconnects and resumes from its checkpoint.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
@@ -28,8 +33,9 @@ use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::secret::Secret;
 use imap_next::imap_types::sequence::SequenceSet;
 use imap_next::{Interrupt, Io, State, client};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use super::login::{Credentials, Secret as LoginSecret};
 use crate::imap::upstream::{Target, Upstream, UpstreamError};
@@ -130,6 +136,21 @@ pub struct Appending {
     pub flags: Vec<Flag<'static>>,
     pub date: Option<DateTime>,
     pub message: Vec<u8>,
+}
+
+/// A `UID FETCH` sent and not yet answered ([`Client::start_fetch`]).
+#[must_use = "its answer is collected with Client::finish_fetch"]
+pub struct PendingFetch {
+    tag: Tag<'static>,
+    uids: std::collections::HashSet<u32>,
+    /// Header fields were asked for, not the whole message.
+    headers: bool,
+}
+
+/// APPENDs sent and not yet answered ([`Client::start_appends`]).
+#[must_use = "their answers are collected with Client::finish_appends"]
+pub struct PendingAppends {
+    tags: Vec<Tag<'static>>,
 }
 
 /// What a command's tagged answer said, with the data that came before it.
@@ -307,7 +328,11 @@ impl Client {
     ) -> Result<Answer, ClientError> {
         let tag = self.send(body);
         let status = self.wait_for(tag.inner()).await?;
-        let data = std::mem::take(&mut self.data);
+        // FETCH data stays for a UID FETCH still awaited (start_fetch).
+        let (fetches, data) = std::mem::take(&mut self.data)
+            .into_iter()
+            .partition(|d| matches!(d, Data::Fetch { .. }));
+        self.data = fetches;
         if status.kind != StatusKind::Ok {
             return Err(refusal(name, &status));
         }
@@ -358,11 +383,7 @@ impl Client {
         loop {
             match self.flow.next() {
                 Ok(event) => return Ok(event),
-                Err(Interrupt::Io(Io::Output(bytes))) => {
-                    timeout(self.timeout, self.stream.write_all(&bytes))
-                        .await
-                        .map_err(|_| ClientError::Timeout(self.timeout.as_secs()))??;
-                }
+                Err(Interrupt::Io(Io::Output(bytes))) => self.write_reading(&bytes).await?,
                 Err(Interrupt::Io(Io::NeedMoreInput)) => {
                     let _ = self.stream.flush().await;
                     let n = timeout(self.timeout, self.stream.read(&mut self.buf))
@@ -376,6 +397,68 @@ impl Client {
                 Err(Interrupt::Error(_)) => return Err(ClientError::Malformed),
             }
         }
+    }
+
+    /// Writes `bytes` while reading what the provider sends meanwhile.
+    ///
+    /// With commands in flight the provider may be answering an earlier
+    /// one (a FETCH of a whole batch) while writ still sends a later one
+    /// (a batch's APPEND literals): were writ only writing, and the
+    /// provider only writing until its answer is read, both would wait
+    /// on full socket buffers for ever. What is read goes to the flow as
+    /// input, at most [`MAX_RESPONSE`] bytes per write (then writ only
+    /// writes, and a provider that neither reads nor stops sending runs
+    /// into the timeout). The whole write has the timeout, as one
+    /// `write_all` had: past it, a [`ClientError::Timeout`].
+    async fn write_reading(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut written = 0;
+        let mut read = 0u64;
+        while written < bytes.len() {
+            let stream = &mut self.stream;
+            let buf = &mut self.buf;
+            let flow = &mut self.flow;
+            let reading = read < u64::from(MAX_RESPONSE);
+            let step = std::future::poll_fn(|cx| {
+                match Pin::new(&mut *stream).poll_write(cx, &bytes[written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::Error::from(
+                            std::io::ErrorKind::WriteZero,
+                        )));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        written += n;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+                if !reading {
+                    return Poll::Pending;
+                }
+                let mut into = ReadBuf::new(&mut buf[..]);
+                match Pin::new(&mut *stream).poll_read(cx, &mut into) {
+                    Poll::Ready(Ok(())) if into.filled().is_empty() => {
+                        Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)))
+                    }
+                    Poll::Ready(Ok(())) => {
+                        read += into.filled().len() as u64;
+                        flow.enqueue_input(into.filled());
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match timeout_at(deadline, step).await {
+                Err(_) => return Err(ClientError::Timeout(self.timeout.as_secs())),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(ClientError::Closed);
+                }
+                Ok(r) => r?,
+            }
+        }
+        Ok(())
     }
 
     /// Every mailbox name the account has (LIST "" "*"), minus those that
@@ -488,8 +571,22 @@ impl Client {
         uids: &[u32],
         header_fields: &[&str],
     ) -> Result<Vec<Fetched>, ClientError> {
+        match self.start_fetch(uids, header_fields)? {
+            Some(pending) => self.finish_fetch(pending).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Sends the `UID FETCH` of [`Client::uid_fetch`] without waiting for
+    /// its answer, so that other commands can follow it in the same flight
+    /// ([`Client::finish_fetch`] collects it). `None`: no UID to fetch.
+    pub fn start_fetch(
+        &mut self,
+        uids: &[u32],
+        header_fields: &[&str],
+    ) -> Result<Option<PendingFetch>, ClientError> {
         let Some(set) = uid_set(uids) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let section = if header_fields.is_empty() {
             None
@@ -504,6 +601,7 @@ impl Client {
                 Vec1::try_from(names).map_err(|_| ClientError::Invalid("header field"))?,
             ))
         };
+        let headers = section.is_some();
         let items = vec![
             MessageDataItemName::Uid,
             MessageDataItemName::Flags,
@@ -514,49 +612,92 @@ impl Client {
                 peek: true,
             },
         ];
-        let a = self
-            .run(
-                "UID FETCH",
-                CommandBody::Fetch {
-                    sequence_set: set,
-                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
-                    uid: true,
-                    modifiers: Vec::new(),
-                },
-            )
-            .await?;
+        let tag = self.send(CommandBody::Fetch {
+            sequence_set: set,
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+            uid: true,
+            modifiers: Vec::new(),
+        });
+        Ok(Some(PendingFetch {
+            tag,
+            uids: uids.iter().copied().collect(),
+            headers,
+        }))
+    }
+
+    /// Waits for a `UID FETCH` sent by [`Client::start_fetch`] and returns
+    /// the messages it asked for. Data of other FETCHes still awaited stays
+    /// for them: a message is this FETCH's when its UID is one it asked for
+    /// and its body is the section it asked for (whole, or header fields).
+    pub async fn finish_fetch(&mut self, p: PendingFetch) -> Result<Vec<Fetched>, ClientError> {
+        let status = self.wait_for(p.tag.inner()).await?;
+        if status.kind != StatusKind::Ok {
+            return Err(refusal("UID FETCH", &status));
+        }
         let mut out: Vec<Fetched> = Vec::new();
-        for d in a.data {
-            let Data::Fetch { items, .. } = d else {
+        let mut rest = Vec::new();
+        for d in std::mem::take(&mut self.data) {
+            let Data::Fetch { items, seq } = d else {
                 continue;
             };
             let mut f = Fetched::default();
-            let mut has_body = false;
+            let mut body_section = None;
+            let mut other = Vec::new();
             for item in items.into_iter() {
                 match item {
-                    MessageDataItem::Uid(u) => f.uid = u.get(),
+                    MessageDataItem::Uid(u) => {
+                        f.uid = u.get();
+                        other.push(MessageDataItem::Uid(u));
+                    }
                     MessageDataItem::Flags(flags) => {
                         f.flags = flags
-                            .into_iter()
+                            .iter()
                             .filter_map(|x| match x {
-                                FlagFetch::Flag(flag) => Some(flag),
+                                FlagFetch::Flag(flag) => Some(flag.clone()),
                                 FlagFetch::Recent => None,
                             })
                             .collect();
+                        other.push(MessageDataItem::Flags(flags));
                     }
-                    MessageDataItem::InternalDate(d) => f.internal_date = Some(d),
-                    MessageDataItem::BodyExt { data, .. } => {
-                        has_body = true;
-                        f.body = data.0.map(|b| b.as_ref().to_vec()).unwrap_or_default();
+                    MessageDataItem::InternalDate(d) => {
+                        f.internal_date = Some(d.clone());
+                        other.push(MessageDataItem::InternalDate(d));
                     }
-                    _ => {}
+                    MessageDataItem::BodyExt {
+                        section,
+                        origin,
+                        data,
+                    } => {
+                        body_section = Some(section.is_some());
+                        f.body = data
+                            .0
+                            .as_ref()
+                            .map(|b| b.as_ref().to_vec())
+                            .unwrap_or_default();
+                        other.push(MessageDataItem::BodyExt {
+                            section,
+                            origin,
+                            data,
+                        });
+                    }
+                    item => other.push(item),
                 }
             }
-            // Unsolicited FETCH (flag changes by others) carry no body.
-            if f.uid != 0 && has_body && uids.contains(&f.uid) {
-                out.push(f);
+            match body_section {
+                // Unsolicited FETCH (flag changes by others) carry no body.
+                None => {}
+                Some(headers) if headers == p.headers && f.uid != 0 && p.uids.contains(&f.uid) => {
+                    out.push(f)
+                }
+                // Another FETCH in flight asked for it.
+                Some(_) => {
+                    if let Ok(items) = Vec1::try_from(other) {
+                        rest.push(Data::Fetch { seq, items });
+                    }
+                }
             }
         }
+        self.data = rest;
         Ok(out)
     }
 
@@ -568,6 +709,19 @@ impl Client {
         mailbox: &str,
         messages: Vec<Appending>,
     ) -> Result<Vec<Result<Option<u32>, ClientError>>, ClientError> {
+        let pending = self.start_appends(mailbox, messages)?;
+        self.finish_appends(pending).await
+    }
+
+    /// Sends the APPENDs of [`Client::append_many`] without waiting for
+    /// their answers ([`Client::finish_appends`] collects them). The
+    /// literals go out as the connection is driven by whatever is awaited
+    /// next on it.
+    pub fn start_appends(
+        &mut self,
+        mailbox: &str,
+        messages: Vec<Appending>,
+    ) -> Result<PendingAppends, ClientError> {
         let non_sync = self.has_capability("LITERAL+");
         let mut tags = Vec::with_capacity(messages.len());
         for m in messages {
@@ -590,8 +744,16 @@ impl Client {
             });
             tags.push(tag);
         }
-        let mut results = Vec::with_capacity(tags.len());
-        for tag in tags {
+        Ok(PendingAppends { tags })
+    }
+
+    /// The answers to APPENDs sent by [`Client::start_appends`], in order.
+    pub async fn finish_appends(
+        &mut self,
+        p: PendingAppends,
+    ) -> Result<Vec<Result<Option<u32>, ClientError>>, ClientError> {
+        let mut results = Vec::with_capacity(p.tags.len());
+        for tag in p.tags {
             let status = self.wait_for(tag.inner()).await?;
             results.push(if status.kind == StatusKind::Ok {
                 Ok(match status.code {
@@ -602,7 +764,9 @@ impl Client {
                 Err(refusal("APPEND", &status))
             });
         }
-        self.data.clear();
+        // What APPEND says besides (EXISTS, RECENT) matters to no one here;
+        // FETCH data of a FETCH still awaited stays.
+        self.data.retain(|d| matches!(d, Data::Fetch { .. }));
         Ok(results)
     }
 
@@ -632,7 +796,7 @@ impl Client {
         let expunge = self.send(body);
         let stored = self.wait_for(store.inner()).await?;
         let expunged = self.wait_for(expunge.inner()).await?;
-        self.data.clear();
+        self.data.retain(|d| matches!(d, Data::Fetch { .. }));
         for (command, status) in [("UID STORE", stored), (name, expunged)] {
             if status.kind != StatusKind::Ok {
                 return Err(refusal(command, &status));
