@@ -12,19 +12,13 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{AString, Literal, Tag, Vec1};
+use imap_next::imap_types::core::{AString, Tag, Vec1};
 use imap_next::imap_types::datetime::DateTime;
-use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
-use imap_next::imap_types::fetch::{
-    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
-};
-use imap_next::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
+use imap_next::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_next::imap_types::response::{
     Capability, Code, Data, Status, StatusBody, StatusKind, Tagged,
@@ -34,8 +28,12 @@ use imap_next::imap_types::secret::Secret;
 use imap_next::imap_types::sequence::SequenceSet;
 use imap_next::{Interrupt, Io, State, client};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+mod flight;
+
+pub use flight::{PendingAppends, PendingFetch};
 
 use super::login::{Credentials, Secret as LoginSecret};
 use crate::imap::upstream::{Target, Upstream, UpstreamError};
@@ -138,21 +136,6 @@ pub struct Appending {
     pub message: Vec<u8>,
 }
 
-/// A `UID FETCH` sent and not yet answered ([`Client::start_fetch`]).
-#[must_use = "its answer is collected with Client::finish_fetch"]
-pub struct PendingFetch {
-    tag: Tag<'static>,
-    uids: std::collections::HashSet<u32>,
-    /// Header fields were asked for, not the whole message.
-    headers: bool,
-}
-
-/// APPENDs sent and not yet answered ([`Client::start_appends`]).
-#[must_use = "their answers are collected with Client::finish_appends"]
-pub struct PendingAppends {
-    tags: Vec<Tag<'static>>,
-}
-
 /// What a command's tagged answer said, with the data that came before it.
 struct Answer {
     data: Vec<Data<'static>>,
@@ -167,6 +150,9 @@ pub struct Client {
     next_tag: u32,
     /// Untagged data seen since the last command finished.
     data: Vec<Data<'static>>,
+    /// UID FETCHes sent by `start_fetch` and not yet collected: while
+    /// there are any, FETCH data is kept for them.
+    fetches_pending: usize,
     /// Tagged answers by tag, as they arrive (pipelined commands).
     answers: HashMap<String, StatusBody<'static>>,
     /// From the untagged OK codes of the last SELECT.
@@ -192,6 +178,7 @@ impl Client {
             capabilities: Vec::new(),
             next_tag: 1,
             data: Vec::new(),
+            fetches_pending: 0,
             answers: HashMap::new(),
             uidvalidity: 0,
             uidnext: 0,
@@ -328,11 +315,7 @@ impl Client {
     ) -> Result<Answer, ClientError> {
         let tag = self.send(body);
         let status = self.wait_for(tag.inner()).await?;
-        // FETCH data stays for a UID FETCH still awaited (start_fetch).
-        let (fetches, data) = std::mem::take(&mut self.data)
-            .into_iter()
-            .partition(|d| matches!(d, Data::Fetch { .. }));
-        self.data = fetches;
+        let data = self.take_data();
         if status.kind != StatusKind::Ok {
             return Err(refusal(name, &status));
         }
@@ -397,68 +380,6 @@ impl Client {
                 Err(Interrupt::Error(_)) => return Err(ClientError::Malformed),
             }
         }
-    }
-
-    /// Writes `bytes` while reading what the provider sends meanwhile.
-    ///
-    /// With commands in flight the provider may be answering an earlier
-    /// one (a FETCH of a whole batch) while writ still sends a later one
-    /// (a batch's APPEND literals): were writ only writing, and the
-    /// provider only writing until its answer is read, both would wait
-    /// on full socket buffers for ever. What is read goes to the flow as
-    /// input, at most [`MAX_RESPONSE`] bytes per write (then writ only
-    /// writes, and a provider that neither reads nor stops sending runs
-    /// into the timeout). The whole write has the timeout, as one
-    /// `write_all` had: past it, a [`ClientError::Timeout`].
-    async fn write_reading(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut written = 0;
-        let mut read = 0u64;
-        while written < bytes.len() {
-            let stream = &mut self.stream;
-            let buf = &mut self.buf;
-            let flow = &mut self.flow;
-            let reading = read < u64::from(MAX_RESPONSE);
-            let step = std::future::poll_fn(|cx| {
-                match Pin::new(&mut *stream).poll_write(cx, &bytes[written..]) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(std::io::Error::from(
-                            std::io::ErrorKind::WriteZero,
-                        )));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        written += n;
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
-                if !reading {
-                    return Poll::Pending;
-                }
-                let mut into = ReadBuf::new(&mut buf[..]);
-                match Pin::new(&mut *stream).poll_read(cx, &mut into) {
-                    Poll::Ready(Ok(())) if into.filled().is_empty() => {
-                        Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)))
-                    }
-                    Poll::Ready(Ok(())) => {
-                        read += into.filled().len() as u64;
-                        flow.enqueue_input(into.filled());
-                        Poll::Ready(Ok(()))
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                }
-            });
-            match timeout_at(deadline, step).await {
-                Err(_) => return Err(ClientError::Timeout(self.timeout.as_secs())),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Err(ClientError::Closed);
-                }
-                Ok(r) => r?,
-            }
-        }
-        Ok(())
     }
 
     /// Every mailbox name the account has (LIST "" "*"), minus those that
@@ -577,130 +498,6 @@ impl Client {
         }
     }
 
-    /// Sends the `UID FETCH` of [`Client::uid_fetch`] without waiting for
-    /// its answer, so that other commands can follow it in the same flight
-    /// ([`Client::finish_fetch`] collects it). `None`: no UID to fetch.
-    pub fn start_fetch(
-        &mut self,
-        uids: &[u32],
-        header_fields: &[&str],
-    ) -> Result<Option<PendingFetch>, ClientError> {
-        let Some(set) = uid_set(uids) else {
-            return Ok(None);
-        };
-        let section = if header_fields.is_empty() {
-            None
-        } else {
-            let names = header_fields
-                .iter()
-                .map(|f| AString::try_from(f.to_string()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| ClientError::Invalid("header field"))?;
-            Some(Section::HeaderFields(
-                None,
-                Vec1::try_from(names).map_err(|_| ClientError::Invalid("header field"))?,
-            ))
-        };
-        let headers = section.is_some();
-        let items = vec![
-            MessageDataItemName::Uid,
-            MessageDataItemName::Flags,
-            MessageDataItemName::InternalDate,
-            MessageDataItemName::BodyExt {
-                section,
-                partial: None,
-                peek: true,
-            },
-        ];
-        let tag = self.send(CommandBody::Fetch {
-            sequence_set: set,
-            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
-            uid: true,
-            modifiers: Vec::new(),
-        });
-        Ok(Some(PendingFetch {
-            tag,
-            uids: uids.iter().copied().collect(),
-            headers,
-        }))
-    }
-
-    /// Waits for a `UID FETCH` sent by [`Client::start_fetch`] and returns
-    /// the messages it asked for. Data of other FETCHes still awaited stays
-    /// for them: a message is this FETCH's when its UID is one it asked for
-    /// and its body is the section it asked for (whole, or header fields).
-    pub async fn finish_fetch(&mut self, p: PendingFetch) -> Result<Vec<Fetched>, ClientError> {
-        let status = self.wait_for(p.tag.inner()).await?;
-        if status.kind != StatusKind::Ok {
-            return Err(refusal("UID FETCH", &status));
-        }
-        let mut out: Vec<Fetched> = Vec::new();
-        let mut rest = Vec::new();
-        for d in std::mem::take(&mut self.data) {
-            let Data::Fetch { items, seq } = d else {
-                continue;
-            };
-            let mut f = Fetched::default();
-            let mut body_section = None;
-            let mut other = Vec::new();
-            for item in items.into_iter() {
-                match item {
-                    MessageDataItem::Uid(u) => {
-                        f.uid = u.get();
-                        other.push(MessageDataItem::Uid(u));
-                    }
-                    MessageDataItem::Flags(flags) => {
-                        f.flags = flags
-                            .iter()
-                            .filter_map(|x| match x {
-                                FlagFetch::Flag(flag) => Some(flag.clone()),
-                                FlagFetch::Recent => None,
-                            })
-                            .collect();
-                        other.push(MessageDataItem::Flags(flags));
-                    }
-                    MessageDataItem::InternalDate(d) => {
-                        f.internal_date = Some(d.clone());
-                        other.push(MessageDataItem::InternalDate(d));
-                    }
-                    MessageDataItem::BodyExt {
-                        section,
-                        origin,
-                        data,
-                    } => {
-                        body_section = Some(section.is_some());
-                        f.body = data
-                            .0
-                            .as_ref()
-                            .map(|b| b.as_ref().to_vec())
-                            .unwrap_or_default();
-                        other.push(MessageDataItem::BodyExt {
-                            section,
-                            origin,
-                            data,
-                        });
-                    }
-                    item => other.push(item),
-                }
-            }
-            match body_section {
-                // Unsolicited FETCH (flag changes by others) carry no body.
-                None => {}
-                Some(headers) if headers == p.headers && f.uid != 0 && p.uids.contains(&f.uid) => {
-                    out.push(f)
-                }
-                // Another FETCH in flight asked for it.
-                Some(_) => {
-                    if let Ok(items) = Vec1::try_from(other) {
-                        rest.push(Data::Fetch { seq, items });
-                    }
-                }
-            }
-        }
-        self.data = rest;
-        Ok(out)
-    }
-
     /// APPENDs every message to `mailbox`, pipelined when the provider
     /// offers LITERAL+ (one round trip for the batch). Returns, in order,
     /// each message's new UID (APPENDUID) or why it was refused.
@@ -711,63 +508,6 @@ impl Client {
     ) -> Result<Vec<Result<Option<u32>, ClientError>>, ClientError> {
         let pending = self.start_appends(mailbox, messages)?;
         self.finish_appends(pending).await
-    }
-
-    /// Sends the APPENDs of [`Client::append_many`] without waiting for
-    /// their answers ([`Client::finish_appends`] collects them). The
-    /// literals go out as the connection is driven by whatever is awaited
-    /// next on it.
-    pub fn start_appends(
-        &mut self,
-        mailbox: &str,
-        messages: Vec<Appending>,
-    ) -> Result<PendingAppends, ClientError> {
-        let non_sync = self.has_capability("LITERAL+");
-        let mut tags = Vec::with_capacity(messages.len());
-        for m in messages {
-            let literal =
-                Literal::try_from(m.message).map_err(|_| ClientError::Invalid("message"))?;
-            let literal = if non_sync {
-                literal.into_non_sync()
-            } else {
-                literal
-            };
-            let tag = self.tag();
-            self.flow.enqueue_command(Command {
-                tag: tag.clone(),
-                body: CommandBody::Append {
-                    mailbox: mailbox_value(mailbox)?,
-                    flags: m.flags,
-                    date: m.date,
-                    message: LiteralOrLiteral8::Literal(literal),
-                },
-            });
-            tags.push(tag);
-        }
-        Ok(PendingAppends { tags })
-    }
-
-    /// The answers to APPENDs sent by [`Client::start_appends`], in order.
-    pub async fn finish_appends(
-        &mut self,
-        p: PendingAppends,
-    ) -> Result<Vec<Result<Option<u32>, ClientError>>, ClientError> {
-        let mut results = Vec::with_capacity(p.tags.len());
-        for tag in p.tags {
-            let status = self.wait_for(tag.inner()).await?;
-            results.push(if status.kind == StatusKind::Ok {
-                Ok(match status.code {
-                    Some(Code::AppendUid { uid, .. }) => Some(uid.get()),
-                    _ => None,
-                })
-            } else {
-                Err(refusal("APPEND", &status))
-            });
-        }
-        // What APPEND says besides (EXISTS, RECENT) matters to no one here;
-        // FETCH data of a FETCH still awaited stays.
-        self.data.retain(|d| matches!(d, Data::Fetch { .. }));
-        Ok(results)
     }
 
     /// Sets \Deleted on `uids` and expunges exactly those (UID EXPUNGE,
@@ -796,13 +536,26 @@ impl Client {
         let expunge = self.send(body);
         let stored = self.wait_for(store.inner()).await?;
         let expunged = self.wait_for(expunge.inner()).await?;
-        self.data.retain(|d| matches!(d, Data::Fetch { .. }));
+        self.take_data();
         for (command, status) in [("UID STORE", stored), (name, expunged)] {
             if status.kind != StatusKind::Ok {
                 return Err(refusal(command, &status));
             }
         }
         Ok(())
+    }
+
+    /// The untagged data seen so far, except FETCH data while a UID FETCH
+    /// sent by `start_fetch` still awaits it (that stays).
+    fn take_data(&mut self) -> Vec<Data<'static>> {
+        if self.fetches_pending == 0 {
+            return std::mem::take(&mut self.data);
+        }
+        let (fetches, data) = std::mem::take(&mut self.data)
+            .into_iter()
+            .partition(|d| matches!(d, Data::Fetch { .. }));
+        self.data = fetches;
+        data
     }
 
     /// Enqueues a command; its answer is awaited with `wait_for`.
