@@ -414,6 +414,14 @@ mod tests {
     }
 
     #[test]
+    fn reserved_workers_never_exceed_the_budget() {
+        let all = Workers::reserve(usize::MAX);
+        let more = Workers::reserve(3);
+        // Other tests of this process may hold some at the same time.
+        assert!(all.count() + more.count() <= worker_budget());
+    }
+
+    #[test]
     fn large_messages_share_one_worker_budget_and_seal_inline_when_it_is_spent() {
         let identity = age::x25519::Identity::generate();
         let recipient = identity.to_public();

@@ -202,3 +202,33 @@ impl Crypto {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn work_runs_off_the_runtime_thread_and_comes_back_in_order() {
+        let runtime_thread = std::thread::current().id();
+        let items: Vec<u32> = (0..101).collect();
+        let spawned = Spawned::start(items, move |n| {
+            assert_ne!(std::thread::current().id(), runtime_thread);
+            n * 2
+        });
+        let out = spawned.finish().await.unwrap();
+        assert_eq!(out, (0..101).map(|n| n * 2).collect::<Vec<_>>());
+        let none: Spawned<u32> = Spawned::start(Vec::<u32>::new(), |n| n);
+        assert!(none.finish().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_runs_even_when_the_sealing_budget_is_spent() {
+        let held = Workers::reserve(usize::MAX);
+        assert!(held.count() <= envelope::worker_budget());
+        let out = Spawned::start(vec![1, 2, 3], |n: u32| n + 1)
+            .finish()
+            .await
+            .unwrap();
+        assert_eq!(out, vec![2, 3, 4]);
+    }
+}
