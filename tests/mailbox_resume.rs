@@ -388,3 +388,57 @@ fn copies_stored_after_a_timeout_and_retry_are_removed() {
     );
     late_copies_are_removed_by_the_next_run(&job, &proxy, &user, &originals);
 }
+
+/// The commands the job sent through `proxy` before its first APPEND.
+fn before_first_append(proxy: &FaultProxy) -> Vec<String> {
+    proxy
+        .events()
+        .into_iter()
+        .map(|e| e.command)
+        .take_while(|c| c != "APPEND")
+        .collect()
+}
+
+#[test]
+fn killed_while_the_next_batch_seals_and_this_one_is_stored_resumes_exactly_once() {
+    let p = provider();
+    let user = p.new_user("overlap");
+    let originals = fill(&user, 12);
+    // The provider stalls on the 4th APPEND: batch 2's first (batches of 3).
+    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().hold("APPEND", When::Nth(4)));
+    let job = new_job(proxy.addr());
+    let mut child = spawn(&job, &user, &STALL_ARGS);
+    assert!(
+        proxy.wait_held(Duration::from_secs(60)),
+        "the job never APPENDed batch 2"
+    );
+    // Batch 2 is being stored (held) and batch 3 was fetched in the same
+    // flight, before it: writ is sealing it when it is killed. Before any
+    // APPEND, the header scan, batch 1 and batch 2 were fetched.
+    let fetched_ahead = before_first_append(&proxy);
+    assert_eq!(
+        fetched_ahead
+            .iter()
+            .filter(|c| c.as_str() == "UID FETCH")
+            .count(),
+        3,
+        "the next batch is fetched in the flight of this batch's APPENDs: {fetched_ahead:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The provider resumes and stores the held copies of batch 2.
+    let late = proxy.release(Duration::from_secs(60));
+    assert!(
+        (1..=3).contains(&late.len()) && late.iter().all(|a| a.contains(" OK [APPENDUID ")),
+        "{late:?}"
+    );
+    let out = job.ok(job.job(&user, "seal", &STALL_ARGS));
+    assert!(out.contains("0 failed"), "{out}");
+    assert!(
+        out.contains(&format!(" {} duplicate(s)", late.len())),
+        "the stored copies of batch 2 are kept, their originals removed: {out}"
+    );
+    assert_exactly_once(&user, &job.keys, &originals);
+    let out = job.ok(job.job(&user, "seal", &STALL_ARGS));
+    assert!(out.contains("0 sealed, 0 duplicate(s)"), "{out}");
+}

@@ -22,7 +22,8 @@
 //!   the cores): a large message starts only the workers the budget has
 //!   left, and seals inline (and scans inline) when it has fewer than two,
 //!   so many large messages at once (relay sessions, jobs) never start
-//!   more threads than that however many arrive.
+//!   more threads than that however many arrive. Mailbox jobs take their
+//!   threads for a batch from the same budget ([`Workers`]).
 //!
 //! A batch is held back until more plaintext follows it, since the last
 //! STREAM chunk must be flagged as such ([`PayloadWriter::finish`] seals the
@@ -92,6 +93,35 @@ fn reserve_workers(wanted: usize) -> usize {
             Ok(_) => return take,
             Err(seen) => now = seen,
         }
+    }
+}
+
+/// Sealing worker threads taken from the process-wide budget by work that
+/// runs its own threads (a mailbox job sealing and opening a batch of
+/// messages at once), given back when dropped. It may hold none: the
+/// budget was spent, and the caller then works on one thread.
+#[derive(Debug)]
+pub struct Workers {
+    taken: usize,
+}
+
+impl Workers {
+    /// Takes up to `wanted` workers, as many as the budget has left.
+    pub fn reserve(wanted: usize) -> Workers {
+        Workers {
+            taken: reserve_workers(wanted),
+        }
+    }
+
+    /// How many were taken (0 when the budget is spent).
+    pub fn count(&self) -> usize {
+        self.taken
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        WORKERS.fetch_sub(self.taken, Ordering::AcqRel);
     }
 }
 
@@ -381,6 +411,14 @@ mod tests {
         let mut out = Vec::new();
         r.read_to_end(&mut out).expect("read");
         out
+    }
+
+    #[test]
+    fn reserved_workers_never_exceed_the_budget() {
+        let all = Workers::reserve(usize::MAX);
+        let more = Workers::reserve(3);
+        // Other tests of this process may hold some at the same time.
+        assert!(all.count() + more.count() <= worker_budget());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! as values (imap-types), framed by imap-next's client flow over the
 //! provider connection the proxy uses too ([`crate::imap::upstream`]).
 //!
-//! Each call sends its command(s) and waits for the tagged answers. A
+//! Each call sends its command(s) and waits for the tagged answers, except
+//! the `start_*`/`finish_*` pairs, which let a job put a FETCH and a
+//! batch's APPENDs in one flight (the answers are matched by tag; FETCH
+//! data by UID and section, and it stays until its FETCH is collected). A
 //! provider that is busy (`NO [LIMIT]`, `[UNAVAILABLE]`), says BYE, or goes
 //! away gives a [`ClientError`] whose [`ClientError::is_transient`] is
 //! true: the job backs off, reconnects and resumes from its checkpoint.
@@ -13,13 +16,9 @@ use std::time::Duration;
 
 use imap_next::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{AString, Literal, Tag, Vec1};
+use imap_next::imap_types::core::{AString, Tag, Vec1};
 use imap_next::imap_types::datetime::DateTime;
-use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
-use imap_next::imap_types::fetch::{
-    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
-};
-use imap_next::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
+use imap_next::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_next::imap_types::response::{
     Capability, Code, Data, Status, StatusBody, StatusKind, Tagged,
@@ -28,8 +27,13 @@ use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::secret::Secret;
 use imap_next::imap_types::sequence::SequenceSet;
 use imap_next::{Interrupt, Io, State, client};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
+
+mod flight;
+
+pub use flight::{PendingAppends, PendingFetch};
 
 use super::login::{Credentials, Secret as LoginSecret};
 use crate::imap::upstream::{Target, Upstream, UpstreamError};
@@ -146,6 +150,9 @@ pub struct Client {
     next_tag: u32,
     /// Untagged data seen since the last command finished.
     data: Vec<Data<'static>>,
+    /// UID FETCHes sent by `start_fetch` and not yet collected: while
+    /// there are any, FETCH data is kept for them.
+    fetches_pending: usize,
     /// Tagged answers by tag, as they arrive (pipelined commands).
     answers: HashMap<String, StatusBody<'static>>,
     /// From the untagged OK codes of the last SELECT.
@@ -171,6 +178,7 @@ impl Client {
             capabilities: Vec::new(),
             next_tag: 1,
             data: Vec::new(),
+            fetches_pending: 0,
             answers: HashMap::new(),
             uidvalidity: 0,
             uidnext: 0,
@@ -307,7 +315,7 @@ impl Client {
     ) -> Result<Answer, ClientError> {
         let tag = self.send(body);
         let status = self.wait_for(tag.inner()).await?;
-        let data = std::mem::take(&mut self.data);
+        let data = self.take_data();
         if status.kind != StatusKind::Ok {
             return Err(refusal(name, &status));
         }
@@ -358,11 +366,7 @@ impl Client {
         loop {
             match self.flow.next() {
                 Ok(event) => return Ok(event),
-                Err(Interrupt::Io(Io::Output(bytes))) => {
-                    timeout(self.timeout, self.stream.write_all(&bytes))
-                        .await
-                        .map_err(|_| ClientError::Timeout(self.timeout.as_secs()))??;
-                }
+                Err(Interrupt::Io(Io::Output(bytes))) => self.write_reading(&bytes).await?,
                 Err(Interrupt::Io(Io::NeedMoreInput)) => {
                     let _ = self.stream.flush().await;
                     let n = timeout(self.timeout, self.stream.read(&mut self.buf))
@@ -488,76 +492,10 @@ impl Client {
         uids: &[u32],
         header_fields: &[&str],
     ) -> Result<Vec<Fetched>, ClientError> {
-        let Some(set) = uid_set(uids) else {
-            return Ok(Vec::new());
-        };
-        let section = if header_fields.is_empty() {
-            None
-        } else {
-            let names = header_fields
-                .iter()
-                .map(|f| AString::try_from(f.to_string()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| ClientError::Invalid("header field"))?;
-            Some(Section::HeaderFields(
-                None,
-                Vec1::try_from(names).map_err(|_| ClientError::Invalid("header field"))?,
-            ))
-        };
-        let items = vec![
-            MessageDataItemName::Uid,
-            MessageDataItemName::Flags,
-            MessageDataItemName::InternalDate,
-            MessageDataItemName::BodyExt {
-                section,
-                partial: None,
-                peek: true,
-            },
-        ];
-        let a = self
-            .run(
-                "UID FETCH",
-                CommandBody::Fetch {
-                    sequence_set: set,
-                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
-                    uid: true,
-                    modifiers: Vec::new(),
-                },
-            )
-            .await?;
-        let mut out: Vec<Fetched> = Vec::new();
-        for d in a.data {
-            let Data::Fetch { items, .. } = d else {
-                continue;
-            };
-            let mut f = Fetched::default();
-            let mut has_body = false;
-            for item in items.into_iter() {
-                match item {
-                    MessageDataItem::Uid(u) => f.uid = u.get(),
-                    MessageDataItem::Flags(flags) => {
-                        f.flags = flags
-                            .into_iter()
-                            .filter_map(|x| match x {
-                                FlagFetch::Flag(flag) => Some(flag),
-                                FlagFetch::Recent => None,
-                            })
-                            .collect();
-                    }
-                    MessageDataItem::InternalDate(d) => f.internal_date = Some(d),
-                    MessageDataItem::BodyExt { data, .. } => {
-                        has_body = true;
-                        f.body = data.0.map(|b| b.as_ref().to_vec()).unwrap_or_default();
-                    }
-                    _ => {}
-                }
-            }
-            // Unsolicited FETCH (flag changes by others) carry no body.
-            if f.uid != 0 && has_body && uids.contains(&f.uid) {
-                out.push(f);
-            }
+        match self.start_fetch(uids, header_fields)? {
+            Some(pending) => self.finish_fetch(pending).await,
+            None => Ok(Vec::new()),
         }
-        Ok(out)
     }
 
     /// APPENDs every message to `mailbox`, pipelined when the provider
@@ -568,42 +506,8 @@ impl Client {
         mailbox: &str,
         messages: Vec<Appending>,
     ) -> Result<Vec<Result<Option<u32>, ClientError>>, ClientError> {
-        let non_sync = self.has_capability("LITERAL+");
-        let mut tags = Vec::with_capacity(messages.len());
-        for m in messages {
-            let literal =
-                Literal::try_from(m.message).map_err(|_| ClientError::Invalid("message"))?;
-            let literal = if non_sync {
-                literal.into_non_sync()
-            } else {
-                literal
-            };
-            let tag = self.tag();
-            self.flow.enqueue_command(Command {
-                tag: tag.clone(),
-                body: CommandBody::Append {
-                    mailbox: mailbox_value(mailbox)?,
-                    flags: m.flags,
-                    date: m.date,
-                    message: LiteralOrLiteral8::Literal(literal),
-                },
-            });
-            tags.push(tag);
-        }
-        let mut results = Vec::with_capacity(tags.len());
-        for tag in tags {
-            let status = self.wait_for(tag.inner()).await?;
-            results.push(if status.kind == StatusKind::Ok {
-                Ok(match status.code {
-                    Some(Code::AppendUid { uid, .. }) => Some(uid.get()),
-                    _ => None,
-                })
-            } else {
-                Err(refusal("APPEND", &status))
-            });
-        }
-        self.data.clear();
-        Ok(results)
+        let pending = self.start_appends(mailbox, messages)?;
+        self.finish_appends(pending).await
     }
 
     /// Sets \Deleted on `uids` and expunges exactly those (UID EXPUNGE,
@@ -632,13 +536,26 @@ impl Client {
         let expunge = self.send(body);
         let stored = self.wait_for(store.inner()).await?;
         let expunged = self.wait_for(expunge.inner()).await?;
-        self.data.clear();
+        self.take_data();
         for (command, status) in [("UID STORE", stored), (name, expunged)] {
             if status.kind != StatusKind::Ok {
                 return Err(refusal(command, &status));
             }
         }
         Ok(())
+    }
+
+    /// The untagged data seen so far, except FETCH data while a UID FETCH
+    /// sent by `start_fetch` still awaits it (that stays).
+    fn take_data(&mut self) -> Vec<Data<'static>> {
+        if self.fetches_pending == 0 {
+            return std::mem::take(&mut self.data);
+        }
+        let (fetches, data) = std::mem::take(&mut self.data)
+            .into_iter()
+            .partition(|d| matches!(d, Data::Fetch { .. }));
+        self.data = fetches;
+        data
     }
 
     /// Enqueues a command; its answer is awaited with `wait_for`.

@@ -8,7 +8,8 @@
 //! - [`scan`]: what a mailbox holds, from two header fields per message.
 //! - [`mover`]: seal and reseal in place, batch by batch, never losing a
 //!   message; [`checkpoint`] makes it resumable, [`retry`] patient,
-//!   [`copies`] tells its copies apart (a token in the marker).
+//!   [`copies`] tells its copies apart (a token in the marker); its
+//!   sealing and opening run off the runtime (`sealing`).
 
 pub mod census;
 pub mod checkpoint;
@@ -19,3 +20,4 @@ pub mod login;
 pub mod mover;
 pub mod retry;
 pub mod scan;
+mod sealing;

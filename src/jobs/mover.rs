@@ -29,21 +29,38 @@
 //! Invariant: a message is removed only when another copy that opens to
 //! the same bytes is present (or it is a copy carrying our token that does
 //! not open to its original).
+//!
+//! Overlap. Batches are pipelined, one connection per mailbox: batch N+1's
+//! originals are FETCHed in the same flight as batch N's APPENDs (the
+//! FETCH first) and sealed on blocking threads ([`super::sealing`]) while
+//! the provider stores, and writ checks and expunges, batch N; step 4's
+//! header scan and the FETCH of the copies also go in one flight, and the
+//! copies are opened in parallel. Still only one batch is ever recorded
+//! and APPENDed at a time: batch N+1 is recorded (step 2) only after batch
+//! N is cleared (step 6), so everything above holds unchanged. A run that
+//! dies loses at most batch N+1's sealed copies, which exist only in
+//! memory (nothing of them reached the provider or the checkpoint).
+//!
+//! Memory per mailbox: at most two batches at once, the one at the
+//! provider (its sealed copies until written, then its copies read back)
+//! and the next (its originals while they are sealed, then its copies):
+//! about `batch` × (original + 2 × sealed copy) bytes, plus one FETCH
+//! answer being read (capped by the client). The provider holds at most
+//! one batch of unanswered APPENDs per mailbox.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::checkpoint::{
-    Checkpoint, CheckpointError, InFlight, MAX_UNANSWERED, Unanswered, sha256_hex,
-};
-use super::client::{Appending, Client, ClientError, Fetched};
+use super::checkpoint::{Checkpoint, CheckpointError, InFlight, MAX_UNANSWERED, Unanswered};
+use super::client::{Appending, Client, ClientError};
 use super::copies;
 use super::login::Credentials;
 use super::retry::{Backoff, Transient};
 use super::scan::{self, Seen};
-use crate::envelope::{self, Sealed, Sealer};
+use super::sealing::Crypto;
+use crate::envelope::Sealer;
 use crate::imap::upstream::Target;
 use crate::keys::Unlocked;
 
@@ -136,12 +153,6 @@ pub struct Mover {
     pub allow_expunge_all: bool,
     pub dry_run: bool,
     pub progress: Arc<dyn Progress>,
-}
-
-/// A sealed copy ready to APPEND, and what it must open to.
-struct Prepared {
-    intent: InFlight,
-    appending: Appending,
 }
 
 /// What resolving a recorded batch found.
@@ -266,6 +277,11 @@ impl Mover {
         };
         let report = &mut report;
         let mut client = Client::login(&self.target, creds).await?;
+        let crypto = Arc::new(Crypto {
+            kind: self.kind.clone(),
+            sealer: self.sealer.clone(),
+            keys: Arc::clone(&self.keys),
+        });
         let expunge_all = !client.has_capability("UIDPLUS");
         if expunge_all && !self.allow_expunge_all && !self.dry_run {
             return Err(JobError::NoUidplus);
@@ -291,7 +307,7 @@ impl Mover {
         }
         if !self.dry_run && (!cp.in_flight.is_empty() || !cp.unanswered.is_empty()) {
             let r = self
-                .resolve(&mut client, &mut cp, None, expunge_all)
+                .resolve(&mut client, &crypto, &mut cp, None, expunge_all)
                 .await?;
             report.moved += r.moved;
             report.duplicates_removed += r.duplicates;
@@ -318,18 +334,32 @@ impl Mover {
         // Earlier attempts' failures are tried again.
         report.failed.clear();
         let mut next_uid = selected.uidnext;
-        for chunk in originals.chunks(self.batch.max(1)) {
-            let fetched = client.uid_fetch(chunk, &[]).await?;
-            let batch = copies::batch_id().ok_or(JobError::Random)?;
-            let mut prepared = Vec::with_capacity(fetched.len());
-            for f in fetched {
-                match self.prepare(f, &batch) {
+        let mut chunks = originals.chunks(self.batch.max(1));
+        // The first batch is fetched and sealed before anything is stored;
+        // each later one while the provider stores the one before it.
+        let mut sealing = match chunks.next() {
+            Some(first) => {
+                let fetched = client.uid_fetch(first, &[]).await?;
+                Some(crypto.seal_batch(fetched, copies::batch_id().ok_or(JobError::Random)?))
+            }
+            None => None,
+        };
+        while let Some(batch) = sealing.take() {
+            let mut prepared = Vec::new();
+            for p in batch.finish().await? {
+                match p {
                     Ok(Some(p)) => prepared.push(p),
                     Ok(None) => {}
                     Err(failure) => report.failed.push(failure),
                 }
             }
+            let next = chunks.next();
             if prepared.is_empty() {
+                if let Some(next) = next {
+                    let fetched = client.uid_fetch(next, &[]).await?;
+                    let id = copies::batch_id().ok_or(JobError::Random)?;
+                    sealing = Some(crypto.seal_batch(fetched, id));
+                }
                 continue;
             }
             cp.in_flight = prepared.iter().map(|p| p.intent.clone()).collect();
@@ -340,7 +370,19 @@ impl Mover {
                 .into_iter()
                 .map(|p| (p.intent, p.appending))
                 .unzip();
-            let results = client.append_many(mailbox, appendings).await?;
+            // One flight: the next batch's FETCH, then this batch's APPENDs.
+            // The next batch seals while the provider stores this one.
+            let fetch_next = match next {
+                Some(next) => client.start_fetch(next, &[])?,
+                None => None,
+            };
+            let appends = client.start_appends(mailbox, appendings)?;
+            if let Some(fetch_next) = fetch_next {
+                let fetched = client.finish_fetch(fetch_next).await?;
+                let id = copies::batch_id().ok_or(JobError::Random)?;
+                sealing = Some(crypto.seal_batch(fetched, id));
+            }
+            let results = client.finish_appends(appends).await?;
             let mut answered = Answered::default();
             let mut transient = None;
             let mut refused = Vec::new();
@@ -366,7 +408,7 @@ impl Mover {
                 next_uid = next_uid.max(max.saturating_add(1));
             }
             let r = self
-                .resolve(&mut client, &mut cp, Some(&answered), expunge_all)
+                .resolve(&mut client, &crypto, &mut cp, Some(&answered), expunge_all)
                 .await?;
             report.moved += r.moved;
             report.duplicates_removed += r.duplicates;
@@ -393,66 +435,6 @@ impl Mover {
         Ok(std::mem::take(report))
     }
 
-    /// The sealed copy of one original; `None` when there is nothing to do
-    /// (it is no longer an original of this job).
-    fn prepare(&self, f: Fetched, batch: &str) -> Result<Option<Prepared>, Failure> {
-        let fail = |why: String| Failure { uid: f.uid, why };
-        let head_end = envelope::header::header_end(&f.body).unwrap_or(f.body.len());
-        let head = &f.body[..head_end];
-        let detected = envelope::detect(head);
-        let (content, mut message, marker_at) = match (&self.kind, detected) {
-            (Kind::Seal, None) => {
-                let mut sealed = Vec::with_capacity(f.body.len() + f.body.len() / 3 + 4096);
-                match self.sealer.seal(&f.body[..], &mut sealed) {
-                    Ok(Sealed::Sealed { .. }) => {}
-                    Ok(Sealed::AlreadySealed { .. }) => return Ok(None),
-                    Err(e) => return Err(fail(format!("cannot seal it: {e}"))),
-                }
-                (f.body, sealed, 0)
-            }
-            (Kind::Reseal { from }, Some(d)) if &d.epoch == from => {
-                let mut opened = Vec::with_capacity(f.body.len());
-                envelope::open(&f.body[..], &*self.keys, &mut opened)
-                    .map_err(|e| fail(format!("cannot open it: {e}")))?;
-                // Fields the provider put above the marker stay above it.
-                let prefix = envelope::stored_prefix(head);
-                let Some(m) = opened.get(prefix.len()..) else {
-                    return Err(fail("it opened shorter than its stored prefix".into()));
-                };
-                let mut sealed = prefix.clone();
-                match self.sealer.seal(m, &mut sealed) {
-                    Ok(Sealed::Sealed { .. }) => {}
-                    Ok(Sealed::AlreadySealed { .. }) => {
-                        return Err(fail(
-                            "it holds a sealed message inside; left as it is".into(),
-                        ));
-                    }
-                    Err(e) => return Err(fail(format!("cannot seal it: {e}"))),
-                }
-                (opened, sealed, prefix.len())
-            }
-            _ => return Ok(None),
-        };
-        let token = copies::token(batch, f.uid);
-        if !copies::mark(&mut message, marker_at, &token) {
-            return Err(fail("its sealed copy has no marker line to mark".into()));
-        }
-        let internal_date = f.internal_date.as_ref().map(|d| d.as_ref().timestamp());
-        Ok(Some(Prepared {
-            intent: InFlight {
-                uid: f.uid,
-                internal_date,
-                sha256: sha256_hex(&content),
-                token: Some(token),
-            },
-            appending: Appending {
-                flags: f.flags,
-                date: f.internal_date,
-                message,
-            },
-        }))
-    }
-
     /// Steps 4–6 for the batch recorded in `cp` (`answered`: how the
     /// provider answered its APPENDs) or, at the start of a run (`None`),
     /// for the batch a dead run left and every unanswered APPEND: find the
@@ -462,58 +444,71 @@ impl Mover {
     async fn resolve(
         &self,
         client: &mut Client,
+        crypto: &Arc<Crypto>,
         cp: &mut Checkpoint,
         answered: Option<&Answered>,
         expunge_all: bool,
     ) -> Result<Resolved, JobError> {
         let mut book = Book::of(cp, answered);
-        // Which originals, and which copies kept earlier, are still there.
+        let candidates = self.candidates(client, cp, &book, answered).await?;
+        // One flight: the header scan of the originals and of the copies
+        // kept earlier (which are still there?), then the first copies.
         let mut uids: Vec<u32> = book.originals.iter().map(|o| o.uid).collect();
         uids.extend(book.originals.iter().filter_map(|o| o.kept_before));
+        let mut scans = Vec::new();
+        for chunk in uids.chunks(scan::CHUNK) {
+            scans.extend(client.start_fetch(chunk, scan::MARKER_FIELDS)?);
+        }
+        let mut copy_chunks = candidates.chunks(self.batch.max(1));
+        let mut copies_pending = match copy_chunks.next() {
+            Some(chunk) => client.start_fetch(chunk, &[])?,
+            None => None,
+        };
         let mut present_originals = HashSet::new();
         let mut present_copies = HashSet::new();
-        for s in scan::scan(client, &uids).await? {
-            if self.kind.is_original(&s) {
-                present_originals.insert(s.uid);
-            } else if s.epoch.is_some() {
-                present_copies.insert(s.uid);
+        for pending in scans {
+            for s in client.finish_fetch(pending).await?.iter().map(scan::seen) {
+                if self.kind.is_original(&s) {
+                    present_originals.insert(s.uid);
+                } else if s.epoch.is_some() {
+                    present_copies.insert(s.uid);
+                }
             }
         }
-        let candidates = self.candidates(client, cp, &book, answered).await?;
         let mut remove = Vec::new();
         let mut duplicates = 0;
-        for chunk in candidates.chunks(self.batch.max(1)) {
-            for f in client.uid_fetch(chunk, &[]).await? {
-                let head_end = envelope::header::header_end(&f.body).unwrap_or(f.body.len());
-                let token = copies::token_of(&f.body[..head_end]);
-                let mut opened = Vec::with_capacity(f.body.len());
-                let hash = envelope::open(&f.body[..], &*self.keys, &mut opened)
-                    .ok()
-                    .map(|_| sha256_hex(&opened));
-                let date = f.internal_date.as_ref().map(|d| d.as_ref().timestamp());
-                let Some(n) = book.original_of(token.as_deref(), hash.as_ref(), date) else {
+        while let Some(pending) = copies_pending.take() {
+            let fetched = client.finish_fetch(pending).await?;
+            // Opened on the job's threads, all of the chunk at once.
+            let opening = crypto.open_copies(fetched);
+            if let Some(chunk) = copy_chunks.next() {
+                copies_pending = client.start_fetch(chunk, &[])?;
+            }
+            for c in opening.finish().await? {
+                let (hash, date) = (c.sha256.as_ref(), c.internal_date);
+                let Some(n) = book.original_of(c.token.as_deref(), hash, date) else {
                     continue;
                 };
                 let o = &mut book.originals[n];
-                if !o.matches(hash.as_ref(), date) {
+                if !o.matches(hash, date) {
                     // It carries the token of our APPEND: ours, and wrong.
                     tracing::warn!(
-                        uid = f.uid,
+                        uid = c.uid,
                         "a sealed copy did not open to its original; removed"
                     );
-                    remove.push(f.uid);
+                    remove.push(c.uid);
                     continue;
                 }
                 let other_copy = o
                     .verified
                     .or(o.kept_before.filter(|k| present_copies.contains(k)));
                 match other_copy {
-                    Some(k) if k != f.uid => {
-                        remove.push(f.uid);
+                    Some(k) if k != c.uid => {
+                        remove.push(c.uid);
                         duplicates += 1;
                     }
                     Some(_) => {}
-                    None => o.verified = Some(f.uid),
+                    None => o.verified = Some(c.uid),
                 }
             }
         }

@@ -11,7 +11,7 @@ use crate::envelope;
 pub const MARKER_FIELDS: &[&str] = &["X-Writ", "Content-Type"];
 
 /// UIDs per header FETCH: keeps command lines short.
-const CHUNK: usize = 500;
+pub const CHUNK: usize = 500;
 
 /// One message as the scan saw it.
 #[derive(Debug, Clone)]
