@@ -644,6 +644,13 @@ impl Client {
         }
         self.flow.set_idle_done();
         let status = self.wait_for(tag.inner()).await?;
+        // New mail announced before IDLE was accepted or after DONE (its
+        // EXISTS comes with the tagged OK) counts too: dropping it would
+        // leave the mail waiting for the next poll.
+        changed |= self
+            .data
+            .iter()
+            .any(|d| matches!(d, Data::Exists(_) | Data::Recent(_)));
         self.data.clear();
         if status.kind != StatusKind::Ok {
             return Err(refusal("IDLE", &status));

@@ -1,6 +1,7 @@
 //! IDLE watchers (RFC 2177): one provider connection per account and
 //! watched mailbox, in IDLE, renewed every `poll_secs`; when the provider
-//! reports a change there, the account's sweep is woken. A watcher that
+//! reports a change there, the account's sweep is woken, and once when
+//! a watch is (re)established, for what arrived before it was in place. A watcher that
 //! fails backs off like a round; a provider without IDLE is polled only
 //! (the account's rounds run every `poll_secs` either way, so a watcher
 //! only makes the sweep faster, never necessary).
@@ -87,6 +88,9 @@ async fn watch_once(
         return Err(SweepError::NoIdle);
     }
     client.select(mailbox, true).await?;
+    // Mail that arrived after the account's last round and before this
+    // watch was in place was announced to nobody: one round now.
+    wake.notify_one();
     let each = Duration::from_secs(sweep.config.poll_secs.clamp(1, 1740));
     loop {
         let changed = client.idle(each).await?;
