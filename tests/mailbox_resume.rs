@@ -442,3 +442,107 @@ fn killed_while_the_next_batch_seals_and_this_one_is_stored_resumes_exactly_once
     let out = job.ok(job.job(&user, "seal", &STALL_ARGS));
     assert!(out.contains("0 sealed, 0 duplicate(s)"), "{out}");
 }
+
+#[test]
+fn a_second_client_changing_the_mailbox_during_a_pipelined_job_loses_nothing() {
+    let p = provider();
+    let user = p.new_user("busy");
+    let mut originals = fill(&user, 200);
+    // The 10 highest originals, chosen before the job starts (later, the
+    // highest UIDs are the job's own copies).
+    let mut imap = p.imap(&user);
+    imap.select("INBOX").expect_ok("SELECT");
+    let search = imap.command("UID SEARCH ALL").expect_ok("SEARCH");
+    let mut uids: Vec<u32> = search
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("* SEARCH "))
+        .flat_map(|l| l.split_whitespace().filter_map(|u| u.parse().ok()))
+        .collect();
+    uids.sort_unstable();
+    let top: Vec<u32> = uids.iter().rev().take(10).copied().collect();
+    imap.logout();
+    let proxy = FaultProxy::start(p.imap_addr(), Faults::new());
+    let job = new_job(proxy.addr());
+    // 100 batches: the changes below come while most are still ahead.
+    let mut child = spawn(&job, &user, &["--mailbox", "INBOX", "--batch", "2"]);
+    common::mail::wait_until("two batches stored", || proxy.count("APPEND") >= 4);
+
+    // Meanwhile, on its own connection: new mail arrives, the highest
+    // UIDs (not reached by the job yet) are flagged or deleted.
+    let mut imap = p.imap(&user);
+    imap.select("INBOX").expect_ok("SELECT");
+    let (deleted, flagged) = top.split_at(5);
+    let ids = |set: &[u32]| set.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    // What they are, by Message-ID.
+    let fetched = imap
+        .command(&format!("UID FETCH {} (UID BODY.PEEK[])", ids(&top)))
+        .expect_ok("FETCH");
+    let by_uid: BTreeMap<u32, Vec<u8>> = fetched.fetch_literals("BODY[]").into_iter().collect();
+    let message_id = |m: &[u8]| {
+        String::from_utf8_lossy(
+            &writ::envelope::header::first_value(m, "message-id").unwrap_or_default(),
+        )
+        .trim()
+        .to_string()
+    };
+    imap.command(&format!("UID STORE {} +FLAGS (\\Flagged)", ids(flagged)))
+        .expect_ok("STORE flagged");
+    imap.command(&format!("UID STORE {} +FLAGS (\\Deleted)", ids(deleted)))
+        .expect_ok("STORE deleted");
+    imap.command(&format!("UID EXPUNGE {}", ids(deleted)))
+        .expect_ok("UID EXPUNGE");
+    for n in 1000..1010 {
+        let m = message(n);
+        imap.append("INBOX", &m).expect_ok("APPEND");
+        originals.insert(format!("<resume-{n}@example.org>"), m);
+    }
+    imap.logout();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the job was still running while the mailbox changed"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the job failed: {status}");
+    let flagged_ids: Vec<String> = flagged.iter().map(|u| message_id(&by_uid[u])).collect();
+    for u in deleted {
+        // Deleted before the job reached them: they stay deleted.
+        originals.remove(&message_id(&by_uid[u]));
+    }
+    // The messages that came after the job's scan are sealed by the next run.
+    let out = job.ok(job.job(&user, "seal", &["--mailbox", "INBOX"]));
+    assert!(
+        out.contains("10 sealed, 0 duplicate(s)") && out.contains(" 0 failed"),
+        "{out}"
+    );
+    assert_exactly_once(&user, &job.keys, &originals);
+    // The flags set meanwhile are on the sealed copies.
+    let mut imap = p.imap(&user);
+    imap.select("INBOX").expect_ok("SELECT");
+    let flagged_now = imap
+        .command("UID SEARCH FLAGGED")
+        .expect_ok("SEARCH FLAGGED");
+    let found: Vec<u32> = flagged_now
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("* SEARCH "))
+        .flat_map(|l| l.split_whitespace().filter_map(|u| u.parse().ok()))
+        .collect();
+    assert_eq!(found.len(), 5, "{found:?}");
+    let headers = imap
+        .command(&format!(
+            "UID FETCH {} (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])",
+            ids(&found)
+        ))
+        .expect_ok("FETCH");
+    let mut got: Vec<String> = headers
+        .fetch_literals("BODY[HEADER.FIELDS (MESSAGE-ID)]")
+        .iter()
+        .map(|(_, h)| message_id(h))
+        .collect();
+    got.sort();
+    let mut want = flagged_ids;
+    want.sort();
+    assert_eq!(got, want);
+    imap.logout();
+}

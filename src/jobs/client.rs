@@ -545,6 +545,16 @@ impl Client {
         Ok(())
     }
 
+    /// Which of `uids` the mailbox still holds (`UID SEARCH UID set`).
+    pub async fn still_present(&mut self, uids: &[u32]) -> Result<Vec<u32>, ClientError> {
+        let Some(set) = uid_set(uids) else {
+            return Ok(Vec::new());
+        };
+        let found = self.uid_search(vec![SearchKey::Uid(set)]).await?;
+        // A UID set's `*` or range may name UIDs beyond `uids`.
+        Ok(found.into_iter().filter(|u| uids.contains(u)).collect())
+    }
+
     /// The untagged data seen so far, except FETCH data while a UID FETCH
     /// sent by `start_fetch` still awaits it (that stays).
     fn take_data(&mut self) -> Vec<Data<'static>> {

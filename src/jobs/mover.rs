@@ -78,11 +78,20 @@ pub enum JobError {
     NoUidplus,
     #[error("the system's random number generator failed; check the system, then run again")]
     Random,
+    #[error(
+        "{count} original(s) with a verified sealed copy could not be expunged (another session \
+         keeps changing them?); run the job again: it removes them then"
+    )]
+    OriginalsRemain { count: usize },
 }
+
+/// Times [`Mover::check_replaced_gone`] deletes originals again.
+const EXPUNGE_ATTEMPTS: usize = 2;
 
 impl Transient for JobError {
     fn is_transient(&self) -> bool {
         matches!(self, JobError::Client(e) if e.is_transient())
+            || matches!(self, JobError::OriginalsRemain { .. })
     }
 }
 
@@ -539,10 +548,50 @@ impl Mover {
         remove.sort_unstable();
         remove.dedup();
         client.delete(&remove, expunge_all).await?;
+        self.check_replaced_gone(client, &book, expunge_all).await?;
         book.record(cp);
         cp.moved += resolved.moved;
         cp.duplicates_removed += resolved.duplicates;
         Ok(resolved)
+    }
+
+    /// Every original of `book` with a verified copy must be gone before
+    /// the batch leaves the checkpoint: otherwise a later run would seal
+    /// it again (a duplicate). Another session can undo the job's
+    /// `\Deleted` between its STORE and its UID EXPUNGE (`STORE FLAGS`
+    /// replaces flags), and a header scan racing another session's
+    /// changes may miss an original: such originals are deleted again, at
+    /// most [`EXPUNGE_ATTEMPTS`] times; past that the run fails
+    /// (transiently) and keeps the batch, so the next run resolves it.
+    async fn check_replaced_gone(
+        &self,
+        client: &mut Client,
+        book: &Book,
+        expunge_all: bool,
+    ) -> Result<(), JobError> {
+        let replaced: Vec<u32> = book
+            .originals
+            .iter()
+            .filter(|o| o.verified.is_some())
+            .map(|o| o.uid)
+            .collect();
+        for _ in 0..EXPUNGE_ATTEMPTS {
+            let left = client.still_present(&replaced).await?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(
+                count = left.len(),
+                "originals with a verified copy are still there (changed by another session?); \
+                 deleting them again"
+            );
+            client.delete(&left, expunge_all).await?;
+        }
+        let left = client.still_present(&replaced).await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        Err(JobError::OriginalsRemain { count: left.len() })
     }
 
     /// The UIDs that may be copies `book` waits for: those APPENDUID named,
