@@ -65,6 +65,13 @@ pub struct Shared {
     pub cache: Option<Arc<super::cache::Cache>>,
 }
 
+/// After a refused compressed input (a bomb, a corrupt stream), what the
+/// client still sends is read and dropped for at most this long and this
+/// much after the BYE: closing with unread input would reset the
+/// connection and the client could lose the BYE that says why.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
 /// Longest a TLS handshake with a client may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -188,6 +195,7 @@ pub async fn serve(
     let mut upstream: Option<Stream> = None;
     // COMPRESS=DEFLATE on the client's side, once the client asked.
     let mut deflate: Option<Deflate> = None;
+    let mut linger = false;
     let mut cbuf = vec![0u8; 64 * 1024];
     let mut pbuf = vec![0u8; 64 * 1024];
     // Before login the client has until the login deadline (to read as
@@ -271,6 +279,7 @@ pub async fn serve(
                 Err(Refused(why)) => {
                     tracing::info!(%peer, reason = why, "compressed client input refused");
                     session.close_with(why);
+                    linger = true;
                 }
             }
             // Each step is bounded; let other sessions run between them.
@@ -321,6 +330,19 @@ pub async fn serve(
         }
     }
     let _ = client.shutdown().await;
+    if linger {
+        // Dropped unread: nothing of it is inflated.
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match client.read(&mut cbuf).await {
+                    Ok(n) if n > 0 => left = left.saturating_sub(n),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    }
     if let Some(mut up) = upstream {
         let _ = up.shutdown().await;
     }
