@@ -201,11 +201,18 @@ u, r = c.cmd('SELECT INBOX')
 u, r = c.cmd('FETCH 1 (BODY.PEEK[])')
 assert r.startswith(b'OK'), r
 assert u[0].endswith(b'{%d}\r\n' % len(msg) + msg + b')\r\n'), u[0][:200]
+# IDLE under compression: the continuation and the answer to DONE each
+# arrive without anything more being sent (sync flush per batch).
+c.send(b'i IDLE\r\n')
+assert c.line().startswith(b'+ '), 'IDLE continuation held back'
+c.send(b'DONE\r\n')
+l = c.line()
+assert l.startswith(b'i OK'), l
 print('ok')
 "#;
 
 /// An APPEND larger than an inflate step, sent compressed, reaches the
-/// provider sealed and reads back whole.
+/// provider sealed and reads back whole; IDLE works compressed.
 #[test]
 fn a_compressed_append_is_sealed_and_reads_back() {
     let p = provider();
