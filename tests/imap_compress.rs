@@ -316,7 +316,7 @@ fn mbsync_syncs_compressed_through_writ() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = mbsync(dir.path(), proxy.imaps, &sealed, Some(&proxy.tls.ca));
     assert!(
-        log.contains("COMPRESS DEFLATE"),
+        log.contains("COMPRESS DEFLATE") && log.contains("OK DEFLATE active"),
         "mbsync did not turn COMPRESS on through writ:\n{log}"
     );
     let expected = maildir_messages(&direct.path().join("mail/INBOX"));
