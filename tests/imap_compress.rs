@@ -278,12 +278,24 @@ assert r.startswith(b'OK') and u[0].endswith(expected.encode() + b')\r\n'), (u, 
 n = C(wport)
 assert n.cmd('LOGIN %s %s' % (user, pw))[1].startswith(b'OK')
 assert n.cmd('NOOP')[1].startswith(b'OK')
+# A stream that is not DEFLATE at all: BYE, closed.
+g = C(wport)
+assert g.cmd('LOGIN %s %s' % (user, pw))[1].startswith(b'OK')
+assert g.compress().startswith(b'OK')
+g.s.sendall(b'\xff' * 64)
+glines = []
+try:
+    while True:
+        glines.append(g.line())
+except (EOFError, OSError):
+    pass
+assert any(l.startswith(b'* BYE ') and b'Corrupt DEFLATE' in l for l in glines), glines
 print('ok', len(bomb), lines)
 "#;
 
 /// A decompression bomb (about 1 MB inflating to 1 GiB) is cut off with
 /// BYE once it expands past the cap; another compressed session and a new
-/// one keep being served.
+/// one keep being served; a stream that is not DEFLATE is told BYE too.
 #[test]
 fn a_decompression_bomb_is_cut_off_and_others_are_served() {
     let p = provider();
