@@ -48,6 +48,8 @@ pub struct ImapConfig {
     /// logged-in client. Before login the cap is
     /// [`crate::imap::intake::MAX_PRELOGIN_LITERAL`] octets of literals per
     /// command, whatever this says.
+    /// Under COMPRESS=DEFLATE it is also the allowance beyond
+    /// [`crate::imap::compress::MAX_INFLATE_RATIO`] (see that module).
     pub max_literal_size: u32,
     /// Concurrent IMAP sessions; more are told
     /// `* BYE [UNAVAILABLE] Too many connections, try later`.

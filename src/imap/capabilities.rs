@@ -38,13 +38,18 @@
 //! - NOTIFY: unsolicited FETCH responses it asks for could carry sealed
 //!   content, and its command is not parsed by imap-codec.
 //! - BINARY, PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
-//!   ciphertext. COMPRESS: would hide the stream from writ. QRESYNC:
+//!   ciphertext. QRESYNC:
 //!   VANISHED is not renumbered by the plans. MULTIAPPEND, CATENATE,
 //!   URLAUTH, UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
 //!
-//! STARTTLS and LOGINDISABLED describe writ's own connection with the
-//! client, never the provider's, so they are recomputed here.
+//! STARTTLS, LOGINDISABLED and COMPRESS=DEFLATE describe writ's own
+//! connection with the client, never the provider's, so they are
+//! recomputed here: the provider's COMPRESS would hide its stream from
+//! writ, so writ compresses its own side instead ([`super::compress`]),
+//! offered after login while no compression is active, whatever the
+//! provider offers.
 
+use imap_next::imap_types::extensions::compress::CompressionAlgorithm;
 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::response::Capability;
 
@@ -55,6 +60,9 @@ pub struct Offer {
     pub starttls: bool,
     /// LOGIN and AUTHENTICATE are refused until the connection is secure.
     pub login_disabled: bool,
+    /// writ compresses this connection on request (COMPRESS=DEFLATE):
+    /// after login, while no compression is active.
+    pub compress: bool,
 }
 
 /// Capabilities (by name, upper case) that pass although imap-types has no
@@ -119,6 +127,11 @@ pub fn filter<'a>(
     if offer.login_disabled {
         out.push(Capability::LoginDisabled);
     }
+    if offer.compress {
+        out.push(Capability::Compress {
+            algorithm: CompressionAlgorithm::Deflate,
+        });
+    }
     out
 }
 
@@ -156,6 +169,7 @@ mod tests {
             Offer {
                 starttls: false,
                 login_disabled: false,
+                compress: false,
             },
         );
         assert_eq!(
@@ -174,6 +188,7 @@ mod tests {
             Offer {
                 starttls: true,
                 login_disabled: true,
+                compress: false,
             },
         );
         assert_eq!(names(&out), "IMAP4REV1 IDLE STARTTLS LOGINDISABLED");
@@ -183,6 +198,7 @@ mod tests {
             Offer {
                 starttls: false,
                 login_disabled: false,
+                compress: false,
             },
         );
         assert_eq!(names(&out), "IMAP4REV1 IDLE");

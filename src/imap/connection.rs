@@ -20,6 +20,11 @@
 //!   timeouts run meanwhile all the same.
 //! - The connection holds its [`Slots`]; the pre-login one is given back
 //!   at login.
+//! - After COMPRESS DEFLATE ([`Step::Compress`]) the client's side is raw
+//!   DEFLATE ([`Deflate`]): each batch written is compressed and
+//!   sync-flushed; what is read is inflated a step at a time, only while
+//!   the session takes input, with the bomb cap of [`super::compress`]
+//!   (over it: BYE, closed). The provider's side is never compressed.
 //! - Both sockets have TCP_NODELAY (the provider's: [`crate::net`]); the
 //!   client's is set to acknowledge at once after each read ([`ack_now`]).
 
@@ -33,6 +38,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 
+use super::compress::{Deflate, Refused};
 use super::session::{Context, Session, SharedKeys, Step};
 use super::upstream::{Target, Upstream};
 use crate::net::{self, PerIpGuard, Stream};
@@ -58,6 +64,13 @@ pub struct Shared {
     /// Opened messages, shared by every session.
     pub cache: Option<Arc<super::cache::Cache>>,
 }
+
+/// After a refused compressed input (a bomb, a corrupt stream), what the
+/// client still sends is read and dropped for at most this long and this
+/// much after the BYE: closing with unread input would reset the
+/// connection and the client could lose the BYE that says why.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Longest a TLS handshake with a client may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,9 +103,23 @@ fn ack_now(stream: &Stream) {
     let _ = rustix::net::sockopt::set_tcp_quickack(tcp, true);
 }
 
-/// Writes to the client by `deadline`; a client that does not read by
-/// then is an error like a closed connection.
-async fn write_by(deadline: Instant, stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes to the client by `deadline` (compressed once COMPRESS is on);
+/// a client that does not read by then is an error like a closed
+/// connection.
+async fn write_by(
+    deadline: Instant,
+    stream: &mut Stream,
+    deflate: &mut Option<Deflate>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let compressed;
+    let bytes = match deflate {
+        Some(d) => {
+            compressed = d.deflate(bytes);
+            &compressed[..]
+        }
+        None => bytes,
+    };
     match timeout_at(deadline, write_all(stream, bytes)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
@@ -166,6 +193,9 @@ pub async fn serve(
     // Connected when the first command for the provider is ready, not
     // before: an idle client costs the provider nothing.
     let mut upstream: Option<Stream> = None;
+    // COMPRESS=DEFLATE on the client's side, once the client asked.
+    let mut deflate: Option<Deflate> = None;
+    let mut linger = false;
     let mut cbuf = vec![0u8; 64 * 1024];
     let mut pbuf = vec![0u8; 64 * 1024];
     // Before login the client has until the login deadline (to read as
@@ -192,10 +222,12 @@ pub async fn serve(
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "provider unreachable");
                     let by = write_deadline(&session);
-                    let _ = write_by(by, &mut client, &session.take_to_client()).await;
+                    let _ =
+                        write_by(by, &mut client, &mut deflate, &session.take_to_client()).await;
                     let _ = write_by(
                         by,
                         &mut client,
+                        &mut deflate,
                         b"* BYE [UNAVAILABLE] writ cannot reach the provider, try again later\r\n",
                     )
                     .await;
@@ -210,7 +242,7 @@ pub async fn serve(
             session.provider_closed();
         }
         let out = session.take_to_client();
-        if let Err(e) = write_by(write_deadline(&session), &mut client, &out).await {
+        if let Err(e) = write_by(write_deadline(&session), &mut client, &mut deflate, &out).await {
             tracing::info!(%peer, error = %e, authenticated = session.authenticated(), "client not reading");
             break;
         }
@@ -230,6 +262,29 @@ pub async fn serve(
                 session.tls_started();
                 continue;
             }
+            Step::Compress => {
+                deflate = Some(Deflate::new(shared.max_literal_size));
+                session.compression_started();
+                continue;
+            }
+        }
+        // Compressed input already read is inflated a step at a time while
+        // the session takes it, before reading more.
+        if let Some(d) = deflate.as_mut()
+            && d.has_pending()
+            && session.wants_client_input()
+        {
+            match d.inflate() {
+                Ok(bytes) => session.client_input(&bytes),
+                Err(Refused(why)) => {
+                    tracing::info!(%peer, reason = why, "compressed client input refused");
+                    session.close_with(why);
+                    linger = true;
+                }
+            }
+            // Each step is bounded; let other sessions run between them.
+            tokio::task::yield_now().await;
+            continue;
         }
         // Before login the client has until the login deadline; after it,
         // the idle timeout for each silence.
@@ -256,7 +311,10 @@ pub async fn serve(
             r = timeout_at(quiet_until, client_read) => match r {
                 Ok(Ok(n)) if n > 0 => {
                     ack_now(&client);
-                    session.client_input(&cbuf[..n]);
+                    match deflate.as_mut() {
+                        Some(d) => d.push(&cbuf[..n]),
+                        None => session.client_input(&cbuf[..n]),
+                    }
                 }
                 Ok(_) => break,
                 Err(_) => {
@@ -272,6 +330,19 @@ pub async fn serve(
         }
     }
     let _ = client.shutdown().await;
+    if linger {
+        // Dropped unread: nothing of it is inflated.
+        let _ = tokio::time::timeout(LINGER, async {
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match client.read(&mut cbuf).await {
+                    Ok(n) if n > 0 => left = left.saturating_sub(n),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    }
     if let Some(mut up) = upstream {
         let _ = up.shutdown().await;
     }

@@ -79,6 +79,10 @@ pub fn exercise(data: &[u8]) {
         if st == Step::StartTls {
             s.tls_started();
         }
+        // What follows stands for the inflated bytes.
+        if st == Step::Compress {
+            s.compression_started();
+        }
         st
     };
     step(&mut s);

@@ -39,6 +39,10 @@
 //! Work and memory are linear in the input and bounded by the caps: one
 //! held line of at most [`MAX_COMMAND_TEXT`] octets.
 //!
+//! Under COMPRESS=DEFLATE the intake sees the inflated bytes
+//! ([`super::compress`] inflates them a step at a time), so every cap here
+//! holds for them as for plain ones.
+//!
 //! After parsing, [`check`] caps what the parser bounds only by the line
 //! length: the number of FETCH items ([`MAX_FETCH_ITEMS`]) and of SEARCH
 //! (and SORT, THREAD) keys ([`MAX_SEARCH_KEYS`] in all, [`MAX_SEARCH_STRING_KEYS`] that

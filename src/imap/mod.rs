@@ -10,6 +10,7 @@
 //! - [`intake`]: caps on the client's commands before they are parsed.
 //! - [`sequence`]: the sequence sets of writ's own commands.
 //! - [`upstream`]: the connection to the provider's IMAP server.
+//! - [`compress`]: COMPRESS=DEFLATE on the client connection (RFC 4978).
 //! - [`connection`] and [`listener`]: the tokio shells around them.
 
 pub mod account;
@@ -17,6 +18,7 @@ pub mod answer;
 pub mod append;
 pub mod cache;
 pub mod capabilities;
+pub mod compress;
 pub mod connection;
 pub mod fetch;
 #[doc(hidden)]

@@ -16,6 +16,10 @@
 //!
 //! writ answers itself only what is about its own connection with the
 //! client: STARTTLS (only before login, and not offered after it),
+//! COMPRESS DEFLATE (only after login, BAD before; `NO [COMPRESSIONACTIVE]`
+//! once active; answered OK only when no command is in progress, the
+//! client read meanwhile not, and the I/O shell compresses from the byte
+//! after that OK: [`Step::Compress`], [`super::compress`]),
 //! LOGIN/AUTHENTICATE refused on an unencrypted connection, commands over
 //! a cap of [`super::intake`] (the client's bytes pass those caps before
 //! imap-next parses them), and ENABLE of nothing writ offers (ENABLE
@@ -91,6 +95,9 @@ pub enum Step {
     /// Upgrade the client connection to TLS now, then call
     /// [`Session::tls_started`]. Nothing more is read before the handshake.
     StartTls,
+    /// Compress the client connection (raw DEFLATE both ways) from the
+    /// next byte on, then call [`Session::compression_started`].
+    Compress,
     /// Close both connections.
     Close,
 }
@@ -134,12 +141,19 @@ pub struct Session {
     /// `RETURN (...)` options [`intake`] took off SEARCH/SORT commands,
     /// by tag, until the command is parsed.
     returns: raw::PendingReturns,
+    /// A COMPRESS DEFLATE waiting for the commands before it to finish.
+    pending_compress: Option<Tag<'static>>,
+    /// The client connection is compressed (COMPRESS=DEFLATE).
+    compressed: bool,
 }
 
 /// Client commands parsed while a plan runs that wait in `held` before
 /// writ stops reading the client (more may come out of what was already
 /// read: at most one read's worth, and one command imap-next holds).
 const MAX_HELD: usize = 1;
+
+/// What a command sent after COMPRESS, before its answer, is told.
+const AFTER_COMPRESS: &str = "Wait for the answer to COMPRESS before sending commands";
 
 /// A tagged status of writ's own.
 fn tagged(tag: Tag<'static>, kind: StatusKind, why: &'static str) -> Status<'static> {
@@ -212,6 +226,8 @@ impl Session {
             in_flight: InFlight::default(),
             raw: raw::RawResponses::default(),
             returns: raw::PendingReturns::default(),
+            pending_compress: None,
+            compressed: false,
         }
     }
 
@@ -320,8 +336,28 @@ impl Session {
     /// flow's greeting is not sent: the client had one already.
     pub fn tls_started(&mut self) {
         self.ctx.client_tls = true;
+        self.fresh_client_flow();
+        self.step = Step::Wait;
+    }
+
+    /// The client connection is now compressed. As after STARTTLS, a fresh
+    /// flow faces the client: what it sent after COMPRESS without waiting
+    /// for the OK (RFC 4978 §3 forbids it) is dropped with the old one.
+    /// The login stands (the intake keeps the post-login caps).
+    pub fn compression_started(&mut self) {
+        self.compressed = true;
+        self.fresh_client_flow();
+        if self.authenticated {
+            self.intake.logged_in();
+        }
+        self.step = Step::Wait;
+    }
+
+    /// A new flow facing the client, its greeting not sent.
+    fn fresh_client_flow(&mut self) {
         self.server = new_server(&self.ctx);
         self.intake = Intake::new(self.ctx.max_literal_size);
+        self.returns = raw::PendingReturns::default();
         loop {
             match self.server.next() {
                 Ok(server::Event::GreetingSent { .. }) => break,
@@ -329,7 +365,6 @@ impl Session {
                 _ => break,
             }
         }
-        self.step = Step::Wait;
     }
 
     /// The provider closed its connection.
@@ -388,6 +423,9 @@ impl Session {
                 && !self.authenticated
                 && self.pending_login.is_none(),
             login_disabled: !self.auth_allowed(),
+            compress: (self.authenticated || self.pending_login.is_some())
+                && !self.compressed
+                && self.pending_compress.is_none(),
         }
     }
 
@@ -416,6 +454,9 @@ impl Session {
                     Err(Interrupt::Error(e)) => self.on_provider_error(e),
                 }
                 progressed = true;
+            }
+            if self.step == Step::Wait && self.compress_now() {
+                return self.step;
             }
             if !progressed || self.step != Step::Wait {
                 return self.step;
@@ -463,7 +504,24 @@ impl Session {
     /// otherwise, so what a client pipelines behind a FETCH waits in its
     /// own socket, not in writ.
     pub fn wants_client_input(&self) -> bool {
-        self.held.len() < MAX_HELD
+        self.held.len() < MAX_HELD && self.pending_compress.is_none()
+    }
+
+    /// A COMPRESS waits until nothing is in progress (the answers to the
+    /// commands before it go out uncompressed, as the client expects);
+    /// then its OK is the last uncompressed line. Returns whether the
+    /// session now waits for the I/O shell to compress.
+    fn compress_now(&mut self) -> bool {
+        if self.plan.is_some() || !self.held.is_empty() || !self.in_flight.is_empty() {
+            return false;
+        }
+        let Some(tag) = self.pending_compress.take() else {
+            return false;
+        };
+        self.refuse(tag, StatusKind::Ok, "DEFLATE active");
+        self.drain_server_output();
+        self.step = Step::Compress;
+        true
     }
 
     fn on_client(&mut self, event: server::Event) {
@@ -473,6 +531,20 @@ impl Session {
         }
         match event {
             server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } => {}
+            server::Event::CommandReceived { command } if self.pending_compress.is_some() => {
+                self.refuse(command.tag, StatusKind::Bad, AFTER_COMPRESS);
+            }
+            server::Event::CommandAuthenticateReceived {
+                command_authenticate,
+            } if self.pending_compress.is_some() => {
+                let bad = tagged(command_authenticate.tag, StatusKind::Bad, AFTER_COMPRESS);
+                let _ = self.server.authenticate_finish(bad);
+            }
+            server::Event::IdleCommandReceived { tag } if self.pending_compress.is_some() => {
+                let _ = self
+                    .server
+                    .idle_reject(tagged(tag, StatusKind::Bad, AFTER_COMPRESS));
+            }
             server::Event::CommandReceived { command } => {
                 let returns = self.returns.take(&command.tag);
                 match self.in_flight.refusal(&command.tag) {
@@ -563,6 +635,24 @@ impl Session {
                     self.refuse(command.tag, StatusKind::Ok, "Begin TLS negotiation now");
                     self.drain_server_output();
                     self.step = Step::StartTls;
+                }
+            }
+            CommandBody::Compress { .. } => {
+                if !self.authenticated {
+                    // RFC 4978 §3: in the authenticated and selected states.
+                    self.refuse(command.tag, StatusKind::Bad, "COMPRESS only after login");
+                } else if self.compressed {
+                    self.server.enqueue_status(Status::Tagged(Tagged {
+                        tag: command.tag,
+                        body: StatusBody {
+                            kind: StatusKind::No,
+                            code: Some(Code::CompressionActive),
+                            text: text("DEFLATE is already active"),
+                        },
+                    }));
+                } else {
+                    // Answered OK once the commands before it are done.
+                    self.pending_compress = Some(command.tag);
                 }
             }
             CommandBody::Login { .. } | CommandBody::Authenticate { .. }
@@ -716,6 +806,17 @@ impl Session {
         if let Some(t) = bytes.split(|&b| b == b' ').next() {
             self.returns.forget(t);
         }
+        // imap-codec parses only COMPRESS DEFLATE (RFC 4978: BAD for an
+        // unknown argument).
+        let why = if bytes
+            .split(|&b| b == b' ')
+            .nth(1)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"COMPRESS"))
+        {
+            "Unknown compression algorithm: only DEFLATE is offered"
+        } else {
+            why
+        };
         let tag = bytes
             .split(|&b| b == b' ')
             .next()
@@ -849,6 +950,8 @@ fn is_fetch_response(bytes: &[u8]) -> bool {
             .is_some_and(|w| w.eq_ignore_ascii_case(b" FETCH "))
 }
 
+#[cfg(test)]
+mod compress_tests;
 mod in_flight;
 mod plan;
 mod raw;

@@ -258,7 +258,7 @@ mod session {
         s.advance();
         assert_eq!(
             String::from_utf8(s.take_to_client()).unwrap(),
-            "l OK [CAPABILITY IMAP4REV1 IDLE] Logged in\r\n",
+            "l OK [CAPABILITY IMAP4REV1 IDLE COMPRESS=DEFLATE] Logged in\r\n",
             "STARTTLS is not offered after login"
         );
         assert!(s.authenticated());
@@ -272,7 +272,7 @@ mod session {
         s.advance();
         assert_eq!(
             String::from_utf8(s.take_to_client()).unwrap(),
-            "* CAPABILITY IMAP4REV1 IDLE\r\nc OK done\r\n"
+            "* CAPABILITY IMAP4REV1 IDLE COMPRESS=DEFLATE\r\nc OK done\r\n"
         );
     }
 
@@ -284,7 +284,7 @@ mod session {
         s.advance();
         assert_eq!(
             String::from_utf8(s.take_to_client()).unwrap(),
-            "* CAPABILITY IMAP4REV1 IDLE\r\nl OK Logged in\r\n"
+            "* CAPABILITY IMAP4REV1 IDLE COMPRESS=DEFLATE\r\nl OK Logged in\r\n"
         );
     }
 

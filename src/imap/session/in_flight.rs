@@ -40,6 +40,11 @@ impl InFlight {
         }
     }
 
+    /// No command is at the provider.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
     /// A command with `tag` went to the provider.
     pub fn sent(&mut self, tag: &Tag<'_>) {
         *self.tags.entry(tag.inner().to_owned()).or_default() += 1;

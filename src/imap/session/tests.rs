@@ -147,7 +147,7 @@ fn authenticate_is_relayed_step_by_step() {
     s.advance();
     assert_eq!(
         text(s.take_to_client()),
-        "a OK [CAPABILITY IMAP4REV1 MOVE] Logged in\r\n"
+        "a OK [CAPABILITY IMAP4REV1 MOVE COMPRESS=DEFLATE] Logged in\r\n"
     );
 }
 
