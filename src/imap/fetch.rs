@@ -14,7 +14,11 @@
 //!    own (of the sealed container) would cost it a parse for nothing.
 //! 2. **Sealed**: a FETCH of part 1 (the summary) for the sealed messages,
 //!    or of the whole stored message when a body section was asked for;
-//!    writ opens it and answers every item.
+//!    writ opens it and answers every item. Summaries open on the
+//!    process-wide pool ([`opening`]) while the provider sends the next
+//!    ones, at most [`opening::in_flight`] outstanding per plan, and are
+//!    answered in the order the provider sent them; all are answered
+//!    before the phase's tagged status moves the plan on.
 //! 3. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
 //!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
 //!    the sealed ones writ could not open: those are shown as stored).
