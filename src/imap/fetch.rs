@@ -5,16 +5,23 @@
 //! looked. So:
 //!
 //! 1. **Probe** (with the client's own tag and sequence set): the items the
-//!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ, RFC822.SIZE,
-//!    ENVELOPE, BODY[STRUCTURE], top-level header sections, all with PEEK)
-//!    plus `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
+//!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ,
+//!    RFC822.SIZE, top-level header sections, all with PEEK) plus
+//!    `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
 //!    plaintext message that needs nothing more is answered at once.
+//!    ENVELOPE, BODY and BODYSTRUCTURE are not asked for here: writ
+//!    answers them from the summary for sealed mail, and the provider's
+//!    own (of the sealed container) would cost it a parse for nothing.
 //! 2. **Sealed**: a FETCH of part 1 (the summary) for the sealed messages,
 //!    or of the whole stored message when a body section was asked for;
-//!    writ opens it and answers every item.
-//! 3. **Plain**: a FETCH of the body sections the client asked for, for
-//!    the plaintext messages (and the sealed ones writ could not open:
-//!    those are shown as stored).
+//!    writ opens it and answers every item. Summaries open on the
+//!    process-wide pool ([`opening`]) while the provider sends the next
+//!    ones, at most [`opening::in_flight`] outstanding per plan, and are
+//!    answered in the order the provider sent them; all are answered
+//!    before the phase's tagged status moves the plan on.
+//! 3. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
+//!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
+//!    the sealed ones writ could not open: those are shown as stored).
 //! 4. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
 //!    stores \Seen itself and reports it in FLAGS, where Dovecot puts it.
 //!
@@ -56,6 +63,7 @@ use std::sync::Arc;
 
 use super::answer::{self, Item, Need};
 use super::cache::{Cache, Known, Listing, MailboxKey, MessageKey};
+use super::session::SharedKeys;
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
 
@@ -128,6 +136,11 @@ pub struct FetchPlan {
     /// An item the client asked for could not be answered: the command
     /// ends NO, never OK with the item missing.
     incomplete: std::cell::Cell<bool>,
+    /// The keyring, for opening summaries on the pool ([`opening`]);
+    /// without it (unit tests) they open on the caller's thread.
+    keys: Option<SharedKeys>,
+    /// Summaries being opened, in the order the provider sent them.
+    opening: InOrder<NonZeroU32, Result<Summary, envelope::EnvelopeError>>,
 }
 
 impl FetchPlan {
@@ -166,9 +179,14 @@ impl FetchPlan {
         let wanted = as_dovecot_parses(wanted, *uid, modifiers);
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
+        // ENVELOPE, BODY and BODYSTRUCTURE are left out: for a sealed
+        // message writ answers them from the summary, and the provider's
+        // (of the sealed container) would cost it a parse of the whole
+        // stored message for nothing. Plaintext messages get them in the
+        // plain phase ([`deferred`]).
         let mut probe: Vec<MessageDataItemName<'static>> = wanted
             .iter()
-            .filter(|i| answer::need(i, None) != Need::Payload)
+            .filter(|i| answer::need(i, None) != Need::Payload && !deferred(i))
             .map(|i| match i {
                 MessageDataItemName::BodyExt {
                     section, partial, ..
@@ -212,9 +230,18 @@ impl FetchPlan {
                 next_tag: 0,
                 cache,
                 incomplete: std::cell::Cell::new(false),
+                keys: None,
+                opening: InOrder::new(opening::in_flight()),
             },
             probe,
         ))
+    }
+
+    /// Opens the summaries of sealed messages with `keys` on the
+    /// process-wide pool, while the provider sends the next ones.
+    pub fn opening_with(mut self, keys: SharedKeys) -> FetchPlan {
+        self.keys = Some(keys);
+        self
     }
 
     fn writ_tag(&mut self) -> Tag<'static> {
@@ -226,6 +253,14 @@ impl FetchPlan {
         self.wanted
             .iter()
             .any(|i| answer::need(i, None) == Need::Payload)
+    }
+
+    /// Does a plaintext message need a FETCH after the probe: a body
+    /// section, or an item left out of the probe ([`deferred`])?
+    fn needs_plain_fetch(&self) -> bool {
+        self.wanted
+            .iter()
+            .any(|i| answer::need(i, None) == Need::Payload || deferred(i))
     }
 
     fn needs_summary(&self) -> bool {
@@ -336,7 +371,7 @@ impl FetchPlan {
                 let prefix = envelope::stored_prefix(&header);
                 let list = list.to_vec();
                 let done_now = match &sealed {
-                    None => !self.needs_payload(),
+                    None => !self.needs_plain_fetch(),
                     Some(_) => !self.needs_summary(),
                 };
                 if done_now {
@@ -375,45 +410,28 @@ impl FetchPlan {
                     let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
                     return Ok(out.into_iter().collect());
                 }
-                let answered = if payload {
-                    list.iter()
-                        .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
-                        .and_then(data_bytes)
-                        .map(|stored| self.open_whole(probed, &stored, keys))
-                } else {
-                    self.open_summary(probed, list, keys)
-                };
+                if !payload {
+                    let Some(pending) = self.open_summary(probed, list, keys) else {
+                        return Err(items);
+                    };
+                    self.opening.push(uid, pending);
+                    return Ok(self.answer_opened(false, Some(keys)));
+                }
+                let answered = list
+                    .iter()
+                    .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
+                    .and_then(data_bytes)
+                    .map(|stored| self.open_whole(probed, &stored, keys));
                 match answered {
                     None => Err(items),
-                    Some(Ok(Some(out))) => {
-                        metrics::counter!(names::IMAP_OPENED_TOTAL).increment(1);
-                        let probed = self.probed.remove(&uid);
-                        Ok(probed.and_then(|p| fetch(p.seq, out)).into_iter().collect())
-                    }
-                    Some(Ok(None)) => {
-                        self.refetch.push(uid);
-                        Ok(Vec::new())
-                    }
-                    Some(Err(e)) => {
-                        // Shown as stored (the plain phase fetches it), and
-                        // from now on without trying again.
-                        tracing::warn!(uid = uid.get(), error = %e, "cannot open a sealed message");
-                        metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason())
-                            .increment(1);
-                        if let Some(p) = self.probed.get_mut(&uid)
-                            && let Some(d) = p.sealed.take()
-                        {
-                            remember_undecryptable(self.cache.as_ref(), p.key, &d.epoch, keys, &e);
-                        }
-                        Ok(Vec::new())
-                    }
+                    Some(answered) => Ok(self.on_opened(uid, answered, Some(keys))),
                 }
             }
             Phase::Plain(_) => {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
-                if !list.iter().any(is_body_item) {
+                if !list.iter().any(|i| is_body_item(i) || is_structure_item(i)) {
                     // A flag change another session made, not the answer.
                     return Err(items);
                 }
@@ -444,6 +462,72 @@ impl FetchPlan {
         }
     }
 
+    /// Answers the summaries opened so far, in the order they came (all of
+    /// them when `all`, waiting for the pool). `keys` as given by the
+    /// session, else the plan's own.
+    fn answer_opened(&mut self, all: bool, keys: Option<&(dyn Keys + Send + Sync)>) -> Vec<Output> {
+        let own = self.keys.clone();
+        let keys = keys.or(own.as_deref());
+        let mut out = Vec::new();
+        for (uid, opened) in self.opening.take_ready(all) {
+            let Some(probed) = self.probed.get(&uid) else {
+                // Expunged meanwhile: nothing to answer.
+                continue;
+            };
+            let opened = opened.unwrap_or_else(|| {
+                Err(envelope::EnvelopeError::Damaged(
+                    "opening its summary failed".into(),
+                ))
+            });
+            let answered = opened.map(|summary| {
+                if self
+                    .wanted
+                    .iter()
+                    .any(|i| answer::need(i, Some(&summary)) == Need::Payload)
+                {
+                    return None;
+                }
+                Some(self.compose(probed, &summary, None, None))
+            });
+            out.extend(self.on_opened(uid, answered, keys));
+        }
+        out
+    }
+
+    /// What follows from opening a message: its answer, a fetch of the
+    /// whole message (`Ok(None)`), or showing it as stored.
+    fn on_opened(
+        &mut self,
+        uid: NonZeroU32,
+        answered: Result<Option<Vec<Item>>, envelope::EnvelopeError>,
+        keys: Option<&(dyn Keys + Send + Sync)>,
+    ) -> Vec<Output> {
+        match answered {
+            Ok(Some(out)) => {
+                metrics::counter!(names::IMAP_OPENED_TOTAL).increment(1);
+                let probed = self.probed.remove(&uid);
+                probed.and_then(|p| fetch(p.seq, out)).into_iter().collect()
+            }
+            Ok(None) => {
+                self.refetch.push(uid);
+                Vec::new()
+            }
+            Err(e) => {
+                // Shown as stored (the plain phase fetches it), and
+                // from now on without trying again.
+                tracing::warn!(uid = uid.get(), error = %e, "cannot open a sealed message");
+                metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason()).increment(1);
+                if let Some(p) = self.probed.get_mut(&uid)
+                    && let Some(d) = p.sealed.take()
+                    && let Some(keys) = keys
+                {
+                    remember_undecryptable(self.cache.as_ref(), p.key, &d.epoch, keys, &e);
+                }
+                Vec::new()
+            }
+        }
+    }
+
     /// Answers every wanted item from the whole stored message.
     fn open_whole(
         &self,
@@ -467,13 +551,15 @@ impl FetchPlan {
         Ok(Some(self.compose(probed, &summary, Some(&opened), None)))
     }
 
-    /// Answers from part 1 alone; `Ok(None)` when an item needs more.
+    /// Opens part 1 (the summary) and puts it in the cache: on the pool
+    /// when the plan has the keyring, else at once. `None` when the
+    /// provider's answer lacks part 1.
     fn open_summary(
         &self,
         probed: &Probed,
         list: &[MessageDataItem<'static>],
         keys: &(dyn Keys + Send + Sync),
-    ) -> Option<Result<Option<Vec<Item>>, envelope::EnvelopeError>> {
+    ) -> Option<Pending<Result<Summary, envelope::EnvelopeError>>> {
         let one = NonZeroU32::MIN;
         let part = |s: &Section<'_>| {
             list.iter()
@@ -482,26 +568,29 @@ impl FetchPlan {
         };
         let part1 = part(&Section::Part(Part(Vec1::from(one))))?;
         let mime = part(&Section::Mime(Part(Vec1::from(one)))).unwrap_or_default();
-        let marker = probed.sealed.as_ref()?;
+        let marker = probed.sealed.clone()?;
         let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
             .map(|v| envelope::header::text(&v));
-        Some((|| {
-            // open_summary_of: a marker of another format version is refused
-            // here too, so such a message is not listed from its summary.
-            let summary = envelope::open_summary_of(&part1, cte.as_deref(), marker, keys)?
-                .with_prefix(&probed.prefix);
-            if let Some(c) = &self.cache {
-                c.cache.put(&c.mailbox, probed.key, &summary, None);
+        let prefix = probed.prefix.clone();
+        let cache = self.cache.clone();
+        let key = probed.key;
+        // open_summary_of: a marker of another format version is refused
+        // here too, so such a message is not listed from its summary.
+        let open = move |keys: &(dyn Keys + Send + Sync)| {
+            let summary = envelope::open_summary_of(&part1, cte.as_deref(), &marker, keys)?
+                .with_prefix(&prefix);
+            if let Some(c) = &cache {
+                c.cache.put(&c.mailbox, key, &summary, None);
             }
-            if self
-                .wanted
-                .iter()
-                .any(|i| answer::need(i, Some(&summary)) == Need::Payload)
-            {
-                return Ok(None);
+            Ok(summary)
+        };
+        Some(match &self.keys {
+            Some(shared) => {
+                let shared = Arc::clone(shared);
+                Pending::spawn(move || open(shared.as_ref()))
             }
-            Ok(Some(self.compose(probed, &summary, None, None)))
-        })())
+            None => Pending::ready(open(keys)),
+        })
     }
 
     /// The response items for a sealed message, in the client's order;
@@ -562,7 +651,10 @@ impl FetchPlan {
                 if !ok {
                     tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
                 }
-                Ok(self.next_phase())
+                // Every summary still being opened is answered first.
+                let mut out = self.answer_opened(true, None);
+                out.extend(self.next_phase());
+                Ok(out)
             }
             _ => Err(status),
         }
@@ -775,7 +867,7 @@ impl FetchPlan {
         let items: Vec<MessageDataItemName<'static>> = self
             .wanted
             .iter()
-            .filter(|i| answer::need(i, None) == Need::Payload)
+            .filter(|i| answer::need(i, None) == Need::Payload || deferred(i))
             .cloned()
             .collect();
         if items.is_empty() {
@@ -822,6 +914,26 @@ impl FetchPlan {
             },
         ))
     }
+}
+
+/// Is `item` one the probe leaves out, asked for in the plain phase for
+/// the messages that are not answered from a summary: ENVELOPE, BODY and
+/// BODYSTRUCTURE, which make the provider parse the stored message.
+fn deferred(item: &MessageDataItemName<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItemName::Envelope
+            | MessageDataItemName::Body
+            | MessageDataItemName::BodyStructure
+    )
+}
+
+/// Is `item` the provider's answer to a [`deferred`] item?
+fn is_structure_item(item: &MessageDataItem<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItem::Envelope(_) | MessageDataItem::Body(_) | MessageDataItem::BodyStructure(_)
+    )
 }
 
 /// The items a FETCH asks for, as Dovecot reads them: each once (body
@@ -889,8 +1001,11 @@ fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
 }
 
 mod items;
+pub(super) mod opening;
 #[cfg(test)]
 mod tests;
+
+use opening::{InOrder, Pending};
 
 use items::{
     answers, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section, is_section_name,

@@ -747,6 +747,7 @@ impl Session {
             }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
+                    let plan = plan.opening_with(Arc::clone(&self.keys));
                     self.plan = Some(Plan::Fetch(Box::new(plan)));
                     self.forward(probe);
                 }
