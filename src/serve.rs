@@ -168,6 +168,26 @@ impl Reloader {
     }
 }
 
+/// The provider's IMAP (for the proxy and the sweep): `[provider.imap]`,
+/// plaintext only to a loopback address.
+async fn provider_imap(config: &Config) -> Result<imap::upstream::Target, ServeError> {
+    let upstream = config
+        .provider
+        .imap
+        .as_ref()
+        .ok_or_else(|| ServeError::Config("[provider.imap] is missing".into()))?;
+    if upstream.security == UpstreamSecurity::Plain
+        && !crate::tls::resolve_is_loopback(&upstream.address).await?
+    {
+        return Err(ServeError::Config(format!(
+            "provider.imap.address {} is not loopback: security = \"plain\" is refused",
+            upstream.address
+        )));
+    }
+    Ok(imap::upstream::Target::from_config(upstream)
+        .map_err(imap::upstream::UpstreamError::from)?)
+}
+
 /// Tells the service manager (systemd `Type=notify`) what writ is doing;
 /// nothing when `NOTIFY_SOCKET` is unset.
 fn notify(states: &[sd_notify::NotifyState]) {
@@ -357,21 +377,7 @@ impl Server {
                 "the sweep reads its sealed copies back: it needs the keyring passphrase".into(),
             )
         })?;
-        let upstream = config
-            .provider
-            .imap
-            .as_ref()
-            .ok_or_else(|| ServeError::Config("[provider.imap] is missing".into()))?;
-        if upstream.security == UpstreamSecurity::Plain
-            && !crate::tls::resolve_is_loopback(&upstream.address).await?
-        {
-            return Err(ServeError::Config(format!(
-                "provider.imap.address {} is not loopback: security = \"plain\" is refused",
-                upstream.address
-            )));
-        }
-        let target = imap::upstream::Target::from_config(upstream)
-            .map_err(imap::upstream::UpstreamError::from)?;
+        let target = provider_imap(config).await?;
         let keyring = Keyring::load(keys_dir)?;
         keyring.active()?;
         let sealer = crate::keys::sealer(&keyring, &config.seal)?;
@@ -524,21 +530,7 @@ impl Server {
             ));
         };
         let acceptor = crate::tls::acceptor(cert, key)?;
-        let upstream = config
-            .provider
-            .imap
-            .as_ref()
-            .ok_or_else(|| ServeError::Config("[provider.imap] is missing".into()))?;
-        if upstream.security == UpstreamSecurity::Plain
-            && !crate::tls::resolve_is_loopback(&upstream.address).await?
-        {
-            return Err(ServeError::Config(format!(
-                "provider.imap.address {} is not loopback: security = \"plain\" is refused",
-                upstream.address
-            )));
-        }
-        let target = imap::upstream::Target::from_config(upstream)
-            .map_err(imap::upstream::UpstreamError::from)?;
+        let target = provider_imap(config).await?;
         let cache = if imap.cache {
             Some(Arc::new(
                 imap::cache::Cache::open(&imap.cache_dir, imap.cache_max_bytes, keys.as_ref())

@@ -385,30 +385,12 @@ impl Client {
     /// Every mailbox name the account has (LIST "" "*"), minus those that
     /// cannot be selected.
     pub async fn list(&mut self) -> Result<Vec<String>, ClientError> {
-        let a = self
-            .run(
-                "LIST",
-                CommandBody::List {
-                    reference: Mailbox::try_from("")
-                        .map_err(|_| ClientError::Invalid("mailbox"))?,
-                    mailbox_wildcard: ListMailbox::try_from("*")
-                        .map_err(|_| ClientError::Invalid("mailbox"))?,
-                },
-            )
-            .await?;
-        let mut names = Vec::new();
-        for d in a.data {
-            if let Data::List { items, mailbox, .. } = d {
-                let noselect = items.iter().any(|i| {
-                    let s = format!("{i:?}").to_ascii_lowercase();
-                    s.contains("noselect") || s.contains("nonexistent")
-                });
-                if !noselect {
-                    names.push(mailbox_name(&mailbox));
-                }
-            }
-        }
-        Ok(names)
+        Ok(self
+            .list_with_attributes()
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
     }
 
     pub async fn select(
