@@ -26,6 +26,9 @@
 //!   messages, and its verification.
 //! - [`admin`]: the admin HTTP endpoint (`/healthz`, `/metrics`) and metric names.
 #![forbid(unsafe_code)]
+// No unwrap/expect outside tests: a panic on outside data is a crash of
+// every session of the process (errors carry one line instead).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod audit;

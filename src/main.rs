@@ -1,6 +1,9 @@
 //! The `writ` command line: parse arguments, dispatch, report errors. The
 //! work itself lives in the library (`writ::keys`, `writ::config`, ...).
 #![forbid(unsafe_code)]
+// No unwrap/expect outside tests: a panic on outside data is a crash of
+// every session of the process (errors carry one line instead).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
