@@ -6,7 +6,9 @@
 //! client then uses the plain RFC 3501 form, which writ handles.
 //!
 //! Passed when the provider offers them: IMAP4rev1, AUTH=*, SASL-IR, ID,
-//! ENABLE, IDLE, UNSELECT, CHILDREN, NAMESPACE, UIDPLUS, CONDSTORE, MOVE,
+//! ENABLE, IDLE, UNSELECT, CHILDREN, NAMESPACE, UIDPLUS, CONDSTORE,
+//! QRESYNC (a `* VANISHED` renumbers what a plan still has to answer, as
+//! EXPUNGE does; the rest of it carries no message content), MOVE,
 //! LITERAL+/-, SPECIAL-USE, QUOTA (and QUOTA=RES-*, QUOTASET),
 //! APPENDLIMIT; and, answered by writ itself over opened messages:
 //! ESEARCH ([`super::search_return`]: RETURN MIN/MAX/ALL/COUNT; without
@@ -38,8 +40,7 @@
 //! - NOTIFY: unsolicited FETCH responses it asks for could carry sealed
 //!   content, and its command is not parsed by imap-codec.
 //! - BINARY, PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
-//!   ciphertext. QRESYNC:
-//!   VANISHED is not renumbered by the plans. MULTIAPPEND, CATENATE,
+//!   ciphertext. MULTIAPPEND, CATENATE,
 //!   URLAUTH, UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
 //!
 //! STARTTLS, LOGINDISABLED and COMPRESS=DEFLATE describe writ's own
@@ -87,6 +88,10 @@ fn passes(cap: &Capability<'_>) -> bool {
         | Capability::Unselect
         | Capability::UidPlus
         | Capability::CondStore
+        // VANISHED renumbers the plans' pending answers by UID
+        // (super::sequence::Vanished); the rest of QRESYNC carries no
+        // message content.
+        | Capability::QResync
         | Capability::Namespace
         // writ sorts itself (super::sort); SORT=DISPLAY is not offered.
         | Capability::Sort(None)
@@ -176,7 +181,7 @@ mod tests {
             names(&out),
             "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT THREAD=REFERENCES THREAD=ORDEREDSUBJECT \
              UNSELECT CHILDREN \
-             NAMESPACE UIDPLUS CONDSTORE \
+             NAMESPACE UIDPLUS CONDSTORE QRESYNC \
              ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
     }
