@@ -127,8 +127,8 @@ class Side:
     """One run of a scenario: `a` and `b` connect here (for the sealed
     user: through writ, so that what `b` appends is sealed)."""
 
-    def __init__(self, port, user, pw):
-        self.port, self.user, self.pw = port, user, pw
+    def __init__(self, port, user, pw, writ):
+        self.port, self.user, self.pw, self.writ = port, user, pw, writ
         self.out = []
         self.uidvalidity = None
 
@@ -283,7 +283,8 @@ def thunderbird(side):
     a QRESYNC resync after another client's changes, and IDLE."""
     a = C(side.port)
     caps = a.caps()
-    side.rec(a, 'a', 'LOGIN %s %s' % (side.user, side.pw))
+    u, r = a.cmd('LOGIN %s %s' % (side.user, side.pw))
+    side.note('a', 'LOGIN', u, r)
     caps = a.caps()
     assert 'COMPRESS=DEFLATE' in caps and 'SPECIAL-USE' in caps, caps
     a.compress()
@@ -348,34 +349,51 @@ def hostile(side):
     side.rec(a, 'a', 'ENABLE QRESYNC')
     side.rec(a, 'a', 'SELECT INBOX')
     v, m0 = side.uidvalidity, side.highest()
-    for bad in ['SELECT INBOX (QRESYNC (0 1))', 'SELECT INBOX (QRESYNC (%d 0))' % v,
-                'SELECT INBOX (QRESYNC (%d))' % v, 'SELECT INBOX (QRESYNC)',
+    for bad in ['UID FETCH 1:* (FLAGS) (VANISHED)',
+                'FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)',
+                'UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED VANISHED)']:
+        side.rec(a, 'a', bad)
+        side.rec(a, 'a', 'NOOP')
+    # A zero UIDVALIDITY or MODSEQ is outside RFC 7162's grammar
+    # (nz-number, a positive mod-sequence-value): writ's parser answers
+    # BAD where Dovecot is lenient (OK). The one deliberate difference.
+    for zero in ['UID FETCH 1:* (FLAGS) (CHANGEDSINCE 0 VANISHED)',
+                 'SELECT INBOX (QRESYNC (0 1))', 'SELECT INBOX (QRESYNC (%d 0))' % v]:
+        u, r = a.cmd(zero)
+        assert r.split()[0] == (b'BAD' if side.writ else b'OK'), (zero, r)
+    # Dovecot closes the selected mailbox before it reads a SELECT's
+    # parameters (writ, answering BAD itself, does not): compared from
+    # the authenticated state.
+    side.rec(a, 'a', 'UNSELECT')
+    for bad in ['SELECT INBOX (QRESYNC (%d))' % v, 'SELECT INBOX (QRESYNC)',
                 'SELECT INBOX (QRESYNC (%d x))' % v,
                 'SELECT INBOX (QRESYNC (%d %d 1:5 (1:2)))' % (v, m0),
                 'SELECT INBOX (QRESYNC (%d %d 1:5 (1:2 3:4) extra))' % (v, m0),
-                'SELECT INBOX (QRESYNC (%d 99999999999999999999999))' % v,
-                'UID FETCH 1:* (FLAGS) (VANISHED)',
-                'FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)',
-                'UID FETCH 1:* (FLAGS) (CHANGEDSINCE 0 VANISHED)']:
+                'EXAMINE INBOX (QRESYNC (%d %d 1:5 (1:2 3:4 5:6)))' % (v, m0),
+                'SELECT INBOX (QRESYNC (%d 99999999999999999999999))' % v]:
         side.rec(a, 'a', bad)
         side.rec(a, 'a', 'NOOP')
     # Known UIDs as long as a command line may be (64 KiB), in ranges.
-    huge = ','.join('%d:%d' % (i, i + 1) for i in range(1, 19000, 3))
-    assert len(huge) < 60000, len(huge)
+    parts, size, i = [], 0, 1
+    while size < 60000:
+        parts.append('%d:%d' % (i, i + 1))
+        size += len(parts[-1]) + 1
+        i += 3
+    huge = ','.join(parts)
     side.rec(a, 'a', 'SELECT INBOX (QRESYNC (%d %d %s))' % (v, m0, huge))
     side.rec(a, 'a', 'UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE %d VANISHED)' % m0)
     side.rec(a, 'a', 'LOGOUT')
 
 
-def run(port, user, pw):
-    side = Side(port, user, pw)
+def run(port, user, pw, writ):
+    side = Side(port, user, pw, writ)
     {'qresync': qresync, 'thunderbird': thunderbird, 'apple': apple,
      'hostile': hostile}[scenario](side)
     return side.out
 
 
-dovecot = run(dport, puser, ppw)
-writ = run(wport, suser, spw)
+dovecot = run(dport, puser, ppw, False)
+writ = run(wport, suser, spw, True)
 same = True
 for i in range(max(len(dovecot), len(writ))):
     d = dovecot[i] if i < len(dovecot) else b'<none>'
