@@ -908,6 +908,15 @@ impl Session {
                             known_uids,
                         }
                     }
+                    // A QRESYNC SELECT's changed messages: only what names
+                    // a flag change passes (the provider sends nothing
+                    // else there; a guard against sealed items).
+                    (Data::Fetch { seq, items }, None) if self.pending_select.is_some() => {
+                        match unsolicited(items) {
+                            Some(items) => Data::Fetch { seq, items },
+                            None => return,
+                        }
+                    }
                     (data, _) => data,
                 };
                 let data = self.rewrite_data(data);

@@ -444,6 +444,18 @@ fn a_qresync_select_and_its_resync_responses_pass_as_sent() {
     s.provider_input(answer.as_bytes());
     s.advance();
     assert_eq!(text(s.take_to_client()), answer);
+    // Whatever else a provider would put in such a FETCH stays back.
+    let (up, _) = exchange(&mut s, b"t EXAMINE INBOX (QRESYNC (67890007 1))\r\n");
+    assert_eq!(up, "t EXAMINE INBOX (QRESYNC (67890007 1))\r\n");
+    s.provider_input(
+        b"* 1 FETCH (UID 117 FLAGS () MODSEQ (3) BODY[1] {6}\r\nsealed)\r\n\
+          t OK [READ-ONLY] Examine completed\r\n",
+    );
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* 1 FETCH (UID 117 FLAGS () MODSEQ (3))\r\nt OK [READ-ONLY] Examine completed\r\n"
+    );
     let fetch = "u UID FETCH 1:* (FLAGS) (CHANGEDSINCE 20050715194045000 VANISHED)\r\n";
     let (up, _) = exchange(&mut s, fetch.as_bytes());
     // The probe keeps the client's modifiers; it reads the header to tell
