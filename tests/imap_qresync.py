@@ -150,6 +150,37 @@ class Side:
         self.note(who, text, u, r)
         return u, r
 
+    def settled(self, c, who, text):
+        """A UID SEARCH, SORT or THREAD while another session expunges:
+        Dovecot evaluates it on its view before the expunge is reported,
+        writ over several commands of its own, during which the provider
+        may report the flag change, so whether a message expunged
+        meanwhile is in the answer (and whether the expunge is reported
+        before the tagged status or at the next command) may differ. Both
+        settle after a NOOP: the messages reported VANISHED by then, and
+        the answer without them, must be the same.
+        """
+        u, r = c.cmd(text)
+        u2, r2 = c.cmd('NOOP')
+        assert r2.startswith(b'OK'), r2
+        gone = set()
+        for line in u + u2:
+            m = re.match(rb'\* VANISHED ([0-9:,]+)', line)
+            if m:
+                for part in m.group(1).split(b','):
+                    lo, _, hi = part.partition(b':')
+                    gone |= set(range(int(lo), int(hi or lo) + 1))
+        self.out.append(b'%s> %s (settled)' % (who.encode(), text.encode()))
+        for line in u:
+            m = re.match(rb'\* (SEARCH|SORT)((?: \d+)*)', line)
+            if m:
+                kept = [n for n in m.group(2).split() if int(n) not in gone]
+                self.out.append(b'   * %s %s' % (m.group(1), b' '.join(kept)))
+            elif line.startswith(b'* THREAD'):
+                self.out.append(b'   ' + line.rstrip(b'\r\n'))
+        self.out.append(b'   vanished %s' % str(sorted(gone)).encode())
+        self.out.append(b'   = ' + r.split()[0])
+
     def follow(self, c, who, text, view):
         """A command during which another session's expunge may be
         reported: its FETCH responses are followed as a client follows
@@ -269,6 +300,15 @@ def qresync(side):
     idle_until(side, a, 'a', [rb'EXISTS', rb'VANISHED'],
                lambda: (b.ok('APPEND INBOX', NEW % (2, 2)), deleted(b, '7')))
     side.rec(a, 'a', 'UID FETCH 14:* (UID FLAGS ENVELOPE BODY.PEEK[TEXT])')
+    # Expunges reported during a UID SEARCH, SORT and THREAD writ answers.
+    deleted(b, '11')
+    side.settled(a, 'a', 'UID SEARCH UNDELETED BODY the')
+    deleted(b, '12')
+    side.settled(a, 'a', 'UID SORT (SUBJECT SIZE) UTF-8 UNDELETED')
+    b.ok('APPEND INBOX', NEW % (5, 5))
+    side.rec(a, 'a', 'NOOP')
+    deleted(b, '13')
+    side.settled(a, 'a', 'UID THREAD REFERENCES UTF-8 BODY zebracrossing')
     # The client's own UID EXPUNGE.
     side.rec(a, 'a', 'UID STORE 8 +FLAGS.SILENT (\\Deleted)')
     side.rec(a, 'a', 'UID EXPUNGE 8')

@@ -592,3 +592,58 @@ fn a_fetch_response_too_deep_to_parse_ends_the_fetch_no_and_the_session_goes_on(
     let (up, _) = exchange(&mut s, b"b NOOP\r\n");
     assert_eq!(up, "b NOOP\r\n");
 }
+
+/// A `* VANISHED` during a UID SEARCH writ answers renumbers the messages
+/// still to be searched as an EXPUNGE of the same messages does: the
+/// sequence set of the criteria then names what the client numbers so.
+#[test]
+fn a_vanished_during_a_uid_search_renumbers_as_an_expunge_does() {
+    let run = |gone: &[u8]| {
+        let (mut s, _) = logged_in_with_keys();
+        let (up, _) = exchange(&mut s, b"s UID SEARCH 2:* BODY needle\r\n");
+        let mut steps = vec![up];
+        s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
+        s.advance();
+        steps.push(text(s.take_to_provider()));
+        let header = "From: a@example.test\r\n\r\n";
+        let mut probe = String::new();
+        for (seq, uid) in [(1, 10), (2, 20), (3, 30)] {
+            probe.push_str(&format!(
+                "* {seq} FETCH (UID {uid} FLAGS () INTERNALDATE \"01-Jan-2026 00:00:00 +0000\" \
+                 RFC822.SIZE 40 BODY[HEADER] {{{}}}\r\n{header})\r\n",
+                header.len()
+            ));
+        }
+        probe.push_str("writ.s2 OK done\r\n");
+        s.provider_input(probe.as_bytes());
+        s.advance();
+        steps.push(text(s.take_to_provider()));
+        let mut bodies = gone.to_vec();
+        let whole = format!("{header}needle\r\n");
+        for (seq, uid) in [(1, 20), (2, 30)] {
+            bodies.extend_from_slice(
+                format!(
+                    "* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n{whole})\r\n",
+                    whole.len()
+                )
+                .as_bytes(),
+            );
+        }
+        bodies.extend_from_slice(b"writ.s3 OK done\r\n");
+        s.provider_input(&bodies);
+        s.advance();
+        steps.push(text(s.take_to_client()));
+        steps
+    };
+    let by_expunge = run(b"* 1 EXPUNGE\r\n");
+    let by_vanished = run(b"* VANISHED 10\r\n");
+    assert_eq!(by_expunge[..3], by_vanished[..3]);
+    assert_eq!(
+        by_vanished[3],
+        "* VANISHED 10\r\n* SEARCH 30\r\ns OK SEARCH completed (by writ)\r\n"
+    );
+    assert_eq!(
+        by_expunge[3],
+        "* 1 EXPUNGE\r\n* SEARCH 30\r\ns OK SEARCH completed (by writ)\r\n"
+    );
+}
