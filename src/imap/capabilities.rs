@@ -35,8 +35,12 @@
 //!   extended data of its responses; plain LIST (with SPECIAL-USE
 //!   attributes) and STATUS pass.
 //! - STATUS=SIZE: the provider's figure is the size of the sealed
-//!   messages; writ would have to open every summary of a mailbox that is
-//!   not selected.
+//!   messages. The plaintext sizes are in the summaries, but the cache
+//!   finds a summary by the message's stored header, and listing the
+//!   messages of a mailbox that is not selected takes a SELECT of it on
+//!   writ's one provider connection, which would deselect the client's
+//!   mailbox (and lose its QRESYNC state); a second connection per STATUS
+//!   is not worth it. Withheld.
 //! - NOTIFY: unsolicited FETCH responses it asks for could carry sealed
 //!   content, and its command is not parsed by imap-codec.
 //! - BINARY, PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
@@ -184,6 +188,19 @@ mod tests {
              NAMESPACE UIDPLUS CONDSTORE QRESYNC \
              ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
+    }
+
+    #[test]
+    fn qresync_is_offered_only_when_the_provider_has_it() {
+        let offer = Offer {
+            starttls: false,
+            login_disabled: false,
+            compress: false,
+        };
+        let with = filter(caps("IMAP4rev1 CONDSTORE QRESYNC"), offer);
+        assert_eq!(names(&with), "IMAP4REV1 CONDSTORE QRESYNC");
+        let without = filter(caps("IMAP4rev1 CONDSTORE"), offer);
+        assert_eq!(names(&without), "IMAP4REV1 CONDSTORE");
     }
 
     #[test]
