@@ -38,10 +38,10 @@
 //! provider sends only what it would send the client then, and numbers
 //! messages as the client does. An EXPUNGE, or with QRESYNC a VANISHED
 //! (by UID: [`super::sequence::Vanished`]), renumbers the plan's pending
-//! answers; VANISHED (EARLIER), the FETCH responses of a QRESYNC SELECT
-//! (UID, FLAGS, MODSEQ) and a UID EXPUNGE pass as they are: they carry
-//! no message content; a FETCH that answers none of the plan's commands (a flag
-//! change elsewhere) passes with FLAGS, MODSEQ and UID only. Once a
+//! answers; VANISHED (EARLIER) and the VANISHED of a UID EXPUNGE pass as
+//! they are (no message content). A FETCH that answers none of the plan's
+//! commands (a flag change elsewhere), and one during a SELECT (a QRESYNC
+//! SELECT's changed messages), passes with FLAGS, MODSEQ and UID only. Once a
 //! client command waits behind a plan, [`Session::wants_client_input`]
 //! says no: the I/O shell stops reading the client until the plan ends.
 
