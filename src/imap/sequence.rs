@@ -223,4 +223,35 @@ mod tests {
         assert_eq!(v.below(n(u32::MAX)), u64::from(u32::MAX - 1));
         assert_eq!(v.renumbered(n(5), n(u32::MAX)), Some(NonZeroU32::MIN));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Against counting UIDs one by one, over a small UID range: each
+        /// message still there moves down by the vanished ones below it.
+        #[test]
+        fn vanished_agrees_with_counting_one_by_one(
+            ranges in proptest::collection::vec((1u32..120, 0u32..15), 1..12),
+            mailbox in proptest::collection::btree_set(1u32..140, 1..60),
+        ) {
+            let ranges: Vec<(u32, u32)> = ranges.iter().map(|(a, l)| (*a, a + l)).collect();
+            let v = vanished(&ranges);
+            let gone = |u: u32| ranges.iter().any(|(a, b)| (*a..=*b).contains(&u));
+            let all: std::collections::BTreeSet<u32> =
+                ranges.iter().flat_map(|(a, b)| *a..=*b).collect();
+            proptest::prop_assert_eq!(v.count(), all.len() as u64);
+            // The RFC has the provider name only messages the client knows.
+            let uids: Vec<u32> = mailbox.union(&all).copied().collect();
+            let after: Vec<u32> = uids.iter().copied().filter(|u| !gone(*u)).collect();
+            for (i, uid) in uids.iter().enumerate() {
+                let seq = n(i as u32 + 1);
+                let want = after.iter().position(|u| u == uid).map(|p| n(p as u32 + 1));
+                proptest::prop_assert_eq!(v.renumbered(seq, n(*uid)), want);
+                proptest::prop_assert_eq!(v.contains(n(*uid)), gone(*uid));
+                proptest::prop_assert_eq!(
+                    v.below(n(*uid)),
+                    all.iter().filter(|g| **g < *uid).count() as u64
+                );
+            }
+        }
+    }
 }
