@@ -113,14 +113,46 @@ def nv(line, uidvalidity):
     return line
 
 
+def media_types_lower(line):
+    """Media types and subtypes in a BODYSTRUCTURE, lower case. They are
+    case-blind (RFC 2045 §5.1), and writ still writes a plaintext
+    message's as imap-codec does, upper case (issue 11 item 4, which has
+    its own oracle tests); this test is about QRESYNC."""
+    i = line.find(b'BODYSTRUCTURE (')
+    if i < 0:
+        return line
+    token = rb'"([A-Za-z0-9!#$&^_.+-]+)"'
+    lower = lambda m: m.group(0).lower()
+    rest = re.sub(rb'\(' + token + rb' ' + token, lower, line[i:])
+    rest = re.sub(rb'\) ' + token, lower, rest)
+    return line[:i] + rest
+
+
 def norm(line, uidvalidity):
     """A response as the comparison sees it."""
-    line = nv(line.rstrip(b'\r\n'), uidvalidity)
+    line = media_types_lower(nv(line.rstrip(b'\r\n'), uidvalidity))
     if line.upper().startswith(b'* CAPABILITY '):
         return b'* CAPABILITY'
     if re.match(rb'\* (OK|NO|BAD|BYE|PREAUTH)\b', line):
         return b'* ' + status(line[2:])
     return line
+
+
+def by_number(untagged):
+    """Runs of FETCH responses in message order: writ answers plaintext
+    messages as the provider's answers come and sealed ones after opening
+    them, and no RFC orders the responses of one FETCH."""
+    out, run = [], []
+    number = lambda r: int(re.match(rb'\* (\d+) FETCH ', r).group(1))
+    for u in untagged + [None]:
+        if u is not None and re.match(rb'\* \d+ FETCH ', u):
+            run.append(u)
+            continue
+        out.extend(sorted(run, key=number))
+        run = []
+        if u is not None:
+            out.append(u)
+    return out
 
 
 class Side:
@@ -137,7 +169,7 @@ class Side:
 
     def note(self, who, text, untagged, tagged):
         self.out.append(nv(b'%s> %s' % (who.encode(), text.encode()), self.uidvalidity))
-        for u in untagged:
+        for u in by_number(untagged):
             self.out.append(b'   ' + norm(u, self.uidvalidity))
         self.out.append(b'   = ' + nv(status(tagged), self.uidvalidity))
 
@@ -441,7 +473,11 @@ for i in range(max(len(dovecot), len(writ))):
     mark = '  ' if d == w else '!!'
     if d != w:
         same = False
-    print(mark, 'dovecot:', d.decode('utf-8', 'replace')[:400])
+    at = 0
     if d != w:
-        print(mark, 'writ:   ', w.decode('utf-8', 'replace')[:400])
+        at = next((i for i in range(min(len(d), len(w))) if d[i] != w[i]), min(len(d), len(w)))
+        at = max(0, at - 150)
+    print(mark, 'dovecot:', ('...' if at else '') + d[at:at + 400].decode('utf-8', 'replace'))
+    if d != w:
+        print(mark, 'writ:   ', ('...' if at else '') + w[at:at + 400].decode('utf-8', 'replace'))
 print('ALL SAME' if same else 'DIFFERENT')
