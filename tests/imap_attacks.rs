@@ -3,7 +3,7 @@
 //! large pre-login literals, not reading its answers), an ordinary
 //! logged-in user (posing as another account to reach its cached
 //! plaintext, commands pipelined behind a FETCH, a SEARCH with thousands
-//! of keys, ENABLE QRESYNC) and a busy mailbox (partial fetches and IDLE
+//! of keys, an expunge reported as VANISHED) and a busy mailbox (partial fetches and IDLE
 //! with concurrent changes), against writ in front of a real Dovecot.
 //!
 //! Each test is named for what must hold, and failed on the code before
@@ -336,14 +336,16 @@ fn follow(view: &mut Vec<u32>, r: &Response, bodies: &BTreeMap<u32, Vec<u8>>) {
     }
 }
 
-/// Defect: with QRESYNC enabled (ENABLE passes through writ although the
-/// capability is not shown) the provider reports an expunge during a UID
-/// FETCH as VANISHED, which writ passes on without renumbering what it
-/// still has to answer (`Session::on_provider` renumbers on EXPUNGE only):
-/// bodies then go out under numbers that name other messages. Fixed by
-/// ENABLE passing on only what writ offers (CONDSTORE).
+/// Defect: with QRESYNC enabled (ENABLE passed through writ although the
+/// capability was not shown) the provider reports an expunge during a UID
+/// FETCH as VANISHED, which writ passed on without renumbering what it
+/// still had to answer (`Session::on_provider` renumbered on EXPUNGE
+/// only): bodies then went out under numbers that name other messages.
+/// First fixed by ENABLE passing on only CONDSTORE; now QRESYNC is offered
+/// and a VANISHED renumbers the plan's pending answers by UID
+/// (`sequence::Vanished`).
 #[test]
-fn qresync_cannot_be_enabled_so_an_expunge_during_a_uid_fetch_keeps_numbers_right() {
+fn an_expunge_reported_as_vanished_during_a_uid_fetch_keeps_numbers_right() {
     let p = provider();
     let proxy = proxy("");
     let user = p.new_user("rq");
@@ -361,12 +363,11 @@ fn qresync_cannot_be_enabled_so_an_expunge_during_a_uid_fetch_keeps_numbers_righ
         view.push(uid);
     }
     let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
-    // QRESYNC is not offered: ENABLE ignores it (RFC 5161), so expunges
-    // stay EXPUNGE responses, which writ renumbers its plans by.
+    // QRESYNC is offered (Dovecot has it): expunges come as VANISHED.
     let r = a.command("ENABLE QRESYNC").expect_ok("ENABLE");
     assert!(
-        !r.text().to_ascii_uppercase().contains("ENABLED QRESYNC"),
-        "QRESYNC enabled although not offered: {}",
+        r.text().to_ascii_uppercase().contains("ENABLED QRESYNC"),
+        "QRESYNC not enabled: {}",
         r.text()
     );
     a.select("INBOX").expect_ok("SELECT");

@@ -6,7 +6,9 @@
 //! client then uses the plain RFC 3501 form, which writ handles.
 //!
 //! Passed when the provider offers them: IMAP4rev1, AUTH=*, SASL-IR, ID,
-//! ENABLE, IDLE, UNSELECT, CHILDREN, NAMESPACE, UIDPLUS, CONDSTORE, MOVE,
+//! ENABLE, IDLE, UNSELECT, CHILDREN, NAMESPACE, UIDPLUS, CONDSTORE,
+//! QRESYNC (a `* VANISHED` renumbers what a plan still has to answer, as
+//! EXPUNGE does; the rest of it carries no message content), MOVE,
 //! LITERAL+/-, SPECIAL-USE, QUOTA (and QUOTA=RES-*, QUOTASET),
 //! APPENDLIMIT; and, answered by writ itself over opened messages:
 //! ESEARCH ([`super::search_return`]: RETURN MIN/MAX/ALL/COUNT; without
@@ -33,13 +35,16 @@
 //!   extended data of its responses; plain LIST (with SPECIAL-USE
 //!   attributes) and STATUS pass.
 //! - STATUS=SIZE: the provider's figure is the size of the sealed
-//!   messages; writ would have to open every summary of a mailbox that is
-//!   not selected.
+//!   messages. The plaintext sizes are in the summaries, but the cache
+//!   finds a summary by the message's stored header, and listing the
+//!   messages of a mailbox that is not selected takes a SELECT of it on
+//!   writ's one provider connection, which would deselect the client's
+//!   mailbox (and lose its QRESYNC state); a second connection per STATUS
+//!   is not worth it. Withheld.
 //! - NOTIFY: unsolicited FETCH responses it asks for could carry sealed
 //!   content, and its command is not parsed by imap-codec.
 //! - BINARY, PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
-//!   ciphertext. QRESYNC:
-//!   VANISHED is not renumbered by the plans. MULTIAPPEND, CATENATE,
+//!   ciphertext. MULTIAPPEND, CATENATE,
 //!   URLAUTH, UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
 //!
 //! STARTTLS, LOGINDISABLED and COMPRESS=DEFLATE describe writ's own
@@ -87,6 +92,10 @@ fn passes(cap: &Capability<'_>) -> bool {
         | Capability::Unselect
         | Capability::UidPlus
         | Capability::CondStore
+        // VANISHED renumbers the plans' pending answers by UID
+        // (super::sequence::Vanished); the rest of QRESYNC carries no
+        // message content.
+        | Capability::QResync
         | Capability::Namespace
         // writ sorts itself (super::sort); SORT=DISPLAY is not offered.
         | Capability::Sort(None)
@@ -176,9 +185,22 @@ mod tests {
             names(&out),
             "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT THREAD=REFERENCES THREAD=ORDEREDSUBJECT \
              UNSELECT CHILDREN \
-             NAMESPACE UIDPLUS CONDSTORE \
+             NAMESPACE UIDPLUS CONDSTORE QRESYNC \
              ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
+    }
+
+    #[test]
+    fn qresync_is_offered_only_when_the_provider_has_it() {
+        let offer = Offer {
+            starttls: false,
+            login_disabled: false,
+            compress: false,
+        };
+        let with = filter(caps("IMAP4rev1 CONDSTORE QRESYNC"), offer);
+        assert_eq!(names(&with), "IMAP4REV1 CONDSTORE QRESYNC");
+        let without = filter(caps("IMAP4rev1 CONDSTORE"), offer);
+        assert_eq!(names(&without), "IMAP4REV1 CONDSTORE");
     }
 
     #[test]

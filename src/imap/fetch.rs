@@ -33,9 +33,10 @@
 //!   number for a FETCH (the provider then holds back EXPUNGE during them,
 //!   as during the client's own), by UID for a UID FETCH. Every one asks
 //!   for UID, and answers are matched by UID.
-//! - An EXPUNGE that reaches the client during a UID FETCH renumbers what
-//!   is still to be answered ([`FetchPlan::on_expunge`]); the expunged
-//!   message is not answered after it.
+//! - An EXPUNGE (or, with QRESYNC, a VANISHED) that reaches the client
+//!   during a UID FETCH renumbers what is still to be answered
+//!   ([`FetchPlan::on_expunge`], [`FetchPlan::on_vanished`]); the
+//!   expunged message is not answered after it.
 //! - A message another session expunged (the provider answers its sections
 //!   NIL) is answered as the provider answers for plaintext: its UID and
 //!   FLAGS, body sections NIL, nothing read from the sealed message.
@@ -63,6 +64,7 @@ use std::sync::Arc;
 
 use super::answer::{self, Item, Need};
 use super::cache::{Cache, Known, Listing, MailboxKey, MessageKey};
+use super::sequence::Vanished;
 use super::session::SharedKeys;
 use crate::admin::names;
 use crate::envelope::{self, Detected, Keys, Summary};
@@ -323,6 +325,16 @@ impl FetchPlan {
         for s in self.mark_seen.values_mut() {
             *s = renumbered(*s, seq);
         }
+    }
+
+    /// The provider told the client (and so writ) that these messages are
+    /// gone (`* VANISHED`, QRESYNC's EXPUNGE): as [`Self::on_expunge`],
+    /// by UID.
+    pub fn on_vanished(&mut self, gone: &Vanished) {
+        self.probed
+            .retain(|uid, p| gone.renumbered(p.seq, *uid).map(|s| p.seq = s).is_some());
+        self.mark_seen
+            .retain(|uid, seq| gone.renumbered(*seq, *uid).map(|s| *seq = s).is_some());
     }
 
     /// The provider sent a FETCH response writ could not read: a message

@@ -23,8 +23,9 @@
 //! Steps 3 and 4 name messages as the client's command does: by sequence
 //! number for a SEARCH (the provider then holds back EXPUNGE during them,
 //! as during the client's own: RFC 3501 §7.4.1), by UID for a UID SEARCH.
-//! An EXPUNGE that reaches the client during a UID SEARCH renumbers what
-//! is pending ([`SearchPlan::on_expunge`]); a message another session
+//! An EXPUNGE (or VANISHED) that reaches the client during a UID SEARCH
+//! renumbers what is pending ([`SearchPlan::on_expunge`],
+//! [`SearchPlan::on_vanished`]); a message another session
 //! expunged (its sections NIL) matches nothing. A sealed message the cache
 //! remembers as undecryptable is searched as stored.
 //!
@@ -59,6 +60,7 @@ use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
 use super::search::{self, Candidate, Search};
 use super::search_return::{self, ReturnOptions};
+use super::sequence::Vanished;
 use super::sort;
 use super::thread;
 use crate::admin::names;
@@ -617,6 +619,26 @@ impl SearchPlan {
             threads.on_expunge(seq, !self.uid);
         }
         self.max_seq = self.max_seq.saturating_sub(1);
+    }
+
+    /// The provider told the client that these messages are gone (`*
+    /// VANISHED` with QRESYNC, during a UID SEARCH, SORT or THREAD): as
+    /// [`Self::on_expunge`], by UID. Only UID commands see one (the
+    /// provider holds it back during the others, as EXPUNGE), so what
+    /// the answer names by UID stays.
+    pub fn on_vanished(&mut self, gone: &Vanished) {
+        self.pending
+            .retain(|uid, m| gone.renumbered(m.seq, *uid).map(|s| m.seq = s).is_some());
+        if self.uid {
+            for e in &mut self.sorted {
+                e.seq = gone.renumbered(e.seq, e.id).unwrap_or(e.seq);
+            }
+        }
+        if let Some(threads) = &mut self.threads {
+            threads.on_vanished(gone, !self.uid);
+        }
+        let count = u32::try_from(gone.count()).unwrap_or(u32::MAX);
+        self.max_seq = self.max_seq.saturating_sub(count);
     }
 
     /// The provider's `* SEARCH` (an ESEARCH without content keys):

@@ -23,8 +23,7 @@
 //! LOGIN/AUTHENTICATE refused on an unencrypted connection, commands over
 //! a cap of [`super::intake`] (the client's bytes pass those caps before
 //! imap-next parses them), and ENABLE of nothing writ offers (ENABLE
-//! passes on only CONDSTORE: QRESYNC would report expunges as VANISHED,
-//! which the plans do not renumber by), and THREAD REFS or any other
+//! passes on only CONDSTORE and QRESYNC), and THREAD REFS or any other
 //! algorithm but ORDEREDSUBJECT and REFERENCES (BAD: withheld, see
 //! [`super::capabilities`]). RETURN options of ESEARCH and
 //! ESORT are taken off the command by [`super::intake`] before it is
@@ -37,9 +36,12 @@
 //! provider sends unasked passes on in order: the plans' commands are of
 //! the client's command's kind (by sequence number or by UID), so the
 //! provider sends only what it would send the client then, and numbers
-//! messages as the client does. An EXPUNGE renumbers the plan's pending
-//! answers; a FETCH that answers none of the plan's commands (a flag
-//! change elsewhere) passes with FLAGS, MODSEQ and UID only. Once a
+//! messages as the client does. An EXPUNGE, or with QRESYNC a VANISHED
+//! (by UID: [`super::sequence::Vanished`]), renumbers the plan's pending
+//! answers; VANISHED (EARLIER) and the VANISHED of a UID EXPUNGE pass as
+//! they are (no message content). A FETCH that answers none of the plan's
+//! commands (a flag change elsewhere), and one during a SELECT (a QRESYNC
+//! SELECT's changed messages), passes with FLAGS, MODSEQ and UID only. Once a
 //! client command waits behind a plan, [`Session::wants_client_input`]
 //! says no: the I/O shell stops reading the client until the plan ends.
 
@@ -63,6 +65,7 @@ use super::fetch::{CacheRef, FetchPlan, Output};
 use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
 use super::search_return::ReturnOptions;
+use super::sequence::Vanished;
 use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 use in_flight::InFlight;
@@ -867,9 +870,11 @@ impl Session {
                 // While a plan runs, the provider answers writ's commands,
                 // which are of the client's command's kind (by sequence
                 // number or by UID): what it sends unasked (EXISTS, flag
-                // changes, and EXPUNGE during UID commands only) is what it
-                // would send the client, and it numbers messages as the
-                // client does, so it passes on, in order.
+                // changes, and EXPUNGE or VANISHED during UID commands
+                // only) is what it would send the client, and it numbers
+                // messages as the client does, so it passes on, in order.
+                // VANISHED (EARLIER) renumbers nothing: it answers a
+                // SELECT's or UID FETCH's QRESYNC/VANISHED parameter.
                 let data = match (data, self.plan.as_mut()) {
                     (Data::Fetch { seq, items }, Some(plan)) => {
                         match plan.on_fetch(seq, items, self.keys.as_ref()) {
@@ -889,6 +894,28 @@ impl Session {
                     (Data::Expunge(seq), Some(plan)) => {
                         plan.on_expunge(seq);
                         Data::Expunge(seq)
+                    }
+                    (
+                        Data::Vanished {
+                            earlier: false,
+                            known_uids,
+                        },
+                        Some(plan),
+                    ) => {
+                        plan.on_vanished(&Vanished::new(&known_uids));
+                        Data::Vanished {
+                            earlier: false,
+                            known_uids,
+                        }
+                    }
+                    // A QRESYNC SELECT's changed messages: only what names
+                    // a flag change passes (the provider sends nothing
+                    // else there; a guard against sealed items).
+                    (Data::Fetch { seq, items }, None) if self.pending_select.is_some() => {
+                        match unsolicited(items) {
+                            Some(items) => Data::Fetch { seq, items },
+                            None => return,
+                        }
                     }
                     (data, _) => data,
                 };

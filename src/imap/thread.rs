@@ -197,6 +197,22 @@ impl Gathered {
         }
     }
 
+    /// Messages `gone` vanished (QRESYNC's EXPUNGE, by UID): as
+    /// [`Self::on_expunge`] for each.
+    pub fn on_vanished(&mut self, gone: &super::sequence::Vanished, by_seq: bool) {
+        self.messages.retain_mut(|m| {
+            let Some(seq) = gone.renumbered(m.seq, m.uid) else {
+                // A UID THREAD keeps naming it by its UID, as after EXPUNGE.
+                return !by_seq;
+            };
+            if by_seq {
+                m.id = seq;
+            }
+            m.seq = seq;
+            true
+        });
+    }
+
     /// The `* THREAD` response, or what the client is told (a cap).
     pub fn answer(mut self) -> Result<Vec<u8>, &'static str> {
         match self.over {

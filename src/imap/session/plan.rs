@@ -56,6 +56,14 @@ impl Plan {
             Plan::Search(p) => p.on_expunge(seq),
         }
     }
+
+    /// A `* VANISHED` (without EARLIER): QRESYNC's EXPUNGE, by UID.
+    pub(super) fn on_vanished(&mut self, gone: &crate::imap::sequence::Vanished) {
+        match self {
+            Plan::Fetch(p) => p.on_vanished(gone),
+            Plan::Search(p) => p.on_vanished(gone),
+        }
+    }
 }
 
 /// What of a FETCH response that is not an answer to a plan's command may

@@ -57,18 +57,22 @@ impl Session {
     }
 }
 
-/// What of an ENABLE writ passes on: only what it offers (CONDSTORE).
-/// The rest is ignored, as RFC 5161 §3.1 has a server ignore what it does
-/// not support: QRESYNC would make the provider report expunges as
-/// VANISHED, which writ's FETCH and SEARCH plans do not renumber by.
-/// `None` when nothing is left.
+/// What of an ENABLE writ passes on: only what it offers (CONDSTORE and
+/// QRESYNC, which the capability list shows only when the provider has
+/// them; a provider without them ignores them, RFC 5161 §3.1). The rest
+/// is ignored, as RFC 5161 §3.1 has a server ignore what it does not
+/// support. `None` when nothing is left.
 pub(super) fn offered_to_enable(
     asked: &Vec1<CapabilityEnable<'static>>,
 ) -> Option<Vec1<CapabilityEnable<'static>>> {
     let offered: Vec<CapabilityEnable<'static>> = asked
         .as_ref()
         .iter()
-        .filter(|c| matches!(c, CapabilityEnable::CondStore))
+        .filter(|c| match c {
+            CapabilityEnable::CondStore => true,
+            CapabilityEnable::Other(_) => c.to_string().eq_ignore_ascii_case("QRESYNC"),
+            _ => false,
+        })
         .cloned()
         .collect();
     Vec1::try_from(offered).ok()

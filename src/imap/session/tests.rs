@@ -324,17 +324,167 @@ fn a_tag_in_flight_is_refused_and_cannot_pass_for_a_login() {
 #[test]
 fn enable_passes_only_what_writ_offers() {
     let mut s = session(loopback());
-    let (_, down) = exchange(&mut s, b"e ENABLE QRESYNC\r\n");
+    let (_, down) = exchange(&mut s, b"e ENABLE X-OTHER\r\n");
     assert_eq!(down, "e BAD ENABLE only after login\r\n");
     exchange(&mut s, b"l LOGIN alice pw\r\n");
     s.provider_input(b"l OK Logged in\r\n");
     s.advance();
     let _ = s.take_to_client();
-    let (up, down) = exchange(&mut s, b"e ENABLE QRESYNC X-OTHER\r\n");
+    let (up, down) = exchange(&mut s, b"e ENABLE X-OTHER UTF8=ACCEPT\r\n");
     assert_eq!(up, "");
     assert_eq!(down, "* ENABLED\r\ne OK Enabled\r\n");
-    let (up, _) = exchange(&mut s, b"f ENABLE QRESYNC CONDSTORE\r\n");
-    assert_eq!(up, "f ENABLE CONDSTORE\r\n");
+    let (up, _) = exchange(&mut s, b"f ENABLE qresync X-OTHER CONDSTORE\r\n");
+    assert_eq!(up, "f ENABLE qresync CONDSTORE\r\n");
+}
+
+/// A logged-in session with the keys that open [`crate::imap::testing::sealed`].
+fn logged_in_with_keys() -> (Session, Vec<u8>) {
+    use crate::imap::testing::{keys, sealed};
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let mut s = Session::new(loopback(), Arc::new(ids), sealer);
+    s.advance();
+    let _ = s.take_to_client();
+    let _ = exchange(&mut s, b"x LOGIN alice pw\r\n");
+    s.provider_input(b"x OK Logged in\r\n");
+    s.advance();
+    let _ = s.take_to_client();
+    (s, stored)
+}
+
+/// The probe's answer for a sealed message.
+fn probed(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+    use crate::imap::testing::{header_of, literal_item};
+    let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
+    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend_from_slice(b")\r\n");
+    r
+}
+
+/// The sequence numbers of the FETCH responses in `down` that carry a
+/// body, with their UIDs.
+fn answered(down: &str) -> Vec<(u32, u32)> {
+    down.lines()
+        .filter(|l| l.contains(" FETCH (UID ") && l.contains("BODY[]"))
+        .map(|l| {
+            let w: Vec<&str> = l.split([' ', '(']).filter(|w| !w.is_empty()).collect();
+            (w[1].parse().unwrap(), w[4].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Defect (before QRESYNC was offered): a `* VANISHED` during a UID FETCH
+/// went to the client while writ's pending answers kept their numbers,
+/// so a body went out under a number that names another message.
+#[test]
+fn a_vanished_during_a_uid_fetch_renumbers_what_is_still_to_be_answered() {
+    use crate::imap::testing::literal_item;
+    let (mut s, stored) = logged_in_with_keys();
+    let (up, _) = exchange(&mut s, b"e ENABLE QRESYNC\r\n");
+    assert_eq!(up, "e ENABLE QRESYNC\r\n");
+    s.provider_input(b"* ENABLED QRESYNC\r\ne OK Enabled\r\n");
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* ENABLED QRESYNC\r\ne OK Enabled\r\n"
+    );
+    let (up, _) = exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
+    assert_eq!(up, "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])\r\n");
+    // Messages 1..=6 with UIDs 10..=60; another session expunges UIDs 10
+    // and 30, reported at the probe's end.
+    let mut probe = Vec::new();
+    for seq in 1..=6 {
+        probe.extend(probed(seq, seq * 10, &stored));
+    }
+    probe.extend_from_slice(b"* VANISHED 10,30\r\nf OK done\r\n");
+    s.provider_input(&probe);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_provider()),
+        "writ.1 UID FETCH 20,40,50,60 (UID BODY.PEEK[])\r\n"
+    );
+    assert_eq!(text(s.take_to_client()), "* VANISHED 10,30\r\n");
+    // UID 50 goes while writ's own command runs: 60 is now message 3.
+    let whole = |seq: u32, uid: u32| {
+        let mut r = format!("* {seq} FETCH (UID {uid} ").into_bytes();
+        r.extend(literal_item("BODY[]", &stored));
+        r.extend_from_slice(b")\r\n");
+        r
+    };
+    let mut rest = whole(1, 20);
+    rest.extend(whole(2, 40));
+    rest.extend_from_slice(b"* VANISHED 50\r\n");
+    rest.extend(whole(3, 60));
+    rest.extend_from_slice(b"writ.1 OK done\r\n");
+    s.provider_input(&rest);
+    s.advance();
+    let down = text(s.take_to_client());
+    assert_eq!(answered(&down), [(1, 20), (2, 40), (3, 60)], "{down}");
+    assert!(down.contains("* VANISHED 50\r\n"), "{down}");
+    assert!(down.ends_with("f OK done\r\n"), "{down}");
+    assert!(!down.contains("X-Writ"), "sealed bytes went out: {down}");
+}
+
+/// What a QRESYNC SELECT and a UID FETCH with VANISHED bring back carries
+/// no message content: it reaches the client as the provider sent it.
+#[test]
+fn a_qresync_select_and_its_resync_responses_pass_as_sent() {
+    let (mut s, _) = logged_in_with_keys();
+    let select = "s SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541 \
+                  (1:10 41:50)))\r\n";
+    let (up, _) = exchange(&mut s, select.as_bytes());
+    assert_eq!(up, select);
+    let answer = "* OK [CLOSED] Previous mailbox closed.\r\n\
+                  * 3 EXISTS\r\n\
+                  * OK [UIDVALIDITY 67890007] UIDs valid\r\n\
+                  * OK [HIGHESTMODSEQ 20050715194045010] Highest\r\n\
+                  * VANISHED (EARLIER) 41,43:116,118,120:211,214:540\r\n\
+                  * 1 FETCH (UID 117 FLAGS (\\Seen \\Answered) MODSEQ (20050715194045001))\r\n\
+                  s OK [READ-WRITE] Select completed\r\n";
+    s.provider_input(answer.as_bytes());
+    s.advance();
+    assert_eq!(text(s.take_to_client()), answer);
+    // Whatever else a provider would put in such a FETCH stays back.
+    let (up, _) = exchange(&mut s, b"t EXAMINE INBOX (QRESYNC (67890007 1))\r\n");
+    assert_eq!(up, "t EXAMINE INBOX (QRESYNC (67890007 1))\r\n");
+    s.provider_input(
+        b"* 1 FETCH (UID 117 FLAGS () MODSEQ (3) BODY[1] {6}\r\nsealed)\r\n\
+          t OK [READ-ONLY] Examine completed\r\n",
+    );
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* 1 FETCH (UID 117 FLAGS () MODSEQ (3))\r\nt OK [READ-ONLY] Examine completed\r\n"
+    );
+    let fetch = "u UID FETCH 1:* (FLAGS) (CHANGEDSINCE 20050715194045000 VANISHED)\r\n";
+    let (up, _) = exchange(&mut s, fetch.as_bytes());
+    // The probe keeps the client's modifiers; it reads the header to tell
+    // sealed from plaintext, which the client is not shown.
+    assert_eq!(
+        up,
+        "u UID FETCH 1:* (UID FLAGS MODSEQ BODY.PEEK[HEADER]) \
+         (CHANGEDSINCE 20050715194045000 VANISHED)\r\n"
+    );
+    let answer = "* VANISHED (EARLIER) 300:310,405,411\r\n\
+                  * 1 FETCH (UID 117 FLAGS (\\Seen) MODSEQ (20050715194045011) \
+                  BODY[HEADER] {24}\r\nFrom: a@example.test\r\n\r\n)\r\n\
+                  u OK Fetch completed\r\n";
+    s.provider_input(answer.as_bytes());
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* VANISHED (EARLIER) 300:310,405,411\r\n\
+         * 1 FETCH (UID 117 FLAGS (\\Seen) MODSEQ (20050715194045011))\r\n\
+         u OK Fetch completed\r\n"
+    );
+    let (up, _) = exchange(&mut s, b"x UID EXPUNGE 117\r\n");
+    assert_eq!(up, "x UID EXPUNGE 117\r\n");
+    s.provider_input(b"* VANISHED 117\r\nx OK Expunge completed\r\n");
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* VANISHED 117\r\nx OK Expunge completed\r\n"
+    );
 }
 
 #[test]
@@ -441,4 +591,59 @@ fn a_fetch_response_too_deep_to_parse_ends_the_fetch_no_and_the_session_goes_on(
     // The session goes on.
     let (up, _) = exchange(&mut s, b"b NOOP\r\n");
     assert_eq!(up, "b NOOP\r\n");
+}
+
+/// A `* VANISHED` during a UID SEARCH writ answers renumbers the messages
+/// still to be searched as an EXPUNGE of the same messages does: the
+/// sequence set of the criteria then names what the client numbers so.
+#[test]
+fn a_vanished_during_a_uid_search_renumbers_as_an_expunge_does() {
+    let run = |gone: &[u8]| {
+        let (mut s, _) = logged_in_with_keys();
+        let (up, _) = exchange(&mut s, b"s UID SEARCH 2:* BODY needle\r\n");
+        let mut steps = vec![up];
+        s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
+        s.advance();
+        steps.push(text(s.take_to_provider()));
+        let header = "From: a@example.test\r\n\r\n";
+        let mut probe = String::new();
+        for (seq, uid) in [(1, 10), (2, 20), (3, 30)] {
+            probe.push_str(&format!(
+                "* {seq} FETCH (UID {uid} FLAGS () INTERNALDATE \"01-Jan-2026 00:00:00 +0000\" \
+                 RFC822.SIZE 40 BODY[HEADER] {{{}}}\r\n{header})\r\n",
+                header.len()
+            ));
+        }
+        probe.push_str("writ.s2 OK done\r\n");
+        s.provider_input(probe.as_bytes());
+        s.advance();
+        steps.push(text(s.take_to_provider()));
+        let mut bodies = gone.to_vec();
+        let whole = format!("{header}needle\r\n");
+        for (seq, uid) in [(1, 20), (2, 30)] {
+            bodies.extend_from_slice(
+                format!(
+                    "* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n{whole})\r\n",
+                    whole.len()
+                )
+                .as_bytes(),
+            );
+        }
+        bodies.extend_from_slice(b"writ.s3 OK done\r\n");
+        s.provider_input(&bodies);
+        s.advance();
+        steps.push(text(s.take_to_client()));
+        steps
+    };
+    let by_expunge = run(b"* 1 EXPUNGE\r\n");
+    let by_vanished = run(b"* VANISHED 10\r\n");
+    assert_eq!(by_expunge[..3], by_vanished[..3]);
+    assert_eq!(
+        by_vanished[3],
+        "* VANISHED 10\r\n* SEARCH 30\r\ns OK SEARCH completed (by writ)\r\n"
+    );
+    assert_eq!(
+        by_expunge[3],
+        "* 1 EXPUNGE\r\n* SEARCH 30\r\ns OK SEARCH completed (by writ)\r\n"
+    );
 }
