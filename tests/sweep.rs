@@ -705,3 +705,96 @@ fn accounts_log_in_with_their_own_oauth2_tokens_from_a_command() {
         assert!(!log.contains(&token), "no token is logged");
     }
 }
+
+/// The message of `mailbox` with `m`'s Message-ID, once it is sealed.
+#[track_caller]
+fn sealed(writ: &Writ, user: &User, mailbox: &str, m: &[u8], within: Duration) -> Vec<u8> {
+    wait_for(writ, "the message sealed", within, || {
+        let (by_id, _) = stored(user, mailbox);
+        let stored = by_id.get(&message_id(m))?.first()?.0.clone();
+        epoch(&stored).is_some().then_some(stored)
+    })
+}
+
+#[test]
+fn notify_wakes_the_sweep_for_new_mail_in_any_mailbox_long_before_its_poll() {
+    let p = provider();
+    let user = p.new_user("sweepnotify");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    // Counts what the sweep sends; forwards everything.
+    let faults = FaultProxy::start(p.imap_addr(), Faults::new());
+    // Polled every 10 minutes and no mailbox watched with IDLE: only the
+    // NOTIFY events can wake the sweep within seconds.
+    let extra = format!("idle = []\n{}", dir_line(tmp.path()));
+    let toml = provider_toml(faults.addr()) + &sweep_toml_polling(&user, &pw, 600, &extra);
+    let writ = serve_sweep(&keys, toml);
+    wait_for(&writ, "the NOTIFY watch", Duration::from_secs(30), || {
+        writ.log()
+            .contains("sweep: watching every mailbox with NOTIFY")
+            .then_some(())
+    });
+
+    // A phone app files mail straight at the provider into a folder of
+    // its own, twice; the second comes after the first was sealed, so
+    // after any round the watch's start began.
+    for n in 1..=2 {
+        let m = message("notify", n);
+        p.imap_append(&user, "Archive/2026", &m);
+        let stored = sealed(
+            &writ,
+            &user,
+            "Archive/2026",
+            &m,
+            Duration::from_secs(BOUND_SECS),
+        );
+        assert!(keys.open(&stored).ends_with(&m));
+    }
+    assert!(all_sealed(&user, "Archive/2026", 2));
+    assert!(faults.count("NOTIFY") >= 1, "{:?}", faults.events());
+    assert_eq!(faults.count("IDLE"), 0, "{:?}", faults.events());
+    assert_eq!(
+        writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
+        0.0
+    );
+}
+
+#[test]
+fn a_provider_refusing_notify_is_watched_with_idle() {
+    let p = provider();
+    let user = p.new_user("sweepnonotify");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    // A provider without NOTIFY answers it as an unknown command.
+    let faults = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().answer("NOTIFY", When::Always, "BAD Error in IMAP command: Unknown command"),
+    );
+    // Polled every 10 minutes: only IDLE on INBOX (the default) can seal
+    // within seconds.
+    let toml = provider_toml(faults.addr())
+        + &sweep_toml_polling(&user, &pw, 600, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    wait_for(&writ, "the fallback to IDLE", Duration::from_secs(30), || {
+        writ.log()
+            .contains("sweep: NOTIFY refused; watching with IDLE")
+            .then_some(())
+    });
+    wait_for(&writ, "an IDLE", Duration::from_secs(30), || {
+        (faults.count("IDLE") >= 1).then_some(())
+    });
+    for n in 1..=2 {
+        let m = message("nonotify", n);
+        lmtp_deliver(&user.address, &m);
+        let stored = sealed(&writ, &user, "INBOX", &m, Duration::from_secs(BOUND_SECS));
+        assert!(keys.open(&stored).ends_with(&m));
+    }
+    assert_eq!(faults.faulted("NOTIFY"), faults.count("NOTIFY"));
+    assert!(faults.faulted("NOTIFY") >= 1);
+    assert_eq!(
+        writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
+        0.0
+    );
+}

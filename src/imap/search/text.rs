@@ -514,3 +514,24 @@ pub fn is_utf8(name: &str) -> bool {
         .iter()
         .any(|n| name.eq_ignore_ascii_case(n))
 }
+
+#[cfg(test)]
+mod probe {
+    #[test]
+    fn probe_mail_parser_tables() {
+        for (i, t) in super::tables().iter().enumerate() {
+            let line = include_str!("charsets.txt").lines().nth(i).unwrap();
+            let names: Vec<&str> = line.split('|').next().unwrap().split(' ').collect();
+            let dec = names.iter().find_map(|n| mail_parser::decoders::charsets::map::charset_decoder(n.as_bytes()));
+            let Some(dec) = dec else { println!("PROBE {} none", names[0]); continue };
+            let mut diffs = Vec::new();
+            for b in 0x80u8..=0xFF {
+                let got: Vec<char> = dec(&[b]).chars().collect();
+                let want = t.high[usize::from(b - 0x80)];
+                let ok = match want { Some(c) => got == [c], None => got == ['\u{FFFD}'] };
+                if !ok { diffs.push(format!("{b:02x}:{:?}/{:?}", want, got)); }
+            }
+            println!("PROBE {} diffs={} {}", names[0], diffs.len(), diffs.iter().take(6).cloned().collect::<Vec<_>>().join(" "));
+        }
+    }
+}
