@@ -770,18 +770,27 @@ fn a_provider_refusing_notify_is_watched_with_idle() {
     // A provider without NOTIFY answers it as an unknown command.
     let faults = FaultProxy::start(
         p.imap_addr(),
-        Faults::new().answer("NOTIFY", When::Always, "BAD Error in IMAP command: Unknown command"),
+        Faults::new().answer(
+            "NOTIFY",
+            When::Always,
+            "BAD Error in IMAP command: Unknown command",
+        ),
     );
     // Polled every 10 minutes: only IDLE on INBOX (the default) can seal
     // within seconds.
-    let toml = provider_toml(faults.addr())
-        + &sweep_toml_polling(&user, &pw, 600, &dir_line(tmp.path()));
+    let toml =
+        provider_toml(faults.addr()) + &sweep_toml_polling(&user, &pw, 600, &dir_line(tmp.path()));
     let writ = serve_sweep(&keys, toml);
-    wait_for(&writ, "the fallback to IDLE", Duration::from_secs(30), || {
-        writ.log()
-            .contains("sweep: NOTIFY refused; watching with IDLE")
-            .then_some(())
-    });
+    wait_for(
+        &writ,
+        "the fallback to IDLE",
+        Duration::from_secs(30),
+        || {
+            writ.log()
+                .contains("sweep: NOTIFY refused; watching with IDLE")
+                .then_some(())
+        },
+    );
     wait_for(&writ, "an IDLE", Duration::from_secs(30), || {
         (faults.count("IDLE") >= 1).then_some(())
     });

@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
+use imap_next::client;
 use imap_next::imap_types::command::CommandBody;
 use imap_next::imap_types::response::{Data, StatusKind};
-use imap_next::client;
 
 use super::{Client, ClientError, mailbox_name, refusal};
 
