@@ -494,3 +494,59 @@ fn entity_text(m: &[u8], part: &Part, headers: bool) -> String {
     cs.fold(body, &mut out);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use mail_parser::decoders::base64::base64_decode as mail_parser_base64;
+    use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+    use mail_parser::parsers::MessageStream;
+
+    use super::*;
+
+    /// Where writ's own decoders stay: `mail-parser` refuses (or reads on
+    /// through) what Dovecot keeps (or stops at).
+    #[test]
+    fn mail_parser_refuses_what_dovecot_keeps() {
+        // A broken escape in a quoted-printable body: kept as written.
+        let mut ours = Vec::new();
+        qp_decode(b"100%=ZZ off=\nfor you\n", &mut ours);
+        assert_eq!(ours, b"100%=ZZ offfor you\r\n");
+        assert_eq!(quoted_printable_decode(b"100%=ZZ off=\nfor you\n"), None);
+        // A broken escape in a Q-encoded word: kept as written.
+        let (_, charset, bytes) = encoded_word(b"utf-8?q?a=ZZb?=").unwrap();
+        assert_eq!((charset, bytes.as_slice()), ("utf-8", &b"a=ZZb"[..]));
+        assert_eq!(
+            MessageStream::new(b"?utf-8?q?a=ZZb?=").decode_rfc2047(),
+            None
+        );
+        // base64: Dovecot stops for good at a byte outside the alphabet
+        // and at padding; mail-parser refuses the first, reads on after
+        // the second. So mail-parser only decodes the part before the stop.
+        let mut ours = Vec::new();
+        base64_decode(b"QUJD!REVG", &mut ours);
+        assert_eq!(ours, b"ABC");
+        assert_eq!(mail_parser_base64(b"QUJD!REVG"), None);
+        let mut ours = Vec::new();
+        base64_decode(b"QQ==QkM=", &mut ours);
+        assert_eq!(ours, b"A");
+        assert_eq!(
+            mail_parser_base64(b"QQ==QkM=").as_deref(),
+            Some(&b"ABC"[..])
+        );
+    }
+
+    #[test]
+    fn base64_gives_out_a_last_incomplete_group() {
+        for (encoded, decoded) in [
+            (&b"QUJD REVG\r\nRw"[..], &b"ABCDEFG"[..]),
+            (b"QUJDREVGR0g", b"ABCDEFGH"),
+            (b"QUJDREVGR0hJ", b"ABCDEFGHI"),
+            (b"QUJDR", b"ABC"),
+            (b"", b""),
+        ] {
+            let mut out = Vec::new();
+            base64_decode(encoded, &mut out);
+            assert_eq!(out, decoded, "{}", String::from_utf8_lossy(encoded));
+        }
+    }
+}
