@@ -756,6 +756,30 @@ fn notify_wakes_the_sweep_for_new_mail_in_any_mailbox_long_before_its_poll() {
         assert!(keys.open(&stored).ends_with(&m));
     }
     assert!(all_sealed(&user, "Archive/2026", 2));
+
+    // Three apps at once, into three folders (one new since the watch
+    // began): one wake-up may cover several, none is missed.
+    let folders = ["Archive/2026", "Lists/rust", "INBOX"];
+    let user = &user;
+    let filed: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let apps: Vec<_> = folders
+            .iter()
+            .enumerate()
+            .map(|(i, folder)| {
+                s.spawn(move || {
+                    let m = message("notify-concurrent", 10 + i);
+                    p.imap_append(user, folder, &m);
+                    m
+                })
+            })
+            .collect();
+        apps.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    for (folder, m) in folders.iter().zip(&filed) {
+        let stored = sealed(&writ, user, folder, m, Duration::from_secs(BOUND_SECS));
+        assert!(keys.open(&stored).ends_with(m));
+    }
+    assert!(all_sealed(user, "Archive/2026", 3));
     assert!(faults.count("NOTIFY") >= 1, "{:?}", faults.events());
     assert_eq!(faults.count("IDLE"), 0, "{:?}", faults.events());
     assert_eq!(
