@@ -4,7 +4,9 @@
 //! its flags and INTERNALDATE; Drafts stays plaintext; a client reading
 //! through writ's IMAP proxy meanwhile sees every message, opened to its
 //! original; and `writ serve` killed with a batch in flight, then started
-//! again, loses and duplicates nothing.
+//! again, loses and duplicates nothing. The account's watcher (NOTIFY,
+//! else IDLE) seals new mail in any folder long before the poll, and a
+//! provider flooding it past its caps is dropped while the sweep goes on.
 
 mod common;
 
@@ -525,13 +527,15 @@ fn sealed_one(writ: &Writ, user: &User, mailbox: &str, within: Duration) -> Vec<
 }
 
 #[test]
-fn idle_wakes_the_sweep_long_before_its_poll_and_sighup_moves_it_to_a_new_epoch() {
+fn a_watcher_wakes_the_sweep_long_before_its_poll_and_sighup_moves_it_to_a_new_epoch() {
     let p = provider();
     let user = p.new_user("sweepidle");
     let keys = TestKeys::new();
     let tmp = tempfile::tempdir().unwrap();
     let pw = password_file(tmp.path(), &user);
-    // Polled every 10 minutes: only IDLE can seal within seconds.
+    // Polled every 10 minutes: only the watcher (NOTIFY at Dovecot; IDLE
+    // without it, a_provider_refusing_notify_is_watched_with_idle) can
+    // seal within seconds.
     let toml =
         provider_toml(p.imap_addr()) + &sweep_toml_polling(&user, &pw, 600, &dir_line(tmp.path()));
     let writ = serve_sweep(&keys, toml);
@@ -704,4 +708,239 @@ fn accounts_log_in_with_their_own_oauth2_tokens_from_a_command() {
             std::fs::read_to_string(tmp.path().join(format!("{}.token", user.name))).unwrap();
         assert!(!log.contains(&token), "no token is logged");
     }
+}
+
+/// The message of `mailbox` with `m`'s Message-ID, once it is sealed.
+#[track_caller]
+fn sealed(writ: &Writ, user: &User, mailbox: &str, m: &[u8], within: Duration) -> Vec<u8> {
+    wait_for(writ, "the message sealed", within, || {
+        let (by_id, _) = stored(user, mailbox);
+        let stored = by_id.get(&message_id(m))?.first()?.0.clone();
+        epoch(&stored).is_some().then_some(stored)
+    })
+}
+
+#[test]
+fn notify_wakes_the_sweep_for_new_mail_in_any_mailbox_long_before_its_poll() {
+    let p = provider();
+    let user = p.new_user("sweepnotify");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    // Counts what the sweep sends; forwards everything.
+    let faults = FaultProxy::start(p.imap_addr(), Faults::new());
+    // Polled every 10 minutes and no mailbox watched with IDLE: only the
+    // NOTIFY events can wake the sweep within seconds.
+    let extra = format!("idle = []\n{}", dir_line(tmp.path()));
+    let toml = provider_toml(faults.addr()) + &sweep_toml_polling(&user, &pw, 600, &extra);
+    let writ = serve_sweep(&keys, toml);
+    wait_for(&writ, "the NOTIFY watch", Duration::from_secs(30), || {
+        writ.log()
+            .contains("sweep: watching every mailbox with NOTIFY")
+            .then_some(())
+    });
+
+    // A phone app files mail straight at the provider into a folder of
+    // its own, twice; the second comes after the first was sealed, so
+    // after any round the watch's start began.
+    for n in 1..=2 {
+        let m = message("notify", n);
+        p.imap_append(&user, "Archive/2026", &m);
+        let stored = sealed(
+            &writ,
+            &user,
+            "Archive/2026",
+            &m,
+            Duration::from_secs(BOUND_SECS),
+        );
+        assert!(keys.open(&stored).ends_with(&m));
+    }
+    assert!(all_sealed(&user, "Archive/2026", 2));
+
+    // Three apps at once, into three folders (one new since the watch
+    // began): one wake-up may cover several, none is missed.
+    let folders = ["Archive/2026", "Lists/rust", "INBOX"];
+    let user = &user;
+    let filed: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let apps: Vec<_> = folders
+            .iter()
+            .enumerate()
+            .map(|(i, folder)| {
+                s.spawn(move || {
+                    let m = message("notify-concurrent", 10 + i);
+                    p.imap_append(user, folder, &m);
+                    m
+                })
+            })
+            .collect();
+        apps.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    for (folder, m) in folders.iter().zip(&filed) {
+        let stored = sealed(&writ, user, folder, m, Duration::from_secs(BOUND_SECS));
+        assert!(keys.open(&stored).ends_with(m));
+    }
+    assert!(all_sealed(user, "Archive/2026", 3));
+    assert!(faults.count("NOTIFY") >= 1, "{:?}", faults.events());
+    assert_eq!(faults.count("IDLE"), 0, "{:?}", faults.events());
+    assert_eq!(
+        writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
+        0.0
+    );
+}
+
+#[test]
+fn a_provider_refusing_notify_is_watched_with_idle() {
+    let p = provider();
+    let user = p.new_user("sweepnonotify");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    // A provider without NOTIFY answers it as an unknown command.
+    let faults = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().answer(
+            "NOTIFY",
+            When::Always,
+            "BAD Error in IMAP command: Unknown command",
+        ),
+    );
+    // Polled every 10 minutes: only IDLE on INBOX (the default) can seal
+    // within seconds.
+    let toml =
+        provider_toml(faults.addr()) + &sweep_toml_polling(&user, &pw, 600, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    wait_for(
+        &writ,
+        "the fallback to IDLE",
+        Duration::from_secs(30),
+        || {
+            writ.log()
+                .contains("sweep: NOTIFY refused; watching with IDLE")
+                .then_some(())
+        },
+    );
+    wait_for(&writ, "an IDLE", Duration::from_secs(30), || {
+        (faults.count("IDLE") >= 1).then_some(())
+    });
+    for n in 1..=2 {
+        let m = message("nonotify", n);
+        lmtp_deliver(&user.address, &m);
+        let stored = sealed(&writ, &user, "INBOX", &m, Duration::from_secs(BOUND_SECS));
+        assert!(keys.open(&stored).ends_with(&m));
+    }
+    assert_eq!(faults.faulted("NOTIFY"), faults.count("NOTIFY"));
+    assert!(faults.faulted("NOTIFY") >= 1);
+    assert_eq!(
+        writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
+        0.0
+    );
+}
+
+/// A hostile provider on loopback for the NOTIFY watcher: it offers
+/// NOTIFY, has no mailboxes, and answers `NOTIFY SET` with a flood of
+/// STATUS events and then one STATUS response far past the watcher's
+/// 64 KiB cap (a mailbox name of 200 KiB). Counts the NOTIFY commands.
+struct HostileProvider {
+    addr: SocketAddr,
+    notifies: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HostileProvider {
+    const FLOOD: usize = 5000;
+
+    fn start() -> HostileProvider {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let notifies = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = notifies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().unwrap();
+                    let mut lines = BufReader::new(stream);
+                    let _ = out.write_all(b"* OK hostile provider ready\r\n");
+                    let mut line = String::new();
+                    while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        let mut words = line.split_whitespace();
+                        let tag = words.next().unwrap_or("*").to_string();
+                        let command = words.next().unwrap_or("").to_ascii_uppercase();
+                        let mut answer = Vec::new();
+                        match command.as_str() {
+                            "CAPABILITY" => {
+                                answer.extend_from_slice(b"* CAPABILITY IMAP4rev1 IDLE NOTIFY\r\n")
+                            }
+                            "NOTIFY" => {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                answer.extend_from_slice(format!("{tag} OK set\r\n").as_bytes());
+                                for n in 0..Self::FLOOD {
+                                    answer.extend_from_slice(
+                                        format!("* STATUS INBOX (MESSAGES {n})\r\n").as_bytes(),
+                                    );
+                                }
+                                answer.extend_from_slice(b"* STATUS \"");
+                                answer.extend(std::iter::repeat_n(b'a', 200 * 1024));
+                                answer.extend_from_slice(b"\" (MESSAGES 1)\r\n");
+                            }
+                            "LOGOUT" => answer.extend_from_slice(b"* BYE bye\r\n"),
+                            _ => {}
+                        }
+                        if command != "NOTIFY" {
+                            answer.extend_from_slice(format!("{tag} OK done\r\n").as_bytes());
+                        }
+                        if out.write_all(&answer).is_err() || command == "LOGOUT" {
+                            return;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        HostileProvider { addr, notifies }
+    }
+
+    fn notifies(&self) -> usize {
+        self.notifies.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_provider_flooding_the_notify_watcher_past_its_cap_is_dropped_and_the_sweep_goes_on() {
+    let hostile = HostileProvider::start();
+    let user = User {
+        name: "hostile".into(),
+        address: "hostile@example.test".into(),
+        password: "pw".into(),
+    };
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    let toml =
+        provider_toml(hostile.addr) + &sweep_toml_polling(&user, &pw, 600, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    let errors = || writ.metric("writ_sweep_errors_total", &[("account", &user.name)]);
+    let rounds = || writ.metric("writ_sweep_rounds_total", &[("account", &user.name)]);
+    // The flood is read (each event at most a wake-up); the response past
+    // the cap ends the connection as an error, and the watcher comes back
+    // after its pause (backoff_secs = 1), to be flooded again.
+    wait_for(
+        &writ,
+        "the watcher back after the oversized response",
+        Duration::from_secs(30),
+        || (hostile.notifies() >= 2 && errors() >= 1.0).then_some(()),
+    );
+    assert!(
+        writ.log().contains("sweep: NOTIFY watch failed"),
+        "{}",
+        writ.log()
+    );
+    // The account's rounds go on meanwhile (woken by the flood, at most
+    // one round per wake-up coalesced), and writ serves its admin endpoint.
+    wait_for(&writ, "rounds", Duration::from_secs(30), || {
+        (rounds() >= 2.0).then_some(())
+    });
+    assert!(!writ.log().contains("panicked"), "{}", writ.log());
 }

@@ -32,8 +32,10 @@ pub struct SweepConfig {
     /// attributes), whatever their name.
     pub skip_special_use: Vec<String>,
     /// Mailboxes watched with IDLE (one provider connection each, per
-    /// account): new mail there (EXISTS) wakes the sweep, so it is sealed
-    /// within seconds. The others are polled every `poll_secs`.
+    /// account) when the provider has no NOTIFY (RFC 5465; with it, one
+    /// connection per account watches every mailbox): new mail there
+    /// (EXISTS) wakes the sweep, so it is sealed within seconds. The
+    /// others are polled every `poll_secs`.
     pub idle: Vec<String>,
     /// Seconds between two rounds over an account's mailboxes when nothing
     /// woke it earlier; also how long one IDLE lasts before it is renewed.

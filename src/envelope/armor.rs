@@ -10,6 +10,8 @@
 
 use std::io::{self, Read, Write};
 
+use mail_parser::decoders::quoted_printable::quoted_printable_decode_char;
+
 pub const BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 pub const END: &[u8] = b"-----END AGE ENCRYPTED FILE-----";
 
@@ -83,6 +85,8 @@ const B64_TABLE: [u8; 256] = {
     t
 };
 
+// Own code, not mail-parser's decoders: they take a whole buffer; this
+// streams a part of any size through in bounded memory.
 /// Incremental base64 decoding that ignores whitespace (and, in lenient
 /// mode, any other non-alphabet byte, as RFC 2045 says for transfer
 /// encoding). Decodes four characters at a time; [`B64::finish`] emits a
@@ -159,7 +163,8 @@ impl TransferEncoding {
     }
 }
 
-/// Undoes a transfer encoding as bytes stream through.
+/// Undoes a transfer encoding as bytes stream through (`mail-parser`
+/// decodes each quoted-printable escape).
 pub struct TransferDecoder<R: Read> {
     inner: R,
     enc: TransferEncoding,
@@ -204,9 +209,8 @@ impl<R: Read> TransferDecoder<R> {
             match rest {
                 [b'\r', b'\n', ..] => i += 3,
                 [b'\n', ..] => i += 2,
-                [h, l, ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                    let hex = |x: u8| (x as char).to_digit(16).unwrap_or(0) as u8;
-                    self.out.push(hex(*h) << 4 | hex(*l));
+                [h, l, ..] if let Some(byte) = quoted_printable_decode_char(*h, *l) => {
+                    self.out.push(byte);
                     i += 3;
                 }
                 _ => {

@@ -32,8 +32,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 mod flight;
+mod notify;
 
 pub use flight::{PendingAppends, PendingFetch};
+pub use notify::WATCH_MAX_RESPONSE;
 
 use super::login::{Credentials, Secret as LoginSecret};
 use crate::imap::upstream::{Target, Upstream, UpstreamError};
@@ -163,11 +165,22 @@ pub struct Client {
 impl Client {
     /// Connects, logs in and learns the capabilities.
     pub async fn login(target: &Target, credentials: &Credentials) -> Result<Client, ClientError> {
+        Client::login_limited(target, credentials, MAX_RESPONSE).await
+    }
+
+    /// [`Client::login`] for a connection that reads no response longer
+    /// than `max_response` bytes (a longer one is
+    /// [`ClientError::Malformed`]).
+    pub async fn login_limited(
+        target: &Target,
+        credentials: &Credentials,
+        max_response: u32,
+    ) -> Result<Client, ClientError> {
         let up = Upstream::connect(target).await?;
         let mut options = client::Options::default();
         options.discard_greeting = true;
         options.crlf_relaxed = true;
-        options.max_response_size = MAX_RESPONSE;
+        options.max_response_size = max_response.min(MAX_RESPONSE);
         let mut flow = client::Client::new(options);
         flow.enqueue_input(&up.pending);
         let mut c = Client {

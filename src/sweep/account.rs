@@ -1,5 +1,5 @@
-//! One account's sweep: rounds over its mailboxes, repeated when an IDLE
-//! watcher wakes it, every `poll_secs` otherwise, at once while work is
+//! One account's sweep: rounds over its mailboxes, repeated when its
+//! watcher (NOTIFY or IDLE, [`super::notify`]) wakes it, every `poll_secs` otherwise, at once while work is
 //! left over, and after a pause that doubles per failure when the
 //! provider fails.
 //!

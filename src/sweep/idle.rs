@@ -1,4 +1,5 @@
-//! IDLE watchers (RFC 2177): one provider connection per account and
+//! IDLE watchers (RFC 2177), for a provider without NOTIFY
+//! ([`super::notify`]): one provider connection per account and
 //! watched mailbox, in IDLE, renewed every `poll_secs`; when the provider
 //! reports a change there, the account's sweep is woken, and once when
 //! a watch is (re)established, for what arrived before it was in place. A watcher that

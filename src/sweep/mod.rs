@@ -6,9 +6,11 @@
 //! - [`ledger`]: per mailbox, how far the sweep has looked and which
 //!   plaintext it found (pure).
 //! - [`account`]: one round over an account's mailboxes, and the loop that
-//!   repeats it (woken by IDLE, else every `poll_secs`, backing off after
-//!   provider errors).
-//! - [`idle`]: the IDLE watchers that wake an account's loop.
+//!   repeats it (woken by a watcher, else every `poll_secs`, backing off
+//!   after provider errors).
+//! - [`notify`]: the account's watcher that wakes its loop: NOTIFY where
+//!   the provider offers it (every mailbox, one connection), else
+//! - [`idle`]: IDLE watchers on the `idle` mailboxes.
 //!
 //! The sealing itself is the mailbox-job engine's
 //! ([`crate::jobs::mover::Mover::run_uids`]): flags and INTERNALDATE kept,
@@ -24,7 +26,7 @@
 //!   at and `max_per_round` sealed per mailbox, at most
 //!   [`account::MAX_MAILBOXES`] mailboxes per account.
 //! - Every wait is bounded: provider I/O by the provider timeout, an IDLE
-//!   by `poll_secs`, a token command by [`TOKEN_COMMAND_TIMEOUT`], a pause
+//!   or a wait for NOTIFY events by `poll_secs`, a token command by [`TOKEN_COMMAND_TIMEOUT`], a pause
 //!   by `max_backoff_secs`; shutdown is seen at each of them (a mover run
 //!   in progress gets `serve.grace_secs`, then is dropped, which the
 //!   checkpoint makes as safe as a crash).
@@ -34,6 +36,7 @@
 pub mod account;
 pub mod idle;
 pub mod ledger;
+pub mod notify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,7 +164,7 @@ impl Sweep {
         Ok(finished)
     }
 
-    /// One task per account (and per watched mailbox), until `stop`.
+    /// Two tasks per account (its loop and its watcher), until `stop`.
     async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let mut tasks = tokio::task::JoinSet::new();
         tracing::info!(
@@ -172,18 +175,12 @@ impl Sweep {
         );
         for user in &self.config.accounts {
             let wake = Arc::new(tokio::sync::Notify::new());
-            for mailbox in &self.config.idle {
-                if self.config.skips(mailbox, &[]) {
-                    continue;
-                }
-                tasks.spawn(idle::watch(
-                    self.clone(),
-                    user.clone(),
-                    mailbox.clone(),
-                    wake.clone(),
-                    stop.clone(),
-                ));
-            }
+            tasks.spawn(notify::watch(
+                self.clone(),
+                user.clone(),
+                wake.clone(),
+                stop.clone(),
+            ));
             tasks.spawn(account::run(self.clone(), user.clone(), wake, stop.clone()));
         }
         while tasks.join_next().await.is_some() {}

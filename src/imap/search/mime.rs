@@ -2,6 +2,13 @@
 //! header parser delivers them, encoded-words decoded, bodies of text
 //! parts with their transfer encoding undone and their charset converted,
 //! everything in decomposed titlecase ([`super::text`]).
+//!
+//! `mail-parser` decodes base64 (up to where Dovecot stops) and the
+//! escapes of quoted-printable; own code, each with its reason at its
+//! top, splits encoded-words, undoes the Q encoding and quoted-printable
+//! bodies, where `mail-parser` refuses what Dovecot keeps.
+
+use mail_parser::decoders::quoted_printable::quoted_printable_decode_char;
 
 use super::rfc822::Parser;
 use super::text::{self, Charset};
@@ -121,10 +128,7 @@ pub fn decode_header(value: &[u8], out: &mut String) {
             continue;
         }
         let before = &value[start..pos];
-        if !before
-            .iter()
-            .all(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
-        {
+        if !before.iter().all(|&c| is_space(c)) {
             text::fold_utf8(before, out);
         }
         pos += 2;
@@ -169,20 +173,14 @@ fn encoded_word(data: &[u8]) -> Option<(usize, &str, Vec<u8>)> {
     let mut bytes = Vec::new();
     match data.get(q0 + 1) {
         Some(b'q' | b'Q') => q_decode(encoded, &mut bytes),
-        Some(b'b' | b'B') => {
-            Base64::default().feed(encoded, &mut bytes);
-        }
+        Some(b'b' | b'B') => base64_decode(encoded, &mut bytes),
         _ => return None,
     }
     Some((q2 + 2, charset, bytes))
 }
 
-fn hex(c: u8) -> Option<u8> {
-    char::from(c)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-}
-
+// Own code, not mail-parser's `decode_quoted_printable_word`: it refuses
+// a word with a broken `=`, which Dovecot keeps as written.
 /// The Q encoding of RFC 2047: `_` is a space, `=XX` a byte, anything
 /// else (a broken `=`) as it is.
 fn q_decode(src: &[u8], out: &mut Vec<u8>) {
@@ -190,12 +188,13 @@ fn q_decode(src: &[u8], out: &mut Vec<u8>) {
     while i < src.len() {
         match src[i] {
             b'_' => out.push(b' '),
-            b'=' if i + 2 < src.len() => match (hex(src[i + 1]), hex(src[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
+            b'=' if i + 2 < src.len() => match quoted_printable_decode_char(src[i + 1], src[i + 2])
+            {
+                Some(byte) => {
+                    out.push(byte);
                     i += 2;
                 }
-                _ => out.push(b'='),
+                None => out.push(b'='),
             },
             b'=' => {
                 out.extend_from_slice(&src[i..]);
@@ -207,50 +206,24 @@ fn q_decode(src: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-// Own code, not mail-parser's `base64_decode`: it refuses a body with a
-// byte outside the alphabet and reads on after padding, where Dovecot
-// keeps the valid prefix and stops (search oracle, 24-base64-edge.eml).
-/// A lenient base64 decoder: whitespace skipped, bytes given out as soon
-/// as their bits are in, decoding stopped for good by padding or by a
-/// byte outside the alphabet.
-#[derive(Default)]
-struct Base64 {
-    bits: u32,
-    count: u8,
-    done: bool,
+/// base64 as Dovecot undoes it: whitespace skipped, bytes given out as
+/// soon as their bits are in, decoding stopped for good by padding or by a
+/// byte outside the alphabet. `mail-parser` decodes what comes before the
+/// stop (it would refuse the whole text at a byte outside the alphabet
+/// and read on after padding: search oracle, 24-base64-edge.eml).
+fn base64_decode(src: &[u8], out: &mut Vec<u8>) {
+    let stop = src
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/') || is_space(c)))
+        .unwrap_or(src.len());
+    // Only the alphabet and whitespace before the stop: never refused.
+    if let Some(decoded) = mail_parser::decoders::base64::base64_decode(&src[..stop]) {
+        out.extend_from_slice(&decoded);
+    }
 }
 
-impl Base64 {
-    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        for &c in data {
-            if self.done {
-                return;
-            }
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                b' ' | b'\t' | b'\r' | b'\n' => continue,
-                _ => {
-                    self.done = true;
-                    return;
-                }
-            };
-            self.bits = self.bits << 6 | u32::from(v);
-            self.count += 1;
-            if self.count >= 2 {
-                let shift = 8 - 2 * u32::from(self.count);
-                out.push(((self.bits >> shift) & 0xFF) as u8);
-                self.bits &= (1 << shift) - 1;
-            }
-            if self.count == 4 {
-                self.count = 0;
-                self.bits = 0;
-            }
-        }
-    }
+fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
 }
 
 // Own code, not mail-parser's `quoted_printable_decode`: it refuses a body
@@ -317,7 +290,7 @@ fn qp_decode(src: &[u8], out: &mut Vec<u8>) {
                 }
             },
             S::Equals => match c {
-                _ if hex(c).is_some() => state = S::Hex2(c),
+                _ if c.is_ascii_hexdigit() => state = S::Hex2(c),
                 b' ' | b'\t' => {
                     ws.push(c);
                     state = S::EqualsWhitespace;
@@ -331,9 +304,9 @@ fn qp_decode(src: &[u8], out: &mut Vec<u8>) {
                 }
             },
             S::Hex2(h) => {
-                match (hex(h), hex(c)) {
-                    (Some(h), Some(l)) => out.push(h << 4 | l),
-                    _ => {
+                match quoted_printable_decode_char(h, c) {
+                    Some(byte) => out.push(byte),
+                    None => {
                         out.extend_from_slice(&[b'=', h]);
                         state = S::Text;
                         continue;
@@ -507,7 +480,7 @@ fn entity_text(m: &[u8], part: &Part, headers: bool) -> String {
             &decoded
         }
         Cte::Base64 => {
-            Base64::default().feed(&raw, &mut decoded);
+            base64_decode(&raw, &mut decoded);
             &decoded
         }
         _ => &raw,
@@ -520,4 +493,60 @@ fn entity_text(m: &[u8], part: &Part, headers: bool) -> String {
         .unwrap_or(Charset::Utf8);
     cs.fold(body, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use mail_parser::decoders::base64::base64_decode as mail_parser_base64;
+    use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+    use mail_parser::parsers::MessageStream;
+
+    use super::*;
+
+    /// Where writ's own decoders stay: `mail-parser` refuses (or reads on
+    /// through) what Dovecot keeps (or stops at).
+    #[test]
+    fn mail_parser_refuses_what_dovecot_keeps() {
+        // A broken escape in a quoted-printable body: kept as written.
+        let mut ours = Vec::new();
+        qp_decode(b"100%=ZZ off=\nfor you\n", &mut ours);
+        assert_eq!(ours, b"100%=ZZ offfor you\r\n");
+        assert_eq!(quoted_printable_decode(b"100%=ZZ off=\nfor you\n"), None);
+        // A broken escape in a Q-encoded word: kept as written.
+        let (_, charset, bytes) = encoded_word(b"utf-8?q?a=ZZb?=").unwrap();
+        assert_eq!((charset, bytes.as_slice()), ("utf-8", &b"a=ZZb"[..]));
+        assert_eq!(
+            MessageStream::new(b"?utf-8?q?a=ZZb?=").decode_rfc2047(),
+            None
+        );
+        // base64: Dovecot stops for good at a byte outside the alphabet
+        // and at padding; mail-parser refuses the first, reads on after
+        // the second. So mail-parser only decodes the part before the stop.
+        let mut ours = Vec::new();
+        base64_decode(b"QUJD!REVG", &mut ours);
+        assert_eq!(ours, b"ABC");
+        assert_eq!(mail_parser_base64(b"QUJD!REVG"), None);
+        let mut ours = Vec::new();
+        base64_decode(b"QQ==QkM=", &mut ours);
+        assert_eq!(ours, b"A");
+        assert_eq!(
+            mail_parser_base64(b"QQ==QkM=").as_deref(),
+            Some(&b"ABC"[..])
+        );
+    }
+
+    #[test]
+    fn base64_gives_out_a_last_incomplete_group() {
+        for (encoded, decoded) in [
+            (&b"QUJD REVG\r\nRw"[..], &b"ABCDEFG"[..]),
+            (b"QUJDREVGR0g", b"ABCDEFGH"),
+            (b"QUJDREVGR0hJ", b"ABCDEFGHI"),
+            (b"QUJDR", b"ABC"),
+            (b"", b""),
+        ] {
+            let mut out = Vec::new();
+            base64_decode(encoded, &mut out);
+            assert_eq!(out, decoded, "{}", String::from_utf8_lossy(encoded));
+        }
+    }
 }
