@@ -69,6 +69,8 @@ pub enum ServeError {
     Reload(String),
     #[error("sweep: {0}")]
     Sweep(String),
+    #[error("state: {0}")]
+    State(#[from] crate::state::StateError),
 }
 
 /// Unlocks the keyring again, from the same passphrase source as at start
@@ -389,10 +391,13 @@ impl Server {
             sealer,
             unlocked: Arc::new(unlocked),
         }));
+        // Checkpoints and leases: `[sweep] dir`, or the shared database.
+        let checkpoints = crate::state::checkpoint_store(&config.state, &config.sweep.dir).await?;
         let sweep = crate::sweep::Sweep::new(
             &config.sweep,
             target,
             rx,
+            checkpoints,
             &config.jobs,
             Duration::from_secs(config.serve.grace_secs),
         );

@@ -30,6 +30,13 @@
 //! the same bytes is present (or it is a copy carrying our token that does
 //! not open to its original).
 //!
+//! One run per mailbox at a time, on any gateway: a run first takes the
+//! mailbox's lease from the checkpoint store ([`super::checkpoint::Store`];
+//! a formality on files, a renewed row on PostgreSQL), and stops before
+//! recording a batch or removing anything once it can no longer be sure
+//! the lease is its own. A gateway taking over after a dead one resumes
+//! from the shared checkpoint exactly as a run on the same machine would.
+//!
 //! Overlap. Batches are pipelined, one connection per mailbox: batch N+1's
 //! originals are FETCHed in the same flight as batch N's APPENDs (the
 //! FETCH first) and sealed on blocking threads ([`super::sealing`]) while
@@ -49,11 +56,12 @@
 //! one batch of unanswered APPENDs per mailbox.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::checkpoint::{Checkpoint, CheckpointError, InFlight, MAX_UNANSWERED, Unanswered};
+use super::checkpoint::{
+    Checkpoint, CheckpointError, InFlight, Lease, MAX_UNANSWERED, Store, Unanswered,
+};
 use super::client::{Appending, Client, ClientError};
 use super::copies;
 use super::login::Credentials;
@@ -155,7 +163,8 @@ pub struct Mover {
     pub target: Target,
     pub sealer: Sealer,
     pub keys: Arc<Unlocked>,
-    pub checkpoints: PathBuf,
+    /// Where checkpoints and leases live (files, or the shared database).
+    pub checkpoints: Arc<dyn Store>,
     pub batch: usize,
     pub retries: u32,
     pub backoff: Duration,
@@ -239,8 +248,26 @@ impl Mover {
         mailbox: &str,
         only: Option<&[u32]>,
     ) -> Result<MailboxReport, JobError> {
+        // A dry run changes nothing: it needs no lease.
+        let lease = if self.dry_run {
+            Lease::local(&creds.user, mailbox)
+        } else {
+            self.checkpoints.lease(&creds.user, mailbox).await?
+        };
+        let result = self.run_leased(creds, mailbox, only, &lease).await;
+        self.checkpoints.release(lease).await;
+        result
+    }
+
+    async fn run_leased(
+        &self,
+        creds: &Credentials,
+        mailbox: &str,
+        only: Option<&[u32]>,
+        lease: &Lease,
+    ) -> Result<MailboxReport, JobError> {
         let job = self.kind.name();
-        let before = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        let before = self.checkpoints.load(&creds.user, mailbox, &job).await?;
         let backoff = Backoff {
             retries: self.retries,
             first: self.backoff,
@@ -248,7 +275,7 @@ impl Mover {
         let mut retries = 0;
         let result = backoff
             .run(
-                || self.run_once(creds, mailbox, only),
+                || self.run_once(creds, mailbox, only, lease),
                 |attempt, e: &JobError| {
                     retries = attempt;
                     if let JobError::Client(c) = e {
@@ -260,7 +287,7 @@ impl Mover {
         let mut report = result?;
         report.retries = retries;
         // Work done by attempts that then failed is in the checkpoint.
-        let after = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        let after = self.checkpoints.load(&creds.user, mailbox, &job).await?;
         if !self.dry_run && (before.uidvalidity == 0 || before.uidvalidity == after.uidvalidity) {
             report.moved = after.moved.saturating_sub(before.moved);
             report.duplicates_removed = after
@@ -278,6 +305,7 @@ impl Mover {
         creds: &Credentials,
         mailbox: &str,
         only: Option<&[u32]>,
+        lease: &Lease,
     ) -> Result<MailboxReport, JobError> {
         let mut report = MailboxReport {
             account: creds.user.clone(),
@@ -297,7 +325,7 @@ impl Mover {
         }
         let selected = client.select(mailbox, self.dry_run).await?;
         let job = self.kind.name();
-        let mut cp = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        let mut cp = self.checkpoints.load(&creds.user, mailbox, &job).await?;
         if cp.uidvalidity != selected.uidvalidity {
             if !cp.in_flight.is_empty() || !cp.unanswered.is_empty() {
                 tracing::warn!(
@@ -316,12 +344,12 @@ impl Mover {
         }
         if !self.dry_run && (!cp.in_flight.is_empty() || !cp.unanswered.is_empty()) {
             let r = self
-                .resolve(&mut client, &crypto, &mut cp, None, expunge_all)
+                .resolve(&mut client, &crypto, &mut cp, None, expunge_all, lease)
                 .await?;
             report.moved += r.moved;
             report.duplicates_removed += r.duplicates;
             self.progress.moved(r.moved);
-            cp.save(&self.checkpoints)?;
+            self.checkpoints.save(&mut cp, lease).await?;
         }
 
         let originals: Vec<u32> = match (&self.kind, only) {
@@ -373,7 +401,9 @@ impl Mover {
             }
             cp.in_flight = prepared.iter().map(|p| p.intent.clone()).collect();
             cp.copies_from_uid = next_uid;
-            cp.save(&self.checkpoints)?;
+            // On shared state, refused unless the lease is still ours:
+            // nothing is APPENDed then.
+            self.checkpoints.save(&mut cp, lease).await?;
 
             let (intents, appendings): (Vec<InFlight>, Vec<Appending>) = prepared
                 .into_iter()
@@ -417,12 +447,19 @@ impl Mover {
                 next_uid = next_uid.max(max.saturating_add(1));
             }
             let r = self
-                .resolve(&mut client, &crypto, &mut cp, Some(&answered), expunge_all)
+                .resolve(
+                    &mut client,
+                    &crypto,
+                    &mut cp,
+                    Some(&answered),
+                    expunge_all,
+                    lease,
+                )
                 .await?;
             report.moved += r.moved;
             report.duplicates_removed += r.duplicates;
             self.progress.moved(r.moved);
-            cp.save(&self.checkpoints)?;
+            self.checkpoints.save(&mut cp, lease).await?;
             if let Some(e) = transient {
                 // Back off; the next attempt starts from what is left.
                 return Err(e.into());
@@ -457,6 +494,7 @@ impl Mover {
         cp: &mut Checkpoint,
         answered: Option<&Answered>,
         expunge_all: bool,
+        lease: &Lease,
     ) -> Result<Resolved, JobError> {
         let mut book = Book::of(cp, answered);
         let candidates = self.candidates(client, cp, &book, answered).await?;
@@ -547,8 +585,11 @@ impl Mover {
         resolved.duplicates = duplicates;
         remove.sort_unstable();
         remove.dedup();
+        // Nothing is removed by a run that may have lost the mailbox.
+        lease.check()?;
         client.delete(&remove, expunge_all).await?;
-        self.check_replaced_gone(client, &book, expunge_all).await?;
+        self.check_replaced_gone(client, &book, expunge_all, lease)
+            .await?;
         book.record(cp);
         cp.moved += resolved.moved;
         cp.duplicates_removed += resolved.duplicates;
@@ -568,6 +609,7 @@ impl Mover {
         client: &mut Client,
         book: &Book,
         expunge_all: bool,
+        lease: &Lease,
     ) -> Result<(), JobError> {
         let replaced: Vec<u32> = book
             .originals
@@ -585,6 +627,7 @@ impl Mover {
                 "originals with a verified copy are still there (changed by another session?); \
                  deleting them again"
             );
+            lease.check()?;
             client.delete(&left, expunge_all).await?;
         }
         let left = client.still_present(&replaced).await?;
