@@ -113,8 +113,12 @@ pub trait Store: Send + Sync {
     /// mailbox share it), or says who holds it.
     fn lease<'a>(&'a self, account: &'a str, mailbox: &'a str) -> Pending<'a, Lease>;
     /// The checkpoint for this mailbox and job, or a fresh one.
-    fn load<'a>(&'a self, account: &'a str, mailbox: &'a str, job: &'a str)
-    -> Pending<'a, Checkpoint>;
+    fn load<'a>(
+        &'a self,
+        account: &'a str,
+        mailbox: &'a str,
+        job: &'a str,
+    ) -> Pending<'a, Checkpoint>;
     /// Saves `cp` (stamping `updated`), refused if `lease` is lost.
     fn save<'a>(&'a self, cp: &'a mut Checkpoint, lease: &'a Lease) -> Pending<'a, ()>;
     /// Gives the lease back (best effort: an unreleased lease expires).

@@ -227,11 +227,7 @@ impl PgCheckpoints {
                 .execute(
                     "DELETE FROM writ_mailbox_lease
                      WHERE account = $1 AND mailbox = $2 AND holder = $3",
-                    &[
-                        &lease.account,
-                        &lease_mailbox(&lease.mailbox),
-                        &holder,
-                    ],
+                    &[&lease.account, &lease_mailbox(&lease.mailbox), &holder],
                 )
                 .await
                 .ok()
