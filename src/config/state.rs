@@ -254,6 +254,17 @@ mod tests {
     }
 
     #[test]
+    fn lease_secs_is_bounded() {
+        let c = parse("[state]\nlease_secs = 1\n").unwrap();
+        assert!(c.state.problems()[0].contains("lease_secs = 1"));
+        let c = parse("[state]\nlease_secs = 3601\n").unwrap();
+        assert_eq!(c.state.problems().len(), 1);
+        let c = parse("[state]\nlease_secs = 5\n").unwrap();
+        assert!(c.state.problems().is_empty());
+        assert_eq!(StateConfig::default().lease_secs, 60);
+    }
+
+    #[test]
     fn postgres_needs_one_source() {
         let c = parse("[state]\nbackend = \"postgres\"\n").unwrap();
         assert_eq!(c.state.problems().len(), 1);
