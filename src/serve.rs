@@ -10,6 +10,13 @@
 //! transactions (and the sweep's batch in flight) get `serve.grace_secs`.
 //! SIGHUP reloads the keyring (after `writ keys rotate`) without dropping
 //! a session: see [`Reloader`].
+//!
+//! State: the only state `writ serve` writes is the sweep's checkpoints
+//! (and, on `[state] backend = "postgres"`, its mailbox leases), which go
+//! through the configured backend ([`crate::state::checkpoint_store`]);
+//! the IMAP cache stays local by design, and serve writes no audit
+//! records (key events are recorded by the `writ keys` commands; a SIGHUP
+//! reload only reads the keyring).
 
 use std::future::Future;
 use std::net::SocketAddr;
