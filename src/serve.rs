@@ -10,6 +10,13 @@
 //! transactions (and the sweep's batch in flight) get `serve.grace_secs`.
 //! SIGHUP reloads the keyring (after `writ keys rotate`) without dropping
 //! a session: see [`Reloader`].
+//!
+//! State: the only state `writ serve` writes is the sweep's checkpoints
+//! (and, on `[state] backend = "postgres"`, its mailbox leases), which go
+//! through the configured backend ([`crate::state::checkpoint_store`]);
+//! the IMAP cache stays local by design, and serve writes no audit
+//! records (key events are recorded by the `writ keys` commands; a SIGHUP
+//! reload only reads the keyring).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,6 +76,8 @@ pub enum ServeError {
     Reload(String),
     #[error("sweep: {0}")]
     Sweep(String),
+    #[error("state: {0}")]
+    State(#[from] crate::state::StateError),
 }
 
 /// Unlocks the keyring again, from the same passphrase source as at start
@@ -389,10 +398,13 @@ impl Server {
             sealer,
             unlocked: Arc::new(unlocked),
         }));
+        // Checkpoints and leases: `[sweep] dir`, or the shared database.
+        let checkpoints = crate::state::checkpoint_store(&config.state, &config.sweep.dir).await?;
         let sweep = crate::sweep::Sweep::new(
             &config.sweep,
             target,
             rx,
+            checkpoints,
             &config.jobs,
             Duration::from_secs(config.serve.grace_secs),
         );

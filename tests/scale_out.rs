@@ -19,11 +19,16 @@
 //!   backend = "postgres"`): a key rotation made on the first gateway
 //!   before the kill and one made on the second after it are both in it,
 //!   each naming its gateway, and the chain verifies; mail sealed to each
-//!   epoch opens through either gateway after its SIGHUP.
+//!   epoch opens through either gateway after its SIGHUP;
+//! - a mailbox job (`writ mailbox seal`) running on the killed gateway's
+//!   machine, with a batch in flight, is refused on the other gateway
+//!   while its lease lives, and finished there once the lease expired:
+//!   every original once, sealed, opening to its bytes.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +43,7 @@ use common::provider::{Provider, User, provider};
 use common::smtp::Smtp;
 use common::tls::{TestTls, test_tls};
 use common::writ::{ListenerSpec, TestKeys, WRIT, Writ, WritConfig, free_port};
+use common::{FaultProxy, Faults, When};
 
 /// Senders sending one message per session, in parallel.
 const SENDERS: usize = 3;
@@ -47,39 +53,59 @@ const READERS: usize = 4;
 const ACKED_BEFORE: usize = 12;
 const ACKED_AFTER: usize = 12;
 
+/// Mailbox leases last this long here (seconds): a dead gateway's job is
+/// taken over that soon.
+const LEASE_SECS: u64 = 3;
+
 /// The `[state]` table of gateway `name`: the shared PostgreSQL database
 /// whose URL (with its password) is in `url_file`.
 fn state_toml(url_file: &std::path::Path, name: &str) -> String {
     format!(
-        "[state]\nbackend = \"postgres\"\nurl_file = {:?}\ngateway = \"{name}\"\n",
+        "[state]\nbackend = \"postgres\"\nurl_file = {:?}\ngateway = \"{name}\"\n\
+         lease_secs = {LEASE_SECS}\n",
         url_file.display().to_string()
     )
+}
+
+/// `writ <args>` as the administrator of gateway `name` runs it, with
+/// the shared keyring, the shared state and `extra` tables; not started.
+fn admin_command(
+    keys: &TestKeys,
+    url_file: &std::path::Path,
+    name: &str,
+    extra: &str,
+    args: &[&str],
+) -> (std::process::Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("writ.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[keys]\ndir = {:?}\n\n{}\n{extra}",
+            keys.dir().display().to_string(),
+            state_toml(url_file, name)
+        ),
+    )
+    .unwrap();
+    let mut c = std::process::Command::new(WRIT);
+    c.env_remove("WRIT_PASSPHRASE_FILE")
+        .env_remove("WRIT_PROVIDER_PASSWORD")
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--passphrase-file")
+        .arg(keys.passphrase_file())
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    (c, dir)
 }
 
 /// `writ <args>` as the administrator of gateway `name` runs it, with
 /// the shared keyring and the shared state; its standard output.
 #[track_caller]
 fn admin(keys: &TestKeys, url_file: &std::path::Path, name: &str, args: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("writ.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[keys]\ndir = {:?}\n\n{}",
-            keys.dir().display().to_string(),
-            state_toml(url_file, name)
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(WRIT)
-        .env_remove("WRIT_PASSPHRASE_FILE")
-        .arg("--config")
-        .arg(&config)
-        .arg("--passphrase-file")
-        .arg(keys.passphrase_file())
-        .args(args)
-        .output()
-        .expect("run writ");
+    let (mut c, _dir) = admin_command(keys, url_file, name, "", args);
+    let out = c.output().expect("run writ");
     assert!(
         out.status.success(),
         "writ {args:?} on {name}: {}",
@@ -227,6 +253,10 @@ fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconne
     let first_marker = unique("scale-first");
     assert!(send_once(relay, &user.address, &first_marker));
     p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    // A mailbox job on the first gateway's machine, which the provider
+    // stalls with a batch in flight; the other gateway is refused while
+    // its lease lives.
+    let job = LostJob::start(p, &keys, &url_file);
     let mut readers: Vec<Imap> = (0..READERS)
         .map(|_| reader(imap, &user).expect("reader through the balancer"))
         .collect();
@@ -265,6 +295,7 @@ fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconne
     let second_before = sealed(&second);
     assert!(second_before >= 1.0, "the balancer used both gateways");
     first.kill();
+    let job = job.lose();
     // The administrator rotates on the surviving gateway: what is sent
     // from then on is sealed to the third epoch.
     rotate(&keys, &url_file, "gw-2", &[&second]);
@@ -386,5 +417,174 @@ fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconne
         epochs.len() >= 2,
         "mail sealed to the rotated epochs: {epochs:?}"
     );
+    // The job lost with the first gateway is finished on the second once
+    // its lease expired.
+    job.finish_on_second(p, &keys, &url_file, pg, &db);
     drop(second);
+}
+
+/// Plaintext originals of the job's mailbox.
+const JOB_MESSAGES: usize = 60;
+
+/// A `writ mailbox seal` run as gateway gw-1's administrator, through a
+/// provider that stalls on its 15th APPEND (the third batch of 7).
+struct LostJob {
+    owner: User,
+    originals: BTreeMap<String, Vec<u8>>,
+    stall: FaultProxy,
+    password_file: tempfile::NamedTempFile,
+    child: Option<(std::process::Child, tempfile::TempDir)>,
+}
+
+/// `[provider.imap]` at `imap` (plain, loopback) and `[jobs]` for a job.
+fn job_toml(imap: SocketAddr) -> String {
+    format!(
+        "[provider.imap]\naddress = \"{imap}\"\nsecurity = \"plain\"\ntimeout_secs = 20\n\n\
+         [jobs]\nbackoff_ms = 20\nretries = 3\n"
+    )
+}
+
+fn job_message_id(m: &[u8]) -> String {
+    String::from_utf8_lossy(
+        &writ::envelope::header::first_value(m, "message-id").unwrap_or_default(),
+    )
+    .trim()
+    .to_string()
+}
+
+impl LostJob {
+    fn start(p: &Provider, keys: &TestKeys, url_file: &std::path::Path) -> LostJob {
+        let owner = p.new_user("scalejob");
+        let mut imap = p.imap(&owner);
+        let mut originals = BTreeMap::new();
+        for n in 0..JOB_MESSAGES {
+            let m = format!(
+                "From: s{n}@example.org\r\nTo: r@example.test\r\nSubject: job {n}\r\n\
+                 Message-ID: <scale-job-{n}@example.org>\r\n\r\nbody {n} {}\r\n",
+                "j".repeat(n * 29 % 500)
+            )
+            .into_bytes();
+            imap.command_with_literal("APPEND INBOX (\\Seen)", &m, "")
+                .expect_ok("APPEND");
+            originals.insert(job_message_id(&m), m);
+        }
+        imap.logout();
+        let mut password_file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(password_file, "{}", owner.password).unwrap();
+        let stall = FaultProxy::start(p.imap_addr(), Faults::new().hold("APPEND", When::Nth(15)));
+        let mut job = LostJob {
+            owner,
+            originals,
+            stall,
+            password_file,
+            child: None,
+        };
+        let (mut c, dir) = job.seal(keys, url_file, "gw-1", job.stall.addr());
+        let child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        job.child = Some((child, dir));
+        assert!(
+            job.stall.wait_held(DELIVERY_TIMEOUT),
+            "the job on gw-1 never reached its 15th APPEND"
+        );
+        let (mut c, _dir) = job.seal(keys, url_file, "gw-2", p.imap_addr());
+        let refused = c.output().unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && err.contains("being worked on by gateway gw-1"),
+            "gw-2 was not refused while gw-1 holds the mailbox: {err}"
+        );
+        job
+    }
+
+    fn seal(
+        &self,
+        keys: &TestKeys,
+        url_file: &std::path::Path,
+        gateway: &str,
+        imap: SocketAddr,
+    ) -> (std::process::Command, tempfile::TempDir) {
+        let pw = self.password_file.path().display().to_string();
+        admin_command(
+            keys,
+            url_file,
+            gateway,
+            &job_toml(imap),
+            &[
+                "mailbox",
+                "seal",
+                "--account",
+                &self.owner.name,
+                "--password-file",
+                &pw,
+                "--mailbox",
+                "INBOX",
+                "--batch",
+                "7",
+            ],
+        )
+    }
+
+    /// The machine is lost: the job dies with it (SIGKILL).
+    fn lose(mut self) -> LostJob {
+        if let Some((mut child, _dir)) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        self
+    }
+
+    fn finish_on_second(
+        self,
+        p: &Provider,
+        keys: &TestKeys,
+        url_file: &std::path::Path,
+        pg: &common::postgres::Postgres,
+        db: &str,
+    ) {
+        let leased = || {
+            pg.psql(
+                db,
+                "SELECT count(*) FROM writ_mailbox_lease WHERE expires > now()",
+            )
+            .trim()
+                != "0"
+        };
+        wait_until("the lost job's lease to expire", || !leased());
+        let run = || {
+            let (mut c, _dir) = self.seal(keys, url_file, "gw-2", p.imap_addr());
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "the job on gw-2: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run();
+        // The stalled provider then stores what gw-1 sent: late copies,
+        // which the next run removes.
+        let answers = self.stall.release(DELIVERY_TIMEOUT);
+        assert!(
+            !answers.is_empty() && answers.iter().all(|a| a.contains(" OK [APPENDUID ")),
+            "{answers:?}"
+        );
+        run();
+        let stored = p.imap_fetch_all(&self.owner, "INBOX");
+        assert_eq!(stored.len(), JOB_MESSAGES, "each original once");
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &stored {
+            assert!(writ::envelope::detect(m).is_some(), "sealed");
+            let opened = keys.open(m);
+            let id = job_message_id(&opened);
+            assert_eq!(
+                self.originals.get(&id),
+                Some(&opened),
+                "{id} opens to its bytes"
+            );
+            assert!(seen.insert(id), "present once");
+        }
+    }
 }

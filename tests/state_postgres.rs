@@ -53,7 +53,7 @@ fn migrates_an_empty_database_and_keeps_the_chain_there() {
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM writ_schema"
         )
         .trim(),
-        "1,2"
+        "1,2,3"
     );
     // The chain is in the database, not in the keyring directory.
     assert!(!env.path("keys/audit.log").exists());
@@ -77,12 +77,12 @@ fn migrates_an_empty_database_and_keeps_the_chain_there() {
     assert!(r.iter().all(|r| r["gateway"] == "gw-a"), "{r:?}");
     // Migrating again (every command connects) changes nothing.
     env.ok(&["audit", "verify"]);
-    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_schema").trim(), "2");
-    // A database at version 1 (an older writ's) is brought to 2.
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM writ_schema").trim(), "3");
+    // A database at version 1 (an older writ's) is brought to 3.
     pg.psql(
         &db,
-        "DROP TABLE writ_disclosure_approval, writ_disclosure_request; \
-         DELETE FROM writ_schema WHERE version = 2",
+        "DROP TABLE writ_disclosure_approval, writ_disclosure_request, writ_job_checkpoint, \
+         writ_mailbox_lease; DELETE FROM writ_schema WHERE version >= 2",
     );
     env.ok(&["audit", "verify"]);
     assert_eq!(
@@ -92,7 +92,7 @@ fn migrates_an_empty_database_and_keeps_the_chain_there() {
     );
     assert_eq!(
         pg.psql(&db, "SELECT max(version) FROM writ_schema").trim(),
-        "2"
+        "3"
     );
     // A second keyring cannot begin another chain in the same database.
     let other = Env::new();
@@ -112,7 +112,10 @@ fn refuses_a_newer_schema() {
     );
     let e = env.fail(&["audit", "verify"]);
     assert!(
-        e.contains("schema version 99, newer than this writ knows (2)"),
+        e.contains(&format!(
+            "schema version 99, newer than this writ knows ({})",
+            writ::state::SCHEMA_VERSION
+        )),
         "{e}"
     );
     assert!(e.contains("upgrade writ"), "{e}");

@@ -235,12 +235,17 @@ fn move_mail(ctx: &Context, kind: Kind, target: Mailboxes, run: RunArgs) -> Resu
     let progress = Arc::new(Reporter::new(verb));
     let jobs = &ctx.config.jobs;
     let parallel = run.parallel.unwrap_or(jobs.parallel).clamp(1, 64);
+    let runtime = runtime()?;
+    // Checkpoints in `[jobs] dir`, or in the shared database with leases.
+    let checkpoints = runtime
+        .block_on(writ::state::checkpoint_store(&ctx.config.state, &jobs.dir))
+        .with_context(|| format!("{}: [state]", ctx.config_source))?;
     let mover = Arc::new(Mover {
         kind,
         target: provider.clone(),
         sealer,
         keys: Arc::new(unlocked),
-        checkpoints: jobs.dir.clone(),
+        checkpoints,
         batch: run.batch.unwrap_or(jobs.batch).clamp(1, 1000),
         retries: jobs.retries,
         backoff: Duration::from_millis(jobs.backoff_ms),
@@ -250,7 +255,7 @@ fn move_mail(ctx: &Context, kind: Kind, target: Mailboxes, run: RunArgs) -> Resu
     });
     let dry_run = run.dry_run;
     let backoff = backoff(ctx);
-    let results = runtime()?.block_on(async move {
+    let results = runtime.block_on(async move {
         let mut work = Vec::new();
         for creds in credentials {
             let names = backoff

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub struct JobsConfig {
     /// Where jobs keep their checkpoints (one file per account and
     /// mailbox). Deleting it is safe between runs, not during one: a
-    /// crashed run's last batch is then not deduplicated.
+    /// crashed run's last batch is then not deduplicated. Unused with
+    /// `[state] backend = "postgres"` (checkpoints in the database).
     pub dir: PathBuf,
     /// Mailboxes worked on at once, one provider connection each.
     pub parallel: usize,

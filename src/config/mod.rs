@@ -31,7 +31,8 @@ pub use relay::{
 };
 pub use scanner::{ScanFailure, ScannerConfig};
 pub use state::{
-    Backend, MAX_GATEWAY_NAME, MAX_POOL_SIZE, MAX_TIMEOUT_SECS, StateConfig, check_gateway_name,
+    Backend, MAX_GATEWAY_NAME, MAX_LEASE_SECS, MAX_POOL_SIZE, MAX_TIMEOUT_SECS, MIN_LEASE_SECS,
+    StateConfig, check_gateway_name,
 };
 pub use sweep::SweepConfig;
 

@@ -1,5 +1,6 @@
-//! `[state]`: where writ keeps what several gateways must share (today the
-//! audit chain): the embedded files in the keyring directory (the default,
+//! `[state]`: where writ keeps what several gateways must share (the
+//! audit chain, disclosure requests, mailbox-job and sweep checkpoints
+//! with their leases): the embedded files in the keyring directory (the default,
 //! nothing to install) or a PostgreSQL database.
 //!
 //! No database password ever sits in the config file: a `url` holding one
@@ -25,6 +26,10 @@ pub const MAX_POOL_SIZE: usize = 64;
 
 /// Longest timeout in seconds (connect, lock, statement).
 pub const MAX_TIMEOUT_SECS: u64 = 600;
+
+/// Shortest and longest mailbox lease in seconds (`lease_secs`).
+pub const MIN_LEASE_SECS: u64 = 2;
+pub const MAX_LEASE_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,6 +71,11 @@ pub struct StateConfig {
     /// holds (PostgreSQL `lock_timeout`) and any statement may run
     /// (`statement_timeout`, twice this).
     pub lock_timeout_secs: u64,
+    /// How long a gateway's lease on a mailbox lasts without renewal
+    /// (mailbox jobs and the sweep, backend = "postgres"): renewed every
+    /// third of it while the run goes on; a gateway that dies holds the
+    /// mailbox this long at most.
+    pub lease_secs: u64,
 }
 
 impl Default for StateConfig {
@@ -80,6 +90,7 @@ impl Default for StateConfig {
             pool_size: 4,
             connect_timeout_secs: 10,
             lock_timeout_secs: 30,
+            lease_secs: 60,
         }
     }
 }
@@ -155,6 +166,12 @@ impl StateConfig {
                 ));
             }
         }
+        if !(MIN_LEASE_SECS..=MAX_LEASE_SECS).contains(&self.lease_secs) {
+            p.push(format!(
+                "[state] lease_secs = {}: must be {MIN_LEASE_SECS}..={MAX_LEASE_SECS}",
+                self.lease_secs
+            ));
+        }
         p
     }
 }
@@ -227,12 +244,24 @@ mod tests {
             "pool_size",
             "connect_timeout_secs",
             "lock_timeout_secs",
+            "lease_secs",
         ] {
             assert!(
                 text.contains(key),
                 "config/writ.toml does not document {key}"
             );
         }
+    }
+
+    #[test]
+    fn lease_secs_is_bounded() {
+        let c = parse("[state]\nlease_secs = 1\n").unwrap();
+        assert!(c.state.problems()[0].contains("lease_secs = 1"));
+        let c = parse("[state]\nlease_secs = 3601\n").unwrap();
+        assert_eq!(c.state.problems().len(), 1);
+        let c = parse("[state]\nlease_secs = 5\n").unwrap();
+        assert!(c.state.problems().is_empty());
+        assert_eq!(StateConfig::default().lease_secs, 60);
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub struct SweepConfig {
     /// at most.
     pub max_scan_per_round: usize,
     /// Where the sweep keeps its checkpoints (its own: a `writ mailbox
-    /// seal` run keeps its own in `[jobs] dir`).
+    /// seal` run keeps its own in `[jobs] dir`). Unused with `[state]
+    /// backend = "postgres"`: the sweep and `writ mailbox seal` then share
+    /// one checkpoint per mailbox in the database, under its lease.
     pub dir: PathBuf,
     /// The provider's first pause after a failure, in seconds; doubled
     /// per failure in a row, at most `max_backoff_secs`.

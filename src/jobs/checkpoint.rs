@@ -23,9 +23,33 @@
 //! The record is only trusted while the mailbox's UIDVALIDITY is the one
 //! it was written under.
 //!
-//! Files are JSON, written atomically (temp file, fsync, rename), 0600.
+//! Where checkpoints live is a [`Store`]: [`Files`] (JSON files, written
+//! atomically: temp file, fsync, rename, 0600; the default) or, with
+//! `[state] backend = "postgres"`, rows in the shared database
+//! (`crate::state::PgCheckpoints`) so that any gateway can resume a job
+//! another one started. The job logic ([`super::mover`]) is the same for
+//! both; only loading and saving differ.
+//!
+//! Leases. Before a run works on a mailbox it takes the mailbox's
+//! [`Lease`] from the store. On files that is a formality (one gateway;
+//! nothing changes from before leases). On PostgreSQL it is a row per
+//! (account, mailbox) naming the gateway and an expiry, renewed by a
+//! heartbeat while the run goes on: a second run, on any gateway, is
+//! refused with one line naming the holder and the expiry
+//! ([`CheckpointError::Leased`]). A gateway that dies stops renewing; once
+//! its lease expires another run takes the mailbox over and resumes from
+//! the checkpoint (the batch in flight and the unanswered APPENDs above:
+//! a copy the dead gateway's APPEND stores late is found by its token like
+//! any unanswered APPEND). A run that cannot renew in time stops before its
+//! next write ([`Lease::check`], [`CheckpointError::LeaseLost`]), and a
+//! save on PostgreSQL is refused unless the lease is still held (checked
+//! in the same transaction).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ring::digest::{SHA256, digest};
 
@@ -46,6 +70,200 @@ pub enum CheckpointError {
     Damaged { path: PathBuf, why: String },
     #[error("cannot write the checkpoint {path}: {why}")]
     Write { path: PathBuf, why: String },
+    /// Another run (on this gateway or another) holds the mailbox.
+    #[error(
+        "{account} {mailbox} is being worked on by gateway {gateway} (its lease runs until \
+         {until}); run again later, or once that lease has expired if that gateway is gone"
+    )]
+    Leased {
+        account: String,
+        mailbox: String,
+        gateway: String,
+        until: String,
+    },
+    /// The lease could not be renewed in time: another gateway may own
+    /// the mailbox now.
+    #[error(
+        "the lease on {account} {mailbox} was lost (not renewed in time: check the database); \
+         stopped before changing anything more, run again to resume"
+    )]
+    LeaseLost { account: String, mailbox: String },
+    #[error("checkpoint of {account} {mailbox}: {source}")]
+    State {
+        account: String,
+        mailbox: String,
+        #[source]
+        source: Box<crate::state::StateError>,
+    },
+    #[error("the checkpoint of {account} {mailbox} in the database is damaged ({why})")]
+    DamagedRow {
+        account: String,
+        mailbox: String,
+        why: String,
+    },
+}
+
+/// A future a [`Store`] returns.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, CheckpointError>> + Send + 'a>>;
+
+/// Where checkpoints and leases live: files, or a database several
+/// gateways share.
+pub trait Store: Send + Sync {
+    /// Takes the lease on `account`/`mailbox` for one run (all jobs on a
+    /// mailbox share it), or says who holds it.
+    fn lease<'a>(&'a self, account: &'a str, mailbox: &'a str) -> Pending<'a, Lease>;
+    /// The checkpoint for this mailbox and job, or a fresh one.
+    fn load<'a>(
+        &'a self,
+        account: &'a str,
+        mailbox: &'a str,
+        job: &'a str,
+    ) -> Pending<'a, Checkpoint>;
+    /// Saves `cp` (stamping `updated`), refused if `lease` is lost.
+    fn save<'a>(&'a self, cp: &'a mut Checkpoint, lease: &'a Lease) -> Pending<'a, ()>;
+    /// Gives the lease back (best effort: an unreleased lease expires).
+    fn release(&self, lease: Lease) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// Checkpoints as files in a directory; leases are local formalities.
+pub struct Files(pub PathBuf);
+
+impl Store for Files {
+    fn lease<'a>(&'a self, account: &'a str, mailbox: &'a str) -> Pending<'a, Lease> {
+        Box::pin(async move { Ok(Lease::local(account, mailbox)) })
+    }
+
+    fn load<'a>(
+        &'a self,
+        account: &'a str,
+        mailbox: &'a str,
+        job: &'a str,
+    ) -> Pending<'a, Checkpoint> {
+        Box::pin(async move { Checkpoint::load(&self.0, account, mailbox, job) })
+    }
+
+    fn save<'a>(&'a self, cp: &'a mut Checkpoint, _: &'a Lease) -> Pending<'a, ()> {
+        Box::pin(async move { cp.save(&self.0) })
+    }
+
+    fn release(&self, _: Lease) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}
+
+/// How long a shared lease is known to be ours, kept by its heartbeat.
+#[derive(Debug)]
+pub struct LeaseClock {
+    /// Ours until then (measured from before the renewal was sent);
+    /// `None` once lost.
+    until: Mutex<Option<Instant>>,
+}
+
+impl LeaseClock {
+    pub fn new(until: Instant) -> Arc<LeaseClock> {
+        Arc::new(LeaseClock {
+            until: Mutex::new(Some(until)),
+        })
+    }
+
+    /// A renewal sent at some instant succeeded: ours until `until`.
+    pub fn renewed(&self, until: Instant) {
+        if let Ok(mut u) = self.until.lock()
+            && u.is_some()
+        {
+            *u = Some(until);
+        }
+    }
+
+    /// Someone else has it now.
+    pub fn lost(&self) {
+        if let Ok(mut u) = self.until.lock() {
+            *u = None;
+        }
+    }
+
+    fn held(&self) -> bool {
+        self.until
+            .lock()
+            .ok()
+            .and_then(|u| *u)
+            .is_some_and(|u| Instant::now() < u)
+    }
+}
+
+/// One run's hold on a mailbox (see the module header). Dropping it stops
+/// its heartbeat; the row then expires.
+pub struct Lease {
+    pub account: String,
+    pub mailbox: String,
+    shared: Option<Shared>,
+}
+
+struct Shared {
+    holder: String,
+    clock: Arc<LeaseClock>,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    /// No one else can work here (files: one gateway).
+    pub fn local(account: &str, mailbox: &str) -> Lease {
+        Lease {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
+            shared: None,
+        }
+    }
+
+    /// A lease held in shared state under `holder`, known to be ours
+    /// while `clock` says so, renewed by `heartbeat`.
+    pub fn shared(
+        account: &str,
+        mailbox: &str,
+        holder: String,
+        clock: Arc<LeaseClock>,
+        heartbeat: tokio::task::JoinHandle<()>,
+    ) -> Lease {
+        Lease {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
+            shared: Some(Shared {
+                holder,
+                clock,
+                heartbeat,
+            }),
+        }
+    }
+
+    /// The holder token of a shared lease.
+    pub fn holder(&self) -> Option<&str> {
+        self.shared.as_ref().map(|s| s.holder.as_str())
+    }
+
+    /// Stops renewing (the run is over).
+    pub fn stop_heartbeat(&self) {
+        if let Some(s) = &self.shared {
+            s.heartbeat.abort();
+        }
+    }
+
+    /// Whether the run may still change the mailbox: always on files; on
+    /// shared state while the lease is known to be ours.
+    pub fn check(&self) -> Result<(), CheckpointError> {
+        match &self.shared {
+            Some(s) if !s.clock.held() => Err(CheckpointError::LeaseLost {
+                account: self.account.clone(),
+                mailbox: self.mailbox.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+    }
 }
 
 /// Unanswered APPENDs remembered per mailbox, at most: each costs a few
@@ -116,7 +334,26 @@ pub fn path(dir: &Path, account: &str, mailbox: &str, job: &str) -> PathBuf {
 }
 
 impl Checkpoint {
-    /// The checkpoint for this mailbox and job, or a fresh one.
+    /// Nothing done yet for this mailbox and job.
+    pub fn fresh(account: &str, mailbox: &str, job: &str) -> Checkpoint {
+        Checkpoint {
+            account: account.into(),
+            mailbox: mailbox.into(),
+            job: job.into(),
+            ..Checkpoint::default()
+        }
+    }
+
+    /// Stamps `updated` and serialises (the files' and the rows' format).
+    pub fn to_json(&mut self) -> Result<Vec<u8>, serde_json::Error> {
+        self.updated = crate::keys::now_rfc3339();
+        let mut text = serde_json::to_vec_pretty(self)?;
+        text.push(b'\n');
+        Ok(text)
+    }
+
+    /// The checkpoint for this mailbox and job in the file store `dir`, or
+    /// a fresh one.
     pub fn load(
         dir: &Path,
         account: &str,
@@ -127,12 +364,7 @@ impl Checkpoint {
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Checkpoint {
-                    account: account.into(),
-                    mailbox: mailbox.into(),
-                    job: job.into(),
-                    ..Checkpoint::default()
-                });
+                return Ok(Checkpoint::fresh(account, mailbox, job));
             }
             Err(source) => return Err(CheckpointError::Read { path, source }),
         };
@@ -157,9 +389,7 @@ impl Checkpoint {
             why,
         };
         atomic::create_private_dir(dir).map_err(|e| fail(e.to_string()))?;
-        self.updated = crate::keys::now_rfc3339();
-        let mut text = serde_json::to_vec_pretty(self).map_err(|e| fail(e.to_string()))?;
-        text.push(b'\n');
+        let text = self.to_json().map_err(|e| fail(e.to_string()))?;
         atomic::write_atomic(&path, &text).map_err(|e| fail(e.to_string()))
     }
 }

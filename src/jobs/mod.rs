@@ -7,10 +7,13 @@
 //! - [`fetch`]: exactly the named messages, for disclosure.
 //! - [`scan`]: what a mailbox holds, from two header fields per message.
 //! - [`mover`]: seal and reseal in place, batch by batch, never losing a
-//!   message; [`checkpoint`] makes it resumable, [`retry`] patient,
-//!   [`copies`] tells its copies apart (a token in the marker); its
-//!   sealing and opening run off the runtime (`sealing`).
+//!   message; [`checkpoint`] makes it resumable (files, or the shared
+//!   database with a lease per mailbox so one run at a time works on it
+//!   across gateways), [`retry`] patient, [`copies`] tells its copies
+//!   apart (a token in the marker), `book` keeps a resolve's accounts;
+//!   its sealing and opening run off the runtime (`sealing`).
 
+mod book;
 pub mod census;
 pub mod checkpoint;
 pub mod client;

@@ -30,6 +30,13 @@
 //! the same bytes is present (or it is a copy carrying our token that does
 //! not open to its original).
 //!
+//! One run per mailbox at a time, on any gateway: a run first takes the
+//! mailbox's lease from the checkpoint store ([`super::checkpoint::Store`];
+//! a formality on files, a renewed row on PostgreSQL), and stops before
+//! recording a batch or removing anything once it can no longer be sure
+//! the lease is its own. A gateway taking over after a dead one resumes
+//! from the shared checkpoint exactly as a run on the same machine would.
+//!
 //! Overlap. Batches are pipelined, one connection per mailbox: batch N+1's
 //! originals are FETCHed in the same flight as batch N's APPENDs (the
 //! FETCH first) and sealed on blocking threads ([`super::sealing`]) while
@@ -48,12 +55,12 @@
 //! answer being read (capped by the client). The provider holds at most
 //! one batch of unanswered APPENDs per mailbox.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::checkpoint::{Checkpoint, CheckpointError, InFlight, MAX_UNANSWERED, Unanswered};
+use super::book::{Answered, Book};
+use super::checkpoint::{Checkpoint, CheckpointError, InFlight, Lease, Store};
 use super::client::{Appending, Client, ClientError};
 use super::copies;
 use super::login::Credentials;
@@ -155,7 +162,8 @@ pub struct Mover {
     pub target: Target,
     pub sealer: Sealer,
     pub keys: Arc<Unlocked>,
-    pub checkpoints: PathBuf,
+    /// Where checkpoints and leases live (files, or the shared database).
+    pub checkpoints: Arc<dyn Store>,
     pub batch: usize,
     pub retries: u32,
     pub backoff: Duration,
@@ -171,42 +179,6 @@ struct Resolved {
     duplicates: u64,
     /// Originals of the batch still there without a verified copy.
     unmatched: Vec<u32>,
-}
-
-/// How the provider answered the APPENDs of the batch in flight.
-#[derive(Default)]
-struct Answered {
-    /// UIDs of the copies (APPENDUID).
-    copies: Vec<u32>,
-    /// Some APPEND was stored without APPENDUID: its copy is searched for.
-    uid_unknown: bool,
-    /// Tokens of APPENDs refused: no copy of them exists.
-    refused: HashSet<String>,
-}
-
-/// One original with copies to account for, during [`Mover::resolve`].
-struct Original {
-    uid: u32,
-    internal_date: Option<i64>,
-    sha256: String,
-    /// The copy kept for it by an earlier run (from the checkpoint).
-    kept_before: Option<u32>,
-    /// The copy kept for it, verified by this resolve.
-    verified: Option<u32>,
-    /// In the batch in flight (not only an unanswered APPEND).
-    in_flight: bool,
-}
-
-impl Original {
-    fn kept(&self) -> Option<u32> {
-        self.verified.or(self.kept_before)
-    }
-
-    /// A fetched message opens to what this original opens to.
-    fn matches(&self, hash: Option<&String>, date: Option<i64>) -> bool {
-        Some(&self.sha256) == hash
-            && (self.internal_date.is_none() || date.is_none() || self.internal_date == date)
-    }
 }
 
 impl Mover {
@@ -239,8 +211,26 @@ impl Mover {
         mailbox: &str,
         only: Option<&[u32]>,
     ) -> Result<MailboxReport, JobError> {
+        // A dry run changes nothing: it needs no lease.
+        let lease = if self.dry_run {
+            Lease::local(&creds.user, mailbox)
+        } else {
+            self.checkpoints.lease(&creds.user, mailbox).await?
+        };
+        let result = self.run_leased(creds, mailbox, only, &lease).await;
+        self.checkpoints.release(lease).await;
+        result
+    }
+
+    async fn run_leased(
+        &self,
+        creds: &Credentials,
+        mailbox: &str,
+        only: Option<&[u32]>,
+        lease: &Lease,
+    ) -> Result<MailboxReport, JobError> {
         let job = self.kind.name();
-        let before = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        let before = self.checkpoints.load(&creds.user, mailbox, &job).await?;
         let backoff = Backoff {
             retries: self.retries,
             first: self.backoff,
@@ -248,7 +238,7 @@ impl Mover {
         let mut retries = 0;
         let result = backoff
             .run(
-                || self.run_once(creds, mailbox, only),
+                || self.run_once(creds, mailbox, only, lease),
                 |attempt, e: &JobError| {
                     retries = attempt;
                     if let JobError::Client(c) = e {
@@ -260,7 +250,7 @@ impl Mover {
         let mut report = result?;
         report.retries = retries;
         // Work done by attempts that then failed is in the checkpoint.
-        let after = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        let after = self.checkpoints.load(&creds.user, mailbox, &job).await?;
         if !self.dry_run && (before.uidvalidity == 0 || before.uidvalidity == after.uidvalidity) {
             report.moved = after.moved.saturating_sub(before.moved);
             report.duplicates_removed = after
@@ -278,6 +268,7 @@ impl Mover {
         creds: &Credentials,
         mailbox: &str,
         only: Option<&[u32]>,
+        lease: &Lease,
     ) -> Result<MailboxReport, JobError> {
         let mut report = MailboxReport {
             account: creds.user.clone(),
@@ -297,7 +288,7 @@ impl Mover {
         }
         let selected = client.select(mailbox, self.dry_run).await?;
         let job = self.kind.name();
-        let mut cp = Checkpoint::load(&self.checkpoints, &creds.user, mailbox, &job)?;
+        let mut cp = self.checkpoints.load(&creds.user, mailbox, &job).await?;
         if cp.uidvalidity != selected.uidvalidity {
             if !cp.in_flight.is_empty() || !cp.unanswered.is_empty() {
                 tracing::warn!(
@@ -316,12 +307,12 @@ impl Mover {
         }
         if !self.dry_run && (!cp.in_flight.is_empty() || !cp.unanswered.is_empty()) {
             let r = self
-                .resolve(&mut client, &crypto, &mut cp, None, expunge_all)
+                .resolve(&mut client, &crypto, &mut cp, None, expunge_all, lease)
                 .await?;
             report.moved += r.moved;
             report.duplicates_removed += r.duplicates;
             self.progress.moved(r.moved);
-            cp.save(&self.checkpoints)?;
+            self.checkpoints.save(&mut cp, lease).await?;
         }
 
         let originals: Vec<u32> = match (&self.kind, only) {
@@ -373,7 +364,9 @@ impl Mover {
             }
             cp.in_flight = prepared.iter().map(|p| p.intent.clone()).collect();
             cp.copies_from_uid = next_uid;
-            cp.save(&self.checkpoints)?;
+            // On shared state, refused unless the lease is still ours:
+            // nothing is APPENDed then.
+            self.checkpoints.save(&mut cp, lease).await?;
 
             let (intents, appendings): (Vec<InFlight>, Vec<Appending>) = prepared
                 .into_iter()
@@ -417,12 +410,19 @@ impl Mover {
                 next_uid = next_uid.max(max.saturating_add(1));
             }
             let r = self
-                .resolve(&mut client, &crypto, &mut cp, Some(&answered), expunge_all)
+                .resolve(
+                    &mut client,
+                    &crypto,
+                    &mut cp,
+                    Some(&answered),
+                    expunge_all,
+                    lease,
+                )
                 .await?;
             report.moved += r.moved;
             report.duplicates_removed += r.duplicates;
             self.progress.moved(r.moved);
-            cp.save(&self.checkpoints)?;
+            self.checkpoints.save(&mut cp, lease).await?;
             if let Some(e) = transient {
                 // Back off; the next attempt starts from what is left.
                 return Err(e.into());
@@ -457,6 +457,7 @@ impl Mover {
         cp: &mut Checkpoint,
         answered: Option<&Answered>,
         expunge_all: bool,
+        lease: &Lease,
     ) -> Result<Resolved, JobError> {
         let mut book = Book::of(cp, answered);
         let candidates = self.candidates(client, cp, &book, answered).await?;
@@ -547,8 +548,11 @@ impl Mover {
         resolved.duplicates = duplicates;
         remove.sort_unstable();
         remove.dedup();
+        // Nothing is removed by a run that may have lost the mailbox.
+        lease.check()?;
         client.delete(&remove, expunge_all).await?;
-        self.check_replaced_gone(client, &book, expunge_all).await?;
+        self.check_replaced_gone(client, &book, expunge_all, lease)
+            .await?;
         book.record(cp);
         cp.moved += resolved.moved;
         cp.duplicates_removed += resolved.duplicates;
@@ -568,6 +572,7 @@ impl Mover {
         client: &mut Client,
         book: &Book,
         expunge_all: bool,
+        lease: &Lease,
     ) -> Result<(), JobError> {
         let replaced: Vec<u32> = book
             .originals
@@ -585,6 +590,7 @@ impl Mover {
                 "originals with a verified copy are still there (changed by another session?); \
                  deleting them again"
             );
+            lease.check()?;
             client.delete(&left, expunge_all).await?;
         }
         let left = client.still_present(&replaced).await?;
@@ -640,146 +646,6 @@ impl Mover {
             );
         }
         Ok(candidates.into_iter().collect())
-    }
-}
-
-/// The originals a resolve accounts for, and the tokens of their copies
-/// it waits for.
-struct Book {
-    originals: Vec<Original>,
-    /// Awaited token → index in `originals`.
-    tokens: HashMap<String, usize>,
-    /// Originals of a batch recorded without tokens.
-    legacy: Vec<usize>,
-    /// The lowest UID an awaited copy can have, if any is awaited.
-    search_from: Option<u32>,
-    /// Unanswered APPENDs this resolve does not look at, kept as they are.
-    untouched: Vec<Unanswered>,
-    /// `(token, original, from_uid)` of every awaited APPEND, oldest first.
-    awaited: Vec<(String, usize, u32)>,
-    /// Tokens whose copy was found.
-    found: HashSet<String>,
-}
-
-impl Book {
-    /// At the start of a run (`answered` None) every unanswered APPEND is
-    /// looked at; after a batch only those of its originals.
-    fn of(cp: &Checkpoint, answered: Option<&Answered>) -> Book {
-        let mut book = Book {
-            originals: Vec::new(),
-            tokens: HashMap::new(),
-            legacy: Vec::new(),
-            search_from: None,
-            untouched: Vec::new(),
-            awaited: Vec::new(),
-            found: HashSet::new(),
-        };
-        let in_batch: HashSet<u32> = cp.in_flight.iter().map(|i| i.uid).collect();
-        let mut index: HashMap<u32, usize> = HashMap::new();
-        let mut entry = |book: &mut Book, uid: u32, date: Option<i64>, sha: &str| {
-            *index.entry(uid).or_insert_with(|| {
-                book.originals.push(Original {
-                    uid,
-                    internal_date: date,
-                    sha256: sha.to_string(),
-                    kept_before: None,
-                    verified: None,
-                    in_flight: false,
-                });
-                book.originals.len() - 1
-            })
-        };
-        for u in &cp.unanswered {
-            if answered.is_some() && !in_batch.contains(&u.uid) {
-                book.untouched.push(u.clone());
-                continue;
-            }
-            let n = entry(&mut book, u.uid, u.internal_date, &u.sha256);
-            book.originals[n].kept_before = book.originals[n].kept_before.or(u.kept);
-            book.awaited.push((u.token.clone(), n, u.from_uid));
-            book.search_from = Some(book.search_from.map_or(u.from_uid, |f| f.min(u.from_uid)));
-        }
-        let refused = answered.map(|a| &a.refused);
-        for i in &cp.in_flight {
-            let n = entry(&mut book, i.uid, i.internal_date, &i.sha256);
-            book.originals[n].in_flight = true;
-            match &i.token {
-                Some(t) if refused.is_some_and(|r| r.contains(t)) => {}
-                Some(t) => {
-                    book.awaited.push((t.clone(), n, cp.copies_from_uid));
-                    let from = cp.copies_from_uid;
-                    book.search_from = Some(book.search_from.map_or(from, |f| f.min(from)));
-                }
-                None => book.legacy.push(n),
-            }
-        }
-        book.tokens = book
-            .awaited
-            .iter()
-            .map(|(t, n, _)| (t.clone(), *n))
-            .collect();
-        book
-    }
-
-    /// Which original a fetched message may be a copy of: by its token, or
-    /// (no token, a legacy batch) by what it opens to. Marks the token
-    /// found.
-    fn original_of(
-        &mut self,
-        token: Option<&str>,
-        hash: Option<&String>,
-        date: Option<i64>,
-    ) -> Option<usize> {
-        match token {
-            Some(t) => {
-                let n = *self.tokens.get(t)?;
-                self.found.insert(t.to_string());
-                Some(n)
-            }
-            None => {
-                let matching = |&&n: &&usize| self.originals[n].matches(hash, date);
-                let unclaimed = self
-                    .legacy
-                    .iter()
-                    .filter(matching)
-                    .find(|&&n| self.originals[n].kept().is_none());
-                unclaimed
-                    .or_else(|| self.legacy.iter().find(matching))
-                    .copied()
-            }
-        }
-    }
-
-    /// The checkpoint after this resolve: no batch in flight; every
-    /// awaited APPEND whose copy was not found is unanswered, with the
-    /// copy kept for its original.
-    fn record(self, cp: &mut Checkpoint) {
-        let mut unanswered = self.untouched;
-        for (token, n, from_uid) in self.awaited {
-            if self.found.contains(&token) {
-                continue;
-            }
-            let o = &self.originals[n];
-            unanswered.push(Unanswered {
-                token,
-                uid: o.uid,
-                internal_date: o.internal_date,
-                sha256: o.sha256.clone(),
-                kept: o.kept(),
-                from_uid,
-            });
-        }
-        if unanswered.len() > MAX_UNANSWERED {
-            let dropped = unanswered.len() - MAX_UNANSWERED;
-            tracing::warn!(
-                account = %cp.account, mailbox = %cp.mailbox, dropped,
-                "too many unanswered APPENDs recorded; the oldest are forgotten (a copy the \
-                 provider stores for them later stays as a duplicate)"
-            );
-            unanswered.drain(..dropped);
-        }
-        cp.unanswered = unanswered;
-        cp.in_flight.clear();
     }
 }
 

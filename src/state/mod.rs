@@ -3,7 +3,9 @@
 //! PostgreSQL database several gateways share.
 //!
 //! That state is the audit chain and, on PostgreSQL, disclosure requests
-//! and approvals ([`PgDisclosure`]). [`AuditLog`] is the one thing
+//! and approvals ([`PgDisclosure`]) and the checkpoints and leases of
+//! mailbox jobs and the sweep ([`PgCheckpoints`]; [`checkpoint_store`]
+//! picks the store for either backend). [`AuditLog`] is the one thing
 //! callers hold: the same operations (check, append, verify, read) on
 //! either backend, so a command recording a key event does not care where
 //! the record goes. Both backends keep the chain rules of [`crate::audit`]
@@ -21,11 +23,13 @@ use crate::audit::{self, AuditError, Record, Verified};
 use crate::config::{Backend, StateConfig};
 
 mod audit_pg;
+mod checkpoint_pg;
 mod disclosure_pg;
 mod postgres;
 mod schema;
 
 pub use audit_pg::PgAudit;
+pub use checkpoint_pg::{MAX_LEASE_SECS, MIN_LEASE_SECS, PgCheckpoints};
 pub use disclosure_pg::{MAX_APPROVAL_BYTES, MAX_APPROVALS_READ, PgDisclosure, RefusedApproval};
 pub use postgres::{Db, gateway_name};
 pub use schema::SCHEMA_VERSION;
@@ -117,6 +121,25 @@ pub enum StateError {
     Tls(#[from] crate::tls::TlsError),
     #[error("the audit files task failed")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Where mailbox-job checkpoints live on the backend `config` names: the
+/// files in `dir` (the default), or the shared database with leases of
+/// `[state] lease_secs` (this connects and migrates).
+pub async fn checkpoint_store(
+    config: &StateConfig,
+    dir: &Path,
+) -> Result<std::sync::Arc<dyn crate::jobs::checkpoint::Store>, StateError> {
+    if let Some(problem) = config.problems().into_iter().next() {
+        return Err(StateError::Config(problem));
+    }
+    Ok(match config.backend {
+        Backend::Files => std::sync::Arc::new(crate::jobs::checkpoint::Files(dir.to_path_buf())),
+        Backend::Postgres => std::sync::Arc::new(PgCheckpoints::new(
+            Db::connect(config).await?,
+            config.lease_secs,
+        )),
+    })
 }
 
 /// The audit chain on the configured backend.

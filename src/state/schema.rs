@@ -53,6 +53,26 @@ const MIGRATIONS: &[&str] = &[
          added timestamptz NOT NULL DEFAULT now(),
          PRIMARY KEY (digest, approver_key)
      );",
+    // 3: mailbox-job checkpoints (the files' JSON, one row per account,
+    // mailbox and job) and the lease per account and mailbox that lets one
+    // run at a time work there, on any gateway.
+    "CREATE TABLE writ_job_checkpoint (
+         account text NOT NULL,
+         mailbox text NOT NULL,
+         job text NOT NULL,
+         checkpoint text NOT NULL,
+         gateway text NOT NULL,
+         updated timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (account, mailbox, job)
+     );
+     CREATE TABLE writ_mailbox_lease (
+         account text NOT NULL,
+         mailbox text NOT NULL,
+         gateway text NOT NULL,
+         holder text NOT NULL,
+         expires timestamptz NOT NULL,
+         PRIMARY KEY (account, mailbox)
+     );",
 ];
 
 /// The schema version this writ migrates to and works with.

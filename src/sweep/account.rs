@@ -7,7 +7,8 @@
 //! then a header scan of the UIDs that arrived since the last look (at
 //! most `max_scan_per_round`); log out. Then per mailbox with plaintext
 //! (or a batch a dead run left in its checkpoint) one mover run over at
-//! most `max_per_round` of those UIDs.
+//! most `max_per_round` of those UIDs; a mailbox whose lease another
+//! gateway holds is left to it for that round.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +21,10 @@ use tokio::sync::{Notify, watch};
 use super::ledger::Ledger;
 use super::{Sweep, SweepError, pause, stopping};
 use crate::admin::names;
-use crate::jobs::checkpoint::Checkpoint;
+use crate::jobs::checkpoint::CheckpointError;
 use crate::jobs::client::Client;
 use crate::jobs::login::Credentials;
+use crate::jobs::mover::JobError;
 use crate::jobs::scan;
 
 /// Mailboxes swept per account, at most (the first ones LIST names).
@@ -223,8 +225,11 @@ async fn seal(
 ) -> Result<bool, SweepError> {
     let now = Instant::now();
     let uids = ledger.work(sweep.config.max_per_round, now);
-    let cp = Checkpoint::load(&sweep.config.dir, &creds.user, name, "seal")
-        .map_err(crate::jobs::mover::JobError::from)?;
+    let cp = sweep
+        .checkpoints
+        .load(&creds.user, name, "seal")
+        .await
+        .map_err(JobError::from)?;
     let unresolved = !cp.in_flight.is_empty() || !cp.unanswered.is_empty();
     if uids.is_empty() && !unresolved {
         return Ok(false);
@@ -233,7 +238,18 @@ async fn seal(
     let run = mover.run_uids(creds, name, &uids);
     tokio::pin!(run);
     let report = tokio::select! {
-        r = &mut run => r?,
+        r = &mut run => match r {
+            Err(JobError::Checkpoint(CheckpointError::Leased { gateway, until, .. })) => {
+                // Another gateway seals this mailbox now; what this ledger
+                // found stays pending and is found sealed or gone later.
+                tracing::info!(
+                    account = %creds.user, mailbox = %name, %gateway, %until,
+                    "sweep: another gateway holds the mailbox; left to it this round"
+                );
+                return Ok(false);
+            }
+            r => r?,
+        },
         _ = async {
             stopping(stop).await;
             tokio::time::sleep(sweep.grace).await;

@@ -15,13 +15,23 @@
 //! The sealing itself is the mailbox-job engine's
 //! ([`crate::jobs::mover::Mover::run_uids`]): flags and INTERNALDATE kept,
 //! an original expunged only once its copy was read back and opens to it,
-//! a checkpoint per mailbox (in `[sweep] dir`) so that a `writ serve`
-//! killed at any instant loses and duplicates nothing once it runs again.
+//! a checkpoint per mailbox (in `[sweep] dir`, or in the shared database
+//! with `[state] backend = "postgres"`) so that a `writ serve` killed at
+//! any instant loses and duplicates nothing once it, or another gateway,
+//! runs again.
+//!
+//! Several gateways may all run the sweep over the same accounts on one
+//! database: each mover run takes the mailbox's lease
+//! ([`crate::jobs::checkpoint`]), so one gateway at a time seals a mailbox;
+//! the others skip it for that round (their ledgers keep the plaintext
+//! they found pending, and find it sealed or gone when they next get the
+//! lease).
 //!
 //! Invariants:
 //! - The sweep runs on a thread of its own with a single-threaded
-//!   runtime: its sealing (CPU), checkpoint writes (fsync) and token
-//!   commands never hold a thread that serves clients.
+//!   runtime: its sealing (CPU), checkpoint writes (fsync or the
+//!   database), lease heartbeats and token commands never hold a thread
+//!   that serves clients.
 //! - Bounded work per round: at most `max_scan_per_round` messages looked
 //!   at and `max_per_round` sealed per mailbox, at most
 //!   [`account::MAX_MAILBOXES`] mailboxes per account.
@@ -46,6 +56,7 @@ use tokio::sync::watch;
 use crate::config::SweepConfig;
 use crate::envelope::Sealer;
 use crate::imap::upstream::Target;
+use crate::jobs::checkpoint::Store;
 use crate::jobs::client::ClientError;
 use crate::jobs::login::{Credentials, LoginError, SecretSource};
 use crate::jobs::mover::{Kind, Mover, Progress};
@@ -88,6 +99,9 @@ pub struct Sweep {
     pub config: SweepConfig,
     pub target: Target,
     keys: watch::Receiver<Arc<SweepKeys>>,
+    /// Where the mover's checkpoints and leases live: `[sweep] dir`, or
+    /// the shared database on `[state] backend = "postgres"`.
+    pub checkpoints: Arc<dyn Store>,
     /// Messages per mover batch (`[jobs] batch`).
     batch: usize,
     /// The mover's first pause between its own retries (`[jobs] backoff_ms`).
@@ -109,11 +123,13 @@ impl Progress for Quiet {
 
 impl Sweep {
     /// The sweep for `config`, sealing and reading copies back with the
-    /// latest `keys`; `jobs` gives the batch size and the mover's backoff.
+    /// latest `keys`, checkpoints in `checkpoints`; `jobs` gives the batch
+    /// size and the mover's backoff.
     pub fn new(
         config: &SweepConfig,
         target: Target,
         keys: watch::Receiver<Arc<SweepKeys>>,
+        checkpoints: Arc<dyn Store>,
         jobs: &crate::config::JobsConfig,
         grace: Duration,
     ) -> Sweep {
@@ -121,6 +137,7 @@ impl Sweep {
             config: config.clone(),
             target,
             keys,
+            checkpoints,
             batch: jobs.batch.clamp(1, 1000),
             mover_backoff: Duration::from_millis(jobs.backoff_ms),
             grace,
@@ -135,7 +152,7 @@ impl Sweep {
             target: self.target.clone(),
             sealer: keys.sealer.clone(),
             keys: keys.unlocked.clone(),
-            checkpoints: self.config.dir.clone(),
+            checkpoints: self.checkpoints.clone(),
             batch: self.batch,
             retries: MOVER_RETRIES,
             backoff: self.mover_backoff,
