@@ -13,72 +13,12 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::cli::Env;
+use common::hsm::{MODULE, PIN, SoftHsm, TOKEN};
 use common::mail::{contains, short_message, unique};
 use common::provider;
 use common::python;
 use common::tls::test_tls;
 use common::writ::{Writ, WritConfig, free_port};
-
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const TOKEN: &str = "writ-test";
-const PIN: &str = "4711-user-pin";
-const SO_PIN: &str = "so-pin-0815";
-
-/// A SoftHSM2 token store of its own, with one initialised token.
-struct SoftHsm {
-    dir: tempfile::TempDir,
-}
-
-impl SoftHsm {
-    fn new() -> SoftHsm {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("tokens")).unwrap();
-        std::fs::write(
-            dir.path().join("softhsm2.conf"),
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.path().join("tokens").display()
-            ),
-        )
-        .unwrap();
-        let hsm = SoftHsm { dir };
-        hsm.init_token(TOKEN);
-        hsm
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path().join("softhsm2.conf")
-    }
-
-    fn init_token(&self, label: &str) {
-        let out = std::process::Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", self.conf())
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                PIN,
-                "--so-pin",
-                SO_PIN,
-            ])
-            .output()
-            .expect("run softhsm2-util (scripts/install-deps installs softhsm2)");
-        assert!(
-            out.status.success(),
-            "softhsm2-util: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Takes every token away (as if the HSM were unplugged).
-    fn remove_tokens(&self) {
-        let tokens = self.dir.path().join("tokens");
-        std::fs::remove_dir_all(&tokens).unwrap();
-        std::fs::create_dir(&tokens).unwrap();
-    }
-}
 
 /// An [`Env`] whose writ sees `hsm`, with the PIN in `pin` and a wrong one
 /// in `badpin`.

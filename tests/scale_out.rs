@@ -1,5 +1,6 @@
 //! Several gateways behind a load balancer (issue 13 item 3): two `writ
-//! serve` processes with one keyring, on loopback behind a real HAProxy
+//! serve` processes with one keyring whose epochs are wrapped by a key on
+//! one shared PKCS#11 token (SoftHSM2, unlocked with its PIN), on loopback behind a real HAProxy
 //! (TCP mode, PROXY protocol v2, health checks, redispatch), relaying to
 //! and proxying the one local provider.
 //!
@@ -89,12 +90,13 @@ fn admin_command(
     .unwrap();
     let mut c = std::process::Command::new(WRIT);
     c.env_remove("WRIT_PASSPHRASE_FILE")
+        .env_remove("WRIT_PIN_FILE")
         .env_remove("WRIT_PROVIDER_PASSWORD")
+        .envs(keys.unlock_env())
         .current_dir(dir.path())
         .arg("--config")
         .arg(&config)
-        .arg("--passphrase-file")
-        .arg(keys.passphrase_file())
+        .args(keys.unlock_args())
         .args(args)
         .stdin(std::process::Stdio::null());
     (c, dir)
@@ -153,7 +155,12 @@ fn gateway(p: &Provider, keys: &TestKeys, tls: &TestTls, state: &str) -> (Writ, 
         key = tls.key.display().to_string(),
         provider = p.imap_addr(),
     );
-    cfg.unlock = true;
+    // Unlocked with the token's PIN (the keyring's epochs are wrapped by
+    // a key that never leaves the token both gateways share).
+    let unlock = keys.unlock_args();
+    cfg.serve_env = keys.unlock_env();
+    cfg.serve_env
+        .push(("WRIT_PIN_FILE".into(), unlock[1].clone()));
     let writ = Writ::start(&cfg);
     (writ, SocketAddr::from(([127, 0, 0, 1], imap)))
 }
@@ -225,7 +232,8 @@ struct Sent {
 fn a_gateway_killed_under_load_loses_no_acknowledged_message_and_readers_reconnect() {
     let p = provider();
     let user = p.new_user("scale");
-    let keys = TestKeys::new();
+    // One keyring on one (SoftHSM2) token, shared by both gateways.
+    let keys = TestKeys::on_token();
     let tls = test_tls("writ scale-out test CA");
     // The shared state: the keyring's audit log moved into PostgreSQL.
     let pg = postgres();

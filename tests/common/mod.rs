@@ -6,6 +6,7 @@
 //!   `dkimsign` and `arcverify` (python3-dkim).
 //! - [`files`]: copy and snapshot a file tree.
 //! - [`haproxy`]: a real HAProxy in TCP mode in front of writ listeners.
+//! - [`hsm`]: a SoftHSM2 token store of its own, with one token.
 //! - [`provider()`]: a throwaway local mail provider (Postfix SMTP → LMTP →
 //!   Dovecot IMAP) on loopback, one per test binary, started on first use
 //!   and stopped when the test process exits. [`Provider::new_user`] gives
@@ -37,6 +38,7 @@ pub mod dns;
 pub mod faults;
 pub mod files;
 pub mod haproxy;
+pub mod hsm;
 pub mod imap;
 pub mod imap_model;
 pub mod imap_proxy;

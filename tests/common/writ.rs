@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use ::writ::keys::{Keyring, Unlocked};
 
+use super::hsm::{self, SoftHsm};
 use super::process::output_with_stdin;
 use super::provider::Provider;
 
@@ -48,6 +49,9 @@ pub struct TestKeys {
     tmp: tempfile::TempDir,
     /// Unlocked once: scrypt is slow in a debug build.
     unlocked: OnceLock<Unlocked>,
+    /// The token holding the key that wraps the epochs
+    /// ([`TestKeys::on_token`]); `None`: a passphrase keyring.
+    token: Option<SoftHsm>,
 }
 
 impl TestKeys {
@@ -74,6 +78,60 @@ impl TestKeys {
         TestKeys {
             tmp,
             unlocked: OnceLock::new(),
+            token: None,
+        }
+    }
+
+    /// `writ keys init --token` on a SoftHSM2 token of its own: unlocking
+    /// needs the token and its PIN ([`TestKeys::unlock_args`],
+    /// [`TestKeys::unlock_env`]).
+    #[track_caller]
+    pub fn on_token() -> TestKeys {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let hsm = SoftHsm::new();
+        let out = Command::new(WRIT)
+            .env_remove("WRIT_PASSPHRASE_FILE")
+            .env_remove("WRIT_PIN_FILE")
+            .env("SOFTHSM2_CONF", hsm.conf())
+            .arg("--keys")
+            .arg(tmp.path().join("keys"))
+            .args(["keys", "init", "--token", hsm::TOKEN, "--token-module"])
+            .arg(hsm::MODULE)
+            .arg("--pin-file")
+            .arg(hsm.pin_file())
+            .current_dir(tmp.path())
+            .output()
+            .expect("run writ keys init --token");
+        assert!(
+            out.status.success(),
+            "writ keys init --token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TestKeys {
+            tmp,
+            unlocked: OnceLock::new(),
+            token: Some(hsm),
+        }
+    }
+
+    /// The options that unlock this keyring on a `writ` command line:
+    /// `--passphrase-file` or, on a token, `--pin-file`.
+    pub fn unlock_args(&self) -> Vec<String> {
+        match &self.token {
+            None => vec![
+                "--passphrase-file".into(),
+                self.passphrase_file().display().to_string(),
+            ],
+            Some(hsm) => vec!["--pin-file".into(), hsm.pin_file().display().to_string()],
+        }
+    }
+
+    /// The environment a `writ` command needs besides
+    /// [`TestKeys::unlock_args`]: on a token, `SOFTHSM2_CONF`.
+    pub fn unlock_env(&self) -> Vec<(String, String)> {
+        match &self.token {
+            None => Vec::new(),
+            Some(hsm) => vec![("SOFTHSM2_CONF".into(), hsm.conf().display().to_string())],
         }
     }
 
@@ -91,6 +149,10 @@ impl TestKeys {
     /// use; epochs added later are not seen).
     #[track_caller]
     pub fn unlock(&self) -> &Unlocked {
+        assert!(
+            self.token.is_none(),
+            "a token keyring opens through the CLI (TestKeys::open)"
+        );
         self.unlocked.get_or_init(|| {
             let keyring = Keyring::load(&self.dir()).expect("load the test keyring");
             keyring
@@ -103,6 +165,11 @@ impl TestKeys {
     /// above `X-Writ`, then the original byte for byte.
     #[track_caller]
     pub fn open(&self, stored: &[u8]) -> Vec<u8> {
+        if self.token.is_some() {
+            // The library would need SOFTHSM2_CONF in this process's
+            // environment; the CLI gets it in its own.
+            return self.open_cli(stored);
+        }
         let mut out = Vec::new();
         ::writ::envelope::open(stored, self.unlock(), &mut out).unwrap_or_else(|e| {
             panic!(
@@ -119,10 +186,11 @@ impl TestKeys {
         let out = output_with_stdin(
             Command::new(WRIT)
                 .env_remove("WRIT_PASSPHRASE_FILE")
+                .env_remove("WRIT_PIN_FILE")
+                .envs(self.unlock_env())
                 .arg("--keys")
                 .arg(self.dir())
-                .arg("--passphrase-file")
-                .arg(self.passphrase_file())
+                .args(self.unlock_args())
                 .arg("open")
                 .current_dir(self.tmp.path()),
             stored,
