@@ -58,7 +58,7 @@ use std::num::NonZeroU32;
 use super::search::sort_keys;
 use super::sort::MAX_SORT_STRING;
 
-/// Matching messages one THREAD=REFERENCES may thread.
+/// Matching messages one THREAD=REFERENCES or REFS may thread.
 pub const MAX_THREAD_MESSAGES: usize = 100_000;
 /// IDs of a References field used (the last ones: nearest ancestors).
 pub const MAX_REFERENCES: usize = 100;
@@ -71,11 +71,10 @@ pub const MAX_THREAD_IDS: usize = 1_000_000;
 
 /// What a THREAD over a cap is told (tagged NO).
 pub mod why {
-    pub const MESSAGES: &str =
-        "THREAD REFERENCES over more than 100000 messages: narrow the search criteria";
-    pub const IDS: &str =
-        "THREAD REFERENCES over more than 1000000 message IDs: narrow the search criteria";
-    pub const STEPS: &str = "THREAD REFERENCES too costly (References chains too long or deep): narrow the search criteria";
+    pub const MESSAGES: &str = "THREAD over more than 100000 messages: narrow the search criteria";
+    pub const IDS: &str = "THREAD over more than 1000000 message IDs: narrow the search criteria";
+    pub const STEPS: &str =
+        "THREAD too costly (References chains too long or deep): narrow the search criteria";
 }
 
 /// What threading needs of one matching message.
