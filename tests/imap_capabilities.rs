@@ -772,7 +772,7 @@ fn display_names() -> Vec<(String, Vec<u8>)> {
             .into_bytes(),
         )
     };
-    vec![
+    let mut out = vec![
         m(
             1,
             "From: \"Zoe Quinn\" <aaa@example.test>\r\nTo: Bob <zzz@example.test>\r\n",
@@ -815,7 +815,26 @@ fn display_names() -> Vec<(String, Vec<u8>)> {
             12,
             "From: =?UTF-8?Q?=C3=A9mile?= =?UTF-8?Q?_Zola?= <z@example.test>\r\nTo: ZOE@example.test\r\n",
         ),
-    ]
+    ];
+    // THREAD=REFS ties: a message root and two dummy roots (missing
+    // parents) whose latest messages share a date; a dummy sorts as
+    // UID 0, dummies by the first appearance of their ID.
+    let tie = |i: usize, head: &str| {
+        (
+            format!("display/tie{i}"),
+            format!(
+                "{head}From: tie{i}@example.test\r\nSubject: tie {i}\r\nDate: Wed, 1 Jan 2031 00:00:00 +0000\r\n\r\nbody\r\n"
+            )
+            .into_bytes(),
+        )
+    };
+    out.extend([
+        tie(1, "Message-ID: <tie-root@t>\r\n"),
+        tie(2, "Message-ID: <tie2@t>\r\nReferences: <tie-gone-a@t>\r\n"),
+        tie(3, "Message-ID: <tie3@t>\r\nIn-Reply-To: <tie-gone-b@t>\r\n"),
+        tie(4, "Message-ID: <tie4@t>\r\nReferences: <tie-gone-a@t>\r\n"),
+    ]);
+    out
 }
 
 /// The corpus with the display and reference messages added.
@@ -898,6 +917,7 @@ fn sort_display_and_thread_refs_through_writ_answer_as_dovecot() {
         "THREAD REFS US-ASCII NOT SUBJECT re",
         "THREAD refs UTF-8 OR FLAGGED 50:*",
         "THREAD REFS UTF-8 SUBJECT zzznomatchzzz",
+        "THREAD REFS UTF-8 SUBJECT tie",
         "THREAD REFS X-NO-SUCH-CHARSET ALL",
         // Another client changes the mailbox: the root of the Launch
         // thread and a parent in the middle of a chain go, replies come.
