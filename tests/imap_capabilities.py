@@ -56,9 +56,47 @@ typ, esearch = proxied.response('ESEARCH')
 assert esearch and esearch[-1] and b'COUNT' in esearch[-1], esearch
 print('imaplib ESEARCH:', esearch[-1])
 
+# A second client of each mailbox (straight at Dovecot, through writ),
+# for the lines that change the mailbox while the first ones stay
+# selected: `OTHER <command>` runs a command on both, `OTHER-APPEND
+# <message>` (CRLF written as \r\n) appends a message on both (writ
+# seals it).
+others = None
+
+
+def other_conns():
+    global others
+    if others is None:
+        d2 = imaplib.IMAP4('127.0.0.1', int(dport))
+        d2.login(puser, ppw)
+        p2 = imaplib.IMAP4('127.0.0.1', int(wport))
+        p2.starttls(ssl_context=ssl.create_default_context(cafile=ca))
+        p2.login(suser, spw)
+        for c in (d2, p2):
+            typ, _ = c.select('INBOX')
+            assert typ == 'OK', typ
+        others = (d2, Conn(d2), p2, Conn(p2))
+    return others
+
+
 d, p = Conn(direct), Conn(proxied)
 bad = 0
 for command in commands:
+    if command.startswith('OTHER-APPEND '):
+        message = command[len('OTHER-APPEND '):].replace('\\r\\n', '\r\n').encode()
+        d2, _, p2, _ = other_conns()
+        for c in (d2, p2):
+            typ, data = c.append('INBOX', None, None, message)
+            assert typ == 'OK', (typ, data)
+        print('appended by another client')
+        continue
+    if command.startswith('OTHER '):
+        _, d2, _, p2 = other_conns()
+        ds, _ = d2.cmd(command[len('OTHER '):])
+        ps, _ = p2.cmd(command[len('OTHER '):])
+        assert ds == ps == 'OK', (command, ds, ps)
+        print('another client:', command)
+        continue
     ds, du = d.cmd(command)
     ps, pu = p.cmd(command)
     if (ds, du) != (ps, pu):

@@ -14,19 +14,17 @@
 //! ESEARCH ([`super::search_return`]: RETURN MIN/MAX/ALL/COUNT; without
 //! content keys from the provider's plain SEARCH), SORT and ESORT
 //! ([`super::sort`]: sort values from the opened header and the size the
-//! client sees), THREAD=ORDEREDSUBJECT (a SORT by subject and date),
-//! THREAD=REFERENCES ([`super::thread`]: Message-ID, References,
-//! In-Reply-To, Subject and Date of the opened header, as Dovecot threads
-//! them). Each only when the provider offers it too.
+//! client sees), SORT=DISPLAY (DISPLAYFROM, DISPLAYTO: display names of
+//! the opened header), THREAD=ORDEREDSUBJECT (a SORT by subject and date),
+//! THREAD=REFERENCES and THREAD=REFS ([`super::thread`]: Message-ID,
+//! References, In-Reply-To, Subject and Date of the opened header, as
+//! Dovecot threads them). Each only when the provider offers it too.
+//! Another THREAD algorithm is answered BAD by writ (session), never
+//! passed on: the provider would thread the sealed messages by their
+//! outer headers.
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
-//! - THREAD=REFS: not implemented by writ (its own root order and dummy
-//!   handling); the provider would thread the sealed messages by their
-//!   outer headers, and imap-codec re-serialises the THREAD response with
-//!   an extra list around it. Such a THREAD command is answered BAD by writ
-//!   (session), never passed on.
-//! - SORT=DISPLAY: DISPLAYFROM/DISPLAYTO not implemented (BAD).
 //! - SEARCHRES: imap-codec 2.0.0-alpha.10 does not parse `$` as a set, and
 //!   writ would have to keep the saved result across commands itself;
 //!   `RETURN (SAVE)` is answered BAD.
@@ -55,6 +53,7 @@
 //! provider offers.
 
 use imap_next::imap_types::extensions::compress::CompressionAlgorithm;
+use imap_next::imap_types::extensions::sort::SortAlgorithm;
 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::response::Capability;
 
@@ -97,11 +96,14 @@ fn passes(cap: &Capability<'_>) -> bool {
         // message content.
         | Capability::QResync
         | Capability::Namespace
-        // writ sorts itself (super::sort); SORT=DISPLAY is not offered.
-        | Capability::Sort(None)
+        // writ sorts itself (super::sort), DISPLAYFROM and DISPLAYTO too.
+        | Capability::Sort(None | Some(SortAlgorithm::Display))
         | Capability::Thread(ThreadingAlgorithm::OrderedSubject)
-        // writ threads itself (super::thread); REFS is not offered.
+        // writ threads itself (super::thread).
         | Capability::Thread(ThreadingAlgorithm::References) => true,
+        Capability::Thread(ThreadingAlgorithm::Other(other)) => {
+            other.as_ref().eq_ignore_ascii_case("REFS")
+        }
         Capability::Other(_) => {
             let name = cap.to_string().to_ascii_uppercase();
             PASSING_OTHERS.contains(&name.as_str()) || name.starts_with("APPENDLIMIT")
@@ -183,7 +185,8 @@ mod tests {
         );
         assert_eq!(
             names(&out),
-            "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT THREAD=REFERENCES THREAD=ORDEREDSUBJECT \
+            "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS \
+             THREAD=ORDEREDSUBJECT \
              UNSELECT CHILDREN \
              NAMESPACE UIDPLUS CONDSTORE QRESYNC \
              ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
@@ -201,6 +204,14 @@ mod tests {
         assert_eq!(names(&with), "IMAP4REV1 CONDSTORE QRESYNC");
         let without = filter(caps("IMAP4rev1 CONDSTORE"), offer);
         assert_eq!(names(&without), "IMAP4REV1 CONDSTORE");
+        // So are SORT=DISPLAY and THREAD=REFS; other algorithms never.
+        let with = filter(
+            caps("IMAP4rev1 SORT=DISPLAY THREAD=refs THREAD=X-OTHER"),
+            offer,
+        );
+        assert_eq!(names(&with), "IMAP4REV1 SORT=DISPLAY THREAD=refs");
+        let without = filter(caps("IMAP4rev1 SORT THREAD=REFERENCES"), offer);
+        assert_eq!(names(&without), "IMAP4REV1 SORT THREAD=REFERENCES");
     }
 
     #[test]

@@ -39,8 +39,9 @@
 //! matching message keeps its values (opened header, RFC822.SIZE as the
 //! client sees it, INTERNALDATE), ordered at the end and answered `* SORT`,
 //! `* ESEARCH` (ESORT) or `* THREAD` (written as text by writ).
-//! THREAD=REFERENCES ([`super::thread`]) runs them too: each matching
-//! message keeps its IDs, base subject and date, threaded at the end (over
+//! THREAD=REFERENCES and THREAD=REFS ([`super::thread`]) run them too:
+//! each matching message keeps its IDs, base subject and date, threaded
+//! at the end (over
 //! [`super::thread::MAX_THREAD_MESSAGES`] matching messages: tagged NO).
 
 use std::collections::BTreeMap;
@@ -116,6 +117,17 @@ pub struct SearchPlan {
     threads: Option<thread::Gathered>,
 }
 
+/// The threading by references a THREAD algorithm names (REFERENCES, or
+/// Dovecot's REFS), if it is one.
+pub fn by_references(algorithm: &ThreadingAlgorithm<'_>) -> Option<thread::Algorithm> {
+    match algorithm {
+        ThreadingAlgorithm::References => Some(thread::Algorithm::References),
+        ThreadingAlgorithm::Other(other) if other.as_ref().eq_ignore_ascii_case("REFS") => {
+            Some(thread::Algorithm::Refs)
+        }
+        _ => None,
+    }
+}
 fn tagged(
     tag: Tag<'static>,
     kind: StatusKind,
@@ -221,22 +233,22 @@ impl SearchPlan {
                 Some(sort::Program::ordered_subject()),
             ),
             CommandBody::Thread {
-                algorithm: ThreadingAlgorithm::References,
+                algorithm,
                 charset,
                 search_criteria,
                 uid,
-            } => (Some(charset.clone()), search_criteria, uid, None),
+            } if by_references(algorithm).is_some() => {
+                (Some(charset.clone()), search_criteria, uid, None)
+            }
             _ => return None,
         };
         let thread = matches!(command.body, CommandBody::Thread { .. });
-        let threads = matches!(
-            command.body,
-            CommandBody::Thread {
-                algorithm: ThreadingAlgorithm::References,
-                ..
+        let threads = match &command.body {
+            CommandBody::Thread { algorithm, .. } => {
+                by_references(algorithm).map(thread::Gathered::new)
             }
-        )
-        .then(thread::Gathered::default);
+            _ => None,
+        };
         // A SORT or THREAD always needs the messages: its keys look at them.
         if sort.is_none()
             && threads.is_none()

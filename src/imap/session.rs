@@ -480,6 +480,23 @@ impl Session {
         });
     }
 
+    /// SEARCH, SORT and THREAD: answered by writ over the opened messages
+    /// ([`SearchPlan`]), or passed on when the plan needs no content.
+    fn start_search(&mut self, command: Command<'static>, returns: Option<ReturnOptions>) {
+        match SearchPlan::start(&command, self.cache_ref(), returns) {
+            Some(Ok((plan, first))) => {
+                self.plan = Some(Plan::Search(Box::new(plan)));
+                self.forward(first);
+            }
+            Some(Err(refusal)) => {
+                self.server.enqueue_status(refusal);
+            }
+            None => {
+                self.forward(command);
+            }
+        }
+    }
+
     fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
         self.server.enqueue_status(tagged(tag, kind, why));
     }
@@ -723,25 +740,19 @@ impl Session {
             | CommandBody::Thread {
                 algorithm: ThreadingAlgorithm::OrderedSubject | ThreadingAlgorithm::References,
                 ..
-            } => match SearchPlan::start(&command, self.cache_ref(), returns) {
-                Some(Ok((plan, first))) => {
-                    self.plan = Some(Plan::Search(Box::new(plan)));
-                    self.forward(first);
-                }
-                Some(Err(refusal)) => {
-                    self.server.enqueue_status(refusal);
-                }
-                None => {
-                    self.forward(command);
-                }
-            },
+            } => self.start_search(command, returns),
+            CommandBody::Thread {
+                algorithm: ThreadingAlgorithm::Other(other),
+                ..
+            } if other.as_ref().eq_ignore_ascii_case("REFS") => {
+                self.start_search(command, returns);
+            }
             CommandBody::Thread {
                 algorithm: ThreadingAlgorithm::Other(_),
                 ..
             } => {
-                // REFS and the rest are withheld (see capabilities): the
-                // provider would thread the sealed messages by their outer
-                // headers.
+                // Others are withheld (see capabilities): the provider
+                // would thread the sealed messages by their outer headers.
                 self.refuse(
                     command.tag,
                     StatusKind::Bad,

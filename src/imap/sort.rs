@@ -13,10 +13,11 @@
 //! cannot change the order); a string value is kept to
 //! [`MAX_SORT_STRING`] octets (two values equal that far sort by their
 //! next key, and for ORDEREDSUBJECT share a thread: the only place writ
-//! may answer differently from Dovecot). So a SORT holds at most 4 such
-//! strings (SUBJECT, FROM, TO, CC), 2 KiB, per matching message.
-//! DISPLAYFROM and DISPLAYTO (SORT=DISPLAY) are not offered and are
-//! answered BAD.
+//! may answer differently from Dovecot). So a SORT holds at most 6 such
+//! strings (SUBJECT, FROM, TO, CC, DISPLAYFROM, DISPLAYTO), 3 KiB, per
+//! matching message. DISPLAYFROM and DISPLAYTO (SORT=DISPLAY, RFC 5957)
+//! sort by the display name of the first address, else its
+//! `local@domain` ([`sort_keys::display`]).
 //!
 //! THREAD=ORDEREDSUBJECT (RFC 5256 §2.1) is a SORT by (SUBJECT, DATE)
 //! whose runs of equal base subjects are threads ([`ordered_subject`]), as
@@ -39,7 +40,6 @@ pub const MAX_SORT_STRING: usize = 512;
 /// What a SORT over a cap is told (tagged BAD).
 pub mod why {
     pub const KEYS: &str = "Too many SORT criteria: at most 9";
-    pub const DISPLAY: &str = "SORT=DISPLAY is not offered";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,8 @@ enum Key {
     Arrival,
     Cc,
     Date,
+    DisplayFrom,
+    DisplayTo,
     From,
     Size,
     Subject,
@@ -90,7 +92,8 @@ impl Program {
                 SortKey::Size => Key::Size,
                 SortKey::Subject => Key::Subject,
                 SortKey::To => Key::To,
-                SortKey::DisplayFrom | SortKey::DisplayTo => return Err(why::DISPLAY),
+                SortKey::DisplayFrom => Key::DisplayFrom,
+                SortKey::DisplayTo => Key::DisplayTo,
             };
             if !keys.iter().any(|(k, _)| *k == key) {
                 keys.push((key, c.reverse));
@@ -117,6 +120,8 @@ impl Program {
                 Key::From => text(sort_keys::address(message, "From")),
                 Key::To => text(sort_keys::address(message, "To")),
                 Key::Cc => text(sort_keys::address(message, "Cc")),
+                Key::DisplayFrom => text(sort_keys::display(message, "From")),
+                Key::DisplayTo => text(sort_keys::display(message, "To")),
             })
             .collect()
     }
@@ -281,7 +286,24 @@ mod tests {
     }
 
     #[test]
-    fn caps_and_display_are_refused() {
+    fn display_keys_sort_by_name_else_address() {
+        let p = program(&[(SortKey::DisplayFrom, false), (SortKey::DisplayTo, true)]);
+        let mut e = vec![
+            entry(&p, 1, b"From: zed@x\r\nTo: a@x\r\n\r\n", 0),
+            entry(&p, 2, b"From: \"Amy\" <z@x>\r\nTo: a@x\r\n\r\n", 0),
+            entry(&p, 3, b"To: a@x\r\n\r\n", 0),
+            entry(&p, 4, b"From: Amy <y@x>\r\nTo: Bo <b@x>\r\n\r\n", 0),
+            entry(&p, 5, b"From: zed@x\r\nTo: a@x\r\n\r\n", 0),
+        ];
+        p.order(&mut e);
+        let seqs: Vec<u32> = e.iter().map(|e| e.seq.get()).collect();
+        // Missing From first; equal names by the reversed To, then by
+        // sequence number.
+        assert_eq!(seqs, [3, 4, 2, 1, 5]);
+    }
+
+    #[test]
+    fn caps_are_refused() {
         let ten: Vec<SortCriterion> = (0..10)
             .map(|_| SortCriterion {
                 key: SortKey::Size,
@@ -289,11 +311,6 @@ mod tests {
             })
             .collect();
         assert_eq!(Program::new(&ten).unwrap_err(), why::KEYS);
-        let display = [SortCriterion {
-            key: SortKey::DisplayFrom,
-            reverse: false,
-        }];
-        assert_eq!(Program::new(&display).unwrap_err(), why::DISPLAY);
         let long = format!("Subject: {}\r\n\r\n", "x".repeat(10_000));
         let p = program(&[(SortKey::Subject, false)]);
         let Value::Text(t) = &p.values(long.as_bytes(), 0, None)[0] else {

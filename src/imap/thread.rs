@@ -1,7 +1,8 @@
-//! THREAD=REFERENCES (RFC 5256 §4) over opened messages, as Dovecot 2.3
-//! builds it (`index-thread-links.c`, `index-thread-finish.c`,
-//! `cmd-thread.c`), so that writ threads sealed mail (by its opened
-//! header) as Dovecot threads the same mail in plaintext:
+//! THREAD=REFERENCES (RFC 5256 §4) and THREAD=REFS over opened messages,
+//! as Dovecot 2.3 builds them (`index-thread-links.c`,
+//! `index-thread-finish.c`, `cmd-thread.c`), so that writ threads sealed
+//! mail (by its opened header) as Dovecot threads the same mail in
+//! plaintext:
 //!
 //! - Each message gives its first Message-ID (a fresh node when it has
 //!   none, and when an earlier message had the same one), the IDs of its
@@ -19,6 +20,14 @@
 //! - Roots with the same base subject are gathered (step 5: a dummy, or a
 //!   root that is no reply, takes the others; otherwise a new dummy holds
 //!   both), and the roots ordered again.
+//! - THREAD=REFS ([`refs`], Dovecot's `sort_root_nodes_ref2`): the same
+//!   links and steps (2) and (3), then no step (5): a dummy root stays
+//!   (with a single child too: `(2 3)` or `(2)` then), and roots are ordered by the latest date of the messages of
+//!   their thread, then the root's UID (a dummy counting as 0), then by
+//!   the first appearance of the root's ID (Dovecot's node order over a
+//!   fresh thread index of the whole mailbox: the only tie where writ may
+//!   answer differently, for dummy roots whose latest messages share a
+//!   second, when the search leaves out messages naming their IDs first).
 //! - Written as Dovecot writes it: `(1 2 3)` for a chain, `(1 (2)(3))` for
 //!   siblings, `((2)(3))` under a dummy.
 //!
@@ -49,7 +58,7 @@ use std::num::NonZeroU32;
 use super::search::sort_keys;
 use super::sort::MAX_SORT_STRING;
 
-/// Matching messages one THREAD=REFERENCES may thread.
+/// Matching messages one THREAD=REFERENCES or REFS may thread.
 pub const MAX_THREAD_MESSAGES: usize = 100_000;
 /// IDs of a References field used (the last ones: nearest ancestors).
 pub const MAX_REFERENCES: usize = 100;
@@ -62,11 +71,10 @@ pub const MAX_THREAD_IDS: usize = 1_000_000;
 
 /// What a THREAD over a cap is told (tagged NO).
 pub mod why {
-    pub const MESSAGES: &str =
-        "THREAD REFERENCES over more than 100000 messages: narrow the search criteria";
-    pub const IDS: &str =
-        "THREAD REFERENCES over more than 1000000 message IDs: narrow the search criteria";
-    pub const STEPS: &str = "THREAD REFERENCES too costly (References chains too long or deep): narrow the search criteria";
+    pub const MESSAGES: &str = "THREAD over more than 100000 messages: narrow the search criteria";
+    pub const IDS: &str = "THREAD over more than 1000000 message IDs: narrow the search criteria";
+    pub const STEPS: &str =
+        "THREAD too costly (References chains too long or deep): narrow the search criteria";
 }
 
 /// What threading needs of one matching message.
@@ -152,15 +160,35 @@ fn id_of(id: Vec<u8>) -> Id {
     out
 }
 
+/// Which threading by references a THREAD asks for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// THREAD=REFERENCES (RFC 5256).
+    #[default]
+    References,
+    /// THREAD=REFS (Dovecot's, draft-ietf-morg-inthread): the same
+    /// links, no subject gathering, dummy roots kept, threads ordered by
+    /// their latest message.
+    Refs,
+}
+
 /// The messages of one THREAD as they arrive, within the caps.
 #[derive(Debug, Default)]
 pub struct Gathered {
+    algorithm: Algorithm,
     messages: Vec<Message>,
     ids: usize,
     over: Option<&'static str>,
 }
 
 impl Gathered {
+    pub fn new(algorithm: Algorithm) -> Gathered {
+        Gathered {
+            algorithm,
+            ..Gathered::default()
+        }
+    }
+
     /// Keeps `m`, unless a cap is reached (then the THREAD answers NO).
     pub fn push(&mut self, m: Message) {
         if self.over.is_some() {
@@ -217,7 +245,10 @@ impl Gathered {
     pub fn answer(mut self) -> Result<Vec<u8>, &'static str> {
         match self.over {
             Some(why) => Err(why),
-            None => references(&mut self.messages),
+            None => match self.algorithm {
+                Algorithm::References => references(&mut self.messages),
+                Algorithm::Refs => refs(&mut self.messages),
+            },
         }
     }
 }
@@ -319,7 +350,58 @@ pub fn references(messages: &mut [Message]) -> Result<Vec<u8>, &'static str> {
     Ok(t.write(&roots))
 }
 
+/// The `* THREAD` response of THREAD=REFS over `messages` (in any
+/// order), ending in CRLF; `Err`: what to tell the client (a cap). As
+/// Dovecot 2.3 (`sort_root_nodes_ref2`): steps (1) to (3) as REFERENCES,
+/// then no subject gathering, and a dummy root stays (with one child
+/// too); roots are ordered by the latest date (sent, else INTERNALDATE)
+/// of the messages in their thread, then by the root's UID (0 for a
+/// dummy), then by node creation (first appearance of the ID).
+pub fn refs(messages: &mut [Message]) -> Result<Vec<u8>, &'static str> {
+    if messages.len() > MAX_THREAD_MESSAGES {
+        return Err(why::MESSAGES);
+    }
+    messages.sort_by_key(|m| m.uid);
+    let mut t = Threader {
+        messages,
+        nodes: Vec::with_capacity(messages.len()),
+        children: Vec::new(),
+        steps: 0,
+    };
+    t.link_all()?;
+    t.shadows();
+    let mut roots: Vec<(Root, i64)> = t
+        .roots()
+        .into_iter()
+        .filter(|r| !r.dummy || !t.children[r.node as usize].is_empty())
+        .map(|r| {
+            let latest = t.latest(r.node);
+            (r, latest)
+        })
+        .collect();
+    roots.sort_by_key(|(r, latest)| (*latest, t.message(r.node).map_or(0, |m| m.uid.get())));
+    let roots: Vec<Root> = roots.into_iter().map(|(r, _)| r).collect();
+    Ok(t.write(&roots))
+}
+
 impl Threader<'_> {
+    /// The latest date of the messages of the thread under `root` (the
+    /// root too when it is a message), walked from an explicit stack.
+    fn latest(&self, root: u32) -> i64 {
+        // Dovecot starts from 0 (dates are never negative here).
+        let mut latest = 0;
+        let mut stack = vec![root];
+        while let Some(n) = stack.pop() {
+            if let Some(m) = self.message(n) {
+                latest = latest.max(m.date);
+            }
+            if let Some(c) = self.children.get(n as usize) {
+                stack.extend_from_slice(c);
+            }
+        }
+        latest
+    }
+
     fn node_for(&mut self, ids: &mut HashMap<Id, u32>, id: &Id) -> u32 {
         match ids.get(id) {
             Some(&n) => n,

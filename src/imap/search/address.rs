@@ -369,6 +369,31 @@ fn write(list: &[Address]) -> Vec<u8> {
 /// address's mailbox; a group's name for a group); empty when there is
 /// none.
 pub fn first_mailbox(value: &[u8]) -> Vec<u8> {
+    first(value).and_then(|a| a.mailbox).unwrap_or_default()
+}
+
+/// The first address of a raw field value as Dovecot's SORT=DISPLAY
+/// reads it (`get_display_name`): its display name (still raw: the
+/// caller decodes encoded-words) and, for when that is empty, its
+/// mailbox, as `local@domain`, or the local part alone (a group's name);
+/// `None` when the field holds no address.
+pub fn first_display(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let a = first(value)?;
+    let fallback = match (a.mailbox, a.domain) {
+        (Some(mut m), Some(d)) => {
+            m.push(b'@');
+            m.extend_from_slice(&d);
+            m
+        }
+        (Some(m), None) => m,
+        (None, _) => Vec::new(),
+    };
+    Some((a.name.unwrap_or_default(), fallback))
+}
+
+/// The first address `message_address_parse` (missing parts filled in)
+/// gives for `value`.
+fn first(value: &[u8]) -> Option<Address> {
     let mut ctx = Ctx {
         p: Parser::new(value),
         list: Vec::new(),
@@ -379,9 +404,5 @@ pub fn first_mailbox(value: &[u8]) -> Vec<u8> {
     if matches!(ctx.p.skip_lwsp(), Ok(true)) {
         ctx.address_list();
     }
-    ctx.list
-        .into_iter()
-        .next()
-        .and_then(|a| a.mailbox)
-        .unwrap_or_default()
+    ctx.list.into_iter().next()
 }

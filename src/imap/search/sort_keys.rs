@@ -11,6 +11,10 @@
 //! - FROM, TO, CC: the local part of the first address of the first such
 //!   field (encoded-words decoded), in decomposed titlecase; empty when
 //!   there is none.
+//! - DISPLAYFROM, DISPLAYTO (RFC 5957): the display name of the first
+//!   address of the first such field (read from the raw field, then
+//!   encoded-words decoded), else its `local@domain`, in decomposed
+//!   titlecase; empty when there is none.
 //! - DATE: the first Date field in UTC seconds (kept in 32 unsigned bits,
 //!   as Dovecot's cache keeps it); 0 when missing or unreadable, and the
 //!   caller then uses INTERNALDATE.
@@ -46,6 +50,25 @@ pub fn address(message: &[u8], field: &str) -> String {
     let mailbox = address::first_mailbox(decoded.as_bytes());
     let mut out = String::new();
     text::fold_utf8(&mailbox, &mut out);
+    out
+}
+
+/// SORT DISPLAYFROM/DISPLAYTO's value (RFC 5957; `field`: "From",
+/// "To"), as Dovecot reads it: the first address of the raw field, its
+/// display name with encoded-words decoded, else `local@domain` (else the
+/// local part, or a group's name); in decomposed titlecase; empty when
+/// there is no such field or address.
+pub fn display(message: &[u8], field: &str) -> String {
+    let Some((name, mailbox)) =
+        first_value(message, field).and_then(|v| address::first_display(&v))
+    else {
+        return String::new();
+    };
+    let mut out = String::new();
+    mime::decode_header(&name, &mut out);
+    if out.is_empty() {
+        text::fold_utf8(&mailbox, &mut out);
+    }
     out
 }
 
@@ -236,6 +259,23 @@ mod tests {
         assert_eq!(address(m, "Cc"), "J");
         assert_eq!(address(m, "To"), "");
         assert_eq!(sent(m), 0);
+        assert_eq!(display(m, "From"), "ZED");
+        assert_eq!(display(m, "Cc"), "JO\u{308}RG");
+        assert_eq!(display(m, "To"), "");
+        for (field, value) in [
+            ("From: Bob <b@x>", "BOB"),
+            ("From: \"\" <b@x>", "B@X"),
+            ("From: b@x (Comment Name)", "COMMENT NAME"),
+            ("From: b@x", "B@X"),
+            ("From: undisclosed-recipients:;", "UNDISCLOSED-RECIPIENTS"),
+            ("From: \"Last, First\" <f@x>, o@x", "LAST, FIRST"),
+            ("From: =?UTF-8?Q?=C3=89mile?= <e@x>", "E\u{301}MILE"),
+            ("From: <>", "MISSING_MAILBOX@MISSING_DOMAIN"),
+            ("From: ", ""),
+        ] {
+            let m = format!("{field}\r\n\r\n");
+            assert_eq!(display(m.as_bytes(), "From"), value, "{field}");
+        }
         assert_eq!(
             sent(b"Date: Thu, 1 Jan 1970 01:00:00 +0100\r\n\r\n"),
             0,

@@ -52,7 +52,7 @@ fn capabilities_are_filtered_and_describe_writs_connection() {
     s.advance();
     assert_eq!(text(s.take_to_provider()), "c CAPABILITY\r\n");
     s.provider_input(
-        b"* CAPABILITY IMAP4rev1 BINARY THREAD=REFS IDLE AUTH=PLAIN STARTTLS\r\nc OK done\r\n",
+        b"* CAPABILITY IMAP4rev1 BINARY THREAD=X-UNKNOWN IDLE AUTH=PLAIN STARTTLS\r\nc OK done\r\n",
     );
     s.advance();
     let out = text(s.take_to_client());

@@ -159,3 +159,83 @@ fn too_many_messages_or_ids_are_refused() {
     g.push(m);
     assert!(g.answer().is_ok());
 }
+
+fn thread_refs(list: &[(u32, &str)]) -> String {
+    let mut m: Vec<Message> = list.iter().map(|(n, h)| msg(*n, h)).collect();
+    String::from_utf8(refs(&mut m).unwrap()).unwrap()
+}
+
+#[test]
+fn refs_orders_threads_by_their_latest_message_without_subjects() {
+    let list = [
+        (
+            1,
+            "Message-ID: <1@x>\r\nSubject: plans\r\nDate: 1 Jan 2020 00:00 +0000\r\n\r\n",
+        ),
+        (
+            2,
+            "Message-ID: <2@x>\r\nSubject: Re: plans\r\nDate: 3 Jan 2020 00:00 +0000\r\n\r\n",
+        ),
+        (
+            3,
+            "Message-ID: <3@x>\r\nReferences: <1@x>\r\nDate: 5 Jan 2020 00:00 +0000\r\n\r\n",
+        ),
+        (
+            4,
+            "Message-ID: <4@x>\r\nReferences: <gone@x>\r\nDate: 4 Jan 2020 00:00 +0000\r\n\r\n",
+        ),
+        (
+            5,
+            "Message-ID: <5@x>\r\nReferences: <gone@x>\r\nDate: 2 Jan 2020 00:00 +0000\r\n\r\n",
+        ),
+    ];
+    // REFERENCES: by the first message, 2 gathered under 1 by subject.
+    assert_eq!(thread(&list), "* THREAD (1 (2)(3))((5)(4))\r\n");
+    // REFS: by the latest message (2: Jan 3, gone: Jan 4, 1: Jan 5), no
+    // subject gathering; children still by date.
+    assert_eq!(thread_refs(&list), "* THREAD (2)((5)(4))(1 3)\r\n");
+}
+
+#[test]
+fn refs_keeps_dummy_roots_and_breaks_ties_by_root_uid() {
+    let list = [
+        (
+            1,
+            "Message-ID: <1@x>\r\nDate: 1 Jan 2020 00:00 +0000\r\n\r\n",
+        ),
+        (
+            2,
+            "Message-ID: <2@x>\r\nReferences: <lost@x> <lost2@x>\r\nDate: 1 Jan 2020 00:00 +0000\r\n\r\n",
+        ),
+        (3, "Message-ID: <3@x>\r\nIn-Reply-To: <2@x>\r\n\r\n"),
+    ];
+    // 3 has no date: INTERNALDATE (0 here) is its date. The dummy `lost`
+    // stays the root of 2 (ordered as UID 0: before 1, same date).
+    assert_eq!(thread_refs(&list), "* THREAD (2 3)(1)\r\n");
+    assert_eq!(thread(&list), "* THREAD (1)(2 3)\r\n");
+    assert_eq!(thread_refs(&[]), "* THREAD \r\n");
+}
+
+#[test]
+fn refs_over_a_deep_chain_stays_bounded() {
+    let n = 5_000u32;
+    let mut list: Vec<Message> = (1..=n)
+        .map(|i| {
+            msg(
+                i,
+                &format!("Message-ID: <{i}@x>\r\nIn-Reply-To: <{}@x>\r\n\r\n", i - 1),
+            )
+        })
+        .collect();
+    let out = String::from_utf8(refs(&mut list).unwrap()).unwrap();
+    assert!(out.starts_with("* THREAD ("), "{}", &out[..40]);
+    let mut numbers: Vec<u32> = out
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=n).collect::<Vec<u32>>());
+    let mut g = Gathered::new(Algorithm::Refs);
+    g.push(msg(1, "Message-ID: <a@x>\r\n\r\n"));
+    assert_eq!(g.answer().unwrap(), b"* THREAD (1)\r\n");
+}
