@@ -12,17 +12,21 @@
 //!    ENVELOPE, BODY and BODYSTRUCTURE are not asked for here: writ
 //!    answers them from the summary for sealed mail, and the provider's
 //!    own (of the sealed container) would cost it a parse for nothing.
-//! 2. **Sealed**: a FETCH of part 1 (the summary) for the sealed messages,
+//! 2. **Cached**: the sealed messages writ's cache knows are answered from
+//!    it, a chunk at a time as the client drains its output
+//!    ([`from_cache`]: at most [`CACHE_CHUNK_BYTES`] composed at once, and
+//!    the message that crosses it), before any further command.
+//! 3. **Sealed**: a FETCH of part 1 (the summary) for the other sealed messages,
 //!    or of the whole stored message when a body section was asked for;
 //!    writ opens it and answers every item. Summaries open on the
 //!    process-wide pool ([`opening`]) while the provider sends the next
 //!    ones, at most [`opening::in_flight`] outstanding per plan, and are
 //!    answered in the order the provider sent them; all are answered
 //!    before the phase's tagged status moves the plan on.
-//! 3. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
+//! 4. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
 //!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
 //!    the sealed ones writ could not open: those are shown as stored).
-//! 4. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
+//! 5. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
 //!    stores \Seen itself and reports it in FLAGS, where Dovecot puts it.
 //!
 //! Then the probe's tagged status goes to the client.
