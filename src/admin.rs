@@ -79,6 +79,9 @@ pub mod names {
     pub const IMAP_OPENED_TOTAL: &str = "writ_imap_opened_total";
     /// Counter: sealed messages the IMAP proxy answered from its cache.
     pub const IMAP_CACHE_HITS_TOTAL: &str = "writ_imap_cache_hits_total";
+    /// Histogram, bytes: what the IMAP proxy writes to a client at once
+    /// (all it composed since the client last drained its output).
+    pub const IMAP_CLIENT_WRITE_BYTES: &str = "writ_imap_client_write_bytes";
     /// Counter, label `outcome` (sealed|refused): APPENDs through the proxy.
     pub const IMAP_APPENDS_TOTAL: &str = "writ_imap_appends_total";
     /// Counter, label `account`: plaintext messages the sweep found at the
@@ -118,6 +121,12 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Size buckets in bytes for [`names::IMAP_CLIENT_WRITE_BYTES`]: from one
+/// short response to the largest answers a FETCH composes at once.
+const WRITE_BUCKETS: &[f64] = &[
+    4096.0, 65536.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
+];
+
 /// Histogram samples accumulate until drained; without the exporter's own
 /// HTTP listener nobody drains them but us, so do it even if nobody scrapes.
 const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
@@ -153,6 +162,12 @@ pub fn install_metrics() -> Result<PrometheusHandle, AdminError> {
                     b.set_buckets_for_metric(
                         Matcher::Full(names::UPSTREAM_SECONDS.into()),
                         LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::IMAP_CLIENT_WRITE_BYTES.into()),
+                        WRITE_BUCKETS,
                     )
                 })
                 .and_then(PrometheusBuilder::install_recorder)
@@ -235,6 +250,11 @@ fn describe() {
         names::IMAP_CACHE_HITS_TOTAL,
         Unit::Count,
         "Sealed messages answered from the IMAP proxy's cache"
+    );
+    describe_histogram!(
+        names::IMAP_CLIENT_WRITE_BYTES,
+        Unit::Bytes,
+        "Bytes the IMAP proxy wrote to a client at once"
     );
     describe_counter!(
         names::IMAP_APPENDS_TOTAL,

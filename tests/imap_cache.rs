@@ -231,3 +231,62 @@ fn a_keyring_grown_by_sighup_caches_the_new_epoch_and_tries_its_mail_again() {
     assert_eq!(again.text, after.text);
     stop(writ);
 }
+
+/// The histogram of writes to clients: (writes, writes of at most `le` bytes).
+fn writes_up_to(writ: &Writ, le: &str) -> (f64, f64) {
+    (
+        writ.metric("writ_imap_client_write_bytes_count", &[]),
+        writ.metric("writ_imap_client_write_bytes_bucket", &[("le", le)]),
+    )
+}
+
+#[test]
+fn a_whole_cached_folder_goes_to_the_client_a_chunk_at_a_time() {
+    let p = provider();
+    let user = p.new_user("cache-stream");
+    let keys = TestKeys::new();
+    let work = tempfile::tempdir().expect("temp dir");
+    let keys_dir = copy_keyring(&keys, work.path());
+    // Eight messages of 600 KiB: 4.8 MB, more than one write may hold
+    // (4 MiB, the histogram bucket checked below; writ writes at most
+    // 512 KiB and the message that crosses it).
+    const N: usize = 8;
+    let mut text = b"From: alice@example.test\r\nSubject: large\r\n\r\n".to_vec();
+    let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n";
+    text.extend(line.repeat(600 * 1024 / line.len()));
+    for _ in 0..N {
+        p.imap_append(&user, "INBOX", &seal(&keys_dir, &text));
+    }
+    let (writ, addr) = serve(&keys_dir, &work.path().join("cache"));
+    let mut c = Imap::login_to(addr, &user.name, &user.password);
+    c.command("EXAMINE INBOX").expect_ok("EXAMINE");
+    // Cold: opened from the provider's answers, one at a time, and cached.
+    let cold = c
+        .command("UID FETCH 1:* BODY.PEEK[]")
+        .expect_ok("cold fetch");
+    let hits = writ.metric("writ_imap_cache_hits_total", &[]);
+    // Warm: every message from the cache.
+    let warm = c
+        .command("UID FETCH 1:* BODY.PEEK[]")
+        .expect_ok("warm fetch");
+    c.logout();
+    assert_eq!(
+        writ.metric("writ_imap_cache_hits_total", &[]) - hits,
+        N as f64,
+        "not answered from the cache"
+    );
+    assert_eq!(warm.untagged.len(), N, "{:?}", warm.untagged);
+    assert!(
+        warm.untagged == cold.untagged,
+        "the cache answered differently"
+    );
+    let (writes, small) = writes_up_to(&writ, "4194304");
+    assert!(writes > 0.0);
+    assert_eq!(
+        writes,
+        small,
+        "a write to the client held more than 4 MiB: {}",
+        writ.metrics()
+    );
+    stop(writ);
+}

@@ -111,7 +111,7 @@ fn use_summary(s: &Summary) {
     let _ = view::body_structure_bytes(&s.root, true);
     let _ = view::body_structure_bytes(&s.root, false);
     let _ = view::envelope_bytes(s.root.header.as_deref().unwrap_or_default());
-    let shifted = s.with_prefix(b"Received: by x\r\nX-Bare: y\n");
+    let shifted = s.clone().with_prefix(b"Received: by x\r\nX-Bare: y\n");
     let _ = view::rfc822_size(&shifted);
     for path in [&[1][..], &[1, 1], &[2, 1, 3], &[u32::MAX]] {
         let _ = s.root.section(path);

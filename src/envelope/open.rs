@@ -543,18 +543,37 @@ struct VersionOnly {
 /// checks the caps and numbers before building the tree (see
 /// `summary.rs`).
 fn summary_from(body: impl Read, ids: &[&dyn age::Identity]) -> Result<Summary, EnvelopeError> {
-    let mut json = Vec::new();
-    decrypt_into(body, ids, &mut json)?;
-    let head: VersionOnly =
-        serde_json::from_slice(&json).map_err(|e| EnvelopeError::Summary(e.to_string()))?;
-    match head.version.as_ref().and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(SUMMARY_VERSION) => {}
-        Some(v) => return Err(EnvelopeError::UnsupportedVersion(format!("summary {v}"))),
-        None => {
-            return Err(EnvelopeError::UnsupportedVersion(
-                "summary without a version number".into(),
-            ));
+    // A summary is a few KiB: small buffers, no copy loop (the payload's
+    // 64 KiB ones cost more to allocate and clear than the summary takes
+    // to decrypt).
+    let dearmored = io::BufReader::with_capacity(SUMMARY_BUFFER, Dearmor::new(body));
+    let decryptor = age::Decryptor::new_buffered(dearmored).map_err(decrypt_error)?;
+    let mut reader = decryptor
+        .decrypt(ids.iter().copied())
+        .map_err(decrypt_error)?;
+    let mut json = Vec::with_capacity(SUMMARY_BUFFER);
+    reader.read_to_end(&mut json).map_err(|e| {
+        EnvelopeError::Damaged(format!("the payload is damaged or was tampered with ({e})"))
+    })?;
+    // Parsed once; only a summary that does not parse is read again for
+    // its version, so that one of another version is refused as such.
+    match serde_json::from_slice::<Summary>(&json) {
+        Ok(summary) => Ok(summary),
+        Err(e) => {
+            let head: VersionOnly =
+                serde_json::from_slice(&json).map_err(|e| EnvelopeError::Summary(e.to_string()))?;
+            match head.version.as_ref().and_then(serde_json::Value::as_u64) {
+                Some(v) if v == u64::from(SUMMARY_VERSION) => {
+                    Err(EnvelopeError::Summary(e.to_string()))
+                }
+                Some(v) => Err(EnvelopeError::UnsupportedVersion(format!("summary {v}"))),
+                None => Err(EnvelopeError::UnsupportedVersion(
+                    "summary without a version number".into(),
+                )),
+            }
         }
     }
-    serde_json::from_slice(&json).map_err(|e| EnvelopeError::Summary(e.to_string()))
 }
+
+/// Buffer sizes for reading a summary.
+const SUMMARY_BUFFER: usize = 8 * 1024;

@@ -174,8 +174,10 @@ impl Summary {
     /// The summary of `prefix` followed by M (what opening a stored message
     /// yields when the provider put `prefix` above the marker): the prefix
     /// joins the message's header and every offset moves by its length.
-    pub fn with_prefix(&self, prefix: &[u8]) -> Summary {
-        let mut out = self.clone();
+    /// Takes the summary by value: opening a message makes it once, and
+    /// shifting it needs no copy of its tree.
+    pub fn with_prefix(self, prefix: &[u8]) -> Summary {
+        let mut out = self;
         if prefix.is_empty() {
             return out;
         }

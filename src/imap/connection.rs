@@ -25,6 +25,11 @@
 //!   sync-flushed; what is read is inflated a step at a time, only while
 //!   the session takes input, with the bomb cap of [`super::compress`]
 //!   (over it: BYE, closed). The provider's side is never compressed.
+//! - Answers the session composes from writ's cache are asked for one
+//!   chunk at a time, each once the previous one is written
+//!   ([`Session::has_more_output`]): a FETCH of a whole cached folder holds
+//!   one chunk in memory, not the folder. The size of each write is the
+//!   `writ_imap_client_write_bytes` histogram.
 //! - Both sockets have TCP_NODELAY (the provider's: [`crate::net`]); the
 //!   client's is set to acknowledge at once after each read ([`ack_now`]).
 
@@ -41,6 +46,7 @@ use tokio_rustls::TlsAcceptor;
 use super::compress::{Deflate, Refused};
 use super::session::{Context, Session, SharedKeys, Step};
 use super::upstream::{Target, Upstream};
+use crate::admin::names;
 use crate::net::{self, PerIpGuard, Stream};
 
 /// What every connection of one listener shares.
@@ -242,6 +248,9 @@ pub async fn serve(
             session.provider_closed();
         }
         let out = session.take_to_client();
+        if !out.is_empty() {
+            metrics::histogram!(names::IMAP_CLIENT_WRITE_BYTES).record(out.len() as f64);
+        }
         if let Err(e) = write_by(write_deadline(&session), &mut client, &mut deflate, &out).await {
             tracing::info!(%peer, error = %e, authenticated = session.authenticated(), "client not reading");
             break;
@@ -267,6 +276,16 @@ pub async fn serve(
                 session.compression_started();
                 continue;
             }
+        }
+        if session.has_more_output() {
+            // The client took what it was given: the session composes its
+            // next answers (a FETCH answered from the cache) without
+            // waiting for input. Other sessions run between chunks.
+            if shutdown.has_changed().unwrap_or(false) {
+                session.shutdown();
+            }
+            tokio::task::yield_now().await;
+            continue;
         }
         // Compressed input already read is inflated a step at a time while
         // the session takes it, before reading more.

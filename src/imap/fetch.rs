@@ -12,17 +12,21 @@
 //!    ENVELOPE, BODY and BODYSTRUCTURE are not asked for here: writ
 //!    answers them from the summary for sealed mail, and the provider's
 //!    own (of the sealed container) would cost it a parse for nothing.
-//! 2. **Sealed**: a FETCH of part 1 (the summary) for the sealed messages,
+//! 2. **Cached**: the sealed messages writ's cache knows are answered from
+//!    it, a chunk at a time as the client drains its output
+//!    ([`from_cache`]: at most [`CACHE_CHUNK_BYTES`] composed at once, and
+//!    the message that crosses it), before any further command.
+//! 3. **Sealed**: a FETCH of part 1 (the summary) for the other sealed messages,
 //!    or of the whole stored message when a body section was asked for;
 //!    writ opens it and answers every item. Summaries open on the
 //!    process-wide pool ([`opening`]) while the provider sends the next
 //!    ones, at most [`opening::in_flight`] outstanding per plan, and are
 //!    answered in the order the provider sent them; all are answered
 //!    before the phase's tagged status moves the plan on.
-//! 3. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
+//! 4. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
 //!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
 //!    the sealed ones writ could not open: those are shown as stored).
-//! 4. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
+//! 5. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
 //!    stores \Seen itself and reports it in FLAGS, where Dovecot puts it.
 //!
 //! Then the probe's tagged status goes to the client.
@@ -63,7 +67,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::answer::{self, Item, Need};
-use super::cache::{Cache, Known, Listing, MailboxKey, MessageKey};
+use super::cache::{Cache, Listing, MailboxKey, MessageKey};
 use super::sequence::Vanished;
 use super::session::SharedKeys;
 use crate::admin::names;
@@ -82,9 +86,6 @@ pub enum Output {
     /// The plan is over: this tagged status goes to the client.
     Finish(Status<'static>),
 }
-
-/// Bytes of opened messages one FETCH answers from the cache in one go.
-const CACHE_ANSWER_BUDGET: usize = 32 * 1024 * 1024;
 
 /// The cache and the selected mailbox's key in it.
 #[derive(Clone)]
@@ -110,7 +111,16 @@ struct Probed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Probe,
-    Sealed { tag: Tag<'static>, payload: bool },
+    /// Sealed messages answered from the cache, a chunk at a time as the
+    /// client drains its output ([`FetchPlan::more`]); no command of
+    /// writ's is in flight. Then the rest are fetched (`payload`: whole).
+    Cached {
+        payload: bool,
+    },
+    Sealed {
+        tag: Tag<'static>,
+        payload: bool,
+    },
     Plain(Tag<'static>),
     Seen(Tag<'static>),
 }
@@ -133,6 +143,12 @@ pub struct FetchPlan {
     refetch: Vec<NonZeroU32>,
     /// Answers ready without a further command.
     pending_out: Vec<Output>,
+    /// Sealed messages still to look up in the cache, in UID order
+    /// ([`Phase::Cached`]).
+    cached: std::collections::VecDeque<NonZeroU32>,
+    /// Sealed messages the cache could not answer: fetched from the
+    /// provider after it.
+    uncached: Vec<NonZeroU32>,
     next_tag: u32,
     cache: Option<CacheRef>,
     /// An item the client asked for could not be answered: the command
@@ -229,6 +245,8 @@ impl FetchPlan {
                 mark_seen: BTreeMap::new(),
                 refetch: Vec::new(),
                 pending_out: Vec::new(),
+                cached: std::collections::VecDeque::new(),
+                uncached: Vec::new(),
                 next_tag: 0,
                 cache,
                 incomplete: std::cell::Cell::new(false),
@@ -370,7 +388,7 @@ impl FetchPlan {
                 };
                 // A sealed message remembered as undecryptable is told
                 // from the others with the cache's answers, all at once,
-                // when the probe is over (`answer_from_cache`).
+                // when the probe is over (`from_cache`).
                 let sealed = envelope::detect(&header);
                 let key = MessageKey::detected(uid.get(), &header, sealed.as_ref());
                 let offered = sealed
@@ -470,7 +488,7 @@ impl FetchPlan {
                 }
                 Ok(fetch(probed.seq, out).into_iter().collect())
             }
-            Phase::Seen(_) => Err(items),
+            Phase::Cached { .. } | Phase::Seen(_) => Err(items),
         }
     }
 
@@ -686,7 +704,16 @@ impl FetchPlan {
     fn next_phase_inner(&mut self) -> Vec<Output> {
         loop {
             let next = match &self.phase {
-                Phase::Probe => self.sealed_phase(self.needs_payload()),
+                Phase::Probe => {
+                    let payload = self.needs_payload();
+                    if self.start_sealed() {
+                        // Answered from the cache as the client drains.
+                        self.phase = Phase::Cached { payload };
+                        return Vec::new();
+                    }
+                    self.sealed_fetch(payload)
+                }
+                Phase::Cached { payload } => self.sealed_fetch(*payload),
                 Phase::Sealed { .. } if !self.refetch.is_empty() => {
                     let uids = std::mem::take(&mut self.refetch);
                     self.fetch_command(&uids, vec![peek(None)])
@@ -702,7 +729,7 @@ impl FetchPlan {
                     return vec![Output::ToProvider(command)];
                 }
                 None => match self.phase {
-                    Phase::Probe => {
+                    Phase::Probe | Phase::Cached { .. } => {
                         self.phase = Phase::Sealed {
                             tag: Tag::unvalidated("writ.none"),
                             payload: false,
@@ -766,13 +793,39 @@ impl FetchPlan {
         ))
     }
 
-    fn sealed_phase(&mut self, payload: bool) -> Option<(Phase, Command<'static>)> {
+    /// The probe is over: the sealed messages go to the cache first
+    /// (`true`: [`Phase::Cached`]), else straight to the provider.
+    fn start_sealed(&mut self) -> bool {
         let uids: Vec<NonZeroU32> = self
             .probed
             .iter()
             .filter(|(_, p)| p.sealed.is_some())
             .map(|(u, _)| *u)
             .collect();
+        if self.wants_seen() {
+            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
+                .probed
+                .iter()
+                .filter(|(_, p)| p.sealed.is_some() && !p.seen)
+                .map(|(u, p)| (*u, p.seq))
+                .collect();
+            self.mark_seen.extend(unseen);
+        }
+        if uids.is_empty() {
+            return false;
+        }
+        if self.cache.is_some() {
+            self.cached = uids.into();
+            return true;
+        }
+        self.uncached = uids;
+        false
+    }
+
+    /// The provider's part of the sealed phase: part 1 (or the whole
+    /// message, `payload`) of the sealed messages the cache did not answer.
+    fn sealed_fetch(&mut self, payload: bool) -> Option<(Phase, Command<'static>)> {
+        let uids = std::mem::take(&mut self.uncached);
         if uids.is_empty() {
             return None;
         }
@@ -785,88 +838,8 @@ impl FetchPlan {
                 peek(Some(Section::Part(one))),
             ]
         };
-        if self.wants_seen() {
-            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
-                .probed
-                .iter()
-                .filter(|(_, p)| p.sealed.is_some() && !p.seen)
-                .map(|(u, p)| (*u, p.seq))
-                .collect();
-            self.mark_seen.extend(unseen);
-        }
-        let uids = self.answer_from_cache(uids);
-        if uids.is_empty() {
-            return None;
-        }
         self.fetch_command(&uids, items)
             .map(|(tag, c)| (Phase::Sealed { tag, payload }, c))
-    }
-
-    /// Answers what the cache can; returns the UIDs it could not. What
-    /// the cache knows is read for all of them at once
-    /// ([`Cache::lookup`]); a message remembered as undecryptable under the
-    /// keys offered now is left to the plain phase (shown as stored).
-    fn answer_from_cache(&mut self, uids: Vec<NonZeroU32>) -> Vec<NonZeroU32> {
-        let Some(c) = self.cache.clone() else {
-            return uids;
-        };
-        let (uids, msgs): (Vec<NonZeroU32>, Vec<MessageKey>) = uids
-            .into_iter()
-            .filter_map(|u| Some((u, self.probed.get(&u)?.key)))
-            .unzip();
-        let found = c.cache.lookup(&c.mailbox, &msgs);
-        // Answers from the cache are composed at once, before anything is
-        // written to the client: cap the bodies taken this way, so that a
-        // FETCH of a whole cached folder does not sit in memory. The rest
-        // streams from the provider, one response at a time.
-        let mut budget = CACHE_ANSWER_BUDGET;
-        let wants_payload = self.needs_payload();
-        let mut rest = Vec::new();
-        for ((uid, key), known) in uids.into_iter().zip(msgs).zip(found) {
-            let (summary, listing) = match known.as_deref() {
-                Some(Known::Summary(summary, listing)) if budget > 0 => (summary, listing),
-                Some(Known::Undecryptable(why)) => {
-                    if let Some(p) = self.probed.get_mut(&uid)
-                        && p.sealed.as_ref().is_some_and(|d| d.epoch == why.epoch)
-                        && why.identities == p.offered
-                    {
-                        p.sealed = None;
-                    } else {
-                        rest.push(uid);
-                    }
-                    continue;
-                }
-                _ => {
-                    rest.push(uid);
-                    continue;
-                }
-            };
-            let body = if wants_payload {
-                let Some(body) = c.cache.body(&c.mailbox, key) else {
-                    rest.push(uid);
-                    continue;
-                };
-                Some(body)
-            } else if self
-                .wanted
-                .iter()
-                .any(|i| answer::need(i, Some(summary)) == Need::Payload)
-            {
-                // A summary without the whole header needs the body.
-                rest.push(uid);
-                continue;
-            } else {
-                None
-            };
-            let Some(probed) = self.probed.remove(&uid) else {
-                continue;
-            };
-            budget = budget.saturating_sub(body.as_ref().map_or(0, Vec::len).max(1));
-            metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
-            let out = self.compose(&probed, summary, body.as_deref(), Some(listing));
-            self.pending_out.extend(fetch(probed.seq, out));
-        }
-        rest
     }
 
     fn plain_phase(&mut self) -> Option<(Phase, Command<'static>)> {
@@ -1012,8 +985,10 @@ fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
     items.into_iter().map(Item::Typed).collect()
 }
 
+mod from_cache;
 mod items;
 pub(super) mod opening;
+pub use from_cache::CACHE_CHUNK_BYTES;
 #[cfg(test)]
 mod tests;
 

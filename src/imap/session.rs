@@ -437,6 +437,13 @@ impl Session {
     pub fn advance(&mut self) -> Step {
         loop {
             let mut progressed = false;
+            if self.step == Step::Wait && self.to_client.is_empty() && self.has_more_output() {
+                // The client drained what it had: the plan's next chunk
+                // (a FETCH answered from the cache).
+                let out = self.plan.as_mut().map(|p| p.more()).unwrap_or_default();
+                self.apply(out);
+                progressed = true;
+            }
             while self.step == Step::Wait {
                 match self.server.next() {
                     Ok(event) => {
@@ -517,6 +524,13 @@ impl Session {
         } else {
             None
         }
+    }
+
+    /// The plan has answers to compose once the client has drained its
+    /// output: the I/O shell writes what it has and runs
+    /// [`Session::advance`] again without waiting for input.
+    pub fn has_more_output(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.has_more())
     }
 
     /// The client may send more: no command waits behind a running plan

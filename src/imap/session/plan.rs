@@ -50,6 +50,22 @@ impl Plan {
         }
     }
 
+    /// Whether the plan has answers to compose once the client has
+    /// drained what it was given ([`FetchPlan::more`]).
+    pub(super) fn has_more(&self) -> bool {
+        match self {
+            Plan::Fetch(p) => p.has_more(),
+            Plan::Search(_) => false,
+        }
+    }
+
+    pub(super) fn more(&mut self) -> Vec<Output> {
+        match self {
+            Plan::Fetch(p) => p.more(),
+            Plan::Search(_) => Vec::new(),
+        }
+    }
+
     pub(super) fn on_expunge(&mut self, seq: std::num::NonZeroU32) {
         match self {
             Plan::Fetch(p) => p.on_expunge(seq),
