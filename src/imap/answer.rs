@@ -27,6 +27,7 @@ use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::response::{Data, Response};
 
+use super::section::binary::Refusal;
 use super::section::{self, SectionBytes};
 use crate::envelope::Summary;
 use crate::envelope::view;
@@ -88,6 +89,7 @@ pub fn sets_seen(item: &MessageDataItemName<'_>) -> bool {
     matches!(
         item,
         MessageDataItemName::BodyExt { peek: false, .. }
+            | MessageDataItemName::Binary { peek: false, .. }
             | MessageDataItemName::Rfc822
             | MessageDataItemName::Rfc822Text
     )
@@ -211,6 +213,47 @@ fn section_of(
     bytes.into_vec(m)
 }
 
+/// `BINARY[...]` or `BINARY.SIZE[...]` of the opened message `m`, as
+/// Dovecot writes them ([`section::binary`]): `None` for other items, the
+/// refusal that ends the FETCH `NO [code]` when the section does not
+/// decode. Written by writ: imap-types has no `<origin>` for BINARY.
+pub fn binary(
+    item: &MessageDataItemName<'_>,
+    summary: &Summary,
+    m: &[u8],
+) -> Option<Result<Item, Refusal>> {
+    let number = |section: &[NonZeroU32]| -> String {
+        let parts: Vec<String> = section.iter().map(|n| n.to_string()).collect();
+        parts.join(".")
+    };
+    match item {
+        MessageDataItemName::Binary {
+            section, partial, ..
+        } => Some(
+            section::binary::binary_section(m, summary, section).map(|decoded| {
+                let mut bytes = decoded.bytes;
+                let mut name = format!("BINARY[{}]", number(section));
+                if let Some((origin, length)) = partial {
+                    name.push_str(&format!("<{origin}>"));
+                    bytes = section::partial(SectionBytes::Owned(bytes), *origin, *length)
+                        .into_vec(&[]);
+                }
+                let tilde = if decoded.literal8 { "~" } else { "" };
+                let mut out = format!("{name} {tilde}{{{}}}\r\n", bytes.len()).into_bytes();
+                out.extend_from_slice(&bytes);
+                Item::Written(out.into())
+            }),
+        ),
+        MessageDataItemName::BinarySize { section } => Some(
+            section::binary::binary_size(m, summary, section).map(|size| {
+                let text = format!("BINARY.SIZE[{}] {size}", number(section));
+                Item::Written(text.into_bytes().into())
+            }),
+        ),
+        _ => None,
+    }
+}
+
 /// From the summary alone, when `m` is `None`; `None` when the item needs
 /// what was not given.
 pub fn answer(
@@ -273,6 +316,9 @@ pub fn answer(
                     origin: partial.map(|(o, _)| o),
                     data: nstring(data),
                 })
+            }
+            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                return binary(item, summary, m?)?.ok();
             }
             _ => None,
         };

@@ -17,7 +17,9 @@
 //! client sees), THREAD=ORDEREDSUBJECT (a SORT by subject and date),
 //! THREAD=REFERENCES ([`super::thread`]: Message-ID, References,
 //! In-Reply-To, Subject and Date of the opened header, as Dovecot threads
-//! them). Each only when the provider offers it too.
+//! them), BINARY ([`super::section::binary`]: sections decoded from the
+//! opened message, as Dovecot decodes them; APPEND with a literal8 is
+//! sealed like any APPEND). Each only when the provider offers it too.
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
@@ -43,7 +45,7 @@
 //!   is not worth it. Withheld.
 //! - NOTIFY: unsolicited FETCH responses it asks for could carry sealed
 //!   content, and its command is not parsed by imap-codec.
-//! - BINARY, PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
+//! - PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
 //!   ciphertext. MULTIAPPEND, CATENATE,
 //!   URLAUTH, UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
 //!
@@ -97,6 +99,9 @@ fn passes(cap: &Capability<'_>) -> bool {
         // message content.
         | Capability::QResync
         | Capability::Namespace
+        // writ decodes BINARY sections of sealed mail itself
+        // (super::section::binary).
+        | Capability::Binary
         // writ sorts itself (super::sort); SORT=DISPLAY is not offered.
         | Capability::Sort(None)
         | Capability::Thread(ThreadingAlgorithm::OrderedSubject)
