@@ -188,3 +188,78 @@ fn binary_sections_of_sealed_mail_are_what_dovecot_sends_for_the_plaintext() {
     direct.logout();
     writ.logout();
 }
+
+/// Hostile: one FETCH asks for a 3 MB decoded attachment 16 times and its
+/// size 16 times, on a sealed message; it is answered in full (each answer
+/// the attachment's bytes, the NULs in it kept, as literal8) while another
+/// session is served, and the FETCH after it in the same session too.
+#[test]
+fn many_binary_items_of_a_huge_section_are_answered_while_others_are_served() {
+    use base64::Engine;
+    let p = provider();
+    let proxy = ImapProxy::start(&ImapProxy::plain(p.imap_addr()), "");
+    let user = p.new_user("binary-hostile");
+    let attachment: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    assert!(attachment.contains(&0));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&attachment);
+    let mut m = b"From: a@example.test\r\nSubject: huge\r\nContent-Type: multipart/mixed; boundary=h\r\n\r\n--h\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--h\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    for line in encoded.as_bytes().chunks(76) {
+        m.extend_from_slice(line);
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(b"--h--\r\n");
+    p.imap_append(&user, "INBOX", &proxy.seal(&m));
+    p.imap_append(
+        &user,
+        "INBOX",
+        &proxy.seal(&single("base64", b"aGVsbG8gd29ybGQK")),
+    );
+
+    let items: Vec<String> = (0..16)
+        .flat_map(|_| ["BINARY.PEEK[2]".to_string(), "BINARY.SIZE[2]".to_string()])
+        .collect();
+    let command = format!("FETCH 1 ({})", items.join(" "));
+    let addr = proxy.imap;
+    let (name, password) = (user.name.clone(), user.password.clone());
+    let big = std::thread::spawn(move || {
+        let mut a = Imap::login_to(addr, &name, &password);
+        a.select("INBOX").expect_ok("SELECT");
+        let r = a.command(&command).expect_ok("the big FETCH");
+        let after = a
+            .command("FETCH 2 (BINARY.PEEK[1])")
+            .expect_ok("FETCH after");
+        a.logout();
+        (r, after)
+    });
+    // Another session is served meanwhile.
+    let mut b = Imap::login_to(proxy.imap, &user.name, &user.password);
+    b.select("INBOX").expect_ok("SELECT");
+    for _ in 0..5 {
+        let r = b
+            .command("FETCH 2 (BINARY.PEEK[1] BINARY.SIZE[1])")
+            .expect_ok("FETCH");
+        assert_eq!(r.fetch_literals("BINARY[1] ~")[0].1, b"hello world\n");
+        assert!(r.text().contains("BINARY.SIZE[1] 12"), "{r:?}");
+    }
+    b.logout();
+    let (r, after) = big.join().expect("big FETCH");
+    let answers = r.fetch_literals("BINARY[2] ~");
+    assert_eq!(answers.len(), 16);
+    for (_, bytes) in &answers {
+        assert!(bytes == &attachment, "a decoded answer differs");
+    }
+    let text = r.text();
+    assert_eq!(
+        text.matches(&format!("BINARY[2] ~{{{}}}", attachment.len()))
+            .count(),
+        16
+    );
+    assert_eq!(
+        text.matches(&format!("BINARY.SIZE[2] {}", attachment.len()))
+            .count(),
+        16
+    );
+    assert_eq!(after.fetch_literals("BINARY[1] ~")[0].1, b"hello world\n");
+}

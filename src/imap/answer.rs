@@ -27,7 +27,7 @@ use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::response::{Data, Response};
 
-use super::section::binary::Refusal;
+use super::section::binary::{Memo, Refusal};
 use super::section::{self, SectionBytes};
 use crate::envelope::Summary;
 use crate::envelope::view;
@@ -217,10 +217,13 @@ fn section_of(
 /// Dovecot writes them ([`section::binary`]): `None` for other items, the
 /// refusal that ends the FETCH `NO [code]` when the section does not
 /// decode. Written by writ: imap-types has no `<origin>` for BINARY.
+/// `memo` keeps the message's decoded sections for the FETCH's other
+/// items.
 pub fn binary(
     item: &MessageDataItemName<'_>,
     summary: &Summary,
     m: &[u8],
+    memo: &mut Memo,
 ) -> Option<Result<Item, Refusal>> {
     let number = |section: &[NonZeroU32]| -> String {
         let parts: Vec<String> = section.iter().map(|n| n.to_string()).collect();
@@ -229,27 +232,30 @@ pub fn binary(
     match item {
         MessageDataItemName::Binary {
             section, partial, ..
-        } => Some(
-            section::binary::binary_section(m, summary, section).map(|decoded| {
-                let mut bytes = decoded.bytes;
-                let mut name = format!("BINARY[{}]", number(section));
-                if let Some((origin, length)) = partial {
+        } => Some(memo.section(m, summary, section).map(|decoded| {
+            let all = &decoded.bytes;
+            let mut name = format!("BINARY[{}]", number(section));
+            let bytes = match partial {
+                Some((origin, length)) => {
                     name.push_str(&format!("<{origin}>"));
-                    bytes = section::partial(SectionBytes::Owned(bytes), *origin, *length)
-                        .into_vec(&[]);
+                    match section::partial(SectionBytes::InM(0..all.len()), *origin, *length) {
+                        SectionBytes::InM(r) => all.get(r).unwrap_or_default(),
+                        SectionBytes::Owned(_) => &[],
+                    }
                 }
-                let tilde = if decoded.literal8 { "~" } else { "" };
-                let mut out = format!("{name} {tilde}{{{}}}\r\n", bytes.len()).into_bytes();
-                out.extend_from_slice(&bytes);
-                Item::Written(out.into())
-            }),
-        ),
-        MessageDataItemName::BinarySize { section } => Some(
-            section::binary::binary_size(m, summary, section).map(|size| {
+                None => &all[..],
+            };
+            let tilde = if decoded.literal8 { "~" } else { "" };
+            let mut out = format!("{name} {tilde}{{{}}}\r\n", bytes.len()).into_bytes();
+            out.extend_from_slice(bytes);
+            Item::Written(out.into())
+        })),
+        MessageDataItemName::BinarySize { section } => {
+            Some(memo.size(m, summary, section).map(|size| {
                 let text = format!("BINARY.SIZE[{}] {size}", number(section));
                 Item::Written(text.into_bytes().into())
-            }),
-        ),
+            }))
+        }
         _ => None,
     }
 }
@@ -318,7 +324,7 @@ pub fn answer(
                 })
             }
             MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
-                return binary(item, summary, m?)?.ok();
+                return binary(item, summary, m?, &mut Memo::default())?.ok();
             }
             _ => None,
         };

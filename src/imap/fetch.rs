@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use super::answer::{self, Item, Need};
 use super::cache::{Cache, Known, Listing, MailboxKey, MessageKey};
-use super::section::binary::Refusal;
+use super::section::binary::{Memo, Refusal};
 use super::sequence::Vanished;
 use super::session::SharedKeys;
 use crate::admin::names;
@@ -624,8 +624,9 @@ impl FetchPlan {
             // Dovecot answers no message after a BINARY refusal.
             return out;
         }
+        let mut memo = Memo::default();
         for name in &self.wanted {
-            match opened.and_then(|m| answer::binary(name, summary, m)) {
+            match opened.and_then(|m| answer::binary(name, summary, m, &mut memo)) {
                 Some(Ok(item)) => {
                     out.push(item);
                     continue;

@@ -28,6 +28,7 @@
 
 use std::num::NonZeroU32;
 use std::ops::Range;
+use std::sync::Arc;
 
 use imap_next::imap_types::core::Vec1;
 use imap_next::imap_types::fetch::Part as PartNumber;
@@ -126,18 +127,53 @@ pub fn binary_section(
     }
 }
 
-/// `BINARY.SIZE[path]`: the size of [`binary_section`]'s answer, refused
-/// as Dovecot refuses it (any leaf of the message that does not decode,
-/// when the part exists).
-pub fn binary_size(m: &[u8], summary: &Summary, path: &[NonZeroU32]) -> Result<usize, Refusal> {
-    let exists = match Vec1::try_from(path.to_vec()) {
-        Err(_) => true,
-        Ok(p) => entity(&summary.root, &PartNumber(p)).is_some(),
-    };
-    if exists {
-        first_refusal(m, &summary.root)?;
+/// The BINARY sections of one message that one FETCH asked for, each
+/// decoded once however often it is named (a FETCH naming a large
+/// section many times costs one decoding, not one per name).
+#[derive(Debug, Default)]
+pub struct Memo {
+    sections: Vec<(Vec<NonZeroU32>, Result<Arc<Decoded>, Refusal>)>,
+    /// Whether every leaf of the message decodes (for BINARY.SIZE).
+    whole: Option<Result<(), Refusal>>,
+}
+
+impl Memo {
+    /// [`binary_section`], decoded at most once per section.
+    pub fn section(
+        &mut self,
+        m: &[u8],
+        summary: &Summary,
+        path: &[NonZeroU32],
+    ) -> Result<Arc<Decoded>, Refusal> {
+        if let Some((_, known)) = self.sections.iter().find(|(p, _)| p == path) {
+            return known.clone();
+        }
+        let decoded = binary_section(m, summary, path).map(Arc::new);
+        self.sections.push((path.to_vec(), decoded.clone()));
+        decoded
     }
-    binary_section(m, summary, path).map(|d| d.bytes.len())
+
+    /// `BINARY.SIZE[path]`: the size of [`binary_section`]'s answer,
+    /// refused as Dovecot refuses it (any leaf of the message that does
+    /// not decode, when the part exists).
+    pub fn size(
+        &mut self,
+        m: &[u8],
+        summary: &Summary,
+        path: &[NonZeroU32],
+    ) -> Result<usize, Refusal> {
+        let exists = match Vec1::try_from(path.to_vec()) {
+            Err(_) => true,
+            Ok(p) => entity(&summary.root, &PartNumber(p)).is_some(),
+        };
+        if exists {
+            let whole = *self
+                .whole
+                .get_or_insert_with(|| first_refusal(m, &summary.root));
+            whole?;
+        }
+        self.section(m, summary, path).map(|d| d.bytes.len())
+    }
 }
 
 /// The leaves below `top` (itself if it is one), in message order.
@@ -278,7 +314,7 @@ fn base64(body: &[u8]) -> Option<Vec<u8>> {
     let pad = text.iter().rev().take_while(|&&c| c == b'=').count();
     let data = text.get(..text.len() - pad)?;
     if pad > 2
-        || text.len() % 4 != 0
+        || !text.len().is_multiple_of(4)
         || !data
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/'))
