@@ -127,12 +127,15 @@ pub fn binary_section(
     }
 }
 
+/// A section decoded, or why not.
+type Answer = Result<Arc<Decoded>, Refusal>;
+
 /// The BINARY sections of one message that one FETCH asked for, each
 /// decoded once however often it is named (a FETCH naming a large
 /// section many times costs one decoding, not one per name).
 #[derive(Debug, Default)]
 pub struct Memo {
-    sections: Vec<(Vec<NonZeroU32>, Result<Arc<Decoded>, Refusal>)>,
+    sections: Vec<(Vec<NonZeroU32>, Answer)>,
     /// Whether every leaf of the message decodes (for BINARY.SIZE).
     whole: Option<Result<(), Refusal>>,
 }
