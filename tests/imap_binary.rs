@@ -263,3 +263,41 @@ fn many_binary_items_of_a_huge_section_are_answered_while_others_are_served() {
     );
     assert_eq!(after.fetch_literals("BINARY[1] ~")[0].1, b"hello world\n");
 }
+
+/// A plaintext message in the same mailbox: its whole-section BINARY
+/// items come from the provider through writ unchanged, and equal the
+/// sealed copy's.
+#[test]
+fn binary_of_plaintext_mail_is_the_providers() {
+    let p = provider();
+    let proxy = ImapProxy::start(&ImapProxy::plain(p.imap_addr()), "");
+    let user = p.new_user("binary-mixed");
+    p.imap_append(&user, "INBOX", CONVERTED);
+    p.imap_append(&user, "INBOX", &proxy.seal(CONVERTED));
+    let mut direct = p.imap(&user);
+    direct.select("INBOX").expect_ok("SELECT");
+    let mut writ = Imap::login_to(proxy.imap, &user.name, &user.password);
+    writ.select("INBOX").expect_ok("SELECT");
+    for items in [
+        "BINARY.PEEK[2]",
+        "BINARY.PEEK[4]",
+        "BINARY.SIZE[2]",
+        "BINARY.PEEK[] BINARY.SIZE[3]",
+        "BINARY.PEEK[2]<1.3>",
+    ] {
+        let want = normal(&direct.command(&format!("FETCH 1 ({items})")));
+        // imap-types keeps no `<origin>` of a provider's BINARY: a
+        // plaintext message's partial BINARY is not passed (the FETCH
+        // ends NO, see the report); a sealed one's is writ's own.
+        let seqs: &[u32] = if items.contains('<') { &[2] } else { &[1, 2] };
+        for &seq in seqs {
+            let got = normal(&writ.command(&format!("FETCH {seq} ({items})")));
+            let got = String::from_utf8_lossy(&got).replacen(&format!("* {seq} "), "* 1 ", 1);
+            assert_eq!(
+                got,
+                String::from_utf8_lossy(&want),
+                "message {seq}: {items}"
+            );
+        }
+    }
+}

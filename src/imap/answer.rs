@@ -139,8 +139,9 @@ pub enum Item {
     /// provider's own items (UID, FLAGS, INTERNALDATE, MODSEQ).
     Typed(MessageDataItem<'static>),
     /// ENVELOPE, BODY or BODYSTRUCTURE as writ writes it ([`view`], shaped
-    /// like Dovecot's and tested against it): the item's name, a space and
-    /// its value, octet for octet what goes to the client. Never parsed
+    /// like Dovecot's and tested against it), or BINARY / BINARY.SIZE
+    /// ([`binary`]: a literal8 or literal with its data): the item's name,
+    /// a space and its value, octet for octet what goes to the client. Never parsed
     /// back into imap-types: imap-codec would change the media types' case
     /// and refuse structures nested deeper than its recursion limit.
     Written(Arc<[u8]>),

@@ -193,6 +193,8 @@ pub(super) fn is_body_item(item: &MessageDataItem<'_>) -> bool {
     matches!(
         item,
         MessageDataItem::BodyExt { .. }
+            | MessageDataItem::Binary { .. }
+            | MessageDataItem::BinarySize { .. }
             | MessageDataItem::Rfc822(_)
             | MessageDataItem::Rfc822Header(_)
             | MessageDataItem::Rfc822Text(_)
