@@ -27,6 +27,7 @@ use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::response::{Data, Response};
 
+use super::section::binary::{Memo, Refusal};
 use super::section::{self, SectionBytes};
 use crate::envelope::Summary;
 use crate::envelope::view;
@@ -88,6 +89,7 @@ pub fn sets_seen(item: &MessageDataItemName<'_>) -> bool {
     matches!(
         item,
         MessageDataItemName::BodyExt { peek: false, .. }
+            | MessageDataItemName::Binary { peek: false, .. }
             | MessageDataItemName::Rfc822
             | MessageDataItemName::Rfc822Text
     )
@@ -137,8 +139,9 @@ pub enum Item {
     /// provider's own items (UID, FLAGS, INTERNALDATE, MODSEQ).
     Typed(MessageDataItem<'static>),
     /// ENVELOPE, BODY or BODYSTRUCTURE as writ writes it ([`view`], shaped
-    /// like Dovecot's and tested against it): the item's name, a space and
-    /// its value, octet for octet what goes to the client. Never parsed
+    /// like Dovecot's and tested against it), or BINARY / BINARY.SIZE
+    /// ([`binary`]: a literal8 or literal with its data): the item's name,
+    /// a space and its value, octet for octet what goes to the client. Never parsed
     /// back into imap-types: imap-codec would change the media types' case
     /// and refuse structures nested deeper than its recursion limit.
     Written(Arc<[u8]>),
@@ -211,6 +214,53 @@ fn section_of(
     bytes.into_vec(m)
 }
 
+/// `BINARY[...]` or `BINARY.SIZE[...]` of the opened message `m`, as
+/// Dovecot writes them ([`section::binary`]): `None` for other items, the
+/// refusal that ends the FETCH `NO [code]` when the section does not
+/// decode. Written by writ: imap-types has no `<origin>` for BINARY.
+/// `memo` keeps the message's decoded sections for the FETCH's other
+/// items.
+pub fn binary(
+    item: &MessageDataItemName<'_>,
+    summary: &Summary,
+    m: &[u8],
+    memo: &mut Memo,
+) -> Option<Result<Item, Refusal>> {
+    let number = |section: &[NonZeroU32]| -> String {
+        let parts: Vec<String> = section.iter().map(|n| n.to_string()).collect();
+        parts.join(".")
+    };
+    match item {
+        MessageDataItemName::Binary {
+            section, partial, ..
+        } => Some(memo.section(m, summary, section).map(|decoded| {
+            let all = &decoded.bytes;
+            let mut name = format!("BINARY[{}]", number(section));
+            let bytes = match partial {
+                Some((origin, length)) => {
+                    name.push_str(&format!("<{origin}>"));
+                    match section::partial(SectionBytes::InM(0..all.len()), *origin, *length) {
+                        SectionBytes::InM(r) => all.get(r).unwrap_or_default(),
+                        SectionBytes::Owned(_) => &[],
+                    }
+                }
+                None => &all[..],
+            };
+            let tilde = if decoded.literal8 { "~" } else { "" };
+            let mut out = format!("{name} {tilde}{{{}}}\r\n", bytes.len()).into_bytes();
+            out.extend_from_slice(bytes);
+            Item::Written(out.into())
+        })),
+        MessageDataItemName::BinarySize { section } => {
+            Some(memo.size(m, summary, section).map(|size| {
+                let text = format!("BINARY.SIZE[{}] {size}", number(section));
+                Item::Written(text.into_bytes().into())
+            }))
+        }
+        _ => None,
+    }
+}
+
 /// From the summary alone, when `m` is `None`; `None` when the item needs
 /// what was not given.
 pub fn answer(
@@ -273,6 +323,9 @@ pub fn answer(
                     origin: partial.map(|(o, _)| o),
                     data: nstring(data),
                 })
+            }
+            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                return binary(item, summary, m?, &mut Memo::default())?.ok();
             }
             _ => None,
         };

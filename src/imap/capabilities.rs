@@ -21,7 +21,10 @@
 //! Dovecot threads them). Each only when the provider offers it too.
 //! Another THREAD algorithm is answered BAD by writ (session), never
 //! passed on: the provider would thread the sealed messages by their
-//! outer headers.
+//! outer headers. BINARY ([`super::section::binary`]: sections decoded
+//! from the opened message, as Dovecot decodes them; APPEND with a
+//! literal8 is sealed like any APPEND), also only when the provider
+//! offers it.
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
@@ -41,7 +44,7 @@
 //!   is not worth it. Withheld.
 //! - NOTIFY: unsolicited FETCH responses it asks for could carry sealed
 //!   content, and its command is not parsed by imap-codec.
-//! - BINARY, PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
+//! - PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
 //!   ciphertext. MULTIAPPEND, CATENATE,
 //!   URLAUTH, UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
 //!
@@ -96,6 +99,9 @@ fn passes(cap: &Capability<'_>) -> bool {
         // message content.
         | Capability::QResync
         | Capability::Namespace
+        // writ decodes BINARY sections of sealed mail itself
+        // (super::section::binary).
+        | Capability::Binary
         // writ sorts itself (super::sort), DISPLAYFROM and DISPLAYTO too.
         | Capability::Sort(None | Some(SortAlgorithm::Display))
         | Capability::Thread(ThreadingAlgorithm::OrderedSubject)
@@ -189,7 +195,7 @@ mod tests {
              THREAD=ORDEREDSUBJECT \
              UNSELECT CHILDREN \
              NAMESPACE UIDPLUS CONDSTORE QRESYNC \
-             ESEARCH ESORT MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
+             ESEARCH ESORT BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
     }
 

@@ -68,6 +68,7 @@ use std::sync::Arc;
 
 use super::answer::{self, Item, Need};
 use super::cache::{Cache, Listing, MailboxKey, MessageKey};
+use super::section::binary::{Memo, Refusal};
 use super::sequence::Vanished;
 use super::session::SharedKeys;
 use crate::admin::names;
@@ -154,6 +155,9 @@ pub struct FetchPlan {
     /// An item the client asked for could not be answered: the command
     /// ends NO, never OK with the item missing.
     incomplete: std::cell::Cell<bool>,
+    /// A BINARY section did not decode: the command ends NO with its code
+    /// (`NO [UNKNOWN-CTE]`, `NO [PARSE]`), as Dovecot ends it.
+    refused: std::cell::Cell<Option<Refusal>>,
     /// The keyring, for opening summaries on the pool ([`opening`]);
     /// without it (unit tests) they open on the caller's thread.
     keys: Option<SharedKeys>,
@@ -250,6 +254,7 @@ impl FetchPlan {
                 next_tag: 0,
                 cache,
                 incomplete: std::cell::Cell::new(false),
+                refused: std::cell::Cell::new(None),
                 keys: None,
                 opening: InOrder::new(opening::in_flight()),
             },
@@ -633,7 +638,30 @@ impl FetchPlan {
         listing: Option<&Listing>,
     ) -> Vec<Item> {
         let mut out = Vec::new();
+        if self.refused.get().is_some() {
+            // Dovecot answers no message after a BINARY refusal.
+            return out;
+        }
+        let mut memo = Memo::default();
         for name in &self.wanted {
+            match opened.and_then(|m| answer::binary(name, summary, m, &mut memo)) {
+                Some(Ok(item)) => {
+                    out.push(item);
+                    continue;
+                }
+                Some(Err(refusal)) => {
+                    // Dovecot ends the FETCH here, NO [code]; a response
+                    // with nothing in it carries the UID.
+                    self.refused.set(Some(refusal));
+                    if out.is_empty() {
+                        out.extend(
+                            uid_of(&probed.items).map(|u| Item::Typed(MessageDataItem::Uid(u))),
+                        );
+                    }
+                    return out;
+                }
+                None => {}
+            }
             let made = || answer::answer(name, summary, opened);
             let ours = || match listing.filter(|_| opened.is_none()) {
                 Some(listing) => listing.item(name, made).unwrap_or_else(made),
@@ -747,6 +775,9 @@ impl FetchPlan {
                         let mut status = self.probe_status.take();
                         if self.incomplete.get() {
                             status = Some(incomplete(self.client_tag.clone()));
+                        }
+                        if let Some(refusal) = self.refused.get() {
+                            status = Some(binary_refused(self.client_tag.clone(), refusal));
                         }
                         return status.map(Output::Finish).into_iter().collect();
                     }
@@ -995,7 +1026,7 @@ mod tests;
 use opening::{InOrder, Pending};
 
 use items::{
-    answers, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section, is_section_name,
-    is_stored_header, renumbered, show_seen,
+    answers, binary_refused, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section,
+    is_section_name, is_stored_header, renumbered, show_seen,
 };
 pub(super) use items::{peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -98,7 +98,7 @@
 
 mod address;
 mod date;
-mod mime;
+pub(in crate::imap) mod mime;
 mod rfc822;
 pub mod sort_keys;
 mod text;

@@ -45,6 +45,7 @@
 //!   boundary that cut the header short (Dovecot's header filter does not
 //!   stop at boundaries).
 
+pub mod binary;
 mod fields;
 
 use std::num::NonZeroU32;

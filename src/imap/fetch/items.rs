@@ -13,6 +13,7 @@ use super::CacheRef;
 use crate::envelope::{self, Keys};
 use crate::imap::answer::Item;
 use crate::imap::cache::{MessageKey, Undecryptable};
+use crate::imap::section::binary::Refusal;
 
 pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
     MessageDataItemName::BodyExt {
@@ -61,6 +62,20 @@ pub(super) fn answers(item: &MessageDataItem<'_>, name: &MessageDataItemName<'_>
         | (MessageDataItem::Rfc822Header(_), MessageDataItemName::Rfc822Header)
         | (MessageDataItem::Rfc822Text(_), MessageDataItemName::Rfc822Text) => true,
         (MessageDataItem::ModSeq(_), MessageDataItemName::ModSeq) => true,
+        // A plaintext message's BINARY from the provider (imap-types keeps
+        // no `<origin>`, so only whole sections are matched).
+        (
+            MessageDataItem::Binary { section, .. },
+            MessageDataItemName::Binary {
+                section: s,
+                partial: None,
+                ..
+            },
+        )
+        | (
+            MessageDataItem::BinarySize { section, .. },
+            MessageDataItemName::BinarySize { section: s },
+        ) => section == s,
         (
             MessageDataItem::BodyExt {
                 section, origin, ..
@@ -145,6 +160,25 @@ pub(super) fn incomplete(tag: Tag<'static>) -> Status<'static> {
     })
 }
 
+/// The end of a FETCH whose BINARY section did not decode, as Dovecot
+/// ends it: `NO [UNKNOWN-CTE]` or `NO [PARSE]` with Dovecot's text.
+pub(super) fn binary_refused(tag: Tag<'static>, refusal: Refusal) -> Status<'static> {
+    use imap_next::imap_types::response::{Code, CodeOther, StatusBody, Tagged};
+    let code = match refusal {
+        Refusal::UnknownCte => Code::UnknownCte,
+        Refusal::Invalid => Code::Other(CodeOther::unvalidated(refusal.code().as_bytes())),
+    };
+    let code = Some(code);
+    Status::Tagged(Tagged {
+        tag,
+        body: StatusBody {
+            kind: StatusKind::No,
+            code,
+            text: imap_next::imap_types::core::Text::unvalidated(refusal.text()),
+        },
+    })
+}
+
 /// Message `seq` after message `gone` was expunged.
 pub(super) fn renumbered(seq: NonZeroU32, gone: NonZeroU32) -> NonZeroU32 {
     if seq > gone {
@@ -159,6 +193,8 @@ pub(super) fn is_body_item(item: &MessageDataItem<'_>) -> bool {
     matches!(
         item,
         MessageDataItem::BodyExt { .. }
+            | MessageDataItem::Binary { .. }
+            | MessageDataItem::BinarySize { .. }
             | MessageDataItem::Rfc822(_)
             | MessageDataItem::Rfc822Header(_)
             | MessageDataItem::Rfc822Text(_)

@@ -234,7 +234,7 @@ fn is_space(c: u8) -> bool {
 /// kept to 77 bytes), line breaks made CRLF, a broken escape kept as it
 /// is; what is pending at the end (trailing whitespace, a lone `=`) is
 /// lost.
-fn qp_decode(src: &[u8], out: &mut Vec<u8>) {
+pub(in crate::imap) fn qp_decode(src: &[u8], out: &mut Vec<u8>) {
     #[derive(Clone, Copy, PartialEq)]
     enum S {
         Text,

@@ -58,7 +58,7 @@ fn capabilities_are_filtered_and_describe_writs_connection() {
     let out = text(s.take_to_client());
     assert_eq!(
         out,
-        "* CAPABILITY IMAP4REV1 IDLE STARTTLS LOGINDISABLED\r\nc OK done\r\n"
+        "* CAPABILITY IMAP4REV1 BINARY IDLE STARTTLS LOGINDISABLED\r\nc OK done\r\n"
     );
 }
 
@@ -147,7 +147,7 @@ fn authenticate_is_relayed_step_by_step() {
     s.advance();
     assert_eq!(
         text(s.take_to_client()),
-        "a OK [CAPABILITY IMAP4REV1 MOVE COMPRESS=DEFLATE] Logged in\r\n"
+        "a OK [CAPABILITY IMAP4REV1 BINARY MOVE COMPRESS=DEFLATE] Logged in\r\n"
     );
 }
 
