@@ -490,6 +490,7 @@ impl Server {
                 target: target.clone(),
                 acceptor: acceptor.clone(),
                 keys_dir: keys_dir.clone(),
+                org_sealer: Default::default(),
                 seal: config.seal.clone(),
                 max_line_length: smtp.max_line_length,
                 command_timeout: Duration::from_secs(smtp.command_timeout_secs.max(1)),

@@ -1,66 +1,19 @@
 //! Armor and transfer encodings, as streaming adapters.
 //!
-//! Writing: age's armored writer emits LF line endings; mail wants CRLF, so
-//! [`CrlfWriter`] converts on the way to the sink.
+//! Writing is `stream` (writ's own age writer, CRLF armor) for both the
+//! payload and the summary.
 //!
 //! Reading: providers re-encode parts (base64, quoted-printable), re-wrap
 //! lines and change line endings. The opener therefore never relies on the
 //! armor's exact layout: [`Dearmor`] skips to the BEGIN line, collects
 //! base64 characters ignoring all whitespace, and stops at the END line.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use mail_parser::decoders::quoted_printable::quoted_printable_decode_char;
 
 pub const BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 pub const END: &[u8] = b"-----END AGE ENCRYPTED FILE-----";
-
-/// Turns every LF into CRLF. Its input is age armor: ASCII, no CR.
-/// Buffers its output: age writes the armor a line at a time, and the sink
-/// may be a file. [`CrlfWriter::finish`] writes what is left.
-pub struct CrlfWriter<W: Write> {
-    inner: W,
-    buf: Vec<u8>,
-}
-
-const CRLF_BUF: usize = 64 * 1024;
-
-impl<W: Write> CrlfWriter<W> {
-    pub fn new(inner: W) -> Self {
-        CrlfWriter {
-            inner,
-            buf: Vec::with_capacity(CRLF_BUF + CRLF_BUF / 32),
-        }
-    }
-
-    /// Writes out the buffer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.inner.write_all(&self.buf)?;
-        Ok(self.inner)
-    }
-}
-
-impl<W: Write> Write for CrlfWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for (i, line) in buf.split(|&b| b == b'\n').enumerate() {
-            if i > 0 {
-                self.buf.extend_from_slice(b"\r\n");
-            }
-            self.buf.extend_from_slice(line);
-        }
-        if self.buf.len() >= CRLF_BUF {
-            self.inner.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.write_all(&self.buf)?;
-        self.buf.clear();
-        self.inner.flush()
-    }
-}
 
 /// Base64 alphabet value of each byte; the markers below for the rest.
 const B64_INVALID: u8 = 0xff;
@@ -435,13 +388,5 @@ mod tests {
         let b64 = b"aGVs\r\nbG8=\r\n";
         let out = read_all(TransferDecoder::new(&b64[..], TransferEncoding::Base64));
         assert_eq!(out.unwrap(), b"hello");
-    }
-
-    #[test]
-    fn crlf_writer_converts_lf() {
-        let mut w = CrlfWriter::new(Vec::new());
-        w.write_all(b"a\nb\n").unwrap();
-        w.write_all(b"c").unwrap();
-        assert_eq!(w.finish().unwrap(), b"a\r\nb\r\nc");
     }
 }

@@ -36,7 +36,7 @@ pub use detect::{Detected, detect, stored_prefix};
 pub use open::{
     Keys, Opened, open, open_summary, open_summary_of, open_with_summary, read_summary,
 };
-pub use payload::{Workers, worker_budget};
+pub use payload::{Workers, cores, worker_budget};
 pub use scan::Limits;
 pub use seal::{OUTER_FIELD_PREFIXES, OUTER_FIELDS, PROTECTED_FIELDS, Sealed, Sealer};
 pub use summary::{Part, Summary};

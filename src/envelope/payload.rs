@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use ring::aead::LessSafeKey;
@@ -67,7 +67,7 @@ impl Default for Parallel {
     fn default() -> Self {
         Parallel {
             after: PARALLEL_AFTER,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: cores(),
         }
     }
 }
@@ -75,9 +75,18 @@ impl Default for Parallel {
 /// Sealing worker threads running in this process, all messages together.
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 
+/// The cores this process may use, asked once: the standard library reads
+/// the cgroup quota files on every call (`available_parallelism`), which
+/// cost about 40 µs of a relayed message's CPU when every sealer asked.
+/// A later change of the process's CPU quota is not seen (a restart is).
+pub fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// How many sealing worker threads may run at once in this process.
 pub fn worker_budget() -> usize {
-    2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    2 * cores()
 }
 
 /// Takes up to `wanted` workers from the budget; returns how many.

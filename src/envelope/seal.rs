@@ -8,12 +8,12 @@
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::armor::CrlfWriter;
 use super::detect::detect;
 use super::feed::{Batches, ScanFeed};
 use super::header::{self, RawField};
-use super::payload::{Parallel, PayloadWriter};
+use super::payload::{Parallel, PayloadWriter, Plain};
 use super::scan::{Limits, Scanner};
 use super::sink::Sink;
 use super::stream::BATCH;
@@ -290,19 +290,21 @@ impl Sealer {
         })
     }
 
-    /// Age-encrypts a small value (the summary) in memory, armored, CRLF.
+    /// Age-encrypts a small value (the summary) in memory, armored, CRLF:
+    /// the same age file the payload is (writ's own writer, on this
+    /// thread), not the age crate's `Encryptor`, which costs more for the
+    /// same bytes (its RustCrypto cipher and line-at-a-time armor).
     fn encrypt_small(&self, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-        let encryptor = age::Encryptor::with_recipients(
-            self.recipients.iter().map(|r| r as &dyn age::Recipient),
-        )
-        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
-        let armored = age::armor::ArmoredWriter::wrap_output(
-            CrlfWriter::new(Vec::new()),
-            age::armor::Format::AsciiArmor,
-        )?;
-        let mut w = encryptor.wrap_output(armored)?;
-        w.write_all(data)?;
-        Ok(w.finish()?.finish()?.finish()?)
+        let inline = Parallel {
+            after: u64::MAX,
+            threads: 1,
+        };
+        let armored = data.len() / 48 * 66 + 1024;
+        let mut w = PayloadWriter::new(&self.recipients, inline, Vec::with_capacity(armored))?;
+        for piece in data.chunks(BATCH) {
+            w.push(Arc::new(Plain::new(piece.to_vec())))?;
+        }
+        Ok(w.finish()?)
     }
 
     /// The sealed message's header: marker, M's outer fields verbatim

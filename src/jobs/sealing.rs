@@ -67,7 +67,7 @@ impl<R: Send + 'static> Spawned<R> {
         if items.is_empty() {
             return Spawned { groups: Vec::new() };
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = envelope::cores();
         // Held until the last thread of this work is done.
         let workers = Arc::new(Workers::reserve(items.len().min(cores)));
         let threads = workers.count().max(1);

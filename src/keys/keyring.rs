@@ -19,10 +19,10 @@ use super::token::TokenRef;
 use super::unlock::{self, Unlocked};
 use super::{Epoch, EpochState, KeyError, epoch_id};
 
-const KEYRING_FILE: &str = "keyring.toml";
+pub(crate) const KEYRING_FILE: &str = "keyring.toml";
 pub(super) const MASTER_FILE: &str = "master.age";
 pub(super) const EPOCHS_DIR: &str = "epochs";
-const ESCROW_FILE: &str = "escrow.txt";
+pub(crate) const ESCROW_FILE: &str = "escrow.txt";
 
 /// keyring.toml of a passphrase keyring (unchanged since the first writ).
 const FORMAT_VERSION: u32 = 1;

@@ -101,44 +101,96 @@ impl DataDecoder {
         out.push(b);
     }
 
+    /// Message bytes in the middle of a line (no CR, no LF among them),
+    /// all at once: what [`DataDecoder::emit`] does to each, in bulk.
+    fn emit_span(&mut self, out: &mut Vec<u8>, span: &[u8]) {
+        let before = self.size;
+        self.size += span.len() as u64;
+        let keep = usize::try_from(self.max.saturating_sub(before))
+            .unwrap_or(usize::MAX)
+            .min(span.len());
+        if keep < span.len() {
+            self.flags.too_large = true;
+        }
+        let kept = &span[..keep];
+        if !self.flags.nul && memchr::memchr(0, kept).is_some() {
+            self.flags.nul = true;
+        }
+        // An OR over the span (vectorised), not a search that stops early.
+        if !self.flags.eight_bit && kept.iter().fold(0u8, |acc, &b| acc | b) >= 0x80 {
+            self.flags.eight_bit = true;
+        }
+        out.extend_from_slice(kept);
+    }
+
     /// Decodes `input`, appending message bytes to `out`. Returns
     /// `Some(n)` when the data phase is over after `n` input bytes (the end
     /// marker, or [`DataFlags::runaway`]; what follows belongs to the next
     /// command, if the session goes on), `None` when more data is needed.
+    ///
+    /// The bytes between line breaks go through in bulk (a search for the
+    /// next CR or LF, one copy); line starts and breaks take the
+    /// byte-at-a-time state machine, so every rule above applies as before
+    /// (the tests compare it with the plain state machine on every
+    /// input and cut).
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         let room = (self.max.saturating_mul(2)).saturating_sub(self.seen);
-        for (i, &b) in input.iter().enumerate() {
-            if i as u64 >= room {
+        // Input bytes this call may look at before the runaway cap.
+        let limit = usize::try_from(room).unwrap_or(usize::MAX).min(input.len());
+        let mut i = 0;
+        while i < input.len() {
+            if i >= limit {
                 self.flags.runaway = true;
                 return Some(i);
             }
-            self.seen += 1;
-            match self.state {
-                State::LineStart if b == b'.' => self.state = State::Dot,
-                State::LineStart | State::Mid => self.mid(out, b),
-                State::Dot => match b {
-                    b'\r' => self.state = State::DotCr,
-                    b'\n' => {
-                        self.flags.bare_lf = true;
-                        self.flags.bare_newline_end = true;
-                        return Some(i + 1);
-                    }
-                    // A stuffed dot: drop the first one.
-                    _ => self.mid(out, b),
-                },
-                State::DotCr => {
-                    if b == b'\n' {
-                        self.flags.bare_newline_end |= self.after_bare_lf;
-                        self.state = State::LineStart;
-                        return Some(i + 1);
-                    }
-                    // ".\r" then something else: the dot was stuffing, the
-                    // CR is content.
-                    self.state = State::Cr;
-                    self.after_cr(out, b);
+            let b = input[i];
+            if self.state == State::Mid || (self.state == State::LineStart && b != b'.') {
+                let end = memchr::memchr2(b'\r', b'\n', &input[i..limit]).map_or(limit, |n| i + n);
+                if end > i {
+                    self.emit_span(out, &input[i..end]);
+                    self.seen += (end - i) as u64;
+                    self.state = State::Mid;
+                    i = end;
+                    continue;
                 }
-                State::Cr => self.after_cr(out, b),
             }
+            self.seen += 1;
+            if let Some(end) = self.step(out, b) {
+                return Some(i + end);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// One byte through the state machine; `Some(1)` when it ends the
+    /// data phase.
+    fn step(&mut self, out: &mut Vec<u8>, b: u8) -> Option<usize> {
+        match self.state {
+            State::LineStart if b == b'.' => self.state = State::Dot,
+            State::LineStart | State::Mid => self.mid(out, b),
+            State::Dot => match b {
+                b'\r' => self.state = State::DotCr,
+                b'\n' => {
+                    self.flags.bare_lf = true;
+                    self.flags.bare_newline_end = true;
+                    return Some(1);
+                }
+                // A stuffed dot: drop the first one.
+                _ => self.mid(out, b),
+            },
+            State::DotCr => {
+                if b == b'\n' {
+                    self.flags.bare_newline_end |= self.after_bare_lf;
+                    self.state = State::LineStart;
+                    return Some(1);
+                }
+                // ".\r" then something else: the dot was stuffing, the
+                // CR is content.
+                self.state = State::Cr;
+                self.after_cr(out, b);
+            }
+            State::Cr => self.after_cr(out, b),
         }
         None
     }
@@ -198,15 +250,27 @@ impl Default for DotStuffer {
 }
 
 impl DotStuffer {
+    /// Appends `input` to `out`, a dot doubled at the start of every
+    /// line (line by line: a search for each LF, one copy per line).
     pub fn stuff(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &b in input {
-            if self.at_line_start && b == b'.' {
+        let Some(&last) = input.last() else {
+            return;
+        };
+        out.reserve(input.len() + 1);
+        if self.at_line_start && input[0] == b'.' {
+            out.push(b'.');
+        }
+        let mut rest = input;
+        while let Some(n) = memchr::memchr(b'\n', rest) {
+            out.extend_from_slice(&rest[..=n]);
+            rest = &rest[n + 1..];
+            if rest.first() == Some(&b'.') {
                 out.push(b'.');
             }
-            out.push(b);
-            self.at_line_start = b == b'\n';
-            self.last = Some(b);
         }
+        out.extend_from_slice(rest);
+        self.at_line_start = last == b'\n';
+        self.last = Some(last);
     }
 
     /// The end marker, preceded by CRLF if the message did not end with one.
@@ -324,6 +388,214 @@ mod tests {
         assert!(d.feed(b"123456\r\n.\r\n", &mut out).is_some());
         assert!(d.flags.too_large);
         assert_eq!(out.len(), 4);
+    }
+
+    /// The decoder as it was before its bulk path: one byte at a time
+    /// through the state machine. The bulk decoder must agree with it on
+    /// everything (message, end, flags, size) for every input and cut.
+    struct Reference {
+        state: State,
+        after_bare_lf: bool,
+        size: u64,
+        max: u64,
+        seen: u64,
+        flags: DataFlags,
+    }
+
+    impl Reference {
+        fn new(max: u64) -> Reference {
+            Reference {
+                state: State::LineStart,
+                after_bare_lf: false,
+                size: 0,
+                max,
+                seen: 0,
+                flags: DataFlags::default(),
+            }
+        }
+
+        fn emit(&mut self, out: &mut Vec<u8>, b: u8) {
+            self.size += 1;
+            if self.size > self.max {
+                self.flags.too_large = true;
+                return;
+            }
+            self.flags.nul |= b == 0;
+            self.flags.eight_bit |= b >= 0x80;
+            out.push(b);
+        }
+
+        fn mid(&mut self, out: &mut Vec<u8>, b: u8) {
+            match b {
+                b'\r' => self.state = State::Cr,
+                b'\n' => {
+                    self.flags.bare_lf = true;
+                    self.emit(out, b);
+                    self.state = State::LineStart;
+                    self.after_bare_lf = true;
+                }
+                _ => {
+                    self.emit(out, b);
+                    self.state = State::Mid;
+                }
+            }
+        }
+
+        fn after_cr(&mut self, out: &mut Vec<u8>, b: u8) {
+            self.emit(out, b'\r');
+            match b {
+                b'\n' => {
+                    self.emit(out, b);
+                    self.state = State::LineStart;
+                    self.after_bare_lf = false;
+                }
+                b'\r' => self.state = State::Cr,
+                _ => {
+                    self.emit(out, b);
+                    self.state = State::Mid;
+                }
+            }
+        }
+
+        fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+            let room = (self.max.saturating_mul(2)).saturating_sub(self.seen);
+            for (i, &b) in input.iter().enumerate() {
+                if i as u64 >= room {
+                    self.flags.runaway = true;
+                    return Some(i);
+                }
+                self.seen += 1;
+                match self.state {
+                    State::LineStart if b == b'.' => self.state = State::Dot,
+                    State::LineStart | State::Mid => self.mid(out, b),
+                    State::Dot => match b {
+                        b'\r' => self.state = State::DotCr,
+                        b'\n' => {
+                            self.flags.bare_lf = true;
+                            self.flags.bare_newline_end = true;
+                            return Some(i + 1);
+                        }
+                        _ => self.mid(out, b),
+                    },
+                    State::DotCr => {
+                        if b == b'\n' {
+                            self.flags.bare_newline_end |= self.after_bare_lf;
+                            self.state = State::LineStart;
+                            return Some(i + 1);
+                        }
+                        self.state = State::Cr;
+                        self.after_cr(out, b);
+                    }
+                    State::Cr => self.after_cr(out, b),
+                }
+            }
+            None
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*): the cases are the
+    /// same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Input made mostly of the bytes the decoder cares about: dots, CR,
+    /// LF, NUL, 8-bit, and runs of plain text.
+    fn tricky_input(rng: &mut Rng) -> Vec<u8> {
+        let len = rng.below(300) as usize;
+        let mut v = Vec::with_capacity(len);
+        while v.len() < len {
+            match rng.below(10) {
+                0 => v.extend_from_slice(b"\r\n"),
+                1 => v.push(b'.'),
+                2 => v.push(b'\r'),
+                3 => v.push(b'\n'),
+                4 => v.extend_from_slice(b"\r\n.\r\n"),
+                5 => v.push(if rng.below(2) == 0 { 0 } else { 0xe9 }),
+                _ => {
+                    let run = rng.below(40) as usize;
+                    v.extend(std::iter::repeat_n(b'a' + rng.below(26) as u8, run));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn the_bulk_decoder_agrees_with_the_byte_at_a_time_state_machine() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..4000 {
+            let input = tricky_input(&mut rng);
+            // Small limits too, for too_large and runaway inside a span.
+            let max = match rng.below(3) {
+                0 => rng.below(40),
+                1 => rng.below(400),
+                _ => 1 << 20,
+            };
+            let mut fast = DataDecoder::new(max);
+            let mut slow = Reference::new(max);
+            let (mut fast_out, mut slow_out) = (Vec::new(), Vec::new());
+            let mut at = 0;
+            while at < input.len() {
+                let n = (1 + rng.below(64) as usize).min(input.len() - at);
+                let piece = &input[at..at + n];
+                let got = fast.feed(piece, &mut fast_out);
+                let want = slow.feed(piece, &mut slow_out);
+                assert_eq!(got, want, "case {case}: end, input {input:?} max {max}");
+                if got.is_some() {
+                    break;
+                }
+                at += n;
+            }
+            assert_eq!(fast_out, slow_out, "case {case}: message, input {input:?}");
+            assert_eq!(
+                fast.flags, slow.flags,
+                "case {case}: flags, input {input:?}"
+            );
+            assert_eq!(fast.size(), slow.size, "case {case}: size");
+        }
+    }
+
+    #[test]
+    fn the_stuffer_doubles_exactly_the_dots_that_start_a_line_however_it_is_cut() {
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        for case in 0..2000 {
+            let input = tricky_input(&mut rng);
+            // One byte at a time: the rule itself.
+            let mut want = Vec::new();
+            let mut at_line_start = true;
+            for &b in &input {
+                if at_line_start && b == b'.' {
+                    want.push(b'.');
+                }
+                want.push(b);
+                at_line_start = b == b'\n';
+            }
+            let mut stuffer = DotStuffer::default();
+            let mut got = Vec::new();
+            let mut at = 0;
+            while at < input.len() {
+                let n = (1 + rng.below(50) as usize).min(input.len() - at);
+                stuffer.stuff(&input[at..at + n], &mut got);
+                at += n;
+            }
+            assert_eq!(got, want, "case {case}: input {input:?}");
+            let mut end = Vec::new();
+            stuffer.finish(&mut end);
+            let ends_clean = input.last().is_none_or(|&b| b == b'\n');
+            assert_eq!(end.len(), if ends_clean { 3 } else { 5 }, "case {case}");
+        }
     }
 
     #[test]

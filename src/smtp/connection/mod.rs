@@ -61,7 +61,7 @@ use super::session::{Delivery, MAX_SASL_LINE, Session, SessionConfig, Step};
 use super::upstream::{Target, Upstream};
 use crate::config::SealConfig;
 use crate::envelope::Sealer;
-use crate::keys::{self, Keyring};
+use crate::keys;
 use crate::net::{self, LineEnd, Stream};
 use crate::policy::Policy;
 
@@ -72,6 +72,8 @@ pub struct Shared {
     pub target: Target,
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub keys_dir: PathBuf,
+    /// The organisation's sealer, made again when the keyring changes.
+    pub org_sealer: OrgSealer,
     pub seal: SealConfig,
     pub max_line_length: usize,
     pub command_timeout: Duration,
@@ -97,15 +99,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The sealer for a delivery. The keyring is read per message, so a
-    /// `keys rotate` takes effect without a restart; a keyring that cannot
-    /// be read fails the message closed (451).
+    /// The sealer for a delivery. The keyring is looked at per message
+    /// (`org_sealer`: read again when its files changed), so a `keys
+    /// rotate` takes effect without a restart; a keyring that cannot be
+    /// read fails the message closed (451).
     fn sealer(&self, delivery: &Delivery) -> Result<Option<Sealer>, keys::KeyError> {
         match delivery {
             Delivery::Plaintext => Ok(None),
             Delivery::SealForOrganisation => {
-                let keyring = Keyring::load(&self.keys_dir)?;
-                Ok(Some(keys::sealer(&keyring, &self.seal)?))
+                Ok(Some(self.org_sealer.get(&self.keys_dir, &self.seal)?))
             }
             Delivery::SealTo(recipients) => {
                 // The marker names the first recipient's key.
@@ -136,7 +138,10 @@ impl From<io::Error> for End {
 }
 
 mod message;
+mod org_sealer;
 mod rounds;
+
+pub use org_sealer::OrgSealer;
 
 /// How long closing the client connection (a TLS close_notify, then
 /// draining what it still sends) and saying QUIT to the provider may take
