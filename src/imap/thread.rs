@@ -329,18 +329,7 @@ struct Threader<'a> {
 /// The `* THREAD` response of THREAD=REFERENCES over `messages` (in any
 /// order), ending in CRLF; `Err`: what to tell the client (a cap).
 pub fn references(messages: &mut [Message]) -> Result<Vec<u8>, &'static str> {
-    if messages.len() > MAX_THREAD_MESSAGES {
-        return Err(why::MESSAGES);
-    }
-    messages.sort_by_key(|m| m.uid);
-    let mut t = Threader {
-        messages,
-        nodes: Vec::with_capacity(messages.len()),
-        children: Vec::new(),
-        steps: 0,
-    };
-    t.link_all()?;
-    t.shadows();
+    let mut t = Threader::linked(messages)?;
     let mut roots = t.roots();
     t.order_roots(&mut roots);
     t.gather_subjects(&mut roots);
@@ -358,18 +347,7 @@ pub fn references(messages: &mut [Message]) -> Result<Vec<u8>, &'static str> {
 /// of the messages in their thread, then by the root's UID (0 for a
 /// dummy), then by node creation (first appearance of the ID).
 pub fn refs(messages: &mut [Message]) -> Result<Vec<u8>, &'static str> {
-    if messages.len() > MAX_THREAD_MESSAGES {
-        return Err(why::MESSAGES);
-    }
-    messages.sort_by_key(|m| m.uid);
-    let mut t = Threader {
-        messages,
-        nodes: Vec::with_capacity(messages.len()),
-        children: Vec::new(),
-        steps: 0,
-    };
-    t.link_all()?;
-    t.shadows();
+    let t = Threader::linked(messages)?;
     let mut roots: Vec<(Root, i64)> = t
         .roots()
         .into_iter()
@@ -382,6 +360,26 @@ pub fn refs(messages: &mut [Message]) -> Result<Vec<u8>, &'static str> {
     roots.sort_by_key(|(r, latest)| (*latest, t.message(r.node).map_or(0, |m| m.uid.get())));
     let roots: Vec<Root> = roots.into_iter().map(|(r, _)| r).collect();
     Ok(t.write(&roots))
+}
+
+impl<'a> Threader<'a> {
+    /// Steps (1) to (3) of RFC 5256 REFERENCES, shared by REFERENCES and
+    /// REFS: `messages` in UID order, linked by their IDs, shadows made.
+    fn linked(messages: &'a mut [Message]) -> Result<Threader<'a>, &'static str> {
+        if messages.len() > MAX_THREAD_MESSAGES {
+            return Err(why::MESSAGES);
+        }
+        messages.sort_by_key(|m| m.uid);
+        let mut t = Threader {
+            nodes: Vec::with_capacity(messages.len()),
+            messages,
+            children: Vec::new(),
+            steps: 0,
+        };
+        t.link_all()?;
+        t.shadows();
+        Ok(t)
+    }
 }
 
 impl Threader<'_> {

@@ -374,6 +374,28 @@ impl Client {
         Ok(())
     }
 
+    /// The provider's next event before `deadline`; `None` once it has
+    /// passed. Reads are cancel-safe: a read cut short by the deadline
+    /// loses nothing (the caller must not be writing meanwhile).
+    async fn event_before(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<client::Event>, ClientError> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let usual = self.timeout;
+        self.timeout = left;
+        let event = self.event().await;
+        self.timeout = usual;
+        match event {
+            Ok(e) => Ok(Some(e)),
+            Err(ClientError::Timeout(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next event of the flow, reading and writing as needed.
     async fn event(&mut self) -> Result<client::Event, ClientError> {
         loop {
@@ -627,24 +649,14 @@ impl Client {
         }
         let deadline = tokio::time::Instant::now() + wait;
         let mut changed = false;
-        let usual = self.timeout;
         while !changed {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            // Reads are cancel-safe: a read cut short by the deadline
-            // loses nothing, and nothing is written while idling.
-            self.timeout = left;
-            let event = self.event().await;
-            self.timeout = usual;
-            match event {
-                Ok(client::Event::DataReceived { data }) => {
+            // Nothing is written while idling.
+            match self.event_before(deadline).await? {
+                None => break,
+                Some(client::Event::DataReceived { data }) => {
                     changed = matches!(data, Data::Exists(_) | Data::Recent(_));
                 }
-                Ok(other) => self.note(other)?,
-                Err(ClientError::Timeout(_)) => break,
-                Err(e) => return Err(e),
+                Some(other) => self.note(other)?,
             }
         }
         self.flow.set_idle_done();

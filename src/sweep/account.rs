@@ -65,10 +65,7 @@ pub async fn run(
             }
             Err(SweepError::Stopping) => return,
             Err(e) => {
-                failures = failures.saturating_add(1);
-                metrics::counter!(names::SWEEP_ERRORS_TOTAL, "account" => user.clone())
-                    .increment(1);
-                let wait = sweep.backoff(failures);
+                let wait = sweep.failed(&user, &mut failures);
                 tracing::warn!(
                     account = %user, error = %e, retry_in_secs = wait.as_secs(),
                     "sweep: round failed"

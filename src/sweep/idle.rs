@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::{Sweep, SweepError, pause, stopping};
-use crate::admin::names;
 use crate::jobs::client::Client;
 
 /// Watches `mailbox` of `user` until `stop`, waking `wake` on changes.
@@ -43,10 +42,7 @@ pub async fn watch(
                 return;
             }
             Err(e) => {
-                failures = failures.saturating_add(1);
-                metrics::counter!(names::SWEEP_ERRORS_TOTAL, "account" => user.clone())
-                    .increment(1);
-                let wait = sweep.backoff(failures);
+                let wait = sweep.failed(&user, &mut failures);
                 tracing::warn!(
                     account = %user, %mailbox, error = %e, retry_in_secs = wait.as_secs(),
                     "sweep: IDLE watch failed"

@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::admin::names;
 use crate::config::SweepConfig;
 use crate::envelope::Sealer;
 use crate::imap::upstream::Target;
@@ -224,6 +225,15 @@ impl Sweep {
             separator: self.config.master_separator.clone(),
             secret,
         })
+    }
+
+    /// One more failure in a row for `account`: counted in
+    /// `failures` and the sweep's error metric; the pause before trying
+    /// again.
+    fn failed(&self, account: &str, failures: &mut u32) -> Duration {
+        *failures = failures.saturating_add(1);
+        metrics::counter!(names::SWEEP_ERRORS_TOTAL, "account" => account.to_owned()).increment(1);
+        self.backoff(*failures)
     }
 
     /// The pause after `failures` failures in a row.

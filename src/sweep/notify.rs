@@ -32,7 +32,6 @@ use tokio::sync::{Notify, watch};
 
 use super::account::MAX_MAILBOXES;
 use super::{Sweep, SweepError, idle, pause, stopping};
-use crate::admin::names;
 use crate::jobs::client::{Client, ClientError, WATCH_MAX_RESPONSE};
 
 /// Mailbox names taken from one burst of NOTIFY events, at most.
@@ -63,10 +62,7 @@ pub async fn watch(
         match watched {
             Ok(unavailable) => break unavailable,
             Err(e) => {
-                failures = failures.saturating_add(1);
-                metrics::counter!(names::SWEEP_ERRORS_TOTAL, "account" => user.clone())
-                    .increment(1);
-                let wait = sweep.backoff(failures);
+                let wait = sweep.failed(&user, &mut failures);
                 tracing::warn!(
                     account = %user, error = %e, retry_in_secs = wait.as_secs(),
                     "sweep: NOTIFY watch failed"

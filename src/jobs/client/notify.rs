@@ -59,22 +59,12 @@ impl Client {
     ) -> Result<Vec<String>, ClientError> {
         let mut names = Vec::new();
         let deadline = tokio::time::Instant::now() + wait;
-        let usual = self.timeout;
         while names.is_empty() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            // Reads are cancel-safe and nothing is being written: a read
-            // cut short by the deadline loses nothing.
-            self.timeout = left;
-            let event = self.event().await;
-            self.timeout = usual;
-            match event {
-                Ok(client::Event::DataReceived { data }) => status_name(&data, &mut names, max),
-                Ok(other) => self.note(other)?,
-                Err(ClientError::Timeout(_)) => break,
-                Err(e) => return Err(e),
+            // Nothing is being written while events are awaited.
+            match self.event_before(deadline).await? {
+                None => break,
+                Some(client::Event::DataReceived { data }) => status_name(&data, &mut names, max),
+                Some(other) => self.note(other)?,
             }
         }
         if names.is_empty() {
