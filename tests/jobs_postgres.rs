@@ -27,6 +27,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::imap::quote;
+use common::mail::{Stored, stored_by_id};
 use common::postgres::{PASSWORD, postgres};
 use common::writ::{TestKeys, WRIT, Writ, WritConfig};
 use common::{FaultProxy, Faults, User, When, provider};
@@ -194,59 +195,9 @@ fn fill(user: &User, tag: &str, range: std::ops::Range<usize>) -> BTreeMap<Strin
     originals
 }
 
-fn message_id(m: &[u8]) -> String {
-    String::from_utf8_lossy(
-        &writ::envelope::header::first_value(m, "message-id").unwrap_or_default(),
-    )
-    .trim()
-    .to_string()
-}
-
-fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
-    let Some(start) = text.find(open).map(|i| i + open.len()) else {
-        return "";
-    };
-    let rest = &text[start..];
-    &rest[..rest.find(close).unwrap_or(rest.len())]
-}
-
-/// One stored message: bytes, FLAGS (sorted, no \Recent), INTERNALDATE.
-type Stored = (Vec<u8>, String, String);
-
-/// INBOX straight from Dovecot, by Message-ID (of the message as stored:
-/// sealed messages keep theirs outside), and how many messages.
-fn stored(user: &User) -> (BTreeMap<String, Vec<Stored>>, usize) {
-    let mut imap = provider().imap(user);
-    imap.select("INBOX").expect_ok("SELECT");
-    let r = imap
-        .command("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])")
-        .expect_ok("FETCH");
-    imap.logout();
-    let mut out: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
-    let mut n = 0;
-    for line in &r.untagged {
-        let text = line.text_only();
-        let Some(body) = line.literals.first() else {
-            continue;
-        };
-        n += 1;
-        let mut flags: Vec<&str> = between(&text, "FLAGS (", ")")
-            .split_whitespace()
-            .filter(|f| *f != "\\Recent")
-            .collect();
-        flags.sort_unstable();
-        out.entry(message_id(body)).or_default().push((
-            body.clone(),
-            flags.join(" "),
-            between(&text, "INTERNALDATE \"", "\"").to_string(),
-        ));
-    }
-    (out, n)
-}
-
 /// INBOX holds exactly `n` messages, all sealed.
 fn all_sealed(user: &User, n: usize) -> bool {
-    let (by_id, count) = stored(user);
+    let (by_id, count) = stored_by_id(user, "INBOX");
     count == n
         && by_id
             .values()
@@ -263,7 +214,7 @@ fn assert_exactly_once(
     originals: &BTreeMap<String, Vec<u8>>,
     before: &BTreeMap<String, Vec<Stored>>,
 ) {
-    let (after, n) = stored(user);
+    let (after, n) = stored_by_id(user, "INBOX");
     assert_eq!(n, originals.len(), "one message per original");
     for (id, original) in originals {
         let copies = after.get(id).map(Vec::as_slice).unwrap_or_default();
@@ -317,7 +268,7 @@ fn a_gateway_killed_mid_job_is_taken_over_once_its_lease_expires() {
     let tmp = tempfile::tempdir().unwrap();
     let (db, url_file) = database(tmp.path(), "takeover");
     let originals = fill(&user, "takeover", 0..300);
-    let (before, _) = stored(&user);
+    let (before, _) = stored_by_id(&user, "INBOX");
 
     // Gateway A's provider stalls on its 50th APPEND (the 8th batch of 7):
     // that batch is recorded and in flight.
@@ -370,7 +321,7 @@ fn a_gateway_killed_mid_job_is_taken_over_once_its_lease_expires() {
         !answers.is_empty() && answers.iter().all(|a| a.contains(" OK [APPENDUID ")),
         "the held APPENDs were stored late: {answers:?}"
     );
-    let (_, with_late) = stored(&user);
+    let (_, with_late) = stored_by_id(&user, "INBOX");
     assert!(with_late > 300, "late copies are there: {with_late}");
     let again = b.run_seal(&keys, &user);
     assert!(again.status.success(), "{}", text(&again));
@@ -394,7 +345,7 @@ fn two_gateways_started_at_once_never_both_work_on_one_mailbox() {
     let tmp = tempfile::tempdir().unwrap();
     let (db, url_file) = database(tmp.path(), "race");
     let originals = fill(&user, "race", 0..40);
-    let (before, _) = stored(&user);
+    let (before, _) = stored_by_id(&user, "INBOX");
     // The first APPEND through the proxy stalls: whoever got the mailbox
     // keeps it while the other tries.
     let faults = FaultProxy::start(p.imap_addr(), Faults::new().hold("APPEND", When::Nth(1)));
@@ -636,7 +587,11 @@ fn two_gateways_sweeping_one_account_seal_every_message_exactly_once() {
                 .then_some(())
         },
     );
-    assert_eq!(stored(&user).1, 12, "nothing sealed while A holds it");
+    assert_eq!(
+        stored_by_id(&user, "INBOX").1,
+        12,
+        "nothing sealed while A holds it"
+    );
     assert!(!all_sealed(&user, 12));
 
     // A dies; B takes the mailbox over once A's lease expired.
@@ -660,12 +615,12 @@ fn two_gateways_sweeping_one_account_seal_every_message_exactly_once() {
 
     // Both gateways sweep together while more mail arrives past writ.
     let a = serve_sweep(&keys, p.imap_addr(), &user, &pw, &url_file, "gw-a");
-    let mut before = stored(&user).0;
+    let mut before = stored_by_id(&user, "INBOX").0;
     for n in 12..42 {
         let more = fill(&user, "sweep", n..n + 1);
         originals.extend(more);
     }
-    let (fresh, _) = stored(&user);
+    let (fresh, _) = stored_by_id(&user, "INBOX");
     for (id, s) in fresh {
         before.entry(id).or_insert(s);
     }

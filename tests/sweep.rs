@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::imap::{Imap, quote};
 use common::imap_proxy::ImapProxy;
+use common::mail::{message_id, stored_by_id};
 use common::writ::{TestKeys, Writ, WritConfig};
 use common::{FaultProxy, Faults, Smtp, User, When, provider};
 
@@ -57,15 +58,6 @@ fn message(tag: &str, n: usize) -> Vec<u8> {
         "z".repeat(n * 37 % 900)
     )
     .into_bytes()
-}
-
-/// The Message-ID of a message (opened or plaintext).
-fn message_id(m: &[u8]) -> String {
-    String::from_utf8_lossy(
-        &writ::envelope::header::first_value(m, "message-id").unwrap_or_default(),
-    )
-    .trim()
-    .to_string()
 }
 
 /// `[provider.imap]` for `imap` in plain IMAP, a 5 s timeout.
@@ -138,54 +130,9 @@ fn wait_for<T>(
     }
 }
 
-/// One stored message: its bytes, FLAGS (sorted, without \Recent) and
-/// INTERNALDATE.
-type Stored = (Vec<u8>, String, String);
-
-/// Every message of `mailbox`, straight from Dovecot, by Message-ID, and
-/// how many there are.
-fn stored(user: &User, mailbox: &str) -> (BTreeMap<String, Vec<Stored>>, usize) {
-    let mut imap = provider().imap(user);
-    imap.select(mailbox).expect_ok("SELECT");
-    let r = imap
-        .command("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])")
-        .expect_ok("FETCH");
-    imap.logout();
-    let mut out: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
-    let mut n = 0;
-    for line in &r.untagged {
-        let text = line.text_only();
-        let Some(body) = line.literals.first() else {
-            continue;
-        };
-        n += 1;
-        let flags = between(&text, "FLAGS (", ")");
-        let mut flags: Vec<&str> = flags
-            .split_whitespace()
-            .filter(|f| *f != "\\Recent")
-            .collect();
-        flags.sort_unstable();
-        let date = between(&text, "INTERNALDATE \"", "\"");
-        out.entry(message_id(body)).or_default().push((
-            body.clone(),
-            flags.join(" "),
-            date.to_string(),
-        ));
-    }
-    (out, n)
-}
-
-fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
-    let Some(start) = text.find(open).map(|i| i + open.len()) else {
-        return "";
-    };
-    let rest = &text[start..];
-    &rest[..rest.find(close).unwrap_or(rest.len())]
-}
-
 /// All of `mailbox` is sealed and holds exactly `n` messages.
 fn all_sealed(user: &User, mailbox: &str, n: usize) -> bool {
-    let (by_id, count) = stored(user, mailbox);
+    let (by_id, count) = stored_by_id(user, mailbox);
     count == n
         && by_id
             .values()
@@ -216,7 +163,7 @@ fn mail_delivered_past_writ_is_sealed_within_the_bound_and_drafts_stay_readable(
     imap.command_with_literal("APPEND Drafts (\\Draft)", &draft, "")
         .expect_ok("APPEND Drafts");
     imap.logout();
-    let (sent_before, _) = stored(&user, "Sent");
+    let (sent_before, _) = stored_by_id(&user, "Sent");
     let (_, sent_flags, sent_date) = sent_before[&message_id(&sent)][0].clone();
     assert_eq!(sent_flags, "$Forwarded \\Answered \\Seen");
 
@@ -256,7 +203,7 @@ fn mail_delivered_past_writ_is_sealed_within_the_bound_and_drafts_stay_readable(
 
     // Each delivered message once, opening to what Dovecot stored (its
     // delivery fields, then the message as sent).
-    let (inbox, _) = stored(&user, "INBOX");
+    let (inbox, _) = stored_by_id(&user, "INBOX");
     for m in &delivered {
         let copies = &inbox[&message_id(m)];
         assert_eq!(copies.len(), 1, "{} is there once", message_id(m));
@@ -269,7 +216,7 @@ fn mail_delivered_past_writ_is_sealed_within_the_bound_and_drafts_stay_readable(
         assert!(!common::mail::contains(&copies[0].0, b"plaintext body"));
     }
     // The Sent copy kept its flags and INTERNALDATE, and opens byte-exact.
-    let (sent_after, _) = stored(&user, "Sent");
+    let (sent_after, _) = stored_by_id(&user, "Sent");
     let (stored_sent, flags, date) = &sent_after[&message_id(&sent)][0];
     assert_eq!(keys.open(stored_sent), sent);
     assert_eq!((flags, date), (&sent_flags, &sent_date));
@@ -279,7 +226,7 @@ fn mail_delivered_past_writ_is_sealed_within_the_bound_and_drafts_stay_readable(
     wait_for(&writ, "two more rounds", Duration::from_secs(30), || {
         (rounds(&writ) >= seen + 2.0).then_some(())
     });
-    let (drafts, n) = stored(&user, "Drafts");
+    let (drafts, n) = stored_by_id(&user, "Drafts");
     assert_eq!(n, 1);
     assert_eq!(
         drafts[&message_id(&draft)][0].0,
@@ -407,7 +354,7 @@ fn a_client_reading_through_the_proxy_meanwhile_sees_every_message_opened() {
     client.logout();
     assert!(snapshots >= 2, "the client read while the sweep worked");
     // At the provider: each exactly once, sealed, opening to the original.
-    let (inbox, n) = stored(&user, "INBOX");
+    let (inbox, n) = stored_by_id(&user, "INBOX");
     assert_eq!(n, total);
     for (id, original) in &originals {
         assert_eq!(inbox[id].len(), 1, "{id}");
@@ -439,7 +386,7 @@ fn killed_with_a_batch_in_flight_then_restarted_loses_and_duplicates_nothing() {
         originals.insert(message_id(&m), m);
     }
     imap.logout();
-    let (before, _) = stored(&user, "INBOX");
+    let (before, _) = stored_by_id(&user, "INBOX");
 
     // The provider stalls on the sweep's first APPEND: the batch is in
     // flight when writ is killed.
@@ -457,7 +404,7 @@ fn killed_with_a_batch_in_flight_then_restarted_loses_and_duplicates_nothing() {
         writ.log()
     );
     drop(writ); // SIGKILL
-    assert_eq!(stored(&user, "INBOX").1, 6, "nothing was removed");
+    assert_eq!(stored_by_id(&user, "INBOX").1, 6, "nothing was removed");
 
     let writ = serve_sweep(&keys, toml);
     wait_for(
@@ -480,7 +427,7 @@ fn killed_with_a_batch_in_flight_then_restarted_loses_and_duplicates_nothing() {
         || all_sealed(&user, "INBOX", 6).then_some(()),
     );
 
-    let (after, n) = stored(&user, "INBOX");
+    let (after, n) = stored_by_id(&user, "INBOX");
     assert_eq!(n, 6);
     for (id, original) in &originals {
         let copies = &after[id];
@@ -520,7 +467,7 @@ fn epoch(m: &[u8]) -> Option<String> {
 #[track_caller]
 fn sealed_one(writ: &Writ, user: &User, mailbox: &str, within: Duration) -> Vec<u8> {
     wait_for(writ, "the message sealed", within, || {
-        let (by_id, n) = stored(user, mailbox);
+        let (by_id, n) = stored_by_id(user, mailbox);
         let (m, _, _) = by_id.into_values().flatten().next()?;
         (n == 1 && epoch(&m).is_some()).then_some(m)
     })
@@ -573,12 +520,12 @@ fn a_watcher_wakes_the_sweep_long_before_its_poll_and_sighup_moves_it_to_a_new_e
         "the second message sealed",
         Duration::from_secs(BOUND_SECS),
         || {
-            let (by_id, n) = stored(&user, "INBOX");
+            let (by_id, n) = stored_by_id(&user, "INBOX");
             let m = by_id.get(&message_id(&second))?.first()?.0.clone();
             (n == 2 && epoch(&m).is_some()).then_some(())
         },
     );
-    let (by_id, _) = stored(&user, "INBOX");
+    let (by_id, _) = stored_by_id(&user, "INBOX");
     let stored_second = &by_id[&message_id(&second)][0].0;
     let new_epoch = epoch(stored_second).unwrap();
     assert_ne!(new_epoch, old_epoch, "sealed to the new epoch after SIGHUP");
@@ -658,7 +605,7 @@ fn a_provider_refusing_every_append_is_backed_off_loses_nothing_and_readers_are_
         );
     }
     // Nothing sealed, nothing lost: every original is still there.
-    let (inbox, n) = stored(&user, "INBOX");
+    let (inbox, n) = stored_by_id(&user, "INBOX");
     assert_eq!(n, originals.len());
     for m in &originals {
         let stored = &inbox[&message_id(m)][0].0;
@@ -714,7 +661,7 @@ fn accounts_log_in_with_their_own_oauth2_tokens_from_a_command() {
 #[track_caller]
 fn sealed(writ: &Writ, user: &User, mailbox: &str, m: &[u8], within: Duration) -> Vec<u8> {
     wait_for(writ, "the message sealed", within, || {
-        let (by_id, _) = stored(user, mailbox);
+        let (by_id, _) = stored_by_id(user, mailbox);
         let stored = by_id.get(&message_id(m))?.first()?.0.clone();
         epoch(&stored).is_some().then_some(stored)
     })

@@ -114,3 +114,62 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The Message-ID of a message as stored (sealed messages keep theirs
+/// outside), trimmed; empty when it has none.
+pub fn message_id(m: &[u8]) -> String {
+    String::from_utf8_lossy(
+        &::writ::envelope::header::first_value(m, "message-id").unwrap_or_default(),
+    )
+    .trim()
+    .to_string()
+}
+
+/// One stored message: its bytes, FLAGS (sorted, without \Recent) and
+/// INTERNALDATE.
+pub type Stored = (Vec<u8>, String, String);
+
+/// Every message of `mailbox`, straight from the provider's Dovecot, by
+/// Message-ID, and how many there are.
+pub fn stored_by_id(
+    user: &super::provider::User,
+    mailbox: &str,
+) -> (std::collections::BTreeMap<String, Vec<Stored>>, usize) {
+    let mut imap = super::provider::provider().imap(user);
+    imap.select(mailbox).expect_ok("SELECT");
+    let r = imap
+        .command("UID FETCH 1:* (UID FLAGS INTERNALDATE BODY.PEEK[])")
+        .expect_ok("FETCH");
+    imap.logout();
+    let mut out: std::collections::BTreeMap<String, Vec<Stored>> = Default::default();
+    let mut n = 0;
+    for line in &r.untagged {
+        let text = line.text_only();
+        let Some(body) = line.literals.first() else {
+            continue;
+        };
+        n += 1;
+        let mut flags: Vec<&str> = between(&text, "FLAGS (", ")")
+            .split_whitespace()
+            .filter(|f| *f != "\\Recent")
+            .collect();
+        flags.sort_unstable();
+        let date = between(&text, "INTERNALDATE \"", "\"");
+        out.entry(message_id(body)).or_default().push((
+            body.clone(),
+            flags.join(" "),
+            date.to_string(),
+        ));
+    }
+    (out, n)
+}
+
+/// The text between the first `open` and the next `close` ("" without
+/// `open`; to the end without `close`).
+pub fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+    let Some(start) = text.find(open).map(|i| i + open.len()) else {
+        return "";
+    };
+    let rest = &text[start..];
+    &rest[..rest.find(close).unwrap_or(rest.len())]
+}
