@@ -32,7 +32,10 @@
 //! Searches without content keys go to the provider as they are, unless
 //! they are ESEARCH (`RETURN (...)`, [`super::search_return`]): then writ
 //! sends the plain SEARCH under its own tag (`writ.s5`) and answers
-//! `* ESEARCH` from the provider's `* SEARCH` (its MODSEQ included).
+//! `* ESEARCH` from the provider's `* SEARCH` (its MODSEQ included). When
+//! it returns only MIN and/or MAX and has a MODSEQ key, its MODSEQ is the
+//! highest of the messages returned (RFC 7162 §3.1.5, as Dovecot): the
+//! provider's SEARCH of just those (`writ.s6`) gives it.
 //!
 //! SORT and THREAD=ORDEREDSUBJECT ([`super::sort`]) run the same steps
 //! whatever their keys (their sort values come from the message): each
@@ -56,6 +59,7 @@ use imap_next::imap_types::fetch::{
 };
 use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind, Tagged};
+use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
@@ -72,6 +76,9 @@ use crate::imap::cache::MessageKey;
 enum Phase {
     /// An ESEARCH without content keys: the provider's SEARCH answers it.
     Provider,
+    /// Then, when it returns only MIN and/or MAX and has a MODSEQ key: the
+    /// provider's SEARCH of just those messages, for their MODSEQ.
+    ReturnedModseq,
     Count,
     Probe,
     Summaries,
@@ -110,6 +117,9 @@ pub struct SearchPlan {
     sorted: Vec<sort::Entry>,
     /// The provider's highest MODSEQ of the result (Phase::Provider).
     modseq: Option<u64>,
+    /// Phase::Provider: the client's command, for the MODSEQ of the
+    /// messages a MIN/MAX-only ESEARCH returns.
+    provider_search: Option<Command<'static>>,
     /// THREAD=ORDEREDSUBJECT: `sort` holds its program.
     thread: bool,
     /// THREAD=REFERENCES: what threading needs of each matching message
@@ -179,6 +189,7 @@ const PROBE_TAG: &str = "writ.s2";
 const BODIES_TAG: &str = "writ.s3";
 const SUMMARIES_TAG: &str = "writ.s4";
 const PROVIDER_TAG: &str = "writ.s5";
+const RETURNED_MODSEQ_TAG: &str = "writ.s6";
 
 /// `BODY[1]` or `BODY[1.MIME]`: the summary part of a sealed message.
 fn part_one(mime: bool) -> Section<'static> {
@@ -275,6 +286,7 @@ impl SearchPlan {
                     sort: None,
                     sorted: Vec::new(),
                     modseq: None,
+                    provider_search: Some(search.clone()),
                     thread: false,
                     threads: None,
                 },
@@ -329,6 +341,7 @@ impl SearchPlan {
                 sort,
                 sorted: Vec::new(),
                 modseq: None,
+                provider_search: None,
                 thread,
                 threads,
             },
@@ -660,12 +673,51 @@ impl SearchPlan {
         found: Vec<NonZeroU32>,
         modseq: Option<u64>,
     ) -> Result<(), Vec<NonZeroU32>> {
-        if self.phase != Phase::Provider {
-            return Err(found);
+        match self.phase {
+            Phase::Provider => {
+                self.found.extend(found);
+                self.modseq = self.modseq.max(modseq);
+            }
+            // Only the MODSEQ of the messages returned counts.
+            Phase::ReturnedModseq => self.modseq = modseq,
+            _ => return Err(found),
         }
-        self.found.extend(found);
-        self.modseq = self.modseq.max(modseq);
         Ok(())
+    }
+
+    /// An ESEARCH that returns only MIN and/or MAX, with a MODSEQ key,
+    /// answers the highest MODSEQ of the messages it returns (RFC 7162
+    /// §3.1.5; Dovecot does so), not of every match: the provider's SEARCH
+    /// of just those messages (by number or UID, as the client's command)
+    /// with the client's keys gives it. `None` when no such step is due.
+    fn returned_modseq(&mut self) -> Option<Command<'static>> {
+        let returns = self.returns?;
+        if self.modseq.is_none() || returns.all || returns.count || !(returns.min || returns.max) {
+            return None;
+        }
+        let mut command = self.provider_search.take()?;
+        let (min, max) = (self.found.iter().min()?, self.found.iter().max()?);
+        let mut returned = Vec::new();
+        if returns.min {
+            returned.push(Sequence::Single(SeqOrUid::Value(*min)));
+        }
+        if returns.max && !(returns.min && min == max) {
+            returned.push(Sequence::Single(SeqOrUid::Value(*max)));
+        }
+        let set = SequenceSet(Vec1::try_from(returned).ok()?);
+        let CommandBody::Search { criteria, .. } = &mut command.body else {
+            return None;
+        };
+        let just = if self.uid {
+            SearchKey::Uid(set)
+        } else {
+            SearchKey::SequenceSet(set)
+        };
+        let mut keys = vec![just];
+        keys.extend(criteria.as_ref().iter().cloned());
+        *criteria = Vec1::try_from(keys).ok()?;
+        command.tag = Tag::unvalidated(RETURNED_MODSEQ_TAG.to_owned());
+        Some(command)
     }
 
     pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
@@ -674,7 +726,15 @@ impl SearchPlan {
         };
         let ok = t.body.kind == StatusKind::Ok;
         match (self.phase, t.tag.as_ref()) {
-            (Phase::Provider, PROVIDER_TAG) if ok => Ok(self.finish()),
+            (Phase::Provider, PROVIDER_TAG) if ok => match self.returned_modseq() {
+                Some(command) => {
+                    self.phase = Phase::ReturnedModseq;
+                    Ok(vec![Output::ToProvider(command)])
+                }
+                None => Ok(self.finish()),
+            },
+            // A refusal of this one leaves the result's highest MODSEQ.
+            (Phase::ReturnedModseq, RETURNED_MODSEQ_TAG) => Ok(self.finish()),
             (Phase::Provider, PROVIDER_TAG) => {
                 // The provider's refusal (BADCHARSET ...), as its own.
                 let Status::Tagged(t) = status else {
