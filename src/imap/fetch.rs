@@ -56,7 +56,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
 use imap_next::imap_types::command::{Command, CommandBody, FetchModifier};
-use imap_next::imap_types::core::{NString, Tag, Vec1};
+use imap_next::imap_types::core::{NString, NString8, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
@@ -311,6 +311,33 @@ impl FetchPlan {
             .collect()
     }
 
+    /// The provider's items for a plaintext message, in the client's
+    /// order; a partial BINARY cut by writ from the whole section the
+    /// plain phase asked for, in the whole's form (literal8 or not), as
+    /// Dovecot answers it.
+    fn plain_items(&self, items: &[MessageDataItem<'static>]) -> Vec<Item> {
+        self.wanted
+            .iter()
+            .filter_map(|n| match n {
+                MessageDataItemName::Binary {
+                    section,
+                    partial: Some(partial),
+                    ..
+                } => items.iter().find_map(|i| match i {
+                    MessageDataItem::Binary { section: s, value } if s == section => {
+                        Some(binary_cut(section, *partial, value))
+                    }
+                    _ => None,
+                }),
+                n => items
+                    .iter()
+                    .find(|i| answers(i, n))
+                    .cloned()
+                    .map(Item::Typed),
+            })
+            .collect()
+    }
+
     /// The answer for a message another session expunged: the provider's
     /// own items (UID, FLAGS ...), body sections NIL, as Dovecot answers
     /// for plaintext. Nothing writ would have to read from the message.
@@ -475,7 +502,7 @@ impl FetchPlan {
                 };
                 let mut all = probed.items.clone();
                 all.extend(list.iter().cloned());
-                let mut out = typed(self.provider_items(&all, false));
+                let mut out = self.plain_items(&all);
                 if self.wants_seen() && !probed.seen {
                     // FLAGS as the provider reported them after setting
                     // \Seen, or as the probe saw them (writ sets it).
@@ -880,12 +907,31 @@ impl FetchPlan {
         if uids.is_empty() {
             return None;
         }
-        let items: Vec<MessageDataItemName<'static>> = self
+        let mut items: Vec<MessageDataItemName<'static>> = Vec::new();
+        for i in self
             .wanted
             .iter()
             .filter(|i| answer::need(i, None) == Need::Payload || deferred(i))
-            .cloned()
-            .collect();
+        {
+            // imap-codec reads no `<origin>` in a provider's BINARY answer:
+            // a partial BINARY is asked for whole, and writ cuts it
+            // ([`FetchPlan::plain_items`]).
+            let i = match i {
+                MessageDataItemName::Binary { section, peek, .. } => {
+                    let whole = MessageDataItemName::Binary {
+                        section: section.clone(),
+                        partial: None,
+                        peek: *peek,
+                    };
+                    if items.contains(&whole) {
+                        continue;
+                    }
+                    whole
+                }
+                other => other.clone(),
+            };
+            items.push(i);
+        }
         if items.is_empty() {
             // Only failed sealed messages with listing items: the probe's
             // answers are the stored message's.
@@ -1010,6 +1056,21 @@ fn fetch(seq: NonZeroU32, items: Vec<Item>) -> Option<Output> {
     Vec1::try_from(items)
         .ok()
         .map(|items| Output::ToClient(Data::Fetch { seq, items }))
+}
+
+/// `BINARY[section]<origin>` cut from the provider's whole `value`.
+fn binary_cut(section: &[NonZeroU32], partial: (u32, NonZeroU32), value: &NString8<'_>) -> Item {
+    match value {
+        NString8::Literal8(l) => answer::binary_item(section, Some(partial), &l.data, true),
+        NString8::NString(NString(Some(s))) => {
+            answer::binary_item(section, Some(partial), s.as_ref(), false)
+        }
+        NString8::NString(NString(None)) => {
+            let numbers: Vec<String> = section.iter().map(|n| n.to_string()).collect();
+            let text = format!("BINARY[{}]<{}> NIL", numbers.join("."), partial.0);
+            Item::Written(text.into_bytes().into())
+        }
+    }
 }
 
 fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
