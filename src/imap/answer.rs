@@ -27,6 +27,9 @@ use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::response::{Data, Response};
 
+mod provider_written;
+pub use provider_written::ProviderWritten;
+
 use super::section::binary::{Memo, Refusal};
 use super::section::{self, SectionBytes};
 use crate::envelope::Summary;

@@ -26,6 +26,10 @@
 //! 4. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
 //!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
 //!    the sealed ones writ could not open: those are shown as stored).
+//!    ENVELOPE, BODY and BODYSTRUCTURE go on as the provider wrote them
+//!    ([`answer::ProviderWritten`], from the response's raw bytes), not
+//!    as imap-codec writes them back; a partial BINARY is asked for whole
+//!    (imap-codec reads no `<origin>` in a BINARY answer) and cut by writ.
 //! 5. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
 //!    stores \Seen itself and reports it in FLAGS, where Dovecot puts it.
 //!
@@ -163,6 +167,10 @@ pub struct FetchPlan {
     keys: Option<SharedKeys>,
     /// Summaries being opened, in the order the provider sent them.
     opening: InOrder<NonZeroU32, Result<Summary, envelope::EnvelopeError>>,
+    /// ENVELOPE, BODY and BODYSTRUCTURE of the plain phase's response
+    /// being handled, as the provider wrote them
+    /// ([`FetchPlan::provider_response`]).
+    provider_written: Option<answer::ProviderWritten>,
 }
 
 impl FetchPlan {
@@ -257,6 +265,7 @@ impl FetchPlan {
                 refused: std::cell::Cell::new(None),
                 keys: None,
                 opening: InOrder::new(opening::in_flight()),
+                provider_written: None,
             },
             probe,
         ))
@@ -312,13 +321,25 @@ impl FetchPlan {
     }
 
     /// The provider's items for a plaintext message, in the client's
-    /// order; a partial BINARY cut by writ from the whole section the
-    /// plain phase asked for, in the whole's form (literal8 or not), as
-    /// Dovecot answers it.
-    fn plain_items(&self, items: &[MessageDataItem<'static>]) -> Vec<Item> {
+    /// order; ENVELOPE, BODY and BODYSTRUCTURE as the provider wrote them
+    /// (`written`) when they were found; a partial BINARY cut by writ from
+    /// the whole section the plain phase asked for, in the whole's form
+    /// (literal8 or not), as Dovecot answers it.
+    fn plain_items(
+        &self,
+        items: &[MessageDataItem<'static>],
+        written: &answer::ProviderWritten,
+    ) -> Vec<Item> {
         self.wanted
             .iter()
             .filter_map(|n| match n {
+                n if deferred(n) => written.item(n).or_else(|| {
+                    items
+                        .iter()
+                        .find(|i| answers(i, n))
+                        .cloned()
+                        .map(Item::Typed)
+                }),
                 MessageDataItemName::Binary {
                     section,
                     partial: Some(partial),
@@ -393,6 +414,16 @@ impl FetchPlan {
         self.incomplete.set(true);
     }
 
+    /// The raw bytes of the provider's FETCH response that
+    /// [`FetchPlan::on_fetch`] gets next: in the plain phase its
+    /// ENVELOPE, BODY and BODYSTRUCTURE go to the client as the provider
+    /// wrote them, not as imap-codec writes them back (media types' case).
+    pub fn provider_response(&mut self, raw: &[u8]) {
+        self.provider_written = (matches!(self.phase, Phase::Plain(_))
+            && self.wanted.iter().any(deferred))
+        .then(|| answer::ProviderWritten::of(raw));
+    }
+
     /// A FETCH response of the provider. `Err` gives it back when it does
     /// not belong to this plan.
     pub fn on_fetch(
@@ -402,6 +433,7 @@ impl FetchPlan {
         keys: &(dyn Keys + Send + Sync),
     ) -> Result<Vec<Output>, Vec1<MessageDataItem<'static>>> {
         let list = items.as_ref();
+        let written = self.provider_written.take().unwrap_or_default();
         match self.phase.clone() {
             Phase::Probe => {
                 let Some(header) = list.iter().find(|i| is_stored_header(i)) else {
@@ -502,7 +534,7 @@ impl FetchPlan {
                 };
                 let mut all = probed.items.clone();
                 all.extend(list.iter().cloned());
-                let mut out = self.plain_items(&all);
+                let mut out = self.plain_items(&all, &written);
                 if self.wants_seen() && !probed.seen {
                     // FLAGS as the provider reported them after setting
                     // \Seen, or as the probe saw them (writ sets it).
