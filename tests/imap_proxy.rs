@@ -68,12 +68,10 @@ steps = [
     ('noop', lambda c: c.noop()),
 ]
 # Two sessions on one mailbox: only the first to select sees \\Recent (RFC
-# 3501 2.3.2), so it is no difference between the servers. imap-codec
-# writes the media types it knows in upper case (TEXT, MESSAGE RFC822);
-# media types are case-insensitive (RFC 2045 5.1).
+# 3501 2.3.2), so it is no difference between the servers. Media types are
+# compared as written (writ passes the provider's BODYSTRUCTURE on).
 def normal(r):
-    s = repr(r).replace(' \\\\Recent', '').replace('\\\\Recent', '')
-    return s.replace('"TEXT"', '"text"').replace('"MESSAGE" "RFC822"', '"message" "rfc822"')
+    return repr(r).replace(' \\\\Recent', '').replace('\\\\Recent', '')
 bad = 0
 for name, step in steps:
     a = normal(step(direct))
@@ -320,8 +318,7 @@ def normal(r):
     s = repr(r).replace(' \\\\Recent', '').replace('\\\\Recent', '')
     # Two users' copies were appended a moment apart: INTERNALDATE (the
     # provider's own, passed through) may differ by a second.
-    s = re.sub(r'INTERNALDATE "[^"]*"', 'INTERNALDATE X', s)
-    return s.replace('"TEXT"', '"text"').replace('"MESSAGE" "RFC822"', '"message" "rfc822"')
+    return re.sub(r'INTERNALDATE "[^"]*"', 'INTERNALDATE X', s)
 steps = [
     ('select', lambda c: c.select('INBOX')),
     ('listing', lambda c: c.fetch('1:*', '(UID FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY)')),

@@ -113,24 +113,9 @@ def nv(line, uidvalidity):
     return line
 
 
-def media_types_lower(line):
-    """Media types and subtypes in a BODYSTRUCTURE, lower case. They are
-    case-blind (RFC 2045 §5.1), and writ still writes a plaintext
-    message's as imap-codec does, upper case (issue 11 item 4, which has
-    its own oracle tests); this test is about QRESYNC."""
-    i = line.find(b'BODYSTRUCTURE (')
-    if i < 0:
-        return line
-    token = rb'"([A-Za-z0-9!#$&^_.+-]+)"'
-    lower = lambda m: m.group(0).lower()
-    rest = re.sub(rb'\(' + token + rb' ' + token, lower, line[i:])
-    rest = re.sub(rb'\) ' + token, lower, rest)
-    return line[:i] + rest
-
-
 def norm(line, uidvalidity):
     """A response as the comparison sees it."""
-    line = media_types_lower(nv(line.rstrip(b'\r\n'), uidvalidity))
+    line = nv(line.rstrip(b'\r\n'), uidvalidity)
     if line.upper().startswith(b'* CAPABILITY '):
         return b'* CAPABILITY'
     if re.match(rb'\* (OK|NO|BAD|BYE|PREAUTH)\b', line):

@@ -27,6 +27,9 @@ use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::response::{Data, Response};
 
+mod provider_written;
+pub use provider_written::ProviderWritten;
+
 use super::section::binary::{Memo, Refusal};
 use super::section::{self, SectionBytes};
 use crate::envelope::Summary;
@@ -226,39 +229,54 @@ pub fn binary(
     m: &[u8],
     memo: &mut Memo,
 ) -> Option<Result<Item, Refusal>> {
-    let number = |section: &[NonZeroU32]| -> String {
-        let parts: Vec<String> = section.iter().map(|n| n.to_string()).collect();
-        parts.join(".")
-    };
     match item {
         MessageDataItemName::Binary {
             section, partial, ..
-        } => Some(memo.section(m, summary, section).map(|decoded| {
-            let all = &decoded.bytes;
-            let mut name = format!("BINARY[{}]", number(section));
-            let bytes = match partial {
-                Some((origin, length)) => {
-                    name.push_str(&format!("<{origin}>"));
-                    match section::partial(SectionBytes::InM(0..all.len()), *origin, *length) {
-                        SectionBytes::InM(r) => all.get(r).unwrap_or_default(),
-                        SectionBytes::Owned(_) => &[],
-                    }
-                }
-                None => &all[..],
-            };
-            let tilde = if decoded.literal8 { "~" } else { "" };
-            let mut out = format!("{name} {tilde}{{{}}}\r\n", bytes.len()).into_bytes();
-            out.extend_from_slice(bytes);
-            Item::Written(out.into())
-        })),
+        } => Some(
+            memo.section(m, summary, section)
+                .map(|decoded| binary_item(section, *partial, &decoded.bytes, decoded.literal8)),
+        ),
         MessageDataItemName::BinarySize { section } => {
             Some(memo.size(m, summary, section).map(|size| {
-                let text = format!("BINARY.SIZE[{}] {size}", number(section));
+                let text = format!("BINARY.SIZE[{}] {size}", part_number(section));
                 Item::Written(text.into_bytes().into())
             }))
         }
         _ => None,
     }
+}
+
+/// `1.2.3`, the part number of a BINARY section.
+fn part_number(section: &[NonZeroU32]) -> String {
+    let parts: Vec<String> = section.iter().map(|n| n.to_string()).collect();
+    parts.join(".")
+}
+
+/// `BINARY[section]` (with `<origin>` for a partial) whose whole decoded
+/// section is `all`, as Dovecot writes it: a literal8 when the whole is
+/// one (`literal8`), else a literal; a partial takes its form from the
+/// whole.
+pub fn binary_item(
+    section: &[NonZeroU32],
+    partial: Option<(u32, NonZeroU32)>,
+    all: &[u8],
+    literal8: bool,
+) -> Item {
+    let mut name = format!("BINARY[{}]", part_number(section));
+    let bytes = match partial {
+        Some((origin, length)) => {
+            name.push_str(&format!("<{origin}>"));
+            match section::partial(SectionBytes::InM(0..all.len()), origin, length) {
+                SectionBytes::InM(r) => all.get(r).unwrap_or_default(),
+                SectionBytes::Owned(_) => &[],
+            }
+        }
+        None => all,
+    };
+    let tilde = if literal8 { "~" } else { "" };
+    let mut out = format!("{name} {tilde}{{{}}}\r\n", bytes.len()).into_bytes();
+    out.extend_from_slice(bytes);
+    Item::Written(out.into())
 }
 
 /// From the summary alone, when `m` is `None`; `None` when the item needs

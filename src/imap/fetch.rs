@@ -26,6 +26,10 @@
 //! 4. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
 //!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
 //!    the sealed ones writ could not open: those are shown as stored).
+//!    ENVELOPE, BODY and BODYSTRUCTURE go on as the provider wrote them
+//!    ([`answer::ProviderWritten`], from the response's raw bytes), not
+//!    as imap-codec writes them back; a partial BINARY is asked for whole
+//!    (imap-codec reads no `<origin>` in a BINARY answer) and cut by writ.
 //! 5. **Seen**: a fetch that sets \Seen had writ read with PEEK, so writ
 //!    stores \Seen itself and reports it in FLAGS, where Dovecot puts it.
 //!
@@ -56,7 +60,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
 use imap_next::imap_types::command::{Command, CommandBody, FetchModifier};
-use imap_next::imap_types::core::{NString, Tag, Vec1};
+use imap_next::imap_types::core::{NString, NString8, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
@@ -163,6 +167,10 @@ pub struct FetchPlan {
     keys: Option<SharedKeys>,
     /// Summaries being opened, in the order the provider sent them.
     opening: InOrder<NonZeroU32, Result<Summary, envelope::EnvelopeError>>,
+    /// ENVELOPE, BODY and BODYSTRUCTURE of the plain phase's response
+    /// being handled, as the provider wrote them
+    /// ([`FetchPlan::provider_response`]).
+    provider_written: Option<answer::ProviderWritten>,
 }
 
 impl FetchPlan {
@@ -257,6 +265,7 @@ impl FetchPlan {
                 refused: std::cell::Cell::new(None),
                 keys: None,
                 opening: InOrder::new(opening::in_flight()),
+                provider_written: None,
             },
             probe,
         ))
@@ -308,6 +317,45 @@ impl FetchPlan {
             .iter()
             .filter(|n| !only_provider || answer::from_provider(n))
             .filter_map(|n| items.iter().find(|i| answers(i, n)).cloned())
+            .collect()
+    }
+
+    /// The provider's items for a plaintext message, in the client's
+    /// order; ENVELOPE, BODY and BODYSTRUCTURE as the provider wrote them
+    /// (`written`) when they were found; a partial BINARY cut by writ from
+    /// the whole section the plain phase asked for, in the whole's form
+    /// (literal8 or not), as Dovecot answers it.
+    fn plain_items(
+        &self,
+        items: &[MessageDataItem<'static>],
+        written: &answer::ProviderWritten,
+    ) -> Vec<Item> {
+        self.wanted
+            .iter()
+            .filter_map(|n| match n {
+                n if deferred(n) => written.item(n).or_else(|| {
+                    items
+                        .iter()
+                        .find(|i| answers(i, n))
+                        .cloned()
+                        .map(Item::Typed)
+                }),
+                MessageDataItemName::Binary {
+                    section,
+                    partial: Some(partial),
+                    ..
+                } => items.iter().find_map(|i| match i {
+                    MessageDataItem::Binary { section: s, value } if s == section => {
+                        Some(binary_cut(section, *partial, value))
+                    }
+                    _ => None,
+                }),
+                n => items
+                    .iter()
+                    .find(|i| answers(i, n))
+                    .cloned()
+                    .map(Item::Typed),
+            })
             .collect()
     }
 
@@ -366,6 +414,16 @@ impl FetchPlan {
         self.incomplete.set(true);
     }
 
+    /// The raw bytes of the provider's FETCH response that
+    /// [`FetchPlan::on_fetch`] gets next: in the plain phase its
+    /// ENVELOPE, BODY and BODYSTRUCTURE go to the client as the provider
+    /// wrote them, not as imap-codec writes them back (media types' case).
+    pub fn provider_response(&mut self, raw: &[u8]) {
+        self.provider_written = (matches!(self.phase, Phase::Plain(_))
+            && self.wanted.iter().any(deferred))
+        .then(|| answer::ProviderWritten::of(raw));
+    }
+
     /// A FETCH response of the provider. `Err` gives it back when it does
     /// not belong to this plan.
     pub fn on_fetch(
@@ -375,6 +433,7 @@ impl FetchPlan {
         keys: &(dyn Keys + Send + Sync),
     ) -> Result<Vec<Output>, Vec1<MessageDataItem<'static>>> {
         let list = items.as_ref();
+        let written = self.provider_written.take().unwrap_or_default();
         match self.phase.clone() {
             Phase::Probe => {
                 let Some(header) = list.iter().find(|i| is_stored_header(i)) else {
@@ -475,7 +534,7 @@ impl FetchPlan {
                 };
                 let mut all = probed.items.clone();
                 all.extend(list.iter().cloned());
-                let mut out = typed(self.provider_items(&all, false));
+                let mut out = self.plain_items(&all, &written);
                 if self.wants_seen() && !probed.seen {
                     // FLAGS as the provider reported them after setting
                     // \Seen, or as the probe saw them (writ sets it).
@@ -880,12 +939,31 @@ impl FetchPlan {
         if uids.is_empty() {
             return None;
         }
-        let items: Vec<MessageDataItemName<'static>> = self
+        let mut items: Vec<MessageDataItemName<'static>> = Vec::new();
+        for i in self
             .wanted
             .iter()
             .filter(|i| answer::need(i, None) == Need::Payload || deferred(i))
-            .cloned()
-            .collect();
+        {
+            // imap-codec reads no `<origin>` in a provider's BINARY answer:
+            // a partial BINARY is asked for whole, and writ cuts it
+            // ([`FetchPlan::plain_items`]).
+            let i = match i {
+                MessageDataItemName::Binary { section, peek, .. } => {
+                    let whole = MessageDataItemName::Binary {
+                        section: section.clone(),
+                        partial: None,
+                        peek: *peek,
+                    };
+                    if items.contains(&whole) {
+                        continue;
+                    }
+                    whole
+                }
+                other => other.clone(),
+            };
+            items.push(i);
+        }
         if items.is_empty() {
             // Only failed sealed messages with listing items: the probe's
             // answers are the stored message's.
@@ -1010,6 +1088,21 @@ fn fetch(seq: NonZeroU32, items: Vec<Item>) -> Option<Output> {
     Vec1::try_from(items)
         .ok()
         .map(|items| Output::ToClient(Data::Fetch { seq, items }))
+}
+
+/// `BINARY[section]<origin>` cut from the provider's whole `value`.
+fn binary_cut(section: &[NonZeroU32], partial: (u32, NonZeroU32), value: &NString8<'_>) -> Item {
+    match value {
+        NString8::Literal8(l) => answer::binary_item(section, Some(partial), &l.data, true),
+        NString8::NString(NString(Some(s))) => {
+            answer::binary_item(section, Some(partial), s.as_ref(), false)
+        }
+        NString8::NString(NString(None)) => {
+            let numbers: Vec<String> = section.iter().map(|n| n.to_string()).collect();
+            let text = format!("BINARY[{}]<{}> NIL", numbers.join("."), partial.0);
+            Item::Written(text.into_bytes().into())
+        }
+    }
 }
 
 fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {

@@ -902,6 +902,9 @@ impl Session {
                 // SELECT's or UID FETCH's QRESYNC/VANISHED parameter.
                 let data = match (data, self.plan.as_mut()) {
                     (Data::Fetch { seq, items }, Some(plan)) => {
+                        if let Plan::Fetch(fetch) = plan {
+                            fetch.provider_response(self.provider.last_response_bytes());
+                        }
                         match plan.on_fetch(seq, items, self.keys.as_ref()) {
                             Ok(outputs) => return self.apply(outputs),
                             Err(items) => match unsolicited(items) {

@@ -63,7 +63,8 @@ pub(super) fn answers(item: &MessageDataItem<'_>, name: &MessageDataItemName<'_>
         | (MessageDataItem::Rfc822Text(_), MessageDataItemName::Rfc822Text) => true,
         (MessageDataItem::ModSeq(_), MessageDataItemName::ModSeq) => true,
         // A plaintext message's BINARY from the provider (imap-types keeps
-        // no `<origin>`, so only whole sections are matched).
+        // no `<origin>`, so only whole sections are matched; a partial is
+        // cut by `FetchPlan::plain_items`).
         (
             MessageDataItem::Binary { section, .. },
             MessageDataItemName::Binary {

@@ -227,6 +227,13 @@ impl Client {
     pub fn set_idle_done(&mut self) -> Option<CommandHandle> {
         self.send_state.set_idle_done()
     }
+
+    /// writ: the bytes of the response the last event was made of (valid
+    /// until the next call of `next`), so a FETCH response's items can be
+    /// passed on as the server wrote them.
+    pub fn last_response_bytes(&self) -> &[u8] {
+        self.receive_state.message_bytes()
+    }
 }
 
 impl Debug for Client {

@@ -36,6 +36,12 @@ impl ReceiveState {
         self.fragmentizer.enqueue_bytes(bytes);
     }
 
+    /// writ: the bytes of the message received last (literals included),
+    /// until the next one starts.
+    pub fn message_bytes(&self) -> &[u8] {
+        self.fragmentizer.message_bytes()
+    }
+
     /// Discard the current message immediately without receiving it completely.
     ///
     /// This operation is dangerous because the next message might start in untrusted bytes.
