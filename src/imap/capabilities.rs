@@ -74,7 +74,14 @@ pub struct Offer {
 
 /// Capabilities (by name, upper case) that pass although imap-types has no
 /// variant for them: they change nothing writ has to parse.
-const PASSING_OTHERS: &[&str] = &["SPECIAL-USE", "CHILDREN", "NAMESPACE", "ESEARCH", "ESORT"];
+const PASSING_OTHERS: &[&str] = &[
+    "SPECIAL-USE",
+    "CHILDREN",
+    "NAMESPACE",
+    "ESEARCH",
+    "ESORT",
+    "LIST-STATUS",
+];
 
 /// Is this provider capability shown to clients?
 fn passes(cap: &Capability<'_>) -> bool {
@@ -99,6 +106,9 @@ fn passes(cap: &Capability<'_>) -> bool {
         // message content.
         | Capability::QResync
         | Capability::Namespace
+        // Mailbox names, attributes and counts (super::list_extended):
+        // writ passes the extended LIST as the client sent it, SIZE refused.
+        | Capability::ListExtended
         // writ decodes BINARY sections of sealed mail itself
         // (super::section::binary).
         | Capability::Binary
@@ -194,8 +204,8 @@ mod tests {
             "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS \
              THREAD=ORDEREDSUBJECT \
              UNSELECT CHILDREN \
-             NAMESPACE UIDPLUS CONDSTORE QRESYNC \
-             ESEARCH ESORT BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
+             NAMESPACE UIDPLUS LIST-EXTENDED CONDSTORE QRESYNC \
+             ESEARCH ESORT LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
     }
 
