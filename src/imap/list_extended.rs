@@ -317,7 +317,9 @@ mod tests {
 
     #[test]
     fn list_answers_are_recognised() {
-        assert!(is_list_answer(b"* LIST (\\HasChildren) \".\" a (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"));
+        assert!(is_list_answer(
+            b"* LIST (\\HasChildren) \".\" a (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"
+        ));
         assert!(is_list_answer(b"* status INBOX (MESSAGES 1)\r\n"));
         assert!(!is_list_answer(b"* 1 FETCH (BODY[] {3}\r\nabc)\r\n"));
         assert!(!is_list_answer(b"* LSUB () \".\" a\r\n"));

@@ -328,6 +328,7 @@ impl Session {
     }
 
     pub fn provider_input(&mut self, bytes: &[u8]) {
+        self.passthrough.tee.push(bytes);
         self.provider.enqueue_input(bytes);
     }
 
@@ -959,6 +960,9 @@ impl Session {
                     }
                     (data, _) => data,
                 };
+                if let Some(bytes) = self.list_as_written(&data) {
+                    return self.enqueue_raw(bytes);
+                }
                 let data = self.rewrite_data(data);
                 self.server.enqueue_data(data);
             }
@@ -1026,6 +1030,7 @@ fn is_fetch_response(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod compress_tests;
 mod in_flight;
+mod list_raw;
 mod passthrough;
 mod plan;
 mod raw;

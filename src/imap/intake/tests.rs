@@ -414,7 +414,10 @@ fn an_extended_list_is_taken_off_and_a_noop_goes_on_in_its_place() {
                 line: b"l1 LIST \"\" \"*\" RETURN (CHILDREN STATUS (MESSAGES))\r\n".to_vec(),
             }]
         );
-        assert_eq!(bytes(&events), b"a NOOP\r\nl1 NOOP\r\nl2 LIST \"\" \"*\"\r\n");
+        assert_eq!(
+            bytes(&events),
+            b"a NOOP\r\nl1 NOOP\r\nl2 LIST \"\" \"*\"\r\n"
+        );
     }
     // Refused: BAD with the tag, the session goes on with the next line.
     let mut intake = Intake::new(1024);

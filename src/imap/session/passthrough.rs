@@ -28,6 +28,7 @@ use std::collections::VecDeque;
 use imap_next::client;
 use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::Tag;
+use imap_next::imap_types::response::Data;
 
 use super::Session;
 use crate::imap::list_extended;
@@ -37,8 +38,7 @@ use crate::imap::list_extended;
 pub(super) const MAX_PENDING: usize = 1024;
 
 /// What a command past [`MAX_PENDING`] is told (tagged BAD).
-pub(super) const TOO_MANY: &str =
-    "Too many extended LIST commands pipelined: at most 1024 waiting";
+pub(super) const TOO_MANY: &str = "Too many extended LIST commands pipelined: at most 1024 waiting";
 
 #[derive(Debug, Default)]
 pub(super) struct Passthrough {
@@ -51,6 +51,8 @@ pub(super) struct Passthrough {
     last_output: usize,
     /// Tags of passed commands at the provider.
     in_flight: Vec<String>,
+    /// The provider's LIST and LSUB answers as it wrote them.
+    pub(super) tee: super::list_raw::ListTee,
 }
 
 /// What becomes of a parsed command.
@@ -151,10 +153,26 @@ impl Session {
     /// A response the provider flow could not parse: passed on as it is
     /// when it answers a passed command in flight. Returns whether it did.
     pub(super) fn pass_answer(&mut self, bytes: &[u8]) -> bool {
+        let is_list = [&b"* LIST "[..], b"* LSUB "]
+            .iter()
+            .any(|p| bytes.get(..7).is_some_and(|b| b.eq_ignore_ascii_case(p)));
+        if is_list {
+            // Its bytes are these: the tee's copy goes.
+            let _ = self.passthrough.tee.take();
+        }
         if self.passthrough.in_flight.is_empty() || !list_extended::is_list_answer(bytes) {
             return false;
         }
         self.enqueue_raw(bytes.to_vec());
         true
+    }
+
+    /// A LIST or LSUB answer, parsed: its bytes as the provider wrote
+    /// them, if kept ([`super::list_raw`]).
+    pub(super) fn list_as_written(&mut self, data: &Data<'_>) -> Option<Vec<u8>> {
+        if !matches!(data, Data::List { .. } | Data::Lsub { .. }) {
+            return None;
+        }
+        self.passthrough.tee.take()
     }
 }
