@@ -29,7 +29,11 @@
 //! ESORT are taken off the command by [`super::intake`] before it is
 //! parsed and handed to the plan with the command (`raw`: by tag);
 //! responses imap-types has no form for (ESEARCH, THREAD) are written as
-//! text in their place among the others (`raw`).
+//! text in their place among the others (`raw`). An extended LIST
+//! (LIST-EXTENDED, LIST-STATUS) is taken off by [`super::intake`] too and
+//! goes to the provider as the client sent it, in the place of a NOOP
+//! with its tag (`passthrough`); LIST and LSUB answers pass as the
+//! provider wrote them (`list_raw`: imap-types re-spells attributes).
 //!
 //! While a plan (FETCH, SEARCH with content keys or RETURN options, SORT,
 //! THREAD ORDEREDSUBJECT and REFERENCES) runs writ's own commands, what the
