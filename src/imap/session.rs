@@ -1036,6 +1036,8 @@ mod compress_tests;
 mod in_flight;
 mod list_raw;
 mod passthrough;
+#[cfg(test)]
+mod passthrough_tests;
 mod plan;
 mod raw;
 mod rewrite;
