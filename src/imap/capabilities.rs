@@ -10,7 +10,9 @@
 //! QRESYNC (a `* VANISHED` renumbers what a plan still has to answer, as
 //! EXPUNGE does; the rest of it carries no message content), MOVE,
 //! LITERAL+/-, SPECIAL-USE, QUOTA (and QUOTA=RES-*, QUOTASET),
-//! APPENDLIMIT; and, answered by writ itself over opened messages:
+//! APPENDLIMIT, LIST-EXTENDED and LIST-STATUS ([`super::list_extended`]:
+//! the extended LIST passes as the client sent it, STATUS SIZE refused;
+//! mailbox names and counts only); and, answered by writ itself over opened messages:
 //! ESEARCH ([`super::search_return`]: RETURN MIN/MAX/ALL/COUNT; without
 //! content keys from the provider's plain SEARCH), SORT and ESORT
 //! ([`super::sort`]: sort values from the opened header and the size the
@@ -31,10 +33,6 @@
 //! - SEARCHRES: imap-codec 2.0.0-alpha.10 does not parse `$` as a set, and
 //!   writ would have to keep the saved result across commands itself;
 //!   `RETURN (SAVE)` is answered BAD.
-//! - LIST-EXTENDED, LIST-STATUS: imap-codec 2.0.0-alpha.10 parses neither
-//!   the extended LIST command (selection and RETURN options) nor the
-//!   extended data of its responses; plain LIST (with SPECIAL-USE
-//!   attributes) and STATUS pass.
 //! - STATUS=SIZE: the provider's figure is the size of the sealed
 //!   messages. The plaintext sizes are in the summaries, but the cache
 //!   finds a summary by the message's stored header, and listing the
@@ -45,8 +43,11 @@
 //! - NOTIFY: unsolicited FETCH responses it asks for could carry sealed
 //!   content, and its command is not parsed by imap-codec.
 //! - PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
-//!   ciphertext. MULTIAPPEND, CATENATE,
-//!   URLAUTH, UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
+//!   ciphertext.
+//! - MULTIAPPEND: imap-codec parses one message per APPEND; writ would
+//!   take the command apart and seal each message itself. Not done yet.
+//! - CATENATE, URLAUTH: parts named by URL are sealed messages at the
+//!   provider. UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
 //!
 //! STARTTLS, LOGINDISABLED and COMPRESS=DEFLATE describe writ's own
 //! connection with the client, never the provider's, so they are
@@ -74,7 +75,14 @@ pub struct Offer {
 
 /// Capabilities (by name, upper case) that pass although imap-types has no
 /// variant for them: they change nothing writ has to parse.
-const PASSING_OTHERS: &[&str] = &["SPECIAL-USE", "CHILDREN", "NAMESPACE", "ESEARCH", "ESORT"];
+const PASSING_OTHERS: &[&str] = &[
+    "SPECIAL-USE",
+    "CHILDREN",
+    "NAMESPACE",
+    "ESEARCH",
+    "ESORT",
+    "LIST-STATUS",
+];
 
 /// Is this provider capability shown to clients?
 fn passes(cap: &Capability<'_>) -> bool {
@@ -99,6 +107,9 @@ fn passes(cap: &Capability<'_>) -> bool {
         // message content.
         | Capability::QResync
         | Capability::Namespace
+        // Mailbox names, attributes and counts (super::list_extended):
+        // writ passes the extended LIST as the client sent it, SIZE refused.
+        | Capability::ListExtended
         // writ decodes BINARY sections of sealed mail itself
         // (super::section::binary).
         | Capability::Binary
@@ -194,8 +205,8 @@ mod tests {
             "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS \
              THREAD=ORDEREDSUBJECT \
              UNSELECT CHILDREN \
-             NAMESPACE UIDPLUS CONDSTORE QRESYNC \
-             ESEARCH ESORT BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
+             NAMESPACE UIDPLUS LIST-EXTENDED CONDSTORE QRESYNC \
+             ESEARCH ESORT LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
     }
 

@@ -190,6 +190,8 @@ pub fn intake(data: &[u8]) {
                 Event::Refused { .. } => refused = true,
                 // RETURN options taken off a SEARCH line: the line changed.
                 Event::Return { .. } => refused = true,
+                // An extended LIST taken off: a NOOP in its place.
+                Event::Passthrough { .. } => refused = true,
             }
         }
     }

@@ -91,6 +91,11 @@ pub enum Event {
         tag: Vec<u8>,
         options: super::search_return::ReturnOptions,
     },
+    /// The next command, tagged `tag`, is an extended LIST
+    /// ([`super::list_extended`]): its line (CRLF-terminated, as the
+    /// client sent it) goes to the provider as it is; a `NOOP` with its
+    /// tag went on to imap-next in its place.
+    Passthrough { tag: Vec<u8>, line: Vec<u8> },
 }
 
 /// Which cap a command hit: the text the client is told.
@@ -257,6 +262,24 @@ impl Intake {
                     options,
                 });
                 self.line = line;
+            }
+            if let Some(tag) = &self.tag {
+                match super::list_extended::classify(&self.line) {
+                    super::list_extended::Line::Other => {}
+                    super::list_extended::Line::Refused(why) => return Err(why),
+                    super::list_extended::Line::Extended => {
+                        let mut line = self.line.clone();
+                        while line.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+                            line.pop();
+                        }
+                        line.extend_from_slice(b"\r\n");
+                        self.returned = Some(Event::Passthrough {
+                            tag: tag.clone(),
+                            line,
+                        });
+                        self.line = [tag.as_slice(), b" NOOP\r\n"].concat();
+                    }
+                }
             }
         }
         // A quoted string cannot span lines.

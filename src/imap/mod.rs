@@ -24,6 +24,7 @@ pub mod fetch;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod intake;
+pub mod list_extended;
 pub mod listener;
 pub mod search;
 pub mod search_plan;

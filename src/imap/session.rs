@@ -29,7 +29,11 @@
 //! ESORT are taken off the command by [`super::intake`] before it is
 //! parsed and handed to the plan with the command (`raw`: by tag);
 //! responses imap-types has no form for (ESEARCH, THREAD) are written as
-//! text in their place among the others (`raw`).
+//! text in their place among the others (`raw`). An extended LIST
+//! (LIST-EXTENDED, LIST-STATUS) is taken off by [`super::intake`] too and
+//! goes to the provider as the client sent it, in the place of a NOOP
+//! with its tag (`passthrough`); LIST and LSUB answers pass as the
+//! provider wrote them (`list_raw`: imap-types re-spells attributes).
 //!
 //! While a plan (FETCH, SEARCH with content keys or RETURN options, SORT,
 //! THREAD ORDEREDSUBJECT and REFERENCES) runs writ's own commands, what the
@@ -144,6 +148,9 @@ pub struct Session {
     /// `RETURN (...)` options [`intake`] took off SEARCH/SORT commands,
     /// by tag, until the command is parsed.
     returns: raw::PendingReturns,
+    /// Extended LIST commands passed to the provider as the client sent
+    /// them: see [`passthrough`].
+    passthrough: passthrough::Passthrough,
     /// A COMPRESS DEFLATE waiting for the commands before it to finish.
     pending_compress: Option<Tag<'static>>,
     /// The client connection is compressed (COMPRESS=DEFLATE).
@@ -229,6 +236,7 @@ impl Session {
             in_flight: InFlight::default(),
             raw: raw::RawResponses::default(),
             returns: raw::PendingReturns::default(),
+            passthrough: passthrough::Passthrough::default(),
             pending_compress: None,
             compressed: false,
         }
@@ -263,6 +271,7 @@ impl Session {
                     tracing::debug!("a tagged answer from the provider to no command in flight");
                     return;
                 }
+                self.passthrough.answered(tag);
                 let ok = body.kind == StatusKind::Ok;
                 if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag)
                     && let Some((_, account)) = self.pending_login.take()
@@ -302,6 +311,7 @@ impl Session {
             match event {
                 intake::Event::Bytes(b) => self.server.enqueue_input(&b),
                 intake::Event::Return { tag, options } => self.returns.push(tag, options),
+                intake::Event::Passthrough { tag, line } => self.passthrough.push(tag, line),
                 intake::Event::Refused { tag, why, close } => {
                     tracing::info!(limit = why, "client command over a limit refused");
                     let tag = tag.and_then(|t| Tag::try_from(t).ok());
@@ -322,6 +332,7 @@ impl Session {
     }
 
     pub fn provider_input(&mut self, bytes: &[u8]) {
+        self.passthrough.tee.push(bytes);
         self.provider.enqueue_input(bytes);
     }
 
@@ -361,6 +372,7 @@ impl Session {
         self.server = new_server(&self.ctx);
         self.intake = Intake::new(self.ctx.max_literal_size);
         self.returns = raw::PendingReturns::default();
+        self.passthrough.client_reset();
         loop {
             match self.server.next() {
                 Ok(server::Event::GreetingSent { .. }) => break,
@@ -458,8 +470,11 @@ impl Session {
             }
             while self.step == Step::Wait {
                 match self.provider.next() {
-                    Ok(event) => self.on_provider(event),
-                    Err(Interrupt::Io(Io::Output(b))) => self.to_provider.extend_from_slice(&b),
+                    Ok(event) => {
+                        self.provider_sent(&event);
+                        self.on_provider(event)
+                    }
+                    Err(Interrupt::Io(Io::Output(b))) => self.provider_output(&b),
                     Err(Interrupt::Io(Io::NeedMoreInput)) => break,
                     Err(Interrupt::Error(e)) => self.on_provider_error(e),
                 }
@@ -581,9 +596,14 @@ impl Session {
             }
             server::Event::CommandReceived { command } => {
                 let returns = self.returns.take(&command.tag);
-                match self.in_flight.refusal(&command.tag) {
-                    Some(why) => self.refuse(command.tag, StatusKind::Bad, why),
-                    None => self.on_command(command, returns),
+                let taken = self.passthrough.take(&command);
+                match (self.in_flight.refusal(&command.tag), taken) {
+                    (Some(why), _) => self.refuse(command.tag, StatusKind::Bad, why),
+                    (None, passthrough::Taken::Line(line)) => self.forward_line(command.tag, line),
+                    (None, passthrough::Taken::Refused) => {
+                        self.refuse(command.tag, StatusKind::Bad, passthrough::TOO_MANY);
+                    }
+                    (None, passthrough::Taken::No) => self.on_command(command, returns),
                 }
             }
             server::Event::CommandAuthenticateReceived {
@@ -947,6 +967,9 @@ impl Session {
                     }
                     (data, _) => data,
                 };
+                if let Some(bytes) = self.list_as_written(&data) {
+                    return self.enqueue_raw(bytes);
+                }
                 let data = self.rewrite_data(data);
                 self.server.enqueue_data(data);
             }
@@ -981,6 +1004,11 @@ impl Session {
     /// message goes unanswered, the FETCH ends NO, the session goes on.
     fn on_provider_error(&mut self, e: client::Error) {
         if let client::Error::MalformedMessage { discarded_bytes } = &e
+            && self.pass_answer(discarded_bytes.declassify())
+        {
+            return;
+        }
+        if let client::Error::MalformedMessage { discarded_bytes } = &e
             && is_fetch_response(discarded_bytes.declassify())
             && let Some(Plan::Fetch(plan)) = self.plan.as_mut()
         {
@@ -1009,6 +1037,10 @@ fn is_fetch_response(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod compress_tests;
 mod in_flight;
+mod list_raw;
+mod passthrough;
+#[cfg(test)]
+mod passthrough_tests;
 mod plan;
 mod raw;
 mod rewrite;

@@ -7,7 +7,7 @@ fn bytes(events: &[Event]) -> Vec<u8> {
         .iter()
         .filter_map(|e| match e {
             Event::Bytes(b) => Some(b.clone()),
-            Event::Refused { .. } | Event::Return { .. } => None,
+            Event::Refused { .. } | Event::Return { .. } | Event::Passthrough { .. } => None,
         })
         .flatten()
         .collect()
@@ -23,7 +23,7 @@ fn refusals(events: &[Event]) -> Vec<(Option<String>, &'static str, bool)> {
                 *why,
                 *close,
             )),
-            Event::Bytes(_) | Event::Return { .. } => None,
+            Event::Bytes(_) | Event::Return { .. } | Event::Passthrough { .. } => None,
         })
         .collect()
 }
@@ -392,4 +392,54 @@ fn return_options_are_taken_off_a_search_line_split_across_reads() {
         b"a1 UID SEARCH {3}\r\nfoo RETURN (MAX) x\r\n"
     );
     assert_eq!(events.len(), 3);
+}
+
+#[test]
+fn an_extended_list_is_taken_off_and_a_noop_goes_on_in_its_place() {
+    for n in [1, 3, 1000] {
+        let mut intake = Intake::new(1024);
+        let events = feed(
+            &mut intake,
+            b"a NOOP\r\nl1 LIST \"\" \"*\" RETURN (CHILDREN STATUS (MESSAGES))\nl2 LIST \"\" \"*\"\r\n",
+            n,
+        );
+        let taken: Vec<&Event> = events
+            .iter()
+            .filter(|e| matches!(e, Event::Passthrough { .. }))
+            .collect();
+        assert_eq!(
+            taken,
+            [&Event::Passthrough {
+                tag: b"l1".to_vec(),
+                line: b"l1 LIST \"\" \"*\" RETURN (CHILDREN STATUS (MESSAGES))\r\n".to_vec(),
+            }]
+        );
+        assert_eq!(
+            bytes(&events),
+            b"a NOOP\r\nl1 NOOP\r\nl2 LIST \"\" \"*\"\r\n"
+        );
+    }
+    // Refused: BAD with the tag, the session goes on with the next line.
+    let mut intake = Intake::new(1024);
+    let events = intake.push(b"s LIST \"\" * RETURN (STATUS (SIZE))\r\nb NOOP\r\n");
+    assert_eq!(
+        refusals(&events),
+        [(
+            Some("s".to_owned()),
+            crate::imap::list_extended::why::SIZE,
+            false
+        )]
+    );
+    assert_eq!(bytes(&events), b"b NOOP\r\n");
+    // With a literal: refused, and the literal (never continued) dropped.
+    let events = intake.push(b"t LIST (SUBSCRIBED) {3+}\r\nabc\r\nc NOOP\r\n");
+    assert_eq!(
+        refusals(&events),
+        [(
+            Some("t".to_owned()),
+            crate::imap::list_extended::why::LITERAL,
+            false
+        )]
+    );
+    assert_eq!(bytes(&events), b"c NOOP\r\n");
 }
