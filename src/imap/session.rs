@@ -252,8 +252,8 @@ impl Session {
     }
 
     /// Runs the plans' work at once on the caller's thread, so a test
-    /// drives the session synchronously.
-    #[cfg(test)]
+    /// (or the fuzz harness, [`super::fuzz`]) drives the session
+    /// synchronously. Never in the proxy: it would hold the runtime.
     pub fn with_inline_work(mut self) -> Session {
         self.runner = Runner::inline();
         self
