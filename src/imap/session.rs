@@ -259,6 +259,13 @@ impl Session {
         self
     }
 
+    /// The plans' work goes through `runner` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_runner(mut self, runner: Runner) -> Session {
+        self.runner = runner;
+        self
+    }
+
     /// Notified when work the session submitted ends: the I/O shell then
     /// runs [`Session::advance`] again (while [`Session::working`]).
     pub fn work_done(&self) -> Arc<tokio::sync::Notify> {
@@ -1072,3 +1079,5 @@ mod raw;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod work_tests;

@@ -91,6 +91,8 @@ fn pool() -> Option<&'static Sender<Job>> {
 pub struct Runner {
     inline: bool,
     done: Arc<Notify>,
+    /// Tests: jobs kept until [`Runner::run_held`].
+    held: Option<Arc<Mutex<Vec<Job>>>>,
 }
 
 /// Wakes the session when dropped: when the job ends, panicking or not.
@@ -108,7 +110,35 @@ impl Runner {
         Runner {
             inline: false,
             done: Arc::new(Notify::new()),
+            held: None,
         }
+    }
+
+    /// Jobs kept until the test runs them ([`Runner::run_held`]): shows
+    /// what the session does while its work is still running.
+    #[cfg(test)]
+    pub fn held() -> Runner {
+        Runner {
+            held: Some(Arc::default()),
+            ..Runner::pool()
+        }
+    }
+
+    /// Runs the jobs kept so far, the last submitted first (so a test
+    /// sees results taken in the order submitted all the same); returns
+    /// how many ran.
+    #[cfg(test)]
+    pub fn run_held(&self) -> usize {
+        let jobs: Vec<Job> = self
+            .held
+            .as_ref()
+            .map(|h| std::mem::take(&mut *h.lock().unwrap()))
+            .unwrap_or_default();
+        let n = jobs.len();
+        for job in jobs.into_iter().rev() {
+            job();
+        }
+        n
     }
 
     /// Jobs run at once on the caller's thread (sans-IO tests).
@@ -116,6 +146,7 @@ impl Runner {
         Runner {
             inline: true,
             done: Arc::new(Notify::new()),
+            held: None,
         }
     }
 
@@ -139,6 +170,14 @@ impl Runner {
         if self.inline {
             let _ = catch_unwind(AssertUnwindSafe(boxed));
             return Pending::from_receiver(rx);
+        }
+        if let Some(held) = &self.held
+            && let Ok(mut held) = held.lock()
+        {
+            held.push(boxed);
+            return Pending {
+                state: State::Running(rx),
+            };
         }
         match pool() {
             Some(pool) => match pool.send(boxed) {
