@@ -35,10 +35,7 @@ fn a_large_search_over_sealed_mail_does_not_hold_other_clients() {
     let p = provider();
     let user = p.new_user("work-search");
     let proxy = ImapProxy::start_with_env(
-        &format!(
-            "{}timeout_secs = 60\n",
-            ImapProxy::plain(p.imap_addr())
-        ),
+        &format!("{}timeout_secs = 60\n", ImapProxy::plain(p.imap_addr())),
         "",
         &[("TOKIO_WORKER_THREADS", "1")],
     );
@@ -80,7 +77,9 @@ fn a_large_search_over_sealed_mail_does_not_hold_other_clients() {
     assert!(found.is_ok(), "{}", found.text());
     let all: Vec<String> = (1..=MESSAGES).map(|u| u.to_string()).collect();
     assert!(
-        found.text().contains(&format!("* SEARCH {}", all.join(" "))),
+        found
+            .text()
+            .contains(&format!("* SEARCH {}", all.join(" "))),
         "{}",
         found.text()
     );

@@ -498,7 +498,6 @@ impl FetchPlan {
         }
     }
 
-
     /// A tagged status from the provider; `Err` gives it back when it does
     /// not end a command of this plan.
     pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {

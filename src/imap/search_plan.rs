@@ -65,9 +65,9 @@ use super::fetch::{CacheRef, Output, peek, uid_of};
 use super::search::{self, Search};
 use super::search_return::{self, ReturnOptions};
 use super::sequence::Vanished;
+use super::session::SharedKeys;
 use super::sort;
 use super::thread;
-use super::session::SharedKeys;
 use crate::envelope::{self, Keys};
 use crate::imap::cache::MessageKey;
 

@@ -32,7 +32,11 @@ impl ImapProxy {
 
     /// As [`ImapProxy::start`], `writ serve` run with `env` added to its
     /// environment (e.g. `TOKIO_WORKER_THREADS`).
-    pub fn start_with_env(provider_imap: &str, imap_options: &str, env: &[(&str, &str)]) -> ImapProxy {
+    pub fn start_with_env(
+        provider_imap: &str,
+        imap_options: &str,
+        env: &[(&str, &str)],
+    ) -> ImapProxy {
         let tls = test_tls("writ IMAP test CA");
         let (imap, imaps) = (free_port(), free_port());
         let mut cfg = WritConfig::relay(provider().smtp_addr());

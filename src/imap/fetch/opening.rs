@@ -328,7 +328,10 @@ mod tests {
         let runner = Runner::pool();
         let (go, wait) = mpsc::channel::<()>();
         let mut order = InOrder::new(3);
-        order.push(0, runner.spawn(move || wait.recv().map(|_| 0).unwrap_or(99)));
+        order.push(
+            0,
+            runner.spawn(move || wait.recv().map(|_| 0).unwrap_or(99)),
+        );
         order.push(1, Pending::ready(1));
         assert!(order.take_ready().is_empty(), "taken past the oldest");
         order.push(2, Pending::ready(2));

@@ -23,8 +23,8 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Part, Section};
 use imap_next::imap_types::core::Vec1;
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Part, Section};
 
 use super::opening::Pending;
 use super::{FetchPlan, Output, Probed, answers, fetch, show_seen, uid_of};
@@ -39,7 +39,7 @@ use crate::imap::section::binary::{Memo, Refusal};
 pub(super) enum Opened {
     /// The summary of part 1: composed on the session's thread (cheap),
     /// or the message is fetched whole when an item needs its body.
-    Summary(Result<Summary, EnvelopeError>),
+    Summary(Result<Box<Summary>, EnvelopeError>),
     /// The whole message, its items composed in the job.
     Whole(Result<Composed, EnvelopeError>),
 }
@@ -198,7 +198,7 @@ impl FetchPlan {
                 marker: &marker,
                 prefix: &prefix,
             };
-            Opened::Summary(target.summary(&part1, &mime))
+            Opened::Summary(target.summary(&part1, &mime).map(Box::new))
         }))
     }
 
@@ -262,20 +262,19 @@ impl FetchPlan {
                 continue;
             };
             let opened = opened.unwrap_or_else(|| {
-                Opened::Summary(Err(EnvelopeError::Damaged(
-                    "opening it failed".into(),
-                )))
+                Opened::Summary(Err(EnvelopeError::Damaged("opening it failed".into())))
             });
             let answered = match opened {
                 Opened::Summary(summary) => summary.map(|summary| {
+                    let summary: &Summary = &summary;
                     if self
                         .wanted
                         .iter()
-                        .any(|i| answer::need(i, Some(&summary)) == Need::Payload)
+                        .any(|i| answer::need(i, Some(summary)) == Need::Payload)
                     {
                         return None;
                     }
-                    Some(self.compose(probed, &summary, None, None))
+                    Some(self.compose(probed, summary, None, None))
                 }),
                 Opened::Whole(composed) => composed.map(|c| Some(self.absorb(c))),
             };

@@ -104,7 +104,7 @@ fn a_search_over_sealed_mail_is_opened_and_searched_off_the_session() {
 fn whole_messages_open_off_the_session_in_bounded_numbers_and_in_order() {
     let (mut s, runner, stored) = held_session();
     let n = (opening::in_flight() * 2 + 1) as u32;
-    let up = exchange(&mut s, format!("f UID FETCH 1:* (BODY.PEEK[])\r\n").as_bytes());
+    let up = exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
     assert_eq!(up, "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])\r\n");
     let mut probe = Vec::new();
     for seq in 1..=n {
@@ -140,7 +140,10 @@ fn whole_messages_open_off_the_session_in_bounded_numbers_and_in_order() {
         }
         assert!(!s.wants_provider_input(), "reads on while its work is full");
         let ran = runner.run_held();
-        assert!(ran >= 1 && ran <= opening::in_flight(), "{ran} jobs out at once");
+        assert!(
+            ran >= 1 && ran <= opening::in_flight(),
+            "{ran} jobs out at once"
+        );
         rounds += 1;
         assert!(rounds <= n as usize, "the FETCH does not end");
     }
