@@ -18,11 +18,14 @@
 //!    the message that crosses it), before any further command.
 //! 3. **Sealed**: a FETCH of part 1 (the summary) for the other sealed messages,
 //!    or of the whole stored message when a body section was asked for;
-//!    writ opens it and answers every item. Summaries open on the
-//!    process-wide pool ([`opening`]) while the provider sends the next
-//!    ones, at most [`opening::in_flight`] outstanding per plan, and are
-//!    answered in the order the provider sent them; all are answered
-//!    before the phase's tagged status moves the plan on.
+//!    writ opens it and answers every item. Opening (summary or whole
+//!    message, BINARY decoding and composing included, and the cache put)
+//!    is a job on the process-wide pool ([`opening`], [`work`], through
+//!    [`super::opened`]), never done in the session: at most
+//!    [`opening::in_flight`] outstanding per plan (the session reads no
+//!    more provider responses meanwhile), answered in the order the
+//!    provider sent them; the phase's tagged status is held until all
+//!    are answered, then moves the plan on.
 //! 4. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
 //!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
 //!    the sealed ones writ could not open: those are shown as stored).

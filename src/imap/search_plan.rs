@@ -20,6 +20,11 @@
 //!    kept.
 //! 5. `* SEARCH ...` and the tagged OK go to the client.
 //!
+//! Looking a message up in the cache, opening it (through
+//! [`super::opened`], as FETCH does) and holding it against the criteria
+//! are jobs on the process-wide pool ([`work`]), never done in the
+//! session; a phase's tagged status waits for its jobs.
+//!
 //! Steps 3 and 4 name messages as the client's command does: by sequence
 //! number for a SEARCH (the provider then holds back EXPUNGE during them,
 //! as during the client's own: RFC 3501 §7.4.1), by UID for a UID SEARCH.
