@@ -30,6 +30,11 @@
 //!   ([`Session::has_more_output`]): a FETCH of a whole cached folder holds
 //!   one chunk in memory, not the folder. The size of each write is the
 //!   `writ_imap_client_write_bytes` histogram.
+//! - The session's heavy work (opening sealed messages, SEARCH over them,
+//!   the cache) runs on the process-wide pool, never on this task: while
+//!   the session is [`Session::working`], its [`Session::work_done`] wakes
+//!   this loop to run `advance` again. The provider is read only while
+//!   the session takes its bytes ([`Session::wants_provider_input`]).
 //! - Both sockets have TCP_NODELAY (the provider's: [`crate::net`]); the
 //!   client's is set to acknowledge at once after each read ([`ack_now`]).
 
@@ -196,6 +201,7 @@ pub async fn serve(
         shared.sealer.clone(),
     )
     .with_cache(shared.cache.clone());
+    let work_done = session.work_done();
     // Connected when the first command for the provider is ready, not
     // before: an idle client costs the provider nothing.
     let mut upstream: Option<Stream> = None;
@@ -312,12 +318,14 @@ pub async fn serve(
         } else {
             (login_deadline, LOGIN_BYE)
         };
+        let wants_provider = session.wants_provider_input();
         let provider_read = async {
             match upstream.as_mut() {
-                Some(up) => up.read(&mut pbuf).await,
-                None => std::future::pending().await,
+                Some(up) if wants_provider => up.read(&mut pbuf).await,
+                _ => std::future::pending().await,
             }
         };
+        let working = session.working();
         let wants_client = session.wants_client_input();
         let client_read = async {
             if wants_client {
@@ -345,6 +353,8 @@ pub async fn serve(
                 Ok(n) if n > 0 => session.provider_input(&pbuf[..n]),
                 _ => session.provider_closed(),
             },
+            // Work done off the session: `advance` takes its results.
+            _ = work_done.notified(), if working => {}
             _ = shutdown.changed() => session.shutdown(),
         }
     }

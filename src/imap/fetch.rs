@@ -18,11 +18,14 @@
 //!    the message that crosses it), before any further command.
 //! 3. **Sealed**: a FETCH of part 1 (the summary) for the other sealed messages,
 //!    or of the whole stored message when a body section was asked for;
-//!    writ opens it and answers every item. Summaries open on the
-//!    process-wide pool ([`opening`]) while the provider sends the next
-//!    ones, at most [`opening::in_flight`] outstanding per plan, and are
-//!    answered in the order the provider sent them; all are answered
-//!    before the phase's tagged status moves the plan on.
+//!    writ opens it and answers every item. Opening (summary or whole
+//!    message, BINARY decoding and composing included, and the cache put)
+//!    is a job on the process-wide pool ([`opening`], [`work`], through
+//!    [`super::opened`]), never done in the session: at most
+//!    [`opening::in_flight`] outstanding per plan (the session reads no
+//!    more provider responses meanwhile), answered in the order the
+//!    provider sent them; the phase's tagged status is held until all
+//!    are answered, then moves the plan on.
 //! 4. **Plain**: a FETCH of the body sections and of ENVELOPE, BODY and
 //!    BODYSTRUCTURE the client asked for, for the plaintext messages (and
 //!    the sealed ones writ could not open: those are shown as stored).
@@ -71,12 +74,11 @@ use imap_next::imap_types::sequence::SequenceSet;
 use std::sync::Arc;
 
 use super::answer::{self, Item, Need};
-use super::cache::{Cache, Listing, MailboxKey, MessageKey};
-use super::section::binary::{Memo, Refusal};
+use super::cache::{Cache, MailboxKey, MessageKey};
+use super::section::binary::Refusal;
 use super::sequence::Vanished;
 use super::session::SharedKeys;
-use crate::admin::names;
-use crate::envelope::{self, Detected, Keys, Summary};
+use crate::envelope::{self, Detected, Keys};
 
 /// What the session does with the plan's results.
 #[derive(Debug)]
@@ -162,15 +164,19 @@ pub struct FetchPlan {
     /// A BINARY section did not decode: the command ends NO with its code
     /// (`NO [UNKNOWN-CTE]`, `NO [PARSE]`), as Dovecot ends it.
     refused: std::cell::Cell<Option<Refusal>>,
-    /// The keyring, for opening summaries on the pool ([`opening`]);
-    /// without it (unit tests) they open on the caller's thread.
-    keys: Option<SharedKeys>,
-    /// Summaries being opened, in the order the provider sent them.
-    opening: InOrder<NonZeroU32, Result<Summary, envelope::EnvelopeError>>,
     /// ENVELOPE, BODY and BODYSTRUCTURE of the plain phase's response
     /// being handled, as the provider wrote them
     /// ([`FetchPlan::provider_response`]).
     provider_written: Option<answer::ProviderWritten>,
+    /// The keyring and the runner, for opening messages on the pool
+    /// ([`opening`]); without them (unit tests) they open on the
+    /// caller's thread.
+    keys: Option<(SharedKeys, Runner)>,
+    /// Messages being opened, in the order the provider sent them.
+    opening: InOrder<NonZeroU32, work::Opened>,
+    /// The tagged status ending the sealed phase, held until every
+    /// message being opened is answered ([`FetchPlan::poll`]).
+    held_status: Option<Status<'static>>,
 }
 
 impl FetchPlan {
@@ -266,15 +272,16 @@ impl FetchPlan {
                 keys: None,
                 opening: InOrder::new(opening::in_flight()),
                 provider_written: None,
+                held_status: None,
             },
             probe,
         ))
     }
 
-    /// Opens the summaries of sealed messages with `keys` on the
-    /// process-wide pool, while the provider sends the next ones.
-    pub fn opening_with(mut self, keys: SharedKeys) -> FetchPlan {
-        self.keys = Some(keys);
+    /// Opens sealed messages with `keys` through `runner` (the
+    /// process-wide pool), while the provider sends the next ones.
+    pub fn opening_with(mut self, keys: SharedKeys, runner: Runner) -> FetchPlan {
+        self.keys = Some((keys, runner));
         self
     }
 
@@ -504,22 +511,19 @@ impl FetchPlan {
                     let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
                     return Ok(out.into_iter().collect());
                 }
-                if !payload {
-                    let Some(pending) = self.open_summary(probed, list, keys) else {
-                        return Err(items);
-                    };
-                    self.opening.push(uid, pending);
-                    return Ok(self.answer_opened(false, Some(keys)));
-                }
-                let answered = list
-                    .iter()
-                    .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
-                    .and_then(data_bytes)
-                    .map(|stored| self.open_whole(probed, &stored, keys));
-                match answered {
-                    None => Err(items),
-                    Some(answered) => Ok(self.on_opened(uid, answered, Some(keys))),
-                }
+                let job = if payload {
+                    list.iter()
+                        .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
+                        .and_then(data_bytes)
+                        .and_then(|stored| self.whole_job(probed, stored))
+                } else {
+                    self.summary_job(probed, list)
+                };
+                let Some(job) = job else {
+                    return Err(items);
+                };
+                self.submit(uid, keys, job);
+                Ok(self.answer_opened())
             }
             Phase::Plain(_) => {
                 let Some(uid) = uid_of(list) else {
@@ -556,197 +560,6 @@ impl FetchPlan {
         }
     }
 
-    /// Answers the summaries opened so far, in the order they came (all of
-    /// them when `all`, waiting for the pool). `keys` as given by the
-    /// session, else the plan's own.
-    fn answer_opened(&mut self, all: bool, keys: Option<&(dyn Keys + Send + Sync)>) -> Vec<Output> {
-        let own = self.keys.clone();
-        let keys = keys.or(own.as_deref());
-        let mut out = Vec::new();
-        for (uid, opened) in self.opening.take_ready(all) {
-            let Some(probed) = self.probed.get(&uid) else {
-                // Expunged meanwhile: nothing to answer.
-                continue;
-            };
-            let opened = opened.unwrap_or_else(|| {
-                Err(envelope::EnvelopeError::Damaged(
-                    "opening its summary failed".into(),
-                ))
-            });
-            let answered = opened.map(|summary| {
-                if self
-                    .wanted
-                    .iter()
-                    .any(|i| answer::need(i, Some(&summary)) == Need::Payload)
-                {
-                    return None;
-                }
-                Some(self.compose(probed, &summary, None, None))
-            });
-            out.extend(self.on_opened(uid, answered, keys));
-        }
-        out
-    }
-
-    /// What follows from opening a message: its answer, a fetch of the
-    /// whole message (`Ok(None)`), or showing it as stored.
-    fn on_opened(
-        &mut self,
-        uid: NonZeroU32,
-        answered: Result<Option<Vec<Item>>, envelope::EnvelopeError>,
-        keys: Option<&(dyn Keys + Send + Sync)>,
-    ) -> Vec<Output> {
-        match answered {
-            Ok(Some(out)) => {
-                metrics::counter!(names::IMAP_OPENED_TOTAL).increment(1);
-                let probed = self.probed.remove(&uid);
-                probed.and_then(|p| fetch(p.seq, out)).into_iter().collect()
-            }
-            Ok(None) => {
-                self.refetch.push(uid);
-                Vec::new()
-            }
-            Err(e) => {
-                // Shown as stored (the plain phase fetches it), and
-                // from now on without trying again.
-                tracing::warn!(uid = uid.get(), error = %e, "cannot open a sealed message");
-                metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason()).increment(1);
-                if let Some(p) = self.probed.get_mut(&uid)
-                    && let Some(d) = p.sealed.take()
-                    && let Some(keys) = keys
-                {
-                    remember_undecryptable(self.cache.as_ref(), p.key, &d.epoch, keys, &e);
-                }
-                Vec::new()
-            }
-        }
-    }
-
-    /// Answers every wanted item from the whole stored message.
-    fn open_whole(
-        &self,
-        probed: &Probed,
-        stored: &[u8],
-        keys: &(dyn Keys + Send + Sync),
-    ) -> Result<Option<Vec<Item>>, envelope::EnvelopeError> {
-        let summary = envelope::read_summary(stored, keys)?.with_prefix(&probed.prefix);
-        let mut opened = Vec::with_capacity(stored.len());
-        envelope::open(stored, keys, &mut opened)?;
-        if opened.len() as u64 != summary.size {
-            // Sizes, structure and sections would disagree with what the
-            // summary showed: the message is not what it says it is.
-            return Err(envelope::EnvelopeError::Damaged(
-                "the payload's size differs from its summary's".into(),
-            ));
-        }
-        if let Some(c) = &self.cache {
-            c.cache.put(&c.mailbox, probed.key, &summary, Some(&opened));
-        }
-        Ok(Some(self.compose(probed, &summary, Some(&opened), None)))
-    }
-
-    /// Opens part 1 (the summary) and puts it in the cache: on the pool
-    /// when the plan has the keyring, else at once. `None` when the
-    /// provider's answer lacks part 1.
-    fn open_summary(
-        &self,
-        probed: &Probed,
-        list: &[MessageDataItem<'static>],
-        keys: &(dyn Keys + Send + Sync),
-    ) -> Option<Pending<Result<Summary, envelope::EnvelopeError>>> {
-        let one = NonZeroU32::MIN;
-        let part = |s: &Section<'_>| {
-            list.iter()
-                .find(|i| matches!(i, MessageDataItem::BodyExt { section: Some(x), origin: None, .. } if x == s))
-                .and_then(data_bytes)
-        };
-        let part1 = part(&Section::Part(Part(Vec1::from(one))))?;
-        let mime = part(&Section::Mime(Part(Vec1::from(one)))).unwrap_or_default();
-        let marker = probed.sealed.clone()?;
-        let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
-            .map(|v| envelope::header::text(&v));
-        let prefix = probed.prefix.clone();
-        let cache = self.cache.clone();
-        let key = probed.key;
-        // open_summary_of: a marker of another format version is refused
-        // here too, so such a message is not listed from its summary.
-        let open = move |keys: &(dyn Keys + Send + Sync)| {
-            let summary = envelope::open_summary_of(&part1, cte.as_deref(), &marker, keys)?
-                .with_prefix(&prefix);
-            if let Some(c) = &cache {
-                c.cache.put(&c.mailbox, key, &summary, None);
-            }
-            Ok(summary)
-        };
-        Some(match &self.keys {
-            Some(shared) => {
-                let shared = Arc::clone(shared);
-                Pending::spawn(move || open(shared.as_ref()))
-            }
-            None => Pending::ready(open(keys)),
-        })
-    }
-
-    /// The response items for a sealed message, in the client's order;
-    /// the listing items from `listing` when the cache made them already.
-    fn compose(
-        &self,
-        probed: &Probed,
-        summary: &Summary,
-        opened: Option<&[u8]>,
-        listing: Option<&Listing>,
-    ) -> Vec<Item> {
-        let mut out = Vec::new();
-        if self.refused.get().is_some() {
-            // Dovecot answers no message after a BINARY refusal.
-            return out;
-        }
-        let mut memo = Memo::default();
-        for name in &self.wanted {
-            match opened.and_then(|m| answer::binary(name, summary, m, &mut memo)) {
-                Some(Ok(item)) => {
-                    out.push(item);
-                    continue;
-                }
-                Some(Err(refusal)) => {
-                    // Dovecot ends the FETCH here, NO [code]; a response
-                    // with nothing in it carries the UID.
-                    self.refused.set(Some(refusal));
-                    if out.is_empty() {
-                        out.extend(
-                            uid_of(&probed.items).map(|u| Item::Typed(MessageDataItem::Uid(u))),
-                        );
-                    }
-                    return out;
-                }
-                None => {}
-            }
-            let made = || answer::answer(name, summary, opened);
-            let ours = || match listing.filter(|_| opened.is_none()) {
-                Some(listing) => listing.item(name, made).unwrap_or_else(made),
-                None => made(),
-            };
-            if answer::from_provider(name) {
-                if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                    out.push(Item::Typed(item.clone()));
-                }
-            } else if let Some(item) = ours() {
-                out.push(item);
-            } else if let Some(item) = probed.items.iter().find(|i| answers(i, name)) {
-                // writ could not answer (a header item of a summary that
-                // lacks the header): the stored message's own item rather
-                // than none.
-                out.push(Item::Typed(item.clone()));
-            } else {
-                self.incomplete.set(true);
-            }
-        }
-        if self.wants_seen() && !probed.seen {
-            show_seen(&mut out, &probed.items);
-        }
-        out
-    }
-
     /// A tagged status from the provider; `Err` gives it back when it does
     /// not end a command of this plan.
     pub fn on_status(&mut self, status: Status<'static>) -> Result<Vec<Output>, Status<'static>> {
@@ -768,10 +581,12 @@ impl FetchPlan {
                 if !ok {
                     tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
                 }
-                // Every summary still being opened is answered first.
-                let mut out = self.answer_opened(true, None);
-                out.extend(self.next_phase());
-                Ok(out)
+                // Every message still being opened is answered first.
+                if !self.opening.is_empty() {
+                    self.held_status = Some(status);
+                    return Ok(Vec::new());
+                }
+                Ok(self.next_phase())
             }
             _ => Err(status),
         }
@@ -1112,11 +927,12 @@ fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
 mod from_cache;
 mod items;
 pub(super) mod opening;
+mod work;
 pub use from_cache::CACHE_CHUNK_BYTES;
 #[cfg(test)]
 mod tests;
 
-use opening::{InOrder, Pending};
+use opening::{InOrder, Runner};
 
 use items::{
     answers, binary_refused, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section,

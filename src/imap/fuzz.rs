@@ -53,6 +53,7 @@ fn session(f: &Fixture) -> Session {
         Arc::new(vec![f.identity.clone()]),
         f.sealer.clone(),
     )
+    .with_inline_work()
 }
 
 fn literal(name: &str, bytes: &[u8]) -> Vec<u8> {

@@ -6,7 +6,8 @@
 //! - [`session`]: the sans-IO core joining the client and provider flows.
 //! - [`fetch`]: FETCH as a plan of provider commands, so that sealed
 //!   messages are answered from what writ opens; [`answer`] computes the
-//!   items of one sealed message.
+//!   items of one sealed message; [`opened`] opens one sealed message for
+//!   FETCH and SEARCH alike, as work off the session.
 //! - [`intake`]: caps on the client's commands before they are parsed.
 //! - [`sequence`]: the sequence sets of writ's own commands.
 //! - [`upstream`]: the connection to the provider's IMAP server.
@@ -26,6 +27,7 @@ pub mod fuzz;
 pub mod intake;
 pub mod list_extended;
 pub mod listener;
+pub mod opened;
 pub mod search;
 pub mod search_plan;
 pub mod search_return;

@@ -20,6 +20,11 @@
 //!    kept.
 //! 5. `* SEARCH ...` and the tagged OK go to the client.
 //!
+//! Looking a message up in the cache, opening it (through
+//! [`super::opened`], as FETCH does) and holding it against the criteria
+//! are jobs on the process-wide pool ([`work`]), never done in the
+//! session; a phase's tagged status waits for its jobs.
+//!
 //! Steps 3 and 4 name messages as the client's command does: by sequence
 //! number for a SEARCH (the provider then holds back EXPUNGE during them,
 //! as during the client's own: RFC 3501 §7.4.1), by UID for a UID SEARCH.
@@ -62,14 +67,17 @@ use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind
 use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
-use super::fetch::{CacheRef, Output, peek, remember_undecryptable, uid_of, undecryptable_known};
-use super::search::{self, Candidate, Search};
+use std::sync::Arc;
+
+use super::fetch::opening::{InOrder, Runner, in_flight};
+use super::fetch::{CacheRef, Output, peek, uid_of};
+use super::search::{self, Search};
 use super::search_return::{self, ReturnOptions};
 use super::sequence::Vanished;
+use super::session::SharedKeys;
 use super::sort;
 use super::thread;
-use crate::admin::names;
-use crate::envelope::{self, Keys, Summary};
+use crate::envelope::{self, Keys};
 use crate::imap::cache::MessageKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,7 @@ enum Phase {
 }
 
 /// What the probe said about one message.
+#[derive(Clone)]
 struct Meta {
     seq: NonZeroU32,
     flags: Vec<Flag<'static>>,
@@ -100,7 +109,7 @@ struct Meta {
 pub struct SearchPlan {
     client_tag: Tag<'static>,
     uid: bool,
-    search: Search,
+    search: Arc<Search>,
     phase: Phase,
     max_seq: u32,
     max_uid: u32,
@@ -113,7 +122,7 @@ pub struct SearchPlan {
     /// ESEARCH: what to return (`* ESEARCH` instead of `* SEARCH`).
     returns: Option<ReturnOptions>,
     /// A SORT: its program, and the matching messages with their values.
-    sort: Option<sort::Program>,
+    sort: Option<Arc<sort::Program>>,
     sorted: Vec<sort::Entry>,
     /// The provider's highest MODSEQ of the result (Phase::Provider).
     modseq: Option<u64>,
@@ -125,6 +134,15 @@ pub struct SearchPlan {
     /// THREAD=REFERENCES: what threading needs of each matching message
     /// (within the caps of [`thread::Gathered`]).
     threads: Option<thread::Gathered>,
+    /// The keyring and the runner the messages are opened and held
+    /// against the criteria with, off the session; without them (unit
+    /// tests) that runs at once on the caller's thread.
+    keys: Option<(SharedKeys, Runner)>,
+    /// Messages being looked up, opened or held against the criteria, in
+    /// the order the provider sent them ([`work`]).
+    work: InOrder<NonZeroU32, work::Verdict>,
+    /// A phase's tagged status, held until its work is done.
+    held_status: Option<Status<'static>>,
 }
 
 /// The threading by references a THREAD algorithm names (REFERENCES, or
@@ -274,7 +292,7 @@ impl SearchPlan {
                 SearchPlan {
                     client_tag: command.tag.clone(),
                     uid: *uid,
-                    search: Search::new(&[], None).ok()?,
+                    search: Arc::new(Search::new(&[], None).ok()?),
                     phase: Phase::Provider,
                     max_seq: 0,
                     max_uid: 0,
@@ -289,6 +307,9 @@ impl SearchPlan {
                     provider_search: Some(search.clone()),
                     thread: false,
                     threads: None,
+                    keys: None,
+                    work: InOrder::new(in_flight()),
+                    held_status: None,
                 },
                 search,
             )));
@@ -329,7 +350,7 @@ impl SearchPlan {
             SearchPlan {
                 client_tag: command.tag.clone(),
                 uid: *uid,
-                search,
+                search: Arc::new(search),
                 phase: Phase::Count,
                 max_seq: 0,
                 max_uid: 0,
@@ -338,12 +359,15 @@ impl SearchPlan {
                 cache,
                 header_only: !criteria.as_ref().iter().any(search::needs_body),
                 returns,
-                sort,
+                sort: sort.map(Arc::new),
                 sorted: Vec::new(),
                 modseq: None,
                 provider_search: None,
                 thread,
                 threads,
+                keys: None,
+                work: InOrder::new(in_flight()),
+                held_status: None,
             },
             count,
         )))
@@ -434,45 +458,25 @@ impl SearchPlan {
                 };
                 let mut meta = meta(seq, list);
                 let key = MessageKey::new(uid.get(), &header);
-                // One remembered as undecryptable is searched as stored.
-                let detected = envelope::detect(&header).filter(|d| {
-                    !self
-                        .cache
-                        .as_ref()
-                        .is_some_and(|c| undecryptable_known(c, key, &d.epoch, keys))
-                });
+                let detected = envelope::detect(&header);
                 meta.sealed = detected
                     .clone()
                     .map(|d| (d, envelope::stored_prefix(&header), key));
-                if detected.is_none() {
-                    if self.header_only {
-                        self.consider(uid, &meta, meta.size, &header, None);
-                    } else {
-                        self.pending.insert(uid, meta);
-                    }
-                    return Ok(Vec::new());
-                }
-                if let Some(c) = &self.cache {
-                    if self.header_only
-                        && let Some(summary) = c.cache.summary(&c.mailbox, key)
-                        && let Some(h) = summary.root.header.clone()
-                    {
-                        metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
-                        let size = envelope::view::rfc822_size(&summary);
-                        self.consider(uid, &meta, size, &h, Some(&summary));
-                        return Ok(Vec::new());
-                    }
-                    if !self.header_only
-                        && let Some((summary, Some(opened))) = c.cache.get(&c.mailbox, key)
-                    {
-                        metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
-                        let size = envelope::view::rfc822_size(&summary);
-                        self.consider(uid, &meta, size, &opened, Some(&summary));
-                        return Ok(Vec::new());
-                    }
-                }
+                let job = match (&meta.sealed, &self.cache) {
+                    // Plaintext: its header is enough, or its body is
+                    // fetched in the whole-message phase.
+                    (None, _) if self.header_only => Some(self.judge_job(&meta, uid, header)),
+                    (None, _) => None,
+                    // Sealed: the cache may answer (or remember it as
+                    // undecryptable: then it is searched as stored).
+                    (Some(_), Some(_)) => Some(self.lookup_job(&meta, uid, header)),
+                    (Some(_), None) => None,
+                };
                 self.pending.insert(uid, meta);
-                Ok(Vec::new())
+                if let Some(job) = job {
+                    self.submit(uid, keys, job);
+                }
+                Ok(self.take_judged())
             }
             Phase::Summaries => {
                 let Some(part1) = body_item(list, Some(&part_one(false))) else {
@@ -482,134 +486,25 @@ impl SearchPlan {
                 let Some(meta) = self.pending.get(&uid) else {
                     return Err(items);
                 };
-                let Some((marker, prefix, key)) = &meta.sealed else {
+                if meta.sealed.is_none() {
                     return Ok(Vec::new());
-                };
-                let cte = envelope::header::first_value(&mime, "content-transfer-encoding")
-                    .map(|v| envelope::header::text(&v));
-                // A summary that does not open, or holds no header, leaves
-                // the message for the whole-message phase.
-                let Ok(summary) = envelope::open_summary_of(&part1, cte.as_deref(), marker, keys)
-                    .map(|s| s.with_prefix(prefix))
-                else {
-                    return Ok(Vec::new());
-                };
-                if let Some(c) = &self.cache {
-                    c.cache.put(&c.mailbox, *key, &summary, None);
                 }
-                if let Some(h) = summary.root.header.clone()
-                    && let Some(meta) = self.pending.remove(&uid)
-                {
-                    let size = envelope::view::rfc822_size(&summary);
-                    self.consider(uid, &meta, size, &h, Some(&summary));
-                }
-                Ok(Vec::new())
+                let job = self.summary_job(meta, uid, part1, mime);
+                self.submit(uid, keys, job);
+                Ok(self.take_judged())
             }
             Phase::Bodies => {
                 let Some(stored) = body_item(list, None) else {
                     return Err(items);
                 };
-                let Some(meta) = self.pending.remove(&uid) else {
+                let Some(meta) = self.pending.get(&uid) else {
                     return Err(items);
                 };
-                self.open_and_consider(uid, &meta, &stored, keys);
-                Ok(Vec::new())
+                let job = self.whole_job(meta, uid, stored);
+                self.submit(uid, keys, job);
+                Ok(self.take_judged())
             }
             _ => Err(items),
-        }
-    }
-
-    fn open_and_consider(
-        &mut self,
-        uid: NonZeroU32,
-        meta: &Meta,
-        stored: &[u8],
-        keys: &(dyn Keys + Send + Sync),
-    ) {
-        // Header parsing stops at the blank line; the cap bounds the scan
-        // of a message without one.
-        let head = &stored[..stored.len().min(8 * 1024 * 1024)];
-        if envelope::detect(head).is_none() {
-            self.consider(uid, meta, meta.size, stored, None);
-            return;
-        }
-        let mut opened = Vec::with_capacity(stored.len());
-        let summary = envelope::open(stored, keys, &mut opened)
-            .and_then(|_| {
-                envelope::read_summary(stored, keys)
-                    .map(|s| s.with_prefix(&envelope::stored_prefix(head)))
-            })
-            .and_then(|s| {
-                // As the FETCH plan: a payload that disagrees with its
-                // summary is not opened.
-                if s.size == opened.len() as u64 {
-                    Ok(s)
-                } else {
-                    Err(envelope::EnvelopeError::Damaged(
-                        "the payload's size differs from its summary's".into(),
-                    ))
-                }
-            });
-        match summary {
-            Ok(summary) => {
-                if let (Some(c), Some((_, _, key))) = (&self.cache, &meta.sealed) {
-                    c.cache.put(&c.mailbox, *key, &summary, Some(&opened));
-                }
-                let size = envelope::view::rfc822_size(&summary);
-                self.consider(uid, meta, size, &opened, Some(&summary));
-            }
-            Err(e) => {
-                // Searched as stored, like it is shown, and remembered.
-                metrics::counter!(names::OPEN_FAILURES_TOTAL, "reason" => e.reason()).increment(1);
-                if let Some((marker, _, key)) = &meta.sealed {
-                    remember_undecryptable(self.cache.as_ref(), *key, &marker.epoch, keys, &e);
-                }
-                self.consider(uid, meta, meta.size, stored, None);
-            }
-        }
-    }
-
-    /// Holds one message against the criteria.
-    fn consider(
-        &mut self,
-        uid: NonZeroU32,
-        meta: &Meta,
-        size: u64,
-        message: &[u8],
-        summary: Option<&Summary>,
-    ) {
-        let candidate = Candidate {
-            seq: meta.seq,
-            uid,
-            max_seq: self.max_seq,
-            max_uid: self.max_uid,
-            flags: &meta.flags,
-            recent: meta.recent,
-            internal_date: meta.internal_date.as_ref(),
-            size,
-            modseq: None,
-            message,
-            summary,
-        };
-        if !self.search.matches(&candidate) {
-            return;
-        }
-        let id = if self.uid { uid } else { meta.seq };
-        if let Some(threads) = &mut self.threads {
-            let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
-            threads.push(thread::Message::new(message, uid, meta.seq, id, internal));
-            return;
-        }
-        match &self.sort {
-            Some(program) => {
-                let internal = meta.internal_date.as_ref().map(|d| d.as_ref().timestamp());
-                self.sorted.push(sort::Entry {
-                    values: program.values(message, size, internal),
-                    seq: meta.seq,
-                    id,
-                });
-            }
-            None => self.found.push(id),
         }
     }
 
@@ -724,6 +619,12 @@ impl SearchPlan {
         let Status::Tagged(t) = &status else {
             return Err(status);
         };
+        let ours = [PROBE_TAG, SUMMARIES_TAG, BODIES_TAG].contains(&t.tag.as_ref());
+        if ours && !self.work.is_empty() {
+            // The phase's messages are answered first ([`Self::poll`]).
+            self.held_status = Some(status);
+            return Ok(Vec::new());
+        }
         let ok = t.body.kind == StatusKind::Ok;
         match (self.phase, t.tag.as_ref()) {
             (Phase::Provider, PROVIDER_TAG) if ok => match self.returned_modseq() {
@@ -852,3 +753,4 @@ fn meta(seq: NonZeroU32, list: &[MessageDataItem<'static>]) -> Meta {
 
 #[cfg(test)]
 mod tests;
+mod work;

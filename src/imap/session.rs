@@ -48,6 +48,19 @@
 //! SELECT's changed messages), passes with FLAGS, MODSEQ and UID only. Once a
 //! client command waits behind a plan, [`Session::wants_client_input`]
 //! says no: the I/O shell stops reading the client until the plan ends.
+//!
+//! The session never waits and never does the heavy work itself: opening
+//! sealed messages (summaries or whole), decoding BINARY sections,
+//! holding messages against SEARCH criteria and the cache's reads and
+//! writes for them are jobs the plans submit to the process-wide pool
+//! ([`super::fetch::opening`], through [`super::opened`]). When one ends
+//! the I/O shell is woken ([`Session::work_done`]) and calls
+//! [`Session::advance`], which takes the results that are ready, in the
+//! provider's order. While a plan has as many jobs outstanding as it may
+//! ([`super::fetch::opening::in_flight`]), or a phase's end waits for
+//! them, the session reads none of the provider's responses
+//! ([`Session::wants_provider_input`] says no, and `advance` leaves what
+//! was read in the provider flow), so the work held per session is bounded.
 
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
@@ -65,6 +78,7 @@ use super::account;
 use super::append;
 use super::cache::{Cache, MailboxKey};
 use super::capabilities::Offer;
+use super::fetch::opening::Runner;
 use super::fetch::{CacheRef, FetchPlan, Output};
 use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
@@ -155,6 +169,8 @@ pub struct Session {
     pending_compress: Option<Tag<'static>>,
     /// The client connection is compressed (COMPRESS=DEFLATE).
     compressed: bool,
+    /// Where the plans' work runs ([`Runner::done`] wakes the I/O shell).
+    runner: Runner,
 }
 
 /// Client commands parsed while a plan runs that wait in `held` before
@@ -239,7 +255,45 @@ impl Session {
             passthrough: passthrough::Passthrough::default(),
             pending_compress: None,
             compressed: false,
+            runner: Runner::pool(),
         }
+    }
+
+    /// Runs the plans' work at once on the caller's thread, so a test
+    /// (or the fuzz harness, [`super::fuzz`]) drives the session
+    /// synchronously. Never in the proxy: it would hold the runtime.
+    pub fn with_inline_work(mut self) -> Session {
+        self.runner = Runner::inline();
+        self
+    }
+
+    /// The plans' work goes through `runner` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_runner(mut self, runner: Runner) -> Session {
+        self.runner = runner;
+        self
+    }
+
+    /// Notified when work the session submitted ends: the I/O shell then
+    /// runs [`Session::advance`] again (while [`Session::working`]).
+    pub fn work_done(&self) -> Arc<tokio::sync::Notify> {
+        self.runner.done()
+    }
+
+    /// Work of the session's runs off it: wait for [`Session::work_done`]
+    /// too.
+    pub fn working(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.working())
+    }
+
+    /// The session takes more of the provider's bytes: not while a plan
+    /// waits for its work to be done (see the module's header).
+    pub fn wants_provider_input(&self) -> bool {
+        !self.plan_saturated()
+    }
+
+    fn plan_saturated(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.saturated())
     }
 
     /// Opened messages are kept in `cache` (per account and mailbox).
@@ -449,6 +503,12 @@ impl Session {
     pub fn advance(&mut self) -> Step {
         loop {
             let mut progressed = false;
+            if self.step == Step::Wait && self.working_or_held() {
+                // Work done off the session meanwhile.
+                let out = self.plan.as_mut().map(|p| p.poll()).unwrap_or_default();
+                progressed = !out.is_empty() || self.plan.is_none();
+                self.apply(out);
+            }
             if self.step == Step::Wait && self.to_client.is_empty() && self.has_more_output() {
                 // The client drained what it had: the plan's next chunk
                 // (a FETCH answered from the cache).
@@ -468,7 +528,7 @@ impl Session {
                 }
                 progressed = true;
             }
-            while self.step == Step::Wait {
+            while self.step == Step::Wait && !self.plan_saturated() {
                 match self.provider.next() {
                     Ok(event) => {
                         self.provider_sent(&event);
@@ -489,6 +549,13 @@ impl Session {
         }
     }
 
+    /// A plan has work off the session, or a status held for it.
+    fn working_or_held(&self) -> bool {
+        self.plan
+            .as_ref()
+            .is_some_and(|p| p.working() || p.saturated())
+    }
+
     /// BAD with `tag`, or untagged without one.
     fn bad(&mut self, tag: Option<Tag<'static>>, why: &'static str) {
         let body = StatusBody {
@@ -507,6 +574,7 @@ impl Session {
     fn start_search(&mut self, command: Command<'static>, returns: Option<ReturnOptions>) {
         match SearchPlan::start(&command, self.cache_ref(), returns) {
             Some(Ok((plan, first))) => {
+                let plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
                 self.plan = Some(Plan::Search(Box::new(plan)));
                 self.forward(first);
             }
@@ -795,7 +863,7 @@ impl Session {
             }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
-                    let plan = plan.opening_with(Arc::clone(&self.keys));
+                    let plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
                     self.plan = Some(Plan::Fetch(Box::new(plan)));
                     self.forward(probe);
                 }
@@ -1046,3 +1114,5 @@ mod raw;
 mod rewrite;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod work_tests;

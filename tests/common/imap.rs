@@ -231,6 +231,19 @@ impl Imap {
         Ok(imap)
     }
 
+    /// Whether any of the server's bytes have arrived and wait unread
+    /// (looked at without waiting for more).
+    pub fn has_input(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let _ = self.writer.set_nonblocking(true);
+        let mut one = [0u8; 1];
+        let arrived = matches!(self.writer.peek(&mut one), Ok(n) if n > 0);
+        let _ = self.writer.set_nonblocking(false);
+        arrived
+    }
+
     /// Connects and logs in, panicking on any failure.
     #[track_caller]
     pub fn login_to(addr: SocketAddr, user: &str, password: &str) -> Imap {

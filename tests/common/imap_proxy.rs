@@ -27,6 +27,16 @@ impl ImapProxy {
     /// Starts writ with `[provider.imap]` given as TOML lines, and
     /// `imap_options` (TOML lines) added to `[imap]`.
     pub fn start(provider_imap: &str, imap_options: &str) -> ImapProxy {
+        ImapProxy::start_with_env(provider_imap, imap_options, &[])
+    }
+
+    /// As [`ImapProxy::start`], `writ serve` run with `env` added to its
+    /// environment (e.g. `TOKIO_WORKER_THREADS`).
+    pub fn start_with_env(
+        provider_imap: &str,
+        imap_options: &str,
+        env: &[(&str, &str)],
+    ) -> ImapProxy {
         let tls = test_tls("writ IMAP test CA");
         let (imap, imaps) = (free_port(), free_port());
         let mut cfg = WritConfig::relay(provider().smtp_addr());
@@ -43,6 +53,10 @@ impl ImapProxy {
         // Readiness: the admin endpoint answers only after every listener
         // is bound.
         cfg.unlock = true;
+        cfg.serve_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let writ = Writ::start(&cfg);
         ImapProxy {
             writ,

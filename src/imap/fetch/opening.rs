@@ -1,10 +1,13 @@
-//! Opening summaries off the runtime, in parallel, in bounded numbers.
+//! Work that leaves the session: opening sealed messages, decoding BINARY
+//! sections, reading and writing the cache. Run on a process-wide pool,
+//! in parallel, in bounded numbers, and never waited for.
 //!
 //! A cold listing opens one summary per sealed message (an X25519
-//! agreement, a decryption, a JSON parse). Done on the runtime thread that
-//! reads the provider's answers, that CPU work held the thread and
-//! serialised the messages. Here it runs on a process-wide pool while the
-//! provider sends the next summaries.
+//! agreement, a decryption, a JSON parse); a SEARCH BODY opens and reads
+//! whole messages. Done on the runtime thread that reads the provider's
+//! answers, that CPU work held the thread, serialised the messages and
+//! stalled every other session on that thread. Here the plans submit it
+//! ([`Runner::spawn`]) and go on; the session never waits for it.
 //!
 //! Invariants:
 //!
@@ -12,27 +15,33 @@
 //!   ([`threads`]), started once for the whole process, shared by every
 //!   session. Own code rather than tokio's blocking pool (sized for I/O,
 //!   512 threads) or a new crate: a queue and a few threads.
-//! - One plan keeps at most [`in_flight`] opens outstanding
-//!   ([`InOrder`]): past it, it waits for its oldest before submitting more,
-//!   so the summaries waiting in memory are bounded per session (and the
-//!   sessions by the listener's cap).
+//! - Nothing here blocks the caller: [`Pending`] and [`InOrder`] only take
+//!   results that are there. Each job, when it ends (or panics), wakes its
+//!   session's I/O shell through the runner's [`Notify`]
+//!   ([`Runner::done`]); the shell then runs `Session::advance` again, which
+//!   takes what is ready. A wake before the shell waits is kept (a
+//!   `Notify` permit), so none is lost.
+//! - One plan keeps at most [`in_flight`] jobs outstanding ([`InOrder`]):
+//!   when full ([`InOrder::full`]) the session stops reading the
+//!   provider's responses until one is taken, so what waits in memory is
+//!   bounded per session (and the sessions by the listener's cap).
 //! - Results are taken in the order submitted, which is the order the
 //!   provider answered and the client is answered in.
-//! - A wait happens only for a result already submitted (bounded CPU
-//!   work); on a multi-thread runtime it runs through
-//!   `tokio::task::block_in_place`, so the runtime's other tasks move to
-//!   another thread meanwhile.
 //! - A job that panics loses only its own result (taken as `None`); the
 //!   pool thread goes on.
+//! - [`Runner::inline`] runs each job at once on the caller's thread: for
+//!   the sans-IO tests, which drive the session synchronously.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use tokio::sync::Notify;
+
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Opens outstanding per plan, per pool thread.
+/// Jobs outstanding per plan, per pool thread.
 const IN_FLIGHT_PER_THREAD: usize = 2;
 
 /// Threads in the process-wide pool: one per core, at least two.
@@ -42,7 +51,7 @@ pub fn threads() -> usize {
         .max(2)
 }
 
-/// Opens one plan keeps outstanding at most.
+/// Jobs one plan keeps outstanding at most.
 pub fn in_flight() -> usize {
     IN_FLIGHT_PER_THREAD * threads()
 }
@@ -77,6 +86,117 @@ fn pool() -> Option<&'static Sender<Job>> {
     .as_ref()
 }
 
+/// Where a session's jobs run, and how its I/O shell hears that one ended.
+#[derive(Clone)]
+pub struct Runner {
+    inline: bool,
+    done: Arc<Notify>,
+    /// Tests: jobs kept until [`Runner::run_held`].
+    held: Option<Arc<Mutex<Vec<Job>>>>,
+}
+
+/// Wakes the session when dropped: when the job ends, panicking or not.
+struct WakeOnDrop(Arc<Notify>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+impl Runner {
+    /// Jobs on the process-wide pool.
+    pub fn pool() -> Runner {
+        Runner {
+            inline: false,
+            done: Arc::new(Notify::new()),
+            held: None,
+        }
+    }
+
+    /// Jobs kept until the test runs them ([`Runner::run_held`]): shows
+    /// what the session does while its work is still running.
+    #[cfg(test)]
+    pub fn held() -> Runner {
+        Runner {
+            held: Some(Arc::default()),
+            ..Runner::pool()
+        }
+    }
+
+    /// Runs the jobs kept so far, the last submitted first (so a test
+    /// sees results taken in the order submitted all the same); returns
+    /// how many ran.
+    #[cfg(test)]
+    pub fn run_held(&self) -> usize {
+        let jobs: Vec<Job> = self
+            .held
+            .as_ref()
+            .map(|h| std::mem::take(&mut *h.lock().unwrap()))
+            .unwrap_or_default();
+        let n = jobs.len();
+        for job in jobs.into_iter().rev() {
+            job();
+        }
+        n
+    }
+
+    /// Jobs run at once on the caller's thread (sans-IO tests).
+    pub fn inline() -> Runner {
+        Runner {
+            inline: true,
+            done: Arc::new(Notify::new()),
+            held: None,
+        }
+    }
+
+    /// Notified each time a job of this runner ends.
+    pub fn done(&self) -> Arc<Notify> {
+        Arc::clone(&self.done)
+    }
+
+    /// Runs `job` on the pool (at once when inline, or when the pool could
+    /// not start).
+    pub fn spawn<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let wake = WakeOnDrop(Arc::clone(&self.done));
+        let boxed: Job = Box::new(move || {
+            // Dropped in reverse order: the result (or, after a panic, the
+            // closed channel) is there before the wake.
+            let _wake = wake;
+            let tx = tx;
+            let _ = tx.send(job());
+        });
+        if self.inline {
+            let _ = catch_unwind(AssertUnwindSafe(boxed));
+            return Pending::from_receiver(rx);
+        }
+        if let Some(held) = &self.held
+            && let Ok(mut held) = held.lock()
+        {
+            held.push(boxed);
+            return Pending {
+                state: State::Running(rx),
+            };
+        }
+        match pool() {
+            Some(pool) => match pool.send(boxed) {
+                Ok(()) => Pending {
+                    state: State::Running(rx),
+                },
+                Err(mpsc::SendError(boxed)) => {
+                    let _ = catch_unwind(AssertUnwindSafe(boxed));
+                    Pending::from_receiver(rx)
+                }
+            },
+            None => {
+                let _ = catch_unwind(AssertUnwindSafe(boxed));
+                Pending::from_receiver(rx)
+            }
+        }
+    }
+}
+
 /// A result to come from the pool (or already there).
 pub struct Pending<T> {
     state: State<T>,
@@ -85,32 +205,6 @@ pub struct Pending<T> {
 enum State<T> {
     Done(Option<T>),
     Running(Receiver<T>),
-}
-
-impl<T: Send + 'static> Pending<T> {
-    /// Runs `job` on the pool; on the caller's thread if the pool could
-    /// not start.
-    pub fn spawn(job: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let boxed: Job = Box::new(move || {
-            let _ = tx.send(job());
-        });
-        match pool() {
-            Some(pool) => match pool.send(boxed) {
-                Ok(()) => Pending {
-                    state: State::Running(rx),
-                },
-                Err(mpsc::SendError(boxed)) => {
-                    boxed();
-                    Pending::from_receiver(rx)
-                }
-            },
-            None => {
-                boxed();
-                Pending::from_receiver(rx)
-            }
-        }
-    }
 }
 
 impl<T> Pending<T> {
@@ -127,28 +221,26 @@ impl<T> Pending<T> {
         }
     }
 
-    /// The result: `None` while it is not ready and `wait` is false;
-    /// `Some(None)` when the job was lost (it panicked).
-    fn take(&mut self, wait: bool) -> Option<Option<T>> {
+    /// The result: `None` while it is not ready; `Some(None)` when the
+    /// job was lost (it panicked). Never waits.
+    fn take(&mut self) -> Option<Option<T>> {
         match &mut self.state {
             State::Done(v) => Some(v.take()),
             State::Running(rx) => match rx.try_recv() {
                 Ok(v) => Some(Some(v)),
                 Err(TryRecvError::Disconnected) => Some(None),
-                Err(TryRecvError::Empty) if !wait => None,
-                Err(TryRecvError::Empty) => Some(blocking(|| rx.recv().ok())),
+                Err(TryRecvError::Empty) => None,
             },
         }
     }
-}
 
-/// Runs a wait for the pool: through `block_in_place` on a multi-thread
-/// runtime, so that the runtime's other tasks are not held meanwhile.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
+    /// Waits for the result (tests only: never on a runtime thread).
+    #[cfg(test)]
+    fn wait(&mut self) -> Option<T> {
+        match &mut self.state {
+            State::Done(v) => v.take(),
+            State::Running(rx) => rx.recv().ok(),
+        }
     }
 }
 
@@ -171,23 +263,21 @@ impl<K, T> InOrder<K, T> {
         self.queue.push_back((key, pending));
     }
 
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.queue.len()
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// As many outstanding as allowed: submit no more before taking.
+    pub fn full(&self) -> bool {
+        self.queue.len() >= self.limit
     }
 
     /// The results ready now, oldest first, stopping at the first that is
-    /// not; waits for the oldest while more than `limit` - 1 are
-    /// outstanding (so that one more may be pushed), or for all when
-    /// `all`.
-    pub fn take_ready(&mut self, all: bool) -> Vec<(K, Option<T>)> {
+    /// not. Never waits.
+    pub fn take_ready(&mut self) -> Vec<(K, Option<T>)> {
         let mut out = Vec::new();
-        loop {
-            let wait = all || self.queue.len() >= self.limit;
-            let Some((_, head)) = self.queue.front_mut() else {
-                break;
-            };
-            let Some(result) = head.take(wait) else {
+        while let Some((_, head)) = self.queue.front_mut() {
+            let Some(result) = head.take() else {
                 break;
             };
             if let Some((key, _)) = self.queue.pop_front() {
@@ -195,6 +285,18 @@ impl<K, T> InOrder<K, T> {
             }
         }
         out
+    }
+
+    /// Waits for every result (tests only).
+    #[cfg(test)]
+    pub fn wait_all(&mut self) -> Vec<(K, Option<T>)> {
+        self.queue
+            .drain(..)
+            .map(|(k, mut p)| {
+                let v = p.wait();
+                (k, v)
+            })
+            .collect()
     }
 }
 
@@ -208,43 +310,60 @@ mod tests {
         // Job 1 waits for a word from job 2: with the jobs run one after
         // another (on the caller's thread, or on one thread), job 1 would
         // never hear it and gives up.
+        let runner = Runner::pool();
         let (tx, rx) = mpsc::channel::<()>();
-        let first = Pending::spawn(move || rx.recv_timeout(Duration::from_secs(30)).is_ok());
-        let second = Pending::spawn(move || tx.send(()).is_ok());
+        let first = runner.spawn(move || rx.recv_timeout(Duration::from_secs(30)).is_ok());
+        let second = runner.spawn(move || tx.send(()).is_ok());
         let mut order = InOrder::new(in_flight());
         order.push(1, first);
         order.push(2, second);
-        let got = order.take_ready(true);
+        let got = order.wait_all();
         assert_eq!(got, vec![(1, Some(true)), (2, Some(true))]);
     }
 
     #[test]
-    fn results_come_in_the_order_submitted_and_no_more_than_the_limit_wait() {
-        // The first job finishes last; nothing after it is taken first.
+    fn results_come_in_the_order_submitted_and_taking_never_waits() {
+        // The first job finishes last; nothing after it is taken first,
+        // and taking returns at once while it runs.
+        let runner = Runner::pool();
         let (go, wait) = mpsc::channel::<()>();
         let mut order = InOrder::new(3);
         order.push(
             0,
-            Pending::spawn(move || wait.recv().map(|_| 0).unwrap_or(99)),
+            runner.spawn(move || wait.recv().map(|_| 0).unwrap_or(99)),
         );
         order.push(1, Pending::ready(1));
-        assert!(order.take_ready(false).is_empty(), "taken past the oldest");
-        // At the limit, taking waits for the oldest (released here from
-        // another thread once the wait has begun or not: either way the
-        // result comes).
+        assert!(order.take_ready().is_empty(), "taken past the oldest");
         order.push(2, Pending::ready(2));
-        assert_eq!(order.len(), 3);
-        std::thread::spawn(move || go.send(()));
-        let got = order.take_ready(false);
-        assert_eq!(got, vec![(0, Some(0)), (1, Some(1)), (2, Some(2))]);
-        assert_eq!(order.len(), 0);
+        assert!(order.full());
+        assert!(order.take_ready().is_empty(), "taken past the oldest");
+        go.send(()).unwrap();
+        assert_eq!(
+            order.wait_all(),
+            vec![(0, Some(0)), (1, Some(1)), (2, Some(2))]
+        );
+        assert!(order.is_empty());
     }
 
     #[test]
-    fn a_job_that_panics_loses_only_its_result() {
+    fn a_job_that_panics_loses_only_its_result_and_still_wakes() {
+        let runner = Runner::pool();
         let mut order = InOrder::new(4);
-        order.push(0, Pending::spawn(|| -> u8 { panic!("a job panics") }));
-        order.push(1, Pending::spawn(|| 1u8));
-        assert_eq!(order.take_ready(true), vec![(0, None), (1, Some(1))]);
+        order.push(0, runner.spawn(|| -> u8 { panic!("a job panics") }));
+        order.push(1, runner.spawn(|| 1u8));
+        assert_eq!(order.wait_all(), vec![(0, None), (1, Some(1))]);
+        // Both jobs' wakes are kept as one permit: a wait now returns.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(runner.done().notified());
+    }
+
+    #[test]
+    fn inline_jobs_are_done_when_submitted() {
+        let runner = Runner::inline();
+        let mut order = InOrder::new(1);
+        order.push(7, runner.spawn(|| 7u8));
+        assert_eq!(order.take_ready(), vec![(7, Some(7))]);
     }
 }

@@ -2,6 +2,7 @@
 //! which client request, and what comes back to the client.
 
 use super::*;
+use crate::envelope::Summary;
 use crate::imap::testing::*;
 
 fn probe_answer(uid: u32, stored: &[u8]) -> Vec<u8> {

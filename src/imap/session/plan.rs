@@ -66,6 +66,33 @@ impl Plan {
         }
     }
 
+    /// Answers from work done meanwhile off the session (messages opened
+    /// on the pool), and what follows once all is done.
+    pub(super) fn poll(&mut self) -> Vec<Output> {
+        match self {
+            Plan::Fetch(p) => p.poll(),
+            Plan::Search(p) => p.poll(),
+        }
+    }
+
+    /// The plan takes no more of the provider's responses until work off
+    /// the session is done (its bound of work in flight is reached, or a
+    /// phase's end waits for it).
+    pub(super) fn saturated(&self) -> bool {
+        match self {
+            Plan::Fetch(p) => p.saturated(),
+            Plan::Search(p) => p.saturated(),
+        }
+    }
+
+    /// Work of the plan's is running off the session.
+    pub(super) fn working(&self) -> bool {
+        match self {
+            Plan::Fetch(p) => p.working(),
+            Plan::Search(p) => p.working(),
+        }
+    }
+
     pub(super) fn on_expunge(&mut self, seq: std::num::NonZeroU32) {
         match self {
             Plan::Fetch(p) => p.on_expunge(seq),

@@ -27,7 +27,7 @@ fn session(ctx: Context) -> Session {
         "0123456789abcdef",
         vec![age::x25519::Identity::generate().to_public()],
     );
-    let mut s = Session::new(ctx, no_keys(), sealer);
+    let mut s = Session::new(ctx, no_keys(), sealer).with_inline_work();
     assert_eq!(s.advance(), Step::Wait);
     let greeting = text(s.take_to_client());
     assert!(greeting.starts_with("* OK "), "{greeting}");
@@ -342,7 +342,7 @@ fn logged_in_with_keys() -> (Session, Vec<u8>) {
     use crate::imap::testing::{keys, sealed};
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
-    let mut s = Session::new(loopback(), Arc::new(ids), sealer);
+    let mut s = Session::new(loopback(), Arc::new(ids), sealer).with_inline_work();
     s.advance();
     let _ = s.take_to_client();
     let _ = exchange(&mut s, b"x LOGIN alice pw\r\n");
@@ -492,7 +492,7 @@ fn a_written_fetch_response_keeps_its_place_among_the_typed_ones() {
     use crate::imap::testing::{header_of, keys, literal_item, sealed};
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
-    let mut s = Session::new(loopback(), Arc::new(ids), sealer);
+    let mut s = Session::new(loopback(), Arc::new(ids), sealer).with_inline_work();
     s.advance();
     let _ = s.take_to_client();
     let _ = exchange(&mut s, b"x LOGIN alice pw\r\n");

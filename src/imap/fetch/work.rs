@@ -1,0 +1,313 @@
+//! The FETCH plan's work off the session: opening a sealed message (its
+//! summary, or the whole message with its BINARY sections decoded and its
+//! items composed) as a job on the pool ([`super::opening`]), and taking
+//! the results back in the provider's order.
+//!
+//! Invariants:
+//!
+//! - Nothing here waits: [`FetchPlan::poll`] takes what is ready. While
+//!   [`FetchPlan::saturated`] the session reads no further provider
+//!   responses, so at most [`super::opening::in_flight`] messages are
+//!   being opened per plan.
+//! - The sealed phase's tagged status is held until every message being
+//!   opened is answered ([`FetchPlan::held_status`]), so answers never
+//!   follow the phase they belong to.
+//! - A job opens through [`crate::imap::opened`] (one place for the
+//!   transfer encoding of part 1, the cache, the undecryptable verdicts
+//!   and the failure metrics) and composes with [`compose`], the same
+//!   function the cache and the session's thread use.
+//! - Once a BINARY section was refused, no later message is answered (as
+//!   Dovecot): a whole message composed before the refusal was known is
+//!   dropped when taken.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use imap_next::imap_types::core::Vec1;
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Part, Section};
+
+use super::opening::Pending;
+use super::{FetchPlan, Output, Probed, answers, fetch, show_seen, uid_of};
+use crate::admin::names;
+use crate::envelope::{self, EnvelopeError, Keys, Summary};
+use crate::imap::answer::{self, Item, Need};
+use crate::imap::cache::Listing;
+use crate::imap::opened::Target;
+use crate::imap::section::binary::{Memo, Refusal};
+
+/// What a job gives back.
+pub(super) enum Opened {
+    /// The summary of part 1: composed on the session's thread (cheap),
+    /// or the message is fetched whole when an item needs its body.
+    Summary(Result<Box<Summary>, EnvelopeError>),
+    /// The whole message, its items composed in the job.
+    Whole(Result<Composed, EnvelopeError>),
+}
+
+/// One message's items as composed, and what they tell of the command.
+pub(super) struct Composed {
+    items: Vec<Item>,
+    /// A BINARY section did not decode: the command ends NO with it.
+    refusal: Option<Refusal>,
+    /// An item could not be answered: the command ends NO.
+    incomplete: bool,
+}
+
+/// A job: run with the keyring on the pool (or at once in unit tests).
+pub(super) type Job = Box<dyn FnOnce(&(dyn Keys + Send + Sync)) -> Opened + Send>;
+
+/// The response items for a sealed message, in the client's order; the
+/// listing items from `listing` when the cache made them already.
+pub(super) fn compose(
+    wanted: &[MessageDataItemName<'static>],
+    probed_items: &[MessageDataItem<'static>],
+    seen: bool,
+    summary: &Summary,
+    opened: Option<&[u8]>,
+    listing: Option<&Listing>,
+) -> Composed {
+    let mut out = Vec::new();
+    let mut incomplete = false;
+    let mut memo = Memo::default();
+    for name in wanted {
+        match opened.and_then(|m| answer::binary(name, summary, m, &mut memo)) {
+            Some(Ok(item)) => {
+                out.push(item);
+                continue;
+            }
+            Some(Err(refusal)) => {
+                // Dovecot ends the FETCH here, NO [code]; a response
+                // with nothing in it carries the UID.
+                if out.is_empty() {
+                    out.extend(uid_of(probed_items).map(|u| Item::Typed(MessageDataItem::Uid(u))));
+                }
+                return Composed {
+                    items: out,
+                    refusal: Some(refusal),
+                    incomplete,
+                };
+            }
+            None => {}
+        }
+        let made = || answer::answer(name, summary, opened);
+        let ours = || match listing.filter(|_| opened.is_none()) {
+            Some(listing) => listing.item(name, made).unwrap_or_else(made),
+            None => made(),
+        };
+        if answer::from_provider(name) {
+            if let Some(item) = probed_items.iter().find(|i| answers(i, name)) {
+                out.push(Item::Typed(item.clone()));
+            }
+        } else if let Some(item) = ours() {
+            out.push(item);
+        } else if let Some(item) = probed_items.iter().find(|i| answers(i, name)) {
+            // writ could not answer (a header item of a summary that
+            // lacks the header): the stored message's own item rather
+            // than none.
+            out.push(Item::Typed(item.clone()));
+        } else {
+            incomplete = true;
+        }
+    }
+    if wanted.iter().any(answer::sets_seen) && !seen {
+        show_seen(&mut out, probed_items);
+    }
+    Composed {
+        items: out,
+        refusal: None,
+        incomplete,
+    }
+}
+
+impl FetchPlan {
+    /// The items for a sealed message, composed on this thread; nothing
+    /// once a BINARY section was refused.
+    pub(super) fn compose(
+        &self,
+        probed: &Probed,
+        summary: &Summary,
+        opened: Option<&[u8]>,
+        listing: Option<&Listing>,
+    ) -> Vec<Item> {
+        if self.refused.get().is_some() {
+            return Vec::new();
+        }
+        let composed = compose(
+            &self.wanted,
+            &probed.items,
+            probed.seen,
+            summary,
+            opened,
+            listing,
+        );
+        self.absorb(composed)
+    }
+
+    /// Takes a composed answer's verdicts into the plan's.
+    fn absorb(&self, composed: Composed) -> Vec<Item> {
+        if self.refused.get().is_some() {
+            // Dovecot answers no message after a BINARY refusal.
+            return Vec::new();
+        }
+        if composed.incomplete {
+            self.incomplete.set(true);
+        }
+        if let Some(refusal) = composed.refusal {
+            self.refused.set(Some(refusal));
+        }
+        composed.items
+    }
+
+    /// Runs `job` through the plan's runner, or at once with `keys` (unit
+    /// tests, which give the plan no runner).
+    pub(super) fn submit(&mut self, uid: NonZeroU32, keys: &(dyn Keys + Send + Sync), job: Job) {
+        let pending = match &self.keys {
+            Some((shared, runner)) => {
+                let shared = Arc::clone(shared);
+                runner.spawn(move || job(shared.as_ref()))
+            }
+            None => Pending::ready(job(keys)),
+        };
+        self.opening.push(uid, pending);
+    }
+
+    /// Opening part 1 (the summary), as a job. `None` when the provider's
+    /// answer lacks part 1 or the message is not sealed.
+    pub(super) fn summary_job(
+        &self,
+        probed: &Probed,
+        list: &[MessageDataItem<'static>],
+    ) -> Option<Job> {
+        let one = NonZeroU32::MIN;
+        let part = |s: &Section<'_>| {
+            list.iter()
+                .find(|i| matches!(i, MessageDataItem::BodyExt { section: Some(x), origin: None, .. } if x == s))
+                .and_then(super::data_bytes)
+        };
+        let part1 = part(&Section::Part(Part(Vec1::from(one))))?;
+        let mime = part(&Section::Mime(Part(Vec1::from(one)))).unwrap_or_default();
+        let marker = probed.sealed.clone()?;
+        let prefix = probed.prefix.clone();
+        let cache = self.cache.clone();
+        let key = probed.key;
+        Some(Box::new(move |keys| {
+            let target = Target {
+                keys,
+                cache: cache.as_ref(),
+                key,
+                marker: &marker,
+                prefix: &prefix,
+            };
+            Opened::Summary(target.summary(&part1, &mime).map(Box::new))
+        }))
+    }
+
+    /// Opening the whole stored message and composing every wanted item
+    /// from it (BINARY decoded here), as a job. `None` when the message
+    /// is not sealed.
+    pub(super) fn whole_job(&self, probed: &Probed, stored: Vec<u8>) -> Option<Job> {
+        let marker = probed.sealed.clone()?;
+        let prefix = probed.prefix.clone();
+        let cache = self.cache.clone();
+        let key = probed.key;
+        let wanted = self.wanted.clone();
+        let items = probed.items.clone();
+        let seen = probed.seen;
+        Some(Box::new(move |keys| {
+            let target = Target {
+                keys,
+                cache: cache.as_ref(),
+                key,
+                marker: &marker,
+                prefix: &prefix,
+            };
+            Opened::Whole(target.whole(&stored).map(|(summary, opened)| {
+                compose(&wanted, &items, seen, &summary, Some(&opened), None)
+            }))
+        }))
+    }
+
+    /// Too many messages are being opened to read more of the provider's
+    /// answers, or the phase's end waits for them.
+    pub fn saturated(&self) -> bool {
+        self.opening.full() || self.held_status.is_some()
+    }
+
+    /// Messages are being opened: the session is woken when one is done.
+    pub fn working(&self) -> bool {
+        !self.opening.is_empty()
+    }
+
+    /// Answers what was opened meanwhile; once nothing is being opened,
+    /// the held tagged status moves the plan on.
+    pub fn poll(&mut self) -> Vec<Output> {
+        let mut out = self.answer_opened();
+        if self.opening.is_empty()
+            && let Some(status) = self.held_status.take()
+        {
+            match self.on_status(status) {
+                Ok(more) => out.extend(more),
+                Err(_) => tracing::debug!("a held status no longer ends a phase"),
+            }
+        }
+        out
+    }
+
+    /// Answers the messages opened so far, in the order they came.
+    pub(super) fn answer_opened(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        for (uid, opened) in self.opening.take_ready() {
+            let Some(probed) = self.probed.get(&uid) else {
+                // Expunged meanwhile: nothing to answer.
+                continue;
+            };
+            let opened = opened.unwrap_or_else(|| {
+                Opened::Summary(Err(EnvelopeError::Damaged("opening it failed".into())))
+            });
+            let answered = match opened {
+                Opened::Summary(summary) => summary.map(|summary| {
+                    let summary: &Summary = &summary;
+                    if self
+                        .wanted
+                        .iter()
+                        .any(|i| answer::need(i, Some(summary)) == Need::Payload)
+                    {
+                        return None;
+                    }
+                    Some(self.compose(probed, summary, None, None))
+                }),
+                Opened::Whole(composed) => composed.map(|c| Some(self.absorb(c))),
+            };
+            out.extend(self.on_opened(uid, answered));
+        }
+        out
+    }
+
+    /// What follows from opening a message: its answer, a fetch of the
+    /// whole message (`Ok(None)`), or showing it as stored (the job
+    /// counted, logged and remembered the failure).
+    fn on_opened(
+        &mut self,
+        uid: NonZeroU32,
+        answered: Result<Option<Vec<Item>>, envelope::EnvelopeError>,
+    ) -> Vec<Output> {
+        match answered {
+            Ok(Some(out)) => {
+                metrics::counter!(names::IMAP_OPENED_TOTAL).increment(1);
+                let probed = self.probed.remove(&uid);
+                probed.and_then(|p| fetch(p.seq, out)).into_iter().collect()
+            }
+            Ok(None) => {
+                self.refetch.push(uid);
+                Vec::new()
+            }
+            Err(_) => {
+                // Shown as stored (the plain phase fetches it).
+                if let Some(p) = self.probed.get_mut(&uid) {
+                    p.sealed = None;
+                }
+                Vec::new()
+            }
+        }
+    }
+}

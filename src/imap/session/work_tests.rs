@@ -1,0 +1,152 @@
+//! The session never does the heavy work itself: opening sealed messages
+//! and holding them against SEARCH criteria are jobs, kept here by a
+//! [`Runner::held`] until the test runs them, so what the session does
+//! meanwhile is seen step by step.
+
+use super::*;
+use crate::imap::fetch::opening;
+use crate::imap::testing::{header_of, keys, literal_item, sealed};
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap()
+}
+
+/// A logged-in session whose jobs wait for the test, and a stored sealed
+/// message its keys open.
+fn held_session() -> (Session, Runner, Vec<u8>) {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let runner = Runner::held();
+    let ctx = Context {
+        client_tls: false,
+        client_loopback: true,
+        starttls_listener: true,
+        allow_plaintext_auth: false,
+        max_literal_size: 1024 * 1024,
+    };
+    let mut s = Session::new(ctx, Arc::new(ids), sealer).with_runner(runner.clone());
+    s.advance();
+    let _ = s.take_to_client();
+    s.client_input(b"x LOGIN alice pw\r\n");
+    s.advance();
+    let _ = s.take_to_provider();
+    s.provider_input(b"x OK Logged in\r\n");
+    s.advance();
+    let _ = s.take_to_client();
+    (s, runner, stored)
+}
+
+fn exchange(s: &mut Session, input: &[u8]) -> String {
+    s.client_input(input);
+    s.advance();
+    text(s.take_to_provider())
+}
+
+fn whole(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+    let mut r = format!("* {seq} FETCH (UID {uid} ").into_bytes();
+    r.extend(literal_item("BODY[]", stored));
+    r.extend_from_slice(b")\r\n");
+    r
+}
+
+/// Defect: SEARCH's plan opened every sealed message and searched it
+/// inside `advance`, on the runtime thread that serves other sessions
+/// too. Now `advance` returns with the work still running, and the answer
+/// comes once the jobs are done.
+#[test]
+fn a_search_over_sealed_mail_is_opened_and_searched_off_the_session() {
+    let (mut s, runner, stored) = held_session();
+    let up = exchange(&mut s, b"s UID SEARCH BODY text\r\n");
+    assert_eq!(up, "writ.s1 FETCH * UID\r\n");
+    s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
+    s.advance();
+    assert!(text(s.take_to_provider()).starts_with("writ.s2 FETCH 1:* "));
+    let mut probe = Vec::new();
+    for seq in 1..=3 {
+        probe.extend(format!("* {seq} FETCH (UID {} FLAGS () ", seq * 10).into_bytes());
+        probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+        probe.extend_from_slice(b")\r\n");
+    }
+    probe.extend_from_slice(b"writ.s2 OK done\r\n");
+    s.provider_input(&probe);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_provider()),
+        "writ.s3 UID FETCH 10,20,30 (UID BODY.PEEK[])\r\n"
+    );
+    let mut bodies = Vec::new();
+    for seq in 1..=3 {
+        bodies.extend(whole(seq, seq * 10, &stored));
+    }
+    bodies.extend_from_slice(b"writ.s3 OK done\r\n");
+    s.provider_input(&bodies);
+    assert_eq!(s.advance(), Step::Wait);
+    // Nothing was opened in `advance`: no answer yet, the work is out,
+    // and the phase's end waits for it (the provider is not read).
+    assert_eq!(text(s.take_to_client()), "");
+    assert!(s.working());
+    assert!(!s.wants_provider_input());
+    assert_eq!(runner.run_held(), 3);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* SEARCH 10 20 30\r\ns OK SEARCH completed (by writ)\r\n"
+    );
+    assert!(!s.working());
+    assert!(s.wants_provider_input());
+}
+
+/// Whole messages (a BODY[] fetch) open off the session too, at most
+/// `in_flight` at once: past it the session takes no more of the
+/// provider's responses until some are done. Answers go in the
+/// provider's order though the jobs end in the reverse one.
+#[test]
+fn whole_messages_open_off_the_session_in_bounded_numbers_and_in_order() {
+    let (mut s, runner, stored) = held_session();
+    let n = (opening::in_flight() * 2 + 1) as u32;
+    let up = exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
+    assert_eq!(up, "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])\r\n");
+    let mut probe = Vec::new();
+    for seq in 1..=n {
+        probe.extend(format!("* {seq} FETCH (UID {seq} FLAGS () ").into_bytes());
+        probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+        probe.extend_from_slice(b")\r\n");
+    }
+    probe.extend_from_slice(b"f OK done\r\n");
+    s.provider_input(&probe);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_provider()),
+        format!("writ.1 UID FETCH 1:{n} (UID BODY.PEEK[])\r\n")
+    );
+    let mut bodies = Vec::new();
+    for seq in 1..=n {
+        bodies.extend(whole(seq, seq, &stored));
+    }
+    bodies.extend_from_slice(b"writ.1 OK done\r\n");
+    s.provider_input(&bodies);
+    let mut answered: Vec<u32> = Vec::new();
+    let mut rounds = 0;
+    loop {
+        s.advance();
+        let down = text(s.take_to_client());
+        answered.extend(
+            down.lines()
+                .filter(|l| l.starts_with("* ") && l.contains(" FETCH (UID "))
+                .map(|l| l.split(' ').nth(1).unwrap().parse::<u32>().unwrap()),
+        );
+        if down.contains("f OK done") {
+            break;
+        }
+        assert!(!s.wants_provider_input(), "reads on while its work is full");
+        let ran = runner.run_held();
+        assert!(
+            ran >= 1 && ran <= opening::in_flight(),
+            "{ran} jobs out at once"
+        );
+        rounds += 1;
+        assert!(rounds <= n as usize, "the FETCH does not end");
+    }
+    assert_eq!(answered, (1..=n).collect::<Vec<u32>>());
+    assert!(rounds >= 3, "all the work was out at once: {rounds} rounds");
+}
