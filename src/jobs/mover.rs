@@ -11,8 +11,13 @@
 //!    note what the original opens to (its SHA-256).
 //! 2. Record the batch in the checkpoint ([`super::checkpoint`]).
 //! 3. APPEND the copies (pipelined with LITERAL+).
-//! 4. FETCH the copies back and open them: a copy counts only if it opens
-//!    to exactly what the original opens to.
+//! 4. FETCH the copies back and check them: a copy counts only if it
+//!    opens to exactly what the original opens to. A copy whose bytes are
+//!    exactly those this run APPENDed under its token is the copy writ
+//!    sealed from that original, and counts without being opened again,
+//!    but for one per chunk read back, opened in full as a sample of the
+//!    batch's sealing; every other copy (found after a crash, or changed by
+//!    the provider) is opened in full ([`super::sealing`]).
 //! 5. Only then set `\Deleted` on those originals and `UID EXPUNGE` them
 //!    (RFC 4315); a copy that failed step 4 is removed instead.
 //! 6. Clear the batch from the checkpoint; an APPEND that got no answer
@@ -28,7 +33,9 @@
 //!
 //! Invariant: a message is removed only when another copy that opens to
 //! the same bytes is present (or it is a copy carrying our token that does
-//! not open to its original).
+//! not open to its original): opened and compared, or byte for byte the
+//! sealed copy this run made of it, in a chunk whose sample opened to its
+//! original.
 //!
 //! One run per mailbox at a time, on any gateway: a run first takes the
 //! mailbox's lease from the checkpoint store ([`super::checkpoint::Store`];
@@ -42,7 +49,7 @@
 //! FETCH first) and sealed on blocking threads ([`super::sealing`]) while
 //! the provider stores, and writ checks and expunges, batch N; step 4's
 //! header scan and the FETCH of the copies also go in one flight, and the
-//! copies are opened in parallel. Still only one batch is ever recorded
+//! copies are checked in parallel. Still only one batch is ever recorded
 //! and APPENDed at a time: batch N+1 is recorded (step 2) only after batch
 //! N is cleared (step 6), so everything above holds unchanged. A run that
 //! dies loses at most batch N+1's sealed copies, which exist only in
@@ -66,7 +73,7 @@ use super::copies;
 use super::login::Credentials;
 use super::retry::{Backoff, Transient};
 use super::scan::{self, Seen};
-use super::sealing::Crypto;
+use super::sealing::{AppendedCopies, Crypto};
 use crate::envelope::Sealer;
 use crate::imap::upstream::Target;
 use crate::keys::Unlocked;
@@ -363,6 +370,8 @@ impl Mover {
                 continue;
             }
             cp.in_flight = prepared.iter().map(|p| p.intent.clone()).collect();
+            let appended: Arc<AppendedCopies> =
+                Arc::new(prepared.iter().filter_map(|p| p.appended()).collect());
             cp.copies_from_uid = next_uid;
             // On shared state, refused unless the lease is still ours:
             // nothing is APPENDed then.
@@ -414,7 +423,7 @@ impl Mover {
                     &mut client,
                     &crypto,
                     &mut cp,
-                    Some(&answered),
+                    Some((&answered, &appended)),
                     expunge_all,
                     lease,
                 )
@@ -444,21 +453,27 @@ impl Mover {
         Ok(std::mem::take(report))
     }
 
-    /// Steps 4–6 for the batch recorded in `cp` (`answered`: how the
-    /// provider answered its APPENDs) or, at the start of a run (`None`),
-    /// for the batch a dead run left and every unanswered APPEND: find the
-    /// copies by their tokens, open them, keep one per original, remove
-    /// duplicates, expunge the originals that have a copy, and record what
-    /// is still unanswered.
+    /// Steps 4–6 for the batch recorded in `cp` (`sent`: how the provider
+    /// answered its APPENDs, and what they sent) or, at the start of a run
+    /// (`None`), for the batch a dead run left and every unanswered APPEND:
+    /// find the copies by their tokens, check them, keep one per original,
+    /// remove duplicates, expunge the originals that have a copy, and
+    /// record what is still unanswered.
     async fn resolve(
         &self,
         client: &mut Client,
         crypto: &Arc<Crypto>,
         cp: &mut Checkpoint,
-        answered: Option<&Answered>,
+        sent: Option<(&Answered, &Arc<AppendedCopies>)>,
         expunge_all: bool,
         lease: &Lease,
     ) -> Result<Resolved, JobError> {
+        let answered = sent.map(|(a, _)| a);
+        // What a dead run APPENDed is opened in full: its bytes are unknown.
+        let appended = match sent {
+            Some((_, appended)) => Arc::clone(appended),
+            None => Arc::new(AppendedCopies::new()),
+        };
         let mut book = Book::of(cp, answered);
         let candidates = self.candidates(client, cp, &book, answered).await?;
         // One flight: the header scan of the originals and of the copies
@@ -489,8 +504,8 @@ impl Mover {
         let mut duplicates = 0;
         while let Some(pending) = copies_pending.take() {
             let fetched = client.finish_fetch(pending).await?;
-            // Opened on the job's threads, all of the chunk at once.
-            let opening = crypto.open_copies(fetched);
+            // Checked on the job's threads, all of the chunk at once.
+            let opening = crypto.check_copies(fetched, &appended);
             if let Some(chunk) = copy_chunks.next() {
                 copies_pending = client.start_fetch(chunk, &[])?;
             }

@@ -1,5 +1,22 @@
 //! The CPU side of a mailbox job, kept off the async runtime: sealing a
-//! batch's originals into their copies, and opening the copies read back.
+//! batch's originals into their copies, and checking the copies read back.
+//!
+//! Checking a copy read back ([`Crypto::check_copies`]) proves that it
+//! opens to exactly what its original opens to, in one of two ways:
+//!
+//! - **By its bytes**, for a copy this run APPENDed: [`Prepared::sealed`]
+//!   is the SHA-256 of the exact bytes sent (marker and token included).
+//!   A copy read back under that token with that SHA-256 is the sealed
+//!   message writ made from its original, stored unchanged. That writ's
+//!   sealing of this batch opens at all is proven too, by opening one such
+//!   copy of every chunk read back in full (the sample: the first one a
+//!   thread finds); if that copy does not open to its original, no copy of
+//!   the chunk counts by its bytes (each counts as not opening: it is
+//!   removed, its original stays).
+//! - **By opening it** in full and comparing the SHA-256 of what it opens
+//!   to with the original's: every other copy (one found after a crash or
+//!   from an earlier batch's unanswered APPEND, whose sealed bytes this run
+//!   never knew, or one the provider stored changed).
 //!
 //! Invariants:
 //! - Sealing and opening run only on blocking threads (`spawn_blocking`),
@@ -16,8 +33,11 @@
 //!   finish and discards what they made (nothing here touches the
 //!   provider or the checkpoint).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use ring::digest::{SHA256, digest};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{InFlight, sha256_hex};
@@ -38,9 +58,35 @@ pub(super) struct Crypto {
 pub(super) struct Prepared {
     pub intent: InFlight,
     pub appending: Appending,
+    /// SHA-256 of the exact bytes to APPEND (`appending.message`).
+    pub sealed: [u8; 32],
 }
 
-/// A copy read back from the provider, opened.
+/// What this run APPENDed under one copy token (see the module docs).
+#[derive(Debug, Clone)]
+pub(super) struct Appended {
+    /// SHA-256 of the bytes sent.
+    pub sealed: [u8; 32],
+    /// SHA-256 (hex) of what its original opens to.
+    pub opens_to: String,
+}
+
+/// Copy token → what this run APPENDed under it.
+pub(super) type AppendedCopies = HashMap<String, Appended>;
+
+impl Prepared {
+    /// The token and the [`Appended`] of this copy, once it is sent.
+    pub fn appended(&self) -> Option<(String, Appended)> {
+        let token = self.intent.token.clone()?;
+        let appended = Appended {
+            sealed: self.sealed,
+            opens_to: self.intent.sha256.clone(),
+        };
+        Some((token, appended))
+    }
+}
+
+/// A copy read back from the provider, checked.
 pub(super) struct OpenedCopy {
     pub uid: u32,
     /// The copy token in its marker.
@@ -49,6 +95,47 @@ pub(super) struct OpenedCopy {
     pub sha256: Option<String>,
     /// INTERNALDATE, seconds since the epoch.
     pub internal_date: Option<i64>,
+    /// How `sha256` was established.
+    pub checked: Checked,
+}
+
+/// How a copy read back was checked (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checked {
+    /// Opened in full.
+    Opened,
+    /// Its bytes are those APPENDed under its token; not opened.
+    SameBytes,
+    /// Its bytes are those APPENDed under its token, and it was opened in
+    /// full too: the chunk's sample. `true`: it opened to its original.
+    Sample(bool),
+}
+
+/// Copies being checked on blocking threads ([`Crypto::check_copies`]).
+pub(super) struct Checking {
+    spawned: Spawned<OpenedCopy>,
+}
+
+impl Checking {
+    /// The copies, checked, in the order they were given. When the chunk's
+    /// sample did not open to its original, no copy counts by its bytes.
+    pub async fn finish(self) -> Result<Vec<OpenedCopy>, ClientError> {
+        let mut copies = self.spawned.finish().await?;
+        if copies.iter().any(|c| c.checked == Checked::Sample(false)) {
+            tracing::error!(
+                "a sealed copy made by this run does not open to its original (check the \
+                 keyring and the sealer); the copies of its batch are removed, their originals \
+                 stay"
+            );
+            for c in copies
+                .iter_mut()
+                .filter(|c| c.checked == Checked::SameBytes)
+            {
+                c.sha256 = None;
+            }
+        }
+        Ok(copies)
+    }
 }
 
 /// Work running on blocking threads; its results in input order.
@@ -121,24 +208,56 @@ impl Crypto {
         Spawned::start(fetched, move |f| crypto.prepare(f, &batch))
     }
 
-    /// Opens copies read back from the provider.
-    pub fn open_copies(self: &Arc<Self>, fetched: Vec<Fetched>) -> Spawned<OpenedCopy> {
-        let crypto = Arc::clone(self);
-        Spawned::start(fetched, move |f| crypto.open_copy(f))
+    /// Checks copies read back from the provider (one chunk), knowing what
+    /// this run APPENDed (`appended`; empty when resolving what an earlier
+    /// run left): see the module docs. The chunk's sample is the first copy
+    /// a thread finds to be the bytes sent.
+    pub fn check_copies(
+        self: &Arc<Self>,
+        fetched: Vec<Fetched>,
+        appended: &Arc<AppendedCopies>,
+    ) -> Checking {
+        let (crypto, appended) = (Arc::clone(self), Arc::clone(appended));
+        let sampled = AtomicBool::new(false);
+        Checking {
+            spawned: Spawned::start(fetched, move |f| crypto.check_copy(f, &appended, &sampled)),
+        }
     }
 
-    fn open_copy(&self, f: Fetched) -> OpenedCopy {
+    fn check_copy(
+        &self,
+        f: Fetched,
+        appended: &AppendedCopies,
+        sampled: &AtomicBool,
+    ) -> OpenedCopy {
         let head_end = envelope::header::header_end(&f.body).unwrap_or(f.body.len());
         let token = copies::token_of(&f.body[..head_end]);
-        let mut opened = Vec::with_capacity(f.body.len());
-        let sha256 = envelope::open(&f.body[..], &*self.keys, &mut opened)
-            .ok()
-            .map(|_| sha256_hex(&opened));
+        let ours = token.as_ref().and_then(|t| appended.get(t));
+        let same_bytes = ours.filter(|a| digest(&SHA256, &f.body).as_ref() == a.sealed);
+        let sample = same_bytes.is_some()
+            && sampled
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        let (sha256, checked) = match same_bytes {
+            Some(a) if !sample => (Some(a.opens_to.clone()), Checked::SameBytes),
+            _ => {
+                let mut opened = Vec::with_capacity(f.body.len());
+                let sha256 = envelope::open(&f.body[..], &*self.keys, &mut opened)
+                    .ok()
+                    .map(|_| sha256_hex(&opened));
+                let checked = match same_bytes {
+                    Some(a) => Checked::Sample(sha256.as_ref() == Some(&a.opens_to)),
+                    None => Checked::Opened,
+                };
+                (sha256, checked)
+            }
+        };
         OpenedCopy {
             uid: f.uid,
             token,
             sha256,
             internal_date: f.internal_date.as_ref().map(|d| d.as_ref().timestamp()),
+            checked,
         }
     }
 
@@ -187,7 +306,10 @@ impl Crypto {
             return Err(fail("its sealed copy has no marker line to mark".into()));
         }
         let internal_date = f.internal_date.as_ref().map(|d| d.as_ref().timestamp());
+        let mut sealed = [0u8; 32];
+        sealed.copy_from_slice(digest(&SHA256, &message).as_ref());
         Ok(Some(Prepared {
+            sealed,
             intent: InFlight {
                 uid: f.uid,
                 internal_date,
@@ -206,6 +328,125 @@ impl Crypto {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EPOCH: &str = "0123456789abcdef";
+
+    /// A job's crypto sealing to `sealed_to` and opening with `held`.
+    fn crypto(sealed_to: &age::x25519::Identity, held: age::x25519::Identity) -> Arc<Crypto> {
+        let identities = [(EPOCH.to_string(), held)].into_iter().collect();
+        Arc::new(Crypto {
+            kind: Kind::Seal,
+            sealer: Sealer::new(EPOCH, vec![sealed_to.to_public()]),
+            keys: Arc::new(Unlocked { identities }),
+        })
+    }
+
+    fn original(uid: u32) -> Fetched {
+        Fetched {
+            uid,
+            body: format!(
+                "From: a@example.test\r\nSubject: {uid}\r\n\r\nbody of message {uid}\r\n"
+            )
+            .into_bytes(),
+            ..Fetched::default()
+        }
+    }
+
+    /// Seals `n` originals as a batch does; their copies as read back
+    /// (UIDs from 100 on) and what was APPENDed.
+    fn sealed_batch(crypto: &Crypto, n: u32) -> (Vec<Fetched>, Vec<String>, AppendedCopies) {
+        let prepared: Vec<Prepared> = (1..=n)
+            .map(|uid| crypto.prepare(original(uid), "00000000000000ab"))
+            .map(|p| p.unwrap().unwrap())
+            .collect();
+        let copies = prepared
+            .iter()
+            .map(|p| Fetched {
+                uid: 99 + p.intent.uid,
+                body: p.appending.message.clone(),
+                ..Fetched::default()
+            })
+            .collect();
+        let opens_to = prepared.iter().map(|p| p.intent.sha256.clone()).collect();
+        (
+            copies,
+            opens_to,
+            prepared.iter().filter_map(|p| p.appended()).collect(),
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn copies_this_run_sent_count_by_their_bytes_one_per_chunk_is_opened() {
+        let id = age::x25519::Identity::generate();
+        let crypto = crypto(&id, id.clone());
+        let (mut copies, opens_to, appended) = sealed_batch(&crypto, 4);
+        // The provider stored the last one changed (a field added above).
+        let mut changed = b"X-Provider: stored\r\n".to_vec();
+        changed.extend_from_slice(&copies[3].body);
+        copies[3].body = changed.clone();
+        let checked = crypto
+            .check_copies(copies, &Arc::new(appended))
+            .finish()
+            .await
+            .unwrap();
+        let how: Vec<Checked> = checked.iter().map(|c| c.checked).collect();
+        // One of the three sent unchanged is the sample, whichever thread
+        // got there first.
+        let samples = how.iter().filter(|&&c| c == Checked::Sample(true)).count();
+        let by_bytes = how.iter().filter(|&&c| c == Checked::SameBytes).count();
+        assert_eq!(
+            (samples, by_bytes, how[3]),
+            (1, 2, Checked::Opened),
+            "{how:?}"
+        );
+        for (c, want) in checked.iter().zip(&opens_to).take(3) {
+            assert_eq!(c.sha256.as_ref(), Some(want));
+            assert_eq!(
+                c.token.as_deref(),
+                Some(format!("00000000000000ab.{}", c.uid - 99).as_str())
+            );
+        }
+        // Opened in full: the provider's field comes out in front of M.
+        let mut m = b"X-Provider: stored\r\n".to_vec();
+        m.extend_from_slice(&original(4).body);
+        assert_eq!(checked[3].sha256, Some(sha256_hex(&m)));
+        assert_ne!(checked[3].sha256.as_ref(), Some(&opens_to[3]));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn copies_an_earlier_run_sent_are_opened_in_full() {
+        let id = age::x25519::Identity::generate();
+        let crypto = crypto(&id, id.clone());
+        let (copies, opens_to, _) = sealed_batch(&crypto, 3);
+        let checked = crypto
+            .check_copies(copies, &Arc::new(AppendedCopies::new()))
+            .finish()
+            .await
+            .unwrap();
+        for (c, want) in checked.iter().zip(&opens_to) {
+            assert_eq!(c.checked, Checked::Opened);
+            assert_eq!(c.sha256.as_ref(), Some(want));
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn when_the_sample_does_not_open_no_copy_of_its_chunk_counts() {
+        // Sealed to a key the job does not hold: every copy is the bytes
+        // sent, and none opens.
+        let sealed_to = age::x25519::Identity::generate();
+        let crypto = crypto(&sealed_to, age::x25519::Identity::generate());
+        let (copies, _, appended) = sealed_batch(&crypto, 3);
+        let checked = crypto
+            .check_copies(copies, &Arc::new(appended))
+            .finish()
+            .await
+            .unwrap();
+        let how: Vec<Checked> = checked.iter().map(|c| c.checked).collect();
+        let samples = how.iter().filter(|&&c| c == Checked::Sample(false)).count();
+        let by_bytes = how.iter().filter(|&&c| c == Checked::SameBytes).count();
+        assert_eq!((samples, by_bytes), (1, 2), "{how:?}");
+        assert!(checked.iter().all(|c| c.sha256.is_none()));
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn work_runs_off_the_runtime_thread_and_comes_back_in_order() {

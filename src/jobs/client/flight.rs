@@ -245,12 +245,16 @@ impl Client {
         let non_sync = self.has_capability("LITERAL+");
         let mut tags = Vec::with_capacity(messages.len());
         for m in messages {
-            let literal =
-                Literal::try_from(m.message).map_err(|_| ClientError::Invalid("message"))?;
+            // A literal may hold any octet but NUL (RFC 3501 CHAR8), which
+            // is all imap-types' validation checks, octet by octet: one
+            // vectorised search says the same for a whole message.
+            if memchr::memchr(0, &m.message).is_some() {
+                return Err(ClientError::Invalid("message"));
+            }
             let literal = if non_sync {
-                literal.into_non_sync()
+                Literal::unvalidated_non_sync(m.message)
             } else {
-                literal
+                Literal::unvalidated(m.message)
             };
             let tag = self.tag();
             self.flow.enqueue_command(Command {
