@@ -6,9 +6,14 @@
 //!
 //! 1. **Probe** (with the client's own tag and sequence set): the items the
 //!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ,
-//!    RFC822.SIZE, top-level header sections, all with PEEK) plus
-//!    `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
-//!    plaintext message that needs nothing more is answered at once.
+//!    RFC822.SIZE, top-level header sections, all with PEEK) plus the
+//!    marker fields, `BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]`
+//!    ([`marker_fields`]): the marker tells sealed from plaintext, and
+//!    the two fields key the cache ([`MessageKey`]). Not the whole stored
+//!    header: Dovecot reads every message file for that, but answers
+//!    header fields a client asks for repeatedly from its index cache,
+//!    so a warm listing costs the provider no file read. A plaintext
+//!    message that needs nothing more is answered at once.
 //!    ENVELOPE, BODY and BODYSTRUCTURE are not asked for here: writ
 //!    answers them from the summary for sealed mail, and the provider's
 //!    own (of the sealed container) would cost it a parse for nothing.
@@ -16,9 +21,11 @@
 //!    it, a chunk at a time as the client drains its output
 //!    ([`from_cache`]: at most [`CACHE_CHUNK_BYTES`] composed at once, and
 //!    the message that crosses it), before any further command.
-//! 3. **Sealed**: a FETCH of part 1 (the summary) for the other sealed messages,
-//!    or of the whole stored message when a body section was asked for;
-//!    writ opens it and answers every item. Summaries open on the
+//! 3. **Sealed**: a FETCH of the stored header and part 1 (the summary)
+//!    for the other sealed messages, or of the whole stored message when
+//!    a body section was asked for; writ opens it and answers every item.
+//!    The stored header gives the prefix (fields the provider put above
+//!    the marker), which the cached summary then carries. Summaries open on the
 //!    process-wide pool ([`opening`]) while the provider sends the next
 //!    ones, at most [`opening::in_flight`] outstanding per plan, and are
 //!    answered in the order the provider sent them; all are answered
@@ -100,10 +107,11 @@ struct Probed {
     seq: NonZeroU32,
     items: Vec<MessageDataItem<'static>>,
     sealed: Option<Detected>,
-    /// Stored fields above the marker.
+    /// Stored fields above the marker: read in the sealed phase (the
+    /// probe asks only for the marker fields), where the message is opened.
     prefix: Vec<u8>,
     seen: bool,
-    /// Its cache entry: the UID and the stored header it was fetched with.
+    /// Its cache entry: the UID and the marker fields it was fetched with.
     key: MessageKey,
     /// How many identities the keyring offers for its epoch (sealed only).
     offered: usize,
@@ -223,7 +231,7 @@ impl FetchPlan {
         for extra in [
             MessageDataItemName::Uid,
             MessageDataItemName::Flags,
-            peek(Some(Section::Header(None))),
+            marker_fields(),
         ] {
             if !probe.contains(&extra) {
                 probe.push(extra);
@@ -377,7 +385,7 @@ impl FetchPlan {
         let list = items.as_ref();
         match self.phase.clone() {
             Phase::Probe => {
-                let Some(header) = list.iter().find(|i| is_stored_header(i)) else {
+                let Some(header) = list.iter().find(|i| is_marker_fields(i)) else {
                     return Err(items);
                 };
                 let Some(uid) = uid_of(list) else {
@@ -403,7 +411,6 @@ impl FetchPlan {
                     matches!(i, MessageDataItem::Flags(f)
                         if f.contains(&FlagFetch::Flag(Flag::Seen)))
                 });
-                let prefix = envelope::stored_prefix(&header);
                 let list = list.to_vec();
                 let done_now = match &sealed {
                     None => !self.needs_plain_fetch(),
@@ -424,7 +431,7 @@ impl FetchPlan {
                         seq,
                         items: list,
                         sealed,
-                        prefix,
+                        prefix: Vec::new(),
                         seen,
                         key,
                         offered,
@@ -436,15 +443,37 @@ impl FetchPlan {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
-                let Some(probed) = self.probed.get(&uid) else {
+                if !self.probed.contains_key(&uid) {
                     return Err(items);
-                };
+                }
                 if list.iter().any(is_nil_section) {
                     // Expunged by another session since the probe.
                     let gone = self.probed.remove(&uid);
                     let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
                     return Ok(out.into_iter().collect());
                 }
+                // The prefix, from the stored header (or the whole stored
+                // message): what the probe's marker fields do not tell.
+                let stored = if payload {
+                    list.iter()
+                        .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
+                        .and_then(data_bytes)
+                } else {
+                    None
+                };
+                let header = match &stored {
+                    Some(stored) => Some(envelope::stored_prefix(stored)),
+                    None => list
+                        .iter()
+                        .find(|i| is_stored_header(i))
+                        .and_then(data_bytes)
+                        .map(|h| envelope::stored_prefix(&h)),
+                };
+                let (Some(prefix), Some(probed)) = (header, self.probed.get_mut(&uid)) else {
+                    return Err(items);
+                };
+                probed.prefix = prefix;
+                let probed = &self.probed[&uid];
                 if !payload {
                     let Some(pending) = self.open_summary(probed, list, keys) else {
                         return Err(items);
@@ -452,11 +481,7 @@ impl FetchPlan {
                     self.opening.push(uid, pending);
                     return Ok(self.answer_opened(false, Some(keys)));
                 }
-                let answered = list
-                    .iter()
-                    .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
-                    .and_then(data_bytes)
-                    .map(|stored| self.open_whole(probed, &stored, keys));
+                let answered = stored.map(|stored| self.open_whole(probed, &stored, keys));
                 match answered {
                     None => Err(items),
                     Some(answered) => Ok(self.on_opened(uid, answered, Some(keys))),
@@ -865,6 +890,7 @@ impl FetchPlan {
             vec![peek(None)]
         } else {
             vec![
+                peek(Some(Section::Header(None))),
                 peek(Some(Section::Mime(one.clone()))),
                 peek(Some(Section::Part(one))),
             ]
@@ -1026,7 +1052,7 @@ mod tests;
 use opening::{InOrder, Pending};
 
 use items::{
-    answers, binary_refused, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section,
-    is_section_name, is_stored_header, renumbered, show_seen,
+    answers, binary_refused, data_bytes, incomplete, is_body_item, is_buffered, is_marker_fields,
+    is_nil_section, is_section_name, is_stored_header, renumbered, show_seen,
 };
-pub(super) use items::{peek, remember_undecryptable, uid_of, undecryptable_known};
+pub(super) use items::{marker_fields, peek, remember_undecryptable, uid_of, undecryptable_known};

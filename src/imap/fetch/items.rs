@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU32;
 
-use imap_next::imap_types::core::{AString, Tag, Vec1};
+use imap_next::imap_types::core::{AString, Atom, Tag, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Status, StatusKind};
@@ -12,7 +12,7 @@ use imap_next::imap_types::response::{Status, StatusKind};
 use super::CacheRef;
 use crate::envelope::{self, Keys};
 use crate::imap::answer::Item;
-use crate::imap::cache::{MessageKey, Undecryptable};
+use crate::imap::cache::{MARKER_FIELDS, MessageKey, Undecryptable};
 use crate::imap::section::binary::Refusal;
 
 pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
@@ -21,6 +21,37 @@ pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataIte
         partial: None,
         peek: true,
     }
+}
+
+/// `BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]`: what the probe asks
+/// of every message to tell sealed from plaintext and key the cache
+/// ([`MARKER_FIELDS`]).
+pub(in crate::imap) fn marker_fields() -> MessageDataItemName<'static> {
+    let names = MARKER_FIELDS.map(|n| AString::from(Atom::unvalidated(n)));
+    peek(Some(Section::HeaderFields(
+        None,
+        Vec1::unvalidated(names.to_vec()),
+    )))
+}
+
+/// Is `item` the provider's answer to [`marker_fields`]?
+pub(super) fn is_marker_fields(item: &MessageDataItem<'_>) -> bool {
+    let MessageDataItem::BodyExt {
+        section: Some(section @ Section::HeaderFields(None, _)),
+        origin: None,
+        ..
+    } = item
+    else {
+        return false;
+    };
+    let MessageDataItemName::BodyExt {
+        section: Some(ours),
+        ..
+    } = marker_fields()
+    else {
+        return false;
+    };
+    same_section(Some(section), Some(&ours))
 }
 
 pub(super) fn is_stored_header(item: &MessageDataItem<'_>) -> bool {
