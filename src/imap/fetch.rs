@@ -142,6 +142,16 @@ pub struct FetchPlan {
     /// (RFC 3501 §7.4.1), by UID for a UID FETCH.
     uid: bool,
     wanted: Vec<MessageDataItemName<'static>>,
+    /// What the probe asks of every message to tell sealed from
+    /// plaintext and key the cache: the marker fields ([`marker_fields`])
+    /// for a listing, the whole stored header when a body section is
+    /// asked for (the provider reads the file then anyway).
+    marker: MessageDataItemName<'static>,
+    /// One of writ's own FETCH commands ended `OK [EXPUNGEISSUED]`: a
+    /// message another session expunged was found only after the probe
+    /// (whose marker fields the provider answers from its index). The
+    /// client's FETCH ends so, as the provider's own would.
+    expunge_issued: bool,
     probed: BTreeMap<NonZeroU32, Probed>,
     phase: Phase,
     probe_status: Option<Status<'static>>,
@@ -207,6 +217,17 @@ impl FetchPlan {
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
         let wanted = as_dovecot_parses(wanted, *uid, modifiers);
+        // A body section makes the provider read each message's file all
+        // the same: the probe reads the whole stored header then, and a
+        // message another session expunged shows as NIL at once.
+        let marker = if wanted
+            .iter()
+            .any(|i| answer::need(i, None) == Need::Payload)
+        {
+            peek(Some(Section::Header(None)))
+        } else {
+            marker_fields()
+        };
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
         // ENVELOPE, BODY and BODYSTRUCTURE are left out: for a sealed
@@ -231,7 +252,7 @@ impl FetchPlan {
         for extra in [
             MessageDataItemName::Uid,
             MessageDataItemName::Flags,
-            marker_fields(),
+            marker.clone(),
         ] {
             if !probe.contains(&extra) {
                 probe.push(extra);
@@ -251,6 +272,8 @@ impl FetchPlan {
                 client_tag: command.tag.clone(),
                 uid: *uid,
                 wanted,
+                marker,
+                expunge_issued: false,
                 probed: BTreeMap::new(),
                 phase: Phase::Probe,
                 probe_status: None,
@@ -385,7 +408,7 @@ impl FetchPlan {
         let list = items.as_ref();
         match self.phase.clone() {
             Phase::Probe => {
-                let Some(header) = list.iter().find(|i| is_marker_fields(i)) else {
+                let Some(header) = list.iter().find(|i| answers(i, &self.marker)) else {
                     return Err(items);
                 };
                 let Some(uid) = uid_of(list) else {
@@ -734,6 +757,9 @@ impl FetchPlan {
                 if !ok {
                     tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
                 }
+                if !matches!(self.phase, Phase::Seen(_)) && is_expunge_issued(&status) {
+                    self.expunge_issued = true;
+                }
                 // Every summary still being opened is answered first.
                 let mut out = self.answer_opened(true, None);
                 out.extend(self.next_phase());
@@ -798,13 +824,22 @@ impl FetchPlan {
                             c.cache.commit();
                         }
                         let mut status = self.probe_status.take();
+                        let mut out = Vec::new();
+                        if self.expunge_issued
+                            && let Some(probe) = status.take()
+                        {
+                            let (reply, highest) = expunge_issued(probe);
+                            out.extend(highest.map(Output::ToClientRaw));
+                            status = Some(reply);
+                        }
                         if self.incomplete.get() {
                             status = Some(incomplete(self.client_tag.clone()));
                         }
                         if let Some(refusal) = self.refused.get() {
                             status = Some(binary_refused(self.client_tag.clone(), refusal));
                         }
-                        return status.map(Output::Finish).into_iter().collect();
+                        out.extend(status.map(Output::Finish));
+                        return out;
                     }
                 },
             }
@@ -1052,7 +1087,7 @@ mod tests;
 use opening::{InOrder, Pending};
 
 use items::{
-    answers, binary_refused, data_bytes, incomplete, is_body_item, is_buffered, is_marker_fields,
-    is_nil_section, is_section_name, is_stored_header, renumbered, show_seen,
+    answers, binary_refused, data_bytes, expunge_issued, incomplete, is_body_item, is_buffered,
+    is_expunge_issued, is_nil_section, is_section_name, is_stored_header, renumbered, show_seen,
 };
 pub(super) use items::{marker_fields, peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -21,9 +21,15 @@ fn marker_of(stored: &[u8]) -> Vec<u8> {
 /// The name Dovecot echoes for the probe's marker fields.
 const MARKER: &str = "BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)]";
 
-fn probe_answer(uid: u32, stored: &[u8]) -> Vec<u8> {
+/// The probe's answer for message 1: its marker fields (a listing) or
+/// its whole stored header (`whole`: a FETCH of a body section).
+fn probe_answer(uid: u32, stored: &[u8], whole: bool) -> Vec<u8> {
     let mut r = format!("* 1 FETCH (UID {uid} FLAGS () ").into_bytes();
-    r.extend(literal_item(MARKER, &marker_of(stored)));
+    if whole {
+        r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    } else {
+        r.extend(literal_item(MARKER, &marker_of(stored)));
+    }
     r.extend_from_slice(b")\r\n");
     r
 }
@@ -38,7 +44,7 @@ fn listing_a_sealed_message_fetches_only_its_summary() {
         wire(&probe),
         "a1 FETCH 1 (RFC822.SIZE UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
-    let (seq, items) = fetch_response(&probe_answer(7, &stored));
+    let (seq, items) = fetch_response(&probe_answer(7, &stored, false));
     let out = plan.on_fetch(seq, items, &ids).expect("the probe's answer");
     assert!(out.is_empty(), "answered before opening: {out:?}");
     let out = plan
@@ -65,9 +71,9 @@ fn a_body_section_of_a_sealed_message_is_answered_from_the_opened_message() {
             .expect("FETCH");
     assert_eq!(
         wire(&probe),
-        "b UID FETCH 7 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+        "b UID FETCH 7 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])\r\n"
     );
-    let (seq, items) = fetch_response(&probe_answer(7, &stored));
+    let (seq, items) = fetch_response(&probe_answer(7, &stored, true));
     assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
     let out = plan.on_status(status("b OK done\r\n")).expect("ours");
     let [Output::ToProvider(next)] = &out[..] else {
@@ -208,9 +214,11 @@ fn whole_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// The probe's answer to a FETCH of a body section: the whole stored
+/// header.
 fn probe_at(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
-    r.extend(literal_item(MARKER, &marker_of(stored)));
+    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
     r.extend_from_slice(b")\r\n");
     r
 }
@@ -255,13 +263,9 @@ fn a_message_expunged_elsewhere_is_answered_nil_without_its_sealed_items() {
         None,
     )
     .expect("FETCH");
-    assert_eq!(
-        wire(&probe),
-        "g FETCH 3 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
-    );
-    let (seq, items) = fetch_response(
-        b"* 3 FETCH (UID 7 FLAGS (\\Deleted) BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)] NIL)\r\n",
-    );
+    // A body section is asked for: the probe reads the whole header.
+    assert_eq!(wire(&probe), "g FETCH 3 (UID FLAGS BODY.PEEK[HEADER])\r\n");
+    let (seq, items) = fetch_response(b"* 3 FETCH (UID 7 FLAGS (\\Deleted) BODY[HEADER] NIL)\r\n");
     let out = plan.on_fetch(seq, items, &ids).expect("ours");
     let [Output::ToClient(Data::Fetch { seq, items })] = &out[..] else {
         panic!("{out:?}")
@@ -543,7 +547,7 @@ fn items_are_asked_once_uid_first_and_changedsince_brings_modseq() {
     .expect("FETCH");
     assert_eq!(
         wire(&probe),
-        "u UID FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+        "u UID FETCH 1 (UID FLAGS BODY.PEEK[HEADER])\r\n"
     );
     assert_eq!(plan.wanted.len(), 5, "{:?}", plan.wanted);
     let (_, probe) = FetchPlan::start(&command("c FETCH 1:* (FLAGS) (CHANGEDSINCE 7)\r\n"), None)
@@ -678,4 +682,53 @@ fn a_whole_cached_folder_is_answered_a_chunk_at_a_time() {
         batches.last().and_then(|b| b.last()),
         Some(Output::Finish(_))
     ));
+}
+
+#[test]
+fn an_expunge_found_after_the_probe_ends_the_fetch_as_dovecot_does() {
+    // The provider answers the marker fields from its index even for a
+    // message another session expunged; writ's own FETCH of its summary
+    // meets the expunge. Dovecot's own FETCH would end OK
+    // [EXPUNGEISSUED], its HIGHESTMODSEQ sent untagged before.
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, _) = FetchPlan::start(
+        &command("q UID FETCH 1:* (UID FLAGS ENVELOPE) (CHANGEDSINCE 3)\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    let (seq, items) = fetch_response(&probe_answer(7, &stored, false));
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    let out = plan
+        .on_status(status("q OK [HIGHESTMODSEQ 21] Fetch completed.\r\n"))
+        .expect("ours");
+    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    let (seq, items) =
+        fetch_response(b"* 1 FETCH (UID 7 BODY[HEADER] NIL BODY[1.MIME] NIL BODY[1] NIL)\r\n");
+    let out = plan.on_fetch(seq, items, &ids).expect("ours");
+    // Answered as the provider answers for plaintext: no ENVELOPE.
+    assert!(
+        matches!(&out[..], [Output::ToClient(Data::Fetch { items, .. })]
+            if !items.as_ref().iter().any(|i| matches!(i, MessageDataItem::Envelope(_)))),
+        "{out:?}"
+    );
+    let out = plan
+        .on_status(status(
+            "writ.1 OK [EXPUNGEISSUED] Some messages were already expunged.\r\n",
+        ))
+        .expect("ours");
+    let [Output::ToClientRaw(highest), Output::Finish(end)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(highest, b"* OK [HIGHESTMODSEQ 21] Highest\r\n");
+    use imap_codec::encode::Encoder;
+    let end_wire = imap_codec::ResponseCodec::default()
+        .encode(&imap_next::imap_types::response::Response::Status(
+            end.clone(),
+        ))
+        .dump();
+    assert_eq!(
+        String::from_utf8_lossy(&end_wire),
+        "q OK [EXPUNGEISSUED] Some messages were already expunged.\r\n"
+    );
 }
