@@ -51,6 +51,10 @@
 //! - A message another session expunged (the provider answers its sections
 //!   NIL) is answered as the provider answers for plaintext: its UID and
 //!   FLAGS, body sections NIL, nothing read from the sealed message.
+//!   The listing probe's marker fields may come from the provider's index
+//!   even then; when writ's own FETCH meets the expunge afterwards
+//!   (`OK [EXPUNGEISSUED]`), the client's FETCH ends as Dovecot's would:
+//!   `OK [EXPUNGEISSUED]`, a HIGHESTMODSEQ of the probe's sent untagged.
 //! - Responses that are not answers (a flag change by another session)
 //!   are given back to the session, which passes only FLAGS, MODSEQ and UID.
 //! - Each answer lists its items as Dovecot does: each item once (body
