@@ -6,9 +6,14 @@
 //!
 //! 1. **Probe** (with the client's own tag and sequence set): the items the
 //!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ,
-//!    RFC822.SIZE, top-level header sections, all with PEEK) plus
-//!    `BODY.PEEK[HEADER]`, whose marker tells sealed from plaintext. A
-//!    plaintext message that needs nothing more is answered at once.
+//!    RFC822.SIZE, top-level header sections, all with PEEK) plus the
+//!    marker fields, `BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]`
+//!    ([`marker_fields`]): the marker tells sealed from plaintext, and
+//!    the two fields key the cache ([`MessageKey`]). Not the whole stored
+//!    header: Dovecot reads every message file for that, but answers
+//!    header fields a client asks for repeatedly from its index cache,
+//!    so a warm listing costs the provider no file read. A plaintext
+//!    message that needs nothing more is answered at once.
 //!    ENVELOPE, BODY and BODYSTRUCTURE are not asked for here: writ
 //!    answers them from the summary for sealed mail, and the provider's
 //!    own (of the sealed container) would cost it a parse for nothing.
@@ -16,12 +21,14 @@
 //!    it, a chunk at a time as the client drains its output
 //!    ([`from_cache`]: at most [`CACHE_CHUNK_BYTES`] composed at once, and
 //!    the message that crosses it), before any further command.
-//! 3. **Sealed**: a FETCH of part 1 (the summary) for the other sealed messages,
-//!    or of the whole stored message when a body section was asked for;
-//!    writ opens it and answers every item. Opening (summary or whole
-//!    message, BINARY decoding and composing included, and the cache put)
-//!    is a job on the process-wide pool ([`opening`], [`work`], through
-//!    [`super::opened`]), never done in the session: at most
+//! 3. **Sealed**: a FETCH of the stored header and part 1 (the summary)
+//!    for the other sealed messages, or of the whole stored message when
+//!    a body section was asked for; writ opens it and answers every item.
+//!    The stored header gives the prefix (fields the provider put above
+//!    the marker), which the cached summary then carries. Opening (summary
+//!    or whole message, BINARY decoding and composing included, and the
+//!    cache put) is a job on the process-wide pool ([`opening`], [`work`],
+//!    through [`super::opened`]), never done in the session: at most
 //!    [`opening::in_flight`] outstanding per plan (the session reads no
 //!    more provider responses meanwhile), answered in the order the
 //!    provider sent them; the phase's tagged status is held until all
@@ -51,6 +58,10 @@
 //! - A message another session expunged (the provider answers its sections
 //!   NIL) is answered as the provider answers for plaintext: its UID and
 //!   FLAGS, body sections NIL, nothing read from the sealed message.
+//!   The listing probe's marker fields may come from the provider's index
+//!   even then; when writ's own FETCH meets the expunge afterwards
+//!   (`OK [EXPUNGEISSUED]`), the client's FETCH ends as Dovecot's would:
+//!   `OK [EXPUNGEISSUED]`, a HIGHESTMODSEQ of the probe's sent untagged.
 //! - Responses that are not answers (a flag change by another session)
 //!   are given back to the session, which passes only FLAGS, MODSEQ and UID.
 //! - Each answer lists its items as Dovecot does: each item once (body
@@ -106,10 +117,11 @@ struct Probed {
     seq: NonZeroU32,
     items: Vec<MessageDataItem<'static>>,
     sealed: Option<Detected>,
-    /// Stored fields above the marker.
+    /// Stored fields above the marker: read in the sealed phase (the
+    /// probe asks only for the marker fields), where the message is opened.
     prefix: Vec<u8>,
     seen: bool,
-    /// Its cache entry: the UID and the stored header it was fetched with.
+    /// Its cache entry: the UID and the marker fields it was fetched with.
     key: MessageKey,
     /// How many identities the keyring offers for its epoch (sealed only).
     offered: usize,
@@ -140,6 +152,16 @@ pub struct FetchPlan {
     /// (RFC 3501 §7.4.1), by UID for a UID FETCH.
     uid: bool,
     wanted: Vec<MessageDataItemName<'static>>,
+    /// What the probe asks of every message to tell sealed from
+    /// plaintext and key the cache: the marker fields ([`marker_fields`])
+    /// for a listing, the whole stored header when a body section is
+    /// asked for (the provider reads the file then anyway).
+    marker: MessageDataItemName<'static>,
+    /// One of writ's own FETCH commands ended `OK [EXPUNGEISSUED]`: a
+    /// message another session expunged was found only after the probe
+    /// (whose marker fields the provider answers from its index). The
+    /// client's FETCH ends so, as the provider's own would.
+    expunge_issued: bool,
     probed: BTreeMap<NonZeroU32, Probed>,
     phase: Phase,
     probe_status: Option<Status<'static>>,
@@ -213,6 +235,17 @@ impl FetchPlan {
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
         let wanted = as_dovecot_parses(wanted, *uid, modifiers);
+        // A body section makes the provider read each message's file all
+        // the same: the probe reads the whole stored header then, and a
+        // message another session expunged shows as NIL at once.
+        let marker = if wanted
+            .iter()
+            .any(|i| answer::need(i, None) == Need::Payload)
+        {
+            peek(Some(Section::Header(None)))
+        } else {
+            marker_fields()
+        };
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
         // ENVELOPE, BODY and BODYSTRUCTURE are left out: for a sealed
@@ -237,7 +270,7 @@ impl FetchPlan {
         for extra in [
             MessageDataItemName::Uid,
             MessageDataItemName::Flags,
-            peek(Some(Section::Header(None))),
+            marker.clone(),
         ] {
             if !probe.contains(&extra) {
                 probe.push(extra);
@@ -257,6 +290,8 @@ impl FetchPlan {
                 client_tag: command.tag.clone(),
                 uid: *uid,
                 wanted,
+                marker,
+                expunge_issued: false,
                 probed: BTreeMap::new(),
                 phase: Phase::Probe,
                 probe_status: None,
@@ -443,7 +478,7 @@ impl FetchPlan {
         let written = self.provider_written.take().unwrap_or_default();
         match self.phase.clone() {
             Phase::Probe => {
-                let Some(header) = list.iter().find(|i| is_stored_header(i)) else {
+                let Some(header) = list.iter().find(|i| answers(i, &self.marker)) else {
                     return Err(items);
                 };
                 let Some(uid) = uid_of(list) else {
@@ -469,7 +504,6 @@ impl FetchPlan {
                     matches!(i, MessageDataItem::Flags(f)
                         if f.contains(&FlagFetch::Flag(Flag::Seen)))
                 });
-                let prefix = envelope::stored_prefix(&header);
                 let list = list.to_vec();
                 let done_now = match &sealed {
                     None => !self.needs_plain_fetch(),
@@ -490,7 +524,7 @@ impl FetchPlan {
                         seq,
                         items: list,
                         sealed,
-                        prefix,
+                        prefix: Vec::new(),
                         seen,
                         key,
                         offered,
@@ -502,20 +536,39 @@ impl FetchPlan {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
-                let Some(probed) = self.probed.get(&uid) else {
+                if !self.probed.contains_key(&uid) {
                     return Err(items);
-                };
+                }
                 if list.iter().any(is_nil_section) {
                     // Expunged by another session since the probe.
                     let gone = self.probed.remove(&uid);
                     let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
                     return Ok(out.into_iter().collect());
                 }
-                let job = if payload {
+                // The prefix, from the stored header (or the whole stored
+                // message): what the probe's marker fields do not tell.
+                let stored = if payload {
                     list.iter()
                         .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
                         .and_then(data_bytes)
-                        .and_then(|stored| self.whole_job(probed, stored))
+                } else {
+                    None
+                };
+                let header = match &stored {
+                    Some(stored) => Some(envelope::stored_prefix(stored)),
+                    None => list
+                        .iter()
+                        .find(|i| is_stored_header(i))
+                        .and_then(data_bytes)
+                        .map(|h| envelope::stored_prefix(&h)),
+                };
+                let (Some(prefix), Some(probed)) = (header, self.probed.get_mut(&uid)) else {
+                    return Err(items);
+                };
+                probed.prefix = prefix;
+                let probed = &self.probed[&uid];
+                let job = if payload {
+                    stored.and_then(|stored| self.whole_job(probed, stored))
                 } else {
                     self.summary_job(probed, list)
                 };
@@ -580,6 +633,9 @@ impl FetchPlan {
             {
                 if !ok {
                     tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
+                }
+                if !matches!(self.phase, Phase::Seen(_)) && is_expunge_issued(&status) {
+                    self.expunge_issued = true;
                 }
                 // Every message still being opened is answered first.
                 if !self.opening.is_empty() {
@@ -647,13 +703,22 @@ impl FetchPlan {
                             c.cache.commit();
                         }
                         let mut status = self.probe_status.take();
+                        let mut out = Vec::new();
+                        if self.expunge_issued
+                            && let Some(probe) = status.take()
+                        {
+                            let (reply, highest) = expunge_issued(probe);
+                            out.extend(highest.map(Output::ToClientRaw));
+                            status = Some(reply);
+                        }
                         if self.incomplete.get() {
                             status = Some(incomplete(self.client_tag.clone()));
                         }
                         if let Some(refusal) = self.refused.get() {
                             status = Some(binary_refused(self.client_tag.clone(), refusal));
                         }
-                        return status.map(Output::Finish).into_iter().collect();
+                        out.extend(status.map(Output::Finish));
+                        return out;
                     }
                 },
             }
@@ -739,6 +804,7 @@ impl FetchPlan {
             vec![peek(None)]
         } else {
             vec![
+                peek(Some(Section::Header(None))),
                 peek(Some(Section::Mime(one.clone()))),
                 peek(Some(Section::Part(one))),
             ]
@@ -935,7 +1001,7 @@ mod tests;
 use opening::{InOrder, Runner};
 
 use items::{
-    answers, binary_refused, data_bytes, incomplete, is_body_item, is_buffered, is_nil_section,
-    is_section_name, is_stored_header, renumbered, show_seen,
+    answers, binary_refused, data_bytes, expunge_issued, incomplete, is_body_item, is_buffered,
+    is_expunge_issued, is_nil_section, is_section_name, is_stored_header, renumbered, show_seen,
 };
-pub(super) use items::{peek, remember_undecryptable, uid_of, undecryptable_known};
+pub(super) use items::{marker_fields, peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -116,6 +116,9 @@ pub struct Event {
     /// Upper-case command name; `UID FETCH`, `UID STORE`, ... for UID
     /// commands.
     pub command: String,
+    /// The command's first line as sent, without its line end (a
+    /// literal's bytes are not in it).
+    pub line: String,
     /// None: forwarded as it was.
     pub fault: Option<Fault>,
     /// When the command's first line arrived.
@@ -437,16 +440,19 @@ impl Conn {
             connection: self.number,
             tag,
             command,
+            line: String::new(),
             fault: Some(Fault::CutAfterBytes),
             at,
         });
     }
 
-    fn record(&self, tag: &str, command: &str, fault: Option<Fault>, at: Instant) {
+    fn record(&self, tag: &str, command: &str, line: &[u8], fault: Option<Fault>, at: Instant) {
+        let line = String::from_utf8_lossy(line).trim_end().to_string();
         lock(&self.shared).events.push(Event {
             connection: self.number,
             tag: tag.to_string(),
             command: command.to_string(),
+            line,
             fault,
             at,
         });
@@ -652,32 +658,32 @@ fn client_to_server(
                         "STARTTLS" => lock(&conn.state).raw = true,
                         _ => {}
                     }
-                    conn.record(&tag, &command, None, at);
+                    conn.record(&tag, &command, &line, None, at);
                     forward_command(conn, &mut reader, &mut server, &tag, line)?;
                 }
                 Some(Action::LoseReply) => {
                     lock(&conn.state).withhold.insert(tag.clone());
-                    conn.record(&tag, &command, fault, at);
+                    conn.record(&tag, &command, &line, fault, at);
                     forward_command(conn, &mut reader, &mut server, &tag, line)?;
                 }
                 Some(Action::Answer(text)) => {
-                    conn.record(&tag, &command, fault, at);
+                    conn.record(&tag, &command, &line, fault, at);
                     swallow_command(&mut reader, line)?;
                     conn.reply(&format!("{tag} {text}"))?;
                 }
                 Some(Action::Bye) => {
-                    conn.record(&tag, &command, fault, at);
+                    conn.record(&tag, &command, &line, fault, at);
                     let _ = conn.reply(BYE);
                     conn.close();
                     return Ok(());
                 }
                 Some(Action::Cut) => {
-                    conn.record(&tag, &command, fault, at);
+                    conn.record(&tag, &command, &line, fault, at);
                     conn.close();
                     return Ok(());
                 }
                 Some(Action::Hold) => {
-                    conn.record(&tag, &command, fault, at);
+                    conn.record(&tag, &command, &line, fault, at);
                     current = None;
                     return hold(conn, &mut reader, &mut server, line);
                 }

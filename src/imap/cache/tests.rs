@@ -347,3 +347,68 @@ fn lookup_answers_many_in_order_from_memory_and_index() {
     assert!(matches!(got[2].as_deref(), Some(Known::Undecryptable(w)) if *w == why()));
     assert!(got[3].is_none());
 }
+
+/// A stored sealed header: `prefix` above the marker, the container's
+/// media type with `boundary`.
+fn stored_header(prefix: &str, boundary: &str) -> Vec<u8> {
+    format!(
+        "{prefix}X-Writ: v=1; key={EPOCH}\r\nFrom: a@example.test\r\n\
+         Content-Type: multipart/encrypted;\r\n protocol=\"application/vnd.writ.sealed\";\r\n \
+         boundary=\"{boundary}\"\r\nSubject: x\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn the_whole_header_and_its_marker_fields_alone_name_the_same_entry() {
+    let whole = stored_header("Received: from a\r\n", "b0");
+    // As the provider answers BODY[HEADER.FIELDS (X-Writ Content-Type)]:
+    // here with bare LF and folded otherwise, which must not matter.
+    let fields = format!(
+        "X-Writ: v=1;\n key={EPOCH}\nContent-Type: multipart/encrypted; \
+         protocol=\"application/vnd.writ.sealed\";\n boundary=\"b0\"\n\n"
+    );
+    let from_whole = MessageKey::new(3, &whole);
+    assert_eq!(from_whole, MessageKey::new(3, fields.as_bytes()));
+    // Another message: another random boundary, another entry.
+    assert_ne!(from_whole, MessageKey::new(3, &stored_header("", "b1")));
+    // The fields above the marker are not part of the key: under one
+    // UIDVALIDITY and UID the stored message cannot change (the entry id
+    // holds them, see the UIDVALIDITY test).
+    assert_eq!(from_whole, MessageKey::new(3, &stored_header("", "b0")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    cache.put(&mb(7), from_whole, &summary(11), None);
+    let found = cache.summary(&mb(7), MessageKey::new(3, fields.as_bytes()));
+    assert_eq!(found.map(|s| s.size), Some(11));
+    assert!(
+        cache
+            .summary(&mb(7), MessageKey::new(3, &stored_header("", "b1")))
+            .is_none()
+    );
+}
+
+#[test]
+fn an_entry_of_the_earlier_whole_header_key_is_a_miss() {
+    // Before the marker-field key, the fingerprint was a SHA-256 of the
+    // whole stored header under this label: such rows do not open.
+    let header = stored_header("Received: from a\r\n", "b0");
+    let mut old = MessageKey::new(3, &header);
+    old.stored = sha(&[b"writ cache: stored header", &header]);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.put(&mb(7), old, &summary(11), Some(b"hello"));
+    }
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert!(cache.get(&mb(7), old).is_some(), "the old row is there");
+    let new = MessageKey::new(3, &header);
+    assert!(cache.summary(&mb(7), new).is_none());
+    assert!(cache.body(&mb(7), new).is_none());
+    // Stored again under the new key, it is found.
+    cache.put(&mb(7), new, &summary(12), None);
+    assert_eq!(cache.summary(&mb(7), new).map(|s| s.size), Some(12));
+}

@@ -4,15 +4,15 @@
 
 use std::num::NonZeroU32;
 
-use imap_next::imap_types::core::{AString, Tag, Vec1};
+use imap_next::imap_types::core::{AString, Atom, Tag, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section};
 use imap_next::imap_types::flag::{Flag, FlagFetch};
-use imap_next::imap_types::response::{Status, StatusKind};
+use imap_next::imap_types::response::{Code, CodeOther, Status, StatusBody, StatusKind, Tagged};
 
 use super::CacheRef;
 use crate::envelope::{self, Keys};
 use crate::imap::answer::Item;
-use crate::imap::cache::{MessageKey, Undecryptable};
+use crate::imap::cache::{MARKER_FIELDS, MessageKey, Undecryptable};
 use crate::imap::section::binary::Refusal;
 
 pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataItemName<'static> {
@@ -21,6 +21,17 @@ pub(in crate::imap) fn peek(section: Option<Section<'static>>) -> MessageDataIte
         partial: None,
         peek: true,
     }
+}
+
+/// `BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]`: what the probe asks
+/// of every message to tell sealed from plaintext and key the cache
+/// ([`MARKER_FIELDS`]).
+pub(in crate::imap) fn marker_fields() -> MessageDataItemName<'static> {
+    let names = MARKER_FIELDS.map(|n| AString::from(Atom::unvalidated(n)));
+    peek(Some(Section::HeaderFields(
+        None,
+        Vec1::unvalidated(names.to_vec()),
+    )))
 }
 
 pub(super) fn is_stored_header(item: &MessageDataItem<'_>) -> bool {
@@ -178,6 +189,48 @@ pub(super) fn binary_refused(tag: Tag<'static>, refusal: Refusal) -> Status<'sta
             text: imap_next::imap_types::core::Text::unvalidated(refusal.text()),
         },
     })
+}
+
+/// Does `status` carry `[EXPUNGEISSUED]` (RFC 9051 §7.1: a message
+/// asked for was expunged by another session)?
+pub(super) fn is_expunge_issued(status: &Status<'_>) -> bool {
+    let (Status::Tagged(Tagged { body, .. }) | Status::Untagged(body)) = status else {
+        return false;
+    };
+    matches!(&body.code, Some(Code::Other(c)) if c.inner().eq_ignore_ascii_case(b"EXPUNGEISSUED"))
+}
+
+/// The probe's tagged OK turned into the one Dovecot ends a FETCH with
+/// when it met a message already expunged: `OK [EXPUNGEISSUED] Some
+/// messages were already expunged.` A `[HIGHESTMODSEQ n]` the probe's
+/// OK carried goes before it as `* OK [HIGHESTMODSEQ n] Highest`, as
+/// Dovecot sends it when its tagged reply has a code of its own. A
+/// status other than OK, or one with another code, is kept.
+pub(super) fn expunge_issued(probe: Status<'static>) -> (Status<'static>, Option<Vec<u8>>) {
+    let Status::Tagged(Tagged { tag, body }) = &probe else {
+        return (probe, None);
+    };
+    if body.kind != StatusKind::Ok {
+        return (probe, None);
+    }
+    let highest = match &body.code {
+        None => None,
+        Some(Code::HighestModSeq(n)) => {
+            Some(format!("* OK [HIGHESTMODSEQ {n}] Highest\r\n").into_bytes())
+        }
+        Some(_) => return (probe, None),
+    };
+    let reply = Status::Tagged(Tagged {
+        tag: tag.clone(),
+        body: StatusBody {
+            kind: StatusKind::Ok,
+            code: Some(Code::Other(CodeOther::unvalidated(&b"EXPUNGEISSUED"[..]))),
+            text: imap_next::imap_types::core::Text::unvalidated(
+                "Some messages were already expunged.",
+            ),
+        },
+    });
+    (reply, highest)
 }
 
 /// Message `seq` after message `gone` was expunged.

@@ -5,9 +5,32 @@ use super::*;
 use crate::envelope::Summary;
 use crate::imap::testing::*;
 
-fn probe_answer(uid: u32, stored: &[u8]) -> Vec<u8> {
+/// The marker fields of a stored message, as Dovecot answers
+/// `BODY[HEADER.FIELDS (X-Writ Content-Type)]`: those fields, in the
+/// order stored, and the blank line.
+fn marker_of(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in crate::envelope::header::fields(header_of(stored)) {
+        if f.is("x-writ") || f.is("content-type") {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The name Dovecot echoes for the probe's marker fields.
+const MARKER: &str = "BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)]";
+
+/// The probe's answer for message 1: its marker fields (a listing) or
+/// its whole stored header (`whole`: a FETCH of a body section).
+fn probe_answer(uid: u32, stored: &[u8], whole: bool) -> Vec<u8> {
     let mut r = format!("* 1 FETCH (UID {uid} FLAGS () ").into_bytes();
-    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    if whole {
+        r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    } else {
+        r.extend(literal_item(MARKER, &marker_of(stored)));
+    }
     r.extend_from_slice(b")\r\n");
     r
 }
@@ -20,9 +43,9 @@ fn listing_a_sealed_message_fetches_only_its_summary() {
         FetchPlan::start(&command("a1 FETCH 1 (ENVELOPE RFC822.SIZE)\r\n"), None).expect("a FETCH");
     assert_eq!(
         wire(&probe),
-        "a1 FETCH 1 (RFC822.SIZE UID FLAGS BODY.PEEK[HEADER])\r\n"
+        "a1 FETCH 1 (RFC822.SIZE UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
-    let (seq, items) = fetch_response(&probe_answer(7, &stored));
+    let (seq, items) = fetch_response(&probe_answer(7, &stored, false));
     let out = plan.on_fetch(seq, items, &ids).expect("the probe's answer");
     assert!(out.is_empty(), "answered before opening: {out:?}");
     let out = plan
@@ -36,7 +59,7 @@ fn listing_a_sealed_message_fetches_only_its_summary() {
     // EXPUNGE during it (RFC 3501 §7.4.1).
     assert_eq!(
         wire(next),
-        "writ.1 FETCH 1 (UID BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"
+        "writ.1 FETCH 1 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"
     );
 }
 
@@ -51,7 +74,7 @@ fn a_body_section_of_a_sealed_message_is_answered_from_the_opened_message() {
         wire(&probe),
         "b UID FETCH 7 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])\r\n"
     );
-    let (seq, items) = fetch_response(&probe_answer(7, &stored));
+    let (seq, items) = fetch_response(&probe_answer(7, &stored, true));
     assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
     let out = plan.on_status(status("b OK done\r\n")).expect("ours");
     let [Output::ToProvider(next)] = &out[..] else {
@@ -97,7 +120,7 @@ fn plaintext_listing_is_answered_by_the_probe_alone() {
     let (mut plan, _) =
         FetchPlan::start(&command("c FETCH 1 (RFC822.SIZE)\r\n"), None).expect("FETCH");
     let mut answer = b"* 1 FETCH (RFC822.SIZE 52 UID 3 FLAGS () ".to_vec();
-    answer.extend(literal_item("BODY[HEADER]", header_of(M)));
+    answer.extend(literal_item(MARKER, &marker_of(M)));
     answer.extend_from_slice(b")\r\n");
     let (seq, items) = fetch_response(&answer);
     let out = plan.on_fetch(seq, items, &ids).expect("ours");
@@ -124,10 +147,10 @@ fn the_structure_of_a_plaintext_message_is_fetched_after_the_probe() {
     .expect("FETCH");
     assert_eq!(
         wire(&probe),
-        "c UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER])\r\n"
+        "c UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
     let mut answer = b"* 1 FETCH (UID 3 FLAGS (\\Seen) RFC822.SIZE 52 ".to_vec();
-    answer.extend(literal_item("BODY[HEADER]", header_of(M)));
+    answer.extend(literal_item(MARKER, &marker_of(M)));
     answer.extend_from_slice(b")\r\n");
     let (seq, items) = fetch_response(&answer);
     assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
@@ -192,6 +215,8 @@ fn whole_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// The probe's answer to a FETCH of a body section: the whole stored
+/// header.
 fn probe_at(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
     r.extend(literal_item("BODY[HEADER]", header_of(stored)));
@@ -239,6 +264,7 @@ fn a_message_expunged_elsewhere_is_answered_nil_without_its_sealed_items() {
         None,
     )
     .expect("FETCH");
+    // A body section is asked for: the probe reads the whole header.
     assert_eq!(wire(&probe), "g FETCH 3 (UID FLAGS BODY.PEEK[HEADER])\r\n");
     let (seq, items) = fetch_response(b"* 3 FETCH (UID 7 FLAGS (\\Deleted) BODY[HEADER] NIL)\r\n");
     let out = plan.on_fetch(seq, items, &ids).expect("ours");
@@ -263,12 +289,22 @@ fn a_fetch_by_sequence_number_marks_seen_by_sequence_number() {
     let (mut plan, probe) =
         FetchPlan::start(&command("h FETCH 5 (BODY[HEADER])\r\n"), None).expect("FETCH");
     // The probe reads the header with PEEK: writ reports and stores \Seen.
-    assert_eq!(wire(&probe), "h FETCH 5 (BODY.PEEK[HEADER] UID FLAGS)\r\n");
-    let (seq, items) = fetch_response(&probe_at(5, 50, M));
+    assert_eq!(
+        wire(&probe),
+        "h FETCH 5 (BODY.PEEK[HEADER] UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    );
+    let mut answer = b"* 5 FETCH (UID 50 FLAGS () ".to_vec();
+    answer.extend(literal_item("BODY[HEADER]", header_of(M)));
+    answer.push(b' ');
+    answer.extend(literal_item(MARKER, &marker_of(M)));
+    answer.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&answer);
     let out = plan.on_fetch(seq, items, &ids).expect("ours");
     let [Output::ToClient(Data::Fetch { items, .. })] = &out[..] else {
         panic!("{out:?}")
     };
+    // The client's own header section and FLAGS only: not the marker fields.
+    assert_eq!(items.as_ref().len(), 2, "{items:?}");
     assert!(
         matches!(&items.as_ref()[0], MessageDataItem::Flags(f) if f.contains(&FlagFetch::Flag(Flag::Seen))),
         "{items:?}"
@@ -300,7 +336,7 @@ fn list_once(cache: &CacheRef, stored: &[u8], keys: &(dyn Keys + Send + Sync)) -
         FetchPlan::start(&command("l FETCH 1 (RFC822.SIZE)\r\n"), Some(cache.clone()))
             .expect("FETCH");
     let mut r = b"* 1 FETCH (RFC822.SIZE 999 UID 7 FLAGS () ".to_vec();
-    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend(literal_item(MARKER, &marker_of(stored)));
     r.extend_from_slice(b")\r\n");
     let (seq, items) = fetch_response(&r);
     let mut out = plan.on_fetch(seq, items, keys).expect("ours");
@@ -314,6 +350,8 @@ fn list_once(cache: &CacheRef, stored: &[u8], keys: &(dyn Keys + Send + Sync)) -
         let p = &structure.root.parts[0];
         let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
         let mut a = b"* 1 FETCH (UID 7 ".to_vec();
+        a.extend(literal_item("BODY[HEADER]", header_of(stored)));
+        a.push(b' ');
         a.extend(literal_item(
             "BODY[1.MIME]",
             slice(p.header_offset, p.header_size),
@@ -517,7 +555,7 @@ fn items_are_asked_once_uid_first_and_changedsince_brings_modseq() {
         .expect("FETCH");
     assert_eq!(
         wire(&probe),
-        "c FETCH 1:* (FLAGS MODSEQ UID BODY.PEEK[HEADER]) (CHANGEDSINCE 7)\r\n"
+        "c FETCH 1:* (FLAGS MODSEQ UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]) (CHANGEDSINCE 7)\r\n"
     );
 }
 
@@ -645,4 +683,53 @@ fn a_whole_cached_folder_is_answered_a_chunk_at_a_time() {
         batches.last().and_then(|b| b.last()),
         Some(Output::Finish(_))
     ));
+}
+
+#[test]
+fn an_expunge_found_after_the_probe_ends_the_fetch_as_dovecot_does() {
+    // The provider answers the marker fields from its index even for a
+    // message another session expunged; writ's own FETCH of its summary
+    // meets the expunge. Dovecot's own FETCH would end OK
+    // [EXPUNGEISSUED], its HIGHESTMODSEQ sent untagged before.
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, _) = FetchPlan::start(
+        &command("q UID FETCH 1:* (UID FLAGS ENVELOPE) (CHANGEDSINCE 3)\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    let (seq, items) = fetch_response(&probe_answer(7, &stored, false));
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    let out = plan
+        .on_status(status("q OK [HIGHESTMODSEQ 21] Fetch completed.\r\n"))
+        .expect("ours");
+    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    let (seq, items) =
+        fetch_response(b"* 1 FETCH (UID 7 BODY[HEADER] NIL BODY[1.MIME] NIL BODY[1] NIL)\r\n");
+    let out = plan.on_fetch(seq, items, &ids).expect("ours");
+    // Answered as the provider answers for plaintext: no ENVELOPE.
+    assert!(
+        matches!(&out[..], [Output::ToClient(Data::Fetch { items, .. })]
+            if !items.as_ref().iter().any(|i| matches!(i, MessageDataItem::Envelope(_)))),
+        "{out:?}"
+    );
+    let out = plan
+        .on_status(status(
+            "writ.1 OK [EXPUNGEISSUED] Some messages were already expunged.\r\n",
+        ))
+        .expect("ours");
+    let [Output::ToClientRaw(highest), Output::Finish(end)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(highest, b"* OK [HIGHESTMODSEQ 21] Highest\r\n");
+    use imap_codec::encode::Encoder;
+    let end_wire = imap_codec::ResponseCodec::default()
+        .encode(&imap_next::imap_types::response::Response::Status(
+            end.clone(),
+        ))
+        .dump();
+    assert_eq!(
+        String::from_utf8_lossy(&end_wire),
+        "q OK [EXPUNGEISSUED] Some messages were already expunged.\r\n"
+    );
 }
