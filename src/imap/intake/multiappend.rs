@@ -153,3 +153,6 @@ impl super::Intake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

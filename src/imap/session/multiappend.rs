@@ -80,7 +80,10 @@ impl MultiAppends {
         if !self.announced.front().is_some_and(|(t, _)| t == tag) {
             return false;
         }
-        let (_, next) = self.announced.pop_front().unwrap_or((Vec::new(), Next::Last));
+        let (_, next) = self
+            .announced
+            .pop_front()
+            .unwrap_or((Vec::new(), Next::Last));
         let answered = self
             .current
             .as_ref()
