@@ -15,8 +15,10 @@
 //! (`session/multiappend.rs`); the mailbox is read from the first message
 //! only (`INBOX` in the later lines is a placeholder).
 //!
-//! Caps, per command: [`MAX_MESSAGES`] messages, [`MAX_OCTETS`] octets of
-//! message data in all, and each message within `imap.max_literal_size`.
+//! Caps, per command: [`MAX_MESSAGES`] messages, and `imap.max_literal_size`
+//! octets of message data, each message and all of them together (so a
+//! MULTIAPPEND holds no more in writ than the largest single APPEND: writ
+//! keeps the sealed messages until the whole command can go on).
 //! A message over a cap is refused with its command (tagged BAD, [`why`]):
 //! the messages before it are dropped by the session and nothing is
 //! appended; a synchronising literal gets no continuation, a
@@ -26,13 +28,12 @@
 
 /// Messages one MULTIAPPEND may carry.
 pub const MAX_MESSAGES: usize = 1000;
-/// Octets of message data one MULTIAPPEND may carry, all messages together.
-pub const MAX_OCTETS: u64 = 256 * 1024 * 1024;
 
 /// What a MULTIAPPEND over a cap is told (tagged BAD).
 pub mod why {
     pub const MESSAGES: &str = "Too many messages in one MULTIAPPEND: at most 1000";
-    pub const OCTETS: &str = "MULTIAPPEND too large: at most 268435456 octets of messages in all";
+    pub const OCTETS: &str =
+        "MULTIAPPEND too large: its messages together exceed the literal size limit";
     pub const LITERAL: &str = "A message of this MULTIAPPEND is larger than the literal size limit";
     pub const SYNTAX: &str = "MULTIAPPEND: a message or the end of the command was expected";
 }
@@ -109,10 +110,10 @@ impl super::Intake {
         };
         let over = if append.more + 2 > MAX_MESSAGES {
             Some(why::MESSAGES)
-        } else if append.octets.saturating_add(length) > MAX_OCTETS {
-            Some(why::OCTETS)
         } else if length > u64::from(self.max_literal_size) {
             Some(why::LITERAL)
+        } else if append.octets.saturating_add(length) > u64::from(self.max_literal_size) {
+            Some(why::OCTETS)
         } else {
             None
         };

@@ -16,8 +16,8 @@
 //! parse-error path; the rest of that command is then dropped unanswered.
 //!
 //! Memory: the sealed messages of the one command being read, bounded by
-//! [`crate::imap::intake::multiappend::MAX_OCTETS`] of messages (sealing
-//! adds a few percent) and [`crate::imap::intake::multiappend::MAX_MESSAGES`];
+//! `imap.max_literal_size` octets of messages in all (sealing adds a few
+//! percent) and [`crate::imap::intake::multiappend::MAX_MESSAGES`];
 //! each plaintext is dropped once sealed. The announcements waiting for
 //! their APPEND are at most one per message line of one read.
 //!

@@ -109,3 +109,18 @@ fn garbage_after_a_second_message_refuses_the_command() {
     assert_eq!(seen[3], Seen::Part(Next::Refused(why::SYNTAX)));
     assert_eq!(seen[4], Seen::Bytes(b"\r\nA2 NOOP\r\n".to_vec()));
 }
+
+#[test]
+fn messages_over_the_literal_limit_together_are_refused() {
+    // 600 + 500 > 1024, each within it; the second is non-synchronising
+    // and is read and dropped.
+    let mut input = b"A1 APPEND INBOX {600}\r\n".to_vec();
+    input.extend_from_slice(&[b'a'; 600]);
+    input.extend_from_slice(b" {500+}\r\n");
+    input.extend_from_slice(&[b'b'; 500]);
+    input.extend_from_slice(b" {1+}\r\nc\r\nA2 NOOP\r\n");
+    let seen = feed(&input, 100);
+    assert_eq!(seen[1], Seen::Part(Next::Refused(why::OCTETS)));
+    assert_eq!(seen[2], Seen::Bytes(b"\r\nA2 NOOP\r\n".to_vec()));
+    assert_eq!(seen.len(), 3);
+}
