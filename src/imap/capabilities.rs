@@ -133,7 +133,7 @@ fn passes(cap: &Capability<'_>) -> bool {
 }
 
 /// MULTIAPPEND: writ seals each message ([`super::intake::multiappend`]).
-fn is_multiappend(cap: &Capability<'_>) -> bool {
+pub fn is_multiappend(cap: &Capability<'_>) -> bool {
     cap.to_string().eq_ignore_ascii_case("MULTIAPPEND")
 }
 

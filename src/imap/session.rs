@@ -1050,6 +1050,8 @@ mod compress_tests;
 mod in_flight;
 mod list_raw;
 mod multiappend;
+#[cfg(test)]
+mod multiappend_tests;
 mod passthrough;
 #[cfg(test)]
 mod passthrough_tests;

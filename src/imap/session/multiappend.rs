@@ -22,7 +22,10 @@
 //! their APPEND are at most one per message line of one read.
 //!
 //! The capability is offered only when the provider offers both
-//! MULTIAPPEND and LITERAL+ ([`crate::imap::capabilities`]).
+//! MULTIAPPEND and LITERAL+ ([`crate::imap::capabilities`]); a MULTIAPPEND
+//! is sent on only once a capability list from the provider (greeting,
+//! LOGIN's `[CAPABILITY]`, CAPABILITY) said so, and refused BAD
+//! ([`NOT_OFFERED`]) before.
 
 use std::collections::VecDeque;
 
@@ -38,8 +41,18 @@ use crate::admin::names;
 use crate::imap::append;
 use crate::imap::intake::multiappend::Next;
 
+/// What a MULTIAPPEND is told before writ has seen the provider offer it
+/// (with LITERAL+) in a capability list (tagged BAD).
+pub(super) const NOT_OFFERED: &str =
+    "MULTIAPPEND is not offered: the provider lacks MULTIAPPEND or LITERAL+";
+
 #[derive(Debug, Default)]
 pub(super) struct MultiAppends {
+    /// The provider's capabilities, as writ passed them on, included
+    /// MULTIAPPEND (which writ passes only with LITERAL+). Until then a
+    /// MULTIAPPEND is refused: its non-synchronising literals would
+    /// desynchronise a provider without LITERAL+.
+    pub(super) offered: std::cell::Cell<bool>,
     /// What follows each message announced by the intake, in order.
     announced: VecDeque<(Vec<u8>, Next)>,
     /// The command being read.
@@ -77,13 +90,9 @@ impl MultiAppends {
     /// a MULTIAPPEND, the command fails. Returns whether it was answered
     /// already (a message before it failed).
     pub(super) fn unparsed(&mut self, tag: &[u8]) -> bool {
-        if !self.announced.front().is_some_and(|(t, _)| t == tag) {
+        let Some((_, next)) = self.announced.pop_front_if(|(t, _)| t == tag) else {
             return false;
-        }
-        let (_, next) = self
-            .announced
-            .pop_front()
-            .unwrap_or((Vec::new(), Next::Last));
+        };
         let answered = self
             .current
             .as_ref()
@@ -143,6 +152,9 @@ impl Session {
                 }
             }
             Next::Last if reading.failed => {}
+            Next::Last if !self.multiappend.offered.get() => {
+                self.refuse(command_tag, StatusKind::Bad, NOT_OFFERED);
+            }
             Next::Last => match reading.refusal {
                 Some(refusal) => {
                     metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
