@@ -39,6 +39,11 @@
 //! Work and memory are linear in the input and bounded by the caps: one
 //! held line of at most [`MAX_COMMAND_TEXT`] octets.
 //!
+//! After login, an APPEND with several messages (MULTIAPPEND, RFC 3502)
+//! is taken apart into one APPEND per message with the command's tag,
+//! announced to the session by [`Event::AppendPart`], with caps of its own
+//! on messages and octets per command ([`multiappend`]).
+//!
 //! Under COMPRESS=DEFLATE the intake sees the inflated bytes
 //! ([`super::compress`] inflates them a step at a time), so every cap here
 //! holds for them as for plain ones.
