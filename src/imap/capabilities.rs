@@ -26,7 +26,10 @@
 //! outer headers. BINARY ([`super::section::binary`]: sections decoded
 //! from the opened message, as Dovecot decodes them; APPEND with a
 //! literal8 is sealed like any APPEND), also only when the provider
-//! offers it.
+//! offers it. MULTIAPPEND, when the provider offers LITERAL+ too: the
+//! intake takes the command apart ([`super::intake::multiappend`]), each
+//! message is sealed as a single APPEND's, and one MULTIAPPEND goes on
+//! with non-synchronising literals (all or none appended).
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
@@ -44,8 +47,6 @@
 //!   content, and its command is not parsed by imap-codec.
 //! - PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
 //!   ciphertext.
-//! - MULTIAPPEND: imap-codec parses one message per APPEND; writ would
-//!   take the command apart and seal each message itself. Not done yet.
 //! - CATENATE, URLAUTH: parts named by URL are sealed messages at the
 //!   provider. UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
 //!
@@ -131,13 +132,25 @@ fn passes(cap: &Capability<'_>) -> bool {
     }
 }
 
+/// MULTIAPPEND: writ seals each message ([`super::intake::multiappend`]).
+pub fn is_multiappend(cap: &Capability<'_>) -> bool {
+    cap.to_string().eq_ignore_ascii_case("MULTIAPPEND")
+}
+
 /// The client's view of a provider capability list.
 pub fn filter<'a>(
     provider: impl IntoIterator<Item = Capability<'a>>,
     offer: Offer,
 ) -> Vec<Capability<'a>> {
+    let provider: Vec<Capability<'a>> = provider.into_iter().collect();
+    // writ sends a MULTIAPPEND on with non-synchronising literals.
+    let literal_plus = provider.contains(&Capability::LiteralPlus);
     let mut out: Vec<Capability<'a>> = Vec::new();
     for cap in provider {
+        if literal_plus && is_multiappend(&cap) && !out.contains(&cap) {
+            out.push(cap);
+            continue;
+        }
         if offer.login_disabled && matches!(cap, Capability::Auth(_)) {
             // RFC 3501 §6.2.3: no mechanisms to offer before TLS.
             continue;
@@ -203,11 +216,24 @@ mod tests {
         assert_eq!(
             names(&out),
             "IMAP4REV1 SASL-IR ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS \
-             THREAD=ORDEREDSUBJECT \
+             THREAD=ORDEREDSUBJECT MULTIAPPEND \
              UNSELECT CHILDREN \
              NAMESPACE UIDPLUS LIST-EXTENDED CONDSTORE QRESYNC \
              ESEARCH ESORT LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
         );
+    }
+
+    #[test]
+    fn multiappend_is_offered_only_with_literal_plus() {
+        let offer = Offer {
+            starttls: false,
+            login_disabled: false,
+            compress: false,
+        };
+        let with = filter(caps("IMAP4rev1 MULTIAPPEND LITERAL+"), offer);
+        assert_eq!(names(&with), "IMAP4REV1 MULTIAPPEND LITERAL+");
+        let without = filter(caps("IMAP4rev1 MULTIAPPEND LITERAL-"), offer);
+        assert_eq!(names(&without), "IMAP4REV1 LITERAL-");
     }
 
     #[test]

@@ -193,6 +193,8 @@ pub fn intake(data: &[u8]) {
                 Event::Return { .. } => refused = true,
                 // An extended LIST taken off: a NOOP in its place.
                 Event::Passthrough { .. } => refused = true,
+                // A MULTIAPPEND taken apart: lines added between messages.
+                Event::AppendPart { .. } => refused = true,
             }
         }
     }

@@ -39,6 +39,11 @@
 //! Work and memory are linear in the input and bounded by the caps: one
 //! held line of at most [`MAX_COMMAND_TEXT`] octets.
 //!
+//! After login, an APPEND with several messages (MULTIAPPEND, RFC 3502)
+//! is taken apart into one APPEND per message with the command's tag,
+//! announced to the session by [`Event::AppendPart`], with caps of its own
+//! on messages and octets per command ([`multiappend`]).
+//!
 //! Under COMPRESS=DEFLATE the intake sees the inflated bytes
 //! ([`super::compress`] inflates them a step at a time), so every cap here
 //! holds for them as for plain ones.
@@ -77,6 +82,13 @@ pub const MAX_PRELOGIN_LITERAL: u64 = 64 * 1024;
 pub enum Event {
     /// Bytes for imap-next.
     Bytes(Vec<u8>),
+    /// The next APPEND command tagged `tag` is one message of a
+    /// MULTIAPPEND (RFC 3502), ended by the CRLF that follows this event;
+    /// `next` says what follows it ([`multiappend`]).
+    AppendPart {
+        tag: Vec<u8>,
+        next: multiappend::Next,
+    },
     /// A command over a cap: answer BAD with `tag` (untagged if `None`)
     /// and `why`; close the connection afterwards if `close`.
     Refused {
@@ -145,6 +157,9 @@ pub struct Intake {
     logged_in: bool,
     /// RETURN options taken off the line just completed.
     returned: Option<Event>,
+    /// The current command is an APPEND whose mailbox is not a literal:
+    /// what is known of it as a MULTIAPPEND ([`multiappend`]).
+    append: Option<multiappend::Append>,
 }
 
 impl Intake {
@@ -252,8 +267,16 @@ impl Intake {
     /// A complete line within the length caps: is it the end of the
     /// command, or does it announce a literal?
     fn end_of_line(&mut self) -> Result<(), &'static str> {
+        if self.started && self.append.is_some() {
+            return self.append_line();
+        }
         if !self.started {
             self.tag = tag_of(&self.line);
+            self.append = self
+                .tag
+                .as_deref()
+                .filter(|_| self.logged_in)
+                .and_then(|tag| multiappend::Append::starts(tag, &self.line));
             if let Some(tag) = &self.tag
                 && let Some((line, options)) = super::search_return::take_return(&self.line)
             {
@@ -316,6 +339,9 @@ impl Intake {
                 self.text += self.line.len();
                 self.started = true;
                 self.literal_left = length;
+                if let Some(append) = &mut self.append {
+                    append.first_message(length);
+                }
                 Ok(())
             }
         }
@@ -328,6 +354,7 @@ impl Intake {
         self.literal_octets = 0;
         self.tag = None;
         self.started = false;
+        self.append = None;
     }
 
     /// The command whose line is in `line` is over a cap: its refusal goes
@@ -480,3 +507,5 @@ fn search_keys_within_caps(criteria: &[SearchKey<'_>]) -> Result<(), &'static st
 
 #[cfg(test)]
 mod tests;
+
+pub mod multiappend;

@@ -165,6 +165,8 @@ pub struct Session {
     /// Extended LIST commands passed to the provider as the client sent
     /// them: see [`passthrough`].
     passthrough: passthrough::Passthrough,
+    /// MULTIAPPEND messages announced by the intake: see [`multiappend`].
+    multiappend: multiappend::MultiAppends,
     /// A COMPRESS DEFLATE waiting for the commands before it to finish.
     pending_compress: Option<Tag<'static>>,
     /// The client connection is compressed (COMPRESS=DEFLATE).
@@ -253,6 +255,7 @@ impl Session {
             raw: raw::RawResponses::default(),
             returns: raw::PendingReturns::default(),
             passthrough: passthrough::Passthrough::default(),
+            multiappend: multiappend::MultiAppends::default(),
             pending_compress: None,
             compressed: false,
             runner: Runner::pool(),
@@ -366,6 +369,7 @@ impl Session {
                 intake::Event::Bytes(b) => self.server.enqueue_input(&b),
                 intake::Event::Return { tag, options } => self.returns.push(tag, options),
                 intake::Event::Passthrough { tag, line } => self.passthrough.push(tag, line),
+                intake::Event::AppendPart { tag, next } => self.multiappend.announce(tag, next),
                 intake::Event::Refused { tag, why, close } => {
                     tracing::info!(limit = why, "client command over a limit refused");
                     let tag = tag.and_then(|t| Tag::try_from(t).ok());
@@ -427,6 +431,7 @@ impl Session {
         self.intake = Intake::new(self.ctx.max_literal_size);
         self.returns = raw::PendingReturns::default();
         self.passthrough.client_reset();
+        self.multiappend.client_reset();
         loop {
             match self.server.next() {
                 Ok(server::Event::GreetingSent { .. }) => break,
@@ -822,6 +827,9 @@ impl Session {
                 self.selected = None;
                 self.forward(command);
             }
+            CommandBody::Append { .. } if self.multiappend.is_part(&command) => {
+                self.append_part(command);
+            }
             CommandBody::Append { .. } => {
                 let tag = command.tag.clone();
                 match append::seal_append(command, &self.sealer) {
@@ -922,6 +930,9 @@ impl Session {
         let bytes: &[u8] = discarded.declassify();
         if let Some(t) = bytes.split(|&b| b == b' ').next() {
             self.returns.forget(t);
+            if self.multiappend.unparsed(t) {
+                return;
+            }
         }
         // imap-codec parses only COMPRESS DEFLATE (RFC 4978: BAD for an
         // unknown argument).
@@ -1106,6 +1117,9 @@ fn is_fetch_response(bytes: &[u8]) -> bool {
 mod compress_tests;
 mod in_flight;
 mod list_raw;
+mod multiappend;
+#[cfg(test)]
+mod multiappend_tests;
 mod passthrough;
 #[cfg(test)]
 mod passthrough_tests;

@@ -7,7 +7,10 @@ fn bytes(events: &[Event]) -> Vec<u8> {
         .iter()
         .filter_map(|e| match e {
             Event::Bytes(b) => Some(b.clone()),
-            Event::Refused { .. } | Event::Return { .. } | Event::Passthrough { .. } => None,
+            Event::Refused { .. }
+            | Event::Return { .. }
+            | Event::Passthrough { .. }
+            | Event::AppendPart { .. } => None,
         })
         .flatten()
         .collect()
@@ -23,7 +26,10 @@ fn refusals(events: &[Event]) -> Vec<(Option<String>, &'static str, bool)> {
                 *why,
                 *close,
             )),
-            Event::Bytes(_) | Event::Return { .. } | Event::Passthrough { .. } => None,
+            Event::Bytes(_)
+            | Event::Return { .. }
+            | Event::Passthrough { .. }
+            | Event::AppendPart { .. } => None,
         })
         .collect()
 }

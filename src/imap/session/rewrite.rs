@@ -17,6 +17,9 @@ impl Session {
         list: Vec1<imap_next::imap_types::response::Capability<'static>>,
     ) -> Vec1<imap_next::imap_types::response::Capability<'static>> {
         let filtered = capabilities::filter(list.into_inner(), self.offer());
+        if filtered.iter().any(capabilities::is_multiappend) {
+            self.multiappend.offered.set(true);
+        }
         // `filter` always yields IMAP4rev1 at least.
         Vec1::try_from(filtered)
             .unwrap_or_else(|_| Vec1::from(imap_next::imap_types::response::Capability::Imap4Rev1))

@@ -1,0 +1,81 @@
+//! MULTIAPPEND through the session without sockets ([`super::multiappend`]).
+
+use super::*;
+
+fn session() -> Session {
+    let ctx = Context {
+        client_tls: true,
+        client_loopback: true,
+        starttls_listener: false,
+        allow_plaintext_auth: false,
+        max_literal_size: 1024 * 1024,
+    };
+    let (_, sealer) = crate::imap::testing::keys();
+    let keys: SharedKeys = Arc::new(Vec::<age::x25519::Identity>::new());
+    let mut s = Session::new(ctx, keys, sealer);
+    s.advance();
+    s.take_to_client();
+    s.intake.logged_in();
+    s
+}
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+const FIRST: &str = "Subject: one\r\n\r\nplain one\r\n";
+const SECOND: &str = "Subject: two\r\n\r\nplain two\r\n";
+
+/// Sends a two-message MULTIAPPEND as a client does (waiting for the
+/// continuation of each synchronising literal); returns what the client
+/// was sent meanwhile.
+fn send(s: &mut Session) -> String {
+    let mut to_client = String::new();
+    s.client_input(format!("a APPEND Drafts (\\Seen) {{{}}}\r\n", FIRST.len()).as_bytes());
+    s.advance();
+    to_client.push_str(&text(s.take_to_client()));
+    s.client_input(format!("{FIRST} (\\Flagged) {{{}}}\r\n", SECOND.len()).as_bytes());
+    s.advance();
+    to_client.push_str(&text(s.take_to_client()));
+    s.client_input(format!("{SECOND}\r\n").as_bytes());
+    s.advance();
+    to_client.push_str(&text(s.take_to_client()));
+    to_client
+}
+
+#[test]
+fn two_messages_go_on_sealed_as_one_command_with_continuations() {
+    let mut s = session();
+    s.provider_input(b"* CAPABILITY IMAP4rev1 MULTIAPPEND LITERAL+\r\n");
+    s.advance();
+    s.take_to_client();
+    let to_client = send(&mut s);
+    assert_eq!(to_client.matches("+ ").count(), 2, "{to_client}");
+    let sent = text(s.take_to_provider());
+    assert_eq!(sent.matches("APPEND").count(), 1, "{sent}");
+    assert!(sent.starts_with("a APPEND Drafts (\\Seen) {"), "{sent}");
+    assert!(sent.contains("+}\r\n"), "{sent}");
+    assert!(sent.contains(" (\\Flagged) {"), "{sent}");
+    assert!(!sent.contains("plain"), "plaintext went to the provider");
+    assert!(sent.ends_with("\r\n"));
+    s.provider_input(b"a OK [APPENDUID 7 1:2] Append completed.\r\n");
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "a OK [APPENDUID 7 1:2] Append completed.\r\n"
+    );
+}
+
+#[test]
+fn before_the_provider_offers_it_a_multiappend_is_refused_and_nothing_sent() {
+    let mut s = session();
+    s.provider_input(b"* CAPABILITY IMAP4rev1 MULTIAPPEND LITERAL-\r\n");
+    s.advance();
+    s.take_to_client();
+    let to_client = send(&mut s);
+    assert!(
+        to_client.contains(&format!("a BAD {}", multiappend::NOT_OFFERED)),
+        "{to_client}"
+    );
+    assert_eq!(text(s.take_to_provider()), "");
+}
