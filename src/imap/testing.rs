@@ -65,6 +65,23 @@ pub fn sealed(sealer: &crate::envelope::Sealer) -> Vec<u8> {
     out
 }
 
+/// The marker fields of a stored message, as Dovecot answers
+/// `BODY[HEADER.FIELDS (X-Writ Content-Type)]`: those fields, in the
+/// order stored, and the blank line.
+pub fn marker_of(stored: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in crate::envelope::header::fields(header_of(stored)) {
+        if f.is("x-writ") || f.is("content-type") {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The name Dovecot echoes for the probe's marker fields.
+pub const MARKER: &str = "BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)]";
+
 pub fn header_of(message: &[u8]) -> &[u8] {
     let end = message
         .windows(4)

@@ -5,23 +5,6 @@ use super::*;
 use crate::envelope::Summary;
 use crate::imap::testing::*;
 
-/// The marker fields of a stored message, as Dovecot answers
-/// `BODY[HEADER.FIELDS (X-Writ Content-Type)]`: those fields, in the
-/// order stored, and the blank line.
-fn marker_of(stored: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for f in crate::envelope::header::fields(header_of(stored)) {
-        if f.is("x-writ") || f.is("content-type") {
-            out.extend_from_slice(f.raw);
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// The name Dovecot echoes for the probe's marker fields.
-const MARKER: &str = "BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)]";
-
 /// The probe's answer for message 1: its marker fields (a listing) or
 /// its whole stored header (`whole`: a FETCH of a body section).
 fn probe_answer(uid: u32, stored: &[u8], whole: bool) -> Vec<u8> {

@@ -462,12 +462,12 @@ fn a_qresync_select_and_its_resync_responses_pass_as_sent() {
     // sealed from plaintext, which the client is not shown.
     assert_eq!(
         up,
-        "u UID FETCH 1:* (UID FLAGS MODSEQ BODY.PEEK[HEADER]) \
+        "u UID FETCH 1:* (UID FLAGS MODSEQ BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]) \
          (CHANGEDSINCE 20050715194045000 VANISHED)\r\n"
     );
     let answer = "* VANISHED (EARLIER) 300:310,405,411\r\n\
                   * 1 FETCH (UID 117 FLAGS (\\Seen) MODSEQ (20050715194045011) \
-                  BODY[HEADER] {24}\r\nFrom: a@example.test\r\n\r\n)\r\n\
+                  BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)] {2}\r\n\r\n)\r\n\
                   u OK Fetch completed\r\n";
     s.provider_input(answer.as_bytes());
     s.advance();
@@ -489,7 +489,7 @@ fn a_qresync_select_and_its_resync_responses_pass_as_sent() {
 
 #[test]
 fn a_written_fetch_response_keeps_its_place_among_the_typed_ones() {
-    use crate::imap::testing::{header_of, keys, literal_item, sealed};
+    use crate::imap::testing::{MARKER, header_of, keys, literal_item, marker_of, sealed};
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
     let mut s = Session::new(loopback(), Arc::new(ids), sealer).with_inline_work();
@@ -500,22 +500,28 @@ fn a_written_fetch_response_keeps_its_place_among_the_typed_ones() {
     s.advance();
     let _ = s.take_to_client();
     let (up, _) = exchange(&mut s, b"a FETCH 1 (BODYSTRUCTURE ENVELOPE UID)\r\n");
-    assert_eq!(up, "a FETCH 1 (UID FLAGS BODY.PEEK[HEADER])\r\n");
+    assert_eq!(
+        up,
+        "a FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    );
     // The probe's answer, news of another message, the end of the probe.
     let mut probe = b"* 1 FETCH (UID 7 FLAGS () ".to_vec();
-    probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+    probe.extend(literal_item(MARKER, &marker_of(&stored)));
     probe.extend_from_slice(b")\r\n* 2 EXISTS\r\na OK done\r\n");
     s.provider_input(&probe);
     s.advance();
     assert_eq!(
         text(s.take_to_provider()),
-        "writ.1 FETCH 1 (UID BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"
+        "writ.1 FETCH 1 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"
     );
-    // Part 1 (the summary), as the provider serves it.
+    // The stored header and part 1 (the summary), as the provider serves
+    // them.
     let structure = crate::envelope::scan::scan(&stored, Default::default());
     let p = &structure.root.parts[0];
     let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
     let mut part1 = b"* 1 FETCH (UID 7 ".to_vec();
+    part1.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+    part1.push(b' ');
     part1.extend(literal_item(
         "BODY[1.MIME]",
         slice(p.header_offset, p.header_size),
@@ -552,15 +558,14 @@ fn a_fetch_response_too_deep_to_parse_ends_the_fetch_no_and_the_session_goes_on(
     let (up, _) = exchange(&mut s, b"a FETCH 1:2 (BODYSTRUCTURE)\r\n");
     // The probe leaves BODYSTRUCTURE out: only plaintext messages need
     // the provider's, fetched after it.
-    assert_eq!(up, "a FETCH 1:2 (UID FLAGS BODY.PEEK[HEADER])\r\n");
-    let header = "From: a@example.test\r\n\r\n";
-    let probe = format!(
-        "* 1 FETCH (UID 5 FLAGS () BODY[HEADER] {{{}}}\r\n{header})\r\n\
-         * 2 FETCH (UID 6 FLAGS () BODY[HEADER] {{{}}}\r\n{header})\r\n\
-         a OK Fetch completed.\r\n",
-        header.len(),
-        header.len()
+    assert_eq!(
+        up,
+        "a FETCH 1:2 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
+    // Neither message has the marker fields: plaintext.
+    let probe = "* 1 FETCH (UID 5 FLAGS () BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)] {2}\r\n\r\n)\r\n\
+         * 2 FETCH (UID 6 FLAGS () BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)] {2}\r\n\r\n)\r\n\
+         a OK Fetch completed.\r\n";
     s.provider_input(probe.as_bytes());
     assert_eq!(s.advance(), Step::Wait);
     assert_eq!(
