@@ -1,0 +1,250 @@
+//! The FETCH plan's phases after the probe: which command comes next
+//! (cached, sealed, plain, seen; see `fetch.rs`'s header for what each
+//! asks and why), and the commands themselves, of the client's command's
+//! kind (by sequence number or by UID).
+
+use super::*;
+
+impl FetchPlan {
+    /// Moves on to the next phase that has work, or finishes.
+    pub(super) fn next_phase(&mut self) -> Vec<Output> {
+        let mut out = self.next_phase_inner();
+        if !self.pending_out.is_empty() {
+            let mut ready = std::mem::take(&mut self.pending_out);
+            ready.append(&mut out);
+            out = ready;
+        }
+        out
+    }
+
+    pub(super) fn next_phase_inner(&mut self) -> Vec<Output> {
+        loop {
+            let next = match &self.phase {
+                Phase::Probe => {
+                    let payload = self.needs_payload();
+                    if self.start_sealed() {
+                        // Answered from the cache as the client drains.
+                        self.phase = Phase::Cached { payload };
+                        return Vec::new();
+                    }
+                    self.sealed_fetch(payload)
+                }
+                Phase::Cached { payload } => self.sealed_fetch(*payload),
+                Phase::Sealed { .. } if !self.refetch.is_empty() => {
+                    let uids = std::mem::take(&mut self.refetch);
+                    self.fetch_command(&uids, vec![peek(None)])
+                        .map(|(tag, c)| (Phase::Sealed { tag, payload: true }, c))
+                }
+                Phase::Sealed { .. } => self.plain_phase(),
+                Phase::Plain(_) => self.seen_phase(),
+                Phase::Seen(_) => None,
+            };
+            match next {
+                Some((phase, command)) => {
+                    self.phase = phase;
+                    return vec![Output::ToProvider(command)];
+                }
+                None => match self.phase {
+                    Phase::Probe | Phase::Cached { .. } => {
+                        self.phase = Phase::Sealed {
+                            tag: Tag::unvalidated("writ.none"),
+                            payload: false,
+                        }
+                    }
+                    Phase::Sealed { .. } => {
+                        self.phase = Phase::Plain(Tag::unvalidated("writ.none"))
+                    }
+                    Phase::Plain(_) => self.phase = Phase::Seen(Tag::unvalidated("writ.none")),
+                    Phase::Seen(_) => {
+                        if let Some(c) = &self.cache {
+                            // What this FETCH stored goes to the index now.
+                            c.cache.commit();
+                        }
+                        let mut status = self.probe_status.take();
+                        let mut out = Vec::new();
+                        if self.expunge_issued
+                            && let Some(probe) = status.take()
+                        {
+                            let (reply, highest) = expunge_issued(probe);
+                            out.extend(highest.map(Output::ToClientRaw));
+                            status = Some(reply);
+                        }
+                        if self.incomplete.get() {
+                            status = Some(incomplete(self.client_tag.clone()));
+                        }
+                        if let Some(refusal) = self.refused.get() {
+                            status = Some(binary_refused(self.client_tag.clone(), refusal));
+                        }
+                        out.extend(status.map(Output::Finish));
+                        return out;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The set naming these messages in writ's own command: their UIDs
+    /// for a UID FETCH, their sequence numbers for a FETCH (see `uid`).
+    pub(super) fn set_of(
+        &self,
+        targets: impl Iterator<Item = (NonZeroU32, NonZeroU32)>,
+    ) -> Option<SequenceSet> {
+        let set: Vec<NonZeroU32> = targets
+            .map(|(uid, seq)| if self.uid { uid } else { seq })
+            .collect();
+        crate::imap::sequence::compact(&set)
+    }
+
+    pub(super) fn fetch_command(
+        &mut self,
+        uids: &[NonZeroU32],
+        items: Vec<MessageDataItemName<'static>>,
+    ) -> Option<(Tag<'static>, Command<'static>)> {
+        let targets = uids
+            .iter()
+            .filter_map(|u| self.probed.get(u).map(|p| (*u, p.seq)));
+        let set = self.set_of(targets)?;
+        let tag = self.writ_tag();
+        let mut items = items;
+        items.insert(0, MessageDataItemName::Uid);
+        Some((
+            tag.clone(),
+            Command {
+                tag,
+                body: CommandBody::Fetch {
+                    sequence_set: set,
+                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+                    uid: self.uid,
+                    modifiers: Vec::new(),
+                },
+            },
+        ))
+    }
+
+    /// The probe is over: the sealed messages go to the cache first
+    /// (`true`: [`Phase::Cached`]), else straight to the provider.
+    pub(super) fn start_sealed(&mut self) -> bool {
+        let uids: Vec<NonZeroU32> = self
+            .probed
+            .iter()
+            .filter(|(_, p)| p.sealed.is_some())
+            .map(|(u, _)| *u)
+            .collect();
+        if self.wants_seen() {
+            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
+                .probed
+                .iter()
+                .filter(|(_, p)| p.sealed.is_some() && !p.seen)
+                .map(|(u, p)| (*u, p.seq))
+                .collect();
+            self.mark_seen.extend(unseen);
+        }
+        if uids.is_empty() {
+            return false;
+        }
+        if self.cache.is_some() {
+            self.cached = uids.into();
+            return true;
+        }
+        self.uncached = uids;
+        false
+    }
+
+    /// The provider's part of the sealed phase: part 1 (or the whole
+    /// message, `payload`) of the sealed messages the cache did not answer.
+    pub(super) fn sealed_fetch(&mut self, payload: bool) -> Option<(Phase, Command<'static>)> {
+        let uids = std::mem::take(&mut self.uncached);
+        if uids.is_empty() {
+            return None;
+        }
+        let one = Part(Vec1::from(NonZeroU32::MIN));
+        let items = if payload {
+            vec![peek(None)]
+        } else {
+            vec![
+                peek(Some(Section::Header(None))),
+                peek(Some(Section::Mime(one.clone()))),
+                peek(Some(Section::Part(one))),
+            ]
+        };
+        self.fetch_command(&uids, items)
+            .map(|(tag, c)| (Phase::Sealed { tag, payload }, c))
+    }
+
+    pub(super) fn plain_phase(&mut self) -> Option<(Phase, Command<'static>)> {
+        // Whatever is left: plaintext messages, and sealed ones that could
+        // not be opened (shown as stored).
+        let uids: Vec<NonZeroU32> = self.probed.keys().copied().collect();
+        if uids.is_empty() {
+            return None;
+        }
+        let mut items: Vec<MessageDataItemName<'static>> = Vec::new();
+        for i in self
+            .wanted
+            .iter()
+            .filter(|i| answer::need(i, None) == Need::Payload || deferred(i))
+        {
+            // imap-codec reads no `<origin>` in a provider's BINARY answer:
+            // a partial BINARY is asked for whole, and writ cuts it
+            // ([`FetchPlan::plain_items`]).
+            let i = match i {
+                MessageDataItemName::Binary { section, peek, .. } => {
+                    let whole = MessageDataItemName::Binary {
+                        section: section.clone(),
+                        partial: None,
+                        peek: *peek,
+                    };
+                    if items.contains(&whole) {
+                        continue;
+                    }
+                    whole
+                }
+                other => other.clone(),
+            };
+            items.push(i);
+        }
+        if items.is_empty() {
+            // Only failed sealed messages with listing items: the probe's
+            // answers are the stored message's.
+            let done: Vec<Output> = std::mem::take(&mut self.probed)
+                .into_values()
+                .filter_map(|p| fetch(p.seq, typed(self.provider_items(&p.items, false))))
+                .collect();
+            self.pending_out.extend(done);
+            return None;
+        }
+        if self.wants_seen() {
+            // The probe read their header with PEEK, and the items fetched
+            // now may all be PEEK: writ stores \Seen (harmless twice).
+            let unseen: Vec<(NonZeroU32, NonZeroU32)> = self
+                .probed
+                .iter()
+                .filter(|(_, p)| !p.seen)
+                .map(|(u, p)| (*u, p.seq))
+                .collect();
+            self.mark_seen.extend(unseen);
+        }
+        self.fetch_command(&uids, items)
+            .map(|(tag, c)| (Phase::Plain(tag), c))
+    }
+
+    pub(super) fn seen_phase(&mut self) -> Option<(Phase, Command<'static>)> {
+        let marks = std::mem::take(&mut self.mark_seen);
+        let set = self.set_of(marks.into_iter())?;
+        let tag = self.writ_tag();
+        Some((
+            Phase::Seen(tag.clone()),
+            Command {
+                tag,
+                body: CommandBody::Store {
+                    sequence_set: set,
+                    kind: StoreType::Add,
+                    response: StoreResponse::Silent,
+                    flags: vec![Flag::Seen],
+                    uid: self.uid,
+                    modifiers: Vec::new(),
+                },
+            },
+        ))
+    }
+}
