@@ -31,6 +31,7 @@ mod sink;
 mod stream;
 pub mod summary;
 pub mod view;
+mod witness;
 
 pub use detect::{Detected, detect, stored_prefix};
 pub use open::{
@@ -40,6 +41,7 @@ pub use payload::{Workers, cores, worker_budget};
 pub use scan::Limits;
 pub use seal::{OUTER_FIELD_PREFIXES, OUTER_FIELDS, PROTECTED_FIELDS, Sealed, Sealer};
 pub use summary::{Part, Summary};
+pub use witness::Witness;
 
 /// The format version this writ writes and reads (`X-Writ: v=1`).
 pub const FORMAT_VERSION: u32 = 1;

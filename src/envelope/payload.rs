@@ -43,6 +43,7 @@ use zeroize::Zeroizing;
 
 use super::EnvelopeError;
 use super::stream::{self, AgeFile, Armor, BATCH, Sealed};
+use super::witness::FileKeyOf;
 
 /// Plaintext of M, wiped when dropped.
 pub type Plain = Zeroizing<Vec<u8>>;
@@ -240,6 +241,9 @@ impl Drop for Pool {
 pub struct PayloadWriter<W: Write> {
     out: W,
     key: Arc<LessSafeKey>,
+    /// The file key, taken by [`PayloadWriter::file_key`] when a witness
+    /// is kept.
+    file_key: Option<FileKeyOf>,
     armor: Armor,
     parallel: Parallel,
     pool: Option<Pool>,
@@ -272,6 +276,7 @@ impl<W: Write> PayloadWriter<W> {
         Ok(PayloadWriter {
             out,
             key: Arc::new(file.key),
+            file_key: Some(file.file_key),
             armor,
             parallel,
             pool: None,
@@ -282,6 +287,11 @@ impl<W: Write> PayloadWriter<W> {
             spare_sealed: Vec::new(),
             inline: Sealed::default(),
         })
+    }
+
+    /// The file key of this age file, once (for a [`super::Witness`]).
+    pub(super) fn file_key(&mut self) -> Option<FileKeyOf> {
+        self.file_key.take()
     }
 
     /// Has M passed the size from which batches go to worker threads?

@@ -18,6 +18,7 @@ use super::scan::{Limits, Scanner};
 use super::sink::Sink;
 use super::stream::BATCH;
 use super::summary::Summary;
+use super::witness::Witness;
 use super::{EnvelopeError, PAYLOAD_TYPE, SEALED_PROTOCOL};
 
 /// Header fields that never appear outside the seal (matched without case).
@@ -198,10 +199,30 @@ impl Sealer {
     /// Seals M, read from `input`, writing the sealed message to `output`.
     /// Memory use is bounded by M's header block plus fixed buffers; the
     /// ciphertext spills to a temporary file past the threshold.
-    pub fn seal(
+    pub fn seal(&self, input: impl Read, output: impl Write) -> Result<Sealed, EnvelopeError> {
+        self.seal_keeping(input, output, None)
+    }
+
+    /// Seals M as [`Sealer::seal`] does and keeps the new message's own
+    /// file keys in a [`Witness`], which opens that message (and no other)
+    /// without an X25519 agreement: for a caller that checks what it
+    /// sealed before anything depends on it (mailbox jobs). The witness is
+    /// empty when M was already sealed.
+    pub fn seal_witnessed(
+        &self,
+        input: impl Read,
+        output: impl Write,
+    ) -> Result<(Sealed, Witness), EnvelopeError> {
+        let mut witness = Witness::default();
+        let sealed = self.seal_keeping(input, output, Some(&mut witness))?;
+        Ok((sealed, witness))
+    }
+
+    fn seal_keeping(
         &self,
         mut input: impl Read,
         mut output: impl Write,
+        mut witness: Option<&mut Witness>,
     ) -> Result<Sealed, EnvelopeError> {
         if self.recipients.is_empty() {
             return Err(EnvelopeError::NoRecipients);
@@ -238,6 +259,9 @@ impl Sealer {
         // scanner (both on other threads once M is large).
         let sink = Sink::new(self.spill_threshold, self.temp_dir.clone());
         let mut payload = PayloadWriter::new(&self.recipients, self.parallel, sink)?;
+        if let (Some(w), Some(key)) = (witness.as_deref_mut(), payload.file_key()) {
+            w.push(key);
+        }
         let mut scanner = ScanFeed::new(Scanner::new(self.limits));
         let mut batches = Batches::default();
         let mut head_rest = &head[..];
@@ -263,7 +287,7 @@ impl Sealer {
         // 4. The summary, sealed to the same recipients.
         let json =
             serde_json::to_vec(&summary).map_err(|e| EnvelopeError::Summary(e.to_string()))?;
-        let sealed_summary = self.encrypt_small(&json)?;
+        let sealed_summary = self.encrypt_small(&json, witness)?;
 
         // 5. Assemble, part 1 first.
         let mut counter = CountingWriter::new(&mut output);
@@ -294,13 +318,20 @@ impl Sealer {
     /// the same age file the payload is (writ's own writer, on this
     /// thread), not the age crate's `Encryptor`, which costs more for the
     /// same bytes (its RustCrypto cipher and line-at-a-time armor).
-    fn encrypt_small(&self, data: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+    fn encrypt_small(
+        &self,
+        data: &[u8],
+        witness: Option<&mut Witness>,
+    ) -> Result<Vec<u8>, EnvelopeError> {
         let inline = Parallel {
             after: u64::MAX,
             threads: 1,
         };
         let armored = data.len() / 48 * 66 + 1024;
         let mut w = PayloadWriter::new(&self.recipients, inline, Vec::with_capacity(armored))?;
+        if let (Some(witness), Some(key)) = (witness, w.file_key()) {
+            witness.push(key);
+        }
         for piece in data.chunks(BATCH) {
             w.push(Arc::new(Plain::new(piece.to_vec())))?;
         }

@@ -53,6 +53,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::{agreement, hkdf, hmac};
 
 use super::EnvelopeError;
+use super::witness::FileKeyOf;
 
 /// STREAM chunk size (plaintext).
 pub const CHUNK: usize = 64 * 1024;
@@ -78,6 +79,8 @@ const _: () = assert!((BATCH + BATCH_CHUNKS * TAG).is_multiple_of(LINE_BYTES));
 pub struct AgeFile {
     pub header: Vec<u8>,
     pub key: LessSafeKey,
+    /// The file key, for a caller that keeps a [`super::witness::Witness`].
+    pub file_key: FileKeyOf,
 }
 
 impl AgeFile {
@@ -91,6 +94,11 @@ impl AgeFile {
         for r in recipients {
             stanzas.push(wrap_x25519(r, &file_key, &rng)?);
         }
+        let share = stanzas
+            .first()
+            .and_then(|s| s.args.first())
+            .cloned()
+            .unwrap_or_default();
         // As the age crate does, so readers keep accepting unknown stanzas.
         stanzas.push(age_core::format::grease_the_joint());
 
@@ -121,6 +129,7 @@ impl AgeFile {
         Ok(AgeFile {
             header,
             key: LessSafeKey::new(key),
+            file_key: FileKeyOf::new(share, &file_key),
         })
     }
 }

@@ -7,12 +7,17 @@
 //! - **By its bytes**, for a copy this run APPENDed: [`Prepared::sealed`]
 //!   is the SHA-256 of the exact bytes sent (marker and token included).
 //!   A copy read back under that token with that SHA-256 is the sealed
-//!   message writ made from its original, stored unchanged. That writ's
-//!   sealing of this batch opens at all is proven too, by opening one such
-//!   copy of every chunk read back in full (the sample: the first one a
-//!   thread finds); if that copy does not open to its original, no copy of
-//!   the chunk counts by its bytes (each counts as not opening: it is
-//!   removed, its original stays).
+//!   message writ made from its original, stored unchanged. Before it was
+//!   sent, those exact bytes were opened with the message's own file keys
+//!   ([`envelope::Witness`]: a decryption, no X25519) and compared with
+//!   the original byte for byte, so a sealer fault that hits one message
+//!   is caught before anything depends on that copy (the original is
+//!   left, the failure reported). That the X25519 stanzas open with the
+//!   keyring is proven by opening one such copy of every chunk read back
+//!   in full with the keyring (the sample: the first one a thread finds);
+//!   if that copy does not open to its original, no copy of the chunk
+//!   counts by its bytes (each counts as not opening: it is removed, its
+//!   original stays).
 //! - **By opening it** in full and comparing the SHA-256 of what it opens
 //!   to with the original's: every other copy (one found after a crash or
 //!   from an earlier batch's unanswered APPEND, whose sealed bytes this run
@@ -44,7 +49,7 @@ use super::checkpoint::{InFlight, sha256_hex};
 use super::client::{Appending, ClientError, Fetched};
 use super::copies;
 use super::mover::{Failure, Kind};
-use crate::envelope::{self, Sealed, Sealer, Workers};
+use crate::envelope::{self, Sealed, Sealer, Witness, Workers};
 use crate::keys::Unlocked;
 
 /// What sealing and opening need, shared by a job's threads.
@@ -268,12 +273,13 @@ impl Crypto {
         let head_end = envelope::header::header_end(&f.body).unwrap_or(f.body.len());
         let head = &f.body[..head_end];
         let detected = envelope::detect(head);
+        let witness;
         let (content, mut message, marker_at) = match (&self.kind, detected) {
             (Kind::Seal, None) => {
                 let mut sealed = Vec::with_capacity(f.body.len() + f.body.len() / 3 + 4096);
-                match self.sealer.seal(&f.body[..], &mut sealed) {
-                    Ok(Sealed::Sealed { .. }) => {}
-                    Ok(Sealed::AlreadySealed { .. }) => return Ok(None),
+                match self.sealer.seal_witnessed(&f.body[..], &mut sealed) {
+                    Ok((Sealed::Sealed { .. }, w)) => witness = w,
+                    Ok((Sealed::AlreadySealed { .. }, _)) => return Ok(None),
                     Err(e) => return Err(fail(format!("cannot seal it: {e}"))),
                 }
                 (f.body, sealed, 0)
@@ -288,9 +294,9 @@ impl Crypto {
                     return Err(fail("it opened shorter than its stored prefix".into()));
                 };
                 let mut sealed = prefix.clone();
-                match self.sealer.seal(m, &mut sealed) {
-                    Ok(Sealed::Sealed { .. }) => {}
-                    Ok(Sealed::AlreadySealed { .. }) => {
+                match self.sealer.seal_witnessed(m, &mut sealed) {
+                    Ok((Sealed::Sealed { .. }, w)) => witness = w,
+                    Ok((Sealed::AlreadySealed { .. }, _)) => {
                         return Err(fail(
                             "it holds a sealed message inside; left as it is".into(),
                         ));
@@ -304,6 +310,15 @@ impl Crypto {
         let token = copies::token(batch, f.uid);
         if !copies::mark(&mut message, marker_at, &token) {
             return Err(fail("its sealed copy has no marker line to mark".into()));
+        }
+        if !opens_to(&message, &witness, &content) {
+            tracing::error!(
+                "a sealed copy made by this run does not open to its original (a sealer \
+                 fault: report it); that original is left as it is"
+            );
+            return Err(fail(
+                "its sealed copy does not open to it (a sealer fault); left as it is".into(),
+            ));
         }
         let internal_date = f.internal_date.as_ref().map(|d| d.as_ref().timestamp());
         let mut sealed = [0u8; 32];
@@ -323,6 +338,13 @@ impl Crypto {
             },
         }))
     }
+}
+
+/// Does `message`, exactly as it will be APPENDed, open with its own
+/// file keys (`witness`) to `content`, byte for byte?
+fn opens_to(message: &[u8], witness: &Witness, content: &[u8]) -> bool {
+    let mut opened = Vec::with_capacity(content.len());
+    envelope::open(message, witness, &mut opened).is_ok() && opened == content
 }
 
 #[cfg(test)]
@@ -411,6 +433,29 @@ mod tests {
         m.extend_from_slice(&original(4).body);
         assert_eq!(checked[3].sha256, Some(sha256_hex(&m)));
         assert_ne!(checked[3].sha256.as_ref(), Some(&opens_to[3]));
+    }
+
+    #[test]
+    fn a_copy_counts_as_made_only_if_it_opens_to_its_original_with_its_own_keys() {
+        let id = age::x25519::Identity::generate();
+        let crypto = crypto(&id, id.clone());
+        let m = original(1).body;
+        let mut sealed = Vec::new();
+        let (_, witness) = crypto.sealer.seal_witnessed(&m[..], &mut sealed).unwrap();
+        assert!(opens_to(&sealed, &witness, &m));
+        // What a sealer fault could make: a copy of other content, or bytes
+        // that no longer open.
+        assert!(!opens_to(&sealed, &witness, &original(2).body));
+        let mut broken = sealed.clone();
+        let at = broken.len() - 200;
+        broken[at] = if broken[at] == b'A' { b'B' } else { b'A' };
+        assert!(!opens_to(&broken, &witness, &m));
+        // Another message's keys vouch for nothing here.
+        let (_, other) = crypto
+            .sealer
+            .seal_witnessed(&m[..], &mut Vec::new())
+            .unwrap();
+        assert!(!opens_to(&sealed, &other, &m));
     }
 
     #[tokio::test(flavor = "current_thread")]
