@@ -56,32 +56,75 @@ impl B64 {
     /// Decodes `input`, appending to `out`. In strict mode, returns the
     /// first byte that is neither alphabet, padding nor whitespace, or
     /// alphabet after padding.
-    fn feed(&mut self, input: &[u8], strict: bool, out: &mut Vec<u8>) -> Result<(), u8> {
+    fn feed(&mut self, mut input: &[u8], strict: bool, out: &mut Vec<u8>) -> Result<(), u8> {
         out.reserve(input.len() / 4 * 3 + 3);
-        for &c in input {
-            let v = B64_TABLE[usize::from(c)];
-            if v < 64 {
-                if self.done {
-                    // Data after padding: only acceptable when lenient.
-                    if strict {
-                        return Err(c);
-                    }
-                    continue;
-                }
-                self.acc = (self.acc << 6) | u32::from(v);
-                self.held += 1;
-                if self.held == 4 {
-                    let [_, a, b, c] = self.acc.to_be_bytes();
-                    out.extend_from_slice(&[a, b, c]);
-                    self.acc = 0;
-                    self.held = 0;
-                }
-            } else if v == B64_PAD {
-                self.finish(out);
-                self.done = true;
-            } else if v != B64_SPACE && strict {
-                return Err(c);
+        while !input.is_empty() {
+            let bulk = self.bulk(input, out);
+            input = &input[bulk..];
+            let Some((&c, rest)) = input.split_first() else {
+                break;
+            };
+            input = rest;
+            self.feed_one(c, strict, out)?;
+        }
+        Ok(())
+    }
+
+    /// Between groups, decodes the whole groups of characters before the
+    /// next line break of `input` in one call (an armor line: 64
+    /// characters) when they are all alphabet, and returns how many
+    /// characters it took (0 otherwise: whitespace, padding and anything
+    /// else are left to [`B64::feed_one`]). The same bytes out as
+    /// one character at a time (the tests hold the two to each other).
+    fn bulk(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
+        use base64::Engine;
+        if self.held != 0 || self.done {
+            return 0;
+        }
+        // Up to the line's end (memchr: vectorised); a run holding
+        // anything but the alphabet fails to decode below and goes one
+        // character at a time.
+        let run = memchr::memchr2(b'\r', b'\n', input).unwrap_or(input.len());
+        let whole = run - run % 4;
+        if whole == 0 {
+            return 0;
+        }
+        let at = out.len();
+        out.resize(at + whole / 4 * 3, 0);
+        match base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode_slice(&input[..whole], &mut out[at..])
+        {
+            Ok(n) if n == whole / 4 * 3 => whole,
+            // Not the alphabet alone (spaces, padding, a stray byte):
+            // one character at a time.
+            _ => {
+                out.truncate(at);
+                0
             }
+        }
+    }
+
+    /// One character through the state machine.
+    fn feed_one(&mut self, c: u8, strict: bool, out: &mut Vec<u8>) -> Result<(), u8> {
+        let v = B64_TABLE[usize::from(c)];
+        if v < 64 {
+            if self.done {
+                // Data after padding: only acceptable when lenient.
+                return if strict { Err(c) } else { Ok(()) };
+            }
+            self.acc = (self.acc << 6) | u32::from(v);
+            self.held += 1;
+            if self.held == 4 {
+                let [_, a, b, c] = self.acc.to_be_bytes();
+                out.extend_from_slice(&[a, b, c]);
+                self.acc = 0;
+                self.held = 0;
+            }
+        } else if v == B64_PAD {
+            self.finish(out);
+            self.done = true;
+        } else if v != B64_SPACE && strict {
+            return Err(c);
         }
         Ok(())
     }
@@ -375,6 +418,71 @@ mod tests {
         assert_eq!(b.feed(b"aA==aA", true, &mut Vec::new()), Err(b'a'));
         let mut b = B64::default();
         assert_eq!(b.feed(b"a*", true, &mut Vec::new()), Err(b'*'));
+    }
+
+    /// `input` one character at a time through the state machine: the
+    /// oracle of the bulk path.
+    fn one_at_a_time(input: &[u8], strict: bool) -> (Result<(), u8>, Vec<u8>) {
+        let mut b = B64::default();
+        let mut out = Vec::new();
+        let r = input
+            .iter()
+            .try_for_each(|&c| b.feed_one(c, strict, &mut out));
+        b.finish(&mut out);
+        (r, out)
+    }
+
+    #[test]
+    fn the_bulk_path_agrees_with_one_character_at_a_time() {
+        use base64::Engine;
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut texts: Vec<Vec<u8>> = Vec::new();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&data[..1000]);
+        // Armor lines, lines of odd widths, CRLF, bare LF, spaces, padding,
+        // data after padding, stray bytes.
+        for width in [64, 76, 63, 5, 1] {
+            let mut t = Vec::new();
+            for line in encoded.as_bytes().chunks(width) {
+                t.extend_from_slice(line);
+                t.extend_from_slice(if width % 2 == 0 { b"\r\n" } else { b"\n" });
+            }
+            texts.push(t);
+        }
+        texts.push(b"aGVs bG8gd29y\tbGQ=\r\n".to_vec());
+        texts.push(b"aGVsbG8=aGVsbG8gd29ybGQ=".to_vec());
+        texts.push(b"aGVsbG8gd2*9ybGQ".to_vec());
+        texts.push(b"aGVsbG8gd29ybGQ-----END".to_vec());
+        texts.push(b"aGV".to_vec());
+        for text in &texts {
+            for strict in [true, false] {
+                let (want_r, want) = one_at_a_time(text, strict);
+                for cut in [0, 1, 3, 4, 17, 64, 65, 66, text.len()] {
+                    let cut = cut.min(text.len());
+                    let mut b = B64::default();
+                    let mut out = Vec::new();
+                    let r = b
+                        .feed(&text[..cut], strict, &mut out)
+                        .and_then(|()| b.feed(&text[cut..], strict, &mut out));
+                    if r.is_ok() {
+                        b.finish(&mut out);
+                        assert_eq!(
+                            out,
+                            want,
+                            "{:?} cut at {cut}",
+                            String::from_utf8_lossy(text)
+                        );
+                    }
+                    assert_eq!(
+                        r,
+                        want_r,
+                        "{:?} cut at {cut}",
+                        String::from_utf8_lossy(text)
+                    );
+                }
+            }
+        }
+        let (r, out) = one_at_a_time(texts[0].as_slice(), true);
+        assert_eq!((r, out.as_slice()), (Ok(()), &data[..1000]));
     }
 
     #[test]
