@@ -29,7 +29,12 @@
 //!   chunk at a time, each once the previous one is written
 //!   ([`Session::has_more_output`]): a FETCH of a whole cached folder holds
 //!   one chunk in memory, not the folder. The size of each write is the
-//!   `writ_imap_client_write_bytes` histogram.
+//!   `writ_imap_client_write_bytes` histogram. Likewise provider
+//!   responses already read wait in the session while its output for
+//!   the client is at [`super::session::CLIENT_OUTPUT_BYTES`]
+//!   ([`Session::output_full`]), and are taken once it is written: what
+//!   the session holds for a slow client is bounded, and the provider is
+//!   read no further meanwhile.
 //! - The session's heavy work (opening sealed messages, SEARCH over them,
 //!   the cache) runs on the process-wide pool, never on this task: while
 //!   the session is [`Session::working`], its [`Session::work_done`] wakes
@@ -283,10 +288,11 @@ pub async fn serve(
                 continue;
             }
         }
-        if session.has_more_output() {
+        if session.has_more_output() || session.output_full() {
             // The client took what it was given: the session composes its
-            // next answers (a FETCH answered from the cache) without
-            // waiting for input. Other sessions run between chunks.
+            // next answers (a FETCH answered from the cache, or from
+            // provider responses read already) without waiting for input.
+            // Other sessions run between chunks.
             if shutdown.has_changed().unwrap_or(false) {
                 session.shutdown();
             }

@@ -45,6 +45,14 @@
 //!
 //! Then the probe's tagged status goes to the client.
 //!
+//! Memory, whatever the folder: per message only what the probe found
+//! ([`Probed`]: its UID, FLAGS and the provider's items the client asked
+//! for, not the marker fields or stored header), until it is answered;
+//! answers are composed at most [`opening::in_flight`] at a time from the
+//! provider ([`work`]), or [`CACHE_CHUNK_BYTES`] from the cache, and the
+//! session takes no more while its output for the client is full (see
+//! `session.rs`).
+//!
 //! Invariants, for the client's view of the mailbox (RFC 3501 §7.4.1):
 //!
 //! - writ's own commands are of the client's command's kind: by sequence
@@ -112,7 +120,9 @@ pub struct CacheRef {
     pub mailbox: MailboxKey,
 }
 
-/// One message as the probe found it.
+/// One message as the probe found it, kept until it is answered: the
+/// plan's only state per message of the folder (a few hundred bytes: the
+/// probe's answer without the marker fields or stored header).
 struct Probed {
     seq: NonZeroU32,
     items: Vec<MessageDataItem<'static>>,
@@ -518,11 +528,22 @@ impl FetchPlan {
                     }
                     return Ok(fetch(seq, out).into_iter().collect());
                 }
+                // Kept until the message is answered: what answers the
+                // client, UID and FLAGS; not the marker fields or stored
+                // header the probe read to tell sealed mail (most of what
+                // a message's probe answer weighs, held for the command).
+                let items = list
+                    .into_iter()
+                    .filter(|i| {
+                        matches!(i, MessageDataItem::Uid(_) | MessageDataItem::Flags(_))
+                            || self.wanted.iter().any(|n| answers(i, n))
+                    })
+                    .collect();
                 self.probed.insert(
                     uid,
                     Probed {
                         seq,
-                        items: list,
+                        items,
                         sealed,
                         prefix: Vec::new(),
                         seen,

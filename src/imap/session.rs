@@ -61,6 +61,16 @@
 //! them, the session reads none of the provider's responses
 //! ([`Session::wants_provider_input`] says no, and `advance` leaves what
 //! was read in the provider flow), so the work held per session is bounded.
+//!
+//! Memory while a plan answers a whole folder, whatever its size: the
+//! responses for the client wait in `to_client` until the I/O shell takes
+//! them, and the provider's next response is taken only while they are
+//! under [`CLIENT_OUTPUT_BYTES`] (each one's answers written out before
+//! the next is taken), so a client that reads slowly holds the provider
+//! back, not writ's memory. A response once written is dropped at once:
+//! the client flow reports it sent with the whole response (a FETCH answer
+//! and its body), which is never kept behind a plan with the client's
+//! commands (`held`: commands only, at most [`MAX_HELD`]).
 
 use imap_next::imap_types::auth::AuthenticateData;
 use imap_next::imap_types::command::{Command, CommandBody};
@@ -173,12 +183,21 @@ pub struct Session {
     compressed: bool,
     /// Where the plans' work runs ([`Runner::done`] wakes the I/O shell).
     runner: Runner,
+    /// `advance` left provider responses untaken: `to_client` reached
+    /// [`CLIENT_OUTPUT_BYTES`] ([`Session::output_full`]).
+    output_full: bool,
 }
 
 /// Client commands parsed while a plan runs that wait in `held` before
 /// writ stops reading the client (more may come out of what was already
 /// read: at most one read's worth, and one command imap-next holds).
 const MAX_HELD: usize = 1;
+
+/// Bytes for the client the session holds before it takes no more of the
+/// provider's responses ([`Session::wants_provider_input`]): a client that
+/// reads slowly holds the provider back, not writ's memory. One response
+/// may cross it (it is written whole).
+pub const CLIENT_OUTPUT_BYTES: usize = 1024 * 1024;
 
 /// What a command sent after COMPRESS, before its answer, is told.
 const AFTER_COMPRESS: &str = "Wait for the answer to COMPRESS before sending commands";
@@ -259,6 +278,7 @@ impl Session {
             pending_compress: None,
             compressed: false,
             runner: Runner::pool(),
+            output_full: false,
         }
     }
 
@@ -292,7 +312,7 @@ impl Session {
     /// The session takes more of the provider's bytes: not while a plan
     /// waits for its work to be done (see the module's header).
     pub fn wants_provider_input(&self) -> bool {
-        !self.plan_saturated()
+        !self.plan_saturated() && self.to_client.len() < CLIENT_OUTPUT_BYTES
     }
 
     fn plan_saturated(&self) -> bool {
@@ -506,6 +526,7 @@ impl Session {
     /// Runs both flows until each needs more input (or the session must
     /// upgrade or close).
     pub fn advance(&mut self) -> Step {
+        self.output_full = false;
         loop {
             let mut progressed = false;
             if self.step == Step::Wait && self.working_or_held() {
@@ -534,10 +555,19 @@ impl Session {
                 progressed = true;
             }
             while self.step == Step::Wait && !self.plan_saturated() {
+                if self.to_client.len() >= CLIENT_OUTPUT_BYTES {
+                    // Taken again once this is written.
+                    self.output_full = true;
+                    break;
+                }
                 match self.provider.next() {
                     Ok(event) => {
                         self.provider_sent(&event);
-                        self.on_provider(event)
+                        self.on_provider(event);
+                        // What it gave the client is written out (the
+                        // client flow, above) before the next one.
+                        progressed = true;
+                        break;
                     }
                     Err(Interrupt::Io(Io::Output(b))) => self.provider_output(&b),
                     Err(Interrupt::Io(Io::NeedMoreInput)) => break,
@@ -619,6 +649,14 @@ impl Session {
     /// [`Session::advance`] again without waiting for input.
     pub fn has_more_output(&self) -> bool {
         self.plan.as_ref().is_some_and(|p| p.has_more())
+    }
+
+    /// `advance` stopped taking the provider's responses because the
+    /// client's output reached [`CLIENT_OUTPUT_BYTES`]: once it is written,
+    /// the I/O shell runs [`Session::advance`] again without waiting for
+    /// input (what the provider sent is read already).
+    pub fn output_full(&self) -> bool {
+        self.output_full
     }
 
     /// The client may send more: no command waits behind a running plan

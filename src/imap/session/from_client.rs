@@ -7,6 +7,13 @@ use super::*;
 
 impl Session {
     pub(super) fn on_client(&mut self, event: server::Event) {
+        if let server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } = event {
+            // A response written: it carries the whole response back (a
+            // FETCH answer with its body), and nothing is left to do with
+            // it. Never held behind a plan: that kept every answer of a
+            // whole-folder FETCH until the FETCH ended.
+            return;
+        }
         if self.plan.is_some() {
             self.held.push_back(event);
             return;

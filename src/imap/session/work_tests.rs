@@ -17,6 +17,15 @@ fn held_session() -> (Session, Runner, Vec<u8>) {
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
     let runner = Runner::held();
+    (session_with(ids, sealer, runner.clone()), runner, stored)
+}
+
+/// A logged-in session with these keys, its work going through `runner`.
+fn session_with(
+    ids: Vec<age::x25519::Identity>,
+    sealer: crate::envelope::Sealer,
+    runner: Runner,
+) -> Session {
     let ctx = Context {
         client_tls: false,
         client_loopback: true,
@@ -24,7 +33,7 @@ fn held_session() -> (Session, Runner, Vec<u8>) {
         allow_plaintext_auth: false,
         max_literal_size: 1024 * 1024,
     };
-    let mut s = Session::new(ctx, Arc::new(ids), sealer).with_runner(runner.clone());
+    let mut s = Session::new(ctx, Arc::new(ids), sealer).with_runner(runner);
     s.advance();
     let _ = s.take_to_client();
     s.client_input(b"x LOGIN alice pw\r\n");
@@ -33,7 +42,7 @@ fn held_session() -> (Session, Runner, Vec<u8>) {
     s.provider_input(b"x OK Logged in\r\n");
     s.advance();
     let _ = s.take_to_client();
-    (s, runner, stored)
+    s
 }
 
 fn exchange(s: &mut Session, input: &[u8]) -> String {
@@ -149,4 +158,105 @@ fn whole_messages_open_off_the_session_in_bounded_numbers_and_in_order() {
     }
     assert_eq!(answered, (1..=n).collect::<Vec<u32>>());
     assert!(rounds >= 3, "all the work was out at once: {rounds} rounds");
+}
+
+/// UIDs of the FETCH answers in `down`, and the BODY[] literals in them.
+fn answers(down: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = down;
+    while let Some(at) = find(rest, b" FETCH (UID ") {
+        let after = &rest[at + 12..];
+        let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+        let uid: u32 = text(after[..digits].to_vec()).parse().unwrap();
+        let open = find(after, b"BODY[] {").unwrap() + 8;
+        let close = open + find(&after[open..], b"}").unwrap();
+        let len: usize = text(after[open..close].to_vec()).parse().unwrap();
+        let body = after[close + 3..close + 3 + len].to_vec();
+        out.push((uid, body));
+        rest = &after[close + 3 + len..];
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Defect (issue 11): every response written to the client while a plan
+/// ran was kept, whole, behind the plan with the client's commands until
+/// the plan ended: a whole-folder BODY[] fetch held the whole folder.
+/// Now a response written is dropped at once, and a client that does not
+/// read holds at most [`CLIENT_OUTPUT_BYTES`] (and the one response that
+/// crosses it) in the session, however many answers the provider sent.
+#[test]
+fn a_whole_folder_fetch_holds_a_bounded_output_whatever_the_folder() {
+    let (ids, sealer) = keys();
+    let mut plain = b"From: a@example.test\r\nSubject: large\r\n\r\n".to_vec();
+    let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n";
+    plain.extend(line.repeat(64 * 1024 / line.len()));
+    let mut stored = Vec::new();
+    sealer.seal(&plain[..], &mut stored).expect("seal");
+    let mut s = session_with(ids, sealer, Runner::inline());
+    // 2.5 times the bound, at 64 KiB a message.
+    let n = (CLIENT_OUTPUT_BYTES * 5 / 2 / (64 * 1024)) as u32;
+    exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
+    let mut probe = Vec::new();
+    for seq in 1..=n {
+        probe.extend(format!("* {seq} FETCH (UID {seq} FLAGS () ").into_bytes());
+        probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+        probe.extend_from_slice(b")\r\n");
+    }
+    probe.extend_from_slice(b"f OK done\r\n");
+    s.provider_input(&probe);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_provider()),
+        format!("writ.1 UID FETCH 1:{n} (UID BODY.PEEK[])\r\n")
+    );
+    let mut bodies = Vec::new();
+    for seq in 1..=n {
+        bodies.extend(whole(seq, seq, &stored));
+    }
+    bodies.extend_from_slice(b"writ.1 OK done\r\n");
+    // Everything the provider has to say is read at once; the client
+    // reads nothing yet.
+    s.provider_input(&bodies);
+    for _ in 0..3 {
+        s.advance();
+        assert!(s.output_full(), "the session did not stop for the client");
+        assert!(!s.wants_provider_input());
+    }
+    let held = s.take_to_client();
+    assert!(
+        held.len() >= CLIENT_OUTPUT_BYTES && held.len() < CLIENT_OUTPUT_BYTES + 80 * 1024,
+        "{} bytes held for a client that does not read",
+        held.len()
+    );
+    let mut got = answers(&held);
+    assert!(got.len() < n as usize, "every answer was composed at once");
+    // Now a client that reads everything it is given: nothing written
+    // stays in the session, and the client may send its next command.
+    let mut rounds = 0;
+    loop {
+        s.advance();
+        assert!(
+            s.held.is_empty(),
+            "{} events held behind the plan",
+            s.held.len()
+        );
+        assert!(s.wants_client_input());
+        let down = s.take_to_client();
+        assert!(down.len() < CLIENT_OUTPUT_BYTES + 80 * 1024);
+        got.extend(answers(&down));
+        if find(&down, b"f OK done").is_some() {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds <= n as usize, "the FETCH does not end");
+    }
+    assert_eq!(
+        got.iter().map(|(u, _)| *u).collect::<Vec<u32>>(),
+        (1..=n).collect::<Vec<u32>>()
+    );
+    assert!(got.iter().all(|(_, body)| *body == plain), "a body differs");
 }
