@@ -141,7 +141,7 @@ fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> io::Res
             break;
         }
         let take = avail.len().min(room);
-        match avail[..take].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &avail[..take]) {
             Some(p) => {
                 buf.extend_from_slice(&avail[..=p]);
                 input.consume(p + 1);
@@ -256,15 +256,18 @@ impl<R: BufRead> Read for PartBody<'_, R> {
             // pay its per-call cost 60 bytes at a time.
             while !self.done && self.pending.len() < BODY_CHUNK {
                 let p = &mut *self.parts;
-                p.line.clear();
-                if read_line(&mut p.input, &mut p.line, LINE_CAP)? == 0 {
+                // Each line straight into `pending`, taken back out when it
+                // is the delimiter.
+                let start = self.pending.len();
+                if read_line(&mut p.input, &mut self.pending, start + LINE_CAP)? == 0 {
                     p.finished = true;
                     self.done = true;
-                } else if p.line.starts_with(&p.delimiter) {
+                } else if self.pending[start..].starts_with(&p.delimiter) {
                     // Leave the delimiter in `line` for next_part.
+                    p.line.clear();
+                    p.line.extend_from_slice(&self.pending[start..]);
+                    self.pending.truncate(start);
                     self.done = true;
-                } else {
-                    self.pending.extend_from_slice(&p.line);
                 }
             }
             if self.pending.is_empty() {
