@@ -777,9 +777,12 @@ fn a_provider_refusing_notify_is_watched_with_idle() {
     }
     assert_eq!(faults.faulted("NOTIFY"), faults.count("NOTIFY"));
     assert!(faults.faulted("NOTIFY") >= 1);
+    let errors = writ.metric("writ_sweep_errors_total", &[("account", &user.name)]);
     assert_eq!(
-        writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
-        0.0
+        errors,
+        0.0,
+        "the sweep's errors; writ's log:\n{}",
+        writ.log()
     );
 }
 
