@@ -11,8 +11,14 @@
 //!   JSON parse), with writ's opening key (`OpeningKey`, as the server's
 //!   keyring holds it) and with the age crate's identity, which derives its
 //!   public key again at every stanza;
-//! - `x25519_agreement`: one X25519 agreement alone (x25519-dalek), the
-//!   part of opening a summary that cannot go: one per message;
+//! - `x25519_agreement`: one X25519 agreement alone (x25519-dalek's
+//!   Montgomery ladder, as the age crate computes it), and
+//!   `x25519_agreement_edwards` the same on the Edwards form, as writ's
+//!   opening key computes it: the part of opening a summary that cannot
+//!   go, one per message;
+//! - `summary_to_json`, `summary_from_json`, `summary_clone`,
+//!   `compose_envelope_and_structure`: the rest of a cold listing's work
+//!   per message (the cache entry, the parse, the answer's two items);
 //! - `public_key`: deriving an identity's public key (what `OpeningKey`
 //!   keeps).
 
@@ -117,10 +123,72 @@ fn x25519_agreement(bencher: Bencher) {
     bencher.bench_local(|| black_box(&secret).diffie_hellman(black_box(&peer)));
 }
 
+/// One X25519 agreement as writ's opening key computes it: on the Edwards
+/// form (curve25519-dalek's vector backend where the CPU has AVX2).
+#[divan::bench]
+fn x25519_agreement_edwards(bencher: Bencher) {
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+    let secret = [0x42; 32];
+    let peer = MontgomeryPoint(*PublicKey::from(&StaticSecret::from([0x17; 32])).as_bytes());
+    bencher.bench_local(|| {
+        black_box(peer)
+            .to_edwards(0)
+            .map(|p| p.mul_clamped(black_box(secret)).to_montgomery())
+    });
+}
+
 /// Deriving an identity's public key (what the age crate's identity does
 /// at every stanza).
 #[divan::bench]
 fn public_key(bencher: Bencher) {
     let secret = StaticSecret::from([0x42; 32]);
     bencher.bench_local(|| PublicKey::from(black_box(&secret)));
+}
+
+/// The parts of a cold listing's per-summary work after the opening: the
+/// JSON the cache stores (and parses back), and a copy of the summary.
+fn opened_summary() -> writ::envelope::Summary {
+    let identity = Identity::generate();
+    let part = part1(&identity);
+    open_summary(&part, None, EPOCH, &vec![OpeningKey::new(&identity)]).expect("the summary opens")
+}
+
+/// Serialising a summary to JSON (what the cache seals).
+#[divan::bench]
+fn summary_to_json(bencher: Bencher) {
+    let summary = opened_summary();
+    bencher.bench_local(|| serde_json::to_vec(black_box(&summary)).expect("json"));
+}
+
+/// Parsing a summary's JSON (what opening it and reading a cache entry do).
+#[divan::bench]
+fn summary_from_json(bencher: Bencher) {
+    let json = serde_json::to_vec(&opened_summary()).expect("json");
+    bencher.bench_local(|| {
+        serde_json::from_slice::<writ::envelope::Summary>(black_box(&json)).expect("parse")
+    });
+}
+
+/// A deep copy of a summary.
+#[divan::bench]
+fn summary_clone(bencher: Bencher) {
+    let summary = opened_summary();
+    bencher.bench_local(|| black_box(&summary).clone());
+}
+
+/// Composing ENVELOPE and BODYSTRUCTURE from a summary (what the session's
+/// thread does for every message of a listing).
+#[divan::bench]
+fn compose_envelope_and_structure(bencher: Bencher) {
+    let summary = opened_summary();
+    let header = summary
+        .root
+        .header
+        .clone()
+        .expect("the summary keeps the header");
+    bencher.bench_local(|| {
+        let e = writ::envelope::view::envelope_bytes(black_box(&header));
+        let b = writ::envelope::view::body_structure_bytes(black_box(&summary.root), true);
+        (e, b)
+    });
 }
