@@ -14,7 +14,7 @@ use std::process::Command;
 use age::x25519::{Identity, Recipient};
 use common::process::output_with_stdin;
 use common::writ::{age_decrypt, age_keygen, payload_armor};
-use writ::envelope::{Sealer, open};
+use writ::envelope::{OpeningKey, Sealer, open};
 
 const EPOCH: &str = "0123456789abcdef";
 const CHUNK: usize = 64 * 1024;
@@ -45,9 +45,19 @@ fn identity(path: &Path) -> Identity {
         .unwrap()
 }
 
+/// Opened with the age crate's identity and with writ's opening key (what
+/// the keyring opens with): the same bytes.
 fn open_bytes(sealed: &[u8], id: &Identity) -> Vec<u8> {
     let mut out = Vec::new();
     open(Cursor::new(sealed), std::slice::from_ref(id), &mut out).expect("writ opens it");
+    let mut with_key = Vec::new();
+    open(
+        Cursor::new(sealed),
+        &vec![OpeningKey::new(id)],
+        &mut with_key,
+    )
+    .expect("writ's opening key opens it");
+    assert!(with_key == out, "the opening key opens it alike");
     out
 }
 

@@ -420,6 +420,52 @@ mod tests {
         assert_eq!(b.feed(b"a*", true, &mut Vec::new()), Err(b'*'));
     }
 
+    #[test]
+    fn base64_with_whitespace_anywhere_and_any_cuts_decodes_as_base64_does() {
+        use base64::Engine;
+        let mut x: u32 = 0x2545_f491;
+        let mut next = |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x % n
+        };
+        for len in 0..200 {
+            let data: Vec<u8> = (0..len).map(|_| next(256) as u8).collect();
+            let clean = base64::prelude::BASE64_STANDARD.encode(&data).into_bytes();
+            // Whitespace at random places (inside groups too), then the
+            // text fed in random pieces.
+            let mut text = Vec::new();
+            for &c in &clean {
+                if next(5) == 0 {
+                    text.extend_from_slice(&b" \t\r\n"[..next(4) as usize + 1]);
+                }
+                text.push(c);
+            }
+            let mut b = B64::default();
+            let mut out = Vec::new();
+            let mut rest = &text[..];
+            while !rest.is_empty() {
+                let n = (next(9) as usize).min(rest.len());
+                b.feed(&rest[..n], true, &mut out).unwrap();
+                rest = &rest[n..];
+            }
+            b.finish(&mut out);
+            assert_eq!(out, data, "{len}: {:?}", String::from_utf8_lossy(&text));
+        }
+        // Alphabet after padding: refused when strict, skipped otherwise.
+        let mut out = Vec::new();
+        assert_eq!(
+            B64::default().feed(b"aA==aGVsbG8g", true, &mut out),
+            Err(b'a')
+        );
+        let mut b = B64::default();
+        let mut out = Vec::new();
+        b.feed(b"aA==aGVsbG8g", false, &mut out).unwrap();
+        b.finish(&mut out);
+        assert_eq!(out, b"h");
+    }
+
     /// `input` one character at a time through the state machine: the
     /// oracle of the bulk path.
     fn one_at_a_time(input: &[u8], strict: bool) -> (Result<(), u8>, Vec<u8>) {

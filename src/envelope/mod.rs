@@ -23,6 +23,7 @@ mod detect;
 mod feed;
 pub mod fuzz;
 pub mod header;
+mod identity;
 mod open;
 mod payload;
 pub mod scan;
@@ -34,6 +35,7 @@ pub mod view;
 mod witness;
 
 pub use detect::{Detected, detect, stored_prefix};
+pub use identity::OpeningKey;
 pub use open::{
     Keys, Opened, open, open_summary, open_summary_of, open_with_summary, read_summary,
 };

@@ -53,6 +53,19 @@ impl Keys for Vec<age::x25519::Identity> {
     }
 }
 
+/// Any opening key in the list is tried, whatever the epoch.
+impl Keys for [super::OpeningKey] {
+    fn identities(&self, _epoch: &str) -> Vec<&dyn age::Identity> {
+        self.iter().map(|i| i as &dyn age::Identity).collect()
+    }
+}
+
+impl Keys for Vec<super::OpeningKey> {
+    fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity> {
+        self.as_slice().identities(epoch)
+    }
+}
+
 /// Longest stored header block read (providers add trace fields); past
 /// it the message is "not sealed".
 pub const MAX_STORED_HEADER: usize = 8 * 1024 * 1024;

@@ -10,7 +10,9 @@
 //! file itself and lets [`super::payload::PayloadWriter`] spread batches of
 //! chunks over threads. The X25519 stanzas are writ's too, on ring
 //! ([`wrap_x25519`]: half the CPU of the age crate's, which was the largest
-//! cost of a small message); the age crate still does all decryption.
+//! cost of a small message); the age crate still does all decryption,
+//! with writ's own X25519 identity (`identity.rs`: the stanza unwrap
+//! without deriving the identity's public key each time).
 //!
 //! What is written is exactly the age v1 format (age-encryption.org/v1,
 //! C2SP), laid out as the age crate lays it out:

@@ -359,7 +359,7 @@ mod tests {
         Arc::new(Crypto {
             kind: Kind::Seal,
             sealer: Sealer::new(EPOCH, vec![sealed_to.to_public()]),
-            keys: Arc::new(Unlocked { identities }),
+            keys: Arc::new(Unlocked::new(identities)),
         })
     }
 

@@ -408,9 +408,7 @@ impl Keyring {
     }
 
     fn unlock_epochs(&self, master: &Identity) -> Result<Unlocked, KeyError> {
-        let mut unlocked = Unlocked {
-            identities: Default::default(),
-        };
+        let mut unlocked = Unlocked::new(Default::default());
         // A retired epoch's identity file is gone: nothing is sealed to it.
         for epoch in self
             .epochs
@@ -420,7 +418,7 @@ impl Keyring {
             let path = self.epoch_path(&epoch.id);
             let ciphertext = read_key_file(&path)?;
             let identity = unlock::decrypt_epoch(&path, &ciphertext, master, &epoch.recipient)?;
-            unlocked.identities.insert(epoch.id.clone(), identity);
+            unlocked.insert(epoch.id.clone(), identity);
         }
         Ok(unlocked)
     }

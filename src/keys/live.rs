@@ -17,11 +17,15 @@ use std::sync::Mutex;
 
 use age::x25519::Identity;
 
+use crate::envelope::OpeningKey;
+
 use super::Unlocked;
 
 /// Every epoch identity the server has unlocked so far.
 pub struct LiveKeys {
-    epochs: boxcar::Vec<(String, Identity)>,
+    /// Each epoch's id, its identity, and the same identity for opening
+    /// (its public key computed once: [`OpeningKey`]).
+    epochs: boxcar::Vec<(String, Identity, OpeningKey)>,
     /// Serialises [`LiveKeys::add`] so that an epoch is added once.
     adding: Mutex<()>,
 }
@@ -43,7 +47,8 @@ impl LiveKeys {
         for (id, identity) in unlocked.identities {
             if !self.holds(&id) {
                 added.push(id.clone());
-                self.epochs.push((id, identity));
+                let opening = OpeningKey::new(&identity);
+                self.epochs.push((id, identity, opening));
             }
         }
         added
@@ -51,7 +56,7 @@ impl LiveKeys {
 
     /// Whether the epoch `id` is unlocked.
     pub fn holds(&self, id: &str) -> bool {
-        self.epochs.iter().any(|(_, (held, _))| held == id)
+        self.epochs.iter().any(|(_, (held, _, _))| held == id)
     }
 
     /// How many epochs are unlocked.
@@ -68,8 +73,8 @@ impl crate::envelope::Keys for LiveKeys {
     fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity> {
         self.epochs
             .iter()
-            .filter(|(_, (id, _))| id == epoch)
-            .map(|(_, (_, identity))| identity as &dyn age::Identity)
+            .filter(|(_, (id, _, _))| id == epoch)
+            .map(|(_, (_, _, opening))| opening as &dyn age::Identity)
             .collect()
     }
 
@@ -78,7 +83,7 @@ impl crate::envelope::Keys for LiveKeys {
     fn local_keys(&self, context: &[u8]) -> Vec<(String, zeroize::Zeroizing<[u8; 32]>)> {
         self.epochs
             .iter()
-            .filter_map(|(_, (id, identity))| {
+            .filter_map(|(_, (id, identity, _))| {
                 Some((id.clone(), super::unlock::local_key(id, identity, context)?))
             })
             .collect()
@@ -108,7 +113,7 @@ mod tests {
             publics.push(identity.to_public().to_string());
             identities.insert(id.to_string(), identity);
         }
-        (Unlocked { identities }, publics)
+        (Unlocked::new(identities), publics)
     }
 
     #[test]

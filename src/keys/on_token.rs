@@ -218,9 +218,7 @@ impl Keyring {
 
     fn unlock_epochs_on(&self, token: &Token) -> Result<Unlocked, KeyError> {
         let mut keys: BTreeMap<String, ObjectHandle> = BTreeMap::new();
-        let mut unlocked = Unlocked {
-            identities: Default::default(),
-        };
+        let mut unlocked = Unlocked::new(Default::default());
         // A retired epoch's identity file is gone: nothing is sealed to it.
         for epoch in self
             .epochs
@@ -244,7 +242,7 @@ impl Keyring {
             if identity.to_public() != epoch.recipient {
                 return Err(KeyError::Swapped { path });
             }
-            unlocked.identities.insert(epoch.id.clone(), identity);
+            unlocked.insert(epoch.id.clone(), identity);
         }
         Ok(unlocked)
     }

@@ -17,14 +17,37 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::{KeyError, MAX_WORK_FACTOR};
+use crate::envelope::OpeningKey;
 
 /// Every epoch identity of a keyring, by epoch id. Key material is zeroized
-/// when this is dropped (age's identities zeroize themselves).
+/// when this is dropped (age's identities and x25519-dalek's secrets
+/// zeroize themselves).
 pub struct Unlocked {
     pub(crate) identities: BTreeMap<String, Identity>,
+    /// The same identities, for opening (their public keys computed once):
+    /// always the same epochs as `identities`.
+    opening: BTreeMap<String, OpeningKey>,
 }
 
 impl Unlocked {
+    /// These identities, by epoch id.
+    pub(crate) fn new(identities: BTreeMap<String, Identity>) -> Unlocked {
+        let opening = identities
+            .iter()
+            .map(|(id, identity)| (id.clone(), OpeningKey::new(identity)))
+            .collect();
+        Unlocked {
+            identities,
+            opening,
+        }
+    }
+
+    /// Adds (or replaces) the identity of epoch `id`.
+    pub(crate) fn insert(&mut self, id: String, identity: Identity) {
+        self.opening.insert(id.clone(), OpeningKey::new(&identity));
+        self.identities.insert(id, identity);
+    }
+
     /// The identity of one epoch, if the keyring has that epoch.
     pub fn identity(&self, epoch_id: &str) -> Option<&Identity> {
         self.identities.get(epoch_id)
@@ -248,10 +271,12 @@ fn read_payload(path: &Path, mut reader: impl Read) -> Result<Zeroizing<Vec<u8>>
 
 /// The unlocked keyring opens sealed messages: the epoch named in the
 /// message picks its identity, so opening costs one X25519 per stanza
-/// however many epochs exist.
+/// however many epochs exist (and no derivation of its public key:
+/// [`OpeningKey`]).
 impl crate::envelope::Keys for Unlocked {
     fn identities(&self, epoch: &str) -> Vec<&dyn age::Identity> {
-        self.identity(epoch)
+        self.opening
+            .get(epoch)
             .map(|i| vec![i as &dyn age::Identity])
             .unwrap_or_default()
     }

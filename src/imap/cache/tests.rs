@@ -17,19 +17,19 @@ fn summary(size: u64) -> Summary {
 
 /// A keyring with these epochs, each with a fresh identity.
 fn keyring(epochs: &[&str]) -> Unlocked {
-    Unlocked {
-        identities: epochs
+    Unlocked::new(
+        epochs
             .iter()
             .map(|e| (e.to_string(), age::x25519::Identity::generate()))
             .collect::<BTreeMap<_, _>>(),
-    }
+    )
 }
 
 /// The same keyring with one more epoch (a rotation).
 fn rotated(keys: &Unlocked, epoch: &str) -> Unlocked {
     let mut identities = keys.identities.clone();
     identities.insert(epoch.to_string(), age::x25519::Identity::generate());
-    Unlocked { identities }
+    Unlocked::new(identities)
 }
 
 /// A message of epoch `epoch`, fetched with one and the same stored header.

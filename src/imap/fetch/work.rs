@@ -37,10 +37,11 @@ use crate::imap::section::binary::{Memo, Refusal};
 
 /// What a job gives back.
 pub(super) enum Opened {
-    /// The summary of part 1: composed on the session's thread (cheap),
-    /// or the message is fetched whole when an item needs its body.
+    /// The summary of part 1 when an item needs the message's body (then
+    /// fetched whole), or when it did not open.
     Summary(Result<Box<Summary>, EnvelopeError>),
-    /// The whole message, its items composed in the job.
+    /// The items composed in the job: from the summary of part 1 when no
+    /// item needs the body, or from the whole message.
     Whole(Result<Composed, EnvelopeError>),
 }
 
@@ -171,8 +172,12 @@ impl FetchPlan {
         self.opening.push(uid, pending);
     }
 
-    /// Opening part 1 (the summary), as a job. `None` when the provider's
-    /// answer lacks part 1 or the message is not sealed.
+    /// Opening part 1 (the summary), as a job, which also composes the
+    /// answer when no wanted item needs the payload (ENVELOPE and
+    /// BODYSTRUCTURE are most of a listing's work on the session's
+    /// thread otherwise, which is one per session while the pool has a
+    /// thread per core). `None` when the provider's answer lacks part 1
+    /// or the message is not sealed.
     pub(super) fn summary_job(
         &self,
         probed: &Probed,
@@ -190,6 +195,9 @@ impl FetchPlan {
         let prefix = probed.prefix.clone();
         let cache = self.cache.clone();
         let key = probed.key;
+        let wanted = self.wanted.clone();
+        let items = probed.items.clone();
+        let seen = probed.seen;
         Some(Box::new(move |keys| {
             let target = Target {
                 keys,
@@ -198,7 +206,16 @@ impl FetchPlan {
                 marker: &marker,
                 prefix: &prefix,
             };
-            Opened::Summary(target.summary(&part1, &mime).map(Box::new))
+            match target.summary(&part1, &mime) {
+                Ok(summary)
+                    if !wanted
+                        .iter()
+                        .any(|i| answer::need(i, Some(&summary)) == Need::Payload) =>
+                {
+                    Opened::Whole(Ok(compose(&wanted, &items, seen, &summary, None, None)))
+                }
+                opened => Opened::Summary(opened.map(Box::new)),
+            }
         }))
     }
 
