@@ -286,15 +286,13 @@ impl FetchPlan {
                 probe.push(extra);
             }
         }
-        let probe = Command {
-            tag: command.tag.clone(),
-            body: CommandBody::Fetch {
-                sequence_set: sequence_set.clone(),
-                macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(probe),
-                uid: *uid,
-                modifiers: modifiers.clone(),
-            },
-        };
+        let probe = crate::imap::opened::fetch_command(
+            command.tag.clone(),
+            sequence_set.clone(),
+            *uid,
+            probe,
+            modifiers.clone(),
+        );
         Some((
             FetchPlan {
                 client_tag: command.tag.clone(),

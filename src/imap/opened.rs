@@ -17,11 +17,40 @@
 //!   or the message is shown as stored.
 //! - A failure to write the output is not the message's: it is counted but
 //!   not remembered as undecryptable.
+//!
+//! The provider FETCH that brings what is opened is built here too
+//! ([`fetch_command`]), for the FETCH plan's probe and phases and for
+//! SEARCH alike.
+
+use imap_next::imap_types::command::{Command, CommandBody, FetchModifier};
+use imap_next::imap_types::core::Tag;
+use imap_next::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
+use imap_next::imap_types::sequence::SequenceSet;
 
 use crate::admin::names;
 use crate::envelope::{self, Detected, EnvelopeError, Keys, Summary};
 use crate::imap::cache::MessageKey;
 use crate::imap::fetch::{CacheRef, remember_undecryptable, undecryptable_known};
+
+/// `[UID] FETCH set (items)` to the provider, with `modifiers`
+/// (CHANGEDSINCE, VANISHED) when the client's command had them.
+pub fn fetch_command(
+    tag: Tag<'static>,
+    set: SequenceSet,
+    uid: bool,
+    items: Vec<MessageDataItemName<'static>>,
+    modifiers: Vec<FetchModifier>,
+) -> Command<'static> {
+    Command {
+        tag,
+        body: CommandBody::Fetch {
+            sequence_set: set,
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+            uid,
+            modifiers,
+        },
+    }
+}
 
 /// The keys and the place in the cache one message is opened with.
 pub struct Target<'a> {

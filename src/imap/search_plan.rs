@@ -59,9 +59,7 @@ use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{Charset, Tag, Text, Vec1};
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
-use imap_next::imap_types::fetch::{
-    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
-};
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Part, Section};
 use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind, Tagged};
 use imap_next::imap_types::search::SearchKey;
@@ -178,15 +176,8 @@ fn fetch_command(
     uid: bool,
     items: Vec<MessageDataItemName<'static>>,
 ) -> Command<'static> {
-    Command {
-        tag: Tag::unvalidated(tag.to_owned()),
-        body: CommandBody::Fetch {
-            sequence_set: set,
-            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
-            uid,
-            modifiers: Vec::new(),
-        },
-    }
+    let tag = Tag::unvalidated(tag.to_owned());
+    crate::imap::opened::fetch_command(tag, set, uid, items, Vec::new())
 }
 
 /// The bytes of the `BODY[<section>]` item, if present and not NIL (NIL:

@@ -109,15 +109,7 @@ impl FetchPlan {
         items.insert(0, MessageDataItemName::Uid);
         Some((
             tag.clone(),
-            Command {
-                tag,
-                body: CommandBody::Fetch {
-                    sequence_set: set,
-                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
-                    uid: self.uid,
-                    modifiers: Vec::new(),
-                },
-            },
+            crate::imap::opened::fetch_command(tag, set, self.uid, items, Vec::new()),
         ))
     }
 
