@@ -115,24 +115,7 @@ fn whole_messages_open_off_the_session_in_bounded_numbers_and_in_order() {
     let n = (opening::in_flight() * 2 + 1) as u32;
     let up = exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
     assert_eq!(up, "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])\r\n");
-    let mut probe = Vec::new();
-    for seq in 1..=n {
-        probe.extend(format!("* {seq} FETCH (UID {seq} FLAGS () ").into_bytes());
-        probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
-        probe.extend_from_slice(b")\r\n");
-    }
-    probe.extend_from_slice(b"f OK done\r\n");
-    s.provider_input(&probe);
-    s.advance();
-    assert_eq!(
-        text(s.take_to_provider()),
-        format!("writ.1 UID FETCH 1:{n} (UID BODY.PEEK[])\r\n")
-    );
-    let mut bodies = Vec::new();
-    for seq in 1..=n {
-        bodies.extend(whole(seq, seq, &stored));
-    }
-    bodies.extend_from_slice(b"writ.1 OK done\r\n");
+    let bodies = probed_then_whole(&mut s, n, &stored);
     s.provider_input(&bodies);
     let mut answered: Vec<u32> = Vec::new();
     let mut rounds = 0;
@@ -200,24 +183,7 @@ fn a_whole_folder_fetch_holds_a_bounded_output_whatever_the_folder() {
     // 2.5 times the bound, at 64 KiB a message.
     let n = (CLIENT_OUTPUT_BYTES * 5 / 2 / (64 * 1024)) as u32;
     exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
-    let mut probe = Vec::new();
-    for seq in 1..=n {
-        probe.extend(format!("* {seq} FETCH (UID {seq} FLAGS () ").into_bytes());
-        probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
-        probe.extend_from_slice(b")\r\n");
-    }
-    probe.extend_from_slice(b"f OK done\r\n");
-    s.provider_input(&probe);
-    s.advance();
-    assert_eq!(
-        text(s.take_to_provider()),
-        format!("writ.1 UID FETCH 1:{n} (UID BODY.PEEK[])\r\n")
-    );
-    let mut bodies = Vec::new();
-    for seq in 1..=n {
-        bodies.extend(whole(seq, seq, &stored));
-    }
-    bodies.extend_from_slice(b"writ.1 OK done\r\n");
+    let bodies = probed_then_whole(&mut s, n, &stored);
     // Everything the provider has to say is read at once; the client
     // reads nothing yet.
     s.provider_input(&bodies);
@@ -259,4 +225,29 @@ fn a_whole_folder_fetch_holds_a_bounded_output_whatever_the_folder() {
         (1..=n).collect::<Vec<u32>>()
     );
     assert!(got.iter().all(|(_, body)| *body == plain), "a body differs");
+}
+
+/// Answers the probe of `f UID FETCH 1:* (BODY.PEEK[])` with `n` copies of
+/// `stored`, checks that the session then asks for the bodies, and returns
+/// the provider's answer to that (each message whole, then OK).
+fn probed_then_whole(s: &mut Session, n: u32, stored: &[u8]) -> Vec<u8> {
+    let mut probe = Vec::new();
+    for seq in 1..=n {
+        probe.extend(format!("* {seq} FETCH (UID {seq} FLAGS () ").into_bytes());
+        probe.extend(literal_item("BODY[HEADER]", header_of(stored)));
+        probe.extend_from_slice(b")\r\n");
+    }
+    probe.extend_from_slice(b"f OK done\r\n");
+    s.provider_input(&probe);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_provider()),
+        format!("writ.1 UID FETCH 1:{n} (UID BODY.PEEK[])\r\n")
+    );
+    let mut bodies = Vec::new();
+    for seq in 1..=n {
+        bodies.extend(whole(seq, seq, stored));
+    }
+    bodies.extend_from_slice(b"writ.1 OK done\r\n");
+    bodies
 }
