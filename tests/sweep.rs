@@ -540,7 +540,9 @@ fn a_watcher_wakes_the_sweep_long_before_its_poll_and_sighup_moves_it_to_a_new_e
     assert!(opened.ends_with(&second));
     assert_eq!(
         writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
-        0.0
+        0.0,
+        "the sweep's errors; writ's log:\n{}",
+        writ.log()
     );
 }
 
@@ -731,7 +733,9 @@ fn notify_wakes_the_sweep_for_new_mail_in_any_mailbox_long_before_its_poll() {
     assert_eq!(faults.count("IDLE"), 0, "{:?}", faults.events());
     assert_eq!(
         writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
-        0.0
+        0.0,
+        "the sweep's errors; writ's log:\n{}",
+        writ.log()
     );
 }
 

@@ -291,7 +291,7 @@ impl Provider {
             .map(|d| d.subsec_nanos())
             .unwrap_or_default();
         let password = format!("pw-{n}-{nanos:x}");
-        let _guard = self.users_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.users_lock.lock().unwrap_or_else(|e| e.into_inner());
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/provider");
         let out = Command::new(&script)
             .arg("adduser")
@@ -304,11 +304,21 @@ impl Provider {
             "provider adduser {name} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        User {
+        drop(guard);
+        let user = User {
             address: format!("{name}@{DOMAIN}"),
             name,
             password,
-        }
+        };
+        // The mail store is made now, as a provider has it ready when an
+        // account exists: Dovecot creating a new user's INBOX and mailbox
+        // list index in two sessions at once can deadlock on their fcntl
+        // locks, and one session then panics ("Resource deadlock avoided")
+        // and closes its client's connection.
+        let mut imap = self.imap(&user);
+        imap.select("INBOX").expect_ok("SELECT INBOX of a new user");
+        imap.logout();
+        user
     }
 
     /// The master user (administrator); see [`Master`].
