@@ -20,7 +20,9 @@
 //! 2. **Cached**: the sealed messages writ's cache knows are answered from
 //!    it, a chunk at a time as the client drains its output
 //!    ([`from_cache`]: at most [`CACHE_CHUNK_BYTES`] composed at once, and
-//!    the message that crosses it), before any further command.
+//!    the message that crosses it), before any further command. Each
+//!    chunk (the cache's index read, the entries' decryption, composing)
+//!    is a job on the process-wide pool, never done in the session.
 //! 3. **Sealed**: a FETCH of the stored header and part 1 (the summary)
 //!    for the other sealed messages, or of the whole stored message when
 //!    a body section was asked for; writ opens it and answers every item.
@@ -188,6 +190,9 @@ pub struct FetchPlan {
     /// Sealed messages the cache could not answer: fetched from the
     /// provider after it.
     uncached: Vec<NonZeroU32>,
+    /// The chunk of answers being composed from the cache off the
+    /// session ([`from_cache`]), one at most.
+    from_cache: Option<from_cache::Chunk>,
     next_tag: u32,
     cache: Option<CacheRef>,
     /// An item the client asked for could not be answered: the command
@@ -308,6 +313,7 @@ impl FetchPlan {
                 pending_out: Vec::new(),
                 cached: std::collections::VecDeque::new(),
                 uncached: Vec::new(),
+                from_cache: None,
                 next_tag: 0,
                 cache,
                 incomplete: std::cell::Cell::new(false),
@@ -773,6 +779,8 @@ pub(super) mod opening;
 mod phases;
 mod work;
 pub use from_cache::CACHE_CHUNK_BYTES;
+#[cfg(test)]
+mod cache_tests;
 #[cfg(test)]
 mod tests;
 

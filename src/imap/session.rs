@@ -372,7 +372,12 @@ impl Session {
                         uidvalidity,
                     };
                     if let Some(cache) = &self.cache {
-                        cache.selected(&key);
+                        // Entries of an older UIDVALIDITY are dropped off
+                        // the session (they are never hit meanwhile: the
+                        // UIDVALIDITY is part of every entry's key).
+                        let cache = Arc::clone(cache);
+                        let selected = key.clone();
+                        drop(self.runner.spawn(move || cache.selected(&selected)));
                     }
                     self.selected = Some(key);
                 }

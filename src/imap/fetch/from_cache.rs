@@ -1,176 +1,303 @@
 //! Answering sealed messages from the cache, a chunk at a time, as the
-//! client drains its output.
+//! client drains its output, the cache read off the session.
 //!
 //! Once the probe is over, the sealed messages wait in
 //! [`FetchPlan::cached`] ([`Phase::Cached`]); no command of writ's is in
 //! flight. The session asks for the next answers ([`FetchPlan::more`])
-//! only when everything composed before has been written to the client,
-//! and each call composes at most [`CACHE_CHUNK_BYTES`] of answers (at
-//! least one message, whatever its size). So a FETCH of a whole cached
-//! folder holds one chunk, plus the one message that crosses it, in
-//! memory, never the folder.
+//! only when everything composed before has been written to the client.
+//! Each call submits one job ([`chunk`]) to the plan's runner (the
+//! process-wide pool, [`super::opening`]): it looks up at most
+//! [`LOOKUP_BATCH`] messages in the cache (one index read transaction,
+//! [`Cache::lookup`], and the sealed bodies when a body is asked for),
+//! decrypts what it found and composes the answers, stopping once
+//! [`CACHE_CHUNK_BYTES`] are composed (at least one message, whatever its
+//! size). The session takes the chunk when the job is done
+//! ([`FetchPlan::poll`]) and never waits for it. So a FETCH of a whole
+//! cached folder holds one chunk, plus the message that crosses it, in
+//! memory, never the folder, and no cache read or decryption runs in
+//! `Session::advance`.
 //!
 //! Invariants:
 //!
-//! - Messages are looked up [`LOOKUP_BATCH`] at a time (one index read
-//!   transaction each, [`Cache::lookup`]), so what the cache knows is held
-//!   for one batch, not for the whole folder.
+//! - One chunk is outstanding per plan at most; while it is,
+//!   [`FetchPlan::has_more`] is false and [`FetchPlan::working`] true (the
+//!   connection waits for the job's wake, it does not spin).
 //! - Answers go in UID order (the probe's), as before; the messages the
 //!   cache could not answer are fetched from the provider afterwards
-//!   ([`FetchPlan::sealed_fetch`]).
-//! - A message expunged meanwhile ([`FetchPlan::on_expunge`]) is no longer
-//!   among the probed ones, and is skipped.
+//!   ([`FetchPlan::sealed_fetch`]); those the chunk did not reach go back
+//!   to the head of the queue; a job that panicked sends its messages to
+//!   the provider.
+//! - The job composes from copies of what the probe found; the answer is
+//!   numbered with the message's sequence number when taken, and a message
+//!   expunged meanwhile ([`FetchPlan::on_expunge`]) is no longer among the
+//!   probed ones and is skipped.
 //! - A message remembered as undecryptable under the keys offered now is
 //!   left to the plain phase (shown as stored).
+//! - Once a BINARY section was refused, no later message is answered (as
+//!   Dovecot): the job composes nothing after a refusal, and the plan
+//!   drops what it takes after one.
 
 use std::num::NonZeroU32;
 
 use imap_next::imap_types::core::{IString, NString};
-use imap_next::imap_types::fetch::MessageDataItem;
-use imap_next::imap_types::response::Data;
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
 
-use super::{FetchPlan, Output, Phase, fetch};
+use super::opening::Pending;
+use super::work::{Composed, compose};
+use super::{CacheRef, FetchPlan, Output, Phase, fetch};
 use crate::admin::names;
-use crate::imap::answer::{self, Need};
-use crate::imap::cache::Known;
+use crate::imap::answer::{self, Item, Need};
+use crate::imap::cache::{Known, MessageKey};
 
 /// Bytes of answers composed from the cache per [`FetchPlan::more`]
 /// (the message that crosses it is answered whole).
 pub const CACHE_CHUNK_BYTES: usize = 512 * 1024;
 
-/// Messages looked up in the cache at once.
+/// Messages looked up in the cache per chunk, at most.
 const LOOKUP_BATCH: usize = 256;
 
+/// A chunk submitted to the pool: its messages, in order, and the job's
+/// verdict for each (same order) once it is done.
+pub(super) struct Chunk {
+    uids: Vec<NonZeroU32>,
+    found: Pending<Vec<Found>>,
+}
+
+impl Chunk {
+    /// A chunk of `uids` whose verdicts come from `found` (tests).
+    #[cfg(test)]
+    pub(super) fn new(uids: Vec<NonZeroU32>, found: Pending<Vec<Found>>) -> Chunk {
+        Chunk { uids, found }
+    }
+}
+
+/// What a chunk's job made of one message.
+pub(super) enum Found {
+    /// Its items, composed from the cache's entry.
+    Answered(Composed),
+    /// The cache cannot answer it (no entry, no body, or a summary
+    /// without the header an item needs): fetched from the provider.
+    Missing,
+    /// Remembered as undecryptable under the keys offered now: shown as
+    /// stored (the plain phase).
+    Undecryptable,
+    /// The chunk was full before it: asked again with the next one.
+    NotReached,
+    /// After a BINARY refusal: answered by nothing.
+    Dropped,
+}
+
+/// What the job needs of one probed message: copies, so the plan keeps
+/// its own for an expunge meanwhile.
+struct Asked {
+    key: MessageKey,
+    items: Vec<MessageDataItem<'static>>,
+    seen: bool,
+    /// The epoch of its marker and the identities offered for it.
+    epoch: Option<String>,
+    offered: usize,
+}
+
 impl FetchPlan {
-    /// Whether answers are waiting to be composed from the cache: the
-    /// session calls [`FetchPlan::more`] once what it has is written.
+    /// Whether answers are waiting to be composed from the cache and no
+    /// chunk is being composed: the session calls [`FetchPlan::more`] once
+    /// what it has is written.
     pub fn has_more(&self) -> bool {
-        matches!(self.phase, Phase::Cached { .. })
+        matches!(self.phase, Phase::Cached { .. }) && self.from_cache.is_none()
     }
 
-    /// The next answers from the cache, about [`CACHE_CHUNK_BYTES`]; when
-    /// the cache has answered all it can, the plan moves on (a command for
-    /// the rest, or the tagged status).
+    /// Submits the next chunk of answers from the cache (about
+    /// [`CACHE_CHUNK_BYTES`]) and takes it if it is done already (an
+    /// inline runner); when the cache has answered all it can, the plan
+    /// moves on (a command for the rest, or the tagged status).
     pub fn more(&mut self) -> Vec<Output> {
         let Phase::Cached { payload } = self.phase else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        let mut composed = 0usize;
-        while composed < CACHE_CHUNK_BYTES && !self.cached.is_empty() {
-            let n = self.cached.len().min(LOOKUP_BATCH);
-            let batch: Vec<NonZeroU32> = self.cached.drain(..n).collect();
-            self.answer_from_cache(batch, payload, &mut out, &mut composed);
+        if self.from_cache.is_some() {
+            return Vec::new();
         }
+        let Some(cache) = self.cache.clone().filter(|_| !self.cached.is_empty()) else {
+            self.uncached.extend(self.cached.drain(..));
+            return self.next_phase();
+        };
+        let n = self.cached.len().min(LOOKUP_BATCH);
+        let uids: Vec<NonZeroU32> = self.cached.drain(..n).collect();
+        if self.refused.get().is_some() {
+            // Dovecot answers no message after a BINARY refusal.
+            for uid in &uids {
+                self.probed.remove(uid);
+            }
+            return self.after_chunk(Vec::new());
+        }
+        let asked: Vec<Option<Asked>> = uids
+            .iter()
+            .map(|uid| {
+                let p = self.probed.get(uid)?;
+                Some(Asked {
+                    key: p.key,
+                    items: p.items.clone(),
+                    seen: p.seen,
+                    epoch: p.sealed.as_ref().map(|d| d.epoch.clone()),
+                    offered: p.offered,
+                })
+            })
+            .collect();
+        let wanted = self.wanted.clone();
+        let job = move || chunk(&cache, &wanted, payload, asked);
+        let found = match &self.keys {
+            Some((_, runner)) => runner.spawn(job),
+            None => Pending::ready(job()),
+        };
+        self.from_cache = Some(Chunk { uids, found });
+        self.take_chunk()
+    }
+
+    /// The chunk's answers if its job is done (never waits); then the
+    /// next phase once the cache has answered all it can.
+    pub(super) fn take_chunk(&mut self) -> Vec<Output> {
+        let Some(c) = self.from_cache.as_mut() else {
+            return Vec::new();
+        };
+        let Some(found) = c.found.take() else {
+            return Vec::new();
+        };
+        let Some(Chunk { uids, .. }) = self.from_cache.take() else {
+            return Vec::new();
+        };
+        let found = found.unwrap_or_else(|| {
+            tracing::warn!("composing answers from the cache failed; the provider is asked");
+            Vec::new()
+        });
+        let mut out = Vec::new();
+        let mut back = Vec::new();
+        let mut found = found.into_iter();
+        for uid in uids {
+            match found.next().unwrap_or(Found::Missing) {
+                Found::Answered(composed) => {
+                    let Some(probed) = self.probed.remove(&uid) else {
+                        continue;
+                    };
+                    metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
+                    let items = self.absorb(composed);
+                    out.extend(fetch(probed.seq, items));
+                }
+                Found::Missing => self.uncached.push(uid),
+                Found::Undecryptable => {
+                    if let Some(p) = self.probed.get_mut(&uid) {
+                        p.sealed = None;
+                    }
+                }
+                Found::NotReached => back.push(uid),
+                Found::Dropped => {
+                    self.probed.remove(&uid);
+                }
+            }
+        }
+        for uid in back.into_iter().rev() {
+            self.cached.push_front(uid);
+        }
+        self.after_chunk(out)
+    }
+
+    /// `out`, then the next phase if the cache has nothing left to answer.
+    fn after_chunk(&mut self, mut out: Vec<Output>) -> Vec<Output> {
         if self.cached.is_empty() {
             out.extend(self.next_phase());
         }
         out
     }
+}
 
-    /// Answers what the cache can of `uids` into `out` until `composed`
-    /// reaches the chunk; those not reached go back to the queue, those
-    /// the cache cannot answer to [`FetchPlan::uncached`].
-    fn answer_from_cache(
-        &mut self,
-        uids: Vec<NonZeroU32>,
-        payload: bool,
-        out: &mut Vec<Output>,
-        composed: &mut usize,
-    ) {
-        let Some(c) = self.cache.clone() else {
-            self.uncached.extend(uids);
-            return;
-        };
-        let (uids, msgs): (Vec<NonZeroU32>, Vec<_>) = uids
-            .into_iter()
-            .filter_map(|u| Some((u, self.probed.get(&u)?.key)))
-            .unzip();
-        let found = c.cache.lookup(&c.mailbox, &msgs);
-        let mut rest = uids.iter().copied().zip(msgs).zip(found);
-        while let Some(((uid, key), known)) = rest.next() {
-            if *composed >= CACHE_CHUNK_BYTES {
-                let back: Vec<NonZeroU32> = std::iter::once(uid)
-                    .chain(rest.map(|((u, _), _)| u))
-                    .collect();
-                for u in back.into_iter().rev() {
-                    self.cached.push_front(u);
-                }
-                return;
+/// The job: looks up `asked` in the cache and composes their answers
+/// until [`CACHE_CHUNK_BYTES`]; one verdict per message, in order.
+fn chunk(
+    c: &CacheRef,
+    wanted: &[MessageDataItemName<'static>],
+    payload: bool,
+    asked: Vec<Option<Asked>>,
+) -> Vec<Found> {
+    let keys: Vec<MessageKey> = asked.iter().flatten().map(|a| a.key).collect();
+    let mut known = c.cache.lookup(&c.mailbox, &keys).into_iter();
+    let mut composed = 0usize;
+    let mut refused = false;
+    asked
+        .into_iter()
+        .map(|a| {
+            let Some(a) = a else {
+                // Expunged before it was asked: nothing to answer.
+                return Found::Dropped;
+            };
+            let known = known.next().flatten();
+            if refused {
+                return Found::Dropped;
             }
-            let summary = match known.as_deref() {
+            if composed >= CACHE_CHUNK_BYTES {
+                return Found::NotReached;
+            }
+            let (summary, listing) = match known.as_deref() {
                 Some(Known::Summary(summary, listing)) => (summary, listing),
                 Some(Known::Undecryptable(why)) => {
-                    if let Some(p) = self.probed.get_mut(&uid)
-                        && p.sealed.as_ref().is_some_and(|d| d.epoch == why.epoch)
-                        && why.identities == p.offered
-                    {
-                        p.sealed = None;
+                    let now = a.epoch.as_deref() == Some(why.epoch.as_str())
+                        && why.identities == a.offered;
+                    return if now {
+                        Found::Undecryptable
                     } else {
-                        self.uncached.push(uid);
-                    }
-                    continue;
+                        Found::Missing
+                    };
                 }
-                None => {
-                    self.uncached.push(uid);
-                    continue;
-                }
+                None => return Found::Missing,
             };
-            let (summary, listing) = summary;
             let body = if payload {
-                let Some(body) = c.cache.body(&c.mailbox, key) else {
-                    self.uncached.push(uid);
-                    continue;
+                let Some(body) = c.cache.body(&c.mailbox, a.key) else {
+                    return Found::Missing;
                 };
                 Some(body)
-            } else if self
-                .wanted
+            } else if wanted
                 .iter()
                 .any(|i| answer::need(i, Some(summary)) == Need::Payload)
             {
                 // A summary without the whole header needs the body.
-                self.uncached.push(uid);
-                continue;
+                return Found::Missing;
             } else {
                 None
             };
-            let Some(probed) = self.probed.remove(&uid) else {
-                continue;
-            };
-            metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
-            let items = self.compose(&probed, summary, body.as_deref(), Some(listing));
-            drop(body);
-            if let Some(answer) = fetch(probed.seq, items) {
-                *composed += weight(&answer);
-                out.push(answer);
-            }
-        }
-    }
+            let answer = compose(
+                wanted,
+                &a.items,
+                a.seen,
+                summary,
+                body.as_deref(),
+                Some(listing),
+            );
+            refused = answer.refusal.is_some();
+            composed += weight(&answer.items);
+            Found::Answered(answer)
+        })
+        .collect()
 }
 
-/// About the bytes `output` takes on the wire.
-fn weight(output: &Output) -> usize {
+/// About the bytes `items` take on the wire.
+fn weight(items: &[Item]) -> usize {
     const ITEM: usize = 32;
     let nstring = |n: &NString<'_>| match &n.0 {
         Some(IString::Literal(l)) => l.as_ref().len(),
         Some(IString::Quoted(q)) => q.inner().len(),
         None => 0,
     };
-    match output {
-        Output::ToClientRaw(bytes) => bytes.len(),
-        Output::ToClient(Data::Fetch { items, .. }) => items
-            .as_ref()
-            .iter()
-            .map(|i| {
-                ITEM + match i {
+    items
+        .iter()
+        .map(|i| {
+            ITEM + match i {
+                Item::Written(bytes) => bytes.len(),
+                Item::Typed(
                     MessageDataItem::BodyExt { data, .. }
                     | MessageDataItem::Rfc822(data)
                     | MessageDataItem::Rfc822Header(data)
-                    | MessageDataItem::Rfc822Text(data) => nstring(data),
-                    _ => 0,
-                }
-            })
-            .sum(),
-        _ => ITEM,
-    }
+                    | MessageDataItem::Rfc822Text(data),
+                ) => nstring(data),
+                Item::Typed(_) => 0,
+            }
+        })
+        .sum()
 }

@@ -57,8 +57,14 @@ impl FetchPlan {
                     Phase::Plain(_) => self.phase = Phase::Seen(Tag::unvalidated("writ.none")),
                     Phase::Seen(_) => {
                         if let Some(c) = &self.cache {
-                            // What this FETCH stored goes to the index now.
-                            c.cache.commit();
+                            // What this FETCH stored goes to the index
+                            // now, off the session (the entries are in
+                            // the cache's memory meanwhile).
+                            let cache = Arc::clone(&c.cache);
+                            match &self.keys {
+                                Some((_, runner)) => drop(runner.spawn(move || cache.commit())),
+                                None => cache.commit(),
+                            }
                         }
                         let mut status = self.probe_status.take();
                         let mut out = Vec::new();

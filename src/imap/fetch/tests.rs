@@ -200,7 +200,7 @@ fn whole_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
 
 /// The probe's answer to a FETCH of a body section: the whole stored
 /// header.
-fn probe_at(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+pub(super) fn probe_at(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
     r.extend(literal_item("BODY[HEADER]", header_of(stored)));
     r.extend_from_slice(b")\r\n");
@@ -575,97 +575,6 @@ fn a_response_puts_the_short_items_first_as_dovecot_does() {
             "BODY[1]"
         ]
     );
-}
-
-/// The bytes of message bodies the outputs carry to the client.
-fn body_bytes(out: &[Output]) -> usize {
-    out.iter()
-        .map(|o| match o {
-            Output::ToClient(Data::Fetch { items, .. }) => items
-                .as_ref()
-                .iter()
-                .map(|i| match i {
-                    MessageDataItem::BodyExt { data, .. } => {
-                        data.0.as_ref().map_or(0, |d| d.as_ref().len())
-                    }
-                    _ => 0,
-                })
-                .sum(),
-            Output::ToClientRaw(bytes) => bytes.len(),
-            _ => 0,
-        })
-        .sum()
-}
-
-#[test]
-fn a_whole_cached_folder_is_answered_a_chunk_at_a_time() {
-    let (ids, sealer) = keys();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 30, &ids).unwrap()),
-        mailbox: MailboxKey {
-            account: "a".into(),
-            mailbox: "INBOX".into(),
-            uidvalidity: 1,
-        },
-    };
-    // Eight messages of 200 KiB, all in the cache: three chunks' worth.
-    const N: u32 = 8;
-    let mut text = b"From: a@example.test\r\nSubject: big\r\n\r\n".to_vec();
-    text.extend(
-        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n".repeat(3200),
-    );
-    let mut stored = Vec::new();
-    for uid in 1..=N {
-        let mut s = Vec::new();
-        sealer.seal(&text[..], &mut s).expect("seal");
-        let summary = crate::envelope::read_summary(&s[..], &ids).expect("summary");
-        let mut opened = Vec::new();
-        crate::envelope::open(&s[..], &ids, &mut opened).expect("open");
-        let key = MessageKey::new(uid, header_of(&s));
-        cache
-            .cache
-            .put(&cache.mailbox, key, &summary, Some(&opened));
-        stored.push(s);
-    }
-    let message = text.len();
-    let (mut plan, _) = FetchPlan::start(
-        &command("f UID FETCH 1:* (BODY.PEEK[])\r\n"),
-        Some(cache.clone()),
-    )
-    .expect("FETCH");
-    for (i, s) in stored.iter().enumerate() {
-        let (seq, items) = fetch_response(&probe_at(i as u32 + 1, i as u32 + 1, s));
-        let out = plan.on_fetch(seq, items, &ids).expect("ours");
-        assert!(out.is_empty(), "{out:?}");
-    }
-    // Nothing is composed before the client asks for it, and then at most
-    // a chunk and the message that crosses it each time.
-    let mut batches = vec![plan.on_status(status("f OK done\r\n")).expect("ours")];
-    while plan.has_more() {
-        batches.push(plan.more());
-    }
-    let mut answered = 0;
-    for batch in &batches {
-        let bytes = body_bytes(batch);
-        assert!(
-            bytes <= CACHE_CHUNK_BYTES + message,
-            "{bytes} bytes composed at once"
-        );
-        assert!(
-            !batch.iter().any(|o| matches!(o, Output::ToProvider(_))),
-            "{batch:?}"
-        );
-        answered += batch
-            .iter()
-            .filter(|o| matches!(o, Output::ToClient(Data::Fetch { .. })))
-            .count();
-    }
-    assert_eq!(answered, N as usize);
-    assert!(matches!(
-        batches.last().and_then(|b| b.last()),
-        Some(Output::Finish(_))
-    ));
 }
 
 #[test]

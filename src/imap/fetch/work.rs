@@ -47,11 +47,11 @@ pub(super) enum Opened {
 
 /// One message's items as composed, and what they tell of the command.
 pub(super) struct Composed {
-    items: Vec<Item>,
+    pub(super) items: Vec<Item>,
     /// A BINARY section did not decode: the command ends NO with it.
-    refusal: Option<Refusal>,
+    pub(super) refusal: Option<Refusal>,
     /// An item could not be answered: the command ends NO.
-    incomplete: bool,
+    pub(super) incomplete: bool,
 }
 
 /// A job: run with the keyring on the pool (or at once in unit tests).
@@ -145,7 +145,7 @@ impl FetchPlan {
     }
 
     /// Takes a composed answer's verdicts into the plan's.
-    fn absorb(&self, composed: Composed) -> Vec<Item> {
+    pub(super) fn absorb(&self, composed: Composed) -> Vec<Item> {
         if self.refused.get().is_some() {
             // Dovecot answers no message after a BINARY refusal.
             return Vec::new();
@@ -252,13 +252,14 @@ impl FetchPlan {
 
     /// Messages are being opened: the session is woken when one is done.
     pub fn working(&self) -> bool {
-        !self.opening.is_empty()
+        !self.opening.is_empty() || self.from_cache.is_some()
     }
 
     /// Answers what was opened meanwhile; once nothing is being opened,
     /// the held tagged status moves the plan on.
     pub fn poll(&mut self) -> Vec<Output> {
-        let mut out = self.answer_opened();
+        let mut out = self.take_chunk();
+        out.extend(self.answer_opened());
         if self.opening.is_empty()
             && let Some(status) = self.held_status.take()
         {

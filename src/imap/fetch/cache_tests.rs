@@ -1,0 +1,218 @@
+//! The FETCH plan answering from the cache: a chunk at a time as the
+//! client drains its output, each chunk looked up, decrypted and composed
+//! by a job off the session.
+
+use super::tests::probe_at;
+use super::*;
+use crate::imap::testing::*;
+
+/// The bytes of message bodies the outputs carry to the client.
+fn body_bytes(out: &[Output]) -> usize {
+    out.iter()
+        .map(|o| match o {
+            Output::ToClient(Data::Fetch { items, .. }) => items
+                .as_ref()
+                .iter()
+                .map(|i| match i {
+                    MessageDataItem::BodyExt { data, .. } => {
+                        data.0.as_ref().map_or(0, |d| d.as_ref().len())
+                    }
+                    _ => 0,
+                })
+                .sum(),
+            Output::ToClientRaw(bytes) => bytes.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// A folder of `n` sealed messages of `lines` lines each, all in a new
+/// cache (summaries and bodies): the keys, the cache, the stored
+/// messages and the plaintext's size.
+fn cached_folder(
+    n: u32,
+    lines: usize,
+) -> (SharedKeys, CacheRef, Vec<Vec<u8>>, usize, tempfile::TempDir) {
+    let (ids, sealer) = keys();
+    let ids: SharedKeys = Arc::new(ids);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheRef {
+        cache: Arc::new(Cache::open(dir.path(), 1 << 30, ids.as_ref()).unwrap()),
+        mailbox: MailboxKey {
+            account: "a".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+        },
+    };
+    let mut text = b"From: a@example.test\r\nSubject: big\r\n\r\n".to_vec();
+    text.extend(
+        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n".repeat(lines),
+    );
+    let mut stored = Vec::new();
+    for uid in 1..=n {
+        let mut s = Vec::new();
+        sealer.seal(&text[..], &mut s).expect("seal");
+        let summary = crate::envelope::read_summary(&s[..], ids.as_ref()).expect("summary");
+        let mut opened = Vec::new();
+        crate::envelope::open(&s[..], ids.as_ref(), &mut opened).expect("open");
+        let key = MessageKey::new(uid, header_of(&s));
+        cache
+            .cache
+            .put(&cache.mailbox, key, &summary, Some(&opened));
+        stored.push(s);
+    }
+    (ids, cache, stored, text.len(), dir)
+}
+
+/// A `UID FETCH 1:* (BODY.PEEK[])` plan over `stored` (message i has
+/// sequence number and UID i + 1) whose probe is over.
+fn probed(
+    plan: &mut FetchPlan,
+    stored: &[Vec<u8>],
+    keys: &(dyn Keys + Send + Sync),
+) -> Vec<Output> {
+    for (i, s) in stored.iter().enumerate() {
+        let (seq, items) = fetch_response(&probe_at(i as u32 + 1, i as u32 + 1, s));
+        let out = plan.on_fetch(seq, items, keys).expect("ours");
+        assert!(out.is_empty(), "{out:?}");
+    }
+    plan.on_status(status("f OK done\r\n")).expect("ours")
+}
+
+fn start(cache: &CacheRef) -> FetchPlan {
+    FetchPlan::start(
+        &command("f UID FETCH 1:* (BODY.PEEK[])\r\n"),
+        Some(cache.clone()),
+    )
+    .expect("FETCH")
+    .0
+}
+
+/// The sequence numbers of the FETCH answers in `out`.
+fn answered(out: &[Output]) -> Vec<u32> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::ToClient(Data::Fetch { seq, .. }) => Some(seq.get()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_whole_cached_folder_is_answered_a_chunk_at_a_time() {
+    // Eight messages of 200 KiB, all in the cache: three chunks' worth.
+    const N: u32 = 8;
+    let (ids, cache, stored, message, _dir) = cached_folder(N, 3200);
+    let mut plan = start(&cache);
+    // Nothing is composed before the client asks for it, and then at most
+    // a chunk and the message that crosses it each time.
+    let mut batches = vec![probed(&mut plan, &stored, ids.as_ref())];
+    while plan.has_more() {
+        batches.push(plan.more());
+    }
+    let mut answered = 0;
+    for batch in &batches {
+        let bytes = body_bytes(batch);
+        assert!(
+            bytes <= CACHE_CHUNK_BYTES + message,
+            "{bytes} bytes composed at once"
+        );
+        assert!(
+            !batch.iter().any(|o| matches!(o, Output::ToProvider(_))),
+            "{batch:?}"
+        );
+        answered += batch
+            .iter()
+            .filter(|o| matches!(o, Output::ToClient(Data::Fetch { .. })))
+            .count();
+    }
+    assert_eq!(answered, N as usize);
+    assert!(matches!(
+        batches.last().and_then(|b| b.last()),
+        Some(Output::Finish(_))
+    ));
+}
+
+/// Defect (issue 11, item 3): the cache's index read, the decryption of
+/// each entry and the composing of the answers ran inside
+/// `Session::advance`, on the runtime thread. Now each chunk is a job:
+/// `more` returns nothing while it runs, the plan is working (the
+/// connection waits for the job's wake) and asks for no further chunk,
+/// and the answers come when the plan is polled after the job.
+#[test]
+fn a_cached_folder_is_looked_up_and_composed_off_the_session() {
+    const N: u32 = 8;
+    let (ids, cache, stored, _, _dir) = cached_folder(N, 3200);
+    let runner = Runner::held();
+    let mut plan = start(&cache).opening_with(Arc::clone(&ids), runner.clone());
+    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    while plan.has_more() {
+        assert!(plan.more().is_empty(), "composed inside the session");
+        assert!(plan.working());
+        assert!(!plan.has_more(), "a second chunk while one is out");
+        assert!(plan.poll().is_empty(), "taken before the job ran");
+        assert_eq!(runner.run_held(), 1);
+        let out = plan.poll();
+        got.extend(answered(&out));
+        assert!(!plan.working());
+        chunks += 1;
+        if matches!(out.last(), Some(Output::Finish(_))) {
+            break;
+        }
+    }
+    assert_eq!(got, (1..=N).collect::<Vec<u32>>());
+    assert!(chunks >= 3, "{chunks} chunks");
+    // What the FETCH stored goes to the index off the session too (here
+    // nothing new: every message was in the cache).
+    assert!(runner.run_held() <= 1);
+}
+
+/// A message expunged (by another session, reported during a command of
+/// the client's) while its chunk is composed is not answered, and the
+/// others carry their sequence numbers as they are once taken.
+#[test]
+fn a_message_expunged_while_its_chunk_is_composed_is_skipped_and_the_rest_renumbered() {
+    const N: u32 = 4;
+    let (ids, cache, stored, _, _dir) = cached_folder(N, 10);
+    let runner = Runner::held();
+    let mut plan = start(&cache).opening_with(Arc::clone(&ids), runner.clone());
+    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    assert!(plan.more().is_empty());
+    plan.on_expunge(NonZeroU32::new(2).unwrap());
+    assert_eq!(runner.run_held(), 1);
+    let out = plan.poll();
+    assert_eq!(answered(&out), vec![1, 2, 3], "{out:?}");
+    let uids: Vec<u32> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToClient(Data::Fetch { items, .. }) => uid_of(items.as_ref()).map(|u| u.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uids, vec![1, 3, 4]);
+    assert!(matches!(out.last(), Some(Output::Finish(_))), "{out:?}");
+}
+
+/// A chunk whose job is lost (it panicked) loses no message: the plan
+/// asks the provider for them.
+#[test]
+fn a_chunk_whose_job_is_lost_sends_its_messages_to_the_provider() {
+    const N: u32 = 3;
+    let (ids, cache, stored, _, _dir) = cached_folder(N, 10);
+    let mut plan = start(&cache);
+    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    // As `more` does, with a job that dies.
+    let uids: Vec<NonZeroU32> = plan.cached.drain(..).collect();
+    let runner = Runner::inline();
+    plan.from_cache = Some(from_cache::Chunk::new(
+        uids,
+        runner.spawn(|| -> Vec<from_cache::Found> { panic!("lost") }),
+    ));
+    let out = plan.take_chunk();
+    let [Output::ToProvider(next)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(wire(next), "writ.1 UID FETCH 1:3 (UID BODY.PEEK[])\r\n");
+}
