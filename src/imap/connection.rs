@@ -27,8 +27,9 @@
 //!   (over it: BYE, closed). The provider's side is never compressed.
 //! - Answers the session composes from writ's cache are asked for one
 //!   chunk at a time, each once the previous one is written
-//!   ([`Session::has_more_output`]): a FETCH of a whole cached folder holds
-//!   one chunk in memory, not the folder. The size of each write is the
+//!   ([`Session::has_more_output`]; the pool composes the next meanwhile):
+//!   a FETCH of a whole cached folder holds two chunks in memory, not the
+//!   folder. The size of each write is the
 //!   `writ_imap_client_write_bytes` histogram. Likewise provider
 //!   responses already read wait in the session while its output for
 //!   the client is at [`super::session::CLIENT_OUTPUT_BYTES`]

@@ -169,6 +169,28 @@ fn a_cached_folder_is_looked_up_and_composed_off_the_session() {
     assert!(runner.run_held() <= 1);
 }
 
+/// The next chunk is composed while the one taken is written to the
+/// client: once the session asks for it, it is there at once.
+#[test]
+fn the_next_chunk_is_composed_ahead_while_one_is_written() {
+    const N: u32 = 8;
+    let (ids, cache, stored, _, _dir) = cached_folder(N, 3200);
+    let runner = Runner::held();
+    let mut plan = start(&cache).opening_with(Arc::clone(&ids), runner.clone());
+    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    assert!(plan.more().is_empty());
+    assert_eq!(runner.run_held(), 1);
+    let first = answered(&plan.poll());
+    assert!(!first.is_empty());
+    // Not asked for yet, and not waited for: the session writes what it
+    // took and reads on meanwhile.
+    assert!(plan.has_more());
+    assert!(!plan.working());
+    assert_eq!(runner.run_held(), 1, "the next chunk was not submitted");
+    let second = answered(&plan.more());
+    assert_eq!(second.first(), Some(&(first.last().unwrap() + 1)));
+}
+
 /// A message expunged (by another session, reported during a command of
 /// the client's) while its chunk is composed is not answered, and the
 /// others carry their sequence numbers as they are once taken.

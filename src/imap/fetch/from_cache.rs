@@ -5,23 +5,27 @@
 //! [`FetchPlan::cached`] ([`Phase::Cached`]); no command of writ's is in
 //! flight. The session asks for the next answers ([`FetchPlan::more`])
 //! only when everything composed before has been written to the client.
-//! Each call submits one job ([`chunk`]) to the plan's runner (the
+//! Each chunk is one job ([`chunk`]) on the plan's runner (the
 //! process-wide pool, [`super::opening`]): it looks up at most
 //! [`LOOKUP_BATCH`] messages in the cache (one index read transaction,
-//! [`Cache::lookup`], and the sealed bodies when a body is asked for),
-//! decrypts what it found and composes the answers, stopping once
-//! [`CACHE_CHUNK_BYTES`] are composed (at least one message, whatever its
-//! size). The session takes the chunk when the job is done
-//! ([`FetchPlan::poll`]) and never waits for it. So a FETCH of a whole
-//! cached folder holds one chunk, plus the message that crosses it, in
-//! memory, never the folder, and no cache read or decryption runs in
+//! [`crate::imap::cache::Cache::lookup`], and the sealed bodies when a
+//! body is asked for), decrypts what it found and composes the answers,
+//! stopping once [`CACHE_CHUNK_BYTES`] are composed (at least one
+//! message, whatever its size). When a chunk is taken, the next one is
+//! submitted at once, so the pool composes it while the client is sent
+//! the one taken; the session takes it when it asks for more and the job
+//! is done ([`FetchPlan::more`], [`FetchPlan::poll`]), and never waits for
+//! it. So a FETCH of a whole cached folder holds two chunks (one being
+//! written, one composed ahead), each with the message that crosses it,
+//! in memory, never the folder, and no cache read or decryption runs in
 //! `Session::advance`.
 //!
 //! Invariants:
 //!
-//! - One chunk is outstanding per plan at most; while it is,
-//!   [`FetchPlan::has_more`] is false and [`FetchPlan::working`] true (the
-//!   connection waits for the job's wake, it does not spin).
+//! - One chunk is outstanding per plan at most. Once the session asked
+//!   for it, [`FetchPlan::has_more`] is false and [`FetchPlan::working`]
+//!   true until it is taken (the connection waits for the job's wake, it
+//!   does not spin); before, it is composed ahead and not taken.
 //! - Answers go in UID order (the probe's), as before; the messages the
 //!   cache could not answer are fetched from the provider afterwards
 //!   ([`FetchPlan::sealed_fetch`]); those the chunk did not reach go back
@@ -61,13 +65,19 @@ const LOOKUP_BATCH: usize = 256;
 pub(super) struct Chunk {
     uids: Vec<NonZeroU32>,
     found: Pending<Vec<Found>>,
+    /// The session asked for it: taken as soon as it is done.
+    asked: bool,
 }
 
 impl Chunk {
     /// A chunk of `uids` whose verdicts come from `found` (tests).
     #[cfg(test)]
     pub(super) fn new(uids: Vec<NonZeroU32>, found: Pending<Vec<Found>>) -> Chunk {
-        Chunk { uids, found }
+        Chunk {
+            uids,
+            found,
+            asked: true,
+        }
     }
 }
 
@@ -103,20 +113,42 @@ impl FetchPlan {
     /// chunk is being composed: the session calls [`FetchPlan::more`] once
     /// what it has is written.
     pub fn has_more(&self) -> bool {
-        matches!(self.phase, Phase::Cached { .. }) && self.from_cache.is_none()
+        matches!(self.phase, Phase::Cached { .. })
+            && self.from_cache.as_ref().is_none_or(|c| !c.asked)
     }
 
-    /// Submits the next chunk of answers from the cache (about
-    /// [`CACHE_CHUNK_BYTES`]) and takes it if it is done already (an
-    /// inline runner); when the cache has answered all it can, the plan
-    /// moves on (a command for the rest, or the tagged status).
+    /// A chunk being composed that the session asked for.
+    pub(super) fn awaited_chunk(&self) -> bool {
+        self.from_cache.as_ref().is_some_and(|c| c.asked)
+    }
+
+    /// The next chunk of answers from the cache (about
+    /// [`CACHE_CHUNK_BYTES`]), if it is composed already (submitted now
+    /// when it is not yet); else it comes with [`FetchPlan::poll`] once
+    /// done. When the cache has answered all it can, the plan moves on (a
+    /// command for the rest, or the tagged status).
     pub fn more(&mut self) -> Vec<Output> {
+        if !matches!(self.phase, Phase::Cached { .. }) {
+            return Vec::new();
+        }
+        if self.from_cache.is_none() {
+            let out = self.submit_chunk();
+            if self.from_cache.is_none() {
+                return out;
+            }
+        }
+        if let Some(c) = self.from_cache.as_mut() {
+            c.asked = true;
+        }
+        self.take_chunk()
+    }
+
+    /// Submits the job for the next chunk (nothing taken yet); when the
+    /// cache has nothing left to answer, the plan moves on instead.
+    fn submit_chunk(&mut self) -> Vec<Output> {
         let Phase::Cached { payload } = self.phase else {
             return Vec::new();
         };
-        if self.from_cache.is_some() {
-            return Vec::new();
-        }
         let Some(cache) = self.cache.clone().filter(|_| !self.cached.is_empty()) else {
             self.uncached.extend(self.cached.drain(..));
             return self.next_phase();
@@ -125,10 +157,11 @@ impl FetchPlan {
         let uids: Vec<NonZeroU32> = self.cached.drain(..n).collect();
         if self.refused.get().is_some() {
             // Dovecot answers no message after a BINARY refusal.
-            for uid in &uids {
+            for uid in uids.iter().chain(&self.cached) {
                 self.probed.remove(uid);
             }
-            return self.after_chunk(Vec::new());
+            self.cached.clear();
+            return self.next_phase();
         }
         let asked: Vec<Option<Asked>> = uids
             .iter()
@@ -149,14 +182,19 @@ impl FetchPlan {
             Some((_, runner)) => runner.spawn(job),
             None => Pending::ready(job()),
         };
-        self.from_cache = Some(Chunk { uids, found });
-        self.take_chunk()
+        self.from_cache = Some(Chunk {
+            uids,
+            found,
+            asked: false,
+        });
+        Vec::new()
     }
 
-    /// The chunk's answers if its job is done (never waits); then the
+    /// The chunk's answers if the session asked for it and its job is
+    /// done (never waits), the next chunk submitted at once; then the
     /// next phase once the cache has answered all it can.
     pub(super) fn take_chunk(&mut self) -> Vec<Output> {
-        let Some(c) = self.from_cache.as_mut() else {
+        let Some(c) = self.from_cache.as_mut().filter(|c| c.asked) else {
             return Vec::new();
         };
         let Some(found) = c.found.take() else {
@@ -197,14 +235,8 @@ impl FetchPlan {
         for uid in back.into_iter().rev() {
             self.cached.push_front(uid);
         }
-        self.after_chunk(out)
-    }
-
-    /// `out`, then the next phase if the cache has nothing left to answer.
-    fn after_chunk(&mut self, mut out: Vec<Output>) -> Vec<Output> {
-        if self.cached.is_empty() {
-            out.extend(self.next_phase());
-        }
+        // Composed ahead while this chunk is written to the client.
+        out.extend(self.submit_chunk());
         out
     }
 }

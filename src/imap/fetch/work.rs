@@ -252,7 +252,7 @@ impl FetchPlan {
 
     /// Messages are being opened: the session is woken when one is done.
     pub fn working(&self) -> bool {
-        !self.opening.is_empty() || self.from_cache.is_some()
+        !self.opening.is_empty() || self.awaited_chunk()
     }
 
     /// Answers what was opened meanwhile; once nothing is being opened,
