@@ -546,8 +546,13 @@ impl Server {
         let target = provider_imap(config).await?;
         let cache = if imap.cache {
             Some(Arc::new(
-                imap::cache::Cache::open(&imap.cache_dir, imap.cache_max_bytes, keys.as_ref())
-                    .map_err(|e| ServeError::Config(e.to_string()))?,
+                imap::cache::Cache::open_bounded(
+                    &imap.cache_dir,
+                    imap.cache_max_bytes,
+                    imap.cache_memory_bytes,
+                    keys.as_ref(),
+                )
+                .map_err(|e| ServeError::Config(e.to_string()))?,
             ))
         } else {
             None

@@ -80,6 +80,10 @@ pub struct ImapConfig {
     pub cache_dir: PathBuf,
     /// Bytes the cache may hold on disk; least recently used entries go.
     pub cache_max_bytes: u64,
+    /// Bytes of memory the cache may use, all sessions together: three
+    /// quarters for opened summaries (a warm listing reads them without
+    /// touching the disk), a quarter for the index's page cache.
+    pub cache_memory_bytes: u64,
 }
 
 impl Default for ImapConfig {
@@ -98,6 +102,7 @@ impl Default for ImapConfig {
             cache: true,
             cache_dir: PathBuf::from("cache"),
             cache_max_bytes: 1024 * 1024 * 1024,
+            cache_memory_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -128,6 +133,9 @@ impl ImapConfig {
                 }
             }
         }
+        if self.cache_memory_bytes < 1024 * 1024 {
+            out.push("imap.cache_memory_bytes must be at least 1048576 (1 MiB)".into());
+        }
         if self.max_literal_size < 1024 {
             out.push("imap.max_literal_size must be at least 1024".into());
         }
@@ -148,5 +156,41 @@ impl ImapConfig {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::relay::UpstreamConfig;
+
+    #[test]
+    fn the_cache_memory_bound_is_at_least_one_mib() {
+        let provider = ProviderConfig {
+            smtp: None,
+            imap: Some(UpstreamConfig {
+                address: "127.0.0.1:143".into(),
+                security: Default::default(),
+                ca_file: None,
+                server_name: None,
+                timeout_secs: 60,
+            }),
+        };
+        let mut imap = ImapConfig {
+            listeners: vec![ImapListenerConfig {
+                kind: ImapListenerKind::Imap,
+                listen: "127.0.0.1:1143".parse().unwrap(),
+                proxy_protocol_from: Vec::new(),
+            }],
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            ..ImapConfig::default()
+        };
+        assert_eq!(imap.problems(&provider), Vec::<String>::new());
+        imap.cache_memory_bytes = 1024 * 1024 - 1;
+        assert_eq!(
+            imap.problems(&provider),
+            ["imap.cache_memory_bytes must be at least 1048576 (1 MiB)"]
+        );
     }
 }

@@ -29,8 +29,9 @@
 //!   salt makes a new, empty cache).
 //! - **Bounded.** Past `max_bytes` on disk, the least recently used
 //!   entries go; body files no row names (a crash between the two writes)
-//!   are removed at start. In memory, [`memory::MEMORY_BYTES`] of decrypted
-//!   summaries and verdicts ([`memory`]).
+//!   are removed at start. In memory, `imap.cache_memory_bytes`
+//!   ([`DEFAULT_MEMORY_BYTES`]): three quarters for decrypted summaries
+//!   and verdicts ([`memory`]), a quarter for redb's page cache.
 //! - **Durable enough.** Index writes are not flushed one by one (a flush
 //!   per message read would cost more than the read); the index is made
 //!   durable at most every [`DURABLE_EVERY`] and when the cache is
@@ -68,14 +69,16 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use crate::envelope::{Detected, Keys, Summary};
 use memory::Memory;
-pub use memory::{Known, Listing, MEMORY_BYTES};
+pub use memory::{Known, Listing};
 use sealing::{CacheKeys, EpochName, epoch_name};
 
 /// Entry id (mailbox id ‖ UID, big-endian) → (last use, bytes on disk,
 /// kind ‖ sealed value).
 const ENTRIES: TableDefinition<&[u8], (u64, u64, &[u8])> = TableDefinition::new("entries");
-/// Memory redb may use for its page cache.
-const INDEX_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Memory the cache may use, all sessions together, by default
+/// (`imap.cache_memory_bytes`): 48 MiB of opened summaries (about 5,000
+/// messages of 20 KB with their listing items) and 16 MiB of redb pages.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest the index goes without a durable commit while it is written.
 pub const DURABLE_EVERY: Duration = Duration::from_secs(2);
 /// Rows written to the index in one transaction: stored values wait in
@@ -294,6 +297,19 @@ impl Cache {
     /// sealed under keys derived from `keys` (see [`sealing`]). What an
     /// earlier run stored is kept and read when these keys can read it.
     pub fn open(dir: &Path, max_bytes: u64, keys: &dyn Keys) -> Result<Cache, CacheError> {
+        Cache::open_bounded(dir, max_bytes, DEFAULT_MEMORY_BYTES, keys)
+    }
+
+    /// [`Cache::open`], using at most `memory_bytes` of memory: three
+    /// quarters for opened summaries, a quarter for redb's page cache.
+    pub fn open_bounded(
+        dir: &Path,
+        max_bytes: u64,
+        memory_bytes: u64,
+        keys: &dyn Keys,
+    ) -> Result<Cache, CacheError> {
+        let summaries_bytes = memory_bytes / 4 * 3;
+        let pages_bytes = usize::try_from(memory_bytes - summaries_bytes).unwrap_or(usize::MAX);
         let at = |source| CacheError::Dir {
             path: dir.to_path_buf(),
             source,
@@ -317,7 +333,7 @@ impl Cache {
         // sealed summaries, so a few MiB keep it fast without the memory.
         let builder = || {
             let mut b = Database::builder();
-            b.set_cache_size(INDEX_CACHE_BYTES);
+            b.set_cache_size(pages_bytes);
             b
         };
         let db = match builder().create(&index) {
@@ -344,7 +360,7 @@ impl Cache {
             clock: AtomicU64::new(1),
             evicting: Mutex::new(()),
             last_used: Mutex::new(HashMap::new()),
-            memory: Memory::new(MEMORY_BYTES),
+            memory: Memory::new(summaries_bytes),
             durable_at: Mutex::new(Instant::now()),
             pending: Mutex::new(Vec::new()),
         };
@@ -712,6 +728,11 @@ impl Cache {
         if self.used.load(Ordering::Relaxed) > self.max_bytes {
             self.evict();
         }
+    }
+
+    /// About the bytes of opened summaries held in memory now.
+    pub fn memory_used(&self) -> u64 {
+        self.memory.weight()
     }
 
     /// Bytes the cache holds on disk (as it counts them).

@@ -2,8 +2,9 @@
 //! a warm listing reads a summary from here without a database
 //! transaction, a decryption or a JSON parse.
 //!
-//! Bounded by weight ([`MEMORY_BYTES`], about the bytes each entry takes;
-//! quick_cache evicts the least useful past it). Entries are keyed like
+//! Bounded by weight (three quarters of `imap.cache_memory_bytes`,
+//! [`super::Cache::open_bounded`]; the weight is about the bytes each
+//! entry takes; quick_cache evicts the least useful past it). Entries are keyed like
 //! the index and carry the stored-header fingerprint they were made for:
 //! a different message under the same UID is a miss. Summaries never go
 //! stale by a key change (a keyring only grows while the process runs);
@@ -19,10 +20,6 @@ use quick_cache::Weighter;
 use super::Undecryptable;
 use crate::envelope::Summary;
 use crate::imap::answer::Item;
-
-/// Bytes of decrypted summaries and verdicts held in memory (estimated
-/// from their serialized size): about 30,000 typical messages.
-pub const MEMORY_BYTES: u64 = 48 * 1024 * 1024;
 
 /// What the cache knows about a message.
 // Always behind an Arc, made once per message: the size is no concern.
@@ -114,6 +111,11 @@ impl Memory {
                 weight,
             },
         );
+    }
+
+    /// The weight held now.
+    pub(super) fn weight(&self) -> u64 {
+        self.map.weight()
     }
 
     pub(super) fn forget(&self, entry: &[u8; 20]) {

@@ -412,3 +412,41 @@ fn an_entry_of_the_earlier_whole_header_key_is_a_miss() {
     cache.put(&mb(7), new, &summary(12), None);
     assert_eq!(cache.summary(&mb(7), new).map(|s| s.size), Some(12));
 }
+
+/// `imap.cache_memory_bytes`: the summaries held in memory stay within
+/// three quarters of it however many are stored, and those it dropped are
+/// read from the index (a slower hit, never a miss).
+#[test]
+fn the_memory_bound_holds_and_what_it_drops_is_read_from_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    let bound = 1024 * 1024;
+    let cache = Cache::open_bounded(dir.path(), 1 << 30, bound, &keys).unwrap();
+    let mut big = summary(1);
+    let header = b"Subject: x\r\n".repeat(200);
+    big.root.header_size = header.len() as u64;
+    big.root.header = Some(header);
+    let n = 2000u32;
+    big.root.body_offset = big.root.header_size;
+    for uid in 1..=n {
+        // A message of 100,000 octets and more, its header first.
+        big.size = 100_000 + u64::from(uid);
+        big.root.body_size = big.size - big.root.body_offset;
+        cache.put(&mb(7), k(uid), &big, None);
+    }
+    cache.commit();
+    assert!(
+        cache.memory_used() <= bound / 4 * 3,
+        "{} bytes of summaries in memory",
+        cache.memory_used()
+    );
+    assert!(cache.memory_used() > 0);
+    let keys: Vec<MessageKey> = (1..=n).map(k).collect();
+    let got = cache.lookup(&mb(7), &keys);
+    for (uid, known) in (1..=n).zip(&got) {
+        assert!(
+            matches!(known.as_deref(), Some(Known::Summary(s, _)) if s.size == 100_000 + u64::from(uid)),
+            "UID {uid}"
+        );
+    }
+}
