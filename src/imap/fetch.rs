@@ -31,7 +31,8 @@
 //!    or whole message, BINARY decoding and composing included, and the
 //!    cache put) is a job on the process-wide pool ([`opening`], [`work`],
 //!    through [`super::opened`]), never done in the session: at most
-//!    [`opening::in_flight`] outstanding per plan (the session reads no
+//!    [`opening::in_flight`] outstanding per plan for whole messages,
+//!    [`opening::in_flight_summaries`] for summaries (the session reads no
 //!    more provider responses meanwhile), answered in the order the
 //!    provider sent them; the phase's tagged status is held until all
 //!    are answered, then moves the plan on.
@@ -298,6 +299,15 @@ impl FetchPlan {
             probe,
             modifiers.clone(),
         );
+        // Whole messages are opened a few at a time; summaries (a listing)
+        // more at once, as each is small.
+        let window = match wanted
+            .iter()
+            .any(|i| answer::need(i, None) == Need::Payload)
+        {
+            true => opening::in_flight(),
+            false => opening::in_flight_summaries(),
+        };
         Some((
             FetchPlan {
                 client_tag: command.tag.clone(),
@@ -319,7 +329,7 @@ impl FetchPlan {
                 incomplete: std::cell::Cell::new(false),
                 refused: std::cell::Cell::new(None),
                 keys: None,
-                opening: InOrder::new(opening::in_flight()),
+                opening: InOrder::new(window),
                 provider_written: None,
                 held_status: None,
             },

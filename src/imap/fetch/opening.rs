@@ -51,9 +51,19 @@ pub fn threads() -> usize {
         .max(2)
 }
 
+/// Summary jobs (a listing: part 1 of each message, a few KiB) outstanding
+/// per plan, per pool thread: more than whole messages, so the pool is not
+/// left waiting for the session between two small jobs.
+const SUMMARIES_PER_THREAD: usize = 8;
+
 /// Jobs one plan keeps outstanding at most.
 pub fn in_flight() -> usize {
     IN_FLIGHT_PER_THREAD * threads()
+}
+
+/// Jobs a plan that opens only summaries keeps outstanding at most.
+pub fn in_flight_summaries() -> usize {
+    SUMMARIES_PER_THREAD * threads()
 }
 
 fn pool() -> Option<&'static Sender<Job>> {

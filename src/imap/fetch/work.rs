@@ -7,7 +7,8 @@
 //!
 //! - Nothing here waits: [`FetchPlan::poll`] takes what is ready. While
 //!   [`FetchPlan::saturated`] the session reads no further provider
-//!   responses, so at most [`super::opening::in_flight`] messages are
+//!   responses, so at most [`super::opening::in_flight`] whole messages
+//!   ([`super::opening::in_flight_summaries`] summaries) are
 //!   being opened per plan.
 //! - The sealed phase's tagged status is held until every message being
 //!   opened is answered ([`FetchPlan::held_status`]), so answers never
