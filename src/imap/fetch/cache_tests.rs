@@ -88,6 +88,16 @@ fn start(cache: &CacheRef) -> FetchPlan {
     .0
 }
 
+/// A plan over a cached folder of `n` messages of `lines` lines whose
+/// probe is over, its jobs held until the test runs them.
+fn held_plan(n: u32, lines: usize) -> (FetchPlan, Runner, tempfile::TempDir) {
+    let (ids, cache, stored, _, dir) = cached_folder(n, lines);
+    let runner = Runner::held();
+    let mut plan = start(&cache).opening_with(Arc::clone(&ids), runner.clone());
+    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    (plan, runner, dir)
+}
+
 /// The sequence numbers of the FETCH answers in `out`.
 fn answered(out: &[Output]) -> Vec<u32> {
     out.iter()
@@ -142,10 +152,7 @@ fn a_whole_cached_folder_is_answered_a_chunk_at_a_time() {
 #[test]
 fn a_cached_folder_is_looked_up_and_composed_off_the_session() {
     const N: u32 = 8;
-    let (ids, cache, stored, _, _dir) = cached_folder(N, 3200);
-    let runner = Runner::held();
-    let mut plan = start(&cache).opening_with(Arc::clone(&ids), runner.clone());
-    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    let (mut plan, runner, _dir) = held_plan(N, 3200);
     let mut got = Vec::new();
     let mut chunks = 0;
     while plan.has_more() {
@@ -174,10 +181,7 @@ fn a_cached_folder_is_looked_up_and_composed_off_the_session() {
 #[test]
 fn the_next_chunk_is_composed_ahead_while_one_is_written() {
     const N: u32 = 8;
-    let (ids, cache, stored, _, _dir) = cached_folder(N, 3200);
-    let runner = Runner::held();
-    let mut plan = start(&cache).opening_with(Arc::clone(&ids), runner.clone());
-    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    let (mut plan, runner, _dir) = held_plan(N, 3200);
     assert!(plan.more().is_empty());
     assert_eq!(runner.run_held(), 1);
     let first = answered(&plan.poll());
@@ -197,10 +201,7 @@ fn the_next_chunk_is_composed_ahead_while_one_is_written() {
 #[test]
 fn a_message_expunged_while_its_chunk_is_composed_is_skipped_and_the_rest_renumbered() {
     const N: u32 = 4;
-    let (ids, cache, stored, _, _dir) = cached_folder(N, 10);
-    let runner = Runner::held();
-    let mut plan = start(&cache).opening_with(Arc::clone(&ids), runner.clone());
-    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    let (mut plan, runner, _dir) = held_plan(N, 10);
     assert!(plan.more().is_empty());
     plan.on_expunge(NonZeroU32::new(2).unwrap());
     assert_eq!(runner.run_held(), 1);
