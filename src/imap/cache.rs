@@ -267,7 +267,16 @@ pub struct Cache {
     durable_at: Mutex<Instant>,
     /// Rows stored but not yet written to the index (see [`WRITE_BATCH`]).
     pending: Mutex<Vec<Pending>>,
+    /// Orders [`Cache::selected_in_order`]: the next ticket, and per
+    /// mailbox the latest ticket recorded (held while one is recorded).
+    tickets: AtomicU64,
+    selected_at: Mutex<HashMap<[u8; 16], u64>>,
 }
+
+/// Mailboxes whose latest SELECT ticket is remembered, at most (past it
+/// the memory starts again: an old SELECT recorded late then costs
+/// refetches, never a wrong answer).
+const MAX_SELECTED_REMEMBERED: usize = 10_000;
 
 /// A row waiting to be written: entry, kind ‖ sealed value, bytes on disk.
 struct Pending {
@@ -363,6 +372,8 @@ impl Cache {
             memory: Memory::new(summaries_bytes),
             durable_at: Mutex::new(Instant::now()),
             pending: Mutex::new(Vec::new()),
+            tickets: AtomicU64::new(1),
+            selected_at: Mutex::new(HashMap::new()),
         };
         cache.take_stock().map_err(at)?;
         Ok(cache)
@@ -422,6 +433,33 @@ impl Cache {
 
     fn body_path(&self, entry: &[u8]) -> PathBuf {
         self.bodies.join(hex(entry))
+    }
+
+    /// A ticket for [`Cache::selected_in_order`], taken when the SELECT
+    /// completed (no I/O).
+    pub fn select_ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// [`Cache::selected`] as of `ticket`, run off the session: skipped when
+    /// a later SELECT of the same mailbox was recorded first (jobs on the
+    /// pool may run in any order; an older UIDVALIDITY recorded last would
+    /// drop the newer one's entries).
+    pub fn selected_in_order(&self, mb: &MailboxKey, ticket: u64) {
+        let Ok(mut at) = self.selected_at.lock() else {
+            return;
+        };
+        let reference = mb.reference();
+        if at.get(&reference).is_some_and(|&t| t > ticket) {
+            return;
+        }
+        if at.len() >= MAX_SELECTED_REMEMBERED {
+            at.clear();
+        }
+        at.insert(reference, ticket);
+        // Held while recording, so two records of one mailbox never
+        // interleave.
+        self.selected(mb);
     }
 
     /// The mailbox is selected with this UIDVALIDITY: entries from another

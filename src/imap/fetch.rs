@@ -299,15 +299,6 @@ impl FetchPlan {
             probe,
             modifiers.clone(),
         );
-        // Whole messages are opened a few at a time; summaries (a listing)
-        // more at once, as each is small.
-        let window = match wanted
-            .iter()
-            .any(|i| answer::need(i, None) == Need::Payload)
-        {
-            true => opening::in_flight(),
-            false => opening::in_flight_summaries(),
-        };
         Some((
             FetchPlan {
                 client_tag: command.tag.clone(),
@@ -329,7 +320,8 @@ impl FetchPlan {
                 incomplete: std::cell::Cell::new(false),
                 refused: std::cell::Cell::new(None),
                 keys: None,
-                opening: InOrder::new(window),
+                // The most any phase keeps outstanding (see `saturated`).
+                opening: InOrder::new(opening::in_flight_summaries()),
                 provider_written: None,
                 held_status: None,
             },

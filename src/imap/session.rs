@@ -377,7 +377,11 @@ impl Session {
                         // UIDVALIDITY is part of every entry's key).
                         let cache = Arc::clone(cache);
                         let selected = key.clone();
-                        drop(self.runner.spawn(move || cache.selected(&selected)));
+                        let ticket = cache.select_ticket();
+                        drop(
+                            self.runner
+                                .spawn(move || cache.selected_in_order(&selected, ticket)),
+                        );
                     }
                     self.selected = Some(key);
                 }

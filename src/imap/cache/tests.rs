@@ -450,3 +450,29 @@ fn the_memory_bound_holds_and_what_it_drops_is_read_from_the_index() {
         );
     }
 }
+
+/// SELECTs recorded off the session may run in any order: one of an older
+/// UIDVALIDITY that runs last does not drop the newer one's entries.
+#[test]
+fn a_select_recorded_late_does_not_undo_a_later_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    let first = cache.select_ticket();
+    let second = cache.select_ticket();
+    cache.selected_in_order(&mb(7), first);
+    cache.put(&mb(7), k(2), &summary(2), None);
+    cache.commit();
+    // In order: the new UIDVALIDITY drops the old one's entries.
+    cache.selected_in_order(&mb(8), second);
+    assert!(cache.summary(&mb(7), k(2)).is_none());
+    cache.put(&mb(8), k(1), &summary(1), None);
+    cache.commit();
+    // The first SELECT's record once more, late (a pool thread that ran
+    // it after the second's): skipped.
+    cache.selected_in_order(&mb(7), first);
+    assert!(
+        cache.summary(&mb(8), k(1)).is_some(),
+        "the newer entries were dropped"
+    );
+}

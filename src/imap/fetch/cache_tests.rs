@@ -33,6 +33,18 @@ fn cached_folder(
     n: u32,
     lines: usize,
 ) -> (SharedKeys, CacheRef, Vec<Vec<u8>>, usize, tempfile::TempDir) {
+    let mut text = b"From: a@example.test\r\nSubject: big\r\n\r\n".to_vec();
+    text.extend(
+        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n".repeat(lines),
+    );
+    let texts = vec![text.clone(); n as usize];
+    let (ids, cache, stored, dir) = cached_messages(&texts);
+    (ids, cache, stored, text.len(), dir)
+}
+
+/// `texts` sealed as UIDs 1, 2, ..., all in a new cache (summaries and
+/// bodies): the keys, the cache and the stored messages.
+fn cached_messages(texts: &[Vec<u8>]) -> (SharedKeys, CacheRef, Vec<Vec<u8>>, tempfile::TempDir) {
     let (ids, sealer) = keys();
     let ids: SharedKeys = Arc::new(ids);
     let dir = tempfile::tempdir().unwrap();
@@ -44,12 +56,8 @@ fn cached_folder(
             uidvalidity: 1,
         },
     };
-    let mut text = b"From: a@example.test\r\nSubject: big\r\n\r\n".to_vec();
-    text.extend(
-        b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n".repeat(lines),
-    );
     let mut stored = Vec::new();
-    for uid in 1..=n {
+    for (uid, text) in (1..).zip(texts) {
         let mut s = Vec::new();
         sealer.seal(&text[..], &mut s).expect("seal");
         let summary = crate::envelope::read_summary(&s[..], ids.as_ref()).expect("summary");
@@ -61,7 +69,7 @@ fn cached_folder(
             .put(&cache.mailbox, key, &summary, Some(&opened));
         stored.push(s);
     }
-    (ids, cache, stored, text.len(), dir)
+    (ids, cache, stored, dir)
 }
 
 /// A `UID FETCH 1:* (BODY.PEEK[])` plan over `stored` (message i has
@@ -80,12 +88,13 @@ fn probed(
 }
 
 fn start(cache: &CacheRef) -> FetchPlan {
-    FetchPlan::start(
-        &command("f UID FETCH 1:* (BODY.PEEK[])\r\n"),
-        Some(cache.clone()),
-    )
-    .expect("FETCH")
-    .0
+    start_with(cache, "f UID FETCH 1:* (BODY.PEEK[])\r\n")
+}
+
+fn start_with(cache: &CacheRef, command_line: &str) -> FetchPlan {
+    FetchPlan::start(&command(command_line), Some(cache.clone()))
+        .expect("FETCH")
+        .0
 }
 
 /// A plan over a cached folder of `n` messages of `lines` lines whose
@@ -103,6 +112,13 @@ fn answered(out: &[Output]) -> Vec<u32> {
     out.iter()
         .filter_map(|o| match o {
             Output::ToClient(Data::Fetch { seq, .. }) => Some(seq.get()),
+            Output::ToClientRaw(raw) => std::str::from_utf8(raw)
+                .ok()?
+                .strip_prefix("* ")?
+                .split_once(" FETCH ")?
+                .0
+                .parse()
+                .ok(),
             _ => None,
         })
         .collect()
@@ -238,4 +254,37 @@ fn a_chunk_whose_job_is_lost_sends_its_messages_to_the_provider() {
         panic!("{out:?}")
     };
     assert_eq!(wire(next), "writ.1 UID FETCH 1:3 (UID BODY.PEEK[])\r\n");
+}
+
+/// A message whose BINARY section is refused, expunged while its chunk is
+/// composed, is never answered: its refusal does not end the FETCH, and
+/// the messages after it are answered (by the next chunk), not dropped.
+#[test]
+fn a_refusing_message_expunged_while_composed_does_not_silence_the_rest() {
+    let text = |cte: &str| {
+        format!("From: a@example.test\r\nSubject: s\r\nContent-Transfer-Encoding: {cte}\r\n\r\nhello\r\n")
+            .into_bytes()
+    };
+    let texts = [text("7bit"), text("x-unknown"), text("7bit"), text("7bit")];
+    let (ids, cache, stored, _dir) = cached_messages(&texts);
+    let runner = Runner::held();
+    let mut plan = start_with(&cache, "f UID FETCH 1:* (BINARY.PEEK[1])\r\n")
+        .opening_with(Arc::clone(&ids), runner.clone());
+    assert!(probed(&mut plan, &stored, ids.as_ref()).is_empty());
+    assert!(plan.more().is_empty());
+    plan.on_expunge(NonZeroU32::new(2).unwrap());
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        runner.run_held();
+        out.extend(plan.poll());
+        out.extend(plan.more());
+        if matches!(out.last(), Some(Output::Finish(_))) {
+            break;
+        }
+    }
+    assert_eq!(answered(&out), vec![1, 2, 3], "{out:?}");
+    let Some(Output::Finish(Status::Tagged(end))) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(end.body.kind, StatusKind::Ok, "{out:?}");
 }

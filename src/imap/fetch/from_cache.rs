@@ -38,8 +38,10 @@
 //! - A message remembered as undecryptable under the keys offered now is
 //!   left to the plain phase (shown as stored).
 //! - Once a BINARY section was refused, no later message is answered (as
-//!   Dovecot): the job composes nothing after a refusal, and the plan
-//!   drops what it takes after one.
+//!   Dovecot): the job composes nothing after a refusal and hands the rest
+//!   back; the plan drops what is left once it has taken the refusal (not
+//!   when the refusing message was expunged meanwhile and so never
+//!   answered: then the rest is composed by the next chunk).
 
 use std::num::NonZeroU32;
 
@@ -91,9 +93,10 @@ pub(super) enum Found {
     /// Remembered as undecryptable under the keys offered now: shown as
     /// stored (the plain phase).
     Undecryptable,
-    /// The chunk was full before it: asked again with the next one.
+    /// The chunk was full, or a BINARY section of an earlier message was
+    /// refused, before it: back to the queue.
     NotReached,
-    /// After a BINARY refusal: answered by nothing.
+    /// Expunged before the chunk was submitted: answered by nothing.
     Dropped,
 }
 
@@ -261,10 +264,10 @@ fn chunk(
                 return Found::Dropped;
             };
             let known = known.next().flatten();
-            if refused {
-                return Found::Dropped;
-            }
-            if composed >= CACHE_CHUNK_BYTES {
+            if refused || composed >= CACHE_CHUNK_BYTES {
+                // After a refusal: back to the queue, dropped there once
+                // the plan took the refusal (not if the refusing message
+                // was expunged meanwhile, and so never answered).
                 return Found::NotReached;
             }
             let (summary, listing) = match known.as_deref() {

@@ -277,6 +277,11 @@ impl<K, T> InOrder<K, T> {
         self.queue.is_empty()
     }
 
+    /// Jobs outstanding.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// As many outstanding as allowed: submit no more before taking.
     pub fn full(&self) -> bool {
         self.queue.len() >= self.limit

@@ -248,7 +248,18 @@ impl FetchPlan {
     /// Too many messages are being opened to read more of the provider's
     /// answers, or the phase's end waits for them.
     pub fn saturated(&self) -> bool {
-        self.opening.full() || self.held_status.is_some()
+        self.opening.len() >= self.window() || self.opening.full() || self.held_status.is_some()
+    }
+
+    /// Jobs the phase keeps outstanding at most: whole messages a few at
+    /// a time, summaries (a listing) more at once, as each is small. By
+    /// phase, not by the items asked: a summary without the header an item
+    /// needs sends its message to a whole fetch.
+    fn window(&self) -> usize {
+        match self.phase {
+            super::Phase::Sealed { payload: true, .. } => super::opening::in_flight(),
+            _ => super::opening::in_flight_summaries(),
+        }
     }
 
     /// Messages are being opened: the session is woken when one is done.
