@@ -107,6 +107,19 @@ struct Reloader {
 }
 
 impl Reloader {
+    /// The IMAP cache (one, shared by every IMAP listener), if any.
+    fn caches(&self) -> Vec<Arc<imap::cache::Cache>> {
+        let mut caches: Vec<Arc<imap::cache::Cache>> = Vec::new();
+        for tx in &self.imap {
+            if let Some(c) = &tx.borrow().cache
+                && !caches.iter().any(|k| Arc::ptr_eq(k, c))
+            {
+                caches.push(c.clone());
+            }
+        }
+        caches
+    }
+
     async fn reload(&self) -> Result<String, ServeError> {
         let keys_dir = self.keys_dir.clone();
         let seal = self.seal.clone();
@@ -140,16 +153,7 @@ impl Reloader {
         }
         let added = keys.live.add(unlocked);
         if !added.is_empty() {
-            // One cache is shared by every IMAP listener.
-            let mut caches: Vec<Arc<imap::cache::Cache>> = Vec::new();
-            for tx in &self.imap {
-                if let Some(c) = &tx.borrow().cache
-                    && !caches.iter().any(|k| Arc::ptr_eq(k, c))
-                {
-                    caches.push(c.clone());
-                }
-            }
-            for cache in caches {
+            for cache in self.caches() {
                 // Key derivation only (HKDF per epoch): no scrypt here.
                 if let Err(e) = cache.keyring_grown(keys.live.as_ref()) {
                     tracing::warn!(error = %e, "cache keys not renewed: new epochs are not cached");
@@ -677,6 +681,11 @@ impl Server {
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = tx.send(true);
         while tasks.join_next().await.is_some() {}
+        // The IMAP cache's rows still in memory go to its index now: a job
+        // of the opening pool may hold the cache when the process exits,
+        // and then its drop (which flushes too) never runs.
+        let caches = self.reloader.caches();
+        let _ = tokio::task::spawn_blocking(move || caches.iter().for_each(|c| c.flush())).await;
         tracing::info!("stopped");
         Ok(())
     }
