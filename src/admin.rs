@@ -79,6 +79,7 @@ pub mod names {
     pub const IMAP_OPENED_TOTAL: &str = "writ_imap_opened_total";
     /// Counter: sealed messages the IMAP proxy answered from its cache.
     pub const IMAP_CACHE_HITS_TOTAL: &str = "writ_imap_cache_hits_total";
+    pub const IMAP_CACHE_MEMORY_BYTES: &str = "writ_imap_cache_memory_bytes";
     /// Histogram, bytes: what the IMAP proxy writes to a client at once
     /// (all it composed since the client last drained its output).
     pub const IMAP_CLIENT_WRITE_BYTES: &str = "writ_imap_client_write_bytes";
@@ -250,6 +251,11 @@ fn describe() {
         names::IMAP_CACHE_HITS_TOTAL,
         Unit::Count,
         "Sealed messages answered from the IMAP proxy's cache"
+    );
+    describe_gauge!(
+        names::IMAP_CACHE_MEMORY_BYTES,
+        Unit::Bytes,
+        "Opened summaries the IMAP proxy's cache holds in memory (by its weight; at most three quarters of imap.cache_memory_bytes)"
     );
     describe_histogram!(
         names::IMAP_CLIENT_WRITE_BYTES,

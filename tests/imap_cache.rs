@@ -56,6 +56,16 @@ fn serve_with_env(
     cache_dir: &Path,
     env: Vec<(String, String)>,
 ) -> (Writ, std::net::SocketAddr) {
+    serve_with(keys_dir, cache_dir, env, "")
+}
+
+/// [`serve`] with more environment and more `[imap]` lines.
+fn serve_with(
+    keys_dir: &Path,
+    cache_dir: &Path,
+    env: Vec<(String, String)>,
+    imap_lines: &str,
+) -> (Writ, std::net::SocketAddr) {
     let tls = common::tls::test_tls("writ IMAP cache test CA");
     let port = free_port();
     let mut cfg = WritConfig::relay(provider().smtp_addr());
@@ -66,7 +76,7 @@ fn serve_with_env(
     cfg.grace_secs = Some(5);
     cfg.serve_env = env;
     cfg.extra_toml = format!(
-        "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\ncache = true\ncache_dir = {cache:?}\n\
+        "[imap]\ntls_cert = {cert:?}\ntls_key = {key:?}\ncache = true\ncache_dir = {cache:?}\n{imap_lines}\
          [[imap.listeners]]\nkind = \"imap\"\nlisten = \"127.0.0.1:{port}\"\n\n\
          [provider.imap]\naddress = \"{upstream}\"\nsecurity = \"plain\"\ntimeout_secs = 10\n",
         cert = tls.cert.display().to_string(),
@@ -406,6 +416,48 @@ fn a_whole_folder_fetch_holds_bounded_memory_while_its_client_reads_slowly() {
         let hits = writ.metric("writ_imap_cache_hits_total", &[]) - hits;
         let want = if round == "cold" { 0.0 } else { N as f64 };
         assert_eq!(hits, want, "{round}: cache hits");
+    }
+    stop(writ);
+}
+
+/// `imap.cache_memory_bytes`: the summaries a listing leaves in memory
+/// stay within three quarters of it (`writ_imap_cache_memory_bytes`), and
+/// the next listing is answered from the cache all the same (what memory
+/// dropped is read from the index on disk), identical to the first.
+#[test]
+fn a_small_memory_bound_holds_and_listings_are_still_answered_from_the_cache() {
+    let p = provider();
+    let user = p.new_user("cache-memory");
+    let keys = TestKeys::new();
+    let work = tempfile::tempdir().expect("temp dir");
+    let keys_dir = copy_keyring(&keys, work.path());
+    // Summaries of about 9 KB each (their header is kept whole): far more
+    // than 1 MiB of weight for the folder.
+    let filler = "X-Filler: 0123456789abcdef0123456789abcdef0123456789\r\n".repeat(150);
+    let n = 40;
+    for i in 0..n {
+        let m =
+            format!("From: a@example.test\r\nSubject: message {i}\r\n{filler}\r\nBody {i}.\r\n");
+        p.imap_append(&user, "INBOX", &seal(&keys_dir, m.as_bytes()));
+    }
+    let bound = 1024.0 * 1024.0;
+    let (writ, addr) = serve_with(
+        &keys_dir,
+        &work.path().join("cache"),
+        Vec::new(),
+        "cache_memory_bytes = 1048576\n",
+    );
+    let held = || writ.metric("writ_imap_cache_memory_bytes", &[]);
+    let cold = list(&writ, addr, &user);
+    assert_eq!(cold.opened, f64::from(n), "{}", writ.log());
+    assert!(cold.text.contains("\"message 39\""), "{}", cold.text);
+    assert!(held() > 0.0 && held() <= bound * 0.75, "{} held", held());
+    for _ in 0..2 {
+        let warm = list(&writ, addr, &user);
+        assert_eq!(warm.text, cold.text, "the cache answered differently");
+        assert_eq!(warm.opened, 0.0, "opened again");
+        assert_eq!(warm.hits, f64::from(n), "not served from the cache");
+        assert!(held() <= bound * 0.75, "{} held", held());
     }
     stop(writ);
 }

@@ -267,6 +267,8 @@ pub struct Cache {
     durable_at: Mutex<Instant>,
     /// Rows stored but not yet written to the index (see [`WRITE_BATCH`]).
     pending: Mutex<Vec<Pending>>,
+    /// One [`Cache::commit`] at a time.
+    committing: Mutex<()>,
     /// Orders [`Cache::selected_in_order`]: the next ticket, and per
     /// mailbox the latest ticket recorded (held while one is recorded).
     tickets: AtomicU64,
@@ -279,6 +281,7 @@ pub struct Cache {
 const MAX_SELECTED_REMEMBERED: usize = 10_000;
 
 /// A row waiting to be written: entry, kind ‖ sealed value, bytes on disk.
+#[derive(Clone)]
 struct Pending {
     entry: [u8; 20],
     row: Vec<u8>,
@@ -372,6 +375,7 @@ impl Cache {
             memory: Memory::new(summaries_bytes),
             durable_at: Mutex::new(Instant::now()),
             pending: Mutex::new(Vec::new()),
+            committing: Mutex::new(()),
             tickets: AtomicU64::new(1),
             selected_at: Mutex::new(HashMap::new()),
         };
@@ -531,6 +535,31 @@ impl Cache {
             .zip(&entries)
             .map(|(m, e)| self.memory.get(e, &m.stored))
             .collect();
+        if out.iter().any(Option::is_none) {
+            // Rows stored but not written to the index yet (their memory
+            // entries may have been dropped meanwhile).
+            let missing: HashSet<[u8; 20]> = out
+                .iter()
+                .zip(&entries)
+                .filter(|(slot, _)| slot.is_none())
+                .map(|(_, e)| *e)
+                .collect();
+            let waiting: Vec<([u8; 20], Vec<u8>)> = match self.pending.lock() {
+                Ok(pending) => pending
+                    .iter()
+                    .filter(|p| missing.contains(&p.entry))
+                    .map(|p| (p.entry, p.row.clone()))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            for ((slot, msg), entry) in out.iter_mut().zip(msgs).zip(&entries) {
+                if slot.is_none()
+                    && let Some((_, row)) = waiting.iter().rev().find(|(e, _)| e == entry)
+                {
+                    *slot = self.read_row(entry, *msg, row);
+                }
+            }
+        }
         if out.iter().any(Option::is_none)
             && let Ok(tx) = self.db.begin_read()
             && let Ok(table) = tx.open_table(ENTRIES)
@@ -722,8 +751,22 @@ impl Cache {
 
     /// Writes the rows waiting in memory to the index, in one transaction.
     pub fn commit(&self) {
+        {
+            let Ok(_one) = self.committing.lock() else {
+                return;
+            };
+            self.write_pending();
+        }
+        if self.used.load(Ordering::Relaxed) > self.max_bytes {
+            self.evict();
+        }
+    }
+
+    /// [`Cache::commit`]'s write, one at a time: the rows stay in the queue
+    /// (where lookups find them) until the index has them.
+    fn write_pending(&self) {
         let batch = match self.pending.lock() {
-            Ok(mut pending) => std::mem::take(&mut *pending),
+            Ok(pending) => pending.clone(),
             Err(_) => return,
         };
         if batch.is_empty() {
@@ -763,8 +806,11 @@ impl Cache {
                 }
             }
         }
-        if self.used.load(Ordering::Relaxed) > self.max_bytes {
-            self.evict();
+        // Only rows are added meanwhile, at the end (commits are one at a
+        // time): the first ones are those written.
+        if let Ok(mut pending) = self.pending.lock() {
+            let n = batch.len().min(pending.len());
+            pending.drain(..n);
         }
     }
 

@@ -111,6 +111,12 @@ impl Memory {
                 weight,
             },
         );
+        self.publish();
+    }
+
+    /// The weight held, as the `writ_imap_cache_memory_bytes` gauge.
+    fn publish(&self) {
+        metrics::gauge!(crate::admin::names::IMAP_CACHE_MEMORY_BYTES).set(self.weight() as f64);
     }
 
     /// The weight held now.
@@ -120,6 +126,7 @@ impl Memory {
 
     pub(super) fn forget(&self, entry: &[u8; 20]) {
         self.map.remove(entry);
+        self.publish();
     }
 
     /// Drops every "did not open" verdict: the keyring grew, and such
@@ -127,5 +134,6 @@ impl Memory {
     pub(super) fn forget_verdicts(&self) {
         self.map
             .retain(|_, r| !matches!(*r.known, Known::Undecryptable(_)));
+        self.publish();
     }
 }
