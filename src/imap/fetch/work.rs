@@ -248,7 +248,7 @@ impl FetchPlan {
     /// Too many messages are being opened to read more of the provider's
     /// answers, or the phase's end waits for them.
     pub fn saturated(&self) -> bool {
-        self.opening.len() >= self.window() || self.opening.full() || self.held_status.is_some()
+        self.opening.len() >= self.window() || self.held_status.is_some()
     }
 
     /// Jobs the phase keeps outstanding at most: whole messages a few at

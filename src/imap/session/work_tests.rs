@@ -51,6 +51,20 @@ fn exchange(s: &mut Session, input: &[u8]) -> String {
     text(s.take_to_provider())
 }
 
+/// The provider's answer to a probe of the stored header: messages 1 to
+/// `n`, UID `uid_step` times the sequence number, each with `stored`'s
+/// header, then `status`.
+fn header_probe(n: u32, uid_step: u32, stored: &[u8], status: &str) -> Vec<u8> {
+    let mut probe = Vec::new();
+    for seq in 1..=n {
+        probe.extend(format!("* {seq} FETCH (UID {} FLAGS () ", seq * uid_step).into_bytes());
+        probe.extend(literal_item("BODY[HEADER]", header_of(stored)));
+        probe.extend_from_slice(b")\r\n");
+    }
+    probe.extend_from_slice(status.as_bytes());
+    probe
+}
+
 fn whole(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     let mut r = format!("* {seq} FETCH (UID {uid} ").into_bytes();
     r.extend(literal_item("BODY[]", stored));
@@ -70,14 +84,7 @@ fn a_search_over_sealed_mail_is_opened_and_searched_off_the_session() {
     s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
     s.advance();
     assert!(text(s.take_to_provider()).starts_with("writ.s2 FETCH 1:* "));
-    let mut probe = Vec::new();
-    for seq in 1..=3 {
-        probe.extend(format!("* {seq} FETCH (UID {} FLAGS () ", seq * 10).into_bytes());
-        probe.extend(literal_item("BODY[HEADER]", header_of(&stored)));
-        probe.extend_from_slice(b")\r\n");
-    }
-    probe.extend_from_slice(b"writ.s2 OK done\r\n");
-    s.provider_input(&probe);
+    s.provider_input(&header_probe(3, 10, &stored, "writ.s2 OK done\r\n"));
     s.advance();
     assert_eq!(
         text(s.take_to_provider()),
@@ -231,14 +238,7 @@ fn a_whole_folder_fetch_holds_a_bounded_output_whatever_the_folder() {
 /// `stored`, checks that the session then asks for the bodies, and returns
 /// the provider's answer to that (each message whole, then OK).
 fn probed_then_whole(s: &mut Session, n: u32, stored: &[u8]) -> Vec<u8> {
-    let mut probe = Vec::new();
-    for seq in 1..=n {
-        probe.extend(format!("* {seq} FETCH (UID {seq} FLAGS () ").into_bytes());
-        probe.extend(literal_item("BODY[HEADER]", header_of(stored)));
-        probe.extend_from_slice(b")\r\n");
-    }
-    probe.extend_from_slice(b"f OK done\r\n");
-    s.provider_input(&probe);
+    s.provider_input(&header_probe(n, 1, stored, "f OK done\r\n"));
     s.advance();
     assert_eq!(
         text(s.take_to_provider()),
