@@ -44,11 +44,13 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Jobs outstanding per plan, per pool thread.
 const IN_FLIGHT_PER_THREAD: usize = 2;
 
-/// Threads in the process-wide pool: one per core, at least two.
+/// Threads in the process-wide pool: one per core, at least two. Asked
+/// for every message a plan takes (its window): the cores counted once
+/// ([`crate::envelope::cores`]; the standard library reads the
+/// cgroup quota files at every call, which took most of a warm
+/// listing's CPU where the process has a cgroup).
 pub fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .max(2)
+    crate::envelope::cores().max(2)
 }
 
 /// Summary jobs (a listing: part 1 of each message, a few KiB) outstanding
