@@ -102,7 +102,7 @@ impl Default for ImapConfig {
             cache: true,
             cache_dir: PathBuf::from("cache"),
             cache_max_bytes: 1024 * 1024 * 1024,
-            cache_memory_bytes: 64 * 1024 * 1024,
+            cache_memory_bytes: 32 * 1024 * 1024,
         }
     }
 }

@@ -69,16 +69,20 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use crate::envelope::{Detected, Keys, Summary};
 use memory::Memory;
-pub use memory::{Known, Listing};
+pub use memory::{Known, KnownSummary, Listing};
 use sealing::{CacheKeys, EpochName, epoch_name};
 
 /// Entry id (mailbox id ‖ UID, big-endian) → (last use, bytes on disk,
 /// kind ‖ sealed value).
 const ENTRIES: TableDefinition<&[u8], (u64, u64, &[u8])> = TableDefinition::new("entries");
 /// Memory the cache may use, all sessions together, by default
-/// (`imap.cache_memory_bytes`): 48 MiB of opened summaries (about 5,000
-/// messages of 20 KB with their listing items) and 16 MiB of redb pages.
-pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// (`imap.cache_memory_bytes`): 24 MiB of opened summaries (about 5,000
+/// messages of 20 KB with their listing items, a few KB each: fewer with
+/// long headers) and 8 MiB of redb pages. Chosen so that writ's whole
+/// RSS stays under 64 MiB whatever the folders while a warm listing of
+/// 5,000 messages is still answered from memory (BENCHMARKS.md, "The
+/// cache's memory, summaries kept as JSON").
+pub const DEFAULT_MEMORY_BYTES: u64 = 32 * 1024 * 1024;
 /// Longest the index goes without a durable commit while it is written.
 pub const DURABLE_EVERY: Duration = Duration::from_secs(2);
 /// Rows written to the index in one transaction: stored values wait in
@@ -607,10 +611,10 @@ impl Cache {
                 let json = self
                     .keys()
                     .open_for(msg.epoch, &msg.aad(entry, AAD_SUMMARY), sealed)?;
-                (
-                    Known::Summary(serde_json::from_slice(&json).ok()?, Listing::default()),
-                    json.len(),
-                )
+                // Authentic (the AEAD opened it); parsed when a use needs
+                // the tree.
+                let len = json.len();
+                (Known::Summary(KnownSummary::new(json)), len)
             }
             KIND_UNDECRYPTABLE => {
                 let json = self
@@ -649,7 +653,7 @@ impl Cache {
     /// The cached summary of a message alone (its body file is not read).
     pub fn summary(&self, mb: &MailboxKey, msg: MessageKey) -> Option<Summary> {
         match self.lookup_one(mb, msg)?.as_ref() {
-            Known::Summary(s, _) => Some(s.clone()),
+            Known::Summary(s) => s.tree(),
             Known::Undecryptable(_) => None,
         }
     }
@@ -702,19 +706,22 @@ impl Cache {
         self.store(entry, row, size);
     }
 
-    /// Stores a message's summary and, if given, its opened bytes. Not
-    /// stored when this keyring has no key for the message's epoch.
-    pub fn put(&self, mb: &MailboxKey, msg: MessageKey, summary: &Summary, opened: Option<&[u8]>) {
+    /// Stores a message's summary and, if given, its opened bytes; the
+    /// entry as memory keeps it, for the listing items made from the
+    /// summary now. Not stored when this keyring has no key for the
+    /// message's epoch.
+    pub fn put(
+        &self,
+        mb: &MailboxKey,
+        msg: MessageKey,
+        summary: &Summary,
+        opened: Option<&[u8]>,
+    ) -> Option<Arc<Known>> {
         let entry = mb.entry(msg.uid);
-        let Ok(json) = serde_json::to_vec(summary) else {
-            return;
-        };
-        let Some(sealed_summary) =
+        let json = serde_json::to_vec(summary).ok()?;
+        let sealed_summary =
             self.keys()
-                .seal_for(msg.epoch, &msg.aad(&entry, AAD_SUMMARY), &json)
-        else {
-            return;
-        };
+                .seal_for(msg.epoch, &msg.aad(&entry, AAD_SUMMARY), &json)?;
         let row = [&[KIND_SUMMARY][..], &sealed_summary].concat();
         let mut size = row.len() as u64;
         if let Some(opened) = opened
@@ -728,9 +735,11 @@ impl Cache {
                 size += sealed.len() as u64;
             }
         }
-        let known = Arc::new(Known::Summary(summary.clone(), Listing::default()));
-        self.memory.put(entry, msg.stored, known, json.len());
+        let len = json.len();
+        let known = Arc::new(Known::Summary(KnownSummary::new(json)));
+        self.memory.put(entry, msg.stored, known.clone(), len);
         self.store(entry, row, size);
+        Some(known)
     }
 
     /// Queues an entry's index row (`row`: kind ‖ sealed value), counting

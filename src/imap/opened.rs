@@ -22,6 +22,8 @@
 //! ([`fetch_command`]), for the FETCH plan's probe and phases and for
 //! SEARCH alike.
 
+use std::sync::Arc;
+
 use imap_next::imap_types::command::{Command, CommandBody, FetchModifier};
 use imap_next::imap_types::core::Tag;
 use imap_next::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
@@ -29,7 +31,7 @@ use imap_next::imap_types::sequence::SequenceSet;
 
 use crate::admin::names;
 use crate::envelope::{self, Detected, EnvelopeError, Keys, Summary};
-use crate::imap::cache::MessageKey;
+use crate::imap::cache::{Known, MessageKey};
 use crate::imap::fetch::{CacheRef, remember_undecryptable, undecryptable_known};
 
 /// `[UID] FETCH set (items)` to the provider, with `modifiers`
@@ -66,18 +68,23 @@ pub struct Target<'a> {
 
 impl Target<'_> {
     /// Opens the summary from part 1 and its MIME header (`mime`: for the
-    /// transfer encoding), and caches it.
-    pub fn summary(&self, part1: &[u8], mime: &[u8]) -> Result<Summary, EnvelopeError> {
+    /// transfer encoding), and caches it; with the cache's entry for it,
+    /// which keeps the listing items made from it.
+    pub fn summary(
+        &self,
+        part1: &[u8],
+        mime: &[u8],
+    ) -> Result<(Summary, Option<Arc<Known>>), EnvelopeError> {
         let cte = envelope::header::first_value(mime, "content-transfer-encoding")
             .map(|v| envelope::header::text(&v));
         let summary = envelope::open_summary_of(part1, cte.as_deref(), self.marker, self.keys)
             .map(|s| s.with_prefix(self.prefix));
         match summary {
             Ok(summary) => {
-                if let Some(c) = self.cache {
-                    c.cache.put(&c.mailbox, self.key, &summary, None);
-                }
-                Ok(summary)
+                let cached = self
+                    .cache
+                    .and_then(|c| c.cache.put(&c.mailbox, self.key, &summary, None));
+                Ok((summary, cached))
             }
             Err(e) => Err(self.failed(e)),
         }

@@ -1,6 +1,7 @@
-//! What the cache read or wrote lately, decrypted and parsed, in memory:
-//! a warm listing reads a summary from here without a database
-//! transaction, a decryption or a JSON parse.
+//! What the cache read or wrote lately, decrypted, in memory: a warm
+//! listing reads its items from here without a database transaction, a
+//! decryption or a JSON parse (the items made by the listing before, or by
+//! the one that opened the summaries: [`KnownSummary`]).
 //!
 //! Bounded by weight (three quarters of `imap.cache_memory_bytes`,
 //! [`super::Cache::open_bounded`]; the weight is about the bytes each
@@ -14,7 +15,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use imap_next::imap_types::fetch::MessageDataItemName;
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
 use quick_cache::Weighter;
 
 use super::Undecryptable;
@@ -22,39 +23,112 @@ use crate::envelope::Summary;
 use crate::imap::answer::Item;
 
 /// What the cache knows about a message.
-// Always behind an Arc, made once per message: the size is no concern.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Known {
-    /// Its summary, and the listing items made from it so far.
-    Summary(Summary, Listing),
+    Summary(KnownSummary),
     Undecryptable(Undecryptable),
 }
 
-/// ENVELOPE, BODYSTRUCTURE and BODY of a cached message, each written from
-/// its summary once (a folder listed again shares their bytes).
+/// A summary as memory keeps it: the JSON it is stored as, and the
+/// listing items made from it so far (a folder listed again shares their
+/// bytes). Not the parsed tree: measured over `scripts/bench-imap`'s
+/// messages, the tree takes 3.7 KB of heap per message, its JSON 2.2 KB;
+/// a listing whose items are made never needs the tree, and a use that
+/// does (SEARCH, a header section, an item not made yet) parses it again
+/// ([`KnownSummary::tree`], a few microseconds).
+#[derive(Debug)]
+pub struct KnownSummary {
+    json: Box<[u8]>,
+    listing: Listing,
+}
+
+impl KnownSummary {
+    /// `json`: the summary as serialized for the index.
+    pub(super) fn new(json: Vec<u8>) -> KnownSummary {
+        KnownSummary {
+            json: json.into_boxed_slice(),
+            listing: Listing::default(),
+        }
+    }
+
+    /// The summary, parsed; `None` if its JSON does not parse (the entry
+    /// is then a miss to its user).
+    pub fn tree(&self) -> Option<Summary> {
+        serde_json::from_slice(&self.json).ok()
+    }
+
+    /// The listing items made from it so far.
+    pub fn listing(&self) -> &Listing {
+        &self.listing
+    }
+}
+
+/// RFC822.SIZE, ENVELOPE, BODYSTRUCTURE and BODY of a cached message,
+/// each made from its summary once.
 #[derive(Debug, Default)]
 pub struct Listing {
-    items: [OnceLock<Option<Item>>; 3],
+    items: [OnceLock<Option<Kept>>; 4],
+}
+
+/// A listing item as kept: written items (ENVELOPE, BODY, BODYSTRUCTURE)
+/// by their shared bytes, typed ones (RFC822.SIZE) boxed, so that an
+/// entry's four slots take a few dozen bytes, not four `Item`s (about
+/// 1.5 KB).
+#[derive(Debug)]
+enum Kept {
+    Written(Arc<[u8]>),
+    Typed(Box<MessageDataItem<'static>>),
+}
+
+impl Kept {
+    fn new(item: Item) -> Kept {
+        match item {
+            Item::Written(bytes) => Kept::Written(bytes),
+            Item::Typed(item) => Kept::Typed(Box::new(item)),
+        }
+    }
+
+    fn item(&self) -> Item {
+        match self {
+            Kept::Written(bytes) => Item::Written(Arc::clone(bytes)),
+            Kept::Typed(item) => Item::Typed(item.as_ref().clone()),
+        }
+    }
 }
 
 impl Listing {
+    fn slot(name: &MessageDataItemName<'_>) -> Option<usize> {
+        match name {
+            MessageDataItemName::Rfc822Size => Some(0),
+            MessageDataItemName::Envelope => Some(1),
+            MessageDataItemName::BodyStructure => Some(2),
+            MessageDataItemName::Body => Some(3),
+            _ => None,
+        }
+    }
+
     /// The item `name` asks for, made by `make` the first time; `None` for
-    /// an item that is not one of the three.
+    /// an item that is not a listing item.
     pub fn item(
         &self,
         name: &MessageDataItemName<'_>,
         make: impl FnOnce() -> Option<Item>,
     ) -> Option<Option<Item>> {
-        let at = match name {
-            MessageDataItemName::Envelope => 0,
-            MessageDataItemName::BodyStructure => 1,
-            MessageDataItemName::Body => 2,
-            _ => return None,
-        };
-        Some(self.items[at].get_or_init(make).clone())
+        let at = Listing::slot(name)?;
+        let kept = self.items[at].get_or_init(|| make().map(Kept::new));
+        Some(kept.as_ref().map(Kept::item))
+    }
+
+    /// Is `name` a listing item made already (answered without the tree)?
+    pub fn made(&self, name: &MessageDataItemName<'_>) -> bool {
+        Listing::slot(name).is_some_and(|at| self.items[at].get().is_some())
     }
 }
+
+/// Bytes an entry takes beyond its JSON and listing items: its slot in
+/// the map, the `Known` behind its Arc, the allocator's headers of its
+/// allocations, and its last-use record ([`super::Cache`]).
+const ENTRY_OVERHEAD: u64 = 300;
 
 #[derive(Clone)]
 pub(super) struct Remembered {
@@ -100,9 +174,13 @@ impl Memory {
         known: Arc<Known>,
         serialized: usize,
     ) {
-        // The parsed tree takes about twice its JSON, the listing items
-        // about as much again, plus the map's own.
-        let weight = (serialized as u64).saturating_mul(4).saturating_add(200);
+        // Its JSON, the listing items made from it, and the map's, the
+        // Arc's and the allocator's own. Measured over bench-imap's
+        // messages (1.9 KB of JSON each, three listing items made): 3.5
+        // KB of heap per entry.
+        let weight = (serialized as u64)
+            .saturating_mul(2)
+            .saturating_add(ENTRY_OVERHEAD);
         self.map.insert(
             entry,
             Remembered {

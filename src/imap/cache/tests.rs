@@ -342,8 +342,8 @@ fn lookup_answers_many_in_order_from_memory_and_index() {
     let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
     cache.put(&mb(7), k(2), &summary(2), None);
     let got = cache.lookup(&mb(7), &[k(1), k(2), k(3), k(4)]);
-    assert!(matches!(got[0].as_deref(), Some(Known::Summary(s, _)) if s.size == 1));
-    assert!(matches!(got[1].as_deref(), Some(Known::Summary(s, _)) if s.size == 2));
+    assert!(matches!(got[0].as_deref(), Some(Known::Summary(s)) if s.tree().unwrap().size == 1));
+    assert!(matches!(got[1].as_deref(), Some(Known::Summary(s)) if s.tree().unwrap().size == 2));
     assert!(matches!(got[2].as_deref(), Some(Known::Undecryptable(w)) if *w == why()));
     assert!(got[3].is_none());
 }
@@ -444,7 +444,7 @@ fn the_memory_bound_holds_and_what_it_drops_is_read_from_the_index() {
     let all_there = |got: Vec<Option<Arc<Known>>>| {
         for (uid, known) in (1..=n).zip(&got) {
             assert!(
-                matches!(known.as_deref(), Some(Known::Summary(s, _)) if s.size == 100_000 + u64::from(uid)),
+                matches!(known.as_deref(), Some(Known::Summary(s)) if s.tree().unwrap().size == 100_000 + u64::from(uid)),
                 "UID {uid}"
             );
         }

@@ -49,7 +49,7 @@ use imap_next::imap_types::core::{IString, NString};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
 
 use super::opening::Pending;
-use super::work::{Composed, compose};
+use super::work::{Composed, Source, compose};
 use super::{CacheRef, FetchPlan, Output, Phase, fetch};
 use crate::admin::names;
 use crate::imap::answer::{self, Item, Need};
@@ -270,8 +270,8 @@ fn chunk(
                 // was expunged meanwhile, and so never answered).
                 return Found::NotReached;
             }
-            let (summary, listing) = match known.as_deref() {
-                Some(Known::Summary(summary, listing)) => (summary, listing),
+            let cached = match known.as_deref() {
+                Some(Known::Summary(cached)) => cached,
                 Some(Known::Undecryptable(why)) => {
                     let now = a.epoch.as_deref() == Some(why.epoch.as_str())
                         && why.identities == a.offered;
@@ -283,28 +283,35 @@ fn chunk(
                 }
                 None => return Found::Missing,
             };
+            let source = Source::cached(cached);
+            // Made listing items need no tree: a warm listing parses none.
+            let needs_tree = payload
+                || wanted
+                    .iter()
+                    .any(|i| !answer::from_provider(i) && !cached.listing().made(i));
+            if needs_tree {
+                let Some(tree) = source.tree() else {
+                    // An entry that does not parse: fetched and stored again.
+                    return Found::Missing;
+                };
+                if !payload
+                    && wanted
+                        .iter()
+                        .any(|i| answer::need(i, Some(tree)) == Need::Payload)
+                {
+                    // A summary without the whole header needs the body.
+                    return Found::Missing;
+                }
+            }
             let body = if payload {
                 let Some(body) = c.cache.body(&c.mailbox, a.key) else {
                     return Found::Missing;
                 };
                 Some(body)
-            } else if wanted
-                .iter()
-                .any(|i| answer::need(i, Some(summary)) == Need::Payload)
-            {
-                // A summary without the whole header needs the body.
-                return Found::Missing;
             } else {
                 None
             };
-            let answer = compose(
-                wanted,
-                &a.items,
-                a.seen,
-                summary,
-                body.as_deref(),
-                Some(listing),
-            );
+            let answer = compose(wanted, &a.items, a.seen, &source, body.as_deref());
             refused = answer.refusal.is_some();
             composed += weight(&answer.items);
             Found::Answered(answer)

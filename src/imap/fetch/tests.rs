@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::envelope::Summary;
+use crate::imap::cache::Known;
 use crate::imap::testing::*;
 
 /// The probe's answer for message 1: its marker fields (a listing) or
@@ -315,9 +316,22 @@ impl Keys for NoKeys {
 /// A listing of message 1 (UID 7, `stored`) through a plan with `cache`:
 /// what the plan sends the provider after the probe.
 fn list_once(cache: &CacheRef, stored: &[u8], keys: &(dyn Keys + Send + Sync)) -> Vec<Output> {
-    let (mut plan, _) =
-        FetchPlan::start(&command("l FETCH 1 (RFC822.SIZE)\r\n"), Some(cache.clone()))
-            .expect("FETCH");
+    list_items(cache, stored, keys, "RFC822.SIZE")
+}
+
+/// A listing of `items` of the sealed message `stored` (UID 7), the
+/// provider's part 1 given when the plan asks for it: every output.
+fn list_items(
+    cache: &CacheRef,
+    stored: &[u8],
+    keys: &(dyn Keys + Send + Sync),
+    items: &str,
+) -> Vec<Output> {
+    let (mut plan, _) = FetchPlan::start(
+        &command(&format!("l FETCH 1 ({items})\r\n")),
+        Some(cache.clone()),
+    )
+    .expect("FETCH");
     let mut r = b"* 1 FETCH (RFC822.SIZE 999 UID 7 FLAGS () ".to_vec();
     r.extend(literal_item(MARKER, &marker_of(stored)));
     r.extend_from_slice(b")\r\n");
@@ -343,10 +357,66 @@ fn list_once(cache: &CacheRef, stored: &[u8], keys: &(dyn Keys + Send + Sync)) -
         a.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
         a.extend_from_slice(b")\r\n");
         let (seq, items) = fetch_response(&a);
-        plan.on_fetch(seq, items, keys).expect("ours");
+        next.extend(plan.on_fetch(seq, items, keys).expect("ours"));
+        next.extend(plan.poll());
     }
     out.extend(next);
     out
+}
+
+/// The bytes the client is sent for a listing's outputs.
+fn to_client(out: &[Output]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for o in out {
+        match o {
+            Output::ToClientRaw(b) => bytes.extend_from_slice(b),
+            Output::ToClient(d) => bytes.extend(format!("{d:?}").into_bytes()),
+            _ => {}
+        }
+    }
+    bytes
+}
+
+#[test]
+fn a_cold_listing_keeps_the_items_it_made_and_the_next_one_answers_from_them() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheRef {
+        cache: Arc::new(Cache::open(dir.path(), 1 << 20, &ids).unwrap()),
+        mailbox: MailboxKey {
+            account: "a".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+        },
+    };
+    let key = MessageKey::new(7, header_of(&stored));
+    let items = "RFC822.SIZE ENVELOPE BODYSTRUCTURE";
+    let cold = list_items(&cache, &stored, &ids, items);
+    let known = cache.cache.lookup(&cache.mailbox, &[key]).pop().flatten();
+    let Some(Known::Summary(entry)) = known.as_deref() else {
+        panic!("not cached: {known:?}");
+    };
+    for name in [
+        MessageDataItemName::Rfc822Size,
+        MessageDataItemName::Envelope,
+        MessageDataItemName::BodyStructure,
+    ] {
+        assert!(entry.listing().made(&name), "{name:?} not kept");
+    }
+    assert!(!entry.listing().made(&MessageDataItemName::Body));
+    let warm = list_items(&cache, &stored, &ids, items);
+    assert!(
+        warm.iter().all(|o| !matches!(o, Output::ToProvider(_))),
+        "{warm:?}"
+    );
+    let (cold, warm) = (to_client(&cold), to_client(&warm));
+    assert!(
+        String::from_utf8_lossy(&cold).contains("BODYSTRUCTURE"),
+        "{}",
+        String::from_utf8_lossy(&cold)
+    );
+    assert_eq!(cold, warm);
 }
 
 #[test]
@@ -383,7 +453,11 @@ fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
     );
     // A keyring that now has a key for the epoch tries again, and opens it.
     let out = list_once(&cache, &stored, &ids);
-    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    assert!(
+        matches!(&out[..], [Output::ToProvider(_), Output::ToClient(Data::Fetch { items, .. })]
+            if items.as_ref() == [MessageDataItem::Rfc822Size(52)]),
+        "{out:?}"
+    );
     assert!(cache.cache.undecryptable(&cache.mailbox, key).is_none());
     assert!(cache.cache.summary(&cache.mailbox, key).is_some());
     // Under another stored header (another user's message with the same
@@ -437,7 +511,7 @@ fn a_structure_nested_past_imap_codecs_limit_is_answered_whole() {
     let probed = probed_with(
         b"* 1 FETCH (UID 7 FLAGS (\\Seen) BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1) RFC822.SIZE 9)\r\n",
     );
-    let out = plan.compose(&probed, &summary, None, None);
+    let out = plan.compose(&probed, &summary, None);
     assert!(!plan.incomplete.get());
     let Some(Output::ToClientRaw(wire)) = fetch(NonZeroU32::MIN, out) else {
         panic!("not written whole")
@@ -475,7 +549,7 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
     let probed = probed_with(
         b"* 1 FETCH (UID 7 FLAGS () ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) RFC822.SIZE 9)\r\n",
     );
-    let out = plan.compose(&probed, &summary, None, None);
+    let out = plan.compose(&probed, &summary, None);
     assert!(
         matches!(out[0], Item::Typed(MessageDataItem::Envelope(_))),
         "{out:?}"
@@ -490,7 +564,7 @@ fn an_item_writ_cannot_write_falls_back_to_the_stored_messages_own() {
         items: vec![MessageDataItem::Uid(NonZeroU32::MIN)],
         ..probed
     };
-    plan.compose(&bare, &summary, None, None);
+    plan.compose(&bare, &summary, None);
     assert!(plan.incomplete.get());
 }
 

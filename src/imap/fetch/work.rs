@@ -32,7 +32,7 @@ use super::{FetchPlan, Output, Probed, answers, fetch, show_seen, uid_of};
 use crate::admin::names;
 use crate::envelope::{self, EnvelopeError, Keys, Summary};
 use crate::imap::answer::{self, Item, Need};
-use crate::imap::cache::Listing;
+use crate::imap::cache::{Known, KnownSummary};
 use crate::imap::opened::Target;
 use crate::imap::section::binary::{Memo, Refusal};
 
@@ -58,21 +58,70 @@ pub(super) struct Composed {
 /// A job: run with the keyring on the pool (or at once in unit tests).
 pub(super) type Job = Box<dyn FnOnce(&(dyn Keys + Send + Sync)) -> Opened + Send>;
 
+/// The summary an answer is composed from: one just opened, or a cached
+/// entry's, parsed the first time an item that is not made yet needs it;
+/// and the cache entry whose listing items are used and kept.
+pub(super) struct Source<'a> {
+    given: Option<&'a Summary>,
+    cached: Option<&'a KnownSummary>,
+    parsed: std::cell::OnceCell<Option<Summary>>,
+}
+
+impl<'a> Source<'a> {
+    /// A summary just opened; its listing items are kept in `cached` (the
+    /// entry the cache made of it) when there is one.
+    pub(super) fn given(summary: &'a Summary, cached: Option<&'a Known>) -> Source<'a> {
+        Source {
+            given: Some(summary),
+            cached: match cached {
+                Some(Known::Summary(k)) => Some(k),
+                _ => None,
+            },
+            parsed: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A cached entry's summary.
+    pub(super) fn cached(known: &'a KnownSummary) -> Source<'a> {
+        Source {
+            given: None,
+            cached: Some(known),
+            parsed: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The summary's tree; `None` when a cached entry does not parse.
+    pub(super) fn tree(&self) -> Option<&Summary> {
+        match self.given {
+            Some(s) => Some(s),
+            None => self
+                .parsed
+                .get_or_init(|| self.cached.and_then(KnownSummary::tree))
+                .as_ref(),
+        }
+    }
+}
+
 /// The response items for a sealed message, in the client's order; the
-/// listing items from `listing` when the cache made them already.
+/// listing items from the cache entry when it made them already (and
+/// kept there when made now).
 pub(super) fn compose(
     wanted: &[MessageDataItemName<'static>],
     probed_items: &[MessageDataItem<'static>],
     seen: bool,
-    summary: &Summary,
+    source: &Source<'_>,
     opened: Option<&[u8]>,
-    listing: Option<&Listing>,
 ) -> Composed {
     let mut out = Vec::new();
     let mut incomplete = false;
     let mut memo = Memo::default();
     for name in wanted {
-        match opened.and_then(|m| answer::binary(name, summary, m, &mut memo)) {
+        let binary = opened.and_then(|m| {
+            source
+                .tree()
+                .and_then(|summary| answer::binary(name, summary, m, &mut memo))
+        });
+        match binary {
             Some(Ok(item)) => {
                 out.push(item);
                 continue;
@@ -91,9 +140,13 @@ pub(super) fn compose(
             }
             None => {}
         }
-        let made = || answer::answer(name, summary, opened);
-        let ours = || match listing.filter(|_| opened.is_none()) {
-            Some(listing) => listing.item(name, made).unwrap_or_else(made),
+        let made = || {
+            source
+                .tree()
+                .and_then(|summary| answer::answer(name, summary, opened))
+        };
+        let ours = || match source.cached.filter(|_| opened.is_none()) {
+            Some(known) => known.listing().item(name, made).unwrap_or_else(made),
             None => made(),
         };
         if answer::from_provider(name) {
@@ -129,7 +182,6 @@ impl FetchPlan {
         probed: &Probed,
         summary: &Summary,
         opened: Option<&[u8]>,
-        listing: Option<&Listing>,
     ) -> Vec<Item> {
         if self.refused.get().is_some() {
             return Vec::new();
@@ -138,9 +190,8 @@ impl FetchPlan {
             &self.wanted,
             &probed.items,
             probed.seen,
-            summary,
+            &Source::given(summary, None),
             opened,
-            listing,
         );
         self.absorb(composed)
     }
@@ -208,14 +259,17 @@ impl FetchPlan {
                 prefix: &prefix,
             };
             match target.summary(&part1, &mime) {
-                Ok(summary)
+                Ok((summary, cached))
                     if !wanted
                         .iter()
                         .any(|i| answer::need(i, Some(&summary)) == Need::Payload) =>
                 {
-                    Opened::Whole(Ok(compose(&wanted, &items, seen, &summary, None, None)))
+                    // The listing items made here stay in the cache's
+                    // entry: the next listing composes nothing.
+                    let source = Source::given(&summary, cached.as_deref());
+                    Opened::Whole(Ok(compose(&wanted, &items, seen, &source, None)))
                 }
-                opened => Opened::Summary(opened.map(Box::new)),
+                opened => Opened::Summary(opened.map(|(summary, _)| Box::new(summary))),
             }
         }))
     }
@@ -240,7 +294,8 @@ impl FetchPlan {
                 prefix: &prefix,
             };
             Opened::Whole(target.whole(&stored).map(|(summary, opened)| {
-                compose(&wanted, &items, seen, &summary, Some(&opened), None)
+                let source = Source::given(&summary, None);
+                compose(&wanted, &items, seen, &source, Some(&opened))
             }))
         }))
     }
@@ -304,7 +359,7 @@ impl FetchPlan {
                     {
                         return None;
                     }
-                    Some(self.compose(probed, summary, None, None))
+                    Some(self.compose(probed, summary, None))
                 }),
                 Opened::Whole(composed) => composed.map(|c| Some(self.absorb(c))),
             };

@@ -202,7 +202,7 @@ impl SearchPlan {
                 prefix,
             };
             match target.summary(&part1, &mime) {
-                Ok(summary) => match summary.root.header.as_deref() {
+                Ok((summary, _)) => match summary.root.header.as_deref() {
                     Some(h) => {
                         let size = envelope::view::rfc822_size(&summary);
                         Verdict::Judged(judge.judge(uid, &meta, size, h, Some(&summary)))
