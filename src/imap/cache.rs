@@ -49,7 +49,10 @@
 //!   UIDVALIDITY, and replaced when the message opens after all.
 //!
 //! The index is redb (`index.redb`); summaries live in it, opened messages
-//! in files under `bodies/`. A row's value starts with its kind
+//! in files under `bodies/xx/` (`xx`: the UID's lowest byte in hex;
+//! files of the flat layout of earlier versions are removed at start, so
+//! after that upgrade bodies are fetched again once, summaries are not).
+//! A row's value starts with its kind
 //! ([`KIND_SUMMARY`] or [`KIND_UNDECRYPTABLE`]), then the sealed value.
 
 mod memory;
@@ -296,6 +299,24 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The directory under `bodies/` of an entry's body file: the last byte
+/// of the entry id (the UID's lowest), in hex. A folder's bodies spread
+/// over 256 directories, so the pool's threads writing bodies at once
+/// rarely contend for one directory's lock (with one directory, the
+/// kernel's lock on it took a tenth of writ's CPU while a folder was
+/// fetched whole), and no directory grows to the whole cache.
+fn fan_dir(entry: &[u8]) -> String {
+    format!("{:02x}", entry.last().copied().unwrap_or(0))
+}
+
+/// `bodies/` and its 256 fan directories ([`fan_dir`]).
+fn make_fan_dirs(bodies: &Path) -> io::Result<()> {
+    for fan in 0..=255u8 {
+        fs::create_dir_all(bodies.join(fan_dir(&[fan])))?;
+    }
+    Ok(())
+}
+
 fn remove_all(path: &Path) -> io::Result<()> {
     let r = if path.is_dir() {
         fs::remove_dir_all(path)
@@ -344,7 +365,7 @@ impl Cache {
             remove_all(&index).map_err(at)?;
             remove_all(&bodies).map_err(at)?;
         }
-        fs::create_dir_all(&bodies).map_err(at)?;
+        make_fan_dirs(&bodies).map_err(at)?;
         // redb's own page cache defaults to 1 GiB; the index holds small
         // sealed summaries, so a few MiB keep it fast without the memory.
         let builder = || {
@@ -359,7 +380,7 @@ impl Cache {
                 tracing::warn!(error = %e, "cache index unreadable: starting an empty cache");
                 remove_all(&index).map_err(at)?;
                 remove_all(&bodies).map_err(at)?;
-                fs::create_dir_all(&bodies).map_err(at)?;
+                make_fan_dirs(&bodies).map_err(at)?;
                 builder().create(&index).map_err(index_error)?
             }
         };
@@ -405,11 +426,25 @@ impl Cache {
         }
         self.used.store(used, Ordering::Relaxed);
         self.clock.store(latest + 1, Ordering::Relaxed);
+        // Two levels, ours: the fan directories, and the body files in
+        // them. A file elsewhere (the flat layout of earlier versions, a
+        // crash's `.tmp`) or in the wrong directory is no row's.
         for f in fs::read_dir(&self.bodies)? {
             let f = f?;
-            let name = f.file_name();
-            if !name.to_str().is_some_and(|n| named.contains(n)) {
+            if !f.file_type()?.is_dir() {
                 let _ = fs::remove_file(f.path());
+                continue;
+            }
+            let fan = f.file_name();
+            for b in fs::read_dir(f.path())? {
+                let b = b?;
+                let name = b.file_name();
+                let ours = name.to_str().is_some_and(|n| {
+                    named.contains(n) && fan.to_str() == n.get(n.len().saturating_sub(2)..)
+                });
+                if !ours {
+                    let _ = fs::remove_file(b.path());
+                }
             }
         }
         if used > self.max_bytes {
@@ -440,7 +475,7 @@ impl Cache {
     }
 
     fn body_path(&self, entry: &[u8]) -> PathBuf {
-        self.bodies.join(hex(entry))
+        self.bodies.join(fan_dir(entry)).join(hex(entry))
     }
 
     /// A ticket for [`Cache::selected_in_order`], taken when the SELECT

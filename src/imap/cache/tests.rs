@@ -309,11 +309,29 @@ fn body_files_no_row_names_are_removed_at_start() {
         let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
         cache.put(&mb(7), k(1), &summary(11), Some(b"hello"));
     }
-    let stray = dir.path().join("bodies").join("00ff.tmp");
-    fs::write(&stray, b"left by a crash").unwrap();
+    let bodies = dir.path().join("bodies");
+    let [kept] = &walk(&bodies)[..] else {
+        panic!("one body file: {:?}", walk(&bodies));
+    };
+    let name = kept.file_name().unwrap().to_str().unwrap().to_owned();
+    // The flat layout of earlier versions, a crash's temporary file, and
+    // a row's name in another fan directory than its own.
+    let strays = [
+        bodies.join("00ff"),
+        kept.with_extension("tmp"),
+        bodies
+            .join(if name.ends_with("00") { "01" } else { "00" })
+            .join(&name),
+    ];
+    for stray in &strays {
+        fs::write(stray, b"left by a crash").unwrap();
+    }
     let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
-    assert!(!stray.exists());
+    for stray in &strays {
+        assert!(!stray.exists(), "{} stayed", stray.display());
+    }
     assert!(cache.body(&mb(7), k(1)).is_some());
+    assert_eq!(walk(&bodies), std::slice::from_ref(kept));
 }
 
 #[test]
