@@ -2,12 +2,88 @@
 //! and imports go through here. A message that is already sealed is
 //! passed on unchanged (sealing is idempotent); one that cannot be sealed
 //! is refused (fail closed: nothing reaches the provider).
+//!
+//! A single APPEND is sealed off the session ([`AppendPlan`]): a job on
+//! the opening pool, as opening is, so a large message (up to
+//! `imap.max_literal_size`) never holds a runtime thread while it is
+//! sealed. While it is sealed the APPEND is the session's plan: commands
+//! the client sends after it wait behind it, and go to the provider after
+//! the sealed APPEND, in the order the client sent them. A job that is
+//! lost (it panicked) is answered NO as a seal that failed: nothing is
+//! appended.
 
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{Literal, LiteralMode};
+use imap_next::imap_types::core::{Literal, LiteralMode, Tag, Text};
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_next::imap_types::response::{Status, StatusBody, StatusKind, Tagged};
 
+use crate::admin::names;
 use crate::envelope::{Sealed, Sealer};
+use crate::imap::fetch::Output;
+use crate::imap::fetch::opening::{Pending, Runner};
+
+/// An APPEND whose message is being sealed on the pool.
+pub struct AppendPlan {
+    tag: Tag<'static>,
+    sealing: Pending<Result<Command<'static>, Refusal>>,
+    done: bool,
+}
+
+impl AppendPlan {
+    /// Starts sealing `command` (an APPEND) through `runner`.
+    pub fn start(command: Command<'static>, sealer: &Sealer, runner: &Runner) -> AppendPlan {
+        let tag = command.tag.clone();
+        let sealer = sealer.clone();
+        AppendPlan {
+            tag,
+            sealing: runner.spawn(move || seal_append(command, &sealer)),
+            done: false,
+        }
+    }
+
+    /// The message is still being sealed.
+    pub fn working(&self) -> bool {
+        !self.done
+    }
+
+    /// Once sealed: the sealed APPEND for the provider (whose answer goes
+    /// to the client as any command's), or NO for the client; and the
+    /// plan is over either way. Nothing while the job runs.
+    pub fn poll(&mut self) -> Vec<Output> {
+        if self.done {
+            return Vec::new();
+        }
+        let Some(sealed) = self.sealing.take() else {
+            return Vec::new();
+        };
+        self.done = true;
+        match sealed {
+            Some(Ok(sealed)) => {
+                metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed").increment(1);
+                vec![Output::ToProvider(sealed), Output::Over]
+            }
+            refused => {
+                metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused").increment(1);
+                let refusal = match refused {
+                    Some(Err(refusal)) => refusal,
+                    _ => {
+                        tracing::warn!("APPEND refused: the sealing job was lost");
+                        Refusal::SealFailed
+                    }
+                };
+                let body = StatusBody {
+                    kind: StatusKind::No,
+                    code: None,
+                    text: Text::unvalidated(refusal.text()),
+                };
+                vec![Output::Finish(Status::Tagged(Tagged {
+                    tag: self.tag.clone(),
+                    body,
+                }))]
+            }
+        }
+    }
+}
 
 /// Why an APPEND was not forwarded; the text goes to the client as NO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -114,6 +114,9 @@ pub enum Output {
     ToProvider(Command<'static>),
     /// The plan is over: this tagged status goes to the client.
     Finish(Status<'static>),
+    /// The plan is over and says nothing more: the provider answers the
+    /// command it sent last (a sealed APPEND).
+    Over,
 }
 
 /// The cache and the selected mailbox's key in it.
@@ -777,7 +780,7 @@ fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
 
 mod from_cache;
 mod items;
-pub(super) mod opening;
+pub(crate) mod opening;
 mod phases;
 mod work;
 pub use from_cache::CACHE_CHUNK_BYTES;

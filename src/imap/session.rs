@@ -51,8 +51,11 @@
 //!
 //! The session never waits and never does the heavy work itself: opening
 //! sealed messages (summaries or whole), decoding BINARY sections,
-//! holding messages against SEARCH criteria and the cache's reads and
-//! writes for them are jobs the plans submit to the process-wide pool
+//! holding messages against SEARCH criteria, the cache's reads and
+//! writes for them, and sealing an APPEND's message
+//! ([`super::append::AppendPlan`]) are jobs the plans submit to the
+//! process-wide pool (the messages of a MULTIAPPEND are still sealed here
+//! as they arrive, `multiappend`)
 //! ([`super::fetch::opening`], through [`super::opened`]). When one ends
 //! the I/O shell is woken ([`Session::work_done`]) and calls
 //! [`Session::advance`], which takes the results that are ready, in the
@@ -94,7 +97,6 @@ use super::intake::{self, Intake};
 use super::search_plan::SearchPlan;
 use super::search_return::ReturnOptions;
 use super::sequence::Vanished;
-use crate::admin::names;
 use crate::envelope::{Keys, Sealer};
 use in_flight::InFlight;
 use plan::{Plan, unsolicited};
@@ -709,6 +711,7 @@ impl Session {
                     self.server.enqueue_status(status);
                     self.plan = None;
                 }
+                Output::Over => self.plan = None,
             }
         }
         while self.plan.is_none() {

@@ -235,7 +235,7 @@ impl<T> Pending<T> {
 
     /// The result: `None` while it is not ready; `Some(None)` when the
     /// job was lost (it panicked). Never waits.
-    pub(super) fn take(&mut self) -> Option<Option<T>> {
+    pub(crate) fn take(&mut self) -> Option<Option<T>> {
         match &mut self.state {
             State::Done(v) => Some(v.take()),
             State::Running(rx) => match rx.try_recv() {

@@ -198,19 +198,12 @@ impl Session {
                 self.append_part(command);
             }
             CommandBody::Append { .. } => {
-                let tag = command.tag.clone();
-                match append::seal_append(command, &self.sealer) {
-                    Ok(sealed) => {
-                        metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed")
-                            .increment(1);
-                        self.forward(sealed);
-                    }
-                    Err(refusal) => {
-                        metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
-                            .increment(1);
-                        self.refuse(tag, StatusKind::No, refusal.text());
-                    }
-                }
+                // Sealed on the pool; what the client sends meanwhile
+                // waits behind it.
+                let plan = append::AppendPlan::start(command, &self.sealer, &self.runner);
+                self.plan = Some(Plan::Append(plan));
+                let out = self.plan.as_mut().map(Plan::poll).unwrap_or_default();
+                self.apply(out);
             }
             CommandBody::Search { .. }
             | CommandBody::Sort { .. }

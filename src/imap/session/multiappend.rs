@@ -2,7 +2,10 @@
 //! took apart ([`crate::imap::intake::multiappend`]) reach the session as
 //! APPENDs with the command's tag, announced in order by
 //! [`crate::imap::intake::Event::AppendPart`]. Each is sealed exactly as a single
-//! APPEND is ([`crate::imap::append::seal_append`]), written with a
+//! APPEND is ([`crate::imap::append::seal_append`]), but on the session's
+//! thread as it arrives (a single APPEND is sealed on the pool; moving
+//! these too is left to do: at most `imap.max_literal_size` octets of
+//! messages per command), written with a
 //! non-synchronising literal, and appended to the one command that goes
 //! to the provider when the last message is in: the provider appends all
 //! or none (RFC 3502 §3). It goes out as a passed line

@@ -6,6 +6,7 @@ use imap_next::imap_types::core::Vec1;
 use imap_next::imap_types::response::Status;
 
 use crate::envelope::Keys;
+use crate::imap::append::AppendPlan;
 use crate::imap::fetch::{FetchPlan, Output};
 use crate::imap::search_plan::SearchPlan;
 
@@ -13,6 +14,8 @@ use crate::imap::search_plan::SearchPlan;
 pub(super) enum Plan {
     Fetch(Box<FetchPlan>),
     Search(Box<SearchPlan>),
+    /// An APPEND being sealed: it answers nothing of the provider's.
+    Append(AppendPlan),
 }
 
 impl Plan {
@@ -25,6 +28,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_fetch(seq, items, keys),
             Plan::Search(p) => p.on_fetch(seq, items, keys),
+            Plan::Append(_) => Err(items),
         }
     }
 
@@ -35,6 +39,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_status(status),
             Plan::Search(p) => p.on_status(status),
+            Plan::Append(_) => Err(status),
         }
     }
 
@@ -45,7 +50,7 @@ impl Plan {
         modseq: Option<u64>,
     ) -> Result<(), Vec<std::num::NonZeroU32>> {
         match self {
-            Plan::Fetch(_) => Err(found),
+            Plan::Fetch(_) | Plan::Append(_) => Err(found),
             Plan::Search(p) => p.on_search(found, modseq),
         }
     }
@@ -55,14 +60,14 @@ impl Plan {
     pub(super) fn has_more(&self) -> bool {
         match self {
             Plan::Fetch(p) => p.has_more(),
-            Plan::Search(_) => false,
+            Plan::Search(_) | Plan::Append(_) => false,
         }
     }
 
     pub(super) fn more(&mut self) -> Vec<Output> {
         match self {
             Plan::Fetch(p) => p.more(),
-            Plan::Search(_) => Vec::new(),
+            Plan::Search(_) | Plan::Append(_) => Vec::new(),
         }
     }
 
@@ -72,6 +77,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.poll(),
             Plan::Search(p) => p.poll(),
+            Plan::Append(p) => p.poll(),
         }
     }
 
@@ -82,6 +88,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.saturated(),
             Plan::Search(p) => p.saturated(),
+            Plan::Append(_) => false,
         }
     }
 
@@ -90,6 +97,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.working(),
             Plan::Search(p) => p.working(),
+            Plan::Append(p) => p.working(),
         }
     }
 
@@ -97,6 +105,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_expunge(seq),
             Plan::Search(p) => p.on_expunge(seq),
+            Plan::Append(_) => {}
         }
     }
 
@@ -105,6 +114,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_vanished(gone),
             Plan::Search(p) => p.on_vanished(gone),
+            Plan::Append(_) => {}
         }
     }
 }

@@ -112,6 +112,37 @@ fn a_search_over_sealed_mail_is_opened_and_searched_off_the_session() {
     assert!(s.wants_provider_input());
 }
 
+/// Defect: APPEND sealed its message inside `advance`, on the runtime
+/// thread that serves other sessions too (up to `imap.max_literal_size`
+/// of sealing). Now the seal is a job: nothing goes to the provider until
+/// it is done, the command the client sent after it waits, and goes to
+/// the provider after the sealed APPEND; the provider's answers pass on.
+#[test]
+fn an_append_is_sealed_off_the_session_and_what_follows_waits_for_it() {
+    let (mut s, runner, _) = held_session();
+    let message = b"From: a@example.test\r\nSubject: draft\r\n\r\nvery private\r\n";
+    let mut input = format!("a APPEND Drafts {{{}+}}\r\n", message.len()).into_bytes();
+    input.extend_from_slice(message);
+    input.extend_from_slice(b"\r\nn NOOP\r\n");
+    assert_eq!(exchange(&mut s, &input), "");
+    assert!(s.working());
+    assert_eq!(text(s.take_to_client()), "");
+    assert_eq!(runner.run_held(), 1);
+    s.advance();
+    let up = text(s.take_to_provider());
+    assert!(up.starts_with("a APPEND Drafts {"), "{up}");
+    assert!(up.contains("X-Writ"), "not sealed: {up}");
+    assert!(!up.contains("very private"), "plaintext went out: {up}");
+    assert!(up.ends_with("\r\nn NOOP\r\n"), "{up}");
+    assert!(!s.working());
+    s.provider_input(b"a OK [APPENDUID 1 5] Append completed.\r\nn OK NOOP completed.\r\n");
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "a OK [APPENDUID 1 5] Append completed.\r\nn OK NOOP completed.\r\n"
+    );
+}
+
 /// Whole messages (a BODY[] fetch) open off the session too, at most
 /// `in_flight` at once: past it the session takes no more of the
 /// provider's responses until some are done. Answers go in the
