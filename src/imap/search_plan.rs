@@ -61,13 +61,13 @@ use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Part, Section};
 use imap_next::imap_types::flag::{Flag, FlagFetch};
-use imap_next::imap_types::response::{Code, Data, Status, StatusBody, StatusKind, Tagged};
+use imap_next::imap_types::response::{Code, Status, StatusBody, StatusKind, Tagged};
 use imap_next::imap_types::search::SearchKey;
 use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use std::sync::Arc;
 
-use super::fetch::opening::{InOrder, Runner, in_flight};
+use super::fetch::opening::{InOrder, Pending, Runner, in_flight};
 use super::fetch::{CacheRef, Output, peek, uid_of};
 use super::search::{self, Search};
 use super::search_return::{self, ReturnOptions};
@@ -141,6 +141,10 @@ pub struct SearchPlan {
     work: InOrder<NonZeroU32, work::Verdict>,
     /// A phase's tagged status, held until its work is done.
     held_status: Option<Status<'static>>,
+    /// The answer being ordered or threaded on the pool ([`answer`]).
+    finishing: Option<Pending<Vec<Output>>>,
+    /// An EXPUNGE came while it was (sequence numbers in it are stale).
+    finishing_stale: bool,
 }
 
 /// The threading by references a THREAD algorithm names (REFERENCES, or
@@ -301,6 +305,8 @@ impl SearchPlan {
                     keys: None,
                     work: InOrder::new(in_flight()),
                     held_status: None,
+                    finishing: None,
+                    finishing_stale: false,
                 },
                 search,
             )));
@@ -359,72 +365,11 @@ impl SearchPlan {
                 keys: None,
                 work: InOrder::new(in_flight()),
                 held_status: None,
+                finishing: None,
+                finishing_stale: false,
             },
             count,
         )))
-    }
-
-    fn finish(&mut self) -> Vec<Output> {
-        if let Some(threads) = self.threads.take() {
-            return match threads.answer() {
-                Ok(bytes) => vec![
-                    Output::ToClientRaw(bytes),
-                    Output::Finish(tagged(
-                        self.client_tag.clone(),
-                        StatusKind::Ok,
-                        None,
-                        "THREAD completed (by writ)",
-                    )),
-                ],
-                Err(why) => vec![Output::Finish(tagged(
-                    self.client_tag.clone(),
-                    StatusKind::No,
-                    None,
-                    why,
-                ))],
-            };
-        }
-        let (found, done) = match &self.sort {
-            Some(program) if self.thread => {
-                let mut sorted = std::mem::take(&mut self.sorted);
-                program.order(&mut sorted);
-                return vec![
-                    Output::ToClientRaw(sort::ordered_subject(&sorted)),
-                    Output::Finish(tagged(
-                        self.client_tag.clone(),
-                        StatusKind::Ok,
-                        None,
-                        "THREAD completed (by writ)",
-                    )),
-                ];
-            }
-            Some(program) => {
-                let mut sorted = std::mem::take(&mut self.sorted);
-                program.order(&mut sorted);
-                let ids: Vec<NonZeroU32> = sorted.iter().map(|e| e.id).collect();
-                (ids, "SORT completed (by writ)")
-            }
-            None => {
-                let mut found = std::mem::take(&mut self.found);
-                found.sort();
-                (found, "SEARCH completed (by writ)")
-            }
-        };
-        let answer = match (self.returns, self.sort.is_some()) {
-            (Some(opts), _) => Output::ToClientRaw(search_return::esearch(
-                self.client_tag.inner(),
-                self.uid,
-                opts,
-                &found,
-                self.modseq,
-            )),
-            (None, true) => Output::ToClient(Data::Sort(found, None)),
-            (None, false) => Output::ToClient(Data::Search(found, None)),
-        };
-        vec![
-            answer,
-            Output::Finish(tagged(self.client_tag.clone(), StatusKind::Ok, None, done)),
-        ]
     }
 
     pub fn on_fetch(
@@ -502,6 +447,9 @@ impl SearchPlan {
     /// The provider told the client that message `seq` is gone (during a
     /// UID SEARCH): numbers after it move down, the gone one is dropped.
     pub fn on_expunge(&mut self, seq: NonZeroU32) {
+        if self.finishing.is_some() && !self.uid {
+            self.finishing_stale = true;
+        }
         let down = |s: NonZeroU32| {
             if s > seq {
                 NonZeroU32::new(s.get() - 1).unwrap_or(s)
@@ -538,6 +486,9 @@ impl SearchPlan {
     /// provider holds it back during the others, as EXPUNGE), so what
     /// the answer names by UID stays.
     pub fn on_vanished(&mut self, gone: &Vanished) {
+        if self.finishing.is_some() && !self.uid {
+            self.finishing_stale = true;
+        }
         self.pending
             .retain(|uid, m| gone.renumbered(m.seq, *uid).map(|s| m.seq = s).is_some());
         if self.uid {
@@ -742,6 +693,7 @@ fn meta(seq: NonZeroU32, list: &[MessageDataItem<'static>]) -> Meta {
     m
 }
 
+mod answer;
 #[cfg(test)]
 mod tests;
 mod work;

@@ -52,8 +52,9 @@
 //! The session never waits and never does the heavy work itself: opening
 //! sealed messages (summaries or whole), decoding BINARY sections,
 //! holding messages against SEARCH criteria, the cache's reads and
-//! writes for them, and sealing an APPEND's message
-//! ([`super::append::AppendPlan`]) are jobs the plans submit to the
+//! writes for them, sealing an APPEND's message
+//! ([`super::append::AppendPlan`]), and ordering or threading the result
+//! of a SORT or THREAD (`search_plan::answer`) are jobs the plans submit to the
 //! process-wide pool (the messages of a MULTIAPPEND are still sealed here
 //! as they arrive, `multiappend`)
 //! ([`super::fetch::opening`], through [`super::opened`]). When one ends

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::imap::testing::*;
+use imap_next::imap_types::response::Data;
 
 /// `* 1 FETCH (...)` answering the probe for one stored message.
 fn probe(uid: u32, stored: &[u8]) -> Vec<u8> {

@@ -295,12 +295,16 @@ impl SearchPlan {
 
     /// Jobs are running: the session is woken when one is done.
     pub fn working(&self) -> bool {
-        !self.work.is_empty()
+        !self.work.is_empty() || self.finishing.is_some()
     }
 
     /// Records what was judged meanwhile; once nothing is running, the
     /// held tagged status moves the plan on.
     pub fn poll(&mut self) -> Vec<Output> {
+        if self.finishing.is_some() {
+            // Every message is judged: the answer is being ordered.
+            return self.take_finished();
+        }
         let mut out = self.take_judged();
         if self.work.is_empty()
             && let Some(status) = self.held_status.take()

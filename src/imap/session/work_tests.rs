@@ -143,6 +143,96 @@ fn an_append_is_sealed_off_the_session_and_what_follows_waits_for_it() {
     );
 }
 
+/// The provider's part 1 (the summary) and its MIME header of `stored`
+/// for messages 1 to 3 (UIDs 10, 20, 30), then `status`.
+fn summaries(stored: &[u8], status: &str) -> Vec<u8> {
+    let structure = crate::envelope::scan::scan(stored, Default::default());
+    let p = &structure.root.parts[0];
+    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+    let mut r = Vec::new();
+    for seq in 1..=3u32 {
+        r.extend(format!("* {seq} FETCH (UID {} ", seq * 10).into_bytes());
+        r.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+        r.push(b' ');
+        r.extend(literal_item(
+            "BODY[1.MIME]",
+            slice(p.header_offset, p.header_size),
+        ));
+        r.extend_from_slice(b")\r\n");
+    }
+    r.extend_from_slice(status.as_bytes());
+    r
+}
+
+/// A `UID SORT (SUBJECT) UTF-8 ALL` over three sealed messages, its
+/// summaries opened: the session and its runner, with the ordering still
+/// to come.
+fn sort_judged() -> (Session, Runner) {
+    let (mut s, runner, stored) = held_session();
+    exchange(&mut s, b"s UID SORT (SUBJECT) UTF-8 ALL\r\n");
+    s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
+    s.advance();
+    let _ = s.take_to_provider();
+    s.provider_input(&header_probe(3, 10, &stored, "writ.s2 OK done\r\n"));
+    s.advance();
+    assert!(text(s.take_to_provider()).starts_with("writ.s4 UID FETCH 10,20,30 "));
+    s.provider_input(&summaries(&stored, "writ.s4 OK done\r\n"));
+    s.advance();
+    // The summaries are opened and judged off the session...
+    assert_eq!(runner.run_held(), 3);
+    s.advance();
+    (s, runner)
+}
+
+/// Defect: SORT and THREAD ordered their matches (up to 100,000 of them;
+/// THREAD=REFERENCES up to 20,000,000 parent steps) inside `advance`.
+/// Now that is a job too: the answer comes once it is done.
+#[test]
+fn a_sort_is_ordered_off_the_session() {
+    let (mut s, runner) = sort_judged();
+    // ... and then ordered off it: no answer until that job ran.
+    assert_eq!(text(s.take_to_client()), "");
+    assert!(s.working());
+    assert_eq!(runner.run_held(), 1);
+    s.advance();
+    assert_eq!(
+        text(s.take_to_client()),
+        "* SORT 10 20 30\r\ns OK SORT completed (by writ)\r\n"
+    );
+    assert!(!s.working());
+}
+
+/// An EXPUNGE while the result of a SORT by sequence number is ordered
+/// (a provider that sends one with no command in flight) would leave
+/// numbers naming other messages: the command is answered NO instead.
+#[test]
+fn an_expunge_while_a_sort_is_ordered_makes_it_no() {
+    let (mut s, runner, stored) = held_session();
+    exchange(&mut s, b"s SORT (SUBJECT) UTF-8 ALL\r\n");
+    s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
+    s.advance();
+    let _ = s.take_to_provider();
+    s.provider_input(&header_probe(3, 10, &stored, "writ.s2 OK done\r\n"));
+    s.advance();
+    let up = text(s.take_to_provider());
+    assert!(up.starts_with("writ.s4 FETCH 1:3 "), "{up}");
+    s.provider_input(&summaries(&stored, "writ.s4 OK done\r\n"));
+    s.advance();
+    assert_eq!(runner.run_held(), 3);
+    s.advance();
+    assert!(s.working());
+    s.provider_input(b"* 2 EXPUNGE\r\n");
+    s.advance();
+    assert_eq!(runner.run_held(), 1);
+    s.advance();
+    let answer = text(s.take_to_client());
+    assert!(
+        answer.ends_with("s NO The mailbox changed while writ ordered the result: try again\r\n"),
+        "{answer}"
+    );
+    assert!(!answer.contains("* SORT"), "{answer}");
+}
+
 /// Whole messages (a BODY[] fetch) open off the session too, at most
 /// `in_flight` at once: past it the session takes no more of the
 /// provider's responses until some are done. Answers go in the
