@@ -424,6 +424,63 @@ fn append_through_writ_stores_sealed_and_reads_back_exact() {
     assert!(opened.ends_with(b"the secret body\r\n"));
 }
 
+const APPEND_AND_CLOSE: &str = r#"
+import socket, ssl, sys
+wport, ca, user, pw = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+t = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(wport))), server_hostname='127.0.0.1')
+def line(s):
+    b = b''
+    while not b.endswith(b'\r\n'):
+        c = s.recv(1)
+        if not c:
+            raise SystemExit('connection closed after %r' % b)
+        b += c
+    return b
+assert line(t).startswith(b'* OK'), 'greeting'
+t.sendall(('a LOGIN %s %s\r\n' % (user, pw)).encode())
+l = line(t)
+while not l.startswith(b'a '):
+    l = line(t)
+assert l.startswith(b'a OK'), l
+m = b'From: alice@example.test\r\nSubject: last words\r\n\r\nsent, then gone\r\n'
+t.sendall(b'b APPEND INBOX {%d+}\r\n' % len(m) + m + b'\r\n')
+# Closes its side at once, without waiting for the answer.
+raw = t.unwrap()
+raw.shutdown(socket.SHUT_WR)
+while raw.recv(4096):
+    pass
+print('ok')
+"#;
+
+/// A client that sends an APPEND and closes its side at once (a script,
+/// a phone losing its network) still gets its message stored: writ seals
+/// it off the session, and carries that out before it ends the
+/// connection.
+#[test]
+fn an_append_the_client_closed_after_is_still_stored() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let user = p.new_user("append-close");
+    python::ok(
+        APPEND_AND_CLOSE,
+        proxy.script_args(None, proxy.imaps, &[&user]),
+    );
+    // The provider stores it once writ has sent it on: polled, with a
+    // deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let stored = loop {
+        let stored = p.imap_fetch_all(&user, "INBOX");
+        if !stored.is_empty() || std::time::Instant::now() > deadline {
+            break stored;
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(stored.len(), 1, "the APPEND was lost");
+    let opened = proxy.writ.test_keys().open(&stored[0]);
+    assert!(opened.ends_with(b"sent, then gone\r\n"));
+}
+
 const FETCH_WHOLE: &str = r#"
 import imaplib, ssl, sys
 wport, ca, user, pw = sys.argv[1:5]

@@ -418,13 +418,15 @@ impl Cache {
             && let Ok(iter) = t.iter()
         {
             for (k, v) in iter.flatten() {
-                let (when, size, _) = v.value();
-                used = used.saturating_add(size);
+                let (when, _, row) = v.value();
+                // The row itself here, its body file's bytes below: a
+                // row whose body file is gone (the flat layout of earlier
+                // versions) counts only what is left.
+                used = used.saturating_add(row.len() as u64);
                 latest = latest.max(when);
                 named.insert(hex(k.value()));
             }
         }
-        self.used.store(used, Ordering::Relaxed);
         self.clock.store(latest + 1, Ordering::Relaxed);
         // Two levels, ours: the fan directories, and the body files in
         // them. A file elsewhere (the flat layout of earlier versions, a
@@ -436,17 +438,24 @@ impl Cache {
                 continue;
             }
             let fan = f.file_name();
-            for b in fs::read_dir(f.path())? {
-                let b = b?;
+            let Ok(files) = fs::read_dir(f.path()) else {
+                // Unreadable: its bodies are misses, nothing worse.
+                tracing::warn!(dir = ?fan, "cache: a body directory cannot be read");
+                continue;
+            };
+            for b in files.flatten() {
                 let name = b.file_name();
                 let ours = name.to_str().is_some_and(|n| {
                     named.contains(n) && fan.to_str() == n.get(n.len().saturating_sub(2)..)
                 });
                 if !ours {
                     let _ = fs::remove_file(b.path());
+                } else if let Ok(meta) = b.metadata() {
+                    used = used.saturating_add(meta.len());
                 }
             }
         }
+        self.used.store(used, Ordering::Relaxed);
         if used > self.max_bytes {
             self.evict();
         }

@@ -214,6 +214,8 @@ pub async fn serve(
     // COMPRESS=DEFLATE on the client's side, once the client asked.
     let mut deflate: Option<Deflate> = None;
     let mut linger = false;
+    // The client closed its side while work was running.
+    let mut client_closed = false;
     let mut cbuf = vec![0u8; 64 * 1024];
     let mut pbuf = vec![0u8; 64 * 1024];
     // Before login the client has until the login deadline (to read as
@@ -265,6 +267,9 @@ pub async fn serve(
         }
         if let Err(e) = write_by(write_deadline(&session), &mut client, &mut deflate, &out).await {
             tracing::info!(%peer, error = %e, authenticated = session.authenticated(), "client not reading");
+            break;
+        }
+        if client_closed && !session.working() {
             break;
         }
         match step {
@@ -333,7 +338,7 @@ pub async fn serve(
             }
         };
         let working = session.working();
-        let wants_client = session.wants_client_input();
+        let wants_client = session.wants_client_input() && !client_closed;
         let client_read = async {
             if wants_client {
                 client.read(&mut cbuf).await
@@ -350,6 +355,11 @@ pub async fn serve(
                         None => session.client_input(&cbuf[..n]),
                     }
                 }
+                // The client closed its side: what it sent before is
+                // still carried out where work on it is running (an
+                // APPEND being sealed goes to the provider), then the
+                // connection ends.
+                Ok(_) if working => client_closed = true,
                 Ok(_) => break,
                 Err(_) => {
                     tracing::info!(%peer, authenticated = session.authenticated(), "client timed out");

@@ -459,6 +459,9 @@ impl Session {
 
     /// A new flow facing the client, its greeting not sent.
     fn fresh_client_flow(&mut self) {
+        // Commands read before the switch (held behind a plan) were sent
+        // in plaintext or uncompressed: never carried out in the new flow.
+        self.held.clear();
         self.server = new_server(&self.ctx);
         self.intake = Intake::new(self.ctx.max_literal_size);
         self.returns = raw::PendingReturns::default();
@@ -715,7 +718,10 @@ impl Session {
                 Output::Over => self.plan = None,
             }
         }
-        while self.plan.is_none() {
+        // Not past a command that ends the flow (STARTTLS, LOGOUT):
+        // what was held behind it was read in the old flow and is dropped
+        // with it ([`Session::fresh_client_flow`]).
+        while self.plan.is_none() && self.step == Step::Wait {
             let Some(event) = self.held.pop_front() else {
                 break;
             };

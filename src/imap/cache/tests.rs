@@ -334,6 +334,43 @@ fn body_files_no_row_names_are_removed_at_start() {
     assert_eq!(walk(&bodies), std::slice::from_ref(kept));
 }
 
+/// After the upgrade from the flat layout, a row whose body file was
+/// removed at start counts only its own bytes: the cache does not evict
+/// for bytes no longer on disk.
+#[test]
+fn a_row_whose_body_file_is_gone_counts_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    let body = vec![b'a'; 50_000];
+    let with_body = {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        cache.put(&mb(7), k(1), &summary(11), Some(&body));
+        cache.commit();
+        cache.used()
+    };
+    let bodies = dir.path().join("bodies");
+    let [file] = &walk(&bodies)[..] else {
+        panic!("one body file: {:?}", walk(&bodies));
+    };
+    // As an earlier version left it: directly under bodies/.
+    fs::rename(file, bodies.join(file.file_name().unwrap())).unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert!(walk(&bodies).is_empty());
+    assert!(cache.body(&mb(7), k(1)).is_none());
+    assert!(cache.summary(&mb(7), k(1)).is_some());
+    assert!(
+        cache.used() < with_body - 50_000,
+        "{} of {with_body}",
+        cache.used()
+    );
+    assert!(cache.used() > 0);
+    drop(cache);
+    // Reopened as it is, it counts the same.
+    let again = Cache::open(dir.path(), 1 << 20, &keys).unwrap().used();
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert_eq!(cache.used(), again);
+}
+
 #[test]
 fn keys_that_derive_nothing_start_empty_each_time() {
     let dir = tempfile::tempdir().unwrap();

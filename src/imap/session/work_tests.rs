@@ -143,6 +143,42 @@ fn an_append_is_sealed_off_the_session_and_what_follows_waits_for_it() {
     );
 }
 
+/// Commands read behind a plan in the plaintext phase never run once a
+/// STARTTLS among them switched to TLS (a man in the middle put them
+/// there): the replay of held commands stops at STARTTLS, and the new flow
+/// drops what was held.
+#[test]
+fn commands_held_behind_an_append_do_not_run_past_starttls() {
+    let (ids, sealer) = keys();
+    let runner = Runner::held();
+    let ctx = Context {
+        client_tls: false,
+        client_loopback: false,
+        starttls_listener: true,
+        allow_plaintext_auth: false,
+        max_literal_size: 1024 * 1024,
+    };
+    let mut s = Session::new(ctx, Arc::new(ids), sealer).with_runner(runner.clone());
+    s.advance();
+    let _ = s.take_to_client();
+    let up = exchange(
+        &mut s,
+        b"x APPEND INBOX {1+}\r\nz\r\nb STARTTLS\r\nc LOGIN mallory pw\r\nd NOOP\r\n",
+    );
+    assert_eq!(up, "", "{}", text(s.take_to_client()));
+    assert_eq!(runner.run_held(), 1);
+    assert_eq!(s.advance(), Step::StartTls);
+    assert!(text(s.take_to_client()).contains("b OK"));
+    s.tls_started();
+    s.advance();
+    // The sealed APPEND goes on; what the client sent after STARTTLS in
+    // the same packet does not.
+    let up = text(s.take_to_provider());
+    assert!(up.starts_with("x APPEND INBOX {"), "{up}");
+    assert!(!up.contains("LOGIN") && !up.contains("NOOP"), "{up}");
+    assert!(!s.authenticated());
+}
+
 /// The provider's part 1 (the summary) and its MIME header of `stored`
 /// for messages 1 to 3 (UIDs 10, 20, 30), then `status`.
 fn summaries(stored: &[u8], status: &str) -> Vec<u8> {
