@@ -200,18 +200,19 @@ fn summaries(stored: &[u8], status: &str) -> Vec<u8> {
     r
 }
 
-/// A `UID SORT (SUBJECT) UTF-8 ALL` over three sealed messages, its
-/// summaries opened: the session and its runner, with the ordering still
-/// to come.
-fn sort_judged() -> (Session, Runner) {
+/// `command` (a SORT) over three sealed messages, its summaries asked
+/// with a FETCH starting `summaries_asked` and opened: the session and its
+/// runner, with the ordering still to come.
+fn sort_judged(command: &[u8], summaries_asked: &str) -> (Session, Runner) {
     let (mut s, runner, stored) = held_session();
-    exchange(&mut s, b"s UID SORT (SUBJECT) UTF-8 ALL\r\n");
+    exchange(&mut s, command);
     s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
     s.advance();
     let _ = s.take_to_provider();
     s.provider_input(&header_probe(3, 10, &stored, "writ.s2 OK done\r\n"));
     s.advance();
-    assert!(text(s.take_to_provider()).starts_with("writ.s4 UID FETCH 10,20,30 "));
+    let up = text(s.take_to_provider());
+    assert!(up.starts_with(summaries_asked), "{up}");
     s.provider_input(&summaries(&stored, "writ.s4 OK done\r\n"));
     s.advance();
     // The summaries are opened and judged off the session...
@@ -225,7 +226,10 @@ fn sort_judged() -> (Session, Runner) {
 /// Now that is a job too: the answer comes once it is done.
 #[test]
 fn a_sort_is_ordered_off_the_session() {
-    let (mut s, runner) = sort_judged();
+    let (mut s, runner) = sort_judged(
+        b"s UID SORT (SUBJECT) UTF-8 ALL\r\n",
+        "writ.s4 UID FETCH 10,20,30 ",
+    );
     // ... and then ordered off it: no answer until that job ran.
     assert_eq!(text(s.take_to_client()), "");
     assert!(s.working());
@@ -243,19 +247,7 @@ fn a_sort_is_ordered_off_the_session() {
 /// numbers naming other messages: the command is answered NO instead.
 #[test]
 fn an_expunge_while_a_sort_is_ordered_makes_it_no() {
-    let (mut s, runner, stored) = held_session();
-    exchange(&mut s, b"s SORT (SUBJECT) UTF-8 ALL\r\n");
-    s.provider_input(b"* 3 FETCH (UID 30)\r\nwrit.s1 OK done\r\n");
-    s.advance();
-    let _ = s.take_to_provider();
-    s.provider_input(&header_probe(3, 10, &stored, "writ.s2 OK done\r\n"));
-    s.advance();
-    let up = text(s.take_to_provider());
-    assert!(up.starts_with("writ.s4 FETCH 1:3 "), "{up}");
-    s.provider_input(&summaries(&stored, "writ.s4 OK done\r\n"));
-    s.advance();
-    assert_eq!(runner.run_held(), 3);
-    s.advance();
+    let (mut s, runner) = sort_judged(b"s SORT (SUBJECT) UTF-8 ALL\r\n", "writ.s4 FETCH 1:3 ");
     assert!(s.working());
     s.provider_input(b"* 2 EXPUNGE\r\n");
     s.advance();
