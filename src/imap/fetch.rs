@@ -117,6 +117,10 @@ pub enum Output {
     /// The plan is over and says nothing more: the provider answers the
     /// command it sent last (a sealed APPEND).
     Over,
+    /// A command for the provider written by the plan, whole with its
+    /// CRLF, under the client's tag (a sealed MULTIAPPEND, which
+    /// imap-types cannot write as one command).
+    ToProviderLine(Tag<'static>, Vec<u8>),
 }
 
 /// The cache and the selected mailbox's key in it.

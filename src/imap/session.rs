@@ -53,10 +53,10 @@
 //! sealed messages (summaries or whole), decoding BINARY sections,
 //! holding messages against SEARCH criteria, the cache's reads and
 //! writes for them, sealing an APPEND's message
-//! ([`super::append::AppendPlan`]), and ordering or threading the result
-//! of a SORT or THREAD (`search_plan::answer`) are jobs the plans submit to the
-//! process-wide pool (the messages of a MULTIAPPEND are still sealed here
-//! as they arrive, `multiappend`)
+//! ([`super::append::AppendPlan`], and each of a MULTIAPPEND's,
+//! `multiappend`), and ordering or threading the result of a SORT or
+//! THREAD (`search_plan::answer`) are jobs the plans submit to the
+//! process-wide pool
 //! ([`super::fetch::opening`], through [`super::opened`]). When one ends
 //! the I/O shell is woken ([`Session::work_done`]) and calls
 //! [`Session::advance`], which takes the results that are ready, in the
@@ -716,6 +716,7 @@ impl Session {
                     self.plan = None;
                 }
                 Output::Over => self.plan = None,
+                Output::ToProviderLine(tag, line) => self.forward_line(tag, line),
             }
         }
         // Not past a command that ends the flow (STARTTLS, LOGOUT):

@@ -2,10 +2,11 @@
 //! took apart ([`crate::imap::intake::multiappend`]) reach the session as
 //! APPENDs with the command's tag, announced in order by
 //! [`crate::imap::intake::Event::AppendPart`]. Each is sealed exactly as a single
-//! APPEND is ([`crate::imap::append::seal_append`]), but on the session's
-//! thread as it arrives (a single APPEND is sealed on the pool; moving
-//! these too is left to do: at most `imap.max_literal_size` octets of
-//! messages per command), written with a
+//! APPEND is ([`crate::imap::append::seal_append`]), off the session: a
+//! job on the opening pool as it arrives, while the next is read; once the
+//! last is in, the command is the session's plan ([`MultiAppendPlan`],
+//! what the client sends after it waits) until every message is sealed.
+//! Each is written with a
 //! non-synchronising literal, and appended to the one command that goes
 //! to the provider when the last message is in: the provider appends all
 //! or none (RFC 3502 §3). It goes out as a passed line
@@ -13,15 +14,15 @@
 //! the provider's tagged answer (`[APPENDUID v a:b]`, `[TRYCREATE]`)
 //! passes on as the provider wrote it.
 //!
-//! A message that cannot be sealed, or a command the intake refused, is
-//! answered once at its end (NO, BAD) and nothing is sent: nothing is
-//! appended. A message imap-codec cannot parse is answered BAD by the
+//! A message that cannot be sealed (or whose sealing job was lost), or a
+//! command the intake refused, is answered once at its end (NO, BAD) and
+//! nothing is sent: nothing is appended. A message imap-codec cannot parse is answered BAD by the
 //! parse-error path; the rest of that command is then dropped unanswered.
 //!
 //! Memory: the sealed messages of the one command being read, bounded by
 //! `imap.max_literal_size` octets of messages in all (sealing adds a few
 //! percent) and [`crate::imap::intake::multiappend::MAX_MESSAGES`];
-//! each plaintext is dropped once sealed. The announcements waiting for
+//! each plaintext is held by its job until sealed, then dropped. The announcements waiting for
 //! their APPEND are at most one per message line of one read.
 //!
 //! The capability is offered only when the provider offers both
@@ -39,9 +40,14 @@ use imap_next::imap_types::core::LiteralMode;
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_next::imap_types::response::StatusKind;
 
-use super::Session;
+use imap_next::imap_types::core::Tag;
+
+use super::plan::Plan;
+use super::{Session, tagged};
 use crate::admin::names;
 use crate::imap::append;
+use crate::imap::fetch::Output;
+use crate::imap::fetch::opening::Pending;
 use crate::imap::intake::multiappend::Next;
 
 /// What a MULTIAPPEND is told before writ has seen the provider offer it
@@ -62,17 +68,105 @@ pub(super) struct MultiAppends {
     current: Option<Reading>,
 }
 
-#[derive(Debug)]
 struct Reading {
     tag: Vec<u8>,
-    /// The command for the provider so far (without its final CRLF).
-    bytes: Vec<u8>,
-    /// Messages read so far.
-    messages: usize,
-    /// Why nothing will be sent (NO), once known.
-    refusal: Option<append::Refusal>,
+    /// Each message read so far, being sealed on the pool, in order.
+    sealing: Vec<Pending<Result<Command<'static>, append::Refusal>>>,
     /// A message was answered BAD already: the rest is dropped silently.
     failed: bool,
+}
+
+impl std::fmt::Debug for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reading")
+            .field("tag", &self.tag)
+            .field("messages", &self.sealing.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+/// A MULTIAPPEND whose last message is in, its messages still being
+/// sealed on the pool: once all are, the one command goes to the provider
+/// (or `NO` to the client when one could not be sealed), and the plan is
+/// over.
+pub(crate) struct MultiAppendPlan {
+    tag: Tag<'static>,
+    sealing: Vec<Pending<Result<Command<'static>, append::Refusal>>>,
+    sealed: Vec<Option<Option<Result<Command<'static>, append::Refusal>>>>,
+    done: bool,
+}
+
+impl MultiAppendPlan {
+    pub(crate) fn working(&self) -> bool {
+        !self.done
+    }
+
+    /// The command for the provider (or the client's NO) once every
+    /// message is sealed; nothing before.
+    pub(crate) fn poll(&mut self) -> Vec<Output> {
+        if self.done {
+            return Vec::new();
+        }
+        for (pending, slot) in self.sealing.iter_mut().zip(self.sealed.iter_mut()) {
+            if slot.is_none() {
+                *slot = pending.take();
+            }
+        }
+        if self.sealed.iter().any(Option::is_none) {
+            return Vec::new();
+        }
+        self.done = true;
+        let messages = self.sealed.len() as u64;
+        let mut reading = Building {
+            bytes: Vec::new(),
+            messages: 0,
+            refusal: None,
+        };
+        for sealed in self.sealed.drain(..).flatten() {
+            match sealed {
+                Some(Ok(command)) => push_message(&mut reading, command),
+                Some(Err(refusal)) => reading.refusal = Some(refusal),
+                None => {
+                    tracing::warn!("MULTIAPPEND refused: a sealing job was lost");
+                    reading.refusal = Some(append::Refusal::SealFailed);
+                }
+            }
+            if reading.refusal.is_some() {
+                break;
+            }
+        }
+        match reading.refusal {
+            Some(refusal) => {
+                metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
+                    .increment(messages);
+                vec![Output::Finish(tagged(
+                    self.tag.clone(),
+                    StatusKind::No,
+                    refusal.text(),
+                ))]
+            }
+            None => {
+                metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed")
+                    .increment(messages);
+                let mut bytes = reading.bytes;
+                bytes.extend_from_slice(b"\r\n");
+                vec![
+                    Output::ToProviderLine(self.tag.clone(), bytes),
+                    Output::Over,
+                ]
+            }
+        }
+    }
+}
+
+/// The command for the provider being written from the sealed messages.
+struct Building {
+    /// So far, without its final CRLF.
+    bytes: Vec<u8>,
+    messages: usize,
+    /// Why nothing will be sent (NO).
+    refusal: Option<append::Refusal>,
 }
 
 impl MultiAppends {
@@ -103,9 +197,7 @@ impl MultiAppends {
         self.current = match next {
             Next::More => Some(Reading {
                 tag: tag.to_vec(),
-                bytes: Vec::new(),
-                messages: 0,
-                refusal: None,
+                sealing: Vec::new(),
                 failed: true,
             }),
             Next::Last | Next::Refused(_) => None,
@@ -121,7 +213,9 @@ impl MultiAppends {
 }
 
 impl Session {
-    /// One message of a MULTIAPPEND (`is_part` said so).
+    /// One message of a MULTIAPPEND (`is_part` said so): sealed on the
+    /// pool while the next one is read; at the last one the command
+    /// becomes the session's plan until all are sealed.
     pub(super) fn append_part(&mut self, command: Command<'static>) {
         let Some((tag, next)) = self.multiappend.announced.pop_front() else {
             return;
@@ -130,21 +224,17 @@ impl Session {
             Some(r) if r.tag == tag => r,
             _ => Reading {
                 tag: tag.clone(),
-                bytes: Vec::new(),
-                messages: 0,
-                refusal: None,
+                sealing: Vec::new(),
                 failed: false,
             },
         };
         let command_tag = command.tag.clone();
-        if !reading.failed && reading.refusal.is_none() {
-            match append::seal_append(command, &self.sealer) {
-                Ok(sealed) => push_message(&mut reading, sealed),
-                Err(refusal) => {
-                    reading.refusal = Some(refusal);
-                    reading.bytes = Vec::new();
-                }
-            }
+        if !reading.failed {
+            let sealer = self.sealer.clone();
+            reading.sealing.push(
+                self.runner
+                    .spawn(move || append::seal_append(command, &sealer)),
+            );
         }
         match next {
             Next::More => self.multiappend.current = Some(reading),
@@ -158,20 +248,17 @@ impl Session {
             Next::Last if !self.multiappend.offered.get() => {
                 self.refuse(command_tag, StatusKind::Bad, NOT_OFFERED);
             }
-            Next::Last => match reading.refusal {
-                Some(refusal) => {
-                    metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
-                        .increment(reading.messages as u64 + 1);
-                    self.refuse(command_tag, StatusKind::No, refusal.text());
-                }
-                None => {
-                    metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed")
-                        .increment(reading.messages as u64);
-                    let mut bytes = reading.bytes;
-                    bytes.extend_from_slice(b"\r\n");
-                    self.forward_line(command_tag, bytes);
-                }
-            },
+            Next::Last => {
+                let sealed = reading.sealing.iter().map(|_| None).collect();
+                self.plan = Some(Plan::MultiAppend(MultiAppendPlan {
+                    tag: command_tag,
+                    sealing: reading.sealing,
+                    sealed,
+                    done: false,
+                }));
+                let out = self.plan.as_mut().map(Plan::poll).unwrap_or_default();
+                self.apply(out);
+            }
         }
     }
 }
@@ -179,7 +266,7 @@ impl Session {
 /// Adds the sealed APPEND `sealed` to the command being read: all of it
 /// for the first message, from its flags on for the others (their
 /// `<tag> APPEND INBOX` is the intake's placeholder).
-fn push_message(reading: &mut Reading, sealed: Command<'static>) {
+fn push_message(reading: &mut Building, sealed: Command<'static>) {
     let Command { tag, body } = sealed;
     let CommandBody::Append {
         mailbox,

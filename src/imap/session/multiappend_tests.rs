@@ -3,6 +3,11 @@
 use super::*;
 
 fn session() -> Session {
+    session_with(Runner::inline())
+}
+
+/// The same, its work (sealing) going through `runner`.
+fn session_with(runner: Runner) -> Session {
     let ctx = Context {
         client_tls: true,
         client_loopback: true,
@@ -12,7 +17,7 @@ fn session() -> Session {
     };
     let (_, sealer) = crate::imap::testing::keys();
     let keys: SharedKeys = Arc::new(Vec::<age::x25519::Identity>::new());
-    let mut s = Session::new(ctx, keys, sealer);
+    let mut s = Session::new(ctx, keys, sealer).with_runner(runner);
     s.advance();
     s.take_to_client();
     s.intake.logged_in();
@@ -78,4 +83,31 @@ fn before_the_provider_offers_it_a_multiappend_is_refused_and_nothing_sent() {
         "{to_client}"
     );
     assert_eq!(text(s.take_to_provider()), "");
+}
+
+/// Defect: each message was sealed inside `advance`, on the runtime
+/// thread (up to `imap.max_literal_size` of them per command). Now each is
+/// a job as it arrives; the command goes on once all are sealed, and what
+/// the client sends after it waits until then.
+#[test]
+fn the_messages_are_sealed_off_the_session_and_the_command_goes_on_when_all_are() {
+    let runner = Runner::held();
+    let mut s = session_with(runner.clone());
+    s.provider_input(b"* CAPABILITY IMAP4rev1 MULTIAPPEND LITERAL+\r\n");
+    s.advance();
+    s.take_to_client();
+    send(&mut s);
+    s.client_input(b"n NOOP\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "");
+    assert!(s.working());
+    assert_eq!(runner.run_held(), 2);
+    s.advance();
+    let sent = text(s.take_to_provider());
+    assert_eq!(sent.matches("APPEND").count(), 1, "{sent}");
+    assert!(sent.starts_with("a APPEND Drafts (\\Seen) {"), "{sent}");
+    assert!(sent.contains(" (\\Flagged) {"), "{sent}");
+    assert!(!sent.contains("plain"), "plaintext went to the provider");
+    assert!(sent.ends_with("\r\nn NOOP\r\n"), "{sent}");
+    assert!(!s.working());
 }

@@ -16,6 +16,8 @@ pub(super) enum Plan {
     Search(Box<SearchPlan>),
     /// An APPEND being sealed: it answers nothing of the provider's.
     Append(AppendPlan),
+    /// A MULTIAPPEND's messages being sealed: the same.
+    MultiAppend(super::multiappend::MultiAppendPlan),
 }
 
 impl Plan {
@@ -28,7 +30,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_fetch(seq, items, keys),
             Plan::Search(p) => p.on_fetch(seq, items, keys),
-            Plan::Append(_) => Err(items),
+            Plan::Append(_) | Plan::MultiAppend(_) => Err(items),
         }
     }
 
@@ -39,7 +41,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_status(status),
             Plan::Search(p) => p.on_status(status),
-            Plan::Append(_) => Err(status),
+            Plan::Append(_) | Plan::MultiAppend(_) => Err(status),
         }
     }
 
@@ -50,7 +52,7 @@ impl Plan {
         modseq: Option<u64>,
     ) -> Result<(), Vec<std::num::NonZeroU32>> {
         match self {
-            Plan::Fetch(_) | Plan::Append(_) => Err(found),
+            Plan::Fetch(_) | Plan::Append(_) | Plan::MultiAppend(_) => Err(found),
             Plan::Search(p) => p.on_search(found, modseq),
         }
     }
@@ -60,14 +62,14 @@ impl Plan {
     pub(super) fn has_more(&self) -> bool {
         match self {
             Plan::Fetch(p) => p.has_more(),
-            Plan::Search(_) | Plan::Append(_) => false,
+            Plan::Search(_) | Plan::Append(_) | Plan::MultiAppend(_) => false,
         }
     }
 
     pub(super) fn more(&mut self) -> Vec<Output> {
         match self {
             Plan::Fetch(p) => p.more(),
-            Plan::Search(_) | Plan::Append(_) => Vec::new(),
+            Plan::Search(_) | Plan::Append(_) | Plan::MultiAppend(_) => Vec::new(),
         }
     }
 
@@ -78,6 +80,7 @@ impl Plan {
             Plan::Fetch(p) => p.poll(),
             Plan::Search(p) => p.poll(),
             Plan::Append(p) => p.poll(),
+            Plan::MultiAppend(p) => p.poll(),
         }
     }
 
@@ -88,7 +91,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.saturated(),
             Plan::Search(p) => p.saturated(),
-            Plan::Append(_) => false,
+            Plan::Append(_) | Plan::MultiAppend(_) => false,
         }
     }
 
@@ -98,6 +101,7 @@ impl Plan {
             Plan::Fetch(p) => p.working(),
             Plan::Search(p) => p.working(),
             Plan::Append(p) => p.working(),
+            Plan::MultiAppend(p) => p.working(),
         }
     }
 
@@ -105,7 +109,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_expunge(seq),
             Plan::Search(p) => p.on_expunge(seq),
-            Plan::Append(_) => {}
+            Plan::Append(_) | Plan::MultiAppend(_) => {}
         }
     }
 
@@ -114,7 +118,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_vanished(gone),
             Plan::Search(p) => p.on_vanished(gone),
-            Plan::Append(_) => {}
+            Plan::Append(_) | Plan::MultiAppend(_) => {}
         }
     }
 }
