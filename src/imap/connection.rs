@@ -269,7 +269,9 @@ pub async fn serve(
             tracing::info!(%peer, error = %e, authenticated = session.authenticated(), "client not reading");
             break;
         }
-        if client_closed && !session.working() {
+        if client_closed && session.settled() {
+            // Carried out, and answered by the provider (a client that
+            // only half-closed still reads its OK).
             break;
         }
         match step {

@@ -309,7 +309,14 @@ impl Session {
     /// Work of the session's runs off it: wait for [`Session::work_done`]
     /// too.
     pub fn working(&self) -> bool {
-        self.plan.as_ref().is_some_and(|p| p.working())
+        self.plan.as_ref().is_some_and(|p| p.working()) || self.multiappend.running() > 0
+    }
+
+    /// Nothing is left to carry out: no work running, no command of the
+    /// client's waiting or unanswered by the provider (the connection
+    /// ends once so after the client closed its side).
+    pub fn settled(&self) -> bool {
+        !self.working() && self.held.is_empty() && self.in_flight.is_empty()
     }
 
     /// The session takes more of the provider's bytes: not while a plan
@@ -544,6 +551,8 @@ impl Session {
         self.output_full = false;
         loop {
             let mut progressed = false;
+            // A MULTIAPPEND's sealing jobs that ended make room to read on.
+            self.multiappend.poll_jobs();
             if self.step == Step::Wait && self.working_or_held() {
                 // Work done off the session meanwhile.
                 let out = self.plan.as_mut().map(|p| p.poll()).unwrap_or_default();
@@ -679,7 +688,9 @@ impl Session {
     /// otherwise, so what a client pipelines behind a FETCH waits in its
     /// own socket, not in writ.
     pub fn wants_client_input(&self) -> bool {
-        self.held.len() < MAX_HELD && self.pending_compress.is_none()
+        self.held.len() < MAX_HELD
+            && self.pending_compress.is_none()
+            && self.multiappend.running() < super::fetch::opening::in_flight()
     }
 
     /// A COMPRESS waits until nothing is in progress (the answers to the

@@ -55,7 +55,7 @@ use crate::imap::intake::multiappend::Next;
 pub(super) const NOT_OFFERED: &str =
     "MULTIAPPEND is not offered: the provider lacks MULTIAPPEND or LITERAL+";
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct MultiAppends {
     /// The provider's capabilities, as writ passed them on, included
     /// MULTIAPPEND (which writ passes only with LITERAL+). Until then a
@@ -66,24 +66,51 @@ pub(super) struct MultiAppends {
     announced: VecDeque<(Vec<u8>, Next)>,
     /// The command being read.
     current: Option<Reading>,
+    /// Sealing jobs of commands that were refused or failed: their results
+    /// are dropped, but they count until they end.
+    orphans: Vec<Sealing>,
+    /// Sealing jobs not ended yet, as of the last [`MultiAppends::poll_jobs`]
+    /// (or started since): while `opening::in_flight` are, the session
+    /// reads no more of the client ([`Session::wants_client_input`]), so
+    /// one session never queues more than that on the shared pool.
+    running: usize,
+}
+
+impl std::fmt::Debug for MultiAppends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiAppends")
+            .field("announced", &self.announced.len())
+            .field("reading", &self.current.as_ref().map(|r| r.sealing.len()))
+            .field("running", &self.running)
+            .finish()
+    }
+}
+
+type SealResult = Result<Command<'static>, append::Refusal>;
+
+/// One message's sealing job and, once it ended, its result (`None`:
+/// the job was lost).
+struct Sealing {
+    pending: Pending<SealResult>,
+    result: Option<Option<SealResult>>,
+}
+
+impl Sealing {
+    /// Has it ended? Takes the result when it has.
+    fn poll(&mut self) -> bool {
+        if self.result.is_none() {
+            self.result = self.pending.take();
+        }
+        self.result.is_some()
+    }
 }
 
 struct Reading {
     tag: Vec<u8>,
     /// Each message read so far, being sealed on the pool, in order.
-    sealing: Vec<Pending<Result<Command<'static>, append::Refusal>>>,
+    sealing: Vec<Sealing>,
     /// A message was answered BAD already: the rest is dropped silently.
     failed: bool,
-}
-
-impl std::fmt::Debug for Reading {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reading")
-            .field("tag", &self.tag)
-            .field("messages", &self.sealing.len())
-            .field("failed", &self.failed)
-            .finish()
-    }
 }
 
 /// A MULTIAPPEND whose last message is in, its messages still being
@@ -92,8 +119,7 @@ impl std::fmt::Debug for Reading {
 /// over.
 pub(crate) struct MultiAppendPlan {
     tag: Tag<'static>,
-    sealing: Vec<Pending<Result<Command<'static>, append::Refusal>>>,
-    sealed: Vec<Option<Option<Result<Command<'static>, append::Refusal>>>>,
+    sealing: Vec<Sealing>,
     done: bool,
 }
 
@@ -108,22 +134,20 @@ impl MultiAppendPlan {
         if self.done {
             return Vec::new();
         }
-        for (pending, slot) in self.sealing.iter_mut().zip(self.sealed.iter_mut()) {
-            if slot.is_none() {
-                *slot = pending.take();
-            }
+        let mut ended = true;
+        for sealing in &mut self.sealing {
+            ended &= sealing.poll();
         }
-        if self.sealed.iter().any(Option::is_none) {
+        if !ended {
             return Vec::new();
         }
         self.done = true;
-        let messages = self.sealed.len() as u64;
         let mut reading = Building {
             bytes: Vec::new(),
             messages: 0,
             refusal: None,
         };
-        for sealed in self.sealed.drain(..).flatten() {
+        for sealed in self.sealing.drain(..).filter_map(|s| s.result) {
             match sealed {
                 Some(Ok(command)) => push_message(&mut reading, command),
                 Some(Err(refusal)) => reading.refusal = Some(refusal),
@@ -138,8 +162,9 @@ impl MultiAppendPlan {
         }
         match reading.refusal {
             Some(refusal) => {
+                // The messages up to the one that failed, as before.
                 metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "refused")
-                    .increment(messages);
+                    .increment(reading.messages as u64 + 1);
                 vec![Output::Finish(tagged(
                     self.tag.clone(),
                     StatusKind::No,
@@ -148,7 +173,7 @@ impl MultiAppendPlan {
             }
             None => {
                 metrics::counter!(names::IMAP_APPENDS_TOTAL, "outcome" => "sealed")
-                    .increment(messages);
+                    .increment(reading.messages as u64);
                 let mut bytes = reading.bytes;
                 bytes.extend_from_slice(b"\r\n");
                 vec![
@@ -194,6 +219,9 @@ impl MultiAppends {
             .current
             .as_ref()
             .is_some_and(|r| r.tag == tag && r.failed);
+        if let Some(old) = self.current.take() {
+            self.orphans.extend(old.sealing);
+        }
         self.current = match next {
             Next::More => Some(Reading {
                 tag: tag.to_vec(),
@@ -208,7 +236,29 @@ impl MultiAppends {
     /// A fresh flow faces the client: what was announced on the old one goes.
     pub(super) fn client_reset(&mut self) {
         self.announced.clear();
-        self.current = None;
+        if let Some(old) = self.current.take() {
+            self.orphans.extend(old.sealing);
+        }
+    }
+
+    /// Takes what the sealing jobs of the command being read and of the
+    /// dropped ones have done; drops ended orphans. Returns how many run.
+    pub(super) fn poll_jobs(&mut self) -> usize {
+        self.orphans.retain_mut(|s| !s.poll());
+        let reading = self.current.as_mut().map_or(0, |r| {
+            r.sealing
+                .iter_mut()
+                .map(|s| !s.poll())
+                .filter(|&running| running)
+                .count()
+        });
+        self.running = self.orphans.len() + reading;
+        self.running
+    }
+
+    /// Sealing jobs running, as of the last [`MultiAppends::poll_jobs`].
+    pub(super) fn running(&self) -> usize {
+        self.running
     }
 }
 
@@ -229,12 +279,17 @@ impl Session {
             },
         };
         let command_tag = command.tag.clone();
-        if !reading.failed {
+        // Nothing is sealed for a command that will be refused anyway.
+        let refused = matches!(next, Next::Refused(_)) || !self.multiappend.offered.get();
+        if !reading.failed && !refused {
             let sealer = self.sealer.clone();
-            reading.sealing.push(
-                self.runner
+            reading.sealing.push(Sealing {
+                pending: self
+                    .runner
                     .spawn(move || append::seal_append(command, &sealer)),
-            );
+                result: None,
+            });
+            self.multiappend.running += 1;
         }
         match next {
             Next::More => self.multiappend.current = Some(reading),
@@ -243,17 +298,19 @@ impl Session {
                     tracing::info!(limit = why, "MULTIAPPEND over a limit refused");
                     self.refuse(command_tag, StatusKind::Bad, why);
                 }
+                self.multiappend.orphans.extend(reading.sealing);
             }
-            Next::Last if reading.failed => {}
+            Next::Last if reading.failed => {
+                self.multiappend.orphans.extend(reading.sealing);
+            }
             Next::Last if !self.multiappend.offered.get() => {
                 self.refuse(command_tag, StatusKind::Bad, NOT_OFFERED);
+                self.multiappend.orphans.extend(reading.sealing);
             }
             Next::Last => {
-                let sealed = reading.sealing.iter().map(|_| None).collect();
                 self.plan = Some(Plan::MultiAppend(MultiAppendPlan {
                     tag: command_tag,
                     sealing: reading.sealing,
-                    sealed,
                     done: false,
                 }));
                 let out = self.plan.as_mut().map(Plan::poll).unwrap_or_default();

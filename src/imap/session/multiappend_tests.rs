@@ -111,3 +111,50 @@ fn the_messages_are_sealed_off_the_session_and_the_command_goes_on_when_all_are(
     assert!(sent.ends_with("\r\nn NOOP\r\n"), "{sent}");
     assert!(!s.working());
 }
+
+/// One session never queues more than `in_flight` sealing jobs on the
+/// shared pool: past that it reads no more of the client until some end.
+/// A command that will be refused seals nothing.
+#[test]
+fn a_multiappend_queues_at_most_the_window_of_seals_and_a_refused_one_none() {
+    let runner = Runner::held();
+    let mut s = session_with(runner.clone());
+    s.provider_input(b"* CAPABILITY IMAP4rev1 MULTIAPPEND LITERAL+\r\n");
+    s.advance();
+    s.take_to_client();
+    let window = crate::imap::fetch::opening::in_flight();
+    let mut input = format!("a APPEND Drafts {{{}+}}\r\n{FIRST}", FIRST.len()).into_bytes();
+    // One message more than the window: a message is taken once what
+    // follows it (another, or the command's end) is read.
+    for _ in 0..window {
+        input.extend(format!(" {{{}+}}\r\n{FIRST}", FIRST.len()).into_bytes());
+    }
+    s.client_input(&input);
+    s.advance();
+    assert!(
+        !s.wants_client_input(),
+        "{window} seals running, still reading"
+    );
+    assert!(s.working());
+    assert_eq!(runner.run_held(), window);
+    s.advance();
+    assert!(s.wants_client_input());
+    s.client_input(b"\r\n");
+    s.advance();
+    assert_eq!(runner.run_held(), 1);
+    s.advance();
+    let sent = text(s.take_to_provider());
+    assert_eq!(sent.matches("APPEND").count(), 1, "{sent}");
+    assert_eq!(sent.matches("+}\r\n").count(), window + 1, "{sent}");
+    assert!(!s.working());
+
+    // Not offered (a provider without LITERAL+): nothing sealed.
+    let mut s = session_with(runner.clone());
+    s.provider_input(b"* CAPABILITY IMAP4rev1 MULTIAPPEND LITERAL-\r\n");
+    s.advance();
+    s.take_to_client();
+    let to_client = send(&mut s);
+    assert!(to_client.contains("a BAD"), "{to_client}");
+    assert_eq!(runner.run_held(), 0);
+    assert!(!s.working());
+}

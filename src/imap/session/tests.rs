@@ -254,7 +254,8 @@ fn an_append_that_cannot_be_sealed_is_refused() {
         no_keys(),
         // No recipients: sealing fails.
         Sealer::new("0123456789abcdef", Vec::new()),
-    );
+    )
+    .with_inline_work();
     s.advance();
     let _ = s.take_to_client();
     s.client_input(b"a APPEND INBOX {11+}\r\nSubject: x\r\n");
