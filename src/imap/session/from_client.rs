@@ -38,7 +38,16 @@ impl Session {
                 let returns = self.returns.take(&command.tag);
                 let taken = self.passthrough.take(&command);
                 match (self.in_flight.refusal(&command.tag), taken) {
-                    (Some(why), _) => self.refuse(command.tag, StatusKind::Bad, why),
+                    (Some(why), _) => {
+                        // A message of a MULTIAPPEND: the command fails
+                        // (its announcements are taken, the rest of it
+                        // dropped), answered once.
+                        let answered = self.multiappend.is_part(&command)
+                            && self.multiappend.unparsed(command.tag.inner().as_bytes());
+                        if !answered {
+                            self.refuse(command.tag, StatusKind::Bad, why);
+                        }
+                    }
                     (None, passthrough::Taken::Line(line)) => self.forward_line(command.tag, line),
                     (None, passthrough::Taken::Refused) => {
                         self.refuse(command.tag, StatusKind::Bad, passthrough::TOO_MANY);

@@ -158,3 +158,36 @@ fn a_multiappend_queues_at_most_the_window_of_seals_and_a_refused_one_none() {
     assert_eq!(runner.run_held(), 0);
     assert!(!s.working());
 }
+
+/// A MULTIAPPEND whose tag is still in use at the provider is refused
+/// once, and leaves nothing behind: a later APPEND with that tag goes on
+/// alone, not joined to the refused command's last message.
+#[test]
+fn a_multiappend_with_a_tag_in_use_is_refused_once_and_leaves_nothing() {
+    let mut s = session();
+    s.provider_input(b"* CAPABILITY IMAP4rev1 MULTIAPPEND LITERAL+\r\n");
+    s.advance();
+    s.take_to_client();
+    s.client_input(b"a NOOP\r\n");
+    s.advance();
+    assert_eq!(text(s.take_to_provider()), "a NOOP\r\n");
+    let mut input = format!("a APPEND Drafts {{{}+}}\r\n{FIRST}", FIRST.len()).into_bytes();
+    input.extend(format!(" {{{}+}}\r\n{SECOND}\r\n", SECOND.len()).into_bytes());
+    s.client_input(&input);
+    s.advance();
+    let to_client = text(s.take_to_client());
+    assert_eq!(to_client.matches("a BAD").count(), 1, "{to_client}");
+    assert_eq!(text(s.take_to_provider()), "");
+    s.provider_input(b"a OK NOOP completed.\r\n");
+    s.advance();
+    s.take_to_client();
+    s.client_input(format!("a APPEND Sent {{{}+}}\r\n{FIRST}\r\n", FIRST.len()).as_bytes());
+    s.advance();
+    let sent = text(s.take_to_provider());
+    assert!(sent.starts_with("a APPEND Sent {"), "{sent}");
+    assert_eq!(sent.matches("APPEND").count(), 1, "{sent}");
+    assert!(
+        !sent.contains("Drafts"),
+        "joined to the refused command: {sent}"
+    );
+}
