@@ -214,8 +214,11 @@ pub async fn serve(
     // COMPRESS=DEFLATE on the client's side, once the client asked.
     let mut deflate: Option<Deflate> = None;
     let mut linger = false;
-    // The client closed its side while work was running.
-    let mut client_closed = false;
+    // The client closed its side while work was running: carried out
+    // until this deadline at most (the provider's timeout), not the idle
+    // timeout (a command replayed after the close, an IDLE, would
+    // otherwise keep the slot that long).
+    let mut client_closed: Option<Instant> = None;
     let mut cbuf = vec![0u8; 64 * 1024];
     let mut pbuf = vec![0u8; 64 * 1024];
     // Before login the client has until the login deadline (to read as
@@ -269,7 +272,7 @@ pub async fn serve(
             tracing::info!(%peer, error = %e, authenticated = session.authenticated(), "client not reading");
             break;
         }
-        if client_closed && session.settled() {
+        if client_closed.is_some() && session.settled() {
             // Carried out, and answered by the provider (a client that
             // only half-closed still reads its OK).
             break;
@@ -332,6 +335,7 @@ pub async fn serve(
         } else {
             (login_deadline, LOGIN_BYE)
         };
+        let quiet_until = client_closed.map_or(quiet_until, |by| quiet_until.min(by));
         let wants_provider = session.wants_provider_input();
         let provider_read = async {
             match upstream.as_mut() {
@@ -340,7 +344,7 @@ pub async fn serve(
             }
         };
         let working = session.working();
-        let wants_client = session.wants_client_input() && !client_closed;
+        let wants_client = session.wants_client_input() && client_closed.is_none();
         let client_read = async {
             if wants_client {
                 client.read(&mut cbuf).await
@@ -361,7 +365,9 @@ pub async fn serve(
                 // still carried out where work on it is running (an
                 // APPEND being sealed goes to the provider), then the
                 // connection ends.
-                Ok(_) if working => client_closed = true,
+                Ok(_) if working => {
+                    client_closed = Some(Instant::now() + shared.target.timeout);
+                }
                 Ok(_) => break,
                 Err(_) => {
                     tracing::info!(%peer, authenticated = session.authenticated(), "client timed out");
