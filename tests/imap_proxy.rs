@@ -831,6 +831,10 @@ searches = [
     ('uid set', lambda c: c.uid('SEARCH', None, 'UID', '2:*', 'SUBJECT', 'no')),
     ('utf-8 body', lambda c: literal_search(c, False, 'UTF-8', 'BODY', 'CAFÉ')),
     ('no content key', lambda c: c.search(None, 'FLAGGED')),
+    ('younger', lambda c: c.search(None, 'YOUNGER', '3600')),
+    ('younger and body', lambda c: c.search(None, 'YOUNGER', '3600', 'BODY', 'Hello')),
+    ('older and body', lambda c: c.search(None, 'OLDER', '3600', 'BODY', 'Hello')),
+    ('older or body', lambda c: c.search(None, 'OR', 'OLDER', '3600', 'BODY', 'Hello')),
     ('all', lambda c: c.search(None, 'ALL')),
 ]
 bad = 0
@@ -865,6 +869,12 @@ fn content_searches_over_sealed_mail_match_dovecots_over_the_plaintext() {
     );
     // The provider alone would find nothing: the sealed copies hide it.
     assert!(out.contains("same body ('OK', [b'1'])"), "{out}");
+    // WITHIN with a content key: writ compares INTERNALDATE itself.
+    assert!(
+        out.contains("same younger and body ('OK', [b'1'])"),
+        "{out}"
+    );
+    assert!(out.contains("same older and body ('OK', [b''])"), "{out}");
     assert!(out.contains("badcharset:"), "{out}");
 }
 

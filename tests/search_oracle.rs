@@ -336,6 +336,28 @@ fn queries(fetched: &[Fetched]) -> Vec<Query> {
             push(format!("{k} {d}"));
         }
     }
+    // WITHIN: intervals back from now to instants between the appended
+    // INTERNALDATEs (an hour back: only those the server stamped now),
+    // far from any of them, so the second between Dovecot's clock and
+    // writ's does not matter.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let back_to = |instant: u64| now - instant;
+    for interval in [
+        3600,
+        back_to(1_704_067_200), // 2024-01-01 00:00 UTC
+        back_to(1_705_363_200), // 2024-01-16 00:00 UTC
+        back_to(1_709_251_200), // 2024-03-01 00:00 UTC
+        back_to(1_735_689_600), // 2025-01-01 00:00 UTC
+    ] {
+        for k in ["YOUNGER", "OLDER"] {
+            push(format!("{k} {interval}"));
+            push(format!("{k} {interval} SUBJECT a"));
+            push(format!("OR {k} {interval} FLAGGED NOT BODY the"));
+        }
+    }
     for d in [
         "1-Jan-1970",
         "2-Jan-1970",

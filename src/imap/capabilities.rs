@@ -29,7 +29,9 @@
 //! offers it. MULTIAPPEND, when the provider offers LITERAL+ too: the
 //! intake takes the command apart ([`super::intake::multiappend`]), each
 //! message is sealed as a single APPEND's, and one MULTIAPPEND goes on
-//! with non-synchronising literals (all or none appended).
+//! with non-synchronising literals (all or none appended). WITHIN
+//! (YOUNGER, OLDER: INTERNALDATE, which sealing keeps; evaluated by writ
+//! when content keys come with them, as Dovecot does).
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
@@ -48,7 +50,13 @@
 //! - PREVIEW, SNIPPET, SEARCH=FUZZY: answered by the provider from
 //!   ciphertext.
 //! - CATENATE, URLAUTH: parts named by URL are sealed messages at the
-//!   provider. UTF8=*, WITHIN, CONTEXT=*: not parsed by writ yet.
+//!   provider.
+//! - UTF8=ACCEPT: mailbox names and the ENVELOPE strings writ builds
+//!   would go as UTF-8, and Dovecot 2.3 (the oracle) does not offer it,
+//!   so nothing could hold writ's answers to a provider's; the codec is
+//!   built without it.
+//! - CONTEXT=*: an UPDATEd search would be evaluated again over opened
+//!   messages at every change; not parsed by imap-codec.
 //!
 //! STARTTLS, LOGINDISABLED and COMPRESS=DEFLATE describe writ's own
 //! connection with the client, never the provider's, so they are
@@ -118,7 +126,11 @@ fn passes(cap: &Capability<'_>) -> bool {
         | Capability::Sort(None | Some(SortAlgorithm::Display))
         | Capability::Thread(ThreadingAlgorithm::OrderedSubject)
         // writ threads itself (super::thread).
-        | Capability::Thread(ThreadingAlgorithm::References) => true,
+        | Capability::Thread(ThreadingAlgorithm::References)
+        // YOUNGER and OLDER compare INTERNALDATE, which sealing keeps:
+        // the provider answers them, writ too when content keys come
+        // with them (super::search).
+        | Capability::Within => true,
         Capability::Thread(ThreadingAlgorithm::Other(other)) => {
             other.as_ref().eq_ignore_ascii_case("REFS")
         }
@@ -219,7 +231,8 @@ mod tests {
              THREAD=ORDEREDSUBJECT MULTIAPPEND \
              UNSELECT CHILDREN \
              NAMESPACE UIDPLUS LIST-EXTENDED CONDSTORE QRESYNC \
-             ESEARCH ESORT LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN AUTH=LOGIN"
+             ESEARCH ESORT WITHIN LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN \
+             AUTH=LOGIN"
         );
     }
 

@@ -55,6 +55,11 @@
 //!   SENTBEFORE matches such messages. Dates before 1970 wrap past 2096
 //!   (Dovecot keeps them in 32 unsigned bits). BEFORE, ON and SINCE use
 //!   the day of INTERNALDATE in the zone the provider gives it in.
+//!   YOUNGER n and OLDER n (WITHIN, RFC 5032) compare INTERNALDATE to
+//!   the instant the command is prepared ([`Search::new`], as Dovecot
+//!   takes its clock once per command), to the second: YOUNGER holds a
+//!   message received at or after now - n, OLDER one received at or
+//!   before it.
 //! - LARGER and SMALLER compare RFC822.SIZE as the client sees it.
 //! - In a UID set `*` is the highest UID and a range is `min:max`
 //!   whichever way round it is written (RFC 3501), so `UID 500:*` holds
@@ -250,6 +255,10 @@ enum Node {
     Keyword(String),
     Recent,
     Internal(Cmp, i64),
+    /// INTERNALDATE at or after this instant (seconds since the epoch).
+    ReceivedSince(i64),
+    /// INTERNALDATE at or before this instant.
+    ReceivedBy(i64),
     Sent(Cmp, i64),
     Larger(u64),
     Smaller(u64),
@@ -268,15 +277,28 @@ pub struct Search {
 
 impl Search {
     /// Prepares `criteria` (all of which must match) with search strings
-    /// in `charset` (UTF-8 when `None`).
+    /// in `charset` (UTF-8 when `None`); YOUNGER and OLDER count from now.
     pub fn new(criteria: &[SearchKey<'_>], charset: Option<&str>) -> Result<Search, SearchError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Search::at(criteria, charset, now)
+    }
+
+    /// [`Search::new`], YOUNGER and OLDER counting from `now` (seconds
+    /// since the epoch).
+    pub fn at(
+        criteria: &[SearchKey<'_>],
+        charset: Option<&str>,
+        now: i64,
+    ) -> Result<Search, SearchError> {
         let charset = match charset {
             None => Charset::Utf8,
             Some(name) => Charset::named(name).ok_or(SearchError::BadCharset)?,
         };
         let nodes = criteria
             .iter()
-            .map(|k| node(k, charset))
+            .map(|k| node(k, charset, now))
             .collect::<Result<_, _>>()?;
         Ok(Search {
             root: Node::And(nodes),
@@ -323,7 +345,7 @@ fn ranges(set: &SequenceSet) -> Vec<(SeqOrUid, SeqOrUid)> {
         .collect()
 }
 
-fn node(key: &SearchKey<'_>, cs: Charset) -> Result<Node, SearchError> {
+fn node(key: &SearchKey<'_>, cs: Charset, now: i64) -> Result<Node, SearchError> {
     let field = |kind, name: &str, s: &[u8]| -> Result<Node, SearchError> {
         Ok(Node::Field(kind, name.to_string(), needle(s, cs)?))
     };
@@ -331,11 +353,11 @@ fn node(key: &SearchKey<'_>, cs: Charset) -> Result<Node, SearchError> {
         SearchKey::And(keys) => Node::And(
             keys.as_ref()
                 .iter()
-                .map(|k| node(k, cs))
+                .map(|k| node(k, cs, now))
                 .collect::<Result<_, _>>()?,
         ),
-        SearchKey::Or(a, b) => Node::Or(Box::new(node(a, cs)?), Box::new(node(b, cs)?)),
-        SearchKey::Not(k) => Node::Not(Box::new(node(k, cs)?)),
+        SearchKey::Or(a, b) => Node::Or(Box::new(node(a, cs, now)?), Box::new(node(b, cs, now)?)),
+        SearchKey::Not(k) => Node::Not(Box::new(node(k, cs, now)?)),
         SearchKey::All => Node::All,
         SearchKey::SequenceSet(set) => Node::Seq(ranges(set)),
         SearchKey::Uid(set) => Node::Uid(ranges(set)),
@@ -360,6 +382,8 @@ fn node(key: &SearchKey<'_>, cs: Charset) -> Result<Node, SearchError> {
         SearchKey::Before(d) => Node::Internal(Cmp::Before, day(d)),
         SearchKey::On(d) => Node::Internal(Cmp::On, day(d)),
         SearchKey::Since(d) => Node::Internal(Cmp::Since, day(d)),
+        SearchKey::Younger(n) => Node::ReceivedSince(now - i64::from(n.get())),
+        SearchKey::Older(n) => Node::ReceivedBy(now - i64::from(n.get())),
         SearchKey::SentBefore(d) => Node::Sent(Cmp::Before, day(d)),
         SearchKey::SentOn(d) => Node::Sent(Cmp::On, day(d)),
         SearchKey::SentSince(d) => Node::Sent(Cmp::Since, day(d)),
@@ -479,6 +503,12 @@ impl<'c> Ctx<'c> {
                 .internal_date
                 .and_then(|t| date::day_of_rendering(&t.as_ref().to_string()))
                 .is_some_and(|day| compare(*cmp, day, *d)),
+            Node::ReceivedSince(t) => c
+                .internal_date
+                .is_some_and(|d| d.as_ref().timestamp() >= *t),
+            Node::ReceivedBy(t) => c
+                .internal_date
+                .is_some_and(|d| d.as_ref().timestamp() <= *t),
             Node::Sent(cmp, d) => {
                 let value = self
                     .header()

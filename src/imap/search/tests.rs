@@ -605,3 +605,55 @@ proptest! {
         let _ = s.matches(&candidate(&msg, &[]));
     }
 }
+
+#[test]
+fn younger_and_older_compare_internaldate_to_the_second() {
+    let parse = |args: &str, now: i64| {
+        let line = format!("A SEARCH {args}\r\n");
+        let (_, cmd) = CommandCodec::default()
+            .decode_static(line.as_bytes())
+            .unwrap();
+        let CommandBody::Search { criteria, .. } = cmd.body else {
+            panic!("not a SEARCH");
+        };
+        Search::at(criteria.as_ref(), None, now).unwrap()
+    };
+    // 2024-01-01 00:00:00 UTC, written in another zone.
+    let (_, response) = imap_codec::ResponseCodec::default()
+        .decode_static(b"* 1 FETCH (INTERNALDATE \"01-Jan-2024 01:00:00 +0100\")\r\n")
+        .unwrap();
+    let imap_next::imap_types::response::Response::Data(
+        imap_next::imap_types::response::Data::Fetch { items, .. },
+    ) = response
+    else {
+        panic!("not a FETCH");
+    };
+    let Some(imap_next::imap_types::fetch::MessageDataItem::InternalDate(date)) =
+        items.as_ref().first().cloned()
+    else {
+        panic!("no INTERNALDATE");
+    };
+    let received = 1_704_067_200;
+    let m = b"Subject: x\r\n\r\nbody\r\n";
+    let with_date = Candidate {
+        internal_date: Some(&date),
+        ..candidate(m, &[])
+    };
+    let without = candidate(m, &[]);
+    let now = received + 100;
+    for (args, hit_with) in [
+        ("YOUNGER 100", true),
+        ("YOUNGER 99", false),
+        ("OLDER 100", true),
+        ("OLDER 101", false),
+        ("OLDER 99", true),
+        ("NOT YOUNGER 99", true),
+        ("YOUNGER 100 BODY body", true),
+        ("YOUNGER 100 BODY nothing", false),
+    ] {
+        assert_eq!(parse(args, now).matches(&with_date), hit_with, "{args}");
+    }
+    // No INTERNALDATE: neither holds.
+    assert!(!parse("YOUNGER 100", now).matches(&without));
+    assert!(!parse("OLDER 100", now).matches(&without));
+}
