@@ -216,3 +216,149 @@ fn an_expunge_by_another_session_never_shifts_bodies_under_other_numbers() {
     a.logout();
     b.logout();
 }
+
+/// `(seq, uid)` of each FETCH answer whose ENVELOPE names `message N`,
+/// with that N; panics on an answer naming another message than its UID's.
+fn listed(r: &Response, number_of: &BTreeMap<u32, usize>, what: &str) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for line in &r.untagged {
+        let text = line.text_only();
+        let Some(rest) = text.strip_prefix("* ") else {
+            continue;
+        };
+        let Some((seq, after)) = rest.split_once(' ') else {
+            continue;
+        };
+        if !after.to_ascii_uppercase().starts_with("FETCH (") || !after.contains("ENVELOPE") {
+            continue;
+        }
+        let uid: u32 = after
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .skip_while(|w| !w.eq_ignore_ascii_case("UID"))
+            .nth(1)
+            .and_then(|u| u.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no UID in {text}"));
+        let n = number_of[&uid];
+        assert!(
+            after.contains(&format!("\"message {n}\"")),
+            "{what}: UID {uid} answered with another message's ENVELOPE: {text}"
+        );
+        out.push((seq.parse().expect("a sequence number"), uid));
+    }
+    out
+}
+
+/// A listing long enough that writ fetches summaries while the provider
+/// still answers its probe (pipelined, cold cache), while another session
+/// expunges: every answer carries its own message's ENVELOPE under the
+/// number the client gives it, each message once; a FETCH by sequence
+/// number carries no EXPUNGE; the next listing (warm) agrees.
+#[test]
+fn a_long_cold_listing_while_another_session_expunges_answers_each_message_as_itself() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let user = p.new_user("conc-listing");
+    let mut number_of = BTreeMap::new();
+    let mut view = Vec::new();
+    for i in 1..=300 {
+        let m = message(i);
+        // Mostly sealed; every seventh plaintext (the provider's own).
+        let stored = if i % 7 == 0 { m } else { proxy.seal(&m) };
+        let uid = p.imap_append(&user, "INBOX", &stored);
+        number_of.insert(uid, i);
+        view.push(uid);
+    }
+    let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
+    a.select("INBOX").expect_ok("SELECT through writ");
+    let mut b = p.imap(&user);
+    b.select("INBOX").expect_ok("SELECT at Dovecot");
+
+    for (round, command, gone) in [
+        (
+            "a UID FETCH",
+            "UID FETCH 1:* (UID FLAGS ENVELOPE)",
+            [view[20], view[150], view[290]],
+        ),
+        (
+            "a FETCH by sequence number",
+            "FETCH 1:* (UID ENVELOPE)",
+            [view[10], view[100], view[200]],
+        ),
+    ] {
+        let start = std::sync::Barrier::new(2);
+        let r = std::thread::scope(|s| {
+            let b = &mut b;
+            let start = &start;
+            let expunger = s.spawn(move || {
+                start.wait();
+                for uid in gone {
+                    b.command(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"))
+                        .expect_ok("STORE");
+                    b.command("EXPUNGE").expect_ok("EXPUNGE");
+                }
+            });
+            start.wait();
+            let r = a.command(command);
+            expunger.join().expect("the expunging session");
+            r
+        });
+        // OK, or OK [EXPUNGEISSUED] when an expunged message was reached.
+        assert!(r.is_ok(), "{round}: {}", r.text());
+        if command.starts_with("FETCH") {
+            assert!(
+                expunges(&r).is_empty(),
+                "{round}: EXPUNGE during a FETCH by sequence number:\n{}",
+                r.text()
+            );
+        }
+        // In order: an EXPUNGE renumbers what follows it.
+        let mut seen = std::collections::BTreeSet::new();
+        for line in &r.untagged {
+            let one = Response {
+                untagged: vec![line.clone()],
+                tagged: r.tagged.clone(),
+                status: r.status.clone(),
+            };
+            for n in expunges(&one) {
+                assert!(n as usize <= view.len(), "{round}: EXPUNGE of unknown {n}");
+                view.remove(n as usize - 1);
+            }
+            for (seq, uid) in listed(&one, &number_of, round) {
+                assert_eq!(
+                    view.get(seq as usize - 1).copied(),
+                    Some(uid),
+                    "{round}: message {seq} answered with UID {uid}"
+                );
+                assert!(seen.insert(uid), "{round}: UID {uid} answered twice");
+            }
+        }
+        // Every message the client still numbers is answered, unless
+        // expunged meanwhile (then Dovecot may leave it out, too).
+        for uid in &view {
+            assert!(
+                seen.contains(uid) || gone.contains(uid),
+                "{round}: UID {uid} not answered:\n{}",
+                r.text()
+            );
+        }
+        let r = a.command("NOOP").expect_ok("NOOP");
+        for n in expunges(&r) {
+            view.remove(n as usize - 1);
+        }
+        for uid in gone {
+            assert!(!view.contains(&uid), "{round}: UID {uid} still numbered");
+        }
+    }
+    // Warm now: exactly the messages left, each as itself.
+    let r = a
+        .command("UID FETCH 1:* (UID ENVELOPE)")
+        .expect_ok("a warm listing");
+    // Any order (RFC 3501): writ answers cached, opened and plaintext
+    // messages as each is ready.
+    let mut listed: Vec<(u32, u32)> = listed(&r, &number_of, "a warm listing");
+    listed.sort_unstable();
+    let numbered: Vec<(u32, u32)> = (1..).zip(view.iter().copied()).collect();
+    assert_eq!(listed, numbered);
+    a.logout();
+    b.logout();
+}

@@ -26,6 +26,12 @@
 //! 3. **Sealed**: a FETCH of the stored header and part 1 (the summary)
 //!    for the other sealed messages, or of the whole stored message when
 //!    a body section was asked for; writ opens it and answers every item.
+//!    A listing (no body section) does not wait for the probe's end
+//!    ([`FetchPlan::early`]): its sealed messages are looked up in the
+//!    cache [`EARLY_BATCH`] at a time as the probe answers them, and those
+//!    the cache cannot answer are fetched at once, pipelined behind the
+//!    probe, so the provider sends their part 1 without another round
+//!    trip; the phases after the probe wait for those commands too.
 //!    The stored header gives the prefix (fields the provider put above
 //!    the marker), which the cached summary then carries. Opening (summary
 //!    or whole message, BINARY decoding and composing included, and the
@@ -151,8 +157,9 @@ struct Probed {
 enum Phase {
     Probe,
     /// Sealed messages answered from the cache, a chunk at a time as the
-    /// client drains its output ([`FetchPlan::more`]); no command of
-    /// writ's is in flight. Then the rest are fetched (`payload`: whole).
+    /// client drains its output ([`FetchPlan::more`]); only a listing's
+    /// pipelined commands ([`FetchPlan::early`]) are in flight. Then the
+    /// rest are fetched (`payload`: whole).
     Cached {
         payload: bool,
     },
@@ -222,7 +229,24 @@ pub struct FetchPlan {
     /// The tagged status ending the sealed phase, held until every
     /// message being opened is answered ([`FetchPlan::poll`]).
     held_status: Option<Status<'static>>,
+    /// A listing: sealed messages are looked up and fetched while the
+    /// probe is still answered (see the header, 3).
+    pipelined: bool,
+    /// Tags of the sealed phase's FETCH commands sent before the phase
+    /// (pipelined), in the order sent; the phase waits for each.
+    early: std::collections::VecDeque<Tag<'static>>,
+    /// The probe failed while pipelined commands were out: its status
+    /// ends the plan once they are answered.
+    probe_failed: bool,
+    /// The sealed phase's commands are all answered (pipelined ones may
+    /// be, before the phase), but messages are still being opened: the
+    /// plan moves on once they are answered ([`FetchPlan::poll`]).
+    drain_then_next: bool,
 }
+
+/// Sealed messages looked up in the cache, and fetched from the provider,
+/// per pipelined step while a listing's probe is answered.
+pub(super) const EARLY_BATCH: usize = 64;
 
 impl FetchPlan {
     /// A plan for a client's FETCH or UID FETCH; `None` for other commands.
@@ -258,6 +282,12 @@ impl FetchPlan {
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
         let wanted = as_dovecot_parses(wanted, *uid, modifiers);
+        let pipelined = !wanted
+            .iter()
+            .any(|i| answer::need(i, None) == Need::Payload)
+            && wanted
+                .iter()
+                .any(|i| answer::need(i, None) != Need::Provider);
         // A body section makes the provider read each message's file all
         // the same: the probe reads the whole stored header then, and a
         // message another session expunged shows as NIL at once.
@@ -331,6 +361,10 @@ impl FetchPlan {
                 opening: InOrder::new(opening::in_flight_summaries()),
                 provider_written: None,
                 held_status: None,
+                pipelined,
+                early: std::collections::VecDeque::new(),
+                probe_failed: false,
+                drain_then_next: false,
             },
             probe,
         ))
@@ -499,7 +533,22 @@ impl FetchPlan {
     ) -> Result<Vec<Output>, Vec1<MessageDataItem<'static>>> {
         let list = items.as_ref();
         let written = self.provider_written.take().unwrap_or_default();
-        match self.phase.clone() {
+        let phase = match self.phase.clone() {
+            // A pipelined command's answer (the stored header without the
+            // marker fields the probe's always carry), whatever the phase.
+            Phase::Probe | Phase::Cached { .. }
+                if self.pipelined
+                    && list.iter().any(is_stored_header)
+                    && !list.iter().any(|i| answers(i, &self.marker)) =>
+            {
+                Phase::Sealed {
+                    tag: self.client_tag.clone(),
+                    payload: false,
+                }
+            }
+            phase => phase,
+        };
+        match phase {
             Phase::Probe => {
                 let Some(header) = list.iter().find(|i| answers(i, &self.marker)) else {
                     return Err(items);
@@ -552,6 +601,7 @@ impl FetchPlan {
                             || self.wanted.iter().any(|n| answers(i, n))
                     })
                     .collect();
+                let is_sealed = sealed.is_some();
                 self.probed.insert(
                     uid,
                     Probed {
@@ -564,6 +614,14 @@ impl FetchPlan {
                         offered,
                     },
                 );
+                if is_sealed && self.pipelined {
+                    return Ok(self.pipeline(uid));
+                }
+                Ok(Vec::new())
+            }
+            Phase::Sealed { .. } if self.probe_failed => {
+                // A pipelined command's answer after the probe failed:
+                // nothing more is answered.
                 Ok(Vec::new())
             }
             Phase::Sealed { payload, .. } => {
@@ -654,9 +712,37 @@ impl FetchPlan {
             return Err(status);
         };
         let ok = tagged.body.kind == StatusKind::Ok;
+        if let Some(at) = self.early.iter().position(|t| *t == tagged.tag) {
+            // A pipelined command of the sealed phase is over; the phase
+            // waits for its last one.
+            self.early.remove(at);
+            if !ok {
+                tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
+            }
+            if is_expunge_issued(&status) {
+                self.expunge_issued = true;
+            }
+            return Ok(Vec::new());
+        }
         match self.phase.clone() {
             Phase::Probe if tagged.tag == self.client_tag => {
                 if !ok {
+                    if let Some(last) = self.early.pop_back() {
+                        // Pipelined commands are out: their answers are
+                        // taken (and dropped) before the plan ends.
+                        self.probe_failed = true;
+                        self.probed.clear();
+                        self.mark_seen.clear();
+                        self.cached.clear();
+                        self.uncached.clear();
+                        self.from_cache = None;
+                        self.probe_status = Some(status);
+                        self.phase = Phase::Sealed {
+                            tag: last,
+                            payload: false,
+                        };
+                        return Ok(Vec::new());
+                    }
                     return Ok(vec![Output::Finish(status)]);
                 }
                 self.probe_status = Some(status);

@@ -288,3 +288,214 @@ fn a_refusing_message_expunged_while_composed_does_not_silence_the_rest() {
     };
     assert_eq!(end.body.kind, StatusKind::Ok, "{out:?}");
 }
+
+/// A probe's answer for a listing: UID, FLAGS and the marker fields.
+fn listing_probe(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+    let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
+    r.extend(literal_item(MARKER, &marker_of(stored)));
+    r.extend_from_slice(b")\r\n");
+    r
+}
+
+/// The provider's answer to the sealed phase: stored header and part 1.
+fn part1_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+    let structure = crate::envelope::scan::scan(stored, Default::default());
+    let p = &structure.root.parts[0];
+    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+    let mut a = format!("* {seq} FETCH (UID {uid} ").into_bytes();
+    a.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    a.push(b' ');
+    a.extend(literal_item(
+        "BODY[1.MIME]",
+        slice(p.header_offset, p.header_size),
+    ));
+    a.push(b' ');
+    a.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+    a.extend_from_slice(b")\r\n");
+    a
+}
+
+fn cold_cache() -> (CacheRef, tempfile::TempDir) {
+    let (ids, _) = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheRef {
+        cache: Arc::new(Cache::open(dir.path(), 1 << 30, &ids).unwrap()),
+        mailbox: MailboxKey {
+            account: "a".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+        },
+    };
+    (cache, dir)
+}
+
+/// The provider commands among `out`, as written.
+fn commands(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::ToProvider(c) => Some(wire(c)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
+    const N: u32 = 150;
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = cold_cache();
+    let mut plan = start_with(&cache, "l UID FETCH 1:* (UID FLAGS ENVELOPE)\r\n");
+    let mut sent = Vec::new();
+    let mut sent_during_probe = 0;
+    for uid in 1..=N {
+        let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored));
+        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
+        while plan.has_more() {
+            out.extend(plan.more());
+        }
+        assert!(answered(&out).is_empty(), "nothing is in the cache");
+        sent.extend(commands(&out));
+        sent_during_probe = sent.len();
+    }
+    // Two batches were looked up and fetched before the probe's end.
+    let summary = "(UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n";
+    assert_eq!(
+        sent,
+        [
+            format!("writ.1 UID FETCH 1:64 {summary}"),
+            format!("writ.2 UID FETCH 65:128 {summary}"),
+        ]
+    );
+    let mut out = plan.on_status(status("l OK done\r\n")).expect("ours");
+    while plan.has_more() {
+        out.extend(plan.more());
+    }
+    sent.extend(commands(&out));
+    assert_eq!(sent[2..], [format!("writ.3 UID FETCH 129:150 {summary}")]);
+    assert_eq!(sent_during_probe, 2);
+    // The provider answers them in order; each message answered once,
+    // the probe's status last, after the last command's.
+    let mut seqs = Vec::new();
+    for (tag, range) in [
+        ("writ.1", 1..=64),
+        ("writ.2", 65..=128),
+        ("writ.3", 129..=N),
+    ] {
+        for uid in range {
+            let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+            let out = plan.on_fetch(seq, items, &ids).expect("ours");
+            seqs.extend(answered(&out));
+            assert!(!out.iter().any(|o| matches!(o, Output::Finish(_))));
+        }
+        let out = plan
+            .on_status(status(&format!("{tag} OK done\r\n")))
+            .expect("ours");
+        seqs.extend(answered(&out));
+        if tag != "writ.3" {
+            assert!(out.is_empty(), "{out:?}");
+            continue;
+        }
+        let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(t.tag.as_ref(), "l");
+    }
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_failed_probe_waits_for_the_commands_pipelined_behind_it() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = cold_cache();
+    let mut plan = start_with(&cache, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    let mut sent = Vec::new();
+    for uid in 1..=70 {
+        let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored));
+        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
+        while plan.has_more() {
+            out.extend(plan.more());
+        }
+        sent.extend(commands(&out));
+    }
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let out = plan
+        .on_status(status("l NO [SERVERBUG] broken\r\n"))
+        .expect("ours");
+    assert!(out.is_empty(), "ended before writ.1 was answered: {out:?}");
+    // writ.1's answers are taken and not passed on; then the probe's NO.
+    let (seq, items) = fetch_response(&part1_answer(1, 1, &stored));
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    let out = plan.on_status(status("writ.1 OK done\r\n")).expect("ours");
+    let [Output::Finish(Status::Tagged(t))] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(t.tag.as_ref(), "l");
+    assert_eq!(t.body.kind, StatusKind::No);
+}
+
+#[test]
+fn what_pipelined_commands_brought_is_answered_before_the_listing_ends() {
+    // 64 cold messages, fetched while the probe is answered; the 65th is
+    // in the cache, looked up after the probe, while the provider has
+    // answered writ.1 already and its messages are still being opened.
+    let (ids, sealer) = keys();
+    let ids: SharedKeys = Arc::new(ids);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheRef {
+        cache: Arc::new(Cache::open(dir.path(), 1 << 30, ids.as_ref()).unwrap()),
+        mailbox: MailboxKey {
+            account: "a".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+        },
+    };
+    let stored: Vec<Vec<u8>> = (0..65)
+        .map(|i| {
+            let text = format!("From: a@example.test\r\nSubject: m{i}\r\n\r\nhi\r\n");
+            let mut s = Vec::new();
+            sealer.seal(text.as_bytes(), &mut s).expect("seal");
+            s
+        })
+        .collect();
+    let last = &stored[64];
+    let summary = crate::envelope::read_summary(&last[..], ids.as_ref()).expect("summary");
+    let key = MessageKey::new(65, header_of(last));
+    cache.cache.put(&cache.mailbox, key, &summary, None);
+    let runner = Runner::held();
+    let mut plan = start_with(&cache, "l UID FETCH 1:* (ENVELOPE)\r\n")
+        .opening_with(Arc::clone(&ids), runner.clone());
+    let mut out = Vec::new();
+    for uid in 1..=64 {
+        let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored[uid as usize - 1]));
+        out.extend(plan.on_fetch(seq, items, ids.as_ref()).expect("ours"));
+        while plan.has_more() {
+            out.extend(plan.more());
+        }
+    }
+    runner.run_held();
+    out.extend(plan.poll());
+    assert_eq!(commands(&out).len(), 1, "{out:?}");
+    let (seq, items) = fetch_response(&listing_probe(65, 65, last));
+    out.extend(plan.on_fetch(seq, items, ids.as_ref()).expect("ours"));
+    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
+    for uid in 1..=64 {
+        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored[uid as usize - 1]));
+        out.extend(plan.on_fetch(seq, items, ids.as_ref()).expect("ours"));
+    }
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    while plan.has_more() {
+        out.extend(plan.more());
+    }
+    // The lookup of 65 and the openings of 1 to 64 end together.
+    runner.run_held();
+    out.extend(plan.poll());
+    let mut seqs = answered(&out);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=65).collect::<Vec<_>>(), "{out:?}");
+    assert_eq!(commands(&out).len(), 1, "{out:?}");
+    let Some(Output::Finish(_)) = out.last() else {
+        panic!("the status is not last: {out:?}")
+    };
+}

@@ -3,7 +3,11 @@
 //!
 //! Once the probe is over, the sealed messages wait in
 //! [`FetchPlan::cached`] ([`Phase::Cached`]); no command of writ's is in
-//! flight. The session asks for the next answers ([`FetchPlan::more`])
+//! flight but a listing's pipelined ones. A listing (no body section)
+//! starts sooner: a chunk of [`EARLY_BATCH`] is submitted as soon as the
+//! probe has answered that many sealed messages, and those it cannot
+//! answer are fetched at once ([`FetchPlan::early_fetch`]), while the
+//! probe goes on. The session asks for the next answers ([`FetchPlan::more`])
 //! only when everything composed before has been written to the client.
 //! Each chunk is one job ([`chunk`]) on the plan's runner (the
 //! process-wide pool, [`super::opening`]): it looks up at most
@@ -50,7 +54,7 @@ use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
 
 use super::opening::Pending;
 use super::work::{Composed, Source, compose};
-use super::{CacheRef, FetchPlan, Output, Phase, fetch};
+use super::{CacheRef, EARLY_BATCH, FetchPlan, Output, Phase, fetch};
 use crate::admin::names;
 use crate::imap::answer::{self, Item, Need};
 use crate::imap::cache::{Known, MessageKey};
@@ -116,8 +120,12 @@ impl FetchPlan {
     /// chunk is being composed: the session calls [`FetchPlan::more`] once
     /// what it has is written.
     pub fn has_more(&self) -> bool {
-        matches!(self.phase, Phase::Cached { .. })
-            && self.from_cache.as_ref().is_none_or(|c| !c.asked)
+        match self.phase {
+            Phase::Cached { .. } => self.from_cache.as_ref().is_none_or(|c| !c.asked),
+            // A listing's lookup submitted while the probe is answered.
+            Phase::Probe => self.from_cache.as_ref().is_some_and(|c| !c.asked),
+            _ => false,
+        }
     }
 
     /// A chunk being composed that the session asked for.
@@ -131,7 +139,7 @@ impl FetchPlan {
     /// done. When the cache has answered all it can, the plan moves on (a
     /// command for the rest, or the tagged status).
     pub fn more(&mut self) -> Vec<Output> {
-        if !matches!(self.phase, Phase::Cached { .. }) {
+        if !self.has_more() {
             return Vec::new();
         }
         if self.from_cache.is_none() {
@@ -148,15 +156,24 @@ impl FetchPlan {
 
     /// Submits the job for the next chunk (nothing taken yet); when the
     /// cache has nothing left to answer, the plan moves on instead.
-    fn submit_chunk(&mut self) -> Vec<Output> {
-        let Phase::Cached { payload } = self.phase else {
-            return Vec::new();
+    pub(super) fn submit_chunk(&mut self) -> Vec<Output> {
+        let (payload, batch) = match self.phase {
+            Phase::Cached { payload } => (payload, LOOKUP_BATCH),
+            // A listing's probe is being answered: a lookup once a batch
+            // is queued; the rest when the probe is over.
+            Phase::Probe if self.pipelined => {
+                if self.cached.len() < EARLY_BATCH || self.cache.is_none() {
+                    return Vec::new();
+                }
+                (false, EARLY_BATCH)
+            }
+            _ => return Vec::new(),
         };
         let Some(cache) = self.cache.clone().filter(|_| !self.cached.is_empty()) else {
             self.uncached.extend(self.cached.drain(..));
             return self.next_phase();
         };
-        let n = self.cached.len().min(LOOKUP_BATCH);
+        let n = self.cached.len().min(batch);
         let uids: Vec<NonZeroU32> = self.cached.drain(..n).collect();
         if self.refused.get().is_some() {
             // Dovecot answers no message after a BINARY refusal.
@@ -238,6 +255,8 @@ impl FetchPlan {
         for uid in back.into_iter().rev() {
             self.cached.push_front(uid);
         }
+        // Those the cache could not answer, pipelined (a listing).
+        out.extend(self.early_fetch());
         // Composed ahead while this chunk is written to the client.
         out.extend(self.submit_chunk());
         out

@@ -27,34 +27,52 @@ impl FetchPlan {
                         self.phase = Phase::Cached { payload };
                         return Vec::new();
                     }
-                    self.sealed_fetch(payload)
+                    self.sealed_step(payload)
                 }
-                Phase::Cached { payload } => self.sealed_fetch(*payload),
+                Phase::Cached { payload } => self.sealed_step(*payload),
                 Phase::Sealed { .. } if !self.refetch.is_empty() => {
                     let uids = std::mem::take(&mut self.refetch);
                     self.fetch_command(&uids, vec![peek(None)])
-                        .map(|(tag, c)| (Phase::Sealed { tag, payload: true }, c))
+                        .map(|(tag, c)| (Phase::Sealed { tag, payload: true }, Some(c)))
                 }
-                Phase::Sealed { .. } => self.plain_phase(),
-                Phase::Plain(_) => self.seen_phase(),
+                Phase::Sealed { .. } => self.plain_phase().map(|(p, c)| (p, Some(c))),
+                Phase::Plain(_) => self.seen_phase().map(|(p, c)| (p, Some(c))),
                 Phase::Seen(_) => None,
             };
             match next {
                 Some((phase, command)) => {
                     self.phase = phase;
-                    return vec![Output::ToProvider(command)];
+                    return command.map(Output::ToProvider).into_iter().collect();
                 }
                 None => match self.phase {
                     Phase::Probe | Phase::Cached { .. } => {
                         self.phase = Phase::Sealed {
                             tag: Tag::unvalidated("writ.none"),
                             payload: false,
+                        };
+                        if !self.opening.is_empty() {
+                            // Pipelined commands were all answered while
+                            // the cache looked up the last messages: what
+                            // they brought is answered before the phase
+                            // ends, as a held status would make it.
+                            self.drain_then_next = true;
+                            return Vec::new();
                         }
                     }
                     Phase::Sealed { .. } => {
                         self.phase = Phase::Plain(Tag::unvalidated("writ.none"))
                     }
                     Phase::Plain(_) => self.phase = Phase::Seen(Tag::unvalidated("writ.none")),
+                    Phase::Seen(_) if self.probe_failed => {
+                        // The probe's own failure, once the commands
+                        // pipelined behind it are answered.
+                        return self
+                            .probe_status
+                            .take()
+                            .map(Output::Finish)
+                            .into_iter()
+                            .collect();
+                    }
                     Phase::Seen(_) => {
                         if let Some(c) = &self.cache {
                             // What this FETCH stored goes to the index
@@ -137,6 +155,11 @@ impl FetchPlan {
                 .collect();
             self.mark_seen.extend(unseen);
         }
+        if self.pipelined {
+            // Queued for the cache, or fetched, as the probe answered them
+            // ([`FetchPlan::pipeline`]); what is left goes on from there.
+            return self.cache.is_some() && (!self.cached.is_empty() || self.from_cache.is_some());
+        }
         if uids.is_empty() {
             return false;
         }
@@ -149,24 +172,61 @@ impl FetchPlan {
     }
 
     /// The provider's part of the sealed phase: part 1 (or the whole
-    /// message, `payload`) of the sealed messages the cache did not answer.
-    pub(super) fn sealed_fetch(&mut self, payload: bool) -> Option<(Phase, Command<'static>)> {
+    /// message, `payload`) of the sealed messages the cache did not
+    /// answer; with commands pipelined before, the phase waits for the
+    /// last of them (no command when nothing is left to ask).
+    pub(super) fn sealed_step(
+        &mut self,
+        payload: bool,
+    ) -> Option<(Phase, Option<Command<'static>>)> {
         let uids = std::mem::take(&mut self.uncached);
-        if uids.is_empty() {
-            return None;
-        }
-        let one = Part(Vec1::from(NonZeroU32::MIN));
         let items = if payload {
             vec![peek(None)]
         } else {
-            vec![
-                peek(Some(Section::Header(None))),
-                peek(Some(Section::Mime(one.clone()))),
-                peek(Some(Section::Part(one))),
-            ]
+            summary_items()
         };
-        self.fetch_command(&uids, items)
-            .map(|(tag, c)| (Phase::Sealed { tag, payload }, c))
+        if let Some((tag, c)) = self.fetch_command(&uids, items) {
+            return Some((Phase::Sealed { tag, payload }, Some(c)));
+        }
+        let last = self.early.pop_back()?;
+        Some((Phase::Sealed { tag: last, payload }, None))
+    }
+
+    /// A listing's sealed message as the probe answers it
+    /// ([`FetchPlan::pipelined`]): queued for the cache, looked up
+    /// [`EARLY_BATCH`] at a time; without a cache, fetched with the next
+    /// [`EARLY_BATCH`].
+    pub(super) fn pipeline(&mut self, uid: NonZeroU32) -> Vec<Output> {
+        if self.cache.is_some() {
+            self.cached.push_back(uid);
+            if self.from_cache.is_none() {
+                return self.submit_chunk();
+            }
+            return Vec::new();
+        }
+        self.uncached.push(uid);
+        self.early_fetch()
+    }
+
+    /// The sealed phase's FETCH for the messages the cache could not
+    /// answer, sent before the phase (pipelined) once [`EARLY_BATCH`]
+    /// wait: while the probe is answered, or the cache looks up the rest.
+    pub(super) fn early_fetch(&mut self) -> Vec<Output> {
+        if !self.pipelined
+            || self.probe_failed
+            || self.uncached.len() < EARLY_BATCH
+            || !matches!(self.phase, Phase::Probe | Phase::Cached { .. })
+        {
+            return Vec::new();
+        }
+        let uids = std::mem::take(&mut self.uncached);
+        match self.fetch_command(&uids, summary_items()) {
+            Some((tag, command)) => {
+                self.early.push_back(tag);
+                vec![Output::ToProvider(command)]
+            }
+            None => Vec::new(),
+        }
     }
 
     pub(super) fn plain_phase(&mut self) -> Option<(Phase, Command<'static>)> {
@@ -245,4 +305,15 @@ impl FetchPlan {
             },
         ))
     }
+}
+
+/// What the sealed phase asks for a summary: the stored header (the
+/// prefix), part 1's MIME header and part 1.
+fn summary_items() -> Vec<MessageDataItemName<'static>> {
+    let one = Part(Vec1::from(NonZeroU32::MIN));
+    vec![
+        peek(Some(Section::Header(None))),
+        peek(Some(Section::Mime(one.clone()))),
+        peek(Some(Section::Part(one))),
+    ]
 }

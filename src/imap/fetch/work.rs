@@ -303,7 +303,7 @@ impl FetchPlan {
     /// Too many messages are being opened to read more of the provider's
     /// answers, or the phase's end waits for them.
     pub fn saturated(&self) -> bool {
-        self.opening.len() >= self.window() || self.held_status.is_some()
+        self.opening.len() >= self.window() || self.held_status.is_some() || self.drain_then_next
     }
 
     /// Jobs the phase keeps outstanding at most: whole messages a few at
@@ -334,6 +334,9 @@ impl FetchPlan {
                 Ok(more) => out.extend(more),
                 Err(_) => tracing::debug!("a held status no longer ends a phase"),
             }
+        }
+        if self.opening.is_empty() && std::mem::take(&mut self.drain_then_next) {
+            out.extend(self.next_phase());
         }
         out
     }
