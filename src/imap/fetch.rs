@@ -242,6 +242,8 @@ pub struct FetchPlan {
     /// be, before the phase), but messages are still being opened: the
     /// plan moves on once they are answered ([`FetchPlan::poll`]).
     drain_then_next: bool,
+    /// Summaries to open, submitted together ([`FetchPlan::submit_summary`]).
+    batch: Vec<(NonZeroU32, work::Job)>,
 }
 
 /// Sealed messages looked up in the cache, and fetched from the provider,
@@ -365,6 +367,7 @@ impl FetchPlan {
                 early: std::collections::VecDeque::new(),
                 probe_failed: false,
                 drain_then_next: false,
+                batch: Vec::new(),
             },
             probe,
         ))
@@ -659,15 +662,17 @@ impl FetchPlan {
                 };
                 probed.prefix = prefix;
                 let probed = &self.probed[&uid];
-                let job = if payload {
-                    stored.and_then(|stored| self.whole_job(probed, stored))
+                if payload {
+                    let Some(job) = stored.and_then(|stored| self.whole_job(probed, stored)) else {
+                        return Err(items);
+                    };
+                    self.submit(uid, keys, job);
                 } else {
-                    self.summary_job(probed, list)
-                };
-                let Some(job) = job else {
-                    return Err(items);
-                };
-                self.submit(uid, keys, job);
+                    let Some(job) = self.summary_job(probed, list) else {
+                        return Err(items);
+                    };
+                    self.submit_summary(uid, keys, job);
+                }
                 Ok(self.answer_opened())
             }
             Phase::Plain(_) => {
@@ -712,6 +717,8 @@ impl FetchPlan {
             return Err(status);
         };
         let ok = tagged.body.kind == StatusKind::Ok;
+        // A command's answers are over: the summaries queued go now.
+        self.flush_batch();
         if let Some(at) = self.early.iter().position(|t| *t == tagged.tag) {
             // A pipelined command of the sealed phase is over; the phase
             // waits for its last one.

@@ -209,6 +209,44 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Runs `jobs` one after the other as one job on the pool (one hop and
+    /// one wake for all): their results in the same order. A job that
+    /// panics loses only its own result.
+    pub fn spawn_batch<T: Send + 'static>(
+        &self,
+        jobs: Vec<Box<dyn FnOnce() -> T + Send>>,
+    ) -> Vec<Pending<T>> {
+        let mut senders = Vec::with_capacity(jobs.len());
+        let mut pendings = Vec::with_capacity(jobs.len());
+        for _ in 0..jobs.len() {
+            let (tx, rx) = mpsc::sync_channel(1);
+            senders.push(tx);
+            pendings.push(rx);
+        }
+        let all = self.spawn(move || {
+            for (job, tx) in jobs.into_iter().zip(senders) {
+                if let Ok(result) = catch_unwind(AssertUnwindSafe(job)) {
+                    let _ = tx.send(result);
+                }
+            }
+        });
+        let done = matches!(all.state, State::Done(_));
+        pendings
+            .into_iter()
+            .map(|rx| {
+                if done {
+                    Pending::from_receiver(rx)
+                } else {
+                    Pending {
+                        state: State::Running(rx),
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
 /// A result to come from the pool (or already there).
 pub struct Pending<T> {
     state: State<T>,
@@ -374,6 +412,25 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(runner.done().notified());
+    }
+
+    #[test]
+    fn a_batch_runs_as_one_job_its_results_in_order_a_panic_losing_only_its_own() {
+        for runner in [Runner::pool(), Runner::inline()] {
+            let jobs: Vec<Box<dyn FnOnce() -> u32 + Send>> = vec![
+                Box::new(|| 10),
+                Box::new(|| panic!("one job of the batch panics")),
+                Box::new(|| 30),
+            ];
+            let mut order = InOrder::new(3);
+            for (i, pending) in runner.spawn_batch(jobs).into_iter().enumerate() {
+                order.push(i, pending);
+            }
+            assert_eq!(
+                order.wait_all(),
+                vec![(0, Some(10)), (1, None), (2, Some(30))]
+            );
+        }
     }
 
     #[test]

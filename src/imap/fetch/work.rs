@@ -36,6 +36,9 @@ use crate::imap::cache::{Known, KnownSummary};
 use crate::imap::opened::Target;
 use crate::imap::section::binary::{Memo, Refusal};
 
+/// Summaries opened per job on the pool.
+pub(super) const SUMMARY_BATCH: usize = 8;
+
 /// What a job gives back.
 pub(super) enum Opened {
     /// The summary of part 1 when an item needs the message's body (then
@@ -211,6 +214,47 @@ impl FetchPlan {
         composed.items
     }
 
+    /// Queues a summary's `job`, submitted with the next ones
+    /// ([`SUMMARY_BATCH`] together: one hop to the pool and one wake for
+    /// them), or at once with `keys` (unit tests, which give the plan no
+    /// runner).
+    pub(super) fn submit_summary(
+        &mut self,
+        uid: NonZeroU32,
+        keys: &(dyn Keys + Send + Sync),
+        job: Job,
+    ) {
+        if self.keys.is_none() {
+            return self.submit(uid, keys, job);
+        }
+        self.batch.push((uid, job));
+        if self.batch.len() >= SUMMARY_BATCH {
+            self.flush_batch();
+        }
+    }
+
+    /// Submits the summaries queued so far ([`FetchPlan::submit_summary`]).
+    pub(super) fn flush_batch(&mut self) {
+        let Some((shared, runner)) = &self.keys else {
+            return;
+        };
+        if self.batch.is_empty() {
+            return;
+        }
+        let (uids, jobs): (Vec<NonZeroU32>, Vec<Job>) =
+            std::mem::take(&mut self.batch).into_iter().unzip();
+        let jobs: Vec<Box<dyn FnOnce() -> Opened + Send>> = jobs
+            .into_iter()
+            .map(|job| {
+                let shared = Arc::clone(shared);
+                Box::new(move || job(shared.as_ref())) as Box<dyn FnOnce() -> Opened + Send>
+            })
+            .collect();
+        for (uid, pending) in uids.into_iter().zip(runner.spawn_batch(jobs)) {
+            self.opening.push(uid, pending);
+        }
+    }
+
     /// Runs `job` through the plan's runner, or at once with `keys` (unit
     /// tests, which give the plan no runner).
     pub(super) fn submit(&mut self, uid: NonZeroU32, keys: &(dyn Keys + Send + Sync), job: Job) {
@@ -303,7 +347,9 @@ impl FetchPlan {
     /// Too many messages are being opened to read more of the provider's
     /// answers, or the phase's end waits for them.
     pub fn saturated(&self) -> bool {
-        self.opening.len() >= self.window() || self.held_status.is_some() || self.drain_then_next
+        self.opening.len() + self.batch.len() >= self.window()
+            || self.held_status.is_some()
+            || self.drain_then_next
     }
 
     /// Jobs the phase keeps outstanding at most: whole messages a few at
