@@ -26,12 +26,17 @@
 //! 3. **Sealed**: a FETCH of the stored header and part 1 (the summary)
 //!    for the other sealed messages, or of the whole stored message when
 //!    a body section was asked for; writ opens it and answers every item.
-//!    A listing (no body section) does not wait for the probe's end
-//!    ([`FetchPlan::early`]): its sealed messages are looked up in the
-//!    cache [`EARLY_BATCH`] at a time as the probe answers them, and those
-//!    the cache cannot answer are fetched at once, pipelined behind the
-//!    probe, so the provider sends their part 1 without another round
-//!    trip; the phases after the probe wait for those commands too.
+//!    A listing (no body section, nothing that sets \Seen) does not wait
+//!    for the probe's end ([`FetchPlan::sealed_out`]): its sealed
+//!    messages are looked up in the cache [`EARLY_BATCH`] at a time as the
+//!    probe answers them, and those the cache cannot answer are fetched
+//!    at once, pipelined behind the probe (at most [`MAX_PIPELINED`]
+//!    commands out: the provider reads no further while its queue is
+//!    full). The provider may run such commands side by side (Dovecot
+//!    does when its output blocks), so answers are told apart by what
+//!    they carry (the probe's always carry the marker fields), and the
+//!    sealed phase ends when all its commands are answered, in whatever
+//!    order their statuses come.
 //!    The stored header gives the prefix (fields the provider put above
 //!    the marker), which the cached summary then carries. Opening (summary
 //!    or whole message, BINARY decoding and composing included, and the
@@ -158,7 +163,7 @@ enum Phase {
     Probe,
     /// Sealed messages answered from the cache, a chunk at a time as the
     /// client drains its output ([`FetchPlan::more`]); only a listing's
-    /// pipelined commands ([`FetchPlan::early`]) are in flight. Then the
+    /// pipelined commands ([`FetchPlan::sealed_out`]) are in flight. Then the
     /// rest are fetched (`payload`: whole).
     Cached {
         payload: bool,
@@ -226,21 +231,19 @@ pub struct FetchPlan {
     keys: Option<(SharedKeys, Runner)>,
     /// Messages being opened, in the order the provider sent them.
     opening: InOrder<NonZeroU32, work::Opened>,
-    /// The tagged status ending the sealed phase, held until every
-    /// message being opened is answered ([`FetchPlan::poll`]).
-    held_status: Option<Status<'static>>,
     /// A listing: sealed messages are looked up and fetched while the
     /// probe is still answered (see the header, 3).
     pipelined: bool,
-    /// Tags of the sealed phase's FETCH commands sent before the phase
-    /// (pipelined), in the order sent; the phase waits for each.
-    early: std::collections::VecDeque<Tag<'static>>,
+    /// Tags of the sealed phase's FETCH commands in flight, those sent
+    /// while the probe was answered included; the phase ends when the
+    /// last of them is answered, whichever it is.
+    sealed_out: std::collections::VecDeque<Tag<'static>>,
     /// The probe failed while pipelined commands were out: its status
     /// ends the plan once they are answered.
     probe_failed: bool,
-    /// The sealed phase's commands are all answered (pipelined ones may
-    /// be, before the phase), but messages are still being opened: the
-    /// plan moves on once they are answered ([`FetchPlan::poll`]).
+    /// The sealed phase's commands are all answered, but messages are
+    /// still being opened: the plan moves on once they are answered
+    /// ([`FetchPlan::poll`]); meanwhile it reads no further answers.
     drain_then_next: bool,
     /// Summaries to open, submitted together ([`FetchPlan::submit_summary`]).
     batch: Vec<(NonZeroU32, work::Job)>,
@@ -249,6 +252,10 @@ pub struct FetchPlan {
 /// Sealed messages looked up in the cache, and fetched from the provider,
 /// per pipelined step while a listing's probe is answered.
 pub(super) const EARLY_BATCH: usize = 64;
+
+/// Pipelined commands of the sealed phase in flight at most (with the
+/// probe, Dovecot's queue of four).
+pub(super) const MAX_PIPELINED: usize = 3;
 
 impl FetchPlan {
     /// A plan for a client's FETCH or UID FETCH; `None` for other commands.
@@ -284,12 +291,15 @@ impl FetchPlan {
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
         let wanted = as_dovecot_parses(wanted, *uid, modifiers);
+        // Not when the fetch sets \Seen: the messages writ must mark are
+        // those left when the probe is over ([`FetchPlan::start_sealed`]).
         let pipelined = !wanted
             .iter()
             .any(|i| answer::need(i, None) == Need::Payload)
             && wanted
                 .iter()
-                .any(|i| answer::need(i, None) != Need::Provider);
+                .any(|i| answer::need(i, None) != Need::Provider)
+            && !wanted.iter().any(answer::sets_seen);
         // A body section makes the provider read each message's file all
         // the same: the probe reads the whole stored header then, and a
         // message another session expunged shows as NIL at once.
@@ -362,9 +372,8 @@ impl FetchPlan {
                 // The most any phase keeps outstanding (see `saturated`).
                 opening: InOrder::new(opening::in_flight_summaries()),
                 provider_written: None,
-                held_status: None,
                 pipelined,
-                early: std::collections::VecDeque::new(),
+                sealed_out: std::collections::VecDeque::new(),
                 probe_failed: false,
                 drain_then_next: false,
                 batch: Vec::new(),
@@ -623,9 +632,14 @@ impl FetchPlan {
                 Ok(Vec::new())
             }
             Phase::Sealed { .. } if self.probe_failed => {
-                // A pipelined command's answer after the probe failed:
-                // nothing more is answered.
-                Ok(Vec::new())
+                // After the probe failed nothing more is answered: a
+                // pipelined command's answer is dropped (another
+                // session's flag change goes on as ever).
+                if list.iter().any(is_stored_header) {
+                    Ok(Vec::new())
+                } else {
+                    Err(items)
+                }
             }
             Phase::Sealed { payload, .. } => {
                 let Some(uid) = uid_of(list) else {
@@ -719,22 +733,29 @@ impl FetchPlan {
         let ok = tagged.body.kind == StatusKind::Ok;
         // A command's answers are over: the summaries queued go now.
         self.flush_batch();
-        if let Some(at) = self.early.iter().position(|t| *t == tagged.tag) {
-            // A pipelined command of the sealed phase is over; the phase
-            // waits for its last one.
-            self.early.remove(at);
+        if let Some(at) = self.sealed_out.iter().position(|t| *t == tagged.tag) {
+            // A command of the sealed phase is over (pipelined or not, in
+            // any order): the phase ends with the last.
+            self.sealed_out.remove(at);
             if !ok {
                 tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
             }
             if is_expunge_issued(&status) {
                 self.expunge_issued = true;
             }
-            return Ok(Vec::new());
+            if !matches!(self.phase, Phase::Sealed { .. }) {
+                // Room for the next pipelined command.
+                return Ok(self.early_fetch());
+            }
+            if !self.sealed_out.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Ok(self.phase_over());
         }
         match self.phase.clone() {
             Phase::Probe if tagged.tag == self.client_tag => {
                 if !ok {
-                    if let Some(last) = self.early.pop_back() {
+                    if !self.sealed_out.is_empty() {
                         // Pipelined commands are out: their answers are
                         // taken (and dropped) before the plan ends.
                         self.probe_failed = true;
@@ -742,10 +763,11 @@ impl FetchPlan {
                         self.mark_seen.clear();
                         self.cached.clear();
                         self.uncached.clear();
+                        self.refetch.clear();
                         self.from_cache = None;
                         self.probe_status = Some(status);
                         self.phase = Phase::Sealed {
-                            tag: last,
+                            tag: Tag::unvalidated("writ.none"),
                             payload: false,
                         };
                         return Ok(Vec::new());
@@ -755,24 +777,27 @@ impl FetchPlan {
                 self.probe_status = Some(status);
                 Ok(self.next_phase())
             }
-            Phase::Sealed { tag, .. } | Phase::Plain(tag) | Phase::Seen(tag)
-                if tagged.tag == tag =>
-            {
+            Phase::Plain(tag) | Phase::Seen(tag) if tagged.tag == tag => {
                 if !ok {
                     tracing::warn!(status = ?tagged.body.text, "a command writ sent for a FETCH failed");
                 }
                 if !matches!(self.phase, Phase::Seen(_)) && is_expunge_issued(&status) {
                     self.expunge_issued = true;
                 }
-                // Every message still being opened is answered first.
-                if !self.opening.is_empty() {
-                    self.held_status = Some(status);
-                    return Ok(Vec::new());
-                }
-                Ok(self.next_phase())
+                Ok(self.phase_over())
             }
             _ => Err(status),
         }
+    }
+
+    /// The phase's commands are all answered: the next phase, once every
+    /// message still being opened is answered ([`FetchPlan::poll`]).
+    fn phase_over(&mut self) -> Vec<Output> {
+        if !self.opening.is_empty() {
+            self.drain_then_next = true;
+            return Vec::new();
+        }
+        self.next_phase()
     }
 }
 

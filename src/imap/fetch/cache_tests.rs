@@ -343,20 +343,21 @@ fn commands(out: &[Output]) -> Vec<String> {
 fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
     const N: u32 = 150;
     let (ids, sealer) = keys();
+    let ids: SharedKeys = Arc::new(ids);
     let stored = sealed(&sealer);
     let (cache, _dir) = cold_cache();
-    let mut plan = start_with(&cache, "l UID FETCH 1:* (UID FLAGS ENVELOPE)\r\n");
+    // Summaries opened through a runner (inline): 8 to a job.
+    let mut plan = start_with(&cache, "l UID FETCH 1:* (UID FLAGS ENVELOPE)\r\n")
+        .opening_with(Arc::clone(&ids), Runner::inline());
     let mut sent = Vec::new();
-    let mut sent_during_probe = 0;
     for uid in 1..=N {
         let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored));
-        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
+        let mut out = plan.on_fetch(seq, items, ids.as_ref()).expect("ours");
         while plan.has_more() {
             out.extend(plan.more());
         }
         assert!(answered(&out).is_empty(), "nothing is in the cache");
         sent.extend(commands(&out));
-        sent_during_probe = sent.len();
     }
     // Two batches were looked up and fetched before the probe's end.
     let summary = "(UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n";
@@ -367,41 +368,122 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
             format!("writ.2 UID FETCH 65:128 {summary}"),
         ]
     );
+    // The provider may run them side by side with the probe (Dovecot
+    // does when its output blocks): writ.2 is over before the probe,
+    // writ.1 last of all. Each message is answered once, the probe's
+    // status last, after every command's.
+    let mut out = Vec::new();
+    let mut answer = |plan: &mut FetchPlan, range: std::ops::RangeInclusive<u32>, tag: &str| {
+        let mut out = Vec::new();
+        for uid in range {
+            let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+            out.extend(plan.on_fetch(seq, items, ids.as_ref()).expect("ours"));
+        }
+        out.extend(
+            plan.on_status(status(&format!("{tag} OK done\r\n")))
+                .expect("ours"),
+        );
+        out
+    };
+    out.extend(answer(&mut plan, 65..=128, "writ.2"));
+    let mut after = plan.on_status(status("l OK done\r\n")).expect("ours");
+    while plan.has_more() {
+        after.extend(plan.more());
+    }
+    assert_eq!(
+        commands(&after),
+        [format!("writ.3 UID FETCH 129:150 {summary}")]
+    );
+    out.extend(after);
+    // 22 summaries: two jobs of 8 and 6 submitted at writ.3's status.
+    out.extend(answer(&mut plan, 129..=N, "writ.3"));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Finish(_))),
+        "{out:?}"
+    );
+    out.extend(answer(&mut plan, 1..=64, "writ.1"));
+    let mut seqs = answered(&out);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(t.tag.as_ref(), "l");
+}
+
+#[test]
+fn at_most_three_pipelined_commands_are_out_at_once() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = cold_cache();
+    let mut plan = start_with(&cache, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    let mut sent = Vec::new();
+    for uid in 1..=400 {
+        let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored));
+        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
+        while plan.has_more() {
+            out.extend(plan.more());
+        }
+        sent.extend(commands(&out));
+    }
+    assert_eq!(sent.len(), MAX_PIPELINED, "{sent:?}");
+    // One is over: the next goes, with what waited meanwhile (385 to
+    // 400 are not looked up before the probe is over).
+    for uid in 1..=64 {
+        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+        plan.on_fetch(seq, items, &ids).expect("ours");
+    }
+    let out = plan.on_status(status("writ.1 OK done\r\n")).expect("ours");
+    assert_eq!(
+        commands(&out),
+        ["writ.4 UID FETCH 193:384 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+    );
+}
+
+#[test]
+fn a_listing_that_sets_seen_is_not_pipelined_and_marks_every_message() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = cold_cache();
+    let mut plan = start_with(
+        &cache,
+        "l FETCH 1:100 (ENVELOPE BODY[HEADER.FIELDS (SUBJECT)])\r\n",
+    );
+    for uid in 1..=100 {
+        let mut r = format!("* {uid} FETCH (UID {uid} FLAGS () ").into_bytes();
+        r.extend(literal_item(
+            "BODY[HEADER.FIELDS (SUBJECT)]",
+            b"Subject: x\r\n\r\n",
+        ));
+        r.push(b' ');
+        r.extend(literal_item(MARKER, &marker_of(&stored)));
+        r.extend_from_slice(b")\r\n");
+        let (seq, items) = fetch_response(&r);
+        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
+        while plan.has_more() {
+            out.extend(plan.more());
+        }
+        assert!(commands(&out).is_empty(), "pipelined: {out:?}");
+    }
     let mut out = plan.on_status(status("l OK done\r\n")).expect("ours");
     while plan.has_more() {
         out.extend(plan.more());
     }
-    sent.extend(commands(&out));
-    assert_eq!(sent[2..], [format!("writ.3 UID FETCH 129:150 {summary}")]);
-    assert_eq!(sent_during_probe, 2);
-    // The provider answers them in order; each message answered once,
-    // the probe's status last, after the last command's.
-    let mut seqs = Vec::new();
-    for (tag, range) in [
-        ("writ.1", 1..=64),
-        ("writ.2", 65..=128),
-        ("writ.3", 129..=N),
-    ] {
-        for uid in range {
-            let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
-            let out = plan.on_fetch(seq, items, &ids).expect("ours");
-            seqs.extend(answered(&out));
-            assert!(!out.iter().any(|o| matches!(o, Output::Finish(_))));
-        }
-        let out = plan
-            .on_status(status(&format!("{tag} OK done\r\n")))
-            .expect("ours");
-        seqs.extend(answered(&out));
-        if tag != "writ.3" {
-            assert!(out.is_empty(), "{out:?}");
-            continue;
-        }
-        let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
-            panic!("{out:?}")
-        };
-        assert_eq!(t.tag.as_ref(), "l");
+    assert_eq!(
+        commands(&out),
+        ["writ.1 FETCH 1:100 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+    );
+    let mut out = Vec::new();
+    for uid in 1..=100 {
+        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
     }
-    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert_eq!(answered(&out).len(), 100);
+    assert_eq!(
+        commands(&out),
+        ["writ.2 STORE 1:100 +FLAGS.SILENT (\\Seen)\r\n"]
+    );
 }
 
 #[test]

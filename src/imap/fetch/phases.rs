@@ -32,8 +32,10 @@ impl FetchPlan {
                 Phase::Cached { payload } => self.sealed_step(*payload),
                 Phase::Sealed { .. } if !self.refetch.is_empty() => {
                     let uids = std::mem::take(&mut self.refetch);
-                    self.fetch_command(&uids, vec![peek(None)])
-                        .map(|(tag, c)| (Phase::Sealed { tag, payload: true }, Some(c)))
+                    self.fetch_command(&uids, vec![peek(None)]).map(|(tag, c)| {
+                        self.sealed_out.push_back(tag.clone());
+                        (Phase::Sealed { tag, payload: true }, Some(c))
+                    })
                 }
                 Phase::Sealed { .. } => self.plain_phase().map(|(p, c)| (p, Some(c))),
                 Phase::Plain(_) => self.seen_phase().map(|(p, c)| (p, Some(c))),
@@ -186,10 +188,12 @@ impl FetchPlan {
             summary_items()
         };
         if let Some((tag, c)) = self.fetch_command(&uids, items) {
+            self.sealed_out.push_back(tag.clone());
             return Some((Phase::Sealed { tag, payload }, Some(c)));
         }
-        let last = self.early.pop_back()?;
-        Some((Phase::Sealed { tag: last, payload }, None))
+        // Only pipelined commands are out: the phase ends with them.
+        let tag = Tag::unvalidated("writ.none");
+        (!self.sealed_out.is_empty()).then_some((Phase::Sealed { tag, payload }, None))
     }
 
     /// A listing's sealed message as the probe answers it
@@ -210,10 +214,12 @@ impl FetchPlan {
 
     /// The sealed phase's FETCH for the messages the cache could not
     /// answer, sent before the phase (pipelined) once [`EARLY_BATCH`]
-    /// wait: while the probe is answered, or the cache looks up the rest.
+    /// wait and fewer than [`MAX_PIPELINED`] are out: while the probe is
+    /// answered, or the cache looks up the rest.
     pub(super) fn early_fetch(&mut self) -> Vec<Output> {
         if !self.pipelined
             || self.probe_failed
+            || self.sealed_out.len() >= MAX_PIPELINED
             || self.uncached.len() < EARLY_BATCH
             || !matches!(self.phase, Phase::Probe | Phase::Cached { .. })
         {
@@ -222,7 +228,7 @@ impl FetchPlan {
         let uids = std::mem::take(&mut self.uncached);
         match self.fetch_command(&uids, summary_items()) {
             Some((tag, command)) => {
-                self.early.push_back(tag);
+                self.sealed_out.push_back(tag);
                 vec![Output::ToProvider(command)]
             }
             None => Vec::new(),

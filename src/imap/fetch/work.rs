@@ -10,8 +10,9 @@
 //!   responses, so at most [`super::opening::in_flight`] whole messages
 //!   ([`super::opening::in_flight_summaries`] summaries) are
 //!   being opened per plan.
-//! - The sealed phase's tagged status is held until every message being
-//!   opened is answered ([`FetchPlan::held_status`]), so answers never
+//! - The sealed phase ends when its last command is answered and every
+//!   message being opened is answered ([`FetchPlan::drain_then_next`];
+//!   no further provider answer is read meanwhile), so answers never
 //!   follow the phase they belong to.
 //! - A job opens through [`crate::imap::opened`] (one place for the
 //!   transfer encoding of part 1, the cache, the undecryptable verdicts
@@ -347,9 +348,7 @@ impl FetchPlan {
     /// Too many messages are being opened to read more of the provider's
     /// answers, or the phase's end waits for them.
     pub fn saturated(&self) -> bool {
-        self.opening.len() + self.batch.len() >= self.window()
-            || self.held_status.is_some()
-            || self.drain_then_next
+        self.opening.len() + self.batch.len() >= self.window() || self.drain_then_next
     }
 
     /// Jobs the phase keeps outstanding at most: whole messages a few at
@@ -373,14 +372,6 @@ impl FetchPlan {
     pub fn poll(&mut self) -> Vec<Output> {
         let mut out = self.take_chunk();
         out.extend(self.answer_opened());
-        if self.opening.is_empty()
-            && let Some(status) = self.held_status.take()
-        {
-            match self.on_status(status) {
-                Ok(more) => out.extend(more),
-                Err(_) => tracing::debug!("a held status no longer ends a phase"),
-            }
-        }
         if self.opening.is_empty() && std::mem::take(&mut self.drain_then_next) {
             out.extend(self.next_phase());
         }
