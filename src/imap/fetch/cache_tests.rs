@@ -373,7 +373,7 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
     // writ.1 last of all. Each message is answered once, the probe's
     // status last, after every command's.
     let mut out = Vec::new();
-    let mut answer = |plan: &mut FetchPlan, range: std::ops::RangeInclusive<u32>, tag: &str| {
+    let answer = |plan: &mut FetchPlan, range: std::ops::RangeInclusive<u32>, tag: &str| {
         let mut out = Vec::new();
         for uid in range {
             let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
