@@ -90,3 +90,26 @@ pub fn header_of(message: &[u8]) -> &[u8] {
         .expect("a header");
     &message[..end]
 }
+
+/// The provider's answer to the sealed phase's FETCH of message `seq`
+/// (UID `uid`): its stored header (`header`: BODY[HEADER] included), part
+/// 1's MIME header and part 1, cut from `stored` by its own MIME
+/// structure, as the provider serves them.
+pub fn part_one_answer(seq: u32, uid: u32, stored: &[u8], header: bool) -> Vec<u8> {
+    let structure = crate::envelope::scan::scan(stored, Default::default());
+    let p = &structure.root.parts[0];
+    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
+    let mut r = format!("* {seq} FETCH (UID {uid} ").into_bytes();
+    if header {
+        r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+        r.push(b' ');
+    }
+    r.extend(literal_item(
+        "BODY[1.MIME]",
+        slice(p.header_offset, p.header_size),
+    ));
+    r.push(b' ');
+    r.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
+    r.extend_from_slice(b")\r\n");
+    r
+}

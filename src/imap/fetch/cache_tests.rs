@@ -47,15 +47,7 @@ fn cached_folder(
 fn cached_messages(texts: &[Vec<u8>]) -> (SharedKeys, CacheRef, Vec<Vec<u8>>, tempfile::TempDir) {
     let (ids, sealer) = keys();
     let ids: SharedKeys = Arc::new(ids);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 30, ids.as_ref()).unwrap()),
-        mailbox: MailboxKey {
-            account: "a".into(),
-            mailbox: "INBOX".into(),
-            uidvalidity: 1,
-        },
-    };
+    let (cache, dir) = empty_cache(ids.as_ref());
     let mut stored = Vec::new();
     for (uid, text) in (1..).zip(texts) {
         let mut s = Vec::new();
@@ -299,27 +291,34 @@ fn listing_probe(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
 
 /// The provider's answer to the sealed phase: stored header and part 1.
 fn part1_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
-    let structure = crate::envelope::scan::scan(stored, Default::default());
-    let p = &structure.root.parts[0];
-    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
-    let mut a = format!("* {seq} FETCH (UID {uid} ").into_bytes();
-    a.extend(literal_item("BODY[HEADER]", header_of(stored)));
-    a.push(b' ');
-    a.extend(literal_item(
-        "BODY[1.MIME]",
-        slice(p.header_offset, p.header_size),
-    ));
-    a.push(b' ');
-    a.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
-    a.extend_from_slice(b")\r\n");
-    a
+    part_one_answer(seq, uid, stored, true)
 }
 
-fn cold_cache() -> (CacheRef, tempfile::TempDir) {
-    let (ids, _) = keys();
+/// Gives `plan` the probe's answers for `uids` (the same stored message,
+/// sequence number = UID), taking what the cache answers as the client
+/// would: every output.
+fn probe_listing(
+    plan: &mut FetchPlan,
+    uids: std::ops::RangeInclusive<u32>,
+    stored: &[u8],
+    keys: &(dyn Keys + Send + Sync),
+) -> Vec<Output> {
+    let mut out = Vec::new();
+    for uid in uids {
+        let (seq, items) = fetch_response(&listing_probe(uid, uid, stored));
+        out.extend(plan.on_fetch(seq, items, keys).expect("ours"));
+        while plan.has_more() {
+            out.extend(plan.more());
+        }
+    }
+    out
+}
+
+/// A new, empty cache under `keys`, with INBOX of account `a` in it.
+fn empty_cache(keys: &(dyn Keys + Send + Sync)) -> (CacheRef, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 30, &ids).unwrap()),
+        cache: Arc::new(Cache::open(dir.path(), 1 << 30, keys).unwrap()),
         mailbox: MailboxKey {
             account: "a".into(),
             mailbox: "INBOX".into(),
@@ -327,6 +326,27 @@ fn cold_cache() -> (CacheRef, tempfile::TempDir) {
         },
     };
     (cache, dir)
+}
+
+fn cold_cache() -> (CacheRef, tempfile::TempDir) {
+    empty_cache(&keys().0)
+}
+
+/// A plan for `command_line` over a new, empty cache, and a sealed
+/// message to answer its probe with: the keys, the message, the plan.
+fn cold_plan(
+    command_line: &str,
+) -> (
+    Vec<age::x25519::Identity>,
+    Vec<u8>,
+    FetchPlan,
+    tempfile::TempDir,
+) {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, dir) = cold_cache();
+    let plan = start_with(&cache, command_line);
+    (ids, stored, plan, dir)
 }
 
 /// The provider commands among `out`, as written.
@@ -349,16 +369,9 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
     // Summaries opened through a runner (inline): 8 to a job.
     let mut plan = start_with(&cache, "l UID FETCH 1:* (UID FLAGS ENVELOPE)\r\n")
         .opening_with(Arc::clone(&ids), Runner::inline());
-    let mut sent = Vec::new();
-    for uid in 1..=N {
-        let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored));
-        let mut out = plan.on_fetch(seq, items, ids.as_ref()).expect("ours");
-        while plan.has_more() {
-            out.extend(plan.more());
-        }
-        assert!(answered(&out).is_empty(), "nothing is in the cache");
-        sent.extend(commands(&out));
-    }
+    let probed = probe_listing(&mut plan, 1..=N, &stored, ids.as_ref());
+    assert!(answered(&probed).is_empty(), "nothing is in the cache");
+    let sent = commands(&probed);
     // Two batches were looked up and fetched before the probe's end.
     let summary = "(UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n";
     assert_eq!(
@@ -413,19 +426,8 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
 
 #[test]
 fn at_most_three_pipelined_commands_are_out_at_once() {
-    let (ids, sealer) = keys();
-    let stored = sealed(&sealer);
-    let (cache, _dir) = cold_cache();
-    let mut plan = start_with(&cache, "l UID FETCH 1:* (ENVELOPE)\r\n");
-    let mut sent = Vec::new();
-    for uid in 1..=400 {
-        let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored));
-        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
-        while plan.has_more() {
-            out.extend(plan.more());
-        }
-        sent.extend(commands(&out));
-    }
+    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:* (ENVELOPE)\r\n");
+    let sent = commands(&probe_listing(&mut plan, 1..=400, &stored, &ids));
     assert_eq!(sent.len(), MAX_PIPELINED, "{sent:?}");
     // One is over: the next goes, with what waited meanwhile (385 to
     // 400 are not looked up before the probe is over).
@@ -442,13 +444,8 @@ fn at_most_three_pipelined_commands_are_out_at_once() {
 
 #[test]
 fn a_listing_that_sets_seen_is_not_pipelined_and_marks_every_message() {
-    let (ids, sealer) = keys();
-    let stored = sealed(&sealer);
-    let (cache, _dir) = cold_cache();
-    let mut plan = start_with(
-        &cache,
-        "l FETCH 1:100 (ENVELOPE BODY[HEADER.FIELDS (SUBJECT)])\r\n",
-    );
+    let (ids, stored, mut plan, _dir) =
+        cold_plan("l FETCH 1:100 (ENVELOPE BODY[HEADER.FIELDS (SUBJECT)])\r\n");
     for uid in 1..=100 {
         let mut r = format!("* {uid} FETCH (UID {uid} FLAGS () ").into_bytes();
         r.extend(literal_item(
@@ -488,19 +485,8 @@ fn a_listing_that_sets_seen_is_not_pipelined_and_marks_every_message() {
 
 #[test]
 fn a_failed_probe_waits_for_the_commands_pipelined_behind_it() {
-    let (ids, sealer) = keys();
-    let stored = sealed(&sealer);
-    let (cache, _dir) = cold_cache();
-    let mut plan = start_with(&cache, "l UID FETCH 1:* (ENVELOPE)\r\n");
-    let mut sent = Vec::new();
-    for uid in 1..=70 {
-        let (seq, items) = fetch_response(&listing_probe(uid, uid, &stored));
-        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
-        while plan.has_more() {
-            out.extend(plan.more());
-        }
-        sent.extend(commands(&out));
-    }
+    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:* (ENVELOPE)\r\n");
+    let sent = commands(&probe_listing(&mut plan, 1..=70, &stored, &ids));
     assert_eq!(sent.len(), 1, "{sent:?}");
     let out = plan
         .on_status(status("l NO [SERVERBUG] broken\r\n"))
@@ -524,15 +510,7 @@ fn what_pipelined_commands_brought_is_answered_before_the_listing_ends() {
     // answered writ.1 already and its messages are still being opened.
     let (ids, sealer) = keys();
     let ids: SharedKeys = Arc::new(ids);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 30, ids.as_ref()).unwrap()),
-        mailbox: MailboxKey {
-            account: "a".into(),
-            mailbox: "INBOX".into(),
-            uidvalidity: 1,
-        },
-    };
+    let (cache, _dir) = empty_cache(ids.as_ref());
     let stored: Vec<Vec<u8>> = (0..65)
         .map(|i| {
             let text = format!("From: a@example.test\r\nSubject: m{i}\r\n\r\nhi\r\n");

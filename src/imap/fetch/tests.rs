@@ -343,20 +343,7 @@ fn list_items(
     }
     if let [Output::ToProvider(_)] = &next[..] {
         // The summary: part 1 as the provider serves it.
-        let structure = crate::envelope::scan::scan(stored, Default::default());
-        let p = &structure.root.parts[0];
-        let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
-        let mut a = b"* 1 FETCH (UID 7 ".to_vec();
-        a.extend(literal_item("BODY[HEADER]", header_of(stored)));
-        a.push(b' ');
-        a.extend(literal_item(
-            "BODY[1.MIME]",
-            slice(p.header_offset, p.header_size),
-        ));
-        a.push(b' ');
-        a.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
-        a.extend_from_slice(b")\r\n");
-        let (seq, items) = fetch_response(&a);
+        let (seq, items) = fetch_response(&part_one_answer(1, 7, stored, true));
         next.extend(plan.on_fetch(seq, items, keys).expect("ours"));
         next.extend(plan.poll());
     }

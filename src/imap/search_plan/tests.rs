@@ -20,18 +20,7 @@ fn probe(uid: u32, stored: &[u8]) -> Vec<u8> {
 /// Part 1 and its MIME header, cut from the stored message by its own
 /// MIME structure (as the provider would serve BODY[1], BODY[1.MIME]).
 fn part_one_answer(uid: u32, stored: &[u8]) -> Vec<u8> {
-    let structure = crate::envelope::scan::scan(stored, Default::default());
-    let p = &structure.root.parts[0];
-    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
-    let mut r = format!("* 1 FETCH (UID {uid} ").into_bytes();
-    r.extend(literal_item(
-        "BODY[1.MIME]",
-        slice(p.header_offset, p.header_size),
-    ));
-    r.push(b' ');
-    r.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
-    r.extend_from_slice(b")\r\n");
-    r
+    crate::imap::testing::part_one_answer(1, uid, stored, false)
 }
 
 /// Runs a plan through COUNT and PROBE for one message; returns the

@@ -490,7 +490,7 @@ fn a_qresync_select_and_its_resync_responses_pass_as_sent() {
 
 #[test]
 fn a_written_fetch_response_keeps_its_place_among_the_typed_ones() {
-    use crate::imap::testing::{MARKER, header_of, keys, literal_item, marker_of, sealed};
+    use crate::imap::testing::{MARKER, keys, literal_item, marker_of, part_one_answer, sealed};
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
     let mut s = Session::new(loopback(), Arc::new(ids), sealer).with_inline_work();
@@ -517,19 +517,8 @@ fn a_written_fetch_response_keeps_its_place_among_the_typed_ones() {
     );
     // The stored header and part 1 (the summary), as the provider serves
     // them.
-    let structure = crate::envelope::scan::scan(&stored, Default::default());
-    let p = &structure.root.parts[0];
-    let slice = |off: u64, len: u64| &stored[off as usize..(off + len) as usize];
-    let mut part1 = b"* 1 FETCH (UID 7 ".to_vec();
-    part1.extend(literal_item("BODY[HEADER]", header_of(&stored)));
-    part1.push(b' ');
-    part1.extend(literal_item(
-        "BODY[1.MIME]",
-        slice(p.header_offset, p.header_size),
-    ));
-    part1.push(b' ');
-    part1.extend(literal_item("BODY[1]", slice(p.body_offset, p.body_size)));
-    part1.extend_from_slice(b")\r\nwrit.1 OK done\r\n");
+    let mut part1 = part_one_answer(1, 7, &stored, true);
+    part1.extend_from_slice(b"writ.1 OK done\r\n");
     s.provider_input(&part1);
     s.advance();
     let m = crate::envelope::scan::scan(crate::imap::testing::M, Default::default());
