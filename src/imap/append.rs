@@ -34,9 +34,10 @@ impl AppendPlan {
     pub fn start(command: Command<'static>, sealer: &Sealer, runner: &Runner) -> AppendPlan {
         let tag = command.tag.clone();
         let sealer = sealer.clone();
+        let bytes = message_len(&command);
         AppendPlan {
             tag,
-            sealing: runner.spawn(move || seal_append(command, &sealer)),
+            sealing: runner.spawn_sized(bytes, move || seal_append(command, &sealer)),
             done: false,
         }
     }
@@ -101,6 +102,18 @@ impl Refusal {
             Refusal::SealFailed => "writ could not seal the message; nothing was stored",
             Refusal::Unsendable => "writ could not forward the sealed message; nothing was stored",
         }
+    }
+}
+
+/// The size of an APPEND's message (0 for other commands): what sealing
+/// it costs ([`Runner::spawn_sized`]).
+pub fn message_len(command: &Command<'_>) -> usize {
+    match &command.body {
+        CommandBody::Append { message, .. } => match message {
+            LiteralOrLiteral8::Literal(l) => l.data().len(),
+            LiteralOrLiteral8::Literal8(l) => l.data.len(),
+        },
+        _ => 0,
     }
 }
 

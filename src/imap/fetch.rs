@@ -677,10 +677,11 @@ impl FetchPlan {
                 probed.prefix = prefix;
                 let probed = &self.probed[&uid];
                 if payload {
+                    let bytes = stored.as_ref().map_or(0, |s| s.len());
                     let Some(job) = stored.and_then(|stored| self.whole_job(probed, stored)) else {
                         return Err(items);
                     };
-                    self.submit(uid, keys, job);
+                    self.submit(uid, bytes, keys, job);
                 } else {
                     let Some(job) = self.summary_job(probed, list) else {
                         return Err(items);

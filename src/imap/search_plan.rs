@@ -410,7 +410,8 @@ impl SearchPlan {
                 };
                 self.pending.insert(uid, meta);
                 if let Some(job) = job {
-                    self.submit(uid, keys, job);
+                    // A header, or a cache lookup: light.
+                    self.submit(uid, 0, keys, job);
                 }
                 Ok(self.take_judged())
             }
@@ -426,7 +427,7 @@ impl SearchPlan {
                     return Ok(Vec::new());
                 }
                 let job = self.summary_job(meta, uid, part1, mime);
-                self.submit(uid, keys, job);
+                self.submit(uid, 0, keys, job);
                 Ok(self.take_judged())
             }
             Phase::Bodies => {
@@ -436,8 +437,9 @@ impl SearchPlan {
                 let Some(meta) = self.pending.get(&uid) else {
                     return Err(items);
                 };
+                let bytes = stored.len();
                 let job = self.whole_job(meta, uid, stored);
-                self.submit(uid, keys, job);
+                self.submit(uid, bytes, keys, job);
                 Ok(self.take_judged())
             }
             _ => Err(items),

@@ -15,6 +15,14 @@
 //!   ([`threads`]), started once for the whole process, shared by every
 //!   session. Own code rather than tokio's blocking pool (sized for I/O,
 //!   512 threads) or a new crate: a queue and a few threads.
+//! - Heavy jobs ([`Runner::spawn_sized`] past [`HEAVY_BYTES`], a SORT or
+//!   THREAD answer: [`Runner::spawn_heavy`]) take at most all threads but
+//!   one, so one thread always serves the light ones (a listing's
+//!   summaries, the cache's chunks): two large APPENDs or a THREAD over a
+//!   big folder delay other sessions' listings by no more than a light
+//!   job's wait. Jobs are taken in the order submitted, but for a heavy
+//!   one while the heavy threads are busy, which waits for the next of
+//!   them to end.
 //! - Nothing here blocks the caller: [`Pending`] and [`InOrder`] only take
 //!   results that are there. Each job, when it ends (or panics), wakes its
 //!   session's I/O shell through the runner's [`Notify`]
@@ -34,8 +42,8 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -68,32 +76,119 @@ pub fn in_flight_summaries() -> usize {
     SUMMARIES_PER_THREAD * threads()
 }
 
-fn pool() -> Option<&'static Sender<Job>> {
-    static POOL: OnceLock<Option<Sender<Job>>> = OnceLock::new();
+/// Bytes of message past which sealing or opening it is a heavy job
+/// ([`Runner::spawn_sized`]): a few milliseconds of CPU and more.
+pub const HEAVY_BYTES: usize = 1 << 20;
+
+/// Heavy jobs running at once at most: all threads but one.
+fn heavy_threads() -> usize {
+    threads().saturating_sub(1).max(1)
+}
+
+/// The pool's queues: light and heavy jobs, each numbered in the order
+/// submitted.
+#[derive(Default)]
+struct Queues {
+    light: VecDeque<(u64, Job)>,
+    heavy: VecDeque<(u64, Job)>,
+    heavy_running: usize,
+    submitted: u64,
+}
+
+impl Queues {
+    /// The oldest job a thread may take now (a heavy one only while fewer
+    /// than [`heavy_threads`] run), and whether it is heavy.
+    fn take(&mut self, heavy_max: usize) -> Option<(Job, bool)> {
+        let light = self.light.front().map(|(n, _)| *n);
+        let heavy = (self.heavy_running < heavy_max)
+            .then(|| self.heavy.front().map(|(n, _)| *n))
+            .flatten();
+        let take_heavy = match (light, heavy) {
+            (Some(l), Some(h)) => h < l,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if take_heavy {
+            self.heavy_running += 1;
+            return self.heavy.pop_front().map(|(_, job)| (job, true));
+        }
+        self.light.pop_front().map(|(_, job)| (job, false))
+    }
+}
+
+struct Pool {
+    queues: Mutex<Queues>,
+    ready: Condvar,
+    heavy_max: usize,
+}
+
+impl Pool {
+    /// Queues `job`; `Err` gives it back when the pool is unusable.
+    fn submit(&self, heavy: bool, job: Job) -> Result<(), Job> {
+        let Ok(mut q) = self.queues.lock() else {
+            return Err(job);
+        };
+        q.submitted += 1;
+        let n = q.submitted;
+        if heavy {
+            q.heavy.push_back((n, job));
+        } else {
+            q.light.push_back((n, job));
+        }
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// A pool thread: takes jobs until the lock is poisoned (never: no
+    /// job runs under it).
+    fn work(&self) {
+        loop {
+            // The lock is held only to take a job, not to run it.
+            let Ok(mut q) = self.queues.lock() else {
+                return;
+            };
+            let (job, heavy) = loop {
+                if let Some(taken) = q.take(self.heavy_max) {
+                    break taken;
+                }
+                q = match self.ready.wait(q) {
+                    Ok(q) => q,
+                    Err(_) => return,
+                };
+            };
+            drop(q);
+            let _ = catch_unwind(AssertUnwindSafe(job));
+            if heavy {
+                if let Ok(mut q) = self.queues.lock() {
+                    q.heavy_running -= 1;
+                }
+                // A heavy job left waiting may go now, on any thread.
+                self.ready.notify_all();
+            }
+        }
+    }
+}
+
+fn pool() -> Option<&'static Arc<Pool>> {
+    static POOL: OnceLock<Option<Arc<Pool>>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let pool = Arc::new(Pool {
+            queues: Mutex::new(Queues::default()),
+            ready: Condvar::new(),
+            heavy_max: heavy_threads(),
+        });
         let mut started = 0;
         for i in 0..threads() {
-            let rx = Arc::clone(&rx);
+            let pool = Arc::clone(&pool);
             let spawned = std::thread::Builder::new()
                 .name(format!("writ-open-{i}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only to take a job, not to run it.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        let _ = catch_unwind(AssertUnwindSafe(job));
-                    }
-                });
+                .spawn(move || pool.work());
             if spawned.is_ok() {
                 started += 1;
             }
         }
-        (started > 0).then_some(tx)
+        (started > 0).then_some(pool)
     })
     .as_ref()
 }
@@ -168,8 +263,35 @@ impl Runner {
     }
 
     /// Runs `job` on the pool (at once when inline, or when the pool could
-    /// not start).
+    /// not start), as a light job.
     pub fn spawn<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
+        self.spawn_in(false, job)
+    }
+
+    /// Runs `job` as a heavy job: at most all the pool's threads but one
+    /// run such jobs at once.
+    pub fn spawn_heavy<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Pending<T> {
+        self.spawn_in(true, job)
+    }
+
+    /// Runs `job`, which works on a message of `bytes`: heavy past
+    /// [`HEAVY_BYTES`].
+    pub fn spawn_sized<T: Send + 'static>(
+        &self,
+        bytes: usize,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Pending<T> {
+        self.spawn_in(bytes > HEAVY_BYTES, job)
+    }
+
+    fn spawn_in<T: Send + 'static>(
+        &self,
+        heavy: bool,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Pending<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         let wake = WakeOnDrop(Arc::clone(&self.done));
         let boxed: Job = Box::new(move || {
@@ -192,11 +314,11 @@ impl Runner {
             };
         }
         match pool() {
-            Some(pool) => match pool.send(boxed) {
+            Some(pool) => match pool.submit(heavy, boxed) {
                 Ok(()) => Pending {
                     state: State::Running(rx),
                 },
-                Err(mpsc::SendError(boxed)) => {
+                Err(boxed) => {
                     let _ = catch_unwind(AssertUnwindSafe(boxed));
                     Pending::from_receiver(rx)
                 }
@@ -360,8 +482,61 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Tests that hold pool threads busy on purpose run one at a time.
+    static HOLDING_THREADS: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn heavy_jobs_leave_a_thread_to_the_light_ones() {
+        let _one_at_a_time = HOLDING_THREADS.lock();
+        let runner = Runner::pool();
+        // As many heavy jobs as the pool lets run, and one more, each
+        // held until the light job has run.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let (started, starts) = mpsc::channel::<()>();
+        let mut heavy = InOrder::new(threads() + 1);
+        for i in 0..heavy_threads() + 1 {
+            let gate = Arc::clone(&gate);
+            let started = started.clone();
+            heavy.push(
+                i,
+                runner.spawn_heavy(move || {
+                    let _ = started.send(());
+                    let (open, opened) = &*gate;
+                    let mut open = open.lock().unwrap();
+                    while !*open {
+                        open = opened.wait(open).unwrap();
+                    }
+                }),
+            );
+        }
+        for _ in 0..heavy_threads() {
+            starts
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a heavy job started");
+        }
+        // The light job runs while they are all held: with every thread
+        // taken by a heavy job it would not, and this would time out.
+        let (done, light_done) = mpsc::channel::<()>();
+        let _light = runner.spawn(move || done.send(()));
+        let ran = light_done.recv_timeout(Duration::from_secs(60));
+        // The extra heavy job waited for a heavy thread.
+        let extra_started = starts.try_recv().is_ok();
+        {
+            let (open, opened) = &*gate;
+            *open.lock().unwrap() = true;
+            opened.notify_all();
+        }
+        assert!(
+            ran.is_ok(),
+            "the light job did not run beside the heavy ones"
+        );
+        assert!(!extra_started, "more heavy jobs ran than the pool allows");
+        assert_eq!(heavy.wait_all().len(), heavy_threads() + 1);
+    }
+
     #[test]
     fn jobs_run_on_several_threads_at_once() {
+        let _one_at_a_time = HOLDING_THREADS.lock();
         // Job 1 waits for a word from job 2: with the jobs run one after
         // another (on the caller's thread, or on one thread), job 1 would
         // never hear it and gives up.

@@ -226,7 +226,7 @@ impl FetchPlan {
         job: Job,
     ) {
         if self.keys.is_none() {
-            return self.submit(uid, keys, job);
+            return self.submit(uid, 0, keys, job);
         }
         self.batch.push((uid, job));
         if self.batch.len() >= SUMMARY_BATCH {
@@ -256,13 +256,20 @@ impl FetchPlan {
         }
     }
 
-    /// Runs `job` through the plan's runner, or at once with `keys` (unit
-    /// tests, which give the plan no runner).
-    pub(super) fn submit(&mut self, uid: NonZeroU32, keys: &(dyn Keys + Send + Sync), job: Job) {
+    /// Runs `job`, which works on a message of `bytes`, through the
+    /// plan's runner (heavy past [`super::opening::HEAVY_BYTES`]), or at
+    /// once with `keys` (unit tests, which give the plan no runner).
+    pub(super) fn submit(
+        &mut self,
+        uid: NonZeroU32,
+        bytes: usize,
+        keys: &(dyn Keys + Send + Sync),
+        job: Job,
+    ) {
         let pending = match &self.keys {
             Some((shared, runner)) => {
                 let shared = Arc::clone(shared);
-                runner.spawn(move || job(shared.as_ref()))
+                runner.spawn_sized(bytes, move || job(shared.as_ref()))
             }
             None => Pending::ready(job(keys)),
         };

@@ -117,7 +117,7 @@ impl SearchPlan {
         };
         match &self.keys {
             Some((_, runner)) if answer.heavy() => {
-                self.finishing = Some(runner.spawn(move || answer.outputs()));
+                self.finishing = Some(runner.spawn_heavy(move || answer.outputs()));
                 self.finishing_stale = false;
                 // The job may be done already (a runner that runs inline).
                 self.take_finished()

@@ -117,12 +117,21 @@ impl SearchPlan {
         }
     }
 
-    /// Runs `job` through the plan's runner, or at once with `keys`.
-    pub(super) fn submit(&mut self, uid: NonZeroU32, keys: &(dyn Keys + Send + Sync), job: Job) {
+    /// Runs `job`, which works on a message of `bytes`, through the
+    /// plan's runner (heavy past
+    /// [`crate::imap::fetch::opening::HEAVY_BYTES`]), or at once with
+    /// `keys`.
+    pub(super) fn submit(
+        &mut self,
+        uid: NonZeroU32,
+        bytes: usize,
+        keys: &(dyn Keys + Send + Sync),
+        job: Job,
+    ) {
         let pending = match &self.keys {
             Some((shared, runner)) => {
                 let shared = Arc::clone(shared);
-                runner.spawn(move || job(shared.as_ref()))
+                runner.spawn_sized(bytes, move || job(shared.as_ref()))
             }
             None => Pending::ready(job(keys)),
         };

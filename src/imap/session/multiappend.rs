@@ -283,10 +283,11 @@ impl Session {
         let refused = matches!(next, Next::Refused(_)) || !self.multiappend.offered.get();
         if !reading.failed && !refused {
             let sealer = self.sealer.clone();
+            let bytes = append::message_len(&command);
             reading.sealing.push(Sealing {
                 pending: self
                     .runner
-                    .spawn(move || append::seal_append(command, &sealer)),
+                    .spawn_sized(bytes, move || append::seal_append(command, &sealer)),
                 result: None,
             });
             self.multiappend.running += 1;
