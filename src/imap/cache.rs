@@ -280,6 +280,11 @@ pub struct Cache {
     /// mailbox the latest ticket recorded (held while one is recorded).
     tickets: AtomicU64,
     selected_at: Mutex<HashMap<[u8; 16], u64>>,
+    /// Per mailbox (its id), the highest UID an entry was ever stored
+    /// under in this cache (since its start: from the index, then each
+    /// store). An upper bound: no entry has a higher UID
+    /// ([`Cache::highest_uid`]).
+    highest: Mutex<HashMap<[u8; 16], u32>>,
 }
 
 /// Mailboxes whose latest SELECT ticket is remembered, at most (past it
@@ -403,6 +408,7 @@ impl Cache {
             committing: Mutex::new(()),
             tickets: AtomicU64::new(1),
             selected_at: Mutex::new(HashMap::new()),
+            highest: Mutex::new(HashMap::new()),
         };
         cache.take_stock().map_err(at)?;
         Ok(cache)
@@ -424,6 +430,7 @@ impl Cache {
                 // versions) counts only what is left.
                 used = used.saturating_add(row.len() as u64);
                 latest = latest.max(when);
+                self.stored_at(k.value());
                 named.insert(hex(k.value()));
             }
         }
@@ -786,9 +793,35 @@ impl Cache {
         Some(known)
     }
 
+    /// Keeps [`Cache::highest_uid`] for an entry stored (mailbox id ‖ UID).
+    fn stored_at(&self, entry: &[u8]) {
+        let (Some(id), Some(uid)) = (
+            entry.get(..16).and_then(|i| <[u8; 16]>::try_from(i).ok()),
+            entry.get(16..20).and_then(|u| <[u8; 4]>::try_from(u).ok()),
+        ) else {
+            return;
+        };
+        let uid = u32::from_be_bytes(uid);
+        if let Ok(mut highest) = self.highest.lock() {
+            let h = highest.entry(id).or_insert(uid);
+            *h = (*h).max(uid);
+        }
+    }
+
+    /// The highest UID of `mb` this cache has stored an entry under (in
+    /// memory: no index read); `None` when it never stored one. No entry
+    /// has a higher UID, so a message above it is certainly not cached
+    /// (a listing then asks for its summary at once, see
+    /// `fetch::FetchPlan::start`).
+    pub fn highest_uid(&self, mb: &MailboxKey) -> Option<u32> {
+        let id = mb.id(mb.uidvalidity);
+        self.highest.lock().ok()?.get(&id).copied()
+    }
+
     /// Queues an entry's index row (`row`: kind ‖ sealed value), counting
     /// `size` bytes on disk for it; written with the next batch.
     fn store(&self, entry: [u8; 20], row: Vec<u8>, size: u64) {
+        self.stored_at(&entry);
         let full = match self.pending.lock() {
             Ok(mut pending) => {
                 pending.push(Pending { entry, row, size });

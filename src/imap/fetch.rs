@@ -36,7 +36,16 @@
 //!    does when its output blocks), so answers are told apart by what
 //!    they carry (the probe's always carry the marker fields), and the
 //!    sealed phase ends when all its commands are answered, in whatever
-//!    order their statuses come.
+//!    order their statuses come. A listing by UID of one range above
+//!    every UID the cache has an entry for (a folder listed for the first
+//!    time, or its new mail) is not even looked up: the summaries of the
+//!    whole range are asked for right behind the probe
+//!    ([`FetchPlan::take_speculative`]), which saves a round trip. Such
+//!    an answer for a message the probe has not shown yet, or shows as
+//!    plaintext, is dropped (the first is then fetched as any other), so
+//!    nothing is answered that the probe did not list; a sealed message
+//!    left unanswered when the sealed phase's commands are over is asked
+//!    for once more.
 //!    The stored header gives the prefix (fields the provider put above
 //!    the marker), which the cached summary then carries. Opening (summary
 //!    or whole message, BINARY decoding and composing included, and the
@@ -247,6 +256,16 @@ pub struct FetchPlan {
     drain_then_next: bool,
     /// Summaries to open, submitted together ([`FetchPlan::submit_summary`]).
     batch: Vec<(NonZeroU32, work::Job)>,
+    /// The UID range whose summaries were asked for with the probe (no
+    /// entry of the cache is that high; see the header, 3).
+    speculated: Option<(u32, u32)>,
+    /// That command, until the session takes it.
+    speculative: Option<Command<'static>>,
+    /// Messages of the range whose speculative answer was dropped (it came
+    /// before the probe's): fetched as any other.
+    unspeculated: std::collections::HashSet<NonZeroU32>,
+    /// The sealed messages left unanswered were asked for once more.
+    retried: bool,
 }
 
 /// Sealed messages looked up in the cache, and fetched from the provider,
@@ -348,6 +367,13 @@ impl FetchPlan {
             probe,
             modifiers.clone(),
         );
+        let speculated = if pipelined && *uid {
+            cache
+                .as_ref()
+                .and_then(|c| uncached_range(sequence_set, c.cache.highest_uid(&c.mailbox)))
+        } else {
+            None
+        };
         Some((
             FetchPlan {
                 client_tag: command.tag.clone(),
@@ -377,7 +403,12 @@ impl FetchPlan {
                 probe_failed: false,
                 drain_then_next: false,
                 batch: Vec::new(),
-            },
+                speculated: None,
+                speculative: None,
+                unspeculated: std::collections::HashSet::new(),
+                retried: false,
+            }
+            .speculating(speculated),
             probe,
         ))
     }
@@ -645,6 +676,26 @@ impl FetchPlan {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
+                if !payload
+                    && self
+                        .speculated
+                        .is_some_and(|(lo, hi)| (lo..=hi).contains(&uid.get()))
+                {
+                    match self.probed.get(&uid) {
+                        // The speculative command's answer before the
+                        // probe's (the provider ran them side by side),
+                        // or for a message the probe does not list (or
+                        // has answered): dropped; fetched as any other
+                        // if the probe lists it after all.
+                        None => {
+                            self.unspeculated.insert(uid);
+                            return Ok(Vec::new());
+                        }
+                        // Plaintext: the probe or the plain phase answers.
+                        Some(p) if p.sealed.is_none() => return Ok(Vec::new()),
+                        Some(_) => {}
+                    }
+                }
                 if !self.probed.contains_key(&uid) {
                     return Err(items);
                 }
@@ -913,6 +964,8 @@ mod cache_tests;
 mod tests;
 
 use opening::{InOrder, Runner};
+
+use phases::uncached_range;
 
 use items::{
     answers, binary_refused, data_bytes, expunge_issued, incomplete, is_body_item, is_buffered,

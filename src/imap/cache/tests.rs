@@ -538,3 +538,23 @@ fn a_select_recorded_late_does_not_undo_a_later_one() {
         "the newer entries were dropped"
     );
 }
+
+#[test]
+fn the_highest_uid_stored_is_known_per_mailbox_and_over_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        assert_eq!(cache.highest_uid(&mb(7)), None);
+        cache.put(&mb(7), k(9), &summary(11), None);
+        cache.put(&mb(7), k(3), &summary(11), None);
+        assert_eq!(cache.highest_uid(&mb(7)), Some(9));
+        // A verdict counts: it is an entry too.
+        cache.put_undecryptable(&mb(7), k(12), &why());
+        assert_eq!(cache.highest_uid(&mb(7)), Some(12));
+        // Another UIDVALIDITY is another mailbox.
+        assert_eq!(cache.highest_uid(&mb(8)), None);
+    }
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert_eq!(cache.highest_uid(&mb(7)), Some(12), "read from the index");
+}

@@ -361,13 +361,15 @@ fn commands(out: &[Output]) -> Vec<String> {
 
 #[test]
 fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
+    // By sequence number: no speculative command (that is by UID), the
+    // summaries looked up and fetched 64 at a time.
     const N: u32 = 150;
     let (ids, sealer) = keys();
     let ids: SharedKeys = Arc::new(ids);
     let stored = sealed(&sealer);
     let (cache, _dir) = cold_cache();
     // Summaries opened through a runner (inline): 8 to a job.
-    let mut plan = start_with(&cache, "l UID FETCH 1:* (UID FLAGS ENVELOPE)\r\n")
+    let mut plan = start_with(&cache, "l FETCH 1:* (UID FLAGS ENVELOPE)\r\n")
         .opening_with(Arc::clone(&ids), Runner::inline());
     let probed = probe_listing(&mut plan, 1..=N, &stored, ids.as_ref());
     assert!(answered(&probed).is_empty(), "nothing is in the cache");
@@ -377,8 +379,8 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
     assert_eq!(
         sent,
         [
-            format!("writ.1 UID FETCH 1:64 {summary}"),
-            format!("writ.2 UID FETCH 65:128 {summary}"),
+            format!("writ.1 FETCH 1:64 {summary}"),
+            format!("writ.2 FETCH 65:128 {summary}"),
         ]
     );
     // The provider may run them side by side with the probe (Dovecot
@@ -405,7 +407,7 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
     }
     assert_eq!(
         commands(&after),
-        [format!("writ.3 UID FETCH 129:150 {summary}")]
+        [format!("writ.3 FETCH 129:150 {summary}")]
     );
     out.extend(after);
     // 22 summaries: two jobs of 8 and 6 submitted at writ.3's status.
@@ -426,7 +428,7 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
 
 #[test]
 fn at_most_three_pipelined_commands_are_out_at_once() {
-    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:* (ENVELOPE)\r\n");
+    let (ids, stored, mut plan, _dir) = cold_plan("l FETCH 1:* (ENVELOPE)\r\n");
     let sent = commands(&probe_listing(&mut plan, 1..=400, &stored, &ids));
     assert_eq!(sent.len(), MAX_PIPELINED, "{sent:?}");
     // One is over: the next goes, with what waited meanwhile (385 to
@@ -438,7 +440,7 @@ fn at_most_three_pipelined_commands_are_out_at_once() {
     let out = plan.on_status(status("writ.1 OK done\r\n")).expect("ours");
     assert_eq!(
         commands(&out),
-        ["writ.4 UID FETCH 193:384 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+        ["writ.4 FETCH 193:384 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
     );
 }
 
@@ -485,7 +487,7 @@ fn a_listing_that_sets_seen_is_not_pipelined_and_marks_every_message() {
 
 #[test]
 fn a_failed_probe_waits_for_the_commands_pipelined_behind_it() {
-    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:* (ENVELOPE)\r\n");
+    let (ids, stored, mut plan, _dir) = cold_plan("l FETCH 1:* (ENVELOPE)\r\n");
     let sent = commands(&probe_listing(&mut plan, 1..=70, &stored, &ids));
     assert_eq!(sent.len(), 1, "{sent:?}");
     let out = plan
@@ -558,4 +560,119 @@ fn what_pipelined_commands_brought_is_answered_before_the_listing_ends() {
     let Some(Output::Finish(_)) = out.last() else {
         panic!("the status is not last: {out:?}")
     };
+}
+
+#[test]
+fn a_listing_of_uids_the_cache_cannot_know_asks_for_their_summaries_with_the_probe() {
+    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:* (ENVELOPE)\r\n");
+    let summary = "(UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n";
+    let speculative = plan.take_speculative().expect("a speculative command");
+    // Up to the highest UID there can be: never a message below 1.
+    assert_eq!(
+        wire(&speculative),
+        format!("writ.1 UID FETCH 1:4294967295 {summary}")
+    );
+    assert!(plan.take_speculative().is_none(), "taken once");
+    // The provider runs it beside the probe: message 5's summary comes
+    // before the probe lists message 5 (dropped, then fetched as any
+    // other); 101 is not the client's (the probe does not list it).
+    let mut out = Vec::new();
+    for uid in [5, 101] {
+        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+        let dropped = plan.on_fetch(seq, items, &ids).expect("ours");
+        assert!(dropped.is_empty(), "{dropped:?}");
+    }
+    out.extend(probe_listing(&mut plan, 1..=100, &stored, &ids));
+    assert!(commands(&out).is_empty(), "looked up or fetched: {out:?}");
+    for uid in (1..=100).filter(|u| *u != 5) {
+        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    }
+    let mut next = plan.on_status(status("l OK done\r\n")).expect("ours");
+    while plan.has_more() {
+        next.extend(plan.more());
+    }
+    // Message 5 alone, after its lookup.
+    assert_eq!(commands(&next), [format!("writ.2 UID FETCH 5 {summary}")]);
+    out.extend(next);
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert!(!out.iter().any(|o| matches!(o, Output::Finish(_))));
+    let (seq, items) = fetch_response(&part1_answer(5, 5, &stored));
+    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
+    let mut seqs = answered(&out);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(t.tag.as_ref(), "l");
+}
+
+#[test]
+fn a_speculative_answer_left_out_by_the_provider_is_asked_for_once_more() {
+    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:3 (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_some());
+    let mut out = probe_listing(&mut plan, 1..=3, &stored, &ids);
+    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
+    // Messages 1 and 3 only.
+    for uid in [1, 3] {
+        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    }
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert_eq!(
+        commands(&out),
+        ["writ.2 UID FETCH 2 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+    );
+    let (seq, items) = fetch_response(&part1_answer(2, 2, &stored));
+    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
+    let mut seqs = answered(&out);
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(matches!(out.last(), Some(Output::Finish(_))), "{out:?}");
+}
+
+#[test]
+fn only_a_range_above_every_cached_uid_is_speculative() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = empty_cache(&ids);
+    let summary = crate::envelope::read_summary(&stored[..], &ids).expect("summary");
+    cache.cache.put(
+        &cache.mailbox,
+        MessageKey::new(10, header_of(&stored)),
+        &summary,
+        None,
+    );
+    for (command, speculative) in [
+        ("l UID FETCH 5:* (ENVELOPE)", None),
+        ("l UID FETCH 10 (ENVELOPE)", None),
+        (
+            "l UID FETCH 11:* (ENVELOPE)",
+            Some("writ.1 UID FETCH 11:4294967295"),
+        ),
+        (
+            "l UID FETCH 20:12 (ENVELOPE)",
+            Some("writ.1 UID FETCH 12:20"),
+        ),
+        ("l UID FETCH 11 (ENVELOPE)", Some("writ.1 UID FETCH 11 ")),
+        // Not one range, not by UID, or nothing to open: none.
+        ("l UID FETCH 11,13 (ENVELOPE)", None),
+        ("l UID FETCH * (ENVELOPE)", None),
+        ("l FETCH 11:* (ENVELOPE)", None),
+        ("l UID FETCH 11:* (FLAGS)", None),
+        ("l UID FETCH 11:* (BODY.PEEK[])", None),
+    ] {
+        let mut plan = start_with(&cache, &format!("{command}\r\n"));
+        let got = plan.take_speculative().map(|c| wire(&c));
+        match speculative {
+            None => assert!(got.is_none(), "{command}: {got:?}"),
+            Some(start) => assert!(
+                got.as_deref().is_some_and(|g| g.starts_with(start)),
+                "{command}: {got:?}"
+            ),
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! kind (by sequence number or by UID).
 
 use super::*;
+use imap_next::imap_types::sequence::{SeqOrUid, Sequence};
 
 impl FetchPlan {
     /// Moves on to the next phase that has work, or finishes.
@@ -36,6 +37,31 @@ impl FetchPlan {
                         self.sealed_out.push_back(tag.clone());
                         (Phase::Sealed { tag, payload: true }, Some(c))
                     })
+                }
+                Phase::Sealed { .. } if self.speculated.is_some() && !self.retried => {
+                    // Sealed messages no answer came for (the provider
+                    // left them out of the speculative command's answer):
+                    // asked for once more, then shown as stored.
+                    self.retried = true;
+                    let left: Vec<NonZeroU32> = self
+                        .probed
+                        .iter()
+                        .filter(|(_, p)| p.sealed.is_some())
+                        .map(|(u, _)| *u)
+                        .collect();
+                    match self.fetch_command(&left, summary_items()) {
+                        Some((tag, c)) => {
+                            self.sealed_out.push_back(tag.clone());
+                            Some((
+                                Phase::Sealed {
+                                    tag,
+                                    payload: false,
+                                },
+                                Some(c),
+                            ))
+                        }
+                        None => continue,
+                    }
                 }
                 Phase::Sealed { .. } => self.plain_phase().map(|(p, c)| (p, Some(c))),
                 Phase::Plain(_) => self.seen_phase().map(|(p, c)| (p, Some(c))),
@@ -196,11 +222,60 @@ impl FetchPlan {
         (!self.sealed_out.is_empty()).then_some((Phase::Sealed { tag, payload }, None))
     }
 
+    /// Asks for the summaries of the UID range `speculated` with the
+    /// probe (see `fetch.rs`'s header, 3): the command waits for
+    /// [`FetchPlan::take_speculative`].
+    pub(super) fn speculating(mut self, speculated: Option<(u32, u32)>) -> FetchPlan {
+        let Some((lo, hi)) = speculated else {
+            return self;
+        };
+        let (Some(a), Some(b)) = (NonZeroU32::new(lo), NonZeroU32::new(hi)) else {
+            return self;
+        };
+        let set = if a == b {
+            Sequence::Single(SeqOrUid::Value(a))
+        } else {
+            Sequence::Range(SeqOrUid::Value(a), SeqOrUid::Value(b))
+        };
+        let tag = self.writ_tag();
+        let mut items = summary_items();
+        items.insert(0, MessageDataItemName::Uid);
+        let command = crate::imap::opened::fetch_command(
+            tag.clone(),
+            SequenceSet::from(set),
+            true,
+            items,
+            Vec::new(),
+        );
+        self.sealed_out.push_back(tag);
+        self.speculated = Some((lo, hi));
+        self.speculative = Some(command);
+        self
+    }
+
+    /// The command asking for a listing's summaries with its probe, for
+    /// the session to send right after the probe.
+    pub fn take_speculative(&mut self) -> Option<Command<'static>> {
+        self.speculative.take()
+    }
+
+    /// Is this message's summary asked for by the speculative command
+    /// (and its answer not dropped)?
+    pub(super) fn speculated(&self, uid: NonZeroU32) -> bool {
+        self.speculated
+            .is_some_and(|(lo, hi)| (lo..=hi).contains(&uid.get()))
+            && !self.unspeculated.contains(&uid)
+    }
+
     /// A listing's sealed message as the probe answers it
     /// ([`FetchPlan::pipelined`]): queued for the cache, looked up
     /// [`EARLY_BATCH`] at a time; without a cache, fetched with the next
     /// [`EARLY_BATCH`].
     pub(super) fn pipeline(&mut self, uid: NonZeroU32) -> Vec<Output> {
+        if self.speculated(uid) {
+            // Its summary is asked for already.
+            return Vec::new();
+        }
         if self.cache.is_some() {
             self.cached.push_back(uid);
             if self.from_cache.is_none() {
@@ -322,4 +397,24 @@ fn summary_items() -> Vec<MessageDataItemName<'static>> {
         peek(Some(Section::Mime(one.clone()))),
         peek(Some(Section::Part(one))),
     ]
+}
+
+/// The UID range a UID FETCH names when it is one range (or one UID)
+/// entirely above `highest`, the highest UID the cache has an entry for:
+/// none of its messages is cached. `*` stands for the highest UID there
+/// can be, so that writ's command names no message below the range.
+pub(super) fn uncached_range(set: &SequenceSet, highest: Option<u32>) -> Option<(u32, u32)> {
+    let [one] = set.0.as_ref() else {
+        return None;
+    };
+    let value = |v: &SeqOrUid| match v {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => u32::MAX,
+    };
+    let (lo, hi) = match one {
+        Sequence::Single(SeqOrUid::Asterisk) => return None,
+        Sequence::Single(v) => (value(v), value(v)),
+        Sequence::Range(a, b) => (value(a).min(value(b)), value(a).max(value(b))),
+    };
+    highest.is_none_or(|h| lo > h).then_some((lo, hi))
 }

@@ -240,9 +240,15 @@ impl Session {
             }
             CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
                 Some((plan, probe)) => {
-                    let plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
+                    let mut plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
+                    // A listing of messages the cache cannot know: their
+                    // summaries asked for right behind the probe.
+                    let speculative = plan.take_speculative();
                     self.plan = Some(Plan::Fetch(Box::new(plan)));
                     self.forward(probe);
+                    if let Some(command) = speculative {
+                        self.forward(command);
+                    }
                 }
                 None => {
                     self.forward(command);
