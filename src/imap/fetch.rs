@@ -36,16 +36,19 @@
 //!    does when its output blocks), so answers are told apart by what
 //!    they carry (the probe's always carry the marker fields), and the
 //!    sealed phase ends when all its commands are answered, in whatever
-//!    order their statuses come. A listing by UID of one range above
-//!    every UID the cache has an entry for (a folder listed for the first
-//!    time, or its new mail) is not even looked up: the summaries of the
-//!    whole range are asked for right behind the probe
-//!    ([`FetchPlan::take_speculative`]), which saves a round trip. Such
-//!    an answer for a message the probe has not shown yet, or shows as
-//!    plaintext, is dropped (the first is then fetched as any other), so
-//!    nothing is answered that the probe did not list; a sealed message
-//!    left unanswered when the sealed phase's commands are over is asked
-//!    for once more.
+//!    order their statuses come. A listing by UID (no modifier) of one
+//!    range above the highest UID the cache has an entry for in that
+//!    mailbox (its new mail; not a mailbox the cache has nothing of,
+//!    which may be all plaintext) is not even looked up: the summaries of
+//!    the whole range are asked for right behind the probe, part 1 up to
+//!    [`SPECULATIVE_PART_ONE`] ([`FetchPlan::take_speculative`]), which
+//!    saves a round trip. Such an answer for a message the probe has not
+//!    shown yet, or shows as plaintext, or cut at the limit, is dropped
+//!    (the first is then fetched as any other), so nothing is answered
+//!    that the probe did not list; a sealed message left unanswered when
+//!    the sealed phase's commands are over is asked for whole once more.
+//!    A flag change of another session's is never taken for an answer
+//!    (it carries no stored header).
 //!    The stored header gives the prefix (fields the provider put above
 //!    the marker), which the cached summary then carries. Opening (summary
 //!    or whole message, BINARY decoding and composing included, and the
@@ -276,6 +279,11 @@ pub(super) const EARLY_BATCH: usize = 64;
 /// probe, Dovecot's queue of four).
 pub(super) const MAX_PIPELINED: usize = 3;
 
+/// Octets of part 1 a speculative command asks for (`BODY.PEEK[1]<0.n>`):
+/// a summary is a few KiB, a plaintext message's part 1 its whole text,
+/// which writ drops. One cut there is asked for whole later.
+pub(super) const SPECULATIVE_PART_ONE: u32 = 64 * 1024;
+
 impl FetchPlan {
     /// A plan for a client's FETCH or UID FETCH; `None` for other commands.
     /// The returned command (the probe) goes to the provider.
@@ -367,7 +375,9 @@ impl FetchPlan {
             probe,
             modifiers.clone(),
         );
-        let speculated = if pipelined && *uid {
+        // Not with modifiers: CHANGEDSINCE lists only some messages of
+        // the range, VANISHED would be answered twice.
+        let speculated = if pipelined && *uid && modifiers.is_empty() {
             cache
                 .as_ref()
                 .and_then(|c| uncached_range(sequence_set, c.cache.highest_uid(&c.mailbox)))
@@ -676,7 +686,10 @@ impl FetchPlan {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
+                // Another session's flag change carries no stored header:
+                // it goes on below, to the client.
                 if !payload
+                    && list.iter().any(is_stored_header)
                     && self
                         .speculated
                         .is_some_and(|(lo, hi)| (lo..=hi).contains(&uid.get()))
@@ -693,6 +706,13 @@ impl FetchPlan {
                         }
                         // Plaintext: the probe or the plain phase answers.
                         Some(p) if p.sealed.is_none() => return Ok(Vec::new()),
+                        // Part 1 cut at the speculative command's limit:
+                        // dropped, asked for whole when the phase's
+                        // commands are over (`retried`).
+                        Some(_) if part_one_cut(list) => {
+                            self.unspeculated.insert(uid);
+                            return Ok(Vec::new());
+                        }
                         Some(_) => {}
                     }
                 }
@@ -853,6 +873,21 @@ impl FetchPlan {
     }
 }
 
+/// Part 1 as much of it as a speculative command asks for
+/// ([`SPECULATIVE_PART_ONE`] octets): perhaps cut.
+fn part_one_cut(list: &[MessageDataItem<'_>]) -> bool {
+    list.iter().any(|i| match i {
+        MessageDataItem::BodyExt {
+            section: Some(Section::Part(p)),
+            origin: Some(0),
+            data,
+        } if p.0.as_ref() == [NonZeroU32::MIN] => {
+            data.0.as_ref().map_or(0, |d| d.as_ref().len()) >= SPECULATIVE_PART_ONE as usize
+        }
+        _ => false,
+    })
+}
+
 /// Is `item` one the probe leaves out, asked for in the plain phase for
 /// the messages that are not answered from a summary: ENVELOPE, BODY and
 /// BODYSTRUCTURE, which make the provider parse the stored message.
@@ -960,6 +995,8 @@ mod work;
 pub use from_cache::CACHE_CHUNK_BYTES;
 #[cfg(test)]
 mod cache_tests;
+#[cfg(test)]
+mod speculative_tests;
 #[cfg(test)]
 mod tests;
 

@@ -83,7 +83,7 @@ fn start(cache: &CacheRef) -> FetchPlan {
     start_with(cache, "f UID FETCH 1:* (BODY.PEEK[])\r\n")
 }
 
-fn start_with(cache: &CacheRef, command_line: &str) -> FetchPlan {
+pub(super) fn start_with(cache: &CacheRef, command_line: &str) -> FetchPlan {
     FetchPlan::start(&command(command_line), Some(cache.clone()))
         .expect("FETCH")
         .0
@@ -100,7 +100,7 @@ fn held_plan(n: u32, lines: usize) -> (FetchPlan, Runner, tempfile::TempDir) {
 }
 
 /// The sequence numbers of the FETCH answers in `out`.
-fn answered(out: &[Output]) -> Vec<u32> {
+pub(super) fn answered(out: &[Output]) -> Vec<u32> {
     out.iter()
         .filter_map(|o| match o {
             Output::ToClient(Data::Fetch { seq, .. }) => Some(seq.get()),
@@ -282,7 +282,7 @@ fn a_refusing_message_expunged_while_composed_does_not_silence_the_rest() {
 }
 
 /// A probe's answer for a listing: UID, FLAGS and the marker fields.
-fn listing_probe(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+pub(super) fn listing_probe(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
     r.extend(literal_item(MARKER, &marker_of(stored)));
     r.extend_from_slice(b")\r\n");
@@ -290,14 +290,14 @@ fn listing_probe(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
 }
 
 /// The provider's answer to the sealed phase: stored header and part 1.
-fn part1_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+pub(super) fn part1_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     part_one_answer(seq, uid, stored, true)
 }
 
 /// Gives `plan` the probe's answers for `uids` (the same stored message,
 /// sequence number = UID), taking what the cache answers as the client
 /// would: every output.
-fn probe_listing(
+pub(super) fn probe_listing(
     plan: &mut FetchPlan,
     uids: std::ops::RangeInclusive<u32>,
     stored: &[u8],
@@ -315,7 +315,7 @@ fn probe_listing(
 }
 
 /// A new, empty cache under `keys`, with INBOX of account `a` in it.
-fn empty_cache(keys: &(dyn Keys + Send + Sync)) -> (CacheRef, tempfile::TempDir) {
+pub(super) fn empty_cache(keys: &(dyn Keys + Send + Sync)) -> (CacheRef, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheRef {
         cache: Arc::new(Cache::open(dir.path(), 1 << 30, keys).unwrap()),
@@ -350,7 +350,7 @@ fn cold_plan(
 }
 
 /// The provider commands among `out`, as written.
-fn commands(out: &[Output]) -> Vec<String> {
+pub(super) fn commands(out: &[Output]) -> Vec<String> {
     out.iter()
         .filter_map(|o| match o {
             Output::ToProvider(c) => Some(wire(c)),
@@ -560,119 +560,4 @@ fn what_pipelined_commands_brought_is_answered_before_the_listing_ends() {
     let Some(Output::Finish(_)) = out.last() else {
         panic!("the status is not last: {out:?}")
     };
-}
-
-#[test]
-fn a_listing_of_uids_the_cache_cannot_know_asks_for_their_summaries_with_the_probe() {
-    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:* (ENVELOPE)\r\n");
-    let summary = "(UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n";
-    let speculative = plan.take_speculative().expect("a speculative command");
-    // Up to the highest UID there can be: never a message below 1.
-    assert_eq!(
-        wire(&speculative),
-        format!("writ.1 UID FETCH 1:4294967295 {summary}")
-    );
-    assert!(plan.take_speculative().is_none(), "taken once");
-    // The provider runs it beside the probe: message 5's summary comes
-    // before the probe lists message 5 (dropped, then fetched as any
-    // other); 101 is not the client's (the probe does not list it).
-    let mut out = Vec::new();
-    for uid in [5, 101] {
-        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
-        let dropped = plan.on_fetch(seq, items, &ids).expect("ours");
-        assert!(dropped.is_empty(), "{dropped:?}");
-    }
-    out.extend(probe_listing(&mut plan, 1..=100, &stored, &ids));
-    assert!(commands(&out).is_empty(), "looked up or fetched: {out:?}");
-    for uid in (1..=100).filter(|u| *u != 5) {
-        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
-        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
-    }
-    let mut next = plan.on_status(status("l OK done\r\n")).expect("ours");
-    while plan.has_more() {
-        next.extend(plan.more());
-    }
-    // Message 5 alone, after its lookup.
-    assert_eq!(commands(&next), [format!("writ.2 UID FETCH 5 {summary}")]);
-    out.extend(next);
-    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
-    assert!(!out.iter().any(|o| matches!(o, Output::Finish(_))));
-    let (seq, items) = fetch_response(&part1_answer(5, 5, &stored));
-    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
-    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
-    let mut seqs = answered(&out);
-    seqs.sort_unstable();
-    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
-    let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
-        panic!("{out:?}")
-    };
-    assert_eq!(t.tag.as_ref(), "l");
-}
-
-#[test]
-fn a_speculative_answer_left_out_by_the_provider_is_asked_for_once_more() {
-    let (ids, stored, mut plan, _dir) = cold_plan("l UID FETCH 1:3 (ENVELOPE)\r\n");
-    assert!(plan.take_speculative().is_some());
-    let mut out = probe_listing(&mut plan, 1..=3, &stored, &ids);
-    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
-    // Messages 1 and 3 only.
-    for uid in [1, 3] {
-        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
-        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
-    }
-    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
-    assert_eq!(
-        commands(&out),
-        ["writ.2 UID FETCH 2 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
-    );
-    let (seq, items) = fetch_response(&part1_answer(2, 2, &stored));
-    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
-    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
-    let mut seqs = answered(&out);
-    seqs.sort_unstable();
-    assert_eq!(seqs, [1, 2, 3]);
-    assert!(matches!(out.last(), Some(Output::Finish(_))), "{out:?}");
-}
-
-#[test]
-fn only_a_range_above_every_cached_uid_is_speculative() {
-    let (ids, sealer) = keys();
-    let stored = sealed(&sealer);
-    let (cache, _dir) = empty_cache(&ids);
-    let summary = crate::envelope::read_summary(&stored[..], &ids).expect("summary");
-    cache.cache.put(
-        &cache.mailbox,
-        MessageKey::new(10, header_of(&stored)),
-        &summary,
-        None,
-    );
-    for (command, speculative) in [
-        ("l UID FETCH 5:* (ENVELOPE)", None),
-        ("l UID FETCH 10 (ENVELOPE)", None),
-        (
-            "l UID FETCH 11:* (ENVELOPE)",
-            Some("writ.1 UID FETCH 11:4294967295"),
-        ),
-        (
-            "l UID FETCH 20:12 (ENVELOPE)",
-            Some("writ.1 UID FETCH 12:20"),
-        ),
-        ("l UID FETCH 11 (ENVELOPE)", Some("writ.1 UID FETCH 11 ")),
-        // Not one range, not by UID, or nothing to open: none.
-        ("l UID FETCH 11,13 (ENVELOPE)", None),
-        ("l UID FETCH * (ENVELOPE)", None),
-        ("l FETCH 11:* (ENVELOPE)", None),
-        ("l UID FETCH 11:* (FLAGS)", None),
-        ("l UID FETCH 11:* (BODY.PEEK[])", None),
-    ] {
-        let mut plan = start_with(&cache, &format!("{command}\r\n"));
-        let got = plan.take_speculative().map(|c| wire(&c));
-        match speculative {
-            None => assert!(got.is_none(), "{command}: {got:?}"),
-            Some(start) => assert!(
-                got.as_deref().is_some_and(|g| g.starts_with(start)),
-                "{command}: {got:?}"
-            ),
-        }
-    }
 }

@@ -238,7 +238,16 @@ impl FetchPlan {
             Sequence::Range(SeqOrUid::Value(a), SeqOrUid::Value(b))
         };
         let tag = self.writ_tag();
+        let one = Part(Vec1::from(NonZeroU32::MIN));
         let mut items = summary_items();
+        // Part 1 up to a limit: a plaintext message's is its whole text.
+        if let Some(last) = items.last_mut() {
+            *last = MessageDataItemName::BodyExt {
+                section: Some(Section::Part(one)),
+                partial: NonZeroU32::new(SPECULATIVE_PART_ONE).map(|n| (0, n)),
+                peek: true,
+            };
+        }
         items.insert(0, MessageDataItemName::Uid);
         let command = crate::imap::opened::fetch_command(
             tag.clone(),
@@ -400,21 +409,27 @@ fn summary_items() -> Vec<MessageDataItemName<'static>> {
 }
 
 /// The UID range a UID FETCH names when it is one range (or one UID)
-/// entirely above `highest`, the highest UID the cache has an entry for:
-/// none of its messages is cached. `*` stands for the highest UID there
-/// can be, so that writ's command names no message below the range.
+/// entirely above `highest`, the highest UID the cache has an entry for
+/// in the mailbox: none of its messages is cached. `None` when the cache
+/// has no entry there: a folder listed for the first time may be all
+/// plaintext (each listing would fetch every part 1 for nothing). `*`
+/// (and 4294967295, which Dovecot reads as `*`: the last message, below
+/// the range) stands for 4294967294, so that writ's command names no
+/// message below the range; a message with UID 4294967295 is fetched as
+/// any other.
 pub(super) fn uncached_range(set: &SequenceSet, highest: Option<u32>) -> Option<(u32, u32)> {
+    let highest = highest?;
     let [one] = set.0.as_ref() else {
         return None;
     };
     let value = |v: &SeqOrUid| match v {
-        SeqOrUid::Value(v) => v.get(),
-        SeqOrUid::Asterisk => u32::MAX,
+        SeqOrUid::Value(v) => v.get().min(u32::MAX - 1),
+        SeqOrUid::Asterisk => u32::MAX - 1,
     };
     let (lo, hi) = match one {
         Sequence::Single(SeqOrUid::Asterisk) => return None,
         Sequence::Single(v) => (value(v), value(v)),
         Sequence::Range(a, b) => (value(a).min(value(b)), value(a).max(value(b))),
     };
-    highest.is_none_or(|h| lo > h).then_some((lo, hi))
+    (lo > highest).then_some((lo, hi))
 }

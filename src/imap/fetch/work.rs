@@ -290,7 +290,9 @@ impl FetchPlan {
         let one = NonZeroU32::MIN;
         let part = |s: &Section<'_>| {
             list.iter()
-                .find(|i| matches!(i, MessageDataItem::BodyExt { section: Some(x), origin: None, .. } if x == s))
+                // Whole, or from 0 as a speculative command asks for it
+                // (not cut: `part_one_cut`).
+                .find(|i| matches!(i, MessageDataItem::BodyExt { section: Some(x), origin: None | Some(0), .. } if x == s))
                 .and_then(super::data_bytes)
         };
         let part1 = part(&Section::Part(Part(Vec1::from(one))))?;

@@ -1,0 +1,179 @@
+//! A listing by UID of a range above every UID the cache holds: the
+//! summaries asked for with the probe (the speculative command).
+
+use super::cache_tests::{
+    answered, commands, empty_cache, listing_probe, part1_answer, probe_listing, start_with,
+};
+use super::*;
+use crate::imap::testing::*;
+
+/// The summary items of a speculative command, part 1 up to its limit.
+const SPECULATIVE: &str = "(UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1]<0.65536>)\r\n";
+
+/// The provider's answer to the speculative command: part 1 from 0.
+fn speculative_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+    let whole = part1_answer(seq, uid, stored);
+    let at = whole
+        .windows(9)
+        .position(|w| w == b"BODY[1] {")
+        .expect("part 1");
+    [&whole[..at + 7], b"<0>", &whole[at + 7..]].concat()
+}
+
+/// A plan for `command_line` over a cache holding one entry, UID 1: the
+/// keys, a sealed message to answer with, the plan.
+fn plan_above_one(
+    command_line: &str,
+) -> (
+    Vec<age::x25519::Identity>,
+    Vec<u8>,
+    FetchPlan,
+    tempfile::TempDir,
+) {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, dir) = empty_cache(&ids);
+    let summary = crate::envelope::read_summary(&stored[..], &ids).expect("summary");
+    let key = MessageKey::new(1, header_of(&stored));
+    cache.cache.put(&cache.mailbox, key, &summary, None);
+    let plan = start_with(&cache, command_line);
+    (ids, stored, plan, dir)
+}
+
+#[test]
+fn new_mail_above_every_cached_uid_has_its_summaries_asked_for_with_the_probe() {
+    let (ids, stored, mut plan, _dir) = plan_above_one("l UID FETCH 2:* (ENVELOPE)\r\n");
+    let speculative = plan.take_speculative().expect("a speculative command");
+    // Up to 4294967294: Dovecot reads 4294967295 as `*`, which would
+    // bring in the last message even below the range.
+    assert_eq!(
+        wire(&speculative),
+        format!("writ.1 UID FETCH 2:4294967294 {SPECULATIVE}")
+    );
+    assert!(plan.take_speculative().is_none(), "taken once");
+    // The provider runs it beside the probe: message 5's summary comes
+    // before the probe lists message 5 (dropped, then fetched as any
+    // other); 200 is not the client's (the probe does not list it).
+    let mut out = Vec::new();
+    for uid in [5, 200] {
+        let (seq, items) = fetch_response(&speculative_answer(uid, uid, &stored));
+        let dropped = plan.on_fetch(seq, items, &ids).expect("ours");
+        assert!(dropped.is_empty(), "{dropped:?}");
+    }
+    out.extend(probe_listing(&mut plan, 2..=101, &stored, &ids));
+    assert!(commands(&out).is_empty(), "looked up or fetched: {out:?}");
+    // Another session's flag change meanwhile goes to the client.
+    let (seq, items) = fetch_response(b"* 200 FETCH (UID 200 FLAGS (\\Seen))\r\n");
+    assert!(
+        plan.on_fetch(seq, items, &ids).is_err(),
+        "a flag change held back"
+    );
+    for uid in (2..=101).filter(|u| *u != 5) {
+        let (seq, items) = fetch_response(&speculative_answer(uid, uid, &stored));
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    }
+    let mut next = plan.on_status(status("l OK done\r\n")).expect("ours");
+    while plan.has_more() {
+        next.extend(plan.more());
+    }
+    // Message 5 alone, whole, after its lookup.
+    assert_eq!(
+        commands(&next),
+        ["writ.2 UID FETCH 5 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+    );
+    out.extend(next);
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert!(!out.iter().any(|o| matches!(o, Output::Finish(_))));
+    let (seq, items) = fetch_response(&part1_answer(5, 5, &stored));
+    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
+    let mut seqs = answered(&out);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
+    let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(t.tag.as_ref(), "l");
+}
+
+#[test]
+fn a_summary_left_out_or_cut_is_asked_for_whole_once_more() {
+    let (ids, stored, mut plan, _dir) = plan_above_one("l UID FETCH 2:4 (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_some());
+    let mut out = probe_listing(&mut plan, 2..=4, &stored, &ids);
+    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
+    // Message 2 whole; 3 left out; 4's part 1 as long as the limit (cut,
+    // perhaps): dropped.
+    let (seq, items) = fetch_response(&speculative_answer(2, 2, &stored));
+    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    let mut cut = b"* 4 FETCH (UID 4 ".to_vec();
+    cut.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+    cut.push(b' ');
+    cut.extend(literal_item("BODY[1]<0>", &vec![b'a'; 65536]));
+    cut.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&cut);
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert_eq!(
+        commands(&out),
+        ["writ.2 UID FETCH 3:4 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+    );
+    for uid in [3, 4] {
+        let (seq, items) = fetch_response(&part1_answer(uid, uid, &stored));
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    }
+    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
+    let mut seqs = answered(&out);
+    seqs.sort_unstable();
+    assert_eq!(seqs, [2, 3, 4]);
+    assert!(matches!(out.last(), Some(Output::Finish(_))), "{out:?}");
+}
+
+#[test]
+fn only_a_range_above_the_highest_cached_uid_is_speculative() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = empty_cache(&ids);
+    // A mailbox the cache has nothing of may be all plaintext: none.
+    let mut plan = start_with(&cache, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_none());
+    let summary = crate::envelope::read_summary(&stored[..], &ids).expect("summary");
+    cache.cache.put(
+        &cache.mailbox,
+        MessageKey::new(10, header_of(&stored)),
+        &summary,
+        None,
+    );
+    for (command, speculative) in [
+        ("l UID FETCH 5:* (ENVELOPE)", None),
+        ("l UID FETCH 10 (ENVELOPE)", None),
+        (
+            "l UID FETCH 11:* (ENVELOPE)",
+            Some("UID FETCH 11:4294967294 "),
+        ),
+        ("l UID FETCH 20:12 (ENVELOPE)", Some("UID FETCH 12:20 ")),
+        ("l UID FETCH 11 (ENVELOPE)", Some("UID FETCH 11 ")),
+        (
+            "l UID FETCH 11:4294967295 (ENVELOPE)",
+            Some("UID FETCH 11:4294967294 "),
+        ),
+        // Not one range, not by UID, nothing to open, a modifier: none.
+        ("l UID FETCH 11,13 (ENVELOPE)", None),
+        ("l UID FETCH * (ENVELOPE)", None),
+        ("l FETCH 11:* (ENVELOPE)", None),
+        ("l UID FETCH 11:* (FLAGS)", None),
+        ("l UID FETCH 11:* (BODY.PEEK[])", None),
+        ("l UID FETCH 11:* (ENVELOPE) (CHANGEDSINCE 5)", None),
+    ] {
+        let mut plan = start_with(&cache, &format!("{command}\r\n"));
+        let got = plan.take_speculative().map(|c| wire(&c));
+        match speculative {
+            None => assert!(got.is_none(), "{command}: {got:?}"),
+            Some(want) => assert_eq!(
+                got,
+                Some(format!("writ.1 {want}{SPECULATIVE}").replace("  ", " ")),
+                "{command}"
+            ),
+        }
+    }
+}
