@@ -282,7 +282,7 @@ fn a_refusing_message_expunged_while_composed_does_not_silence_the_rest() {
 }
 
 /// A probe's answer for a listing: UID, FLAGS and the marker fields.
-pub(super) fn listing_probe(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
+fn listing_probe(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
     r.extend(literal_item(MARKER, &marker_of(stored)));
     r.extend_from_slice(b")\r\n");

@@ -2,7 +2,7 @@
 //! summaries asked for with the probe (the speculative command).
 
 use super::cache_tests::{
-    answered, commands, empty_cache, listing_probe, part1_answer, probe_listing, start_with,
+    answered, commands, empty_cache, part1_answer, probe_listing, start_with,
 };
 use super::*;
 use crate::imap::testing::*;
