@@ -801,17 +801,34 @@ impl Cache {
         ) else {
             return;
         };
-        let uid = u32::from_be_bytes(uid);
+        self.raise(id, u32::from_be_bytes(uid));
+    }
+
+    fn raise(&self, id: [u8; 16], uid: u32) {
         if let Ok(mut highest) = self.highest.lock() {
             let h = highest.entry(id).or_insert(uid);
             *h = (*h).max(uid);
         }
     }
 
-    /// The highest UID of `mb` this cache has stored an entry under (in
-    /// memory: no index read); `None` when it never stored one. No entry
-    /// has a higher UID, so a message above it is certainly not cached
-    /// (a listing then asks for its summary at once, see
+    /// A FETCH listed `mb` up to `uid` (its messages then cached, or
+    /// plaintext, or not openable): [`Cache::highest_uid`] is raised to
+    /// it, in memory only (a restart starts again from the entries).
+    /// Only for a mailbox the cache holds an entry of: one it holds
+    /// nothing of may be all plaintext.
+    pub fn listed_up_to(&self, mb: &MailboxKey, uid: u32) {
+        let id = mb.id(mb.uidvalidity);
+        let known = self.highest.lock().is_ok_and(|h| h.contains_key(&id));
+        if known && uid > 0 {
+            self.raise(id, uid);
+        }
+    }
+
+    /// The highest UID of `mb` this cache has stored an entry under, or a
+    /// FETCH has listed since it did ([`Cache::listed_up_to`]); in memory:
+    /// no index read. `None` when it never stored one. No entry has a
+    /// higher UID, so a message above it is certainly not cached (a
+    /// listing then asks for its summary at once, see
     /// `fetch::FetchPlan::start`).
     pub fn highest_uid(&self, mb: &MailboxKey) -> Option<u32> {
         let id = mb.id(mb.uidvalidity);

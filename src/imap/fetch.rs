@@ -269,6 +269,11 @@ pub struct FetchPlan {
     unspeculated: std::collections::HashSet<NonZeroU32>,
     /// The sealed messages left unanswered were asked for once more.
     retried: bool,
+    /// The highest UID the probe listed: once the FETCH is over, the cache
+    /// learns that it has seen the mailbox up to there
+    /// ([`crate::imap::cache::Cache::listed_up_to`]), plaintext messages
+    /// included, which make no entry.
+    highest_listed: u32,
 }
 
 /// Sealed messages looked up in the cache, and fetched from the provider,
@@ -417,6 +422,7 @@ impl FetchPlan {
                 speculative: None,
                 unspeculated: std::collections::HashSet::new(),
                 retried: false,
+                highest_listed: 0,
             }
             .speculating(speculated),
             probe,
@@ -609,6 +615,7 @@ impl FetchPlan {
                 let Some(uid) = uid_of(list) else {
                     return Err(items);
                 };
+                self.highest_listed = self.highest_listed.max(uid.get());
                 let Some(header) = data_bytes(header) else {
                     // NIL: another session expunged it, and the provider
                     // still numbers it for this one. Answered as the

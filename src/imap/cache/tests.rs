@@ -558,3 +558,19 @@ fn the_highest_uid_stored_is_known_per_mailbox_and_over_a_restart() {
     let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
     assert_eq!(cache.highest_uid(&mb(7)), Some(12), "read from the index");
 }
+
+#[test]
+fn a_listing_raises_the_highest_uid_only_of_a_mailbox_with_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    // Nothing of it here: it may be all plaintext.
+    cache.listed_up_to(&mb(7), 50);
+    assert_eq!(cache.highest_uid(&mb(7)), None);
+    cache.put(&mb(7), k(9), &summary(11), None);
+    cache.listed_up_to(&mb(7), 50);
+    assert_eq!(cache.highest_uid(&mb(7)), Some(50));
+    // Never lowered.
+    cache.listed_up_to(&mb(7), 20);
+    assert_eq!(cache.highest_uid(&mb(7)), Some(50));
+}

@@ -103,6 +103,10 @@ impl FetchPlan {
                     }
                     Phase::Seen(_) => {
                         if let Some(c) = &self.cache {
+                            // Plaintext messages make no entry: without
+                            // this, new mail would be asked for again with
+                            // every listing's speculative command.
+                            c.cache.listed_up_to(&c.mailbox, self.highest_listed);
                             // What this FETCH stored goes to the index
                             // now, off the session (the entries are in
                             // the cache's memory meanwhile).
