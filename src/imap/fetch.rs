@@ -38,8 +38,9 @@
 //!    sealed phase ends when all its commands are answered, in whatever
 //!    order their statuses come. A listing by UID (no modifier) of one
 //!    range above the highest UID the cache has an entry for in that
-//!    mailbox (its new mail; not a mailbox the cache has nothing of,
-//!    which may be all plaintext) is not even looked up: the summaries of
+//!    mailbox, or a FETCH has listed since (its new mail; not a mailbox
+//!    the cache has nothing of, which may be all plaintext) is not even
+//!    looked up: the summaries of
 //!    the whole range are asked for right behind the probe, part 1 up to
 //!    [`SPECULATIVE_PART_ONE`] ([`FetchPlan::take_speculative`]), which
 //!    saves a round trip. Such an answer for a message the probe has not
