@@ -332,21 +332,46 @@ fn cold_cache() -> (CacheRef, tempfile::TempDir) {
     empty_cache(&keys().0)
 }
 
-/// A plan for `command_line` over a new, empty cache, and a sealed
-/// message to answer its probe with: the keys, the message, the plan.
-fn cold_plan(
-    command_line: &str,
-) -> (
+/// The keys, a sealed message to answer a probe with, a plan, and the
+/// directory of its cache.
+pub(super) type Planned = (
     Vec<age::x25519::Identity>,
     Vec<u8>,
     FetchPlan,
     tempfile::TempDir,
-) {
+);
+
+/// A plan for `command_line` over a new cache, and a sealed message to
+/// answer its probe with: the keys, the message, the plan. The cache
+/// holds that message under `entry`, if given, and nothing else.
+pub(super) fn plan_over(command_line: &str, entry: Option<u32>) -> Planned {
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
-    let (cache, dir) = cold_cache();
+    let (cache, dir) = empty_cache(&ids);
+    if let Some(uid) = entry {
+        let summary = crate::envelope::read_summary(&stored[..], &ids).expect("summary");
+        let key = MessageKey::new(uid, header_of(&stored));
+        cache.cache.put(&cache.mailbox, key, &summary, None);
+    }
     let plan = start_with(&cache, command_line);
     (ids, stored, plan, dir)
+}
+
+/// [`plan_over`] a cache that holds nothing.
+fn cold_plan(command_line: &str) -> Planned {
+    plan_over(command_line, None)
+}
+
+/// Every message numbered in `seqs` answered exactly once, and the
+/// client's tagged status (tag `l`) last.
+pub(super) fn answered_once_then_finished(out: &[Output], seqs: impl IntoIterator<Item = u32>) {
+    let mut got = answered(out);
+    got.sort_unstable();
+    assert_eq!(got, seqs.into_iter().collect::<Vec<_>>(), "{out:?}");
+    let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
+        panic!("the status is not last: {out:?}")
+    };
+    assert_eq!(t.tag.as_ref(), "l");
 }
 
 /// The provider commands among `out`, as written.
@@ -417,13 +442,7 @@ fn a_cold_listing_fetches_summaries_while_the_probe_is_still_answered() {
         "{out:?}"
     );
     out.extend(answer(&mut plan, 1..=64, "writ.1"));
-    let mut seqs = answered(&out);
-    seqs.sort_unstable();
-    assert_eq!(seqs, (1..=N).collect::<Vec<_>>());
-    let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
-        panic!("{out:?}")
-    };
-    assert_eq!(t.tag.as_ref(), "l");
+    answered_once_then_finished(&out, 1..=N);
 }
 
 #[test]

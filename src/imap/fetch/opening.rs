@@ -369,6 +369,28 @@ impl Runner {
     }
 }
 
+/// A job that needs the keyring.
+pub(crate) type KeyedJob<T> =
+    Box<dyn FnOnce(&(dyn crate::envelope::Keys + Send + Sync)) -> T + Send>;
+
+/// Runs `job` with the keyring on `on`'s runner (heavy past
+/// [`HEAVY_BYTES`] of message), or at once with `keys` when there is none
+/// (the sans-IO tests give a plan no runner).
+pub(crate) fn with_keys<T: Send + 'static>(
+    on: Option<&(crate::imap::session::SharedKeys, Runner)>,
+    keys: &(dyn crate::envelope::Keys + Send + Sync),
+    bytes: usize,
+    job: KeyedJob<T>,
+) -> Pending<T> {
+    match on {
+        Some((shared, runner)) => {
+            let shared = Arc::clone(shared);
+            runner.spawn_sized(bytes, move || job(shared.as_ref()))
+        }
+        None => Pending::ready(job(keys)),
+    }
+}
+
 /// A result to come from the pool (or already there).
 pub struct Pending<T> {
     state: State<T>,

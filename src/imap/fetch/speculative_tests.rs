@@ -2,7 +2,8 @@
 //! summaries asked for with the probe (the speculative command).
 
 use super::cache_tests::{
-    answered, commands, empty_cache, part1_answer, probe_listing, start_with,
+    Planned, answered, answered_once_then_finished, commands, empty_cache, part1_answer, plan_over,
+    probe_listing, start_with,
 };
 use super::*;
 use crate::imap::testing::*;
@@ -22,22 +23,8 @@ fn speculative_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
 
 /// A plan for `command_line` over a cache holding one entry, UID 1: the
 /// keys, a sealed message to answer with, the plan.
-fn plan_above_one(
-    command_line: &str,
-) -> (
-    Vec<age::x25519::Identity>,
-    Vec<u8>,
-    FetchPlan,
-    tempfile::TempDir,
-) {
-    let (ids, sealer) = keys();
-    let stored = sealed(&sealer);
-    let (cache, dir) = empty_cache(&ids);
-    let summary = crate::envelope::read_summary(&stored[..], &ids).expect("summary");
-    let key = MessageKey::new(1, header_of(&stored));
-    cache.cache.put(&cache.mailbox, key, &summary, None);
-    let plan = start_with(&cache, command_line);
-    (ids, stored, plan, dir)
+fn plan_above_one(command_line: &str) -> Planned {
+    plan_over(command_line, Some(1))
 }
 
 #[test]
@@ -92,13 +79,7 @@ fn new_mail_above_every_cached_uid_has_its_summaries_asked_for_with_the_probe() 
     let (seq, items) = fetch_response(&part1_answer(5, 5, &stored));
     out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
     out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
-    let mut seqs = answered(&out);
-    seqs.sort_unstable();
-    assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
-    let Some(Output::Finish(Status::Tagged(t))) = out.last() else {
-        panic!("{out:?}")
-    };
-    assert_eq!(t.tag.as_ref(), "l");
+    answered_once_then_finished(&out, 2..=101);
 }
 
 #[test]

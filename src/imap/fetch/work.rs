@@ -28,7 +28,6 @@ use std::sync::Arc;
 use imap_next::imap_types::core::Vec1;
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Part, Section};
 
-use super::opening::Pending;
 use super::{FetchPlan, Output, Probed, answers, fetch, show_seen, uid_of};
 use crate::admin::names;
 use crate::envelope::{self, EnvelopeError, Keys, Summary};
@@ -266,13 +265,7 @@ impl FetchPlan {
         keys: &(dyn Keys + Send + Sync),
         job: Job,
     ) {
-        let pending = match &self.keys {
-            Some((shared, runner)) => {
-                let shared = Arc::clone(shared);
-                runner.spawn_sized(bytes, move || job(shared.as_ref()))
-            }
-            None => Pending::ready(job(keys)),
-        };
+        let pending = super::opening::with_keys(self.keys.as_ref(), keys, bytes, job);
         self.opening.push(uid, pending);
     }
 

@@ -24,7 +24,7 @@ use super::{Meta, SearchPlan};
 use crate::admin::names;
 use crate::envelope::{self, Keys, Summary};
 use crate::imap::fetch::Output;
-use crate::imap::fetch::opening::{Pending, Runner};
+use crate::imap::fetch::opening::Runner;
 use crate::imap::opened::Target;
 use crate::imap::search::{Candidate, Search};
 use crate::imap::session::SharedKeys;
@@ -128,13 +128,7 @@ impl SearchPlan {
         keys: &(dyn Keys + Send + Sync),
         job: Job,
     ) {
-        let pending = match &self.keys {
-            Some((shared, runner)) => {
-                let shared = Arc::clone(shared);
-                runner.spawn_sized(bytes, move || job(shared.as_ref()))
-            }
-            None => Pending::ready(job(keys)),
-        };
+        let pending = crate::imap::fetch::opening::with_keys(self.keys.as_ref(), keys, bytes, job);
         self.work.push(uid, pending);
     }
 
