@@ -376,3 +376,80 @@ fn a_long_cold_listing_while_another_session_expunges_answers_each_message_as_it
     a.logout();
     b.logout();
 }
+
+/// New mail, as a client syncs it: a folder listed once (writ's cache
+/// warm), then messages appended by another session (sealed ones, a
+/// plaintext one, a large sealed one), then `UID FETCH <first new>:*`
+/// through writ, whose summaries writ asks for right behind its probe
+/// (one of them longer than it asks for at first).
+/// Every new message is answered once with its own ENVELOPE, the old ones
+/// not at all; a second such listing answers them from the cache.
+#[test]
+fn new_mail_is_listed_through_writ_each_message_once_as_itself() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let user = p.new_user("conc-newmail");
+    let mut number_of = BTreeMap::new();
+    let append = |number_of: &mut BTreeMap<u32, usize>, i: usize, sealed: bool, big: bool| {
+        let mut m = message(i);
+        if i == 27 {
+            // Many parts: a summary longer than the 64 KiB of part 1 the
+            // speculative command asks for (fetched whole afterwards).
+            m = format!(
+                "From: a@example.test\r\nTo: b@example.test\r\nSubject: message {i}\r\n\
+                 Date: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <c{i}@example.test>\r\n\
+                 Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            )
+            .into_bytes();
+            for part in 0..1500 {
+                m.extend(
+                    format!(
+                        "--b\r\nContent-Type: text/plain; name=\"part{part}.txt\"\r\n\
+                         Content-Disposition: attachment; filename=\"part{part}.txt\"\r\n\r\nx\r\n"
+                    )
+                    .into_bytes(),
+                );
+            }
+            m.extend(b"--b--\r\n");
+        }
+        if big {
+            // Part 1 of the sealed message (its summary) stays small; the
+            // payload is large.
+            m.extend(
+                b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n"
+                    .repeat(40_000),
+            );
+        }
+        let stored = if sealed { proxy.seal(&m) } else { m };
+        let uid = p.imap_append(&user, "INBOX", &stored);
+        number_of.insert(uid, i);
+        uid
+    };
+    for i in 1..=10 {
+        append(&mut number_of, i, true, false);
+    }
+    let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
+    a.select("INBOX").expect_ok("SELECT through writ");
+    let r = a
+        .command("UID FETCH 1:* (UID FLAGS ENVELOPE)")
+        .expect_ok("the first listing");
+    assert_eq!(listed(&r, &number_of, "the first listing").len(), 10);
+    // New mail: sealed, one plaintext, one large sealed.
+    let first_new = append(&mut number_of, 11, true, false);
+    for i in 12..=30 {
+        append(&mut number_of, i, i != 20, i == 25);
+    }
+    let r = a.command("NOOP").expect_ok("NOOP");
+    assert!(r.text().contains("* 30 EXISTS"), "{}", r.text());
+    for round in ["new mail", "the same again, from the cache"] {
+        let r = a
+            .command(&format!("UID FETCH {first_new}:* (UID FLAGS ENVELOPE)"))
+            .expect_ok(round);
+        assert!(!r.text().contains("writ."), "{round}: {}", r.text());
+        let mut got: Vec<(u32, u32)> = listed(&r, &number_of, round);
+        got.sort_unstable();
+        let want: Vec<(u32, u32)> = (11..=30).map(|seq| (seq, first_new + seq - 11)).collect();
+        assert_eq!(got, want, "{round}: {}", r.text());
+    }
+    a.logout();
+}
