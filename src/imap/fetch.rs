@@ -765,7 +765,18 @@ impl FetchPlan {
                     let Some(job) = self.summary_job(probed, list) else {
                         return Err(items);
                     };
-                    self.submit_summary(uid, keys, job);
+                    // What the job decrypts: part 1, as long as the
+                    // provider sent it (a hostile one may be large).
+                    let bytes = list
+                        .iter()
+                        .filter_map(|i| match i {
+                            MessageDataItem::BodyExt { data, .. } => {
+                                data.0.as_ref().map(|d| d.as_ref().len())
+                            }
+                            _ => None,
+                        })
+                        .sum();
+                    self.submit_summary(uid, bytes, keys, job);
                 }
                 Ok(self.answer_opened())
             }

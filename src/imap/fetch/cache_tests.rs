@@ -580,3 +580,34 @@ fn what_pipelined_commands_brought_is_answered_before_the_listing_ends() {
         panic!("the status is not last: {out:?}")
     };
 }
+
+#[test]
+fn a_huge_part_one_is_opened_as_a_heavy_job_after_those_queued_before() {
+    let (ids, stored, plan, _dir) = cold_plan("l FETCH 1:2 (ENVELOPE)\r\n");
+    let ids: SharedKeys = Arc::new(ids);
+    let runner = Runner::held();
+    let mut plan = plan.opening_with(Arc::clone(&ids), runner.clone());
+    probe_listing(&mut plan, 1..=2, &stored, ids.as_ref());
+    let mut out = plan.on_status(status("l OK done\r\n")).expect("ours");
+    // The cache's lookup (held too) finds nothing: the sealed phase.
+    while plan.has_more() {
+        out.extend(plan.more());
+    }
+    runner.run_held();
+    out.extend(plan.poll());
+    assert_eq!(commands(&out).len(), 1, "{out:?}");
+    // Message 1's summary waits for the next ones (a batch of 8).
+    let (seq, items) = fetch_response(&part1_answer(1, 1, &stored));
+    plan.on_fetch(seq, items, ids.as_ref()).expect("ours");
+    assert_eq!(runner.held_lanes(), (0, 0));
+    // Message 2 claims a part 1 of 2 MiB: message 1 goes first, light;
+    // message 2 alone, heavy.
+    let mut huge = b"* 2 FETCH (UID 2 ".to_vec();
+    huge.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+    huge.push(b' ');
+    huge.extend(literal_item("BODY[1]", &vec![b'a'; 2 << 20]));
+    huge.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&huge);
+    plan.on_fetch(seq, items, ids.as_ref()).expect("ours");
+    assert_eq!(runner.held_lanes(), (2, 1));
+}

@@ -193,13 +193,17 @@ fn pool() -> Option<&'static Arc<Pool>> {
     .as_ref()
 }
 
+/// Jobs a test runner keeps, each with its lane (heavy or not).
+type Held = Arc<Mutex<Vec<(bool, Job)>>>;
+
 /// Where a session's jobs run, and how its I/O shell hears that one ended.
 #[derive(Clone)]
 pub struct Runner {
     inline: bool,
     done: Arc<Notify>,
-    /// Tests: jobs kept until [`Runner::run_held`].
-    held: Option<Arc<Mutex<Vec<Job>>>>,
+    /// Tests: jobs kept until [`Runner::run_held`], each with its lane
+    /// (heavy or not).
+    held: Option<Held>,
 }
 
 /// Wakes the session when dropped: when the job ends, panicking or not.
@@ -236,16 +240,25 @@ impl Runner {
     /// how many ran.
     #[cfg(test)]
     pub fn run_held(&self) -> usize {
-        let jobs: Vec<Job> = self
+        let jobs: Vec<(bool, Job)> = self
             .held
             .as_ref()
             .map(|h| std::mem::take(&mut *h.lock().unwrap()))
             .unwrap_or_default();
         let n = jobs.len();
-        for job in jobs.into_iter().rev() {
+        for (_, job) in jobs.into_iter().rev() {
             job();
         }
         n
+    }
+
+    /// Jobs kept so far, and how many of them are heavy.
+    #[cfg(test)]
+    pub fn held_lanes(&self) -> (usize, usize) {
+        self.held.as_ref().map_or((0, 0), |h| {
+            let held = h.lock().unwrap();
+            (held.len(), held.iter().filter(|(heavy, _)| *heavy).count())
+        })
     }
 
     /// Jobs run at once on the caller's thread (sans-IO tests).
@@ -308,7 +321,7 @@ impl Runner {
         if let Some(held) = &self.held
             && let Ok(mut held) = held.lock()
         {
-            held.push(boxed);
+            held.push((heavy, boxed));
             return Pending {
                 state: State::Running(rx),
             };

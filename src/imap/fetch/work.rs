@@ -217,15 +217,22 @@ impl FetchPlan {
     /// Queues a summary's `job`, submitted with the next ones
     /// ([`SUMMARY_BATCH`] together: one hop to the pool and one wake for
     /// them), or at once with `keys` (unit tests, which give the plan no
-    /// runner).
+    /// runner). One over [`super::opening::HEAVY_BYTES`] (`bytes` of
+    /// answer: no summary is that long, a hostile message's may be) goes
+    /// alone, as a heavy job, after those queued before it.
     pub(super) fn submit_summary(
         &mut self,
         uid: NonZeroU32,
+        bytes: usize,
         keys: &(dyn Keys + Send + Sync),
         job: Job,
     ) {
         if self.keys.is_none() {
-            return self.submit(uid, 0, keys, job);
+            return self.submit(uid, bytes, keys, job);
+        }
+        if bytes > super::opening::HEAVY_BYTES {
+            self.flush_batch();
+            return self.submit(uid, bytes, keys, job);
         }
         self.batch.push((uid, job));
         if self.batch.len() >= SUMMARY_BATCH {
