@@ -181,8 +181,10 @@ enum Phase {
     Cached {
         payload: bool,
     },
+    /// writ's FETCH commands for the sealed messages the cache did not
+    /// answer ([`FetchPlan::sealed_out`]: the phase ends with the last of
+    /// them answered, whichever it is).
     Sealed {
-        tag: Tag<'static>,
         payload: bool,
     },
     Plain(Tag<'static>),
@@ -601,10 +603,7 @@ impl FetchPlan {
                     && list.iter().any(is_stored_header)
                     && !list.iter().any(|i| answers(i, &self.marker)) =>
             {
-                Phase::Sealed {
-                    tag: self.client_tag.clone(),
-                    payload: false,
-                }
+                Phase::Sealed { payload: false }
             }
             phase => phase,
         };
@@ -857,10 +856,7 @@ impl FetchPlan {
                         self.refetch.clear();
                         self.from_cache = None;
                         self.probe_status = Some(status);
-                        self.phase = Phase::Sealed {
-                            tag: Tag::unvalidated("writ.none"),
-                            payload: false,
-                        };
+                        self.phase = Phase::Sealed { payload: false };
                         return Ok(Vec::new());
                     }
                     return Ok(vec![Output::Finish(status)]);

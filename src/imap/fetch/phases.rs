@@ -33,10 +33,8 @@ impl FetchPlan {
                 Phase::Cached { payload } => self.sealed_step(*payload),
                 Phase::Sealed { .. } if !self.refetch.is_empty() => {
                     let uids = std::mem::take(&mut self.refetch);
-                    self.fetch_command(&uids, vec![peek(None)]).map(|(tag, c)| {
-                        self.sealed_out.push_back(tag.clone());
-                        (Phase::Sealed { tag, payload: true }, Some(c))
-                    })
+                    self.sealed_command(&uids, vec![peek(None)])
+                        .map(|c| (Phase::Sealed { payload: true }, Some(c)))
                 }
                 Phase::Sealed { .. } if self.speculated.is_some() && !self.retried => {
                     // Sealed messages no answer came for (the provider
@@ -49,17 +47,8 @@ impl FetchPlan {
                         .filter(|(_, p)| p.sealed.is_some())
                         .map(|(u, _)| *u)
                         .collect();
-                    match self.fetch_command(&left, summary_items()) {
-                        Some((tag, c)) => {
-                            self.sealed_out.push_back(tag.clone());
-                            Some((
-                                Phase::Sealed {
-                                    tag,
-                                    payload: false,
-                                },
-                                Some(c),
-                            ))
-                        }
+                    match self.sealed_command(&left, summary_items()) {
+                        Some(c) => Some((Phase::Sealed { payload: false }, Some(c))),
                         None => continue,
                     }
                 }
@@ -74,10 +63,7 @@ impl FetchPlan {
                 }
                 None => match self.phase {
                     Phase::Probe | Phase::Cached { .. } => {
-                        self.phase = Phase::Sealed {
-                            tag: Tag::unvalidated("writ.none"),
-                            payload: false,
-                        };
+                        self.phase = Phase::Sealed { payload: false };
                         if !self.opening.is_empty() {
                             // Pipelined commands were all answered while
                             // the cache looked up the last messages: what
@@ -217,13 +203,23 @@ impl FetchPlan {
         } else {
             summary_items()
         };
-        if let Some((tag, c)) = self.fetch_command(&uids, items) {
-            self.sealed_out.push_back(tag.clone());
-            return Some((Phase::Sealed { tag, payload }, Some(c)));
+        if let Some(c) = self.sealed_command(&uids, items) {
+            return Some((Phase::Sealed { payload }, Some(c)));
         }
         // Only pipelined commands are out: the phase ends with them.
-        let tag = Tag::unvalidated("writ.none");
-        (!self.sealed_out.is_empty()).then_some((Phase::Sealed { tag, payload }, None))
+        (!self.sealed_out.is_empty()).then_some((Phase::Sealed { payload }, None))
+    }
+
+    /// A FETCH of the sealed phase for `uids` (those still probed), counted
+    /// among the commands the phase waits for ([`FetchPlan::sealed_out`]).
+    fn sealed_command(
+        &mut self,
+        uids: &[NonZeroU32],
+        items: Vec<MessageDataItemName<'static>>,
+    ) -> Option<Command<'static>> {
+        let (tag, command) = self.fetch_command(uids, items)?;
+        self.sealed_out.push_back(tag);
+        Some(command)
     }
 
     /// Asks for the summaries of the UID range `speculated` with the
@@ -314,13 +310,10 @@ impl FetchPlan {
             return Vec::new();
         }
         let uids = std::mem::take(&mut self.uncached);
-        match self.fetch_command(&uids, summary_items()) {
-            Some((tag, command)) => {
-                self.sealed_out.push_back(tag);
-                vec![Output::ToProvider(command)]
-            }
-            None => Vec::new(),
-        }
+        self.sealed_command(&uids, summary_items())
+            .map(Output::ToProvider)
+            .into_iter()
+            .collect()
     }
 
     pub(super) fn plain_phase(&mut self) -> Option<(Phase, Command<'static>)> {
