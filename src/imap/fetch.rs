@@ -287,6 +287,10 @@ pub(super) const EARLY_BATCH: usize = 64;
 /// probe, Dovecot's queue of four).
 pub(super) const MAX_PIPELINED: usize = 3;
 
+/// UIDs whose speculative answer was dropped that a plan remembers, at
+/// most ([`FetchPlan::unspeculated`]).
+pub(super) const MAX_UNSPECULATED: usize = 100_000;
+
 /// Octets of part 1 a speculative command asks for (`BODY.PEEK[1]<0.n>`):
 /// a summary is a few KiB, a plaintext message's part 1 its whole text,
 /// which writ drops. One cut there is asked for whole later.
@@ -708,7 +712,12 @@ impl FetchPlan {
                         // has answered): dropped; fetched as any other
                         // if the probe lists it after all.
                         None => {
-                            self.unspeculated.insert(uid);
+                            // At most as many as the cap (a hostile
+                            // provider could send any number): one not
+                            // recorded is fetched by the retry instead.
+                            if self.unspeculated.len() < MAX_UNSPECULATED {
+                                self.unspeculated.insert(uid);
+                            }
                             return Ok(Vec::new());
                         }
                         // Plaintext: the probe or the plain phase answers.

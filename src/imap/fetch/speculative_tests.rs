@@ -188,3 +188,37 @@ fn a_listing_tells_the_cache_how_far_it_has_seen_the_mailbox() {
     let mut next = start_with(cache, "l UID FETCH 41:* (ENVELOPE)\r\n");
     assert!(next.take_speculative().is_some());
 }
+
+#[test]
+fn answers_for_messages_never_listed_are_remembered_up_to_a_cap_and_still_all_answered() {
+    // A hostile provider floods the speculative command with answers for
+    // UIDs the probe does not list: what the plan keeps of them is
+    // bounded; a message then not remembered is fetched by the retry.
+    let (ids, stored, mut plan, _dir) = plan_above_one("l UID FETCH 2:* (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_some());
+    let flood = u32::try_from(MAX_UNSPECULATED).unwrap() + 1_000;
+    let answer = speculative_answer(1, 2, &stored);
+    let (_, template) = fetch_response(&answer);
+    for uid in (1_000..1_000 + flood).chain([3]) {
+        let mut items = template.clone().into_inner();
+        items[0] = MessageDataItem::Uid(NonZeroU32::new(uid).unwrap());
+        let items = Vec1::try_from(items).unwrap();
+        let seq = NonZeroU32::new(1).unwrap();
+        assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    }
+    assert_eq!(plan.unspeculated.len(), MAX_UNSPECULATED);
+    // Message 3's early answer was not remembered: still answered.
+    let mut out = probe_listing(&mut plan, 2..=3, &stored, &ids);
+    let (seq, items) = fetch_response(&speculative_answer(1, 2, &stored));
+    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert_eq!(
+        commands(&out),
+        ["writ.2 UID FETCH 3 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+    );
+    let (seq, items) = fetch_response(&part1_answer(2, 3, &stored));
+    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
+    answered_once_then_finished(&out, 2..=3);
+}
