@@ -252,6 +252,170 @@ fn esearch_through_writ_answers_as_dovecot() {
     );
 }
 
+/// SEARCHRES (RFC 5182): `$` saved by SEARCH and UID SEARCH (content
+/// keys over sealed mail evaluated by writ, the rest by the provider),
+/// then named by FETCH, STORE, COPY, SEARCH (alone, inside OR and NOT, as
+/// `UID $`), by sequence number and by UID; SAVE with MIN/MAX; an empty
+/// `$`; a failed SAVE search; `$` as a string; another client expunging
+/// saved messages; UNSELECT emptying `$`. Every answer as Dovecot's.
+#[test]
+fn searchres_through_writ_answers_as_dovecot() {
+    let w = world("searchres");
+    let caps = capabilities_through(&w);
+    assert!(caps.contains(" SEARCHRES"), "{caps}");
+    oracle(
+        &w.proxy,
+        &w.plain,
+        &w.sealed,
+        &[
+            // Saved by the provider's search; nothing answered for SAVE alone.
+            "SEARCH RETURN (SAVE) FLAGGED",
+            "FETCH $ (FLAGS)",
+            "UID FETCH $ (FLAGS RFC822.SIZE)",
+            "SEARCH $",
+            "UID SEARCH UID $",
+            "SEARCH NOT $",
+            "SEARCH OR $ SUBJECT the",
+            "UID SEARCH $ SUBJECT the",
+            // Saved by writ's search over the opened messages.
+            "SEARCH RETURN (SAVE) SUBJECT the",
+            "FETCH $ (UID FLAGS)",
+            "UID SEARCH RETURN (SAVE ALL) TEXT message",
+            "FETCH $ (UID)",
+            "SEARCH RETURN (SAVE MIN) FROM example",
+            "UID FETCH $ (UID)",
+            "UID SEARCH RETURN (MAX SAVE) FROM example",
+            "FETCH $ (UID)",
+            "SEARCH RETURN (SAVE MIN MAX) BODY a",
+            "UID FETCH $ (UID)",
+            "SEARCH RETURN (SAVE COUNT MIN) SUBJECT the",
+            "FETCH $ (UID)",
+            // Changed through `$`, by number and by UID.
+            "SEARCH RETURN (SAVE) 2:6",
+            "STORE $ +FLAGS (\\Answered)",
+            "UID STORE $ -FLAGS.SILENT (\\Answered)",
+            "FETCH 1:8 (FLAGS)",
+            "COPY $ INBOX",
+            "UID SEARCH RETURN (SAVE) 1:3",
+            "UID COPY $ INBOX",
+            // `$` as a string is a string.
+            "SEARCH SUBJECT $",
+            "SEARCH KEYWORD $",
+            // Nothing saved.
+            "SEARCH RETURN (SAVE) SUBJECT zzznomatchzzz",
+            "FETCH $ (FLAGS)",
+            "UID FETCH $ (FLAGS)",
+            "SEARCH $",
+            "UID STORE $ +FLAGS (\\Seen)",
+            // A failed SAVE search empties it.
+            "SEARCH RETURN (SAVE) 1:4",
+            "SEARCH RETURN (SAVE) CHARSET X-NO-SUCH-CHARSET ALL",
+            "SEARCH $",
+            // `$` where a number stands.
+            "SEARCH RETURN (SAVE) 1:4",
+            "SEARCH LARGER $",
+            "SEARCH $",
+            // Another client expunges saved messages.
+            "SEARCH RETURN (SAVE) 5:9",
+            "OTHER STORE 6:7 +FLAGS (\\Deleted)",
+            "OTHER EXPUNGE",
+            "NOOP",
+            "FETCH $ (UID FLAGS)",
+            "SEARCH $",
+            // ... and while the client names `$` by number: writ's `SEARCH
+            // UID` and the FETCH come before the provider tells of it.
+            "SEARCH RETURN (SAVE) 10:14",
+            "OTHER CREATE Moved",
+            "OTHER MOVE 11:12 Moved",
+            "FETCH $ (UID FLAGS)",
+            "STORE $ +FLAGS (\\Answered)",
+            "NOOP",
+            "FETCH $ (UID FLAGS)",
+            // UNSELECT empties it (SELECT and EXAMINE too: their
+            // UIDVALIDITY differs between the two users, see the session's
+            // tests); with no mailbox selected `$` is refused as Dovecot does.
+            "UID SEARCH RETURN (SAVE) 1:*",
+            "UNSELECT",
+            "UID FETCH $ (FLAGS)",
+            "FETCH $ (FLAGS)",
+            "SEARCH $",
+        ],
+    );
+}
+
+/// SEARCHRES under load and abuse: a SAVE search with the commands that
+/// use `$` pipelined behind it in one write answers as Dovecot does;
+/// too many `$`s, or a `$` beside the set writ marks it with, are refused
+/// BAD and the session goes on; another session is served meanwhile.
+#[test]
+fn pipelined_and_hostile_dollars_answer_as_dovecot_or_bad() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let plain = user_with(p, "searchres-pipe-plain", &corpus(), None);
+    let sealed = user_with(p, "searchres-pipe-sealed", &corpus(), Some(&proxy));
+    let pipelined = b"p1 SEARCH RETURN (SAVE) SUBJECT the\r\n\
+          p2 FETCH $ (UID)\r\n\
+          p3 UID STORE $ +FLAGS.SILENT (\\Answered)\r\n\
+          p4 SEARCH ANSWERED\r\n\
+          p5 UID SEARCH RETURN (SAVE) FLAGGED\r\n\
+          p6 SEARCH OR $ ANSWERED\r\n";
+    let answers = |imap: &mut Imap| -> Vec<String> {
+        imap.select("INBOX").expect_ok("SELECT");
+        imap.write_raw(pipelined).expect("write");
+        let mut lines = Vec::new();
+        loop {
+            let line = imap.read_line().expect("answer").text_only();
+            let last = line.starts_with("p6 ");
+            // The status word only: the texts are each server's own.
+            lines.push(match line.starts_with('*') {
+                true => line,
+                false => line
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            });
+            if last {
+                // Dovecot may answer pipelined commands out of order.
+                lines.sort();
+                return lines;
+            }
+        }
+    };
+    let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
+    let dovecot = answers(&mut direct);
+    let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
+    let writ = answers(&mut through);
+    assert!(
+        dovecot.iter().any(|l| l.starts_with("* 21 FETCH (UID 21)")),
+        "{dovecot:?}"
+    );
+    assert_eq!(writ, dovecot);
+    direct.logout();
+
+    let mut other = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
+    other.select("INBOX").expect_ok("SELECT");
+    let many = format!("SEARCH {}", vec!["$"; 65].join(" "));
+    for command in [
+        many.as_str(),
+        "SEARCH $ 4294967295",
+        "UID SEARCH UID $ SUBJECT 4294967295",
+        "SEARCH YOUNGER $",
+    ] {
+        let r = through.command(command);
+        assert!(r.text().contains(" BAD "), "{command}: {}", r.text());
+        let r = other
+            .command("UID SEARCH RETURN (COUNT) FLAGGED")
+            .expect_ok("other");
+        assert!(r.text().contains("COUNT 5"), "{}", r.text());
+    }
+    // `$` is still what p5 saved.
+    let r = through.command("UID SEARCH $").expect_ok("SEARCH $");
+    assert!(r.text().contains("* SEARCH 3 9 12 13 14"), "{}", r.text());
+    through.logout();
+    other.logout();
+}
+
 /// Hostile RETURN options: over the cap, unknown, malformed, or on a
 /// command that then fails to parse. Each is answered BAD, the session
 /// goes on, a later command with the same tag is not taken for an ESEARCH,
@@ -268,7 +432,7 @@ fn hostile_return_options_are_refused_and_sessions_go_on() {
     let many = format!("SEARCH RETURN ({}) ALL", ["MIN"; 5000].join(" "));
     for command in [
         many.as_str(),
-        "SEARCH RETURN (SAVE) ALL",
+        "SORT RETURN (SAVE) (DATE) UTF-8 ALL",
         "SEARCH RETURN (MIN ALL",
         "UID SEARCH RETURN (MIN) NOSUCHKEY 1",
     ] {
@@ -429,7 +593,7 @@ fn pipelined_esearch_and_esort_keep_their_own_tags_and_forms() {
 fn pass_through_commands_answer_as_dovecot() {
     let w = world("passthrough");
     let caps = capabilities_through(&w);
-    for withheld in ["STATUS=SIZE", "NOTIFY", "SEARCHRES"] {
+    for withheld in ["STATUS=SIZE", "NOTIFY", "PREVIEW"] {
         assert!(!caps.contains(withheld), "{withheld} offered: {caps}");
     }
     oracle(
@@ -450,7 +614,10 @@ fn pass_through_commands_answer_as_dovecot() {
     // sealed messages' outer headers.
     let mut imap = Imap::login_to(w.proxy.imap, &w.sealed.name, &w.sealed.password);
     imap.select("INBOX").expect_ok("SELECT");
-    for command in ["SEARCH RETURN (SAVE) ALL", "UID THREAD X-UNKNOWN UTF-8 ALL"] {
+    for command in [
+        "SORT RETURN (SAVE) (DATE) UTF-8 ALL",
+        "UID THREAD X-UNKNOWN UTF-8 ALL",
+    ] {
         let r = imap.command(command);
         assert!(r.text().contains(" BAD "), "{command}: {}", r.text());
         assert!(!r.text().contains("* THREAD"), "{command}: {}", r.text());

@@ -31,13 +31,12 @@
 //! message is sealed as a single APPEND's, and one MULTIAPPEND goes on
 //! with non-synchronising literals (all or none appended). WITHIN
 //! (YOUNGER, OLDER: INTERNALDATE, which sealing keeps; evaluated by writ
-//! when content keys come with them, as Dovecot does).
+//! when content keys come with them, as Dovecot does). SEARCHRES
+//! ([`super::saved_result`]: writ keeps `$` as UIDs and puts them in its
+//! place before a command goes on; SAVE on SEARCH and UID SEARCH).
 //!
 //! Withheld, with the reason (the README lists the same):
 //!
-//! - SEARCHRES: imap-codec 2.0.0-alpha.10 does not parse `$` as a set, and
-//!   writ would have to keep the saved result across commands itself;
-//!   `RETURN (SAVE)` is answered BAD.
 //! - STATUS=SIZE: the provider's figure is the size of the sealed
 //!   messages. The plaintext sizes are in the summaries, but the cache
 //!   finds a summary by the message's stored header, and listing the
@@ -90,6 +89,9 @@ const PASSING_OTHERS: &[&str] = &[
     "NAMESPACE",
     "ESEARCH",
     "ESORT",
+    // writ keeps `$` itself (super::saved_result); offered with the
+    // provider's so that clients see the same server either way.
+    "SEARCHRES",
     "LIST-STATUS",
 ];
 
@@ -231,7 +233,7 @@ mod tests {
              THREAD=ORDEREDSUBJECT MULTIAPPEND \
              UNSELECT CHILDREN \
              NAMESPACE UIDPLUS LIST-EXTENDED CONDSTORE QRESYNC \
-             ESEARCH ESORT WITHIN LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN \
+             ESEARCH ESORT SEARCHRES WITHIN LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE AUTH=PLAIN \
              AUTH=LOGIN"
         );
     }

@@ -145,6 +145,12 @@ pub enum Output {
     /// CRLF, under the client's tag (a sealed MULTIAPPEND, which
     /// imap-types cannot write as one command).
     ToProviderLine(Tag<'static>, Vec<u8>),
+    /// A SEARCH with SAVE succeeded: its result (UIDs; `None`: empty) is
+    /// `$` from now on ([`super::saved_result`]).
+    Saved(Option<SequenceSet>),
+    /// The plan is over and the client's command, now without `$`, goes
+    /// on as if just received ([`super::saved_result::Resolve`]).
+    Resume(Command<'static>),
 }
 
 /// The cache and the selected mailbox's key in it.

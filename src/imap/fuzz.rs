@@ -195,6 +195,8 @@ pub fn intake(data: &[u8]) {
                 Event::Passthrough { .. } => refused = true,
                 // A MULTIAPPEND taken apart: lines added between messages.
                 Event::AppendPart { .. } => refused = true,
+                // A `$` written as a set imap-codec parses.
+                Event::Saved { .. } => refused = true,
             }
         }
     }

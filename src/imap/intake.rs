@@ -39,6 +39,10 @@
 //! Work and memory are linear in the input and bounded by the caps: one
 //! held line of at most [`MAX_COMMAND_TEXT`] octets.
 //!
+//! A `$` (SEARCHRES) where a set may stand is written as a set imap-codec
+//! parses, at most [`super::saved_result::MAX_MARKS`] per command, and
+//! announced by [`Event::Saved`] ([`super::saved_result`]).
+//!
 //! After login, an APPEND with several messages (MULTIAPPEND, RFC 3502)
 //! is taken apart into one APPEND per message with the command's tag,
 //! announced to the session by [`Event::AppendPart`], with caps of its own
@@ -103,6 +107,10 @@ pub enum Event {
         tag: Vec<u8>,
         options: super::search_return::ReturnOptions,
     },
+    /// The command tagged `tag` named `$` (SEARCHRES) `marks` times:
+    /// each was written as [`super::saved_result::SENTINEL`] before it
+    /// went to imap-next.
+    Saved { tag: Vec<u8>, marks: usize },
     /// The next command, tagged `tag`, is an extended LIST
     /// ([`super::list_extended`]): its line (CRLF-terminated, as the
     /// client sent it) goes to the provider as it is; a `NOOP` with its
@@ -155,8 +163,11 @@ pub struct Intake {
     literal_octets: u64,
     /// A login succeeded: [`MAX_PRELOGIN_LITERAL`] no longer applies.
     logged_in: bool,
-    /// RETURN options taken off the line just completed.
-    returned: Option<Event>,
+    /// RETURN options taken off the line just completed, and the `$`s of
+    /// a command that ends with it: announced before its bytes.
+    returned: Vec<Event>,
+    /// The `$`s of the current command ([`super::saved_result`]).
+    dollars: super::saved_result::Marker,
     /// The current command is an APPEND whose mailbox is not a literal:
     /// what is known of it as a MULTIAPPEND ([`multiappend`]).
     append: Option<multiappend::Append>,
@@ -234,9 +245,9 @@ impl Intake {
                 continue;
             }
             if complete {
-                if let Some(event) = self.returned.take() {
+                if !self.returned.is_empty() {
                     flush(&mut out, &mut pass);
-                    out.push(event);
+                    out.append(&mut self.returned);
                 }
                 pass.append(&mut self.line);
             }
@@ -270,7 +281,9 @@ impl Intake {
         if self.started && self.append.is_some() {
             return self.append_line();
         }
-        if !self.started {
+        if self.started {
+            self.dollars.next_line(&mut self.line)?;
+        } else {
             self.tag = tag_of(&self.line);
             self.append = self
                 .tag
@@ -280,12 +293,13 @@ impl Intake {
             if let Some(tag) = &self.tag
                 && let Some((line, options)) = super::search_return::take_return(&self.line)
             {
-                self.returned = Some(Event::Return {
+                self.returned.push(Event::Return {
                     tag: tag.clone(),
                     options,
                 });
                 self.line = line;
             }
+            self.dollars.first_line(&mut self.line)?;
             if let Some(tag) = &self.tag {
                 match super::list_extended::classify(&self.line) {
                     super::list_extended::Line::Other => {}
@@ -296,7 +310,7 @@ impl Intake {
                             line.pop();
                         }
                         line.extend_from_slice(b"\r\n");
-                        self.returned = Some(Event::Passthrough {
+                        self.returned.push(Event::Passthrough {
                             tag: tag.clone(),
                             line,
                         });
@@ -310,6 +324,15 @@ impl Intake {
         self.escaped = false;
         match announcement(&self.line) {
             None => {
+                let marks = self.dollars.take();
+                if marks > 0
+                    && let Some(tag) = &self.tag
+                {
+                    self.returned.push(Event::Saved {
+                        tag: tag.clone(),
+                        marks,
+                    });
+                }
                 self.end_command();
                 Ok(())
             }
@@ -331,6 +354,7 @@ impl Intake {
                     }
                     // imap-next answers BAD; the client sends no literal and
                     // the command is over.
+                    self.dollars.take();
                     self.end_command();
                     return Ok(());
                 }
@@ -355,6 +379,7 @@ impl Intake {
         self.tag = None;
         self.started = false;
         self.append = None;
+        self.dollars.take();
     }
 
     /// The command whose line is in `line` is over a cap: its refusal goes
@@ -368,6 +393,8 @@ impl Intake {
         };
         let close = self.started || why == why::NONSYNC || why == why::PRELOGIN_NONSYNC;
         out.push(Event::Refused { tag, why, close });
+        // What the refused line announced (RETURN options) goes with it.
+        self.returned.clear();
         self.line = tail(&self.line);
         self.end_command();
         self.quoted = false;

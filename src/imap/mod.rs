@@ -9,6 +9,7 @@
 //!   items of one sealed message; [`opened`] opens one sealed message for
 //!   FETCH and SEARCH alike, as work off the session.
 //! - [`intake`]: caps on the client's commands before they are parsed.
+//! - [`saved_result`]: SEARCHRES, the `$` of a SEARCH with SAVE.
 //! - [`sequence`]: the sequence sets of writ's own commands.
 //! - [`upstream`]: the connection to the provider's IMAP server.
 //! - [`compress`]: COMPRESS=DEFLATE on the client connection (RFC 4978).
@@ -28,6 +29,7 @@ pub mod intake;
 pub mod list_extended;
 pub mod listener;
 pub mod opened;
+pub mod saved_result;
 pub mod search;
 pub mod search_plan;
 pub mod search_return;

@@ -89,6 +89,9 @@ enum Phase {
     Probe,
     Summaries,
     Bodies,
+    /// A SEARCH by sequence number with SAVE: the UIDs of the messages
+    /// it saves ([`answer`]).
+    SavedUids,
 }
 
 /// What the probe said about one message.
@@ -145,6 +148,8 @@ pub struct SearchPlan {
     finishing: Option<Pending<Vec<Output>>>,
     /// An EXPUNGE came while it was (sequence numbers in it are stale).
     finishing_stale: bool,
+    /// SEARCH with SAVE by sequence number: what is saved ([`answer`]).
+    saving: answer::Saving,
 }
 
 /// The threading by references a THREAD algorithm names (REFERENCES, or
@@ -203,6 +208,7 @@ const BODIES_TAG: &str = "writ.s3";
 const SUMMARIES_TAG: &str = "writ.s4";
 const PROVIDER_TAG: &str = "writ.s5";
 const RETURNED_MODSEQ_TAG: &str = "writ.s6";
+const SAVED_UIDS_TAG: &str = "writ.s7";
 
 /// `BODY[1]` or `BODY[1.MIME]`: the summary part of a sealed message.
 fn part_one(mime: bool) -> Section<'static> {
@@ -307,6 +313,7 @@ impl SearchPlan {
                     held_status: None,
                     finishing: None,
                     finishing_stale: false,
+                    saving: answer::Saving::default(),
                 },
                 search,
             )));
@@ -367,6 +374,7 @@ impl SearchPlan {
                 held_status: None,
                 finishing: None,
                 finishing_stale: false,
+                saving: answer::Saving::default(),
             },
             count,
         )))
@@ -383,6 +391,7 @@ impl SearchPlan {
             return Err(items);
         };
         match self.phase {
+            Phase::SavedUids => self.saving.on_fetch(seq, items),
             Phase::Count if list.len() == 1 => {
                 self.max_seq = self.max_seq.max(seq.get());
                 self.max_uid = self.max_uid.max(uid.get());
@@ -580,6 +589,7 @@ impl SearchPlan {
             },
             // A refusal of this one leaves the result's highest MODSEQ.
             (Phase::ReturnedModseq, RETURNED_MODSEQ_TAG) => Ok(self.finish()),
+            (Phase::SavedUids, SAVED_UIDS_TAG) => Ok(self.saved_uids_answered(ok)),
             (Phase::Provider, PROVIDER_TAG) => {
                 // The provider's refusal (BADCHARSET ...), as its own.
                 let Status::Tagged(t) = status else {

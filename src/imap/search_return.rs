@@ -11,9 +11,15 @@
 //! and a sequence set, so nothing from a message ever reaches this text.
 //!
 //! Accepted options: MIN, MAX, ALL, COUNT, in any order, repeated or not;
-//! `RETURN ()` means ALL (RFC 4731 §3.1). Anything else (SAVE: SEARCHRES
-//! is withheld, PARTIAL, CONTEXT ...) leaves the line as it is, and the
-//! parser answers BAD. At most [`MAX_RETURN_OPTIONS`] options are read.
+//! `RETURN ()` means ALL (RFC 4731 §3.1); and SAVE (SEARCHRES, RFC 5182,
+//! [`super::saved_result`]) on SEARCH and UID SEARCH only (on SORT writ
+//! does not offer it). Anything else (PARTIAL, CONTEXT ...) leaves the
+//! line as it is, and the parser answers BAD. At most
+//! [`MAX_RETURN_OPTIONS`] options are read.
+//!
+//! SAVE alone returns nothing (no `* ESEARCH`, no `* SEARCH`: RFC 5182
+//! §2.4); with MIN and/or MAX alone it saves just those; with ALL or
+//! COUNT the whole result ([`ReturnOptions::saved`]).
 //!
 //! The response is written as Dovecot 2.3 writes it: `* ESEARCH (TAG
 //! "t") [UID] [MIN n] [MAX n] [ALL set] [COUNT n]`; MIN, MAX and ALL are
@@ -31,6 +37,33 @@ pub struct ReturnOptions {
     pub max: bool,
     pub all: bool,
     pub count: bool,
+    /// SEARCHRES: the result is saved as `$`.
+    pub save: bool,
+}
+
+impl ReturnOptions {
+    /// Some `* ESEARCH` is answered (not for SAVE alone).
+    pub fn answers(&self) -> bool {
+        self.min || self.max || self.all || self.count
+    }
+
+    /// What of `ids` (ascending) SAVE keeps: with MIN and/or MAX alone
+    /// just those, else all of them (RFC 5182 §2.4).
+    pub fn saved(&self, ids: &[NonZeroU32]) -> Vec<NonZeroU32> {
+        if self.all || self.count || !(self.min || self.max) {
+            return ids.to_vec();
+        }
+        let mut out = Vec::new();
+        if let (true, Some(&first)) = (self.min, ids.first()) {
+            out.push(first);
+        }
+        if let (true, Some(&last)) = (self.max, ids.last())
+            && out.last() != Some(&last)
+        {
+            out.push(last);
+        }
+        out
+    }
 }
 
 /// Strips ASCII `word` followed by a space from the start of `s`, ignoring
@@ -48,7 +81,9 @@ pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
     let space = line.iter().position(|&b| b == b' ')?;
     let rest = &line[space + 1..];
     let rest = word(rest, "UID").unwrap_or(rest);
-    let rest = word(rest, "SEARCH").or_else(|| word(rest, "SORT"))?;
+    let search = word(rest, "SEARCH");
+    let sort = search.is_none();
+    let rest = search.or_else(|| word(rest, "SORT"))?;
     let keep = line.len() - rest.len();
     let after = word(rest, "RETURN")?;
     let inner = after.strip_prefix(b"(")?;
@@ -68,6 +103,7 @@ pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
                 b"MAX" => opts.max = true,
                 b"ALL" => opts.all = true,
                 b"COUNT" => opts.count = true,
+                b"SAVE" if !sort => opts.save = true,
                 _ => return None,
             }
         }
@@ -181,7 +217,7 @@ mod tests {
     #[test]
     fn what_writ_does_not_answer_is_left_to_the_parser() {
         for line in [
-            &b"t SEARCH RETURN (SAVE) ALL\r\n"[..],
+            &b"t SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n"[..],
             b"t SEARCH RETURN (PARTIAL 1:10) ALL\r\n",
             b"t SEARCH RETURN (MIN ALL\r\n",
             b"t SEARCH RETURN (MIN)\r\n",
@@ -196,12 +232,31 @@ mod tests {
     }
 
     #[test]
+    fn save_is_taken_on_search_and_keeps_what_rfc_5182_says() {
+        let (line, o) = take_return(b"a UID SEARCH RETURN (SAVE) FLAGGED\r\n").unwrap();
+        assert_eq!(line, b"a UID SEARCH FLAGGED\r\n");
+        assert!(o.save && !o.answers(), "{o:?}");
+        let ids = nz(&[2, 5, 9]);
+        assert_eq!(o.saved(&ids), ids);
+        let (_, o) = take_return(b"a SEARCH RETURN (save MIN) ALL\r\n").unwrap();
+        assert!(o.answers());
+        assert_eq!(o.saved(&ids), nz(&[2]));
+        let (_, o) = take_return(b"a SEARCH RETURN (MAX SAVE MIN) ALL\r\n").unwrap();
+        assert_eq!(o.saved(&ids), nz(&[2, 9]));
+        assert_eq!(o.saved(&nz(&[4])), nz(&[4]));
+        assert_eq!(o.saved(&[]), Vec::<NonZeroU32>::new());
+        let (_, o) = take_return(b"a SEARCH RETURN (SAVE MIN COUNT) ALL\r\n").unwrap();
+        assert_eq!(o.saved(&ids), ids);
+    }
+
+    #[test]
     fn esearch_is_written_as_dovecot_writes_it() {
         let all = ReturnOptions {
             min: true,
             max: true,
             all: true,
             count: true,
+            save: false,
         };
         assert_eq!(
             esearch("a", true, all, &nz(&[1, 2, 3, 7, 9]), None),

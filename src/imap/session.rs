@@ -175,6 +175,11 @@ pub struct Session {
     /// `RETURN (...)` options [`intake`] took off SEARCH/SORT commands,
     /// by tag, until the command is parsed.
     returns: raw::PendingReturns,
+    /// How many `$`s [`intake`] marked in each command, by tag, until the
+    /// command is parsed ([`super::saved_result`]).
+    dollars: raw::PendingByTag<usize>,
+    /// SEARCHRES: the saved result `$`, as UIDs (`None`: empty).
+    saved: Option<imap_next::imap_types::sequence::SequenceSet>,
     /// Extended LIST commands passed to the provider as the client sent
     /// them: see [`passthrough`].
     passthrough: passthrough::Passthrough,
@@ -276,6 +281,8 @@ impl Session {
             in_flight: InFlight::default(),
             raw: raw::RawResponses::default(),
             returns: raw::PendingReturns::default(),
+            dollars: raw::PendingByTag::default(),
+            saved: None,
             passthrough: passthrough::Passthrough::default(),
             multiappend: multiappend::MultiAppends::default(),
             pending_compress: None,
@@ -407,6 +414,7 @@ impl Session {
             match event {
                 intake::Event::Bytes(b) => self.server.enqueue_input(&b),
                 intake::Event::Return { tag, options } => self.returns.push(tag, options),
+                intake::Event::Saved { tag, marks } => self.dollars.push(tag, marks),
                 intake::Event::Passthrough { tag, line } => self.passthrough.push(tag, line),
                 intake::Event::AppendPart { tag, next } => self.multiappend.announce(tag, next),
                 intake::Event::Refused { tag, why, close } => {
@@ -472,6 +480,7 @@ impl Session {
         self.server = new_server(&self.ctx);
         self.intake = Intake::new(self.ctx.max_literal_size);
         self.returns = raw::PendingReturns::default();
+        self.dollars = raw::PendingByTag::default();
         self.passthrough.client_reset();
         self.multiappend.client_reset();
         loop {
@@ -631,7 +640,19 @@ impl Session {
     /// SEARCH, SORT and THREAD: answered by writ over the opened messages
     /// ([`SearchPlan`]), or passed on when the plan needs no content.
     fn start_search(&mut self, command: Command<'static>, returns: Option<ReturnOptions>) {
+        if returns.is_some_and(|r| r.save) {
+            // Whatever its outcome: only its success saves anything.
+            self.saved = None;
+        }
         match SearchPlan::start(&command, self.cache_ref(), returns) {
+            Some(Ok(_)) if !self.in_flight.is_empty() => {
+                // Its plan may take a `* SEARCH`, which names no command:
+                // not while a command of the client's before it may still
+                // answer one. It starts again once they are answered.
+                self.plan = Some(Plan::Quiet(Box::new(plan::Waiting::Search(
+                    command, returns,
+                ))));
+            }
             Some(Ok((plan, first))) => {
                 let plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
                 self.plan = Some(Plan::Search(Box::new(plan)));
@@ -644,6 +665,41 @@ impl Session {
                 self.forward(command);
             }
         }
+    }
+
+    /// A command waiting for the provider to answer every command before
+    /// it ([`Plan::Quiet`]) starts once it has; the client's commands held
+    /// behind it follow.
+    fn start_when_quiet(&mut self) {
+        if !matches!(self.plan, Some(Plan::Quiet(_))) || !self.in_flight.is_empty() {
+            return;
+        }
+        let Some(Plan::Quiet(waiting)) = self.plan.take() else {
+            return;
+        };
+        match *waiting {
+            plan::Waiting::Search(command, returns) => self.start_search(command, returns),
+            plan::Waiting::Resolve(command, saved) => self.start_resolve(command, saved),
+        }
+        self.apply(Vec::new());
+    }
+
+    /// A command by sequence number over `$` (`saved`): the numbers of the
+    /// saved messages asked for first.
+    fn start_resolve(
+        &mut self,
+        command: Command<'static>,
+        saved: imap_next::imap_types::sequence::SequenceSet,
+    ) {
+        if !self.in_flight.is_empty() {
+            self.plan = Some(Plan::Quiet(Box::new(plan::Waiting::Resolve(
+                command, saved,
+            ))));
+            return;
+        }
+        let (plan, search) = super::saved_result::Resolve::start(command, &saved);
+        self.plan = Some(Plan::Saved(plan));
+        self.forward(search);
     }
 
     fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
@@ -728,6 +784,11 @@ impl Session {
                 }
                 Output::Over => self.plan = None,
                 Output::ToProviderLine(tag, line) => self.forward_line(tag, line),
+                Output::Saved(set) => self.saved = set,
+                Output::Resume(command) => {
+                    self.plan = None;
+                    self.on_command(command, None);
+                }
             }
         }
         // Not past a command that ends the flow (STARTTLS, LOGOUT):
@@ -757,6 +818,8 @@ mod passthrough_tests;
 mod plan;
 mod raw;
 mod rewrite;
+#[cfg(test)]
+mod saved_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -89,7 +89,7 @@ impl super::Intake {
         let body = body.strip_suffix(b"\r").unwrap_or(body);
         if body.is_empty() {
             if several {
-                self.returned = Some(super::Event::AppendPart {
+                self.returned.push(super::Event::AppendPart {
                     tag,
                     next: Next::Last,
                 });
@@ -124,7 +124,7 @@ impl super::Intake {
         append.more += 1;
         append.octets += length;
         self.text += self.line.len();
-        self.returned = Some(super::Event::AppendPart {
+        self.returned.push(super::Event::AppendPart {
             tag: tag.clone(),
             next: Next::More,
         });
@@ -142,7 +142,7 @@ impl super::Intake {
     /// command is dropped (`drop` octets of a non-synchronising literal
     /// announced on the line, then its next lines).
     fn refuse_part(&mut self, tag: Vec<u8>, why: &'static str, drop: Option<u64>) {
-        self.returned = Some(super::Event::AppendPart {
+        self.returned.push(super::Event::AppendPart {
             tag,
             next: Next::Refused(why),
         });

@@ -10,6 +10,7 @@ fn bytes(events: &[Event]) -> Vec<u8> {
             Event::Refused { .. }
             | Event::Return { .. }
             | Event::Passthrough { .. }
+            | Event::Saved { .. }
             | Event::AppendPart { .. } => None,
         })
         .flatten()
@@ -29,6 +30,7 @@ fn refusals(events: &[Event]) -> Vec<(Option<String>, &'static str, bool)> {
             Event::Bytes(_)
             | Event::Return { .. }
             | Event::Passthrough { .. }
+            | Event::Saved { .. }
             | Event::AppendPart { .. } => None,
         })
         .collect()
@@ -448,4 +450,34 @@ fn an_extended_list_is_taken_off_and_a_noop_goes_on_in_its_place() {
         )]
     );
     assert_eq!(bytes(&events), b"c NOOP\r\n");
+}
+
+#[test]
+fn a_dollar_is_announced_with_its_command_before_the_line_that_ends_it() {
+    let mut intake = Intake::new(1024);
+    intake.logged_in();
+    let events = intake.push(b"s1 UID SEARCH RETURN (SAVE) SUBJECT {2}\r\nab $\r\n");
+    let saved = events
+        .iter()
+        .position(|e| matches!(e, Event::Saved { tag, marks: 1 } if tag == b"s1"))
+        .expect("announced");
+    // The event comes before the last line's bytes.
+    assert!(matches!(&events[saved + 1], Event::Bytes(b) if b == b" 4294967295\r\n"));
+    assert_eq!(
+        bytes(&events),
+        b"s1 UID SEARCH SUBJECT {2}\r\nab 4294967295\r\n"
+    );
+    // Too many: refused as any cap, the session goes on.
+    let many = format!("t2 SEARCH {}\r\nt3 NOOP\r\n", vec!["$"; 65].join(" "));
+    let events = intake.push(many.as_bytes());
+    assert_eq!(
+        refusals(&events),
+        vec![(
+            Some("t2".into()),
+            crate::imap::saved_result::why::MARKS,
+            false
+        )]
+    );
+    assert_eq!(bytes(&events), b"t3 NOOP\r\n");
+    assert!(!events.iter().any(|e| matches!(e, Event::Saved { .. })));
 }

@@ -17,16 +17,54 @@
 //!   client may ask again) rather than with numbers that name other
 //!   messages. Results by UID are not renumbered and stay right.
 //! - A lost job (it panicked) is answered `NO`.
+//! - SEARCH with SAVE (SEARCHRES, [`crate::imap::saved_result`]): what it
+//!   saves ([`ReturnOptions::saved`]) goes to the session as UIDs
+//!   ([`Output::Saved`]) before the tagged OK. By sequence number, the
+//!   provider's `FETCH <them> (UID)` gives the UIDs first (no EXPUNGE
+//!   comes during a FETCH, so the numbers still name the same messages);
+//!   only its answers to those numbers that carry nothing but a UID count
+//!   (a flag change another session made passes on). SAVE alone answers
+//!   no `* ESEARCH` (RFC 5182 §2.4).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use imap_next::imap_types::core::Tag;
+use imap_next::imap_types::core::{Tag, Vec1};
+use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
 use imap_next::imap_types::response::{Data, StatusKind};
 
 use super::search_return::{self, ReturnOptions};
-use super::{SearchPlan, sort, tagged, thread};
-use crate::imap::fetch::Output;
+use super::{Phase, SAVED_UIDS_TAG, SearchPlan, fetch_command, sort, tagged, thread};
+use crate::imap::fetch::{Output, uid_of};
+use crate::imap::sequence::compact;
+
+/// A SEARCH by sequence number with SAVE, while the UIDs of what it saves
+/// are asked for.
+#[derive(Default)]
+pub(super) struct Saving {
+    /// The numbers asked for, ascending.
+    numbers: Vec<NonZeroU32>,
+    uids: Vec<NonZeroU32>,
+    /// The answer, given once the UIDs are in.
+    answer: Vec<Output>,
+}
+
+impl Saving {
+    /// A FETCH response: `Err` if it is not an answer to writ's FETCH.
+    pub(super) fn on_fetch(
+        &mut self,
+        seq: NonZeroU32,
+        items: Vec1<MessageDataItem<'static>>,
+    ) -> Result<Vec<Output>, Vec1<MessageDataItem<'static>>> {
+        match (items.as_ref(), uid_of(items.as_ref())) {
+            ([_], Some(uid)) if self.numbers.binary_search(&seq).is_ok() => {
+                self.uids.push(uid);
+                Ok(Vec::new())
+            }
+            _ => Err(items),
+        }
+    }
+}
 
 /// What the answer is made of, taken out of the plan.
 pub(super) struct Answer {
@@ -85,17 +123,18 @@ impl Answer {
             }
         };
         let answer = match (self.returns, self.sort.is_some()) {
-            (Some(opts), _) => Output::ToClientRaw(search_return::esearch(
+            (Some(opts), _) if !opts.answers() => None,
+            (Some(opts), _) => Some(Output::ToClientRaw(search_return::esearch(
                 self.client_tag.inner(),
                 self.uid,
                 opts,
                 &found,
                 self.modseq,
-            )),
-            (None, true) => Output::ToClient(Data::Sort(found, None)),
-            (None, false) => Output::ToClient(Data::Search(found, None)),
+            ))),
+            (None, true) => Some(Output::ToClient(Data::Sort(found, None))),
+            (None, false) => Some(Output::ToClient(Data::Search(found, None))),
         };
-        vec![answer, ok(done)]
+        answer.into_iter().chain([ok(done)]).collect()
     }
 }
 
@@ -104,6 +143,15 @@ impl SearchPlan {
     /// for a SORT or THREAD once the pool has ordered it
     /// ([`SearchPlan::take_finished`]).
     pub(super) fn finish(&mut self) -> Vec<Output> {
+        let saved = self
+            .returns
+            .filter(|r| r.save && self.sort.is_none() && self.threads.is_none())
+            .map(|r| {
+                let mut found = self.found.clone();
+                found.sort_unstable();
+                found.dedup();
+                r.saved(&found)
+            });
         let answer = Answer {
             client_tag: self.client_tag.clone(),
             uid: self.uid,
@@ -122,8 +170,50 @@ impl SearchPlan {
                 // The job may be done already (a runner that runs inline).
                 self.take_finished()
             }
-            _ => answer.outputs(),
+            _ => match saved {
+                None => answer.outputs(),
+                Some(ids) if self.uid || ids.is_empty() => {
+                    let mut out = vec![Output::Saved(compact(&ids))];
+                    out.extend(answer.outputs());
+                    out
+                }
+                Some(numbers) => {
+                    let Some(set) = compact(&numbers) else {
+                        return answer.outputs();
+                    };
+                    self.phase = Phase::SavedUids;
+                    self.saving = Saving {
+                        numbers,
+                        uids: Vec::new(),
+                        answer: answer.outputs(),
+                    };
+                    vec![Output::ToProvider(fetch_command(
+                        SAVED_UIDS_TAG,
+                        set,
+                        false,
+                        vec![MessageDataItemName::Uid],
+                    ))]
+                }
+            },
         }
+    }
+
+    /// The provider answered the FETCH of the saved messages' UIDs: the
+    /// search's answer, `$` saved first; if it failed, NO (and `$` stays
+    /// empty).
+    pub(super) fn saved_uids_answered(&mut self, ok: bool) -> Vec<Output> {
+        let saving = std::mem::take(&mut self.saving);
+        if !ok {
+            return vec![Output::Finish(tagged(
+                self.client_tag.clone(),
+                StatusKind::No,
+                None,
+                "writ could not save the result: try again",
+            ))];
+        }
+        let mut out = vec![Output::Saved(compact(&saving.uids))];
+        out.extend(saving.answer);
+        out
     }
 
     /// The ordered answer once the pool is done with it; nothing before.

@@ -36,6 +36,7 @@ impl Session {
             }
             server::Event::CommandReceived { command } => {
                 let returns = self.returns.take(&command.tag);
+                let dollars = self.dollars.take(&command.tag);
                 let taken = self.passthrough.take(&command);
                 match (self.in_flight.refusal(&command.tag), taken) {
                     (Some(why), _) => {
@@ -52,7 +53,10 @@ impl Session {
                     (None, passthrough::Taken::Refused) => {
                         self.refuse(command.tag, StatusKind::Bad, passthrough::TOO_MANY);
                     }
-                    (None, passthrough::Taken::No) => self.on_command(command, returns),
+                    (None, passthrough::Taken::No) => match dollars {
+                        Some(marks) => self.with_saved(command, marks, returns),
+                        None => self.on_command(command, returns),
+                    },
                 }
             }
             server::Event::CommandAuthenticateReceived {
@@ -119,10 +123,52 @@ impl Session {
         }
     }
 
+    /// A command that named `$` (`marks` times): the saved result put in
+    /// its place, then on as any command ([`crate::imap::saved_result`]).
+    fn with_saved(
+        &mut self,
+        mut command: Command<'static>,
+        marks: usize,
+        returns: Option<ReturnOptions>,
+    ) {
+        use crate::imap::saved_result::{self, Placed};
+        let placed = saved_result::place(
+            &mut command,
+            marks,
+            self.saved.as_ref(),
+            self.selected.is_some(),
+        );
+        match (placed, self.saved.as_ref()) {
+            (Err(why), _) => {
+                if returns.is_some_and(|r| r.save) {
+                    self.saved = None;
+                }
+                self.refuse(command.tag, StatusKind::Bad, why);
+            }
+            (Ok(Placed::Ready), _) => self.on_command(command, returns),
+            (Ok(Placed::Empty), _) => {
+                let ok = saved_result::empty_ok(command.tag);
+                self.server.enqueue_status(ok);
+            }
+            (Ok(Placed::Resolve), Some(saved)) => {
+                let saved = saved.clone();
+                self.start_resolve(command, saved);
+            }
+            (Ok(Placed::Resolve), None) => {
+                // `place` resolves only over a saved result.
+                let ok = saved_result::empty_ok(command.tag);
+                self.server.enqueue_status(ok);
+            }
+        }
+    }
+
     /// `returns`: the RETURN options intake took off this command.
     pub(super) fn on_command(&mut self, command: Command<'static>, returns: Option<ReturnOptions>) {
         if let Err(why) = intake::check(&command) {
             tracing::info!(limit = why, "client command over a limit refused");
+            if returns.is_some_and(|r| r.save) {
+                self.saved = None;
+            }
             return self.bad(Some(command.tag), why);
         }
         match &command.body {
@@ -176,8 +222,10 @@ impl Session {
                 self.forward(command);
             }
             CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
-                // A SELECT deselects, whatever its outcome (RFC 3501 §6.3.1).
+                // A SELECT deselects, whatever its outcome (RFC 3501 §6.3.1),
+                // and empties `$` (RFC 5182 §2.1).
                 self.selected = None;
+                self.saved = None;
                 self.pending_select =
                     Some((command.tag.clone(), account::mailbox_name(mailbox), None));
                 self.forward(command);
@@ -201,6 +249,7 @@ impl Session {
             }
             CommandBody::Close | CommandBody::Unselect | CommandBody::Logout => {
                 self.selected = None;
+                self.saved = None;
                 self.forward(command);
             }
             CommandBody::Append { .. } if self.multiappend.is_part(&command) => {
@@ -279,6 +328,7 @@ impl Session {
         let bytes: &[u8] = discarded.declassify();
         if let Some(t) = bytes.split(|&b| b == b' ').next() {
             self.returns.forget(t);
+            self.dollars.forget(t);
             if self.multiappend.unparsed(t) {
                 return;
             }

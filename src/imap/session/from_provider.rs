@@ -16,6 +16,7 @@ impl Session {
             client::Event::CommandRejected { status, .. } => {
                 self.track_status(&status);
                 self.server.enqueue_status(status);
+                self.start_when_quiet();
             }
             client::Event::AuthenticateContinuationRequestReceived {
                 continuation_request,
@@ -120,6 +121,7 @@ impl Session {
                 };
                 let status = self.rewrite_status(status);
                 self.server.enqueue_status(status);
+                self.start_when_quiet();
             }
             client::Event::ContinuationRequestReceived {
                 continuation_request,

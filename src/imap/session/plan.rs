@@ -18,6 +18,27 @@ pub(super) enum Plan {
     Append(AppendPlan),
     /// A MULTIAPPEND's messages being sealed: the same.
     MultiAppend(super::multiappend::MultiAppendPlan),
+    /// A command by sequence number over `$`: the saved messages'
+    /// numbers asked for first.
+    Saved(crate::imap::saved_result::Resolve),
+    /// A command whose plan takes the provider's `* SEARCH` (which names
+    /// no command), waiting until every command before it is answered:
+    /// meanwhile it takes nothing of the provider's.
+    Quiet(Box<Waiting>),
+}
+
+/// What waits in [`Plan::Quiet`].
+pub(super) enum Waiting {
+    /// A SEARCH, SORT or THREAD, with its RETURN options.
+    Search(
+        imap_next::imap_types::command::Command<'static>,
+        Option<crate::imap::search_return::ReturnOptions>,
+    ),
+    /// A command by sequence number over `$`, and `$`.
+    Resolve(
+        imap_next::imap_types::command::Command<'static>,
+        imap_next::imap_types::sequence::SequenceSet,
+    ),
 }
 
 impl Plan {
@@ -30,7 +51,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_fetch(seq, items, keys),
             Plan::Search(p) => p.on_fetch(seq, items, keys),
-            Plan::Append(_) | Plan::MultiAppend(_) => Err(items),
+            Plan::Append(_) | Plan::MultiAppend(_) | Plan::Saved(_) | Plan::Quiet(_) => Err(items),
         }
     }
 
@@ -41,7 +62,8 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_status(status),
             Plan::Search(p) => p.on_status(status),
-            Plan::Append(_) | Plan::MultiAppend(_) => Err(status),
+            Plan::Saved(p) => p.on_status(status),
+            Plan::Append(_) | Plan::MultiAppend(_) | Plan::Quiet(_) => Err(status),
         }
     }
 
@@ -52,8 +74,12 @@ impl Plan {
         modseq: Option<u64>,
     ) -> Result<(), Vec<std::num::NonZeroU32>> {
         match self {
-            Plan::Fetch(_) | Plan::Append(_) | Plan::MultiAppend(_) => Err(found),
+            Plan::Fetch(_) | Plan::Append(_) | Plan::MultiAppend(_) | Plan::Quiet(_) => Err(found),
             Plan::Search(p) => p.on_search(found, modseq),
+            Plan::Saved(p) => {
+                p.on_search(found);
+                Ok(())
+            }
         }
     }
 
@@ -62,14 +88,22 @@ impl Plan {
     pub(super) fn has_more(&self) -> bool {
         match self {
             Plan::Fetch(p) => p.has_more(),
-            Plan::Search(_) | Plan::Append(_) | Plan::MultiAppend(_) => false,
+            Plan::Search(_)
+            | Plan::Append(_)
+            | Plan::MultiAppend(_)
+            | Plan::Saved(_)
+            | Plan::Quiet(_) => false,
         }
     }
 
     pub(super) fn more(&mut self) -> Vec<Output> {
         match self {
             Plan::Fetch(p) => p.more(),
-            Plan::Search(_) | Plan::Append(_) | Plan::MultiAppend(_) => Vec::new(),
+            Plan::Search(_)
+            | Plan::Append(_)
+            | Plan::MultiAppend(_)
+            | Plan::Saved(_)
+            | Plan::Quiet(_) => Vec::new(),
         }
     }
 
@@ -81,6 +115,7 @@ impl Plan {
             Plan::Search(p) => p.poll(),
             Plan::Append(p) => p.poll(),
             Plan::MultiAppend(p) => p.poll(),
+            Plan::Saved(_) | Plan::Quiet(_) => Vec::new(),
         }
     }
 
@@ -91,7 +126,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.saturated(),
             Plan::Search(p) => p.saturated(),
-            Plan::Append(_) | Plan::MultiAppend(_) => false,
+            Plan::Append(_) | Plan::MultiAppend(_) | Plan::Saved(_) | Plan::Quiet(_) => false,
         }
     }
 
@@ -102,6 +137,7 @@ impl Plan {
             Plan::Search(p) => p.working(),
             Plan::Append(p) => p.working(),
             Plan::MultiAppend(p) => p.working(),
+            Plan::Saved(_) | Plan::Quiet(_) => false,
         }
     }
 
@@ -109,7 +145,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_expunge(seq),
             Plan::Search(p) => p.on_expunge(seq),
-            Plan::Append(_) | Plan::MultiAppend(_) => {}
+            Plan::Append(_) | Plan::MultiAppend(_) | Plan::Saved(_) | Plan::Quiet(_) => {}
         }
     }
 
@@ -118,7 +154,7 @@ impl Plan {
         match self {
             Plan::Fetch(p) => p.on_vanished(gone),
             Plan::Search(p) => p.on_vanished(gone),
-            Plan::Append(_) | Plan::MultiAppend(_) => {}
+            Plan::Append(_) | Plan::MultiAppend(_) | Plan::Saved(_) | Plan::Quiet(_) => {}
         }
     }
 }

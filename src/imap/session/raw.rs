@@ -32,19 +32,31 @@ pub(super) struct RawResponses {
     last_output: usize,
 }
 
-/// RETURN options of commands imap-next has not parsed yet. A command
-/// the parser refuses leaves its entry here until one with the same tag
-/// takes it or it is pushed out; entries are few (intake passes a bounded
-/// amount of commands before the session parses them).
+/// What the intake announced of commands imap-next has not parsed yet
+/// (RETURN options, the number of `$`s), by tag. A command the parser
+/// refuses leaves its entry here until one with the same tag takes it or
+/// it is pushed out; entries are few (intake passes a bounded amount of
+/// commands before the session parses them).
 pub(super) const MAX_PENDING_RETURNS: usize = 8;
 
-#[derive(Debug, Default)]
-pub(super) struct PendingReturns {
-    entries: VecDeque<(Vec<u8>, ReturnOptions)>,
+#[derive(Debug)]
+pub(super) struct PendingByTag<T> {
+    entries: VecDeque<(Vec<u8>, T)>,
 }
 
-impl PendingReturns {
-    pub(super) fn push(&mut self, tag: Vec<u8>, opts: ReturnOptions) {
+impl<T> Default for PendingByTag<T> {
+    fn default() -> Self {
+        PendingByTag {
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+/// RETURN options, by tag.
+pub(super) type PendingReturns = PendingByTag<ReturnOptions>;
+
+impl<T> PendingByTag<T> {
+    pub(super) fn push(&mut self, tag: Vec<u8>, opts: T) {
         self.entries.retain(|(t, _)| *t != tag);
         if self.entries.len() == MAX_PENDING_RETURNS {
             self.entries.pop_front();
@@ -52,8 +64,8 @@ impl PendingReturns {
         self.entries.push_back((tag, opts));
     }
 
-    /// The options taken off the command tagged `tag`, if any.
-    pub(super) fn take(&mut self, tag: &Tag<'_>) -> Option<ReturnOptions> {
+    /// What was announced of the command tagged `tag`, if anything.
+    pub(super) fn take(&mut self, tag: &Tag<'_>) -> Option<T> {
         let i = self
             .entries
             .iter()

@@ -1,0 +1,178 @@
+use super::*;
+
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+use imap_codec::encode::Encoder;
+use imap_next::imap_types::IntoStatic;
+
+fn marked(lines: &[&str]) -> (Vec<String>, usize) {
+    let mut m = Marker::default();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let mut line = l.as_bytes().to_vec();
+        if i == 0 {
+            m.first_line(&mut line).unwrap();
+        } else {
+            m.next_line(&mut line).unwrap();
+        }
+        out.push(String::from_utf8(line).unwrap());
+    }
+    (out, m.take())
+}
+
+#[test]
+fn a_dollar_is_marked_only_where_a_set_may_stand() {
+    let (l, n) = marked(&["a UID SEARCH $ SUBJECT $ OR ($) \"x $\" KEYWORD $x (UID $)\r\n"]);
+    assert_eq!(
+        l[0],
+        "a UID SEARCH 4294967295 SUBJECT 4294967295 OR (4294967295) \"x $\" KEYWORD $x (UID 4294967295)\r\n"
+    );
+    assert_eq!(n, 4);
+    // A criteria line after a literal is marked too; a string's `$` in a
+    // quoted string never.
+    let (l, n) = marked(&["b SEARCH BODY {3}\r\n", " $ HEADER \"$\" \"\\\" $\"\r\n"]);
+    assert_eq!(l[1], " 4294967295 HEADER \"$\" \"\\\" $\"\r\n");
+    assert_eq!(n, 1);
+    let (l, n) = marked(&["c FETCH $ (FLAGS)\r\n"]);
+    assert_eq!((l[0].as_str(), n), ("c FETCH 4294967295 (FLAGS)\r\n", 1));
+    let (l, n) = marked(&["c uid store $ +FLAGS ($)\r\n"]);
+    assert_eq!(
+        (l[0].as_str(), n),
+        ("c uid store 4294967295 +FLAGS ($)\r\n", 1)
+    );
+    let (_, n) = marked(&["d UID EXPUNGE $\r\n"]);
+    assert_eq!(n, 1);
+    for untouched in [
+        "d EXPUNGE $\r\n",
+        "$ SEARCH ALL\r\n",
+        "e STORE 1 +FLAGS ($)\r\n",
+        "f SELECT $\r\n",
+        "g FETCH $1 FLAGS\r\n",
+        "h COPY 1 $\r\n",
+    ] {
+        let (l, n) = marked(&[untouched]);
+        assert_eq!((l[0].as_str(), n), (untouched, 0));
+    }
+    // A later line of a command that is no search is never marked.
+    let (l, n) = marked(&["i COPY 1 {1}\r\n", "$\r\n"]);
+    assert_eq!((l[1].as_str(), n), ("$\r\n", 0));
+}
+
+#[test]
+fn dollars_are_capped_per_command() {
+    let mut m = Marker::default();
+    let mut line = format!("a SEARCH {}\r\n", vec!["$"; MAX_MARKS].join(" ")).into_bytes();
+    m.first_line(&mut line).unwrap();
+    let mut more = b" $\r\n".to_vec();
+    assert_eq!(m.next_line(&mut more), Err(why::MARKS));
+}
+
+fn parse(line: &str) -> Command<'static> {
+    let (_, c) = CommandCodec::default().decode(line.as_bytes()).unwrap();
+    c.into_static()
+}
+
+fn wire(c: &Command<'static>) -> String {
+    String::from_utf8(CommandCodec::default().encode(c).dump()).unwrap()
+}
+
+fn set(s: &str) -> SequenceSet {
+    SequenceSet::try_from(s).unwrap()
+}
+
+#[test]
+fn the_saved_result_is_put_in_every_place_of_a_search() {
+    let mut c = parse("a SEARCH OR 4294967295 NOT (UID 4294967295 SUBJECT 4294967295) FLAGGED\r\n");
+    let saved = set("3:5,9");
+    assert_eq!(place(&mut c, 3, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(
+        wire(&c),
+        "a SEARCH OR UID 3:5,9 NOT (UID 3:5,9 SUBJECT $) FLAGGED\r\n"
+    );
+    // Empty: matches nothing.
+    let mut c = parse("a UID SEARCH 4294967295 HEADER 4294967295 x\r\n");
+    assert_eq!(place(&mut c, 2, None, true), Ok(Placed::Ready));
+    assert_eq!(wire(&c), "a UID SEARCH NOT ALL HEADER $ x\r\n");
+    let mut c = parse("a SORT (DATE) 4294967295 KEYWORD 4294967295\r\n");
+    assert_eq!(place(&mut c, 2, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(wire(&c), "a SORT (DATE) $ KEYWORD $\r\n");
+}
+
+#[test]
+fn what_does_not_come_out_even_is_refused() {
+    let saved = set("1");
+    for (line, marks) in [
+        // A client's own 4294967295 beside a `$`.
+        ("a SEARCH 4294967295 4294967295\r\n", 1),
+        // `$` where a number stands.
+        ("a SEARCH LARGER 4294967295\r\n", 1),
+        ("a SEARCH YOUNGER 4294967295\r\n", 1),
+        ("a FETCH 1 FLAGS\r\n", 1),
+    ] {
+        let mut c = parse(line);
+        assert_eq!(
+            place(&mut c, marks, Some(&saved), true),
+            Err(why::MIXED),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_command_over_a_set_takes_uids_or_asks_for_numbers() {
+    let saved = set("4,7:8");
+    let mut c = parse("a UID FETCH 4294967295 (FLAGS)\r\n");
+    assert_eq!(place(&mut c, 1, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(wire(&c), "a UID FETCH 4,7:8 FLAGS\r\n");
+    let mut c = parse("a UID EXPUNGE 4294967295\r\n");
+    assert_eq!(place(&mut c, 1, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(wire(&c), "a UID EXPUNGE 4,7:8\r\n");
+    let mut c = parse("a COPY 4294967295 Archive\r\n");
+    assert_eq!(place(&mut c, 1, Some(&saved), true), Ok(Placed::Resolve));
+    let mut c = parse("a UID MOVE 4294967295 Archive\r\n");
+    assert_eq!(place(&mut c, 1, None, true), Ok(Placed::Empty));
+    let mut c = parse("a STORE 4294967295 +FLAGS (\\Seen)\r\n");
+    assert_eq!(place(&mut c, 1, None, false), Err(why::UNSELECTED));
+}
+
+#[test]
+fn numbers_asked_for_go_into_the_command() {
+    let command = parse("c7 STORE 4294967295 +FLAGS (\\Seen)\r\n");
+    let (mut plan, search) = Resolve::start(command, &set("10:12"));
+    assert_eq!(wire(&search), "writ.r1 SEARCH UID 10:12\r\n");
+    plan.on_search(
+        [5, 3, 4]
+            .iter()
+            .map(|&n| NonZeroU32::new(n).unwrap())
+            .collect(),
+    );
+    let other = Status::Tagged(Tagged {
+        tag: Tag::unvalidated("c6"),
+        body: StatusBody {
+            kind: StatusKind::Ok,
+            code: None,
+            text: imap_next::imap_types::core::Text::unvalidated("done"),
+        },
+    });
+    assert!(plan.on_status(other).is_err(), "another command's answer");
+    let ok = Status::Tagged(Tagged {
+        tag: Tag::unvalidated(RESOLVE_TAG),
+        body: StatusBody {
+            kind: StatusKind::Ok,
+            code: None,
+            text: imap_next::imap_types::core::Text::unvalidated("done"),
+        },
+    });
+    match plan.on_status(ok.clone()).unwrap().as_slice() {
+        [Output::Resume(c)] => assert_eq!(wire(c), "c7 STORE 3:5 +FLAGS (\\Seen)\r\n"),
+        _ => panic!("not resumed"),
+    }
+    // Every saved message gone meanwhile: nothing to do, OK.
+    let (mut plan, _) = Resolve::start(parse("c8 FETCH 4294967295 FLAGS\r\n"), &set("10"));
+    match plan.on_status(ok).unwrap().as_slice() {
+        [Output::Finish(Status::Tagged(t))] => {
+            assert_eq!((t.tag.as_ref(), t.body.kind), ("c8", StatusKind::Ok))
+        }
+        _ => panic!("not answered"),
+    }
+}

@@ -1,0 +1,170 @@
+//! SEARCHRES in the session, without sockets: `$` saved and put in place
+//! ([`crate::imap::saved_result`]), and searches that wait for the
+//! commands before them ([`Plan::Quiet`]).
+
+use super::*;
+
+fn text(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap()
+}
+
+/// Logged in, INBOX selected.
+fn selected() -> Session {
+    let ctx = Context {
+        client_tls: true,
+        client_loopback: true,
+        starttls_listener: false,
+        allow_plaintext_auth: false,
+        max_literal_size: 1024 * 1024,
+    };
+    let sealer = Sealer::new(
+        "0123456789abcdef",
+        vec![age::x25519::Identity::generate().to_public()],
+    );
+    let keys: SharedKeys = Arc::new(Vec::<age::x25519::Identity>::new());
+    let mut s = Session::new(ctx, keys, sealer).with_inline_work();
+    s.advance();
+    s.take_to_client();
+    exchange(&mut s, b"l LOGIN u p\r\n", b"l OK logged in\r\n");
+    exchange(
+        &mut s,
+        b"s SELECT INBOX\r\n",
+        b"* 9 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\ns OK [READ-WRITE] done\r\n",
+    );
+    s
+}
+
+/// The client's bytes in; what went to the provider.
+fn send(s: &mut Session, client: &[u8]) -> String {
+    s.client_input(client);
+    s.advance();
+    text(s.take_to_provider())
+}
+
+/// The provider's bytes in; what went to the client.
+fn answer(s: &mut Session, provider: &[u8]) -> String {
+    s.provider_input(provider);
+    s.advance();
+    text(s.take_to_client())
+}
+
+fn exchange(s: &mut Session, client: &[u8], provider: &[u8]) -> String {
+    send(s, client);
+    answer(s, provider)
+}
+
+#[test]
+fn a_saved_result_is_named_by_uid_and_by_number_and_emptied_by_select() {
+    let mut s = selected();
+    // SAVE alone: no untagged answer; the provider's search under writ's tag.
+    let sent = send(&mut s, b"a UID SEARCH RETURN (SAVE) FLAGGED\r\n");
+    assert_eq!(sent, "writ.s5 UID SEARCH FLAGGED\r\n");
+    let out = answer(&mut s, b"* SEARCH 4 7 8\r\nwrit.s5 OK done\r\n");
+    assert!(out.starts_with("a OK "), "{out}");
+    // By UID: the UIDs in its place, pipelined commands in order.
+    let sent = send(
+        &mut s,
+        b"b UID STORE $ +FLAGS (\\Seen)\r\nc SEARCH OR $ 1\r\nd FETCH $ (FLAGS)\r\n",
+    );
+    assert_eq!(
+        sent, "b UID STORE 4,7:8 +FLAGS (\\Seen)\r\nc SEARCH OR UID 4,7:8 1\r\n",
+        "the FETCH by number waits for both to be answered"
+    );
+    let out = answer(
+        &mut s,
+        b"* 2 FETCH (FLAGS (\\Seen) UID 4)\r\nb OK stored\r\n",
+    );
+    assert_eq!(out, "* 2 FETCH (FLAGS (\\Seen) UID 4)\r\nb OK stored\r\n");
+    assert_eq!(text(s.take_to_provider()), "");
+    let out = answer(&mut s, b"* SEARCH 1 2 5\r\nc OK done\r\n");
+    assert_eq!(out, "* SEARCH 1 2 5\r\nc OK done\r\n");
+    // By number: the numbers asked for first, then the command.
+    assert_eq!(text(s.take_to_provider()), "writ.r1 SEARCH UID 4,7:8\r\n");
+    let out = answer(&mut s, b"* SEARCH 2 4 5\r\nwrit.r1 OK done\r\n");
+    assert_eq!(out, "", "writ's own search is not the client's");
+    let sent = text(s.take_to_provider());
+    assert!(sent.starts_with("d FETCH 2,4:5 "), "{sent}");
+    // A SELECT empties it.
+    let _ = answer(&mut s, b"d OK done\r\n");
+    exchange(
+        &mut s,
+        b"e SELECT INBOX\r\n",
+        b"* OK [UIDVALIDITY 7] v\r\ne OK done\r\n",
+    );
+    let sent = send(&mut s, b"f UID FETCH $ (FLAGS)\r\ng SEARCH $\r\n");
+    assert_eq!(sent, "g SEARCH NOT ALL\r\n");
+    assert!(text(s.take_to_client()).starts_with("f OK "));
+}
+
+#[test]
+fn a_saved_result_by_number_is_saved_as_uids() {
+    let mut s = selected();
+    let sent = send(&mut s, b"a SEARCH RETURN (SAVE MAX) SEEN\r\n");
+    assert_eq!(sent, "writ.s5 SEARCH SEEN\r\n");
+    let out = answer(&mut s, b"* SEARCH 2 3 6\r\nwrit.s5 OK done\r\n");
+    assert_eq!(out, "");
+    assert_eq!(text(s.take_to_provider()), "writ.s7 FETCH 6 UID\r\n");
+    // Another session's flag change meanwhile passes on; only the answer
+    // to writ's FETCH is taken.
+    let out = answer(
+        &mut s,
+        b"* 6 FETCH (FLAGS (\\Seen) UID 30)\r\n* 6 FETCH (UID 30)\r\nwrit.s7 OK done\r\n",
+    );
+    assert_eq!(
+        out,
+        "* 6 FETCH (FLAGS (\\Seen) UID 30)\r\n* ESEARCH (TAG \"a\") MAX 6\r\na OK SEARCH completed (by writ)\r\n"
+    );
+    let sent = send(&mut s, b"b UID FETCH $ (FLAGS)\r\n");
+    assert!(sent.starts_with("b UID FETCH 30 ("), "{sent}");
+}
+
+#[test]
+fn a_failed_save_empties_the_saved_result() {
+    let mut s = selected();
+    send(&mut s, b"a UID SEARCH RETURN (SAVE) ALL\r\n");
+    answer(&mut s, b"* SEARCH 1 2\r\nwrit.s5 OK done\r\n");
+    send(&mut s, b"b UID SEARCH RETURN (SAVE) CHARSET X-NONE ALL\r\n");
+    let out = answer(&mut s, b"writ.s5 NO [BADCHARSET] no\r\n");
+    assert!(out.starts_with("b NO "), "{out}");
+    assert_eq!(send(&mut s, b"c SEARCH $\r\n"), "c SEARCH NOT ALL\r\n");
+}
+
+#[test]
+fn a_search_waits_for_a_search_before_it_to_be_answered() {
+    let mut s = selected();
+    // The first goes to the provider as it is; the ESEARCH's plan would
+    // take its `* SEARCH` for its own if it started before the answer.
+    let sent = send(
+        &mut s,
+        b"a SEARCH FLAGGED\r\nb SEARCH RETURN (COUNT) ALL\r\n",
+    );
+    assert_eq!(sent, "a SEARCH FLAGGED\r\n");
+    let out = answer(&mut s, b"* SEARCH 3\r\na OK done\r\n");
+    assert_eq!(out, "* SEARCH 3\r\na OK done\r\n");
+    assert_eq!(text(s.take_to_provider()), "writ.s5 SEARCH ALL\r\n");
+    let out = answer(&mut s, b"* SEARCH 1 2 3\r\nwrit.s5 OK done\r\n");
+    assert!(
+        out.starts_with("* ESEARCH (TAG \"b\") COUNT 3\r\nb OK "),
+        "{out}"
+    );
+}
+
+#[test]
+fn dollars_that_do_not_come_out_even_are_refused_and_the_session_goes_on() {
+    let mut s = selected();
+    let sent = send(
+        &mut s,
+        b"a SEARCH $ 4294967295\r\nb UID STORE 4294967295 +FLAGS (\\Seen)\r\nc NOOP\r\n",
+    );
+    // Without `$`, a client's 4294967295 is its own.
+    assert_eq!(sent, "b UID STORE 4294967295 +FLAGS (\\Seen)\r\nc NOOP\r\n");
+    let out = text(s.take_to_client());
+    assert!(out.starts_with("a BAD "), "{out}");
+}
+
+#[test]
+fn searches_the_provider_answers_itself_stay_pipelined() {
+    let mut s = selected();
+    let sent = send(&mut s, b"a SEARCH FLAGGED\r\nb UID SEARCH SEEN\r\n");
+    assert_eq!(sent, "a SEARCH FLAGGED\r\nb UID SEARCH SEEN\r\n");
+}
