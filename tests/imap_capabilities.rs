@@ -359,35 +359,16 @@ fn pipelined_and_hostile_dollars_answer_as_dovecot_or_bad() {
           p4 SEARCH ANSWERED\r\n\
           p5 UID SEARCH RETURN (SAVE) FLAGGED\r\n\
           p6 SEARCH OR $ ANSWERED\r\n";
-    let answers = |imap: &mut Imap| -> Vec<String> {
-        imap.select("INBOX").expect_ok("SELECT");
-        imap.write_raw(pipelined).expect("write");
-        let mut lines = Vec::new();
-        loop {
-            let line = imap.read_line().expect("answer").text_only();
-            let last = line.starts_with("p6 ");
-            // The status word only: the texts are each server's own.
-            lines.push(match line.starts_with('*') {
-                true => line,
-                false => line
-                    .split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            });
-            if last {
-                // Dovecot may answer pipelined commands out of order.
-                lines.sort();
-                return lines;
-            }
-        }
-    };
+    let answers = |imap: &mut Imap| pipelined_answers(imap, pipelined, 6);
     let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
     let dovecot = answers(&mut direct);
     let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
     let writ = answers(&mut through);
     assert!(
-        dovecot.iter().any(|l| l.starts_with("* 21 FETCH (UID 21)")),
+        dovecot
+            .0
+            .iter()
+            .any(|l| l.starts_with("* 21 FETCH (UID 21)")),
         "{dovecot:?}"
     );
     assert_eq!(writ, dovecot);
@@ -537,6 +518,34 @@ fn hostile_sorts_are_refused_and_sessions_go_on() {
 /// content keys (writ's plans) and some without (the provider's SEARCH):
 /// each answer carries its own tag and form, in order, as Dovecot's
 /// answers to the same write over the plaintext copies.
+/// INBOX selected, `pipelined` written at once, and the answers up to
+/// `commands` tagged ones. Dovecot may answer pipelined commands out of
+/// order: the answers are compared as a set of untagged lines and each
+/// tag's status word (the texts are each server's own).
+fn pipelined_answers(
+    imap: &mut Imap,
+    pipelined: &[u8],
+    commands: usize,
+) -> (Vec<String>, Vec<(String, String)>) {
+    imap.select("INBOX").expect_ok("SELECT");
+    imap.write_raw(pipelined).expect("write");
+    let mut untagged = Vec::new();
+    let mut status = Vec::new();
+    while status.len() < commands {
+        let line = imap.read_line().expect("answer").text_only();
+        if line.starts_with('*') {
+            untagged.push(line);
+        } else {
+            let mut words = line.split_whitespace();
+            let tag = words.next().unwrap_or_default().to_owned();
+            status.push((tag, words.next().unwrap_or_default().to_owned()));
+        }
+    }
+    untagged.sort();
+    status.sort();
+    (untagged, status)
+}
+
 #[test]
 fn pipelined_esearch_and_esort_keep_their_own_tags_and_forms() {
     let p = provider();
@@ -549,27 +558,7 @@ fn pipelined_esearch_and_esort_keep_their_own_tags_and_forms() {
           p4 UID SEARCH RETURN (MAX) ALL\r\n\
           p5 SORT (REVERSE DATE) UTF-8 SUBJECT budget\r\n\
           p6 SEARCH RETURN (ALL) ALL\r\n";
-    // Dovecot may answer pipelined searches out of order: the answers are
-    // compared as a set of untagged lines and each tag's status word.
-    let answers = |imap: &mut Imap| -> (Vec<String>, Vec<(String, String)>) {
-        imap.select("INBOX").expect_ok("SELECT");
-        imap.write_raw(pipelined).expect("write");
-        let mut untagged = Vec::new();
-        let mut status = Vec::new();
-        while status.len() < 6 {
-            let line = imap.read_line().expect("answer").text_only();
-            if line.starts_with('*') {
-                untagged.push(line);
-            } else {
-                let mut words = line.split_whitespace();
-                let tag = words.next().unwrap_or_default().to_owned();
-                status.push((tag, words.next().unwrap_or_default().to_owned()));
-            }
-        }
-        untagged.sort();
-        status.sort();
-        (untagged, status)
-    };
+    let answers = |imap: &mut Imap| pipelined_answers(imap, pipelined, 6);
     let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
     let dovecot = answers(&mut direct);
     let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);

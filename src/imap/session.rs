@@ -36,11 +36,14 @@
 //! provider wrote them (`list_raw`: imap-types re-spells attributes).
 //!
 //! While a plan (FETCH, SEARCH with content keys or RETURN options, SORT,
-//! THREAD ORDEREDSUBJECT and REFERENCES) runs writ's own commands, what the
+//! THREAD ORDEREDSUBJECT and REFERENCES, a command by number over `$`:
+//! [`super::saved_result`]) runs writ's own commands, what the
 //! provider sends unasked passes on in order: the plans' commands are of
 //! the client's command's kind (by sequence number or by UID), so the
 //! provider sends only what it would send the client then, and numbers
-//! messages as the client does. An EXPUNGE, or with QRESYNC a VANISHED
+//! messages as the client does. A plan that takes the provider's
+//! `* SEARCH` (which names no command) starts only once every command
+//! before it is answered (`searches`). An EXPUNGE, or with QRESYNC a VANISHED
 //! (by UID: [`super::sequence::Vanished`]), renumbers the plan's pending
 //! answers; VANISHED (EARLIER) and the VANISHED of a UID EXPUNGE pass as
 //! they are (no message content). A FETCH that answers none of the plan's
@@ -305,6 +308,25 @@ impl Session {
     pub(crate) fn with_runner(mut self, runner: Runner) -> Session {
         self.runner = runner;
         self
+    }
+
+    /// A session over TLS from loopback, its greeting taken, its work
+    /// going through `runner` (tests).
+    #[cfg(test)]
+    pub(crate) fn over_tls(runner: Runner) -> Session {
+        let ctx = Context {
+            client_tls: true,
+            client_loopback: true,
+            starttls_listener: false,
+            allow_plaintext_auth: false,
+            max_literal_size: 1024 * 1024,
+        };
+        let (_, sealer) = crate::imap::testing::keys();
+        let keys: SharedKeys = Arc::new(Vec::<age::x25519::Identity>::new());
+        let mut s = Session::new(ctx, keys, sealer).with_runner(runner);
+        s.advance();
+        s.take_to_client();
+        s
     }
 
     /// Notified when work the session submitted ends: the I/O shell then
@@ -639,69 +661,6 @@ impl Session {
 
     /// SEARCH, SORT and THREAD: answered by writ over the opened messages
     /// ([`SearchPlan`]), or passed on when the plan needs no content.
-    fn start_search(&mut self, command: Command<'static>, returns: Option<ReturnOptions>) {
-        if returns.is_some_and(|r| r.save) {
-            // Whatever its outcome: only its success saves anything.
-            self.saved = None;
-        }
-        match SearchPlan::start(&command, self.cache_ref(), returns) {
-            Some(Ok(_)) if !self.in_flight.is_empty() => {
-                // Its plan may take a `* SEARCH`, which names no command:
-                // not while a command of the client's before it may still
-                // answer one. It starts again once they are answered.
-                self.plan = Some(Plan::Quiet(Box::new(plan::Waiting::Search(
-                    command, returns,
-                ))));
-            }
-            Some(Ok((plan, first))) => {
-                let plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
-                self.plan = Some(Plan::Search(Box::new(plan)));
-                self.forward(first);
-            }
-            Some(Err(refusal)) => {
-                self.server.enqueue_status(refusal);
-            }
-            None => {
-                self.forward(command);
-            }
-        }
-    }
-
-    /// A command waiting for the provider to answer every command before
-    /// it ([`Plan::Quiet`]) starts once it has; the client's commands held
-    /// behind it follow.
-    fn start_when_quiet(&mut self) {
-        if !matches!(self.plan, Some(Plan::Quiet(_))) || !self.in_flight.is_empty() {
-            return;
-        }
-        let Some(Plan::Quiet(waiting)) = self.plan.take() else {
-            return;
-        };
-        match *waiting {
-            plan::Waiting::Search(command, returns) => self.start_search(command, returns),
-            plan::Waiting::Resolve(command, saved) => self.start_resolve(command, saved),
-        }
-        self.apply(Vec::new());
-    }
-
-    /// A command by sequence number over `$` (`saved`): the numbers of the
-    /// saved messages asked for first.
-    fn start_resolve(
-        &mut self,
-        command: Command<'static>,
-        saved: imap_next::imap_types::sequence::SequenceSet,
-    ) {
-        if !self.in_flight.is_empty() {
-            self.plan = Some(Plan::Quiet(Box::new(plan::Waiting::Resolve(
-                command, saved,
-            ))));
-            return;
-        }
-        let (plan, search) = super::saved_result::Resolve::start(command, &saved);
-        self.plan = Some(Plan::Saved(plan));
-        self.forward(search);
-    }
-
     fn refuse(&mut self, tag: Tag<'static>, kind: StatusKind, why: &'static str) {
         self.server.enqueue_status(tagged(tag, kind, why));
     }
@@ -820,6 +779,7 @@ mod raw;
 mod rewrite;
 #[cfg(test)]
 mod saved_tests;
+mod searches;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -8,18 +8,7 @@ fn session() -> Session {
 
 /// The same, its work (sealing) going through `runner`.
 fn session_with(runner: Runner) -> Session {
-    let ctx = Context {
-        client_tls: true,
-        client_loopback: true,
-        starttls_listener: false,
-        allow_plaintext_auth: false,
-        max_literal_size: 1024 * 1024,
-    };
-    let (_, sealer) = crate::imap::testing::keys();
-    let keys: SharedKeys = Arc::new(Vec::<age::x25519::Identity>::new());
-    let mut s = Session::new(ctx, keys, sealer).with_runner(runner);
-    s.advance();
-    s.take_to_client();
+    let mut s = Session::over_tls(runner);
     s.intake.logged_in();
     s
 }

@@ -8,22 +8,7 @@ fn text(b: Vec<u8>) -> String {
 }
 
 fn session() -> Session {
-    let ctx = Context {
-        client_tls: true,
-        client_loopback: true,
-        starttls_listener: false,
-        allow_plaintext_auth: false,
-        max_literal_size: 1024 * 1024,
-    };
-    let sealer = Sealer::new(
-        "0123456789abcdef",
-        vec![age::x25519::Identity::generate().to_public()],
-    );
-    let keys: SharedKeys = Arc::new(Vec::<age::x25519::Identity>::new());
-    let mut s = Session::new(ctx, keys, sealer);
-    s.advance();
-    s.take_to_client();
-    s
+    Session::over_tls(Runner::inline())
 }
 
 const EXTENDED: &str = "l1 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (\"%\" \"Archive/*\") RETURN (CHILDREN STATUS (MESSAGES UNSEEN))\r\n";

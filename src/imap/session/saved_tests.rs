@@ -10,21 +10,7 @@ fn text(b: Vec<u8>) -> String {
 
 /// Logged in, INBOX selected.
 fn selected() -> Session {
-    let ctx = Context {
-        client_tls: true,
-        client_loopback: true,
-        starttls_listener: false,
-        allow_plaintext_auth: false,
-        max_literal_size: 1024 * 1024,
-    };
-    let sealer = Sealer::new(
-        "0123456789abcdef",
-        vec![age::x25519::Identity::generate().to_public()],
-    );
-    let keys: SharedKeys = Arc::new(Vec::<age::x25519::Identity>::new());
-    let mut s = Session::new(ctx, keys, sealer).with_inline_work();
-    s.advance();
-    s.take_to_client();
+    let mut s = Session::over_tls(Runner::inline());
     exchange(&mut s, b"l LOGIN u p\r\n", b"l OK logged in\r\n");
     exchange(
         &mut s,
