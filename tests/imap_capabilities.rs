@@ -307,9 +307,14 @@ fn searchres_through_writ_answers_as_dovecot() {
             "UID FETCH $ (FLAGS)",
             "SEARCH $",
             "UID STORE $ +FLAGS (\\Seen)",
+            "COPY $ NoSuchMailbox",
+            "UID MOVE $ NoSuchMailbox",
             // A failed SAVE search empties it.
             "SEARCH RETURN (SAVE) 1:4",
             "SEARCH RETURN (SAVE) CHARSET X-NO-SUCH-CHARSET ALL",
+            "SEARCH $",
+            "SEARCH RETURN (SAVE) 1:4",
+            "SEARCH RETURN (SAVE) NOSUCHKEY",
             "SEARCH $",
             // `$` where a number stands.
             "SEARCH RETURN (SAVE) 1:4",

@@ -40,8 +40,12 @@
 //! held line of at most [`MAX_COMMAND_TEXT`] octets.
 //!
 //! A `$` (SEARCHRES) where a set may stand is written as a set imap-codec
-//! parses, at most [`super::saved_result::MAX_MARKS`] per command, and
-//! announced by [`Event::Saved`] ([`super::saved_result`]).
+//! parses, at most [`super::saved_result::MAX_MARKS`] per command; the
+//! client's own 4294967295 standing alone there is refused
+//! ([`super::saved_result`]). The RETURN options of SEARCH and SORT are
+//! taken off the line and written into the command's tag
+//! ([`super::search_return`]); a client's tag holding that mark is
+//! refused.
 //!
 //! After login, an APPEND with several messages (MULTIAPPEND, RFC 3502)
 //! is taken apart into one APPEND per message with the command's tag,
@@ -100,17 +104,6 @@ pub enum Event {
         why: &'static str,
         close: bool,
     },
-    /// The next command, tagged `tag`, came with `RETURN (...)` options
-    /// (ESEARCH, ESORT), which were taken off its line before it goes to
-    /// imap-next (see [`super::search_return`]).
-    Return {
-        tag: Vec<u8>,
-        options: super::search_return::ReturnOptions,
-    },
-    /// The command tagged `tag` named `$` (SEARCHRES) `marks` times:
-    /// each was written as [`super::saved_result::SENTINEL`] before it
-    /// went to imap-next.
-    Saved { tag: Vec<u8>, marks: usize },
     /// The next command, tagged `tag`, is an extended LIST
     /// ([`super::list_extended`]): its line (CRLF-terminated, as the
     /// client sent it) goes to the provider as it is; a `NOOP` with its
@@ -132,6 +125,7 @@ pub mod why {
         "Too many BODY/TEXT/HEADER/SUBJECT/FROM/TO/CC/BCC keys in one SEARCH: at most 64";
     pub const PRELOGIN_LITERAL: &str =
         "Literal too large before login: at most 65536 octets of literals per command";
+    pub const RESERVED_TAG: &str = "Tags holding !writ-return. are reserved by the proxy";
     pub const PRELOGIN_NONSYNC: &str =
         "Non-synchronising literal too large before login (at most 65536 octets): closing";
 }
@@ -163,11 +157,14 @@ pub struct Intake {
     literal_octets: u64,
     /// A login succeeded: [`MAX_PRELOGIN_LITERAL`] no longer applies.
     logged_in: bool,
-    /// RETURN options taken off the line just completed, and the `$`s of
-    /// a command that ends with it: announced before its bytes.
+    /// What the line just completed announces (an extended LIST, a
+    /// MULTIAPPEND's message): handed on before its bytes.
     returned: Vec<Event>,
     /// The `$`s of the current command ([`super::saved_result`]).
     dollars: super::saved_result::Marker,
+    /// Lines changed on their way (RETURN options moved into the tag, a
+    /// `$` written as a set).
+    rewritten: u64,
     /// The current command is an APPEND whose mailbox is not a literal:
     /// what is known of it as a MULTIAPPEND ([`multiappend`]).
     append: Option<multiappend::Append>,
@@ -179,6 +176,11 @@ impl Intake {
             max_literal_size,
             ..Intake::default()
         }
+    }
+
+    /// Lines the intake changed on their way so far.
+    pub fn lines_rewritten(&self) -> u64 {
+        self.rewritten
     }
 
     /// A login succeeded: literals up to `imap.max_literal_size` from now.
@@ -282,7 +284,11 @@ impl Intake {
             return self.append_line();
         }
         if self.started {
+            let before = self.line.len();
             self.dollars.next_line(&mut self.line)?;
+            if self.line.len() != before {
+                self.rewritten += 1;
+            }
         } else {
             self.tag = tag_of(&self.line);
             self.append = self
@@ -290,16 +296,25 @@ impl Intake {
                 .as_deref()
                 .filter(|_| self.logged_in)
                 .and_then(|tag| multiappend::Append::starts(tag, &self.line));
-            if let Some(tag) = &self.tag
-                && let Some((line, options)) = super::search_return::take_return(&self.line)
+            let first_word = self.line.split(|&b| b == b' ').next().unwrap_or_default();
+            if first_word
+                .windows(super::search_return::TAG_MARK.len())
+                .any(|w| w == super::search_return::TAG_MARK.as_bytes())
             {
-                self.returned.push(Event::Return {
-                    tag: tag.clone(),
-                    options,
-                });
-                self.line = line;
+                return Err(why::RESERVED_TAG);
             }
+            if self.tag.is_some()
+                && let Some((line, _)) = super::search_return::take_return(&self.line)
+            {
+                // The options go on in the command's tag.
+                self.line = line;
+                self.rewritten += 1;
+            }
+            let before = self.line.len();
             self.dollars.first_line(&mut self.line)?;
+            if self.line.len() != before {
+                self.rewritten += 1;
+            }
             if let Some(tag) = &self.tag {
                 match super::list_extended::classify(&self.line) {
                     super::list_extended::Line::Other => {}
@@ -324,15 +339,6 @@ impl Intake {
         self.escaped = false;
         match announcement(&self.line) {
             None => {
-                let marks = self.dollars.take();
-                if marks > 0
-                    && let Some(tag) = &self.tag
-                {
-                    self.returned.push(Event::Saved {
-                        tag: tag.clone(),
-                        marks,
-                    });
-                }
                 self.end_command();
                 Ok(())
             }
@@ -354,7 +360,6 @@ impl Intake {
                     }
                     // imap-next answers BAD; the client sends no literal and
                     // the command is over.
-                    self.dollars.take();
                     self.end_command();
                     return Ok(());
                 }
@@ -379,7 +384,7 @@ impl Intake {
         self.tag = None;
         self.started = false;
         self.append = None;
-        self.dollars.take();
+        self.dollars.end();
     }
 
     /// The command whose line is in `line` is over a cap: its refusal goes

@@ -4,18 +4,19 @@
 //! writ keeps `$` itself, in the session, as the UIDs of the saved
 //! messages (compacted into ranges: [`super::sequence::compact`]), and
 //! puts them in the place of `$` before a command goes anywhere: the
-//! provider never sees a `$`, so writ's own evaluation of SEARCH over
+//! provider never sees the client's `$`, so writ's own evaluation of SEARCH over
 //! sealed mail and the provider's of the rest name the same messages.
 //! Kept by UID, a saved message another session expunges simply drops out
 //! (RFC 5182 §2.1). `$` is empty at login and after SELECT, EXAMINE, CLOSE
-//! and UNSELECT, and a SEARCH with SAVE that fails leaves it empty. A SAVE
+//! and UNSELECT; a SEARCH with SAVE that fails (NO) leaves it empty, one
+//! that does not parse (BAD) leaves it as it was, as Dovecot does. A SAVE
 //! search runs as a plan, so the commands behind it wait for it and find
 //! its result (RFC 5182 §2.1's rule for pipelined commands).
 //!
 //! imap-codec 2.0.0-alpha.10 parses no `$`. So [`Marker`], run by the
 //! intake over each line of a command before imap-next sees it, writes a
-//! `$` that stands alone where a set may stand as the set [`SENTINEL`],
-//! and counts them; once the command is parsed, [`place`] finds the
+//! `$` that stands alone where a set may stand as the set [`SENTINEL`]
+//! (at most [`MAX_MARKS`]); once the command is parsed, [`place`] finds the
 //! sentinels again and puts the saved result there:
 //!
 //! - in SEARCH, SORT and THREAD criteria every `$` token outside quoted
@@ -28,16 +29,19 @@
 //!   sequence number the session first asks the provider which numbers
 //!   they have now ([`Resolve`]: `SEARCH UID <saved>`; a SEARCH, so no
 //!   EXPUNGE can come between its answer and the command). Over an empty
-//!   `$` such a command is answered OK by writ (Dovecot does the same
-//!   work: nothing), or BAD when no mailbox is selected. The `SEARCH UID`
-//!   waits until the provider has answered the commands before it (the
+//!   `$` such a command goes to the provider with a `$` of its own
+//!   ([`with_provider_dollar`]): writ never saves there, so the
+//!   provider's is always empty and it answers as it answers an empty one
+//!   (a destination that does not exist, no mailbox selected). The
+//!   `SEARCH UID` waits until the provider has answered the commands before it (the
 //!   session's `Plan::Quiet`), so that its `* SEARCH` is its own.
 //!
-//! A command in which the sentinels found do not equal the `$`s marked
-//! (a client that also wrote 4294967295 as an atom, or a `$` where a
-//! number stands: `LARGER $`) is answered BAD. At most [`MAX_MARKS`]
-//! `$`s per command. Work is linear in the command; the criteria tree is
-//! walked with an explicit stack, never recursion.
+//! The intake refuses the client's own 4294967295 standing alone where a
+//! `$` may stand, so every sentinel [`place`] finds is a `$`; one where a
+//! number stands (`LARGER $`) is answered BAD. At most [`MAX_MARKS`]
+//! `$`s per command, [`MAX_RANGES`] ranges in a saved result and in all
+//! the `$`s of one command. Work is linear in the command; the criteria
+//! tree is walked with an explicit stack, never recursion.
 
 use std::num::NonZeroU32;
 
@@ -57,8 +61,11 @@ pub const MAX_MARKS: usize = 64;
 /// Why a command with `$` is refused.
 pub mod why {
     pub const MARKS: &str = "Too many $ in one command: at most 64";
-    pub const MIXED: &str = "$ stands only where a sequence set may (and not beside 4294967295)";
-    pub const UNSELECTED: &str = "No mailbox selected.";
+    pub const MIXED: &str = "$ stands only where a sequence set or a string may";
+    pub const RESERVED: &str =
+        "4294967295 standing alone is reserved by the proxy here (it stands for $): write *";
+    pub const TOO_LARGE: &str =
+        "$ is too scattered to stand here: at most 2000 ranges in one command";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,18 +103,26 @@ impl Marker {
         }
     }
 
-    /// The command is over: how many `$`s it held.
-    pub fn take(&mut self) -> usize {
+    /// The command is over.
+    pub fn end(&mut self) {
         self.kind = None;
-        std::mem::take(&mut self.marks)
+        self.marks = 0;
     }
 
     fn mark(&mut self, line: &mut Vec<u8>, from: usize) -> Result<(), &'static str> {
-        let at = match self.kind {
-            Some(Kind::FirstSet) => dollar_at(line, from).into_iter().collect(),
-            Some(Kind::Criteria) => dollars(line, from),
+        let tokens = match self.kind {
+            Some(Kind::FirstSet) => standalone_at(line, from).into_iter().collect(),
+            Some(Kind::Criteria) => standalone(line, from),
             None => Vec::new(),
         };
+        let mut at = Vec::new();
+        for (i, dollar) in tokens {
+            if !dollar {
+                // The client's own: it would be taken for a `$`.
+                return Err(why::RESERVED);
+            }
+            at.push(i);
+        }
         if at.is_empty() {
             return Ok(());
         }
@@ -165,13 +180,19 @@ fn ends_token(b: Option<&u8>) -> bool {
     matches!(b, None | Some(b' ' | b')' | b'\r' | b'\n'))
 }
 
-/// `$` standing alone at `at`.
-fn dollar_at(line: &[u8], at: usize) -> Option<usize> {
-    (line.get(at) == Some(&b'$') && ends_token(line.get(at + 1))).then_some(at)
+/// A `$` (`true`) or [`SENTINEL`] (`false`) standing alone at `at`.
+fn standalone_at(line: &[u8], at: usize) -> Option<(usize, bool)> {
+    let rest = line.get(at..)?;
+    if rest.first() == Some(&b'$') && ends_token(rest.get(1)) {
+        return Some((at, true));
+    }
+    let n = SENTINEL.len();
+    (rest.starts_with(SENTINEL.as_bytes()) && ends_token(rest.get(n))).then_some((at, false))
 }
 
-/// Every `$` standing alone from `from` on, outside quoted strings.
-fn dollars(line: &[u8], from: usize) -> Vec<usize> {
+/// Every `$` or [`SENTINEL`] standing alone from `from` on, outside quoted
+/// strings.
+fn standalone(line: &[u8], from: usize) -> Vec<(usize, bool)> {
     let mut out = Vec::new();
     let (mut quoted, mut escaped) = (false, false);
     for i in from..line.len() {
@@ -188,10 +209,8 @@ fn dollars(line: &[u8], from: usize) -> Vec<usize> {
         }
         match b {
             b'"' => quoted = true,
-            b'$' if (i == from || matches!(line[i - 1], b' ' | b'('))
-                && ends_token(line.get(i + 1)) =>
-            {
-                out.push(i)
+            b'$' | b'4' if i == from || matches!(line[i - 1], b' ' | b'(') => {
+                out.extend(standalone_at(line, i));
             }
             _ => {}
         }
@@ -239,13 +258,17 @@ fn dollar_charset(c: &mut Charset<'static>) -> bool {
     }
 }
 
-/// What a command with `$` comes to once the saved result is in place.
+/// What a command comes to once the saved result is in place.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Placed {
+    /// It named no `$`.
+    Untouched,
     /// It goes on as any command.
     Ready,
-    /// A FETCH, STORE, COPY, MOVE or UID EXPUNGE over an empty `$`: the
-    /// session answers it itself.
+    /// A FETCH, STORE, COPY, MOVE or UID EXPUNGE over an empty `$`: it
+    /// goes to the provider with a `$` of its own, which is always empty
+    /// (writ never saves there): the provider answers it as it answers an
+    /// empty `$` ([`with_provider_dollar`]).
     Empty,
     /// The same by sequence number over saved messages: their numbers are
     /// asked for first ([`Resolve`]).
@@ -260,19 +283,62 @@ fn dollar_key(saved: Option<&SequenceSet>) -> SearchKey<'static> {
     }
 }
 
+/// Does any key of `criteria` hold the sentinel (or a number equal to
+/// it, a `$` where a number stands)? Explicit stack.
+fn holds_sentinel(criteria: &[SearchKey<'_>]) -> bool {
+    let mut stack: Vec<&SearchKey<'_>> = criteria.iter().collect();
+    while let Some(key) = stack.pop() {
+        let found = match key {
+            SearchKey::And(inner) => {
+                stack.extend(inner.as_ref());
+                false
+            }
+            SearchKey::Or(a, b) => {
+                stack.extend([a.as_ref(), b.as_ref()]);
+                false
+            }
+            SearchKey::Not(k) => {
+                stack.push(k.as_ref());
+                false
+            }
+            SearchKey::SequenceSet(set) | SearchKey::Uid(set) => is_sentinel(set),
+            SearchKey::Bcc(s)
+            | SearchKey::Body(s)
+            | SearchKey::Cc(s)
+            | SearchKey::From(s)
+            | SearchKey::Subject(s)
+            | SearchKey::Text(s)
+            | SearchKey::To(s) => sentinel_astring(s),
+            SearchKey::Header(name, value) => sentinel_astring(name) || sentinel_astring(value),
+            SearchKey::Keyword(a) | SearchKey::Unkeyword(a) => sentinel_atom(a.as_ref()),
+            SearchKey::Larger(n) | SearchKey::Smaller(n) => *n == u32::MAX,
+            SearchKey::Older(n) | SearchKey::Younger(n) => n.get() == u32::MAX,
+            SearchKey::ModSequence { modseq, .. } => *modseq == u64::from(u32::MAX),
+            _ => false,
+        };
+        if found {
+            return true;
+        }
+    }
+    false
+}
+
+fn sentinel_astring(s: &AString<'_>) -> bool {
+    matches!(s, AString::Atom(a) if sentinel_atom(a.as_ref()))
+}
+
 /// `criteria` with every sentinel in place (explicit stack, post-order
-/// rebuild), and how many sentinels it held.
+/// rebuild). `Err`: a `$` where a number stands.
 fn place_in_criteria(
     criteria: Vec1<SearchKey<'static>>,
     saved: Option<&SequenceSet>,
-) -> (Vec1<SearchKey<'static>>, usize) {
+) -> Result<Vec1<SearchKey<'static>>, &'static str> {
     enum Work {
         Visit(SearchKey<'static>),
         And(usize),
         Or,
         Not,
     }
-    let mut found = 0;
     let mut work: Vec<Work> = criteria
         .into_inner()
         .into_iter()
@@ -299,7 +365,6 @@ fn place_in_criteria(
             Work::Visit(mut key) => {
                 match &mut key {
                     SearchKey::SequenceSet(set) | SearchKey::Uid(set) if is_sentinel(set) => {
-                        found += 1;
                         key = dollar_key(saved);
                     }
                     SearchKey::Bcc(s)
@@ -308,15 +373,20 @@ fn place_in_criteria(
                     | SearchKey::From(s)
                     | SearchKey::Subject(s)
                     | SearchKey::Text(s)
-                    | SearchKey::To(s) => found += usize::from(dollar_astring(s)),
+                    | SearchKey::To(s) => {
+                        dollar_astring(s);
+                    }
                     SearchKey::Header(name, value) => {
-                        found += usize::from(dollar_astring(name));
-                        found += usize::from(dollar_astring(value));
+                        dollar_astring(name);
+                        dollar_astring(value);
                     }
                     SearchKey::Keyword(a) | SearchKey::Unkeyword(a) => {
-                        found += usize::from(dollar_atom(a));
+                        dollar_atom(a);
                     }
                     _ => {}
+                }
+                if holds_sentinel(std::slice::from_ref(&key)) {
+                    return Err(why::MIXED);
                 }
                 done.push(key);
             }
@@ -337,28 +407,47 @@ fn place_in_criteria(
             }
         }
     }
-    (Vec1::unvalidated(done), found)
+    Ok(Vec1::unvalidated(done))
+}
+
+/// Ranges a saved result may have, and `$`s in one command may put in
+/// place together: the command must stay well under the provider's line
+/// limit (Dovecot: 64 KiB; a range is at most 22 octets).
+pub const MAX_RANGES: usize = 2_000;
+
+/// How many ranges `set` has.
+pub fn ranges(set: &SequenceSet) -> usize {
+    set.0.as_ref().len()
 }
 
 /// Puts the saved result (`saved`: UIDs; `None` when empty) in the place
-/// of the `marks` sentinels the intake wrote into `command`. `selected`:
-/// a mailbox is selected. `Err`: the BAD text.
+/// of the sentinels the intake wrote into `command` for its `$`s (the
+/// intake refuses a client's own, so each one found is a `$`). `Err`: the
+/// BAD text.
 pub fn place(
     command: &mut Command<'static>,
-    marks: usize,
     saved: Option<&SequenceSet>,
-    selected: bool,
 ) -> Result<Placed, &'static str> {
-    let (found, first_set) = match &mut command.body {
+    let per_dollar = saved.map_or(1, ranges);
+    match &mut command.body {
         CommandBody::Search {
             charset, criteria, ..
         } => {
-            let (c, n) = place_in_criteria(criteria.clone(), saved);
-            *criteria = c;
-            let n = n + charset
-                .as_mut()
-                .map_or(0, |c| usize::from(dollar_charset(c)));
-            (n, None)
+            let in_charset = charset.as_mut().is_some_and(dollar_charset);
+            if holds_sentinel(criteria.as_ref()) {
+                let placed = place_in_criteria(criteria.clone(), saved)?;
+                let dollars = count_dollar_keys(placed.as_ref(), saved);
+                if dollars.saturating_mul(per_dollar) > MAX_RANGES {
+                    return Err(why::TOO_LARGE);
+                }
+                *criteria = placed;
+                return Ok(Placed::Ready);
+            }
+            Ok(if in_charset {
+                Placed::Ready
+            } else {
+                Placed::Untouched
+            })
         }
         CommandBody::Sort {
             charset,
@@ -370,9 +459,21 @@ pub fn place(
             search_criteria,
             ..
         } => {
-            let (c, n) = place_in_criteria(search_criteria.clone(), saved);
-            *search_criteria = c;
-            (n + usize::from(dollar_charset(charset)), None)
+            let in_charset = dollar_charset(charset);
+            if holds_sentinel(search_criteria.as_ref()) {
+                let placed = place_in_criteria(search_criteria.clone(), saved)?;
+                let dollars = count_dollar_keys(placed.as_ref(), saved);
+                if dollars.saturating_mul(per_dollar) > MAX_RANGES {
+                    return Err(why::TOO_LARGE);
+                }
+                *search_criteria = placed;
+                return Ok(Placed::Ready);
+            }
+            Ok(if in_charset {
+                Placed::Ready
+            } else {
+                Placed::Untouched
+            })
         }
         CommandBody::Fetch {
             sequence_set, uid, ..
@@ -385,31 +486,65 @@ pub fn place(
         }
         | CommandBody::Move {
             sequence_set, uid, ..
-        } => (
-            usize::from(is_sentinel(sequence_set)),
-            Some((sequence_set, *uid)),
-        ),
-        CommandBody::ExpungeUid { sequence_set } => (
-            usize::from(is_sentinel(sequence_set)),
-            Some((sequence_set, true)),
-        ),
-        _ => (0, None),
-    };
-    if found != marks {
-        return Err(why::MIXED);
+        } => Ok(place_set(sequence_set, *uid, saved)),
+        CommandBody::ExpungeUid { sequence_set } => Ok(place_set(sequence_set, true, saved)),
+        _ => Ok(Placed::Untouched),
     }
-    let Some((set, uid)) = first_set else {
-        return Ok(Placed::Ready);
-    };
+}
+
+/// The first argument of a FETCH, STORE, COPY, MOVE or UID EXPUNGE.
+fn place_set(set: &mut SequenceSet, uid: bool, saved: Option<&SequenceSet>) -> Placed {
+    if !is_sentinel(set) {
+        return Placed::Untouched;
+    }
     match saved {
-        None if !selected => Err(why::UNSELECTED),
-        None => Ok(Placed::Empty),
+        None => Placed::Empty,
         Some(saved) if uid => {
             *set = saved.clone();
-            Ok(Placed::Ready)
+            Placed::Ready
         }
-        Some(_) => Ok(Placed::Resolve),
+        Some(_) => Placed::Resolve,
     }
+}
+
+/// How many keys of `criteria` stand for `$` (each one a copy of the
+/// saved set). Explicit stack.
+fn count_dollar_keys(criteria: &[SearchKey<'_>], saved: Option<&SequenceSet>) -> usize {
+    let Some(saved) = saved else {
+        return 0;
+    };
+    let mut stack: Vec<&SearchKey<'_>> = criteria.iter().collect();
+    let mut n = 0;
+    while let Some(key) = stack.pop() {
+        match key {
+            SearchKey::And(inner) => stack.extend(inner.as_ref()),
+            SearchKey::Or(a, b) => stack.extend([a.as_ref(), b.as_ref()]),
+            SearchKey::Not(k) => stack.push(k.as_ref()),
+            SearchKey::Uid(set) if set == saved => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+/// `command` (whose first argument is the sentinel) as the line that goes
+/// to the provider with `$` there, ending in CRLF; `None` when it holds a
+/// literal (it cannot go as one line).
+pub fn with_provider_dollar(command: &Command<'static>) -> Option<Vec<u8>> {
+    use imap_codec::CommandCodec;
+    use imap_codec::encode::Encoder;
+    let line = CommandCodec::default().encode(command).dump();
+    if line.windows(3).any(|w| w == b"}\r\n") {
+        return None;
+    }
+    let (_, from) = classify(&line)?;
+    let (at, false) = standalone_at(&line, from)? else {
+        return None;
+    };
+    let mut out = line[..at].to_vec();
+    out.push(b'$');
+    out.extend_from_slice(&line[at + SENTINEL.len()..]);
+    Some(out)
 }
 
 /// The tagged OK writ answers a command over an empty `$` with.
@@ -478,7 +613,12 @@ impl Resolve {
             }))]);
         }
         let Some(numbers) = super::sequence::compact(&self.numbers) else {
-            return Ok(vec![Output::Finish(empty_ok(tag))]);
+            // Every saved message gone: the provider answers as for an
+            // empty `$`.
+            return Ok(match with_provider_dollar(&self.command) {
+                Some(line) => vec![Output::ToProviderLine(tag, line), Output::Over],
+                None => vec![Output::Finish(empty_ok(tag))],
+            });
         };
         let mut command = self.command.clone();
         if let CommandBody::Fetch { sequence_set, .. }

@@ -6,6 +6,14 @@
 //! [`take_return`] takes the options off the first line of a command
 //! before imap-next parses it (the rest is a plain SEARCH, which it
 //! parses), and [`esearch`] writes the response as IMAP text. The options
+//! travel with the command through the parser, written into its tag
+//! ([`TAG_MARK`]): nothing is kept aside by tag, so no number of
+//! pipelined commands, and no tag used twice, can give a command another
+//! one's options. The session takes them off the tag ([`untag`]) before
+//! anything else sees the command; a client's own tag holding
+//! [`TAG_MARK`] is refused (intake). Only a BAD imap-next writes itself
+//! before the session sees the command (a literal over
+//! `imap.max_literal_size` in such a SEARCH) carries the marked tag. The options
 //! are atoms and the response holds only the client's tag (a quoted
 //! string: a tag has no `"` or `\`, but both are escaped anyway), numbers
 //! and a sequence set, so nothing from a message ever reaches this text.
@@ -66,6 +74,44 @@ impl ReturnOptions {
     }
 }
 
+/// What the intake appends to the tag of a command whose RETURN options it
+/// took off, followed by the options as letters ([`untag`]).
+pub const TAG_MARK: &str = "!writ-return.";
+
+impl ReturnOptions {
+    fn letters(&self) -> String {
+        [
+            (self.min, 'n'),
+            (self.max, 'x'),
+            (self.all, 'a'),
+            (self.count, 'c'),
+            (self.save, 's'),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, l)| *l)
+        .collect()
+    }
+}
+
+/// A tag the intake marked: the client's tag and the options it carries.
+/// `None` for any other tag.
+pub fn untag(tag: &str) -> Option<(&str, ReturnOptions)> {
+    let at = tag.find(TAG_MARK)?;
+    let mut opts = ReturnOptions::default();
+    for l in tag[at + TAG_MARK.len()..].chars() {
+        match l {
+            'n' => opts.min = true,
+            'x' => opts.max = true,
+            'a' => opts.all = true,
+            'c' => opts.count = true,
+            's' => opts.save = true,
+            _ => return None,
+        }
+    }
+    Some((&tag[..at], opts))
+}
+
 /// Strips ASCII `word` followed by a space from the start of `s`, ignoring
 /// case.
 fn word<'a>(s: &'a [u8], w: &str) -> Option<&'a [u8]> {
@@ -75,8 +121,9 @@ fn word<'a>(s: &'a [u8], w: &str) -> Option<&'a [u8]> {
 
 /// The first line of a command: when it is `tag [UID] SEARCH RETURN
 /// (options) ...` (or SORT, for ESORT), the same line without ` RETURN
-/// (options)`, and the options. `None`: no RETURN, or options writ does
-/// not answer (the line then goes to the parser as it is).
+/// (options)` and with the options written into its tag ([`TAG_MARK`]),
+/// and the options. `None`: no RETURN, or options writ does not answer
+/// (the line then goes to the parser as it is).
 pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
     let space = line.iter().position(|&b| b == b' ')?;
     let rest = &line[space + 1..];
@@ -111,7 +158,10 @@ pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
     if opts == ReturnOptions::default() {
         opts.all = true;
     }
-    let mut out = line[..keep].to_vec();
+    let mut out = line[..space].to_vec();
+    out.extend_from_slice(TAG_MARK.as_bytes());
+    out.extend_from_slice(opts.letters().as_bytes());
+    out.extend_from_slice(&line[space..keep]);
     out.extend_from_slice(tail);
     Some((out, opts))
 }
@@ -205,13 +255,16 @@ mod tests {
     #[test]
     fn return_options_are_taken_off_search_and_sort() {
         let (line, o) = take_return(b"a1 UID SEARCH RETURN (MIN count) UNSEEN\r\n").unwrap();
-        assert_eq!(line, b"a1 UID SEARCH UNSEEN\r\n");
+        assert_eq!(line, b"a1!writ-return.nc UID SEARCH UNSEEN\r\n");
         assert!(o.min && o.count && !o.max && !o.all);
+        assert_eq!(untag("a1!writ-return.nc"), Some(("a1", o)));
         let (line, o) = take_return(b"t search return () CHARSET UTF-8 ALL\r\n").unwrap();
-        assert_eq!(line, b"t search CHARSET UTF-8 ALL\r\n");
+        assert_eq!(line, b"t!writ-return.a search CHARSET UTF-8 ALL\r\n");
         assert!(o.all);
         let (line, _) = take_return(b"t SORT RETURN (ALL) (DATE) UTF-8 ALL\r\n").unwrap();
-        assert_eq!(line, b"t SORT (DATE) UTF-8 ALL\r\n");
+        assert_eq!(line, b"t!writ-return.a SORT (DATE) UTF-8 ALL\r\n");
+        assert_eq!(untag("t"), None);
+        assert_eq!(untag("t!writ-return.q"), None);
     }
 
     #[test]
@@ -234,7 +287,7 @@ mod tests {
     #[test]
     fn save_is_taken_on_search_and_keeps_what_rfc_5182_says() {
         let (line, o) = take_return(b"a UID SEARCH RETURN (SAVE) FLAGGED\r\n").unwrap();
-        assert_eq!(line, b"a UID SEARCH FLAGGED\r\n");
+        assert_eq!(line, b"a!writ-return.s UID SEARCH FLAGGED\r\n");
         assert!(o.save && !o.answers(), "{o:?}");
         let ids = nz(&[2, 5, 9]);
         assert_eq!(o.saved(&ids), ids);

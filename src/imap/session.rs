@@ -27,7 +27,9 @@
 //! algorithm but ORDEREDSUBJECT and REFERENCES (BAD: withheld, see
 //! [`super::capabilities`]). RETURN options of ESEARCH and
 //! ESORT are taken off the command by [`super::intake`] before it is
-//! parsed and handed to the plan with the command (`raw`: by tag);
+//! parsed, carried through the parser in the command's tag and taken off
+//! it before anything else sees the command
+//! ([`super::search_return::untag`]);
 //! responses imap-types has no form for (ESEARCH, THREAD) are written as
 //! text in their place among the others (`raw`). An extended LIST
 //! (LIST-EXTENDED, LIST-STATUS) is taken off by [`super::intake`] too and
@@ -175,12 +177,6 @@ pub struct Session {
     in_flight: InFlight,
     /// Responses imap-types has no form for: see [`raw`].
     raw: raw::RawResponses,
-    /// `RETURN (...)` options [`intake`] took off SEARCH/SORT commands,
-    /// by tag, until the command is parsed.
-    returns: raw::PendingReturns,
-    /// How many `$`s [`intake`] marked in each command, by tag, until the
-    /// command is parsed ([`super::saved_result`]).
-    dollars: raw::PendingByTag<usize>,
     /// SEARCHRES: the saved result `$`, as UIDs (`None`: empty).
     saved: Option<imap_next::imap_types::sequence::SequenceSet>,
     /// Extended LIST commands passed to the provider as the client sent
@@ -283,8 +279,6 @@ impl Session {
             authenticated: false,
             in_flight: InFlight::default(),
             raw: raw::RawResponses::default(),
-            returns: raw::PendingReturns::default(),
-            dollars: raw::PendingByTag::default(),
             saved: None,
             passthrough: passthrough::Passthrough::default(),
             multiappend: multiappend::MultiAppends::default(),
@@ -435,8 +429,6 @@ impl Session {
         for event in self.intake.push(bytes) {
             match event {
                 intake::Event::Bytes(b) => self.server.enqueue_input(&b),
-                intake::Event::Return { tag, options } => self.returns.push(tag, options),
-                intake::Event::Saved { tag, marks } => self.dollars.push(tag, marks),
                 intake::Event::Passthrough { tag, line } => self.passthrough.push(tag, line),
                 intake::Event::AppendPart { tag, next } => self.multiappend.announce(tag, next),
                 intake::Event::Refused { tag, why, close } => {
@@ -501,8 +493,6 @@ impl Session {
         self.held.clear();
         self.server = new_server(&self.ctx);
         self.intake = Intake::new(self.ctx.max_literal_size);
-        self.returns = raw::PendingReturns::default();
-        self.dollars = raw::PendingByTag::default();
         self.passthrough.client_reset();
         self.multiappend.client_reset();
         loop {

@@ -7,11 +7,7 @@ fn bytes(events: &[Event]) -> Vec<u8> {
         .iter()
         .filter_map(|e| match e {
             Event::Bytes(b) => Some(b.clone()),
-            Event::Refused { .. }
-            | Event::Return { .. }
-            | Event::Passthrough { .. }
-            | Event::Saved { .. }
-            | Event::AppendPart { .. } => None,
+            Event::Refused { .. } | Event::Passthrough { .. } | Event::AppendPart { .. } => None,
         })
         .flatten()
         .collect()
@@ -27,11 +23,7 @@ fn refusals(events: &[Event]) -> Vec<(Option<String>, &'static str, bool)> {
                 *why,
                 *close,
             )),
-            Event::Bytes(_)
-            | Event::Return { .. }
-            | Event::Passthrough { .. }
-            | Event::Saved { .. }
-            | Event::AppendPart { .. } => None,
+            Event::Bytes(_) | Event::Passthrough { .. } | Event::AppendPart { .. } => None,
         })
         .collect()
 }
@@ -215,7 +207,7 @@ mod session {
             "d UID EXPUNGE *\r\n",
             "e STORE 3,1,2,2:1 +FLAGS (\\Seen)\r\n",
             "h COPY * Trash\r\n",
-            "f UID STORE 4294967295 +FLAGS (\\Seen)\r\n",
+            "f UID STORE 4294967295:* +FLAGS (\\Seen)\r\n",
             "g SEARCH 1,*:3\r\n",
         ] {
             let (to_provider, to_client) = exchange(&mut s, command.as_bytes());
@@ -381,25 +373,21 @@ fn return_options_are_taken_off_a_search_line_split_across_reads() {
     let mut intake = Intake::new(1024);
     let mut events = intake.push(b"a1 UID SEARCH RET");
     events.extend(intake.push(b"URN (MIN COUNT) {3}\r\n"));
-    assert_eq!(
-        events[0],
-        Event::Return {
-            tag: b"a1".to_vec(),
-            options: crate::imap::search_return::ReturnOptions {
-                min: true,
-                count: true,
-                ..Default::default()
-            }
-        }
-    );
     events.extend(intake.push(b"foo RETURN (MAX) x\r\n"));
-    // Only the first line of a command: literal data and later lines pass
-    // as they are.
+    // Into the tag; only the first line of a command: literal data and
+    // later lines pass as they are.
     assert_eq!(
         bytes(&events),
-        b"a1 UID SEARCH {3}\r\nfoo RETURN (MAX) x\r\n"
+        b"a1!writ-return.nc UID SEARCH {3}\r\nfoo RETURN (MAX) x\r\n"
     );
-    assert_eq!(events.len(), 3);
+    assert_eq!(intake.lines_rewritten(), 1);
+    // A client's own tag holding the mark is refused, the session goes on.
+    let events = intake.push(b"b!writ-return.s SEARCH ALL\r\nc NOOP\r\n");
+    assert_eq!(
+        refusals(&events),
+        vec![(Some("b!writ-return.s".into()), why::RESERVED_TAG, false)]
+    );
+    assert_eq!(bytes(&events), b"c NOOP\r\n");
 }
 
 #[test]
@@ -453,21 +441,20 @@ fn an_extended_list_is_taken_off_and_a_noop_goes_on_in_its_place() {
 }
 
 #[test]
-fn a_dollar_is_announced_with_its_command_before_the_line_that_ends_it() {
+fn a_dollar_is_written_as_a_set_and_a_clients_own_4294967295_refused() {
     let mut intake = Intake::new(1024);
     intake.logged_in();
     let events = intake.push(b"s1 UID SEARCH RETURN (SAVE) SUBJECT {2}\r\nab $\r\n");
-    let saved = events
-        .iter()
-        .position(|e| matches!(e, Event::Saved { tag, marks: 1 } if tag == b"s1"))
-        .expect("announced");
-    // The event comes before the last line's bytes.
-    assert!(matches!(&events[saved + 1], Event::Bytes(b) if b == b" 4294967295\r\n"));
     assert_eq!(
         bytes(&events),
-        b"s1 UID SEARCH SUBJECT {2}\r\nab 4294967295\r\n"
+        b"s1!writ-return.s UID SEARCH SUBJECT {2}\r\nab 4294967295\r\n"
     );
-    // Too many: refused as any cap, the session goes on.
+    // A long tag (no tag the intake reads) is marked all the same.
+    let long = format!("{} FETCH $ FLAGS\r\n", "t".repeat(80));
+    let events = intake.push(long.as_bytes());
+    assert!(bytes(&events).ends_with(b" FETCH 4294967295 FLAGS\r\n"));
+    // Too many, or the client's own 4294967295 where a `$` may stand:
+    // refused as any cap, the session goes on.
     let many = format!("t2 SEARCH {}\r\nt3 NOOP\r\n", vec!["$"; 65].join(" "));
     let events = intake.push(many.as_bytes());
     assert_eq!(
@@ -479,5 +466,28 @@ fn a_dollar_is_announced_with_its_command_before_the_line_that_ends_it() {
         )]
     );
     assert_eq!(bytes(&events), b"t3 NOOP\r\n");
-    assert!(!events.iter().any(|e| matches!(e, Event::Saved { .. })));
+    for own in [
+        &b"t4 UID FETCH 4294967295 FLAGS\r\n"[..],
+        b"t4 SEARCH OR (4294967295) 1\r\n",
+        b"t4 SEARCH LARGER 4294967295\r\n",
+    ] {
+        let events = intake.push(own);
+        assert_eq!(
+            refusals(&events),
+            vec![(
+                Some("t4".into()),
+                crate::imap::saved_result::why::RESERVED,
+                false
+            )]
+        );
+    }
+    // Elsewhere, or not alone, it is the client's.
+    for kept in [
+        &b"t5 UID FETCH 1:4294967295 FLAGS\r\n"[..],
+        b"t5 SEARCH SUBJECT \"4294967295\"\r\n",
+        b"t5 FETCH 1 BODY[]<0.4294967295>\r\n",
+    ] {
+        let events = intake.push(kept);
+        assert_eq!(bytes(&events), kept);
+    }
 }

@@ -17,7 +17,9 @@ fn marked(lines: &[&str]) -> (Vec<String>, usize) {
         }
         out.push(String::from_utf8(line).unwrap());
     }
-    (out, m.take())
+    let n = m.marks;
+    m.end();
+    (out, n)
 }
 
 #[test]
@@ -84,55 +86,74 @@ fn set(s: &str) -> SequenceSet {
 fn the_saved_result_is_put_in_every_place_of_a_search() {
     let mut c = parse("a SEARCH OR 4294967295 NOT (UID 4294967295 SUBJECT 4294967295) FLAGGED\r\n");
     let saved = set("3:5,9");
-    assert_eq!(place(&mut c, 3, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(place(&mut c, Some(&saved)), Ok(Placed::Ready));
     assert_eq!(
         wire(&c),
         "a SEARCH OR UID 3:5,9 NOT (UID 3:5,9 SUBJECT $) FLAGGED\r\n"
     );
     // Empty: matches nothing.
     let mut c = parse("a UID SEARCH 4294967295 HEADER 4294967295 x\r\n");
-    assert_eq!(place(&mut c, 2, None, true), Ok(Placed::Ready));
+    assert_eq!(place(&mut c, None), Ok(Placed::Ready));
     assert_eq!(wire(&c), "a UID SEARCH NOT ALL HEADER $ x\r\n");
     let mut c = parse("a SORT (DATE) 4294967295 KEYWORD 4294967295\r\n");
-    assert_eq!(place(&mut c, 2, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(place(&mut c, Some(&saved)), Ok(Placed::Ready));
     assert_eq!(wire(&c), "a SORT (DATE) $ KEYWORD $\r\n");
+    // No `$`: as it came.
+    let mut c = parse("a SEARCH 1:4 SUBJECT x\r\n");
+    assert_eq!(place(&mut c, Some(&saved)), Ok(Placed::Untouched));
+    assert_eq!(wire(&c), "a SEARCH 1:4 SUBJECT x\r\n");
 }
 
 #[test]
-fn what_does_not_come_out_even_is_refused() {
+fn a_dollar_where_a_number_stands_is_refused() {
     let saved = set("1");
-    for (line, marks) in [
-        // A client's own 4294967295 beside a `$`.
-        ("a SEARCH 4294967295 4294967295\r\n", 1),
-        // `$` where a number stands.
-        ("a SEARCH LARGER 4294967295\r\n", 1),
-        ("a SEARCH YOUNGER 4294967295\r\n", 1),
-        ("a FETCH 1 FLAGS\r\n", 1),
+    for line in [
+        "a SEARCH LARGER 4294967295\r\n",
+        "a SEARCH NOT SMALLER 4294967295\r\n",
+        "a SEARCH YOUNGER 4294967295\r\n",
+        "a SEARCH OR 1 MODSEQ 4294967295\r\n",
     ] {
         let mut c = parse(line);
-        assert_eq!(
-            place(&mut c, marks, Some(&saved), true),
-            Err(why::MIXED),
-            "{line}"
-        );
+        assert_eq!(place(&mut c, Some(&saved)), Err(why::MIXED), "{line}");
     }
+}
+
+#[test]
+fn a_dollar_too_scattered_for_one_command_is_refused() {
+    let scattered: Vec<String> = (1..=1001).map(|n| (n * 2).to_string()).collect();
+    let saved = set(&scattered.join(","));
+    let mut c = parse("a SEARCH 4294967295\r\n");
+    assert_eq!(place(&mut c, Some(&saved)), Ok(Placed::Ready));
+    let mut c = parse("a SEARCH OR 4294967295 NOT 4294967295\r\n");
+    assert_eq!(place(&mut c, Some(&saved)), Err(why::TOO_LARGE));
 }
 
 #[test]
 fn a_command_over_a_set_takes_uids_or_asks_for_numbers() {
     let saved = set("4,7:8");
     let mut c = parse("a UID FETCH 4294967295 (FLAGS)\r\n");
-    assert_eq!(place(&mut c, 1, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(place(&mut c, Some(&saved)), Ok(Placed::Ready));
     assert_eq!(wire(&c), "a UID FETCH 4,7:8 FLAGS\r\n");
     let mut c = parse("a UID EXPUNGE 4294967295\r\n");
-    assert_eq!(place(&mut c, 1, Some(&saved), true), Ok(Placed::Ready));
+    assert_eq!(place(&mut c, Some(&saved)), Ok(Placed::Ready));
     assert_eq!(wire(&c), "a UID EXPUNGE 4,7:8\r\n");
     let mut c = parse("a COPY 4294967295 Archive\r\n");
-    assert_eq!(place(&mut c, 1, Some(&saved), true), Ok(Placed::Resolve));
+    assert_eq!(place(&mut c, Some(&saved)), Ok(Placed::Resolve));
+    // Empty: the provider's own (empty) `$` in its place.
     let mut c = parse("a UID MOVE 4294967295 Archive\r\n");
-    assert_eq!(place(&mut c, 1, None, true), Ok(Placed::Empty));
-    let mut c = parse("a STORE 4294967295 +FLAGS (\\Seen)\r\n");
-    assert_eq!(place(&mut c, 1, None, false), Err(why::UNSELECTED));
+    assert_eq!(place(&mut c, None), Ok(Placed::Empty));
+    assert_eq!(
+        with_provider_dollar(&c).unwrap(),
+        b"a UID MOVE $ Archive\r\n"
+    );
+    let c = parse("a STORE 4294967295 +FLAGS (\\Seen)\r\n");
+    assert_eq!(
+        with_provider_dollar(&c).unwrap(),
+        b"a STORE $ +FLAGS (\\Seen)\r\n"
+    );
+    // A mailbox name that must go as a literal: no single line.
+    let c = parse("a COPY 4294967295 {3}\r\na\nb\r\n");
+    assert_eq!(with_provider_dollar(&c), None);
 }
 
 #[test]
@@ -167,12 +188,14 @@ fn numbers_asked_for_go_into_the_command() {
         [Output::Resume(c)] => assert_eq!(wire(c), "c7 STORE 3:5 +FLAGS (\\Seen)\r\n"),
         _ => panic!("not resumed"),
     }
-    // Every saved message gone meanwhile: nothing to do, OK.
+    // Every saved message gone meanwhile: the provider answers as for an
+    // empty `$`.
     let (mut plan, _) = Resolve::start(parse("c8 FETCH 4294967295 FLAGS\r\n"), &set("10"));
     match plan.on_status(ok).unwrap().as_slice() {
-        [Output::Finish(Status::Tagged(t))] => {
-            assert_eq!((t.tag.as_ref(), t.body.kind), ("c8", StatusKind::Ok))
+        [Output::ToProviderLine(tag, line), Output::Over] => {
+            assert_eq!(tag.as_ref(), "c8");
+            assert_eq!(line, b"c8 FETCH $ FLAGS\r\n");
         }
-        _ => panic!("not answered"),
+        _ => panic!("not passed on"),
     }
 }

@@ -22,9 +22,12 @@
 //!   ([`Output::Saved`]) before the tagged OK. By sequence number, the
 //!   provider's `FETCH <them> (UID)` gives the UIDs first (no EXPUNGE
 //!   comes during a FETCH, so the numbers still name the same messages);
-//!   only its answers to those numbers that carry nothing but a UID count
-//!   (a flag change another session made passes on). SAVE alone answers
-//!   no `* ESEARCH` (RFC 5182 §2.4).
+//!   only its answers to those numbers count (what else they carry, a
+//!   flag change another session made, passes on). SAVE alone answers no
+//!   `* ESEARCH` (RFC 5182 §2.4). A result of more than
+//!   [`saved_result::MAX_RANGES`] ranges is not saved: the search is
+//!   answered NO (and `$` stays empty), so that no command `$` is put in
+//!   can outgrow the provider's line limit.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use imap_next::imap_types::response::{Data, StatusKind};
 use super::search_return::{self, ReturnOptions};
 use super::{Phase, SAVED_UIDS_TAG, SearchPlan, fetch_command, sort, tagged, thread};
 use crate::imap::fetch::{Output, uid_of};
+use crate::imap::saved_result;
 use crate::imap::sequence::compact;
 
 /// A SEARCH by sequence number with SAVE, while the UIDs of what it saves
@@ -56,11 +60,16 @@ impl Saving {
         seq: NonZeroU32,
         items: Vec1<MessageDataItem<'static>>,
     ) -> Result<Vec<Output>, Vec1<MessageDataItem<'static>>> {
-        match (items.as_ref(), uid_of(items.as_ref())) {
-            ([_], Some(uid)) if self.numbers.binary_search(&seq).is_ok() => {
-                self.uids.push(uid);
-                Ok(Vec::new())
-            }
+        let Some(uid) = uid_of(items.as_ref()) else {
+            return Err(items);
+        };
+        if self.numbers.binary_search(&seq).is_err() {
+            return Err(items);
+        }
+        self.uids.push(uid);
+        // A flag change the provider folded into its answer passes on.
+        match items.as_ref() {
+            [_] => Ok(Vec::new()),
             _ => Err(items),
         }
     }
@@ -172,6 +181,7 @@ impl SearchPlan {
             }
             _ => match saved {
                 None => answer.outputs(),
+                Some(ids) if too_scattered(&ids) => self.not_saved(),
                 Some(ids) if self.uid || ids.is_empty() => {
                     let mut out = vec![Output::Saved(compact(&ids))];
                     out.extend(answer.outputs());
@@ -211,9 +221,21 @@ impl SearchPlan {
                 "writ could not save the result: try again",
             ))];
         }
+        if too_scattered(&saving.uids) {
+            return self.not_saved();
+        }
         let mut out = vec![Output::Saved(compact(&saving.uids))];
         out.extend(saving.answer);
         out
+    }
+
+    fn not_saved(&self) -> Vec<Output> {
+        vec![Output::Finish(tagged(
+            self.client_tag.clone(),
+            StatusKind::No,
+            None,
+            "The result is too scattered to save: at most 2000 ranges",
+        ))]
     }
 
     /// The ordered answer once the pool is done with it; nothing before.
@@ -240,4 +262,9 @@ impl SearchPlan {
             why,
         ))]
     }
+}
+
+/// More ranges than a saved result may have.
+fn too_scattered(ids: &[NonZeroU32]) -> bool {
+    compact(ids).is_some_and(|set| saved_result::ranges(&set) > saved_result::MAX_RANGES)
 }

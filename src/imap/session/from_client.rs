@@ -18,6 +18,13 @@ impl Session {
             self.held.push_back(event);
             return;
         }
+        let (event, returns) = match event {
+            server::Event::CommandReceived { mut command } => {
+                let returns = untag(&mut command);
+                (server::Event::CommandReceived { command }, returns)
+            }
+            other => (other, None),
+        };
         match event {
             server::Event::GreetingSent { .. } | server::Event::ResponseSent { .. } => {}
             server::Event::CommandReceived { command } if self.pending_compress.is_some() => {
@@ -35,8 +42,6 @@ impl Session {
                     .idle_reject(tagged(tag, StatusKind::Bad, AFTER_COMPRESS));
             }
             server::Event::CommandReceived { command } => {
-                let returns = self.returns.take(&command.tag);
-                let dollars = self.dollars.take(&command.tag);
                 let taken = self.passthrough.take(&command);
                 match (self.in_flight.refusal(&command.tag), taken) {
                     (Some(why), _) => {
@@ -53,10 +58,7 @@ impl Session {
                     (None, passthrough::Taken::Refused) => {
                         self.refuse(command.tag, StatusKind::Bad, passthrough::TOO_MANY);
                     }
-                    (None, passthrough::Taken::No) => match dollars {
-                        Some(marks) => self.with_saved(command, marks, returns),
-                        None => self.on_command(command, returns),
-                    },
+                    (None, passthrough::Taken::No) => self.with_saved(command, returns),
                 }
             }
             server::Event::CommandAuthenticateReceived {
@@ -123,42 +125,28 @@ impl Session {
         }
     }
 
-    /// A command that named `$` (`marks` times): the saved result put in
-    /// its place, then on as any command ([`crate::imap::saved_result`]).
-    fn with_saved(
-        &mut self,
-        mut command: Command<'static>,
-        marks: usize,
-        returns: Option<ReturnOptions>,
-    ) {
+    /// The saved result put in the place of the command's `$`s, then on
+    /// as any command ([`crate::imap::saved_result`]).
+    fn with_saved(&mut self, mut command: Command<'static>, returns: Option<ReturnOptions>) {
         use crate::imap::saved_result::{self, Placed};
-        let placed = saved_result::place(
-            &mut command,
-            marks,
-            self.saved.as_ref(),
-            self.selected.is_some(),
-        );
-        match (placed, self.saved.as_ref()) {
-            (Err(why), _) => {
-                if returns.is_some_and(|r| r.save) {
-                    self.saved = None;
+        match saved_result::place(&mut command, self.saved.as_ref()) {
+            Err(why) => self.refuse(command.tag, StatusKind::Bad, why),
+            Ok(Placed::Untouched | Placed::Ready) => self.on_command(command, returns),
+            Ok(Placed::Empty) => match saved_result::with_provider_dollar(&command) {
+                // The provider's own `$` is empty: it answers as for
+                // writ's (a destination that does not exist, a read-only
+                // mailbox, no mailbox selected).
+                Some(line) => self.forward_line(command.tag, line),
+                None => {
+                    let ok = saved_result::empty_ok(command.tag);
+                    self.server.enqueue_status(ok);
                 }
-                self.refuse(command.tag, StatusKind::Bad, why);
-            }
-            (Ok(Placed::Ready), _) => self.on_command(command, returns),
-            (Ok(Placed::Empty), _) => {
-                let ok = saved_result::empty_ok(command.tag);
-                self.server.enqueue_status(ok);
-            }
-            (Ok(Placed::Resolve), Some(saved)) => {
-                let saved = saved.clone();
-                self.start_resolve(command, saved);
-            }
-            (Ok(Placed::Resolve), None) => {
+            },
+            Ok(Placed::Resolve) => match self.saved.clone() {
+                Some(saved) => self.start_resolve(command, saved),
                 // `place` resolves only over a saved result.
-                let ok = saved_result::empty_ok(command.tag);
-                self.server.enqueue_status(ok);
-            }
+                None => self.refuse(command.tag, StatusKind::Bad, saved_result::why::MIXED),
+            },
         }
     }
 
@@ -166,9 +154,6 @@ impl Session {
     pub(super) fn on_command(&mut self, command: Command<'static>, returns: Option<ReturnOptions>) {
         if let Err(why) = intake::check(&command) {
             tracing::info!(limit = why, "client command over a limit refused");
-            if returns.is_some_and(|r| r.save) {
-                self.saved = None;
-            }
             return self.bad(Some(command.tag), why);
         }
         match &command.body {
@@ -326,12 +311,18 @@ impl Session {
             server::Error::LiteralTooLong { .. } => return,
         };
         let bytes: &[u8] = discarded.declassify();
-        if let Some(t) = bytes.split(|&b| b == b' ').next() {
-            self.returns.forget(t);
-            self.dollars.forget(t);
-            if self.multiappend.unparsed(t) {
-                return;
-            }
+        // A tag the intake marked with RETURN options: the client's own.
+        // (A SAVE that does not parse leaves `$` as it was, as Dovecot.)
+        let first = bytes.split(|&b| b == b' ').next().unwrap_or_default();
+        let first = match std::str::from_utf8(first)
+            .ok()
+            .and_then(crate::imap::search_return::untag)
+        {
+            Some((tag, _)) => tag.as_bytes(),
+            None => first,
+        };
+        if self.multiappend.unparsed(first) {
+            return;
         }
         // imap-codec parses only COMPRESS DEFLATE (RFC 4978: BAD for an
         // unknown argument).
@@ -344,10 +335,15 @@ impl Session {
         } else {
             why
         };
-        let tag = bytes
-            .split(|&b| b == b' ')
-            .next()
-            .and_then(|t| Tag::try_from(t.to_vec()).ok());
+        let tag = Tag::try_from(first.to_vec()).ok();
         self.bad(tag, why);
     }
+}
+
+/// The RETURN options the intake wrote into the command's tag, taken off
+/// it ([`crate::imap::search_return::untag`]).
+fn untag(command: &mut Command<'static>) -> Option<ReturnOptions> {
+    let (tag, returns) = crate::imap::search_return::untag(command.tag.inner())?;
+    command.tag = Tag::try_from(tag.to_owned()).ok()?;
+    Some(returns)
 }

@@ -31,6 +31,7 @@ impl Session {
                 if let Err(status) = self.server.authenticate_finish(status) {
                     self.server.enqueue_status(status);
                 }
+                self.start_when_quiet();
             }
             client::Event::IdleAccepted {
                 continuation_request,
@@ -44,6 +45,7 @@ impl Session {
                 if let Err(status) = self.server.idle_reject(status) {
                     self.server.enqueue_status(status);
                 }
+                self.start_when_quiet();
             }
             client::Event::DataReceived { data } => {
                 // While a plan runs, the provider answers writ's commands,

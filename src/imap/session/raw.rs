@@ -2,8 +2,7 @@
 //! those imap-types has no form for (ESEARCH, THREAD from writ's own
 //! plans), and FETCH responses carrying ENVELOPE, BODY or BODYSTRUCTURE
 //! of a sealed message ([`crate::imap::answer::response`]: written as
-//! Dovecot writes them, body literals included); and the `RETURN`
-//! options [`crate::imap::intake`] took off SEARCH/SORT commands.
+//! Dovecot writes them, body literals included).
 //!
 //! imap-next's server flow writes each queued response as one output and
 //! then reports it sent. A raw response is queued as a placeholder (an
@@ -13,16 +12,14 @@
 //! writ bypassing the flow.
 //!
 //! Memory: one entry per raw response queued and not yet written (a plan
-//! queues one), and at most [`MAX_PENDING_RETURNS`] RETURN options.
+//! queues one).
 
 use std::collections::VecDeque;
 
-use imap_next::imap_types::core::Tag;
 use imap_next::imap_types::response::Data;
 use imap_next::server;
 
 use super::Session;
-use crate::imap::search_return::ReturnOptions;
 
 #[derive(Debug, Default)]
 pub(super) struct RawResponses {
@@ -30,53 +27,6 @@ pub(super) struct RawResponses {
     queued: VecDeque<(server::ResponseHandle, Vec<u8>)>,
     /// Where the last output of the flow starts in `to_client`.
     last_output: usize,
-}
-
-/// What the intake announced of commands imap-next has not parsed yet
-/// (RETURN options, the number of `$`s), by tag. A command the parser
-/// refuses leaves its entry here until one with the same tag takes it or
-/// it is pushed out; entries are few (intake passes a bounded amount of
-/// commands before the session parses them).
-pub(super) const MAX_PENDING_RETURNS: usize = 8;
-
-#[derive(Debug)]
-pub(super) struct PendingByTag<T> {
-    entries: VecDeque<(Vec<u8>, T)>,
-}
-
-impl<T> Default for PendingByTag<T> {
-    fn default() -> Self {
-        PendingByTag {
-            entries: VecDeque::new(),
-        }
-    }
-}
-
-/// RETURN options, by tag.
-pub(super) type PendingReturns = PendingByTag<ReturnOptions>;
-
-impl<T> PendingByTag<T> {
-    pub(super) fn push(&mut self, tag: Vec<u8>, opts: T) {
-        self.entries.retain(|(t, _)| *t != tag);
-        if self.entries.len() == MAX_PENDING_RETURNS {
-            self.entries.pop_front();
-        }
-        self.entries.push_back((tag, opts));
-    }
-
-    /// What was announced of the command tagged `tag`, if anything.
-    pub(super) fn take(&mut self, tag: &Tag<'_>) -> Option<T> {
-        let i = self
-            .entries
-            .iter()
-            .position(|(t, _)| t.as_slice() == tag.inner().as_bytes())?;
-        self.entries.remove(i).map(|(_, o)| o)
-    }
-
-    /// A command that never parsed: its options go.
-    pub(super) fn forget(&mut self, tag: &[u8]) {
-        self.entries.retain(|(t, _)| t != tag);
-    }
 }
 
 impl Session {

@@ -77,9 +77,10 @@ fn a_saved_result_is_named_by_uid_and_by_number_and_emptied_by_select() {
         b"e SELECT INBOX\r\n",
         b"* OK [UIDVALIDITY 7] v\r\ne OK done\r\n",
     );
+    // An empty `$`: the provider's own (always empty: writ never saves
+    // there) in its place, so that it answers as for an empty one.
     let sent = send(&mut s, b"f UID FETCH $ (FLAGS)\r\ng SEARCH $\r\n");
-    assert_eq!(sent, "g SEARCH NOT ALL\r\n");
-    assert!(text(s.take_to_client()).starts_with("f OK "));
+    assert_eq!(sent, "f UID FETCH $ FLAGS\r\ng SEARCH NOT ALL\r\n");
 }
 
 #[test]
@@ -136,16 +137,55 @@ fn a_search_waits_for_a_search_before_it_to_be_answered() {
 }
 
 #[test]
-fn dollars_that_do_not_come_out_even_are_refused_and_the_session_goes_on() {
+fn hostile_dollars_and_tags_are_refused_and_the_session_goes_on() {
     let mut s = selected();
     let sent = send(
         &mut s,
-        b"a SEARCH $ 4294967295\r\nb UID STORE 4294967295 +FLAGS (\\Seen)\r\nc NOOP\r\n",
+        b"a SEARCH $ 4294967295\r\nb SEARCH LARGER $\r\nc!writ-return.s SEARCH ALL\r\nd NOOP\r\n",
     );
-    // Without `$`, a client's 4294967295 is its own.
-    assert_eq!(sent, "b UID STORE 4294967295 +FLAGS (\\Seen)\r\nc NOOP\r\n");
+    assert_eq!(sent, "d NOOP\r\n");
     let out = text(s.take_to_client());
-    assert!(out.starts_with("a BAD "), "{out}");
+    for tag in ["a", "b", "c!writ-return.s"] {
+        assert!(out.contains(&format!("{tag} BAD ")), "{tag}: {out}");
+    }
+}
+
+#[test]
+fn many_pipelined_saves_and_tags_used_twice_keep_their_own_options() {
+    let mut s = selected();
+    // More commands with RETURN options in one read than any table by tag
+    // would hold, one tag used twice: each keeps its own.
+    let mut burst = String::new();
+    for i in 0..20 {
+        burst.push_str(&format!("t{i} UID SEARCH RETURN (COUNT) {}\r\n", i + 1));
+    }
+    burst.push_str("t0 UID SEARCH 99\r\nz UID SEARCH RETURN (SAVE) 98\r\n");
+    s.client_input(burst.as_bytes());
+    for i in 0..20 {
+        s.advance();
+        assert_eq!(
+            text(s.take_to_provider()),
+            format!("writ.s5 UID SEARCH {}\r\n", i + 1)
+        );
+        let out = answer(
+            &mut s,
+            format!("* SEARCH {}\r\nwrit.s5 OK done\r\n", i + 1).as_bytes(),
+        );
+        assert!(
+            out.starts_with(&format!("* ESEARCH (TAG \"t{i}\") UID COUNT 1\r\nt{i} OK ")),
+            "{out}"
+        );
+    }
+    assert_eq!(text(s.take_to_provider()), "t0 UID SEARCH 99\r\n");
+    let out = answer(&mut s, b"* SEARCH 99\r\nt0 OK done\r\n");
+    assert_eq!(out, "* SEARCH 99\r\nt0 OK done\r\n");
+    assert_eq!(text(s.take_to_provider()), "writ.s5 UID SEARCH 98\r\n");
+    let out = answer(&mut s, b"* SEARCH 98\r\nwrit.s5 OK done\r\n");
+    assert!(out.starts_with("z OK "), "{out}");
+    assert_eq!(
+        send(&mut s, b"y UID FETCH $ (UID)\r\n").split(' ').nth(3),
+        Some("98")
+    );
 }
 
 #[test]
