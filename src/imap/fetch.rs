@@ -108,7 +108,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 
-use imap_next::imap_types::command::{Command, CommandBody, FetchModifier};
+use imap_next::imap_types::command::{Command, CommandBody};
 use imap_next::imap_types::core::{NString, NString8, Tag, Vec1};
 use imap_next::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
@@ -618,77 +618,7 @@ impl FetchPlan {
             phase => phase,
         };
         match phase {
-            Phase::Probe => {
-                let Some(header) = list.iter().find(|i| answers(i, &self.marker)) else {
-                    return Err(items);
-                };
-                let Some(uid) = uid_of(list) else {
-                    return Err(items);
-                };
-                self.highest_listed = self.highest_listed.max(uid.get());
-                let Some(header) = data_bytes(header) else {
-                    // NIL: another session expunged it, and the provider
-                    // still numbers it for this one. Answered as the
-                    // provider answers for plaintext: what is left of it.
-                    return Ok(fetch(seq, typed(self.gone_items(list)))
-                        .into_iter()
-                        .collect());
-                };
-                // A sealed message remembered as undecryptable is told
-                // from the others with the cache's answers, all at once,
-                // when the probe is over (`from_cache`).
-                let sealed = envelope::detect(&header);
-                let key = MessageKey::detected(uid.get(), &header, sealed.as_ref());
-                let offered = sealed
-                    .as_ref()
-                    .map_or(0, |d| keys.identities(&d.epoch).len());
-                let seen = list.iter().any(|i| {
-                    matches!(i, MessageDataItem::Flags(f)
-                        if f.contains(&FlagFetch::Flag(Flag::Seen)))
-                });
-                let list = list.to_vec();
-                let done_now = match &sealed {
-                    None => !self.needs_plain_fetch(),
-                    Some(_) => !self.needs_summary(),
-                };
-                if done_now {
-                    let mut out = typed(self.provider_items(&list, sealed.is_some()));
-                    if sealed.is_none() && self.wants_seen() && !seen {
-                        // The probe read the header with PEEK.
-                        self.mark_seen.insert(uid, seq);
-                        show_seen(&mut out, &list);
-                    }
-                    return Ok(fetch(seq, out).into_iter().collect());
-                }
-                // Kept until the message is answered: what answers the
-                // client, UID and FLAGS; not the marker fields or stored
-                // header the probe read to tell sealed mail (most of what
-                // a message's probe answer weighs, held for the command).
-                let items = list
-                    .into_iter()
-                    .filter(|i| {
-                        matches!(i, MessageDataItem::Uid(_) | MessageDataItem::Flags(_))
-                            || self.wanted.iter().any(|n| answers(i, n))
-                    })
-                    .collect();
-                let is_sealed = sealed.is_some();
-                self.probed.insert(
-                    uid,
-                    Probed {
-                        seq,
-                        items,
-                        sealed,
-                        prefix: Vec::new(),
-                        seen,
-                        key,
-                        offered,
-                    },
-                );
-                if is_sealed && self.pipelined {
-                    return Ok(self.pipeline(uid));
-                }
-                Ok(Vec::new())
-            }
+            Phase::Probe => self.probe_answered(seq, items, keys),
             Phase::Sealed { .. } if self.probe_failed => {
                 // After the probe failed nothing more is answered: a
                 // pipelined command's answer is dropped (another
@@ -699,132 +629,8 @@ impl FetchPlan {
                     Err(items)
                 }
             }
-            Phase::Sealed { payload, .. } => {
-                let Some(uid) = uid_of(list) else {
-                    return Err(items);
-                };
-                // Another session's flag change carries no stored header:
-                // it goes on below, to the client.
-                if !payload
-                    && list.iter().any(is_stored_header)
-                    && self
-                        .speculated
-                        .is_some_and(|(lo, hi)| (lo..=hi).contains(&uid.get()))
-                {
-                    match self.probed.get(&uid) {
-                        // The speculative command's answer before the
-                        // probe's (the provider ran them side by side),
-                        // or for a message the probe does not list (or
-                        // has answered): dropped; fetched as any other
-                        // if the probe lists it after all.
-                        None => {
-                            // At most as many as the cap (a hostile
-                            // provider could send any number): one not
-                            // recorded is fetched by the retry instead.
-                            if self.unspeculated.len() < MAX_UNSPECULATED {
-                                self.unspeculated.insert(uid);
-                            }
-                            return Ok(Vec::new());
-                        }
-                        // Plaintext: the probe or the plain phase answers.
-                        Some(p) if p.sealed.is_none() => return Ok(Vec::new()),
-                        // Part 1 cut at the speculative command's limit:
-                        // dropped, asked for whole when the phase's
-                        // commands are over (`retried`).
-                        Some(_) if part_one_cut(list) => {
-                            self.unspeculated.insert(uid);
-                            return Ok(Vec::new());
-                        }
-                        Some(_) => {}
-                    }
-                }
-                if !self.probed.contains_key(&uid) {
-                    return Err(items);
-                }
-                if list.iter().any(is_nil_section) {
-                    // Expunged by another session since the probe.
-                    let gone = self.probed.remove(&uid);
-                    let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
-                    return Ok(out.into_iter().collect());
-                }
-                // The prefix, from the stored header (or the whole stored
-                // message): what the probe's marker fields do not tell.
-                let stored = if payload {
-                    list.iter()
-                        .find(|i| matches!(i, MessageDataItem::BodyExt { section: None, .. }))
-                        .and_then(data_bytes)
-                } else {
-                    None
-                };
-                let header = match &stored {
-                    Some(stored) => Some(envelope::stored_prefix(stored)),
-                    None => list
-                        .iter()
-                        .find(|i| is_stored_header(i))
-                        .and_then(data_bytes)
-                        .map(|h| envelope::stored_prefix(&h)),
-                };
-                let (Some(prefix), Some(probed)) = (header, self.probed.get_mut(&uid)) else {
-                    return Err(items);
-                };
-                probed.prefix = prefix;
-                let probed = &self.probed[&uid];
-                if payload {
-                    let bytes = stored.as_ref().map_or(0, |s| s.len());
-                    let Some(job) = stored.and_then(|stored| self.whole_job(probed, stored)) else {
-                        return Err(items);
-                    };
-                    self.submit(uid, bytes, keys, job);
-                } else {
-                    let Some(job) = self.summary_job(probed, list) else {
-                        return Err(items);
-                    };
-                    // What the job decrypts: part 1, as long as the
-                    // provider sent it (a hostile one may be large).
-                    let bytes = list
-                        .iter()
-                        .filter_map(|i| match i {
-                            MessageDataItem::BodyExt { data, .. } => {
-                                data.0.as_ref().map(|d| d.as_ref().len())
-                            }
-                            _ => None,
-                        })
-                        .sum();
-                    self.submit_summary(uid, bytes, keys, job);
-                }
-                Ok(self.answer_opened())
-            }
-            Phase::Plain(_) => {
-                let Some(uid) = uid_of(list) else {
-                    return Err(items);
-                };
-                if !list.iter().any(|i| is_body_item(i) || is_structure_item(i)) {
-                    // A flag change another session made, not the answer.
-                    return Err(items);
-                }
-                let Some(probed) = self.probed.remove(&uid) else {
-                    return Err(items);
-                };
-                let mut all = probed.items.clone();
-                all.extend(list.iter().cloned());
-                let mut out = self.plain_items(&all, &written);
-                if self.wants_seen() && !probed.seen {
-                    // FLAGS as the provider reported them after setting
-                    // \Seen, or as the probe saw them (writ sets it).
-                    let reported: Vec<MessageDataItem<'static>> = list
-                        .iter()
-                        .filter(|i| matches!(i, MessageDataItem::Flags(_)))
-                        .cloned()
-                        .collect();
-                    let flags = if reported.is_empty() {
-                        &probed.items
-                    } else {
-                        &reported
-                    };
-                    show_seen(&mut out, flags);
-                }
-                Ok(fetch(probed.seq, out).into_iter().collect())
-            }
+            Phase::Sealed { payload, .. } => self.sealed_answered(items, keys, payload),
+            Phase::Plain(_) => self.plain_answered(items, &written),
             Phase::Cached { .. } | Phase::Seen(_) => Err(items),
         }
     }
@@ -903,73 +709,6 @@ impl FetchPlan {
     }
 }
 
-/// Part 1 as much of it as a speculative command asks for
-/// ([`SPECULATIVE_PART_ONE`] octets): perhaps cut.
-fn part_one_cut(list: &[MessageDataItem<'_>]) -> bool {
-    list.iter().any(|i| match i {
-        MessageDataItem::BodyExt {
-            section: Some(Section::Part(p)),
-            origin: Some(0),
-            data,
-        } if p.0.as_ref() == [NonZeroU32::MIN] => {
-            data.0.as_ref().map_or(0, |d| d.as_ref().len()) >= SPECULATIVE_PART_ONE as usize
-        }
-        _ => false,
-    })
-}
-
-/// Is `item` one the probe leaves out, asked for in the plain phase for
-/// the messages that are not answered from a summary: ENVELOPE, BODY and
-/// BODYSTRUCTURE, which make the provider parse the stored message.
-fn deferred(item: &MessageDataItemName<'_>) -> bool {
-    matches!(
-        item,
-        MessageDataItemName::Envelope
-            | MessageDataItemName::Body
-            | MessageDataItemName::BodyStructure
-    )
-}
-
-/// Is `item` the provider's answer to a [`deferred`] item?
-fn is_structure_item(item: &MessageDataItem<'_>) -> bool {
-    matches!(
-        item,
-        MessageDataItem::Envelope(_) | MessageDataItem::Body(_) | MessageDataItem::BodyStructure(_)
-    )
-}
-
-/// The items a FETCH asks for, as Dovecot reads them: each once (body
-/// sections as often as named), a UID FETCH's UID first, MODSEQ added
-/// by CHANGEDSINCE (RFC 7162 §3.1.4.1). Their order in each answer is
-/// `fetch`'s.
-fn as_dovecot_parses(
-    mut wanted: Vec<MessageDataItemName<'static>>,
-    uid: bool,
-    modifiers: &[FetchModifier],
-) -> Vec<MessageDataItemName<'static>> {
-    let mut named: Vec<MessageDataItemName<'static>> = Vec::new();
-    wanted.retain(|n| {
-        if is_section_name(n) || !named.contains(n) {
-            named.push(n.clone());
-            true
-        } else {
-            false
-        }
-    });
-    if uid {
-        // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
-        wanted.retain(|n| *n != MessageDataItemName::Uid);
-        wanted.insert(0, MessageDataItemName::Uid);
-    }
-    let changed_since = modifiers
-        .iter()
-        .any(|m| matches!(m, FetchModifier::ChangedSince(_)));
-    if changed_since && !wanted.contains(&MessageDataItemName::ModSeq) {
-        wanted.push(MessageDataItemName::ModSeq);
-    }
-    wanted
-}
-
 /// A FETCH response, unless there is nothing to say: typed when every
 /// item is, else written whole ([`answer::response`]) and queued raw.
 ///
@@ -1017,6 +756,7 @@ fn typed(items: Vec<MessageDataItem<'static>>) -> Vec<Item> {
     items.into_iter().map(Item::Typed).collect()
 }
 
+mod answers;
 mod from_cache;
 mod items;
 pub(crate) mod opening;
@@ -1035,7 +775,8 @@ use opening::{InOrder, Runner};
 use phases::uncached_range;
 
 use items::{
-    answers, binary_refused, data_bytes, expunge_issued, incomplete, is_body_item, is_buffered,
-    is_expunge_issued, is_nil_section, is_section_name, is_stored_header, renumbered, show_seen,
+    answers, as_dovecot_parses, binary_refused, data_bytes, deferred, expunge_issued, incomplete,
+    is_body_item, is_buffered, is_expunge_issued, is_nil_section, is_stored_header,
+    is_structure_item, part_one_cut, renumbered, show_seen,
 };
 pub(super) use items::{marker_fields, peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -1,6 +1,8 @@
 //! The FETCH plan's small pieces: which provider item answers which item
 //! name, \Seen in FLAGS where Dovecot writes it, renumbering after an
-//! EXPUNGE, and the cache's memory of undecryptable messages.
+//! EXPUNGE, the cache's memory of undecryptable messages, the items a
+//! FETCH asks for as Dovecot reads them, those the probe leaves out, and
+//! a speculative part 1 cut at its limit.
 
 use std::num::NonZeroU32;
 
@@ -9,7 +11,9 @@ use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName, Section
 use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, CodeOther, Status, StatusBody, StatusKind, Tagged};
 
-use super::CacheRef;
+use imap_next::imap_types::command::FetchModifier;
+
+use super::{CacheRef, SPECULATIVE_PART_ONE};
 use crate::envelope::{self, Keys};
 use crate::imap::answer::Item;
 use crate::imap::cache::{MARKER_FIELDS, MessageKey, Undecryptable};
@@ -328,4 +332,71 @@ pub(super) fn add_seen(item: MessageDataItem<'static>, seen: bool) -> MessageDat
         }
         other => other,
     }
+}
+
+/// Part 1 as much of it as a speculative command asks for
+/// ([`SPECULATIVE_PART_ONE`] octets): perhaps cut.
+pub(super) fn part_one_cut(list: &[MessageDataItem<'_>]) -> bool {
+    list.iter().any(|i| match i {
+        MessageDataItem::BodyExt {
+            section: Some(Section::Part(p)),
+            origin: Some(0),
+            data,
+        } if p.0.as_ref() == [NonZeroU32::MIN] => {
+            data.0.as_ref().map_or(0, |d| d.as_ref().len()) >= SPECULATIVE_PART_ONE as usize
+        }
+        _ => false,
+    })
+}
+
+/// Is `item` one the probe leaves out, asked for in the plain phase for
+/// the messages that are not answered from a summary: ENVELOPE, BODY and
+/// BODYSTRUCTURE, which make the provider parse the stored message.
+pub(super) fn deferred(item: &MessageDataItemName<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItemName::Envelope
+            | MessageDataItemName::Body
+            | MessageDataItemName::BodyStructure
+    )
+}
+
+/// Is `item` the provider's answer to a [`deferred`] item?
+pub(super) fn is_structure_item(item: &MessageDataItem<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItem::Envelope(_) | MessageDataItem::Body(_) | MessageDataItem::BodyStructure(_)
+    )
+}
+
+/// The items a FETCH asks for, as Dovecot reads them: each once (body
+/// sections as often as named), a UID FETCH's UID first, MODSEQ added
+/// by CHANGEDSINCE (RFC 7162 §3.1.4.1). Their order in each answer is
+/// `fetch`'s.
+pub(super) fn as_dovecot_parses(
+    mut wanted: Vec<MessageDataItemName<'static>>,
+    uid: bool,
+    modifiers: &[FetchModifier],
+) -> Vec<MessageDataItemName<'static>> {
+    let mut named: Vec<MessageDataItemName<'static>> = Vec::new();
+    wanted.retain(|n| {
+        if is_section_name(n) || !named.contains(n) {
+            named.push(n.clone());
+            true
+        } else {
+            false
+        }
+    });
+    if uid {
+        // UID FETCH answers always carry the UID (RFC 3501 §6.4.8).
+        wanted.retain(|n| *n != MessageDataItemName::Uid);
+        wanted.insert(0, MessageDataItemName::Uid);
+    }
+    let changed_since = modifiers
+        .iter()
+        .any(|m| matches!(m, FetchModifier::ChangedSince(_)));
+    if changed_since && !wanted.contains(&MessageDataItemName::ModSeq) {
+        wanted.push(MessageDataItemName::ModSeq);
+    }
+    wanted
 }
