@@ -55,10 +55,13 @@
 //! A row's value starts with its kind
 //! ([`KIND_SUMMARY`] or [`KIND_UNDECRYPTABLE`]), then the sealed value.
 
+mod keys;
 mod memory;
 mod sealing;
 #[cfg(test)]
 mod tests;
+mod writing;
+pub use keys::{MARKER_FIELDS, MailboxKey, MessageKey};
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -70,10 +73,10 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::envelope::{Detected, Keys, Summary};
+use crate::envelope::{Keys, Summary};
 use memory::Memory;
 pub use memory::{Known, KnownSummary, Listing};
-use sealing::{CacheKeys, EpochName, epoch_name};
+use sealing::CacheKeys;
 
 /// Entry id (mailbox id ‖ UID, big-endian) → (last use, bytes on disk,
 /// kind ‖ sealed value).
@@ -120,125 +123,6 @@ pub enum CacheError {
 
 fn index_error(e: impl std::fmt::Display) -> CacheError {
     CacheError::Index(e.to_string())
-}
-
-/// Which mailbox, as the cache keys it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailboxKey {
-    pub account: String,
-    pub mailbox: String,
-    pub uidvalidity: u32,
-}
-
-fn sha(parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for p in parts {
-        // Length-prefixed: ("a","bc") and ("ab","c") differ.
-        ctx.update(&(p.len() as u64).to_be_bytes());
-        ctx.update(p);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
-impl MailboxKey {
-    fn reference(&self) -> [u8; 16] {
-        let h = sha(&[self.account.as_bytes(), self.mailbox.as_bytes()]);
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&h[..16]);
-        out
-    }
-
-    fn id(&self, uidvalidity: u32) -> [u8; 16] {
-        let h = sha(&[
-            self.account.as_bytes(),
-            self.mailbox.as_bytes(),
-            &uidvalidity.to_be_bytes(),
-        ]);
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&h[..16]);
-        out
-    }
-
-    fn entry(&self, uid: u32) -> [u8; 20] {
-        let mut out = [0u8; 20];
-        out[..16].copy_from_slice(&self.id(self.uidvalidity));
-        out[16..].copy_from_slice(&uid.to_be_bytes());
-        out
-    }
-}
-
-/// Which message, as the cache keys it: its UID in the mailbox, a
-/// fingerprint of its marker fields ([`MARKER_FIELDS`]: `X-Writ`, which
-/// names the epoch, and `Content-Type`, which holds the sealed message's
-/// random MIME boundary), and the epoch its marker names. The
-/// fingerprint is bound into every sealed value, so an entry is only
-/// ever read back for the message it was made from: a session whose
-/// account or mailbox were mistaken (another user's mailbox with the
-/// same UIDVALIDITY) finds nothing.
-///
-/// The fingerprint is of the marker fields alone, not of the whole
-/// stored header, so that a listing's probe can ask the provider for
-/// just those fields (`BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]`),
-/// which the provider answers from its own index, and SEARCH (which
-/// reads the whole header) finds the same entries. What else the stored
-/// header holds (the prefix a provider put above the marker) cannot
-/// change under one UIDVALIDITY and UID, which the entry id holds: IMAP
-/// messages are immutable. Entries of the earlier scheme (a fingerprint
-/// of the whole header) do not open with these keys: they are misses,
-/// and are replaced when the message is stored again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageKey {
-    pub uid: u32,
-    stored: [u8; 32],
-    epoch: Option<EpochName>,
-}
-
-/// The stored header fields a [`MessageKey`] is made of, as a FETCH names
-/// them: the marker and the sealed container's media type.
-pub const MARKER_FIELDS: [&str; 2] = ["X-Writ", "Content-Type"];
-
-impl MessageKey {
-    /// `stored_header`: the message's header block as the provider stores
-    /// it (`BODY[HEADER]`), or only its [`MARKER_FIELDS`]
-    /// (`BODY[HEADER.FIELDS (X-Writ Content-Type)]`): both give the same
-    /// key. Its marker is read for the epoch.
-    pub fn new(uid: u32, stored_header: &[u8]) -> MessageKey {
-        let detected = crate::envelope::detect(stored_header);
-        MessageKey::detected(uid, stored_header, detected.as_ref())
-    }
-
-    /// [`MessageKey::new`] with the marker already read.
-    pub fn detected(uid: u32, stored_header: &[u8], marker: Option<&Detected>) -> MessageKey {
-        // Each marker field by its lower-case name and unfolded value, in
-        // the order stored: the whole header and the provider's answer for
-        // these fields alone agree even where one is refolded or has other
-        // line endings.
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(b"writ cache: marker fields v2");
-        for field in crate::envelope::header::fields(stored_header) {
-            let Some(name) = MARKER_FIELDS.iter().find(|n| field.is(n)) else {
-                continue;
-            };
-            let value = field.value();
-            for part in [name.to_ascii_lowercase().as_bytes(), &value[..]] {
-                ctx.update(&(part.len() as u64).to_be_bytes());
-                ctx.update(part);
-            }
-        }
-        let mut stored = [0u8; 32];
-        stored.copy_from_slice(ctx.finish().as_ref());
-        MessageKey {
-            uid,
-            stored,
-            epoch: marker.and_then(|d| epoch_name(&d.epoch)),
-        }
-    }
-
-    fn aad(&self, entry: &[u8], what: &[u8]) -> Vec<u8> {
-        [entry, &self.stored[..], what].concat()
-    }
 }
 
 /// Why a message is remembered as undecryptable, and under which keys.
@@ -833,171 +717,6 @@ impl Cache {
     pub fn highest_uid(&self, mb: &MailboxKey) -> Option<u32> {
         let id = mb.id(mb.uidvalidity);
         self.highest.lock().ok()?.get(&id).copied()
-    }
-
-    /// Queues an entry's index row (`row`: kind ‖ sealed value), counting
-    /// `size` bytes on disk for it; written with the next batch.
-    fn store(&self, entry: [u8; 20], row: Vec<u8>, size: u64) {
-        self.stored_at(&entry);
-        let full = match self.pending.lock() {
-            Ok(mut pending) => {
-                pending.push(Pending { entry, row, size });
-                pending.len() >= WRITE_BATCH
-                    || pending.iter().map(|p| p.size).sum::<u64>() >= WRITE_BATCH_BYTES
-            }
-            Err(_) => false,
-        };
-        if full {
-            self.commit();
-        }
-    }
-
-    /// Writes the rows waiting in memory to the index, in one transaction.
-    pub fn commit(&self) {
-        {
-            let Ok(_one) = self.committing.lock() else {
-                return;
-            };
-            self.write_pending();
-        }
-        if self.used.load(Ordering::Relaxed) > self.max_bytes {
-            self.evict();
-        }
-    }
-
-    /// [`Cache::commit`]'s write, one at a time: the rows stay in the queue
-    /// (where lookups find them) until the index has them.
-    fn write_pending(&self) {
-        let batch = match self.pending.lock() {
-            Ok(pending) => pending.clone(),
-            Err(_) => return,
-        };
-        if batch.is_empty() {
-            return;
-        }
-        let written = (|| -> Result<Vec<u64>, CacheError> {
-            let tx = self.write()?;
-            let mut previous = Vec::new();
-            {
-                let mut t = tx.open_table(ENTRIES).map_err(index_error)?;
-                for p in &batch {
-                    let now = self.clock.fetch_add(1, Ordering::Relaxed);
-                    if let Some(old) = t
-                        .insert(&p.entry[..], (now, p.size, &p.row[..]))
-                        .map_err(index_error)?
-                    {
-                        previous.push(old.value().1);
-                    }
-                }
-            }
-            tx.commit().map_err(index_error)?;
-            Ok(previous)
-        })();
-        match written {
-            Ok(previous) => {
-                let added: u64 = batch.iter().map(|p| p.size).sum();
-                self.used.fetch_add(added, Ordering::Relaxed);
-                for p in previous {
-                    self.used
-                        .fetch_sub(p.min(self.used.load(Ordering::Relaxed)), Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cache: cannot store entries");
-                for p in &batch {
-                    self.memory.forget(&p.entry);
-                }
-            }
-        }
-        // Only rows are added meanwhile, at the end (commits are one at a
-        // time): the first ones are those written.
-        if let Ok(mut pending) = self.pending.lock() {
-            let n = batch.len().min(pending.len());
-            pending.drain(..n);
-        }
-    }
-
-    /// About the bytes of opened summaries held in memory now.
-    pub fn memory_used(&self) -> u64 {
-        self.memory.weight()
-    }
-
-    /// Bytes the cache holds on disk (as it counts them).
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// Writes the waiting rows and makes every index write so far durable.
-    pub fn flush(&self) {
-        self.commit();
-        // A write transaction is durable unless told otherwise: its
-        // commit makes every earlier non-durable one durable too.
-        let done = self
-            .db
-            .begin_write()
-            .map_err(index_error)
-            .and_then(|tx| tx.commit().map_err(index_error));
-        match done {
-            Ok(()) => {
-                if let Ok(mut at) = self.durable_at.lock() {
-                    *at = Instant::now();
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cache: cannot flush the index"),
-        }
-    }
-
-    /// Drops the least recently used entries until the cache is at 90 %
-    /// of its cap.
-    fn evict(&self) {
-        let Ok(_guard) = self.evicting.lock() else {
-            return;
-        };
-        let target = self.max_bytes / 10 * 9;
-        let mut rows: Vec<(u64, Vec<u8>, u64)> = Vec::new();
-        if let Ok(tx) = self.db.begin_read()
-            && let Ok(t) = tx.open_table(ENTRIES)
-            && let Ok(iter) = t.iter()
-        {
-            let touched = self.last_used.lock().map(|m| m.clone()).unwrap_or_default();
-            for (k, v) in iter.flatten() {
-                let (used, size, _) = v.value();
-                let key = k.value().to_vec();
-                let last = <[u8; 20]>::try_from(&key[..])
-                    .ok()
-                    .and_then(|e| touched.get(&e).copied())
-                    .unwrap_or(0);
-                rows.push((used.max(last), key, size));
-            }
-        }
-        rows.sort();
-        let mut total = self.used.load(Ordering::Relaxed);
-        let mut gone = Vec::new();
-        for (_, k, size) in rows {
-            if total <= target {
-                break;
-            }
-            total = total.saturating_sub(size);
-            gone.push((k, size));
-        }
-        let Ok(tx) = self.write() else {
-            return;
-        };
-        if let Ok(mut t) = tx.open_table(ENTRIES) {
-            for (k, _) in &gone {
-                let _ = t.remove(&k[..]);
-            }
-        }
-        if tx.commit().is_ok() {
-            for (k, size) in gone {
-                self.forget(&k);
-                let _ = fs::remove_file(self.body_path(&k));
-                self.used.fetch_sub(
-                    size.min(self.used.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-            }
-        }
     }
 }
 

@@ -1,6 +1,8 @@
 use std::collections::BTreeMap;
 
+use super::keys::sha;
 use super::*;
+use crate::envelope::Detected;
 use crate::keys::Unlocked;
 
 const EPOCH: &str = "0123456789abcdef";
