@@ -384,8 +384,8 @@ fn pipelined_and_hostile_dollars_answer_as_dovecot_or_bad() {
     let many = format!("SEARCH {}", vec!["$"; 65].join(" "));
     for command in [
         many.as_str(),
-        "SEARCH $ 4294967295",
-        "UID SEARCH UID $ SUBJECT 4294967295",
+        "SEARCH $ 4294967295:4294967295",
+        "UID SEARCH UID $ SUBJECT 4294967295:4294967295",
         "SEARCH YOUNGER $",
     ] {
         let r = through.command(command);

@@ -303,8 +303,10 @@ pub(super) const MAX_UNSPECULATED: usize = 100_000;
 pub(super) const SPECULATIVE_PART_ONE: u32 = 64 * 1024;
 
 impl FetchPlan {
-    /// A plan for a client's FETCH or UID FETCH; `None` for other commands.
-    /// The returned command (the probe) goes to the provider.
+    /// A plan for a client's FETCH or UID FETCH; `None` for other commands
+    /// and for a FETCH of items only the provider has (UID, FLAGS,
+    /// INTERNALDATE, MODSEQ), which goes to it as it is. The returned
+    /// command (the probe) goes to the provider.
     pub fn start(
         command: &Command<'static>,
         cache: Option<CacheRef>,
@@ -336,6 +338,13 @@ impl FetchPlan {
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v.clone(),
         };
         let wanted = as_dovecot_parses(wanted, *uid, modifiers);
+        if wanted.iter().all(answer::from_provider) {
+            // UID, FLAGS, INTERNALDATE, MODSEQ: the same for sealed and
+            // plaintext mail. The provider answers it as the client asked
+            // (a flag sync, CHANGEDSINCE and VANISHED included), without a
+            // probe for the marker fields.
+            return None;
+        }
         // Not when the fetch sets \Seen: the messages writ must mark are
         // those left when the probe is over ([`FetchPlan::start_sealed`]).
         let pipelined = !wanted

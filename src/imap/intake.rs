@@ -41,7 +41,7 @@
 //!
 //! A `$` (SEARCHRES) where a set may stand is written as a set imap-codec
 //! parses, at most [`super::saved_result::MAX_MARKS`] per command; the
-//! client's own 4294967295 standing alone there is refused
+//! client's own 4294967295:4294967295 standing alone there is refused
 //! ([`super::saved_result`]). The RETURN options of SEARCH and SORT are
 //! taken off the line and written into the command's tag
 //! ([`super::search_return`]); a client's tag holding that mark is

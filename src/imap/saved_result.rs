@@ -36,9 +36,10 @@
 //!   `SEARCH UID` waits until the provider has answered the commands before it (the
 //!   session's `Plan::Quiet`), so that its `* SEARCH` is its own.
 //!
-//! The intake refuses the client's own 4294967295 standing alone where a
-//! `$` may stand, so every sentinel [`place`] finds is a `$`; one where a
-//! number stands (`LARGER $`) is answered BAD. At most [`MAX_MARKS`]
+//! The intake refuses the client's own 4294967295:4294967295 standing
+//! alone where a `$` may stand, so every sentinel [`place`] finds is a
+//! `$`; where a number stands (`LARGER $`) the sentinel does not parse,
+//! and the command is answered BAD, as Dovecot answers it. At most [`MAX_MARKS`]
 //! `$`s per command, [`MAX_RANGES`] ranges in a saved result and in all
 //! the `$`s of one command. Work is linear in the command; the criteria
 //! tree is walked with an explicit stack, never recursion.
@@ -53,8 +54,12 @@ use imap_next::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use super::fetch::Output;
 
-/// What the intake writes in the place of a `$`: a set imap-codec parses.
-pub const SENTINEL: &str = "4294967295";
+/// What the intake writes in the place of a `$`: a set imap-codec parses
+/// (kept as written: writ builds it without the quirk that normalises
+/// sets) and a client has no reason to write (the range of the one UID
+/// 4294967295). Where a number stands it does not parse (`LARGER $` is
+/// BAD, as at Dovecot); where a string stands it is given back as `$`.
+pub const SENTINEL: &str = "4294967295:4294967295";
 /// `$`s one command may hold.
 pub const MAX_MARKS: usize = 64;
 
@@ -63,7 +68,7 @@ pub mod why {
     pub const MARKS: &str = "Too many $ in one command: at most 64";
     pub const MIXED: &str = "$ stands only where a sequence set or a string may";
     pub const RESERVED: &str =
-        "4294967295 standing alone is reserved by the proxy here (it stands for $): write *";
+        "4294967295:4294967295 standing alone is reserved by the proxy here (it stands for $)";
     pub const TOO_LARGE: &str =
         "$ is too scattered to stand here: at most 2000 ranges in one command";
 }
@@ -219,7 +224,9 @@ fn standalone(line: &[u8], from: usize) -> Vec<(usize, bool)> {
 }
 
 fn is_sentinel(set: &SequenceSet) -> bool {
-    matches!(set.0.as_ref(), [Sequence::Single(SeqOrUid::Value(v))] if v.get() == u32::MAX)
+    matches!(set.0.as_ref(),
+        [Sequence::Range(SeqOrUid::Value(a), SeqOrUid::Value(b))]
+            if a.get() == u32::MAX && b.get() == u32::MAX)
 }
 
 fn sentinel_atom(s: &str) -> bool {
@@ -283,8 +290,7 @@ fn dollar_key(saved: Option<&SequenceSet>) -> SearchKey<'static> {
     }
 }
 
-/// Does any key of `criteria` hold the sentinel (or a number equal to
-/// it, a `$` where a number stands)? Explicit stack.
+/// Does any key of `criteria` hold the sentinel? Explicit stack.
 fn holds_sentinel(criteria: &[SearchKey<'_>]) -> bool {
     let mut stack: Vec<&SearchKey<'_>> = criteria.iter().collect();
     while let Some(key) = stack.pop() {
@@ -311,9 +317,6 @@ fn holds_sentinel(criteria: &[SearchKey<'_>]) -> bool {
             | SearchKey::To(s) => sentinel_astring(s),
             SearchKey::Header(name, value) => sentinel_astring(name) || sentinel_astring(value),
             SearchKey::Keyword(a) | SearchKey::Unkeyword(a) => sentinel_atom(a.as_ref()),
-            SearchKey::Larger(n) | SearchKey::Smaller(n) => *n == u32::MAX,
-            SearchKey::Older(n) | SearchKey::Younger(n) => n.get() == u32::MAX,
-            SearchKey::ModSequence { modseq, .. } => *modseq == u64::from(u32::MAX),
             _ => false,
         };
         if found {
@@ -328,7 +331,7 @@ fn sentinel_astring(s: &AString<'_>) -> bool {
 }
 
 /// `criteria` with every sentinel in place (explicit stack, post-order
-/// rebuild). `Err`: a `$` where a number stands.
+/// rebuild). `Err`: a sentinel left where no `$` may be put.
 fn place_in_criteria(
     criteria: Vec1<SearchKey<'static>>,
     saved: Option<&SequenceSet>,

@@ -177,6 +177,9 @@ pub struct Session {
     in_flight: InFlight,
     /// Responses imap-types has no form for: see [`raw`].
     raw: raw::RawResponses,
+    /// FETCHes the provider answers itself, in flight (tags): a FETCH plan
+    /// waits for them ([`Plan::Quiet`]).
+    plain_fetches: Vec<Tag<'static>>,
     /// SEARCHRES: the saved result `$`, as UIDs (`None`: empty).
     saved: Option<imap_next::imap_types::sequence::SequenceSet>,
     /// Extended LIST commands passed to the provider as the client sent
@@ -279,6 +282,7 @@ impl Session {
             authenticated: false,
             in_flight: InFlight::default(),
             raw: raw::RawResponses::default(),
+            plain_fetches: Vec::new(),
             saved: None,
             passthrough: passthrough::Passthrough::default(),
             multiappend: multiappend::MultiAppends::default(),
@@ -382,6 +386,7 @@ impl Session {
                     return;
                 }
                 self.passthrough.answered(tag);
+                self.plain_fetches.retain(|t| t != tag);
                 let ok = body.kind == StatusKind::Ok;
                 if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag)
                     && let Some((_, account)) = self.pending_login.take()

@@ -170,7 +170,8 @@ fn the_structure_of_a_plaintext_message_is_fetched_after_the_probe() {
 #[test]
 fn responses_that_are_not_the_plans_pass_through() {
     let (ids, _) = keys();
-    let (mut plan, _) = FetchPlan::start(&command("d FETCH 1:* (FLAGS)\r\n"), None).expect("FETCH");
+    let (mut plan, _) =
+        FetchPlan::start(&command("d FETCH 1:* (FLAGS RFC822.SIZE)\r\n"), None).expect("FETCH");
     // A flag change by another session, while the probe runs.
     let (seq, items) = fetch_response(b"* 4 FETCH (FLAGS (\\Deleted))\r\n");
     assert!(plan.on_fetch(seq, items, &ids).is_err());
@@ -595,12 +596,23 @@ fn items_are_asked_once_uid_first_and_changedsince_brings_modseq() {
         "u UID FETCH 1 (UID FLAGS BODY.PEEK[HEADER])\r\n"
     );
     assert_eq!(plan.wanted.len(), 5, "{:?}", plan.wanted);
-    let (_, probe) = FetchPlan::start(&command("c FETCH 1:* (FLAGS) (CHANGEDSINCE 7)\r\n"), None)
-        .expect("FETCH");
+    let (_, probe) = FetchPlan::start(
+        &command("c FETCH 1:* (FLAGS RFC822.SIZE) (CHANGEDSINCE 7)\r\n"),
+        None,
+    )
+    .expect("FETCH");
     assert_eq!(
         wire(&probe),
-        "c FETCH 1:* (FLAGS MODSEQ UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]) (CHANGEDSINCE 7)\r\n"
+        "c FETCH 1:* (FLAGS RFC822.SIZE MODSEQ UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]) (CHANGEDSINCE 7)\r\n"
     );
+    // Only what the provider has: no plan, the provider answers it.
+    for only_provider in [
+        "c FETCH 1:* (FLAGS) (CHANGEDSINCE 7)\r\n",
+        "c UID FETCH 1:* (UID FLAGS INTERNALDATE MODSEQ)\r\n",
+        "c FETCH 2 UID\r\n",
+    ] {
+        assert!(FetchPlan::start(&command(only_provider), None).is_none());
+    }
 }
 
 #[test]

@@ -207,7 +207,7 @@ mod session {
             "d UID EXPUNGE *\r\n",
             "e STORE 3,1,2,2:1 +FLAGS (\\Seen)\r\n",
             "h COPY * Trash\r\n",
-            "f UID STORE 4294967295:* +FLAGS (\\Seen)\r\n",
+            "f UID STORE 4294967295 +FLAGS (\\Seen)\r\n",
             "g SEARCH 1,*:3\r\n",
         ] {
             let (to_provider, to_client) = exchange(&mut s, command.as_bytes());
@@ -441,19 +441,20 @@ fn an_extended_list_is_taken_off_and_a_noop_goes_on_in_its_place() {
 }
 
 #[test]
-fn a_dollar_is_written_as_a_set_and_a_clients_own_4294967295_refused() {
+fn a_dollar_is_written_as_a_set_and_a_clients_own_sentinel_refused() {
     let mut intake = Intake::new(1024);
     intake.logged_in();
     let events = intake.push(b"s1 UID SEARCH RETURN (SAVE) SUBJECT {2}\r\nab $\r\n");
     assert_eq!(
         bytes(&events),
-        b"s1!writ-return.s UID SEARCH SUBJECT {2}\r\nab 4294967295\r\n"
+        b"s1!writ-return.s UID SEARCH SUBJECT {2}\r\nab 4294967295:4294967295\r\n"
     );
     // A long tag (no tag the intake reads) is marked all the same.
     let long = format!("{} FETCH $ FLAGS\r\n", "t".repeat(80));
     let events = intake.push(long.as_bytes());
-    assert!(bytes(&events).ends_with(b" FETCH 4294967295 FLAGS\r\n"));
-    // Too many, or the client's own 4294967295 where a `$` may stand:
+    assert!(bytes(&events).ends_with(b" FETCH 4294967295:4294967295 FLAGS\r\n"));
+    // Too many, or the client's own 4294967295:4294967295 alone where a
+    // `$` may stand:
     // refused as any cap, the session goes on.
     let many = format!("t2 SEARCH {}\r\nt3 NOOP\r\n", vec!["$"; 65].join(" "));
     let events = intake.push(many.as_bytes());
@@ -467,9 +468,9 @@ fn a_dollar_is_written_as_a_set_and_a_clients_own_4294967295_refused() {
     );
     assert_eq!(bytes(&events), b"t3 NOOP\r\n");
     for own in [
-        &b"t4 UID FETCH 4294967295 FLAGS\r\n"[..],
-        b"t4 SEARCH OR (4294967295) 1\r\n",
-        b"t4 SEARCH LARGER 4294967295\r\n",
+        &b"t4 UID FETCH 4294967295:4294967295 FLAGS\r\n"[..],
+        b"t4 SEARCH OR (4294967295:4294967295) 1\r\n",
+        b"t4 SEARCH SUBJECT 4294967295:4294967295\r\n",
     ] {
         let events = intake.push(own);
         assert_eq!(
@@ -484,6 +485,8 @@ fn a_dollar_is_written_as_a_set_and_a_clients_own_4294967295_refused() {
     // Elsewhere, or not alone, it is the client's.
     for kept in [
         &b"t5 UID FETCH 1:4294967295 FLAGS\r\n"[..],
+        b"t5 UID FETCH 4294967295 FLAGS\r\n",
+        b"t5 SEARCH LARGER 4294967295\r\n",
         b"t5 SEARCH SUBJECT \"4294967295\"\r\n",
         b"t5 FETCH 1 BODY[]<0.4294967295>\r\n",
     ] {

@@ -272,22 +272,7 @@ impl Session {
                     "This THREAD algorithm is not offered through writ",
                 );
             }
-            CommandBody::Fetch { .. } => match FetchPlan::start(&command, self.cache_ref()) {
-                Some((plan, probe)) => {
-                    let mut plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
-                    // A listing of messages the cache cannot know: their
-                    // summaries asked for right behind the probe.
-                    let speculative = plan.take_speculative();
-                    self.plan = Some(Plan::Fetch(Box::new(plan)));
-                    self.forward(probe);
-                    if let Some(command) = speculative {
-                        self.forward(command);
-                    }
-                }
-                None => {
-                    self.forward(command);
-                }
-            },
+            CommandBody::Fetch { .. } => self.start_fetch(command),
             _ => {
                 self.forward(command);
             }

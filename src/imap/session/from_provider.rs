@@ -57,7 +57,7 @@ impl Session {
                 // VANISHED (EARLIER) renumbers nothing: it answers a
                 // SELECT's or UID FETCH's QRESYNC/VANISHED parameter.
                 let data = match (data, self.plan.as_mut()) {
-                    (Data::Fetch { seq, items }, Some(plan)) => {
+                    (Data::Fetch { seq, items }, Some(plan)) if plan.takes_fetches() => {
                         if let Plan::Fetch(fetch) = plan {
                             fetch.provider_response(self.provider.last_response_bytes());
                         }

@@ -27,6 +27,16 @@ pub(super) enum Plan {
     Quiet(Box<Waiting>),
 }
 
+impl Plan {
+    /// The plan asks for FETCH data, so the provider's FETCH responses go
+    /// to it first (and what it does not take passes filtered:
+    /// [`unsolicited`]). The others leave them to pass as they would with
+    /// no plan running (answers to a FETCH the provider answers itself).
+    pub(super) fn takes_fetches(&self) -> bool {
+        matches!(self, Plan::Fetch(_) | Plan::Search(_))
+    }
+}
+
 /// What waits in [`Plan::Quiet`].
 pub(super) enum Waiting {
     /// A SEARCH, SORT or THREAD, with its RETURN options.
@@ -34,6 +44,9 @@ pub(super) enum Waiting {
         imap_next::imap_types::command::Command<'static>,
         Option<crate::imap::search_return::ReturnOptions>,
     ),
+    /// A FETCH writ answers, behind one the provider answers itself (whose
+    /// answers it would take for flag changes and filter).
+    Fetch(imap_next::imap_types::command::Command<'static>),
     /// A command by sequence number over `$`, and `$`.
     Resolve(
         imap_next::imap_types::command::Command<'static>,

@@ -102,7 +102,7 @@ fn a_saved_result_by_number_is_saved_as_uids() {
         "* 6 FETCH (FLAGS (\\Seen) UID 30)\r\n* ESEARCH (TAG \"a\") MAX 6\r\na OK SEARCH completed (by writ)\r\n"
     );
     let sent = send(&mut s, b"b UID FETCH $ (FLAGS)\r\n");
-    assert!(sent.starts_with("b UID FETCH 30 ("), "{sent}");
+    assert_eq!(sent, "b UID FETCH 30 FLAGS\r\n");
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn hostile_dollars_and_tags_are_refused_and_the_session_goes_on() {
     let mut s = selected();
     let sent = send(
         &mut s,
-        b"a SEARCH $ 4294967295\r\nb SEARCH LARGER $\r\nc!writ-return.s SEARCH ALL\r\nd NOOP\r\n",
+        b"a SEARCH $ 4294967295:4294967295\r\nb SEARCH LARGER $\r\nc!writ-return.s SEARCH ALL\r\nd NOOP\r\n",
     );
     assert_eq!(sent, "d NOOP\r\n");
     let out = text(s.take_to_client());
@@ -193,4 +193,24 @@ fn searches_the_provider_answers_itself_stay_pipelined() {
     let mut s = selected();
     let sent = send(&mut s, b"a SEARCH FLAGGED\r\nb UID SEARCH SEEN\r\n");
     assert_eq!(sent, "a SEARCH FLAGGED\r\nb UID SEARCH SEEN\r\n");
+}
+
+#[test]
+fn a_fetch_the_provider_answers_passes_whole_and_a_plan_waits_behind_it() {
+    let mut s = selected();
+    // Only what the provider has: as the client wrote it, no probe.
+    let sent = send(
+        &mut s,
+        b"a UID FETCH 1:* (FLAGS INTERNALDATE)\r\nb FETCH 1 (RFC822.SIZE)\r\n",
+    );
+    assert_eq!(sent, "a UID FETCH 1:* (FLAGS INTERNALDATE)\r\n");
+    // Its answers pass whole while the FETCH plan behind it waits.
+    let answers = "* 1 FETCH (UID 4 FLAGS (\\Seen) INTERNALDATE \"07-Dec-2026 10:00:00 +0000\")\r\n\
+                   a OK Fetch completed\r\n";
+    assert_eq!(answer(&mut s, answers.as_bytes()), answers);
+    let probe = text(s.take_to_provider());
+    assert!(
+        probe.starts_with("b FETCH 1 (RFC822.SIZE UID FLAGS "),
+        "{probe}"
+    );
 }

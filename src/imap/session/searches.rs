@@ -2,7 +2,9 @@
 //! writ answers, and a command by number over `$`): a `* SEARCH` names no
 //! command, so such a plan starts only once the provider has answered
 //! every command before it ([`Plan::Quiet`] holds it meanwhile, and the
-//! client's commands behind it wait). Part of [`super::Session`]; its
+//! client's commands behind it wait). Likewise a FETCH plan behind a
+//! FETCH the provider answers itself (UID, FLAGS, INTERNALDATE, MODSEQ
+//! only), whose answers it would otherwise take for flag changes. Part of [`super::Session`]; its
 //! invariants are stated in `session.rs`'s header.
 
 use super::*;
@@ -52,6 +54,7 @@ impl Session {
         };
         match *waiting {
             plan::Waiting::Search(command, returns) => self.start_search(command, returns),
+            plan::Waiting::Fetch(command) => self.start_fetch(command),
             plan::Waiting::Resolve(command, saved) => self.start_resolve(command, saved),
         }
         self.apply(Vec::new());
@@ -73,5 +76,29 @@ impl Session {
         let (plan, search) = crate::imap::saved_result::Resolve::start(command, &saved);
         self.plan = Some(Plan::Saved(plan));
         self.forward(search);
+    }
+
+    /// A FETCH: a plan when writ answers it, else to the provider as it
+    /// is. A plan waits while a FETCH the provider answers itself is in
+    /// flight: it would take that one's answers for flag changes.
+    pub(super) fn start_fetch(&mut self, command: Command<'static>) {
+        let Some((plan, probe)) = FetchPlan::start(&command, self.cache_ref()) else {
+            self.plain_fetches.push(command.tag.clone());
+            self.forward(command);
+            return;
+        };
+        if !self.plain_fetches.is_empty() {
+            self.plan = Some(Plan::Quiet(Box::new(plan::Waiting::Fetch(command))));
+            return;
+        }
+        let mut plan = plan.opening_with(Arc::clone(&self.keys), self.runner.clone());
+        // A listing of messages the cache cannot know: their summaries
+        // asked for right behind the probe.
+        let speculative = plan.take_speculative();
+        self.plan = Some(Plan::Fetch(Box::new(plan)));
+        self.forward(probe);
+        if let Some(command) = speculative {
+            self.forward(command);
+        }
     }
 }
