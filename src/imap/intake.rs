@@ -359,7 +359,8 @@ impl Intake {
                         return Err(why::NONSYNC);
                     }
                     // imap-next answers BAD; the client sends no literal and
-                    // the command is over.
+                    // the command is over. Under the client's own tag.
+                    self.unmark_tag();
                     self.end_command();
                     return Ok(());
                 }
@@ -373,6 +374,20 @@ impl Intake {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// The line's tag as the client wrote it, RETURN options dropped:
+    /// imap-next answers this command itself (BAD).
+    fn unmark_tag(&mut self) {
+        let Some(tag) = &self.tag else {
+            return;
+        };
+        let Some(space) = self.line.iter().position(|&b| b == b' ') else {
+            return;
+        };
+        if self.line[..space] != tag[..] {
+            self.line = [&tag[..], &self.line[space..]].concat();
         }
     }
 
@@ -391,10 +406,12 @@ impl Intake {
     /// to `out`. Returns whether the connection must close. If not, the
     /// rest of the line is dropped.
     fn refuse(&mut self, why: &'static str, out: &mut Vec<Event>) -> bool {
+        // The tag read from the first line: the client's own, not the one
+        // RETURN options were written into.
         let tag = if self.started {
             self.tag.take()
         } else {
-            tag_of(&self.line)
+            self.tag.take().or_else(|| tag_of(&self.line))
         };
         let close = self.started || why == why::NONSYNC || why == why::PRELOGIN_NONSYNC;
         out.push(Event::Refused { tag, why, close });

@@ -11,9 +11,10 @@
 //! pipelined commands, and no tag used twice, can give a command another
 //! one's options. The session takes them off the tag ([`untag`]) before
 //! anything else sees the command; a client's own tag holding
-//! [`TAG_MARK`] is refused (intake). Only a BAD imap-next writes itself
-//! before the session sees the command (a literal over
-//! `imap.max_literal_size` in such a SEARCH) carries the marked tag. The options
+//! [`TAG_MARK`] is refused (intake). A command imap-next answers itself
+//! (BAD for a synchronising literal over `imap.max_literal_size`) has its
+//! tag given back first, and the intake's own refusals use the tag it read
+//! before the options went in. The options
 //! are atoms and the response holds only the client's tag (a quoted
 //! string: a tag has no `"` or `\`, but both are escaped anyway), numbers
 //! and a sequence set, so nothing from a message ever reaches this text.

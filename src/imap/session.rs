@@ -48,9 +48,13 @@
 //! before it is answered (`searches`). An EXPUNGE, or with QRESYNC a VANISHED
 //! (by UID: [`super::sequence::Vanished`]), renumbers the plan's pending
 //! answers; VANISHED (EARLIER) and the VANISHED of a UID EXPUNGE pass as
-//! they are (no message content). A FETCH that answers none of the plan's
-//! commands (a flag change elsewhere), and one during a SELECT (a QRESYNC
-//! SELECT's changed messages), passes with FLAGS, MODSEQ and UID only. Once a
+//! they are (no message content). While a FETCH or SEARCH plan runs, a
+//! FETCH that answers none of its commands (a flag change elsewhere)
+//! passes with FLAGS, MODSEQ and UID only, as does one during a SELECT (a
+//! QRESYNC SELECT's changed messages) whatever runs; other plans ask for
+//! no FETCH data and let FETCH responses pass as they would with none
+//! running (answers to a FETCH of UID, FLAGS, INTERNALDATE, MODSEQ, which
+//! goes to the provider as it is). Once a
 //! client command waits behind a plan, [`Session::wants_client_input`]
 //! says no: the I/O shell stops reading the client until the plan ends.
 //!
@@ -179,7 +183,7 @@ pub struct Session {
     raw: raw::RawResponses,
     /// FETCHes the provider answers itself, in flight (tags): a FETCH plan
     /// waits for them ([`Plan::Quiet`]).
-    plain_fetches: Vec<Tag<'static>>,
+    plain_fetches: VecDeque<Tag<'static>>,
     /// SEARCHRES: the saved result `$`, as UIDs (`None`: empty).
     saved: Option<imap_next::imap_types::sequence::SequenceSet>,
     /// Extended LIST commands passed to the provider as the client sent
@@ -282,7 +286,7 @@ impl Session {
             authenticated: false,
             in_flight: InFlight::default(),
             raw: raw::RawResponses::default(),
-            plain_fetches: Vec::new(),
+            plain_fetches: VecDeque::new(),
             saved: None,
             passthrough: passthrough::Passthrough::default(),
             multiappend: multiappend::MultiAppends::default(),
@@ -386,7 +390,12 @@ impl Session {
                     return;
                 }
                 self.passthrough.answered(tag);
-                self.plain_fetches.retain(|t| t != tag);
+                // Answered in turn, almost always: the first one.
+                if self.plain_fetches.front() == Some(tag) {
+                    self.plain_fetches.pop_front();
+                } else if !self.plain_fetches.is_empty() {
+                    self.plain_fetches.retain(|t| t != tag);
+                }
                 let ok = body.kind == StatusKind::Ok;
                 if self.pending_login.as_ref().is_some_and(|(t, _)| t == tag)
                     && let Some((_, account)) = self.pending_login.take()

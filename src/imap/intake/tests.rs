@@ -467,6 +467,20 @@ fn a_dollar_is_written_as_a_set_and_a_clients_own_sentinel_refused() {
         )]
     );
     assert_eq!(bytes(&events), b"t3 NOOP\r\n");
+    // The same behind RETURN options: refused under the client's tag.
+    let many = format!("t6 SEARCH RETURN (ALL) {}\r\n", vec!["$"; 65].join(" "));
+    let events = intake.push(many.as_bytes());
+    assert_eq!(
+        refusals(&events),
+        vec![(
+            Some("t6".into()),
+            crate::imap::saved_result::why::MARKS,
+            false
+        )]
+    );
+    // A literal imap-next refuses itself goes on under the client's tag.
+    let events = intake.push(b"t7 SEARCH RETURN (COUNT) SUBJECT {99999}\r\n");
+    assert_eq!(bytes(&events), b"t7 SEARCH SUBJECT {99999}\r\n");
     for own in [
         &b"t4 UID FETCH 4294967295:4294967295 FLAGS\r\n"[..],
         b"t4 SEARCH OR (4294967295:4294967295) 1\r\n",

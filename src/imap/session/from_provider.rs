@@ -94,8 +94,9 @@ impl Session {
                     }
                     // A QRESYNC SELECT's changed messages: only what names
                     // a flag change passes (the provider sends nothing
-                    // else there; a guard against sealed items).
-                    (Data::Fetch { seq, items }, None) if self.pending_select.is_some() => {
+                    // else there; a guard against sealed items), whatever
+                    // plan that takes no FETCH data runs meanwhile.
+                    (Data::Fetch { seq, items }, _) if self.pending_select.is_some() => {
                         match unsolicited(items) {
                             Some(items) => Data::Fetch { seq, items },
                             None => return,

@@ -22,7 +22,8 @@ pub(super) enum Plan {
     /// numbers asked for first.
     Saved(crate::imap::saved_result::Resolve),
     /// A command whose plan takes the provider's `* SEARCH` (which names
-    /// no command), waiting until every command before it is answered:
+    /// no command), or a FETCH plan behind a FETCH the provider answers
+    /// itself, waiting until every command before it is answered:
     /// meanwhile it takes nothing of the provider's.
     Quiet(Box<Waiting>),
 }

@@ -214,3 +214,20 @@ fn a_fetch_the_provider_answers_passes_whole_and_a_plan_waits_behind_it() {
         "{probe}"
     );
 }
+
+#[test]
+fn a_selects_changed_messages_pass_filtered_while_a_search_waits() {
+    let mut s = selected();
+    let sent = send(&mut s, b"s SELECT INBOX\r\nb SEARCH TEXT x\r\n");
+    assert_eq!(
+        sent, "s SELECT INBOX\r\n",
+        "the search waits for the SELECT"
+    );
+    let out = answer(
+        &mut s,
+        b"* 1 FETCH (UID 117 FLAGS () BODY[1] {6}\r\nsealed)\r\n\
+          * OK [UIDVALIDITY 7] v\r\ns OK [READ-WRITE] done\r\n",
+    );
+    assert!(out.starts_with("* 1 FETCH (UID 117 FLAGS ())\r\n"), "{out}");
+    assert!(!out.contains("sealed"), "{out}");
+}

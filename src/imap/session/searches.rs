@@ -83,7 +83,7 @@ impl Session {
     /// flight: it would take that one's answers for flag changes.
     pub(super) fn start_fetch(&mut self, command: Command<'static>) {
         let Some((plan, probe)) = FetchPlan::start(&command, self.cache_ref()) else {
-            self.plain_fetches.push(command.tag.clone());
+            self.plain_fetches.push_back(command.tag.clone());
             self.forward(command);
             return;
         };
