@@ -348,6 +348,35 @@ fn searchres_through_writ_answers_as_dovecot() {
     );
 }
 
+/// FETCHes the provider answers itself (flags, dates) pipelined with
+/// FETCHes writ answers over sealed mail, a STORE and a SEARCH, in one
+/// write: every answer as Dovecot's, none taken by another command.
+#[test]
+fn pipelined_flag_syncs_and_listings_answer_as_dovecot() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let plain = user_with(p, "flagsync-plain", &corpus(), None);
+    let sealed = user_with(p, "flagsync-sealed", &corpus(), Some(&proxy));
+    let pipelined = b"f1 UID FETCH 1:* (FLAGS INTERNALDATE)\r\n\
+          f2 FETCH 1:10 (ENVELOPE RFC822.SIZE)\r\n\
+          f3 UID STORE 2:5 +FLAGS (\\Answered)\r\n\
+          f4 FETCH 1:* (UID FLAGS)\r\n\
+          f5 UID FETCH 3:6 (UID BODYSTRUCTURE)\r\n\
+          f6 SEARCH ANSWERED SUBJECT the\r\n";
+    let answers = |imap: &mut Imap| pipelined_answers(imap, pipelined, 6);
+    let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
+    let dovecot = answers(&mut direct);
+    let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
+    let writ = answers(&mut through);
+    assert!(
+        dovecot.0.iter().any(|l| l.contains("INTERNALDATE")) && dovecot.0.len() > 100,
+        "{dovecot:?}"
+    );
+    assert_eq!(writ, dovecot);
+    direct.logout();
+    through.logout();
+}
+
 /// SEARCHRES under load and abuse: a SAVE search with the commands that
 /// use `$` pipelined behind it in one write answers as Dovecot does;
 /// too many `$`s, or a `$` beside the set writ marks it with, are refused
