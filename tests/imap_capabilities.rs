@@ -353,27 +353,18 @@ fn searchres_through_writ_answers_as_dovecot() {
 /// write: every answer as Dovecot's, none taken by another command.
 #[test]
 fn pipelined_flag_syncs_and_listings_answer_as_dovecot() {
-    let p = provider();
-    let proxy = proxy(p.imap_addr());
-    let plain = user_with(p, "flagsync-plain", &corpus(), None);
-    let sealed = user_with(p, "flagsync-sealed", &corpus(), Some(&proxy));
     let pipelined = b"f1 UID FETCH 1:* (FLAGS INTERNALDATE)\r\n\
           f2 FETCH 1:10 (ENVELOPE RFC822.SIZE)\r\n\
           f3 UID STORE 2:5 +FLAGS (\\Answered)\r\n\
           f4 FETCH 1:* (UID FLAGS)\r\n\
           f5 UID FETCH 3:6 (UID BODYSTRUCTURE)\r\n\
           f6 SEARCH ANSWERED SUBJECT the\r\n";
-    let answers = |imap: &mut Imap| pipelined_answers(imap, pipelined, 6);
-    let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
-    let dovecot = answers(&mut direct);
-    let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
-    let writ = answers(&mut through);
+    let (dovecot, writ, _w, through) = pipelined_both("flagsync", &corpus(), pipelined, 6);
     assert!(
         dovecot.0.iter().any(|l| l.contains("INTERNALDATE")) && dovecot.0.len() > 100,
         "{dovecot:?}"
     );
     assert_eq!(writ, dovecot);
-    direct.logout();
     through.logout();
 }
 
@@ -383,21 +374,13 @@ fn pipelined_flag_syncs_and_listings_answer_as_dovecot() {
 /// BAD and the session goes on; another session is served meanwhile.
 #[test]
 fn pipelined_and_hostile_dollars_answer_as_dovecot_or_bad() {
-    let p = provider();
-    let proxy = proxy(p.imap_addr());
-    let plain = user_with(p, "searchres-pipe-plain", &corpus(), None);
-    let sealed = user_with(p, "searchres-pipe-sealed", &corpus(), Some(&proxy));
     let pipelined = b"p1 SEARCH RETURN (SAVE) SUBJECT the\r\n\
           p2 FETCH $ (UID)\r\n\
           p3 UID STORE $ +FLAGS.SILENT (\\Answered)\r\n\
           p4 SEARCH ANSWERED\r\n\
           p5 UID SEARCH RETURN (SAVE) FLAGGED\r\n\
           p6 SEARCH OR $ ANSWERED\r\n";
-    let answers = |imap: &mut Imap| pipelined_answers(imap, pipelined, 6);
-    let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
-    let dovecot = answers(&mut direct);
-    let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
-    let writ = answers(&mut through);
+    let (dovecot, writ, w, mut through) = pipelined_both("searchres-pipe", &corpus(), pipelined, 6);
     assert!(
         dovecot
             .0
@@ -406,9 +389,8 @@ fn pipelined_and_hostile_dollars_answer_as_dovecot_or_bad() {
         "{dovecot:?}"
     );
     assert_eq!(writ, dovecot);
-    direct.logout();
 
-    let mut other = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
+    let mut other = Imap::login_to(w.proxy.imap, &w.sealed.name, &w.sealed.password);
     other.select("INBOX").expect_ok("SELECT");
     let many = format!("SEARCH {}", vec!["$"; 65].join(" "));
     for command in [
@@ -580,23 +562,44 @@ fn pipelined_answers(
     (untagged, status)
 }
 
-#[test]
-fn pipelined_esearch_and_esort_keep_their_own_tags_and_forms() {
+type Answers = (Vec<String>, Vec<(String, String)>);
+
+/// `pipelined` (`commands` commands) written at once straight at Dovecot
+/// over plaintext copies of `messages` and through writ over sealed ones:
+/// Dovecot's answers, writ's, and writ's world with its connection still
+/// open.
+fn pipelined_both(
+    name: &str,
+    messages: &[(String, Vec<u8>)],
+    pipelined: &[u8],
+    commands: usize,
+) -> (Answers, Answers, World, Imap) {
     let p = provider();
     let proxy = proxy(p.imap_addr());
-    let plain = user_with(p, "esearch-pipe-plain", &threaded(), None);
-    let sealed = user_with(p, "esearch-pipe-sealed", &threaded(), Some(&proxy));
+    let plain = user_with(p, &format!("{name}-plain"), messages, None);
+    let sealed = user_with(p, &format!("{name}-sealed"), messages, Some(&proxy));
+    let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
+    let dovecot = pipelined_answers(&mut direct, pipelined, commands);
+    direct.logout();
+    let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
+    let writ = pipelined_answers(&mut through, pipelined, commands);
+    let w = World {
+        proxy,
+        plain,
+        sealed,
+    };
+    (dovecot, writ, w, through)
+}
+
+#[test]
+fn pipelined_esearch_and_esort_keep_their_own_tags_and_forms() {
     let pipelined = b"p1 SEARCH RETURN (MIN) SUBJECT budget\r\n\
           p2 UID SORT RETURN (COUNT ALL) (SUBJECT) UTF-8 ALL\r\n\
           p3 SEARCH SUBJECT budget\r\n\
           p4 UID SEARCH RETURN (MAX) ALL\r\n\
           p5 SORT (REVERSE DATE) UTF-8 SUBJECT budget\r\n\
           p6 SEARCH RETURN (ALL) ALL\r\n";
-    let answers = |imap: &mut Imap| pipelined_answers(imap, pipelined, 6);
-    let mut direct = Imap::login_to(p.imap_addr(), &plain.name, &plain.password);
-    let dovecot = answers(&mut direct);
-    let mut through = Imap::login_to(proxy.imap, &sealed.name, &sealed.password);
-    let writ = answers(&mut through);
+    let (dovecot, writ, _w, through) = pipelined_both("esearch-pipe", &threaded(), pipelined, 6);
     assert!(
         dovecot
             .0
@@ -605,7 +608,6 @@ fn pipelined_esearch_and_esort_keep_their_own_tags_and_forms() {
         "{dovecot:?}"
     );
     assert_eq!(writ, dovecot);
-    direct.logout();
     through.logout();
 }
 

@@ -431,27 +431,10 @@ pub fn place(
     command: &mut Command<'static>,
     saved: Option<&SequenceSet>,
 ) -> Result<Placed, &'static str> {
-    let per_dollar = saved.map_or(1, ranges);
     match &mut command.body {
         CommandBody::Search {
             charset, criteria, ..
-        } => {
-            let in_charset = charset.as_mut().is_some_and(dollar_charset);
-            if holds_sentinel(criteria.as_ref()) {
-                let placed = place_in_criteria(criteria.clone(), saved)?;
-                let dollars = count_dollar_keys(placed.as_ref(), saved);
-                if dollars.saturating_mul(per_dollar) > MAX_RANGES {
-                    return Err(why::TOO_LARGE);
-                }
-                *criteria = placed;
-                return Ok(Placed::Ready);
-            }
-            Ok(if in_charset {
-                Placed::Ready
-            } else {
-                Placed::Untouched
-            })
-        }
+        } => place_in_search(charset.as_mut(), criteria, saved),
         CommandBody::Sort {
             charset,
             search_criteria,
@@ -461,23 +444,7 @@ pub fn place(
             charset,
             search_criteria,
             ..
-        } => {
-            let in_charset = dollar_charset(charset);
-            if holds_sentinel(search_criteria.as_ref()) {
-                let placed = place_in_criteria(search_criteria.clone(), saved)?;
-                let dollars = count_dollar_keys(placed.as_ref(), saved);
-                if dollars.saturating_mul(per_dollar) > MAX_RANGES {
-                    return Err(why::TOO_LARGE);
-                }
-                *search_criteria = placed;
-                return Ok(Placed::Ready);
-            }
-            Ok(if in_charset {
-                Placed::Ready
-            } else {
-                Placed::Untouched
-            })
-        }
+        } => place_in_search(Some(charset), search_criteria, saved),
         CommandBody::Fetch {
             sequence_set, uid, ..
         }
@@ -493,6 +460,29 @@ pub fn place(
         CommandBody::ExpungeUid { sequence_set } => Ok(place_set(sequence_set, true, saved)),
         _ => Ok(Placed::Untouched),
     }
+}
+
+/// The criteria (and charset) of a SEARCH, SORT or THREAD.
+fn place_in_search(
+    charset: Option<&mut Charset<'static>>,
+    criteria: &mut Vec1<SearchKey<'static>>,
+    saved: Option<&SequenceSet>,
+) -> Result<Placed, &'static str> {
+    let in_charset = charset.is_some_and(dollar_charset);
+    if !holds_sentinel(criteria.as_ref()) {
+        return Ok(if in_charset {
+            Placed::Ready
+        } else {
+            Placed::Untouched
+        });
+    }
+    let placed = place_in_criteria(criteria.clone(), saved)?;
+    let dollars = count_dollar_keys(placed.as_ref(), saved);
+    if dollars.saturating_mul(saved.map_or(1, ranges)) > MAX_RANGES {
+        return Err(why::TOO_LARGE);
+    }
+    *criteria = placed;
+    Ok(Placed::Ready)
 }
 
 /// The first argument of a FETCH, STORE, COPY, MOVE or UID EXPUNGE.
