@@ -233,29 +233,25 @@ fn sentinel_atom(s: &str) -> bool {
     s == SENTINEL
 }
 
+/// `value` made `$` again when `is` (it holds the sentinel).
+fn give_back<T: TryFrom<&'static str>>(value: &mut T, is: bool) -> bool {
+    match T::try_from("$") {
+        Ok(dollar) if is => {
+            *value = dollar;
+            true
+        }
+        _ => false,
+    }
+}
+
 fn dollar_astring(s: &mut AString<'static>) -> bool {
-    let AString::Atom(a) = s else {
-        return false;
-    };
-    if !sentinel_atom(a.as_ref()) {
-        return false;
-    }
-    match AString::try_from("$") {
-        Ok(d) => *s = d,
-        Err(_) => return false,
-    }
-    true
+    let is = sentinel_astring(s);
+    give_back(s, is)
 }
 
 fn dollar_atom(a: &mut Atom<'static>) -> bool {
-    if !sentinel_atom(a.as_ref()) {
-        return false;
-    }
-    match Atom::try_from("$") {
-        Ok(d) => *a = d,
-        Err(_) => return false,
-    }
-    true
+    let is = sentinel_atom(a.as_ref());
+    give_back(a, is)
 }
 
 fn dollar_charset(c: &mut Charset<'static>) -> bool {
