@@ -4,12 +4,15 @@
 //! every command before it ([`Plan::Quiet`] holds it meanwhile, and the
 //! client's commands behind it wait). Likewise a FETCH plan behind a
 //! FETCH the provider answers itself (UID, FLAGS, INTERNALDATE, MODSEQ
-//! only), whose answers it would otherwise take for flag changes. Part of [`super::Session`]; its
-//! invariants are stated in `session.rs`'s header.
+//! only), whose answers it would otherwise take for flag changes. Part of
+//! [`super::Session`]; its invariants are stated in `session.rs`'s header.
 
 use super::*;
 
 impl Session {
+    /// A SEARCH, SORT or THREAD: a plan when writ answers it (content
+    /// keys, RETURN options, SORT, THREAD), else to the provider as it is.
+    /// A SAVE empties `$` until it succeeds.
     pub(super) fn start_search(
         &mut self,
         command: Command<'static>,
