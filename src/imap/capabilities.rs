@@ -33,7 +33,7 @@
 //! (YOUNGER, OLDER: INTERNALDATE, which sealing keeps; evaluated by writ
 //! when content keys come with them, as Dovecot does). SEARCHRES
 //! ([`super::saved_result`]: writ keeps `$` as UIDs and puts them in its
-//! place before a command goes on; SAVE on SEARCH and UID SEARCH).
+//! place before a command goes on; SAVE on SEARCH and SORT).
 //!
 //! Withheld, with the reason (the README lists the same):
 //!

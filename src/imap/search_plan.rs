@@ -145,7 +145,7 @@ pub struct SearchPlan {
     /// A phase's tagged status, held until its work is done.
     held_status: Option<Status<'static>>,
     /// The answer being ordered or threaded on the pool ([`answer`]).
-    finishing: Option<Pending<Vec<Output>>>,
+    finishing: Option<Pending<answer::Answered>>,
     /// An EXPUNGE came while it was (sequence numbers in it are stale).
     finishing_stale: bool,
     /// SEARCH with SAVE by sequence number: what is saved ([`answer`]).

@@ -21,8 +21,8 @@
 //!
 //! Accepted options: MIN, MAX, ALL, COUNT, in any order, repeated or not;
 //! `RETURN ()` means ALL (RFC 4731 §3.1); and SAVE (SEARCHRES, RFC 5182,
-//! [`super::saved_result`]) on SEARCH and UID SEARCH only (on SORT writ
-//! does not offer it). Anything else (PARTIAL, CONTEXT ...) leaves the
+//! [`super::saved_result`]), on SORT too (the set saved, whatever its
+//! order, as Dovecot). Anything else (PARTIAL, CONTEXT ...) leaves the
 //! line as it is, and the parser answers BAD. At most
 //! [`MAX_RETURN_OPTIONS`] options are read.
 //!
@@ -129,9 +129,7 @@ pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
     let space = line.iter().position(|&b| b == b' ')?;
     let rest = &line[space + 1..];
     let rest = word(rest, "UID").unwrap_or(rest);
-    let search = word(rest, "SEARCH");
-    let sort = search.is_none();
-    let rest = search.or_else(|| word(rest, "SORT"))?;
+    let rest = word(rest, "SEARCH").or_else(|| word(rest, "SORT"))?;
     let keep = line.len() - rest.len();
     let after = word(rest, "RETURN")?;
     let inner = after.strip_prefix(b"(")?;
@@ -151,7 +149,7 @@ pub fn take_return(line: &[u8]) -> Option<(Vec<u8>, ReturnOptions)> {
                 b"MAX" => opts.max = true,
                 b"ALL" => opts.all = true,
                 b"COUNT" => opts.count = true,
-                b"SAVE" if !sort => opts.save = true,
+                b"SAVE" => opts.save = true,
                 _ => return None,
             }
         }
@@ -271,8 +269,7 @@ mod tests {
     #[test]
     fn what_writ_does_not_answer_is_left_to_the_parser() {
         for line in [
-            &b"t SORT RETURN (SAVE) (DATE) UTF-8 ALL\r\n"[..],
-            b"t SEARCH RETURN (PARTIAL 1:10) ALL\r\n",
+            &b"t SEARCH RETURN (PARTIAL 1:10) ALL\r\n"[..],
             b"t SEARCH RETURN (MIN ALL\r\n",
             b"t SEARCH RETURN (MIN)\r\n",
             b"t SEARCH SUBJECT RETURN\r\n",

@@ -96,28 +96,39 @@ impl Answer {
     }
 
     /// The responses for the client and the tagged status that ends the
-    /// plan.
-    fn outputs(self) -> Vec<Output> {
+    /// plan; with SAVE, what it saves (numbered as the client's command:
+    /// MIN and MAX alone are the first and last in the answer's order, as
+    /// the `* ESEARCH` reports them).
+    fn outputs(self) -> Answered {
         let ok = |done| Output::Finish(tagged(self.client_tag.clone(), StatusKind::Ok, None, done));
         if let Some(threads) = self.threads {
             return match threads.answer() {
-                Ok(bytes) => vec![Output::ToClientRaw(bytes), ok("THREAD completed (by writ)")],
-                Err(why) => vec![Output::Finish(tagged(
-                    self.client_tag.clone(),
-                    StatusKind::No,
+                Ok(bytes) => (
+                    vec![Output::ToClientRaw(bytes), ok("THREAD completed (by writ)")],
                     None,
-                    why,
-                ))],
+                ),
+                Err(why) => (
+                    vec![Output::Finish(tagged(
+                        self.client_tag.clone(),
+                        StatusKind::No,
+                        None,
+                        why,
+                    ))],
+                    None,
+                ),
             };
         }
         let (found, done) = match &self.sort {
             Some(program) if self.thread => {
                 let mut sorted = self.sorted;
                 program.order(&mut sorted);
-                return vec![
-                    Output::ToClientRaw(sort::ordered_subject(&sorted)),
-                    ok("THREAD completed (by writ)"),
-                ];
+                return (
+                    vec![
+                        Output::ToClientRaw(sort::ordered_subject(&sorted)),
+                        ok("THREAD completed (by writ)"),
+                    ],
+                    None,
+                );
             }
             Some(program) => {
                 let mut sorted = self.sorted;
@@ -140,27 +151,22 @@ impl Answer {
                 &found,
                 self.modseq,
             ))),
-            (None, true) => Some(Output::ToClient(Data::Sort(found, None))),
-            (None, false) => Some(Output::ToClient(Data::Search(found, None))),
+            (None, true) => Some(Output::ToClient(Data::Sort(found.clone(), None))),
+            (None, false) => Some(Output::ToClient(Data::Search(found.clone(), None))),
         };
-        answer.into_iter().chain([ok(done)]).collect()
+        let saved = self.returns.filter(|r| r.save).map(|r| r.saved(&found));
+        (answer.into_iter().chain([ok(done)]).collect(), saved)
     }
 }
+
+/// A plan's last outputs, and what a SAVE saves.
+pub(super) type Answered = (Vec<Output>, Option<Vec<NonZeroU32>>);
 
 impl SearchPlan {
     /// Every message is judged: the answer, at once for a plain SEARCH;
     /// for a SORT or THREAD once the pool has ordered it
     /// ([`SearchPlan::take_finished`]).
     pub(super) fn finish(&mut self) -> Vec<Output> {
-        let saved = self
-            .returns
-            .filter(|r| r.save && self.sort.is_none() && self.threads.is_none())
-            .map(|r| {
-                let mut found = self.found.clone();
-                found.sort_unstable();
-                found.dedup();
-                r.saved(&found)
-            });
         let answer = Answer {
             client_tag: self.client_tag.clone(),
             uid: self.uid,
@@ -179,33 +185,42 @@ impl SearchPlan {
                 // The job may be done already (a runner that runs inline).
                 self.take_finished()
             }
-            _ => match saved {
-                None => answer.outputs(),
-                Some(ids) if too_scattered(&ids) => self.not_saved(),
-                Some(ids) if self.uid || ids.is_empty() => {
-                    let mut out = vec![Output::Saved(compact(&ids))];
-                    out.extend(answer.outputs());
-                    out
-                }
-                Some(numbers) => {
-                    let Some(set) = compact(&numbers) else {
-                        return answer.outputs();
-                    };
-                    self.phase = Phase::SavedUids;
-                    self.saving = Saving {
-                        numbers,
-                        uids: Vec::new(),
-                        answer: answer.outputs(),
-                    };
-                    vec![Output::ToProvider(fetch_command(
-                        SAVED_UIDS_TAG,
-                        set,
-                        false,
-                        vec![MessageDataItemName::Uid],
-                    ))]
-                }
-            },
+            _ => {
+                let (outputs, saved) = answer.outputs();
+                self.answered(outputs, saved)
+            }
         }
+    }
+
+    /// The answer, with SAVE `$` saved first: by UID at once; by
+    /// sequence number once the provider has given the saved messages'
+    /// UIDs (`FETCH <them> (UID)`).
+    fn answered(&mut self, outputs: Vec<Output>, saved: Option<Vec<NonZeroU32>>) -> Vec<Output> {
+        let Some(mut ids) = saved else {
+            return outputs;
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        if too_scattered(&ids) {
+            return self.not_saved();
+        }
+        let Some(set) = compact(&ids).filter(|_| !self.uid) else {
+            let mut out = vec![Output::Saved(compact(&ids))];
+            out.extend(outputs);
+            return out;
+        };
+        self.phase = Phase::SavedUids;
+        self.saving = Saving {
+            numbers: ids,
+            uids: Vec::new(),
+            answer: outputs,
+        };
+        vec![Output::ToProvider(fetch_command(
+            SAVED_UIDS_TAG,
+            set,
+            false,
+            vec![MessageDataItemName::Uid],
+        ))]
     }
 
     /// The provider answered the FETCH of the saved messages' UIDs: the
@@ -251,7 +266,7 @@ impl SearchPlan {
             Some(_) if self.finishing_stale => {
                 "The mailbox changed while writ ordered the result: try again"
             }
-            Some(outputs) => return outputs,
+            Some((outputs, saved)) => return self.answered(outputs, saved),
             None => "writ could not order the result",
         };
         tracing::warn!(reason = why, "SORT or THREAD answered NO");

@@ -327,13 +327,12 @@ impl Session {
 
 /// The RETURN options the intake wrote into the command's tag, taken off
 /// it ([`crate::imap::search_return::untag`]); they count only on the
-/// commands the intake takes them from (SEARCH, and SORT without SAVE).
+/// commands the intake takes them from (SEARCH and SORT).
 fn untag(command: &mut Command<'static>) -> Option<ReturnOptions> {
     let (tag, returns) = crate::imap::search_return::untag(command.tag.inner())?;
     command.tag = Tag::try_from(tag.to_owned()).ok()?;
     match command.body {
-        CommandBody::Search { .. } => Some(returns),
-        CommandBody::Sort { .. } if !returns.save => Some(returns),
+        CommandBody::Search { .. } | CommandBody::Sort { .. } => Some(returns),
         _ => None,
     }
 }
