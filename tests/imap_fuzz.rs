@@ -1,6 +1,7 @@
 //! The fuzz targets' entry points on stable: random and mutated input from
 //! both sides into a session rewriting FETCH over sealed mail must never
-//! panic (`cargo +nightly fuzz run rewrite` explores further); sequence
+//! panic (`cargo +nightly fuzz run rewrite` explores further), SEARCHRES
+//! `$`s and RETURN options included; sequence
 //! sets reach the provider as the client wrote them, and the intake caps
 //! pass what is within them unchanged (`cargo +nightly fuzz run intake`).
 
@@ -34,6 +35,21 @@ proptest! {
     fn imap_like_client_lines_never_panic(
         lines in proptest::collection::vec(
             "[a-z0-9]{1,4} (FETCH|UID FETCH|SEARCH|APPEND|SELECT|LOGIN|STORE) [ -~]{0,60}",
+            1..20,
+        )
+    ) {
+        let mut input = vec![0u8];
+        for l in lines {
+            input.extend_from_slice(l.as_bytes());
+            input.extend_from_slice(b"\r\n");
+        }
+        writ::imap::fuzz::exercise(&input);
+    }
+
+    #[test]
+    fn searchres_and_return_lines_never_panic(
+        lines in proptest::collection::vec(
+            "[a-z0-9!.]{1,6} (UID )?(SEARCH|SORT \\(DATE\\) UTF-8|FETCH|STORE|COPY|MOVE|EXPUNGE|THREAD REFS UTF-8) (RETURN \\((SAVE|MIN|MAX|ALL|COUNT| )*\\) )?(\\$|\\(|\\)|OR|NOT|UID|SUBJECT|KEYWORD|LARGER|CHARSET|4294967295:4294967295|4294967295|1:\\*|ALL|\"\\$\"|[ -~]{0,3}| )*",
             1..20,
         )
     ) {
