@@ -556,6 +556,8 @@ const RESOLVE_TAG: &str = "writ.r1";
 pub struct Resolve {
     command: Command<'static>,
     numbers: Vec<NonZeroU32>,
+    /// More numbers came than [`super::search_plan::MAX_SEARCH_RESULTS`].
+    overflowed: bool,
 }
 
 impl Resolve {
@@ -573,6 +575,7 @@ impl Resolve {
             Resolve {
                 command,
                 numbers: Vec::new(),
+                overflowed: false,
             },
             search,
         )
@@ -580,7 +583,11 @@ impl Resolve {
 
     /// The provider's `* SEARCH`.
     pub fn on_search(&mut self, found: Vec<NonZeroU32>) {
-        self.numbers.extend(found);
+        if self.numbers.len().saturating_add(found.len()) > super::search_plan::MAX_SEARCH_RESULTS {
+            self.overflowed = true;
+        } else {
+            self.numbers.extend(found);
+        }
     }
 
     /// The provider's tagged answer: `Err` if it is not to writ's SEARCH.
@@ -599,6 +606,18 @@ impl Resolve {
             return Ok(vec![Output::Finish(Status::Tagged(Tagged {
                 tag,
                 body: t.body,
+            }))]);
+        }
+        if self.overflowed {
+            return Ok(vec![Output::Finish(Status::Tagged(Tagged {
+                tag,
+                body: StatusBody {
+                    kind: StatusKind::No,
+                    code: None,
+                    text: imap_next::imap_types::core::Text::unvalidated(
+                        super::search_plan::TOO_MANY_RESULTS,
+                    ),
+                },
             }))]);
         }
         let Some(numbers) = super::sequence::compact(&self.numbers) else {

@@ -150,6 +150,8 @@ pub struct SearchPlan {
     finishing_stale: bool,
     /// SEARCH with SAVE by sequence number: what is saved ([`answer`]).
     saving: answer::Saving,
+    /// The provider's `* SEARCH` answers went past [`MAX_SEARCH_RESULTS`].
+    overflowed: bool,
 }
 
 /// The threading by references a THREAD algorithm names (REFERENCES, or
@@ -209,6 +211,16 @@ const SUMMARIES_TAG: &str = "writ.s4";
 const PROVIDER_TAG: &str = "writ.s5";
 const RETURNED_MODSEQ_TAG: &str = "writ.s6";
 const SAVED_UIDS_TAG: &str = "writ.s7";
+
+/// Numbers the provider's `* SEARCH` answers may bring one plan, in all:
+/// about what one answer of Dovecot's largest holds (its response is
+/// capped at `max_response_size`, 64 MiB, about 11 octets a number). Past
+/// it the command is answered NO: a hostile provider cannot grow writ's
+/// memory without bound with `* SEARCH` lines.
+pub const MAX_SEARCH_RESULTS: usize = 6_000_000;
+
+/// What the client is told when a provider answered more than that.
+pub const TOO_MANY_RESULTS: &str = "The provider answered more than writ keeps for one command";
 
 /// `BODY[1]` or `BODY[1.MIME]`: the summary part of a sealed message.
 fn part_one(mime: bool) -> Section<'static> {
@@ -314,6 +326,7 @@ impl SearchPlan {
                     finishing: None,
                     finishing_stale: false,
                     saving: answer::Saving::default(),
+                    overflowed: false,
                 },
                 search,
             )));
@@ -375,6 +388,7 @@ impl SearchPlan {
                 finishing: None,
                 finishing_stale: false,
                 saving: answer::Saving::default(),
+                overflowed: false,
             },
             count,
         )))
@@ -522,6 +536,11 @@ impl SearchPlan {
         modseq: Option<u64>,
     ) -> Result<(), Vec<NonZeroU32>> {
         match self.phase {
+            Phase::Provider
+                if self.found.len().saturating_add(found.len()) > MAX_SEARCH_RESULTS =>
+            {
+                self.overflowed = true;
+            }
             Phase::Provider => {
                 self.found.extend(found);
                 self.modseq = self.modseq.max(modseq);
@@ -580,6 +599,14 @@ impl SearchPlan {
         }
         let ok = t.body.kind == StatusKind::Ok;
         match (self.phase, t.tag.as_ref()) {
+            (Phase::Provider, PROVIDER_TAG) if ok && self.overflowed => {
+                Ok(vec![Output::Finish(tagged(
+                    self.client_tag.clone(),
+                    StatusKind::No,
+                    None,
+                    TOO_MANY_RESULTS,
+                ))])
+            }
             (Phase::Provider, PROVIDER_TAG) if ok => match self.returned_modseq() {
                 Some(command) => {
                     self.phase = Phase::ReturnedModseq;

@@ -210,3 +210,31 @@ fn numbers_asked_for_go_into_the_command() {
         _ => panic!("not passed on"),
     }
 }
+
+#[test]
+fn a_provider_answering_more_numbers_than_it_could_is_answered_no() {
+    let (mut plan, _) = Resolve::start(
+        parse("c9 FETCH 4294967295:4294967295 FLAGS\r\n"),
+        &set("1:9"),
+    );
+    let many: Vec<NonZeroU32> = (1..=u32::try_from(super::super::search_plan::MAX_SEARCH_RESULTS)
+        .unwrap())
+        .map(|n| NonZeroU32::new(n).unwrap())
+        .collect();
+    plan.on_search(many);
+    plan.on_search(vec![NonZeroU32::MIN]);
+    let ok = Status::Tagged(Tagged {
+        tag: Tag::unvalidated(RESOLVE_TAG),
+        body: StatusBody {
+            kind: StatusKind::Ok,
+            code: None,
+            text: imap_next::imap_types::core::Text::unvalidated("done"),
+        },
+    });
+    match plan.on_status(ok).unwrap().as_slice() {
+        [Output::Finish(Status::Tagged(t))] => {
+            assert_eq!((t.tag.as_ref(), t.body.kind), ("c9", StatusKind::No));
+        }
+        _ => panic!("not refused"),
+    }
+}

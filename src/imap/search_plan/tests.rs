@@ -114,3 +114,35 @@ fn a_summary_that_does_not_open_falls_back_to_the_whole_message() {
     };
     assert_eq!(wire(next), "writ.s3 UID FETCH 9 (UID BODY.PEEK[])\r\n");
 }
+
+#[test]
+fn a_provider_answering_more_than_it_could_is_answered_no() {
+    // An ESEARCH without content keys: the provider's `* SEARCH` answers
+    // it. A hostile provider sends more numbers than one answer could
+    // hold: they are not kept, and the command ends NO.
+    let returns = Some(ReturnOptions {
+        count: true,
+        ..ReturnOptions::default()
+    });
+    let (mut plan, first) = SearchPlan::start(&command("e SEARCH FLAGGED\r\n"), None, returns)
+        .expect("a plan")
+        .expect("started");
+    assert_eq!(first.tag.inner(), PROVIDER_TAG);
+    let many: Vec<NonZeroU32> = (1..=u32::try_from(MAX_SEARCH_RESULTS).unwrap())
+        .map(|n| NonZeroU32::new(n).unwrap())
+        .collect();
+    plan.on_search(many, None).expect("ours");
+    plan.on_search(vec![NonZeroU32::MIN], None).expect("ours");
+    assert_eq!(
+        plan.found.len(),
+        MAX_SEARCH_RESULTS,
+        "the excess is not kept"
+    );
+    let out = plan.on_status(status("writ.s5 OK done\r\n")).expect("ours");
+    match out.as_slice() {
+        [Output::Finish(Status::Tagged(t))] => {
+            assert_eq!((t.tag.inner(), t.body.kind), ("e", StatusKind::No));
+        }
+        _ => panic!("{out:?}"),
+    }
+}
