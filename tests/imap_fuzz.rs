@@ -7,6 +7,16 @@
 
 use proptest::prelude::*;
 
+/// `lines` as the client's bytes (mode 0 of the exercise), CRLF after each.
+fn client_lines(lines: &[String]) -> Vec<u8> {
+    let mut input = vec![0u8];
+    for l in lines {
+        input.extend_from_slice(l.as_bytes());
+        input.extend_from_slice(b"\r\n");
+    }
+    input
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
 
@@ -38,12 +48,7 @@ proptest! {
             1..20,
         )
     ) {
-        let mut input = vec![0u8];
-        for l in lines {
-            input.extend_from_slice(l.as_bytes());
-            input.extend_from_slice(b"\r\n");
-        }
-        writ::imap::fuzz::exercise(&input);
+        writ::imap::fuzz::exercise(&client_lines(&lines));
     }
 
     #[test]
@@ -53,12 +58,7 @@ proptest! {
             1..20,
         )
     ) {
-        let mut input = vec![0u8];
-        for l in lines {
-            input.extend_from_slice(l.as_bytes());
-            input.extend_from_slice(b"\r\n");
-        }
-        writ::imap::fuzz::exercise(&input);
+        writ::imap::fuzz::exercise(&client_lines(&lines));
     }
 }
 

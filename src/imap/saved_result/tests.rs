@@ -81,6 +81,18 @@ fn wire(c: &Command<'static>) -> String {
     String::from_utf8(CommandCodec::default().encode(c).dump()).unwrap()
 }
 
+/// The provider's tagged OK to `tag`.
+fn ok_from(tag: &str) -> Status<'static> {
+    Status::Tagged(Tagged {
+        tag: Tag::unvalidated(tag.to_owned()),
+        body: StatusBody {
+            kind: StatusKind::Ok,
+            code: None,
+            text: imap_next::imap_types::core::Text::unvalidated("done"),
+        },
+    })
+}
+
 fn set(s: &str) -> SequenceSet {
     SequenceSet::try_from(s).unwrap()
 }
@@ -175,23 +187,9 @@ fn numbers_asked_for_go_into_the_command() {
             .map(|&n| NonZeroU32::new(n).unwrap())
             .collect(),
     );
-    let other = Status::Tagged(Tagged {
-        tag: Tag::unvalidated("c6"),
-        body: StatusBody {
-            kind: StatusKind::Ok,
-            code: None,
-            text: imap_next::imap_types::core::Text::unvalidated("done"),
-        },
-    });
+    let other = ok_from("c6");
     assert!(plan.on_status(other).is_err(), "another command's answer");
-    let ok = Status::Tagged(Tagged {
-        tag: Tag::unvalidated(RESOLVE_TAG),
-        body: StatusBody {
-            kind: StatusKind::Ok,
-            code: None,
-            text: imap_next::imap_types::core::Text::unvalidated("done"),
-        },
-    });
+    let ok = ok_from(RESOLVE_TAG);
     match plan.on_status(ok.clone()).unwrap().as_slice() {
         [Output::Resume(c)] => assert_eq!(wire(c), "c7 STORE 3:5 +FLAGS (\\Seen)\r\n"),
         _ => panic!("not resumed"),
@@ -223,14 +221,7 @@ fn a_provider_answering_more_numbers_than_it_could_is_answered_no() {
         .collect();
     plan.on_search(many);
     plan.on_search(vec![NonZeroU32::MIN]);
-    let ok = Status::Tagged(Tagged {
-        tag: Tag::unvalidated(RESOLVE_TAG),
-        body: StatusBody {
-            kind: StatusKind::Ok,
-            code: None,
-            text: imap_next::imap_types::core::Text::unvalidated("done"),
-        },
-    });
+    let ok = ok_from(RESOLVE_TAG);
     match plan.on_status(ok).unwrap().as_slice() {
         [Output::Finish(Status::Tagged(t))] => {
             assert_eq!((t.tag.as_ref(), t.body.kind), ("c9", StatusKind::No));
