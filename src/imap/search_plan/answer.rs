@@ -35,6 +35,7 @@ use std::sync::Arc;
 use imap_next::imap_types::core::{Tag, Vec1};
 use imap_next::imap_types::fetch::{MessageDataItem, MessageDataItemName};
 use imap_next::imap_types::response::{Data, StatusKind};
+use imap_next::imap_types::sequence::SequenceSet;
 
 use super::search_return::{self, ReturnOptions};
 use super::{Phase, SAVED_UIDS_TAG, SearchPlan, fetch_command, sort, tagged, thread};
@@ -201,13 +202,17 @@ impl SearchPlan {
         };
         ids.sort_unstable();
         ids.dedup();
-        if too_scattered(&ids) {
+        let Ok(set) = saved_set(&ids) else {
             return self.not_saved();
-        }
-        let Some(set) = compact(&ids).filter(|_| !self.uid) else {
-            let mut out = vec![Output::Saved(compact(&ids))];
-            out.extend(outputs);
-            return out;
+        };
+        let set = match set {
+            Some(set) if !self.uid => set,
+            // By UID (or nothing saved): `$` at once.
+            set => {
+                let mut out = vec![Output::Saved(set)];
+                out.extend(outputs);
+                return out;
+            }
         };
         self.phase = Phase::SavedUids;
         self.saving = Saving {
@@ -236,10 +241,10 @@ impl SearchPlan {
                 "writ could not save the result: try again",
             ))];
         }
-        if too_scattered(&saving.uids) {
+        let Ok(set) = saved_set(&saving.uids) else {
             return self.not_saved();
-        }
-        let mut out = vec![Output::Saved(compact(&saving.uids))];
+        };
+        let mut out = vec![Output::Saved(set)];
         out.extend(saving.answer);
         out
     }
@@ -279,7 +284,12 @@ impl SearchPlan {
     }
 }
 
-/// More ranges than a saved result may have.
-fn too_scattered(ids: &[NonZeroU32]) -> bool {
-    compact(ids).is_some_and(|set| saved_result::ranges(&set) > saved_result::MAX_RANGES)
+/// `ids` (in any order) as the set `$` holds (`None`: empty); `Err`
+/// when it has more ranges than a saved result may.
+fn saved_set(ids: &[NonZeroU32]) -> Result<Option<SequenceSet>, ()> {
+    let set = compact(ids);
+    match &set {
+        Some(s) if saved_result::ranges(s) > saved_result::MAX_RANGES => Err(()),
+        _ => Ok(set),
+    }
 }
