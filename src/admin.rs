@@ -79,6 +79,10 @@ pub mod names {
     pub const IMAP_OPENED_TOTAL: &str = "writ_imap_opened_total";
     /// Counter: sealed messages the IMAP proxy answered from its cache.
     pub const IMAP_CACHE_HITS_TOTAL: &str = "writ_imap_cache_hits_total";
+    /// Counter, label `listing` (`first`, `new_mail`): listings whose
+    /// summaries the IMAP proxy asked for with its probe, before knowing
+    /// which messages are sealed.
+    pub const IMAP_LISTED_AHEAD_TOTAL: &str = "writ_imap_listed_ahead_total";
     pub const IMAP_CACHE_MEMORY_BYTES: &str = "writ_imap_cache_memory_bytes";
     /// Histogram, bytes: what the IMAP proxy writes to a client at once
     /// (all it composed since the client last drained its output).
@@ -251,6 +255,11 @@ fn describe() {
         names::IMAP_CACHE_HITS_TOTAL,
         Unit::Count,
         "Sealed messages answered from the IMAP proxy's cache"
+    );
+    describe_counter!(
+        names::IMAP_LISTED_AHEAD_TOTAL,
+        Unit::Count,
+        "IMAP listings whose summaries were asked for with the probe (first listing, new mail)"
     );
     describe_gauge!(
         names::IMAP_CACHE_MEMORY_BYTES,

@@ -373,6 +373,95 @@ fn a_long_cold_listing_while_another_session_expunges_answers_each_message_as_it
         let numbered: Vec<(u32, u32)> = (1..).zip(view.iter().copied()).collect();
         assert_eq!(listed, numbered, "{round}: the warm listing");
     }
+    // The UID FETCH was INBOX's first listing: its summaries were asked
+    // for with the probe, while the other session expunged; nothing else
+    // was.
+    assert_eq!(listed_ahead(&proxy, "first"), 1.0);
+    a.logout();
+    b.logout();
+}
+
+/// Listings whose summaries writ asked for with its probe, of `listing`
+/// (`first`, `new_mail`).
+fn listed_ahead(proxy: &ImapProxy, listing: &str) -> f64 {
+    proxy
+        .writ
+        .metric("writ_imap_listed_ahead_total", &[("listing", listing)])
+}
+
+/// A message whose summary (part 1) is longer than `parts` suggest:
+/// `parts` attachments, each named.
+fn many_parts(i: usize, parts: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: a@example.test\r\nTo: b@example.test\r\nSubject: message {i}\r\n\
+         Date: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <c{i}@example.test>\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    )
+    .into_bytes();
+    for part in 0..parts {
+        m.extend(
+            format!(
+                "--b\r\nContent-Type: text/plain; name=\"part{part}.txt\"\r\n\
+                 Content-Disposition: attachment; filename=\"part{part}.txt\"\r\n\r\nx\r\n"
+            )
+            .into_bytes(),
+        );
+    }
+    m.extend(b"--b--\r\n");
+    m
+}
+
+/// A folder's first listing through writ, as after writ starts: its
+/// summaries are asked for with the probe (part 1 up to 16 KiB; one
+/// summary longer, one plaintext message), once. Every message is
+/// answered once as itself, and again from the cache; a plaintext folder
+/// has its part 1s asked for once, and never on its next listings.
+#[test]
+fn a_first_listing_asks_for_summaries_ahead_once_and_answers_each_message_as_itself() {
+    let p = provider();
+    let proxy = proxy(p.imap_addr());
+    let user = p.new_user("conc-first");
+    let mut number_of = BTreeMap::new();
+    for i in 1..=40 {
+        let m = match i {
+            // About 40 KiB of summary: more than the first listing asks.
+            9 => many_parts(i, 400),
+            _ => message(i),
+        };
+        let stored = if i == 17 { m } else { proxy.seal(&m) };
+        number_of.insert(p.imap_append(&user, "INBOX", &stored), i);
+    }
+    let mut b = p.imap(&user);
+    b.command("CREATE Plain").expect_ok("CREATE");
+    let mut plain_of = BTreeMap::new();
+    for i in 1..=10 {
+        plain_of.insert(p.imap_append(&user, "Plain", &message(i)), i);
+    }
+    let mut a = Imap::login_to(proxy.imap, &user.name, &user.password);
+    a.select("INBOX").expect_ok("SELECT through writ");
+    let listing = "UID FETCH 1:* (UID FLAGS ENVELOPE)";
+    let want: Vec<(u32, u32)> = (1..=40).zip(number_of.keys().copied()).collect();
+    for (round, ahead) in [
+        ("the first listing", 1.0),
+        ("the next, from the cache", 1.0),
+    ] {
+        let r = a.command(listing).expect_ok(round);
+        assert!(!r.text().contains("writ."), "{round}: {}", r.text());
+        let mut got = listed(&r, &number_of, round);
+        got.sort_unstable();
+        assert_eq!(got, want, "{round}: {}", r.text());
+        assert_eq!(listed_ahead(&proxy, "first"), ahead, "{round}");
+    }
+    a.select("Plain").expect_ok("SELECT through writ");
+    let want: Vec<(u32, u32)> = (1..=10).zip(plain_of.keys().copied()).collect();
+    for round in ["a plaintext folder's first listing", "its next"] {
+        let r = a.command(listing).expect_ok(round);
+        let mut got = listed(&r, &plain_of, round);
+        got.sort_unstable();
+        assert_eq!(got, want, "{round}: {}", r.text());
+        assert_eq!(listed_ahead(&proxy, "first"), 2.0, "{round}");
+    }
+    assert_eq!(listed_ahead(&proxy, "new_mail"), 0.0);
     a.logout();
     b.logout();
 }
@@ -395,22 +484,7 @@ fn new_mail_is_listed_through_writ_each_message_once_as_itself() {
         if i == 27 {
             // Many parts: a summary longer than the 64 KiB of part 1 the
             // speculative command asks for (fetched whole afterwards).
-            m = format!(
-                "From: a@example.test\r\nTo: b@example.test\r\nSubject: message {i}\r\n\
-                 Date: Fri, 27 Nov 2026 08:00:00 +0000\r\nMessage-ID: <c{i}@example.test>\r\n\
-                 Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-            )
-            .into_bytes();
-            for part in 0..1500 {
-                m.extend(
-                    format!(
-                        "--b\r\nContent-Type: text/plain; name=\"part{part}.txt\"\r\n\
-                         Content-Disposition: attachment; filename=\"part{part}.txt\"\r\n\r\nx\r\n"
-                    )
-                    .into_bytes(),
-                );
-            }
-            m.extend(b"--b--\r\n");
+            m = many_parts(i, 1500);
         }
         if big {
             // Part 1 of the sealed message (its summary) stays small; the

@@ -169,6 +169,10 @@ pub struct Cache {
     /// store). An upper bound: no entry has a higher UID
     /// ([`Cache::highest_uid`]).
     highest: Mutex<HashMap<[u8; 16], u32>>,
+    /// Mailboxes this cache held nothing of whose first listing asked for
+    /// the summaries with its probe ([`Cache::first_listing`]), until a
+    /// listing raises [`Cache::highest_uid`] for them.
+    first_listed: Mutex<std::collections::HashSet<[u8; 16]>>,
 }
 
 /// Mailboxes whose latest SELECT ticket is remembered, at most (past it
@@ -293,6 +297,7 @@ impl Cache {
             tickets: AtomicU64::new(1),
             selected_at: Mutex::new(HashMap::new()),
             highest: Mutex::new(HashMap::new()),
+            first_listed: Mutex::new(std::collections::HashSet::new()),
         };
         cache.take_stock().map_err(at)?;
         Ok(cache)
@@ -698,14 +703,34 @@ impl Cache {
     /// A FETCH listed `mb` up to `uid` (its messages then cached, or
     /// plaintext, or not openable): [`Cache::highest_uid`] is raised to
     /// it, in memory only (a restart starts again from the entries).
-    /// Only for a mailbox the cache holds an entry of: one it holds
-    /// nothing of may be all plaintext.
+    /// Only for a mailbox the cache holds an entry of, or whose first
+    /// listing [`Cache::first_listing`] let through: one it holds nothing
+    /// of may be all plaintext, and is not to have its summaries asked
+    /// for with every listing.
     pub fn listed_up_to(&self, mb: &MailboxKey, uid: u32) {
         let id = mb.id(mb.uidvalidity);
-        let known = self.highest.lock().is_ok_and(|h| h.contains_key(&id));
+        let known = self.highest.lock().is_ok_and(|h| h.contains_key(&id))
+            || self.first_listed.lock().is_ok_and(|mut f| f.remove(&id));
         if known && uid > 0 {
             self.raise(id, uid);
         }
+    }
+
+    /// Claims the first listing of `mb` since this cache started, when
+    /// the cache holds nothing of it: `true` once per such mailbox (and
+    /// never for more than [`MAX_SELECTED_REMEMBERED`] at a time), so at
+    /// most one listing per mailbox and start of writ asks for summaries
+    /// of messages that may all be plaintext. The listing's end raises
+    /// [`Cache::highest_uid`] ([`Cache::listed_up_to`]); one that fails
+    /// leaves the mailbox claimed.
+    pub fn first_listing(&self, mb: &MailboxKey) -> bool {
+        let id = mb.id(mb.uidvalidity);
+        if self.highest.lock().map_or(true, |h| h.contains_key(&id)) {
+            return false;
+        }
+        self.first_listed
+            .lock()
+            .is_ok_and(|mut f| f.len() < MAX_SELECTED_REMEMBERED && f.insert(id))
     }
 
     /// The highest UID of `mb` this cache has stored an entry under, or a

@@ -38,12 +38,16 @@
 //!    sealed phase ends when all its commands are answered, in whatever
 //!    order their statuses come. A listing by UID (no modifier) of one
 //!    range above the highest UID the cache has an entry for in that
-//!    mailbox, or a FETCH has listed since (its new mail; not a mailbox
-//!    the cache has nothing of, which may be all plaintext) is not even
-//!    looked up: the summaries of
-//!    the whole range are asked for right behind the probe, part 1 up to
-//!    [`SPECULATIVE_PART_ONE`] ([`FetchPlan::take_speculative`]), which
-//!    saves a round trip. Such an answer for a message the probe has not
+//!    mailbox, or a FETCH has listed since (its new mail) is not even
+//!    looked up: the summaries of the whole range are asked for right
+//!    behind the probe, part 1 up to [`SPECULATIVE_PART_ONE`]
+//!    ([`FetchPlan::take_speculative`]), which saves a round trip. So is
+//!    the first listing since writ started of a mailbox the cache holds
+//!    nothing of, which may be all plaintext: once per mailbox and start,
+//!    only when the provider's last EXISTS there was at most
+//!    [`FIRST_LISTING_MAX_MESSAGES`], part 1 up to
+//!    [`FIRST_LISTING_PART_ONE`] (what a plaintext folder costs is
+//!    bounded; its later listings ask for nothing ahead). Such an answer for a message the probe has not
 //!    shown yet, or shows as plaintext, or cut at the limit, is dropped
 //!    (the first is then fetched as any other), so nothing is answered
 //!    that the probe did not list; a sealed message left unanswered when
@@ -158,6 +162,9 @@ pub enum Output {
 pub struct CacheRef {
     pub cache: Arc<Cache>,
     pub mailbox: MailboxKey,
+    /// The mailbox's message count as the provider last told it (at
+    /// most: expunges may have lowered it), if it did.
+    pub messages: Option<u32>,
 }
 
 /// One message as the probe found it, kept until it is answered: the
@@ -271,6 +278,8 @@ pub struct FetchPlan {
     /// The UID range whose summaries were asked for with the probe (no
     /// entry of the cache is that high; see the header, 3).
     speculated: Option<(u32, u32)>,
+    /// The octets of part 1 that command asked for.
+    speculated_part_one: u32,
     /// That command, until the session takes it.
     speculative: Option<Command<'static>>,
     /// Messages of the range whose speculative answer was dropped (it came
@@ -301,6 +310,18 @@ pub(super) const MAX_UNSPECULATED: usize = 100_000;
 /// a summary is a few KiB, a plaintext message's part 1 its whole text,
 /// which writ drops. One cut there is asked for whole later.
 pub(super) const SPECULATIVE_PART_ONE: u32 = 64 * 1024;
+
+/// Octets of part 1 a mailbox's first listing asks for with its probe
+/// ([`phases::speculation`]): a summary is 2 to 10 KiB (the stored header
+/// and the MIME structure, armored); the folder may be all plaintext.
+pub(super) const FIRST_LISTING_PART_ONE: u32 = 16 * 1024;
+
+/// Messages a mailbox the cache holds nothing of has at most (by its last
+/// EXISTS) for its first listing to ask for summaries with the probe: the
+/// round trip saved matters in a small folder, and what the provider
+/// sends for nothing if the folder is plaintext stays under about
+/// 2,000 × (its header + 16 KiB), once per folder and start of writ.
+pub(super) const FIRST_LISTING_MAX_MESSAGES: u32 = 2_000;
 
 impl FetchPlan {
     /// A plan for a client's FETCH or UID FETCH; `None` for other commands
@@ -405,9 +426,7 @@ impl FetchPlan {
         // Not with modifiers: CHANGEDSINCE lists only some messages of
         // the range, VANISHED would be answered twice.
         let speculated = if pipelined && *uid && modifiers.is_empty() {
-            cache
-                .as_ref()
-                .and_then(|c| uncached_range(sequence_set, c.cache.highest_uid(&c.mailbox)))
+            cache.as_ref().and_then(|c| speculation(sequence_set, c))
         } else {
             None
         };
@@ -441,6 +460,7 @@ impl FetchPlan {
                 drain_then_next: false,
                 batch: Vec::new(),
                 speculated: None,
+                speculated_part_one: 0,
                 speculative: None,
                 unspeculated: std::collections::HashSet::new(),
                 retried: false,
@@ -781,7 +801,7 @@ mod tests;
 
 use opening::{InOrder, Runner};
 
-use phases::uncached_range;
+use phases::speculation;
 
 use items::{
     answers, as_dovecot_parses, binary_refused, data_bytes, deferred, expunge_issued, incomplete,

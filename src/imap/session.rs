@@ -172,6 +172,10 @@ pub struct Session {
     /// A SELECT or EXAMINE in flight: tag, mailbox, UIDVALIDITY seen.
     pending_select: Option<(Tag<'static>, String, Option<u32>)>,
     selected: Option<MailboxKey>,
+    /// The selected (or being selected) mailbox's message count as the
+    /// provider last told it (EXISTS, less each EXPUNGE since: an upper
+    /// bound, VANISHED not counted); `None` until its first EXISTS.
+    exists: Option<u32>,
     /// Caps on the client's commands before imap-next parses them.
     intake: Intake,
     /// A LOGIN or AUTHENTICATE succeeded: STARTTLS is over, and the login
@@ -282,6 +286,7 @@ impl Session {
             pending_mechanism: None,
             pending_select: None,
             selected: None,
+            exists: None,
             intake: Intake::new(ctx.max_literal_size),
             authenticated: false,
             in_flight: InFlight::default(),
@@ -370,6 +375,7 @@ impl Session {
         Some(CacheRef {
             cache: self.cache.clone()?,
             mailbox: self.selected.clone()?,
+            messages: self.exists,
         })
     }
 

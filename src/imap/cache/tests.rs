@@ -576,3 +576,27 @@ fn a_listing_raises_the_highest_uid_only_of_a_mailbox_with_entries() {
     cache.listed_up_to(&mb(7), 20);
     assert_eq!(cache.highest_uid(&mb(7)), Some(50));
 }
+
+#[test]
+fn a_mailbox_the_cache_holds_nothing_of_has_one_first_listing_per_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keyring(&[EPOCH]);
+    {
+        let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+        assert!(cache.first_listing(&mb(7)), "claimed");
+        assert!(!cache.first_listing(&mb(7)), "once");
+        // Its listing's end: the mailbox is known up to there, plaintext
+        // or not, and not claimed again.
+        cache.listed_up_to(&mb(7), 30);
+        assert_eq!(cache.highest_uid(&mb(7)), Some(30));
+        assert!(!cache.first_listing(&mb(7)));
+        // A mailbox with an entry has no first listing.
+        cache.put(&mb(8), k(3), &summary(11), None);
+        assert!(!cache.first_listing(&mb(8)));
+    }
+    // A restart: what was only listed (no entry) has a first listing
+    // again; what has an entry has not.
+    let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
+    assert!(cache.first_listing(&mb(7)));
+    assert!(!cache.first_listing(&mb(8)));
+}

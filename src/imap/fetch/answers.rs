@@ -228,7 +228,7 @@ impl FetchPlan {
             Some(p) if p.sealed.is_none() => true,
             // Part 1 cut at the speculative command's limit: asked for
             // whole when the phase's commands are over (`retried`).
-            Some(_) if part_one_cut(list) => {
+            Some(_) if part_one_cut(list, self.speculated_part_one) => {
                 self.unspeculated.insert(uid);
                 true
             }

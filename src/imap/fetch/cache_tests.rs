@@ -324,6 +324,7 @@ pub(super) fn empty_cache(keys: &(dyn Keys + Send + Sync)) -> (CacheRef, tempfil
             mailbox: "INBOX".into(),
             uidvalidity: 1,
         },
+        messages: None,
     };
     (cache, dir)
 }

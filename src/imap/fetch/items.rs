@@ -13,7 +13,7 @@ use imap_next::imap_types::response::{Code, CodeOther, Status, StatusBody, Statu
 
 use imap_next::imap_types::command::FetchModifier;
 
-use super::{CacheRef, SPECULATIVE_PART_ONE};
+use super::CacheRef;
 use crate::envelope::{self, Keys};
 use crate::imap::answer::Item;
 use crate::imap::cache::{MARKER_FIELDS, MessageKey, Undecryptable};
@@ -334,16 +334,16 @@ pub(super) fn add_seen(item: MessageDataItem<'static>, seen: bool) -> MessageDat
     }
 }
 
-/// Part 1 as much of it as a speculative command asks for
-/// ([`SPECULATIVE_PART_ONE`] octets): perhaps cut.
-pub(super) fn part_one_cut(list: &[MessageDataItem<'_>]) -> bool {
+/// Part 1 as much of it as a speculative command asks for (`limit`
+/// octets): perhaps cut.
+pub(super) fn part_one_cut(list: &[MessageDataItem<'_>], limit: u32) -> bool {
     list.iter().any(|i| match i {
         MessageDataItem::BodyExt {
             section: Some(Section::Part(p)),
             origin: Some(0),
             data,
         } if p.0.as_ref() == [NonZeroU32::MIN] => {
-            data.0.as_ref().map_or(0, |d| d.as_ref().len()) >= SPECULATIVE_PART_ONE as usize
+            data.0.as_ref().map_or(0, |d| d.as_ref().len()) >= limit as usize
         }
         _ => false,
     })

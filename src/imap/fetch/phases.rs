@@ -225,8 +225,13 @@ impl FetchPlan {
     /// Asks for the summaries of the UID range `speculated` with the
     /// probe (see `fetch.rs`'s header, 3): the command waits for
     /// [`FetchPlan::take_speculative`].
-    pub(super) fn speculating(mut self, speculated: Option<(u32, u32)>) -> FetchPlan {
-        let Some((lo, hi)) = speculated else {
+    pub(super) fn speculating(mut self, ahead: Option<Ahead>) -> FetchPlan {
+        let Some(Ahead {
+            range: (lo, hi),
+            part_one,
+            listing,
+        }) = ahead
+        else {
             return self;
         };
         let (Some(a), Some(b)) = (NonZeroU32::new(lo), NonZeroU32::new(hi)) else {
@@ -244,7 +249,7 @@ impl FetchPlan {
         if let Some(last) = items.last_mut() {
             *last = MessageDataItemName::BodyExt {
                 section: Some(Section::Part(one)),
-                partial: NonZeroU32::new(SPECULATIVE_PART_ONE).map(|n| (0, n)),
+                partial: NonZeroU32::new(part_one).map(|n| (0, n)),
                 peek: true,
             };
         }
@@ -258,6 +263,9 @@ impl FetchPlan {
         );
         self.sealed_out.push_back(tag);
         self.speculated = Some((lo, hi));
+        self.speculated_part_one = part_one;
+        metrics::counter!(crate::admin::names::IMAP_LISTED_AHEAD_TOTAL, "listing" => listing)
+            .increment(1);
         self.speculative = Some(command);
         self
     }
@@ -405,17 +413,52 @@ fn summary_items() -> Vec<MessageDataItemName<'static>> {
     ]
 }
 
+/// What a listing by UID asks for with its probe (see the header of
+/// `fetch.rs`, 3): the summaries of its range when the range is one (or
+/// one UID) entirely above the highest UID the cache has an entry for in
+/// the mailbox (new mail), part 1 up to [`SPECULATIVE_PART_ONE`]; or, for
+/// a mailbox the cache holds nothing of, which may be all plaintext, on
+/// its first listing since writ started
+/// ([`crate::imap::cache::Cache::first_listing`]) and
+/// only when the provider said it holds at most
+/// [`FIRST_LISTING_MAX_MESSAGES`], part 1 up to
+/// [`FIRST_LISTING_PART_ONE`]. `None`: nothing asked for ahead.
+pub(super) fn speculation(set: &SequenceSet, c: &CacheRef) -> Option<Ahead> {
+    match c.cache.highest_uid(&c.mailbox) {
+        Some(highest) => uncached_range(set, highest).map(|range| Ahead {
+            range,
+            part_one: SPECULATIVE_PART_ONE,
+            listing: "new_mail",
+        }),
+        None => {
+            let range = uncached_range(set, 0)?;
+            let small = c.messages.is_some_and(|n| n <= FIRST_LISTING_MAX_MESSAGES);
+            (small && c.cache.first_listing(&c.mailbox)).then_some(Ahead {
+                range,
+                part_one: FIRST_LISTING_PART_ONE,
+                listing: "first",
+            })
+        }
+    }
+}
+
+/// Summaries a listing asks for with its probe ([`speculation`]).
+pub(super) struct Ahead {
+    /// The UIDs, from and to.
+    range: (u32, u32),
+    /// Octets of part 1 asked for.
+    part_one: u32,
+    /// Which listing (the label of `writ_imap_listed_ahead_total`).
+    listing: &'static str,
+}
+
 /// The UID range a UID FETCH names when it is one range (or one UID)
-/// entirely above `highest`, the highest UID the cache has an entry for
-/// in the mailbox: none of its messages is cached. `None` when the cache
-/// has no entry there: a folder listed for the first time may be all
-/// plaintext (each listing would fetch every part 1 for nothing). `*`
-/// (and 4294967295, which Dovecot reads as `*`: the last message, below
-/// the range) stands for 4294967294, so that writ's command names no
-/// message below the range; a message with UID 4294967295 is fetched as
-/// any other.
-pub(super) fn uncached_range(set: &SequenceSet, highest: Option<u32>) -> Option<(u32, u32)> {
-    let highest = highest?;
+/// entirely above `highest`: none of its messages is cached. `*` (and
+/// 4294967295, which Dovecot reads as `*`: the last message, below the
+/// range) stands for 4294967294, so that writ's command names no message
+/// below the range; a message with UID 4294967295 is fetched as any
+/// other.
+fn uncached_range(set: &SequenceSet, highest: u32) -> Option<(u32, u32)> {
     let [one] = set.0.as_ref() else {
         return None;
     };

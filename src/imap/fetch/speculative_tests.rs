@@ -225,3 +225,139 @@ fn answers_for_messages_never_listed_are_remembered_up_to_a_cap_and_still_all_an
     out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
     answered_once_then_finished(&out, 2..=3);
 }
+
+/// `cache` as a session holding `messages` (its last EXISTS) sees it.
+fn holding(cache: &CacheRef, messages: Option<u32>) -> CacheRef {
+    CacheRef {
+        messages,
+        ..cache.clone()
+    }
+}
+
+#[test]
+fn a_small_mailbox_the_cache_holds_nothing_of_has_its_first_listing_speculated_once() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = empty_cache(&ids);
+    // The provider has not said how many (no EXISTS seen), or more than
+    // the cap: nothing asked for ahead, and the first listing not spent.
+    for messages in [None, Some(FIRST_LISTING_MAX_MESSAGES + 1)] {
+        let mut plan = start_with(&holding(&cache, messages), "l UID FETCH 1:* (ENVELOPE)\r\n");
+        assert!(plan.take_speculative().is_none(), "{messages:?}");
+    }
+    let small = holding(&cache, Some(FIRST_LISTING_MAX_MESSAGES));
+    let mut plan = start_with(&small, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    let speculative = plan.take_speculative().expect("a first listing's");
+    assert_eq!(
+        wire(&speculative),
+        "writ.1 UID FETCH 1:4294967294 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] \
+         BODY.PEEK[1]<0.16384>)\r\n"
+    );
+    // Another session's listing of the same mailbox meanwhile, or this
+    // one's next: the first listing is spent.
+    let mut other = start_with(&small, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(other.take_speculative().is_none(), "spent");
+    // The listing answers every message once, from the speculative
+    // answers alone (no further command), and stores them.
+    let mut out = probe_listing(&mut plan, 1..=20, &stored, &ids);
+    for uid in 1..=20 {
+        let (seq, items) = fetch_response(&speculative_answer(uid, uid, &stored));
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    }
+    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    while plan.has_more() {
+        out.extend(plan.more());
+    }
+    assert!(commands(&out).is_empty(), "{:?}", commands(&out));
+    answered_once_then_finished(&out, 1..=20);
+    assert_eq!(small.cache.highest_uid(&small.mailbox), Some(20));
+    // New mail is asked for ahead as before; the listing again is not.
+    let mut again = start_with(&small, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(again.take_speculative().is_none());
+    let mut new_mail = start_with(&small, "l UID FETCH 21:* (ENVELOPE)\r\n");
+    assert!(new_mail.take_speculative().is_some());
+}
+
+#[test]
+fn a_plaintext_folder_has_its_part_ones_asked_for_ahead_once_then_never() {
+    // A folder the cache holds nothing of, all plaintext: its first
+    // listing asks for part 1 of each (up to 16 KiB), and drops them;
+    // listings after it ask for nothing ahead, and neither does a first
+    // listing of the mailbox whose listing failed.
+    let (ids, _sealer) = keys();
+    let (cache, _dir) = empty_cache(&ids);
+    let small = holding(&cache, Some(40));
+    let mut plan = start_with(&small, "l UID FETCH 1:* (FLAGS RFC822.SIZE)\r\n");
+    assert!(plan.take_speculative().is_some());
+    let plain = b"Content-Type: text/plain\r\n\r\n";
+    let mut out = Vec::new();
+    for uid in 1..=40 {
+        let mut r = format!("* {uid} FETCH (UID {uid} FLAGS () RFC822.SIZE 99 ").into_bytes();
+        r.extend(literal_item(MARKER, plain));
+        r.extend_from_slice(b")\r\n");
+        let (seq, items) = fetch_response(&r);
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+        // Its speculative answer: the header and part 1, cut at 16 KiB.
+        let mut r = format!("* {uid} FETCH (UID {uid} ").into_bytes();
+        r.extend(literal_item("BODY[HEADER]", plain));
+        r.push(b' ');
+        r.extend(literal_item("BODY[1]<0>", &vec![b'p'; 16384]));
+        r.extend_from_slice(b")\r\n");
+        let (seq, items) = fetch_response(&r);
+        assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    }
+    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert!(commands(&out).is_empty(), "{:?}", commands(&out));
+    answered_once_then_finished(&out, 1..=40);
+    assert_eq!(small.cache.highest_uid(&small.mailbox), Some(40));
+    let mut again = start_with(&small, "l UID FETCH 1:* (FLAGS RFC822.SIZE)\r\n");
+    assert!(again.take_speculative().is_none());
+    // Another mailbox whose first listing fails: spent all the same.
+    let other = CacheRef {
+        mailbox: MailboxKey {
+            mailbox: "Archive".into(),
+            ..small.mailbox.clone()
+        },
+        ..small.clone()
+    };
+    let mut plan = start_with(&other, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_some());
+    let out = plan.on_status(status("l NO failed\r\n")).expect("ours");
+    drop(out);
+    let mut next = start_with(&other, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(next.take_speculative().is_none());
+}
+
+#[test]
+fn a_first_listings_summary_longer_than_it_asked_for_is_fetched_whole() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = empty_cache(&ids);
+    let mut plan = start_with(&holding(&cache, Some(3)), "l UID FETCH 1:3 (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_some());
+    let mut out = probe_listing(&mut plan, 1..=3, &stored, &ids);
+    out.extend(plan.on_status(status("l OK done\r\n")).expect("ours"));
+    for uid in [1, 3] {
+        let (seq, items) = fetch_response(&speculative_answer(uid, uid, &stored));
+        out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    }
+    // Message 2's part 1 as long as the first listing's limit: cut.
+    let mut cut = b"* 2 FETCH (UID 2 ".to_vec();
+    cut.extend(literal_item("BODY[HEADER]", header_of(&stored)));
+    cut.push(b' ');
+    cut.extend(literal_item("BODY[1]<0>", &vec![b'a'; 16384]));
+    cut.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&cut);
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert_eq!(
+        commands(&out),
+        ["writ.2 UID FETCH 2 (UID BODY.PEEK[HEADER] BODY.PEEK[1.MIME] BODY.PEEK[1])\r\n"]
+    );
+    let (seq, items) = fetch_response(&part1_answer(2, 2, &stored));
+    out.extend(plan.on_fetch(seq, items, &ids).expect("ours"));
+    out.extend(plan.on_status(status("writ.2 OK done\r\n")).expect("ours"));
+    answered_once_then_finished(&out, 1..=3);
+}

@@ -377,6 +377,7 @@ fn a_cold_listing_keeps_the_items_it_made_and_the_next_one_answers_from_them() {
             mailbox: "INBOX".into(),
             uidvalidity: 1,
         },
+        messages: None,
     };
     let key = MessageKey::new(7, header_of(&stored));
     let items = "RFC822.SIZE ENVELOPE BODYSTRUCTURE";
@@ -419,6 +420,7 @@ fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
             mailbox: "INBOX".into(),
             uidvalidity: 1,
         },
+        messages: None,
     };
     // The cache knows the message by its UID and the header it is stored
     // with.

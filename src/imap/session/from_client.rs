@@ -211,6 +211,7 @@ impl Session {
                 // and empties `$` (RFC 5182 §2.1).
                 self.selected = None;
                 self.saved = None;
+                self.exists = None;
                 self.pending_select =
                     Some((command.tag.clone(), account::mailbox_name(mailbox), None));
                 self.forward(command);

@@ -48,6 +48,11 @@ impl Session {
                 self.start_when_quiet();
             }
             client::Event::DataReceived { data } => {
+                match &data {
+                    Data::Exists(n) => self.exists = Some(*n),
+                    Data::Expunge(_) => self.exists = self.exists.map(|n| n.saturating_sub(1)),
+                    _ => {}
+                }
                 // While a plan runs, the provider answers writ's commands,
                 // which are of the client's command's kind (by sequence
                 // number or by UID): what it sends unasked (EXISTS, flag
