@@ -170,8 +170,7 @@ pub struct Cache {
     /// ([`Cache::highest_uid`]).
     highest: Mutex<HashMap<[u8; 16], u32>>,
     /// Mailboxes this cache held nothing of whose first listing asked for
-    /// the summaries with its probe ([`Cache::first_listing`]), until a
-    /// listing raises [`Cache::highest_uid`] for them.
+    /// the summaries with its probe ([`Cache::first_listing`]).
     first_listed: Mutex<std::collections::HashSet<[u8; 16]>>,
 }
 
@@ -179,6 +178,12 @@ pub struct Cache {
 /// the memory starts again: an old SELECT recorded late then costs
 /// refetches, never a wrong answer).
 const MAX_SELECTED_REMEMBERED: usize = 10_000;
+
+/// Mailboxes whose first listing was asked for ahead that the cache
+/// remembers, at most (about 3 MiB; past it no first listing is asked
+/// for ahead until writ starts again: a round trip more, never a wrong
+/// answer).
+const MAX_FIRST_LISTINGS: usize = 100_000;
 
 /// A row waiting to be written: entry, kind ‖ sealed value, bytes on disk.
 #[derive(Clone)]
@@ -703,26 +708,25 @@ impl Cache {
     /// A FETCH listed `mb` up to `uid` (its messages then cached, or
     /// plaintext, or not openable): [`Cache::highest_uid`] is raised to
     /// it, in memory only (a restart starts again from the entries).
-    /// Only for a mailbox the cache holds an entry of, or whose first
-    /// listing [`Cache::first_listing`] let through: one it holds nothing
-    /// of may be all plaintext, and is not to have its summaries asked
-    /// for with every listing.
+    /// Only for a mailbox the cache holds an entry of: one it holds
+    /// nothing of may be all plaintext, and is not to have its new mail
+    /// asked for ahead with every listing (its first listing is, once:
+    /// [`Cache::first_listing`]).
     pub fn listed_up_to(&self, mb: &MailboxKey, uid: u32) {
         let id = mb.id(mb.uidvalidity);
-        let known = self.highest.lock().is_ok_and(|h| h.contains_key(&id))
-            || self.first_listed.lock().is_ok_and(|mut f| f.remove(&id));
+        let known = self.highest.lock().is_ok_and(|h| h.contains_key(&id));
         if known && uid > 0 {
             self.raise(id, uid);
         }
     }
 
     /// Claims the first listing of `mb` since this cache started, when
-    /// the cache holds nothing of it: `true` once per such mailbox (and
-    /// never for more than [`MAX_SELECTED_REMEMBERED`] at a time), so at
+    /// the cache holds nothing of it: `true` once per such mailbox, so at
     /// most one listing per mailbox and start of writ asks for summaries
-    /// of messages that may all be plaintext. The listing's end raises
-    /// [`Cache::highest_uid`] ([`Cache::listed_up_to`]); one that fails
-    /// leaves the mailbox claimed.
+    /// of messages that may all be plaintext. The claim stays whatever
+    /// the listing's outcome (its summaries stored then make entries, and
+    /// [`Cache::highest_uid`] known). At most [`MAX_FIRST_LISTINGS`]
+    /// mailboxes are remembered; past that, `false`.
     pub fn first_listing(&self, mb: &MailboxKey) -> bool {
         let id = mb.id(mb.uidvalidity);
         if self.highest.lock().map_or(true, |h| h.contains_key(&id)) {
@@ -730,7 +734,7 @@ impl Cache {
         }
         self.first_listed
             .lock()
-            .is_ok_and(|mut f| f.len() < MAX_SELECTED_REMEMBERED && f.insert(id))
+            .is_ok_and(|mut f| f.len() < MAX_FIRST_LISTINGS && f.insert(id))
     }
 
     /// The highest UID of `mb` this cache has stored an entry under, or a

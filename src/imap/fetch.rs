@@ -280,8 +280,9 @@ pub struct FetchPlan {
     speculated: Option<(u32, u32)>,
     /// The octets of part 1 that command asked for.
     speculated_part_one: u32,
-    /// That command, until the session takes it.
-    speculative: Option<Command<'static>>,
+    /// The range of a listing that may have its summaries asked for with
+    /// the probe, until the session asks ([`FetchPlan::take_speculative`]).
+    speculable: Option<SequenceSet>,
     /// Messages of the range whose speculative answer was dropped (it came
     /// before the probe's): fetched as any other.
     unspeculated: std::collections::HashSet<NonZeroU32>,
@@ -423,13 +424,11 @@ impl FetchPlan {
             probe,
             modifiers.clone(),
         );
-        // Not with modifiers: CHANGEDSINCE lists only some messages of
-        // the range, VANISHED would be answered twice.
-        let speculated = if pipelined && *uid && modifiers.is_empty() {
-            cache.as_ref().and_then(|c| speculation(sequence_set, c))
-        } else {
-            None
-        };
+        // One range by UID, no modifier: CHANGEDSINCE lists only some
+        // messages of the range, VANISHED would be answered twice.
+        let speculable =
+            (pipelined && *uid && modifiers.is_empty() && sequence_set.0.as_ref().len() == 1)
+                .then(|| sequence_set.clone());
         Some((
             FetchPlan {
                 client_tag: command.tag.clone(),
@@ -461,12 +460,11 @@ impl FetchPlan {
                 batch: Vec::new(),
                 speculated: None,
                 speculated_part_one: 0,
-                speculative: None,
+                speculable,
                 unspeculated: std::collections::HashSet::new(),
                 retried: false,
                 highest_listed: 0,
-            }
-            .speculating(speculated),
+            },
             probe,
         ))
     }
@@ -800,8 +798,6 @@ mod speculative_tests;
 mod tests;
 
 use opening::{InOrder, Runner};
-
-use phases::speculation;
 
 use items::{
     answers, as_dovecot_parses, binary_refused, data_bytes, deferred, expunge_issued, incomplete,

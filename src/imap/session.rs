@@ -778,6 +778,8 @@ mod from_client;
 mod from_provider;
 mod in_flight;
 mod list_raw;
+#[cfg(test)]
+mod listing_tests;
 mod multiappend;
 #[cfg(test)]
 mod multiappend_tests;

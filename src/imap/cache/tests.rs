@@ -585,11 +585,13 @@ fn a_mailbox_the_cache_holds_nothing_of_has_one_first_listing_per_start() {
         let cache = Cache::open(dir.path(), 1 << 20, &keys).unwrap();
         assert!(cache.first_listing(&mb(7)), "claimed");
         assert!(!cache.first_listing(&mb(7)), "once");
-        // Its listing's end: the mailbox is known up to there, plaintext
-        // or not, and not claimed again.
-        cache.listed_up_to(&mb(7), 30);
-        assert_eq!(cache.highest_uid(&mb(7)), Some(30));
-        assert!(!cache.first_listing(&mb(7)));
+        // Its listing's end (all plaintext, or empty): still nothing
+        // known of it, and not claimed again.
+        for uid in [30, 0] {
+            cache.listed_up_to(&mb(7), uid);
+            assert_eq!(cache.highest_uid(&mb(7)), None);
+            assert!(!cache.first_listing(&mb(7)));
+        }
         // A mailbox with an entry has no first listing.
         cache.put(&mb(8), k(3), &summary(11), None);
         assert!(!cache.first_listing(&mb(8)));

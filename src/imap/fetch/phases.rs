@@ -225,18 +225,19 @@ impl FetchPlan {
     /// Asks for the summaries of the UID range `speculated` with the
     /// probe (see `fetch.rs`'s header, 3): the command waits for
     /// [`FetchPlan::take_speculative`].
-    pub(super) fn speculating(mut self, ahead: Option<Ahead>) -> FetchPlan {
-        let Some(Ahead {
+    /// The command asking for a listing's summaries with its probe
+    /// ([`speculation`]), for the session to send right after the probe.
+    /// Decided here, when the plan runs, not when it is made: a plan made
+    /// while another FETCH is in flight waits and is made again, and
+    /// must not have spent the mailbox's first listing.
+    pub fn take_speculative(&mut self) -> Option<Command<'static>> {
+        let set = self.speculable.take()?;
+        let Ahead {
             range: (lo, hi),
             part_one,
             listing,
-        }) = ahead
-        else {
-            return self;
-        };
-        let (Some(a), Some(b)) = (NonZeroU32::new(lo), NonZeroU32::new(hi)) else {
-            return self;
-        };
+        } = speculation(&set, self.cache.as_ref()?)?;
+        let (a, b) = (NonZeroU32::new(lo)?, NonZeroU32::new(hi)?);
         let set = if a == b {
             Sequence::Single(SeqOrUid::Value(a))
         } else {
@@ -266,14 +267,7 @@ impl FetchPlan {
         self.speculated_part_one = part_one;
         metrics::counter!(crate::admin::names::IMAP_LISTED_AHEAD_TOTAL, "listing" => listing)
             .increment(1);
-        self.speculative = Some(command);
-        self
-    }
-
-    /// The command asking for a listing's summaries with its probe, for
-    /// the session to send right after the probe.
-    pub fn take_speculative(&mut self) -> Option<Command<'static>> {
-        self.speculative.take()
+        Some(command)
     }
 
     /// Is this message's summary asked for by the speculative command
@@ -423,7 +417,7 @@ fn summary_items() -> Vec<MessageDataItemName<'static>> {
 /// only when the provider said it holds at most
 /// [`FIRST_LISTING_MAX_MESSAGES`], part 1 up to
 /// [`FIRST_LISTING_PART_ONE`]. `None`: nothing asked for ahead.
-pub(super) fn speculation(set: &SequenceSet, c: &CacheRef) -> Option<Ahead> {
+fn speculation(set: &SequenceSet, c: &CacheRef) -> Option<Ahead> {
     match c.cache.highest_uid(&c.mailbox) {
         Some(highest) => uncached_range(set, highest).map(|range| Ahead {
             range,
@@ -443,7 +437,7 @@ pub(super) fn speculation(set: &SequenceSet, c: &CacheRef) -> Option<Ahead> {
 }
 
 /// Summaries a listing asks for with its probe ([`speculation`]).
-pub(super) struct Ahead {
+struct Ahead {
     /// The UIDs, from and to.
     range: (u32, u32),
     /// Octets of part 1 asked for.

@@ -311,9 +311,16 @@ fn a_plaintext_folder_has_its_part_ones_asked_for_ahead_once_then_never() {
     out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
     assert!(commands(&out).is_empty(), "{:?}", commands(&out));
     answered_once_then_finished(&out, 1..=40);
-    assert_eq!(small.cache.highest_uid(&small.mailbox), Some(40));
-    let mut again = start_with(&small, "l UID FETCH 1:* (FLAGS RFC822.SIZE)\r\n");
-    assert!(again.take_speculative().is_none());
+    // Nothing stored: the cache still knows nothing of it, and asks for
+    // nothing ahead, neither the listing again nor its new mail.
+    assert_eq!(small.cache.highest_uid(&small.mailbox), None);
+    for listing in ["1:*", "41:*"] {
+        let mut again = start_with(
+            &small,
+            &format!("l UID FETCH {listing} (FLAGS RFC822.SIZE)\r\n"),
+        );
+        assert!(again.take_speculative().is_none(), "{listing}");
+    }
     // Another mailbox whose first listing fails: spent all the same.
     let other = CacheRef {
         mailbox: MailboxKey {
@@ -328,6 +335,33 @@ fn a_plaintext_folder_has_its_part_ones_asked_for_ahead_once_then_never() {
     drop(out);
     let mut next = start_with(&other, "l UID FETCH 1:* (ENVELOPE)\r\n");
     assert!(next.take_speculative().is_none());
+    // And one whose first listing finds nothing (an empty folder).
+    let empty = CacheRef {
+        mailbox: MailboxKey {
+            mailbox: "Trash".into(),
+            ..small.mailbox.clone()
+        },
+        ..small.clone()
+    };
+    let mut plan = start_with(&empty, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_some());
+    let mut out = plan.on_status(status("l OK done\r\n")).expect("ours");
+    out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+    assert!(matches!(out.last(), Some(Output::Finish(_))), "{out:?}");
+    let mut next = start_with(&empty, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(next.take_speculative().is_none());
+}
+
+#[test]
+fn a_first_listing_is_spent_only_by_a_plan_that_runs() {
+    // A plan made and dropped (the session makes it again once a FETCH
+    // before it is answered) asks for nothing and spends nothing.
+    let (ids, _sealer) = keys();
+    let (cache, _dir) = empty_cache(&ids);
+    let small = holding(&cache, Some(10));
+    drop(start_with(&small, "l UID FETCH 1:* (ENVELOPE)\r\n"));
+    let mut plan = start_with(&small, "l UID FETCH 1:* (ENVELOPE)\r\n");
+    assert!(plan.take_speculative().is_some());
 }
 
 #[test]
