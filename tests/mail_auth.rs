@@ -188,14 +188,22 @@ fn pass_fail_and_none_are_recorded_outside_and_a_dkim_pass_has_a_valid_arc_chain
     )
     .unwrap_or_else(|r| panic!("monitor delivers: {}", r.text()));
 
-    // none: no records, no signature.
-    send(
-        relay,
-        "sender@none.test",
-        &[&user.address],
-        &mail("sender@none.test", &user.address),
-    )
-    .unwrap_or_else(|r| panic!("{}", r.text()));
+    // none: no records, no signature; below a line that starts with a
+    // lone CR (which ends no header), a forged result of writ's
+    // authserv-id and a forged scanner verdict.
+    let forged_below_cr = unique("forged-below-cr");
+    let plain = mail("sender@none.test", &user.address);
+    let first_line = plain.windows(2).position(|w| w == b"\r\n").expect("a line") + 2;
+    let mut none = plain[..first_line].to_vec();
+    none.extend(
+        format!(
+            "\rX: y\r\nAuthentication-Results: {AUTHSERV_ID}; dmarc=pass header.from={forged_below_cr}\r\n"
+        )
+        .bytes(),
+    );
+    none.extend_from_slice(&plain[first_line..]);
+    send(relay, "sender@none.test", &[&user.address], &none)
+        .unwrap_or_else(|r| panic!("{}", r.text()));
 
     let stored = p.wait_for_messages(&user, "INBOX", 3, DELIVERY_TIMEOUT);
     assert_eq!(stored.len(), 3);
@@ -235,6 +243,11 @@ fn pass_fail_and_none_are_recorded_outside_and_a_dkim_pass_has_a_valid_arc_chain
 
     let fail = only_result(&stored[1]);
     has_all(&fail, &["dkim=fail", "spf=fail", "dmarc=fail"]);
+    assert!(
+        !contains(&stored[2], forged_below_cr.as_bytes()),
+        "the forged result below a lone CR is removed: {}",
+        outer(&stored[2])
+    );
     let none = only_result(&stored[2]);
     // No signature: no dkim= entry (mail-auth writes none).
     has_all(&none, &["spf=none", "dmarc=none", "arc=none"]);

@@ -42,6 +42,10 @@ pub const QUARANTINE_FIELD: &str = "x-dmarc-quarantine";
 enum State {
     /// At the start of a header line.
     LineStart,
+    /// After a CR at the start of a header line: the empty line that ends
+    /// the header if an LF follows, else the first byte of a name (as the
+    /// sealer reads it: `envelope::header::header_end`).
+    LineStartCr,
     /// Reading a field name (held in `name`).
     Name,
     /// Inside a field that passes.
@@ -88,12 +92,11 @@ impl Default for SenderFieldFilter {
     }
 }
 
+/// A name without its trailing whitespace, as the sealer trims it
+/// (`X-Spam\r: x` and `X-Spam\x0c: x` are `X-Spam` to it, so to this
+/// filter).
 fn trimmed(name: &[u8]) -> &[u8] {
-    let end = name
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(0, |i| i + 1);
-    &name[..end]
+    crate::envelope::header::trim_end(name)
 }
 
 /// The authserv-id of an Authentication-Results field (`held`: name,
@@ -229,17 +232,31 @@ impl SenderFieldFilter {
                             self.state = State::Keep;
                         }
                     }
-                    b'\r' | b'\n' => {
+                    b'\n' => {
                         // The empty line: the header ends.
                         out.push(b);
                         self.state = State::Body;
                     }
+                    b'\r' => self.state = State::LineStartCr,
                     _ => {
                         self.name.clear();
                         self.name.push(b);
                         self.state = State::Name;
                     }
                 },
+                State::LineStartCr => {
+                    if b == b'\n' {
+                        out.extend_from_slice(b"\r\n");
+                        self.state = State::Body;
+                    } else {
+                        // A lone CR: the header goes on (a field whose
+                        // name starts with it, which no removed one does).
+                        self.name.clear();
+                        self.name.push(b'\r');
+                        self.state = State::Name;
+                        continue;
+                    }
+                }
                 State::Name => self.name_byte(b, out),
                 State::Held => {
                     self.held.push(b);
@@ -294,6 +311,7 @@ impl SenderFieldFilter {
                 self.name.clear();
             }
             State::Held | State::HeldLineStart => self.release_held(out, true),
+            State::LineStartCr => out.push(b'\r'),
             _ => {}
         }
     }
@@ -384,6 +402,92 @@ Authentication-Results: mx.writ.test; body line\r\n";
                 String::from_utf8_lossy(want),
                 "chunks of {size}"
             );
+        }
+    }
+
+    fn both_filter(msg: &[u8], size: usize) -> Vec<u8> {
+        let mut f = SenderFieldFilter::new(Removed {
+            scanner: true,
+            authserv_id: Some("mx.writ.test".into()),
+        });
+        let mut out = Vec::new();
+        for c in msg.chunks(size) {
+            f.push(c, &mut out);
+        }
+        f.finish(&mut out);
+        out
+    }
+
+    /// The fields of `msg`'s header as the sealer reads them: name, value.
+    fn sealer_fields(msg: &[u8]) -> Vec<(String, String)> {
+        use crate::envelope::header;
+        let end = header::header_end(msg).unwrap_or(msg.len());
+        header::fields(&msg[..end])
+            .iter()
+            .filter_map(|f| {
+                let name = String::from_utf8_lossy(f.name()?).to_ascii_lowercase();
+                Some((name, String::from_utf8_lossy(&f.value()).into_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_cr_or_odd_blanks_do_not_end_the_filter_before_the_sealer() {
+        // A line starting with a lone CR does not end the header for the
+        // sealer, nor now for the filter; names with a CR or a form feed
+        // before the colon are the same names to both.
+        let msg = b"From: a@x.example\r\n\rX: y\r\n\
+Authentication-Results: mx.writ.test; dmarc=pass\r\n\
+X-Spam-Action: no action\r\n\
+X-Spam-Action\r: no action\r\n\
+X-Spam\x0c: no\r\n\
+\r\nbody\r\n";
+        let want = b"From: a@x.example\r\n\rX: y\r\n\r\nbody\r\n";
+        for size in [1, 2, 3, 9, msg.len()] {
+            assert_eq!(
+                String::from_utf8_lossy(&both_filter(msg, size)),
+                String::from_utf8_lossy(want),
+                "chunks of {size}"
+            );
+        }
+        // The empty line as CR LF right after a CR-ended piece, and a CR
+        // as the message's last byte, pass as they are.
+        assert_eq!(both_filter(b"A: b\r\n\r\n", 1), b"A: b\r\n\r\n");
+        assert_eq!(both_filter(b"A: b\r\n\r", 1), b"A: b\r\n\r");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Whatever the header's line endings and blanks, the sealer finds
+        /// none of the removed fields in what the filter lets through.
+        #[test]
+        fn the_sealer_never_reads_a_removed_field_the_filter_passed(
+            lines in proptest::collection::vec(
+                (0usize..7, 0usize..6, 0usize..4, proptest::bool::ANY), 1..12),
+            size in 1usize..20,
+        ) {
+            const NAMES: [&str; 7] = [
+                "From", "X-Spam-Action", "x-spamd-result", "Authentication-Results",
+                "X-DMARC-Quarantine", "Subject", "X-Spam",
+            ];
+            const BLANKS: [&str; 6] = ["", " ", "\r", "\x0c", "\t", " \r"];
+            const ENDS: [&str; 4] = ["\r\n", "\n", "\r\n\r", "\r\n\r\r\n"];
+            let mut msg = Vec::new();
+            for (name, blank, end, folded) in lines {
+                msg.extend(format!("{}{}: mx.writ.test; v", NAMES[name], BLANKS[blank]).bytes());
+                if folded {
+                    msg.extend(b"\r\n\tmore");
+                }
+                msg.extend(ENDS[end].bytes());
+            }
+            msg.extend(b"\r\nbody\r\n");
+            let out = both_filter(&msg, size);
+            for (name, value) in sealer_fields(&out) {
+                let removed = ["x-spam-action", "x-spamd-result", "x-dmarc-quarantine", "x-spam"]
+                    .contains(&name.as_str())
+                    || (name == "authentication-results" && value.starts_with("mx.writ.test"));
+                proptest::prop_assert!(!removed, "{name}: {value} in {:?}", String::from_utf8_lossy(&out));
+            }
         }
     }
 
