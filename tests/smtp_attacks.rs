@@ -276,6 +276,33 @@ fn a_provider_reply_with_endless_continuation_lines_is_collected_and_mirrored_wh
     assert_eq!(r.code, 451, "{}", r.code);
 }
 
+/// A provider out of step, or broken, that answers DATA with `250`
+/// instead of `354`: nothing was delivered, so the client must not be
+/// told it was (`250` passed on would be a message lost with an ack).
+/// writ answers 451 and drops that provider connection; the next
+/// session is served again.
+#[test]
+fn a_provider_answering_data_with_250_is_not_taken_for_a_delivery() {
+    // Answers `250 ok` to everything but QUIT, DATA included.
+    let hostile = endless_reply_provider(0);
+    let writ = Writ::start(&WritConfig::relay(hostile));
+    for round in 0..2 {
+        let mut c = relay_session(&writ);
+        assert_eq!(
+            c.command("MAIL FROM:<sender@elsewhere.test>").unwrap().code,
+            250
+        );
+        assert_eq!(
+            c.command("RCPT TO:<someone@example.test>").unwrap().code,
+            250
+        );
+        assert_eq!(c.command("DATA").unwrap().code, 354);
+        c.write_raw(b"Subject: x\r\n\r\nbody\r\n.\r\n").unwrap();
+        let r = c.read_reply().unwrap();
+        assert_eq!(r.code, 451, "round {round}: {r:?}");
+    }
+}
+
 /// Finding 4. EHLO (or HELO) inside a transaction cleared writ's
 /// transaction locally but not the provider's, which still held the MAIL
 /// and RCPTs: the next MAIL was refused by the provider as nested (503),

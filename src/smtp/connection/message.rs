@@ -96,6 +96,22 @@ enum Output {
     Broken(UpstreamFailure),
 }
 
+/// What a sealed message's output is worth once its seal job is over
+/// (`returned`: the job returned, rather than panicked or ran past the
+/// wait). The job's output ends when it drops its channel: at its end, or
+/// when it panicked halfway (its buffered writer flushes what it holds
+/// while unwinding). Only a job that returned sealed a whole message;
+/// otherwise DATA open at the provider is abandoned (`true`: drop that
+/// connection, so the provider delivers nothing).
+fn after_seal_job(returned: bool, output: Output) -> (Output, bool) {
+    match (returned, output) {
+        (true, output) => (output, false),
+        (false, Output::Streaming(_)) => (Output::Broken(UpstreamFailure::SealFailed), true),
+        (false, Output::Waiting) => (Output::SealFailed, false),
+        (false, output) => (output, false),
+    }
+}
+
 /// The channels of one sealed message and what is in flight.
 struct Pump {
     /// To the seal job; `None` once the data is over or the job stopped.
@@ -234,7 +250,7 @@ impl Conn {
         pump.to_seal = None;
         pump.pending = None;
         pump.sealed = None;
-        let _ = timeout(self.shared.data_timeout, job).await;
+        let joined = timeout(self.shared.data_timeout, job).await;
         if let Err(e) = pumped {
             if matches!(output, Output::Streaming(_)) {
                 self.drop_upstream();
@@ -243,6 +259,11 @@ impl Conn {
                 End::Timeout => self.data_timed_out().await,
                 e => e,
             });
+        }
+        let (output, abandon) = after_seal_job(joined.map(|j| j.is_ok()).unwrap_or(false), output);
+        if abandon {
+            tracing::error!("the seal job stopped before its end; nothing was delivered");
+            self.drop_upstream();
         }
         Ok(self.finish_sealed(output, decoder, pump.started).await)
     }
@@ -443,6 +464,10 @@ impl Conn {
                             Err(_) => Output::Broken(UpstreamFailure::Unavailable),
                         }
                     }
+                    // A positive answer other than 354 says nothing was
+                    // delivered; passed on, it would tell the client its
+                    // message was (the connection is out of step).
+                    Ok(r) if r.is_positive() => Output::Broken(UpstreamFailure::Unavailable),
                     Ok(r) => Output::Refused(r),
                     Err(_) => Output::Broken(UpstreamFailure::Unavailable),
                 }
@@ -487,6 +512,17 @@ impl Conn {
             }
         };
         if r.code != 354 {
+            if r.is_positive() {
+                // Nothing was delivered, whatever it says: not passed on
+                // as a success (the connection is out of step).
+                tracing::warn!(
+                    code = r.code,
+                    "the provider answered DATA with neither 354 nor a refusal"
+                );
+                self.drop_upstream();
+                let r = self.session.delivered(Err(UpstreamFailure::Unavailable));
+                return Ok(Step::Reply(r));
+            }
             return Ok(Step::Reply(self.session.delivered(Ok(r))));
         }
         self.reply(&r);
@@ -593,5 +629,34 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seal job that panics after its first output ends its channel as
+    /// one that returned does: the message is whole only if it returned.
+    #[tokio::test]
+    async fn a_seal_job_that_panicked_halfway_delivers_nothing() {
+        let panicked = tokio::task::spawn_blocking(|| panic!("a sealer fault"))
+            .await
+            .is_ok();
+        let returned = tokio::task::spawn_blocking(|| ()).await.is_ok();
+        assert!(!panicked && returned);
+        let streaming = || Output::Streaming(DotStuffer::default());
+        assert!(matches!(
+            after_seal_job(panicked, streaming()),
+            (Output::Broken(UpstreamFailure::SealFailed), true)
+        ));
+        assert!(matches!(
+            after_seal_job(returned, streaming()),
+            (Output::Streaming(_), false)
+        ));
+        assert!(matches!(
+            after_seal_job(panicked, Output::Waiting),
+            (Output::SealFailed, false)
+        ));
     }
 }
