@@ -380,7 +380,9 @@ fn an_overlong_sasl_response_leaves_the_auth_exchange_open_and_eats_the_next_com
 }
 
 /// Held up: CR and LF of the end marker split over separate writes,
-/// dot-stuffed lines, lone CRs and a `.` line that is not alone, with
+/// dot-stuffed lines, lone CRs (none next to a line's dot: such a message
+/// is refused, see `smtp_hostile`'s smuggling tests) and a `.` line that
+/// is not alone, with
 /// MAIL, RCPT and DATA pipelined in the same write as the message and the
 /// next transaction: one message delivered, intact, then the session goes
 /// on.
@@ -393,7 +395,7 @@ fn end_marker_split_across_writes_and_dot_stuffing_edges_deliver_one_intact_mess
     let marker = unique("split");
     let head = format!(
         "MAIL FROM:<sender@elsewhere.test>\r\nRCPT TO:<{}>\r\nDATA\r\n\
-         Subject: split\r\n\r\n{marker}\r\n..stuffed\r\n.x\r\na\rb\r\n. \r\n\r.\r\n.\r\r\n",
+         Subject: split\r\n\r\n{marker}\r\n..stuffed\r\n.x\r\na\rb\r\n. \r\n\rx\r\n\r\r\n",
         user.address
     );
     c.write_raw(head.as_bytes()).unwrap();
@@ -409,7 +411,7 @@ fn end_marker_split_across_writes_and_dot_stuffing_edges_deliver_one_intact_mess
     let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
     assert_eq!(stored.len(), 1);
     let opened = writ.test_keys().open(&stored[0]);
-    let want = format!("\r\n\r\n{marker}\r\n.stuffed\r\nx\r\na\rb\r\n \r\n\r.\r\n\r\r\ntail\r\n");
+    let want = format!("\r\n\r\n{marker}\r\n.stuffed\r\nx\r\na\rb\r\n \r\n\rx\r\n\r\r\ntail\r\n");
     assert!(
         opened.ends_with(want.as_bytes()),
         "{:?}",

@@ -285,7 +285,10 @@ fn smuggled(from: &str, victim: &str, marker: &str) -> Vec<u8> {
 }
 
 /// Every end-of-data shape but CRLF.CRLF; `true`: a bare-newline end,
-/// refused with 554 and the connection closed.
+/// refused with 554 and the connection closed; `false`: not an end, but
+/// a bare LF or a lone CR next to a line's dot in the message, which is
+/// refused with 554 (a next hop taking a lone CR for a line break would
+/// read an end there).
 const FAKE_ENDS: &[(&str, &[u8], bool)] = &[
     ("LF.LF", b"\n.\n", true),
     ("LF.CRLF", b"\n.\r\n", true),
@@ -331,8 +334,9 @@ fn smuggling(kind: Kind) {
             assert!(c.is_closed(), "{kind:?} {name}: not closed after {r:?}");
         } else {
             // One message (the "smuggled" commands are its content),
-            // delivered or refused; the next reply is the NOOP's.
-            assert!(r.code == 250 || r.code == 554, "{kind:?} {name}: {r:?}");
+            // refused; the next reply is the NOOP's.
+            assert_eq!(r.code, 554, "{kind:?} {name}: {r:?}");
+            assert!(r.text().starts_with("5.6.0"), "{kind:?} {name}: {r:?}");
             let noop = c.read_reply().unwrap();
             assert_eq!(
                 (noop.code, noop.text()),
@@ -460,6 +464,38 @@ fn too_many_recipients_are_refused_while_others_are_served() {
     assert_eq!(codes[..3], [250, 250, 250]);
     assert!(codes[3..].iter().all(|&c| c == 452), "{codes:?}");
     assert_eq!(c.command("RSET").unwrap().code, 250);
+    server.opened(p, &other, 1);
+}
+
+/// Probing: one session trying recipients the relay refuses (550, not a
+/// protected domain; the provider's own refusals count the same way, see
+/// the session's unit tests). Past 20 refusals without a message
+/// delivered writ closes the session (421), while another session is
+/// served.
+#[test]
+fn refused_recipients_end_the_session_while_others_are_served() {
+    let p = provider();
+    let other = p.new_user("harvest-other");
+    let server = Server::start(p, Kind::Relay, |c| c);
+    let mut c = server.session();
+    let mut wire = b"MAIL FROM:<a@elsewhere.test>\r\n".to_vec();
+    for i in 0..30 {
+        wire.extend_from_slice(format!("RCPT TO:<guess{i}@elsewhere.test>\r\n").as_bytes());
+    }
+    c.write_raw(&wire).unwrap();
+    server.assert_served(&other);
+    assert_eq!(c.read_reply().unwrap().code, 250);
+    let mut codes = Vec::new();
+    while let Ok(r) = c.read_reply() {
+        codes.push(r.code);
+        if r.code == 421 {
+            break;
+        }
+    }
+    assert_eq!(codes.len(), 21, "{codes:?}");
+    assert!(codes[..20].iter().all(|&c| c == 550), "{codes:?}");
+    assert_eq!(codes[20], 421, "{codes:?}");
+    assert!(c.read_reply().is_err(), "closed after the 421");
     server.opened(p, &other, 1);
 }
 

@@ -14,6 +14,12 @@
 //!   command (as Postfix's `smtpd_forbid_bare_newline`). A broken client
 //!   gets a clear refusal instead of a timeout.
 //! - A lone CR is content: `CR . CR LF`, `CRLF . CR x` never end the data.
+//!   But a lone CR next to a line's dot (`CR .`, and `CRLF . CR` with
+//!   no LF after it) is recorded ([`DataFlags::bare_cr_dot`]) and the
+//!   message refused: a next hop that took a lone CR for a line break
+//!   would read a dot line there, an end of data (SMTP smuggling with a
+//!   bare CR), and writ hands plaintext and already sealed messages on
+//!   as they came.
 //! - Past the size limit the data is counted and dropped
 //!   ([`DataFlags::too_large`], 552 at the end, the session goes on); past
 //!   twice the limit the decoder gives up ([`DataFlags::runaway`]): the
@@ -29,6 +35,9 @@ pub struct DataFlags {
     /// must close (nothing after it is a command).
     pub bare_newline_end: bool,
     pub nul: bool,
+    /// A lone CR right before a line's dot, or right after a dot line's
+    /// dot (`CR .`, `CRLF . CR x`).
+    pub bare_cr_dot: bool,
     pub eight_bit: bool,
     /// More than the limit (after unstuffing): the rest was dropped.
     pub too_large: bool,
@@ -39,7 +48,12 @@ pub struct DataFlags {
 impl DataFlags {
     /// Nothing to refuse the message for (8-bit data is fine).
     pub fn acceptable(&self) -> bool {
-        !(self.bare_lf || self.bare_newline_end || self.nul || self.too_large || self.runaway)
+        !(self.bare_lf
+            || self.bare_newline_end
+            || self.nul
+            || self.bare_cr_dot
+            || self.too_large
+            || self.runaway)
     }
 }
 
@@ -186,7 +200,8 @@ impl DataDecoder {
                     return Some(1);
                 }
                 // ".\r" then something else: the dot was stuffing, the
-                // CR is content.
+                // CR is content (next to a line's dot: refused).
+                self.flags.bare_cr_dot = true;
                 self.state = State::Cr;
                 self.after_cr(out, b);
             }
@@ -225,6 +240,7 @@ impl DataDecoder {
             }
             b'\r' => self.state = State::Cr,
             _ => {
+                self.flags.bare_cr_dot |= b == b'.';
                 self.emit(out, b);
                 self.state = State::Mid;
             }
@@ -451,6 +467,7 @@ mod tests {
                 }
                 b'\r' => self.state = State::Cr,
                 _ => {
+                    self.flags.bare_cr_dot |= b == b'.';
                     self.emit(out, b);
                     self.state = State::Mid;
                 }
@@ -483,6 +500,7 @@ mod tests {
                             self.state = State::LineStart;
                             return Some(i + 1);
                         }
+                        self.flags.bare_cr_dot = true;
                         self.state = State::Cr;
                         self.after_cr(out, b);
                     }
@@ -530,6 +548,32 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn a_lone_cr_next_to_a_lines_dot_is_flagged_and_nothing_else() {
+        let flagged = |input: &[u8]| {
+            let mut d = DataDecoder::new(1 << 20);
+            let mut out = Vec::new();
+            let end = d.feed(input, &mut out);
+            (d.flags.bare_cr_dot, end.is_some())
+        };
+        for (input, ended) in [
+            (&b"a\r.\r\n.\r\n"[..], true),
+            (b"a\r\n.\rb\r\n.\r\n", true),
+            (b"a\r\r.x\r\n", false),
+            (b"\r.", false),
+        ] {
+            assert_eq!(flagged(input), (true, ended), "{input:?}");
+        }
+        for (input, ended) in [
+            (&b"a\rb\r\n.\r\n"[..], true),
+            (b"a.\r\nb.\rx", false),
+            (b"x\r\n..y\r\n.\r\n", true),
+            (b"x\r\n.\r\n", true),
+        ] {
+            assert_eq!(flagged(input), (false, ended), "{input:?}");
+        }
     }
 
     #[test]

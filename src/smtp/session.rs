@@ -15,8 +15,11 @@
 //! RSET to the provider before answering, and STARTTLS is refused inside
 //! one, so the provider never holds a transaction writ has forgotten. An
 //! AUTH exchange ends at both ends together (an overlong response cancels
-//! it at the provider with `*`). After [`MAX_ERRORS`] protocol errors the
-//! session is closed with 421 4.7.0.
+//! it at the provider with `*`). After [`MAX_ERRORS`] errors (writ's own
+//! refusals of a command, and the provider's of a recipient or of
+//! credentials) without a message delivered, the session is closed with
+//! 421 4.7.0, so one session cannot probe addresses or passwords at the
+//! provider without end.
 
 use std::sync::Arc;
 
@@ -129,11 +132,14 @@ pub struct Session {
     helo: String,
 }
 
-/// Protocol errors a session may make (unknown commands, syntax errors,
-/// commands out of order, overlong lines: writ's own 500-504 and 530
-/// replies), as Postfix's `smtpd_hard_error_limit`. The next one is
-/// answered `421 4.7.0 Too many errors` and the connection closed: a
-/// client cannot make writ answer junk for ever.
+/// Errors a session may make without delivering a message (unknown
+/// commands, syntax errors, commands out of order, overlong lines:
+/// writ's own 500-504 and 530 replies; recipients refused by writ's
+/// policy or by the provider; credentials the provider refused), as
+/// Postfix's `smtpd_hard_error_limit`. The next one is answered
+/// `421 4.7.0 Too many errors` and the connection closed: a client cannot
+/// make writ answer junk, or the provider judge guessed addresses and
+/// passwords, for ever. A message delivered starts the count again.
 pub const MAX_ERRORS: usize = 20;
 
 /// Longest line taken during an AUTH exchange (RFC 4954 §4: at least
@@ -442,7 +448,7 @@ impl Session {
         let relay_only = self.cfg.kind == ListenerKind::Relay;
         let (class, key) = match self.policy.classify(&to, relay_only) {
             Verdict::Refuse(why) => {
-                return Step::Reply(reply(550, &format!("5.7.1 <{to}>: {why}")));
+                return self.error(reply(550, &format!("5.7.1 <{to}>: {why}")));
             }
             Verdict::Accept { class, key } => (class, key),
         };
@@ -528,6 +534,11 @@ impl Session {
             ))
         } else if flags.nul {
             Step::Reply(reply(554, "5.6.0 NUL octet in message (RFC 5321)"))
+        } else if flags.bare_cr_dot {
+            Step::Reply(reply(
+                554,
+                "5.6.0 Bare CR next to a line's dot in message: lines must end with CRLF (RFC 5321)",
+            ))
         } else {
             return Ok(());
         };
@@ -540,7 +551,12 @@ impl Session {
     pub fn delivered(&mut self, result: Result<Reply, UpstreamFailure>) -> Reply {
         self.tx = None;
         match result {
-            Ok(r) => r,
+            Ok(r) => {
+                if r.is_positive() {
+                    self.errors = 0;
+                }
+                r
+            }
             Err(UpstreamFailure::SealFailed) => {
                 reply(451, "4.3.0 Could not seal the message; try again later")
             }
@@ -598,6 +614,8 @@ impl Session {
                     self.pending = Pending::Auth;
                 } else if r.code == 235 {
                     self.authenticated = true;
+                } else {
+                    return self.error(r);
                 }
                 Step::Reply(r)
             }
@@ -621,6 +639,9 @@ impl Session {
                     tx.rcpt_to.push(to);
                     tx.class = Some(class);
                     tx.keys.extend(key);
+                }
+                if !r.is_positive() {
+                    return self.error(r);
                 }
                 Step::Reply(r)
             }

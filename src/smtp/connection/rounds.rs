@@ -183,7 +183,15 @@ impl Conn {
         {
             result = Some(up.reply_ahead().await);
         }
-        if result.is_none() && (open || self.upstream.is_none()) {
+        if result.is_none() && !open && self.upstream.is_none() {
+            // A command of a transaction, or of an AUTH exchange, whose
+            // connection is gone: a new one would hold neither (its MAIL,
+            // its login), so the command is not sent on one.
+            return self
+                .session
+                .upstream_reply(Err(UpstreamFailure::Unavailable));
+        }
+        if result.is_none() && open {
             if let Some(r) = self.pooled_round(line).await {
                 result = Some(Ok(r));
             } else {

@@ -448,3 +448,67 @@ fn an_overlong_sasl_response_cancels_the_exchange_at_the_provider() {
     assert!(!s.in_auth());
     assert!(matches!(s.command(b"QUIT"), Step::Close(_)));
 }
+
+/// A recipient the provider refuses: the reply as the client gets it.
+fn refused_rcpt(s: &mut Session, to: &str) -> Step {
+    assert!(matches!(
+        s.command(format!("RCPT TO:<{to}>").as_bytes()),
+        Step::Upstream { .. }
+    ));
+    s.upstream_reply(Ok(Reply::new(550, "5.1.1 no such user")))
+}
+
+#[test]
+fn recipients_the_provider_refuses_count_as_errors_until_a_delivery() {
+    let refused = Step::Reply(Reply::new(550, "5.1.1 no such user"));
+    let mut s = relay_in_transaction();
+    for _ in 0..MAX_ERRORS - 1 {
+        assert_eq!(refused_rcpt(&mut s, "guess@example.org"), refused);
+    }
+    // A delivery starts the count again.
+    assert_eq!(code(&s.command(b"DATA")), 354);
+    assert_eq!(s.message_received(DataFlags::default()), Ok(()));
+    assert_eq!(s.delivered(ok()).code, 250);
+    assert!(matches!(
+        s.command(b"MAIL FROM:<a@ext.example>"),
+        Step::Upstream { .. }
+    ));
+    assert_eq!(code(&s.upstream_reply(ok())), 250);
+    for _ in 0..MAX_ERRORS {
+        assert_eq!(refused_rcpt(&mut s, "guess@example.org"), refused);
+    }
+    // Past the limit (writ's own refusals count too): 421, closed.
+    let closed = refused_rcpt(&mut s, "guess@example.org");
+    assert!(
+        matches!(closed, Step::Close(ref r) if r.code == 421),
+        "{closed:?}"
+    );
+    let mut s = relay_in_transaction();
+    for _ in 0..MAX_ERRORS {
+        assert_eq!(code(&s.command(b"RCPT TO:<x@elsewhere.example>")), 550);
+    }
+    assert!(matches!(
+        s.command(b"RCPT TO:<x@elsewhere.example>"),
+        Step::Close(_)
+    ));
+}
+
+#[test]
+fn credentials_the_provider_refuses_count_as_errors() {
+    let mut s = session(ListenerKind::Submissions, true);
+    s.command(b"EHLO c");
+    for _ in 0..MAX_ERRORS {
+        assert!(matches!(
+            s.command(b"AUTH PLAIN AGEAYg=="),
+            Step::Upstream { .. }
+        ));
+        let r = s.upstream_reply(Ok(Reply::new(535, "5.7.8 bad credentials")));
+        assert_eq!(code(&r), 535);
+    }
+    assert!(matches!(
+        s.command(b"AUTH PLAIN AGEAYg=="),
+        Step::Upstream { .. }
+    ));
+    let r = s.upstream_reply(Ok(Reply::new(535, "5.7.8 bad credentials")));
+    assert!(matches!(r, Step::Close(ref r) if r.code == 421), "{r:?}");
+}
