@@ -48,6 +48,7 @@ use crate::smtp::reply::Reply;
 use crate::smtp::session::{Delivery, Session, Step, UpstreamFailure};
 
 mod scanned;
+mod spool;
 
 /// Chunks queued to and from the seal job (each up to the client reader's
 /// buffer, 64 KiB; the seal job writes 64 KiB at a time).

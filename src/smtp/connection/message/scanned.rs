@@ -4,11 +4,11 @@
 //! then sealed (writ's fields first) and sent to the provider; the
 //! client's final reply still comes only after the provider's.
 //!
-//! - The spool is the plaintext on the gateway: in memory up to
-//!   [`SPOOL_IN_MEMORY`] (4 MiB), past that in an unnamed temporary file
-//!   (`O_TMPFILE`, or unlinked at creation, in `[seal] temp_dir` or the
-//!   system's: run with a private temp dir, as `dist/writ.service`'s
-//!   `PrivateTmp=` does), gone when the message is done. It is bounded by
+//! - The spool holds the message sealed under a key of its own, held only
+//!   in memory ([`super::spool`]: plaintext never touches disk): in memory
+//!   up to [`SPOOL_IN_MEMORY`] (4 MiB), past that in an unnamed temporary
+//!   file (`O_TMPFILE`, or unlinked at creation, in `[seal] temp_dir` or
+//!   the system's), gone when the message is done. It is bounded by
 //!   the session's data decoder (`smtp.max_message_size`; past twice that
 //!   the session closes). Writes to the file, and reading it back, run on
 //!   blocking threads: a slow disk never holds a runtime thread.
@@ -38,11 +38,11 @@
 //!   `scanner.timeout_secs`, verification by `auth.timeout_secs`. Logs
 //!   name the outcome and sizes, never content.
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tempfile::SpooledTempFile;
+use super::spool::{Spool, SpoolReader};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -74,10 +74,9 @@ impl Conn {
         self.flush(true).await?;
         let started = Instant::now();
         let mut decoder = self.session.data_decoder();
-        let mut spool = match &self.shared.seal.temp_dir {
-            Some(dir) => tempfile::spooled_tempfile_in(SPOOL_IN_MEMORY, dir),
-            None => tempfile::spooled_tempfile(SPOOL_IN_MEMORY),
-        };
+        // `None` (no randomness for its key): the data is still read to
+        // its end, then the message refused as one that cannot be spooled.
+        let mut spool = Spool::new(SPOOL_IN_MEMORY, self.shared.seal.temp_dir.as_deref()).ok();
         let removed = Removed {
             scanner: scanner.is_some(),
             authserv_id: auth.as_ref().map(|a| a.authserv_id().to_string()),
@@ -91,7 +90,7 @@ impl Conn {
             self.refused("bad-data", size);
             return Ok(step);
         }
-        if !spooled {
+        let (true, Some(spool)) = (spooled, spool) else {
             tracing::error!(
                 "cannot spool the message for the scanner (temp dir full or unwritable)"
             );
@@ -100,7 +99,7 @@ impl Conn {
             return Ok(Step::Reply(
                 self.session.delivered(Err(UpstreamFailure::SealFailed)),
             ));
-        }
+        };
         let judged = self
             .judge(spool, size, scanner.as_deref(), auth.as_ref())
             .await;
@@ -141,19 +140,18 @@ impl Conn {
     async fn spool(
         &mut self,
         decoder: &mut crate::smtp::data::DataDecoder,
-        spool: &mut SpooledTempFile,
+        spool: &mut Option<Spool>,
         started: Instant,
         removed: Removed,
     ) -> Result<bool, End> {
         let deadline = started + self.shared.data_max;
         let mut next_noop = Instant::now() + self.shared.provider_keepalive;
         let mut active = Instant::now();
-        let mut spooled = true;
+        let mut spooled = spool.is_some();
         // The sender's own fields named like writ's never reach the spool
         // (see `sender_fields`).
         let mut filter = SenderFieldFilter::new(removed);
         let mut kept = Vec::new();
-        let mut written = 0usize;
         loop {
             let wait = self
                 .data_wait(deadline)
@@ -169,9 +167,8 @@ impl Conn {
                     if chunk.last {
                         filter.finish(&mut kept);
                     }
-                    if spooled && !kept.is_empty() {
-                        spooled = spool_write(spool, &mut kept, written).await;
-                        written += kept.len();
+                    if spooled && (!kept.is_empty() || chunk.last) {
+                        spooled = spool_write(spool, &mut kept, chunk.last).await;
                     }
                     if chunk.last {
                         return Ok(spooled);
@@ -203,11 +200,11 @@ impl Conn {
     /// is refused.
     async fn judge(
         &mut self,
-        spool: SpooledTempFile,
+        spool: Spool,
         size: u64,
         scanner: Option<&Scanner>,
         auth: Option<&Arc<InboundAuth>>,
-    ) -> Result<(SpooledTempFile, Vec<u8>, Option<ArcInput>), (&'static str, Reply)> {
+    ) -> Result<(Spool, Vec<u8>, Option<ArcInput>), (&'static str, Reply)> {
         let verify = auth.is_some_and(|a| size <= a.max_message);
         let scan = scanner.is_some_and(|s| size <= s.max_message);
         let (spool, mut message) = if verify || scan {
@@ -322,18 +319,16 @@ impl Conn {
 }
 
 /// Reads the spooled message back into memory, on a blocking thread.
-async fn read_back(spool: SpooledTempFile) -> Result<(SpooledTempFile, Vec<u8>), Reply> {
+async fn read_back(spool: Spool) -> Result<(Spool, Vec<u8>), Reply> {
     let read = tokio::task::spawn_blocking(move || {
-        let mut spool = spool;
+        let mut reader = spool.into_reader()?;
         let mut message = Vec::new();
-        let r = spool
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| spool.read_to_end(&mut message));
-        (spool, r.map(|_| message))
+        reader.read_to_end(&mut message)?;
+        Ok::<_, io::Error>((reader.into_spool(), message))
     })
     .await;
     match read {
-        Ok((spool, Ok(message))) => Ok((spool, message)),
+        Ok(Ok((spool, message))) => Ok((spool, message)),
         _ => {
             tracing::error!("cannot read the spooled message back for verification or scanning");
             Err(Reply::new(
@@ -349,7 +344,7 @@ async fn read_back(spool: SpooledTempFile) -> Result<(SpooledTempFile, Vec<u8>),
 /// on the returned channel.
 fn seal_job(
     sealer: Sealer,
-    spool: SpooledTempFile,
+    spool: Spool,
     fields: Vec<u8>,
     signer: Option<Arc<ArcSigner>>,
     arc: Option<ArcInput>,
@@ -359,10 +354,9 @@ fn seal_job(
 ) {
     let (out_tx, out_rx) = mpsc::channel::<io::Result<Vec<u8>>>(SEAL_QUEUE);
     let job = tokio::task::spawn_blocking(move || {
-        let mut spool = spool;
         let mut writer =
             io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx: out_tx.clone() });
-        let result = spool.seek(SeekFrom::Start(0)).and_then(|_| {
+        let result = spool.into_reader().and_then(|spool: SpoolReader| {
             let reader = io::Cursor::new(fields).chain(spool);
             match (&signer, &arc) {
                 (Some(signer), Some(arc)) => arc_sealed(&sealer, signer, arc, reader, &mut writer),
@@ -414,25 +408,36 @@ fn arc_sealed(
     out.write_all(&sealed)
 }
 
-/// Appends `data` to the spool (`written` bytes so far). In memory it is a
-/// copy; once the spool is (or would become) a file, the write is file I/O
-/// and runs on a blocking thread, never on the runtime. `false`: it failed.
-async fn spool_write(spool: &mut SpooledTempFile, data: &mut Vec<u8>, written: usize) -> bool {
-    if !spool.is_rolled() && written + data.len() <= SPOOL_IN_MEMORY {
-        return spool.write_all(data).is_ok();
+/// Appends `data` to the spool, then, at the message's `last` piece,
+/// seals its last chunk. While the spool stays in memory that is a copy
+/// and a seal (at most [`SPOOL_IN_MEMORY`] in all); once it is (or would
+/// become) a file, the write is file I/O and runs on a blocking thread,
+/// never on the runtime. `false`: it failed (the spool is then gone).
+async fn spool_write(spool: &mut Option<Spool>, data: &mut Vec<u8>, last: bool) -> bool {
+    let Some(mut owned) = spool.take() else {
+        return false;
+    };
+    let write = move |s: &mut Spool, bytes: &[u8]| {
+        s.write_all(bytes)
+            .and_then(|_| if last { s.finish() } else { Ok(()) })
+    };
+    if !owned.is_rolled() && owned.stored_after(data.len()) <= SPOOL_IN_MEMORY {
+        let ok = write(&mut owned, data).is_ok();
+        *spool = ok.then_some(owned);
+        return ok;
     }
-    let mut owned = std::mem::replace(spool, tempfile::spooled_tempfile(0));
     let bytes = std::mem::take(data);
     match tokio::task::spawn_blocking(move || {
-        let r = owned.write_all(&bytes);
+        let r = write(&mut owned, &bytes);
         (owned, bytes, r)
     })
     .await
     {
         Ok((owned, bytes, r)) => {
-            *spool = owned;
             *data = bytes;
-            r.is_ok()
+            let ok = r.is_ok();
+            *spool = ok.then_some(owned);
+            ok
         }
         Err(_) => false,
     }
