@@ -4,7 +4,11 @@
 //! it serves no mail data and takes no input beyond the request line.
 //!
 //! Caps: [`MAX_CONNECTIONS`] at once (the oldest is closed to make room, so
-//! a flood cannot keep a probe out); a request head must arrive within
+//! a flood cannot keep a probe out); one health check at a time, shared by
+//! every `/healthz` that arrives while it runs (a flood of probes costs the
+//! provider one connection per check, not one per request; the check runs
+//! on a task of its own, so a connection closed to make room does not
+//! cancel it for the others); a request head must arrive within
 //! [`HEADER_READ_TIMEOUT`], and a kept-alive connection idle that long is
 //! closed (hyper's header read timer covers both); hyper's own limits on
 //! head size (about 400 KB) and header count answer 431/400; bodies are
@@ -306,6 +310,57 @@ fn describe() {
 struct State {
     handle: PrometheusHandle,
     health: Arc<dyn Health>,
+    /// The health check running now, if one is: its outcome, once known.
+    checking: std::sync::Mutex<Option<watch::Receiver<Option<Checked>>>>,
+}
+
+/// A health check's outcome (the error: the reason shown to the prober).
+type Checked = Result<(), String>;
+
+impl State {
+    fn new(handle: PrometheusHandle, health: Arc<dyn Health>) -> State {
+        State {
+            handle,
+            health,
+            checking: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// The outcome of the health check running now, or of a new one when none
+/// is: a call after another's answer always gets a check of its own (a
+/// change made before it shows); calls that come while a check runs share
+/// its outcome. The check runs on its own task, bounded by
+/// [`HEALTH_TIMEOUT`].
+async fn health_of(state: &Arc<State>) -> Result<(), String> {
+    let mut outcome = {
+        let mut checking = state.checking.lock().unwrap_or_else(|e| e.into_inner());
+        match &*checking {
+            Some(running) => running.clone(),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                *checking = Some(rx.clone());
+                let state = Arc::clone(state);
+                tokio::spawn(async move {
+                    let result =
+                        match tokio::time::timeout(HEALTH_TIMEOUT, state.health.check()).await {
+                            Ok(result) => result,
+                            Err(_) => Err("health check timed out".into()),
+                        };
+                    // Over before its outcome is told: a call after this
+                    // point starts a check of its own.
+                    *state.checking.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    tx.send_replace(Some(result));
+                });
+                rx
+            }
+        }
+    };
+    let told = outcome.wait_for(Option::is_some).await;
+    match told.as_deref() {
+        Ok(Some(result)) => result.clone(),
+        _ => Err("health check failed".into()),
+    }
 }
 
 /// Serves `/healthz` and `/metrics` on `listener` until `shutdown`
@@ -330,7 +385,7 @@ pub async fn serve_behind(
     proxy: Option<ProxyProtocol>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AdminError> {
-    let state = Arc::new(State { handle, health });
+    let state = Arc::new(State::new(handle, health));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -436,7 +491,7 @@ pub async fn serve_behind(
     Ok(())
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path != "/healthz" && path != "/metrics" {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
@@ -458,15 +513,11 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         );
         return resp;
     }
-    match tokio::time::timeout(HEALTH_TIMEOUT, state.health.check()).await {
-        Ok(Ok(())) => text(StatusCode::OK, "ok\n".into()),
-        Ok(Err(reason)) => text(
+    match health_of(state).await {
+        Ok(()) => text(StatusCode::OK, "ok\n".into()),
+        Err(reason) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{}\n", one_line(&reason)),
-        ),
-        Err(_) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "health check timed out\n".into(),
         ),
     }
 }
@@ -498,7 +549,70 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A health check that counts its runs and ends when told.
+    struct Gated {
+        runs: AtomicUsize,
+        open: tokio::sync::Notify,
+    }
+
+    impl Health for Gated {
+        fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+            Box::pin(async move {
+                let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+                self.open.notified().await;
+                Err(format!("run {run}"))
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn probes_that_come_while_a_check_runs_share_it_and_a_later_one_checks_again() {
+        let gated = Arc::new(Gated {
+            runs: AtomicUsize::new(0),
+            open: tokio::sync::Notify::new(),
+        });
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let state = Arc::new(State::new(handle, gated.clone()));
+        // The probe whose check runs goes away (its connection closed to
+        // make room): the check goes on for the others.
+        let first = tokio::spawn({
+            let state = Arc::clone(&state);
+            async move { health_of(&state).await }
+        });
+        while gated.runs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let probes: Vec<_> = (0..10)
+            .map(|_| {
+                let state = Arc::clone(&state);
+                tokio::spawn(async move { health_of(&state).await })
+            })
+            .collect();
+        // Every probe runs to its wait (one thread: each spawned task
+        // runs once per yield of this one).
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        first.abort();
+        gated.open.notify_one();
+        for probe in probes {
+            assert_eq!(probe.await.unwrap(), Err("run 1".into()));
+        }
+        assert_eq!(gated.runs.load(Ordering::SeqCst), 1, "one check for all");
+        // After the answer, a probe gets a check of its own.
+        let later = tokio::spawn({
+            let state = Arc::clone(&state);
+            async move { health_of(&state).await }
+        });
+        while gated.runs.load(Ordering::SeqCst) == 1 {
+            tokio::task::yield_now().await;
+        }
+        gated.open.notify_one();
+        assert_eq!(later.await.unwrap(), Err("run 2".into()));
+    }
 
     #[test]
     fn reasons_become_one_line() {
