@@ -228,9 +228,18 @@ fn round_trip_from_files() {
         "{out}"
     );
 
-    // The audit record, and the log still verifies.
+    // The audit records (the disclosure begun, before anything was
+    // opened, then done), and the log still verifies.
     let records = env.audit_records();
     let last = records.last().unwrap();
+    let begun = &records[records.len() - 2];
+    assert_eq!(begun["action"], "disclose.begin");
+    assert_eq!(begun["params"]["case"], "LG-2026-17");
+    assert_eq!(begun["params"]["messages"], 3);
+    assert_eq!(
+        begun["params"]["request_sha256"],
+        manifest["request"]["sha256"]
+    );
     assert_eq!(last["action"], "disclose");
     assert_eq!(last["operator"], "tester");
     assert_eq!(last["params"]["case"], "LG-2026-17");
@@ -470,7 +479,14 @@ fn refusals_leave_no_plaintext() {
     assert!(e.contains("cannot read nope.eml"), "{e}");
     assert!(!env.path("out").exists());
 
-    assert_eq!(env.audit_records().len(), before, "a refusal was recorded");
+    // Refusals before anything is opened leave no record; the two
+    // disclosures of a damaged message opened the first message, so each
+    // is recorded as begun (and never as done).
+    let actions: Vec<String> = env.audit_records()[before..]
+        .iter()
+        .map(|r| r["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(actions, ["disclose.begin", "disclose.begin"], "{actions:?}");
     env.ok(&["audit", "verify"]);
 }
 
@@ -634,10 +650,14 @@ fn quorum_of_approvals() {
     ]);
     assert!(out.contains("approvals: board, legal"), "{out}");
     let records = env.audit_records();
-    assert_eq!(records.len(), before + 1);
+    assert_eq!(records.len(), before + 2, "begun, then done");
     let last = records.last().unwrap();
     assert_eq!(
         last["params"]["approvers"],
+        serde_json::json!(["board", "legal"])
+    );
+    assert_eq!(
+        records[before]["params"]["approvers"],
         serde_json::json!(["board", "legal"])
     );
     assert_eq!(last["params"]["quorum"], 2);

@@ -362,8 +362,29 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
             .map_err(|_| EnvelopeError::UnknownEpoch(epoch.clone()))?;
     }
     ctx.check_audit_writable()?;
-
+    disclose::check_out(out_dir)?;
     let unlocked = ctx.unlock(&keyring)?;
+    let approvers: Vec<String> = used.iter().map(|u| u.name.clone()).collect();
+    // Recorded before anything is opened (and after every refusal that
+    // needs no opening): a disclosure killed halfway, its bundle then
+    // unsigned (see `disclose::Pending`), is in the log.
+    let log = ctx
+        .audit_log()
+        .context("nothing disclosed: the audit log cannot be written")?;
+    ctx.block_on(log.append(
+        &ctx.operator,
+        "disclose.begin",
+        audit::params([
+            ("case", request.case.clone().into()),
+            ("messages", stored.len().into()),
+            ("request_sha256", request.digest_hex().into()),
+            ("approvers", approvers.clone().into()),
+            ("quorum", ctx.config.disclosure.quorum.into()),
+            ("out", out_dir.display().to_string().into()),
+        ]),
+    ))?
+    .context("nothing disclosed: the audit log cannot be written")?;
+
     let d = disclose::Disclosure {
         request: &request,
         approvals: &used,
@@ -374,7 +395,6 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
     let bundle = disclose::disclose(&d, &stored, &unlocked)
         .context("nothing disclosed (no plaintext left behind)")?;
     drop(unlocked);
-    let approvers: Vec<String> = used.iter().map(|u| u.name.clone()).collect();
     audit_record(
         ctx,
         "disclose",
@@ -413,7 +433,9 @@ fn run_disclose(ctx: &Context, args: &DiscloseArgs, out_dir: &Path) -> Result<()
         approvers,
         operator: ctx.operator.clone(),
     };
-    bundle.keep();
+    bundle.keep().context(
+        "the disclosure was recorded, but its bundle could not be signed: it was removed",
+    )?;
     out(&text)?;
     notify(ctx, &notice);
     Ok(())

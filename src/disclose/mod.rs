@@ -290,8 +290,10 @@ pub struct Disclosure<'a> {
     pub out: &'a Path,
 }
 
-/// A written and signed bundle that is removed again when dropped, unless
-/// [`Pending::keep`] is called (after the audit record is written).
+/// A written bundle that is removed again when dropped, unless
+/// [`Pending::keep`] is called (after the audit record is written). Until
+/// then it lacks its signature file, so a bundle left behind by a process
+/// killed before its disclosure was recorded never verifies.
 #[derive(Debug)]
 pub struct Pending {
     dir: PathBuf,
@@ -299,6 +301,8 @@ pub struct Pending {
     files: Vec<PathBuf>,
     subdirs: Vec<PathBuf>,
     kept: bool,
+    /// The signature file's bytes, written by [`Pending::keep`].
+    signature: Vec<u8>,
     /// SHA-256 (hex) of manifest.json.
     pub manifest_sha256: String,
     /// SHA-256 (hex) of the request's canonical bytes.
@@ -315,9 +319,14 @@ impl Pending {
         &self.dir
     }
 
-    /// Keeps the bundle.
-    pub fn keep(mut self) {
+    /// Signs and keeps the bundle: call once its disclosure is recorded.
+    /// On an error the bundle is removed.
+    pub fn keep(mut self) -> Result<(), DiscloseError> {
+        let signature = std::mem::take(&mut self.signature);
+        self.write(manifest::SIGNATURE_FILE, &signature)?;
+        self.sync_dirs()?;
         self.kept = true;
+        Ok(())
     }
 
     fn file(&mut self, rel: &str) -> Result<(File, PathBuf), DiscloseError> {
@@ -384,6 +393,28 @@ impl Drop for Pending {
 
 /// Makes `out` ready: created 0700 if missing, else it must be an empty
 /// directory (set to 0700). Returns whether it was created.
+/// Refuses `out` as a bundle directory unless it is missing or an empty
+/// directory (what [`disclose`] will take), changing nothing: checked
+/// before the disclosure is recorded as begun.
+pub fn check_out(out: &Path) -> Result<(), DiscloseError> {
+    match std::fs::symlink_metadata(out) {
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
+            match entries.next() {
+                Some(_) => Err(DiscloseError::OutNotEmpty {
+                    path: out.to_path_buf(),
+                }),
+                None => Ok(()),
+            }
+        }
+        Ok(_) => Err(DiscloseError::OutNotEmpty {
+            path: out.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(out)(e)),
+    }
+}
+
 fn prepare_out(out: &Path) -> Result<bool, DiscloseError> {
     match std::fs::symlink_metadata(out) {
         Ok(meta) if meta.is_dir() => {
@@ -445,8 +476,9 @@ impl<W: Write> Write for Tee<W> {
 
 /// Opens the `stored` messages (which must be the request's, in order)
 /// with `keys` into the bundle directory `d.out`, writes the manifest and
-/// its signature by the audit key. The result removes itself when dropped
-/// unless kept: record the disclosure, then [`Pending::keep`].
+/// its signature by the audit key (written by [`Pending::keep`]). The
+/// result removes itself when dropped unless kept: record the disclosure,
+/// then [`Pending::keep`].
 pub fn disclose(
     d: &Disclosure,
     stored: &[Stored],
@@ -462,6 +494,7 @@ pub fn disclose(
         files: Vec::new(),
         subdirs: Vec::new(),
         kept: false,
+        signature: Vec::new(),
         manifest_sha256: String::new(),
         request_sha256: d.request.digest_hex(),
         messages: stored.len(),
@@ -554,10 +587,7 @@ pub fn disclose(
         .into());
     }
     let entry = bundle.write(manifest::MANIFEST_FILE, &manifest_bytes)?;
-    bundle.write(
-        manifest::SIGNATURE_FILE,
-        &manifest::signature_file(&signature),
-    )?;
+    bundle.signature = manifest::signature_file(&signature);
     bundle.sync_dirs()?;
     bundle.manifest_sha256 = entry.sha256;
     bundle.gateway = gateway;

@@ -75,13 +75,27 @@ impl Fixture {
 }
 
 #[test]
+fn a_bundle_not_yet_kept_never_verifies() {
+    // What a process killed before recording its disclosure leaves: no
+    // signature, so no verifiable bundle.
+    let f = Fixture::new();
+    let stored = vec![f.stored("a.eml", f.seal(M1))];
+    let out = f.tmp.path().join("bundle");
+    let pending = f.run(&stored, &out).unwrap();
+    assert!(!out.join(manifest::SIGNATURE_FILE).exists());
+    assert!(manifest::verify(&out, None).is_err());
+    pending.keep().unwrap();
+    assert!(manifest::verify(&out, None).is_ok());
+}
+
+#[test]
 fn round_trip_and_verify() {
     let f = Fixture::new();
     let stored = vec![f.stored("a.eml", f.seal(M1)), f.stored("b.eml", f.seal(M2))];
     let out = f.tmp.path().join("bundle");
     let pending = f.run(&stored, &out).unwrap();
     assert_eq!(pending.messages, 2);
-    pending.keep();
+    pending.keep().unwrap();
     assert_eq!(
         std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
         0o700
@@ -255,7 +269,7 @@ fn verify_names_tampering() {
     let f = Fixture::new();
     let stored = vec![f.stored("a.eml", f.seal(M1)), f.stored("b.eml", f.seal(M2))];
     let out = f.tmp.path().join("bundle");
-    f.run(&stored, &out).unwrap().keep();
+    f.run(&stored, &out).unwrap().keep().unwrap();
     let public = audit::public_key(&f.keys_dir()).unwrap();
     let check = |problem: &str, named: &str| {
         let e = verify(&out, Some(&public)).unwrap_err().to_string();
