@@ -1,16 +1,22 @@
 //! Mailbox jobs survive what long jobs meet: kill -9 at any instant, a
 //! provider that throttles (NO [LIMIT]), says BYE, or drops the
 //! connection. After the job completes, every original is present exactly
-//! once, sealed, and opens byte-exact.
+//! once, sealed, and opens byte-exact. A provider that lies (a body not
+//! sent whole, one UID answered again and again, a flood of responses, an
+//! answer trickled for ever, a new UIDVALIDITY mid-job) never costs an
+//! original.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::hostile::{HostileProvider, Lies, body_item, replace_whole_body, whole_body, with_uid};
 use common::jobs::Jobs;
 use common::writ::TestKeys;
 use common::{FaultProxy, Faults, User, When, provider};
@@ -545,4 +551,265 @@ fn a_second_client_changing_the_mailbox_during_a_pipelined_job_loses_nothing() {
     want.sort();
     assert_eq!(got, want);
     imap.logout();
+}
+
+/// Whether `haystack` holds `needle`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The whole body of a FETCH response, if it is message `n` of [`fill`]
+/// (by its Subject, which a sealed copy does not show).
+fn body_of(response: &[u8], n: usize) -> Option<&[u8]> {
+    whole_body(response).filter(|b| contains(b, format!("Subject: resume {n}\r\n").as_bytes()))
+}
+
+/// stdout and stderr of a job, for assertions.
+fn said(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The originals of INBOX, stored exactly as `fill` stored them.
+#[track_caller]
+fn assert_untouched(user: &User, originals: &BTreeMap<String, Vec<u8>>) {
+    let mut got = provider().imap_fetch_all(user, "INBOX");
+    got.sort();
+    let mut want: Vec<Vec<u8>> = originals.values().cloned().collect();
+    want.sort();
+    assert_eq!(got, want, "INBOX holds exactly the originals, as they were");
+}
+
+#[test]
+fn an_answer_that_is_not_the_whole_message_leaves_that_original_alone() {
+    let p = provider();
+    let user = p.new_user("notwhole");
+    // A fresh mailbox: message n has UID n + 1.
+    let originals = fill(&user, 5);
+    // Messages 1 to 4 come back NIL, empty, short, or as a partial answer.
+    let hostile = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(|r| {
+            let half = |b: &[u8]| b[..b.len() / 2].to_vec();
+            if body_of(r, 1).is_some() {
+                replace_whole_body(r, b"BODY[] NIL")
+            } else if body_of(r, 2).is_some() {
+                replace_whole_body(r, b"BODY[] \"\"")
+            } else if let Some(b) = body_of(r, 3) {
+                replace_whole_body(r, &body_item(None, &half(b)))
+            } else if let Some(b) = body_of(r, 4) {
+                replace_whole_body(r, &body_item(Some(0), &half(b)))
+            } else {
+                r.to_vec()
+            }
+        }),
+    );
+    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("INBOX: 1 sealed") && stdout.contains("4 failed"),
+        "{stdout}"
+    );
+    for (uid, why) in [
+        (2, "BODY[] NIL"),
+        (3, "an empty body"),
+        (4, "RFC822.SIZE"),
+        (5, "BODY[]<n>"),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(&format!("UID {uid}: ")) && l.contains(why)),
+            "UID {uid} failed for {why}: {stdout}"
+        );
+    }
+    // Only message 0 (UID 1) was marked and expunged.
+    let removed: Vec<String> = proxy
+        .events()
+        .into_iter()
+        .filter(|e| e.command == "UID STORE" || e.command == "UID EXPUNGE")
+        .map(|e| e.line)
+        .collect();
+    assert!(!removed.is_empty());
+    for line in &removed {
+        assert_eq!(line.split_whitespace().nth(3), Some("1"), "{removed:?}");
+    }
+    // At the provider: messages 1 to 4 as they were, message 0 sealed.
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 5);
+    for n in 1..=4 {
+        assert!(stored.contains(&originals[&format!("<resume-{n}@example.org>")]));
+    }
+    let sealed: Vec<&Vec<u8>> = stored
+        .iter()
+        .filter(|s| writ::envelope::detect(s).is_some())
+        .collect();
+    assert_eq!(sealed.len(), 1);
+    assert_eq!(
+        job.keys.open(sealed[0]),
+        originals["<resume-0@example.org>"]
+    );
+}
+
+#[test]
+fn a_provider_answering_one_uid_again_and_again_stops_the_mailbox_unused() {
+    let p = provider();
+    let user = p.new_user("sameuid");
+    let originals = fill(&user, 6);
+    // Message 2's answer, a thousand times, and as many for a UID no one
+    // asked for.
+    let hostile = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(|r| {
+            if body_of(r, 2).is_none() {
+                return r.to_vec();
+            }
+            let mut flood = r.repeat(1000);
+            flood.extend(with_uid(r, 4_000_000).repeat(1000));
+            flood
+        }),
+    );
+    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX", "--batch", "10"]);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("answered UID 3 more than once") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "not retried: {stderr}");
+    assert_eq!(proxy.count("APPEND"), 0, "nothing was stored");
+    assert_untouched(&user, &originals);
+}
+
+#[test]
+fn a_flood_of_untagged_responses_stops_the_mailbox_at_the_cap() {
+    let p = provider();
+    let user = p.new_user("flood");
+    let originals = fill(&user, 3);
+    let cap = writ::jobs::client::MAX_KEPT;
+    // Every SEARCH answer comes one line more than the cap times over.
+    let hostile = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(move |r| {
+            if r.starts_with(b"* SEARCH") {
+                r.repeat(cap + 1)
+            } else {
+                r.to_vec()
+            }
+        }),
+    );
+    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("more than {cap} untagged responses")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "not retried: {stderr}");
+    assert_eq!(proxy.count("APPEND"), 0, "nothing was stored");
+    assert_untouched(&user, &originals);
+}
+
+#[test]
+fn an_answer_trickled_for_ever_ends_at_the_command_deadline() {
+    let p = provider();
+    let user = p.new_user("trickle");
+    let mut originals = fill(&user, 2);
+    let slow = format!(
+        "From: s@example.org\r\nTo: r@example.test\r\nSubject: slow\r\n\
+         Message-ID: <slow@example.org>\r\n\r\n{}\r\n",
+        "z".repeat(10_000)
+    )
+    .into_bytes();
+    p.imap_append(&user, "INBOX", &slow);
+    originals.insert("<slow@example.org>".into(), slow);
+    // Its answer comes a byte every 10 ms (over 100 s in all): each read
+    // is well within the provider timeout (1 s), the whole never is.
+    let hostile = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().trickle(
+            |r| whole_body(r).is_some_and(|b| contains(b, b"Subject: slow\r\n")),
+            Duration::from_millis(10),
+        ),
+    );
+    let job = new_job(hostile.addr());
+    job.configure(
+        hostile.addr(),
+        "security = \"plain\"\ntimeout_secs = 1",
+        Some(&jobs_settings(0)),
+    );
+    let started = Instant::now();
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
+    let took = started.elapsed();
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let deadline = writ::jobs::client::COMMAND_TIMEOUTS;
+    assert!(
+        stderr.contains(&format!("did not finish answering within {deadline} s")),
+        "{stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "stopped at the deadline: {took:?}"
+    );
+    assert_untouched(&user, &originals);
+}
+
+#[test]
+fn a_new_uidvalidity_mid_job_stops_the_mailbox_before_anything_is_removed() {
+    let p = provider();
+    let user = p.new_user("uidvalidity");
+    let originals = fill(&user, 6);
+    // With the answer to the first APPEND, the provider says the mailbox's
+    // UIDs now mean other messages.
+    let announced = Arc::new(AtomicBool::new(false));
+    let hostile = {
+        let announced = Arc::clone(&announced);
+        HostileProvider::start(
+            p.imap_addr(),
+            Lies::new().response(move |r| {
+                if contains(r, b" OK [APPENDUID ") && !announced.swap(true, Ordering::SeqCst) {
+                    let mut out = b"* OK [UIDVALIDITY 4242] UIDs renumbered\r\n".to_vec();
+                    out.extend_from_slice(r);
+                    return out;
+                }
+                r.to_vec()
+            }),
+        )
+    };
+    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &STALL_ARGS);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(announced.load(Ordering::SeqCst));
+    assert!(
+        stderr.contains("changed the mailbox's UIDVALIDITY from ") && stderr.contains("to 4242"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "not retried: {stderr}");
+    for command in ["UID STORE", "UID EXPUNGE", "EXPUNGE"] {
+        assert_eq!(proxy.count(command), 0, "no {command} was sent");
+    }
+    // Every original is still there; the first batch's copies too.
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 6 + 3);
+    for m in originals.values() {
+        assert!(stored.contains(m));
+    }
+    // Against the real provider (whose UIDVALIDITY never changed), the next
+    // run finds the copies by their tokens and completes exactly once.
+    job.configure(p.imap_addr(), PROVIDER, Some(&jobs_settings(12)));
+    let out = job.ok(job.job(&user, "seal", &STALL_ARGS));
+    assert!(out.contains("0 failed"), "{out}");
+    assert_exactly_once(&user, &job.keys, &originals);
 }

@@ -1,6 +1,9 @@
 //! What a mailbox holds: plaintext, sealed per epoch, undecryptable
 //! (`writ mailbox verify`); and where an epoch is still in use (`writ keys
 //! retire` refuses while it is).
+//!
+//! Invariant: a whole message not answered whole is counted as
+//! undecryptable ("not checked"), never as opening.
 
 use std::collections::BTreeMap;
 
@@ -61,7 +64,8 @@ pub async fn census(
         }
     }
     for chunk in to_open.chunks(OPEN_BATCH) {
-        for f in client.uid_fetch(chunk, &[]).await? {
+        let answer = client.uid_fetch(chunk, &[]).await?;
+        for f in answer.messages {
             match envelope::open(&f.body[..], keys, std::io::sink()) {
                 Ok(opened) => *census.sealed.entry(opened.epoch).or_default() += 1,
                 Err(e) => census.undecryptable.push(Undecryptable {
@@ -69,6 +73,13 @@ pub async fn census(
                     why: e.to_string(),
                 }),
             }
+        }
+        // Not checked, so not counted as opening.
+        for i in answer.incomplete {
+            census.undecryptable.push(Undecryptable {
+                uid: i.uid,
+                why: format!("not checked: {}", i.why),
+            });
         }
     }
     client.logout().await;

@@ -9,8 +9,40 @@
 //! provider that is busy (`NO [LIMIT]`, `[UNAVAILABLE]`), says BYE, or goes
 //! away gives a [`ClientError`] whose [`ClientError::is_transient`] is
 //! true: the job backs off, reconnects and resumes from its checkpoint.
+//!
+//! What the provider sends is kept only within written caps, so a hostile
+//! or broken provider cannot grow a job's memory or hold it for ever:
+//!
+//! - Each response read is at most [`MAX_RESPONSE`] bytes (or the limit
+//!   the connection was opened with).
+//! - Untagged data is kept only where a command of writ's needs it
+//!   (CAPABILITY, LIST, STATUS, SEARCH; EXISTS and RECENT as their latest
+//!   value); everything else is dropped as it arrives. At most
+//!   [`MAX_KEPT`] untagged responses are kept for the commands in flight:
+//!   one more is [`ClientError::TooManyResponses`], which ends the session.
+//! - FETCH data is kept only for a UID a FETCH in flight asked for, in the
+//!   section it asked for, and once: a second body for the same UID and
+//!   section is [`ClientError::AnsweredTwice`] (the session ends; neither
+//!   answer is used). Flags, dates and sizes sent apart from the body are
+//!   merged into that UID's one record.
+//! - A whole message (`BODY[]`) is handed on only if it is whole: `NIL`,
+//!   empty, a partial answer (`BODY[]<n>`) or a length other than the
+//!   message's `RFC822.SIZE` (always asked with it) makes it an
+//!   [`Incomplete`] answer instead, which callers treat as that message's
+//!   failure (the original is never touched on its strength).
+//! - Tagged answers are kept only for tags writ sent and awaits.
+//! - Every read has the provider timeout; every command also has an
+//!   overall deadline of [`COMMAND_TIMEOUTS`] provider timeouts, counted
+//!   again each time the provider completes something awaited (a tagged
+//!   answer, a message body asked for): a provider that trickles bytes, or
+//!   sends responses nobody awaits, cannot hold a job past it
+//!   ([`ClientError::Deadline`]).
+//! - Before `UID STORE \Deleted` and again before `UID EXPUNGE`, the
+//!   mailbox's UIDVALIDITY must still be the one it was selected with (a
+//!   provider may announce a new one at any time): otherwise nothing is
+//!   stored or expunged ([`ClientError::UidValidityChanged`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -29,12 +61,12 @@ use imap_next::imap_types::sequence::SequenceSet;
 use imap_next::{Interrupt, Io, State, client};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 mod flight;
 mod notify;
 
-pub use flight::{PendingAppends, PendingFetch};
+pub use flight::{FetchAnswer, Incomplete, PendingAppends, PendingFetch};
 pub use notify::WATCH_MAX_RESPONSE;
 
 use super::login::{Credentials, Secret as LoginSecret};
@@ -43,6 +75,15 @@ use crate::net::{ConnectError, Stream};
 
 /// Longest response accepted (a whole message in a literal).
 const MAX_RESPONSE: u32 = 256 * 1024 * 1024;
+
+/// Untagged responses kept at most for the commands in flight (the one
+/// kind that can legitimately be many is LIST: an account with more
+/// mailboxes than this is refused).
+pub const MAX_KEPT: usize = 100_000;
+
+/// A command's overall deadline, in provider timeouts, counted again each
+/// time the provider completes something awaited.
+pub const COMMAND_TIMEOUTS: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -75,6 +116,28 @@ pub enum ClientError {
          and UIDVALIDITY is needed)"
     )]
     UidValidity { expected: u32, actual: u32 },
+    #[error(
+        "the provider changed the mailbox's UIDVALIDITY from {was} to {now} during the job (its \
+         UIDs now name other messages): stopped that mailbox without marking or expunging \
+         anything; run the job again"
+    )]
+    UidValidityChanged { was: u32, now: u32 },
+    #[error(
+        "the provider sent more than {0} untagged responses to one command (a provider fault or \
+         an attack): stopped that mailbox; check the provider before running again"
+    )]
+    TooManyResponses(usize),
+    #[error(
+        "the provider answered UID {0} more than once in one FETCH (a provider fault or an \
+         attack): stopped that mailbox without using either answer; check the provider before \
+         running again"
+    )]
+    AnsweredTwice(u32),
+    #[error(
+        "the provider did not finish answering within {0} s (it kept the connection busy \
+         without answering); on a slow link raise [provider.imap] timeout_secs"
+    )]
+    Deadline(u64),
 }
 
 impl ClientError {
@@ -84,6 +147,7 @@ impl ClientError {
         match self {
             ClientError::Io(_)
             | ClientError::Timeout(_)
+            | ClientError::Deadline(_)
             | ClientError::Closed
             | ClientError::Bye(_)
             | ClientError::Malformed => true,
@@ -108,7 +172,10 @@ impl ClientError {
             }),
             ClientError::Login { .. }
             | ClientError::Invalid(_)
-            | ClientError::UidValidity { .. } => false,
+            | ClientError::UidValidity { .. }
+            | ClientError::UidValidityChanged { .. }
+            | ClientError::TooManyResponses(_)
+            | ClientError::AnsweredTwice(_) => false,
         }
     }
 }
@@ -150,15 +217,23 @@ pub struct Client {
     timeout: Duration,
     capabilities: Vec<String>,
     next_tag: u32,
-    /// Untagged data seen since the last command finished.
+    /// Untagged data seen since the last command finished, of the kinds
+    /// writ's commands need (at most [`MAX_KEPT`]).
     data: Vec<Data<'static>>,
-    /// UID FETCHes sent by `start_fetch` and not yet collected: while
-    /// there are any, FETCH data is kept for them.
-    fetches_pending: usize,
+    /// UID FETCHes sent by `start_fetch` and not yet collected, in the
+    /// order sent, with what arrived for them.
+    fetches: Vec<flight::InFlight>,
+    /// Tags sent and not yet collected: only their answers are kept.
+    outstanding: HashSet<String>,
     /// Tagged answers by tag, as they arrive (pipelined commands).
     answers: HashMap<String, StatusBody<'static>>,
-    /// From the untagged OK codes of the last SELECT.
+    /// Bumped each time something awaited completes (a tagged answer, a
+    /// body asked for): it re-arms the command deadline.
+    progress: u64,
+    /// The latest UIDVALIDITY the provider announced, and the one the
+    /// selected mailbox was selected with (0: none selected).
     uidvalidity: u32,
+    selected_uidvalidity: u32,
     uidnext: u32,
 }
 
@@ -191,9 +266,12 @@ impl Client {
             capabilities: Vec::new(),
             next_tag: 1,
             data: Vec::new(),
-            fetches_pending: 0,
+            fetches: Vec::new(),
+            outstanding: HashSet::new(),
             answers: HashMap::new(),
+            progress: 0,
             uidvalidity: 0,
+            selected_uidvalidity: 0,
             uidnext: 0,
         };
         c.refresh_capabilities().await?;
@@ -286,8 +364,9 @@ impl Client {
             body,
         });
         let mut sent_response = false;
+        let deadline = Instant::now() + self.command_limit();
         loop {
-            match self.event().await? {
+            match self.event_by(deadline).await? {
                 client::Event::AuthenticateContinuationRequestReceived { .. } => {
                     let data = if sent_response {
                         AuthenticateData::r#continue(Vec::new())
@@ -298,6 +377,7 @@ impl Client {
                     let _ = self.flow.set_authenticate_data(data);
                 }
                 client::Event::AuthenticateStatusReceived { status, .. } => {
+                    self.outstanding.remove(tag.inner());
                     return match status {
                         Status::Tagged(Tagged { body, .. }) if body.kind == StatusKind::Ok => {
                             Ok(())
@@ -312,11 +392,28 @@ impl Client {
         }
     }
 
+    /// A new tag; its tagged answer will be kept until collected.
     fn tag(&mut self) -> Tag<'static> {
         let t = format!("J{}", self.next_tag);
         self.next_tag += 1;
+        self.outstanding.insert(t.clone());
         // "J<digits>" is always a valid tag.
         Tag::unvalidated(t)
+    }
+
+    /// A command's overall deadline from now ([`COMMAND_TIMEOUTS`]).
+    fn command_limit(&self) -> Duration {
+        self.timeout.saturating_mul(COMMAND_TIMEOUTS)
+    }
+
+    /// The next event, or [`ClientError::Deadline`] once `deadline` has
+    /// passed. The session is not usable after that error.
+    async fn event_by(&mut self, deadline: Instant) -> Result<client::Event, ClientError> {
+        let limit = self.command_limit().as_secs();
+        match timeout_at(deadline, self.event()).await {
+            Ok(event) => event,
+            Err(_) => Err(ClientError::Deadline(limit)),
+        }
     }
 
     /// Sends one command and waits for its tagged answer; a NO or BAD is
@@ -335,23 +432,41 @@ impl Client {
         Ok(Answer { data })
     }
 
+    /// Waits for the tagged answer to `tag`, within the command deadline
+    /// (counted again whenever something awaited completes).
     async fn wait_for(&mut self, tag: &str) -> Result<StatusBody<'static>, ClientError> {
+        let limit = self.command_limit();
+        let mut deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.answers.remove(tag) {
+                self.outstanding.remove(tag);
                 return Ok(status);
             }
-            let event = self.event().await?;
+            let progress = self.progress;
+            let event = self.event_by(deadline).await?;
             self.note(event)?;
+            if self.progress != progress {
+                deadline = Instant::now() + limit;
+            }
         }
     }
 
-    /// Files an event: data is collected, tagged answers kept by tag.
+    /// Files an event: data writ needs is kept (within the caps of the
+    /// module header), tagged answers to writ's tags kept by tag.
     fn note(&mut self, event: client::Event) -> Result<(), ClientError> {
         match event {
-            client::Event::DataReceived { data } => self.data.push(data),
+            client::Event::DataReceived { data } => self.keep(data)?,
             client::Event::StatusReceived { status } => match status {
                 Status::Tagged(Tagged { tag, body }) => {
-                    self.answers.insert(tag.inner().to_string(), body);
+                    // An answer to a tag writ did not send (or already
+                    // collected) answers nothing, and only the first
+                    // answer to a tag counts.
+                    if self.outstanding.contains(tag.inner())
+                        && !self.answers.contains_key(tag.inner())
+                    {
+                        self.answers.insert(tag.inner().to_string(), body);
+                        self.progress += 1;
+                    }
                 }
                 Status::Bye(b) => return Err(ClientError::Bye(b.text.to_string())),
                 Status::Untagged(body) => match body.code {
@@ -368,8 +483,46 @@ impl Client {
                 ..
             } => {
                 self.answers.insert(command.tag.inner().to_string(), body);
+                self.progress += 1;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Keeps untagged data that a command of writ's needs; FETCH data goes
+    /// to the FETCH in flight that asked for it ([`flight`]).
+    fn keep(&mut self, data: Data<'static>) -> Result<(), ClientError> {
+        match data {
+            Data::Fetch { items, .. } => return self.file_fetch(items.into_iter().collect()),
+            // Only the latest count matters.
+            Data::Exists(_) | Data::Recent(_) => {
+                let same =
+                    |d: &Data<'_>| std::mem::discriminant(d) == std::mem::discriminant(&data);
+                if let Some(at) = self.data.iter().position(same) {
+                    self.data[at] = data;
+                    return Ok(());
+                }
+            }
+            Data::Capability(_) | Data::List { .. } | Data::Status { .. } | Data::Search(..) => {}
+            // EXPUNGE, FLAGS, ... : nothing here asks for them.
+            _ => return Ok(()),
+        }
+        if self.data.len() >= MAX_KEPT {
+            return Err(ClientError::TooManyResponses(MAX_KEPT));
+        }
+        self.data.push(data);
+        Ok(())
+    }
+
+    /// Refuses to go on when the provider announced a UIDVALIDITY other
+    /// than the one the mailbox was selected with.
+    fn check_uidvalidity(&self) -> Result<(), ClientError> {
+        if self.selected_uidvalidity != 0 && self.uidvalidity != self.selected_uidvalidity {
+            return Err(ClientError::UidValidityChanged {
+                was: self.selected_uidvalidity,
+                now: self.uidvalidity,
+            });
         }
         Ok(())
     }
@@ -446,6 +599,7 @@ impl Client {
             }
         };
         self.uidvalidity = 0;
+        self.selected_uidvalidity = 0;
         self.uidnext = 0;
         let a = self
             .run(if read_only { "EXAMINE" } else { "SELECT" }, body)
@@ -464,6 +618,7 @@ impl Client {
                 text: "the provider sent no UIDVALIDITY".into(),
             });
         }
+        self.selected_uidvalidity = self.uidvalidity;
         Ok(Selected {
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
@@ -502,16 +657,17 @@ impl Client {
         Ok(uids)
     }
 
-    /// `UID FETCH uids (UID FLAGS INTERNALDATE BODY.PEEK[section])`:
-    /// `header_fields` empty means the whole message.
+    /// `UID FETCH uids (UID FLAGS INTERNALDATE BODY.PEEK[section])`, with
+    /// `RFC822.SIZE` for a whole message: `header_fields` empty means the
+    /// whole message. See [`Client::finish_fetch`].
     pub async fn uid_fetch(
         &mut self,
         uids: &[u32],
         header_fields: &[&str],
-    ) -> Result<Vec<Fetched>, ClientError> {
+    ) -> Result<FetchAnswer, ClientError> {
         match self.start_fetch(uids, header_fields)? {
             Some(pending) => self.finish_fetch(pending).await,
-            None => Ok(Vec::new()),
+            None => Ok(FetchAnswer::default()),
         }
     }
 
@@ -529,14 +685,15 @@ impl Client {
 
     /// Sets \Deleted on `uids` and expunges exactly those (UID EXPUNGE,
     /// RFC 4315); with `expunge_all`, a plain EXPUNGE instead (which also
-    /// removes anything else marked \Deleted).
+    /// removes anything else marked \Deleted). Neither is sent unless the
+    /// mailbox's UIDVALIDITY is still the one it was selected with, looked
+    /// at before the STORE and again after its answer (which may announce
+    /// a new one): [`ClientError::UidValidityChanged`].
     pub async fn delete(&mut self, uids: &[u32], expunge_all: bool) -> Result<(), ClientError> {
         let Some(set) = uid_set(uids) else {
             return Ok(());
         };
-        // Pipelined: one round trip. Should the STORE fail, the EXPUNGE
-        // finds nothing of ours marked (or what a user had marked), and
-        // every original here has a verified copy either way.
+        self.check_uidvalidity()?;
         let store = self.send(CommandBody::Store {
             sequence_set: set.clone(),
             kind: StoreType::Add,
@@ -545,19 +702,24 @@ impl Client {
             uid: true,
             modifiers: Vec::new(),
         });
+        let stored = self.wait_for(store.inner()).await?;
+        self.take_data();
+        if stored.kind != StatusKind::Ok {
+            return Err(refusal("UID STORE", &stored));
+        }
+        // Not pipelined with the STORE: a UIDVALIDITY announced with its
+        // answer stops the EXPUNGE.
+        self.check_uidvalidity()?;
         let (name, body) = if expunge_all {
             ("EXPUNGE", CommandBody::Expunge)
         } else {
             ("UID EXPUNGE", CommandBody::ExpungeUid { sequence_set: set })
         };
         let expunge = self.send(body);
-        let stored = self.wait_for(store.inner()).await?;
         let expunged = self.wait_for(expunge.inner()).await?;
         self.take_data();
-        for (command, status) in [("UID STORE", stored), (name, expunged)] {
-            if status.kind != StatusKind::Ok {
-                return Err(refusal(command, &status));
-            }
+        if expunged.kind != StatusKind::Ok {
+            return Err(refusal(name, &expunged));
         }
         Ok(())
     }
@@ -572,17 +734,10 @@ impl Client {
         Ok(found.into_iter().filter(|u| uids.contains(u)).collect())
     }
 
-    /// The untagged data seen so far, except FETCH data while a UID FETCH
-    /// sent by `start_fetch` still awaits it (that stays).
+    /// The untagged data kept so far (FETCH data is never here: it stays
+    /// with the FETCH that asked for it).
     fn take_data(&mut self) -> Vec<Data<'static>> {
-        if self.fetches_pending == 0 {
-            return std::mem::take(&mut self.data);
-        }
-        let (fetches, data) = std::mem::take(&mut self.data)
-            .into_iter()
-            .partition(|d| matches!(d, Data::Fetch { .. }));
-        self.data = fetches;
-        data
+        std::mem::take(&mut self.data)
     }
 
     /// Enqueues a command; its answer is awaited with `wait_for`.
@@ -634,8 +789,9 @@ impl Client {
     /// most `wait` plus one provider timeout.
     pub async fn idle(&mut self, wait: Duration) -> Result<bool, ClientError> {
         let tag = self.send(CommandBody::Idle);
+        let accepted_by = Instant::now() + self.command_limit();
         loop {
-            match self.event().await? {
+            match self.event_by(accepted_by).await? {
                 client::Event::IdleAccepted { .. } => break,
                 client::Event::IdleRejected { status, .. } => {
                     return Err(match status {

@@ -3,7 +3,7 @@
 
 use imap_next::imap_types::search::SearchKey;
 
-use super::client::{Client, ClientError};
+use super::client::{Client, ClientError, FetchAnswer};
 use super::login::Credentials;
 use crate::imap::upstream::Target;
 
@@ -20,7 +20,8 @@ pub struct Named {
     pub uidvalidity: u32,
     /// In the order asked: UIDs first, then Message-IDs.
     pub messages: Vec<StoredMessage>,
-    /// UIDs not in the mailbox, Message-IDs found no message or several.
+    /// UIDs not in the mailbox or not answered whole, Message-IDs found no
+    /// message or several.
     pub missing: Vec<String>,
 }
 
@@ -56,12 +57,10 @@ pub async fn fetch_named(
         missing: Vec::new(),
     };
     for &uid in uids {
-        match client.uid_fetch(&[uid], &[]).await?.pop() {
-            Some(f) => named.messages.push(StoredMessage {
-                uid: f.uid,
-                bytes: f.body,
-            }),
-            None => named.missing.push(format!("UID {uid}")),
+        let answer = client.uid_fetch(&[uid], &[]).await?;
+        match whole(answer) {
+            Ok(f) => named.messages.push(f),
+            Err(why) => named.missing.push(format!("UID {uid}{why}")),
         }
     }
     for id in message_ids {
@@ -75,7 +74,7 @@ pub async fn fetch_named(
         );
         let hits = client.uid_search(vec![key]).await?;
         let mut exact = Vec::new();
-        for f in client.uid_fetch(&hits, &["Message-ID"]).await? {
+        for f in client.uid_fetch(&hits, &["Message-ID"]).await?.messages {
             let value = crate::envelope::header::first_value(&f.body, "message-id")
                 .map(|v| String::from_utf8_lossy(crate::envelope::header::trim(&v)).into_owned());
             if value.as_deref() == Some(id.trim()) {
@@ -83,12 +82,9 @@ pub async fn fetch_named(
             }
         }
         match exact.as_slice() {
-            [uid] => match client.uid_fetch(&[*uid], &[]).await?.pop() {
-                Some(f) => named.messages.push(StoredMessage {
-                    uid: f.uid,
-                    bytes: f.body,
-                }),
-                None => named.missing.push(format!("Message-ID {id}")),
+            [uid] => match whole(client.uid_fetch(&[*uid], &[]).await?) {
+                Ok(f) => named.messages.push(f),
+                Err(why) => named.missing.push(format!("Message-ID {id}{why}")),
             },
             [] => named.missing.push(format!("Message-ID {id}")),
             more => named.missing.push(format!(
@@ -99,4 +95,19 @@ pub async fn fetch_named(
     }
     client.logout().await;
     Ok(named)
+}
+
+/// The one message a single-UID FETCH answered whole; else what to say
+/// after its name (nothing when it was not answered at all).
+fn whole(mut answer: FetchAnswer) -> Result<StoredMessage, String> {
+    if let Some(f) = answer.messages.pop() {
+        return Ok(StoredMessage {
+            uid: f.uid,
+            bytes: f.body,
+        });
+    }
+    Err(match answer.incomplete.pop() {
+        Some(i) => format!(" (not whole: {})", i.why),
+        None => String::new(),
+    })
 }

@@ -35,7 +35,12 @@
 //! the same bytes is present (or it is a copy carrying our token that does
 //! not open to its original): opened and compared, or byte for byte the
 //! sealed copy this run made of it, in a chunk whose sample opened to its
-//! original.
+//! original. An original is sealed only from an answer the client found
+//! whole (its `RFC822.SIZE` long; never `NIL`, empty or partial): any
+//! other is that message's failure and it stays. Nothing is marked or
+//! expunged once the provider announces a UIDVALIDITY other than the one
+//! the mailbox was selected with ([`ClientError::UidValidityChanged`]: the
+//! mailbox stops).
 //!
 //! One run per mailbox at a time, on any gateway: a run first takes the
 //! mailbox's lease from the checkpoint store ([`super::checkpoint::Store`];
@@ -68,7 +73,7 @@ use std::time::Duration;
 
 use super::book::{Answered, Book};
 use super::checkpoint::{Checkpoint, CheckpointError, InFlight, Lease, Store};
-use super::client::{Appending, Client, ClientError};
+use super::client::{Appending, Client, ClientError, FetchAnswer, Fetched};
 use super::copies;
 use super::login::Credentials;
 use super::retry::{Backoff, Transient};
@@ -346,7 +351,7 @@ impl Mover {
         // each later one while the provider stores the one before it.
         let mut sealing = match chunks.next() {
             Some(first) => {
-                let fetched = client.uid_fetch(first, &[]).await?;
+                let fetched = whole(client.uid_fetch(first, &[]).await?, report);
                 Some(crypto.seal_batch(fetched, copies::batch_id().ok_or(JobError::Random)?))
             }
             None => None,
@@ -363,7 +368,7 @@ impl Mover {
             let next = chunks.next();
             if prepared.is_empty() {
                 if let Some(next) = next {
-                    let fetched = client.uid_fetch(next, &[]).await?;
+                    let fetched = whole(client.uid_fetch(next, &[]).await?, report);
                     let id = copies::batch_id().ok_or(JobError::Random)?;
                     sealing = Some(crypto.seal_batch(fetched, id));
                 }
@@ -389,7 +394,7 @@ impl Mover {
             };
             let appends = client.start_appends(mailbox, appendings)?;
             if let Some(fetch_next) = fetch_next {
-                let fetched = client.finish_fetch(fetch_next).await?;
+                let fetched = whole(client.finish_fetch(fetch_next).await?, report);
                 let id = copies::batch_id().ok_or(JobError::Random)?;
                 sealing = Some(crypto.seal_batch(fetched, id));
             }
@@ -492,7 +497,13 @@ impl Mover {
         let mut present_originals = HashSet::new();
         let mut present_copies = HashSet::new();
         for pending in scans {
-            for s in client.finish_fetch(pending).await?.iter().map(scan::seen) {
+            for s in client
+                .finish_fetch(pending)
+                .await?
+                .messages
+                .iter()
+                .map(scan::seen)
+            {
                 if self.kind.is_original(&s) {
                     present_originals.insert(s.uid);
                 } else if s.epoch.is_some() {
@@ -503,7 +514,9 @@ impl Mover {
         let mut remove = Vec::new();
         let mut duplicates = 0;
         while let Some(pending) = copies_pending.take() {
-            let fetched = client.finish_fetch(pending).await?;
+            // A copy not read back whole is not checked: it counts for
+            // nothing (and is found again by a later run).
+            let fetched = client.finish_fetch(pending).await?.messages;
             // Checked on the job's threads, all of the chunk at once.
             let opening = crypto.check_copies(fetched, &appended);
             if let Some(chunk) = copy_chunks.next() {
@@ -662,6 +675,22 @@ impl Mover {
         }
         Ok(candidates.into_iter().collect())
     }
+}
+
+/// The originals a FETCH answered whole; each one it did not is that
+/// message's failure (it is left as it is: nothing is sealed from it).
+fn whole(answer: FetchAnswer, report: &mut MailboxReport) -> Vec<Fetched> {
+    for i in answer.incomplete {
+        tracing::warn!(
+            uid = i.uid,
+            "the provider's answer for a message was not the whole message; left as it is"
+        );
+        report.failed.push(Failure {
+            uid: i.uid,
+            why: format!("{}; the original stays", i.why),
+        });
+    }
+    answer.messages
 }
 
 /// Mailbox names: the given ones, or with `all` every selectable mailbox.

@@ -44,7 +44,7 @@ pub async fn scan(client: &mut Client, uids: &[u32]) -> Result<Vec<Seen>, Client
     let mut out = Vec::with_capacity(uids.len());
     for chunk in uids.chunks(CHUNK) {
         let fetched = client.uid_fetch(chunk, MARKER_FIELDS).await?;
-        out.extend(fetched.iter().map(seen));
+        out.extend(fetched.messages.iter().map(seen));
     }
     out.sort_by_key(|s| s.uid);
     Ok(out)

@@ -18,6 +18,8 @@
 //! - [`imap_proxy`]: `writ serve` as the IMAP proxy (STARTTLS and implicit TLS).
 //! - [`faults`]: a proxy in front of the provider's IMAP that throttles,
 //!   says BYE, or drops the connection, by rule, and counts commands.
+//! - [`hostile`]: a proxy in front of the provider's IMAP that rewrites
+//!   commands and responses (a provider that lies, floods or trickles).
 //! - [`smtp`]: a small SMTP client (every reply visible).
 //! - [`jobs`]: `writ mailbox ...` and other commands on a provider mailbox.
 //! - [`writ`]: `writ serve` as a child process (keyring, config, readiness).
@@ -38,6 +40,7 @@ pub mod dns;
 pub mod faults;
 pub mod files;
 pub mod haproxy;
+pub mod hostile;
 pub mod hsm;
 pub mod imap;
 pub mod imap_model;

@@ -3,23 +3,29 @@
 //! that keeps reading while it writes so that neither side of a pipelined
 //! exchange waits for the other for ever.
 //!
-//! Tagged answers are matched by tag. FETCH data is matched by UID and by
-//! section (whole message, or header fields); while a FETCH started here is
-//! not collected, FETCH data stays for it (`Client::take_data`), at most
-//! what the provider sent in answer to commands writ sent.
+//! Tagged answers are matched by tag. FETCH data is matched as it arrives
+//! (`Client::file_fetch`) by UID and by section (whole message, or header
+//! fields) to the FETCH in flight that asked for it, and kept there until
+//! that FETCH is collected: one record per UID asked, one body each (a
+//! second is [`ClientError::AnsweredTwice`]); data for UIDs or sections no
+//! FETCH in flight asked for is dropped. A whole message is handed on only
+//! if its answer is whole and as long as its `RFC822.SIZE`, asked with it;
+//! otherwise it is an [`Incomplete`], never the message.
 
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::task::Poll;
 
 use imap_next::State;
 use imap_next::imap_types::command::{Command, CommandBody};
-use imap_next::imap_types::core::{AString, Literal, Tag, Vec1};
+use imap_next::imap_types::core::{AString, Literal, NString, Tag, Vec1};
+use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_next::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
 };
-use imap_next::imap_types::flag::FlagFetch;
-use imap_next::imap_types::response::{Code, Data, StatusKind};
+use imap_next::imap_types::flag::{Flag, FlagFetch};
+use imap_next::imap_types::response::{Code, StatusKind};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, timeout_at};
 
@@ -31,9 +37,76 @@ use super::{
 #[must_use = "its answer is collected with Client::finish_fetch"]
 pub struct PendingFetch {
     tag: Tag<'static>,
-    uids: std::collections::HashSet<u32>,
+}
+
+/// What a `UID FETCH` returned ([`Client::finish_fetch`]), by UID.
+#[derive(Debug, Default)]
+pub struct FetchAnswer {
+    /// Answered whole (or, for header fields, answered).
+    pub messages: Vec<Fetched>,
+    /// Whole messages asked for that did not come whole: never to be used
+    /// as the message.
+    pub incomplete: Vec<Incomplete>,
+}
+
+/// A whole message the provider did not send whole, and how.
+#[derive(Debug, Clone)]
+pub struct Incomplete {
+    pub uid: u32,
+    pub why: String,
+}
+
+/// A `UID FETCH` in flight, on the client: what it asked, what came.
+pub(super) struct InFlight {
+    pub(super) tag: String,
+    uids: HashSet<u32>,
     /// Header fields were asked for, not the whole message.
     headers: bool,
+    /// At most one record per UID asked.
+    got: HashMap<u32, Arrived>,
+}
+
+/// What arrived for one UID asked.
+#[derive(Default, Clone)]
+struct Arrived {
+    flags: Option<Vec<Flag<'static>>>,
+    internal_date: Option<DateTime>,
+    size: Option<u32>,
+    /// The body, or why it is not the whole of what was asked.
+    body: Option<Result<Vec<u8>, &'static str>>,
+}
+
+impl Arrived {
+    /// Takes what `other` says (the later response wins).
+    fn merge(&mut self, other: Arrived) {
+        if other.flags.is_some() {
+            self.flags = other.flags;
+        }
+        if other.internal_date.is_some() {
+            self.internal_date = other.internal_date;
+        }
+        if other.size.is_some() {
+            self.size = other.size;
+        }
+    }
+}
+
+/// A body as answered: the bytes, unless the answer cannot be the whole
+/// section asked for (`NIL`, a partial answer; for a whole message, empty).
+fn whole(
+    headers: bool,
+    origin: Option<u32>,
+    data: NString<'static>,
+) -> Result<Vec<u8>, &'static str> {
+    if origin.is_some() {
+        return Err("the provider sent only part of it (a BODY[]<n> answer)");
+    }
+    match data.0 {
+        Some(bytes) if headers || !bytes.as_ref().is_empty() => Ok(bytes.as_ref().to_vec()),
+        Some(_) => Err("the provider sent an empty body for it"),
+        None if headers => Ok(Vec::new()),
+        None => Err("the provider answered BODY[] NIL for it"),
+    }
 }
 
 /// APPENDs sent and not yet answered ([`Client::start_appends`]).
@@ -130,107 +203,166 @@ impl Client {
             ))
         };
         let headers = section.is_some();
-        let items = vec![
+        let mut items = vec![
             MessageDataItemName::Uid,
             MessageDataItemName::Flags,
             MessageDataItemName::InternalDate,
-            MessageDataItemName::BodyExt {
-                section,
-                partial: None,
-                peek: true,
-            },
         ];
+        if !headers {
+            // What a whole message's length is checked against.
+            items.push(MessageDataItemName::Rfc822Size);
+        }
+        items.push(MessageDataItemName::BodyExt {
+            section,
+            partial: None,
+            peek: true,
+        });
         let tag = self.send(CommandBody::Fetch {
             sequence_set: set,
             macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
             uid: true,
             modifiers: Vec::new(),
         });
-        self.fetches_pending += 1;
-        Ok(Some(PendingFetch {
-            tag,
-            uids: uids.iter().copied().collect(),
+        self.fetches.push(InFlight {
+            tag: tag.inner().to_string(),
+            uids: uids.iter().copied().filter(|&u| u != 0).collect(),
             headers,
-        }))
+            got: HashMap::new(),
+        });
+        Ok(Some(PendingFetch { tag }))
     }
 
     /// Waits for a `UID FETCH` sent by [`Client::start_fetch`] and returns
-    /// the messages it asked for. Data of other FETCHes still awaited stays
-    /// for them: a message is this FETCH's when its UID is one it asked for
-    /// and its body is the section it asked for (whole, or header fields).
-    pub async fn finish_fetch(&mut self, p: PendingFetch) -> Result<Vec<Fetched>, ClientError> {
-        let status = self.wait_for(p.tag.inner()).await?;
-        self.fetches_pending = self.fetches_pending.saturating_sub(1);
+    /// what it asked for, by UID: the messages answered whole (or their
+    /// header fields), and the whole-message answers that were not whole
+    /// ([`Incomplete`]: `NIL`, empty, partial, or not `RFC822.SIZE` long).
+    /// A UID the provider did not answer with a body is in neither.
+    pub async fn finish_fetch(&mut self, p: PendingFetch) -> Result<FetchAnswer, ClientError> {
+        let status = self.wait_for(p.tag.inner()).await;
+        let state = match self.fetches.iter().position(|f| f.tag == p.tag.inner()) {
+            Some(at) => self.fetches.remove(at),
+            None => return Err(ClientError::Malformed),
+        };
+        let status = status?;
         if status.kind != StatusKind::Ok {
             return Err(refusal("UID FETCH", &status));
         }
-        let mut out: Vec<Fetched> = Vec::new();
-        let mut rest = Vec::new();
-        for d in std::mem::take(&mut self.data) {
-            let Data::Fetch { items, seq } = d else {
+        let mut got: Vec<(u32, Arrived)> = state.got.into_iter().collect();
+        got.sort_unstable_by_key(|(uid, _)| *uid);
+        let mut answer = FetchAnswer::default();
+        for (uid, a) in got {
+            let Some(body) = a.body else {
                 continue;
             };
-            let mut f = Fetched::default();
-            let mut body_section = None;
-            let mut other = Vec::new();
-            for item in items.into_iter() {
-                match item {
-                    MessageDataItem::Uid(u) => {
-                        f.uid = u.get();
-                        other.push(MessageDataItem::Uid(u));
+            let incomplete = |why: String| Incomplete { uid, why };
+            let body = match body {
+                Ok(body) => body,
+                Err(why) => {
+                    answer.incomplete.push(incomplete(why.to_string()));
+                    continue;
+                }
+            };
+            if !state.headers {
+                match a.size {
+                    None => {
+                        answer.incomplete.push(incomplete(
+                            "the provider did not give its RFC822.SIZE, so its body cannot be \
+                             known whole"
+                                .into(),
+                        ));
+                        continue;
                     }
-                    MessageDataItem::Flags(flags) => {
-                        f.flags = flags
-                            .iter()
+                    Some(size) if size as usize != body.len() => {
+                        answer.incomplete.push(incomplete(format!(
+                            "the provider sent {} bytes of it but gives its RFC822.SIZE as {size}",
+                            body.len()
+                        )));
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            answer.messages.push(Fetched {
+                uid,
+                flags: a.flags.unwrap_or_default(),
+                internal_date: a.internal_date,
+                body,
+            });
+        }
+        Ok(answer)
+    }
+
+    /// Files the items of one untagged FETCH response: with the FETCH in
+    /// flight that asked for its UID (and, for a body, its section), else
+    /// nowhere. A body for a UID whose every asking FETCH already has one
+    /// is [`ClientError::AnsweredTwice`].
+    pub(super) fn file_fetch(
+        &mut self,
+        items: Vec<MessageDataItem<'static>>,
+    ) -> Result<(), ClientError> {
+        let mut uid = None;
+        let mut meta = Arrived::default();
+        let mut body = None;
+        for item in items {
+            match item {
+                MessageDataItem::Uid(u) => uid = Some(u.get()),
+                MessageDataItem::Flags(flags) => {
+                    meta.flags = Some(
+                        flags
+                            .into_iter()
                             .filter_map(|x| match x {
-                                FlagFetch::Flag(flag) => Some(flag.clone()),
+                                FlagFetch::Flag(flag) => Some(flag),
                                 FlagFetch::Recent => None,
                             })
-                            .collect();
-                        other.push(MessageDataItem::Flags(flags));
-                    }
-                    MessageDataItem::InternalDate(d) => {
-                        f.internal_date = Some(d.clone());
-                        other.push(MessageDataItem::InternalDate(d));
-                    }
-                    MessageDataItem::BodyExt {
-                        section,
-                        origin,
-                        data,
-                    } => {
-                        body_section = Some(section.is_some());
-                        f.body = data
-                            .0
-                            .as_ref()
-                            .map(|b| b.as_ref().to_vec())
-                            .unwrap_or_default();
-                        other.push(MessageDataItem::BodyExt {
-                            section,
-                            origin,
-                            data,
-                        });
-                    }
-                    item => other.push(item),
+                            .collect(),
+                    )
                 }
-            }
-            match body_section {
-                // Unsolicited FETCH (flag changes by others) carry no body.
-                None => {}
-                Some(headers) if headers == p.headers && f.uid != 0 && p.uids.contains(&f.uid) => {
-                    out.push(f)
+                MessageDataItem::InternalDate(d) => meta.internal_date = Some(d),
+                MessageDataItem::Rfc822Size(n) => meta.size = Some(n),
+                MessageDataItem::BodyExt {
+                    section,
+                    origin,
+                    data,
+                } => {
+                    let headers = match section {
+                        None => false,
+                        Some(Section::HeaderFields(None, _)) => true,
+                        // No FETCH of writ's asks for any other section.
+                        Some(_) => continue,
+                    };
+                    body = Some((headers, whole(headers, origin, data)));
                 }
-                // Another FETCH in flight asked for it.
-                Some(_) if self.fetches_pending > 0 => {
-                    if let Ok(items) = Vec1::try_from(other) {
-                        rest.push(Data::Fetch { seq, items });
-                    }
-                }
-                // No FETCH awaits it: unsolicited.
-                Some(_) => {}
+                _ => {}
             }
         }
-        self.data = rest;
-        Ok(out)
+        // Without its UID, a response cannot be matched to anything asked.
+        let Some(uid) = uid else {
+            return Ok(());
+        };
+        let Some((headers, body)) = body else {
+            // Flags, dates, sizes sent on their own: merged where asked.
+            for f in self.fetches.iter_mut().filter(|f| f.uids.contains(&uid)) {
+                f.got.entry(uid).or_default().merge(meta.clone());
+            }
+            return Ok(());
+        };
+        let mut asked = self
+            .fetches
+            .iter_mut()
+            .filter(|f| f.headers == headers && f.uids.contains(&uid))
+            .peekable();
+        if asked.peek().is_none() {
+            // Not asked for: nothing is kept.
+            return Ok(());
+        }
+        let Some(f) = asked.find(|f| f.got.get(&uid).is_none_or(|a| a.body.is_none())) else {
+            return Err(ClientError::AnsweredTwice(uid));
+        };
+        let a = f.got.entry(uid).or_default();
+        a.merge(meta);
+        a.body = Some(body);
+        self.progress += 1;
+        Ok(())
     }
 
     /// Sends the APPENDs of [`Client::append_many`] without waiting for
@@ -291,5 +423,33 @@ impl Client {
         // What APPEND says besides (EXISTS, RECENT) matters to no one here.
         self.take_data();
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_next::imap_types::core::{IString, Literal};
+
+    fn literal(bytes: &[u8]) -> NString<'static> {
+        NString(Some(IString::Literal(
+            Literal::try_from(bytes.to_vec()).unwrap(),
+        )))
+    }
+
+    #[test]
+    fn only_a_whole_answer_is_a_whole_message() {
+        assert_eq!(whole(false, None, literal(b"M")), Ok(b"M".to_vec()));
+        for (origin, data) in [
+            (None, NString(None)),
+            (None, literal(b"")),
+            (Some(0), literal(b"M")),
+        ] {
+            assert!(whole(false, origin, data).is_err());
+        }
+        // Header fields may be empty or NIL (a message without them).
+        assert_eq!(whole(true, None, NString(None)), Ok(Vec::new()));
+        assert_eq!(whole(true, None, literal(b"")), Ok(Vec::new()));
+        assert!(whole(true, Some(0), literal(b"X: 1\r\n")).is_err());
     }
 }
