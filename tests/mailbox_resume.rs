@@ -3,8 +3,8 @@
 //! connection. After the job completes, every original is present exactly
 //! once, sealed, and opens byte-exact. A provider that lies (a body not
 //! sent whole, one UID answered again and again, a flood of responses, an
-//! answer trickled for ever, a new UIDVALIDITY mid-job) never costs an
-//! original.
+//! answer trickled for ever, a new UIDVALIDITY mid-job) and a second run
+//! on the same mailbox never cost an original.
 
 mod common;
 
@@ -811,5 +811,72 @@ fn a_new_uidvalidity_mid_job_stops_the_mailbox_before_anything_is_removed() {
     job.configure(p.imap_addr(), PROVIDER, Some(&jobs_settings(12)));
     let out = job.ok(job.job(&user, "seal", &STALL_ARGS));
     assert!(out.contains("0 failed"), "{out}");
+    assert_exactly_once(&user, &job.keys, &originals);
+}
+
+#[test]
+fn a_second_run_on_a_mailbox_being_worked_on_is_refused() {
+    let p = provider();
+    let user = p.new_user("secondrun");
+    let originals = fill(&user, 6);
+    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().hold("APPEND", When::Nth(1)));
+    let job = new_job(proxy.addr());
+    let mut first = spawn(&job, &user, &STALL_ARGS);
+    assert!(
+        proxy.wait_held(Duration::from_secs(60)),
+        "the first run never APPENDed"
+    );
+    let (selects, fetches) = (proxy.count("SELECT"), proxy.count("UID FETCH"));
+    // A second run (an overlapping cron run, here naming INBOX in another
+    // case) is refused before it selects anything.
+    let out = job.job(&user, "seal", &["--mailbox", "inbox", "--batch", "3"]);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("INBOX is being worked on by another run")
+            && stderr.contains(&format!("process {}", first.id())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert_eq!(
+        (proxy.count("SELECT"), proxy.count("UID FETCH")),
+        (selects, fetches)
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Once the first is gone, the lock is free again.
+    late_copies_are_removed_by_the_next_run(&job, &proxy, &user, &originals);
+}
+
+#[test]
+fn inbox_named_twice_in_any_case_is_worked_on_once() {
+    let p = provider();
+    let user = p.new_user("twice");
+    let originals = fill(&user, 10);
+    let job = new_job(p.imap_addr());
+    let out = job.ok(job.job(
+        &user,
+        "seal",
+        &[
+            "--mailbox",
+            "INBOX",
+            "--mailbox",
+            "inbox",
+            "--mailbox",
+            "Inbox",
+            "--parallel",
+            "3",
+            "--batch",
+            "2",
+        ],
+    ));
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].ends_with(
+            "INBOX: 10 sealed, 0 duplicate(s) from an interrupted run removed, 0 failed"
+        ),
+        "{out}"
+    );
     assert_exactly_once(&user, &job.keys, &originals);
 }

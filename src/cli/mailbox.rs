@@ -1,5 +1,6 @@
 //! `writ mailbox`: bulk work on the mail stored at the provider.
 
+use std::borrow::Borrow;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use writ::imap::upstream::Target;
 use writ::jobs::census;
+use writ::jobs::checkpoint::lease_mailbox;
 use writ::jobs::client::ClientError;
 use writ::jobs::login::{Credentials, SecretSource};
 use writ::jobs::mover::{Kind, MailboxReport, Mover, Progress};
@@ -269,6 +271,7 @@ fn move_mail(ctx: &Context, kind: Kind, target: Mailboxes, run: RunArgs) -> Resu
                 work.push((creds.clone(), name));
             }
         }
+        let work = unique(work);
         let gate = Arc::new(tokio::sync::Semaphore::new(parallel));
         let mut tasks = tokio::task::JoinSet::new();
         for (n, (creds, name)) in work.into_iter().enumerate() {
@@ -320,6 +323,21 @@ fn move_mail(ctx: &Context, kind: Kind, target: Mailboxes, run: RunArgs) -> Resu
     Ok(())
 }
 
+/// Each mailbox of each account once, INBOX in any case as `INBOX` (RFC
+/// 3501 §5.1: the name is case-insensitive): `--mailbox INBOX --mailbox
+/// inbox`, or an account given twice, would otherwise have two runs work on
+/// one mailbox at once. The first of each stays, in order.
+fn unique<C: Borrow<Credentials>>(work: Vec<(C, String)>) -> Vec<(C, String)> {
+    let mut seen = std::collections::HashSet::new();
+    work.into_iter()
+        .filter_map(|(creds, name)| {
+            let name = lease_mailbox(&name).to_string();
+            seen.insert((creds.borrow().user.clone(), name.clone()))
+                .then_some((creds, name))
+        })
+        .collect()
+}
+
 fn describe(r: &MailboxReport, verb: &str, dry_run: bool) -> String {
     if dry_run {
         return format!(
@@ -360,7 +378,8 @@ fn verify(ctx: &Context, target: Mailboxes, json: bool) -> Result<()> {
                 )
                 .await
                 .with_context(|| format!("account {}", creds.user))?;
-            for name in names {
+            let names = unique(names.into_iter().map(|n| (creds, n)).collect());
+            for (_, name) in names {
                 let what = format!("{} {name}", creds.user);
                 let c = backoff
                     .run(

@@ -31,8 +31,16 @@
 //! both; only loading and saving differ.
 //!
 //! Leases. Before a run works on a mailbox it takes the mailbox's
-//! [`Lease`] from the store. On files that is a formality (one gateway;
-//! nothing changes from before leases). On PostgreSQL it is a row per
+//! [`Lease`] from the store, keyed by account and mailbox (INBOX in any
+//! case is INBOX, RFC 3501 §5.1: [`lease_mailbox`]) whatever the job, so
+//! one run at a time works on a mailbox. On files it is an exclusive lock
+//! (`flock`, [`std::fs::File::try_lock`]) on `<hash>.lock` in the store's
+//! directory, held by the run's open file until it ends (the kernel drops
+//! it when the process dies, however it dies): a second run on the same
+//! mailbox and store, in this process or another, is refused with one line
+//! naming the holder's process id ([`CheckpointError::Locked`]). Runs with
+//! other directories (`[jobs] dir` and `[sweep] dir`) do not see each
+//! other's locks. On PostgreSQL it is a row per
 //! (account, mailbox) naming the gateway and an expiry, renewed by a
 //! heartbeat while the run goes on: a second run, on any gateway, is
 //! refused with one line naming the holder and the expiry
@@ -88,6 +96,24 @@ pub enum CheckpointError {
          stopped before changing anything more, run again to resume"
     )]
     LeaseLost { account: String, mailbox: String },
+    /// Another run on this machine holds the mailbox's lock file.
+    #[error(
+        "{account} {mailbox} is being worked on by another run ({holder}, holding {path}); run \
+         again once it has finished"
+    )]
+    Locked {
+        account: String,
+        mailbox: String,
+        holder: String,
+        path: PathBuf,
+    },
+    #[error("cannot lock {path} for {account} {mailbox}: {why}")]
+    Lock {
+        account: String,
+        mailbox: String,
+        path: PathBuf,
+        why: String,
+    },
     #[error("checkpoint of {account} {mailbox}: {source}")]
     State {
         account: String,
@@ -125,12 +151,12 @@ pub trait Store: Send + Sync {
     fn release(&self, lease: Lease) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
-/// Checkpoints as files in a directory; leases are local formalities.
+/// Checkpoints as files in a directory; a lease is a lock file there.
 pub struct Files(pub PathBuf);
 
 impl Store for Files {
     fn lease<'a>(&'a self, account: &'a str, mailbox: &'a str) -> Pending<'a, Lease> {
-        Box::pin(async move { Ok(Lease::local(account, mailbox)) })
+        Box::pin(async move { Lease::locked(&self.0, account, mailbox) })
     }
 
     fn load<'a>(
@@ -191,12 +217,36 @@ impl LeaseClock {
     }
 }
 
+/// The lease key of a mailbox: INBOX in any case is INBOX (RFC 3501
+/// §5.1); other names are case-sensitive.
+pub fn lease_mailbox(mailbox: &str) -> &str {
+    if mailbox.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        mailbox
+    }
+}
+
+/// The lock file of `account`/`mailbox` in the file store `dir` (names
+/// hashed, as checkpoints).
+pub fn lock_path(dir: &Path, account: &str, mailbox: &str) -> PathBuf {
+    let key = format!("{account}\0{}", lease_mailbox(mailbox));
+    let hash = digest(&SHA256, key.as_bytes());
+    dir.join(format!("{}.lock", crate::hash::hex(&hash.as_ref()[..16])))
+}
+
+/// The most of a lock file read to name its holder.
+const MAX_HOLDER: u64 = 64;
+
 /// One run's hold on a mailbox (see the module header). Dropping it stops
-/// its heartbeat; the row then expires.
+/// its heartbeat (the row then expires) or closes its lock file (the lock
+/// goes with it).
 pub struct Lease {
     pub account: String,
     pub mailbox: String,
     shared: Option<Shared>,
+    /// The locked file of the file store, held until the lease goes.
+    _lock: Option<std::fs::File>,
 }
 
 struct Shared {
@@ -206,13 +256,71 @@ struct Shared {
 }
 
 impl Lease {
-    /// No one else can work here (files: one gateway).
+    /// A lease that holds nothing: for a run that changes nothing (a dry
+    /// run).
     pub fn local(account: &str, mailbox: &str) -> Lease {
         Lease {
             account: account.to_string(),
             mailbox: mailbox.to_string(),
             shared: None,
+            _lock: None,
         }
+    }
+
+    /// The file store's lease: the exclusive lock on the mailbox's lock
+    /// file in `dir`, or [`CheckpointError::Locked`] naming the process
+    /// that holds it.
+    pub fn locked(dir: &Path, account: &str, mailbox: &str) -> Result<Lease, CheckpointError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = lock_path(dir, account, mailbox);
+        let fail = |why: String| CheckpointError::Lock {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
+            path: path.clone(),
+            why,
+        };
+        atomic::create_private_dir(dir).map_err(|e| fail(e.to_string()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| fail(e.to_string()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = (&file).take(MAX_HOLDER).read_to_string(&mut text);
+                let holder = match text.trim() {
+                    pid if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => {
+                        format!("process {pid}")
+                    }
+                    _ => "another process".to_string(),
+                };
+                return Err(CheckpointError::Locked {
+                    account: account.to_string(),
+                    mailbox: mailbox.to_string(),
+                    holder,
+                    path,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e.to_string())),
+        }
+        // Who holds it, for the next run's error (best effort: the lock,
+        // not this text, is what keeps a second run out).
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()));
+        Ok(Lease {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
+            shared: None,
+            _lock: Some(file),
+        })
     }
 
     /// A lease held in shared state under `holder`, known to be ours
@@ -232,6 +340,7 @@ impl Lease {
                 clock,
                 heartbeat,
             }),
+            _lock: None,
         }
     }
 
@@ -441,6 +550,39 @@ mod tests {
         let cp = Checkpoint::load(dir.path(), "a", "b", "seal").unwrap();
         assert_eq!(cp.in_flight[0].token, None);
         assert!(cp.unanswered.is_empty());
+    }
+
+    #[test]
+    fn one_lease_per_mailbox_inbox_in_any_case_until_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("jobs");
+        let held = Lease::locked(&store, "alice", "INBOX").unwrap();
+        for name in ["INBOX", "inbox", "Inbox"] {
+            let e = Lease::locked(&store, "alice", name).err().unwrap();
+            assert!(matches!(e, CheckpointError::Locked { .. }), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("process {}", std::process::id()))
+                    && text.contains("run again once it has finished")
+                    && !text.contains('\n'),
+                "{text}"
+            );
+        }
+        // Other mailboxes and accounts are free; names other than INBOX
+        // are case-sensitive.
+        let other = Lease::locked(&store, "alice", "Archive").unwrap();
+        let _ = Lease::locked(&store, "alice", "archive").unwrap();
+        let _ = Lease::locked(&store, "bob", "INBOX").unwrap();
+        drop(held);
+        let _again = Lease::locked(&store, "alice", "inbox").unwrap();
+        drop(other);
+        // The lock file is private.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(lock_path(&store, "alice", "INBOX"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -44,7 +44,7 @@
 //!
 //! One run per mailbox at a time, on any gateway: a run first takes the
 //! mailbox's lease from the checkpoint store ([`super::checkpoint::Store`];
-//! a formality on files, a renewed row on PostgreSQL), and stops before
+//! a lock file on files, a renewed row on PostgreSQL), and stops before
 //! recording a batch or removing anything once it can no longer be sure
 //! the lease is its own. A gateway taking over after a dead one resumes
 //! from the shared checkpoint exactly as a run on the same machine would.
