@@ -32,7 +32,11 @@
 //! visible; the signature makes a rewritten chain visible to anyone without
 //! the signing key. A cut at a record boundary leaves a valid chain, so
 //! `audit.head` (rewritten, signed, after every append) names how many
-//! records there must be and the hash of the last one.
+//! records there must be and the hash of the last one. A last line cut
+//! short that audit.head does not count is an append that never ended (a
+//! crash, a full disk): the next append removes it, under the lock, and
+//! records that it did ([`REPAIR`]); one audit.head counts is refused. A
+//! write that fails is cut back off at once.
 //!
 //! A chain begins with the keyring's creation and nothing else: its first
 //! record, and only its first, is one of [`GENESIS_ACTIONS`] (`keys.init`;
@@ -91,6 +95,9 @@ const SIG_MARK: &str = ",\"sig\":\"";
 pub const GENESIS_ACTIONS: &[&str] = &["keys.init", "audit.init", "audit.restart"];
 /// The action of a chain begun anew after the log was lost.
 pub const RESTART: &str = "audit.restart";
+/// The action recording that an append cut short was removed (its
+/// `cut_bytes`), written before the next record.
+pub const REPAIR: &str = "audit.repair";
 
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -330,7 +337,8 @@ pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io_err(&path)(e)),
     };
-    let (count, _) = tail(&path, &bytes)?;
+    // A last line cut short is removed by the next append.
+    let (count, _) = tail(&path, &bytes[..repairable(dir, &bytes)])?;
     if count == 0 {
         return Err(AuditError::Missing {
             path,
@@ -338,6 +346,29 @@ pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
         });
     }
     Ok(())
+}
+
+/// The length of the log `bytes` of `dir` without a last line cut short
+/// by an append that never ended (a crash or a full disk in the middle of
+/// its write: its line end missing, and audit.head, written after each
+/// record, not counting it). A cut record audit.head counts was complete
+/// once: then the whole length, and [`tail`] refuses it (`audit verify`
+/// names it).
+fn repairable(dir: &Path, bytes: &[u8]) -> usize {
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole == bytes.len() {
+        return whole;
+    }
+    let complete = bytes[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+    let noted = std::fs::read(dir.join(HEAD_FILE))
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Head>(h.trim_ascii_end()).ok())
+        .map_or(0, |h| h.records);
+    if noted <= complete {
+        whole
+    } else {
+        bytes.len()
+    }
 }
 
 /// (number of lines, hash of the last one) of a log, refusing a cut last
@@ -464,7 +495,33 @@ pub fn append(
     file.lock().map_err(io_err(&path))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).map_err(io_err(&path))?;
-    let (count, prev) = tail(&path, &bytes)?;
+    // An append cut short (its record never complete, its head never
+    // written) is removed, under the lock, and the removal recorded: one
+    // crash or full disk must not block every later key event.
+    let whole = repairable(dir, &bytes);
+    let cut = bytes.len() - whole;
+    if cut > 0 {
+        file.set_len(whole as u64)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err(&path))?;
+        bytes.truncate(whole);
+        tracing::warn!(cut, "audit log: a record cut short was removed");
+    }
+    let (mut count, mut prev) = tail(&path, &bytes)?;
+    if cut > 0 && count > 0 {
+        let repair = Record {
+            seq: count + 1,
+            time: now_rfc3339(),
+            operator: operator.to_string(),
+            gateway: None,
+            action: REPAIR.to_string(),
+            params: self::params([("cut_bytes", (cut as u64).into())]),
+            prev,
+            sig: String::new(),
+        };
+        let (repair, hash) = write_record(&mut file, &path, &pair, repair, whole as u64)?;
+        (count, prev) = (repair.seq, hash);
+    }
     match check_begin(count, action) {
         Ok(()) => {}
         Err(Begin::Missing) => {
@@ -480,7 +537,7 @@ pub fn append(
             });
         }
     }
-    let mut record = Record {
+    let record = Record {
         seq: count + 1,
         time: now_rfc3339(),
         operator: operator.to_string(),
@@ -490,14 +547,30 @@ pub fn append(
         prev,
         sig: String::new(),
     };
-    let line = sign_record(&pair, &mut record);
+    let length = file.metadata().map_err(io_err(&path))?.len();
+    let (record, hash) = write_record(&mut file, &path, &pair, record, length)?;
+    write_head(dir, &pair, record.seq, &hash)?;
+    Ok(record)
+}
+
+/// Signs `record` and appends it as one line to the log `file` (now
+/// `length` octets long); a write that fails is cut back off. Returns it
+/// signed, and the hash of its line (the next record's `prev`).
+fn write_record(
+    file: &mut std::fs::File,
+    path: &Path,
+    pair: &Ed25519KeyPair,
+    mut record: Record,
+    length: u64,
+) -> Result<(Record, String), AuditError> {
+    let line = sign_record(pair, &mut record);
     let mut out = line.clone().into_bytes();
     out.push(b'\n');
-    file.write_all(&out)
-        .and_then(|()| file.sync_data())
-        .map_err(io_err(&path))?;
-    write_head(dir, &pair, record.seq, &sha256_hex(line.as_bytes()))?;
-    Ok(record)
+    if let Err(e) = file.write_all(&out).and_then(|()| file.sync_data()) {
+        let _ = file.set_len(length).and_then(|()| file.sync_data());
+        return Err(io_err(path)(e));
+    }
+    Ok((record, sha256_hex(line.as_bytes())))
 }
 
 /// Why a record may not be appended to a chain of `count` records.

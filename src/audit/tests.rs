@@ -140,3 +140,44 @@ fn operator_order() {
     assert_eq!(operator(None, Some("b")), "b");
     assert_eq!(operator(Some("a\nb"), None), "a?b");
 }
+
+#[test]
+fn an_append_cut_short_is_removed_and_recorded_by_the_next() {
+    let dir = setup();
+    append(dir.path(), "op", "keys.init", BTreeMap::new()).unwrap();
+    let path = dir.path().join(LOG_FILE);
+    let whole = std::fs::read(&path).unwrap();
+    // A crash (or a full disk) in the middle of the second record's write.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(b"{\"seq\":2,\"ti");
+    std::fs::write(&path, &torn).unwrap();
+    assert!(verify(dir.path(), None).is_err(), "verify names the cut");
+    check_writable(dir.path()).unwrap();
+    let r = append(
+        dir.path(),
+        "op",
+        "keys.rotate",
+        params([("epoch", serde_json::json!("e1"))]),
+    )
+    .unwrap();
+    assert_eq!(r.seq, 3);
+    let records = read(dir.path()).unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["keys.init", REPAIR, "keys.rotate"]);
+    assert_eq!(records[1].params["cut_bytes"], 12);
+    let v = verify(dir.path(), None).unwrap();
+    assert_eq!(v.records, 3);
+    check_noted_head(dir.path(), 3, &v.head).unwrap();
+    assert!(std::fs::read(&path).unwrap().starts_with(&whole));
+    // A torn first record: the chain is empty, and begins again.
+    let dir = setup();
+    std::fs::write(dir.path().join(LOG_FILE), b"{\"seq\":1").unwrap();
+    append(dir.path(), "op", "keys.init", BTreeMap::new()).unwrap();
+    let actions: Vec<String> = read(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert_eq!(actions, ["keys.init"]);
+    verify(dir.path(), None).unwrap();
+}
