@@ -1,13 +1,15 @@
 //! `writ mailbox seal/reseal/verify` and `writ keys retire` against the
 //! real provider (Dovecot): mail already stored is sealed in place, flags
-//! and dates kept, nothing lost; old epochs are moved off and retired.
+//! and dates kept, nothing lost; old epochs are moved off and retired, and
+//! never while mail needs them, whatever the provider's search says.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use common::jobs::{Jobs, mailbox_args};
+use common::hostile::{HostileProvider, Lies};
+use common::jobs::{Jobs, PLAIN, mailbox_args};
 use common::writ::{TestKeys, WRIT};
 use common::{Imap, Provider, User, provider};
 
@@ -577,4 +579,91 @@ fn on_a_terminal_progress_is_a_bar_in_logs_it_is_lines() {
         "{log}"
     );
     assert!(!log.contains('\u{1b}'), "no terminal codes in logs: {log}");
+}
+
+/// `from` replaced by `to` in `bytes`, everywhere.
+fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+#[test]
+fn retire_reads_every_message_and_refuses_whatever_the_providers_search_says() {
+    let p = provider();
+    let user = p.new_user("retiresearch");
+    let jobs = Jobs::new(p.imap_addr());
+    let keyring = writ::keys::Keyring::load(&jobs.keys.dir()).unwrap();
+    let old = keyring.active().unwrap().id.clone();
+    let sealer = writ::keys::sealer(&keyring, &Default::default()).unwrap();
+    for (n, mailbox) in [(1, "INBOX"), (2, "INBOX"), (3, "Archive")] {
+        let mut sealed = Vec::new();
+        sealer.seal(&message(n)[..], &mut sealed).unwrap();
+        p.imap_append(&user, mailbox, &sealed);
+    }
+    p.imap_append(&user, "INBOX", &message(4));
+    jobs.ok(jobs.run(&["keys", "rotate"]));
+    let epoch_file = jobs.keys.dir().join(format!("epochs/{old}.age"));
+
+    // A provider whose search misses the X-Writ field (a full-text index
+    // without custom fields): its search finds nothing under the epoch...
+    let blind = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().command(|line| replace(line, b"HEADER X-Writ ", b"HEADER X-Not-Indexed ")),
+    );
+    jobs.configure(
+        blind.addr(),
+        &format!("{PLAIN}\ntimeout_secs = 20"),
+        Some("backoff_ms = 20\nretries = 1"),
+    );
+    let text = jobs.ok(jobs.job(
+        &user,
+        "reseal",
+        &["--from-epoch", &old, "--all", "--dry-run"],
+    ));
+    assert!(
+        text.contains("INBOX: 0 message(s) would be resealed"),
+        "{text}"
+    );
+    // ...and retire still refuses, naming every mailbox and count.
+    let out = jobs.run_as(&user, &["keys", "retire", &old]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("still in use") && err.contains("INBOX: 2") && err.contains("Archive: 1"),
+        "{err}"
+    );
+    assert!(epoch_file.exists(), "the key is kept");
+
+    // A provider that shows fewer messages than a mailbox holds: nothing
+    // can be proven, so nothing is retired.
+    let hiding = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(|r| {
+            if r.starts_with(b"* SEARCH") {
+                b"* SEARCH\r\n".to_vec()
+            } else {
+                r.to_vec()
+            }
+        }),
+    );
+    jobs.configure(
+        hiding.addr(),
+        &format!("{PLAIN}\ntimeout_secs = 20"),
+        Some("backoff_ms = 20\nretries = 1"),
+    );
+    let out = jobs.run_as(&user, &["keys", "retire", &old]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("showed 0 message(s) of") && err.contains("says it holds"),
+        "{err}"
+    );
+    assert!(epoch_file.exists(), "the key is kept");
 }

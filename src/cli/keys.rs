@@ -425,8 +425,10 @@ fn passwd_token(
     out(&text)
 }
 
-/// `writ keys retire`: the provider is asked first; the key goes only
-/// when no account given holds mail that needs it.
+/// `writ keys retire`: the header fields of every message of every
+/// mailbox of the accounts given are read first (not the provider's
+/// search, which may miss X- fields); the key goes only when none holds
+/// mail that needs it.
 fn retire(ctx: &Context, epoch: &str, login: &super::mailbox::LoginArgs) -> Result<()> {
     let dir = ctx.keys_dir.as_path();
     let mut keyring = Keyring::load(dir)?;
@@ -448,7 +450,7 @@ fn retire(ctx: &Context, epoch: &str, login: &super::mailbox::LoginArgs) -> Resu
                     super::mailbox::say_retry(&creds.user),
                 )
                 .await
-                .with_context(|| format!("searching the mailboxes of {}", creds.user))?
+                .with_context(|| format!("reading the mailboxes of {}", creds.user))?
             {
                 in_use.push(format!("{} {mailbox}: {n}", creds.user));
             }

@@ -2,7 +2,9 @@
 //! (`writ mailbox verify`); and where an epoch is still in use (`writ keys
 //! retire` refuses while it is).
 //!
-//! Invariant: a whole message not answered whole is counted as
+//! Invariant: both read the header fields of every message the provider
+//! shows; neither trusts the provider's search to say what is sealed under
+//! which epoch. A whole message not answered whole is counted as
 //! undecryptable ("not checked"), never as opening.
 
 use std::collections::BTreeMap;
@@ -87,8 +89,14 @@ pub async fn census(
 }
 
 /// Mailboxes of the account holding messages sealed under `epoch`, with
-/// their counts; found by the provider's own search, nothing downloaded
-/// but two header fields of the hits.
+/// their counts, for `writ keys retire`, which deletes the epoch's key
+/// when there are none. The header fields of every message of every
+/// mailbox are read ([`scan::scan_all`], as [`census`] does), never the
+/// provider's `SEARCH HEADER X-Writ`: a provider whose search misses
+/// custom X- fields (full-text search backends, lagging indexes) would
+/// otherwise have a key deleted that mail still needs. A mailbox whose
+/// messages the provider does not all show (fewer than its EXISTS) is
+/// [`ClientError::ScanShort`]: nothing can be proven about it.
 pub async fn epoch_in_use(
     target: &Target,
     creds: &Credentials,
@@ -97,8 +105,19 @@ pub async fn epoch_in_use(
     let mut client = Client::login(target, creds).await?;
     let mut found = Vec::new();
     for mailbox in client.list().await? {
-        client.select(&mailbox, true).await?;
-        let n = scan::sealed_under(&mut client, epoch).await?.len() as u64;
+        let selected = client.select(&mailbox, true).await?;
+        let seen = scan::scan_all(&mut client).await?;
+        if seen.len() < selected.exists as usize {
+            return Err(ClientError::ScanShort {
+                mailbox,
+                scanned: seen.len(),
+                exists: selected.exists,
+            });
+        }
+        let n = seen
+            .iter()
+            .filter(|s| s.epoch.as_deref() == Some(epoch))
+            .count() as u64;
         if n > 0 {
             found.push((mailbox, n));
         }

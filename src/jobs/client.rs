@@ -138,6 +138,15 @@ pub enum ClientError {
          without answering); on a slow link raise [provider.imap] timeout_secs"
     )]
     Deadline(u64),
+    #[error(
+        "the provider showed {scanned} message(s) of {mailbox} but says it holds {exists}, so \
+         nothing can be proven about it; run again (if it repeats, the provider hides messages)"
+    )]
+    ScanShort {
+        mailbox: String,
+        scanned: usize,
+        exists: u32,
+    },
 }
 
 impl ClientError {
@@ -148,6 +157,7 @@ impl ClientError {
             ClientError::Io(_)
             | ClientError::Timeout(_)
             | ClientError::Deadline(_)
+            | ClientError::ScanShort { .. }
             | ClientError::Closed
             | ClientError::Bye(_)
             | ClientError::Malformed => true,

@@ -69,6 +69,9 @@ pub async fn scan_from(client: &mut Client, from: u32) -> Result<Vec<Seen>, Clie
 
 /// Messages the provider's own search finds sealed under `epoch`
 /// (`HEADER X-Writ "key=<epoch>"`), confirmed from their header fields.
+/// For finding work only (`writ mailbox reseal`): a search may miss
+/// custom X- fields, so whether an epoch is still in use is never decided
+/// from it ([`super::census::epoch_in_use`] reads every message's).
 pub async fn sealed_under(client: &mut Client, epoch: &str) -> Result<Vec<Seen>, ClientError> {
     let key = SearchKey::Header(
         "X-Writ"
