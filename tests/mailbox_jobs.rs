@@ -667,3 +667,39 @@ fn retire_reads_every_message_and_refuses_whatever_the_providers_search_says() {
     );
     assert!(epoch_file.exists(), "the key is kept");
 }
+
+#[test]
+fn on_gmail_all_mailboxes_are_refused_and_a_named_one_is_sealed() {
+    let p = provider();
+    let user = p.new_user("gmail");
+    p.imap_append(&user, "INBOX", &message(8));
+    // The provider offers Gmail's extension, as Gmail does.
+    let gmail = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(|r| {
+            if r.starts_with(b"* CAPABILITY ") {
+                replace(r, b"\r\n", b" X-GM-EXT-1\r\n")
+            } else {
+                r.to_vec()
+            }
+        }),
+    );
+    let jobs = Jobs::new(gmail.addr());
+    let out = jobs.job(&user, "seal", &["--all"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("X-GM-EXT-1") && err.contains("--mailbox \"[Gmail]/All Mail\""),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert_eq!(p.imap_fetch_all(&user, "INBOX"), vec![message(8)]);
+    // Counting is harmless, and a mailbox named is the administrator's call.
+    let text = jobs.ok(jobs.job(&user, "seal", &["--all", "--dry-run"]));
+    assert!(
+        text.contains("INBOX: 1 message(s) would be sealed"),
+        "{text}"
+    );
+    let text = jobs.ok(jobs.job(&user, "seal", INBOX));
+    assert!(text.contains("INBOX: 1 sealed"), "{text}");
+}

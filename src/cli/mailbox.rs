@@ -260,14 +260,24 @@ fn move_mail(ctx: &Context, kind: Kind, target: Mailboxes, run: RunArgs) -> Resu
     let results = runtime.block_on(async move {
         let mut work = Vec::new();
         for creds in credentials {
-            let names = backoff
+            let listed = backoff
                 .run(
                     || writ::jobs::mover::mailboxes(&provider, &creds, &target.mailbox, target.all),
                     say_retry(&creds.user),
                 )
                 .await
                 .with_context(|| format!("account {}", creds.user))?;
-            for name in names {
+            // A dry run changes nothing: it may count.
+            if listed.labels && target.all && !dry_run {
+                anyhow::bail!(
+                    "account {}: the provider is Gmail (it offers X-GM-EXT-1), whose folders are \
+                     labels: --all would seal each message once per label and leave its \
+                     original in [Gmail]/All Mail; name the mailbox instead, --mailbox \
+                     \"[Gmail]/All Mail\" (see the README on Gmail first)",
+                    creds.user
+                );
+            }
+            for name in listed.names {
                 work.push((creds.clone(), name));
             }
         }
@@ -371,14 +381,14 @@ fn verify(ctx: &Context, target: Mailboxes, json: bool) -> Result<()> {
     let censuses = runtime()?.block_on(async {
         let mut all = Vec::new();
         for creds in &credentials {
-            let names = backoff
+            let listed = backoff
                 .run(
                     || writ::jobs::mover::mailboxes(&provider, creds, &target.mailbox, target.all),
                     say_retry(&creds.user),
                 )
                 .await
                 .with_context(|| format!("account {}", creds.user))?;
-            let names = unique(names.into_iter().map(|n| (creds, n)).collect());
+            let names = unique(listed.names.into_iter().map(|n| (creds, n)).collect());
             for (_, name) in names {
                 let what = format!("{} {name}", creds.user);
                 let c = backoff

@@ -693,6 +693,17 @@ fn whole(answer: FetchAnswer, report: &mut MailboxReport) -> Vec<Fetched> {
     answer.messages
 }
 
+/// The mailboxes of an account a job is to work on ([`mailboxes`]).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub names: Vec<String>,
+    /// The provider offers X-GM-EXT-1: it is Gmail, whose folders are
+    /// labels (a message is in the folder of each of its labels and in
+    /// `[Gmail]/All Mail`; expunging it from a label's folder removes only
+    /// that label).
+    pub labels: bool,
+}
+
 /// Mailbox names: the given ones, or with `all` every selectable mailbox.
 /// Logs in either way, so that wrong credentials are one clear error
 /// before any work starts.
@@ -701,13 +712,14 @@ pub async fn mailboxes(
     creds: &Credentials,
     given: &[String],
     all: bool,
-) -> Result<Vec<String>, ClientError> {
+) -> Result<Listed, ClientError> {
     let mut client = Client::login(target, creds).await?;
     let names = if all {
         client.list().await?
     } else {
         given.to_vec()
     };
+    let labels = client.has_capability("X-GM-EXT-1");
     client.logout().await;
-    Ok(names)
+    Ok(Listed { names, labels })
 }
