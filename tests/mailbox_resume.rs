@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::hostile::{HostileProvider, Lies, body_item, replace_whole_body, whole_body, with_uid};
+use common::hostile::{
+    HostileProvider, Lies, body_item, replace_whole_body, whole_body, with_size, with_uid,
+};
 use common::jobs::Jobs;
 use common::writ::TestKeys;
 use common::{FaultProxy, Faults, User, When, provider};
@@ -654,6 +656,63 @@ fn an_answer_that_is_not_the_whole_message_leaves_that_original_alone() {
         job.keys.open(sealed[0]),
         originals["<resume-0@example.org>"]
     );
+}
+
+/// Exchange gives a message's stored size as its `RFC822.SIZE` until its
+/// RFC 822 size is known, which fetching it makes it: a body whose length
+/// differs is asked for once more, and sealed when the second answer is as
+/// long as its size now says and the same bytes. One whose size stays
+/// wrong is left as it is.
+#[test]
+fn a_size_that_is_right_the_second_time_is_sealed_and_one_always_wrong_is_not() {
+    let p = provider();
+    let user = p.new_user("estimated");
+    let originals = fill(&user, 3);
+    let first_of_1 = Arc::new(AtomicBool::new(true));
+    let hostile = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(move |r| {
+            if let Some(b) = body_of(r, 1)
+                && first_of_1.swap(false, Ordering::SeqCst)
+            {
+                with_size(r, b.len() as u64 + 4096)
+            } else if let Some(b) = body_of(r, 2) {
+                with_size(r, b.len() as u64 - 1)
+            } else {
+                r.to_vec()
+            }
+        }),
+    );
+    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
+    let job = new_job(proxy.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("INBOX: 2 sealed") && stdout.contains("1 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("UID 3: ") && l.contains("RFC822.SIZE")),
+        "{stdout}"
+    );
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 3);
+    assert!(stored.contains(&originals["<resume-2@example.org>"]));
+    let mut opened: Vec<Vec<u8>> = stored
+        .iter()
+        .filter(|s| writ::envelope::detect(s).is_some())
+        .map(|s| job.keys.open(s))
+        .collect();
+    opened.sort();
+    let mut want = vec![
+        originals["<resume-0@example.org>"].clone(),
+        originals["<resume-1@example.org>"].clone(),
+    ];
+    want.sort();
+    assert_eq!(opened, want);
 }
 
 #[test]

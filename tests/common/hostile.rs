@@ -249,17 +249,27 @@ pub fn body_item(origin: Option<u32>, bytes: &[u8]) -> Vec<u8> {
 
 /// `response` (a FETCH response) with its `UID n` made `UID uid`.
 pub fn with_uid(response: &[u8], uid: u32) -> Vec<u8> {
-    let text = response;
-    let Some(at) = text.windows(4).position(|w| w == b"UID ") else {
+    with_number(response, b"UID ", u64::from(uid))
+}
+
+/// `response` (a FETCH response) with its `RFC822.SIZE n` made `size`.
+pub fn with_size(response: &[u8], size: u64) -> Vec<u8> {
+    with_number(response, b"RFC822.SIZE ", size)
+}
+
+/// `response` with the number after the first `item` made `n`.
+fn with_number(response: &[u8], item: &[u8], n: u64) -> Vec<u8> {
+    let Some(at) = response.windows(item.len()).position(|w| w == item) else {
         return response.to_vec();
     };
-    let digits = text[at + 4..]
+    let from = at + item.len();
+    let digits = response[from..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
         .count();
-    let mut out = text[..at + 4].to_vec();
-    out.extend_from_slice(uid.to_string().as_bytes());
-    out.extend_from_slice(&text[at + 4 + digits..]);
+    let mut out = response[..from].to_vec();
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(&response[from + digits..]);
     out
 }
 

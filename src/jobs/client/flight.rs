@@ -9,8 +9,11 @@
 //! that FETCH is collected: one record per UID asked, one body each (a
 //! second is [`ClientError::AnsweredTwice`]); data for UIDs or sections no
 //! FETCH in flight asked for is dropped. A whole message is handed on only
-//! if its answer is whole and as long as its `RFC822.SIZE`, asked with it;
-//! otherwise it is an [`Incomplete`], never the message.
+//! if its answer is whole and as long as its `RFC822.SIZE`, asked with it
+//! (a length that differs is asked for once more, and taken when the
+//! second answer's size agrees and its bytes are the first's: Exchange's
+//! sizes are estimates until a message is fetched); otherwise it is an
+//! [`Incomplete`], never the message.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -237,7 +240,41 @@ impl Client {
     /// header fields), and the whole-message answers that were not whole
     /// ([`Incomplete`]: `NIL`, empty, partial, or not `RFC822.SIZE` long).
     /// A UID the provider did not answer with a body is in neither.
+    ///
+    /// A body whose length differs from its `RFC822.SIZE` (and is
+    /// otherwise whole) is asked for once more: Exchange gives a message's
+    /// stored size until its RFC 822 size is known, which fetching it
+    /// makes it. The second answer is taken when it is as long as its
+    /// `RFC822.SIZE` now says and holds exactly the first one's bytes.
     pub async fn finish_fetch(&mut self, p: PendingFetch) -> Result<FetchAnswer, ClientError> {
+        let (mut answer, sized) = self.collect_fetch(p).await?;
+        if sized.is_empty() {
+            return Ok(answer);
+        }
+        let uids: Vec<u32> = sized.iter().map(|(i, _)| i.uid).collect();
+        let again = match self.start_fetch(&uids, &[])? {
+            Some(pending) => self.collect_fetch(pending).await?.0,
+            None => FetchAnswer::default(),
+        };
+        let mut again: HashMap<u32, Fetched> =
+            again.messages.into_iter().map(|f| (f.uid, f)).collect();
+        for (incomplete, first) in sized {
+            match again.remove(&incomplete.uid) {
+                Some(f) if f.body == first => answer.messages.push(f),
+                _ => answer.incomplete.push(incomplete),
+            }
+        }
+        answer.messages.sort_unstable_by_key(|f| f.uid);
+        Ok(answer)
+    }
+
+    /// [`Client::finish_fetch`]'s answer as it came, and apart the bodies
+    /// whole but for their length against `RFC822.SIZE` (with what to say
+    /// if they stay so).
+    async fn collect_fetch(
+        &mut self,
+        p: PendingFetch,
+    ) -> Result<(FetchAnswer, Vec<(Incomplete, Vec<u8>)>), ClientError> {
         let status = self.wait_for(p.tag.inner()).await;
         let state = match self.fetches.iter().position(|f| f.tag == p.tag.inner()) {
             Some(at) => self.fetches.remove(at),
@@ -250,6 +287,7 @@ impl Client {
         let mut got: Vec<(u32, Arrived)> = state.got.into_iter().collect();
         got.sort_unstable_by_key(|(uid, _)| *uid);
         let mut answer = FetchAnswer::default();
+        let mut sized = Vec::new();
         for (uid, a) in got {
             let Some(body) = a.body else {
                 continue;
@@ -273,10 +311,11 @@ impl Client {
                         continue;
                     }
                     Some(size) if size as usize != body.len() => {
-                        answer.incomplete.push(incomplete(format!(
+                        let why = format!(
                             "the provider sent {} bytes of it but gives its RFC822.SIZE as {size}",
                             body.len()
-                        )));
+                        );
+                        sized.push((incomplete(why), body));
                         continue;
                     }
                     Some(_) => {}
@@ -289,7 +328,7 @@ impl Client {
                 body,
             });
         }
-        Ok(answer)
+        Ok((answer, sized))
     }
 
     /// Files the items of one untagged FETCH response: with the FETCH in
