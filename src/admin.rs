@@ -317,6 +317,15 @@ struct State {
 /// A health check's outcome (the error: the reason shown to the prober).
 type Checked = Result<(), String>;
 
+/// Marks the running health check over when dropped.
+struct Over(Arc<State>);
+
+impl Drop for Over {
+    fn drop(&mut self) {
+        *self.0.checking.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 impl State {
     fn new(handle: PrometheusHandle, health: Arc<dyn Health>) -> State {
         State {
@@ -342,6 +351,9 @@ async fn health_of(state: &Arc<State>) -> Result<(), String> {
                 *checking = Some(rx.clone());
                 let state = Arc::clone(state);
                 tokio::spawn(async move {
+                    // Clears the slot however the check ends, a panic
+                    // included (its callers are then told it failed).
+                    let over = Over(Arc::clone(&state));
                     let result =
                         match tokio::time::timeout(HEALTH_TIMEOUT, state.health.check()).await {
                             Ok(result) => result,
@@ -349,7 +361,7 @@ async fn health_of(state: &Arc<State>) -> Result<(), String> {
                         };
                     // Over before its outcome is told: a call after this
                     // point starts a check of its own.
-                    *state.checking.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    drop(over);
                     tx.send_replace(Some(result));
                 });
                 rx
@@ -551,6 +563,31 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A health check that panics the first time, then is healthy.
+    struct PanicsOnce(AtomicUsize);
+
+    impl Health for PanicsOnce {
+        fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+            Box::pin(async move {
+                if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a health check fault");
+                }
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_check_that_panics_fails_its_probes_and_the_next_probe_checks_again() {
+        let handle = PrometheusBuilder::new().build_recorder().handle();
+        let state = Arc::new(State::new(
+            handle,
+            Arc::new(PanicsOnce(AtomicUsize::new(0))),
+        ));
+        assert_eq!(health_of(&state).await, Err("health check failed".into()));
+        assert_eq!(health_of(&state).await, Ok(()));
+    }
 
     /// A health check that counts its runs and ends when told.
     struct Gated {

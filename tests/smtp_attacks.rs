@@ -303,6 +303,35 @@ fn a_provider_answering_data_with_250_is_not_taken_for_a_delivery() {
     }
 }
 
+/// A provider out of step that answers the end of data with `354` (a
+/// 3xx, which RFC 5321 never gives there): not a delivery. 451, and that
+/// connection is dropped, not handed to the next transaction.
+#[test]
+fn a_provider_answering_the_end_of_data_with_3xx_is_not_taken_for_a_delivery() {
+    let (addr, ends) = scripted_provider(Duration::from_secs(60), b"354 go on\r\n");
+    let writ = Writ::start(&WritConfig::relay(addr));
+    for round in 0..2 {
+        let mut c = relay_session(&writ);
+        assert_eq!(
+            c.command("MAIL FROM:<sender@elsewhere.test>").unwrap().code,
+            250
+        );
+        assert_eq!(
+            c.command("RCPT TO:<someone@example.test>").unwrap().code,
+            250
+        );
+        assert_eq!(c.command("DATA").unwrap().code, 354);
+        c.write_raw(b"Subject: x\r\n\r\nbody\r\n.\r\n").unwrap();
+        let r = c.read_reply().unwrap();
+        assert_eq!(r.code, 451, "round {round}: {r:?}");
+    }
+    assert_eq!(
+        *ends.lock().unwrap(),
+        2,
+        "each message reached its end at the provider"
+    );
+}
+
 /// Finding 4. EHLO (or HELO) inside a transaction cleared writ's
 /// transaction locally but not the provider's, which still held the MAIL
 /// and RCPTs: the next MAIL was refused by the provider as nested (503),
@@ -490,6 +519,15 @@ fn a_sealed_pass_through_refused_midway_stores_nothing_and_the_session_goes_on()
 /// everything, DATA included. Returns its address and a count of the
 /// messages it accepted.
 fn idle_timeout_provider(idle: Duration) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<usize>>) {
+    scripted_provider(idle, b"250 2.0.0 queued\r\n")
+}
+
+/// [`idle_timeout_provider`], answering each end of data with `final_reply`
+/// (each still counted).
+fn scripted_provider(
+    idle: Duration,
+    final_reply: &'static [u8],
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<usize>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(std::sync::Mutex::new(0usize));
@@ -519,7 +557,7 @@ fn idle_timeout_provider(idle: Duration) -> (SocketAddr, std::sync::Arc<std::syn
                         if line == b".\r\n" {
                             in_data = false;
                             *count.lock().unwrap() += 1;
-                            let _ = w.write_all(b"250 2.0.0 queued\r\n");
+                            let _ = w.write_all(final_reply);
                         }
                         continue;
                     }

@@ -391,8 +391,6 @@ impl Drop for Pending {
     }
 }
 
-/// Makes `out` ready: created 0700 if missing, else it must be an empty
-/// directory (set to 0700). Returns whether it was created.
 /// Refuses `out` as a bundle directory unless it is missing or an empty
 /// directory (what [`disclose`] will take), changing nothing: checked
 /// before the disclosure is recorded as begun.
@@ -415,32 +413,21 @@ pub fn check_out(out: &Path) -> Result<(), DiscloseError> {
     }
 }
 
+/// Makes `out` ready: created 0700 if missing, else it must be an empty
+/// directory ([`check_out`]; set to 0700). Returns whether it was created.
 fn prepare_out(out: &Path) -> Result<bool, DiscloseError> {
-    match std::fs::symlink_metadata(out) {
-        Ok(meta) if meta.is_dir() => {
-            let mut entries = std::fs::read_dir(out).map_err(io_err(out))?;
-            if entries.next().is_some() {
-                return Err(DiscloseError::OutNotEmpty {
-                    path: out.to_path_buf(),
-                });
-            }
-            std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))
-                .map_err(io_err(out))?;
-            Ok(false)
-        }
-        Ok(_) => Err(DiscloseError::OutNotEmpty {
-            path: out.to_path_buf(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(out)
-                .map_err(io_err(out))?;
-            Ok(true)
-        }
-        Err(e) => Err(io_err(out)(e)),
+    check_out(out)?;
+    if std::fs::symlink_metadata(out).is_ok() {
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(out))?;
+        return Ok(false);
     }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .map_err(io_err(out))?;
+    Ok(true)
 }
 
 /// Passes bytes through to a file while hashing them and keeping the

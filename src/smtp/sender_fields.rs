@@ -13,22 +13,25 @@
 //! message goes unscanned or unverified) and mislead the provider's rules.
 //!
 //! Invariants: sans-IO and streaming (chunks in, chunks out; the state
-//! between chunks is at most [`MAX_NAME`] bytes of a field name, or
-//! [`MAX_HELD`] bytes of an Authentication-Results field being judged);
+//! between chunks is at most [`MAX_HELD`] bytes: of a field name with the
+//! blanks and folds before its colon, or of an Authentication-Results
+//! field being judged; a name of theirs still undecided past that is
+//! removed);
 //! only the header (up to the first empty line) is touched, and in it only
 //! whole fields with those names, with their folded continuation lines;
-//! every other byte passes unchanged and in order. A name is compared with
-//! its trailing blanks removed (`X-Spam : No` is `X-Spam`),
-//! case-insensitively. An Authentication-Results field whose authserv-id
+//! every other byte passes unchanged and in order. A name is read as the
+//! sealer reads it: up to the colon, over folded lines, its trailing
+//! whitespace removed (`X-Spam : No`, `X-Spam<CRLF> : No` are `X-Spam`),
+//! and compared case-insensitively. An Authentication-Results field whose authserv-id
 //! cannot be read within [`MAX_HELD`] bytes is removed (it might claim
 //! writ's). Linear in the message's size; no recursion (comments are
 //! skipped with a depth counter).
 
 use super::scanner::SCANNER_FIELDS;
 
-/// Longest field-name prefix held to decide (64 bytes, well past the
-/// longest name removed): a longer name is not one of them and passes
-/// through.
+/// Longest field name (without the blanks after it) held to decide (64
+/// bytes, well past the longest name removed): a longer name is not one
+/// of them and passes through.
 const MAX_NAME: usize = 64;
 
 /// Longest Authentication-Results field held to read its authserv-id
@@ -48,6 +51,9 @@ enum State {
     LineStartCr,
     /// Reading a field name (held in `name`).
     Name,
+    /// After a line end inside a field name: a fold (the name goes on)
+    /// if a blank follows, else the name had no colon.
+    NameFold,
     /// Inside a field that passes.
     Keep,
     /// Inside a field that is removed.
@@ -77,6 +83,8 @@ pub struct SenderFieldFilter {
     removed: Removed,
     state: State,
     name: Vec<u8>,
+    /// The length of `name` without its trailing whitespace.
+    name_end: usize,
     held: Vec<u8>,
     /// The last field seen is removed (its continuation lines too).
     dropping: bool,
@@ -138,6 +146,7 @@ impl SenderFieldFilter {
             removed,
             state: State::LineStart,
             name: Vec::with_capacity(MAX_NAME),
+            name_end: 0,
             held: Vec::new(),
             dropping: false,
         }
@@ -180,7 +189,9 @@ impl SenderFieldFilter {
     }
 
     /// One byte of a field name: at the colon, the field is kept, removed
-    /// or held.
+    /// or held. The name is read as the sealer reads it
+    /// (`envelope::header::RawField::name`): up to the colon, over folded
+    /// lines, its trailing whitespace trimmed.
     fn name_byte(&mut self, b: u8, out: &mut Vec<u8>) {
         if b == b':' {
             self.dropping = self.removed_by_name(&self.name);
@@ -197,20 +208,47 @@ impl SenderFieldFilter {
                 self.state = State::Keep;
             }
             self.name.clear();
-        } else if b == b'\n' || self.name.len() >= MAX_NAME {
-            // Not a field of theirs (no colon, or too long a name).
-            out.extend_from_slice(&self.name);
-            out.push(b);
-            self.name.clear();
-            self.dropping = false;
-            self.state = if b == b'\n' {
-                State::LineStart
-            } else {
-                State::Keep
-            };
-        } else {
-            self.name.push(b);
+            return;
         }
+        self.push_name(b);
+        if b == b'\n' {
+            // The name may go on on a folded line.
+            self.state = State::NameFold;
+        } else if self.name_end > MAX_NAME {
+            // Not a field of theirs (too long a name).
+            self.release_name(out, State::Keep);
+        } else if self.name.len() >= MAX_HELD {
+            // A name of theirs, perhaps, after blanks or folds past what
+            // is held: removed (it might be one); another passes.
+            if self.removed_by_name(&self.name) || self.held_by_name(&self.name) {
+                self.name.clear();
+                self.dropping = true;
+                self.state = State::Drop;
+            } else {
+                self.release_name(out, State::Keep);
+            }
+        }
+    }
+
+    /// Holds one more byte of a name, and where the name ends without
+    /// its trailing whitespace (kept as it grows: no rescan per byte).
+    fn push_name(&mut self, b: u8) {
+        if self.name.is_empty() {
+            self.name_end = 0;
+        }
+        self.name.push(b);
+        if !b.is_ascii_whitespace() {
+            self.name_end = self.name.len();
+        }
+    }
+
+    /// The name held so far goes out as it is (not a field of theirs);
+    /// then `next`.
+    fn release_name(&mut self, out: &mut Vec<u8>, next: State) {
+        out.extend_from_slice(&self.name);
+        self.name.clear();
+        self.dropping = false;
+        self.state = next;
     }
 
     /// Appends to `out` what of `chunk` is kept.
@@ -240,7 +278,7 @@ impl SenderFieldFilter {
                     b'\r' => self.state = State::LineStartCr,
                     _ => {
                         self.name.clear();
-                        self.name.push(b);
+                        self.push_name(b);
                         self.state = State::Name;
                     }
                 },
@@ -252,12 +290,23 @@ impl SenderFieldFilter {
                         // A lone CR: the header goes on (a field whose
                         // name starts with it, which no removed one does).
                         self.name.clear();
-                        self.name.push(b'\r');
+                        self.push_name(b'\r');
                         self.state = State::Name;
                         continue;
                     }
                 }
                 State::Name => self.name_byte(b, out),
+                State::NameFold => {
+                    if b == b' ' || b == b'\t' {
+                        self.state = State::Name;
+                        self.name_byte(b, out);
+                    } else {
+                        // No colon: not a field of theirs. This byte
+                        // starts the next line.
+                        self.release_name(out, State::LineStart);
+                        continue;
+                    }
+                }
                 State::Held => {
                     self.held.push(b);
                     if b == b'\n' {
@@ -306,7 +355,7 @@ impl SenderFieldFilter {
     /// field is judged as it stands.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self.state {
-            State::Name => {
+            State::Name | State::NameFold => {
                 out.extend_from_slice(&self.name);
                 self.name.clear();
             }
@@ -450,6 +499,22 @@ X-Spam\x0c: no\r\n\
                 "chunks of {size}"
             );
         }
+        // Blanks past the name's cap, and a fold, before the colon: the
+        // sealer still reads the names.
+        let msg = format!(
+            "From: a@x\r\nAuthentication-Results{}: mx.writ.test; dmarc=pass\r\n\
+             X-Spam-Action\r\n : no action\r\nX-Spam{}: yes\r\nNo-Colon\r\nX: y\r\n\r\nb\r\n",
+            " ".repeat(60),
+            "\t".repeat(MAX_HELD + 5),
+        );
+        let want = "From: a@x\r\nNo-Colon\r\nX: y\r\n\r\nb\r\n";
+        for size in [1, 7, msg.len()] {
+            assert_eq!(
+                String::from_utf8_lossy(&both_filter(msg.as_bytes(), size)),
+                want,
+                "chunks of {size}"
+            );
+        }
         // The empty line as CR LF right after a CR-ended piece, and a CR
         // as the message's last byte, pass as they are.
         assert_eq!(both_filter(b"A: b\r\n\r\n", 1), b"A: b\r\n\r\n");
@@ -463,18 +528,20 @@ X-Spam\x0c: no\r\n\
         #[test]
         fn the_sealer_never_reads_a_removed_field_the_filter_passed(
             lines in proptest::collection::vec(
-                (0usize..7, 0usize..6, 0usize..4, proptest::bool::ANY), 1..12),
+                (0usize..7, 0usize..9, 0usize..4, proptest::bool::ANY), 1..12),
             size in 1usize..20,
         ) {
             const NAMES: [&str; 7] = [
                 "From", "X-Spam-Action", "x-spamd-result", "Authentication-Results",
                 "X-DMARC-Quarantine", "Subject", "X-Spam",
             ];
-            const BLANKS: [&str; 6] = ["", " ", "\r", "\x0c", "\t", " \r"];
+            let long = " ".repeat(MAX_NAME + 10);
+            let longer = "\t".repeat(MAX_HELD + 1);
+            let blanks: [&str; 9] = ["", " ", "\r", "\x0c", "\t", " \r", "\r\n ", &long, &longer];
             const ENDS: [&str; 4] = ["\r\n", "\n", "\r\n\r", "\r\n\r\r\n"];
             let mut msg = Vec::new();
             for (name, blank, end, folded) in lines {
-                msg.extend(format!("{}{}: mx.writ.test; v", NAMES[name], BLANKS[blank]).bytes());
+                msg.extend(format!("{}{}: mx.writ.test; v", NAMES[name], blanks[blank]).bytes());
                 if folded {
                     msg.extend(b"\r\n\tmore");
                 }

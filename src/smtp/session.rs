@@ -17,9 +17,8 @@
 //! AUTH exchange ends at both ends together (an overlong response cancels
 //! it at the provider with `*`). After [`MAX_ERRORS`] errors (writ's own
 //! refusals of a command, and the provider's of a recipient or of
-//! credentials) without a message delivered, the session is closed with
-//! 421 4.7.0, so one session cannot probe addresses or passwords at the
-//! provider without end.
+//! credentials) the session is closed with 421 4.7.0, so one session
+//! cannot probe addresses or passwords at the provider without end.
 
 use std::sync::Arc;
 
@@ -132,14 +131,15 @@ pub struct Session {
     helo: String,
 }
 
-/// Errors a session may make without delivering a message (unknown
-/// commands, syntax errors, commands out of order, overlong lines:
-/// writ's own 500-504 and 530 replies; recipients refused by writ's
-/// policy or by the provider; credentials the provider refused), as
-/// Postfix's `smtpd_hard_error_limit`. The next one is answered
-/// `421 4.7.0 Too many errors` and the connection closed: a client cannot
-/// make writ answer junk, or the provider judge guessed addresses and
-/// passwords, for ever. A message delivered starts the count again.
+/// Errors a session may make (unknown commands, syntax errors, commands
+/// out of order, overlong lines: writ's own 500-504 and 530 replies;
+/// recipients refused by writ's policy or by the provider; credentials
+/// the provider refused), as Postfix's `smtpd_hard_error_limit`. The next
+/// one is answered `421 4.7.0 Too many errors` and the connection closed:
+/// a client cannot make writ answer junk, or the provider judge guessed
+/// addresses and passwords, for ever. Messages delivered do not start the
+/// count again (else a probe could deliver one now and then and go on);
+/// a sender with that many refusals reconnects.
 pub const MAX_ERRORS: usize = 20;
 
 /// Longest line taken during an AUTH exchange (RFC 4954 §4: at least
@@ -551,12 +551,7 @@ impl Session {
     pub fn delivered(&mut self, result: Result<Reply, UpstreamFailure>) -> Reply {
         self.tx = None;
         match result {
-            Ok(r) => {
-                if r.is_positive() {
-                    self.errors = 0;
-                }
-                r
-            }
+            Ok(r) => r,
             Err(UpstreamFailure::SealFailed) => {
                 reply(451, "4.3.0 Could not seal the message; try again later")
             }

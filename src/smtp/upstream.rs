@@ -289,6 +289,12 @@ impl Upstream {
         stuffer.finish(&mut out);
         self.send(&out, true).await?;
         let r = self.read_reply().await?;
+        if (300..400).contains(&r.code) {
+            // The end of data is answered 2xx, 4xx or 5xx (RFC 5321
+            // §4.1.1.4): a 3xx says the connection is out of step. Not a
+            // delivery; the caller drops the connection.
+            return Err(UpstreamError::Malformed);
+        }
         // Whatever the reply, the transaction is over (RFC 5321 §4.1.1.4).
         self.in_transaction = false;
         Ok(r)

@@ -116,10 +116,13 @@ impl Spool {
         Ok(())
     }
 
-    /// A reader of the whole message from its start (after
-    /// [`Spool::finish`]); [`SpoolReader::into_spool`] gives the spool
-    /// back to be read again.
+    /// A reader of the whole message from its start (sealing what
+    /// [`Spool::finish`] would first); [`SpoolReader::into_spool`] gives
+    /// the spool back to be read again.
     pub fn into_reader(mut self) -> io::Result<SpoolReader> {
+        // Whatever is still being filled is sealed first (a no-op after
+        // `finish`): nothing written is left out of what is read.
+        self.finish()?;
         self.file.seek(SeekFrom::Start(0))?;
         Ok(SpoolReader {
             spool: self,
