@@ -666,6 +666,52 @@ fn retire_reads_every_message_and_refuses_whatever_the_providers_search_says() {
         "{err}"
     );
     assert!(epoch_file.exists(), "the key is kept");
+
+    // A provider that answers NIL for a sealed message's header fields
+    // (its marker hidden): not a message without them; nothing retired.
+    let nil = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(|r| header_fields_nil(r, b"X-Writ:")),
+    );
+    jobs.configure(
+        nil.addr(),
+        &format!("{PLAIN}\ntimeout_secs = 20"),
+        Some("backoff_ms = 20\nretries = 1"),
+    );
+    let out = jobs.run_as(&user, &["keys", "retire", &old]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("says it holds"), "{err}");
+    assert!(epoch_file.exists(), "the key is kept");
+}
+
+/// A FETCH response whose `BODY[HEADER.FIELDS (...)]` literal holds
+/// `field`, with that literal answered `NIL` instead.
+fn header_fields_nil(response: &[u8], field: &[u8]) -> Vec<u8> {
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let Some(item) = find(response, b"BODY[HEADER.FIELDS") else {
+        return response.to_vec();
+    };
+    let Some(open) = find(&response[item..], b"] {").map(|o| item + o + 2) else {
+        return response.to_vec();
+    };
+    let Some(close) = find(&response[open..], b"}\r\n").map(|c| open + c) else {
+        return response.to_vec();
+    };
+    let Some(n) = std::str::from_utf8(&response[open + 1..close])
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return response.to_vec();
+    };
+    let start = close + 3;
+    let Some(literal) = response.get(start..start + n) else {
+        return response.to_vec();
+    };
+    if find(literal, field).is_none() {
+        return response.to_vec();
+    }
+    [&response[..open], b"NIL", &response[start + n..]].concat()
 }
 
 #[test]

@@ -898,3 +898,95 @@ fn a_provider_flooding_the_notify_watcher_past_its_cap_is_dropped_and_the_sweep_
     });
     assert!(!writ.log().contains("panicked"), "{}", writ.log());
 }
+
+/// A mailbox another run holds (`writ mailbox seal` on the same directory,
+/// or a second `writ serve`): the sweep leaves it to that run this round
+/// and seals the account's other mailboxes; once it is free, it is sealed
+/// too.
+#[test]
+fn a_mailbox_another_run_holds_is_left_to_it_while_the_others_are_sealed() {
+    let p = provider();
+    let user = p.new_user("sweeplocked");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    let mut imap = p.imap(&user);
+    imap.command("CREATE Other").expect_ok("CREATE Other");
+    imap.logout();
+    let inbox = message("held", 1);
+    lmtp_deliver(&user.address, &inbox);
+    let other = message("free", 2);
+    p.imap_append(&user, "Other", &other);
+    // This test's process holds INBOX's lock, as another run would.
+    let held =
+        writ::jobs::checkpoint::Lease::locked(&tmp.path().join("sweep"), &user.name, "INBOX")
+            .expect("the lock");
+    let toml = provider_toml(p.imap_addr()) + &sweep_toml(&user, &pw, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    wait_for(&writ, "Other sealed", Duration::from_secs(30), || {
+        all_sealed(&user, "Other", 1).then_some(())
+    });
+    wait_for(
+        &writ,
+        "INBOX left to the other run",
+        Duration::from_secs(30),
+        || {
+            writ.log()
+                .contains("sweep: another run holds the mailbox")
+                .then_some(())
+        },
+    );
+    let (stored, n) = stored_by_id(&user, "INBOX");
+    assert_eq!(n, 1);
+    assert!(
+        epoch(&stored[&message_id(&inbox)][0].0).is_none(),
+        "INBOX untouched"
+    );
+    drop(held);
+    wait_for(
+        &writ,
+        "INBOX sealed once free",
+        Duration::from_secs(30),
+        || all_sealed(&user, "INBOX", 1).then_some(()),
+    );
+}
+
+/// Gmail (the provider offers X-GM-EXT-1): its folders are labels, so
+/// sweeping every folder would seal a message once per label and leave its
+/// original in All Mail. Without `[sweep] mailboxes` the account is
+/// refused, each round, saying what to set; nothing is sealed.
+#[test]
+fn a_gmail_account_is_not_swept_folder_by_folder() {
+    use common::hostile::{HostileProvider, Lies};
+    let p = provider();
+    let user = p.new_user("sweepgmail");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    let m = message("gmail", 1);
+    lmtp_deliver(&user.address, &m);
+    let gmail = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(|r| {
+            if r.starts_with(b"* CAPABILITY ") && r.ends_with(b"\r\n") {
+                [&r[..r.len() - 2], b" X-GM-EXT-1\r\n"].concat()
+            } else {
+                r.to_vec()
+            }
+        }),
+    );
+    let toml = provider_toml(gmail.addr()) + &sweep_toml(&user, &pw, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    let errors = || writ.metric("writ_sweep_errors_total", &[("account", &user.name)]);
+    wait_for(&writ, "a refused round", Duration::from_secs(30), || {
+        (errors() >= 1.0).then_some(())
+    });
+    assert!(
+        writ.log().contains("X-GM-EXT-1") && writ.log().contains("[Gmail]/All Mail"),
+        "{}",
+        writ.log()
+    );
+    let (stored, n) = stored_by_id(&user, "INBOX");
+    assert_eq!(n, 1);
+    assert!(epoch(&stored[&message_id(&m)][0].0).is_none(), "not sealed");
+}

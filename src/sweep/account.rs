@@ -22,7 +22,7 @@ use super::ledger::Ledger;
 use super::{Sweep, SweepError, pause, stopping};
 use crate::admin::names;
 use crate::jobs::checkpoint::CheckpointError;
-use crate::jobs::client::Client;
+use crate::jobs::client::{Client, ClientError};
 use crate::jobs::login::Credentials;
 use crate::jobs::mover::JobError;
 use crate::jobs::scan;
@@ -122,6 +122,13 @@ async fn round(
 ) -> Result<Outcome, SweepError> {
     let creds = sweep.credentials(user).await?;
     let mut client = Client::login(&sweep.target, &creds).await?;
+    if sweep.config.mailboxes.is_empty() && client.has_capability("X-GM-EXT-1") {
+        // Gmail: folders are labels, so sealing every folder would seal a
+        // message once per label and leave its original in All Mail (see
+        // `writ mailbox seal --all`, refused there too).
+        client.logout().await;
+        return Err(SweepError::Labels);
+    }
     let names = mailboxes(sweep, &mut client).await?;
     books.ledgers.retain(|name, _| names.contains(name));
     let mut behind = Vec::with_capacity(names.len());
@@ -134,17 +141,50 @@ async fn round(
     }
     client.logout().await;
     let mut more = false;
+    let mut failed = None;
     for (name, behind) in names.iter().zip(behind) {
         let Some(ledger) = books.ledgers.get_mut(name) else {
             continue;
         };
-        let due = seal(sweep, &creds, name, ledger, stop).await?;
+        let due = match seal(sweep, &creds, name, ledger, stop).await {
+            Ok(due) => due,
+            // What stops one mailbox (a provider answering it wrongly)
+            // does not keep the others unswept; the round still ends as
+            // failed (counted, backed off) once they are done.
+            Err(SweepError::Job(e)) if mailbox_only(&e) => {
+                tracing::warn!(account = %user, mailbox = %name, error = %e, "sweep: mailbox stopped this round");
+                failed.get_or_insert(SweepError::Job(e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         // Left over: plaintext due now, or messages not looked at yet that
         // the pending cap lets in (plaintext waiting for a retry does not
         // make the sweep spin).
         more |= due || (behind && ledger.pending() < sweep.config.max_scan_per_round);
     }
-    Ok(Outcome { more })
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Outcome { more }),
+    }
+}
+
+/// An error that stops one mailbox's sealing and says nothing about the
+/// others (the provider's answers for that mailbox), as opposed to the
+/// connection, the login or the checkpoints.
+fn mailbox_only(e: &JobError) -> bool {
+    matches!(
+        e,
+        JobError::Client(
+            ClientError::UidValidity { .. }
+                | ClientError::UidValidityChanged { .. }
+                | ClientError::TooManyResponses(_)
+                | ClientError::AnsweredTwice(_)
+                | ClientError::Deadline(_)
+                | ClientError::ScanShort { .. }
+                | ClientError::Refused { .. }
+        ) | JobError::OriginalsRemain { .. }
+    )
 }
 
 /// The mailboxes to sweep: those LIST names, minus the skipped ones, only
@@ -242,6 +282,16 @@ async fn seal(
                 tracing::info!(
                     account = %creds.user, mailbox = %name, %gateway, %until,
                     "sweep: another gateway holds the mailbox; left to it this round"
+                );
+                return Ok(false);
+            }
+            Err(JobError::Checkpoint(e @ CheckpointError::Locked { .. })) => {
+                // Another run on this machine (`writ mailbox seal`, or a
+                // second `writ serve` on the same directory) holds it:
+                // the same, left to it this round.
+                tracing::info!(
+                    account = %creds.user, mailbox = %name, error = %e,
+                    "sweep: another run holds the mailbox; left to it this round"
                 );
                 return Ok(false);
             }

@@ -86,6 +86,12 @@ pub enum SweepError {
     NoIdle,
     #[error("stopping")]
     Stopping,
+    #[error(
+        "the provider is Gmail (X-GM-EXT-1), whose folders are labels: sweeping every folder \
+         would seal each message once per label and leave its original in All Mail; set \
+         [sweep] mailboxes = [\"[Gmail]/All Mail\"] (see the README's Gmail paragraph)"
+    )]
+    Labels,
 }
 
 /// What the sweep seals with and opens its copies with; replaced when

@@ -95,7 +95,11 @@ impl Arrived {
 }
 
 /// A body as answered: the bytes, unless the answer cannot be the whole
-/// section asked for (`NIL`, a partial answer; for a whole message, empty).
+/// section asked for (`NIL`, a partial answer; for a whole message,
+/// empty). Header fields a message lacks come as an empty header (the
+/// empty line, or nothing); `NIL` says nothing of them (a sealed message's
+/// marker could be hidden so: then `keys retire` would delete a key in
+/// use), so it is no answer.
 fn whole(
     headers: bool,
     origin: Option<u32>,
@@ -107,7 +111,7 @@ fn whole(
     match data.0 {
         Some(bytes) if headers || !bytes.as_ref().is_empty() => Ok(bytes.as_ref().to_vec()),
         Some(_) => Err("the provider sent an empty body for it"),
-        None if headers => Ok(Vec::new()),
+        None if headers => Err("the provider answered NIL for its header fields"),
         None => Err("the provider answered BODY[] NIL for it"),
     }
 }
@@ -486,8 +490,9 @@ mod tests {
         ] {
             assert!(whole(false, origin, data).is_err());
         }
-        // Header fields may be empty or NIL (a message without them).
-        assert_eq!(whole(true, None, NString(None)), Ok(Vec::new()));
+        // Header fields may be empty (a message without them); NIL is no
+        // answer.
+        assert!(whole(true, None, NString(None)).is_err());
         assert_eq!(whole(true, None, literal(b"")), Ok(Vec::new()));
         assert!(whole(true, Some(0), literal(b"X: 1\r\n")).is_err());
     }
