@@ -381,6 +381,41 @@ fn copies_stored_after_the_job_was_killed_and_completed_are_removed() {
     late_copies_are_removed_by_the_next_run(&job, &proxy, &user, &originals);
 }
 
+/// The same, through a provider whose search misses the X-Writ field (a
+/// full-text index without custom fields): the late copies are found by
+/// their header fields, not by the provider's search.
+#[test]
+fn copies_stored_late_are_found_where_the_providers_search_misses_them() {
+    let p = provider();
+    let user = p.new_user("stallblind");
+    let originals = fill(&user, 6);
+    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().hold("APPEND", When::Nth(1)));
+    let blind = HostileProvider::start(
+        proxy.addr(),
+        Lies::new().command(|line| {
+            let from = b"HEADER X-Writ ";
+            match line.windows(from.len()).position(|w| w == from) {
+                Some(at) => [
+                    &line[..at],
+                    b"HEADER X-Not-Indexed ",
+                    &line[at + from.len()..],
+                ]
+                .concat(),
+                None => line.to_vec(),
+            }
+        }),
+    );
+    let job = new_job(blind.addr());
+    let mut child = spawn(&job, &user, &STALL_ARGS);
+    assert!(
+        proxy.wait_held(Duration::from_secs(60)),
+        "the job never APPENDed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    late_copies_are_removed_by_the_next_run(&job, &proxy, &user, &originals);
+}
+
 #[test]
 fn copies_stored_after_a_timeout_and_retry_are_removed() {
     let p = provider();

@@ -13,11 +13,8 @@
 //! - Readers ignore the parameter (FORMAT.md section 9: unknown names are
 //!   ignored); opening drops the marker, so the token never reaches M.
 
-use imap_next::imap_types::search::SearchKey;
-use imap_next::imap_types::sequence::SequenceSet;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::client::{Client, ClientError};
 use crate::envelope::header;
 
 /// The marker parameter that carries the token.
@@ -75,25 +72,6 @@ pub fn token_of(header_block: &[u8]) -> Option<String> {
                 .all(|b| b.is_ascii_hexdigit() || b == b'.' || b.is_ascii_digit());
         (k.trim().eq_ignore_ascii_case(PARAM) && valid).then(|| v.to_ascii_lowercase())
     })
-}
-
-/// UIDs from `from` on whose marker carries any copy token, by the
-/// provider's search (`UID from:* HEADER X-Writ "copy="`).
-pub async fn search(client: &mut Client, from: u32) -> Result<Vec<u32>, ClientError> {
-    let Ok(set) = SequenceSet::try_from(format!("{}:*", from.max(1)).as_str()) else {
-        return Ok(Vec::new());
-    };
-    let header = SearchKey::Header(
-        "X-Writ"
-            .try_into()
-            .map_err(|_| ClientError::Invalid("search"))?,
-        format!("{PARAM}=")
-            .try_into()
-            .map_err(|_| ClientError::Invalid("search"))?,
-    );
-    let uids = client.uid_search(vec![SearchKey::Uid(set), header]).await?;
-    // "n:*" always matches the highest UID, even below n (RFC 3501 §6.4.8).
-    Ok(uids.into_iter().filter(|&u| u >= from).collect())
 }
 
 #[cfg(test)]

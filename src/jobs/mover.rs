@@ -648,9 +648,11 @@ impl Mover {
             Some(_) => None,
         };
         if let Some(from) = search_from.filter(|_| !book.tokens.is_empty()) {
-            let found = copies::search(client, from).await?;
+            // Every message from there on, by its header fields: never the
+            // provider's search, which may miss custom X- fields (a copy
+            // not found would be made again, a duplicate).
             candidates.extend(
-                scan::scan(client, &found)
+                scan::scan_from(client, from)
                     .await?
                     .into_iter()
                     .filter(|s| s.copy.as_ref().is_some_and(|t| book.tokens.contains_key(t)))
