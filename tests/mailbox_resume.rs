@@ -813,6 +813,36 @@ fn a_flood_of_untagged_responses_stops_the_mailbox_at_the_cap() {
     assert_untouched(&user, &originals);
 }
 
+/// Fewer responses than the cap, but large ones: 20 SEARCH answers of a
+/// million UIDs each (about 80 MB kept) stop the mailbox at the kept
+/// responses' memory cap.
+#[test]
+fn a_few_huge_untagged_responses_stop_the_mailbox_at_the_memory_cap() {
+    let p = provider();
+    let user = p.new_user("floodbig");
+    let originals = fill(&user, 3);
+    let mut huge = b"* SEARCH".to_vec();
+    huge.extend(b" 1".repeat(1_000_000));
+    huge.extend(b"\r\n");
+    let huge = huge.repeat(20);
+    let hostile = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(move |r| {
+            if r.starts_with(b"* SEARCH") {
+                huge.clone()
+            } else {
+                r.to_vec()
+            }
+        }),
+    );
+    let job = new_job(hostile.addr());
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("more than 64 MiB of them"), "{stderr}");
+    assert_untouched(&user, &originals);
+}
+
 #[test]
 fn an_answer_trickled_for_ever_ends_at_the_command_deadline() {
     let p = provider();

@@ -18,8 +18,9 @@
 //! - Untagged data is kept only where a command of writ's needs it
 //!   (CAPABILITY, LIST, STATUS, SEARCH; EXISTS and RECENT as their latest
 //!   value); everything else is dropped as it arrives. At most
-//!   [`MAX_KEPT`] untagged responses are kept for the commands in flight:
-//!   one more is [`ClientError::TooManyResponses`], which ends the session.
+//!   [`MAX_KEPT`] untagged responses, holding about [`MAX_KEPT_BYTES`],
+//!   are kept for the commands in flight: past either is
+//!   [`ClientError::TooManyResponses`], which ends the session.
 //! - FETCH data is kept only for a UID a FETCH in flight asked for, in the
 //!   section it asked for, and once: a second body for the same UID and
 //!   section is [`ClientError::AnsweredTwice`] (the session ends; neither
@@ -81,6 +82,23 @@ const MAX_RESPONSE: u32 = 256 * 1024 * 1024;
 /// mailboxes than this is refused).
 pub const MAX_KEPT: usize = 100_000;
 
+/// About the memory the kept untagged responses may hold at once (64 MiB:
+/// a SEARCH naming 16 million UIDs, LIST of far more mailboxes than
+/// [`MAX_KEPT`]); past it, [`ClientError::TooManyResponses`].
+pub const MAX_KEPT_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a kept response holds, about: 4 bytes a UID, a mailbox name's
+/// length, a few words for the rest.
+fn kept_size(data: &Data<'_>) -> usize {
+    const WORDS: usize = 64;
+    match data {
+        Data::Search(uids, _) => uids.len() * 4 + WORDS,
+        Data::List { mailbox, .. } => format!("{mailbox:?}").len() + WORDS,
+        Data::Capability(caps) => caps.as_ref().len() * WORDS,
+        _ => WORDS,
+    }
+}
+
 /// A command's overall deadline, in provider timeouts, counted again each
 /// time the provider completes something awaited.
 pub const COMMAND_TIMEOUTS: u32 = 10;
@@ -123,8 +141,9 @@ pub enum ClientError {
     )]
     UidValidityChanged { was: u32, now: u32 },
     #[error(
-        "the provider sent more than {0} untagged responses to one command (a provider fault or \
-         an attack): stopped that mailbox; check the provider before running again"
+        "the provider sent more than {0} untagged responses, or more than 64 MiB of them, to one \
+         command (a provider fault or an attack): stopped that mailbox; check the provider \
+         before running again"
     )]
     TooManyResponses(usize),
     #[error(
@@ -230,6 +249,9 @@ pub struct Client {
     /// Untagged data seen since the last command finished, of the kinds
     /// writ's commands need (at most [`MAX_KEPT`]).
     data: Vec<Data<'static>>,
+    /// About the memory `data` holds ([`kept_size`]; at most
+    /// [`MAX_KEPT_BYTES`]).
+    kept_bytes: usize,
     /// UID FETCHes sent by `start_fetch` and not yet collected, in the
     /// order sent, with what arrived for them.
     fetches: Vec<flight::InFlight>,
@@ -276,6 +298,7 @@ impl Client {
             capabilities: Vec::new(),
             next_tag: 1,
             data: Vec::new(),
+            kept_bytes: 0,
             fetches: Vec::new(),
             outstanding: HashSet::new(),
             answers: HashMap::new(),
@@ -518,7 +541,8 @@ impl Client {
             // EXPUNGE, FLAGS, ... : nothing here asks for them.
             _ => return Ok(()),
         }
-        if self.data.len() >= MAX_KEPT {
+        self.kept_bytes += kept_size(&data);
+        if self.data.len() >= MAX_KEPT || self.kept_bytes > MAX_KEPT_BYTES {
             return Err(ClientError::TooManyResponses(MAX_KEPT));
         }
         self.data.push(data);
@@ -747,6 +771,7 @@ impl Client {
     /// The untagged data kept so far (FETCH data is never here: it stays
     /// with the FETCH that asked for it).
     fn take_data(&mut self) -> Vec<Data<'static>> {
+        self.kept_bytes = 0;
         std::mem::take(&mut self.data)
     }
 
@@ -835,6 +860,7 @@ impl Client {
             .iter()
             .any(|d| matches!(d, Data::Exists(_) | Data::Recent(_)));
         self.data.clear();
+        self.kept_bytes = 0;
         if status.kind != StatusKind::Ok {
             return Err(refusal("IDLE", &status));
         }
