@@ -601,6 +601,21 @@ fn body_of(response: &[u8], n: usize) -> Option<&[u8]> {
     whole_body(response).filter(|b| contains(b, format!("Subject: resume {n}\r\n").as_bytes()))
 }
 
+/// A seal job with `args` through `hostile` (counted by a proxy in front
+/// of it) that exits 1: the proxy, the job, its stdout and stderr.
+fn a_failing_run(
+    hostile: &HostileProvider,
+    user: &User,
+    args: &[&str],
+) -> (FaultProxy, Jobs, String, String) {
+    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
+    let job = new_job(proxy.addr());
+    let out = job.job(user, "seal", args);
+    let (stdout, stderr) = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    (proxy, job, stdout, stderr)
+}
+
 /// stdout and stderr of a job, for assertions.
 fn said(out: &Output) -> (String, String) {
     (
@@ -643,11 +658,7 @@ fn an_answer_that_is_not_the_whole_message_leaves_that_original_alone() {
             }
         }),
     );
-    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
-    let job = new_job(proxy.addr());
-    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
-    let (stdout, stderr) = said(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (proxy, job, stdout, _stderr) = a_failing_run(&hostile, &user, &["--mailbox", "INBOX"]);
     assert!(
         stdout.contains("INBOX: 1 sealed") && stdout.contains("4 failed"),
         "{stdout}"
@@ -731,11 +742,7 @@ fn a_size_that_is_right_the_second_time_is_sealed_and_one_always_wrong_is_not() 
             }
         }),
     );
-    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
-    let job = new_job(proxy.addr());
-    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
-    let (stdout, stderr) = said(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (_proxy, job, stdout, _stderr) = a_failing_run(&hostile, &user, &["--mailbox", "INBOX"]);
     assert!(
         stdout.contains("INBOX: 2 sealed") && stdout.contains("2 failed"),
         "{stdout}"
@@ -784,11 +791,8 @@ fn a_provider_answering_one_uid_again_and_again_stops_the_mailbox_unused() {
             flood
         }),
     );
-    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
-    let job = new_job(proxy.addr());
-    let out = job.job(&user, "seal", &["--mailbox", "INBOX", "--batch", "10"]);
-    let (stdout, stderr) = said(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (proxy, _job, _stdout, stderr) =
+        a_failing_run(&hostile, &user, &["--mailbox", "INBOX", "--batch", "10"]);
     assert!(
         stderr.contains("answered UID 3 more than once") && stderr.contains("stopped"),
         "{stderr}"
@@ -815,11 +819,7 @@ fn a_flood_of_untagged_responses_stops_the_mailbox_at_the_cap() {
             }
         }),
     );
-    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
-    let job = new_job(proxy.addr());
-    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
-    let (stdout, stderr) = said(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (proxy, _job, _stdout, stderr) = a_failing_run(&hostile, &user, &["--mailbox", "INBOX"]);
     assert!(
         stderr.contains(&format!("more than {cap} untagged responses")),
         "{stderr}"
@@ -926,11 +926,7 @@ fn a_new_uidvalidity_mid_job_stops_the_mailbox_before_anything_is_removed() {
             }),
         )
     };
-    let proxy = FaultProxy::start(hostile.addr(), Faults::new());
-    let job = new_job(proxy.addr());
-    let out = job.job(&user, "seal", &STALL_ARGS);
-    let (stdout, stderr) = said(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (proxy, job, _stdout, stderr) = a_failing_run(&hostile, &user, &STALL_ARGS);
     assert!(announced.load(Ordering::SeqCst));
     assert!(
         stderr.contains("changed the mailbox's UIDVALIDITY from ") && stderr.contains("to 4242"),

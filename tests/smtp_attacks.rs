@@ -286,8 +286,13 @@ fn a_provider_answering_data_with_250_is_not_taken_for_a_delivery() {
     // Answers `250 ok` to everything but QUIT, DATA included.
     let hostile = endless_reply_provider(0);
     let writ = Writ::start(&WritConfig::relay(hostile));
+    two_messages_each_answered_451(&writ);
+}
+
+/// Two sessions through `writ`, one message each: each answered 451.
+fn two_messages_each_answered_451(writ: &Writ) {
     for round in 0..2 {
-        let mut c = relay_session(&writ);
+        let mut c = relay_session(writ);
         assert_eq!(
             c.command("MAIL FROM:<sender@elsewhere.test>").unwrap().code,
             250
@@ -310,21 +315,7 @@ fn a_provider_answering_data_with_250_is_not_taken_for_a_delivery() {
 fn a_provider_answering_the_end_of_data_with_3xx_is_not_taken_for_a_delivery() {
     let (addr, ends) = scripted_provider(Duration::from_secs(60), b"354 go on\r\n");
     let writ = Writ::start(&WritConfig::relay(addr));
-    for round in 0..2 {
-        let mut c = relay_session(&writ);
-        assert_eq!(
-            c.command("MAIL FROM:<sender@elsewhere.test>").unwrap().code,
-            250
-        );
-        assert_eq!(
-            c.command("RCPT TO:<someone@example.test>").unwrap().code,
-            250
-        );
-        assert_eq!(c.command("DATA").unwrap().code, 354);
-        c.write_raw(b"Subject: x\r\n\r\nbody\r\n.\r\n").unwrap();
-        let r = c.read_reply().unwrap();
-        assert_eq!(r.code, 451, "round {round}: {r:?}");
-    }
+    two_messages_each_answered_451(&writ);
     assert_eq!(
         *ends.lock().unwrap(),
         2,

@@ -415,9 +415,12 @@ mod tests {
         }
     }
 
-    fn auth_filter(msg: &[u8], size: usize) -> Vec<u8> {
+    /// `msg` through a filter removing writ's (`mx.writ.test`)
+    /// Authentication-Results, and the scanner's fields if `scanner`, fed
+    /// in chunks of `size`.
+    fn filtered(scanner: bool, msg: &[u8], size: usize) -> Vec<u8> {
         let mut f = SenderFieldFilter::new(Removed {
-            scanner: false,
+            scanner,
             authserv_id: Some("mx.writ.test".into()),
         });
         let mut out = Vec::new();
@@ -426,6 +429,10 @@ mod tests {
         }
         f.finish(&mut out);
         out
+    }
+
+    fn auth_filter(msg: &[u8], size: usize) -> Vec<u8> {
+        filtered(false, msg, size)
     }
 
     #[test]
@@ -455,16 +462,7 @@ Authentication-Results: mx.writ.test; body line\r\n";
     }
 
     fn both_filter(msg: &[u8], size: usize) -> Vec<u8> {
-        let mut f = SenderFieldFilter::new(Removed {
-            scanner: true,
-            authserv_id: Some("mx.writ.test".into()),
-        });
-        let mut out = Vec::new();
-        for c in msg.chunks(size) {
-            f.push(c, &mut out);
-        }
-        f.finish(&mut out);
-        out
+        filtered(true, msg, size)
     }
 
     /// The fields of `msg`'s header as the sealer reads them: name, value.

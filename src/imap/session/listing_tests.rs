@@ -3,12 +3,9 @@
 //! listing that waits behind another FETCH
 //! ([`crate::imap::fetch::FetchPlan::take_speculative`]).
 
+use super::saved_tests::{answer, exchange, send, text};
 use super::*;
 use crate::imap::cache::Cache;
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8(b).unwrap()
-}
 
 /// Logged in, with a cache that holds nothing (and its directory).
 fn logged_in() -> (Session, tempfile::TempDir) {
@@ -18,25 +15,6 @@ fn logged_in() -> (Session, tempfile::TempDir) {
     let mut s = Session::over_tls(Runner::inline()).with_cache(Some(Arc::new(cache)));
     exchange(&mut s, b"l LOGIN u p\r\n", b"l OK logged in\r\n");
     (s, dir)
-}
-
-/// The client's bytes in; what went to the provider.
-fn send(s: &mut Session, client: &[u8]) -> String {
-    s.client_input(client);
-    s.advance();
-    text(s.take_to_provider())
-}
-
-/// The provider's bytes in; what went to the client.
-fn answer(s: &mut Session, provider: &[u8]) -> String {
-    s.provider_input(provider);
-    s.advance();
-    text(s.take_to_client())
-}
-
-fn exchange(s: &mut Session, client: &[u8], provider: &[u8]) -> String {
-    send(s, client);
-    answer(s, provider)
 }
 
 /// SELECTs `mailbox`, the provider saying it holds `exists` messages.

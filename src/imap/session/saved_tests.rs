@@ -4,7 +4,7 @@
 
 use super::*;
 
-fn text(b: Vec<u8>) -> String {
+pub(super) fn text(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap()
 }
 
@@ -21,20 +21,20 @@ fn selected() -> Session {
 }
 
 /// The client's bytes in; what went to the provider.
-fn send(s: &mut Session, client: &[u8]) -> String {
+pub(super) fn send(s: &mut Session, client: &[u8]) -> String {
     s.client_input(client);
     s.advance();
     text(s.take_to_provider())
 }
 
 /// The provider's bytes in; what went to the client.
-fn answer(s: &mut Session, provider: &[u8]) -> String {
+pub(super) fn answer(s: &mut Session, provider: &[u8]) -> String {
     s.provider_input(provider);
     s.advance();
     text(s.take_to_client())
 }
 
-fn exchange(s: &mut Session, client: &[u8], provider: &[u8]) -> String {
+pub(super) fn exchange(s: &mut Session, client: &[u8], provider: &[u8]) -> String {
     send(s, client);
     answer(s, provider)
 }
