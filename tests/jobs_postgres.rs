@@ -530,6 +530,13 @@ async fn one_lease_holder_renewed_by_its_heartbeat_and_fenced_once_taken_over() 
         "0"
     );
     let again = store_a.lease("alice", "INBOX").await.unwrap();
+    // A row an older writ keyed by INBOX as written (`--mailbox inbox`)
+    // is INBOX's: a batch it left in flight is resolved, not sealed again.
+    let mut old = Checkpoint::fresh("alice", "inbox", "seal:old");
+    old.uidvalidity = 11;
+    store_a.save(&mut old, &again).await.unwrap();
+    let found = store_a.load("alice", "INBOX", "seal:old").await.unwrap();
+    assert_eq!((found.mailbox.as_str(), found.uidvalidity), ("INBOX", 11));
     store_a.release(again).await;
     drop(lease_a);
 }

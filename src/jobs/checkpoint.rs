@@ -473,7 +473,10 @@ impl Checkpoint {
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Checkpoint::fresh(account, mailbox, job));
+                return match Checkpoint::inbox_as_named_before(dir, account, mailbox, job)? {
+                    Some(cp) => Ok(cp),
+                    None => Ok(Checkpoint::fresh(account, mailbox, job)),
+                };
             }
             Err(source) => return Err(CheckpointError::Read { path, source }),
         };
@@ -489,6 +492,48 @@ impl Checkpoint {
             });
         }
         Ok(cp)
+    }
+
+    /// INBOX's checkpoint as an older writ keyed it, by the name as the
+    /// administrator wrote it (`--mailbox inbox`), now that INBOX in any
+    /// case is one mailbox: moved to `mailbox`'s key, so a batch that
+    /// older run left in flight is resolved, not sealed again. `None`
+    /// when there is none (or `mailbox` is not INBOX).
+    fn inbox_as_named_before(
+        dir: &Path,
+        account: &str,
+        mailbox: &str,
+        job: &str,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        if !mailbox.eq_ignore_ascii_case("INBOX") {
+            return Ok(None);
+        }
+        for casing in 0u8..32 {
+            let name: String = "inbox"
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if casing & (1 << i) != 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            if name == mailbox || !path(dir, account, &name, job).exists() {
+                continue;
+            }
+            let mut cp = Checkpoint::load(dir, account, &name, job)?;
+            let old = path(dir, account, &name, job);
+            cp.mailbox = mailbox.to_string();
+            cp.save(dir)?;
+            std::fs::remove_file(&old).map_err(|e| CheckpointError::Write {
+                path: old.clone(),
+                why: e.to_string(),
+            })?;
+            return Ok(Some(cp));
+        }
+        Ok(None)
     }
 
     pub fn save(&mut self, dir: &Path) -> Result<(), CheckpointError> {
@@ -538,6 +583,34 @@ mod tests {
         // Another mailbox or job has its own file.
         let other = Checkpoint::load(dir.path(), "alice", "INBOX", "reseal:00").unwrap();
         assert!(other.in_flight.is_empty());
+    }
+
+    #[test]
+    fn inbox_as_an_older_run_named_it_is_found_under_inbox() {
+        // An older writ keyed `--mailbox inbox` by the name as given, and
+        // was killed with a batch in flight.
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = Checkpoint::fresh("alice", "inbox", "seal");
+        old.uidvalidity = 7;
+        old.in_flight.push(InFlight {
+            uid: 3,
+            internal_date: None,
+            sha256: sha256_hex(b"x"),
+            token: Some("00ff.3".into()),
+        });
+        old.save(dir.path()).unwrap();
+        let cp = Checkpoint::load(dir.path(), "alice", "INBOX", "seal").unwrap();
+        assert_eq!((cp.mailbox.as_str(), cp.uidvalidity), ("INBOX", 7));
+        assert_eq!(cp.in_flight, old.in_flight);
+        // Moved: under INBOX's key now, the old file gone.
+        assert!(path(dir.path(), "alice", "INBOX", "seal").exists());
+        assert!(!path(dir.path(), "alice", "inbox", "seal").exists());
+        // Another mailbox's is not taken for INBOX's.
+        let mut other = Checkpoint::fresh("alice", "inboxes", "seal");
+        other.uidvalidity = 9;
+        other.save(dir.path()).unwrap();
+        let cp = Checkpoint::load(dir.path(), "alice", "INBOX", "reseal:00").unwrap();
+        assert_eq!(cp.uidvalidity, 0);
     }
 
     #[test]

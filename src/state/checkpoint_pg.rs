@@ -158,6 +158,25 @@ impl PgCheckpoints {
             )
             .await
             .map_err(|e| fail(self.db.err()(e)))?;
+        let row = match row {
+            Some(row) => Some(row),
+            // INBOX's row as an older writ keyed it, by the name as the
+            // administrator wrote it (`--mailbox inbox`): taken as INBOX's,
+            // so a batch that run left in flight is resolved, not sealed
+            // again; the next save writes it under INBOX (the old row is
+            // left, never read again while INBOX's exists).
+            None if mailbox.eq_ignore_ascii_case("INBOX") => client
+                .query_opt(
+                    "SELECT checkpoint FROM writ_job_checkpoint
+                     WHERE account = $1 AND upper(mailbox) = 'INBOX' AND mailbox <> $2
+                       AND job = $3
+                     ORDER BY mailbox LIMIT 1",
+                    &[&account, &mailbox, &job],
+                )
+                .await
+                .map_err(|e| fail(self.db.err()(e)))?,
+            None => None,
+        };
         let Some(row) = row else {
             return Ok(Checkpoint::fresh(account, mailbox, job));
         };
@@ -167,10 +186,13 @@ impl PgCheckpoints {
             mailbox: mailbox.to_string(),
             why,
         };
-        let cp: Checkpoint = serde_json::from_str(&text).map_err(|e| damaged(e.to_string()))?;
-        if cp.account != account || cp.mailbox != mailbox || cp.job != job {
+        let mut cp: Checkpoint = serde_json::from_str(&text).map_err(|e| damaged(e.to_string()))?;
+        let same_mailbox = cp.mailbox == mailbox
+            || (mailbox.eq_ignore_ascii_case("INBOX") && cp.mailbox.eq_ignore_ascii_case("INBOX"));
+        if cp.account != account || !same_mailbox || cp.job != job {
             return Err(damaged("it names another account, mailbox or job".into()));
         }
+        cp.mailbox = mailbox.to_string();
         Ok(cp)
     }
 
