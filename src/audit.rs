@@ -350,25 +350,42 @@ pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
 
 /// The length of the log `bytes` of `dir` without a last line cut short
 /// by an append that never ended (a crash or a full disk in the middle of
-/// its write: its line end missing, and audit.head, written after each
-/// record, not counting it). A cut record audit.head counts was complete
-/// once: then the whole length, and [`tail`] refuses it (`audit verify`
-/// names it).
+/// its write: its line end missing, and audit.head, written and signed
+/// after each record, not counting it). A cut record audit.head counts
+/// was complete once, and a head not signed by the audit key proves
+/// nothing: then the whole length, and [`tail`] refuses it (`audit
+/// verify` names it).
 fn repairable(dir: &Path, bytes: &[u8]) -> usize {
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     if whole == bytes.len() {
         return whole;
     }
     let complete = bytes[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
-    let noted = std::fs::read(dir.join(HEAD_FILE))
-        .ok()
-        .and_then(|h| serde_json::from_slice::<Head>(h.trim_ascii_end()).ok())
-        .map_or(0, |h| h.records);
+    let noted = match signed_head(dir) {
+        Some(head) => head.records,
+        // Without a head signed by the audit key nothing tells a cut
+        // record from an interrupted one, but for a log holding nothing
+        // else (its first append, cut).
+        None if complete == 0 => 0,
+        None => return bytes.len(),
+    };
     if noted <= complete {
         whole
     } else {
         bytes.len()
     }
+}
+
+/// audit.head of `dir`, if its signature is the audit key's (audit.pub).
+fn signed_head(dir: &Path) -> Option<Head> {
+    let text = std::fs::read_to_string(dir.join(HEAD_FILE)).ok()?;
+    let line = text.trim_end_matches('\n');
+    let (msg, sig) = split_signed(HEAD_DOMAIN, line)?;
+    let public = read_public_key(&dir.join(PUBLIC_FILE)).ok()?;
+    UnparsedPublicKey::new(&ED25519, public)
+        .verify(&msg, &sig)
+        .ok()?;
+    serde_json::from_str(line).ok()
 }
 
 /// (number of lines, hash of the last one) of a log, refusing a cut last

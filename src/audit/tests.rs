@@ -169,6 +169,26 @@ fn an_append_cut_short_is_removed_and_recorded_by_the_next() {
     assert_eq!(v.records, 3);
     check_noted_head(dir.path(), 3, &v.head).unwrap();
     assert!(std::fs::read(&path).unwrap().starts_with(&whole));
+    // A cut record with no head, or a head the audit key did not sign:
+    // nothing proves it was never complete, so nothing is repaired.
+    for head in [
+        None,
+        Some(&b"{\"records\":1,\"last\":\"x\",\"sig\":\"AAAA\"}\n"[..]),
+    ] {
+        let dir = setup();
+        append(dir.path(), "op", "keys.init", BTreeMap::new()).unwrap();
+        append(dir.path(), "op", "keys.rotate", BTreeMap::new()).unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let log = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &log[..log.len() - 10]).unwrap();
+        match head {
+            None => std::fs::remove_file(dir.path().join(HEAD_FILE)).unwrap(),
+            Some(forged) => std::fs::write(dir.path().join(HEAD_FILE), forged).unwrap(),
+        }
+        assert!(check_writable(dir.path()).is_err(), "{head:?}");
+        let e = append(dir.path(), "op", "keys.rotate", BTreeMap::new()).unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
+    }
     // A torn first record: the chain is empty, and begins again.
     let dir = setup();
     std::fs::write(dir.path().join(LOG_FILE), b"{\"seq\":1").unwrap();
