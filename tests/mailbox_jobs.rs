@@ -685,6 +685,32 @@ fn retire_reads_every_message_and_refuses_whatever_the_providers_search_says() {
     assert!(epoch_file.exists(), "the key is kept");
 }
 
+/// A provider that answers NIL for plaintext messages' header fields
+/// (RFC 3501 allows NIL there): unknown is not taken for sealed; the
+/// messages are sealed, each once.
+#[test]
+fn messages_whose_header_fields_come_back_nil_are_sealed_not_skipped() {
+    let p = provider();
+    let user = p.new_user("nilheaders");
+    for n in 1..=3 {
+        p.imap_append(&user, "INBOX", &message(n));
+    }
+    let nil = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().response(|r| header_fields_nil(r, b"Content-Type: text/plain")),
+    );
+    let jobs = Jobs::new(nil.addr());
+    let text = jobs.ok(jobs.job(&user, "seal", &["--mailbox", "INBOX"]));
+    assert!(text.contains("INBOX: 3 sealed"), "{text}");
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 3);
+    let mut opened: Vec<Vec<u8>> = stored.iter().map(|s| jobs.keys.open(s)).collect();
+    opened.sort();
+    let mut want: Vec<Vec<u8>> = (1..=3).map(message).collect();
+    want.sort();
+    assert_eq!(opened, want);
+}
+
 /// A FETCH response whose `BODY[HEADER.FIELDS (...)]` literal holds
 /// `field`, with that literal answered `NIL` instead.
 fn header_fields_nil(response: &[u8], field: &[u8]) -> Vec<u8> {

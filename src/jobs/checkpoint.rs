@@ -520,11 +520,29 @@ impl Checkpoint {
                     }
                 })
                 .collect();
-            if name == mailbox || !path(dir, account, &name, job).exists() {
+            if name == mailbox {
                 continue;
             }
-            let mut cp = Checkpoint::load(dir, account, &name, job)?;
             let old = path(dir, account, &name, job);
+            // Read here, not through `load`: a file gone meanwhile (another
+            // run moved it) is no reason to look for INBOX under yet
+            // another name.
+            let text = match std::fs::read(&old) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(CheckpointError::Read { path: old, source }),
+            };
+            let mut cp: Checkpoint =
+                serde_json::from_slice(&text).map_err(|e| CheckpointError::Damaged {
+                    path: old.clone(),
+                    why: e.to_string(),
+                })?;
+            if cp.account != account || cp.mailbox != name || cp.job != job {
+                return Err(CheckpointError::Damaged {
+                    path: old,
+                    why: "it names another account, mailbox or job".into(),
+                });
+            }
             cp.mailbox = mailbox.to_string();
             cp.save(dir)?;
             std::fs::remove_file(&old).map_err(|e| CheckpointError::Write {

@@ -23,6 +23,11 @@ pub struct Seen {
     pub epoch: Option<String>,
     /// The copy token in its marker (a mailbox job's copy), if sealed.
     pub copy: Option<String>,
+    /// The provider gave its header fields. `false`: it answered NIL for
+    /// them, which says nothing: taken for plaintext when sealing (the
+    /// whole message is checked when fetched; an already sealed one is
+    /// copied as it is), and as perhaps sealed when retiring a key.
+    pub answered: bool,
 }
 
 pub fn seen(f: &Fetched) -> Seen {
@@ -36,6 +41,7 @@ pub fn seen(f: &Fetched) -> Seen {
             .as_ref()
             .and_then(|_| super::copies::token_of(&f.body)),
         epoch,
+        answered: true,
     }
 }
 
@@ -45,6 +51,15 @@ pub async fn scan(client: &mut Client, uids: &[u32]) -> Result<Vec<Seen>, Client
     for chunk in uids.chunks(CHUNK) {
         let fetched = client.uid_fetch(chunk, MARKER_FIELDS).await?;
         out.extend(fetched.messages.iter().map(seen));
+        // NIL for its header fields: not left out (it would be taken for
+        // sealed), but unknown.
+        out.extend(fetched.incomplete.iter().map(|i| Seen {
+            uid: i.uid,
+            internal_date: None,
+            epoch: None,
+            copy: None,
+            answered: false,
+        }));
     }
     out.sort_by_key(|s| s.uid);
     Ok(out)

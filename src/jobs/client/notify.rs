@@ -39,7 +39,7 @@ impl Client {
         );
         self.write_reading(line.as_bytes()).await?;
         let status = self.wait_for(tag.inner()).await?;
-        self.data.clear();
+        self.take_data();
         if status.kind != StatusKind::Ok {
             return Err(refusal("NOTIFY", &status));
         }
