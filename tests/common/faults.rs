@@ -549,6 +549,28 @@ fn is_budget_spent(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<BudgetSpent>())
 }
 
+/// One server response from `reader`, a line with its literals:
+/// `(bytes, true)`, or `(what came, false)` when the stream ended inside
+/// it.
+pub fn read_response(reader: &mut impl BufRead) -> io::Result<(Vec<u8>, bool)> {
+    let mut response = Vec::new();
+    loop {
+        let start = response.len();
+        let n = reader.read_until(b'\n', &mut response)?;
+        if n == 0 || !response.ends_with(b"\n") {
+            return Ok((response, false));
+        }
+        let Some((len, _)) = literal_at_end(&response[start..]) else {
+            return Ok((response, true));
+        };
+        let before = response.len();
+        reader.by_ref().take(len).read_to_end(&mut response)?;
+        if ((response.len() - before) as u64) < len {
+            return Ok((response, false));
+        }
+    }
+}
+
 /// A literal announced at the end of a line: `{n}`, `{n+}`, `~{n}`,
 /// `~{n+}`; `(n, synchronising)`.
 fn literal_at_end(line: &[u8]) -> Option<(u64, bool)> {
@@ -844,28 +866,12 @@ fn server_to_client(conn: &Conn, server: TcpStream) {
     let mut reader = BufReader::new(server);
     let result = (|| -> io::Result<()> {
         loop {
-            let mut response = Vec::new();
-            // One response line with its literals.
-            loop {
-                let start = response.len();
-                let n = reader.read_until(b'\n', &mut response)?;
-                if n == 0 || !response.ends_with(b"\n") {
-                    if !response.is_empty() {
-                        lock(&conn.to_client).write_all(&response)?;
-                    }
-                    return Ok(());
+            let (response, whole) = read_response(&mut reader)?;
+            if !whole {
+                if !response.is_empty() {
+                    lock(&conn.to_client).write_all(&response)?;
                 }
-                match literal_at_end(&response[start..]) {
-                    Some((len, _)) => {
-                        let before = response.len();
-                        reader.by_ref().take(len).read_to_end(&mut response)?;
-                        if ((response.len() - before) as u64) < len {
-                            lock(&conn.to_client).write_all(&response)?;
-                            return Ok(());
-                        }
-                    }
-                    None => break,
-                }
+                return Ok(());
             }
             let (tag, _) = parse_command(&response);
             let mut to_raw = false;

@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use super::faults::read_response;
+use super::imap::literal_announcement;
+
 type Rewrite = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 type Pick = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
@@ -129,7 +132,7 @@ fn client_to_server(
         if reader.read_until(b'\n', &mut line)? == 0 {
             return Ok(());
         }
-        let literal = literal_at_end(&line);
+        let literal = literal_announcement(&line);
         let line = match &lies.command {
             Some(f) => f(&line),
             None => line,
@@ -150,27 +153,9 @@ fn server_to_client(
     lies: &Lies,
 ) -> io::Result<()> {
     loop {
-        let mut response = Vec::new();
-        // One response line with its literals.
-        loop {
-            let start = response.len();
-            let n = reader.read_until(b'\n', &mut response)?;
-            if n == 0 || !response.ends_with(b"\n") {
-                return client.write_all(&response);
-            }
-            match literal_at_end(&response[start..]) {
-                Some(len) => {
-                    let before = response.len();
-                    reader
-                        .by_ref()
-                        .take(len as u64)
-                        .read_to_end(&mut response)?;
-                    if response.len() - before < len {
-                        return client.write_all(&response);
-                    }
-                }
-                None => break,
-            }
+        let (response, whole) = read_response(&mut reader)?;
+        if !whole {
+            return client.write_all(&response);
         }
         let out = match &lies.response {
             Some(f) => f(&response),
@@ -188,21 +173,6 @@ fn server_to_client(
     }
 }
 
-/// A literal announced at the end of a line (`{n}`, `{n+}`): its length.
-pub fn literal_at_end(line: &[u8]) -> Option<usize> {
-    let body = line
-        .strip_suffix(b"\r\n")
-        .or_else(|| line.strip_suffix(b"\n"))?;
-    let body = body.strip_suffix(b"}")?;
-    let open = body.iter().rposition(|&b| b == b'{')?;
-    let digits = &body[open + 1..];
-    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 /// Where the whole body of a FETCH response is: (start of `BODY[] {n}`,
 /// start of the literal, end of the literal). `None` for any other
 /// response.
@@ -211,7 +181,7 @@ fn whole_body_at(response: &[u8]) -> Option<(usize, usize, usize)> {
         return None;
     }
     let line_end = response.iter().position(|&b| b == b'\n')? + 1;
-    let len = literal_at_end(&response[..line_end])?;
+    let len = literal_announcement(&response[..line_end])?;
     let line = &response[..line_end];
     let open = line.iter().rposition(|&b| b == b'{')?;
     let item = open.checked_sub(b"BODY[] ".len())?;

@@ -422,7 +422,7 @@ fn finish(untagged: Vec<Line>, tagged: Line) -> io::Result<Response> {
 
 /// `Some(N)` if the line ends with a literal announcement `{N}\r\n` (or
 /// `{N+}` / `~{N}` forms).
-fn literal_announcement(text: &[u8]) -> Option<usize> {
+pub fn literal_announcement(text: &[u8]) -> Option<usize> {
     let body = text
         .strip_suffix(b"\r\n")
         .or_else(|| text.strip_suffix(b"\n"))?;
