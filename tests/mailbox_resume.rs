@@ -432,6 +432,77 @@ fn copies_stored_after_a_timeout_and_retry_are_removed() {
     late_copies_are_removed_by_the_next_run(&job, &proxy, &user, &originals);
 }
 
+/// A message of about `mib` MiB: a base64 attachment of pseudo-random
+/// bytes (nothing on the way can shrink it).
+fn large_message(mib: usize) -> Vec<u8> {
+    let mut rng = Rng(0x5eed_0f_1a_46e);
+    let mut m = b"From: big@example.org\r\nTo: r@example.test\r\nSubject: large\r\n\
+        Message-ID: <resume-large@example.org>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: application/octet-stream\r\n\
+        Content-Transfer-Encoding: base64\r\n\r\n"
+        .to_vec();
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    while m.len() < mib << 20 {
+        for _ in 0..76 {
+            m.push(ALPHABET[(rng.next() % 64) as usize]);
+        }
+        m.extend_from_slice(b"\r\n");
+    }
+    m
+}
+
+#[test]
+fn a_message_larger_than_the_timeout_times_the_uplink_is_still_sealed() {
+    let p = provider();
+    let user = p.new_user("slowuplink");
+    let mut originals = fill(&user, 2);
+    let big = large_message(9);
+    {
+        let mut imap = p.imap(&user);
+        let r = imap.command_with_literal("APPEND INBOX (\\Seen)", &big, "");
+        assert!(r.is_ok(), "{}", r.text());
+        imap.logout();
+    }
+    originals.insert("<resume-large@example.org>".into(), big);
+    // 2.5 MB a second toward the provider, 2 s of provider timeout: the
+    // sealed copy (over 12 MB) takes about five seconds to go out, more
+    // than the kernel's socket buffers can absorb within one timeout.
+    const RATE: u64 = 2_500_000;
+    let proxy = FaultProxy::start(p.imap_addr(), Faults::new().uplink(RATE));
+    let job = new_job(proxy.addr());
+    job.configure(
+        proxy.addr(),
+        "security = \"plain\"\ntimeout_secs = 2",
+        Some(&jobs_settings(2)),
+    );
+    let out = job.job(&user, "seal", &["--mailbox", "INBOX"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The link was as slow as said: the APPEND's literal was still on its
+    // way well past one provider timeout (the next command came after).
+    let events = proxy.events();
+    let literal = |line: &str| -> u64 {
+        let size = line.rsplit('{').next().unwrap_or("");
+        size.trim_end_matches(['}', '+']).parse().unwrap_or(0)
+    };
+    let append = (0..events.len())
+        .filter(|&i| events[i].command == "APPEND")
+        .max_by_key(|&i| literal(&events[i].line))
+        .unwrap();
+    assert!(literal(&events[append].line) > 12_000_000, "{events:?}");
+    let after = &events[append + 1];
+    assert!(
+        after.at.duration_since(events[append].at) > Duration::from_secs(3),
+        "{events:?}"
+    );
+    assert_eq!(proxy.count("APPEND"), 3, "each copy sent once, no retry");
+    assert_exactly_once(&user, &job.keys, &originals);
+}
+
 /// The commands the job sent through `proxy` before its first APPEND.
 fn before_first_append(proxy: &FaultProxy) -> Vec<String> {
     proxy

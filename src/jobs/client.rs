@@ -32,7 +32,9 @@
 //!   [`Incomplete`] answer instead, which callers treat as that message's
 //!   failure (the original is never touched on its strength).
 //! - Tagged answers are kept only for tags writ sent and awaits.
-//! - Every read has the provider timeout; every command also has an
+//! - Every read, and every step of a write (some bytes out or in), has
+//!   the provider timeout: a message larger than the timeout × the
+//!   uplink's rate still goes out; every command also has an
 //!   overall deadline of [`COMMAND_TIMEOUTS`] provider timeouts, counted
 //!   again each time the provider completes something awaited (a tagged
 //!   answer, a message body asked for): a provider that trickles bytes, or

@@ -20,6 +20,9 @@
 //! - [`Faults::cut_after_bytes`]: the selected connections are closed,
 //!   without a word, once the client has sent N bytes on them (exactly those
 //!   N bytes reach the server).
+//! - [`Faults::uplink`]: a slow link toward the provider: the client's
+//!   bytes are read at most N a second (answers come back at full speed).
+//!   It paces, it does not synchronise: a link of that rate.
 //! - [`Faults::hold`]: a provider that stalls: the matching command and
 //!   everything the client sends after it on that connection are held back
 //!   (the client hears nothing) until [`FaultProxy::release`], which, once
@@ -146,6 +149,7 @@ struct Rule {
 pub struct Faults {
     rules: Vec<Rule>,
     cuts: Vec<(u64, When)>,
+    uplink: Option<u64>,
 }
 
 impl Faults {
@@ -186,6 +190,14 @@ impl Faults {
     /// server gets exactly those bytes.
     pub fn cut_after_bytes(mut self, bytes: u64, connections: When) -> Faults {
         self.cuts.push((bytes, connections));
+        self
+    }
+
+    /// Every connection's client bytes are read at most `bytes_per_second`
+    /// (at most 1/20 s of them at a time): a slow uplink toward the
+    /// provider.
+    pub fn uplink(mut self, bytes_per_second: u64) -> Faults {
+        self.uplink = Some(bytes_per_second.max(20));
         self
     }
 
@@ -479,7 +491,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Mutex<Shared>>) {
     let Ok((client_w, server_r, client_r, server_w, client_keep, server_keep)) = clones else {
         return;
     };
-    let (number, budget) = {
+    let (number, budget, uplink) = {
         let mut s = lock(&shared);
         s.connections += 1;
         let number = s.connections;
@@ -491,7 +503,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Mutex<Shared>>) {
             .filter(|(_, when)| when.hits(number))
             .map(|(bytes, _)| *bytes)
             .min();
-        (number, budget)
+        (number, budget, s.faults.uplink)
     };
     let conn = Arc::new(Conn {
         number,
@@ -508,6 +520,10 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Mutex<Shared>>) {
     let reader = BufReader::new(Budget {
         inner: client_r,
         left: budget,
+        pace: uplink.map(|rate| Pace {
+            rate,
+            free_at: Instant::now(),
+        }),
     });
     let _ = client_to_server(&conn, reader, server_w);
 }
@@ -517,6 +533,31 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Mutex<Shared>>) {
 struct Budget {
     inner: TcpStream,
     left: Option<u64>,
+    pace: Option<Pace>,
+}
+
+/// [`Faults::uplink`]'s link: busy for `n / rate` seconds after each `n`
+/// bytes read (an idle link saves up nothing).
+struct Pace {
+    rate: u64,
+    free_at: Instant,
+}
+
+impl Pace {
+    /// Waits until the link is free; at most 1/20 s of it may be read next.
+    fn allowance(&self) -> usize {
+        let now = Instant::now();
+        if self.free_at > now {
+            thread::sleep(self.free_at - now);
+        }
+        usize::try_from((self.rate / 20).max(1)).unwrap_or(usize::MAX)
+    }
+
+    /// `n` bytes went over the link.
+    fn carried(&mut self, n: usize) {
+        let busy = Duration::from_secs_f64(n as f64 / self.rate as f64);
+        self.free_at = self.free_at.max(Instant::now()) + busy;
+    }
 }
 
 #[derive(Debug)]
@@ -532,6 +573,23 @@ impl std::error::Error for BudgetSpent {}
 
 impl Read for Budget {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let buf = match &self.pace {
+            Some(pace) => {
+                let max = buf.len().min(pace.allowance());
+                &mut buf[..max]
+            }
+            None => buf,
+        };
+        let n = self.read_within_budget(buf)?;
+        if let Some(pace) = &mut self.pace {
+            pace.carried(n);
+        }
+        Ok(n)
+    }
+}
+
+impl Budget {
+    fn read_within_budget(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(left) = self.left else {
             return self.inner.read(buf);
         };

@@ -30,7 +30,7 @@ use imap_next::imap_types::fetch::{
 use imap_next::imap_types::flag::{Flag, FlagFetch};
 use imap_next::imap_types::response::{Code, StatusKind};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::timeout;
 
 use super::{
     Appending, Client, ClientError, Fetched, MAX_RESPONSE, mailbox_value, refusal, uid_set,
@@ -132,10 +132,13 @@ impl Client {
     /// on full socket buffers for ever. What is read goes to the flow as
     /// input, at most [`MAX_RESPONSE`] bytes per write (then writ only
     /// writes, and a provider that neither reads nor stops sending runs
-    /// into the timeout). The whole write has the timeout, as one
-    /// `write_all` had: past it, a [`ClientError::Timeout`].
+    /// into the timeout). The timeout is one of inactivity: each step
+    /// (some bytes written or read) must come within it, so a message
+    /// larger than the timeout × the uplink's rate still goes out; the
+    /// whole write is bounded by the command's deadline
+    /// ([`COMMAND_TIMEOUTS`](super::COMMAND_TIMEOUTS) timeouts), which its
+    /// caller awaits it under. Past either, an error.
     pub(super) async fn write_reading(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let deadline = Instant::now() + self.timeout;
         let mut written = 0;
         let mut read = 0u64;
         while written < bytes.len() {
@@ -174,7 +177,7 @@ impl Client {
                     Poll::Pending => Poll::Pending,
                 }
             });
-            match timeout_at(deadline, step).await {
+            match timeout(self.timeout, step).await {
                 Err(_) => return Err(ClientError::Timeout(self.timeout.as_secs())),
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return Err(ClientError::Closed);
