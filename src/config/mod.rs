@@ -104,6 +104,8 @@ impl Default for KeysConfig {
 pub struct SealConfig {
     /// Recipients every sealed message is also encrypted to, besides the
     /// active epoch and the escrow key.
+    /// At most [`MAX_EXTRA_RECIPIENTS`]: readers cap a message's age
+    /// header (`envelope::MAX_AGE_HEADER`).
     #[serde(deserialize_with = "de_recipients")]
     pub extra_recipients: Vec<age::x25519::Recipient>,
     /// Header fields protected in addition to the built-in list.
@@ -121,7 +123,10 @@ pub struct SealConfig {
     pub temp_dir: Option<PathBuf>,
     /// Bytes of a header block kept for the outer header and the summary.
     /// A longer header is still sealed whole (the payload is byte-exact);
-    /// fields past the cap stay inside only.
+    /// fields past the cap stay inside only. 1 KiB ..= 4 MiB
+    /// ([`MAX_HEADER_BYTES_RANGE`]): readers take a stored header of at
+    /// most `envelope::open::MAX_STORED_HEADER` (8 MiB).
+    #[serde(deserialize_with = "de_max_header_bytes")]
     pub max_header_bytes: u64,
 }
 
@@ -265,9 +270,38 @@ impl CheckStr for FieldName {
     }
 }
 
+/// Most `[seal] extra_recipients`.
+pub const MAX_EXTRA_RECIPIENTS: usize = 64;
+
+/// What `[seal] max_header_bytes` may be.
+pub const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=4 * 1024 * 1024;
+
+// Sealed headers stay readable: the outer header (at most
+// max_header_bytes plus writ's fields) is within the readers' cap.
+const _: () =
+    assert!(*MAX_HEADER_BYTES_RANGE.end() * 2 <= crate::envelope::MAX_STORED_HEADER as u64);
+
 fn de_recipients<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<age::x25519::Recipient>, D::Error> {
     let items = Vec::<Checked<age::x25519::Recipient>>::deserialize(d)?;
+    if items.len() > MAX_EXTRA_RECIPIENTS {
+        return Err(serde::de::Error::custom(format!(
+            "{} recipients: at most {MAX_EXTRA_RECIPIENTS}",
+            items.len()
+        )));
+    }
     Ok(items.into_iter().map(|i| i.0).collect())
+}
+
+fn de_max_header_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if !MAX_HEADER_BYTES_RANGE.contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "{n}: must be {}..={} bytes",
+            MAX_HEADER_BYTES_RANGE.start(),
+            MAX_HEADER_BYTES_RANGE.end()
+        )));
+    }
+    Ok(n)
 }
 
 fn de_field_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -480,6 +514,19 @@ mod tests {
         assert_eq!(c.seal.outer_fields, ["X-Loop"]);
         let e = parse("[seal]\nouter_fields = [\"X-Loop:\"]\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("outer_fields"), "{e}");
+        let many = vec![format!("\"{r}\""); MAX_EXTRA_RECIPIENTS + 1].join(", ");
+        let e = parse(&format!("[seal]\nextra_recipients = [{many}]\n")).unwrap_err();
+        assert!(e.contains("at most 64") && e.contains("extra_recipients"), "{e}");
+        let many = vec![format!("\"{r}\""); MAX_EXTRA_RECIPIENTS].join(", ");
+        parse(&format!("[seal]\nextra_recipients = [{many}]\n")).unwrap();
+        for bad in [0, 1023, 4 * 1024 * 1024 + 1] {
+            let e = parse(&format!("[seal]\nmax_header_bytes = {bad}\n")).unwrap_err();
+            assert!(e.contains("must be 1024..=4194304 bytes"), "{e}");
+        }
+        for good in [1024, 1 << 20, 4 << 20] {
+            let c = parse(&format!("[seal]\nmax_header_bytes = {good}\n")).unwrap();
+            assert_eq!(c.seal.max_header_bytes, good);
+        }
     }
 
     #[test]

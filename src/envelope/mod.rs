@@ -37,7 +37,8 @@ mod witness;
 pub use detect::{Detected, detect, stored_prefix};
 pub use identity::OpeningKey;
 pub use open::{
-    Keys, Opened, open, open_summary, open_summary_of, open_with_summary, read_summary,
+    Keys, MAX_AGE_HEADER, MAX_AGE_HEADER_LINES, MAX_STORED_HEADER, Opened, open, open_summary,
+    open_summary_of, open_with_summary, read_summary,
 };
 pub use payload::{Workers, cores, worker_budget};
 pub use scan::Limits;

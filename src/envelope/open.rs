@@ -13,7 +13,11 @@
 //! so a message is either wholly readable or wholly undecryptable. Caps:
 //! stored header 8 MiB ([`MAX_STORED_HEADER`]), container line 64 KiB,
 //! summary part 64 MiB of armor ([`MAX_SUMMARY_PART`], for part 1 read
-//! from the stored message or given alone).
+//! from the stored message or given alone), age header of either part
+//! [`MAX_AGE_HEADER`] bytes in at most [`MAX_AGE_HEADER_LINES`] lines
+//! (the age crate parses its header again from the start for each line
+//! read: without the cap a forged header of a million short stanzas
+//! would hold an opening thread for minutes).
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -72,6 +76,47 @@ pub const MAX_STORED_HEADER: usize = 8 * 1024 * 1024;
 /// Longest summary part read (armor, after transfer decoding); a longer
 /// one is cut there and fails as damaged.
 pub const MAX_SUMMARY_PART: usize = 64 * 1024 * 1024;
+
+/// Longest age header read before decryption (a header holds one stanza
+/// per recipient, about 110 bytes each for X25519; writ seals to at most
+/// 2 + `seal.extra_recipients`' cap of 64).
+pub const MAX_AGE_HEADER: usize = 32 * 1024;
+/// Most lines an age header may have (two per X25519 stanza).
+pub const MAX_AGE_HEADER_LINES: usize = 512;
+
+/// Reads the age header (up to and including its `---` line) within
+/// [`MAX_AGE_HEADER`] and [`MAX_AGE_HEADER_LINES`], and gives it back
+/// followed by the rest of `r`: what the age crate may then parse. Past
+/// either cap, damaged. (An input that ends before its `---` is given
+/// back as it is: age reports it.)
+fn bounded_age_header<R: BufRead>(
+    mut r: R,
+) -> Result<io::Chain<io::Cursor<Vec<u8>>, R>, EnvelopeError> {
+    let mut header = Vec::with_capacity(512);
+    let mut lines = 0usize;
+    loop {
+        let room = (MAX_AGE_HEADER + 1).saturating_sub(header.len()) as u64;
+        let start = header.len();
+        let n = (&mut r)
+            .take(room)
+            .read_until(b'\n', &mut header)
+            .map_err(|e| EnvelopeError::Damaged(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        lines += 1;
+        if header.len() > MAX_AGE_HEADER || lines > MAX_AGE_HEADER_LINES {
+            return Err(EnvelopeError::Damaged(format!(
+                "the age header is longer than {MAX_AGE_HEADER} bytes or \
+                 {MAX_AGE_HEADER_LINES} lines"
+            )));
+        }
+        if header[start..].starts_with(b"---") {
+            break;
+        }
+    }
+    Ok(io::Cursor::new(header).chain(r))
+}
 
 /// What [`open`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,7 +354,8 @@ fn decrypt_into(
     out: &mut dyn Write,
 ) -> Result<u64, EnvelopeError> {
     let dearmored = io::BufReader::with_capacity(64 * 1024, Dearmor::new(r));
-    let decryptor = age::Decryptor::new_buffered(dearmored).map_err(decrypt_error)?;
+    let decryptor =
+        age::Decryptor::new_buffered(bounded_age_header(dearmored)?).map_err(decrypt_error)?;
     let mut reader = decryptor
         .decrypt(identities.iter().copied())
         .map_err(decrypt_error)?;
@@ -563,7 +609,8 @@ fn summary_from(body: impl Read, ids: &[&dyn age::Identity]) -> Result<Summary, 
     // 64 KiB ones cost more to allocate and clear than the summary takes
     // to decrypt).
     let dearmored = io::BufReader::with_capacity(SUMMARY_BUFFER, Dearmor::new(body));
-    let decryptor = age::Decryptor::new_buffered(dearmored).map_err(decrypt_error)?;
+    let decryptor =
+        age::Decryptor::new_buffered(bounded_age_header(dearmored)?).map_err(decrypt_error)?;
     let mut reader = decryptor
         .decrypt(ids.iter().copied())
         .map_err(decrypt_error)?;

@@ -344,3 +344,72 @@ fn trees_built_in_code_are_walked_and_dropped_without_recursion() {
     let out = view::body_structure_bytes(&root, false);
     assert!(out.len() > depth * 10);
 }
+
+/// `raw` (an age file's bytes, perhaps not a valid one) in age's armor.
+fn armored(raw: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w =
+        age::armor::ArmoredWriter::wrap_output(Vec::new(), age::armor::Format::AsciiArmor).unwrap();
+    w.write_all(raw).unwrap();
+    w.finish().unwrap()
+}
+
+/// `stored` with its `which`-th armored block (0: the summary, 1: the
+/// payload) replaced by `block`.
+fn with_block(stored: &[u8], which: usize, block: &[u8]) -> Vec<u8> {
+    const BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
+    const END: &[u8] = b"-----END AGE ENCRYPTED FILE-----";
+    let find = |from: usize, what: &[u8]| {
+        from + stored[from..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .unwrap()
+    };
+    let mut at = 0;
+    for _ in 0..which {
+        at = find(at, END) + END.len();
+    }
+    let begin = find(at, BEGIN);
+    let end = find(begin, END) + END.len();
+    [&stored[..begin], block, &stored[end..]].concat()
+}
+
+#[test]
+fn an_age_header_of_endless_stanzas_is_refused_at_its_cap() {
+    // age's parser reads its header again from the start for each line:
+    // a forged header of many empty stanzas of an unknown type (each
+    // valid) would cost time quadratic in its length. Past the cap it is
+    // damaged, before age sees it, in either part.
+    let id = Identity::generate();
+    let ids = vec![id.clone()];
+    let json =
+        serde_json::to_vec(&writ::envelope::scan::scan(M, envelope::Limits::default())).unwrap();
+    let stored = forge(&id.to_public(), 1, EPOCH, &json, M);
+    let mut endless = b"age-encryption.org/v1\n".to_vec();
+    for _ in 0..envelope::MAX_AGE_HEADER_LINES {
+        endless.extend_from_slice(b"-> a\n\n");
+    }
+    endless.extend_from_slice(b"--- AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
+    let capped = |e: &EnvelopeError| e.to_string().contains("age header is longer");
+    let forged = with_block(&stored, 0, &armored(&endless));
+    let e = read_summary(Cursor::new(&forged), &ids).unwrap_err();
+    assert!(capped(&e), "{e}");
+    let e = envelope::open_summary(&forged, None, EPOCH, &ids).unwrap_err();
+    assert!(capped(&e), "{e}");
+    let forged = with_block(&stored, 1, &armored(&endless));
+    let e = open_bytes(&ids, &forged).unwrap_err();
+    assert!(capped(&e), "{e}");
+    // One byte-long line too many past the byte cap, too.
+    let long = [
+        &b"age-encryption.org/v1\n-> a "[..],
+        &vec![b'b'; envelope::MAX_AGE_HEADER][..],
+        b"\n\n--- AAAA\n",
+    ]
+    .concat();
+    let forged = with_block(&stored, 0, &armored(&long));
+    let e = read_summary(Cursor::new(&forged), &ids).unwrap_err();
+    assert!(capped(&e), "{e}");
+    // The genuine message still opens, through both parts.
+    read_summary(Cursor::new(&stored), &ids).unwrap();
+    assert_eq!(open_bytes(&ids, &stored).unwrap(), M);
+}
