@@ -91,10 +91,11 @@ pub struct OpenKeys {
 }
 
 /// What SIGHUP reloads: the keyring's new epochs join [`LiveKeys`] (every
-/// session, those in progress included, opens them from then on), and new
-/// IMAP sessions seal their APPENDs to the new active epoch (a session in
-/// progress keeps sealing to the epoch it started with, which stays
-/// readable). The sweep gets the new sealer and its own newly unlocked
+/// session, those in progress included, opens them from then on), and
+/// every IMAP session, those in progress included, seals the APPENDs it
+/// takes from then on to the new active epoch (one that went on sealing to
+/// the epoch it started with would store mail `keys retire` can make
+/// unreadable). The sweep gets the new sealer and its own newly unlocked
 /// keyring for its next mover run. The relay reads the keyring for each
 /// message and needs nothing. A failed reload changes nothing.
 struct Reloader {

@@ -181,6 +181,29 @@ fn sighup_after_keys_rotate_seals_to_the_new_epoch_without_dropping_sessions() {
     fresh.select("INBOX").expect_ok("SELECT");
     assert!(contains(&fresh.fetch_all()[2].1, appended.as_bytes()));
 
+    // So does the session that started before it: sealing to the epoch it
+    // started with would leave its APPENDs unreadable once `keys retire`
+    // removed that epoch.
+    let appended_late = unique("appended-late");
+    let m4 = message(
+        "a@elsewhere.test",
+        &user.address,
+        "four",
+        &appended_late,
+        &unique("id4"),
+    );
+    session
+        .append("INBOX", &m4)
+        .expect_ok("APPEND in the older session");
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 4);
+    assert_eq!(
+        sealed_to(&stored[3]),
+        second_epoch,
+        "a session in progress seals to the reloaded active epoch"
+    );
+    assert!(!contains(&stored[3], appended_late.as_bytes()));
+
     // A reload that cannot unlock (the passphrase file is gone) keeps the
     // keys in use, and the server keeps serving.
     std::fs::remove_file(keys.passphrase_file()).unwrap();

@@ -516,7 +516,10 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("outer_fields"), "{e}");
         let many = vec![format!("\"{r}\""); MAX_EXTRA_RECIPIENTS + 1].join(", ");
         let e = parse(&format!("[seal]\nextra_recipients = [{many}]\n")).unwrap_err();
-        assert!(e.contains("at most 64") && e.contains("extra_recipients"), "{e}");
+        assert!(
+            e.contains("at most 64") && e.contains("extra_recipients"),
+            "{e}"
+        );
         let many = vec![format!("\"{r}\""); MAX_EXTRA_RECIPIENTS].join(", ");
         parse(&format!("[seal]\nextra_recipients = [{many}]\n")).unwrap();
         for bad in [0, 1023, 4 * 1024 * 1024 + 1] {

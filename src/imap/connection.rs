@@ -172,10 +172,12 @@ pub struct Slots {
     pub prelogin: Option<PerIpGuard>,
 }
 
+/// Serves one client. `shared` is what the session started with (taken
+/// from `reloads` when it was accepted); the sealer follows `reloads`.
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    (shared, mut reloads): (Arc<Shared>, watch::Receiver<Arc<Shared>>),
     implicit_tls: bool,
     mut shutdown: watch::Receiver<bool>,
     mut slots: Slots,
@@ -231,6 +233,11 @@ pub async fn serve(
         }
     };
     loop {
+        // A keyring reload (SIGHUP) since the last step: APPENDs taken
+        // from here on are sealed to the new active epoch.
+        if reloads.has_changed().unwrap_or(false) {
+            session.set_sealer(reloads.borrow_and_update().sealer.clone());
+        }
         let step = session.advance();
         if session.authenticated() {
             slots.prelogin = None;

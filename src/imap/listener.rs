@@ -133,6 +133,7 @@ impl Listener {
                 continue;
             };
             let shared = self.shared.borrow().clone();
+            let reloads = self.shared.clone();
             let rx = shutdown.clone();
             let tls = self.implicit_tls;
             let checks = checks.clone();
@@ -150,7 +151,7 @@ impl Listener {
                 metrics::counter!(names::IMAP_SESSIONS_TOTAL, "listener" => shared.listener)
                     .increment(1);
                 metrics::gauge!(names::IMAP_SESSIONS_ACTIVE).increment(1.0);
-                connection::serve(tcp, client, shared, tls, rx, slots).await;
+                connection::serve(tcp, client, (shared, reloads), tls, rx, slots).await;
                 metrics::gauge!(names::IMAP_SESSIONS_ACTIVE).decrement(1.0);
             });
         }

@@ -366,6 +366,14 @@ impl Session {
     }
 
     /// Opened messages are kept in `cache` (per account and mailbox).
+    /// Seals the APPENDs from now on with `sealer` (the keyring was
+    /// reloaded: a session in progress follows the new active epoch, so
+    /// that nothing it stores is sealed to an epoch `keys retire` may
+    /// remove).
+    pub fn set_sealer(&mut self, sealer: Sealer) {
+        self.sealer = sealer;
+    }
+
     pub fn with_cache(mut self, cache: Option<Arc<Cache>>) -> Session {
         self.cache = cache;
         self
