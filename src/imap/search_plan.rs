@@ -406,10 +406,18 @@ impl SearchPlan {
         };
         match self.phase {
             Phase::SavedUids => self.saving.on_fetch(seq, items),
-            Phase::Count if list.len() == 1 => {
+            // `FETCH * (UID)` answered: with UID alone, or with FLAGS or
+            // MODSEQ folded in (a flag change the provider reports with
+            // it; MODSEQ on every FETCH once CONDSTORE is enabled). Either
+            // counts; what else it says goes on to the client.
+            Phase::Count => {
                 self.max_seq = self.max_seq.max(seq.get());
                 self.max_uid = self.max_uid.max(uid.get());
-                Ok(Vec::new())
+                if list.len() == 1 {
+                    Ok(Vec::new())
+                } else {
+                    Err(items)
+                }
             }
             Phase::Probe => {
                 let Some(header) = body_item(list, Some(&Section::Header(None))) else {

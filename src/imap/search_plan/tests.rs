@@ -92,6 +92,39 @@ fn body_searches_download_the_whole_message() {
 }
 
 #[test]
+fn a_count_answer_with_flags_or_modseq_folded_in_still_counts() {
+    // A provider may fold a flag change into its answer to `FETCH *
+    // (UID)`, or add MODSEQ to every FETCH under CONDSTORE: the mailbox is
+    // not empty for that, and the rest goes on to the client.
+    let (ids, _) = keys();
+    for answer in [
+        &b"* 1 FETCH (UID 9 FLAGS (\\Seen))\r\n"[..],
+        b"* 1 FETCH (UID 9 MODSEQ (12))\r\n",
+    ] {
+        let (mut plan, _) =
+            SearchPlan::start(&command("a UID SEARCH SUBJECT secret\r\n"), None, None)
+                .expect("a content search")
+                .expect("accepted");
+        let (seq, items) = fetch_response(answer);
+        let passed = plan.on_fetch(seq, items, &ids).expect_err("passed on");
+        assert_eq!(passed.as_ref().len(), 2);
+        let out = plan.on_status(status("writ.s1 OK done\r\n")).expect("ours");
+        let [Output::ToProvider(next)] = &out[..] else {
+            panic!("the probe, not an empty answer: {out:?}")
+        };
+        assert!(
+            wire(next).starts_with("writ.s2 FETCH 1:* "),
+            "{}",
+            wire(next)
+        );
+        let (seq, items) = fetch_response(&probe(9, M));
+        plan.on_fetch(seq, items, &ids).expect("ours");
+        let out = plan.on_status(status("writ.s2 OK done\r\n")).expect("ours");
+        assert_eq!(found(&out), [9]);
+    }
+}
+
+#[test]
 fn header_searches_of_plaintext_are_answered_by_the_probe() {
     let (ids, _) = keys();
     let (_, out) = through_probe("a UID SEARCH SUBJECT secret\r\n", M, &ids);

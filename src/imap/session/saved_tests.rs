@@ -117,6 +117,22 @@ fn a_failed_save_empties_the_saved_result() {
 }
 
 #[test]
+fn a_save_writ_refuses_bad_keeps_the_saved_result() {
+    let mut s = selected();
+    send(&mut s, b"a UID SEARCH RETURN (SAVE) ALL\r\n");
+    answer(&mut s, b"* SEARCH 1 2\r\nwrit.s5 OK done\r\n");
+    // More SORT keys than writ takes: BAD from writ, before any plan.
+    s.client_input(b"b UID SORT RETURN (SAVE) (DATE DATE DATE DATE DATE DATE DATE DATE DATE DATE) UTF-8 ALL\r\n");
+    s.advance();
+    let out = text(s.take_to_client());
+    assert!(out.starts_with("b BAD "), "{out}");
+    assert_eq!(
+        send(&mut s, b"c UID SEARCH $\r\n"),
+        "c UID SEARCH UID 1:2\r\n"
+    );
+}
+
+#[test]
 fn a_search_waits_for_a_search_before_it_to_be_answered() {
     let mut s = selected();
     // The first goes to the provider as it is; the ESEARCH's plan would

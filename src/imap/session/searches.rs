@@ -12,17 +12,23 @@ use super::*;
 impl Session {
     /// A SEARCH, SORT or THREAD: a plan when writ answers it (content
     /// keys, RETURN options, SORT, THREAD), else to the provider as it is.
-    /// A SAVE empties `$` until it succeeds.
+    /// A SAVE empties `$` until it succeeds, unless writ refuses it BAD
+    /// (then `$` stays as it was, as for a SAVE the parser refused).
     pub(super) fn start_search(
         &mut self,
         command: Command<'static>,
         returns: Option<ReturnOptions>,
     ) {
-        if returns.is_some_and(|r| r.save) {
+        let started = SearchPlan::start(&command, self.cache_ref(), returns);
+        let bad = matches!(
+            &started,
+            Some(Err(Status::Tagged(Tagged { body, .. }))) if body.kind == StatusKind::Bad
+        );
+        if returns.is_some_and(|r| r.save) && !bad {
             // Whatever its outcome: only its success saves anything.
             self.saved = None;
         }
-        match SearchPlan::start(&command, self.cache_ref(), returns) {
+        match started {
             Some(Ok(_)) if !self.in_flight.is_empty() => {
                 // Its plan may take a `* SEARCH`, which names no command:
                 // not while a command of the client's before it may still
