@@ -435,7 +435,7 @@ fn copies_stored_after_a_timeout_and_retry_are_removed() {
 /// A message of about `mib` MiB: a base64 attachment of pseudo-random
 /// bytes (nothing on the way can shrink it).
 fn large_message(mib: usize) -> Vec<u8> {
-    let mut rng = Rng(0x5eed_0f_1a_46e);
+    let mut rng = Rng(0x05ee_d0f1_a46e);
     let mut m = b"From: big@example.org\r\nTo: r@example.test\r\nSubject: large\r\n\
         Message-ID: <resume-large@example.org>\r\nMIME-Version: 1.0\r\n\
         Content-Type: application/octet-stream\r\n\
