@@ -691,3 +691,58 @@ fn auth_with_empty_and_cancelled_responses_ends_the_exchange_and_a_real_login_fo
     let log = writ.log();
     assert!(!log.contains(&plain) && !log.contains(&user.password));
 }
+
+/// An outside sender writes writ's marker and sealed Content-Type on a
+/// plaintext message, under an epoch that is not the keyring's: it is
+/// sealed like any other (it used to pass unchanged: plaintext, and
+/// whatever fields it carried, stored at the provider past the relay's
+/// filters). A message sealed by this keyring still passes unchanged.
+#[test]
+fn a_forged_marker_of_an_unknown_epoch_is_sealed_like_any_message() {
+    let p = provider();
+    let user = p.new_user("review-forged-marker");
+    let writ = Writ::start(&WritConfig::relay(p.smtp_addr()));
+    let secret = unique("forged-plaintext");
+    let forged = format!(
+        "From: a@elsewhere.test\r\nTo: {}\r\nSubject: {secret}\r\nX-Writ: v=1; key=0123456789abcdef\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; \
+         protocol=\"application/vnd.writ.sealed\"; boundary=b\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\n{secret}\r\n--b--\r\n",
+        user.address
+    );
+    common::smtp::send(
+        writ.relay_addr(),
+        "a@elsewhere.test",
+        &[&user.address],
+        forged.as_bytes(),
+    )
+    .unwrap();
+    let stored = p.wait_for_messages(&user, "INBOX", 1, DELIVERY_TIMEOUT);
+    assert!(
+        !contains(&stored[0], secret.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&stored[0])
+    );
+    let marker = writ::envelope::detect(&stored[0]).expect("sealed");
+    assert_ne!(marker.epoch, "0123456789abcdef");
+    let opened = writ.test_keys().open(&stored[0]);
+    assert!(
+        opened.ends_with(forged.as_bytes()),
+        "opens to what was sent"
+    );
+
+    // Sealed by this keyring: passed as it is.
+    let ours = sealed_message(&writ, &user.address, 4096);
+    common::smtp::send(
+        writ.relay_addr(),
+        "a@elsewhere.test",
+        &[&user.address],
+        &ours,
+    )
+    .unwrap();
+    let stored = p.wait_for_messages(&user, "INBOX", 2, DELIVERY_TIMEOUT);
+    assert!(
+        stored.iter().any(|s| s.ends_with(&ours)),
+        "passed unchanged"
+    );
+}

@@ -77,6 +77,9 @@ pub struct Sealer {
     temp_dir: Option<PathBuf>,
     limits: Limits,
     parallel: Parallel,
+    /// Epochs besides `epoch` whose sealed messages pass unchanged
+    /// ([`Sealer::knowing`]).
+    known: Arc<[String]>,
 }
 
 /// What [`Sealer::seal`] did.
@@ -105,7 +108,25 @@ impl Sealer {
             temp_dir: None,
             limits: Limits::default(),
             parallel: Parallel::default(),
+            known: Arc::from(Vec::new()),
         }
+    }
+
+    /// Messages already sealed under any of `epochs` (the keyring's) pass
+    /// unchanged too, not only those of the sealer's own epoch. A message
+    /// that looks sealed under an epoch the sealer does not know is sealed
+    /// like any other: its marker and Content-Type are anyone's to write
+    /// (an outside sender could otherwise get plaintext, or a forged
+    /// verdict encrypted to a guessed recipient, past the relay's
+    /// filters).
+    pub fn knowing(mut self, epochs: impl IntoIterator<Item = String>) -> Sealer {
+        self.known = epochs.into_iter().collect::<Vec<_>>().into();
+        self
+    }
+
+    /// Does a message sealed under `epoch` pass unchanged?
+    fn passes(&self, epoch: &str) -> bool {
+        epoch == self.epoch || self.known.iter().any(|k| k == epoch)
     }
 
     /// Further header fields to keep inside the seal only.
@@ -245,8 +266,9 @@ impl Sealer {
         };
         let head_len = head_len.min(head.len());
 
-        // 2. Already sealed: pass through unchanged, never seal twice.
-        if let Some(d) = detect(&head[..head_len]) {
+        // 2. Already sealed under an epoch this sealer knows: pass through
+        // unchanged, never seal twice.
+        if let Some(d) = detect(&head[..head_len]).filter(|d| self.passes(&d.epoch)) {
             output.write_all(&head)?;
             let rest = io::copy(&mut input, &mut output)?;
             return Ok(Sealed::AlreadySealed {

@@ -41,8 +41,9 @@ pub use unlock::Unlocked;
 pub(crate) use unlock::{encrypt_armored, passphrase_recipient, text_field};
 
 /// The sealer for new mail: the active epoch, the escrow recipient and the
-/// configured extra recipients, with the configured limits. Needs only the
-/// keyring's public part.
+/// configured extra recipients, with the configured limits; a message
+/// already sealed under one of the keyring's epochs passes unchanged.
+/// Needs only the keyring's public part.
 pub fn sealer(
     keyring: &Keyring,
     seal: &crate::config::SealConfig,
@@ -50,7 +51,8 @@ pub fn sealer(
     let active = keyring.active()?;
     let mut recipients = keyring.seal_recipients()?;
     recipients.extend(seal.extra_recipients.iter().cloned());
-    Ok(external_sealer(active.id.clone(), recipients, seal))
+    let known = keyring.epochs().iter().map(|e| e.id.clone());
+    Ok(external_sealer(active.id.clone(), recipients, seal).knowing(known))
 }
 
 /// A sealer for other recipients (external recipients' own keys), with the
