@@ -82,6 +82,36 @@ pub struct Sealer {
     known: Arc<[String]>,
 }
 
+/// Longest summary JSON written: its armor (about 1.375 times as long)
+/// stays within the readers' [`MAX_SUMMARY_PART`](super::open::MAX_SUMMARY_PART).
+pub const MAX_SUMMARY_JSON: usize = 40 * 1024 * 1024;
+
+const _: () = assert!(MAX_SUMMARY_JSON / 8 * 11 < super::open::MAX_SUMMARY_PART - 64 * 1024);
+
+/// The summary and its JSON. Its strings are M's own, so a message can
+/// make it many times its own size (a long Content-Description of control
+/// octets, each written `\u00XX`, in every part): past
+/// [`MAX_SUMMARY_JSON`] the summary is made lean ([`Summary::lean`]), so
+/// that the sealed message stays readable; a lean one past it too (not
+/// possible within the caps on parts and header) fails the seal.
+fn summary_json(summary: Summary) -> Result<(Summary, Vec<u8>), EnvelopeError> {
+    let encode =
+        |s: &Summary| serde_json::to_vec(s).map_err(|e| EnvelopeError::Summary(e.to_string()));
+    let json = encode(&summary)?;
+    if json.len() <= MAX_SUMMARY_JSON {
+        return Ok((summary, json));
+    }
+    let lean = summary.lean();
+    let json = encode(&lean)?;
+    if json.len() > MAX_SUMMARY_JSON {
+        return Err(EnvelopeError::Summary(format!(
+            "the message's structure needs a summary of {} bytes, over {MAX_SUMMARY_JSON}",
+            json.len()
+        )));
+    }
+    Ok((lean, json))
+}
+
 /// What [`Sealer::seal`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sealed {
@@ -306,9 +336,9 @@ impl Sealer {
         let mut sink = payload.finish()?;
         let summary = scanner.finish()?;
 
-        // 4. The summary, sealed to the same recipients.
-        let json =
-            serde_json::to_vec(&summary).map_err(|e| EnvelopeError::Summary(e.to_string()))?;
+        // 4. The summary, sealed to the same recipients; a lean one when
+        // the whole would not fit the readers' cap.
+        let (summary, json) = summary_json(summary)?;
         let sealed_summary = self.encrypt_small(&json, witness)?;
 
         // 5. Assemble, part 1 first.

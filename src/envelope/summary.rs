@@ -216,6 +216,55 @@ impl Summary {
     }
 }
 
+/// Longest string a lean summary keeps of a type, subtype or parameter.
+const LEAN_STRING: usize = 256;
+
+/// `s` cut to at most `max` octets, at a character boundary.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+impl Summary {
+    /// The summary without what only BODYSTRUCTURE's text fields need:
+    /// every entity's ID, description, MD5, location, languages and raw
+    /// MIME fields, the headers of embedded messages (marked cut, so
+    /// readers take them from the payload), and types, subtypes and
+    /// parameters longer than 256 octets (charsets and boundaries are
+    /// short). Offsets, sizes and the message's own header stay: listings
+    /// and searches still answer from it. For a message whose full
+    /// summary would pass the readers' cap (`seal.rs`).
+    pub fn lean(mut self) -> Summary {
+        let short = |(n, v): &(String, String)| n.len() <= LEAN_STRING && v.len() <= LEAN_STRING;
+        let mut stack: Vec<(&mut Part, bool)> = vec![(&mut self.root, true)];
+        while let Some((p, root)) = stack.pop() {
+            p.id = None;
+            p.description = None;
+            p.md5 = None;
+            p.location = None;
+            p.language = None;
+            p.mime = None;
+            cut(&mut p.media_type, LEAN_STRING);
+            cut(&mut p.subtype, LEAN_STRING);
+            p.params.retain(short);
+            if let Some(d) = &mut p.disposition {
+                cut(&mut d.kind, LEAN_STRING);
+                d.params.retain(short);
+            }
+            if !root && p.header.take().is_some() {
+                p.header_truncated = true;
+            }
+            stack.extend(p.parts.iter_mut().map(|c| (c, false)));
+        }
+        self
+    }
+}
+
 impl Part {
     pub fn is_multipart(&self) -> bool {
         self.media_type.eq_ignore_ascii_case("multipart")

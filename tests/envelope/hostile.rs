@@ -413,3 +413,44 @@ fn an_age_header_of_endless_stanzas_is_refused_at_its_cap() {
     read_summary(Cursor::new(&stored), &ids).unwrap();
     assert_eq!(open_bytes(&ids, &stored).unwrap(), M);
 }
+
+#[test]
+fn a_message_whose_summary_would_pass_the_readers_cap_is_sealed_with_a_lean_one() {
+    // Eleven parts, each with a Content-Description of a million control
+    // octets: JSON writes each as `\u0001`, so the full summary would be
+    // about 66 MB, its armor past the readers' 64 MiB: a message sealed
+    // so could never be opened. A lean summary is written instead.
+    let (sealer, ids) = keys();
+    let mut m = b"From: a@example.test\r\nSubject: lean\r\nMIME-Version: 1.0\r\n\
+        Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        .to_vec();
+    for n in 0..11 {
+        m.extend_from_slice(
+            b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Description: ",
+        );
+        m.extend(std::iter::repeat_n(1u8, 1_000_000));
+        m.extend_from_slice(format!("\r\n\r\npart {n}\r\n").as_bytes());
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    let stored = seal(&sealer, &m);
+    let summary = read_summary(Cursor::new(&stored), &ids).expect("readable");
+    assert_eq!(summary.root.parts.len(), 11);
+    for part in &summary.root.parts {
+        assert_eq!(part.description, None);
+        assert_eq!(
+            part.param("charset"),
+            Some("utf-8"),
+            "short parameters stay"
+        );
+    }
+    assert!(
+        summary.root.header.is_some(),
+        "the message's own header stays"
+    );
+    assert_eq!(open_bytes(&ids, &stored).unwrap(), m);
+    let _ = view::body_structure_bytes(&summary.root, true);
+    // A message of ordinary size keeps every field.
+    let small = b"Content-Type: text/plain\r\nContent-Description: kept\r\n\r\nx\r\n";
+    let s = read_summary(Cursor::new(&seal(&sealer, small)), &ids).unwrap();
+    assert_eq!(s.root.description.as_deref(), Some("kept"));
+}
