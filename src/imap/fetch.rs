@@ -623,8 +623,39 @@ impl FetchPlan {
     }
 
     /// A FETCH response of the provider. `Err` gives it back when it does
-    /// not belong to this plan.
+    /// not belong to this plan (it goes to the client as it is: a flag
+    /// change by another session, which the message's own answer, if not
+    /// sent yet, then carries too).
     pub fn on_fetch(
+        &mut self,
+        seq: NonZeroU32,
+        items: Vec1<MessageDataItem<'static>>,
+        keys: &(dyn Keys + Send + Sync),
+    ) -> Result<Vec<Output>, Vec1<MessageDataItem<'static>>> {
+        let answered = self.on_fetch_of_plan(seq, items, keys);
+        if let Err(passed) = &answered {
+            self.note_change(seq, passed.as_ref());
+        }
+        answered
+    }
+
+    /// A flag change passed on to the client: the probed message it names
+    /// (by UID, else by number) keeps its FLAGS and MODSEQ for its answer.
+    fn note_change(&mut self, seq: NonZeroU32, list: &[MessageDataItem<'static>]) {
+        let probed = match uid_of(list) {
+            Some(uid) => self.probed.get_mut(&uid),
+            None => self.probed.values_mut().find(|p| p.seq == seq),
+        };
+        if let Some(p) = probed
+            && take_changes(&mut p.items, list)
+        {
+            p.seen = p.items.iter().any(|i| {
+                matches!(i, MessageDataItem::Flags(f) if f.contains(&FlagFetch::Flag(Flag::Seen)))
+            });
+        }
+    }
+
+    fn on_fetch_of_plan(
         &mut self,
         seq: NonZeroU32,
         items: Vec1<MessageDataItem<'static>>,
@@ -802,6 +833,6 @@ use opening::{InOrder, Runner};
 use items::{
     answers, as_dovecot_parses, binary_refused, data_bytes, deferred, expunge_issued, incomplete,
     is_body_item, is_buffered, is_expunge_issued, is_nil_section, is_stored_header,
-    is_structure_item, part_one_cut, renumbered, show_seen,
+    is_structure_item, part_one_cut, renumbered, show_seen, take_changes,
 };
 pub(super) use items::{marker_fields, peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -237,7 +237,8 @@ impl FetchPlan {
                         continue;
                     };
                     metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
-                    let items = self.absorb(composed);
+                    let mut items = self.absorb(composed);
+                    super::items::refresh(&mut items, &probed.items);
                     out.extend(fetch(probed.seq, items));
                 }
                 Found::Missing => self.uncached.push(uid),

@@ -309,6 +309,55 @@ pub(super) fn show_seen(out: &mut Vec<Item>, probed: &[MessageDataItem<'static>]
     }
 }
 
+/// A flag change another session made while the plan ran (an unsolicited
+/// `FETCH (FLAGS ... MODSEQ ...)`, passed on to the client): `kept` (a
+/// probed message's UID, FLAGS and wanted items) takes its FLAGS and
+/// MODSEQ, so that the message's answer, sent after it, does not undo it.
+/// True when something changed.
+pub(super) fn take_changes(
+    kept: &mut Vec<MessageDataItem<'static>>,
+    changed: &[MessageDataItem<'static>],
+) -> bool {
+    let mut any = false;
+    for item in changed {
+        if !matches!(item, MessageDataItem::Flags(_) | MessageDataItem::ModSeq(_)) {
+            continue;
+        }
+        let same =
+            |k: &MessageDataItem<'_>| std::mem::discriminant(k) == std::mem::discriminant(item);
+        match kept.iter_mut().find(|k| same(k)) {
+            Some(k) => *k = item.clone(),
+            None if matches!(item, MessageDataItem::Flags(_)) => kept.push(item.clone()),
+            None => continue,
+        }
+        any = true;
+    }
+    any
+}
+
+/// An answer composed from copies of a probed message's items (on the
+/// pool) made current: its FLAGS and MODSEQ as the message's `kept`
+/// items hold them now. \Seen shown by the fetch itself stays.
+pub(super) fn refresh(out: &mut [Item], kept: &[MessageDataItem<'static>]) {
+    for item in out.iter_mut() {
+        let Item::Typed(typed) = item else { continue };
+        match (
+            &*typed,
+            kept.iter()
+                .find(|k| std::mem::discriminant(*k) == std::mem::discriminant(&*typed)),
+        ) {
+            (MessageDataItem::Flags(old), Some(now @ MessageDataItem::Flags(_))) => {
+                let shown_seen = old.contains(&FlagFetch::Flag(Flag::Seen));
+                *typed = add_seen(now.clone(), shown_seen);
+            }
+            (MessageDataItem::ModSeq(_), Some(now @ MessageDataItem::ModSeq(_))) => {
+                *typed = now.clone();
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `FLAGS` with \Seen added when `seen`; any other item unchanged.
 pub(super) fn add_seen(item: MessageDataItem<'static>, seen: bool) -> MessageDataItem<'static> {
     match item {

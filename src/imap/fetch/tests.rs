@@ -48,6 +48,44 @@ fn listing_a_sealed_message_fetches_only_its_summary() {
 }
 
 #[test]
+fn a_flag_change_passed_on_during_a_listing_is_not_undone_by_the_answer() {
+    // The probe saw FLAGS (); another session marks the message \Seen
+    // (with its MODSEQ) before writ answers from the opened summary: the
+    // client gets that change first, and the answer after it must not
+    // take the flags back.
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, _) = FetchPlan::start(
+        &command("a1 UID FETCH 1:* (UID FLAGS ENVELOPE) (CHANGEDSINCE 1)\r\n"),
+        None,
+    )
+    .expect("a FETCH");
+    let mut probe = b"* 1 FETCH (UID 7 FLAGS () MODSEQ (5) ".to_vec();
+    probe.extend(literal_item(MARKER, &marker_of(&stored)));
+    probe.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&probe);
+    assert!(
+        plan.on_fetch(seq, items, &ids)
+            .expect("the probe's")
+            .is_empty()
+    );
+    let (seq, items) = fetch_response(b"* 1 FETCH (UID 7 FLAGS (\\Seen) MODSEQ (9))\r\n");
+    assert!(plan.on_fetch(seq, items, &ids).is_err(), "passed on");
+    let out = plan.on_status(status("a1 OK done\r\n")).expect("ours");
+    assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+    let (seq, items) = fetch_response(&part_one_answer(1, 7, &stored, true));
+    let out = plan.on_fetch(seq, items, &ids).expect("ours");
+    let [Output::ToClientRaw(raw)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let raw = String::from_utf8_lossy(raw);
+    assert!(
+        raw.starts_with("* 1 FETCH (UID 7 FLAGS (\\Seen) MODSEQ (9) ENVELOPE "),
+        "{raw}"
+    );
+}
+
+#[test]
 fn a_body_section_of_a_sealed_message_is_answered_from_the_opened_message() {
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
@@ -159,7 +197,12 @@ fn the_structure_of_a_plaintext_message_is_fetched_after_the_probe() {
     let items = items.as_ref();
     assert_eq!(items.len(), 5, "{items:?}");
     assert!(matches!(items[0], MessageDataItem::Uid(_)));
-    assert!(matches!(items[1], MessageDataItem::Flags(_)));
+    // The flag change went to the client first: the answer after it
+    // carries it, not the probe's older FLAGS.
+    let MessageDataItem::Flags(flags) = &items[1] else {
+        panic!("{items:?}")
+    };
+    assert!(flags.contains(&FlagFetch::Flag(Flag::Flagged)), "{flags:?}");
     assert_eq!(items[2], MessageDataItem::Rfc822Size(52));
     assert!(matches!(items[3], MessageDataItem::Envelope(_)));
     assert!(matches!(items[4], MessageDataItem::BodyStructure(_)));

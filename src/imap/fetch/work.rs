@@ -426,10 +426,16 @@ impl FetchPlan {
         answered: Result<Option<Vec<Item>>, envelope::EnvelopeError>,
     ) -> Vec<Output> {
         match answered {
-            Ok(Some(out)) => {
+            Ok(Some(mut out)) => {
                 metrics::counter!(names::IMAP_OPENED_TOTAL).increment(1);
                 let probed = self.probed.remove(&uid);
-                probed.and_then(|p| fetch(p.seq, out)).into_iter().collect()
+                probed
+                    .and_then(|p| {
+                        super::items::refresh(&mut out, &p.items);
+                        fetch(p.seq, out)
+                    })
+                    .into_iter()
+                    .collect()
             }
             Ok(None) => {
                 self.refetch.push(uid);
