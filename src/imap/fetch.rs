@@ -184,6 +184,52 @@ struct Probed {
     offered: usize,
 }
 
+/// What the probed messages waiting for their answers may weigh in all
+/// ([`Probed::weight`]: about 260 bytes each plus their flags): past it
+/// a message is left unanswered and the command ends NO. A provider
+/// answering a probe with endless distinct UIDs, or FLAGS of megabytes,
+/// cannot grow a session without bound.
+const MAX_PROBED_BYTES: usize = 256 * 1024 * 1024;
+/// Longest FLAGS (keywords and all) kept for a message: a longer one is
+/// no answer writ takes.
+const MAX_FLAGS_BYTES: usize = 64 * 1024;
+
+/// The bytes of a FLAGS item's flags, roughly as written.
+fn flags_bytes(items: &[MessageDataItem<'_>]) -> usize {
+    items
+        .iter()
+        .map(|i| match i {
+            MessageDataItem::Flags(f) => f
+                .iter()
+                .map(|f| match f {
+                    FlagFetch::Flag(Flag::Keyword(k)) => k.as_ref().len() + 1,
+                    FlagFetch::Flag(f @ Flag::Extension(_)) => f.to_string().len() + 1,
+                    _ => 10,
+                })
+                .sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
+impl Probed {
+    /// What keeping it costs, roughly: its fixed part, its flags and any
+    /// section the probe read that the client asked for.
+    fn weight(&self) -> usize {
+        let sections: usize = self
+            .items
+            .iter()
+            .map(|i| match i {
+                MessageDataItem::BodyExt { data, .. } => {
+                    data.0.as_ref().map_or(0, |d| d.as_ref().len())
+                }
+                _ => 0,
+            })
+            .sum();
+        256 + flags_bytes(&self.items) + sections + self.prefix.len()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Probe,
@@ -223,6 +269,9 @@ pub struct FetchPlan {
     /// client's FETCH ends so, as the provider's own would.
     expunge_issued: bool,
     probed: BTreeMap<NonZeroU32, Probed>,
+    /// What `probed` weighs ([`Probed::weight`]), within
+    /// [`MAX_PROBED_BYTES`].
+    probed_bytes: usize,
     phase: Phase,
     probe_status: Option<Status<'static>>,
     /// Messages writ must mark \Seen (it read them with PEEK): UID →
@@ -437,6 +486,7 @@ impl FetchPlan {
                 marker,
                 expunge_issued: false,
                 probed: BTreeMap::new(),
+                probed_bytes: 0,
                 phase: Phase::Probe,
                 probe_status: None,
                 mark_seen: BTreeMap::new(),
@@ -590,6 +640,7 @@ impl FetchPlan {
         for p in self.probed.values_mut() {
             p.seq = renumbered(p.seq, seq);
         }
+        self.recount();
         self.mark_seen.retain(|_, s| *s != seq);
         for s in self.mark_seen.values_mut() {
             *s = renumbered(*s, seq);
@@ -602,6 +653,7 @@ impl FetchPlan {
     pub fn on_vanished(&mut self, gone: &Vanished) {
         self.probed
             .retain(|uid, p| gone.renumbered(p.seq, *uid).map(|s| p.seq = s).is_some());
+        self.recount();
         self.mark_seen
             .retain(|uid, seq| gone.renumbered(*seq, *uid).map(|s| *seq = s).is_some());
     }
@@ -639,6 +691,38 @@ impl FetchPlan {
         answered
     }
 
+    /// Keeps a probed message until it is answered; false (and the command
+    /// ends NO) when its flags are too long or the plan holds too much.
+    fn keep_probed(&mut self, uid: NonZeroU32, probed: Probed) -> bool {
+        let weight = probed.weight();
+        if flags_bytes(&probed.items) > MAX_FLAGS_BYTES
+            || self.probed_bytes + weight > MAX_PROBED_BYTES
+        {
+            tracing::warn!(
+                "a FETCH's probe answers weigh more than writ keeps: a message goes unanswered"
+            );
+            self.incomplete.set(true);
+            return false;
+        }
+        self.probed_bytes += weight;
+        if let Some(old) = self.probed.insert(uid, probed) {
+            self.probed_bytes = self.probed_bytes.saturating_sub(old.weight());
+        }
+        true
+    }
+
+    /// A probed message answered (or gone): no longer kept.
+    fn forget(&mut self, uid: &NonZeroU32) -> Option<Probed> {
+        let gone = self.probed.remove(uid)?;
+        self.probed_bytes = self.probed_bytes.saturating_sub(gone.weight());
+        Some(gone)
+    }
+
+    /// `probed_bytes` again, after messages were dropped in bulk.
+    fn recount(&mut self) {
+        self.probed_bytes = self.probed.values().map(Probed::weight).sum();
+    }
+
     /// A flag change passed on to the client: the probed message it names
     /// (by UID, else by number) keeps its FLAGS and MODSEQ for its answer.
     fn note_change(&mut self, seq: NonZeroU32, list: &[MessageDataItem<'static>]) {
@@ -646,12 +730,19 @@ impl FetchPlan {
             Some(uid) => self.probed.get_mut(&uid),
             None => self.probed.values_mut().find(|p| p.seq == seq),
         };
-        if let Some(p) = probed
-            && take_changes(&mut p.items, list)
-        {
+        if flags_bytes(list) > MAX_FLAGS_BYTES {
+            return;
+        }
+        if let Some(p) = probed {
+            let before = p.weight();
+            if !take_changes(&mut p.items, list) {
+                return;
+            }
+            let after = p.weight();
             p.seen = p.items.iter().any(|i| {
                 matches!(i, MessageDataItem::Flags(f) if f.contains(&FlagFetch::Flag(Flag::Seen)))
             });
+            self.probed_bytes = (self.probed_bytes + after).saturating_sub(before);
         }
     }
 
@@ -729,6 +820,7 @@ impl FetchPlan {
                         // taken (and dropped) before the plan ends.
                         self.probe_failed = true;
                         self.probed.clear();
+                        self.probed_bytes = 0;
                         self.mark_seen.clear();
                         self.cached.clear();
                         self.uncached.clear();

@@ -152,6 +152,8 @@ pub struct SearchPlan {
     saving: answer::Saving,
     /// The provider's `* SEARCH` answers went past [`MAX_SEARCH_RESULTS`].
     overflowed: bool,
+    /// What `pending` has taken so far ([`meta_weight`]).
+    pending_bytes: usize,
 }
 
 /// The threading by references a THREAD algorithm names (REFERENCES, or
@@ -327,6 +329,7 @@ impl SearchPlan {
                     finishing_stale: false,
                     saving: answer::Saving::default(),
                     overflowed: false,
+                    pending_bytes: 0,
                 },
                 search,
             )));
@@ -389,6 +392,7 @@ impl SearchPlan {
                 finishing_stale: false,
                 saving: answer::Saving::default(),
                 overflowed: false,
+                pending_bytes: 0,
             },
             count,
         )))
@@ -439,6 +443,15 @@ impl SearchPlan {
                     (Some(_), Some(_)) => Some(self.lookup_job(&meta, uid, header)),
                     (Some(_), None) => None,
                 };
+                // Flags of every message are kept until it is judged:
+                // within a budget (a provider answering with endless
+                // UIDs, or FLAGS of megabytes, ends the search NO).
+                let weight = meta_weight(&meta);
+                self.pending_bytes += weight;
+                if self.pending_bytes > MAX_PENDING_BYTES || weight > MAX_MESSAGE_FLAGS {
+                    self.overflowed = true;
+                    return Ok(Vec::new());
+                }
                 self.pending.insert(uid, meta);
                 if let Some(job) = job {
                     // A header, or a cache lookup: light.
@@ -658,6 +671,12 @@ impl SearchPlan {
                     ],
                 ))])
             }
+            (Phase::Probe, PROBE_TAG) if self.overflowed => Ok(vec![Output::Finish(tagged(
+                self.client_tag.clone(),
+                StatusKind::No,
+                None,
+                TOO_MANY_RESULTS,
+            ))]),
             (Phase::Probe, PROBE_TAG) if ok && self.header_only => {
                 Ok(self.next_fetch(Phase::Summaries))
             }
@@ -713,6 +732,27 @@ impl SearchPlan {
 }
 
 /// FLAGS, INTERNALDATE and RFC822.SIZE of a probe answer.
+/// What the messages a search keeps until judged may weigh, counted as
+/// they come ([`meta_weight`]): about 1.5 million messages of ordinary
+/// flags.
+const MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most a message's flags may weigh ([`meta_weight`]): Dovecot keeps
+/// keywords of at most 50 octets; no real message has a thousand.
+const MAX_MESSAGE_FLAGS: usize = 64 * 1024;
+
+/// What keeping a message's [`Meta`] costs, roughly.
+fn meta_weight(meta: &Meta) -> usize {
+    160 + meta
+        .flags
+        .iter()
+        .map(|f| match f {
+            Flag::Keyword(k) => k.as_ref().len() + 24,
+            other => other.to_string().len() + 24,
+        })
+        .sum::<usize>()
+}
+
 fn meta(seq: NonZeroU32, list: &[MessageDataItem<'static>]) -> Meta {
     let mut m = Meta {
         seq,

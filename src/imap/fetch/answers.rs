@@ -71,7 +71,7 @@ impl FetchPlan {
             })
             .collect();
         let is_sealed = sealed.is_some();
-        self.probed.insert(
+        let kept = self.keep_probed(
             uid,
             Probed {
                 seq,
@@ -83,6 +83,9 @@ impl FetchPlan {
                 offered,
             },
         );
+        if !kept {
+            return Ok(Vec::new());
+        }
         if is_sealed && self.pipelined {
             return Ok(self.pipeline(uid));
         }
@@ -110,7 +113,7 @@ impl FetchPlan {
         }
         if list.iter().any(is_nil_section) {
             // Expunged by another session since the probe.
-            let gone = self.probed.remove(&uid);
+            let gone = self.forget(&uid);
             let out = gone.and_then(|p| fetch(p.seq, typed(self.gone_items(&p.items))));
             return Ok(out.into_iter().collect());
         }
@@ -134,6 +137,7 @@ impl FetchPlan {
         let (Some(prefix), Some(probed)) = (header, self.probed.get_mut(&uid)) else {
             return Err(items);
         };
+        self.probed_bytes = (self.probed_bytes + prefix.len()).saturating_sub(probed.prefix.len());
         probed.prefix = prefix;
         let probed = &self.probed[&uid];
         if payload {
@@ -176,7 +180,7 @@ impl FetchPlan {
             // A flag change another session made, not the answer.
             return Err(items);
         }
-        let Some(probed) = self.probed.remove(&uid) else {
+        let Some(probed) = self.forget(&uid) else {
             return Err(items);
         };
         let mut all = probed.items.clone();

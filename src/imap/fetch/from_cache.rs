@@ -177,8 +177,9 @@ impl FetchPlan {
         let uids: Vec<NonZeroU32> = self.cached.drain(..n).collect();
         if self.refused.get().is_some() {
             // Dovecot answers no message after a BINARY refusal.
-            for uid in uids.iter().chain(&self.cached) {
-                self.probed.remove(uid);
+            let dropped: Vec<NonZeroU32> = uids.iter().chain(&self.cached).copied().collect();
+            for uid in &dropped {
+                self.forget(uid);
             }
             self.cached.clear();
             return self.next_phase();
@@ -233,7 +234,7 @@ impl FetchPlan {
         for uid in uids {
             match found.next().unwrap_or(Found::Missing) {
                 Found::Answered(composed) => {
-                    let Some(probed) = self.probed.remove(&uid) else {
+                    let Some(probed) = self.forget(&uid) else {
                         continue;
                     };
                     metrics::counter!(names::IMAP_CACHE_HITS_TOTAL).increment(1);
@@ -249,7 +250,7 @@ impl FetchPlan {
                 }
                 Found::NotReached => back.push(uid),
                 Found::Dropped => {
-                    self.probed.remove(&uid);
+                    self.forget(&uid);
                 }
             }
         }

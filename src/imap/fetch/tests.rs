@@ -743,3 +743,30 @@ fn an_expunge_found_after_the_probe_ends_the_fetch_as_dovecot_does() {
         "q OK [EXPUNGEISSUED] Some messages were already expunged.\r\n"
     );
 }
+
+#[test]
+fn a_probe_answer_with_megabytes_of_flags_is_not_kept() {
+    // FLAGS past what writ keeps for a message: the message goes
+    // unanswered and the command ends NO, nothing held for it.
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (mut plan, _) =
+        FetchPlan::start(&command("a1 UID FETCH 1:* (UID FLAGS ENVELOPE)\r\n"), None)
+            .expect("a FETCH");
+    let keywords: Vec<String> = (0..3_000).map(|n| format!("keyword{n:020}")).collect();
+    let mut probe = format!("* 1 FETCH (UID 7 FLAGS ({}) ", keywords.join(" ")).into_bytes();
+    probe.extend(literal_item(MARKER, &marker_of(&stored)));
+    probe.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&probe);
+    assert!(
+        plan.on_fetch(seq, items, &ids)
+            .expect("the probe's")
+            .is_empty()
+    );
+    assert!(plan.probed.is_empty() && plan.probed_bytes == 0);
+    let out = plan.on_status(status("a1 OK done\r\n")).expect("ours");
+    assert!(
+        matches!(&out[..], [Output::Finish(Status::Tagged(t))] if t.body.kind == StatusKind::No),
+        "{out:?}"
+    );
+}

@@ -428,7 +428,7 @@ impl FetchPlan {
         match answered {
             Ok(Some(mut out)) => {
                 metrics::counter!(names::IMAP_OPENED_TOTAL).increment(1);
-                let probed = self.probed.remove(&uid);
+                let probed = self.forget(&uid);
                 probed
                     .and_then(|p| {
                         super::items::refresh(&mut out, &p.items);

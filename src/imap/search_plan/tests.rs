@@ -179,3 +179,31 @@ fn a_provider_answering_more_than_it_could_is_answered_no() {
         _ => panic!("{out:?}"),
     }
 }
+
+#[test]
+fn a_probe_answer_with_megabytes_of_flags_ends_the_search_no() {
+    // A provider answering the probe with FLAGS past what writ keeps for
+    // a message: the search ends NO instead of holding them.
+    let (ids, _) = keys();
+    let (mut plan, _) = SearchPlan::start(&command("a UID SEARCH BODY x\r\n"), None, None)
+        .expect("a content search")
+        .expect("accepted");
+    let (seq, items) = fetch_response(b"* 1 FETCH (UID 9)\r\n");
+    plan.on_fetch(seq, items, &ids).expect("ours");
+    plan.on_status(status("writ.s1 OK done\r\n")).expect("ours");
+    let keywords: Vec<String> = (0..3_000).map(|n| format!("keyword{n:020}")).collect();
+    let mut answer = format!(
+        "* 1 FETCH (UID 9 FLAGS ({}) INTERNALDATE \"01-Jan-2026 00:00:00 +0000\" RFC822.SIZE 5 ",
+        keywords.join(" ")
+    )
+    .into_bytes();
+    answer.extend(literal_item("BODY[HEADER]", header_of(M)));
+    answer.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&answer);
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    let out = plan.on_status(status("writ.s2 OK done\r\n")).expect("ours");
+    assert!(
+        matches!(&out[..], [Output::Finish(Status::Tagged(t))] if t.body.kind == StatusKind::No),
+        "{out:?}"
+    );
+}
