@@ -404,7 +404,9 @@ impl Server {
             unlocked: Arc::new(unlocked),
         }));
         // Checkpoints and leases: `[sweep] dir`, or the shared database.
-        let checkpoints = crate::state::checkpoint_store(&config.state, &config.sweep.dir).await?;
+        let checkpoints =
+            crate::state::checkpoint_store(&config.state, &config.sweep.dir, &config.jobs.dir)
+                .await?;
         let sweep = crate::sweep::Sweep::new(
             &config.sweep,
             target,

@@ -240,7 +240,11 @@ fn move_mail(ctx: &Context, kind: Kind, target: Mailboxes, run: RunArgs) -> Resu
     let runtime = runtime()?;
     // Checkpoints in `[jobs] dir`, or in the shared database with leases.
     let checkpoints = runtime
-        .block_on(writ::state::checkpoint_store(&ctx.config.state, &jobs.dir))
+        .block_on(writ::state::checkpoint_store(
+            &ctx.config.state,
+            &jobs.dir,
+            &ctx.config.sweep.dir,
+        ))
         .with_context(|| format!("{}: [state]", ctx.config_source))?;
     let mover = Arc::new(Mover {
         kind,

@@ -38,9 +38,10 @@
 //! directory, held by the run's open file until it ends (the kernel drops
 //! it when the process dies, however it dies): a second run on the same
 //! mailbox and store, in this process or another, is refused with one line
-//! naming the holder's process id ([`CheckpointError::Locked`]). Runs with
-//! other directories (`[jobs] dir` and `[sweep] dir`) do not see each
-//! other's locks. On PostgreSQL it is a row per
+//! naming the holder's process id ([`CheckpointError::Locked`]). The lock
+//! is taken in both file stores of the config (`[jobs] dir` and `[sweep]
+//! dir`, each keeping its own checkpoints), so a `writ mailbox` run and
+//! the sweep exclude each other too. On PostgreSQL it is a row per
 //! (account, mailbox) naming the gateway and an expiry, renewed by a
 //! heartbeat while the run goes on: a second run, on any gateway, is
 //! refused with one line naming the holder and the expiry
@@ -151,12 +152,36 @@ pub trait Store: Send + Sync {
     fn release(&self, lease: Lease) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
-/// Checkpoints as files in a directory; a lease is a lock file there.
-pub struct Files(pub PathBuf);
+/// Checkpoints as files in a directory; a lease is a lock file there and
+/// in every directory of `also_locks` (the other file store of this
+/// config: `[jobs] dir` for the sweep, `[sweep] dir` for a job), so that
+/// the sweep and `writ mailbox` runs never work on one mailbox together.
+pub struct Files(pub PathBuf, pub Vec<PathBuf>);
 
 impl Store for Files {
     fn lease<'a>(&'a self, account: &'a str, mailbox: &'a str) -> Pending<'a, Lease> {
-        Box::pin(async move { Lease::locked(&self.0, account, mailbox) })
+        Box::pin(async move {
+            let mut dirs: Vec<PathBuf> = std::iter::once(&self.0)
+                .chain(&self.1)
+                .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()))
+                .collect();
+            // One order for every run: two runs never wait on each other
+            // crosswise (a lock is tried, never awaited, all the same).
+            dirs.sort();
+            dirs.dedup();
+            let mut locks = Vec::with_capacity(dirs.len());
+            for dir in &dirs {
+                let lease = Lease::locked(dir, account, mailbox)?;
+                let mut lease = lease;
+                locks.append(&mut lease._lock);
+            }
+            Ok(Lease {
+                account: account.to_string(),
+                mailbox: mailbox.to_string(),
+                shared: None,
+                _lock: locks,
+            })
+        })
     }
 
     fn load<'a>(
@@ -245,8 +270,8 @@ pub struct Lease {
     pub account: String,
     pub mailbox: String,
     shared: Option<Shared>,
-    /// The locked file of the file store, held until the lease goes.
-    _lock: Option<std::fs::File>,
+    /// The locked files of the file store, held until the lease goes.
+    _lock: Vec<std::fs::File>,
 }
 
 struct Shared {
@@ -263,7 +288,7 @@ impl Lease {
             account: account.to_string(),
             mailbox: mailbox.to_string(),
             shared: None,
-            _lock: None,
+            _lock: Vec::new(),
         }
     }
 
@@ -319,7 +344,7 @@ impl Lease {
             account: account.to_string(),
             mailbox: mailbox.to_string(),
             shared: None,
-            _lock: Some(file),
+            _lock: vec![file],
         })
     }
 
@@ -340,7 +365,7 @@ impl Lease {
                 clock,
                 heartbeat,
             }),
-            _lock: None,
+            _lock: Vec::new(),
         }
     }
 
@@ -641,6 +666,30 @@ mod tests {
         let cp = Checkpoint::load(dir.path(), "a", "b", "seal").unwrap();
         assert_eq!(cp.in_flight[0].token, None);
         assert!(cp.unanswered.is_empty());
+    }
+
+    #[test]
+    fn a_job_and_the_sweep_exclude_each_other_across_their_directories() {
+        // `writ mailbox seal` keeps its checkpoints in [jobs] dir, the
+        // sweep in [sweep] dir: each takes the mailbox's lock in both.
+        let dir = tempfile::tempdir().unwrap();
+        let (jobs, sweep) = (dir.path().join("jobs"), dir.path().join("sweep"));
+        let job = Files(jobs.clone(), vec![sweep.clone()]);
+        let sweeper = Files(sweep.clone(), vec![jobs.clone()]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let held = rt.block_on(job.lease("alice", "INBOX")).unwrap();
+        let e = rt.block_on(sweeper.lease("alice", "inbox")).err().unwrap();
+        assert!(matches!(e, CheckpointError::Locked { .. }), "{e}");
+        // Another mailbox is free to the sweep meanwhile.
+        let other = rt.block_on(sweeper.lease("alice", "Archive")).unwrap();
+        drop(held);
+        let _ = rt.block_on(sweeper.lease("alice", "INBOX")).unwrap();
+        // And the other way round.
+        let e = rt.block_on(job.lease("alice", "Archive")).err().unwrap();
+        assert!(matches!(e, CheckpointError::Locked { .. }), "{e}");
+        drop(other);
     }
 
     #[test]

@@ -124,17 +124,22 @@ pub enum StateError {
 }
 
 /// Where mailbox-job checkpoints live on the backend `config` names: the
-/// files in `dir` (the default), or the shared database with leases of
+/// files in `dir` (the default; its leases locked in `also_locks` too, the
+/// config's other file store), or the shared database with leases of
 /// `[state] lease_secs` (this connects and migrates).
 pub async fn checkpoint_store(
     config: &StateConfig,
     dir: &Path,
+    also_locks: &Path,
 ) -> Result<std::sync::Arc<dyn crate::jobs::checkpoint::Store>, StateError> {
     if let Some(problem) = config.problems().into_iter().next() {
         return Err(StateError::Config(problem));
     }
     Ok(match config.backend {
-        Backend::Files => std::sync::Arc::new(crate::jobs::checkpoint::Files(dir.to_path_buf())),
+        Backend::Files => std::sync::Arc::new(crate::jobs::checkpoint::Files(
+            dir.to_path_buf(),
+            vec![also_locks.to_path_buf()],
+        )),
         Backend::Postgres => std::sync::Arc::new(PgCheckpoints::new(
             Db::connect(config).await?,
             config.lease_secs,
