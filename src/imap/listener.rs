@@ -4,7 +4,9 @@
 //! limits below then count the real client), and runs one task per
 //! connection. On shutdown it stops accepting; sessions are
 //! told BYE (IMAP has no transaction to finish, but a command in flight
-//! gets the grace period to complete).
+//! gets the grace period to complete). A failed accept (out of file
+//! descriptors) is retried after [`crate::net::accept::ACCEPT_BACKOFF`],
+//! not at once.
 //!
 //! Limits (each refusal is one `* BYE [UNAVAILABLE] ...` line, written in
 //! plain text even on an implicit-TLS port, where the client sees a failed
@@ -112,8 +114,12 @@ impl Listener {
             let (tcp, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    // Out of descriptors, usually: wait rather than spin.
+                    let listener = self.shared.borrow().listener;
+                    tokio::select! {
+                        () = crate::net::accept::back_off(listener, &e) => continue,
+                        _ = shutdown.changed() => break,
+                    }
                 }
             };
             if let Some(proxy) = &checks.proxy

@@ -3,7 +3,9 @@
 //! balancers, before anything else), applies the connection limits and (for
 //! relay listeners) the allowed client networks to the real client, and runs
 //! one task per connection. On shutdown it stops accepting and gives in-flight sessions
-//! the grace period before closing them.
+//! the grace period before closing them. A failed accept (out of file
+//! descriptors) is retried after [`crate::net::accept::ACCEPT_BACKOFF`],
+//! not at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,8 +106,11 @@ impl Listener {
             let (tcp, peer): (TcpStream, SocketAddr) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    // Out of descriptors, usually: wait rather than spin.
+                    tokio::select! {
+                        () = crate::net::accept::back_off(self.shared.listener, &e) => continue,
+                        _ = shutdown.changed() => break,
+                    }
                 }
             };
             // Without a PROXY header to wait for, an address outside
