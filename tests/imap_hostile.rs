@@ -1,9 +1,9 @@
 //! Hostile clients of writ's IMAP listeners, in front of a real Dovecot:
 //! huge sequence sets, long lines, huge and many literals, deep SEARCH
 //! nesting, idle and slow clients before and after login, many connections
-//! from one address, a process out of file descriptors, STARTTLS out of
-//! place or with commands pipelined behind it, and sequence sets ending at
-//! the largest UIDs.
+//! from one address or over both listeners, a process out of file
+//! descriptors, STARTTLS out of place or with commands pipelined behind it,
+//! and sequence sets ending at the largest UIDs.
 //!
 //! Each attack asserts what the attacker is told (the cap, by name) and
 //! that another user keeps being served (logs in and fetches) within
@@ -248,6 +248,25 @@ fn idle_connections_from_one_address_cannot_lock_others_out() {
     let (status, out) = held.finish();
     assert!(status.success(), "{out}");
     assert_eq!(out.trim(), "3 37", "accepted and refused from 127.0.0.2");
+}
+
+#[test]
+fn max_sessions_counts_the_sessions_of_both_listeners() {
+    let proxy = proxy("max_sessions = 2\n");
+    // Two sessions on the STARTTLS listener fill max_sessions ...
+    let held = [raw(proxy.imap), raw(proxy.imap)];
+    // ... so the implicit-TLS listener refuses the next, in plain text
+    // before any handshake (a listener with its own count would accept it
+    // and wait for the ClientHello).
+    let s = TcpStream::connect(proxy.imaps).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let refused = read_line(&mut std::io::BufReader::new(s));
+    assert!(
+        refused.starts_with("* BYE [UNAVAILABLE] Too many connections"),
+        "{refused:?}\n{}",
+        proxy.writ.log()
+    );
+    drop(held);
 }
 
 /// The time of day of a log line (`2026-01-02T03:04:05.678901Z  WARN ...`),

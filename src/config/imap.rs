@@ -51,7 +51,7 @@ pub struct ImapConfig {
     /// Under COMPRESS=DEFLATE it is also the allowance beyond
     /// [`crate::imap::compress::MAX_INFLATE_RATIO`] (see that module).
     pub max_literal_size: u32,
-    /// Concurrent IMAP sessions; more are told
+    /// Concurrent IMAP sessions, all listeners together; more are told
     /// `* BYE [UNAVAILABLE] Too many connections, try later`.
     pub max_sessions: usize,
     /// Concurrent sessions from one client address, logged in or not; more

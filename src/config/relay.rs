@@ -121,7 +121,8 @@ pub struct SmtpConfig {
     pub max_message_size: u64,
     /// Recipients per transaction.
     pub max_recipients: usize,
-    /// Concurrent sessions, in all and per client address.
+    /// Concurrent sessions, in all (every listener together) and per
+    /// client address.
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
     /// Longest command line, in octets (RFC 5321 says at least 512);

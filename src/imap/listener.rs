@@ -13,7 +13,9 @@
 //! handshake instead, as from a full server): `imap.max_sessions` in all,
 //! `imap.max_sessions_per_ip` per client address, and of those
 //! `imap.max_prelogin_per_ip` not logged in yet (the slot is given back at
-//! login, see [`connection`]).
+//! login, see [`connection`]). Each counts the sessions of all IMAP
+//! listeners together (143 and 993): they share one semaphore and the
+//! per-address counts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +36,8 @@ pub struct Listener {
     /// current one when accepted.
     pub shared: watch::Receiver<Arc<Shared>>,
     pub implicit_tls: bool,
-    pub max_sessions: usize,
+    /// `imap.max_sessions`: one semaphore shared by all IMAP listeners.
+    pub sessions: Arc<Semaphore>,
     pub max_sessions_per_ip: usize,
     pub max_prelogin_per_ip: usize,
     /// Sessions per client address, shared by all IMAP listeners.
@@ -96,7 +99,7 @@ async fn refuse(mut tcp: TcpStream, line: &'static [u8]) {
 
 impl Listener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let sessions = Arc::new(Semaphore::new(self.max_sessions));
+        let sessions = self.sessions;
         let mut tasks = JoinSet::new();
         let checks = Arc::new(Checks {
             max_sessions_per_ip: self.max_sessions_per_ip,
