@@ -470,7 +470,7 @@ impl Server {
         let mut addresses = Vec::new();
         // The limits count the sessions of all SMTP listeners together.
         let sessions = Arc::new(tokio::sync::Semaphore::new(smtp.max_sessions));
-        let per_ip = crate::net::PerIp::default();
+        let per_ip = crate::net::PerIp::new(smtp.ipv6_prefix_per_ip);
         for l in &smtp.listeners {
             let socket = TcpListener::bind(l.listen)
                 .await
@@ -570,7 +570,10 @@ impl Server {
         let mut senders = Vec::new();
         // The limits count the sessions of all IMAP listeners together.
         let sessions = Arc::new(tokio::sync::Semaphore::new(imap.max_sessions));
-        let (per_ip, prelogin) = (crate::net::PerIp::default(), crate::net::PerIp::default());
+        let (per_ip, prelogin) = (
+            crate::net::PerIp::new(imap.ipv6_prefix_per_ip),
+            crate::net::PerIp::new(imap.ipv6_prefix_per_ip),
+        );
         for l in &imap.listeners {
             let socket = TcpListener::bind(l.listen)
                 .await
