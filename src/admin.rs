@@ -423,8 +423,7 @@ pub async fn serve_behind(
                     Err(e) => {
                         // Usually out of file descriptors: back off rather
                         // than spin, and keep serving once it clears.
-                        tracing::warn!(error = %e, "admin endpoint: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        crate::net::accept::back_off("admin", &e).await;
                         continue;
                     }
                 };

@@ -471,6 +471,9 @@ impl Server {
         .map(Arc::new);
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
+        // The limits count the sessions of all SMTP listeners together.
+        let sessions = Arc::new(tokio::sync::Semaphore::new(smtp.max_sessions));
+        let per_ip = crate::net::PerIp::new(smtp.ipv6_prefix_per_ip);
         for l in &smtp.listeners {
             let socket = TcpListener::bind(l.listen)
                 .await
@@ -522,8 +525,9 @@ impl Server {
                 implicit_tls: l.kind == ListenerKind::Submissions,
                 allowed,
                 proxy: proxy_protocol(config, &l.proxy_protocol_from)?,
-                max_sessions: smtp.max_sessions,
+                sessions: sessions.clone(),
                 max_per_ip: smtp.max_sessions_per_ip,
+                per_ip: per_ip.clone(),
                 grace: Duration::from_secs(config.serve.grace_secs),
             });
         }
@@ -567,7 +571,12 @@ impl Server {
         let mut listeners = Vec::new();
         let mut addresses = Vec::new();
         let mut senders = Vec::new();
-        let (per_ip, prelogin) = (crate::net::PerIp::default(), crate::net::PerIp::default());
+        // The limits count the sessions of all IMAP listeners together.
+        let sessions = Arc::new(tokio::sync::Semaphore::new(imap.max_sessions));
+        let (per_ip, prelogin) = (
+            crate::net::PerIp::new(imap.ipv6_prefix_per_ip),
+            crate::net::PerIp::new(imap.ipv6_prefix_per_ip),
+        );
         for l in &imap.listeners {
             let socket = TcpListener::bind(l.listen)
                 .await
@@ -598,7 +607,7 @@ impl Server {
                 socket,
                 shared,
                 implicit_tls: l.kind == ImapListenerKind::Imaps,
-                max_sessions: imap.max_sessions,
+                sessions: sessions.clone(),
                 max_sessions_per_ip: imap.max_sessions_per_ip,
                 max_prelogin_per_ip: imap.max_prelogin_per_ip,
                 per_ip: per_ip.clone(),

@@ -1,8 +1,9 @@
 //! Hostile clients of writ's IMAP listeners, in front of a real Dovecot:
 //! huge sequence sets, long lines, huge and many literals, deep SEARCH
 //! nesting, idle and slow clients before and after login, many connections
-//! from one address, STARTTLS out of place or with commands pipelined
-//! behind it, and sequence sets ending at the largest UIDs.
+//! from one address or over both listeners, a process out of file
+//! descriptors, STARTTLS out of place or with commands pipelined behind it,
+//! and sequence sets ending at the largest UIDs.
 //!
 //! Each attack asserts what the attacker is told (the cap, by name) and
 //! that another user keeps being served (logs in and fetches) within
@@ -247,6 +248,106 @@ fn idle_connections_from_one_address_cannot_lock_others_out() {
     let (status, out) = held.finish();
     assert!(status.success(), "{out}");
     assert_eq!(out.trim(), "3 37", "accepted and refused from 127.0.0.2");
+}
+
+#[test]
+fn max_sessions_counts_the_sessions_of_both_listeners() {
+    let proxy = proxy("max_sessions = 2\n");
+    // Two sessions on the STARTTLS listener fill max_sessions ...
+    let held = [raw(proxy.imap), raw(proxy.imap)];
+    // ... so the implicit-TLS listener refuses the next, in plain text
+    // before any handshake (a listener with its own count would accept it
+    // and wait for the ClientHello).
+    let s = TcpStream::connect(proxy.imaps).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let refused = read_line(&mut std::io::BufReader::new(s));
+    assert!(
+        refused.starts_with("* BYE [UNAVAILABLE] Too many connections"),
+        "{refused:?}\n{}",
+        proxy.writ.log()
+    );
+    drop(held);
+}
+
+/// The time of day of a log line (`2026-01-02T03:04:05.678901Z  WARN ...`),
+/// in seconds.
+fn log_time(line: &str) -> f64 {
+    let time = line.split(['T', 'Z']).nth(1).expect("a timestamp");
+    time.split(':')
+        .map(|part| part.parse::<f64>().expect("a timestamp"))
+        .fold(0.0, |total, part| total * 60.0 + part)
+}
+
+#[test]
+fn out_of_file_descriptors_the_listener_backs_off_and_recovers() {
+    let proxy = ImapProxy::start_with_open_files(
+        &format!(
+            "{}timeout_secs = 10\n",
+            ImapProxy::plain(provider().imap_addr())
+        ),
+        "max_sessions_per_ip = 1000\nmax_prelogin_per_ip = 1000\n",
+        64,
+    );
+    // The STARTTLS listener's failed accepts (named, or logged from its
+    // module), by time.
+    let failures = |log: &str| -> Vec<f64> {
+        log.lines()
+            .filter(|l| {
+                l.contains("accept failed")
+                    && (l.contains("listener=\"imap\"") || l.contains("writ::imap::listener:"))
+            })
+            .map(log_time)
+            .collect()
+    };
+    // Connect until writ has no descriptor left to accept with: the last
+    // connection waits in the backlog, ungreeted.
+    let mut held = Vec::new();
+    let waiting = loop {
+        assert!(held.len() < 64, "still greeted with RLIMIT_NOFILE 64");
+        let mut s = TcpStream::connect(proxy.imap).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut greeting = [0u8; 4];
+        let greeted = loop {
+            match std::io::Read::read(&mut s, &mut greeting) {
+                Ok(_) => break true,
+                Err(_) if !failures(&proxy.writ.log()).is_empty() => break false,
+                Err(_) => assert!(Instant::now() < deadline, "{}", proxy.writ.log()),
+            }
+        };
+        if !greeted {
+            break s;
+        }
+        assert_eq!(&greeting, b"* OK");
+        held.push(s);
+    };
+    // While it lasts, each retry waits ACCEPT_BACKOFF (100 ms): five
+    // failures span at least 400 ms (retrying at once, they come by the
+    // thousand within a millisecond).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let times = loop {
+        let times = failures(&proxy.writ.log());
+        if times.len() >= 5 {
+            break times;
+        }
+        assert!(Instant::now() < deadline, "{}", proxy.writ.log());
+        thread::yield_now();
+    };
+    let span = times[4] - times[0];
+    assert!(
+        span >= 0.39,
+        "5 failed accepts within {span:.6} s: {:?}",
+        &times[..5]
+    );
+    // Descriptors given back, the waiting connection is served.
+    drop(held);
+    let mut waiting = std::io::BufReader::new(waiting);
+    waiting
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let greeting = read_line(&mut waiting);
+    assert!(greeting.starts_with("* OK"), "{greeting:?}");
 }
 
 #[test]

@@ -473,6 +473,49 @@ fn xoauth2_tokens_come_from_a_file_or_a_command() {
 }
 
 #[test]
+fn a_token_command_gets_no_writ_secrets_and_its_failure_names_only_the_program() {
+    let p = provider();
+    let user = p.new_user("oauthsecret");
+    let jobs = Jobs::new(p.imap_addr());
+    // Says on its stderr (passed through) which of writ's secrets it got.
+    let script = jobs.path("token.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh
+echo \"password=${WRIT_PROVIDER_PASSWORD:-unset} \
+         passphrase=${WRIT_PASSPHRASE_FILE:-unset} pin=${WRIT_PIN_FILE:-unset}\" >&2
+exit 3
+",
+    )
+    .unwrap();
+    let cmd = format!(
+        "CLIENT_SECRET=env-hunter2 sh {} --client-secret arg-hunter2",
+        script.display()
+    );
+    let passphrase = jobs.keys.passphrase_file();
+    let out = jobs
+        .command(&mailbox_args(
+            "verify",
+            &user.name,
+            &["--oauth2-token-command", &cmd],
+            INBOX,
+        ))
+        .env("WRIT_PROVIDER_PASSWORD", "pw-hunter2")
+        .env("WRIT_PASSPHRASE_FILE", &passphrase)
+        .env("WRIT_PIN_FILE", jobs.path("pin"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("password=unset passphrase=unset pin=unset"),
+        "{err}"
+    );
+    assert!(err.contains("the token command `sh ...` failed"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
 fn a_password_from_the_environment_works_and_never_shows_in_output() {
     let p = provider();
     let user = p.new_user("envpw");

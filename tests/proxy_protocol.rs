@@ -3,7 +3,7 @@
 //! reach HAProxy from other loopback addresses (127.0.0.2, .3, .4, .5), and
 //! writ must apply `allowed_networks` and the per-address limits to the
 //! address HAProxy reports (v1 `send-proxy` and v2 `send-proxy-v2`), and
-//! log it. Hostile: garbage, oversized and slow headers from the trusted
+//! log it; IPv6 clients (headers written by hand) count by their /64. Hostile: garbage, oversized and slow headers from the trusted
 //! address are closed without a greeting within the header timeout while
 //! other sessions are served; a header from an address not configured is
 //! refused.
@@ -169,6 +169,40 @@ fn smtp_behind_haproxy_applies_allowed_networks_and_per_ip_limits_to_the_real_cl
         );
     }
     drop(held);
+}
+
+#[test]
+fn ipv6_clients_are_counted_by_their_prefix() {
+    let p = provider();
+    // The balancer's v1 headers written by hand: clients writ cannot see
+    // on loopback, where the only IPv6 address is ::1.
+    let through = |writ: &Writ, client: &str| {
+        let mut tcp = connect_from("127.0.0.1", writ.relay_addr());
+        tcp.write_all(format!("PROXY TCP6 {client} ::1 40000 25\r\n").as_bytes())
+            .unwrap();
+        let line = first_line(&tcp);
+        (tcp, line)
+    };
+    for (prefix, same_host) in [(None, "421 "), (Some("128"), "220 ")] {
+        let mut cfg = WritConfig::relay(p.smtp_addr());
+        cfg.listeners = vec![proxied_listener("relay", &["2001:db8::/32"])];
+        let mut cfg = cfg.smtp("max_sessions_per_ip", "1");
+        if let Some(prefix) = prefix {
+            cfg = cfg.smtp("ipv6_prefix_per_ip", prefix);
+        }
+        let writ = Writ::start(&cfg);
+        let (_held, held) = through(&writ, "2001:db8:1:2::1");
+        assert!(held.starts_with("220 "), "{held}\n{}", writ.log());
+        // Another address of the same /64: the same client by default.
+        let (_again, again) = through(&writ, "2001:db8:1:2:ffff::2");
+        assert!(again.starts_with(same_host), "{prefix:?}: {again}");
+        if same_host == "421 " {
+            assert!(again.contains("your address"), "{again}");
+        }
+        // The next /64 is another client.
+        let (_other, other) = through(&writ, "2001:db8:1:3::1");
+        assert!(other.starts_with("220 "), "{other}");
+    }
 }
 
 #[test]

@@ -13,6 +13,8 @@
 //! - Oversized command lines, messages past SIZE and past twice the limit,
 //!   too many recipients, idle and slow clients, commands pipelined after
 //!   STARTTLS.
+//! - `max_sessions` and `max_sessions_per_ip` count the sessions of every
+//!   listener together.
 
 mod common;
 
@@ -22,7 +24,7 @@ use std::thread;
 
 use base64::Engine as _;
 use common::mail::{DELIVERY_TIMEOUT, contains, marker_offset, message, unique};
-use common::smtp::Client;
+use common::smtp::{Client, Smtp};
 use common::tls::{TestTls, test_tls};
 use common::writ::{Writ, WritConfig};
 use common::{Provider, User, provider};
@@ -273,6 +275,39 @@ fn relay_cuts_off_a_client_stalled_inside_a_sealed_message_and_frees_its_slot() 
     server.assert_served(&user);
     let opened = server.opened(p, &user, 1);
     assert!(contains(&opened[0], b"served"), "only the served message");
+}
+
+#[test]
+fn the_session_limits_count_every_listener_together() {
+    let p = provider();
+    let two_relays = |key: &str| {
+        Writ::start(
+            &WritConfig::relay(p.smtp_addr())
+                .listener("relay", &["127.0.0.1"])
+                .smtp(key, "1"),
+        )
+    };
+    for (key, refusal) in [
+        ("max_sessions", "Too many connections, try again later"),
+        (
+            "max_sessions_per_ip",
+            "Too many connections from your address",
+        ),
+    ] {
+        let writ = two_relays(key);
+        let (first, second) = (writ.listeners[0].1, writ.listeners[1].1);
+        let held = Smtp::connect(first).expect("connect");
+        assert_eq!(held.greeting.code, 220, "{:?}", held.greeting);
+        // The other listener has no session of its own, yet is full.
+        let over = Smtp::connect(second).expect("connect");
+        assert_eq!(over.greeting.code, 421, "{key}: {:?}", over.greeting);
+        assert!(
+            over.greeting.text().contains(refusal),
+            "{key}: {:?}",
+            over.greeting
+        );
+        held.quit();
+    }
 }
 
 /// A second transaction, to be smuggled after a fake end of data.

@@ -3,16 +3,20 @@
 //! the refusal of a newer schema, the audit chain shared by gateways
 //! (concurrent appends from two gateways form one valid chain naming
 //! both), tampering found by `writ audit verify`, the export checked by the
-//! file verifier, the file log imported, and no password in any output.
+//! file verifier (and private: 0700 and 0600 under umask 022), the file
+//! log imported, and no password in any output.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
+use std::process::Command;
 
 use common::cli::Env;
 use common::files::copy_dir;
 use common::postgres::{PASSWORD, postgres};
+use common::writ::WRIT;
 
 /// Writes config/writ.toml naming the database `db` through a URL file
 /// (with the password) and this gateway's name.
@@ -335,6 +339,36 @@ fn export_verifies_with_the_file_verifier() {
     let e = env.fail(&["audit", "export", "--out", "tampered"]);
     assert!(e.contains("record 2: signature does not match"), "{e}");
     assert!(!env.path("tampered").exists());
+}
+
+#[test]
+fn the_export_is_private_whatever_the_umask() {
+    let (env, _db) = env_on_postgres("gw-a");
+    env.ok(&["keys", "rotate"]);
+    // Under umask 022 a plain create gives 0755 and 0644.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(WRIT)
+        .args(["audit", "export", "--out", "exported"])
+        .current_dir(env.dir())
+        .env_remove("WRIT_PASSPHRASE_FILE")
+        .env("USER", "tester")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |rel: &str| {
+        let mode = std::fs::metadata(env.path(rel)).unwrap().mode();
+        format!("{:o}", mode & 0o777)
+    };
+    assert_eq!(mode("exported"), "700", "the directory");
+    for file in ["audit.log", "audit.head", "audit.pub"] {
+        assert_eq!(mode(&format!("exported/{file}")), "600", "{file}");
+    }
 }
 
 #[test]

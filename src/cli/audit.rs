@@ -39,10 +39,10 @@ pub enum AuditCommand {
         json: bool,
     },
 
-    /// Write the chain (PostgreSQL backend) to a new directory as the
-    /// files backend keeps it (audit.log, audit.head, audit.pub), for an
-    /// auditor: `writ --keys DIR audit verify` checks it. A chain that does
-    /// not verify is not exported
+    /// Write the chain (PostgreSQL backend) to a new directory (0700, its
+    /// files 0600) as the files backend keeps it (audit.log, audit.head,
+    /// audit.pub), for an auditor: `writ --keys DIR audit verify` checks
+    /// it. A chain that does not verify is not exported
     Export {
         /// The directory to create
         #[arg(long, value_name = "DIR")]

@@ -95,7 +95,8 @@ pub struct SecretArgs {
     pub oauth2_token_file: Option<PathBuf>,
 
     /// Log in with XOAUTH2, the bearer token printed by CMD (run with sh
-    /// -c, the account in WRIT_ACCOUNT)
+    /// -c, the account in WRIT_ACCOUNT, without WRIT_PROVIDER_PASSWORD,
+    /// WRIT_PASSPHRASE_FILE and WRIT_PIN_FILE)
     #[arg(long, value_name = "CMD")]
     pub oauth2_token_command: Option<String>,
 

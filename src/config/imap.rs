@@ -51,7 +51,7 @@ pub struct ImapConfig {
     /// Under COMPRESS=DEFLATE it is also the allowance beyond
     /// [`crate::imap::compress::MAX_INFLATE_RATIO`] (see that module).
     pub max_literal_size: u32,
-    /// Concurrent IMAP sessions; more are told
+    /// Concurrent IMAP sessions, all listeners together; more are told
     /// `* BYE [UNAVAILABLE] Too many connections, try later`.
     pub max_sessions: usize,
     /// Concurrent sessions from one client address, logged in or not; more
@@ -63,6 +63,10 @@ pub struct ImapConfig {
     /// yet; more are told the same BYE. Idle unauthenticated connections
     /// cost writ a slot each and must not lock users out.
     pub max_prelogin_per_ip: usize,
+    /// An IPv6 client is counted by its first this many bits for the two
+    /// per-address limits above (one host often has a whole /64);
+    /// 32..=128. IPv4 clients are counted per address.
+    pub ipv6_prefix_per_ip: u8,
     /// Seconds from connecting to a successful LOGIN or AUTHENTICATE; then
     /// the client is told `* BYE Login timeout: log in sooner` and
     /// disconnected. writ connects to the provider only when the client's
@@ -97,6 +101,7 @@ impl Default for ImapConfig {
             max_sessions: 500,
             max_sessions_per_ip: 100,
             max_prelogin_per_ip: 10,
+            ipv6_prefix_per_ip: crate::net::per_ip::DEFAULT_IPV6_PREFIX,
             login_timeout_secs: 60,
             idle_timeout_secs: 31 * 60,
             cache: true,
@@ -147,6 +152,11 @@ impl ImapConfig {
                 "imap.max_sessions_per_ip and imap.max_prelogin_per_ip must be at least 1".into(),
             );
         }
+        if !crate::net::per_ip::IPV6_PREFIXES.contains(&self.ipv6_prefix_per_ip) {
+            out.push(
+                "imap.ipv6_prefix_per_ip must be between 32 and 128 (64: one host's /64)".into(),
+            );
+        }
         if !(5..=600).contains(&self.login_timeout_secs) {
             out.push("imap.login_timeout_secs must be between 5 and 600".into());
         }
@@ -165,7 +175,7 @@ mod tests {
     use crate::config::relay::UpstreamConfig;
 
     #[test]
-    fn the_cache_memory_bound_is_at_least_one_mib() {
+    fn the_cache_memory_bound_and_the_ipv6_prefix_are_checked() {
         let provider = ProviderConfig {
             smtp: None,
             imap: Some(UpstreamConfig {
@@ -192,5 +202,16 @@ mod tests {
             imap.problems(&provider),
             ["imap.cache_memory_bytes must be at least 1048576 (1 MiB)"]
         );
+        imap.cache_memory_bytes = 1024 * 1024;
+        for (prefix, ok) in [
+            (31, false),
+            (32, true),
+            (64, true),
+            (128, true),
+            (129, false),
+        ] {
+            imap.ipv6_prefix_per_ip = prefix;
+            assert_eq!(imap.problems(&provider).is_empty(), ok, "{prefix}");
+        }
     }
 }

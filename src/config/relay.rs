@@ -121,9 +121,14 @@ pub struct SmtpConfig {
     pub max_message_size: u64,
     /// Recipients per transaction.
     pub max_recipients: usize,
-    /// Concurrent sessions, in all and per client address.
+    /// Concurrent sessions, in all (every listener together) and per
+    /// client address.
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// An IPv6 client is counted by its first this many bits for
+    /// `max_sessions_per_ip` (one host often has a whole /64); 32..=128.
+    /// IPv4 clients are counted per address.
+    pub ipv6_prefix_per_ip: u8,
     /// Longest command line, in octets (RFC 5321 says at least 512);
     /// longer: `500 5.5.6 Line too long`. Lines of an AUTH exchange may be
     /// 12,288 octets (RFC 4954 §4) when that is more.
@@ -174,6 +179,7 @@ impl Default for SmtpConfig {
             max_recipients: 100,
             max_sessions: 200,
             max_sessions_per_ip: 20,
+            ipv6_prefix_per_ip: crate::net::per_ip::DEFAULT_IPV6_PREFIX,
             max_line_length: 4096,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
@@ -333,6 +339,11 @@ impl SmtpConfig {
         if self.max_line_length < 512 {
             out.push("smtp.max_line_length must be at least 512 (RFC 5321)".into());
         }
+        if !crate::net::per_ip::IPV6_PREFIXES.contains(&self.ipv6_prefix_per_ip) {
+            out.push(
+                "smtp.ipv6_prefix_per_ip must be between 32 and 128 (64: one host's /64)".into(),
+            );
+        }
         out
     }
 }
@@ -362,6 +373,41 @@ mod tests {
         );
         for bad in ["10.0.0.0/33", "x", "10.0.0.0/", "::/129", ""] {
             assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_ipv6_prefix_per_ip_is_checked() {
+        let provider = ProviderConfig {
+            smtp: Some(UpstreamConfig {
+                address: "127.0.0.1:25".into(),
+                security: Default::default(),
+                ca_file: None,
+                server_name: None,
+                timeout_secs: 60,
+            }),
+            imap: None,
+        };
+        let mut smtp = SmtpConfig {
+            listeners: vec![ListenerConfig {
+                kind: ListenerKind::Relay,
+                listen: "127.0.0.1:2525".parse().unwrap(),
+                allowed_networks: vec!["127.0.0.1".into()],
+                proxy_protocol_from: Vec::new(),
+            }],
+            protected_domains: vec!["example.org".into()],
+            ..SmtpConfig::default()
+        };
+        assert_eq!(smtp.ipv6_prefix_per_ip, 64);
+        for (prefix, ok) in [
+            (31, false),
+            (32, true),
+            (64, true),
+            (128, true),
+            (129, false),
+        ] {
+            smtp.ipv6_prefix_per_ip = prefix;
+            assert_eq!(smtp.problems(&provider).is_empty(), ok, "{prefix}");
         }
     }
 

@@ -71,7 +71,9 @@ pub struct SweepConfig {
     /// XOAUTH2 with the bearer token in this file.
     pub oauth2_token_file: Option<PathBuf>,
     /// XOAUTH2 with the bearer token printed by this command (run with
-    /// `sh -c` for each login, the account in `WRIT_ACCOUNT`).
+    /// `sh -c` for each login, the account in `WRIT_ACCOUNT`, writ's secret
+    /// variables removed: `jobs::login::HIDDEN_FROM_TOKEN_COMMAND`; errors
+    /// name only its program).
     pub oauth2_token_command: Option<String>,
     /// Without UIDPLUS at the provider, expunge with EXPUNGE (which also
     /// removes every other message marked \Deleted in that mailbox).

@@ -4,14 +4,18 @@
 //! limits below then count the real client), and runs one task per
 //! connection. On shutdown it stops accepting; sessions are
 //! told BYE (IMAP has no transaction to finish, but a command in flight
-//! gets the grace period to complete).
+//! gets the grace period to complete). A failed accept (out of file
+//! descriptors) is retried after [`crate::net::accept::ACCEPT_BACKOFF`],
+//! not at once.
 //!
 //! Limits (each refusal is one `* BYE [UNAVAILABLE] ...` line, written in
 //! plain text even on an implicit-TLS port, where the client sees a failed
 //! handshake instead, as from a full server): `imap.max_sessions` in all,
 //! `imap.max_sessions_per_ip` per client address, and of those
 //! `imap.max_prelogin_per_ip` not logged in yet (the slot is given back at
-//! login, see [`connection`]).
+//! login, see [`connection`]). Each counts the sessions of all IMAP
+//! listeners together (143 and 993): they share one semaphore and the
+//! per-address counts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +36,8 @@ pub struct Listener {
     /// current one when accepted.
     pub shared: watch::Receiver<Arc<Shared>>,
     pub implicit_tls: bool,
-    pub max_sessions: usize,
+    /// `imap.max_sessions`: one semaphore shared by all IMAP listeners.
+    pub sessions: Arc<Semaphore>,
     pub max_sessions_per_ip: usize,
     pub max_prelogin_per_ip: usize,
     /// Sessions per client address, shared by all IMAP listeners.
@@ -94,7 +99,7 @@ async fn refuse(mut tcp: TcpStream, line: &'static [u8]) {
 
 impl Listener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let sessions = Arc::new(Semaphore::new(self.max_sessions));
+        let sessions = self.sessions;
         let mut tasks = JoinSet::new();
         let checks = Arc::new(Checks {
             max_sessions_per_ip: self.max_sessions_per_ip,
@@ -112,8 +117,12 @@ impl Listener {
             let (tcp, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    // Out of descriptors, usually: wait rather than spin.
+                    let listener = self.shared.borrow().listener;
+                    tokio::select! {
+                        () = crate::net::accept::back_off(listener, &e) => continue,
+                        _ = shutdown.changed() => break,
+                    }
                 }
             };
             if let Some(proxy) = &checks.proxy

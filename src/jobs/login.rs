@@ -2,6 +2,11 @@
 //! environment), an OAuth2 bearer token (XOAUTH2, from a file or a
 //! command), optionally as an administrator through a master user
 //! (Dovecot's `user*master`).
+//!
+//! A token command line often carries a client secret (an argument, or a
+//! `NAME=value` before the program): errors, and so the CLI's message and
+//! the sweep's log, name only its program ([`program_name`]). The command
+//! runs without writ's secret variables ([`HIDDEN_FROM_TOKEN_COMMAND`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +16,11 @@ use zeroize::Zeroizing;
 
 /// The environment variable a password may come from.
 pub const PASSWORD_ENV: &str = "WRIT_PROVIDER_PASSWORD";
+
+/// Removed from a token command's environment: the provider password, and
+/// where the keyring's passphrase and the HSM's PIN are read from.
+pub const HIDDEN_FROM_TOKEN_COMMAND: [&str; 3] =
+    [PASSWORD_ENV, "WRIT_PASSPHRASE_FILE", "WRIT_PIN_FILE"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -22,8 +32,10 @@ pub enum LoginError {
     },
     #[error("the credential file {0} is empty")]
     Empty(PathBuf),
-    #[error("the token command `{command}` failed: {why}")]
-    Command { command: String, why: String },
+    /// `program`: only the program's name ([`program_name`]), never the
+    /// command line.
+    #[error("the token command `{program} ...` failed: {why}")]
+    Command { program: String, why: String },
     #[error(
         "no provider credentials: give --password-file, --oauth2-token-file or \
          --oauth2-token-command, or set {PASSWORD_ENV}"
@@ -112,12 +124,33 @@ fn read_secret_file(path: &Path) -> Result<SecretString, LoginError> {
     Ok(SecretString::from(line.to_string()))
 }
 
+/// The program a shell command line runs, for errors: its first word after
+/// any `NAME=value` assignments, unquoted; never its arguments.
+pub fn program_name(command: &str) -> &str {
+    let assignment = |word: &str| {
+        word.split_once('=').is_some_and(|(name, _)| {
+            name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    command
+        .split_whitespace()
+        .find(|word| !assignment(word))
+        .map(|word| word.trim_matches(['\'', '"']))
+        .filter(|word| !word.is_empty())
+        .unwrap_or("sh")
+}
+
 fn run_token_command(command: &str, account: &str) -> Result<SecretString, LoginError> {
     let fail = |why: String| LoginError::Command {
-        command: command.to_string(),
+        program: program_name(command).to_string(),
         why,
     };
-    let out = Command::new("sh")
+    let mut sh = Command::new("sh");
+    for name in HIDDEN_FROM_TOKEN_COMMAND {
+        sh.env_remove(name);
+    }
+    let out = sh
         .arg("-c")
         .arg(command)
         .env("WRIT_ACCOUNT", account)
@@ -127,7 +160,7 @@ fn run_token_command(command: &str, account: &str) -> Result<SecretString, Login
         .map_err(|e| fail(e.to_string()))?;
     let stdout = Zeroizing::new(out.stdout);
     if !out.status.success() {
-        return Err(fail(format!("exit status {}", out.status)));
+        return Err(fail(out.status.to_string()));
     }
     let text = std::str::from_utf8(&stdout).map_err(|_| fail("output is not UTF-8".into()))?;
     let token = text.lines().next().unwrap_or("").trim();
@@ -207,14 +240,36 @@ mod tests {
             expose(&src.resolve("bob").unwrap()),
             ("bearer", "tok-bob".into())
         );
-        for (cmd, why) in [("exit 4", "exit status"), ("true", "printed no token")] {
+        for (cmd, named, why) in [
+            ("exit 4", "`exit ...`", "exit status: 4"),
+            ("true", "`true ...`", "printed no token"),
+        ] {
             let src = SecretSource {
                 oauth2_token_command: Some(cmd.into()),
                 ..Default::default()
             };
             let e = src.resolve("bob").err().unwrap().to_string();
-            assert!(e.contains(why) && e.contains(cmd), "{e}");
+            assert!(e.contains(why) && e.contains(named), "{e}");
         }
+    }
+
+    #[test]
+    fn a_failed_token_command_is_named_by_its_program_only() {
+        for (cmd, program) in [
+            ("false --client-secret hunter2", "false"),
+            ("CLIENT_SECRET=hunter2 false", "false"),
+            ("A=1 B_2=hunter2 '/bin/false' hunter2", "/bin/false"),
+        ] {
+            let src = SecretSource {
+                oauth2_token_command: Some(cmd.into()),
+                ..Default::default()
+            };
+            let e = src.resolve("bob").err().unwrap().to_string();
+            assert!(e.contains(&format!("`{program} ...`")), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        assert_eq!(program_name("  "), "sh");
+        assert_eq!(program_name("get-token --secret=x=y"), "get-token");
     }
 
     #[test]

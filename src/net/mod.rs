@@ -1,5 +1,7 @@
 //! What the SMTP relay and the IMAP proxy share below their protocols:
 //!
+//! - [`accept`]: backing off after a failed accept (out of file
+//!   descriptors) instead of retrying at once.
 //! - [`stream`]: a TCP connection that may become TLS in place (either
 //!   side), and reading it line by line.
 //! - [`provider`]: where and how to reach a provider's server ([`Endpoint`]):
@@ -10,6 +12,7 @@
 //! - [`proxy_header`]: the PROXY protocol header a load balancer sends
 //!   first, naming the real client (before TLS, before any greeting).
 
+pub mod accept;
 pub mod per_ip;
 pub mod provider;
 pub mod proxy_header;

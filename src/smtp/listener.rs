@@ -2,8 +2,13 @@
 //! listener takes one (`net::proxy_header`: only from the configured load
 //! balancers, before anything else), applies the connection limits and (for
 //! relay listeners) the allowed client networks to the real client, and runs
-//! one task per connection. On shutdown it stops accepting and gives in-flight sessions
-//! the grace period before closing them.
+//! one task per connection. The limits count the sessions of all SMTP
+//! listeners together (`smtp.max_sessions` in all, `smtp.max_sessions_per_ip`
+//! per client address): the listeners share one semaphore and one
+//! [`PerIp`]. On shutdown it stops accepting and gives in-flight sessions
+//! the grace period before closing them. A failed accept (out of file
+//! descriptors) is retried after [`crate::net::accept::ACCEPT_BACKOFF`],
+//! not at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,8 +30,11 @@ pub struct Listener {
     pub implicit_tls: bool,
     /// Empty: anyone may connect (submission ports authenticate instead).
     pub allowed: Vec<Network>,
-    pub max_sessions: usize,
+    /// `smtp.max_sessions`: one semaphore shared by all SMTP listeners.
+    pub sessions: Arc<Semaphore>,
     pub max_per_ip: usize,
+    /// Sessions per client address, shared by all SMTP listeners.
+    pub per_ip: PerIp,
     /// PROXY protocol from these load balancers (`None`: off).
     pub proxy: Option<ProxyProtocol>,
     pub grace: Duration,
@@ -85,14 +93,13 @@ async fn refuse(mut tcp: TcpStream, line: &str) {
 
 impl Listener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let sessions = Arc::new(Semaphore::new(self.max_sessions));
-        let per_ip = PerIp::default();
+        let sessions = self.sessions;
         let mut tasks = JoinSet::new();
         let checks = Arc::new(Checks {
             allowed: self.allowed,
             max_per_ip: self.max_per_ip,
             proxy: self.proxy,
-            per_ip,
+            per_ip: self.per_ip,
         });
         loop {
             let accepted = tokio::select! {
@@ -104,8 +111,11 @@ impl Listener {
             let (tcp, peer): (TcpStream, SocketAddr) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+                    // Out of descriptors, usually: wait rather than spin.
+                    tokio::select! {
+                        () = crate::net::accept::back_off(self.shared.listener, &e) => continue,
+                        _ = shutdown.changed() => break,
+                    }
                 }
             };
             // Without a PROXY header to wait for, an address outside

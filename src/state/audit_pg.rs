@@ -14,10 +14,15 @@
 //!   streams the rows: memory does not grow with the chain.
 //! - [`PgAudit::export`] writes `audit.log`, `audit.head` and `audit.pub`
 //!   as the file backend keeps them: `writ audit verify` on that directory
-//!   checks it with the file verifier.
+//!   checks it with the file verifier. The directory is new and made 0700,
+//!   each file new (`create_new`: nothing there is followed or
+//!   overwritten) and 0600, whatever the umask (the chain names operators
+//!   and what they did); files and directory are fsynced.
 
 use std::collections::BTreeMap;
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt as _;
@@ -288,23 +293,32 @@ impl PgAudit {
             .collect()
     }
 
-    /// Writes the chain to the new directory `out` as the file backend
-    /// keeps it (audit.log, audit.head, audit.pub), checking it on the way;
-    /// a chain that does not verify is not exported (the partial directory
-    /// is removed).
+    /// Writes the chain to the new directory `out` (0700; its files 0600)
+    /// as the file backend keeps it (audit.log, audit.head, audit.pub),
+    /// checking it on the way; a chain that does not verify is not exported
+    /// (the partial directory is removed).
     pub async fn export(&self, out: &Path) -> Result<Exported, StateError> {
         let io = |source| StateError::Export {
             path: out.to_path_buf(),
             source,
         };
-        if out.exists() {
-            return Err(StateError::ExportExists {
-                path: out.to_path_buf(),
-            });
+        let exists = || StateError::ExportExists {
+            path: out.to_path_buf(),
+        };
+        if std::fs::symlink_metadata(out).is_ok() {
+            return Err(exists());
         }
         let public = self.keys_dir.join(audit::PUBLIC_FILE);
         audit::read_public_key(&public)?;
-        std::fs::create_dir_all(out).map_err(io)?;
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        // Not recursive: fails if `out` appeared meanwhile.
+        match DirBuilder::new().mode(0o700).create(out) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(exists()),
+            Err(e) => return Err(io(e)),
+        }
         let result = self.export_into(out, &public).await;
         if result.is_err() {
             let _ = std::fs::remove_dir_all(out);
@@ -317,8 +331,12 @@ impl PgAudit {
             path: out.to_path_buf(),
             source,
         };
-        std::fs::copy(public, out.join(audit::PUBLIC_FILE)).map_err(io)?;
-        let log = std::fs::File::create(out.join(audit::LOG_FILE)).map_err(io)?;
+        let public = std::fs::read(public).map_err(|source| AuditError::Io {
+            path: public.to_path_buf(),
+            source,
+        })?;
+        write_new(&out.join(audit::PUBLIC_FILE), &public).map_err(io)?;
+        let log = create_new(&out.join(audit::LOG_FILE)).map_err(io)?;
         let mut log = std::io::BufWriter::new(log);
         let (verified, head) = self
             .check_all(None, |line| {
@@ -333,8 +351,9 @@ impl PgAudit {
             .map_err(io)?;
         if let Some(mut head) = head {
             head.push('\n');
-            std::fs::write(out.join(audit::HEAD_FILE), head).map_err(io)?;
+            write_new(&out.join(audit::HEAD_FILE), head.as_bytes()).map_err(io)?;
         }
+        File::open(out).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(Exported {
             verified,
             dir: out.to_path_buf(),
@@ -400,4 +419,20 @@ impl PgAudit {
         tx.commit().await.map_err(&err)?;
         Ok(verified)
     }
+}
+
+/// A new file (never one already there, nor through a symlink), 0600.
+fn create_new(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A new 0600 file holding `bytes`, fsynced.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = create_new(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

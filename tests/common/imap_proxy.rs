@@ -37,6 +37,25 @@ impl ImapProxy {
         imap_options: &str,
         env: &[(&str, &str)],
     ) -> ImapProxy {
+        ImapProxy::start_with(provider_imap, imap_options, env, None)
+    }
+
+    /// As [`ImapProxy::start`], `writ serve` allowed at most
+    /// `max_open_files` descriptors (`RLIMIT_NOFILE`).
+    pub fn start_with_open_files(
+        provider_imap: &str,
+        imap_options: &str,
+        max_open_files: u64,
+    ) -> ImapProxy {
+        ImapProxy::start_with(provider_imap, imap_options, &[], Some(max_open_files))
+    }
+
+    fn start_with(
+        provider_imap: &str,
+        imap_options: &str,
+        env: &[(&str, &str)],
+        max_open_files: Option<u64>,
+    ) -> ImapProxy {
         let tls = test_tls("writ IMAP test CA");
         let (imap, imaps) = (free_port(), free_port());
         let mut cfg = WritConfig::relay(provider().smtp_addr());
@@ -57,6 +76,7 @@ impl ImapProxy {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        cfg.max_open_files = max_open_files;
         let writ = Writ::start(&cfg);
         ImapProxy {
             writ,

@@ -270,6 +270,9 @@ pub struct WritConfig {
     /// More environment for `writ serve` (an HSM keyring's `SOFTHSM2_CONF`
     /// and `WRIT_PIN_FILE`).
     pub serve_env: Vec<(String, String)>,
+    /// Run `writ serve` with at most this many open files (`RLIMIT_NOFILE`,
+    /// set by prlimit(1), which then execs writ: the pid is writ's).
+    pub max_open_files: Option<u64>,
 }
 
 impl WritConfig {
@@ -307,6 +310,7 @@ impl WritConfig {
             unlock: false,
             writ_log: None,
             serve_env: Vec::new(),
+            max_open_files: None,
         }
     }
 
@@ -543,6 +547,7 @@ impl Writ {
             &unlock_args,
             cfg.writ_log.as_deref(),
             &cfg.serve_env,
+            cfg.max_open_files,
         )?;
         let mut writ = Writ {
             child,
@@ -733,7 +738,7 @@ impl Drop for Writ {
 #[track_caller]
 pub fn serve_expecting_failure(config: &Path, args: &[&str]) -> Output {
     let dir = config.parent().unwrap_or(Path::new("."));
-    let (mut child, stderr) = spawn_serve(config, dir, args, None, &[])
+    let (mut child, stderr) = spawn_serve(config, dir, args, None, &[], None)
         .unwrap_or_else(|e| panic!("spawn writ serve: {e}"));
     let deadline = Instant::now() + START_TIMEOUT;
     let status = loop {
@@ -770,8 +775,16 @@ fn spawn_serve(
     args: &[&str],
     writ_log: Option<&str>,
     env: &[(String, String)],
+    max_open_files: Option<u64>,
 ) -> Result<(Child, Captured), String> {
-    let mut command = Command::new(WRIT);
+    let mut command = match max_open_files {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}")).arg(WRIT);
+            c
+        }
+        None => Command::new(WRIT),
+    };
     command.envs(env.iter().map(|(k, v)| (k, v)));
     match writ_log {
         Some(filter) => command.env("WRIT_LOG", filter),
