@@ -84,6 +84,22 @@ fn pg_config(config: &StateConfig) -> Result<tokio_postgres::Config, StateError>
     read_url_file(&PathBuf::from(dir).join(&name))
 }
 
+/// A host on this machine: a Unix socket, `localhost` or a loopback
+/// address.
+fn is_local(host: &Host) -> bool {
+    match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
 /// The database for people and errors: hosts, port, database, user; never
 /// the password.
 fn describe(pg: &tokio_postgres::Config) -> String {
@@ -120,7 +136,16 @@ impl Db {
             ));
         }
         // Verified TLS when required; never opportunistic TLS that would
-        // accept any certificate (prefer, the default, is plain).
+        // accept any certificate (prefer, the default, is plain). Plain
+        // only on this host, or when the URL says `sslmode=disable`: over
+        // a network, `prefer` (said or left out) would send the password
+        // where anyone on the path could ask for it in the clear.
+        if pg.get_ssl_mode() == SslMode::Prefer && !pg.get_hosts().iter().all(is_local) {
+            return Err(StateError::Config(format!(
+                "[state] url: {target} is reached over the network: add sslmode=require \
+                 (with ca_file) to the URL, or sslmode=disable to send the password in the clear"
+            )));
+        }
         if pg.get_ssl_mode() != SslMode::Require {
             pg.ssl_mode(SslMode::Disable);
         }
@@ -201,5 +226,51 @@ impl Db {
             target: self.target.clone(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Backend;
+
+    fn config(url: &str) -> StateConfig {
+        StateConfig {
+            backend: Backend::Postgres,
+            url: Some(url.into()),
+            gateway: Some("gw".into()),
+            ..StateConfig::default()
+        }
+    }
+
+    #[test]
+    fn plain_connections_over_a_network_need_sslmode_disable_said() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Refused before any connection is tried (the host is no real one).
+        for url in [
+            "postgresql://writ@db.invalid/writ",
+            "postgresql://writ@db.invalid/writ?sslmode=prefer",
+            "host=db.invalid,localhost user=writ dbname=writ",
+        ] {
+            let e = rt.block_on(Db::connect(&config(url))).err().unwrap();
+            let text = e.to_string();
+            assert!(
+                text.contains("sslmode=require") && text.contains("over the network"),
+                "{url}: {text}"
+            );
+        }
+        for host in [
+            Host::Tcp("localhost".into()),
+            Host::Tcp("127.0.0.1".into()),
+            Host::Tcp("::1".into()),
+            Host::Unix("/run/postgresql".into()),
+        ] {
+            assert!(is_local(&host), "{host:?}");
+        }
+        assert!(!is_local(&Host::Tcp("db.example".into())));
+        assert!(!is_local(&Host::Tcp("192.0.2.7".into())));
     }
 }
