@@ -239,6 +239,31 @@ fn sealing_a_sealed_message_returns_it_unchanged() {
 }
 
 #[test]
+fn only_trace_and_verdict_fields_above_the_marker_are_kept() {
+    // The provider is not trusted: a Reply-To, From or Subject it puts
+    // above the marker would change what the client takes for the
+    // sealed message (its replies sent where the provider says). Opening
+    // keeps trace and verdict fields only, in every reader.
+    let (sealer, ids) = keys();
+    let m = b"From: a@example.test\r\nSubject: x\r\n\r\nbody\r\n";
+    let mut stored = b"Reply-To: thief@evil.test\r\nReceived: from provider\r\n by mx\r\n\
+        Subject: urgent\r\nAuthentication-Results: mx; dkim=pass\r\n\
+        From: ceo@example.test\r\nX-Spam: no\r\nARC-Seal: i=1\r\n"
+        .to_vec();
+    stored.extend(seal(&sealer, m));
+    let kept: &[u8] = b"Received: from provider\r\n by mx\r\n\
+        Authentication-Results: mx; dkim=pass\r\nX-Spam: no\r\nARC-Seal: i=1\r\n";
+    let opened = open_bytes(&ids, &stored).unwrap();
+    assert_eq!(opened, [kept, &m[..]].concat());
+    let head_end = envelope::header::header_end(&stored).unwrap();
+    assert_eq!(envelope::stored_prefix(&stored[..head_end]), kept);
+    let summary = read_summary(Cursor::new(&stored), &ids)
+        .unwrap()
+        .with_prefix(kept);
+    assert_eq!(summary.size, opened.len() as u64);
+}
+
+#[test]
 fn fields_above_the_marker_are_prepended() {
     let (sealer, ids) = keys();
     let m = b"Subject: x\r\n\r\nbody\r\n";

@@ -71,13 +71,46 @@ pub fn detect(header_block: &[u8]) -> Option<Detected> {
     sealed_type.then_some(detected)
 }
 
-/// The fields a provider put above the marker, verbatim: what opening
-/// puts before M (empty when the marker is the first field).
+/// Fields a provider puts above the marker that opening keeps: trace and
+/// verdict fields (and `X-` fields, which providers use for theirs).
+const PREFIX_FIELDS: &[&str] = &[
+    "received",
+    "return-path",
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",
+    "authentication-results",
+    "received-spf",
+    "dkim-signature",
+];
+/// Name prefixes of fields kept above the marker (see [`PREFIX_FIELDS`]).
+const PREFIX_FIELD_PREFIXES: &[&str] = &["arc-", "x-"];
+
+/// Does opening keep this field from above the marker? Only trace and
+/// verdict fields: the provider is not trusted, and anything else there
+/// (a Reply-To, a From, a Content-Type that would come before M's own)
+/// would change what the client reads as the sealed message, whose body
+/// it would be shown with (its replies sent where the provider said).
+pub(crate) fn kept_above_marker(field: &header::RawField<'_>) -> bool {
+    field.name().is_some_and(|name| {
+        PREFIX_FIELDS
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+            || PREFIX_FIELD_PREFIXES
+                .iter()
+                .any(|p| name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
+    })
+}
+
+/// The trace and verdict fields a provider put above the marker, verbatim
+/// ([`kept_above_marker`]): what opening puts before M (empty when the
+/// marker is the first field).
 pub fn stored_prefix(header_block: &[u8]) -> Vec<u8> {
     let fields = header::fields(header_block);
     fields
         .iter()
         .take_while(|f| !f.is("x-writ"))
+        .filter(|f| kept_above_marker(f))
         .flat_map(|f| f.raw.iter().copied())
         .collect()
 }

@@ -1,5 +1,6 @@
-//! Opening: a stored sealed message in, M out (preceded by the fields the
-//! provider put above the marker), streaming.
+//! Opening: a stored sealed message in, M out (preceded by the trace and
+//! verdict fields the provider put above the marker: `detect.rs`'s
+//! `kept_above_marker`; any other field there is dropped), streaming.
 //!
 //! The opener assumes nothing about layout that a provider may change: it
 //! finds the marker by name, the boundary from the (possibly re-folded)
@@ -165,6 +166,7 @@ fn read_stored_header(input: &mut impl BufRead) -> Result<StoredHeader, Envelope
     };
     let prefix: Vec<u8> = fields[..pos]
         .iter()
+        .filter(|f| super::detect::kept_above_marker(f))
         .flat_map(|f| f.raw.iter().copied())
         .collect();
     let ct = fields

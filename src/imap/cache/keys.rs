@@ -100,7 +100,9 @@ impl MessageKey {
         // these fields alone agree even where one is refolded or has other
         // line endings.
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(b"writ cache: marker fields v2");
+        // v3: opened messages keep only trace and verdict fields from
+        // above the marker; entries made before are misses.
+        ctx.update(b"writ cache: marker fields v3");
         for field in crate::envelope::header::fields(stored_header) {
             let Some(name) = MARKER_FIELDS.iter().find(|n| field.is(n)) else {
                 continue;
