@@ -990,3 +990,60 @@ fn a_gmail_account_is_not_swept_folder_by_folder() {
     assert_eq!(n, 1);
     assert!(epoch(&stored[&message_id(&m)][0].0).is_none(), "not sealed");
 }
+
+/// A mailbox the provider refuses to select (deleted between LIST and
+/// SELECT, or not the account's to read) is left this round; the
+/// account's other mailboxes are still looked at and sealed (the round
+/// used to end at the first such mailbox, before any sealing).
+#[test]
+fn a_mailbox_that_cannot_be_selected_does_not_keep_the_others_unswept() {
+    use common::hostile::{HostileProvider, Lies};
+    let p = provider();
+    let user = p.new_user("sweepnoselect");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    let mut imap = p.imap(&user);
+    imap.command("CREATE Broken").expect_ok("CREATE Broken");
+    imap.command("CREATE Other").expect_ok("CREATE Other");
+    imap.logout();
+    let inbox = message("inbox", 1);
+    lmtp_deliver(&user.address, &inbox);
+    p.imap_append(&user, "Other", &message("other", 2));
+    p.imap_append(&user, "Broken", &message("broken", 3));
+    // Every SELECT or EXAMINE of Broken asks for a mailbox that is not
+    // there: the provider answers NO.
+    let refusing = HostileProvider::start(
+        p.imap_addr(),
+        Lies::new().command(|line| {
+            let text = String::from_utf8_lossy(line);
+            let upper = text.to_ascii_uppercase();
+            if (upper.contains(" SELECT ") || upper.contains(" EXAMINE "))
+                && text.contains("Broken")
+            {
+                text.replace("Broken", "Gone-Missing").into_bytes()
+            } else {
+                line.to_vec()
+            }
+        }),
+    );
+    let toml = provider_toml(refusing.addr()) + &sweep_toml(&user, &pw, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    wait_for(
+        &writ,
+        "INBOX and Other sealed",
+        Duration::from_secs(30),
+        || (all_sealed(&user, "INBOX", 1) && all_sealed(&user, "Other", 1)).then_some(()),
+    );
+    wait_for(&writ, "Broken reported", Duration::from_secs(30), || {
+        writ.log()
+            .contains("sweep: mailbox not looked at this round")
+            .then_some(())
+    });
+    let (stored, n) = stored_by_id(&user, "Broken");
+    assert_eq!(n, 1);
+    assert!(
+        stored.values().all(|v| epoch(&v[0].0).is_none()),
+        "Broken is left as it is"
+    );
+}

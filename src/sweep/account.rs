@@ -132,18 +132,35 @@ async fn round(
     let names = mailboxes(sweep, &mut client).await?;
     books.ledgers.retain(|name, _| names.contains(name));
     let mut behind = Vec::with_capacity(names.len());
+    let mut failed = None;
     for name in &names {
         if *stop.borrow() {
             return Err(SweepError::Stopping);
         }
         let ledger = books.ledgers.entry(name.clone()).or_default();
-        behind.push(look(sweep, user, &mut client, name, ledger).await?);
+        match look(sweep, user, &mut client, name, ledger).await {
+            Ok(b) => behind.push(Some(b)),
+            // One mailbox the provider answers wrongly (or refuses to
+            // select) is left this round; the others are still looked at
+            // and sealed, and the round ends as failed once they are.
+            Err(SweepError::Client(e)) if client_mailbox_only(&e) => {
+                tracing::warn!(account = %user, mailbox = %name, error = %e, "sweep: mailbox not looked at this round");
+                behind.push(None);
+                let usable = matches!(e, ClientError::Refused { .. });
+                failed.get_or_insert(SweepError::Client(e));
+                if !usable {
+                    // A deadline or a cap passed: the session is spent.
+                    client.logout().await;
+                    client = Client::login(&sweep.target, &creds).await?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     client.logout().await;
     let mut more = false;
-    let mut failed = None;
     for (name, behind) in names.iter().zip(behind) {
-        let Some(ledger) = books.ledgers.get_mut(name) else {
+        let (Some(ledger), Some(behind)) = (books.ledgers.get_mut(name), behind) else {
             continue;
         };
         let due = match seal(sweep, &creds, name, ledger, stop).await {
@@ -173,17 +190,24 @@ async fn round(
 /// others (the provider's answers for that mailbox), as opposed to the
 /// connection, the login or the checkpoints.
 fn mailbox_only(e: &JobError) -> bool {
+    match e {
+        JobError::Client(e) => client_mailbox_only(e),
+        JobError::OriginalsRemain { .. } => true,
+        _ => false,
+    }
+}
+
+/// [`mailbox_only`] for the provider's answers themselves.
+fn client_mailbox_only(e: &ClientError) -> bool {
     matches!(
         e,
-        JobError::Client(
-            ClientError::UidValidity { .. }
-                | ClientError::UidValidityChanged { .. }
-                | ClientError::TooManyResponses(_)
-                | ClientError::AnsweredTwice(_)
-                | ClientError::Deadline(_)
-                | ClientError::ScanShort { .. }
-                | ClientError::Refused { .. }
-        ) | JobError::OriginalsRemain { .. }
+        ClientError::UidValidity { .. }
+            | ClientError::UidValidityChanged { .. }
+            | ClientError::TooManyResponses(_)
+            | ClientError::AnsweredTwice(_)
+            | ClientError::Deadline(_)
+            | ClientError::ScanShort { .. }
+            | ClientError::Refused { .. }
     )
 }
 
