@@ -114,6 +114,9 @@ pub mod names {
     /// Counter, label `account`: sweep rounds (or IDLE watches) that failed
     /// at the provider and were backed off.
     pub const SWEEP_ERRORS_TOTAL: &str = "writ_sweep_errors_total";
+    /// Gauge: 1 while the sweep runs; 0 while it waits for its checkpoint
+    /// store (`[state]`: the database down at start) or once it stopped.
+    pub const SWEEP_RUNNING: &str = "writ_sweep_running";
 }
 
 /// Latency buckets in seconds, shared by both histograms: from a small
@@ -313,6 +316,11 @@ fn describe() {
         names::SWEEP_ERRORS_TOTAL,
         Unit::Count,
         "Sweep rounds and IDLE watches that failed at the provider, by account"
+    );
+    describe_gauge!(
+        names::SWEEP_RUNNING,
+        Unit::Count,
+        "1 while the sweep runs, 0 while it waits for its checkpoint store (the database) or after it stopped"
     );
 }
 
