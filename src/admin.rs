@@ -3,12 +3,17 @@
 //! Meant for a private interface (monitoring, the load balancer's probe):
 //! it serves no mail data and takes no input beyond the request line.
 //!
-//! Caps: [`MAX_CONNECTIONS`] at once (the oldest is closed to make room, so
-//! a flood cannot keep a probe out); one health check at a time, shared by
+//! Caps: [`MAX_CONNECTIONS`] at once; at the cap the oldest connection
+//! that has not sent a complete request head (idle, mid-head, or awaiting
+//! its PROXY header) is closed to make room, so a flood cannot keep a
+//! probe out, and a connection whose request is being answered (a probe
+//! waiting for its health check) is never closed for room: when every
+//! connection is answering, the new one is closed at once instead
+//! ([`make_room`]); one health check at a time, shared by
 //! every `/healthz` that arrives while it runs (a flood of probes costs the
 //! provider one connection per check, not one per request; the check runs
-//! on a task of its own, so a connection closed to make room does not
-//! cancel it for the others); a request head must arrive within
+//! on a task of its own, so a probe that goes away (its client gone)
+//! does not cancel it for the others); a request head must arrive within
 //! [`HEADER_READ_TIMEOUT`], and a kept-alive connection idle that long is
 //! closed (hyper's header read timer covers both); hyper's own limits on
 //! head size (about 400 KB) and header count answer 431/400; bodies are
@@ -23,6 +28,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -108,6 +114,9 @@ pub mod names {
     /// Counter, label `account`: sweep rounds (or IDLE watches) that failed
     /// at the provider and were backed off.
     pub const SWEEP_ERRORS_TOTAL: &str = "writ_sweep_errors_total";
+    /// Gauge: 1 while the sweep runs; 0 while it waits for its checkpoint
+    /// store (`[state]`: the database down at start) or once it stopped.
+    pub const SWEEP_RUNNING: &str = "writ_sweep_running";
 }
 
 /// Latency buckets in seconds, shared by both histograms: from a small
@@ -118,9 +127,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     120.0, 300.0,
 ];
 
-/// Admin connections open at once. At the cap, the oldest is closed to make
-/// room for the new one: whoever floods the endpoint with connections
-/// cannot keep the load balancer's probe out (its connection is the newest).
+/// Admin connections open at once. At the cap, the oldest connection not
+/// answering a request is closed to make room for the new one: whoever
+/// floods the endpoint with connections cannot keep the load balancer's
+/// probe out (its connection is the newest), nor cut off a probe waiting
+/// for its answer. When every connection is answering, the new one is
+/// closed instead.
 pub const MAX_CONNECTIONS: usize = 64;
 /// A slow client must not hold a connection (and delay shutdown) by
 /// trickling its request headers.
@@ -305,6 +317,11 @@ fn describe() {
         Unit::Count,
         "Sweep rounds and IDLE watches that failed at the provider, by account"
     );
+    describe_gauge!(
+        names::SWEEP_RUNNING,
+        Unit::Count,
+        "1 while the sweep runs, 0 while it waits for its checkpoint store (the database) or after it stopped"
+    );
 }
 
 struct State {
@@ -375,6 +392,63 @@ async fn health_of(state: &Arc<State>) -> Result<(), String> {
     }
 }
 
+/// A connection's phase, for [`make_room`]: no complete request head yet
+/// (idle, mid-head, or awaiting its PROXY header).
+const WAITING: u8 = 0;
+/// A request's head arrived and its answer is being made.
+const ANSWERING: u8 = 1;
+/// Chosen to make room: it is being closed and answers nothing more.
+const CLOSING: u8 = 2;
+
+/// An open admin connection: its task and its phase.
+struct Conn {
+    task: AbortHandle,
+    phase: Arc<AtomicU8>,
+}
+
+/// Marks a connection answering while it lives (the service future of one
+/// request); waiting again once the answer is made. A connection already
+/// chosen to make room stays closing.
+struct Answering(Arc<AtomicU8>);
+
+impl Answering {
+    fn begin(phase: &Arc<AtomicU8>) -> Answering {
+        let _ = phase.compare_exchange(WAITING, ANSWERING, Ordering::AcqRel, Ordering::Acquire);
+        Answering(Arc::clone(phase))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .compare_exchange(ANSWERING, WAITING, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+/// Makes room for one more connection in `open` (oldest first): forgets
+/// the finished ones, then, at [`MAX_CONNECTIONS`], closes the oldest that
+/// has not sent a complete request head. False when every connection is
+/// answering a request: the new connection must be refused. A connection
+/// is claimed for closing by one compare-and-swap, so one whose request
+/// head arrives meanwhile is either answered or closed, never closed while
+/// it answers.
+fn make_room(open: &mut VecDeque<Conn>) -> bool {
+    open.retain(|c| !c.task.is_finished());
+    while open.len() >= MAX_CONNECTIONS {
+        let victim = open.iter().position(|c| {
+            c.phase
+                .compare_exchange(WAITING, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        match victim.and_then(|i| open.remove(i)) {
+            Some(conn) => conn.task.abort(),
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Serves `/healthz` and `/metrics` on `listener` until `shutdown`
 /// completes; then stops accepting, lets in-flight requests finish (up to
 /// a grace period) and returns.
@@ -405,7 +479,7 @@ pub async fn serve_behind(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     // The connections in `conns`, oldest first.
-    let mut open = VecDeque::new();
+    let mut open: VecDeque<Conn> = VecDeque::new();
     let mut upkeep = tokio::time::interval(UPKEEP_PERIOD);
     upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     if let Ok(addr) = listener.local_addr() {
@@ -434,15 +508,20 @@ pub async fn serve_behind(
                     continue;
                 }
                 // Reap finished connections so the set does not grow, then
-                // make room at the cap by closing the oldest.
+                // make room at the cap by closing the oldest that is not
+                // answering; if every one is, refuse this one.
                 while conns.try_join_next().is_some() {}
-                open.retain(|c: &AbortHandle| !c.is_finished());
-                while open.len() >= MAX_CONNECTIONS {
-                    if let Some(oldest) = open.pop_front() {
-                        tracing::debug!("admin endpoint: connection cap reached, closing the oldest");
-                        oldest.abort();
-                    }
+                if !make_room(&mut open) {
+                    tracing::debug!(
+                        %peer,
+                        "admin endpoint: connection cap reached, every connection answering: \
+                         closing the new one"
+                    );
+                    drop(tcp);
+                    continue;
                 }
+                let phase = Arc::new(AtomicU8::new(WAITING));
+                let answering = Arc::clone(&phase);
                 let state = Arc::clone(&state);
                 let builder = builder.clone();
                 let mut stop = stop_rx.clone();
@@ -460,7 +539,13 @@ pub async fn serve_behind(
                     };
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(route(&state, req).await) }
+                        // hyper calls this once a request head is complete.
+                        let answering = Answering::begin(&answering);
+                        async move {
+                            let response = route(&state, req).await;
+                            drop(answering);
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let conn = builder.serve_connection(TokioIo::new(tcp), service);
                     tokio::pin!(conn);
@@ -479,7 +564,7 @@ pub async fn serve_behind(
                         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
                     }
                 });
-                open.push_back(handle);
+                open.push_back(Conn { task: handle, phase });
             }
         }
     }
@@ -612,8 +697,8 @@ mod tests {
         });
         let handle = PrometheusBuilder::new().build_recorder().handle();
         let state = Arc::new(State::new(handle, gated.clone()));
-        // The probe whose check runs goes away (its connection closed to
-        // make room): the check goes on for the others.
+        // The probe whose check runs goes away (its client hung up): the
+        // check goes on for the others.
         let first = tokio::spawn({
             let state = Arc::clone(&state);
             async move { health_of(&state).await }
@@ -648,6 +733,56 @@ mod tests {
         }
         gated.open.notify_one();
         assert_eq!(later.await.unwrap(), Err("run 2".into()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn room_is_made_by_closing_the_oldest_connection_not_answering() {
+        let mut tasks = JoinSet::new();
+        let mut open = VecDeque::new();
+        let mut add = |open: &mut VecDeque<Conn>, phase: u8| {
+            let phase = Arc::new(AtomicU8::new(phase));
+            let task = tasks.spawn(std::future::pending::<()>());
+            open.push_back(Conn {
+                task,
+                phase: Arc::clone(&phase),
+            });
+            phase
+        };
+        // The two oldest answer (probes waiting for a health check).
+        let phases: Vec<_> = (0..MAX_CONNECTIONS)
+            .map(|i| add(&mut open, if i < 2 { ANSWERING } else { WAITING }))
+            .collect();
+        assert!(make_room(&mut open));
+        assert_eq!(open.len(), MAX_CONNECTIONS - 1);
+        assert_eq!(phases[0].load(Ordering::SeqCst), ANSWERING);
+        assert_eq!(phases[1].load(Ordering::SeqCst), ANSWERING);
+        assert_eq!(
+            phases[2].load(Ordering::SeqCst),
+            CLOSING,
+            "the oldest waiting"
+        );
+        assert!(!open.iter().any(|c| Arc::ptr_eq(&c.phase, &phases[2])));
+        // Its request head arriving now does not make it answer.
+        drop(Answering::begin(&phases[2]));
+        assert_eq!(phases[2].load(Ordering::SeqCst), CLOSING);
+        // An answer made: the connection may be closed for room again.
+        let answering = Answering::begin(&phases[3]);
+        assert_eq!(phases[3].load(Ordering::SeqCst), ANSWERING);
+        drop(answering);
+        assert_eq!(phases[3].load(Ordering::SeqCst), WAITING);
+
+        // Every connection answering: nothing is closed, the new one is
+        // refused.
+        for c in &open {
+            c.phase.store(ANSWERING, Ordering::SeqCst);
+        }
+        add(&mut open, ANSWERING);
+        assert!(!make_room(&mut open));
+        assert_eq!(open.len(), MAX_CONNECTIONS);
+        assert!(
+            open.iter()
+                .all(|c| c.phase.load(Ordering::SeqCst) == ANSWERING)
+        );
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //!
 //! State: the only state `writ serve` writes is the sweep's checkpoints
 //! (and, on `[state] backend = "postgres"`, its mailbox leases), which go
-//! through the configured backend ([`crate::state::checkpoint_store`]);
+//! through the configured backend ([`crate::state::CheckpointBackend`]:
+//! its settings are checked at start, a bad one fails start-up, but the
+//! database is connected and migrated on the sweep's thread, retried with
+//! backoff while it is down, so the relay and the proxy never wait for
+//! it and need no database);
 //! the IMAP cache stays local by design, and serve writes no audit
 //! records (key events are recorded by the `writ keys` commands; a SIGHUP
 //! reload only reads the keyring).
@@ -262,7 +266,7 @@ pub struct Server {
     pub addresses: Vec<(ListenerKind, SocketAddr)>,
     pub imap_addresses: Vec<(ImapListenerKind, SocketAddr)>,
     reloader: Reloader,
-    sweep: Option<crate::sweep::Sweep>,
+    sweep: Option<crate::sweep::Prepared>,
 }
 
 type SmtpParts = (Vec<Listener>, Vec<(ListenerKind, SocketAddr)>, Target);
@@ -372,7 +376,7 @@ impl Server {
         keys: Option<&OpenKeys>,
     ) -> Result<
         (
-            crate::sweep::Sweep,
+            crate::sweep::Prepared,
             watch::Sender<Arc<crate::sweep::SweepKeys>>,
         ),
         ServeError,
@@ -404,17 +408,21 @@ impl Server {
             unlocked: Arc::new(unlocked),
         }));
         // Checkpoints and leases: `[sweep] dir`, or the shared database.
-        let checkpoints =
-            crate::state::checkpoint_store(&config.state, &config.sweep.dir, &config.jobs.dir)
-                .await?;
-        let sweep = crate::sweep::Sweep::new(
-            &config.sweep,
+        // Its settings are checked now; the database is connected on the
+        // sweep's thread, so one that is down does not stop the listeners.
+        let checkpoints = crate::state::CheckpointBackend::open(
+            &config.state,
+            &config.sweep.dir,
+            &config.jobs.dir,
+        )?;
+        let sweep = crate::sweep::Prepared {
+            config: config.sweep.clone(),
             target,
-            rx,
+            keys: rx,
             checkpoints,
-            &config.jobs,
-            Duration::from_secs(config.serve.grace_secs),
-        );
+            jobs: config.jobs.clone(),
+            grace: Duration::from_secs(config.serve.grace_secs),
+        };
         Ok((sweep, tx))
     }
 

@@ -31,6 +31,24 @@ impl Health for Fixed {
     }
 }
 
+/// A health check that fails with `reason` once the test opens its gate;
+/// says when a check has started.
+struct Gated {
+    reason: String,
+    started: Arc<Notify>,
+    gate: Arc<Notify>,
+}
+
+impl Health for Gated {
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            self.started.notify_one();
+            self.gate.notified().await;
+            Err(self.reason.clone())
+        })
+    }
+}
+
 struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -41,16 +59,21 @@ struct Server {
 
 impl Server {
     async fn start(answer: Result<(), String>, delay: Duration) -> Server {
-        let handle = admin::install_metrics().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
         let check_started = Arc::new(Notify::new());
         let health = Arc::new(Fixed {
             answer,
             delay,
             started: Arc::clone(&check_started),
         });
+        Server::start_with(health, check_started).await
+    }
+
+    /// Serves `health`, which notifies `check_started` when a check starts.
+    async fn start_with(health: Arc<dyn Health>, check_started: Arc<Notify>) -> Server {
+        let handle = admin::install_metrics().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(admin::serve(listener, handle, health, async {
             let _ = stopped.await;
         }));
@@ -323,5 +346,56 @@ async fn more_connections_than_the_cap_evict_the_oldest_so_a_probe_gets_in() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     // The first ones were closed to make room, before any timeout.
     assert!(closed_within(&mut held[0], Duration::from_secs(5)).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_flood_past_the_cap_never_closes_a_probe_waiting_for_its_check() {
+    let started = Arc::new(Notify::new());
+    let gate = Arc::new(Notify::new());
+    let reason = "provider unreachable: 127.0.0.1:2525: no greeting";
+    let health = Arc::new(Gated {
+        reason: reason.to_owned(),
+        started: Arc::clone(&started),
+        gate: Arc::clone(&gate),
+    });
+    let server = Server::start_with(health, started.clone()).await;
+    // The load balancer's probe: its request is in, its check runs.
+    let probe = tokio::spawn(request(server.addr, "GET", "/healthz"));
+    started.notified().await;
+    // A flood of idle connections past the cap: the probe's connection is
+    // the oldest.
+    let extra = 20;
+    let mut flood = Vec::new();
+    for _ in 0..admin::MAX_CONNECTIONS + extra {
+        flood.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The oldest flood connections were closed to make room (one per
+    // connection past the cap, the probe's counting as one of the cap).
+    for tcp in &mut flood[..extra] {
+        assert!(
+            closed_within(tcp, Duration::from_secs(5)).await,
+            "an old idle connection was kept past the cap"
+        );
+    }
+    // The check answers: the probe gets it.
+    gate.notify_one();
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .expect("the probe is answered")
+        .unwrap();
+    assert_eq!((status, body), (503, format!("{reason}\n")));
+    // The newest flood connection is still open and served.
+    let newest = flood.last_mut().unwrap();
+    newest
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: writ\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), newest.read_to_end(&mut bytes))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bytes.starts_with(b"HTTP/1.1 200"), "{bytes:?}");
     server.stop().await;
 }

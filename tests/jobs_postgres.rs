@@ -18,6 +18,12 @@
 //!   holds the mailbox the other leaves it; the holder is killed, the
 //!   other takes over; then both sweep together. Every plaintext message
 //!   delivered is sealed exactly once.
+//! - `writ serve` started while its database is down (nothing listening on
+//!   its port yet): a bad `[state]` still stops it, but a database that is
+//!   unreachable does not: the relay delivers meanwhile, `/healthz` is ok,
+//!   the sweep logs each failed attempt (without the password) and shows
+//!   `writ_sweep_running 0`; once PostgreSQL starts on that port the sweep
+//!   connects, migrates and seals the plaintext that arrived.
 
 mod common;
 
@@ -27,9 +33,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::imap::quote;
-use common::mail::{Stored, stored_by_id};
-use common::postgres::{PASSWORD, postgres};
-use common::writ::{TestKeys, WRIT, Writ, WritConfig};
+use common::mail::{Stored, short_message, stored_by_id, unique};
+use common::postgres::{PASSWORD, Postgres, postgres};
+use common::writ::{TestKeys, WRIT, Writ, WritConfig, free_port, serve_expecting_failure};
 use common::{FaultProxy, Faults, User, When, provider};
 use writ::config::{Backend, StateConfig};
 use writ::jobs::checkpoint::{Checkpoint, CheckpointError, Store};
@@ -640,4 +646,127 @@ fn two_gateways_sweeping_one_account_seal_every_message_exactly_once() {
     let moved: u64 = checkpoint_field(&db, &user, "moved").parse().unwrap();
     assert_eq!(moved, 42, "each message counted once");
     drop((a, b));
+}
+
+#[test]
+fn a_database_down_at_start_delays_only_the_sweep_which_connects_once_it_is_up() {
+    let p = provider();
+    let user = p.new_user("pgdown");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, format!("{}\n", user.password)).unwrap();
+    // The database's port: nothing listens there until the server below
+    // starts.
+    let port = free_port();
+    let url_file = tmp.path().join("db.url");
+    std::fs::write(
+        &url_file,
+        format!("postgresql://writ:{PASSWORD}@127.0.0.1:{port}/postgres\n"),
+    )
+    .unwrap();
+    let config = |url_file: &Path| {
+        let mut cfg = WritConfig::relay(p.smtp_addr());
+        cfg.unlock = true;
+        cfg.extra_toml = format!(
+            "[provider.imap]\naddress = \"{imap}\"\nsecurity = \"plain\"\ntimeout_secs = 5\n\n\
+             [jobs]\nbatch = 3\nbackoff_ms = 20\n\n\
+             [sweep]\nenabled = true\naccounts = [{account}]\npassword_file = {pw}\n\
+             poll_secs = 1\nbound_secs = 20\nbackoff_secs = 1\nmax_backoff_secs = 2\n\n{state}",
+            imap = p.imap_addr(),
+            account = quote(&user.name),
+            pw = quote(&pw.display().to_string()),
+            state = state_toml(url_file, "gw-down"),
+        );
+        cfg.keys(&keys)
+    };
+
+    // A bad [state] (its URL file missing) still stops start-up.
+    let missing = tmp.path().join("missing.url");
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        config(&missing).render(&[free_port()], None, &keys.dir()),
+    )
+    .unwrap();
+    let passphrase = keys.passphrase_file().display().to_string();
+    let out = serve_expecting_failure(&bad, &["--passphrase-file", &passphrase]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot read the PostgreSQL URL from") && err.contains("missing.url"),
+        "{err}"
+    );
+
+    // The database down: writ serve starts all the same.
+    let writ = Writ::start(&config(&url_file));
+    let context = || writ.log();
+    wait_for("a failed attempt logged", context, || {
+        writ.log()
+            .contains("sweep: cannot reach its checkpoint store")
+            .then_some(())
+    });
+    let log = writ.log();
+    assert!(
+        log.contains(&format!(
+            "127.0.0.1:{port}/postgres as writ: error connecting to server: "
+        )),
+        "the database and why: {log}"
+    );
+    assert!(!log.contains(PASSWORD), "the password is logged:\n{log}");
+    assert!(
+        writ.metrics().lines().any(|l| l == "writ_sweep_running 0"),
+        "{}",
+        writ.metrics()
+    );
+    let (status, body) = writ.healthz();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // The relay delivers meanwhile (sealed, to the protected domain).
+    let marker = unique("pgdown-relay");
+    let relayed = short_message(&user.address, &marker);
+    let reply = common::smtp::send(
+        writ.relay_addr(),
+        "sender@elsewhere.test",
+        &[&user.address],
+        &relayed,
+    )
+    .unwrap_or_else(|r| panic!("relay refused: {r:?}\n{}", writ.log()));
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let relayed_id = common::mail::message_id(&relayed);
+    wait_for("the relayed message delivered", context, || {
+        stored_by_id(&user, "INBOX")
+            .0
+            .contains_key(&relayed_id)
+            .then_some(())
+    });
+    // Plaintext past writ: not sealed while the sweep has no database.
+    let originals = fill(&user, "pgdown", 0..3);
+    let (stored, n) = stored_by_id(&user, "INBOX");
+    assert_eq!(n, 4);
+    for id in originals.keys() {
+        assert!(writ::envelope::detect(&stored[id][0].0).is_none(), "{id}");
+    }
+
+    // The database comes up on that port: the sweep connects, migrates
+    // and seals.
+    let pg = Postgres::start_on(port).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+    wait_for("the plaintext sealed", context, || {
+        all_sealed(&user, 4).then_some(())
+    });
+    let (stored, _) = stored_by_id(&user, "INBOX");
+    for (id, original) in &originals {
+        assert_eq!(stored[id].len(), 1, "{id} once");
+        assert_eq!(&keys.open(&stored[id][0].0), original, "{id} opens");
+    }
+    assert!(
+        writ.metrics().lines().any(|l| l == "writ_sweep_running 1"),
+        "{}",
+        writ.metrics()
+    );
+    assert!(writ.log().contains("sweep: checkpoint store reached"));
+    assert!(!writ.log().contains(PASSWORD));
+    let migrated = pg.psql("postgres", "SELECT count(*) FROM writ_job_checkpoint");
+    assert_ne!(migrated.trim(), "0", "checkpoints in the database");
+    drop(writ);
+    drop(pg);
 }

@@ -5,7 +5,8 @@
 //! That state is the audit chain and, on PostgreSQL, disclosure requests
 //! and approvals ([`PgDisclosure`]) and the checkpoints and leases of
 //! mailbox jobs and the sweep ([`PgCheckpoints`]; [`checkpoint_store`]
-//! picks the store for either backend). [`AuditLog`] is the one thing
+//! picks the store for either backend, [`CheckpointBackend`] checks its
+//! settings first and connects later). [`AuditLog`] is the one thing
 //! callers hold: the same operations (check, append, verify, read) on
 //! either backend, so a command recording a key event does not care where
 //! the record goes. Both backends keep the chain rules of [`crate::audit`]
@@ -18,9 +19,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::audit::{self, AuditError, Record, Verified};
 use crate::config::{Backend, StateConfig};
+use crate::jobs::checkpoint::Store;
 
 mod audit_pg;
 mod checkpoint_pg;
@@ -131,20 +134,57 @@ pub async fn checkpoint_store(
     config: &StateConfig,
     dir: &Path,
     also_locks: &Path,
-) -> Result<std::sync::Arc<dyn crate::jobs::checkpoint::Store>, StateError> {
-    if let Some(problem) = config.problems().into_iter().next() {
-        return Err(StateError::Config(problem));
+) -> Result<Arc<dyn Store>, StateError> {
+    CheckpointBackend::open(config, dir, also_locks)?
+        .connect()
+        .await
+}
+
+/// A checkpoint store whose settings were checked but which is not
+/// connected yet: `writ serve` opens it at start (a bad `[state]` stops
+/// start-up) and lets the sweep connect it later, retrying while the
+/// database is down.
+pub enum CheckpointBackend {
+    /// The files: nothing to connect.
+    Files(Arc<dyn Store>),
+    /// The shared database, and the lease length.
+    Postgres { db: Db, lease_secs: u64 },
+}
+
+impl CheckpointBackend {
+    /// The backend `config` names (see [`checkpoint_store`]), without
+    /// connecting: every error is in the settings.
+    pub fn open(
+        config: &StateConfig,
+        dir: &Path,
+        also_locks: &Path,
+    ) -> Result<CheckpointBackend, StateError> {
+        if let Some(problem) = config.problems().into_iter().next() {
+            return Err(StateError::Config(problem));
+        }
+        Ok(match config.backend {
+            Backend::Files => CheckpointBackend::Files(Arc::new(crate::jobs::checkpoint::Files(
+                dir.to_path_buf(),
+                vec![also_locks.to_path_buf()],
+            ))),
+            Backend::Postgres => CheckpointBackend::Postgres {
+                db: Db::open(config)?,
+                lease_secs: config.lease_secs,
+            },
+        })
     }
-    Ok(match config.backend {
-        Backend::Files => std::sync::Arc::new(crate::jobs::checkpoint::Files(
-            dir.to_path_buf(),
-            vec![also_locks.to_path_buf()],
-        )),
-        Backend::Postgres => std::sync::Arc::new(PgCheckpoints::new(
-            Db::connect(config).await?,
-            config.lease_secs,
-        )),
-    })
+
+    /// The store, connected (the database's schema migrated). May be
+    /// called again after it failed.
+    pub async fn connect(&self) -> Result<Arc<dyn Store>, StateError> {
+        Ok(match self {
+            CheckpointBackend::Files(files) => files.clone(),
+            CheckpointBackend::Postgres { db, lease_secs } => {
+                db.migrate().await?;
+                Arc::new(PgCheckpoints::new(db.clone(), *lease_secs))
+            }
+        })
+    }
 }
 
 /// The audit chain on the configured backend.

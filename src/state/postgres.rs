@@ -2,6 +2,11 @@
 //! from the config file itself when it holds a password), a bounded pool,
 //! and the schema migrated on first connect.
 //!
+//! [`Db::open`] reads the settings (URL, gateway name, TLS roots) and
+//! builds the pool without touching the network, so a bad `[state]` is
+//! told apart from a database that is down; [`Db::migrate`] connects and
+//! migrates ([`Db::connect`] does both).
+//!
 //! Invariants: the password is read only here, lives only inside the
 //! `tokio_postgres::Config` the pool holds, and appears in no error or log:
 //! errors name the database by [`Db::target`] (hosts, port, database,
@@ -121,6 +126,15 @@ impl Db {
     /// Connects (within `connect_timeout_secs`), then migrates the schema
     /// to this writ's version, refusing a newer one.
     pub async fn connect(config: &StateConfig) -> Result<Db, StateError> {
+        let db = Db::open(config)?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// The database `config` names, not connected yet: every error here is
+    /// in the settings (`[state]`, the URL file or credential, `ca_file`),
+    /// none comes from the database.
+    pub fn open(config: &StateConfig) -> Result<Db, StateError> {
         let gateway = gateway_name(config)?;
         let mut pg = pg_config(config)?;
         let target = describe(&pg);
@@ -180,14 +194,19 @@ impl Db {
                 target: target.clone(),
                 detail: e.to_string(),
             })?;
-        let db = Db {
+        Ok(Db {
             pool,
             gateway,
             target,
-        };
-        let mut client = db.client().await?;
-        schema::migrate(&mut client, &db.target).await?;
-        Ok(db)
+        })
+    }
+
+    /// Connects (within `connect_timeout_secs`) and migrates the schema to
+    /// this writ's version, refusing a newer one. May be called again after
+    /// it failed (the database down or failing over).
+    pub async fn migrate(&self) -> Result<(), StateError> {
+        let mut client = self.client().await?;
+        schema::migrate(&mut client, &self.target).await
     }
 
     /// A pooled connection.

@@ -28,6 +28,15 @@
 //! lease).
 //!
 //! Invariants:
+//! - `writ serve` checks the sweep's `[state]` settings at start (a bad
+//!   one stops start-up), but connects its checkpoint store (the
+//!   database, and its migration) only on the sweep's own thread
+//!   ([`Prepared::start`]): a database that is down or failing over delays
+//!   the sweep, never the relay's or the proxy's listeners. Each failed
+//!   attempt is logged once (the database named without its password) and
+//!   retried after the `[jobs]` backoff (`backoff_ms`, doubled each time,
+//!   at most a minute) until it succeeds or shutdown; meanwhile
+//!   `writ_sweep_running` is 0, and 1 once the accounts are swept.
 //! - The sweep runs on a thread of its own with a single-threaded
 //!   runtime: its sealing (CPU), checkpoint writes (fsync or the
 //!   database), lease heartbeats and token commands never hold a thread
@@ -61,7 +70,9 @@ use crate::jobs::checkpoint::Store;
 use crate::jobs::client::ClientError;
 use crate::jobs::login::{Credentials, LoginError, SecretSource};
 use crate::jobs::mover::{Kind, Mover, Progress};
+use crate::jobs::retry::Backoff;
 use crate::keys::Unlocked;
+use crate::state::CheckpointBackend;
 
 /// A token command that has not printed its token by then is given up on
 /// for this round (it keeps running on its blocking thread until it exits).
@@ -169,27 +180,9 @@ impl Sweep {
         }
     }
 
-    /// Starts the sweep on a thread of its own; the returned receiver
-    /// completes when it has stopped (after `stop` turned true).
-    pub fn start(
-        self,
-        stop: watch::Receiver<bool>,
-    ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
-        let (done, finished) = tokio::sync::oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("writ-sweep".into())
-            .spawn(move || {
-                runtime.block_on(Arc::new(self).run(stop));
-                let _ = done.send(());
-            })?;
-        Ok(finished)
-    }
-
     /// Two tasks per account (its loop and its watcher), until `stop`.
     async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        metrics::gauge!(names::SWEEP_RUNNING).set(1.0);
         let mut tasks = tokio::task::JoinSet::new();
         tracing::info!(
             accounts = self.config.accounts.len(),
@@ -208,6 +201,7 @@ impl Sweep {
             tasks.spawn(account::run(self.clone(), user.clone(), wake, stop.clone()));
         }
         while tasks.join_next().await.is_some() {}
+        metrics::gauge!(names::SWEEP_RUNNING).set(0.0);
         tracing::info!("sweep stopped");
     }
 
@@ -249,6 +243,115 @@ impl Sweep {
             .saturating_mul(1 << failures.saturating_sub(1).min(16))
             .min(Duration::from_secs(self.config.max_backoff_secs.max(1)))
     }
+}
+
+/// The sweep as `writ serve` prepared it: checked, its keys unlocked, its
+/// checkpoint store not connected yet (the database may be down).
+pub struct Prepared {
+    pub config: SweepConfig,
+    pub target: Target,
+    pub keys: watch::Receiver<Arc<SweepKeys>>,
+    /// Checked at start; connected by [`Prepared::start`].
+    pub checkpoints: CheckpointBackend,
+    pub jobs: crate::config::JobsConfig,
+    pub grace: Duration,
+}
+
+impl Prepared {
+    /// Starts the sweep on a thread of its own: it connects its checkpoint
+    /// store (retrying while that fails), then sweeps. The returned
+    /// receiver completes when it has stopped (after `stop` turned true).
+    pub fn start(
+        self,
+        mut stop: watch::Receiver<bool>,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        metrics::gauge!(names::SWEEP_RUNNING).set(0.0);
+        std::thread::Builder::new()
+            .name("writ-sweep".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Some(checkpoints) = self.connect(&mut stop).await else {
+                        tracing::info!("sweep stopped before its checkpoint store was reached");
+                        return;
+                    };
+                    let sweep = Sweep::new(
+                        &self.config,
+                        self.target,
+                        self.keys,
+                        checkpoints,
+                        &self.jobs,
+                        self.grace,
+                    );
+                    Arc::new(sweep).run(stop).await;
+                });
+                let _ = done.send(());
+            })?;
+        Ok(finished)
+    }
+
+    /// The checkpoint store, connected: tried until it succeeds (`None`:
+    /// `stop` turned true first), each failure logged and followed by the
+    /// `[jobs]` backoff.
+    async fn connect(&self, stop: &mut watch::Receiver<bool>) -> Option<Arc<dyn Store>> {
+        let backoff = Backoff {
+            retries: u32::MAX,
+            first: Duration::from_millis(self.jobs.backoff_ms.max(1)),
+        };
+        let mut attempt = 0u32;
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            let connected = tokio::select! {
+                _ = stopping(stop) => return None,
+                c = self.checkpoints.connect() => c,
+            };
+            match connected {
+                Ok(store) => {
+                    if attempt > 0 {
+                        tracing::info!(attempts = attempt + 1, "sweep: checkpoint store reached");
+                    }
+                    return Some(store);
+                }
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    let wait = backoff.pause(attempt);
+                    tracing::warn!(
+                        error = %with_causes(&e),
+                        attempt,
+                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "sweep: cannot reach its checkpoint store ([state]); not sweeping until \
+                         it answers (the relay and the IMAP proxy are not affected)"
+                    );
+                    if !pause(stop, wait).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The error and its causes on one line (a database error's causes say
+/// why: refused, timed out, authentication failed). None holds a password:
+/// [`crate::state`] names the database without it.
+fn with_causes(e: &crate::state::StateError) -> String {
+    use std::error::Error as _;
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line.replace(['\r', '\n'], " ")
 }
 
 /// Completes once `stop` is true (or its sender is gone).

@@ -13,6 +13,8 @@
 //! whatever reason, closes the pipe, and the supervisor stops the server
 //! and removes the directory. [`postgres()`] is one server per test binary;
 //! [`Postgres::new_database`] gives each test its own database.
+//! [`Postgres::start_on`] starts a server of its own on a given port (a
+//! database that comes up after writ did).
 //!
 //! The server also offers TLS with a certificate of a CA made for the run
 //! ([`Postgres::ca_file`]), and the role [`TLS_ONLY_USER`] may log in over
@@ -123,8 +125,17 @@ fn server_user() -> Option<(String, u32, u32)> {
 }
 
 impl Postgres {
-    /// initdb and start a new server (a few seconds).
+    /// initdb and start a new server on a free port (a few seconds).
     pub fn start() -> Result<Postgres, String> {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("free port: {e}"))?
+            .port();
+        Postgres::start_on(port)
+    }
+
+    /// initdb and start a new server listening on 127.0.0.1:`port`.
+    pub fn start_on(port: u16) -> Result<Postgres, String> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let bin = bin_dir()?;
         let dir = PathBuf::from(format!(
@@ -151,10 +162,6 @@ impl Postgres {
                     .map_err(|e| format!("chown {}: {e}", path.display()))?;
             }
         }
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("free port: {e}"))?
-            .port();
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(SUPERVISOR)
