@@ -53,12 +53,19 @@ pub fn init_logging(default: &str) {
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
-/// The error and its causes on one line, joined by ": ".
+/// The error and its causes on one line, joined by ": ". A cause the
+/// error before it already ends with (a variant that writes its source
+/// into its own text, as `state: {0}` does) is not said twice.
 pub fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|cause| cause.to_string().replace(['\r', '\n'], " "))
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut said: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace(['\r', '\n'], " ");
+        if said.last().is_some_and(|last| last.ends_with(&text)) {
+            continue;
+        }
+        said.push(text);
+    }
+    said.join(": ")
 }
 
 /// What every command gets: the loaded config and the resolved options.
@@ -219,4 +226,31 @@ pub fn out(text: &str) -> Result<()> {
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    enum Inner {
+        #[error("cannot use PostgreSQL db:5432/writ")]
+        Db(#[source] std::io::Error),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("state: {0}")]
+        State(#[from] Inner),
+    }
+
+    #[test]
+    fn a_cause_already_in_the_text_before_it_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = anyhow::Error::from(Outer::from(Inner::Db(io)));
+        assert_eq!(
+            super::one_line(&e),
+            "state: cannot use PostgreSQL db:5432/writ: connection refused"
+        );
+        let plain = anyhow::anyhow!("a\nb").context("top");
+        assert_eq!(super::one_line(&plain), "top: a b");
+    }
 }
