@@ -818,3 +818,34 @@ fn on_gmail_all_mailboxes_are_refused_and_a_named_one_is_sealed() {
     let text = jobs.ok(jobs.job(&user, "seal", INBOX));
     assert!(text.contains("INBOX: 1 sealed"), "{text}");
 }
+
+/// A plaintext message someone wrote writ's marker and sealed
+/// Content-Type on, under an epoch that is not the keyring's: `mailbox
+/// seal` seals it like any other (it was taken for sealed and left as
+/// plaintext for good); one sealed by this keyring is left alone.
+#[test]
+fn a_forged_marker_of_an_unknown_epoch_is_sealed_not_skipped() {
+    let p = provider();
+    let user = p.new_user("forgedmarker");
+    let forged =
+        b"From: a@elsewhere.test\r\nSubject: forged\r\nX-Writ: v=1; key=0123456789abcdef\r\n\
+        MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; \
+        protocol=\"application/vnd.writ.sealed\"; boundary=b\r\n\r\n--b\r\n\
+        Content-Type: text/plain\r\n\r\nplaintext under a forged marker\r\n--b--\r\n"
+            .to_vec();
+    p.imap_append(&user, "INBOX", &forged);
+    p.imap_append(&user, "INBOX", &message(1));
+    let jobs = Jobs::new(p.imap_addr());
+    let text = jobs.ok(jobs.job(&user, "seal", INBOX));
+    assert!(text.contains("INBOX: 2 sealed"), "{text}");
+    let stored = p.imap_fetch_all(&user, "INBOX");
+    assert_eq!(stored.len(), 2);
+    let mut opened: Vec<Vec<u8>> = stored.iter().map(|s| jobs.keys.open(s)).collect();
+    opened.sort();
+    let mut want = vec![forged, message(1)];
+    want.sort();
+    assert_eq!(opened, want);
+    // Run again: everything is sealed by this keyring now, nothing moves.
+    let text = jobs.ok(jobs.job(&user, "seal", INBOX));
+    assert!(text.contains("INBOX: 0 sealed"), "{text}");
+}

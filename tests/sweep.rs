@@ -1047,3 +1047,39 @@ fn a_mailbox_that_cannot_be_selected_does_not_keep_the_others_unswept() {
         "Broken is left as it is"
     );
 }
+
+/// Plaintext that reached the provider with writ's marker and sealed
+/// Content-Type written on it, under an epoch that is not the keyring's,
+/// is sealed by the sweep (it was taken for sealed and left as plaintext).
+#[test]
+fn a_forged_marker_of_an_unknown_epoch_does_not_hide_plaintext_from_the_sweep() {
+    let p = provider();
+    let user = p.new_user("sweepforged");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    let forged = b"From: a@elsewhere.test\r\nSubject: forged\r\n\
+        Message-ID: <forged@elsewhere.test>\r\nX-Writ: v=1; key=0123456789abcdef\r\n\
+        MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; \
+        protocol=\"application/vnd.writ.sealed\"; boundary=b\r\n\r\n--b\r\n\
+        Content-Type: text/plain\r\n\r\nplaintext under a forged marker\r\n--b--\r\n";
+    lmtp_deliver(&user.address, forged);
+    let toml = provider_toml(p.imap_addr()) + &sweep_toml(&user, &pw, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    let ours = wait_for(
+        &writ,
+        "the forged message sealed",
+        Duration::from_secs(30),
+        || {
+            let stored = p.imap_fetch_all(&user, "INBOX");
+            (stored.len() == 1 && epoch(&stored[0]).is_some_and(|e| e != "0123456789abcdef"))
+                .then(|| stored[0].clone())
+        },
+    );
+    let opened = keys.open(&ours);
+    assert!(
+        opened.ends_with(&forged[..]),
+        "{}",
+        String::from_utf8_lossy(&opened)
+    );
+}

@@ -154,7 +154,13 @@ impl Sealer {
         self
     }
 
-    /// Does a message sealed under `epoch` pass unchanged?
+    /// Does a message sealed under `epoch` pass unchanged (the sealer's
+    /// own epoch or one it was told of with [`Sealer::knowing`])? One
+    /// under any other epoch is plaintext to seal, whatever it looks like.
+    pub fn knows(&self, epoch: &str) -> bool {
+        self.passes(epoch)
+    }
+
     fn passes(&self, epoch: &str) -> bool {
         epoch == self.epoch || self.known.iter().any(|k| k == epoch)
     }

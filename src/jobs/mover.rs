@@ -132,9 +132,13 @@ impl Kind {
         }
     }
 
-    fn is_original(&self, seen: &Seen) -> bool {
+    /// An original of this job: for sealing, plaintext, or a message that
+    /// looks sealed under an epoch `sealer` does not know (anyone can
+    /// write the marker: it is sealed, not left as plaintext for good);
+    /// for resealing, one sealed under `from`.
+    fn is_original(&self, seen: &Seen, sealer: &Sealer) -> bool {
         match self {
-            Kind::Seal => seen.epoch.is_none(),
+            Kind::Seal => seen.epoch.as_deref().is_none_or(|e| !sealer.knows(e)),
             Kind::Reseal { from } => seen.epoch.as_deref() == Some(from),
         }
     }
@@ -333,7 +337,7 @@ impl Mover {
             (Kind::Reseal { from }, None) => scan::sealed_under(&mut client, from).await?,
         }
         .into_iter()
-        .filter(|s| self.kind.is_original(s))
+        .filter(|s| self.kind.is_original(s, &self.sealer))
         .map(|s| s.uid)
         .collect();
         report.found = originals.len() as u64;
@@ -504,7 +508,7 @@ impl Mover {
                 .iter()
                 .map(scan::seen)
             {
-                if self.kind.is_original(&s) {
+                if self.kind.is_original(&s, &self.sealer) {
                     present_originals.insert(s.uid);
                 } else if s.epoch.is_some() {
                     present_copies.insert(s.uid);

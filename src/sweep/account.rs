@@ -257,7 +257,7 @@ async fn look(
     let seen = scan::scan(client, &looked_at).await?;
     let plaintext: Vec<(u32, Option<i64>)> = seen
         .iter()
-        .filter(|s| s.epoch.is_none())
+        .filter(|s| s.epoch.as_deref().is_none_or(|e| !sweep.knows(e)))
         .map(|s| (s.uid, s.internal_date))
         .collect();
     let new = ledger.scanned(

@@ -162,6 +162,12 @@ impl Sweep {
         }
     }
 
+    /// Is `epoch` one of the keyring's (a message marked with any other is
+    /// plaintext to seal: anyone can write the marker)?
+    pub fn knows(&self, epoch: &str) -> bool {
+        self.keys.borrow().sealer.knows(epoch)
+    }
+
     /// The mailbox-job engine with the current keys.
     pub fn mover(&self) -> Mover {
         let keys = self.keys.borrow().clone();
