@@ -183,7 +183,7 @@ fn ipv6_clients_are_counted_by_their_prefix() {
         let line = first_line(&tcp);
         (tcp, line)
     };
-    for (prefix, same_host) in [(None, "421 "), (Some("128"), "220 ")] {
+    for (prefix, same_host) in [(Some("64"), "421 "), (None, "220 ")] {
         let mut cfg = WritConfig::relay(p.smtp_addr());
         cfg.listeners = vec![proxied_listener("relay", &["2001:db8::/32"])];
         let mut cfg = cfg.smtp("max_sessions_per_ip", "1");
@@ -193,7 +193,8 @@ fn ipv6_clients_are_counted_by_their_prefix() {
         let writ = Writ::start(&cfg);
         let (_held, held) = through(&writ, "2001:db8:1:2::1");
         assert!(held.starts_with("220 "), "{held}\n{}", writ.log());
-        // Another address of the same /64: the same client by default.
+        // Another address of the same /64: the same client when counted
+        // by /64; another one by default (each address).
         let (_again, again) = through(&writ, "2001:db8:1:2:ffff::2");
         assert!(again.starts_with(same_host), "{prefix:?}: {again}");
         if same_host == "421 " {

@@ -99,6 +99,16 @@ pub struct ListenerConfig {
     pub proxy_protocol_from: Vec<String>,
 }
 
+/// Most `smtp.max_recipients`: a message sealed to each external
+/// recipient's own key (`external = "seal"`) holds an age stanza of two
+/// lines per recipient, within the readers'
+/// `envelope::MAX_AGE_HEADER_LINES` (512).
+pub const MAX_RECIPIENTS: usize = 200;
+
+const _: () = assert!(2 * MAX_RECIPIENTS + 2 <= crate::envelope::MAX_AGE_HEADER_LINES);
+const _: () =
+    assert!(2 * (2 + super::MAX_EXTRA_RECIPIENTS) + 2 <= crate::envelope::MAX_AGE_HEADER_LINES);
+
 /// `[smtp]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -344,6 +354,14 @@ impl SmtpConfig {
                 "smtp.ipv6_prefix_per_ip must be between 32 and 128 (64: one host's /64)".into(),
             );
         }
+        if !(1..=MAX_RECIPIENTS).contains(&self.max_recipients) {
+            out.push(format!(
+                "smtp.max_recipients must be between 1 and {MAX_RECIPIENTS} (a message sealed \
+                 to each recipient's own key holds one age stanza per recipient, and readers \
+                 take at most {} lines of them)",
+                crate::envelope::MAX_AGE_HEADER_LINES
+            ));
+        }
         out
     }
 }
@@ -398,7 +416,18 @@ mod tests {
             protected_domains: vec!["example.org".into()],
             ..SmtpConfig::default()
         };
-        assert_eq!(smtp.ipv6_prefix_per_ip, 64);
+        assert_eq!(smtp.ipv6_prefix_per_ip, 128);
+        for (max, ok) in [
+            (0, false),
+            (1, true),
+            (100, true),
+            (MAX_RECIPIENTS, true),
+            (MAX_RECIPIENTS + 1, false),
+        ] {
+            smtp.max_recipients = max;
+            assert_eq!(smtp.problems(&provider).is_empty(), ok, "{max}");
+        }
+        smtp.max_recipients = 100;
         for (prefix, ok) in [
             (31, false),
             (32, true),

@@ -93,7 +93,8 @@ const _: () = assert!(MAX_SUMMARY_JSON / 8 * 11 < super::open::MAX_SUMMARY_PART 
 /// octets, each written `\u00XX`, in every part): past
 /// [`MAX_SUMMARY_JSON`] the summary is made lean ([`Summary::lean`]), so
 /// that the sealed message stays readable; a lean one past it too (not
-/// possible within the caps on parts and header) fails the seal.
+/// possible within the caps on parts and header: about 3 KiB of JSON per
+/// entity and the message's own header) fails the seal.
 fn summary_json(summary: Summary) -> Result<(Summary, Vec<u8>), EnvelopeError> {
     let encode =
         |s: &Summary| serde_json::to_vec(s).map_err(|e| EnvelopeError::Summary(e.to_string()));

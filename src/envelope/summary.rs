@@ -216,8 +216,12 @@ impl Summary {
     }
 }
 
-/// Longest string a lean summary keeps of a type, subtype or parameter.
-const LEAN_STRING: usize = 256;
+/// Longest string a lean summary keeps of a type, subtype, encoding,
+/// unparsed Content-Type or parameter (a boundary is at most 70 octets).
+const LEAN_STRING: usize = 80;
+/// Most Content-Type parameters a lean summary keeps per entity (the
+/// first short ones: charset, boundary, name...).
+const LEAN_PARAMS: usize = 3;
 
 /// `s` cut to at most `max` octets, at a character boundary.
 fn cut(s: &mut String, max: usize) {
@@ -232,11 +236,13 @@ fn cut(s: &mut String, max: usize) {
 
 impl Summary {
     /// The summary without what only BODYSTRUCTURE's text fields need:
-    /// every entity's ID, description, MD5, location, languages and raw
-    /// MIME fields, the headers of embedded messages (marked cut, so
-    /// readers take them from the payload), and types, subtypes and
-    /// parameters longer than 256 octets (charsets and boundaries are
-    /// short). Offsets, sizes and the message's own header stay: listings
+    /// every entity's ID, description, MD5, location, languages, raw MIME
+    /// fields and disposition parameters, the headers of embedded
+    /// messages (marked cut), Content-Type parameters past the first
+    /// three or longer than 80 octets, and types, subtypes, encodings and
+    /// unparsed Content-Types cut to 80 octets (charsets and boundaries
+    /// are short). At most about 3 KiB of JSON per entity, whatever M
+    /// holds: within the cap on entities, a lean summary fits. Offsets, sizes and the message's own header stay: listings
     /// and searches still answer from it. For a message whose full
     /// summary would pass the readers' cap (`seal.rs`).
     pub fn lean(mut self) -> Summary {
@@ -251,10 +257,17 @@ impl Summary {
             p.mime = None;
             cut(&mut p.media_type, LEAN_STRING);
             cut(&mut p.subtype, LEAN_STRING);
+            if let Some(e) = &mut p.encoding {
+                cut(e, LEAN_STRING);
+            }
+            if let Some(v) = &mut p.content_type_value {
+                cut(v, LEAN_STRING);
+            }
             p.params.retain(short);
+            p.params.truncate(LEAN_PARAMS);
             if let Some(d) = &mut p.disposition {
                 cut(&mut d.kind, LEAN_STRING);
-                d.params.retain(short);
+                d.params.clear();
             }
             if !root && p.header.take().is_some() {
                 p.header_truncated = true;

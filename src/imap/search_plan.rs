@@ -448,7 +448,8 @@ impl SearchPlan {
                 // UIDs, or FLAGS of megabytes, ends the search NO).
                 let weight = meta_weight(&meta);
                 self.pending_bytes += weight;
-                if self.pending_bytes > MAX_PENDING_BYTES || weight > MAX_MESSAGE_FLAGS {
+                if self.pending_bytes > MAX_PENDING_BYTES || flags_weight(&meta) > MAX_MESSAGE_FLAGS
+                {
                     self.overflowed = true;
                     return Ok(Vec::new());
                 }
@@ -732,8 +733,9 @@ impl SearchPlan {
 }
 
 /// FLAGS, INTERNALDATE and RFC822.SIZE of a probe answer.
-/// What the messages a search keeps until judged may weigh, counted as
-/// they come ([`meta_weight`]): about 1.5 million messages of ordinary
+/// What the messages a search keeps until judged may weigh (their flags
+/// and the fields the provider put above a sealed one's marker), counted
+/// as they come ([`meta_weight`]): about 1.5 million messages of ordinary
 /// flags.
 const MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
 
@@ -743,8 +745,16 @@ const MAX_MESSAGE_FLAGS: usize = 64 * 1024;
 
 /// What keeping a message's [`Meta`] costs, roughly.
 fn meta_weight(meta: &Meta) -> usize {
-    160 + meta
-        .flags
+    160 + flags_weight(meta)
+        + meta
+            .sealed
+            .as_ref()
+            .map_or(0, |(_, prefix, _)| prefix.len())
+}
+
+/// What a message's flags weigh ([`MAX_MESSAGE_FLAGS`]).
+fn flags_weight(meta: &Meta) -> usize {
+    meta.flags
         .iter()
         .map(|f| match f {
             Flag::Keyword(k) => k.as_ref().len() + 24,

@@ -306,14 +306,24 @@ impl Lease {
             why,
         };
         atomic::create_private_dir(dir).map_err(|e| fail(e.to_string()))?;
-        let mut file = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| fail(e.to_string()))?;
+            // It holds a process id only: readable, so that a run as
+            // another user can lock it too (its directory is private).
+            .mode(0o644)
+            .open(&path);
+        // A lock file another user made (a `writ mailbox` run as root in
+        // the sweep's directory): locked through a read-only descriptor
+        // all the same (flock needs no write access), if readable.
+        let mut file = match opened {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                std::fs::File::open(&path).map_err(|_| fail(e.to_string()))?
+            }
+            other => other.map_err(|e| fail(e.to_string()))?,
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -716,13 +726,14 @@ mod tests {
         drop(held);
         let _again = Lease::locked(&store, "alice", "inbox").unwrap();
         drop(other);
-        // The lock file is private.
+        // The lock file is readable (it holds a process id; a run as
+        // another user locks it read-only), written by its owner only.
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(lock_path(&store, "alice", "INBOX"))
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(mode & 0o777, 0o644);
     }
 
     #[test]

@@ -4,16 +4,23 @@
 //!
 //! What counts as one address: an IPv4 address (an IPv4-mapped IPv6
 //! address counts as its IPv4 address, as a dual-stack listener sees IPv4
-//! clients); an IPv6 address by its first `ipv6_prefix_per_ip` bits (64 by
-//! default: one host is routinely given a whole /64, and could otherwise
-//! take every session slot with addresses of its own).
+//! clients); an IPv6 address by its first `ipv6_prefix_per_ip` bits (128,
+//! the whole address, by default: a LAN's desktops share one /64; 64 for a
+//! listener reachable from the internet, where one host is routinely given
+//! a whole /64 and could otherwise take every session slot with addresses
+//! of its own).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
-/// The IPv6 prefix length counted as one client unless configured.
-pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// The IPv6 prefix length counted as one client unless configured: the
+/// whole address, as for IPv4. A LAN is one /64, so grouping by /64 would
+/// count an office's desktops as one client; a listener reachable from
+/// the internet is better set to 64 (one host is often given a whole
+/// /64, and could otherwise fill every session slot with addresses of
+/// its own).
+pub const DEFAULT_IPV6_PREFIX: u8 = 128;
 
 /// The IPv6 prefix lengths `ipv6_prefix_per_ip` may take.
 pub const IPV6_PREFIXES: std::ops::RangeInclusive<u8> = 32..=128;
@@ -103,7 +110,7 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_of_one_prefix_share_their_slots() {
-        let per_ip = PerIp::default();
+        let per_ip = PerIp::new(64);
         // One host's /64: any number of addresses, two slots in all.
         let first = per_ip.try_take(ip("2001:db8:1:2::1"), 2).unwrap();
         let _second = per_ip.try_take(ip("2001:db8:1:2:ffff::9"), 2).unwrap();
@@ -132,6 +139,7 @@ mod tests {
         assert!(per_ip.try_take(ip("::ffff:192.0.2.1"), 1).is_none());
         assert!(per_ip.try_take(ip("::ffff:192.0.2.2"), 1).is_some());
         assert_eq!(per_ip.client(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
-        assert_eq!(PerIp::default().client(ip("::1")), ip("::"));
+        assert_eq!(PerIp::new(64).client(ip("::1")), ip("::"));
+        assert_eq!(PerIp::default().client(ip("::1")), ip("::1"));
     }
 }

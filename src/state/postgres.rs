@@ -154,7 +154,9 @@ impl Db {
         // only on this host, or when the URL says `sslmode=disable`: over
         // a network, `prefer` (said or left out) would send the password
         // where anyone on the path could ask for it in the clear.
-        if pg.get_ssl_mode() == SslMode::Prefer && !pg.get_hosts().iter().all(is_local) {
+        let local = pg.get_hosts().iter().all(is_local)
+            && pg.get_hostaddrs().iter().all(|a| a.is_loopback());
+        if pg.get_ssl_mode() == SslMode::Prefer && !local {
             return Err(StateError::Config(format!(
                 "[state] url: {target} is reached over the network: add sslmode=require \
                  (with ca_file) to the URL, or sslmode=disable to send the password in the clear"
@@ -273,6 +275,9 @@ mod tests {
             "postgresql://writ@db.invalid/writ",
             "postgresql://writ@db.invalid/writ?sslmode=prefer",
             "host=db.invalid,localhost user=writ dbname=writ",
+            // hostaddr is where it connects, whatever host names.
+            "host=localhost hostaddr=192.0.2.7 user=writ dbname=writ",
+            "hostaddr=192.0.2.7 user=writ dbname=writ",
         ] {
             let e = rt.block_on(Db::connect(&config(url))).err().unwrap();
             let text = e.to_string();

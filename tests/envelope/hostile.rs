@@ -449,6 +449,23 @@ fn a_message_whose_summary_would_pass_the_readers_cap_is_sealed_with_a_lean_one(
     );
     assert_eq!(open_bytes(&ids, &stored).unwrap(), m);
     let _ = view::body_structure_bytes(&summary.root, true);
+    // The same through Content-Transfer-Encoding and an unparsable
+    // Content-Type, which a lean summary keeps cut.
+    for field in ["Content-Transfer-Encoding", "Content-Type"] {
+        let mut m = b"Subject: lean\r\nMIME-Version: 1.0\r\n\
+            Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            .to_vec();
+        for n in 0..11 {
+            m.extend_from_slice(format!("--b\r\n{field}: x").as_bytes());
+            m.extend(std::iter::repeat_n(1u8, 1_000_000));
+            m.extend_from_slice(format!("\r\n\r\npart {n}\r\n").as_bytes());
+        }
+        m.extend_from_slice(b"--b--\r\n");
+        let stored = seal(&sealer, &m);
+        let summary = read_summary(Cursor::new(&stored), &ids).expect(field);
+        assert_eq!(summary.root.parts.len(), 11, "{field}");
+        assert_eq!(open_bytes(&ids, &stored).unwrap(), m, "{field}");
+    }
     // A message of ordinary size keeps every field.
     let small = b"Content-Type: text/plain\r\nContent-Description: kept\r\n\r\nx\r\n";
     let s = read_summary(Cursor::new(&seal(&sealer, small)), &ids).unwrap();
