@@ -563,16 +563,22 @@ impl Server {
         };
         let acceptor = crate::tls::acceptor(cert, key)?;
         let target = provider_imap(config).await?;
+        // A cache that cannot be opened (in use by another writ, its
+        // directory unwritable, the disk full) is a cache lost: the proxy
+        // and the relay are served without it, and the log says why.
         let cache = if imap.cache {
-            Some(Arc::new(
-                imap::cache::Cache::open_bounded(
-                    &imap.cache_dir,
-                    imap.cache_max_bytes,
-                    imap.cache_memory_bytes,
-                    keys.as_ref(),
-                )
-                .map_err(|e| ServeError::Config(e.to_string()))?,
-            ))
+            match imap::cache::Cache::open_bounded(
+                &imap.cache_dir,
+                imap.cache_max_bytes,
+                imap.cache_memory_bytes,
+                keys.as_ref(),
+            ) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(e) => {
+                    tracing::error!(error = %e, "IMAP cache not used: every folder is opened anew");
+                    None
+                }
+            }
         } else {
             None
         };

@@ -461,3 +461,49 @@ fn a_small_memory_bound_holds_and_listings_are_still_answered_from_the_cache() {
     }
     stop(writ);
 }
+
+/// A second `writ serve` started on a cache directory another one uses
+/// (a manual run beside the service) runs without a cache, saying why;
+/// the first one's cache is not wiped under it and stays warm.
+#[test]
+fn a_second_writ_on_the_same_cache_runs_without_it_and_wipes_nothing() {
+    let p = provider();
+    let user = p.new_user("cache-twice");
+    let keys = TestKeys::new();
+    let work = tempfile::tempdir().expect("temp dir");
+    let keys_dir = copy_keyring(&keys, work.path());
+    for m in MESSAGES {
+        p.imap_append(&user, "INBOX", &seal(&keys_dir, m));
+    }
+    let cache = work.path().join("cache");
+    let sealed = MESSAGES.len() as f64;
+    let (first, first_addr) = serve(&keys_dir, &cache);
+    let cold = list(&first, first_addr, &user);
+    assert_eq!(cold.opened, sealed, "{}", first.log());
+
+    let (second, second_addr) = serve(&keys_dir, &cache);
+    let served = list(&second, second_addr, &user);
+    assert_eq!(served.text, cold.text, "the second one serves the same");
+    assert_eq!(served.hits, 0.0, "without a cache");
+    assert!(
+        second.log().contains("another writ is using it"),
+        "{}",
+        second.log()
+    );
+    stop(second);
+
+    // The first one's cache is intact: warm, every message a hit.
+    let warm = list(&first, first_addr, &user);
+    assert_eq!(warm.text, cold.text);
+    assert_eq!(warm.hits, sealed, "{}", first.log());
+    stop(first);
+    let (again, again_addr) = serve(&keys_dir, &cache);
+    let restarted = list(&again, again_addr, &user);
+    assert_eq!(
+        restarted.hits,
+        sealed,
+        "the cache was wiped: {}",
+        again.log()
+    );
+    stop(again);
+}

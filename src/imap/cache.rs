@@ -119,6 +119,12 @@ pub enum CacheError {
     Index(String),
     #[error("cannot make the cache key: no system randomness")]
     Random,
+    #[error(
+        "cache directory {}: another writ is using it (give each writ serve its own \
+         imap.cache_dir)",
+        .path.display()
+    )]
+    InUse { path: PathBuf },
 }
 
 fn index_error(e: impl std::fmt::Display) -> CacheError {
@@ -273,6 +279,12 @@ impl Cache {
         };
         let db = match builder().create(&index) {
             Ok(db) => db,
+            // Another process's cache: never wiped under it.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(CacheError::InUse {
+                    path: dir.to_path_buf(),
+                });
+            }
             Err(e) => {
                 // A damaged index is a cache lost, nothing more.
                 tracing::warn!(error = %e, "cache index unreadable: starting an empty cache");

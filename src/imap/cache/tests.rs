@@ -602,3 +602,26 @@ fn a_mailbox_the_cache_holds_nothing_of_has_one_first_listing_per_start() {
     assert!(cache.first_listing(&mb(7)));
     assert!(!cache.first_listing(&mb(8)));
 }
+
+#[test]
+fn a_cache_another_writ_holds_is_refused_not_wiped() {
+    // A second `writ serve` on the same cache_dir (a manual run beside the
+    // service): redb finds the index open; the cache in use keeps its
+    // entries (it used to be taken for damaged and deleted).
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), 1 << 20, &keyring(&[EPOCH])).unwrap();
+    cache.selected(&mb(7));
+    cache.put(&mb(7), k(3), &summary(1), Some(b"x"));
+    cache.flush();
+    let e = Cache::open(dir.path(), 1 << 20, &keyring(&[EPOCH]))
+        .err()
+        .expect("in use");
+    assert!(matches!(e, CacheError::InUse { .. }), "{e}");
+    assert!(e.to_string().contains("another writ is using it"), "{e}");
+    assert!(dir.path().join("index.redb").exists());
+    assert!(
+        !walk(&dir.path().join("bodies")).is_empty(),
+        "its bodies stay"
+    );
+    assert!(cache.get(&mb(7), k(3)).is_some(), "still served");
+}
