@@ -299,8 +299,9 @@ fn recover_refusals() {
     // A share of another escrow key mixed in.
     let other = Env::with_message();
     other.init_keyring();
-    std::fs::copy(env.path("c1.key"), other.path("c1.key")).unwrap();
-    let mine = vec![custodians[0].clone(); 3];
+    // Share 1 of the other escrow is for this test's custodian 1.
+    let mut mine = other.custodians(3);
+    mine[0] = custodians[0].clone();
     assert!(other.escrow_init(3, 2, &mine).status.success());
     std::fs::copy(other.path(&share(1, 3)), env.path("foreign.age")).unwrap();
     let e = env.fail(&[
@@ -372,6 +373,54 @@ fn init_refusals() {
                     == 0
         );
     }
+    // One custodian given twice would hold two shares: with threshold 2,
+    // a quorum alone.
+    let twice = [
+        custodians[0].clone(),
+        custodians[1].clone(),
+        custodians[0].clone(),
+    ];
+    let e = String::from_utf8(env.escrow_init(3, 2, &twice).stderr).unwrap();
+    assert_eq!(
+        e,
+        format!(
+            "writ: --custodian 3 repeats --custodian 1 ({}): one custodian would hold 2 shares; \
+             give each share a different custodian\n",
+            custodians[0]
+        )
+    );
+    // The same passphrase, in one file or two.
+    std::fs::write(env.path("pw-a"), "one passphrase\n").unwrap();
+    std::fs::write(env.path("pw-b"), "one passphrase\n").unwrap();
+    for second in ["passphrase-file:pw-a", "passphrase-file:pw-b"] {
+        let e = env.fail(&[
+            "escrow",
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--custodian",
+            "passphrase-file:pw-a",
+            "--custodian",
+            &custodians[1],
+            "--custodian",
+            second,
+        ]);
+        assert_eq!(
+            e,
+            "writ: --custodian 3 repeats --custodian 1 (the same passphrase): one custodian \
+             would hold 2 shares; give each share a different custodian"
+        );
+    }
+    assert!(!env.path("keys/escrow.txt").exists());
+    assert!(
+        !env.path("escrow-shares").exists()
+            || std::fs::read_dir(env.path("escrow-shares"))
+                .unwrap()
+                .count()
+                == 0
+    );
     let out = env.run(&[
         "escrow",
         "init",

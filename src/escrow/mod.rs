@@ -6,6 +6,9 @@
 //! custodian's age recipient (or passphrase), writes the public recipient to
 //! `keys/escrow.txt` (which [`crate::keys::Keyring::seal_recipients`]
 //! reads, so every seal from then on includes it) and forgets the secret.
+//! Each share goes to a different custodian: `init` refuses a recipient or
+//! a passphrase given twice (that one person would hold two shares, so a
+//! quorum with fewer others, or alone, than the threshold says).
 //! `writ escrow recover` decrypts M share files with the custodians'
 //! identities and rebuilds the identity: it opens every message sealed
 //! after escrow was set up, with no keyring at all.
@@ -46,6 +49,15 @@ pub enum EscrowError {
     Exists { path: PathBuf },
     #[error("--shares {shares} but {custodians} --custodian given: one custodian per share")]
     CustodianCount { shares: usize, custodians: usize },
+    #[error(
+        "--custodian {position} repeats --custodian {first} ({what}): one custodian would hold {count} shares; give each share a different custodian"
+    )]
+    DuplicateCustodian {
+        position: usize,
+        first: usize,
+        what: String,
+        count: usize,
+    },
     #[error(transparent)]
     Shamir(#[from] shamir::ShamirError),
     #[error("share {}: none of the given identities or passphrases opens it (not this custodian's share?)", .path.display())]
@@ -192,6 +204,7 @@ pub fn init(
         }
         .into());
     }
+    check_distinct(custodians)?;
     let paths: Vec<PathBuf> = (1..=n).map(|i| share_path(out_dir, i, n)).collect();
     for path in &paths {
         if path.exists() {
@@ -251,6 +264,33 @@ pub fn init(
         recipient,
         share_files: written,
     })
+}
+
+/// Refuses a custodian given twice (the same recipient, or the same
+/// passphrase): that one person would hold several shares, and with them a
+/// quorum with fewer others (or alone) than the threshold promises.
+fn check_distinct(custodians: &[Custodian]) -> Result<(), EscrowError> {
+    for (i, c) in custodians.iter().enumerate() {
+        let same = |other: &Custodian| match (c, other) {
+            (Custodian::Recipient(a), Custodian::Recipient(b)) => a == b,
+            (Custodian::Passphrase(a), Custodian::Passphrase(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            _ => false,
+        };
+        if let Some(first) = custodians[..i].iter().position(same) {
+            return Err(EscrowError::DuplicateCustodian {
+                position: i + 1,
+                first: first + 1,
+                what: match c {
+                    Custodian::Recipient(r) => r.to_string(),
+                    Custodian::Passphrase(_) => "the same passphrase".to_string(),
+                },
+                count: custodians.iter().filter(|o| same(o)).count(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn encrypt_to(path: &Path, to: &Custodian, plaintext: &[u8]) -> Result<Vec<u8>, EscrowError> {
