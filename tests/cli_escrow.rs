@@ -299,11 +299,12 @@ fn recover_refusals() {
     // A share of another escrow key mixed in.
     let other = Env::with_message();
     other.init_keyring();
-    std::fs::copy(env.path("c1.key"), other.path("c1.key")).unwrap();
-    let mine = vec![custodians[0].clone(); 3];
+    // Share 1 of the other escrow is for this test's custodian 1.
+    let mut mine = other.custodians(3);
+    mine[0] = custodians[0].clone();
     assert!(other.escrow_init(3, 2, &mine).status.success());
     std::fs::copy(other.path(&share(1, 3)), env.path("foreign.age")).unwrap();
-    let e = env.fail(&[
+    let mixed = [
         "escrow",
         "recover",
         "--out",
@@ -320,7 +321,15 @@ fn recover_refusals() {
         "c2.key",
         "--identity",
         "c3.key",
-    ]);
+    ];
+    let e = env.fail(&mixed);
+    assert!(
+        e.contains("share foreign.age is for escrow key age1")
+            && e.contains("but keys/escrow.txt holds"),
+        "{e}"
+    );
+    // Without the keyring, the other shares are the reference.
+    let e = env.fail(&[&["--keys", "elsewhere"], &mixed[..]].concat());
     assert!(
         e.contains("foreign.age belongs to another escrow key"),
         "{e}"
@@ -372,6 +381,54 @@ fn init_refusals() {
                     == 0
         );
     }
+    // One custodian given twice would hold two shares: with threshold 2,
+    // a quorum alone.
+    let twice = [
+        custodians[0].clone(),
+        custodians[1].clone(),
+        custodians[0].clone(),
+    ];
+    let e = String::from_utf8(env.escrow_init(3, 2, &twice).stderr).unwrap();
+    assert_eq!(
+        e,
+        format!(
+            "writ: --custodian 3 repeats --custodian 1 ({}): one custodian would hold 2 shares; \
+             give each share a different custodian\n",
+            custodians[0]
+        )
+    );
+    // The same passphrase, in one file or two.
+    std::fs::write(env.path("pw-a"), "one passphrase\n").unwrap();
+    std::fs::write(env.path("pw-b"), "one passphrase\n").unwrap();
+    for second in ["passphrase-file:pw-a", "passphrase-file:pw-b"] {
+        let e = env.fail(&[
+            "escrow",
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--custodian",
+            "passphrase-file:pw-a",
+            "--custodian",
+            &custodians[1],
+            "--custodian",
+            second,
+        ]);
+        assert_eq!(
+            e,
+            "writ: --custodian 3 repeats --custodian 1 (the same passphrase): one custodian \
+             would hold 2 shares; give each share a different custodian"
+        );
+    }
+    assert!(!env.path("keys/escrow.txt").exists());
+    assert!(
+        !env.path("escrow-shares").exists()
+            || std::fs::read_dir(env.path("escrow-shares"))
+                .unwrap()
+                .count()
+                == 0
+    );
     let out = env.run(&[
         "escrow",
         "init",
@@ -489,4 +546,210 @@ fn passphrase_custodian() {
     );
     let log = std::fs::read_to_string(env.path("keys/audit.log")).unwrap();
     assert!(!log.contains("custodian two"));
+}
+
+/// Rewrites share file `from` (for custodian `i` of `env`) with `edit`
+/// applied to its text, encrypted again to that custodian, as `to`: what
+/// anyone holding the custodians' public keys can make (or a damaged
+/// share).
+fn reshare(
+    env: &Env,
+    from: &str,
+    i: usize,
+    recipient: &str,
+    to: &str,
+    edit: &dyn Fn(&str) -> String,
+) {
+    let plain = Command::new("/usr/bin/age")
+        .args(["-d", "-i"])
+        .arg(env.path(&format!("c{i}.key")))
+        .arg(env.path(from))
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    let text = edit(&String::from_utf8(plain.stdout).unwrap());
+    std::fs::write(env.path("plain.tmp"), text).unwrap();
+    let enc = Command::new("/usr/bin/age")
+        .args(["-a", "-r", recipient, "-o"])
+        .arg(env.path(to))
+        .arg(env.path("plain.tmp"))
+        .output()
+        .unwrap();
+    assert!(enc.status.success());
+    std::fs::remove_file(env.path("plain.tmp")).unwrap();
+}
+
+/// Flips the lowest bit of byte `k` of the share (a damaged share).
+/// Damage two shares at different bytes: the same change to shares 2 and
+/// 3 of a 2-of-3 cancels out when all three are combined.
+fn damage(k: usize) -> impl Fn(&str) -> String {
+    move |text| {
+        text.lines()
+            .map(|l| match l.strip_prefix("share: ") {
+                Some(y) => {
+                    let mut y = y.as_bytes().to_vec();
+                    let digit = u8::from_str_radix(&String::from(char::from(y[2 * k + 1])), 16);
+                    y[2 * k + 1] = format!("{:x}", digit.unwrap() ^ 1).as_bytes()[0];
+                    format!("share: {}\n", String::from_utf8(y).unwrap())
+                }
+                None => format!("{l}\n"),
+            })
+            .collect()
+    }
+}
+
+fn recover_args<'a>(shares: &'a [String], ids: &'a [String], out: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["escrow", "recover", "--out", out];
+    for s in shares {
+        args.extend(["--share", s.as_str()]);
+    }
+    for i in ids {
+        args.extend(["--identity", i.as_str()]);
+    }
+    args
+}
+
+#[test]
+fn recover_checks_keyring_and_names_misfits() {
+    let env = Env::with_message();
+    env.init_keyring();
+    let custodians = env.custodians(3);
+    assert!(env.escrow_init(3, 2, &custodians).status.success());
+    let escrow_txt = std::fs::read_to_string(env.path("keys/escrow.txt")).unwrap();
+    let recipient = escrow_txt.lines().find(|l| l.starts_with("age1")).unwrap();
+    let ids: Vec<String> = (1..=3).map(|i| format!("c{i}.key")).collect();
+
+    // A forger knows the custodians' public keys and makes shares of their
+    // own escrow key for them: they open, agree and rebuild the key they
+    // name, which is not this keyring's.
+    let forger = Env::with_message();
+    forger.init_keyring();
+    assert!(forger.escrow_init(3, 2, &custodians).status.success());
+    let forged: Vec<String> = (1..=2)
+        .map(|i| {
+            let name = format!("forged-{i}.age");
+            std::fs::copy(forger.path(&share(i, 3)), env.path(&name)).unwrap();
+            name
+        })
+        .collect();
+    let e = env.fail(&recover_args(&forged, &ids, "out.key"));
+    assert!(
+        e.starts_with("writ: share forged-1.age is for escrow key age1")
+            && e.contains(&format!(
+                ", but keys/escrow.txt holds {recipient}: a forged share"
+            ))
+            && e.ends_with("leave it out, or give --keys the keyring it was made for"),
+        "{e}"
+    );
+    assert!(!env.path("out.key").exists());
+    // Without a keyring to check against, the key the shares name is all
+    // there is, and recover says so.
+    let out = env.run(
+        &[
+            &["--keys", "elsewhere"],
+            recover_args(&forged, &ids, "out.key").as_slice(),
+        ]
+        .concat(),
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("warning: no elsewhere/escrow.txt to check against: age1"),
+        "{stderr}"
+    );
+    std::fs::remove_file(env.path("out.key")).unwrap();
+
+    // One damaged share among three of a 2-of-3: named and left out, and
+    // the other two rebuild the key.
+    reshare(
+        &env,
+        &share(2, 3),
+        2,
+        &custodians[1],
+        "bad-2.age",
+        &damage(31),
+    );
+    let shares = [share(1, 3), "bad-2.age".to_string(), share(3, 3)];
+    let e = env.fail(&recover_args(&shares[..2], &ids, "out.key"));
+    assert_eq!(
+        e,
+        format!(
+            "writ: the shares do not rebuild escrow key {recipient}: a share is damaged or forged; \
+             give one more custodian's share to find which"
+        )
+    );
+    let out = env.run(&recover_args(&shares, &ids, "out.key"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        "writ: warning: share bad-2.age (number 2) does not fit the others: damaged or forged, \
+         left out; ask its custodian\n\
+         writ: warning: out.key holds the escrow private key: whoever holds it can read all mail \
+         sealed since escrow was set up. Keep it offline, delete it after use.\n"
+    );
+    assert!(
+        std::fs::read_to_string(env.path("out.key"))
+            .unwrap()
+            .contains(recipient)
+    );
+    let show = env.ok_text(&["audit", "show"]);
+    assert!(
+        show.contains("shares_used=[1,3]") && show.contains("shares_misfit=[2]"),
+        "{show}"
+    );
+    // Two of three damaged: no two rebuild it.
+    reshare(
+        &env,
+        &share(3, 3),
+        3,
+        &custodians[2],
+        "bad-3.age",
+        &damage(30),
+    );
+    let shares = [
+        share(1, 3),
+        "bad-2.age".to_string(),
+        "bad-3.age".to_string(),
+    ];
+    let e = env.fail(&recover_args(&shares, &ids, "out2.key"));
+    assert!(
+        e.starts_with("writ: no 2 of the 3 shares rebuild escrow key age1")
+            && e.contains("more than 1 are damaged or forged"),
+        "{e}"
+    );
+
+    // Finding the misfit among 16 shares of an 8-of-16 would take 12,870
+    // tries: refused, asking for exactly 8.
+    let big = Env::with_message();
+    big.init_keyring();
+    let many = big.custodians(16);
+    assert!(big.escrow_init(16, 8, &many).status.success());
+    reshare(&big, &share(5, 16), 5, &many[4], "bad-5.age", &damage(31));
+    let shares: Vec<String> = (1..=16)
+        .map(|i| {
+            if i == 5 {
+                "bad-5.age".to_string()
+            } else {
+                share(i, 16)
+            }
+        })
+        .collect();
+    let ids: Vec<String> = (1..=16).map(|i| format!("c{i}.key")).collect();
+    let e = big.fail(&recover_args(&shares, &ids, "out.key"));
+    assert!(
+        e.contains("the 16 shares do not rebuild escrow key age1")
+            && e.ends_with(
+                "finding which do not fit would take more than 10000 tries: give exactly 8 shares at a time"
+            ),
+        "{e}"
+    );
+    // 9 of them: 9 tries at most.
+    let out = big.run(&recover_args(&shares[..9], &ids, "out.key"));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("share bad-5.age (number 5) does not fit")
+    );
 }

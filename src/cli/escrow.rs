@@ -38,9 +38,10 @@ pub enum EscrowCommand {
     },
 
     /// Rebuild the escrow identity from at least M share files and write it
-    /// to FILE (0600)
+    /// to FILE (0600); with keys/escrow.txt present, the key must be its
     Recover {
-        /// A share file (give at least the threshold)
+        /// A share file (give at least the threshold; with more, shares
+        /// that do not fit are found, named and left out)
         #[arg(long, value_name = "FILE", required = true)]
         share: Vec<PathBuf>,
 
@@ -165,16 +166,59 @@ pub fn run(ctx: &Context, command: EscrowCommand) -> Result<()> {
                     .map(|p| keys::read_passphrase_file(p))
                     .collect::<Result<_, _>>()?,
             };
-            let recovered = escrow::recover(&share, &openers)?;
+            // The keyring's own escrow recipient, when it is here: shares
+            // anyone could have made (they are encrypted to the custodians'
+            // public keys) must rebuild that key, not the one they name.
+            let expected = escrow::keyring_escrow(dir)?;
+            let recovered = escrow::recover(&share, &openers, expected.as_ref())?;
             escrow::write_identity(&out_file, &recovered.identity)?;
             let escrow = recovered.identity.to_public().to_string();
+            if recovered.misfits_ambiguous {
+                let names: Vec<String> = recovered
+                    .misfits
+                    .iter()
+                    .map(|(path, x)| format!("{} (number {x})", path.display()))
+                    .collect();
+                eprintln!(
+                    "writ: warning: one or more of shares {} do not fit the others (damaged or forged), \
+                     which cannot be told: they differ only in bits the key ignores; the key is right; \
+                     ask their custodians",
+                    names.join(", ")
+                );
+            }
+            for (path, x) in recovered
+                .misfits
+                .iter()
+                .filter(|_| !recovered.misfits_ambiguous)
+            {
+                eprintln!(
+                    "writ: warning: share {} (number {x}) does not fit the others: damaged or forged, left out; \
+                     ask its custodian",
+                    path.display()
+                );
+            }
+            if expected.is_none() {
+                eprintln!(
+                    "writ: warning: no {} to check against: {escrow} is the key the shares name; \
+                     check that it is this organisation's escrow recipient (a backup of escrow.txt, \
+                     the escrow.init audit record)",
+                    dir.join(escrow::ESCROW_FILE).display()
+                );
+            }
             let used: Vec<u64> = recovered.used.iter().map(|&x| u64::from(x)).collect();
+            let misfit: Vec<u64> = recovered
+                .misfits
+                .iter()
+                .map(|&(_, x)| u64::from(x))
+                .collect();
             audit_if_possible(
                 ctx,
                 "escrow.recover",
                 audit::params([
                     ("escrow", escrow.clone().into()),
                     ("shares_used", used.into()),
+                    ("shares_misfit", misfit.into()),
+                    ("checked_against_keyring", expected.is_some().into()),
                     ("out", out_file.display().to_string().into()),
                 ]),
             );

@@ -6,9 +6,31 @@
 //! custodian's age recipient (or passphrase), writes the public recipient to
 //! `keys/escrow.txt` (which [`crate::keys::Keyring::seal_recipients`]
 //! reads, so every seal from then on includes it) and forgets the secret.
+//! Each share goes to a different custodian: `init` refuses a recipient or
+//! a passphrase given twice (that one person would hold two shares, so a
+//! quorum with fewer others, or alone, than the threshold says).
 //! `writ escrow recover` decrypts M share files with the custodians'
 //! identities and rebuilds the identity: it opens every message sealed
 //! after escrow was set up, with no keyring at all.
+//!
+//! What `recover` trusts: a share file is encrypted to a custodian's
+//! *public* recipient, so anyone can make one, naming any escrow key. The
+//! rebuilt key is therefore checked against the keyring's own `escrow.txt`
+//! when there is one ([`keyring_escrow`]): every share must name that
+//! recipient and the rebuilt identity must be its. Only without
+//! `escrow.txt` (the keyring lost) is the recipient the shares name the
+//! reference, and the caller says so. Given more shares than the threshold
+//! that do not rebuild the key together, `recover` tries the
+//! threshold-sized subsets (at most [`MAX_COMBINATIONS`]; past that it
+//! asks for exactly the threshold), rebuilds from the one that matches and
+//! most shares fit, and names the shares that do not fit it (damaged or
+//! forged): a share fits exactly when adding it to that subset leaves the
+//! key unchanged. When two such subsets tie with different misfits (a
+//! share altered only in the four bits X25519 clamps, next to exactly the
+//! threshold of good ones), it names them all as "one of these". One
+//! altered share is never named wrongly; several custodians altering
+//! theirs together in those bits can have a good share named instead. The
+//! key is the escrow recipient's either way.
 //!
 //! A share file is an age file (to one custodian) holding text:
 //!
@@ -36,6 +58,9 @@ use crate::keys::{KeyError, atomic};
 
 /// The escrow recipient file in the keyring directory.
 pub const ESCROW_FILE: &str = "escrow.txt";
+/// The most threshold-sized subsets `recover` tries to find the shares
+/// that do not fit (10,000: about a second, an X25519 multiplication each).
+pub const MAX_COMBINATIONS: u64 = 10_000;
 const SHARE_VERSION: &str = "1";
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +71,15 @@ pub enum EscrowError {
     Exists { path: PathBuf },
     #[error("--shares {shares} but {custodians} --custodian given: one custodian per share")]
     CustodianCount { shares: usize, custodians: usize },
+    #[error(
+        "--custodian {position} repeats --custodian {first} ({what}): one custodian would hold {count} shares; give each share a different custodian"
+    )]
+    DuplicateCustodian {
+        position: usize,
+        first: usize,
+        what: String,
+        count: usize,
+    },
     #[error(transparent)]
     Shamir(#[from] shamir::ShamirError),
     #[error("share {}: none of the given identities or passphrases opens it (not this custodian's share?)", .path.display())]
@@ -68,8 +102,35 @@ pub enum EscrowError {
         threshold: usize,
         missing: usize,
     },
-    #[error("the shares do not rebuild escrow key {escrow}: a share is damaged")]
+    #[error(
+        "the shares do not rebuild escrow key {escrow}: a share is damaged or forged; give one more custodian's share to find which"
+    )]
     Mismatch { escrow: String },
+    #[error(
+        "no {threshold} of the {given} shares rebuild escrow key {escrow}: more than {} are damaged or forged; give other custodians' shares", .given - .threshold
+    )]
+    NoQuorum {
+        escrow: String,
+        given: usize,
+        threshold: usize,
+    },
+    #[error(
+        "the {given} shares do not rebuild escrow key {escrow} together, and finding which do not fit would take more than {MAX_COMBINATIONS} tries: give exactly {threshold} shares at a time"
+    )]
+    TooManyCombinations {
+        escrow: String,
+        given: usize,
+        threshold: usize,
+    },
+    #[error(
+        "share {} is for escrow key {claimed}, but {} holds {expected}: a forged share or another keyring's; leave it out, or give --keys the keyring it was made for", .path.display(), .escrow_file.display()
+    )]
+    NotKeyringEscrow {
+        path: PathBuf,
+        claimed: String,
+        escrow_file: PathBuf,
+        expected: String,
+    },
     #[error("identity file {}: {detail}", .path.display())]
     IdentityFile { path: PathBuf, detail: &'static str },
     #[error("no --share given")]
@@ -192,6 +253,7 @@ pub fn init(
         }
         .into());
     }
+    check_distinct(custodians)?;
     let paths: Vec<PathBuf> = (1..=n).map(|i| share_path(out_dir, i, n)).collect();
     for path in &paths {
         if path.exists() {
@@ -251,6 +313,33 @@ pub fn init(
         recipient,
         share_files: written,
     })
+}
+
+/// Refuses a custodian given twice (the same recipient, or the same
+/// passphrase): that one person would hold several shares, and with them a
+/// quorum with fewer others (or alone) than the threshold promises.
+fn check_distinct(custodians: &[Custodian]) -> Result<(), EscrowError> {
+    for (i, c) in custodians.iter().enumerate() {
+        let same = |other: &Custodian| match (c, other) {
+            (Custodian::Recipient(a), Custodian::Recipient(b)) => a == b,
+            (Custodian::Passphrase(a), Custodian::Passphrase(b)) => {
+                a.expose_secret() == b.expose_secret()
+            }
+            _ => false,
+        };
+        if let Some(first) = custodians[..i].iter().position(same) {
+            return Err(EscrowError::DuplicateCustodian {
+                position: i + 1,
+                first: first + 1,
+                what: match c {
+                    Custodian::Recipient(r) => r.to_string(),
+                    Custodian::Passphrase(_) => "the same passphrase".to_string(),
+                },
+                count: custodians.iter().filter(|o| same(o)).count(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn encrypt_to(path: &Path, to: &Custodian, plaintext: &[u8]) -> Result<Vec<u8>, EscrowError> {
@@ -351,6 +440,7 @@ fn read_share(path: &Path, openers: &Openers) -> Result<ShareFile, EscrowError> 
     Recipient::from_str(escrow).map_err(|_| bad("escrow is not an age recipient"))?;
     let threshold: usize = field("threshold")
         .and_then(|s| s.parse().ok())
+        .filter(|t| (1..=255).contains(t))
         .ok_or_else(|| bad("no threshold"))?;
     let x: u8 = field("index")
         .and_then(|s| s.parse().ok())
@@ -367,23 +457,61 @@ fn read_share(path: &Path, openers: &Openers) -> Result<ShareFile, EscrowError> 
     })
 }
 
+/// The keyring's escrow recipient, from `escrow.txt` in `keys_dir`:
+/// what [`recover`] checks the rebuilt key against.
+pub struct KeyringEscrow {
+    pub path: PathBuf,
+    pub recipient: Recipient,
+}
+
+/// Reads `keys_dir/escrow.txt`; `None` when there is none (no keyring, or
+/// one without escrow). A damaged file is an error, not `None`.
+pub fn keyring_escrow(keys_dir: &Path) -> Result<Option<KeyringEscrow>, EscrowError> {
+    let path = keys_dir.join(ESCROW_FILE);
+    Ok(crate::keys::read_escrow(&path)?.map(|recipient| KeyringEscrow { path, recipient }))
+}
+
 /// What [`recover`] rebuilt.
 pub struct Recovered {
     pub identity: Identity,
-    /// The share numbers used.
+    /// The numbers of the shares that fit the rebuilt key, in the order
+    /// given (when `misfits_ambiguous`, those no misfit could be).
     pub used: Vec<u8>,
+    /// The share files given that do not fit it (damaged or forged), with
+    /// their numbers.
+    pub misfits: Vec<(PathBuf, u8)>,
+    /// Some of `misfits` do fit, but which cannot be told: the bad share
+    /// differs only in bits the key ignores (see [`recover`]'s code).
+    pub misfits_ambiguous: bool,
 }
 
 /// Rebuilds the escrow identity from share files, each decrypted with one
-/// of `openers` (the custodians' identities or passphrases). Needs at least the threshold the
-/// shares name; checks the result against the escrow recipient they name.
-pub fn recover(share_paths: &[PathBuf], openers: &Openers) -> Result<Recovered, EscrowError> {
+/// of `openers` (the custodians' identities or passphrases). Needs at
+/// least the threshold the shares name. The result must be `expected`
+/// (the keyring's escrow.txt) when given, else the recipient the shares
+/// name; with more shares than the threshold, the shares that do not fit
+/// are left out and named (see the module header).
+pub fn recover(
+    share_paths: &[PathBuf],
+    openers: &Openers,
+    expected: Option<&KeyringEscrow>,
+) -> Result<Recovered, EscrowError> {
     if share_paths.is_empty() {
         return Err(EscrowError::NoShares);
     }
     let mut files: Vec<ShareFile> = Vec::new();
     for path in share_paths {
         let file = read_share(path, openers)?;
+        if let Some(expected) = expected
+            && file.escrow != expected.recipient.to_string()
+        {
+            return Err(EscrowError::NotKeyringEscrow {
+                path: path.clone(),
+                claimed: file.escrow,
+                escrow_file: expected.path.clone(),
+                expected: expected.recipient.to_string(),
+            });
+        }
         if let Some(first) = files.first() {
             if file.escrow != first.escrow {
                 return Err(EscrowError::OtherEscrow {
@@ -416,18 +544,144 @@ pub fn recover(share_paths: &[PathBuf], openers: &Openers) -> Result<Recovered, 
             missing: threshold - files.len(),
         });
     }
-    let shares: Vec<shamir::Share> = files.iter().map(|f| f.share.clone()).collect();
-    let key = shamir::combine(&shares)?;
-    let identity = identity_from_bytes(&key).map_err(|_| EscrowError::Mismatch {
-        escrow: escrow.clone(),
+    let target = Recipient::from_str(&escrow).map_err(|_| EscrowError::BadShare {
+        path: share_paths[0].clone(),
+        detail: "escrow is not an age recipient",
     })?;
-    if identity.to_public().to_string() != escrow {
+    let combine = |set: &[usize]| {
+        let shares: Vec<shamir::Share> = set.iter().map(|&i| files[i].share.clone()).collect();
+        shamir::combine(&shares)
+    };
+    // The identity `set` rebuilds, if it is the target's.
+    let rebuild = |set: &[usize]| -> Result<Option<Identity>, EscrowError> {
+        let identity = identity_from_bytes(&combine(set)?).map_err(|_| EscrowError::Mismatch {
+            escrow: escrow.clone(),
+        })?;
+        Ok((identity.to_public() == target).then_some(identity))
+    };
+    let all: Vec<usize> = (0..files.len()).collect();
+    if let Some(identity) = rebuild(&all)? {
+        return Ok(Recovered {
+            identity,
+            used: files.iter().map(|f| f.share.x).collect(),
+            misfits: Vec::new(),
+            misfits_ambiguous: false,
+        });
+    }
+    if files.len() == threshold {
         return Err(EscrowError::Mismatch { escrow });
+    }
+    if binomial_above(files.len(), threshold, MAX_COMBINATIONS) {
+        return Err(EscrowError::TooManyCombinations {
+            escrow,
+            given: files.len(),
+            threshold,
+        });
+    }
+    // Which shares fit the polynomial `set` determines: a share fits when
+    // adding it leaves the key unchanged (its Lagrange weight at 0 is
+    // never zero, so a wrong share moves the key).
+    let fitting = |set: &[usize]| -> Result<Vec<bool>, EscrowError> {
+        let key = combine(set)?;
+        (0..files.len())
+            .map(|i| {
+                if set.contains(&i) {
+                    return Ok(true);
+                }
+                let mut with = set.to_vec();
+                with.push(i);
+                Ok(*combine(&with)? == *key)
+            })
+            .collect()
+    };
+    // Of the subsets that rebuild the target, the ones most shares fit, not
+    // the first: X25519 ignores four bits of the key (clamping), so a
+    // subset holding a share damaged only there rebuilds the target too,
+    // and every good share outside it would seem not to fit. With only
+    // the threshold of good shares, such a subset ties with the good one
+    // and which share is bad cannot be told (the key is right either way).
+    let mut best: Option<(Identity, Vec<bool>)> = None;
+    let mut best_count = 0;
+    let mut ambiguous = false;
+    let mut set: Vec<usize> = (0..threshold).collect();
+    loop {
+        if let Some(identity) = rebuild(&set)? {
+            let fits = fitting(&set)?;
+            let count = fits.iter().filter(|&&f| f).count();
+            match &mut best {
+                Some((_, all)) if count == best_count => {
+                    if *all != fits {
+                        ambiguous = true;
+                        for (a, f) in all.iter_mut().zip(&fits) {
+                            *a &= f;
+                        }
+                    }
+                }
+                Some(_) if count < best_count => {}
+                _ => {
+                    best = Some((identity, fits));
+                    best_count = count;
+                    ambiguous = false;
+                }
+            }
+        }
+        if !next_combination(&mut set, files.len()) {
+            break;
+        }
+    }
+    let Some((identity, fits)) = best else {
+        return Err(EscrowError::NoQuorum {
+            escrow,
+            given: files.len(),
+            threshold,
+        });
+    };
+    let mut used = Vec::new();
+    let mut misfits = Vec::new();
+    for ((file, path), fits) in files.iter().zip(share_paths).zip(fits) {
+        if fits {
+            used.push(file.share.x);
+        } else {
+            misfits.push((path.clone(), file.share.x));
+        }
     }
     Ok(Recovered {
         identity,
-        used: shares.iter().map(|s| s.x).collect(),
+        used,
+        misfits,
+        misfits_ambiguous: ambiguous,
     })
+}
+
+/// Whether C(n, k) > `limit`.
+fn binomial_above(n: usize, k: usize, limit: u64) -> bool {
+    let k = k.min(n - k) as u128;
+    let n = n as u128;
+    let mut c: u128 = 1;
+    for i in 0..k {
+        // C(n, i + 1), exact; it grows with i up to k <= n / 2.
+        c = c * (n - i) / (i + 1);
+        if c > u128::from(limit) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The next k-subset of 0..n in lexicographic order, in place; `false`
+/// after the last.
+fn next_combination(set: &mut [usize], n: usize) -> bool {
+    let k = set.len();
+    for i in (0..k).rev() {
+        if set[i] < n - k + i {
+            set[i] += 1;
+            for j in i + 1..k {
+                set[j] = set[j - 1] + 1;
+            }
+            return true;
+        }
+    }
+    false
 }
 
 /// The identity file text `recover` writes (as `age-keygen` would).
@@ -479,10 +733,12 @@ mod tests {
             identities: custodians.clone(),
             passphrases: Vec::new(),
         };
-        let r = recover(&created.share_files[1..], &openers).unwrap();
+        let r = recover(&created.share_files[1..], &openers, None).unwrap();
         assert_eq!(r.identity.to_public(), created.recipient);
         assert_eq!(r.used, [2, 3]);
-        let e = recover(&created.share_files[..1], &openers).err().unwrap();
+        let e = recover(&created.share_files[..1], &openers, None)
+            .err()
+            .unwrap();
         assert_eq!(
             e.to_string(),
             "1 distinct share(s) given, 2 needed to rebuild the escrow key: 1 missing"
@@ -491,8 +747,88 @@ mod tests {
             identities: custodians[1..].to_vec(),
             passphrases: Vec::new(),
         };
-        let e = recover(&created.share_files[..1], &others).err().unwrap();
+        let e = recover(&created.share_files[..1], &others, None)
+            .err()
+            .unwrap();
         assert!(matches!(e, EscrowError::NotForUs { .. }), "{e}");
+    }
+
+    #[test]
+    fn misfit_hidden_by_clamping() {
+        // A share damaged only in bits X25519 ignores (clamping) for the
+        // first subset holding it: that subset rebuilds the escrow
+        // recipient too; recover must still name that share, not the good
+        // one outside the subset.
+        let dir = tempfile::tempdir().unwrap();
+        let custodian = Identity::generate();
+        let to = Custodian::Recipient(custodian.to_public());
+        let key = [0x42u8; 32];
+        let recipient = identity_from_bytes(&key).unwrap().to_public();
+        let shares = shamir::split(&key, 2, 4).unwrap();
+        let rebuilds = |set: &[shamir::Share]| {
+            identity_from_bytes(&shamir::combine(set).unwrap())
+                .unwrap()
+                .to_public()
+                == recipient
+        };
+        let damaged = (1..=255u8)
+            .map(|d| {
+                let mut s = shares[0].clone();
+                s.y[0] ^= d;
+                s
+            })
+            .find(|s| {
+                let mut all = shares.clone();
+                all[0] = s.clone();
+                rebuilds(&all[..2]) && !rebuilds(&all[..3]) && !rebuilds(&all)
+            })
+            .unwrap();
+        let write = |share: &shamir::Share| {
+            let path = dir.path().join(format!("share-{}.age", share.x));
+            let text = format!(
+                "writ-escrow-share: 1\nescrow: {recipient}\nthreshold: 2\nshares: 4\nindex: {}\nshare: {}\n",
+                share.x,
+                hex(&share.y).as_str()
+            );
+            std::fs::write(&path, encrypt_to(&path, &to, text.as_bytes()).unwrap()).unwrap();
+            path
+        };
+        let openers = Openers {
+            identities: vec![custodian],
+            passphrases: Vec::new(),
+        };
+        // With one more good share, the damaged one is named.
+        let paths = [&damaged, &shares[1], &shares[2], &shares[3]].map(write);
+        let r = recover(&paths, &openers, None).unwrap();
+        assert_eq!(r.identity.to_public(), recipient);
+        assert_eq!(r.used, [2, 3, 4]);
+        assert_eq!(r.misfits, [(paths[0].clone(), 1)]);
+        assert!(!r.misfits_ambiguous);
+        // With exactly the threshold of good ones, {1, 2} and {2, 3} both
+        // rebuild the recipient: 1 or 3, which cannot be told.
+        let r = recover(&paths[..3], &openers, None).unwrap();
+        assert_eq!(r.identity.to_public(), recipient);
+        assert_eq!(r.used, [2]);
+        assert_eq!(r.misfits, [(paths[0].clone(), 1), (paths[2].clone(), 3)]);
+        assert!(r.misfits_ambiguous);
+    }
+
+    #[test]
+    fn combinations() {
+        let mut set = vec![0, 1];
+        let mut seen = vec![set.clone()];
+        while next_combination(&mut set, 4) {
+            seen.push(set.clone());
+        }
+        assert_eq!(
+            seen,
+            [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]].map(Vec::from)
+        );
+        assert!(!binomial_above(16, 8, 12_870));
+        assert!(binomial_above(16, 8, 12_869));
+        assert!(!binomial_above(5, 5, 1));
+        assert!(binomial_above(255, 128, MAX_COMBINATIONS));
+        assert!(!binomial_above(255, 1, 255));
     }
 
     #[test]

@@ -724,7 +724,7 @@ pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 /// escrow.txt: one `age1...` line; blank lines and `#` comments allowed.
-fn read_escrow(path: &Path) -> Result<Option<Recipient>, KeyError> {
+pub(crate) fn read_escrow(path: &Path) -> Result<Option<Recipient>, KeyError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
