@@ -112,7 +112,8 @@ pub mod names {
     /// Counter, label `account`: sweep rounds completed.
     pub const SWEEP_ROUNDS_TOTAL: &str = "writ_sweep_rounds_total";
     /// Counter, label `account`: sweep rounds (or IDLE watches) that failed
-    /// at the provider and were backed off.
+    /// at the provider and were backed off, and mailboxes left in a round
+    /// that swept the account's others (an error of that mailbox's own).
     pub const SWEEP_ERRORS_TOTAL: &str = "writ_sweep_errors_total";
     /// Gauge: 1 while the sweep runs; 0 while it waits for its checkpoint
     /// store (`[state]`: the database down at start) or once it stopped.
@@ -315,7 +316,7 @@ fn describe() {
     describe_counter!(
         names::SWEEP_ERRORS_TOTAL,
         Unit::Count,
-        "Sweep rounds and IDLE watches that failed at the provider, by account"
+        "Sweep rounds and IDLE watches that failed at the provider, and mailboxes left on an error of their own, by account"
     );
     describe_gauge!(
         names::SWEEP_RUNNING,

@@ -1040,6 +1040,16 @@ fn a_mailbox_that_cannot_be_selected_does_not_keep_the_others_unswept() {
             .contains("sweep: mailbox not looked at this round")
             .then_some(())
     });
+    // The account's rounds go on as usual (Broken counted as an error
+    // each time, not backing the others off): rounds complete.
+    let rounds = || writ.metric("writ_sweep_rounds_total", &[("account", &user.name)]);
+    let errors = || writ.metric("writ_sweep_errors_total", &[("account", &user.name)]);
+    wait_for(
+        &writ,
+        "two rounds complete",
+        Duration::from_secs(30),
+        || (rounds() >= 2.0 && errors() >= 2.0).then_some(()),
+    );
     let (stored, n) = stored_by_id(&user, "Broken");
     assert_eq!(n, 1);
     assert!(

@@ -34,6 +34,9 @@ pub const MAX_MAILBOXES: usize = 1000;
 struct Outcome {
     /// Work is left over (a bound was hit): the next round follows at once.
     more: bool,
+    /// Mailboxes left this round on an error of their own (the others
+    /// were swept): counted as errors, not backed off.
+    stopped: u64,
 }
 
 /// An account's ledgers, one per mailbox swept.
@@ -61,6 +64,10 @@ pub async fn run(
                 failures = 0;
                 metrics::counter!(names::SWEEP_ROUNDS_TOTAL, "account" => user.clone())
                     .increment(1);
+                if outcome.stopped > 0 {
+                    metrics::counter!(names::SWEEP_ERRORS_TOTAL, "account" => user.clone())
+                        .increment(outcome.stopped);
+                }
                 if outcome.more { Duration::ZERO } else { poll }
             }
             Err(SweepError::Stopping) => return,
@@ -133,6 +140,7 @@ async fn round(
     books.ledgers.retain(|name, _| names.contains(name));
     let mut behind = Vec::with_capacity(names.len());
     let mut failed = None;
+    let mut stopped = 0u64;
     for name in &names {
         if *stop.borrow() {
             return Err(SweepError::Stopping);
@@ -148,6 +156,7 @@ async fn round(
                 behind.push(None);
                 let usable = matches!(e, ClientError::Refused { .. });
                 failed.get_or_insert(SweepError::Client(e));
+                stopped += 1;
                 if !usable {
                     // A deadline or a cap passed: the session is spent.
                     client.logout().await;
@@ -171,6 +180,7 @@ async fn round(
             Err(SweepError::Job(e)) if mailbox_only(&e) => {
                 tracing::warn!(account = %user, mailbox = %name, error = %e, "sweep: mailbox stopped this round");
                 failed.get_or_insert(SweepError::Job(e));
+                stopped += 1;
                 continue;
             }
             Err(e) => return Err(e),
@@ -180,9 +190,12 @@ async fn round(
         // make the sweep spin).
         more |= due || (behind && ledger.pending() < sweep.config.max_scan_per_round);
     }
+    // Every mailbox failed: the account's round failed (backed off).
+    // Some did: the others were swept, and the round goes on as usual
+    // (a mailbox that always fails does not slow the account's others).
     match failed {
-        Some(e) => Err(e),
-        None => Ok(Outcome { more }),
+        Some(e) if stopped >= names.len() as u64 => Err(e),
+        _ => Ok(Outcome { more, stopped }),
     }
 }
 
