@@ -166,6 +166,11 @@ pub struct Cache {
     pending: Mutex<Vec<Pending>>,
     /// One [`Cache::commit`] at a time.
     committing: Mutex<()>,
+    /// An index write failed (the disk full, an I/O error: redb then
+    /// refuses every later write): nothing more is stored until writ
+    /// restarts, and the failed batch's body files are removed, so that
+    /// bodies never pile up uncounted.
+    stopped: std::sync::atomic::AtomicBool,
     /// Orders [`Cache::selected_in_order`]: the next ticket, and per
     /// mailbox the latest ticket recorded (held while one is recorded).
     tickets: AtomicU64,
@@ -311,6 +316,7 @@ impl Cache {
             durable_at: Mutex::new(Instant::now()),
             pending: Mutex::new(Vec::new()),
             committing: Mutex::new(()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             tickets: AtomicU64::new(1),
             selected_at: Mutex::new(HashMap::new()),
             highest: Mutex::new(HashMap::new()),
@@ -674,6 +680,9 @@ impl Cache {
         summary: &Summary,
         opened: Option<&[u8]>,
     ) -> Option<Arc<Known>> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
         let entry = mb.entry(msg.uid);
         let json = serde_json::to_vec(summary).ok()?;
         let sealed_summary =
@@ -690,6 +699,9 @@ impl Cache {
             let tmp = path.with_extension("tmp");
             if fs::write(&tmp, &sealed).is_ok() && fs::rename(&tmp, &path).is_ok() {
                 size += sealed.len() as u64;
+            } else {
+                // A write cut short (the disk full) leaves nothing behind.
+                let _ = fs::remove_file(&tmp);
             }
         }
         let len = json.len();

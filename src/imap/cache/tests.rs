@@ -625,3 +625,73 @@ fn a_cache_another_writ_holds_is_refused_not_wiped() {
     );
     assert!(cache.get(&mb(7), k(3)).is_some(), "still served");
 }
+
+/// The environment variable that makes the test below its own child.
+const FULL_DISK_CHILD: &str = "WRIT_CACHE_FULL_DISK_CHILD";
+
+#[test]
+fn a_cache_whose_index_cannot_be_written_stops_storing_and_leaves_no_bodies() {
+    // A real write failure: the test runs itself again as a child that
+    // ignores SIGXFSZ, and that child lowers its own file-size limit
+    // (RLIMIT_FSIZE, with prlimit) once its index exists, so that the
+    // index's growth fails with EFBIG as a full disk fails writes. redb
+    // then refuses every later write; the cache must stop writing bodies
+    // the index will never count (they piled up until the disk was full).
+    if let Ok(dir) = std::env::var(FULL_DISK_CHILD) {
+        return full_disk_child(Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; exec \"$0\" --exact \"$1\" --nocapture --test-threads 1")
+        .arg(&exe)
+        .arg("imap::cache::tests::a_cache_whose_index_cannot_be_written_stops_storing_and_leaves_no_bodies")
+        .env(FULL_DISK_CHILD, dir.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("full-disk child done"), "{text}");
+}
+
+fn full_disk_child(dir: &Path) {
+    let cache = Cache::open(dir, 1 << 30, &keyring(&[EPOCH])).unwrap();
+    cache.selected(&mb(7));
+    for uid in 1..=3 {
+        cache.put(&mb(7), k(uid), &summary(1), Some(&[7u8; 4096]));
+    }
+    cache.flush();
+    let index = fs::metadata(dir.join("index.redb")).unwrap().len();
+    let limit = index + 256 * 1024;
+    let set = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(format!("--fsize={limit}:{limit}"))
+        .status()
+        .unwrap();
+    assert!(set.success(), "prlimit");
+    let bodies = |dir: &Path| -> u64 {
+        walk(&dir.join("bodies"))
+            .iter()
+            .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    // Far more than the limit lets the index take.
+    for uid in 4..=3000 {
+        cache.put(&mb(7), k(uid), &summary(1), Some(&[7u8; 4096]));
+    }
+    cache.flush();
+    let grown = fs::metadata(dir.join("index.redb")).unwrap().len();
+    assert!(grown <= limit, "the limit held: {grown} > {limit}");
+    // What is on disk is what the index counts: no body left behind by a
+    // batch the index refused, none written after.
+    let on_disk = bodies(dir);
+    assert!(
+        on_disk <= cache.used(),
+        "bodies on disk {on_disk} > counted {}",
+        cache.used()
+    );
+    assert!(on_disk < 2000 * 4096, "the index stopped early: {on_disk}");
+    println!("full-disk child done");
+}

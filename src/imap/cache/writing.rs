@@ -12,6 +12,9 @@ impl Cache {
     /// Queues an entry's index row (`row`: kind ‖ sealed value), counting
     /// `size` bytes on disk for it; written with the next batch.
     pub(super) fn store(&self, entry: [u8; 20], row: Vec<u8>, size: u64) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
         self.stored_at(&entry);
         let full = match self.pending.lock() {
             Ok(mut pending) => {
@@ -77,9 +80,19 @@ impl Cache {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cache: cannot store entries");
+                // redb refuses every write after an I/O failure: stop
+                // storing (until restart) rather than write bodies the
+                // index will never count, and remove this batch's.
+                if !self.stopped.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        error = %e,
+                        "cache: its index cannot be written (disk full?): the cache stores \
+                         nothing more until writ restarts"
+                    );
+                }
                 for p in &batch {
                     self.memory.forget(&p.entry);
+                    let _ = fs::remove_file(self.body_path(&p.entry));
                 }
             }
         }
