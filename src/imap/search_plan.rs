@@ -733,10 +733,10 @@ impl SearchPlan {
 }
 
 /// FLAGS, INTERNALDATE and RFC822.SIZE of a probe answer.
-/// What the messages a search keeps until judged may weigh (their flags
-/// and the fields the provider put above a sealed one's marker), counted
-/// as they come ([`meta_weight`]): about 1.5 million messages of ordinary
-/// flags.
+/// What the messages a search keeps until judged may weigh at once (their
+/// flags and the fields the provider put above a sealed one's marker;
+/// [`meta_weight`], given back as each is judged): about 1.5 million
+/// messages of ordinary flags waiting.
 const MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
 
 /// Most a message's flags may weigh ([`meta_weight`]): Dovecot keeps

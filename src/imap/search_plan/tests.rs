@@ -207,3 +207,20 @@ fn a_probe_answer_with_megabytes_of_flags_ends_the_search_no() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_judged_message_gives_its_weight_back() {
+    // The budget counts messages waiting to be judged, not every message
+    // the search has seen: a folder larger than it is searched whole.
+    let (ids, _) = keys();
+    let (mut plan, _) = SearchPlan::start(&command("a UID SEARCH SUBJECT x\r\n"), None, None)
+        .expect("a content search")
+        .expect("accepted");
+    let (seq, items) = fetch_response(b"* 1 FETCH (UID 9)\r\n");
+    plan.on_fetch(seq, items, &ids).expect("ours");
+    plan.on_status(status("writ.s1 OK done\r\n")).expect("ours");
+    let (seq, items) = fetch_response(&probe(9, M));
+    plan.on_fetch(seq, items, &ids).expect("ours");
+    assert!(plan.pending.is_empty(), "judged from its header");
+    assert_eq!(plan.pending_bytes, 0);
+}

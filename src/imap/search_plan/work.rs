@@ -256,6 +256,9 @@ impl SearchPlan {
                         // Expunged meanwhile: it matches nothing.
                         continue;
                     };
+                    // Judged: it no longer weighs on the plan's budget.
+                    self.pending_bytes =
+                        self.pending_bytes.saturating_sub(super::meta_weight(&meta));
                     if let Some(matched) = matched {
                         self.record(uid, &meta, matched);
                     }
