@@ -194,26 +194,13 @@ impl Token {
                 ],
             )
             .map_err(|e| self.error(e))?;
-        let refuse = |detail: &str| KeyError::TokenKey {
-            token: self.label.clone(),
-            key: label.to_string(),
-            detail: detail.to_string(),
-        };
-        for attribute in attributes {
-            match attribute {
-                Attribute::KeyType(t) if t != KeyType::AES => {
-                    return Err(refuse("not an AES key"));
-                }
-                Attribute::Extractable(true) | Attribute::Sensitive(false) => {
-                    return Err(refuse(
-                        "the key can leave the token (CKA_EXTRACTABLE or not CKA_SENSITIVE): \
-                         use a new label and let writ create the key",
-                    ));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        key_refusal(&attributes).map_or(Ok(()), |detail| {
+            Err(KeyError::TokenKey {
+                token: self.label.clone(),
+                key: label.to_string(),
+                detail: detail.to_string(),
+            })
+        })
     }
 
     /// Encrypts `plaintext` under `key`, bound to `aad`. Returns (IV,
@@ -273,6 +260,30 @@ impl Token {
 
     fn error(&self, e: P11Error) -> KeyError {
         token_error(&self.label, e)
+    }
+}
+
+/// Why a token key's attributes (key type, CKA_EXTRACTABLE, CKA_SENSITIVE,
+/// as the token answered) make it unfit, if they do. An attribute the
+/// token did not return counts against the key: a key that might leave
+/// the token is refused, never assumed to stay in it.
+fn key_refusal(attributes: &[Attribute]) -> Option<&'static str> {
+    const LEAVES: &str = "the key can leave the token (CKA_EXTRACTABLE or not CKA_SENSITIVE): \
+                          use a new label and let writ create the key";
+    let (mut aes, mut kept, mut sensitive) = (None, None, None);
+    for attribute in attributes {
+        match attribute {
+            Attribute::KeyType(t) => aes = Some(*t == KeyType::AES),
+            Attribute::Extractable(e) => kept = Some(!*e),
+            Attribute::Sensitive(s) => sensitive = Some(*s),
+            _ => {}
+        }
+    }
+    match (aes, kept, sensitive) {
+        (Some(false), _, _) => Some("not an AES key"),
+        (None, _, _) => Some("the token does not say the key's type (CKA_KEY_TYPE)"),
+        (_, Some(true), Some(true)) => None,
+        _ => Some(LEAVES),
     }
 }
 
@@ -494,6 +505,31 @@ pub(crate) fn open_epoch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_fit_only_when_the_token_says_it_stays_there() {
+        use Attribute::{Extractable, KeyType as Type, Sensitive};
+        let kept = [Type(KeyType::AES), Extractable(false), Sensitive(true)];
+        assert_eq!(key_refusal(&kept), None);
+        // Said to leave, or not said at all: refused.
+        for attributes in [
+            vec![Type(KeyType::AES), Extractable(true), Sensitive(true)],
+            vec![Type(KeyType::AES), Extractable(false), Sensitive(false)],
+            vec![Type(KeyType::AES), Sensitive(true)],
+            vec![Type(KeyType::AES), Extractable(false)],
+            vec![Type(KeyType::AES)],
+        ] {
+            assert!(
+                key_refusal(&attributes).is_some_and(|r| r.contains("can leave the token")),
+                "{attributes:?}"
+            );
+        }
+        assert_eq!(
+            key_refusal(&[Type(KeyType::DES3), Extractable(false), Sensitive(true)]),
+            Some("not an AES key")
+        );
+        assert!(key_refusal(&[Extractable(false), Sensitive(true)]).is_some());
+    }
 
     #[test]
     fn labels() {
