@@ -48,3 +48,20 @@ pub mod smtp;
 pub mod state;
 pub mod sweep;
 pub mod tls;
+
+/// An error and its causes on one line, joined by ": " (line breaks made
+/// spaces): what the CLI prints and logs carry. A cause the text before it
+/// already ends with (a variant that writes its source into its own text,
+/// as `state: {0}` does) is not said twice.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        let text = cause.to_string().replace(['\r', '\n'], " ");
+        if !said.last().is_some_and(|last| last.ends_with(&text)) {
+            said.push(text);
+        }
+        next = cause.source();
+    }
+    said.join(": ")
+}

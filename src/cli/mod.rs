@@ -53,19 +53,9 @@ pub fn init_logging(default: &str) {
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
-/// The error and its causes on one line, joined by ": ". A cause the
-/// error before it already ends with (a variant that writes its source
-/// into its own text, as `state: {0}` does) is not said twice.
+/// The error and its causes on one line ([`writ::one_line`]).
 pub fn one_line(e: &anyhow::Error) -> String {
-    let mut said: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace(['\r', '\n'], " ");
-        if said.last().is_some_and(|last| last.ends_with(&text)) {
-            continue;
-        }
-        said.push(text);
-    }
-    said.join(": ")
+    writ::one_line(e.as_ref())
 }
 
 /// What every command gets: the loaded config and the resolved options.

@@ -327,7 +327,10 @@ impl Prepared {
                     attempt = attempt.saturating_add(1);
                     let wait = backoff.pause(attempt);
                     tracing::warn!(
-                        error = %with_causes(&e),
+                        // Its causes say why (refused, timed out,
+                        // authentication failed); none holds a password:
+                        // `crate::state` names the database without it.
+                        error = %crate::one_line(&e),
                         attempt,
                         retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                         "sweep: cannot reach its checkpoint store ([state]); not sweeping until \
@@ -340,24 +343,6 @@ impl Prepared {
             }
         }
     }
-}
-
-/// The error and its causes on one line (a database error's causes say
-/// why: refused, timed out, authentication failed). None holds a password:
-/// [`crate::state`] names the database without it.
-fn with_causes(e: &crate::state::StateError) -> String {
-    use std::error::Error as _;
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.ends_with(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = c.source();
-    }
-    line.replace(['\r', '\n'], " ")
 }
 
 /// Completes once `stop` is true (or its sender is gone).
