@@ -6,17 +6,25 @@
 //!
 //! 1. **Probe** (with the client's own tag and sequence set): the items the
 //!    provider answers cheaply (UID, FLAGS, INTERNALDATE, MODSEQ,
-//!    RFC822.SIZE, top-level header sections, all with PEEK) plus the
-//!    marker fields, `BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]`
-//!    ([`marker_fields`]): the marker tells sealed from plaintext, and
-//!    the two fields key the cache ([`MessageKey`]). Not the whole stored
-//!    header: Dovecot reads every message file for that, but answers
-//!    header fields a client asks for repeatedly from its index cache,
-//!    so a warm listing costs the provider no file read. A plaintext
-//!    message that needs nothing more is answered at once.
-//!    ENVELOPE, BODY and BODYSTRUCTURE are not asked for here: writ
-//!    answers them from the summary for sealed mail, and the provider's
-//!    own (of the sealed container) would cost it a parse for nothing.
+//!    RFC822.SIZE, named header fields, all with PEEK) plus the marker
+//!    fields, `BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)]`
+//!    ([`marker_fields`]), whatever else the client asked for: the marker
+//!    tells sealed from plaintext, and the two fields key the cache
+//!    ([`MessageKey`]). Not the whole stored header: Dovecot reads every
+//!    message file for that, but answers header fields a client asks for
+//!    repeatedly from its index cache, so a warm listing, and a warm
+//!    FETCH of a body section, cost the provider no file read. A
+//!    plaintext message that needs nothing more is answered at once.
+//!    ENVELOPE, BODY, BODYSTRUCTURE and the whole header (`BODY[HEADER]`,
+//!    `HEADER.FIELDS.NOT`, `RFC822.HEADER`) are not asked for here
+//!    ([`after_probe`]): writ answers them from the summary for sealed
+//!    mail, and the provider's own (of the sealed container) would cost
+//!    it a parse or file read for nothing; the plain phase asks for them
+//!    for plaintext messages. A message another session expunged shows
+//!    in the probe as long as the provider's index answers for it: a body
+//!    section writ then cannot fetch (or one it never asked for, the
+//!    expunge reported first) ends the command `OK [EXPUNGEISSUED]`, as
+//!    the provider's own FETCH would.
 //! 2. **Cached**: the sealed messages writ's cache knows are answered from
 //!    it, a chunk at a time as the client drains its output
 //!    ([`from_cache`]: at most [`CACHE_CHUNK_BYTES`] composed at once, and
@@ -258,11 +266,6 @@ pub struct FetchPlan {
     /// (RFC 3501 §7.4.1), by UID for a UID FETCH.
     uid: bool,
     wanted: Vec<MessageDataItemName<'static>>,
-    /// What the probe asks of every message to tell sealed from
-    /// plaintext and key the cache: the marker fields ([`marker_fields`])
-    /// for a listing, the whole stored header when a body section is
-    /// asked for (the provider reads the file then anyway).
-    marker: MessageDataItemName<'static>,
     /// One of writ's own FETCH commands ended `OK [EXPUNGEISSUED]`: a
     /// message another session expunged was found only after the probe
     /// (whose marker fields the provider answers from its index). The
@@ -425,27 +428,23 @@ impl FetchPlan {
                 .iter()
                 .any(|i| answer::need(i, None) != Need::Provider)
             && !wanted.iter().any(answer::sets_seen);
-        // A body section makes the provider read each message's file all
-        // the same: the probe reads the whole stored header then, and a
-        // message another session expunged shows as NIL at once.
-        let marker = if wanted
-            .iter()
-            .any(|i| answer::need(i, None) == Need::Payload)
-        {
-            peek(Some(Section::Header(None)))
-        } else {
-            marker_fields()
-        };
+        // The marker fields, whatever the client asked for: the provider
+        // answers them from its index, and a FETCH of a body section that
+        // writ's cache answers then costs the provider no file read. A
+        // message another session expunged may show only later (NIL in
+        // the sealed or plain phase: answered as gone, or `OK
+        // [EXPUNGEISSUED]`), or not at all when the cache answers it.
+        let marker = marker_fields();
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
-        // ENVELOPE, BODY and BODYSTRUCTURE are left out: for a sealed
-        // message writ answers them from the summary, and the provider's
-        // (of the sealed container) would cost it a parse of the whole
-        // stored message for nothing. Plaintext messages get them in the
-        // plain phase ([`deferred`]).
+        // ENVELOPE, BODY, BODYSTRUCTURE and the whole header are left
+        // out: for a sealed message writ answers them from the summary,
+        // and the provider's (of the sealed container) would cost it a
+        // parse or read of the stored message for nothing. Plaintext
+        // messages get them in the plain phase ([`after_probe`]).
         let mut probe: Vec<MessageDataItemName<'static>> = wanted
             .iter()
-            .filter(|i| answer::need(i, None) != Need::Payload && !deferred(i))
+            .filter(|i| answer::need(i, None) != Need::Payload && !after_probe(i))
             .map(|i| match i {
                 MessageDataItemName::BodyExt {
                     section, partial, ..
@@ -483,7 +482,6 @@ impl FetchPlan {
                 client_tag: command.tag.clone(),
                 uid: *uid,
                 wanted,
-                marker,
                 expunge_issued: false,
                 probed: BTreeMap::new(),
                 probed_bytes: 0,
@@ -538,11 +536,11 @@ impl FetchPlan {
     }
 
     /// Does a plaintext message need a FETCH after the probe: a body
-    /// section, or an item left out of the probe ([`deferred`])?
+    /// section, or an item left out of the probe ([`after_probe`])?
     fn needs_plain_fetch(&self) -> bool {
         self.wanted
             .iter()
-            .any(|i| answer::need(i, None) == Need::Payload || deferred(i))
+            .any(|i| answer::need(i, None) == Need::Payload || after_probe(i))
     }
 
     fn needs_summary(&self) -> bool {
@@ -636,7 +634,9 @@ impl FetchPlan {
     /// it move down one; the gone one is not answered any more: its number
     /// now names another message.
     pub fn on_expunge(&mut self, seq: NonZeroU32) {
+        let before = self.probed.len();
         self.probed.retain(|_, p| p.seq != seq);
+        self.gone_unread(before);
         for p in self.probed.values_mut() {
             p.seq = renumbered(p.seq, seq);
         }
@@ -651,11 +651,25 @@ impl FetchPlan {
     /// gone (`* VANISHED`, QRESYNC's EXPUNGE): as [`Self::on_expunge`],
     /// by UID.
     pub fn on_vanished(&mut self, gone: &Vanished) {
+        let before = self.probed.len();
         self.probed
             .retain(|uid, p| gone.renumbered(p.seq, *uid).map(|s| p.seq = s).is_some());
+        self.gone_unread(before);
         self.recount();
         self.mark_seen
             .retain(|uid, seq| gone.renumbered(*seq, *uid).map(|s| *seq = s).is_some());
+    }
+
+    /// Messages the probe listed went (`before`: how many were waiting)
+    /// before a body section of theirs was read: the provider, asked for
+    /// them straight, would have found their files gone and ended the
+    /// command `OK [EXPUNGEISSUED]`, so the client's ends so. (The probe
+    /// reads only the marker fields, which the provider answers from its
+    /// index whether the file is there or not.)
+    fn gone_unread(&mut self, before: usize) {
+        if self.probed.len() < before && self.needs_payload() {
+            self.expunge_issued = true;
+        }
     }
 
     /// The provider sent a FETCH response writ could not read: a message
@@ -760,7 +774,7 @@ impl FetchPlan {
             Phase::Probe | Phase::Cached { .. }
                 if self.pipelined
                     && list.iter().any(is_stored_header)
-                    && !list.iter().any(|i| answers(i, &self.marker)) =>
+                    && !list.iter().any(is_marker_fields) =>
             {
                 Phase::Sealed { payload: false }
             }
@@ -923,8 +937,8 @@ mod tests;
 use opening::{InOrder, Runner};
 
 use items::{
-    answers, as_dovecot_parses, binary_refused, data_bytes, deferred, expunge_issued, incomplete,
-    is_body_item, is_buffered, is_expunge_issued, is_nil_section, is_stored_header,
-    is_structure_item, part_one_cut, renumbered, show_seen, take_changes,
+    after_probe, answers, as_dovecot_parses, binary_refused, data_bytes, deferred, expunge_issued,
+    incomplete, is_body_item, is_buffered, is_expunge_issued, is_marker_fields, is_nil_section,
+    is_stored_header, is_structure_item, part_one_cut, renumbered, show_seen, take_changes,
 };
 pub(super) use items::{marker_fields, peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -18,7 +18,7 @@ impl FetchPlan {
         keys: &(dyn Keys + Send + Sync),
     ) -> Answered {
         let list = items.as_ref();
-        let Some(header) = list.iter().find(|i| answers(i, &self.marker)) else {
+        let Some(header) = list.iter().find(|i| is_marker_fields(i)) else {
             return Err(items);
         };
         let Some(uid) = uid_of(list) else {

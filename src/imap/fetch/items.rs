@@ -38,6 +38,25 @@ pub(in crate::imap) fn marker_fields() -> MessageDataItemName<'static> {
     )))
 }
 
+/// Is `item` the provider's answer to [`marker_fields`] (what every
+/// probe asks for), without making the item name?
+pub(super) fn is_marker_fields(item: &MessageDataItem<'_>) -> bool {
+    let MessageDataItem::BodyExt {
+        section: Some(Section::HeaderFields(None, names)),
+        origin: None,
+        ..
+    } = item
+    else {
+        return false;
+    };
+    names.as_ref().len() == MARKER_FIELDS.len()
+        && names
+            .as_ref()
+            .iter()
+            .zip(MARKER_FIELDS)
+            .all(|(n, m)| n.as_ref().eq_ignore_ascii_case(m.as_bytes()))
+}
+
 pub(super) fn is_stored_header(item: &MessageDataItem<'_>) -> bool {
     matches!(
         item,
@@ -408,6 +427,29 @@ pub(super) fn deferred(item: &MessageDataItemName<'_>) -> bool {
             | MessageDataItemName::Body
             | MessageDataItemName::BodyStructure
     )
+}
+
+/// Is `item` a top-level section of the whole stored header
+/// (`BODY[HEADER]`, `BODY[HEADER.FIELDS.NOT (...)]`, `RFC822.HEADER`)?
+/// The provider reads the message's file for it (named fields it answers
+/// from its index), and for a sealed message writ answers it from the
+/// summary: the probe leaves it out, and the plain phase asks for it for
+/// plaintext messages only.
+pub(super) fn whole_header(item: &MessageDataItemName<'_>) -> bool {
+    matches!(
+        item,
+        MessageDataItemName::Rfc822Header
+            | MessageDataItemName::BodyExt {
+                section: Some(Section::Header(None) | Section::HeaderFieldsNot(None, _)),
+                ..
+            }
+    )
+}
+
+/// Is `item` left out of the probe, asked for in the plain phase
+/// ([`deferred`], [`whole_header`])?
+pub(super) fn after_probe(item: &MessageDataItemName<'_>) -> bool {
+    deferred(item) || whole_header(item)
 }
 
 /// Is `item` the provider's answer to a [`deferred`] item?

@@ -6,17 +6,10 @@ use crate::envelope::Summary;
 use crate::imap::cache::Known;
 use crate::imap::testing::*;
 
-/// The probe's answer for message 1: its marker fields (a listing) or
-/// its whole stored header (`whole`: a FETCH of a body section).
-fn probe_answer(uid: u32, stored: &[u8], whole: bool) -> Vec<u8> {
-    let mut r = format!("* 1 FETCH (UID {uid} FLAGS () ").into_bytes();
-    if whole {
-        r.extend(literal_item("BODY[HEADER]", header_of(stored)));
-    } else {
-        r.extend(literal_item(MARKER, &marker_of(stored)));
-    }
-    r.extend_from_slice(b")\r\n");
-    r
+/// The probe's answer for message 1: its marker fields (what every
+/// probe asks for, a body section wanted or not).
+fn probe_answer(uid: u32, stored: &[u8]) -> Vec<u8> {
+    probe_at(1, uid, stored)
 }
 
 #[test]
@@ -29,7 +22,7 @@ fn listing_a_sealed_message_fetches_only_its_summary() {
         wire(&probe),
         "a1 FETCH 1 (RFC822.SIZE UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
-    let (seq, items) = fetch_response(&probe_answer(7, &stored, false));
+    let (seq, items) = fetch_response(&probe_answer(7, &stored));
     let out = plan.on_fetch(seq, items, &ids).expect("the probe's answer");
     assert!(out.is_empty(), "answered before opening: {out:?}");
     let out = plan
@@ -94,9 +87,9 @@ fn a_body_section_of_a_sealed_message_is_answered_from_the_opened_message() {
             .expect("FETCH");
     assert_eq!(
         wire(&probe),
-        "b UID FETCH 7 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER])\r\n"
+        "b UID FETCH 7 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
-    let (seq, items) = fetch_response(&probe_answer(7, &stored, true));
+    let (seq, items) = fetch_response(&probe_answer(7, &stored));
     assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
     let out = plan.on_status(status("b OK done\r\n")).expect("ours");
     let [Output::ToProvider(next)] = &out[..] else {
@@ -243,11 +236,10 @@ fn whole_answer(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     answer
 }
 
-/// The probe's answer to a FETCH of a body section: the whole stored
-/// header.
+/// The probe's answer for `uid` at `seq`: its marker fields.
 pub(super) fn probe_at(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
     let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
-    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend(literal_item(MARKER, &marker_of(stored)));
     r.extend_from_slice(b")\r\n");
     r
 }
@@ -292,9 +284,15 @@ fn a_message_expunged_elsewhere_is_answered_nil_without_its_sealed_items() {
         None,
     )
     .expect("FETCH");
-    // A body section is asked for: the probe reads the whole header.
-    assert_eq!(wire(&probe), "g FETCH 3 (UID FLAGS BODY.PEEK[HEADER])\r\n");
-    let (seq, items) = fetch_response(b"* 3 FETCH (UID 7 FLAGS (\\Deleted) BODY[HEADER] NIL)\r\n");
+    // The marker fields, a body section asked for or not: the provider
+    // answers NIL when it no longer has the message's file.
+    assert_eq!(
+        wire(&probe),
+        "g FETCH 3 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    );
+    let (seq, items) = fetch_response(
+        b"* 3 FETCH (UID 7 FLAGS (\\Deleted) BODY[HEADER.FIELDS (X-WRIT CONTENT-TYPE)] NIL)\r\n",
+    );
     let out = plan.on_fetch(seq, items, &ids).expect("ours");
     let [Output::ToClient(Data::Fetch { seq, items })] = &out[..] else {
         panic!("{out:?}")
@@ -314,15 +312,21 @@ fn a_message_expunged_elsewhere_is_answered_nil_without_its_sealed_items() {
 #[test]
 fn a_fetch_by_sequence_number_marks_seen_by_sequence_number() {
     let (ids, _) = keys();
-    let (mut plan, probe) =
-        FetchPlan::start(&command("h FETCH 5 (BODY[HEADER])\r\n"), None).expect("FETCH");
-    // The probe reads the header with PEEK: writ reports and stores \Seen.
+    let (mut plan, probe) = FetchPlan::start(
+        &command("h FETCH 5 (BODY[HEADER.FIELDS (Subject)])\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    // The probe reads the field with PEEK: writ reports and stores \Seen.
     assert_eq!(
         wire(&probe),
-        "h FETCH 5 (BODY.PEEK[HEADER] UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+        "h FETCH 5 (BODY.PEEK[HEADER.FIELDS (Subject)] UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
     let mut answer = b"* 5 FETCH (UID 50 FLAGS () ".to_vec();
-    answer.extend(literal_item("BODY[HEADER]", header_of(M)));
+    answer.extend(literal_item(
+        "BODY[HEADER.FIELDS (SUBJECT)]",
+        b"Subject: hi\r\n\r\n",
+    ));
     answer.push(b' ');
     answer.extend(literal_item(MARKER, &marker_of(M)));
     answer.extend_from_slice(b")\r\n");
@@ -638,7 +642,7 @@ fn items_are_asked_once_uid_first_and_changedsince_brings_modseq() {
     .expect("FETCH");
     assert_eq!(
         wire(&probe),
-        "u UID FETCH 1 (UID FLAGS BODY.PEEK[HEADER])\r\n"
+        "u UID FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
     );
     assert_eq!(plan.wanted.len(), 5, "{:?}", plan.wanted);
     let (_, probe) = FetchPlan::start(
@@ -708,7 +712,7 @@ fn an_expunge_found_after_the_probe_ends_the_fetch_as_dovecot_does() {
         None,
     )
     .expect("FETCH");
-    let (seq, items) = fetch_response(&probe_answer(7, &stored, false));
+    let (seq, items) = fetch_response(&probe_answer(7, &stored));
     assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
     let out = plan
         .on_status(status("q OK [HIGHESTMODSEQ 21] Fetch completed.\r\n"))
@@ -769,4 +773,161 @@ fn a_probe_answer_with_megabytes_of_flags_is_not_kept() {
         matches!(&out[..], [Output::Finish(Status::Tagged(t))] if t.body.kind == StatusKind::No),
         "{out:?}"
     );
+}
+
+#[test]
+fn the_whole_header_is_asked_for_plaintext_messages_only_after_the_probe() {
+    // BODY[HEADER] and RFC822.HEADER make the provider read each
+    // message's file: the probe asks for the marker fields alone (its
+    // index answers them), and only a plaintext message's header is
+    // fetched, in the plain phase, as the client named it.
+    let (ids, _) = keys();
+    let (mut plan, probe) = FetchPlan::start(
+        &command("h FETCH 5 (RFC822.HEADER BODY[HEADER.FIELDS.NOT (To)] FLAGS)\r\n"),
+        None,
+    )
+    .expect("FETCH");
+    assert_eq!(
+        wire(&probe),
+        "h FETCH 5 (FLAGS UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    );
+    let mut answer = b"* 5 FETCH (UID 50 FLAGS () ".to_vec();
+    answer.extend(literal_item(MARKER, &marker_of(M)));
+    answer.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&answer);
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    let out = plan.on_status(status("h OK done\r\n")).expect("ours");
+    let [Output::ToProvider(next)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        wire(next),
+        "writ.1 FETCH 5 (UID RFC822.HEADER BODY[HEADER.FIELDS.NOT (To)])\r\n"
+    );
+    let mut answer = b"* 5 FETCH (UID 50 FLAGS (\\Seen) ".to_vec();
+    answer.extend(literal_item("RFC822.HEADER", header_of(M)));
+    answer.push(b' ');
+    answer.extend(literal_item(
+        "BODY[HEADER.FIELDS.NOT (TO)]",
+        b"Subject: x\r\n\r\n",
+    ));
+    answer.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&answer);
+    let out = plan.on_fetch(seq, items, &ids).expect("ours");
+    let [Output::ToClient(Data::Fetch { seq, items })] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(seq.get(), 5);
+    // FLAGS first, as Dovecot writes it.
+    let items = items.as_ref();
+    assert!(
+        matches!(&items[0], MessageDataItem::Flags(f) if f.contains(&FlagFetch::Flag(Flag::Seen))),
+        "{items:?}"
+    );
+    assert!(
+        matches!(&items[1], MessageDataItem::Rfc822Header(h) if h.0.as_ref().map(|h| h.as_ref()) == Some(header_of(M))),
+        "{items:?}"
+    );
+    assert!(matches!(
+        &items[2],
+        MessageDataItem::BodyExt { section: Some(Section::HeaderFieldsNot(..)), data, .. }
+            if data.0.as_ref().map(|d| d.as_ref()) == Some(&b"Subject: x\r\n\r\n"[..])
+    ));
+}
+
+#[test]
+fn a_sealed_messages_whole_header_comes_from_its_summary_not_the_provider() {
+    // The probe leaves RFC822.HEADER and BODY[HEADER] out (the provider
+    // would read the sealed container's file for nothing): the opened
+    // header comes from the summary, fetched once and then cached.
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheRef {
+        cache: Arc::new(Cache::open(dir.path(), 1 << 20, &ids).unwrap()),
+        mailbox: MailboxKey {
+            account: "a".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 1,
+        },
+        messages: None,
+    };
+    let items = "RFC822.HEADER BODY.PEEK[HEADER]";
+    let (_, probe) = FetchPlan::start(
+        &command(&format!("l FETCH 1 ({items})\r\n")),
+        Some(cache.clone()),
+    )
+    .expect("FETCH");
+    assert_eq!(
+        wire(&probe),
+        "l FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    );
+    let cold = list_items(&cache, &stored, &ids, items);
+    assert!(
+        cold.iter().any(|o| matches!(o, Output::ToProvider(_))),
+        "{cold:?}"
+    );
+    let warm = list_items(&cache, &stored, &ids, items);
+    assert!(
+        warm.iter().all(|o| !matches!(o, Output::ToProvider(_))),
+        "{warm:?}"
+    );
+    for out in [&cold, &warm] {
+        let fetched: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::ToClient(Data::Fetch { items, .. }) => Some(items.as_ref().to_vec()),
+                _ => None,
+            })
+            .collect();
+        let [items] = &fetched[..] else {
+            panic!("{out:?}")
+        };
+        let opened = header_of(M);
+        assert!(
+            matches!(&items[0], MessageDataItem::Rfc822Header(h) if h.0.as_ref().map(|h| h.as_ref()) == Some(opened)),
+            "{items:?}"
+        );
+        assert!(
+            matches!(&items[1], MessageDataItem::BodyExt { section: Some(Section::Header(None)), data, .. }
+                if data.0.as_ref().map(|d| d.as_ref()) == Some(opened)),
+            "{items:?}"
+        );
+    }
+}
+
+#[test]
+fn a_message_gone_before_its_body_was_read_ends_the_fetch_expunge_issued() {
+    // The probe (marker fields, from the provider's index) lists UIDs 20
+    // and 30; another session's expunge of 30 reaches the client before
+    // its body was fetched. The provider, asked straight, would have met
+    // the missing file and ended OK [EXPUNGEISSUED]: so does writ. A
+    // listing (no body section) ends as the provider's probe did.
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    for (wanted, issued) in [("BODY.PEEK[]", true), ("ENVELOPE", false)] {
+        let (mut plan, _) =
+            FetchPlan::start(&command(&format!("f UID FETCH 1:* ({wanted})\r\n")), None)
+                .expect("FETCH");
+        for (seq, uid) in [(1, 20), (2, 30)] {
+            let (seq, items) = fetch_response(&probe_at(seq, uid, &stored));
+            assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+        }
+        plan.on_expunge(NonZeroU32::new(2).unwrap());
+        let out = plan.on_status(status("f OK done\r\n")).expect("ours");
+        assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
+        let answer = if issued {
+            whole_answer(1, 20, &stored)
+        } else {
+            part_one_answer(1, 20, &stored, true)
+        };
+        let (seq, items) = fetch_response(&answer);
+        let mut out = plan.on_fetch(seq, items, &ids).expect("ours");
+        out.extend(plan.poll());
+        out.extend(plan.on_status(status("writ.1 OK done\r\n")).expect("ours"));
+        let Some(Output::Finish(end)) = out.last() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(is_expunge_issued(end), issued, "{wanted}: {end:?}");
+    }
 }

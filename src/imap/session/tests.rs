@@ -355,9 +355,9 @@ fn logged_in_with_keys() -> (Session, Vec<u8>) {
 
 /// The probe's answer for a sealed message.
 fn probed(seq: u32, uid: u32, stored: &[u8]) -> Vec<u8> {
-    use crate::imap::testing::{header_of, literal_item};
+    use crate::imap::testing::{MARKER, literal_item, marker_of};
     let mut r = format!("* {seq} FETCH (UID {uid} FLAGS () ").into_bytes();
-    r.extend(literal_item("BODY[HEADER]", header_of(stored)));
+    r.extend(literal_item(MARKER, &marker_of(stored)));
     r.extend_from_slice(b")\r\n");
     r
 }
@@ -390,7 +390,10 @@ fn a_vanished_during_a_uid_fetch_renumbers_what_is_still_to_be_answered() {
         "* ENABLED QRESYNC\r\ne OK Enabled\r\n"
     );
     let (up, _) = exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
-    assert_eq!(up, "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])\r\n");
+    assert_eq!(
+        up,
+        "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    );
     // Messages 1..=6 with UIDs 10..=60; another session expunges UIDs 10
     // and 30, reported at the probe's end.
     let mut probe = Vec::new();

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::imap::fetch::opening;
-use crate::imap::testing::{header_of, keys, literal_item, sealed};
+use crate::imap::testing::{MARKER, header_of, keys, literal_item, marker_of, sealed};
 
 fn text(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap()
@@ -59,6 +59,20 @@ fn header_probe(n: u32, uid_step: u32, stored: &[u8], status: &str) -> Vec<u8> {
     for seq in 1..=n {
         probe.extend(format!("* {seq} FETCH (UID {} FLAGS () ", seq * uid_step).into_bytes());
         probe.extend(literal_item("BODY[HEADER]", header_of(stored)));
+        probe.extend_from_slice(b")\r\n");
+    }
+    probe.extend_from_slice(status.as_bytes());
+    probe
+}
+
+/// The provider's answer to a FETCH's probe (the marker fields):
+/// messages 1 to `n`, UID = the sequence number, each with `stored`'s
+/// marker, then `status`.
+fn marker_probe(n: u32, stored: &[u8], status: &str) -> Vec<u8> {
+    let mut probe = Vec::new();
+    for seq in 1..=n {
+        probe.extend(format!("* {seq} FETCH (UID {seq} FLAGS () ").into_bytes());
+        probe.extend(literal_item(MARKER, &marker_of(stored)));
         probe.extend_from_slice(b")\r\n");
     }
     probe.extend_from_slice(status.as_bytes());
@@ -270,7 +284,10 @@ fn whole_messages_open_off_the_session_in_bounded_numbers_and_in_order() {
     let (mut s, runner, stored) = held_session();
     let n = (opening::in_flight() * 2 + 1) as u32;
     let up = exchange(&mut s, b"f UID FETCH 1:* (BODY.PEEK[])\r\n");
-    assert_eq!(up, "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER])\r\n");
+    assert_eq!(
+        up,
+        "f UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    );
     let bodies = probed_then_whole(&mut s, n, &stored);
     s.provider_input(&bodies);
     let mut answered: Vec<u32> = Vec::new();
@@ -387,7 +404,7 @@ fn a_whole_folder_fetch_holds_a_bounded_output_whatever_the_folder() {
 /// `stored`, checks that the session then asks for the bodies, and returns
 /// the provider's answer to that (each message whole, then OK).
 fn probed_then_whole(s: &mut Session, n: u32, stored: &[u8]) -> Vec<u8> {
-    s.provider_input(&header_probe(n, 1, stored, "f OK done\r\n"));
+    s.provider_input(&marker_probe(n, stored, "f OK done\r\n"));
     s.advance();
     assert_eq!(
         text(s.take_to_provider()),
