@@ -425,7 +425,12 @@ fn a_vanished_during_a_uid_fetch_renumbers_what_is_still_to_be_answered() {
     let down = text(s.take_to_client());
     assert_eq!(answered(&down), [(1, 20), (2, 40), (3, 60)], "{down}");
     assert!(down.contains("* VANISHED 50\r\n"), "{down}");
-    assert!(down.ends_with("f OK done\r\n"), "{down}");
+    // UIDs 10, 30 and 50 went before their bodies were read: the
+    // provider's own FETCH would have met their missing files.
+    assert!(
+        down.ends_with("f OK [EXPUNGEISSUED] Some messages were already expunged.\r\n"),
+        "{down}"
+    );
     assert!(!down.contains("X-Writ"), "sealed bytes went out: {down}");
 }
 
