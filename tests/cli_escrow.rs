@@ -753,3 +753,38 @@ fn recover_checks_keyring_and_names_misfits() {
             .contains("share bad-5.age (number 5) does not fit")
     );
 }
+
+#[test]
+fn a_lost_escrow_txt_stops_sealing_instead_of_dropping_escrow() {
+    // escrow init records the recipient in keyring.toml: without
+    // escrow.txt, `writ seal` refuses (naming the file and the recipient
+    // to restore) instead of sealing new mail without escrow.
+    let env = Env::with_message();
+    env.init_keyring();
+    let custodians = env.custodians(2);
+    let out = env.escrow_init(2, 2, &custodians);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let escrow_txt = env.path("keys/escrow.txt");
+    let kept = std::fs::read(&escrow_txt).unwrap();
+    let recipient = String::from_utf8_lossy(&kept)
+        .lines()
+        .find(|l| l.starts_with("age1"))
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(&escrow_txt).unwrap();
+    let out = env.run(&["seal", "msg.eml"]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("keys/escrow.txt is missing but keyring.toml records escrow to")
+            && e.contains(&recipient),
+        "{e}"
+    );
+    std::fs::write(&escrow_txt, &kept).unwrap();
+    env.seal("after.eml");
+}

@@ -301,6 +301,11 @@ pub fn init(
             "# escrow recipient: its secret is split {threshold}-of-{n} among custodians\n{recipient}\n"
         );
         atomic::write_atomic(&escrow_path, text.as_bytes())?;
+        // Recorded in keyring.toml last: a crash before leaves escrow.txt
+        // alone, which a keyring.toml without a record accepts.
+        crate::keys::Keyring::record_escrow(keys_dir, &recipient).inspect_err(|_| {
+            let _ = std::fs::remove_file(&escrow_path);
+        })?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -720,10 +725,23 @@ mod tests {
             .iter()
             .map(|i| Custodian::Recipient(i.to_public()))
             .collect();
+        crate::keys::Keyring::init(
+            keys.path(),
+            &secrecy::SecretString::from("p".to_string()),
+            None,
+            Some(10),
+        )
+        .unwrap();
         let created = init(keys.path(), &out, 2, &recipients).unwrap();
         assert_eq!(created.share_files.len(), 3);
         let escrow_txt = std::fs::read_to_string(keys.path().join(ESCROW_FILE)).unwrap();
         assert!(escrow_txt.contains(&created.recipient.to_string()));
+        // Recorded in keyring.toml: a lost escrow.txt is refused, not
+        // taken for a keyring without escrow.
+        let loaded = crate::keys::Keyring::load(keys.path()).unwrap();
+        assert_eq!(loaded.escrow(), Some(&created.recipient));
+        let toml = std::fs::read_to_string(keys.path().join("keyring.toml")).unwrap();
+        assert!(toml.contains(&created.recipient.to_string()), "{toml}");
         assert!(matches!(
             init(keys.path(), &out, 2, &recipients),
             Err(EscrowError::AlreadyEscrowed { .. })

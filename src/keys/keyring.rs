@@ -58,6 +58,13 @@ struct KeyringFile {
     next_master_recipient: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<TokenTable>,
+    /// The escrow recipient escrow.txt must name, once the keyring has
+    /// escrow (written by `escrow init`, `keys init --escrow-recipient`
+    /// and every later rewrite): a lost escrow.txt is then refused by
+    /// name instead of new mail going unescrowed. Keyrings made before
+    /// it have none until their next rewrite (`keys rotate`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    escrow_recipient: Option<String>,
     #[serde(default, rename = "epoch")]
     epochs: Vec<EpochEntry>,
 }
@@ -98,9 +105,18 @@ impl Keyring {
             path: path.clone(),
             detail: crate::config::describe_toml_error(&src, &e),
         })?;
+        let recorded = file.escrow_recipient.clone();
         let mut keyring = Keyring::from_file(dir, &path, file)?;
-        keyring.escrow = read_escrow(&dir.join(ESCROW_FILE))?;
+        keyring.escrow = escrow_of(dir, &path, recorded.as_deref())?;
         Ok(keyring)
+    }
+
+    /// Records `escrow` in keyring.toml (its escrow.txt written first):
+    /// for `escrow init`, which holds the keyring directory's lock.
+    pub(crate) fn record_escrow(dir: &Path, escrow: &Recipient) -> Result<(), KeyError> {
+        let mut keyring = Keyring::load(dir)?;
+        keyring.escrow = Some(escrow.clone());
+        keyring.write_keyring_file()
     }
 
     fn from_file(dir: &Path, path: &Path, mut file: KeyringFile) -> Result<Keyring, KeyError> {
@@ -647,6 +663,7 @@ impl Keyring {
             },
             master_recipient: self.master_recipient.as_ref().map(|r| r.to_string()),
             next_master_recipient: self.next_master_recipient.as_ref().map(|r| r.to_string()),
+            escrow_recipient: self.escrow.as_ref().map(|r| r.to_string()),
             token: self.token.as_ref().map(|t| TokenTable {
                 module: t.module.clone(),
                 token_label: t.token_label.clone(),
@@ -721,6 +738,37 @@ pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
         },
         _ => KeyError::io(path, e),
     })
+}
+
+/// The keyring's escrow recipient: escrow.txt, which must name what
+/// keyring.toml records (`recorded`) once it records one. A keyring.toml
+/// without a record (made before it existed) takes escrow.txt as it is.
+fn escrow_of(
+    dir: &Path,
+    keyring_toml: &Path,
+    recorded: Option<&str>,
+) -> Result<Option<Recipient>, KeyError> {
+    let path = dir.join(ESCROW_FILE);
+    let file = read_escrow(&path)?;
+    let Some(recorded) = recorded else {
+        return Ok(file);
+    };
+    let recorded = Recipient::from_str(recorded).map_err(|_| KeyError::Invalid {
+        path: keyring_toml.to_path_buf(),
+        detail: format!("escrow_recipient `{recorded}` is not an age X25519 recipient"),
+    })?;
+    match file {
+        None => Err(KeyError::EscrowMissing {
+            path,
+            recorded: recorded.to_string(),
+        }),
+        Some(named) if named != recorded => Err(KeyError::EscrowMismatch {
+            path,
+            named: named.to_string(),
+            recorded: recorded.to_string(),
+        }),
+        Some(named) => Ok(Some(named)),
+    }
 }
 
 /// escrow.txt: one `age1...` line; blank lines and `#` comments allowed.

@@ -143,6 +143,22 @@ pub enum KeyError {
     Damaged { path: PathBuf },
     #[error("{} is missing (restore it from a backup)", .path.display())]
     Missing { path: PathBuf },
+    /// keyring.toml records escrow, escrow.txt is gone: sealing on would
+    /// leave new mail unescrowed without anyone noticing.
+    #[error(
+        "{} is missing but keyring.toml records escrow to {recorded}: restore it (one line: {recorded}) before sealing more mail",
+        .path.display()
+    )]
+    EscrowMissing { path: PathBuf, recorded: String },
+    #[error(
+        "{} names {named} but keyring.toml records escrow to {recorded} (a replaced escrow.txt?): restore the recorded one",
+        .path.display()
+    )]
+    EscrowMismatch {
+        path: PathBuf,
+        named: String,
+        recorded: String,
+    },
     #[error("{} holds the key of another epoch (swapped file?)", .path.display())]
     Swapped { path: PathBuf },
     #[error("{} is not encrypted to this keyring's master key (file from another keyring?)", .path.display())]

@@ -229,3 +229,66 @@ fn escrow_file_validated() {
     let e = Keyring::load(dir.path()).unwrap_err();
     assert!(e.to_string().contains("escrow.txt"), "{e}");
 }
+
+#[test]
+fn a_lost_or_replaced_escrow_file_is_refused_once_keyring_toml_records_escrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let escrow = age::x25519::Identity::generate().to_public();
+    Keyring::init(dir.path(), &pass("p"), Some(escrow.clone()), WF).unwrap();
+    let toml = std::fs::read_to_string(dir.path().join("keyring.toml")).unwrap();
+    assert!(
+        toml.contains(&format!("escrow_recipient = \"{escrow}\"")),
+        "{toml}"
+    );
+    let escrow_txt = dir.path().join("escrow.txt");
+    let kept = std::fs::read(&escrow_txt).unwrap();
+
+    // Lost: refused by name, the fix in the message, instead of new mail
+    // sealed without escrow.
+    std::fs::remove_file(&escrow_txt).unwrap();
+    let e = Keyring::load(dir.path()).unwrap_err();
+    assert!(matches!(e, KeyError::EscrowMissing { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("escrow.txt is missing") && msg.contains(&escrow.to_string()),
+        "{msg}"
+    );
+
+    // Replaced by another recipient: refused too.
+    let other = age::x25519::Identity::generate().to_public();
+    std::fs::write(&escrow_txt, format!("{other}\n")).unwrap();
+    let e = Keyring::load(dir.path()).unwrap_err();
+    assert!(matches!(e, KeyError::EscrowMismatch { .. }), "{e}");
+
+    std::fs::write(&escrow_txt, &kept).unwrap();
+    assert_eq!(Keyring::load(dir.path()).unwrap().escrow(), Some(&escrow));
+}
+
+#[test]
+fn a_keyring_toml_without_the_record_takes_escrow_txt_and_records_it_when_rewritten() {
+    // Keyrings made before the record: escrow.txt alone, as before; the
+    // next rewrite of keyring.toml (a rotation) records it.
+    let dir = tempfile::tempdir().unwrap();
+    let escrow = age::x25519::Identity::generate().to_public();
+    Keyring::init(dir.path(), &pass("p"), Some(escrow.clone()), WF).unwrap();
+    let path = dir.path().join("keyring.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    let old: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("escrow_recipient"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(old, toml);
+    std::fs::write(&path, &old).unwrap();
+    let k = Keyring::load(dir.path()).unwrap();
+    assert_eq!(k.escrow(), Some(&escrow));
+    let mut k = Keyring::load(dir.path()).unwrap();
+    k.rotate().unwrap();
+    let toml = std::fs::read_to_string(&path).unwrap();
+    assert!(toml.contains("escrow_recipient"), "{toml}");
+    std::fs::remove_file(dir.path().join("escrow.txt")).unwrap();
+    assert!(matches!(
+        Keyring::load(dir.path()),
+        Err(KeyError::EscrowMissing { .. })
+    ));
+}
