@@ -148,6 +148,32 @@ fn plaintext_listing_is_answered_by_the_probe_alone() {
     assert!(matches!(&out[..], [Output::Finish(_)]), "{out:?}");
 }
 
+/// A plan for `command_line` whose probe (checked to be `probe_wire`) is
+/// answered for one plaintext message (`answer_head`, then its marker
+/// fields) and ends OK: the plan and the command it sends next.
+fn plaintext_probed(
+    command_line: &str,
+    probe_wire: &str,
+    answer_head: &str,
+) -> (FetchPlan, String) {
+    let (ids, _) = keys();
+    let (mut plan, probe) = FetchPlan::start(&command(command_line), None).expect("FETCH");
+    assert_eq!(wire(&probe), probe_wire);
+    let mut answer = answer_head.as_bytes().to_vec();
+    answer.extend(literal_item(MARKER, &marker_of(M)));
+    answer.extend_from_slice(b")\r\n");
+    let (seq, items) = fetch_response(&answer);
+    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
+    let tag = command_line.split(' ').next().unwrap_or_default();
+    let out = plan
+        .on_status(status(&format!("{tag} OK done\r\n")))
+        .expect("ours");
+    let [Output::ToProvider(next)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    (plan, wire(next))
+}
+
 #[test]
 fn the_structure_of_a_plaintext_message_is_fetched_after_the_probe() {
     // The probe asks the provider for no ENVELOPE or BODYSTRUCTURE (for
@@ -155,28 +181,12 @@ fn the_structure_of_a_plaintext_message_is_fetched_after_the_probe() {
     // provider's in the plain phase, with the probe's items, in the
     // client's order.
     let (ids, _) = keys();
-    let (mut plan, probe) = FetchPlan::start(
-        &command("c UID FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE)\r\n"),
-        None,
-    )
-    .expect("FETCH");
-    assert_eq!(
-        wire(&probe),
-        "c UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    let (mut plan, next) = plaintext_probed(
+        "c UID FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE)\r\n",
+        "c UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n",
+        "* 1 FETCH (UID 3 FLAGS (\\Seen) RFC822.SIZE 52 ",
     );
-    let mut answer = b"* 1 FETCH (UID 3 FLAGS (\\Seen) RFC822.SIZE 52 ".to_vec();
-    answer.extend(literal_item(MARKER, &marker_of(M)));
-    answer.extend_from_slice(b")\r\n");
-    let (seq, items) = fetch_response(&answer);
-    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
-    let out = plan.on_status(status("c OK done\r\n")).expect("ours");
-    let [Output::ToProvider(next)] = &out[..] else {
-        panic!("{out:?}")
-    };
-    assert_eq!(
-        wire(next),
-        "writ.1 UID FETCH 3 (UID ENVELOPE BODYSTRUCTURE)\r\n"
-    );
+    assert_eq!(next, "writ.1 UID FETCH 3 (UID ENVELOPE BODYSTRUCTURE)\r\n");
     // A flag change by another session is not the answer.
     let (seq, items) = fetch_response(b"* 1 FETCH (UID 3 FLAGS (\\Seen \\Flagged))\r\n");
     assert!(plan.on_fetch(seq, items, &ids).is_err());
@@ -412,13 +422,12 @@ fn to_client(out: &[Output]) -> Vec<u8> {
     bytes
 }
 
-#[test]
-fn a_cold_listing_keeps_the_items_it_made_and_the_next_one_answers_from_them() {
-    let (ids, sealer) = keys();
-    let stored = sealed(&sealer);
+/// A cache of 1 MiB in a new directory (kept while the second value
+/// lives), under `keys`, as INBOX of account "a", UIDVALIDITY 1.
+fn temp_cache(keys: &(dyn Keys + Send + Sync)) -> (CacheRef, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 20, &ids).unwrap()),
+        cache: Arc::new(Cache::open(dir.path(), 1 << 20, keys).unwrap()),
         mailbox: MailboxKey {
             account: "a".into(),
             mailbox: "INBOX".into(),
@@ -426,6 +435,14 @@ fn a_cold_listing_keeps_the_items_it_made_and_the_next_one_answers_from_them() {
         },
         messages: None,
     };
+    (cache, dir)
+}
+
+#[test]
+fn a_cold_listing_keeps_the_items_it_made_and_the_next_one_answers_from_them() {
+    let (ids, sealer) = keys();
+    let stored = sealed(&sealer);
+    let (cache, _dir) = temp_cache(&ids);
     let key = MessageKey::new(7, header_of(&stored));
     let items = "RFC822.SIZE ENVELOPE BODYSTRUCTURE";
     let cold = list_items(&cache, &stored, &ids, items);
@@ -459,16 +476,7 @@ fn a_cold_listing_keeps_the_items_it_made_and_the_next_one_answers_from_them() {
 fn an_undecryptable_message_is_remembered_until_the_keys_offer_otherwise() {
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 20, &NoKeys).unwrap()),
-        mailbox: MailboxKey {
-            account: "a".into(),
-            mailbox: "INBOX".into(),
-            uidvalidity: 1,
-        },
-        messages: None,
-    };
+    let (cache, _dir) = temp_cache(&NoKeys);
     // The cache knows the message by its UID and the header it is stored
     // with.
     let key = MessageKey::new(7, header_of(&stored));
@@ -782,26 +790,13 @@ fn the_whole_header_is_asked_for_plaintext_messages_only_after_the_probe() {
     // index answers them), and only a plaintext message's header is
     // fetched, in the plain phase, as the client named it.
     let (ids, _) = keys();
-    let (mut plan, probe) = FetchPlan::start(
-        &command("h FETCH 5 (RFC822.HEADER BODY[HEADER.FIELDS.NOT (To)] FLAGS)\r\n"),
-        None,
-    )
-    .expect("FETCH");
-    assert_eq!(
-        wire(&probe),
-        "h FETCH 5 (FLAGS UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+    let (mut plan, next) = plaintext_probed(
+        "h FETCH 5 (RFC822.HEADER BODY[HEADER.FIELDS.NOT (To)] FLAGS)\r\n",
+        "h FETCH 5 (FLAGS UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n",
+        "* 5 FETCH (UID 50 FLAGS () ",
     );
-    let mut answer = b"* 5 FETCH (UID 50 FLAGS () ".to_vec();
-    answer.extend(literal_item(MARKER, &marker_of(M)));
-    answer.extend_from_slice(b")\r\n");
-    let (seq, items) = fetch_response(&answer);
-    assert!(plan.on_fetch(seq, items, &ids).expect("ours").is_empty());
-    let out = plan.on_status(status("h OK done\r\n")).expect("ours");
-    let [Output::ToProvider(next)] = &out[..] else {
-        panic!("{out:?}")
-    };
     assert_eq!(
-        wire(next),
+        next,
         "writ.1 FETCH 5 (UID RFC822.HEADER BODY[HEADER.FIELDS.NOT (To)])\r\n"
     );
     let mut answer = b"* 5 FETCH (UID 50 FLAGS (\\Seen) ".to_vec();
@@ -842,16 +837,7 @@ fn a_sealed_messages_whole_header_comes_from_its_summary_not_the_provider() {
     // header comes from the summary, fetched once and then cached.
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
-    let dir = tempfile::tempdir().unwrap();
-    let cache = CacheRef {
-        cache: Arc::new(Cache::open(dir.path(), 1 << 20, &ids).unwrap()),
-        mailbox: MailboxKey {
-            account: "a".into(),
-            mailbox: "INBOX".into(),
-            uidvalidity: 1,
-        },
-        messages: None,
-    };
+    let (cache, _dir) = temp_cache(&ids);
     let items = "RFC822.HEADER BODY.PEEK[HEADER]";
     let (_, probe) = FetchPlan::start(
         &command(&format!("l FETCH 1 ({items})\r\n")),
