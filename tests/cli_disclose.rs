@@ -648,7 +648,19 @@ fn quorum_of_approvals() {
         "--public-key",
         "keys/audit.pub",
     ]);
-    assert!(out.contains("approvals: board, legal"), "{out}");
+    // Each approver with the key its approval is signed with.
+    let key_of = |file: &str| {
+        let a: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(env.path(file)).unwrap()).unwrap();
+        a["public_key"].as_str().unwrap().to_string()
+    };
+    let (board, legal) = (key_of("board.approval"), key_of("legal.approval"));
+    assert!(
+        out.contains(&format!(
+            "approvals: board (key {board}), legal (key {legal})"
+        )),
+        "{out}"
+    );
     let records = env.audit_records();
     assert_eq!(records.len(), before + 2, "begun, then done");
     let last = records.last().unwrap();

@@ -470,7 +470,11 @@ fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
         if v.approvers.is_empty() {
             "none".to_string()
         } else {
-            v.approvers.join(", ")
+            v.approvers
+                .iter()
+                .map(|(name, key)| format!("{name} (key {key})"))
+                .collect::<Vec<_>>()
+                .join(", ")
         },
     );
     if v.key_given {

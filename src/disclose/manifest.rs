@@ -37,8 +37,10 @@
 //! proves integrity but not origin), then every listed file's size and
 //! SHA-256 in manifest order, then that no other file or directory is
 //! present (a directory must hold a listed file), then
-//! that the request and approvals in the bundle agree with the manifest;
-//! it names the first file that fails.
+//! that the request and approvals in the bundle agree with the manifest
+//! and that no two approvals are signed with one key (one approver listed
+//! under two names); it names the first file that fails, and reports each
+//! approver with the key its approval is signed with.
 
 use std::io::Read;
 use std::path::{Component, Path};
@@ -180,7 +182,10 @@ pub struct Verified {
     /// Whether that key was given (`--public-key`) rather than taken from
     /// the manifest itself.
     pub key_given: bool,
-    pub approvers: Vec<String>,
+    /// The approvers as the manifest names them, each with the public
+    /// key (base64) its approval is signed with, which a verifier can
+    /// hold against the approvers' published keys.
+    pub approvers: Vec<(String, String)>,
 }
 
 fn bundle_err(dir: &Path, rel: &str, problem: impl Into<String>) -> DiscloseError {
@@ -484,18 +489,36 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
         ));
     }
     let digest = request.digest();
+    // Each approval valid, and each by a key of its own: the manifest
+    // names the approvers, but only distinct keys make distinct people
+    // (one key under two names would count one approver twice).
+    let mut approvers: Vec<(String, String)> = Vec::new();
     for a in &manifest.approvals {
         let bytes = read_listed(dir, &a.file.file, MAX_MANIFEST)?;
-        let ok = Approval::parse(&bytes)
+        let Some(approval) = Approval::parse(&bytes)
             .ok()
-            .is_some_and(|approval| approval.check(&digest).is_ok());
-        if !ok {
+            .filter(|approval| approval.check(&digest).is_ok())
+        else {
             return Err(bundle_err(
                 dir,
                 &a.file.file,
                 format!("not a valid approval of {REQUEST_FILE}"),
             ));
+        };
+        if let Some(i) = approvers
+            .iter()
+            .position(|(_, key)| *key == approval.public_key)
+        {
+            return Err(bundle_err(
+                dir,
+                &a.file.file,
+                format!(
+                    "is by the same approval key as {} (one approver listed as {:?} and {:?})",
+                    manifest.approvals[i].file.file, manifest.approvals[i].approver, a.approver
+                ),
+            ));
         }
+        approvers.push((a.approver.clone(), approval.public_key));
     }
 
     Ok(Verified {
@@ -506,11 +529,7 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
         files: listed.len() + 2,
         gateway,
         key_given,
-        approvers: manifest
-            .approvals
-            .iter()
-            .map(|a| a.approver.clone())
-            .collect(),
+        approvers,
     })
 }
 

@@ -317,3 +317,64 @@ fn verify_names_tampering() {
     }
     verify(&out, Some(&public)).unwrap();
 }
+
+#[test]
+fn verify_refuses_one_approval_key_listed_as_two_approvers() {
+    // A gateway that counted one approver twice (a bug, or its operator
+    // with the audit key): the bundle verifies only with approvals by
+    // distinct keys, and `verify` says which key signed each approval.
+    let f = Fixture::new();
+    let stored = vec![f.stored("a.eml", f.seal(M1))];
+    let request = f.request(&stored);
+    let pw = secrecy::SecretString::from("approver".to_string());
+    let mut keys = Vec::new();
+    for name in ["legal", "dpo"] {
+        let path = f.tmp.path().join(format!("{name}.key"));
+        approval::create_key(&path, name, &pw, Some(2)).unwrap();
+        keys.push(approval::load_key(&path, &pw).unwrap());
+    }
+    let used = |name: &str, key: &approval::ApprovalKey| quorum::Used {
+        name: name.to_string(),
+        given: quorum::Given {
+            path: f.tmp.path().join(format!("{name}.approval")),
+            bytes: approval::approve(key, &request).to_file(),
+        },
+    };
+    let keys_dir = f.keys_dir();
+    let bundle = |out: &Path, approvals: &[quorum::Used]| {
+        let d = Disclosure {
+            request: &request,
+            approvals,
+            operator: "tester",
+            keys_dir: &keys_dir,
+            out,
+        };
+        disclose(&d, &stored, &vec![f.identity.clone()])
+            .unwrap()
+            .keep()
+            .unwrap();
+    };
+
+    let good = f.tmp.path().join("good");
+    bundle(&good, &[used("legal", &keys[0]), used("dpo", &keys[1])]);
+    let v = manifest::verify(&good, None).unwrap();
+    let b64 = |k: &approval::ApprovalKey| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(k.public_key())
+    };
+    assert_eq!(
+        v.approvers,
+        [
+            ("legal".to_string(), b64(&keys[0])),
+            ("dpo".to_string(), b64(&keys[1]))
+        ]
+    );
+
+    let twice = f.tmp.path().join("twice");
+    bundle(&twice, &[used("legal", &keys[0]), used("dpo", &keys[0])]);
+    let e = manifest::verify(&twice, None).unwrap_err().to_string();
+    assert!(
+        e.contains("approvals/2.json: is by the same approval key as approvals/1.json"),
+        "{e}"
+    );
+}
