@@ -661,13 +661,14 @@ impl FetchPlan {
     }
 
     /// Messages the probe listed went (`before`: how many were waiting)
-    /// before a body section of theirs was read: the provider, asked for
-    /// them straight, would have found their files gone and ended the
-    /// command `OK [EXPUNGEISSUED]`, so the client's ends so. (The probe
-    /// reads only the marker fields, which the provider answers from its
-    /// index whether the file is there or not.)
+    /// before a body section or the whole header of theirs was read: the
+    /// provider, asked for them straight, would have found their files
+    /// gone and ended the command `OK [EXPUNGEISSUED]`, so the client's
+    /// ends so. (The probe reads only the marker fields, which the
+    /// provider answers from its index whether the file is there or not.)
     fn gone_unread(&mut self, before: usize) {
-        if self.probed.len() < before && self.needs_payload() {
+        let reads_file = self.needs_payload() || self.wanted.iter().any(whole_header);
+        if self.probed.len() < before && reads_file {
             self.expunge_issued = true;
         }
     }
@@ -940,5 +941,6 @@ use items::{
     after_probe, answers, as_dovecot_parses, binary_refused, data_bytes, deferred, expunge_issued,
     incomplete, is_body_item, is_buffered, is_expunge_issued, is_marker_fields, is_nil_section,
     is_stored_header, is_structure_item, part_one_cut, renumbered, show_seen, take_changes,
+    whole_header,
 };
 pub(super) use items::{marker_fields, peek, remember_undecryptable, uid_of, undecryptable_known};

@@ -887,11 +887,16 @@ fn a_message_gone_before_its_body_was_read_ends_the_fetch_expunge_issued() {
     // The probe (marker fields, from the provider's index) lists UIDs 20
     // and 30; another session's expunge of 30 reaches the client before
     // its body was fetched. The provider, asked straight, would have met
-    // the missing file and ended OK [EXPUNGEISSUED]: so does writ. A
-    // listing (no body section) ends as the provider's probe did.
+    // the missing file (for a body section or the whole header) and ended
+    // OK [EXPUNGEISSUED]: so does writ. A listing of what the provider
+    // answers from its index ends as the provider's probe did.
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
-    for (wanted, issued) in [("BODY.PEEK[]", true), ("ENVELOPE", false)] {
+    for (wanted, issued) in [
+        ("BODY.PEEK[]", true),
+        ("BODY.PEEK[HEADER]", true),
+        ("ENVELOPE", false),
+    ] {
         let (mut plan, _) =
             FetchPlan::start(&command(&format!("f UID FETCH 1:* ({wanted})\r\n")), None)
                 .expect("FETCH");
@@ -902,7 +907,8 @@ fn a_message_gone_before_its_body_was_read_ends_the_fetch_expunge_issued() {
         plan.on_expunge(NonZeroU32::new(2).unwrap());
         let out = plan.on_status(status("f OK done\r\n")).expect("ours");
         assert!(matches!(&out[..], [Output::ToProvider(_)]), "{out:?}");
-        let answer = if issued {
+        // The whole message for a body section, the summary otherwise.
+        let answer = if wanted == "BODY.PEEK[]" {
             whole_answer(1, 20, &stored)
         } else {
             part_one_answer(1, 20, &stored, true)
