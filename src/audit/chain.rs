@@ -170,7 +170,7 @@ fn check_place(dir: &Path, record: &Record) -> Result<(), String> {
     }
     if record.seq == 1
         && let Some(named) = record.params.get("epoch").and_then(|v| v.as_str())
-        && let Ok(keyring) = crate::keys::Keyring::load(dir)
+        && let Ok(keyring) = crate::keys::Keyring::load_epochs(dir)
         && let Some(oldest) = keyring.epochs().first()
         && oldest.id != named
     {

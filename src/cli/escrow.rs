@@ -117,6 +117,13 @@ pub fn run(ctx: &Context, command: EscrowCommand) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let created = escrow::init(dir, &out_dir, threshold, &custodian)?;
+            if let Some(e) = &created.unrecorded {
+                eprintln!(
+                    "warning: escrow is set up, but keyring.toml could not record its recipient ({}); \
+                     it is recorded at the keyring's next rewrite (`writ keys rotate`)",
+                    writ::one_line(e)
+                );
+            }
             audit_record(
                 ctx,
                 "escrow.init",

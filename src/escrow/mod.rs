@@ -185,6 +185,9 @@ pub struct Openers {
 pub struct Created {
     pub recipient: Recipient,
     pub share_files: Vec<PathBuf>,
+    /// Why keyring.toml could not record the recipient, if it could not
+    /// (escrow works all the same; the next rewrite records it).
+    pub unrecorded: Option<crate::keys::KeyError>,
 }
 
 /// The age identity with the given 32-byte X25519 secret key.
@@ -300,10 +303,10 @@ pub fn init(
         let text = format!(
             "# escrow recipient: its secret is split {threshold}-of-{n} among custodians\n{recipient}\n"
         );
-        atomic::write_atomic(&escrow_path, text.as_bytes())?;
-        // Recorded in keyring.toml last: a crash before leaves escrow.txt
-        // alone, which a keyring.toml without a record accepts.
-        crate::keys::Keyring::record_escrow(keys_dir, &recipient).inspect_err(|_| {
+        // An error may come after the rename (the directory's fsync):
+        // escrow.txt goes with the shares, never left naming a key whose
+        // shares were removed.
+        atomic::write_atomic(&escrow_path, text.as_bytes()).inspect_err(|_| {
             let _ = std::fs::remove_file(&escrow_path);
         })?;
         Ok(())
@@ -314,9 +317,15 @@ pub fn init(
         }
         return Err(e);
     }
+    // Recorded in keyring.toml last. Escrow is set up either way (the
+    // shares and escrow.txt stay): a keyring.toml without the record
+    // takes escrow.txt as it is and records it at its next rewrite, so a
+    // failure here (or a crash before) is reported, not undone.
+    let unrecorded = crate::keys::Keyring::record_escrow(keys_dir, &recipient).err();
     Ok(Created {
         recipient,
         share_files: written,
+        unrecorded,
     })
 }
 
@@ -469,11 +478,31 @@ pub struct KeyringEscrow {
     pub recipient: Recipient,
 }
 
-/// Reads `keys_dir/escrow.txt`; `None` when there is none (no keyring, or
-/// one without escrow). A damaged file is an error, not `None`.
+/// Reads `keys_dir/escrow.txt`, or the recipient keyring.toml records
+/// when escrow.txt is gone; `None` when neither names one (no keyring, or
+/// one without escrow). A damaged file is an error, not `None`, and so is
+/// an escrow.txt naming another recipient than the record (a replaced
+/// file: shares made for it are not to be trusted).
 pub fn keyring_escrow(keys_dir: &Path) -> Result<Option<KeyringEscrow>, EscrowError> {
     let path = keys_dir.join(ESCROW_FILE);
-    Ok(crate::keys::read_escrow(&path)?.map(|recipient| KeyringEscrow { path, recipient }))
+    let file = crate::keys::read_escrow(&path)?;
+    let recorded = crate::keys::recorded_escrow(keys_dir)?;
+    Ok(match (file, recorded) {
+        (Some(named), Some(recorded)) if named != recorded => {
+            return Err(crate::keys::KeyError::EscrowMismatch {
+                path,
+                named: named.to_string(),
+                recorded: recorded.to_string(),
+            }
+            .into());
+        }
+        (Some(recipient), _) => Some(KeyringEscrow { path, recipient }),
+        (None, Some(recipient)) => Some(KeyringEscrow {
+            path: keys_dir.join(crate::keys::KEYRING_FILE),
+            recipient,
+        }),
+        (None, None) => None,
+    })
 }
 
 /// What [`recover`] rebuilt.
@@ -715,6 +744,61 @@ pub fn write_identity(path: &Path, identity: &Identity) -> Result<(), EscrowErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_that_fails_leaves_escrow_set_up_and_says_so() {
+        // keyring.toml could not record the recipient (here: there is no
+        // keyring.toml): escrow.txt and the shares stay, consistent with
+        // each other, and the caller is told.
+        let keys = tempfile::tempdir().unwrap();
+        let out = keys.path().join("shares");
+        let custodians: Vec<Custodian> = (0..2)
+            .map(|_| Custodian::Recipient(Identity::generate().to_public()))
+            .collect();
+        let created = init(keys.path(), &out, 2, &custodians).unwrap();
+        assert!(
+            matches!(
+                created.unrecorded,
+                Some(crate::keys::KeyError::NoKeyring { .. })
+            ),
+            "{:?}",
+            created.unrecorded
+        );
+        assert!(keys.path().join(ESCROW_FILE).exists());
+        assert!(created.share_files.iter().all(|p| p.exists()));
+    }
+
+    #[test]
+    fn recover_checks_against_the_record_when_escrow_txt_is_gone_or_replaced() {
+        let keys = tempfile::tempdir().unwrap();
+        crate::keys::Keyring::init(
+            keys.path(),
+            &secrecy::SecretString::from("p".to_string()),
+            None,
+            Some(10),
+        )
+        .unwrap();
+        let custodians: Vec<Custodian> = (0..2)
+            .map(|_| Custodian::Recipient(Identity::generate().to_public()))
+            .collect();
+        let created = init(keys.path(), &keys.path().join("s"), 2, &custodians).unwrap();
+        assert!(created.unrecorded.is_none());
+        let escrow_txt = keys.path().join(ESCROW_FILE);
+        let got = keyring_escrow(keys.path()).unwrap().unwrap();
+        assert_eq!(
+            (got.path, got.recipient),
+            (escrow_txt.clone(), created.recipient.clone())
+        );
+        // Gone: the recipient keyring.toml records.
+        std::fs::remove_file(&escrow_txt).unwrap();
+        let got = keyring_escrow(keys.path()).unwrap().unwrap();
+        assert_eq!(got.recipient, created.recipient);
+        assert!(got.path.ends_with("keyring.toml"), "{}", got.path.display());
+        // Replaced by another recipient: refused.
+        let other = Identity::generate().to_public();
+        std::fs::write(&escrow_txt, format!("{other}\n")).unwrap();
+        assert!(keyring_escrow(keys.path()).is_err());
+    }
 
     #[test]
     fn init_and_recover() {

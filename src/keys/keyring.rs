@@ -91,6 +91,22 @@ impl Keyring {
     /// Loads the public part: keyring.toml and escrow.txt. Needs no
     /// passphrase and reads no private key.
     pub fn load(dir: &Path) -> Result<Keyring, KeyError> {
+        let (mut keyring, recorded) = Keyring::load_file(dir)?;
+        let path = dir.join(KEYRING_FILE);
+        keyring.escrow = escrow_of(dir, &path, recorded.as_deref())?;
+        Ok(keyring)
+    }
+
+    /// keyring.toml alone (escrow left out, escrow.txt not read), for
+    /// checks that look only at the epochs (the audit log's beginning):
+    /// a lost escrow.txt must not silence them.
+    pub(crate) fn load_epochs(dir: &Path) -> Result<Keyring, KeyError> {
+        Keyring::load_file(dir).map(|(keyring, _)| keyring)
+    }
+
+    /// keyring.toml parsed and checked, and the escrow recipient it
+    /// records.
+    fn load_file(dir: &Path) -> Result<(Keyring, Option<String>), KeyError> {
         let path = dir.join(KEYRING_FILE);
         let src = match std::fs::read_to_string(&path) {
             Ok(src) => src,
@@ -106,9 +122,7 @@ impl Keyring {
             detail: crate::config::describe_toml_error(&src, &e),
         })?;
         let recorded = file.escrow_recipient.clone();
-        let mut keyring = Keyring::from_file(dir, &path, file)?;
-        keyring.escrow = escrow_of(dir, &path, recorded.as_deref())?;
-        Ok(keyring)
+        Ok((Keyring::from_file(dir, &path, file)?, recorded))
     }
 
     /// Records `escrow` in keyring.toml (its escrow.txt written first):
@@ -738,6 +752,26 @@ pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
         },
         _ => KeyError::io(path, e),
     })
+}
+
+/// The escrow recipient keyring.toml records, read without loading the
+/// rest of the keyring (`None`: no keyring.toml, or no record). For
+/// `escrow recover`, which checks shares against it even when escrow.txt
+/// is gone.
+pub(crate) fn recorded_escrow(dir: &Path) -> Result<Option<Recipient>, KeyError> {
+    let recorded = match Keyring::load_file(dir) {
+        Ok((_, recorded)) => recorded,
+        Err(KeyError::NoKeyring { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    recorded
+        .map(|r| {
+            Recipient::from_str(&r).map_err(|_| KeyError::Invalid {
+                path: dir.join(KEYRING_FILE),
+                detail: format!("escrow_recipient `{r}` is not an age X25519 recipient"),
+            })
+        })
+        .transpose()
 }
 
 /// The keyring's escrow recipient: escrow.txt, which must name what

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub use keyring::Keyring;
 pub(crate) use keyring::now_rfc3339;
 /// The keyring's public files (the relay watches them: `smtp::connection`).
-pub(crate) use keyring::{ESCROW_FILE, KEYRING_FILE, read_escrow};
+pub(crate) use keyring::{ESCROW_FILE, KEYRING_FILE, read_escrow, recorded_escrow};
 pub use live::LiveKeys;
 pub use passphrase::{
     CREDENTIAL_NAME, PIN_CREDENTIAL_NAME, credential_passphrase_file, credential_pin_file,
