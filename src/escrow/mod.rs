@@ -745,6 +745,19 @@ pub fn write_identity(path: &Path, identity: &Identity) -> Result<(), EscrowErro
 mod tests {
     use super::*;
 
+    /// A directory with a keyring (no escrow yet), work factor 10.
+    fn keyring_dir() -> tempfile::TempDir {
+        let keys = tempfile::tempdir().unwrap();
+        crate::keys::Keyring::init(
+            keys.path(),
+            &secrecy::SecretString::from("p".to_string()),
+            None,
+            Some(10),
+        )
+        .unwrap();
+        keys
+    }
+
     #[test]
     fn a_record_that_fails_leaves_escrow_set_up_and_says_so() {
         // keyring.toml could not record the recipient (here: there is no
@@ -770,14 +783,7 @@ mod tests {
 
     #[test]
     fn recover_checks_against_the_record_when_escrow_txt_is_gone_or_replaced() {
-        let keys = tempfile::tempdir().unwrap();
-        crate::keys::Keyring::init(
-            keys.path(),
-            &secrecy::SecretString::from("p".to_string()),
-            None,
-            Some(10),
-        )
-        .unwrap();
+        let keys = keyring_dir();
         let custodians: Vec<Custodian> = (0..2)
             .map(|_| Custodian::Recipient(Identity::generate().to_public()))
             .collect();
