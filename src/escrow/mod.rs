@@ -808,20 +808,13 @@ mod tests {
 
     #[test]
     fn init_and_recover() {
-        let keys = tempfile::tempdir().unwrap();
+        let keys = keyring_dir();
         let out = keys.path().join("shares");
         let custodians: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
         let recipients: Vec<Custodian> = custodians
             .iter()
             .map(|i| Custodian::Recipient(i.to_public()))
             .collect();
-        crate::keys::Keyring::init(
-            keys.path(),
-            &secrecy::SecretString::from("p".to_string()),
-            None,
-            Some(10),
-        )
-        .unwrap();
         let created = init(keys.path(), &out, 2, &recipients).unwrap();
         assert_eq!(created.share_files.len(), 3);
         let escrow_txt = std::fs::read_to_string(keys.path().join(ESCROW_FILE)).unwrap();
