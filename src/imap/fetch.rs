@@ -15,12 +15,15 @@
 //!    repeatedly from its index cache, so a warm listing, and a warm
 //!    FETCH of a body section, cost the provider no file read. A
 //!    plaintext message that needs nothing more is answered at once.
-//!    ENVELOPE, BODY, BODYSTRUCTURE and the whole header (`BODY[HEADER]`,
+//!    ENVELOPE, BODY, BODYSTRUCTURE and, where the cache holds sealed
+//!    mail of the mailbox, the whole header (`BODY[HEADER]`,
 //!    `HEADER.FIELDS.NOT`, `RFC822.HEADER`) are not asked for here
 //!    ([`after_probe`]): writ answers them from the summary for sealed
 //!    mail, and the provider's own (of the sealed container) would cost
 //!    it a parse or file read for nothing; the plain phase asks for them
-//!    for plaintext messages. A message another session expunged shows
+//!    for plaintext messages. (A mailbox the cache holds nothing of may
+//!    be all plaintext: its probe keeps the whole header, so that none of
+//!    its messages waits in memory for a second command.) A message another session expunged shows
 //!    in the probe as long as the provider's index answers for it: a body
 //!    section writ then cannot fetch (or one it never asked for, the
 //!    expunge reported first) ends the command `OK [EXPUNGEISSUED]`, as
@@ -266,6 +269,9 @@ pub struct FetchPlan {
     /// (RFC 3501 §7.4.1), by UID for a UID FETCH.
     uid: bool,
     wanted: Vec<MessageDataItemName<'static>>,
+    /// The whole header ([`whole_header`]) is left out of the probe, for
+    /// the plain phase: the cache holds sealed mail of this mailbox.
+    header_later: bool,
     /// One of writ's own FETCH commands ended `OK [EXPUNGEISSUED]`: a
     /// message another session expunged was found only after the probe
     /// (whose marker fields the provider answers from its index). The
@@ -435,16 +441,24 @@ impl FetchPlan {
         // the sealed or plain phase: answered as gone, or `OK
         // [EXPUNGEISSUED]`), or not at all when the cache answers it.
         let marker = marker_fields();
+        // The whole header is left to the plain phase only where writ's
+        // cache holds sealed mail of this mailbox: a mailbox it holds
+        // nothing of may be all plaintext, whose messages the probe then
+        // answers at once (none waits, in memory, for a second command).
+        let header_later = cache
+            .as_ref()
+            .is_some_and(|c| c.cache.highest_uid(&c.mailbox).is_some());
+        let later = |i: &MessageDataItemName<'_>| after_probe(i, header_later);
         // Header sections go with PEEK: which messages the fetch marks
         // \Seen is writ's to report (FLAGS), so writ stores it itself.
-        // ENVELOPE, BODY, BODYSTRUCTURE and the whole header are left
-        // out: for a sealed message writ answers them from the summary,
-        // and the provider's (of the sealed container) would cost it a
-        // parse or read of the stored message for nothing. Plaintext
-        // messages get them in the plain phase ([`after_probe`]).
+        // ENVELOPE, BODY, BODYSTRUCTURE and (see above) the whole header
+        // are left out: for a sealed message writ answers them from the
+        // summary, and the provider's (of the sealed container) would
+        // cost it a parse or read of the stored message for nothing.
+        // Plaintext messages get them in the plain phase ([`after_probe`]).
         let mut probe: Vec<MessageDataItemName<'static>> = wanted
             .iter()
-            .filter(|i| answer::need(i, None) != Need::Payload && !after_probe(i))
+            .filter(|i| answer::need(i, None) != Need::Payload && !later(i))
             .map(|i| match i {
                 MessageDataItemName::BodyExt {
                     section, partial, ..
@@ -482,6 +496,7 @@ impl FetchPlan {
                 client_tag: command.tag.clone(),
                 uid: *uid,
                 wanted,
+                header_later,
                 expunge_issued: false,
                 probed: BTreeMap::new(),
                 probed_bytes: 0,
@@ -540,7 +555,12 @@ impl FetchPlan {
     fn needs_plain_fetch(&self) -> bool {
         self.wanted
             .iter()
-            .any(|i| answer::need(i, None) == Need::Payload || after_probe(i))
+            .any(|i| answer::need(i, None) == Need::Payload || self.after_probe(i))
+    }
+
+    /// Is `item` one the probe left out ([`after_probe`])?
+    fn after_probe(&self, item: &MessageDataItemName<'_>) -> bool {
+        after_probe(item, self.header_later)
     }
 
     fn needs_summary(&self) -> bool {

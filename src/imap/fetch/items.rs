@@ -447,9 +447,9 @@ pub(super) fn whole_header(item: &MessageDataItemName<'_>) -> bool {
 }
 
 /// Is `item` left out of the probe, asked for in the plain phase
-/// ([`deferred`], [`whole_header`])?
-pub(super) fn after_probe(item: &MessageDataItemName<'_>) -> bool {
-    deferred(item) || whole_header(item)
+/// ([`deferred`]; [`whole_header`] too when `header_later`)?
+pub(super) fn after_probe(item: &MessageDataItemName<'_>, header_later: bool) -> bool {
+    deferred(item) || (header_later && whole_header(item))
 }
 
 /// Is `item` the provider's answer to a [`deferred`] item?

@@ -329,7 +329,7 @@ impl FetchPlan {
         for i in self
             .wanted
             .iter()
-            .filter(|i| answer::need(i, None) == Need::Payload || after_probe(i))
+            .filter(|i| answer::need(i, None) == Need::Payload || self.after_probe(i))
         {
             // imap-codec reads no `<origin>` in a provider's BINARY answer:
             // a partial BINARY is asked for whole, and writ cuts it

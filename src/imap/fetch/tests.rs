@@ -148,16 +148,17 @@ fn plaintext_listing_is_answered_by_the_probe_alone() {
     assert!(matches!(&out[..], [Output::Finish(_)]), "{out:?}");
 }
 
-/// A plan for `command_line` whose probe (checked to be `probe_wire`) is
+/// A plan for `command_line` (with `cache`) whose probe (checked to be `probe_wire`) is
 /// answered for one plaintext message (`answer_head`, then its marker
 /// fields) and ends OK: the plan and the command it sends next.
 fn plaintext_probed(
     command_line: &str,
     probe_wire: &str,
     answer_head: &str,
+    cache: Option<CacheRef>,
 ) -> (FetchPlan, String) {
     let (ids, _) = keys();
-    let (mut plan, probe) = FetchPlan::start(&command(command_line), None).expect("FETCH");
+    let (mut plan, probe) = FetchPlan::start(&command(command_line), cache).expect("FETCH");
     assert_eq!(wire(&probe), probe_wire);
     let mut answer = answer_head.as_bytes().to_vec();
     answer.extend(literal_item(MARKER, &marker_of(M)));
@@ -185,6 +186,7 @@ fn the_structure_of_a_plaintext_message_is_fetched_after_the_probe() {
         "c UID FETCH 1:* (FLAGS RFC822.SIZE ENVELOPE BODYSTRUCTURE)\r\n",
         "c UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n",
         "* 1 FETCH (UID 3 FLAGS (\\Seen) RFC822.SIZE 52 ",
+        None,
     );
     assert_eq!(next, "writ.1 UID FETCH 3 (UID ENVELOPE BODYSTRUCTURE)\r\n");
     // A flag change by another session is not the answer.
@@ -786,14 +788,19 @@ fn a_probe_answer_with_megabytes_of_flags_is_not_kept() {
 #[test]
 fn the_whole_header_is_asked_for_plaintext_messages_only_after_the_probe() {
     // BODY[HEADER] and RFC822.HEADER make the provider read each
-    // message's file: the probe asks for the marker fields alone (its
-    // index answers them), and only a plaintext message's header is
-    // fetched, in the plain phase, as the client named it.
-    let (ids, _) = keys();
+    // message's file: where the cache holds sealed mail of the mailbox,
+    // the probe asks for the marker fields alone (its index answers
+    // them), and only a plaintext message's header is fetched, in the
+    // plain phase, as the client named it.
+    let (ids, sealer) = keys();
+    let (cache, _dir) = temp_cache(&ids);
+    list_once(&cache, &sealed(&sealer), &ids);
+    assert!(cache.cache.highest_uid(&cache.mailbox).is_some());
     let (mut plan, next) = plaintext_probed(
         "h FETCH 5 (RFC822.HEADER BODY[HEADER.FIELDS.NOT (To)] FLAGS)\r\n",
         "h FETCH 5 (FLAGS UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n",
         "* 5 FETCH (UID 50 FLAGS () ",
+        Some(cache),
     );
     assert_eq!(
         next,
@@ -831,14 +838,58 @@ fn the_whole_header_is_asked_for_plaintext_messages_only_after_the_probe() {
 }
 
 #[test]
+fn a_mailbox_the_cache_holds_nothing_of_has_its_whole_header_in_the_probe() {
+    // It may be all plaintext: each message is answered by the probe at
+    // once, none waits (in memory) for a plain phase.
+    let (ids, _) = keys();
+    let (cache, _dir) = temp_cache(&ids);
+    for cache in [Some(cache), None] {
+        let (mut plan, probe) =
+            FetchPlan::start(&command("h FETCH 5 (RFC822.HEADER FLAGS)\r\n"), cache)
+                .expect("FETCH");
+        assert_eq!(
+            wire(&probe),
+            "h FETCH 5 (RFC822.HEADER FLAGS UID BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
+        );
+        let mut answer = b"* 5 FETCH (UID 50 FLAGS () ".to_vec();
+        answer.extend(literal_item("RFC822.HEADER", header_of(M)));
+        answer.push(b' ');
+        answer.extend(literal_item(MARKER, &marker_of(M)));
+        answer.extend_from_slice(b")\r\n");
+        let (seq, items) = fetch_response(&answer);
+        let out = plan.on_fetch(seq, items, &ids).expect("ours");
+        let [Output::ToClient(Data::Fetch { items, .. })] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            items
+                .as_ref()
+                .iter()
+                .any(|i| matches!(i, MessageDataItem::Rfc822Header(h)
+                if h.0.as_ref().map(|h| h.as_ref()) == Some(header_of(M)))),
+            "{items:?}"
+        );
+        let out = plan.on_status(status("h OK done\r\n")).expect("ours");
+        assert!(matches!(&out[..], [Output::Finish(_)]), "{out:?}");
+    }
+}
+
+#[test]
 fn a_sealed_messages_whole_header_comes_from_its_summary_not_the_provider() {
-    // The probe leaves RFC822.HEADER and BODY[HEADER] out (the provider
-    // would read the sealed container's file for nothing): the opened
-    // header comes from the summary, fetched once and then cached.
+    // The opened header comes from the summary, fetched once and then
+    // cached; once the cache holds the mailbox's sealed mail, the probe
+    // leaves RFC822.HEADER and BODY[HEADER] out (the provider would read
+    // the sealed container's file for nothing).
     let (ids, sealer) = keys();
     let stored = sealed(&sealer);
     let (cache, _dir) = temp_cache(&ids);
     let items = "RFC822.HEADER BODY.PEEK[HEADER]";
+    let cold = list_items(&cache, &stored, &ids, items);
+    assert!(
+        cold.iter().any(|o| matches!(o, Output::ToProvider(_))),
+        "{cold:?}"
+    );
+    // Once the cache holds sealed mail of the mailbox.
     let (_, probe) = FetchPlan::start(
         &command(&format!("l FETCH 1 ({items})\r\n")),
         Some(cache.clone()),
@@ -847,11 +898,6 @@ fn a_sealed_messages_whole_header_comes_from_its_summary_not_the_provider() {
     assert_eq!(
         wire(&probe),
         "l FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS (X-Writ Content-Type)])\r\n"
-    );
-    let cold = list_items(&cache, &stored, &ids, items);
-    assert!(
-        cold.iter().any(|o| matches!(o, Output::ToProvider(_))),
-        "{cold:?}"
     );
     let warm = list_items(&cache, &stored, &ids, items);
     assert!(
