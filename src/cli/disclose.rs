@@ -458,6 +458,13 @@ fn notify(ctx: &Context, notice: &writ::notify::Notice) {
 fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
     let key = public_key.map(audit::read_public_key).transpose()?;
     let v = disclose::verify(dir, key.as_deref())?;
+    out(&verified_text(dir, &v))
+}
+
+/// What `disclose verify` prints. The names come from the manifest, which
+/// without `--public-key` anyone can have made: written escaped, so that
+/// none can put lines or terminal controls into the report.
+fn verified_text(dir: &Path, v: &disclose::Verified) -> String {
     let mut text = format!(
         "{}: case {:?}, {} message(s), {} files: hashes and manifest signature OK\n\
          disclosed by {} at {}; approvals: {}\n",
@@ -465,14 +472,14 @@ fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
         v.case,
         v.messages,
         v.files,
-        v.operator,
-        v.time,
+        v.operator.escape_debug(),
+        v.time.escape_debug(),
         if v.approvers.is_empty() {
             "none".to_string()
         } else {
             v.approvers
                 .iter()
-                .map(|(name, key)| format!("{name} (key {key})"))
+                .map(|(name, key)| format!("{} (key {key})", name.escape_debug()))
                 .collect::<Vec<_>>()
                 .join(", ")
         },
@@ -487,7 +494,7 @@ fn verify(dir: &Path, public_key: Option<&Path>) -> Result<()> {
             v.gateway
         ));
     }
-    out(&text)
+    text
 }
 
 /// The shared disclosure store, when `[state]` names PostgreSQL.
@@ -564,4 +571,37 @@ fn read_capped(path: &Path, cap: usize) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_the_manifest_cannot_forge_lines_of_the_report() {
+        let v = disclose::Verified {
+            case: "c".to_string(),
+            operator: "eve\nsigned by the given audit key X".to_string(),
+            time: "2026-12-07T00:00:00Z\x1b[2J".to_string(),
+            messages: 1,
+            files: 3,
+            gateway: "K".to_string(),
+            key_given: false,
+            approvers: vec![("legal\r\nboard".to_string(), "A".to_string())],
+        };
+        let text = verified_text(Path::new("b"), &v);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("NOT AUTHENTICATED"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(
+            text.contains("approvals: legal\\r\\nboard (key A)"),
+            "{text}"
+        );
+    }
 }

@@ -38,7 +38,8 @@ pub enum EscrowCommand {
     },
 
     /// Rebuild the escrow identity from at least M share files and write it
-    /// to FILE (0600); with keys/escrow.txt present, the key must be its
+    /// to FILE (0600); with keys/escrow.txt present (or the recipient
+    /// keyring.toml records), the key must be its
     Recover {
         /// A share file (give at least the threshold; with more, shares
         /// that do not fit are found, named and left out)

@@ -493,6 +493,7 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
     // names the approvers, but only distinct keys make distinct people
     // (one key under two names would count one approver twice).
     let mut approvers: Vec<(String, String)> = Vec::new();
+    let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for a in &manifest.approvals {
         let bytes = read_listed(dir, &a.file.file, MAX_MANIFEST)?;
         let Some(approval) = Approval::parse(&bytes)
@@ -505,10 +506,7 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
                 format!("not a valid approval of {REQUEST_FILE}"),
             ));
         };
-        if let Some(i) = approvers
-            .iter()
-            .position(|(_, key)| *key == approval.public_key)
-        {
+        if let Some(&i) = by_key.get(&approval.public_key) {
             return Err(bundle_err(
                 dir,
                 &a.file.file,
@@ -518,6 +516,7 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
                 ),
             ));
         }
+        by_key.insert(approval.public_key.clone(), approvers.len());
         approvers.push((a.approver.clone(), approval.public_key));
     }
 

@@ -16,10 +16,11 @@
 //! What `recover` trusts: a share file is encrypted to a custodian's
 //! *public* recipient, so anyone can make one, naming any escrow key. The
 //! rebuilt key is therefore checked against the keyring's own `escrow.txt`
-//! when there is one ([`keyring_escrow`]): every share must name that
-//! recipient and the rebuilt identity must be its. Only without
-//! `escrow.txt` (the keyring lost) is the recipient the shares name the
-//! reference, and the caller says so. Given more shares than the threshold
+//! when there is one, or the recipient `keyring.toml` records when
+//! `escrow.txt` is gone ([`keyring_escrow`]): every share must name that
+//! recipient and the rebuilt identity must be its. Only without either
+//! (the keyring lost) is the recipient the shares name the reference, and
+//! the caller says so. Given more shares than the threshold
 //! that do not rebuild the key together, `recover` tries the
 //! threshold-sized subsets (at most [`MAX_COMBINATIONS`]; past that it
 //! asks for exactly the threshold), rebuilds from the one that matches and
@@ -480,13 +481,15 @@ pub struct KeyringEscrow {
 
 /// Reads `keys_dir/escrow.txt`, or the recipient keyring.toml records
 /// when escrow.txt is gone; `None` when neither names one (no keyring, or
-/// one without escrow). A damaged file is an error, not `None`, and so is
-/// an escrow.txt naming another recipient than the record (a replaced
-/// file: shares made for it are not to be trusted).
+/// one without escrow). A damaged escrow.txt is an error, not `None`, and
+/// so is one naming another recipient than the record (a replaced file:
+/// shares made for it are not to be trusted). A keyring.toml that cannot
+/// be read is passed over (escrow.txt alone, as before the record): this
+/// is the tool for the day the keyring is broken.
 pub fn keyring_escrow(keys_dir: &Path) -> Result<Option<KeyringEscrow>, EscrowError> {
     let path = keys_dir.join(ESCROW_FILE);
     let file = crate::keys::read_escrow(&path)?;
-    let recorded = crate::keys::recorded_escrow(keys_dir)?;
+    let recorded = crate::keys::recorded_escrow(keys_dir).ok().flatten();
     Ok(match (file, recorded) {
         (Some(named), Some(recorded)) if named != recorded => {
             return Err(crate::keys::KeyError::EscrowMismatch {
@@ -804,6 +807,12 @@ mod tests {
         let other = Identity::generate().to_public();
         std::fs::write(&escrow_txt, format!("{other}\n")).unwrap();
         assert!(keyring_escrow(keys.path()).is_err());
+        // A keyring.toml that does not even parse (the day the keyring is
+        // broken): escrow.txt alone, as before the record.
+        std::fs::write(&escrow_txt, format!("{}\n", created.recipient)).unwrap();
+        std::fs::write(keys.path().join("keyring.toml"), "version = [damaged").unwrap();
+        let got = keyring_escrow(keys.path()).unwrap().unwrap();
+        assert_eq!((got.path, got.recipient), (escrow_txt, created.recipient));
     }
 
     #[test]

@@ -684,10 +684,14 @@ impl FetchPlan {
     /// before a body section or the whole header of theirs was read: the
     /// provider, asked for them straight, would have found their files
     /// gone and ended the command `OK [EXPUNGEISSUED]`, so the client's
-    /// ends so. (The probe reads only the marker fields, which the
-    /// provider answers from its index whether the file is there or not.)
+    /// ends so. (The probe's marker fields the provider answers from its
+    /// index whether the file is there or not; a whole header the probe
+    /// asked for itself, the provider's own status reports.)
     fn gone_unread(&mut self, before: usize) {
-        let reads_file = self.needs_payload() || self.wanted.iter().any(whole_header);
+        // The whole header counts where the probe left it out: in the
+        // probe, the provider read it (and said so itself).
+        let reads_file =
+            self.needs_payload() || (self.header_later && self.wanted.iter().any(whole_header));
         if self.probed.len() < before && reads_file {
             self.expunge_issued = true;
         }

@@ -755,23 +755,32 @@ pub(super) fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 /// The escrow recipient keyring.toml records, read without loading the
-/// rest of the keyring (`None`: no keyring.toml, or no record). For
-/// `escrow recover`, which checks shares against it even when escrow.txt
-/// is gone.
+/// rest of the keyring (`None`: no keyring.toml, or no record): only
+/// that field is looked at, so a keyring.toml damaged elsewhere still
+/// gives it. For `escrow recover`, which checks shares against it even
+/// when escrow.txt is gone.
 pub(crate) fn recorded_escrow(dir: &Path) -> Result<Option<Recipient>, KeyError> {
-    let recorded = match Keyring::load_file(dir) {
-        Ok((_, recorded)) => recorded,
-        Err(KeyError::NoKeyring { .. }) => return Ok(None),
-        Err(e) => return Err(e),
+    let path = dir.join(KEYRING_FILE);
+    let src = match std::fs::read_to_string(&path) {
+        Ok(src) => src,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(KeyError::io(&path, e)),
     };
-    recorded
-        .map(|r| {
-            Recipient::from_str(&r).map_err(|_| KeyError::Invalid {
-                path: dir.join(KEYRING_FILE),
-                detail: format!("escrow_recipient `{r}` is not an age X25519 recipient"),
-            })
-        })
-        .transpose()
+    let invalid = |detail: String| KeyError::Invalid {
+        path: path.clone(),
+        detail,
+    };
+    let table: toml::Table =
+        toml::from_str(&src).map_err(|e| invalid(crate::config::describe_toml_error(&src, &e)))?;
+    match table.get("escrow_recipient") {
+        None => Ok(None),
+        Some(toml::Value::String(r)) => Recipient::from_str(r).map(Some).map_err(|_| {
+            invalid(format!(
+                "escrow_recipient `{r}` is not an age X25519 recipient"
+            ))
+        }),
+        Some(_) => Err(invalid("escrow_recipient is not a string".to_string())),
+    }
 }
 
 /// The keyring's escrow recipient: escrow.txt, which must name what
