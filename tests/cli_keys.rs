@@ -695,4 +695,27 @@ fn escrow_recipient() {
         out.contains("2 recipient(s): active epoch, escrow"),
         "{out}"
     );
+    assert!(
+        !out.contains("does not record the escrow recipient"),
+        "{out}"
+    );
+
+    // A keyring.toml of before the record: both commands say that a lost
+    // escrow.txt would go unnoticed until the next rewrite.
+    let path = env.path("keys/keyring.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    let old: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("escrow_recipient"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(old, toml);
+    std::fs::write(&path, old).unwrap();
+    for args in [&["keys", "list"][..], &["check-config"][..]] {
+        let out = env.ok_text(args);
+        assert!(
+            out.contains("keyring.toml does not record the escrow recipient yet"),
+            "{args:?}: {out}"
+        );
+    }
 }

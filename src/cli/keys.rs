@@ -220,6 +220,9 @@ pub fn run(ctx: &Context, command: KeysCommand) -> Result<()> {
             if let Some(escrow) = keyring.escrow() {
                 text.push_str(&format!("escrow: {escrow}\n"));
             }
+            if keyring.escrow_unrecorded() {
+                text.push_str(UNRECORDED_ESCROW);
+            }
             if let Some(t) = keyring.token() {
                 text.push_str(&format!(
                     "token: {} key {} (module {})\n",
@@ -478,3 +481,8 @@ fn retire(ctx: &Context, epoch: &str, login: &super::mailbox::LoginArgs) -> Resu
         "epoch {epoch} retired: its private key is deleted; no mail at the provider needed it\n"
     ))
 }
+
+/// Said of a keyring whose escrow keyring.toml does not record yet.
+pub(crate) const UNRECORDED_ESCROW: &str = "note: keyring.toml does not record the escrow recipient yet (a keyring made before \
+     writ recorded it): a lost escrow.txt would go unnoticed until the keyring's next \
+     rewrite (`writ keys rotate`, `keys passwd`) records it\n";

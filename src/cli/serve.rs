@@ -107,7 +107,7 @@ pub fn check_config(ctx: &Context) -> Result<()> {
     let keyring = Keyring::load(&ctx.keys_dir)?;
     let active = keyring.active()?;
     let seal = &ctx.config.seal;
-    let text = format!(
+    let mut text = format!(
         "config: {} OK\n\
          keyring: {} OK, {} epoch(s), active {}{}\n\
          new mail is sealed to {} recipient(s): active epoch{}{}\n",
@@ -130,6 +130,9 @@ pub fn check_config(ctx: &Context) -> Result<()> {
             n => format!(", {n} extra"),
         },
     );
+    if keyring.escrow_unrecorded() {
+        text.push_str(super::keys::UNRECORDED_ESCROW);
+    }
     let disclosure = &ctx.config.disclosure;
     let names: Vec<&str> = disclosure
         .approvers

@@ -45,6 +45,9 @@ pub struct Keyring {
     pub(super) token: Option<TokenRef>,
     pub(super) epochs: Vec<Epoch>,
     pub(super) escrow: Option<Recipient>,
+    /// keyring.toml records the escrow recipient (made or rewritten by a
+    /// writ that writes the record).
+    pub(super) escrow_recorded: bool,
 }
 
 /// keyring.toml as stored.
@@ -94,6 +97,7 @@ impl Keyring {
         let (mut keyring, recorded) = Keyring::load_file(dir)?;
         let path = dir.join(KEYRING_FILE);
         keyring.escrow = escrow_of(dir, &path, recorded.as_deref())?;
+        keyring.escrow_recorded = recorded.is_some();
         Ok(keyring)
     }
 
@@ -192,6 +196,7 @@ impl Keyring {
             token,
             epochs,
             escrow: None,
+            escrow_recorded: false,
         })
     }
 
@@ -273,6 +278,7 @@ impl Keyring {
                 created: now_rfc3339(),
                 state: EpochState::Active,
             }],
+            escrow_recorded: escrow.is_some(),
             escrow,
         };
 
@@ -380,6 +386,13 @@ impl Keyring {
     /// The escrow recipient, if the keyring has one.
     pub fn escrow(&self) -> Option<&Recipient> {
         self.escrow.as_ref()
+    }
+
+    /// The keyring has escrow (escrow.txt) that keyring.toml does not
+    /// record yet (a keyring made before the record): a lost escrow.txt
+    /// would go unnoticed until its next rewrite records it.
+    pub fn escrow_unrecorded(&self) -> bool {
+        self.escrow.is_some() && !self.escrow_recorded
     }
 
     /// The master's public recipient (epoch files are encrypted to it);

@@ -279,11 +279,13 @@ fn a_keyring_toml_without_the_record_takes_escrow_txt_and_records_it_when_rewrit
         .map(|l| format!("{l}\n"))
         .collect();
     assert_ne!(old, toml);
+    assert!(!Keyring::load(dir.path()).unwrap().escrow_unrecorded());
     std::fs::write(&path, &old).unwrap();
-    let k = Keyring::load(dir.path()).unwrap();
-    assert_eq!(k.escrow(), Some(&escrow));
     let mut k = Keyring::load(dir.path()).unwrap();
+    assert_eq!(k.escrow(), Some(&escrow));
+    assert!(k.escrow_unrecorded());
     k.rotate().unwrap();
+    assert!(!Keyring::load(dir.path()).unwrap().escrow_unrecorded());
     let toml = std::fs::read_to_string(&path).unwrap();
     assert!(toml.contains("escrow_recipient"), "{toml}");
     std::fs::remove_file(dir.path().join("escrow.txt")).unwrap();
