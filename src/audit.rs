@@ -36,7 +36,10 @@
 //! short that audit.head does not count is an append that never ended (a
 //! crash, a full disk): the next append removes it, under the lock, and
 //! records that it did ([`REPAIR`]); one audit.head counts is refused. A
-//! write that fails is cut back off at once.
+//! write that fails is cut back off at once. Nothing is appended to a log
+//! audit.head says was longer, or whose record it names last differs
+//! ([`head_agrees`]): a cut log must not verify again once the next
+//! record and head are signed over its end.
 //!
 //! A chain begins with the keyring's creation and nothing else: its first
 //! record, and only its first, is one of [`GENESIS_ACTIONS`] (`keys.init`;
@@ -338,7 +341,9 @@ pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
         Err(e) => return Err(io_err(&path)(e)),
     };
     // A last line cut short is removed by the next append.
-    let (count, _) = tail(&path, &bytes[..repairable(dir, &bytes)])?;
+    let whole = &bytes[..repairable(dir, &bytes)];
+    let (count, _) = tail(&path, whole)?;
+    head_agrees(dir, whole, count)?;
     if count == 0 {
         return Err(AuditError::Missing {
             path,
@@ -374,6 +379,54 @@ fn repairable(dir: &Path, bytes: &[u8]) -> usize {
     } else {
         bytes.len()
     }
+}
+
+/// Refuses to append to a log (`bytes`: its `count` complete records)
+/// that audit.head says was longer, or whose record audit.head counts
+/// last is not the one it names: a log cut at a record boundary (or
+/// restored alone from a backup) would otherwise verify again once the
+/// next record and head were signed over its end. audit.head may lag
+/// the log (a crash between a record and its head); it must name one
+/// of the log's records. A log of at most one record may lack its head
+/// (a crash in the very first append).
+fn head_agrees(dir: &Path, bytes: &[u8], count: u64) -> Result<(), AuditError> {
+    let path = dir.join(HEAD_FILE);
+    let bad = |problem: String| AuditError::BadHead {
+        path: path.clone(),
+        problem,
+    };
+    let Some(head) = signed_head(dir) else {
+        if count <= 1 {
+            return Ok(());
+        }
+        return Err(bad(format!(
+            "missing, or not signed by the audit key, beside a log of {count} records: a cut \
+             log cannot be told from a whole one, so nothing is appended; restore audit.log \
+             and audit.head from a backup (`writ audit verify` says what is wrong)"
+        )));
+    };
+    if head.records > count {
+        return Err(bad(format!(
+            "counts {} records, but audit.log holds {count}: the log was cut; nothing is \
+             appended; restore audit.log from a backup",
+            head.records
+        )));
+    }
+    if head.records == 0 {
+        return Ok(());
+    }
+    let named = bytes
+        .split(|&b| b == b'\n')
+        .nth((head.records - 1) as usize)
+        .map(sha256_hex);
+    if named.as_deref() != Some(head.last.as_str()) {
+        return Err(bad(format!(
+            "names record {} of audit.log by a hash the log's record {} does not have: the \
+             log was altered; nothing is appended; restore it from a backup",
+            head.records, head.records
+        )));
+    }
+    Ok(())
 }
 
 /// audit.head of `dir`, if its signature is the audit key's (audit.pub).
@@ -525,6 +578,7 @@ pub fn append(
         tracing::warn!(cut, "audit log: a record cut short was removed");
     }
     let (mut count, mut prev) = tail(&path, &bytes)?;
+    head_agrees(dir, &bytes, count)?;
     if cut > 0 && count > 0 {
         let repair = Record {
             seq: count + 1,

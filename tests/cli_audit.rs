@@ -246,7 +246,34 @@ fn truncated_tail_is_located() {
             )),
             "{e}"
         );
+        // Nothing is signed over the cut: the next key event is refused
+        // and leaves the log as it was, so it never verifies again.
+        if keep > 0 {
+            let before = std::fs::read(env.path("keys/audit.log")).unwrap();
+            let e = env.fail(&["keys", "rotate"]);
+            assert!(
+                e.contains(&format!(
+                    "counts 4 records, but audit.log holds {keep}: the log was cut"
+                )),
+                "{e}"
+            );
+            assert_eq!(std::fs::read(env.path("keys/audit.log")).unwrap(), before);
+            env.fail(&["audit", "verify"]);
+        }
     }
+    // The last record altered: not the one audit.head names, so nothing
+    // is chained onto it.
+    let env = base.copy();
+    let mut lines = env.lines();
+    let last = lines.last_mut().unwrap();
+    let at = last.iter().position(|&b| b.is_ascii_digit()).unwrap();
+    last[at] = if last[at] == b'9' { b'8' } else { last[at] + 1 };
+    env.write_lines(&lines);
+    let e = env.fail(&["keys", "rotate"]);
+    assert!(
+        e.contains("names record 4 of audit.log by a hash the log's record 4 does not have"),
+        "{e}"
+    );
     // The log deleted altogether.
     let env = base.copy();
     std::fs::remove_file(env.path("keys/audit.log")).unwrap();
