@@ -38,7 +38,7 @@
 //! records that it did ([`REPAIR`]); one audit.head counts is refused. A
 //! write that fails is cut back off at once. Nothing is appended to a log
 //! audit.head says was longer, or whose record it names last differs
-//! ([`head_agrees`]): a cut log must not verify again once the next
+//! (`head_agrees`): a cut log must not verify again once the next
 //! record and head are signed over its end.
 //!
 //! A chain begins with the keyring's creation and nothing else: its first
