@@ -469,16 +469,19 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
                         uid: u,
                     },
                 ) => account == a && mailbox == b && uidvalidity == v && uid == u,
+                // The opened message's own Message-ID is the one asked for.
                 (
                     Wanted::MessageId {
-                        account, mailbox, ..
+                        account,
+                        mailbox,
+                        message_id,
                     },
                     SourceEntry::Provider {
                         account: a,
                         mailbox: b,
                         ..
                     },
-                ) => account == a && mailbox == b,
+                ) => account == a && mailbox == b && m.message_id.as_ref() == Some(message_id),
                 _ => false,
             });
     if request.case != manifest.case || request.gateway != manifest.gateway || !wanted_match {

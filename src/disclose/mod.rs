@@ -108,6 +108,17 @@ pub enum DiscloseError {
     Count { given: usize, requested: usize },
     #[error("message {index} ({what}) is not the message requested as message {index}")]
     NotRequested { index: usize, what: String },
+    /// A Message-ID request: the stored header carries the requested ID,
+    /// the sealed message inside does not (the provider's copy altered,
+    /// or another message given that ID outside its seal).
+    #[error(
+        "message {index} ({what}) carries the requested Message-ID outside its seal only; the sealed message is {found}: not disclosed (name the message by UID once the right one is found)"
+    )]
+    OtherInside {
+        index: usize,
+        what: String,
+        found: String,
+    },
     #[error(
         "message {index} ({what}) is not sealed: writ discloses sealed messages only (a plaintext message is at the provider as it is)"
     )]
@@ -538,9 +549,22 @@ pub fn disclose(
             .sync_all()
             .map_err(io_err(&path))?;
         let block = header::header_end(&head).map_or(&head[..], |end| &head[..end]);
+        let opened_id = message_id(block);
+        // By Message-ID: the ID the stored header shows is the provider's
+        // to change; the sealed message must carry it itself.
+        if let Some(Wanted::MessageId { message_id: id, .. }) = d.request.messages.get(i)
+            && opened_id.as_deref() != Some(id.as_str())
+        {
+            return Err(DiscloseError::OtherInside {
+                index,
+                what: s.source.entry().to_string(),
+                found: opened_id
+                    .map_or_else(|| "without a Message-ID".to_string(), |m| format!("{m:?}")),
+            });
+        }
         messages.push(manifest::MessageEntry {
             source: s.source.entry(),
-            message_id: message_id(block),
+            message_id: opened_id,
             epoch,
             stored: stored_entry,
             plaintext: manifest::FileEntry {

@@ -378,3 +378,61 @@ fn verify_refuses_one_approval_key_listed_as_two_approvers() {
         "{e}"
     );
 }
+
+#[test]
+fn a_message_id_the_provider_put_outside_the_seal_discloses_nothing() {
+    // Sealed message M2 (its own Message-ID none) given the requested
+    // ID above its marker by whoever can write at the provider: the
+    // stored header matches the request, the sealed message does not.
+    let f = Fixture::new();
+    let gateway = audit::public_key(&f.keys_dir()).unwrap();
+    let request = |id: &str| {
+        Request::new(
+            "c",
+            &gateway,
+            vec![Wanted::MessageId {
+                account: "ann".into(),
+                mailbox: "INBOX".into(),
+                message_id: id.into(),
+            }],
+        )
+        .unwrap()
+    };
+    let fetched = |ciphertext: Vec<u8>| Stored {
+        source: Source::Provider {
+            account: "ann".into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 9,
+            uid: 5,
+        },
+        ciphertext,
+    };
+    let run = |request: &Request, stored: &[Stored], out: &Path| {
+        let keys_dir = f.keys_dir();
+        let d = Disclosure {
+            request,
+            approvals: &[],
+            operator: "tester",
+            keys_dir: &keys_dir,
+            out,
+        };
+        disclose(&d, stored, &vec![f.identity.clone()])
+    };
+    let mut forged = b"Message-ID: <1@example.org>\r\n".to_vec();
+    forged.extend(f.seal(M2));
+    let wanted = request("<1@example.org>");
+    let stored = [fetched(forged)];
+    check_stored(&wanted, &stored).unwrap();
+    let out = f.tmp.path().join("forged");
+    let e = run(&wanted, &stored, &out).unwrap_err();
+    assert!(matches!(e, DiscloseError::OtherInside { .. }), "{e}");
+    assert!(!out.exists(), "a refused disclosure left its directory");
+
+    // The genuine message: disclosed, and the bundle verifies.
+    let out = f.tmp.path().join("genuine");
+    run(&wanted, &[fetched(f.seal(M1))], &out)
+        .unwrap()
+        .keep()
+        .unwrap();
+    manifest::verify(&out, None).unwrap();
+}
