@@ -746,3 +746,117 @@ fn a_forged_marker_of_an_unknown_epoch_is_sealed_like_any_message() {
         "passed unchanged"
     );
 }
+
+/// A provider that keeps its transaction as Postfix does: MAIL inside
+/// one is `503 nested MAIL`, RSET or the end of data ends it, and its
+/// first DATA is refused (as `smtpd_data_restrictions` may), which ends
+/// nothing (RFC 5321 §4.1.1.4). Counts the messages it takes.
+fn data_refusing_provider() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let taken = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+    let count = taken.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let count = count.clone();
+            thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let _ = w.write_all(b"220 strict.test ESMTP\r\n");
+                let (mut in_tx, mut in_data, mut refused_once) = (false, false, false);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    if matches!(r.read_until(b'\n', &mut line), Ok(0) | Err(_)) {
+                        return;
+                    }
+                    if in_data {
+                        if line == b".\r\n" {
+                            (in_data, in_tx) = (false, false);
+                            *count.lock().unwrap() += 1;
+                            let _ = w.write_all(b"250 2.0.0 queued\r\n");
+                        }
+                        continue;
+                    }
+                    let verb =
+                        String::from_utf8_lossy(line.get(..4).unwrap_or(b"")).to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => {
+                            in_tx = false;
+                            b"250-strict.test\r\n250 PIPELINING\r\n"
+                        }
+                        "MAIL" if in_tx => b"503 5.5.1 Error: nested MAIL command\r\n",
+                        "MAIL" => {
+                            in_tx = true;
+                            b"250 2.1.0 Ok\r\n"
+                        }
+                        "RSET" => {
+                            in_tx = false;
+                            b"250 2.0.0 Ok\r\n"
+                        }
+                        "DATA" if !refused_once => {
+                            refused_once = true;
+                            b"554 5.7.1 Data command rejected\r\n"
+                        }
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => b"250 2.0.0 ok\r\n",
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, taken)
+}
+
+#[test]
+fn a_refused_data_leaves_no_transaction_at_the_provider_for_the_next_message() {
+    // The provider refuses DATA: its MAIL and RCPT stay open there, and
+    // writ's client, told 554, sends its next message (RSET first, as a
+    // client does, which writ answers itself with no transaction left).
+    // writ resets the provider's transaction, so the next MAIL is not
+    // refused as nested; with and without the pool of provider
+    // connections.
+    for pool in ["0", "16"] {
+        let (addr, taken) = data_refusing_provider();
+        let writ = Writ::start(&WritConfig::relay(addr).smtp("provider_pool_size", pool));
+        let mut c = relay_session(&writ);
+        for round in 0..2 {
+            if round == 1 {
+                assert_eq!(c.command("RSET").unwrap().code, 250);
+            }
+            let r = c.command("MAIL FROM:<sender@elsewhere.test>").unwrap();
+            assert_eq!(r.code, 250, "pool {pool}, round {round}: {r:?}");
+            let r = c.command("RCPT TO:<someone@example.test>").unwrap();
+            assert_eq!(r.code, 250, "pool {pool}, round {round}: {r:?}");
+            let r = c.command("DATA").unwrap();
+            if round == 0 {
+                // The plaintext path waits for 354 before the client
+                // sends; the sealed one takes the message first.
+                if r.code == 354 {
+                    c.write_raw(b"Subject: x\r\n\r\nrefused\r\n.\r\n").unwrap();
+                    let r = c.read_reply().unwrap();
+                    assert_eq!(r.code, 554, "pool {pool}: {r:?}");
+                } else {
+                    assert_eq!(r.code, 554, "pool {pool}: {r:?}");
+                }
+                continue;
+            }
+            assert_eq!(r.code, 354, "pool {pool}: {r:?}");
+            c.write_raw(b"Subject: x\r\n\r\ntaken\r\n.\r\n").unwrap();
+            let r = c.read_reply().unwrap();
+            assert_eq!(r.code, 250, "pool {pool}: {r:?}");
+        }
+        assert_eq!(*taken.lock().unwrap(), 1, "pool {pool}");
+    }
+}

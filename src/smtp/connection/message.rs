@@ -322,6 +322,8 @@ impl Conn {
             }
             Output::Refused(r) => {
                 metrics::counter!(names::UPSTREAM_REPLIES_TOTAL, "class" => r.class()).increment(1);
+                // DATA refused: the provider's transaction goes (as above).
+                self.reset_upstream().await;
                 self.session.delivered(Ok(r))
             }
             Output::Broken(failure) => {
@@ -524,6 +526,11 @@ impl Conn {
                 let r = self.session.delivered(Err(UpstreamFailure::Unavailable));
                 return Ok(Step::Reply(r));
             }
+            // The provider still holds the transaction's MAIL and RCPTs
+            // (a refused DATA ends nothing, RFC 5321 §4.1.1.4), which writ
+            // forgets: RSET there, or the client's next MAIL meets a
+            // nested-MAIL refusal.
+            self.reset_upstream().await;
             return Ok(Step::Reply(self.session.delivered(Ok(r))));
         }
         self.reply(&r);
