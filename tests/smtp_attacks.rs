@@ -860,3 +860,102 @@ fn a_refused_data_leaves_no_transaction_at_the_provider_for_the_next_message() {
         assert_eq!(*taken.lock().unwrap(), 1, "pool {pool}");
     }
 }
+
+/// A provider that takes everything and keeps every octet it is sent
+/// after `354` (lines end at LF only, as Dovecot's and Postfix's readers
+/// do; a lone CR is kept inside the line).
+fn capturing_provider() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let keep = keep.clone();
+            thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let _ = w.write_all(b"220 capture.test ESMTP\r\n");
+                let mut in_data = false;
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    if matches!(r.read_until(b'\n', &mut line), Ok(0) | Err(_)) {
+                        return;
+                    }
+                    if in_data {
+                        if line == b".\r\n" {
+                            in_data = false;
+                            let _ = w.write_all(b"250 2.0.0 queued\r\n");
+                        } else {
+                            keep.lock().unwrap().extend_from_slice(&line);
+                        }
+                        continue;
+                    }
+                    let verb =
+                        String::from_utf8_lossy(line.get(..4).unwrap_or(b"")).to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-capture.test\r\n250 PIPELINING\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => b"250 2.0.0 ok\r\n",
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn a_bare_cr_next_to_a_dot_never_reaches_the_provider() {
+    // An already-sealed message (it passes through unchanged, streamed as
+    // it arrives) carrying, 200 KB in, `\r.\r` and commands after it: a
+    // next hop that takes a lone CR for a line end would end DATA there
+    // and run them. writ refuses the message (554) and none of those
+    // octets reach the provider (earlier ones may have).
+    let (addr, seen) = capturing_provider();
+    let writ = Writ::start(&WritConfig::relay(addr));
+    let sealed = sealed_message(&writ, "someone@example.test", 600 * 1024);
+    let text = String::from_utf8(sealed).unwrap();
+    let mut wire = text.replace("\r\n.", "\r\n..").into_bytes();
+    let at = 200 * 1024;
+    let nl = at + wire[at..].windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    let smuggled = b"x\r.\rMAIL FROM:<ceo@example.test>\rRCPT TO:<victim@example.test>\rDATA\r";
+    wire.splice(nl..nl, smuggled.iter().copied());
+    wire.extend_from_slice(b".\r\n");
+    let mut c = relay_session(&writ);
+    for line in [
+        "MAIL FROM:<sender@elsewhere.test>",
+        "RCPT TO:<someone@example.test>",
+    ] {
+        assert_eq!(c.command(line).unwrap().code, 250, "{line}");
+    }
+    assert_eq!(c.command("DATA").unwrap().code, 354);
+    let r = thread::scope(|s| {
+        let mut w = c.try_clone_writer();
+        let wire = &wire;
+        let h = s.spawn(move || w.write_all(wire));
+        let r = c.read_reply();
+        h.join().unwrap().unwrap();
+        r
+    })
+    .unwrap();
+    assert_eq!(r.code, 554, "{r:?}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen.windows(3).any(|w| w == b"\r.\r"),
+        "the provider was sent a bare CR next to a dot"
+    );
+    assert!(!seen.windows(9).any(|w| w == b"MAIL FROM"));
+}

@@ -395,11 +395,19 @@ impl Conn {
                     let chunk = chunk?;
                     if chunk.last {
                         pump.reading = false;
-                        if Session::refuses(&decoder.flags) {
-                            // Refused whatever the seal job makes of it.
-                            pump.sealed = None;
-                            continue;
-                        }
+                    }
+                    if Session::refuses(&decoder.flags) {
+                        // Refused whatever the seal job makes of it, and
+                        // nothing more reaches the provider: not this chunk
+                        // (a bare CR next to a dot in it could end DATA at
+                        // a next hop that takes a lone CR for a line end:
+                        // an already-sealed message passes through as it
+                        // is), nor what the job still makes. The rest is
+                        // read to its end and refused.
+                        pump.pending = None;
+                        pump.to_seal = None;
+                        pump.sealed = None;
+                        continue;
                     }
                     if !chunk.data.is_empty() && pump.to_seal.is_some() {
                         pump.pending = Some(chunk.data);
@@ -557,7 +565,10 @@ impl Conn {
                     return Err(self.data_timed_out().await);
                 }
             };
-            if upstream_ok
+            // Nothing more goes to the provider once the data is refused
+            // (see `pump_sealed`): the refused chunk could end DATA there.
+            if !Session::refuses(&decoder.flags)
+                && upstream_ok
                 && !chunk.data.is_empty()
                 && let Some(up) = self.upstream.as_mut()
                 && up.write_message(&mut stuffer, &chunk.data).await.is_err()
