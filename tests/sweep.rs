@@ -1093,3 +1093,40 @@ fn a_forged_marker_of_an_unknown_epoch_does_not_hide_plaintext_from_the_sweep() 
         String::from_utf8_lossy(&opened)
     );
 }
+
+#[test]
+fn a_mailbox_gone_between_list_and_examine_is_no_error() {
+    // The provider lists a mailbox, then answers EXAMINE `NO
+    // [NONEXISTENT]` (another client deleted it, or is still making it):
+    // skipped that round without counting an error, swept the next.
+    let p = provider();
+    let user = p.new_user("sweepgone");
+    let keys = TestKeys::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = password_file(tmp.path(), &user);
+    let m = message("gone", 1);
+    p.imap_append(&user, "INBOX", &m);
+    let faults = FaultProxy::start(
+        p.imap_addr(),
+        Faults::new().answer(
+            "EXAMINE",
+            When::Nth(1),
+            "NO [NONEXISTENT] Mailbox doesn't exist: INBOX",
+        ),
+    );
+    let toml = provider_toml(faults.addr()) + &sweep_toml(&user, &pw, &dir_line(tmp.path()));
+    let writ = serve_sweep(&keys, toml);
+    let stored = sealed(&writ, &user, "INBOX", &m, Duration::from_secs(BOUND_SECS));
+    assert!(keys.open(&stored).ends_with(&m));
+    assert_eq!(faults.faulted("EXAMINE"), 1);
+    assert_eq!(
+        writ.metric("writ_sweep_errors_total", &[("account", &user.name)]),
+        0.0,
+        "the sweep's errors; writ's log:\n{}",
+        writ.log()
+    );
+    assert!(
+        writ.log()
+            .contains("sweep: mailbox gone since it was listed")
+    );
+}

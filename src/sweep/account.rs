@@ -148,6 +148,14 @@ async fn round(
         let ledger = books.ledgers.entry(name.clone()).or_default();
         match look(sweep, user, &mut client, name, ledger).await {
             Ok(b) => behind.push(Some(b)),
+            // Gone since LIST (another client deleted or renamed it, or
+            // is still making it: the provider listed it a moment
+            // early): nothing to sweep there now, and no error; a
+            // mailbox that exists is looked at next round.
+            Err(SweepError::Client(e)) if gone_since_list(&e) => {
+                tracing::info!(account = %user, mailbox = %name, "sweep: mailbox gone since it was listed");
+                behind.push(None);
+            }
             // One mailbox the provider answers wrongly (or refuses to
             // select) is left this round; the others are still looked at
             // and sealed, and the round ends as failed once they are.
@@ -211,6 +219,12 @@ fn mailbox_only(e: &JobError) -> bool {
 }
 
 /// [`mailbox_only`] for the provider's answers themselves.
+/// The provider says the mailbox does not exist (`NO [NONEXISTENT]`,
+/// RFC 5530).
+fn gone_since_list(e: &ClientError) -> bool {
+    matches!(e, ClientError::Refused { code: Some(c), .. } if c.eq_ignore_ascii_case("NONEXISTENT"))
+}
+
 fn client_mailbox_only(e: &ClientError) -> bool {
     matches!(
         e,
