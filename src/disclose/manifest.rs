@@ -249,11 +249,17 @@ fn parse_manifest(dir: &Path, bytes: &[u8]) -> Result<Manifest, DiscloseError> {
 }
 
 /// A listed file name must stay inside the bundle: relative, plain
-/// components, not the manifest or its signature.
+/// components, not the manifest or its signature; and written the one
+/// way the gateway writes names (`/` between non-empty components, no
+/// `.`), so that no file can be listed twice under two spellings
+/// (`stored/./0001.eml`, `stored//0001.eml`), each copy hashed again.
 fn safe_name(name: &str) -> bool {
     let path = Path::new(name);
     !name.is_empty()
         && !name.contains('\\')
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
         && path.components().all(|c| matches!(c, Component::Normal(_)))
         && name != MANIFEST_FILE
         && name != SIGNATURE_FILE
@@ -380,9 +386,9 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
 
     // Every listed file, in manifest order.
     let listed = manifest.files();
-    let mut names: Vec<&str> = Vec::new();
+    let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for entry in &listed {
-        if !safe_name(&entry.file) || names.contains(&entry.file.as_str()) {
+        if !safe_name(&entry.file) || names.contains(entry.file.as_str()) {
             return Err(bundle_err(
                 dir,
                 MANIFEST_FILE,
@@ -392,7 +398,7 @@ pub fn verify(dir: &Path, public_key: Option<&[u8]>) -> Result<Verified, Disclos
                 ),
             ));
         }
-        names.push(&entry.file);
+        names.insert(&entry.file);
     }
     for entry in &listed {
         let path = dir.join(&entry.file);
@@ -553,6 +559,10 @@ mod tests {
             "manifest.json",
             "manifest.sig",
             "a\\b",
+            // Other spellings of a name the gateway writes once.
+            "stored/./0001.eml",
+            "stored//0001.eml",
+            "stored/0001.eml/",
         ] {
             assert!(!safe_name(bad), "{bad}");
         }
