@@ -432,13 +432,24 @@ fn head_agrees(dir: &Path, bytes: &[u8], count: u64) -> Result<(), AuditError> {
 /// audit.head of `dir`, if its signature is the audit key's (audit.pub).
 fn signed_head(dir: &Path) -> Option<Head> {
     let text = std::fs::read_to_string(dir.join(HEAD_FILE)).ok()?;
-    let line = text.trim_end_matches('\n');
-    let (msg, sig) = split_signed(HEAD_DOMAIN, line)?;
     let public = read_public_key(&dir.join(PUBLIC_FILE)).ok()?;
+    verified_head(text.trim_end_matches('\n'), &public)
+}
+
+/// A head line (audit.head's, or the PostgreSQL head row's `line`) if
+/// `public` signed it.
+fn verified_head(line: &str, public: &[u8]) -> Option<Head> {
+    let (msg, sig) = split_signed(HEAD_DOMAIN, line)?;
     UnparsedPublicKey::new(&ED25519, public)
         .verify(&msg, &sig)
         .ok()?;
     serde_json::from_str(line).ok()
+}
+
+/// What a head line signed by `public` names: (records, hash of the
+/// last record's line).
+pub(crate) fn head_names(line: &str, public: &[u8]) -> Option<(u64, String)> {
+    verified_head(line, public).map(|h| (h.records, h.last))
 }
 
 /// (number of lines, hash of the last one) of a log, refusing a cut last

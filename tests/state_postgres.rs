@@ -291,6 +291,20 @@ fn verify_finds_a_tampered_row() {
     let e = env.fail(&["audit", "verify"]);
     assert!(e.contains("record 2: missing"), "{e}");
     assert!(!saved.is_empty());
+    // The head row's columns rewritten to match the cut (its signed line
+    // cannot be): nothing is signed over the cut, which so never
+    // verifies again.
+    pg.psql(
+        &db,
+        "UPDATE writ_audit_head SET records = 1, last = (SELECT encode(sha256(convert_to(line, 'UTF8')), 'hex') FROM writ_audit_record WHERE seq = 1)",
+    );
+    let e = env.fail(&["keys", "rotate"]);
+    assert!(e.contains("does not end where its signed head says"), "{e}");
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM writ_audit_record")
+            .trim(),
+        "1"
+    );
     // Everything deleted, the head too: a keyring without its chain.
     pg.psql(
         &db,

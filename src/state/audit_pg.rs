@@ -128,10 +128,44 @@ impl PgAudit {
         let mut client = self.db.client().await?;
         let tx = client.transaction().await.map_err(&err)?;
         let row = tx
-            .query_one("SELECT records, last FROM writ_audit_head FOR UPDATE", &[])
+            .query_one(
+                "SELECT records, last, line FROM writ_audit_head FOR UPDATE",
+                &[],
+            )
             .await
             .map_err(&err)?;
         let count = row.get::<_, i64>(0).max(0) as u64;
+        // The head row's columns are not signed, its line is: nothing is
+        // appended unless the line, the columns and the last record agree
+        // (a chain cut, with the columns rewritten to match, would verify
+        // again once the next record and head were signed over its end).
+        if count > 0 {
+            let public = audit::public_key(&self.keys_dir)?;
+            let named = row
+                .get::<_, Option<String>>(2)
+                .and_then(|line| audit::head_names(&line, &public));
+            let last_row = tx
+                .query_opt(
+                    "SELECT seq, line FROM writ_audit_record ORDER BY seq DESC LIMIT 1",
+                    &[],
+                )
+                .await
+                .map_err(&err)?
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(0).max(0) as u64,
+                        sha256_hex(r.get::<_, String>(1).as_bytes()),
+                    )
+                });
+            let last: String = row.get(1);
+            let agrees = named.as_ref() == Some(&(count, last.clone()))
+                && last_row.as_ref() == Some(&(count, last));
+            if !agrees {
+                return Err(StateError::HeadDisagrees {
+                    target: self.target().to_string(),
+                });
+            }
+        }
         match check_begin(count, action) {
             Ok(()) => {}
             Err(Begin::Missing) => return Err(self.missing()),

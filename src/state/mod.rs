@@ -84,6 +84,12 @@ pub enum StateError {
     )]
     Missing { target: String, dir: PathBuf },
     #[error(
+        "the audit chain in PostgreSQL ({target}) does not end where its signed head says \
+         (records cut or rewritten): nothing is appended; `writ audit verify` says what is \
+         wrong; restore the writ_audit_* tables from a backup"
+    )]
+    HeadDisagrees { target: String },
+    #[error(
         "the audit chain in PostgreSQL {target} already holds {records} records: {action} only \
          begins a chain (another keyring's? copy that keyring's directory to this gateway \
          instead of making a new one)"
