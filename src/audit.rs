@@ -88,6 +88,9 @@ use crate::keys::{KeyError, atomic, now_rfc3339};
 
 pub const LOG_FILE: &str = "audit.log";
 pub const HEAD_FILE: &str = "audit.head";
+/// What `audit import` renames the file log to once PostgreSQL holds its
+/// records: the file chain is closed, and nothing appends to it again.
+pub const IMPORTED_FILE: &str = "audit.log.imported";
 pub const KEY_FILE: &str = "audit.key";
 pub const PUBLIC_FILE: &str = "audit.pub";
 
@@ -188,6 +191,12 @@ pub enum AuditError {
         line: u64,
         problem: String,
     },
+    #[error(
+        "{} says this keyring's audit chain was imported into PostgreSQL: nothing is recorded \
+         in the file log any more (use the config with [state] that names that database)",
+        .imported.display()
+    )]
+    Imported { imported: PathBuf },
     /// audit.head is damaged, missing or does not match the log.
     #[error("{}: {problem}", .path.display())]
     BadHead { path: PathBuf, problem: String },
@@ -334,6 +343,7 @@ pub fn has_key(dir: &Path) -> bool {
 /// ([`GENESIS_ACTIONS`]) may be appended to it, and [`append`] does that.
 pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
     load_key(dir)?;
+    not_imported(dir)?;
     let path = dir.join(LOG_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -349,6 +359,17 @@ pub fn check_writable(dir: &Path) -> Result<(), AuditError> {
             path,
             dir: dir.to_path_buf(),
         });
+    }
+    Ok(())
+}
+
+/// Refuses the file log of a keyring whose chain `audit import` moved to
+/// PostgreSQL: a config without `[state]` would fork the chain there,
+/// out of the auditors' sight.
+fn not_imported(dir: &Path) -> Result<(), AuditError> {
+    let imported = dir.join(IMPORTED_FILE);
+    if imported.exists() {
+        return Err(AuditError::Imported { imported });
     }
     Ok(())
 }
@@ -564,6 +585,7 @@ pub fn append(
     params: BTreeMap<String, serde_json::Value>,
 ) -> Result<Record, AuditError> {
     let pair = load_key(dir)?;
+    not_imported(dir)?;
     let path = dir.join(LOG_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -712,6 +734,7 @@ fn write_head(
 /// chain, then audit.head. `public_key`: a copy of audit.pub kept
 /// elsewhere (default: the one in `dir`). Names the first bad line.
 pub fn verify(dir: &Path, public_key: Option<&Path>) -> Result<Verified, AuditError> {
+    not_imported(dir)?;
     let pub_path = public_key.map_or_else(|| dir.join(PUBLIC_FILE), Path::to_path_buf);
     let public = read_public_key(&pub_path)?;
     let path = dir.join(LOG_FILE);

@@ -411,6 +411,19 @@ fn import_moves_the_file_log_into_the_shared_chain() {
     assert_eq!(r[2]["gateway"], "gw-a");
     let e = env.fail(&["audit", "import"]);
     assert!(e.contains("already holds 3 records"), "{e}");
+    // The file log is closed: a config without [state] cannot fork the
+    // chain there, out of the auditors' sight.
+    assert!(!env.path("keys/audit.log").exists());
+    assert!(env.path("keys/audit.log.imported").exists());
+    std::fs::write(env.path("config/writ.toml"), "").unwrap();
+    let e = env.fail(&["keys", "rotate"]);
+    assert!(
+        e.contains(
+            "audit.log.imported says this keyring's audit chain was imported into PostgreSQL"
+        ),
+        "{e}"
+    );
+    assert!(!env.path("keys/audit.log").exists());
 }
 
 /// The password reaches no output, whatever fails; the config file cannot

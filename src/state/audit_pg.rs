@@ -396,8 +396,19 @@ impl PgAudit {
 
     /// Moves the keyring directory's file log into the empty chain here,
     /// after verifying it: the same records, the same chain, continued by
-    /// every gateway from then on. The file log is left as it was.
+    /// every gateway from then on. The file log is then renamed to
+    /// [`audit::IMPORTED_FILE`], which closes it for appends.
     pub async fn import(&self) -> Result<Verified, StateError> {
+        // A chain here already (imported, or begun by a gateway): said
+        // before the file log is looked at (it may be closed already).
+        let (records, _) = self.head().await?;
+        if records > 0 {
+            return Err(StateError::NotABeginning {
+                target: self.target().to_string(),
+                records,
+                action: "audit import".into(),
+            });
+        }
         let dir = self.keys_dir.clone();
         let verified = tokio::task::spawn_blocking(move || audit::verify(&dir, None)).await??;
         let pair = audit::load_key(&self.keys_dir)?;
@@ -451,6 +462,16 @@ impl PgAudit {
         .await
         .map_err(&err)?;
         tx.commit().await.map_err(&err)?;
+        // The file chain is closed: renamed, so that no config without
+        // `[state]` appends to it (a fork of the chain no auditor looks
+        // at). A crash before leaves it live, as before this rename.
+        let imported = self.keys_dir.join(audit::IMPORTED_FILE);
+        std::fs::rename(&path, &imported)
+            .and_then(|()| File::open(&self.keys_dir).and_then(|d| d.sync_all()))
+            .map_err(|source| AuditError::Io {
+                path: imported,
+                source,
+            })?;
         Ok(verified)
     }
 }
