@@ -218,13 +218,13 @@ fn mailbox_only(e: &JobError) -> bool {
     }
 }
 
-/// [`mailbox_only`] for the provider's answers themselves.
 /// The provider says the mailbox does not exist (`NO [NONEXISTENT]`,
 /// RFC 5530).
 fn gone_since_list(e: &ClientError) -> bool {
     matches!(e, ClientError::Refused { code: Some(c), .. } if c.eq_ignore_ascii_case("NONEXISTENT"))
 }
 
+/// [`mailbox_only`] for the provider's answers themselves.
 fn client_mailbox_only(e: &ClientError) -> bool {
     matches!(
         e,
