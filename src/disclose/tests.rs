@@ -203,6 +203,21 @@ fn failures_leave_no_plaintext() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
 
+/// A request (case "c", this `gateway`) for the message of ann's INBOX
+/// with Message-ID `id`.
+fn by_message_id(gateway: &[u8], id: &str) -> Request {
+    Request::new(
+        "c",
+        gateway,
+        vec![Wanted::MessageId {
+            account: "ann".into(),
+            mailbox: "INBOX".into(),
+            message_id: id.into(),
+        }],
+    )
+    .unwrap()
+}
+
 #[test]
 fn stored_must_match_request() {
     let f = Fixture::new();
@@ -248,18 +263,7 @@ fn stored_must_match_request() {
         *uidvalidity = 10;
     }
     assert!(check_stored(&by_uid, &[other_validity]).is_err());
-    let by_id = |id: &str| {
-        Request::new(
-            "c",
-            &gateway,
-            vec![Wanted::MessageId {
-                account: "ann".into(),
-                mailbox: "INBOX".into(),
-                message_id: id.into(),
-            }],
-        )
-        .unwrap()
-    };
+    let by_id = |id: &str| by_message_id(&gateway, id);
     check_stored(&by_id("<1@example.org>"), &[fetched(5)]).unwrap();
     assert!(check_stored(&by_id("<2@example.org>"), &[fetched(5)]).is_err());
 }
@@ -386,18 +390,7 @@ fn a_message_id_the_provider_put_outside_the_seal_discloses_nothing() {
     // stored header matches the request, the sealed message does not.
     let f = Fixture::new();
     let gateway = audit::public_key(&f.keys_dir()).unwrap();
-    let request = |id: &str| {
-        Request::new(
-            "c",
-            &gateway,
-            vec![Wanted::MessageId {
-                account: "ann".into(),
-                mailbox: "INBOX".into(),
-                message_id: id.into(),
-            }],
-        )
-        .unwrap()
-    };
+    let request = |id: &str| by_message_id(&gateway, id);
     let fetched = |ciphertext: Vec<u8>| Stored {
         source: Source::Provider {
             account: "ann".into(),
