@@ -145,7 +145,10 @@ pub fn sequence_sets(data: &[u8]) {
             }
         })
         .collect();
-    if set.is_empty() {
+    // `4294967295:4294967295` standing alone is how imap-codec hands writ
+    // a `$` (SEARCHRES): writ answers it BAD instead of guessing (the
+    // session's refusal, tested there), so it is not forwarded.
+    if set.is_empty() || set == ["4294967295:4294967295"] {
         return;
     }
     let uid = if data[0] & 0x40 != 0 { "UID " } else { "" };
@@ -159,8 +162,9 @@ pub fn sequence_sets(data: &[u8]) {
     let forwarded = s.take_to_provider();
     assert!(
         forwarded == command.as_bytes(),
-        "sequence set rewritten: {command:?} went out as {:?}",
-        String::from_utf8_lossy(&forwarded)
+        "sequence set rewritten: {command:?} went out as {:?} (the client was told {:?})",
+        String::from_utf8_lossy(&forwarded),
+        String::from_utf8_lossy(&s.take_to_client())
     );
 }
 
