@@ -519,19 +519,53 @@ fn scripted_provider(
     idle: Duration,
     final_reply: &'static [u8],
 ) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(std::sync::Mutex::new(0usize));
     let count = accepted.clone();
+    let addr = smtp_script(
+        Some(idle),
+        || (),
+        |_, verb| match verb {
+            "DATA" => b"354 go ahead\r\n",
+            _ => b"250 2.0.0 ok\r\n",
+        },
+        move |_, line| match line {
+            Some(_) => b"",
+            None => {
+                *count.lock().unwrap() += 1;
+                final_reply
+            }
+        },
+    );
+    (addr, accepted)
+}
+
+/// A scripted SMTP provider on loopback: greets, answers EHLO, QUIT and
+/// (after `idle` of silence, if given) a timeout itself, every other
+/// command with `command(state, VERB)`; a reply starting `354` opens the
+/// data, whose lines go to `data(state, Some(line))` (lines end at LF
+/// only, as Postfix's reader: a lone CR stays inside a line), and whose
+/// end goes to `data(state, None)` for the reply. `state` is made anew
+/// for each connection.
+fn smtp_script<S: 'static>(
+    idle: Option<Duration>,
+    state: impl Fn() -> S + Send + Sync + 'static,
+    command: impl Fn(&mut S, &str) -> &'static [u8] + Send + Sync + 'static,
+    data: impl Fn(&mut S, Option<&[u8]>) -> &'static [u8] + Send + Sync + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = std::sync::Arc::new((state, command, data));
     thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            let count = count.clone();
+            let script = script.clone();
             thread::spawn(move || {
-                conn.set_read_timeout(Some(idle)).unwrap();
+                let (state, command, data) = &*script;
+                let mut state = state();
+                conn.set_read_timeout(idle).unwrap();
                 let mut w = conn.try_clone().unwrap();
                 let mut r = BufReader::new(conn);
-                let _ = w.write_all(b"220 idle.test ESMTP\r\n");
+                let _ = w.write_all(b"220 script.test ESMTP\r\n");
                 let mut in_data = false;
                 let mut line = Vec::new();
                 loop {
@@ -540,31 +574,40 @@ fn scripted_provider(
                         Ok(0) => return,
                         Ok(_) => {}
                         Err(_) => {
-                            let _ = w.write_all(b"421 4.4.2 idle.test Error: timeout exceeded\r\n");
+                            if idle.is_some() {
+                                let _ = w.write_all(
+                                    b"421 4.4.2 script.test Error: timeout exceeded\r\n",
+                                );
+                            }
                             return;
                         }
                     }
-                    if in_data {
-                        if line == b".\r\n" {
-                            in_data = false;
-                            *count.lock().unwrap() += 1;
-                            let _ = w.write_all(final_reply);
+                    let reply: &[u8] = if in_data {
+                        if line != b".\r\n" {
+                            data(&mut state, Some(&line));
+                            continue;
                         }
-                        continue;
-                    }
-                    let verb =
-                        String::from_utf8_lossy(line.get(..4).unwrap_or(b"")).to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-idle.test\r\n250 PIPELINING\r\n",
-                        "DATA" => {
-                            in_data = true;
-                            b"354 go ahead\r\n"
+                        in_data = false;
+                        data(&mut state, None)
+                    } else {
+                        let verb = String::from_utf8_lossy(line.get(..4).unwrap_or(b""))
+                            .to_ascii_uppercase();
+                        match verb.as_str() {
+                            "EHLO" => {
+                                // The provider's EHLO also ends a transaction.
+                                command(&mut state, "RSET");
+                                b"250-script.test\r\n250 PIPELINING\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 bye\r\n");
+                                return;
+                            }
+                            verb => {
+                                let reply = command(&mut state, verb);
+                                in_data = reply.starts_with(b"354");
+                                reply
+                            }
                         }
-                        "QUIT" => {
-                            let _ = w.write_all(b"221 bye\r\n");
-                            return;
-                        }
-                        _ => b"250 2.0.0 ok\r\n",
                     };
                     if w.write_all(reply).is_err() {
                         return;
@@ -573,7 +616,7 @@ fn scripted_provider(
             });
         }
     });
-    (addr, accepted)
+    addr
 }
 
 /// Finding 6. For a message writ seals, the provider is asked for DATA
@@ -752,70 +795,39 @@ fn a_forged_marker_of_an_unknown_epoch_is_sealed_like_any_message() {
 /// first DATA is refused (as `smtpd_data_restrictions` may), which ends
 /// nothing (RFC 5321 §4.1.1.4). Counts the messages it takes.
 fn data_refusing_provider() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    /// (in a transaction, DATA refused once already)
+    type Tx = (bool, bool);
     let taken = std::sync::Arc::new(std::sync::Mutex::new(0usize));
     let count = taken.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let count = count.clone();
-            thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                let _ = w.write_all(b"220 strict.test ESMTP\r\n");
-                let (mut in_tx, mut in_data, mut refused_once) = (false, false, false);
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    if matches!(r.read_until(b'\n', &mut line), Ok(0) | Err(_)) {
-                        return;
-                    }
-                    if in_data {
-                        if line == b".\r\n" {
-                            (in_data, in_tx) = (false, false);
-                            *count.lock().unwrap() += 1;
-                            let _ = w.write_all(b"250 2.0.0 queued\r\n");
-                        }
-                        continue;
-                    }
-                    let verb =
-                        String::from_utf8_lossy(line.get(..4).unwrap_or(b"")).to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => {
-                            in_tx = false;
-                            b"250-strict.test\r\n250 PIPELINING\r\n"
-                        }
-                        "MAIL" if in_tx => b"503 5.5.1 Error: nested MAIL command\r\n",
-                        "MAIL" => {
-                            in_tx = true;
-                            b"250 2.1.0 Ok\r\n"
-                        }
-                        "RSET" => {
-                            in_tx = false;
-                            b"250 2.0.0 Ok\r\n"
-                        }
-                        "DATA" if !refused_once => {
-                            refused_once = true;
-                            b"554 5.7.1 Data command rejected\r\n"
-                        }
-                        "DATA" => {
-                            in_data = true;
-                            b"354 go ahead\r\n"
-                        }
-                        "QUIT" => {
-                            let _ = w.write_all(b"221 bye\r\n");
-                            return;
-                        }
-                        _ => b"250 2.0.0 ok\r\n",
-                    };
-                    if w.write_all(reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = smtp_script(
+        None,
+        Tx::default,
+        |(in_tx, refused_once): &mut Tx, verb| match verb {
+            "MAIL" if *in_tx => b"503 5.5.1 Error: nested MAIL command\r\n",
+            "MAIL" => {
+                *in_tx = true;
+                b"250 2.1.0 Ok\r\n"
+            }
+            "RSET" => {
+                *in_tx = false;
+                b"250 2.0.0 Ok\r\n"
+            }
+            "DATA" if !*refused_once => {
+                *refused_once = true;
+                b"554 5.7.1 Data command rejected\r\n"
+            }
+            "DATA" => b"354 go ahead\r\n",
+            _ => b"250 2.0.0 ok\r\n",
+        },
+        move |(in_tx, _): &mut Tx, line| match line {
+            Some(_) => b"",
+            None => {
+                *in_tx = false;
+                *count.lock().unwrap() += 1;
+                b"250 2.0.0 queued\r\n"
+            }
+        },
+    );
     (addr, taken)
 }
 
@@ -865,55 +877,23 @@ fn a_refused_data_leaves_no_transaction_at_the_provider_for_the_next_message() {
 /// after `354` (lines end at LF only, as Dovecot's and Postfix's readers
 /// do; a lone CR is kept inside the line).
 fn capturing_provider() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let keep = seen.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let keep = keep.clone();
-            thread::spawn(move || {
-                let mut w = conn.try_clone().unwrap();
-                let mut r = BufReader::new(conn);
-                let _ = w.write_all(b"220 capture.test ESMTP\r\n");
-                let mut in_data = false;
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    if matches!(r.read_until(b'\n', &mut line), Ok(0) | Err(_)) {
-                        return;
-                    }
-                    if in_data {
-                        if line == b".\r\n" {
-                            in_data = false;
-                            let _ = w.write_all(b"250 2.0.0 queued\r\n");
-                        } else {
-                            keep.lock().unwrap().extend_from_slice(&line);
-                        }
-                        continue;
-                    }
-                    let verb =
-                        String::from_utf8_lossy(line.get(..4).unwrap_or(b"")).to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-capture.test\r\n250 PIPELINING\r\n",
-                        "DATA" => {
-                            in_data = true;
-                            b"354 go ahead\r\n"
-                        }
-                        "QUIT" => {
-                            let _ = w.write_all(b"221 bye\r\n");
-                            return;
-                        }
-                        _ => b"250 2.0.0 ok\r\n",
-                    };
-                    if w.write_all(reply).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = smtp_script(
+        None,
+        || (),
+        |_, verb| match verb {
+            "DATA" => b"354 go ahead\r\n",
+            _ => b"250 2.0.0 ok\r\n",
+        },
+        move |_, line| match line {
+            Some(line) => {
+                keep.lock().unwrap().extend_from_slice(line);
+                b""
+            }
+            None => b"250 2.0.0 queued\r\n",
+        },
+    );
     (addr, seen)
 }
 
