@@ -441,6 +441,19 @@ fn end_marker_split_across_writes_and_dot_stuffing_edges_deliver_one_intact_mess
 
 /// `writ seal` (the CLI) of a message of about `size` bytes with the
 /// keyring `writ` seals to: an already-sealed message writ passes through.
+/// Writes `wire` (a message's data and its end) while reading the reply,
+/// which may come before the client has written everything (a refusal).
+fn send_reading_the_reply(c: &mut Client, wire: &[u8]) -> common::Reply {
+    thread::scope(|s| {
+        let mut w = c.try_clone_writer();
+        let h = s.spawn(move || w.write_all(wire));
+        let r = c.read_reply();
+        h.join().unwrap().unwrap();
+        r
+    })
+    .unwrap()
+}
+
 fn sealed_message(writ: &Writ, to: &str, size: usize) -> Vec<u8> {
     let mut original = message("a@elsewhere.test", to, "big", &unique("big"), &unique("id"));
     while original.len() < size {
@@ -473,15 +486,7 @@ fn a_sealed_pass_through_refused_midway_stores_nothing_and_the_session_goes_on()
         assert_eq!(c.command(&line).unwrap().code, 250, "{line}");
     }
     assert_eq!(c.command("DATA").unwrap().code, 354);
-    let r = thread::scope(|s| {
-        let mut w = c.try_clone_writer();
-        let wire = &wire;
-        let h = s.spawn(move || w.write_all(wire));
-        let r = c.read_reply();
-        h.join().unwrap().unwrap();
-        r
-    })
-    .unwrap();
+    let r = send_reading_the_reply(&mut c, &wire);
     assert_eq!(r.code, 554, "{r:?}");
     let marker = unique("after-midway");
     for line in [
@@ -922,15 +927,7 @@ fn a_bare_cr_next_to_a_dot_never_reaches_the_provider() {
         assert_eq!(c.command(line).unwrap().code, 250, "{line}");
     }
     assert_eq!(c.command("DATA").unwrap().code, 354);
-    let r = thread::scope(|s| {
-        let mut w = c.try_clone_writer();
-        let wire = &wire;
-        let h = s.spawn(move || w.write_all(wire));
-        let r = c.read_reply();
-        h.join().unwrap().unwrap();
-        r
-    })
-    .unwrap();
+    let r = send_reading_the_reply(&mut c, &wire);
     assert_eq!(r.code, 554, "{r:?}");
     let seen = seen.lock().unwrap();
     assert!(
